@@ -1,0 +1,300 @@
+//! `file_sink`: writes batches as CSV (with a header), JSON Lines or Parquet, with arrow's
+//! writers; optional gzip, append, path templates and rotation with `max_files`.
+//!
+//! ```sql
+//! CREATE STREAM audit AS SELECT * FROM orders INTO audit_file
+//! WITH ('audit_file.type' = 'file_sink', 'audit_file.path' = 'out/audit_{date}.jsonl',
+//!       'audit_file.format' = 'jsonlines', 'audit_file.append' = 'true', 'audit_file.compression' = 'gzip');
+//! ```
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use flate2::write::GzEncoder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tracing::{debug, info};
+
+use super::format::FileFormat;
+use super::path_template::{PathTemplate, Rotation};
+use crate::error::{ConnectorError, Result};
+use crate::properties::{KeySpec, Properties};
+use crate::sink::Sink;
+
+/// The keys `file_sink` understands.
+pub const FILE_SINK_KEYS: KeySpec = KeySpec {
+    exact: &[
+        "path", "format", "append", "compression", "rotation", "max_files", "has_headers", "header",
+        "delimiter", "quote", "buffer_size_bytes", "encoding",
+    ],
+    prefixes: &[],
+};
+
+/// Compression of the written files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Zstd,
+    Lz4,
+}
+
+/// A file sink.
+pub struct FileSink {
+    name: String,
+    template: PathTemplate,
+    format: FileFormat,
+    append: bool,
+    compression: Compression,
+    max_files: Option<usize>,
+    buffer: usize,
+    current: Option<OpenFile>,
+    /// Paths opened during this run: opening one again appends instead of truncating.
+    opened: HashSet<PathBuf>,
+    batch_id: u64,
+}
+
+struct OpenFile {
+    path: PathBuf,
+    writer: Encoder,
+}
+
+enum Encoder {
+    Text { out: TextOut, header_pending: bool },
+    Parquet(Box<ArrowWriter<File>>),
+}
+
+enum TextOut {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+}
+
+impl Write for TextOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TextOut::Plain(w) => w.write(buf),
+            TextOut::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            TextOut::Plain(w) => w.flush(),
+            TextOut::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink").field("name", &self.name).field("template", &self.template).finish()
+    }
+}
+
+impl FileSink {
+    /// Configures the sink `props.owner()`; nothing is opened until the first batch.
+    pub fn try_new(props: &Properties) -> Result<Self> {
+        let path = props.require("path")?;
+        let format = FileFormat::from_properties(props, path)?;
+        let format = if format == FileFormat::Json { FileFormat::JsonLines } else { format };
+        let append = props.get_bool("append")?.unwrap_or(false);
+        let compression = match props.get("compression").map(|c| c.to_ascii_lowercase()) {
+            None => Compression::None,
+            Some(c) => match c.as_str() {
+                "none" | "uncompressed" | "" => Compression::None,
+                "gzip" | "gz" => Compression::Gzip,
+                "snappy" => Compression::Snappy,
+                "zstd" => Compression::Zstd,
+                "lz4" => Compression::Lz4,
+                _ => return Err(ConnectorError::invalid(props.full_key("compression"), format!("unknown compression '{c}'; use none, gzip, snappy, zstd or lz4"))),
+            },
+        };
+        if format != FileFormat::Parquet && !matches!(compression, Compression::None | Compression::Gzip) {
+            return Err(ConnectorError::invalid(props.full_key("compression"), format!("{} files can be compressed with gzip only", format.name())));
+        }
+        if format == FileFormat::Parquet && append {
+            return Err(ConnectorError::invalid(props.full_key("append"), "a parquet file cannot be appended to; use a path template such as 'out/part_{batch_id}.parquet'"));
+        }
+        let rotation = match props.get("rotation").map(|r| r.to_ascii_lowercase()) {
+            None => Rotation::Never,
+            Some(r) => match r.as_str() {
+                "none" | "never" => Rotation::Never,
+                "hourly" | "hour" => Rotation::Hourly,
+                "daily" | "day" => Rotation::Daily,
+                _ => return Err(ConnectorError::invalid(props.full_key("rotation"), format!("unknown rotation '{r}'; use hourly or daily"))),
+            },
+        };
+        Ok(Self {
+            name: props.owner().to_string(),
+            template: PathTemplate::new(path, rotation),
+            format,
+            append,
+            compression,
+            max_files: props.get_usize("max_files")?,
+            buffer: props.get_usize("buffer_size_bytes")?.unwrap_or(1 << 20),
+            current: None,
+            opened: HashSet::new(),
+            batch_id: 0,
+        })
+    }
+
+    /// Checks that the sink's directory can be created, so that a bad path fails at start-up.
+    pub fn check_writable(&self) -> Result<()> {
+        let path = PathBuf::from(self.template.render(chrono::Utc::now(), 0));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn open(&mut self, path: &Path, schema: arrow::datatypes::SchemaRef) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io(dir, e))?;
+        }
+        let append = self.append || self.opened.contains(path);
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| ConnectorError::io(path, e))?;
+        let existing = append && file.metadata().map(|m| m.len() > 0).unwrap_or(false);
+        let writer = match self.format {
+            FileFormat::Parquet => {
+                let codec = match self.compression {
+                    Compression::None => PqCompression::UNCOMPRESSED,
+                    Compression::Gzip => PqCompression::GZIP(GzipLevel::default()),
+                    Compression::Snappy => PqCompression::SNAPPY,
+                    Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
+                    Compression::Lz4 => PqCompression::LZ4_RAW,
+                };
+                let props = WriterProperties::builder().set_compression(codec).build();
+                let w = ArrowWriter::try_new(file, schema, Some(props))
+                    .map_err(|e| ConnectorError::Parquet { context: path.display().to_string(), source: e })?;
+                Encoder::Parquet(Box::new(w))
+            }
+            _ => {
+                let buf = BufWriter::with_capacity(self.buffer, file);
+                let out = match self.compression {
+                    Compression::Gzip => TextOut::Gzip(GzEncoder::new(buf, flate2::Compression::default())),
+                    _ => TextOut::Plain(buf),
+                };
+                Encoder::Text { out, header_pending: !existing }
+            }
+        };
+        self.opened.insert(path.to_path_buf());
+        debug!(sink = %self.name, path = %path.display(), "opened output file");
+        self.current = Some(OpenFile { path: path.to_path_buf(), writer });
+        self.prune()?;
+        Ok(())
+    }
+
+    /// Deletes the oldest files beyond `max_files`.
+    fn prune(&self) -> Result<()> {
+        let Some(max) = self.max_files else { return Ok(()) };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = glob::glob(&self.template.glob())
+            .map(|paths| paths.filter_map(|p| p.ok()).filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p))).collect())
+            .unwrap_or_default();
+        if files.len() <= max {
+            return Ok(());
+        }
+        files.sort();
+        let current = self.current.as_ref().map(|c| c.path.clone());
+        let excess = files.len() - max;
+        for (_, p) in files.into_iter().filter(|(_, p)| Some(p) != current.as_ref()).take(excess) {
+            info!(sink = %self.name, path = %p.display(), "removing old output file (max_files)");
+            std::fs::remove_file(&p).map_err(|e| ConnectorError::io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    fn finish_current(&mut self) -> Result<()> {
+        let Some(f) = self.current.take() else { return Ok(()) };
+        let io = |e| ConnectorError::io(&f.path, e);
+        match f.writer {
+            Encoder::Text { out, .. } => match out {
+                TextOut::Plain(mut w) => w.flush().map_err(io)?,
+                TextOut::Gzip(w) => {
+                    let mut inner = w.finish().map_err(io)?;
+                    inner.flush().map_err(io)?;
+                }
+            },
+            Encoder::Parquet(w) => {
+                w.close().map_err(|e| ConnectorError::Parquet { context: f.path.display().to_string(), source: e })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_sync(&mut self, batch: &RecordBatch) -> Result<()> {
+        let path = PathBuf::from(self.template.render(chrono::Utc::now(), self.batch_id));
+        self.batch_id += 1;
+        if self.current.as_ref().map(|c| &c.path) != Some(&path) {
+            self.finish_current()?;
+            self.open(&path, batch.schema())?;
+        }
+        let format = self.format;
+        let cur = self.current.as_mut().ok_or_else(|| ConnectorError::Other("file sink has no open file".into()))?;
+        let ctx = || cur.path.display().to_string();
+        match &mut cur.writer {
+            Encoder::Parquet(w) => w.write(batch).map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?,
+            Encoder::Text { out, header_pending } => match format {
+                FileFormat::Csv { has_headers, delimiter, quote } => {
+                    let mut w = arrow_csv::WriterBuilder::new()
+                        .with_header(has_headers && *header_pending)
+                        .with_delimiter(delimiter)
+                        .with_quote(quote)
+                        .build(&mut *out);
+                    w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+                    *header_pending = false;
+                }
+                _ => {
+                    let mut w = arrow_json::WriterBuilder::new()
+                        .with_explicit_nulls(true)
+                        .build::<_, arrow_json::writer::LineDelimited>(&mut *out);
+                    w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+                    w.finish().map_err(|e| ConnectorError::arrow(ctx(), e))?;
+                }
+            },
+        }
+        if self.template.per_batch() {
+            self.finish_current()?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.write_sync(batch)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if let Some(f) = self.current.as_mut() {
+            let path = f.path.clone();
+            match &mut f.writer {
+                Encoder::Text { out, .. } => out.flush().map_err(|e| ConnectorError::io(&path, e))?,
+                Encoder::Parquet(w) => w.flush().map_err(|e| ConnectorError::Parquet { context: path.display().to_string(), source: e })?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        self.finish_current()
+    }
+}

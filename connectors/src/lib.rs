@@ -1,0 +1,31 @@
+//! Sources and sinks for FerrisStreams.
+//!
+//! A *source* turns an external system (files today; Kafka, S3 and PostgreSQL later) into
+//! Arrow [`RecordBatch`](arrow::record_batch::RecordBatch) streams that DataFusion reads as a
+//! streaming table. A *sink* receives the job's output batches and writes them out.
+//! Connectors know nothing of SQL or of each other: the engine's job runner wires them up.
+//!
+//! ```sql
+//! CREATE STREAM enriched AS SELECT * FROM orders INTO archive
+//! WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl',
+//!       'archive.type' = 'file_sink',  'archive.path' = 'out/orders.csv', 'archive.format' = 'csv');
+//! ```
+
+pub mod batching;
+pub mod blackhole;
+pub mod connector_type;
+pub mod error;
+pub mod failure;
+pub mod file;
+pub mod metrics;
+pub mod properties;
+pub mod sink;
+pub mod source;
+pub mod stdout;
+
+pub use connector_type::{ConnectorKind, ConnectorType, Role};
+pub use error::{ConnectorError, Result};
+pub use failure::FailureStrategy;
+pub use properties::Properties;
+pub use sink::Sink;
+pub use source::Source;

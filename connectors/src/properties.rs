@@ -1,0 +1,238 @@
+//! The properties of one source, sink or job: the `WITH` keys with their prefix removed.
+//!
+//! ```sql
+//! WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl')
+//! -- the source `orders` gets {type: file_source, path: data/orders.jsonl}
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{ConnectorError, Result};
+
+/// Words that make a key secret: its value is masked in explain output, logs and errors.
+const SECRET_WORDS: &[&str] = &[
+    "password", "secret", "token", "access_key", "auth_header", "api_key", "credential",
+    "private_key", "sasl.jaas",
+];
+
+/// True when the value of `key` must never be shown (`sasl.password`, `secret_access_key`, …).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|w| k.contains(w))
+}
+
+/// The text shown in place of a secret value.
+pub const MASK: &str = "****";
+
+/// An ordered map of property keys (without the `name.` prefix) to values, remembering the
+/// owner's name so that errors can quote the full key (`orders.path`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    owner: String,
+    values: BTreeMap<String, String>,
+}
+
+impl Properties {
+    /// An empty property set for the source, sink or job named `owner` (empty for job keys).
+    pub fn new(owner: impl Into<String>) -> Self {
+        Self { owner: owner.into(), values: BTreeMap::new() }
+    }
+
+    /// Builds a property set from pairs; handy in tests.
+    pub fn from_pairs<'a>(owner: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut p = Self::new(owner);
+        for (k, v) in pairs {
+            p.insert(k, v);
+        }
+        p
+    }
+
+    /// The source, sink or job these properties belong to.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Sets `key` (without prefix). A `source.`/`sink.` prefix (`source.format`, as some of the
+    /// guide's examples write) is accepted as an alias of the plain key.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.values.insert(key.into(), value.into());
+    }
+
+    /// The full key as the user wrote it: `owner.key`, or `key` for job-level properties.
+    pub fn full_key(&self, key: &str) -> String {
+        if self.owner.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{}", self.owner, key)
+        }
+    }
+
+    /// The raw value of `key`, also found under `source.key` or `sink.key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .or_else(|| self.values.get(&format!("source.{key}")))
+            .or_else(|| self.values.get(&format!("sink.{key}")))
+            .map(String::as_str)
+    }
+
+    /// The value of `key`, or an error naming the full key.
+    pub fn require(&self, key: &str) -> Result<&str> {
+        self.get(key).ok_or_else(|| ConnectorError::MissingProperty { key: self.full_key(key) })
+    }
+
+    /// A boolean (`true`/`false`, `yes`/`no`, `1`/`0`, `on`/`off`).
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "on" => Ok(true),
+                "false" | "no" | "0" | "off" => Ok(false),
+                _ => Err(ConnectorError::invalid(self.full_key(key), format!("expected true or false, got '{v}'"))),
+            })
+            .transpose()
+    }
+
+    /// A non-negative integer.
+    pub fn get_usize(&self, key: &str) -> Result<Option<usize>> {
+        self.get(key)
+            .map(|v| {
+                v.trim().parse::<usize>().map_err(|_| {
+                    ConnectorError::invalid(self.full_key(key), format!("expected a non-negative integer, got '{v}'"))
+                })
+            })
+            .transpose()
+    }
+
+    /// A duration: `500ms`, `2s`, `5m`, `1h`, or a bare number of milliseconds (`2000`).
+    pub fn get_duration(&self, key: &str) -> Result<Option<Duration>> {
+        self.get(key)
+            .map(|v| parse_duration(v).map_err(|m| ConnectorError::invalid(self.full_key(key), m)))
+            .transpose()
+    }
+
+    /// A single character (CSV delimiter or quote); `\t` and `tab` mean a tab.
+    pub fn get_char(&self, key: &str) -> Result<Option<u8>> {
+        self.get(key)
+            .map(|v| match v {
+                "\\t" | "tab" | "\t" => Ok(b'\t'),
+                s if s.len() == 1 => Ok(s.as_bytes()[0]),
+                _ => Err(ConnectorError::invalid(self.full_key(key), format!("expected one character, got '{v}'"))),
+            })
+            .transpose()
+    }
+
+    /// All keys with their values, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// All keys with values safe to show: secrets replaced by [`MASK`].
+    pub fn masked(&self) -> BTreeMap<String, String> {
+        self.values
+            .iter()
+            .map(|(k, v)| (k.clone(), if is_secret_key(k) { MASK.to_string() } else { v.clone() }))
+            .collect()
+    }
+
+    /// True when no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Keys not accepted by `spec`, as full keys, for the "unknown key" warning.
+    pub fn unknown_keys(&self, spec: &KeySpec) -> Vec<String> {
+        self.values.keys().filter(|k| !spec.accepts(k)).map(|k| self.full_key(k)).collect()
+    }
+}
+
+/// Which keys a connector understands: exact names and whole families (`batch.`).
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// Keys accepted exactly.
+    pub exact: &'static [&'static str],
+    /// Key prefixes accepted with anything after them (each ends with `.`).
+    pub prefixes: &'static [&'static str],
+}
+
+/// Keys every source and sink accepts, whatever its type.
+pub const COMMON_KEYS: KeySpec = KeySpec {
+    exact: &[
+        "type", "config_file", "failure_strategy", "max_retries", "retry_backoff", "event_time",
+        "watermark.delay", "idle_timeout", "max_batch_size", "batch_timeout",
+    ],
+    prefixes: &["batch.", "event_time.", "watermark.", "dlq."],
+};
+
+impl KeySpec {
+    /// True when `key` (or its `source.`/`sink.` alias) is understood by this spec or by
+    /// [`COMMON_KEYS`].
+    pub fn accepts(&self, key: &str) -> bool {
+        let key = key.strip_prefix("source.").or_else(|| key.strip_prefix("sink.")).unwrap_or(key);
+        [self, &COMMON_KEYS]
+            .iter()
+            .any(|s| s.exact.contains(&key) || s.prefixes.iter().any(|p| key.starts_with(p)))
+    }
+}
+
+/// Parses `500ms`, `2s`, `2 seconds`, `5m`, `1h`, `1d`, or a bare number of milliseconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("expected a duration such as '500ms' or '2s', got '{text}'"))?;
+    let ms = match unit.trim() {
+        "" | "ms" | "millis" | "milliseconds" | "millisecond" => n,
+        "s" | "sec" | "secs" | "second" | "seconds" => n * 1e3,
+        "m" | "min" | "mins" | "minute" | "minutes" => n * 60e3,
+        "h" | "hour" | "hours" => n * 3600e3,
+        "d" | "day" | "days" => n * 86_400e3,
+        other => return Err(format!("unknown duration unit '{other}' in '{text}' (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_micros((ms * 1e3).round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2000").unwrap(), Duration::from_millis(2000));
+        assert_eq!(parse_duration("2000ms").unwrap(), Duration::from_millis(2000));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("1.5 seconds").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 fortnights").unwrap_err().contains("fortnights"));
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let p = Properties::from_pairs("db", [("password", "hunter2"), ("sasl.password", "x"), ("secret_access_key", "k"), ("auth_token", "t"), ("path", "a")]);
+        let m = p.masked();
+        assert_eq!(m["password"], MASK);
+        assert_eq!(m["sasl.password"], MASK);
+        assert_eq!(m["secret_access_key"], MASK);
+        assert_eq!(m["auth_token"], MASK);
+        assert_eq!(m["path"], "a");
+    }
+
+    #[test]
+    fn typed_getters_name_the_full_key() {
+        let p = Properties::from_pairs("orders", [("has_headers", "maybe"), ("batch.size", "x")]);
+        assert_eq!(p.get_bool("has_headers").unwrap_err().to_string(), "invalid value for 'orders.has_headers': expected true or false, got 'maybe'");
+        assert!(p.get_usize("batch.size").unwrap_err().to_string().contains("'orders.batch.size'"));
+        assert_eq!(p.require("path").unwrap_err().to_string(), "missing required property 'orders.path'");
+    }
+
+    #[test]
+    fn source_prefix_alias() {
+        let p = Properties::from_pairs("x", [("source.format", "json")]);
+        assert_eq!(p.get("format"), Some("json"));
+        let spec = KeySpec { exact: &["format", "path"], prefixes: &[] };
+        assert!(p.unknown_keys(&spec).is_empty());
+        let q = Properties::from_pairs("orders", [("pth", "a")]);
+        assert_eq!(q.unknown_keys(&spec), vec!["orders.pth".to_string()]);
+    }
+}

@@ -1,0 +1,42 @@
+//! Creates the connectors a job names: sources registered with DataFusion, sinks opened for the
+//! runner. The one place that maps a connector type to its implementation.
+//!
+//! ```sql
+//! WITH ('orders.type' = 'file_source', 'out.type' = 'file_sink', 'nowhere.type' = 'blackhole')
+//! ```
+
+use std::sync::Arc;
+
+use ferris_connectors::blackhole::BlackholeSink;
+use ferris_connectors::file::{FileSink, FileSource};
+use ferris_connectors::stdout::StdoutSink;
+use ferris_connectors::{ConnectorError, ConnectorKind, Properties, Sink, Source};
+
+use crate::job::RelationSpec;
+
+fn not_supported(rel: &RelationSpec) -> ConnectorError {
+    ConnectorError::NotSupported { type_name: rel.connector.to_string(), name: rel.name.clone() }
+}
+
+/// Creates the source `rel`; `partitions` caps its parallelism.
+pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize) -> Result<Arc<dyn Source>, ConnectorError> {
+    match rel.connector.kind {
+        ConnectorKind::File => Ok(Arc::new(FileSource::try_new(&rel.properties, job, partitions)?)),
+        _ => Err(not_supported(rel)),
+    }
+}
+
+/// Creates the sink `rel`, checking what can be checked before data flows (the output
+/// directory can be created).
+pub fn create_sink(rel: &RelationSpec) -> Result<Box<dyn Sink>, ConnectorError> {
+    match rel.connector.kind {
+        ConnectorKind::File => {
+            let sink = FileSink::try_new(&rel.properties)?;
+            sink.check_writable()?;
+            Ok(Box::new(sink))
+        }
+        ConnectorKind::Stdout => Ok(Box::new(StdoutSink::new(rel.name.clone()))),
+        ConnectorKind::Blackhole => Ok(Box::new(BlackholeSink::new(rel.name.clone()))),
+        _ => Err(not_supported(rel)),
+    }
+}

@@ -1,0 +1,177 @@
+//! `ferris-sql explain`: what each statement becomes — sources and sinks with their types and
+//! resolved properties (secrets masked), job options, warnings and the physical plan. A source
+//! that cannot be reached is reported where the plan would be; the analysis still shows.
+//!
+//! ```sql
+//! -- ferris-sql explain configs/ecommerce.sql --json
+//! ```
+
+use std::collections::BTreeMap;
+
+use datafusion::physical_plan::displayable;
+use serde::Serialize;
+
+use crate::job::{analyze_sql, AnalysisError, JobSpec, RelationSpec};
+use crate::planner::plan_job;
+
+/// A source or sink as explained.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExplainedRelation {
+    /// Its name.
+    pub name: String,
+    /// Its type (`file_source`).
+    #[serde(rename = "type")]
+    pub connector: String,
+    /// Its properties, secrets masked.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One job as explained.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedJob {
+    /// The job's name.
+    pub name: String,
+    /// `stream`, `table` or `select`.
+    pub kind: String,
+    /// 1-based line of the statement.
+    pub line: u64,
+    /// Its sources.
+    pub sources: Vec<ExplainedRelation>,
+    /// Its sinks.
+    pub sinks: Vec<ExplainedRelation>,
+    /// Job-level options, secrets masked.
+    pub options: BTreeMap<String, String>,
+    /// `changes`, `final`, or null when not written.
+    pub emit: Option<String>,
+    /// WITHIN clauses as written.
+    pub within: Vec<String>,
+    /// Warnings from analysis and planning.
+    pub warnings: Vec<String>,
+    /// The physical plan, when it could be built.
+    pub plan: Option<String>,
+    /// Why the plan could not be built (a missing file, an unsupported source…).
+    pub plan_error: Option<String>,
+}
+
+/// A statement that could not be analysed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedError {
+    /// 1-based statement number.
+    pub statement: usize,
+    /// The error.
+    pub error: String,
+}
+
+/// The whole explain output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// Jobs that were analysed.
+    pub jobs: Vec<ExplainedJob>,
+    /// Statements that were not.
+    pub errors: Vec<ExplainedError>,
+}
+
+fn relation(r: &RelationSpec) -> ExplainedRelation {
+    ExplainedRelation { name: r.name.clone(), connector: r.connector.to_string(), properties: r.properties.masked() }
+}
+
+fn describe(spec: &JobSpec) -> ExplainedJob {
+    use crate::sql::{EmitMode, StatementKind};
+    ExplainedJob {
+        name: spec.name.clone(),
+        kind: match spec.statement.kind {
+            StatementKind::Stream(_) => "stream",
+            StatementKind::Table(_) => "table",
+            StatementKind::Select => "select",
+        }
+        .into(),
+        line: spec.statement.line,
+        sources: spec.sources.iter().map(relation).collect(),
+        sinks: spec.sinks.iter().map(relation).collect(),
+        options: spec.options.masked(),
+        emit: spec.statement.emit.map(|e| match e {
+            EmitMode::Changes => "changes".into(),
+            EmitMode::Final => "final".into(),
+        }),
+        within: spec.statement.within.iter().map(|w| w.text.clone()).collect(),
+        warnings: spec.warnings.clone(),
+        plan: None,
+        plan_error: None,
+    }
+}
+
+/// Explains every statement of `sql`. With `with_plan`, sources are created (files are read
+/// for their schema) and the physical plan is shown.
+pub async fn explain(sql: &str, with_plan: bool) -> Result<Explanation, AnalysisError> {
+    let mut out = Explanation { jobs: Vec::new(), errors: Vec::new() };
+    for (i, result) in analyze_sql(sql)?.into_iter().enumerate() {
+        match result {
+            Err(e) => out.errors.push(ExplainedError { statement: i + 1, error: e.to_string() }),
+            Ok(spec) => {
+                let mut job = describe(&spec);
+                if with_plan {
+                    match plan_job(spec).await {
+                        Ok(planned) => {
+                            job.warnings.extend(planned.notes.iter().cloned());
+                            let sources: Vec<String> = planned.sources.iter().map(|s| format!("{}: {}", s.name(), s.describe())).collect();
+                            job.plan = Some(format!("{}\n{}", sources.join("\n"), displayable(planned.plan.as_ref()).indent(true)));
+                        }
+                        Err(e) => job.plan_error = Some(e.to_string()),
+                    }
+                }
+                out.jobs.push(job);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Renders an explanation for a person.
+pub fn render_text(e: &Explanation) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for job in &e.jobs {
+        let _ = writeln!(s, "Job '{}' ({} at line {})", job.name, job.kind, job.line);
+        if let Some(emit) = &job.emit {
+            let _ = writeln!(s, "  emit: {emit}");
+        }
+        for w in &job.within {
+            let _ = writeln!(s, "  within: {w}");
+        }
+        for (title, rels) in [("Sources", &job.sources), ("Sinks", &job.sinks)] {
+            let _ = writeln!(s, "  {title}:");
+            for r in rels {
+                let _ = writeln!(s, "    {} ({})", r.name, r.connector);
+                for (k, v) in &r.properties {
+                    let _ = writeln!(s, "      {k} = {v}");
+                }
+            }
+        }
+        if !job.options.is_empty() {
+            let _ = writeln!(s, "  Options:");
+            for (k, v) in &job.options {
+                let _ = writeln!(s, "    {k} = {v}");
+            }
+        }
+        for w in &job.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        match (&job.plan, &job.plan_error) {
+            (Some(p), _) => {
+                let _ = writeln!(s, "  Plan:");
+                for line in p.lines() {
+                    let _ = writeln!(s, "    {line}");
+                }
+            }
+            (None, Some(err)) => {
+                let _ = writeln!(s, "  Plan: unavailable: {err}");
+            }
+            _ => {}
+        }
+        s.push('\n');
+    }
+    for err in &e.errors {
+        let _ = writeln!(s, "Statement {}: error: {}", err.statement, err.error);
+    }
+    s
+}

@@ -1,0 +1,247 @@
+//! From a parsed statement to a [`JobSpec`]: finds the sources (every relation in FROM and
+//! JOIN, CTE names aside), the sinks (the INTO list, or the stream's own name), splits the
+//! `WITH` keys by prefix and checks that every source and sink declares its type.
+//!
+//! ```sql
+//! SELECT * FROM orders_source WITH ('orders_source.topic' = 'orders');
+//! -- Error: Source type must be explicitly specified for 'orders_source'. Use: 'orders_source.type'
+//! --        with values like 'kafka_source', 'file_source', 's3_source', 'database_source'
+//! ```
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{visit_relations, ObjectName, ObjectNamePart, Query};
+use ferris_connectors::connector_type::TypeError;
+use ferris_connectors::file::sink::FILE_SINK_KEYS;
+use ferris_connectors::file::source::FILE_SOURCE_KEYS;
+use ferris_connectors::properties::KeySpec;
+use ferris_connectors::{ConnectorKind, ConnectorType, Properties, Role};
+
+use super::spec::{JobSpec, RelationSpec, JOB_KEYS};
+use crate::sql::{parse_sql, FerrisStatement, StatementKind};
+
+/// Why a statement cannot become a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalysisError {
+    /// A source or sink has no `type`.
+    #[error("{role} type must be explicitly specified for '{name}'. Use: '{name}.type' with values like {examples}")]
+    MissingType {
+        /// "Source" or "Sink".
+        role: &'static str,
+        /// The relation.
+        name: String,
+        /// Quoted example types.
+        examples: String,
+    },
+    /// The `type` value is wrong.
+    #[error(transparent)]
+    BadType(#[from] TypeError),
+    /// The query reads nothing.
+    #[error("No supported datasource found in query analysis for job '{0}'")]
+    NoSource(String),
+    /// Anything else, explained.
+    #[error("{0}")]
+    Invalid(String),
+    /// The SQL does not parse.
+    #[error(transparent)]
+    Syntax(#[from] crate::sql::parser::SyntaxError),
+}
+
+/// Parses and analyses every statement of `sql`.
+pub fn analyze_sql(sql: &str) -> Result<Vec<Result<JobSpec, AnalysisError>>, AnalysisError> {
+    let statements = parse_sql(sql)?;
+    Ok(statements.into_iter().enumerate().map(|(i, s)| analyze(s, i + 1)).collect())
+}
+
+/// The name DataFusion will resolve: unquoted parts lower-cased.
+pub fn normalized_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(id) if id.quote_style.is_some() => id.value.clone(),
+            ObjectNamePart::Identifier(id) => id.value.to_ascii_lowercase(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Every relation the query reads, in order of first appearance, CTE names excluded.
+pub fn relations(query: &Query) -> Vec<String> {
+    let mut ctes = HashSet::new();
+    collect_ctes(query, &mut ctes);
+    let mut seen = Vec::new();
+    let _ = visit_relations(query, |name| {
+        let n = normalized_name(name);
+        if !ctes.contains(&n) && !seen.contains(&n) {
+            seen.push(n);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    seen
+}
+
+fn collect_ctes(query: &Query, out: &mut HashSet<String>) {
+    if let Some(with) = &query.with {
+        for cte in &with.cte_tables {
+            out.insert(cte.alias.name.value.to_ascii_lowercase());
+            collect_ctes(&cte.query, out);
+        }
+    }
+}
+
+fn examples(role: Role) -> String {
+    ConnectorType::examples(role)
+        .into_iter()
+        .take(4)
+        .map(|e| format!("'{e}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The keys a connector type understands; `None` where keys pass through (Kafka's to librdkafka).
+fn key_spec(t: ConnectorType) -> Option<KeySpec> {
+    const NONE: KeySpec = KeySpec { exact: &["format"], prefixes: &[] };
+    match (t.kind, t.role) {
+        (ConnectorKind::File, Role::Source) => Some(FILE_SOURCE_KEYS),
+        (ConnectorKind::File, Role::Sink) => Some(FILE_SINK_KEYS),
+        (ConnectorKind::Stdout | ConnectorKind::Blackhole, _) => Some(NONE),
+        _ => None,
+    }
+}
+
+/// Analyses one statement; `index` (1-based) names bare SELECTs (`select_1`).
+pub fn analyze(statement: FerrisStatement, index: usize) -> Result<JobSpec, AnalysisError> {
+    let name = statement.name().map(str::to_string).unwrap_or_else(|| format!("select_{index}"));
+    let source_names = relations(&statement.query);
+    if source_names.is_empty() {
+        return Err(AnalysisError::NoSource(name));
+    }
+    let (sink_names, implicit_stdout) = match (&statement.kind, statement.into.is_empty()) {
+        (_, false) => (statement.into.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>(), false),
+        (StatementKind::Select, true) => (vec!["stdout".to_string()], true),
+        (StatementKind::Stream(n) | StatementKind::Table(n), true) => (vec![n.to_ascii_lowercase()], false),
+    };
+    if let Some(both) = sink_names.iter().find(|s| source_names.contains(s)) {
+        return Err(AnalysisError::Invalid(format!("'{both}' is both read (FROM/JOIN) and written (INTO) by job '{name}'")));
+    }
+
+    // Split WITH keys by the longest matching relation prefix.
+    let mut names: Vec<&String> = source_names.iter().chain(sink_names.iter()).collect();
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let mut props: Vec<Properties> = source_names.iter().chain(sink_names.iter()).map(|n| Properties::new(n.clone())).collect();
+    let mut options = Properties::new("");
+    let mut warnings = Vec::new();
+    let mut seen_keys = HashSet::new();
+    for (key, value) in &statement.with {
+        if !seen_keys.insert(key.to_ascii_lowercase()) {
+            warnings.push(format!("'{key}' is set more than once; the last value wins"));
+        }
+        let lower = key.to_ascii_lowercase();
+        let owner = names.iter().find(|n| lower.starts_with(&format!("{n}.")));
+        match owner {
+            Some(n) => {
+                let rest = &key[n.len() + 1..];
+                if let Some(p) = props.iter_mut().find(|p| p.owner() == n.as_str()) {
+                    p.insert(rest, value.clone());
+                }
+            }
+            None => options.insert(key.clone(), value.clone()),
+        }
+    }
+    for k in options.unknown_keys(&JOB_KEYS) {
+        let prefix = k.split('.').next().unwrap_or(&k);
+        if k.contains('.') && !JOB_KEYS.prefixes.iter().any(|p| k.starts_with(p)) {
+            warnings.push(format!("unknown key '{k}': no source or sink named '{prefix}' in job '{name}', and not a job option"));
+        } else {
+            warnings.push(format!("unknown job option '{k}' in job '{name}'"));
+        }
+    }
+
+    let mut sources = Vec::new();
+    let mut sinks = Vec::new();
+    for p in props {
+        let role = if source_names.iter().any(|s| s == p.owner()) { Role::Source } else { Role::Sink };
+        let connector = match p.get("type") {
+            Some(t) => ConnectorType::parse(p.owner(), role, t)?,
+            None if implicit_stdout && role == Role::Sink => ConnectorType { kind: ConnectorKind::Stdout, role },
+            None => {
+                return Err(AnalysisError::MissingType {
+                    role: if role == Role::Source { "Source" } else { "Sink" },
+                    name: p.owner().to_string(),
+                    examples: examples(role),
+                })
+            }
+        };
+        if let Some(spec) = key_spec(connector) {
+            for k in p.unknown_keys(&spec) {
+                warnings.push(format!("unknown key '{k}': {connector} '{}' does not use it", p.owner()));
+            }
+        }
+        let rel = RelationSpec { name: p.owner().to_string(), connector, properties: p };
+        match role {
+            Role::Source => sources.push(rel),
+            Role::Sink => sinks.push(rel),
+        }
+    }
+    Ok(JobSpec { name, statement, sources, sinks, options, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Result<JobSpec, AnalysisError> {
+        analyze_sql(sql).unwrap().remove(0)
+    }
+
+    #[test]
+    fn splits_keys_by_relation() {
+        let job = one("CREATE STREAM s AS SELECT * FROM orders o JOIN customers c ON o.id = c.id INTO out1, out2 WITH (
+            'orders.type' = 'file_source', 'orders.path' = 'a.jsonl', 'customers.type' = 'file',
+            'customers.path' = 'c.csv', 'out1.type' = 'file_sink', 'out1.path' = 'x', 'out2.type' = 'blackhole',
+            'batch.size' = '10', 'failure_strategy' = 'FailBatch')").unwrap();
+        assert_eq!(job.name, "s");
+        assert_eq!(job.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["orders", "customers"]);
+        assert_eq!(job.sinks.iter().map(|s| s.connector.to_string()).collect::<Vec<_>>(), ["file_sink", "blackhole_sink"]);
+        assert_eq!(job.sources[1].connector.to_string(), "file_source");
+        assert_eq!(job.options.get("batch.size"), Some("10"));
+        assert_eq!(job.sources[0].properties.get("path"), Some("a.jsonl"));
+        assert!(job.warnings.is_empty(), "{:?}", job.warnings);
+    }
+
+    #[test]
+    fn missing_types_use_the_guides_words() {
+        let e = one("SELECT * FROM orders_source WITH ('orders_source.topic' = 'orders')").unwrap_err();
+        assert_eq!(e.to_string(), "Source type must be explicitly specified for 'orders_source'. Use: 'orders_source.type' with values like 'kafka_source', 'file_source', 's3_source', 'database_source'");
+        let e = one("SELECT * FROM a INTO b WITH ('a.type' = 'file_source')").unwrap_err();
+        assert_eq!(e.to_string(), "Sink type must be explicitly specified for 'b'. Use: 'b.type' with values like 'kafka_sink', 'file_sink', 's3_sink', 'database_sink'");
+        let e = one("CREATE STREAM my_job AS SELECT 100 AS constant_value").unwrap_err();
+        assert_eq!(e.to_string(), "No supported datasource found in query analysis for job 'my_job'");
+    }
+
+    #[test]
+    fn stream_name_is_the_default_sink_and_select_goes_to_stdout() {
+        let job = one("CREATE STREAM s AS SELECT * FROM t EMIT CHANGES WITH ('t.type'='file_source', 's.type'='file_sink', 's.path'='o.csv')").unwrap();
+        assert_eq!(job.sinks[0].name, "s");
+        let job = one("SELECT * FROM t WITH ('t.type'='file_source')").unwrap();
+        assert_eq!(job.sinks[0].connector.to_string(), "stdout_sink");
+        assert_eq!(job.name, "select_1");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let job = one("SELECT * FROM orders WITH ('orders.type'='file_source', 'orders.pth'='x', 'ordrs.path'='y', 'wibble'='1')").unwrap();
+        let w = job.warnings.join("\n");
+        assert!(w.contains("unknown key 'orders.pth': file_source 'orders' does not use it"), "{w}");
+        assert!(w.contains("unknown key 'ordrs.path': no source or sink named 'ordrs'"), "{w}");
+        assert!(w.contains("unknown job option 'wibble'"), "{w}");
+    }
+
+    #[test]
+    fn ctes_are_not_sources() {
+        let job = one("WITH big AS (SELECT * FROM orders WHERE amount > 10) SELECT * FROM big JOIN c ON big.id = c.id WITH ('orders.type'='file_source', 'c.type'='file_source')").unwrap();
+        assert_eq!(job.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["orders", "c"]);
+    }
+}

@@ -1,0 +1,21 @@
+//! The FerrisStreams engine: SQL front end, job analysis, planning on DataFusion, streaming
+//! operators and the job runner that fans results out to every sink.
+//!
+//! ```sql
+//! CREATE STREAM enriched_orders AS
+//! SELECT o.order_id, c.customer_name, o.quantity * p.unit_price AS line_total
+//! FROM orders o JOIN customers c ON o.customer_id = c.customer_id
+//!               JOIN products p ON o.product_id = p.product_id
+//! INTO archive, audit
+//! WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl', …);
+//! ```
+
+pub mod connect;
+pub mod error;
+pub mod explain;
+pub mod job;
+pub mod planner;
+pub mod runner;
+pub mod sql;
+
+pub use error::{EngineError, Result};

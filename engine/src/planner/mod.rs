@@ -1,0 +1,102 @@
+//! Plans a job on DataFusion: creates its sources, registers them as streaming tables, applies
+//! our streaming rewrites (`WITHIN INTERVAL` for now) and builds the physical plan.
+//!
+//! ```sql
+//! SELECT o.order_id, c.customer_name FROM orders o LEFT JOIN customers c ON o.customer_id = c.customer_id
+//! -- orders and customers become StreamingTable providers; DataFusion plans the join
+//! ```
+
+pub mod functions;
+pub mod within;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::TableReference;
+use datafusion::execution::context::SessionContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use ferris_connectors::Source;
+
+use crate::connect::create_source;
+use crate::error::{EngineError, Result};
+use crate::job::JobSpec;
+
+/// A job ready to run: its DataFusion context, physical plan and live sources.
+pub struct PlannedJob {
+    /// The analysed job.
+    pub spec: JobSpec,
+    /// The DataFusion session the plan belongs to.
+    pub ctx: SessionContext,
+    /// The physical plan whose output goes to the sinks.
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// The job's sources, for metrics.
+    pub sources: Vec<Arc<dyn Source>>,
+    /// What the planner did that a user should see in `explain` (applied WITHIN clauses…).
+    pub notes: Vec<String>,
+}
+
+/// The parallelism of a job: `parallelism` if set, else the machine's cores.
+pub fn parallelism(spec: &JobSpec) -> usize {
+    spec.options
+        .get_usize("parallelism")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .max(1)
+}
+
+/// A DataFusion session with our functions registered.
+pub fn new_context(partitions: usize, batch_size: usize) -> SessionContext {
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions)
+        .with_batch_size(batch_size)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    functions::register(&ctx);
+    ctx
+}
+
+fn table_reference(name: &str) -> TableReference {
+    match name.split_once('.') {
+        Some((schema, table)) => TableReference::partial(schema.to_string(), table.to_string()),
+        None => TableReference::bare(name.to_string()),
+    }
+}
+
+/// Creates the job's sources, registers them and plans its query.
+pub async fn plan_job(spec: JobSpec) -> Result<PlannedJob> {
+    let partitions = parallelism(&spec);
+    let batch_size = ferris_connectors::batching::BatchConfig::resolve(&ferris_connectors::Properties::new(""), &spec.options)
+        .map(|b| b.size)
+        .unwrap_or(ferris_connectors::batching::DEFAULT_BATCH_SIZE);
+    let ctx = new_context(partitions, batch_size);
+    let mut sources = Vec::new();
+    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    for rel in &spec.sources {
+        let source = create_source(rel, &spec.options, partitions).map_err(|error| EngineError::Source {
+            job: spec.name.clone(),
+            source_name: rel.name.clone(),
+            error,
+        })?;
+        let table = StreamingTable::try_new(source.schema(), source.partitions())
+            .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?
+            .with_infinite_table(!source.is_bounded());
+        ctx.register_table(table_reference(&rel.name), Arc::new(table))
+            .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
+        schemas.insert(rel.name.clone(), source.schema());
+        sources.push(source);
+    }
+    let mut query = spec.statement.query.clone();
+    let notes = within::apply_within(&mut query, &spec, &schemas)
+        .map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
+    let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
+    let state = ctx.state();
+    let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
+    let plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;
+    Ok(PlannedJob { spec, ctx, plan, sources, notes })
+}

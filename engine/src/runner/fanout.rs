@@ -1,0 +1,120 @@
+//! Fan-out: each sink runs on its own task behind a bounded queue. A slow sink back-pressures
+//! the job; a failing sink is handled by the failure strategy and does not stop the others.
+//!
+//! ```sql
+//! CREATE STREAM s AS SELECT * FROM orders INTO archive, audit, nowhere WITH (
+//!   'failure_strategy' = 'RetryWithBackoff', 'max_retries' = '3', 'retry_backoff' = '100ms', …);
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use ferris_connectors::metrics::ConnectorMetrics;
+use ferris_connectors::{ConnectorError, FailureStrategy, Sink};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, warn};
+
+/// Batches a sink's queue holds before the job waits for it.
+pub const DEFAULT_QUEUE_SIZE: usize = 4;
+
+/// The runner's handle on one sink task.
+pub struct SinkHandle {
+    /// The sink's name.
+    pub name: String,
+    /// Its queue; `None` once closed.
+    pub tx: Option<mpsc::Sender<RecordBatch>>,
+    /// True while its last write failed (or it could not be created).
+    pub failed: Arc<AtomicBool>,
+    /// Its counters.
+    pub metrics: Arc<ConnectorMetrics>,
+    /// The task; yields a fatal error under `FailBatch`.
+    pub task: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl SinkHandle {
+    /// A sink that could not be created: failed from the start.
+    pub fn failed(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            tx: None,
+            failed: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::new(ConnectorMetrics::default()),
+            task: None,
+        }
+    }
+
+    /// Starts the task driving `sink`. A fatal error (FailBatch) is also sent on `fatal`.
+    pub fn spawn(job: &str, sink: Box<dyn Sink>, strategy: FailureStrategy, queue: usize, fatal: mpsc::UnboundedSender<String>) -> Self {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let failed = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(ConnectorMetrics::default());
+        let name = sink.name().to_string();
+        let task = tokio::spawn(drive(job.to_string(), sink, rx, strategy, Arc::clone(&failed), Arc::clone(&metrics), fatal));
+        Self { name, tx: Some(tx), failed, metrics, task: Some(task) }
+    }
+
+    /// True when the sink can take batches.
+    pub fn is_healthy(&self) -> bool {
+        self.tx.is_some() && !self.failed.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy: FailureStrategy) -> Result<(), ConnectorError> {
+    let FailureStrategy::RetryWithBackoff { max_retries, backoff } = strategy else {
+        return sink.write(batch).await;
+    };
+    let mut wait = backoff;
+    let mut attempt = 0;
+    loop {
+        match sink.write(batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= max_retries => return Err(e),
+            Err(e) => {
+                attempt += 1;
+                warn!(sink = sink.name(), attempt, "write failed, retrying in {}ms: {e}", wait.as_millis());
+                tokio::time::sleep(wait).await;
+                wait = wait.saturating_mul(2);
+            }
+        }
+    }
+}
+
+async fn drive(
+    job: String,
+    mut sink: Box<dyn Sink>,
+    mut rx: mpsc::Receiver<RecordBatch>,
+    strategy: FailureStrategy,
+    failed: Arc<AtomicBool>,
+    metrics: Arc<ConnectorMetrics>,
+    fatal: mpsc::UnboundedSender<String>,
+) -> Result<(), String> {
+    while let Some(batch) = rx.recv().await {
+        match write_with_strategy(sink.as_mut(), &batch, strategy).await {
+            Ok(()) => {
+                metrics.add_batch(batch.num_rows());
+                failed.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                metrics.add_errors(1);
+                failed.store(true, Ordering::Relaxed);
+                if strategy == FailureStrategy::FailBatch {
+                    let msg = format!("sink '{}' failed a batch of {} rows: {e}", sink.name(), batch.num_rows());
+                    error!(job = %job, "{msg}");
+                    let _ = fatal.send(msg.clone());
+                    let _ = sink.close().await;
+                    return Err(msg);
+                }
+                error!(job = %job, sink = sink.name(), "batch of {} rows lost ({strategy}): {e}", batch.num_rows());
+            }
+        }
+    }
+    if let Err(e) = sink.close().await {
+        metrics.add_errors(1);
+        let msg = format!("sink '{}' failed to flush: {e}", sink.name());
+        error!(job = %job, "{msg}");
+        return Err(msg);
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! The job runner: drives a planned job's output stream and fans every batch out to all sinks,
+//! applies the failure strategy, falls back to stdout when every sink has failed, and stops
+//! cleanly (sinks flushed) at the end of bounded input or on request (Ctrl-C).
+//!
+//! ```sql
+//! CREATE STREAM s AS SELECT * FROM orders INTO a, b WITH ('failure_strategy' = 'LogAndContinue', …);
+//! ```
+
+pub mod fanout;
+pub mod progress;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::physical_plan::execute_stream;
+use ferris_connectors::stdout::StdoutSink;
+use ferris_connectors::{FailureStrategy, Sink};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::connect::create_sink;
+use crate::error::describe_datafusion_error;
+use crate::planner::PlannedJob;
+use fanout::{SinkHandle, DEFAULT_QUEUE_SIZE};
+
+/// How a job is run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Show a progress line on stderr.
+    pub progress: bool,
+    /// Set to true to stop the job (sinks are flushed).
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Counters of one source or sink at the end of a run.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ConnectorReport {
+    /// Its name.
+    pub name: String,
+    /// Rows read or written.
+    pub records: u64,
+    /// Malformed records (source) or failed batches (sink).
+    pub errors: u64,
+    /// For sinks: true if it ended failed.
+    pub failed: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// The job.
+    pub name: String,
+    /// Rows the query produced.
+    pub rows_out: u64,
+    /// Per source.
+    pub sources: Vec<ConnectorReport>,
+    /// Per sink.
+    pub sinks: Vec<ConnectorReport>,
+    /// Rows sent to stdout because every sink had failed.
+    pub fallback_rows: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// True when stopped on request rather than at the end of input.
+    pub stopped: bool,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Runs `job` to completion (bounded sources drained) or until `opts.stop` turns true.
+pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
+    let start = Instant::now();
+    let name = job.spec.name.clone();
+    let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+    let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
+    let mut error: Option<String> = None;
+    let mut sinks: Vec<SinkHandle> = Vec::new();
+    for rel in &job.spec.sinks {
+        let strategy = match &default_strategy {
+            Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
+            Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
+        };
+        match (create_sink(rel), strategy) {
+            (Ok(sink), Ok(strategy)) => {
+                info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
+                sinks.push(SinkHandle::spawn(&name, sink, strategy, queue, fatal_tx.clone()));
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(job = %name, "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", rel.name);
+                sinks.push(SinkHandle::failed(&rel.name));
+            }
+        }
+    }
+    drop(fatal_tx);
+
+    let rows_out = Arc::new(AtomicU64::new(0));
+    let _progress = opts.progress.then(|| {
+        progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(&rows_out))
+    });
+    let mut fallback: Option<StdoutSink> = None;
+    let mut fallback_rows = 0u64;
+    let mut stopped = false;
+    match execute_stream(Arc::clone(&job.plan), job.ctx.task_ctx()) {
+        Err(e) => error = Some(describe_datafusion_error(&e)),
+        Ok(mut stream) => loop {
+            tokio::select! {
+                biased;
+                _ = opts.stop.changed() => {
+                    if *opts.stop.borrow() {
+                        info!(job = %name, "stop requested: flushing sinks");
+                        stopped = true;
+                        break;
+                    }
+                }
+                Some(msg) = fatal_rx.recv() => {
+                    error = Some(msg);
+                    break;
+                }
+                next = stream.next() => match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        error = Some(describe_datafusion_error(&e));
+                        break;
+                    }
+                    Some(Ok(batch)) => {
+                        if batch.num_rows() == 0 {
+                            continue;
+                        }
+                        rows_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                        let mut delivered = false;
+                        for s in sinks.iter_mut().filter(|s| s.is_healthy()) {
+                            if let Some(tx) = &s.tx {
+                                if tx.send(batch.clone()).await.is_ok() {
+                                    delivered = true;
+                                } else {
+                                    s.tx = None;
+                                }
+                            }
+                        }
+                        if !delivered {
+                            let out = fallback.get_or_insert_with(|| {
+                                warn!(job = %name, "every sink has failed: writing results to stdout");
+                                StdoutSink::new("stdout-fallback")
+                            });
+                            if let Err(e) = out.write(&batch).await {
+                                warn!(job = %name, "stdout fallback failed: {e}");
+                            } else {
+                                fallback_rows += batch.num_rows() as u64;
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    }
+    // Close every queue, then wait for the sinks to flush.
+    for s in sinks.iter_mut() {
+        s.tx = None;
+    }
+    for s in sinks.iter_mut() {
+        if let Some(task) = s.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => {
+                    error.get_or_insert(msg);
+                }
+                Err(e) => {
+                    error.get_or_insert(format!("sink '{}' panicked: {e}", s.name));
+                }
+            }
+        }
+    }
+    if let Some(mut out) = fallback {
+        let _ = out.close().await;
+    }
+    let report = JobReport {
+        name,
+        rows_out: rows_out.load(Ordering::Relaxed),
+        sources: job
+            .sources
+            .iter()
+            .map(|s| ConnectorReport { name: s.name().to_string(), records: s.metrics().records(), errors: s.metrics().errors(), failed: false })
+            .collect(),
+        sinks: sinks
+            .iter()
+            .map(|s| ConnectorReport {
+                name: s.name.clone(),
+                records: s.metrics.records(),
+                errors: s.metrics.errors(),
+                failed: s.failed.load(Ordering::Relaxed),
+            })
+            .collect(),
+        fallback_rows,
+        elapsed: start.elapsed(),
+        stopped,
+        error,
+    };
+    report
+}

@@ -1,0 +1,41 @@
+//! The progress line shown on a terminal: rows in, rows out, rows per second.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferris_connectors::metrics::ConnectorMetrics;
+
+/// Prints `[job] in: N rows  out: M rows  R rows/s` to stderr every half second until dropped.
+pub struct Progress {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Starts the line for `job`, reading `sources` and `rows_out`.
+    pub fn start(job: String, sources: Vec<Arc<ConnectorMetrics>>, rows_out: Arc<AtomicU64>) -> Self {
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let rows_in: u64 = sources.iter().map(|m| m.records()).sum();
+                let bad: u64 = sources.iter().map(|m| m.errors()).sum();
+                let out = rows_out.load(Ordering::Relaxed);
+                let rate = rows_in as f64 / start.elapsed().as_secs_f64().max(1e-3);
+                let bad = if bad > 0 { format!("  malformed: {bad}") } else { String::new() };
+                eprint!("\r[{job}] in: {rows_in} rows  out: {out} rows  {rate:.0} rows/s{bad}   ");
+                let _ = std::io::stderr().flush();
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+        eprint!("\r\x1b[2K");
+    }
+}

@@ -1,0 +1,264 @@
+//! Parses a SQL file of our dialect into [`FerrisStatement`]s, driving sqlparser's `Parser`
+//! statement by statement: DataFusion's grammar for the query, ours around it.
+//!
+//! ```sql
+//! CREATE STREAM s AS SELECT * FROM orders EMIT CHANGES INTO out WITH ('out.type' = 'file_sink');
+//! SELECT * FROM orders WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl');
+//! ```
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, SetExpr, TableFactor, Value,
+};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use super::comments::blank_hash_comments;
+use super::dialect::{FerrisDialect, WITHIN_MARKER};
+use super::interval::interval_to_duration;
+use super::statement::{EmitMode, FerrisStatement, StatementKind, Within};
+
+/// A syntax error with its place in the file and the offending token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("syntax error at line {line}, column {column}{}: {message}", near.as_ref().map(|t| format!(" near '{t}'")).unwrap_or_default())]
+pub struct SyntaxError {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+    /// The token where parsing failed, as written.
+    pub near: Option<String>,
+    /// What was expected.
+    pub message: String,
+}
+
+impl SyntaxError {
+    fn at(tok: &TokenWithSpan, message: impl Into<String>) -> Self {
+        let near = match &tok.token {
+            Token::EOF => None,
+            t => Some(t.to_string()),
+        };
+        Self { line: tok.span.start.line, column: tok.span.start.column, near, message: message.into() }
+    }
+}
+
+/// Parses every statement of `sql`.
+pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
+    let dialect = FerrisDialect::default();
+    let cleaned = blank_hash_comments(sql);
+    let tokens = Tokenizer::new(&dialect, &cleaned).tokenize_with_location().map_err(|e| SyntaxError {
+        line: e.location.line,
+        column: e.location.column,
+        near: None,
+        message: e.message,
+    })?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let mut out = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token_ref().token == Token::EOF {
+            break;
+        }
+        let start = parser.peek_token_ref().span.start;
+        let stmt = parse_statement(&mut parser, start).map_err(|e| to_syntax_error(&parser, e))?;
+        out.push(stmt);
+        let next = parser.peek_token();
+        match next.token {
+            Token::SemiColon | Token::EOF => {}
+            _ => return Err(SyntaxError::at(&next, "expected ';' or the end of the statement")),
+        }
+    }
+    Ok(out)
+}
+
+/// sqlparser's messages carry "at Line: L, Column: C"; lift those into fields.
+fn to_syntax_error(parser: &Parser, e: ParserError) -> SyntaxError {
+    let text = match e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+        ParserError::RecursionLimitExceeded => "the statement is nested too deeply".into(),
+    };
+    let tok = parser.get_current_token().clone();
+    if let Some((msg, loc)) = text.rsplit_once(" at Line: ") {
+        if let Some((l, c)) = loc.split_once(", Column: ") {
+            if let (Ok(line), Ok(column)) = (l.trim().parse(), c.trim().parse()) {
+                let near = msg.rsplit_once("found: ").map(|(_, f)| f.trim().to_string()).filter(|f| f != "EOF");
+                return SyntaxError { line, column, near, message: msg.to_string() };
+            }
+        }
+    }
+    SyntaxError::at(&tok, text)
+}
+
+fn word_is(tok: &Token, word: &str) -> bool {
+    matches!(tok, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn parse_statement(parser: &mut Parser, start: Location) -> Result<FerrisStatement, ParserError> {
+    let kind = if parser.parse_keyword(Keyword::CREATE) {
+        let _ = parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+        let kind = match parser.parse_one_of_keywords(&[Keyword::STREAM, Keyword::TABLE]) {
+            Some(Keyword::STREAM) => 0,
+            Some(_) => 1,
+            None => return parser.expected("STREAM or TABLE after CREATE", parser.peek_token()),
+        };
+        let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let name = parser.parse_object_name(false)?.to_string();
+        parser.expect_keyword(Keyword::AS)?;
+        if kind == 0 {
+            StatementKind::Stream(name)
+        } else {
+            StatementKind::Table(name)
+        }
+    } else {
+        match &parser.peek_token_ref().token {
+            Token::Word(w) if matches!(w.keyword, Keyword::SELECT | Keyword::WITH | Keyword::VALUES) => StatementKind::Select,
+            Token::LParen => StatementKind::Select,
+            _ => return parser.expected("CREATE STREAM, CREATE TABLE or SELECT", parser.peek_token()),
+        }
+    };
+    let mut query = parser.parse_query()?;
+    let mut emit = None;
+    let mut into = Vec::new();
+    // `FROM t WITH (…)` reaches sqlparser's table-hint rule before ours: take it back.
+    let mut with = take_table_hints(&mut query).map_err(ParserError::ParserError)?;
+    loop {
+        let tok = parser.peek_token();
+        if word_is(&tok.token, "EMIT") {
+            parser.next_token();
+            let mode = parser.next_token();
+            emit = Some(if word_is(&mode.token, "CHANGES") {
+                EmitMode::Changes
+            } else if word_is(&mode.token, "FINAL") {
+                EmitMode::Final
+            } else {
+                return parser.expected("CHANGES or FINAL after EMIT", mode);
+            });
+        } else if parser.parse_keyword(Keyword::INTO) {
+            if !into.is_empty() {
+                return parser.expected("a single INTO clause", parser.get_current_token().clone());
+            }
+            loop {
+                into.push(parser.parse_object_name(false)?.to_string());
+                if !parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+        } else if parser.parse_keyword(Keyword::WITH) {
+            parse_properties(parser, &mut with)?;
+        } else {
+            break;
+        }
+    }
+    let within = take_within(&mut query).map_err(ParserError::ParserError)?;
+    Ok(FerrisStatement { kind, query, emit, into, with, within, line: start.line })
+}
+
+/// `( 'key' = 'value', … )`; values may also be numbers or booleans; a trailing comma is fine.
+fn parse_properties(parser: &mut Parser, out: &mut Vec<(String, String)>) -> Result<(), ParserError> {
+    parser.expect_token(&Token::LParen)?;
+    loop {
+        if parser.consume_token(&Token::RParen) {
+            return Ok(());
+        }
+        let key_tok = parser.next_token();
+        let key = match &key_tok.token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
+            Token::Word(w) => {
+                // unquoted dotted keys: orders.path
+                let mut k = w.value.clone();
+                while parser.consume_token(&Token::Period) {
+                    k.push('.');
+                    k.push_str(&parser.parse_identifier()?.value);
+                }
+                k
+            }
+            _ => return parser.expected("a property key such as 'orders.path'", key_tok),
+        };
+        parser.expect_token(&Token::Eq)?;
+        let v = parser.parse_value()?;
+        let value = match v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s,
+            Value::Number(n, _) => n,
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        };
+        out.push((key, value));
+        if !parser.consume_token(&Token::Comma) {
+            parser.expect_token(&Token::RParen)?;
+            return Ok(());
+        }
+    }
+}
+
+/// A `WITH (…)` right after the last table of the FROM clause is parsed by sqlparser as MSSQL
+/// table hints; those are our properties.
+fn take_table_hints(query: &mut Query) -> Result<Vec<(String, String)>, String> {
+    let SetExpr::Select(select) = query.body.as_mut() else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for twj in select.from.iter_mut() {
+        let factors = std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation));
+        for factor in factors {
+            if let TableFactor::Table { with_hints, .. } = factor {
+                for hint in with_hints.drain(..) {
+                    out.push(property_from_expr(&hint)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn property_from_expr(e: &Expr) -> Result<(String, String), String> {
+    let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = e else {
+        return Err(format!("expected 'key' = 'value' in WITH (…), found {e}"));
+    };
+    let key = match left.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(id) => id.value.clone(),
+        Expr::CompoundIdentifier(ids) => ids.iter().map(|i| i.value.as_str()).collect::<Vec<_>>().join("."),
+        other => return Err(format!("expected a property key such as 'orders.path', found {other}")),
+    };
+    let value = match right.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.clone(),
+            Value::Boolean(b) => b.to_string(),
+            other => other.to_string(),
+        },
+        Expr::UnaryOp { .. } => right.to_string(),
+        other => return Err(format!("expected a literal value for '{key}', found {other}")),
+    };
+    Ok((key, value))
+}
+
+/// Removes the `WITHIN` markers from the query, returning the clauses.
+fn take_within(query: &mut Query) -> Result<Vec<Within>, String> {
+    let mut found = Vec::new();
+    let mut error = None;
+    let _ = visit_expressions_mut(query, |expr: &mut Expr| {
+        if let Expr::Function(f) = expr {
+            if f.name.to_string() == WITHIN_MARKER {
+                if let FunctionArguments::List(list) = &f.args {
+                    if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)), FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Interval(iv)))] = list.args.as_slice() {
+                        match interval_to_duration(iv) {
+                            Ok(d) => found.push(Within { interval: d, text: format!("{iv}") }),
+                            Err(e) => error = Some(e),
+                        }
+                        *expr = inner.clone();
+                    }
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match error {
+        Some(e) => Err(format!("WITHIN {e}")),
+        None => Ok(found),
+    }
+}
+

@@ -1,0 +1,63 @@
+//! The statements of our dialect, as parsed.
+
+use std::time::Duration;
+
+use datafusion::sql::sqlparser::ast::Query;
+
+/// What a statement creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementKind {
+    /// `CREATE STREAM name AS SELECT …`
+    Stream(String),
+    /// `CREATE TABLE name AS SELECT …`
+    Table(String),
+    /// A bare `SELECT …`.
+    Select,
+}
+
+/// When results are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitMode {
+    /// `EMIT CHANGES`: updated rows as input arrives.
+    Changes,
+    /// `EMIT FINAL`: each result once, when it is final.
+    Final,
+}
+
+/// A `WITHIN INTERVAL` clause attached to a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Within {
+    /// The largest difference between the joined rows' event times.
+    pub interval: Duration,
+    /// The clause as written (`INTERVAL '5' MINUTES`).
+    pub text: String,
+}
+
+/// One statement of a SQL file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FerrisStatement {
+    /// Stream, table or bare select.
+    pub kind: StatementKind,
+    /// The query, with `WITHIN` markers removed.
+    pub query: Box<Query>,
+    /// `EMIT CHANGES` / `EMIT FINAL`, if written.
+    pub emit: Option<EmitMode>,
+    /// The `INTO` list, in order.
+    pub into: Vec<String>,
+    /// The `WITH` pairs in the order written.
+    pub with: Vec<(String, String)>,
+    /// `WITHIN INTERVAL` clauses of the query's joins.
+    pub within: Vec<Within>,
+    /// 1-based line where the statement starts.
+    pub line: u64,
+}
+
+impl FerrisStatement {
+    /// The statement's own name, if it creates something.
+    pub fn name(&self) -> Option<&str> {
+        match &self.kind {
+            StatementKind::Stream(n) | StatementKind::Table(n) => Some(n),
+            StatementKind::Select => None,
+        }
+    }
+}

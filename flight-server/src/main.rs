@@ -1,0 +1,256 @@
+//! `ferris-sql`: run or explain a FerrisStreams SQL file.
+//!
+//! ```text
+//! ferris-sql run configs/ecommerce_pipeline.sql
+//! ferris-sql explain configs/ecommerce_pipeline.sql --json
+//! ```
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferris_engine::explain::{explain, render_text};
+use ferris_engine::job::analyze_sql;
+use ferris_engine::planner::plan_job;
+use ferris_engine::runner::{run_job, JobReport, RunOptions};
+use tokio::sync::watch;
+use tracing::{error, warn};
+
+/// FerrisStreams: streaming SQL over files (and, soon, Kafka, S3 and PostgreSQL).
+#[derive(Parser, Debug)]
+#[command(name = "ferris-sql", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every statement of a SQL file as a job, until bounded input is drained or Ctrl-C.
+    Run {
+        /// The SQL file.
+        file: Option<PathBuf>,
+        /// SQL text instead of a file.
+        #[arg(long)]
+        sql: Option<String>,
+        /// Never show the progress line.
+        #[arg(long)]
+        no_progress: bool,
+        /// Print each job's report as JSON on stdout at the end.
+        #[arg(long)]
+        report_json: bool,
+    },
+    /// Show what each statement becomes: sources, sinks, options and the physical plan.
+    Explain {
+        /// The SQL file.
+        file: Option<PathBuf>,
+        /// SQL text instead of a file.
+        #[arg(long)]
+        sql: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Skip planning (no file is opened).
+        #[arg(long)]
+        no_plan: bool,
+    },
+}
+
+fn read_sql(file: &Option<PathBuf>, sql: &Option<String>) -> Result<String, String> {
+    match (file, sql) {
+        (_, Some(s)) => Ok(s.clone()),
+        (Some(f), None) => std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display())),
+        (None, None) => Err("give a SQL file, or --sql 'SELECT …'".into()),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ferris_engine=info,ferris_connectors=info,ferris_sql=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Explain { file, sql, json, no_plan } => cmd_explain(read_sql(&file, &sql), json, !no_plan).await,
+            Command::Run { file, sql, no_progress, report_json } => {
+                cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json).await
+            }
+        }
+    })
+}
+
+async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool) -> ExitCode {
+    let sql = match sql {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match explain(&sql, with_plan).await {
+        Ok(e) => {
+            if json {
+                match serde_json::to_string_pretty(&e) {
+                    Ok(s) => println!("{s}"),
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{}", render_text(&e));
+            }
+            if e.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool) -> ExitCode {
+    let sql = match sql {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let analysed = match analyze_sql(&sql) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut specs = Vec::new();
+    let mut failed = false;
+    for (i, r) in analysed.into_iter().enumerate() {
+        match r {
+            Ok(spec) => {
+                for w in &spec.warnings {
+                    warn!(job = %spec.name, "{w}");
+                }
+                specs.push(spec);
+            }
+            Err(e) => {
+                eprintln!("error: statement {}: {e}", i + 1);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return ExitCode::from(2);
+    }
+    let mut planned = Vec::new();
+    for spec in specs {
+        match plan_job(spec).await {
+            Ok(p) => {
+                for n in &p.notes {
+                    warn!(job = %p.spec.name, "{n}");
+                }
+                planned.push(p);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping: flushing sinks (Ctrl-C again to quit at once)");
+            let _ = stop_tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let show_progress = progress && planned.len() == 1;
+    let tasks: Vec<_> = planned
+        .into_iter()
+        .map(|p| {
+            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone() };
+            tokio::spawn(run_job(p, opts))
+        })
+        .collect();
+    let mut ok = true;
+    for t in tasks {
+        match t.await {
+            Ok(report) => {
+                summarize(&report);
+                if report_json {
+                    if let Ok(s) = serde_json::to_string(&report) {
+                        println!("{s}");
+                    }
+                }
+                ok &= report.error.is_none();
+            }
+            Err(e) => {
+                error!("a job panicked: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn summarize(r: &JobReport) {
+    let sources: Vec<String> = r
+        .sources
+        .iter()
+        .map(|s| if s.errors > 0 { format!("{} {} rows ({} malformed)", s.name, s.records, s.errors) } else { format!("{} {} rows", s.name, s.records) })
+        .collect();
+    let sinks: Vec<String> = r
+        .sinks
+        .iter()
+        .map(|s| {
+            let mut t = format!("{} {} rows", s.name, s.records);
+            if s.errors > 0 {
+                t.push_str(&format!(" ({} failed batches)", s.errors));
+            }
+            t
+        })
+        .collect();
+    let state = match (&r.error, r.stopped) {
+        (Some(e), _) => format!("FAILED: {e}"),
+        (None, true) => "stopped".into(),
+        (None, false) => "done".into(),
+    };
+    eprintln!(
+        "job '{}' {state} in {:.2}s: read [{}], produced {} rows, wrote [{}]{}",
+        r.name,
+        r.elapsed.as_secs_f64(),
+        sources.join(", "),
+        r.rows_out,
+        sinks.join(", "),
+        if r.fallback_rows > 0 { format!(", {} rows to stdout (every sink failed)", r.fallback_rows) } else { String::new() }
+    );
+}
