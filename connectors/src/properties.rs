@@ -161,17 +161,25 @@ pub const COMMON_KEYS: KeySpec = KeySpec {
         "type", "config_file", "failure_strategy", "max_retries", "retry_backoff", "event_time",
         "watermark.delay", "idle_timeout", "max_batch_size", "batch_timeout",
     ],
-    prefixes: &["batch.", "event_time.", "watermark.", "dlq."],
+    prefixes: &["event_time.", "watermark.", "dlq."],
 };
+
+/// The guide's batch keys, accepted per source (`orders.batch.size`) and per job.
+pub const BATCH_KEYS: &[&str] = &[
+    "batch.size", "batch.timeout", "batch.strategy", "batch.enable", "batch.max_size", "batch.min_size",
+    "batch.adaptive_max_size", "batch.target_latency", "batch.memory_size", "batch.memory_limit_mb",
+    "batch.low_latency_max_size", "batch.low_latency_wait", "batch.eager_processing",
+];
 
 impl KeySpec {
     /// True when `key` (or its `source.`/`sink.` alias) is understood by this spec or by
     /// [`COMMON_KEYS`].
     pub fn accepts(&self, key: &str) -> bool {
         let key = key.strip_prefix("source.").or_else(|| key.strip_prefix("sink.")).unwrap_or(key);
-        [self, &COMMON_KEYS]
-            .iter()
-            .any(|s| s.exact.contains(&key) || s.prefixes.iter().any(|p| key.starts_with(p)))
+        BATCH_KEYS.contains(&key)
+            || [self, &COMMON_KEYS]
+                .iter()
+                .any(|s| s.exact.contains(&key) || s.prefixes.iter().any(|p| key.starts_with(p)))
     }
 }
 

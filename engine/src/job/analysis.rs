@@ -152,7 +152,7 @@ pub fn analyze(statement: FerrisStatement, index: usize) -> Result<JobSpec, Anal
     }
     for k in options.unknown_keys(&JOB_KEYS) {
         let prefix = k.split('.').next().unwrap_or(&k);
-        if k.contains('.') && !JOB_KEYS.prefixes.iter().any(|p| k.starts_with(p)) {
+        if k.contains('.') && !k.starts_with("batch.") && !JOB_KEYS.prefixes.iter().any(|p| k.starts_with(p)) {
             warnings.push(format!("unknown key '{k}': no source or sink named '{prefix}' in job '{name}', and not a job option"));
         } else {
             warnings.push(format!("unknown job option '{k}' in job '{name}'"));

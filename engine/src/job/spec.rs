@@ -9,9 +9,9 @@ use crate::sql::FerrisStatement;
 pub const JOB_KEYS: KeySpec = KeySpec {
     exact: &[
         "use_transactions", "failure_strategy", "max_retries", "retry_backoff", "max_batch_size",
-        "batch_timeout", "parallelism", "job.name", "sink.queue_size",
+        "batch_timeout", "parallelism", "job.name", "sink.queue_size", "buffer_size",
     ],
-    prefixes: &["batch.", "dlq.", "source.", "watermark."],
+    prefixes: &["dlq.", "watermark."],
 };
 
 /// A named source or sink with its type and properties.

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod functions;
+pub mod latency;
 pub mod within;
 
 use std::collections::HashMap;
@@ -51,10 +52,11 @@ pub fn parallelism(spec: &JobSpec) -> usize {
 }
 
 /// A DataFusion session with our functions registered.
-pub fn new_context(partitions: usize, batch_size: usize) -> SessionContext {
+pub fn new_context(partitions: usize, batch_size: usize, unbounded: bool) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(batch_size)
+        .with_coalesce_batches(!unbounded)
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     functions::register(&ctx);
@@ -74,22 +76,25 @@ pub async fn plan_job(spec: JobSpec) -> Result<PlannedJob> {
     let batch_size = ferris_connectors::batching::BatchConfig::resolve(&ferris_connectors::Properties::new(""), &spec.options)
         .map(|b| b.size)
         .unwrap_or(ferris_connectors::batching::DEFAULT_BATCH_SIZE);
-    let ctx = new_context(partitions, batch_size);
     let mut sources = Vec::new();
-    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for rel in &spec.sources {
         let source = create_source(rel, &spec.options, partitions).map_err(|error| EngineError::Source {
             job: spec.name.clone(),
             source_name: rel.name.clone(),
             error,
         })?;
+        sources.push(source);
+    }
+    let unbounded = sources.iter().any(|s| !s.is_bounded());
+    let ctx = new_context(partitions, batch_size, unbounded);
+    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    for (rel, source) in spec.sources.iter().zip(&sources) {
         let table = StreamingTable::try_new(source.schema(), source.partitions())
             .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?
             .with_infinite_table(!source.is_bounded());
         ctx.register_table(table_reference(&rel.name), Arc::new(table))
             .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
         schemas.insert(rel.name.clone(), source.schema());
-        sources.push(source);
     }
     let mut query = spec.statement.query.clone();
     let notes = within::apply_within(&mut query, &spec, &schemas)
@@ -97,6 +102,9 @@ pub async fn plan_job(spec: JobSpec) -> Result<PlannedJob> {
     let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let state = ctx.state();
     let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
-    let plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;
+    let mut plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;
+    if unbounded {
+        plan = latency::pass_batches_through(plan).map_err(plan_err)?;
+    }
     Ok(PlannedJob { spec, ctx, plan, sources, notes })
 }

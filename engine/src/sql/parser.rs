@@ -65,8 +65,11 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         let stmt = parse_statement(&mut parser, start).map_err(|e| to_syntax_error(&parser, e))?;
         out.push(stmt);
         let next = parser.peek_token();
-        match next.token {
+        match &next.token {
             Token::SemiColon | Token::EOF => {}
+            // The guide sometimes leaves out the ';' between statements: a new CREATE or
+            // SELECT starts the next one.
+            Token::Word(w) if matches!(w.keyword, Keyword::CREATE | Keyword::SELECT) => {}
             _ => return Err(SyntaxError::at(&next, "expected ';' or the end of the statement")),
         }
     }

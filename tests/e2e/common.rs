@@ -1,0 +1,152 @@
+//! Helpers: run the binary, read outputs, compute batch answers with DataFusion, compare rows.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionContext};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A sample data file.
+pub fn data(name: &str) -> String {
+    repo().join("data").join(name).display().to_string()
+}
+
+/// The result of one run of the binary.
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `ferris-sql ARGS` in `dir`.
+pub fn ferris(dir: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "warn,ferris_engine=info,ferris_connectors=info")
+        .output()
+        .expect("run ferris-sql");
+    finish(out)
+}
+
+/// Writes `sql` to `dir/job.sql` and runs it.
+pub fn run_sql(dir: &Path, sql: &str) -> Run {
+    let file = dir.join("job.sql");
+    std::fs::write(&file, sql).unwrap();
+    ferris(dir, &["run", file.to_str().unwrap()])
+}
+
+/// `WITH` entries declaring the sample sources that `sql` mentions, under their usual names.
+pub fn sources_for(sql: &str) -> String {
+    let all = [
+        ("orders", format!("'orders.type' = 'file_source', 'orders.path' = '{}'", data("orders.jsonl"))),
+        ("customers", format!("'customers.type' = 'file_source', 'customers.path' = '{}', 'customers.format' = 'csv'", data("customers.csv"))),
+        ("products", format!("'products.type' = 'file_source', 'products.path' = '{}', 'products.format' = 'json'", data("products.json"))),
+        ("regions", format!("'regions.type' = 'file_source', 'regions.path' = '{}'", data("regions.csv"))),
+        ("shipments", format!("'shipments.type' = 'file_source', 'shipments.path' = '{}'", data("shipments.jsonl"))),
+    ];
+    let words: Vec<String> = sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_ascii_lowercase).collect();
+    all.iter().filter(|(n, _)| words.iter().any(|w| w == n)).map(|(_, w)| w.clone()).collect::<Vec<_>>().join(",\n")
+}
+
+/// A DataFusion session with the sample files registered by DataFusion's own readers.
+pub async fn batch_context(tmp: &Path) -> SessionContext {
+    let ctx = SessionContext::new();
+    ferris_engine::planner::functions::register(&ctx);
+    let jsonl = JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("orders", &data("orders.jsonl"), jsonl.clone()).await.unwrap();
+    ctx.register_json("shipments", &data("shipments.jsonl"), jsonl.clone()).await.unwrap();
+    ctx.register_csv("customers", &data("customers.csv"), CsvReadOptions::new()).await.unwrap();
+    ctx.register_csv("regions", &data("regions.csv"), CsvReadOptions::new()).await.unwrap();
+    // DataFusion reads newline-delimited JSON only: convert the products array.
+    let products: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(data("products.json")).unwrap()).unwrap();
+    let nd = tmp.join("products_batch.jsonl");
+    std::fs::write(&nd, products.iter().map(|p| p.to_string() + "\n").collect::<String>()).unwrap();
+    ctx.register_json("products", nd.to_str().unwrap(), jsonl).await.unwrap();
+    ctx
+}
+
+/// Runs `sql` in batch and returns its rows, canonical and sorted.
+pub async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap();
+    rows_of_batches(&batches)
+}
+
+/// Canonical rows of record batches (as JSON objects).
+pub fn rows_of_batches(batches: &[RecordBatch]) -> Vec<String> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow_json_writer(&mut buf);
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    canonical_lines(&String::from_utf8(buf).unwrap())
+}
+
+fn arrow_json_writer(buf: &mut Vec<u8>) -> datafusion::arrow::json::Writer<&mut Vec<u8>, datafusion::arrow::json::writer::LineDelimited> {
+    datafusion::arrow::json::WriterBuilder::new().with_explicit_nulls(true).build(buf)
+}
+
+/// Rounds floats (sums computed in another order differ in the last bits) and sorts keys.
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap();
+            let r = (f * 1e6).round() / 1e6;
+            if r.fract() == 0.0 && r.abs() < 1e15 {
+                Value::from(r as i64)
+            } else {
+                serde_json::Number::from_f64(r).map(Value::Number).unwrap_or(Value::Null)
+            }
+        }
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, canonical(v))).collect()),
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// Canonical, sorted rows of JSON-lines text.
+pub fn canonical_lines(text: &str) -> Vec<String> {
+    let mut rows: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| canonical(serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}"))).to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Reads a JSON-lines output file as canonical sorted rows.
+pub fn file_rows(path: &Path) -> Vec<String> {
+    canonical_lines(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// Asserts equal row sets, printing the differences.
+pub fn assert_same_rows(name: &str, got: &[String], want: &[String]) {
+    if got != want {
+        let missing: Vec<_> = want.iter().filter(|r| !got.contains(r)).take(5).collect();
+        let extra: Vec<_> = got.iter().filter(|r| !want.contains(r)).take(5).collect();
+        panic!("{name}: {} rows, expected {}\nmissing: {missing:#?}\nunexpected: {extra:#?}", got.len(), want.len());
+    }
+}
+
+/// Asserts a run succeeded.
+pub fn assert_ok(run: &Run) {
+    assert_eq!(run.status, 0, "ferris-sql failed\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+}

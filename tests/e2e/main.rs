@@ -1,0 +1,10 @@
+//! End-to-end tests: run the `ferris-sql` binary as a user would and compare every output row
+//! with what DataFusion computes in batch on the same files.
+
+mod common;
+mod differential;
+mod errors;
+mod explain;
+mod sinks;
+mod sources;
+mod golden;

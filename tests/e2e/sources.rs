@@ -1,0 +1,147 @@
+//! Source behaviour end to end: formats and options, malformed records, large files read in
+//! parallel splits, and tailing a file.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+#[test]
+fn malformed_lines_are_counted_named_and_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("bad.jsonl");
+    std::fs::write(&input, "{\"id\": 1, \"v\": 10}\n{\"id\": 2, \"v\": oops}\n{\"id\": 3, \"v\": 30}\n{\"id\": \"four\", \"v\": 40}\n{\"id\": 5, \"v\": 50}\n").unwrap();
+    let sql = format!(
+        "CREATE STREAM clean AS SELECT id, v FROM raw INTO out WITH ('raw.type' = 'file_source', 'raw.path' = '{}', 'raw.schema' = 'id BIGINT, v BIGINT', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        input.display(),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    let rows = file_rows(&tmp.path().join("out.jsonl"));
+    assert_eq!(rows, vec![r#"{"id":1,"v":10}"#, r#"{"id":3,"v":30}"#, r#"{"id":5,"v":50}"#]);
+    assert!(run.stderr.contains("bad.jsonl:2: malformed record skipped"), "{}", run.stderr);
+    assert!(run.stderr.contains("bad.jsonl:4: malformed record skipped"), "{}", run.stderr);
+    assert!(run.stderr.contains("raw 3 rows (2 malformed)"), "{}", run.stderr);
+
+    // FailBatch stops the job at the first bad record and says where it is.
+    let sql = sql.replace("'out.type'", "'failure_strategy' = 'FailBatch', 'out.type'");
+    let run = run_sql(tmp.path(), &sql);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("bad.jsonl:2: malformed record"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_options_schema_gzip_and_globs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.txt"), "Hamburg;12.5\nOslo;-3.0\n'Las; Vegas';40.1\n").unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"Oslo;-1.5\nHamburg;7.5\n").unwrap();
+    std::fs::write(dir.join("b.txt.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(dir.join("ignored.csv"), "not;matched\n").unwrap();
+    let sql = format!(
+        "CREATE TABLE stats AS SELECT station, MIN(t) AS lo, MAX(t) AS hi, COUNT(*) AS n FROM m GROUP BY station EMIT FINAL INTO out
+         WITH ('m.type' = 'file_source', 'm.path' = '{}/*.txt*', 'm.format' = 'csv', 'm.has_headers' = 'false',
+               'm.delimiter' = ';', 'm.quote' = '''', 'm.schema' = 'station VARCHAR, t DOUBLE',
+               'out.type' = 'file_sink', 'out.path' = '{}/stats.jsonl');",
+        dir.display(),
+        tmp.path().display()
+    );
+    assert_ok(&run_sql(tmp.path(), &sql));
+    assert_eq!(
+        file_rows(&tmp.path().join("stats.jsonl")),
+        vec![
+            r#"{"hi":-1.5,"lo":-3,"n":2,"station":"Oslo"}"#,
+            r#"{"hi":12.5,"lo":7.5,"n":2,"station":"Hamburg"}"#,
+            r#"{"hi":40.1,"lo":40.1,"n":1,"station":"Las; Vegas"}"#,
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_file_is_read_in_parallel_splits_without_losing_a_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("big.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(f, "id,station,t").unwrap();
+    let n = 1_000_000u64; // about 46 MB: above the split threshold
+    let mut expected_sum: i128 = 0;
+    for i in 0..n {
+        writeln!(f, "{i},station-with-a-long-name-{:03},{}.{}", i % 400, (i % 97) as i64 - 40, i % 10).unwrap();
+        expected_sum += i as i128;
+    }
+    drop(f);
+    assert!(std::fs::metadata(&path).unwrap().len() > 32 << 20);
+    let sql = format!(
+        "CREATE TABLE t AS SELECT COUNT(*) AS n, SUM(id) AS s, COUNT(DISTINCT id) AS d FROM big EMIT FINAL INTO out
+         WITH ('big.type' = 'file_source', 'big.path' = '{}', 'parallelism' = '4', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        path.display(),
+        tmp.path().display()
+    );
+    assert_ok(&run_sql(tmp.path(), &sql));
+    assert_eq!(file_rows(&tmp.path().join("out.jsonl")), vec![format!(r#"{{"d":{n},"n":{n},"s":{expected_sum}}}"#)]);
+}
+
+#[test]
+fn watch_tails_appended_lines_until_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("events.jsonl");
+    std::fs::write(&input, "{\"id\": 1, \"kind\": \"click\"}\n").unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let sql = format!(
+        "CREATE STREAM tail AS SELECT id, kind FROM events WHERE kind = 'click' INTO out WITH (
+           'events.type' = 'file_source', 'events.path' = '{}', 'events.watch' = 'true', 'events.schema' = 'id BIGINT, kind VARCHAR',
+           'batch.timeout' = '50ms', 'out.type' = 'file_sink', 'out.path' = '{}');",
+        input.display(),
+        out.display()
+    );
+    std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql"])
+        .current_dir(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+        f.write_all(b"{\"id\": 2, \"kind\": \"view\"}\n{\"id\": 3, \"kind\": \"click\"}\n{\"id\": 4, \"ki").unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        f.write_all(b"nd\": \"click\"}\n").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "a watching job keeps running");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the job did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert_eq!(
+        file_rows(&out),
+        vec![r#"{"id":1,"kind":"click"}"#, r#"{"id":3,"kind":"click"}"#, r#"{"id":4,"kind":"click"}"#]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_arrays_and_pretty_printed_objects() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = "SELECT product_id, product_name, unit_price FROM products WHERE active";
+    let run = run_sql(tmp.path(), &format!("{q} WITH ({});", sources_for(q)));
+    assert_ok(&run);
+    let want = batch_rows(&batch_context(tmp.path()).await, q).await;
+    assert_same_rows("products", &canonical_lines(&run.stdout), &want);
+}

@@ -1,0 +1,4 @@
+-- From the user's guide (ferrisstreams-guide.md), SQL fragment 25.
+-- The guide shows only the WITH clause; it is completed here with a query.
+SELECT * FROM example_source
+WITH ('failure_strategy' = 'LogAndContinue');
