@@ -31,12 +31,14 @@ pub const MASK: &str = "****";
 pub struct Properties {
     owner: String,
     values: BTreeMap<String, String>,
+    /// Where each value came from when not written inline (`configs/a.yaml`, `${VAR}`).
+    origins: BTreeMap<String, String>,
 }
 
 impl Properties {
     /// An empty property set for the source, sink or job named `owner` (empty for job keys).
     pub fn new(owner: impl Into<String>) -> Self {
-        Self { owner: owner.into(), values: BTreeMap::new() }
+        Self { owner: owner.into(), values: BTreeMap::new(), origins: BTreeMap::new() }
     }
 
     /// Builds a property set from pairs; handy in tests.
@@ -57,6 +59,48 @@ impl Properties {
     /// guide's examples write) is accepted as an alias of the plain key.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.values.insert(key.into(), value.into());
+    }
+
+    /// Sets `key` and records where its value came from (shown by `explain`).
+    pub fn insert_with_origin(&mut self, key: impl Into<String>, value: impl Into<String>, origin: impl Into<String>) {
+        let key = key.into();
+        self.origins.insert(key.clone(), origin.into());
+        self.values.insert(key, value.into());
+    }
+
+    /// Sets `key` only if it has no value yet (YAML values sit under inline ones).
+    pub fn insert_default(&mut self, key: &str, value: impl Into<String>, origin: impl Into<String>) {
+        if !self.values.contains_key(key) {
+            self.insert_with_origin(key.to_string(), value, origin);
+        }
+    }
+
+    /// Where `key`'s value came from, when it was not written inline.
+    pub fn origin(&self, key: &str) -> Option<&str> {
+        self.origins.get(key).map(String::as_str)
+    }
+
+    /// True when `key` is set (exactly, without aliases).
+    pub fn contains(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
+    /// A list value: a JSON array (`["a","b"]`, as YAML lists are kept) or comma-separated text.
+    pub fn get_list(&self, key: &str) -> Option<Vec<String>> {
+        let v = self.get(key)?;
+        if let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(v) {
+            return Some(items.into_iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect());
+        }
+        Some(v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    }
+
+    /// The value as it may be shown in an error: masked when the key is secret.
+    fn shown<'a>(&self, key: &str, value: &'a str) -> &'a str {
+        if is_secret_key(key) {
+            MASK
+        } else {
+            value
+        }
     }
 
     /// The full key as the user wrote it: `owner.key`, or `key` for job-level properties.
@@ -88,7 +132,7 @@ impl Properties {
             .map(|v| match v.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "1" | "on" => Ok(true),
                 "false" | "no" | "0" | "off" => Ok(false),
-                _ => Err(ConnectorError::invalid(self.full_key(key), format!("expected true or false, got '{v}'"))),
+                _ => Err(ConnectorError::invalid(self.full_key(key), format!("expected true or false, got '{}'", self.shown(key, v)))),
             })
             .transpose()
     }
@@ -98,7 +142,7 @@ impl Properties {
         self.get(key)
             .map(|v| {
                 v.trim().parse::<usize>().map_err(|_| {
-                    ConnectorError::invalid(self.full_key(key), format!("expected a non-negative integer, got '{v}'"))
+                    ConnectorError::invalid(self.full_key(key), format!("expected a non-negative integer, got '{}'", self.shown(key, v)))
                 })
             })
             .transpose()
@@ -107,7 +151,12 @@ impl Properties {
     /// A duration: `500ms`, `2s`, `5m`, `1h`, or a bare number of milliseconds (`2000`).
     pub fn get_duration(&self, key: &str) -> Result<Option<Duration>> {
         self.get(key)
-            .map(|v| parse_duration(v).map_err(|m| ConnectorError::invalid(self.full_key(key), m)))
+            .map(|v| {
+                parse_duration(v).map_err(|m| {
+                    let m = if is_secret_key(key) { "expected a duration such as '500ms' or '2s'".to_string() } else { m };
+                    ConnectorError::invalid(self.full_key(key), m)
+                })
+            })
             .transpose()
     }
 
@@ -117,7 +166,7 @@ impl Properties {
             .map(|v| match v {
                 "\\t" | "tab" | "\t" => Ok(b'\t'),
                 s if s.len() == 1 => Ok(s.as_bytes()[0]),
-                _ => Err(ConnectorError::invalid(self.full_key(key), format!("expected one character, got '{v}'"))),
+                _ => Err(ConnectorError::invalid(self.full_key(key), format!("expected one character, got '{}'", self.shown(key, v)))),
             })
             .transpose()
     }
@@ -133,6 +182,11 @@ impl Properties {
             .iter()
             .map(|(k, v)| (k.clone(), if is_secret_key(k) { MASK.to_string() } else { v.clone() }))
             .collect()
+    }
+
+    /// Where each non-inline value came from.
+    pub fn origins(&self) -> &BTreeMap<String, String> {
+        &self.origins
     }
 
     /// True when no key is set.
@@ -232,6 +286,25 @@ mod tests {
         assert_eq!(p.get_bool("has_headers").unwrap_err().to_string(), "invalid value for 'orders.has_headers': expected true or false, got 'maybe'");
         assert!(p.get_usize("batch.size").unwrap_err().to_string().contains("'orders.batch.size'"));
         assert_eq!(p.require("path").unwrap_err().to_string(), "missing required property 'orders.path'");
+    }
+
+    #[test]
+    fn secret_values_never_reach_errors() {
+        let p = Properties::from_pairs("db", [("password_retries", "hunter2")]);
+        let e = p.get_usize("password_retries").unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn lists_and_origins() {
+        let mut p = Properties::new("s3");
+        p.insert_with_origin("partition_columns", r#"["order_date","region"]"#, "configs/s3.yaml");
+        p.insert("tags", "a, b");
+        p.insert_default("partition_columns", "x", "elsewhere");
+        assert_eq!(p.get_list("partition_columns").unwrap(), vec!["order_date", "region"]);
+        assert_eq!(p.get_list("tags").unwrap(), vec!["a", "b"]);
+        assert_eq!(p.origin("partition_columns"), Some("configs/s3.yaml"));
+        assert_eq!(p.origin("tags"), None);
     }
 
     #[test]

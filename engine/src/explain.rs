@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use datafusion::physical_plan::displayable;
 use serde::Serialize;
 
-use crate::job::{analyze_sql, AnalysisError, JobSpec, RelationSpec};
+use crate::config::ConfigContext;
+use crate::job::{analyze_sql_with, AnalysisError, JobSpec, RelationSpec};
 use crate::planner::plan_job;
 
 /// A source or sink as explained.
@@ -24,6 +25,8 @@ pub struct ExplainedRelation {
     pub connector: String,
     /// Its properties, secrets masked.
     pub properties: BTreeMap<String, String>,
+    /// Where each value not written inline came from (YAML file, variables).
+    pub provenance: BTreeMap<String, String>,
 }
 
 /// One job as explained.
@@ -41,6 +44,8 @@ pub struct ExplainedJob {
     pub sinks: Vec<ExplainedRelation>,
     /// Job-level options, secrets masked.
     pub options: BTreeMap<String, String>,
+    /// Where each option not written inline came from.
+    pub options_provenance: BTreeMap<String, String>,
     /// `changes`, `final`, or null when not written.
     pub emit: Option<String>,
     /// WITHIN clauses as written.
@@ -62,9 +67,24 @@ pub struct ExplainedError {
     pub error: String,
 }
 
+/// The application config file and profile in force.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ExplainedConfig {
+    /// The config file found (`--config`, `FERRIS_CONFIG_FILE` or discovery), if any.
+    pub file: Option<String>,
+    /// The active profile.
+    pub profile: Option<String>,
+    /// How the profile was chosen.
+    pub profile_source: Option<String>,
+    /// The profile's variables, secrets masked.
+    pub variables: BTreeMap<String, String>,
+}
+
 /// The whole explain output.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
+    /// The configuration in force.
+    pub config: ExplainedConfig,
     /// Jobs that were analysed.
     pub jobs: Vec<ExplainedJob>,
     /// Statements that were not.
@@ -72,7 +92,12 @@ pub struct Explanation {
 }
 
 fn relation(r: &RelationSpec) -> ExplainedRelation {
-    ExplainedRelation { name: r.name.clone(), connector: r.connector.to_string(), properties: r.properties.masked() }
+    ExplainedRelation {
+        name: r.name.clone(),
+        connector: r.connector.to_string(),
+        properties: r.properties.masked(),
+        provenance: r.properties.origins().clone(),
+    }
 }
 
 fn describe(spec: &JobSpec) -> ExplainedJob {
@@ -89,6 +114,7 @@ fn describe(spec: &JobSpec) -> ExplainedJob {
         sources: spec.sources.iter().map(relation).collect(),
         sinks: spec.sinks.iter().map(relation).collect(),
         options: spec.options.masked(),
+        options_provenance: spec.options.origins().clone(),
         emit: spec.statement.emit.map(|e| match e {
             EmitMode::Changes => "changes".into(),
             EmitMode::Final => "final".into(),
@@ -102,9 +128,9 @@ fn describe(spec: &JobSpec) -> ExplainedJob {
 
 /// Explains every statement of `sql`. With `with_plan`, sources are created (files are read
 /// for their schema) and the physical plan is shown.
-pub async fn explain(sql: &str, with_plan: bool) -> Result<Explanation, AnalysisError> {
-    let mut out = Explanation { jobs: Vec::new(), errors: Vec::new() };
-    for (i, result) in analyze_sql(sql)?.into_iter().enumerate() {
+pub async fn explain(sql: &str, with_plan: bool, ctx: &ConfigContext, config: ExplainedConfig) -> Result<Explanation, AnalysisError> {
+    let mut out = Explanation { config, jobs: Vec::new(), errors: Vec::new() };
+    for (i, result) in analyze_sql_with(sql, ctx)?.into_iter().enumerate() {
         match result {
             Err(e) => out.errors.push(ExplainedError { statement: i + 1, error: e.to_string() }),
             Ok(spec) => {
@@ -130,6 +156,17 @@ pub async fn explain(sql: &str, with_plan: bool) -> Result<Explanation, Analysis
 pub fn render_text(e: &Explanation) -> String {
     use std::fmt::Write;
     let mut s = String::new();
+    if let Some(file) = &e.config.file {
+        let _ = write!(s, "Config: {file}");
+        if let Some(p) = &e.config.profile {
+            let _ = write!(s, ", profile '{p}' ({})", e.config.profile_source.as_deref().unwrap_or("?"));
+        }
+        s.push('\n');
+        for (k, v) in &e.config.variables {
+            let _ = writeln!(s, "  {k} = {v}");
+        }
+        s.push('\n');
+    }
     for job in &e.jobs {
         let _ = writeln!(s, "Job '{}' ({} at line {})", job.name, job.kind, job.line);
         if let Some(emit) = &job.emit {
@@ -143,14 +180,28 @@ pub fn render_text(e: &Explanation) -> String {
             for r in rels {
                 let _ = writeln!(s, "    {} ({})", r.name, r.connector);
                 for (k, v) in &r.properties {
-                    let _ = writeln!(s, "      {k} = {v}");
+                    match r.provenance.get(k) {
+                        Some(origin) => {
+                            let _ = writeln!(s, "      {k} = {v}   [{origin}]");
+                        }
+                        None => {
+                            let _ = writeln!(s, "      {k} = {v}");
+                        }
+                    }
                 }
             }
         }
         if !job.options.is_empty() {
             let _ = writeln!(s, "  Options:");
             for (k, v) in &job.options {
-                let _ = writeln!(s, "    {k} = {v}");
+                match job.options_provenance.get(k) {
+                    Some(origin) => {
+                        let _ = writeln!(s, "    {k} = {v}   [{origin}]");
+                    }
+                    None => {
+                        let _ = writeln!(s, "    {k} = {v}");
+                    }
+                }
             }
         }
         for w in &job.warnings {

@@ -10,9 +10,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferris_engine::explain::{explain, render_text};
-use ferris_engine::job::analyze_sql;
-use ferris_engine::planner::plan_job;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ferris_connectors::Properties;
+use ferris_engine::config::discovery::{discover, Places};
+use ferris_engine::config::{AppConfig, ConfigContext, Limits, Variables};
+use ferris_engine::explain::{explain, render_text, ExplainedConfig};
+use ferris_engine::job::analyze_sql_with;
+use ferris_engine::planner::plan_job_with;
 use ferris_engine::runner::{run_job, JobReport, RunOptions};
 use tokio::sync::watch;
 use tracing::{error, warn};
@@ -23,6 +29,46 @@ use tracing::{error, warn};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Application config file with profiles (else FERRIS_CONFIG_FILE, ./ferris.yaml,
+    /// ./configs/ferris.yaml, ~/.ferris/config.yaml, /etc/ferris/config.yaml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The profile to use (else FERRIS_PROFILE, else the file's active_profile).
+    #[arg(long, global = true)]
+    profile: Option<String>,
+}
+
+/// The resolved configuration for a command.
+struct Setup {
+    ctx: ConfigContext,
+    explained: ExplainedConfig,
+    limits: Limits,
+}
+
+fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<&Path>) -> Result<Setup, String> {
+    let vars = Variables::from_process(BTreeMap::new());
+    let found = discover(cli_config, &vars, &Places::system(&vars)).map_err(|e| e.to_string())?;
+    let mut explained = ExplainedConfig::default();
+    let mut ctx_vars = vars.clone();
+    let mut profile = None;
+    match &found {
+        Some(path) => {
+            let app = AppConfig::load(path, cli_profile, &vars).map_err(|e| e.to_string())?;
+            explained.file = Some(path.display().to_string());
+            explained.profile = app.profile.clone();
+            explained.profile_source = app.profile_source.as_ref().map(|s| s.to_string());
+            explained.variables = Properties::from_pairs("", app.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()))).masked();
+            profile = app.profile.clone();
+            ctx_vars = vars.clone().with_profile(app.settings);
+        }
+        None if cli_profile.is_some() => {
+            return Err("--profile needs an application config file: give --config FILE, set FERRIS_CONFIG_FILE, or create ./ferris.yaml".into())
+        }
+        None => {}
+    }
+    let base_dir = sql_file.and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let limits = Limits::from_env(&vars).map_err(|e| e.to_string())?;
+    Ok(Setup { ctx: ConfigContext { base_dir, variables: ctx_vars, profile }, explained, limits })
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,17 +132,27 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let (file, sql) = match &cli.command {
+        Command::Explain { file, sql, .. } | Command::Run { file, sql, .. } => (file.clone(), sql.clone()),
+    };
+    let setup = match setup(cli.config.as_deref(), cli.profile.as_deref(), file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     runtime.block_on(async move {
         match cli.command {
-            Command::Explain { file, sql, json, no_plan } => cmd_explain(read_sql(&file, &sql), json, !no_plan).await,
-            Command::Run { file, sql, no_progress, report_json } => {
-                cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json).await
+            Command::Explain { json, no_plan, .. } => cmd_explain(read_sql(&file, &sql), json, !no_plan, setup).await,
+            Command::Run { no_progress, report_json, .. } => {
+                cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json, setup).await
             }
         }
     })
 }
 
-async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool) -> ExitCode {
+async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool, setup: Setup) -> ExitCode {
     let sql = match sql {
         Ok(s) => s,
         Err(e) => {
@@ -104,7 +160,7 @@ async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool) -
             return ExitCode::from(2);
         }
     };
-    match explain(&sql, with_plan).await {
+    match explain(&sql, with_plan, &setup.ctx, setup.explained).await {
         Ok(e) => {
             if json {
                 match serde_json::to_string_pretty(&e) {
@@ -130,7 +186,7 @@ async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool) -
     }
 }
 
-async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool) -> ExitCode {
+async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool, setup: Setup) -> ExitCode {
     let sql = match sql {
         Ok(s) => s,
         Err(e) => {
@@ -138,7 +194,7 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool)
             return ExitCode::from(2);
         }
     };
-    let analysed = match analyze_sql(&sql) {
+    let analysed = match analyze_sql_with(&sql, &setup.ctx) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -149,9 +205,14 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool)
     let mut failed = false;
     for (i, r) in analysed.into_iter().enumerate() {
         match r {
-            Ok(spec) => {
+            Ok(mut spec) => {
                 for w in &spec.warnings {
                     warn!(job = %spec.name, "{w}");
+                }
+                if let Some(t) = setup.limits.batch_timeout {
+                    if !spec.options.contains("batch.timeout") && !spec.options.contains("batch_timeout") {
+                        spec.options.insert_with_origin("batch.timeout", format!("{}ms", t.as_millis()), "FERRIS_BATCH_TIMEOUT_MS");
+                    }
                 }
                 specs.push(spec);
             }
@@ -164,9 +225,13 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool)
     if failed {
         return ExitCode::from(2);
     }
+    if let Err(e) = setup.limits.check(specs.iter().map(|s| (s.name.as_str(), s.sources.len(), s.sinks.len()))) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let mut planned = Vec::new();
     for spec in specs {
-        match plan_job(spec).await {
+        match plan_job_with(spec, setup.limits.max_memory_mb).await {
             Ok(p) => {
                 for n in &p.notes {
                     warn!(job = %p.spec.name, "{n}");

@@ -42,6 +42,20 @@ pub fn ferris(dir: &Path, args: &[&str]) -> Run {
     finish(out)
 }
 
+/// Runs `ferris-sql ARGS` in `dir` with exactly the environment `env` (plus PATH).
+pub fn ferris_in_env(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run ferris-sql");
+    finish(out)
+}
+
 /// Writes `sql` to `dir/job.sql` and runs it.
 pub fn run_sql(dir: &Path, sql: &str) -> Run {
     let file = dir.join("job.sql");

@@ -298,3 +298,45 @@ impl Sink for FileSink {
         self.finish_current()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(v: i64) -> RecordBatch {
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![std::sync::Arc::new(Int64Array::from(vec![v]))]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn max_files_keeps_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let path = format!("{}/part_{{batch_id}}.jsonl", d.path().display());
+        let props = Properties::from_pairs("s", [("path", path.as_str()), ("max_files", "2")]);
+        let mut sink = FileSink::try_new(&props).unwrap();
+        for v in 0..5 {
+            sink.write(&batch(v)).await.unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(15)); // distinct modification times
+        }
+        sink.close().await.unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, vec!["part_3.jsonl", "part_4.jsonl"]);
+        assert_eq!(std::fs::read_to_string(d.path().join("part_4.jsonl")).unwrap(), "{\"v\":4}\n");
+    }
+
+    #[tokio::test]
+    async fn csv_append_writes_one_header() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("a.csv");
+        let props = Properties::from_pairs("s", [("path", path.to_str().unwrap()), ("append", "true")]);
+        for v in [1, 2] {
+            let mut sink = FileSink::try_new(&props).unwrap();
+            sink.write(&batch(v)).await.unwrap();
+            sink.close().await.unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "v\n1\n2\n");
+    }
+}

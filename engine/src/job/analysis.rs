@@ -19,6 +19,9 @@ use ferris_connectors::properties::KeySpec;
 use ferris_connectors::{ConnectorKind, ConnectorType, Properties, Role};
 
 use super::spec::{JobSpec, RelationSpec, JOB_KEYS};
+use crate::config::yaml::load_properties;
+
+use crate::config::{ConfigContext, ConfigError};
 use crate::sql::{parse_sql, FerrisStatement, StatementKind};
 
 /// Why a statement cannot become a job.
@@ -46,12 +49,21 @@ pub enum AnalysisError {
     /// The SQL does not parse.
     #[error(transparent)]
     Syntax(#[from] crate::sql::parser::SyntaxError),
+    /// Configuration (YAML files, variables) could not be resolved.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
-/// Parses and analyses every statement of `sql`.
+/// Parses and analyses every statement of `sql`, with the process environment and relative
+/// `config_file` paths resolved against the working directory.
 pub fn analyze_sql(sql: &str) -> Result<Vec<Result<JobSpec, AnalysisError>>, AnalysisError> {
+    analyze_sql_with(sql, &ConfigContext::default())
+}
+
+/// Parses and analyses every statement of `sql` with the configuration context `ctx`.
+pub fn analyze_sql_with(sql: &str, ctx: &ConfigContext) -> Result<Vec<Result<JobSpec, AnalysisError>>, AnalysisError> {
     let statements = parse_sql(sql)?;
-    Ok(statements.into_iter().enumerate().map(|(i, s)| analyze(s, i + 1)).collect())
+    Ok(statements.into_iter().enumerate().map(|(i, s)| analyze_with(s, i + 1, ctx)).collect())
 }
 
 /// The name DataFusion will resolve: unquoted parts lower-cased.
@@ -111,8 +123,33 @@ fn key_spec(t: ConnectorType) -> Option<KeySpec> {
     }
 }
 
-/// Analyses one statement; `index` (1-based) names bare SELECTs (`select_1`).
+/// Analyses one statement with the default configuration context.
 pub fn analyze(statement: FerrisStatement, index: usize) -> Result<JobSpec, AnalysisError> {
+    analyze_with(statement, index, &ConfigContext::default())
+}
+
+/// Substitutes `${…}` in an inline value; the origin says which variables it used.
+fn inline_value(ctx: &ConfigContext, job: &str, key: &str, value: &str) -> Result<(String, Option<String>), ConfigError> {
+    let (v, used) = ctx.variables.substitute(value, &format!("'{key}' in the WITH clause of job '{job}'"))?;
+    let origin = (!used.is_empty()).then(|| format!("inline, ${{{}}}", used.join("}, ${")));
+    Ok((v, origin))
+}
+
+/// Loads `config_file` (if any) under the inline properties of `props`.
+fn merge_config_file(ctx: &ConfigContext, props: &mut Properties) -> Result<(), ConfigError> {
+    let Some(file) = props.get("config_file").map(str::to_string) else { return Ok(()) };
+    let key = props.full_key("config_file");
+    let path = crate::config::yaml::tidy(&ctx.base_dir.join(&file));
+    let loaded = load_properties(&path, &ctx.variables, &format!("'{key}'"))?;
+    for (k, p) in loaded {
+        let origin = if p.variables.is_empty() { p.origin } else { format!("{}, ${{{}}}", p.origin, p.variables.join("}, ${")) };
+        props.insert_default(&k, p.value, origin);
+    }
+    Ok(())
+}
+
+/// Analyses one statement; `index` (1-based) names bare SELECTs (`select_1`).
+pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContext) -> Result<JobSpec, AnalysisError> {
     let name = statement.name().map(str::to_string).unwrap_or_else(|| format!("select_{index}"));
     let source_names = relations(&statement.query);
     if source_names.is_empty() {
@@ -140,15 +177,20 @@ pub fn analyze(statement: FerrisStatement, index: usize) -> Result<JobSpec, Anal
         }
         let lower = key.to_ascii_lowercase();
         let owner = names.iter().find(|n| lower.starts_with(&format!("{n}.")));
-        match owner {
-            Some(n) => {
-                let rest = &key[n.len() + 1..];
-                if let Some(p) = props.iter_mut().find(|p| p.owner() == n.as_str()) {
-                    p.insert(rest, value.clone());
-                }
+        let (value, origin) = inline_value(ctx, &name, key, value)?;
+        let target = match owner {
+            Some(n) => props.iter_mut().find(|p| p.owner() == n.as_str()).map(|p| (p, &key[n.len() + 1..])),
+            None => Some((&mut options, key.as_str())),
+        };
+        if let Some((p, k)) = target {
+            match origin {
+                Some(o) => p.insert_with_origin(k, value, o),
+                None => p.insert(k, value),
             }
-            None => options.insert(key.clone(), value.clone()),
         }
+    }
+    for p in props.iter_mut() {
+        merge_config_file(ctx, p)?;
     }
     for k in options.unknown_keys(&JOB_KEYS) {
         let prefix = k.split('.').next().unwrap_or(&k);

@@ -10,5 +10,5 @@
 pub mod analysis;
 pub mod spec;
 
-pub use analysis::{analyze, analyze_sql, AnalysisError};
+pub use analysis::{analyze, analyze_sql, analyze_sql_with, analyze_with, AnalysisError};
 pub use spec::{JobSpec, RelationSpec, JOB_KEYS};

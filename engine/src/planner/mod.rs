@@ -52,15 +52,20 @@ pub fn parallelism(spec: &JobSpec) -> usize {
 }
 
 /// A DataFusion session with our functions registered.
-pub fn new_context(partitions: usize, batch_size: usize, unbounded: bool) -> SessionContext {
+/// `memory_mb` caps the memory of the job's query execution (`FERRIS_MAX_MEMORY_MB`).
+pub fn new_context(partitions: usize, batch_size: usize, unbounded: bool, memory_mb: Option<usize>) -> datafusion::error::Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(batch_size)
         .with_coalesce_batches(!unbounded)
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+    if let Some(mb) = memory_mb {
+        runtime = runtime.with_memory_limit(mb.saturating_mul(1 << 20), 1.0);
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
     functions::register(&ctx);
-    ctx
+    Ok(ctx)
 }
 
 fn table_reference(name: &str) -> TableReference {
@@ -72,6 +77,11 @@ fn table_reference(name: &str) -> TableReference {
 
 /// Creates the job's sources, registers them and plans its query.
 pub async fn plan_job(spec: JobSpec) -> Result<PlannedJob> {
+    plan_job_with(spec, None).await
+}
+
+/// [`plan_job`] with a memory cap for query execution, in MiB.
+pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<PlannedJob> {
     let partitions = parallelism(&spec);
     let batch_size = ferris_connectors::batching::BatchConfig::resolve(&ferris_connectors::Properties::new(""), &spec.options)
         .map(|b| b.size)
@@ -86,7 +96,7 @@ pub async fn plan_job(spec: JobSpec) -> Result<PlannedJob> {
         sources.push(source);
     }
     let unbounded = sources.iter().any(|s| !s.is_bounded());
-    let ctx = new_context(partitions, batch_size, unbounded);
+    let ctx = new_context(partitions, batch_size, unbounded, memory_mb).map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
         let table = StreamingTable::try_new(source.schema(), source.partitions())

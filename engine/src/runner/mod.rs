@@ -103,13 +103,16 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let mut fallback: Option<StdoutSink> = None;
     let mut fallback_rows = 0u64;
     let mut stopped = false;
+    let mut stop_alive = true;
     match execute_stream(Arc::clone(&job.plan), job.ctx.task_ctx()) {
         Err(e) => error = Some(describe_datafusion_error(&e)),
         Ok(mut stream) => loop {
             tokio::select! {
                 biased;
-                _ = opts.stop.changed() => {
-                    if *opts.stop.borrow() {
+                changed = opts.stop.changed(), if stop_alive => {
+                    if changed.is_err() {
+                        stop_alive = false; // nobody can ask us to stop any more
+                    } else if *opts.stop.borrow() {
                         info!(job = %name, "stop requested: flushing sinks");
                         stopped = true;
                         break;
