@@ -14,6 +14,20 @@ use ferris_connectors::{ConnectorError, ConnectorKind, Properties, Sink, Source}
 
 use crate::job::RelationSpec;
 
+/// Adds to a property error where the value came from, when not inline (`configs/a.yaml:4`).
+fn with_origin(rel: &RelationSpec, e: ConnectorError) -> ConnectorError {
+    match e {
+        ConnectorError::InvalidProperty { key, message } => {
+            let short = key.strip_prefix(&format!("{}.", rel.name)).unwrap_or(&key);
+            match rel.properties.origin(short) {
+                Some(origin) => ConnectorError::InvalidProperty { message: format!("{message} (set in {origin})"), key },
+                None => ConnectorError::InvalidProperty { key, message },
+            }
+        }
+        other => other,
+    }
+}
+
 fn not_supported(rel: &RelationSpec) -> ConnectorError {
     ConnectorError::NotSupported { type_name: rel.connector.to_string(), name: rel.name.clone() }
 }
@@ -21,7 +35,7 @@ fn not_supported(rel: &RelationSpec) -> ConnectorError {
 /// Creates the source `rel`; `partitions` caps its parallelism.
 pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize) -> Result<Arc<dyn Source>, ConnectorError> {
     match rel.connector.kind {
-        ConnectorKind::File => Ok(Arc::new(FileSource::try_new(&rel.properties, job, partitions)?)),
+        ConnectorKind::File => Ok(Arc::new(FileSource::try_new(&rel.properties, job, partitions).map_err(|e| with_origin(rel, e))?)),
         _ => Err(not_supported(rel)),
     }
 }
@@ -31,7 +45,7 @@ pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize) ->
 pub fn create_sink(rel: &RelationSpec) -> Result<Box<dyn Sink>, ConnectorError> {
     match rel.connector.kind {
         ConnectorKind::File => {
-            let sink = FileSink::try_new(&rel.properties)?;
+            let sink = FileSink::try_new(&rel.properties).map_err(|e| with_origin(rel, e))?;
             sink.check_writable()?;
             Ok(Box::new(sink))
         }

@@ -55,3 +55,53 @@ fn bad_property_values_name_the_key() {
     let run = run_sql(tmp.path(), &format!("CREATE STREAM s AS {q} INTO o WITH ({}, 'o.type' = 'file_sink', 'o.path' = 'x.parquet', 'o.append' = 'true');", sources_for(q)));
     assert!(run.stderr.contains("invalid value for 'o.append': a parquet file cannot be appended to"), "{}", run.stderr);
 }
+
+#[test]
+fn limits_from_the_environment_are_enforced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = "SELECT order_id FROM orders";
+    std::fs::write(
+        tmp.path().join("job.sql"),
+        format!("CREATE STREAM s AS {q} INTO a, b WITH ({}, 'a.type' = 'blackhole', 'b.type' = 'blackhole');", sources_for(q)),
+    )
+    .unwrap();
+    let args = ["run".to_string(), "job.sql".to_string()];
+    let run = ferris_in_env(tmp.path(), &args, &[("FERRIS_MAX_SINKS_PER_JOB", "1")]);
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("job 's' writes 2 sinks, more than FERRIS_MAX_SINKS_PER_JOB=1"), "{}", run.stderr);
+    let run = ferris_in_env(tmp.path(), &args, &[("FERRIS_MAX_JOBS", "0")]);
+    assert!(run.stderr.contains("1 jobs exceed FERRIS_MAX_JOBS=0"), "{}", run.stderr);
+    let run = ferris_in_env(tmp.path(), &args, &[("FERRIS_MAX_SINKS_PER_JOB", "2"), ("FERRIS_MAX_MEMORY_MB", "64")]);
+    assert_ok(&run);
+}
+
+#[test]
+fn a_bad_value_from_yaml_names_the_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("base.yaml"), "format: jsonlines\nmax_files: many\n").unwrap();
+    std::fs::write(tmp.path().join("sink.yaml"), "extends: base.yaml\npath: out.jsonl\n").unwrap();
+    let q = "SELECT order_id FROM orders";
+    let run = run_sql(tmp.path(), &format!("CREATE STREAM s AS {q} INTO a WITH ({}, 'a.type' = 'file_sink', 'a.config_file' = 'sink.yaml');", sources_for(q)));
+    assert!(run.stderr.contains("invalid value for 'a.max_files': expected a non-negative integer, got 'many' (set in"), "{}", run.stderr);
+    assert!(run.stderr.contains("base.yaml:2"), "{}", run.stderr);
+}
+
+#[test]
+fn profiles_and_yaml_drive_a_real_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("ferris.yaml"), "active_profile: dev\nprofiles:\n  base: &b\n    out_dir: out-base\n  dev:\n    <<: *b\n  prod:\n    <<: *b\n    out_dir: out-${REGION}\n").unwrap();
+    std::fs::write(tmp.path().join("orders.yaml"), format!("path: \"{}\"\nformat: jsonlines\n", data("orders.jsonl"))).unwrap();
+    std::fs::write(
+        tmp.path().join("job.sql"),
+        "CREATE STREAM s AS SELECT order_id FROM orders WHERE order_id <= 3 INTO o WITH ('orders.type' = 'file_source', 'orders.config_file' = 'orders.yaml', 'o.type' = 'file_sink', 'o.path' = '${out_dir}/rows.jsonl');",
+    )
+    .unwrap();
+    let args = ["run".to_string(), "job.sql".to_string()];
+    assert_ok(&ferris_in_env(tmp.path(), &args, &[]));
+    assert_eq!(file_rows(&tmp.path().join("out-base/rows.jsonl")).len(), 3);
+    assert_ok(&ferris_in_env(tmp.path(), &args, &[("FERRIS_PROFILE", "prod"), ("REGION", "eu")]));
+    assert_eq!(file_rows(&tmp.path().join("out-eu/rows.jsonl")).len(), 3);
+    let run = ferris_in_env(tmp.path(), &args, &[("FERRIS_PROFILE", "prod")]);
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("variable 'REGION' is not set") && run.stderr.contains("profiles.prod.out_dir"), "{}", run.stderr);
+}

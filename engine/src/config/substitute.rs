@@ -84,6 +84,25 @@ impl Variables {
         }
     }
 
+    /// Describes where the variables `used` got their values, for `explain`:
+    /// `${ENVIRONMENT}, ${kafka_brokers} (profile)`.
+    pub fn describe(&self, used: &[String]) -> String {
+        used.iter()
+            .map(|n| {
+                if self.env.contains_key(n) {
+                    format!("${{{n}}}")
+                } else if self.profile.contains_key(n) {
+                    format!("${{{n}}} (profile)")
+                } else if n == "DATE" || n == "TIME" {
+                    format!("${{{n}}} (dynamic)")
+                } else {
+                    format!("${{{n}}} (default)")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Substitutes every `${…}` in `text`. `used_in` says where the text came from, for errors.
     /// Returns the result and the names of the variables used.
     pub fn substitute(&self, text: &str, used_in: &str) -> Result<(String, Vec<String>), ConfigError> {

@@ -161,7 +161,7 @@ fn load_chain(path: &Path, vars: &Variables, referenced_by: &str, chain: &mut Ve
     flatten("", &value, path, &text, &mut flat)?;
     let mut out = BTreeMap::new();
     if let Some((_, parent)) = flat.iter().find(|(k, _)| k == "extends") {
-        let used_in = format!("{}: extends", display(path));
+        let used_in = format!("{}:{}: extends", display(path), line_of_key(&text, "extends"));
         let (parent, _) = vars.substitute(parent, &used_in)?;
         let parent_path = tidy(&path.parent().unwrap_or(Path::new(".")).join(parent));
         let inherited = load_chain(&parent_path, vars, &format!("extends in {}", display(path)), chain)?;
@@ -174,9 +174,12 @@ fn load_chain(path: &Path, vars: &Variables, referenced_by: &str, chain: &mut Ve
         if k == "extends" {
             continue;
         }
-        let used_in = format!("{}:{}: {k}", display(path), line_of_key(&text, &k));
-        let (value, variables) = vars.substitute(&v, &used_in)?;
-        out.insert(k, YamlProperty { value, origin: display(path), variables });
+        let at = match line_of_key(&text, &k) {
+            0 => display(path),
+            line => format!("{}:{line}", display(path)),
+        };
+        let (value, variables) = vars.substitute(&v, &format!("{at}: {k}"))?;
+        out.insert(k, YamlProperty { value, origin: at, variables });
     }
     chain.pop();
     Ok(out)
@@ -211,7 +214,7 @@ mod tests {
         assert_eq!(get("partition_columns"), r#"["order_date","region"]"#);
         assert_eq!(get("enable.idempotence"), "true");
         assert!(!p.contains_key("extends"));
-        assert!(p["max_retries"].origin.contains("base.yml (extended by"), "{}", p["max_retries"].origin);
+        assert!(p["max_retries"].origin.contains("base.yml:3 (extended by"), "{}", p["max_retries"].origin);
         assert_eq!(p["topic"].variables, vec!["ENVIRONMENT"]);
     }
 

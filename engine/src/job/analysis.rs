@@ -131,7 +131,7 @@ pub fn analyze(statement: FerrisStatement, index: usize) -> Result<JobSpec, Anal
 /// Substitutes `${…}` in an inline value; the origin says which variables it used.
 fn inline_value(ctx: &ConfigContext, job: &str, key: &str, value: &str) -> Result<(String, Option<String>), ConfigError> {
     let (v, used) = ctx.variables.substitute(value, &format!("'{key}' in the WITH clause of job '{job}'"))?;
-    let origin = (!used.is_empty()).then(|| format!("inline, ${{{}}}", used.join("}, ${")));
+    let origin = (!used.is_empty()).then(|| format!("inline, {}", ctx.variables.describe(&used)));
     Ok((v, origin))
 }
 
@@ -142,7 +142,7 @@ fn merge_config_file(ctx: &ConfigContext, props: &mut Properties) -> Result<(), 
     let path = crate::config::yaml::tidy(&ctx.base_dir.join(&file));
     let loaded = load_properties(&path, &ctx.variables, &format!("'{key}'"))?;
     for (k, p) in loaded {
-        let origin = if p.variables.is_empty() { p.origin } else { format!("{}, ${{{}}}", p.origin, p.variables.join("}, ${")) };
+        let origin = if p.variables.is_empty() { p.origin } else { format!("{}, {}", p.origin, ctx.variables.describe(&p.variables)) };
         props.insert_default(&k, p.value, origin);
     }
     Ok(())
