@@ -12,8 +12,10 @@ use crate::properties::Properties;
 
 /// What the job does when a record cannot be decoded or a sink cannot write a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Default)]
 pub enum FailureStrategy {
     /// Log, count and skip (the default).
+    #[default]
     LogAndContinue,
     /// Fail the batch, and with it the job.
     FailBatch,
@@ -28,11 +30,6 @@ pub enum FailureStrategy {
     SendToDlq,
 }
 
-impl Default for FailureStrategy {
-    fn default() -> Self {
-        Self::LogAndContinue
-    }
-}
 
 impl fmt::Display for FailureStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -120,9 +120,9 @@ impl Variables {
         while let Some(i) = rest.find('$') {
             out.push_str(&rest[..i]);
             let after = &rest[i..];
-            if after.starts_with("$${") {
+            if let Some(escaped) = after.strip_prefix("$${") {
                 out.push_str("${");
-                rest = &after[3..];
+                rest = escaped;
                 continue;
             }
             if !after.starts_with("${") {
@@ -144,7 +144,8 @@ impl Variables {
             if !used.iter().any(|u| u == name) {
                 used.push(name.to_string());
             }
-            let value = self.lookup(name).filter(|v| !(op != "" && v.is_empty()));
+            // With an operator (`:-`, `:?`), an empty value counts as unset, as in the shell.
+            let value = self.lookup(name).filter(|v| op.is_empty() || !v.is_empty());
             match (value, op) {
                 (Some(v), _) => out.push_str(&v),
                 (None, "-") => out.push_str(&self.expand(arg, used_in, used, depth + 1)?),
