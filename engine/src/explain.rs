@@ -96,8 +96,13 @@ fn relation(r: &RelationSpec) -> ExplainedRelation {
         name: r.name.clone(),
         connector: r.connector.to_string(),
         properties: r.properties.masked(),
-        provenance: r.properties.origins().clone(),
+        provenance: provenance(&r.properties),
     }
+}
+
+/// Where every property came from: its recorded origin, else `inline`.
+fn provenance(p: &ferris_connectors::Properties) -> BTreeMap<String, String> {
+    p.iter().map(|(k, _)| (k.to_string(), p.origin(k).unwrap_or("inline").to_string())).collect()
 }
 
 fn describe(spec: &JobSpec) -> ExplainedJob {
@@ -114,7 +119,7 @@ fn describe(spec: &JobSpec) -> ExplainedJob {
         sources: spec.sources.iter().map(relation).collect(),
         sinks: spec.sinks.iter().map(relation).collect(),
         options: spec.options.masked(),
-        options_provenance: spec.options.origins().clone(),
+        options_provenance: provenance(&spec.options),
         emit: spec.statement.emit.map(|e| match e {
             EmitMode::Changes => "changes".into(),
             EmitMode::Final => "final".into(),
@@ -180,7 +185,7 @@ pub fn render_text(e: &Explanation) -> String {
             for r in rels {
                 let _ = writeln!(s, "    {} ({})", r.name, r.connector);
                 for (k, v) in &r.properties {
-                    match r.provenance.get(k) {
+                    match r.provenance.get(k).filter(|o| o.as_str() != "inline") {
                         Some(origin) => {
                             let _ = writeln!(s, "      {k} = {v}   [{origin}]");
                         }
@@ -194,7 +199,7 @@ pub fn render_text(e: &Explanation) -> String {
         if !job.options.is_empty() {
             let _ = writeln!(s, "  Options:");
             for (k, v) in &job.options {
-                match job.options_provenance.get(k) {
+                match job.options_provenance.get(k).filter(|o| o.as_str() != "inline") {
                     Some(origin) => {
                         let _ = writeln!(s, "    {k} = {v}   [{origin}]");
                     }

@@ -59,7 +59,7 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
             explained.profile_source = app.profile_source.as_ref().map(|s| s.to_string());
             explained.variables = Properties::from_pairs("", app.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()))).masked();
             profile = app.profile.clone();
-            ctx_vars = vars.clone().with_profile(app.settings);
+            ctx_vars = vars.clone().with_named_profile(app.profile.clone(), app.settings);
         }
         None if cli_profile.is_some() => {
             return Err("--profile needs an application config file: give --config FILE, set FERRIS_CONFIG_FILE, or create ./ferris.yaml".into())

@@ -26,21 +26,29 @@ use super::error::ConfigError;
 pub struct Variables {
     env: BTreeMap<String, String>,
     profile: BTreeMap<String, String>,
+    profile_name: Option<String>,
     now: DateTime<Utc>,
 }
 
 impl Variables {
     /// Variables from an explicit environment and profile.
     pub fn new(env: BTreeMap<String, String>, profile: BTreeMap<String, String>) -> Self {
-        Self { env, profile, now: Utc::now() }
+        Self { env, profile, profile_name: None, now: Utc::now() }
     }
 
     /// Variables from the process environment and `profile`.
     pub fn from_process(profile: BTreeMap<String, String>) -> Self {
         let mut env: BTreeMap<String, String> = std::env::vars().collect();
+        // ${USER} and ${HOME} work even where the shell did not export them.
         if !env.contains_key("USER") {
-            if let Some(u) = env.get("LOGNAME").cloned() {
+            let user = env.get("LOGNAME").cloned().or_else(|| whoami::username().ok());
+            if let Some(u) = user {
                 env.insert("USER".into(), u);
+            }
+        }
+        if !env.contains_key("HOME") {
+            if let Some(h) = std::env::home_dir() {
+                env.insert("HOME".into(), h.display().to_string());
             }
         }
         // FERRIS_FIXED_TIME (RFC 3339) pins ${DATE} and ${TIME}, for reproducible runs and tests.
@@ -61,6 +69,13 @@ impl Variables {
     /// Replaces the profile variables.
     pub fn with_profile(mut self, profile: BTreeMap<String, String>) -> Self {
         self.profile = profile;
+        self
+    }
+
+    /// Replaces the profile variables with those of the profile `name`.
+    pub fn with_named_profile(mut self, name: Option<String>, profile: BTreeMap<String, String>) -> Self {
+        self.profile = profile;
+        self.profile_name = name;
         self
     }
 
@@ -92,7 +107,10 @@ impl Variables {
                 if self.env.contains_key(n) {
                     format!("${{{n}}}")
                 } else if self.profile.contains_key(n) {
-                    format!("${{{n}}} (profile)")
+                    match &self.profile_name {
+                        Some(p) => format!("${{{n}}} (profile '{p}')"),
+                        None => format!("${{{n}}} (profile)"),
+                    }
                 } else if n == "DATE" || n == "TIME" {
                     format!("${{{n}}} (dynamic)")
                 } else {
