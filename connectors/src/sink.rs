@@ -16,6 +16,11 @@ use crate::error::Result;
 pub trait Sink: Send {
     /// The name it has in the query (`archive`).
     fn name(&self) -> &str;
+    /// Checks, before any data flows, that the sink can hold rows of `schema` (a CSV file
+    /// cannot hold nested columns). An error here is reported as a failure to create the sink.
+    fn check_schema(&self, _schema: &arrow::datatypes::Schema) -> Result<()> {
+        Ok(())
+    }
     /// Writes one batch. An error is handled by the job's failure strategy.
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable (called at the end and on Ctrl-C).

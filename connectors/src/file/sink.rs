@@ -280,6 +280,19 @@ impl Sink for FileSink {
         &self.name
     }
 
+    fn check_schema(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
+        if let FileFormat::Csv { .. } = self.format {
+            if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+                return Err(ConnectorError::Other(format!(
+                    "a csv file cannot hold column '{}' of type {}; write jsonlines or parquet, or select scalar columns",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());

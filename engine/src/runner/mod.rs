@@ -83,7 +83,9 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
             Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
             Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
         };
-        match (create_sink(rel), strategy) {
+        let schema = job.plan.schema();
+        let sink = create_sink(rel).and_then(|s| s.check_schema(&schema).map(|()| s));
+        match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
                 sinks.push(SinkHandle::spawn(&name, sink, strategy, queue, fatal_tx.clone()));
