@@ -157,6 +157,17 @@ pub async fn explain(sql: &str, with_plan: bool, ctx: &ConfigContext, config: Ex
     Ok(out)
 }
 
+/// One `key = value` line per property, with its origin in brackets unless written inline.
+fn write_properties(s: &mut String, indent: &str, values: &BTreeMap<String, String>, provenance: &BTreeMap<String, String>) {
+    use std::fmt::Write;
+    for (k, v) in values {
+        let _ = match provenance.get(k).filter(|o| o.as_str() != "inline") {
+            Some(origin) => writeln!(s, "{indent}{k} = {v}   [{origin}]"),
+            None => writeln!(s, "{indent}{k} = {v}"),
+        };
+    }
+}
+
 /// Renders an explanation for a person.
 pub fn render_text(e: &Explanation) -> String {
     use std::fmt::Write;
@@ -184,30 +195,12 @@ pub fn render_text(e: &Explanation) -> String {
             let _ = writeln!(s, "  {title}:");
             for r in rels {
                 let _ = writeln!(s, "    {} ({})", r.name, r.connector);
-                for (k, v) in &r.properties {
-                    match r.provenance.get(k).filter(|o| o.as_str() != "inline") {
-                        Some(origin) => {
-                            let _ = writeln!(s, "      {k} = {v}   [{origin}]");
-                        }
-                        None => {
-                            let _ = writeln!(s, "      {k} = {v}");
-                        }
-                    }
-                }
+                write_properties(&mut s, "      ", &r.properties, &r.provenance);
             }
         }
         if !job.options.is_empty() {
             let _ = writeln!(s, "  Options:");
-            for (k, v) in &job.options {
-                match job.options_provenance.get(k).filter(|o| o.as_str() != "inline") {
-                    Some(origin) => {
-                        let _ = writeln!(s, "    {k} = {v}   [{origin}]");
-                    }
-                    None => {
-                        let _ = writeln!(s, "    {k} = {v}");
-                    }
-                }
-            }
+            write_properties(&mut s, "    ", &job.options, &job.options_provenance);
         }
         for w in &job.warnings {
             let _ = writeln!(s, "  warning: {w}");

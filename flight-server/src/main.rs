@@ -152,14 +152,13 @@ fn main() -> ExitCode {
     })
 }
 
+/// The SQL text, or None after printing why it could not be read.
+fn sql_or_report(sql: Result<String, String>) -> Option<String> {
+    sql.map_err(|e| eprintln!("error: {e}")).ok()
+}
+
 async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool, setup: Setup) -> ExitCode {
-    let sql = match sql {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let Some(sql) = sql_or_report(sql) else { return ExitCode::from(2) };
     match explain(&sql, with_plan, &setup.ctx, setup.explained).await {
         Ok(e) => {
             if json {
@@ -187,13 +186,7 @@ async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool, s
 }
 
 async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool, setup: Setup) -> ExitCode {
-    let sql = match sql {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let Some(sql) = sql_or_report(sql) else { return ExitCode::from(2) };
     let analysed = match analyze_sql_with(&sql, &setup.ctx) {
         Ok(a) => a,
         Err(e) => {
@@ -268,8 +261,10 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
             Ok(report) => {
                 summarize(&report);
                 if report_json {
-                    if let Ok(s) = serde_json::to_string(&report) {
-                        println!("{s}");
+                    if let Ok(mut v) = serde_json::to_value(&report) {
+                        v["elapsed_seconds"] = serde_json::json!(report.elapsed.as_secs_f64());
+                        v["peak_rss_mb"] = serde_json::json!(peak_rss_mb());
+                        println!("{v}");
                     }
                 }
                 ok &= report.error.is_none();
@@ -285,6 +280,13 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The process's peak resident memory (VmHWM), in MiB, where the OS tells it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn summarize(r: &JobReport) {

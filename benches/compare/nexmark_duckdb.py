@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Runs Nexmark q0-q4 on DuckDB over the same Parquet files `ferris-bench` generates, streaming
+the results out as Arrow batches and discarding them (as FerrisStreams' blackhole sink does).
+Prints events read per second, to put `benches/results/nexmark-*.md` in ratio.
+
+    pip install -r benches/compare/requirements.txt
+    python3 benches/compare/nexmark_duckdb.py --events 10000000
+"""
+import argparse, os, time
+from pathlib import Path
+
+import duckdb
+
+root = Path(__file__).resolve().parents[2]
+
+QUERIES = {
+    "q0": ("SELECT auction, bidder, price, date_time, extra FROM bid", ["bid"]),
+    "q1": ("SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid", ["bid"]),
+    "q2": ("SELECT auction, price FROM bid WHERE auction % 123 = 0", ["bid"]),
+    "q3": ("SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id "
+           "WHERE a.category = 10 AND (p.state = 'OR' OR p.state = 'ID' OR p.state = 'CA')", ["auction", "person"]),
+    "q4": ("SELECT q.category, AVG(q.final) FROM (SELECT MAX(b.price) AS final, a.category FROM auction a "
+           "JOIN bid b ON a.id = b.auction WHERE b.date_time BETWEEN a.date_time AND a.expires "
+           "GROUP BY a.id, a.category) q GROUP BY q.category", ["auction", "bid"]),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    d = root / "target" / "nexmark" / str(a.events)
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {os.cpu_count()}").fetchall()
+    counts = {}
+    for t in ["bid", "auction", "person"]:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d / (t + '.parquet')}')").fetchall()
+        counts[t] = con.execute(f"SELECT COUNT(*) FROM {t}").fetchall()[0][0]
+    print(f"{'query':6s} {'events':>12s} {'seconds':>9s} {'events/s':>14s}")
+    for q, (sql, tables) in QUERIES.items():
+        best = None
+        for _ in range(a.repeat):
+            t = time.perf_counter()
+            reader = con.sql(sql).to_arrow_reader(1 << 16)
+            for _batch in reader:
+                pass
+            s = time.perf_counter() - t
+            best = s if best is None else min(best, s)
+        events = sum(counts[t] for t in tables)
+        print(f"{q:6s} {events:>12d} {best:>9.3f} {events / best:>14.0f}")
+
+
+if __name__ == "__main__":
+    main()
