@@ -22,7 +22,9 @@ pub trait Source: Debug + Send + Sync {
     /// True when it ends by itself (a file read once); false when it tails or subscribes.
     fn is_bounded(&self) -> bool;
     /// One stream per partition (file split, Kafka partition); DataFusion reads them in parallel.
-    fn partitions(&self) -> Vec<Arc<dyn PartitionStream>>;
+    /// With a projection (indices into [`Source::schema`]) only those columns are read, and
+    /// every partition's schema is the projected one.
+    fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>>;
     /// Its counters: rows read, malformed records.
     fn metrics(&self) -> Arc<ConnectorMetrics>;
     /// A one-line description for `explain` (`file jsonl data/orders.jsonl (1 file)`).

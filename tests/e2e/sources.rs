@@ -145,3 +145,27 @@ async fn json_arrays_and_pretty_printed_objects() {
     let want = batch_rows(&batch_context(tmp.path()).await, q).await;
     assert_same_rows("products", &canonical_lines(&run.stdout), &want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_globs_read_only_projected_columns_and_merge_schemas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().display();
+    // Two Parquet files of one glob with different columns, written by our own sink.
+    let q1 = "SELECT order_id, amount, status FROM orders WHERE order_id <= 5";
+    let q2 = "SELECT order_id, status, coupon FROM orders WHERE order_id > 235";
+    for (i, q) in [q1, q2].iter().enumerate() {
+        let sql = format!("CREATE STREAM w{i} AS {q} INTO p{i} WITH ({}, 'p{i}.type' = 'file_sink', 'p{i}.path' = '{d}/pq/part{i}.parquet');", sources_for(q));
+        assert_ok(&run_sql(tmp.path(), &sql));
+    }
+    let run = run_sql(
+        tmp.path(),
+        &format!("SELECT order_id, amount, coupon FROM parts WHERE status <> 'nothing' WITH ('parts.type' = 'file_source', 'parts.path' = '{d}/pq/*.parquet');"),
+    );
+    assert_ok(&run);
+    let want = batch_rows(
+        &batch_context(tmp.path()).await,
+        "SELECT order_id, CASE WHEN order_id <= 5 THEN amount END AS amount, CASE WHEN order_id > 235 THEN coupon END AS coupon FROM orders WHERE order_id <= 5 OR order_id > 235",
+    )
+    .await;
+    assert_same_rows("parquet glob", &canonical_lines(&run.stdout), &want);
+}

@@ -21,7 +21,12 @@ pub struct BadRecord {
 
 /// A text decoder for one schema and format: arrow-json or arrow-csv underneath.
 pub struct TextDecoder {
+    /// The full schema of the file.
     schema: SchemaRef,
+    /// Columns to produce, as indices into `schema`.
+    projection: Option<Vec<usize>>,
+    /// The schema of the produced batches.
+    output: SchemaRef,
     format: FileFormat,
     batch_size: usize,
     inner: Inner,
@@ -35,32 +40,43 @@ enum Inner {
 }
 
 impl TextDecoder {
-    /// A decoder for `format` producing `schema`, at most `batch_size` rows per batch.
-    pub fn try_new(schema: SchemaRef, format: FileFormat, batch_size: usize) -> Result<Self> {
-        let inner = Self::build(&schema, format, batch_size)?;
-        Ok(Self { schema, format, batch_size, inner })
+    /// A decoder for `format` reading rows of `schema`, producing the `projection` of its
+    /// columns (all when `None`), at most `batch_size` rows per batch. Columns left out are
+    /// skipped, not converted.
+    pub fn try_new(schema: SchemaRef, projection: Option<&[usize]>, format: FileFormat, batch_size: usize) -> Result<Self> {
+        let projection = projection.map(<[usize]>::to_vec);
+        let output = match &projection {
+            Some(p) => Arc::new(schema.project(p).map_err(|e| ConnectorError::arrow("projecting the schema", e))?),
+            None => Arc::clone(&schema),
+        };
+        let inner = Self::build(&schema, projection.as_deref(), &output, format, batch_size)?;
+        Ok(Self { schema, projection, output, format, batch_size, inner })
     }
 
-    fn build(schema: &SchemaRef, format: FileFormat, batch_size: usize) -> Result<Inner> {
+    fn build(schema: &SchemaRef, projection: Option<&[usize]>, output: &SchemaRef, format: FileFormat, batch_size: usize) -> Result<Inner> {
         let err = |e| ConnectorError::arrow("building the decoder", e);
         Ok(match format {
-            FileFormat::Csv { delimiter, quote, .. } => Inner::Csv(
-                arrow_csv::ReaderBuilder::new(Arc::clone(schema))
+            FileFormat::Csv { delimiter, quote, .. } => {
+                let mut b = arrow_csv::ReaderBuilder::new(Arc::clone(schema))
                     .with_header(false)
                     .with_delimiter(delimiter)
                     .with_quote(quote)
-                    .with_batch_size(batch_size)
-                    .build_decoder(),
-            ),
+                    .with_batch_size(batch_size);
+                if let Some(p) = projection {
+                    b = b.with_projection(p.to_vec());
+                }
+                Inner::Csv(b.build_decoder())
+            }
+            // arrow-json skips fields the schema does not name: decode straight into the output.
             FileFormat::Json | FileFormat::JsonLines => Inner::Json(
-                arrow_json::ReaderBuilder::new(Arc::clone(schema)).with_batch_size(batch_size).build_decoder().map_err(err)?,
+                arrow_json::ReaderBuilder::new(Arc::clone(output)).with_batch_size(batch_size).build_decoder().map_err(err)?,
             ),
             FileFormat::Parquet => return Err(ConnectorError::Other("parquet is not a text format".into())),
         })
     }
 
     fn reset(&mut self) -> Result<()> {
-        self.inner = Self::build(&self.schema, self.format, self.batch_size)?;
+        self.inner = Self::build(&self.schema, self.projection.as_deref(), &self.output, self.format, self.batch_size)?;
         Ok(())
     }
 
@@ -128,7 +144,7 @@ impl TextDecoder {
         let batch = if good.is_empty() {
             Vec::new()
         } else {
-            vec![arrow::compute::concat_batches(&self.schema, &good).map_err(|e| ConnectorError::arrow("joining decoded rows", e))?]
+            vec![arrow::compute::concat_batches(&self.output, &good).map_err(|e| ConnectorError::arrow("joining decoded rows", e))?]
         };
         Ok((batch, bad))
     }
@@ -205,7 +221,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named_and_good_rows_kept() {
-        let mut d = TextDecoder::try_new(schema(), FileFormat::JsonLines, 100).unwrap();
+        let mut d = TextDecoder::try_new(schema(), None, FileFormat::JsonLines, 100).unwrap();
         let text = b"{\"id\":1,\"name\":\"a\"}\n{\"id\":\"x\"}\n{oops\n{\"id\":4,\"name\":\"d\"}\n";
         let (batches, bad) = d.decode_chunk(text, &|i| 10 + i as u64).unwrap();
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -216,13 +232,18 @@ mod tests {
     #[test]
     fn csv_fast_path() {
         let fmt = FileFormat::Csv { has_headers: false, delimiter: b';', quote: b'"' };
-        let mut d = TextDecoder::try_new(schema(), fmt, 2).unwrap();
+        let mut d = TextDecoder::try_new(schema(), None, fmt, 2).unwrap();
         let (batches, bad) = d.decode_chunk(b"1;a\n2;b\n3;c\n", &|i| i as u64 + 1).unwrap();
         assert!(bad.is_empty());
         assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
         let (_, bad) = d.decode_chunk(b"1;a\nx;b\n", &|i| i as u64 + 1).unwrap();
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].line, 2);
+        // Projected: only the second column is produced.
+        let mut d = TextDecoder::try_new(schema(), Some(&[1]), fmt, 10).unwrap();
+        let (batches, _) = d.decode_chunk(b"1;a\n2;b\n", &|i| i as u64 + 1).unwrap();
+        assert_eq!(batches[0].num_columns(), 1);
+        assert_eq!(batches[0].schema().field(0).name(), "name");
     }
 
     #[test]

@@ -159,7 +159,12 @@ impl Source for FileSource {
         !self.cfg.watch
     }
 
-    fn partitions(&self) -> Vec<Arc<dyn PartitionStream>> {
+    fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+        let schema = match projection {
+            Some(p) => self.cfg.schema.project(p).map(Arc::new).unwrap_or_else(|_| Arc::clone(&self.cfg.schema)),
+            None => Arc::clone(&self.cfg.schema),
+        };
+        let projection: Option<Arc<[usize]>> = projection.filter(|_| schema.fields().len() < self.cfg.schema.fields().len()).map(Into::into);
         let units = self.units();
         let n = self.partitions.min(units.len()).max(1);
         let mut parts: Vec<Vec<Unit>> = vec![Vec::new(); n];
@@ -168,7 +173,10 @@ impl Source for FileSource {
         }
         parts
             .into_iter()
-            .map(|units| Arc::new(FilePartition { cfg: Arc::clone(&self.cfg), units }) as Arc<dyn PartitionStream>)
+            .map(|units| {
+                Arc::new(FilePartition { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&schema), projection: projection.clone(), units })
+                    as Arc<dyn PartitionStream>
+            })
             .collect()
     }
 
@@ -226,23 +234,36 @@ fn parquet_row_groups(path: &Path) -> Option<usize> {
 #[derive(Debug)]
 struct FilePartition {
     cfg: Arc<ReadConfig>,
+    /// The schema of the batches it yields: the source's, projected.
+    schema: SchemaRef,
+    /// Indices into the source's schema, when projected.
+    projection: Option<Arc<[usize]>>,
     units: Vec<Unit>,
+}
+
+/// What one read produces: the projected schema and the projection.
+struct Output<'a> {
+    schema: &'a SchemaRef,
+    projection: Option<&'a [usize]>,
 }
 
 type BatchSender = mpsc::Sender<datafusion::error::Result<RecordBatch>>;
 
 impl PartitionStream for FilePartition {
     fn schema(&self) -> &SchemaRef {
-        &self.cfg.schema
+        &self.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, rx) = mpsc::channel(2);
         let cfg = Arc::clone(&self.cfg);
         let units = self.units.clone();
+        let schema = Arc::clone(&self.schema);
+        let projection = self.projection.clone();
         tokio::task::spawn_blocking(move || {
+            let out = Output { schema: &schema, projection: projection.as_deref() };
             for unit in units {
-                match read_unit(&cfg, &unit, &tx) {
+                match read_unit(&cfg, &out, &unit, &tx) {
                     Ok(true) => {}
                     Ok(false) => return, // the reader went away: the job is stopping
                     Err(e) => {
@@ -253,7 +274,7 @@ impl PartitionStream for FilePartition {
             }
         });
         let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.cfg.schema), stream))
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
     }
 }
 
@@ -267,17 +288,17 @@ fn send(cfg: &ReadConfig, tx: &BatchSender, batch: RecordBatch) -> bool {
 }
 
 /// Reads one unit; Ok(false) when the receiver has gone.
-fn read_unit(cfg: &ReadConfig, unit: &Unit, tx: &BatchSender) -> Result<bool> {
+fn read_unit(cfg: &ReadConfig, out: &Output, unit: &Unit, tx: &BatchSender) -> Result<bool> {
     match (cfg.format, unit) {
-        (FileFormat::Parquet, Unit::Whole(path)) => read_parquet(cfg, path, None, tx),
-        (FileFormat::Parquet, Unit::RowGroups { path, groups }) => read_parquet(cfg, path, Some(groups.clone()), tx),
-        (_, Unit::Whole(path)) => read_text(cfg, path, 0, u64::MAX, tx),
-        (_, Unit::Range { path, start, end }) => read_text(cfg, path, *start, *end, tx),
-        (_, Unit::RowGroups { path, .. }) => read_text(cfg, path, 0, u64::MAX, tx),
+        (FileFormat::Parquet, Unit::Whole(path)) => read_parquet(cfg, out, path, None, tx),
+        (FileFormat::Parquet, Unit::RowGroups { path, groups }) => read_parquet(cfg, out, path, Some(groups.clone()), tx),
+        (_, Unit::Whole(path)) => read_text(cfg, out, path, 0, u64::MAX, tx),
+        (_, Unit::Range { path, start, end }) => read_text(cfg, out, path, *start, *end, tx),
+        (_, Unit::RowGroups { path, .. }) => read_text(cfg, out, path, 0, u64::MAX, tx),
     }
 }
 
-fn read_parquet(cfg: &ReadConfig, path: &Path, groups: Option<Vec<usize>>, tx: &BatchSender) -> Result<bool> {
+fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<usize>>, tx: &BatchSender) -> Result<bool> {
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
@@ -286,10 +307,17 @@ fn read_parquet(cfg: &ReadConfig, path: &Path, groups: Option<Vec<usize>>, tx: &
     if let Some(g) = groups {
         b = b.with_row_groups(g);
     }
+    if out.projection.is_some() {
+        // Read only the wanted columns, found by name in this file's schema.
+        let file_schema = Arc::clone(b.schema());
+        let roots: Vec<usize> = out.schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
+        let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+        b = b.with_projection(mask);
+    }
     let reader = b.build().map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
     for batch in reader {
         let batch = batch.map_err(|e| ConnectorError::arrow(ctx(), e))?;
-        let batch = adapt_batch(batch, &cfg.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+        let batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
         if !send(cfg, tx, batch) {
             return Ok(false);
         }
@@ -325,7 +353,7 @@ enum LineMap {
     Offset,
 }
 
-fn read_text(cfg: &ReadConfig, path: &Path, start: u64, end: u64, tx: &BatchSender) -> Result<bool> {
+fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, tx: &BatchSender) -> Result<bool> {
     let io = |e| ConnectorError::io(path, e);
     let mut map = LineMap::Sequential;
     let mut reader: Box<dyn BufRead + Send> = if start > 0 || end != u64::MAX {
@@ -366,7 +394,7 @@ fn read_text(cfg: &ReadConfig, path: &Path, start: u64, end: u64, tx: &BatchSend
             line_no += 1;
         }
     }
-    let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), cfg.format, cfg.batch.size)?;
+    let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, cfg.batch.size)?;
     let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut logged = 0usize;
     loop {

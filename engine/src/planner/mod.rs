@@ -8,13 +8,13 @@
 
 pub mod functions;
 pub mod latency;
+pub mod source_table;
 pub mod within;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::TableReference;
 use datafusion::execution::context::SessionContext;
 use datafusion::physical_plan::ExecutionPlan;
@@ -99,10 +99,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb).map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
-        let table = StreamingTable::try_new(source.schema(), source.partitions())
-            .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?
-            .with_infinite_table(!source.is_bounded());
-        ctx.register_table(table_reference(&rel.name), Arc::new(table))
+        ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::new(Arc::clone(source))))
             .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
         schemas.insert(rel.name.clone(), source.schema());
     }

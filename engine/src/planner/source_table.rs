@@ -1,0 +1,59 @@
+//! A connector source as a DataFusion table: `scan` asks the source for just the projected
+//! columns (a Parquet file reads only those column chunks, a JSON decoder skips the other
+//! fields), then streams its partitions through DataFusion's `StreamingTableExec`.
+//!
+//! ```sql
+//! SELECT auction, price FROM bid WHERE auction % 123 = 0   -- reads 2 of bid's 7 columns
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::streaming::StreamingTableExec;
+use datafusion::physical_plan::ExecutionPlan;
+use ferris_connectors::Source;
+
+/// A [`Source`] registered with DataFusion.
+#[derive(Debug)]
+pub struct SourceTable {
+    source: Arc<dyn Source>,
+}
+
+impl SourceTable {
+    /// Wraps `source`.
+    pub fn new(source: Arc<dyn Source>) -> Self {
+        Self { source }
+    }
+}
+
+#[async_trait]
+impl TableProvider for SourceTable {
+    fn schema(&self) -> SchemaRef {
+        self.source.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.source.schema().project(p)?),
+            None => self.source.schema(),
+        };
+        let partitions = self.source.partitions(projection.map(Vec::as_slice));
+        let exec = StreamingTableExec::try_new(schema, partitions, None, Vec::new(), !self.source.is_bounded(), limit)?;
+        Ok(Arc::new(exec))
+    }
+}
