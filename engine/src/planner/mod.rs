@@ -95,18 +95,18 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         })?;
         sources.push(source);
     }
+    let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let unbounded = sources.iter().any(|s| !s.is_bounded());
-    let ctx = new_context(partitions, batch_size, unbounded, memory_mb).map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
+    let ctx = new_context(partitions, batch_size, unbounded, memory_mb).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
         ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::new(Arc::clone(source))))
-            .map_err(|error| EngineError::Plan { job: spec.name.clone(), error })?;
+            .map_err(plan_err)?;
         schemas.insert(rel.name.clone(), source.schema());
     }
     let mut query = spec.statement.query.clone();
     let notes = within::apply_within(&mut query, &spec, &schemas)
         .map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
-    let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let state = ctx.state();
     let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
     let mut plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;
