@@ -1,5 +1,6 @@
 //! Golden tests: every `.sql` file under `tests/golden/` (the guide's own examples among them)
-//! is explained without planning, and the output must equal the `.expected` file beside it.
+//! is explained without planning — or run, when it says `-- golden-mode: run` — and the output
+//! must equal the `.expected` file beside it.
 //! `UPDATE_GOLDEN=1 cargo test --test e2e golden` rewrites the expected files (review the diff).
 
 use std::path::{Path, PathBuf};
@@ -51,10 +52,24 @@ fn golden_explain_outputs() {
             .filter_map(|l| l.strip_prefix("-- golden-args:"))
             .flat_map(|a| a.split_whitespace().map(str::to_string).collect::<Vec<_>>())
             .collect();
-        args.extend(["explain".to_string(), "--no-plan".to_string(), f.strip_prefix(repo()).unwrap().display().to_string()]);
+        let file = f.strip_prefix(repo()).unwrap().display().to_string();
+        // `-- golden-mode: run` files are run (rows sorted: partitions interleave); others explained.
+        let run_mode = text.lines().any(|l| l.trim() == "-- golden-mode: run");
+        if run_mode {
+            args.extend(["run".to_string(), file]);
+        } else {
+            args.extend(["explain".to_string(), "--no-plan".to_string(), file]);
+        }
         let run = ferris_in_env(&repo(), &args, GOLDEN_ENV);
         let errors: String = run.stderr.lines().filter(|l| l.starts_with("error:")).map(|l| format!("{l}\n")).collect();
-        let got = format!("{}--- exit: {}\n{}", run.stdout, run.status, errors);
+        let stdout = if run_mode {
+            let mut rows: Vec<&str> = run.stdout.lines().collect();
+            rows.sort();
+            rows.iter().map(|r| format!("{r}\n")).collect()
+        } else {
+            run.stdout.clone()
+        };
+        let got = format!("{stdout}--- exit: {}\n{errors}", run.status);
         let expected_path = f.with_extension("expected");
         if update {
             std::fs::write(&expected_path, &got).unwrap();
