@@ -100,8 +100,13 @@ impl TextDecoder {
             let n = self.decode(&buf[pos..])?;
             pos += n;
             if n == 0 || pos < buf.len() {
-                if let Some(b) = self.flush()? {
-                    out.push(b);
+                match self.flush()? {
+                    Some(b) => out.push(b),
+                    // Nothing consumed and nothing buffered: the decoder cannot progress.
+                    None if n == 0 => {
+                        return Err(arrow::error::ArrowError::ParseError(format!("cannot decode {} bytes", buf.len() - pos)))
+                    }
+                    None => {}
                 }
             }
         }
