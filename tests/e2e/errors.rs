@@ -73,6 +73,7 @@ fn limits_from_the_environment_are_enforced() {
     assert!(run.stderr.contains("1 jobs exceed FERRIS_MAX_JOBS=0"), "{}", run.stderr);
     let run = ferris_in_env(tmp.path(), &args, &[("FERRIS_MAX_SINKS_PER_JOB", "2"), ("FERRIS_MAX_MEMORY_MB", "64")]);
     assert_ok(&run);
+    assert!(run.stderr.contains("produced 240 rows, wrote [a 240 rows, b 240 rows]"), "{}", run.stderr);
 }
 
 #[test]

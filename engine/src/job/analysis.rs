@@ -20,7 +20,6 @@ use ferris_connectors::{ConnectorKind, ConnectorType, Properties, Role};
 
 use super::spec::{JobSpec, RelationSpec, JOB_KEYS};
 use crate::config::yaml::load_properties;
-
 use crate::config::{ConfigContext, ConfigError};
 use crate::sql::{parse_sql, FerrisStatement, StatementKind};
 

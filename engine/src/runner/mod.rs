@@ -78,13 +78,13 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
     let mut error: Option<String> = None;
     let mut sinks: Vec<SinkHandle> = Vec::new();
+    let output_schema = job.plan.schema();
     for rel in &job.spec.sinks {
         let strategy = match &default_strategy {
             Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
             Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
         };
-        let schema = job.plan.schema();
-        let sink = create_sink(rel).and_then(|s| s.check_schema(&schema).map(|()| s));
+        let sink = create_sink(rel).and_then(|s| s.check_schema(&output_schema).map(|()| s));
         match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
