@@ -13,10 +13,12 @@
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod event_time;
 pub mod explain;
 pub mod job;
 pub mod planner;
 pub mod runner;
 pub mod sql;
+pub mod window;
 
 pub use error::{EngineError, Result};

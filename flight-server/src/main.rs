@@ -320,4 +320,10 @@ fn summarize(r: &JobReport) {
         sinks.join(", "),
         if r.fallback_rows > 0 { format!(", {} rows to stdout (every sink failed)", r.fallback_rows) } else { String::new() }
     );
+    if r.late_rows > 0 {
+        eprintln!("job '{}': {} late rows dropped (their window had closed; raise 'watermark.delay' to keep them)", r.name, r.late_rows);
+    }
+    if r.untimed_rows > 0 {
+        eprintln!("job '{}': {} rows dropped without an event time (null, or not a readable time)", r.name, r.untimed_rows);
+    }
 }

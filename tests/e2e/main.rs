@@ -8,3 +8,4 @@ mod explain;
 mod sinks;
 mod sources;
 mod golden;
+mod windows;

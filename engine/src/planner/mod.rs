@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -25,7 +26,9 @@ use ferris_connectors::Source;
 
 use crate::connect::create_source;
 use crate::error::{EngineError, Result};
+use crate::event_time::WatermarkConfig;
 use crate::job::JobSpec;
+use crate::window::StreamingAggregateRule;
 
 /// A job ready to run: its DataFusion context, physical plan and live sources.
 pub struct PlannedJob {
@@ -52,8 +55,15 @@ pub fn parallelism(spec: &JobSpec) -> usize {
 }
 
 /// A DataFusion session with our functions registered.
-/// `memory_mb` caps the memory of the job's query execution (`FERRIS_MAX_MEMORY_MB`).
-pub fn new_context(partitions: usize, batch_size: usize, unbounded: bool, memory_mb: Option<usize>) -> datafusion::error::Result<SessionContext> {
+/// `memory_mb` caps the memory of the job's query execution (`FERRIS_MAX_MEMORY_MB`);
+/// `streaming` is the job's window/stream aggregate planning rule.
+pub fn new_context(
+    partitions: usize,
+    batch_size: usize,
+    unbounded: bool,
+    memory_mb: Option<usize>,
+    streaming: StreamingAggregateRule,
+) -> datafusion::error::Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(batch_size)
@@ -63,9 +73,52 @@ pub fn new_context(partitions: usize, batch_size: usize, unbounded: bool, memory
     if let Some(mb) = memory_mb {
         runtime = runtime.with_memory_limit(mb.saturating_mul(1 << 20), 1.0);
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime.build_arc()?);
+    // our streaming operators go in just before the sanity check, which would refuse
+    // DataFusion's aggregates over unbounded inputs
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
+    rules.insert(at, Arc::new(streaming));
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime.build_arc()?)
+        .with_default_features()
+        .with_physical_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    // COUNT(DISTINCT x) stays one aggregate (two stacked aggregates would hold a stream)
+    ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     functions::register(&ctx);
+    crate::window::functions::register(&ctx);
     Ok(ctx)
+}
+
+/// The job's watermark settings and event-time formats, for the window operators.
+///
+/// The delay is the largest `watermark.delay` among the sources (or the job's own); without
+/// one a bounded job's watermark waits for the end of input (exact results whatever the order),
+/// and an unbounded job's follows the latest event time (rows are expected in order).
+pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<StreamingAggregateRule, String> {
+    let mut delay: Option<i64> = None;
+    let mut idle: Option<std::time::Duration> = None;
+    let mut int_scales = HashMap::new();
+    let props = spec.sources.iter().map(|s| &s.properties).chain(std::iter::once(&spec.options));
+    for p in props {
+        if let Some(d) = p.get_duration("watermark.delay").map_err(|e| e.to_string())? {
+            delay = Some(delay.unwrap_or(0).max(d.as_millis() as i64));
+        }
+        if let Some(d) = p.get_duration("idle_timeout").map_err(|e| e.to_string())? {
+            idle = Some(idle.map_or(d, |x| x.min(d)));
+        }
+        if let (Some(col), Some(fmt)) = (p.get("event_time"), p.get("event_time.format")) {
+            if fmt.eq_ignore_ascii_case("epoch_seconds") {
+                int_scales.insert(col.to_string(), 1000);
+            }
+        }
+    }
+    if delay.is_none() && unbounded {
+        delay = Some(0);
+    }
+    Ok(StreamingAggregateRule { watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle }, emit: spec.statement.emit, int_scales })
 }
 
 fn table_reference(name: &str) -> TableReference {
@@ -97,7 +150,8 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let unbounded = sources.iter().any(|s| !s.is_bounded());
-    let ctx = new_context(partitions, batch_size, unbounded, memory_mb).map_err(plan_err)?;
+    let streaming = streaming_rule(&spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
+    let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
         ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::new(Arc::clone(source))))
@@ -105,8 +159,12 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         schemas.insert(rel.name.clone(), source.schema());
     }
     let mut query = spec.statement.query.clone();
-    let notes = within::apply_within(&mut query, &spec, &schemas)
-        .map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
+    let failed = |message| EngineError::Failed { job: spec.name.clone(), message };
+    let mut notes = within::apply_within(&mut query, &spec, &schemas).map_err(failed)?;
+    if let Some(clause) = &spec.statement.window {
+        notes.push(crate::window::sql_rewrite::apply_window_clause(&mut query, clause, &spec).map_err(failed)?);
+    }
+    crate::window::sql_rewrite::rewrite_window_bounds(&mut query).map_err(failed)?;
     let state = ctx.state();
     let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
     let mut plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;

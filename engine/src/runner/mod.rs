@@ -65,6 +65,10 @@ pub struct JobReport {
     pub elapsed: Duration,
     /// True when stopped on request rather than at the end of input.
     pub stopped: bool,
+    /// Rows that arrived after the watermark had closed their window, dropped.
+    pub late_rows: u64,
+    /// Rows whose event time was null or unreadable, dropped by the window operators.
+    pub untimed_rows: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
@@ -201,7 +205,16 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         fallback_rows,
         elapsed: start.elapsed(),
         stopped,
+        late_rows: operator_counter(&job.plan, "late_rows_dropped"),
+        untimed_rows: operator_counter(&job.plan, "rows_without_event_time"),
         error,
     };
     report
+}
+
+/// The sum of the counter `name` over every operator of `plan` (e.g. `late_rows_dropped` of
+/// the window operators).
+pub fn operator_counter(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, name: &str) -> u64 {
+    let own = plan.metrics().and_then(|m| m.sum_by_name(name)).map_or(0, |v| v.as_usize() as u64);
+    own + plan.children().into_iter().map(|c| operator_counter(c, name)).sum::<u64>()
 }

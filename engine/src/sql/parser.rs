@@ -18,7 +18,8 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Toke
 use super::comments::blank_hash_comments;
 use super::dialect::{FerrisDialect, WITHIN_MARKER};
 use super::interval::interval_to_duration;
-use super::statement::{EmitMode, FerrisStatement, StatementKind, Within};
+use super::statement::{EmitMode, FerrisStatement, StatementKind, WindowClause, WindowClauseKind, Within};
+use datafusion::sql::sqlparser::tokenizer::Whitespace;
 
 /// A syntax error with its place in the file and the offending token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,15 +55,25 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         near: None,
         message: e.message,
     })?;
+    let (tokens, mut windows) = take_window_clauses(tokens)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
-    let mut out = Vec::new();
+    let mut out: Vec<FerrisStatement> = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
         if parser.peek_token_ref().token == Token::EOF {
             break;
         }
         let start = parser.peek_token_ref().span.start;
-        let stmt = parse_statement(&mut parser, start).map_err(|e| to_syntax_error(&parser, e))?;
+        let mut stmt = parse_statement(&mut parser, start).map_err(|e| to_syntax_error(&parser, e))?;
+        let end = parser.peek_token_ref().span.start;
+        let (mine, rest): (Vec<_>, Vec<_>) = windows.into_iter().partition(|(loc, _)| (loc.line, loc.column) < (end.line, end.column) || end.line == 0);
+        windows = rest;
+        if let Some((loc, clause)) = mine.into_iter().last() {
+            if stmt.window.is_some() {
+                return Err(SyntaxError { line: loc.line, column: loc.column, near: Some("WINDOW".into()), message: "only one WINDOW clause per statement".into() });
+            }
+            stmt.window = Some(clause);
+        }
         out.push(stmt);
         let next = parser.peek_token();
         match &next.token {
@@ -74,6 +85,65 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         }
     }
     Ok(out)
+}
+
+/// Takes the predecessor's `WINDOW TUMBLING(…)` / `SLIDING(…)` / `SESSION(…)` clauses out of the
+/// token stream (sqlparser reads `WINDOW` as a named-window definition), leaving blanks so that
+/// every other token keeps its line and column.
+fn take_window_clauses(mut tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Vec<(Location, WindowClause)>), SyntaxError> {
+    let significant = |tokens: &[TokenWithSpan], from: usize| (from..tokens.len()).find(|&j| !matches!(tokens[j].token, Token::Whitespace(_)));
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if !word_is(&tokens[i].token, "WINDOW") {
+            i += 1;
+            continue;
+        }
+        let Some(k) = significant(&tokens, i + 1) else { break };
+        let kind = if word_is(&tokens[k].token, "TUMBLING") {
+            WindowClauseKind::Tumbling
+        } else if word_is(&tokens[k].token, "SLIDING") || word_is(&tokens[k].token, "HOPPING") {
+            WindowClauseKind::Sliding
+        } else if word_is(&tokens[k].token, "SESSION") {
+            WindowClauseKind::Session
+        } else {
+            i += 1;
+            continue;
+        };
+        let Some(open) = significant(&tokens, k + 1).filter(|&o| tokens[o].token == Token::LParen) else {
+            return Err(SyntaxError::at(&tokens[k], "expected '(' after the window kind"));
+        };
+        let mut depth = 0usize;
+        let mut close = None;
+        for (j, t) in tokens.iter().enumerate().skip(open) {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(j);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { return Err(SyntaxError::at(&tokens[open], "unclosed '(' in the WINDOW clause")) };
+        let inner: String = tokens[open + 1..close].iter().map(|t| t.token.to_string()).collect();
+        let text: String = tokens[i..=close].iter().map(|t| t.token.to_string()).collect();
+        let dialect = FerrisDialect::default();
+        let args = Parser::new(&dialect)
+            .try_with_sql(&inner)
+            .and_then(|mut p| p.parse_comma_separated(Parser::parse_expr))
+            .map_err(|e| SyntaxError::at(&tokens[open], format!("in {text}: {e}")))?;
+        let loc = tokens[i].span.start;
+        found.push((loc, WindowClause { kind, args, text, line: loc.line }));
+        for t in &mut tokens[i..=close] {
+            t.token = Token::Whitespace(Whitespace::Space);
+        }
+        i = close + 1;
+    }
+    Ok((tokens, found))
 }
 
 /// sqlparser's messages carry "at Line: L, Column: C"; lift those into fields.
@@ -155,7 +225,7 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<FerrisStateme
         }
     }
     let within = take_within(&mut query).map_err(ParserError::ParserError)?;
-    Ok(FerrisStatement { kind, query, emit, into, with, within, line: start.line })
+    Ok(FerrisStatement { kind, query, emit, into, with, within, window: None, line: start.line })
 }
 
 /// `( 'key' = 'value', … )`; values may also be numbers or booleans; a trailing comma is fine.

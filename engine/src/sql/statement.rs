@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use datafusion::sql::sqlparser::ast::Query;
+use datafusion::sql::sqlparser::ast::{Expr, Query};
 
 /// What a statement creates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,37 @@ pub struct Within {
     pub text: String,
 }
 
+/// The window kinds of the `WINDOW …` clause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowClauseKind {
+    /// `WINDOW TUMBLING(size)`
+    Tumbling,
+    /// `WINDOW SLIDING(size, advance)`
+    Sliding,
+    /// `WINDOW SESSION(gap)`
+    Session,
+}
+
+/// The predecessor's clause form of a window, written after `GROUP BY`:
+///
+/// ```sql
+/// SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id WINDOW TUMBLING(INTERVAL '1' MINUTE)
+/// ```
+///
+/// The arguments are the intervals, optionally preceded by the time column
+/// (`WINDOW TUMBLING(ts, INTERVAL '1' MINUTE)`); without one the source's `event_time` is used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowClause {
+    /// Tumbling, sliding or session.
+    pub kind: WindowClauseKind,
+    /// The arguments as written.
+    pub args: Vec<Expr>,
+    /// The clause as written, for messages.
+    pub text: String,
+    /// 1-based line of the clause.
+    pub line: u64,
+}
+
 /// One statement of a SQL file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FerrisStatement {
@@ -48,6 +79,8 @@ pub struct FerrisStatement {
     pub with: Vec<(String, String)>,
     /// `WITHIN INTERVAL` clauses of the query's joins.
     pub within: Vec<Within>,
+    /// The `WINDOW TUMBLING|SLIDING|SESSION(…)` clause, if written.
+    pub window: Option<WindowClause>,
     /// 1-based line where the statement starts.
     pub line: u64,
 }

@@ -1,0 +1,13 @@
+//! Event time: reading a column as milliseconds since the epoch, and the watermarks that say how
+//! far event time has progressed.
+//!
+//! ```sql
+//! SELECT window_start, user_id, COUNT(*) FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), user_id
+//! WITH ('clicks.event_time' = 'ts', 'clicks.watermark.delay' = '5s', …)
+//! ```
+
+pub mod time_column;
+pub mod watermark;
+
+pub use time_column::to_epoch_millis;
+pub use watermark::{PartitionWatermarks, WatermarkConfig};

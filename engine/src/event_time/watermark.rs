@@ -1,0 +1,166 @@
+//! Watermarks with bounded out-of-orderness, tracked per input partition.
+//!
+//! A partition's watermark is the largest event time it has delivered minus the allowed delay;
+//! an operator's watermark is the smallest over its input partitions, skipping partitions that
+//! have finished or have been idle longer than `idle_timeout`. It never goes back. When every
+//! input has finished the watermark jumps to the end of time, so every open window closes.
+//! Without a delay (a bounded job that sets no `watermark.delay`) the watermark stays at the
+//! start until the input ends: results are exact whatever the order of the rows.
+//!
+//! ```sql
+//! WITH ('clicks.event_time' = 'ts', 'clicks.watermark.delay' = '5s', 'clicks.idle_timeout' = '30s')
+//! ```
+
+use std::time::{Duration, Instant};
+
+/// How an operator derives its watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatermarkConfig {
+    /// The out-of-orderness allowed, in milliseconds; `None`: the watermark moves only when the
+    /// input ends.
+    pub delay_ms: Option<i64>,
+    /// A partition silent for this long no longer holds the watermark back.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl WatermarkConfig {
+    /// Short description for plans: `delay=5000ms`, `end of input`.
+    pub fn describe(&self) -> String {
+        let mut s = match self.delay_ms {
+            Some(d) => format!("delay={d}ms"),
+            None => "at end of input".to_string(),
+        };
+        if let Some(t) = self.idle_timeout {
+            s.push_str(&format!(", idle_timeout={}ms", t.as_millis()));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PartitionState {
+    max_time: Option<i64>,
+    last_seen: Instant,
+    finished: bool,
+}
+
+/// The watermark over several input partitions.
+#[derive(Debug, Clone)]
+pub struct PartitionWatermarks {
+    config: WatermarkConfig,
+    partitions: Vec<PartitionState>,
+    current: i64,
+}
+
+impl PartitionWatermarks {
+    /// A tracker for `n` input partitions, starting at the beginning of time.
+    pub fn new(config: WatermarkConfig, n: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            config,
+            partitions: vec![PartitionState { max_time: None, last_seen: now, finished: false }; n.max(1)],
+            current: i64::MIN,
+        }
+    }
+
+    /// The current watermark, in epoch milliseconds: no row older than this is expected.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Partition `p` delivered rows whose largest event time is `max_time`.
+    pub fn observe(&mut self, p: usize, max_time: Option<i64>) {
+        if let Some(state) = self.partitions.get_mut(p) {
+            state.last_seen = Instant::now();
+            if let Some(t) = max_time {
+                state.max_time = Some(state.max_time.map_or(t, |m| m.max(t)));
+            }
+        }
+    }
+
+    /// Partition `p` has no more rows.
+    pub fn finish(&mut self, p: usize) {
+        if let Some(state) = self.partitions.get_mut(p) {
+            state.finished = true;
+        }
+    }
+
+    /// Whether every partition has finished.
+    pub fn all_finished(&self) -> bool {
+        self.partitions.iter().all(|p| p.finished)
+    }
+
+    /// Recomputes the watermark; returns it if it moved forward.
+    pub fn advance(&mut self) -> Option<i64> {
+        let next = if self.all_finished() {
+            i64::MAX
+        } else if let Some(delay) = self.config.delay_ms {
+            let now = Instant::now();
+            let mut min: Option<i64> = None;
+            let mut active = 0;
+            for p in &self.partitions {
+                if p.finished {
+                    continue;
+                }
+                if let Some(idle) = self.config.idle_timeout {
+                    if now.duration_since(p.last_seen) >= idle {
+                        continue;
+                    }
+                }
+                active += 1;
+                let w = p.max_time.map_or(i64::MIN, |m| m.saturating_sub(delay));
+                min = Some(min.map_or(w, |x: i64| x.min(w)));
+            }
+            if active == 0 {
+                // every live partition is idle: the one that saw the latest data leads
+                self.partitions.iter().filter(|p| !p.finished).filter_map(|p| p.max_time).max().map_or(i64::MIN, |m| m.saturating_sub(delay))
+            } else {
+                min.unwrap_or(i64::MIN)
+            }
+        } else {
+            i64::MIN
+        };
+        if next > self.current {
+            self.current = next;
+            Some(next)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowest_partition_holds_the_watermark() {
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(10), idle_timeout: None }, 2);
+        w.observe(0, Some(100));
+        assert_eq!(w.advance(), None, "partition 1 has not spoken");
+        w.observe(1, Some(50));
+        assert_eq!(w.advance(), Some(40));
+        w.observe(1, Some(30));
+        assert_eq!(w.advance(), None, "never goes back");
+        w.finish(1);
+        assert_eq!(w.advance(), Some(90));
+        w.finish(0);
+        assert_eq!(w.advance(), Some(i64::MAX));
+    }
+
+    #[test]
+    fn without_delay_moves_only_at_the_end() {
+        let mut w = PartitionWatermarks::new(WatermarkConfig::default(), 1);
+        w.observe(0, Some(1_000));
+        assert_eq!(w.advance(), None);
+        w.finish(0);
+        assert_eq!(w.advance(), Some(i64::MAX));
+    }
+
+    #[test]
+    fn idle_partition_is_skipped() {
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(0), idle_timeout: Some(Duration::from_millis(0)) }, 2);
+        w.observe(0, Some(100));
+        assert_eq!(w.advance(), Some(100));
+    }
+}

@@ -1,0 +1,606 @@
+//! `WindowAggregateExec`: a grouped aggregate over event-time windows that emits each window
+//! when the watermark passes its end (`EMIT FINAL`), or every change as rows arrive
+//! (`EMIT CHANGES`). It also runs unwindowed `GROUP BY` on unbounded inputs.
+//!
+//! ```sql
+//! SELECT window_start, user_id, COUNT(*) FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), user_id
+//! SELECT window_start, SUM(price) FROM bids GROUP BY HOP(ts, INTERVAL '10' SECOND, INTERVAL '1' MINUTE)
+//! SELECT window_start, window_end, user_id, COUNT(*) FROM clicks GROUP BY SESSION(ts, INTERVAL '30' SECOND), user_id
+//! SELECT product, SUM(qty) FROM orders GROUP BY product EMIT CHANGES
+//! ```
+//!
+//! Tumbling windows keep one hash table per open window. Sliding windows keep one table per
+//! *pane* (the greatest common divisor of size and slide); when a pane is complete its
+//! partial state is frozen, and a window is the merge of its panes' states, so a row is
+//! aggregated once, not once per window it belongs to. Session windows buffer their rows
+//! (evaluated columns only) until the watermark closes them. Rows whose window has already been
+//! emitted are late: they are counted (`late_rows_dropped`) and dropped.
+//!
+//! Each input partition keeps its own watermark; the operator's is the smallest
+//! ([`crate::event_time::PartitionWatermarks`]), so parallel file splits read out of step lose
+//! nothing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::kernels::cmp::gt_eq;
+use datafusion::arrow::compute::{filter, filter_record_batch, max, min, partition, sort_to_indices, take, take_record_batch};
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream};
+use futures::StreamExt;
+
+use super::functions::window_array;
+use super::groups::{distinct_groups, AggregateSpec, Emitted, Groups};
+use super::session::SessionBuffer;
+use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
+use crate::sql::EmitMode;
+
+/// The window of a [`WindowAggregateExec`], lengths in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `TUMBLE(ts, size)`
+    Tumble {
+        /// Window length.
+        size: i64,
+    },
+    /// `HOP(ts, slide, size)`
+    Hop {
+        /// Window length.
+        size: i64,
+        /// Distance between window starts.
+        slide: i64,
+    },
+    /// `SESSION(ts, gap)`
+    Session {
+        /// Inactivity that ends a session.
+        gap: i64,
+    },
+    /// No window: an unwindowed `GROUP BY` on a stream.
+    Global,
+}
+
+impl WindowKind {
+    fn describe(&self) -> String {
+        match self {
+            Self::Tumble { size } => format!("TUMBLE({size}ms)"),
+            Self::Hop { size, slide } => format!("HOP(slide={slide}ms, size={size}ms)"),
+            Self::Session { gap } => format!("SESSION(gap={gap}ms)"),
+            Self::Global => "none".into(),
+        }
+    }
+
+    /// The pane length: every window is a whole number of panes.
+    fn pane(&self) -> i64 {
+        match *self {
+            Self::Tumble { size } => size,
+            Self::Hop { size, slide } => gcd(size, slide),
+            _ => 1,
+        }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Everything a window aggregate needs, shared by the plan node and its running task.
+#[derive(Debug)]
+pub struct WindowAggregateConfig {
+    /// The window.
+    pub kind: WindowKind,
+    /// The event-time expression (the window function's first argument); `None` for
+    /// [`WindowKind::Global`].
+    pub time: Option<Arc<dyn PhysicalExpr>>,
+    /// Multiplier from an integer time column to milliseconds.
+    pub int_scale: i64,
+    /// Where the window column sits among the group columns of the output.
+    pub window_pos: Option<usize>,
+    /// The other group keys, in output order.
+    pub keys: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    /// Aggregates and key schema.
+    pub spec: AggregateSpec,
+    /// The arguments of each aggregate (with its ORDER BY expressions appended).
+    pub args: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    /// `FILTER (WHERE …)` of each aggregate.
+    pub filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// How the watermark moves.
+    pub watermark: WatermarkConfig,
+    /// Final results only, or every change.
+    pub emit: EmitMode,
+    /// The output schema: group columns, then aggregates.
+    pub schema: SchemaRef,
+}
+
+/// The plan node. See the module documentation.
+#[derive(Debug)]
+pub struct WindowAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    config: Arc<WindowAggregateConfig>,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl WindowAggregateExec {
+    /// A window aggregate over `input`.
+    pub fn new(input: Arc<dyn ExecutionPlan>, config: WindowAggregateConfig) -> Self {
+        let boundedness = input.boundedness();
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&config.schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            match boundedness {
+                Boundedness::Bounded => Boundedness::Bounded,
+                Boundedness::Unbounded { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
+            },
+        );
+        Self { input, config: Arc::new(config), props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() }
+    }
+
+    /// The operator's settings.
+    pub fn config(&self) -> &WindowAggregateConfig {
+        &self.config
+    }
+}
+
+impl DisplayAs for WindowAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let c = &self.config;
+        let keys: Vec<&str> = c.keys.iter().map(|(_, n)| n.as_str()).collect();
+        let aggs: Vec<String> = c.spec.aggs.iter().map(|a| a.name().to_string()).collect();
+        write!(
+            f,
+            "WindowAggregateExec: window={}, time={}, keys=[{}], aggr=[{}], watermark={}, emit={}",
+            c.kind.describe(),
+            c.time.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+            keys.join(", "),
+            aggs.join(", "),
+            c.watermark.describe(),
+            match c.emit {
+                EmitMode::Changes => "changes",
+                EmitMode::Final => "final",
+            }
+        )
+    }
+}
+
+impl ExecutionPlan for WindowAggregateExec {
+    fn name(&self) -> &str {
+        "WindowAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        let c = &self.config;
+        let exprs = c.time.iter().chain(c.keys.iter().map(|(e, _)| e)).chain(c.args.iter().flatten()).chain(c.filters.iter().flatten());
+        for e in exprs {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("WindowAggregateExec takes one input");
+        }
+        let input = children.swap_remove(0);
+        Ok(Arc::new(Self { input, config: Arc::clone(&self.config), props: Arc::clone(&self.props), metrics: ExecutionPlanMetricsSet::new() }))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("WindowAggregateExec has one output partition, asked for {partition}");
+        }
+        let n = self.input.output_partitioning().partition_count();
+        let mut inputs = Vec::with_capacity(n);
+        for p in 0..n {
+            let stream = self.input.execute(p, Arc::clone(&context))?;
+            let tagged = stream.map(move |r| (p, Some(r))).chain(futures::stream::once(async move { (p, None) }));
+            inputs.push(tagged.boxed());
+        }
+        let metrics = OperatorMetrics {
+            baseline: BaselineMetrics::new(&self.metrics, 0),
+            late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
+            no_time: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
+            windows: MetricBuilder::new(&self.metrics).counter("windows_emitted", 0),
+            state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
+            state_groups: MetricBuilder::new(&self.metrics).gauge("state_groups", 0),
+        };
+        let config = Arc::clone(&self.config);
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&config.schema), 4);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut merged = futures::stream::select_all(inputs);
+            let mut op = Operator::new(Arc::clone(&config), n, metrics)?;
+            while let Some((p, item)) = merged.next().await {
+                let out = match item {
+                    Some(batch) => op.push(p, &batch?)?,
+                    None => op.finish_partition(p)?,
+                };
+                for batch in out {
+                    if batch.num_rows() > 0 {
+                        op.metrics.baseline.record_output(batch.num_rows());
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            op.metrics.baseline.done();
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct OperatorMetrics {
+    baseline: BaselineMetrics,
+    late: Count,
+    no_time: Count,
+    windows: Count,
+    state_bytes: Gauge,
+    state_groups: Gauge,
+}
+
+/// Evaluated inputs of some rows: group keys, aggregate arguments and filters.
+pub struct Evaluated {
+    /// Group keys.
+    pub keys: Vec<ArrayRef>,
+    /// Arguments per aggregate.
+    pub args: Vec<Vec<ArrayRef>>,
+    /// Filters per aggregate.
+    pub filters: Vec<Option<BooleanArray>>,
+    /// Number of rows.
+    pub rows: usize,
+}
+
+fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    expr.evaluate(batch)?.into_array(batch.num_rows())
+}
+
+impl WindowAggregateConfig {
+    fn evaluate(&self, batch: &RecordBatch) -> Result<Evaluated> {
+        let keys = self.keys.iter().map(|(e, _)| eval(e, batch)).collect::<Result<Vec<_>>>()?;
+        let args = self.args.iter().map(|a| a.iter().map(|e| eval(e, batch)).collect::<Result<Vec<_>>>()).collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| f.as_ref().map(|e| eval(e, batch).map(|a| a.as_boolean().clone())).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Evaluated { keys, args, filters, rows: batch.num_rows() })
+    }
+
+    /// An output batch: the window column (if any) placed among the keys, then the aggregates.
+    fn output(&self, window: Option<ArrayRef>, emitted: Emitted<ArrayRef>) -> Result<RecordBatch> {
+        let mut columns = emitted.keys;
+        if let (Some(pos), Some(w)) = (self.window_pos, window) {
+            columns.insert(pos.min(columns.len()), w);
+        }
+        columns.extend(emitted.aggs);
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { datafusion::arrow::compute::cast(&c, f.data_type()) })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(emitted.rows));
+        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?)
+    }
+}
+
+/// The running state of one execution.
+struct Operator {
+    config: Arc<WindowAggregateConfig>,
+    watermarks: PartitionWatermarks,
+    /// Tumble: one table per window; hop: per live pane; keyed by start.
+    panes: BTreeMap<i64, Groups>,
+    /// Hop: frozen pane states, keyed by pane start.
+    frozen: BTreeMap<i64, Emitted<Vec<ArrayRef>>>,
+    /// Hop: the first window start not yet emitted.
+    next_window: Option<i64>,
+    sessions: Option<SessionBuffer>,
+    global: Option<Groups>,
+    metrics: OperatorMetrics,
+}
+
+impl Operator {
+    fn new(config: Arc<WindowAggregateConfig>, partitions: usize, metrics: OperatorMetrics) -> Result<Self> {
+        let sessions = match config.kind {
+            WindowKind::Session { gap } => Some(SessionBuffer::new(gap)),
+            _ => None,
+        };
+        let global = match config.kind {
+            WindowKind::Global => Some(Groups::new(&config.spec)?),
+            _ => None,
+        };
+        Ok(Self {
+            watermarks: PartitionWatermarks::new(config.watermark, partitions),
+            config,
+            panes: BTreeMap::new(),
+            frozen: BTreeMap::new(),
+            next_window: None,
+            sessions,
+            global,
+            metrics,
+        })
+    }
+
+    /// The earliest event time a row may carry and still be counted.
+    fn cutoff(&self) -> i64 {
+        let wm = self.watermarks.current();
+        if wm == i64::MIN {
+            return i64::MIN;
+        }
+        match self.config.kind {
+            WindowKind::Tumble { .. } | WindowKind::Hop { .. } => {
+                let p = self.config.kind.pane();
+                // a pane ending at or before the watermark has been emitted or frozen
+                wm.div_euclid(p) * p
+            }
+            WindowKind::Session { gap } => wm.saturating_sub(gap).saturating_add(1),
+            WindowKind::Global => i64::MIN,
+        }
+    }
+
+    fn push(&mut self, p: usize, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        let Some(time_expr) = self.config.time.clone() else {
+            self.update_global(batch, &mut out)?;
+            return Ok(out);
+        };
+        let times = to_epoch_millis(&eval(&time_expr, batch)?, self.config.int_scale)?;
+        self.watermarks.observe(p, max(&times));
+        // keep rows with an event time at or after the cutoff
+        let nulls = times.null_count();
+        let cutoff = self.cutoff();
+        let keep = gt_eq(&times, &Int64Array::new_scalar(cutoff))?;
+        let kept = keep.true_count();
+        self.metrics.no_time.add(nulls);
+        self.metrics.late.add(batch.num_rows() - kept - nulls);
+        if kept > 0 {
+            let (batch, times) = if kept == batch.num_rows() {
+                (batch.clone(), times)
+            } else {
+                let b = filter_record_batch(batch, &keep)?;
+                let t = filter(&times, &keep)?.as_primitive::<Int64Type>().clone();
+                (b, t)
+            };
+            match self.config.kind {
+                WindowKind::Tumble { .. } | WindowKind::Hop { .. } => self.update_panes(&batch, &times, &mut out)?,
+                WindowKind::Session { .. } => {
+                    let ev = self.config.evaluate(&batch)?;
+                    if let Some(s) = self.sessions.as_mut() {
+                        s.push(times, ev);
+                    }
+                }
+                WindowKind::Global => {}
+            }
+        }
+        if self.watermarks.advance().is_some() {
+            self.close(&mut out)?;
+        }
+        self.update_state_metrics();
+        Ok(out)
+    }
+
+    fn finish_partition(&mut self, p: usize) -> Result<Vec<RecordBatch>> {
+        self.watermarks.finish(p);
+        let mut out = Vec::new();
+        if self.watermarks.advance().is_some() {
+            self.close(&mut out)?;
+        }
+        if self.watermarks.all_finished() && self.config.emit == EmitMode::Final {
+            if let Some(g) = self.global.as_mut() {
+                let emitted = g.emit_final(&self.config.spec)?;
+                if emitted.rows > 0 {
+                    out.push(self.config.output(None, emitted)?);
+                }
+            }
+        }
+        self.update_state_metrics();
+        Ok(out)
+    }
+
+    fn update_state_metrics(&self) {
+        let groups: usize = self.panes.values().map(Groups::len).sum::<usize>()
+            + self.frozen.values().map(|e| e.rows).sum::<usize>()
+            + self.global.as_ref().map_or(0, Groups::len)
+            + self.sessions.as_ref().map_or(0, SessionBuffer::rows);
+        let bytes: usize = self.panes.values().map(Groups::size).sum::<usize>()
+            + self.frozen.values().map(|e| e.aggs.iter().flatten().chain(&e.keys).map(|a| a.get_array_memory_size()).sum::<usize>()).sum::<usize>()
+            + self.global.as_ref().map_or(0, Groups::size)
+            + self.sessions.as_ref().map_or(0, SessionBuffer::memory_size);
+        self.metrics.state_groups.set(groups);
+        self.metrics.state_bytes.set(bytes);
+    }
+
+    fn update_global(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let ev = self.config.evaluate(batch)?;
+        let config = Arc::clone(&self.config);
+        let Some(g) = self.global.as_mut() else { return Ok(()) };
+        let indices = g.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?.to_vec();
+        if config.emit == EmitMode::Changes {
+            let mut seen = Vec::new();
+            let mut touched = Vec::new();
+            distinct_groups(&indices, &mut seen, &mut touched);
+            let emitted = g.snapshot(&config.spec, &touched)?;
+            out.push(config.output(None, emitted)?);
+        }
+        Ok(())
+    }
+
+    /// Tumbling and sliding windows: route rows to their pane's table.
+    fn update_panes(&mut self, batch: &RecordBatch, times: &Int64Array, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let p = self.config.kind.pane();
+        let panes: Int64Array = times.unary(|t| t.div_euclid(p) * p);
+        let (Some(lo), Some(hi)) = (min(&panes), max(&panes)) else { return Ok(()) };
+        if lo == hi {
+            return self.update_pane(lo, batch, out);
+        }
+        let order = sort_to_indices(&panes, None, None)?;
+        let sorted_panes = take(&panes, &order, None)?;
+        let sorted = take_record_batch(batch, &order)?;
+        let ranges = partition(&[sorted_panes.clone()])?;
+        let sorted_panes = sorted_panes.as_primitive::<Int64Type>();
+        for r in ranges.ranges() {
+            let start = sorted_panes.value(r.start);
+            self.update_pane(start, &sorted.slice(r.start, r.end - r.start), out)?;
+        }
+        Ok(())
+    }
+
+    fn update_pane(&mut self, pane: i64, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let ev = self.config.evaluate(batch)?;
+        let config = Arc::clone(&self.config);
+        let groups = match self.panes.entry(pane) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => v.insert(Groups::new(&config.spec)?),
+        };
+        let indices = groups.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?.to_vec();
+        if config.emit == EmitMode::Changes {
+            if let WindowKind::Tumble { size } = config.kind {
+                let mut seen = Vec::new();
+                let mut touched = Vec::new();
+                distinct_groups(&indices, &mut seen, &mut touched);
+                let emitted = groups.snapshot(&config.spec, &touched)?;
+                let w = window_array(vec![pane; emitted.rows], vec![pane + size; emitted.rows]);
+                out.push(config.output(Some(w), emitted)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits what the watermark has closed.
+    fn close(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let wm = self.watermarks.current();
+        let config = Arc::clone(&self.config);
+        match config.kind {
+            WindowKind::Tumble { size } => {
+                while let Some(entry) = self.panes.first_entry() {
+                    let start = *entry.key();
+                    if start.saturating_add(size) > wm {
+                        break;
+                    }
+                    let mut groups = entry.remove();
+                    let emitted = groups.emit_final(&config.spec)?;
+                    self.metrics.windows.add(1);
+                    if config.emit == EmitMode::Final && emitted.rows > 0 {
+                        let w = window_array(vec![start; emitted.rows], vec![start + size; emitted.rows]);
+                        out.push(config.output(Some(w), emitted)?);
+                    }
+                }
+            }
+            WindowKind::Hop { size, slide } => self.close_hop(size, slide, wm, out)?,
+            WindowKind::Session { .. } => {
+                if let Some(s) = self.sessions.as_mut() {
+                    for (window, emitted) in s.close(&config.spec, wm)? {
+                        self.metrics.windows.add(emitted.rows);
+                        out.push(config.output(Some(window), emitted)?);
+                    }
+                }
+            }
+            WindowKind::Global => {}
+        }
+        Ok(())
+    }
+
+    fn close_hop(&mut self, size: i64, slide: i64, wm: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let p = self.config.kind.pane();
+        let spec = &self.config.spec;
+        // freeze complete panes
+        while let Some(entry) = self.panes.first_entry() {
+            let start = *entry.key();
+            if start.saturating_add(p) > wm {
+                break;
+            }
+            let mut groups = entry.remove();
+            let state = groups.emit_state(spec)?;
+            self.frozen.insert(start, state);
+        }
+        // emit complete windows, each the merge of its panes
+        loop {
+            let Some((&first, _)) = self.frozen.first_key_value() else { break };
+            // the earliest window holding the first pane
+            let earliest = (first - size + 1).div_euclid(slide) * slide + if (first - size + 1).rem_euclid(slide) == 0 { 0 } else { slide };
+            let ws = self.next_window.map_or(earliest, |n| n.max(earliest));
+            if ws.saturating_add(size) > wm {
+                break;
+            }
+            let mut groups = Groups::new(spec)?;
+            for (_, state) in self.frozen.range(ws..ws + size) {
+                groups.merge(spec, state)?;
+            }
+            let emitted = groups.emit_final(spec)?;
+            self.metrics.windows.add(1);
+            if emitted.rows > 0 {
+                let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
+                out.push(self.config.output(Some(w), emitted)?);
+            }
+            let next = ws + slide;
+            self.next_window = Some(next);
+            while let Some(entry) = self.frozen.first_entry() {
+                if *entry.key() >= next {
+                    break;
+                }
+                entry.remove();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<WindowAggregateExec> for Arc<dyn ExecutionPlan> {
+    fn from(e: WindowAggregateExec) -> Self {
+        Arc::new(e)
+    }
+}
+
+/// An error for a window aggregate that cannot be planned.
+pub fn unsupported(what: impl Into<String>) -> DataFusionError {
+    DataFusionError::Plan(what.into())
+}
+
+/// The aggregate functions' evaluated arguments, as DataFusion's hash aggregate computes them:
+/// the arguments, then the ORDER BY expressions of order-sensitive aggregates.
+pub fn aggregate_arguments(aggs: &[Arc<AggregateFunctionExpr>]) -> Vec<Vec<Arc<dyn PhysicalExpr>>> {
+    aggs.iter()
+        .map(|agg| {
+            let mut v = agg.expressions();
+            v.extend(agg.order_bys().iter().map(|s| Arc::clone(&s.expr)));
+            v
+        })
+        .collect()
+}

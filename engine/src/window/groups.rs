@@ -1,0 +1,197 @@
+//! A hash aggregation table built from DataFusion's parts: its group-key hash table
+//! ([`GroupValues`]) and its vectorised accumulators ([`GroupsAccumulator`]). One table holds
+//! the groups of one window (or pane); it can be updated with raw rows, merged with the
+//! partial states of other tables, and emitted as final values or as partial states.
+//!
+//! ```sql
+//! SELECT user_id, COUNT(*), AVG(amount) FROM orders GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), user_id
+//! -- one table per minute; keys: user_id; accumulators: COUNT, AVG
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt8Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::Result;
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::GroupsAccumulatorAdapter;
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+/// The aggregate functions of an operator and the schema of its group keys.
+#[derive(Debug, Clone)]
+pub struct AggregateSpec {
+    /// The aggregate functions, in output order.
+    pub aggs: Vec<Arc<AggregateFunctionExpr>>,
+    /// The schema of the group keys (window excluded); empty for none.
+    pub key_schema: SchemaRef,
+}
+
+impl AggregateSpec {
+    /// The schema the hash table interns: the keys, or one constant column when there are none.
+    fn interned_schema(&self) -> SchemaRef {
+        if self.key_schema.fields().is_empty() {
+            Arc::new(Schema::new(vec![Field::new("__ferris_no_keys", DataType::UInt8, false)]))
+        } else {
+            Arc::clone(&self.key_schema)
+        }
+    }
+
+    /// Keys to intern for `rows` rows: the keys, or the constant column.
+    fn interned_keys(&self, keys: &[ArrayRef], rows: usize) -> Vec<ArrayRef> {
+        if self.key_schema.fields().is_empty() {
+            vec![Arc::new(UInt8Array::from(vec![0u8; rows])) as ArrayRef]
+        } else {
+            keys.to_vec()
+        }
+    }
+
+    fn accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+        if agg.groups_accumulator_supported() {
+            agg.create_groups_accumulator()
+        } else {
+            let agg = Arc::clone(agg);
+            Ok(Box::new(GroupsAccumulatorAdapter::new(move || agg.create_accumulator())))
+        }
+    }
+}
+
+/// One hash aggregation table.
+pub struct Groups {
+    values: Box<dyn GroupValues>,
+    accs: Vec<Box<dyn GroupsAccumulator>>,
+    indices: Vec<usize>,
+}
+
+/// The groups of a table, emitted: key columns (empty when there are no keys) and one array per
+/// aggregate (final values), or one list of state arrays per aggregate (partial states).
+pub struct Emitted<T> {
+    /// Group key columns.
+    pub keys: Vec<ArrayRef>,
+    /// Per aggregate.
+    pub aggs: Vec<T>,
+    /// Number of groups.
+    pub rows: usize,
+}
+
+impl Groups {
+    /// An empty table.
+    pub fn new(spec: &AggregateSpec) -> Result<Self> {
+        let values = new_group_values(spec.interned_schema(), &GroupOrdering::None)?;
+        let accs = spec.aggs.iter().map(AggregateSpec::accumulator).collect::<Result<Vec<_>>>()?;
+        Ok(Self { values, accs, indices: Vec::new() })
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the table has no group.
+    pub fn is_empty(&self) -> bool {
+        self.values.len() == 0
+    }
+
+    /// Memory held, in bytes (approximate).
+    pub fn size(&self) -> usize {
+        self.values.size() + self.accs.iter().map(|a| a.size()).sum::<usize>()
+    }
+
+    /// Adds raw rows: `keys` (evaluated group keys), `args` (evaluated arguments per aggregate)
+    /// and `filters` (per aggregate `FILTER (WHERE …)`). Returns the group of each row.
+    pub fn update(&mut self, spec: &AggregateSpec, keys: &[ArrayRef], args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>], rows: usize) -> Result<&[usize]> {
+        let interned = spec.interned_keys(keys, rows);
+        self.values.intern(&interned, &mut self.indices)?;
+        let total = self.values.len();
+        for ((acc, values), filter) in self.accs.iter_mut().zip(args).zip(filters) {
+            acc.update_batch(values, &self.indices, filter.as_ref(), total)?;
+        }
+        Ok(&self.indices)
+    }
+
+    /// Adds partial states emitted by [`Groups::emit_state`] of another table.
+    pub fn merge(&mut self, spec: &AggregateSpec, emitted: &Emitted<Vec<ArrayRef>>) -> Result<()> {
+        let interned = spec.interned_keys(&emitted.keys, emitted.rows);
+        self.values.intern(&interned, &mut self.indices)?;
+        let total = self.values.len();
+        for (acc, states) in self.accs.iter_mut().zip(&emitted.aggs) {
+            acc.merge_batch(states, &self.indices, total)?;
+        }
+        Ok(())
+    }
+
+    fn emit_keys(&mut self, spec: &AggregateSpec) -> Result<(Vec<ArrayRef>, usize)> {
+        let rows = self.values.len();
+        let keys = self.values.emit(EmitTo::All)?;
+        Ok((if spec.key_schema.fields().is_empty() { Vec::new() } else { keys }, rows))
+    }
+
+    /// Emits every group's final values, emptying the table.
+    pub fn emit_final(&mut self, spec: &AggregateSpec) -> Result<Emitted<ArrayRef>> {
+        let (keys, rows) = self.emit_keys(spec)?;
+        let aggs = self.accs.iter_mut().map(|a| a.evaluate(EmitTo::All)).collect::<Result<Vec<_>>>()?;
+        Ok(Emitted { keys, aggs, rows })
+    }
+
+    /// Emits every group's partial state, emptying the table.
+    pub fn emit_state(&mut self, spec: &AggregateSpec) -> Result<Emitted<Vec<ArrayRef>>> {
+        let (keys, rows) = self.emit_keys(spec)?;
+        let aggs = self.accs.iter_mut().map(|a| a.state(EmitTo::All)).collect::<Result<Vec<_>>>()?;
+        Ok(Emitted { keys, aggs, rows })
+    }
+
+    /// The current final values of the groups `touched` (group indices), leaving the table as
+    /// it was: for `EMIT CHANGES`.
+    pub fn snapshot(&mut self, spec: &AggregateSpec, touched: &[u32]) -> Result<Emitted<ArrayRef>> {
+        let state = self.emit_state(spec)?;
+        // put everything back, in the same group order
+        let mut restored = Groups::new(spec)?;
+        restored.merge(spec, &state)?;
+        *self = restored;
+        let idx = datafusion::arrow::array::UInt32Array::from(touched.to_vec());
+        let pick = |a: &ArrayRef| take(a.as_ref(), &idx, None);
+        let picked = Emitted {
+            keys: state.keys.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()?,
+            aggs: state.aggs.iter().map(|s| s.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?,
+            rows: touched.len(),
+        };
+        let mut out = Groups::new(spec)?;
+        out.merge(spec, &picked)?;
+        let emitted = out.emit_final(spec)?;
+        debug_assert_eq!(emitted.rows, picked.rows);
+        Ok(emitted)
+    }
+}
+
+/// The distinct group indices of `indices`, in first-seen order.
+pub fn distinct_groups(indices: &[usize], seen: &mut Vec<bool>, out: &mut Vec<u32>) {
+    for &g in indices {
+        if g >= seen.len() {
+            seen.resize(g + 1, false);
+        }
+        if !seen[g] {
+            seen[g] = true;
+            out.push(g as u32);
+        }
+    }
+}
+
+/// Number of rows in the first array, or zero.
+pub fn rows_of(arrays: &[ArrayRef]) -> usize {
+    arrays.first().map_or(0, |a| a.len())
+}
+
+/// Aggregates raw rows whose groups are already numbered (`groups[i]` < `total`), without a
+/// hash table: for windows whose groups are found otherwise (sessions). Returns one final array
+/// per aggregate, `total` rows each.
+pub fn aggregate_numbered(spec: &AggregateSpec, args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>], groups: &[usize], total: usize) -> Result<Vec<ArrayRef>> {
+    let mut out = Vec::with_capacity(spec.aggs.len());
+    for ((agg, values), filter) in spec.aggs.iter().zip(args).zip(filters) {
+        let mut acc = AggregateSpec::accumulator(agg)?;
+        acc.update_batch(values, groups, filter.as_ref(), total)?;
+        out.push(acc.evaluate(EmitTo::All)?);
+    }
+    Ok(out)
+}

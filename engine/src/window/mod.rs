@@ -1,0 +1,25 @@
+//! Windowed aggregates on streams: `TUMBLE`, `HOP` and `SESSION` in `GROUP BY` (and the
+//! predecessor's `WINDOW TUMBLING|SLIDING|SESSION(…)` clause), emitted when the watermark
+//! closes each window, and unwindowed `GROUP BY` on unbounded inputs.
+//!
+//! ```sql
+//! CREATE STREAM clicks_per_minute AS
+//! SELECT window_start, window_end, user_id, COUNT(*) AS clicks
+//! FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), user_id
+//! INTO out WITH ('clicks.event_time' = 'ts', 'clicks.watermark.delay' = '5s', …);
+//! ```
+//!
+//! - [`functions`]: the SQL functions and the window value type;
+//! - [`sql_rewrite`]: the clause form and `window_start` / `window_end`;
+//! - [`planner_rule`]: swaps DataFusion's aggregate for ours;
+//! - [`aggregate_exec`]: the operator; [`groups`]: its hash tables; [`session`]: sessions.
+
+pub mod aggregate_exec;
+pub mod functions;
+pub mod groups;
+pub mod planner_rule;
+pub mod session;
+pub mod sql_rewrite;
+
+pub use aggregate_exec::{WindowAggregateExec, WindowKind};
+pub use planner_rule::StreamingAggregateRule;

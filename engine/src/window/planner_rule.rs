@@ -1,0 +1,185 @@
+//! The physical optimizer rule that puts [`WindowAggregateExec`] in place of DataFusion's
+//! aggregate wherever a `GROUP BY` holds `TUMBLE`, `HOP` or `SESSION`, and wherever a grouped
+//! aggregate reads an unbounded input (which DataFusion's aggregate would hold until an end
+//! that never comes).
+//!
+//! ```sql
+//! SELECT window_start, user_id, COUNT(*) FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), user_id
+//! -- AggregateExec(Final) ← Repartition ← AggregateExec(Partial) ← input
+//! -- becomes WindowAggregateExec ← input, with the same output schema
+//! ```
+//!
+//! DataFusion has already resolved names, coerced types and built the aggregate expressions;
+//! the rule reuses them, so everything DataFusion's `GROUP BY` accepts (FILTER, DISTINCT,
+//! ORDER BY inside an aggregate, expressions as keys, HAVING above) works over windows too.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{plan_err, Result};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+
+use super::aggregate_exec::{aggregate_arguments, WindowAggregateConfig, WindowAggregateExec, WindowKind};
+use super::functions::{interval_millis, WindowFunction};
+use super::groups::AggregateSpec;
+use crate::event_time::WatermarkConfig;
+use crate::sql::EmitMode;
+
+/// The job's settings the rule plans with.
+#[derive(Debug, Clone, Default)]
+pub struct StreamingAggregateRule {
+    /// How watermarks move.
+    pub watermark: WatermarkConfig,
+    /// The statement's `EMIT` clause.
+    pub emit: Option<EmitMode>,
+    /// Integer event-time columns declared as epoch seconds (`event_time.format`), by column
+    /// name, with their multiplier to milliseconds.
+    pub int_scales: HashMap<String, i64>,
+}
+
+impl PhysicalOptimizerRule for StreamingAggregateRule {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            if let Some(agg) = node.downcast_ref::<AggregateExec>() {
+                if let Some(new) = self.rewrite(agg)? {
+                    return Ok(Transformed::yes(new));
+                }
+            }
+            Ok(Transformed::no(node))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "ferris_streaming_aggregate"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The partial aggregate under a final one, through repartitioning.
+fn partial_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+        return (*agg.mode() == AggregateMode::Partial).then_some(agg);
+    }
+    if plan.downcast_ref::<RepartitionExec>().is_some() || plan.downcast_ref::<CoalescePartitionsExec>().is_some() {
+        return plan.children().first().and_then(|c| partial_below(c));
+    }
+    None
+}
+
+/// The input without a round-robin repartition on top (it only spreads batches for parallel
+/// partial aggregation, which the window operator does not do).
+fn strip_round_robin(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
+        if matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)) {
+            return Arc::clone(r.input());
+        }
+    }
+    Arc::clone(plan)
+}
+
+/// The window function call among the group expressions: its position, kind and arguments.
+fn find_window(group: &[(Arc<dyn PhysicalExpr>, String)]) -> Result<Option<(usize, WindowFunction, Vec<Arc<dyn PhysicalExpr>>)>> {
+    let mut found = None;
+    for (i, (expr, _)) in group.iter().enumerate() {
+        let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() else { continue };
+        let Some(kind) = WindowFunction::from_name(f.name()) else { continue };
+        if found.is_some() {
+            return plan_err!("a GROUP BY can hold only one window function (TUMBLE, HOP or SESSION)");
+        }
+        found = Some((i, kind, f.args().to_vec()));
+    }
+    Ok(found)
+}
+
+fn literal_millis(expr: &Arc<dyn PhysicalExpr>, what: &str) -> Result<i64> {
+    match expr.downcast_ref::<Literal>() {
+        Some(l) => interval_millis(l.value(), what),
+        None => plan_err!("{what} must be a constant interval such as INTERVAL '1' MINUTE"),
+    }
+}
+
+impl StreamingAggregateRule {
+    fn rewrite(&self, agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let partial = match agg.mode() {
+            AggregateMode::Final | AggregateMode::FinalPartitioned => match partial_below(agg.input()) {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+            AggregateMode::Single | AggregateMode::SinglePartitioned => agg,
+            _ => return Ok(None),
+        };
+        let group = partial.group_expr();
+        let window = find_window(group.expr())?;
+        let input = partial.input();
+        let changes = self.emit == Some(EmitMode::Changes);
+        if window.is_none() && ((!input.boundedness().is_unbounded() && !changes) || group.expr().is_empty()) {
+            return Ok(None);
+        }
+        if group.has_grouping_set() {
+            return plan_err!("GROUPING SETS, CUBE and ROLLUP are not supported over windows or streams");
+        }
+        let emit = self.emit.unwrap_or(EmitMode::Final);
+        let (kind, time, window_pos) = match &window {
+            None => (WindowKind::Global, None, None),
+            Some((pos, f, args)) => {
+                let kind = match f {
+                    WindowFunction::Tumble => WindowKind::Tumble { size: literal_millis(&args[1], "the TUMBLE size")? },
+                    WindowFunction::Hop => {
+                        let slide = literal_millis(&args[1], "the HOP slide")?;
+                        let size = literal_millis(&args[2], "the HOP size")?;
+                        if slide > size {
+                            return plan_err!("the HOP slide ({slide} ms) is longer than its size ({size} ms): rows would fall between windows");
+                        }
+                        WindowKind::Hop { size, slide }
+                    }
+                    WindowFunction::Session => WindowKind::Session { gap: literal_millis(&args[1], "the SESSION gap")? },
+                };
+                (kind, Some(Arc::clone(&args[0])), Some(*pos))
+            }
+        };
+        if emit == EmitMode::Changes && matches!(kind, WindowKind::Hop { .. } | WindowKind::Session { .. }) {
+            return plan_err!("EMIT CHANGES is supported for TUMBLE windows and unwindowed GROUP BY; HOP and SESSION windows emit when they close (EMIT FINAL)");
+        }
+        let input_schema = input.schema();
+        let keys: Vec<(Arc<dyn PhysicalExpr>, String)> =
+            group.expr().iter().enumerate().filter(|(i, _)| Some(*i) != window_pos).map(|(_, (e, n))| (Arc::clone(e), n.clone())).collect();
+        let key_fields = keys
+            .iter()
+            .map(|(e, n)| Ok(Field::new(n, e.data_type(&input_schema)?, e.nullable(&input_schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let int_scale = time
+            .as_ref()
+            .and_then(|t| t.downcast_ref::<Column>())
+            .and_then(|c| self.int_scales.get(c.name()))
+            .copied()
+            .unwrap_or(1);
+        let aggs = partial.aggr_expr().to_vec();
+        let config = WindowAggregateConfig {
+            kind,
+            time,
+            int_scale,
+            window_pos,
+            keys,
+            args: aggregate_arguments(&aggs),
+            filters: partial.filter_expr().to_vec(),
+            spec: AggregateSpec { aggs, key_schema: Arc::new(Schema::new(key_fields)) },
+            watermark: self.watermark,
+            emit,
+            schema: agg.schema(),
+        };
+        Ok(Some(Arc::new(WindowAggregateExec::new(strip_round_robin(input), config))))
+    }
+}

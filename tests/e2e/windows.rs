@@ -1,0 +1,270 @@
+//! Windowed aggregates: generated click streams with several keys and rows out of order (within
+//! the watermark delay), read from files by `ferris-sql run`, must give exactly the rows
+//! DataFusion computes in batch with the equivalent batch SQL (date_bin / window arithmetic for
+//! TUMBLE and HOP, LAG + running SUM for SESSION).
+
+use std::path::Path;
+
+use datafusion::prelude::{JsonReadOptions, SessionContext};
+
+use crate::common::*;
+
+/// A small deterministic generator (no dependency, same stream on every machine).
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Writes `n` clicks: `ts` (epoch ms) roughly increasing by `step` ms, each shifted back by up
+/// to `disorder` ms; `user_id` among `keys` users; `amount`; `ts_iso` the same time as text.
+pub fn write_clicks(path: &Path, seed: u64, n: usize, step: u64, disorder: u64, keys: u64) {
+    let mut rng = Lcg::new(seed);
+    let base: u64 = 1_700_000_000_000;
+    let mut out = String::new();
+    for i in 0..n as u64 {
+        let ts = base + i * step + rng.below(step.max(1)) - if disorder > 0 { rng.below(disorder + 1) } else { 0 };
+        let user = rng.below(keys);
+        let amount = rng.below(100) + 1;
+        let secs = (ts / 1000) as i64;
+        let iso = chrono_like_iso(secs, ts % 1000);
+        out.push_str(&format!("{{\"ts\":{ts},\"ts_iso\":\"{iso}\",\"user_id\":\"u{user}\",\"amount\":{amount}}}\n"));
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` without a date library (civil-from-days, Howard Hinnant).
+fn chrono_like_iso(secs: i64, ms: u64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+async fn clicks_context(path: &Path) -> SessionContext {
+    let ctx = SessionContext::new();
+    let opts = JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("clicks", path.to_str().unwrap(), opts).await.unwrap();
+    ctx
+}
+
+fn source(path: &Path, extra: &str) -> String {
+    format!(
+        "'clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts'{extra}",
+        path.display()
+    )
+}
+
+/// (name, streaming query, equivalent batch query)
+const CASES: &[(&str, &str, &str)] = &[
+    (
+        "tumble",
+        "SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS lo, MAX(amount) AS hi, AVG(amount) AS mean FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id",
+        "SELECT to_timestamp_millis(ts / 10000 * 10000) AS window_start, to_timestamp_millis(ts / 10000 * 10000 + 10000) AS window_end, user_id, COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS lo, MAX(amount) AS hi, AVG(amount) AS mean FROM clicks GROUP BY 1, 2, 3",
+    ),
+    (
+        "tumble_no_keys_having",
+        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '7' SECOND) HAVING COUNT(*) > 3",
+        "SELECT to_timestamp_millis(ts / 7000 * 7000) AS window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY 1 HAVING COUNT(*) > 3",
+    ),
+    (
+        "tumble_distinct_filter_iso",
+        "SELECT window_end, user_id, COUNT(DISTINCT amount % 10) AS digits, SUM(amount) FILTER (WHERE amount > 50) AS big FROM clicks GROUP BY TUMBLE(ts_iso, INTERVAL '1' MINUTE), user_id",
+        "SELECT to_timestamp_millis(ts / 60000 * 60000 + 60000) AS window_end, user_id, COUNT(DISTINCT amount % 10) AS digits, SUM(amount) FILTER (WHERE amount > 50) AS big FROM clicks GROUP BY 1, 2",
+    ),
+    (
+        "hop_aligned",
+        "SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND), user_id",
+        "SELECT to_timestamp_millis(ts / 5000 * 5000 - k.i * 5000) AS window_start, to_timestamp_millis(ts / 5000 * 5000 - k.i * 5000 + 15000) AS window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks CROSS JOIN (VALUES (0), (1), (2)) AS k(i) GROUP BY 1, 2, 3",
+    ),
+    (
+        "hop_uneven_panes",
+        "SELECT window_start, user_id, COUNT(*) AS n, MAX(amount) AS hi FROM clicks GROUP BY HOP(ts, INTERVAL '4' SECOND, INTERVAL '10' SECOND), user_id",
+        "SELECT to_timestamp_millis(ts / 4000 * 4000 - k.i * 4000) AS window_start, user_id, COUNT(*) AS n, MAX(amount) AS hi FROM clicks CROSS JOIN (VALUES (0), (1), (2)) AS k(i) WHERE ts < ts / 4000 * 4000 - k.i * 4000 + 10000 GROUP BY 1, 2",
+    ),
+    (
+        "session",
+        "SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY SESSION(ts, INTERVAL '3' SECOND), user_id",
+        "WITH o AS (SELECT user_id, ts, amount, CASE WHEN ts - LAG(ts) OVER (PARTITION BY user_id ORDER BY ts) < 3000 THEN 0 ELSE 1 END AS brk FROM clicks), \
+         s AS (SELECT *, SUM(brk) OVER (PARTITION BY user_id ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM o) \
+         SELECT to_timestamp_millis(MIN(ts)) AS window_start, to_timestamp_millis(MAX(ts) + 3000) AS window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM s GROUP BY user_id, sid",
+    ),
+    (
+        "window_clause_tumbling",
+        "SELECT window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY user_id WINDOW TUMBLING(INTERVAL '10' SECOND)",
+        "SELECT to_timestamp_millis(ts / 10000 * 10000) AS window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY 1, 2",
+    ),
+    (
+        "window_clause_sliding",
+        "SELECT window_start, window_end, COUNT(*) AS n FROM clicks GROUP BY user_id WINDOW SLIDING(INTERVAL '15' SECOND, INTERVAL '5' SECOND)",
+        "SELECT to_timestamp_millis(ts / 5000 * 5000 - k.i * 5000) AS window_start, to_timestamp_millis(ts / 5000 * 5000 - k.i * 5000 + 15000) AS window_end, COUNT(*) AS n FROM clicks CROSS JOIN (VALUES (0), (1), (2)) AS k(i) GROUP BY 1, 2, user_id",
+    ),
+];
+
+async fn run_cases(tmp: &Path, data: &Path, extra: &str) {
+    let mut sql = String::new();
+    for (name, query, _) in CASES {
+        sql.push_str(&format!(
+            "CREATE STREAM {name} AS {query}\nINTO {name}_out\nWITH ({}, '{name}_out.type' = 'file_sink', '{name}_out.path' = '{}/{name}.jsonl', 'batch.size' = '53');\n\n",
+            source(data, extra),
+            tmp.display()
+        ));
+    }
+    let run = run_sql(tmp, &sql);
+    assert_ok(&run);
+    assert!(!run.stderr.contains("late rows dropped"), "no row is later than the delay: {}", run.stderr);
+    let ctx = clicks_context(data).await;
+    for (name, _, batch) in CASES {
+        let got = file_rows(&tmp.join(format!("{name}.jsonl")));
+        let want = batch_rows(&ctx, batch).await;
+        assert!(want.len() > 10, "{name}: the batch answer has {} rows, too few to test", want.len());
+        assert_same_rows(name, &got, &want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_with_a_watermark_delay_equal_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    // 3000 rows, ~700 ms apart, up to 4 s out of order; the delay covers it
+    write_clicks(&data, 7, 3000, 700, 4000, 6);
+    run_cases(tmp.path(), &data, ", 'clicks.watermark.delay' = '5s'").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_without_a_watermark_wait_for_the_end_of_a_bounded_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    // far out of order (up to a minute) and no delay given: exact at the end
+    write_clicks(&data, 11, 2000, 400, 60_000, 4);
+    run_cases(tmp.path(), &data, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_file_keeps_its_own_watermark() {
+    // Two files covering the same hour are read in parallel; with one watermark for both, the
+    // file that runs ahead would make the other's rows late.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir(&dir).unwrap();
+    write_clicks(&dir.join("a.jsonl"), 1, 4000, 900, 2000, 5);
+    write_clicks(&dir.join("b.jsonl"), 2, 4000, 900, 2000, 5);
+    let query = CASES[0].1;
+    let sql = format!(
+        "CREATE STREAM t AS {query} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}/*.jsonl', 'clicks.format' = 'jsonlines', \
+         'clicks.event_time' = 'ts', 'clicks.watermark.delay' = '3s', 'batch.size' = '100', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        dir.display(),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert!(!run.stderr.contains("late rows dropped"), "{}", run.stderr);
+    let ctx = SessionContext::new();
+    ctx.register_json("clicks", dir.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
+    assert_same_rows("two files", &file_rows(&tmp.path().join("out.jsonl")), &batch_rows(&ctx, CASES[0].2).await);
+}
+
+#[test]
+fn late_rows_are_counted_and_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("late.jsonl");
+    // 10 s windows, no delay: the row at 3 s comes after the watermark reached 25 s
+    let rows = [(1_000, 1), (12_000, 2), (25_000, 3), (3_000, 100), (26_000, 4), (41_000, 5)];
+    std::fs::write(&data, rows.iter().map(|(t, a)| format!("{{\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
+    let sql = format!(
+        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND) \
+         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
+         'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        data.display(),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert!(run.stderr.contains("1 late rows dropped"), "{}", run.stderr);
+    let got = file_rows(&tmp.path().join("out.jsonl"));
+    let want = canonical_lines(
+        "{\"window_start\":\"1970-01-01T00:00:00\",\"n\":1,\"total\":1}\n\
+         {\"window_start\":\"1970-01-01T00:00:10\",\"n\":1,\"total\":2}\n\
+         {\"window_start\":\"1970-01-01T00:00:20\",\"n\":2,\"total\":7}\n\
+         {\"window_start\":\"1970-01-01T00:00:40\",\"n\":1,\"total\":5}\n",
+    );
+    assert_same_rows("late", &got, &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emit_changes_ends_with_the_final_value_of_every_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    write_clicks(&data, 3, 1500, 100, 0, 7);
+    let sql = format!(
+        "CREATE STREAM totals AS SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id EMIT CHANGES \
+         INTO out WITH ({}, 'batch.size' = '100', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');\n\
+         CREATE STREAM per_window AS SELECT window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY TUMBLE(ts, INTERVAL '30' SECOND), user_id EMIT CHANGES \
+         INTO out2 WITH ({}, 'batch.size' = '100', 'out2.type' = 'file_sink', 'out2.path' = '{}/out2.jsonl');",
+        source(&data, ""),
+        tmp.path().display(),
+        source(&data, ""),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    let ctx = clicks_context(&data).await;
+    for (file, key, batch) in [
+        ("out.jsonl", vec!["user_id"], "SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id"),
+        ("out2.jsonl", vec!["window_start", "user_id"], "SELECT to_timestamp_millis(ts / 30000 * 30000) AS window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY 1, 2"),
+    ] {
+        let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut last = std::collections::BTreeMap::new();
+        for v in &lines {
+            let k: Vec<String> = key.iter().map(|c| v[*c].to_string()).collect();
+            last.insert(k, v.to_string());
+        }
+        let latest = canonical_lines(&last.values().cloned().collect::<Vec<_>>().join("\n"));
+        let want = batch_rows(&ctx, batch).await;
+        assert!(lines.len() > want.len(), "{file}: changes are emitted as rows arrive ({} rows for {} groups)", lines.len(), want.len());
+        assert_same_rows(file, &latest, &want);
+    }
+}
+
+#[test]
+fn window_errors_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("c.jsonl");
+    write_clicks(&data, 1, 10, 100, 0, 2);
+    let cases = [
+        ("GROUP BY HOP(ts, INTERVAL '1' MINUTE, INTERVAL '10' SECOND)", "longer than its size"),
+        ("GROUP BY TUMBLE(ts, INTERVAL '1' MONTH)", "fixed length"),
+        ("GROUP BY TUMBLE(amount * 1.5, INTERVAL '1' MINUTE)", "is not a time"),
+        ("GROUP BY SESSION(ts, INTERVAL '1' MINUTE) EMIT CHANGES", "EMIT CHANGES is supported for TUMBLE"),
+    ];
+    for (group, message) in cases {
+        let sql = format!("SELECT COUNT(*) FROM clicks {group} WITH ({});", source(&data, "").replace("'clicks.event_time' = 'ts'", "'clicks.x' = '1'"));
+        let run = run_sql(tmp.path(), &sql);
+        assert_ne!(run.status, 0, "{group} should fail");
+        assert!(run.stderr.contains(message), "{group}: {}", run.stderr);
+    }
+    // the clause form needs an event time
+    let sql = format!("SELECT COUNT(*) FROM clicks GROUP BY user_id WINDOW TUMBLING(INTERVAL '1' MINUTE) WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines');", data.display());
+    let run = run_sql(tmp.path(), &sql);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("needs an event-time column"), "{}", run.stderr);
+}
