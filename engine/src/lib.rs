@@ -16,6 +16,7 @@ pub mod error;
 pub mod event_time;
 pub mod explain;
 pub mod job;
+pub mod join;
 pub mod planner;
 pub mod runner;
 pub mod sql;

@@ -8,4 +8,5 @@ mod explain;
 mod sinks;
 mod sources;
 mod golden;
+mod temporal_joins;
 mod windows;

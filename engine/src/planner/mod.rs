@@ -28,6 +28,7 @@ use crate::connect::create_source;
 use crate::error::{EngineError, Result};
 use crate::event_time::WatermarkConfig;
 use crate::job::JobSpec;
+use crate::join::IntervalJoinRule;
 use crate::window::StreamingAggregateRule;
 
 /// A job ready to run: its DataFusion context, physical plan and live sources.
@@ -64,6 +65,7 @@ pub fn new_context(
     memory_mb: Option<usize>,
     streaming: StreamingAggregateRule,
 ) -> datafusion::error::Result<SessionContext> {
+    let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(batch_size)
@@ -78,6 +80,7 @@ pub fn new_context(
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
     rules.insert(at, Arc::new(streaming));
+    rules.insert(at, Arc::new(joins));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime.build_arc()?)

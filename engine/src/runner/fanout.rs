@@ -61,6 +61,9 @@ impl SinkHandle {
     }
 }
 
+/// How long written rows may wait in a sink's buffers once the stream goes quiet.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy: FailureStrategy) -> Result<(), ConnectorError> {
     let FailureStrategy::RetryWithBackoff { max_retries, backoff } = strategy else {
         return sink.write(batch).await;
@@ -90,11 +93,35 @@ async fn drive(
     metrics: Arc<ConnectorMetrics>,
     fatal: mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
-    while let Some(batch) = rx.recv().await {
+    // Rows written are flushed within FLUSH_EVERY once the stream goes quiet, so a reader of
+    // the sink (a tailed file) sees them; under load the sink's own buffering decides.
+    let mut dirty = false;
+    let mut last_flush = std::time::Instant::now();
+    loop {
+        let next = if dirty {
+            match tokio::time::timeout(FLUSH_EVERY.saturating_sub(last_flush.elapsed()), rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    if let Err(e) = sink.flush().await {
+                        warn!(job = %job, sink = sink.name(), "flush failed: {e}");
+                    }
+                    dirty = false;
+                    last_flush = std::time::Instant::now();
+                    continue;
+                }
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(batch) = next else { break };
         match write_with_strategy(sink.as_mut(), &batch, strategy).await {
             Ok(()) => {
                 metrics.add_batch(batch.num_rows());
                 failed.store(false, Ordering::Relaxed);
+                if !dirty {
+                    dirty = true;
+                    last_flush = std::time::Instant::now();
+                }
             }
             Err(e) => {
                 metrics.add_errors(1);

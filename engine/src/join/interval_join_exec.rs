@@ -1,0 +1,466 @@
+//! `IntervalJoinExec`: a symmetric hash join of two streams whose rows match when their keys
+//! are equal and their event times are within a band. Each side keeps the rows that may still
+//! find a partner; the other side's watermark evicts them. INNER, LEFT, RIGHT and FULL OUTER:
+//! an outer row that found no partner is emitted null-padded once the watermark has passed its
+//! band (it can no longer match), and never retracted.
+//!
+//! ```sql
+//! SELECT c.user_id, c.page, p.amount
+//! FROM clicks c LEFT JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '5' MINUTES
+//! WITH ('clicks.event_time' = 'ts', 'purchases.event_time' = 'ts', 'clicks.watermark.delay' = '10s', …)
+//! ```
+//!
+//! A batch arriving on one side is hashed on its keys (DataFusion's vectorised hashing), probed
+//! against the other side's index, and the candidate pairs are checked with Arrow kernels: keys
+//! equal and the whole join condition (time band included) true. Rows whose own side's
+//! watermark has passed them are late: counted (`late_rows_dropped`) and dropped, since their
+//! partners may already be gone.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::kernels::cmp::{eq, lt};
+use datafusion::arrow::compute::{and, filter, filter_record_batch, is_null, max, not, take_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, JoinSide, JoinType, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExprRef};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream};
+use futures::StreamExt;
+
+use super::time_band::TimeBand;
+use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
+
+/// What an interval join needs, shared by the plan node and its task.
+#[derive(Debug)]
+pub struct IntervalJoinConfig {
+    /// Equi-join keys: (left expression, right expression).
+    pub on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
+    /// The rest of the join condition, time band included.
+    pub filter: Option<JoinFilter>,
+    /// INNER, LEFT, RIGHT or FULL.
+    pub join_type: JoinType,
+    /// The event-time band; `None` for a stream joined to a table (rows of one side are kept
+    /// until the other side has ended).
+    pub band: Option<TimeBand>,
+    /// How each side's watermark moves.
+    pub watermark: WatermarkConfig,
+    /// Left columns then right columns (outer sides nullable).
+    pub join_schema: SchemaRef,
+    /// Columns of the join schema to output, if not all.
+    pub projection: Option<Vec<usize>>,
+    /// The output schema.
+    pub schema: SchemaRef,
+}
+
+/// The plan node. See the module documentation.
+#[derive(Debug)]
+pub struct IntervalJoinExec {
+    left: Arc<dyn ExecutionPlan>,
+    right: Arc<dyn ExecutionPlan>,
+    config: Arc<IntervalJoinConfig>,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl IntervalJoinExec {
+    /// An interval join of `left` and `right`.
+    pub fn new(left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, config: IntervalJoinConfig) -> Self {
+        let unbounded = left.boundedness().is_unbounded() || right.boundedness().is_unbounded();
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&config.schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            if unbounded { Boundedness::Unbounded { requires_infinite_memory: false } } else { Boundedness::Bounded },
+        );
+        Self { left, right, config: Arc::new(config), props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() }
+    }
+}
+
+impl DisplayAs for IntervalJoinExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let c = &self.config;
+        let on: Vec<String> = c.on.iter().map(|(l, r)| format!("({l}, {r})")).collect();
+        match &c.band {
+            Some(b) => write!(
+                f,
+                "IntervalJoinExec: join_type={:?}, on=[{}], band=right.{} - left.{} in [{}ms, {}ms], watermark={}",
+                c.join_type,
+                on.join(", "),
+                b.right_time,
+                b.left_time,
+                b.lo,
+                b.hi,
+                c.watermark.describe()
+            ),
+            None => write!(f, "IntervalJoinExec: join_type={:?}, on=[{}], band=none (stream to table: rows wait for the other side to end)", c.join_type, on.join(", ")),
+        }
+    }
+}
+
+impl ExecutionPlan for IntervalJoinExec {
+    fn name(&self) -> &str {
+        "IntervalJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.left, &self.right]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false, false]
+    }
+
+    fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        let c = &self.config;
+        let exprs = c.on.iter().flat_map(|(l, r)| [l, r]).chain(c.filter.as_ref().map(|f| f.expression()));
+        for e in exprs {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        let [left, right]: [Arc<dyn ExecutionPlan>; 2] = match children.try_into() {
+            Ok(c) => c,
+            Err(_) => return internal_err!("IntervalJoinExec takes two inputs"),
+        };
+        Ok(Arc::new(Self { left, right, config: Arc::clone(&self.config), props: Arc::clone(&self.props), metrics: ExecutionPlanMetricsSet::new() }))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("IntervalJoinExec has one output partition, asked for {partition}");
+        }
+        let mut inputs = Vec::new();
+        let mut counts = [0usize; 2];
+        for (s, plan) in [(0usize, &self.left), (1, &self.right)] {
+            let n = plan.output_partitioning().partition_count();
+            counts[s] = n;
+            for p in 0..n {
+                let stream = plan.execute(p, Arc::clone(&context))?;
+                let tagged = stream.map(move |r| (s, p, Some(r))).chain(futures::stream::once(async move { (s, p, None) }));
+                inputs.push(tagged.boxed());
+            }
+        }
+        let metrics = JoinMetrics {
+            baseline: BaselineMetrics::new(&self.metrics, 0),
+            late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
+            state_rows: MetricBuilder::new(&self.metrics).gauge("state_rows", 0),
+            state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
+        };
+        let config = Arc::clone(&self.config);
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&config.schema), 4);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut merged = futures::stream::select_all(inputs);
+            let mut op = Joiner::new(Arc::clone(&config), counts, metrics);
+            while let Some((side, p, item)) = merged.next().await {
+                let out = match item {
+                    Some(batch) => op.push(side, p, &batch?)?,
+                    None => op.finish(side, p)?,
+                };
+                for batch in out {
+                    if batch.num_rows() > 0 {
+                        op.metrics.baseline.record_output(batch.num_rows());
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            op.metrics.baseline.done();
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct JoinMetrics {
+    baseline: BaselineMetrics,
+    late: Count,
+    state_rows: Gauge,
+    state_bytes: Gauge,
+}
+
+/// Rows of one side kept for matching.
+struct Chunk {
+    batch: RecordBatch,
+    keys: Vec<ArrayRef>,
+    matched: Vec<bool>,
+    max_time: i64,
+}
+
+#[derive(Default)]
+struct SideState {
+    chunks: HashMap<u64, Chunk>,
+    next_id: u64,
+    index: HashMap<u64, Vec<(u64, u32)>>,
+    rows: usize,
+    stale: usize,
+}
+
+struct Joiner {
+    config: Arc<IntervalJoinConfig>,
+    sides: [SideState; 2],
+    watermarks: [PartitionWatermarks; 2],
+    hashes: Vec<u64>,
+    random: RandomState,
+    metrics: JoinMetrics,
+}
+
+fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+    expr.evaluate(batch)?.into_array(batch.num_rows())
+}
+
+impl Joiner {
+    fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics) -> Self {
+        let watermarks = [PartitionWatermarks::new(config.watermark, counts[0]), PartitionWatermarks::new(config.watermark, counts[1])];
+        Self { config, sides: [SideState::default(), SideState::default()], watermarks, hashes: Vec::new(), random: RandomState::with_seed(0x5eed), metrics }
+    }
+
+    fn preserved(&self, side: usize) -> bool {
+        matches!((side, self.config.join_type), (0, JoinType::Left | JoinType::Full) | (1, JoinType::Right | JoinType::Full))
+    }
+
+    fn times(&self, side: usize, batch: &RecordBatch) -> Result<Int64Array> {
+        let Some(band) = &self.config.band else {
+            // no band: every row is "on time"
+            return Ok(Int64Array::from(vec![0i64; batch.num_rows()]));
+        };
+        let (expr, scale) = if side == 0 { (&band.left_time, band.left_scale) } else { (&band.right_time, band.right_scale) };
+        to_epoch_millis(&eval(expr, batch)?, scale)
+    }
+
+    fn keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        self.config.on.iter().map(|(l, r)| eval(if side == 0 { l } else { r }, batch)).collect()
+    }
+
+    /// Output rows for `batch` of `side` with nulls on the other side.
+    fn unmatched(&self, side: usize, batch: &RecordBatch) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let other_fields: Vec<_> = if side == 0 {
+            self.config.join_schema.fields().iter().skip(batch.num_columns()).cloned().collect()
+        } else {
+            let left_len = self.config.join_schema.fields().len() - batch.num_columns();
+            self.config.join_schema.fields().iter().take(left_len).cloned().collect()
+        };
+        let nulls: Vec<ArrayRef> = other_fields.iter().map(|f| new_null_array(f.data_type(), n)).collect();
+        let columns = if side == 0 { batch.columns().iter().cloned().chain(nulls).collect() } else { nulls.into_iter().chain(batch.columns().iter().cloned()).collect() };
+        self.output(columns, n)
+    }
+
+    fn output(&self, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        let full = RecordBatch::try_new_with_options(Arc::clone(&self.config.join_schema), columns, &options)?;
+        Ok(match &self.config.projection {
+            Some(p) => full.project(p)?,
+            None => full,
+        })
+    }
+
+    fn push(&mut self, side: usize, p: usize, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        if batch.num_rows() == 0 {
+            return Ok(out);
+        }
+        let times = self.times(side, batch)?;
+        // rows without a time cannot be placed in the band
+        let untimed = is_null(&times)?;
+        if untimed.true_count() > 0 && self.preserved(side) {
+            out.push(self.unmatched(side, &filter_record_batch(batch, &untimed)?)?);
+        }
+        // late: behind this side's own watermark, partners may be gone
+        let wm = if self.config.band.is_some() { self.watermarks[side].current() } else { i64::MIN };
+        let late = lt(&times, &Int64Array::new_scalar(wm))?;
+        self.metrics.late.add(late.true_count());
+        let keep = and(&not(&untimed)?, &not(&late)?)?;
+        self.watermarks[side].observe(p, max(&times));
+        if keep.true_count() > 0 {
+            let (batch, times) = if keep.true_count() == batch.num_rows() {
+                (batch.clone(), times)
+            } else {
+                (filter_record_batch(batch, &keep)?, filter(&times, &keep)?.as_primitive().clone())
+            };
+            let keys = self.keys(side, &batch)?;
+            self.hashes.clear();
+            self.hashes.resize(batch.num_rows(), 0);
+            create_hashes(&keys, &self.random, &mut self.hashes)?;
+            let matched = self.probe(side, &batch, &keys, &mut out)?;
+            self.insert(side, batch, keys, matched, max(&times).unwrap_or(i64::MIN));
+        }
+        let advanced = self.watermarks[side].advance().is_some();
+        if advanced || self.watermarks[1 - side].all_finished() {
+            self.evict(&mut out)?;
+        }
+        self.update_state_metrics();
+        Ok(out)
+    }
+
+    fn finish(&mut self, side: usize, p: usize) -> Result<Vec<RecordBatch>> {
+        self.watermarks[side].finish(p);
+        let mut out = Vec::new();
+        if self.watermarks[side].advance().is_some() {
+            self.evict(&mut out)?;
+        }
+        self.update_state_metrics();
+        Ok(out)
+    }
+
+    /// Matches `batch` of `side` against the other side's rows; returns which rows matched.
+    fn probe(&mut self, side: usize, batch: &RecordBatch, keys: &[ArrayRef], out: &mut Vec<RecordBatch>) -> Result<Vec<bool>> {
+        let other = 1 - side;
+        let mut matched = vec![false; batch.num_rows()];
+        // candidate pairs per chunk of the other side
+        let mut per_chunk: HashMap<u64, (Vec<u32>, Vec<u32>)> = HashMap::new();
+        for (i, h) in self.hashes.iter().enumerate() {
+            if let Some(refs) = self.sides[other].index.get(h) {
+                for &(chunk, row) in refs {
+                    if self.sides[other].chunks.contains_key(&chunk) {
+                        let e = per_chunk.entry(chunk).or_default();
+                        e.0.push(i as u32);
+                        e.1.push(row);
+                    }
+                }
+            }
+        }
+        let mut chunk_ids: Vec<u64> = per_chunk.keys().copied().collect();
+        chunk_ids.sort_unstable();
+        for id in chunk_ids {
+            let Some((mine, theirs)) = per_chunk.remove(&id) else { continue };
+            let mine = UInt32Array::from(mine);
+            let theirs = UInt32Array::from(theirs);
+            let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
+            let a = take_record_batch(batch, &mine)?;
+            let b = take_record_batch(&chunk.batch, &theirs)?;
+            // keys equal (a null key matches nothing)
+            let mut mask: Option<BooleanArray> = None;
+            for (mk, tk) in keys.iter().zip(&chunk.keys) {
+                let x = datafusion::arrow::compute::take(mk.as_ref(), &mine, None)?;
+                let y = datafusion::arrow::compute::take(tk.as_ref(), &theirs, None)?;
+                let e = eq(&x, &y)?;
+                mask = Some(match mask {
+                    Some(m) => and(&m, &e)?,
+                    None => e,
+                });
+            }
+            let (left, right) = if side == 0 { (&a, &b) } else { (&b, &a) };
+            if let Some(f) = &self.config.filter {
+                let columns: Vec<ArrayRef> = f
+                    .column_indices()
+                    .iter()
+                    .map(|ci| if ci.side == JoinSide::Left { Arc::clone(left.column(ci.index)) } else { Arc::clone(right.column(ci.index)) })
+                    .collect();
+                let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(left.num_rows()));
+                let fb = RecordBatch::try_new_with_options(Arc::clone(f.schema()), columns, &options)?;
+                let fm = eval(f.expression(), &fb)?.as_boolean().clone();
+                mask = Some(match mask {
+                    Some(m) => and(&m, &fm)?,
+                    None => fm,
+                });
+            }
+            let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; left.num_rows()]));
+            if mask.true_count() == 0 {
+                continue;
+            }
+            let l = filter_record_batch(left, &mask)?;
+            let r = filter_record_batch(right, &mask)?;
+            let rows = l.num_rows();
+            out.push(self.output(l.columns().iter().chain(r.columns()).cloned().collect(), rows)?);
+            let mine_m = filter(&mine, &mask)?;
+            let theirs_m = filter(&theirs, &mask)?;
+            for i in mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values() {
+                matched[*i as usize] = true;
+            }
+            if let Some(chunk) = self.sides[other].chunks.get_mut(&id) {
+                for i in theirs_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values() {
+                    chunk.matched[*i as usize] = true;
+                }
+            }
+        }
+        Ok(matched)
+    }
+
+    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, max_time: i64) {
+        let state = &mut self.sides[side];
+        let id = state.next_id;
+        state.next_id += 1;
+        for (row, h) in self.hashes.iter().enumerate() {
+            state.index.entry(*h).or_default().push((id, row as u32));
+        }
+        state.rows += batch.num_rows();
+        state.chunks.insert(id, Chunk { batch, keys, matched, max_time });
+    }
+
+    /// Drops the rows the other side's watermark has put out of reach, emitting the unmatched
+    /// rows of outer sides.
+    fn evict(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let band = self.config.band.as_ref().map(|b| (b.lo, b.hi));
+        for side in 0..2 {
+            let other_wm = self.watermarks[1 - side].current();
+            let other_done = self.watermarks[1 - side].all_finished();
+            // a left row at t meets right rows in [t+lo, t+hi]; a right row at t, left rows in [t-hi, t-lo]
+            let reach = |t: i64| match band {
+                Some((_, hi)) if side == 0 => t.saturating_add(hi),
+                Some((lo, _)) => t.saturating_sub(lo),
+                None => i64::MAX,
+            };
+            let expired: Vec<u64> =
+                self.sides[side].chunks.iter().filter(|(_, c)| other_done || reach(c.max_time) < other_wm).map(|(id, _)| *id).collect();
+            let mut expired = expired;
+            expired.sort_unstable();
+            for id in expired {
+                let Some(chunk) = self.sides[side].chunks.remove(&id) else { continue };
+                self.sides[side].rows -= chunk.batch.num_rows();
+                self.sides[side].stale += chunk.batch.num_rows();
+                if self.preserved(side) {
+                    let unmatched = BooleanArray::from(chunk.matched.iter().map(|m| !m).collect::<Vec<bool>>());
+                    if unmatched.true_count() > 0 {
+                        out.push(self.unmatched(side, &filter_record_batch(&chunk.batch, &unmatched)?)?);
+                    }
+                }
+            }
+            // compact the index once stale entries outnumber live ones
+            let state = &mut self.sides[side];
+            if state.stale > state.rows.max(4096) {
+                let chunks = &state.chunks;
+                state.index.retain(|_, refs| {
+                    refs.retain(|(c, _)| chunks.contains_key(c));
+                    !refs.is_empty()
+                });
+                state.stale = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn update_state_metrics(&self) {
+        let rows: usize = self.sides.iter().map(|s| s.rows).sum();
+        let bytes: usize = self
+            .sides
+            .iter()
+            .map(|s| s.chunks.values().map(|c| c.batch.get_array_memory_size()).sum::<usize>() + s.index.len() * 48 + (s.rows + s.stale) * 12)
+            .sum();
+        self.metrics.state_rows.set(rows);
+        self.metrics.state_bytes.set(bytes);
+    }
+}

@@ -1,0 +1,15 @@
+//! Temporal joins of streams: `JOIN … WITHIN INTERVAL` and joins whose condition bounds the
+//! difference of the two sides' event times, run by [`IntervalJoinExec`] with state evicted as
+//! the watermarks advance.
+//!
+//! ```sql
+//! SELECT c.user_id, p.amount FROM clicks c JOIN purchases p
+//!   ON c.user_id = p.user_id AND p.ts BETWEEN c.ts - INTERVAL '10' SECOND AND c.ts + INTERVAL '5' SECOND
+//! ```
+
+pub mod interval_join_exec;
+pub mod planner_rule;
+pub mod time_band;
+
+pub use interval_join_exec::IntervalJoinExec;
+pub use planner_rule::IntervalJoinRule;

@@ -1,0 +1,138 @@
+//! The physical optimizer rule that puts [`IntervalJoinExec`] in place of DataFusion's hash
+//! joins (and the symmetric hash join it picks for two unbounded inputs, which cannot evict
+//! state without sorted inputs) when the join condition bounds the event-time difference and
+//! the job is a stream: an unbounded input, or a `watermark.delay` that asks for bounded state.
+//!
+//! A stream joined to a table (one input unbounded, the other bounded) takes the same operator
+//! without a band: DataFusion's hash join would hold its output rows until a full batch, which
+//! on a slow stream may never come; ours emits each probe's matches at once.
+//!
+//! ```sql
+//! SELECT * FROM clicks c JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '5' MINUTES
+//! -- HashJoinExec / SymmetricHashJoinExec → IntervalJoinExec(band = ±5 min)
+//! SELECT o.*, c.name FROM orders o LEFT JOIN customers c ON o.customer_id = c.customer_id
+//! -- orders tailed, customers a file → IntervalJoinExec(band = none)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{plan_err, JoinType, Result};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+use datafusion::physical_plan::joins::{HashJoinExec, SymmetricHashJoinExec};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_expr::PhysicalExprRef;
+
+use super::interval_join_exec::{IntervalJoinConfig, IntervalJoinExec};
+use super::time_band::find_time_band;
+use crate::event_time::WatermarkConfig;
+
+/// The job's settings the rule plans with.
+#[derive(Debug, Clone, Default)]
+pub struct IntervalJoinRule {
+    /// How watermarks move.
+    pub watermark: WatermarkConfig,
+    /// Integer event-time columns in epoch seconds, by name, with their multiplier to ms.
+    pub int_scales: HashMap<String, i64>,
+}
+
+/// The input without the repartitioning DataFusion put in for its own join.
+fn strip_exchange(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if plan.downcast_ref::<RepartitionExec>().is_some() || plan.downcast_ref::<CoalescePartitionsExec>().is_some() {
+        if let Some(child) = plan.children().first() {
+            return strip_exchange(child);
+        }
+    }
+    Arc::clone(plan)
+}
+
+struct JoinParts<'a> {
+    left: &'a Arc<dyn ExecutionPlan>,
+    right: &'a Arc<dyn ExecutionPlan>,
+    on: &'a [(PhysicalExprRef, PhysicalExprRef)],
+    filter: Option<&'a JoinFilter>,
+    join_type: JoinType,
+    join_schema: datafusion::arrow::datatypes::SchemaRef,
+    projection: Option<Vec<usize>>,
+}
+
+impl PhysicalOptimizerRule for IntervalJoinRule {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let parts = if let Some(j) = node.downcast_ref::<HashJoinExec>() {
+                Some(JoinParts {
+                    left: j.left(),
+                    right: j.right(),
+                    on: j.on(),
+                    filter: j.filter(),
+                    join_type: *j.join_type(),
+                    join_schema: Arc::clone(j.join_schema()),
+                    projection: j.projection.as_ref().map(|p| p.to_vec()),
+                })
+            } else if let Some(j) = node.downcast_ref::<SymmetricHashJoinExec>() {
+                Some(JoinParts { left: j.left(), right: j.right(), on: j.on(), filter: j.filter(), join_type: *j.join_type(), join_schema: j.schema(), projection: None })
+            } else {
+                None
+            };
+            match parts {
+                Some(p) => match self.rewrite(&p, node.schema())? {
+                    Some(new) => Ok(Transformed::yes(new)),
+                    None => Ok(Transformed::no(node)),
+                },
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "ferris_interval_join"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+impl IntervalJoinRule {
+    fn rewrite(&self, j: &JoinParts, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if !matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full) || j.on.is_empty() {
+            return Ok(None);
+        }
+        let (lu, ru) = (j.left.boundedness().is_unbounded(), j.right.boundedness().is_unbounded());
+        if !(lu || ru || self.watermark.delay_ms.is_some()) {
+            return Ok(None);
+        }
+        let band = match j.filter {
+            Some(f) => find_time_band(f, &self.int_scales)?,
+            None => None,
+        };
+        if band.is_none() {
+            if lu && ru {
+                return plan_err!(
+                    "a join of two unbounded streams needs a time bound, or its state would grow forever: add WITHIN INTERVAL '5' MINUTES after the ON condition, or bound the event times (b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …)"
+                );
+            }
+            if !(lu || ru) {
+                // bounded inputs without a band: DataFusion's hash join is the right tool
+                return Ok(None);
+            }
+        }
+        let config = IntervalJoinConfig {
+            on: j.on.to_vec(),
+            filter: j.filter.cloned(),
+            join_type: j.join_type,
+            band,
+            watermark: self.watermark,
+            join_schema: Arc::clone(&j.join_schema),
+            projection: j.projection.clone(),
+            schema,
+        };
+        Ok(Some(Arc::new(IntervalJoinExec::new(strip_exchange(j.left), strip_exchange(j.right), config))))
+    }
+}

@@ -1,0 +1,142 @@
+//! Finds the time band of a join condition: the bounds on `right time − left time` that
+//! `WITHIN INTERVAL` or an explicit `BETWEEN` puts on matching rows. The band tells the
+//! interval join how long a row can still find a partner, so its state can be evicted.
+//!
+//! ```sql
+//! ON a.k = b.k AND a.ts BETWEEN b.ts - INTERVAL '10' SECOND AND b.ts + INTERVAL '5' SECOND
+//! -- right time − left time ∈ [−5 s, +10 s]
+//! ON c.user_id = p.user_id WITHIN INTERVAL '30' MINUTES
+//! -- right time − left time ∈ [−30 min, +30 min]
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{JoinSide, Result, ScalarValue};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::utils::{collect_columns, split_conjunction};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::joins::utils::JoinFilter;
+
+/// The band of a join: `right_time − left_time ∈ [lo, hi]` (milliseconds).
+#[derive(Debug, Clone)]
+pub struct TimeBand {
+    /// The left side's event time, over the left input's columns.
+    pub left_time: Arc<dyn PhysicalExpr>,
+    /// The right side's event time, over the right input's columns.
+    pub right_time: Arc<dyn PhysicalExpr>,
+    /// Multiplier to milliseconds of an integer left time (1000 for epoch seconds).
+    pub left_scale: i64,
+    /// The same for the right time.
+    pub right_scale: i64,
+    /// Smallest `right − left`, in ms.
+    pub lo: i64,
+    /// Largest `right − left`, in ms.
+    pub hi: i64,
+}
+
+/// An expression without its `± constant`, and the constant (ms for intervals, as written for
+/// numbers).
+fn peel(expr: &Arc<dyn PhysicalExpr>) -> (Arc<dyn PhysicalExpr>, i64, bool) {
+    if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
+        if matches!(b.op(), Operator::Plus | Operator::Minus) {
+            if let Some((c, interval)) = constant(b.right()) {
+                let (base, inner, iv) = peel(b.left());
+                let c = if *b.op() == Operator::Minus { -c } else { c };
+                return (base, inner + c, iv || interval);
+            }
+        }
+    }
+    (Arc::clone(expr), 0, false)
+}
+
+/// A literal's value in ms (intervals) or as written (integers); `true` when an interval.
+fn constant(expr: &Arc<dyn PhysicalExpr>) -> Option<(i64, bool)> {
+    let lit = expr.downcast_ref::<Literal>()?;
+    Some(match lit.value() {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => (i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000, true),
+        ScalarValue::IntervalDayTime(Some(v)) => (i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds), true),
+        ScalarValue::Int64(Some(v)) => (*v, false),
+        ScalarValue::Int32(Some(v)) => (i64::from(*v), false),
+        ScalarValue::UInt32(Some(v)) => (i64::from(*v), false),
+        ScalarValue::UInt64(Some(v)) => (i64::try_from(*v).ok()?, false),
+        _ => return None,
+    })
+}
+
+/// The one side every column of `expr` comes from.
+fn side_of(expr: &Arc<dyn PhysicalExpr>, filter: &JoinFilter) -> Option<JoinSide> {
+    let mut side = None;
+    for c in collect_columns(expr) {
+        let s = filter.column_indices().get(c.index())?.side;
+        match side {
+            None => side = Some(s),
+            Some(x) if x == s => {}
+            Some(_) => return None,
+        }
+    }
+    side.filter(|s| *s != JoinSide::None)
+}
+
+/// `expr` over the filter's columns, rewritten over its side's input columns.
+fn to_input_columns(expr: &Arc<dyn PhysicalExpr>, filter: &JoinFilter) -> Result<Arc<dyn PhysicalExpr>> {
+    Arc::clone(expr)
+        .transform(|e| {
+            if let Some(c) = e.downcast_ref::<Column>() {
+                if let Some(ci) = filter.column_indices().get(c.index()) {
+                    return Ok(Transformed::yes(Arc::new(Column::new(c.name(), ci.index)) as Arc<dyn PhysicalExpr>));
+                }
+            }
+            Ok(Transformed::no(e))
+        })
+        .map(|t| t.data)
+}
+
+fn scale_of(expr: &Arc<dyn PhysicalExpr>, scales: &HashMap<String, i64>) -> i64 {
+    expr.downcast_ref::<Column>().and_then(|c| scales.get(c.name())).copied().unwrap_or(1)
+}
+
+/// The band of `filter`, if its conjuncts bound the time difference from both sides.
+/// `int_scales` names integer event-time columns in epoch seconds.
+pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) -> Result<Option<TimeBand>> {
+    let mut left_time: Option<Arc<dyn PhysicalExpr>> = None;
+    let mut right_time: Option<Arc<dyn PhysicalExpr>> = None;
+    let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+    for conjunct in split_conjunction(filter.expression()) {
+        let Some(b) = conjunct.downcast_ref::<BinaryExpr>() else { continue };
+        let op = *b.op();
+        if !matches!(op, Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq) {
+            continue;
+        }
+        let (a, ca, _) = peel(b.left());
+        let (c, cc, _) = peel(b.right());
+        let (Some(sa), Some(sc)) = (side_of(&a, filter), side_of(&c, filter)) else { continue };
+        if sa == sc {
+            continue;
+        }
+        // write it as: right + r_off  op'  left + l_off
+        let (r, r_off, l, l_off, op) = if sa == JoinSide::Right { (a, ca, c, cc, op) } else { (c, cc, a, ca, op.swap().unwrap_or(op)) };
+        let same = |slot: &Option<Arc<dyn PhysicalExpr>>, e: &Arc<dyn PhysicalExpr>| slot.as_ref().is_none_or(|s| s.as_ref() == e.as_ref());
+        if !same(&left_time, &l) || !same(&right_time, &r) {
+            continue;
+        }
+        // right − left  op'  l_off − r_off
+        let bound = l_off - r_off;
+        match op {
+            Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(bound, |x| x.max(bound))),
+            _ => hi = Some(hi.map_or(bound, |x| x.min(bound))),
+        }
+        left_time = Some(l);
+        right_time = Some(r);
+    }
+    let (Some(l), Some(r), Some(lo), Some(hi)) = (left_time, right_time, lo, hi) else { return Ok(None) };
+    let left_time = to_input_columns(&l, filter)?;
+    let right_time = to_input_columns(&r, filter)?;
+    let left_scale = scale_of(&left_time, int_scales);
+    let right_scale = scale_of(&right_time, int_scales);
+    // integer offsets are in the columns' unit
+    let unit = left_scale.max(right_scale);
+    Ok(Some(TimeBand { left_time, right_time, left_scale, right_scale, lo: lo.saturating_mul(unit), hi: hi.saturating_mul(unit) }))
+}
