@@ -9,4 +9,5 @@ mod sinks;
 mod sources;
 mod golden;
 mod temporal_joins;
+mod window_functions;
 mod windows;

@@ -92,7 +92,7 @@ async fn interval_joins_equal_the_batch_join() {
 
 /// Starts a job, waits until `out` holds `rows` lines (or a deadline), stops it with SIGINT and
 /// returns its stderr.
-fn run_until_rows(dir: &Path, sql: &str, out: &Path, rows: usize) -> String {
+pub fn run_until_rows(dir: &Path, sql: &str, out: &Path, rows: usize) -> String {
     std::fs::write(dir.join("job.sql"), sql).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
         .args(["run", "job.sql", "--no-progress"])

@@ -8,6 +8,7 @@
 
 pub mod time_column;
 pub mod watermark;
+pub mod watermark_sort;
 
 pub use time_column::to_epoch_millis;
 pub use watermark::{PartitionWatermarks, WatermarkConfig};

@@ -9,6 +9,7 @@
 pub mod functions;
 pub mod latency;
 pub mod source_table;
+pub mod window_functions;
 pub mod within;
 
 use std::collections::HashMap;
@@ -66,6 +67,7 @@ pub fn new_context(
     streaming: StreamingAggregateRule,
 ) -> datafusion::error::Result<SessionContext> {
     let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
+    let over = window_functions::StreamWindowFunctionRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
     let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(batch_size)
@@ -81,6 +83,7 @@ pub fn new_context(
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
     rules.insert(at, Arc::new(streaming));
     rules.insert(at, Arc::new(joins));
+    rules.insert(at, Arc::new(over));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime.build_arc()?)

@@ -1,0 +1,208 @@
+//! `WatermarkSortExec`: puts a stream in event-time order. Rows wait until the watermark has
+//! passed their time, then leave sorted by time (rows of equal time in arrival order). Rows
+//! behind the watermark on arrival are late: counted (`late_rows_dropped`) and dropped, since
+//! rows after them have already left.
+//!
+//! This is what lets DataFusion's window functions run on an unbounded stream: they need
+//! their input ordered by the `ORDER BY` of the `OVER` clause.
+//!
+//! ```sql
+//! SELECT device_id, ts, temperature,
+//!        LAG(temperature, 1) OVER (PARTITION BY device_id ORDER BY ts) AS previous
+//! FROM readings
+//! WITH ('readings.event_time' = 'ts', 'readings.watermark.delay' = '5s', 'readings.watch' = 'true', …)
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::kernels::cmp::lt;
+use datafusion::arrow::compute::{concat, concat_batches, filter, filter_record_batch, is_not_null, lexsort_to_indices, max, not, take_record_batch, SortColumn};
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream};
+use futures::StreamExt;
+
+use super::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
+
+/// The plan node. See the module documentation.
+#[derive(Debug)]
+pub struct WatermarkSortExec {
+    input: Arc<dyn ExecutionPlan>,
+    order: PhysicalSortExpr,
+    int_scale: i64,
+    watermark: WatermarkConfig,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl WatermarkSortExec {
+    /// Orders `input` by `order` (an ascending event-time expression).
+    pub fn new(input: Arc<dyn ExecutionPlan>, order: PhysicalSortExpr, int_scale: i64, watermark: WatermarkConfig) -> Self {
+        let schema = input.schema();
+        let mut eq = EquivalenceProperties::new(Arc::clone(&schema));
+        if let Some(lex) = LexOrdering::new(vec![order.clone()]) {
+            eq.add_ordering(lex);
+        }
+        let boundedness = match input.boundedness() {
+            Boundedness::Bounded => Boundedness::Bounded,
+            Boundedness::Unbounded { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
+        };
+        let props = PlanProperties::new(eq, Partitioning::UnknownPartitioning(1), EmissionType::Incremental, boundedness);
+        Self { input, order, int_scale, watermark, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() }
+    }
+}
+
+impl DisplayAs for WatermarkSortExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "WatermarkSortExec: order={}, watermark={}", self.order, self.watermark.describe())
+    }
+}
+
+impl ExecutionPlan for WatermarkSortExec {
+    fn name(&self) -> &str {
+        "WatermarkSortExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        f(&self.order.expr)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("WatermarkSortExec takes one input");
+        }
+        Ok(Arc::new(Self::new(children.swap_remove(0), self.order.clone(), self.int_scale, self.watermark)))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("WatermarkSortExec has one output partition, asked for {partition}");
+        }
+        let n = self.input.output_partitioning().partition_count();
+        let mut inputs = Vec::with_capacity(n);
+        for p in 0..n {
+            let stream = self.input.execute(p, Arc::clone(&context))?;
+            inputs.push(stream.map(move |r| (p, Some(r))).chain(futures::stream::once(async move { (p, None) })).boxed());
+        }
+        let mut state = SortState {
+            time: Arc::clone(&self.order.expr),
+            int_scale: self.int_scale,
+            watermarks: PartitionWatermarks::new(self.watermark, n),
+            buffer: Vec::new(),
+            schema: self.schema(),
+            late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
+            untimed: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
+            state_rows: MetricBuilder::new(&self.metrics).gauge("state_rows", 0),
+        };
+        let baseline = BaselineMetrics::new(&self.metrics, 0);
+        let mut builder = RecordBatchReceiverStream::builder(self.schema(), 4);
+        let tx = builder.tx();
+        builder.spawn(async move {
+            let mut merged = futures::stream::select_all(inputs);
+            while let Some((p, item)) = merged.next().await {
+                let out = match item {
+                    Some(batch) => state.push(p, batch?)?,
+                    None => {
+                        state.watermarks.finish(p);
+                        state.release()?
+                    }
+                };
+                if let Some(batch) = out {
+                    baseline.record_output(batch.num_rows());
+                    if tx.send(Ok(batch)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            baseline.done();
+            Ok(())
+        });
+        Ok(builder.build())
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+struct SortState {
+    time: Arc<dyn PhysicalExpr>,
+    int_scale: i64,
+    watermarks: PartitionWatermarks,
+    buffer: Vec<(RecordBatch, Int64Array)>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    late: Count,
+    untimed: Count,
+    state_rows: Gauge,
+}
+
+impl SortState {
+    fn push(&mut self, p: usize, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let times = to_epoch_millis(&self.time.evaluate(&batch)?.into_array(batch.num_rows())?, self.int_scale)?;
+        let timed = is_not_null(&times)?;
+        self.untimed.add(batch.num_rows() - timed.true_count());
+        let wm = self.watermarks.current();
+        let late = lt(&times, &Int64Array::new_scalar(wm))?;
+        self.late.add(late.true_count());
+        let keep = datafusion::arrow::compute::and(&timed, &not(&late)?)?;
+        self.watermarks.observe(p, max(&times));
+        if keep.true_count() > 0 {
+            let b = filter_record_batch(&batch, &keep)?;
+            let t = filter(&times, &keep)?.as_primitive::<Int64Type>().clone();
+            self.buffer.push((b, t));
+        }
+        self.release()
+    }
+
+    /// Emits, in time order, every buffered row before the watermark.
+    fn release(&mut self) -> Result<Option<RecordBatch>> {
+        if self.watermarks.advance().is_none() || self.buffer.is_empty() {
+            self.state_rows.set(self.buffer.iter().map(|(b, _)| b.num_rows()).sum());
+            return Ok(None);
+        }
+        let wm = self.watermarks.current();
+        let buffer = std::mem::take(&mut self.buffer);
+        let batches: Vec<RecordBatch> = buffer.iter().map(|(b, _)| b.clone()).collect();
+        let all = concat_batches(&self.schema, &batches)?;
+        let times: Vec<&dyn datafusion::arrow::array::Array> = buffer.iter().map(|(_, t)| t as &dyn datafusion::arrow::array::Array).collect();
+        let times = concat(&times)?.as_primitive::<Int64Type>().clone();
+        let ready = lt(&times, &Int64Array::new_scalar(wm))?;
+        let waiting = not(&ready)?;
+        if waiting.true_count() > 0 {
+            self.buffer.push((filter_record_batch(&all, &waiting)?, filter(&times, &waiting)?.as_primitive::<Int64Type>().clone()));
+        }
+        self.state_rows.set(self.buffer.iter().map(|(b, _)| b.num_rows()).sum());
+        if ready.true_count() == 0 {
+            return Ok(None);
+        }
+        let out = filter_record_batch(&all, &ready)?;
+        let t: ArrayRef = filter(&times, &ready)?;
+        let arrival: ArrayRef = Arc::new(UInt32Array::from_iter_values(0..out.num_rows() as u32));
+        let order = lexsort_to_indices(&[SortColumn { values: t, options: None }, SortColumn { values: arrival, options: None }], None)?;
+        Ok(Some(take_record_batch(&out, &order)?))
+    }
+}

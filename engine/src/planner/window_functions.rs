@@ -1,0 +1,93 @@
+//! Window functions (`LAG`, `LEAD`, `ROW_NUMBER`, `FIRST_VALUE`, `LAST_VALUE`, aggregates
+//! `OVER (… ROWS BETWEEN 9 PRECEDING AND CURRENT ROW)`) on unbounded streams. DataFusion
+//! evaluates them incrementally when its input is ordered by the `ORDER BY` of the `OVER`
+//! clause, but orders the input with a sort that waits for the end of the stream. This rule
+//! replaces that sort with [`WatermarkSortExec`], which releases rows in event-time order as
+//! the watermark passes them, and lets the window operator keep one state per `PARTITION BY`
+//! key over that time-ordered input.
+//!
+//! ```sql
+//! SELECT device_id, ts, LAG(temperature, 1) OVER (PARTITION BY device_id ORDER BY ts) AS previous,
+//!        AVG(temperature) OVER (PARTITION BY device_id ORDER BY ts ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS avg10
+//! FROM readings
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{plan_err, Result};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, InputOrderMode};
+
+use crate::event_time::watermark_sort::WatermarkSortExec;
+use crate::event_time::WatermarkConfig;
+
+/// Plans window functions over unbounded inputs on event-time order.
+#[derive(Debug, Clone, Default)]
+pub struct StreamWindowFunctionRule {
+    /// How watermarks move.
+    pub watermark: WatermarkConfig,
+    /// Integer event-time columns in epoch seconds, by name, with their multiplier to ms.
+    pub int_scales: HashMap<String, i64>,
+}
+
+/// Below the sort DataFusion put in for the window: the input proper.
+fn below_sort(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    let is_exchange = plan.downcast_ref::<SortExec>().is_some()
+        || plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
+    if !is_exchange {
+        return None;
+    }
+    let child = plan.children().first().map(|c| Arc::clone(c))?;
+    Some(below_sort(&child).unwrap_or(child))
+}
+
+impl PhysicalOptimizerRule for StreamWindowFunctionRule {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let (exprs, input) = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+                (w.window_expr().to_vec(), Arc::clone(w.input()))
+            } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+                (w.window_expr().to_vec(), Arc::clone(w.input()))
+            } else {
+                return Ok(Transformed::no(node));
+            };
+            if !input.boundedness().is_unbounded() {
+                return Ok(Transformed::no(node));
+            }
+            let Some(source) = below_sort(&input) else { return Ok(Transformed::no(node)) };
+            let Some(order) = exprs.first().and_then(|e| e.order_by().first().cloned()) else {
+                return plan_err!("a window function on a stream needs ORDER BY <event time> in its OVER clause");
+            };
+            if order.options.descending {
+                return plan_err!("a window function on a stream can only order by event time ascending (ORDER BY {} DESC cannot be streamed)", order.expr);
+            }
+            if exprs.iter().any(|e| e.order_by().first().map(|o| o.expr.as_ref() != order.expr.as_ref()).unwrap_or(true)) {
+                return plan_err!("window functions on a stream must all ORDER BY the same event time");
+            }
+            let int_scale = order.expr.downcast_ref::<Column>().and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1);
+            let sorted = Arc::new(WatermarkSortExec::new(source, order, int_scale, self.watermark));
+            let window = BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?;
+            Ok(Transformed::yes(Arc::new(window) as Arc<dyn ExecutionPlan>))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "ferris_stream_window_functions"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
