@@ -1,0 +1,162 @@
+//! Property tests: for random streams (keys, spacing, disorder within the watermark delay,
+//! batch sizes) and random window and band sizes, the streaming operators planned by the
+//! engine give exactly the rows DataFusion computes in batch with the equivalent SQL.
+//!
+//! `PROPTEST_CASES=256 cargo test -p ferris-engine --test event_time_properties` for a longer run.
+
+use std::path::Path;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{JsonReadOptions, SessionContext};
+use ferris_engine::job::analysis::analyze_sql;
+use ferris_engine::planner::plan_job;
+use proptest::prelude::*;
+
+const BASE: i64 = 1_700_000_000_000;
+
+/// One generated row: arrival order is the vector's order.
+#[derive(Debug, Clone)]
+struct Row {
+    ts: i64,
+    key: u8,
+    amount: i64,
+}
+
+/// Rows roughly `step` ms apart, each moved back by up to `disorder` ms.
+fn rows(max_rows: usize, keys: u8) -> impl Strategy<Value = (Vec<Row>, i64)> {
+    (1i64..3000, 0i64..5000).prop_flat_map(move |(step, disorder)| {
+        let row = (0i64..step, 0i64..=disorder, 0u8..keys, 1i64..100);
+        (prop::collection::vec(row, 1..max_rows), Just(step), Just(disorder))
+    })
+    .prop_map(|(raw, step, disorder)| {
+        let rows = raw.into_iter().enumerate().map(|(i, (jitter, back, key, amount))| Row { ts: BASE + i as i64 * step + jitter - back, key, amount }).collect();
+        (rows, disorder)
+    })
+}
+
+fn write(path: &Path, rows: &[Row]) {
+    let text: String = rows.iter().map(|r| format!("{{\"ts\":{},\"k\":\"k{}\",\"amount\":{}}}\n", r.ts, r.key, r.amount)).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn lines(batches: &[RecordBatch]) -> Vec<String> {
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let mut v: Vec<String> = String::from_utf8(buf).unwrap().lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn source(name: &str, path: &Path, delay: i64, batch: usize) -> String {
+    format!(
+        "'{name}.type' = 'file_source', '{name}.path' = '{}', '{name}.format' = 'jsonlines', '{name}.event_time' = 'ts', \
+         '{name}.watermark.delay' = '{delay}ms', '{name}.batch.size' = '{batch}'",
+        path.display()
+    )
+}
+
+/// Runs `sql` through the engine (planned as a stream) and `batch_sql` through DataFusion.
+fn compare(sql: &str, batch_sql: &str, tables: &[(&str, &Path)]) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let spec = analyze_sql(sql).unwrap().remove(0).unwrap();
+        let job = plan_job(spec).await.map_err(|e| TestCaseError::fail(format!("{sql}: {e}")))?;
+        let explained = datafusion::physical_plan::displayable(job.plan.as_ref()).indent(true).to_string();
+        prop_assert!(explained.contains("WindowAggregateExec") || explained.contains("IntervalJoinExec"), "not planned as a stream:\n{explained}");
+        let got = lines(&datafusion::physical_plan::collect(job.plan, job.ctx.task_ctx()).await.unwrap());
+        let ctx = SessionContext::new();
+        for (name, path) in tables {
+            ctx.register_json(*name, path.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
+        }
+        let want = lines(&ctx.sql(batch_sql).await.unwrap().collect().await.unwrap());
+        prop_assert_eq!(got, want, "{}", sql);
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32), ..ProptestConfig::default() })]
+
+    #[test]
+    fn tumbling_windows((data, disorder) in rows(300, 4), size in 1i64..20_000, batch in 1usize..64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        write(&path, &data);
+        let sql = format!(
+            "SELECT window_start, window_end, k, COUNT(*) AS n, SUM(amount) AS total, MAX(amount) AS hi FROM s \
+             GROUP BY TUMBLE(ts, INTERVAL '{size} milliseconds'), k WITH ({})",
+            source("s", &path, disorder, batch)
+        );
+        let batch_sql = format!(
+            "SELECT to_timestamp_millis(ts / {size} * {size}) AS window_start, to_timestamp_millis(ts / {size} * {size} + {size}) AS window_end, \
+             k, COUNT(*) AS n, SUM(amount) AS total, MAX(amount) AS hi FROM s GROUP BY 1, 2, 3"
+        );
+        compare(&sql, &batch_sql, &[("s", &path)])?;
+    }
+
+    #[test]
+    fn sliding_windows((data, disorder) in rows(200, 3), slide in 1i64..8_000, factor in 1i64..5, extra in 0i64..3_000, batch in 1usize..64) {
+        let size = slide * factor + extra.min(slide - 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        write(&path, &data);
+        let sql = format!(
+            "SELECT window_start, window_end, k, COUNT(*) AS n, SUM(amount) AS total FROM s \
+             GROUP BY HOP(ts, INTERVAL '{slide} milliseconds', INTERVAL '{size} milliseconds'), k WITH ({})",
+            source("s", &path, disorder, batch)
+        );
+        let back: Vec<String> = (0..=size / slide + 1).map(|i| format!("({i})")).collect();
+        let start = format!("(ts / {slide} * {slide} - w.i * {slide})");
+        let batch_sql = format!(
+            "SELECT to_timestamp_millis({start}) AS window_start, to_timestamp_millis({start} + {size}) AS window_end, k, COUNT(*) AS n, SUM(amount) AS total \
+             FROM s CROSS JOIN (VALUES {}) AS w(i) WHERE ts < {start} + {size} GROUP BY 1, 2, 3",
+            back.join(", ")
+        );
+        compare(&sql, &batch_sql, &[("s", &path)])?;
+    }
+
+    #[test]
+    fn session_windows((data, disorder) in rows(200, 3), gap in 1i64..10_000, batch in 1usize..64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        write(&path, &data);
+        let sql = format!(
+            "SELECT window_start, window_end, k, COUNT(*) AS n, SUM(amount) AS total FROM s \
+             GROUP BY SESSION(ts, INTERVAL '{gap} milliseconds'), k WITH ({})",
+            source("s", &path, disorder, batch)
+        );
+        let batch_sql = format!(
+            "WITH o AS (SELECT k, ts, amount, CASE WHEN ts - LAG(ts) OVER (PARTITION BY k ORDER BY ts) < {gap} THEN 0 ELSE 1 END AS brk FROM s), \
+             g AS (SELECT *, SUM(brk) OVER (PARTITION BY k ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM o) \
+             SELECT to_timestamp_millis(MIN(ts)) AS window_start, to_timestamp_millis(MAX(ts) + {gap}) AS window_end, k, COUNT(*) AS n, SUM(amount) AS total \
+             FROM g GROUP BY k, sid"
+        );
+        compare(&sql, &batch_sql, &[("s", &path)])?;
+    }
+
+    #[test]
+    fn interval_joins(
+        (left, ld) in rows(150, 4),
+        (right, rd) in rows(150, 4),
+        lower in 0i64..5_000,
+        upper in 0i64..5_000,
+        kind in prop::sample::select(vec!["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]),
+        batch in 1usize..64,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (lp, rp) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        write(&lp, &left);
+        write(&rp, &right);
+        let cols = "a.k AS ak, a.ts AS ats, b.ts AS bts, a.amount AS aa, b.amount AS ba";
+        let on = format!("a.k = b.k AND b.ts BETWEEN a.ts - {lower} AND a.ts + {upper}");
+        let sql = format!("SELECT {cols} FROM a {kind} b ON {on} WITH ({}, {})", source("a", &lp, ld, batch), source("b", &rp, rd, batch));
+        let batch_sql = format!("SELECT {cols} FROM a {kind} b ON {on}");
+        compare(&sql, &batch_sql, &[("a", &lp), ("b", &rp)])?;
+    }
+}
