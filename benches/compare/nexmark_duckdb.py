@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs Nexmark q0-q4 on DuckDB over the same Parquet files `ferris-bench` generates, streaming
+"""Runs Nexmark q0-q5, q7 and q8 on DuckDB over the same Parquet files `ferris-bench` generates, streaming
 the results out as Arrow batches and discarding them (as FerrisStreams' blackhole sink does).
 Prints events read per second, to put `benches/results/nexmark-*.md` in ratio.
 
@@ -22,6 +22,17 @@ QUERIES = {
     "q4": ("SELECT q.category, AVG(q.final) FROM (SELECT MAX(b.price) AS final, a.category FROM auction a "
            "JOIN bid b ON a.id = b.auction WHERE b.date_time BETWEEN a.date_time AND a.expires "
            "GROUP BY a.id, a.category) q GROUP BY q.category", ["auction", "bid"]),
+    # HOP(2 s, 10 s): each bid falls in 5 windows
+    "q5": ("WITH ab AS (SELECT auction, COUNT(*) AS num, ws FROM (SELECT auction, time_bucket(INTERVAL 2 SECOND, date_time) "
+           "- to_seconds(2 * i) AS ws FROM bid, range(5) r(i)) GROUP BY auction, ws) "
+           "SELECT a.auction, a.num, a.ws FROM ab a JOIN (SELECT MAX(num) AS maxn, ws FROM ab GROUP BY ws) m "
+           "ON a.ws = m.ws AND a.num >= m.maxn", ["bid"]),
+    "q7": ("SELECT b.auction, b.price, b.bidder, b.date_time FROM bid b JOIN (SELECT MAX(price) AS maxprice, "
+           "time_bucket(INTERVAL 10 SECOND, date_time) + INTERVAL 10 SECOND AS wend FROM bid GROUP BY 2) m "
+           "ON b.price = m.maxprice AND b.date_time >= m.wend - INTERVAL 10 SECOND AND b.date_time < m.wend", ["bid"]),
+    "q8": ("SELECT p.id, p.name, p.ws FROM (SELECT id, name, time_bucket(INTERVAL 10 SECOND, date_time) AS ws FROM person GROUP BY ALL) p "
+           "JOIN (SELECT seller, time_bucket(INTERVAL 10 SECOND, date_time) AS ws FROM auction GROUP BY ALL) a "
+           "ON p.id = a.seller AND p.ws = a.ws", ["person", "auction"]),
 }
 
 
@@ -29,26 +40,29 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", help="the generated files (default target/nexmark/EVENTS)")
     a = ap.parse_args()
-    d = root / "target" / "nexmark" / str(a.events)
+    d = Path(a.dir) if a.dir else root / "target" / "nexmark" / str(a.events)
     con = duckdb.connect()
     con.execute(f"SET threads TO {os.cpu_count()}").fetchall()
     counts = {}
     for t in ["bid", "auction", "person"]:
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d / (t + '.parquet')}')").fetchall()
         counts[t] = con.execute(f"SELECT COUNT(*) FROM {t}").fetchall()[0][0]
-    print(f"{'query':6s} {'events':>12s} {'seconds':>9s} {'events/s':>14s}")
+    print(f"{'query':6s} {'events':>12s} {'seconds':>9s} {'events/s':>14s} {'rows':>10s}")
     for q, (sql, tables) in QUERIES.items():
         best = None
+        rows = 0
         for _ in range(a.repeat):
             t = time.perf_counter()
             reader = con.sql(sql).to_arrow_reader(1 << 16)
-            for _batch in reader:
-                pass
+            rows = 0
+            for batch in reader:
+                rows += batch.num_rows
             s = time.perf_counter() - t
             best = s if best is None else min(best, s)
         events = sum(counts[t] for t in tables)
-        print(f"{q:6s} {events:>12d} {best:>9.3f} {events / best:>14.0f}")
+        print(f"{q:6s} {events:>12d} {best:>9.3f} {events / best:>14.0f} {rows:>10d}")
 
 
 if __name__ == "__main__":

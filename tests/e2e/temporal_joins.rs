@@ -163,6 +163,36 @@ async fn unbounded_streams_join_and_window_as_they_go() {
     run_until_rows(tmp.path(), &sql, &out, want.len());
     assert_same_rows("unbounded windows", &file_rows(&out), &want);
 
+    // two windowed aggregates joined on their window (Nexmark q8's shape), both unbounded
+    let out = tmp.path().join("window_join.jsonl");
+    let max_of = |path: &Path| -> i64 {
+        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"].as_i64().unwrap()).max().unwrap()
+    };
+    let (wc, wp) = (max_of(&clicks) - 2000, max_of(&purchases) - 2000);
+    let want = batch_rows(
+        &ctx,
+        &format!(
+            "SELECT c.user_id, c.window_start, c.n, p.m FROM \
+             (SELECT user_id, to_timestamp_millis(ts / 10000 * 10000) AS window_start, COUNT(*) AS n FROM clicks GROUP BY 1, 2 HAVING MAX(ts / 10000 * 10000 + 10000) <= {wc}) c \
+             JOIN (SELECT user_id, to_timestamp_millis(ts / 10000 * 10000) AS window_start, COUNT(*) AS m FROM purchases GROUP BY 1, 2 HAVING MAX(ts / 10000 * 10000 + 10000) <= {wp}) p \
+             ON c.user_id = p.user_id AND c.window_start = p.window_start"
+        ),
+    )
+    .await;
+    let sql = format!(
+        "CREATE STREAM wj AS SELECT c.user_id, c.window_start, c.n, p.m FROM \
+         (SELECT user_id, window_start, COUNT(*) AS n FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id) c \
+         JOIN (SELECT user_id, window_start, COUNT(*) AS m FROM purchases GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id) p \
+         ON c.user_id = p.user_id AND c.window_start = p.window_start \
+         INTO out WITH ({}, {}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        tail("clicks", &clicks),
+        tail("purchases", &purchases),
+        out.display()
+    );
+    assert!(want.len() > 20, "{} rows", want.len());
+    run_until_rows(tmp.path(), &sql, &out, want.len());
+    assert_same_rows("unbounded window join", &file_rows(&out), &want);
+
     // stream-to-table LEFT join: the table is the build side, the stream flows through
     let out = tmp.path().join("enriched.jsonl");
     let users = tmp.path().join("users.csv");

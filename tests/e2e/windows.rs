@@ -216,9 +216,9 @@ async fn emit_changes_ends_with_the_final_value_of_every_group() {
     write_clicks(&data, 3, 1500, 100, 0, 7);
     let sql = format!(
         "CREATE STREAM totals AS SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id EMIT CHANGES \
-         INTO out WITH ({}, 'batch.size' = '100', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');\n\
+         INTO out WITH ({}, 'batch.size' = '100', 'emit.interval' = '0ms', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');\n\
          CREATE STREAM per_window AS SELECT window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY TUMBLE(ts, INTERVAL '30' SECOND), user_id EMIT CHANGES \
-         INTO out2 WITH ({}, 'batch.size' = '100', 'out2.type' = 'file_sink', 'out2.path' = '{}/out2.jsonl');",
+         INTO out2 WITH ({}, 'batch.size' = '100', 'emit.interval' = '0ms', 'out2.type' = 'file_sink', 'out2.path' = '{}/out2.jsonl');",
         source(&data, ""),
         tmp.path().display(),
         source(&data, ""),
@@ -232,7 +232,11 @@ async fn emit_changes_ends_with_the_final_value_of_every_group() {
         ("out2.jsonl", vec!["window_start", "user_id"], "SELECT to_timestamp_millis(ts / 30000 * 30000) AS window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY 1, 2"),
     ] {
         let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        for v in lines.iter_mut() {
+            let op = v.as_object_mut().unwrap().remove("_op");
+            assert_eq!(op, Some(serde_json::json!("UPSERT")), "every change says what it is");
+        }
         let mut last = std::collections::BTreeMap::new();
         for v in &lines {
             let k: Vec<String> = key.iter().map(|c| v[*c].to_string()).collect();
@@ -267,4 +271,36 @@ fn window_errors_name_the_problem() {
     let run = run_sql(tmp.path(), &sql);
     assert_ne!(run.status, 0);
     assert!(run.stderr.contains("needs an event-time column"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_clause_and_processing_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    write_clicks(&data, 5, 2000, 700, 4000, 5);
+    let base = format!("'clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines'", data.display());
+    // WATERMARK FOR names the event time and the delay in SQL
+    let sql = format!(
+        "CREATE STREAM t AS {} WATERMARK FOR clicks.ts AS clicks.ts - INTERVAL '5' SECOND INTO out \
+         WITH ({base}, 'batch.size' = '50', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        CASES[0].1,
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    let explain = ferris(tmp.path(), &["explain", "job.sql"]);
+    assert!(explain.stdout.contains("watermark=delay=5000ms"), "{}", explain.stdout);
+    assert!(explain.stdout.contains("event_time = ts"), "{}", explain.stdout);
+    let ctx = clicks_context(&data).await;
+    assert_same_rows("watermark clause", &file_rows(&tmp.path().join("out.jsonl")), &batch_rows(&ctx, CASES[0].2).await);
+
+    // processing time: every row lands in the window of the moment it is read
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM clicks GROUP BY TUMBLE(PROCTIME(), INTERVAL '1' HOUR) INTO out \
+         WITH ({base}, 'out.type' = 'file_sink', 'out.path' = '{}/proc.jsonl');",
+        tmp.path().display()
+    );
+    assert_ok(&run_sql(tmp.path(), &sql));
+    let total: i64 = file_rows(&tmp.path().join("proc.jsonl")).iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["n"].as_i64().unwrap()).sum();
+    assert_eq!(total, 2000);
 }

@@ -9,9 +9,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
-use datafusion::arrow::compute::{cast, kernels::numeric::mul};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result};
+
+const MAX_ABS_MILLIS: u64 = 1 << 61;
 
 /// Whether `dt` can be read as an event time.
 pub fn is_time_type(dt: &DataType) -> bool {
@@ -53,7 +55,9 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
             if int_scale == 1 {
                 v
             } else {
-                mul(&v, &Int64Array::new_scalar(int_scale))?
+                // an overflowing value becomes null (no event time), not a failed job
+                let ints = v.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+                Arc::new(ints.unary_opt::<_, datafusion::arrow::datatypes::Int64Type>(|t| t.checked_mul(int_scale)))
             }
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
@@ -63,10 +67,17 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
         }
         other => return plan_err!("event time of type {other} is not a time"),
     };
-    out.as_any()
+    let ms = out
+        .as_any()
         .downcast_ref::<Int64Array>()
         .cloned()
-        .ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))
+        .ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))?;
+    // times beyond ±2^61 ms (73 million years) are not times: null, so window arithmetic
+    // never overflows
+    if ms.iter().flatten().all(|t| t.unsigned_abs() <= MAX_ABS_MILLIS) {
+        return Ok(ms);
+    }
+    Ok(ms.unary_opt(|t| (t.unsigned_abs() <= MAX_ABS_MILLIS).then_some(t)))
 }
 
 /// A constant array of `n` copies of `ms` as `Timestamp(ms)`.

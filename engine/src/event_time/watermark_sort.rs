@@ -107,6 +107,7 @@ impl ExecutionPlan for WatermarkSortExec {
         }
         let mut state = SortState {
             time: Arc::clone(&self.order.expr),
+            options: self.order.options,
             int_scale: self.int_scale,
             watermarks: PartitionWatermarks::new(self.watermark, n),
             buffer: Vec::new(),
@@ -148,6 +149,7 @@ impl ExecutionPlan for WatermarkSortExec {
 
 struct SortState {
     time: Arc<dyn PhysicalExpr>,
+    options: datafusion::arrow::compute::SortOptions,
     int_scale: i64,
     watermarks: PartitionWatermarks,
     buffer: Vec<(RecordBatch, Int64Array)>,
@@ -200,9 +202,10 @@ impl SortState {
             return Ok(None);
         }
         let out = filter_record_batch(&all, &ready)?;
-        let t: ArrayRef = filter(&times, &ready)?;
+        // sort on the column itself (milliseconds would merge finer timestamps), then arrival
+        let key: ArrayRef = self.time.evaluate(&out)?.into_array(out.num_rows())?;
         let arrival: ArrayRef = Arc::new(UInt32Array::from_iter_values(0..out.num_rows() as u32));
-        let order = lexsort_to_indices(&[SortColumn { values: t, options: None }, SortColumn { values: arrival, options: None }], None)?;
+        let order = lexsort_to_indices(&[SortColumn { values: key, options: Some(self.options) }, SortColumn { values: arrival, options: None }], None)?;
         Ok(Some(take_record_batch(&out, &order)?))
     }
 }

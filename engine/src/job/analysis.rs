@@ -191,6 +191,23 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
     for p in props.iter_mut() {
         merge_config_file(ctx, p)?;
     }
+    // WATERMARK FOR [source.]column AS column - INTERVAL …
+    for w in &statement.watermarks {
+        let mut applied = false;
+        for p in props.iter_mut().filter(|p| source_names.iter().any(|s| s == p.owner())) {
+            if w.relation.as_deref().is_some_and(|r| r != p.owner()) {
+                continue;
+            }
+            if !p.contains("event_time") {
+                p.insert_with_origin("event_time", w.column.clone(), w.text.clone());
+            }
+            p.insert_with_origin("watermark.delay", format!("{}ms", w.delay.as_millis()), w.text.clone());
+            applied = true;
+        }
+        if !applied {
+            warnings.push(format!("{}: no source named '{}' in job '{name}'", w.text, w.relation.as_deref().unwrap_or("?")));
+        }
+    }
     for k in options.unknown_keys(&JOB_KEYS) {
         let prefix = k.split('.').next().unwrap_or(&k);
         if k.contains('.') && !k.starts_with("batch.") && !JOB_KEYS.prefixes.iter().any(|p| k.starts_with(p)) {

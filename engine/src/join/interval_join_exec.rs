@@ -213,6 +213,9 @@ struct Chunk {
 #[derive(Default)]
 struct SideState {
     chunks: HashMap<u64, Chunk>,
+    /// Chunks by their latest event time, for eviction.
+    by_time: std::collections::BTreeSet<(i64, u64)>,
+    bytes: usize,
     next_id: u64,
     index: HashMap<u64, Vec<(u64, u32)>>,
     rows: usize,
@@ -408,6 +411,8 @@ impl Joiner {
             state.index.entry(*h).or_default().push((id, row as u32));
         }
         state.rows += batch.num_rows();
+        state.bytes += batch.get_array_memory_size() + batch.num_rows() * 12;
+        state.by_time.insert((max_time, id));
         state.chunks.insert(id, Chunk { batch, keys, matched, max_time });
     }
 
@@ -418,18 +423,24 @@ impl Joiner {
         for side in 0..2 {
             let other_wm = self.watermarks[1 - side].current();
             let other_done = self.watermarks[1 - side].all_finished();
-            // a left row at t meets right rows in [t+lo, t+hi]; a right row at t, left rows in [t-hi, t-lo]
-            let reach = |t: i64| match band {
-                Some((_, hi)) if side == 0 => t.saturating_add(hi),
-                Some((lo, _)) => t.saturating_sub(lo),
-                None => i64::MAX,
+            // a left row at t meets right rows in [t+lo, t+hi]; a right row at t, left rows in
+            // [t-hi, t-lo]: it is out of reach once the other side's watermark passes t+hi (t-lo)
+            let threshold = match band {
+                _ if other_done => i64::MAX,
+                Some((_, hi)) if side == 0 => other_wm.saturating_sub(hi),
+                Some((lo, _)) => other_wm.saturating_add(lo),
+                None => i64::MIN,
             };
-            let expired: Vec<u64> =
-                self.sides[side].chunks.iter().filter(|(_, c)| other_done || reach(c.max_time) < other_wm).map(|(id, _)| *id).collect();
-            let mut expired = expired;
-            expired.sort_unstable();
+            let state = &mut self.sides[side];
+            let expired: Vec<u64> = if other_done {
+                state.by_time.iter().map(|(_, id)| *id).collect()
+            } else {
+                state.by_time.range(..(threshold, 0)).map(|(_, id)| *id).collect()
+            };
             for id in expired {
                 let Some(chunk) = self.sides[side].chunks.remove(&id) else { continue };
+                self.sides[side].by_time.remove(&(chunk.max_time, id));
+                self.sides[side].bytes = self.sides[side].bytes.saturating_sub(chunk.batch.get_array_memory_size() + chunk.batch.num_rows() * 12);
                 self.sides[side].rows -= chunk.batch.num_rows();
                 self.sides[side].stale += chunk.batch.num_rows();
                 if self.preserved(side) {
@@ -454,13 +465,7 @@ impl Joiner {
     }
 
     fn update_state_metrics(&self) {
-        let rows: usize = self.sides.iter().map(|s| s.rows).sum();
-        let bytes: usize = self
-            .sides
-            .iter()
-            .map(|s| s.chunks.values().map(|c| c.batch.get_array_memory_size()).sum::<usize>() + s.index.len() * 48 + (s.rows + s.stale) * 12)
-            .sum();
-        self.metrics.state_rows.set(rows);
-        self.metrics.state_bytes.set(bytes);
+        self.metrics.state_rows.set(self.sides.iter().map(|s| s.rows).sum());
+        self.metrics.state_bytes.set(self.sides.iter().map(|s| s.bytes + s.index.len() * 48).sum());
     }
 }

@@ -29,7 +29,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::physical_expr::PhysicalExprRef;
 
 use super::interval_join_exec::{IntervalJoinConfig, IntervalJoinExec};
-use super::time_band::find_time_band;
+use super::time_band::{equi_time_band, find_time_band};
 use crate::event_time::WatermarkConfig;
 
 /// The job's settings the rule plans with.
@@ -81,7 +81,7 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
             };
             match parts {
                 Some(p) => match self.rewrite(&p, node.schema())? {
-                    Some(new) => Ok(Transformed::yes(new)),
+                    Some(new) => Ok(Transformed::yes(crate::planner::partitioning::keep_partitioning(&node, new)?)),
                     None => Ok(Transformed::no(node)),
                 },
                 None => Ok(Transformed::no(node)),
@@ -112,6 +112,7 @@ impl IntervalJoinRule {
             Some(f) => find_time_band(f, &self.int_scales)?,
             None => None,
         };
+        let band = band.or_else(|| equi_time_band(j.on, &j.left.schema(), &j.right.schema()));
         if band.is_none() {
             if lu && ru {
                 return plan_err!(

@@ -140,3 +140,29 @@ pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) ->
     let unit = left_scale.max(right_scale);
     Ok(Some(TimeBand { left_time, right_time, left_scale, right_scale, lo: lo.saturating_mul(unit), hi: hi.saturating_mul(unit) }))
 }
+
+/// A band of width zero from an equi-join key on timestamps: two windowed aggregates joined on
+/// their window (`p.window_start = a.window_start`) match only rows of the same instant.
+///
+/// ```sql
+/// … ON p.id = a.seller AND p.window_start = a.window_start
+/// ```
+pub fn equi_time_band(
+    on: &[(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)],
+    left: &datafusion::arrow::datatypes::Schema,
+    right: &datafusion::arrow::datatypes::Schema,
+) -> Option<TimeBand> {
+    on.iter().find_map(|(l, r)| {
+        let is_time = |e: &Arc<dyn PhysicalExpr>, s: &datafusion::arrow::datatypes::Schema| {
+            matches!(e.data_type(s), Ok(datafusion::arrow::datatypes::DataType::Timestamp(..)))
+        };
+        (is_time(l, left) && is_time(r, right)).then(|| TimeBand {
+            left_time: Arc::clone(l),
+            right_time: Arc::clone(r),
+            left_scale: 1,
+            right_scale: 1,
+            lo: 0,
+            hi: 0,
+        })
+    })
+}

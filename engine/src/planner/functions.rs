@@ -20,7 +20,8 @@ pub fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(StreamNow::default()));
 }
 
-/// `NOW()` / `CURRENT_TIMESTAMP` evaluated when each batch is processed. DataFusion's own
+/// `NOW()` / `CURRENT_TIMESTAMP` / `PROCTIME()` evaluated when each batch is processed
+/// (`GROUP BY TUMBLE(PROCTIME(), INTERVAL '10' SECOND)` is a processing-time window). DataFusion's own
 /// `now()` is fixed when the query is planned, which for a job that runs for days would stamp
 /// every row with the start time.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -31,7 +32,7 @@ pub struct StreamNow {
 
 impl Default for StreamNow {
     fn default() -> Self {
-        Self { signature: Signature::nullary(Volatility::Volatile), aliases: vec!["current_timestamp".to_string()] }
+        Self { signature: Signature::nullary(Volatility::Volatile), aliases: vec!["current_timestamp".to_string(), "proctime".to_string()] }
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod functions;
 pub mod latency;
+pub mod partitioning;
 pub mod source_table;
 pub mod window_functions;
 pub mod within;
@@ -98,6 +99,35 @@ pub fn new_context(
     Ok(ctx)
 }
 
+/// Whether `plan` holds an aggregate that emits changes (`EMIT CHANGES`).
+fn has_changelog(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let own = plan
+        .downcast_ref::<crate::window::WindowAggregateExec>()
+        .is_some_and(|w| w.config().emit == crate::sql::EmitMode::Changes);
+    own || plan.children().iter().any(|c| has_changelog(c))
+}
+
+/// Appends `_op = 'UPSERT'` to every row of a changelog: each row is the current value of its
+/// key (the group key, with the window if any), so a keyed sink replaces what it had.
+///
+/// ```sql
+/// SELECT product, SUM(qty) AS sold FROM orders GROUP BY product EMIT CHANGES
+/// -- {"product":"p1","sold":3,"_op":"UPSERT"} then {"product":"p1","sold":5,"_op":"UPSERT"}
+/// ```
+fn with_operation_column(plan: Arc<dyn ExecutionPlan>) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_expr::expressions::{lit, Column};
+    use datafusion::physical_expr::projection::ProjectionExpr;
+    let schema = plan.schema();
+    let mut exprs: Vec<ProjectionExpr> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ProjectionExpr { expr: Arc::new(Column::new(f.name(), i)), alias: f.name().clone() })
+        .collect();
+    exprs.push(ProjectionExpr { expr: lit("UPSERT"), alias: "_op".to_string() });
+    Ok(Arc::new(datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?))
+}
+
 /// The job's watermark settings and event-time formats, for the window operators.
 ///
 /// The delay is the largest `watermark.delay` among the sources (or the job's own); without
@@ -124,7 +154,8 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
     if delay.is_none() && unbounded {
         delay = Some(0);
     }
-    Ok(StreamingAggregateRule { watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle }, emit: spec.statement.emit, int_scales })
+    let changes_every = spec.options.get_duration("emit.interval").map_err(|e| e.to_string())?.unwrap_or(std::time::Duration::from_millis(100));
+    Ok(StreamingAggregateRule { watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle }, emit: spec.statement.emit, changes_every, int_scales })
 }
 
 fn table_reference(name: &str) -> TableReference {
@@ -176,6 +207,9 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let mut plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;
     if unbounded {
         plan = latency::pass_batches_through(plan).map_err(plan_err)?;
+    }
+    if spec.statement.emit == Some(crate::sql::EmitMode::Changes) && has_changelog(&plan) {
+        plan = with_operation_column(plan).map_err(plan_err)?;
     }
     Ok(PlannedJob { spec, ctx, plan, sources, notes })
 }

@@ -78,7 +78,7 @@ impl PhysicalOptimizerRule for StreamWindowFunctionRule {
             let int_scale = order.expr.downcast_ref::<Column>().and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1);
             let sorted = Arc::new(WatermarkSortExec::new(source, order, int_scale, self.watermark));
             let window = BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?;
-            Ok(Transformed::yes(Arc::new(window) as Arc<dyn ExecutionPlan>))
+            Ok(Transformed::yes(super::partitioning::keep_partitioning(&node, Arc::new(window))?))
         })
         .map(|t| t.data)
     }

@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Toke
 use super::comments::blank_hash_comments;
 use super::dialect::{FerrisDialect, WITHIN_MARKER};
 use super::interval::interval_to_duration;
-use super::statement::{EmitMode, FerrisStatement, StatementKind, WindowClause, WindowClauseKind, Within};
+use super::statement::{EmitMode, FerrisStatement, StatementKind, WatermarkClause, WindowClause, WindowClauseKind, Within};
 use datafusion::sql::sqlparser::tokenizer::Whitespace;
 
 /// A syntax error with its place in the file and the offending token.
@@ -194,6 +194,7 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<FerrisStateme
     let mut query = parser.parse_query()?;
     let mut emit = None;
     let mut into = Vec::new();
+    let mut watermarks = Vec::new();
     // `FROM t WITH (…)` reaches sqlparser's table-hint rule before ours: take it back.
     let mut with = take_table_hints(&mut query).map_err(ParserError::ParserError)?;
     loop {
@@ -208,6 +209,9 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<FerrisStateme
             } else {
                 return parser.expected("CHANGES or FINAL after EMIT", mode);
             });
+        } else if word_is(&tok.token, "WATERMARK") {
+            parser.next_token();
+            watermarks.push(parse_watermark(parser)?);
         } else if parser.parse_keyword(Keyword::INTO) {
             if !into.is_empty() {
                 return parser.expected("a single INTO clause", parser.get_current_token().clone());
@@ -225,7 +229,34 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<FerrisStateme
         }
     }
     let within = take_within(&mut query).map_err(ParserError::ParserError)?;
-    Ok(FerrisStatement { kind, query, emit, into, with, within, window: None, line: start.line })
+    Ok(FerrisStatement { kind, query, emit, into, with, within, watermarks, window: None, line: start.line })
+}
+
+/// `FOR [source.]column AS column [- INTERVAL '5' SECOND]`, after `WATERMARK`.
+fn parse_watermark(parser: &mut Parser) -> Result<WatermarkClause, ParserError> {
+    parser.expect_keyword(Keyword::FOR)?;
+    let name = parser.parse_object_name(false)?;
+    parser.expect_keyword(Keyword::AS)?;
+    let expr = parser.parse_expr()?;
+    let parts: Vec<String> = name.0.iter().map(|p| p.to_string().trim_matches('"').to_string()).collect();
+    let (relation, column) = match parts.as_slice() {
+        [c] => (None, c.clone()),
+        [r, c] => (Some(r.to_ascii_lowercase()), c.clone()),
+        _ => return parser_err(format!("WATERMARK FOR takes a column or source.column, found {name}")),
+    };
+    let delay = match &expr {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => std::time::Duration::ZERO,
+        Expr::BinaryOp { op: BinaryOperator::Minus, right, .. } => match right.as_ref() {
+            Expr::Interval(iv) => interval_to_duration(iv).map_err(ParserError::ParserError)?,
+            other => return parser_err(format!("WATERMARK FOR {name} AS … expects the column minus an INTERVAL, found {other}")),
+        },
+        other => return parser_err(format!("WATERMARK FOR {name} AS … expects the column minus an INTERVAL, found {other}")),
+    };
+    Ok(WatermarkClause { relation, column, delay, text: format!("WATERMARK FOR {name} AS {expr}") })
+}
+
+fn parser_err<T>(m: String) -> Result<T, ParserError> {
+    Err(ParserError::ParserError(m))
 }
 
 /// `( 'key' = 'value', … )`; values may also be numbers or booleans; a trailing comma is fine.

@@ -64,6 +64,27 @@ pub struct WindowClause {
     pub line: u64,
 }
 
+/// `WATERMARK FOR [source.]column AS column - INTERVAL '5' SECOND`, written after the query:
+/// names a source's event-time column and the out-of-orderness its watermark allows (the same
+/// as `'source.event_time' = 'column'` and `'source.watermark.delay' = '5s'`).
+///
+/// ```sql
+/// SELECT … FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)
+/// WATERMARK FOR clicks.ts AS clicks.ts - INTERVAL '5' SECOND
+/// WITH ('clicks.type' = 'file_source', …)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkClause {
+    /// The source, when written (`clicks` of `clicks.ts`); otherwise every source.
+    pub relation: Option<String>,
+    /// The event-time column.
+    pub column: String,
+    /// The allowed delay.
+    pub delay: Duration,
+    /// The clause as written.
+    pub text: String,
+}
+
 /// One statement of a SQL file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FerrisStatement {
@@ -79,6 +100,8 @@ pub struct FerrisStatement {
     pub with: Vec<(String, String)>,
     /// `WITHIN INTERVAL` clauses of the query's joins.
     pub within: Vec<Within>,
+    /// `WATERMARK FOR …` clauses.
+    pub watermarks: Vec<WatermarkClause>,
     /// The `WINDOW TUMBLING|SLIDING|SESSION(…)` clause, if written.
     pub window: Option<WindowClause>,
     /// 1-based line where the statement starts.

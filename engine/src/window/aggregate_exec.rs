@@ -40,7 +40,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Exe
 use futures::StreamExt;
 
 use super::functions::window_array;
-use super::groups::{distinct_groups, AggregateSpec, Emitted, Groups};
+use super::groups::{AggregateSpec, Emitted, Groups};
 use super::session::SessionBuffer;
 use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
 use crate::sql::EmitMode;
@@ -121,6 +121,8 @@ pub struct WindowAggregateConfig {
     pub watermark: WatermarkConfig,
     /// Final results only, or every change.
     pub emit: EmitMode,
+    /// With `EMIT CHANGES`, how often changed groups are written (`'emit.interval'`).
+    pub changes_every: std::time::Duration,
     /// The output schema: group columns, then aggregates.
     pub schema: SchemaRef,
 }
@@ -222,7 +224,7 @@ impl ExecutionPlan for WindowAggregateExec {
         let mut inputs = Vec::with_capacity(n);
         for p in 0..n {
             let stream = self.input.execute(p, Arc::clone(&context))?;
-            let tagged = stream.map(move |r| (p, Some(r))).chain(futures::stream::once(async move { (p, None) }));
+            let tagged = stream.map(move |r| Input::Batch(p, r)).chain(futures::stream::once(async move { Input::End(p) }));
             inputs.push(tagged.boxed());
         }
         let metrics = OperatorMetrics {
@@ -237,12 +239,29 @@ impl ExecutionPlan for WindowAggregateExec {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&config.schema), 4);
         let tx = builder.tx();
         builder.spawn(async move {
-            let mut merged = futures::stream::select_all(inputs);
+            let mut remaining = n;
+            let changes = config.emit == EmitMode::Changes;
+            let every = config.changes_every.max(std::time::Duration::from_millis(1));
+            let mut streams: Vec<futures::stream::BoxStream<'static, Input>> = inputs;
+            if changes {
+                // a timer, so changes come out even when the input goes quiet
+                let ticks = futures::stream::unfold((), move |_| async move {
+                    tokio::time::sleep(every).await;
+                    Some((Input::Tick, ()))
+                });
+                streams.push(ticks.boxed());
+            }
+            let mut merged = futures::stream::select_all(streams);
             let mut op = Operator::new(Arc::clone(&config), n, metrics)?;
-            while let Some((p, item)) = merged.next().await {
+            while remaining > 0 {
+                let Some(item) = merged.next().await else { break };
                 let out = match item {
-                    Some(batch) => op.push(p, &batch?)?,
-                    None => op.finish_partition(p)?,
+                    Input::Batch(p, batch) => op.push(p, &batch?)?,
+                    Input::End(p) => {
+                        remaining -= 1;
+                        op.finish_partition(p)?
+                    }
+                    Input::Tick => op.tick()?,
                 };
                 for batch in out {
                     if batch.num_rows() > 0 {
@@ -262,6 +281,13 @@ impl ExecutionPlan for WindowAggregateExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// What the operator's task waits for: a batch of an input partition, its end, or a tick.
+enum Input {
+    Batch(usize, Result<RecordBatch>),
+    End(usize),
+    Tick,
 }
 
 struct OperatorMetrics {
@@ -330,6 +356,7 @@ struct Operator {
     next_window: Option<i64>,
     sessions: Option<SessionBuffer>,
     global: Option<Groups>,
+    last_changes: std::time::Instant,
     metrics: OperatorMetrics,
 }
 
@@ -351,6 +378,7 @@ impl Operator {
             next_window: None,
             sessions,
             global,
+            last_changes: std::time::Instant::now(),
             metrics,
         })
     }
@@ -367,7 +395,9 @@ impl Operator {
                 // a pane ending at or before the watermark has been emitted or frozen
                 wm.div_euclid(p) * p
             }
-            WindowKind::Session { gap } => wm.saturating_sub(gap).saturating_add(1),
+            // a session emitted ended at or before the watermark; a row before the watermark
+            // could belong to it
+            WindowKind::Session { .. } => wm,
             WindowKind::Global => i64::MIN,
         }
     }
@@ -378,7 +408,10 @@ impl Operator {
         }
         let mut out = Vec::new();
         let Some(time_expr) = self.config.time.clone() else {
-            self.update_global(batch, &mut out)?;
+            self.update_global(batch)?;
+            if self.last_changes.elapsed() >= self.config.changes_every {
+                self.flush_changes(&mut out)?;
+            }
             return Ok(out);
         };
         let times = to_epoch_millis(&eval(&time_expr, batch)?, self.config.int_scale)?;
@@ -399,7 +432,7 @@ impl Operator {
                 (b, t)
             };
             match self.config.kind {
-                WindowKind::Tumble { .. } | WindowKind::Hop { .. } => self.update_panes(&batch, &times, &mut out)?,
+                WindowKind::Tumble { .. } | WindowKind::Hop { .. } => self.update_panes(&batch, &times)?,
                 WindowKind::Session { .. } => {
                     let ev = self.config.evaluate(&batch)?;
                     if let Some(s) = self.sessions.as_mut() {
@@ -408,6 +441,9 @@ impl Operator {
                 }
                 WindowKind::Global => {}
             }
+        }
+        if self.last_changes.elapsed() >= self.config.changes_every {
+            self.flush_changes(&mut out)?;
         }
         if self.watermarks.advance().is_some() {
             self.close(&mut out)?;
@@ -419,6 +455,9 @@ impl Operator {
     fn finish_partition(&mut self, p: usize) -> Result<Vec<RecordBatch>> {
         self.watermarks.finish(p);
         let mut out = Vec::new();
+        if self.watermarks.all_finished() {
+            self.flush_changes(&mut out)?;
+        }
         if self.watermarks.advance().is_some() {
             self.close(&mut out)?;
         }
@@ -447,28 +486,60 @@ impl Operator {
         self.metrics.state_bytes.set(bytes);
     }
 
-    fn update_global(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn update_global(&mut self, batch: &RecordBatch) -> Result<()> {
         let ev = self.config.evaluate(batch)?;
         let config = Arc::clone(&self.config);
         let Some(g) = self.global.as_mut() else { return Ok(()) };
-        let indices = g.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?.to_vec();
+        g.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?;
         if config.emit == EmitMode::Changes {
-            let mut seen = Vec::new();
-            let mut touched = Vec::new();
-            distinct_groups(&indices, &mut seen, &mut touched);
-            let emitted = g.snapshot(&config.spec, &touched)?;
-            out.push(config.output(None, emitted)?);
+            g.mark_touched();
         }
         Ok(())
     }
 
+    /// `EMIT CHANGES`: the current values of every group changed since the last call.
+    fn flush_changes(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.last_changes = std::time::Instant::now();
+        if self.config.emit != EmitMode::Changes {
+            return Ok(());
+        }
+        let config = Arc::clone(&self.config);
+        if let Some(g) = self.global.as_mut() {
+            let touched = g.take_touched();
+            if !touched.is_empty() {
+                let emitted = g.snapshot(&config.spec, &touched)?;
+                out.push(config.output(None, emitted)?);
+            }
+        }
+        if let WindowKind::Tumble { size } = config.kind {
+            for (&start, groups) in self.panes.iter_mut() {
+                let touched = groups.take_touched();
+                if !touched.is_empty() {
+                    let emitted = groups.snapshot(&config.spec, &touched)?;
+                    let w = window_array(vec![start; emitted.rows], vec![start + size; emitted.rows]);
+                    out.push(config.output(Some(w), emitted)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A timer tick: flushes changes that have waited long enough.
+    fn tick(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        if self.last_changes.elapsed() >= self.config.changes_every {
+            self.flush_changes(&mut out)?;
+        }
+        Ok(out)
+    }
+
     /// Tumbling and sliding windows: route rows to their pane's table.
-    fn update_panes(&mut self, batch: &RecordBatch, times: &Int64Array, out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn update_panes(&mut self, batch: &RecordBatch, times: &Int64Array) -> Result<()> {
         let p = self.config.kind.pane();
         let panes: Int64Array = times.unary(|t| t.div_euclid(p) * p);
         let (Some(lo), Some(hi)) = (min(&panes), max(&panes)) else { return Ok(()) };
         if lo == hi {
-            return self.update_pane(lo, batch, out);
+            return self.update_pane(lo, batch);
         }
         let order = sort_to_indices(&panes, None, None)?;
         let sorted_panes = take(&panes, &order, None)?;
@@ -477,28 +548,21 @@ impl Operator {
         let sorted_panes = sorted_panes.as_primitive::<Int64Type>();
         for r in ranges.ranges() {
             let start = sorted_panes.value(r.start);
-            self.update_pane(start, &sorted.slice(r.start, r.end - r.start), out)?;
+            self.update_pane(start, &sorted.slice(r.start, r.end - r.start))?;
         }
         Ok(())
     }
 
-    fn update_pane(&mut self, pane: i64, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn update_pane(&mut self, pane: i64, batch: &RecordBatch) -> Result<()> {
         let ev = self.config.evaluate(batch)?;
         let config = Arc::clone(&self.config);
         let groups = match self.panes.entry(pane) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => v.insert(Groups::new(&config.spec)?),
         };
-        let indices = groups.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?.to_vec();
+        groups.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?;
         if config.emit == EmitMode::Changes {
-            if let WindowKind::Tumble { size } = config.kind {
-                let mut seen = Vec::new();
-                let mut touched = Vec::new();
-                distinct_groups(&indices, &mut seen, &mut touched);
-                let emitted = groups.snapshot(&config.spec, &touched)?;
-                let w = window_array(vec![pane; emitted.rows], vec![pane + size; emitted.rows]);
-                out.push(config.output(Some(w), emitted)?);
-            }
+            groups.mark_touched();
         }
         Ok(())
     }
@@ -515,6 +579,13 @@ impl Operator {
                         break;
                     }
                     let mut groups = entry.remove();
+                    let touched = groups.take_touched();
+                    if config.emit == EmitMode::Changes && !touched.is_empty() {
+                        // the window's last changes, before its state goes
+                        let emitted = groups.snapshot(&config.spec, &touched)?;
+                        let w = window_array(vec![start; emitted.rows], vec![start + size; emitted.rows]);
+                        out.push(config.output(Some(w), emitted)?);
+                    }
                     let emitted = groups.emit_final(&config.spec)?;
                     self.metrics.windows.add(1);
                     if config.emit == EmitMode::Final && emitted.rows > 0 {

@@ -63,6 +63,9 @@ pub struct Groups {
     values: Box<dyn GroupValues>,
     accs: Vec<Box<dyn GroupsAccumulator>>,
     indices: Vec<usize>,
+    /// Groups changed since the last [`Groups::take_touched`] (for `EMIT CHANGES`).
+    touched: Vec<u32>,
+    seen: Vec<bool>,
 }
 
 /// The groups of a table, emitted: key columns (empty when there are no keys) and one array per
@@ -81,7 +84,7 @@ impl Groups {
     pub fn new(spec: &AggregateSpec) -> Result<Self> {
         let values = new_group_values(spec.interned_schema(), &GroupOrdering::None)?;
         let accs = spec.aggs.iter().map(AggregateSpec::accumulator).collect::<Result<Vec<_>>>()?;
-        Ok(Self { values, accs, indices: Vec::new() })
+        Ok(Self { values, accs, indices: Vec::new(), touched: Vec::new(), seen: Vec::new() })
     }
 
     /// Number of groups.
@@ -92,6 +95,19 @@ impl Groups {
     /// Whether the table has no group.
     pub fn is_empty(&self) -> bool {
         self.values.len() == 0
+    }
+
+    /// Notes the groups of the last [`Groups::update`] as changed.
+    pub fn mark_touched(&mut self) {
+        distinct_groups(&self.indices, &mut self.seen, &mut self.touched);
+    }
+
+    /// The groups changed since the last call, in first-changed order.
+    pub fn take_touched(&mut self) -> Vec<u32> {
+        for &g in &self.touched {
+            self.seen[g as usize] = false;
+        }
+        std::mem::take(&mut self.touched)
     }
 
     /// Memory held, in bytes (approximate).

@@ -35,12 +35,14 @@ use crate::event_time::WatermarkConfig;
 use crate::sql::EmitMode;
 
 /// The job's settings the rule plans with.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StreamingAggregateRule {
     /// How watermarks move.
     pub watermark: WatermarkConfig,
     /// The statement's `EMIT` clause.
     pub emit: Option<EmitMode>,
+    /// With `EMIT CHANGES`, how often changed groups are written.
+    pub changes_every: std::time::Duration,
     /// Integer event-time columns declared as epoch seconds (`event_time.format`), by column
     /// name, with their multiplier to milliseconds.
     pub int_scales: HashMap<String, i64>,
@@ -51,7 +53,7 @@ impl PhysicalOptimizerRule for StreamingAggregateRule {
         plan.transform_down(|node| {
             if let Some(agg) = node.downcast_ref::<AggregateExec>() {
                 if let Some(new) = self.rewrite(agg)? {
-                    return Ok(Transformed::yes(new));
+                    return Ok(Transformed::yes(crate::planner::partitioning::keep_partitioning(&node, new)?));
                 }
             }
             Ok(Transformed::no(node))
@@ -178,6 +180,7 @@ impl StreamingAggregateRule {
             spec: AggregateSpec { aggs, key_schema: Arc::new(Schema::new(key_fields)) },
             watermark: self.watermark,
             emit,
+            changes_every: self.changes_every,
             schema: agg.schema(),
         };
         Ok(Some(Arc::new(WindowAggregateExec::new(strip_round_robin(input), config))))

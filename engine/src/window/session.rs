@@ -15,7 +15,7 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
 use datafusion::arrow::compute::kernels::cmp::{distinct, gt_eq};
-use datafusion::arrow::compute::kernels::numeric::sub;
+use datafusion::arrow::compute::kernels::numeric::sub_wrapping;
 use datafusion::arrow::compute::{concat, filter, lexsort_to_indices, min, not, take, SortColumn};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::common::Result;
@@ -30,7 +30,6 @@ pub struct SessionBuffer {
     chunks: Vec<(Int64Array, Evaluated)>,
     rows: usize,
     min_time: Option<i64>,
-    last_close: i64,
 }
 
 fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
@@ -41,7 +40,7 @@ fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
 impl SessionBuffer {
     /// An empty buffer for sessions ending after `gap` ms of inactivity.
     pub fn new(gap: i64) -> Self {
-        Self { gap, chunks: Vec::new(), rows: 0, min_time: None, last_close: i64::MIN }
+        Self { gap, chunks: Vec::new(), rows: 0, min_time: None }
     }
 
     /// Rows buffered.
@@ -115,11 +114,6 @@ impl SessionBuffer {
         if min_time.saturating_add(self.gap) > watermark {
             return Ok(Vec::new());
         }
-        // sorting the buffer is linear-ish in its size: do it at most every quarter gap
-        if watermark != i64::MAX && self.last_close != i64::MIN && watermark - self.last_close < (self.gap / 4).max(1) {
-            return Ok(Vec::new());
-        }
-        self.last_close = watermark;
         let Some((times, ev)) = self.take_all()? else { return Ok(Vec::new()) };
         let n = times.len();
         // sort by keys, then time
@@ -142,7 +136,7 @@ impl SessionBuffer {
         if n > 1 {
             let later = times.slice(1, n - 1);
             let earlier = times.slice(0, n - 1);
-            let gap_break = gt_eq(&sub(&later, &earlier)?, &Int64Array::new_scalar(self.gap))?;
+            let gap_break = gt_eq(&sub_wrapping(&later, &earlier)?, &Int64Array::new_scalar(self.gap))?;
             let mut breaks = gap_break;
             for k in &keys {
                 let changed = distinct(&k.slice(1, n - 1), &k.slice(0, n - 1))?;
