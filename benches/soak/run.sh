@@ -6,8 +6,8 @@
 #   bash benches/soak/run.sh [EVENTS...]        (default: 1000000 3000000 10000000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p ferris-server -p ferris-bench
-sizes=("${@:-1000000 3000000 10000000}")
+cargo build --release -p ferris-server -p ferris-bench 2>/dev/null
+
 [ $# -gt 0 ] || sizes=(1000000 3000000 10000000)
 printf '%-16s %-10s %12s %10s %14s %12s\n' query watermark events seconds events/s peak_rss_MiB
 for n in "${sizes[@]}"; do

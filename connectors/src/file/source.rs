@@ -55,6 +55,8 @@ pub struct FileSource {
     pattern: String,
     files: Vec<PathBuf>,
     partitions: usize,
+    /// Read each file whole, in order (the source has a watermark delay).
+    ordered: bool,
 }
 
 #[derive(Debug)]
@@ -105,7 +107,11 @@ impl FileSource {
             failure: FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?,
             metrics: Arc::new(ConnectorMetrics::default()),
         };
-        Ok(Self { cfg: Arc::new(cfg), pattern, files, partitions: partitions.max(1) })
+        // A source with a watermark delay reads each file in order (files still in parallel):
+        // splitting a file would have one split run ahead of another and hold every row it
+        // read in the operators' state until the slower split caught up.
+        let ordered = props.contains("watermark.delay");
+        Ok(Self { cfg: Arc::new(cfg), pattern, files, partitions: partitions.max(1), ordered })
     }
 
     /// The files the pattern matched.
@@ -115,7 +121,7 @@ impl FileSource {
 
     fn units(&self) -> Vec<Unit> {
         let mut units = Vec::new();
-        let single = self.files.len() < self.partitions;
+        let single = self.files.len() < self.partitions && !self.ordered;
         for path in &self.files {
             let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             match self.cfg.format {

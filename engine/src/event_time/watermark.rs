@@ -68,6 +68,16 @@ impl PartitionWatermarks {
         self.current
     }
 
+    /// The smallest over unfinished partitions of the latest event time each has delivered:
+    /// how far this input has got (`None` before every partition has spoken).
+    pub fn latest_time(&self) -> Option<i64> {
+        let live: Vec<Option<i64>> = self.partitions.iter().filter(|p| !p.finished).map(|p| p.max_time).collect();
+        if live.is_empty() {
+            return Some(i64::MAX);
+        }
+        live.into_iter().try_fold(i64::MAX, |acc, t| t.map(|t| acc.min(t)))
+    }
+
     /// Partition `p` delivered rows whose largest event time is `max_time`.
     pub fn observe(&mut self, p: usize, max_time: Option<i64>) {
         if let Some(state) = self.partitions.get_mut(p) {

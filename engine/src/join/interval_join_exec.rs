@@ -147,7 +147,7 @@ impl ExecutionPlan for IntervalJoinExec {
         if partition != 0 {
             return internal_err!("IntervalJoinExec has one output partition, asked for {partition}");
         }
-        let mut inputs = Vec::new();
+        let mut sides: Vec<Vec<futures::stream::BoxStream<'static, (usize, usize, Option<Result<RecordBatch>>)>>> = vec![Vec::new(), Vec::new()];
         let mut counts = [0usize; 2];
         for (s, plan) in [(0usize, &self.left), (1, &self.right)] {
             let n = plan.output_partitioning().partition_count();
@@ -155,9 +155,17 @@ impl ExecutionPlan for IntervalJoinExec {
             for p in 0..n {
                 let stream = plan.execute(p, Arc::clone(&context))?;
                 let tagged = stream.map(move |r| (s, p, Some(r))).chain(futures::stream::once(async move { (s, p, None) }));
-                inputs.push(tagged.boxed());
+                sides[s].push(tagged.boxed());
             }
         }
+        let right_inputs = sides.pop().unwrap_or_default();
+        let left_inputs = sides.pop().unwrap_or_default();
+        // a bounded side (a table) is read first, so stream rows need not wait in state for it
+        let first = match (self.left.boundedness().is_unbounded(), self.right.boundedness().is_unbounded()) {
+            (true, false) => Some(1),
+            (false, true) => Some(0),
+            _ => None,
+        };
         let metrics = JoinMetrics {
             baseline: BaselineMetrics::new(&self.metrics, 0),
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
@@ -168,12 +176,43 @@ impl ExecutionPlan for IntervalJoinExec {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&config.schema), 4);
         let tx = builder.tx();
         builder.spawn(async move {
-            let mut merged = futures::stream::select_all(inputs);
+            let mut left = futures::stream::select_all(left_inputs);
+            let mut right = futures::stream::select_all(right_inputs);
+            let mut remaining = [counts[0], counts[1]];
             let mut op = Joiner::new(Arc::clone(&config), counts, metrics);
-            while let Some((side, p, item)) = merged.next().await {
+            loop {
+                let (l_open, r_open) = (remaining[0] > 0, remaining[1] > 0);
+                if !l_open && !r_open {
+                    break;
+                }
+                // read the side that lags in event time (watermark alignment), or the table first
+                let prefer = match first {
+                    Some(f) if remaining[f] > 0 => Some(f),
+                    _ => op.lagging_side(),
+                };
+                // a preferred side that stays silent does not stall the other for long
+                let wait = std::time::Duration::from_millis(100);
+                let preferred = match prefer {
+                    Some(0) if l_open => tokio::time::timeout(wait, left.next()).await.ok(),
+                    Some(1) if r_open => tokio::time::timeout(wait, right.next()).await.ok(),
+                    _ => None,
+                };
+                let next = match preferred {
+                    Some(item) => item,
+                    None if l_open && r_open => tokio::select! {
+                        l = left.next() => l,
+                        r = right.next() => r,
+                    },
+                    None if l_open => left.next().await,
+                    None => right.next().await,
+                };
+                let Some((side, p, item)) = next else { break };
                 let out = match item {
                     Some(batch) => op.push(side, p, &batch?)?,
-                    None => op.finish(side, p)?,
+                    None => {
+                        remaining[side] = remaining[side].saturating_sub(1);
+                        op.finish(side, p)?
+                    }
                 };
                 for batch in out {
                     if batch.num_rows() > 0 {
@@ -239,6 +278,20 @@ impl Joiner {
     fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics) -> Self {
         let watermarks = [PartitionWatermarks::new(config.watermark, counts[0]), PartitionWatermarks::new(config.watermark, counts[1])];
         Self { config, sides: [SideState::default(), SideState::default()], watermarks, hashes: Vec::new(), random: RandomState::with_seed(0x5eed), metrics }
+    }
+
+    /// The side whose event time is far behind the other's, if one is: reading only it for a
+    /// while keeps the other side's rows from piling up in state (watermark alignment). Far
+    /// means more than the band's width, and at least a second.
+    fn lagging_side(&self) -> Option<usize> {
+        let band = self.config.band.as_ref()?;
+        let slack = band.hi.saturating_sub(band.lo).max(1000);
+        let seen = |s: usize| self.watermarks[s].latest_time();
+        match (seen(0), seen(1)) {
+            (Some(l), Some(r)) if l.saturating_sub(r) > slack => Some(1),
+            (Some(l), Some(r)) if r.saturating_sub(l) > slack => Some(0),
+            _ => None,
+        }
     }
 
     fn preserved(&self, side: usize) -> bool {
