@@ -8,6 +8,7 @@ mod explain;
 mod sinks;
 mod sources;
 mod golden;
+mod iot;
 mod temporal_joins;
 mod window_functions;
 mod windows;

@@ -51,12 +51,16 @@ pub struct IntervalJoinConfig {
     /// The event-time band; `None` for a stream joined to a table (rows of one side are kept
     /// until the other side has ended).
     pub band: Option<TimeBand>,
-    /// How each side's watermark moves.
-    pub watermark: WatermarkConfig,
+    /// How each side's watermark moves (left, right): the job's delay, plus the reach of the
+    /// interval joins feeding that side.
+    pub watermarks: [WatermarkConfig; 2],
     /// Left columns then right columns (outer sides nullable).
     pub join_schema: SchemaRef,
     /// Columns of the join schema to output, if not all.
     pub projection: Option<Vec<usize>>,
+    /// Hold output rows until the output watermark passes them (set when an event-time
+    /// operator reads this join's output).
+    pub ordered_output: bool,
     /// The output schema.
     pub schema: SchemaRef,
 }
@@ -85,6 +89,58 @@ impl IntervalJoinExec {
     }
 }
 
+impl IntervalJoinExec {
+    /// This join with ordered output (see [`IntervalJoinConfig::ordered_output`]).
+    pub fn ordered(&self) -> Self {
+        let c = &self.config;
+        let config = IntervalJoinConfig {
+            on: c.on.clone(),
+            filter: c.filter.clone(),
+            join_type: c.join_type,
+            band: c.band.clone(),
+            watermarks: c.watermarks,
+            join_schema: Arc::clone(&c.join_schema),
+            projection: c.projection.clone(),
+            ordered_output: true,
+            schema: Arc::clone(&c.schema),
+        };
+        Self::new(Arc::clone(&self.left), Arc::clone(&self.right), config)
+    }
+
+    fn band_is_set(&self) -> bool {
+        self.config.band.is_some()
+    }
+
+    /// How far behind the latest input time an output row's event time can be: the band's
+    /// reach (an operator above must wait this much longer for the join's rows).
+    pub fn lag_ms(&self) -> i64 {
+        self.config.band.as_ref().map_or(0, |b| b.lo.unsigned_abs().max(b.hi.unsigned_abs()).min(i64::MAX as u64) as i64)
+    }
+}
+
+/// How far behind an operator's watermark the event times of the rows `plan` hands over can
+/// be: an interval join with ordered output releases a pair once both its times are behind
+/// the join's watermark, so one of them may trail by up to the band's reach; nested joins add
+/// up. An operator above adds this to its watermark delay.
+pub fn join_lag_ms(plan: &Arc<dyn ExecutionPlan>) -> i64 {
+    let below = plan.children().iter().map(|c| join_lag_ms(c)).max().unwrap_or(0);
+    match plan.downcast_ref::<IntervalJoinExec>() {
+        Some(j) => below.saturating_add(j.lag_ms()),
+        None => below,
+    }
+}
+
+/// `plan` with every interval join in it (down to the sources) set to ordered output: for an
+/// event-time operator reading it.
+pub fn order_join_outputs(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    plan.transform_up(|node| match node.downcast_ref::<IntervalJoinExec>() {
+        Some(j) if j.band_is_set() && !j.config.ordered_output => Ok(Transformed::yes(Arc::new(j.ordered()) as Arc<dyn ExecutionPlan>)),
+        _ => Ok(Transformed::no(node)),
+    })
+    .map(|t| t.data)
+}
+
 impl DisplayAs for IntervalJoinExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let c = &self.config;
@@ -99,8 +155,9 @@ impl DisplayAs for IntervalJoinExec {
                 b.left_time,
                 b.lo,
                 b.hi,
-                c.watermark.describe()
-            ),
+                c.watermarks[0].describe()
+            )
+            .and_then(|_| if c.ordered_output { write!(f, ", output in event-time order") } else { Ok(()) }),
             None => write!(f, "IntervalJoinExec: join_type={:?}, on=[{}], band=none (stream to table: rows wait for the other side to end)", c.join_type, on.join(", ")),
         }
     }
@@ -246,6 +303,8 @@ struct Chunk {
     batch: RecordBatch,
     keys: Vec<ArrayRef>,
     matched: Vec<bool>,
+    times: Int64Array,
+    min_time: i64,
     max_time: i64,
 }
 
@@ -254,6 +313,8 @@ struct SideState {
     chunks: HashMap<u64, Chunk>,
     /// Chunks by their latest event time, for eviction.
     by_time: std::collections::BTreeSet<(i64, u64)>,
+    /// Chunks by their earliest event time, for emitting expired outer rows early.
+    by_min: std::collections::BTreeSet<(i64, u64)>,
     bytes: usize,
     next_id: u64,
     index: HashMap<u64, Vec<(u64, u32)>>,
@@ -261,8 +322,13 @@ struct SideState {
     stale: usize,
 }
 
+/// An output batch with the event time of each row.
+type Timed = (RecordBatch, Int64Array);
+
 struct Joiner {
     config: Arc<IntervalJoinConfig>,
+    /// Ordered output: rows waiting for the output watermark.
+    pending: Vec<Timed>,
     sides: [SideState; 2],
     watermarks: [PartitionWatermarks; 2],
     hashes: Vec<u64>,
@@ -276,8 +342,8 @@ fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
 
 impl Joiner {
     fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics) -> Self {
-        let watermarks = [PartitionWatermarks::new(config.watermark, counts[0]), PartitionWatermarks::new(config.watermark, counts[1])];
-        Self { config, sides: [SideState::default(), SideState::default()], watermarks, hashes: Vec::new(), random: RandomState::with_seed(0x5eed), metrics }
+        let watermarks = [PartitionWatermarks::new(config.watermarks[0], counts[0]), PartitionWatermarks::new(config.watermarks[1], counts[1])];
+        Self { config, pending: Vec::new(), sides: [SideState::default(), SideState::default()], watermarks, hashes: Vec::new(), random: RandomState::with_seed(0x5eed), metrics }
     }
 
     /// The side whose event time is far behind the other's, if one is: reading only it for a
@@ -335,15 +401,17 @@ impl Joiner {
     }
 
     fn push(&mut self, side: usize, p: usize, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Timed> = Vec::new();
         if batch.num_rows() == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let times = self.times(side, batch)?;
         // rows without a time cannot be placed in the band
         let untimed = is_null(&times)?;
         if untimed.true_count() > 0 && self.preserved(side) {
-            out.push(self.unmatched(side, &filter_record_batch(batch, &untimed)?)?);
+            let rows = self.unmatched(side, &filter_record_batch(batch, &untimed)?)?;
+            let n = rows.num_rows();
+            out.push((rows, Int64Array::from(vec![i64::MIN; n])));
         }
         // late: behind this side's own watermark, partners may be gone
         let wm = if self.config.band.is_some() { self.watermarks[side].current() } else { i64::MIN };
@@ -361,15 +429,15 @@ impl Joiner {
             self.hashes.clear();
             self.hashes.resize(batch.num_rows(), 0);
             create_hashes(&keys, &self.random, &mut self.hashes)?;
-            let matched = self.probe(side, &batch, &keys, &mut out)?;
-            self.insert(side, batch, keys, matched, max(&times).unwrap_or(i64::MIN));
+            let matched = self.probe(side, &batch, &times, &keys, &mut out)?;
+            self.insert(side, batch, keys, matched, times);
         }
         let advanced = self.watermarks[side].advance().is_some();
         if advanced || self.watermarks[1 - side].all_finished() {
             self.evict(&mut out)?;
         }
         self.update_state_metrics();
-        Ok(out)
+        self.release(out)
     }
 
     fn finish(&mut self, side: usize, p: usize) -> Result<Vec<RecordBatch>> {
@@ -379,11 +447,48 @@ impl Joiner {
             self.evict(&mut out)?;
         }
         self.update_state_metrics();
-        Ok(out)
+        self.release(out)
+    }
+
+    /// Output rows, each with its event time (the later of its sides'). With ordered output
+    /// they wait until the join's output watermark (the smaller input watermark less the
+    /// band's reach) has passed them: no row released later can be earlier, so an operator
+    /// above that derives its watermark from the rows it sees never finds one late.
+    fn release(&mut self, out: Vec<Timed>) -> Result<Vec<RecordBatch>> {
+        if !self.config.ordered_output {
+            return Ok(out.into_iter().map(|(b, _)| b).collect());
+        }
+        self.pending.extend(out.into_iter().filter(|(b, _)| b.num_rows() > 0));
+        let done = self.watermarks[0].all_finished() && self.watermarks[1].all_finished();
+        let lag = self.config.band.as_ref().map_or(0, |b| b.lo.unsigned_abs().max(b.hi.unsigned_abs()).min(i64::MAX as u64) as i64);
+        let w = if done { i64::MAX } else { self.watermarks[0].current().min(self.watermarks[1].current()).saturating_sub(lag) };
+        let mut released = Vec::new();
+        let mut kept = Vec::new();
+        for (batch, times) in std::mem::take(&mut self.pending) {
+            let ready = lt(&times, &Int64Array::new_scalar(w))?;
+            let n = ready.true_count();
+            if n == batch.num_rows() || w == i64::MAX {
+                released.push(batch);
+            } else if n == 0 {
+                kept.push((batch, times));
+            } else {
+                released.push(filter_record_batch(&batch, &ready)?);
+                let wait = not(&ready)?;
+                kept.push((filter_record_batch(&batch, &wait)?, filter(&times, &wait)?.as_primitive().clone()));
+            }
+        }
+        self.pending = kept;
+        // one batch per release: an operator above checks lateness against the watermark it
+        // had before the batch, so rows released together are never late to each other
+        if released.len() > 1 {
+            let schema = released[0].schema();
+            return Ok(vec![datafusion::arrow::compute::concat_batches(&schema, &released)?]);
+        }
+        Ok(released)
     }
 
     /// Matches `batch` of `side` against the other side's rows; returns which rows matched.
-    fn probe(&mut self, side: usize, batch: &RecordBatch, keys: &[ArrayRef], out: &mut Vec<RecordBatch>) -> Result<Vec<bool>> {
+    fn probe(&mut self, side: usize, batch: &RecordBatch, times: &Int64Array, keys: &[ArrayRef], out: &mut Vec<Timed>) -> Result<Vec<bool>> {
         let other = 1 - side;
         let mut matched = vec![false; batch.num_rows()];
         // candidate pairs per chunk of the other side
@@ -441,9 +546,15 @@ impl Joiner {
             let l = filter_record_batch(left, &mask)?;
             let r = filter_record_batch(right, &mask)?;
             let rows = l.num_rows();
-            out.push(self.output(l.columns().iter().chain(r.columns()).cloned().collect(), rows)?);
             let mine_m = filter(&mine, &mask)?;
             let theirs_m = filter(&theirs, &mask)?;
+            let t_mine = datafusion::arrow::compute::take(times, &mine_m, None)?;
+            let t_theirs = datafusion::arrow::compute::take(&chunk.times, &theirs_m, None)?;
+            // a pair waits for the later of its two times: released, neither time is ahead of
+            // what follows, whichever column an operator above reads as its event time
+            let earlier = lt(&t_mine, &t_theirs)?;
+            let pair_times = datafusion::arrow::compute::kernels::zip::zip(&earlier, &t_theirs, &t_mine)?.as_primitive().clone();
+            out.push((self.output(l.columns().iter().chain(r.columns()).cloned().collect(), rows)?, pair_times));
             for i in mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values() {
                 matched[*i as usize] = true;
             }
@@ -456,7 +567,9 @@ impl Joiner {
         Ok(matched)
     }
 
-    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, max_time: i64) {
+    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, times: Int64Array) {
+        let max_time = max(&times).unwrap_or(i64::MIN);
+        let min_time = datafusion::arrow::compute::min(&times).unwrap_or(i64::MIN);
         let state = &mut self.sides[side];
         let id = state.next_id;
         state.next_id += 1;
@@ -466,12 +579,13 @@ impl Joiner {
         state.rows += batch.num_rows();
         state.bytes += batch.get_array_memory_size() + batch.num_rows() * 12;
         state.by_time.insert((max_time, id));
-        state.chunks.insert(id, Chunk { batch, keys, matched, max_time });
+        state.by_min.insert((min_time, id));
+        state.chunks.insert(id, Chunk { batch, keys, matched, times, min_time, max_time });
     }
 
     /// Drops the rows the other side's watermark has put out of reach, emitting the unmatched
     /// rows of outer sides.
-    fn evict(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+    fn evict(&mut self, out: &mut Vec<Timed>) -> Result<()> {
         let band = self.config.band.as_ref().map(|b| (b.lo, b.hi));
         for side in 0..2 {
             let other_wm = self.watermarks[1 - side].current();
@@ -493,14 +607,35 @@ impl Joiner {
             for id in expired {
                 let Some(chunk) = self.sides[side].chunks.remove(&id) else { continue };
                 self.sides[side].by_time.remove(&(chunk.max_time, id));
+                self.sides[side].by_min.remove(&(chunk.min_time, id));
                 self.sides[side].bytes = self.sides[side].bytes.saturating_sub(chunk.batch.get_array_memory_size() + chunk.batch.num_rows() * 12);
                 self.sides[side].rows -= chunk.batch.num_rows();
                 self.sides[side].stale += chunk.batch.num_rows();
                 if self.preserved(side) {
                     let unmatched = BooleanArray::from(chunk.matched.iter().map(|m| !m).collect::<Vec<bool>>());
                     if unmatched.true_count() > 0 {
-                        out.push(self.unmatched(side, &filter_record_batch(&chunk.batch, &unmatched)?)?);
+                        let rows = self.unmatched(side, &filter_record_batch(&chunk.batch, &unmatched)?)?;
+                        out.push((rows, filter(&chunk.times, &unmatched)?.as_primitive().clone()));
                     }
+                }
+            }
+            // outer rows out of reach in chunks that still hold rows within reach: emit them now
+            if self.preserved(side) && !other_done {
+                let partial: Vec<u64> = self.sides[side].by_min.range(..(threshold, 0)).map(|(_, id)| *id).collect();
+                for id in partial {
+                    let Some(chunk) = self.sides[side].chunks.get_mut(&id) else { continue };
+                    let expired = lt(&chunk.times, &Int64Array::new_scalar(threshold))?;
+                    let unmatched: Vec<bool> = chunk.matched.iter().zip(expired.iter()).map(|(m, e)| !m && e.unwrap_or(false)).collect();
+                    if !unmatched.iter().any(|u| *u) {
+                        continue;
+                    }
+                    for (m, u) in chunk.matched.iter_mut().zip(&unmatched) {
+                        *m |= *u;
+                    }
+                    let mask = BooleanArray::from(unmatched);
+                    let rows = filter_record_batch(&chunk.batch, &mask)?;
+                    let times = filter(&chunk.times, &mask)?.as_primitive().clone();
+                    out.push((self.unmatched(side, &rows)?, times));
                 }
             }
             // compact the index once stale entries outnumber live ones

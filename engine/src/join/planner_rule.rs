@@ -129,11 +129,17 @@ impl IntervalJoinRule {
             filter: j.filter.cloned(),
             join_type: j.join_type,
             band,
-            watermark: self.watermark,
+            watermarks: [self.watermark, self.watermark],
+            ordered_output: false,
             join_schema: Arc::clone(&j.join_schema),
             projection: j.projection.clone(),
             schema,
         };
-        Ok(Some(Arc::new(IntervalJoinExec::new(strip_exchange(j.left), strip_exchange(j.right), config))))
+        // joins below hand their rows over in event-time order, as this one reads them by time
+        let left = crate::planner::partitioning::without_round_robin(super::interval_join_exec::order_join_outputs(strip_exchange(j.left))?)?;
+        let right = crate::planner::partitioning::without_round_robin(super::interval_join_exec::order_join_outputs(strip_exchange(j.right))?)?;
+        let lag = |p: &Arc<dyn ExecutionPlan>| crate::window::planner_rule::with_join_lag(self.watermark, p);
+        let config = IntervalJoinConfig { watermarks: [lag(&left), lag(&right)], ..config };
+        Ok(Some(Arc::new(IntervalJoinExec::new(left, right, config))))
     }
 }

@@ -82,9 +82,10 @@ pub fn new_context(
     // DataFusion's aggregates over unbounded inputs
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
+    // in order: joins, window functions, aggregates (the last two read the joins' reach)
     rules.insert(at, Arc::new(streaming));
-    rules.insert(at, Arc::new(joins));
     rules.insert(at, Arc::new(over));
+    rules.insert(at, Arc::new(joins));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime.build_arc()?)

@@ -39,3 +39,29 @@ pub fn keep_partitioning(old: &Arc<dyn ExecutionPlan>, new: Arc<dyn ExecutionPla
     let partitioning = if known { want.clone() } else { Partitioning::RoundRobinBatch(n) };
     Ok(Arc::new(RepartitionExec::try_new(new, partitioning)?))
 }
+
+/// The input of an event-time operator without round-robin repartitions (through the
+/// projections and filters above them). Round robin deals one stream's batches to
+/// several partitions; each partition keeps its own watermark, and one that happens to get no
+/// batch would hold the operator's watermark back for good.
+pub fn without_round_robin(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
+        if matches!(r.partitioning(), Partitioning::RoundRobinBatch(_)) {
+            return without_round_robin(Arc::clone(r.input()));
+        }
+        return Ok(plan);
+    }
+    let passes = plan.downcast_ref::<ProjectionExec>().is_some() || plan.downcast_ref::<FilterExec>().is_some();
+    if !passes {
+        return Ok(plan);
+    }
+    let Some(child) = plan.children().first().map(|c| Arc::clone(c)) else { return Ok(plan) };
+    let new_child = without_round_robin(Arc::clone(&child))?;
+    if Arc::ptr_eq(&new_child, &child) {
+        return Ok(plan);
+    }
+    #[allow(deprecated)]
+    plan.with_new_children(vec![new_child])
+}

@@ -76,7 +76,9 @@ impl PhysicalOptimizerRule for StreamWindowFunctionRule {
                 return plan_err!("window functions on a stream must all ORDER BY the same event time");
             }
             let int_scale = order.expr.downcast_ref::<Column>().and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1);
-            let sorted = Arc::new(WatermarkSortExec::new(source, order, int_scale, self.watermark));
+            let source = super::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(source)?)?;
+            let watermark = crate::window::planner_rule::with_join_lag(self.watermark, &source);
+            let sorted = Arc::new(WatermarkSortExec::new(source, order, int_scale, watermark));
             let window = BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?;
             Ok(Transformed::yes(super::partitioning::keep_partitioning(&node, Arc::new(window))?))
         })

@@ -70,6 +70,12 @@ impl PhysicalOptimizerRule for StreamingAggregateRule {
     }
 }
 
+/// `watermark` with its delay extended by the reach of the interval joins under `input`.
+pub fn with_join_lag(watermark: WatermarkConfig, input: &Arc<dyn ExecutionPlan>) -> WatermarkConfig {
+    let lag = crate::join::interval_join_exec::join_lag_ms(input);
+    WatermarkConfig { delay_ms: watermark.delay_ms.map(|d| d.saturating_add(lag)), ..watermark }
+}
+
 /// The partial aggregate under a final one, through repartitioning.
 fn partial_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
@@ -183,6 +189,9 @@ impl StreamingAggregateRule {
             changes_every: self.changes_every,
             schema: agg.schema(),
         };
-        Ok(Some(Arc::new(WindowAggregateExec::new(strip_round_robin(input), config))))
+        // joins below hand over their rows in event-time order, up to their reach
+        let input = crate::planner::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(strip_round_robin(input))?)?;
+        let config = WindowAggregateConfig { watermark: with_join_lag(config.watermark, &input), ..config };
+        Ok(Some(Arc::new(WindowAggregateExec::new(input, config))))
     }
 }
