@@ -93,17 +93,7 @@ pub fn onebrc_file(rows: usize) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let stations: Vec<(String, f64)> = (0..413)
-        .map(|i| (format!("Station {i:03} {}", ["Ab", "Cd", "Ef", "Gh", "Ij"][i % 5]), (rng.next() % 400) as f64 / 10.0 - 10.0))
-        .collect();
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).unwrap());
-    for _ in 0..rows {
-        let (name, mean) = &stations[(rng.next() % stations.len() as u64) as usize];
-        let t = mean + ((rng.next() % 200) as f64 - 100.0) / 10.0;
-        writeln!(w, "{name};{t:.1}").unwrap();
-    }
-    w.flush().unwrap();
+    ferris_bench::write_onebrc(&path, rows).unwrap();
     path
 }
 

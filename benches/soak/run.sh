@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -p ferris-server -p ferris-bench 2>/dev/null
 
-[ $# -gt 0 ] || sizes=(1000000 3000000 10000000)
+if [ $# -gt 0 ]; then sizes=("$@"); else sizes=(1000000 3000000 10000000); fi
 printf '%-16s %-10s %12s %10s %14s %12s\n' query watermark events seconds events/s peak_rss_MiB
 for n in "${sizes[@]}"; do
   dir="target/nexmark/$n"

@@ -218,7 +218,11 @@ async fn emit_changes_ends_with_the_final_value_of_every_group() {
         "CREATE STREAM totals AS SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id EMIT CHANGES \
          INTO out WITH ({}, 'batch.size' = '100', 'emit.interval' = '0ms', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');\n\
          CREATE STREAM per_window AS SELECT window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY TUMBLE(ts, INTERVAL '30' SECOND), user_id EMIT CHANGES \
-         INTO out2 WITH ({}, 'batch.size' = '100', 'emit.interval' = '0ms', 'out2.type' = 'file_sink', 'out2.path' = '{}/out2.jsonl');",
+         INTO out2 WITH ({}, 'batch.size' = '100', 'emit.interval' = '0ms', 'out2.type' = 'file_sink', 'out2.path' = '{}/out2.jsonl');\n\
+         CREATE STREAM per_hop AS SELECT window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY HOP(ts, INTERVAL '10' SECOND, INTERVAL '30' SECOND), user_id EMIT CHANGES \
+         INTO out3 WITH ({}, 'batch.size' = '100', 'emit.interval' = '0ms', 'out3.type' = 'file_sink', 'out3.path' = '{}/out3.jsonl');",
+        source(&data, ""),
+        tmp.path().display(),
         source(&data, ""),
         tmp.path().display(),
         source(&data, ""),
@@ -230,6 +234,11 @@ async fn emit_changes_ends_with_the_final_value_of_every_group() {
     for (file, key, batch) in [
         ("out.jsonl", vec!["user_id"], "SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id"),
         ("out2.jsonl", vec!["window_start", "user_id"], "SELECT to_timestamp_millis(ts / 30000 * 30000) AS window_start, user_id, COUNT(*) AS n FROM clicks GROUP BY 1, 2"),
+        (
+            "out3.jsonl",
+            vec!["window_start", "user_id"],
+            "SELECT to_timestamp_millis(ts / 10000 * 10000 - k.i * 10000) AS window_start, user_id, COUNT(*) AS n FROM clicks CROSS JOIN (VALUES (0), (1), (2)) AS k(i) GROUP BY 1, 2",
+        ),
     ] {
         let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
         let mut lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

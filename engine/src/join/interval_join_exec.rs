@@ -308,16 +308,37 @@ struct Chunk {
     max_time: i64,
 }
 
+/// A hasher for keys that are already hashes or small counters: one multiplication (the high
+/// bits, which hashbrown uses, come out well mixed).
+#[derive(Default, Clone, Copy)]
+struct MulHasher(u64);
+
+impl std::hash::Hasher for MulHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<MulHasher>>;
+
 #[derive(Default)]
 struct SideState {
-    chunks: HashMap<u64, Chunk>,
+    chunks: FastMap<u64, Chunk>,
     /// Chunks by their latest event time, for eviction.
     by_time: std::collections::BTreeSet<(i64, u64)>,
     /// Chunks by their earliest event time, for emitting expired outer rows early.
     by_min: std::collections::BTreeSet<(i64, u64)>,
     bytes: usize,
     next_id: u64,
-    index: HashMap<u64, Vec<(u64, u32)>>,
+    index: FastMap<u64, Vec<(u64, u32)>>,
     rows: usize,
     stale: usize,
 }
@@ -492,15 +513,14 @@ impl Joiner {
         let other = 1 - side;
         let mut matched = vec![false; batch.num_rows()];
         // candidate pairs per chunk of the other side
-        let mut per_chunk: HashMap<u64, (Vec<u32>, Vec<u32>)> = HashMap::new();
+        // (evicted chunks are skipped below, once per chunk)
+        let mut per_chunk: FastMap<u64, (Vec<u32>, Vec<u32>)> = FastMap::default();
         for (i, h) in self.hashes.iter().enumerate() {
             if let Some(refs) = self.sides[other].index.get(h) {
                 for &(chunk, row) in refs {
-                    if self.sides[other].chunks.contains_key(&chunk) {
-                        let e = per_chunk.entry(chunk).or_default();
-                        e.0.push(i as u32);
-                        e.1.push(row);
-                    }
+                    let e = per_chunk.entry(chunk).or_default();
+                    e.0.push(i as u32);
+                    e.1.push(row);
                 }
             }
         }

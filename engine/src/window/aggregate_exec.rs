@@ -511,6 +511,35 @@ impl Operator {
                 out.push(config.output(None, emitted)?);
             }
         }
+        if let WindowKind::Hop { size, slide } = config.kind {
+            // every open window holding a changed pane: its current value, all its groups
+            let mut windows = std::collections::BTreeSet::new();
+            for (&start, groups) in self.panes.iter_mut() {
+                if !groups.take_touched().is_empty() {
+                    let first = (start - size + 1).div_euclid(slide) * slide + if (start - size + 1).rem_euclid(slide) == 0 { 0 } else { slide };
+                    let mut ws = self.next_window.map_or(first, |n| n.max(first));
+                    while ws <= start {
+                        windows.insert(ws);
+                        ws += slide;
+                    }
+                }
+            }
+            for ws in windows {
+                let mut g = Groups::new(&config.spec)?;
+                for (_, state) in self.frozen.range(ws..ws.saturating_add(size)) {
+                    g.merge(&config.spec, state)?;
+                }
+                for (_, live) in self.panes.range_mut(ws..ws.saturating_add(size)) {
+                    let state = live.peek_state(&config.spec)?;
+                    g.merge(&config.spec, &state)?;
+                }
+                let emitted = g.emit_final(&config.spec)?;
+                if emitted.rows > 0 {
+                    let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
+                    out.push(config.output(Some(w), emitted)?);
+                }
+            }
+        }
         if let WindowKind::Tumble { size } = config.kind {
             for (&start, groups) in self.panes.iter_mut() {
                 let touched = groups.take_touched();
@@ -594,7 +623,13 @@ impl Operator {
                     }
                 }
             }
-            WindowKind::Hop { size, slide } => self.close_hop(size, slide, wm, out)?,
+            WindowKind::Hop { size, slide } => {
+                if config.emit == EmitMode::Changes {
+                    // windows about to close get their last changes first
+                    self.flush_changes(out)?;
+                }
+                self.close_hop(size, slide, wm, out)?
+            }
             WindowKind::Session { .. } => {
                 if let Some(s) = self.sessions.as_mut() {
                     for (window, emitted) in s.close(&config.spec, wm)? {
@@ -636,7 +671,7 @@ impl Operator {
             }
             let emitted = groups.emit_final(spec)?;
             self.metrics.windows.add(1);
-            if emitted.rows > 0 {
+            if emitted.rows > 0 && self.config.emit == EmitMode::Final {
                 let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
                 out.push(self.config.output(Some(w), emitted)?);
             }

@@ -158,6 +158,19 @@ impl Groups {
         Ok(Emitted { keys, aggs, rows })
     }
 
+    /// Every group's partial state, leaving the table as it was.
+    pub fn peek_state(&mut self, spec: &AggregateSpec) -> Result<Emitted<Vec<ArrayRef>>> {
+        let state = self.emit_state(spec)?;
+        let touched = std::mem::take(&mut self.touched);
+        let seen = std::mem::take(&mut self.seen);
+        let mut restored = Groups::new(spec)?;
+        restored.merge(spec, &state)?;
+        restored.touched = touched;
+        restored.seen = seen;
+        *self = restored;
+        Ok(state)
+    }
+
     /// The current final values of the groups `touched` (group indices), leaving the table as
     /// it was: for `EMIT CHANGES`.
     pub fn snapshot(&mut self, spec: &AggregateSpec, touched: &[u32]) -> Result<Emitted<ArrayRef>> {

@@ -158,8 +158,10 @@ impl StreamingAggregateRule {
                 (kind, Some(Arc::clone(&args[0])), Some(*pos))
             }
         };
-        if emit == EmitMode::Changes && matches!(kind, WindowKind::Hop { .. } | WindowKind::Session { .. }) {
-            return plan_err!("EMIT CHANGES is supported for TUMBLE windows and unwindowed GROUP BY; HOP and SESSION windows emit when they close (EMIT FINAL)");
+        if emit == EmitMode::Changes && matches!(kind, WindowKind::Session { .. }) {
+            return plan_err!(
+                "EMIT CHANGES is supported for TUMBLE and HOP windows and unwindowed GROUP BY; SESSION windows emit when they close (EMIT FINAL), since a session that merges others would need to retract them"
+            );
         }
         let input_schema = input.schema();
         let keys: Vec<(Arc<dyn PhysicalExpr>, String)> =
