@@ -22,16 +22,7 @@ use ferris_engine::job::analyze_sql;
 use ferris_engine::planner::plan_job;
 use ferris_engine::runner::{run_job, RunOptions};
 
-/// A small deterministic generator (xorshift), so every run reads the same bytes.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use ferris_bench::Rng;
 
 fn bench_dir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
@@ -54,9 +45,9 @@ fn orders_files() -> (PathBuf, PathBuf) {
     let (mut ids, mut customers, mut amounts, mut statuses) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut w = std::io::BufWriter::new(std::fs::File::create(&jsonl).unwrap());
     for i in 0..ORDERS {
-        let c = (rng.next() % 10_000) as i64;
-        let a = (rng.next() % 200_000) as f64 / 100.0;
-        let s = STATUSES[(rng.next() % 4) as usize];
+        let c = (rng.next_u64() % 10_000) as i64;
+        let a = (rng.next_u64() % 200_000) as f64 / 100.0;
+        let s = STATUSES[(rng.next_u64() % 4) as usize];
         writeln!(w, "{{\"order_id\":{i},\"customer_id\":{c},\"amount\":{a},\"status\":\"{s}\"}}").unwrap();
         ids.push(i as i64);
         customers.push(c);

@@ -27,15 +27,7 @@ use ferris_engine::window::StreamingAggregateRule;
 const ROWS: usize = 1_000_000;
 const BATCH: usize = 8192;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use ferris_bench::Rng;
 
 fn events_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -55,9 +47,9 @@ fn events(rows: usize, step: i64, keys: u64, seed: u64) -> Vec<RecordBatch> {
         .map(|start| {
             let n = BATCH.min(rows - start);
             let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
-            let ks: Vec<&str> = (0..n).map(|_| keys[(rng.next() % keys.len() as u64) as usize].as_str()).collect();
+            let ks: Vec<&str> = (0..n).map(|_| keys[(rng.next_u64() % keys.len() as u64) as usize].as_str()).collect();
             let ts: Vec<i64> = (start..start + n).map(|i| 1_700_000_000_000 + i as i64 * step).collect();
-            let amounts: Vec<f64> = (0..n).map(|_| (rng.next() % 100_000) as f64 / 100.0).collect();
+            let amounts: Vec<f64> = (0..n).map(|_| (rng.next_u64() % 100_000) as f64 / 100.0).collect();
             let cols: Vec<ArrayRef> =
                 vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(ks)), Arc::new(Int64Array::from(ts)), Arc::new(Float64Array::from(amounts))];
             RecordBatch::try_new(events_schema(), cols).unwrap()

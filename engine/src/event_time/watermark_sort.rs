@@ -129,11 +129,8 @@ impl ExecutionPlan for WatermarkSortExec {
                         state.release()?
                     }
                 };
-                if let Some(batch) = out {
-                    baseline.record_output(batch.num_rows());
-                    if tx.send(Ok(batch)).await.is_err() {
-                        return Ok(());
-                    }
+                if !super::forward(out.into_iter().collect(), &baseline, &tx).await {
+                    return Ok(());
                 }
             }
             baseline.done();

@@ -263,13 +263,8 @@ impl ExecutionPlan for WindowAggregateExec {
                     }
                     Input::Tick => op.tick()?,
                 };
-                for batch in out {
-                    if batch.num_rows() > 0 {
-                        op.metrics.baseline.record_output(batch.num_rows());
-                        if tx.send(Ok(batch)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+                if !crate::event_time::forward(out, &op.metrics.baseline, &tx).await {
+                    return Ok(());
                 }
             }
             op.metrics.baseline.done();
