@@ -160,7 +160,8 @@ async fn unbounded_streams_join_and_window_as_they_go() {
         tail("clicks", &clicks),
         out.display()
     );
-    run_until_rows(tmp.path(), &sql, &out, want.len());
+    let stderr = run_until_rows(tmp.path(), &sql, &out, want.len());
+    assert!(stderr.contains("of window and join state when it stopped"), "the open windows' state is reported: {stderr}");
     assert_same_rows("unbounded windows", &file_rows(&out), &want);
 
     // two windowed aggregates joined on their window (Nexmark q8's shape), both unbounded

@@ -115,6 +115,7 @@ impl ExecutionPlan for WatermarkSortExec {
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
             untimed: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
             state_rows: MetricBuilder::new(&self.metrics).gauge("state_rows", 0),
+            state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
         };
         let baseline = BaselineMetrics::new(&self.metrics, 0);
         let mut builder = RecordBatchReceiverStream::builder(self.schema(), 4);
@@ -154,6 +155,7 @@ struct SortState {
     late: Count,
     untimed: Count,
     state_rows: Gauge,
+    state_bytes: Gauge,
 }
 
 impl SortState {
@@ -177,10 +179,15 @@ impl SortState {
         self.release()
     }
 
+    fn update_state(&self) {
+        self.state_rows.set(self.buffer.iter().map(|(b, _)| b.num_rows()).sum());
+        self.state_bytes.set(self.buffer.iter().map(|(b, t)| b.get_array_memory_size() + datafusion::arrow::array::Array::get_array_memory_size(t)).sum());
+    }
+
     /// Emits, in time order, every buffered row before the watermark.
     fn release(&mut self) -> Result<Option<RecordBatch>> {
         if self.watermarks.advance().is_none() || self.buffer.is_empty() {
-            self.state_rows.set(self.buffer.iter().map(|(b, _)| b.num_rows()).sum());
+            self.update_state();
             return Ok(None);
         }
         let wm = self.watermarks.current();
@@ -194,7 +201,7 @@ impl SortState {
         if waiting.true_count() > 0 {
             self.buffer.push((filter_record_batch(&all, &waiting)?, filter(&times, &waiting)?.as_primitive::<Int64Type>().clone()));
         }
-        self.state_rows.set(self.buffer.iter().map(|(b, _)| b.num_rows()).sum());
+        self.update_state();
         if ready.true_count() == 0 {
             return Ok(None);
         }

@@ -69,6 +69,9 @@ pub struct JobReport {
     pub late_rows: u64,
     /// Rows whose event time was null or unreadable, dropped by the window operators.
     pub untimed_rows: u64,
+    /// State held by the streaming operators (windows, joins, event-time ordering) when the
+    /// job ended, in bytes: zero after a bounded input, the live state of a stopped stream.
+    pub state_bytes: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
@@ -207,6 +210,7 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         stopped,
         late_rows: operator_counter(&job.plan, "late_rows_dropped"),
         untimed_rows: operator_counter(&job.plan, "rows_without_event_time"),
+        state_bytes: operator_counter(&job.plan, "state_bytes"),
         error,
     };
     report
