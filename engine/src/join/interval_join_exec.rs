@@ -526,9 +526,7 @@ impl Joiner {
             let mine = UInt32Array::from(mine);
             let theirs = UInt32Array::from(theirs);
             let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
-            let a = take_record_batch(batch, &mine)?;
-            let b = take_record_batch(&chunk.batch, &theirs)?;
-            // keys equal (a null key matches nothing)
+            // keys equal (a null key matches nothing), on the key columns only
             let mut mask: Option<BooleanArray> = None;
             for (mk, tk) in keys.iter().zip(&chunk.keys) {
                 let x = datafusion::arrow::compute::take(mk.as_ref(), &mine, None)?;
@@ -539,14 +537,19 @@ impl Joiner {
                     None => e,
                 });
             }
-            let (left, right) = if side == 0 { (&a, &b) } else { (&b, &a) };
+            // the rest of the condition, on the columns it reads only
             if let Some(f) = &self.config.filter {
-                let columns: Vec<ArrayRef> = f
+                let (left_batch, left_idx, right_batch, right_idx) =
+                    if side == 0 { (batch, &mine, &chunk.batch, &theirs) } else { (&chunk.batch, &theirs, batch, &mine) };
+                let columns = f
                     .column_indices()
                     .iter()
-                    .map(|ci| if ci.side == JoinSide::Left { Arc::clone(left.column(ci.index)) } else { Arc::clone(right.column(ci.index)) })
-                    .collect();
-                let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(left.num_rows()));
+                    .map(|ci| {
+                        let (b, idx) = if ci.side == JoinSide::Left { (left_batch, left_idx) } else { (right_batch, right_idx) };
+                        datafusion::arrow::compute::take(b.column(ci.index).as_ref(), idx, None)
+                    })
+                    .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+                let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(mine.len()));
                 let fb = RecordBatch::try_new_with_options(Arc::clone(f.schema()), columns, &options)?;
                 let fm = eval(f.expression(), &fb)?.as_boolean().clone();
                 mask = Some(match mask {
@@ -554,15 +557,17 @@ impl Joiner {
                     None => fm,
                 });
             }
-            let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; left.num_rows()]));
+            let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; mine.len()]));
             if mask.true_count() == 0 {
                 continue;
             }
-            let l = filter_record_batch(left, &mask)?;
-            let r = filter_record_batch(right, &mask)?;
-            let rows = l.num_rows();
+            // whole rows only for the pairs that matched
             let mine_m = filter(&mine, &mask)?;
             let theirs_m = filter(&theirs, &mask)?;
+            let a = take_record_batch(batch, mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>())?;
+            let b = take_record_batch(&chunk.batch, theirs_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>())?;
+            let (l, r) = if side == 0 { (a, b) } else { (b, a) };
+            let rows = l.num_rows();
             let t_mine = datafusion::arrow::compute::take(times, &mine_m, None)?;
             let t_theirs = datafusion::arrow::compute::take(&chunk.times, &theirs_m, None)?;
             // a pair waits for the later of its two times: released, neither time is ahead of
