@@ -21,7 +21,7 @@ use ferris_engine::job::analyze_sql_with;
 use ferris_engine::planner::plan_job_with;
 use ferris_engine::runner::{run_job, JobReport, RunOptions};
 use tokio::sync::watch;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 /// FerrisStreams: streaming SQL over files (and, soon, Kafka, S3 and PostgreSQL).
 #[derive(Parser, Debug)]
@@ -227,7 +227,11 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
         match plan_job_with(spec, setup.limits.max_memory_mb).await {
             Ok(p) => {
                 for n in &p.notes {
-                    warn!(job = %p.spec.name, "{n}");
+                    if n.contains("not applied") {
+                        warn!(job = %p.spec.name, "{n}");
+                    } else {
+                        info!(job = %p.spec.name, "{n}");
+                    }
                 }
                 planned.push(p);
             }

@@ -76,11 +76,10 @@ impl SessionBuffer {
         let chunks = std::mem::take(&mut self.chunks);
         self.rows = 0;
         self.min_time = None;
-        let Some((first_t, first_ev)) = chunks.first() else { return Ok(None) };
-        if chunks.len() == 1 {
-            let (t, e) = chunks.into_iter().next().expect("one chunk");
-            return Ok(Some((t, e)));
+        if chunks.len() <= 1 {
+            return Ok(chunks.into_iter().next());
         }
+        let Some((_, first_ev)) = chunks.first() else { return Ok(None) };
         let times: Vec<&dyn Array> = chunks.iter().map(|(t, _)| t as &dyn Array).collect();
         let times = concat(&times)?.as_primitive::<Int64Type>().clone();
         let keys = (0..first_ev.keys.len())
@@ -103,7 +102,6 @@ impl SessionBuffer {
             })
             .collect::<Result<Vec<_>>>()?;
         let rows = times.len();
-        let _ = first_t;
         Ok(Some((times, Evaluated { keys, args, filters, rows })))
     }
 
