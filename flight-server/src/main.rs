@@ -327,7 +327,7 @@ fn summarize(r: &JobReport) {
     if r.late_rows > 0 {
         eprintln!("job '{}': {} late rows dropped (their window had closed; raise 'watermark.delay' to keep them)", r.name, r.late_rows);
     }
-    if r.state_bytes > 0 {
+    if r.stopped && r.state_bytes > 0 {
         eprintln!("job '{}': {:.1} MiB of window and join state when it stopped", r.name, r.state_bytes as f64 / (1 << 20) as f64);
     }
     if r.untimed_rows > 0 {

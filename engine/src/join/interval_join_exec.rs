@@ -660,6 +660,10 @@ impl Joiner {
             }
             // compact the index once stale entries outnumber live ones
             let state = &mut self.sides[side];
+            if state.chunks.is_empty() {
+                state.index.clear();
+                state.stale = 0;
+            }
             if state.stale > state.rows.max(4096) {
                 let chunks = &state.chunks;
                 state.index.retain(|_, refs| {
