@@ -2,6 +2,7 @@
 //! with what DataFusion computes in batch on the same files.
 
 mod common;
+mod demos;
 mod differential;
 mod errors;
 mod explain;
