@@ -93,6 +93,12 @@ async fn interval_joins_equal_the_batch_join() {
 /// Starts a job, waits until `out` holds `rows` lines (or a deadline), stops it with SIGINT and
 /// returns its stderr.
 pub fn run_until_rows(dir: &Path, sql: &str, out: &Path, rows: usize) -> String {
+    run_until(dir, sql, out, |text| text.lines().count() >= rows)
+}
+
+/// Starts a job, waits until the text of `out` satisfies `done` (or a deadline), stops it
+/// with SIGINT and returns its stderr.
+pub fn run_until(dir: &Path, sql: &str, out: &Path, done: impl Fn(&str) -> bool) -> String {
     std::fs::write(dir.join("job.sql"), sql).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
         .args(["run", "job.sql", "--no-progress"])
@@ -103,8 +109,7 @@ pub fn run_until_rows(dir: &Path, sql: &str, out: &Path, rows: usize) -> String 
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let have = std::fs::read_to_string(out).map(|t| t.lines().count()).unwrap_or(0);
-        if have >= rows {
+        if done(&std::fs::read_to_string(out).unwrap_or_default()) {
             break;
         }
         assert!(child.try_wait().unwrap().is_none(), "an unbounded job does not end by itself");
@@ -163,6 +168,27 @@ async fn unbounded_streams_join_and_window_as_they_go() {
     let stderr = run_until_rows(tmp.path(), &sql, &out, want.len());
     assert!(stderr.contains("of window and join state when it stopped"), "the open windows' state is reported: {stderr}");
     assert_same_rows("unbounded windows", &file_rows(&out), &want);
+
+    // an unwindowed GROUP BY on a stream updates (EMIT CHANGES by default)
+    let out = tmp.path().join("counts.jsonl");
+    let want = batch_rows(&ctx, "SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id").await;
+    let sql = format!(
+        "CREATE STREAM c AS SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY user_id INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        tail("clicks", &clicks),
+        out.display()
+    );
+    // the latest row per user, without `_op` (which every change must carry)
+    let latest = |text: &str| -> Vec<String> {
+        let mut last = std::collections::BTreeMap::new();
+        for line in text.lines().filter(|l| l.ends_with('}')) {
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            assert_eq!(v.as_object_mut().unwrap().remove("_op"), Some(serde_json::json!("UPSERT")));
+            last.insert(v["user_id"].to_string(), v.to_string());
+        }
+        canonical_lines(&last.values().cloned().collect::<Vec<_>>().join("\n"))
+    };
+    run_until(tmp.path(), &sql, &out, |text| latest(text) == want);
+    assert_same_rows("streaming GROUP BY", &latest(&std::fs::read_to_string(&out).unwrap()), &want);
 
     // two windowed aggregates joined on their window (Nexmark q8's shape), both unbounded
     let out = tmp.path().join("window_join.jsonl");

@@ -209,7 +209,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     if unbounded {
         plan = latency::pass_batches_through(plan).map_err(plan_err)?;
     }
-    if spec.statement.emit == Some(crate::sql::EmitMode::Changes) && has_changelog(&plan) {
+    if has_changelog(&plan) {
         plan = with_operation_column(plan).map_err(plan_err)?;
     }
     Ok(PlannedJob { spec, ctx, plan, sources, notes })

@@ -139,7 +139,8 @@ impl StreamingAggregateRule {
         if group.has_grouping_set() {
             return plan_err!("GROUPING SETS, CUBE and ROLLUP are not supported over windows or streams");
         }
-        let emit = self.emit.unwrap_or(EmitMode::Final);
+        // an unwindowed GROUP BY on a stream never reaches a final result: it updates
+        let emit = self.emit.unwrap_or(if window.is_none() && input.boundedness().is_unbounded() { EmitMode::Changes } else { EmitMode::Final });
         let (kind, time, window_pos) = match &window {
             None => (WindowKind::Global, None, None),
             Some((pos, f, args)) => {
