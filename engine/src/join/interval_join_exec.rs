@@ -236,6 +236,7 @@ impl ExecutionPlan for IntervalJoinExec {
             let mut left = futures::stream::select_all(left_inputs);
             let mut right = futures::stream::select_all(right_inputs);
             let mut remaining = [counts[0], counts[1]];
+            let mut quiet_until: [Option<std::time::Instant>; 2] = [None, None];
             let mut op = Joiner::new(Arc::clone(&config), counts, metrics);
             loop {
                 let (l_open, r_open) = (remaining[0] > 0, remaining[1] > 0);
@@ -245,13 +246,19 @@ impl ExecutionPlan for IntervalJoinExec {
                 // read the side that lags in event time (watermark alignment), or the table first
                 let prefer = match first {
                     Some(f) if remaining[f] > 0 => Some(f),
-                    _ => op.lagging_side(),
+                    _ => op.lagging_side().filter(|s| quiet_until[*s].is_none_or(|t| std::time::Instant::now() >= t)),
                 };
-                // a preferred side that stays silent does not stall the other for long
+                // a preferred side that stays silent does not stall the other for long: after
+                // 100 ms without a batch it is left alone for a second (or until it speaks)
                 let wait = std::time::Duration::from_millis(100);
                 let preferred = match prefer {
-                    Some(0) if l_open => tokio::time::timeout(wait, left.next()).await.ok(),
-                    Some(1) if r_open => tokio::time::timeout(wait, right.next()).await.ok(),
+                    Some(s) if remaining[s] > 0 => {
+                        let read = if s == 0 { tokio::time::timeout(wait, left.next()).await } else { tokio::time::timeout(wait, right.next()).await };
+                        if read.is_err() {
+                            quiet_until[s] = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+                        }
+                        read.ok()
+                    }
                     _ => None,
                 };
                 let next = match preferred {
@@ -264,6 +271,7 @@ impl ExecutionPlan for IntervalJoinExec {
                     None => right.next().await,
                 };
                 let Some((side, p, item)) = next else { break };
+                quiet_until[side] = None;
                 let out = match item {
                     Some(batch) => op.push(side, p, &batch?)?,
                     None => {
