@@ -116,7 +116,7 @@ impl IntervalJoinRule {
         if band.is_none() {
             if lu && ru {
                 return plan_err!(
-                    "a join of two unbounded streams needs a time bound, or its state would grow forever: add WITHIN INTERVAL '5' MINUTES after the ON condition, or bound the event times (b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …)"
+                    "a join of two unbounded streams needs a time bound, or its state would grow forever: add WITHIN INTERVAL '5' MINUTES after the ON condition and name each source's event-time column ('x.event_time' = 'ts'), or bound the event times in the ON condition (b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …)"
                 );
             }
             if !(lu || ru) {
