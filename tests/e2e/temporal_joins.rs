@@ -236,3 +236,17 @@ async fn unbounded_streams_join_and_window_as_they_go() {
     run_until_rows(tmp.path(), &sql, &out, want.len());
     assert_same_rows("stream-table", &file_rows(&out), &want);
 }
+
+#[test]
+fn two_streams_without_a_time_bound_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.jsonl"), tmp.path().join("b.jsonl"));
+    write_clicks(&a, 1, 10, 100, 0, 2);
+    write_clicks(&b, 2, 10, 100, 0, 2);
+    let schema = "ts BIGINT, ts_iso VARCHAR, user_id VARCHAR, amount BIGINT";
+    let src = |n: &str, p: &Path| format!("'{n}.type' = 'file_source', '{n}.path' = '{}', '{n}.format' = 'jsonlines', '{n}.watch' = 'true', '{n}.schema' = '{schema}'", p.display());
+    let sql = format!("SELECT a.user_id, b.amount FROM a JOIN b ON a.user_id = b.user_id WITH ({}, {});", src("a", &a), src("b", &b));
+    let run = run_sql(tmp.path(), &sql);
+    assert_ne!(run.status, 0, "an unbounded join without a bound must not start");
+    assert!(run.stderr.contains("needs a time bound") && run.stderr.contains("WITHIN INTERVAL"), "{}", run.stderr);
+}
