@@ -30,3 +30,23 @@ pub(crate) async fn forward(
     }
     true
 }
+
+/// One item of an operator's merged input: a batch of input partition `p` (`Some`), or the
+/// end of partition `p` (`None`), so the operator can keep a watermark per partition.
+pub(crate) type PartitionItem = (usize, Option<datafusion::common::Result<datafusion::arrow::record_batch::RecordBatch>>);
+
+/// Executes every output partition of `input`, each stream tagged with its partition and
+/// closed by an end marker, for an operator that merges them (`select_all`).
+pub(crate) fn partition_streams(
+    input: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    context: &std::sync::Arc<datafusion::execution::TaskContext>,
+) -> datafusion::common::Result<Vec<futures::stream::BoxStream<'static, PartitionItem>>> {
+    use datafusion::physical_plan::ExecutionPlanProperties;
+    use futures::StreamExt;
+    (0..input.output_partitioning().partition_count())
+        .map(|p| {
+            let stream = input.execute(p, std::sync::Arc::clone(context))?;
+            Ok(stream.map(move |r| (p, Some(r))).chain(futures::stream::once(async move { (p, None) })).boxed())
+        })
+        .collect()
+}

@@ -99,12 +99,8 @@ impl ExecutionPlan for WatermarkSortExec {
         if partition != 0 {
             return internal_err!("WatermarkSortExec has one output partition, asked for {partition}");
         }
-        let n = self.input.output_partitioning().partition_count();
-        let mut inputs = Vec::with_capacity(n);
-        for p in 0..n {
-            let stream = self.input.execute(p, Arc::clone(&context))?;
-            inputs.push(stream.map(move |r| (p, Some(r))).chain(futures::stream::once(async move { (p, None) })).boxed());
-        }
+        let inputs = super::partition_streams(&self.input, &context)?;
+        let n = inputs.len();
         let mut state = SortState {
             time: Arc::clone(&self.order.expr),
             options: self.order.options,

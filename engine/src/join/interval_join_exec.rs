@@ -207,13 +207,9 @@ impl ExecutionPlan for IntervalJoinExec {
         let mut sides: Vec<Vec<futures::stream::BoxStream<'static, (usize, usize, Option<Result<RecordBatch>>)>>> = vec![Vec::new(), Vec::new()];
         let mut counts = [0usize; 2];
         for (s, plan) in [(0usize, &self.left), (1, &self.right)] {
-            let n = plan.output_partitioning().partition_count();
-            counts[s] = n;
-            for p in 0..n {
-                let stream = plan.execute(p, Arc::clone(&context))?;
-                let tagged = stream.map(move |r| (s, p, Some(r))).chain(futures::stream::once(async move { (s, p, None) }));
-                sides[s].push(tagged.boxed());
-            }
+            let streams = crate::event_time::partition_streams(plan, &context)?;
+            counts[s] = streams.len();
+            sides[s] = streams.into_iter().map(|st| st.map(move |(p, item)| (s, p, item)).boxed()).collect();
         }
         let right_inputs = sides.pop().unwrap_or_default();
         let left_inputs = sides.pop().unwrap_or_default();

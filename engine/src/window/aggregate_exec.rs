@@ -220,13 +220,17 @@ impl ExecutionPlan for WindowAggregateExec {
         if partition != 0 {
             return internal_err!("WindowAggregateExec has one output partition, asked for {partition}");
         }
-        let n = self.input.output_partitioning().partition_count();
-        let mut inputs = Vec::with_capacity(n);
-        for p in 0..n {
-            let stream = self.input.execute(p, Arc::clone(&context))?;
-            let tagged = stream.map(move |r| Input::Batch(p, r)).chain(futures::stream::once(async move { Input::End(p) }));
-            inputs.push(tagged.boxed());
-        }
+        let inputs: Vec<futures::stream::BoxStream<'static, Input>> = crate::event_time::partition_streams(&self.input, &context)?
+            .into_iter()
+            .map(|s| {
+                s.map(|(p, item)| match item {
+                    Some(batch) => Input::Batch(p, batch),
+                    None => Input::End(p),
+                })
+                .boxed()
+            })
+            .collect();
+        let n = inputs.len();
         let metrics = OperatorMetrics {
             baseline: BaselineMetrics::new(&self.metrics, 0),
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
