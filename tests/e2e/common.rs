@@ -164,3 +164,23 @@ pub fn assert_same_rows(name: &str, got: &[String], want: &[String]) {
 pub fn assert_ok(run: &Run) {
     assert_eq!(run.status, 0, "ferris-sql failed\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
 }
+
+/// Stops a running `ferris-sql` with SIGINT (as Ctrl-C would), waits for it to exit (10 s at
+/// most), asserts it exited 0 and returns its stderr (the child must have piped stderr).
+pub fn stop_with_sigint(child: &mut std::process::Child) -> String {
+    use std::time::{Duration, Instant};
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "the job did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    stderr
+}

@@ -3,7 +3,6 @@
 //! compared row by row with DataFusion's batch join on the same files. Then the same operators
 //! on unbounded (tailed) files, where nothing ever ends.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,19 +114,7 @@ pub fn run_until(dir: &Path, sql: &str, out: &Path, done: impl Fn(&str) -> bool)
         assert!(child.try_wait().unwrap().is_none(), "an unbounded job does not end by itself");
         std::thread::sleep(Duration::from_millis(100));
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let stop = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < stop, "the job did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child.stderr.as_mut().unwrap().read_to_string(&mut stderr).unwrap();
-    assert_eq!(code, Some(0), "{stderr}");
-    stderr
+    stop_with_sigint(&mut child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
