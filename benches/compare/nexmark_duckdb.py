@@ -6,12 +6,11 @@ Prints events read per second, to put `benches/results/nexmark-*.md` in ratio.
     pip install -r benches/compare/requirements.txt
     python3 benches/compare/nexmark_duckdb.py --events 10000000
 """
-import argparse, os, time
-from pathlib import Path
+import os
 
 import duckdb
 
-root = Path(__file__).resolve().parents[2]
+from nexmark_common import input_dir, report
 
 QUERIES = {
     "q0": ("SELECT auction, bidder, price, date_time, extra FROM bid", ["bid"]),
@@ -37,32 +36,19 @@ QUERIES = {
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=10_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", help="the generated files (default target/nexmark/EVENTS)")
-    a = ap.parse_args()
-    d = Path(a.dir) if a.dir else root / "target" / "nexmark" / str(a.events)
+    d, repeat = input_dir(__doc__)
     con = duckdb.connect()
     con.execute(f"SET threads TO {os.cpu_count()}").fetchall()
     counts = {}
     for t in ["bid", "auction", "person"]:
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d / (t + '.parquet')}')").fetchall()
         counts[t] = con.execute(f"SELECT COUNT(*) FROM {t}").fetchall()[0][0]
-    print(f"{'query':6s} {'events':>12s} {'seconds':>9s} {'events/s':>14s} {'rows':>10s}")
-    for q, (sql, tables) in QUERIES.items():
-        best = None
-        rows = 0
-        for _ in range(a.repeat):
-            t = time.perf_counter()
-            reader = con.sql(sql).to_arrow_reader(1 << 16)
-            rows = 0
-            for batch in reader:
-                rows += batch.num_rows
-            s = time.perf_counter() - t
-            best = s if best is None else min(best, s)
-        events = sum(counts[t] for t in tables)
-        print(f"{q:6s} {events:>12d} {best:>9.3f} {events / best:>14.0f} {rows:>10d}")
+
+    def runner(sql):
+        # results streamed out as Arrow batches and discarded
+        return lambda: sum(batch.num_rows for batch in con.sql(sql).to_arrow_reader(1 << 16))
+
+    report({q: (runner(sql), tables) for q, (sql, tables) in QUERIES.items()}, counts, repeat)
 
 
 if __name__ == "__main__":

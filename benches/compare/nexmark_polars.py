@@ -6,13 +6,12 @@ generates) and prints events read per second and result rows, to put
     pip install -r benches/compare/requirements.txt
     python3 benches/compare/nexmark_polars.py --events 10000000
 """
-import argparse, time
 from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 
-root = Path(__file__).resolve().parents[2]
+from nexmark_common import input_dir, report
 
 
 def queries(d: Path):
@@ -57,23 +56,11 @@ def queries(d: Path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=10_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", help="the generated files (default target/nexmark/EVENTS)")
-    a = ap.parse_args()
-    d = Path(a.dir) if a.dir else root / "target" / "nexmark" / str(a.events)
+    d, repeat = input_dir(__doc__)
     counts = {t: pl.scan_parquet(d / f"{t}.parquet").select(pl.len()).collect().item() for t in ["bid", "auction", "person"]}
-    print(f"{'query':6s} {'events':>12s} {'seconds':>9s} {'events/s':>14s} {'rows':>10s}")
-    for q, (build, tables) in queries(d).items():
-        best, rows = None, 0
-        for _ in range(a.repeat):
-            t = time.perf_counter()
-            rows = build().collect().height
-            s = time.perf_counter() - t
-            best = s if best is None else min(best, s)
-        events = sum(counts[t] for t in tables)
-        print(f"{q:6s} {events:>12d} {best:>9.3f} {events / best:>14.0f} {rows:>10d}")
+    # results collected in memory
+    runs = {q: ((lambda build=build: build().collect().height), tables) for q, (build, tables) in queries(d).items()}
+    report(runs, counts, repeat)
 
 
 if __name__ == "__main__":
