@@ -80,11 +80,6 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
     Ok(ms.unary_opt(|t| (t.unsigned_abs() <= MAX_ABS_MILLIS).then_some(t)))
 }
 
-/// A constant array of `n` copies of `ms` as `Timestamp(ms)`.
-pub fn timestamps(values: Vec<i64>) -> ArrayRef {
-    Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(values))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

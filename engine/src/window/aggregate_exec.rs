@@ -29,7 +29,7 @@ use datafusion::arrow::compute::kernels::cmp::gt_eq;
 use datafusion::arrow::compute::{filter, filter_record_batch, max, min, partition, sort_to_indices, take, take_record_batch};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{internal_err, DataFusionError, Result};
+use datafusion::common::{internal_err, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -685,17 +685,6 @@ impl Operator {
         }
         Ok(())
     }
-}
-
-impl From<WindowAggregateExec> for Arc<dyn ExecutionPlan> {
-    fn from(e: WindowAggregateExec) -> Self {
-        Arc::new(e)
-    }
-}
-
-/// An error for a window aggregate that cannot be planned.
-pub fn unsupported(what: impl Into<String>) -> DataFusionError {
-    DataFusionError::Plan(what.into())
 }
 
 /// The aggregate functions' evaluated arguments, as DataFusion's hash aggregate computes them:

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt8Array};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt8Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result;
@@ -205,11 +205,6 @@ pub fn distinct_groups(indices: &[usize], seen: &mut Vec<bool>, out: &mut Vec<u3
             out.push(g as u32);
         }
     }
-}
-
-/// Number of rows in the first array, or zero.
-pub fn rows_of(arrays: &[ArrayRef]) -> usize {
-    arrays.first().map_or(0, |a| a.len())
 }
 
 /// Aggregates raw rows whose groups are already numbered (`groups[i]` < `total`), without a
