@@ -13,10 +13,12 @@
 
 pub mod batching;
 pub mod blackhole;
+pub mod commit;
 pub mod connector_type;
 pub mod error;
 pub mod failure;
 pub mod file;
+pub mod kafka;
 pub mod metrics;
 pub mod properties;
 pub mod sink;

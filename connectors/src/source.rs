@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::streaming::PartitionStream;
 
+use crate::commit::CommitGate;
 use crate::metrics::ConnectorMetrics;
 
 /// A configured, ready-to-read source.
@@ -29,4 +30,9 @@ pub trait Source: Debug + Send + Sync {
     fn metrics(&self) -> Arc<ConnectorMetrics>;
     /// A one-line description for `explain` (`file jsonl data/orders.jsonl (1 file)`).
     fn describe(&self) -> String;
+    /// The barrier through which the job acknowledges delivered rows, for sources that commit
+    /// read positions (Kafka offsets); `None` for sources that do not.
+    fn commit_gate(&self) -> Option<Arc<CommitGate>> {
+        None
+    }
 }

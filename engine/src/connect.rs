@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ferris_connectors::blackhole::BlackholeSink;
 use ferris_connectors::file::{FileSink, FileSource};
+use ferris_connectors::kafka::{KafkaSink, KafkaSource};
 use ferris_connectors::stdout::StdoutSink;
 use ferris_connectors::{ConnectorError, ConnectorKind, Properties, Sink, Source};
 
@@ -33,9 +34,12 @@ fn not_supported(rel: &RelationSpec) -> ConnectorError {
 }
 
 /// Creates the source `rel`; `partitions` caps its parallelism.
-pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize) -> Result<Arc<dyn Source>, ConnectorError> {
+pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize, job_name: &str) -> Result<Arc<dyn Source>, ConnectorError> {
     match rel.connector.kind {
         ConnectorKind::File => Ok(Arc::new(FileSource::try_new(&rel.properties, job, partitions).map_err(|e| with_origin(rel, e))?)),
+        ConnectorKind::Kafka => {
+            Ok(Arc::new(KafkaSource::try_new(&rel.properties, job, partitions, job_name).map_err(|e| with_origin(rel, e))?))
+        }
         _ => Err(not_supported(rel)),
     }
 }
@@ -49,6 +53,7 @@ pub fn create_sink(rel: &RelationSpec) -> Result<Box<dyn Sink>, ConnectorError> 
             sink.check_writable()?;
             Ok(Box::new(sink))
         }
+        ConnectorKind::Kafka => Ok(Box::new(KafkaSink::try_new(&rel.properties).map_err(|e| with_origin(rel, e))?)),
         ConnectorKind::Stdout => Ok(Box::new(StdoutSink::new(rel.name.clone()))),
         ConnectorKind::Blackhole => Ok(Box::new(BlackholeSink::new(rel.name.clone()))),
         _ => Err(not_supported(rel)),

@@ -10,6 +10,7 @@ mod sinks;
 mod sources;
 mod golden;
 mod iot;
+mod kafka;
 mod temporal_joins;
 mod window_functions;
 mod windows;

@@ -293,6 +293,11 @@ fn send(cfg: &ReadConfig, tx: &BatchSender, batch: RecordBatch) -> bool {
     tx.blocking_send(Ok(batch)).is_ok()
 }
 
+/// Rows per decoded batch: the configured size, bounded for strategies that count bytes.
+fn decode_rows(batch: &BatchConfig) -> usize {
+    batch.size.min(1 << 20)
+}
+
 /// Reads one unit; Ok(false) when the receiver has gone.
 fn read_unit(cfg: &ReadConfig, out: &Output, unit: &Unit, tx: &BatchSender) -> Result<bool> {
     match (cfg.format, unit) {
@@ -309,7 +314,7 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?
-        .with_batch_size(cfg.batch.size);
+        .with_batch_size(decode_rows(&cfg.batch));
     if let Some(g) = groups {
         b = b.with_row_groups(g);
     }
@@ -400,7 +405,8 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             line_no += 1;
         }
     }
-    let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, cfg.batch.size)?;
+    let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?;
+    let mut sizer = cfg.batch.sizer();
     let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut logged = 0usize;
     loop {
@@ -437,7 +443,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             carry = 0;
             lines += 1;
             first_row_at.get_or_insert_with(Instant::now);
-            if lines >= cfg.batch.size {
+            if sizer.is_full(lines, chunk.len()) {
                 break;
             }
         }
@@ -460,11 +466,14 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
                 };
                 handle_bad_records(cfg, path, &bad, &mut logged)?;
             }
+            let sent_at = Instant::now();
             for b in batches {
                 if !send(cfg, tx, b) {
                     return Ok(false);
                 }
             }
+            // Time blocked on a full channel is time the job took downstream.
+            sizer.observe(lines, sent_at.elapsed());
             line_no += lines as u64;
             element += lines;
             chunk_offset += chunk.len() as u64;

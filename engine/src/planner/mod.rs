@@ -175,11 +175,11 @@ pub async fn plan_job(spec: JobSpec) -> Result<PlannedJob> {
 pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<PlannedJob> {
     let partitions = parallelism(&spec);
     let batch_size = ferris_connectors::batching::BatchConfig::resolve(&ferris_connectors::Properties::new(""), &spec.options)
-        .map(|b| b.size)
+        .map(|b| b.size.min(1 << 16))
         .unwrap_or(ferris_connectors::batching::DEFAULT_BATCH_SIZE);
     let mut sources = Vec::new();
     for rel in &spec.sources {
-        let source = create_source(rel, &spec.options, partitions).map_err(|error| EngineError::Source {
+        let source = create_source(rel, &spec.options, partitions, &spec.name).map_err(|error| EngineError::Source {
             job: spec.name.clone(),
             source_name: rel.name.clone(),
             error,

@@ -19,12 +19,21 @@ use tracing::{error, warn};
 /// Batches a sink's queue holds before the job waits for it.
 pub const DEFAULT_QUEUE_SIZE: usize = 4;
 
+/// What the runner sends a sink task.
+#[derive(Debug)]
+pub enum SinkMsg {
+    /// Rows to write.
+    Batch(RecordBatch),
+    /// Make everything written so far durable, then answer whether it is (a commit barrier).
+    Flush(tokio::sync::oneshot::Sender<bool>),
+}
+
 /// The runner's handle on one sink task.
 pub struct SinkHandle {
     /// The sink's name.
     pub name: String,
     /// Its queue; `None` once closed.
-    pub tx: Option<mpsc::Sender<RecordBatch>>,
+    pub tx: Option<mpsc::Sender<SinkMsg>>,
     /// True while its last write failed (or it could not be created).
     pub failed: Arc<AtomicBool>,
     /// Its counters.
@@ -87,7 +96,7 @@ async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy:
 async fn drive(
     job: String,
     mut sink: Box<dyn Sink>,
-    mut rx: mpsc::Receiver<RecordBatch>,
+    mut rx: mpsc::Receiver<SinkMsg>,
     strategy: FailureStrategy,
     failed: Arc<AtomicBool>,
     metrics: Arc<ConnectorMetrics>,
@@ -113,7 +122,23 @@ async fn drive(
         } else {
             rx.recv().await
         };
-        let Some(batch) = next else { break };
+        let batch = match next {
+            None => break,
+            Some(SinkMsg::Batch(b)) => b,
+            Some(SinkMsg::Flush(ack)) => {
+                let ok = match sink.flush().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(job = %job, sink = sink.name(), "flush failed: {e}");
+                        false
+                    }
+                };
+                dirty = false;
+                last_flush = std::time::Instant::now();
+                let _ = ack.send(ok);
+                continue;
+            }
+        };
         match write_with_strategy(sink.as_mut(), &batch, strategy).await {
             Ok(()) => {
                 metrics.add_batch(batch.num_rows());

@@ -16,15 +16,16 @@ use std::time::{Duration, Instant};
 use datafusion::physical_plan::execute_stream;
 use ferris_connectors::stdout::StdoutSink;
 use ferris_connectors::{FailureStrategy, Sink};
-use futures::StreamExt;
+use ferris_connectors::commit::CommitGate;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::connect::create_sink;
 use crate::error::describe_datafusion_error;
 use crate::planner::PlannedJob;
-use fanout::{SinkHandle, DEFAULT_QUEUE_SIZE};
+use fanout::{SinkHandle, SinkMsg, DEFAULT_QUEUE_SIZE};
 
 /// How a job is run.
 #[derive(Debug, Clone)]
@@ -76,6 +77,74 @@ pub struct JobReport {
     pub error: Option<String>,
 }
 
+/// How long a stopping job waits for in-flight rows to reach the sinks before its last commit.
+const STOP_DRAIN: Duration = Duration::from_secs(5);
+/// How long a commit barrier may wait for every reader to go quiet before it is retried.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The sinks of a running job, and the stdout fallback used once every sink has failed.
+struct Outputs {
+    name: String,
+    sinks: Vec<SinkHandle>,
+    fallback: Option<StdoutSink>,
+    fallback_rows: u64,
+    rows_out: Arc<AtomicU64>,
+}
+
+impl Outputs {
+    /// Sends `batch` to every healthy sink (waiting while a queue is full: back-pressure).
+    async fn deliver(&mut self, batch: arrow::record_batch::RecordBatch) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        self.rows_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        let mut delivered = false;
+        for s in self.sinks.iter_mut().filter(|s| s.is_healthy()) {
+            if let Some(tx) = &s.tx {
+                if tx.send(SinkMsg::Batch(batch.clone())).await.is_ok() {
+                    delivered = true;
+                } else {
+                    s.tx = None;
+                }
+            }
+        }
+        if !delivered {
+            let name = &self.name;
+            let out = self.fallback.get_or_insert_with(|| {
+                warn!(job = %name, "every sink has failed: writing results to stdout");
+                StdoutSink::new("stdout-fallback")
+            });
+            if let Err(e) = out.write(&batch).await {
+                warn!(job = %self.name, "stdout fallback failed: {e}");
+            } else {
+                self.fallback_rows += batch.num_rows() as u64;
+            }
+        }
+    }
+
+    /// Has every open sink flush what it was sent; true when all acknowledged.
+    async fn flush_all(&mut self) -> bool {
+        let mut waits = Vec::new();
+        for s in self.sinks.iter().filter(|s| s.tx.is_some()) {
+            let (ack, done) = tokio::sync::oneshot::channel();
+            if let Some(tx) = &s.tx {
+                if tx.send(SinkMsg::Flush(ack)).await.is_err() {
+                    return false;
+                }
+            }
+            waits.push(done);
+        }
+        let mut ok = true;
+        for w in waits {
+            ok &= w.await.unwrap_or(false);
+        }
+        if let Some(f) = &mut self.fallback {
+            ok &= f.flush().await.is_ok();
+        }
+        ok
+    }
+}
+
 /// Runs `job` to completion (bounded sources drained) or until `opts.stop` turns true.
 pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let start = Instant::now();
@@ -109,27 +178,87 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let _progress = opts.progress.then(|| {
         progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(&rows_out))
     });
-    let mut fallback: Option<StdoutSink> = None;
-    let mut fallback_rows = 0u64;
+    let mut out = Outputs { name: name.clone(), sinks, fallback: None, fallback_rows: 0, rows_out: Arc::clone(&rows_out) };
+    let gates: Vec<Arc<CommitGate>> = job.sources.iter().filter_map(|s| s.commit_gate()).collect();
+    let commit_every = gates.iter().map(|g| g.interval()).min().unwrap_or(Duration::from_secs(3600));
+    let mut commit_tick = tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut barrier_check = tokio::time::interval(Duration::from_millis(2));
+    // When the open commit barrier was opened; None when no barrier is open.
+    let mut barrier: Option<Instant> = None;
     let mut stopped = false;
     let mut stop_alive = true;
+    let mut stop_deadline: Option<Instant> = None;
     match execute_stream(Arc::clone(&job.plan), job.ctx.task_ctx()) {
         Err(e) => error = Some(describe_datafusion_error(&e)),
         Ok(mut stream) => loop {
             tokio::select! {
                 biased;
-                changed = opts.stop.changed(), if stop_alive => {
+                changed = opts.stop.changed(), if stop_alive && stop_deadline.is_none() => {
                     if changed.is_err() {
                         stop_alive = false; // nobody can ask us to stop any more
                     } else if *opts.stop.borrow() {
                         info!(job = %name, "stop requested: flushing sinks");
                         stopped = true;
-                        break;
+                        if gates.is_empty() {
+                            break;
+                        }
+                        // A last barrier, so that what the sinks received is committed.
+                        stop_deadline = Some(Instant::now() + STOP_DRAIN);
+                        if barrier.is_none() {
+                            gates.iter().for_each(|g| g.open());
+                            barrier = Some(Instant::now());
+                        }
                     }
                 }
                 Some(msg) = fatal_rx.recv() => {
                     error = Some(msg);
                     break;
+                }
+                _ = commit_tick.tick(), if !gates.is_empty() && barrier.is_none() => {
+                    gates.iter().for_each(|g| g.open());
+                    barrier = Some(Instant::now());
+                }
+                _ = barrier_check.tick(), if barrier.is_some() => {
+                    let quiet = gates.iter().all(|g| g.quiet());
+                    if quiet {
+                        // Nothing left the readers since: drain what is in flight, then have
+                        // every sink acknowledge before committing.
+                        let mut ended = false;
+                        while let Some(next) = stream.next().now_or_never() {
+                            match next {
+                                Some(Ok(batch)) => out.deliver(batch).await,
+                                Some(Err(e)) => {
+                                    error = Some(describe_datafusion_error(&e));
+                                    ended = true;
+                                    break;
+                                }
+                                None => {
+                                    ended = true;
+                                    break;
+                                }
+                            }
+                        }
+                        let acked = error.is_none() && out.flush_all().await;
+                        gates.iter().for_each(|g| g.release(acked));
+                        barrier = None;
+                        if ended || stop_deadline.is_some() {
+                            break;
+                        }
+                    } else if let Some(opened) = barrier {
+                        if let Some(deadline) = stop_deadline {
+                            if Instant::now() >= deadline {
+                                warn!(job = %name, "stopping without a last commit: rows still in flight after {}s", STOP_DRAIN.as_secs());
+                                gates.iter().for_each(|g| g.release(false));
+                                break;
+                            }
+                        } else if opened.elapsed() > BARRIER_TIMEOUT.max(commit_every) {
+                            // An operator is not reading some input (join alignment): try later.
+                            debug!(job = %name, "commit barrier timed out; retrying at the next interval");
+                            gates.iter().for_each(|g| g.release(false));
+                            barrier = None;
+                        }
+                    }
                 }
                 next = stream.next() => match next {
                     None => break,
@@ -137,37 +266,13 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
                         error = Some(describe_datafusion_error(&e));
                         break;
                     }
-                    Some(Ok(batch)) => {
-                        if batch.num_rows() == 0 {
-                            continue;
-                        }
-                        rows_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                        let mut delivered = false;
-                        for s in sinks.iter_mut().filter(|s| s.is_healthy()) {
-                            if let Some(tx) = &s.tx {
-                                if tx.send(batch.clone()).await.is_ok() {
-                                    delivered = true;
-                                } else {
-                                    s.tx = None;
-                                }
-                            }
-                        }
-                        if !delivered {
-                            let out = fallback.get_or_insert_with(|| {
-                                warn!(job = %name, "every sink has failed: writing results to stdout");
-                                StdoutSink::new("stdout-fallback")
-                            });
-                            if let Err(e) = out.write(&batch).await {
-                                warn!(job = %name, "stdout fallback failed: {e}");
-                            } else {
-                                fallback_rows += batch.num_rows() as u64;
-                            }
-                        }
-                    }
+                    Some(Ok(batch)) => out.deliver(batch).await,
                 }
             }
         },
     }
+    gates.iter().for_each(|g| g.release(false));
+    let Outputs { mut sinks, fallback, fallback_rows, .. } = out;
     // Close every queue, then wait for the sinks to flush.
     for s in sinks.iter_mut() {
         s.tx = None;

@@ -1,0 +1,200 @@
+//! At-least-once delivery: a source's read positions (Kafka offsets) are committed only once
+//! every sink has acknowledged the rows read before them.
+//!
+//! The job runner drives *commit barriers*. Each reader of a source (one Kafka consumer)
+//! registers with the source's [`CommitGate`]. A reader is *quiet* once the job has asked it
+//! for its next batch (so the batch it handed out last has left the reader's pipeline) and it
+//! holds back any new batch while a barrier is open. When every reader is quiet, the runner
+//! drains what is still in flight, has every sink flush (a Kafka sink waits for its delivery
+//! reports), and releases the barrier with `commit = true`: each reader's positions as of the
+//! barrier are committed. A barrier that cannot complete (an operator stopped reading one input)
+//! is released without committing and tried again later, so it never stalls the job.
+//!
+//! ```sql
+//! SELECT * FROM orders INTO out
+//! WITH ('orders.type' = 'kafka_source', 'orders.commit.interval' = '1s', …)
+//! ```
+//!
+//! Operators that keep state (windows, joins) hold rows the sinks have not seen yet: their
+//! input is committed once consumed, so a restart re-reads from the last commit and state
+//! still open at a crash is rebuilt only from what was not yet committed.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Commits positions for one reader (a Kafka consumer commits offsets).
+pub trait PositionCommitter: Send + Sync + Debug {
+    /// Commits `positions`: (topic, partition, next offset to read).
+    fn commit(&self, positions: &[(String, i32, i64)]);
+}
+
+#[derive(Debug, Default)]
+struct ReaderState {
+    /// Positions after the last batch handed out.
+    emitted: HashMap<(String, i32), i64>,
+    /// True between handing a batch out and being asked for the next one.
+    in_flight: bool,
+    /// The reader has ended.
+    finished: bool,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    readers: HashMap<usize, ReaderState>,
+    committers: HashMap<usize, std::sync::Arc<dyn PositionCommitter>>,
+    next_reader: usize,
+    /// A barrier is open.
+    open: bool,
+}
+
+/// The barrier shared by a source's readers and the job runner.
+#[derive(Debug)]
+pub struct CommitGate {
+    state: Mutex<GateState>,
+    /// True while a barrier is open: readers hold new batches back.
+    open: watch::Sender<bool>,
+    /// How often the runner opens a barrier.
+    interval: Duration,
+}
+
+impl CommitGate {
+    /// A gate whose barriers are opened every `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self { state: Mutex::new(GateState::default()), open: watch::channel(false).0, interval }
+    }
+
+    /// How often barriers should be opened.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a reader; returns its id.
+    pub fn register(&self, committer: std::sync::Arc<dyn PositionCommitter>) -> usize {
+        let mut s = self.lock();
+        let id = s.next_reader;
+        s.next_reader += 1;
+        s.readers.insert(id, ReaderState::default());
+        s.committers.insert(id, committer);
+        id
+    }
+
+    /// The reader `id` has been asked for its next batch: what it handed out before is past it.
+    pub fn polled(&self, id: usize) {
+        if let Some(r) = self.lock().readers.get_mut(&id) {
+            r.in_flight = false;
+        }
+    }
+
+    /// Waits while a barrier is open, then records that the reader `id` hands out a batch
+    /// ending at `positions`.
+    pub async fn before_emit(&self, id: usize, positions: impl IntoIterator<Item = ((String, i32), i64)>) {
+        let mut rx = self.open.subscribe();
+        loop {
+            {
+                // Checked and recorded under one lock, so that a barrier opened meanwhile
+                // never commits a batch that is only now leaving.
+                let mut s = self.lock();
+                if !s.open {
+                    if let Some(r) = s.readers.get_mut(&id) {
+                        r.in_flight = true;
+                        r.emitted.extend(positions);
+                    }
+                    return;
+                }
+            }
+            // An error means the gate is gone: nothing to wait for.
+            if rx.wait_for(|open| !*open).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Forgets positions of partitions the reader `id` no longer owns (after a rebalance).
+    pub fn retain(&self, id: usize, keep: impl Fn(&str, i32) -> bool) {
+        if let Some(r) = self.lock().readers.get_mut(&id) {
+            r.emitted.retain(|(t, p), _| keep(t, *p));
+        }
+    }
+
+    /// The reader `id` has ended; it no longer holds a barrier up.
+    pub fn finish(&self, id: usize) {
+        if let Some(r) = self.lock().readers.get_mut(&id) {
+            r.finished = true;
+            r.in_flight = false;
+        }
+    }
+
+    /// Opens a barrier: readers hold new batches back.
+    pub fn open(&self) {
+        self.lock().open = true;
+        self.open.send_replace(true);
+    }
+
+    /// True when no reader has a batch in the pipeline.
+    pub fn quiet(&self) -> bool {
+        self.lock().readers.values().all(|r| r.finished || !r.in_flight)
+    }
+
+    /// Closes the barrier. With `commit`, every reader's positions are committed (call only
+    /// when [`CommitGate::quiet`] held and the sinks have acknowledged everything).
+    pub fn release(&self, commit: bool) {
+        let mut s = self.lock();
+        if commit {
+            for (id, r) in &s.readers {
+                if r.emitted.is_empty() {
+                    continue;
+                }
+                if let Some(c) = s.committers.get(id) {
+                    let positions: Vec<(String, i32, i64)> = r.emitted.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+                    c.commit(&positions);
+                }
+            }
+        }
+        s.open = false;
+        drop(s);
+        self.open.send_replace(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Log(Mutex<Vec<(String, i32, i64)>>);
+    impl PositionCommitter for Log {
+        fn commit(&self, positions: &[(String, i32, i64)]) {
+            self.0.lock().unwrap().extend_from_slice(positions);
+        }
+    }
+
+    #[tokio::test]
+    async fn commits_only_what_left_the_reader() {
+        let gate = Arc::new(CommitGate::new(Duration::from_secs(1)));
+        let log = Arc::new(Log::default());
+        let id = gate.register(log.clone());
+        gate.before_emit(id, [(("t".to_string(), 0), 10)]).await;
+        assert!(!gate.quiet(), "a batch is in the pipeline");
+        gate.open();
+        // While open, the reader cannot hand out another batch.
+        let g2 = Arc::clone(&gate);
+        let held = tokio::spawn(async move { g2.before_emit(id, [(("t".to_string(), 0), 20)]).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!held.is_finished());
+        gate.polled(id);
+        assert!(gate.quiet());
+        gate.release(true);
+        held.await.unwrap();
+        assert_eq!(log.0.lock().unwrap().as_slice(), &[("t".to_string(), 0, 10)]);
+    }
+}

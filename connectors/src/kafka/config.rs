@@ -1,0 +1,121 @@
+//! Turns a Kafka source's or sink's properties into a librdkafka client configuration: our own
+//! keys are kept back, the Java client's common names are translated, and every other key is
+//! passed through (`security.protocol`, `sasl.*`, `session.timeout.ms`, …).
+//!
+//! ```sql
+//! WITH ('orders.bootstrap.servers' = 'localhost:9092', 'orders.session.timeout.ms' = '6000',
+//!       'orders.fetch.max.wait.ms' = '100')   -- the Java name of fetch.wait.max.ms
+//! ```
+
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
+use rdkafka::error::KafkaError;
+use tracing::warn;
+
+use crate::error::{ConnectorError, Result};
+use crate::properties::{is_secret_key, Properties, BATCH_KEYS, COMMON_KEYS};
+
+/// Keys FerrisStreams reads itself; never handed to librdkafka.
+pub const OWN_KEYS: &[&str] = &[
+    "topic", "topics", "value.format", "format", "key.format", "key.field", "schema", "value.schema",
+    "avro.schema", "avro.schema.file", "schema.registry.url", "schema.sample_size", "schema.inference.timeout",
+    "commit.interval", "consumers", "max.poll.records", "source.format", "source.buffer_size", "buffer_size",
+    "dlq.topic", "delivery.timeout",
+];
+
+/// Java client names and their librdkafka spelling.
+const ALIASES: &[(&str, &str)] = &[("fetch.max.wait.ms", "fetch.wait.max.ms"), ("max.partition.fetch.bytes", "max.partition.fetch.bytes")];
+
+/// True when `key` is read by FerrisStreams rather than librdkafka.
+pub fn is_own_key(key: &str) -> bool {
+    OWN_KEYS.contains(&key) || BATCH_KEYS.contains(&key) || COMMON_KEYS.accepts(key)
+}
+
+/// The librdkafka settings in `props`: everything that is not ours.
+pub fn client_settings(props: &Properties) -> Vec<(String, String)> {
+    props
+        .iter()
+        .filter(|(k, _)| !is_own_key(k))
+        .map(|(k, v)| {
+            let k = ALIASES.iter().find(|(java, _)| *java == k).map_or(k, |(_, ours)| *ours);
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// Creates a librdkafka client from `settings`. A key librdkafka does not know is reported and
+/// left out (the guide's examples carry some Java-client keys); a bad value is an error naming
+/// the key, never showing a secret's value.
+pub fn create_client<C: FromClientConfigAndContext<DefaultClientContext>>(props: &Properties, settings: Vec<(String, String)>, what: &str) -> Result<C> {
+    create_client_with(props, settings, what, || DefaultClientContext)
+}
+
+/// [`create_client`] with a client context made by `context`.
+pub fn create_client_with<C, X>(props: &Properties, mut settings: Vec<(String, String)>, what: &str, context: impl Fn() -> X) -> Result<C>
+where
+    C: FromClientConfigAndContext<X>,
+    X: ClientContext,
+{
+    loop {
+        let mut cfg = ClientConfig::new();
+        for (k, v) in &settings {
+            cfg.set(k, v);
+        }
+        match cfg.create_with_context::<X, C>(context()) {
+            Ok(c) => return Ok(c),
+            Err(KafkaError::ClientConfig(_, desc, key, value)) => {
+                if desc.contains("No such configuration property") && settings.iter().any(|(k, _)| k == &key) {
+                    warn!("{what}: '{}' is not a Kafka client property; ignored", props.full_key(&key));
+                    settings.retain(|(k, _)| k != &key);
+                    continue;
+                }
+                let shown = if is_secret_key(&key) { "****".to_string() } else { value };
+                return Err(ConnectorError::invalid(props.full_key(&key), format!("Kafka refused '{shown}': {}", mask(&desc, &settings))));
+            }
+            Err(e) => return Err(ConnectorError::Other(format!("{what}: cannot create the Kafka client: {}", mask(&e.to_string(), &settings)))),
+        }
+    }
+}
+
+/// Replaces any secret value appearing in `text` with `****`.
+pub fn mask(text: &str, settings: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (k, v) in settings {
+        if is_secret_key(k) && !v.is_empty() {
+            out = out.replace(v.as_str(), "****");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_keys_stay_and_java_names_translate() {
+        let p = Properties::from_pairs(
+            "o",
+            [
+                ("type", "kafka_source"), ("topic", "t"), ("value.format", "json"), ("bootstrap.servers", "b:9092"),
+                ("fetch.max.wait.ms", "100"), ("batch.size", "10"), ("sasl.password", "hunter2"), ("event_time", "ts"),
+            ],
+        );
+        let mut s = client_settings(&p);
+        s.sort();
+        let keys: Vec<&str> = s.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["bootstrap.servers", "fetch.wait.max.ms", "sasl.password"]);
+        assert_eq!(mask("bad password hunter2", &s), "bad password ****");
+    }
+
+    #[test]
+    fn unknown_client_keys_are_dropped_and_bad_values_named() {
+        let p = Properties::from_pairs("o", [("bootstrap.servers", "127.0.0.1:1"), ("no.such.thing", "1"), ("sasl.password", "s3cret")]);
+        let c: Result<rdkafka::producer::FutureProducer> = create_client(&p, client_settings(&p), "kafka sink 'o'");
+        assert!(c.is_ok());
+        let p = Properties::from_pairs("o", [("bootstrap.servers", "127.0.0.1:1"), ("acks", "lots")]);
+        let Err(e) = create_client::<rdkafka::producer::FutureProducer>(&p, client_settings(&p), "kafka sink 'o'") else { panic!("accepted acks=lots") };
+        let e = e.to_string();
+        assert!(e.contains("'o.acks'") && e.contains("lots"), "{e}");
+    }
+}

@@ -1,0 +1,216 @@
+//! `kafka_sink`: writes each result row as one message. JSON values are encoded a batch at a
+//! time by arrow-json; the key comes from a column (`key.field`). A batch counts as written
+//! once the broker has acknowledged every message of it, so offsets upstream are committed
+//! only after delivery; delivery errors go through the job's failure strategy.
+//!
+//! ```sql
+//! CREATE STREAM big AS SELECT id, amount FROM orders WHERE amount > 100 INTO alerts
+//! WITH ('alerts.type' = 'kafka_sink', 'alerts.bootstrap.servers' = 'localhost:9092',
+//!       'alerts.topic' = 'big-orders', 'alerts.value.format' = 'json', 'alerts.key.field' = 'id',
+//!       'alerts.acks' = 'all', 'alerts.compression.type' = 'lz4', 'alerts.linger.ms' = '5');
+//! ```
+
+use std::time::Duration;
+
+use arrow::array::{Array, StringArray};
+use arrow::datatypes::{DataType, Schema};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::config::{create_client, is_own_key};
+use crate::error::{ConnectorError, Result};
+use crate::properties::Properties;
+use crate::sink::Sink;
+
+/// How result rows are encoded as message values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SinkFormat {
+    Json,
+    String,
+}
+
+/// An open Kafka sink.
+pub struct KafkaSink {
+    name: String,
+    topic: String,
+    format: SinkFormat,
+    key_field: Option<String>,
+    key_json: bool,
+    producer: FutureProducer,
+    closed: bool,
+}
+
+impl KafkaSink {
+    /// Configures the sink `props`; the producer connects lazily.
+    pub fn try_new(props: &Properties) -> Result<Self> {
+        let name = props.owner().to_string();
+        let topic = props.require("topic")?.to_string();
+        props.require("bootstrap.servers")?;
+        let format_key = if props.contains("value.format") { "value.format" } else { "format" };
+        let format = match props.get(format_key).unwrap_or("json").to_ascii_lowercase().as_str() {
+            "json" | "jsonlines" => SinkFormat::Json,
+            "string" | "text" => SinkFormat::String,
+            "avro" => return Err(ConnectorError::invalid(props.full_key(format_key), "Avro values are not supported yet; use json or string")),
+            other => return Err(ConnectorError::invalid(props.full_key(format_key), format!("unknown value format '{other}'; use json or string"))),
+        };
+        let key_json = match props.get("key.format").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("string") | Some("text") => false,
+            Some("json") => true,
+            Some(other) => return Err(ConnectorError::invalid(props.full_key("key.format"), format!("unknown key format '{other}'; use string or json"))),
+        };
+        // `batch.size` here is the producer's (bytes per request), not a source batch.
+        let mut settings: Vec<(String, String)> =
+            props.iter().filter(|(k, _)| *k == "batch.size" || !is_own_key(k)).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !settings.iter().any(|(k, _)| k == "linger.ms" || k == "queue.buffering.max.ms") {
+            settings.push(("linger.ms".into(), "5".into()));
+        }
+        settings.push(("client.id".into(), format!("ferris-{name}")));
+        let producer = create_client(props, settings, &format!("kafka sink '{name}'"))?;
+        Ok(Self { name, topic, format, key_field: props.get("key.field").map(str::to_string), key_json, producer, closed: false })
+    }
+
+    fn values(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        match self.format {
+            SinkFormat::Json => {
+                let mut w = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
+                w.write(batch).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
+                w.finish().map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
+                let buf = w.into_inner();
+                // arrow-json escapes newlines inside strings: one line per row.
+                Ok(buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
+            }
+            SinkFormat::String => {
+                let col = batch.column_by_name("value").unwrap_or_else(|| batch.column(0));
+                let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}'", self.name), e))?;
+                let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
+                Ok((0..text.len()).map(|i| if text.is_null(i) { Vec::new() } else { text.value(i).as_bytes().to_vec() }).collect())
+            }
+        }
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<String>>>> {
+        let Some(field) = &self.key_field else { return Ok(None) };
+        let col = batch.column_by_name(field).ok_or_else(|| ConnectorError::Other(format!("kafka sink '{}': no column '{field}' for the key", self.name)))?;
+        if self.key_json {
+            let one = RecordBatch::try_new(
+                std::sync::Arc::new(Schema::new(vec![batch.schema().field_with_name(field).map_err(|e| ConnectorError::arrow("key", e))?.clone()])),
+                vec![std::sync::Arc::clone(col)],
+            )
+            .map_err(|e| ConnectorError::arrow("key", e))?;
+            let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
+            w.write(&one).map_err(|e| ConnectorError::arrow("encoding the key", e))?;
+            w.finish().map_err(|e| ConnectorError::arrow("encoding the key", e))?;
+            let text = String::from_utf8_lossy(&w.into_inner()).into_owned();
+            return Ok(Some(text.lines().map(|l| Some(l.to_string())).collect()));
+        }
+        let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': key", self.name), e))?;
+        let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
+        Ok(Some((0..text.len()).map(|i| (!text.is_null(i)).then(|| text.value(i).to_string())).collect()))
+    }
+}
+
+/// Delivery results of one batch.
+#[derive(Default)]
+struct Outcome {
+    total: usize,
+    failed: usize,
+    first: Option<String>,
+}
+
+impl Outcome {
+    async fn settle(&mut self, pending: Vec<DeliveryFuture>) {
+        for f in pending {
+            self.total += 1;
+            let err = match f.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e.to_string(),
+                Err(_) => "the producer went away".to_string(),
+            };
+            self.failed += 1;
+            self.first.get_or_insert(err);
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check_schema(&self, schema: &Schema) -> Result<()> {
+        if let Some(k) = &self.key_field {
+            if schema.field_with_name(k).is_err() {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(ConnectorError::invalid(format!("{}.key.field", self.name), format!("the result has no column '{k}' (it has {})", names.join(", "))));
+            }
+        }
+        if self.format == SinkFormat::String && schema.fields().len() != 1 && schema.field_with_name("value").is_err() {
+            return Err(ConnectorError::invalid(
+                format!("{}.value.format", self.name),
+                "'string' values need a result with one column, or a column named 'value'",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.closed {
+            return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
+        }
+        let values = self.values(batch)?;
+        let keys = self.keys(batch)?;
+        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(values.len());
+        let mut outcome = Outcome::default();
+        for (i, value) in values.iter().enumerate() {
+            let key = keys.as_ref().and_then(|k| k[i].as_deref());
+            let mut record = FutureRecord::to(&self.topic).payload(value.as_slice());
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // The local queue is full: wait for what is queued, then retry.
+                        record = r;
+                        if pending.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        outcome.settle(std::mem::take(&mut pending)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic)))
+                    }
+                }
+            }
+        }
+        outcome.settle(pending).await;
+        let Outcome { total, failed, first } = outcome;
+        match first {
+            None => Ok(()),
+            Some(e) => Err(ConnectorError::Other(format!(
+                "kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}",
+                self.name, self.topic
+            ))),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        // Every write already waited for its deliveries.
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if !self.closed {
+            self.closed = true;
+            self.producer.flush(Duration::from_secs(30)).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': flush: {e}", self.name)))?;
+        }
+        Ok(())
+    }
+}

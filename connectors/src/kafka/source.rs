@@ -1,0 +1,540 @@
+//! `kafka_source`: reads one topic, a list, or a pattern through a consumer group, in parallel
+//! (one consumer per partition of the job; Kafka spreads the topic's partitions over them and
+//! over every other process of the same job), decoding each batch of messages into Arrow.
+//! Offsets are committed only after every sink has acknowledged the rows read before them
+//! (see [`crate::commit`]); a restarted job resumes from its committed offsets.
+//!
+//! ```sql
+//! CREATE STREAM big_orders AS SELECT _key, amount FROM orders WHERE amount > 100 INTO out
+//! WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = 'localhost:9092',
+//!       'orders.topic' = 'orders', 'orders.value.format' = 'json',
+//!       'orders.schema' = 'id BIGINT, amount DOUBLE', 'orders.auto.offset.reset' = 'earliest',
+//!       'orders.failure_strategy' = 'SendToDLQ', 'orders.dlq.topic' = 'orders-dlq', …);
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::config::{client_settings, create_client, create_client_with};
+use super::decode::{fixed_value_schema, metadata_fields, BadMessage, MessageBatch, ValueDecoder, ValueFormat};
+use crate::batching::BatchConfig;
+use crate::commit::{CommitGate, PositionCommitter};
+use crate::error::{ConnectorError, Result};
+use crate::failure::FailureStrategy;
+use crate::file::schema::parse_schema;
+use crate::metrics::ConnectorMetrics;
+use crate::properties::Properties;
+use crate::source::Source;
+
+/// Malformed messages logged one by one per reader before only counting them.
+const MAX_LOGGED_BAD: usize = 20;
+
+/// A configured Kafka source.
+#[derive(Debug)]
+pub struct KafkaSource {
+    shared: Arc<Shared>,
+    readers: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    name: String,
+    schema: SchemaRef,
+    value_fields: usize,
+    format: ValueFormat,
+    settings: Vec<(String, String)>,
+    props: Properties,
+    topics: Vec<String>,
+    group: String,
+    batch: BatchConfig,
+    failure: FailureStrategy,
+    dlq_topic: Option<String>,
+    gate: Arc<CommitGate>,
+    metrics: Arc<ConnectorMetrics>,
+}
+
+impl KafkaSource {
+    /// Configures the source `props` of job `job_name` (whose options are `job`), reading with
+    /// up to `partitions` consumers. Connects only to infer a JSON schema that is not declared.
+    pub fn try_new(props: &Properties, job: &Properties, partitions: usize, job_name: &str) -> Result<Self> {
+        let name = props.owner().to_string();
+        let topics: Vec<String> = match props.get_list("topics").or_else(|| props.get_list("topic")) {
+            Some(list) => list.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            None => Vec::new(),
+        };
+        if topics.is_empty() {
+            return Err(ConnectorError::MissingProperty { key: props.full_key("topic") });
+        }
+        props.require("bootstrap.servers")?;
+        let format_key = if props.contains("value.format") { "value.format" } else { "format" };
+        let format = ValueFormat::parse(props.get(format_key).unwrap_or("json"), &props.full_key(format_key))?;
+        let group = props.get("group.id").map_or_else(|| format!("ferris-streams-{job_name}"), str::to_string);
+        let mut settings = client_settings(props);
+        settings.retain(|(k, _)| k != "group.id" && k != "enable.auto.commit");
+        settings.push(("group.id".into(), group.clone()));
+        settings.push(("enable.auto.commit".into(), "false".into()));
+        if !settings.iter().any(|(k, _)| k == "auto.offset.reset") {
+            settings.push(("auto.offset.reset".into(), "earliest".into()));
+        }
+        let failure = FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?;
+        let dlq_topic = props.get("dlq.topic").or_else(|| job.get("dlq.topic")).map(str::to_string);
+        if failure == FailureStrategy::SendToDlq && dlq_topic.is_none() {
+            return Err(ConnectorError::invalid(props.full_key("failure_strategy"), "SendToDLQ needs a dead-letter topic: set 'dlq.topic'"));
+        }
+        let mut batch = BatchConfig::resolve(props, job)?;
+        if let (Some(n), None) = (props.get_usize("max.poll.records")?, props.get("batch.size")) {
+            batch.size = n.max(1);
+        }
+        let declared = props.get("schema").or_else(|| props.get("value.schema"));
+        let value_schema = match (declared, fixed_value_schema(format)) {
+            (Some(text), _) => parse_schema(text, &props.full_key(if props.contains("schema") { "schema" } else { "value.schema" }))?,
+            (None, Some(s)) => s,
+            (None, None) => infer_json_schema(props, &settings, &topics)?,
+        };
+        let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(metadata_fields(&value_schema));
+        let interval = props.get_duration("commit.interval")?.unwrap_or(Duration::from_secs(1));
+        let readers = props.get_usize("consumers")?.unwrap_or(partitions).max(1);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                name,
+                schema: Arc::new(Schema::new(fields)),
+                value_fields: value_schema.fields().len(),
+                format,
+                settings,
+                props: props.clone(),
+                topics,
+                group,
+                batch,
+                failure,
+                dlq_topic,
+                gate: Arc::new(CommitGate::new(interval)),
+                metrics: Arc::new(ConnectorMetrics::default()),
+            }),
+            readers,
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.shared.schema)
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.shared.schema.project(p).unwrap_or_else(|_| self.shared.schema.as_ref().clone())),
+            None => Arc::clone(&self.shared.schema),
+        };
+        (0..self.readers)
+            .map(|_| {
+                Arc::new(KafkaPartition { shared: Arc::clone(&self.shared), projection: projection.map(<[usize]>::to_vec), schema: Arc::clone(&schema) })
+                    as Arc<dyn PartitionStream>
+            })
+            .collect()
+    }
+
+    fn metrics(&self) -> Arc<ConnectorMetrics> {
+        Arc::clone(&self.shared.metrics)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kafka topic{} {} (group {}, {} consumer{}, {:?} values)",
+            if self.shared.topics.len() == 1 { "" } else { "s" },
+            self.shared.topics.join(","),
+            self.shared.group,
+            self.readers,
+            if self.readers == 1 { "" } else { "s" },
+            self.shared.format
+        )
+    }
+
+    fn commit_gate(&self) -> Option<Arc<CommitGate>> {
+        Some(Arc::clone(&self.shared.gate))
+    }
+}
+
+/// One consumer of the group, as a DataFusion partition.
+#[derive(Debug)]
+struct KafkaPartition {
+    shared: Arc<Shared>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl PartitionStream for KafkaPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let reader = Reader::try_new(Arc::clone(&self.shared), self.projection.as_deref());
+        let stream = futures::stream::unfold(Some(reader), |state| async move {
+            let mut reader = match state? {
+                Ok(r) => r,
+                Err(e) => return Some((Err(DataFusionError::External(Box::new(e))), None)),
+            };
+            match reader.next_batch().await {
+                Ok(batch) => Some((Ok(batch), Some(Ok(reader)))),
+                Err(e) => {
+                    reader.shared.gate.finish(reader.id);
+                    Some((Err(DataFusionError::External(Box::new(e))), None))
+                }
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+    }
+}
+
+/// Remembers partitions taken away by a rebalance, so their offsets are no longer committed.
+#[derive(Default)]
+struct ReaderContext {
+    name: String,
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl ClientContext for ReaderContext {}
+
+impl ConsumerContext for ReaderContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<String> = tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+                info!(source = %self.name, "assigned partitions: {}", parts.join(", "));
+            }
+            Rebalance::Revoke(tpl) => {
+                let mut r = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                r.extend(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+                info!(source = %self.name, "revoked {} partitions", tpl.count());
+            }
+            Rebalance::Error(e) => warn!(source = %self.name, "rebalance error: {e}"),
+        }
+    }
+}
+
+type Consumer_ = StreamConsumer<ReaderContext>;
+
+/// Commits a reader's offsets on the consumer that read them.
+struct OffsetCommitter {
+    consumer: Arc<Consumer_>,
+    name: String,
+}
+
+impl std::fmt::Debug for OffsetCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OffsetCommitter").field("name", &self.name).finish()
+    }
+}
+
+impl PositionCommitter for OffsetCommitter {
+    fn commit(&self, positions: &[(String, i32, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in positions {
+            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
+                warn!(source = %self.name, "cannot commit {t}/{p}@{o}: {e}");
+            }
+        }
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => debug!(source = %self.name, "committed {} offsets", positions.len()),
+            Err(e) => warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}"),
+        }
+    }
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    consumer: Arc<Consumer_>,
+    id: usize,
+    decoder: ValueDecoder,
+    sizer: crate::batching::BatchSizer,
+    headers: bool,
+    dlq: Option<FutureProducer>,
+    /// When the last batch was handed out, and its rows.
+    last_emit: Option<(Instant, usize)>,
+    logged: usize,
+    last_error_log: Option<Instant>,
+}
+
+impl Reader {
+    fn try_new(shared: Arc<Shared>, projection: Option<&[usize]>) -> Result<Self> {
+        let decoder = ValueDecoder::try_new(shared.format, &shared.schema, shared.value_fields, projection, shared.batch.size.min(1 << 16))?;
+        let what = format!("kafka source '{}'", shared.name);
+        let mut settings = shared.settings.clone();
+        settings.push(("client.id".into(), format!("ferris-{}", shared.name)));
+        let name = shared.name.clone();
+        let consumer: Consumer_ = create_client_with(&shared.props, settings, &what, || ReaderContext { name: name.clone(), ..Default::default() })?;
+        let topics: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| ConnectorError::Other(format!("{what}: cannot subscribe to {}: {e}", shared.topics.join(","))))?;
+        let consumer = Arc::new(consumer);
+        let id = shared.gate.register(Arc::new(OffsetCommitter { consumer: Arc::clone(&consumer), name: shared.name.clone() }));
+        let dlq = match &shared.dlq_topic {
+            Some(_) if shared.failure == FailureStrategy::SendToDlq => {
+                let producer_settings: Vec<(String, String)> = shared
+                    .settings
+                    .iter()
+                    .filter(|(k, _)| {
+                        k == "bootstrap.servers" || k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.")
+                    })
+                    .cloned()
+                    .collect();
+                Some(create_client::<FutureProducer>(&shared.props, producer_settings, &format!("dead-letter producer of '{}'", shared.name))?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            headers: decoder.wants_headers(),
+            sizer: shared.batch.sizer(),
+            shared,
+            consumer,
+            id,
+            decoder,
+            dlq,
+            last_emit: None,
+            logged: 0,
+            last_error_log: None,
+        })
+    }
+
+    /// The next non-empty batch. Waits (forever, on a quiet topic) for messages.
+    async fn next_batch(&mut self) -> Result<RecordBatch> {
+        loop {
+            self.shared.gate.polled(self.id);
+            if let Some((at, rows)) = self.last_emit.take() {
+                self.sizer.observe(rows, at.elapsed());
+            }
+            self.forget_revoked();
+            let msgs = self.collect().await;
+            let (batch, bad) = self.decoder.decode(&msgs)?;
+            if !bad.is_empty() {
+                self.handle_bad(&msgs, &bad).await?;
+            }
+            let mut positions: Vec<((String, i32), i64)> = Vec::new();
+            for i in 0..msgs.len() {
+                let key = (msgs.topic(i).to_string(), msgs.partitions[i]);
+                let next = msgs.offsets[i] + 1;
+                match positions.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, o)) => *o = (*o).max(next),
+                    None => positions.push((key, next)),
+                }
+            }
+            self.shared.gate.before_emit(self.id, positions).await;
+            if batch.num_rows() == 0 {
+                continue; // every message was bad: nothing in flight
+            }
+            self.shared.metrics.add_batch(batch.num_rows());
+            self.shared.metrics.bytes.fetch_add(msgs.bytes() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.last_emit = Some((Instant::now(), batch.num_rows()));
+            return Ok(batch);
+        }
+    }
+
+    fn forget_revoked(&self) {
+        let revoked: Vec<(String, i32)> = {
+            let mut r = self.consumer.context().revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::take(&mut *r)
+        };
+        if !revoked.is_empty() {
+            self.shared.gate.retain(self.id, |t, p| !revoked.iter().any(|(rt, rp)| rt == t && *rp == p));
+        }
+    }
+
+    /// Waits for at least one message, then fills the batch until the strategy closes it.
+    async fn collect(&mut self) -> MessageBatch {
+        let mut m = MessageBatch::default();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let received = match deadline {
+                None => self.consumer.recv().await,
+                Some(d) => match tokio::time::timeout(d.saturating_duration_since(Instant::now()), self.consumer.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => return m,
+                },
+            };
+            match received {
+                Ok(msg) => {
+                    push(&mut m, &msg, self.headers);
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + self.sizer.max_wait());
+                    }
+                    if self.sizer.eager() {
+                        // Whatever has already arrived, then release.
+                        while !self.sizer.is_full(m.len(), m.bytes()) {
+                            match self.consumer.recv().now_or_never() {
+                                Some(Ok(msg)) => push(&mut m, &msg, self.headers),
+                                _ => break,
+                            }
+                        }
+                        return m;
+                    }
+                    if self.sizer.is_full(m.len(), m.bytes()) {
+                        return m;
+                    }
+                }
+                Err(e) => {
+                    self.shared.metrics.add_errors(0);
+                    if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        warn!(source = %self.shared.name, "Kafka error (the client reconnects by itself): {e}");
+                        self.last_error_log = Some(Instant::now());
+                    }
+                    if !m.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
+                        return m;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Applies the failure strategy to malformed messages: count and log them, send them to
+    /// the dead-letter topic, or fail.
+    async fn handle_bad(&mut self, msgs: &MessageBatch, bad: &[BadMessage]) -> Result<()> {
+        let name = &self.shared.name;
+        self.shared.metrics.add_errors(bad.len() as u64);
+        if self.shared.failure == FailureStrategy::FailBatch {
+            let b = &bad[0];
+            return Err(ConnectorError::Malformed { location: msgs.location(b.index), message: b.message.clone() });
+        }
+        for b in bad {
+            if self.logged < MAX_LOGGED_BAD {
+                warn!(source = %name, "{}: malformed message ({}): {}", msgs.location(b.index), self.shared.failure, b.message);
+                self.logged += 1;
+                if self.logged == MAX_LOGGED_BAD {
+                    warn!(source = %name, "more malformed messages: counting them without logging each");
+                }
+            }
+        }
+        if let (Some(producer), Some(topic)) = (&self.dlq, &self.shared.dlq_topic) {
+            let mut pending = Vec::with_capacity(bad.len());
+            for b in bad {
+                let i = b.index;
+                let partition = msgs.partitions[i].to_string();
+                let offset = msgs.offsets[i].to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "ferris.error", value: Some(b.message.as_str()) })
+                    .insert(Header { key: "ferris.source", value: Some(name.as_str()) })
+                    .insert(Header { key: "ferris.topic", value: Some(msgs.topic(i)) })
+                    .insert(Header { key: "ferris.partition", value: Some(partition.as_str()) })
+                    .insert(Header { key: "ferris.offset", value: Some(offset.as_str()) });
+                let mut record = FutureRecord::to(topic).payload(msgs.value(i)).headers(headers);
+                if let Some(k) = &msgs.keys[i] {
+                    record = record.key(k.as_str());
+                }
+                pending.push((msgs.location(i), producer.send(record, Duration::from_secs(30))));
+            }
+            // Waited for before the batch goes on, so a commit never passes an undelivered one.
+            for (loc, fut) in pending {
+                if let Err((e, _)) = fut.await {
+                    warn!(source = %name, "{loc}: could not write the malformed message to dead-letter topic '{topic}': {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn push<M: Message>(m: &mut MessageBatch, msg: &M, headers: bool) {
+    let hs = headers.then(|| {
+        msg.headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()))).collect())
+            .unwrap_or_default()
+    });
+    m.push(msg.topic(), msg.partition(), msg.offset(), msg.timestamp().to_millis(), msg.key(), msg.payload(), hs);
+}
+
+/// Samples the topics from the beginning to infer the JSON schema of their values.
+fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: &[String]) -> Result<SchemaRef> {
+    let name = props.owner();
+    let sample = props.get_usize("schema.sample_size")?.unwrap_or(1000).max(1);
+    let wait = props.get_duration("schema.inference.timeout")?.unwrap_or(Duration::from_secs(10));
+    let mut probe_settings: Vec<(String, String)> = settings.iter().filter(|(k, _)| k != "group.id" && k != "auto.offset.reset").cloned().collect();
+    probe_settings.push(("group.id".into(), format!("ferris-schema-probe-{}", std::process::id())));
+    probe_settings.push(("auto.offset.reset".into(), "earliest".into()));
+    let consumer: BaseConsumer = create_client_with(props, probe_settings, &format!("kafka source '{name}'"), || rdkafka::consumer::DefaultConsumerContext)?;
+    let unreachable = |e: String| {
+        ConnectorError::Other(format!(
+            "kafka source '{name}': cannot infer the schema of {}: {e}; declare it with '{}' = 'id BIGINT, name VARCHAR, …'",
+            topics.join(","),
+            props.full_key("schema")
+        ))
+    };
+    let metadata = consumer.fetch_metadata(None, wait).map_err(|e| unreachable(format!("the broker did not answer ({e})")))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        if topics.iter().any(|want| topic_matches(want, t.name())) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning).map_err(|e| unreachable(e.to_string()))?;
+            }
+        }
+    }
+    if tpl.count() == 0 {
+        return Err(unreachable("no such topic".to_string()));
+    }
+    consumer.assign(&tpl).map_err(|e| unreachable(e.to_string()))?;
+    let start = Instant::now();
+    let mut values: Vec<serde_json::Value> = Vec::new();
+    let mut last_message = None::<Instant>;
+    while values.len() < sample && start.elapsed() < wait && last_message.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                last_message = Some(Instant::now());
+                if let Some(v) = msg.payload().and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok()) {
+                    if v.is_object() {
+                        values.push(v);
+                    }
+                }
+            }
+            Some(Err(e)) => debug!(source = %name, "while sampling: {e}"),
+            None => {}
+        }
+    }
+    if values.is_empty() {
+        return Err(unreachable(format!("no JSON object arrived within {}s", wait.as_secs())));
+    }
+    let inferred = arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
+        .map_err(|e| ConnectorError::arrow(format!("kafka source '{name}': inferring the schema"), e))?;
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.data_type() == &arrow::datatypes::DataType::Null {
+                f.as_ref().clone().with_data_type(arrow::datatypes::DataType::Utf8)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    info!(source = %name, "inferred the schema of {} from {} messages", topics.join(","), values.len());
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A topic name or, starting with `^`, a regular expression (librdkafka's convention).
+fn topic_matches(want: &str, topic: &str) -> bool {
+    if want.starts_with('^') {
+        regex::Regex::new(want).is_ok_and(|r| r.is_match(topic))
+    } else {
+        want == topic
+    }
+}

@@ -1,0 +1,390 @@
+//! Kafka on a real broker (tansu, started by `bash tests/services/kafka.sh start`; address in
+//! `KAFKA_BOOTSTRAP`, default 127.0.0.1:9092): kafka → SQL → kafka and file with exact
+//! content, commit and restart, two processes sharing a topic, malformed messages and the
+//! dead-letter topic, metadata columns and windows on the message timestamp.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::common::{assert_same_rows, batch_rows, canonical_lines, file_rows, stop_with_sigint};
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
+}
+
+/// A topic name no other test (or earlier run on the same broker) uses.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let res = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
+        .unwrap_or_else(|e| panic!("cannot reach the Kafka broker at {} ({e}); start it with 'bash tests/services/kafka.sh start'", bootstrap()));
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+}
+
+/// One message to produce: key, value, timestamp (ms), headers.
+struct Msg {
+    key: Option<String>,
+    value: String,
+    ts: Option<i64>,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn msg(key: Option<String>, value: String) -> Msg {
+    Msg { key, value, ts: None, headers: Vec::new() }
+}
+
+fn produce(topic: &str, msgs: &[Msg]) {
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap()).set("linger.ms", "5").create().unwrap();
+    for m in msgs {
+        let mut r = BaseRecord::to(topic).payload(m.value.as_bytes());
+        if let Some(k) = &m.key {
+            r = r.key(k.as_bytes());
+        }
+        if let Some(ts) = m.ts {
+            r = r.timestamp(ts);
+        }
+        if !m.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &m.headers {
+                h = h.insert(Header { key: k, value: Some(v.as_str()) });
+            }
+            r = r.headers(h);
+        }
+        let mut r = Some(r);
+        while let Some(rec) = r.take() {
+            if let Err((_, back)) = p.send(rec) {
+                p.poll(Duration::from_millis(10));
+                r = Some(back);
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A message read back: key, value, headers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Read {
+    key: Option<String>,
+    value: String,
+    headers: BTreeMap<String, String>,
+}
+
+/// Reads every partition of `topic` from the start until `want` messages arrived (or 20 s).
+fn read_topic(topic: &str, want: usize) -> Vec<Read> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning).unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut quiet_since = Instant::now();
+    while Instant::now() < deadline && (out.len() < want || quiet_since.elapsed() < Duration::from_millis(300)) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            quiet_since = Instant::now();
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push(Read {
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+fn order(i: usize) -> String {
+    let regions = ["north", "south", "east", "west"];
+    format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.{}, "region": "{}"}}"#, i % 17, (i * 37) % 200, i % 10, regions[i % 4])
+}
+
+fn kafka_with(name: &str, topic: &str, extra: &str) -> String {
+    format!(
+        "'{name}.type' = 'kafka_source', '{name}.bootstrap.servers' = '{}', '{name}.topic' = '{topic}', \
+         '{name}.value.format' = 'json', '{name}.session.timeout.ms' = '6000', '{name}.commit.interval' = '200ms'{extra}",
+        bootstrap()
+    )
+}
+
+const ORDER_SCHEMA: &str = "id BIGINT, customer VARCHAR, amount DOUBLE, region VARCHAR";
+
+fn spawn_job(dir: &Path, file: &str, sql: &str) -> Child {
+    std::fs::write(dir.join(file), sql).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", file, "--no-progress"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn,ferris_engine=info,ferris_connectors=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `done` holds for the text of `out` (30 s at most), the job still running.
+fn wait_for(child: &mut Child, out: &Path, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if done(&std::fs::read_to_string(out).unwrap_or_default()) {
+            return;
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            let mut e = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut e).unwrap();
+            panic!("the job ended by itself ({s}): {e}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ids_in(text: &str) -> Vec<i64> {
+    text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["id"].as_i64()).collect()
+}
+
+/// kafka → filter/project → kafka and a file: exactly DataFusion's batch answer on the same
+/// messages, keys from `key.field`, metadata columns as Kafka has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_kafka_and_file_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (unique("orders"), unique("big-orders"));
+    create_topic(&input, 3);
+    create_topic(&output, 2);
+    let n = 3000;
+    let msgs: Vec<Msg> = (0..n).map(|i| msg(Some(format!("k{}", i % 7)), order(i))).collect();
+    produce(&input, &msgs);
+    let batch_file = tmp.path().join("orders.jsonl");
+    std::fs::write(&batch_file, (0..n).map(|i| order(i) + "\n").collect::<String>()).unwrap();
+
+    let out = tmp.path().join("out.jsonl");
+    let query = "SELECT id, customer, amount * 2 AS doubled, UPPER(region) AS region FROM orders WHERE amount > 120 AND region <> 'east'";
+    let sql = format!(
+        "CREATE STREAM big AS {query} INTO sink_topic, sink_file WITH ({}, \
+         'sink_topic.type' = 'kafka_sink', 'sink_topic.bootstrap.servers' = '{}', 'sink_topic.topic' = '{output}', \
+         'sink_topic.key.field' = 'customer', 'sink_topic.acks' = 'all', 'sink_topic.compression.type' = 'lz4', \
+         'sink_file.type' = 'file_sink', 'sink_file.path' = '{}');",
+        kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.batch.size' = '256'")),
+        bootstrap(),
+        out.display()
+    );
+    let ctx = datafusion::prelude::SessionContext::new();
+    let opts = datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("orders", batch_file.to_str().unwrap(), opts).await.unwrap();
+    let want = batch_rows(&ctx, query).await;
+    assert!(want.len() > 500, "the filter keeps a good share: {}", want.len());
+
+    let mut child = spawn_job(tmp.path(), "job.sql", &sql);
+    wait_for(&mut child, &out, |t| t.lines().count() >= want.len());
+    stop_with_sigint(&mut child);
+    assert_same_rows("kafka → file", &file_rows(&out), &want);
+
+    let read = read_topic(&output, want.len());
+    let values: String = read.iter().map(|r| r.value.clone() + "\n").collect();
+    assert_same_rows("kafka → kafka", &canonical_lines(&values), &want);
+    for r in &read {
+        let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
+        assert_eq!(r.key.as_deref(), v["customer"].as_str(), "the key is the customer column");
+    }
+}
+
+/// `_key`, `_partition`, `_offset`, `_timestamp`, `_headers` are selectable; a TUMBLE window
+/// over the message timestamp gives DataFusion's batch counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_columns_and_windows_on_message_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = unique("clicks");
+    create_topic(&input, 1);
+    let base = 1_767_225_600_000i64; // 2026-01-01T00:00:00Z
+    let msgs: Vec<Msg> = (0..200)
+        .map(|i| Msg {
+            key: Some(format!("u{}", i % 3)),
+            value: format!(r#"{{"n": {i}}}"#),
+            ts: Some(base + i as i64 * 250),
+            headers: vec![("trace", format!("t{i}"))],
+        })
+        .collect();
+    produce(&input, &msgs);
+
+    let meta = tmp.path().join("meta.jsonl");
+    let sql = format!(
+        "CREATE STREAM m AS SELECT n, _key AS k, _partition AS p, _offset AS o, CAST(_timestamp AS BIGINT) AS ts, _headers['trace'] AS trace \
+         FROM clicks INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("clicks", &input, ""),
+        meta.display()
+    );
+    let mut child = spawn_job(tmp.path(), "meta.sql", &sql);
+    wait_for(&mut child, &meta, |t| t.lines().count() >= 200);
+    stop_with_sigint(&mut child);
+    let want: Vec<String> = canonical_lines(
+        &(0..200)
+            .map(|i| format!(r#"{{"n": {i}, "k": "u{}", "p": 0, "o": {i}, "ts": {}, "trace": "t{i}"}}"#, i % 3, base + i as i64 * 250) + "\n")
+            .collect::<String>(),
+    );
+    assert_same_rows("metadata columns (schema inferred from the topic)", &file_rows(&meta), &want);
+
+    // Windows on the message timestamp: 200 messages 250 ms apart, 10 s windows, per key.
+    let win = tmp.path().join("win.jsonl");
+    let sql = format!(
+        "CREATE STREAM w AS SELECT _key AS k, window_start, COUNT(*) AS c, SUM(n) AS s FROM clicks \
+         GROUP BY _key, TUMBLE(_timestamp, INTERVAL '10' SECOND) INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("clicks", &input, ", 'clicks.group.id' = 'windows', 'clicks.consumers' = '1', 'clicks.event_time' = '_timestamp', 'clicks.watermark.delay' = '1s'"),
+        win.display()
+    );
+    // The last window stays open (no later message), so 4 full windows × 3 keys are emitted.
+    let mut child = spawn_job(tmp.path(), "win.sql", &sql);
+    wait_for(&mut child, &win, |t| t.lines().count() >= 12);
+    stop_with_sigint(&mut child);
+    let mut want = Vec::new();
+    for w in 0..4i64 {
+        for k in 0..3 {
+            let ns: Vec<i64> = (w * 40..w * 40 + 40).filter(|n| n % 3 == k).collect();
+            let start = chrono_iso(base + w * 10_000);
+            want.push(format!(r#"{{"k": "u{k}", "window_start": "{start}", "c": {}, "s": {}}}"#, ns.len(), ns.iter().sum::<i64>()));
+        }
+    }
+    let got: Vec<String> = file_rows(&win).into_iter().filter(|r| !r.contains("2026-01-01T00:00:40")).collect();
+    assert_same_rows("TUMBLE over _timestamp", &got, &canonical_lines(&(want.join("\n") + "\n")));
+}
+
+fn chrono_iso(ms: i64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("2026-01-01T{h:02}:{m:02}:{s:02}")
+}
+
+/// Offsets are committed once the sinks have the rows: a stopped job restarted with the same
+/// group reads only what came after, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_restart_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = unique("restart");
+    create_topic(&input, 2);
+    produce(&input, &(0..500).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    let run = |file: &str, out: &Path, want: usize| {
+        let sql = format!(
+            "CREATE STREAM r AS SELECT id FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+            kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.group.id' = 'restart-group'")),
+            out.display()
+        );
+        let mut child = spawn_job(tmp.path(), file, &sql);
+        wait_for(&mut child, out, |t| t.lines().count() >= want);
+        stop_with_sigint(&mut child)
+    };
+    let first = tmp.path().join("first.jsonl");
+    run("first.sql", &first, 500);
+    produce(&input, &(500..800).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    let second = tmp.path().join("second.jsonl");
+    run("second.sql", &second, 300);
+    let a: BTreeSet<i64> = ids_in(&std::fs::read_to_string(&first).unwrap()).into_iter().collect();
+    let b = ids_in(&std::fs::read_to_string(&second).unwrap());
+    assert_eq!(a, (0..500).collect::<BTreeSet<_>>());
+    assert_eq!(b.iter().copied().collect::<BTreeSet<_>>(), (500..800).collect::<BTreeSet<_>>(), "the restart resumes at the committed offsets");
+    assert_eq!(b.len(), 300, "a clean stop commits everything delivered: no row read twice");
+}
+
+/// Two processes of one job share the topic's partitions; when one stops, the other takes
+/// over its partitions and every message is processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_and_take_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = unique("scale");
+    create_topic(&input, 4);
+    let job = |out: &Path| {
+        format!(
+            "CREATE STREAM s AS SELECT id FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+            kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.group.id' = 'scale-group', 'orders.batch.size' = '50'")),
+            out.display()
+        )
+    };
+    let (out_a, out_b) = (tmp.path().join("a.jsonl"), tmp.path().join("b.jsonl"));
+    let mut a = spawn_job(tmp.path(), "a.sql", &job(&out_a));
+    let mut b = spawn_job(tmp.path(), "b.sql", &job(&out_b));
+    std::thread::sleep(Duration::from_secs(8)); // both join the group
+    produce(&input, &(0..2000).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
+    let (pa, pb) = (out_a.clone(), out_b.clone());
+    let both = move |want: usize| {
+        let (pa, pb) = (pa.clone(), pb.clone());
+        move |_: &str| {
+            let all: BTreeSet<i64> = [&pa, &pb].iter().flat_map(|p| ids_in(&std::fs::read_to_string(p).unwrap_or_default())).collect();
+            all.len() >= want
+        }
+    };
+    let out_a2 = tmp.path().join("a.jsonl");
+    wait_for(&mut a, &out_a2, both(2000));
+    let (na, nb) = (ids_in(&std::fs::read_to_string(&out_a).unwrap_or_default()).len(), ids_in(&std::fs::read_to_string(&out_b).unwrap_or_default()).len());
+    assert!(na > 0 && nb > 0, "both processes got partitions: {na} and {nb} rows");
+    stop_with_sigint(&mut a);
+    produce(&input, &(2000..4000).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
+    let out_b2 = tmp.path().join("b.jsonl");
+    wait_for(&mut b, &out_b2, both(4000));
+    stop_with_sigint(&mut b);
+    let all: BTreeSet<i64> = [&out_a, &out_b].iter().flat_map(|p| ids_in(&std::fs::read_to_string(p).unwrap_or_default())).collect();
+    assert_eq!(all, (0..4000).collect::<BTreeSet<_>>(), "every message processed by one of them");
+}
+
+/// Malformed messages are counted, logged with topic/partition/offset, and written with their
+/// error to the dead-letter topic; the good ones go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_go_to_the_dead_letter_topic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, dlq) = (unique("dirty"), unique("dirty-dlq"));
+    create_topic(&input, 1);
+    create_topic(&dlq, 1);
+    let mut msgs = Vec::new();
+    let mut bad = Vec::new();
+    for i in 0..300 {
+        if i % 50 == 7 {
+            let v = if i % 100 == 7 { "{not json".to_string() } else { r#"{"id": "seven", "amount": 1.0}"#.to_string() };
+            bad.push(v.clone());
+            msgs.push(msg(Some(format!("bad{i}")), v));
+        } else {
+            msgs.push(msg(None, order(i)));
+        }
+    }
+    produce(&input, &msgs);
+    let out = tmp.path().join("good.jsonl");
+    let sql = format!(
+        "CREATE STREAM d AS SELECT id FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.failure_strategy' = 'SendToDLQ', 'orders.dlq.topic' = '{dlq}'")),
+        out.display()
+    );
+    let mut child = spawn_job(tmp.path(), "dirty.sql", &sql);
+    wait_for(&mut child, &out, |t| t.lines().count() >= 300 - bad.len());
+    let stderr = stop_with_sigint(&mut child);
+    let good: BTreeSet<i64> = ids_in(&std::fs::read_to_string(&out).unwrap()).into_iter().collect();
+    assert_eq!(good, (0..300).filter(|i| i % 50 != 7).collect::<BTreeSet<_>>());
+    assert!(stderr.contains(&format!("{input}/0@7: malformed message")), "names topic/partition@offset: {stderr}");
+    let dead = read_topic(&dlq, bad.len());
+    assert_eq!(dead.iter().map(|r| r.value.clone()).collect::<BTreeSet<_>>(), bad.iter().cloned().collect::<BTreeSet<_>>());
+    for d in &dead {
+        assert_eq!(d.headers.get("ferris.topic"), Some(&input));
+        assert!(!d.headers["ferris.error"].is_empty() && d.headers.contains_key("ferris.offset"), "{d:?}");
+        assert!(d.key.as_deref().is_some_and(|k| k.starts_with("bad")));
+    }
+}
