@@ -26,9 +26,29 @@ fn analysis_errors_use_the_guides_messages() {
 #[test]
 fn known_but_unbuilt_connectors_say_not_supported_yet() {
     let tmp = tempfile::tempdir().unwrap();
+    let run = run_sql(tmp.path(), "SELECT * FROM orders WITH ('orders.type' = 's3_source', 'orders.bucket' = 'raw');");
+    assert_eq!(run.status, 1);
+    assert!(run.stderr.contains("Failed to create source 'orders': s3_source 'orders' is not supported yet"), "{}", run.stderr);
+}
+
+#[test]
+fn kafka_settings_are_checked_before_connecting() {
+    let tmp = tempfile::tempdir().unwrap();
     let run = run_sql(tmp.path(), "SELECT * FROM orders WITH ('orders.type' = 'kafka_source', 'orders.topic' = 'raw');");
     assert_eq!(run.status, 1);
-    assert!(run.stderr.contains("Failed to create source 'orders': kafka_source 'orders' is not supported yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("Failed to create source 'orders': missing required property 'orders.bootstrap.servers'"), "{}", run.stderr);
+    let run = run_sql(
+        tmp.path(),
+        "SELECT * FROM orders WITH ('orders.type' = 'kafka_source', 'orders.topic' = 'raw', 'orders.bootstrap.servers' = '127.0.0.1:1', \
+         'orders.schema' = 'id BIGINT', 'orders.value.format' = 'xml');",
+    );
+    assert!(run.stderr.contains("invalid value for 'orders.value.format': unknown value format 'xml'"), "{}", run.stderr);
+    let run = run_sql(
+        tmp.path(),
+        "SELECT * FROM orders INTO k WITH ('orders.type' = 'file_source', 'orders.path' = 'nowhere.jsonl', \
+         'k.type' = 'kafka_sink', 'k.topic' = 't', 'k.bootstrap.servers' = '127.0.0.1:1', 'k.sasl.password' = 'hunter2', 'k.acks' = 'lots');",
+    );
+    assert!(!run.stderr.contains("hunter2"), "a secret reached the output: {}", run.stderr);
 }
 
 #[test]

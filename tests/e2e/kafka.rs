@@ -126,10 +126,13 @@ fn order(i: usize) -> String {
     format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.{}, "region": "{}"}}"#, i % 17, (i * 37) % 200, i % 10, regions[i % 4])
 }
 
+/// A Kafka source `name` on `topic`; a group of its own (groups outlive a run on the broker)
+/// unless `extra` names one.
 fn kafka_with(name: &str, topic: &str, extra: &str) -> String {
+    let group = if extra.contains(".group.id'") { String::new() } else { format!(", '{name}.group.id' = '{}'", unique("group")) };
     format!(
         "'{name}.type' = 'kafka_source', '{name}.bootstrap.servers' = '{}', '{name}.topic' = '{topic}', \
-         '{name}.value.format' = 'json', '{name}.session.timeout.ms' = '6000', '{name}.commit.interval' = '200ms'{extra}",
+         '{name}.value.format' = 'json', '{name}.session.timeout.ms' = '6000', '{name}.commit.interval' = '200ms'{group}{extra}",
         bootstrap()
     )
 }
@@ -148,9 +151,9 @@ fn spawn_job(dir: &Path, file: &str, sql: &str) -> Child {
         .unwrap()
 }
 
-/// Waits until `done` holds for the text of `out` (30 s at most), the job still running.
+/// Waits until `done` holds for the text of `out` (60 s at most), the job still running.
 fn wait_for(child: &mut Child, out: &Path, done: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if done(&std::fs::read_to_string(out).unwrap_or_default()) {
             return;
@@ -162,6 +165,8 @@ fn wait_for(child: &mut Child, out: &Path, done: impl Fn(&str) -> bool) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let stderr = stop_with_sigint(child);
+    panic!("{} never had the expected rows in 60 s; the job said:\n{stderr}", out.display());
 }
 
 fn ids_in(text: &str) -> Vec<i64> {
@@ -253,7 +258,7 @@ async fn metadata_columns_and_windows_on_message_time() {
     let sql = format!(
         "CREATE STREAM w AS SELECT _key AS k, window_start, COUNT(*) AS c, SUM(n) AS s FROM clicks \
          GROUP BY _key, TUMBLE(_timestamp, INTERVAL '10' SECOND) INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
-        kafka_with("clicks", &input, ", 'clicks.group.id' = 'windows', 'clicks.consumers' = '1', 'clicks.event_time' = '_timestamp', 'clicks.watermark.delay' = '1s'"),
+        kafka_with("clicks", &input, &format!(", 'clicks.group.id' = '{}', 'clicks.event_time' = '_timestamp', 'clicks.watermark.delay' = '1s'", unique("windows"))),
         win.display()
     );
     // The last window stays open (no later message), so 4 full windows × 3 keys are emitted.
@@ -286,10 +291,11 @@ async fn commit_and_restart_loses_nothing() {
     let input = unique("restart");
     create_topic(&input, 2);
     produce(&input, &(0..500).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    let group = unique("restart-group");
     let run = |file: &str, out: &Path, want: usize| {
         let sql = format!(
             "CREATE STREAM r AS SELECT id FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
-            kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.group.id' = 'restart-group'")),
+            kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.group.id' = '{group}'")),
             out.display()
         );
         let mut child = spawn_job(tmp.path(), file, &sql);
@@ -315,10 +321,11 @@ async fn two_processes_share_and_take_over() {
     let tmp = tempfile::tempdir().unwrap();
     let input = unique("scale");
     create_topic(&input, 4);
+    let group = unique("scale-group");
     let job = |out: &Path| {
         format!(
             "CREATE STREAM s AS SELECT id FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
-            kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.group.id' = 'scale-group', 'orders.batch.size' = '50'")),
+            kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}', 'orders.group.id' = '{group}', 'orders.batch.size' = '50'")),
             out.display()
         )
     };
@@ -387,4 +394,70 @@ async fn malformed_messages_go_to_the_dead_letter_topic() {
         assert!(!d.headers["ferris.error"].is_empty() && d.headers.contains_key("ferris.offset"), "{d:?}");
         assert!(d.key.as_deref().is_some_and(|k| k.starts_with("bad")));
     }
+}
+
+/// Avro values both ways: a job writes orders to a topic as Confluent-framed Avro, another
+/// reads them back (with a plain-Avro message and a corrupt one mixed in) into a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_values_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let topic = unique("avro-orders");
+    create_topic(&topic, 2);
+    let schema = r#"{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}, {"name": "customer", "type": ["null", "string"]}, {"name": "amount", "type": "double"}]}"#;
+    std::fs::write(tmp.path().join("order.avsc"), schema).unwrap();
+    let input = tmp.path().join("orders.jsonl");
+    std::fs::write(&input, (0..400).map(|i| format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.5}}"#, i % 9, i) + "\n").collect::<String>()).unwrap();
+    let write = format!(
+        "CREATE STREAM w AS SELECT id, customer, amount FROM orders INTO t WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
+         'orders.schema' = 'id BIGINT, customer VARCHAR, amount DOUBLE', \
+         't.type' = 'kafka_sink', 't.bootstrap.servers' = '{}', 't.topic' = '{topic}', 't.value.format' = 'avro', \
+         't.avro.schema.file' = 'order.avsc', 't.avro.schema.id' = '7', 't.key.field' = 'id');",
+        input.display(),
+        bootstrap()
+    );
+    std::fs::write(tmp.path().join("write.sql"), write).unwrap();
+    let run = crate::common::ferris(tmp.path(), &["run", "write.sql"]);
+    crate::common::assert_ok(&run);
+    let raw = ferris_connectors::kafka::avro::AvroEncoder::new(None, Some(schema.to_string()));
+    let extra = datafusion::arrow::record_batch::RecordBatch::try_new(
+        std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("id", datafusion::arrow::datatypes::DataType::Int64, false),
+            datafusion::arrow::datatypes::Field::new("customer", datafusion::arrow::datatypes::DataType::Utf8, true),
+            datafusion::arrow::datatypes::Field::new("amount", datafusion::arrow::datatypes::DataType::Float64, false),
+        ])),
+        vec![
+            std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(vec![400])),
+            std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![None::<&str>])),
+            std::sync::Arc::new(datafusion::arrow::array::Float64Array::from(vec![0.25])),
+        ],
+    )
+    .unwrap();
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    for v in raw.encode(&extra).unwrap().into_iter().chain([b"\x00\x00\x00\x00\x07\xff\xff\xff".to_vec()]) {
+        p.send(BaseRecord::<(), [u8]>::to(&topic).payload(v.as_slice())).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+
+    let out = tmp.path().join("back.jsonl");
+    let read = format!(
+        "CREATE STREAM r AS SELECT id, customer, amount, _key AS k FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("orders", &topic, ", 'orders.value.format' = 'avro', 'orders.avro.schema.file' = 'order.avsc'").replace("'orders.value.format' = 'json', ", ""),
+        out.display()
+    );
+    let mut child = spawn_job(tmp.path(), "read.sql", &read);
+    wait_for(&mut child, &out, |t| t.lines().count() >= 401);
+    let stderr = stop_with_sigint(&mut child);
+    let mut want: Vec<String> = (0..400).map(|i| format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.5, "k": "{i}"}}"#, i % 9, i)).collect();
+    want.push(r#"{"id": 400, "customer": null, "amount": 0.25, "k": null}"#.to_string());
+    let got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(|l| {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        for c in ["customer", "k"] {
+            if v.get(c).is_none() {
+                v[c] = serde_json::Value::Null;
+            }
+        }
+        v.to_string()
+    }).collect();
+    assert_same_rows("avro round trip", &canonical_lines(&(got.join("\n") + "\n")), &canonical_lines(&(want.join("\n") + "\n")));
+    assert!(stderr.contains("malformed message"), "the corrupt value is reported: {stderr}");
 }

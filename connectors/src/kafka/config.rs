@@ -20,7 +20,7 @@ pub const OWN_KEYS: &[&str] = &[
     "topic", "topics", "value.format", "format", "key.format", "key.field", "schema", "value.schema",
     "avro.schema", "avro.schema.file", "schema.registry.url", "schema.sample_size", "schema.inference.timeout",
     "commit.interval", "consumers", "max.poll.records", "source.format", "source.buffer_size", "buffer_size",
-    "dlq.topic", "delivery.timeout",
+    "dlq.topic", "delivery.timeout", "avro.framing", "avro.schema.id", "topic.create", "topic.partitions",
 ];
 
 /// Java client names and their librdkafka spelling.

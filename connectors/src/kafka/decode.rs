@@ -27,6 +27,8 @@ pub enum ValueFormat {
     String,
     /// The raw bytes, in a column `value`.
     Bytes,
+    /// Avro records of the configured schema (plain or Confluent-framed).
+    Avro,
 }
 
 impl ValueFormat {
@@ -36,8 +38,8 @@ impl ValueFormat {
             "json" | "jsonlines" | "json_lines" => Ok(Self::Json),
             "string" | "text" | "raw" => Ok(Self::String),
             "bytes" | "binary" => Ok(Self::Bytes),
-            "avro" => Err(ConnectorError::invalid(key, "Avro values are not supported yet; use json, string or bytes")),
-            other => Err(ConnectorError::invalid(key, format!("unknown value format '{other}'; use json, string or bytes"))),
+            "avro" => Ok(Self::Avro),
+            other => Err(ConnectorError::invalid(key, format!("unknown value format '{other}'; use json, avro, string or bytes"))),
         }
     }
 }
@@ -66,7 +68,7 @@ pub fn metadata_fields(value: &Schema) -> Vec<Field> {
 /// The schema of a value format without a declared schema (`string`, `bytes`).
 pub fn fixed_value_schema(format: ValueFormat) -> Option<SchemaRef> {
     match format {
-        ValueFormat::Json => None,
+        ValueFormat::Json | ValueFormat::Avro => None,
         ValueFormat::String => Some(Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))),
         ValueFormat::Bytes => Some(Arc::new(Schema::new(vec![Field::new("value", DataType::Binary, true)]))),
     }
@@ -176,6 +178,8 @@ pub struct ValueDecoder {
     /// For each output column: Ok(i) = value column i of `value_out`, Err(name) = metadata.
     columns: Vec<std::result::Result<usize, String>>,
     batch_size: usize,
+    /// For Avro: the decoder, and where each column of `value_out` is in its schema.
+    avro: Option<(std::sync::Arc<super::avro::AvroDecoder>, Vec<usize>)>,
 }
 
 impl std::fmt::Debug for ValueDecoder {
@@ -206,7 +210,18 @@ impl ValueDecoder {
         } else {
             Arc::clone(&value_out)
         };
-        Ok(Self { format, value_out, json_schema, output, columns, batch_size: batch_size.max(1) })
+        Ok(Self { format, value_out, json_schema, output, columns, batch_size: batch_size.max(1), avro: None })
+    }
+
+    /// Decodes Avro values with `decoder` (whose schema is the source's value schema).
+    pub fn with_avro(mut self, decoder: std::sync::Arc<super::avro::AvroDecoder>) -> Result<Self> {
+        let schema = decoder.schema();
+        let mut positions = Vec::new();
+        for f in self.value_out.fields() {
+            positions.push(schema.index_of(f.name()).map_err(|e| ConnectorError::arrow("matching Avro columns", e))?);
+        }
+        self.avro = Some((decoder, positions));
+        Ok(self)
     }
 
     /// The schema of the batches produced.
@@ -234,6 +249,11 @@ impl ValueDecoder {
                     }
                 }
                 (self.value_columns(vec![Arc::new(b.finish()) as ArrayRef])?, bad)
+            }
+            ValueFormat::Avro => {
+                let (decoder, positions) = self.avro.as_ref().ok_or_else(|| ConnectorError::Other("no Avro schema configured".into()))?;
+                let (all, bad) = decoder.decode(n, |i| msgs.value(i))?;
+                (positions.iter().map(|&p| Arc::clone(&all[p])).collect(), bad)
             }
             ValueFormat::Bytes => {
                 let mut b = BinaryBuilder::with_capacity(n, msgs.bytes());

@@ -7,6 +7,7 @@
 //!       'out.type' = 'kafka_sink', 'out.bootstrap.servers' = 'localhost:9092', 'out.topic' = 'enriched');
 //! ```
 
+pub mod avro;
 pub mod config;
 pub mod decode;
 pub mod sink;

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
+use super::avro::AvroEncoder;
 use super::config::{create_client, is_own_key};
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
@@ -29,6 +30,7 @@ use crate::sink::Sink;
 enum SinkFormat {
     Json,
     String,
+    Avro,
 }
 
 /// An open Kafka sink.
@@ -39,6 +41,12 @@ pub struct KafkaSink {
     key_field: Option<String>,
     key_json: bool,
     producer: FutureProducer,
+    avro: Option<AvroEncoder>,
+    /// Partitions of the topic when the sink creates it (`topic.partitions`, default 1).
+    create_partitions: Option<i32>,
+    settings: Vec<(String, String)>,
+    props: Properties,
+    checked_topic: bool,
     closed: bool,
 }
 
@@ -52,8 +60,8 @@ impl KafkaSink {
         let format = match props.get(format_key).unwrap_or("json").to_ascii_lowercase().as_str() {
             "json" | "jsonlines" => SinkFormat::Json,
             "string" | "text" => SinkFormat::String,
-            "avro" => return Err(ConnectorError::invalid(props.full_key(format_key), "Avro values are not supported yet; use json or string")),
-            other => return Err(ConnectorError::invalid(props.full_key(format_key), format!("unknown value format '{other}'; use json or string"))),
+            "avro" => SinkFormat::Avro,
+            other => return Err(ConnectorError::invalid(props.full_key(format_key), format!("unknown value format '{other}'; use json, avro or string"))),
         };
         let key_json = match props.get("key.format").map(str::to_ascii_lowercase).as_deref() {
             None | Some("string") | Some("text") => false,
@@ -67,8 +75,63 @@ impl KafkaSink {
             settings.push(("linger.ms".into(), "5".into()));
         }
         settings.push(("client.id".into(), format!("ferris-{name}")));
-        let producer = create_client(props, settings, &format!("kafka sink '{name}'"))?;
-        Ok(Self { name, topic, format, key_field: props.get("key.field").map(str::to_string), key_json, producer, closed: false })
+        let producer = create_client(props, settings.clone(), &format!("kafka sink '{name}'"))?;
+        let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
+            Some("false") | Some("no") => None,
+            _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),
+        };
+        let avro = match format {
+            SinkFormat::Avro => {
+                let id = match props.get("avro.schema.id") {
+                    Some(t) => Some(t.trim().parse::<u32>().map_err(|_| ConnectorError::invalid(props.full_key("avro.schema.id"), format!("'{t}' is not a schema id")))?),
+                    None => None,
+                };
+                Some(AvroEncoder::new(id, super::avro::schema_text(props)?))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            name,
+            topic,
+            format,
+            key_field: props.get("key.field").map(str::to_string),
+            key_json,
+            producer,
+            avro,
+            create_partitions,
+            settings,
+            props: props.clone(),
+            checked_topic: false,
+            closed: false,
+        })
+    }
+
+    /// Creates the topic when the broker does not have it (and `topic.create` is not false).
+    async fn ensure_topic(&mut self) -> Result<()> {
+        self.checked_topic = true;
+        let Some(partitions) = self.create_partitions else { return Ok(()) };
+        let exists = match self.producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+            Ok(md) => md.topics().iter().any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()),
+            Err(_) => return Ok(()), // the broker is not reachable now: delivery will say more
+        };
+        if exists {
+            return Ok(());
+        }
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            create_client(&self.props, self.settings.clone(), &format!("kafka sink '{}'", self.name))?;
+        let new = rdkafka::admin::NewTopic::new(&self.topic, partitions, rdkafka::admin::TopicReplication::Fixed(1));
+        match admin.create_topics([&new], &rdkafka::admin::AdminOptions::new()).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(t) => tracing::info!(sink = %self.name, "created topic '{t}' with {partitions} partition(s)"),
+                        Err((t, code)) => tracing::debug!(sink = %self.name, "topic '{t}' not created: {code}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(sink = %self.name, "could not create topic '{}': {e}", self.topic),
+        }
+        Ok(())
     }
 
     fn values(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
@@ -81,6 +144,10 @@ impl KafkaSink {
                 // arrow-json escapes newlines inside strings: one line per row.
                 Ok(buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
             }
+            SinkFormat::Avro => match &self.avro {
+                Some(a) => a.encode(batch).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': {e}", self.name))),
+                None => Err(ConnectorError::Other("no Avro encoder".into())),
+            },
             SinkFormat::String => {
                 let col = batch.column_by_name("value").unwrap_or_else(|| batch.column(0));
                 let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}'", self.name), e))?;
@@ -159,6 +226,9 @@ impl Sink for KafkaSink {
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.closed {
             return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
+        }
+        if !self.checked_topic {
+            self.ensure_topic().await?;
         }
         let values = self.values(batch)?;
         let keys = self.keys(batch)?;

@@ -64,6 +64,7 @@ struct Shared {
     failure: FailureStrategy,
     dlq_topic: Option<String>,
     gate: Arc<CommitGate>,
+    avro: Option<Arc<super::avro::AvroDecoder>>,
     metrics: Arc<ConnectorMetrics>,
 }
 
@@ -90,6 +91,11 @@ impl KafkaSource {
         if !settings.iter().any(|(k, _)| k == "auto.offset.reset") {
             settings.push(("auto.offset.reset".into(), "earliest".into()));
         }
+        // librdkafka prefetches up to 64 MiB per consumer by default; a job that reads only
+        // when its sinks keep up (back-pressure) needs far less buffered ahead.
+        if !settings.iter().any(|(k, _)| k == "queued.max.messages.kbytes") {
+            settings.push(("queued.max.messages.kbytes".into(), "16384".into()));
+        }
         let failure = FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?;
         let dlq_topic = props.get("dlq.topic").or_else(|| job.get("dlq.topic")).map(str::to_string);
         if failure == FailureStrategy::SendToDlq && dlq_topic.is_none() {
@@ -100,7 +106,16 @@ impl KafkaSource {
             batch.size = n.max(1);
         }
         let declared = props.get("schema").or_else(|| props.get("value.schema"));
+        let avro = match format {
+            ValueFormat::Avro => {
+                let text = super::avro::schema_text(props)?.ok_or_else(|| ConnectorError::MissingProperty { key: props.full_key("avro.schema") })?;
+                let key = props.full_key(if props.contains("avro.schema") { "avro.schema" } else { "avro.schema.file" });
+                Some(Arc::new(super::avro::AvroDecoder::try_new(&text, super::avro::AvroDecoder::framing(props)?, batch.size.min(1 << 16), &key)?))
+            }
+            _ => None,
+        };
         let value_schema = match (declared, fixed_value_schema(format)) {
+            _ if avro.is_some() => avro.as_ref().map(|a| a.schema()).unwrap_or_else(|| Arc::new(Schema::empty())),
             (Some(text), _) => parse_schema(text, &props.full_key(if props.contains("schema") { "schema" } else { "value.schema" }))?,
             (None, Some(s)) => s,
             (None, None) => infer_json_schema(props, &settings, &topics)?,
@@ -108,7 +123,12 @@ impl KafkaSource {
         let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(metadata_fields(&value_schema));
         let interval = props.get_duration("commit.interval")?.unwrap_or(Duration::from_secs(1));
-        let readers = props.get_usize("consumers")?.unwrap_or(partitions).max(1);
+        let readers = match props.get_usize("consumers")? {
+            Some(n) => n.max(1),
+            // No more consumers than the topics have partitions (an idle one would only hold
+            // the watermark back); when the broker cannot be asked now, the job's parallelism.
+            None => partition_count(props, &settings, &topics).map_or(partitions, |n| n.min(partitions)).max(1),
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 name,
@@ -123,6 +143,7 @@ impl KafkaSource {
                 failure,
                 dlq_topic,
                 gate: Arc::new(CommitGate::new(interval)),
+                avro,
                 metrics: Arc::new(ConnectorMetrics::default()),
             }),
             readers,
@@ -280,7 +301,10 @@ struct Reader {
 
 impl Reader {
     fn try_new(shared: Arc<Shared>, projection: Option<&[usize]>) -> Result<Self> {
-        let decoder = ValueDecoder::try_new(shared.format, &shared.schema, shared.value_fields, projection, shared.batch.size.min(1 << 16))?;
+        let mut decoder = ValueDecoder::try_new(shared.format, &shared.schema, shared.value_fields, projection, shared.batch.size.min(1 << 16))?;
+        if let Some(a) = &shared.avro {
+            decoder = decoder.with_avro(Arc::clone(a))?;
+        }
         let what = format!("kafka source '{}'", shared.name);
         let mut settings = shared.settings.clone();
         settings.push(("client.id".into(), format!("ferris-{}", shared.name)));
@@ -469,10 +493,7 @@ fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: 
     let name = props.owner();
     let sample = props.get_usize("schema.sample_size")?.unwrap_or(1000).max(1);
     let wait = props.get_duration("schema.inference.timeout")?.unwrap_or(Duration::from_secs(10));
-    let mut probe_settings: Vec<(String, String)> = settings.iter().filter(|(k, _)| k != "group.id" && k != "auto.offset.reset").cloned().collect();
-    probe_settings.push(("group.id".into(), format!("ferris-schema-probe-{}", std::process::id())));
-    probe_settings.push(("auto.offset.reset".into(), "earliest".into()));
-    let consumer: BaseConsumer = create_client_with(props, probe_settings, &format!("kafka source '{name}'"), || rdkafka::consumer::DefaultConsumerContext)?;
+    let consumer: BaseConsumer = create_client_with(props, probe_settings(settings), &format!("kafka source '{name}'"), || rdkafka::consumer::DefaultConsumerContext)?;
     let unreachable = |e: String| {
         ConnectorError::Other(format!(
             "kafka source '{name}': cannot infer the schema of {}: {e}; declare it with '{}' = 'id BIGINT, name VARCHAR, …'",
@@ -528,6 +549,25 @@ fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: 
         .collect();
     info!(source = %name, "inferred the schema of {} from {} messages", topics.join(","), values.len());
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Client settings for a short-lived look at the topics, outside the job's consumer group.
+fn probe_settings(settings: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = settings.iter().filter(|(k, _)| k != "group.id" && k != "auto.offset.reset").cloned().collect();
+    out.push(("group.id".into(), format!("ferris-probe-{}", std::process::id())));
+    out.push(("auto.offset.reset".into(), "earliest".into()));
+    out
+}
+
+/// How many partitions the topics have, if the broker answers within a second.
+fn partition_count(props: &Properties, settings: &[(String, String)], topics: &[String]) -> Option<usize> {
+    // Not the job's group: a client of that group that never joins would stall its rebalance.
+    let settings: Vec<(String, String)> = probe_settings(settings);
+    let consumer: BaseConsumer =
+        create_client_with(props, settings, &format!("kafka source '{}'", props.owner()), || rdkafka::consumer::DefaultConsumerContext).ok()?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(1)).ok()?;
+    let n: usize = metadata.topics().iter().filter(|t| topics.iter().any(|w| topic_matches(w, t.name()))).map(|t| t.partitions().len()).sum();
+    (n > 0).then_some(n)
 }
 
 /// A topic name or, starting with `^`, a regular expression (librdkafka's convention).

@@ -129,6 +129,10 @@ fn with_operation_column(plan: Arc<dyn ExecutionPlan>) -> datafusion::error::Res
     Ok(Arc::new(datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?))
 }
 
+/// How long a Kafka consumer may go without rows before the watermark stops waiting for it,
+/// unless `idle_timeout` says otherwise.
+pub const KAFKA_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The job's watermark settings and event-time formats, for the window operators.
 ///
 /// The delay is the largest `watermark.delay` among the sources (or the job's own); without
@@ -154,6 +158,11 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
     }
     if delay.is_none() && unbounded {
         delay = Some(0);
+    }
+    if idle.is_none() && spec.sources.iter().any(|s| s.connector.kind == ferris_connectors::ConnectorKind::Kafka) {
+        // A consumer without partitions (more consumers than partitions, or a rebalance)
+        // must not hold the watermark back for ever.
+        idle = Some(KAFKA_IDLE_TIMEOUT);
     }
     let changes_every = spec.options.get_duration("emit.interval").map_err(|e| e.to_string())?.unwrap_or(std::time::Duration::from_millis(100));
     Ok(StreamingAggregateRule { watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle }, emit: spec.statement.emit, changes_every, int_scales })

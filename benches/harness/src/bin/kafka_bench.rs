@@ -1,0 +1,287 @@
+//! Kafka end to end: Nexmark bids produced to a topic, `ferris-sql run` filtering and projecting
+//! them into another topic. Prints throughput (records/s), end-to-end latency percentiles under
+//! the `low_latency` batch strategy, and the job's peak RSS.
+//!
+//! ```text
+//! bash tests/services/kafka.sh start
+//! cargo run --release -p ferris-bench --bin nexmark-gen -- --events 1000000 --out target/nexmark/1000000
+//! cargo build --release --bin ferris-sql
+//! cargo run --release -p ferris-bench --bin kafka-bench -- --bids target/nexmark/1000000/bid.jsonl --records 500000
+//! ```
+//!
+//! The job's query (Nexmark q1's shape, into Kafka):
+//! `SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// Kafka benchmark options.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The broker.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Nexmark bids as JSON Lines (from nexmark-gen).
+    #[arg(long, default_value = "target/nexmark/1000000/bid.jsonl")]
+    bids: PathBuf,
+    /// Records for the throughput run.
+    #[arg(long, default_value_t = 500_000)]
+    records: usize,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Messages per second in the latency run.
+    #[arg(long, default_value_t = 2000)]
+    rate: usize,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The ferris-sql binary.
+    #[arg(long, default_value = "target/release/ferris-sql")]
+    ferris: PathBuf,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+fn topic(name: &str) -> String {
+    format!("bench-{name}-{}", now_us() % 1_000_000_000)
+}
+
+fn create(args: &Args, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).create().expect("admin client");
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let res = futures_lite_block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create topic");
+    for r in res {
+        r.expect("create topic");
+    }
+}
+
+/// A tiny executor for the admin client's futures (no async runtime in this binary).
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Thread(std::thread::Thread);
+    impl Wake for Thread {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Thread(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+}
+
+fn producer(args: &Args) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+fn send(p: &BaseProducer, topic: &str, value: &str) {
+    let mut rec = Some(BaseRecord::<(), str>::to(topic).payload(value));
+    while let Some(r) = rec.take() {
+        if let Err((_, back)) = p.send(r) {
+            p.poll(Duration::from_millis(5));
+            rec = Some(back);
+        }
+    }
+}
+
+/// Adds `"sent_us": N` to a JSON object line.
+fn stamped(line: &str) -> String {
+    format!("{}, \"sent_us\": {}}}", line.trim_end().trim_end_matches('}'), now_us())
+}
+
+fn price_of(line: &str) -> i64 {
+    line.split("\"price\":").nth(1).and_then(|r| r.split(',').next()).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
+}
+
+fn job_sql(args: &Args, input: &str, output: &str, batch: &str) -> String {
+    format!(
+        "CREATE STREAM kafka_bench AS SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000 \
+         INTO out WITH ('bid.type' = 'kafka_source', 'bid.bootstrap.servers' = '{b}', 'bid.topic' = '{input}', \
+         'bid.schema' = 'auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time VARCHAR, extra VARCHAR, sent_us BIGINT', \
+         'bid.session.timeout.ms' = '6000', 'bid.fetch.wait.max.ms' = '10', \
+         'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1' {batch});",
+        b = args.bootstrap
+    )
+}
+
+fn start_job(args: &Args, sql: &str, dir: &Path) -> Child {
+    let file = dir.join(format!("kafka_bench_{}.sql", now_us()));
+    std::fs::write(&file, sql).expect("write the job");
+    Command::new(&args.ferris)
+        .args(["run", file.to_str().unwrap_or_default(), "--no-progress", "--report-json"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start ferris-sql")
+}
+
+/// Stops the job with SIGINT and returns its peak RSS in MiB.
+fn stop_job(mut child: Child) -> Option<f64> {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| v["peak_rss_mb"].as_f64())
+}
+
+fn consumer(args: &Args, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("group.id", format!("bench-reader-{}", now_us()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("consumer");
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning).expect("partition");
+        }
+    }
+    c.assign(&tpl).expect("assign");
+    c
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir = std::env::temp_dir();
+    let lines: Vec<String> = BufReader::new(std::fs::File::open(&args.bids).unwrap_or_else(|e| panic!("{}: {e} (run nexmark-gen first)", args.bids.display())))
+        .lines()
+        .map_while(Result::ok)
+        .take(args.records)
+        .collect();
+
+    // Throughput: the whole backlog is in the topic before the job starts.
+    let (input, output) = (topic("bids"), topic("out"));
+    create(&args, &input, args.partitions);
+    create(&args, &output, args.partitions);
+    let p = producer(&args);
+    let t = Instant::now();
+    let mut want = 0usize;
+    for l in &lines {
+        want += usize::from(price_of(l) > 1000);
+        send(&p, &input, &stamped(l));
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    let produce_s = t.elapsed().as_secs_f64();
+    let job = start_job(&args, &job_sql(&args, &input, &output, ""), &dir);
+    let started = Instant::now();
+    let c = consumer(&args, &output);
+    let (mut got, mut first) = (0usize, None::<Instant>);
+    while got < want && started.elapsed() < Duration::from_secs(600) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            got += 1;
+            first.get_or_insert_with(Instant::now);
+        }
+    }
+    let total_s = started.elapsed().as_secs_f64();
+    let steady_s = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+    let rss = stop_job(job);
+    println!("| run | records in | records out | seconds | records/s | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|");
+    println!("| producer (librdkafka, for scale) | {} | - | {produce_s:.2} | {:.0} | - |", lines.len(), lines.len() as f64 / produce_s);
+    println!(
+        "| kafka → filter/project → kafka, from job start (incl. group join) | {} | {got} | {total_s:.2} | {:.0} | {} |",
+        lines.len(),
+        lines.len() as f64 / total_s,
+        rss.map_or("-".into(), |r| format!("{r:.0}"))
+    );
+    println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
+
+    // Latency: a steady rate, low_latency batches; each record carries its send time.
+    let (input, output) = (topic("lat-in"), topic("lat-out"));
+    create(&args, &input, 1);
+    create(&args, &output, 1);
+    let job = start_job(
+        &args,
+        &job_sql(&args, &input, &output, ", 'batch.strategy' = 'low_latency', 'batch.low_latency_max_size' = '100', 'batch.low_latency_wait' = '5ms'"),
+        &dir,
+    );
+    let c = consumer(&args, &output);
+    let p = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).set("linger.ms", "0").create::<BaseProducer>().expect("producer");
+    // Warm up until the job has joined its group and answers.
+    let warm = Instant::now();
+    'warm: while warm.elapsed() < Duration::from_secs(60) {
+        send(&p, &input, &stamped(&lines[0]));
+        p.flush(Duration::from_secs(5)).ok();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(500) {
+            if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+                break 'warm;
+            }
+        }
+    }
+    while c.poll(Duration::from_millis(500)).is_some() {}
+    let gap = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let total = args.rate * args.seconds as usize;
+    let mut lat = Vec::with_capacity(total);
+    let start = Instant::now();
+    let mut sent = 0usize;
+    let mut idx = 0usize;
+    while lat.len() < total && start.elapsed() < Duration::from_secs(args.seconds + 30) {
+        while sent < total && start.elapsed() >= gap * sent as u32 {
+            // Only bids that pass the filter, so every one comes back.
+            while price_of(&lines[idx % lines.len()]) <= 1000 {
+                idx += 1;
+            }
+            send(&p, &input, &stamped(&lines[idx % lines.len()]));
+            idx += 1;
+            sent += 1;
+        }
+        p.poll(Duration::ZERO);
+        if let Some(Ok(m)) = c.poll(Duration::from_micros(200)) {
+            let now = now_us();
+            if let Some(v) = m.payload().and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
+                if let Some(s) = v["sent_us"].as_i64() {
+                    lat.push(now - s);
+                }
+            }
+        }
+    }
+    let rss = stop_job(job);
+    lat.sort_unstable();
+    println!();
+    println!("| latency run ({} records/s, low_latency max 100 rows / 5 ms) | received | P50 ms | P95 ms | P99 ms | peak RSS MiB |", args.rate);
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| kafka → filter/project → kafka | {}/{total} | {:.1} | {:.1} | {:.1} | {} |",
+        lat.len(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        rss.map_or("-".into(), |r| format!("{r:.0}"))
+    );
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command: installs and starts the services the tests use when they are missing
+# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092), runs every test of the workspace, and
+# prints one closing line: "tests: N passed, M failed".
+#
+#   bash tests/run.sh                 # everything
+#   bash tests/run.sh -p ferris-engine  # arguments go to cargo test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/services/kafka.sh install
+started_kafka=0
+if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
+    bash tests/services/kafka.sh start
+    started_kafka=1
+fi
+cleanup() {
+    if [ "$started_kafka" = 1 ]; then bash tests/services/kafka.sh stop; fi
+}
+trap cleanup EXIT
+export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
+
+log=$(mktemp)
+status=0
+if [ "$#" -gt 0 ]; then
+    cargo test "$@" 2>&1 | tee "$log" || status=$?
+else
+    cargo test --workspace 2>&1 | tee "$log" || status=$?
+fi
+# One closing line over every test binary (cargo prints one "test result" per binary).
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+echo "tests: ${passed} passed, ${failed} failed"
+exit "$status"
