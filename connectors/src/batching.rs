@@ -78,29 +78,25 @@ impl Default for BatchConfig {
     }
 }
 
-/// The last value of `keys` set in `layers` (later layers win), as a usize.
-fn usize_of(layers: &[&Properties], keys: &[&str]) -> Result<Option<usize>> {
+/// The last value of `keys` set in `layers` (later layers win), read by `get`.
+fn last_of<T>(layers: &[&Properties], keys: &[&str], get: impl Fn(&Properties, &str) -> Result<Option<T>>) -> Result<Option<T>> {
     let mut out = None;
     for props in layers {
         for key in keys {
-            if let Some(n) = props.get_usize(key)? {
-                out = Some(n);
+            if let Some(v) = get(props, key)? {
+                out = Some(v);
             }
         }
     }
     Ok(out)
 }
 
+fn usize_of(layers: &[&Properties], keys: &[&str]) -> Result<Option<usize>> {
+    last_of(layers, keys, |p, k| p.get_usize(k))
+}
+
 fn duration_of(layers: &[&Properties], keys: &[&str]) -> Result<Option<Duration>> {
-    let mut out = None;
-    for props in layers {
-        for key in keys {
-            if let Some(d) = props.get_duration(key)? {
-                out = Some(d);
-            }
-        }
-    }
-    Ok(out)
+    last_of(layers, keys, |p, k| p.get_duration(k))
 }
 
 impl BatchConfig {
@@ -144,12 +140,7 @@ impl BatchConfig {
             "lowlatency" | "latency" => {
                 let max = usize_of(&layers, &["batch.low_latency_max_size"])?.or(size).unwrap_or(10).max(1);
                 let wait = duration_of(&layers, &["batch.low_latency_wait"])?.or(timeout).unwrap_or(Duration::from_millis(5));
-                let mut eager = true;
-                for props in layers {
-                    if let Some(b) = props.get_bool("batch.eager_processing")? {
-                        eager = b;
-                    }
-                }
+                let eager = last_of(&layers, &["batch.eager_processing"], |p, k| p.get_bool(k))?.unwrap_or(true);
                 cfg.size = max;
                 cfg.timeout = wait;
                 BatchStrategy::LowLatency { max, wait, eager }

@@ -1,7 +1,7 @@
 //! Counters shared between a connector and the job runner, read by the progress line, the
 //! job summary and (later) the REST API and Prometheus.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 
 /// Counters of one source or sink. Cheap to update from any thread.
 #[derive(Debug, Default)]
@@ -14,6 +14,32 @@ pub struct ConnectorMetrics {
     pub errors: AtomicU64,
     /// Bytes read or written, where known.
     pub bytes: AtomicU64,
+    /// When the last batch passed, in epoch milliseconds (0: never).
+    pub last_record_ms: AtomicI64,
+    /// The connection as last seen: see [`ConnectionStatus`].
+    pub status: AtomicU8,
+}
+
+/// A connector's connection as the job server reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Working.
+    Connected,
+    /// Lost; the client is reconnecting by itself.
+    Reconnecting,
+    /// Gave up (a sink whose last write failed, a source that ended in error).
+    Failed,
+}
+
+impl ConnectionStatus {
+    /// The guide's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "Connected",
+            Self::Reconnecting => "Reconnecting",
+            Self::Failed => "Failed",
+        }
+    }
 }
 
 impl ConnectorMetrics {
@@ -21,6 +47,22 @@ impl ConnectorMetrics {
     pub fn add_batch(&self, rows: usize) {
         self.records.fetch_add(rows as u64, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        self.last_record_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Records the connection's state.
+    pub fn set_status(&self, s: ConnectionStatus) {
+        self.status.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// The connection's state.
+    pub fn status(&self) -> ConnectionStatus {
+        match self.status.load(Ordering::Relaxed) {
+            0 => ConnectionStatus::Connected,
+            1 => ConnectionStatus::Reconnecting,
+            _ => ConnectionStatus::Failed,
+        }
     }
 
     /// Adds `n` errors.

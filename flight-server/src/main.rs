@@ -23,6 +23,8 @@ use ferris_engine::runner::{run_job, JobReport, RunOptions};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+mod server;
+
 /// FerrisStreams: streaming SQL over files (and, soon, Kafka, S3 and PostgreSQL).
 #[derive(Parser, Debug)]
 #[command(name = "ferris-sql", version, about)]
@@ -101,6 +103,32 @@ enum Command {
         #[arg(long)]
         no_plan: bool,
     },
+    /// Start the job server: many jobs behind a REST API with Prometheus metrics.
+    Serve {
+        /// Port of the REST API.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// Address to bind (default 127.0.0.1 without FERRIS_AUTH_TOKEN, 0.0.0.0 with one).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Deploy a SQL file's jobs to a running server.
+    Deploy {
+        /// The SQL file.
+        file: Option<PathBuf>,
+        /// SQL text instead of a file.
+        #[arg(long)]
+        sql: Option<String>,
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
+    /// List the jobs of a running server.
+    Jobs {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
 }
 
 fn read_sql(file: &Option<PathBuf>, sql: &Option<String>) -> Result<String, String> {
@@ -133,8 +161,14 @@ fn main() -> ExitCode {
         }
     };
     let (file, sql) = match &cli.command {
-        Command::Explain { file, sql, .. } | Command::Run { file, sql, .. } => (file.clone(), sql.clone()),
+        Command::Explain { file, sql, .. } | Command::Run { file, sql, .. } | Command::Deploy { file, sql, .. } => (file.clone(), sql.clone()),
+        Command::Serve { .. } | Command::Jobs { .. } => (None, None),
     };
+    match &cli.command {
+        Command::Deploy { server: url, .. } => return cmd_deploy(read_sql(&file, &sql), url),
+        Command::Jobs { server: url } => return cmd_jobs(url),
+        _ => {}
+    }
     let setup = match setup(cli.config.as_deref(), cli.profile.as_deref(), file.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -148,8 +182,58 @@ fn main() -> ExitCode {
             Command::Run { no_progress, report_json, .. } => {
                 cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json, setup).await
             }
+            Command::Serve { http_port, bind } => match server::serve(setup.ctx, setup.limits, http_port, bind).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Command::Deploy { .. } | Command::Jobs { .. } => ExitCode::SUCCESS,
         }
     })
+}
+
+/// The body of a server's answer when its status is `ok`; else prints why and gives None.
+fn answered(r: Result<server::client::Response, String>, ok: u16) -> Option<String> {
+    match r {
+        Ok(r) if r.status == ok => Some(r.body),
+        Ok(r) => {
+            eprintln!("error: the server answered {}: {}", r.status, r.body);
+            None
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+fn cmd_deploy(sql: Result<String, String>, url: &str) -> ExitCode {
+    let Some(sql) = sql_or_report(sql) else { return ExitCode::from(2) };
+    let Some(body) = answered(server::client::request(url, "POST", "/api/jobs", Some(("text/plain", &sql))), 201) else {
+        return ExitCode::from(1);
+    };
+    println!("{body}");
+    ExitCode::SUCCESS
+}
+
+fn cmd_jobs(url: &str) -> ExitCode {
+    let Some(body) = answered(server::client::request(url, "GET", "/api/jobs", None), 200) else { return ExitCode::from(1) };
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    println!("{:<30} {:<10} {:>14}  sources -> sinks", "job", "status", "records");
+    for j in jobs {
+        let names = |k: &str| j[k].as_array().map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        println!(
+            "{:<30} {:<10} {:>14}  {} -> {}",
+            j["name"].as_str().unwrap_or(""),
+            j["status"].as_str().unwrap_or(""),
+            j["records_processed"].as_u64().unwrap_or(0),
+            names("sources"),
+            names("sinks")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// The SQL text, or None after printing why it could not be read.
@@ -255,7 +339,7 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
     let tasks: Vec<_> = planned
         .into_iter()
         .map(|p| {
-            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone() };
+            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone(), live: None };
             tokio::spawn(run_job(p, opts))
         })
         .collect();

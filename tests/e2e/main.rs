@@ -7,6 +7,7 @@ mod differential;
 mod errors;
 mod explain;
 mod sinks;
+mod server;
 mod sources;
 mod golden;
 mod iot;

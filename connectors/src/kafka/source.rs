@@ -399,6 +399,7 @@ impl Reader {
             };
             match received {
                 Ok(msg) => {
+                    self.shared.metrics.set_status(crate::metrics::ConnectionStatus::Connected);
                     push(&mut m, &msg, self.headers);
                     if deadline.is_none() {
                         deadline = Some(Instant::now() + self.sizer.max_wait());
@@ -418,7 +419,7 @@ impl Reader {
                     }
                 }
                 Err(e) => {
-                    self.shared.metrics.add_errors(0);
+                    self.shared.metrics.set_status(crate::metrics::ConnectionStatus::Reconnecting);
                     if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                         warn!(source = %self.shared.name, "Kafka error (the client reconnects by itself): {e}");
                         self.last_error_log = Some(Instant::now());

@@ -106,6 +106,8 @@ async fn drive(
     // the sink (a tailed file) sees them; under load the sink's own buffering decides.
     let mut dirty = false;
     let mut last_flush = std::time::Instant::now();
+    // Sink write latency, for Prometheus (a no-op unless a recorder is installed: `serve`).
+    let write_seconds = ::metrics::histogram!("ferris_job_sink_write_seconds", "job" => job.clone(), "sink" => sink.name().to_string());
     loop {
         let next = if dirty {
             match tokio::time::timeout(FLUSH_EVERY.saturating_sub(last_flush.elapsed()), rx.recv()).await {
@@ -139,7 +141,10 @@ async fn drive(
                 continue;
             }
         };
-        match write_with_strategy(sink.as_mut(), &batch, strategy).await {
+        let began = std::time::Instant::now();
+        let written = write_with_strategy(sink.as_mut(), &batch, strategy).await;
+        write_seconds.record(began.elapsed().as_secs_f64());
+        match written {
             Ok(()) => {
                 metrics.add_batch(batch.num_rows());
                 failed.store(false, Ordering::Relaxed);

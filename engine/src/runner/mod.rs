@@ -7,6 +7,7 @@
 //! ```
 
 pub mod fanout;
+pub mod live;
 pub mod progress;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Set to true to stop the job (sinks are flushed).
     pub stop: watch::Receiver<bool>,
+    /// Where the job publishes its live counters (the job server), if anywhere.
+    pub live: Option<Arc<live::LiveJob>>,
 }
 
 /// Counters of one source or sink at the end of a run.
@@ -178,6 +181,13 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let _progress = opts.progress.then(|| {
         progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(&rows_out))
     });
+    if let Some(l) = &opts.live {
+        let live_sinks = sinks
+            .iter()
+            .map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) })
+            .collect();
+        l.attach(Arc::clone(&rows_out), live_sinks, Arc::clone(&job.plan));
+    }
     let mut out = Outputs { name: name.clone(), sinks, fallback: None, fallback_rows: 0, rows_out: Arc::clone(&rows_out) };
     let gates: Vec<Arc<CommitGate>> = job.sources.iter().filter_map(|s| s.commit_gate()).collect();
     let commit_every = gates.iter().map(|g| g.interval()).min().unwrap_or(Duration::from_secs(3600));
