@@ -28,8 +28,10 @@ use tokio::sync::watch;
 
 /// Commits positions for one reader (a Kafka consumer commits offsets).
 pub trait PositionCommitter: Send + Sync + Debug {
-    /// Commits `positions`: (topic, partition, next offset to read).
-    fn commit(&self, positions: &[(String, i32, i64)]);
+    /// Commits `positions`: (topic, partition, next offset to read). With `wait`, returns
+    /// once the commit is durable (the last commit before a job stops); otherwise it may
+    /// complete in the background, off the job's path.
+    fn commit(&self, positions: &[(String, i32, i64)], wait: bool);
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +148,15 @@ impl CommitGate {
     /// Closes the barrier. With `commit`, every reader's positions are committed (call only
     /// when [`CommitGate::quiet`] held and the sinks have acknowledged everything).
     pub fn release(&self, commit: bool) {
+        self.release_with(commit, false);
+    }
+
+    /// [`CommitGate::release`] for the last barrier of a stopping job: the commit is waited for.
+    pub fn release_final(&self, commit: bool) {
+        self.release_with(commit, true);
+    }
+
+    fn release_with(&self, commit: bool, wait: bool) {
         let mut s = self.lock();
         if commit {
             for (id, r) in &s.readers {
@@ -154,7 +165,7 @@ impl CommitGate {
                 }
                 if let Some(c) = s.committers.get(id) {
                     let positions: Vec<(String, i32, i64)> = r.emitted.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
-                    c.commit(&positions);
+                    c.commit(&positions, wait);
                 }
             }
         }
@@ -173,7 +184,7 @@ mod tests {
     #[derive(Debug, Default)]
     struct Log(Mutex<Vec<(String, i32, i64)>>);
     impl PositionCommitter for Log {
-        fn commit(&self, positions: &[(String, i32, i64)]) {
+        fn commit(&self, positions: &[(String, i32, i64)], _wait: bool) {
             self.0.lock().unwrap().extend_from_slice(positions);
         }
     }

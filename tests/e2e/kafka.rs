@@ -461,3 +461,49 @@ async fn avro_values_round_trip() {
     assert_same_rows("avro round trip", &canonical_lines(&(got.join("\n") + "\n")), &canonical_lines(&(want.join("\n") + "\n")));
     assert!(stderr.contains("malformed message"), "the corrupt value is reported: {stderr}");
 }
+
+/// Two Kafka sources in one job are both read (in parallel, each at its own pace), and a
+/// Kafka stream joins a file table (LEFT: unknown customers kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_kafka_sources_and_a_table_in_one_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (unique("union-a"), unique("union-b"));
+    create_topic(&a, 2);
+    create_topic(&b, 3);
+    produce(&a, &(0..700).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    produce(&b, &(700..1000).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    let customers = tmp.path().join("customers.csv");
+    std::fs::write(&customers, "customer,name\n".to_string() + &(0..10).map(|c| format!("c{c},Customer {c}\n")).collect::<String>()).unwrap();
+    let out = tmp.path().join("both.jsonl");
+    let sql = format!(
+        "CREATE STREAM u AS SELECT s.id, s.src, c.name FROM (SELECT id, customer, 'a' AS src FROM a UNION ALL SELECT id, customer, 'b' AS src FROM b) s \
+         LEFT JOIN customers c ON s.customer = c.customer INTO out WITH ({}, {}, \
+         'customers.type' = 'file_source', 'customers.path' = '{}', 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("a", &a, &format!(", 'a.schema' = '{ORDER_SCHEMA}'")),
+        kafka_with("b", &b, &format!(", 'b.schema' = '{ORDER_SCHEMA}'")),
+        customers.display(),
+        out.display()
+    );
+    let mut child = spawn_job(tmp.path(), "union.sql", &sql);
+    wait_for(&mut child, &out, |t| t.lines().count() >= 1000);
+    stop_with_sigint(&mut child);
+    let want: Vec<String> = (0..1000usize)
+        .map(|i| {
+            let src = if i < 700 { "a" } else { "b" };
+            let name = if i % 17 < 10 { format!("\"Customer {}\"", i % 17) } else { "null".to_string() };
+            format!(r#"{{"id": {i}, "src": "{src}", "name": {name}}}"#)
+        })
+        .collect();
+    let got: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v.get("name").is_none() {
+                v["name"] = serde_json::Value::Null;
+            }
+            v.to_string()
+        })
+        .collect();
+    assert_same_rows("two Kafka sources ⨝ table", &canonical_lines(&(got.join("\n") + "\n")), &canonical_lines(&(want.join("\n") + "\n")));
+}

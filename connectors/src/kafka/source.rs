@@ -94,7 +94,7 @@ impl KafkaSource {
         // librdkafka prefetches up to 64 MiB per consumer by default; a job that reads only
         // when its sinks keep up (back-pressure) needs far less buffered ahead.
         if !settings.iter().any(|(k, _)| k == "queued.max.messages.kbytes") {
-            settings.push(("queued.max.messages.kbytes".into(), "16384".into()));
+            settings.push(("queued.max.messages.kbytes".into(), "8192".into()));
         }
         let failure = FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?;
         let dlq_topic = props.get("dlq.topic").or_else(|| job.get("dlq.topic")).map(str::to_string);
@@ -271,14 +271,15 @@ impl std::fmt::Debug for OffsetCommitter {
 }
 
 impl PositionCommitter for OffsetCommitter {
-    fn commit(&self, positions: &[(String, i32, i64)]) {
+    fn commit(&self, positions: &[(String, i32, i64)], wait: bool) {
         let mut tpl = TopicPartitionList::new();
         for (t, p, o) in positions {
             if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
                 warn!(source = %self.name, "cannot commit {t}/{p}@{o}: {e}");
             }
         }
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
+        let mode = if wait { CommitMode::Sync } else { CommitMode::Async };
+        match self.consumer.commit(&tpl, mode) {
             Ok(()) => debug!(source = %self.name, "committed {} offsets", positions.len()),
             Err(e) => warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}"),
         }

@@ -250,7 +250,11 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
                             }
                         }
                         let acked = error.is_none() && out.flush_all().await;
-                        gates.iter().for_each(|g| g.release(acked));
+                        if stop_deadline.is_some() {
+                            gates.iter().for_each(|g| g.release_final(acked));
+                        } else {
+                            gates.iter().for_each(|g| g.release(acked));
+                        }
                         barrier = None;
                         if ended || stop_deadline.is_some() {
                             break;

@@ -122,7 +122,7 @@ fn job_sql(args: &Args, input: &str, output: &str, batch: &str) -> String {
         "CREATE STREAM kafka_bench AS SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000 \
          INTO out WITH ('bid.type' = 'kafka_source', 'bid.bootstrap.servers' = '{b}', 'bid.topic' = '{input}', \
          'bid.schema' = 'auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time VARCHAR, extra VARCHAR, sent_us BIGINT', \
-         'bid.session.timeout.ms' = '6000', 'bid.fetch.wait.max.ms' = '10', \
+         'bid.session.timeout.ms' = '6000', 'bid.fetch.wait.max.ms' = '10', 'bid.fetch.error.backoff.ms' = '10', \
          'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1' {batch});",
         b = args.bootstrap
     )
@@ -154,6 +154,7 @@ fn consumer(args: &Args, topic: &str) -> BaseConsumer {
         .set("group.id", format!("bench-reader-{}", now_us()))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")
+        .set("fetch.error.backoff.ms", "10")
         .create()
         .expect("consumer");
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
