@@ -141,7 +141,7 @@ fn start_job(args: &Args, sql: &str, dir: &Path) -> Child {
 }
 
 /// Stops the job with SIGINT and returns its peak RSS in MiB.
-fn stop_job(mut child: Child) -> Option<f64> {
+fn stop_job(child: Child) -> Option<f64> {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let out = child.wait_with_output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
