@@ -220,10 +220,8 @@ impl PartitionStream for KafkaPartition {
             };
             match reader.next_batch().await {
                 Ok(batch) => Some((Ok(batch), Some(Ok(reader)))),
-                Err(e) => {
-                    reader.shared.gate.finish(reader.id);
-                    Some((Err(DataFusionError::External(Box::new(e))), None))
-                }
+                // Dropping the reader takes it out of the commit barriers.
+                Err(e) => Some((Err(DataFusionError::External(Box::new(e))), None)),
             }
         });
         Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
@@ -298,6 +296,13 @@ struct Reader {
     last_emit: Option<(Instant, usize)>,
     logged: usize,
     last_error_log: Option<Instant>,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // A reader the job no longer polls must not hold commit barriers up.
+        self.shared.gate.finish(self.id);
+    }
 }
 
 impl Reader {
