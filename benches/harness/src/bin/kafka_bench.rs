@@ -9,6 +9,8 @@
 //! cargo run --release -p ferris-bench --bin kafka-bench -- --bids target/nexmark/1000000/bid.jsonl --records 500000
 //! ```
 //!
+//! `KAFKA_BENCH_WITH="'bid.commit.interval' = '10s'"` adds keys to the job's WITH clause.
+//!
 //! The job's query (Nexmark q1's shape, into Kafka):
 //! `SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000`.
 
@@ -123,8 +125,9 @@ fn job_sql(args: &Args, input: &str, output: &str, batch: &str) -> String {
          INTO out WITH ('bid.type' = 'kafka_source', 'bid.bootstrap.servers' = '{b}', 'bid.topic' = '{input}', \
          'bid.schema' = 'auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time VARCHAR, extra VARCHAR, sent_us BIGINT', \
          'bid.session.timeout.ms' = '6000', 'bid.fetch.wait.max.ms' = '10', 'bid.fetch.error.backoff.ms' = '10', \
-         'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1' {batch});",
-        b = args.bootstrap
+         'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1' {batch}{extra});",
+        b = args.bootstrap,
+        extra = std::env::var("KAFKA_BENCH_WITH").map(|w| format!(", {w}")).unwrap_or_default()
     )
 }
 
