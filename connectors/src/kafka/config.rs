@@ -24,7 +24,7 @@ pub const OWN_KEYS: &[&str] = &[
 ];
 
 /// Java client names and their librdkafka spelling.
-const ALIASES: &[(&str, &str)] = &[("fetch.max.wait.ms", "fetch.wait.max.ms"), ("max.partition.fetch.bytes", "max.partition.fetch.bytes")];
+const ALIASES: &[(&str, &str)] = &[("fetch.max.wait.ms", "fetch.wait.max.ms")];
 
 /// True when `key` is read by FerrisStreams rather than librdkafka.
 pub fn is_own_key(key: &str) -> bool {
