@@ -169,6 +169,25 @@ fn wait_for(child: &mut Child, out: &Path, done: impl Fn(&str) -> bool) {
     panic!("{} never had the expected rows in 60 s; the job said:\n{stderr}", out.display());
 }
 
+/// Canonical rows of a JSON Lines output, with `columns` set to null where the writer left a
+/// null field out.
+fn rows_with_nulls(path: &Path, columns: &[&str]) -> Vec<String> {
+    let text: String = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for c in columns {
+                if v.get(*c).is_none() {
+                    v[*c] = serde_json::Value::Null;
+                }
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    canonical_lines(&text)
+}
+
 fn ids_in(text: &str) -> Vec<i64> {
     text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["id"].as_i64()).collect()
 }
@@ -384,15 +403,20 @@ async fn malformed_messages_go_to_the_dead_letter_topic() {
     let mut child = spawn_job(tmp.path(), "dirty.sql", &sql);
     wait_for(&mut child, &out, |t| t.lines().count() >= 300 - bad.len());
     let stderr = stop_with_sigint(&mut child);
-    let good: BTreeSet<i64> = ids_in(&std::fs::read_to_string(&out).unwrap()).into_iter().collect();
-    assert_eq!(good, (0..300).filter(|i| i % 50 != 7).collect::<BTreeSet<_>>());
+    let mut good = ids_in(&std::fs::read_to_string(&out).unwrap());
+    good.sort_unstable();
+    assert_eq!(good, (0..300).filter(|i| i % 50 != 7).collect::<Vec<_>>(), "every good message once");
     assert!(stderr.contains(&format!("{input}/0@7: malformed message")), "names topic/partition@offset: {stderr}");
     let dead = read_topic(&dlq, bad.len());
     assert_eq!(dead.iter().map(|r| r.value.clone()).collect::<BTreeSet<_>>(), bad.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!(dead.len(), bad.len());
     for d in &dead {
         assert_eq!(d.headers.get("ferris.topic"), Some(&input));
-        assert!(!d.headers["ferris.error"].is_empty() && d.headers.contains_key("ferris.offset"), "{d:?}");
-        assert!(d.key.as_deref().is_some_and(|k| k.starts_with("bad")));
+        assert_eq!(d.headers.get("ferris.partition").map(String::as_str), Some("0"));
+        // One partition: a message's offset is its index, which its key carries.
+        let offset = d.headers.get("ferris.offset").cloned().unwrap_or_default();
+        assert_eq!(d.key.as_deref(), Some(format!("bad{offset}").as_str()), "{d:?}");
+        assert!(!d.headers["ferris.error"].is_empty(), "{d:?}");
     }
 }
 
@@ -449,16 +473,7 @@ async fn avro_values_round_trip() {
     let stderr = stop_with_sigint(&mut child);
     let mut want: Vec<String> = (0..400).map(|i| format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.5, "k": "{i}"}}"#, i % 9, i)).collect();
     want.push(r#"{"id": 400, "customer": null, "amount": 0.25, "k": null}"#.to_string());
-    let got: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(|l| {
-        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-        for c in ["customer", "k"] {
-            if v.get(c).is_none() {
-                v[c] = serde_json::Value::Null;
-            }
-        }
-        v.to_string()
-    }).collect();
-    assert_same_rows("avro round trip", &canonical_lines(&(got.join("\n") + "\n")), &canonical_lines(&(want.join("\n") + "\n")));
+    assert_same_rows("avro round trip", &rows_with_nulls(&out, &["customer", "k"]), &canonical_lines(&(want.join("\n") + "\n")));
     assert!(stderr.contains("malformed message"), "the corrupt value is reported: {stderr}");
 }
 
@@ -494,16 +509,5 @@ async fn several_kafka_sources_and_a_table_in_one_job() {
             format!(r#"{{"id": {i}, "src": "{src}", "name": {name}}}"#)
         })
         .collect();
-    let got: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if v.get("name").is_none() {
-                v["name"] = serde_json::Value::Null;
-            }
-            v.to_string()
-        })
-        .collect();
-    assert_same_rows("two Kafka sources ⨝ table", &canonical_lines(&(got.join("\n") + "\n")), &canonical_lines(&(want.join("\n") + "\n")));
+    assert_same_rows("two Kafka sources ⨝ table", &rows_with_nulls(&out, &["name"]), &canonical_lines(&(want.join("\n") + "\n")));
 }

@@ -114,11 +114,15 @@ impl KafkaSource {
             }
             _ => None,
         };
-        let value_schema = match (declared, fixed_value_schema(format)) {
-            _ if avro.is_some() => avro.as_ref().map(|a| a.schema()).unwrap_or_else(|| Arc::new(Schema::empty())),
-            (Some(text), _) => parse_schema(text, &props.full_key(if props.contains("schema") { "schema" } else { "value.schema" }))?,
-            (None, Some(s)) => s,
-            (None, None) => infer_json_schema(props, &settings, &topics)?,
+        // Inferring a schema asks the broker for the topics' partitions too.
+        let (value_schema, known_partitions) = match (&avro, declared, fixed_value_schema(format)) {
+            (Some(a), _, _) => (a.schema(), None),
+            (None, Some(text), _) => (parse_schema(text, &props.full_key(if props.contains("schema") { "schema" } else { "value.schema" }))?, None),
+            (None, None, Some(s)) => (s, None),
+            (None, None, None) => {
+                let (schema, partitions) = infer_json_schema(props, &settings, &topics)?;
+                (schema, Some(partitions))
+            }
         };
         let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(metadata_fields(&value_schema));
@@ -127,7 +131,7 @@ impl KafkaSource {
             Some(n) => n.max(1),
             // No more consumers than the topics have partitions (an idle one would only hold
             // the watermark back); when the broker cannot be asked now, the job's parallelism.
-            None => partition_count(props, &settings, &topics).map_or(partitions, |n| n.min(partitions)).max(1),
+            None => known_partitions.or_else(|| partition_count(props, &settings, &topics)).map_or(partitions, |n| n.min(partitions)).max(1),
         };
         Ok(Self {
             shared: Arc::new(Shared {
@@ -495,8 +499,9 @@ fn push<M: Message>(m: &mut MessageBatch, msg: &M, headers: bool) {
     m.push(msg.topic(), msg.partition(), msg.offset(), msg.timestamp().to_millis(), msg.key(), msg.payload(), hs);
 }
 
-/// Samples the topics from the beginning to infer the JSON schema of their values.
-fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: &[String]) -> Result<SchemaRef> {
+/// Samples the topics from the beginning to infer the JSON schema of their values; also gives
+/// how many partitions the topics have.
+fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: &[String]) -> Result<(SchemaRef, usize)> {
     let name = props.owner();
     let sample = props.get_usize("schema.sample_size")?.unwrap_or(1000).max(1);
     let wait = props.get_duration("schema.inference.timeout")?.unwrap_or(Duration::from_secs(10));
@@ -520,6 +525,7 @@ fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: 
     if tpl.count() == 0 {
         return Err(unreachable("no such topic".to_string()));
     }
+    let partitions = tpl.count();
     consumer.assign(&tpl).map_err(|e| unreachable(e.to_string()))?;
     let start = Instant::now();
     let mut values: Vec<serde_json::Value> = Vec::new();
@@ -555,7 +561,7 @@ fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: 
         })
         .collect();
     info!(source = %name, "inferred the schema of {} from {} messages", topics.join(","), values.len());
-    Ok(Arc::new(Schema::new(fields)))
+    Ok((Arc::new(Schema::new(fields)), partitions))
 }
 
 /// Client settings for a short-lived look at the topics, outside the job's consumer group.
