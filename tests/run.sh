@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs and starts the services the tests use when they are missing
-# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092), runs every test of the workspace, and
+# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; the Python Flight clients), runs every test of the workspace, and
 # prints one closing line: "tests: N passed, M failed".
 #
 #   bash tests/run.sh                 # everything
@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash tests/services/python.sh
 bash tests/services/kafka.sh install
 started_kafka=0
 if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ferris_connectors::blackhole::BlackholeSink;
 use ferris_connectors::file::{FileSink, FileSource};
+use ferris_connectors::flight::FlightSink;
 use ferris_connectors::kafka::{KafkaSink, KafkaSource};
 use ferris_connectors::stdout::StdoutSink;
 use ferris_connectors::{ConnectorError, ConnectorKind, Properties, Sink, Source};
@@ -44,9 +45,9 @@ pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize, jo
     }
 }
 
-/// Creates the sink `rel`, checking what can be checked before data flows (the output
+/// Creates the sink `rel` of job `job_name`, checking what can be checked before data flows (the output
 /// directory can be created).
-pub fn create_sink(rel: &RelationSpec) -> Result<Box<dyn Sink>, ConnectorError> {
+pub fn create_sink(rel: &RelationSpec, job_name: &str) -> Result<Box<dyn Sink>, ConnectorError> {
     match rel.connector.kind {
         ConnectorKind::File => {
             let sink = FileSink::try_new(&rel.properties).map_err(|e| with_origin(rel, e))?;
@@ -56,6 +57,7 @@ pub fn create_sink(rel: &RelationSpec) -> Result<Box<dyn Sink>, ConnectorError> 
         ConnectorKind::Kafka => Ok(Box::new(KafkaSink::try_new(&rel.properties).map_err(|e| with_origin(rel, e))?)),
         ConnectorKind::Stdout => Ok(Box::new(StdoutSink::new(rel.name.clone()))),
         ConnectorKind::Blackhole => Ok(Box::new(BlackholeSink::new(rel.name.clone()))),
+        ConnectorKind::Flight => Ok(Box::new(FlightSink::try_new(&rel.properties, job_name).map_err(|e| with_origin(rel, e))?)),
         _ => Err(not_supported(rel)),
     }
 }

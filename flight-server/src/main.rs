@@ -108,6 +108,9 @@ enum Command {
         /// Port of the REST API.
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Port of Arrow Flight and Flight SQL (live streams, queries over the catalogue).
+        #[arg(long, default_value_t = 50051)]
+        flight_port: u16,
         /// Address to bind (default 127.0.0.1 without FERRIS_AUTH_TOKEN, 0.0.0.0 with one).
         #[arg(long)]
         bind: Option<String>,
@@ -182,7 +185,7 @@ fn main() -> ExitCode {
             Command::Run { no_progress, report_json, .. } => {
                 cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json, setup).await
             }
-            Command::Serve { http_port, bind } => match server::serve(setup.ctx, setup.limits, http_port, bind).await {
+            Command::Serve { http_port, flight_port, bind } => match server::serve(setup.ctx, setup.limits, http_port, flight_port, bind).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -285,6 +288,9 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
             Ok(mut spec) => {
                 for w in &spec.warnings {
                     warn!(job = %spec.name, "{w}");
+                }
+                for r in spec.sinks.iter().filter(|r| r.connector.kind == ferris_connectors::ConnectorKind::Flight) {
+                    warn!(job = %spec.name, "sink '{}' is a flight_sink: `ferris-sql run` serves no Flight clients; deploy the job to `ferris-sql serve` to subscribe to it", r.name);
                 }
                 if let Some(t) = setup.limits.batch_timeout {
                     if !spec.options.contains("batch.timeout") && !spec.options.contains("batch_timeout") {

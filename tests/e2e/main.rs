@@ -6,6 +6,7 @@ mod demos;
 mod differential;
 mod errors;
 mod explain;
+mod flight;
 mod sinks;
 mod server;
 mod sources;

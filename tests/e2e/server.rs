@@ -12,9 +12,11 @@ use serde_json::Value;
 
 use crate::common::data;
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
+    /// The Arrow Flight port.
+    pub(crate) flight: u16,
 }
 
 impl Drop for Server {
@@ -24,32 +26,33 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
     let port = free_port();
+    let flight = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(["serve", "--http-port", &port.to_string()])
+        .args(["serve", "--http-port", &port.to_string(), "--flight-port", &flight.to_string()])
         .current_dir(dir)
         .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
         .spawn()
         .unwrap();
     let base = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&base).is_err() {
+    while TcpStream::connect(&base).is_err() || TcpStream::connect(("127.0.0.1", flight)).is_err() {
         assert!(Instant::now() < deadline, "the server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { child, base }
+    Server { child, base, flight }
 }
 
 /// One HTTP/1.1 request; (status, body).
-fn http(base: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) fn http(base: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(base).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
@@ -60,12 +63,12 @@ fn http(base: &str, method: &str, path: &str, body: &str, token: Option<&str>) -
     (status, rest.to_string())
 }
 
-fn json(base: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+pub(crate) fn json(base: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     let (status, text) = http(base, method, path, body, None);
     (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}")))
 }
 
-fn wait_status(base: &str, job: &str, want: &str) -> Value {
+pub(crate) fn wait_status(base: &str, job: &str, want: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, doc) = json(base, "GET", &format!("/api/jobs/{job}/status"), "");

@@ -118,6 +118,7 @@ fn key_spec(t: ConnectorType) -> Option<KeySpec> {
         (ConnectorKind::File, Role::Source) => Some(FILE_SOURCE_KEYS),
         (ConnectorKind::File, Role::Sink) => Some(FILE_SINK_KEYS),
         (ConnectorKind::Stdout | ConnectorKind::Blackhole, _) => Some(NONE),
+        (ConnectorKind::Flight, Role::Sink) => Some(ferris_connectors::flight::FLIGHT_SINK_KEYS),
         _ => None,
     }
 }

@@ -163,7 +163,7 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
             Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
             Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
         };
-        let sink = create_sink(rel).and_then(|s| s.check_schema(&output_schema).map(|()| s));
+        let sink = create_sink(rel, &name).and_then(|s| s.check_schema(&output_schema).map(|()| s));
         match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);

@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use ferris_connectors::metrics::{ConnectionStatus, ConnectorMetrics};
+use ferris_connectors::{ConnectorKind, ConnectorType, Properties, Role};
+use ferris_engine::job::RelationSpec;
+
+use super::catalog::Catalog;
 use ferris_engine::config::{ConfigContext, Limits};
 use ferris_engine::job::analyze_sql_with;
 use ferris_engine::planner::plan_job_with;
@@ -182,12 +186,18 @@ pub struct Registry {
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     ctx: ConfigContext,
     limits: Limits,
+    catalog: Arc<Catalog>,
 }
 
+/// The sink every hosted job gets when it names no `flight_sink`: its output as a live stream
+/// and a Flight SQL table, named after the job.
+pub const IMPLICIT_FLIGHT_SINK: &str = "_flight";
+
 impl Registry {
-    /// An empty registry using `ctx` to resolve configuration and `limits` to refuse.
-    pub fn new(ctx: ConfigContext, limits: Limits) -> Self {
-        Self { jobs: Mutex::new(BTreeMap::new()), ctx, limits }
+    /// An empty registry using `ctx` to resolve configuration and `limits` to refuse; jobs'
+    /// tables go to `catalog`.
+    pub fn new(ctx: ConfigContext, limits: Limits, catalog: Arc<Catalog>) -> Self {
+        Self { jobs: Mutex::new(BTreeMap::new()), ctx, limits, catalog }
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Job>>> {
@@ -232,8 +242,15 @@ impl Registry {
         }
         let mut names = Vec::new();
         let mut jobs = self.jobs();
-        for p in planned {
+        for mut p in planned {
             let name = p.spec.name.clone();
+            if !p.spec.sinks.iter().any(|r| r.connector.kind == ConnectorKind::Flight) {
+                p.spec.sinks.push(RelationSpec {
+                    name: IMPLICIT_FLIGHT_SINK.to_string(),
+                    connector: ConnectorType { kind: ConnectorKind::Flight, role: Role::Sink },
+                    properties: Properties::new(IMPLICIT_FLIGHT_SINK),
+                });
+            }
             if jobs.contains_key(&name) {
                 return Err(ApiError::Conflict(name));
             }
@@ -252,6 +269,7 @@ impl Registry {
             });
             let watch = Arc::clone(&job);
             let opts = RunOptions { progress: false, stop: stop_rx, live: Some(live) };
+            self.catalog.add_job(&p.spec, p.plan.schema());
             tokio::spawn(async move {
                 // Its own task: a panic or error here only marks this job.
                 let handle = tokio::spawn(run_job(p, opts));
@@ -286,10 +304,12 @@ impl Registry {
         Ok(job)
     }
 
-    /// Stops a job and forgets it.
+    /// Stops a job and forgets it, its live stream and its Flight SQL tables.
     pub fn delete(&self, name: &str) -> Result<(), ApiError> {
         self.stop(name)?;
         self.jobs().remove(name);
+        self.catalog.remove_job(name);
+        ferris_connectors::flight::hub().remove(name);
         Ok(())
     }
 

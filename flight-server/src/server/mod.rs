@@ -1,13 +1,16 @@
 //! `ferris-sql serve`: the job server. Hosts many jobs at once (`FERRIS_MAX_JOBS`, default 50)
-//! behind a REST API with Prometheus metrics.
+//! behind a REST API with Prometheus metrics, and serves their output over Arrow Flight (live
+//! streams) and Flight SQL (queries over jobs' latest results and the tables they read).
 //!
 //! ```text
-//! ferris-sql serve --http-port 8080
+//! ferris-sql serve --http-port 8080 --flight-port 50051
 //! ferris-sql deploy configs/ecommerce_pipeline.sql --server http://127.0.0.1:8080
 //! ferris-sql jobs --server http://127.0.0.1:8080
 //! ```
 
+pub mod catalog;
 pub mod client;
+pub mod flight;
 pub mod jobs;
 pub mod prometheus;
 pub mod rest;
@@ -15,11 +18,12 @@ pub mod rest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrow_flight::flight_service_server::FlightServiceServer;
 use ferris_engine::config::{ConfigContext, Limits};
 use tracing::{info, warn};
 
 /// Runs the server until Ctrl-C; then stops every job (sinks flushed).
-pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, bind: Option<String>) -> Result<(), String> {
+pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, flight_port: u16, bind: Option<String>) -> Result<(), String> {
     let token = std::env::var("FERRIS_AUTH_TOKEN").ok().filter(|t| !t.is_empty());
     let host = match (&bind, &token) {
         (Some(b), _) => b.clone(),
@@ -33,10 +37,22 @@ pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, bind: Opt
         warn!("serving on {host} without authentication: set FERRIS_AUTH_TOKEN");
     }
     let prometheus = prometheus::install()?;
-    let state = Arc::new(rest::AppState { registry: jobs::Registry::new(ctx, limits), prometheus, token });
+    let catalog = Arc::new(catalog::Catalog::new());
+    let registry = Arc::new(jobs::Registry::new(ctx, limits, Arc::clone(&catalog)));
+    let state = Arc::new(rest::AppState { registry: Arc::clone(&registry), prometheus, token: token.clone() });
     let addr: SocketAddr = format!("{host}:{http_port}").parse().map_err(|e| format!("bad address {host}:{http_port}: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     info!("REST API on http://{} (jobs: /api/jobs, metrics: /metrics, OpenAPI: /api/openapi.json)", listener.local_addr().map_err(|e| e.to_string())?);
+    let flight_addr: SocketAddr = format!("{host}:{flight_port}").parse().map_err(|e| format!("bad address {host}:{flight_port}: {e}"))?;
+    let flight_listener = tokio::net::TcpListener::bind(flight_addr).await.map_err(|e| format!("cannot listen on {flight_addr}: {e}"))?;
+    info!("Arrow Flight and Flight SQL on grpc://{} (DoGet a job's name for its live output)", flight_listener.local_addr().map_err(|e| e.to_string())?);
+    let service = FlightServiceServer::with_interceptor(flight::FerrisFlight::new(catalog, registry), flight::check_token(token));
+    tokio::spawn(async move {
+        let incoming = tokio_stream_listener(flight_listener);
+        if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
+            warn!("the Flight server stopped: {e}");
+        }
+    });
     let shutdown_state = Arc::clone(&state);
     axum::serve(listener, rest::router(state))
         .with_graceful_shutdown(async move {
@@ -53,4 +69,15 @@ pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, bind: Opt
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Accepted connections of `listener` as the stream tonic serves.
+fn tokio_stream_listener(listener: tokio::net::TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |l| async move {
+        let conn = l.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((conn, l))
+    })
 }

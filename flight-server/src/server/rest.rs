@@ -23,7 +23,7 @@ use super::jobs::{ApiError, Registry};
 /// What every handler shares.
 pub struct AppState {
     /// The jobs.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     /// The bearer token demanded, if any.
@@ -58,12 +58,18 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !token_matches(given, token) {
             return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token (Authorization: Bearer <FERRIS_AUTH_TOKEN>)"}))).into_response();
         }
     }
     next.run(req).await
+}
+
+/// True when the `authorization` header `given` is `Bearer <token>` (compared in constant time).
+pub fn token_matches(given: &str, token: &str) -> bool {
+    let Some(given) = given.strip_prefix("Bearer ") else { return false };
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<Value> {

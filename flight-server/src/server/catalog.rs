@@ -1,0 +1,132 @@
+//! The server's Flight SQL catalogue: one DataFusion context holding a table per job (its
+//! latest results, read from the job's live stream) and the bounded tables jobs read (files,
+//! Parquet on disk), so an analyst can join live results with history in one query. File
+//! paths can also be queried directly (`SELECT * FROM 'data/history.parquet'`).
+//!
+//! ```sql
+//! -- over Flight SQL, while the job big_orders runs
+//! SELECT b.customer_id, c.name, b.amount FROM big_orders b JOIN customers c USING (customer_id)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::DataFrame;
+use ferris_connectors::flight::hub;
+use ferris_engine::connect::create_source;
+use ferris_engine::job::JobSpec;
+use ferris_engine::planner::source_table::SourceTable;
+use tracing::{debug, warn};
+
+/// A job's latest results: the rows its live stream retains, read when a query scans it.
+#[derive(Debug)]
+pub struct LiveTable {
+    stream: String,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for LiveTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], _limit: Option<usize>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batches = hub().get(&self.stream).map(|s| s.snapshot()).unwrap_or_default();
+        Ok(MemorySourceConfig::try_new_exec(&[batches], Arc::clone(&self.schema), projection.cloned())?)
+    }
+}
+
+/// The catalogue and which job brought each table.
+pub struct Catalog {
+    ctx: SessionContext,
+    owners: Mutex<BTreeMap<String, String>>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Catalog {
+    /// An empty catalogue; file paths are readable as tables.
+    pub fn new() -> Self {
+        Self { ctx: SessionContext::new().enable_url_table(), owners: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn owners(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds job `spec`'s table (named after the job, `schema` its output) and each bounded table
+    /// it reads, unless a table of that name is there already.
+    pub fn add_job(&self, spec: &JobSpec, schema: SchemaRef) {
+        let job = &spec.name;
+        let mut owners = self.owners();
+        // The job's own table replaces a table of the same name (a redeployed job).
+        let _ = self.ctx.deregister_table(job.as_str());
+        match self.ctx.register_table(job.as_str(), Arc::new(LiveTable { stream: job.clone(), schema })) {
+            Ok(_) => {
+                owners.insert(job.clone(), job.clone());
+            }
+            Err(e) => warn!(job = %job, "cannot add the job's table to the Flight SQL catalogue: {e}"),
+        }
+        let partitions = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for rel in &spec.sources {
+            if owners.contains_key(&rel.name) || rel.connector.kind != ferris_connectors::ConnectorKind::File {
+                continue;
+            }
+            // Its own source: queries must not count as the job's input.
+            match create_source(rel, &spec.options, partitions, job) {
+                Ok(source) if source.is_bounded() => {
+                    if let Err(e) = self.ctx.register_table(rel.name.as_str(), Arc::new(SourceTable::new(source))) {
+                        warn!(job = %job, table = %rel.name, "cannot add table to the Flight SQL catalogue: {e}");
+                    } else {
+                        debug!(job = %job, table = %rel.name, "table added to the Flight SQL catalogue");
+                        owners.insert(rel.name.clone(), job.clone());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => warn!(job = %job, table = %rel.name, "cannot add table to the Flight SQL catalogue: {e}"),
+            }
+        }
+    }
+
+    /// Removes the tables job `name` brought.
+    pub fn remove_job(&self, name: &str) {
+        let mut owners = self.owners();
+        let tables: Vec<String> = owners.iter().filter(|(_, j)| j.as_str() == name).map(|(t, _)| t.clone()).collect();
+        for t in tables {
+            let _ = self.ctx.deregister_table(t.as_str());
+            owners.remove(&t);
+        }
+    }
+
+    /// Table names, sorted.
+    pub fn tables(&self) -> Vec<String> {
+        self.owners().keys().cloned().collect()
+    }
+
+    /// The schema of table `name`, if there is one.
+    pub async fn table_schema(&self, name: &str) -> Option<SchemaRef> {
+        self.ctx.table_provider(name).await.ok().map(|t| t.schema())
+    }
+
+    /// Plans a read-only query (no DDL, DML or `SET`).
+    pub async fn plan(&self, sql: &str) -> DfResult<DataFrame> {
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        self.ctx.sql_with_options(sql, options).await
+    }
+}

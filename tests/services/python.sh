@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Python clients the end-to-end tests drive (pyarrow's Flight client and the ADBC
+# Flight SQL driver) when they are missing.
+#
+#   bash tests/services/python.sh
+set -euo pipefail
+PY="${PYTHON:-python3}"
+if "$PY" -c "import pyarrow.flight, adbc_driver_flightsql.dbapi" >/dev/null 2>&1; then
+    echo "== python clients: present"
+    exit 0
+fi
+echo "== python clients: installing pyarrow and adbc-driver-flightsql"
+"$PY" -m pip install --quiet --disable-pip-version-check pyarrow adbc-driver-flightsql adbc-driver-manager
