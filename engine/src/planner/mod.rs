@@ -108,6 +108,61 @@ fn has_changelog(plan: &Arc<dyn ExecutionPlan>) -> bool {
     own || plan.children().iter().any(|c| has_changelog(c))
 }
 
+/// `EMIT CHANGES` over `SESSION` windows: the window operator gives each row its own `_op`
+/// (`DELETE` retracts a session that merged into a larger one), and the projections, filters
+/// and pass-through operators above it carry that column to the output. None when the plan
+/// has no such operator.
+///
+/// ```sql
+/// SELECT window_start, window_end, user_id, COUNT(*) AS clicks
+/// FROM clicks GROUP BY SESSION(ts, INTERVAL '30' SECOND), user_id EMIT CHANGES
+/// ```
+fn carry_operation_column(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::Result<Option<Arc<dyn ExecutionPlan>>> {
+    use crate::window::aggregate_exec::OP_COLUMN;
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_expr::projection::ProjectionExpr;
+    use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
+    use datafusion::physical_plan::projection::ProjectionExec;
+    if let Some(w) = plan.downcast_ref::<crate::window::WindowAggregateExec>() {
+        return Ok(w.retracts().then(|| Arc::new(w.with_operation_column()) as Arc<dyn ExecutionPlan>));
+    }
+    let children = plan.children();
+    let mut carried = None;
+    for c in &children {
+        if let Some(new) = carry_operation_column(c)? {
+            carried = Some(new);
+            break;
+        }
+    }
+    let Some(child) = carried else { return Ok(None) };
+    let refuse = || {
+        datafusion::common::plan_err!(
+            "EMIT CHANGES over SESSION windows retracts merged sessions with an _op column that a {} above the window aggregate cannot carry; use EMIT FINAL, or project and filter the windows only",
+            plan.name()
+        )
+    };
+    if children.len() != 1 {
+        return refuse();
+    }
+    let op_index = child.schema().fields().len() - 1;
+    let op = ProjectionExpr { expr: Arc::new(Column::new(OP_COLUMN, op_index)), alias: OP_COLUMN.to_string() };
+    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        let exprs: Vec<ProjectionExpr> = p.expr().iter().cloned().chain(std::iter::once(op)).collect();
+        return Ok(Some(Arc::new(ProjectionExec::try_new(exprs, child)?)));
+    }
+    if let Some(f) = plan.downcast_ref::<FilterExec>() {
+        let projection = f.projection().as_ref().map(|p| p.iter().copied().chain(std::iter::once(op_index)).collect::<Vec<usize>>());
+        let filter = FilterExecBuilder::new(Arc::clone(f.predicate()), child).apply_projection(projection)?.build()?;
+        return Ok(Some(Arc::new(filter)));
+    }
+    // operators that hand their input's columns through unchanged
+    if plan.schema().fields() == children[0].schema().fields() {
+        use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+        return Ok(Some(Arc::clone(plan).replace_children(vec![child], ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))?));
+    }
+    refuse()
+}
+
 /// Appends `_op = 'UPSERT'` to every row of a changelog: each row is the current value of its
 /// key (the group key, with the window if any), so a keyed sink replaces what it had.
 ///
@@ -218,7 +273,9 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     if unbounded {
         plan = latency::pass_batches_through(plan).map_err(plan_err)?;
     }
-    if has_changelog(&plan) {
+    if let Some(carried) = carry_operation_column(&plan).map_err(plan_err)? {
+        plan = carried;
+    } else if has_changelog(&plan) {
         plan = with_operation_column(plan).map_err(plan_err)?;
     }
     Ok(PlannedJob { spec, ctx, plan, sources, notes })

@@ -45,6 +45,9 @@ use super::session::SessionBuffer;
 use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
 use crate::sql::EmitMode;
 
+/// The operation column of a changelog (`UPSERT`, `DELETE`).
+pub const OP_COLUMN: &str = "_op";
+
 /// The window of a [`WindowAggregateExec`], lengths in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
@@ -123,8 +126,12 @@ pub struct WindowAggregateConfig {
     pub emit: EmitMode,
     /// With `EMIT CHANGES`, how often changed groups are written (`'emit.interval'`).
     pub changes_every: std::time::Duration,
-    /// The output schema: group columns, then aggregates.
+    /// The output schema: group columns, then aggregates (then `_op` with `op_column`).
     pub schema: SchemaRef,
+    /// `EMIT CHANGES` of session windows: each row carries its operation in a last `_op`
+    /// column (`UPSERT`, or `DELETE` for a session merged away). Set by
+    /// [`WindowAggregateExec::with_operation_column`].
+    pub op_column: bool,
 }
 
 /// The plan node. See the module documentation.
@@ -155,6 +162,40 @@ impl WindowAggregateExec {
     /// The operator's settings.
     pub fn config(&self) -> &WindowAggregateConfig {
         &self.config
+    }
+
+    /// True when its rows need an operation of their own: `EMIT CHANGES` over `SESSION`
+    /// windows retracts sessions that merge.
+    pub fn retracts(&self) -> bool {
+        self.config.emit == EmitMode::Changes && matches!(self.config.kind, WindowKind::Session { .. })
+    }
+
+    /// The same operator with a last `_op` column (`UPSERT` / `DELETE`) on its output.
+    ///
+    /// ```sql
+    /// SELECT user_id, COUNT(*) FROM clicks GROUP BY SESSION(ts, INTERVAL '30' SECOND), user_id EMIT CHANGES
+    /// ```
+    pub fn with_operation_column(&self) -> Self {
+        let c = &self.config;
+        let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = c.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(OP_COLUMN, datafusion::arrow::datatypes::DataType::Utf8, false)));
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, c.schema.metadata().clone()));
+        let config = WindowAggregateConfig {
+            kind: c.kind,
+            time: c.time.clone(),
+            int_scale: c.int_scale,
+            window_pos: c.window_pos,
+            keys: c.keys.clone(),
+            spec: c.spec.clone(),
+            args: c.args.clone(),
+            filters: c.filters.clone(),
+            watermark: c.watermark,
+            emit: c.emit,
+            changes_every: c.changes_every,
+            schema,
+            op_column: true,
+        };
+        Self::new(Arc::clone(&self.input), config)
     }
 }
 
@@ -328,17 +369,26 @@ impl WindowAggregateConfig {
 
     /// An output batch: the window column (if any) placed among the keys, then the aggregates.
     fn output(&self, window: Option<ArrayRef>, emitted: Emitted<ArrayRef>) -> Result<RecordBatch> {
+        self.output_op(window, emitted, "UPSERT")
+    }
+
+    /// [`Self::output`] with the operation `op` in the `_op` column, when there is one.
+    fn output_op(&self, window: Option<ArrayRef>, emitted: Emitted<ArrayRef>, op: &str) -> Result<RecordBatch> {
+        let rows = emitted.rows;
         let mut columns = emitted.keys;
         if let (Some(pos), Some(w)) = (self.window_pos, window) {
             columns.insert(pos.min(columns.len()), w);
         }
         columns.extend(emitted.aggs);
+        if self.op_column {
+            columns.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![op; rows])));
+        }
         let columns = columns
             .into_iter()
             .zip(self.schema.fields())
             .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { datafusion::arrow::compute::cast(&c, f.data_type()) })
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(emitted.rows));
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?)
     }
 }
@@ -480,7 +530,7 @@ impl Operator {
         let bytes: usize = self.panes.values().map(Groups::size).sum::<usize>()
             + self.frozen.values().map(|e| e.aggs.iter().flatten().chain(&e.keys).map(|a| a.get_array_memory_size()).sum::<usize>()).sum::<usize>()
             + self.global.as_ref().map_or(0, Groups::size)
-            + self.sessions.as_ref().map_or(0, SessionBuffer::memory_size);
+            + self.sessions.as_ref().map_or(0, |s| s.memory_size() + s.emitted_memory_size());
         self.metrics.state_groups.set(groups);
         self.metrics.state_bytes.set(bytes);
     }
@@ -503,6 +553,9 @@ impl Operator {
             return Ok(());
         }
         let config = Arc::clone(&self.config);
+        if let WindowKind::Session { .. } = config.kind {
+            return self.session_changes(out);
+        }
         if let Some(g) = self.global.as_mut() {
             let touched = g.take_touched();
             if !touched.is_empty() {
@@ -548,6 +601,23 @@ impl Operator {
                     out.push(config.output(Some(w), emitted)?);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `EMIT CHANGES` of sessions: retractions of merged sessions, then new and changed ones;
+    /// sessions the watermark passed close.
+    fn session_changes(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let wm = self.watermarks.current();
+        let config = Arc::clone(&self.config);
+        let Some(s) = self.sessions.as_mut() else { return Ok(()) };
+        let changes = s.changes(&config.spec, wm)?;
+        self.metrics.windows.add(changes.closed);
+        if let Some((window, emitted)) = changes.retracted {
+            out.push(config.output_op(Some(window), emitted, "DELETE")?);
+        }
+        if let Some((window, emitted)) = changes.upserted {
+            out.push(config.output_op(Some(window), emitted, "UPSERT")?);
         }
         Ok(())
     }
@@ -629,6 +699,7 @@ impl Operator {
                 }
                 self.close_hop(size, slide, wm, out)?
             }
+            WindowKind::Session { .. } if config.emit == EmitMode::Changes => self.session_changes(out)?,
             WindowKind::Session { .. } => {
                 if let Some(s) = self.sessions.as_mut() {
                     for (window, emitted) in s.close(&config.spec, wm)? {

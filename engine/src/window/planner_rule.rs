@@ -159,11 +159,6 @@ impl StreamingAggregateRule {
                 (kind, Some(Arc::clone(&args[0])), Some(*pos))
             }
         };
-        if emit == EmitMode::Changes && matches!(kind, WindowKind::Session { .. }) {
-            return plan_err!(
-                "EMIT CHANGES is supported for TUMBLE and HOP windows and unwindowed GROUP BY; SESSION windows emit when they close (EMIT FINAL), since a session that merges others would need to retract them"
-            );
-        }
         let input_schema = input.schema();
         let keys: Vec<(Arc<dyn PhysicalExpr>, String)> =
             group.expr().iter().enumerate().filter(|(i, _)| Some(*i) != window_pos).map(|(_, (e, n))| (Arc::clone(e), n.clone())).collect();
@@ -191,6 +186,7 @@ impl StreamingAggregateRule {
             emit,
             changes_every: self.changes_every,
             schema: agg.schema(),
+            op_column: false,
         };
         // joins below hand over their rows in event-time order, up to their reach
         let input = crate::planner::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(strip_round_robin(input))?)?;

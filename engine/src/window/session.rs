@@ -12,8 +12,18 @@
 //! and time with Arrow's kernels, cut into sessions where the key changes or the gap is
 //! reached, and every session whose end is at or before the watermark is aggregated and
 //! emitted; the rows of the others stay.
+//!
+//! With `EMIT CHANGES` the open sessions are aggregated at each flush and compared with what
+//! was emitted before (in Arrow's row format): a new session is upserted; a changed one, or one
+//! that a late row merged into a larger one, is first retracted (`_op = 'DELETE'`, with the
+//! values it was emitted with), so a keyed sink — or a filter such as HAVING above — ends with
+//! exactly the final sessions.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::arrow::compute::kernels::cmp::{distinct, gt_eq};
 use datafusion::arrow::compute::kernels::numeric::sub_wrapping;
 use datafusion::arrow::compute::{concat, filter, lexsort_to_indices, min, not, take, SortColumn};
@@ -30,6 +40,8 @@ pub struct SessionBuffer {
     chunks: Vec<(Int64Array, Evaluated)>,
     rows: usize,
     min_time: Option<i64>,
+    /// `EMIT CHANGES`: the open sessions as last emitted.
+    emitted: Option<EmittedSessions>,
 }
 
 fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
@@ -40,7 +52,7 @@ fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
 impl SessionBuffer {
     /// An empty buffer for sessions ending after `gap` ms of inactivity.
     pub fn new(gap: i64) -> Self {
-        Self { gap, chunks: Vec::new(), rows: 0, min_time: None }
+        Self { gap, chunks: Vec::new(), rows: 0, min_time: None, emitted: None }
     }
 
     /// Rows buffered.
@@ -105,14 +117,9 @@ impl SessionBuffer {
         Ok(Some((times, Evaluated { keys, args, filters, rows })))
     }
 
-    /// Emits every session that ends at or before `watermark`: the window column and the
-    /// sessions' keys and aggregates.
-    pub fn close(&mut self, spec: &AggregateSpec, watermark: i64) -> Result<Vec<(ArrayRef, Emitted<ArrayRef>)>> {
-        let Some(min_time) = self.min_time else { return Ok(Vec::new()) };
-        if min_time.saturating_add(self.gap) > watermark {
-            return Ok(Vec::new());
-        }
-        let Some((times, ev)) = self.take_all()? else { return Ok(Vec::new()) };
+    /// Sorts the buffered rows by key and time and cuts them into sessions.
+    fn segment(&mut self) -> Result<Option<Segmented>> {
+        let Some((times, ev)) = self.take_all()? else { return Ok(None) };
         let n = times.len();
         // sort by keys, then time
         let mut sort_cols: Vec<SortColumn> = ev.keys.iter().map(|k| SortColumn { values: k.clone(), options: None }).collect();
@@ -144,27 +151,55 @@ impl SessionBuffer {
                 starts[i + 1] = b.unwrap_or(true);
             }
         }
-        // session bounds; which are closed
         let t = times.values();
         let mut session_of_row = vec![0usize; n];
         let mut first_rows: Vec<u32> = Vec::new();
         let mut bounds: Vec<(i64, i64)> = Vec::new();
-        let mut closed_flags: Vec<bool> = Vec::new();
         let mut i = 0;
         while i < n {
             let mut j = i + 1;
             while j < n && !starts[j] {
                 j += 1;
             }
-            let end = t[j - 1].saturating_add(self.gap);
-            let closed = end <= watermark;
-            let id = closed_flags.len();
+            let id = bounds.len();
             session_of_row[i..j].iter_mut().for_each(|s| *s = id);
             first_rows.push(i as u32);
-            bounds.push((t[i], end));
-            closed_flags.push(closed);
+            bounds.push((t[i], t[j - 1].saturating_add(self.gap)));
             i = j;
         }
+        Ok(Some(Segmented { times, ev: Evaluated { keys, args, filters, rows: n }, session_of_row, first_rows, bounds }))
+    }
+
+    /// Keeps the rows of `seg` whose session is open (`closed[s]` false).
+    fn keep_open(&mut self, seg: Segmented, closed_rows: &BooleanArray) -> Result<()> {
+        let open = not(closed_rows)?;
+        let remaining = open.true_count();
+        if remaining == 0 {
+            return Ok(());
+        }
+        let sel = |a: &ArrayRef| filter(a.as_ref(), &open);
+        let ev = seg.ev;
+        let r_times = filter(&seg.times, &open)?.as_primitive::<Int64Type>().clone();
+        let r_keys = ev.keys.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()?;
+        let r_args = ev.args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
+        let r_filters = ev
+            .filters
+            .iter()
+            .map(|f| f.as_ref().map(|b| filter(b, &open).map(|a| a.as_boolean().clone())).transpose())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.push(r_times, Evaluated { keys: r_keys, args: r_args, filters: r_filters, rows: remaining });
+        Ok(())
+    }
+
+    /// Emits every session that ends at or before `watermark`: the window column and the
+    /// sessions' keys and aggregates.
+    pub fn close(&mut self, spec: &AggregateSpec, watermark: i64) -> Result<Vec<(ArrayRef, Emitted<ArrayRef>)>> {
+        let Some(min_time) = self.min_time else { return Ok(Vec::new()) };
+        if min_time.saturating_add(self.gap) > watermark {
+            return Ok(Vec::new());
+        }
+        let Some(seg) = self.segment()? else { return Ok(Vec::new()) };
+        let closed_flags: Vec<bool> = seg.bounds.iter().map(|&(_, end)| end <= watermark).collect();
         // dense numbering of the closed sessions
         let mut dense = vec![usize::MAX; closed_flags.len()];
         let mut closed_first = Vec::new();
@@ -172,41 +207,141 @@ impl SessionBuffer {
         for (s, &closed) in closed_flags.iter().enumerate() {
             if closed {
                 dense[s] = closed_first.len();
-                closed_first.push(first_rows[s]);
-                w_start.push(bounds[s].0);
-                w_end.push(bounds[s].1);
+                closed_first.push(seg.first_rows[s]);
+                w_start.push(seg.bounds[s].0);
+                w_end.push(seg.bounds[s].1);
             }
         }
-        let closed_rows = BooleanArray::from(session_of_row.iter().map(|&s| closed_flags[s]).collect::<Vec<bool>>());
-        let groups: Vec<usize> = session_of_row.iter().filter(|&&s| closed_flags[s]).map(|&s| dense[s]).collect();
+        let closed_rows = BooleanArray::from(seg.session_of_row.iter().map(|&s| closed_flags[s]).collect::<Vec<bool>>());
+        let groups: Vec<usize> = seg.session_of_row.iter().filter(|&&s| closed_flags[s]).map(|&s| dense[s]).collect();
         let mut out = Vec::new();
         let total = closed_first.len();
         if total > 0 {
             let sel = |a: &ArrayRef| filter(a.as_ref(), &closed_rows);
-            let c_args = args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
-            let c_filters = filters
+            let ev = &seg.ev;
+            let c_args = ev.args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
+            let c_filters = ev
+                .filters
                 .iter()
                 .map(|f| f.as_ref().map(|b| filter(b, &closed_rows).map(|a| a.as_boolean().clone())).transpose())
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let aggs = aggregate_numbered(spec, &c_args, &c_filters, &groups, total)?;
-            let first_idx = datafusion::arrow::array::UInt32Array::from(closed_first);
-            let c_keys = keys.iter().map(|k| take(k.as_ref(), &first_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let first_idx = UInt32Array::from(closed_first);
+            let c_keys = ev.keys.iter().map(|k| take(k.as_ref(), &first_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
             out.push((window_array(w_start, w_end), Emitted { keys: c_keys, aggs, rows: total }));
         }
-        // keep the rows of open sessions
-        let open = not(&closed_rows)?;
-        let remaining = open.true_count();
-        if remaining > 0 {
-            let sel = |a: &ArrayRef| filter(a.as_ref(), &open);
-            let r_times = filter(&times, &open)?.as_primitive::<Int64Type>().clone();
-            let r_keys = keys.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()?;
-            let r_args = args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
-            let r_filters = filters
-                .iter()
-                .map(|f| f.as_ref().map(|b| filter(b, &open).map(|a| a.as_boolean().clone())).transpose())
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            self.push(r_times, Evaluated { keys: r_keys, args: r_args, filters: r_filters, rows: remaining });
-        }
+        self.keep_open(seg, &closed_rows)?;
         Ok(out)
+    }
+
+    /// `EMIT CHANGES`: the sessions that changed since the last call. Returns the sessions
+    /// emitted before that no longer hold (merged into a larger one, or changed: to retract,
+    /// with the values they were emitted with), then every new or changed session (to upsert), and the
+    /// number of sessions the watermark closed. Sessions ending at or before `watermark` close:
+    /// their rows and their record go.
+    pub fn changes(&mut self, spec: &AggregateSpec, watermark: i64) -> Result<SessionChanges> {
+        let Some(seg) = self.segment()? else { return Ok(SessionChanges::default()) };
+        let total = seg.bounds.len();
+        let aggs = aggregate_numbered(spec, &seg.ev.args, &seg.ev.filters, &seg.session_of_row, total)?;
+        let first_idx = UInt32Array::from(seg.first_rows.clone());
+        let keys = seg.ev.keys.iter().map(|k| take(k.as_ref(), &first_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let starts: Vec<i64> = seg.bounds.iter().map(|b| b.0).collect();
+        let ends: Vec<i64> = seg.bounds.iter().map(|b| b.1).collect();
+        let now = EmittedSessions::new(keys, window_array(starts, ends), aggs)?;
+        let prev = self.emitted.take();
+        let prev_rows: HashSet<&[u8]> = prev.as_ref().map(|p| p.rows.iter().map(|r| r.as_ref()).collect()).unwrap_or_default();
+        let now_rows: HashSet<&[u8]> = now.rows.iter().map(|r| r.as_ref()).collect();
+        let upserts: Vec<u32> = (0..total as u32).filter(|&i| !prev_rows.contains(now.rows[i as usize].as_ref())).collect();
+        // a session merged away, or changed: its old row goes (a filter above sees the old
+        // values, so what it let through is withdrawn)
+        let retracted = match &prev {
+            Some(p) => {
+                let gone: Vec<u32> = (0..p.rows.len() as u32).filter(|&i| !now_rows.contains(p.rows[i as usize].as_ref())).collect();
+                p.take(&gone)?
+            }
+            None => None,
+        };
+        let upserted = now.take(&upserts)?;
+        let closed_flags: Vec<bool> = seg.bounds.iter().map(|&(_, end)| end <= watermark).collect();
+        let closed = closed_flags.iter().filter(|&&c| c).count();
+        let still_open: Vec<u32> = (0..total as u32).filter(|&i| !closed_flags[i as usize]).collect();
+        drop((prev_rows, now_rows));
+        self.emitted = if still_open.len() == total { Some(now) } else { now.keep(&still_open)? };
+        let closed_rows = BooleanArray::from(seg.session_of_row.iter().map(|&s| closed_flags[s]).collect::<Vec<bool>>());
+        self.keep_open(seg, &closed_rows)?;
+        Ok(SessionChanges { retracted, upserted, closed })
+    }
+
+    /// Memory held by the record of emitted sessions (`EMIT CHANGES`), in bytes.
+    pub fn emitted_memory_size(&self) -> usize {
+        self.emitted.as_ref().map_or(0, EmittedSessions::memory_size)
+    }
+}
+
+/// The buffer sorted and cut into sessions.
+struct Segmented {
+    times: Int64Array,
+    ev: Evaluated,
+    session_of_row: Vec<usize>,
+    first_rows: Vec<u32>,
+    bounds: Vec<(i64, i64)>,
+}
+
+/// What [`SessionBuffer::changes`] found: each part the window column and the sessions.
+#[derive(Default)]
+pub struct SessionChanges {
+    /// Sessions emitted before that were merged away or changed, with the values they were emitted with.
+    pub retracted: Option<(ArrayRef, Emitted<ArrayRef>)>,
+    /// New or changed sessions, current values.
+    pub upserted: Option<(ArrayRef, Emitted<ArrayRef>)>,
+    /// Sessions the watermark closed.
+    pub closed: usize,
+}
+
+/// Sessions as last emitted (`EMIT CHANGES`), with each one's whole row (keys, bounds and
+/// aggregates) in Arrow's row format, to find what changed.
+struct EmittedSessions {
+    keys: Vec<ArrayRef>,
+    window: ArrayRef,
+    aggs: Vec<ArrayRef>,
+    rows: Vec<Box<[u8]>>,
+}
+
+fn encode_rows(columns: &[ArrayRef]) -> Result<Vec<Box<[u8]>>> {
+    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let converter = RowConverter::new(fields)?;
+    let rows = converter.convert_columns(columns)?;
+    Ok(rows.iter().map(|r| r.as_ref().into()).collect())
+}
+
+impl EmittedSessions {
+    fn new(keys: Vec<ArrayRef>, window: ArrayRef, aggs: Vec<ArrayRef>) -> Result<Self> {
+        let columns: Vec<ArrayRef> = keys.iter().cloned().chain(std::iter::once(Arc::clone(&window))).chain(aggs.iter().cloned()).collect();
+        let rows = encode_rows(&columns)?;
+        Ok(Self { keys, window, aggs, rows })
+    }
+
+    /// The sessions at `idx`, as output parts; None when `idx` is empty.
+    fn take(&self, idx: &[u32]) -> Result<Option<(ArrayRef, Emitted<ArrayRef>)>> {
+        if idx.is_empty() {
+            return Ok(None);
+        }
+        let idx = UInt32Array::from(idx.to_vec());
+        let pick = |a: &ArrayRef| take(a.as_ref(), &idx, None);
+        let keys = self.keys.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()?;
+        let aggs = self.aggs.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some((pick(&self.window)?, Emitted { keys, aggs, rows: idx.len() })))
+    }
+
+    /// Only the sessions at `idx`; None when none.
+    fn keep(self, idx: &[u32]) -> Result<Option<Self>> {
+        let Some((window, e)) = self.take(idx)? else { return Ok(None) };
+        let rows = idx.iter().map(|&i| self.rows[i as usize].clone()).collect();
+        Ok(Some(Self { keys: e.keys, window, aggs: e.aggs, rows }))
+    }
+
+    fn memory_size(&self) -> usize {
+        self.keys.iter().chain(&self.aggs).chain(std::iter::once(&self.window)).map(|a| a.get_array_memory_size()).sum::<usize>()
+            + self.rows.iter().map(|r| r.len()).sum::<usize>()
     }
 }
