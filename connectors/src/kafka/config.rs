@@ -88,6 +88,72 @@ pub fn mask(text: &str, settings: &[(String, String)]) -> String {
     out
 }
 
+/// A client context that logs librdkafka through `tracing`, naming the connector, with
+/// connection failures (a broker away: one per retry, every 100 ms) logged once every 10 s
+/// with a count of those held back, not once per retry.
+#[derive(Debug, Default)]
+pub struct QuietContext {
+    name: String,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+/// How often a repeated connection failure is logged.
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl QuietContext {
+    /// A context for the connector `name` (`kafka sink 'out'`).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..Self::default() }
+    }
+
+    /// Logs a connection failure, unless one was logged less than 10 s ago.
+    fn failure(&self, message: &str) {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < FAILURE_LOG_EVERY) {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let held = self.held_back.swap(0, Ordering::Relaxed);
+        let note = if held > 0 { format!(" ({held} more connection errors in the last 10 s)") } else { String::new() };
+        warn!("{}: {message}; the client retries by itself{note}", self.name);
+    }
+
+    /// librdkafka's log line `fac: message` at `level`.
+    pub fn log_line(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning if fac == "FAIL" => self.failure(message),
+            L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!("{}: librdkafka {fac}: {message}", self.name),
+            L::Warning => warn!("{}: librdkafka {fac}: {message}", self.name),
+            L::Notice | L::Info => tracing::info!("{}: librdkafka {fac}: {message}", self.name),
+            L::Debug => tracing::debug!("{}: librdkafka {fac}: {message}", self.name),
+        }
+    }
+
+    /// A client-wide error from librdkafka.
+    pub fn client_error(&self, error: &KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let transport = matches!(error.rdkafka_error_code(), Some(C::AllBrokersDown | C::BrokerTransportFailure));
+        if transport {
+            self.failure(&format!("{error}: {reason}"));
+        } else {
+            tracing::error!("{}: {error}: {reason}", self.name);
+        }
+    }
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.log_line(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.client_error(&error, reason);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

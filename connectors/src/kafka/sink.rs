@@ -20,7 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::avro::AvroEncoder;
-use super::config::{create_client, is_own_key};
+use super::config::{create_client, create_client_with, is_own_key, QuietContext};
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
 use crate::sink::Sink;
@@ -40,7 +40,7 @@ pub struct KafkaSink {
     format: SinkFormat,
     key_field: Option<String>,
     key_json: bool,
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     avro: Option<AvroEncoder>,
     /// Partitions of the topic when the sink creates it (`topic.partitions`, default 1).
     create_partitions: Option<i32>,
@@ -75,7 +75,8 @@ impl KafkaSink {
             settings.push(("linger.ms".into(), "5".into()));
         }
         settings.push(("client.id".into(), format!("ferris-{name}")));
-        let producer = create_client(props, settings.clone(), &format!("kafka sink '{name}'"))?;
+        let what = format!("kafka sink '{name}'");
+        let producer = create_client_with(props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
         let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
             Some("false") | Some("no") => None,
             _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),

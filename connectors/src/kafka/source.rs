@@ -29,7 +29,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
-use super::config::{client_settings, create_client, create_client_with};
+use super::config::{client_settings, create_client, create_client_with, QuietContext};
 use super::decode::{fixed_value_schema, metadata_fields, BadMessage, MessageBatch, ValueDecoder, ValueFormat};
 use crate::batching::BatchConfig;
 use crate::commit::{CommitGate, PositionCommitter};
@@ -237,9 +237,17 @@ impl PartitionStream for KafkaPartition {
 struct ReaderContext {
     name: String,
     revoked: Mutex<Vec<(String, i32)>>,
+    quiet: QuietContext,
 }
 
-impl ClientContext for ReaderContext {}
+impl ClientContext for ReaderContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.quiet.log_line(level, fac, message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.quiet.client_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for ReaderContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -319,7 +327,7 @@ impl Reader {
         let mut settings = shared.settings.clone();
         settings.push(("client.id".into(), format!("ferris-{}", shared.name)));
         let name = shared.name.clone();
-        let consumer: Consumer_ = create_client_with(&shared.props, settings, &what, || ReaderContext { name: name.clone(), ..Default::default() })?;
+        let consumer: Consumer_ = create_client_with(&shared.props, settings, &what, || ReaderContext { name: name.clone(), quiet: QuietContext::new(format!("kafka source '{name}'")), ..Default::default() })?;
         let topics: Vec<&str> = shared.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| ConnectorError::Other(format!("{what}: cannot subscribe to {}: {e}", shared.topics.join(","))))?;
         let consumer = Arc::new(consumer);

@@ -36,7 +36,7 @@ struct Args {
     /// Nexmark bids as JSON Lines (from nexmark-gen).
     #[arg(long, default_value = "target/nexmark/1000000/bid.jsonl")]
     bids: PathBuf,
-    /// Records for the throughput run.
+    /// Records for the throughput run (0: the latency runs only).
     #[arg(long, default_value_t = 500_000)]
     records: usize,
     /// Partitions of the input topic.
@@ -181,51 +181,21 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 
 fn main() {
     let args = Args::parse();
+    let latency_only = args.records == 0;
     let dir = std::env::temp_dir();
     let lines: Vec<String> = BufReader::new(std::fs::File::open(&args.bids).unwrap_or_else(|e| panic!("{}: {e} (run nexmark-gen first)", args.bids.display())))
         .lines()
         .map_while(Result::ok)
-        .take(args.records)
+        .take(args.records.max(10_000))
         .collect();
-
-    // Throughput: the whole backlog is in the topic before the job starts.
-    let (input, output) = (topic("bids"), topic("out"));
-    create(&args, &input, args.partitions);
-    create(&args, &output, args.partitions);
-    let p = producer(&args);
-    let t = Instant::now();
-    let mut want = 0usize;
-    for l in &lines {
-        want += usize::from(price_of(l) > 1000);
-        send(&p, &input, &stamped(l));
+    if !latency_only {
+        throughput_run(&args, &lines[..args.records.min(lines.len())], &dir);
     }
-    p.flush(Duration::from_secs(60)).expect("flush");
-    let produce_s = t.elapsed().as_secs_f64();
-    let job = start_job(&args, &job_sql(&args, &input, &output, ""), &dir);
-    let started = Instant::now();
-    let c = consumer(&args, &output);
-    let (mut got, mut first) = (0usize, None::<Instant>);
-    while got < want && started.elapsed() < Duration::from_secs(600) {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-            got += 1;
-            first.get_or_insert_with(Instant::now);
-        }
-    }
-    let total_s = started.elapsed().as_secs_f64();
-    let steady_s = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
-    let rss = stop_job(job);
-    println!("| run | records in | records out | seconds | records/s | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|");
-    println!("| producer (librdkafka, for scale) | {} | - | {produce_s:.2} | {:.0} | - |", lines.len(), lines.len() as f64 / produce_s);
-    println!(
-        "| kafka → filter/project → kafka, from job start (incl. group join) | {} | {got} | {total_s:.2} | {:.0} | {} |",
-        lines.len(),
-        lines.len() as f64 / total_s,
-        rss.map_or("-".into(), |r| format!("{r:.0}"))
-    );
-    println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
-
-    // Latency: a steady rate, low_latency batches; each record carries its send time.
+    // Latency: a steady rate, low_latency batches; each record carries its send time. First
+    // the broker's own floor (producer → topic → consumer, one hop; the job adds a second).
+    let floor_topic = topic("floor");
+    create(&args, &floor_topic, 1);
+    let floor = latency_run(&args, &lines, &floor_topic, &floor_topic);
     let (input, output) = (topic("lat-in"), topic("lat-out"));
     create(&args, &input, 1);
     create(&args, &output, 1);
@@ -234,12 +204,38 @@ fn main() {
         &job_sql(&args, &input, &output, ", 'batch.strategy' = 'low_latency', 'batch.low_latency_max_size' = '100', 'batch.low_latency_wait' = '5ms'"),
         &dir,
     );
-    let c = consumer(&args, &output);
+    let lat = latency_run(&args, &lines, &input, &output);
+    let rss = stop_job(job);
+    let total = args.rate * args.seconds as usize;
+    println!();
+    println!("| latency run ({} records/s, low_latency max 100 rows / 5 ms) | received | P50 ms | P95 ms | P99 ms | peak RSS MiB |", args.rate);
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| broker floor: producer → topic → consumer (one hop, no job) | {}/{total} | {:.1} | {:.1} | {:.1} | - |",
+        floor.len(),
+        percentile(&floor, 0.50),
+        percentile(&floor, 0.95),
+        percentile(&floor, 0.99),
+    );
+    println!(
+        "| kafka → filter/project → kafka (two hops) | {}/{total} | {:.1} | {:.1} | {:.1} | {} |",
+        lat.len(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.95),
+        percentile(&lat, 0.99),
+        rss.map_or("-".into(), |r| format!("{r:.0}"))
+    );
+}
+
+/// Sends passing bids to `send_to` at `args.rate` for `args.seconds` and reads `read_from`:
+/// the sorted latencies (µs) of the records that came back.
+fn latency_run(args: &Args, lines: &[String], send_to: &str, read_from: &str) -> Vec<i64> {
+    let c = consumer(args, read_from);
     let p = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).set("linger.ms", "0").create::<BaseProducer>().expect("producer");
-    // Warm up until the job has joined its group and answers.
+    // Warm up until the path answers (the job has joined its group).
     let warm = Instant::now();
     'warm: while warm.elapsed() < Duration::from_secs(60) {
-        send(&p, &input, &stamped(&lines[0]));
+        send(&p, send_to, &stamped(&lines[0]));
         p.flush(Duration::from_secs(5)).ok();
         let t = Instant::now();
         while t.elapsed() < Duration::from_millis(500) {
@@ -261,7 +257,7 @@ fn main() {
             while price_of(&lines[idx % lines.len()]) <= 1000 {
                 idx += 1;
             }
-            send(&p, &input, &stamped(&lines[idx % lines.len()]));
+            send(&p, send_to, &stamped(&lines[idx % lines.len()]));
             idx += 1;
             sent += 1;
         }
@@ -275,17 +271,46 @@ fn main() {
             }
         }
     }
-    let rss = stop_job(job);
     lat.sort_unstable();
-    println!();
-    println!("| latency run ({} records/s, low_latency max 100 rows / 5 ms) | received | P50 ms | P95 ms | P99 ms | peak RSS MiB |", args.rate);
+    lat
+}
+
+/// Throughput: the whole backlog is in the topic before the job starts.
+fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
+    let (input, output) = (topic("bids"), topic("out"));
+    create(args, &input, args.partitions);
+    create(args, &output, args.partitions);
+    let p = producer(args);
+    let t = Instant::now();
+    let mut want = 0usize;
+    for l in lines {
+        want += usize::from(price_of(l) > 1000);
+        send(&p, &input, &stamped(l));
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    let produce_s = t.elapsed().as_secs_f64();
+    let job = start_job(args, &job_sql(args, &input, &output, ""), dir);
+    let started = Instant::now();
+    let c = consumer(args, &output);
+    let (mut got, mut first) = (0usize, None::<Instant>);
+    while got < want && started.elapsed() < Duration::from_secs(600) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            got += 1;
+            first.get_or_insert_with(Instant::now);
+        }
+    }
+    let total_s = started.elapsed().as_secs_f64();
+    let steady_s = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
+    let rss = stop_job(job);
+    println!("| run | records in | records out | seconds | records/s | peak RSS MiB |");
     println!("|---|---|---|---|---|---|");
+    println!("| producer (librdkafka, for scale) | {} | - | {produce_s:.2} | {:.0} | - |", lines.len(), lines.len() as f64 / produce_s);
     println!(
-        "| kafka → filter/project → kafka | {}/{total} | {:.1} | {:.1} | {:.1} | {} |",
-        lat.len(),
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.95),
-        percentile(&lat, 0.99),
+        "| kafka → filter/project → kafka, from job start (incl. group join) | {} | {got} | {total_s:.2} | {:.0} | {} |",
+        lines.len(),
+        lines.len() as f64 / total_s,
         rss.map_or("-".into(), |r| format!("{r:.0}"))
     );
+    println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
+    println!();
 }
