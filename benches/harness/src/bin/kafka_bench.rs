@@ -10,6 +10,9 @@
 //! ```
 //!
 //! `KAFKA_BENCH_WITH="'bid.commit.interval' = '10s'"` adds keys to the job's WITH clause.
+//! `--records 0` runs only the latency runs; `--mock` runs against librdkafka's mock cluster
+//! (in this process) instead of the broker, to separate what the job adds from the broker's own
+//! latency (the first latency row measures that floor: one hop with no job).
 //!
 //! The job's query (Nexmark q1's shape, into Kafka):
 //! `SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000`.
@@ -48,6 +51,10 @@ struct Args {
     /// Seconds of the latency run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Use librdkafka's mock cluster (in this process, over TCP) instead of `--bootstrap`: a
+    /// broker with next to no latency of its own, to see what the job adds.
+    #[arg(long)]
+    mock: bool,
     /// The ferris-sql binary.
     #[arg(long, default_value = "target/release/ferris-sql")]
     ferris: PathBuf,
@@ -62,6 +69,10 @@ fn topic(name: &str) -> String {
 }
 
 fn create(args: &Args, name: &str, partitions: i32) {
+    if let Some(m) = MOCK.get() {
+        m.0.create_topic(name, partitions, 1).expect("create topic on the mock cluster");
+        return;
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).create().expect("admin client");
     let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let res = futures_lite_block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create topic");
@@ -179,8 +190,20 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// The mock cluster of `--mock`, kept for the whole run.
+struct Mock(rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>);
+// SAFETY: librdkafka's mock cluster is thread-safe; the wrapper only hands out `&self` calls.
+unsafe impl Send for Mock {}
+unsafe impl Sync for Mock {}
+static MOCK: std::sync::OnceLock<Mock> = std::sync::OnceLock::new();
+
 fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.mock {
+        let m = MOCK.get_or_init(|| Mock(rdkafka::mocking::MockCluster::new(1).expect("mock cluster")));
+        args.bootstrap = m.0.bootstrap_servers();
+        println!("broker: librdkafka mock cluster at {}", args.bootstrap);
+    }
     let latency_only = args.records == 0;
     let dir = std::env::temp_dir();
     let lines: Vec<String> = BufReader::new(std::fs::File::open(&args.bids).unwrap_or_else(|e| panic!("{}: {e} (run nexmark-gen first)", args.bids.display())))
