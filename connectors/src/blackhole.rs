@@ -1,26 +1,40 @@
 //! The `blackhole` sink (Flink's name): accepts every batch and discards it. For dry runs of a
-//! pipeline and for benchmarks that measure the engine, not the disk.
+//! pipeline and for benchmarks that measure the engine, not the disk. `delay` makes it a slow
+//! sink (each batch takes that long), to see back-pressure at work.
 //!
 //! ```sql
 //! CREATE STREAM q0 AS SELECT * FROM bids INTO nowhere WITH ('nowhere.type' = 'blackhole');
+//! CREATE STREAM slow AS SELECT * FROM bids INTO nowhere WITH ('nowhere.type' = 'blackhole', 'nowhere.delay' = '20ms');
 //! ```
+
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::properties::{KeySpec, Properties};
 use crate::sink::Sink;
+
+/// Keys a `blackhole` sink understands.
+pub const BLACKHOLE_KEYS: KeySpec = KeySpec { exact: &["format", "delay"], prefixes: &[] };
 
 /// A sink that discards what it receives.
 #[derive(Debug)]
 pub struct BlackholeSink {
     name: String,
+    delay: Option<Duration>,
 }
 
 impl BlackholeSink {
     /// A blackhole named `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self { name: name.into(), delay: None }
+    }
+
+    /// A blackhole configured by `props` (`delay` per batch).
+    pub fn try_new(props: &Properties) -> Result<Self> {
+        Ok(Self { name: props.owner().to_string(), delay: props.get_duration("delay")?.filter(|d| !d.is_zero()) })
     }
 }
 
@@ -30,6 +44,9 @@ impl Sink for BlackholeSink {
         &self.name
     }
     async fn write(&mut self, _batch: &RecordBatch) -> Result<()> {
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d).await;
+        }
         Ok(())
     }
     async fn flush(&mut self) -> Result<()> {

@@ -56,7 +56,7 @@ pub fn create_sink(rel: &RelationSpec, job_name: &str) -> Result<Box<dyn Sink>, 
         }
         ConnectorKind::Kafka => Ok(Box::new(KafkaSink::try_new(&rel.properties).map_err(|e| with_origin(rel, e))?)),
         ConnectorKind::Stdout => Ok(Box::new(StdoutSink::new(rel.name.clone()))),
-        ConnectorKind::Blackhole => Ok(Box::new(BlackholeSink::new(rel.name.clone()))),
+        ConnectorKind::Blackhole => Ok(Box::new(BlackholeSink::try_new(&rel.properties).map_err(|e| with_origin(rel, e))?)),
         ConnectorKind::Flight => Ok(Box::new(FlightSink::try_new(&rel.properties, job_name).map_err(|e| with_origin(rel, e))?)),
         _ => Err(not_supported(rel)),
     }

@@ -117,7 +117,8 @@ fn key_spec(t: ConnectorType) -> Option<KeySpec> {
     match (t.kind, t.role) {
         (ConnectorKind::File, Role::Source) => Some(FILE_SOURCE_KEYS),
         (ConnectorKind::File, Role::Sink) => Some(FILE_SINK_KEYS),
-        (ConnectorKind::Stdout | ConnectorKind::Blackhole, _) => Some(NONE),
+        (ConnectorKind::Stdout, _) => Some(NONE),
+        (ConnectorKind::Blackhole, _) => Some(ferris_connectors::blackhole::BLACKHOLE_KEYS),
         (ConnectorKind::Flight, Role::Sink) => Some(ferris_connectors::flight::FLIGHT_SINK_KEYS),
         _ => None,
     }

@@ -48,9 +48,14 @@ struct Args {
     /// Messages per second in the latency run.
     #[arg(long, default_value_t = 2000)]
     rate: usize,
-    /// Seconds of the latency run.
+    /// Seconds of the latency run (0: none).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Seconds of a back-pressure run after the others: the whole backlog in a topic, the job
+    /// writing to a slow sink (a blackhole taking 1 s per batch); prints the job's RSS over
+    /// time (0: no such run).
+    #[arg(long, default_value_t = 0)]
+    backpressure: u64,
     /// Use librdkafka's mock cluster (in this process, over TCP) instead of `--bootstrap`: a
     /// broker with next to no latency of its own, to see what the job adds.
     #[arg(long)]
@@ -214,6 +219,12 @@ fn main() {
     if !latency_only {
         throughput_run(&args, &lines[..args.records.min(lines.len())], &dir);
     }
+    if args.backpressure > 0 {
+        backpressure_run(&args, &lines, &dir);
+    }
+    if args.seconds == 0 {
+        return;
+    }
     // Latency: a steady rate, low_latency batches; each record carries its send time. First
     // the broker's own floor (producer → topic → consumer, one hop; the job adds a second).
     let floor_topic = topic("floor");
@@ -335,5 +346,45 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
         rss.map_or("-".into(), |r| format!("{r:.0}"))
     );
     println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
+    println!();
+}
+
+/// The job's resident memory now, in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Back-pressure: a fast source (the whole backlog already in the topic) and a slow sink. The
+/// job's memory must level off, not grow with the backlog.
+fn backpressure_run(args: &Args, lines: &[String], dir: &Path) {
+    let input = topic("bp-in");
+    create(args, &input, args.partitions);
+    let p = producer(args);
+    for l in lines {
+        send(&p, &input, &stamped(l));
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    let sql = job_sql(args, &input, "unused", "").replace(
+        &format!("'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{}', 'out.topic' = 'unused', 'out.linger.ms' = '1'", args.bootstrap),
+        "'out.type' = 'blackhole', 'out.delay' = '1s'",
+    );
+    let job = start_job(args, &sql, dir);
+    let pid = job.id();
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    while start.elapsed() < Duration::from_secs(args.backpressure) {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some(r) = rss_mib(pid) {
+            samples.push((start.elapsed().as_secs_f64(), r));
+        }
+    }
+    let peak = stop_job(job);
+    println!("| back-pressure: {} records waiting, sink 1 s per batch | RSS MiB at 1 s | 2 s | 5 s | 10 s | 20 s | 30 s | last | peak |", lines.len());
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let at = |t: f64| samples.iter().find(|(s, _)| *s >= t).map_or("-".to_string(), |(_, r)| format!("{r:.0}"));
+    let last = samples.last().map_or("-".to_string(), |(s, r)| format!("{r:.0} ({s:.0} s)"));
+    println!("| kafka → blackhole (slow) | {} | {} | {} | {} | {} | {} | {last} | {} |", at(1.0), at(2.0), at(5.0), at(10.0), at(20.0), at(30.0), peak.map_or("-".into(), |r| format!("{r:.0}")));
     println!();
 }
