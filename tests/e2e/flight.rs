@@ -114,6 +114,21 @@ fn pyarrow_subscribes_to_a_live_stream() {
     assert_eq!(status["sinks"]["sink_0_live"], "Connected", "{status}");
     let err = python(tmp.path(), "flight_sql_query.py", &[srv.flight.to_string(), "SELECT * FROM no_such_job".into()], &[]);
     assert!(err.contains("-- error:") && err.contains("no_such_job"), "{err}");
+
+    // `stream` renames the stream and its table.
+    let sql = format!(
+        "CREATE STREAM renaming AS SELECT order_id FROM orders WHERE amount > 100 INTO live \
+         WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'live.type' = 'flight_sink', 'live.stream' = 'renamed');",
+        data("orders.jsonl")
+    );
+    assert_eq!(json(&srv.base, "POST", "/api/jobs", &sql).0, 201);
+    wait_status(&srv.base, "renaming", "Completed");
+    let all_big = lines.iter().filter(|l| amount(l) > 100.0).count();
+    let out = python(tmp.path(), "flight_sql_query.py", &[srv.flight.to_string(), "SELECT count(*) AS n FROM renamed".into()], &[]);
+    assert_eq!(out.trim(), format!("-- query 1\n{{\"n\": {all_big}}}"));
+    let (code, e) = json(&srv.base, "POST", "/api/jobs", &sql.replace("CREATE STREAM renaming", "CREATE STREAM renaming_too"));
+    assert_eq!(code, 409, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("the Flight stream 'renamed' is published by job 'renaming'"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -318,6 +318,15 @@ async fn session_emit_changes_retracts_merged_sessions() {
         assert!(text.lines().count() > want.len() + deletes, "{name}: changes come as rows arrive");
         assert_same_rows(name, &rows, &want);
     }
+    // an aggregate over the changelog would count retractions as rows: refused
+    let nested = format!(
+        "SELECT user_id, COUNT(*) AS sessions FROM (SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY SESSION(ts, INTERVAL '3' SECOND), user_id) s \
+         GROUP BY user_id EMIT CHANGES WITH ({});",
+        source(&data, "")
+    );
+    let run = run_sql(tmp.path(), &nested);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("cannot carry"), "{}", run.stderr);
 }
 
 #[test]

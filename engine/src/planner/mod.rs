@@ -121,10 +121,28 @@ fn carry_operation_column(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::R
     use crate::window::aggregate_exec::OP_COLUMN;
     use datafusion::physical_expr::expressions::Column;
     use datafusion::physical_expr::projection::ProjectionExpr;
+    #[allow(deprecated)]
+    use datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
     use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
     use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::Partitioning;
+    let refuse = |name: &str| {
+        datafusion::common::plan_err!(
+            "EMIT CHANGES over SESSION windows retracts merged sessions with an _op column that a {name} above the window aggregate cannot carry; use EMIT FINAL, or project and filter the windows only"
+        )
+    };
     if let Some(w) = plan.downcast_ref::<crate::window::WindowAggregateExec>() {
-        return Ok(w.retracts().then(|| Arc::new(w.with_operation_column()) as Arc<dyn ExecutionPlan>));
+        if w.retracts() {
+            return Ok(Some(Arc::new(w.with_operation_column())));
+        }
+        // an aggregate above a retracting one would count its retractions as rows
+        if w.children().iter().any(|c| has_retractions(c)) {
+            return refuse(plan.name());
+        }
+        return Ok(None);
     }
     let children = plan.children();
     let mut carried = None;
@@ -135,14 +153,8 @@ fn carry_operation_column(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::R
         }
     }
     let Some(child) = carried else { return Ok(None) };
-    let refuse = || {
-        datafusion::common::plan_err!(
-            "EMIT CHANGES over SESSION windows retracts merged sessions with an _op column that a {} above the window aggregate cannot carry; use EMIT FINAL, or project and filter the windows only",
-            plan.name()
-        )
-    };
     if children.len() != 1 {
-        return refuse();
+        return refuse(plan.name());
     }
     let op_index = child.schema().fields().len() - 1;
     let op = ProjectionExpr { expr: Arc::new(Column::new(OP_COLUMN, op_index)), alias: OP_COLUMN.to_string() };
@@ -152,15 +164,37 @@ fn carry_operation_column(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::R
     }
     if let Some(f) = plan.downcast_ref::<FilterExec>() {
         let projection = f.projection().as_ref().map(|p| p.iter().copied().chain(std::iter::once(op_index)).collect::<Vec<usize>>());
-        let filter = FilterExecBuilder::new(Arc::clone(f.predicate()), child).apply_projection(projection)?.build()?;
+        // keep the filter's settings: on a stream its batch size is 1 (rows pass at once)
+        let filter = FilterExecBuilder::new(Arc::clone(f.predicate()), child)
+            .apply_projection(projection)?
+            .with_batch_size(f.batch_size())
+            .with_fetch(f.fetch())
+            .with_default_selectivity(f.default_selectivity())
+            .build()?;
         return Ok(Some(Arc::new(filter)));
     }
-    // operators that hand their input's columns through unchanged
-    if plan.schema().fields() == children[0].schema().fields() {
-        use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+    if let Some(r) = plan.downcast_ref::<RepartitionExec>() {
+        return match r.partitioning() {
+            // a round robin could reorder a session's DELETE and UPSERT: the rows stay in one stream
+            Partitioning::RoundRobinBatch(_) => Ok(Some(child)),
+            // by the group keys (DataFusion's, above an aggregate): a session's rows stay together, in order
+            Partitioning::Hash(..) => Ok(Some(Arc::clone(plan).replace_children(vec![child], ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))?)),
+            _ => refuse(plan.name()),
+        };
+    }
+    // operators that hand their rows through in order, columns unchanged
+    #[allow(deprecated)]
+    let passes = plan.downcast_ref::<CoalesceBatchesExec>().is_some_and(|c| c.fetch().is_none())
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some_and(|c| c.fetch().is_none());
+    if passes && plan.schema().fields() == children[0].schema().fields() {
         return Ok(Some(Arc::clone(plan).replace_children(vec![child], ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))?));
     }
-    refuse()
+    refuse(plan.name())
+}
+
+/// True when `plan` holds an operator that emits retractions (`EMIT CHANGES` over `SESSION`).
+fn has_retractions(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.retracts()) || plan.children().iter().any(|c| has_retractions(c))
 }
 
 /// Appends `_op = 'UPSERT'` to every row of a changelog: each row is the current value of its

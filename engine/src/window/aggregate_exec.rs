@@ -613,6 +613,9 @@ impl Operator {
         let Some(s) = self.sessions.as_mut() else { return Ok(()) };
         let changes = s.changes(&config.spec, wm)?;
         self.metrics.windows.add(changes.closed);
+        if changes.retracted.is_some() && !config.op_column {
+            return datafusion::common::internal_err!("session retractions without an _op column to carry them");
+        }
         if let Some((window, emitted)) = changes.retracted {
             out.push(config.output_op(Some(window), emitted, "DELETE")?);
         }

@@ -1,7 +1,9 @@
 //! The server's Flight SQL catalogue: one DataFusion context holding a table per job (its
 //! latest results, read from the job's live stream) and the bounded tables jobs read (files,
 //! Parquet on disk), so an analyst can join live results with history in one query. File
-//! paths can also be queried directly (`SELECT * FROM 'data/history.parquet'`).
+//! paths can also be queried directly (`SELECT * FROM 'data/history.parquet'`): any file the
+//! server can read, so keep the server on 127.0.0.1 or behind `FERRIS_AUTH_TOKEN`. A job with
+//! `EMIT CHANGES` has its changelog as table (rows with `_op`), not a folded result.
 //!
 //! ```sql
 //! -- over Flight SQL, while the job big_orders runs
@@ -70,16 +72,20 @@ impl Catalog {
         self.owners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds job `spec`'s table (named after the job, `schema` its output) and each bounded table
-    /// it reads, unless a table of that name is there already.
-    pub fn add_job(&self, spec: &JobSpec, schema: SchemaRef) {
+    /// Adds job `spec`'s table (its live stream `stream`, `schema` its output; named after the
+    /// stream) and each bounded table it reads, unless a table of that name is there already.
+    pub fn add_job(&self, spec: &JobSpec, stream: &str, schema: SchemaRef) {
         let job = &spec.name;
         let mut owners = self.owners();
+        if let Some(owner) = owners.get(stream).filter(|o| *o != job) {
+            warn!(job = %job, "the Flight SQL catalogue already has a table '{stream}' (from job '{owner}'); this job's results are not added");
+            return;
+        }
         // The job's own table replaces a table of the same name (a redeployed job).
-        let _ = self.ctx.deregister_table(job.as_str());
-        match self.ctx.register_table(job.as_str(), Arc::new(LiveTable { stream: job.clone(), schema })) {
+        let _ = self.ctx.deregister_table(stream);
+        match self.ctx.register_table(stream, Arc::new(LiveTable { stream: stream.to_string(), schema })) {
             Ok(_) => {
-                owners.insert(job.clone(), job.clone());
+                owners.insert(stream.to_string(), job.clone());
             }
             Err(e) => warn!(job = %job, "cannot add the job's table to the Flight SQL catalogue: {e}"),
         }

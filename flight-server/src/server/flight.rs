@@ -189,16 +189,18 @@ impl FerrisFlight {
         Self { sql: SqlService { catalog }, registry }
     }
 
-    /// The live stream `name`; a job deployed a moment ago gets a few seconds to open it.
+    /// The live stream `name`; a job deployed a moment ago gets a few seconds to open it and
+    /// declare its schema.
     async fn stream(&self, name: &str) -> Option<Arc<LiveStream>> {
         let deadline = Instant::now() + STREAM_WAIT;
         loop {
-            if let Some(s) = hub().get(name) {
-                return Some(s);
+            let found = hub().get(name);
+            if found.as_ref().is_some_and(|s| s.schema().is_some()) {
+                return found;
             }
-            let starting = self.registry.get(name).is_ok_and(|j| j.state() == JobState::Running);
+            let starting = self.registry.by_stream(name).is_some_and(|j| j.state() == JobState::Running);
             if !starting || Instant::now() > deadline {
-                return None;
+                return found;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

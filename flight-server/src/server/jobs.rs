@@ -37,6 +37,9 @@ pub enum ApiError {
     /// A job of that name exists (409).
     #[error("a job named '{0}' already exists; stop and delete it first")]
     Conflict(String),
+    /// Another job publishes the Flight stream of that name (409).
+    #[error("the Flight stream '{0}' is published by job '{1}'; give this job's flight_sink another 'stream'")]
+    StreamInUse(String, String),
     /// The server holds its maximum of jobs (429).
     #[error("the server already runs {0} jobs (FERRIS_MAX_JOBS); delete one first")]
     TooManyJobs(usize),
@@ -85,6 +88,11 @@ pub struct Job {
     pub sink_types: Vec<(String, String)>,
     /// Live counters.
     pub live: Arc<LiveJob>,
+    /// The live stream (and Flight SQL table) its flight sink publishes: the job's name unless
+    /// the sink's `stream` says otherwise.
+    pub stream: String,
+    /// Set when the job is deleted: its end also drops its stream and tables.
+    deleted: std::sync::atomic::AtomicBool,
 }
 
 impl Job {
@@ -254,6 +262,17 @@ impl Registry {
             if jobs.contains_key(&name) {
                 return Err(ApiError::Conflict(name));
             }
+            let stream = p
+                .spec
+                .sinks
+                .iter()
+                .find(|r| r.connector.kind == ConnectorKind::Flight)
+                .and_then(|r| r.properties.get("stream"))
+                .unwrap_or(name.as_str())
+                .to_string();
+            if let Some(other) = jobs.values().find(|j| j.stream == stream) {
+                return Err(ApiError::StreamInUse(stream, other.name.clone()));
+            }
             let (stop, stop_rx) = watch::channel(false);
             let live = Arc::new(LiveJob::default());
             let job = Arc::new(Job {
@@ -266,10 +285,13 @@ impl Registry {
                 sources: p.spec.sources.iter().zip(&p.sources).map(|(r, s)| (r.name.clone(), r.connector.to_string(), s.metrics())).collect(),
                 sink_types: p.spec.sinks.iter().map(|r| (r.name.clone(), r.connector.to_string())).collect(),
                 live: Arc::clone(&live),
+                stream: stream.clone(),
+                deleted: std::sync::atomic::AtomicBool::new(false),
             });
             let watch = Arc::clone(&job);
+            let catalog = Arc::clone(&self.catalog);
             let opts = RunOptions { progress: false, stop: stop_rx, live: Some(live) };
-            self.catalog.add_job(&p.spec, p.plan.schema());
+            self.catalog.add_job(&p.spec, &stream, p.plan.schema());
             tokio::spawn(async move {
                 // Its own task: a panic or error here only marks this job.
                 let handle = tokio::spawn(run_job(p, opts));
@@ -286,6 +308,11 @@ impl Registry {
                     s => info!(job = %watch.name, "job {}", s.name().to_lowercase()),
                 }
                 *Job::lock(&watch.state) = state;
+                if watch.deleted.load(std::sync::atomic::Ordering::SeqCst) {
+                    // deleted while it ran: what its sinks opened late goes too
+                    catalog.remove_job(&watch.name);
+                    ferris_connectors::flight::hub().remove(&watch.stream);
+                }
             });
             info!(job = %name, "deployed");
             jobs.insert(name.clone(), job);
@@ -306,11 +333,17 @@ impl Registry {
 
     /// Stops a job and forgets it, its live stream and its Flight SQL tables.
     pub fn delete(&self, name: &str) -> Result<(), ApiError> {
-        self.stop(name)?;
+        let job = self.stop(name)?;
+        job.deleted.store(true, std::sync::atomic::Ordering::SeqCst);
         self.jobs().remove(name);
         self.catalog.remove_job(name);
-        ferris_connectors::flight::hub().remove(name);
+        ferris_connectors::flight::hub().remove(&job.stream);
         Ok(())
+    }
+
+    /// The job publishing the live stream `stream`.
+    pub fn by_stream(&self, stream: &str) -> Option<Arc<Job>> {
+        self.jobs().values().find(|j| j.stream == stream).cloned()
     }
 
     /// Stops every job (server shutdown).

@@ -48,7 +48,7 @@ pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, flight_po
     info!("Arrow Flight and Flight SQL on grpc://{} (DoGet a job's name for its live output)", flight_listener.local_addr().map_err(|e| e.to_string())?);
     let service = FlightServiceServer::with_interceptor(flight::FerrisFlight::new(catalog, registry), flight::check_token(token));
     tokio::spawn(async move {
-        let incoming = tokio_stream_listener(flight_listener);
+        let incoming = tonic::transport::server::TcpIncoming::from(flight_listener).with_nodelay(Some(true));
         if let Err(e) = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await {
             warn!("the Flight server stopped: {e}");
         }
@@ -71,13 +71,3 @@ pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, flight_po
         .map_err(|e| e.to_string())
 }
 
-/// Accepted connections of `listener` as the stream tonic serves.
-fn tokio_stream_listener(listener: tokio::net::TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |l| async move {
-        let conn = l.accept().await.map(|(s, _)| {
-            let _ = s.set_nodelay(true);
-            s
-        });
-        Some((conn, l))
-    })
-}

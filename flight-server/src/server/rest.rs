@@ -35,7 +35,7 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::StreamInUse(..) => StatusCode::CONFLICT,
             ApiError::TooManyJobs(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
