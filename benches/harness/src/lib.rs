@@ -31,3 +31,25 @@ pub fn write_onebrc(path: &Path, rows: usize) -> std::io::Result<()> {
     }
     w.flush()
 }
+
+/// Runs a future to completion on this thread: the Kafka admin client's, in benchmark binaries
+/// that have no async runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Thread(std::thread::Thread);
+    impl Wake for Thread {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Thread(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(std::time::Duration::from_millis(10));
+    }
+}

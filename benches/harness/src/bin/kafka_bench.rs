@@ -80,32 +80,12 @@ fn create(args: &Args, name: &str, partitions: i32) {
     }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &args.bootstrap).create().expect("admin client");
     let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let res = futures_lite_block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create topic");
+    let res = ferris_bench::block_on(admin.create_topics([&t], &AdminOptions::new())).expect("create topic");
     for r in res {
         r.expect("create topic");
     }
 }
 
-/// A tiny executor for the admin client's futures (no async runtime in this binary).
-fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Thread(std::thread::Thread);
-    impl Wake for Thread {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Thread(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(10));
-    }
-}
 
 fn producer(args: &Args) -> BaseProducer {
     ClientConfig::new()
