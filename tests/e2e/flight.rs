@@ -217,6 +217,25 @@ async fn adbc_flight_sql_joins_a_running_job_with_parquet() {
 }
 
 #[test]
+fn flight_sql_queries_keep_to_the_memory_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = start(tmp.path(), &[("FERRIS_MAX_MEMORY_MB", "2")]);
+    let q = [
+        srv.flight.to_string(),
+        "SELECT count(*) AS n FROM generate_series(1, 10)".into(),
+        "SELECT value % 100000 AS k, count(*) AS c FROM generate_series(1, 2000000) GROUP BY value % 100000 ORDER BY c DESC, k LIMIT 1".into(),
+    ];
+    let out = python(tmp.path(), "flight_sql_query.py", &q, &[]);
+    let (small, big) = out.split_once("-- query 2").unwrap();
+    assert_eq!(small.trim(), "-- query 1\n{\"n\": 10}");
+    // gRPC's RESOURCE_EXHAUSTED (ADBC names its own code first)
+    assert!(big.contains("-- error:") && big.contains("(ResourceExhausted; DoGet") && big.contains("Resources exhausted"), "{big}");
+    // the server goes on
+    let again = python(tmp.path(), "flight_sql_query.py", &q[..2], &[]);
+    assert_eq!(again.trim(), "-- query 1\n{\"n\": 10}");
+}
+
+#[test]
 fn flight_demands_the_token_when_one_is_set() {
     let tmp = tempfile::tempdir().unwrap();
     let srv = start(tmp.path(), &[("FERRIS_AUTH_TOKEN", "s3cret")]);

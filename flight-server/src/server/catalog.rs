@@ -56,16 +56,18 @@ pub struct Catalog {
     owners: Mutex<BTreeMap<String, String>>,
 }
 
-impl Default for Catalog {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Catalog {
-    /// An empty catalogue; file paths are readable as tables.
-    pub fn new() -> Self {
-        Self { ctx: SessionContext::new().enable_url_table(), owners: Mutex::new(BTreeMap::new()) }
+    /// An empty catalogue; file paths are readable as tables. With `memory_mb`
+    /// (`FERRIS_MAX_MEMORY_MB`) a query that would need more fails with RESOURCE_EXHAUSTED
+    /// instead of taking the server's memory.
+    pub fn new(memory_mb: Option<usize>) -> Result<Self, String> {
+        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if let Some(mb) = memory_mb {
+            runtime = runtime.with_memory_limit(mb.saturating_mul(1 << 20), 1.0);
+        }
+        let runtime = runtime.build_arc().map_err(|e| format!("the Flight SQL catalogue: {e}"))?;
+        let ctx = SessionContext::new_with_config_rt(datafusion::prelude::SessionConfig::new(), runtime).enable_url_table();
+        Ok(Self { ctx, owners: Mutex::new(BTreeMap::new()) })
     }
 
     fn owners(&self) -> MutexGuard<'_, BTreeMap<String, String>> {

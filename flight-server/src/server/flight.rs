@@ -65,6 +65,9 @@ fn df_status(e: datafusion::error::DataFusionError) -> Status {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
         E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => Status::invalid_argument(e.to_string()),
+        E::ResourcesExhausted(_) => Status::resource_exhausted(e.to_string()),
+        // the memory cap's error can arrive wrapped (through an Arrow stream)
+        _ if e.to_string().contains("Resources exhausted") => Status::resource_exhausted(e.to_string()),
         _ => Status::internal(e.to_string()),
     }
 }

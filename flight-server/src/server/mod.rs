@@ -37,7 +37,7 @@ pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, flight_po
         warn!("serving on {host} without authentication: set FERRIS_AUTH_TOKEN");
     }
     let prometheus = prometheus::install()?;
-    let catalog = Arc::new(catalog::Catalog::new());
+    let catalog = Arc::new(catalog::Catalog::new(limits.max_memory_mb)?);
     let registry = Arc::new(jobs::Registry::new(ctx, limits, Arc::clone(&catalog)));
     let state = Arc::new(rest::AppState { registry: Arc::clone(&registry), prometheus, token: token.clone() });
     let addr: SocketAddr = format!("{host}:{http_port}").parse().map_err(|e| format!("bad address {host}:{http_port}: {e}"))?;
