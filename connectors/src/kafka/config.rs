@@ -108,7 +108,7 @@ impl QuietContext {
     }
 
     /// Logs a connection failure, unless one was logged less than 10 s ago.
-    fn failure(&self, message: &str) {
+    pub fn failure(&self, message: &str) {
         use std::sync::atomic::Ordering;
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.is_some_and(|t| t.elapsed() < FAILURE_LOG_EVERY) {

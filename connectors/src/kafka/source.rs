@@ -307,7 +307,6 @@ struct Reader {
     /// When the last batch was handed out, and its rows.
     last_emit: Option<(Instant, usize)>,
     logged: usize,
-    last_error_log: Option<Instant>,
 }
 
 impl Drop for Reader {
@@ -356,7 +355,6 @@ impl Reader {
             dlq,
             last_emit: None,
             logged: 0,
-            last_error_log: None,
         })
     }
 
@@ -438,10 +436,8 @@ impl Reader {
                 }
                 Err(e) => {
                     self.shared.metrics.set_status(crate::metrics::ConnectionStatus::Reconnecting);
-                    if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        warn!(source = %self.shared.name, "Kafka error (the client reconnects by itself): {e}");
-                        self.last_error_log = Some(Instant::now());
-                    }
+                    // one limiter with librdkafka's own connection errors: once per 10 s
+                    self.consumer.context().quiet.failure(&format!("Kafka error: {e}"));
                     if !m.is_empty() && deadline.is_some_and(|d| Instant::now() >= d) {
                         return m;
                     }

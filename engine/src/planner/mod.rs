@@ -214,7 +214,7 @@ fn with_operation_column(plan: Arc<dyn ExecutionPlan>) -> datafusion::error::Res
         .enumerate()
         .map(|(i, f)| ProjectionExpr { expr: Arc::new(Column::new(f.name(), i)), alias: f.name().clone() })
         .collect();
-    exprs.push(ProjectionExpr { expr: lit("UPSERT"), alias: "_op".to_string() });
+    exprs.push(ProjectionExpr { expr: lit("UPSERT"), alias: crate::window::aggregate_exec::OP_COLUMN.to_string() });
     Ok(Arc::new(datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?))
 }
 

@@ -101,7 +101,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 /// Everything a window aggregate needs, shared by the plan node and its running task.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowAggregateConfig {
     /// The window.
     pub kind: WindowKind,
@@ -180,22 +180,7 @@ impl WindowAggregateExec {
         let mut fields: Vec<datafusion::arrow::datatypes::FieldRef> = c.schema.fields().iter().cloned().collect();
         fields.push(Arc::new(datafusion::arrow::datatypes::Field::new(OP_COLUMN, datafusion::arrow::datatypes::DataType::Utf8, false)));
         let schema = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(fields, c.schema.metadata().clone()));
-        let config = WindowAggregateConfig {
-            kind: c.kind,
-            time: c.time.clone(),
-            int_scale: c.int_scale,
-            window_pos: c.window_pos,
-            keys: c.keys.clone(),
-            spec: c.spec.clone(),
-            args: c.args.clone(),
-            filters: c.filters.clone(),
-            watermark: c.watermark,
-            emit: c.emit,
-            changes_every: c.changes_every,
-            schema,
-            op_column: true,
-        };
-        Self::new(Arc::clone(&self.input), config)
+        Self::new(Arc::clone(&self.input), WindowAggregateConfig { schema, op_column: true, ..c.as_ref().clone() })
     }
 }
 

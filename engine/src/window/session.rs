@@ -42,6 +42,29 @@ pub struct SessionBuffer {
     min_time: Option<i64>,
     /// `EMIT CHANGES`: the open sessions as last emitted.
     emitted: Option<EmittedSessions>,
+    /// `EMIT CHANGES`: rows arrived since the last [`SessionBuffer::changes`].
+    pushed_since_changes: bool,
+}
+
+/// The aggregate arguments and filters of the rows `mask` selects.
+type AggInputs = (Vec<Vec<ArrayRef>>, Vec<Option<BooleanArray>>);
+
+fn select_agg_inputs(ev: &Evaluated, mask: &BooleanArray) -> Result<AggInputs> {
+    let sel = |a: &ArrayRef| filter(a.as_ref(), mask);
+    let args = ev.args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
+    let filters = ev
+        .filters
+        .iter()
+        .map(|f| f.as_ref().map(|b| filter(b, mask).map(|a| a.as_boolean().clone())).transpose())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((args, filters))
+}
+
+/// Per session, whether it ends at or before `watermark`; per row, whether its session does.
+fn closed_by(seg: &Segmented, watermark: i64) -> (Vec<bool>, BooleanArray) {
+    let sessions: Vec<bool> = seg.bounds.iter().map(|&(_, end)| end <= watermark).collect();
+    let rows = BooleanArray::from(seg.session_of_row.iter().map(|&s| sessions[s]).collect::<Vec<bool>>());
+    (sessions, rows)
 }
 
 fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
@@ -52,7 +75,7 @@ fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
 impl SessionBuffer {
     /// An empty buffer for sessions ending after `gap` ms of inactivity.
     pub fn new(gap: i64) -> Self {
-        Self { gap, chunks: Vec::new(), rows: 0, min_time: None, emitted: None }
+        Self { gap, chunks: Vec::new(), rows: 0, min_time: None, emitted: None, pushed_since_changes: false }
     }
 
     /// Rows buffered.
@@ -81,6 +104,7 @@ impl SessionBuffer {
         }
         self.rows += ev.rows;
         self.chunks.push((times, ev));
+        self.pushed_since_changes = true;
     }
 
     /// Concatenates the buffered chunks into one.
@@ -177,16 +201,9 @@ impl SessionBuffer {
         if remaining == 0 {
             return Ok(());
         }
-        let sel = |a: &ArrayRef| filter(a.as_ref(), &open);
-        let ev = seg.ev;
         let r_times = filter(&seg.times, &open)?.as_primitive::<Int64Type>().clone();
-        let r_keys = ev.keys.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()?;
-        let r_args = ev.args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
-        let r_filters = ev
-            .filters
-            .iter()
-            .map(|f| f.as_ref().map(|b| filter(b, &open).map(|a| a.as_boolean().clone())).transpose())
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let r_keys = seg.ev.keys.iter().map(|k| filter(k.as_ref(), &open)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let (r_args, r_filters) = select_agg_inputs(&seg.ev, &open)?;
         self.push(r_times, Evaluated { keys: r_keys, args: r_args, filters: r_filters, rows: remaining });
         Ok(())
     }
@@ -199,7 +216,7 @@ impl SessionBuffer {
             return Ok(Vec::new());
         }
         let Some(seg) = self.segment()? else { return Ok(Vec::new()) };
-        let closed_flags: Vec<bool> = seg.bounds.iter().map(|&(_, end)| end <= watermark).collect();
+        let (closed_flags, closed_rows) = closed_by(&seg, watermark);
         // dense numbering of the closed sessions
         let mut dense = vec![usize::MAX; closed_flags.len()];
         let mut closed_first = Vec::new();
@@ -212,22 +229,14 @@ impl SessionBuffer {
                 w_end.push(seg.bounds[s].1);
             }
         }
-        let closed_rows = BooleanArray::from(seg.session_of_row.iter().map(|&s| closed_flags[s]).collect::<Vec<bool>>());
         let groups: Vec<usize> = seg.session_of_row.iter().filter(|&&s| closed_flags[s]).map(|&s| dense[s]).collect();
         let mut out = Vec::new();
         let total = closed_first.len();
         if total > 0 {
-            let sel = |a: &ArrayRef| filter(a.as_ref(), &closed_rows);
-            let ev = &seg.ev;
-            let c_args = ev.args.iter().map(|a| a.iter().map(sel).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
-            let c_filters = ev
-                .filters
-                .iter()
-                .map(|f| f.as_ref().map(|b| filter(b, &closed_rows).map(|a| a.as_boolean().clone())).transpose())
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let (c_args, c_filters) = select_agg_inputs(&seg.ev, &closed_rows)?;
             let aggs = aggregate_numbered(spec, &c_args, &c_filters, &groups, total)?;
             let first_idx = UInt32Array::from(closed_first);
-            let c_keys = ev.keys.iter().map(|k| take(k.as_ref(), &first_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+            let c_keys = seg.ev.keys.iter().map(|k| take(k.as_ref(), &first_idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
             out.push((window_array(w_start, w_end), Emitted { keys: c_keys, aggs, rows: total }));
         }
         self.keep_open(seg, &closed_rows)?;
@@ -240,6 +249,11 @@ impl SessionBuffer {
     /// number of sessions the watermark closed. Sessions ending at or before `watermark` close:
     /// their rows and their record go.
     pub fn changes(&mut self, spec: &AggregateSpec, watermark: i64) -> Result<SessionChanges> {
+        // nothing new and nothing to close: nothing can have changed (an idle stream's ticks)
+        let can_close = self.min_time.is_some_and(|m| m.saturating_add(self.gap) <= watermark);
+        if !self.pushed_since_changes && !can_close {
+            return Ok(SessionChanges::default());
+        }
         let Some(seg) = self.segment()? else { return Ok(SessionChanges::default()) };
         let total = seg.bounds.len();
         let aggs = aggregate_numbered(spec, &seg.ev.args, &seg.ev.filters, &seg.session_of_row, total)?;
@@ -262,13 +276,13 @@ impl SessionBuffer {
             None => None,
         };
         let upserted = now.take(&upserts)?;
-        let closed_flags: Vec<bool> = seg.bounds.iter().map(|&(_, end)| end <= watermark).collect();
+        let (closed_flags, closed_rows) = closed_by(&seg, watermark);
         let closed = closed_flags.iter().filter(|&&c| c).count();
         let still_open: Vec<u32> = (0..total as u32).filter(|&i| !closed_flags[i as usize]).collect();
         drop((prev_rows, now_rows));
         self.emitted = if still_open.len() == total { Some(now) } else { now.keep(&still_open)? };
-        let closed_rows = BooleanArray::from(seg.session_of_row.iter().map(|&s| closed_flags[s]).collect::<Vec<bool>>());
         self.keep_open(seg, &closed_rows)?;
+        self.pushed_since_changes = false;
         Ok(SessionChanges { retracted, upserted, closed })
     }
 

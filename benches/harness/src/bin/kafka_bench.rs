@@ -224,19 +224,18 @@ fn main() {
     println!();
     println!("| latency run ({} records/s, low_latency max 100 rows / 5 ms) | received | P50 ms | P95 ms | P99 ms | peak RSS MiB |", args.rate);
     println!("|---|---|---|---|---|---|");
+    latency_row("broker floor: producer → topic → consumer (one hop, no job)", &floor, total, None);
+    latency_row("kafka → filter/project → kafka (two hops)", &lat, total, rss);
+}
+
+/// One row of the latency table: received of `total`, percentiles of `lat` (sorted µs), RSS.
+fn latency_row(label: &str, lat: &[i64], total: usize, rss: Option<f64>) {
     println!(
-        "| broker floor: producer → topic → consumer (one hop, no job) | {}/{total} | {:.1} | {:.1} | {:.1} | - |",
-        floor.len(),
-        percentile(&floor, 0.50),
-        percentile(&floor, 0.95),
-        percentile(&floor, 0.99),
-    );
-    println!(
-        "| kafka → filter/project → kafka (two hops) | {}/{total} | {:.1} | {:.1} | {:.1} | {} |",
+        "| {label} | {}/{total} | {:.1} | {:.1} | {:.1} | {} |",
         lat.len(),
-        percentile(&lat, 0.50),
-        percentile(&lat, 0.95),
-        percentile(&lat, 0.99),
+        percentile(lat, 0.50),
+        percentile(lat, 0.95),
+        percentile(lat, 0.99),
         rss.map_or("-".into(), |r| format!("{r:.0}"))
     );
 }
