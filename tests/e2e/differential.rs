@@ -17,6 +17,9 @@ const CASES: &[(&str, &str)] = &[
     ("group_by_final", "SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS smallest, AVG(quantity) AS avg_qty FROM orders GROUP BY customer_id HAVING COUNT(*) > 5"),
     ("cte_and_subquery", "WITH big AS (SELECT * FROM orders WHERE amount > 500) SELECT b.order_id, b.amount FROM big b WHERE b.customer_id IN (SELECT customer_id FROM customers WHERE customer_tier = 'GOLD')"),
     ("distinct_union", "SELECT DISTINCT status FROM orders UNION ALL SELECT customer_tier FROM customers WHERE customer_id < 3"),
+    ("self_join_aggregate", "SELECT a.order_id, a.customer_id, m.biggest FROM orders a JOIN (SELECT customer_id, MAX(amount) AS biggest FROM orders GROUP BY customer_id) m ON a.customer_id = m.customer_id AND a.amount = m.biggest"),
+    ("self_union_all", "SELECT order_id, status AS tag FROM orders UNION ALL SELECT order_id, 'big' AS tag FROM orders WHERE amount > 500 UNION ALL SELECT customer_id, 'all' FROM orders"),
+    ("self_join_all_columns", "SELECT a.*, b.order_id AS next_id FROM orders a LEFT JOIN orders b ON b.order_id = a.order_id + 1 AND b.customer_id = a.customer_id"),
     ("current_timestamp_column", "SELECT order_id, CURRENT_TIMESTAMP IS NOT NULL AS stamped FROM orders WHERE order_id <= 10"),
 ];
 
@@ -79,4 +82,24 @@ async fn within_interval_bounds_the_join_by_event_time() {
     assert_ok(&run);
     assert!(run.stderr.contains("is carried but not applied"), "{}", run.stderr);
     assert_eq!(file_rows(&tmp.path().join("plain.jsonl")).len(), 10);
+}
+
+/// A query that names a source more than once reads it once (a shared scan): each scan gets
+/// every row, and the source's count is the file's.
+#[test]
+fn a_source_named_twice_is_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let query = "SELECT a.order_id, m.biggest FROM orders a JOIN (SELECT customer_id, MAX(amount) AS biggest FROM orders GROUP BY customer_id) m \
+                 ON a.customer_id = m.customer_id AND a.amount = m.biggest UNION ALL SELECT order_id, amount FROM orders WHERE order_id <= 3";
+    let sql = format!(
+        "CREATE STREAM once AS {query} INTO out WITH ({}, 'orders.batch.size' = '16', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        sources_for(query),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    let lines = std::fs::read_to_string(data("orders.jsonl")).unwrap().lines().count();
+    let report = format!("{}{}", run.stdout, run.stderr);
+    assert!(report.contains(&format!("read [orders {lines} rows]")), "orders read once: {report}");
+    assert_eq!(file_rows(&tmp.path().join("out.jsonl")).len(), 22 + 3);
 }

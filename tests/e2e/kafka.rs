@@ -516,6 +516,35 @@ async fn several_kafka_sources_and_a_table_in_one_job() {
     assert_same_rows("two Kafka sources ⨝ table", &rows_with_nulls(&out, &["name"]), &canonical_lines(&(want.join("\n") + "\n")));
 }
 
+/// A topic named twice in one query is read once, by one set of consumers: two scans in one
+/// consumer group would split the partitions between them and each would see part of the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_named_twice_is_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = unique("self-union");
+    create_topic(&input, 4);
+    let n = 1200usize;
+    produce(&input, &(0..n).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    let out = tmp.path().join("out.jsonl");
+    let sql = format!(
+        "CREATE STREAM twice AS SELECT id, 'all' AS tag FROM orders UNION ALL SELECT id, region AS tag FROM orders WHERE amount > 100 \
+         INTO out WITH ({}, 'orders.consumers' = '2', 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}'")),
+        out.display()
+    );
+    let big: Vec<usize> = (0..n).filter(|i| (i * 37) % 200 > 100 || ((i * 37) % 200 == 100 && i % 10 > 0)).collect();
+    let want: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"id": {i}, "tag": "all"}}"#))
+        .chain(big.iter().map(|&i| format!(r#"{{"id": {i}, "tag": "{}"}}"#, ["north", "south", "east", "west"][i % 4])))
+        .collect();
+    let mut child = spawn_job(tmp.path(), "twice.sql", &sql);
+    wait_for(&mut child, &out, |t| t.lines().count() >= want.len());
+    // no more than that either
+    std::thread::sleep(Duration::from_millis(500));
+    stop_with_sigint(&mut child);
+    assert_same_rows("topic read once for both scans", &file_rows(&out), &canonical_lines(&(want.join("\n") + "\n")));
+}
+
 /// Fault injection on librdkafka's mock cluster (in this process; the job connects over TCP):
 /// the broker goes away while messages keep coming, then comes back. The job reconnects by
 /// itself and every message reaches the sink.

@@ -9,6 +9,7 @@
 pub mod functions;
 pub mod latency;
 pub mod partitioning;
+pub mod shared_scan;
 pub mod source_table;
 pub mod window_functions;
 pub mod within;
@@ -290,7 +291,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
-        ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::new(Arc::clone(source))))
+        ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::shared(Arc::clone(source))))
             .map_err(plan_err)?;
         schemas.insert(rel.name.clone(), source.schema());
     }

@@ -18,16 +18,26 @@ use datafusion::physical_plan::streaming::StreamingTableExec;
 use datafusion::physical_plan::ExecutionPlan;
 use ferris_connectors::Source;
 
+use super::shared_scan::SharedScan;
+
 /// A [`Source`] registered with DataFusion.
 #[derive(Debug)]
 pub struct SourceTable {
     source: Arc<dyn Source>,
+    /// For a job's plan: every scan of the table reads the source once between them.
+    shared: Option<Arc<SharedScan>>,
 }
 
 impl SourceTable {
-    /// Wraps `source`.
+    /// Wraps `source`; each scan reads it on its own (ad-hoc queries, planned again and again).
     pub fn new(source: Arc<dyn Source>) -> Self {
-        Self { source }
+        Self { source, shared: None }
+    }
+
+    /// Wraps `source` for one job's plan: however often the query names the table, the source
+    /// is read once ([`SharedScan`]).
+    pub fn shared(source: Arc<dyn Source>) -> Self {
+        Self { shared: Some(Arc::new(SharedScan::new(Arc::clone(&source)))), source }
     }
 }
 
@@ -52,7 +62,10 @@ impl TableProvider for SourceTable {
             Some(p) => Arc::new(self.source.schema().project(p)?),
             None => self.source.schema(),
         };
-        let partitions = self.source.partitions(projection.map(Vec::as_slice));
+        let partitions = match &self.shared {
+            Some(shared) => shared.partitions(projection.map(Vec::as_slice)),
+            None => self.source.partitions(projection.map(Vec::as_slice)),
+        };
         let exec = StreamingTableExec::try_new(schema, partitions, None, Vec::new(), !self.source.is_bounded(), limit)?;
         Ok(Arc::new(exec))
     }
