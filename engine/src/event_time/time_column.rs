@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result};
@@ -60,11 +60,15 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
                 Arc::new(ints.unary_opt::<_, datafusion::arrow::datatypes::Int64Type>(|t| t.checked_mul(int_scale)))
             }
         }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let opts = datafusion::arrow::compute::CastOptions { safe: true, ..Default::default() };
-            let ts = datafusion::arrow::compute::cast_with_options(array, &DataType::Timestamp(TimeUnit::Millisecond, None), &opts)?;
-            cast(&ts, &DataType::Int64)?
-        }
+        DataType::Utf8 => match strings_to_millis(array.as_string::<i32>().iter()) {
+            Some(ms) => Arc::new(ms),
+            None => cast_strings(array)?,
+        },
+        DataType::Utf8View => match strings_to_millis(array.as_string_view().iter()) {
+            Some(ms) => Arc::new(ms),
+            None => cast_strings(array)?,
+        },
+        DataType::LargeUtf8 => cast_strings(array)?,
         other => return plan_err!("event time of type {other} is not a time"),
     };
     let ms = out
@@ -80,6 +84,76 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
     Ok(ms.unary_opt(|t| (t.unsigned_abs() <= MAX_ABS_MILLIS).then_some(t)))
 }
 
+/// Arrow's string → timestamp cast (every form it reads; unreadable strings become null).
+fn cast_strings(array: &ArrayRef) -> Result<ArrayRef> {
+    let opts = datafusion::arrow::compute::CastOptions { safe: true, ..Default::default() };
+    let ts = datafusion::arrow::compute::cast_with_options(array, &DataType::Timestamp(TimeUnit::Millisecond, None), &opts)?;
+    Ok(cast(&ts, &DataType::Int64)?)
+}
+
+/// The common shape `YYYY-MM-DD[T| ]HH:MM:SS[.fraction][Z]` read directly (a fifth of a
+/// JSON-fed windowed query's time went to the general parser); `None` when any string has
+/// another shape, and the caller casts the whole array with arrow's parser instead, so the
+/// results are always arrow's.
+fn strings_to_millis<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Option<Int64Array> {
+    let mut out = Int64Array::builder(values.size_hint().0);
+    for v in values {
+        match v {
+            None => out.append_null(),
+            Some(s) => out.append_value(iso_millis(s.as_bytes())?),
+        }
+    }
+    Some(out.finish())
+}
+
+/// `YYYY-MM-DD[T| ]HH:MM:SS[.f…][Z]` as milliseconds since the epoch (fraction truncated to
+/// milliseconds, as arrow's cast does); `None` for anything else, an invalid date included.
+fn iso_millis(b: &[u8]) -> Option<i64> {
+    #[inline(always)]
+    fn two(b: &[u8], i: usize) -> Option<i64> {
+        let (hi, lo) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+        (hi < 10 && lo < 10).then_some(i64::from(hi * 10 + lo))
+    }
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let y = two(b, 0)? * 100 + two(b, 2)?;
+    let (m, d) = (two(b, 5)?, two(b, 8)?);
+    let (hh, mm, ss) = (two(b, 11)?, two(b, 14)?, two(b, 17)?);
+    let month_days = match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if d < 1 || d > month_days || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut frac_ms = 0;
+    if let Some((b'.', digits)) = rest.split_first() {
+        let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        frac_ms = (0..3).fold(0, |acc, i| acc * 10 + digits.get(i).filter(|_| i < n).map_or(0, |c| i64::from(c - b'0')));
+        rest = &digits[n..];
+    }
+    if !(rest.is_empty() || rest == b"Z") {
+        return None;
+    }
+    // days from the civil date (Howard Hinnant's algorithm)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400_000 + hh * 3_600_000 + mm * 60_000 + ss * 1000 + frac_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +167,49 @@ mod tests {
         assert_eq!(to_epoch_millis(&ints, 1000).unwrap(), Int64Array::from(vec![5000, 7000]));
         let iso: ArrayRef = Arc::new(StringArray::from(vec![Some("1970-01-01T00:00:02Z"), Some("nonsense")]));
         assert_eq!(to_epoch_millis(&iso, 1).unwrap(), Int64Array::from(vec![Some(2000), None]));
+    }
+
+    /// The direct reading of `YYYY-MM-DD HH:MM:SS.fff` gives arrow's answer for every string,
+    /// across leap years, centuries, dates before 1970 and invalid dates.
+    #[test]
+    fn the_fast_iso_path_agrees_with_arrow() {
+        let mut strings = vec![
+            "2026-11-27T03:37:57.114".to_string(),
+            "2026-11-27 03:37:57".into(),
+            "1969-12-31T23:59:59.999Z".into(),
+            "1900-02-28T12:00:00.5".into(),
+            "2000-02-29T00:00:00.123456789".into(),
+            "0001-01-01T00:00:00".into(),
+            "9999-12-31T23:59:59.999".into(),
+        ];
+        let mut seed = 7u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let r = seed >> 16;
+            let sep = if r % 2 == 0 { 'T' } else { ' ' };
+            let frac = ["", ".1", ".12", ".123", ".1234", ".000001"][(r % 6) as usize];
+            let zone = if r % 5 == 0 { "Z" } else { "" };
+            strings.push(format!(
+                "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}{frac}{zone}",
+                1 + r % 3000,
+                1 + (r >> 12) % 12,
+                1 + (r >> 16) % 31,
+                (r >> 21) % 24,
+                (r >> 26) % 60,
+                (r >> 32) % 60
+            ));
+        }
+        for s in &strings {
+            let fast = iso_millis(s.as_bytes());
+            let arrow = cast_strings(&(Arc::new(StringArray::from(vec![s.as_str()])) as ArrayRef)).unwrap();
+            let arrow = arrow.as_any().downcast_ref::<Int64Array>().unwrap();
+            match fast {
+                Some(ms) => assert_eq!(Some(ms), arrow.iter().next().flatten(), "{s}"),
+                None => assert!(arrow.is_null(0), "{s}: arrow reads it, the fast path must too"),
+            }
+        }
+        // another shape anywhere in the batch: arrow's parser for all of it
+        let mixed: ArrayRef = Arc::new(StringArray::from(vec![Some("2026-01-01T00:00:00"), Some("2026-01-01T01:00:00+01:00"), None]));
+        assert_eq!(to_epoch_millis(&mixed, 1).unwrap(), Int64Array::from(vec![Some(1_767_225_600_000), Some(1_767_225_600_000), None]));
     }
 }
