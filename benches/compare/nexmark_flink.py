@@ -34,7 +34,7 @@ QUERIES = {
     "q1": ("SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid", ["bid"]),
     "q2": ("SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0", ["bid"]),
     "q3": ("SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id "
-           "WHERE a.category = 10 AND (p.state = 'OR' OR p.state = 'ID' OR p.state = 'CA')", ["auction", "person"]),
+           "WHERE a.category = 10 AND (p.state = 'or' OR p.state = 'id' OR p.state = 'ca')", ["auction", "person"]),
     "q4": ("SELECT q.category, AVG(q.final) AS avg_final FROM (SELECT MAX(b.price) AS final, a.category FROM auction a "
            "JOIN bid b ON a.id = b.auction WHERE b.date_time BETWEEN a.date_time AND a.expires "
            "GROUP BY a.id, a.category) q GROUP BY q.category", ["auction", "bid"]),

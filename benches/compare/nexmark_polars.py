@@ -43,7 +43,7 @@ def queries(d: Path):
         "q1": (lambda: bid().select("auction", "bidder", (pl.col("price") * 0.908).alias("price"), "date_time", "extra"), ["bid"]),
         "q2": (lambda: bid().filter(pl.col("auction") % 123 == 0).select("auction", "price"), ["bid"]),
         "q3": (lambda: auction().filter(pl.col("category") == 10).join(
-            person().filter(pl.col("state").is_in(["OR", "ID", "CA"])), left_on="seller", right_on="id").select("name", "city", "state", "id"),
+            person().filter(pl.col("state").is_in(["or", "id", "ca"])), left_on="seller", right_on="id").select("name", "city", "state", "id"),
             ["auction", "person"]),
         "q4": (lambda: auction().join(bid(), left_on="id", right_on="auction")
                .filter((pl.col("date_time_right") >= pl.col("date_time")) & (pl.col("date_time_right") <= pl.col("expires")))

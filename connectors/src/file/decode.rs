@@ -30,6 +30,8 @@ pub struct TextDecoder {
     format: FileFormat,
     batch_size: usize,
     inner: Inner,
+    /// JSON of the common flat shape, read in one pass (arrow-json for everything else).
+    flat: Option<crate::flat_json::FlatJson>,
 }
 
 // One per open file or decoder: boxing the larger variant buys nothing.
@@ -50,7 +52,8 @@ impl TextDecoder {
             None => Arc::clone(&schema),
         };
         let inner = Self::build(&schema, projection.as_deref(), &output, format, batch_size)?;
-        Ok(Self { schema, projection, output, format, batch_size, inner })
+        let flat = matches!(format, FileFormat::Json | FileFormat::JsonLines).then(|| crate::flat_json::FlatJson::new(&output)).flatten();
+        Ok(Self { schema, projection, output, format, batch_size, inner, flat })
     }
 
     fn build(schema: &SchemaRef, projection: Option<&[usize]>, output: &SchemaRef, format: FileFormat, batch_size: usize) -> Result<Inner> {
@@ -119,6 +122,9 @@ impl TextDecoder {
     /// Decodes `chunk`, whole lines each ending in `\n`. `line_of(i)` gives the file line of the
     /// chunk's i-th line. Returns the good rows and the bad records.
     pub fn decode_chunk(&mut self, chunk: &[u8], line_of: &dyn Fn(usize) -> u64) -> Result<(Vec<RecordBatch>, Vec<BadRecord>)> {
+        if let Some(batches) = self.flat.as_ref().and_then(|f| f.decode(chunk, self.batch_size)) {
+            return Ok((batches, Vec::new()));
+        }
         let mut out = Vec::new();
         match self.decode_all(chunk, &mut out) {
             Ok(()) => Ok((out, Vec::new())),

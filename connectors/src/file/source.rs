@@ -413,12 +413,16 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
         let mut lines = 0usize;
         let mut eof = false;
         let mut first_row_at: Option<Instant> = None;
-        let mut carry = 0usize; // bytes of a partial last line kept back while watching
+        // Whole buffers at a time (one copy, newlines found with SIMD), cut after the line that
+        // fills the batch; a partial last line waits for its end while watching.
         loop {
-            let before = chunk.len();
-            let n = reader.read_until(b'\n', &mut chunk).map_err(io)?;
-            if n == 0 {
+            let buf = reader.fill_buf().map_err(io)?;
+            if buf.is_empty() {
                 if !cfg.watch {
+                    if chunk.last().is_some_and(|b| *b != b'\n') {
+                        chunk.push(b'\n');
+                        lines += 1;
+                    }
                     eof = true;
                     break;
                 }
@@ -433,20 +437,29 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
                 std::thread::sleep(cfg.poll);
                 continue;
             }
-            if chunk.last() != Some(&b'\n') {
-                if cfg.watch {
-                    carry += chunk.len() - before;
-                    continue; // wait for the rest of the line
+            let base = chunk.len();
+            let mut take = buf.len();
+            let mut full = false;
+            for i in memchr::memchr_iter(b'\n', buf) {
+                lines += 1;
+                first_row_at.get_or_insert_with(Instant::now);
+                if sizer.is_full(lines, base + i + 1) {
+                    take = i + 1;
+                    full = true;
+                    break;
                 }
-                chunk.push(b'\n');
             }
-            carry = 0;
-            lines += 1;
-            first_row_at.get_or_insert_with(Instant::now);
-            if sizer.is_full(lines, chunk.len()) {
+            chunk.extend_from_slice(&buf[..take]);
+            reader.consume(take);
+            if full {
                 break;
             }
         }
+        // bytes of a partial last line, kept back while watching
+        let carry = match chunk.last() {
+            None | Some(b'\n') => 0,
+            Some(_) => chunk.len() - memchr::memrchr(b'\n', &chunk).map_or(0, |i| i + 1),
+        };
         let tail = chunk.split_off(chunk.len() - carry);
         if lines > 0 {
             let first = line_no;
@@ -549,7 +562,15 @@ impl BufRead for RangeReader {
         if self.pos >= self.end && self.at_line_start {
             return Ok(&[]);
         }
-        self.inner.fill_buf()
+        let (pos, end) = (self.pos, self.end);
+        let buf = self.inner.fill_buf()?;
+        Ok(if pos < end {
+            // up to the range's end; the line crossing it is finished by the next call
+            &buf[..buf.len().min(usize::try_from(end - pos).unwrap_or(usize::MAX))]
+        } else {
+            // the rest of the line that crossed the end, and nothing after it
+            &buf[..memchr::memchr(b'\n', buf).map_or(buf.len(), |i| i + 1)]
+        })
     }
 
     fn consume(&mut self, amt: usize) {

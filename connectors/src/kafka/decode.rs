@@ -180,6 +180,8 @@ pub struct ValueDecoder {
     batch_size: usize,
     /// For Avro: the decoder, and where each column of `value_out` is in its schema.
     avro: Option<(std::sync::Arc<super::avro::AvroDecoder>, Vec<usize>)>,
+    /// JSON values of the common flat shape, read in one pass (arrow-json for the rest).
+    flat: Option<crate::flat_json::FlatJson>,
 }
 
 impl std::fmt::Debug for ValueDecoder {
@@ -210,7 +212,8 @@ impl ValueDecoder {
         } else {
             Arc::clone(&value_out)
         };
-        Ok(Self { format, value_out, json_schema, output, columns, batch_size: batch_size.max(1), avro: None })
+        let flat = (format == ValueFormat::Json).then(|| crate::flat_json::FlatJson::new(&json_schema)).flatten();
+        Ok(Self { format, value_out, json_schema, output, columns, batch_size: batch_size.max(1), avro: None, flat })
     }
 
     /// Decodes Avro values with `decoder` (whose schema is the source's value schema).
@@ -301,6 +304,15 @@ impl ValueDecoder {
     /// All values at once; on any error, one at a time.
     fn decode_json(&self, msgs: &MessageBatch) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
         let n = msgs.len();
+        if let Some(batches) = self.flat.as_ref().and_then(|f| f.decode(&msgs.values, usize::MAX)) {
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+            if rows == n && (0..n).all(|i| !msgs.value(i).iter().all(u8::is_ascii_whitespace)) {
+                return Ok(match batches.as_slice() {
+                    [one] => (one.columns().to_vec(), Vec::new()),
+                    _ => (self.concat(&batches)?, Vec::new()),
+                });
+            }
+        }
         let mut decoder = self.json_decoder()?;
         let fast = decode_all(&mut decoder, &msgs.values);
         if let Ok(batches) = &fast {

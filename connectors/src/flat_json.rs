@@ -1,0 +1,479 @@
+//! A one-pass decoder for the common shape of JSON records: flat objects whose wanted fields are
+//! integers, floats, booleans or strings without escapes. It writes each value straight into
+//! its Arrow column (arrow-json first builds a tape of every token, then converts it), and
+//! skips fields the query does not use without converting them. Anything outside that shape —
+//! an escape in a string, a nested value in a wanted field, a number where a string is wanted,
+//! a repeated key, malformed text — makes it give up on the whole chunk, and the caller decodes
+//! the chunk with arrow-json instead: the rows are always arrow-json's.
+//!
+//! ```sql
+//! SELECT auction, price FROM bid   -- bid.jsonl: {"auction":1000,"bidder":1001,"price":731,…}
+//! ```
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
+
+enum Column {
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Str(StringBuilder),
+}
+
+impl Column {
+    fn append_null(&mut self) {
+        match self {
+            Column::Int(b) => b.append_null(),
+            Column::Float(b) => b.append_null(),
+            Column::Bool(b) => b.append_null(),
+            Column::Str(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Column::Int(b) => Arc::new(b.finish()),
+            Column::Float(b) => Arc::new(b.finish()),
+            Column::Bool(b) => Arc::new(b.finish()),
+            Column::Str(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Decodes flat JSON objects into batches of `schema`, or declines (see the module docs).
+#[derive(Debug, Clone)]
+pub struct FlatJson {
+    schema: SchemaRef,
+    names: Vec<Vec<u8>>,
+    nullable: Vec<bool>,
+}
+
+impl FlatJson {
+    /// A decoder for `schema` (the columns wanted), when every column has a type it reads
+    /// (Int64, Float64, Boolean, Utf8) and there are at most 64 of them.
+    pub fn new(schema: &SchemaRef) -> Option<Self> {
+        let fields = schema.fields();
+        if fields.is_empty() || fields.len() > 64 {
+            return None;
+        }
+        let supported = fields.iter().all(|f| matches!(f.data_type(), DataType::Int64 | DataType::Float64 | DataType::Boolean | DataType::Utf8));
+        let plain_names = fields.iter().all(|f| !f.name().bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        (supported && plain_names).then(|| Self {
+            schema: Arc::clone(schema),
+            names: fields.iter().map(|f| f.name().as_bytes().to_vec()).collect(),
+            nullable: fields.iter().map(|f| f.is_nullable()).collect(),
+        })
+    }
+
+    /// The objects of `chunk` (whitespace between them) as batches of at most `batch_size`
+    /// rows; `None` when the chunk is not all of the shape this decoder reads.
+    pub fn decode(&self, chunk: &[u8], batch_size: usize) -> Option<Vec<RecordBatch>> {
+        let text = std::str::from_utf8(chunk).ok()?;
+        let mut columns: Vec<Column> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int64 => Column::Int(Int64Builder::with_capacity(1024)),
+                DataType::Float64 => Column::Float(Float64Builder::with_capacity(1024)),
+                DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(1024)),
+                _ => Column::Str(StringBuilder::with_capacity(1024, chunk.len() / 2)),
+            })
+            .collect();
+        let mut p = Parser { b: chunk, text, i: 0 };
+        let mut rows = 0usize;
+        let all: u64 = if self.names.len() == 64 { u64::MAX } else { (1u64 << self.names.len()) - 1 };
+        loop {
+            p.ws();
+            if p.i >= p.b.len() {
+                break;
+            }
+            p.expect(b'{')?;
+            let mut seen = 0u64;
+            let mut next = 0usize; // keys usually come in schema order: try that one first
+            p.ws();
+            if p.peek()? == b'}' {
+                p.i += 1;
+            } else {
+                loop {
+                    p.ws();
+                    let key = p.string_bytes()?;
+                    p.ws();
+                    p.expect(b':')?;
+                    p.ws();
+                    let field = if self.names.get(next).is_some_and(|n| n.as_slice() == key) {
+                        Some(next)
+                    } else {
+                        self.names.iter().position(|n| n.as_slice() == key)
+                    };
+                    match field {
+                        Some(f) => {
+                            if seen & (1 << f) != 0 {
+                                return None; // a repeated key: leave it to arrow-json
+                            }
+                            seen |= 1 << f;
+                            next = f + 1;
+                            p.value(&mut columns[f], self.nullable[f])?;
+                        }
+                        None => p.skip_value(0)?,
+                    }
+                    p.ws();
+                    match p.next()? {
+                        b',' => continue,
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
+            }
+            if seen != all {
+                for (f, c) in columns.iter_mut().enumerate() {
+                    if seen & (1 << f) == 0 {
+                        if !self.nullable[f] {
+                            return None;
+                        }
+                        c.append_null();
+                    }
+                }
+            }
+            rows += 1;
+        }
+        let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays).ok()?;
+        let size = batch_size.max(1);
+        Some((0..rows).step_by(size).map(|start| batch.slice(start, size.min(rows - start))).collect())
+    }
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    text: &'a str,
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.next()? == c).then_some(())
+    }
+
+    /// A string without escapes (raw control characters pass, as with arrow-json); its bytes
+    /// between the quotes.
+    #[inline]
+    fn string_range(&mut self) -> Option<(usize, usize)> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
+        let end = start + len;
+        if self.b[end] != b'"' {
+            return None;
+        }
+        self.i = end + 1;
+        Some((start, end))
+    }
+
+    #[inline]
+    fn string_bytes(&mut self) -> Option<&'a [u8]> {
+        let (s, e) = self.string_range()?;
+        Some(&self.b[s..e])
+    }
+
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.b.get(self.i..self.i + word.len())? == word {
+            self.i += word.len();
+            self.delimited()
+        } else {
+            None
+        }
+    }
+
+    /// The next byte ends a value.
+    #[inline]
+    fn delimited(&self) -> Option<()> {
+        matches!(self.peek(), None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')).then_some(())
+    }
+
+    /// A JSON number's text, checked against JSON's grammar.
+    fn number(&mut self) -> Option<(&'a str, bool)> {
+        let start = self.i;
+        let mut integer = true;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.i += 1;
+            let before = self.i;
+            self.digits();
+            if self.i == before {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            integer = false;
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            let before = self.i;
+            self.digits();
+            if self.i == before {
+                return None;
+            }
+        }
+        self.delimited()?;
+        Some((self.text.get(start..self.i)?, integer))
+    }
+
+    #[inline]
+    fn digits(&mut self) {
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+    }
+
+    /// A wanted field's value into its column.
+    fn value(&mut self, column: &mut Column, nullable: bool) -> Option<()> {
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            if !nullable {
+                return None;
+            }
+            column.append_null();
+            return Some(());
+        }
+        match column {
+            Column::Int(b) => {
+                let (text, integer) = self.number()?;
+                if !integer {
+                    return None;
+                }
+                b.append_value(text.parse::<i64>().ok()?);
+            }
+            Column::Float(b) => {
+                let (text, _) = self.number()?;
+                let v = text.parse::<f64>().ok()?;
+                if !v.is_finite() {
+                    return None;
+                }
+                b.append_value(v);
+            }
+            Column::Bool(b) => match self.peek()? {
+                b't' => {
+                    self.literal(b"true")?;
+                    b.append_value(true);
+                }
+                b'f' => {
+                    self.literal(b"false")?;
+                    b.append_value(false);
+                }
+                _ => return None,
+            },
+            Column::Str(b) => {
+                let (s, e) = self.string_range()?;
+                self.delimited()?;
+                b.append_value(self.text.get(s..e)?);
+            }
+        }
+        Some(())
+    }
+
+    /// Skips a value the query does not use (any JSON value, nested up to 64 levels).
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        if depth > 64 {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => {
+                // escapes allowed here: find the closing quote
+                self.i += 1;
+                loop {
+                    let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+                    if self.b[at] == b'\\' {
+                        self.i = at + 2;
+                        if self.i > self.b.len() {
+                            return None;
+                        }
+                    } else {
+                        self.i = at + 1;
+                        return self.delimited();
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                let close = if self.next()? == b'{' { b'}' } else { b']' };
+                let object = close == b'}';
+                self.ws();
+                if self.peek()? == close {
+                    self.i += 1;
+                    return self.delimited();
+                }
+                loop {
+                    self.ws();
+                    if object {
+                        self.string_range()?;
+                        self.ws();
+                        self.expect(b':')?;
+                        self.ws();
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.next()? {
+                        b',' => continue,
+                        c if c == close => return self.delimited(),
+                        _ => return None,
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number().map(|_| ()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Float64, true),
+            Field::new("ok", DataType::Boolean, true),
+        ]))
+    }
+
+    fn arrow_json(schema: &SchemaRef, text: &str) -> Option<RecordBatch> {
+        let mut d = arrow_json::ReaderBuilder::new(Arc::clone(schema)).with_batch_size(1 << 20).build_decoder().ok()?;
+        let n = d.decode(text.as_bytes()).ok()?;
+        if n != text.len() {
+            return None;
+        }
+        d.flush().ok().flatten()
+    }
+
+    /// Where the fast path reads a chunk its rows are arrow-json's; on anything else it declines.
+    #[test]
+    fn agrees_with_arrow_json_or_declines() {
+        let s = schema();
+        let fast = FlatJson::new(&s).unwrap();
+        let cases = [
+            r#"{"id": 1, "name": "a", "price": 1.5, "ok": true}"#,
+            r#"{"ok":false,"price":-2e3,"name":"b c","id":-7}"#,
+            r#"{"id": null, "name": null}"#,
+            r#"{}"#,
+            r#"{"id": 3, "extra": {"x": [1, 2, {"y": "z\"q"}]}, "name": "x"}"#,
+            r#"{"id": 3, "skipped": "with \"escapes\" and \\ ", "price": 0}"#,
+            r#"{"id": 1.5}"#,
+            r#"{"id": "7"}"#,
+            r#"{"name": 5}"#,
+            r#"{"name": "esc\"aped"}"#,
+            r#"{"id": 1, "id": 2}"#,
+            r#"{"id": 01}"#,
+            r#"{"id": 1,}"#,
+            r#"{"id": 99999999999999999999}"#,
+            r#"{"price": 1e400}"#,
+            r#"{"name": "ünïcødé ✓"}"#,
+            r#"{"id": 1} {"id": 2}"#,
+            r#"[1, 2]"#,
+            r#"{"ok": tru}"#,
+            r#"{"id": -0, "price": -0.0}"#,
+            "{\"name\": \"tab\there\", \"x\": \"ctl\u{1}\"}",
+        ];
+        let mut fast_count = 0;
+        for case in cases {
+            let text = format!("{case}\n{case}\n");
+            match fast.decode(text.as_bytes(), 1024) {
+                Some(batches) => {
+                    fast_count += 1;
+                    let got = arrow::compute::concat_batches(&s, &batches).unwrap();
+                    assert_eq!(Some(got), arrow_json(&s, &text), "{case}");
+                }
+                None => {}
+            }
+        }
+        assert!(fast_count >= 8, "the common shapes take the fast path ({fast_count})");
+        // declined: escapes in a wanted string, wrong types, repeats, bad numbers and text
+        for case in [r#"{"name": "esc\"aped"}"#, r#"{"id": 1.5}"#, r#"{"id": "7"}"#, r#"{"id": 1, "id": 2}"#, r#"{"id": 01}"#, r#"{"ok": tru}"#] {
+            assert!(fast.decode(case.as_bytes(), 10).is_none(), "{case}");
+        }
+    }
+
+    /// Random flat records, with fields missing, reordered and unknown, in batches.
+    #[test]
+    fn random_records_match_arrow_json() {
+        let s = schema();
+        let fast = FlatJson::new(&s).unwrap();
+        let mut seed = 11u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        let mut text = String::new();
+        for _ in 0..5000 {
+            let mut parts = Vec::new();
+            if rnd() % 5 > 0 {
+                parts.push(format!(r#""id": {}"#, rnd() as i64 - (1 << 30)));
+            }
+            if rnd() % 5 > 0 {
+                parts.push(format!(r#""name": "n{}""#, rnd() % 1000));
+            }
+            if rnd() % 5 > 0 {
+                parts.push(format!(r#""price": {}.{}"#, rnd() % 100_000, rnd() % 1000));
+            }
+            if rnd() % 3 == 0 {
+                parts.push(r#""ok": true"#.to_string());
+            }
+            if rnd() % 4 == 0 {
+                parts.push(format!(r#""other": [{}, "x", {{"k": null}}]"#, rnd()));
+            }
+            let len = parts.len();
+            parts.rotate_left(rnd() as usize % (len + 1) % len.max(1));
+            text.push_str(&format!("{{{}}}\n", parts.join(", ")));
+        }
+        let batches = fast.decode(text.as_bytes(), 777).expect("all flat");
+        assert!(batches.iter().all(|b| b.num_rows() <= 777));
+        assert_eq!(Some(arrow::compute::concat_batches(&s, &batches).unwrap()), arrow_json(&s, &text));
+    }
+
+    #[test]
+    fn other_types_are_left_to_arrow_json() {
+        let s = Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), true)]));
+        assert!(FlatJson::new(&s).is_none());
+    }
+}
