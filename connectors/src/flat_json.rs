@@ -104,10 +104,10 @@ impl FlatJson {
                     p.ws();
                     p.expect(b':')?;
                     p.ws();
-                    let field = if self.names.get(next).is_some_and(|n| n.as_slice() == key) {
+                    let field = if self.names.get(next).is_some_and(|n| same(n, key)) {
                         Some(next)
                     } else {
-                        self.names.iter().position(|n| n.as_slice() == key)
+                        self.names.iter().position(|n| same(n, key))
                     };
                     match field {
                         Some(f) => {
@@ -145,6 +145,18 @@ impl FlatJson {
         let size = batch_size.max(1);
         Some((0..rows).step_by(size).map(|start| batch.slice(start, size.min(rows - start))).collect())
     }
+}
+
+/// Byte-wise equality; keys are short, and a call to memcmp costs more than the loop.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// Where the first `"` or `\\` is.
+#[inline]
+fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
+    memchr::memchr2(b'"', b'\\', b)
 }
 
 struct Parser<'a> {
@@ -188,8 +200,7 @@ impl<'a> Parser<'a> {
     fn string_range(&mut self) -> Option<(usize, usize)> {
         self.expect(b'"')?;
         let start = self.i;
-        let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
-        let end = start + len;
+        let end = start + find_quote_or_backslash(&self.b[start..])?;
         if self.b[end] != b'"' {
             return None;
         }
@@ -319,7 +330,7 @@ impl<'a> Parser<'a> {
                 // escapes allowed here: find the closing quote
                 self.i += 1;
                 loop {
-                    let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+                    let at = self.i + find_quote_or_backslash(&self.b[self.i..])?;
                     if self.b[at] == b'\\' {
                         self.i = at + 2;
                         if self.i > self.b.len() {
@@ -451,7 +462,8 @@ mod tests {
                 parts.push(format!(r#""id": {}"#, rnd() as i64 - (1 << 30)));
             }
             if rnd() % 5 > 0 {
-                parts.push(format!(r#""name": "n{}""#, rnd() % 1000));
+                let pad = if rnd() % 2 == 0 { "-a-longer-name-past-the-first-24-bytes" } else { "" };
+                parts.push(format!(r#""name": "n{}{pad}""#, rnd() % 1000));
             }
             if rnd() % 5 > 0 {
                 parts.push(format!(r#""price": {}.{}"#, rnd() % 100_000, rnd() % 1000));
@@ -460,7 +472,7 @@ mod tests {
                 parts.push(r#""ok": true"#.to_string());
             }
             if rnd() % 4 == 0 {
-                parts.push(format!(r#""other": [{}, "x", {{"k": null}}]"#, rnd()));
+                parts.push(format!(r#""other": [{}, "x \"quoted\" and a long tail of text", {{"k": null}}]"#, rnd()));
             }
             let len = parts.len();
             parts.rotate_left(rnd() as usize % (len + 1) % len.max(1));
