@@ -1,8 +1,8 @@
 //! Criterion micro-benchmarks of the engine's hot paths, each on in-memory data (no files),
 //! rows per second:
 //!
-//! - `json_decode`: JSON Lines text → Arrow with arrow-json's decoder (what `file_source` and
-//!   the Kafka source do with message values);
+//! - `json_decode`: JSON Lines text → Arrow with arrow-json's decoder and with our one-pass
+//!   decoder for flat records (what `file_source` and the Kafka source try first);
 //! - `filter_project`: `SELECT id, amount * 2 … WHERE amount > …` through DataFusion;
 //! - `window_update`: `GROUP BY TUMBLE(ts, …), k` through our `WindowAggregateExec`
 //!   (pane tables updated with DataFusion's vectorised accumulators);
@@ -108,6 +108,29 @@ fn json_decode(c: &mut Criterion) {
             if let Some(batch) = decoder.flush().unwrap() {
                 rows += batch.num_rows();
             }
+            assert_eq!(rows, ROWS);
+        })
+    });
+    // the one-pass decoder the sources try first, on the same text, a batch-sized chunk at a time
+    let flat = ferris_connectors::flat_json::FlatJson::new(&events_schema()).expect("a flat schema");
+    let chunks: Vec<&[u8]> = {
+        let mut out = Vec::new();
+        let (mut start, mut lines) = (0, 0);
+        for (i, c) in text.bytes().enumerate() {
+            if c == b'\n' {
+                lines += 1;
+                if lines == BATCH {
+                    out.push(&text.as_bytes()[start..=i]);
+                    (start, lines) = (i + 1, 0);
+                }
+            }
+        }
+        out.push(&text.as_bytes()[start..]);
+        out
+    };
+    g.bench_function("1M rows, one-pass flat decoder", |b| {
+        b.iter(|| {
+            let rows: usize = chunks.iter().map(|c| flat.decode(c, BATCH).expect("flat records").iter().map(|b| b.num_rows()).sum::<usize>()).sum();
             assert_eq!(rows, ROWS);
         })
     });
