@@ -332,10 +332,13 @@ impl<'a> Parser<'a> {
                 loop {
                     let at = self.i + find_quote_or_backslash(&self.b[self.i..])?;
                     if self.b[at] == b'\\' {
-                        self.i = at + 2;
-                        if self.i > self.b.len() {
-                            return None;
-                        }
+                        // a valid escape, as arrow-json demands even of fields it skips
+                        let n = match self.b.get(at + 1)? {
+                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 2,
+                            b'u' if self.b.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => 6,
+                            _ => return None,
+                        };
+                        self.i = at + n;
                     } else {
                         self.i = at + 1;
                         return self.delimited();
@@ -410,6 +413,7 @@ mod tests {
             r#"{}"#,
             r#"{"id": 3, "extra": {"x": [1, 2, {"y": "z\"q"}]}, "name": "x"}"#,
             r#"{"id": 3, "skipped": "with \"escapes\" and \\ ", "price": 0}"#,
+            r#"{"id": 4, "skipped": "\u00e9\/\b\f\n\r\t", "price": 1}"#,
             r#"{"id": 1.5}"#,
             r#"{"id": "7"}"#,
             r#"{"name": 5}"#,
@@ -439,8 +443,9 @@ mod tests {
             }
         }
         assert!(fast_count >= 8, "the common shapes take the fast path ({fast_count})");
-        // declined: escapes in a wanted string, wrong types, repeats, bad numbers and text
-        for case in [r#"{"name": "esc\"aped"}"#, r#"{"id": 1.5}"#, r#"{"id": "7"}"#, r#"{"id": 1, "id": 2}"#, r#"{"id": 01}"#, r#"{"ok": tru}"#] {
+        // declined: escapes in a wanted string, wrong types, repeats, bad numbers and text, a
+        // bad escape even in a field not wanted
+        for case in [r#"{"x": "bad \q escape"}"#, r#"{"x": "short \u12"}"#, r#"{"name": "esc\"aped"}"#, r#"{"id": 1.5}"#, r#"{"id": "7"}"#, r#"{"id": 1, "id": 2}"#, r#"{"id": 01}"#, r#"{"ok": tru}"#] {
             assert!(fast.decode(case.as_bytes(), 10).is_none(), "{case}");
         }
     }
