@@ -304,21 +304,15 @@ impl ValueDecoder {
     /// All values at once; on any error, one at a time.
     fn decode_json(&self, msgs: &MessageBatch) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
         let n = msgs.len();
-        if let Some(batches) = self.flat.as_ref().and_then(|f| f.decode(&msgs.values, usize::MAX)) {
+        // All values at once: the one-pass decoder when they are flat, else arrow-json.
+        let whole = match self.flat.as_ref().and_then(|f| f.decode(&msgs.values, usize::MAX)) {
+            Some(batches) => Some(batches),
+            None => decode_all(&mut self.json_decoder()?, &msgs.values).ok(),
+        };
+        if let Some(batches) = whole {
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             if rows == n && (0..n).all(|i| !msgs.value(i).iter().all(u8::is_ascii_whitespace)) {
-                return Ok(match batches.as_slice() {
-                    [one] => (one.columns().to_vec(), Vec::new()),
-                    _ => (self.concat(&batches)?, Vec::new()),
-                });
-            }
-        }
-        let mut decoder = self.json_decoder()?;
-        let fast = decode_all(&mut decoder, &msgs.values);
-        if let Ok(batches) = &fast {
-            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            if rows == n && (0..n).all(|i| !msgs.value(i).iter().all(u8::is_ascii_whitespace)) {
-                return Ok((self.concat(batches)?, Vec::new()));
+                return Ok((self.concat(&batches)?, Vec::new()));
             }
         }
         let mut good = Vec::new();
@@ -343,6 +337,9 @@ impl ValueDecoder {
     }
 
     fn concat(&self, batches: &[RecordBatch]) -> Result<Vec<ArrayRef>> {
+        if let [one] = batches {
+            return Ok(one.columns().to_vec());
+        }
         let b = arrow::compute::concat_batches(&self.json_schema, batches).map_err(|e| ConnectorError::arrow("joining decoded rows", e))?;
         Ok(b.columns().to_vec())
     }
