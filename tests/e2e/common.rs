@@ -176,7 +176,14 @@ pub fn stop_with_sigint(child: &mut std::process::Child) -> String {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        assert!(Instant::now() < deadline, "the job did not stop on SIGINT");
+        if Instant::now() >= deadline {
+            // Killed, so that what it said can be shown.
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
+            panic!("the job did not stop on SIGINT within 10 s; it said:\n{stderr}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();

@@ -253,6 +253,11 @@ impl ConsumerContext for ReaderContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // A partition revoked and assigned again in one poll (the first join) is ours:
+                // the positions read after this must not be forgotten as revoked.
+                let mut r = self.revoked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                r.retain(|(t, p)| tpl.find_partition(t, *p).is_none());
+                drop(r);
                 let parts: Vec<String> = tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
                 info!(source = %self.name, "assigned partitions: {}", parts.join(", "));
             }
@@ -280,18 +285,56 @@ impl std::fmt::Debug for OffsetCommitter {
     }
 }
 
+/// How long a stopping job waits for its last offset commit.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
+
 impl PositionCommitter for OffsetCommitter {
     fn commit(&self, positions: &[(String, i32, i64)], wait: bool) {
+        // Only partitions this consumer owns now: after a lost session (a broker outage longer
+        // than `session.timeout.ms`) the assignment is revoked, and committing for a partition
+        // it no longer has fails with "unknown member" and sets the group rejoin back, again
+        // at every barrier, so the consumer never got its partitions back.
+        let owned = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(source = %self.name, "offset commit skipped: cannot read the assignment: {e}");
+                return;
+            }
+        };
         let mut tpl = TopicPartitionList::new();
         for (t, p, o) in positions {
+            if owned.find_partition(t, *p).is_none() {
+                debug!(source = %self.name, "not committing {t}/{p}@{o}: the partition is no longer assigned to this reader");
+                continue;
+            }
             if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
                 warn!(source = %self.name, "cannot commit {t}/{p}@{o}: {e}");
             }
         }
-        let mode = if wait { CommitMode::Sync } else { CommitMode::Async };
-        match self.consumer.commit(&tpl, mode) {
-            Ok(()) => debug!(source = %self.name, "committed {} offsets", positions.len()),
-            Err(e) => warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}"),
+        if tpl.count() == 0 {
+            return;
+        }
+        if !wait {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}");
+            }
+            return;
+        }
+        // A synchronous commit has no timeout in librdkafka: wait for it on a thread of its
+        // own, a bounded time, so that a broker that is away cannot keep a job from stopping.
+        let consumer = Arc::clone(&self.consumer);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("kafka-final-commit".into()).spawn(move || {
+            let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+        });
+        let outcome = match spawned {
+            Ok(_) => rx.recv_timeout(FINAL_COMMIT_WAIT).map_err(|_| format!("no answer within {}s", FINAL_COMMIT_WAIT.as_secs())),
+            Err(e) => Err(format!("cannot start the commit thread: {e}")),
+        };
+        match outcome {
+            Ok(Ok(())) => debug!(source = %self.name, "committed {} offsets", positions.len()),
+            Ok(Err(e)) => warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}"),
+            Err(e) => warn!(source = %self.name, "last offset commit not confirmed ({e}): rows may be read again after a restart"),
         }
     }
 }

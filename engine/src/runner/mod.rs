@@ -199,91 +199,96 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let mut stopped = false;
     let mut stop_alive = true;
     let mut stop_deadline: Option<Instant> = None;
+    // The query's stream, kept to be closed off the runtime at the end (see `close_bounded`).
+    let mut finished_stream = None;
     match execute_stream(Arc::clone(&job.plan), job.ctx.task_ctx()) {
         Err(e) => error = Some(describe_datafusion_error(&e)),
-        Ok(mut stream) => loop {
-            tokio::select! {
-                biased;
-                changed = opts.stop.changed(), if stop_alive && stop_deadline.is_none() => {
-                    if changed.is_err() {
-                        stop_alive = false; // nobody can ask us to stop any more
-                    } else if *opts.stop.borrow() {
-                        info!(job = %name, "stop requested: flushing sinks");
-                        stopped = true;
-                        if gates.is_empty() {
-                            break;
-                        }
-                        // A last barrier, so that what the sinks received is committed.
-                        stop_deadline = Some(Instant::now() + STOP_DRAIN);
-                        if barrier.is_none() {
-                            gates.iter().for_each(|g| g.open());
-                            barrier = Some(Instant::now());
-                        }
-                    }
-                }
-                Some(msg) = fatal_rx.recv() => {
-                    error = Some(msg);
-                    break;
-                }
-                _ = commit_tick.tick(), if !gates.is_empty() && barrier.is_none() => {
-                    gates.iter().for_each(|g| g.open());
-                    barrier = Some(Instant::now());
-                }
-                _ = barrier_check.tick(), if barrier.is_some() => {
-                    let quiet = gates.iter().all(|g| g.quiet());
-                    if quiet {
-                        // Nothing left the readers since: drain what is in flight, then have
-                        // every sink acknowledge before committing.
-                        let mut ended = false;
-                        while let Some(next) = stream.next().now_or_never() {
-                            match next {
-                                Some(Ok(batch)) => out.deliver(batch).await,
-                                Some(Err(e)) => {
-                                    error = Some(describe_datafusion_error(&e));
-                                    ended = true;
-                                    break;
-                                }
-                                None => {
-                                    ended = true;
-                                    break;
-                                }
-                            }
-                        }
-                        let acked = error.is_none() && out.flush_all().await;
-                        if stop_deadline.is_some() {
-                            gates.iter().for_each(|g| g.release_final(acked));
-                        } else {
-                            gates.iter().for_each(|g| g.release(acked));
-                        }
-                        barrier = None;
-                        if ended || stop_deadline.is_some() {
-                            break;
-                        }
-                    } else if let Some(opened) = barrier {
-                        if let Some(deadline) = stop_deadline {
-                            if Instant::now() >= deadline {
-                                warn!(job = %name, "stopping without a last commit: rows still in flight after {}s", STOP_DRAIN.as_secs());
-                                gates.iter().for_each(|g| g.release(false));
+        Ok(mut stream) => {
+            loop {
+                tokio::select! {
+                    biased;
+                    changed = opts.stop.changed(), if stop_alive && stop_deadline.is_none() => {
+                        if changed.is_err() {
+                            stop_alive = false; // nobody can ask us to stop any more
+                        } else if *opts.stop.borrow() {
+                            info!(job = %name, "stop requested: flushing sinks");
+                            stopped = true;
+                            if gates.is_empty() {
                                 break;
                             }
-                        } else if opened.elapsed() > BARRIER_TIMEOUT.max(commit_every) {
-                            // An operator is not reading some input (join alignment): try later.
-                            debug!(job = %name, "commit barrier timed out; retrying at the next interval");
-                            gates.iter().for_each(|g| g.release(false));
-                            barrier = None;
+                            // A last barrier, so that what the sinks received is committed.
+                            stop_deadline = Some(Instant::now() + STOP_DRAIN);
+                            if barrier.is_none() {
+                                gates.iter().for_each(|g| g.open());
+                                barrier = Some(Instant::now());
+                            }
                         }
                     }
-                }
-                next = stream.next() => match next {
-                    None => break,
-                    Some(Err(e)) => {
-                        error = Some(describe_datafusion_error(&e));
+                    Some(msg) = fatal_rx.recv() => {
+                        error = Some(msg);
                         break;
                     }
-                    Some(Ok(batch)) => out.deliver(batch).await,
+                    _ = commit_tick.tick(), if !gates.is_empty() && barrier.is_none() => {
+                        gates.iter().for_each(|g| g.open());
+                        barrier = Some(Instant::now());
+                    }
+                    _ = barrier_check.tick(), if barrier.is_some() => {
+                        let quiet = gates.iter().all(|g| g.quiet());
+                        if quiet {
+                            // Nothing left the readers since: drain what is in flight, then have
+                            // every sink acknowledge before committing.
+                            let mut ended = false;
+                            while let Some(next) = stream.next().now_or_never() {
+                                match next {
+                                    Some(Ok(batch)) => out.deliver(batch).await,
+                                    Some(Err(e)) => {
+                                        error = Some(describe_datafusion_error(&e));
+                                        ended = true;
+                                        break;
+                                    }
+                                    None => {
+                                        ended = true;
+                                        break;
+                                    }
+                                }
+                            }
+                            let acked = error.is_none() && out.flush_all().await;
+                            if stop_deadline.is_some() {
+                                gates.iter().for_each(|g| g.release_final(acked));
+                            } else {
+                                gates.iter().for_each(|g| g.release(acked));
+                            }
+                            barrier = None;
+                            if ended || stop_deadline.is_some() {
+                                break;
+                            }
+                        } else if let Some(opened) = barrier {
+                            if let Some(deadline) = stop_deadline {
+                                if Instant::now() >= deadline {
+                                    warn!(job = %name, "stopping without a last commit: rows still in flight after {}s", STOP_DRAIN.as_secs());
+                                    gates.iter().for_each(|g| g.release(false));
+                                    break;
+                                }
+                            } else if opened.elapsed() > BARRIER_TIMEOUT.max(commit_every) {
+                                // An operator is not reading some input (join alignment): try later.
+                                debug!(job = %name, "commit barrier timed out; retrying at the next interval");
+                                gates.iter().for_each(|g| g.release(false));
+                                barrier = None;
+                            }
+                        }
+                    }
+                    next = stream.next() => match next {
+                        None => break,
+                        Some(Err(e)) => {
+                            error = Some(describe_datafusion_error(&e));
+                            break;
+                        }
+                        Some(Ok(batch)) => out.deliver(batch).await,
+                    }
                 }
             }
-        },
+            finished_stream = Some(stream);
+        }
     }
     gates.iter().for_each(|g| g.release(false));
     let Outputs { mut sinks, fallback, fallback_rows, .. } = out;
@@ -332,7 +337,29 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         state_bytes: operator_counter(&job.plan, "state_bytes"),
         error,
     };
+    close_bounded(&report.name, (finished_stream, job)).await;
     report
+}
+
+/// How long a finished job waits for its sources to close.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// Drops a job's stream and plan (its sources' clients) on a thread of its own and waits for
+/// that a bounded time. Closing a Kafka consumer leaves its group and can block for as long as
+/// the broker is away; a stopping job must not hang on it, nor block the runtime's threads.
+async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("ferris-close".into()).spawn(move || {
+        drop(parts);
+        let _ = tx.send(());
+    });
+    if spawned.is_err() {
+        warn!(job = %job, "cannot start a thread to close the sources");
+        return;
+    }
+    if tokio::time::timeout(CLOSE_WAIT, rx).await.is_err() {
+        warn!(job = %job, "the sources did not close within {}s (a Kafka consumer leaving its group while the broker is away): not waiting longer", CLOSE_WAIT.as_secs());
+    }
 }
 
 /// The sum of the counter `name` over every operator of `plan` (e.g. `late_rows_dropped` of
