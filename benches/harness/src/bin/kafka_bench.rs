@@ -9,6 +9,7 @@
 //! cargo run --release -p ferris-bench --bin kafka-bench -- --bids target/nexmark/1000000/bid.jsonl --records 500000
 //! ```
 //!
+//! `KAFKA_BENCH_LOG=info` shows the job's log (default: warnings only).
 //! `KAFKA_BENCH_WITH="'bid.commit.interval' = '10s'"` adds keys to the job's WITH clause.
 //! `--records 0` runs only the latency runs; `--mock` runs against librdkafka's mock cluster
 //! (in this process) instead of the broker, to separate what the job adds from the broker's own
@@ -115,10 +116,13 @@ fn price_of(line: &str) -> i64 {
     line.split("\"price\":").nth(1).and_then(|r| r.split(',').next()).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
 }
 
+/// The job of every run: Nexmark q1's shape, from `input` into `output`. Each run has a
+/// consumer group of its own: on tansu, a group whose earlier members read another topic was
+/// seen never to rebalance for a new member (100 s without an assignment).
 fn job_sql(args: &Args, input: &str, output: &str, batch: &str) -> String {
     format!(
         "CREATE STREAM kafka_bench AS SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000 \
-         INTO out WITH ('bid.type' = 'kafka_source', 'bid.bootstrap.servers' = '{b}', 'bid.topic' = '{input}', \
+         INTO out WITH ('bid.type' = 'kafka_source', 'bid.bootstrap.servers' = '{b}', 'bid.topic' = '{input}', 'bid.group.id' = 'group-{input}', \
          'bid.schema' = 'auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time VARCHAR, extra VARCHAR, sent_us BIGINT', \
          'bid.session.timeout.ms' = '6000', 'bid.fetch.wait.max.ms' = '10', 'bid.fetch.error.backoff.ms' = '10', \
          'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1' {batch}{extra});",
@@ -132,7 +136,7 @@ fn start_job(args: &Args, sql: &str, dir: &Path) -> Child {
     std::fs::write(&file, sql).expect("write the job");
     Command::new(&args.ferris)
         .args(["run", file.to_str().unwrap_or_default(), "--no-progress", "--report-json"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("KAFKA_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
