@@ -86,6 +86,11 @@ impl FlatJson {
         let mut p = Parser { b: chunk, text, i: 0 };
         let mut rows = 0usize;
         let all: u64 = if self.names.len() == 64 { u64::MAX } else { (1u64 << self.names.len()) - 1 };
+        // The keys of the records so far, by position (where in `chunk` the key's bytes are,
+        // and its column): records of one stream mostly repeat one key order, so a key is
+        // recognised by comparing it with the one expected there, without searching for its
+        // closing quote or among the schema's names.
+        let mut shape: Vec<((usize, usize), Option<usize>)> = Vec::new();
         loop {
             p.ws();
             if p.i >= p.b.len() {
@@ -93,29 +98,37 @@ impl FlatJson {
             }
             p.expect(b'{')?;
             let mut seen = 0u64;
-            let mut next = 0usize; // keys usually come in schema order: try that one first
             p.ws();
             if p.peek()? == b'}' {
                 p.i += 1;
             } else {
+                let mut k = 0usize;
                 loop {
                     p.ws();
-                    let key = p.string_bytes()?;
+                    let known = shape.get(k).and_then(|&((s, e), f)| p.key_is(&chunk[s..e]).then_some(f));
+                    let field = match known {
+                        Some(f) => f,
+                        None => {
+                            let (s, e) = p.string_range()?;
+                            let f = self.names.iter().position(|n| same(n, &chunk[s..e]));
+                            if k < shape.len() {
+                                shape[k] = ((s, e), f);
+                            } else {
+                                shape.push(((s, e), f));
+                            }
+                            f
+                        }
+                    };
+                    k += 1;
                     p.ws();
                     p.expect(b':')?;
                     p.ws();
-                    let field = if self.names.get(next).is_some_and(|n| same(n, key)) {
-                        Some(next)
-                    } else {
-                        self.names.iter().position(|n| same(n, key))
-                    };
                     match field {
                         Some(f) => {
                             if seen & (1 << f) != 0 {
                                 return None; // a repeated key: leave it to arrow-json
                             }
                             seen |= 1 << f;
-                            next = f + 1;
                             p.value(&mut columns[f], self.nullable[f])?;
                         }
                         None => p.skip_value(0)?,
@@ -208,10 +221,46 @@ impl<'a> Parser<'a> {
         Some((start, end))
     }
 
+    /// The next string is exactly `name` (which has no quote or backslash): it is skipped.
     #[inline]
-    fn string_bytes(&mut self) -> Option<&'a [u8]> {
-        let (s, e) = self.string_range()?;
-        Some(&self.b[s..e])
+    fn key_is(&mut self, name: &[u8]) -> bool {
+        let (start, end) = (self.i + 1, self.i + 1 + name.len());
+        let hit = self.b.get(self.i) == Some(&b'"') && self.b.get(end) == Some(&b'"') && self.b.get(start..end).is_some_and(|k| same(k, name));
+        if hit {
+            self.i = end + 1;
+        }
+        hit
+    }
+
+    /// An integer (JSON's grammar, no fraction or exponent), computed as it is read; `None`
+    /// for anything else or one outside i64.
+    #[inline]
+    fn integer(&mut self) -> Option<i64> {
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.i += 1;
+        }
+        // accumulated negatively, so that i64::MIN fits
+        let mut v: i64 = match self.next()? {
+            b'0' => 0,
+            c @ b'1'..=b'9' => {
+                let mut v = -i64::from(c - b'0');
+                while let Some(&c) = self.b.get(self.i) {
+                    if !c.is_ascii_digit() {
+                        break;
+                    }
+                    v = v.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
+                    self.i += 1;
+                }
+                v
+            }
+            _ => return None,
+        };
+        if !negative {
+            v = v.checked_neg()?;
+        }
+        self.delimited()?;
+        Some(v)
     }
 
     #[inline]
@@ -285,13 +334,7 @@ impl<'a> Parser<'a> {
             return Some(());
         }
         match column {
-            Column::Int(b) => {
-                let (text, integer) = self.number()?;
-                if !integer {
-                    return None;
-                }
-                b.append_value(text.parse::<i64>().ok()?);
-            }
+            Column::Int(b) => b.append_value(self.integer()?),
             Column::Float(b) => {
                 let (text, _) = self.number()?;
                 let v = text.parse::<f64>().ok()?;
@@ -451,6 +494,33 @@ mod tests {
     }
 
     /// Random flat records, with fields missing, reordered and unknown, in batches.
+    #[test]
+    fn keys_in_changing_orders_and_integer_bounds_match_arrow_json() {
+        // Keys recognised by the key expected at their position: a key that is a prefix of
+        // another, or the expected one followed by more text, must not match it.
+        let s = schema();
+        let fast = FlatJson::new(&s).unwrap();
+        let text = [
+            r#"{"id": 1, "name": "a"}"#,
+            r#"{"name": "b", "id": 2}"#,
+            r#"{"idx": 5, "id": 3, "i": "q"}"#,
+            r#"{"i": 6, "idx": "7", "id": 4}"#,
+            r#"{"id": 9223372036854775807, "ok": true}"#,
+            r#"{"id": -9223372036854775808, "price": 2}"#,
+            r#"{"id": -0, "name": "" }"#,
+            r#"{"price": 1.25, "name": "n", "id": 4, "ok": false}"#,
+            r#"{ "id" : 5 , "nam": "x", "name" : "y" }"#,
+            r#"{"id": 5}"#,
+        ]
+        .join("\n");
+        let got = fast.decode(text.as_bytes(), 3).expect("all flat");
+        assert_eq!(Some(arrow::compute::concat_batches(&s, &got).unwrap()), arrow_json(&s, &text));
+        // out of i64's range: declined (arrow-json decides)
+        for case in [r#"{"id": 9223372036854775808}"#, r#"{"id": -9223372036854775809}"#, r#"{"id": -}"#, r#"{"id": 1e3}"#] {
+            assert!(fast.decode(case.as_bytes(), 10).is_none(), "{case}");
+        }
+    }
+
     #[test]
     fn random_records_match_arrow_json() {
         let s = schema();

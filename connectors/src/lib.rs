@@ -18,6 +18,7 @@ pub mod connector_type;
 pub mod error;
 pub mod failure;
 pub mod file;
+pub mod flat_csv;
 pub mod flat_json;
 pub mod flight;
 pub mod kafka;

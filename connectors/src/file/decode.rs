@@ -30,9 +30,21 @@ pub struct TextDecoder {
     format: FileFormat,
     batch_size: usize,
     inner: Inner,
-    /// JSON of the common flat shape, read in one pass (arrow-json for everything else).
-    flat: Option<crate::flat_json::FlatJson>,
+    /// Records of the common flat shape, read in one pass (arrow-json or arrow-csv for
+    /// everything else); dropped after [`FLAT_GIVE_UP`] chunks in a row it declined.
+    flat: Option<Flat>,
+    declined: usize,
 }
+
+/// One-pass decoders for the plain shapes of the text formats.
+enum Flat {
+    Json(crate::flat_json::FlatJson),
+    Csv(crate::flat_csv::FlatCsv),
+}
+
+/// Chunks in a row a one-pass decoder may decline before a file stops trying it (a file of
+/// another shape then costs one failed attempt per chunk only this many times).
+const FLAT_GIVE_UP: usize = 16;
 
 // One per open file or decoder: boxing the larger variant buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -52,8 +64,14 @@ impl TextDecoder {
             None => Arc::clone(&schema),
         };
         let inner = Self::build(&schema, projection.as_deref(), &output, format, batch_size)?;
-        let flat = matches!(format, FileFormat::Json | FileFormat::JsonLines).then(|| crate::flat_json::FlatJson::new(&output)).flatten();
-        Ok(Self { schema, projection, output, format, batch_size, inner, flat })
+        let flat = match format {
+            FileFormat::Json | FileFormat::JsonLines => crate::flat_json::FlatJson::new(&output).map(Flat::Json),
+            FileFormat::Csv { delimiter, quote, .. } => {
+                crate::flat_csv::FlatCsv::new(&schema, projection.as_deref(), &output, delimiter, quote).map(Flat::Csv)
+            }
+            FileFormat::Parquet => None,
+        };
+        Ok(Self { schema, projection, output, format, batch_size, inner, flat, declined: 0 })
     }
 
     fn build(schema: &SchemaRef, projection: Option<&[usize]>, output: &SchemaRef, format: FileFormat, batch_size: usize) -> Result<Inner> {
@@ -122,8 +140,20 @@ impl TextDecoder {
     /// Decodes `chunk`, whole lines each ending in `\n`. `line_of(i)` gives the file line of the
     /// chunk's i-th line. Returns the good rows and the bad records.
     pub fn decode_chunk(&mut self, chunk: &[u8], line_of: &dyn Fn(usize) -> u64) -> Result<(Vec<RecordBatch>, Vec<BadRecord>)> {
-        if let Some(batches) = self.flat.as_ref().and_then(|f| f.decode(chunk, self.batch_size)) {
+        let fast = match &self.flat {
+            Some(Flat::Json(f)) => f.decode(chunk, self.batch_size),
+            Some(Flat::Csv(f)) => f.decode(chunk, self.batch_size),
+            None => None,
+        };
+        if let Some(batches) = fast {
+            self.declined = 0;
             return Ok((batches, Vec::new()));
+        }
+        if self.flat.is_some() {
+            self.declined += 1;
+            if self.declined >= FLAT_GIVE_UP {
+                self.flat = None;
+            }
         }
         let mut out = Vec::new();
         match self.decode_all(chunk, &mut out) {
