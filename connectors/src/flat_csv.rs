@@ -47,10 +47,10 @@ const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10
 
 impl FlatCsv {
     /// A decoder for files of `schema` producing the `projection` of its columns (`output`),
-    /// when every produced column is Utf8, Int64 or Float64 and delimiter and quote are not
-    /// `\n` or `\r`.
+    /// when the file has columns, every produced column is Utf8, Int64 or Float64 and
+    /// delimiter and quote are not `\n` or `\r`.
     pub fn new(schema: &SchemaRef, projection: Option<&[usize]>, output: &SchemaRef, delimiter: u8, quote: u8) -> Option<Self> {
-        if [delimiter, quote].iter().any(|c| matches!(c, b'\n' | b'\r')) || delimiter == quote {
+        if [delimiter, quote].iter().any(|c| matches!(c, b'\n' | b'\r')) || delimiter == quote || schema.fields().is_empty() {
             return None;
         }
         let wanted: Vec<usize> = projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
