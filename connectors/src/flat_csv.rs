@@ -12,30 +12,17 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-enum Column {
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Str(StringBuilder),
-}
-
-/// What to do with each field of a line: skip it, or parse it into output column `i`.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Skip,
-    Int(usize),
-    Float(usize),
-    Str(usize),
-}
+use crate::flat_columns::{into_batches, Column};
 
 /// Decodes plain CSV into batches of the output schema, or declines (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FlatCsv {
     output: SchemaRef,
-    slots: Vec<Slot>,
+    /// For each field of a line, the output column it goes into (`None`: skipped).
+    slots: Vec<Option<usize>>,
     nullable: Vec<bool>,
     delimiter: u8,
     quote: u8,
@@ -54,18 +41,14 @@ impl FlatCsv {
             return None;
         }
         let wanted: Vec<usize> = projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
-        let mut slots = vec![Slot::Skip; schema.fields().len()];
+        let mut slots = vec![None; schema.fields().len()];
         for (out, &field) in wanted.iter().enumerate() {
-            let slot = match schema.fields().get(field)?.data_type() {
-                DataType::Int64 => Slot::Int(out),
-                DataType::Float64 => Slot::Float(out),
-                DataType::Utf8 => Slot::Str(out),
-                _ => return None,
-            };
-            if !matches!(slots[field], Slot::Skip) {
+            if !matches!(schema.fields().get(field)?.data_type(), DataType::Int64 | DataType::Float64 | DataType::Utf8) {
+                return None;
+            }
+            if slots[field].replace(out).is_some() {
                 return None; // a column produced twice: left to arrow-csv
             }
-            slots[field] = slot;
         }
         Some(Self {
             output: Arc::clone(output),
@@ -83,16 +66,7 @@ impl FlatCsv {
             return None;
         }
         let text = std::str::from_utf8(chunk).ok()?;
-        let mut columns: Vec<Column> = self
-            .output
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Int64 => Column::Int(Int64Builder::with_capacity(1024)),
-                DataType::Float64 => Column::Float(Float64Builder::with_capacity(1024)),
-                _ => Column::Str(StringBuilder::with_capacity(1024, chunk.len() / 2)),
-            })
-            .collect();
+        let mut columns = Column::for_schema(&self.output, chunk.len());
         let last = self.slots.len() - 1;
         let mut rows = 0usize;
         let mut start = 0usize;
@@ -111,32 +85,18 @@ impl FlatCsv {
                     at + memchr::memchr(self.delimiter, &chunk[at..end])? // fewer: declined by `?`
                 };
                 let value = &chunk[at..stop];
-                match *slot {
-                    Slot::Skip => {}
-                    Slot::Int(c) | Slot::Float(c) | Slot::Str(c) if value.is_empty() => {
-                        if !self.nullable[c] {
-                            return None;
+                if let Some(c) = *slot {
+                    match &mut columns[c] {
+                        _ if value.is_empty() => {
+                            if !self.nullable[c] {
+                                return None;
+                            }
+                            columns[c].append_null();
                         }
-                        match &mut columns[c] {
-                            Column::Int(b) => b.append_null(),
-                            Column::Float(b) => b.append_null(),
-                            Column::Str(b) => b.append_null(),
-                        }
-                    }
-                    Slot::Int(c) => {
-                        if let Column::Int(b) = &mut columns[c] {
-                            b.append_value(plain_i64(value)?);
-                        }
-                    }
-                    Slot::Float(c) => {
-                        if let Column::Float(b) = &mut columns[c] {
-                            b.append_value(plain_f64(value)?);
-                        }
-                    }
-                    Slot::Str(c) => {
-                        if let Column::Str(b) = &mut columns[c] {
-                            b.append_value(text.get(at..stop)?);
-                        }
+                        Column::Int(b) => b.append_value(plain_i64(value)?),
+                        Column::Float(b) => b.append_value(plain_f64(value)?),
+                        Column::Str(b) => b.append_value(text.get(at..stop)?),
+                        Column::Bool(_) => return None, // not built for CSV (see `new`)
                     }
                 }
                 at = stop + 1;
@@ -144,19 +104,7 @@ impl FlatCsv {
             rows += 1;
             start = end + 1;
         }
-        let arrays: Vec<ArrayRef> = columns
-            .iter_mut()
-            .map(|c| -> ArrayRef {
-                match c {
-                    Column::Int(b) => Arc::new(b.finish()),
-                    Column::Float(b) => Arc::new(b.finish()),
-                    Column::Str(b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
-        let batch = RecordBatch::try_new(Arc::clone(&self.output), arrays).ok()?;
-        let size = batch_size.max(1);
-        Some((0..rows).step_by(size).map(|s| batch.slice(s, size.min(rows - s))).collect())
+        into_batches(&self.output, &mut columns, rows, batch_size)
     }
 }
 

@@ -12,36 +12,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-enum Column {
-    Int(Int64Builder),
-    Float(Float64Builder),
-    Bool(BooleanBuilder),
-    Str(StringBuilder),
-}
-
-impl Column {
-    fn append_null(&mut self) {
-        match self {
-            Column::Int(b) => b.append_null(),
-            Column::Float(b) => b.append_null(),
-            Column::Bool(b) => b.append_null(),
-            Column::Str(b) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Column::Int(b) => Arc::new(b.finish()),
-            Column::Float(b) => Arc::new(b.finish()),
-            Column::Bool(b) => Arc::new(b.finish()),
-            Column::Str(b) => Arc::new(b.finish()),
-        }
-    }
-}
+use crate::flat_columns::{into_batches, Column};
 
 /// Decodes flat JSON objects into batches of `schema`, or declines (see the module docs).
 #[derive(Debug, Clone)]
@@ -72,17 +46,7 @@ impl FlatJson {
     /// rows; `None` when the chunk is not all of the shape this decoder reads.
     pub fn decode(&self, chunk: &[u8], batch_size: usize) -> Option<Vec<RecordBatch>> {
         let text = std::str::from_utf8(chunk).ok()?;
-        let mut columns: Vec<Column> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Int64 => Column::Int(Int64Builder::with_capacity(1024)),
-                DataType::Float64 => Column::Float(Float64Builder::with_capacity(1024)),
-                DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(1024)),
-                _ => Column::Str(StringBuilder::with_capacity(1024, chunk.len() / 2)),
-            })
-            .collect();
+        let mut columns = Column::for_schema(&self.schema, chunk.len());
         let mut p = Parser { b: chunk, text, i: 0 };
         let mut rows = 0usize;
         let all: u64 = if self.names.len() == 64 { u64::MAX } else { (1u64 << self.names.len()) - 1 };
@@ -153,10 +117,7 @@ impl FlatJson {
             }
             rows += 1;
         }
-        let arrays: Vec<ArrayRef> = columns.iter_mut().map(Column::finish).collect();
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays).ok()?;
-        let size = batch_size.max(1);
-        Some((0..rows).step_by(size).map(|start| batch.slice(start, size.min(rows - start))).collect())
+        into_batches(&self.schema, &mut columns, rows, batch_size)
     }
 }
 
@@ -280,9 +241,8 @@ impl<'a> Parser<'a> {
     }
 
     /// A JSON number's text, checked against JSON's grammar.
-    fn number(&mut self) -> Option<(&'a str, bool)> {
+    fn number(&mut self) -> Option<&'a str> {
         let start = self.i;
-        let mut integer = true;
         if self.peek() == Some(b'-') {
             self.i += 1;
         }
@@ -292,7 +252,6 @@ impl<'a> Parser<'a> {
             _ => return None,
         }
         if self.peek() == Some(b'.') {
-            integer = false;
             self.i += 1;
             let before = self.i;
             self.digits();
@@ -301,7 +260,6 @@ impl<'a> Parser<'a> {
             }
         }
         if matches!(self.peek(), Some(b'e' | b'E')) {
-            integer = false;
             self.i += 1;
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.i += 1;
@@ -313,7 +271,7 @@ impl<'a> Parser<'a> {
             }
         }
         self.delimited()?;
-        Some((self.text.get(start..self.i)?, integer))
+        self.text.get(start..self.i)
     }
 
     #[inline]
@@ -336,7 +294,7 @@ impl<'a> Parser<'a> {
         match column {
             Column::Int(b) => b.append_value(self.integer()?),
             Column::Float(b) => {
-                let (text, _) = self.number()?;
+                let text = self.number()?;
                 let v = text.parse::<f64>().ok()?;
                 if !v.is_finite() {
                     return None;
@@ -476,13 +434,10 @@ mod tests {
         let mut fast_count = 0;
         for case in cases {
             let text = format!("{case}\n{case}\n");
-            match fast.decode(text.as_bytes(), 1024) {
-                Some(batches) => {
-                    fast_count += 1;
-                    let got = arrow::compute::concat_batches(&s, &batches).unwrap();
-                    assert_eq!(Some(got), arrow_json(&s, &text), "{case}");
-                }
-                None => {}
+            if let Some(batches) = fast.decode(text.as_bytes(), 1024) {
+                fast_count += 1;
+                let got = arrow::compute::concat_batches(&s, &batches).unwrap();
+                assert_eq!(Some(got), arrow_json(&s, &text), "{case}");
             }
         }
         assert!(fast_count >= 8, "the common shapes take the fast path ({fast_count})");

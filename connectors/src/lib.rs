@@ -19,6 +19,7 @@ pub mod error;
 pub mod failure;
 pub mod file;
 pub mod flat_csv;
+mod flat_columns;
 pub mod flat_json;
 pub mod flight;
 pub mod kafka;
