@@ -19,10 +19,11 @@
 //! input is committed once consumed, so a restart re-reads from the last commit and state
 //! still open at a crash is rebuilt only from what was not yet committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -51,6 +52,11 @@ struct GateState {
     next_reader: usize,
     /// A barrier is open.
     open: bool,
+    /// Partitions taken away by a rebalance: positions read from them are no longer recorded.
+    revoked: HashSet<(String, i32)>,
+    /// Barriers released so far, and whether the last one committed.
+    released: u64,
+    last_committed: bool,
 }
 
 /// The barrier shared by a source's readers and the job runner.
@@ -61,12 +67,28 @@ pub struct CommitGate {
     open: watch::Sender<bool>,
     /// How often the runner opens a barrier.
     interval: Duration,
+    /// Asks the runner for a barrier now (a rebalance is about to give partitions away).
+    request: tokio::sync::Notify,
+    /// Signalled when a barrier is released.
+    released: Condvar,
+    /// Bumped whenever partitions are revoked, so readers notice cheaply.
+    revocations: AtomicU64,
+    /// The runner has stopped: nobody will open a barrier any more.
+    closed: AtomicBool,
 }
 
 impl CommitGate {
     /// A gate whose barriers are opened every `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self { state: Mutex::new(GateState::default()), open: watch::channel(false).0, interval }
+        Self {
+            state: Mutex::new(GateState::default()),
+            open: watch::channel(false).0,
+            interval,
+            request: tokio::sync::Notify::new(),
+            released: Condvar::new(),
+            revocations: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
     }
 
     /// How often barriers should be opened.
@@ -75,7 +97,9 @@ impl CommitGate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a reader; returns its id.
@@ -96,8 +120,15 @@ impl CommitGate {
     }
 
     /// Waits while a barrier is open, then records that the reader `id` hands out a batch
-    /// ending at `positions`.
-    pub async fn before_emit(&self, id: usize, positions: impl IntoIterator<Item = ((String, i32), i64)>) {
+    /// ending at `positions`. Positions of partitions revoked meanwhile are not recorded: the
+    /// partitions returned are those, whose rows the reader must drop (their new owner reads
+    /// them).
+    pub async fn before_emit(
+        &self,
+        id: usize,
+        positions: impl IntoIterator<Item = ((String, i32), i64)>,
+    ) -> Vec<(String, i32)> {
+        let positions = positions.into_iter();
         let mut rx = self.open.subscribe();
         loop {
             {
@@ -105,25 +136,118 @@ impl CommitGate {
                 // never commits a batch that is only now leaving.
                 let mut s = self.lock();
                 if !s.open {
+                    let s = &mut *s;
+                    let mut dropped = Vec::new();
                     if let Some(r) = s.readers.get_mut(&id) {
                         r.in_flight = true;
-                        r.emitted.extend(positions);
+                        for (k, o) in positions {
+                            if s.revoked.contains(&k) {
+                                dropped.push(k);
+                            } else {
+                                r.emitted.insert(k, o);
+                            }
+                        }
                     }
-                    return;
+                    return dropped;
                 }
             }
             // An error means the gate is gone: nothing to wait for.
             if rx.wait_for(|open| !*open).await.is_err() {
-                return;
+                return Vec::new();
             }
         }
     }
 
-    /// Forgets positions of partitions the reader `id` no longer owns (after a rebalance).
-    pub fn retain(&self, id: usize, keep: impl Fn(&str, i32) -> bool) {
-        if let Some(r) = self.lock().readers.get_mut(&id) {
-            r.emitted.retain(|(t, p), _| keep(t, *p));
+    /// Partitions a rebalance is taking away: from now on no position of theirs is recorded,
+    /// and readers drop their rows not yet handed out ([`CommitGate::is_revoked`]).
+    pub fn revoke(&self, partitions: &[(String, i32)]) {
+        self.lock().revoked.extend(partitions.iter().cloned());
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Partitions assigned (again): their positions are recorded.
+    pub fn assigned(&self, partitions: &[(String, i32)]) {
+        let mut s = self.lock();
+        for p in partitions {
+            s.revoked.remove(p);
         }
+    }
+
+    /// True when `partition` of `topic` has been revoked.
+    pub fn is_revoked(&self, topic: &str, partition: i32) -> bool {
+        self.lock()
+            .revoked
+            .iter()
+            .any(|(t, p)| *p == partition && t == topic)
+    }
+
+    /// A counter bumped by every revocation: unchanged means nothing was revoked meanwhile.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// The positions recorded for `partitions`, over every reader: (topic, partition, next offset).
+    pub fn positions_of(&self, partitions: &[(String, i32)]) -> Vec<(String, i32, i64)> {
+        let s = self.lock();
+        let mut out: HashMap<(String, i32), i64> = HashMap::new();
+        for r in s.readers.values() {
+            for (k, o) in &r.emitted {
+                if partitions.contains(k) {
+                    let e = out.entry(k.clone()).or_insert(*o);
+                    *e = (*e).max(*o);
+                }
+            }
+        }
+        out.into_iter().map(|((t, p), o)| (t, p, o)).collect()
+    }
+
+    /// Forgets the positions of `partitions` (given away by a rebalance) in every reader.
+    pub fn forget(&self, partitions: &[(String, i32)]) {
+        for r in self.lock().readers.values_mut() {
+            r.emitted.retain(|k, _| !partitions.contains(k));
+        }
+    }
+
+    /// Asks the runner for a barrier and waits (blocking the calling thread, at most `wait`)
+    /// until one has been released; true when it committed. False at once when the runner has
+    /// stopped. Called from a consumer's rebalance callback, on its own thread.
+    pub fn request_barrier(&self, wait: Duration) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let deadline = Instant::now() + wait;
+        let mut s = self.lock();
+        let target = s.released + 1;
+        self.request.notify_one();
+        while s.released < target && !self.closed.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            s = self
+                .released
+                .wait_timeout(s, left.min(Duration::from_millis(100)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        s.released >= target && s.last_committed
+    }
+
+    /// Resolves when a barrier has been asked for ([`CommitGate::request_barrier`]).
+    pub async fn requested(&self) {
+        self.request.notified().await;
+    }
+
+    /// The runner has stopped: requests are answered at once.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let _s = self.lock();
+        self.released.notify_all();
+    }
+
+    /// True once [`CommitGate::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The reader `id` has ended; it no longer holds a barrier up.
@@ -142,7 +266,10 @@ impl CommitGate {
 
     /// True when no reader has a batch in the pipeline.
     pub fn quiet(&self) -> bool {
-        self.lock().readers.values().all(|r| r.finished || !r.in_flight)
+        self.lock()
+            .readers
+            .values()
+            .all(|r| r.finished || !r.in_flight)
     }
 
     /// Closes the barrier. With `commit`, every reader's positions are committed (call only
@@ -164,13 +291,20 @@ impl CommitGate {
                     continue;
                 }
                 if let Some(c) = s.committers.get(id) {
-                    let positions: Vec<(String, i32, i64)> = r.emitted.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+                    let positions: Vec<(String, i32, i64)> = r
+                        .emitted
+                        .iter()
+                        .map(|((t, p), o)| (t.clone(), *p, *o))
+                        .collect();
                     c.commit(&positions, wait);
                 }
             }
         }
         s.open = false;
+        s.released += 1;
+        s.last_committed = commit;
         drop(s);
+        self.released.notify_all();
         self.open.send_replace(false);
     }
 }
@@ -199,13 +333,17 @@ mod tests {
         gate.open();
         // While open, the reader cannot hand out another batch.
         let g2 = Arc::clone(&gate);
-        let held = tokio::spawn(async move { g2.before_emit(id, [(("t".to_string(), 0), 20)]).await });
+        let held =
+            tokio::spawn(async move { g2.before_emit(id, [(("t".to_string(), 0), 20)]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!held.is_finished());
         gate.polled(id);
         assert!(gate.quiet());
         gate.release(true);
         held.await.unwrap();
-        assert_eq!(log.0.lock().unwrap().as_slice(), &[("t".to_string(), 0, 10)]);
+        assert_eq!(
+            log.0.lock().unwrap().as_slice(),
+            &[("t".to_string(), 0, 10)]
+        );
     }
 }

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# A real Kafka-protocol broker for the tests, the demo and the benchmarks: tansu, in memory.
+# A real Kafka-protocol broker for the tests, the demo and the benchmarks: tansu, with its SQLite
+# storage in a fresh directory each start (tansu's in-memory engine answers a fetch from an
+# offset inside a record batch with the *next* batch, losing the rest of that batch for any
+# consumer that resumes mid-batch; its SQLite engine returns the batch, as Kafka does).
 #
 #   bash tests/services/kafka.sh install   # cargo install tansu, when missing (~20 min once)
 #   bash tests/services/kafka.sh start     # starts it on 127.0.0.1:${KAFKA_PORT:-9092}; waits until it answers
 #   bash tests/services/kafka.sh stop
 #   bash tests/services/kafka.sh status
 #
-# The broker keeps everything in memory: stopping it forgets every topic.
+# Starting the broker starts from an empty store: topics of an earlier start are forgotten.
 set -euo pipefail
 PORT="${KAFKA_PORT:-9092}"
 STATE="${FERRIS_SERVICES_DIR:-${TMPDIR:-/tmp}/ferris-services}"
 PIDFILE="$STATE/tansu-$PORT.pid"
 LOG="$STATE/tansu-$PORT.log"
+DATA="$STATE/tansu-$PORT-data"
 TANSU_VERSION="0.6.0"
 mkdir -p "$STATE"
 
@@ -39,8 +43,11 @@ case "${1:-}" in
     fi
     BIN="$(tansu_bin)"
     [ -n "$BIN" ] || { echo "tansu is not installed: run 'bash tests/services/kafka.sh install'" >&2; exit 1; }
-    nohup "$BIN" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-      --storage-engine memory://tansu/ >"$LOG" 2>&1 &
+    rm -rf "$DATA"
+    mkdir -p "$DATA"
+    # tansu reads the database path of a sqlite:// URL relative to its working directory
+    (cd "$STATE" && exec nohup "$BIN" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+      --storage-engine "sqlite://tansu-$PORT-data/tansu.db" >"$LOG" 2>&1) &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 100); do
       if port_open; then
@@ -57,6 +64,7 @@ case "${1:-}" in
     if [ -f "$PIDFILE" ]; then
       kill "$(cat "$PIDFILE")" 2>/dev/null || true
       rm -f "$PIDFILE"
+      for _ in $(seq 1 50); do port_open || break; sleep 0.1; done
     fi
     ;;
   status)

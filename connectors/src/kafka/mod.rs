@@ -10,6 +10,7 @@
 pub mod avro;
 pub mod config;
 pub mod decode;
+mod group;
 pub mod sink;
 pub mod source;
 

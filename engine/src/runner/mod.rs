@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::physical_plan::execute_stream;
+use ferris_connectors::commit::CommitGate;
 use ferris_connectors::stdout::StdoutSink;
 use ferris_connectors::{FailureStrategy, Sink};
-use ferris_connectors::commit::CommitGate;
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -100,7 +100,8 @@ impl Outputs {
         if batch.num_rows() == 0 {
             return;
         }
-        self.rows_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.rows_out
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let mut delivered = false;
         for s in self.sinks.iter_mut().filter(|s| s.is_healthy()) {
             if let Some(tx) = &s.tx {
@@ -152,9 +153,16 @@ impl Outputs {
 pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let start = Instant::now();
     let name = job.spec.name.clone();
-    let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
+    let default_strategy =
+        FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
-    let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
+    let queue = job
+        .spec
+        .options
+        .get_usize("sink.queue_size")
+        .ok()
+        .flatten()
+        .unwrap_or(DEFAULT_QUEUE_SIZE);
     let mut error: Option<String> = None;
     let mut sinks: Vec<SinkHandle> = Vec::new();
     let output_schema = job.plan.schema();
@@ -167,7 +175,13 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
-                sinks.push(SinkHandle::spawn(&name, sink, strategy, queue, fatal_tx.clone()));
+                sinks.push(SinkHandle::spawn(
+                    &name,
+                    sink,
+                    strategy,
+                    queue,
+                    fatal_tx.clone(),
+                ));
             }
             (Err(e), _) | (_, Err(e)) => {
                 warn!(job = %name, "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", rel.name);
@@ -179,19 +193,38 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
 
     let rows_out = Arc::new(AtomicU64::new(0));
     let _progress = opts.progress.then(|| {
-        progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(&rows_out))
+        progress::Progress::start(
+            name.clone(),
+            job.sources.iter().map(|s| s.metrics()).collect(),
+            Arc::clone(&rows_out),
+        )
     });
     if let Some(l) = &opts.live {
         let live_sinks = sinks
             .iter()
-            .map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) })
+            .map(|s| live::LiveSink {
+                name: s.name.clone(),
+                metrics: Arc::clone(&s.metrics),
+                failed: Arc::clone(&s.failed),
+            })
             .collect();
         l.attach(Arc::clone(&rows_out), live_sinks, Arc::clone(&job.plan));
     }
-    let mut out = Outputs { name: name.clone(), sinks, fallback: None, fallback_rows: 0, rows_out: Arc::clone(&rows_out) };
+    let mut out = Outputs {
+        name: name.clone(),
+        sinks,
+        fallback: None,
+        fallback_rows: 0,
+        rows_out: Arc::clone(&rows_out),
+    };
     let gates: Vec<Arc<CommitGate>> = job.sources.iter().filter_map(|s| s.commit_gate()).collect();
-    let commit_every = gates.iter().map(|g| g.interval()).min().unwrap_or(Duration::from_secs(3600));
-    let mut commit_tick = tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
+    let commit_every = gates
+        .iter()
+        .map(|g| g.interval())
+        .min()
+        .unwrap_or(Duration::from_secs(3600));
+    let mut commit_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut barrier_check = tokio::time::interval(Duration::from_millis(2));
     // When the open commit barrier was opened; None when no barrier is open.
@@ -229,6 +262,11 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
                         break;
                     }
                     _ = commit_tick.tick(), if !gates.is_empty() && barrier.is_none() => {
+                        gates.iter().for_each(|g| g.open());
+                        barrier = Some(Instant::now());
+                    }
+                    // a rebalance is giving partitions away: drain and commit them now
+                    _ = any_requested(&gates), if !gates.is_empty() && barrier.is_none() => {
                         gates.iter().for_each(|g| g.open());
                         barrier = Some(Instant::now());
                     }
@@ -290,8 +328,16 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
             finished_stream = Some(stream);
         }
     }
-    gates.iter().for_each(|g| g.release(false));
-    let Outputs { mut sinks, fallback, fallback_rows, .. } = out;
+    gates.iter().for_each(|g| {
+        g.release(false);
+        g.close();
+    });
+    let Outputs {
+        mut sinks,
+        fallback,
+        fallback_rows,
+        ..
+    } = out;
     // Close every queue, then wait for the sinks to flush.
     for s in sinks.iter_mut() {
         s.tx = None;
@@ -318,7 +364,12 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         sources: job
             .sources
             .iter()
-            .map(|s| ConnectorReport { name: s.name().to_string(), records: s.metrics().records(), errors: s.metrics().errors(), failed: false })
+            .map(|s| ConnectorReport {
+                name: s.name().to_string(),
+                records: s.metrics().records(),
+                errors: s.metrics().errors(),
+                failed: false,
+            })
             .collect(),
         sinks: sinks
             .iter()
@@ -341,6 +392,14 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     report
 }
 
+/// Resolves when a source asks for a barrier now (never, without gates).
+async fn any_requested(gates: &[Arc<CommitGate>]) {
+    if gates.is_empty() {
+        return futures::future::pending().await;
+    }
+    futures::future::select_all(gates.iter().map(|g| Box::pin(g.requested()))).await;
+}
+
 /// How long a finished job waits for its sources to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
@@ -349,10 +408,12 @@ const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// the broker is away; a stopping job must not hang on it, nor block the runtime's threads.
 async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new().name("ferris-close".into()).spawn(move || {
-        drop(parts);
-        let _ = tx.send(());
-    });
+    let spawned = std::thread::Builder::new()
+        .name("ferris-close".into())
+        .spawn(move || {
+            drop(parts);
+            let _ = tx.send(());
+        });
     if spawned.is_err() {
         warn!(job = %job, "cannot start a thread to close the sources");
         return;
@@ -364,7 +425,17 @@ async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
 
 /// The sum of the counter `name` over every operator of `plan` (e.g. `late_rows_dropped` of
 /// the window operators).
-pub fn operator_counter(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, name: &str) -> u64 {
-    let own = plan.metrics().and_then(|m| m.sum_by_name(name)).map_or(0, |v| v.as_usize() as u64);
-    own + plan.children().into_iter().map(|c| operator_counter(c, name)).sum::<u64>()
+pub fn operator_counter(
+    plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    name: &str,
+) -> u64 {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name(name))
+        .map_or(0, |v| v.as_usize() as u64);
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| operator_counter(c, name))
+        .sum::<u64>()
 }
