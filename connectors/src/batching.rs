@@ -110,12 +110,7 @@ impl BatchConfig {
             (None, Some(s)) => (job.full_key("batch.strategy"), Some(s)),
             (None, None) => (String::new(), None),
         };
-        let norm: String = strategy_text
-            .unwrap_or("fixed_size")
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect::<String>()
-            .to_ascii_lowercase();
+        let norm: String = strategy_text.unwrap_or("fixed_size").chars().filter(char::is_ascii_alphanumeric).collect::<String>().to_ascii_lowercase();
         let mut cfg = Self { size: size.unwrap_or(DEFAULT_BATCH_SIZE), timeout: timeout.unwrap_or(DEFAULT_BATCH_TIMEOUT), strategy: BatchStrategy::FixedSize };
         cfg.strategy = match norm.as_str() {
             "fixedsize" | "fixed" => BatchStrategy::FixedSize,

@@ -97,9 +97,7 @@ impl CommitGate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a reader; returns its id.
@@ -123,11 +121,7 @@ impl CommitGate {
     /// ending at `positions`. Positions of partitions revoked meanwhile are not recorded: the
     /// partitions returned are those, whose rows the reader must drop (their new owner reads
     /// them).
-    pub async fn before_emit(
-        &self,
-        id: usize,
-        positions: impl IntoIterator<Item = ((String, i32), i64)>,
-    ) -> Vec<(String, i32)> {
+    pub async fn before_emit(&self, id: usize, positions: impl IntoIterator<Item = ((String, i32), i64)>) -> Vec<(String, i32)> {
         let positions = positions.into_iter();
         let mut rx = self.open.subscribe();
         loop {
@@ -175,10 +169,7 @@ impl CommitGate {
 
     /// True when `partition` of `topic` has been revoked.
     pub fn is_revoked(&self, topic: &str, partition: i32) -> bool {
-        self.lock()
-            .revoked
-            .iter()
-            .any(|(t, p)| *p == partition && t == topic)
+        self.lock().revoked.iter().any(|(t, p)| *p == partition && t == topic)
     }
 
     /// A counter bumped by every revocation: unchanged means nothing was revoked meanwhile.
@@ -224,11 +215,7 @@ impl CommitGate {
             if left.is_zero() {
                 return false;
             }
-            s = self
-                .released
-                .wait_timeout(s, left.min(Duration::from_millis(100)))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+            s = self.released.wait_timeout(s, left.min(Duration::from_millis(100))).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
         }
         s.released >= target && s.last_committed
     }
@@ -266,10 +253,7 @@ impl CommitGate {
 
     /// True when no reader has a batch in the pipeline.
     pub fn quiet(&self) -> bool {
-        self.lock()
-            .readers
-            .values()
-            .all(|r| r.finished || !r.in_flight)
+        self.lock().readers.values().all(|r| r.finished || !r.in_flight)
     }
 
     /// Closes the barrier. With `commit`, every reader's positions are committed (call only
@@ -291,11 +275,7 @@ impl CommitGate {
                     continue;
                 }
                 if let Some(c) = s.committers.get(id) {
-                    let positions: Vec<(String, i32, i64)> = r
-                        .emitted
-                        .iter()
-                        .map(|((t, p), o)| (t.clone(), *p, *o))
-                        .collect();
+                    let positions: Vec<(String, i32, i64)> = r.emitted.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
                     c.commit(&positions, wait);
                 }
             }
@@ -333,17 +313,13 @@ mod tests {
         gate.open();
         // While open, the reader cannot hand out another batch.
         let g2 = Arc::clone(&gate);
-        let held =
-            tokio::spawn(async move { g2.before_emit(id, [(("t".to_string(), 0), 20)]).await });
+        let held = tokio::spawn(async move { g2.before_emit(id, [(("t".to_string(), 0), 20)]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!held.is_finished());
         gate.polled(id);
         assert!(gate.quiet());
         gate.release(true);
         held.await.unwrap();
-        assert_eq!(
-            log.0.lock().unwrap().as_slice(),
-            &[("t".to_string(), 0, 10)]
-        );
+        assert_eq!(log.0.lock().unwrap().as_slice(), &[("t".to_string(), 0, 10)]);
     }
 }

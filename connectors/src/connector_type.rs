@@ -57,8 +57,18 @@ pub enum ConnectorKind {
 impl ConnectorKind {
     /// All kinds, for error messages and lookup.
     pub const ALL: [ConnectorKind; 12] = [
-        Self::Kafka, Self::File, Self::S3, Self::Database, Self::Iceberg, Self::Elasticsearch,
-        Self::Redis, Self::MongoDb, Self::Http, Self::Stdout, Self::Blackhole, Self::Flight,
+        Self::Kafka,
+        Self::File,
+        Self::S3,
+        Self::Database,
+        Self::Iceberg,
+        Self::Elasticsearch,
+        Self::Redis,
+        Self::MongoDb,
+        Self::Http,
+        Self::Stdout,
+        Self::Blackhole,
+        Self::Flight,
     ];
 
     /// The plain name users write (`kafka`, `file`, …).
@@ -146,12 +156,7 @@ impl ConnectorType {
         } else {
             (v.as_str(), None)
         };
-        let unknown = || TypeError::Unknown {
-            name: name.to_string(),
-            role,
-            value: value.to_string(),
-            expected: Self::examples(role).join(", "),
-        };
+        let unknown = || TypeError::Unknown { name: name.to_string(), role, value: value.to_string(), expected: Self::examples(role).join(", ") };
         let kind = ConnectorKind::from_plain(base).ok_or_else(unknown)?;
         if let Some(declared) = declared {
             if declared != role {
@@ -168,10 +173,7 @@ impl ConnectorType {
     pub fn examples(role: Role) -> Vec<&'static str> {
         match role {
             Role::Source => vec!["kafka_source", "file_source", "s3_source", "database_source"],
-            Role::Sink => vec![
-                "kafka_sink", "file_sink", "s3_sink", "database_sink", "iceberg_sink", "stdout_sink",
-                "blackhole_sink",
-            ],
+            Role::Sink => vec!["kafka_sink", "file_sink", "s3_sink", "database_sink", "iceberg_sink", "stdout_sink", "blackhole_sink"],
         }
     }
 }

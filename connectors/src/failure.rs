@@ -11,8 +11,7 @@ use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
 
 /// What the job does when a record cannot be decoded or a sink cannot write a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailureStrategy {
     /// Log, count and skip (the default).
     #[default]
@@ -29,7 +28,6 @@ pub enum FailureStrategy {
     /// Send the failed records, with the error, to the dead-letter sink.
     SendToDlq,
 }
-
 
 impl fmt::Display for FailureStrategy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -50,13 +50,7 @@ impl FlatCsv {
                 return None; // a column produced twice: left to arrow-csv
             }
         }
-        Some(Self {
-            output: Arc::clone(output),
-            slots,
-            nullable: output.fields().iter().map(|f| f.is_nullable()).collect(),
-            delimiter,
-            quote,
-        })
+        Some(Self { output: Arc::clone(output), slots, nullable: output.fields().iter().map(|f| f.is_nullable()).collect(), delimiter, quote })
     }
 
     /// The lines of `chunk` (each ending in `\n`) as batches of at most `batch_size` rows;

@@ -443,7 +443,16 @@ mod tests {
         assert!(fast_count >= 8, "the common shapes take the fast path ({fast_count})");
         // declined: escapes in a wanted string, wrong types, repeats, bad numbers and text, a
         // bad escape even in a field not wanted
-        for case in [r#"{"x": "bad \q escape"}"#, r#"{"x": "short \u12"}"#, r#"{"name": "esc\"aped"}"#, r#"{"id": 1.5}"#, r#"{"id": "7"}"#, r#"{"id": 1, "id": 2}"#, r#"{"id": 01}"#, r#"{"ok": tru}"#] {
+        for case in [
+            r#"{"x": "bad \q escape"}"#,
+            r#"{"x": "short \u12"}"#,
+            r#"{"name": "esc\"aped"}"#,
+            r#"{"id": 1.5}"#,
+            r#"{"id": "7"}"#,
+            r#"{"id": 1, "id": 2}"#,
+            r#"{"id": 01}"#,
+            r#"{"ok": tru}"#,
+        ] {
             assert!(fast.decode(case.as_bytes(), 10).is_none(), "{case}");
         }
     }

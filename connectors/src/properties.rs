@@ -11,10 +11,7 @@ use std::time::Duration;
 use crate::error::{ConnectorError, Result};
 
 /// Words that make a key secret: its value is masked in explain output, logs and errors.
-const SECRET_WORDS: &[&str] = &[
-    "password", "secret", "token", "access_key", "auth_header", "api_key", "credential",
-    "private_key", "sasl.jaas",
-];
+const SECRET_WORDS: &[&str] = &["password", "secret", "token", "access_key", "auth_header", "api_key", "credential", "private_key", "sasl.jaas"];
 
 /// True when the value of `key` must never be shown (`sasl.password`, `secret_access_key`, …).
 pub fn is_secret_key(key: &str) -> bool {
@@ -114,11 +111,7 @@ impl Properties {
 
     /// The raw value of `key`, also found under `source.key` or `sink.key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.values
-            .get(key)
-            .or_else(|| self.values.get(&format!("source.{key}")))
-            .or_else(|| self.values.get(&format!("sink.{key}")))
-            .map(String::as_str)
+        self.values.get(key).or_else(|| self.values.get(&format!("source.{key}"))).or_else(|| self.values.get(&format!("sink.{key}"))).map(String::as_str)
     }
 
     /// The value of `key`, or an error naming the full key.
@@ -141,9 +134,9 @@ impl Properties {
     pub fn get_usize(&self, key: &str) -> Result<Option<usize>> {
         self.get(key)
             .map(|v| {
-                v.trim().parse::<usize>().map_err(|_| {
-                    ConnectorError::invalid(self.full_key(key), format!("expected a non-negative integer, got '{}'", self.shown(key, v)))
-                })
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| ConnectorError::invalid(self.full_key(key), format!("expected a non-negative integer, got '{}'", self.shown(key, v))))
             })
             .transpose()
     }
@@ -178,10 +171,7 @@ impl Properties {
 
     /// All keys with values safe to show: secrets replaced by [`MASK`].
     pub fn masked(&self) -> BTreeMap<String, String> {
-        self.values
-            .iter()
-            .map(|(k, v)| (k.clone(), if is_secret_key(k) { MASK.to_string() } else { v.clone() }))
-            .collect()
+        self.values.iter().map(|(k, v)| (k.clone(), if is_secret_key(k) { MASK.to_string() } else { v.clone() })).collect()
     }
 
     /// Where each non-inline value came from.
@@ -212,17 +202,35 @@ pub struct KeySpec {
 /// Keys every source and sink accepts, whatever its type.
 pub const COMMON_KEYS: KeySpec = KeySpec {
     exact: &[
-        "type", "config_file", "failure_strategy", "max_retries", "retry_backoff", "event_time",
-        "watermark.delay", "idle_timeout", "max_batch_size", "batch_timeout",
+        "type",
+        "config_file",
+        "failure_strategy",
+        "max_retries",
+        "retry_backoff",
+        "event_time",
+        "watermark.delay",
+        "idle_timeout",
+        "max_batch_size",
+        "batch_timeout",
     ],
     prefixes: &["event_time.", "watermark.", "dlq."],
 };
 
 /// The guide's batch keys, accepted per source (`orders.batch.size`) and per job.
 pub const BATCH_KEYS: &[&str] = &[
-    "batch.size", "batch.timeout", "batch.strategy", "batch.enable", "batch.max_size", "batch.min_size",
-    "batch.adaptive_max_size", "batch.target_latency", "batch.memory_size", "batch.memory_limit_mb",
-    "batch.low_latency_max_size", "batch.low_latency_wait", "batch.eager_processing",
+    "batch.size",
+    "batch.timeout",
+    "batch.strategy",
+    "batch.enable",
+    "batch.max_size",
+    "batch.min_size",
+    "batch.adaptive_max_size",
+    "batch.target_latency",
+    "batch.memory_size",
+    "batch.memory_limit_mb",
+    "batch.low_latency_max_size",
+    "batch.low_latency_wait",
+    "batch.eager_processing",
 ];
 
 impl KeySpec {
@@ -230,10 +238,7 @@ impl KeySpec {
     /// [`COMMON_KEYS`].
     pub fn accepts(&self, key: &str) -> bool {
         let key = key.strip_prefix("source.").or_else(|| key.strip_prefix("sink.")).unwrap_or(key);
-        BATCH_KEYS.contains(&key)
-            || [self, &COMMON_KEYS]
-                .iter()
-                .any(|s| s.exact.contains(&key) || s.prefixes.iter().any(|p| key.starts_with(p)))
+        BATCH_KEYS.contains(&key) || [self, &COMMON_KEYS].iter().any(|s| s.exact.contains(&key) || s.prefixes.iter().any(|p| key.starts_with(p)))
     }
 }
 

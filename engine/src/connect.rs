@@ -38,9 +38,7 @@ fn not_supported(rel: &RelationSpec) -> ConnectorError {
 pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize, job_name: &str) -> Result<Arc<dyn Source>, ConnectorError> {
     match rel.connector.kind {
         ConnectorKind::File => Ok(Arc::new(FileSource::try_new(&rel.properties, job, partitions).map_err(|e| with_origin(rel, e))?)),
-        ConnectorKind::Kafka => {
-            Ok(Arc::new(KafkaSource::try_new(&rel.properties, job, partitions, job_name).map_err(|e| with_origin(rel, e))?))
-        }
+        ConnectorKind::Kafka => Ok(Arc::new(KafkaSource::try_new(&rel.properties, job, partitions, job_name).map_err(|e| with_origin(rel, e))?)),
         _ => Err(not_supported(rel)),
     }
 }

@@ -92,12 +92,7 @@ pub struct Explanation {
 }
 
 fn relation(r: &RelationSpec) -> ExplainedRelation {
-    ExplainedRelation {
-        name: r.name.clone(),
-        connector: r.connector.to_string(),
-        properties: r.properties.masked(),
-        provenance: provenance(&r.properties),
-    }
+    ExplainedRelation { name: r.name.clone(), connector: r.connector.to_string(), properties: r.properties.masked(), provenance: provenance(&r.properties) }
 }
 
 /// Where every property came from: its recorded origin, else `inline`.

@@ -24,14 +24,16 @@ struct Row {
 
 /// Rows roughly `step` ms apart, each moved back by up to `disorder` ms.
 fn rows(max_rows: usize, keys: u8) -> impl Strategy<Value = (Vec<Row>, i64)> {
-    (1i64..3000, 0i64..5000).prop_flat_map(move |(step, disorder)| {
-        let row = (0i64..step, 0i64..=disorder, 0u8..keys, 1i64..100);
-        (prop::collection::vec(row, 1..max_rows), Just(step), Just(disorder))
-    })
-    .prop_map(|(raw, step, disorder)| {
-        let rows = raw.into_iter().enumerate().map(|(i, (jitter, back, key, amount))| Row { ts: BASE + i as i64 * step + jitter - back, key, amount }).collect();
-        (rows, disorder)
-    })
+    (1i64..3000, 0i64..5000)
+        .prop_flat_map(move |(step, disorder)| {
+            let row = (0i64..step, 0i64..=disorder, 0u8..keys, 1i64..100);
+            (prop::collection::vec(row, 1..max_rows), Just(step), Just(disorder))
+        })
+        .prop_map(|(raw, step, disorder)| {
+            let rows =
+                raw.into_iter().enumerate().map(|(i, (jitter, back, key, amount))| Row { ts: BASE + i as i64 * step + jitter - back, key, amount }).collect();
+            (rows, disorder)
+        })
 }
 
 fn write(path: &Path, rows: &[Row]) {
@@ -42,7 +44,8 @@ fn write(path: &Path, rows: &[Row]) {
 fn lines(batches: &[RecordBatch]) -> Vec<String> {
     let mut buf = Vec::new();
     {
-        let mut w = datafusion::arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
+        let mut w =
+            datafusion::arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buf);
         for b in batches {
             w.write(b).unwrap();
         }

@@ -72,7 +72,10 @@ fn bad_property_values_name_the_key() {
     let run = run_sql(tmp.path(), &format!("{q} WITH ({}, 'orders.batch.size' = 'lots');", sources_for(q)));
     assert_eq!(run.status, 1);
     assert!(run.stderr.contains("invalid value for 'orders.batch.size': expected a non-negative integer, got 'lots'"), "{}", run.stderr);
-    let run = run_sql(tmp.path(), &format!("CREATE STREAM s AS {q} INTO o WITH ({}, 'o.type' = 'file_sink', 'o.path' = 'x.parquet', 'o.append' = 'true');", sources_for(q)));
+    let run = run_sql(
+        tmp.path(),
+        &format!("CREATE STREAM s AS {q} INTO o WITH ({}, 'o.type' = 'file_sink', 'o.path' = 'x.parquet', 'o.append' = 'true');", sources_for(q)),
+    );
     assert!(run.stderr.contains("invalid value for 'o.append': a parquet file cannot be appended to"), "{}", run.stderr);
 }
 
@@ -110,7 +113,11 @@ fn a_bad_value_from_yaml_names_the_file_and_line() {
 #[test]
 fn profiles_and_yaml_drive_a_real_run() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("ferris.yaml"), "active_profile: dev\nprofiles:\n  base: &b\n    out_dir: out-base\n  dev:\n    <<: *b\n  prod:\n    <<: *b\n    out_dir: out-${REGION}\n").unwrap();
+    std::fs::write(
+        tmp.path().join("ferris.yaml"),
+        "active_profile: dev\nprofiles:\n  base: &b\n    out_dir: out-base\n  dev:\n    <<: *b\n  prod:\n    <<: *b\n    out_dir: out-${REGION}\n",
+    )
+    .unwrap();
     std::fs::write(tmp.path().join("orders.yaml"), format!("path: \"{}\"\nformat: jsonlines\n", data("orders.jsonl"))).unwrap();
     std::fs::write(
         tmp.path().join("job.sql"),

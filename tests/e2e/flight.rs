@@ -97,7 +97,14 @@ fn pyarrow_subscribes_to_a_live_stream() {
 
     // Subscribe, then the job's file grows: the 5 retained rows, then every new row, once.
     let last: Value = serde_json::from_str(rest_big.last().unwrap()).unwrap();
-    let args = [srv.flight.to_string(), "big_orders".into(), "order_id".into(), last["order_id"].to_string(), more.display().to_string(), tailed.display().to_string()];
+    let args = [
+        srv.flight.to_string(),
+        "big_orders".into(),
+        "order_id".into(),
+        last["order_id"].to_string(),
+        more.display().to_string(),
+        tailed.display().to_string(),
+    ];
     let out = python(tmp.path(), "flight_live.py", &args, &[]);
     let (schema, rows) = out.split_once('\n').unwrap();
     assert_eq!(schema, "schema: order_id,customer_id,amount");

@@ -47,11 +47,8 @@ fn golden_explain_outputs() {
     let mut failures = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
-        let mut args: Vec<String> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("-- golden-args:"))
-            .flat_map(|a| a.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            .collect();
+        let mut args: Vec<String> =
+            text.lines().filter_map(|l| l.strip_prefix("-- golden-args:")).flat_map(|a| a.split_whitespace().map(str::to_string).collect::<Vec<_>>()).collect();
         let file = f.strip_prefix(repo()).unwrap().display().to_string();
         // `-- golden-mode: run` files are run (rows sorted: partitions interleave); others explained.
         let run_mode = text.lines().any(|l| l.trim() == "-- golden-mode: run");

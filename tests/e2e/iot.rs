@@ -11,7 +11,8 @@ use crate::common::*;
 use crate::temporal_joins::run_until_rows;
 use crate::windows::Lcg;
 
-const SENSORS: [(&str, &str); 4] = [("temperature_sensors", "temperature"), ("humidity_sensors", "humidity"), ("pressure_sensors", "pressure"), ("vibration_sensors", "vibration_level")];
+const SENSORS: [(&str, &str); 4] =
+    [("temperature_sensors", "temperature"), ("humidity_sensors", "humidity"), ("pressure_sensors", "pressure"), ("vibration_sensors", "vibration_level")];
 
 /// Readings every 3 minutes per device (±30 s), up to 20 s out of order; a third of the
 /// vibration readings missing.
@@ -56,7 +57,13 @@ const SELECT: &str = "SELECT t.device_id, t.location, t.timestamp, t.temperature
 fn streaming_sql(files: &[(String, PathBuf)], out: &Path, extra: &str) -> String {
     let sources: Vec<String> = files
         .iter()
-        .map(|(n, p)| format!("'{n}.type' = 'file_source', '{n}.path' = '{}', '{n}.format' = 'jsonlines', '{n}.event_time' = 'timestamp', '{n}.watermark.delay' = '30s'{}", p.display(), extra.replace("{}", n)))
+        .map(|(n, p)| {
+            format!(
+                "'{n}.type' = 'file_source', '{n}.path' = '{}', '{n}.format' = 'jsonlines', '{n}.event_time' = 'timestamp', '{n}.watermark.delay' = '30s'{}",
+                p.display(),
+                extra.replace("{}", n)
+            )
+        })
         .collect();
     format!(
         "CREATE STREAM sensor_analysis AS {SELECT} \

@@ -23,18 +23,12 @@ fn bootstrap() -> String {
 
 /// A topic name no other test (or earlier run on the same broker) uses.
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
 fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let res = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))
         .unwrap_or_else(|e| panic!("cannot reach the Kafka broker at {} ({e}); start it with 'bash tests/services/kafka.sh start'", bootstrap()));
@@ -52,12 +46,7 @@ struct Msg {
 }
 
 fn msg(key: Option<String>, value: String) -> Msg {
-    Msg {
-        key,
-        value,
-        ts: None,
-        headers: Vec::new(),
-    }
+    Msg { key, value, ts: None, headers: Vec::new() }
 }
 
 fn produce(topic: &str, msgs: &[Msg]) {
@@ -65,11 +54,7 @@ fn produce(topic: &str, msgs: &[Msg]) {
 }
 
 fn produce_to(servers: &str, topic: &str, msgs: &[Msg]) {
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", servers).set("linger.ms", "5").create().unwrap();
     for m in msgs {
         let mut r = BaseRecord::to(topic).payload(m.value.as_bytes());
         if let Some(k) = &m.key {
@@ -81,10 +66,7 @@ fn produce_to(servers: &str, topic: &str, msgs: &[Msg]) {
         if !m.headers.is_empty() {
             let mut h = OwnedHeaders::new();
             for (k, v) in &m.headers {
-                h = h.insert(Header {
-                    key: k,
-                    value: Some(v.as_str()),
-                });
+                h = h.insert(Header { key: k, value: Some(v.as_str()) });
             }
             r = r.headers(h);
         }
@@ -109,43 +91,25 @@ struct Read {
 
 /// Reads every partition of `topic` from the start until `want` messages arrived (or 20 s).
 fn read_topic(topic: &str, want: usize) -> Vec<Read> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).set("group.id", unique("reader")).set("enable.auto.commit", "false").create().unwrap();
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
-                .unwrap();
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning).unwrap();
         }
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut quiet_since = Instant::now();
-    while Instant::now() < deadline
-        && (out.len() < want || quiet_since.elapsed() < Duration::from_millis(300))
-    {
+    while Instant::now() < deadline && (out.len() < want || quiet_since.elapsed() < Duration::from_millis(300)) {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             quiet_since = Instant::now();
             let headers = m
                 .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
+                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
                 .unwrap_or_default();
             out.push(Read {
                 key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
@@ -159,23 +123,13 @@ fn read_topic(topic: &str, want: usize) -> Vec<Read> {
 
 fn order(i: usize) -> String {
     let regions = ["north", "south", "east", "west"];
-    format!(
-        r#"{{"id": {i}, "customer": "c{}", "amount": {}.{}, "region": "{}"}}"#,
-        i % 17,
-        (i * 37) % 200,
-        i % 10,
-        regions[i % 4]
-    )
+    format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.{}, "region": "{}"}}"#, i % 17, (i * 37) % 200, i % 10, regions[i % 4])
 }
 
 /// A Kafka source `name` on `topic`; a group of its own (groups outlive a run on the broker)
 /// unless `extra` names one.
 fn kafka_with(name: &str, topic: &str, extra: &str) -> String {
-    let group = if extra.contains(".group.id'") {
-        String::new()
-    } else {
-        format!(", '{name}.group.id' = '{}'", unique("group"))
-    };
+    let group = if extra.contains(".group.id'") { String::new() } else { format!(", '{name}.group.id' = '{}'", unique("group")) };
     format!(
         "'{name}.type' = 'kafka_source', '{name}.bootstrap.servers' = '{}', '{name}.topic' = '{topic}', \
          '{name}.value.format' = 'json', '{name}.session.timeout.ms' = '6000', '{name}.commit.interval' = '200ms'{group}{extra}",
@@ -191,11 +145,7 @@ fn spawn_job(dir: &Path, file: &str, sql: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
         .args(["run", file, "--no-progress"])
         .current_dir(dir)
-        .env(
-            "RUST_LOG",
-            std::env::var("JOB_LOG")
-                .unwrap_or_else(|_| "warn,ferris_engine=info,ferris_connectors=info".into()),
-        )
+        .env("RUST_LOG", std::env::var("JOB_LOG").unwrap_or_else(|_| "warn,ferris_engine=info,ferris_connectors=info".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,10 +167,7 @@ fn wait_for(child: &mut Child, out: &Path, done: impl Fn(&str) -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let stderr = stop_with_sigint(child);
-    panic!(
-        "{} never had the expected rows in 60 s; the job said:\n{stderr}",
-        out.display()
-    );
+    panic!("{} never had the expected rows in 60 s; the job said:\n{stderr}", out.display());
 }
 
 /// Canonical rows of a JSON Lines output, with `columns` set to null where the writer left a
@@ -243,10 +190,7 @@ fn rows_with_nulls(path: &Path, columns: &[&str]) -> Vec<String> {
 }
 
 fn ids_in(text: &str) -> Vec<i64> {
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["id"].as_i64())
-        .collect()
+    text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["id"].as_i64()).collect()
 }
 
 /// kafka → filter/project → kafka and a file: exactly DataFusion's batch answer on the same
@@ -258,16 +202,10 @@ async fn kafka_to_kafka_and_file_exactly() {
     create_topic(&input, 3);
     create_topic(&output, 2);
     let n = 3000;
-    let msgs: Vec<Msg> = (0..n)
-        .map(|i| msg(Some(format!("k{}", i % 7)), order(i)))
-        .collect();
+    let msgs: Vec<Msg> = (0..n).map(|i| msg(Some(format!("k{}", i % 7)), order(i))).collect();
     produce(&input, &msgs);
     let batch_file = tmp.path().join("orders.jsonl");
-    std::fs::write(
-        &batch_file,
-        (0..n).map(|i| order(i) + "\n").collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(&batch_file, (0..n).map(|i| order(i) + "\n").collect::<String>()).unwrap();
 
     let out = tmp.path().join("out.jsonl");
     let query = "SELECT id, customer, amount * 2 AS doubled, UPPER(region) AS region FROM orders WHERE amount > 120 AND region <> 'east'";
@@ -282,15 +220,9 @@ async fn kafka_to_kafka_and_file_exactly() {
     );
     let ctx = datafusion::prelude::SessionContext::new();
     let opts = datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl");
-    ctx.register_json("orders", batch_file.to_str().unwrap(), opts)
-        .await
-        .unwrap();
+    ctx.register_json("orders", batch_file.to_str().unwrap(), opts).await.unwrap();
     let want = batch_rows(&ctx, query).await;
-    assert!(
-        want.len() > 500,
-        "the filter keeps a good share: {}",
-        want.len()
-    );
+    assert!(want.len() > 500, "the filter keeps a good share: {}", want.len());
 
     let mut child = spawn_job(tmp.path(), "job.sql", &sql);
     wait_for(&mut child, &out, |t| t.lines().count() >= want.len());
@@ -302,11 +234,7 @@ async fn kafka_to_kafka_and_file_exactly() {
     assert_same_rows("kafka → kafka", &canonical_lines(&values), &want);
     for r in &read {
         let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
-        assert_eq!(
-            r.key.as_deref(),
-            v["customer"].as_str(),
-            "the key is the customer column"
-        );
+        assert_eq!(r.key.as_deref(), v["customer"].as_str(), "the key is the customer column");
     }
 }
 
@@ -340,27 +268,21 @@ async fn metadata_columns_and_windows_on_message_time() {
     stop_with_sigint(&mut child);
     let want: Vec<String> = canonical_lines(
         &(0..200)
-            .map(|i| {
-                format!(
-                    r#"{{"n": {i}, "k": "u{}", "p": 0, "o": {i}, "ts": {}, "trace": "t{i}"}}"#,
-                    i % 3,
-                    base + i as i64 * 250
-                ) + "\n"
-            })
+            .map(|i| format!(r#"{{"n": {i}, "k": "u{}", "p": 0, "o": {i}, "ts": {}, "trace": "t{i}"}}"#, i % 3, base + i as i64 * 250) + "\n")
             .collect::<String>(),
     );
-    assert_same_rows(
-        "metadata columns (schema inferred from the topic)",
-        &file_rows(&meta),
-        &want,
-    );
+    assert_same_rows("metadata columns (schema inferred from the topic)", &file_rows(&meta), &want);
 
     // Windows on the message timestamp: 200 messages 250 ms apart, 10 s windows, per key.
     let win = tmp.path().join("win.jsonl");
     let sql = format!(
         "CREATE STREAM w AS SELECT _key AS k, window_start, COUNT(*) AS c, SUM(n) AS s FROM clicks \
          GROUP BY _key, TUMBLE(_timestamp, INTERVAL '10' SECOND) INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
-        kafka_with("clicks", &input, &format!(", 'clicks.group.id' = '{}', 'clicks.event_time' = '_timestamp', 'clicks.watermark.delay' = '1s'", unique("windows"))),
+        kafka_with(
+            "clicks",
+            &input,
+            &format!(", 'clicks.group.id' = '{}', 'clicks.event_time' = '_timestamp', 'clicks.watermark.delay' = '1s'", unique("windows"))
+        ),
         win.display()
     );
     // The last window stays open (no later message), so 4 full windows × 3 keys are emitted.
@@ -372,22 +294,11 @@ async fn metadata_columns_and_windows_on_message_time() {
         for k in 0..3 {
             let ns: Vec<i64> = (w * 40..w * 40 + 40).filter(|n| n % 3 == k).collect();
             let start = chrono_iso(base + w * 10_000);
-            want.push(format!(
-                r#"{{"k": "u{k}", "window_start": "{start}", "c": {}, "s": {}}}"#,
-                ns.len(),
-                ns.iter().sum::<i64>()
-            ));
+            want.push(format!(r#"{{"k": "u{k}", "window_start": "{start}", "c": {}, "s": {}}}"#, ns.len(), ns.iter().sum::<i64>()));
         }
     }
-    let got: Vec<String> = file_rows(&win)
-        .into_iter()
-        .filter(|r| !r.contains("2026-01-01T00:00:40"))
-        .collect();
-    assert_same_rows(
-        "TUMBLE over _timestamp",
-        &got,
-        &canonical_lines(&(want.join("\n") + "\n")),
-    );
+    let got: Vec<String> = file_rows(&win).into_iter().filter(|r| !r.contains("2026-01-01T00:00:40")).collect();
+    assert_same_rows("TUMBLE over _timestamp", &got, &canonical_lines(&(want.join("\n") + "\n")));
 }
 
 fn chrono_iso(ms: i64) -> String {
@@ -403,10 +314,7 @@ async fn commit_and_restart_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let input = unique("restart");
     create_topic(&input, 2);
-    produce(
-        &input,
-        &(0..500).map(|i| msg(None, order(i))).collect::<Vec<_>>(),
-    );
+    produce(&input, &(0..500).map(|i| msg(None, order(i))).collect::<Vec<_>>());
     let group = unique("restart-group");
     let run = |file: &str, out: &Path, want: usize| {
         let sql = format!(
@@ -420,27 +328,14 @@ async fn commit_and_restart_loses_nothing() {
     };
     let first = tmp.path().join("first.jsonl");
     run("first.sql", &first, 500);
-    produce(
-        &input,
-        &(500..800).map(|i| msg(None, order(i))).collect::<Vec<_>>(),
-    );
+    produce(&input, &(500..800).map(|i| msg(None, order(i))).collect::<Vec<_>>());
     let second = tmp.path().join("second.jsonl");
     run("second.sql", &second, 300);
-    let a: BTreeSet<i64> = ids_in(&std::fs::read_to_string(&first).unwrap())
-        .into_iter()
-        .collect();
+    let a: BTreeSet<i64> = ids_in(&std::fs::read_to_string(&first).unwrap()).into_iter().collect();
     let b = ids_in(&std::fs::read_to_string(&second).unwrap());
     assert_eq!(a, (0..500).collect::<BTreeSet<_>>());
-    assert_eq!(
-        b.iter().copied().collect::<BTreeSet<_>>(),
-        (500..800).collect::<BTreeSet<_>>(),
-        "the restart resumes at the committed offsets"
-    );
-    assert_eq!(
-        b.len(),
-        300,
-        "a clean stop commits everything delivered: no row read twice"
-    );
+    assert_eq!(b.iter().copied().collect::<BTreeSet<_>>(), (500..800).collect::<BTreeSet<_>>(), "the restart resumes at the committed offsets");
+    assert_eq!(b.len(), 300, "a clean stop commits everything delivered: no row read twice");
 }
 
 /// Two processes of one job share the topic's partitions; when one stops, the other takes
@@ -462,52 +357,26 @@ async fn two_processes_share_and_take_over() {
     let mut a = spawn_job(tmp.path(), "a.sql", &job(&out_a));
     let mut b = spawn_job(tmp.path(), "b.sql", &job(&out_b));
     std::thread::sleep(Duration::from_secs(8)); // both join the group
-    produce(
-        &input,
-        &(0..2000)
-            .map(|i| msg(Some(format!("k{i}")), order(i)))
-            .collect::<Vec<_>>(),
-    );
+    produce(&input, &(0..2000).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
     let (pa, pb) = (out_a.clone(), out_b.clone());
     let both = move |want: usize| {
         let (pa, pb) = (pa.clone(), pb.clone());
         move |_: &str| {
-            let all: BTreeSet<i64> = [&pa, &pb]
-                .iter()
-                .flat_map(|p| ids_in(&std::fs::read_to_string(p).unwrap_or_default()))
-                .collect();
+            let all: BTreeSet<i64> = [&pa, &pb].iter().flat_map(|p| ids_in(&std::fs::read_to_string(p).unwrap_or_default())).collect();
             all.len() >= want
         }
     };
     let out_a2 = tmp.path().join("a.jsonl");
     wait_for(&mut a, &out_a2, both(2000));
-    let (na, nb) = (
-        ids_in(&std::fs::read_to_string(&out_a).unwrap_or_default()).len(),
-        ids_in(&std::fs::read_to_string(&out_b).unwrap_or_default()).len(),
-    );
-    assert!(
-        na > 0 && nb > 0,
-        "both processes got partitions: {na} and {nb} rows"
-    );
+    let (na, nb) = (ids_in(&std::fs::read_to_string(&out_a).unwrap_or_default()).len(), ids_in(&std::fs::read_to_string(&out_b).unwrap_or_default()).len());
+    assert!(na > 0 && nb > 0, "both processes got partitions: {na} and {nb} rows");
     stop_with_sigint(&mut a);
-    produce(
-        &input,
-        &(2000..4000)
-            .map(|i| msg(Some(format!("k{i}")), order(i)))
-            .collect::<Vec<_>>(),
-    );
+    produce(&input, &(2000..4000).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
     let out_b2 = tmp.path().join("b.jsonl");
     wait_for(&mut b, &out_b2, both(4000));
     stop_with_sigint(&mut b);
-    let all: BTreeSet<i64> = [&out_a, &out_b]
-        .iter()
-        .flat_map(|p| ids_in(&std::fs::read_to_string(p).unwrap_or_default()))
-        .collect();
-    assert_eq!(
-        all,
-        (0..4000).collect::<BTreeSet<_>>(),
-        "every message processed by one of them"
-    );
+    let all: BTreeSet<i64> = [&out_a, &out_b].iter().flat_map(|p| ids_in(&std::fs::read_to_string(p).unwrap_or_default())).collect();
+    assert_eq!(all, (0..4000).collect::<BTreeSet<_>>(), "every message processed by one of them");
 }
 
 /// Malformed messages are counted, logged with topic/partition/offset, and written with their
@@ -522,11 +391,7 @@ async fn malformed_messages_go_to_the_dead_letter_topic() {
     let mut bad = Vec::new();
     for i in 0..300 {
         if i % 50 == 7 {
-            let v = if i % 100 == 7 {
-                "{not json".to_string()
-            } else {
-                r#"{"id": "seven", "amount": 1.0}"#.to_string()
-            };
+            let v = if i % 100 == 7 { "{not json".to_string() } else { r#"{"id": "seven", "amount": 1.0}"#.to_string() };
             bad.push(v.clone());
             msgs.push(msg(Some(format!("bad{i}")), v));
         } else {
@@ -545,36 +410,17 @@ async fn malformed_messages_go_to_the_dead_letter_topic() {
     let stderr = stop_with_sigint(&mut child);
     let mut good = ids_in(&std::fs::read_to_string(&out).unwrap());
     good.sort_unstable();
-    assert_eq!(
-        good,
-        (0..300).filter(|i| i % 50 != 7).collect::<Vec<_>>(),
-        "every good message once"
-    );
-    assert!(
-        stderr.contains(&format!("{input}/0@7: malformed message")),
-        "names topic/partition@offset: {stderr}"
-    );
+    assert_eq!(good, (0..300).filter(|i| i % 50 != 7).collect::<Vec<_>>(), "every good message once");
+    assert!(stderr.contains(&format!("{input}/0@7: malformed message")), "names topic/partition@offset: {stderr}");
     let dead = read_topic(&dlq, bad.len());
-    assert_eq!(
-        dead.iter()
-            .map(|r| r.value.clone())
-            .collect::<BTreeSet<_>>(),
-        bad.iter().cloned().collect::<BTreeSet<_>>()
-    );
+    assert_eq!(dead.iter().map(|r| r.value.clone()).collect::<BTreeSet<_>>(), bad.iter().cloned().collect::<BTreeSet<_>>());
     assert_eq!(dead.len(), bad.len());
     for d in &dead {
         assert_eq!(d.headers.get("ferris.topic"), Some(&input));
-        assert_eq!(
-            d.headers.get("ferris.partition").map(String::as_str),
-            Some("0")
-        );
+        assert_eq!(d.headers.get("ferris.partition").map(String::as_str), Some("0"));
         // One partition: a message's offset is its index, which its key carries.
         let offset = d.headers.get("ferris.offset").cloned().unwrap_or_default();
-        assert_eq!(
-            d.key.as_deref(),
-            Some(format!("bad{offset}").as_str()),
-            "{d:?}"
-        );
+        assert_eq!(d.key.as_deref(), Some(format!("bad{offset}").as_str()), "{d:?}");
         assert!(!d.headers["ferris.error"].is_empty(), "{d:?}");
     }
 }
@@ -589,19 +435,7 @@ async fn avro_values_round_trip() {
     let schema = r#"{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "long"}, {"name": "customer", "type": ["null", "string"]}, {"name": "amount", "type": "double"}]}"#;
     std::fs::write(tmp.path().join("order.avsc"), schema).unwrap();
     let input = tmp.path().join("orders.jsonl");
-    std::fs::write(
-        &input,
-        (0..400)
-            .map(|i| {
-                format!(
-                    r#"{{"id": {i}, "customer": "c{}", "amount": {}.5}}"#,
-                    i % 9,
-                    i
-                ) + "\n"
-            })
-            .collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(&input, (0..400).map(|i| format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.5}}"#, i % 9, i) + "\n").collect::<String>()).unwrap();
     let write = format!(
         "CREATE STREAM w AS SELECT id, customer, amount FROM orders INTO t WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
          'orders.schema' = 'id BIGINT, customer VARCHAR, amount DOUBLE', \
@@ -616,75 +450,37 @@ async fn avro_values_round_trip() {
     let raw = ferris_connectors::kafka::avro::AvroEncoder::new(None, Some(schema.to_string()));
     let extra = datafusion::arrow::record_batch::RecordBatch::try_new(
         std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
-            datafusion::arrow::datatypes::Field::new(
-                "id",
-                datafusion::arrow::datatypes::DataType::Int64,
-                false,
-            ),
-            datafusion::arrow::datatypes::Field::new(
-                "customer",
-                datafusion::arrow::datatypes::DataType::Utf8,
-                true,
-            ),
-            datafusion::arrow::datatypes::Field::new(
-                "amount",
-                datafusion::arrow::datatypes::DataType::Float64,
-                false,
-            ),
+            datafusion::arrow::datatypes::Field::new("id", datafusion::arrow::datatypes::DataType::Int64, false),
+            datafusion::arrow::datatypes::Field::new("customer", datafusion::arrow::datatypes::DataType::Utf8, true),
+            datafusion::arrow::datatypes::Field::new("amount", datafusion::arrow::datatypes::DataType::Float64, false),
         ])),
         vec![
             std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(vec![400])),
-            std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![
-                None::<&str>,
-            ])),
+            std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![None::<&str>])),
             std::sync::Arc::new(datafusion::arrow::array::Float64Array::from(vec![0.25])),
         ],
     )
     .unwrap();
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .unwrap();
-    for v in raw
-        .encode(&extra)
-        .unwrap()
-        .into_iter()
-        .chain([b"\x00\x00\x00\x00\x07\xff\xff\xff".to_vec()])
-    {
-        p.send(BaseRecord::<(), [u8]>::to(&topic).payload(v.as_slice()))
-            .map_err(|(e, _)| e)
-            .unwrap();
+    let p: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
+    for v in raw.encode(&extra).unwrap().into_iter().chain([b"\x00\x00\x00\x00\x07\xff\xff\xff".to_vec()]) {
+        p.send(BaseRecord::<(), [u8]>::to(&topic).payload(v.as_slice())).map_err(|(e, _)| e).unwrap();
     }
     p.flush(Duration::from_secs(10)).unwrap();
 
     let out = tmp.path().join("back.jsonl");
     let read = format!(
         "CREATE STREAM r AS SELECT id, customer, amount, _key AS k FROM orders INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}');",
-        kafka_with("orders", &topic, ", 'orders.value.format' = 'avro', 'orders.avro.schema.file' = 'order.avsc'").replace("'orders.value.format' = 'json', ", ""),
+        kafka_with("orders", &topic, ", 'orders.value.format' = 'avro', 'orders.avro.schema.file' = 'order.avsc'")
+            .replace("'orders.value.format' = 'json', ", ""),
         out.display()
     );
     let mut child = spawn_job(tmp.path(), "read.sql", &read);
     wait_for(&mut child, &out, |t| t.lines().count() >= 401);
     let stderr = stop_with_sigint(&mut child);
-    let mut want: Vec<String> = (0..400)
-        .map(|i| {
-            format!(
-                r#"{{"id": {i}, "customer": "c{}", "amount": {}.5, "k": "{i}"}}"#,
-                i % 9,
-                i
-            )
-        })
-        .collect();
+    let mut want: Vec<String> = (0..400).map(|i| format!(r#"{{"id": {i}, "customer": "c{}", "amount": {}.5, "k": "{i}"}}"#, i % 9, i)).collect();
     want.push(r#"{"id": 400, "customer": null, "amount": 0.25, "k": null}"#.to_string());
-    assert_same_rows(
-        "avro round trip",
-        &rows_with_nulls(&out, &["customer", "k"]),
-        &canonical_lines(&(want.join("\n") + "\n")),
-    );
-    assert!(
-        stderr.contains("malformed message"),
-        "the corrupt value is reported: {stderr}"
-    );
+    assert_same_rows("avro round trip", &rows_with_nulls(&out, &["customer", "k"]), &canonical_lines(&(want.join("\n") + "\n")));
+    assert!(stderr.contains("malformed message"), "the corrupt value is reported: {stderr}");
 }
 
 /// Two Kafka sources in one job are both read (in parallel, each at its own pace), and a
@@ -695,23 +491,10 @@ async fn several_kafka_sources_and_a_table_in_one_job() {
     let (a, b) = (unique("union-a"), unique("union-b"));
     create_topic(&a, 2);
     create_topic(&b, 3);
-    produce(
-        &a,
-        &(0..700).map(|i| msg(None, order(i))).collect::<Vec<_>>(),
-    );
-    produce(
-        &b,
-        &(700..1000).map(|i| msg(None, order(i))).collect::<Vec<_>>(),
-    );
+    produce(&a, &(0..700).map(|i| msg(None, order(i))).collect::<Vec<_>>());
+    produce(&b, &(700..1000).map(|i| msg(None, order(i))).collect::<Vec<_>>());
     let customers = tmp.path().join("customers.csv");
-    std::fs::write(
-        &customers,
-        "customer,name\n".to_string()
-            + &(0..10)
-                .map(|c| format!("c{c},Customer {c}\n"))
-                .collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(&customers, "customer,name\n".to_string() + &(0..10).map(|c| format!("c{c},Customer {c}\n")).collect::<String>()).unwrap();
     let out = tmp.path().join("both.jsonl");
     let sql = format!(
         "CREATE STREAM u AS SELECT s.id, s.src, c.name FROM (SELECT id, customer, 'a' AS src FROM a UNION ALL SELECT id, customer, 'b' AS src FROM b) s \
@@ -728,19 +511,11 @@ async fn several_kafka_sources_and_a_table_in_one_job() {
     let want: Vec<String> = (0..1000usize)
         .map(|i| {
             let src = if i < 700 { "a" } else { "b" };
-            let name = if i % 17 < 10 {
-                format!("\"Customer {}\"", i % 17)
-            } else {
-                "null".to_string()
-            };
+            let name = if i % 17 < 10 { format!("\"Customer {}\"", i % 17) } else { "null".to_string() };
             format!(r#"{{"id": {i}, "src": "{src}", "name": {name}}}"#)
         })
         .collect();
-    assert_same_rows(
-        "two Kafka sources ⨝ table",
-        &rows_with_nulls(&out, &["name"]),
-        &canonical_lines(&(want.join("\n") + "\n")),
-    );
+    assert_same_rows("two Kafka sources ⨝ table", &rows_with_nulls(&out, &["name"]), &canonical_lines(&(want.join("\n") + "\n")));
 }
 
 /// A topic named twice in one query is read once, by one set of consumers: two scans in one
@@ -751,10 +526,7 @@ async fn a_topic_named_twice_is_read_once() {
     let input = unique("self-union");
     create_topic(&input, 4);
     let n = 1200usize;
-    produce(
-        &input,
-        &(0..n).map(|i| msg(None, order(i))).collect::<Vec<_>>(),
-    );
+    produce(&input, &(0..n).map(|i| msg(None, order(i))).collect::<Vec<_>>());
     let out = tmp.path().join("out.jsonl");
     let sql = format!(
         "CREATE STREAM twice AS SELECT id, 'all' AS tag FROM orders UNION ALL SELECT id, region AS tag FROM orders WHERE amount > 100 \
@@ -762,28 +534,17 @@ async fn a_topic_named_twice_is_read_once() {
         kafka_with("orders", &input, &format!(", 'orders.schema' = '{ORDER_SCHEMA}'")),
         out.display()
     );
-    let big: Vec<usize> = (0..n)
-        .filter(|i| (i * 37) % 200 > 100 || ((i * 37) % 200 == 100 && i % 10 > 0))
-        .collect();
+    let big: Vec<usize> = (0..n).filter(|i| (i * 37) % 200 > 100 || ((i * 37) % 200 == 100 && i % 10 > 0)).collect();
     let want: Vec<String> = (0..n)
         .map(|i| format!(r#"{{"id": {i}, "tag": "all"}}"#))
-        .chain(big.iter().map(|&i| {
-            format!(
-                r#"{{"id": {i}, "tag": "{}"}}"#,
-                ["north", "south", "east", "west"][i % 4]
-            )
-        }))
+        .chain(big.iter().map(|&i| format!(r#"{{"id": {i}, "tag": "{}"}}"#, ["north", "south", "east", "west"][i % 4])))
         .collect();
     let mut child = spawn_job(tmp.path(), "twice.sql", &sql);
     wait_for(&mut child, &out, |t| t.lines().count() >= want.len());
     // no more than that either
     std::thread::sleep(Duration::from_millis(500));
     stop_with_sigint(&mut child);
-    assert_same_rows(
-        "topic read once for both scans",
-        &file_rows(&out),
-        &canonical_lines(&(want.join("\n") + "\n")),
-    );
+    assert_same_rows("topic read once for both scans", &file_rows(&out), &canonical_lines(&(want.join("\n") + "\n")));
 }
 
 /// Fault injection on librdkafka's mock cluster (in this process; the job connects over TCP):
@@ -795,13 +556,7 @@ fn a_broker_outage_loses_nothing() {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     let servers = mock.bootstrap_servers();
     mock.create_topic("events", 2, 1).unwrap();
-    produce_to(
-        &servers,
-        "events",
-        &(0..1000)
-            .map(|i| msg(Some(format!("k{i}")), order(i)))
-            .collect::<Vec<_>>(),
-    );
+    produce_to(&servers, "events", &(0..1000).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
     let out = tmp.path().join("out.jsonl");
     let sql = format!(
         "CREATE STREAM copy AS SELECT id FROM events INTO out WITH ('events.type' = 'kafka_source', 'events.bootstrap.servers' = '{servers}', \
@@ -816,50 +571,23 @@ fn a_broker_outage_loses_nothing() {
     mock.broker_down(1).unwrap();
     // Messages produced meanwhile wait in the producer until the broker is back.
     let servers2 = servers.clone();
-    let producer = std::thread::spawn(move || {
-        produce_to(
-            &servers2,
-            "events",
-            &(1000..2000)
-                .map(|i| msg(None, order(i)))
-                .collect::<Vec<_>>(),
-        )
-    });
+    let producer = std::thread::spawn(move || produce_to(&servers2, "events", &(1000..2000).map(|i| msg(None, order(i))).collect::<Vec<_>>()));
     // Longer than the session timeout: the group session is lost and the consumer must rejoin
     // (commits for partitions it no longer owned used to keep it from ever rejoining).
     std::thread::sleep(Duration::from_secs(8));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the job survives the outage"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "the job survives the outage");
     mock.broker_up(1).unwrap();
     producer.join().unwrap();
-    wait_for(&mut child, &out, |t| {
-        ids_in(t).into_iter().collect::<BTreeSet<_>>().len() >= 2000
-    });
+    wait_for(&mut child, &out, |t| ids_in(t).into_iter().collect::<BTreeSet<_>>().len() >= 2000);
     let stderr = stop_with_sigint(&mut child);
-    assert!(
-        stderr.contains("the client retries by itself"),
-        "the outage is reported: {stderr}"
-    );
-    let reports = stderr
-        .lines()
-        .filter(|l| l.contains("Connect to") || l.contains("brokers are down"))
-        .count();
+    assert!(stderr.contains("the client retries by itself"), "the outage is reported: {stderr}");
+    let reports = stderr.lines().filter(|l| l.contains("Connect to") || l.contains("brokers are down")).count();
     assert!(reports <= 12, "an 8-second outage is reported a few times, not once per retry ({reports} lines):\n{stderr}");
     let ids = ids_in(&std::fs::read_to_string(&out).unwrap());
     let distinct: BTreeSet<i64> = ids.iter().copied().collect();
-    assert_eq!(
-        distinct,
-        (0..2000).collect::<BTreeSet<i64>>(),
-        "every message, none lost; the job said:\n{stderr}"
-    );
+    assert_eq!(distinct, (0..2000).collect::<BTreeSet<i64>>(), "every message, none lost; the job said:\n{stderr}");
     // at-least-once: a redelivery after the outage may repeat rows not yet committed, never more
-    assert!(
-        ids.len() - distinct.len() <= 1000,
-        "{} repeated rows",
-        ids.len() - distinct.len()
-    );
+    assert!(ids.len() - distinct.len() <= 1000, "{} repeated rows", ids.len() - distinct.len());
 }
 
 /// The multiset of ids in `paths` (a JSON Lines output each): id → how many times it came.
@@ -874,20 +602,9 @@ fn id_counts(paths: &[&Path]) -> BTreeMap<i64, usize> {
 }
 
 /// Ids read twice, and ids expected but missing.
-fn duplicates_and_missing(
-    counts: &BTreeMap<i64, usize>,
-    want: &BTreeSet<i64>,
-) -> (Vec<i64>, Vec<i64>) {
-    let dup = counts
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| *id)
-        .collect();
-    let missing = want
-        .iter()
-        .filter(|id| !counts.contains_key(id))
-        .copied()
-        .collect();
+fn duplicates_and_missing(counts: &BTreeMap<i64, usize>, want: &BTreeSet<i64>) -> (Vec<i64>, Vec<i64>) {
+    let dup = counts.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    let missing = want.iter().filter(|id| !counts.contains_key(id)).copied().collect();
     (dup, missing)
 }
 
@@ -899,25 +616,11 @@ async fn no_duplicates_from_a_healthy_job() {
     let tmp = tempfile::tempdir().unwrap();
     let input = unique("nodup");
     create_topic(&input, 3);
-    let n: usize = std::env::var("FERRIS_KAFKA_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30_000);
-    let runs: usize = std::env::var("FERRIS_KAFKA_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    produce(
-        &input,
-        &(0..n)
-            .map(|i| msg(Some(format!("k{i}")), order(i)))
-            .collect::<Vec<_>>(),
-    );
+    let n: usize = std::env::var("FERRIS_KAFKA_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
+    let runs: usize = std::env::var("FERRIS_KAFKA_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    produce(&input, &(0..n).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
     // the filter of the issue's job: a third of the rows or so
-    let want: BTreeSet<i64> = (0..n)
-        .filter(|i| (i * 37) % 200 > 130)
-        .map(|i| i as i64)
-        .collect();
+    let want: BTreeSet<i64> = (0..n).filter(|i| (i * 37) % 200 > 130).map(|i| i as i64).collect();
     for run in 0..runs {
         let out = tmp.path().join(format!("run{run}.jsonl"));
         let sql = format!(
@@ -938,11 +641,7 @@ async fn no_duplicates_from_a_healthy_job() {
             missing.len(),
             &missing[..missing.len().min(5)]
         );
-        assert_eq!(
-            counts.len(),
-            want.len(),
-            "run {run}: only the filtered rows"
-        );
+        assert_eq!(counts.len(), want.len(), "run {run}: only the filtered rows");
     }
 }
 
@@ -963,24 +662,13 @@ async fn two_processes_hand_partitions_over_exactly() {
         )
     };
     let total = 20_000usize;
-    produce(
-        &input,
-        &(0..2000)
-            .map(|i| msg(Some(format!("k{i}")), order(i)))
-            .collect::<Vec<_>>(),
-    );
+    produce(&input, &(0..2000).map(|i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
     let producer = {
         let input = input.clone();
         std::thread::spawn(move || {
             // the rest over about 8 s, while the processes come and go
             for chunk in (2000..total).collect::<Vec<_>>().chunks(450) {
-                produce(
-                    &input,
-                    &chunk
-                        .iter()
-                        .map(|&i| msg(Some(format!("k{i}")), order(i)))
-                        .collect::<Vec<_>>(),
-                );
+                produce(&input, &chunk.iter().map(|&i| msg(Some(format!("k{i}")), order(i))).collect::<Vec<_>>());
                 std::thread::sleep(Duration::from_millis(200));
             }
         })

@@ -55,7 +55,12 @@ pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
 pub(crate) fn http(base: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(base).unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {base}\r\nConnection: close\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
@@ -166,8 +171,9 @@ fn a_failing_job_is_marked_and_the_server_goes_on() {
     let b = srv.base.as_str();
     let bad = tmp.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"order_id\": 1, \"amount\": 5.0}\nnot json\n").unwrap();
-    let sql = orders_job("fragile", &tmp.path().join("f.jsonl"), ", 'orders.failure_strategy' = 'FailBatch', 'orders.schema' = 'order_id BIGINT, amount DOUBLE'")
-        .replace(&data("orders.jsonl"), bad.to_str().unwrap());
+    let sql =
+        orders_job("fragile", &tmp.path().join("f.jsonl"), ", 'orders.failure_strategy' = 'FailBatch', 'orders.schema' = 'order_id BIGINT, amount DOUBLE'")
+            .replace(&data("orders.jsonl"), bad.to_str().unwrap());
     assert_eq!(json(b, "POST", "/api/jobs", &sql).0, 201);
     let doc = wait_status(b, "fragile", "Failed");
     assert!(doc["error"].as_str().unwrap().contains("bad.jsonl:2"), "the error names file and line: {doc}");

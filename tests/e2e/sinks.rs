@@ -7,7 +7,8 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 
 use crate::common::*;
 
-const QUERY: &str = "SELECT o.order_id, o.amount, c.customer_name, c.email FROM orders o LEFT JOIN customers c ON o.customer_id = c.customer_id WHERE o.quantity > 0";
+const QUERY: &str =
+    "SELECT o.order_id, o.amount, c.customer_name, c.email FROM orders o LEFT JOIN customers c ON o.customer_id = c.customer_id WHERE o.quantity > 0";
 
 async fn rows_via(ctx: &SessionContext, table: &str) -> Vec<String> {
     batch_rows(ctx, &format!("SELECT order_id, amount, customer_name, email FROM {table}")).await
@@ -105,10 +106,7 @@ async fn a_failed_sink_does_not_stop_the_others_and_all_failed_falls_back_to_std
     assert!(run.stderr.contains("blocker"), "the error names the path: {}", run.stderr);
     assert_eq!(file_rows(&tmp.path().join("good.jsonl")).len(), 20);
 
-    let sql = format!(
-        "CREATE STREAM s AS {q} INTO broken WITH ({}, 'broken.type' = 'file_sink', 'broken.path' = '{d}/blocker/out.jsonl');",
-        sources_for(q)
-    );
+    let sql = format!("CREATE STREAM s AS {q} INTO broken WITH ({}, 'broken.type' = 'file_sink', 'broken.path' = '{d}/blocker/out.jsonl');", sources_for(q));
     let run = run_sql(tmp.path(), &sql);
     assert_ok(&run);
     assert!(run.stderr.contains("every sink has failed"), "{}", run.stderr);

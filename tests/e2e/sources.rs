@@ -11,7 +11,8 @@ use crate::common::*;
 fn malformed_lines_are_counted_named_and_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("bad.jsonl");
-    std::fs::write(&input, "{\"id\": 1, \"v\": 10}\n{\"id\": 2, \"v\": oops}\n{\"id\": 3, \"v\": 30}\n{\"id\": \"four\", \"v\": 40}\n{\"id\": 5, \"v\": 50}\n").unwrap();
+    std::fs::write(&input, "{\"id\": 1, \"v\": 10}\n{\"id\": 2, \"v\": oops}\n{\"id\": 3, \"v\": 30}\n{\"id\": \"four\", \"v\": 40}\n{\"id\": 5, \"v\": 50}\n")
+        .unwrap();
     let sql = format!(
         "CREATE STREAM clean AS SELECT id, v FROM raw INTO out WITH ('raw.type' = 'file_source', 'raw.path' = '{}', 'raw.schema' = 'id BIGINT, v BIGINT', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
         input.display(),
@@ -150,7 +151,9 @@ async fn parquet_globs_read_only_projected_columns_and_merge_schemas() {
     }
     let run = run_sql(
         tmp.path(),
-        &format!("SELECT order_id, amount, coupon FROM parts WHERE status <> 'nothing' WITH ('parts.type' = 'file_source', 'parts.path' = '{d}/pq/*.parquet');"),
+        &format!(
+            "SELECT order_id, amount, coupon FROM parts WHERE status <> 'nothing' WITH ('parts.type' = 'file_source', 'parts.path' = '{d}/pq/*.parquet');"
+        ),
     );
     assert_ok(&run);
     let want = batch_rows(

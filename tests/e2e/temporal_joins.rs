@@ -13,10 +13,7 @@ use crate::common::*;
 use crate::windows::write_clicks;
 
 fn stream(name: &str, path: &Path, extra: &str) -> String {
-    format!(
-        "'{name}.type' = 'file_source', '{name}.path' = '{}', '{name}.format' = 'jsonlines', '{name}.event_time' = 'ts'{extra}",
-        path.display()
-    )
+    format!("'{name}.type' = 'file_source', '{name}.path' = '{}', '{name}.format' = 'jsonlines', '{name}.event_time' = 'ts'{extra}", path.display())
 }
 
 async fn context(files: &[(&str, &Path)]) -> SessionContext {
@@ -41,9 +38,17 @@ fn cases() -> Vec<(String, String, String)> {
         ));
     }
     let band = "c.user_id = p.user_id AND p.ts BETWEEN c.ts - 1000 AND c.ts + 3000";
-    v.push(("explicit_band_left".into(), format!("SELECT {COLS} FROM clicks c LEFT JOIN purchases p ON {band}"), format!("SELECT {COLS} FROM clicks c LEFT JOIN purchases p ON {band}")));
+    v.push((
+        "explicit_band_left".into(),
+        format!("SELECT {COLS} FROM clicks c LEFT JOIN purchases p ON {band}"),
+        format!("SELECT {COLS} FROM clicks c LEFT JOIN purchases p ON {band}"),
+    ));
     let iso = "c.user_id = p.user_id AND CAST(p.ts_iso AS TIMESTAMP) BETWEEN CAST(c.ts_iso AS TIMESTAMP) - INTERVAL '3' SECOND AND CAST(c.ts_iso AS TIMESTAMP) + INTERVAL '1' SECOND";
-    v.push(("explicit_interval_full".into(), format!("SELECT {COLS} FROM clicks c FULL JOIN purchases p ON {iso}"), format!("SELECT {COLS} FROM clicks c FULL JOIN purchases p ON {iso}")));
+    v.push((
+        "explicit_interval_full".into(),
+        format!("SELECT {COLS} FROM clicks c FULL JOIN purchases p ON {iso}"),
+        format!("SELECT {COLS} FROM clicks c FULL JOIN purchases p ON {iso}"),
+    ));
     v.push((
         "three_way".into(),
         "SELECT c.user_id, c.ts AS cts, p.ts AS pts, v.ts AS vts FROM clicks c JOIN purchases p ON c.user_id = p.user_id LEFT JOIN views v ON c.user_id = v.user_id WITHIN INTERVAL '1' SECOND".into(),
@@ -132,15 +137,22 @@ async fn unbounded_streams_join_and_window_as_they_go() {
     // stream-stream inner join: every pair is emitted as soon as both rows are in
     let out = tmp.path().join("join.jsonl");
     let query = format!("SELECT {COLS} FROM clicks c JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '2' SECONDS");
-    let want = batch_rows(&ctx, &format!("SELECT {COLS} FROM clicks c JOIN purchases p ON c.user_id = p.user_id AND p.ts BETWEEN c.ts - 2000 AND c.ts + 2000")).await;
-    let sql = format!("CREATE STREAM j AS {query} INTO out WITH ({}, {}, 'out.type' = 'file_sink', 'out.path' = '{}');", tail("clicks", &clicks), tail("purchases", &purchases), out.display());
+    let want =
+        batch_rows(&ctx, &format!("SELECT {COLS} FROM clicks c JOIN purchases p ON c.user_id = p.user_id AND p.ts BETWEEN c.ts - 2000 AND c.ts + 2000")).await;
+    let sql = format!(
+        "CREATE STREAM j AS {query} INTO out WITH ({}, {}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        tail("clicks", &clicks),
+        tail("purchases", &purchases),
+        out.display()
+    );
     let stderr = run_until_rows(tmp.path(), &sql, &out, want.len());
     assert!(stderr.contains("stopped"), "{stderr}");
     assert_same_rows("unbounded join", &file_rows(&out), &want);
 
     // tumbling windows close as the watermark passes them; the last ones stay open
     let out = tmp.path().join("windows.jsonl");
-    let max_ts: i64 = std::fs::read_to_string(&clicks).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"].as_i64().unwrap()).max().unwrap();
+    let max_ts: i64 =
+        std::fs::read_to_string(&clicks).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["ts"].as_i64().unwrap()).max().unwrap();
     let watermark = max_ts - 2000;
     let want = batch_rows(
         &ctx,
@@ -231,7 +243,9 @@ fn two_streams_without_a_time_bound_are_refused() {
     write_clicks(&a, 1, 10, 100, 0, 2);
     write_clicks(&b, 2, 10, 100, 0, 2);
     let schema = "ts BIGINT, ts_iso VARCHAR, user_id VARCHAR, amount BIGINT";
-    let src = |n: &str, p: &Path| format!("'{n}.type' = 'file_source', '{n}.path' = '{}', '{n}.format' = 'jsonlines', '{n}.watch' = 'true', '{n}.schema' = '{schema}'", p.display());
+    let src = |n: &str, p: &Path| {
+        format!("'{n}.type' = 'file_source', '{n}.path' = '{}', '{n}.format' = 'jsonlines', '{n}.watch' = 'true', '{n}.schema' = '{schema}'", p.display())
+    };
     let sql = format!("SELECT a.user_id, b.amount FROM a JOIN b ON a.user_id = b.user_id WITH ({}, {});", src("a", &a), src("b", &b));
     let run = run_sql(tmp.path(), &sql);
     assert_ne!(run.status, 0, "an unbounded join without a bound must not start");

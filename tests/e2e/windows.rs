@@ -67,10 +67,7 @@ async fn clicks_context(path: &Path) -> SessionContext {
 }
 
 fn source(path: &Path, extra: &str) -> String {
-    format!(
-        "'clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts'{extra}",
-        path.display()
-    )
+    format!("'clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts'{extra}", path.display())
 }
 
 /// (name, streaming query, equivalent batch query)
@@ -380,6 +377,7 @@ async fn watermark_clause_and_processing_time() {
         tmp.path().display()
     );
     assert_ok(&run_sql(tmp.path(), &sql));
-    let total: i64 = file_rows(&tmp.path().join("proc.jsonl")).iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["n"].as_i64().unwrap()).sum();
+    let total: i64 =
+        file_rows(&tmp.path().join("proc.jsonl")).iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["n"].as_i64().unwrap()).sum();
     assert_eq!(total, 2000);
 }

@@ -20,9 +20,8 @@ impl Rng {
 /// `station;temperature`, 413 stations, one decimal, fixed seed.
 pub fn write_onebrc(path: &Path, rows: usize) -> std::io::Result<()> {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    let stations: Vec<(String, f64)> = (0..413)
-        .map(|i| (format!("Station {i:03} {}", ["Ab", "Cd", "Ef", "Gh", "Ij"][i % 5]), (rng.next_u64() % 400) as f64 / 10.0 - 10.0))
-        .collect();
+    let stations: Vec<(String, f64)> =
+        (0..413).map(|i| (format!("Station {i:03} {}", ["Ab", "Cd", "Ef", "Gh", "Ij"][i % 5]), (rng.next_u64() % 400) as f64 / 10.0 - 10.0)).collect();
     let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     for _ in 0..rows {
         let (name, mean) = &stations[(rng.next_u64() % stations.len() as u64) as usize];

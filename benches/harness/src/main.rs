@@ -74,11 +74,8 @@ fn main() {
     let dir = repo().join("target/nexmark").join(args.events.to_string());
     if !dir.join(format!("bid.{}", args.format)).exists() {
         eprintln!("generating {} Nexmark events into {}", args.events, dir.display());
-        let status = Command::new(bin_dir().join("nexmark-gen"))
-            .args(["--events", &args.events.to_string(), "--out"])
-            .arg(&dir)
-            .status()
-            .expect("run nexmark-gen");
+        let status =
+            Command::new(bin_dir().join("nexmark-gen")).args(["--events", &args.events.to_string(), "--out"]).arg(&dir).status().expect("run nexmark-gen");
         assert!(status.success(), "nexmark-gen failed");
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("benches/nexmark"))

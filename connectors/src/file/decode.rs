@@ -66,9 +66,7 @@ impl TextDecoder {
         let inner = Self::build(&schema, projection.as_deref(), &output, format, batch_size)?;
         let flat = match format {
             FileFormat::Json | FileFormat::JsonLines => crate::flat_json::FlatJson::new(&output).map(Flat::Json),
-            FileFormat::Csv { delimiter, quote, .. } => {
-                crate::flat_csv::FlatCsv::new(&schema, projection.as_deref(), &output, delimiter, quote).map(Flat::Csv)
-            }
+            FileFormat::Csv { delimiter, quote, .. } => crate::flat_csv::FlatCsv::new(&schema, projection.as_deref(), &output, delimiter, quote).map(Flat::Csv),
             FileFormat::Parquet => None,
         };
         Ok(Self { schema, projection, output, format, batch_size, inner, flat, declined: 0 })
@@ -89,9 +87,9 @@ impl TextDecoder {
                 Inner::Csv(b.build_decoder())
             }
             // arrow-json skips fields the schema does not name: decode straight into the output.
-            FileFormat::Json | FileFormat::JsonLines => Inner::Json(
-                arrow_json::ReaderBuilder::new(Arc::clone(output)).with_batch_size(batch_size).build_decoder().map_err(err)?,
-            ),
+            FileFormat::Json | FileFormat::JsonLines => {
+                Inner::Json(arrow_json::ReaderBuilder::new(Arc::clone(output)).with_batch_size(batch_size).build_decoder().map_err(err)?)
+            }
             FileFormat::Parquet => return Err(ConnectorError::Other("parquet is not a text format".into())),
         })
     }
@@ -124,9 +122,7 @@ impl TextDecoder {
                 match self.flush()? {
                     Some(b) => out.push(b),
                     // Nothing consumed and nothing buffered: the decoder cannot progress.
-                    None if n == 0 => {
-                        return Err(arrow::error::ArrowError::ParseError(format!("cannot decode {} bytes", buf.len() - pos)))
-                    }
+                    None if n == 0 => return Err(arrow::error::ArrowError::ParseError(format!("cannot decode {} bytes", buf.len() - pos))),
                     None => {}
                 }
             }

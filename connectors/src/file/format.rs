@@ -31,7 +31,10 @@ impl FileFormat {
         let name = match props.get("format") {
             Some(f) => f.to_ascii_lowercase(),
             None => extension_format(path).ok_or_else(|| {
-                ConnectorError::invalid(props.full_key("format"), format!("cannot tell the format of '{path}' from its extension; set it to csv, json, jsonlines or parquet"))
+                ConnectorError::invalid(
+                    props.full_key("format"),
+                    format!("cannot tell the format of '{path}' from its extension; set it to csv, json, jsonlines or parquet"),
+                )
             })?,
         };
         Ok(match name.as_str() {
@@ -43,12 +46,7 @@ impl FileFormat {
             "json" => FileFormat::Json,
             "jsonl" | "jsonlines" | "json_lines" | "ndjson" => FileFormat::JsonLines,
             "parquet" => FileFormat::Parquet,
-            other => {
-                return Err(ConnectorError::invalid(
-                    props.full_key("format"),
-                    format!("unknown format '{other}'; use csv, json, jsonlines or parquet"),
-                ))
-            }
+            other => return Err(ConnectorError::invalid(props.full_key("format"), format!("unknown format '{other}'; use csv, json, jsonlines or parquet"))),
         })
     }
 

@@ -49,7 +49,8 @@ pub fn infer_file_schema(path: &Path, format: FileFormat) -> Result<Schema> {
                 let mut bytes = Vec::new();
                 reader.read_to_end(&mut bytes).map_err(|e| ConnectorError::io(path, e))?;
                 let (lines, _) = super::decode::json_array_to_lines(&bytes).map_err(|m| ConnectorError::Malformed { location: ctx(), message: m })?;
-                let (schema, _) = arrow_json::reader::infer_json_schema(std::io::Cursor::new(lines), Some(INFER_MAX_RECORDS)).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+                let (schema, _) =
+                    arrow_json::reader::infer_json_schema(std::io::Cursor::new(lines), Some(INFER_MAX_RECORDS)).map_err(|e| ConnectorError::arrow(ctx(), e))?;
                 return Ok(schema);
             }
             let (schema, _) = arrow_json::reader::infer_json_schema(reader, Some(INFER_MAX_RECORDS)).map_err(|e| ConnectorError::arrow(ctx(), e))?;
@@ -57,8 +58,8 @@ pub fn infer_file_schema(path: &Path, format: FileFormat) -> Result<Schema> {
         }
         FileFormat::Parquet => {
             let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
-            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
+            let b =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
             Ok(b.schema().as_ref().clone())
         }
     }
@@ -110,9 +111,8 @@ pub fn parse_schema(text: &str, key: &str) -> Result<SchemaRef> {
         if col.is_empty() {
             continue;
         }
-        let (name, rest) = col.split_once(char::is_whitespace).ok_or_else(|| {
-            ConnectorError::invalid(key, format!("column '{col}' has no type; write 'name TYPE'"))
-        })?;
+        let (name, rest) =
+            col.split_once(char::is_whitespace).ok_or_else(|| ConnectorError::invalid(key, format!("column '{col}' has no type; write 'name TYPE'")))?;
         let rest = rest.trim();
         let upper = rest.to_ascii_uppercase();
         let (ty_text, nullable) = match upper.strip_suffix("NOT NULL") {

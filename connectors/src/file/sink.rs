@@ -29,8 +29,18 @@ use crate::sink::Sink;
 /// The keys `file_sink` understands.
 pub const FILE_SINK_KEYS: KeySpec = KeySpec {
     exact: &[
-        "path", "format", "append", "compression", "rotation", "max_files", "has_headers", "header",
-        "delimiter", "quote", "buffer_size_bytes", "encoding",
+        "path",
+        "format",
+        "append",
+        "compression",
+        "rotation",
+        "max_files",
+        "has_headers",
+        "header",
+        "delimiter",
+        "quote",
+        "buffer_size_bytes",
+        "encoding",
     ],
     prefixes: &[],
 };
@@ -115,14 +125,22 @@ impl FileSink {
                 "snappy" => Compression::Snappy,
                 "zstd" => Compression::Zstd,
                 "lz4" => Compression::Lz4,
-                _ => return Err(ConnectorError::invalid(props.full_key("compression"), format!("unknown compression '{c}'; use none, gzip, snappy, zstd or lz4"))),
+                _ => {
+                    return Err(ConnectorError::invalid(
+                        props.full_key("compression"),
+                        format!("unknown compression '{c}'; use none, gzip, snappy, zstd or lz4"),
+                    ))
+                }
             },
         };
         if format != FileFormat::Parquet && !matches!(compression, Compression::None | Compression::Gzip) {
             return Err(ConnectorError::invalid(props.full_key("compression"), format!("{} files can be compressed with gzip only", format.name())));
         }
         if format == FileFormat::Parquet && append {
-            return Err(ConnectorError::invalid(props.full_key("append"), "a parquet file cannot be appended to; use a path template such as 'out/part_{batch_id}.parquet'"));
+            return Err(ConnectorError::invalid(
+                props.full_key("append"),
+                "a parquet file cannot be appended to; use a path template such as 'out/part_{batch_id}.parquet'",
+            ));
         }
         let rotation = match props.get("rotation").map(|r| r.to_ascii_lowercase()) {
             None => Rotation::Never,
@@ -161,13 +179,7 @@ impl FileSink {
             std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io(dir, e))?;
         }
         let append = self.append || self.opened.contains(path);
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(append)
-            .truncate(!append)
-            .open(path)
-            .map_err(|e| ConnectorError::io(path, e))?;
+        let file = OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path).map_err(|e| ConnectorError::io(path, e))?;
         let existing = append && file.metadata().map(|m| m.len() > 0).unwrap_or(false);
         let writer = match self.format {
             FileFormat::Parquet => {
@@ -179,8 +191,8 @@ impl FileSink {
                     Compression::Lz4 => PqCompression::LZ4_RAW,
                 };
                 let props = WriterProperties::builder().set_compression(codec).build();
-                let w = ArrowWriter::try_new(file, schema, Some(props))
-                    .map_err(|e| ConnectorError::Parquet { context: path.display().to_string(), source: e })?;
+                let w =
+                    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| ConnectorError::Parquet { context: path.display().to_string(), source: e })?;
                 Encoder::Parquet(Box::new(w))
             }
             _ => {
@@ -259,9 +271,7 @@ impl FileSink {
                     *header_pending = false;
                 }
                 _ => {
-                    let mut w = arrow_json::WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, arrow_json::writer::LineDelimited>(&mut *out);
+                    let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut *out);
                     w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))?;
                     w.finish().map_err(|e| ConnectorError::arrow(ctx(), e))?;
                 }

@@ -36,10 +36,7 @@ use crate::source::Source;
 
 /// The keys `file_source` understands.
 pub const FILE_SOURCE_KEYS: KeySpec = KeySpec {
-    exact: &[
-        "path", "format", "has_headers", "header", "delimiter", "quote", "schema", "compression",
-        "watch", "encoding", "poll_interval",
-    ],
+    exact: &["path", "format", "has_headers", "header", "delimiter", "quote", "schema", "compression", "watch", "encoding", "poll_interval"],
     prefixes: &[],
 };
 
@@ -136,9 +133,7 @@ impl FileSource {
                     }
                     units.push(Unit::Whole(path.clone()));
                 }
-                FileFormat::Csv { .. } | FileFormat::JsonLines
-                    if single && !self.cfg.watch && len > SPLIT_THRESHOLD && !is_gzip(path) =>
-                {
+                FileFormat::Csv { .. } | FileFormat::JsonLines if single && !self.cfg.watch && len > SPLIT_THRESHOLD && !is_gzip(path) => {
                     let n = self.partitions as u64;
                     let step = len.div_ceil(n);
                     for p in 0..n {
@@ -387,8 +382,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
         if cfg.format == FileFormat::Json && starts_with_array(&mut r).map_err(io)? {
             let mut bytes = Vec::new();
             r.read_to_end(&mut bytes).map_err(io)?;
-            let (lines, starts) = json_array_to_lines(&bytes)
-                .map_err(|m| ConnectorError::Malformed { location: path.display().to_string(), message: m })?;
+            let (lines, starts) = json_array_to_lines(&bytes).map_err(|m| ConnectorError::Malformed { location: path.display().to_string(), message: m })?;
             map = LineMap::Elements(starts);
             Box::new(std::io::Cursor::new(lines))
         } else {

@@ -172,9 +172,7 @@ impl LiveStream {
                 match rx.recv().await {
                     Ok(b) => Some((Ok(b), Some(rx))),
                     Err(broadcast::error::RecvError::Closed) => None,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        Some((Err(SubscriptionError::Lagged { stream: name, missed }), None))
-                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => Some((Err(SubscriptionError::Lagged { stream: name, missed }), None)),
                 }
             }
         });

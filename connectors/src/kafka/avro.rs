@@ -16,9 +16,7 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
-use arrow_avro::schema::{
-    AvroSchema, Fingerprint, FingerprintAlgorithm, FingerprintStrategy, SchemaStore,
-};
+use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, FingerprintStrategy, SchemaStore};
 use arrow_avro::writer::format::{AvroBinaryFormat, AvroSoeFormat};
 use arrow_avro::writer::WriterBuilder;
 
@@ -47,9 +45,7 @@ pub fn schema_text(props: &Properties) -> Result<Option<String>> {
         return Ok(Some(s.to_string()));
     }
     match props.get("avro.schema.file") {
-        Some(path) => std::fs::read_to_string(path)
-            .map(Some)
-            .map_err(|e| ConnectorError::io(path, e)),
+        Some(path) => std::fs::read_to_string(path).map(Some).map_err(|e| ConnectorError::io(path, e)),
         None => Ok(None),
     }
 }
@@ -66,39 +62,20 @@ pub struct AvroDecoder {
 impl AvroDecoder {
     /// A decoder for values written with the schema `schema_json`; `key` names the property
     /// in errors.
-    pub fn try_new(
-        schema_json: &str,
-        framing: Framing,
-        batch_size: usize,
-        key: &str,
-    ) -> Result<Self> {
-        let mut me = Self {
-            schema_json: schema_json.to_string(),
-            schema: Arc::new(Schema::empty()),
-            framing,
-            batch_size: batch_size.max(1),
-        };
-        let d = me
-            .decoder()
-            .map_err(|e| ConnectorError::invalid(key, format!("not a usable Avro schema: {e}")))?;
+    pub fn try_new(schema_json: &str, framing: Framing, batch_size: usize, key: &str) -> Result<Self> {
+        let mut me = Self { schema_json: schema_json.to_string(), schema: Arc::new(Schema::empty()), framing, batch_size: batch_size.max(1) };
+        let d = me.decoder().map_err(|e| ConnectorError::invalid(key, format!("not a usable Avro schema: {e}")))?;
         me.schema = d.schema();
         Ok(me)
     }
 
     /// Parses `avro.framing`.
     pub fn framing(props: &Properties) -> Result<Framing> {
-        match props
-            .get("avro.framing")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match props.get("avro.framing").map(str::to_ascii_lowercase).as_deref() {
             None | Some("auto") => Ok(Framing::Auto),
             Some("confluent") => Ok(Framing::Confluent),
             Some("raw") | Some("binary") => Ok(Framing::Raw),
-            Some(other) => Err(ConnectorError::invalid(
-                props.full_key("avro.framing"),
-                format!("'{other}': use auto, confluent or raw"),
-            )),
+            Some(other) => Err(ConnectorError::invalid(props.full_key("avro.framing"), format!("'{other}': use auto, confluent or raw"))),
         }
     }
 
@@ -109,12 +86,7 @@ impl AvroDecoder {
 
     fn decoder(&self) -> std::result::Result<Decoder, String> {
         let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-        store
-            .set(
-                Fingerprint::Id(LOCAL_ID),
-                AvroSchema::new(self.schema_json.clone()),
-            )
-            .map_err(|e| e.to_string())?;
+        store.set(Fingerprint::Id(LOCAL_ID), AvroSchema::new(self.schema_json.clone())).map_err(|e| e.to_string())?;
         ReaderBuilder::new()
             .with_batch_size(self.batch_size)
             .with_writer_schema_store(store)
@@ -159,11 +131,7 @@ impl AvroDecoder {
 
     /// Decodes `n` values (`value(i)`): every column of the schema for the good ones, and the
     /// bad ones.
-    pub fn decode<'a>(
-        &self,
-        n: usize,
-        value: impl Fn(usize) -> &'a [u8],
-    ) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
+    pub fn decode<'a>(&self, n: usize, value: impl Fn(usize) -> &'a [u8]) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
         let mut buf = Vec::new();
         for i in 0..n {
             Self::frame(&mut buf, Self::body(value(i), self.framing));
@@ -199,18 +167,14 @@ impl AvroDecoder {
                 }
             }
             if !ok {
-                bad.push(BadMessage {
-                    index: i,
-                    message: format!("not an Avro record of the configured schema: {last}"),
-                });
+                bad.push(BadMessage { index: i, message: format!("not an Avro record of the configured schema: {last}") });
             }
         }
         Ok((self.concat(&good)?, bad))
     }
 
     fn concat(&self, batches: &[RecordBatch]) -> Result<Vec<ArrayRef>> {
-        let b = arrow::compute::concat_batches(&self.schema, batches)
-            .map_err(|e| ConnectorError::arrow("joining decoded Avro rows", e))?;
+        let b = arrow::compute::concat_batches(&self.schema, batches).map_err(|e| ConnectorError::arrow("joining decoded Avro rows", e))?;
         Ok(b.columns().to_vec())
     }
 }
@@ -225,37 +189,22 @@ impl AvroEncoder {
     /// An encoder writing the Confluent format with `schema_id` when given, plain Avro otherwise;
     /// the Avro schema is `schema_json` when given, else derived from each batch's columns.
     pub fn new(schema_id: Option<u32>, schema_json: Option<String>) -> Self {
-        Self {
-            schema_id,
-            schema_json,
-        }
+        Self { schema_id, schema_json }
     }
 
     /// One value per row of `batch`.
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
-        let err =
-            |e: arrow_avro::errors::AvroError| ConnectorError::Other(format!("encoding Avro: {e}"));
+        let err = |e: arrow_avro::errors::AvroError| ConnectorError::Other(format!("encoding Avro: {e}"));
         let mut schema = batch.schema().as_ref().clone();
         if let Some(json) = &self.schema_json {
             let mut md = schema.metadata().clone();
-            md.insert(
-                arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(),
-                json.clone(),
-            );
+            md.insert(arrow_avro::schema::SCHEMA_METADATA_KEY.to_string(), json.clone());
             schema = schema.with_metadata(md);
         }
-        let batch = batch
-            .clone()
-            .with_schema(Arc::new(schema.clone()))
-            .map_err(|e| ConnectorError::arrow("encoding Avro", e))?;
+        let batch = batch.clone().with_schema(Arc::new(schema.clone())).map_err(|e| ConnectorError::arrow("encoding Avro", e))?;
         let mut enc = match self.schema_id {
-            Some(id) => WriterBuilder::new(schema)
-                .with_fingerprint_strategy(FingerprintStrategy::Id(id))
-                .build_encoder::<AvroSoeFormat>()
-                .map_err(err)?,
-            None => WriterBuilder::new(schema)
-                .build_encoder::<AvroBinaryFormat>()
-                .map_err(err)?,
+            Some(id) => WriterBuilder::new(schema).with_fingerprint_strategy(FingerprintStrategy::Id(id)).build_encoder::<AvroSoeFormat>().map_err(err)?,
+            None => WriterBuilder::new(schema).build_encoder::<AvroBinaryFormat>().map_err(err)?,
         };
         enc.encode(&batch).map_err(err)?;
         let rows = enc.flush();
@@ -279,31 +228,14 @@ mod tests {
         let schema = d.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, ["id", "customer"]);
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("customer", DataType::Utf8, true),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int64Array::from(vec![1, 2, 3])),
-                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
-            ],
-        )
-        .unwrap();
-        let plain = AvroEncoder::new(None, Some(SCHEMA.to_string()))
-            .encode(&batch)
-            .unwrap();
-        let confluent = AvroEncoder::new(Some(42), Some(SCHEMA.to_string()))
-            .encode(&batch)
-            .unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("customer", DataType::Utf8, true)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(StringArray::from(vec![Some("a"), None, Some("c")]))])
+                .unwrap();
+        let plain = AvroEncoder::new(None, Some(SCHEMA.to_string())).encode(&batch).unwrap();
+        let confluent = AvroEncoder::new(Some(42), Some(SCHEMA.to_string())).encode(&batch).unwrap();
         assert_eq!(&confluent[0][..5], &[0, 0, 0, 0, 42]);
-        let mut values: Vec<Vec<u8>> = vec![
-            plain[0].clone(),
-            confluent[1].clone(),
-            b"\xff\xff garbage".to_vec(),
-            plain[2].clone(),
-        ];
+        let mut values: Vec<Vec<u8>> = vec![plain[0].clone(), confluent[1].clone(), b"\xff\xff garbage".to_vec(), plain[2].clone()];
         let (cols, bad) = d.decode(values.len(), |i| values[i].as_slice()).unwrap();
         assert_eq!(bad.iter().map(|b| b.index).collect::<Vec<_>>(), [2]);
         let ids = cols[0].as_any().downcast_ref::<Int64Array>().unwrap();
@@ -311,20 +243,7 @@ mod tests {
         values.remove(2);
         let (cols, bad) = d.decode(values.len(), |i| values[i].as_slice()).unwrap();
         assert!(bad.is_empty());
-        assert_eq!(
-            cols[1]
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .iter()
-                .collect::<Vec<_>>(),
-            [Some("a"), None, Some("c")]
-        );
-        assert!(
-            AvroDecoder::try_new("{\"type\": \"nope\"}", Framing::Auto, 8, "o.avro.schema")
-                .unwrap_err()
-                .to_string()
-                .contains("'o.avro.schema'")
-        );
+        assert_eq!(cols[1].as_any().downcast_ref::<StringArray>().unwrap().iter().collect::<Vec<_>>(), [Some("a"), None, Some("c")]);
+        assert!(AvroDecoder::try_new("{\"type\": \"nope\"}", Framing::Auto, 8, "o.avro.schema").unwrap_err().to_string().contains("'o.avro.schema'"));
     }
 }

@@ -58,10 +58,7 @@ pub fn client_settings(props: &Properties) -> Vec<(String, String)> {
         .iter()
         .filter(|(k, _)| !is_own_key(k))
         .map(|(k, v)| {
-            let k = ALIASES
-                .iter()
-                .find(|(java, _)| *java == k)
-                .map_or(k, |(_, ours)| *ours);
+            let k = ALIASES.iter().find(|(java, _)| *java == k).map_or(k, |(_, ours)| *ours);
             (k.to_string(), v.to_string())
         })
         .collect()
@@ -70,21 +67,12 @@ pub fn client_settings(props: &Properties) -> Vec<(String, String)> {
 /// Creates a librdkafka client from `settings`. A key librdkafka does not know is reported and
 /// left out (the guide's examples carry some Java-client keys); a bad value is an error naming
 /// the key, never showing a secret's value.
-pub fn create_client<C: FromClientConfigAndContext<DefaultClientContext>>(
-    props: &Properties,
-    settings: Vec<(String, String)>,
-    what: &str,
-) -> Result<C> {
+pub fn create_client<C: FromClientConfigAndContext<DefaultClientContext>>(props: &Properties, settings: Vec<(String, String)>, what: &str) -> Result<C> {
     create_client_with(props, settings, what, || DefaultClientContext)
 }
 
 /// [`create_client`] with a client context made by `context`.
-pub fn create_client_with<C, X>(
-    props: &Properties,
-    mut settings: Vec<(String, String)>,
-    what: &str,
-    context: impl Fn() -> X,
-) -> Result<C>
+pub fn create_client_with<C, X>(props: &Properties, mut settings: Vec<(String, String)>, what: &str, context: impl Fn() -> X) -> Result<C>
 where
     C: FromClientConfigAndContext<X>,
     X: ClientContext,
@@ -101,32 +89,15 @@ where
         match cfg.create_with_context::<X, C>(context()) {
             Ok(c) => return Ok(c),
             Err(KafkaError::ClientConfig(_, desc, key, value)) => {
-                if desc.contains("No such configuration property")
-                    && settings.iter().any(|(k, _)| k == &key)
-                {
-                    warn!(
-                        "{what}: '{}' is not a Kafka client property; ignored",
-                        props.full_key(&key)
-                    );
+                if desc.contains("No such configuration property") && settings.iter().any(|(k, _)| k == &key) {
+                    warn!("{what}: '{}' is not a Kafka client property; ignored", props.full_key(&key));
                     settings.retain(|(k, _)| k != &key);
                     continue;
                 }
-                let shown = if is_secret_key(&key) {
-                    "****".to_string()
-                } else {
-                    value
-                };
-                return Err(ConnectorError::invalid(
-                    props.full_key(&key),
-                    format!("Kafka refused '{shown}': {}", mask(&desc, &settings)),
-                ));
+                let shown = if is_secret_key(&key) { "****".to_string() } else { value };
+                return Err(ConnectorError::invalid(props.full_key(&key), format!("Kafka refused '{shown}': {}", mask(&desc, &settings))));
             }
-            Err(e) => {
-                return Err(ConnectorError::Other(format!(
-                    "{what}: cannot create the Kafka client: {}",
-                    mask(&e.to_string(), &settings)
-                )))
-            }
+            Err(e) => return Err(ConnectorError::Other(format!("{what}: cannot create the Kafka client: {}", mask(&e.to_string(), &settings)))),
         }
     }
 }
@@ -158,43 +129,28 @@ const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10
 impl QuietContext {
     /// A context for the connector `name` (`kafka sink 'out'`).
     pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            ..Self::default()
-        }
+        Self { name: name.into(), ..Self::default() }
     }
 
     /// Logs a connection failure, unless one was logged less than 10 s ago.
     pub fn failure(&self, message: &str) {
         use std::sync::atomic::Ordering;
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.is_some_and(|t| t.elapsed() < FAILURE_LOG_EVERY) {
             self.held_back.fetch_add(1, Ordering::Relaxed);
             return;
         }
         *last = Some(std::time::Instant::now());
         let held = self.held_back.swap(0, Ordering::Relaxed);
-        let note = if held > 0 {
-            format!(" ({held} more connection errors in the last 10 s)")
-        } else {
-            String::new()
-        };
-        warn!(
-            "{}: {message}; the client retries by itself{note}",
-            self.name
-        );
+        let note = if held > 0 { format!(" ({held} more connection errors in the last 10 s)") } else { String::new() };
+        warn!("{}: {message}; the client retries by itself{note}", self.name);
     }
 
     /// librdkafka's log line `fac: message` at `level`.
     pub fn log_line(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         use rdkafka::config::RDKafkaLogLevel as L;
         match level {
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning if fac == "FAIL" => {
-                self.failure(message)
-            }
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning if fac == "FAIL" => self.failure(message),
             L::Emerg | L::Alert | L::Critical | L::Error => {
                 tracing::error!("{}: librdkafka {fac}: {message}", self.name)
             }
@@ -207,10 +163,7 @@ impl QuietContext {
     /// A client-wide error from librdkafka.
     pub fn client_error(&self, error: &KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as C;
-        let transport = matches!(
-            error.rdkafka_error_code(),
-            Some(C::AllBrokersDown | C::BrokerTransportFailure)
-        );
+        let transport = matches!(error.rdkafka_error_code(), Some(C::AllBrokersDown | C::BrokerTransportFailure));
         if transport {
             self.failure(&format!("{error}: {reason}"));
         } else {
@@ -250,37 +203,17 @@ mod tests {
         let mut s = client_settings(&p);
         s.sort();
         let keys: Vec<&str> = s.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            ["bootstrap.servers", "fetch.wait.max.ms", "sasl.password"]
-        );
+        assert_eq!(keys, ["bootstrap.servers", "fetch.wait.max.ms", "sasl.password"]);
         assert_eq!(mask("bad password hunter2", &s), "bad password ****");
     }
 
     #[test]
     fn unknown_client_keys_are_dropped_and_bad_values_named() {
-        let p = Properties::from_pairs(
-            "o",
-            [
-                ("bootstrap.servers", "127.0.0.1:1"),
-                ("no.such.thing", "1"),
-                ("sasl.password", "s3cret"),
-            ],
-        );
-        let c: Result<rdkafka::producer::FutureProducer> =
-            create_client(&p, client_settings(&p), "kafka sink 'o'");
+        let p = Properties::from_pairs("o", [("bootstrap.servers", "127.0.0.1:1"), ("no.such.thing", "1"), ("sasl.password", "s3cret")]);
+        let c: Result<rdkafka::producer::FutureProducer> = create_client(&p, client_settings(&p), "kafka sink 'o'");
         assert!(c.is_ok());
-        let p = Properties::from_pairs(
-            "o",
-            [("bootstrap.servers", "127.0.0.1:1"), ("acks", "lots")],
-        );
-        let Err(e) = create_client::<rdkafka::producer::FutureProducer>(
-            &p,
-            client_settings(&p),
-            "kafka sink 'o'",
-        ) else {
-            panic!("accepted acks=lots")
-        };
+        let p = Properties::from_pairs("o", [("bootstrap.servers", "127.0.0.1:1"), ("acks", "lots")]);
+        let Err(e) = create_client::<rdkafka::producer::FutureProducer>(&p, client_settings(&p), "kafka sink 'o'") else { panic!("accepted acks=lots") };
         let e = e.to_string();
         assert!(e.contains("'o.acks'") && e.contains("lots"), "{e}");
     }

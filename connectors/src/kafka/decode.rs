@@ -12,10 +12,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringBuilder,
-    TimestampMillisecondArray,
-};
+use arrow::array::{Array, ArrayRef, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringBuilder, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
@@ -42,10 +39,7 @@ impl ValueFormat {
             "string" | "text" | "raw" => Ok(Self::String),
             "bytes" | "binary" => Ok(Self::Bytes),
             "avro" => Ok(Self::Avro),
-            other => Err(ConnectorError::invalid(
-                key,
-                format!("unknown value format '{other}'; use json, avro, string or bytes"),
-            )),
+            other => Err(ConnectorError::invalid(key, format!("unknown value format '{other}'; use json, avro, string or bytes"))),
         }
     }
 }
@@ -54,10 +48,7 @@ impl ValueFormat {
 pub const METADATA_COLUMNS: [&str; 5] = ["_key", "_partition", "_offset", "_timestamp", "_headers"];
 
 fn headers_type() -> DataType {
-    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
-        .finish()
-        .data_type()
-        .clone()
+    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()).finish().data_type().clone()
 }
 
 /// The metadata fields, leaving out any name the value already has.
@@ -66,11 +57,7 @@ pub fn metadata_fields(value: &Schema) -> Vec<Field> {
         Field::new("_key", DataType::Utf8, true),
         Field::new("_partition", DataType::Int32, false),
         Field::new("_offset", DataType::Int64, false),
-        Field::new(
-            "_timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            true,
-        ),
+        Field::new("_timestamp", DataType::Timestamp(TimeUnit::Millisecond, None), true),
         Field::new("_headers", headers_type(), true),
     ]
     .into_iter()
@@ -82,16 +69,8 @@ pub fn metadata_fields(value: &Schema) -> Vec<Field> {
 pub fn fixed_value_schema(format: ValueFormat) -> Option<SchemaRef> {
     match format {
         ValueFormat::Json | ValueFormat::Avro => None,
-        ValueFormat::String => Some(Arc::new(Schema::new(vec![Field::new(
-            "value",
-            DataType::Utf8,
-            true,
-        )]))),
-        ValueFormat::Bytes => Some(Arc::new(Schema::new(vec![Field::new(
-            "value",
-            DataType::Binary,
-            true,
-        )]))),
+        ValueFormat::String => Some(Arc::new(Schema::new(vec![Field::new("value", DataType::Utf8, true)]))),
+        ValueFormat::Bytes => Some(Arc::new(Schema::new(vec![Field::new("value", DataType::Binary, true)]))),
     }
 }
 
@@ -137,10 +116,7 @@ impl MessageBatch {
 
     /// `topic/partition@offset` of message `i`, to name it in errors.
     pub fn location(&self, i: usize) -> String {
-        format!(
-            "{}/{}@{}",
-            self.topics[self.topic_ids[i] as usize], self.partitions[i], self.offsets[i]
-        )
+        format!("{}/{}@{}", self.topics[self.topic_ids[i] as usize], self.partitions[i], self.offsets[i])
     }
 
     /// The topic of message `i`.
@@ -174,8 +150,7 @@ impl MessageBatch {
         self.values.extend_from_slice(value.unwrap_or_default());
         self.values.push(b'\n');
         self.starts.push(self.values.len());
-        self.keys
-            .push(key.map(|k| String::from_utf8_lossy(k).into_owned()));
+        self.keys.push(key.map(|k| String::from_utf8_lossy(k).into_owned()));
         self.partitions.push(partition);
         self.offsets.push(offset);
         self.timestamps.push(ts);
@@ -192,9 +167,7 @@ impl MessageBatch {
     /// Keeps only the messages for which `keep(topic, partition)` holds (a partition taken
     /// away by a rebalance is dropped from a batch not yet handed out).
     pub fn retain_partitions(&mut self, keep: impl Fn(&str, i32) -> bool) {
-        let kept: Vec<usize> = (0..self.len())
-            .filter(|&i| keep(self.topic(i), self.partitions[i]))
-            .collect();
+        let kept: Vec<usize> = (0..self.len()).filter(|&i| keep(self.topic(i), self.partitions[i])).collect();
         if kept.len() == self.len() {
             return;
         }
@@ -202,15 +175,7 @@ impl MessageBatch {
         let with_headers = self.headers.len() == self.len();
         for i in kept {
             let headers = with_headers.then(|| self.headers[i].clone());
-            out.push(
-                self.topic(i),
-                self.partitions[i],
-                self.offsets[i],
-                self.timestamps[i],
-                None,
-                Some(self.value(i)),
-                headers,
-            );
+            out.push(self.topic(i), self.partitions[i], self.offsets[i], self.timestamps[i], None, Some(self.value(i)), headers);
             if let Some(k) = out.keys.last_mut() {
                 k.clone_from(&self.keys[i]);
             }
@@ -249,29 +214,16 @@ pub struct ValueDecoder {
 
 impl std::fmt::Debug for ValueDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ValueDecoder")
-            .field("format", &self.format)
-            .field("output", &self.output)
-            .finish()
+        f.debug_struct("ValueDecoder").field("format", &self.format).field("output", &self.output).finish()
     }
 }
 
 impl ValueDecoder {
     /// A decoder producing `projection` (indices into `full`, all when None) of a source whose
     /// first `value_fields` columns come from the value.
-    pub fn try_new(
-        format: ValueFormat,
-        full: &SchemaRef,
-        value_fields: usize,
-        projection: Option<&[usize]>,
-        batch_size: usize,
-    ) -> Result<Self> {
-        let indices: Vec<usize> =
-            projection.map_or_else(|| (0..full.fields().len()).collect(), <[usize]>::to_vec);
-        let output = Arc::new(
-            full.project(&indices)
-                .map_err(|e| ConnectorError::arrow("projecting the schema", e))?,
-        );
+    pub fn try_new(format: ValueFormat, full: &SchemaRef, value_fields: usize, projection: Option<&[usize]>, batch_size: usize) -> Result<Self> {
+        let indices: Vec<usize> = projection.map_or_else(|| (0..full.fields().len()).collect(), <[usize]>::to_vec);
+        let output = Arc::new(full.project(&indices).map_err(|e| ConnectorError::arrow("projecting the schema", e))?);
         let mut value_cols = Vec::new();
         let mut columns = Vec::new();
         for &i in &indices {
@@ -282,31 +234,14 @@ impl ValueDecoder {
                 columns.push(Err(full.field(i).name().clone()));
             }
         }
-        let value_out = Arc::new(
-            full.project(&value_cols)
-                .map_err(|e| ConnectorError::arrow("projecting the schema", e))?,
-        );
+        let value_out = Arc::new(full.project(&value_cols).map_err(|e| ConnectorError::arrow("projecting the schema", e))?);
         let json_schema = if value_cols.is_empty() {
-            Arc::new(
-                full.project(&(0..value_fields).collect::<Vec<_>>())
-                    .map_err(|e| ConnectorError::arrow("projecting the schema", e))?,
-            )
+            Arc::new(full.project(&(0..value_fields).collect::<Vec<_>>()).map_err(|e| ConnectorError::arrow("projecting the schema", e))?)
         } else {
             Arc::clone(&value_out)
         };
-        let flat = (format == ValueFormat::Json)
-            .then(|| crate::flat_json::FlatJson::new(&json_schema))
-            .flatten();
-        Ok(Self {
-            format,
-            value_out,
-            json_schema,
-            output,
-            columns,
-            batch_size: batch_size.max(1),
-            avro: None,
-            flat,
-        })
+        let flat = (format == ValueFormat::Json).then(|| crate::flat_json::FlatJson::new(&json_schema)).flatten();
+        Ok(Self { format, value_out, json_schema, output, columns, batch_size: batch_size.max(1), avro: None, flat })
     }
 
     /// Decodes Avro values with `decoder` (whose schema is the source's value schema).
@@ -314,11 +249,7 @@ impl ValueDecoder {
         let schema = decoder.schema();
         let mut positions = Vec::new();
         for f in self.value_out.fields() {
-            positions.push(
-                schema
-                    .index_of(f.name())
-                    .map_err(|e| ConnectorError::arrow("matching Avro columns", e))?,
-            );
+            positions.push(schema.index_of(f.name()).map_err(|e| ConnectorError::arrow("matching Avro columns", e))?);
         }
         self.avro = Some((decoder, positions));
         Ok(self)
@@ -331,9 +262,7 @@ impl ValueDecoder {
 
     /// True when the `_headers` column is produced (headers must be collected).
     pub fn wants_headers(&self) -> bool {
-        self.columns
-            .iter()
-            .any(|c| matches!(c, Err(n) if n == "_headers"))
+        self.columns.iter().any(|c| matches!(c, Err(n) if n == "_headers"))
     }
 
     /// Decodes `msgs`: the good rows as one batch, and the bad messages.
@@ -347,37 +276,22 @@ impl ValueDecoder {
                 for i in 0..n {
                     match std::str::from_utf8(msgs.value(i)) {
                         Ok(s) => b.append_value(s),
-                        Err(e) => bad.push(BadMessage {
-                            index: i,
-                            message: format!("value is not UTF-8: {e}"),
-                        }),
+                        Err(e) => bad.push(BadMessage { index: i, message: format!("value is not UTF-8: {e}") }),
                     }
                 }
-                (
-                    self.value_columns(vec![Arc::new(b.finish()) as ArrayRef])?,
-                    bad,
-                )
+                (self.value_columns(vec![Arc::new(b.finish()) as ArrayRef])?, bad)
             }
             ValueFormat::Avro => {
-                let (decoder, positions) = self
-                    .avro
-                    .as_ref()
-                    .ok_or_else(|| ConnectorError::Other("no Avro schema configured".into()))?;
+                let (decoder, positions) = self.avro.as_ref().ok_or_else(|| ConnectorError::Other("no Avro schema configured".into()))?;
                 let (all, bad) = decoder.decode(n, |i| msgs.value(i))?;
-                (
-                    positions.iter().map(|&p| Arc::clone(&all[p])).collect(),
-                    bad,
-                )
+                (positions.iter().map(|&p| Arc::clone(&all[p])).collect(), bad)
             }
             ValueFormat::Bytes => {
                 let mut b = BinaryBuilder::with_capacity(n, msgs.bytes());
                 for i in 0..n {
                     b.append_value(msgs.value(i));
                 }
-                (
-                    self.value_columns(vec![Arc::new(b.finish()) as ArrayRef])?,
-                    Vec::new(),
-                )
+                (self.value_columns(vec![Arc::new(b.finish()) as ArrayRef])?, Vec::new())
             }
         };
         let keep: Vec<usize> = if bad.is_empty() {
@@ -405,11 +319,7 @@ impl ValueDecoder {
 
     /// Keeps the projected value columns of a one-column value (`string`, `bytes`).
     fn value_columns(&self, all: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
-        Ok(if self.value_out.fields().is_empty() {
-            Vec::new()
-        } else {
-            all
-        })
+        Ok(if self.value_out.fields().is_empty() { Vec::new() } else { all })
     }
 
     fn json_decoder(&self) -> Result<arrow_json::reader::Decoder> {
@@ -423,11 +333,7 @@ impl ValueDecoder {
     fn decode_json(&self, msgs: &MessageBatch) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
         let n = msgs.len();
         // All values at once: the one-pass decoder when they are flat, else arrow-json.
-        let whole = match self
-            .flat
-            .as_ref()
-            .and_then(|f| f.decode(&msgs.values, usize::MAX))
-        {
+        let whole = match self.flat.as_ref().and_then(|f| f.decode(&msgs.values, usize::MAX)) {
             Some(batches) => Some(batches),
             None => decode_all(&mut self.json_decoder()?, &msgs.values).ok(),
         };
@@ -442,26 +348,15 @@ impl ValueDecoder {
         for i in 0..n {
             let v = msgs.value(i);
             if v.iter().all(u8::is_ascii_whitespace) {
-                bad.push(BadMessage {
-                    index: i,
-                    message: "empty value".to_string(),
-                });
+                bad.push(BadMessage { index: i, message: "empty value".to_string() });
                 continue;
             }
             let mut d = self.json_decoder()?;
             match decode_all(&mut d, v) {
                 Ok(b) if b.iter().map(RecordBatch::num_rows).sum::<usize>() == 1 => good.extend(b),
-                Ok(b) => bad.push(BadMessage {
-                    index: i,
-                    message: format!(
-                        "expected one JSON object, found {}",
-                        b.iter().map(RecordBatch::num_rows).sum::<usize>()
-                    ),
-                }),
-                Err(e) => bad.push(BadMessage {
-                    index: i,
-                    message: e.to_string(),
-                }),
+                Ok(b) => bad
+                    .push(BadMessage { index: i, message: format!("expected one JSON object, found {}", b.iter().map(RecordBatch::num_rows).sum::<usize>()) }),
+                Err(e) => bad.push(BadMessage { index: i, message: e.to_string() }),
             }
         }
         Ok((self.concat(&good)?, bad))
@@ -471,16 +366,12 @@ impl ValueDecoder {
         if let [one] = batches {
             return Ok(one.columns().to_vec());
         }
-        let b = arrow::compute::concat_batches(&self.json_schema, batches)
-            .map_err(|e| ConnectorError::arrow("joining decoded rows", e))?;
+        let b = arrow::compute::concat_batches(&self.json_schema, batches).map_err(|e| ConnectorError::arrow("joining decoded rows", e))?;
         Ok(b.columns().to_vec())
     }
 }
 
-fn decode_all(
-    d: &mut arrow_json::reader::Decoder,
-    buf: &[u8],
-) -> std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+fn decode_all(d: &mut arrow_json::reader::Decoder, buf: &[u8]) -> std::result::Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
@@ -489,12 +380,7 @@ fn decode_all(
         if pos < buf.len() || used == 0 {
             match d.flush()? {
                 Some(b) => out.push(b),
-                None if used == 0 => {
-                    return Err(arrow::error::ArrowError::ParseError(format!(
-                        "cannot decode {} bytes",
-                        buf.len() - pos
-                    )))
-                }
+                None if used == 0 => return Err(arrow::error::ArrowError::ParseError(format!("cannot decode {} bytes", buf.len() - pos))),
                 None => {}
             }
         }
@@ -514,15 +400,9 @@ fn metadata_column(name: &str, msgs: &MessageBatch, keep: &[usize]) -> Result<Ar
             }
             Arc::new(b.finish())
         }
-        "_partition" => Arc::new(Int32Array::from_iter_values(
-            keep.iter().map(|&i| msgs.partitions[i]),
-        )),
-        "_offset" => Arc::new(Int64Array::from_iter_values(
-            keep.iter().map(|&i| msgs.offsets[i]),
-        )),
-        "_timestamp" => Arc::new(TimestampMillisecondArray::from_iter(
-            keep.iter().map(|&i| msgs.timestamps[i]),
-        )),
+        "_partition" => Arc::new(Int32Array::from_iter_values(keep.iter().map(|&i| msgs.partitions[i]))),
+        "_offset" => Arc::new(Int64Array::from_iter_values(keep.iter().map(|&i| msgs.offsets[i]))),
+        "_timestamp" => Arc::new(TimestampMillisecondArray::from_iter(keep.iter().map(|&i| msgs.timestamps[i]))),
         "_headers" => {
             let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
             for &i in keep {
@@ -530,16 +410,11 @@ fn metadata_column(name: &str, msgs: &MessageBatch, keep: &[usize]) -> Result<Ar
                     b.keys().append_value(k);
                     b.values().append_option(v.as_deref());
                 }
-                b.append(true)
-                    .map_err(|e| ConnectorError::arrow("building _headers", e))?;
+                b.append(true).map_err(|e| ConnectorError::arrow("building _headers", e))?;
             }
             Arc::new(b.finish())
         }
-        other => {
-            return Err(ConnectorError::Other(format!(
-                "unknown metadata column '{other}'"
-            )))
-        }
+        other => return Err(ConnectorError::Other(format!("unknown metadata column '{other}'"))),
     })
 }
 
@@ -550,10 +425,7 @@ mod tests {
     use super::*;
 
     fn source_schema() -> (SchemaRef, usize) {
-        let value = Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
-        ]);
+        let value = Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]);
         let mut fields: Vec<Field> = value.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(metadata_fields(&value));
         (Arc::new(Schema::new(fields)), 2)
@@ -562,15 +434,7 @@ mod tests {
     fn msgs(values: &[&str]) -> MessageBatch {
         let mut m = MessageBatch::default();
         for (i, v) in values.iter().enumerate() {
-            m.push(
-                "orders",
-                1,
-                100 + i as i64,
-                Some(1_700_000_000_000 + i as i64),
-                Some(b"k"),
-                Some(v.as_bytes()),
-                Some(vec![("h".into(), Some("v".into()))]),
-            );
+            m.push("orders", 1, 100 + i as i64, Some(1_700_000_000_000 + i as i64), Some(b"k"), Some(v.as_bytes()), Some(vec![("h".into(), Some("v".into()))]));
         }
         m
     }
@@ -579,18 +443,9 @@ mod tests {
     fn json_with_metadata_and_bad_messages() {
         let (full, nv) = source_schema();
         // name, _offset, id, _headers
-        let d =
-            ValueDecoder::try_new(ValueFormat::Json, &full, nv, Some(&[1, 4, 0, 6]), 1024).unwrap();
+        let d = ValueDecoder::try_new(ValueFormat::Json, &full, nv, Some(&[1, 4, 0, 6]), 1024).unwrap();
         assert!(d.wants_headers());
-        let (b, bad) = d
-            .decode(&msgs(&[
-                r#"{"id": 1, "name": "a"}"#,
-                r#"{"id": "x"}"#,
-                "not json",
-                "",
-                r#"{"id": 3, "extra": [1]}"#,
-            ]))
-            .unwrap();
+        let (b, bad) = d.decode(&msgs(&[r#"{"id": 1, "name": "a"}"#, r#"{"id": "x"}"#, "not json", "", r#"{"id": 3, "extra": [1]}"#])).unwrap();
         let text = pretty_format_batches(&[b]).unwrap().to_string();
         assert_eq!(
             text,
@@ -614,9 +469,6 @@ mod tests {
         // Only metadata selected: rows still counted.
         let d = ValueDecoder::try_new(ValueFormat::Bytes, &full, 1, Some(&[3]), 8).unwrap();
         assert_eq!(d.decode(&msgs(&["a", "b", "c"])).unwrap().0.num_rows(), 3);
-        assert!(ValueFormat::parse("xml", "o.value.format")
-            .unwrap_err()
-            .to_string()
-            .contains("'o.value.format'"));
+        assert!(ValueFormat::parse("xml", "o.value.format").unwrap_err().to_string().contains("'o.value.format'"));
     }
 }

@@ -80,12 +80,7 @@ pub(crate) struct GroupShared {
 }
 
 impl GroupShared {
-    pub fn new(
-        name: &str,
-        readers: usize,
-        gate: Arc<CommitGate>,
-        metrics: Arc<ConnectorMetrics>,
-    ) -> Self {
+    pub fn new(name: &str, readers: usize, gate: Arc<CommitGate>, metrics: Arc<ConnectorMetrics>) -> Self {
         Self {
             name: name.to_string(),
             slots: (0..readers.max(1)).map(|_| ReaderSlot::default()).collect(),
@@ -123,36 +118,21 @@ impl GroupShared {
         let mut queues = Vec::new();
         for (t, p) in &parts {
             match member.as_ref().and_then(|m| m.split_partition_queue(t, *p)) {
-                Some(q) => queues.push(PartQueue {
-                    topic: t.clone(),
-                    partition: *p,
-                    queue: q,
-                }),
+                Some(q) => queues.push(PartQueue { topic: t.clone(), partition: *p, queue: q }),
                 None => {
                     warn!(source = %self.name, "no queue of its own for {t}/{p}: its messages come through the group's queue")
                 }
             }
         }
-        let assigned = if matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        ) {
-            consumer.incremental_assign(tpl)
-        } else {
-            consumer.assign(tpl)
-        };
+        let assigned =
+            if matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
         if let Err(e) = assigned {
             warn!(source = %self.name, "assigning {} partitions failed: {e}", parts.len());
             return;
         }
         self.gate.assigned(&parts);
         for mut q in queues {
-            let (i, slot) = self
-                .slots
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, s)| lock(&s.queues).len())
-                .unwrap_or((0, &self.slots[0]));
+            let (i, slot) = self.slots.iter().enumerate().min_by_key(|(_, s)| lock(&s.queues).len()).unwrap_or((0, &self.slots[0]));
             debug!(source = %self.name, "{}/{} read by reader {i}", q.topic, q.partition);
             let bell = Arc::clone(&slot.notify);
             q.queue.set_nonempty_callback(move || bell.notify_one());
@@ -165,11 +145,7 @@ impl GroupShared {
 
     fn revoke(&self, consumer: &Member, tpl: &TopicPartitionList, error: bool) {
         let parts = partitions(tpl);
-        let all = error
-            || !matches!(
-                consumer.rebalance_protocol(),
-                RebalanceProtocol::Cooperative
-            );
+        let all = error || !matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         self.gate.revoke(&parts);
         for s in &self.slots {
             s.notify.notify_one();
@@ -199,22 +175,10 @@ impl GroupShared {
         }
         self.gate.forget(&parts);
         for s in &self.slots {
-            lock(&s.queues).retain(|q| {
-                !parts
-                    .iter()
-                    .any(|(t, p)| *p == q.partition && *t == q.topic)
-            });
-            lock(&s.strays).retain(|m| {
-                !parts
-                    .iter()
-                    .any(|(t, p)| *p == m.partition() && t == m.topic())
-            });
+            lock(&s.queues).retain(|q| !parts.iter().any(|(t, p)| *p == q.partition && *t == q.topic));
+            lock(&s.strays).retain(|m| !parts.iter().any(|(t, p)| *p == m.partition() && t == m.topic()));
         }
-        let unassigned = if all {
-            consumer.unassign()
-        } else {
-            consumer.incremental_unassign(tpl)
-        };
+        let unassigned = if all { consumer.unassign() } else { consumer.incremental_unassign(tpl) };
         if let Err(e) = unassigned {
             debug!(source = %self.name, "unassign: {e}");
         }
@@ -225,10 +189,7 @@ impl GroupShared {
     fn stray(&self, msg: OwnedMessage) {
         debug!(source = %self.name, "stray message {}/{}@{}", msg.topic(), msg.partition(), msg.offset());
         for s in &self.slots {
-            if lock(&s.queues)
-                .iter()
-                .any(|q| q.partition == msg.partition() && q.topic == msg.topic())
-            {
+            if lock(&s.queues).iter().any(|q| q.partition == msg.partition() && q.topic == msg.topic()) {
                 lock(&s.strays).push_back(msg);
                 s.notify.notify_one();
                 return;
@@ -246,10 +207,7 @@ impl GroupShared {
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
-    tpl.elements()
-        .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
-        .collect()
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
 }
 
 /// The member's callbacks: rebalances, and librdkafka's logs through the connector's limiter.
@@ -262,27 +220,16 @@ impl ClientContext for GroupContext {
         self.shared.quiet.log_line(level, fac, message);
     }
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        self.shared
-            .metrics
-            .set_status(ConnectionStatus::Reconnecting);
+        self.shared.metrics.set_status(ConnectionStatus::Reconnecting);
         self.shared.quiet.client_error(&error, reason);
     }
 }
 
 impl ConsumerContext for GroupContext {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.shared.assign(consumer, tpl)
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.shared.revoke(consumer, tpl, false)
-            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.shared.assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.shared.revoke(consumer, tpl, false),
             other => {
                 warn!(source = %self.shared.name, "rebalance error: {other:?}");
                 self.shared.revoke(consumer, tpl, true);
@@ -309,39 +256,29 @@ impl GroupMember {
             let consumer = Arc::clone(&consumer);
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name(format!("ferris-kafka-{}", shared.name))
-                .spawn(move || {
-                    while !stop.load(Ordering::Acquire) {
-                        match consumer.poll(GROUP_POLL) {
-                            Some(Ok(msg)) => {
-                                let owned = msg.detach();
-                                drop(msg);
-                                shared.stray(owned);
-                            }
-                            Some(Err(e)) => {
-                                shared.metrics.set_status(ConnectionStatus::Reconnecting);
-                                shared.quiet.failure(&format!("Kafka error: {e}"));
-                            }
-                            None => {}
+            std::thread::Builder::new().name(format!("ferris-kafka-{}", shared.name)).spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    match consumer.poll(GROUP_POLL) {
+                        Some(Ok(msg)) => {
+                            let owned = msg.detach();
+                            drop(msg);
+                            shared.stray(owned);
                         }
+                        Some(Err(e)) => {
+                            shared.metrics.set_status(ConnectionStatus::Reconnecting);
+                            shared.quiet.failure(&format!("Kafka error: {e}"));
+                        }
+                        None => {}
                     }
-                })?
+                }
+            })?
         };
-        Ok(Self {
-            consumer: Some(consumer),
-            shared,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Self { consumer: Some(consumer), shared, stop, thread: Some(thread) })
     }
 
     /// The consumer, for commits (held weakly by committers, so that it closes with the member).
     pub fn consumer(&self) -> std::sync::Weak<Member> {
-        self.consumer
-            .as_ref()
-            .map(Arc::downgrade)
-            .unwrap_or_default()
+        self.consumer.as_ref().map(Arc::downgrade).unwrap_or_default()
     }
 }
 
@@ -363,8 +300,6 @@ impl Drop for GroupMember {
 
 impl std::fmt::Debug for GroupMember {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupMember")
-            .field("source", &self.shared.name)
-            .finish()
+        f.debug_struct("GroupMember").field("source", &self.shared.name).finish()
     }
 }

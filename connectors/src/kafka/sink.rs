@@ -56,75 +56,37 @@ impl KafkaSink {
         let name = props.owner().to_string();
         let topic = props.require("topic")?.to_string();
         props.require("bootstrap.servers")?;
-        let format_key = if props.contains("value.format") {
-            "value.format"
-        } else {
-            "format"
-        };
-        let format = match props
-            .get(format_key)
-            .unwrap_or("json")
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        let format_key = if props.contains("value.format") { "value.format" } else { "format" };
+        let format = match props.get(format_key).unwrap_or("json").to_ascii_lowercase().as_str() {
             "json" | "jsonlines" => SinkFormat::Json,
             "string" | "text" => SinkFormat::String,
             "avro" => SinkFormat::Avro,
-            other => {
-                return Err(ConnectorError::invalid(
-                    props.full_key(format_key),
-                    format!("unknown value format '{other}'; use json, avro or string"),
-                ))
-            }
+            other => return Err(ConnectorError::invalid(props.full_key(format_key), format!("unknown value format '{other}'; use json, avro or string"))),
         };
-        let key_json = match props
-            .get("key.format")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let key_json = match props.get("key.format").map(str::to_ascii_lowercase).as_deref() {
             None | Some("string") | Some("text") => false,
             Some("json") => true,
-            Some(other) => {
-                return Err(ConnectorError::invalid(
-                    props.full_key("key.format"),
-                    format!("unknown key format '{other}'; use string or json"),
-                ))
-            }
+            Some(other) => return Err(ConnectorError::invalid(props.full_key("key.format"), format!("unknown key format '{other}'; use string or json"))),
         };
         // `batch.size` here is the producer's (bytes per request), not a source batch.
-        let mut settings: Vec<(String, String)> = props
-            .iter()
-            .filter(|(k, _)| *k == "batch.size" || !is_own_key(k))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        if !settings
-            .iter()
-            .any(|(k, _)| k == "linger.ms" || k == "queue.buffering.max.ms")
-        {
+        let mut settings: Vec<(String, String)> =
+            props.iter().filter(|(k, _)| *k == "batch.size" || !is_own_key(k)).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !settings.iter().any(|(k, _)| k == "linger.ms" || k == "queue.buffering.max.ms") {
             settings.push(("linger.ms".into(), "5".into()));
         }
         settings.push(("client.id".into(), format!("ferris-{name}")));
         let what = format!("kafka sink '{name}'");
-        let producer = create_client_with(props, settings.clone(), &what, || {
-            QuietContext::new(what.clone())
-        })?;
-        let create_partitions = match props
-            .get("topic.create")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let producer = create_client_with(props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
+        let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
             Some("false") | Some("no") => None,
             _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),
         };
         let avro = match format {
             SinkFormat::Avro => {
                 let id = match props.get("avro.schema.id") {
-                    Some(t) => Some(t.trim().parse::<u32>().map_err(|_| {
-                        ConnectorError::invalid(
-                            props.full_key("avro.schema.id"),
-                            format!("'{t}' is not a schema id"),
-                        )
-                    })?),
+                    Some(t) => Some(
+                        t.trim().parse::<u32>().map_err(|_| ConnectorError::invalid(props.full_key("avro.schema.id"), format!("'{t}' is not a schema id")))?,
+                    ),
                     None => None,
                 };
                 Some(AvroEncoder::new(id, super::avro::schema_text(props)?))
@@ -153,34 +115,17 @@ impl KafkaSink {
         let Some(partitions) = self.create_partitions else {
             return Ok(());
         };
-        let exists = match self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(5))
-        {
-            Ok(md) => md.topics().iter().any(|t| {
-                t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
-            }),
+        let exists = match self.producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
+            Ok(md) => md.topics().iter().any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()),
             Err(_) => return Ok(()), // the broker is not reachable now: delivery will say more
         };
         if exists {
             return Ok(());
         }
         let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            create_client(
-                &self.props,
-                self.settings.clone(),
-                &format!("kafka sink '{}'", self.name),
-            )?;
-        let new = rdkafka::admin::NewTopic::new(
-            &self.topic,
-            partitions,
-            rdkafka::admin::TopicReplication::Fixed(1),
-        );
-        match admin
-            .create_topics([&new], &rdkafka::admin::AdminOptions::new())
-            .await
-        {
+            create_client(&self.props, self.settings.clone(), &format!("kafka sink '{}'", self.name))?;
+        let new = rdkafka::admin::NewTopic::new(&self.topic, partitions, rdkafka::admin::TopicReplication::Fixed(1));
+        match admin.create_topics([&new], &rdkafka::admin::AdminOptions::new()).await {
             Ok(results) => {
                 for r in results {
                     match r {
@@ -203,47 +148,22 @@ impl KafkaSink {
     fn values(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         match self.format {
             SinkFormat::Json => {
-                let mut w =
-                    arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
-                w.write(batch).map_err(|e| {
-                    ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e)
-                })?;
-                w.finish().map_err(|e| {
-                    ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e)
-                })?;
+                let mut w = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
+                w.write(batch).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
+                w.finish().map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
                 let buf = w.into_inner();
                 // arrow-json escapes newlines inside strings: one line per row.
-                Ok(buf
-                    .split(|b| *b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect())
+                Ok(buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
             }
             SinkFormat::Avro => match &self.avro {
-                Some(a) => a
-                    .encode(batch)
-                    .map_err(|e| ConnectorError::Other(format!("kafka sink '{}': {e}", self.name))),
+                Some(a) => a.encode(batch).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': {e}", self.name))),
                 None => Err(ConnectorError::Other("no Avro encoder".into())),
             },
             SinkFormat::String => {
-                let col = batch
-                    .column_by_name("value")
-                    .unwrap_or_else(|| batch.column(0));
-                let text = arrow::compute::cast(col, &DataType::Utf8)
-                    .map_err(|e| ConnectorError::arrow(format!("kafka sink '{}'", self.name), e))?;
-                let text = text
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
-                Ok((0..text.len())
-                    .map(|i| {
-                        if text.is_null(i) {
-                            Vec::new()
-                        } else {
-                            text.value(i).as_bytes().to_vec()
-                        }
-                    })
-                    .collect())
+                let col = batch.column_by_name("value").unwrap_or_else(|| batch.column(0));
+                let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}'", self.name), e))?;
+                let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
+                Ok((0..text.len()).map(|i| if text.is_null(i) { Vec::new() } else { text.value(i).as_bytes().to_vec() }).collect())
             }
         }
     }
@@ -252,41 +172,22 @@ impl KafkaSink {
         let Some(field) = &self.key_field else {
             return Ok(None);
         };
-        let col = batch.column_by_name(field).ok_or_else(|| {
-            ConnectorError::Other(format!(
-                "kafka sink '{}': no column '{field}' for the key",
-                self.name
-            ))
-        })?;
+        let col = batch.column_by_name(field).ok_or_else(|| ConnectorError::Other(format!("kafka sink '{}': no column '{field}' for the key", self.name)))?;
         if self.key_json {
             let one = RecordBatch::try_new(
-                std::sync::Arc::new(Schema::new(vec![batch
-                    .schema()
-                    .field_with_name(field)
-                    .map_err(|e| ConnectorError::arrow("key", e))?
-                    .clone()])),
+                std::sync::Arc::new(Schema::new(vec![batch.schema().field_with_name(field).map_err(|e| ConnectorError::arrow("key", e))?.clone()])),
                 vec![std::sync::Arc::clone(col)],
             )
             .map_err(|e| ConnectorError::arrow("key", e))?;
             let mut w = arrow_json::LineDelimitedWriter::new(Vec::new());
-            w.write(&one)
-                .map_err(|e| ConnectorError::arrow("encoding the key", e))?;
-            w.finish()
-                .map_err(|e| ConnectorError::arrow("encoding the key", e))?;
+            w.write(&one).map_err(|e| ConnectorError::arrow("encoding the key", e))?;
+            w.finish().map_err(|e| ConnectorError::arrow("encoding the key", e))?;
             let text = String::from_utf8_lossy(&w.into_inner()).into_owned();
             return Ok(Some(text.lines().map(|l| Some(l.to_string())).collect()));
         }
-        let text = arrow::compute::cast(col, &DataType::Utf8)
-            .map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': key", self.name), e))?;
-        let text = text
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
-        Ok(Some(
-            (0..text.len())
-                .map(|i| (!text.is_null(i)).then(|| text.value(i).to_string()))
-                .collect(),
-        ))
+        let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': key", self.name), e))?;
+        let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
+        Ok(Some((0..text.len()).map(|i| (!text.is_null(i)).then(|| text.value(i).to_string())).collect()))
     }
 }
 
@@ -325,17 +226,11 @@ impl Sink for KafkaSink {
                 let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(ConnectorError::invalid(
                     format!("{}.key.field", self.name),
-                    format!(
-                        "the result has no column '{k}' (it has {})",
-                        names.join(", ")
-                    ),
+                    format!("the result has no column '{k}' (it has {})", names.join(", ")),
                 ));
             }
         }
-        if self.format == SinkFormat::String
-            && schema.fields().len() != 1
-            && schema.field_with_name("value").is_err()
-        {
+        if self.format == SinkFormat::String && schema.fields().len() != 1 && schema.field_with_name("value").is_err() {
             return Err(ConnectorError::invalid(
                 format!("{}.value.format", self.name),
                 "'string' values need a result with one column, or a column named 'value'",
@@ -346,10 +241,7 @@ impl Sink for KafkaSink {
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.closed {
-            return Err(ConnectorError::Other(format!(
-                "kafka sink '{}' is closed",
-                self.name
-            )));
+            return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
         }
         if !self.checked_topic {
             self.ensure_topic().await?;
@@ -378,27 +270,17 @@ impl Sink for KafkaSink {
                         }
                         outcome.settle(std::mem::take(&mut pending)).await;
                     }
-                    Err((e, _)) => {
-                        return Err(ConnectorError::Other(format!(
-                            "kafka sink '{}': cannot send to topic '{}': {e}",
-                            self.name, self.topic
-                        )))
-                    }
+                    Err((e, _)) => return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic))),
                 }
             }
         }
         outcome.settle(pending).await;
-        let Outcome {
-            total,
-            failed,
-            first,
-        } = outcome;
+        let Outcome { total, failed, first } = outcome;
         match first {
             None => Ok(()),
-            Some(e) => Err(ConnectorError::Other(format!(
-                "kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}",
-                self.name, self.topic
-            ))),
+            Some(e) => {
+                Err(ConnectorError::Other(format!("kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}", self.name, self.topic)))
+            }
         }
     }
 
@@ -410,9 +292,7 @@ impl Sink for KafkaSink {
     async fn close(&mut self) -> Result<()> {
         if !self.closed {
             self.closed = true;
-            self.producer.flush(Duration::from_secs(30)).map_err(|e| {
-                ConnectorError::Other(format!("kafka sink '{}': flush: {e}", self.name))
-            })?;
+            self.producer.flush(Duration::from_secs(30)).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': flush: {e}", self.name)))?;
         }
         Ok(())
     }

@@ -29,9 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use super::config::{client_settings, create_client, create_client_with};
-use super::decode::{
-    fixed_value_schema, metadata_fields, BadMessage, MessageBatch, ValueDecoder, ValueFormat,
-};
+use super::decode::{fixed_value_schema, metadata_fields, BadMessage, MessageBatch, ValueDecoder, ValueFormat};
 use super::group::{GroupContext, GroupMember, GroupShared};
 use crate::batching::BatchConfig;
 use crate::commit::{CommitGate, PositionCommitter};
@@ -79,36 +77,18 @@ struct Shared {
 impl Shared {
     /// The group member, joining the group on first use.
     fn member(&self) -> Result<Arc<GroupMember>> {
-        let mut member = self
-            .member
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut member = self.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(m) = member.as_ref() {
             return Ok(Arc::clone(m));
         }
         let what = format!("kafka source '{}'", self.name);
         let mut settings = self.settings.clone();
         settings.push(("client.id".into(), format!("ferris-{}", self.name)));
-        let group = Arc::new(GroupShared::new(
-            &self.name,
-            self.readers,
-            Arc::clone(&self.gate),
-            Arc::clone(&self.metrics),
-        ));
-        let consumer: BaseConsumer<GroupContext> =
-            create_client_with(&self.props, settings, &what, || GroupContext {
-                shared: Arc::clone(&group),
-            })?;
+        let group = Arc::new(GroupShared::new(&self.name, self.readers, Arc::clone(&self.gate), Arc::clone(&self.metrics)));
+        let consumer: BaseConsumer<GroupContext> = create_client_with(&self.props, settings, &what, || GroupContext { shared: Arc::clone(&group) })?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            ConnectorError::Other(format!(
-                "{what}: cannot subscribe to {}: {e}",
-                self.topics.join(",")
-            ))
-        })?;
-        let m = Arc::new(GroupMember::start(consumer, group).map_err(|e| {
-            ConnectorError::Other(format!("{what}: cannot start its group thread: {e}"))
-        })?);
+        consumer.subscribe(&topics).map_err(|e| ConnectorError::Other(format!("{what}: cannot subscribe to {}: {e}", self.topics.join(","))))?;
+        let m = Arc::new(GroupMember::start(consumer, group).map_err(|e| ConnectorError::Other(format!("{what}: cannot start its group thread: {e}")))?);
         *member = Some(Arc::clone(&m));
         Ok(m)
     }
@@ -117,41 +97,19 @@ impl Shared {
 impl KafkaSource {
     /// Configures the source `props` of job `job_name` (whose options are `job`), reading with
     /// up to `partitions` consumers. Connects only to infer a JSON schema that is not declared.
-    pub fn try_new(
-        props: &Properties,
-        job: &Properties,
-        partitions: usize,
-        job_name: &str,
-    ) -> Result<Self> {
+    pub fn try_new(props: &Properties, job: &Properties, partitions: usize, job_name: &str) -> Result<Self> {
         let name = props.owner().to_string();
-        let topics: Vec<String> = match props.get_list("topics").or_else(|| props.get_list("topic"))
-        {
-            Some(list) => list
-                .iter()
-                .flat_map(|t| t.split(','))
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect(),
+        let topics: Vec<String> = match props.get_list("topics").or_else(|| props.get_list("topic")) {
+            Some(list) => list.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
             None => Vec::new(),
         };
         if topics.is_empty() {
-            return Err(ConnectorError::MissingProperty {
-                key: props.full_key("topic"),
-            });
+            return Err(ConnectorError::MissingProperty { key: props.full_key("topic") });
         }
         props.require("bootstrap.servers")?;
-        let format_key = if props.contains("value.format") {
-            "value.format"
-        } else {
-            "format"
-        };
-        let format = ValueFormat::parse(
-            props.get(format_key).unwrap_or("json"),
-            &props.full_key(format_key),
-        )?;
-        let group = props
-            .get("group.id")
-            .map_or_else(|| format!("ferris-streams-{job_name}"), str::to_string);
+        let format_key = if props.contains("value.format") { "value.format" } else { "format" };
+        let format = ValueFormat::parse(props.get(format_key).unwrap_or("json"), &props.full_key(format_key))?;
+        let group = props.get("group.id").map_or_else(|| format!("ferris-streams-{job_name}"), str::to_string);
         let mut settings = client_settings(props);
         settings.retain(|(k, _)| k != "group.id" && k != "enable.auto.commit");
         settings.push(("group.id".into(), group.clone()));
@@ -167,95 +125,47 @@ impl KafkaSource {
         // 8 MiB + 1 s gave ~120K records/s at 102-115 MiB.
         // One member per process: a rebalance only happens when another process of the job
         // comes or goes, and cooperative assignment moves only the partitions that change hands.
-        for (key, value) in [
-            ("queued.max.messages.kbytes", "2048"),
-            ("fetch.queue.backoff.ms", "5"),
-            ("partition.assignment.strategy", "cooperative-sticky"),
-        ] {
+        for (key, value) in [("queued.max.messages.kbytes", "2048"), ("fetch.queue.backoff.ms", "5"), ("partition.assignment.strategy", "cooperative-sticky")] {
             if !settings.iter().any(|(k, _)| k == key) {
                 settings.push((key.into(), value.into()));
             }
         }
-        let failure = FailureStrategy::from_properties(
-            props,
-            FailureStrategy::from_properties(job, FailureStrategy::default())?,
-        )?;
-        let dlq_topic = props
-            .get("dlq.topic")
-            .or_else(|| job.get("dlq.topic"))
-            .map(str::to_string);
+        let failure = FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?;
+        let dlq_topic = props.get("dlq.topic").or_else(|| job.get("dlq.topic")).map(str::to_string);
         if failure == FailureStrategy::SendToDlq && dlq_topic.is_none() {
-            return Err(ConnectorError::invalid(
-                props.full_key("failure_strategy"),
-                "SendToDLQ needs a dead-letter topic: set 'dlq.topic'",
-            ));
+            return Err(ConnectorError::invalid(props.full_key("failure_strategy"), "SendToDLQ needs a dead-letter topic: set 'dlq.topic'"));
         }
         let mut batch = BatchConfig::resolve(props, job)?;
-        if let (Some(n), None) = (
-            props.get_usize("max.poll.records")?,
-            props.get("batch.size"),
-        ) {
+        if let (Some(n), None) = (props.get_usize("max.poll.records")?, props.get("batch.size")) {
             batch.size = n.max(1);
         }
         let declared = props.get("schema").or_else(|| props.get("value.schema"));
         let avro = match format {
             ValueFormat::Avro => {
-                let text = super::avro::schema_text(props)?.ok_or_else(|| {
-                    ConnectorError::MissingProperty {
-                        key: props.full_key("avro.schema"),
-                    }
-                })?;
-                let key = props.full_key(if props.contains("avro.schema") {
-                    "avro.schema"
-                } else {
-                    "avro.schema.file"
-                });
-                Some(Arc::new(super::avro::AvroDecoder::try_new(
-                    &text,
-                    super::avro::AvroDecoder::framing(props)?,
-                    batch.size.min(1 << 16),
-                    &key,
-                )?))
+                let text = super::avro::schema_text(props)?.ok_or_else(|| ConnectorError::MissingProperty { key: props.full_key("avro.schema") })?;
+                let key = props.full_key(if props.contains("avro.schema") { "avro.schema" } else { "avro.schema.file" });
+                Some(Arc::new(super::avro::AvroDecoder::try_new(&text, super::avro::AvroDecoder::framing(props)?, batch.size.min(1 << 16), &key)?))
             }
             _ => None,
         };
         // Inferring a schema asks the broker for the topics' partitions too.
         let (value_schema, known_partitions) = match (&avro, declared, fixed_value_schema(format)) {
             (Some(a), _, _) => (a.schema(), None),
-            (None, Some(text), _) => (
-                parse_schema(
-                    text,
-                    &props.full_key(if props.contains("schema") {
-                        "schema"
-                    } else {
-                        "value.schema"
-                    }),
-                )?,
-                None,
-            ),
+            (None, Some(text), _) => (parse_schema(text, &props.full_key(if props.contains("schema") { "schema" } else { "value.schema" }))?, None),
             (None, None, Some(s)) => (s, None),
             (None, None, None) => {
                 let (schema, partitions) = infer_json_schema(props, &settings, &topics)?;
                 (schema, Some(partitions))
             }
         };
-        let mut fields: Vec<Field> = value_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(metadata_fields(&value_schema));
-        let interval = props
-            .get_duration("commit.interval")?
-            .unwrap_or(Duration::from_secs(1));
+        let interval = props.get_duration("commit.interval")?.unwrap_or(Duration::from_secs(1));
         let readers = match props.get_usize("consumers")? {
             Some(n) => n.max(1),
             // No more consumers than the topics have partitions (an idle one would only hold
             // the watermark back); when the broker cannot be asked now, the job's parallelism.
-            None => known_partitions
-                .or_else(|| partition_count(props, &settings, &topics))
-                .map_or(partitions, |n| n.min(partitions))
-                .max(1),
+            None => known_partitions.or_else(|| partition_count(props, &settings, &topics)).map_or(partitions, |n| n.min(partitions)).max(1),
         };
         Ok(Self {
             shared: Arc::new(Shared {
@@ -297,21 +207,13 @@ impl Source for KafkaSource {
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
         let schema = match projection {
-            Some(p) => Arc::new(
-                self.shared
-                    .schema
-                    .project(p)
-                    .unwrap_or_else(|_| self.shared.schema.as_ref().clone()),
-            ),
+            Some(p) => Arc::new(self.shared.schema.project(p).unwrap_or_else(|_| self.shared.schema.as_ref().clone())),
             None => Arc::clone(&self.shared.schema),
         };
         (0..self.readers)
             .map(|_| {
-                Arc::new(KafkaPartition {
-                    shared: Arc::clone(&self.shared),
-                    projection: projection.map(<[usize]>::to_vec),
-                    schema: Arc::clone(&schema),
-                }) as Arc<dyn PartitionStream>
+                Arc::new(KafkaPartition { shared: Arc::clone(&self.shared), projection: projection.map(<[usize]>::to_vec), schema: Arc::clone(&schema) })
+                    as Arc<dyn PartitionStream>
             })
             .collect()
     }
@@ -323,11 +225,7 @@ impl Source for KafkaSource {
     fn describe(&self) -> String {
         format!(
             "kafka topic{} {} (group {}, one member, {} reader{}, {:?} values)",
-            if self.shared.topics.len() == 1 {
-                ""
-            } else {
-                "s"
-            },
+            if self.shared.topics.len() == 1 { "" } else { "s" },
             self.shared.topics.join(","),
             self.shared.group,
             self.readers,
@@ -367,10 +265,7 @@ impl PartitionStream for KafkaPartition {
                 Err(e) => Some((Err(DataFusionError::External(Box::new(e))), None)),
             }
         });
-        Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            stream,
-        ))
+        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
     }
 }
 
@@ -384,9 +279,7 @@ struct OffsetCommitter {
 
 impl std::fmt::Debug for OffsetCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OffsetCommitter")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("OffsetCommitter").field("name", &self.name).finish()
     }
 }
 
@@ -431,15 +324,11 @@ impl PositionCommitter for OffsetCommitter {
         // A synchronous commit has no timeout in librdkafka: wait for it on a thread of its
         // own, a bounded time, so that a broker that is away cannot keep a job from stopping.
         let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("ferris-commit".into())
-            .spawn(move || {
-                let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
-            });
+        let spawned = std::thread::Builder::new().name("ferris-commit".into()).spawn(move || {
+            let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+        });
         let outcome = match spawned {
-            Ok(_) => rx
-                .recv_timeout(FINAL_COMMIT_WAIT)
-                .map_err(|_| format!("no answer within {}s", FINAL_COMMIT_WAIT.as_secs())),
+            Ok(_) => rx.recv_timeout(FINAL_COMMIT_WAIT).map_err(|_| format!("no answer within {}s", FINAL_COMMIT_WAIT.as_secs())),
             Err(e) => Err(format!("cannot start the commit thread: {e}")),
         };
         match outcome {
@@ -485,43 +374,22 @@ impl Drop for Reader {
 
 impl Reader {
     fn try_new(shared: Arc<Shared>, projection: Option<&[usize]>) -> Result<Self> {
-        let mut decoder = ValueDecoder::try_new(
-            shared.format,
-            &shared.schema,
-            shared.value_fields,
-            projection,
-            shared.batch.size.min(1 << 16),
-        )?;
+        let mut decoder = ValueDecoder::try_new(shared.format, &shared.schema, shared.value_fields, projection, shared.batch.size.min(1 << 16))?;
         if let Some(a) = &shared.avro {
             decoder = decoder.with_avro(Arc::clone(a))?;
         }
         let member = shared.member()?;
-        let slot = shared
-            .next_slot
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % member.shared.slots.len();
-        let id = shared.gate.register(Arc::new(OffsetCommitter {
-            consumer: member.consumer(),
-            name: shared.name.clone(),
-        }));
+        let slot = shared.next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % member.shared.slots.len();
+        let id = shared.gate.register(Arc::new(OffsetCommitter { consumer: member.consumer(), name: shared.name.clone() }));
         let dlq = match &shared.dlq_topic {
             Some(_) if shared.failure == FailureStrategy::SendToDlq => {
                 let producer_settings: Vec<(String, String)> = shared
                     .settings
                     .iter()
-                    .filter(|(k, _)| {
-                        k == "bootstrap.servers"
-                            || k.starts_with("security.")
-                            || k.starts_with("sasl.")
-                            || k.starts_with("ssl.")
-                    })
+                    .filter(|(k, _)| k == "bootstrap.servers" || k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl."))
                     .cloned()
                     .collect();
-                Some(create_client::<FutureProducer>(
-                    &shared.props,
-                    producer_settings,
-                    &format!("dead-letter producer of '{}'", shared.name),
-                )?)
+                Some(create_client::<FutureProducer>(&shared.props, producer_settings, &format!("dead-letter producer of '{}'", shared.name))?)
             }
             _ => None,
         };
@@ -564,41 +432,22 @@ impl Reader {
             let dropped = self.shared.gate.before_emit(self.id, positions).await;
             // A rebalance while this batch waited: rows of partitions given away are their new
             // owner's to read (their positions were not recorded).
-            let batch = if dropped.is_empty() {
-                batch
-            } else {
-                self.without(batch, &msgs, &bad, &dropped)?
-            };
+            let batch = if dropped.is_empty() { batch } else { self.without(batch, &msgs, &bad, &dropped)? };
             if batch.num_rows() == 0 {
                 continue; // every message was bad or revoked: nothing in flight
             }
             self.shared.metrics.add_batch(batch.num_rows());
-            self.shared
-                .metrics
-                .bytes
-                .fetch_add(msgs.bytes() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.shared.metrics.bytes.fetch_add(msgs.bytes() as u64, std::sync::atomic::Ordering::Relaxed);
             self.last_emit = Some((Instant::now(), batch.num_rows()));
             return Ok(batch);
         }
     }
 
     /// `batch` (the good messages of `msgs`) without the rows of the partitions `dropped`.
-    fn without(
-        &self,
-        batch: RecordBatch,
-        msgs: &MessageBatch,
-        bad: &[BadMessage],
-        dropped: &[(String, i32)],
-    ) -> Result<RecordBatch> {
+    fn without(&self, batch: RecordBatch, msgs: &MessageBatch, bad: &[BadMessage], dropped: &[(String, i32)]) -> Result<RecordBatch> {
         let keep: arrow::array::BooleanArray = (0..msgs.len())
             .filter(|i| !bad.iter().any(|b| b.index == *i))
-            .map(|i| {
-                Some(
-                    !dropped
-                        .iter()
-                        .any(|(t, p)| *p == msgs.partitions[i] && t == msgs.topic(i)),
-                )
-            })
+            .map(|i| Some(!dropped.iter().any(|(t, p)| *p == msgs.partitions[i] && t == msgs.topic(i))))
             .collect();
         if keep.len() != batch.num_rows() {
             return Err(ConnectorError::Other(format!(
@@ -608,8 +457,7 @@ impl Reader {
                 keep.len()
             )));
         }
-        arrow::compute::filter_record_batch(&batch, &keep)
-            .map_err(|e| ConnectorError::arrow(format!("kafka source '{}'", self.shared.name), e))
+        arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| ConnectorError::arrow(format!("kafka source '{}'", self.shared.name), e))
     }
 
     /// Takes what the reader's partition queues hold, a turn each, until `m` is full.
@@ -617,19 +465,13 @@ impl Reader {
         let slot = &self.member.shared.slots[self.slot];
         let mut got = 0;
         {
-            let mut strays = slot
-                .strays
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut strays = slot.strays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             while let Some(msg) = strays.pop_front() {
                 push(m, &msg, self.headers);
                 got += 1;
             }
         }
-        let queues = slot
-            .queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queues = slot.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             let mut round = 0;
             for q in queues.iter() {
@@ -640,10 +482,7 @@ impl Reader {
                             round += 1;
                         }
                         Some(Err(e)) => {
-                            self.member.shared.quiet.failure(&format!(
-                                "Kafka error on {}/{}: {e}",
-                                q.topic, q.partition
-                            ));
+                            self.member.shared.quiet.failure(&format!("Kafka error on {}/{}: {e}", q.topic, q.partition));
                             break;
                         }
                         None => break,
@@ -673,28 +512,18 @@ impl Reader {
                 self.seen_revocations = revocations;
             }
             if self.drain(&mut m) > 0 {
-                self.shared
-                    .metrics
-                    .set_status(crate::metrics::ConnectionStatus::Connected);
+                self.shared.metrics.set_status(crate::metrics::ConnectionStatus::Connected);
                 if deadline.is_none() {
                     deadline = Some(Instant::now() + self.sizer.max_wait());
                 }
             }
-            if !m.is_empty()
-                && (self.sizer.eager()
-                    || self.sizer.is_full(m.len(), m.bytes())
-                    || deadline.is_some_and(|d| Instant::now() >= d))
-            {
+            if !m.is_empty() && (self.sizer.eager() || self.sizer.is_full(m.len(), m.bytes()) || deadline.is_some_and(|d| Instant::now() >= d)) {
                 return m;
             }
             match deadline {
                 None => bell.notified().await,
                 Some(d) => {
-                    let _ = tokio::time::timeout(
-                        d.saturating_duration_since(Instant::now()),
-                        bell.notified(),
-                    )
-                    .await;
+                    let _ = tokio::time::timeout(d.saturating_duration_since(Instant::now()), bell.notified()).await;
                 }
             }
         }
@@ -707,10 +536,7 @@ impl Reader {
         self.shared.metrics.add_errors(bad.len() as u64);
         if self.shared.failure == FailureStrategy::FailBatch {
             let b = &bad[0];
-            return Err(ConnectorError::Malformed {
-                location: msgs.location(b.index),
-                message: b.message.clone(),
-            });
+            return Err(ConnectorError::Malformed { location: msgs.location(b.index), message: b.message.clone() });
         }
         for b in bad {
             if self.logged < MAX_LOGGED_BAD {
@@ -728,36 +554,16 @@ impl Reader {
                 let partition = msgs.partitions[i].to_string();
                 let offset = msgs.offsets[i].to_string();
                 let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "ferris.error",
-                        value: Some(b.message.as_str()),
-                    })
-                    .insert(Header {
-                        key: "ferris.source",
-                        value: Some(name.as_str()),
-                    })
-                    .insert(Header {
-                        key: "ferris.topic",
-                        value: Some(msgs.topic(i)),
-                    })
-                    .insert(Header {
-                        key: "ferris.partition",
-                        value: Some(partition.as_str()),
-                    })
-                    .insert(Header {
-                        key: "ferris.offset",
-                        value: Some(offset.as_str()),
-                    });
-                let mut record = FutureRecord::to(topic)
-                    .payload(msgs.value(i))
-                    .headers(headers);
+                    .insert(Header { key: "ferris.error", value: Some(b.message.as_str()) })
+                    .insert(Header { key: "ferris.source", value: Some(name.as_str()) })
+                    .insert(Header { key: "ferris.topic", value: Some(msgs.topic(i)) })
+                    .insert(Header { key: "ferris.partition", value: Some(partition.as_str()) })
+                    .insert(Header { key: "ferris.offset", value: Some(offset.as_str()) });
+                let mut record = FutureRecord::to(topic).payload(msgs.value(i)).headers(headers);
                 if let Some(k) = &msgs.keys[i] {
                     record = record.key(k.as_str());
                 }
-                pending.push((
-                    msgs.location(i),
-                    producer.send(record, Duration::from_secs(30)),
-                ));
+                pending.push((msgs.location(i), producer.send(record, Duration::from_secs(30))));
             }
             // Waited for before the batch goes on, so a commit never passes an undelivered one.
             for (loc, fut) in pending {
@@ -772,51 +578,19 @@ impl Reader {
 
 fn push<M: Message>(m: &mut MessageBatch, msg: &M, headers: bool) {
     let hs = headers.then(|| {
-        msg.headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_string(),
-                            h.value.map(|v| String::from_utf8_lossy(v).into_owned()),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        msg.headers().map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(|v| String::from_utf8_lossy(v).into_owned()))).collect()).unwrap_or_default()
     });
-    m.push(
-        msg.topic(),
-        msg.partition(),
-        msg.offset(),
-        msg.timestamp().to_millis(),
-        msg.key(),
-        msg.payload(),
-        hs,
-    );
+    m.push(msg.topic(), msg.partition(), msg.offset(), msg.timestamp().to_millis(), msg.key(), msg.payload(), hs);
 }
 
 /// Samples the topics from the beginning to infer the JSON schema of their values; also gives
 /// how many partitions the topics have.
-fn infer_json_schema(
-    props: &Properties,
-    settings: &[(String, String)],
-    topics: &[String],
-) -> Result<(SchemaRef, usize)> {
+fn infer_json_schema(props: &Properties, settings: &[(String, String)], topics: &[String]) -> Result<(SchemaRef, usize)> {
     let name = props.owner();
-    let sample = props
-        .get_usize("schema.sample_size")?
-        .unwrap_or(1000)
-        .max(1);
-    let wait = props
-        .get_duration("schema.inference.timeout")?
-        .unwrap_or(Duration::from_secs(10));
-    let consumer: BaseConsumer = create_client_with(
-        props,
-        probe_settings(settings),
-        &format!("kafka source '{name}'"),
-        || rdkafka::consumer::DefaultConsumerContext,
-    )?;
+    let sample = props.get_usize("schema.sample_size")?.unwrap_or(1000).max(1);
+    let wait = props.get_duration("schema.inference.timeout")?.unwrap_or(Duration::from_secs(10));
+    let consumer: BaseConsumer =
+        create_client_with(props, probe_settings(settings), &format!("kafka source '{name}'"), || rdkafka::consumer::DefaultConsumerContext)?;
     let unreachable = |e: String| {
         ConnectorError::Other(format!(
             "kafka source '{name}': cannot infer the schema of {}: {e}; declare it with '{}' = 'id BIGINT, name VARCHAR, …'",
@@ -824,15 +598,12 @@ fn infer_json_schema(
             props.full_key("schema")
         ))
     };
-    let metadata = consumer
-        .fetch_metadata(None, wait)
-        .map_err(|e| unreachable(format!("the broker did not answer ({e})")))?;
+    let metadata = consumer.fetch_metadata(None, wait).map_err(|e| unreachable(format!("the broker did not answer ({e})")))?;
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
         if topics.iter().any(|want| topic_matches(want, t.name())) {
             for p in t.partitions() {
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
-                    .map_err(|e| unreachable(e.to_string()))?;
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning).map_err(|e| unreachable(e.to_string()))?;
             }
         }
     }
@@ -840,23 +611,15 @@ fn infer_json_schema(
         return Err(unreachable("no such topic".to_string()));
     }
     let partitions = tpl.count();
-    consumer
-        .assign(&tpl)
-        .map_err(|e| unreachable(e.to_string()))?;
+    consumer.assign(&tpl).map_err(|e| unreachable(e.to_string()))?;
     let start = Instant::now();
     let mut values: Vec<serde_json::Value> = Vec::new();
     let mut last_message = None::<Instant>;
-    while values.len() < sample
-        && start.elapsed() < wait
-        && last_message.is_none_or(|t| t.elapsed() < Duration::from_millis(500))
-    {
+    while values.len() < sample && start.elapsed() < wait && last_message.is_none_or(|t| t.elapsed() < Duration::from_millis(500)) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
                 last_message = Some(Instant::now());
-                if let Some(v) = msg
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                {
+                if let Some(v) = msg.payload().and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok()) {
                     if v.is_object() {
                         values.push(v);
                     }
@@ -867,23 +630,16 @@ fn infer_json_schema(
         }
     }
     if values.is_empty() {
-        return Err(unreachable(format!(
-            "no JSON object arrived within {}s",
-            wait.as_secs()
-        )));
+        return Err(unreachable(format!("no JSON object arrived within {}s", wait.as_secs())));
     }
     let inferred = arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
-        .map_err(|e| {
-            ConnectorError::arrow(format!("kafka source '{name}': inferring the schema"), e)
-        })?;
+        .map_err(|e| ConnectorError::arrow(format!("kafka source '{name}': inferring the schema"), e))?;
     let fields: Vec<Field> = inferred
         .fields()
         .iter()
         .map(|f| {
             if f.data_type() == &arrow::datatypes::DataType::Null {
-                f.as_ref()
-                    .clone()
-                    .with_data_type(arrow::datatypes::DataType::Utf8)
+                f.as_ref().clone().with_data_type(arrow::datatypes::DataType::Utf8)
             } else {
                 f.as_ref().clone()
             }
@@ -895,41 +651,20 @@ fn infer_json_schema(
 
 /// Client settings for a short-lived look at the topics, outside the job's consumer group.
 fn probe_settings(settings: &[(String, String)]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = settings
-        .iter()
-        .filter(|(k, _)| k != "group.id" && k != "auto.offset.reset")
-        .cloned()
-        .collect();
-    out.push((
-        "group.id".into(),
-        format!("ferris-probe-{}", std::process::id()),
-    ));
+    let mut out: Vec<(String, String)> = settings.iter().filter(|(k, _)| k != "group.id" && k != "auto.offset.reset").cloned().collect();
+    out.push(("group.id".into(), format!("ferris-probe-{}", std::process::id())));
     out.push(("auto.offset.reset".into(), "earliest".into()));
     out
 }
 
 /// How many partitions the topics have, if the broker answers within a second.
-fn partition_count(
-    props: &Properties,
-    settings: &[(String, String)],
-    topics: &[String],
-) -> Option<usize> {
+fn partition_count(props: &Properties, settings: &[(String, String)], topics: &[String]) -> Option<usize> {
     // Not the job's group: a client of that group that never joins would stall its rebalance.
     let settings: Vec<(String, String)> = probe_settings(settings);
-    let consumer: BaseConsumer = create_client_with(
-        props,
-        settings,
-        &format!("kafka source '{}'", props.owner()),
-        || rdkafka::consumer::DefaultConsumerContext,
-    )
-    .ok()?;
+    let consumer: BaseConsumer =
+        create_client_with(props, settings, &format!("kafka source '{}'", props.owner()), || rdkafka::consumer::DefaultConsumerContext).ok()?;
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(1)).ok()?;
-    let n: usize = metadata
-        .topics()
-        .iter()
-        .filter(|t| topics.iter().any(|w| topic_matches(w, t.name())))
-        .map(|t| t.partitions().len())
-        .sum();
+    let n: usize = metadata.topics().iter().filter(|t| topics.iter().any(|w| topic_matches(w, t.name()))).map(|t| t.partitions().len()).sum();
     (n > 0).then_some(n)
 }
 

@@ -75,8 +75,7 @@ impl AppConfig {
                 })
             }
         };
-        let profiles: Vec<String> =
-            profiles_map.iter().flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string))).collect();
+        let profiles: Vec<String> = profiles_map.iter().flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_string))).collect();
         let (profile, profile_source) = if let Some(p) = cli_profile {
             (Some(p.to_string()), Some(ProfileSource::CommandLine))
         } else if let Some(p) = vars.env("FERRIS_PROFILE").filter(|p| !p.is_empty()) {
@@ -92,7 +91,12 @@ impl AppConfig {
                 return Err(ConfigError::UnknownProfile { name: name.clone(), path: path.to_path_buf(), available: profiles.join(", ") });
             };
             let Value::Mapping(body) = body else {
-                return Err(ConfigError::WrongType { path: path.to_path_buf(), line: line_of_key(&text, name), key: name.clone(), message: "a profile must be a map".into() });
+                return Err(ConfigError::WrongType {
+                    path: path.to_path_buf(),
+                    line: line_of_key(&text, name),
+                    key: name.clone(),
+                    message: "a profile must be a map".into(),
+                });
             };
             // Profile values may use the environment (not other profile variables).
             let env_only = vars.clone().with_profile(BTreeMap::new());
@@ -104,7 +108,12 @@ impl AppConfig {
                     Value::Number(n) => n.to_string(),
                     Value::Null => String::new(),
                     _ => {
-                        return Err(ConfigError::WrongType { path: path.to_path_buf(), line: line_of_key(&text, k), key: format!("profiles.{name}.{k}"), message: "expected a plain value".into() })
+                        return Err(ConfigError::WrongType {
+                            path: path.to_path_buf(),
+                            line: line_of_key(&text, k),
+                            key: format!("profiles.{name}.{k}"),
+                            message: "expected a plain value".into(),
+                        })
                     }
                 };
                 let (value, _) = env_only.substitute(&raw, &at(&format!("profiles.{name}.{k}")))?;

@@ -56,7 +56,10 @@ impl Limits {
         }
         for (name, sources, sinks) in jobs {
             if sources > self.max_sources_per_job {
-                return Err(ConfigError::Limit(format!("job '{name}' reads {sources} sources, more than FERRIS_MAX_SOURCES_PER_JOB={}", self.max_sources_per_job)));
+                return Err(ConfigError::Limit(format!(
+                    "job '{name}' reads {sources} sources, more than FERRIS_MAX_SOURCES_PER_JOB={}",
+                    self.max_sources_per_job
+                )));
             }
             if sinks > self.max_sinks_per_job {
                 return Err(ConfigError::Limit(format!("job '{name}' writes {sinks} sinks, more than FERRIS_MAX_SINKS_PER_JOB={}", self.max_sinks_per_job)));
@@ -75,7 +78,13 @@ mod tests {
     fn reads_and_enforces() {
         let env = |pairs: &[(&str, &str)]| Variables::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), BTreeMap::new());
         assert_eq!(Limits::from_env(&env(&[])).unwrap(), Limits::default());
-        let l = Limits::from_env(&env(&[("FERRIS_MAX_JOBS", "2"), ("FERRIS_MAX_SINKS_PER_JOB", "1"), ("FERRIS_BATCH_TIMEOUT_MS", "250"), ("FERRIS_MAX_MEMORY_MB", "512")])).unwrap();
+        let l = Limits::from_env(&env(&[
+            ("FERRIS_MAX_JOBS", "2"),
+            ("FERRIS_MAX_SINKS_PER_JOB", "1"),
+            ("FERRIS_BATCH_TIMEOUT_MS", "250"),
+            ("FERRIS_MAX_MEMORY_MB", "512"),
+        ]))
+        .unwrap();
         assert_eq!(l.batch_timeout, Some(Duration::from_millis(250)));
         assert_eq!(l.max_memory_mb, Some(512));
         assert!(l.check([("a", 1, 1), ("b", 3, 1)]).is_ok());

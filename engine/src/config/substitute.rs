@@ -149,8 +149,7 @@ impl Variables {
                 continue;
             }
             let body_start = 2;
-            let end = matching_brace(&after[body_start..])
-                .ok_or_else(|| ConfigError::Unterminated { used_in: used_in.into(), text: text.into() })?;
+            let end = matching_brace(&after[body_start..]).ok_or_else(|| ConfigError::Unterminated { used_in: used_in.into(), text: text.into() })?;
             let body = &after[body_start..body_start + end];
             rest = &after[body_start + end + 1..];
             let (name, op, arg) = match (body.find(":-"), body.find(":?")) {
@@ -209,11 +208,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn vars() -> Variables {
-        let env: BTreeMap<String, String> =
-            [("ENVIRONMENT", "prod"), ("VERSION", "v2"), ("HOME", "/home/ada"), ("USER", "ada"), ("EMPTY", "")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let env: BTreeMap<String, String> = [("ENVIRONMENT", "prod"), ("VERSION", "v2"), ("HOME", "/home/ada"), ("USER", "ada"), ("EMPTY", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let profile = [("kafka_brokers".to_string(), "localhost:9092".to_string())].into_iter().collect();
         Variables::new(env, profile).with_now(Utc.with_ymd_and_hms(2024, 1, 31, 13, 5, 9).unwrap())
     }

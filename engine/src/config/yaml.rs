@@ -155,7 +155,12 @@ fn load_chain(path: &Path, vars: &Variables, referenced_by: &str, chain: &mut Ve
     let what = if chain.len() == 1 { "config_file" } else { "extends target" };
     let (text, value) = read_yaml(path, what, referenced_by)?;
     if !matches!(value, Value::Mapping(_)) {
-        return Err(ConfigError::WrongType { path: path.to_path_buf(), line: 1, key: "(top level)".into(), message: "a property file must be a mapping of keys to values".into() });
+        return Err(ConfigError::WrongType {
+            path: path.to_path_buf(),
+            line: 1,
+            key: "(top level)".into(),
+            message: "a property file must be a mapping of keys to values".into(),
+        });
     }
     let mut flat = Vec::new();
     flatten("", &value, path, &text, &mut flat)?;
@@ -201,9 +206,14 @@ mod tests {
     fn extends_nesting_lists_and_substitution() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("sub")).unwrap();
-        std::fs::write(d.path().join("base.yml"), "bootstrap.servers: \"${KAFKA_BROKERS:-localhost:9092}\"\ncompression.type: snappy\nmax_retries: 3\n").unwrap();
+        std::fs::write(d.path().join("base.yml"), "bootstrap.servers: \"${KAFKA_BROKERS:-localhost:9092}\"\ncompression.type: snappy\nmax_retries: 3\n")
+            .unwrap();
         std::fs::write(d.path().join("sub/mid.yaml"), "extends: ../base.yml\ncompression.type: lz4\nsecurity:\n  protocol: SSL\n").unwrap();
-        std::fs::write(d.path().join("sub/leaf.yaml"), "extends: \"mid.yaml\"\ntopic: orders-${ENVIRONMENT:-dev}\npartition_columns: [order_date, region]\nenable.idempotence: true\n").unwrap();
+        std::fs::write(
+            d.path().join("sub/leaf.yaml"),
+            "extends: \"mid.yaml\"\ntopic: orders-${ENVIRONMENT:-dev}\npartition_columns: [order_date, region]\nenable.idempotence: true\n",
+        )
+        .unwrap();
         let p = load_properties(&d.path().join("sub/leaf.yaml"), &vars(&[("ENVIRONMENT", "prod")]), "'o.config_file'").unwrap();
         let get = |k: &str| p[k].value.clone();
         assert_eq!(get("bootstrap.servers"), "localhost:9092");

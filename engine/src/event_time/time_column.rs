@@ -71,11 +71,7 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
         DataType::LargeUtf8 => cast_strings(array)?,
         other => return plan_err!("event time of type {other} is not a time"),
     };
-    let ms = out
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))?;
+    let ms = out.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))?;
     // times beyond ±2^61 ms (73 million years) are not times: null, so window arithmetic
     // never overflows
     if ms.iter().flatten().all(|t| t.unsigned_abs() <= MAX_ABS_MILLIS) {

@@ -56,11 +56,7 @@ impl PartitionWatermarks {
     /// A tracker for `n` input partitions, starting at the beginning of time.
     pub fn new(config: WatermarkConfig, n: usize) -> Self {
         let now = Instant::now();
-        Self {
-            config,
-            partitions: vec![PartitionState { max_time: None, last_seen: now, finished: false }; n.max(1)],
-            current: i64::MIN,
-        }
+        Self { config, partitions: vec![PartitionState { max_time: None, last_seen: now, finished: false }; n.max(1)], current: i64::MIN }
     }
 
     /// The current watermark, in epoch milliseconds: no row older than this is expected.

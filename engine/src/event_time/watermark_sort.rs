@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::lt;
-use datafusion::arrow::compute::{concat, concat_batches, filter, filter_record_batch, is_not_null, lexsort_to_indices, max, not, take_record_batch, SortColumn};
+use datafusion::arrow::compute::{
+    concat, concat_batches, filter, filter_record_batch, is_not_null, lexsort_to_indices, max, not, take_record_batch, SortColumn,
+};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
@@ -27,7 +29,9 @@ use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
 use futures::StreamExt;
 
 use super::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};

@@ -103,12 +103,7 @@ fn collect_ctes(query: &Query, out: &mut HashSet<String>) {
 }
 
 fn examples(role: Role) -> String {
-    ConnectorType::examples(role)
-        .into_iter()
-        .take(4)
-        .map(|e| format!("'{e}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    ConnectorType::examples(role).into_iter().take(4).map(|e| format!("'{e}'")).collect::<Vec<_>>().join(", ")
 }
 
 /// The keys a connector type understands; `None` where keys pass through (Kafka's to librdkafka).
@@ -261,7 +256,8 @@ mod tests {
         let job = one("CREATE STREAM s AS SELECT * FROM orders o JOIN customers c ON o.id = c.id INTO out1, out2 WITH (
             'orders.type' = 'file_source', 'orders.path' = 'a.jsonl', 'customers.type' = 'file',
             'customers.path' = 'c.csv', 'out1.type' = 'file_sink', 'out1.path' = 'x', 'out2.type' = 'blackhole',
-            'batch.size' = '10', 'failure_strategy' = 'FailBatch')").unwrap();
+            'batch.size' = '10', 'failure_strategy' = 'FailBatch')")
+        .unwrap();
         assert_eq!(job.name, "s");
         assert_eq!(job.sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["orders", "customers"]);
         assert_eq!(job.sinks.iter().map(|s| s.connector.to_string()).collect::<Vec<_>>(), ["file_sink", "blackhole_sink"]);
@@ -276,7 +272,10 @@ mod tests {
         let e = one("SELECT * FROM orders_source WITH ('orders_source.topic' = 'orders')").unwrap_err();
         assert_eq!(e.to_string(), "Source type must be explicitly specified for 'orders_source'. Use: 'orders_source.type' with values like 'kafka_source', 'file_source', 's3_source', 'database_source'");
         let e = one("SELECT * FROM a INTO b WITH ('a.type' = 'file_source')").unwrap_err();
-        assert_eq!(e.to_string(), "Sink type must be explicitly specified for 'b'. Use: 'b.type' with values like 'kafka_sink', 'file_sink', 's3_sink', 'database_sink'");
+        assert_eq!(
+            e.to_string(),
+            "Sink type must be explicitly specified for 'b'. Use: 'b.type' with values like 'kafka_sink', 'file_sink', 's3_sink', 'database_sink'"
+        );
         let e = one("CREATE STREAM my_job AS SELECT 100 AS constant_value").unwrap_err();
         assert_eq!(e.to_string(), "No supported datasource found in query analysis for job 'my_job'");
     }

@@ -8,8 +8,17 @@ use crate::sql::FerrisStatement;
 /// Job-level keys (no `name.` prefix) the engine understands.
 pub const JOB_KEYS: KeySpec = KeySpec {
     exact: &[
-        "use_transactions", "failure_strategy", "max_retries", "retry_backoff", "max_batch_size",
-        "batch_timeout", "parallelism", "job.name", "sink.queue_size", "buffer_size", "emit.interval",
+        "use_transactions",
+        "failure_strategy",
+        "max_retries",
+        "retry_backoff",
+        "max_batch_size",
+        "batch_timeout",
+        "parallelism",
+        "job.name",
+        "sink.queue_size",
+        "buffer_size",
+        "emit.interval",
     ],
     prefixes: &["dlq.", "watermark."],
 };

@@ -33,7 +33,9 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
 use futures::StreamExt;
 
 use super::time_band::TimeBand;
@@ -158,7 +160,12 @@ impl DisplayAs for IntervalJoinExec {
                 c.watermarks[0].describe()
             )
             .and_then(|_| if c.ordered_output { write!(f, ", output in event-time order") } else { Ok(()) }),
-            None => write!(f, "IntervalJoinExec: join_type={:?}, on=[{}], band=none (stream to table: rows wait for the other side to end)", c.join_type, on.join(", ")),
+            None => write!(
+                f,
+                "IntervalJoinExec: join_type={:?}, on=[{}], band=none (stream to table: rows wait for the other side to end)",
+                c.join_type,
+                on.join(", ")
+            ),
         }
     }
 }
@@ -363,7 +370,15 @@ fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
 impl Joiner {
     fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics) -> Self {
         let watermarks = [PartitionWatermarks::new(config.watermarks[0], counts[0]), PartitionWatermarks::new(config.watermarks[1], counts[1])];
-        Self { config, pending: Vec::new(), sides: [SideState::default(), SideState::default()], watermarks, hashes: Vec::new(), random: RandomState::with_seed(0x5eed), metrics }
+        Self {
+            config,
+            pending: Vec::new(),
+            sides: [SideState::default(), SideState::default()],
+            watermarks,
+            hashes: Vec::new(),
+            random: RandomState::with_seed(0x5eed),
+            metrics,
+        }
     }
 
     /// The side whose event time is far behind the other's, if one is: reading only it for a
@@ -407,7 +422,8 @@ impl Joiner {
             self.config.join_schema.fields().iter().take(left_len).cloned().collect()
         };
         let nulls: Vec<ArrayRef> = other_fields.iter().map(|f| new_null_array(f.data_type(), n)).collect();
-        let columns = if side == 0 { batch.columns().iter().cloned().chain(nulls).collect() } else { nulls.into_iter().chain(batch.columns().iter().cloned()).collect() };
+        let columns =
+            if side == 0 { batch.columns().iter().cloned().chain(nulls).collect() } else { nulls.into_iter().chain(batch.columns().iter().cloned()).collect() };
         self.output(columns, n)
     }
 
@@ -623,11 +639,8 @@ impl Joiner {
                 None => i64::MIN,
             };
             let state = &mut self.sides[side];
-            let expired: Vec<u64> = if other_done {
-                state.by_time.iter().map(|(_, id)| *id).collect()
-            } else {
-                state.by_time.range(..(threshold, 0)).map(|(_, id)| *id).collect()
-            };
+            let expired: Vec<u64> =
+                if other_done { state.by_time.iter().map(|(_, id)| *id).collect() } else { state.by_time.range(..(threshold, 0)).map(|(_, id)| *id).collect() };
             for id in expired {
                 let Some(chunk) = self.sides[side].chunks.remove(&id) else { continue };
                 self.sides[side].by_time.remove(&(chunk.max_time, id));

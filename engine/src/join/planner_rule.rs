@@ -20,13 +20,13 @@ use std::sync::Arc;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{plan_err, JoinType, Result};
+use datafusion::physical_expr::PhysicalExprRef;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{HashJoinExec, SymmetricHashJoinExec};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use datafusion::physical_expr::PhysicalExprRef;
 
 use super::interval_join_exec::{IntervalJoinConfig, IntervalJoinExec};
 use super::time_band::{equi_time_band, find_time_band};
@@ -75,7 +75,15 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
                     projection: j.projection.as_ref().map(|p| p.to_vec()),
                 })
             } else if let Some(j) = node.downcast_ref::<SymmetricHashJoinExec>() {
-                Some(JoinParts { left: j.left(), right: j.right(), on: j.on(), filter: j.filter(), join_type: *j.join_type(), join_schema: j.schema(), projection: None })
+                Some(JoinParts {
+                    left: j.left(),
+                    right: j.right(),
+                    on: j.on(),
+                    filter: j.filter(),
+                    join_type: *j.join_type(),
+                    join_schema: j.schema(),
+                    projection: None,
+                })
             } else {
                 None
             };

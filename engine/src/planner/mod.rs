@@ -50,12 +50,7 @@ pub struct PlannedJob {
 
 /// The parallelism of a job: `parallelism` if set, else the machine's cores.
 pub fn parallelism(spec: &JobSpec) -> usize {
-    spec.options
-        .get_usize("parallelism")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-        .max(1)
+    spec.options.get_usize("parallelism").ok().flatten().unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1)
 }
 
 /// A DataFusion session with our functions registered.
@@ -70,11 +65,8 @@ pub fn new_context(
 ) -> datafusion::error::Result<SessionContext> {
     let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
     let over = window_functions::StreamWindowFunctionRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
-    let config = SessionConfig::new()
-        .with_target_partitions(partitions)
-        .with_batch_size(batch_size)
-        .with_coalesce_batches(!unbounded)
-        .with_information_schema(false);
+    let config =
+        SessionConfig::new().with_target_partitions(partitions).with_batch_size(batch_size).with_coalesce_batches(!unbounded).with_information_schema(false);
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
     if let Some(mb) = memory_mb {
         runtime = runtime.with_memory_limit(mb.saturating_mul(1 << 20), 1.0);
@@ -103,9 +95,7 @@ pub fn new_context(
 
 /// Whether `plan` holds an aggregate that emits changes (`EMIT CHANGES`).
 fn has_changelog(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let own = plan
-        .downcast_ref::<crate::window::WindowAggregateExec>()
-        .is_some_and(|w| w.config().emit == crate::sql::EmitMode::Changes);
+    let own = plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.config().emit == crate::sql::EmitMode::Changes);
     own || plan.children().iter().any(|c| has_changelog(c))
 }
 
@@ -209,12 +199,8 @@ fn with_operation_column(plan: Arc<dyn ExecutionPlan>) -> datafusion::error::Res
     use datafusion::physical_expr::expressions::{lit, Column};
     use datafusion::physical_expr::projection::ProjectionExpr;
     let schema = plan.schema();
-    let mut exprs: Vec<ProjectionExpr> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| ProjectionExpr { expr: Arc::new(Column::new(f.name(), i)), alias: f.name().clone() })
-        .collect();
+    let mut exprs: Vec<ProjectionExpr> =
+        schema.fields().iter().enumerate().map(|(i, f)| ProjectionExpr { expr: Arc::new(Column::new(f.name(), i)), alias: f.name().clone() }).collect();
     exprs.push(ProjectionExpr { expr: lit("UPSERT"), alias: crate::window::aggregate_exec::OP_COLUMN.to_string() });
     Ok(Arc::new(datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?))
 }
@@ -291,8 +277,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
-        ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::shared(Arc::clone(source))))
-            .map_err(plan_err)?;
+        ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::shared(Arc::clone(source)))).map_err(plan_err)?;
         schemas.insert(rel.name.clone(), source.schema());
     }
     let mut query = spec.statement.query.clone();

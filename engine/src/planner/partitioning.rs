@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use datafusion::common::Result;
-use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::Result;
 use datafusion::physical_expr::expressions::UnKnownColumn;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 /// `new`, repartitioned as `old` was when `old` had several partitions and `new` has fewer.

@@ -136,10 +136,8 @@ impl SharedScan {
         union.dedup();
         let all = union.len() == self.source.schema().fields().len();
         let partitions = self.source.partitions((!all).then_some(union.as_slice()));
-        let columns = live
-            .iter()
-            .map(|c| c.map(|cols| cols.iter().map(|i| union.binary_search(i).unwrap_or(0)).collect()))
-            .collect::<Vec<Option<Vec<usize>>>>();
+        let columns =
+            live.iter().map(|c| c.map(|cols| cols.iter().map(|i| union.binary_search(i).unwrap_or(0)).collect())).collect::<Vec<Option<Vec<usize>>>>();
         let feeds = partitions
             .into_iter()
             .map(|p| Feed {
@@ -194,9 +192,10 @@ struct ConsumerReader {
 
 impl ConsumerReader {
     fn feed(&self) -> Result<&Feed> {
-        self.started.feeds.get(self.partition).ok_or_else(|| {
-            DataFusionError::Internal(format!("shared scan: partition {} of {} planned but not read", self.partition, self.started.feeds.len()))
-        })
+        self.started
+            .feeds
+            .get(self.partition)
+            .ok_or_else(|| DataFusionError::Internal(format!("shared scan: partition {} of {} planned but not read", self.partition, self.started.feeds.len())))
     }
 
     fn take(&self, feed: &Feed) -> Option<Result<RecordBatch>> {

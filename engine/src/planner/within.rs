@@ -13,9 +13,7 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, JoinConstraint, JoinOperator, Query, SetExpr, TableFactor,
-};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, JoinConstraint, JoinOperator, Query, SetExpr, TableFactor};
 use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::job::analysis::normalized_name;
@@ -69,7 +67,9 @@ pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String,
     if from.joins.is_empty() {
         return Err("WITHIN INTERVAL applies to a JOIN, and the query has none".into());
     }
-    let Some((left_name, left_q)) = relation_of(&from.relation) else { return Ok(vec!["WITHIN INTERVAL is carried but not applied: the first relation is not a named source".into()]) };
+    let Some((left_name, left_q)) = relation_of(&from.relation) else {
+        return Ok(vec!["WITHIN INTERVAL is carried but not applied: the first relation is not a named source".into()]);
+    };
     let event_time = |name: &str| -> Option<(String, Option<String>)> {
         let rel = spec.source(name)?;
         Some((rel.properties.get("event_time")?.to_string(), rel.properties.get("event_time.format").map(str::to_string)))
@@ -98,10 +98,8 @@ pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String,
             _ => return Err(format!("event-time columns '{left_name}.{lcol}' ({ltype}) and '{right_name}.{rcol}' ({rtype}) are not comparable")),
         };
         let dialect = FerrisDialect::default();
-        let expr = Parser::new(&dialect)
-            .try_with_sql(&predicate)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|e| format!("building the WITHIN predicate: {e}"))?;
+        let expr =
+            Parser::new(&dialect).try_with_sql(&predicate).and_then(|mut p| p.parse_expr()).map_err(|e| format!("building the WITHIN predicate: {e}"))?;
         let Some(JoinConstraint::On(on)) = constraint_mut(&mut join.join_operator) else {
             return Err(format!("WITHIN INTERVAL needs an ON condition on the join of '{right_name}'"));
         };

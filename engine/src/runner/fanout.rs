@@ -45,13 +45,7 @@ pub struct SinkHandle {
 impl SinkHandle {
     /// A sink that could not be created: failed from the start.
     pub fn failed(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            tx: None,
-            failed: Arc::new(AtomicBool::new(true)),
-            metrics: Arc::new(ConnectorMetrics::default()),
-            task: None,
-        }
+        Self { name: name.to_string(), tx: None, failed: Arc::new(AtomicBool::new(true)), metrics: Arc::new(ConnectorMetrics::default()), task: None }
     }
 
     /// Starts the task driving `sink`. A fatal error (FailBatch) is also sent on `fatal`.

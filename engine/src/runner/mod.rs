@@ -100,8 +100,7 @@ impl Outputs {
         if batch.num_rows() == 0 {
             return;
         }
-        self.rows_out
-            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.rows_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let mut delivered = false;
         for s in self.sinks.iter_mut().filter(|s| s.is_healthy()) {
             if let Some(tx) = &s.tx {
@@ -153,16 +152,9 @@ impl Outputs {
 pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let start = Instant::now();
     let name = job.spec.name.clone();
-    let default_strategy =
-        FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
+    let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
-    let queue = job
-        .spec
-        .options
-        .get_usize("sink.queue_size")
-        .ok()
-        .flatten()
-        .unwrap_or(DEFAULT_QUEUE_SIZE);
+    let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
     let mut error: Option<String> = None;
     let mut sinks: Vec<SinkHandle> = Vec::new();
     let output_schema = job.plan.schema();
@@ -175,13 +167,7 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
-                sinks.push(SinkHandle::spawn(
-                    &name,
-                    sink,
-                    strategy,
-                    queue,
-                    fatal_tx.clone(),
-                ));
+                sinks.push(SinkHandle::spawn(&name, sink, strategy, queue, fatal_tx.clone()));
             }
             (Err(e), _) | (_, Err(e)) => {
                 warn!(job = %name, "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", rel.name);
@@ -192,39 +178,16 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     drop(fatal_tx);
 
     let rows_out = Arc::new(AtomicU64::new(0));
-    let _progress = opts.progress.then(|| {
-        progress::Progress::start(
-            name.clone(),
-            job.sources.iter().map(|s| s.metrics()).collect(),
-            Arc::clone(&rows_out),
-        )
-    });
+    let _progress = opts.progress.then(|| progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(&rows_out)));
     if let Some(l) = &opts.live {
-        let live_sinks = sinks
-            .iter()
-            .map(|s| live::LiveSink {
-                name: s.name.clone(),
-                metrics: Arc::clone(&s.metrics),
-                failed: Arc::clone(&s.failed),
-            })
-            .collect();
+        let live_sinks =
+            sinks.iter().map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) }).collect();
         l.attach(Arc::clone(&rows_out), live_sinks, Arc::clone(&job.plan));
     }
-    let mut out = Outputs {
-        name: name.clone(),
-        sinks,
-        fallback: None,
-        fallback_rows: 0,
-        rows_out: Arc::clone(&rows_out),
-    };
+    let mut out = Outputs { name: name.clone(), sinks, fallback: None, fallback_rows: 0, rows_out: Arc::clone(&rows_out) };
     let gates: Vec<Arc<CommitGate>> = job.sources.iter().filter_map(|s| s.commit_gate()).collect();
-    let commit_every = gates
-        .iter()
-        .map(|g| g.interval())
-        .min()
-        .unwrap_or(Duration::from_secs(3600));
-    let mut commit_tick =
-        tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
+    let commit_every = gates.iter().map(|g| g.interval()).min().unwrap_or(Duration::from_secs(3600));
+    let mut commit_tick = tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut barrier_check = tokio::time::interval(Duration::from_millis(2));
     // When the open commit barrier was opened; None when no barrier is open.
@@ -332,12 +295,7 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         g.release(false);
         g.close();
     });
-    let Outputs {
-        mut sinks,
-        fallback,
-        fallback_rows,
-        ..
-    } = out;
+    let Outputs { mut sinks, fallback, fallback_rows, .. } = out;
     // Close every queue, then wait for the sinks to flush.
     for s in sinks.iter_mut() {
         s.tx = None;
@@ -364,12 +322,7 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         sources: job
             .sources
             .iter()
-            .map(|s| ConnectorReport {
-                name: s.name().to_string(),
-                records: s.metrics().records(),
-                errors: s.metrics().errors(),
-                failed: false,
-            })
+            .map(|s| ConnectorReport { name: s.name().to_string(), records: s.metrics().records(), errors: s.metrics().errors(), failed: false })
             .collect(),
         sinks: sinks
             .iter()
@@ -408,12 +361,10 @@ const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// the broker is away; a stopping job must not hang on it, nor block the runtime's threads.
 async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("ferris-close".into())
-        .spawn(move || {
-            drop(parts);
-            let _ = tx.send(());
-        });
+    let spawned = std::thread::Builder::new().name("ferris-close".into()).spawn(move || {
+        drop(parts);
+        let _ = tx.send(());
+    });
     if spawned.is_err() {
         warn!(job = %job, "cannot start a thread to close the sources");
         return;
@@ -425,17 +376,7 @@ async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
 
 /// The sum of the counter `name` over every operator of `plan` (e.g. `late_rows_dropped` of
 /// the window operators).
-pub fn operator_counter(
-    plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-    name: &str,
-) -> u64 {
-    let own = plan
-        .metrics()
-        .and_then(|m| m.sum_by_name(name))
-        .map_or(0, |v| v.as_usize() as u64);
-    own + plan
-        .children()
-        .into_iter()
-        .map(|c| operator_counter(c, name))
-        .sum::<u64>()
+pub fn operator_counter(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, name: &str) -> u64 {
+    let own = plan.metrics().and_then(|m| m.sum_by_name(name)).map_or(0, |v| v.as_usize() as u64);
+    own + plan.children().into_iter().map(|c| operator_counter(c, name)).sum::<u64>()
 }

@@ -70,7 +70,12 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         windows = rest;
         if let Some((loc, clause)) = mine.into_iter().last() {
             if stmt.window.is_some() {
-                return Err(SyntaxError { line: loc.line, column: loc.column, near: Some("WINDOW".into()), message: "only one WINDOW clause per statement".into() });
+                return Err(SyntaxError {
+                    line: loc.line,
+                    column: loc.column,
+                    near: Some("WINDOW".into()),
+                    message: "only one WINDOW clause per statement".into(),
+                });
             }
             stmt.window = Some(clause);
         }
@@ -348,7 +353,9 @@ fn take_within(query: &mut Query) -> Result<Vec<Within>, String> {
         if let Expr::Function(f) = expr {
             if f.name.to_string() == WITHIN_MARKER {
                 if let FunctionArguments::List(list) = &f.args {
-                    if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)), FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Interval(iv)))] = list.args.as_slice() {
+                    if let [FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)), FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Interval(iv)))] =
+                        list.args.as_slice()
+                    {
                         match interval_to_duration(iv) {
                             Ok(d) => found.push(Within { interval: d, text: format!("{iv}") }),
                             Err(e) => error = Some(e),
@@ -365,4 +372,3 @@ fn take_within(query: &mut Query) -> Result<Vec<Within>, String> {
         None => Ok(found),
     }
 }
-

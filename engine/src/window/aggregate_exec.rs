@@ -36,7 +36,9 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
 use futures::StreamExt;
 
 use super::functions::window_array;
@@ -344,11 +346,8 @@ impl WindowAggregateConfig {
     fn evaluate(&self, batch: &RecordBatch) -> Result<Evaluated> {
         let keys = self.keys.iter().map(|(e, _)| eval(e, batch)).collect::<Result<Vec<_>>>()?;
         let args = self.args.iter().map(|a| a.iter().map(|e| eval(e, batch)).collect::<Result<Vec<_>>>()).collect::<Result<Vec<_>>>()?;
-        let filters = self
-            .filters
-            .iter()
-            .map(|f| f.as_ref().map(|e| eval(e, batch).map(|a| a.as_boolean().clone())).transpose())
-            .collect::<Result<Vec<_>>>()?;
+        let filters =
+            self.filters.iter().map(|f| f.as_ref().map(|e| eval(e, batch).map(|a| a.as_boolean().clone())).transpose()).collect::<Result<Vec<_>>>()?;
         Ok(Evaluated { keys, args, filters, rows: batch.num_rows() })
     }
 

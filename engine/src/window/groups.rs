@@ -117,7 +117,14 @@ impl Groups {
 
     /// Adds raw rows: `keys` (evaluated group keys), `args` (evaluated arguments per aggregate)
     /// and `filters` (per aggregate `FILTER (WHERE …)`). Returns the group of each row.
-    pub fn update(&mut self, spec: &AggregateSpec, keys: &[ArrayRef], args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>], rows: usize) -> Result<&[usize]> {
+    pub fn update(
+        &mut self,
+        spec: &AggregateSpec,
+        keys: &[ArrayRef],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+        rows: usize,
+    ) -> Result<&[usize]> {
         let interned = spec.interned_keys(keys, rows);
         self.values.intern(&interned, &mut self.indices)?;
         let total = self.values.len();
@@ -210,7 +217,13 @@ pub fn distinct_groups(indices: &[usize], seen: &mut Vec<bool>, out: &mut Vec<u3
 /// Aggregates raw rows whose groups are already numbered (`groups[i]` < `total`), without a
 /// hash table: for windows whose groups are found otherwise (sessions). Returns one final array
 /// per aggregate, `total` rows each.
-pub fn aggregate_numbered(spec: &AggregateSpec, args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>], groups: &[usize], total: usize) -> Result<Vec<ArrayRef>> {
+pub fn aggregate_numbered(
+    spec: &AggregateSpec,
+    args: &[Vec<ArrayRef>],
+    filters: &[Option<BooleanArray>],
+    groups: &[usize],
+    total: usize,
+) -> Result<Vec<ArrayRef>> {
     let mut out = Vec::with_capacity(spec.aggs.len());
     for ((agg, values), filter) in spec.aggs.iter().zip(args).zip(filters) {
         let mut acc = AggregateSpec::accumulator(agg)?;

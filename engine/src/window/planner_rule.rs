@@ -162,16 +162,8 @@ impl StreamingAggregateRule {
         let input_schema = input.schema();
         let keys: Vec<(Arc<dyn PhysicalExpr>, String)> =
             group.expr().iter().enumerate().filter(|(i, _)| Some(*i) != window_pos).map(|(_, (e, n))| (Arc::clone(e), n.clone())).collect();
-        let key_fields = keys
-            .iter()
-            .map(|(e, n)| Ok(Field::new(n, e.data_type(&input_schema)?, e.nullable(&input_schema)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let int_scale = time
-            .as_ref()
-            .and_then(|t| t.downcast_ref::<Column>())
-            .and_then(|c| self.int_scales.get(c.name()))
-            .copied()
-            .unwrap_or(1);
+        let key_fields = keys.iter().map(|(e, n)| Ok(Field::new(n, e.data_type(&input_schema)?, e.nullable(&input_schema)?))).collect::<Result<Vec<_>>>()?;
+        let int_scale = time.as_ref().and_then(|t| t.downcast_ref::<Column>()).and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1);
         let aggs = partial.aggr_expr().to_vec();
         let config = WindowAggregateConfig {
             kind,

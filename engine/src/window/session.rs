@@ -23,11 +23,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt32Array};
-use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::arrow::compute::kernels::cmp::{distinct, gt_eq};
 use datafusion::arrow::compute::kernels::numeric::sub_wrapping;
 use datafusion::arrow::compute::{concat, filter, lexsort_to_indices, min, not, take, SortColumn};
 use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::Result;
 
 use super::aggregate_exec::Evaluated;
@@ -87,10 +87,7 @@ impl SessionBuffer {
     pub fn memory_size(&self) -> usize {
         self.chunks
             .iter()
-            .map(|(t, e)| {
-                t.get_array_memory_size()
-                    + e.keys.iter().chain(e.args.iter().flatten()).map(|a| a.get_array_memory_size()).sum::<usize>()
-            })
+            .map(|(t, e)| t.get_array_memory_size() + e.keys.iter().chain(e.args.iter().flatten()).map(|a| a.get_array_memory_size()).sum::<usize>())
             .sum()
     }
 
@@ -118,14 +115,10 @@ impl SessionBuffer {
         let Some((_, first_ev)) = chunks.first() else { return Ok(None) };
         let times: Vec<&dyn Array> = chunks.iter().map(|(t, _)| t as &dyn Array).collect();
         let times = concat(&times)?.as_primitive::<Int64Type>().clone();
-        let keys = (0..first_ev.keys.len())
-            .map(|k| concat_arrays(&chunks.iter().map(|(_, e)| &e.keys[k]).collect::<Vec<_>>()))
-            .collect::<Result<Vec<_>>>()?;
+        let keys = (0..first_ev.keys.len()).map(|k| concat_arrays(&chunks.iter().map(|(_, e)| &e.keys[k]).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()?;
         let args = (0..first_ev.args.len())
             .map(|a| {
-                (0..first_ev.args[a].len())
-                    .map(|i| concat_arrays(&chunks.iter().map(|(_, e)| &e.args[a][i]).collect::<Vec<_>>()))
-                    .collect::<Result<Vec<_>>>()
+                (0..first_ev.args[a].len()).map(|i| concat_arrays(&chunks.iter().map(|(_, e)| &e.args[a][i]).collect::<Vec<_>>())).collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
         let filters = (0..first_ev.filters.len())

@@ -15,9 +15,7 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor, VisitMut, VisitorMut,
-};
+use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr, GroupByExpr, Query, Select, SelectItem, SetExpr, TableFactor, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::parser::Parser;
 
 use super::functions::WindowFunction;

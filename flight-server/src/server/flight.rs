@@ -23,10 +23,12 @@ use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
-use arrow_flight::sql::{CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery};
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult,
+    SchemaAsIpc, SchemaResult, Ticket,
 };
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
@@ -73,7 +75,8 @@ fn df_status(e: datafusion::error::DataFusionError) -> Status {
 }
 
 fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
-    let ipc: arrow_flight::IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into().map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    let ipc: arrow_flight::IpcMessage =
+        SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into().map_err(|e: datafusion::arrow::error::ArrowError| Status::internal(e.to_string()))?;
     Ok(ipc.0)
 }
 
@@ -94,7 +97,10 @@ impl SqlService {
     }
 }
 
-fn encode(schema: SchemaRef, batches: impl Stream<Item = Result<datafusion::arrow::record_batch::RecordBatch, FlightError>> + Send + 'static) -> BoxStream<FlightData> {
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<datafusion::arrow::record_batch::RecordBatch, FlightError>> + Send + 'static,
+) -> BoxStream<FlightData> {
     FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from).boxed()
 }
 

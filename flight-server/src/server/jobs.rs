@@ -156,7 +156,13 @@ impl Job {
             .enumerate()
             .map(|(i, (n, _))| {
                 let failed = live.iter().find(|s| &s.name == n).is_some_and(|s| s.failed.load(std::sync::atomic::Ordering::Relaxed));
-                let s = if failed { "Failed" } else if finished { "Closed" } else { "Connected" };
+                let s = if failed {
+                    "Failed"
+                } else if finished {
+                    "Closed"
+                } else {
+                    "Connected"
+                };
                 (format!("sink_{i}_{n}"), s)
             })
             .collect();

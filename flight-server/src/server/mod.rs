@@ -70,4 +70,3 @@ pub async fn serve(ctx: ConfigContext, limits: Limits, http_port: u16, flight_po
         .await
         .map_err(|e| e.to_string())
 }
-

@@ -60,7 +60,8 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     if let Some(token) = &state.token {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !token_matches(given, token) {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token (Authorization: Bearer <FERRIS_AUTH_TOKEN>)"}))).into_response();
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token (Authorization: Bearer <FERRIS_AUTH_TOKEN>)"})))
+                .into_response();
         }
     }
     next.run(req).await

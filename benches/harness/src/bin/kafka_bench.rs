@@ -87,7 +87,6 @@ fn create(args: &Args, name: &str, partitions: i32) {
     }
 }
 
-
 fn producer(args: &Args) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
@@ -368,6 +367,15 @@ fn backpressure_run(args: &Args, lines: &[String], dir: &Path) {
     println!("|---|---|---|---|---|---|---|---|---|");
     let at = |t: f64| samples.iter().find(|(s, _)| *s >= t).map_or("-".to_string(), |(_, r)| format!("{r:.0}"));
     let last = samples.last().map_or("-".to_string(), |(s, r)| format!("{r:.0} ({s:.0} s)"));
-    println!("| kafka → blackhole (slow) | {} | {} | {} | {} | {} | {} | {last} | {} |", at(1.0), at(2.0), at(5.0), at(10.0), at(20.0), at(30.0), peak.map_or("-".into(), |r| format!("{r:.0}")));
+    println!(
+        "| kafka → blackhole (slow) | {} | {} | {} | {} | {} | {} | {last} | {} |",
+        at(1.0),
+        at(2.0),
+        at(5.0),
+        at(10.0),
+        at(20.0),
+        at(30.0),
+        peak.map_or("-".into(), |r| format!("{r:.0}"))
+    );
     println!();
 }

@@ -77,7 +77,6 @@ fn produce_file(bootstrap: &str, file: &Path, topic: &str, partitions: i32) -> u
     n
 }
 
-
 const CHUNK: usize = 65_536;
 
 fn ts() -> DataType {
@@ -88,18 +87,35 @@ fn schemas() -> [SchemaRef; 3] {
     let f = |n: &str, t: DataType| Field::new(n, t, false);
     [
         Arc::new(Schema::new(vec![
-            f("id", DataType::Int64), f("name", DataType::Utf8), f("email_address", DataType::Utf8),
-            f("credit_card", DataType::Utf8), f("city", DataType::Utf8), f("state", DataType::Utf8),
-            f("date_time", ts()), f("extra", DataType::Utf8),
+            f("id", DataType::Int64),
+            f("name", DataType::Utf8),
+            f("email_address", DataType::Utf8),
+            f("credit_card", DataType::Utf8),
+            f("city", DataType::Utf8),
+            f("state", DataType::Utf8),
+            f("date_time", ts()),
+            f("extra", DataType::Utf8),
         ])),
         Arc::new(Schema::new(vec![
-            f("id", DataType::Int64), f("item_name", DataType::Utf8), f("description", DataType::Utf8),
-            f("initial_bid", DataType::Int64), f("reserve", DataType::Int64), f("date_time", ts()),
-            f("expires", ts()), f("seller", DataType::Int64), f("category", DataType::Int64), f("extra", DataType::Utf8),
+            f("id", DataType::Int64),
+            f("item_name", DataType::Utf8),
+            f("description", DataType::Utf8),
+            f("initial_bid", DataType::Int64),
+            f("reserve", DataType::Int64),
+            f("date_time", ts()),
+            f("expires", ts()),
+            f("seller", DataType::Int64),
+            f("category", DataType::Int64),
+            f("extra", DataType::Utf8),
         ])),
         Arc::new(Schema::new(vec![
-            f("auction", DataType::Int64), f("bidder", DataType::Int64), f("price", DataType::Int64),
-            f("channel", DataType::Utf8), f("url", DataType::Utf8), f("date_time", ts()), f("extra", DataType::Utf8),
+            f("auction", DataType::Int64),
+            f("bidder", DataType::Int64),
+            f("price", DataType::Int64),
+            f("channel", DataType::Utf8),
+            f("url", DataType::Utf8),
+            f("date_time", ts()),
+            f("extra", DataType::Utf8),
         ])),
     ]
 }
@@ -243,14 +259,7 @@ fn main() {
         }
     }
     let counts = (person.close(), auction.close(), bid.close());
-    println!(
-        "{{\"events\":{},\"person\":{},\"auction\":{},\"bid\":{},\"out\":\"{}\"}}",
-        args.events,
-        counts.0,
-        counts.1,
-        counts.2,
-        args.out.display()
-    );
+    println!("{{\"events\":{},\"person\":{},\"auction\":{},\"bid\":{},\"out\":\"{}\"}}", args.events, counts.0, counts.1, counts.2, args.out.display());
     if let Some(bootstrap) = &args.kafka {
         for t in ["person", "auction", "bid"] {
             let topic = format!("{}-{t}", args.topic_prefix);
