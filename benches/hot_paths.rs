@@ -63,6 +63,7 @@ fn context(delay_ms: Option<i64>) -> SessionContext {
         emit: None,
         changes_every: std::time::Duration::from_millis(100),
         int_scales: Default::default(),
+        checkpoints: false,
     };
     new_context(1, BATCH, false, None, rule).unwrap()
 }

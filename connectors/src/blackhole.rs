@@ -55,4 +55,8 @@ impl Sink for BlackholeSink {
     async fn close(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Writes nothing: nothing to stage, nothing to publish twice.
+    fn transactional(&self) -> bool {
+        true
+    }
 }

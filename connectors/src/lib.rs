@@ -13,7 +13,7 @@
 
 pub mod batching;
 pub mod blackhole;
-pub mod commit;
+pub mod checkpoint;
 pub mod connector_type;
 pub mod error;
 pub mod failure;
@@ -33,5 +33,5 @@ pub use connector_type::{ConnectorKind, ConnectorType, Role};
 pub use error::{ConnectorError, Result};
 pub use failure::FailureStrategy;
 pub use properties::Properties;
-pub use sink::Sink;
-pub use source::Source;
+pub use sink::{Delivery, Sink};
+pub use source::{Frontier, Source};

@@ -12,6 +12,8 @@ pub struct ConnectorMetrics {
     pub batches: AtomicU64,
     /// Records that could not be decoded (source) or batches that failed (sink).
     pub errors: AtomicU64,
+    /// Rows a sink failed to write and let go (`LogAndContinue`).
+    pub dropped: AtomicU64,
     /// Bytes read or written, where known.
     pub bytes: AtomicU64,
     /// When the last batch passed, in epoch milliseconds (0: never).
@@ -75,7 +77,17 @@ impl ConnectorMetrics {
         self.records.load(Ordering::Relaxed)
     }
 
-    /// Errors so far.
+    /// Adds `rows` rows a sink let go.
+    pub fn add_dropped(&self, rows: u64) {
+        self.dropped.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Rows a sink failed to write and let go.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Errors so far: malformed records (source) or failed batches (sink).
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }

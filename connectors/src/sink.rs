@@ -8,7 +8,21 @@
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
+use crate::checkpoint::Prepared;
 use crate::error::Result;
+
+/// How a job delivers rows to a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// No checkpoints (a bounded job): rows are written as they come, flushed at the end.
+    Plain,
+    /// Checkpoints: rows are written as they come and made durable at each barrier; after a
+    /// crash the job replays from the last checkpoint (at least once).
+    AtLeastOnce,
+    /// `use_transactions`: rows are staged and published when the checkpoint holding them is
+    /// complete (exactly once).
+    ExactlyOnce,
+}
 
 /// A configured, open sink. The job runner drives each sink on its own task, so a slow sink
 /// back-pressures through its queue and a failed one does not stop the others.
@@ -25,6 +39,53 @@ pub trait Sink: Send {
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable (called at the end and on Ctrl-C).
     async fn flush(&mut self) -> Result<()>;
-    /// Flushes and releases the sink; writes after `close` are errors.
+    /// Flushes and releases the sink; writes after `close` are errors. A transactional sink
+    /// publishes nothing that was not committed: what it staged since is dropped.
     async fn close(&mut self) -> Result<()>;
+
+    /// True when it can take part in transactions (`use_transactions`): what it writes stays
+    /// invisible until [`Sink::commit`].
+    fn transactional(&self) -> bool {
+        false
+    }
+
+    /// How the job delivers to it; called once before the first write. `job` names the job
+    /// (staged files and transactions are named after it).
+    fn set_delivery(&mut self, _job: &str, _delivery: Delivery) -> Result<()> {
+        Ok(())
+    }
+
+    /// Barrier `checkpoint`: everything written so far belongs to that checkpoint. Makes it
+    /// durable; a transactional sink stages it without showing it, and returns what it needs
+    /// to commit it after a crash (kept in the checkpoint's manifest).
+    async fn prepare(&mut self, _checkpoint: u64) -> Result<Option<Prepared>> {
+        self.flush().await.map(|()| None)
+    }
+
+    /// Checkpoint `checkpoint` is complete (its manifest is durable): makes what was prepared
+    /// for it, and before it, visible. Called again after a crash for the checkpoint restored,
+    /// so it must be idempotent.
+    async fn commit(&mut self, _checkpoint: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// For a sink whose commit cannot be redone after a crash (a Kafka transaction is aborted
+    /// by a restart): the last checkpoint it committed, as recorded with its commit. A restart
+    /// falls back to that checkpoint when the latest one's commit did not happen. `None`:
+    /// the sink can finish any prepared checkpoint later (files), or keeps no record.
+    async fn last_committed(&mut self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// True when [`Sink::commit`] cannot be redone after a crash: such sinks commit first.
+    fn commit_is_final(&self) -> bool {
+        false
+    }
+
+    /// Before the first write after a restart from checkpoint `restored` (with what this sink
+    /// prepared at it, from the manifest): commits that, and drops anything staged after it.
+    /// `None`: a fresh start; drops anything staged by an earlier run that never committed.
+    async fn recover(&mut self, _restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
+        Ok(())
+    }
 }

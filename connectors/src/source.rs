@@ -11,8 +11,18 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::streaming::PartitionStream;
 
-use crate::commit::CommitGate;
+use crate::checkpoint::SourceCheckpoint;
 use crate::metrics::ConnectorMetrics;
+
+/// How far event time has got in one source partition, over all the units it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontier {
+    /// Some unit has not delivered a row yet and is not idle: no watermark may pass it.
+    Holding,
+    /// Every live unit has delivered rows at least this late (epoch milliseconds); the
+    /// slowest unit is at this time.
+    At(i64),
+}
 
 /// A configured, ready-to-read source.
 pub trait Source: Debug + Send + Sync {
@@ -30,9 +40,17 @@ pub trait Source: Debug + Send + Sync {
     fn metrics(&self) -> Arc<ConnectorMetrics>;
     /// A one-line description for `explain` (`file jsonl data/orders.jsonl (1 file)`).
     fn describe(&self) -> String;
-    /// The barrier through which the job acknowledges delivered rows, for sources that commit
-    /// read positions (Kafka offsets); `None` for sources that do not.
-    fn commit_gate(&self) -> Option<Arc<CommitGate>> {
+    /// How far event time has got in partition `partition` (an index into the last
+    /// [`Source::partitions`]) over every unit it reads (each Kafka partition of a reader), when
+    /// the source tracks it: the operators then hold their watermark to the slowest unit, not
+    /// to the fastest rows a reader happened to hand out. `None`: not tracked.
+    fn frontier(&self, _partition: usize) -> Option<Frontier> {
+        None
+    }
+
+    /// Its positions for checkpoints (Kafka offsets, file offsets); `None` for a source that
+    /// cannot say where it is (it cannot take part in transactions).
+    fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
         None
     }
 }

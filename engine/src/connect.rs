@@ -59,3 +59,23 @@ pub fn create_sink(rel: &RelationSpec, job_name: &str) -> Result<Box<dyn Sink>, 
         _ => Err(not_supported(rel)),
     }
 }
+
+/// How the sink `rel` takes part in checkpoints, for `explain`.
+pub fn sink_delivery(rel: &RelationSpec) -> &'static str {
+    match rel.connector.kind {
+        ConnectorKind::File => "two-phase: staged files published when the checkpoint commits",
+        ConnectorKind::Kafka => "two-phase: a Kafka transaction committed with the checkpoint",
+        ConnectorKind::Blackhole => "takes part (writes nothing)",
+        ConnectorKind::Stdout | ConnectorKind::Flight => "at least once by nature: rows are shown as they come",
+        _ => "not supported yet",
+    }
+}
+
+/// How the source `rel` takes part in checkpoints, for `explain`.
+pub fn source_positions(rel: &RelationSpec) -> &'static str {
+    match rel.connector.kind {
+        ConnectorKind::File => "positions: byte offset (or Parquet rows) per file and split",
+        ConnectorKind::Kafka => "positions: offset per topic partition",
+        _ => "not supported yet",
+    }
+}

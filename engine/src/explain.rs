@@ -56,6 +56,43 @@ pub struct ExplainedJob {
     pub plan: Option<String>,
     /// Why the plan could not be built (a missing file, an unsupported source…).
     pub plan_error: Option<String>,
+    /// How the job is processed: mode, checkpoints, who takes part (with the plan).
+    pub processing: Option<ExplainedProcessing>,
+}
+
+/// The processing mode and checkpoints of a job, as `explain` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedProcessing {
+    /// `exactly-once` (use_transactions) or `at-least-once`.
+    pub mode: String,
+    /// When checkpoints are taken, where, how many are kept.
+    pub checkpoints: String,
+    /// The stateful operators whose state is checkpointed.
+    pub stateful_operators: Vec<String>,
+    /// What keeps the plan's operator state out of checkpoints, if anything.
+    pub problem: Option<String>,
+    /// Per source: how it takes part.
+    pub sources: BTreeMap<String, String>,
+    /// Per sink: how it takes part.
+    pub sinks: BTreeMap<String, String>,
+}
+
+fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
+    let cfg = &planned.checkpoints;
+    let unbounded = planned.sources.iter().any(|s| !s.is_bounded());
+    let checkpoints = match (cfg.enabled, unbounded) {
+        (false, _) => "off: a bounded job; its sinks are flushed at the end (set 'checkpoint.interval' or use_transactions to take them)".to_string(),
+        (true, false) => format!("once, at the end of the input, in {} (keeping {})", cfg.dir, cfg.retain),
+        (true, true) => format!("every {}ms in {} (keeping {})", cfg.interval.as_millis(), cfg.dir, cfg.retain),
+    };
+    ExplainedProcessing {
+        mode: cfg.mode.name().to_string(),
+        checkpoints,
+        stateful_operators: planned.plan_checkpoints.operators.iter().map(|o| format!("#{} {}", o.id, o.shape)).collect(),
+        problem: planned.plan_checkpoints.problem.clone(),
+        sources: planned.spec.sources.iter().map(|r| (r.name.clone(), crate::connect::source_positions(r).to_string())).collect(),
+        sinks: planned.spec.sinks.iter().map(|r| (r.name.clone(), crate::connect::sink_delivery(r).to_string())).collect(),
+    }
 }
 
 /// A statement that could not be analysed.
@@ -123,6 +160,7 @@ fn describe(spec: &JobSpec) -> ExplainedJob {
         warnings: spec.warnings.clone(),
         plan: None,
         plan_error: None,
+        processing: None,
     }
 }
 
@@ -141,6 +179,7 @@ pub async fn explain(sql: &str, with_plan: bool, ctx: &ConfigContext, config: Ex
                             job.warnings.extend(planned.notes.iter().cloned());
                             let sources: Vec<String> = planned.sources.iter().map(|s| format!("{}: {}", s.name(), s.describe())).collect();
                             job.plan = Some(format!("{}\n{}", sources.join("\n"), displayable(planned.plan.as_ref()).indent(true)));
+                            job.processing = Some(processing(&planned));
                         }
                         Err(e) => job.plan_error = Some(e.to_string()),
                     }
@@ -199,6 +238,22 @@ pub fn render_text(e: &Explanation) -> String {
         }
         for w in &job.warnings {
             let _ = writeln!(s, "  warning: {w}");
+        }
+        if let Some(p) = &job.processing {
+            let _ = writeln!(s, "  Processing: {} ({})", p.mode, if p.mode == "exactly-once" { "use_transactions" } else { "simple mode" });
+            let _ = writeln!(s, "    checkpoints: {}", p.checkpoints);
+            for o in &p.stateful_operators {
+                let _ = writeln!(s, "    state of {o}");
+            }
+            if let Some(problem) = &p.problem {
+                let _ = writeln!(s, "    no operator state in checkpoints: {problem}");
+            }
+            for (n, how) in &p.sources {
+                let _ = writeln!(s, "    source {n}: {how}");
+            }
+            for (n, how) in &p.sinks {
+                let _ = writeln!(s, "    sink {n}: {how}");
+            }
         }
         match (&job.plan, &job.plan_error) {
             (Some(p), _) => {

@@ -10,6 +10,7 @@
 //! WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl', …);
 //! ```
 
+pub mod checkpoint;
 pub mod config;
 pub mod connect;
 pub mod error;

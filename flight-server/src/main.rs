@@ -19,7 +19,7 @@ use ferris_engine::config::{AppConfig, ConfigContext, Limits, Variables};
 use ferris_engine::explain::{explain, render_text, ExplainedConfig};
 use ferris_engine::job::analyze_sql_with;
 use ferris_engine::planner::plan_job_with;
-use ferris_engine::runner::{run_job, JobReport, RunOptions};
+use ferris_engine::runner::{run_job, JobReport, Restore, RunOptions};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -118,6 +118,13 @@ enum Command {
         /// Print each job's report as JSON on stdout at the end.
         #[arg(long)]
         report_json: bool,
+        /// Start from this checkpoint (its `chk-NNNNNNNN` directory, or its manifest) instead of
+        /// the job's latest.
+        #[arg(long, value_name = "PATH", conflicts_with = "no_restore")]
+        from_checkpoint: Option<PathBuf>,
+        /// Start afresh: do not restore the job's latest checkpoint.
+        #[arg(long)]
+        no_restore: bool,
     },
     /// Show what each statement becomes: sources, sinks, options and the physical plan.
     Explain {
@@ -208,8 +215,13 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Explain { json, no_plan, .. } => cmd_explain(read_sql(&file, &sql), json, !no_plan, setup).await,
-            Command::Run { no_progress, report_json, .. } => {
-                cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json, setup).await
+            Command::Run { no_progress, report_json, from_checkpoint, no_restore, .. } => {
+                let restore = match (from_checkpoint, no_restore) {
+                    (Some(p), _) => Restore::From(p),
+                    (None, true) => Restore::Fresh,
+                    (None, false) => Restore::Latest,
+                };
+                cmd_run(read_sql(&file, &sql), !no_progress && std::io::stderr().is_terminal(), report_json, restore, setup).await
             }
             Command::Serve { http_port, flight_port, bind } => match server::serve(setup.ctx, setup.limits, http_port, flight_port, bind).await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -298,7 +310,7 @@ async fn cmd_explain(sql: Result<String, String>, json: bool, with_plan: bool, s
     }
 }
 
-async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool, setup: Setup) -> ExitCode {
+async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool, restore: Restore, setup: Setup) -> ExitCode {
     let Some(sql) = sql_or_report(sql) else { return ExitCode::from(2) };
     let analysed = match analyze_sql_with(&sql, &setup.ctx) {
         Ok(a) => a,
@@ -371,7 +383,7 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
     let tasks: Vec<_> = planned
         .into_iter()
         .map(|p| {
-            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone(), live: None };
+            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone(), live: None, restore: restore.clone() };
             tokio::spawn(run_job(p, opts))
         })
         .collect();
@@ -421,7 +433,7 @@ fn summarize(r: &JobReport) {
         .map(|s| {
             let mut t = format!("{} {} rows", s.name, s.records);
             if s.errors > 0 {
-                t.push_str(&format!(" ({} failed batches)", s.errors));
+                t.push_str(&format!(" ({} failed batches, {} rows dropped)", s.errors, s.dropped));
             }
             t
         })
@@ -445,6 +457,15 @@ fn summarize(r: &JobReport) {
     }
     if r.stopped && r.state_bytes > 0 {
         eprintln!("job '{}': {:.1} MiB of window and join state when it stopped", r.name, r.state_bytes as f64 / (1 << 20) as f64);
+    }
+    if r.checkpoints > 0 || r.failed_checkpoints > 0 || r.restored_from.is_some() {
+        let restored = r.restored_from.map_or(String::new(), |n| format!(", restored from checkpoint {n}"));
+        let failed = if r.failed_checkpoints > 0 { format!(", {} failed", r.failed_checkpoints) } else { String::new() };
+        let timing = match r.checkpoint_total_ms.checked_div(r.checkpoints) {
+            Some(mean) => format!(" (mean {mean} ms, longest {} ms, last {:.1} KiB of state)", r.checkpoint_max_ms, r.checkpoint_bytes as f64 / 1024.0),
+            None => String::new(),
+        };
+        eprintln!("job '{}': {} checkpoints{timing}{failed}{restored}", r.name, r.checkpoints);
     }
     if r.untimed_rows > 0 {
         eprintln!("job '{}': {} rows dropped without an event time (null, or not a readable time)", r.name, r.untimed_rows);

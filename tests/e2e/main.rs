@@ -1,6 +1,7 @@
 //! End-to-end tests: run the `ferris-sql` binary as a user would and compare every output row
 //! with what DataFusion computes in batch on the same files.
 
+mod checkpoints;
 mod common;
 mod demos;
 mod differential;

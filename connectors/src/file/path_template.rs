@@ -68,6 +68,24 @@ impl PathTemplate {
             .replace("{day}", &now.format("%d").to_string())
     }
 
+    /// The deepest directory of the template that holds no variable: every file it renders is
+    /// under it.
+    pub fn fixed_dir(&self) -> std::path::PathBuf {
+        let cut = VARIABLES.iter().filter_map(|v| self.template.find(v)).min().unwrap_or(self.template.len());
+        let fixed = &self.template[..cut];
+        let dir = match fixed.rfind('/') {
+            Some(i) => &fixed[..i],
+            None => "",
+        };
+        if dir.is_empty() && self.template.starts_with('/') {
+            std::path::PathBuf::from("/")
+        } else if dir.is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            std::path::PathBuf::from(dir)
+        }
+    }
+
     /// A glob matching every file this template can produce (for `max_files`).
     pub fn glob(&self) -> String {
         let mut g = glob::Pattern::escape(&self.template);
@@ -101,6 +119,9 @@ mod tests {
         assert!(t.per_batch());
         assert_eq!(PathTemplate::new("a/{timestamp}.csv", Rotation::Never).render(now, 0), "a/20240131T130509.000Z.csv");
         assert!(PathTemplate::new("a/b.csv", Rotation::Never).is_fixed());
+        assert_eq!(t.fixed_dir(), std::path::PathBuf::from("out"));
+        assert_eq!(PathTemplate::new("b.csv", Rotation::Never).fixed_dir(), std::path::PathBuf::from("."));
+        assert_eq!(PathTemplate::new("/x/y/{date}/b.csv", Rotation::Never).fixed_dir(), std::path::PathBuf::from("/x/y"));
     }
 
     #[test]

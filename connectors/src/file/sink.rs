@@ -7,7 +7,7 @@
 //!       'audit_file.format' = 'jsonlines', 'audit_file.append' = 'true', 'audit_file.compression' = 'gzip');
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -18,13 +18,15 @@ use flate2::write::GzEncoder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use tracing::{debug, info};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
 
 use super::format::FileFormat;
 use super::path_template::{PathTemplate, Rotation};
+use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
 use crate::properties::{KeySpec, Properties};
-use crate::sink::Sink;
+use crate::sink::{Delivery, Sink};
 
 /// The keys `file_sink` understands.
 pub const FILE_SINK_KEYS: KeySpec = KeySpec {
@@ -68,10 +70,95 @@ pub struct FileSink {
     /// Paths opened during this run: opening one again appends instead of truncating.
     opened: HashSet<PathBuf>,
     batch_id: u64,
+    /// How the job delivers: plain, checkpointed, or transactional.
+    delivery: Delivery,
+    /// The checkpoint the rows being written belong to (the last prepared + 1).
+    epoch: u64,
+    /// Transactional: where rows are staged until their checkpoint commits.
+    staging: Option<Staging>,
+    /// Restarted from a checkpoint: files already there are appended to, not truncated.
+    append_existing: bool,
+}
+
+/// Staged writing (`use_transactions`): a checkpoint's rows go to files in a staging
+/// directory, published at commit — text appended to its file, Parquet renamed into place.
+#[derive(Debug)]
+struct Staging {
+    /// `<fixed dir of the path>/.ferris-staging/<job>-<sink>`.
+    dir: PathBuf,
+    /// The staged file of each target of the current checkpoint.
+    open: BTreeMap<PathBuf, PathBuf>,
+    /// Prepared at a barrier, not committed yet, by checkpoint.
+    prepared: BTreeMap<u64, Vec<StagedFile>>,
+    /// Targets whose CSV header is written (published or staged).
+    headers: HashSet<PathBuf>,
+}
+
+/// A staged file and where it goes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct StagedFile {
+    staged: PathBuf,
+    target: PathBuf,
+    /// Text: the target's length before this file is appended (so that publishing twice, after
+    /// a crash, appends once). Parquet: the file is renamed into place.
+    base_len: u64,
+    append: bool,
+}
+
+/// What the sink keeps in a checkpoint's manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SinkCheckpoint {
+    /// Files staged at the checkpoint, published when it commits.
+    #[serde(default)]
+    files: Vec<StagedFile>,
+    /// The next `{batch_id}`, so that a restart never writes over earlier files.
+    batch_id: u64,
+}
+
+/// Publishes a staged file; doing it again (after a crash) changes nothing.
+fn publish(f: &StagedFile) -> Result<()> {
+    let io_t = |e| ConnectorError::io(&f.target, e);
+    if !f.staged.exists() {
+        return Ok(()); // published (and removed) before
+    }
+    if let Some(dir) = f.target.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io(dir, e))?;
+    }
+    if !f.append {
+        std::fs::rename(&f.staged, &f.target).map_err(io_t)?;
+        return Ok(());
+    }
+    let staged_len = std::fs::metadata(&f.staged).map_err(|e| ConnectorError::io(&f.staged, e))?.len();
+    let len = std::fs::metadata(&f.target).map(|m| m.len()).unwrap_or(0);
+    if len != f.base_len + staged_len {
+        let mut out = OpenOptions::new().create(true).write(true).truncate(false).open(&f.target).map_err(io_t)?;
+        if len > f.base_len && len < f.base_len + staged_len {
+            // an append cut short by a crash: start it again
+            out.set_len(f.base_len).map_err(io_t)?;
+        } else if len != f.base_len {
+            warn!(path = %f.target.display(), "the file is {len} bytes where {} were expected: something else wrote to it; appending anyway", f.base_len);
+        }
+        use std::io::Seek;
+        let start = out.seek(std::io::SeekFrom::End(0)).map_err(io_t)?;
+        let mut staged = File::open(&f.staged).map_err(|e| ConnectorError::io(&f.staged, e))?;
+        if let Err(e) = std::io::copy(&mut staged, &mut out).and_then(|_| out.sync_data()) {
+            // no torn rows for readers of the file meanwhile (a disk filling up): the append
+            // is undone, and done again when the commit is retried or the job restarts
+            if let Err(undo) = out.set_len(start) {
+                warn!(path = %f.target.display(), "cannot undo a failed append ({undo}): a restart does");
+            }
+            return Err(io_t(e));
+        }
+    }
+    std::fs::remove_file(&f.staged).map_err(|e| ConnectorError::io(&f.staged, e))?;
+    Ok(())
 }
 
 struct OpenFile {
+    /// The file written (a staged file under transactions).
     path: PathBuf,
+    /// Where its rows end up.
+    target: PathBuf,
     writer: Encoder,
 }
 
@@ -162,7 +249,41 @@ impl FileSink {
             current: None,
             opened: HashSet::new(),
             batch_id: 0,
+            delivery: Delivery::Plain,
+            epoch: 1,
+            staging: None,
+            append_existing: false,
         })
+    }
+
+    /// Where rows written now go: the rendered template; a Parquet file under checkpoints is a
+    /// part of its own per checkpoint (`out/x.parquet` → `out/x-000007.parquet`), complete when
+    /// the checkpoint is taken.
+    fn target(&self, rendered: String) -> PathBuf {
+        let path = PathBuf::from(rendered);
+        if self.format != FileFormat::Parquet || self.delivery == Delivery::Plain {
+            return path;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (stem, ext) = match name.find('.').filter(|i| *i > 0) {
+            Some(dot) => (&name[..dot], &name[dot..]),
+            None => (name.as_str(), ""),
+        };
+        path.with_file_name(format!("{stem}-{:06}{ext}", self.epoch))
+    }
+
+    /// Deletes every staged file but those of `keep`.
+    fn clear_staging(&self, keep: &[StagedFile]) -> Result<()> {
+        let Some(st) = &self.staging else { return Ok(()) };
+        let Ok(entries) = std::fs::read_dir(&st.dir) else { return Ok(()) };
+        for e in entries.flatten() {
+            let p = e.path();
+            if !keep.iter().any(|f| f.staged == p) {
+                debug!(sink = %self.name, path = %p.display(), "dropping a staged file no checkpoint committed");
+                std::fs::remove_file(&p).map_err(|e| ConnectorError::io(&p, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Checks that the sink's directory can be created, so that a bad path fails at start-up.
@@ -174,13 +295,32 @@ impl FileSink {
         Ok(())
     }
 
-    fn open(&mut self, path: &Path, schema: arrow::datatypes::SchemaRef) -> Result<()> {
+    fn open(&mut self, target: &Path, schema: arrow::datatypes::SchemaRef) -> Result<()> {
+        // transactional: the rows go to a staged file of this checkpoint, published at commit
+        let (actual, header_done) = match self.staging.as_mut() {
+            Some(st) => {
+                let staged = match st.open.get(target) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = st.dir.join(format!("{:08}-{}", self.epoch, st.open.len()));
+                        st.open.insert(target.to_path_buf(), s.clone());
+                        s
+                    }
+                };
+                let published = std::fs::metadata(target).map(|m| m.len() > 0).unwrap_or(false);
+                let done = st.headers.contains(target) || published;
+                st.headers.insert(target.to_path_buf());
+                (staged, done)
+            }
+            None => (target.to_path_buf(), false),
+        };
+        let path = actual.as_path();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| ConnectorError::io(dir, e))?;
         }
-        let append = self.append || self.opened.contains(path);
+        let append = self.append || self.opened.contains(path) || (self.append_existing && self.format != FileFormat::Parquet);
         let file = OpenOptions::new().create(true).write(true).append(append).truncate(!append).open(path).map_err(|e| ConnectorError::io(path, e))?;
-        let existing = append && file.metadata().map(|m| m.len() > 0).unwrap_or(false);
+        let existing = header_done || (append && file.metadata().map(|m| m.len() > 0).unwrap_or(false));
         let writer = match self.format {
             FileFormat::Parquet => {
                 let codec = match self.compression {
@@ -206,7 +346,7 @@ impl FileSink {
         };
         self.opened.insert(path.to_path_buf());
         debug!(sink = %self.name, path = %path.display(), "opened output file");
-        self.current = Some(OpenFile { path: path.to_path_buf(), writer });
+        self.current = Some(OpenFile { path: path.to_path_buf(), target: target.to_path_buf(), writer });
         self.prune()?;
         Ok(())
     }
@@ -249,9 +389,9 @@ impl FileSink {
     }
 
     fn write_sync(&mut self, batch: &RecordBatch) -> Result<()> {
-        let path = PathBuf::from(self.template.render(chrono::Utc::now(), self.batch_id));
+        let path = self.target(self.template.render(chrono::Utc::now(), self.batch_id));
         self.batch_id += 1;
-        if self.current.as_ref().map(|c| &c.path) != Some(&path) {
+        if self.current.as_ref().map(|c| &c.target) != Some(&path) {
             self.finish_current()?;
             self.open(&path, batch.schema())?;
         }
@@ -322,7 +462,126 @@ impl Sink for FileSink {
     }
 
     async fn close(&mut self) -> Result<()> {
-        self.finish_current()
+        self.finish_current()?;
+        if let Some(st) = &self.staging {
+            // rows staged after the last checkpoint are not published
+            for staged in st.open.values() {
+                let _ = std::fs::remove_file(staged);
+            }
+        }
+        Ok(())
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn set_delivery(&mut self, job: &str, delivery: Delivery) -> Result<()> {
+        self.delivery = delivery;
+        if delivery == Delivery::ExactlyOnce {
+            if self.append {
+                return Err(ConnectorError::Other(format!(
+                    "file sink '{}': 'append' and use_transactions together would publish a checkpoint's rows into a file other writers change; drop 'append'",
+                    self.name
+                )));
+            }
+            let dir = self.template.fixed_dir().join(".ferris-staging").join(format!("{job}-{}", self.name));
+            std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::io(&dir, e))?;
+            self.staging = Some(Staging { dir, open: BTreeMap::new(), prepared: BTreeMap::new(), headers: HashSet::new() });
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
+        let mut state = SinkCheckpoint { files: Vec::new(), batch_id: self.batch_id };
+        match self.delivery {
+            Delivery::Plain => {
+                self.flush().await?;
+                return Ok(None);
+            }
+            Delivery::AtLeastOnce => {
+                if self.format == FileFormat::Parquet {
+                    // a complete file per checkpoint: a crash never leaves one without its footer
+                    self.finish_current()?;
+                } else {
+                    self.flush().await?;
+                    if let Some(f) = &self.current {
+                        if let Encoder::Text { out: TextOut::Plain(w), .. } = &f.writer {
+                            w.get_ref().sync_data().map_err(|e| ConnectorError::io(&f.path, e))?;
+                        }
+                    }
+                }
+            }
+            Delivery::ExactlyOnce => {
+                self.finish_current()?;
+                let text = self.format != FileFormat::Parquet;
+                if let Some(st) = self.staging.as_mut() {
+                    for (target, staged) in std::mem::take(&mut st.open) {
+                        File::open(&staged).and_then(|f| f.sync_all()).map_err(|e| ConnectorError::io(&staged, e))?;
+                        // checkpoints prepared before and not yet published append first
+                        let pending: u64 = st
+                            .prepared
+                            .values()
+                            .flatten()
+                            .filter(|f| f.target == target && f.append)
+                            .map(|f| std::fs::metadata(&f.staged).map(|m| m.len()).unwrap_or(0))
+                            .sum();
+                        let base_len = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0) + pending;
+                        state.files.push(StagedFile { staged, target, base_len, append: text });
+                    }
+                    st.prepared.insert(checkpoint, std::mem::take(&mut state.files));
+                    // every file prepared and not yet published: a checkpoint that failed to
+                    // complete is published with the next one
+                    state.files = st.prepared.values().flatten().cloned().collect();
+                }
+            }
+        }
+        self.epoch = checkpoint + 1;
+        serde_json::to_value(&state).map(Some).map_err(|e| ConnectorError::Other(format!("file sink '{}': {e}", self.name)))
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let Some(st) = self.staging.as_mut() else { return Ok(()) };
+        let done: Vec<u64> = st.prepared.range(..=checkpoint).map(|(k, _)| *k).collect();
+        for k in done {
+            if let Some(files) = st.prepared.remove(&k) {
+                for f in &files {
+                    publish(f)?;
+                }
+            }
+        }
+        self.prune()
+    }
+
+    async fn recover(&mut self, restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
+        let state: Option<(u64, SinkCheckpoint)> = match restored {
+            Some((n, Some(v))) => Some((
+                n,
+                serde_json::from_value(v).map_err(|e| ConnectorError::Other(format!("file sink '{}': its checkpoint state cannot be read: {e}", self.name)))?,
+            )),
+            Some((n, None)) => Some((n, SinkCheckpoint::default())),
+            None => None,
+        };
+        match state {
+            Some((n, state)) => {
+                self.epoch = n + 1;
+                self.batch_id = self.batch_id.max(state.batch_id);
+                if self.delivery == Delivery::ExactlyOnce {
+                    // the restored checkpoint is complete: publish what it staged (again)
+                    for f in &state.files {
+                        publish(f)?;
+                        if let Some(st) = self.staging.as_mut() {
+                            st.headers.insert(f.target.clone());
+                        }
+                    }
+                    self.clear_staging(&[])?;
+                } else {
+                    self.append_existing = true;
+                }
+            }
+            None => self.clear_staging(&[])?,
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{new_null_array, ArrayRef};
@@ -28,6 +28,7 @@ use super::decode::{json_array_to_lines, BadRecord, TextDecoder};
 use super::format::FileFormat;
 use super::schema::{infer_schema, is_gzip, open_text, parse_schema, starts_with_array};
 use crate::batching::BatchConfig;
+use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::metrics::ConnectorMetrics;
@@ -54,6 +55,10 @@ pub struct FileSource {
     partitions: usize,
     /// Read each file whole, in order (the source has a watermark delay).
     ordered: bool,
+    /// Checkpoint positions of the partitions last made by [`Source::partitions`].
+    cells: Arc<Mutex<Vec<PositionCell>>>,
+    /// Positions restored from a checkpoint, by unit.
+    restored: Arc<Mutex<Positions>>,
 }
 
 #[derive(Debug)]
@@ -77,6 +82,43 @@ enum Unit {
     Range { path: PathBuf, start: u64, end: u64 },
     /// Some row groups of a Parquet file.
     RowGroups { path: PathBuf, groups: Vec<usize> },
+}
+
+impl Unit {
+    /// The unit's name in checkpoint positions.
+    fn key(&self) -> String {
+        match self {
+            Unit::Whole(p) => p.display().to_string(),
+            Unit::Range { path, start, .. } => format!("{}#{start}", path.display()),
+            Unit::RowGroups { path, groups } => format!("{}#rg{}", path.display(), groups.first().copied().unwrap_or(0)),
+        }
+    }
+}
+
+/// Where a unit resumes after a restore: the byte offset of a line start (text) or the rows
+/// already read (Parquet), the rows of the chunk starting there already handed out, and the
+/// line and JSON array element numbers there (for error messages).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Resume {
+    offset: u64,
+    rows: usize,
+    line: u64,
+    element: usize,
+}
+
+impl Resume {
+    fn to_value(self) -> serde_json::Value {
+        serde_json::json!({"offset": self.offset, "rows": self.rows, "line": self.line, "element": self.element})
+    }
+
+    fn from_value(v: &serde_json::Value) -> Option<Self> {
+        Some(Self {
+            offset: v.get("offset")?.as_u64()?,
+            rows: v.get("rows").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize,
+            line: v.get("line").and_then(serde_json::Value::as_u64).unwrap_or(1),
+            element: v.get("element").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize,
+        })
+    }
 }
 
 impl FileSource {
@@ -108,7 +150,15 @@ impl FileSource {
         // splitting a file would have one split run ahead of another and hold every row it
         // read in the operators' state until the slower split caught up.
         let ordered = props.contains("watermark.delay");
-        Ok(Self { cfg: Arc::new(cfg), pattern, files, partitions: partitions.max(1), ordered })
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            pattern,
+            files,
+            partitions: partitions.max(1),
+            ordered,
+            cells: Arc::new(Mutex::new(Vec::new())),
+            restored: Arc::new(Mutex::new(Positions::new())),
+        })
     }
 
     /// The files the pattern matched.
@@ -172,10 +222,34 @@ impl Source for FileSource {
         for (i, u) in units.into_iter().enumerate() {
             parts[i % n].push(u);
         }
+        let restored = self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        // a partition starts where the restored checkpoint left its units: a checkpoint taken
+        // before it reads anything new holds those positions, not none
+        let cells: Vec<PositionCell> = parts
+            .iter()
+            .map(|units| {
+                let cell = PositionCell::new();
+                for u in units {
+                    if let Some(v) = restored.get(&u.key()) {
+                        cell.lock().insert(u.key(), v.clone());
+                    }
+                }
+                cell
+            })
+            .collect();
+        *self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cells.clone();
         parts
             .into_iter()
-            .map(|units| {
-                Arc::new(FilePartition { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&schema), projection: projection.clone(), units })
+            .zip(cells)
+            .map(|(units, cell)| {
+                let units = units
+                    .into_iter()
+                    .map(|u| {
+                        let resume = restored.get(&u.key()).and_then(Resume::from_value);
+                        (u, resume)
+                    })
+                    .collect();
+                Arc::new(FilePartition { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&schema), projection: projection.clone(), units, cell })
                     as Arc<dyn PartitionStream>
             })
             .collect()
@@ -183,6 +257,10 @@ impl Source for FileSource {
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
         Arc::clone(&self.cfg.metrics)
+    }
+
+    fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
+        Some(Arc::new(FileCheckpoint { cells: Arc::clone(&self.cells), restored: Arc::clone(&self.restored) }))
     }
 
     fn describe(&self) -> String {
@@ -195,6 +273,25 @@ impl Source for FileSource {
             if self.cfg.watch { ", watching" } else { "" },
             self.cfg.batch.size
         )
+    }
+}
+
+/// A file source's positions: per unit (`path`, `path#start` for a byte range, `path#rgN` for
+/// row groups), where its reading has got.
+#[derive(Debug)]
+struct FileCheckpoint {
+    cells: Arc<Mutex<Vec<PositionCell>>>,
+    restored: Arc<Mutex<Positions>>,
+}
+
+impl SourceCheckpoint for FileCheckpoint {
+    fn positions(&self, partition: usize) -> Positions {
+        self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(partition).map(PositionCell::get).unwrap_or_default()
+    }
+
+    fn restore(&self, positions: &Positions) -> Result<()> {
+        self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(positions);
+        Ok(())
     }
 }
 
@@ -239,7 +336,10 @@ struct FilePartition {
     schema: SchemaRef,
     /// Indices into the source's schema, when projected.
     projection: Option<Arc<[usize]>>,
-    units: Vec<Unit>,
+    /// The units it reads, each with where to resume it (a restored checkpoint).
+    units: Vec<(Unit, Option<Resume>)>,
+    /// Where it has got: updated as each batch is handed out.
+    cell: PositionCell,
 }
 
 /// What one read produces: the projected schema and the projection.
@@ -248,7 +348,9 @@ struct Output<'a> {
     projection: Option<&'a [usize]>,
 }
 
-type BatchSender = mpsc::Sender<datafusion::error::Result<RecordBatch>>;
+/// A batch and the position of its unit once it is handed out.
+type Positioned = (RecordBatch, Option<(String, serde_json::Value)>);
+type BatchSender = mpsc::Sender<datafusion::error::Result<Positioned>>;
 
 impl PartitionStream for FilePartition {
     fn schema(&self) -> &SchemaRef {
@@ -263,8 +365,8 @@ impl PartitionStream for FilePartition {
         let projection = self.projection.clone();
         tokio::task::spawn_blocking(move || {
             let out = Output { schema: &schema, projection: projection.as_deref() };
-            for unit in units {
-                match read_unit(&cfg, &out, &unit, &tx) {
+            for (unit, resume) in units {
+                match read_unit(&cfg, &out, &unit, resume, &tx) {
                     Ok(true) => {}
                     Ok(false) => return, // the reader went away: the job is stopping
                     Err(e) => {
@@ -274,18 +376,32 @@ impl PartitionStream for FilePartition {
                 }
             }
         });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let cell = self.cell.clone();
+        let stream = futures::stream::unfold(rx, move |mut rx| {
+            let cell = cell.clone();
+            async move {
+                let item = rx.recv().await?;
+                // the unit's position moves as its batch is handed out, not when it was read
+                let item = item.map(|(batch, position)| {
+                    if let Some((k, v)) = position {
+                        cell.lock().insert(k, v);
+                    }
+                    batch
+                });
+                Some((item, rx))
+            }
+        });
         Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
     }
 }
 
-/// Sends a batch; false when nobody listens any more.
-fn send(cfg: &ReadConfig, tx: &BatchSender, batch: RecordBatch) -> bool {
+/// Sends a batch with the position of `key` after it; false when nobody listens any more.
+fn send(cfg: &ReadConfig, tx: &BatchSender, batch: RecordBatch, key: &str, position: serde_json::Value) -> bool {
     if batch.num_rows() == 0 {
         return true;
     }
     cfg.metrics.add_batch(batch.num_rows());
-    tx.blocking_send(Ok(batch)).is_ok()
+    tx.blocking_send(Ok((batch, Some((key.to_string(), position))))).is_ok()
 }
 
 /// Rows per decoded batch: the configured size, bounded for strategies that count bytes.
@@ -294,17 +410,18 @@ fn decode_rows(batch: &BatchConfig) -> usize {
 }
 
 /// Reads one unit; Ok(false) when the receiver has gone.
-fn read_unit(cfg: &ReadConfig, out: &Output, unit: &Unit, tx: &BatchSender) -> Result<bool> {
+fn read_unit(cfg: &ReadConfig, out: &Output, unit: &Unit, resume: Option<Resume>, tx: &BatchSender) -> Result<bool> {
+    let key = unit.key();
     match (cfg.format, unit) {
-        (FileFormat::Parquet, Unit::Whole(path)) => read_parquet(cfg, out, path, None, tx),
-        (FileFormat::Parquet, Unit::RowGroups { path, groups }) => read_parquet(cfg, out, path, Some(groups.clone()), tx),
-        (_, Unit::Whole(path)) => read_text(cfg, out, path, 0, u64::MAX, tx),
-        (_, Unit::Range { path, start, end }) => read_text(cfg, out, path, *start, *end, tx),
-        (_, Unit::RowGroups { path, .. }) => read_text(cfg, out, path, 0, u64::MAX, tx),
+        (FileFormat::Parquet, Unit::Whole(path)) => read_parquet(cfg, out, path, None, &key, resume, tx),
+        (FileFormat::Parquet, Unit::RowGroups { path, groups }) => read_parquet(cfg, out, path, Some(groups.clone()), &key, resume, tx),
+        (_, Unit::Whole(path)) => read_text(cfg, out, path, 0, u64::MAX, &key, resume, tx),
+        (_, Unit::Range { path, start, end }) => read_text(cfg, out, path, *start, *end, &key, resume, tx),
+        (_, Unit::RowGroups { path, .. }) => read_text(cfg, out, path, 0, u64::MAX, &key, resume, tx),
     }
 }
 
-fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<usize>>, tx: &BatchSender) -> Result<bool> {
+fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<usize>>, key: &str, resume: Option<Resume>, tx: &BatchSender) -> Result<bool> {
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
@@ -312,6 +429,11 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
         .with_batch_size(decode_rows(&cfg.batch));
     if let Some(g) = groups {
         b = b.with_row_groups(g);
+    }
+    // the rows of the unit already handed out before a restore
+    let mut read = resume.map_or(0, |r| r.offset);
+    if read > 0 {
+        b = b.with_offset(usize::try_from(read).unwrap_or(usize::MAX));
     }
     if out.projection.is_some() {
         // Read only the wanted columns, found by name in this file's schema.
@@ -324,7 +446,9 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
     for batch in reader {
         let batch = batch.map_err(|e| ConnectorError::arrow(ctx(), e))?;
         let batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
-        if !send(cfg, tx, batch) {
+        read += batch.num_rows() as u64;
+        let position = Resume { offset: read, ..Resume::default() }.to_value();
+        if !send(cfg, tx, batch, key, position) {
             return Ok(false);
         }
     }
@@ -359,24 +483,37 @@ enum LineMap {
     Offset,
 }
 
-fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, tx: &BatchSender) -> Result<bool> {
+#[allow(clippy::too_many_arguments)]
+fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, key: &str, resume: Option<Resume>, tx: &BatchSender) -> Result<bool> {
     let io = |e| ConnectorError::io(path, e);
     let mut map = LineMap::Sequential;
-    let mut reader: Box<dyn BufRead + Send> = if start > 0 || end != u64::MAX {
+    let ranged = start > 0 || end != u64::MAX;
+    let mut reader: Box<dyn BufRead + Send> = if ranged {
         let mut f = File::open(path).map_err(io)?;
-        let mut pos = 0;
-        if start > 0 {
-            f.seek(SeekFrom::Start(start - 1)).map_err(io)?;
-            pos = start - 1;
-            map = LineMap::Offset;
+        map = LineMap::Offset;
+        match resume {
+            // a restored position is a line start of this range
+            Some(r) => {
+                f.seek(SeekFrom::Start(r.offset)).map_err(io)?;
+                Box::new(RangeReader { inner: BufReader::with_capacity(1 << 20, f), pos: r.offset, end, at_line_start: true })
+            }
+            None => {
+                let mut pos = 0;
+                if start > 0 {
+                    f.seek(SeekFrom::Start(start - 1)).map_err(io)?;
+                    pos = start - 1;
+                } else {
+                    map = LineMap::Sequential;
+                }
+                let mut r = RangeReader { inner: BufReader::with_capacity(1 << 20, f), pos, end, at_line_start: true };
+                if start > 0 {
+                    // The line holding byte start-1 belongs to the previous range.
+                    let mut skipped = Vec::new();
+                    r.read_until(b'\n', &mut skipped).map_err(io)?;
+                }
+                Box::new(r)
+            }
         }
-        let mut r = RangeReader { inner: BufReader::with_capacity(1 << 20, f), pos, end, at_line_start: true };
-        if start > 0 {
-            // The line holding byte start-1 belongs to the previous range.
-            let mut skipped = Vec::new();
-            r.read_until(b'\n', &mut skipped).map_err(io)?;
-        }
-        Box::new(r)
     } else {
         let mut r = open_text(path)?;
         if cfg.format == FileFormat::Json && starts_with_array(&mut r).map_err(io)? {
@@ -384,19 +521,36 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             r.read_to_end(&mut bytes).map_err(io)?;
             let (lines, starts) = json_array_to_lines(&bytes).map_err(|m| ConnectorError::Malformed { location: path.display().to_string(), message: m })?;
             map = LineMap::Elements(starts);
-            Box::new(std::io::Cursor::new(lines))
+            let mut cursor = std::io::Cursor::new(lines);
+            if let Some(r) = resume {
+                cursor.set_position(r.offset);
+            }
+            Box::new(cursor)
+        } else if let Some(resume) = resume.filter(|r| r.offset > 0) {
+            if is_gzip(path) {
+                // decompressed offsets: read up to the position again
+                std::io::copy(&mut (&mut r).take(resume.offset), &mut std::io::sink()).map_err(io)?;
+                r
+            } else {
+                let mut f = File::open(path).map_err(io)?;
+                f.seek(SeekFrom::Start(resume.offset)).map_err(io)?;
+                Box::new(BufReader::with_capacity(1 << 20, f))
+            }
         } else {
             r
         }
     };
-    let mut chunk_offset: u64 = start; // byte offset of the chunk (byte ranges only)
-    let mut line_no: u64 = 1;
-    let mut element: usize = 0;
+    let mut chunk_offset: u64 = resume.map_or(start, |r| r.offset); // where the next chunk starts
+    let mut line_no: u64 = resume.map_or(1, |r| r.line);
+    let mut element: usize = resume.map_or(0, |r| r.element);
+    // rows at the resumed position already handed out before the restore
+    let mut skip_rows = resume.map_or(0, |r| r.rows);
     if let FileFormat::Csv { has_headers: true, .. } = cfg.format {
-        if start == 0 {
+        if start == 0 && resume.is_none() {
             let mut header = Vec::new();
-            reader.read_until(b'\n', &mut header).map_err(io)?;
+            let n = reader.read_until(b'\n', &mut header).map_err(io)?;
             line_no += 1;
+            chunk_offset += n as u64;
         }
     }
     let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?;
@@ -474,8 +628,24 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
                 handle_bad_records(cfg, path, &bad, &mut logged)?;
             }
             let sent_at = Instant::now();
-            for b in batches {
-                if !send(cfg, tx, b) {
+            let at_chunk = Resume { offset: chunk_offset, rows: 0, line: line_no, element };
+            let after_chunk = Resume { offset: chunk_offset + chunk.len() as u64, rows: 0, line: line_no + lines as u64, element: element + lines };
+            let last = batches.len().saturating_sub(1);
+            // rows of this chunk handed out, counting those a restore skips
+            let mut handed = 0usize;
+            for (i, b) in batches.into_iter().enumerate() {
+                let rows = b.num_rows();
+                let b = if skip_rows >= rows {
+                    skip_rows -= rows;
+                    b.slice(rows, 0)
+                } else {
+                    let s = b.slice(skip_rows, rows - skip_rows);
+                    skip_rows = 0;
+                    s
+                };
+                handed += rows;
+                let position = if i == last { after_chunk } else { Resume { rows: at_chunk.rows + handed, ..at_chunk } };
+                if !send(cfg, tx, b, key, position.to_value()) {
                     return Ok(false);
                 }
             }

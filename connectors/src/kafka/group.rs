@@ -16,8 +16,8 @@
 //!       'orders.partition.assignment.strategy' = 'cooperative-sticky', …)
 //! ```
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::commit::CommitGate;
+use crate::checkpoint::{JobBarriers, PositionCell, Positions};
 use crate::metrics::{ConnectionStatus, ConnectorMetrics};
 
 use super::config::QuietContext;
@@ -63,51 +63,284 @@ pub(crate) struct ReaderSlot {
     pub strays: Mutex<VecDeque<OwnedMessage>>,
 }
 
+/// Where each reader has got (per partition, the offset after the last message it handed out)
+/// and which partitions a rebalance is taking away.
+#[derive(Debug, Default)]
+pub(crate) struct ReadPositions {
+    cells: Vec<PositionCell>,
+    revoked: Mutex<HashSet<(String, i32)>>,
+    revocations: AtomicU64,
+    /// Per reader: each assigned partition's latest event time and when it last delivered.
+    times: Vec<Mutex<HashMap<(String, i32), PartitionTime>>>,
+    /// Partitions the restored checkpoint read that are not assigned again yet, and until when
+    /// they hold event time back.
+    awaited: Mutex<Awaited>,
+    /// Restored positions of partitions not assigned to this member since: carried into every
+    /// checkpoint until they are, so that a checkpoint taken meanwhile does not forget where
+    /// they were (their rows up to there are in the restored state).
+    carried: Mutex<HashMap<(String, i32), i64>>,
+}
+
+/// Restored partitions not assigned again yet, and the deadline of their hold.
+type Awaited = (HashSet<(String, i32)>, Option<std::time::Instant>);
+
+/// How far one Kafka partition's event time has got.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PartitionTime {
+    /// The latest event time it delivered, epoch milliseconds; `None` before its first row.
+    pub max: Option<i64>,
+    /// When it last delivered a message (or was assigned).
+    pub last: std::time::Instant,
+}
+
+/// `topic/partition`, the key of a partition's position.
+pub(crate) fn position_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// The topic and partition of a position key.
+pub(crate) fn parse_position_key(key: &str) -> Option<(String, i32)> {
+    let (t, p) = key.rsplit_once('/')?;
+    Some((t.to_string(), p.parse().ok()?))
+}
+
+impl ReadPositions {
+    /// Positions for `readers` readers.
+    pub fn new(readers: usize) -> Self {
+        let n = readers.max(1);
+        Self { cells: (0..n).map(|_| PositionCell::new()).collect(), times: (0..n).map(|_| Mutex::new(HashMap::new())).collect(), ..Self::default() }
+    }
+
+    /// Records that reader `reader` hands out messages up to `positions` (next offsets). Those
+    /// of partitions revoked meanwhile are not recorded: they are returned, and their rows must
+    /// not be handed out (the partition's new owner reads them).
+    pub fn record(&self, reader: usize, positions: Vec<((String, i32), i64)>) -> Vec<(String, i32)> {
+        let revoked = lock(&self.revoked);
+        let mut dropped = Vec::new();
+        let Some(cell) = self.cells.get(reader) else { return dropped };
+        let mut cell = cell.lock();
+        let mut carried = lock(&self.carried);
+        for ((t, p), o) in positions {
+            if revoked.contains(&(t.clone(), p)) {
+                dropped.push((t, p));
+            } else {
+                cell.insert(position_key(&t, p), serde_json::Value::from(o));
+                carried.remove(&(t, p));
+            }
+        }
+        dropped
+    }
+
+    /// Positions restored from a checkpoint, carried until their partitions are read again.
+    pub fn carry(&self, restored: impl IntoIterator<Item = ((String, i32), i64)>) {
+        lock(&self.carried).extend(restored);
+    }
+
+    /// The positions of reader `reader` (the first reader also carries the restored positions
+    /// of partitions not assigned since).
+    pub fn of_reader(&self, reader: usize) -> Positions {
+        let mut out = self.cells.get(reader).map(PositionCell::get).unwrap_or_default();
+        if reader == 0 {
+            for ((t, p), o) in lock(&self.carried).iter() {
+                out.entry(position_key(t, *p)).or_insert_with(|| serde_json::Value::from(*o));
+            }
+        }
+        out
+    }
+
+    /// Partitions a rebalance is taking away.
+    pub fn revoke(&self, parts: &[(String, i32)]) {
+        lock(&self.revoked).extend(parts.iter().cloned());
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Partitions assigned (again).
+    pub fn assigned(&self, parts: &[(String, i32)]) {
+        let mut r = lock(&self.revoked);
+        let mut awaited = lock(&self.awaited);
+        for p in parts {
+            r.remove(p);
+            awaited.0.remove(p);
+        }
+    }
+
+    /// Partitions that may come to this member (a restored checkpoint's, or every partition of
+    /// the topics at start): until they are assigned (a killed process's group member holds
+    /// them until its session times out), or for `hold` at most (another process may own them
+    /// now), they hold event time back. Otherwise the partitions that come first would carry
+    /// the watermark past the rows still waiting in the others, and the answer after a crash
+    /// would depend on the order of the group's assignments.
+    pub fn await_partitions(&self, parts: impl IntoIterator<Item = (String, i32)>, hold: std::time::Duration) {
+        let mut awaited = lock(&self.awaited);
+        awaited.0.extend(parts);
+        awaited.1 = Some(std::time::Instant::now() + hold);
+    }
+
+    /// True when the partition has been revoked.
+    pub fn is_revoked(&self, topic: &str, partition: i32) -> bool {
+        lock(&self.revoked).iter().any(|(t, p)| *p == partition && t == topic)
+    }
+
+    /// Bumped by every revocation.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// Where reading `parts` has got (the offset after the last message handed out), for those
+    /// that have a position.
+    pub fn positions_of(&self, parts: &[(String, i32)]) -> Vec<((String, i32), i64)> {
+        let mut out = Vec::new();
+        for c in &self.cells {
+            let c = c.lock();
+            for (t, p) in parts {
+                if let Some(o) = c.get(&position_key(t, *p)).and_then(serde_json::Value::as_i64) {
+                    out.push(((t.clone(), *p), o));
+                }
+            }
+        }
+        out
+    }
+
+    /// Forgets the positions and event times of partitions given away.
+    pub fn forget(&self, parts: &[(String, i32)]) {
+        let keys: Vec<String> = parts.iter().map(|(t, p)| position_key(t, *p)).collect();
+        for c in &self.cells {
+            c.lock().retain(|k, _| !keys.contains(k));
+        }
+        for t in &self.times {
+            lock(t).retain(|k, _| !parts.contains(k));
+        }
+    }
+
+    /// Reader `reader` now reads `partition` of `topic`: its event time is unknown until its
+    /// first row.
+    pub fn track(&self, reader: usize, topic: &str, partition: i32) {
+        if let Some(t) = self.times.get(reader) {
+            lock(t).insert((topic.to_string(), partition), PartitionTime { max: None, last: std::time::Instant::now() });
+        }
+    }
+
+    /// Reader `reader` handed out rows of these partitions, the latest at these event times
+    /// (`None`: rows without a readable time, or messages that decoded to no row).
+    pub fn delivered(&self, reader: usize, latest: impl IntoIterator<Item = ((String, i32), Option<i64>)>) {
+        let Some(t) = self.times.get(reader) else { return };
+        let mut t = lock(t);
+        let now = std::time::Instant::now();
+        for (k, max) in latest {
+            let e = t.entry(k).or_insert(PartitionTime { max: None, last: now });
+            e.last = now;
+            if let Some(m) = max {
+                e.max = Some(e.max.map_or(m, |x| x.max(m)));
+            }
+        }
+    }
+
+    /// How far event time has got over reader `reader`'s partitions: the slowest live one
+    /// (partitions silent for `idle` are skipped). `None` when it reads none, or all are idle.
+    pub fn frontier(&self, reader: usize, idle: std::time::Duration) -> Option<crate::source::Frontier> {
+        {
+            let awaited = lock(&self.awaited);
+            if !awaited.0.is_empty() && awaited.1.is_some_and(|until| std::time::Instant::now() < until) {
+                return Some(crate::source::Frontier::Holding);
+            }
+        }
+        let t = lock(self.times.get(reader)?);
+        let mut min: Option<i64> = None;
+        let mut live = false;
+        for pt in t.values().filter(|pt| pt.last.elapsed() < idle) {
+            live = true;
+            match pt.max {
+                None => return Some(crate::source::Frontier::Holding),
+                Some(m) => min = Some(min.map_or(m, |x| x.min(m))),
+            }
+        }
+        if live {
+            min.map(crate::source::Frontier::At)
+        } else {
+            None
+        }
+    }
+}
+
 /// State shared by the member, its rebalance callback and the readers.
 pub(crate) struct GroupShared {
     name: String,
     pub slots: Vec<ReaderSlot>,
     /// The member's consumer, to split partition queues off in the rebalance callback.
     consumer: std::sync::OnceLock<std::sync::Weak<Member>>,
-    gate: Arc<CommitGate>,
+    pub positions: Arc<ReadPositions>,
+    /// How the member asks the job for a barrier before giving partitions away.
+    barriers: Option<JobBarriers>,
     /// Where partitions start when first assigned (positions restored from a checkpoint);
     /// the others start at the group's committed offsets.
     start_at: Mutex<HashMap<(String, i32), i64>>,
+    /// Where partitions lost with the group session had got: if they come back to this member,
+    /// reading resumes there (or at the group's committed offset, if another member has
+    /// committed further meanwhile), so that rows already in the job's state are not read twice.
+    resume_lost: Mutex<HashMap<(String, i32), i64>>,
     metrics: Arc<ConnectorMetrics>,
     pub quiet: QuietContext,
     /// The member is leaving the group: its last revoke drains nothing (the job has stopped).
     closing: AtomicBool,
+    /// For event time: the subscribed topics, whose partitions all hold event time back until
+    /// assigned to this member, for this long at most (see [`ReadPositions::await_partitions`]).
+    pub hold: Option<(Vec<String>, Duration)>,
 }
 
 impl GroupShared {
-    pub fn new(name: &str, readers: usize, gate: Arc<CommitGate>, metrics: Arc<ConnectorMetrics>) -> Self {
+    pub fn new(
+        name: &str,
+        readers: usize,
+        positions: Arc<ReadPositions>,
+        barriers: Option<JobBarriers>,
+        start_at: HashMap<(String, i32), i64>,
+        metrics: Arc<ConnectorMetrics>,
+    ) -> Self {
         Self {
             name: name.to_string(),
             slots: (0..readers.max(1)).map(|_| ReaderSlot::default()).collect(),
             consumer: std::sync::OnceLock::new(),
-            gate,
-            start_at: Mutex::new(HashMap::new()),
+            positions,
+            barriers,
+            start_at: Mutex::new(start_at),
+            resume_lost: Mutex::new(HashMap::new()),
             metrics,
             quiet: QuietContext::new(format!("kafka source '{name}'")),
             closing: AtomicBool::new(false),
+            hold: None,
         }
-    }
-
-    /// Positions to start from when these partitions are assigned (a restored checkpoint).
-    #[allow(dead_code)]
-    pub fn start_at(&self, positions: impl IntoIterator<Item = ((String, i32), i64)>) {
-        lock(&self.start_at).extend(positions);
     }
 
     fn assign(&self, consumer: &Member, tpl: &mut TopicPartitionList) {
         let parts = partitions(tpl);
+        // restored positions: where those partitions start, and their positions until read
+        let mut starts: HashMap<(String, i32), i64> = HashMap::new();
         {
             let mut start = lock(&self.start_at);
+            let mut lost = lock(&self.resume_lost);
+            let mut back: Vec<((String, i32), i64)> = parts.iter().filter_map(|k| lost.remove(k).map(|o| (k.clone(), o))).collect();
+            if !back.is_empty() {
+                // another member may have read them meanwhile and committed further
+                let mut ask = TopicPartitionList::new();
+                for ((t, p), _) in &back {
+                    ask.add_partition(t, *p);
+                }
+                if let Ok(committed) = consumer.committed_offsets(ask, Duration::from_secs(5)) {
+                    for ((t, p), o) in &mut back {
+                        if let Some(Offset::Offset(c)) = committed.find_partition(t, *p).map(|e| e.offset()) {
+                            *o = (*o).max(c);
+                        }
+                    }
+                }
+                debug!(source = %self.name, "{} partitions lost with the session come back: resuming where they were", back.len());
+            }
             for (t, p) in &parts {
-                if let Some(o) = start.remove(&(t.clone(), *p)) {
+                let from = start.remove(&(t.clone(), *p)).or_else(|| back.iter().find(|(k, _)| k.0 == *t && k.1 == *p).map(|(_, o)| *o));
+                if let Some(o) = from {
                     if let Err(e) = tpl.set_partition_offset(t, *p, Offset::Offset(o)) {
                         warn!(source = %self.name, "cannot start {t}/{p} at {o}: {e}");
                     }
+                    starts.insert((t.clone(), *p), o);
                 }
             }
         }
@@ -130,10 +363,14 @@ impl GroupShared {
             warn!(source = %self.name, "assigning {} partitions failed: {e}", parts.len());
             return;
         }
-        self.gate.assigned(&parts);
+        self.positions.assigned(&parts);
         for mut q in queues {
             let (i, slot) = self.slots.iter().enumerate().min_by_key(|(_, s)| lock(&s.queues).len()).unwrap_or((0, &self.slots[0]));
             debug!(source = %self.name, "{}/{} read by reader {i}", q.topic, q.partition);
+            if let Some(o) = starts.get(&(q.topic.clone(), q.partition)) {
+                self.positions.record(i, vec![((q.topic.clone(), q.partition), *o)]);
+            }
+            self.positions.track(i, &q.topic, q.partition);
             let bell = Arc::clone(&slot.notify);
             q.queue.set_nonempty_callback(move || bell.notify_one());
             lock(&slot.queues).push(q);
@@ -143,37 +380,49 @@ impl GroupShared {
         info!(source = %self.name, "assigned partitions: {}", names.join(", "));
     }
 
+    /// Drains what the job read from `parts` to its sinks (a barrier) and commits it, so that
+    /// their next owner starts exactly there.
+    fn hand_over(&self, consumer: &Member, parts: &[(String, i32)]) {
+        let Some(barriers) = &self.barriers else {
+            warn!(source = %self.name, "giving up {} partitions without a barrier: their new owner may read some rows again", parts.len());
+            return;
+        };
+        let Some(positions) = barriers.0.request_and_wait(&self.name, REVOKE_DRAIN_WAIT) else {
+            warn!(source = %self.name, "the job did not drain within {}s while giving up {} partitions: their new owner may read some rows again", REVOKE_DRAIN_WAIT.as_secs(), parts.len());
+            return;
+        };
+        let mut commit = TopicPartitionList::new();
+        for (t, p) in parts {
+            if let Some(o) = positions.get(&position_key(t, *p)).and_then(serde_json::Value::as_i64) {
+                let _ = commit.add_partition_offset(t, *p, Offset::Offset(o));
+            }
+        }
+        if commit.count() == 0 {
+            return;
+        }
+        match consumer.commit(&commit, CommitMode::Sync) {
+            Ok(()) => debug!(source = %self.name, "committed {} partitions given away", commit.count()),
+            Err(e) => warn!(source = %self.name, "commit of partitions given away failed (their new owner reads some rows again): {e}"),
+        }
+    }
+
     fn revoke(&self, consumer: &Member, tpl: &TopicPartitionList, error: bool) {
         let parts = partitions(tpl);
         let all = error || !matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        self.gate.revoke(&parts);
+        self.positions.revoke(&parts);
         for s in &self.slots {
             s.notify.notify_one();
         }
         if consumer.assignment_lost() || error {
             info!(source = %self.name, "lost {} partitions (the group session expired): their rows may be read again by their new owner", parts.len());
-        } else if !self.gate.is_closed() && !self.closing.load(Ordering::Acquire) {
-            // Hand the partitions over where the sinks are: drain what was read, commit it.
-            let drained = self.gate.request_barrier(REVOKE_DRAIN_WAIT);
-            let positions = self.gate.positions_of(&parts);
-            if drained && !positions.is_empty() {
-                let mut commit = TopicPartitionList::new();
-                for (t, p, o) in &positions {
-                    let _ = commit.add_partition_offset(t, *p, Offset::Offset(*o));
-                }
-                match consumer.commit(&commit, CommitMode::Sync) {
-                    Ok(()) => {
-                        debug!(source = %self.name, "committed {} revoked partitions: {positions:?}", positions.len())
-                    }
-                    Err(e) => {
-                        warn!(source = %self.name, "commit of revoked partitions failed (their new owner reads some rows again): {e}")
-                    }
-                }
-            } else if !drained {
-                warn!(source = %self.name, "the job did not drain within {}s while giving up {} partitions: their new owner may read some rows again", REVOKE_DRAIN_WAIT.as_secs(), parts.len());
-            }
+            let had = self.positions.positions_of(&parts);
+            // checkpoints keep where they were: the rows up to there are in the job's state
+            self.positions.carry(had.iter().cloned());
+            lock(&self.resume_lost).extend(had);
+        } else if !self.closing.load(Ordering::Acquire) {
+            self.hand_over(consumer, &parts);
         }
-        self.gate.forget(&parts);
+        self.positions.forget(&parts);
         for s in &self.slots {
             lock(&s.queues).retain(|q| !parts.iter().any(|(t, p)| *p == q.partition && *t == q.topic));
             lock(&s.strays).retain(|m| !parts.iter().any(|(t, p)| *p == m.partition() && t == m.topic()));
@@ -195,7 +444,7 @@ impl GroupShared {
                 return;
             }
         }
-        if self.gate.is_revoked(msg.topic(), msg.partition()) {
+        if self.positions.is_revoked(msg.topic(), msg.partition()) {
             // given away meanwhile: its new owner reads it
             debug!(source = %self.name, "message {}/{}@{} of a partition given away: dropped", msg.topic(), msg.partition(), msg.offset());
             return;
@@ -257,6 +506,21 @@ impl GroupMember {
             let shared = Arc::clone(&shared);
             let stop = Arc::clone(&stop);
             std::thread::Builder::new().name(format!("ferris-kafka-{}", shared.name)).spawn(move || {
+                if let Some((topics, hold)) = &shared.hold {
+                    // before the first assignment (served by the poll below): every partition
+                    // of the topics, whoever holds it now, may come to this member — a killed
+                    // process's member keeps its partitions until its session times out, and
+                    // rows read meanwhile from the others must not carry the watermark past
+                    // theirs
+                    let mut all = Vec::new();
+                    for t in topics {
+                        match consumer.fetch_metadata(Some(t), Duration::from_secs(5)) {
+                            Ok(md) => all.extend(md.topics().iter().flat_map(|mt| mt.partitions().iter().map(|p| (mt.name().to_string(), p.id())))),
+                            Err(e) => warn!(source = %shared.name, "cannot read the partitions of {t} ({e}): event time does not wait for them"),
+                        }
+                    }
+                    shared.positions.await_partitions(all, *hold);
+                }
                 while !stop.load(Ordering::Acquire) {
                     match consumer.poll(GROUP_POLL) {
                         Some(Ok(msg)) => {

@@ -16,14 +16,17 @@ use arrow::array::{Array, StringArray};
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::avro::AvroEncoder;
 use super::config::{create_client, create_client_with, is_own_key, QuietContext};
+use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
-use crate::sink::Sink;
+use crate::sink::{Delivery, Sink};
 
 /// How result rows are encoded as message values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,29 @@ pub struct KafkaSink {
     props: Properties,
     checked_topic: bool,
     closed: bool,
+    /// `use_transactions`: the transactional producer's id and whether a transaction is open.
+    txn: Option<Txn>,
+}
+
+/// A transactional producer's state (`use_transactions`).
+#[derive(Debug, Clone)]
+struct Txn {
+    /// `transactional.id`: `ferris-<job>-<sink>`, the same across restarts, so that a restart
+    /// fences the producer before it and aborts its open transaction.
+    id: String,
+    /// A consumer group whose offset on the topic's partition 0 is the last checkpoint
+    /// committed, written inside each transaction: a restart reads it to learn whether the
+    /// latest checkpoint's transaction committed.
+    marker_group: String,
+    open: bool,
+}
+
+/// How long a transaction operation may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a blocking producer call on a thread of its own.
+async fn blocking<T: Send + 'static>(what: String, f: impl FnOnce() -> std::result::Result<T, KafkaError> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ConnectorError::Other(format!("{what}: {e}")))?.map_err(|e| ConnectorError::Other(format!("{what}: {e}")))
 }
 
 impl KafkaSink {
@@ -106,7 +132,39 @@ impl KafkaSink {
             props: props.clone(),
             checked_topic: false,
             closed: false,
+            txn: None,
         })
+    }
+
+    fn txn_err(&self, what: &str) -> String {
+        format!("kafka sink '{}': {what}", self.name)
+    }
+
+    /// A client of the marker group `group` (the broker connection's settings only).
+    fn marker_client(&self, group: &str) -> Result<BaseConsumer> {
+        let mut settings: Vec<(String, String)> = self
+            .settings
+            .iter()
+            .filter(|(k, _)| k == "bootstrap.servers" || k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl."))
+            .cloned()
+            .collect();
+        settings.push(("group.id".into(), group.to_string()));
+        settings.push(("enable.auto.commit".into(), "false".into()));
+        create_client_with(&self.props, settings, &format!("kafka sink '{}'", self.name), || rdkafka::consumer::DefaultConsumerContext)
+    }
+
+    /// Reads the marker group's offset: the last checkpoint whose transaction committed.
+    fn read_marker(&self, group: &str) -> Result<Option<u64>> {
+        let consumer = self.marker_client(group)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let committed = consumer
+            .committed_offsets(tpl, TXN_TIMEOUT)
+            .map_err(|e| ConnectorError::Other(self.txn_err(&format!("reading its last committed checkpoint: {e}"))))?;
+        Ok(committed.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        }))
     }
 
     /// Creates the topic when the broker does not have it (and `topic.create` is not false).
@@ -292,8 +350,82 @@ impl Sink for KafkaSink {
     async fn close(&mut self) -> Result<()> {
         if !self.closed {
             self.closed = true;
+            if let Some(txn) = self.txn.as_mut().filter(|t| t.open) {
+                // what was written after the last checkpoint is not published
+                txn.open = false;
+                let p = self.producer.clone();
+                blocking(self.txn_err("aborting its transaction"), move || p.abort_transaction(TXN_TIMEOUT)).await?;
+                return Ok(());
+            }
             self.producer.flush(Duration::from_secs(30)).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': flush: {e}", self.name)))?;
         }
         Ok(())
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn commit_is_final(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    fn set_delivery(&mut self, job: &str, delivery: Delivery) -> Result<()> {
+        if delivery != Delivery::ExactlyOnce {
+            return Ok(());
+        }
+        let id = format!("ferris-{job}-{}", self.name);
+        let mut settings = self.settings.clone();
+        settings.retain(|(k, _)| k != "transactional.id" && k != "enable.idempotence");
+        settings.push(("transactional.id".into(), id.clone()));
+        settings.push(("enable.idempotence".into(), "true".into()));
+        let what = format!("kafka sink '{}'", self.name);
+        self.producer = create_client_with(&self.props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
+        self.settings = settings;
+        self.txn = Some(Txn { marker_group: format!("{id}-checkpoints"), id, open: false });
+        Ok(())
+    }
+
+    async fn last_committed(&mut self) -> Result<Option<u64>> {
+        let Some(txn) = &self.txn else { return Ok(None) };
+        self.read_marker(&txn.marker_group.clone())
+    }
+
+    async fn recover(&mut self, _restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
+        let Some(txn) = self.txn.clone() else { return Ok(()) };
+        if !self.checked_topic {
+            self.ensure_topic().await?;
+        }
+        // fences an earlier producer of this job and aborts the transaction it left open
+        let p = self.producer.clone();
+        blocking(self.txn_err(&format!("initialising transactions ('{}')", txn.id)), move || p.init_transactions(TXN_TIMEOUT)).await?;
+        self.producer.begin_transaction().map_err(|e| ConnectorError::Other(self.txn_err(&format!("begin transaction: {e}"))))?;
+        if let Some(t) = self.txn.as_mut() {
+            t.open = true;
+        }
+        Ok(())
+    }
+
+    async fn prepare(&mut self, _checkpoint: u64) -> Result<Option<Prepared>> {
+        // every write waited for its deliveries: the transaction holds all rows so far
+        Ok(self.txn.as_ref().map(|t| serde_json::json!({ "transactional.id": t.id })))
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let Some(txn) = self.txn.clone().filter(|t| t.open) else { return Ok(()) };
+        // the checkpoint's number, committed with the rows: a restart learns where it stands
+        let mut marker = TopicPartitionList::new();
+        marker
+            .add_partition_offset(&self.topic, 0, Offset::Offset(checkpoint as i64))
+            .map_err(|e| ConnectorError::Other(self.txn_err(&format!("marker offset: {e}"))))?;
+        let group = self.marker_client(&txn.marker_group)?;
+        let metadata = group.group_metadata().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?;
+        let p = self.producer.clone();
+        blocking(self.txn_err(&format!("committing checkpoint {checkpoint}")), move || {
+            p.send_offsets_to_transaction(&marker, &metadata, TXN_TIMEOUT)?;
+            p.commit_transaction(TXN_TIMEOUT)?;
+            p.begin_transaction()
+        })
+        .await
     }
 }

@@ -12,6 +12,7 @@
 //!       'orders.failure_strategy' = 'SendToDLQ', 'orders.dlq.topic' = 'orders-dlq', …);
 //! ```
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,9 +31,9 @@ use tracing::{debug, info, warn};
 
 use super::config::{client_settings, create_client, create_client_with};
 use super::decode::{fixed_value_schema, metadata_fields, BadMessage, MessageBatch, ValueDecoder, ValueFormat};
-use super::group::{GroupContext, GroupMember, GroupShared};
+use super::group::{parse_position_key, GroupContext, GroupMember, GroupShared, ReadPositions};
 use crate::batching::BatchConfig;
-use crate::commit::{CommitGate, PositionCommitter};
+use crate::checkpoint::{JobBarriers, Positions, SourceCheckpoint};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::file::schema::parse_schema;
@@ -63,20 +64,37 @@ struct Shared {
     batch: BatchConfig,
     failure: FailureStrategy,
     dlq_topic: Option<String>,
-    gate: Arc<CommitGate>,
+    /// Where each reader has got, and the partitions being given away.
+    positions: Arc<ReadPositions>,
+    /// `commit.interval`.
+    commit_interval: Duration,
+    /// Positions restored from a checkpoint, where partitions start when assigned.
+    restored: Mutex<HashMap<(String, i32), i64>>,
+    /// The event-time column (`event_time`), to track each partition's event time, and
+    /// whether its integers are epoch seconds.
+    event_time: Option<(String, bool)>,
+    /// `idle_timeout`: a partition silent this long no longer holds event time back.
+    idle: Duration,
     avro: Option<Arc<super::avro::AvroDecoder>>,
     metrics: Arc<ConnectorMetrics>,
     /// Readers (DataFusion partitions) of this process.
     readers: usize,
     /// This process's member of the consumer group, joined when the first reader starts.
     member: Mutex<Option<Arc<GroupMember>>>,
-    /// The next reader slot to hand out.
-    next_slot: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
-    /// The group member, joining the group on first use.
-    fn member(&self) -> Result<Arc<GroupMember>> {
+    /// How long partitions that may come to this member hold event time back: a dead member
+    /// keeps its partitions for `session.timeout.ms`; they come within twice that (30 s at
+    /// least: a rebalance takes its time), or belong to another process by then.
+    fn partition_hold(&self) -> Duration {
+        let session = self.props.get("session.timeout.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(45_000);
+        Duration::from_millis(session.saturating_mul(2)).max(Duration::from_secs(30))
+    }
+
+    /// The group member, joining the group on first use; it asks `barriers` for a barrier
+    /// before giving partitions away.
+    fn member(&self, barriers: Option<JobBarriers>) -> Result<Arc<GroupMember>> {
         let mut member = self.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(m) = member.as_ref() {
             return Ok(Arc::clone(m));
@@ -84,7 +102,12 @@ impl Shared {
         let what = format!("kafka source '{}'", self.name);
         let mut settings = self.settings.clone();
         settings.push(("client.id".into(), format!("ferris-{}", self.name)));
-        let group = Arc::new(GroupShared::new(&self.name, self.readers, Arc::clone(&self.gate), Arc::clone(&self.metrics)));
+        let start_at = std::mem::take(&mut *self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut group = GroupShared::new(&self.name, self.readers, Arc::clone(&self.positions), barriers, start_at, Arc::clone(&self.metrics));
+        if self.event_time.is_some() {
+            group.hold = Some((self.topics.clone(), self.partition_hold()));
+        }
+        let group = Arc::new(group);
         let consumer: BaseConsumer<GroupContext> = create_client_with(&self.props, settings, &what, || GroupContext { shared: Arc::clone(&group) })?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| ConnectorError::Other(format!("{what}: cannot subscribe to {}: {e}", self.topics.join(","))))?;
@@ -180,12 +203,17 @@ impl KafkaSource {
                 batch,
                 failure,
                 dlq_topic,
-                gate: Arc::new(CommitGate::new(interval)),
+                positions: Arc::new(ReadPositions::new(readers)),
+                commit_interval: interval,
+                restored: Mutex::new(HashMap::new()),
+                event_time: props
+                    .get("event_time")
+                    .map(|c| (c.to_string(), props.get("event_time.format").is_some_and(|f| f.eq_ignore_ascii_case("epoch_seconds")))),
+                idle: props.get_duration("idle_timeout")?.unwrap_or(Duration::from_secs(5)),
                 avro,
                 metrics: Arc::new(ConnectorMetrics::default()),
                 readers,
                 member: Mutex::new(None),
-                next_slot: std::sync::atomic::AtomicUsize::new(0),
             }),
             readers,
         })
@@ -211,8 +239,8 @@ impl Source for KafkaSource {
             None => Arc::clone(&self.shared.schema),
         };
         (0..self.readers)
-            .map(|_| {
-                Arc::new(KafkaPartition { shared: Arc::clone(&self.shared), projection: projection.map(<[usize]>::to_vec), schema: Arc::clone(&schema) })
+            .map(|index| {
+                Arc::new(KafkaPartition { shared: Arc::clone(&self.shared), index, projection: projection.map(<[usize]>::to_vec), schema: Arc::clone(&schema) })
                     as Arc<dyn PartitionStream>
             })
             .collect()
@@ -234,8 +262,13 @@ impl Source for KafkaSource {
         )
     }
 
-    fn commit_gate(&self) -> Option<Arc<CommitGate>> {
-        Some(Arc::clone(&self.shared.gate))
+    fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
+        Some(Arc::new(KafkaCheckpoint { shared: Arc::clone(&self.shared) }))
+    }
+
+    fn frontier(&self, partition: usize) -> Option<crate::source::Frontier> {
+        self.shared.event_time.as_ref()?;
+        self.shared.positions.frontier(partition, self.shared.idle)
     }
 }
 
@@ -243,6 +276,8 @@ impl Source for KafkaSource {
 #[derive(Debug)]
 struct KafkaPartition {
     shared: Arc<Shared>,
+    /// Which reader of the process it is.
+    index: usize,
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
 }
@@ -252,8 +287,9 @@ impl PartitionStream for KafkaPartition {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let reader = Reader::try_new(Arc::clone(&self.shared), self.projection.as_deref());
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let barriers = ctx.session_config().get_extension::<JobBarriers>().map(|b| b.as_ref().clone());
+        let reader = Reader::try_new(Arc::clone(&self.shared), self.index, barriers, self.projection.as_deref());
         let stream = futures::stream::unfold(Some(reader), |state| async move {
             let mut reader = match state? {
                 Ok(r) => r,
@@ -269,60 +305,82 @@ impl PartitionStream for KafkaPartition {
     }
 }
 
-type Member = super::group::Member;
-
-/// Commits positions on the source's group member.
-struct OffsetCommitter {
-    consumer: std::sync::Weak<Member>,
-    name: String,
-}
-
-impl std::fmt::Debug for OffsetCommitter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OffsetCommitter").field("name", &self.name).finish()
-    }
+/// The source's positions for checkpoints: per reader, `topic/partition` → next offset.
+#[derive(Debug)]
+struct KafkaCheckpoint {
+    shared: Arc<Shared>,
 }
 
 /// How long a stopping job waits for its last offset commit.
-const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(3);
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
-impl PositionCommitter for OffsetCommitter {
-    fn commit(&self, positions: &[(String, i32, i64)], wait: bool) {
-        let Some(consumer) = self.consumer.upgrade() else {
-            return;
-        };
+impl SourceCheckpoint for KafkaCheckpoint {
+    fn positions(&self, partition: usize) -> Positions {
+        self.shared.positions.of_reader(partition)
+    }
+
+    fn restore(&self, positions: &Positions) -> Result<()> {
+        let mut restored = self.shared.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (k, v) in positions {
+            match (parse_position_key(k), v.as_i64()) {
+                (Some(tp), Some(o)) => {
+                    restored.insert(tp, o);
+                }
+                _ => {
+                    return Err(ConnectorError::Other(format!(
+                        "kafka source '{}': the checkpoint holds a position '{k}' = {v} that is not a topic/partition offset",
+                        self.shared.name
+                    )))
+                }
+            }
+        }
+        self.shared.positions.await_partitions(restored.keys().cloned(), self.shared.partition_hold());
+        self.shared.positions.carry(restored.iter().map(|(k, o)| (k.clone(), *o)));
+        Ok(())
+    }
+
+    fn commit_interval(&self) -> Option<Duration> {
+        Some(self.shared.commit_interval)
+    }
+
+    fn commit(&self, positions: &Positions, last: bool) {
+        let name = self.shared.name.clone();
+        let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| m.consumer());
+        let Some(consumer) = member.and_then(|m| m.upgrade()) else { return };
         // Only partitions this member owns now: after a lost session (a broker outage longer
         // than `session.timeout.ms`) the assignment is revoked, and committing for a partition
         // it no longer has fails with "unknown member" and sets the group rejoin back, again
-        // at every barrier, so the member never got its partitions back.
+        // at every checkpoint, so the member never got its partitions back.
         let owned = match consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
-                warn!(source = %self.name, "offset commit skipped: cannot read the assignment: {e}");
+                warn!(source = %name, "offset commit skipped: cannot read the assignment: {e}");
                 return;
             }
         };
         let mut tpl = TopicPartitionList::new();
-        for (t, p, o) in positions {
-            if owned.find_partition(t, *p).is_none() {
-                debug!(source = %self.name, "not committing {t}/{p}@{o}: the partition is no longer assigned to this process");
+        for (k, v) in positions {
+            let (Some((t, p)), Some(o)) = (parse_position_key(k), v.as_i64()) else { continue };
+            if owned.find_partition(&t, p).is_none() {
+                debug!(source = %name, "not committing {t}/{p}@{o}: the partition is no longer assigned to this process");
                 continue;
             }
-            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
-                warn!(source = %self.name, "cannot commit {t}/{p}@{o}: {e}");
+            if let Err(e) = tpl.add_partition_offset(&t, p, Offset::Offset(o)) {
+                warn!(source = %name, "cannot commit {t}/{p}@{o}: {e}");
             }
         }
         if tpl.count() == 0 {
             return;
         }
-        if !wait {
+        if !last {
             if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}");
+                warn!(source = %name, "offset commit failed (rows will be read again after a restart): {e}");
             }
             return;
         }
         // A synchronous commit has no timeout in librdkafka: wait for it on a thread of its
         // own, a bounded time, so that a broker that is away cannot keep a job from stopping.
+        let count = tpl.count();
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new().name("ferris-commit".into()).spawn(move || {
             let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
@@ -332,15 +390,9 @@ impl PositionCommitter for OffsetCommitter {
             Err(e) => Err(format!("cannot start the commit thread: {e}")),
         };
         match outcome {
-            Ok(Ok(())) => {
-                debug!(source = %self.name, "committed {} offsets: {positions:?}", positions.len())
-            }
-            Ok(Err(e)) => {
-                warn!(source = %self.name, "offset commit failed (rows will be read again after a restart): {e}")
-            }
-            Err(e) => {
-                warn!(source = %self.name, "last offset commit not confirmed ({e}): rows may be read again after a restart")
-            }
+            Ok(Ok(())) => debug!(source = %name, "committed {count} offsets"),
+            Ok(Err(e)) => warn!(source = %name, "offset commit failed (rows will be read again after a restart): {e}"),
+            Err(e) => warn!(source = %name, "last offset commit not confirmed ({e}): rows may be read again after a restart"),
         }
     }
 }
@@ -351,9 +403,9 @@ const PER_QUEUE_TURN: usize = 256;
 struct Reader {
     shared: Arc<Shared>,
     member: Arc<GroupMember>,
-    /// Which of the member's reader slots (partition queues) this reader reads.
+    /// Which reader of the process it is: the member's slot (partition queues) it reads, and
+    /// its position cell.
     slot: usize,
-    id: usize,
     decoder: ValueDecoder,
     sizer: crate::batching::BatchSizer,
     headers: bool,
@@ -361,26 +413,18 @@ struct Reader {
     /// When the last batch was handed out, and its rows.
     last_emit: Option<(Instant, usize)>,
     logged: usize,
-    /// The gate's revocation count this reader has applied.
+    /// The revocation count this reader has applied.
     seen_revocations: u64,
 }
 
-impl Drop for Reader {
-    fn drop(&mut self) {
-        // A reader the job no longer polls must not hold commit barriers up.
-        self.shared.gate.finish(self.id);
-    }
-}
-
 impl Reader {
-    fn try_new(shared: Arc<Shared>, projection: Option<&[usize]>) -> Result<Self> {
+    fn try_new(shared: Arc<Shared>, index: usize, barriers: Option<JobBarriers>, projection: Option<&[usize]>) -> Result<Self> {
         let mut decoder = ValueDecoder::try_new(shared.format, &shared.schema, shared.value_fields, projection, shared.batch.size.min(1 << 16))?;
         if let Some(a) = &shared.avro {
             decoder = decoder.with_avro(Arc::clone(a))?;
         }
-        let member = shared.member()?;
-        let slot = shared.next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % member.shared.slots.len();
-        let id = shared.gate.register(Arc::new(OffsetCommitter { consumer: member.consumer(), name: shared.name.clone() }));
+        let member = shared.member(barriers)?;
+        let slot = index % member.shared.slots.len();
         let dlq = match &shared.dlq_topic {
             Some(_) if shared.failure == FailureStrategy::SendToDlq => {
                 let producer_settings: Vec<(String, String)> = shared
@@ -396,11 +440,10 @@ impl Reader {
         Ok(Self {
             headers: decoder.wants_headers(),
             sizer: shared.batch.sizer(),
-            seen_revocations: shared.gate.revocations(),
+            seen_revocations: shared.positions.revocations(),
             shared,
             member,
             slot,
-            id,
             decoder,
             dlq,
             last_emit: None,
@@ -411,7 +454,6 @@ impl Reader {
     /// The next non-empty batch. Waits (forever, on a quiet topic) for messages.
     async fn next_batch(&mut self) -> Result<RecordBatch> {
         loop {
-            self.shared.gate.polled(self.id);
             if let Some((at, rows)) = self.last_emit.take() {
                 self.sizer.observe(rows, at.elapsed());
             }
@@ -429,10 +471,12 @@ impl Reader {
                     None => positions.push((key, next)),
                 }
             }
-            let dropped = self.shared.gate.before_emit(self.id, positions).await;
+            // recorded before the batch is handed out: a barrier taken after it sees it
+            let dropped = self.shared.positions.record(self.slot, positions);
             // A rebalance while this batch waited: rows of partitions given away are their new
             // owner's to read (their positions were not recorded).
             let batch = if dropped.is_empty() { batch } else { self.without(batch, &msgs, &bad, &dropped)? };
+            self.track_event_time(&batch, &msgs, &bad, &dropped);
             if batch.num_rows() == 0 {
                 continue; // every message was bad or revoked: nothing in flight
             }
@@ -441,6 +485,39 @@ impl Reader {
             self.last_emit = Some((Instant::now(), batch.num_rows()));
             return Ok(batch);
         }
+    }
+
+    /// Notes how far each partition's event time got with `batch` (the good messages of
+    /// `msgs`, less the partitions `dropped`), for the source's frontier.
+    fn track_event_time(&self, batch: &RecordBatch, msgs: &MessageBatch, bad: &[BadMessage], dropped: &[(String, i32)]) {
+        use arrow::array::Array;
+        let Some((column, seconds)) = &self.shared.event_time else { return };
+        let times = batch.column_by_name(column).and_then(|c| event_millis(c, *seconds));
+        let mut latest: Vec<((String, i32), Option<i64>)> = Vec::new();
+        let mut row = 0usize;
+        for i in 0..msgs.len() {
+            let key = (msgs.topic(i).to_string(), msgs.partitions[i]);
+            if dropped.contains(&key) {
+                continue;
+            }
+            let t = if bad.iter().any(|b| b.index == i) {
+                None
+            } else {
+                let t = times.as_ref().and_then(|a| (!a.is_null(row)).then(|| a.value(row)));
+                row += 1;
+                t
+            };
+            match latest.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, m)) => {
+                    *m = match (*m, t) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+                None => latest.push((key, t)),
+            }
+        }
+        self.shared.positions.delivered(self.slot, latest);
     }
 
     /// `batch` (the good messages of `msgs`) without the rows of the partitions `dropped`.
@@ -505,10 +582,10 @@ impl Reader {
         let mut deadline: Option<Instant> = None;
         let bell = Arc::clone(&self.member.shared.slots[self.slot].notify);
         loop {
-            let revocations = self.shared.gate.revocations();
+            let revocations = self.shared.positions.revocations();
             if revocations != self.seen_revocations {
-                let gate = Arc::clone(&self.shared.gate);
-                m.retain_partitions(|t, p| !gate.is_revoked(t, p));
+                let positions = Arc::clone(&self.shared.positions);
+                m.retain_partitions(|t, p| !positions.is_revoked(t, p));
                 self.seen_revocations = revocations;
             }
             if self.drain(&mut m) > 0 {
@@ -574,6 +651,28 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// An event-time column as epoch milliseconds, for the column types a Kafka source carries:
+/// integers (milliseconds, or seconds), timestamps, dates, ISO-8601 text. `None` otherwise.
+fn event_millis(column: &arrow::array::ArrayRef, seconds: bool) -> Option<arrow::array::Int64Array> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+    let as_ms = |a: &arrow::array::ArrayRef| arrow::compute::cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok();
+    let ms: arrow::array::ArrayRef = match column.data_type() {
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => {
+            let v = arrow::compute::cast(column, &DataType::Int64).ok()?;
+            if seconds {
+                let v = v.as_primitive::<Int64Type>().unary::<_, Int64Type>(|s| s.saturating_mul(1000));
+                return Some(v);
+            }
+            return Some(v.as_primitive::<Int64Type>().clone());
+        }
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Utf8 | DataType::LargeUtf8 => as_ms(column)?,
+        _ => return None,
+    };
+    let v = arrow::compute::cast(&ms, &DataType::Int64).ok()?;
+    (v.len() == column.len()).then(|| v.as_primitive::<Int64Type>().clone())
 }
 
 fn push<M: Message>(m: &mut MessageBatch, msg: &M, headers: bool) {

@@ -182,9 +182,9 @@ mod tests {
         for _ in 0..20_000 {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             let r = seed >> 16;
-            let sep = if r % 2 == 0 { 'T' } else { ' ' };
+            let sep = if r.is_multiple_of(2) { 'T' } else { ' ' };
             let frac = ["", ".1", ".12", ".123", ".1234", ".000001"][(r % 6) as usize];
-            let zone = if r % 5 == 0 { "Z" } else { "" };
+            let zone = if r.is_multiple_of(5) { "Z" } else { "" };
             strings.push(format!(
                 "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}{frac}{zone}",
                 1 + r % 3000,

@@ -42,6 +42,20 @@ struct PartitionState {
     max_time: Option<i64>,
     last_seen: Instant,
     finished: bool,
+    /// How far the partition's own sources have got (each Kafka partition of a reader), when
+    /// they track it: its watermark never passes that.
+    cap: Option<ferris_connectors::Frontier>,
+}
+
+impl PartitionState {
+    /// The latest event time the partition has delivered, held to its slowest source unit.
+    fn effective_max(&self) -> Option<i64> {
+        match self.cap {
+            None => self.max_time,
+            Some(ferris_connectors::Frontier::Holding) => None,
+            Some(ferris_connectors::Frontier::At(c)) => self.max_time.map(|m| m.min(c)),
+        }
+    }
 }
 
 /// The watermark over several input partitions.
@@ -56,7 +70,7 @@ impl PartitionWatermarks {
     /// A tracker for `n` input partitions, starting at the beginning of time.
     pub fn new(config: WatermarkConfig, n: usize) -> Self {
         let now = Instant::now();
-        Self { config, partitions: vec![PartitionState { max_time: None, last_seen: now, finished: false }; n.max(1)], current: i64::MIN }
+        Self { config, partitions: vec![PartitionState { max_time: None, last_seen: now, finished: false, cap: None }; n.max(1)], current: i64::MIN }
     }
 
     /// The current watermark, in epoch milliseconds: no row older than this is expected.
@@ -84,6 +98,14 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Partition `p`'s sources say how far their event time has got (`None`: they do not
+    /// track it): the partition's watermark stays behind its slowest source unit.
+    pub fn cap(&mut self, p: usize, frontier: Option<ferris_connectors::Frontier>) {
+        if let Some(state) = self.partitions.get_mut(p) {
+            state.cap = frontier;
+        }
+    }
+
     /// Partition `p` has no more rows.
     pub fn finish(&mut self, p: usize) {
         if let Some(state) = self.partitions.get_mut(p) {
@@ -94,6 +116,33 @@ impl PartitionWatermarks {
     /// Whether every partition has finished.
     pub fn all_finished(&self) -> bool {
         self.partitions.iter().all(|p| p.finished)
+    }
+
+    /// What a checkpoint keeps: the watermark and each partition's latest event time.
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "current": self.current,
+            "max_times": self.partitions.iter().map(|p| p.max_time).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Restores [`PartitionWatermarks::snapshot`]. With another number of partitions than the
+    /// checkpoint's (the job's parallelism changed), every partition starts from the smallest
+    /// latest time: the watermark never goes back, and no partition runs ahead.
+    pub fn restore(&mut self, v: &serde_json::Value) {
+        if let Some(c) = v.get("current").and_then(serde_json::Value::as_i64) {
+            self.current = self.current.max(c);
+        }
+        let times: Vec<Option<i64>> = v.get("max_times").and_then(|t| serde_json::from_value(t.clone()).ok()).unwrap_or_default();
+        if times.len() == self.partitions.len() {
+            for (p, t) in self.partitions.iter_mut().zip(times) {
+                p.max_time = t;
+            }
+        } else if let Some(min) = times.iter().flatten().min().copied() {
+            for p in &mut self.partitions {
+                p.max_time = Some(min);
+            }
+        }
     }
 
     /// Recomputes the watermark; returns it if it moved forward.
@@ -114,12 +163,12 @@ impl PartitionWatermarks {
                     }
                 }
                 active += 1;
-                let w = p.max_time.map_or(i64::MIN, |m| m.saturating_sub(delay));
+                let w = p.effective_max().map_or(i64::MIN, |m| m.saturating_sub(delay));
                 min = Some(min.map_or(w, |x: i64| x.min(w)));
             }
             if active == 0 {
                 // every live partition is idle: the one that saw the latest data leads
-                self.partitions.iter().filter(|p| !p.finished).filter_map(|p| p.max_time).max().map_or(i64::MIN, |m| m.saturating_sub(delay))
+                self.partitions.iter().filter(|p| !p.finished).filter_map(PartitionState::effective_max).max().map_or(i64::MIN, |m| m.saturating_sub(delay))
             } else {
                 min.unwrap_or(i64::MIN)
             }
@@ -161,6 +210,37 @@ mod tests {
         assert_eq!(w.advance(), None);
         w.finish(0);
         assert_eq!(w.advance(), Some(i64::MAX));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_watermark_and_the_partitions() {
+        let cfg = WatermarkConfig { delay_ms: Some(10), idle_timeout: None };
+        let mut w = PartitionWatermarks::new(cfg, 2);
+        w.observe(0, Some(100));
+        w.observe(1, Some(60));
+        assert_eq!(w.advance(), Some(50));
+        let mut r = PartitionWatermarks::new(cfg, 2);
+        r.restore(&w.snapshot());
+        assert_eq!(r.current(), 50);
+        r.observe(1, Some(200));
+        assert_eq!(r.advance(), Some(90), "partition 0 is still at 100");
+        let mut three = PartitionWatermarks::new(cfg, 3);
+        three.restore(&w.snapshot());
+        assert_eq!(three.current(), 50);
+        assert_eq!(three.latest_time(), Some(60));
+    }
+
+    #[test]
+    fn a_slow_source_unit_holds_its_partition_back() {
+        use ferris_connectors::Frontier;
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(0), idle_timeout: None }, 1);
+        w.cap(0, Some(Frontier::Holding));
+        w.observe(0, Some(1_000));
+        assert_eq!(w.advance(), None, "a unit of the partition has not delivered yet");
+        w.cap(0, Some(Frontier::At(400)));
+        assert_eq!(w.advance(), Some(400), "the slowest unit is at 400");
+        w.cap(0, None);
+        assert_eq!(w.advance(), Some(1_000));
     }
 
     #[test]

@@ -28,13 +28,14 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 
 use super::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
+use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
+use crate::checkpoint::state::{OperatorState, StateTable};
 
 /// The plan node. See the module documentation.
 #[derive(Debug)]
@@ -103,8 +104,9 @@ impl ExecutionPlan for WatermarkSortExec {
         if partition != 0 {
             return internal_err!("WatermarkSortExec has one output partition, asked for {partition}");
         }
-        let inputs = super::partition_streams(&self.input, &context)?;
-        let n = inputs.len();
+        let mut inputs = Inputs::new();
+        let n = execute_inputs(&self.input, 0, &context, &mut inputs)?;
+        let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
         let mut state = SortState {
             time: Arc::clone(&self.order.expr),
             options: self.order.options,
@@ -118,26 +120,38 @@ impl ExecutionPlan for WatermarkSortExec {
             state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
         };
         let baseline = BaselineMetrics::new(&self.metrics, 0);
-        let mut builder = RecordBatchReceiverStream::builder(self.schema(), 4);
-        let tx = builder.tx();
-        builder.spawn(async move {
-            let mut merged = futures::stream::select_all(inputs);
-            while let Some((p, item)) = merged.next().await {
-                let out = match item {
-                    Some(batch) => state.push(p, batch?)?,
-                    None => {
+        Ok(spawn_operator(self.schema(), baseline, move |out| async move {
+            let Inputs { streams, scopes, keys } = inputs;
+            let mut align = Alignment::new(&keys);
+            if let Some(restored) = checkpointing.as_ref().and_then(Checkpointing::restored) {
+                state.restore(&restored)?;
+            }
+            let mut merged = futures::stream::select_all(streams);
+            while let Some((_, p, item)) = merged.next().await {
+                for (i, scope) in scopes.iter().enumerate() {
+                    state.watermarks.cap(i, scope.frontier());
+                }
+                let (rows, barrier) = match item? {
+                    InputItem::Batch(batch) => (state.push(p, batch)?, None),
+                    InputItem::End => {
                         state.watermarks.finish(p);
-                        state.release()?
+                        (state.release()?, align.ended((0, p)))
                     }
+                    // the sources' frontiers may have moved while no row came
+                    InputItem::Barrier(b) => (state.release()?, align.barrier((0, p), b)),
                 };
-                if !super::forward(out.into_iter().collect(), &baseline, &tx).await {
+                if !out.batches(rows.into_iter().collect()).await {
                     return Ok(());
                 }
+                if let Some(b) = barrier {
+                    if !out.pass_barrier(b, checkpointing.as_ref(), || state.snapshot(), &scopes).await? {
+                        return Ok(());
+                    }
+                }
             }
-            baseline.done();
+            out.end(checkpointing.as_ref());
             Ok(())
-        });
-        Ok(builder.build())
+        }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -159,6 +173,28 @@ struct SortState {
 }
 
 impl SortState {
+    /// The rows waiting for the watermark, and the watermarks, for a checkpoint.
+    fn snapshot(&self) -> Result<OperatorState> {
+        let mut tables = Vec::new();
+        if !self.buffer.is_empty() {
+            let batches: Vec<RecordBatch> = self.buffer.iter().map(|(b, _)| b.clone()).collect();
+            tables.push(StateTable { name: "rows".into(), batch: concat_batches(&self.schema, &batches)?, key_columns: Vec::new() });
+        }
+        Ok(OperatorState { meta: serde_json::json!({ "watermarks": self.watermarks.snapshot() }), tables })
+    }
+
+    /// Restores [`SortState::snapshot`]: the waiting rows' times are evaluated again.
+    fn restore(&mut self, state: &OperatorState) -> Result<()> {
+        self.watermarks.restore(&state.meta["watermarks"]);
+        if let Some(rows) = state.table("rows") {
+            let rows = RecordBatch::try_new(Arc::clone(&self.schema), rows.columns().to_vec())?;
+            let times = to_epoch_millis(&self.time.evaluate(&rows)?.into_array(rows.num_rows())?, self.int_scale)?;
+            self.buffer.push((rows, times));
+        }
+        self.update_state();
+        Ok(())
+    }
+
     fn push(&mut self, p: usize, batch: RecordBatch) -> Result<Option<RecordBatch>> {
         if batch.num_rows() == 0 {
             return Ok(None);

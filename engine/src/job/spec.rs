@@ -19,6 +19,9 @@ pub const JOB_KEYS: KeySpec = KeySpec {
         "sink.queue_size",
         "buffer_size",
         "emit.interval",
+        "checkpoint.interval",
+        "checkpoint.dir",
+        "checkpoint.retain",
     ],
     prefixes: &["dlq.", "watermark."],
 };

@@ -32,13 +32,14 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalExp
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 
 use super::time_band::TimeBand;
+use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
+use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
 use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
 
 /// What an interval join needs, shared by the plan node and its task.
@@ -211,15 +212,11 @@ impl ExecutionPlan for IntervalJoinExec {
         if partition != 0 {
             return internal_err!("IntervalJoinExec has one output partition, asked for {partition}");
         }
-        let mut sides: Vec<Vec<futures::stream::BoxStream<'static, (usize, usize, Option<Result<RecordBatch>>)>>> = vec![Vec::new(), Vec::new()];
-        let mut counts = [0usize; 2];
-        for (s, plan) in [(0usize, &self.left), (1, &self.right)] {
-            let streams = crate::event_time::partition_streams(plan, &context)?;
-            counts[s] = streams.len();
-            sides[s] = streams.into_iter().map(|st| st.map(move |(p, item)| (s, p, item)).boxed()).collect();
-        }
-        let right_inputs = sides.pop().unwrap_or_default();
-        let left_inputs = sides.pop().unwrap_or_default();
+        let mut left_inputs = Inputs::new();
+        let mut right_inputs = Inputs::new();
+        let counts = [execute_inputs(&self.left, 0, &context, &mut left_inputs)?, execute_inputs(&self.right, 1, &context, &mut right_inputs)?];
+        let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
+        let side_schemas = [self.left.schema(), self.right.schema()];
         // a bounded side (a table) is read first, so stream rows need not wait in state for it
         let first = match (self.left.boundedness().is_unbounded(), self.right.boundedness().is_unbounded()) {
             (true, false) => Some(1),
@@ -227,20 +224,24 @@ impl ExecutionPlan for IntervalJoinExec {
             _ => None,
         };
         let metrics = JoinMetrics {
-            baseline: BaselineMetrics::new(&self.metrics, 0),
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
             state_rows: MetricBuilder::new(&self.metrics).gauge("state_rows", 0),
             state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
         };
         let config = Arc::clone(&self.config);
-        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&config.schema), 4);
-        let tx = builder.tx();
-        builder.spawn(async move {
-            let mut left = futures::stream::select_all(left_inputs);
-            let mut right = futures::stream::select_all(right_inputs);
+        let baseline = BaselineMetrics::new(&self.metrics, 0);
+        Ok(spawn_operator(Arc::clone(&config.schema), baseline, move |out| async move {
+            let keys: Vec<(usize, usize)> = left_inputs.keys.iter().chain(&right_inputs.keys).copied().collect();
+            let scopes: Vec<_> = left_inputs.scopes.iter().chain(&right_inputs.scopes).cloned().collect();
+            let mut align = Alignment::new(&keys);
+            let mut left = futures::stream::select_all(left_inputs.streams);
+            let mut right = futures::stream::select_all(right_inputs.streams);
             let mut remaining = [counts[0], counts[1]];
             let mut quiet_until: [Option<std::time::Instant>; 2] = [None, None];
-            let mut op = Joiner::new(Arc::clone(&config), counts, metrics);
+            let mut op = Joiner::new(Arc::clone(&config), counts, metrics, side_schemas);
+            if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
+                op.restore(&state)?;
+            }
             loop {
                 let (l_open, r_open) = (remaining[0] > 0, remaining[1] > 0);
                 if !l_open && !r_open {
@@ -275,21 +276,34 @@ impl ExecutionPlan for IntervalJoinExec {
                 };
                 let Some((side, p, item)) = next else { break };
                 quiet_until[side] = None;
-                let out = match item {
-                    Some(batch) => op.push(side, p, &batch?)?,
-                    None => {
+                for ((s, q), scope) in keys.iter().zip(&scopes) {
+                    op.watermarks[*s].cap(*q, scope.frontier());
+                }
+                let (rows, barrier) = match item? {
+                    InputItem::Batch(batch) => (op.push(side, p, &batch)?, None),
+                    InputItem::End => {
                         remaining[side] = remaining[side].saturating_sub(1);
-                        op.finish(side, p)?
+                        (op.finish(side, p)?, align.ended((side, p)))
+                    }
+                    InputItem::Barrier(b) => {
+                        // a side waiting at the barrier is not silent: the other one goes on
+                        quiet_until[side] = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+                        (op.advance()?, align.barrier((side, p), b))
                     }
                 };
-                if !crate::event_time::forward(out, &op.metrics.baseline, &tx).await {
+                if !out.batches(rows).await {
                     return Ok(());
                 }
+                if let Some(b) = barrier {
+                    quiet_until = [None, None];
+                    if !out.pass_barrier(b, checkpointing.as_ref(), || op.snapshot(), &scopes).await? {
+                        return Ok(());
+                    }
+                }
             }
-            op.metrics.baseline.done();
+            out.end(checkpointing.as_ref());
             Ok(())
-        });
-        Ok(builder.build())
+        }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -298,7 +312,6 @@ impl ExecutionPlan for IntervalJoinExec {
 }
 
 struct JoinMetrics {
-    baseline: BaselineMetrics,
     late: Count,
     state_rows: Gauge,
     state_bytes: Gauge,
@@ -361,6 +374,12 @@ struct Joiner {
     hashes: Vec<u64>,
     random: RandomState,
     metrics: JoinMetrics,
+    /// Each input's schema (the rows a side keeps).
+    side_schemas: [SchemaRef; 2],
+}
+
+fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
 }
 
 fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
@@ -368,7 +387,7 @@ fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
 }
 
 impl Joiner {
-    fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics) -> Self {
+    fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics, side_schemas: [SchemaRef; 2]) -> Self {
         let watermarks = [PartitionWatermarks::new(config.watermarks[0], counts[0]), PartitionWatermarks::new(config.watermarks[1], counts[1])];
         Self {
             config,
@@ -378,7 +397,80 @@ impl Joiner {
             hashes: Vec::new(),
             random: RandomState::with_seed(0x5eed),
             metrics,
+            side_schemas,
         }
+    }
+
+    /// The rows each side keeps (with whether each found a partner and its event time), the
+    /// output waiting for the watermark, and the watermarks: for a checkpoint.
+    fn snapshot(&self) -> Result<OperatorState> {
+        let mut tables = Vec::new();
+        for (side, name) in [(0usize, "left"), (1, "right")] {
+            let state = &self.sides[side];
+            let mut parts = Vec::new();
+            for (_, id) in &state.by_min {
+                let Some(chunk) = state.chunks.get(id) else { continue };
+                let mut cols: Vec<ArrayRef> = chunk.batch.columns().to_vec();
+                cols.push(Arc::new(BooleanArray::from(chunk.matched.clone())));
+                cols.push(Arc::new(chunk.times.clone()));
+                cols.push(Arc::new(datafusion::arrow::array::UInt64Array::from(vec![*id; chunk.batch.num_rows()])));
+                parts.push(batch_of(cols, chunk.batch.num_rows()).map_err(to_df)?);
+            }
+            if let Some(first) = parts.first() {
+                let key_columns: Vec<usize> = Vec::new();
+                tables.push(StateTable { name: name.into(), batch: datafusion::arrow::compute::concat_batches(first.schema_ref(), &parts)?, key_columns });
+            }
+        }
+        let mut pending = Vec::new();
+        for (batch, times) in &self.pending {
+            let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+            cols.push(Arc::new(times.clone()));
+            pending.push(batch_of(cols, batch.num_rows()).map_err(to_df)?);
+        }
+        if let Some(first) = pending.first() {
+            tables.push(StateTable {
+                name: "pending".into(),
+                batch: datafusion::arrow::compute::concat_batches(first.schema_ref(), &pending)?,
+                key_columns: Vec::new(),
+            });
+        }
+        let meta = serde_json::json!({ "watermarks": [self.watermarks[0].snapshot(), self.watermarks[1].snapshot()] });
+        Ok(OperatorState { meta, tables })
+    }
+
+    /// Restores [`Joiner::snapshot`]: each kept chunk is indexed again.
+    fn restore(&mut self, state: &OperatorState) -> Result<()> {
+        for side in 0..2 {
+            self.watermarks[side].restore(&state.meta["watermarks"][side]);
+        }
+        for (side, name) in [(0usize, "left"), (1, "right")] {
+            let Some(table) = state.table(name) else { continue };
+            let width = self.side_schemas[side].fields().len();
+            if table.num_columns() != width + 3 {
+                return internal_err!("the checkpoint's {name} rows have {} columns, this join's {name} side {}", table.num_columns() - 3, width);
+            }
+            let ids = table.column(width + 2).as_primitive::<datafusion::arrow::datatypes::UInt64Type>().clone();
+            let ranges = datafusion::arrow::compute::partition(&[Arc::new(ids) as ArrayRef])?;
+            for r in ranges.ranges() {
+                let part = table.slice(r.start, r.end - r.start);
+                let batch = RecordBatch::try_new(Arc::clone(&self.side_schemas[side]), part.columns()[..width].to_vec())?;
+                let matched: Vec<bool> = part.column(width).as_boolean().iter().map(|m| m.unwrap_or(false)).collect();
+                let times = part.column(width + 1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
+                let keys = self.keys(side, &batch)?;
+                self.hashes.clear();
+                self.hashes.resize(batch.num_rows(), 0);
+                create_hashes(&keys, &self.random, &mut self.hashes)?;
+                self.insert(side, batch, keys, matched, times);
+            }
+        }
+        if let Some(table) = state.table("pending") {
+            let width = self.config.schema.fields().len();
+            let batch = RecordBatch::try_new(Arc::clone(&self.config.schema), table.columns()[..width].to_vec())?;
+            let times = table.column(width).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
+            self.pending.push((batch, times));
+        }
+        self.update_state_metrics();
+        Ok(())
     }
 
     /// The side whose event time is far behind the other's, if one is: reading only it for a
@@ -472,6 +564,21 @@ impl Joiner {
         if advanced || self.watermarks[1 - side].all_finished() {
             self.evict(&mut out)?;
         }
+        self.update_state_metrics();
+        self.release(out)
+    }
+
+    /// Recomputes both sides' watermarks without new rows (the sources' frontiers or idleness
+    /// may have changed): evicts what they passed and releases what waited for them.
+    fn advance(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        // both sides advance (no short circuit)
+        let moved: Vec<bool> = self.watermarks.iter_mut().map(|w| w.advance().is_some()).collect();
+        let moved = moved.contains(&true);
+        if !moved {
+            return Ok(Vec::new());
+        }
+        self.evict(&mut out)?;
         self.update_state_metrics();
         self.release(out)
     }

@@ -32,6 +32,9 @@ use super::interval_join_exec::{IntervalJoinConfig, IntervalJoinExec};
 use super::time_band::{equi_time_band, find_time_band};
 use crate::event_time::WatermarkConfig;
 
+/// One equi-join condition: the left and the right expression.
+pub type JoinOn = (Arc<dyn datafusion::physical_plan::PhysicalExpr>, Arc<dyn datafusion::physical_plan::PhysicalExpr>);
+
 /// The job's settings the rule plans with.
 #[derive(Debug, Clone, Default)]
 pub struct IntervalJoinRule {
@@ -39,6 +42,9 @@ pub struct IntervalJoinRule {
     pub watermark: WatermarkConfig,
     /// Integer event-time columns in epoch seconds, by name, with their multiplier to ms.
     pub int_scales: HashMap<String, i64>,
+    /// The job takes checkpoints of an unbounded input: every equi-join becomes ours (its
+    /// state can be checkpointed), joins of two tables too.
+    pub all_joins: bool,
 }
 
 /// The input without the repartitioning DataFusion put in for its own join.
@@ -74,8 +80,8 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
                     join_schema: Arc::clone(j.join_schema()),
                     projection: j.projection.as_ref().map(|p| p.to_vec()),
                 })
-            } else if let Some(j) = node.downcast_ref::<SymmetricHashJoinExec>() {
-                Some(JoinParts {
+            } else {
+                node.downcast_ref::<SymmetricHashJoinExec>().map(|j| JoinParts {
                     left: j.left(),
                     right: j.right(),
                     on: j.on(),
@@ -84,8 +90,6 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
                     join_schema: j.schema(),
                     projection: None,
                 })
-            } else {
-                None
             };
             match parts {
                 Some(p) => match self.rewrite(&p, node.schema())? {
@@ -113,7 +117,7 @@ impl IntervalJoinRule {
             return Ok(None);
         }
         let (lu, ru) = (j.left.boundedness().is_unbounded(), j.right.boundedness().is_unbounded());
-        if !(lu || ru || self.watermark.delay_ms.is_some()) {
+        if !(lu || ru || self.watermark.delay_ms.is_some() || self.all_joins) {
             return Ok(None);
         }
         let band = match j.filter {
@@ -127,7 +131,7 @@ impl IntervalJoinRule {
                     "a join of two unbounded streams needs a time bound, or its state would grow forever: add WITHIN INTERVAL '5' MINUTES after the ON condition and name each source's event-time column ('x.event_time' = 'ts'), or bound the event times in the ON condition (b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …)"
                 );
             }
-            if !(lu || ru) {
+            if !(lu || ru || self.all_joins) {
                 // bounded inputs without a band: DataFusion's hash join is the right tool
                 return Ok(None);
             }

@@ -148,7 +148,7 @@ pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) ->
 /// … ON p.id = a.seller AND p.window_start = a.window_start
 /// ```
 pub fn equi_time_band(
-    on: &[(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)],
+    on: &[crate::join::planner_rule::JoinOn],
     left: &datafusion::arrow::datatypes::Schema,
     right: &datafusion::arrow::datatypes::Schema,
 ) -> Option<TimeBand> {

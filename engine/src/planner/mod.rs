@@ -46,6 +46,10 @@ pub struct PlannedJob {
     pub sources: Vec<Arc<dyn Source>>,
     /// What the planner did that a user should see in `explain` (applied WITHIN clauses…).
     pub notes: Vec<String>,
+    /// The job's checkpoint settings (`checkpoint.*`, `use_transactions`).
+    pub checkpoints: crate::checkpoint::CheckpointConfig,
+    /// The plan's stateful operators, and what would keep barriers from aligning.
+    pub plan_checkpoints: crate::checkpoint::plan::PlanCheckpoints,
 }
 
 /// The parallelism of a job: `parallelism` if set, else the machine's cores.
@@ -63,7 +67,7 @@ pub fn new_context(
     memory_mb: Option<usize>,
     streaming: StreamingAggregateRule,
 ) -> datafusion::error::Result<SessionContext> {
-    let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
+    let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone(), all_joins: streaming.checkpoints };
     let over = window_functions::StreamWindowFunctionRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
     let config =
         SessionConfig::new().with_target_partitions(partitions).with_batch_size(batch_size).with_coalesce_batches(!unbounded).with_information_schema(false);
@@ -241,7 +245,13 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
         idle = Some(KAFKA_IDLE_TIMEOUT);
     }
     let changes_every = spec.options.get_duration("emit.interval").map_err(|e| e.to_string())?.unwrap_or(std::time::Duration::from_millis(100));
-    Ok(StreamingAggregateRule { watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle }, emit: spec.statement.emit, changes_every, int_scales })
+    Ok(StreamingAggregateRule {
+        watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle },
+        emit: spec.statement.emit,
+        changes_every,
+        int_scales,
+        checkpoints: false,
+    })
 }
 
 fn table_reference(name: &str) -> TableReference {
@@ -273,11 +283,19 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let unbounded = sources.iter().any(|s| !s.is_bounded());
-    let streaming = streaming_rule(&spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
+    let checkpoints = crate::checkpoint::CheckpointConfig::from_options(&spec.options, &spec.name, unbounded)
+        .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
+    // barriers flow through streaming plans only; a bounded job commits once, at its end
+    let barriers = checkpoints.enabled && unbounded;
+    let mut streaming = streaming_rule(&spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
+    streaming.checkpoints = barriers;
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    let mut tables = Vec::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
-        ctx.register_table(table_reference(&rel.name), Arc::new(source_table::SourceTable::shared(Arc::clone(source)))).map_err(plan_err)?;
+        let table = Arc::new(source_table::SourceTable::shared(Arc::clone(source)));
+        ctx.register_table(table_reference(&rel.name), Arc::clone(&table) as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
+        tables.push((rel.name.clone(), table));
         schemas.insert(rel.name.clone(), source.schema());
     }
     let mut query = spec.statement.query.clone();
@@ -298,5 +316,12 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     } else if has_changelog(&plan) {
         plan = with_operation_column(plan).map_err(plan_err)?;
     }
-    Ok(PlannedJob { spec, ctx, plan, sources, notes })
+    if barriers {
+        plan = crate::checkpoint::plan::without_exchanges(plan).map_err(plan_err)?;
+    }
+    let mut plan_checkpoints = crate::checkpoint::plan::describe(&plan);
+    if let Some((name, _)) = tables.iter().find(|(_, t)| t.scans() > 1) {
+        plan_checkpoints.problem.get_or_insert_with(|| format!("source '{name}' is read by more than one scan of the query"));
+    }
+    Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints })
 }

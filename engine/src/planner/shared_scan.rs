@@ -97,6 +97,11 @@ impl SharedScan {
         Self { source, state: Mutex::new(ScanState::default()) }
     }
 
+    /// How many scans of the source the plan holds (more than one: the source is shared).
+    pub fn scans(&self) -> usize {
+        lock(&self.state).consumers.iter().filter(|(slot, _)| slot.strong_count() > 0).count()
+    }
+
     /// The partitions for one more scan of the source, reading `projection` (all columns when
     /// `None`). A scan planned after reading has started reads the source on its own.
     pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {

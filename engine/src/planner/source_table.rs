@@ -13,10 +13,13 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::streaming::StreamingTableExec;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use ferris_connectors::Source;
+
+use crate::checkpoint::CheckpointContext;
 
 use super::shared_scan::SharedScan;
 
@@ -32,6 +35,11 @@ impl SourceTable {
     /// Wraps `source`; each scan reads it on its own (ad-hoc queries, planned again and again).
     pub fn new(source: Arc<dyn Source>) -> Self {
         Self { source, shared: None }
+    }
+
+    /// How many scans of the source the job's plan holds.
+    pub fn scans(&self) -> usize {
+        self.shared.as_ref().map_or(0, |s| s.scans())
     }
 
     /// Wraps `source` for one job's plan: however often the query names the table, the source
@@ -60,7 +68,40 @@ impl TableProvider for SourceTable {
             Some(shared) => shared.partitions(projection.map(Vec::as_slice)),
             None => self.source.partitions(projection.map(Vec::as_slice)),
         };
+        let partitions = partitions
+            .into_iter()
+            .enumerate()
+            .map(|(index, inner)| Arc::new(LeafPartition { inner, source: Arc::clone(&self.source), index }) as Arc<dyn PartitionStream>)
+            .collect();
         let exec = StreamingTableExec::try_new(schema, partitions, None, Vec::new(), !self.source.is_bounded(), limit)?;
         Ok(Arc::new(exec))
+    }
+}
+
+/// A source partition that, in a job taking checkpoints, is a barrier leaf: it passes each
+/// barrier with its position (see [`crate::checkpoint::barrier`]).
+#[derive(Debug)]
+struct LeafPartition {
+    inner: Arc<dyn PartitionStream>,
+    source: Arc<dyn Source>,
+    index: usize,
+}
+
+impl PartitionStream for LeafPartition {
+    fn schema(&self) -> &SchemaRef {
+        self.inner.schema()
+    }
+
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let stream = self.inner.execute(Arc::clone(&ctx));
+        let (source, index) = (Arc::clone(&self.source), self.index);
+        if source.frontier(index).is_some() || source.checkpoint().is_some() {
+            crate::checkpoint::barrier::join_frontier(Arc::new(move || source.frontier(index)));
+        }
+        let Some(checkpoints) = ctx.session_config().get_extension::<CheckpointContext>() else { return stream };
+        let index = self.index;
+        let positions =
+            self.source.checkpoint().map(|c| Arc::new(move || c.positions(index)) as Arc<dyn Fn() -> ferris_connectors::checkpoint::Positions + Send + Sync>);
+        Box::pin(checkpoints.runtime.source_leaf(self.source.name(), index, stream, positions))
     }
 }

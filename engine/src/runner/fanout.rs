@@ -1,5 +1,7 @@
 //! Fan-out: each sink runs on its own task behind a bounded queue. A slow sink back-pressures
 //! the job; a failing sink is handled by the failure strategy and does not stop the others.
+//! At a checkpoint barrier each sink prepares what it wrote; when the checkpoint is complete it
+//! commits (see [`ferris_connectors::Sink::prepare`]).
 //!
 //! ```sql
 //! CREATE STREAM s AS SELECT * FROM orders INTO archive, audit, nowhere WITH (
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use ferris_connectors::checkpoint::Prepared;
 use ferris_connectors::metrics::ConnectorMetrics;
 use ferris_connectors::{ConnectorError, FailureStrategy, Sink};
 use tokio::sync::mpsc;
@@ -24,8 +27,33 @@ pub const DEFAULT_QUEUE_SIZE: usize = 4;
 pub enum SinkMsg {
     /// Rows to write.
     Batch(RecordBatch),
-    /// Make everything written so far durable, then answer whether it is (a commit barrier).
-    Flush(tokio::sync::oneshot::Sender<bool>),
+    /// Checkpoint barrier `n`: prepare everything written so far, then answer.
+    Prepare(u64),
+    /// Checkpoint `n` is complete: commit it, then answer.
+    Commit(u64),
+}
+
+/// What a sink task tells the runner.
+#[derive(Debug)]
+pub enum SinkEvent {
+    /// Sink `sink` (its index) prepared checkpoint `n`.
+    Prepared {
+        /// The sink's index.
+        sink: usize,
+        /// The checkpoint.
+        n: u64,
+        /// What it prepared (for the manifest), or why it could not.
+        result: Result<Option<Prepared>, String>,
+    },
+    /// Sink `sink` committed checkpoint `n`.
+    Committed {
+        /// The sink's index.
+        sink: usize,
+        /// The checkpoint.
+        n: u64,
+        /// Or why it could not.
+        result: Result<(), String>,
+    },
 }
 
 /// The runner's handle on one sink task.
@@ -40,27 +68,48 @@ pub struct SinkHandle {
     pub metrics: Arc<ConnectorMetrics>,
     /// The task; yields a fatal error under `FailBatch`.
     pub task: Option<JoinHandle<Result<(), String>>>,
+    /// Its commit cannot be redone after a crash (a Kafka transaction): committed first.
+    pub commit_is_final: bool,
 }
 
 impl SinkHandle {
     /// A sink that could not be created: failed from the start.
     pub fn failed(name: &str) -> Self {
-        Self { name: name.to_string(), tx: None, failed: Arc::new(AtomicBool::new(true)), metrics: Arc::new(ConnectorMetrics::default()), task: None }
+        Self {
+            name: name.to_string(),
+            tx: None,
+            failed: Arc::new(AtomicBool::new(true)),
+            metrics: Arc::new(ConnectorMetrics::default()),
+            task: None,
+            commit_is_final: false,
+        }
     }
 
-    /// Starts the task driving `sink`. A fatal error (FailBatch) is also sent on `fatal`.
-    pub fn spawn(job: &str, sink: Box<dyn Sink>, strategy: FailureStrategy, queue: usize, fatal: mpsc::UnboundedSender<String>) -> Self {
+    /// Starts the task driving `sink` (the job's sink number `index`). A fatal error
+    /// (FailBatch) is also sent on `fatal`; prepare and commit answers on `events`.
+    pub fn spawn(
+        job: &str,
+        index: usize,
+        sink: Box<dyn Sink>,
+        strategy: FailureStrategy,
+        queue: usize,
+        fatal: mpsc::UnboundedSender<String>,
+        events: mpsc::UnboundedSender<SinkEvent>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(ConnectorMetrics::default());
         let name = sink.name().to_string();
-        let task = tokio::spawn(drive(job.to_string(), sink, rx, strategy, Arc::clone(&failed), Arc::clone(&metrics), fatal));
-        Self { name, tx: Some(tx), failed, metrics, task: Some(task) }
+        let commit_is_final = sink.commit_is_final();
+        let ctx = SinkTask { job: job.to_string(), index, strategy, failed: Arc::clone(&failed), metrics: Arc::clone(&metrics), fatal, events };
+        let task = tokio::spawn(drive(ctx, sink, rx));
+        Self { name, tx: Some(tx), failed, metrics, task: Some(task), commit_is_final }
     }
 
-    /// True when the sink can take batches.
-    pub fn is_healthy(&self) -> bool {
-        self.tx.is_some() && !self.failed.load(Ordering::Relaxed)
+    /// True when the sink takes batches: its queue is open. A sink whose last write failed
+    /// still gets the next batches (the failure strategy decided about the failed one).
+    pub fn is_open(&self) -> bool {
+        self.tx.is_some()
     }
 }
 
@@ -87,21 +136,24 @@ async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy:
     }
 }
 
-async fn drive(
+struct SinkTask {
     job: String,
-    mut sink: Box<dyn Sink>,
-    mut rx: mpsc::Receiver<SinkMsg>,
+    index: usize,
     strategy: FailureStrategy,
     failed: Arc<AtomicBool>,
     metrics: Arc<ConnectorMetrics>,
     fatal: mpsc::UnboundedSender<String>,
-) -> Result<(), String> {
+    events: mpsc::UnboundedSender<SinkEvent>,
+}
+
+async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<SinkMsg>) -> Result<(), String> {
+    let job = t.job.as_str();
     // Rows written are flushed within FLUSH_EVERY once the stream goes quiet, so a reader of
     // the sink (a tailed file) sees them; under load the sink's own buffering decides.
     let mut dirty = false;
     let mut last_flush = std::time::Instant::now();
     // Sink write latency, for Prometheus (a no-op unless a recorder is installed: `serve`).
-    let write_seconds = ::metrics::histogram!("ferris_job_sink_write_seconds", "job" => job.clone(), "sink" => sink.name().to_string());
+    let write_seconds = ::metrics::histogram!("ferris_job_sink_write_seconds", "job" => t.job.clone(), "sink" => sink.name().to_string());
     loop {
         let next = if dirty {
             match tokio::time::timeout(FLUSH_EVERY.saturating_sub(last_flush.elapsed()), rx.recv()).await {
@@ -121,48 +173,54 @@ async fn drive(
         let batch = match next {
             None => break,
             Some(SinkMsg::Batch(b)) => b,
-            Some(SinkMsg::Flush(ack)) => {
-                let ok = match sink.flush().await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        warn!(job = %job, sink = sink.name(), "flush failed: {e}");
-                        false
-                    }
-                };
+            Some(SinkMsg::Prepare(n)) => {
+                let result = sink.prepare(n).await.map_err(|e| {
+                    warn!(job = %job, sink = sink.name(), "preparing checkpoint {n} failed: {e}");
+                    e.to_string()
+                });
                 dirty = false;
                 last_flush = std::time::Instant::now();
-                let _ = ack.send(ok);
+                let _ = t.events.send(SinkEvent::Prepared { sink: t.index, n, result });
+                continue;
+            }
+            Some(SinkMsg::Commit(n)) => {
+                let result = sink.commit(n).await.map_err(|e| {
+                    error!(job = %job, sink = sink.name(), "committing checkpoint {n} failed: {e}");
+                    e.to_string()
+                });
+                let _ = t.events.send(SinkEvent::Committed { sink: t.index, n, result });
                 continue;
             }
         };
         let began = std::time::Instant::now();
-        let written = write_with_strategy(sink.as_mut(), &batch, strategy).await;
+        let written = write_with_strategy(sink.as_mut(), &batch, t.strategy).await;
         write_seconds.record(began.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
-                metrics.add_batch(batch.num_rows());
-                failed.store(false, Ordering::Relaxed);
+                t.metrics.add_batch(batch.num_rows());
+                t.failed.store(false, Ordering::Relaxed);
                 if !dirty {
                     dirty = true;
                     last_flush = std::time::Instant::now();
                 }
             }
             Err(e) => {
-                metrics.add_errors(1);
-                failed.store(true, Ordering::Relaxed);
-                if strategy == FailureStrategy::FailBatch {
+                t.metrics.add_errors(1);
+                t.failed.store(true, Ordering::Relaxed);
+                if t.strategy == FailureStrategy::FailBatch {
                     let msg = format!("sink '{}' failed a batch of {} rows: {e}", sink.name(), batch.num_rows());
                     error!(job = %job, "{msg}");
-                    let _ = fatal.send(msg.clone());
+                    let _ = t.fatal.send(msg.clone());
                     let _ = sink.close().await;
                     return Err(msg);
                 }
-                error!(job = %job, sink = sink.name(), "batch of {} rows lost ({strategy}): {e}", batch.num_rows());
+                t.metrics.add_dropped(batch.num_rows() as u64);
+                error!(job = %job, sink = sink.name(), "batch of {} rows lost ({}): {e}", batch.num_rows(), t.strategy);
             }
         }
     }
     if let Err(e) = sink.close().await {
-        metrics.add_errors(1);
+        t.metrics.add_errors(1);
         let msg = format!("sink '{}' failed to flush: {e}", sink.name());
         error!(job = %job, "{msg}");
         return Err(msg);

@@ -1,32 +1,54 @@
-//! The job runner: drives a planned job's output stream and fans every batch out to all sinks,
-//! applies the failure strategy, falls back to stdout when every sink has failed, and stops
-//! cleanly (sinks flushed) at the end of bounded input or on request (Ctrl-C).
+//! The job runner: restores the last checkpoint, drives every output partition of the plan
+//! and fans its batches out to all sinks, applies the failure strategy, takes checkpoints
+//! (barriers through the plan, state to the store, sinks prepared then committed), falls back
+//! to stdout when no sink can take rows, and stops cleanly (a last checkpoint, sinks flushed)
+//! at the end of bounded input or on request (Ctrl-C).
 //!
 //! ```sql
-//! CREATE STREAM s AS SELECT * FROM orders INTO a, b WITH ('failure_strategy' = 'LogAndContinue', …);
+//! CREATE STREAM s AS SELECT * FROM orders INTO a, b
+//! WITH ('failure_strategy' = 'LogAndContinue', 'checkpoint.interval' = '10s', …);
 //! ```
 
+pub mod coordinator;
 pub mod fanout;
 pub mod live;
 pub mod progress;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::physical_plan::execute_stream;
-use ferris_connectors::commit::CommitGate;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use ferris_connectors::checkpoint::{BarrierRequests, JobBarriers, Positions};
 use ferris_connectors::stdout::StdoutSink;
-use ferris_connectors::{FailureStrategy, Sink};
-use futures::{FutureExt, StreamExt};
+use ferris_connectors::{Delivery, FailureStrategy, Sink, Source};
+use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::checkpoint::barrier::{InputEvent, LeafEvent, ScopedInput};
+use crate::checkpoint::state::{decode, encode};
+use crate::checkpoint::store::{Manifest, OperatorEntry, TableEntry, MANIFEST_VERSION};
+use crate::checkpoint::{BarrierRuntime, CheckpointConfig, CheckpointContext, CheckpointError, CheckpointStore, Mode, OperatorEvent, OperatorState};
 use crate::connect::create_sink;
 use crate::error::describe_datafusion_error;
 use crate::planner::PlannedJob;
-use fanout::{SinkHandle, SinkMsg, DEFAULT_QUEUE_SIZE};
+use coordinator::Coordinator;
+use fanout::{SinkEvent, SinkHandle, SinkMsg, DEFAULT_QUEUE_SIZE};
+
+/// Which checkpoint a run starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Restore {
+    /// The latest complete checkpoint of the job, if any (the default).
+    #[default]
+    Latest,
+    /// None: a fresh start (`--no-restore`).
+    Fresh,
+    /// This one (`--from-checkpoint PATH`: a checkpoint's directory or its manifest).
+    From(std::path::PathBuf),
+}
 
 /// How a job is run.
 #[derive(Debug, Clone)]
@@ -37,6 +59,8 @@ pub struct RunOptions {
     pub stop: watch::Receiver<bool>,
     /// Where the job publishes its live counters (the job server), if anywhere.
     pub live: Option<Arc<live::LiveJob>>,
+    /// Which checkpoint to start from.
+    pub restore: Restore,
 }
 
 /// Counters of one source or sink at the end of a run.
@@ -50,6 +74,8 @@ pub struct ConnectorReport {
     pub errors: u64,
     /// For sinks: true if it ended failed.
     pub failed: bool,
+    /// For sinks: rows of failed batches let go (`LogAndContinue`).
+    pub dropped: u64,
 }
 
 /// What a run did.
@@ -76,16 +102,26 @@ pub struct JobReport {
     /// State held by the streaming operators (windows, joins, event-time ordering) when the
     /// job ended, in bytes: zero after a bounded input, the live state of a stopped stream.
     pub state_bytes: u64,
+    /// Checkpoints completed in this run.
+    pub checkpoints: u64,
+    /// Checkpoints that could not be completed (store unavailable, a sink failing to prepare).
+    pub failed_checkpoints: u64,
+    /// The checkpoint the run started from.
+    pub restored_from: Option<u64>,
+    /// The longest checkpoint of the run, from its barrier to its manifest written, in ms.
+    pub checkpoint_max_ms: u64,
+    /// All checkpoints' durations summed, in ms (the mean is this over `checkpoints`).
+    pub checkpoint_total_ms: u64,
+    /// The state files of the run's last checkpoint, in bytes.
+    pub checkpoint_bytes: u64,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
 
-/// How long a stopping job waits for in-flight rows to reach the sinks before its last commit.
-const STOP_DRAIN: Duration = Duration::from_secs(5);
-/// How long a commit barrier may wait for every reader to go quiet before it is retried.
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a stopping job waits for its last checkpoint.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
 
-/// The sinks of a running job, and the stdout fallback used once every sink has failed.
+/// The sinks of a running job, and the stdout fallback used once no sink can take rows.
 struct Outputs {
     name: String,
     sinks: Vec<SinkHandle>,
@@ -95,14 +131,14 @@ struct Outputs {
 }
 
 impl Outputs {
-    /// Sends `batch` to every healthy sink (waiting while a queue is full: back-pressure).
+    /// Sends `batch` to every open sink (waiting while a queue is full: back-pressure).
     async fn deliver(&mut self, batch: arrow::record_batch::RecordBatch) {
         if batch.num_rows() == 0 {
             return;
         }
         self.rows_out.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         let mut delivered = false;
-        for s in self.sinks.iter_mut().filter(|s| s.is_healthy()) {
+        for s in self.sinks.iter_mut().filter(|s| s.is_open()) {
             if let Some(tx) = &s.tx {
                 if tx.send(SinkMsg::Batch(batch.clone())).await.is_ok() {
                     delivered = true;
@@ -125,176 +161,141 @@ impl Outputs {
         }
     }
 
-    /// Has every open sink flush what it was sent; true when all acknowledged.
-    async fn flush_all(&mut self) -> bool {
-        let mut waits = Vec::new();
-        for s in self.sinks.iter().filter(|s| s.tx.is_some()) {
-            let (ack, done) = tokio::sync::oneshot::channel();
+    /// Sends `msg(n)` to every open sink; the indices of those that got it.
+    async fn broadcast(&mut self, which: impl Fn(&SinkHandle) -> bool, msg: impl Fn() -> SinkMsg) -> Vec<usize> {
+        let mut got = Vec::new();
+        for (i, s) in self.sinks.iter_mut().enumerate().filter(|(_, s)| s.is_open() && which(s)) {
             if let Some(tx) = &s.tx {
-                if tx.send(SinkMsg::Flush(ack)).await.is_err() {
-                    return false;
+                if tx.send(msg()).await.is_ok() {
+                    got.push(i);
+                } else {
+                    s.tx = None;
                 }
             }
-            waits.push(done);
         }
-        let mut ok = true;
-        for w in waits {
-            ok &= w.await.unwrap_or(false);
-        }
-        if let Some(f) = &mut self.fallback {
-            ok &= f.flush().await.is_ok();
-        }
-        ok
+        got
     }
+}
+
+/// What one output partition's task hands the runner.
+enum PartitionMsg {
+    Batch(arrow::record_batch::RecordBatch),
+    Barrier(u64),
+    Error(String),
+    End,
+}
+
+/// A Kafka source's request for a barrier now (a rebalance giving partitions away).
+struct BarrierRequest {
+    source: String,
+    reply: std::sync::mpsc::Sender<Option<Positions>>,
+}
+
+/// The runner's side of [`BarrierRequests`].
+#[derive(Debug)]
+struct Requests(mpsc::UnboundedSender<(String, std::sync::mpsc::Sender<Option<Positions>>)>);
+
+impl BarrierRequests for Requests {
+    fn request_and_wait(&self, source: &str, wait: Duration) -> Option<Positions> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.0.send((source.to_string(), tx)).ok()?;
+        rx.recv_timeout(wait).ok().flatten()
+    }
+}
+
+/// Where a run starts from: a checkpoint's manifest and its operators' states.
+struct Restored {
+    manifest: Manifest,
+    states: HashMap<usize, OperatorState>,
+}
+
+fn ck(e: CheckpointError) -> String {
+    e.to_string()
+}
+
+/// Reads the manifest named by `--from-checkpoint` (a checkpoint directory or its manifest)
+/// and the store it belongs to.
+fn store_of(path: &std::path::Path) -> Result<(CheckpointStore, u64), String> {
+    let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(|p| p.to_path_buf()).unwrap_or_default() };
+    let id = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("chk-"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| format!("--from-checkpoint {}: not a checkpoint (a directory chk-NNNNNNNN, or its _manifest.json)", path.display()))?;
+    let root = dir.parent().ok_or_else(|| format!("--from-checkpoint {}: not inside a checkpoint store", path.display()))?;
+    let store = CheckpointStore::open(&root.display().to_string()).map_err(ck)?;
+    Ok((store, id))
+}
+
+/// Loads checkpoint `id`'s operator states.
+async fn load_states(store: &CheckpointStore, manifest: &Manifest) -> Result<HashMap<usize, OperatorState>, String> {
+    let mut states = HashMap::new();
+    for op in &manifest.operators {
+        let mut tables = Vec::new();
+        for (name, t) in &op.tables {
+            let bytes = store.get(manifest.checkpoint, &t.file).await.map_err(ck)?;
+            let batch = decode(bytes).map_err(ck)?;
+            tables.push(crate::checkpoint::state::StateTable { name: name.clone(), batch, key_columns: Vec::new() });
+        }
+        states.insert(op.id, OperatorState { meta: op.meta.clone(), tables });
+    }
+    Ok(states)
+}
+
+/// Checks that `manifest` was taken with the plan `job` has now.
+fn check_compatible(job: &PlannedJob, manifest: &Manifest, store: &str) -> Result<(), String> {
+    let now = &job.plan_checkpoints.operators;
+    let then = &manifest.operators;
+    let refuse = |why: String| {
+        Err(format!(
+            "job '{}': checkpoint {} in {store} was taken with another query ({why}); its state cannot be restored into this one. Run with --no-restore to start afresh, or --from-checkpoint to pick another checkpoint",
+            job.spec.name, manifest.checkpoint
+        ))
+    };
+    if now.len() != then.len() && !(then.is_empty() && job.plan_checkpoints.problem.is_some()) {
+        return refuse(format!("{} stateful operators then, {} now", then.len(), now.len()));
+    }
+    for (a, b) in then.iter().zip(now) {
+        if a.shape != b.shape {
+            return refuse(format!("operator #{} was `{}`, now `{}`", a.id, a.shape, b.shape));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `job` to completion (bounded sources drained) or until `opts.stop` turns true.
 pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     let start = Instant::now();
     let name = job.spec.name.clone();
-    let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
-    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
-    let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
-    let mut error: Option<String> = None;
-    let mut sinks: Vec<SinkHandle> = Vec::new();
-    let output_schema = job.plan.schema();
-    for rel in &job.spec.sinks {
-        let strategy = match &default_strategy {
-            Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
-            Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
-        };
-        let sink = create_sink(rel, &name).and_then(|s| s.check_schema(&output_schema).map(|()| s));
-        match (sink, strategy) {
-            (Ok(sink), Ok(strategy)) => {
-                info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
-                sinks.push(SinkHandle::spawn(&name, sink, strategy, queue, fatal_tx.clone()));
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                warn!(job = %name, "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", rel.name);
-                sinks.push(SinkHandle::failed(&rel.name));
-            }
-        }
-    }
-    drop(fatal_tx);
-
     let rows_out = Arc::new(AtomicU64::new(0));
-    let _progress = opts.progress.then(|| progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(&rows_out)));
-    if let Some(l) = &opts.live {
-        let live_sinks =
-            sinks.iter().map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) }).collect();
-        l.attach(Arc::clone(&rows_out), live_sinks, Arc::clone(&job.plan));
-    }
-    let mut out = Outputs { name: name.clone(), sinks, fallback: None, fallback_rows: 0, rows_out: Arc::clone(&rows_out) };
-    let gates: Vec<Arc<CommitGate>> = job.sources.iter().filter_map(|s| s.commit_gate()).collect();
-    let commit_every = gates.iter().map(|g| g.interval()).min().unwrap_or(Duration::from_secs(3600));
-    let mut commit_tick = tokio::time::interval_at(tokio::time::Instant::now() + commit_every, commit_every);
-    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut barrier_check = tokio::time::interval(Duration::from_millis(2));
-    // When the open commit barrier was opened; None when no barrier is open.
-    let mut barrier: Option<Instant> = None;
-    let mut stopped = false;
-    let mut stop_alive = true;
-    let mut stop_deadline: Option<Instant> = None;
-    // The query's stream, kept to be closed off the runtime at the end (see `close_bounded`).
-    let mut finished_stream = None;
-    match execute_stream(Arc::clone(&job.plan), job.ctx.task_ctx()) {
-        Err(e) => error = Some(describe_datafusion_error(&e)),
-        Ok(mut stream) => {
-            loop {
-                tokio::select! {
-                    biased;
-                    changed = opts.stop.changed(), if stop_alive && stop_deadline.is_none() => {
-                        if changed.is_err() {
-                            stop_alive = false; // nobody can ask us to stop any more
-                        } else if *opts.stop.borrow() {
-                            info!(job = %name, "stop requested: flushing sinks");
-                            stopped = true;
-                            if gates.is_empty() {
-                                break;
-                            }
-                            // A last barrier, so that what the sinks received is committed.
-                            stop_deadline = Some(Instant::now() + STOP_DRAIN);
-                            if barrier.is_none() {
-                                gates.iter().for_each(|g| g.open());
-                                barrier = Some(Instant::now());
-                            }
-                        }
-                    }
-                    Some(msg) = fatal_rx.recv() => {
-                        error = Some(msg);
-                        break;
-                    }
-                    _ = commit_tick.tick(), if !gates.is_empty() && barrier.is_none() => {
-                        gates.iter().for_each(|g| g.open());
-                        barrier = Some(Instant::now());
-                    }
-                    // a rebalance is giving partitions away: drain and commit them now
-                    _ = any_requested(&gates), if !gates.is_empty() && barrier.is_none() => {
-                        gates.iter().for_each(|g| g.open());
-                        barrier = Some(Instant::now());
-                    }
-                    _ = barrier_check.tick(), if barrier.is_some() => {
-                        let quiet = gates.iter().all(|g| g.quiet());
-                        if quiet {
-                            // Nothing left the readers since: drain what is in flight, then have
-                            // every sink acknowledge before committing.
-                            let mut ended = false;
-                            while let Some(next) = stream.next().now_or_never() {
-                                match next {
-                                    Some(Ok(batch)) => out.deliver(batch).await,
-                                    Some(Err(e)) => {
-                                        error = Some(describe_datafusion_error(&e));
-                                        ended = true;
-                                        break;
-                                    }
-                                    None => {
-                                        ended = true;
-                                        break;
-                                    }
-                                }
-                            }
-                            let acked = error.is_none() && out.flush_all().await;
-                            if stop_deadline.is_some() {
-                                gates.iter().for_each(|g| g.release_final(acked));
-                            } else {
-                                gates.iter().for_each(|g| g.release(acked));
-                            }
-                            barrier = None;
-                            if ended || stop_deadline.is_some() {
-                                break;
-                            }
-                        } else if let Some(opened) = barrier {
-                            if let Some(deadline) = stop_deadline {
-                                if Instant::now() >= deadline {
-                                    warn!(job = %name, "stopping without a last commit: rows still in flight after {}s", STOP_DRAIN.as_secs());
-                                    gates.iter().for_each(|g| g.release(false));
-                                    break;
-                                }
-                            } else if opened.elapsed() > BARRIER_TIMEOUT.max(commit_every) {
-                                // An operator is not reading some input (join alignment): try later.
-                                debug!(job = %name, "commit barrier timed out; retrying at the next interval");
-                                gates.iter().for_each(|g| g.release(false));
-                                barrier = None;
-                            }
-                        }
-                    }
-                    next = stream.next() => match next {
-                        None => break,
-                        Some(Err(e)) => {
-                            error = Some(describe_datafusion_error(&e));
-                            break;
-                        }
-                        Some(Ok(batch)) => out.deliver(batch).await,
-                    }
-                }
-            }
-            finished_stream = Some(stream);
+    let mut report = JobReport {
+        name: name.clone(),
+        rows_out: 0,
+        sources: Vec::new(),
+        sinks: Vec::new(),
+        fallback_rows: 0,
+        elapsed: Duration::ZERO,
+        stopped: false,
+        late_rows: 0,
+        untimed_rows: 0,
+        state_bytes: 0,
+        checkpoints: 0,
+        failed_checkpoints: 0,
+        restored_from: None,
+        checkpoint_max_ms: 0,
+        checkpoint_total_ms: 0,
+        checkpoint_bytes: 0,
+        error: None,
+    };
+    let mut out = Outputs { name: name.clone(), sinks: Vec::new(), fallback: None, fallback_rows: 0, rows_out: Arc::clone(&rows_out) };
+    let mut leftovers = None;
+    match prepare_and_run(&job, &mut opts, &mut out, &mut report, &rows_out).await {
+        Ok(parts) => leftovers = parts,
+        Err(e) => {
+            report.error.get_or_insert(e);
         }
     }
-    gates.iter().for_each(|g| {
-        g.release(false);
-        g.close();
-    });
     let Outputs { mut sinks, fallback, fallback_rows, .. } = out;
     // Close every queue, then wait for the sinks to flush.
     for s in sinks.iter_mut() {
@@ -305,58 +306,683 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
             match task.await {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    error.get_or_insert(msg);
+                    report.error.get_or_insert(msg);
                 }
                 Err(e) => {
-                    error.get_or_insert(format!("sink '{}' panicked: {e}", s.name));
+                    report.error.get_or_insert(format!("sink '{}' panicked: {e}", s.name));
                 }
             }
         }
     }
-    if let Some(mut out) = fallback {
-        let _ = out.close().await;
+    if let Some(mut f) = fallback {
+        let _ = f.close().await;
     }
-    let report = JobReport {
-        name,
-        rows_out: rows_out.load(Ordering::Relaxed),
-        sources: job
-            .sources
-            .iter()
-            .map(|s| ConnectorReport { name: s.name().to_string(), records: s.metrics().records(), errors: s.metrics().errors(), failed: false })
-            .collect(),
-        sinks: sinks
-            .iter()
-            .map(|s| ConnectorReport {
-                name: s.name.clone(),
-                records: s.metrics.records(),
-                errors: s.metrics.errors(),
-                failed: s.failed.load(Ordering::Relaxed),
-            })
-            .collect(),
-        fallback_rows,
-        elapsed: start.elapsed(),
-        stopped,
-        late_rows: operator_counter(&job.plan, "late_rows_dropped"),
-        untimed_rows: operator_counter(&job.plan, "rows_without_event_time"),
-        state_bytes: operator_counter(&job.plan, "state_bytes"),
-        error,
-    };
-    close_bounded(&report.name, (finished_stream, job)).await;
+    report.rows_out = rows_out.load(Ordering::Relaxed);
+    report.sources = job
+        .sources
+        .iter()
+        .map(|s| ConnectorReport { name: s.name().to_string(), records: s.metrics().records(), errors: s.metrics().errors(), failed: false, dropped: 0 })
+        .collect();
+    report.sinks = sinks
+        .iter()
+        .map(|s| ConnectorReport {
+            name: s.name.clone(),
+            records: s.metrics.records(),
+            errors: s.metrics.errors(),
+            failed: s.failed.load(Ordering::Relaxed),
+            dropped: s.metrics.dropped(),
+        })
+        .collect();
+    report.fallback_rows = fallback_rows;
+    report.elapsed = start.elapsed();
+    report.late_rows = operator_counter(&job.plan, "late_rows_dropped");
+    report.untimed_rows = operator_counter(&job.plan, "rows_without_event_time");
+    report.state_bytes = operator_counter(&job.plan, "state_bytes");
+    close_bounded(&report.name, (leftovers, job)).await;
     report
 }
 
-/// Resolves when a source asks for a barrier now (never, without gates).
-async fn any_requested(gates: &[Arc<CommitGate>]) {
-    if gates.is_empty() {
+/// Opens the sinks, restores the latest checkpoint, and runs the job; returns the plan's
+/// partitions (to be closed off the runtime).
+async fn prepare_and_run(
+    job: &PlannedJob,
+    opts: &mut RunOptions,
+    out: &mut Outputs,
+    report: &mut JobReport,
+    rows_out: &Arc<AtomicU64>,
+) -> Result<Option<Vec<Part>>, String> {
+    let name = job.spec.name.clone();
+    let cfg: CheckpointConfig = job.checkpoints.clone();
+    let unbounded = job.sources.iter().any(|s| !s.is_bounded());
+    // barriers flow through streaming plans; a bounded job commits once, at its end
+    let barriers = cfg.enabled && unbounded;
+    let delivery = match (cfg.enabled, cfg.mode) {
+        (false, _) => Delivery::Plain,
+        (true, Mode::AtLeastOnce) => Delivery::AtLeastOnce,
+        (true, Mode::ExactlyOnce) => Delivery::ExactlyOnce,
+    };
+    let mut slots = open_sinks(job, delivery)?;
+    let mut restore = opts.restore.clone();
+    let store = match cfg.enabled {
+        true => match CheckpointStore::open_exclusive(&cfg.dir).map_err(|e| format!("job '{name}': {e}"))? {
+            Some(s) => Some(s),
+            None => {
+                // another process of the job runs from this directory: this one checkpoints
+                // apart, starting from the group's offsets (its partitions are its own)
+                let apart = format!("{}/instances/{}", cfg.dir.trim_end_matches('/'), std::process::id());
+                warn!(job = %name, "{} is in use by another process of job '{name}': this one takes its checkpoints in {apart} and restores none", cfg.dir);
+                restore = Restore::Fresh;
+                CheckpointStore::open_exclusive(&apart).map_err(|e| format!("job '{name}': {e}"))?
+            }
+        },
+        false => None,
+    };
+    let restored = match &store {
+        Some(store) => choose_restore(job, &restore, store, &mut slots).await?,
+        None => None,
+    };
+    if let Some(r) = &restored {
+        report.restored_from = Some(r.manifest.checkpoint);
+        if r.manifest.finished && !unbounded {
+            info!(job = %name, "job '{name}' already completed (checkpoint {} in {}): its inputs were read to the end; run with --no-restore to read them again", r.manifest.checkpoint, cfg.dir);
+            return Ok(None);
+        }
+        info!(job = %name, "restoring checkpoint {} from {}", r.manifest.checkpoint, cfg.dir);
+        for source in &job.sources {
+            if let (Some(c), Some(p)) = (source.checkpoint(), r.manifest.sources.get(source.name())) {
+                c.restore(p).map_err(|e| format!("source '{}': {e}", source.name()))?;
+            }
+        }
+    }
+    let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+    let (sink_tx, sink_rx) = mpsc::unbounded_channel();
+    let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
+    for slot in slots {
+        match slot {
+            SinkSlot::Ready { index, mut sink, strategy } => {
+                let at = restored.as_ref().map(|r| (r.manifest.checkpoint, r.manifest.sinks.get(sink.name()).cloned().flatten()));
+                let recovered = if cfg.enabled { sink.recover(at).await } else { Ok(()) };
+                if let Err(e) = recovered {
+                    let msg = format!("sink '{}': recovering from the checkpoint failed: {e}", sink.name());
+                    if delivery == Delivery::ExactlyOnce {
+                        return Err(msg);
+                    }
+                    warn!(job = %name, "{msg}");
+                }
+                out.sinks.push(SinkHandle::spawn(&name, index, sink, strategy, queue, fatal_tx.clone(), sink_tx.clone()));
+            }
+            SinkSlot::Failed(n) => out.sinks.push(SinkHandle::failed(&n)),
+        }
+    }
+    drop(fatal_tx);
+    drop(sink_tx);
+    let _progress = opts.progress.then(|| progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(rows_out)));
+    if let Some(l) = &opts.live {
+        let live_sinks =
+            out.sinks.iter().map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) }).collect();
+        l.attach(Arc::clone(rows_out), live_sinks, Arc::clone(&job.plan));
+    }
+    let ctx = Run { job, cfg: &cfg, store, barriers, delivery, restored };
+    ctx.run(opts, out, fatal_rx, sink_rx, report).await
+}
+
+/// Creates the job's sinks. Under `use_transactions` every sink must be able to take part,
+/// every source must record positions, and the plan must carry barriers: otherwise the job
+/// does not start, naming what cannot.
+fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, String> {
+    let name = &job.spec.name;
+    let transactional = delivery == Delivery::ExactlyOnce;
+    if transactional {
+        if let Some(s) = job.sources.iter().find(|s| s.checkpoint().is_none()) {
+            return Err(format!("use_transactions: source '{}' cannot take part in transactions (it cannot say where it has read to)", s.name()));
+        }
+        if let Some(p) = &job.plan_checkpoints.problem {
+            if job.sources.iter().any(|s| !s.is_bounded()) {
+                return Err(format!("use_transactions: the query cannot be checkpointed: {p}"));
+            }
+        }
+    }
+    let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
+    let output_schema = job.plan.schema();
+    let mut slots = Vec::new();
+    for (index, rel) in job.spec.sinks.iter().enumerate() {
+        let strategy = match &default_strategy {
+            Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
+            Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
+        };
+        let sink = create_sink(rel, name).and_then(|mut s| {
+            s.check_schema(&output_schema)?;
+            if transactional && !s.transactional() {
+                return Err(ferris_connectors::ConnectorError::Other(format!(
+                    "it cannot take part in transactions ({} writes rows as they come: at least once)",
+                    rel.connector
+                )));
+            }
+            s.set_delivery(name, delivery)?;
+            Ok(s)
+        });
+        match (sink, strategy) {
+            (Ok(sink), Ok(strategy)) => {
+                info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
+                slots.push(SinkSlot::Ready { index, sink, strategy });
+            }
+            (Err(e), _) | (_, Err(e)) if transactional => return Err(format!("use_transactions: sink '{}': {e}", rel.name)),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(job = %name, "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", rel.name);
+                slots.push(SinkSlot::Failed(rel.name.clone()));
+            }
+        }
+    }
+    Ok(slots)
+}
+
+/// Picks the checkpoint to start from and checks it fits the job. A sink whose commit cannot
+/// be redone (a Kafka transaction) says which checkpoint it committed last: when the latest
+/// one's commit did not happen, the run starts from the one before.
+async fn choose_restore(job: &PlannedJob, restore: &Restore, store: &CheckpointStore, sinks: &mut [SinkSlot]) -> Result<Option<Restored>, String> {
+    let name = &job.spec.name;
+    let (store, mut manifest) = match restore {
+        Restore::Fresh => return Ok(None),
+        Restore::From(path) => {
+            let (s, id) = store_of(path)?;
+            let m = s.manifest(id).await.map_err(ck)?;
+            (s, m)
+        }
+        Restore::Latest => match store.latest().await.map_err(ck)? {
+            Some(m) => (store.clone(), m),
+            None => return Ok(None),
+        },
+    };
+    for slot in sinks.iter_mut() {
+        let SinkSlot::Ready { sink, .. } = slot else { continue };
+        if !sink.commit_is_final() {
+            continue;
+        }
+        let committed = sink.last_committed().await.map_err(|e| e.to_string())?;
+        if committed.is_some_and(|c| c >= manifest.checkpoint) {
+            continue;
+        }
+        // the latest checkpoint is complete but its transaction did not commit: the one before
+        warn!(
+            job = %name,
+            "checkpoint {} was not committed by sink '{}' before the job stopped: starting from {}",
+            manifest.checkpoint,
+            sink.name(),
+            committed.map_or("the beginning".to_string(), |c| format!("checkpoint {c}"))
+        );
+        match committed {
+            Some(c) => {
+                manifest = store.manifest(c).await.map_err(|e| {
+                    format!(
+                        "job '{name}': sink '{}' committed checkpoint {c} last, and that checkpoint cannot be read from {} ({e})",
+                        sink.name(),
+                        store.display()
+                    )
+                })?
+            }
+            None => return Ok(None),
+        }
+    }
+    check_compatible(job, &manifest, store.display())?;
+    let states = load_states(&store, &manifest).await?;
+    Ok(Some(Restored { manifest, states }))
+}
+
+/// A sink before its task starts: ready, or one that could not be created.
+enum SinkSlot {
+    Ready { index: usize, sink: Box<dyn Sink>, strategy: FailureStrategy },
+    Failed(String),
+}
+
+/// One output partition of the plan, as the runner reads it.
+struct Part {
+    rx: mpsc::Receiver<PartitionMsg>,
+    /// Delivered this barrier and waits for the others.
+    blocked: Option<u64>,
+    ended: bool,
+    _task: datafusion::common::runtime::SpawnedTask<()>,
+}
+
+/// The next message of any partition that is neither ended nor waiting at a barrier.
+async fn next_part(parts: &mut [Part]) -> (usize, Option<PartitionMsg>) {
+    let live: Vec<(usize, &mut Part)> = parts.iter_mut().enumerate().filter(|(_, p)| !p.ended && p.blocked.is_none()).collect();
+    if live.is_empty() {
         return futures::future::pending().await;
     }
-    futures::future::select_all(gates.iter().map(|g| Box::pin(g.requested()))).await;
+    let (idx, futs): (Vec<usize>, Vec<_>) = live.into_iter().map(|(i, p)| (i, Box::pin(p.rx.recv()))).unzip();
+    let (msg, k, _) = futures::future::select_all(futs).await;
+    (idx[k], msg)
+}
+
+/// A checkpoint whose manifest is written, being committed: the sinks whose commit cannot be
+/// redone first, then the others and the sources.
+struct Committing {
+    n: u64,
+    manifest: Manifest,
+    waiting: Vec<usize>,
+}
+
+/// A Kafka source waiting for a barrier newer than `after`.
+struct Waiting {
+    request: BarrierRequest,
+    after: u64,
+}
+
+/// One run of a planned job.
+struct Run<'a> {
+    job: &'a PlannedJob,
+    cfg: &'a CheckpointConfig,
+    store: Option<CheckpointStore>,
+    barriers: bool,
+    delivery: Delivery,
+    restored: Option<Restored>,
+}
+
+impl Run<'_> {
+    fn merge(&self, source: &str, into: &mut Positions, other: Positions) {
+        match self.job.sources.iter().find(|s| s.name() == source).and_then(|s| s.checkpoint()) {
+            Some(c) => c.merge(into, other),
+            None => ferris_connectors::checkpoint::merge_earliest(into, other),
+        }
+    }
+
+    fn source(&self, name: &str) -> Option<&Arc<dyn Source>> {
+        self.job.sources.iter().find(|s| s.name() == name)
+    }
+
+    async fn run(
+        mut self,
+        opts: &mut RunOptions,
+        out: &mut Outputs,
+        mut fatal_rx: mpsc::UnboundedReceiver<String>,
+        mut sink_rx: mpsc::UnboundedReceiver<SinkEvent>,
+        report: &mut JobReport,
+    ) -> Result<Option<Vec<Part>>, String> {
+        let job = self.job;
+        let name = job.spec.name.clone();
+        let (leaf_tx, mut leaf_rx) = mpsc::unbounded_channel::<LeafEvent>();
+        let (op_tx, mut op_rx) = mpsc::unbounded_channel::<OperatorEvent>();
+        let (req_tx, mut req_rx) = mpsc::unbounded_channel::<(String, std::sync::mpsc::Sender<Option<Positions>>)>();
+        let (write_tx, mut write_rx) = mpsc::unbounded_channel::<(u64, Result<(Manifest, u64), String>)>();
+        // the task context: checkpoints' context for our operators and the source leaves
+        let mut state = job.ctx.state();
+        let runtime = BarrierRuntime::new(leaf_tx);
+        if self.barriers {
+            let ids = job.plan_checkpoints.operators.iter().map(|o| (o.address, o.id)).collect();
+            let states = self.restored.as_mut().map(|r| std::mem::take(&mut r.states)).unwrap_or_default();
+            let context =
+                CheckpointContext { runtime: Arc::clone(&runtime), ids, restored: std::sync::Mutex::new(states), events: op_tx, positions: HashMap::new() };
+            state.config_mut().set_extension(Arc::new(context));
+        }
+        state.config_mut().set_extension(Arc::new(JobBarriers(Arc::new(Requests(req_tx)))));
+        let task_ctx = Arc::new(datafusion::execution::TaskContext::from(&state));
+        // every output partition, read by a task of its own (the runner's inputs)
+        let mut parts = Vec::new();
+        for p in 0..job.plan.output_partitioning().partition_count() {
+            let input = ScopedInput::execute(|| job.plan.execute(p, Arc::clone(&task_ctx))).map_err(|e| describe_datafusion_error(&e))?;
+            let scope = input.scope();
+            let (tx, rx) = mpsc::channel(2);
+            let task = datafusion::common::runtime::SpawnedTask::spawn(pump(input, scope, tx));
+            parts.push(Part { rx, blocked: None, ended: false, _task: task });
+        }
+        let first_id = match &self.store {
+            Some(s) => s.complete().await.map_err(ck)?.last().copied().unwrap_or(0).max(self.restored.as_ref().map_or(0, |r| r.manifest.checkpoint)) + 1,
+            None => 1,
+        };
+        let open_sinks: Vec<usize> = out.sinks.iter().enumerate().filter(|(_, s)| s.is_open()).map(|(i, _)| i).collect();
+        let mut coord = Coordinator::new(first_id, if self.barriers { runtime.source_leaves() } else { 0 }, job.plan_checkpoints.operators.len(), open_sinks);
+        if !self.barriers {
+            coord.ops = 0;
+        }
+        if runtime.has_unscoped_leaves() && self.barriers {
+            warn!(job = %name, "a source is read outside the job's barrier scopes: checkpoints cannot complete");
+        }
+        // stateless jobs take their barriers as often as their sources like to commit
+        let interval = if job.plan_checkpoints.operators.is_empty() {
+            job.sources.iter().filter_map(|s| s.checkpoint().and_then(|c| c.commit_interval())).min().map_or(self.cfg.interval, |i| i.min(self.cfg.interval))
+        } else {
+            self.cfg.interval
+        };
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting: Vec<Waiting> = Vec::new();
+        let mut committing: Option<Committing> = None;
+        let mut writing = false;
+        // stop requested: the deadline, and the last barrier started before the request (the
+        // job stops once a newer one is committed)
+        let mut stopping: Option<(Instant, u64)> = None;
+        let mut stop_alive = true;
+        let mut input_done = false;
+        let mut last_done = false;
+        let mut warned_slow = false;
+        loop {
+            // a complete checkpoint is written (state, then the manifest last)
+            if !writing && committing.is_none() && coord.complete() {
+                writing = true;
+                let manifest_parts = self.manifest_parts(&mut coord);
+                match (&self.store, manifest_parts) {
+                    (Some(store), (n, manifest, tables)) => {
+                        let store = store.clone();
+                        let tx = write_tx.clone();
+                        tokio::spawn(async move {
+                            let r = write_checkpoint(&store, manifest, tables).await;
+                            let _ = tx.send((n, r));
+                        });
+                    }
+                    (None, (n, manifest, _)) => {
+                        let _ = write_tx.send((n, Ok((manifest, 0))));
+                    }
+                }
+            }
+            if last_done || (input_done && !self.cfg.enabled) {
+                break;
+            }
+            if let Some((deadline, _)) = stopping {
+                if Instant::now() >= deadline {
+                    warn!(job = %name, "stopping without a last checkpoint: it did not complete within {}s ({})", STOP_DRAIN.as_secs(), coord.missing().map(|m| m.join(", ")).unwrap_or_default());
+                    break;
+                }
+            }
+            if let Some(p) = &coord.pending {
+                if !warned_slow && p.started.elapsed() > (interval * 10).max(Duration::from_secs(60)) {
+                    warned_slow = true;
+                    warn!(job = %name, "checkpoint {} has waited {}s for: {}", p.n, p.started.elapsed().as_secs(), coord.missing().map(|m| m.join(", ")).unwrap_or_default());
+                }
+            }
+            let can_start = self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done;
+            tokio::select! {
+                biased;
+                changed = opts.stop.changed(), if stop_alive && stopping.is_none() => {
+                    if changed.is_err() {
+                        stop_alive = false;
+                    } else if *opts.stop.borrow() {
+                        info!(job = %name, "stop requested: flushing sinks");
+                        report.stopped = true;
+                        if !self.barriers {
+                            break;
+                        }
+                        stopping = Some((Instant::now() + STOP_DRAIN, coord.next.saturating_sub(1)));
+                        if can_start {
+                            self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+                        }
+                    }
+                }
+                Some(msg) = fatal_rx.recv() => return Err(msg),
+                Some(ev) = leaf_rx.recv() => match ev {
+                    LeafEvent::Passed { leaf, barrier, source, partition, positions } => coord.leaf_passed(leaf, barrier, (source, partition, positions)),
+                    LeafEvent::Finished { leaf, source, partition, positions } => coord.leaf_finished(leaf, (source, partition, positions)),
+                },
+                Some(ev) = op_rx.recv() => match ev {
+                    OperatorEvent::Snapshot { operator, barrier, state } => coord.snapshot(operator, barrier, state),
+                    OperatorEvent::Finished { operator } => coord.op_finished(operator),
+                },
+                Some(ev) = sink_rx.recv() => match ev {
+                    SinkEvent::Prepared { sink, n, result: Ok(prepared) } => coord.prepared(sink, n, prepared),
+                    SinkEvent::Prepared { sink, n, result: Err(e) } => {
+                        let msg = format!("sink '{}' could not prepare checkpoint {n}: {e}", out.sinks[sink].name);
+                        if self.delivery == Delivery::ExactlyOnce {
+                            return Err(msg);
+                        }
+                        warn!(job = %name, "{msg}: the checkpoint is skipped");
+                        report.failed_checkpoints += 1;
+                        coord.pending = None;
+                    }
+                    SinkEvent::Committed { sink, n, result } => {
+                        if let Err(e) = result {
+                            let msg = format!("sink '{}' could not commit checkpoint {n}: {e}", out.sinks[sink].name);
+                            if self.delivery == Delivery::ExactlyOnce {
+                                return Err(msg);
+                            }
+                            warn!(job = %name, "{msg}");
+                        }
+                        if let Some(c) = committing.as_mut().filter(|c| c.n == n) {
+                            c.waiting.retain(|s| *s != sink);
+                            if c.waiting.is_empty() {
+                                if let Some(c) = committing.take() {
+                                    let n = c.n;
+                                    let done = self.finish_commit(c, out, &mut waiting, stopping.is_some() || input_done, report).await;
+                                    if done.last || stopping.is_some_and(|(_, after)| n > after) {
+                                        last_done = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+                Some((source, reply)) = req_rx.recv() => {
+                    // a rebalance gives partitions away: a barrier now, newer than any in flight
+                    let after = coord.pending.as_ref().map_or(coord.next.saturating_sub(1), |p| p.n);
+                    waiting.push(Waiting { request: BarrierRequest { source, reply }, after });
+                    if can_start {
+                        self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+                    }
+                }
+                Some((n, written)) = write_rx.recv() => {
+                    writing = false;
+                    match written {
+                        Ok((manifest, bytes)) => {
+                            report.checkpoints += 1;
+                            if let Some(p) = coord.pending.as_ref().filter(|p| p.n == n) {
+                                let ms = p.started.elapsed().as_millis() as u64;
+                                report.checkpoint_max_ms = report.checkpoint_max_ms.max(ms);
+                                report.checkpoint_total_ms += ms;
+                            }
+                            report.checkpoint_bytes = bytes;
+                            debug!(job = %name, "checkpoint {n} written");
+                            let finals = out.broadcast(|s| s.commit_is_final, || SinkMsg::Commit(n)).await;
+                            let c = Committing { n, manifest, waiting: finals };
+                            if c.waiting.is_empty() {
+                                let done = self.finish_commit(c, out, &mut waiting, stopping.is_some() || input_done, report).await;
+                                if done.last || stopping.is_some_and(|(_, after)| n > after) {
+                                    last_done = true;
+                                }
+                            } else {
+                                committing = Some(c);
+                            }
+                        }
+                        Err(e) => {
+                            report.failed_checkpoints += 1;
+                            error!(job = %name, "checkpoint {n} failed: {e}; nothing after checkpoint {} is committed until one succeeds", n.saturating_sub(1));
+                            if coord.pending.as_ref().is_some_and(|p| p.last) || stopping.is_some() {
+                                return Err(format!("the last checkpoint failed: {e}"));
+                            }
+                        }
+                    }
+                    if coord.pending.as_ref().is_some_and(|p| p.n == n) {
+                        coord.pending = None;
+                    }
+                }
+                _ = tick.tick(), if can_start => {
+                    self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+                }
+                (i, msg) = next_part(&mut parts) => match msg {
+                    Some(PartitionMsg::Batch(batch)) => out.deliver(batch).await,
+                    Some(PartitionMsg::Barrier(n)) => {
+                        parts[i].blocked = Some(n);
+                        self.check_aligned(&mut parts, &mut coord, out).await;
+                    }
+                    Some(PartitionMsg::Error(e)) => return Err(e),
+                    None | Some(PartitionMsg::End) => {
+                        parts[i].ended = true;
+                        self.check_aligned(&mut parts, &mut coord, out).await;
+                        if parts.iter().all(|p| p.ended) {
+                            input_done = true;
+                            if self.cfg.enabled && coord.pending.is_none() && committing.is_none() && !writing {
+                                self.start_last(&mut coord, out).await;
+                            }
+                        }
+                    }
+                },
+            }
+            // after a barrier in flight at the end of the input, the last checkpoint
+            if input_done && self.cfg.enabled && coord.pending.is_none() && committing.is_none() && !writing && !last_done {
+                self.start_last(&mut coord, out).await;
+            }
+            // a stop or a rebalance waits for the next barrier
+            let wanted = stopping.is_some() || waiting.iter().any(|w| w.after >= coord.next.saturating_sub(1));
+            if wanted && self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done {
+                self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+            }
+        }
+        Ok(Some(parts))
+    }
+
+    fn start_barrier(&self, coord: &mut Coordinator, runtime: &Arc<BarrierRuntime>, warned: &mut bool) {
+        let n = coord.start(false);
+        *warned = false;
+        debug!(job = %self.job.spec.name, "barrier {n}");
+        runtime.trigger(n);
+    }
+
+    /// The checkpoint at the end of the input: everything has ended; the sinks prepare.
+    async fn start_last(&self, coord: &mut Coordinator, out: &mut Outputs) {
+        let n = coord.start(true);
+        coord.aligned(n);
+        let got = out.broadcast(|_| true, || SinkMsg::Prepare(n)).await;
+        coord.sinks.retain(|s| got.contains(s));
+    }
+
+    /// When every partition has delivered the barrier (or ended), the sinks prepare it and the
+    /// partitions go on.
+    async fn check_aligned(&self, parts: &mut [Part], coord: &mut Coordinator, out: &mut Outputs) {
+        let Some(n) = parts.iter().find_map(|p| p.blocked) else { return };
+        if !parts.iter().all(|p| p.ended || p.blocked == Some(n)) {
+            return;
+        }
+        coord.aligned(n);
+        let got = out.broadcast(|_| true, || SinkMsg::Prepare(n)).await;
+        coord.sinks.retain(|s| got.contains(s));
+        for p in parts.iter_mut() {
+            p.blocked = None;
+        }
+    }
+
+    /// The manifest of the complete checkpoint in flight, and its state tables to write.
+    fn manifest_parts(&self, coord: &mut Coordinator) -> (u64, Manifest, Vec<(String, crate::checkpoint::state::StateTable)>) {
+        let sources = coord.positions(|s, into, other| self.merge(s, into, other));
+        let p = coord.pending.as_ref();
+        let n = p.map_or(0, |p| p.n);
+        let last = p.is_some_and(|p| p.last);
+        let mut operators = Vec::new();
+        let mut tables = Vec::new();
+        if let Some(p) = p {
+            for op in &self.job.plan_checkpoints.operators {
+                let state = p.ops.get(&op.id).cloned().unwrap_or_default();
+                let mut entry = OperatorEntry { id: op.id, shape: op.shape.clone(), meta: state.meta.clone(), tables: BTreeMap::new() };
+                for t in state.tables {
+                    let file = format!("op-{}-{}.arrow", op.id, t.name);
+                    entry.tables.insert(t.name.clone(), TableEntry { file: file.clone(), rows: t.batch.num_rows(), key_groups: Vec::new() });
+                    tables.push((file, t));
+                }
+                operators.push(entry);
+            }
+        }
+        let sinks = p
+            .map(|p| self.job.spec.sinks.iter().enumerate().filter_map(|(i, rel)| p.prepared.get(&i).map(|prep| (rel.name.clone(), prep.clone()))).collect())
+            .unwrap_or_default();
+        let manifest = Manifest {
+            version: MANIFEST_VERSION,
+            job: self.job.spec.name.clone(),
+            checkpoint: n,
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            mode: self.cfg.mode.name().to_string(),
+            finished: last,
+            operators,
+            sources,
+            sinks,
+        };
+        (n, manifest, tables)
+    }
+
+    /// After the sinks that commit first: the other sinks commit, the sources commit their
+    /// positions, old checkpoints go, and rebalances waiting for this barrier are answered.
+    async fn finish_commit(&self, c: Committing, out: &mut Outputs, waiting: &mut Vec<Waiting>, last: bool, report: &mut JobReport) -> CommitDone {
+        let n = c.n;
+        out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n)).await;
+        for (source, positions) in &c.manifest.sources {
+            if let Some(cp) = self.source(source).and_then(|s| s.checkpoint()) {
+                cp.commit(positions, last);
+            }
+        }
+        let (answered, still): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(waiting).into_iter().partition(|w| w.after < n);
+        *waiting = still;
+        for w in answered {
+            let _ = w.request.reply.send(c.manifest.sources.get(&w.request.source).cloned());
+        }
+        if let Some(store) = &self.store {
+            let store = store.clone();
+            let retain = self.cfg.retain;
+            let job = self.job.spec.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.prune(retain).await {
+                    warn!(job = %job, "pruning old checkpoints: {e}");
+                }
+            });
+        }
+        let _ = report;
+        CommitDone { last: c.manifest.finished }
+    }
+}
+
+/// What a finished commit says.
+struct CommitDone {
+    /// It was the checkpoint at the end of the input.
+    last: bool,
+}
+
+/// Drives one output partition: its rows and barriers to the runner; the partition goes on
+/// after a barrier once its marker is in the channel (the runner aligns the partitions).
+async fn pump(mut input: ScopedInput, scope: Arc<crate::checkpoint::barrier::Scope>, tx: mpsc::Sender<PartitionMsg>) {
+    loop {
+        let msg = match input.next().await {
+            Some(Ok(InputEvent::Batch(b))) => PartitionMsg::Batch(b),
+            Some(Ok(InputEvent::Barrier(n))) => {
+                if tx.send(PartitionMsg::Barrier(n)).await.is_err() {
+                    return;
+                }
+                scope.release(n);
+                continue;
+            }
+            Some(Err(e)) => {
+                let _ = tx.send(PartitionMsg::Error(describe_datafusion_error(&e))).await;
+                return;
+            }
+            None => {
+                let _ = tx.send(PartitionMsg::End).await;
+                return;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes a checkpoint: its state tables, then its manifest, last.
+async fn write_checkpoint(
+    store: &CheckpointStore,
+    mut manifest: Manifest,
+    tables: Vec<(String, crate::checkpoint::state::StateTable)>,
+) -> Result<(Manifest, u64), String> {
+    let mut total = 0u64;
+    for (file, table) in tables {
+        let (bytes, groups) = encode(&table).map_err(ck)?;
+        total += bytes.len() as u64;
+        store.put(manifest.checkpoint, &file, bytes).await.map_err(ck)?;
+        for op in manifest.operators.iter_mut() {
+            if let Some(t) = op.tables.get_mut(&table.name).filter(|t| t.file == file) {
+                t.key_groups = groups.clone();
+            }
+        }
+    }
+    store.write_manifest(&manifest).await.map_err(ck)?;
+    Ok((manifest, total))
 }
 
 /// How long a finished job waits for its sources to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
-/// Drops a job's stream and plan (its sources' clients) on a thread of its own and waits for
+/// Drops a job's streams and plan (its sources' clients) on a thread of its own and waits for
 /// that a bounded time. Closing a Kafka consumer leaves its group and can block for as long as
 /// the broker is away; a stopping job must not hang on it, nor block the runtime's threads.
 async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
@@ -376,7 +1002,7 @@ async fn close_bounded<T: Send + 'static>(job: &str, parts: T) {
 
 /// The sum of the counter `name` over every operator of `plan` (e.g. `late_rows_dropped` of
 /// the window operators).
-pub fn operator_counter(plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>, name: &str) -> u64 {
+pub fn operator_counter(plan: &Arc<dyn ExecutionPlan>, name: &str) -> u64 {
     let own = plan.metrics().and_then(|m| m.sum_by_name(name)).map_or(0, |v| v.as_usize() as u64);
     own + plan.children().into_iter().map(|c| operator_counter(c, name)).sum::<u64>()
 }

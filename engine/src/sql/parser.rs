@@ -95,7 +95,10 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
 /// Takes the predecessor's `WINDOW TUMBLING(…)` / `SLIDING(…)` / `SESSION(…)` clauses out of the
 /// token stream (sqlparser reads `WINDOW` as a named-window definition), leaving blanks so that
 /// every other token keeps its line and column.
-fn take_window_clauses(mut tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, Vec<(Location, WindowClause)>), SyntaxError> {
+/// The tokens left, and each WINDOW clause taken out with where it was.
+type TakenClauses = (Vec<TokenWithSpan>, Vec<(Location, WindowClause)>);
+
+fn take_window_clauses(mut tokens: Vec<TokenWithSpan>) -> Result<TakenClauses, SyntaxError> {
     let significant = |tokens: &[TokenWithSpan], from: usize| (from..tokens.len()).find(|&j| !matches!(tokens[j].token, Token::Whitespace(_)));
     let mut found = Vec::new();
     let mut i = 0;

@@ -35,7 +35,6 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
@@ -44,6 +43,8 @@ use futures::StreamExt;
 use super::functions::window_array;
 use super::groups::{AggregateSpec, Emitted, Groups};
 use super::session::SessionBuffer;
+use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
+use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
 use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
 use crate::sql::EmitMode;
 
@@ -248,19 +249,10 @@ impl ExecutionPlan for WindowAggregateExec {
         if partition != 0 {
             return internal_err!("WindowAggregateExec has one output partition, asked for {partition}");
         }
-        let inputs: Vec<futures::stream::BoxStream<'static, Input>> = crate::event_time::partition_streams(&self.input, &context)?
-            .into_iter()
-            .map(|s| {
-                s.map(|(p, item)| match item {
-                    Some(batch) => Input::Batch(p, batch),
-                    None => Input::End(p),
-                })
-                .boxed()
-            })
-            .collect();
-        let n = inputs.len();
+        let mut inputs = Inputs::new();
+        let n = execute_inputs(&self.input, 0, &context, &mut inputs)?;
+        let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
         let metrics = OperatorMetrics {
-            baseline: BaselineMetrics::new(&self.metrics, 0),
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
             no_time: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
             windows: MetricBuilder::new(&self.metrics).counter("windows_emitted", 0),
@@ -268,13 +260,15 @@ impl ExecutionPlan for WindowAggregateExec {
             state_groups: MetricBuilder::new(&self.metrics).gauge("state_groups", 0),
         };
         let config = Arc::clone(&self.config);
-        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&config.schema), 4);
-        let tx = builder.tx();
-        builder.spawn(async move {
+        let baseline = BaselineMetrics::new(&self.metrics, 0);
+        Ok(spawn_operator(Arc::clone(&config.schema), baseline, move |out| async move {
+            let Inputs { streams, scopes, keys } = inputs;
+            let mut align = Alignment::new(&keys);
             let mut remaining = n;
             let changes = config.emit == EmitMode::Changes;
             let every = config.changes_every.max(std::time::Duration::from_millis(1));
-            let mut streams: Vec<futures::stream::BoxStream<'static, Input>> = inputs;
+            let mut streams: Vec<futures::stream::BoxStream<'static, Input>> =
+                streams.into_iter().map(|s| s.map(|(_, p, item)| Input::Item(p, item)).boxed()).collect();
             if changes {
                 // a timer, so changes come out even when the input goes quiet
                 let ticks = futures::stream::unfold((), move |_| async move {
@@ -285,24 +279,48 @@ impl ExecutionPlan for WindowAggregateExec {
             }
             let mut merged = futures::stream::select_all(streams);
             let mut op = Operator::new(Arc::clone(&config), n, metrics)?;
+            if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
+                op.restore(&state)?;
+            }
             while remaining > 0 {
                 let Some(item) = merged.next().await else { break };
-                let out = match item {
-                    Input::Batch(p, batch) => op.push(p, &batch?)?,
-                    Input::End(p) => {
+                for (i, scope) in scopes.iter().enumerate() {
+                    op.watermarks.cap(i, scope.frontier());
+                }
+                let (rows, barrier) = match item {
+                    Input::Item(p, Ok(InputItem::Batch(batch))) => (op.push(p, &batch)?, None),
+                    Input::Item(p, Ok(InputItem::End)) => {
                         remaining -= 1;
-                        op.finish_partition(p)?
+                        (op.finish_partition(p)?, align.ended((0, p)))
                     }
-                    Input::Tick => op.tick()?,
+                    // the sources' frontiers may have moved (a partition came back, or went
+                    // idle) while no row came: windows they held close now
+                    Input::Item(p, Ok(InputItem::Barrier(b))) => (op.advance()?, align.barrier((0, p), b)),
+                    Input::Item(_, Err(e)) => return Err(e),
+                    Input::Tick => {
+                        let mut rows = op.tick()?;
+                        rows.extend(op.advance()?);
+                        (rows, None)
+                    }
                 };
-                if !crate::event_time::forward(out, &op.metrics.baseline, &tx).await {
+                if !out.batches(rows).await {
                     return Ok(());
                 }
+                if let Some(b) = barrier {
+                    // pending changes go out before the barrier, so the state holds none
+                    let mut pending = Vec::new();
+                    op.flush_changes(&mut pending)?;
+                    if !out.batches(pending).await {
+                        return Ok(());
+                    }
+                    if !out.pass_barrier(b, checkpointing.as_ref(), || op.snapshot(), &scopes).await? {
+                        return Ok(());
+                    }
+                }
             }
-            op.metrics.baseline.done();
+            out.end(checkpointing.as_ref());
             Ok(())
-        });
-        Ok(builder.build())
+        }))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -310,15 +328,13 @@ impl ExecutionPlan for WindowAggregateExec {
     }
 }
 
-/// What the operator's task waits for: a batch of an input partition, its end, or a tick.
+/// What the operator's task waits for: an item of an input partition, or a tick.
 enum Input {
-    Batch(usize, Result<RecordBatch>),
-    End(usize),
+    Item(usize, Result<InputItem>),
     Tick,
 }
 
 struct OperatorMetrics {
-    baseline: BaselineMetrics,
     late: Count,
     no_time: Count,
     windows: Count,
@@ -414,6 +430,139 @@ impl Operator {
             last_changes: std::time::Instant::now(),
             metrics,
         })
+    }
+
+    /// The operator's state for a checkpoint (see [`crate::checkpoint::state`]): open panes
+    /// and windows as accumulator states, frozen panes, session rows, the watermarks.
+    fn snapshot(&mut self) -> Result<OperatorState> {
+        let config = Arc::clone(&self.config);
+        let spec = &config.spec;
+        let nkeys = spec.key_schema.fields().len();
+        let keyed: Vec<usize> = (1..=nkeys).collect();
+        let mut tables = Vec::new();
+        let mut table = |name: &str, batches: Vec<RecordBatch>, key_columns: Vec<usize>| -> Result<()> {
+            if let Some(first) = batches.first() {
+                let batch = datafusion::arrow::compute::concat_batches(first.schema_ref(), &batches)?;
+                tables.push(StateTable { name: name.to_string(), batch, key_columns });
+            }
+            Ok(())
+        };
+        let mut panes = Vec::new();
+        for (start, groups) in self.panes.iter_mut() {
+            panes.push(state_batch(Some(*start), &groups.peek_state(spec)?)?);
+        }
+        table("panes", panes, keyed.clone())?;
+        let frozen = self.frozen.iter().map(|(start, e)| state_batch(Some(*start), e)).collect::<Result<Vec<_>>>()?;
+        table("frozen", frozen, keyed.clone())?;
+        if let Some(g) = self.global.as_mut() {
+            let e = g.peek_state(spec)?;
+            table("global", vec![state_batch(None, &e)?], (0..nkeys).collect())?;
+        }
+        if let Some(sessions) = &self.sessions {
+            if let Some((times, ev)) = sessions.snapshot_rows()? {
+                let mut cols: Vec<ArrayRef> = vec![Arc::new(times)];
+                cols.extend(ev.keys.iter().cloned());
+                cols.extend(ev.args.iter().flatten().cloned());
+                cols.extend(ev.filters.iter().flatten().map(|f| Arc::new(f.clone()) as ArrayRef));
+                table("session_rows", vec![batch_of(cols, ev.rows).map_err(to_df)?], keyed.clone())?;
+            }
+            if let Some((keys, window, aggs)) = sessions.snapshot_emitted() {
+                let rows = window.len();
+                let cols: Vec<ArrayRef> = keys.into_iter().chain(std::iter::once(window)).chain(aggs).collect();
+                table("session_emitted", vec![batch_of(cols, rows).map_err(to_df)?], (0..nkeys).collect())?;
+            }
+        }
+        let widths: Vec<usize> = spec.aggs.iter().map(|a| a.state_fields().map(|f| f.len()).unwrap_or(1)).collect();
+        let filters: Vec<bool> = config.filters.iter().map(Option::is_some).collect();
+        let meta = serde_json::json!({
+            "watermarks": self.watermarks.snapshot(),
+            "next_window": self.next_window,
+            "state_widths": widths,
+            "filters": filters,
+        });
+        Ok(OperatorState { meta, tables })
+    }
+
+    /// Restores [`Operator::snapshot`].
+    fn restore(&mut self, state: &OperatorState) -> Result<()> {
+        let config = Arc::clone(&self.config);
+        let spec = &config.spec;
+        let nkeys = spec.key_schema.fields().len();
+        self.watermarks.restore(&state.meta["watermarks"]);
+        self.next_window = state.meta["next_window"].as_i64();
+        let widths: Vec<usize> = serde_json::from_value(state.meta["state_widths"].clone()).unwrap_or_default();
+        if widths.len() != spec.aggs.len() {
+            return internal_err!("the checkpoint holds {} aggregates' states, this window aggregate has {}", widths.len(), spec.aggs.len());
+        }
+        let emitted_of = |batch: &RecordBatch, first: usize| -> Emitted<Vec<ArrayRef>> {
+            let cols = batch.columns();
+            let keys = cols[first..first + nkeys].to_vec();
+            let mut at = first + nkeys;
+            let aggs = widths
+                .iter()
+                .map(|w| {
+                    let a = cols[at..at + w].to_vec();
+                    at += w;
+                    a
+                })
+                .collect();
+            Emitted { keys, aggs, rows: batch.num_rows() }
+        };
+        for (name, frozen) in [("panes", false), ("frozen", true)] {
+            let Some(batch) = state.table(name) else { continue };
+            for (start, part) in by_start(batch)? {
+                let e = emitted_of(&part, 1);
+                if frozen {
+                    self.frozen.insert(start, e);
+                } else {
+                    let mut g = Groups::new(spec)?;
+                    g.merge(spec, &e)?;
+                    self.panes.insert(start, g);
+                }
+            }
+        }
+        if let (Some(batch), Some(g)) = (state.table("global"), self.global.as_mut()) {
+            g.merge(spec, &emitted_of(batch, 0))?;
+        }
+        if let Some(sessions) = self.sessions.as_mut() {
+            let rows = match state.table("session_rows") {
+                None => None,
+                Some(b) => {
+                    let cols = b.columns();
+                    let times = cols[0].as_primitive::<Int64Type>().clone();
+                    let keys = cols[1..1 + nkeys].to_vec();
+                    let mut at = 1 + nkeys;
+                    let args = config
+                        .args
+                        .iter()
+                        .map(|a| {
+                            let v = cols[at..at + a.len()].to_vec();
+                            at += a.len();
+                            v
+                        })
+                        .collect();
+                    let filters = config
+                        .filters
+                        .iter()
+                        .map(|f| {
+                            f.as_ref().map(|_| {
+                                let v = cols[at].as_boolean().clone();
+                                at += 1;
+                                v
+                            })
+                        })
+                        .collect();
+                    Some((times, Evaluated { keys, args, filters, rows: b.num_rows() }))
+                }
+            };
+            let emitted = state.table("session_emitted").map(|b| {
+                let cols = b.columns();
+                (cols[..nkeys].to_vec(), Arc::clone(&cols[nkeys]), cols[nkeys + 1..].to_vec())
+            });
+            sessions.restore(rows, emitted)?;
+        }
+        self.update_state_metrics();
+        Ok(())
     }
 
     /// The earliest event time a row may carry and still be counted.
@@ -610,6 +759,17 @@ impl Operator {
     }
 
     /// A timer tick: flushes changes that have waited long enough.
+    /// Recomputes the watermark without new rows (the frontiers or idleness of the inputs may
+    /// have changed) and closes the windows it passed.
+    fn advance(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        if self.config.time.is_some() && self.watermarks.advance().is_some() {
+            self.close(&mut out)?;
+            self.update_state_metrics();
+        }
+        Ok(out)
+    }
+
     fn tick(&mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         if self.last_changes.elapsed() >= self.config.changes_every {
@@ -629,7 +789,7 @@ impl Operator {
         let order = sort_to_indices(&panes, None, None)?;
         let sorted_panes = take(&panes, &order, None)?;
         let sorted = take_record_batch(batch, &order)?;
-        let ranges = partition(&[sorted_panes.clone()])?;
+        let ranges = partition(std::slice::from_ref(&sorted_panes))?;
         let sorted_panes = sorted_panes.as_primitive::<Int64Type>();
         for r in ranges.ranges() {
             let start = sorted_panes.value(r.start);
@@ -714,8 +874,7 @@ impl Operator {
             self.frozen.insert(start, state);
         }
         // emit complete windows, each the merge of its panes
-        loop {
-            let Some((&first, _)) = self.frozen.first_key_value() else { break };
+        while let Some((&first, _)) = self.frozen.first_key_value() {
             // the earliest window holding the first pane
             let earliest = (first - size + 1).div_euclid(slide) * slide + if (first - size + 1).rem_euclid(slide) == 0 { 0 } else { slide };
             let ws = self.next_window.map_or(earliest, |n| n.max(earliest));
@@ -743,6 +902,33 @@ impl Operator {
         }
         Ok(())
     }
+}
+
+fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(e))
+}
+
+/// A state table batch: the pane start (if any), the group keys, every aggregate's state columns.
+fn state_batch(start: Option<i64>, e: &Emitted<Vec<ArrayRef>>) -> Result<RecordBatch> {
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    if let Some(s) = start {
+        cols.push(Arc::new(Int64Array::from(vec![s; e.rows])));
+    }
+    cols.extend(e.keys.iter().cloned());
+    cols.extend(e.aggs.iter().flatten().cloned());
+    batch_of(cols, e.rows).map_err(to_df)
+}
+
+/// The rows of a panes table grouped by their pane start (column 0).
+fn by_start(batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let order = sort_to_indices(batch.column(0), None, None)?;
+    let sorted = take_record_batch(batch, &order)?;
+    let starts = sorted.column(0).as_primitive::<Int64Type>().clone();
+    let ranges = partition(&[Arc::clone(sorted.column(0))])?;
+    Ok(ranges.ranges().into_iter().map(|r| (starts.value(r.start), sorted.slice(r.start, r.end - r.start))).collect())
 }
 
 /// The aggregate functions' evaluated arguments, as DataFusion's hash aggregate computes them:

@@ -46,6 +46,9 @@ pub struct StreamingAggregateRule {
     /// Integer event-time columns declared as epoch seconds (`event_time.format`), by column
     /// name, with their multiplier to milliseconds.
     pub int_scales: HashMap<String, i64>,
+    /// The job takes checkpoints of an unbounded input: every grouped aggregate becomes ours
+    /// (its state can be checkpointed), the bounded ones too.
+    pub checkpoints: bool,
 }
 
 impl PhysicalOptimizerRule for StreamingAggregateRule {
@@ -99,7 +102,10 @@ fn strip_round_robin(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 }
 
 /// The window function call among the group expressions: its position, kind and arguments.
-fn find_window(group: &[(Arc<dyn PhysicalExpr>, String)]) -> Result<Option<(usize, WindowFunction, Vec<Arc<dyn PhysicalExpr>>)>> {
+/// A window function among the group expressions: its position, kind and arguments.
+type FoundWindow = (usize, WindowFunction, Vec<Arc<dyn PhysicalExpr>>);
+
+fn find_window(group: &[(Arc<dyn PhysicalExpr>, String)]) -> Result<Option<FoundWindow>> {
     let mut found = None;
     for (i, (expr, _)) in group.iter().enumerate() {
         let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() else { continue };
@@ -133,7 +139,7 @@ impl StreamingAggregateRule {
         let window = find_window(group.expr())?;
         let input = partial.input();
         let changes = self.emit == Some(EmitMode::Changes);
-        if window.is_none() && ((!input.boundedness().is_unbounded() && !changes) || group.expr().is_empty()) {
+        if window.is_none() && ((!input.boundedness().is_unbounded() && !changes && !self.checkpoints) || group.expr().is_empty()) {
             return Ok(None);
         }
         if group.has_grouping_set() {

@@ -104,6 +104,55 @@ impl SessionBuffer {
         self.pushed_since_changes = true;
     }
 
+    /// The buffered rows, concatenated, leaving the buffer as it is (for a checkpoint).
+    pub fn snapshot_rows(&self) -> Result<Option<(Int64Array, Evaluated)>> {
+        let Some((_, first)) = self.chunks.first() else { return Ok(None) };
+        let cat = |f: &dyn Fn(&(Int64Array, Evaluated)) -> ArrayRef| -> Result<ArrayRef> {
+            let parts: Vec<ArrayRef> = self.chunks.iter().map(f).collect();
+            concat_arrays(&parts.iter().collect::<Vec<_>>())
+        };
+        let times = cat(&|c| Arc::new(c.0.clone()) as ArrayRef)?.as_primitive::<Int64Type>().clone();
+        let keys = (0..first.keys.len()).map(|k| cat(&|c| Arc::clone(&c.1.keys[k]))).collect::<Result<Vec<_>>>()?;
+        let args = (0..first.args.len())
+            .map(|a| (0..first.args[a].len()).map(|j| cat(&|c| Arc::clone(&c.1.args[a][j]))).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?;
+        let filters = (0..first.filters.len())
+            .map(|f| match &first.filters[f] {
+                None => Ok(None),
+                Some(_) => {
+                    let parts: Vec<ArrayRef> = self
+                        .chunks
+                        .iter()
+                        .map(|c| {
+                            c.1.filters[f].clone().map_or_else(|| Arc::new(BooleanArray::from(vec![true; c.1.rows])) as ArrayRef, |b| Arc::new(b) as ArrayRef)
+                        })
+                        .collect();
+                    Ok(Some(concat_arrays(&parts.iter().collect::<Vec<_>>())?.as_boolean().clone()))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows = times.len();
+        Ok(Some((times, Evaluated { keys, args, filters, rows })))
+    }
+
+    /// The sessions last emitted (`EMIT CHANGES`): keys, window, aggregates.
+    pub fn snapshot_emitted(&self) -> Option<(Vec<ArrayRef>, ArrayRef, Vec<ArrayRef>)> {
+        self.emitted.as_ref().map(|e| (e.keys.clone(), Arc::clone(&e.window), e.aggs.clone()))
+    }
+
+    /// Restores a buffer from [`SessionBuffer::snapshot_rows`] and
+    /// [`SessionBuffer::snapshot_emitted`].
+    pub fn restore(&mut self, rows: Option<(Int64Array, Evaluated)>, emitted: Option<(Vec<ArrayRef>, ArrayRef, Vec<ArrayRef>)>) -> Result<()> {
+        if let Some((times, ev)) = rows {
+            self.push(times, ev);
+        }
+        if let Some((keys, window, aggs)) = emitted {
+            self.emitted = Some(EmittedSessions::new(keys, window, aggs)?);
+        }
+        self.pushed_since_changes = true;
+        Ok(())
+    }
+
     /// Concatenates the buffered chunks into one.
     fn take_all(&mut self) -> Result<Option<(Int64Array, Evaluated)>> {
         let chunks = std::mem::take(&mut self.chunks);

@@ -132,7 +132,7 @@ impl Job {
             "rows_out": self.live.rows_out(),
             "uptime_seconds": secs,
             "sources": self.sources.iter().map(|(n, _, m)| (n.clone(), json!({"records": m.records(), "batches": m.batches(), "errors": m.errors()}))).collect::<BTreeMap<_, _>>(),
-            "sinks": sinks.iter().map(|s| (s.name.clone(), json!({"records": s.metrics.records(), "batches": s.metrics.batches(), "errors": s.metrics.errors()}))).collect::<BTreeMap<_, _>>(),
+            "sinks": sinks.iter().map(|s| (s.name.clone(), json!({"records": s.metrics.records(), "batches": s.metrics.batches(), "errors": s.metrics.errors(), "dropped": s.metrics.dropped()}))).collect::<BTreeMap<_, _>>(),
         })
     }
 
@@ -296,7 +296,7 @@ impl Registry {
             });
             let watch = Arc::clone(&job);
             let catalog = Arc::clone(&self.catalog);
-            let opts = RunOptions { progress: false, stop: stop_rx, live: Some(live) };
+            let opts = RunOptions { progress: false, stop: stop_rx, live: Some(live), restore: ferris_engine::runner::Restore::Latest };
             self.catalog.add_job(&p.spec, &stream, p.plan.schema());
             tokio::spawn(async move {
                 // Its own task: a panic or error here only marks this job.

@@ -42,6 +42,7 @@ pub fn render(handle: &PrometheusHandle, registry: &Registry) -> String {
         for s in job.live.sinks() {
             counter!("ferris_job_sink_records_total", "job" => j.clone(), "sink" => s.name.clone()).absolute(s.metrics.records());
             counter!("ferris_job_sink_errors_total", "job" => j.clone(), "sink" => s.name.clone()).absolute(s.metrics.errors());
+            counter!("ferris_job_sink_dropped_rows_total", "job" => j.clone(), "sink" => s.name.clone()).absolute(s.metrics.dropped());
         }
         counter!("ferris_job_records_processed_total", "job" => j.clone()).absolute(job.records_processed());
         counter!("ferris_job_late_rows_total", "job" => j.clone()).absolute(job.live.operator_counter("late_rows_dropped"));

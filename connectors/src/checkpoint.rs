@@ -1,0 +1,126 @@
+//! What a connector does for checkpoints: a source says where each of its partitions has got
+//! (Kafka offsets, file byte offsets) and starts again from there; a sink prepares what it
+//! wrote at a barrier and makes it visible when the checkpoint is complete (two-phase commit).
+//!
+//! ```sql
+//! CREATE STREAM totals AS SELECT … FROM orders INTO archive
+//! WITH ('use_transactions' = 'true', 'checkpoint.interval' = '10s',
+//!       'orders.type' = 'kafka_source', 'archive.type' = 'file_sink', …)
+//! ```
+//!
+//! The engine drives the protocol (`ferris_engine::checkpoint`): at barrier *n* every reader of
+//! a source records [`SourceCheckpoint::positions`] — the position after the last batch it
+//! handed out — and every sink is asked to [`crate::Sink::prepare`]; once the checkpoint's
+//! manifest is durable, sinks [`crate::Sink::commit`] and sources
+//! [`SourceCheckpoint::commit`] (Kafka: the group's offsets). A restarted job calls
+//! [`SourceCheckpoint::restore`] before reading and [`crate::Sink::recover`] before writing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// Read positions of a source: one entry per unit it reads (`topic/partition` → next offset,
+/// `path#start` → `{"offset": …, "line": …, "done": …}`), as JSON values so each connector keeps
+/// what it needs.
+pub type Positions = BTreeMap<String, serde_json::Value>;
+
+/// The positions of one source partition after the last batch it handed out, updated by the
+/// partition's reader right before it yields a batch.
+#[derive(Debug, Default, Clone)]
+pub struct PositionCell(Arc<Mutex<Positions>>);
+
+impl PositionCell {
+    /// An empty cell.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The positions, locked for reading or updating.
+    pub fn lock(&self) -> MutexGuard<'_, Positions> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the positions.
+    pub fn get(&self) -> Positions {
+        self.lock().clone()
+    }
+}
+
+/// A source whose positions are checkpointed.
+pub trait SourceCheckpoint: Send + Sync + std::fmt::Debug {
+    /// The positions of partition `partition` (an index into the last
+    /// [`crate::Source::partitions`]): after the last batch its stream yielded.
+    fn positions(&self, partition: usize) -> Positions;
+    /// Start from `positions` (the merge of every partition's, from a checkpoint) instead of the
+    /// beginning (files) or the group's offsets (Kafka). Called before the partitions run.
+    fn restore(&self, positions: &Positions) -> Result<()>;
+    /// A checkpoint with `positions` is complete: record them where the outside world looks
+    /// (Kafka: commit the consumer group's offsets). With `last` (the job is stopping) the
+    /// commit is waited for, a bounded time; otherwise it must not block.
+    fn commit(&self, _positions: &Positions, _last: bool) {}
+
+    /// How often the source would like its positions committed, if it has a say (Kafka's
+    /// `commit.interval`): a job without operator state takes its barriers that often.
+    fn commit_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Merges `other` (another partition's positions, or another scan's of the same source)
+    /// into `into`. Where both name the same unit the earlier position wins, so that a merge
+    /// never skips rows: numbers and objects' `offset` fields are compared.
+    fn merge(&self, into: &mut Positions, other: Positions) {
+        merge_earliest(into, other);
+    }
+}
+
+/// The default merge of [`SourceCheckpoint::merge`]: the earlier of two positions of one unit.
+pub fn merge_earliest(into: &mut Positions, other: Positions) {
+    fn offset(v: &serde_json::Value) -> Option<i64> {
+        v.as_i64().or_else(|| v.get("offset").and_then(serde_json::Value::as_i64))
+    }
+    for (k, v) in other {
+        match into.get(&k) {
+            Some(old) if offset(old).zip(offset(&v)).is_some_and(|(a, b)| a <= b) => {}
+            Some(old) if offset(old).is_some() && offset(&v).is_none() => {}
+            _ => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Lets a source ask the job for a barrier now and wait for it (a Kafka rebalance giving
+/// partitions away drains and commits them first). Put in the DataFusion session config by the
+/// engine; a source finds it in the task context it is executed with.
+pub trait BarrierRequests: Send + Sync + std::fmt::Debug {
+    /// Starts a barrier (or waits for the one in flight to be followed by a new one) and blocks
+    /// the calling thread until it has passed every operator and sink, at most `wait`. Returns
+    /// the positions of `source` recorded at that barrier, or `None` when the job could not
+    /// complete one in time or has stopped.
+    fn request_and_wait(&self, source: &str, wait: Duration) -> Option<Positions>;
+}
+
+/// The session-config extension carrying the job's [`BarrierRequests`].
+#[derive(Debug, Clone)]
+pub struct JobBarriers(pub Arc<dyn BarrierRequests>);
+
+/// What a transactional sink keeps in a checkpoint's manifest to finish (or undo) its prepared
+/// writes after a crash: the files it staged, the transaction it opened.
+pub type Prepared = serde_json::Value;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merging_keeps_the_earlier_position_of_a_unit() {
+        let mut a: Positions = [("t/0".to_string(), json!(10)), ("f#0".to_string(), json!({"offset": 50, "line": 3}))].into();
+        merge_earliest(&mut a, [("t/0".to_string(), json!(7)), ("t/1".to_string(), json!(4)), ("f#0".to_string(), json!({"offset": 80}))].into());
+        assert_eq!(a["t/0"], json!(7));
+        assert_eq!(a["t/1"], json!(4));
+        assert_eq!(a["f#0"], json!({"offset": 50, "line": 3}));
+    }
+}

@@ -1,0 +1,473 @@
+//! Checkpoint barriers through a DataFusion plan.
+//!
+//! DataFusion's streams carry record batches only, so a barrier cannot travel inside them.
+//! It travels instead through the places where the job hands batches from one task to another
+//! — our operators' output channels and the runner's inputs, the *boundaries* — and is
+//! inferred between them:
+//!
+//! - Every stream a boundary reads (one input partition of a window aggregate, one output
+//!   partition of the plan for the runner) is a *chain* of DataFusion operators polled by the
+//!   boundary's task, whose *leaves* are source partitions or other boundaries' outputs. A leaf
+//!   registers with the chain's [`Scope`] when it is created (the boundary sets the scope while
+//!   it executes its input).
+//! - A source leaf passes barrier *n* when the coordinator has started it: it records the
+//!   positions after the last batch it handed out and yields nothing more until released. A
+//!   channel leaf passes *n* when it reads the barrier marker its upstream boundary sent.
+//! - When a chain is pending and every one of its leaves has passed *n* (or ended), nothing
+//!   of epoch *n* is left inside it: the operators between leaves and boundary keep no rows
+//!   (the plan is checked for that, see `crate::checkpoint::plan`). The boundary's
+//!   [`ScopedInput`] then yields [`Flow::Barrier`]. Once every input of the boundary has, it
+//!   snapshots its state, sends the marker on, and releases its leaves (Flink's aligned
+//!   checkpoints).
+//!
+//! ```sql
+//! CREATE STREAM w AS SELECT window_start, COUNT(*) FROM clicks GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE)
+//! INTO out WITH ('checkpoint.interval' = '10s', …)
+//! -- clicks (source leaves) → WindowAggregateExec (boundary; its output a channel leaf) → runner (boundary)
+//! ```
+
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::Result;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::RecordBatchStream;
+use ferris_connectors::checkpoint::Positions;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+/// A checkpoint barrier's number: 1, 2, …; 0 before the first.
+pub type BarrierId = u64;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What goes through a boundary's channel: rows, or the barrier that ends an epoch.
+#[derive(Debug)]
+pub enum Flow {
+    /// Rows.
+    Batch(RecordBatch),
+    /// Everything before this belongs to checkpoint `n`.
+    Barrier(BarrierId),
+}
+
+/// What a leaf reports when it passes a barrier or ends.
+#[derive(Debug)]
+pub enum LeafEvent {
+    /// Source leaf `leaf` (partition `partition` of source `source`) passed barrier `barrier`
+    /// with these positions.
+    Passed { leaf: usize, barrier: BarrierId, source: String, partition: usize, positions: Positions },
+    /// The leaf's stream ended; its last positions.
+    Finished { leaf: usize, source: String, partition: usize, positions: Positions },
+}
+
+#[derive(Debug, Default)]
+struct LeafInner {
+    /// The last barrier this leaf passed.
+    passed: BarrierId,
+    /// The last barrier its boundary released it from.
+    released: BarrierId,
+    finished: bool,
+    /// The task polling the leaf, woken by a trigger or a release.
+    waker: Option<Waker>,
+}
+
+/// The shared state of one leaf.
+#[derive(Debug, Default)]
+pub struct LeafState {
+    inner: Mutex<LeafInner>,
+}
+
+impl LeafState {
+    fn blocked(i: &LeafInner) -> bool {
+        !i.finished && i.passed > i.released
+    }
+
+    fn store_waker(i: &mut LeafInner, cx: &Context<'_>) {
+        match &i.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => i.waker = Some(cx.waker().clone()),
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = lock(&self.inner).waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// How far event time has got in one source partition (see [`ferris_connectors::Frontier`]).
+pub type FrontierFn = Arc<dyn Fn() -> Option<ferris_connectors::Frontier> + Send + Sync>;
+
+/// The leaves of one chain, and how far its boundary has got.
+#[derive(Default)]
+pub struct Scope {
+    leaves: Mutex<Vec<Arc<LeafState>>>,
+    /// The event-time frontiers of the chain's source partitions that track one.
+    frontiers: Mutex<Vec<FrontierFn>>,
+    /// Set when a leaf was created outside any boundary's scope (an operator of the plan
+    /// started it on a task of its own): barriers cannot be aligned.
+    completed: AtomicU64,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").field("leaves", &lock(&self.leaves).len()).field("completed", &self.completed).finish()
+    }
+}
+
+impl Scope {
+    /// How far event time has got over the chain's source partitions that track it: the
+    /// slowest; `Holding` when one has not delivered yet; `None` when none tracks it.
+    pub fn frontier(&self) -> Option<ferris_connectors::Frontier> {
+        use ferris_connectors::Frontier;
+        let mut out: Option<Frontier> = None;
+        for f in lock(&self.frontiers).iter() {
+            match (f(), out) {
+                (None, _) => {}
+                (Some(Frontier::Holding), _) | (_, Some(Frontier::Holding)) => out = Some(Frontier::Holding),
+                (Some(Frontier::At(t)), Some(Frontier::At(o))) => out = Some(Frontier::At(t.min(o))),
+                (Some(at), None) => out = Some(at),
+            }
+        }
+        out
+    }
+
+    /// A new, empty scope.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn add(&self, leaf: Arc<LeafState>) {
+        lock(&self.leaves).push(leaf);
+    }
+
+    /// The barrier every leaf has passed (or ended before), when it is the next one the
+    /// boundary has not completed; `None` otherwise.
+    fn aligned(&self) -> Option<BarrierId> {
+        let next = self.completed.load(Ordering::Acquire) + 1;
+        let leaves = lock(&self.leaves);
+        let mut any_passed = false;
+        for l in leaves.iter() {
+            let i = lock(&l.inner);
+            if i.finished {
+                continue;
+            }
+            if i.passed < next {
+                return None;
+            }
+            any_passed = true;
+        }
+        any_passed.then_some(next)
+    }
+
+    /// The boundary is done with barrier `n`: its leaves go on.
+    pub fn release(&self, n: BarrierId) {
+        self.completed.fetch_max(n, Ordering::AcqRel);
+        for l in lock(&self.leaves).iter() {
+            {
+                let mut i = lock(&l.inner);
+                i.released = i.released.max(n);
+            }
+            l.wake();
+        }
+    }
+}
+
+thread_local! {
+    /// The scope of the chain a boundary is executing (creating) on this thread.
+    static CURRENT: RefCell<Option<Arc<Scope>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a boundary executing one of its inputs) with `scope` as the scope new leaves join.
+pub fn with_scope<T>(scope: &Arc<Scope>, f: impl FnOnce() -> T) -> T {
+    let previous = CURRENT.with(|c| c.replace(Some(Arc::clone(scope))));
+    let out = f();
+    CURRENT.with(|c| *c.borrow_mut() = previous);
+    out
+}
+
+/// Registers a source partition's event-time frontier with the scope being executed (the
+/// operator reading the chain holds its watermark to it).
+pub fn join_frontier(f: FrontierFn) {
+    CURRENT.with(|c| {
+        if let Some(s) = c.borrow().as_ref() {
+            lock(&s.frontiers).push(f);
+        }
+    });
+}
+
+/// Registers a new leaf with the scope being executed; false when there is none.
+fn join_current(leaf: &Arc<LeafState>) -> bool {
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(s) => {
+            s.add(Arc::clone(leaf));
+            true
+        }
+        None => false,
+    })
+}
+
+/// The barriers of one run of a job: which one the sources should pass next, and the leaves to
+/// wake when it starts.
+#[derive(Debug)]
+pub struct BarrierRuntime {
+    triggered: AtomicU64,
+    sources: Mutex<Vec<Arc<LeafState>>>,
+    next_leaf: AtomicU64,
+    events: mpsc::UnboundedSender<LeafEvent>,
+    /// A leaf was created outside every boundary's scope: the plan cannot align barriers.
+    unscoped: AtomicBool,
+}
+
+impl BarrierRuntime {
+    /// A runtime reporting leaf events on `events`.
+    pub fn new(events: mpsc::UnboundedSender<LeafEvent>) -> Arc<Self> {
+        Arc::new(Self { triggered: AtomicU64::new(0), sources: Mutex::new(Vec::new()), next_leaf: AtomicU64::new(0), events, unscoped: AtomicBool::new(false) })
+    }
+
+    /// Starts barrier `n` at every source leaf.
+    pub fn trigger(&self, n: BarrierId) {
+        self.triggered.fetch_max(n, Ordering::AcqRel);
+        for l in lock(&self.sources).iter() {
+            l.wake();
+        }
+    }
+
+    /// The last barrier started.
+    pub fn triggered(&self) -> BarrierId {
+        self.triggered.load(Ordering::Acquire)
+    }
+
+    /// Source leaves created so far.
+    pub fn source_leaves(&self) -> usize {
+        lock(&self.sources).len()
+    }
+
+    /// True when some leaf was created outside a boundary: barriers cannot complete.
+    pub fn has_unscoped_leaves(&self) -> bool {
+        self.unscoped.load(Ordering::Acquire)
+    }
+
+    /// Wraps partition `partition` of source `source` as a leaf of the scope being executed.
+    /// `positions` gives the positions after the last batch the stream yielded.
+    pub fn source_leaf(
+        self: &Arc<Self>,
+        source: &str,
+        partition: usize,
+        inner: SendableRecordBatchStream,
+        positions: Option<Arc<dyn Fn() -> Positions + Send + Sync>>,
+    ) -> SourceLeaf {
+        let state = Arc::new(LeafState::default());
+        if !join_current(&state) {
+            self.unscoped.store(true, Ordering::Release);
+        }
+        lock(&self.sources).push(Arc::clone(&state));
+        let id = self.next_leaf.fetch_add(1, Ordering::AcqRel) as usize;
+        SourceLeaf { runtime: Arc::clone(self), state, inner, id, source: source.to_string(), partition, positions, ended: false }
+    }
+}
+
+/// A source partition's stream as a leaf: passes barriers, records its positions.
+pub struct SourceLeaf {
+    runtime: Arc<BarrierRuntime>,
+    state: Arc<LeafState>,
+    inner: SendableRecordBatchStream,
+    id: usize,
+    source: String,
+    partition: usize,
+    positions: Option<Arc<dyn Fn() -> Positions + Send + Sync>>,
+    ended: bool,
+}
+
+impl SourceLeaf {
+    fn positions(&self) -> Positions {
+        self.positions.as_ref().map(|p| p()).unwrap_or_default()
+    }
+}
+
+impl Stream for SourceLeaf {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        {
+            let triggered = self.runtime.triggered();
+            let mut i = lock(&self.state.inner);
+            if triggered > i.passed && !i.finished {
+                // barrier: where we are, then nothing more until released
+                i.passed = triggered;
+                drop(i);
+                let positions = self.positions();
+                let _ = self.runtime.events.send(LeafEvent::Passed {
+                    leaf: self.id,
+                    barrier: triggered,
+                    source: self.source.clone(),
+                    partition: self.partition,
+                    positions,
+                });
+                i = lock(&self.state.inner);
+            }
+            if LeafState::blocked(&i) {
+                LeafState::store_waker(&mut i, cx);
+                return Poll::Pending;
+            }
+            LeafState::store_waker(&mut i, cx);
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(None) => {
+                self.ended = true;
+                lock(&self.state.inner).finished = true;
+                let positions = self.positions();
+                let _ = self.runtime.events.send(LeafEvent::Finished { leaf: self.id, source: self.source.clone(), partition: self.partition, positions });
+                Poll::Ready(None)
+            }
+            other => other,
+        }
+    }
+}
+
+impl RecordBatchStream for SourceLeaf {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+impl Drop for SourceLeaf {
+    fn drop(&mut self) {
+        // a dropped leaf (a LIMIT reached) holds no barrier up
+        lock(&self.state.inner).finished = true;
+    }
+}
+
+/// A boundary's output as seen downstream: a leaf whose barriers are the markers in its channel.
+pub struct ChannelLeaf {
+    state: Arc<LeafState>,
+    rx: mpsc::Receiver<Result<Flow>>,
+    schema: SchemaRef,
+    /// Joined a scope: markers block it until released. Outside any scope (a plan run without
+    /// checkpoints) markers are skipped.
+    scoped: bool,
+    /// The task feeding the channel, aborted when the leaf is dropped.
+    _task: Option<SpawnedTask<()>>,
+}
+
+impl ChannelLeaf {
+    /// The receiving end of a boundary's output, joining the scope being executed.
+    pub fn new(rx: mpsc::Receiver<Result<Flow>>, schema: SchemaRef) -> Self {
+        let state = Arc::new(LeafState::default());
+        let scoped = join_current(&state);
+        Self { state, rx, schema, scoped, _task: None }
+    }
+
+    /// Keeps `task` (the producer) alive while the leaf is, aborting it when dropped.
+    pub fn with_task(mut self, task: SpawnedTask<()>) -> Self {
+        self._task = Some(task);
+        self
+    }
+}
+
+impl Stream for ChannelLeaf {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            {
+                let mut i = lock(&self.state.inner);
+                if LeafState::blocked(&i) {
+                    LeafState::store_waker(&mut i, cx);
+                    return Poll::Pending;
+                }
+                LeafState::store_waker(&mut i, cx);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(Flow::Batch(b)))) => return Poll::Ready(Some(Ok(b))),
+                Poll::Ready(Some(Ok(Flow::Barrier(n)))) => {
+                    if self.scoped {
+                        let mut i = lock(&self.state.inner);
+                        i.passed = i.passed.max(n);
+                    }
+                    // loop: blocked now, until the downstream boundary releases it
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    lock(&self.state.inner).finished = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for ChannelLeaf {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+impl Drop for ChannelLeaf {
+    fn drop(&mut self) {
+        lock(&self.state.inner).finished = true;
+    }
+}
+
+/// What a boundary reads from one input: rows, a barrier every leaf of the chain has passed,
+/// or the end.
+#[derive(Debug)]
+pub enum InputEvent {
+    /// Rows.
+    Batch(RecordBatch),
+    /// The chain holds nothing more of this epoch.
+    Barrier(BarrierId),
+}
+
+/// One input of a boundary: the chain's stream and its scope.
+pub struct ScopedInput {
+    inner: SendableRecordBatchStream,
+    scope: Arc<Scope>,
+    reported: BarrierId,
+}
+
+impl ScopedInput {
+    /// Executes an input with `execute` inside a fresh scope, so its leaves join it.
+    pub fn execute(execute: impl FnOnce() -> Result<SendableRecordBatchStream>) -> Result<Self> {
+        let scope = Scope::new();
+        let inner = with_scope(&scope, execute)?;
+        Ok(Self { inner, scope, reported: 0 })
+    }
+
+    /// The scope, to release its leaves.
+    pub fn scope(&self) -> Arc<Scope> {
+        Arc::clone(&self.scope)
+    }
+}
+
+impl Stream for ScopedInput {
+    type Item = Result<InputEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(InputEvent::Batch(b)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.scope.aligned() {
+                Some(n) if n > self.reported => {
+                    self.reported = n;
+                    Poll::Ready(Some(Ok(InputEvent::Barrier(n))))
+                }
+                _ => Poll::Pending,
+            },
+        }
+    }
+}

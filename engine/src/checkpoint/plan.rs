@@ -1,0 +1,126 @@
+//! Makes a physical plan fit for barriers, and describes it for checkpoints.
+//!
+//! Barriers are inferred between the places where batches change task (see [`super::barrier`]):
+//! DataFusion's own exchanges (`RepartitionExec`, `CoalescePartitionsExec`) move batches on
+//! tasks the job does not see, and its coalescers hold rows back, so they are taken out of the
+//! streaming part of the plan — our operators merge their input partitions themselves and the
+//! runner reads every output partition. What remains between a source and one of our
+//! operators (or the runner) must pass rows straight through: projections, filters, unions.
+//! An operator that keeps rows of its own (a DataFusion sort, a window function's buffer, a
+//! `LIMIT`'s count) cannot be checkpointed: the plan says so, a transactional job is refused,
+//! and a simple one runs without operator state in its checkpoints.
+//!
+//! ```sql
+//! SELECT window_start, user_id, COUNT(*) FROM clicks WHERE kind = 'click'
+//! GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), user_id
+//! -- WindowAggregateExec ← FilterExec ← source: fit; the operator is stateful operator #0
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::common::Result;
+#[allow(deprecated)]
+use datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
+use datafusion::physical_plan::{displayable, ExecutionPlan};
+
+use crate::event_time::watermark_sort::WatermarkSortExec;
+use crate::join::IntervalJoinExec;
+use crate::window::WindowAggregateExec;
+
+/// A stateful operator of the plan, as checkpoints know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatefulOperator {
+    /// Its position among the plan's stateful operators (pre-order).
+    pub id: usize,
+    /// The address of its plan node (see [`super::node_address`]).
+    pub address: usize,
+    /// What it is, for the compatibility check of a restore (`WindowAggregateExec: …`).
+    pub shape: String,
+}
+
+/// What checkpoints need to know about a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanCheckpoints {
+    /// The stateful operators.
+    pub operators: Vec<StatefulOperator>,
+    /// Why barriers cannot be aligned through this plan, if they cannot.
+    pub problem: Option<String>,
+}
+
+fn is_ours(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<WindowAggregateExec>().is_some()
+        || plan.downcast_ref::<IntervalJoinExec>().is_some()
+        || plan.downcast_ref::<WatermarkSortExec>().is_some()
+}
+
+/// Operators that pass each batch on as they get it, holding nothing.
+fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some_and(|f| f.batch_size() <= 1)
+        || plan.downcast_ref::<UnionExec>().is_some()
+        || plan.downcast_ref::<InterleaveExec>().is_some()
+        || plan.name() == "CooperativeExec"
+        || plan.name() == "StreamingTableExec"
+        || plan.name() == "EmptyExec"
+        || plan.name() == "PlaceholderRowExec"
+}
+
+/// Takes DataFusion's exchanges and coalescers out of the streaming part of `plan`: from the
+/// root and from under our operators, through projections, filters and unions. Below any other
+/// operator (a hash join's build side, a sort) they stay: that operator needs them.
+pub fn without_exchanges(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    strip(plan, true)
+}
+
+fn is_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    #[allow(deprecated)]
+    let coalesce = plan.downcast_ref::<CoalesceBatchesExec>().is_some_and(|c| c.fetch().is_none());
+    plan.downcast_ref::<RepartitionExec>().is_some() || plan.downcast_ref::<CoalescePartitionsExec>().is_some_and(|c| c.fetch().is_none()) || coalesce
+}
+
+fn strip(plan: Arc<dyn ExecutionPlan>, free: bool) -> Result<Arc<dyn ExecutionPlan>> {
+    if free && is_exchange(&plan) {
+        if let Some(child) = plan.children().first() {
+            return strip(Arc::clone(child), true);
+        }
+    }
+    let child_free = is_ours(&plan) || (free && passes_through(&plan));
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let mut changed = false;
+    let mut new_children = Vec::with_capacity(children.len());
+    for c in children {
+        let n = strip(Arc::clone(&c), child_free)?;
+        changed |= !Arc::ptr_eq(&n, &c);
+        new_children.push(n);
+    }
+    if !changed {
+        return Ok(plan);
+    }
+    #[allow(deprecated)]
+    plan.with_new_children(new_children)
+}
+
+/// Numbers the stateful operators of `plan` and finds what would keep barriers from aligning.
+pub fn describe(plan: &Arc<dyn ExecutionPlan>) -> PlanCheckpoints {
+    let mut out = PlanCheckpoints::default();
+    walk(plan, &mut out);
+    out
+}
+
+fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut PlanCheckpoints) {
+    if is_ours(plan) {
+        let shape = displayable(plan.as_ref()).one_line().to_string();
+        out.operators.push(StatefulOperator { id: out.operators.len(), address: super::node_address(plan.as_ref()), shape: shape.trim().to_string() });
+    } else if !passes_through(plan) && out.problem.is_none() {
+        let what = displayable(plan.as_ref()).one_line().to_string();
+        out.problem = Some(format!("{} keeps rows that a checkpoint cannot hold ({})", plan.name(), what.trim().chars().take(120).collect::<String>()));
+    }
+    for c in plan.children() {
+        walk(c, out);
+    }
+}

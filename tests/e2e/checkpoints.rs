@@ -1,0 +1,395 @@
+//! Checkpoints and crash recovery, with real processes: a job is killed with SIGKILL at random
+//! moments and started again, several times, and must end with exactly DataFusion's batch
+//! answer over the same input under `use_transactions` (nothing lost, nothing twice), and with
+//! every row at least once without it. Also: the transactional selection rule, a query changed
+//! between runs, `--no-restore` and `--from-checkpoint`.
+//!
+//! The kill moments come from `FERRIS_CHAOS_SEED` (printed, so that a failure can be replayed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::windows::{write_clicks, Lcg};
+
+/// The seed of the kill moments: `FERRIS_CHAOS_SEED`, else the clock.
+pub(crate) fn chaos_seed() -> u64 {
+    std::env::var("FERRIS_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7))
+}
+
+/// Starts `ferris-sql run FILE` in `dir`, its log appended to `dir/job.log`.
+pub(crate) fn start(dir: &Path, file: &str, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("job.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", file, "--no-progress"])
+        .args(extra)
+        .current_dir(dir)
+        .env("RUST_LOG", std::env::var("JOB_LOG").unwrap_or_else(|_| "warn,ferris_engine=info".into()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+/// Sinks created so far by the jobs logging to `dir/job.log`.
+pub(crate) fn sinks_created(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("job.log")).unwrap_or_default().matches("Successfully created sink").count()
+}
+
+/// Waits until the job just started has created its sinks (and its Ctrl-C handler): more than
+/// `before` sinks created.
+pub(crate) fn settle(dir: &Path, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sinks_created(dir) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// SIGKILL, and reap.
+pub(crate) fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGINT, and wait (10 s at most) for a clean stop.
+pub(crate) fn interrupt(child: &mut Child, dir: &Path) {
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "the job failed; its log:\n{}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill9(child);
+    panic!("the job did not stop on SIGINT; its log:\n{}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
+}
+
+/// Waits until `done(lines of path)` or `secs` pass; false on timeout.
+fn wait_lines(path: &Path, secs: u64, done: impl Fn(usize) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        let n = std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+        if done(n) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Canonical rows of a JSON Lines file, with how many times each came.
+pub(crate) fn counted(path: &Path) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in canonical_lines(&std::fs::read_to_string(path).unwrap_or_default()) {
+        *m.entry(l).or_insert(0) += 1;
+    }
+    m
+}
+
+const BASE_MS: u64 = 1_700_000_000_000;
+
+/// Clicks in event-time order, then one far-future click that moves the watermark past every
+/// real window (a tailed file never ends).
+fn clicks_with_sentinel(path: &Path, n: usize) {
+    write_clicks(path, 42, n, 25, 0, 7);
+    let mut text = std::fs::read_to_string(path).unwrap();
+    text.push_str(&sentinel());
+    std::fs::write(path, text).unwrap();
+}
+
+pub(crate) fn sentinel() -> String {
+    format!("{{\"ts\":{},\"ts_iso\":\"x\",\"user_id\":\"sentinel\",\"amount\":0}}\n", BASE_MS + 100_000_000)
+}
+
+/// Writes `lines` to `path` a tenth at a time, every 250 ms (a file being tailed), the last
+/// tenth followed by the sentinel: returns when all is written.
+fn append_slowly(path: PathBuf, lines: Vec<String>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let step = lines.len().div_ceil(10);
+        for chunk in lines.chunks(step) {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+            f.write_all(chunk.concat().as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(sentinel().as_bytes()).unwrap();
+    })
+}
+
+pub(crate) const WINDOW_SQL: &str =
+    "SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id";
+const WINDOW_BATCH: &str = "SELECT to_timestamp_millis(ts / 10000 * 10000) AS window_start, to_timestamp_millis(ts / 10000 * 10000 + 10000) AS window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks WHERE user_id <> 'sentinel' GROUP BY 1, 2, 3";
+
+fn window_job(input: &Path, extra: &str) -> String {
+    format!(
+        "CREATE STREAM w AS {WINDOW_SQL} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', \
+         'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms', \
+         'out.type' = 'file_sink', 'out.path' = 'out.jsonl'{extra});",
+        input.display()
+    )
+}
+
+async fn batch_answer(input: &Path, sql: &str) -> Vec<String> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let opts = datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("clicks", input.to_str().unwrap(), opts).await.unwrap();
+    batch_rows(&ctx, sql).await
+}
+
+/// Kills the job `kills` times at random moments (each run 0.3–1.2 s) while `input` grows,
+/// then runs it until `done(output)` (or 120 s), and stops it cleanly.
+fn crash_and_finish(dir: &Path, kills: usize, seed: u64, input: &Path, full: &[String], done: impl Fn(&Path) -> bool) {
+    let _ = std::fs::remove_file(input);
+    std::fs::write(input, "").unwrap();
+    let writer = append_slowly(input.to_path_buf(), full.to_vec());
+    let mut rng = Lcg::new(seed);
+    for _ in 0..kills {
+        let mut child = start(dir, "job.sql", &[]);
+        std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
+        kill9(&mut child);
+    }
+    writer.join().unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && !done(&dir.join("out.jsonl")) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(700)); // a duplicate would show by now
+    interrupt(&mut child, dir);
+}
+
+/// The input of the kill tests: `n` clicks as lines, and the batch answer over them.
+pub(crate) async fn kill_test_input(dir: &Path, n: usize) -> (PathBuf, Vec<String>, Vec<String>) {
+    let input = dir.join("clicks.jsonl");
+    clicks_with_sentinel(&input, n);
+    let want = batch_answer(&input, WINDOW_BATCH).await;
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<String> = text.lines().filter(|l| !l.contains("sentinel")).map(|l| format!("{l}\n")).collect();
+    (input, lines, want)
+}
+
+/// A windowed aggregate over a file being tailed, under `use_transactions`, killed five times
+/// at random moments while the file grows: the output holds every window exactly once, as
+/// DataFusion computes them over the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_a_transactional_window_job_gives_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, lines, want) = kill_test_input(dir, 40_000).await;
+    std::fs::write(dir.join("job.sql"), window_job(&input, ", 'use_transactions' = 'true'")).unwrap();
+    let seed = chaos_seed();
+    eprintln!("FERRIS_CHAOS_SEED={seed}");
+    let n = want.len();
+    crash_and_finish(dir, 5, seed, &input, &lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
+    let out = dir.join("out.jsonl");
+    let got = counted(&out);
+    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
+    assert!(twice.is_empty(), "rows written twice (seed {seed}): {:?}", &twice[..twice.len().min(3)]);
+    let rows: Vec<String> = got.into_keys().collect();
+    assert_same_rows(&format!("exactly once after 5 kills (seed {seed})"), &rows, &want);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
+    assert!(!dir.join(".ferris-staging/w-out").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "nothing left staged after a clean stop");
+}
+
+/// The same job without transactions: killed five times while the file grows, it loses
+/// nothing (a window may be written again after a restart: at least once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_a_simple_window_job_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, lines, want) = kill_test_input(dir, 40_000).await;
+    std::fs::write(dir.join("job.sql"), window_job(&input, "")).unwrap();
+    let seed = chaos_seed();
+    eprintln!("FERRIS_CHAOS_SEED={seed}");
+    let n = want.len();
+    crash_and_finish(dir, 5, seed, &input, &lines, |out| counted(out).len() >= n);
+    let got = counted(&dir.join("out.jsonl"));
+    let missing: Vec<&String> = want.iter().filter(|r| !got.contains_key(*r)).collect();
+    assert!(missing.is_empty(), "rows lost (seed {seed}): {} of {}, e.g. {:?}", missing.len(), want.len(), &missing[..missing.len().min(3)]);
+    let extra: Vec<&String> = got.keys().filter(|r| !want.contains(r)).collect();
+    assert!(extra.is_empty(), "rows that are no window of the input (partial windows?): {:?}", &extra[..extra.len().min(3)]);
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    eprintln!("at least once: {} rows, {duplicates} written again after a restart", want.len());
+}
+
+/// `use_transactions` with a sink that cannot take part refuses to start, naming it.
+#[test]
+fn transactions_refuse_a_sink_that_cannot_take_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("clicks.jsonl");
+    write_clicks(&input, 1, 10, 25, 0, 2);
+    let sql = format!(
+        "CREATE STREAM w AS SELECT user_id FROM clicks INTO shown WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', \
+         'use_transactions' = 'true', 'shown.type' = 'stdout');",
+        input.display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("use_transactions: sink 'shown': it cannot take part in transactions"), "the refusal names the sink: {}", run.stderr);
+}
+
+/// A bounded transactional job publishes its output once, at the end; run again, it has
+/// nothing more to do (its inputs were read), unless asked to start afresh.
+#[test]
+fn a_bounded_transactional_job_commits_once_and_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("clicks.jsonl");
+    write_clicks(&input, 3, 500, 25, 0, 3);
+    let sql = format!(
+        "CREATE STREAM c AS SELECT user_id, amount FROM clicks WHERE amount > 50 INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', \
+         'use_transactions' = 'true', 'out.type' = 'file_sink', 'out.path' = 'out/c.csv');",
+        input.display()
+    );
+    let first = run_sql(tmp.path(), &sql);
+    assert_eq!(first.status, 0, "{}", first.stderr);
+    let out = tmp.path().join("out/c.csv");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let rows = text.lines().count();
+    assert!(rows > 100 && text.starts_with("user_id,amount\n"), "{rows} lines, one header");
+    let again = run_sql(tmp.path(), &sql);
+    assert_eq!(again.status, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("already completed"), "{}", again.stderr);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text, "nothing written twice");
+    let fresh = ferris(tmp.path(), &["run", "job.sql", "--no-restore"]);
+    assert_eq!(fresh.status, 0, "{}", fresh.stderr);
+    let both = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(both.lines().count(), 2 * rows - 1, "a fresh run appends its rows once more, without a second header");
+}
+
+/// A checkpoint taken with one query is not restored into another: the job says so and how
+/// to go on; `--no-restore` starts afresh, `--from-checkpoint` picks a checkpoint.
+#[test]
+fn a_changed_query_is_refused_its_old_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = dir.join("clicks.jsonl");
+    clicks_with_sentinel(&input, 2_000);
+    std::fs::write(dir.join("job.sql"), window_job(&input, "")).unwrap();
+    let mut child = start(dir, "job.sql", &[]);
+    assert!(wait_lines(&dir.join("out.jsonl"), 60, |n| n > 0), "{}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&mut child, dir);
+    let changed = window_job(&input, "").replace("INTERVAL '10' SECOND", "INTERVAL '20' SECOND");
+    std::fs::write(dir.join("job.sql"), changed).unwrap();
+    let refused = ferris(dir, &["run", "job.sql", "--no-progress"]);
+    assert_eq!(refused.status, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("was taken with another query") && refused.stderr.contains("--no-restore"), "{}", refused.stderr);
+    let checkpoints: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints/w")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!checkpoints.is_empty());
+    let mut fresh = start(dir, "job.sql", &["--no-restore"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    interrupt(&mut fresh, dir);
+    assert!(std::fs::read_to_string(dir.join("job.log")).unwrap().contains("stop requested"));
+}
+
+/// `explain` shows the processing mode, the checkpoint settings, the state checkpointed, and
+/// how every source and sink takes part.
+#[test]
+fn explain_shows_the_processing_mode_and_who_takes_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("clicks.jsonl");
+    clicks_with_sentinel(&input, 100);
+    let sql = window_job(&input, ", 'use_transactions' = 'true', 'checkpoint.retain' = '4'")
+        .replace("INTO out", "INTO out, shown")
+        .replace("'out.type' = 'file_sink'", "'shown.type' = 'stdout', 'out.type' = 'file_sink'");
+    std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
+    let run = ferris(tmp.path(), &["explain", "job.sql"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    for want in [
+        "Processing: exactly-once (use_transactions)",
+        "checkpoints: every 200ms in checkpoints/w (keeping 4)",
+        "state of #0 WindowAggregateExec: window=TUMBLE(10000ms)",
+        "source clicks: positions: byte offset (or Parquet rows) per file and split",
+        "sink out: two-phase: staged files published when the checkpoint commits",
+        "sink shown: at least once by nature",
+    ] {
+        assert!(run.stdout.contains(want), "'{want}' in:\n{}", run.stdout);
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`32k`) at `path`; `None` where mounting is not allowed.
+    fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().is_ok_and(|s| s.success());
+        ok.then(|| Self(path.to_path_buf()))
+    }
+
+    /// Grows it to `size`, keeping what it holds.
+    fn grow(&self, size: &str) {
+        let status = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status().unwrap();
+        assert!(status.success(), "remount {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The disk fills while a transactional job writes (a 32 KiB tmpfs): under `FailBatch` the job
+/// fails, naming the file and the cause; once there is room again, the restarted job goes on
+/// from its last checkpoint — what the failed checkpoint staged is discarded — and the output
+/// is exactly the batch answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_job_and_a_restart_gives_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(disk) = Tmpfs::mount(&dir.join("full"), "32k") else {
+        eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
+        return;
+    };
+    let (input, lines, want) = kill_test_input(dir, 40_000).await;
+    let sql = window_job(&input, ", 'use_transactions' = 'true', 'failure_strategy' = 'FailBatch'")
+        .replace("'out.path' = 'out.jsonl'", "'out.path' = 'full/out.jsonl'");
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    // the input grows while the job runs: checkpoints commit before the disk is full
+    let first = lines.len() / 20;
+    std::fs::write(&input, lines[..first].concat()).unwrap();
+    let writer = append_slowly(input.clone(), lines[first..].to_vec());
+    let mut child = start(dir, "job.sql", &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the job went on with a full disk: {}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(!status.success(), "a full disk under FailBatch fails the job:\n{log}");
+    assert!(log.contains("No space left on device") && log.contains("full/"), "the error names the file and the cause:\n{log}");
+    let published = counted(&dir.join("full/out.jsonl"));
+    assert!(published.len() < want.len(), "the disk filled before the end: {} of {} rows", published.len(), want.len());
+    writer.join().unwrap();
+    disk.grow("16m");
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let n = want.len();
+    wait_lines(&dir.join("full/out.jsonl"), 60, |l| l >= n);
+    std::thread::sleep(Duration::from_millis(700)); // a duplicate would show by now
+    interrupt(&mut child, dir);
+    let got = counted(&dir.join("full/out.jsonl"));
+    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
+    assert!(twice.is_empty(), "rows written twice: {:?}", &twice[..twice.len().min(3)]);
+    assert_same_rows("after a full disk and a restart", &got.into_keys().collect::<Vec<_>>(), &want);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(log.contains("restoring checkpoint"), "the restart restored a checkpoint:\n{log}");
+}
