@@ -7,6 +7,7 @@
 //! The kill moments come from `FERRIS_CHAOS_SEED` (printed, so that a failure can be replayed).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -392,4 +393,58 @@ async fn a_full_disk_fails_the_job_and_a_restart_gives_the_batch_answer() {
     assert_same_rows("after a full disk and a restart", &got.into_keys().collect::<Vec<_>>(), &want);
     let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
     assert!(log.contains("restoring checkpoint"), "the restart restored a checkpoint:\n{log}");
+}
+
+/// Sets or clears the immutable attribute of `path` (nothing can be created in it, not even by
+/// root); false where the file system has no such attribute.
+fn immutable(path: &Path, on: bool) -> bool {
+    Command::new("chattr").arg(if on { "+i" } else { "-i" }).arg(path).status().is_ok_and(|s| s.success())
+}
+
+/// The checkpoint store becomes unwritable mid-run (its directory made immutable): the job
+/// keeps processing, reports the failing checkpoints, and publishes nothing past the last good
+/// one; once the store is back, checkpoints complete again and the output is exactly the batch
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_checkpoint_store_holds_commits_back_and_the_job_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, lines, want) = kill_test_input(dir, 40_000).await;
+    std::fs::write(dir.join("job.sql"), window_job(&input, ", 'use_transactions' = 'true'")).unwrap();
+    let first = lines.len() / 20;
+    std::fs::write(&input, lines[..first].concat()).unwrap();
+    let out = dir.join("out.jsonl");
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    assert!(wait_lines(&out, 30, |n| n > 0), "windows published before the store goes away");
+    let store = dir.join("checkpoints/w");
+    if !immutable(&store, true) {
+        crate::checkpoints::kill9(&mut child);
+        eprintln!("SKIPPED: chattr +i does not work here");
+        return;
+    }
+    // the rest of the input arrives while no checkpoint can be written
+    let mut rest = lines[first..].concat();
+    rest.push_str(&sentinel());
+    std::fs::OpenOptions::new().append(true).open(&input).unwrap().write_all(rest.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+    std::thread::sleep(Duration::from_millis(1500));
+    let still = std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+    let running = child.try_wait().unwrap().is_none();
+    immutable(&store, false);
+    assert!(running, "the job goes on without its store: {}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
+    assert_eq!(held, still, "nothing is published while no checkpoint completes");
+    assert!(still < want.len(), "the windows of the rest wait for a checkpoint: {still} of {}", want.len());
+    let n = want.len();
+    assert!(wait_lines(&out, 60, |l| l >= n), "the rest is published once the store is back");
+    std::thread::sleep(Duration::from_millis(700)); // a duplicate would show by now
+    interrupt(&mut child, dir);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(log.contains("failed") && log.contains("nothing after checkpoint"), "the failing checkpoints are reported:\n{log}");
+    let got = counted(&out);
+    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
+    assert!(twice.is_empty(), "rows written twice: {:?}", &twice[..twice.len().min(3)]);
+    assert_same_rows("after the store came back", &got.into_keys().collect::<Vec<_>>(), &want);
 }

@@ -228,8 +228,10 @@ impl ReadPositions {
         let now = std::time::Instant::now();
         for (k, max) in latest {
             let e = t.entry(k).or_insert(PartitionTime { max: None, last: now });
-            e.last = now;
+            // only rows with an event time keep a partition live: one whose rows have none
+            // (a missing or unreadable column) goes idle instead of holding event time forever
             if let Some(m) = max {
+                e.last = now;
                 e.max = Some(e.max.map_or(m, |x| x.max(m)));
             }
         }

@@ -53,6 +53,11 @@ pub struct KafkaSink {
     closed: bool,
     /// `use_transactions`: the transactional producer's id and whether a transaction is open.
     txn: Option<Txn>,
+    /// Under transactions, between a checkpoint's prepare and its commit: the rows written
+    /// meanwhile belong to the next checkpoint, so they wait here and go into the next
+    /// transaction (in the open one they would commit with a checkpoint whose positions do not
+    /// cover them, and a restart would write them again).
+    held: Option<Vec<RecordBatch>>,
 }
 
 /// A transactional producer's state (`use_transactions`).
@@ -66,6 +71,8 @@ struct Txn {
     /// latest checkpoint's transaction committed.
     marker_group: String,
     open: bool,
+    /// `init_transactions` has run (before the marker is read, or at recovery).
+    initialised: bool,
 }
 
 /// How long a transaction operation may take.
@@ -133,7 +140,51 @@ impl KafkaSink {
             checked_topic: false,
             closed: false,
             txn: None,
+            held: None,
         })
+    }
+
+    /// Sends a batch's rows and waits for every delivery report.
+    async fn produce(&mut self, batch: &RecordBatch) -> Result<()> {
+        if !self.checked_topic {
+            self.ensure_topic().await?;
+        }
+        let values = self.values(batch)?;
+        let keys = self.keys(batch)?;
+        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(values.len());
+        let mut outcome = Outcome::default();
+        for (i, value) in values.iter().enumerate() {
+            let key = keys.as_ref().and_then(|k| k[i].as_deref());
+            let mut record = FutureRecord::to(&self.topic).payload(value.as_slice());
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // The local queue is full: wait for what is queued, then retry.
+                        record = r;
+                        if pending.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        outcome.settle(std::mem::take(&mut pending)).await;
+                    }
+                    Err((e, _)) => return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic))),
+                }
+            }
+        }
+        outcome.settle(pending).await;
+        let Outcome { total, failed, first } = outcome;
+        match first {
+            None => Ok(()),
+            Some(e) => {
+                Err(ConnectorError::Other(format!("kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}", self.name, self.topic)))
+            }
+        }
     }
 
     fn txn_err(&self, what: &str) -> String {
@@ -153,18 +204,17 @@ impl KafkaSink {
         create_client_with(&self.props, settings, &format!("kafka sink '{}'", self.name), || rdkafka::consumer::DefaultConsumerContext)
     }
 
-    /// Reads the marker group's offset: the last checkpoint whose transaction committed.
-    fn read_marker(&self, group: &str) -> Result<Option<u64>> {
-        let consumer = self.marker_client(group)?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, 0);
-        let committed = consumer
-            .committed_offsets(tpl, TXN_TIMEOUT)
-            .map_err(|e| ConnectorError::Other(self.txn_err(&format!("reading its last committed checkpoint: {e}"))))?;
-        Ok(committed.elements().first().and_then(|e| match e.offset() {
-            Offset::Offset(o) if o >= 0 => Some(o as u64),
-            _ => None,
-        }))
+    /// Fences an earlier producer of this job and aborts the transaction it left open; once.
+    async fn init_transactions(&mut self, txn: &Txn) -> Result<()> {
+        if txn.initialised {
+            return Ok(());
+        }
+        let p = self.producer.clone();
+        blocking(self.txn_err(&format!("initialising transactions ('{}')", txn.id)), move || p.init_transactions(TXN_TIMEOUT)).await?;
+        if let Some(t) = self.txn.as_mut() {
+            t.initialised = true;
+        }
+        Ok(())
     }
 
     /// Creates the topic when the broker does not have it (and `topic.create` is not false).
@@ -301,45 +351,11 @@ impl Sink for KafkaSink {
         if self.closed {
             return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
         }
-        if !self.checked_topic {
-            self.ensure_topic().await?;
+        if let Some(held) = self.held.as_mut() {
+            held.push(batch.clone());
+            return Ok(());
         }
-        let values = self.values(batch)?;
-        let keys = self.keys(batch)?;
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(values.len());
-        let mut outcome = Outcome::default();
-        for (i, value) in values.iter().enumerate() {
-            let key = keys.as_ref().and_then(|k| k[i].as_deref());
-            let mut record = FutureRecord::to(&self.topic).payload(value.as_slice());
-            if let Some(k) = key {
-                record = record.key(k);
-            }
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        // The local queue is full: wait for what is queued, then retry.
-                        record = r;
-                        if pending.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        outcome.settle(std::mem::take(&mut pending)).await;
-                    }
-                    Err((e, _)) => return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic))),
-                }
-            }
-        }
-        outcome.settle(pending).await;
-        let Outcome { total, failed, first } = outcome;
-        match first {
-            None => Ok(()),
-            Some(e) => {
-                Err(ConnectorError::Other(format!("kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}", self.name, self.topic)))
-            }
-        }
+        self.produce(batch).await
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -379,16 +395,32 @@ impl Sink for KafkaSink {
         settings.retain(|(k, _)| k != "transactional.id" && k != "enable.idempotence");
         settings.push(("transactional.id".into(), id.clone()));
         settings.push(("enable.idempotence".into(), "true".into()));
+        // a transaction stays open from one checkpoint's commit to the next: librdkafka's
+        // default (60 s) would abort it under a long `checkpoint.interval` or a slow checkpoint
+        if !settings.iter().any(|(k, _)| k == "transaction.timeout.ms") {
+            settings.push(("transaction.timeout.ms".into(), "900000".into()));
+        }
         let what = format!("kafka sink '{}'", self.name);
         self.producer = create_client_with(&self.props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
         self.settings = settings;
-        self.txn = Some(Txn { marker_group: format!("{id}-checkpoints"), id, open: false });
+        self.txn = Some(Txn { marker_group: format!("{id}-checkpoints"), id, open: false, initialised: false });
         Ok(())
     }
 
     async fn last_committed(&mut self) -> Result<Option<u64>> {
-        let Some(txn) = &self.txn else { return Ok(None) };
-        self.read_marker(&txn.marker_group.clone())
+        let Some(txn) = self.txn.clone() else { return Ok(None) };
+        // the transaction a killed process left open is aborted first: until then the broker
+        // answers the marker's offset with "unstable" and the read would wait for it
+        self.init_transactions(&txn).await?;
+        let consumer = self.marker_client(&txn.marker_group)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        let what = self.txn_err("reading its last committed checkpoint");
+        let committed = blocking(what, move || consumer.committed_offsets(tpl, TXN_TIMEOUT)).await?;
+        Ok(committed.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o as u64),
+            _ => None,
+        }))
     }
 
     async fn recover(&mut self, _restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
@@ -396,9 +428,7 @@ impl Sink for KafkaSink {
         if !self.checked_topic {
             self.ensure_topic().await?;
         }
-        // fences an earlier producer of this job and aborts the transaction it left open
-        let p = self.producer.clone();
-        blocking(self.txn_err(&format!("initialising transactions ('{}')", txn.id)), move || p.init_transactions(TXN_TIMEOUT)).await?;
+        self.init_transactions(&txn).await?;
         self.producer.begin_transaction().map_err(|e| ConnectorError::Other(self.txn_err(&format!("begin transaction: {e}"))))?;
         if let Some(t) = self.txn.as_mut() {
             t.open = true;
@@ -407,8 +437,12 @@ impl Sink for KafkaSink {
     }
 
     async fn prepare(&mut self, _checkpoint: u64) -> Result<Option<Prepared>> {
-        // every write waited for its deliveries: the transaction holds all rows so far
-        Ok(self.txn.as_ref().map(|t| serde_json::json!({ "transactional.id": t.id })))
+        // every write waited for its deliveries: the transaction holds all rows so far, and
+        // what comes before the commit waits for the next one
+        let Some(t) = self.txn.as_ref() else { return Ok(None) };
+        let prepared = serde_json::json!({ "transactional.id": t.id });
+        self.held.get_or_insert_with(Vec::new);
+        Ok(Some(prepared))
     }
 
     async fn commit(&mut self, checkpoint: u64) -> Result<()> {
@@ -426,6 +460,11 @@ impl Sink for KafkaSink {
             p.commit_transaction(TXN_TIMEOUT)?;
             p.begin_transaction()
         })
-        .await
+        .await?;
+        // the rows written since the prepare open the next transaction
+        for batch in self.held.take().unwrap_or_default() {
+            self.produce(&batch).await?;
+        }
+        Ok(())
     }
 }

@@ -366,6 +366,14 @@ async fn prepare_and_run(
     let store = match cfg.enabled {
         true => match CheckpointStore::open_exclusive(&cfg.dir).map_err(|e| format!("job '{name}': {e}"))? {
             Some(s) => Some(s),
+            None if delivery == Delivery::ExactlyOnce => {
+                // its sinks' transactions and staged files are the other process's too: a
+                // Kafka sink would fence the other's producer, a file sink clear its staging
+                return Err(format!(
+                    "job '{name}': use_transactions: another process of this job holds {} (its checkpoints, its sinks' transactions and staged files); stop it, or give this one its own 'checkpoint.dir' and sinks",
+                    cfg.dir
+                ));
+            }
             None => {
                 // another process of the job runs from this directory: this one checkpoints
                 // apart, starting from the group's offsets (its partitions are its own)
