@@ -448,3 +448,69 @@ async fn an_unwritable_checkpoint_store_holds_commits_back_and_the_job_goes_on()
     assert!(twice.is_empty(), "rows written twice: {:?}", &twice[..twice.len().min(3)]);
     assert_same_rows("after the store came back", &got.into_keys().collect::<Vec<_>>(), &want);
 }
+
+/// A file sink on a disk that fills up (a 64 KiB tmpfs), under each failure strategy: a failed
+/// batch never leaves part of its rows in the file, and the rows are exactly what the strategy
+/// promises — `LogAndContinue`: the job goes on, every row either written once or counted as
+/// dropped; `FailBatch`: the job fails naming the file and the cause; `RetryWithBackoff`: once
+/// there is room again (the disk grows while it retries) every row, once.
+#[test]
+fn a_full_disk_under_each_failure_strategy() {
+    let total = 3000usize;
+    let rows: String = (0..total).map(|i| format!("{{\"id\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40))).collect();
+    for strategy in ["LogAndContinue", "FailBatch", "RetryWithBackoff"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let Some(disk) = Tmpfs::mount(&dir.join("full"), "64k") else {
+            eprintln!("SKIPPED: this machine does not let the test mount a tmpfs");
+            return;
+        };
+        std::fs::write(dir.join("rows.jsonl"), &rows).unwrap();
+        let sql = format!(
+            "CREATE STREAM copy AS SELECT id, pad FROM rows INTO out WITH ('rows.type' = 'file_source', 'rows.path' = 'rows.jsonl', 'rows.batch.size' = '100', \
+             'out.type' = 'file_sink', 'out.path' = 'full/out.jsonl', 'failure_strategy' = '{strategy}', 'max_retries' = '30', 'retry_backoff' = '100ms');"
+        );
+        std::fs::write(dir.join("job.sql"), sql).unwrap();
+        let grow = (strategy == "RetryWithBackoff").then(|| {
+            let full = dir.join("full");
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                let status = Command::new("mount").args(["-o", "remount,size=16m"]).arg(&full).status().unwrap();
+                assert!(status.success());
+            })
+        });
+        let run = ferris(dir, &["run", "job.sql", "--report-json", "--no-progress"]);
+        if let Some(g) = grow {
+            g.join().unwrap();
+        }
+        // every line whole: canonical_lines panics on a torn one
+        let text = std::fs::read_to_string(dir.join("full/out.jsonl")).unwrap_or_default();
+        let lines = canonical_lines(&text);
+        let ids: Vec<i64> = lines.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap()).collect();
+        let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "{strategy}: a row written twice");
+        match strategy {
+            "LogAndContinue" => {
+                assert_eq!(run.status, 0, "{strategy}: the job goes on: {}", run.stderr);
+                let report: serde_json::Value = serde_json::from_str(run.stdout.lines().last().unwrap_or("{}")).unwrap();
+                let dropped = report["sinks"][0]["dropped"].as_u64().unwrap();
+                assert!(dropped > 0 && ids.len() < total, "{strategy}: the disk filled: {} written, {dropped} dropped", ids.len());
+                assert_eq!(ids.len() as u64 + dropped, total as u64, "{strategy}: every row written or counted as dropped");
+            }
+            "FailBatch" => {
+                assert_eq!(run.status, 1, "{strategy}: the job fails: {}", run.stderr);
+                assert!(
+                    run.stderr.contains("No space left on device") && run.stderr.contains("full/out.jsonl"),
+                    "{strategy}: names the file and the cause: {}",
+                    run.stderr
+                );
+                assert!(ids.len() < total);
+            }
+            _ => {
+                assert_eq!(run.status, 0, "{strategy}: the retries succeed once there is room: {}", run.stderr);
+                assert_eq!(distinct, (0..total as i64).collect(), "{strategy}: every row, once");
+            }
+        }
+        drop(disk);
+    }
+}

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use arrow::record_batch::RecordBatch;
@@ -115,6 +115,21 @@ struct SinkCheckpoint {
     batch_id: u64,
 }
 
+/// Drops what a failed batch left in `w` and its file: the file goes back to `start` bytes.
+fn undo_append(w: &mut BufWriter<File>, start: u64, path: &Path) {
+    let undone = w.get_ref().try_clone().and_then(|f| {
+        // a fresh buffer over the same file: the failed batch's buffered bytes are dropped
+        let old = std::mem::replace(w, BufWriter::new(f));
+        let (file, _) = old.into_parts();
+        drop(file);
+        w.get_mut().set_len(start)?;
+        w.get_mut().seek(std::io::SeekFrom::Start(start)).map(|_| ())
+    });
+    if let Err(e) = undone {
+        warn!(path = %path.display(), "cannot undo a failed write ({e}): the file may end in a partial row");
+    }
+}
+
 /// Publishes a staged file; doing it again (after a crash) changes nothing.
 fn publish(f: &StagedFile) -> Result<()> {
     let io_t = |e| ConnectorError::io(&f.target, e);
@@ -138,7 +153,6 @@ fn publish(f: &StagedFile) -> Result<()> {
         } else if len != f.base_len {
             warn!(path = %f.target.display(), "the file is {len} bytes where {} were expected: something else wrote to it; appending anyway", f.base_len);
         }
-        use std::io::Seek;
         let start = out.seek(std::io::SeekFrom::End(0)).map_err(io_t)?;
         let mut staged = File::open(&f.staged).map_err(|e| ConnectorError::io(&f.staged, e))?;
         if let Err(e) = std::io::copy(&mut staged, &mut out).and_then(|_| out.sync_data()) {
@@ -397,25 +411,43 @@ impl FileSink {
         }
         let format = self.format;
         let cur = self.current.as_mut().ok_or_else(|| ConnectorError::Other("file sink has no open file".into()))?;
-        let ctx = || cur.path.display().to_string();
+        let path = cur.path.clone();
+        let ctx = || path.display().to_string();
         match &mut cur.writer {
             Encoder::Parquet(w) => w.write(batch).map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?,
-            Encoder::Text { out, header_pending } => match format {
-                FileFormat::Csv { has_headers, delimiter, quote } => {
-                    let mut w = arrow_csv::WriterBuilder::new()
-                        .with_header(has_headers && *header_pending)
-                        .with_delimiter(delimiter)
-                        .with_quote(quote)
-                        .build(&mut *out);
-                    w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))?;
-                    *header_pending = false;
+            Encoder::Text { out, header_pending } => {
+                // plain text: a batch reaches the file whole or not at all (a full disk leaves
+                // no torn rows, and a retried batch is not written twice)
+                let start = match out {
+                    TextOut::Plain(w) => Some(w.stream_position().map_err(|e| ConnectorError::io(&path, e))?),
+                    TextOut::Gzip(_) => None,
+                };
+                let written = match format {
+                    FileFormat::Csv { has_headers, delimiter, quote } => {
+                        let mut w = arrow_csv::WriterBuilder::new()
+                            .with_header(has_headers && *header_pending)
+                            .with_delimiter(delimiter)
+                            .with_quote(quote)
+                            .build(&mut *out);
+                        w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))
+                    }
+                    _ => {
+                        let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut *out);
+                        w.write(batch).and_then(|()| w.finish()).map_err(|e| ConnectorError::arrow(ctx(), e))
+                    }
+                };
+                let written = written.and_then(|()| match &mut *out {
+                    TextOut::Plain(w) => w.flush().map_err(|e| ConnectorError::io(&path, e)),
+                    TextOut::Gzip(_) => Ok(()),
+                });
+                if written.is_err() {
+                    if let (Some(start), TextOut::Plain(w)) = (start, &mut *out) {
+                        undo_append(w, start, &path);
+                    }
                 }
-                _ => {
-                    let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut *out);
-                    w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))?;
-                    w.finish().map_err(|e| ConnectorError::arrow(ctx(), e))?;
-                }
-            },
+                written?;
+                *header_pending = false;
+            }
         }
         if self.template.per_batch() {
             self.finish_current()?;
