@@ -148,7 +148,42 @@ def main():
                 f"{n} | {mean:.0f} | {report.get('checkpoint_max_ms', 0)} | {report.get('checkpoint_bytes', 0) / 1024:.0f} |",
                 flush=True,
             )
+    print()
+    print("| recovery | checkpoints | kill → restored process started | kill → first new output |")
+    print("|---|---|---|---|")
+    name, query = QUERIES[1]
+    for mode, keys in MODES[1:]:
+        started, first = recovery(args.binary, work, job_sql(name, query, files, keys, True))
+        print(f"| {name}, killed after 2.5 s | {mode} | {started * 1000:.0f} ms | {first * 1000:.0f} ms |", flush=True)
     subprocess.run(["rm", "-rf", work])
+
+
+def recovery(binary, work, sql):
+    """Starts `sql`, SIGKILLs it after 2.5 s, restarts it at once: seconds from the kill to
+    the restarted process running, and to its first output beyond what was there."""
+    out = os.path.join(work, "out.jsonl")
+    for f in (out,):
+        if os.path.exists(f):
+            os.remove(f)
+    subprocess.run(["rm", "-rf", os.path.join(work, "checkpoints"), os.path.join(work, ".ferris-staging")], check=True)
+    with open(os.path.join(work, "job.sql"), "w") as f:
+        f.write(sql)
+    cmd = [binary, "run", "--no-progress", "job.sql"]
+    env = {**os.environ, "RUST_LOG": "warn"}
+    p = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    time.sleep(2.5)
+    p.kill()
+    killed = time.monotonic()
+    p.wait()
+    before = os.path.getsize(out) if os.path.exists(out) else 0
+    q = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    started = time.monotonic() - killed
+    while (os.path.getsize(out) if os.path.exists(out) else 0) <= before and q.poll() is None and time.monotonic() - killed < 120:
+        time.sleep(0.005)
+    first = time.monotonic() - killed
+    q.send_signal(signal.SIGINT)
+    q.wait(timeout=120)
+    return started, first
 
 
 if __name__ == "__main__":
