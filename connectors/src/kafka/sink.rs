@@ -10,6 +10,7 @@
 //!       'alerts.acks' = 'all', 'alerts.compression.type' = 'lz4', 'alerts.linger.ms' = '5');
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, StringArray};
@@ -58,6 +59,8 @@ pub struct KafkaSink {
     /// transaction (in the open one they would commit with a checkpoint whose positions do not
     /// cover them, and a restart would write them again).
     held: Option<Vec<RecordBatch>>,
+    /// The checkpoint marker group's metadata, for `send_offsets_to_transaction`.
+    marker_metadata: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
 }
 
 /// A transactional producer's state (`use_transactions`).
@@ -141,6 +144,7 @@ impl KafkaSink {
             closed: false,
             txn: None,
             held: None,
+            marker_metadata: None,
         })
     }
 
@@ -452,8 +456,13 @@ impl Sink for KafkaSink {
         marker
             .add_partition_offset(&self.topic, 0, Offset::Offset(checkpoint as i64))
             .map_err(|e| ConnectorError::Other(self.txn_err(&format!("marker offset: {e}"))))?;
-        let group = self.marker_client(&txn.marker_group)?;
-        let metadata = group.group_metadata().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?;
+        if self.marker_metadata.is_none() {
+            // the marker group's metadata, once: a client per checkpoint would cost a connection each time
+            let group = self.marker_client(&txn.marker_group)?;
+            self.marker_metadata =
+                Some(Arc::new(group.group_metadata().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?));
+        }
+        let metadata = self.marker_metadata.clone().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?;
         let p = self.producer.clone();
         blocking(self.txn_err(&format!("committing checkpoint {checkpoint}")), move || {
             p.send_offsets_to_transaction(&marker, &metadata, TXN_TIMEOUT)?;
