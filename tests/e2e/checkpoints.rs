@@ -514,3 +514,22 @@ fn a_full_disk_under_each_failure_strategy() {
         drop(disk);
     }
 }
+
+/// A second process of a transactional job, while the first runs, is refused: it would share
+/// the first one's sink transactions and staged files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_of_a_transactional_job_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, _, _) = kill_test_input(dir, 1000).await;
+    std::fs::write(dir.join("job.sql"), window_job(&input, ", 'use_transactions' = 'true'")).unwrap();
+    let before = sinks_created(dir);
+    let mut first = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let second = ferris(dir, &["run", "job.sql", "--no-progress"]);
+    let alive = first.try_wait().unwrap().is_none();
+    interrupt(&mut first, dir);
+    assert!(alive, "the first process goes on");
+    assert_eq!(second.status, 1, "the second process is refused: {}", second.stderr);
+    assert!(second.stderr.contains("use_transactions: another process of this job holds checkpoints/w"), "the refusal says why: {}", second.stderr);
+}

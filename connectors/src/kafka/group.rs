@@ -569,3 +569,55 @@ impl std::fmt::Debug for GroupMember {
         f.debug_struct("GroupMember").field("source", &self.shared.name).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Frontier;
+
+    fn tp(p: i32) -> (String, i32) {
+        ("t".to_string(), p)
+    }
+
+    #[test]
+    fn a_partition_whose_rows_have_no_event_time_goes_idle() {
+        let r = ReadPositions::new(1);
+        r.track(0, "t", 0);
+        r.track(0, "t", 1);
+        let idle = Duration::from_millis(50);
+        r.delivered(0, [(tp(0), Some(1000))]);
+        assert!(matches!(r.frontier(0, idle), Some(Frontier::Holding)), "partition 1 has given no time yet");
+        std::thread::sleep(Duration::from_millis(60));
+        // partition 1 keeps delivering rows without a time; partition 0 rows with one
+        r.delivered(0, [(tp(1), None), (tp(0), Some(2000))]);
+        assert!(matches!(r.frontier(0, idle), Some(Frontier::At(2000))), "{:?}", r.frontier(0, idle));
+    }
+
+    #[test]
+    fn awaited_partitions_hold_until_assigned_or_the_deadline() {
+        let r = ReadPositions::new(1);
+        r.track(0, "t", 0);
+        r.delivered(0, [(tp(0), Some(5))]);
+        let idle = Duration::from_secs(60);
+        r.await_partitions([tp(1)], Duration::from_secs(60));
+        assert!(matches!(r.frontier(0, idle), Some(Frontier::Holding)));
+        r.assigned(&[tp(1)]);
+        assert!(matches!(r.frontier(0, idle), Some(Frontier::At(5))));
+        r.await_partitions([tp(2)], Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(matches!(r.frontier(0, idle), Some(Frontier::At(5))), "the hold ends at its deadline");
+    }
+
+    #[test]
+    fn restored_positions_are_carried_until_read_again() {
+        let r = ReadPositions::new(2);
+        r.carry([(tp(0), 10), (tp(1), 20)]);
+        assert_eq!(r.of_reader(0).get("t/0").and_then(serde_json::Value::as_i64), Some(10));
+        assert!(r.of_reader(1).is_empty(), "carried once, by the first reader");
+        r.record(1, vec![(tp(1), 25)]);
+        let first = r.of_reader(0);
+        assert_eq!(first.get("t/1"), None, "read again: no longer carried");
+        assert_eq!(r.of_reader(1).get("t/1").and_then(serde_json::Value::as_i64), Some(25));
+        assert_eq!(r.positions_of(&[tp(1)]), vec![(tp(1), 25)]);
+    }
+}
