@@ -95,6 +95,14 @@ pub(crate) fn counted(path: &Path) -> BTreeMap<String, usize> {
     m
 }
 
+/// Asserts that the JSON Lines file `path` holds exactly the rows `want`, none of them twice.
+pub(crate) fn assert_exactly_once(what: &str, path: &Path, want: &[String]) {
+    let got = counted(path);
+    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
+    assert!(twice.is_empty(), "{what}: rows written twice: {:?}", &twice[..twice.len().min(3)]);
+    assert_same_rows(what, &got.into_keys().collect::<Vec<_>>(), want);
+}
+
 const BASE_MS: u64 = 1_700_000_000_000;
 
 /// Clicks in event-time order, then one far-future click that moves the watermark past every
@@ -193,12 +201,7 @@ async fn killed_five_times_a_transactional_window_job_gives_the_batch_answer() {
     eprintln!("FERRIS_CHAOS_SEED={seed}");
     let n = want.len();
     crash_and_finish(dir, 5, seed, &input, &lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
-    let out = dir.join("out.jsonl");
-    let got = counted(&out);
-    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
-    assert!(twice.is_empty(), "rows written twice (seed {seed}): {:?}", &twice[..twice.len().min(3)]);
-    let rows: Vec<String> = got.into_keys().collect();
-    assert_same_rows(&format!("exactly once after 5 kills (seed {seed})"), &rows, &want);
+    assert_exactly_once(&format!("exactly once after 5 kills (seed {seed})"), &dir.join("out.jsonl"), &want);
     let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
     assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
     assert!(!dir.join(".ferris-staging/w-out").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "nothing left staged after a clean stop");
@@ -387,10 +390,7 @@ async fn a_full_disk_fails_the_job_and_a_restart_gives_the_batch_answer() {
     wait_lines(&dir.join("full/out.jsonl"), 60, |l| l >= n);
     std::thread::sleep(Duration::from_millis(700)); // a duplicate would show by now
     interrupt(&mut child, dir);
-    let got = counted(&dir.join("full/out.jsonl"));
-    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
-    assert!(twice.is_empty(), "rows written twice: {:?}", &twice[..twice.len().min(3)]);
-    assert_same_rows("after a full disk and a restart", &got.into_keys().collect::<Vec<_>>(), &want);
+    assert_exactly_once("after a full disk and a restart", &dir.join("full/out.jsonl"), &want);
     let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
     assert!(log.contains("restoring checkpoint"), "the restart restored a checkpoint:\n{log}");
 }
@@ -443,10 +443,7 @@ async fn an_unwritable_checkpoint_store_holds_commits_back_and_the_job_goes_on()
     interrupt(&mut child, dir);
     let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
     assert!(log.contains("failed") && log.contains("nothing after checkpoint"), "the failing checkpoints are reported:\n{log}");
-    let got = counted(&out);
-    let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
-    assert!(twice.is_empty(), "rows written twice: {:?}", &twice[..twice.len().min(3)]);
-    assert_same_rows("after the store came back", &got.into_keys().collect::<Vec<_>>(), &want);
+    assert_exactly_once("after the store came back", &out, &want);
 }
 
 /// A file sink on a disk that fills up (a 64 KiB tmpfs), under each failure strategy: a failed
