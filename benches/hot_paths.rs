@@ -113,7 +113,7 @@ fn json_decode(c: &mut Criterion) {
         })
     });
     // the one-pass decoder the sources try first, on the same text, a batch-sized chunk at a time
-    let flat = ferris_connectors::flat_json::FlatJson::new(&events_schema()).expect("a flat schema");
+    let flat = ferris_connectors::format::flat_json::FlatJson::new(&events_schema()).expect("a flat schema");
     let chunks: Vec<&[u8]> = {
         let mut out = Vec::new();
         let (mut start, mut lines) = (0, 0);

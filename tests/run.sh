@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs and starts the services the tests use when they are missing
-# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; the Python Flight clients), runs every test of the workspace, and
+# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190; the
+# Python clients: pyarrow, ADBC Flight SQL, boto3), runs every test of the workspace, and
 # prints one closing line: "tests: N passed, M failed".
 #
 #   bash tests/run.sh                 # everything
@@ -9,17 +10,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/services/python.sh
+bash tests/services/s3.sh install
 bash tests/services/kafka.sh install
 started_kafka=0
 if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
     bash tests/services/kafka.sh start
     started_kafka=1
 fi
+started_s3=0
+if ! bash tests/services/s3.sh status >/dev/null 2>&1; then
+    bash tests/services/s3.sh start
+    started_s3=1
+fi
 cleanup() {
     if [ "$started_kafka" = 1 ]; then bash tests/services/kafka.sh stop; fi
+    if [ "$started_s3" = 1 ]; then bash tests/services/s3.sh stop; fi
 }
 trap cleanup EXIT
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
+export S3_ENDPOINT="${S3_ENDPOINT:-http://127.0.0.1:9190}"
 
 log=$(mktemp)
 status=0

@@ -1,9 +1,11 @@
 //! Sources and sinks for FerrisStreams.
 //!
-//! A *source* turns an external system (files today; Kafka, S3 and PostgreSQL later) into
+//! A *source* turns an external system (files, Kafka, S3) into
 //! Arrow [`RecordBatch`](arrow::record_batch::RecordBatch) streams that DataFusion reads as a
 //! streaming table. A *sink* receives the job's output batches and writes them out.
 //! Connectors know nothing of SQL or of each other: the engine's job runner wires them up.
+//! Each connector has one directory declaring all of it ([`connector::ConnectorSpec`]);
+//! [`registry`] lists them, and [`format`] holds the formats every byte-carrying one shares.
 //!
 //! ```sql
 //! CREATE STREAM enriched AS SELECT * FROM orders INTO archive
@@ -14,17 +16,18 @@
 pub mod batching;
 pub mod blackhole;
 pub mod checkpoint;
+pub mod connector;
 pub mod connector_type;
 pub mod error;
 pub mod failure;
 pub mod file;
-mod flat_columns;
-pub mod flat_csv;
-pub mod flat_json;
 pub mod flight;
+pub mod format;
 pub mod kafka;
 pub mod metrics;
 pub mod properties;
+pub mod registry;
+pub mod s3;
 pub mod sink;
 pub mod source;
 pub mod stdout;

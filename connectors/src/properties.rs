@@ -13,10 +13,11 @@ use crate::error::{ConnectorError, Result};
 /// Words that make a key secret: its value is masked in explain output, logs and errors.
 const SECRET_WORDS: &[&str] = &["password", "secret", "token", "access_key", "auth_header", "api_key", "credential", "private_key", "sasl.jaas"];
 
-/// True when the value of `key` must never be shown (`sasl.password`, `secret_access_key`, …).
+/// True when the value of `key` must never be shown: declared secret by a connector
+/// (`secret_access_key`), or named like one (`sasl.password`, `my_api_key`).
 pub fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| k.contains(w))
+    SECRET_WORDS.iter().any(|w| k.contains(w)) || crate::registry::is_declared_secret(&k)
 }
 
 /// The text shown in place of a secret value.

@@ -53,4 +53,20 @@ pub trait Source: Debug + Send + Sync {
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
         None
     }
+
+    /// True when the source can use `filter` (a WHERE conjunct on its columns) to skip data
+    /// without reading it: Hive partitions of objects. Inexact: the filter still runs on rows.
+    ///
+    /// ```sql
+    /// SELECT * FROM sales WHERE year = 2024   -- objects under year=2023/ are not read
+    /// ```
+    fn can_prune(&self, _filter: &datafusion::logical_expr::Expr) -> bool {
+        false
+    }
+
+    /// Like [`Source::partitions`], reading only what one of `scans` needs: each scan's
+    /// filters (those [`Source::can_prune`] accepted) must all hold. Same partition count.
+    fn partitions_pruned(&self, projection: Option<&[usize]>, _scans: &[Vec<datafusion::logical_expr::Expr>]) -> Vec<Arc<dyn PartitionStream>> {
+        self.partitions(projection)
+    }
 }

@@ -97,7 +97,16 @@ pub(crate) fn counted(path: &Path) -> BTreeMap<String, usize> {
 
 /// Asserts that the JSON Lines file `path` holds exactly the rows `want`, none of them twice.
 pub(crate) fn assert_exactly_once(what: &str, path: &Path, want: &[String]) {
-    let got = counted(path);
+    let lines: Vec<String> = std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+    assert_exactly_once_rows(what, &lines, want);
+}
+
+/// Asserts that the JSON lines `lines` are exactly the rows `want`, none of them twice.
+pub(crate) fn assert_exactly_once_rows(what: &str, lines: &[String], want: &[String]) {
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for l in canonical_lines(&lines.join("\n")) {
+        *got.entry(l).or_insert(0) += 1;
+    }
     let twice: Vec<&String> = got.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
     assert!(twice.is_empty(), "{what}: rows written twice: {:?}", &twice[..twice.len().min(3)]);
     assert_same_rows(what, &got.into_keys().collect::<Vec<_>>(), want);
@@ -156,7 +165,7 @@ async fn batch_answer(input: &Path, sql: &str) -> Vec<String> {
 
 /// Kills the job `kills` times at random moments (each run 0.3–1.2 s) while `input` grows,
 /// then runs it until `done(output)` (or 120 s), and stops it cleanly.
-fn crash_and_finish(dir: &Path, kills: usize, seed: u64, input: &Path, full: &[String], done: impl Fn(&Path) -> bool) {
+pub(crate) fn crash_and_finish(dir: &Path, kills: usize, seed: u64, input: &Path, full: &[String], done: impl Fn(&Path) -> bool) {
     let _ = std::fs::remove_file(input);
     std::fs::write(input, "").unwrap();
     let writer = append_slowly(input.to_path_buf(), full.to_vec());

@@ -458,7 +458,7 @@ async fn avro_values_round_trip() {
     std::fs::write(tmp.path().join("write.sql"), write).unwrap();
     let run = crate::common::ferris(tmp.path(), &["run", "write.sql"]);
     crate::common::assert_ok(&run);
-    let raw = ferris_connectors::kafka::avro::AvroEncoder::new(None, Some(schema.to_string()));
+    let raw = ferris_connectors::format::avro::AvroEncoder::new(None, Some(schema.to_string()));
     let extra = datafusion::arrow::record_batch::RecordBatch::try_new(
         std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
             datafusion::arrow::datatypes::Field::new("id", datafusion::arrow::datatypes::DataType::Int64, false),

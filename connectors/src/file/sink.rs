@@ -16,46 +16,16 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use flate2::write::GzEncoder;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::format::FileFormat;
 use super::path_template::{PathTemplate, Rotation};
 use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
-use crate::properties::{KeySpec, Properties};
+use crate::format::encode::{write_text, Compression};
+use crate::format::FileFormat;
+use crate::properties::Properties;
 use crate::sink::{Delivery, Sink};
-
-/// The keys `file_sink` understands.
-pub const FILE_SINK_KEYS: KeySpec = KeySpec {
-    exact: &[
-        "path",
-        "format",
-        "append",
-        "compression",
-        "rotation",
-        "max_files",
-        "has_headers",
-        "header",
-        "delimiter",
-        "quote",
-        "buffer_size_bytes",
-        "encoding",
-    ],
-    prefixes: &[],
-};
-
-/// Compression of the written files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    Zstd,
-    Lz4,
-}
 
 /// A file sink.
 pub struct FileSink {
@@ -218,25 +188,7 @@ impl FileSink {
         let format = FileFormat::from_properties(props, path)?;
         let format = if format == FileFormat::Json { FileFormat::JsonLines } else { format };
         let append = props.get_bool("append")?.unwrap_or(false);
-        let compression = match props.get("compression").map(|c| c.to_ascii_lowercase()) {
-            None => Compression::None,
-            Some(c) => match c.as_str() {
-                "none" | "uncompressed" | "" => Compression::None,
-                "gzip" | "gz" => Compression::Gzip,
-                "snappy" => Compression::Snappy,
-                "zstd" => Compression::Zstd,
-                "lz4" => Compression::Lz4,
-                _ => {
-                    return Err(ConnectorError::invalid(
-                        props.full_key("compression"),
-                        format!("unknown compression '{c}'; use none, gzip, snappy, zstd or lz4"),
-                    ))
-                }
-            },
-        };
-        if format != FileFormat::Parquet && !matches!(compression, Compression::None | Compression::Gzip) {
-            return Err(ConnectorError::invalid(props.full_key("compression"), format!("{} files can be compressed with gzip only", format.name())));
-        }
+        let compression = Compression::from_properties(props, format)?;
         if format == FileFormat::Parquet && append {
             return Err(ConnectorError::invalid(
                 props.full_key("append"),
@@ -337,14 +289,7 @@ impl FileSink {
         let existing = header_done || (append && file.metadata().map(|m| m.len() > 0).unwrap_or(false));
         let writer = match self.format {
             FileFormat::Parquet => {
-                let codec = match self.compression {
-                    Compression::None => PqCompression::UNCOMPRESSED,
-                    Compression::Gzip => PqCompression::GZIP(GzipLevel::default()),
-                    Compression::Snappy => PqCompression::SNAPPY,
-                    Compression::Zstd => PqCompression::ZSTD(ZstdLevel::default()),
-                    Compression::Lz4 => PqCompression::LZ4_RAW,
-                };
-                let props = WriterProperties::builder().set_compression(codec).build();
+                let props = self.compression.parquet_properties();
                 let w =
                     ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| ConnectorError::Parquet { context: path.display().to_string(), source: e })?;
                 Encoder::Parquet(Box::new(w))
@@ -422,20 +367,7 @@ impl FileSink {
                     TextOut::Plain(w) => Some(w.stream_position().map_err(|e| ConnectorError::io(&path, e))?),
                     TextOut::Gzip(_) => None,
                 };
-                let written = match format {
-                    FileFormat::Csv { has_headers, delimiter, quote } => {
-                        let mut w = arrow_csv::WriterBuilder::new()
-                            .with_header(has_headers && *header_pending)
-                            .with_delimiter(delimiter)
-                            .with_quote(quote)
-                            .build(&mut *out);
-                        w.write(batch).map_err(|e| ConnectorError::arrow(ctx(), e))
-                    }
-                    _ => {
-                        let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut *out);
-                        w.write(batch).and_then(|()| w.finish()).map_err(|e| ConnectorError::arrow(ctx(), e))
-                    }
-                };
+                let written = write_text(format, batch, &mut *out, *header_pending, &ctx());
                 let written = written.and_then(|()| match &mut *out {
                     TextOut::Plain(w) => w.flush().map_err(|e| ConnectorError::io(&path, e)),
                     TextOut::Gzip(_) => Ok(()),

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{new_null_array, ArrayRef};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -24,22 +23,16 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::decode::{json_array_to_lines, BadRecord, TextDecoder};
-use super::format::FileFormat;
-use super::schema::{infer_schema, is_gzip, open_text, parse_schema, starts_with_array};
 use crate::batching::BatchConfig;
 use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
+use crate::format::decode::{json_array_to_lines, BadRecord, TextDecoder};
+use crate::format::schema::{infer_schema, is_gzip, open_text, parse_schema, starts_with_array};
+use crate::format::{adapt_batch, FileFormat};
 use crate::metrics::ConnectorMetrics;
-use crate::properties::{KeySpec, Properties};
+use crate::properties::Properties;
 use crate::source::Source;
-
-/// The keys `file_source` understands.
-pub const FILE_SOURCE_KEYS: KeySpec = KeySpec {
-    exact: &["path", "format", "has_headers", "header", "delimiter", "quote", "schema", "compression", "watch", "encoding", "poll_interval"],
-    prefixes: &[],
-};
 
 /// Text files larger than this are split into byte ranges read in parallel.
 const SPLIT_THRESHOLD: u64 = 32 << 20;
@@ -453,24 +446,6 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
         }
     }
     Ok(true)
-}
-
-/// Gives `batch` exactly `schema`'s columns: found by name, cast where types differ, nulls
-/// where a file lacks a column (files of one glob may differ).
-fn adapt_batch(batch: RecordBatch, schema: &SchemaRef) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-    if batch.schema().fields() == schema.fields() {
-        return RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec());
-    }
-    let cols: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
-            Some(c) => arrow::compute::cast(c, f.data_type()),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
-        .collect::<std::result::Result<_, _>>()?;
-    RecordBatch::try_new(Arc::clone(schema), cols)
 }
 
 /// Where a chunk's lines sit in the file, to name bad records.

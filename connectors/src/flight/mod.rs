@@ -12,4 +12,21 @@ pub mod hub;
 pub mod sink;
 
 pub use hub::{hub, LiveStream, StreamHub, Subscription, SubscriptionError};
-pub use sink::{FlightSink, FLIGHT_SINK_KEYS};
+pub use sink::{FlightSink, SINK_KEYS};
+
+use crate::connector::{ConnectorSpec, RoleSpec, SinkContext};
+use crate::connector_type::ConnectorKind;
+use crate::error::Result;
+use crate::sink::Sink;
+
+fn create_sink(c: &SinkContext<'_>) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(FlightSink::try_new(c.props, c.job_name)?))
+}
+
+/// The Flight connector's declaration.
+pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
+    kind: ConnectorKind::Flight,
+    summary: "Arrow Flight: a live stream for DoGet subscribers and a table for Flight SQL (`serve`).",
+    source: None,
+    sink: Some(RoleSpec { keys: &[SINK_KEYS], passthrough: None, checkpoints: "at least once by nature: rows are shown as they come", create: create_sink }),
+};

@@ -16,12 +16,16 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
 use super::hub::{hub, LiveStream};
+use crate::connector::KeyDoc;
 use crate::error::Result;
-use crate::properties::{KeySpec, Properties};
+use crate::properties::Properties;
 use crate::sink::Sink;
 
 /// Keys a `flight_sink` understands.
-pub const FLIGHT_SINK_KEYS: KeySpec = KeySpec { exact: &["stream", "retain.rows"], prefixes: &[] };
+pub const SINK_KEYS: &[KeyDoc] = &[
+    KeyDoc::new("stream", "The stream's and its Flight SQL table's name (the DoGet ticket).").default("the job's name"),
+    KeyDoc::new("retain.rows", "Rows kept for late subscribers and for the job's Flight SQL table.").default("10000"),
+];
 
 /// Rows kept for late subscribers and Flight SQL when `retain.rows` is not set.
 pub const DEFAULT_RETAIN_ROWS: usize = 10_000;

@@ -15,41 +15,15 @@ use tracing::warn;
 use crate::error::{ConnectorError, Result};
 use crate::properties::{is_secret_key, Properties, BATCH_KEYS, COMMON_KEYS};
 
-/// Keys FerrisStreams reads itself; never handed to librdkafka.
-pub const OWN_KEYS: &[&str] = &[
-    "topic",
-    "topics",
-    "value.format",
-    "format",
-    "key.format",
-    "key.field",
-    "schema",
-    "value.schema",
-    "avro.schema",
-    "avro.schema.file",
-    "schema.registry.url",
-    "schema.sample_size",
-    "schema.inference.timeout",
-    "commit.interval",
-    "consumers",
-    "max.poll.records",
-    "source.format",
-    "source.buffer_size",
-    "buffer_size",
-    "dlq.topic",
-    "delivery.timeout",
-    "avro.framing",
-    "avro.schema.id",
-    "topic.create",
-    "topic.partitions",
-];
-
 /// Java client names and their librdkafka spelling.
 const ALIASES: &[(&str, &str)] = &[("fetch.max.wait.ms", "fetch.wait.max.ms")];
 
 /// True when `key` is read by FerrisStreams rather than librdkafka.
 pub fn is_own_key(key: &str) -> bool {
-    OWN_KEYS.contains(&key) || BATCH_KEYS.contains(&key) || COMMON_KEYS.accepts(key)
+    super::SOURCE_KEYS.iter().chain(super::SINK_KEYS).any(|d| !d.client && d.covers(key))
+        || ["source.format", "event_time.format"].contains(&key)
+        || BATCH_KEYS.contains(&key)
+        || COMMON_KEYS.accepts(key)
 }
 
 /// The librdkafka settings in `props`: everything that is not ours.

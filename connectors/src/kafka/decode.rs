@@ -184,14 +184,7 @@ impl MessageBatch {
     }
 }
 
-/// A message that could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadMessage {
-    /// Its index in the batch.
-    pub index: usize,
-    /// Why.
-    pub message: String,
-}
+pub use crate::format::BadMessage;
 
 /// Decodes batches of message values of one format into the projected columns of the source.
 pub struct ValueDecoder {
@@ -207,9 +200,9 @@ pub struct ValueDecoder {
     columns: Vec<std::result::Result<usize, String>>,
     batch_size: usize,
     /// For Avro: the decoder, and where each column of `value_out` is in its schema.
-    avro: Option<(std::sync::Arc<super::avro::AvroDecoder>, Vec<usize>)>,
+    avro: Option<(std::sync::Arc<crate::format::avro::AvroDecoder>, Vec<usize>)>,
     /// JSON values of the common flat shape, read in one pass (arrow-json for the rest).
-    flat: Option<crate::flat_json::FlatJson>,
+    flat: Option<crate::format::flat_json::FlatJson>,
 }
 
 impl std::fmt::Debug for ValueDecoder {
@@ -240,12 +233,12 @@ impl ValueDecoder {
         } else {
             Arc::clone(&value_out)
         };
-        let flat = (format == ValueFormat::Json).then(|| crate::flat_json::FlatJson::new(&json_schema)).flatten();
+        let flat = (format == ValueFormat::Json).then(|| crate::format::flat_json::FlatJson::new(&json_schema)).flatten();
         Ok(Self { format, value_out, json_schema, output, columns, batch_size: batch_size.max(1), avro: None, flat })
     }
 
     /// Decodes Avro values with `decoder` (whose schema is the source's value schema).
-    pub fn with_avro(mut self, decoder: std::sync::Arc<super::avro::AvroDecoder>) -> Result<Self> {
+    pub fn with_avro(mut self, decoder: std::sync::Arc<crate::format::avro::AvroDecoder>) -> Result<Self> {
         let schema = decoder.schema();
         let mut positions = Vec::new();
         for f in self.value_out.fields() {

@@ -22,10 +22,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::avro::AvroEncoder;
 use super::config::{create_client, create_client_with, is_own_key, QuietContext};
 use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
+use crate::format::avro::AvroEncoder;
 use crate::properties::Properties;
 use crate::sink::{Delivery, Sink};
 
@@ -125,7 +125,7 @@ impl KafkaSink {
                     ),
                     None => None,
                 };
-                Some(AvroEncoder::new(id, super::avro::schema_text(props)?))
+                Some(AvroEncoder::new(id, crate::format::avro::schema_text(props)?))
             }
             _ => None,
         };

@@ -36,7 +36,7 @@ use crate::batching::BatchConfig;
 use crate::checkpoint::{JobBarriers, Positions, SourceCheckpoint};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
-use crate::file::schema::parse_schema;
+use crate::format::schema::parse_schema;
 use crate::metrics::ConnectorMetrics;
 use crate::properties::Properties;
 use crate::source::Source;
@@ -75,7 +75,7 @@ struct Shared {
     event_time: Option<(String, bool)>,
     /// `idle_timeout`: a partition silent this long no longer holds event time back.
     idle: Duration,
-    avro: Option<Arc<super::avro::AvroDecoder>>,
+    avro: Option<Arc<crate::format::avro::AvroDecoder>>,
     metrics: Arc<ConnectorMetrics>,
     /// Readers (DataFusion partitions) of this process.
     readers: usize,
@@ -165,9 +165,14 @@ impl KafkaSource {
         let declared = props.get("schema").or_else(|| props.get("value.schema"));
         let avro = match format {
             ValueFormat::Avro => {
-                let text = super::avro::schema_text(props)?.ok_or_else(|| ConnectorError::MissingProperty { key: props.full_key("avro.schema") })?;
+                let text = crate::format::avro::schema_text(props)?.ok_or_else(|| ConnectorError::MissingProperty { key: props.full_key("avro.schema") })?;
                 let key = props.full_key(if props.contains("avro.schema") { "avro.schema" } else { "avro.schema.file" });
-                Some(Arc::new(super::avro::AvroDecoder::try_new(&text, super::avro::AvroDecoder::framing(props)?, batch.size.min(1 << 16), &key)?))
+                Some(Arc::new(crate::format::avro::AvroDecoder::try_new(
+                    &text,
+                    crate::format::avro::AvroDecoder::framing(props)?,
+                    batch.size.min(1 << 16),
+                    &key,
+                )?))
             }
             _ => None,
         };

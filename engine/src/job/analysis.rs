@@ -12,10 +12,8 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{visit_relations, ObjectName, ObjectNamePart, Query};
+use ferris_connectors::connector::KeyCheck;
 use ferris_connectors::connector_type::TypeError;
-use ferris_connectors::file::sink::FILE_SINK_KEYS;
-use ferris_connectors::file::source::FILE_SOURCE_KEYS;
-use ferris_connectors::properties::KeySpec;
 use ferris_connectors::{ConnectorKind, ConnectorType, Properties, Role};
 
 use super::spec::{JobSpec, RelationSpec, JOB_KEYS};
@@ -104,19 +102,6 @@ fn collect_ctes(query: &Query, out: &mut HashSet<String>) {
 
 fn examples(role: Role) -> String {
     ConnectorType::examples(role).into_iter().take(4).map(|e| format!("'{e}'")).collect::<Vec<_>>().join(", ")
-}
-
-/// The keys a connector type understands; `None` where keys pass through (Kafka's to librdkafka).
-fn key_spec(t: ConnectorType) -> Option<KeySpec> {
-    const NONE: KeySpec = KeySpec { exact: &["format"], prefixes: &[] };
-    match (t.kind, t.role) {
-        (ConnectorKind::File, Role::Source) => Some(FILE_SOURCE_KEYS),
-        (ConnectorKind::File, Role::Sink) => Some(FILE_SINK_KEYS),
-        (ConnectorKind::Stdout, _) => Some(NONE),
-        (ConnectorKind::Blackhole, _) => Some(ferris_connectors::blackhole::BLACKHOLE_KEYS),
-        (ConnectorKind::Flight, Role::Sink) => Some(ferris_connectors::flight::FLIGHT_SINK_KEYS),
-        _ => None,
-    }
 }
 
 /// Analyses one statement with the default configuration context.
@@ -216,6 +201,15 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
 
     let mut sources = Vec::new();
     let mut sinks = Vec::new();
+    for p in props.iter().chain(std::iter::once(&options)) {
+        // accepted for the guide's sake; rows always flow in batches
+        if let Some(v) = p.get("batch.enable").filter(|v| !v.trim().eq_ignore_ascii_case("true")) {
+            warnings.push(format!(
+                "key '{}' = '{v}' does nothing: rows always flow in batches; 'batch.size' = '1' with 'batch.strategy' = 'low_latency' comes closest",
+                p.full_key("batch.enable")
+            ));
+        }
+    }
     for p in props {
         let role = if source_names.iter().any(|s| s == p.owner()) { Role::Source } else { Role::Sink };
         let connector = match p.get("type") {
@@ -229,9 +223,13 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
                 })
             }
         };
-        if let Some(spec) = key_spec(connector) {
-            for k in p.unknown_keys(&spec) {
-                warnings.push(format!("unknown key '{k}': {connector} '{}' does not use it", p.owner()));
+        if let Some(spec) = ferris_connectors::registry::find(connector.kind) {
+            for (k, v) in p.iter() {
+                match spec.check_key(role, k, v) {
+                    KeyCheck::Used => {}
+                    KeyCheck::Unknown => warnings.push(format!("unknown key '{}': {connector} '{}' does not use it", p.full_key(k), p.owner())),
+                    KeyCheck::Unused(why) => warnings.push(format!("key '{}' does nothing: {why}", p.full_key(k))),
+                }
             }
         }
         let rel = RelationSpec { name: p.owner().to_string(), connector, properties: p };

@@ -29,6 +29,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use ferris_connectors::Source;
@@ -55,6 +56,8 @@ struct ScanState {
     /// Every scan planned so far: its columns (indices into the source's schema) and whether
     /// its plan is still alive.
     consumers: Vec<(Weak<PlanSlot>, Vec<usize>)>,
+    /// Per consumer: the filters it lets the source skip data by.
+    filters: Vec<Vec<Expr>>,
     /// Set at the first execution: the partitions being read.
     started: Option<Arc<Started>>,
 }
@@ -104,10 +107,10 @@ impl SharedScan {
 
     /// The partitions for one more scan of the source, reading `projection` (all columns when
     /// `None`). A scan planned after reading has started reads the source on its own.
-    pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+    pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>, filters: &[Expr]) -> Vec<Arc<dyn PartitionStream>> {
         let mut state = lock(&self.state);
         if state.started.is_some() {
-            return self.source.partitions(projection);
+            return self.source.partitions_pruned(projection, &[filters.to_vec()]);
         }
         let columns: Vec<usize> = match projection {
             Some(p) => p.to_vec(),
@@ -115,11 +118,12 @@ impl SharedScan {
         };
         let schema = match self.source.schema().project(&columns) {
             Ok(s) => Arc::new(s),
-            Err(_) => return self.source.partitions(projection),
+            Err(_) => return self.source.partitions_pruned(projection, &[filters.to_vec()]),
         };
         let slot = Arc::new(PlanSlot);
         let consumer = state.consumers.len();
         state.consumers.push((Arc::downgrade(&slot), columns));
+        state.filters.push(filters.to_vec());
         let n = self.source.partitions(projection).len();
         (0..n)
             .map(|partition| {
@@ -140,7 +144,9 @@ impl SharedScan {
         union.sort_unstable();
         union.dedup();
         let all = union.len() == self.source.schema().fields().len();
-        let partitions = self.source.partitions((!all).then_some(union.as_slice()));
+        // an object is read when a live consumer's filters may want it
+        let filters: Vec<Vec<Expr>> = live.iter().zip(&state.filters).filter(|(c, _)| c.is_some()).map(|(_, f)| f.clone()).collect();
+        let partitions = self.source.partitions_pruned((!all).then_some(union.as_slice()), &filters);
         let columns =
             live.iter().map(|c| c.map(|cols| cols.iter().map(|i| union.binary_search(i).unwrap_or(0)).collect())).collect::<Vec<Option<Vec<usize>>>>();
         let feeds = partitions

@@ -14,7 +14,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use ferris_connectors::Source;
@@ -59,14 +59,23 @@ impl TableProvider for SourceTable {
         TableType::Base
     }
 
-    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, _filters: &[Expr], limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        // filters a source can skip data by (Hive partitions) are handed to it; rows are still
+        // filtered by DataFusion
+        Ok(filters
+            .iter()
+            .map(|f| if self.source.can_prune(f) { TableProviderFilterPushDown::Inexact } else { TableProviderFilterPushDown::Unsupported })
+            .collect())
+    }
+
+    async fn scan(&self, _state: &dyn Session, projection: Option<&Vec<usize>>, filters: &[Expr], limit: Option<usize>) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = match projection {
             Some(p) => Arc::new(self.source.schema().project(p)?),
             None => self.source.schema(),
         };
         let partitions = match &self.shared {
-            Some(shared) => shared.partitions(projection.map(Vec::as_slice)),
-            None => self.source.partitions(projection.map(Vec::as_slice)),
+            Some(shared) => shared.partitions(projection.map(Vec::as_slice), filters),
+            None => self.source.partitions_pruned(projection.map(Vec::as_slice), &[filters.to_vec()]),
         };
         let partitions = partitions
             .into_iter()

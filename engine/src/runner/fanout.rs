@@ -73,18 +73,6 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
-    /// A sink that could not be created: failed from the start.
-    pub fn failed(name: &str) -> Self {
-        Self {
-            name: name.to_string(),
-            tx: None,
-            failed: Arc::new(AtomicBool::new(true)),
-            metrics: Arc::new(ConnectorMetrics::default()),
-            task: None,
-            commit_is_final: false,
-        }
-    }
-
     /// Starts the task driving `sink` (the job's sink number `index`). A fatal error
     /// (FailBatch) is also sent on `fatal`; prepare and commit answers on `events`.
     pub fn spawn(

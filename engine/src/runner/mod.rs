@@ -405,22 +405,17 @@ async fn prepare_and_run(
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
     let (sink_tx, sink_rx) = mpsc::unbounded_channel();
     let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
-    for slot in slots {
-        match slot {
-            SinkSlot::Ready { index, mut sink, strategy } => {
-                let at = restored.as_ref().map(|r| (r.manifest.checkpoint, r.manifest.sinks.get(sink.name()).cloned().flatten()));
-                let recovered = if cfg.enabled { sink.recover(at).await } else { Ok(()) };
-                if let Err(e) = recovered {
-                    let msg = format!("sink '{}': recovering from the checkpoint failed: {e}", sink.name());
-                    if delivery == Delivery::ExactlyOnce {
-                        return Err(msg);
-                    }
-                    warn!(job = %name, "{msg}");
-                }
-                out.sinks.push(SinkHandle::spawn(&name, index, sink, strategy, queue, fatal_tx.clone(), sink_tx.clone()));
+    for SinkSlot { index, mut sink, strategy } in slots {
+        let at = restored.as_ref().map(|r| (r.manifest.checkpoint, r.manifest.sinks.get(sink.name()).cloned().flatten()));
+        let recovered = if cfg.enabled { sink.recover(at).await } else { Ok(()) };
+        if let Err(e) = recovered {
+            let msg = format!("sink '{}': recovering from the checkpoint failed: {e}", sink.name());
+            if delivery == Delivery::ExactlyOnce {
+                return Err(msg);
             }
-            SinkSlot::Failed(n) => out.sinks.push(SinkHandle::failed(&n)),
+            warn!(job = %name, "{msg}");
         }
+        out.sinks.push(SinkHandle::spawn(&name, index, sink, strategy, queue, fatal_tx.clone(), sink_tx.clone()));
     }
     drop(fatal_tx);
     drop(sink_tx);
@@ -472,12 +467,13 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
         match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
-                slots.push(SinkSlot::Ready { index, sink, strategy });
+                slots.push(SinkSlot { index, sink, strategy });
             }
             (Err(e), _) | (_, Err(e)) if transactional => return Err(format!("use_transactions: sink '{}': {e}", rel.name)),
+            // a sink that cannot start stops the job before it reads anything; the stdout
+            // fallback is for sinks that fail while running
             (Err(e), _) | (_, Err(e)) => {
-                warn!(job = %name, "Job '{name}' failed to create sinks: Failed to create sink '{}': {e}", rel.name);
-                slots.push(SinkSlot::Failed(rel.name.clone()));
+                return Err(format!("Job '{name}' failed to create sinks: Failed to create sink '{}' ({}): {e}", rel.name, rel.connector))
             }
         }
     }
@@ -502,7 +498,7 @@ async fn choose_restore(job: &PlannedJob, restore: &Restore, store: &CheckpointS
         },
     };
     for slot in sinks.iter_mut() {
-        let SinkSlot::Ready { sink, .. } = slot else { continue };
+        let sink = &mut slot.sink;
         if !sink.commit_is_final() {
             continue;
         }
@@ -536,10 +532,11 @@ async fn choose_restore(job: &PlannedJob, restore: &Restore, store: &CheckpointS
     Ok(Some(Restored { manifest, states }))
 }
 
-/// A sink before its task starts: ready, or one that could not be created.
-enum SinkSlot {
-    Ready { index: usize, sink: Box<dyn Sink>, strategy: FailureStrategy },
-    Failed(String),
+/// A sink created, before its task starts.
+struct SinkSlot {
+    index: usize,
+    sink: Box<dyn Sink>,
+    strategy: FailureStrategy,
 }
 
 /// One output partition of the plan, as the runner reads it.

@@ -12,12 +12,29 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
+use crate::connector::{ConnectorSpec, KeyDoc, RoleSpec, SinkContext};
+use crate::connector_type::ConnectorKind;
 use crate::error::Result;
-use crate::properties::{KeySpec, Properties};
+use crate::properties::Properties;
 use crate::sink::Sink;
 
-/// Keys a `blackhole` sink understands.
-pub const BLACKHOLE_KEYS: KeySpec = KeySpec { exact: &["format", "delay"], prefixes: &[] };
+/// Keys a `blackhole` sink reads.
+pub const SINK_KEYS: &[KeyDoc] = &[
+    KeyDoc::new("delay", "Time each batch takes (a slow sink, to watch back-pressure).").default("0"),
+    KeyDoc::new("format", "").unused("a blackhole writes nothing", &[]),
+];
+
+fn create_sink(c: &SinkContext<'_>) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(BlackholeSink::try_new(c.props)?))
+}
+
+/// The blackhole connector's declaration.
+pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
+    kind: ConnectorKind::Blackhole,
+    summary: "Discards every row (Flink's blackhole): dry runs and benchmarks.",
+    source: None,
+    sink: Some(RoleSpec { keys: &[SINK_KEYS], passthrough: None, checkpoints: "takes part (writes nothing)", create: create_sink }),
+};
 
 /// A sink that discards what it receives.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
-use super::format::FileFormat;
+use super::file_format::FileFormat;
 use crate::error::{ConnectorError, Result};
 
 /// A record that could not be decoded.
@@ -38,8 +38,8 @@ pub struct TextDecoder {
 
 /// One-pass decoders for the plain shapes of the text formats.
 enum Flat {
-    Json(crate::flat_json::FlatJson),
-    Csv(crate::flat_csv::FlatCsv),
+    Json(super::flat_json::FlatJson),
+    Csv(super::flat_csv::FlatCsv),
 }
 
 /// Chunks in a row a one-pass decoder may decline before a file stops trying it (a file of
@@ -65,8 +65,8 @@ impl TextDecoder {
         };
         let inner = Self::build(&schema, projection.as_deref(), &output, format, batch_size)?;
         let flat = match format {
-            FileFormat::Json | FileFormat::JsonLines => crate::flat_json::FlatJson::new(&output).map(Flat::Json),
-            FileFormat::Csv { delimiter, quote, .. } => crate::flat_csv::FlatCsv::new(&schema, projection.as_deref(), &output, delimiter, quote).map(Flat::Csv),
+            FileFormat::Json | FileFormat::JsonLines => super::flat_json::FlatJson::new(&output).map(Flat::Json),
+            FileFormat::Csv { delimiter, quote, .. } => super::flat_csv::FlatCsv::new(&schema, projection.as_deref(), &output, delimiter, quote).map(Flat::Csv),
             FileFormat::Parquet => None,
         };
         Ok(Self { schema, projection, output, format, batch_size, inner, flat, declined: 0 })

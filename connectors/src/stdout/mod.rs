@@ -11,8 +11,25 @@ use std::io::{IsTerminal, Write};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
+use crate::connector::{ConnectorSpec, KeyDoc, RoleSpec, SinkContext};
+use crate::connector_type::ConnectorKind;
 use crate::error::{ConnectorError, Result};
 use crate::sink::Sink;
+
+/// Keys a stdout sink reads.
+pub const SINK_KEYS: &[KeyDoc] = &[KeyDoc::new("format", "").unused("stdout prints tables on a terminal and JSON lines otherwise", &[])];
+
+fn create_sink(c: &SinkContext<'_>) -> Result<Box<dyn Sink>> {
+    Ok(Box::new(StdoutSink::new(c.props.owner())))
+}
+
+/// The stdout connector's declaration.
+pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
+    kind: ConnectorKind::Stdout,
+    summary: "Standard output: tables on a terminal, JSON lines in a pipe; where a bare SELECT writes.",
+    source: None,
+    sink: Some(RoleSpec { keys: &[SINK_KEYS], passthrough: None, checkpoints: "at least once by nature: rows are shown as they come", create: create_sink }),
+};
 
 /// How the stdout sink renders batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use flate2::read::MultiGzDecoder;
 
-use super::format::FileFormat;
+use super::file_format::FileFormat;
 use crate::error::{ConnectorError, Result};
 
 /// Records read to infer a schema from a text file.
@@ -60,6 +60,33 @@ pub fn infer_file_schema(path: &Path, format: FileFormat) -> Result<Schema> {
             let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
             let b =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
+            Ok(b.schema().as_ref().clone())
+        }
+    }
+}
+
+/// Infers the schema of one object's bytes (text already decompressed); `context` names it.
+pub fn infer_bytes_schema(bytes: bytes::Bytes, format: FileFormat, context: &str) -> Result<Schema> {
+    let ctx = || context.to_string();
+    match format {
+        FileFormat::Csv { has_headers, delimiter, quote } => {
+            let fmt = arrow_csv::reader::Format::default().with_header(has_headers).with_delimiter(delimiter).with_quote(quote);
+            let (schema, _) = fmt.infer_schema(&bytes[..], Some(INFER_MAX_RECORDS)).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+            Ok(schema)
+        }
+        FileFormat::JsonLines | FileFormat::Json => {
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            let lines = if format == FileFormat::Json && first == Some(&b'[') {
+                super::decode::json_array_to_lines(&bytes).map_err(|m| ConnectorError::Malformed { location: ctx(), message: m })?.0
+            } else {
+                bytes.to_vec()
+            };
+            let (schema, _) = arrow_json::reader::infer_json_schema(&lines[..], Some(INFER_MAX_RECORDS)).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+            Ok(schema)
+        }
+        FileFormat::Parquet => {
+            let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
             Ok(b.schema().as_ref().clone())
         }
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
-use crate::flat_columns::{into_batches, Column};
+use super::flat_columns::{into_batches, Column};
 
 /// Decodes plain CSV into batches of the output schema, or declines (see the module docs).
 #[derive(Debug, Clone)]

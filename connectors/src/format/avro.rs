@@ -20,7 +20,7 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, Fingerpr
 use arrow_avro::writer::format::{AvroBinaryFormat, AvroSoeFormat};
 use arrow_avro::writer::WriterBuilder;
 
-use super::decode::BadMessage;
+use super::BadMessage;
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
 

@@ -1,0 +1,524 @@
+//! `s3_sink`: objects under a prefix, in CSV, JSON Lines or Parquet (compressed as the file
+//! sink's), Hive prefixes from `partition_columns`, rolled by `max_file_size`, `rotation` and at
+//! every checkpoint. Objects are written with multipart uploads, `part_size` at a time (the
+//! memory an open object holds), and appear only when complete: at once without transactions
+//! (at least once), at the checkpoint's commit under `use_transactions` (exactly once: the
+//! uploads pending are kept in the checkpoint and completed again after a crash).
+//!
+//! ```sql
+//! CREATE STREAM daily AS SELECT country, COUNT(*) AS n FROM orders GROUP BY country INTO lake
+//! WITH ('lake.type' = 's3_sink', 'lake.bucket' = 'curated', 'lake.prefix' = 'orders/{date}/',
+//!       'lake.format' = 'parquet', 'lake.partition_columns' = 'country');
+//! -- s3://curated/orders/2024-05-01/country=DE/part-….parquet
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::SortColumn;
+use arrow::datatypes::Schema;
+use async_trait::async_trait;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use super::{location, store_error, Location};
+use crate::checkpoint::Prepared;
+use crate::error::{ConnectorError, Result};
+use crate::file::path_template::{PathTemplate, Rotation};
+use crate::format::encode::{BufferEncoder, Compression};
+use crate::format::FileFormat;
+use crate::properties::Properties;
+use crate::sink::{Delivery, Sink};
+
+/// The smallest part S3 accepts (all but the last).
+const MIN_PART: usize = 5 << 20;
+
+/// Parses `128MB`, `8 MiB`, `512kb`, or a number of bytes.
+pub fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("expected a size such as '128MB', got '{text}'"))?;
+    let mult = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}' in '{text}' (use KB, MB or GB)")),
+    };
+    Ok((n * mult) as usize)
+}
+
+/// A multipart upload in progress, or prepared and waiting for its checkpoint to commit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct Upload {
+    key: String,
+    id: String,
+    parts: Vec<String>,
+}
+
+/// What the sink keeps in a checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SinkCheckpoint {
+    /// Uploads prepared and not yet completed: completed when the checkpoint commits, or again
+    /// after a restart from it.
+    #[serde(default)]
+    uploads: Vec<Upload>,
+}
+
+/// Talks to the bucket: uploads, completions. Held apart from the encoders (which are not
+/// `Sync`) so that the sink's futures are `Send`.
+#[derive(Debug, Clone)]
+struct Uploader {
+    loc: Location,
+    props: Properties,
+}
+
+impl Uploader {
+    async fn start(&self, key: &str) -> Result<Upload> {
+        let path = ObjectPath::from(key);
+        let id = self.loc.store.create_multipart(&path).await.map_err(|e| store_error("starting an upload of", &self.loc.url(key), e, &self.props))?;
+        Ok(Upload { key: key.to_string(), id, parts: Vec::new() })
+    }
+
+    async fn put(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        let path = ObjectPath::from(key);
+        self.loc.store.put(&path, PutPayload::from(data)).await.map(|_| ()).map_err(|e| store_error("writing", &self.loc.url(key), e, &self.props))
+    }
+
+    async fn put_part(&self, upload: &mut Upload, data: Vec<u8>) -> Result<()> {
+        let path = ObjectPath::from(upload.key.as_str());
+        let part = self
+            .loc
+            .store
+            .put_part(&path, &upload.id, upload.parts.len(), PutPayload::from(data))
+            .await
+            .map_err(|e| store_error("uploading a part of", &self.loc.url(&upload.key), e, &self.props))?;
+        upload.parts.push(part.content_id);
+        Ok(())
+    }
+
+    async fn complete(&self, upload: &Upload) -> Result<()> {
+        let path = ObjectPath::from(upload.key.as_str());
+        let parts = upload.parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
+        if let Err(e) = self.loc.store.complete_multipart(&path, &upload.id, parts).await {
+            // completed before a crash: the object is there
+            if self.loc.store.head(&path).await.is_ok() {
+                debug!(key = %upload.key, "upload completed before");
+                return Ok(());
+            }
+            return Err(store_error("completing the upload of", &self.loc.url(&upload.key), e, &self.props));
+        }
+        Ok(())
+    }
+
+    async fn abort(&self, upload: &Upload) {
+        let _ = self.loc.store.abort_multipart(&ObjectPath::from(upload.key.as_str()), &upload.id).await;
+    }
+
+    /// Encodes `rows` into `obj`, sending a part when one is full.
+    async fn write(&self, obj: &mut OpenObject, rows: &RecordBatch, part_size: usize) -> Result<()> {
+        obj.encoder.write(rows)?;
+        if obj.encoder.pending() >= part_size {
+            // a Parquet row group that big ends here: an open object holds about one part
+            obj.encoder.end_row_group()?;
+        }
+        if obj.encoder.ready() >= part_size {
+            let bytes = obj.encoder.take();
+            if obj.upload.is_none() {
+                obj.upload = Some(self.start(&obj.key).await?);
+            }
+            obj.sent += bytes.len();
+            if let Some(u) = obj.upload.as_mut() {
+                self.put_part(u, bytes).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One object being written.
+struct OpenObject {
+    key: String,
+    encoder: BufferEncoder,
+    /// Started once the object outgrows one part.
+    upload: Option<Upload>,
+    /// Bytes uploaded so far.
+    sent: usize,
+}
+
+/// An S3 sink.
+pub struct S3Sink {
+    name: String,
+    up: Uploader,
+    /// The prefix (with `{date}`, … and rotation).
+    template: PathTemplate,
+    file_name: String,
+    format: FileFormat,
+    compression: Compression,
+    partition_columns: Vec<String>,
+    max_file_size: usize,
+    part_size: usize,
+    /// Open objects by their directory (rendered prefix and Hive segments).
+    open: BTreeMap<String, OpenObject>,
+    /// Objects started, for `{part}`.
+    seq: u64,
+    /// Run token of object names outside transactions (a restart never overwrites).
+    run: String,
+    delivery: Delivery,
+    /// The checkpoint the rows being written belong to.
+    epoch: u64,
+    /// Uploads prepared at a checkpoint, not completed yet, by checkpoint.
+    prepared: BTreeMap<u64, Vec<Upload>>,
+    /// Objects completed (written), for the log at close.
+    completed: u64,
+}
+
+impl std::fmt::Debug for S3Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Sink").field("name", &self.name).field("bucket", &self.up.loc.bucket).field("prefix", &self.up.loc.prefix).finish()
+    }
+}
+
+fn extension(format: FileFormat, compression: Compression) -> String {
+    match format {
+        FileFormat::Parquet => ".parquet".into(),
+        FileFormat::Csv { .. } => format!(".csv{}", compression.text_extension()),
+        _ => format!(".jsonl{}", compression.text_extension()),
+    }
+}
+
+impl S3Sink {
+    /// Configures the sink `props.owner()` and checks the bucket can be listed with the
+    /// credentials given (an error names the bucket, never a secret).
+    pub fn try_new(props: &Properties, job_name: &str) -> Result<Self> {
+        let loc = location(props)?;
+        let format = match props.get("format") {
+            Some(_) => FileFormat::from_properties(props, "")?,
+            None => FileFormat::from_properties(props, props.get("file_name").unwrap_or("x.jsonl")).unwrap_or(FileFormat::JsonLines),
+        };
+        let format = if format == FileFormat::Json { FileFormat::JsonLines } else { format };
+        let compression = Compression::from_properties(props, format)?;
+        let rotation = match props.get("rotation").map(|r| r.to_ascii_lowercase()) {
+            None => Rotation::Never,
+            Some(r) => match r.as_str() {
+                "none" | "never" => Rotation::Never,
+                "hourly" | "hour" => Rotation::Hourly,
+                "daily" | "day" => Rotation::Daily,
+                _ => return Err(ConnectorError::invalid(props.full_key("rotation"), format!("unknown rotation '{r}'; use hourly or daily"))),
+            },
+        };
+        let mut prefix = loc.prefix.clone();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        // rotation adds the period to the prefix's last directory (file sink: to the file name)
+        let template = match rotation {
+            Rotation::Never => PathTemplate::new(&prefix, Rotation::Never),
+            Rotation::Daily => PathTemplate::new(&format!("{prefix}{{date}}/"), Rotation::Never),
+            Rotation::Hourly => PathTemplate::new(&format!("{prefix}{{date}}/{{hour}}/"), Rotation::Never),
+        };
+        let size = |key: &str, default: usize| -> Result<usize> {
+            props.get(key).map_or(Ok(default), |v| parse_size(v).map_err(|m| ConnectorError::invalid(props.full_key(key), m)))
+        };
+        let part_size = size("part_size", 8 << 20)?;
+        if part_size < MIN_PART {
+            return Err(ConnectorError::invalid(props.full_key("part_size"), "S3 parts are at least 5MB"));
+        }
+        let partition_columns = props.get_list("partition_columns").unwrap_or_default();
+        let sink = Self {
+            name: props.owner().to_string(),
+            template,
+            file_name: props.get("file_name").map_or_else(|| format!("part-{{part}}{}", extension(format, compression)), str::to_string),
+            format,
+            compression,
+            partition_columns,
+            max_file_size: size("max_file_size", 128 << 20)?.max(1),
+            part_size,
+            open: BTreeMap::new(),
+            seq: 0,
+            run: format!("{}-{}", job_name.replace(['/', ' '], "_"), chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ")),
+            delivery: Delivery::Plain,
+            epoch: 1,
+            prepared: BTreeMap::new(),
+            completed: 0,
+            up: Uploader { loc, props: props.clone() },
+        };
+        sink.check_access()?;
+        Ok(sink)
+    }
+
+    /// Lists one key under the prefix: wrong credentials, a missing bucket or an unreachable
+    /// endpoint fail here, at start, naming the bucket.
+    fn check_access(&self) -> Result<()> {
+        let loc = location(&self.up.props)?; // a client for this check's runtime only
+        let props = self.up.props.clone();
+        let name = self.name.clone();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ConnectorError::Other(format!("s3: {e}")))?;
+                rt.block_on(async {
+                    use futures::StreamExt;
+                    let prefix = loc.list_prefix();
+                    let mut l = loc.store.list(prefix.as_ref());
+                    match l.next().await {
+                        Some(Err(e)) => {
+                            Err(store_error(&format!("s3_sink '{name}': cannot write to bucket '{}': listing", loc.bucket), &loc.url(&loc.prefix), e, &props))
+                        }
+                        _ => Ok(()),
+                    }
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(ConnectorError::Other("s3: the check thread panicked".into())))
+        })
+    }
+
+    /// The object key for a new object in `dir`.
+    fn new_key(&mut self, dir: &str) -> String {
+        let part = match self.delivery {
+            Delivery::ExactlyOnce => format!("c{:06}-{:04}", self.epoch, self.seq),
+            _ => format!("{}-{:05}", self.run, self.seq),
+        };
+        self.seq += 1;
+        let name = self.template_name(&part);
+        format!("{dir}{name}")
+    }
+
+    fn template_name(&self, part: &str) -> String {
+        PathTemplate::new(&self.file_name.replace("{part}", part), Rotation::Never).render(chrono::Utc::now(), self.seq)
+    }
+
+    /// Splits `batch` by the partition columns' values: (Hive directory, rows without them).
+    fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
+        if self.partition_columns.is_empty() {
+            return Ok(vec![(String::new(), batch.clone())]);
+        }
+        let schema = batch.schema();
+        let mut idx = Vec::new();
+        for c in &self.partition_columns {
+            idx.push(schema.index_of(c).map_err(|_| {
+                ConnectorError::invalid(self.up.props.full_key("partition_columns"), format!("no column '{c}' in the output ({})", field_names(&schema)))
+            })?);
+        }
+        let sort: Vec<SortColumn> = idx.iter().map(|i| SortColumn { values: Arc::clone(batch.column(*i)), options: None }).collect();
+        let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(|e| ConnectorError::arrow(&self.name, e))?;
+        let sorted = arrow::compute::take_record_batch(batch, &order).map_err(|e| ConnectorError::arrow(&self.name, e))?;
+        let keys: Vec<_> = idx.iter().map(|i| Arc::clone(sorted.column(*i))).collect();
+        let ranges = arrow::compute::partition(&keys).map_err(|e| ConnectorError::arrow(&self.name, e))?;
+        let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| !idx.contains(i)).collect();
+        let data = sorted.project(&keep).map_err(|e| ConnectorError::arrow(&self.name, e))?;
+        let mut out = Vec::new();
+        for r in ranges.ranges() {
+            let mut dir = String::new();
+            for (c, k) in self.partition_columns.iter().zip(&keys) {
+                let v = arrow::util::display::array_value_to_string(k, r.start).map_err(|e| ConnectorError::arrow(&self.name, e))?;
+                let v = if k.is_null(r.start) { "__HIVE_DEFAULT_PARTITION__".to_string() } else { v.replace('/', "%2F") };
+                dir.push_str(&format!("{c}={v}/"));
+            }
+            out.push((dir, data.slice(r.start, r.end - r.start)));
+        }
+        Ok(out)
+    }
+
+    /// Encodes `rows` into the object of `dir`, sending a part when one is full.
+    async fn write_to(&mut self, dir: String, rows: RecordBatch) -> Result<()> {
+        if !self.open.contains_key(&dir) {
+            let key = self.new_key(&dir);
+            let encoder = BufferEncoder::try_new(self.format, self.compression, rows.schema(), self.up.loc.url(&key))?;
+            self.open.insert(dir.clone(), OpenObject { key, encoder, upload: None, sent: 0 });
+        }
+        let Some(mut obj) = self.open.remove(&dir) else { return Ok(()) };
+        let result = self.up.write(&mut obj, &rows, self.part_size).await;
+        let full = obj.sent + obj.encoder.size() >= self.max_file_size;
+        if result.is_ok() && full {
+            return self.finish(obj).await;
+        }
+        self.open.insert(dir, obj);
+        result
+    }
+
+    /// Ends an object: its last part sent, and completed now (no transactions) or at the
+    /// checkpoint's commit (the upload is kept for [`Sink::prepare`]).
+    async fn finish(&mut self, obj: OpenObject) -> Result<()> {
+        let OpenObject { key, encoder, upload, .. } = obj;
+        let rows = encoder.rows();
+        let last = encoder.finish()?;
+        let transactional = self.delivery == Delivery::ExactlyOnce;
+        match upload {
+            None if !transactional => {
+                self.up.put(&key, last).await?;
+                self.completed += 1;
+            }
+            upload => {
+                let mut u = match upload {
+                    Some(u) => u,
+                    None => self.up.start(&key).await?,
+                };
+                if !last.is_empty() || u.parts.is_empty() {
+                    self.up.put_part(&mut u, last).await?;
+                }
+                if transactional {
+                    self.prepared.entry(self.epoch).or_default().push(u);
+                } else {
+                    self.up.complete(&u).await?;
+                    self.completed += 1;
+                }
+            }
+        }
+        debug!(sink = %self.name, key = %key, rows, "object finished");
+        Ok(())
+    }
+
+    async fn finish_all(&mut self) -> Result<()> {
+        for (_, obj) in std::mem::take(&mut self.open) {
+            self.finish(obj).await?;
+        }
+        Ok(())
+    }
+}
+
+fn field_names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+#[async_trait]
+impl Sink for S3Sink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check_schema(&self, schema: &Schema) -> Result<()> {
+        for c in &self.partition_columns {
+            if schema.index_of(c).is_err() {
+                return Err(ConnectorError::invalid(
+                    self.up.props.full_key("partition_columns"),
+                    format!("no column '{c}' in the output ({})", field_names(schema)),
+                ));
+            }
+        }
+        if let FileFormat::Csv { .. } = self.format {
+            if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+                return Err(ConnectorError::Other(format!(
+                    "a csv object cannot hold column '{}' of type {}; write jsonlines or parquet",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let prefix = self.template.render(chrono::Utc::now(), self.seq);
+        for (dir, rows) in self.split(batch)? {
+            self.write_to(format!("{prefix}{dir}"), rows).await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes every open object: the rows written so far are in S3 (at least once).
+    async fn flush(&mut self) -> Result<()> {
+        if self.delivery != Delivery::ExactlyOnce {
+            self.finish_all().await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if self.delivery == Delivery::ExactlyOnce {
+            // rows after the last checkpoint are not published
+            for (_, obj) in std::mem::take(&mut self.open) {
+                if let Some(u) = obj.upload {
+                    self.up.abort(&u).await;
+                }
+            }
+        } else {
+            self.finish_all().await?;
+        }
+        info!(sink = %self.name, "s3 sink '{}': {} object{} written to {}", self.name, self.completed, if self.completed == 1 { "" } else { "s" }, self.up.loc.url(&self.up.loc.prefix));
+        Ok(())
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn set_delivery(&mut self, _job: &str, delivery: Delivery) -> Result<()> {
+        self.delivery = delivery;
+        Ok(())
+    }
+
+    async fn prepare(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
+        if self.delivery != Delivery::ExactlyOnce {
+            self.finish_all().await?;
+            return Ok(None);
+        }
+        self.finish_all().await?;
+        if let Some(u) = self.prepared.remove(&self.epoch) {
+            self.prepared.entry(checkpoint).or_default().extend(u);
+        }
+        self.epoch = checkpoint + 1;
+        self.seq = 0;
+        // every upload prepared and not completed: a checkpoint that failed to complete is
+        // completed with the next one
+        let state = SinkCheckpoint { uploads: self.prepared.values().flatten().cloned().collect() };
+        serde_json::to_value(&state).map(Some).map_err(|e| ConnectorError::Other(format!("s3 sink '{}': {e}", self.name)))
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        let done: Vec<u64> = self.prepared.range(..=checkpoint).map(|(k, _)| *k).collect();
+        for k in done {
+            let uploads = self.prepared.get(&k).cloned().unwrap_or_default();
+            for u in &uploads {
+                self.up.complete(u).await?;
+                self.completed += 1;
+            }
+            self.prepared.remove(&k);
+        }
+        Ok(())
+    }
+
+    async fn recover(&mut self, restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
+        let Some((n, state)) = restored else { return Ok(()) };
+        self.epoch = n + 1;
+        let state: SinkCheckpoint = match state {
+            Some(v) => {
+                serde_json::from_value(v).map_err(|e| ConnectorError::Other(format!("s3 sink '{}': its checkpoint state cannot be read: {e}", self.name)))?
+            }
+            None => SinkCheckpoint::default(),
+        };
+        if self.delivery == Delivery::ExactlyOnce {
+            // the restored checkpoint is complete: its uploads are completed (again)
+            for u in &state.uploads {
+                if let Err(e) = self.up.complete(u).await {
+                    warn!(sink = %self.name, "{e}");
+                    return Err(e);
+                }
+                self.completed += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("128MB"), Ok(128 << 20));
+        assert_eq!(parse_size("8 MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12 parsecs").is_err());
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A real S3 API server on loopback for the tests, the demo and the benchmarks: moto's server
+# (PyPI `moto[server]`), in memory, with a fixed test account. The engine reaches it with the
+# `endpoint` key (or AWS_ENDPOINT_URL); boto3 and pyarrow read back what it wrote.
+#
+#   bash tests/services/s3.sh install   # pip install moto[server] boto3, when missing
+#   bash tests/services/s3.sh start     # starts it on 127.0.0.1:${S3_PORT:-9190}; waits until it answers
+#   bash tests/services/s3.sh stop
+#   bash tests/services/s3.sh status
+#
+# Starting the server starts from an empty store: buckets of an earlier start are forgotten.
+set -euo pipefail
+PORT="${S3_PORT:-9190}"
+PY="${PYTHON:-python3}"
+STATE="${FERRIS_SERVICES_DIR:-${TMPDIR:-/tmp}/ferris-services}"
+PIDFILE="$STATE/moto-$PORT.pid"
+LOG="$STATE/moto-$PORT.log"
+mkdir -p "$STATE"
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
+}
+
+case "${1:-}" in
+  install)
+    if "$PY" -c "import moto.server, boto3, flask, flask_cors" >/dev/null 2>&1; then
+      echo "== s3 server (moto): present"
+    else
+      echo "== s3 server: installing moto[server] and boto3"
+      "$PY" -m pip install --quiet --disable-pip-version-check 'moto[server]' boto3
+    fi
+    ;;
+  start)
+    if port_open; then
+      echo "s3: something already listens on 127.0.0.1:$PORT"
+      exit 0
+    fi
+    # S3_UPLOAD_PART_MIN_SIZE: moto enforces S3's 5 MB minimum part, as S3 does
+    (exec nohup "$PY" -m moto.server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1) &
+    echo $! >"$PIDFILE"
+    for _ in $(seq 1 150); do
+      if port_open; then
+        echo "s3 (moto) on http://127.0.0.1:$PORT, pid $(cat "$PIDFILE"), log $LOG"
+        exit 0
+      fi
+      sleep 0.1
+    done
+    echo "moto did not start; its log:" >&2
+    tail -20 "$LOG" >&2
+    exit 1
+    ;;
+  stop)
+    if [ -f "$PIDFILE" ]; then
+      kill "$(cat "$PIDFILE")" 2>/dev/null || true
+      rm -f "$PIDFILE"
+      for _ in $(seq 1 50); do port_open || break; sleep 0.1; done
+    fi
+    ;;
+  status)
+    if port_open; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
+    ;;
+  *)
+    echo "usage: $0 install|start|stop|status" >&2
+    exit 2
+    ;;
+esac
