@@ -48,6 +48,39 @@ impl PositionCell {
     }
 }
 
+/// The checkpoint side of a source that reads units (files, objects) in partitions: the cells
+/// of the partitions last made, and the positions restored from a checkpoint.
+#[derive(Debug, Default, Clone)]
+pub struct UnitPositions {
+    /// One cell per partition of the last [`crate::Source::partitions`].
+    pub cells: Arc<Mutex<Vec<PositionCell>>>,
+    /// Positions restored from a checkpoint, by unit.
+    pub restored: Arc<Mutex<Positions>>,
+}
+
+impl UnitPositions {
+    /// A copy of the restored positions.
+    pub fn restored(&self) -> Positions {
+        self.restored.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records the cells of the partitions just made.
+    pub fn set_cells(&self, cells: Vec<PositionCell>) {
+        *self.cells.lock().unwrap_or_else(PoisonError::into_inner) = cells;
+    }
+}
+
+impl SourceCheckpoint for UnitPositions {
+    fn positions(&self, partition: usize) -> Positions {
+        self.cells.lock().unwrap_or_else(PoisonError::into_inner).get(partition).map(PositionCell::get).unwrap_or_default()
+    }
+
+    fn restore(&self, positions: &Positions) -> Result<()> {
+        self.restored.lock().unwrap_or_else(PoisonError::into_inner).clone_from(positions);
+        Ok(())
+    }
+}
+
 /// A source whose positions are checkpointed.
 pub trait SourceCheckpoint: Send + Sync + std::fmt::Debug {
     /// The positions of partition `partition` (an index into the last

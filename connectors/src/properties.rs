@@ -25,12 +25,19 @@ pub const MASK: &str = "****";
 
 /// An ordered map of property keys (without the `name.` prefix) to values, remembering the
 /// owner's name so that errors can quote the full key (`orders.path`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties {
     owner: String,
     values: BTreeMap<String, String>,
     /// Where each value came from when not written inline (`configs/a.yaml`, `${VAR}`).
     origins: BTreeMap<String, String>,
+}
+
+/// Secrets masked: a `{:?}` of a source or a plan never shows them.
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Properties").field("owner", &self.owner).field("values", &self.masked()).finish()
+    }
 }
 
 impl Properties {

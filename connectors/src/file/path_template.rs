@@ -18,6 +18,21 @@ pub enum Rotation {
     Daily,
 }
 
+impl Rotation {
+    /// Reads `rotation`: `hourly`, `daily`, or `never` (the default).
+    pub fn from_properties(props: &crate::properties::Properties) -> crate::error::Result<Self> {
+        match props.get("rotation").map(|r| r.to_ascii_lowercase()) {
+            None => Ok(Rotation::Never),
+            Some(r) => match r.as_str() {
+                "none" | "never" => Ok(Rotation::Never),
+                "hourly" | "hour" => Ok(Rotation::Hourly),
+                "daily" | "day" => Ok(Rotation::Daily),
+                _ => Err(crate::error::ConnectorError::invalid(props.full_key("rotation"), format!("unknown rotation '{r}'; use hourly or daily"))),
+            },
+        }
+    }
+}
+
 /// A parsed path template.
 #[derive(Debug, Clone)]
 pub struct PathTemplate {

@@ -195,15 +195,7 @@ impl FileSink {
                 "a parquet file cannot be appended to; use a path template such as 'out/part_{batch_id}.parquet'",
             ));
         }
-        let rotation = match props.get("rotation").map(|r| r.to_ascii_lowercase()) {
-            None => Rotation::Never,
-            Some(r) => match r.as_str() {
-                "none" | "never" => Rotation::Never,
-                "hourly" | "hour" => Rotation::Hourly,
-                "daily" | "day" => Rotation::Daily,
-                _ => return Err(ConnectorError::invalid(props.full_key("rotation"), format!("unknown rotation '{r}'; use hourly or daily"))),
-            },
-        };
+        let rotation = Rotation::from_properties(props)?;
         Ok(Self {
             name: props.owner().to_string(),
             template: PathTemplate::new(path, rotation),
@@ -395,16 +387,7 @@ impl Sink for FileSink {
     }
 
     fn check_schema(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
-        if let FileFormat::Csv { .. } = self.format {
-            if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
-                return Err(ConnectorError::Other(format!(
-                    "a csv file cannot hold column '{}' of type {}; write jsonlines or parquet, or select scalar columns",
-                    f.name(),
-                    f.data_type()
-                )));
-            }
-        }
-        Ok(())
+        self.format.check_writable(schema, "file")
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {

@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::batching::BatchConfig;
-use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint};
+use crate::checkpoint::{PositionCell, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::format::decode::{json_array_to_lines, BadRecord, TextDecoder};
@@ -49,9 +49,7 @@ pub struct FileSource {
     /// Read each file whole, in order (the source has a watermark delay).
     ordered: bool,
     /// Checkpoint positions of the partitions last made by [`Source::partitions`].
-    cells: Arc<Mutex<Vec<PositionCell>>>,
-    /// Positions restored from a checkpoint, by unit.
-    restored: Arc<Mutex<Positions>>,
+    positions: UnitPositions,
 }
 
 #[derive(Debug)]
@@ -143,15 +141,7 @@ impl FileSource {
         // splitting a file would have one split run ahead of another and hold every row it
         // read in the operators' state until the slower split caught up.
         let ordered = props.contains("watermark.delay");
-        Ok(Self {
-            cfg: Arc::new(cfg),
-            pattern,
-            files,
-            partitions: partitions.max(1),
-            ordered,
-            cells: Arc::new(Mutex::new(Vec::new())),
-            restored: Arc::new(Mutex::new(Positions::new())),
-        })
+        Ok(Self { cfg: Arc::new(cfg), pattern, files, partitions: partitions.max(1), ordered, positions: UnitPositions::default() })
     }
 
     /// The files the pattern matched.
@@ -215,7 +205,7 @@ impl Source for FileSource {
         for (i, u) in units.into_iter().enumerate() {
             parts[i % n].push(u);
         }
-        let restored = self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let restored = self.positions.restored();
         // a partition starts where the restored checkpoint left its units: a checkpoint taken
         // before it reads anything new holds those positions, not none
         let cells: Vec<PositionCell> = parts
@@ -230,7 +220,7 @@ impl Source for FileSource {
                 cell
             })
             .collect();
-        *self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cells.clone();
+        self.positions.set_cells(cells.clone());
         parts
             .into_iter()
             .zip(cells)
@@ -253,7 +243,7 @@ impl Source for FileSource {
     }
 
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
-        Some(Arc::new(FileCheckpoint { cells: Arc::clone(&self.cells), restored: Arc::clone(&self.restored) }))
+        Some(Arc::new(self.positions.clone()))
     }
 
     fn describe(&self) -> String {
@@ -266,25 +256,6 @@ impl Source for FileSource {
             if self.cfg.watch { ", watching" } else { "" },
             self.cfg.batch.size
         )
-    }
-}
-
-/// A file source's positions: per unit (`path`, `path#start` for a byte range, `path#rgN` for
-/// row groups), where its reading has got.
-#[derive(Debug)]
-struct FileCheckpoint {
-    cells: Arc<Mutex<Vec<PositionCell>>>,
-    restored: Arc<Mutex<Positions>>,
-}
-
-impl SourceCheckpoint for FileCheckpoint {
-    fn positions(&self, partition: usize) -> Positions {
-        self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(partition).map(PositionCell::get).unwrap_or_default()
-    }
-
-    fn restore(&self, positions: &Positions) -> Result<()> {
-        self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(positions);
-        Ok(())
     }
 }
 

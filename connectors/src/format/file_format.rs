@@ -50,6 +50,21 @@ impl FileFormat {
         })
     }
 
+    /// Checks that rows of `schema` can be written in this format (CSV holds no nested
+    /// columns); `what` is "file" or "object".
+    pub fn check_writable(&self, schema: &arrow::datatypes::Schema, what: &str) -> Result<()> {
+        if let FileFormat::Csv { .. } = self {
+            if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+                return Err(ConnectorError::Other(format!(
+                    "a csv {what} cannot hold column '{}' of type {}; write jsonlines or parquet, or select scalar columns",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The short name shown in explain output.
     pub fn name(&self) -> &'static str {
         match self {

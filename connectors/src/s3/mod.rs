@@ -108,14 +108,17 @@ impl Location {
         format!("s3://{}/{}", self.bucket, key)
     }
 
-    /// The part of the prefix before any glob character, up to its last `/`: what to list.
+    /// What to list: the directory of the prefix — the part before any glob character, or the
+    /// whole prefix when it ends with `/`, up to its last `/` (a prefix naming one object, or a
+    /// key prefix such as `logs/2024-`, lists its directory and keeps the keys it starts).
     pub fn list_prefix(&self) -> Option<ObjectPath> {
-        let fixed = match self.prefix.find(['*', '?', '[', '{']) {
-            Some(i) => &self.prefix[..self.prefix[..i].rfind('/').map_or(0, |j| j + 1)],
+        let upto = match self.prefix.find(['*', '?', '[', '{']) {
+            Some(i) => &self.prefix[..i],
             None => self.prefix.as_str(),
         };
-        let fixed = fixed.trim_end_matches('/');
-        (!fixed.is_empty()).then(|| ObjectPath::from(fixed))
+        let dir = &upto[..upto.rfind('/').map_or(0, |j| j + 1)];
+        let dir = dir.trim_end_matches('/');
+        (!dir.is_empty()).then(|| ObjectPath::from(dir))
     }
 }
 
@@ -206,6 +209,10 @@ mod tests {
         assert_eq!(l.list_prefix().unwrap().as_ref(), "orders/year=2024");
         let p = Properties::from_pairs("o", [("bucket", "raw"), ("prefix", "/orders/")]);
         assert_eq!(location(&p).unwrap().list_prefix().unwrap().as_ref(), "orders");
+        let one = Properties::from_pairs("o", [("path", "s3://raw/orders/part-0.jsonl")]);
+        assert_eq!(location(&one).unwrap().list_prefix().unwrap().as_ref(), "orders", "one object: its directory is listed");
+        let top = Properties::from_pairs("o", [("path", "s3://raw/part-0.jsonl")]);
+        assert!(location(&top).unwrap().list_prefix().is_none());
         let e = location(&Properties::from_pairs("o", [("region", "x")])).unwrap_err().to_string();
         assert!(e.contains("o.path") && e.contains("o.bucket"), "{e}");
     }

@@ -176,6 +176,9 @@ pub struct S3Sink {
     prepared: BTreeMap<u64, Vec<Upload>>,
     /// Objects completed (written), for the log at close.
     completed: u64,
+    /// Set when an object lost bytes (a part that failed to upload): the sink refuses to go on,
+    /// so that a checkpoint never publishes the object (the job rewinds or stops).
+    broken: Option<String>,
 }
 
 impl std::fmt::Debug for S3Sink {
@@ -203,15 +206,7 @@ impl S3Sink {
         };
         let format = if format == FileFormat::Json { FileFormat::JsonLines } else { format };
         let compression = Compression::from_properties(props, format)?;
-        let rotation = match props.get("rotation").map(|r| r.to_ascii_lowercase()) {
-            None => Rotation::Never,
-            Some(r) => match r.as_str() {
-                "none" | "never" => Rotation::Never,
-                "hourly" | "hour" => Rotation::Hourly,
-                "daily" | "day" => Rotation::Daily,
-                _ => return Err(ConnectorError::invalid(props.full_key("rotation"), format!("unknown rotation '{r}'; use hourly or daily"))),
-            },
-        };
+        let rotation = Rotation::from_properties(props)?;
         let mut prefix = loc.prefix.clone();
         if !prefix.is_empty() && !prefix.ends_with('/') {
             prefix.push('/');
@@ -233,7 +228,15 @@ impl S3Sink {
         let sink = Self {
             name: props.owner().to_string(),
             template,
-            file_name: props.get("file_name").map_or_else(|| format!("part-{{part}}{}", extension(format, compression)), str::to_string),
+            file_name: match props.get("file_name") {
+                None => format!("part-{{part}}{}", extension(format, compression)),
+                // every object needs a name of its own
+                Some(n) if !n.contains("{part}") => match n.find('.') {
+                    Some(dot) => format!("{}-{{part}}{}", &n[..dot], &n[dot..]),
+                    None => format!("{n}-{{part}}"),
+                },
+                Some(n) => n.to_string(),
+            },
             format,
             compression,
             partition_columns,
@@ -246,6 +249,7 @@ impl S3Sink {
             epoch: 1,
             prepared: BTreeMap::new(),
             completed: 0,
+            broken: None,
             up: Uploader { loc, props: props.clone() },
         };
         sink.check_access()?;
@@ -281,7 +285,9 @@ impl S3Sink {
     /// The object key for a new object in `dir`.
     fn new_key(&mut self, dir: &str) -> String {
         let part = match self.delivery {
-            Delivery::ExactlyOnce => format!("c{:06}-{:04}", self.epoch, self.seq),
+            // the run token too: a fresh start (--no-restore, a second process) never writes over
+            // objects an earlier run committed
+            Delivery::ExactlyOnce => format!("{}-c{:06}-{:04}", self.run, self.epoch, self.seq),
             _ => format!("{}-{:05}", self.run, self.seq),
         };
         self.seq += 1;
@@ -333,18 +339,40 @@ impl S3Sink {
             self.open.insert(dir.clone(), OpenObject { key, encoder, upload: None, sent: 0 });
         }
         let Some(mut obj) = self.open.remove(&dir) else { return Ok(()) };
-        let result = self.up.write(&mut obj, &rows, self.part_size).await;
-        let full = obj.sent + obj.encoder.size() >= self.max_file_size;
-        if result.is_ok() && full {
+        if let Err(e) = self.up.write(&mut obj, &rows, self.part_size).await {
+            return Err(self.break_on(obj, e).await);
+        }
+        if obj.sent + obj.encoder.size() >= self.max_file_size {
             return self.finish(obj).await;
         }
         self.open.insert(dir, obj);
-        result
+        Ok(())
     }
 
     /// Ends an object: its last part sent, and completed now (no transactions) or at the
     /// checkpoint's commit (the upload is kept for [`Sink::prepare`]).
     async fn finish(&mut self, obj: OpenObject) -> Result<()> {
+        let key = obj.key.clone();
+        let upload = obj.upload.clone();
+        match self.finish_object(obj).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let msg = format!("s3 sink '{}': {} could not be finished ({e}); the sink stops", self.name, self.up.loc.url(&key));
+                if let Some(u) = &upload {
+                    self.up.abort(u).await;
+                }
+                for o in std::mem::take(&mut self.open).into_values() {
+                    if let Some(u) = &o.upload {
+                        self.up.abort(u).await;
+                    }
+                }
+                self.broken = Some(msg.clone());
+                Err(ConnectorError::Other(msg))
+            }
+        }
+    }
+
+    async fn finish_object(&mut self, obj: OpenObject) -> Result<()> {
         let OpenObject { key, encoder, upload, .. } = obj;
         let rows = encoder.rows();
         let last = encoder.finish()?;
@@ -375,10 +403,32 @@ impl S3Sink {
     }
 
     async fn finish_all(&mut self) -> Result<()> {
+        self.check()?;
         for (_, obj) in std::mem::take(&mut self.open) {
             self.finish(obj).await?;
         }
         Ok(())
+    }
+
+    /// Err once the sink is broken.
+    fn check(&self) -> Result<()> {
+        match &self.broken {
+            Some(m) => Err(ConnectorError::Other(m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// An object lost bytes: its upload is aborted, every open object dropped, and the sink
+    /// refuses to go on (nothing partial is ever completed).
+    async fn break_on(&mut self, obj: OpenObject, e: ConnectorError) -> ConnectorError {
+        let msg = format!("s3 sink '{}': {} lost data ({e}); the sink stops so that no incomplete object is published", self.name, self.up.loc.url(&obj.key));
+        for o in std::iter::once(obj).chain(std::mem::take(&mut self.open).into_values()) {
+            if let Some(u) = &o.upload {
+                self.up.abort(u).await;
+            }
+        }
+        self.broken = Some(msg.clone());
+        ConnectorError::Other(msg)
     }
 }
 
@@ -401,19 +451,11 @@ impl Sink for S3Sink {
                 ));
             }
         }
-        if let FileFormat::Csv { .. } = self.format {
-            if let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
-                return Err(ConnectorError::Other(format!(
-                    "a csv object cannot hold column '{}' of type {}; write jsonlines or parquet",
-                    f.name(),
-                    f.data_type()
-                )));
-            }
-        }
-        Ok(())
+        self.format.check_writable(schema, "object")
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.check()?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -424,12 +466,10 @@ impl Sink for S3Sink {
         Ok(())
     }
 
-    /// Finishes every open object: the rows written so far are in S3 (at least once).
+    /// Nothing: objects are finished at `max_file_size`, at each checkpoint (`prepare`) and at
+    /// the end — not at every idle moment, which would make an object per batch.
     async fn flush(&mut self) -> Result<()> {
-        if self.delivery != Delivery::ExactlyOnce {
-            self.finish_all().await?;
-        }
-        Ok(())
+        self.check()
     }
 
     async fn close(&mut self) -> Result<()> {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::Read;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{new_null_array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 use super::{location, store_error, Location};
 use crate::batching::BatchConfig;
-use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint};
+use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::format::decode::{json_array_to_lines, BadRecord, TextDecoder};
@@ -56,6 +56,11 @@ use crate::source::Source;
 const MAX_LOGGED_BAD_RECORDS: usize = 20;
 /// Objects whose schemas are merged when inferring one.
 const INFER_OBJECTS: usize = 3;
+/// Globs match within a path segment: `*` does not cross `/` (`orders/*.jsonl` is not
+/// `orders/archive/x.jsonl`).
+const GLOB: glob::MatchOptions = glob::MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
+/// Hive's name for the partition of null values.
+const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 /// The position of an object read to its end.
 const DONE: i64 = i64::MAX;
 
@@ -66,8 +71,7 @@ pub struct S3Source {
     /// Objects listed at start (a watching source lists again as it goes).
     objects: Vec<ObjectMeta>,
     partitions: usize,
-    cells: Arc<Mutex<Vec<PositionCell>>>,
-    restored: Arc<Mutex<Positions>>,
+    positions: UnitPositions,
 }
 
 #[derive(Debug)]
@@ -95,17 +99,24 @@ struct ReadConfig {
 /// Runs `f` (listing, inference: before the job's runtime reads anything) on a runtime of its
 /// own, in a thread of its own, so that it works from any caller, async or not.
 fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| ConnectorError::Other(format!("s3: cannot start a runtime: {e}")))?;
-            rt.block_on(f)
+    let blocking = || {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| ConnectorError::Other(format!("s3: cannot start a runtime: {e}")))?;
+                rt.block_on(f)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(ConnectorError::Other("s3: the listing thread panicked".into())))
         })
-        .join()
-        .unwrap_or_else(|_| Err(ConnectorError::Other("s3: the listing thread panicked".into())))
-    })
+    };
+    // called from the planner's async code: tell the runtime this worker blocks meanwhile
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(blocking),
+        _ => blocking(),
+    }
 }
 
 /// True for keys that are not data: directory markers, hidden and marker files (`_SUCCESS`).
@@ -119,7 +130,41 @@ fn hive_values(key: &str, base: &str) -> Vec<(String, String)> {
     let rest = key.strip_prefix(base).unwrap_or(key).trim_start_matches('/');
     let mut segments: Vec<&str> = rest.split('/').collect();
     segments.pop(); // the object's own name
-    segments.iter().filter_map(|s| s.split_once('=')).filter(|(k, _)| !k.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    segments.iter().filter_map(|s| s.split_once('=')).filter(|(k, _)| !k.is_empty()).map(|(k, v)| (percent_decode(k), percent_decode(v))).collect()
+}
+
+/// `a%2Fb` → `a/b` (Hive escapes `/`, `=`, `%` and others in partition values); object_store
+/// may have escaped the `%` itself once more (`%252F`).
+fn percent_decode(text: &str) -> String {
+    let mut s = text.to_string();
+    for _ in 0..2 {
+        if !s.contains('%') {
+            break;
+        }
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            match (b[i], b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
+                (b'%', Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                }
+                (c, _, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        s = String::from_utf8_lossy(&out).into_owned();
+    }
+    s
+}
+
+/// A Hive value as an integer when it is one written canonically (`01234` stays text).
+fn hive_int(v: &str) -> Option<i64> {
+    v.parse::<i64>().ok().filter(|n| n.to_string() == v)
 }
 
 async fn list(loc: &Location, glob: Option<&glob::Pattern>, props: &Properties) -> Result<Vec<ObjectMeta>> {
@@ -130,7 +175,7 @@ async fn list(loc: &Location, glob: Option<&glob::Pattern>, props: &Properties) 
         .list(prefix.as_ref())
         .try_filter(|m| {
             let key = m.location.as_ref();
-            futures::future::ready(is_data_key(key) && glob.is_none_or(|g| g.matches(key)) && (glob.is_some() || key.starts_with(&loc.prefix)))
+            futures::future::ready(is_data_key(key) && glob.is_none_or(|g| g.matches_with(key, GLOB)) && (glob.is_some() || key.starts_with(&loc.prefix)))
         })
         .try_collect()
         .await
@@ -148,7 +193,7 @@ async fn fetch(loc: &Location, path: &ObjectPath, props: &Properties) -> Result<
 /// The object's text: gunzipped when it starts with gzip's magic bytes.
 fn text_of(bytes: Bytes, url: &str) -> Result<Bytes> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(bytes.len() * 4);
+        let mut out = Vec::with_capacity(bytes.len() * 2);
         flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_end(&mut out)
             .map_err(|e| ConnectorError::Malformed { location: url.to_string(), message: format!("gzip: {e}") })?;
@@ -205,8 +250,18 @@ impl S3Source {
                         let mut schemas = Vec::new();
                         for o in objects.iter().take(INFER_OBJECTS) {
                             let url = loc.url(o.location.as_ref());
-                            let bytes = fetch(&loc, &o.location, &props).await?;
-                            let bytes = if format == FileFormat::Parquet { bytes } else { text_of(bytes, &url)? };
+                            if format == FileFormat::Parquet {
+                                // the footer only
+                                #[allow(deprecated)]
+                                let reader =
+                                    ParquetObjectReader::new(Arc::clone(&loc.store) as Arc<dyn ObjectStore>, o.location.clone()).with_file_size(o.size);
+                                let b = ParquetRecordBatchStreamBuilder::new(reader)
+                                    .await
+                                    .map_err(|e| ConnectorError::Parquet { context: url.clone(), source: e })?;
+                                schemas.push(b.schema().as_ref().clone());
+                                continue;
+                            }
+                            let bytes = text_of(fetch(&loc, &o.location, &props).await?, &url)?;
                             schemas.push(infer_bytes_schema(bytes, format, &url)?);
                         }
                         let merged =
@@ -248,7 +303,7 @@ impl S3Source {
             metrics: Arc::new(ConnectorMetrics::default()),
         };
         let partitions = if watch { partitions.max(1) } else { partitions.min(objects.len()).max(1) };
-        Ok(Self { cfg: Arc::new(cfg), objects, partitions, cells: Arc::new(Mutex::new(Vec::new())), restored: Arc::new(Mutex::new(Positions::new())) })
+        Ok(Self { cfg: Arc::new(cfg), objects, partitions, positions: UnitPositions::default() })
     }
 
     /// The objects listed at start.
@@ -297,7 +352,7 @@ fn hive_fields(objects: &[ObjectMeta], base: &str, data: &SchemaRef) -> Vec<Fiel
             if !names.contains(&k) {
                 names.push(k.clone());
             }
-            let int = v.parse::<i64>().is_ok();
+            let int = v == HIVE_NULL || hive_int(&v).is_some();
             integer.entry(k).and_modify(|b| *b &= int).or_insert(int);
         }
     }
@@ -311,9 +366,9 @@ fn hive_batch(hive: &[Field], rows: impl Iterator<Item = Vec<(String, String)>>)
     let cols: Vec<ArrayRef> = hive
         .iter()
         .map(|f| {
-            let values = rows.iter().map(|r| r.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.as_str()));
+            let values = rows.iter().map(|r| r.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.as_str()).filter(|v| *v != HIVE_NULL));
             match f.data_type() {
-                DataType::Int64 => Arc::new(values.map(|v| v.and_then(|v| v.parse::<i64>().ok())).collect::<Int64Array>()) as ArrayRef,
+                DataType::Int64 => Arc::new(values.map(|v| v.and_then(hive_int)).collect::<Int64Array>()) as ArrayRef,
                 _ => Arc::new(values.collect::<StringArray>()) as ArrayRef,
             }
         })
@@ -368,7 +423,7 @@ impl Source for S3Source {
 
     fn can_prune(&self, filter: &Expr) -> bool {
         let cols = filter.column_refs();
-        !self.cfg.watch && !cols.is_empty() && cols.iter().all(|c| self.cfg.hive.iter().any(|f| f.name() == &c.name))
+        !self.cfg.watch && !filter.is_volatile() && !cols.is_empty() && cols.iter().all(|c| self.cfg.hive.iter().any(|f| f.name() == &c.name))
     }
 
     fn partitions_pruned(&self, projection: Option<&[usize]>, scans: &[Vec<Expr>]) -> Vec<Arc<dyn PartitionStream>> {
@@ -386,7 +441,7 @@ impl Source for S3Source {
         for (i, o) in self.objects.iter().zip(&wanted).filter(|(_, w)| **w).map(|(o, _)| o).enumerate() {
             parts[if self.cfg.watch { partition_of(o.location.as_ref(), n) } else { i % n }].push(o.clone());
         }
-        let restored = self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let restored = self.positions.restored();
         let cells: Vec<PositionCell> = (0..n)
             .map(|p| {
                 // restored positions of this partition's objects stay in its checkpoints until
@@ -400,7 +455,7 @@ impl Source for S3Source {
                 cell
             })
             .collect();
-        *self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cells.clone();
+        self.positions.set_cells(cells.clone());
         parts
             .into_iter()
             .zip(cells)
@@ -425,7 +480,7 @@ impl Source for S3Source {
     }
 
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
-        Some(Arc::new(S3Checkpoint { cells: Arc::clone(&self.cells), restored: Arc::clone(&self.restored) }))
+        Some(Arc::new(self.positions.clone()))
     }
 
     fn describe(&self) -> String {
@@ -443,24 +498,6 @@ impl Source for S3Source {
             if self.cfg.watch { ", watching" } else { "" },
             self.cfg.batch.size
         )
-    }
-}
-
-/// An S3 source's positions: per object key, the rows handed out (`offset`), `DONE` once read.
-#[derive(Debug)]
-struct S3Checkpoint {
-    cells: Arc<Mutex<Vec<PositionCell>>>,
-    restored: Arc<Mutex<Positions>>,
-}
-
-impl SourceCheckpoint for S3Checkpoint {
-    fn positions(&self, partition: usize) -> Positions {
-        self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(partition).map(PositionCell::get).unwrap_or_default()
-    }
-
-    fn restore(&self, positions: &Positions) -> Result<()> {
-        self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone_from(positions);
-        Ok(())
     }
 }
 
@@ -551,10 +588,14 @@ impl Reader {
         // objects a restored checkpoint says were read
         seen.extend(self.restored.iter().filter(|(_, v)| v.get("offset").and_then(serde_json::Value::as_i64) == Some(DONE)).map(|(k, _)| k.clone()));
         loop {
-            if tx.is_closed() {
-                return Ok(());
+            // waits in short steps: a stopping job does not wait a whole poll interval
+            let until = std::time::Instant::now() + cfg.poll;
+            while std::time::Instant::now() < until {
+                if tx.is_closed() {
+                    return Ok(());
+                }
+                std::thread::sleep(cfg.poll.min(Duration::from_millis(100)));
             }
-            std::thread::sleep(cfg.poll);
             let listed = match self.handle.block_on(list(&cfg.loc, cfg.glob.as_ref(), &cfg.props)) {
                 Ok(l) => l,
                 Err(e) => {
@@ -599,9 +640,13 @@ impl Reader {
                 cols.push(Arc::clone(data.column(at)));
             } else {
                 let f = &self.cfg.hive[c - ndata];
-                let v = hive.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.as_str());
+                let v = hive.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.as_str()).filter(|v| *v != HIVE_NULL);
                 cols.push(match (f.data_type(), v) {
-                    (DataType::Int64, Some(v)) => Arc::new(Int64Array::from_value(v.parse::<i64>().unwrap_or_default(), n)) as ArrayRef,
+                    // a value that is no integer (a later object of a watched prefix): null
+                    (DataType::Int64, Some(v)) => match hive_int(v) {
+                        Some(i) => Arc::new(Int64Array::from_value(i, n)) as ArrayRef,
+                        None => new_null_array(&DataType::Int64, n),
+                    },
                     (_, Some(v)) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef,
                     (t, None) => new_null_array(t, n),
                 });
@@ -761,6 +806,11 @@ mod tests {
     fn hive_values_and_types() {
         assert_eq!(hive_values("sales/year=2024/month=01/part-0.parquet", "sales"), vec![("year".into(), "2024".into()), ("month".into(), "01".into())]);
         assert!(hive_values("sales/2024/part-0.parquet", "sales").is_empty());
+        assert_eq!(hive_values("s/city=a%2Fb/x", "s"), vec![("city".into(), "a/b".into())]);
+        assert_eq!(hive_values("s/city=a%252Fb/x", "s"), vec![("city".into(), "a/b".into())], "escaped twice");
+        assert_eq!((hive_int("2024"), hive_int("01234"), hive_int("x")), (Some(2024), None, None));
+        assert!(glob::Pattern::new("o/*.jsonl").unwrap().matches_with("o/a.jsonl", GLOB));
+        assert!(!glob::Pattern::new("o/*.jsonl").unwrap().matches_with("o/archive/a.jsonl", GLOB), "* stays in its segment");
         assert!(is_data_key("a/b.jsonl") && !is_data_key("a/_SUCCESS") && !is_data_key("a/") && !is_data_key("a/.tmp"));
         let meta = |k: &str| ObjectMeta { location: ObjectPath::from(k), last_modified: chrono::Utc::now(), size: 1, e_tag: None, version: None };
         let objects = vec![meta("s/year=2024/region=eu/a.json"), meta("s/year=2023/region=us/b.json")];
