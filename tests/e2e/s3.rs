@@ -167,6 +167,17 @@ fn a_glob_and_an_aggregate_to_gzip_csv() {
     let run = run_sql(tmp.path(), &sql);
     assert_ok(&run);
     assert_eq!(canonical_lines(&run.stdout), vec![r#"{"first":250,"n":250}"#.to_string()], "{}", run.stderr);
+
+    // a declared schema naming a Hive key: the column comes from the key, with the declared type
+    let sql = format!(
+        "SELECT year, COUNT(*) AS n FROM sales WHERE year > 2023 GROUP BY year WITH ('sales.type' = 's3_source', 'sales.path' = 's3://{input}/sales/',
+         'sales.schema' = 'id BIGINT, amount BIGINT, item VARCHAR, year INT', {});",
+        conn("sales")
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert_eq!(canonical_lines(&run.stdout), vec![r#"{"n":500,"year":2024}"#.to_string()], "{}", run.stderr);
+    assert!(run.stderr.contains("2 of 4 objects skipped by the WHERE clause"), "{}", run.stderr);
 }
 
 /// A watched prefix: objects put while the job runs are read, each once.

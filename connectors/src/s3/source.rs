@@ -284,7 +284,9 @@ impl S3Source {
             return Err(ConnectorError::NoFiles { pattern: loc.url(&loc.prefix) });
         }
         let base = loc.list_prefix().map(|p| p.as_ref().to_string()).unwrap_or_default();
-        let hive = if hive_on { hive_fields(&objects, &base, &data) } else { Vec::new() };
+        let hive = if hive_on { hive_fields(&objects, &base, &data, props.contains("schema")) } else { Vec::new() };
+        // a declared column named like a Hive key comes from the key, not the data
+        let data = Arc::new(Schema::new(data.fields().iter().filter(|f| !hive.iter().any(|h| h.name() == f.name())).cloned().collect::<Vec<_>>()));
         let mut fields: Vec<Field> = data.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(hive.iter().cloned());
         let cfg = ReadConfig {
@@ -340,14 +342,19 @@ impl S3Source {
 }
 
 /// The Hive columns of `objects`: names in order of appearance, Int64 when every value is an
-/// integer, else strings. Columns the data holds itself are left to the data.
-fn hive_fields(objects: &[ObjectMeta], base: &str, data: &SchemaRef) -> Vec<Field> {
+/// integer, else strings. A column of an inferred schema is the data's own; a column of a
+/// `declared` schema named like a Hive key is the key's, with the declared type.
+fn hive_fields(objects: &[ObjectMeta], base: &str, data: &SchemaRef, declared: bool) -> Vec<Field> {
     let mut names: Vec<String> = Vec::new();
     let mut integer: BTreeMap<String, bool> = BTreeMap::new();
+    let mut typed: BTreeMap<String, DataType> = BTreeMap::new();
     for o in objects {
         for (k, v) in hive_values(o.location.as_ref(), base) {
-            if data.field_with_name(&k).is_ok() {
-                continue;
+            if let Ok(f) = data.field_with_name(&k) {
+                if !declared {
+                    continue;
+                }
+                typed.insert(k.clone(), f.data_type().clone());
             }
             if !names.contains(&k) {
                 names.push(k.clone());
@@ -356,7 +363,30 @@ fn hive_fields(objects: &[ObjectMeta], base: &str, data: &SchemaRef) -> Vec<Fiel
             integer.entry(k).and_modify(|b| *b &= int).or_insert(int);
         }
     }
-    names.into_iter().map(|n| Field::new(&n, if integer.get(&n).copied().unwrap_or(false) { DataType::Int64 } else { DataType::Utf8 }, true)).collect()
+    names
+        .into_iter()
+        .map(|n| {
+            let t = typed.get(&n).cloned().unwrap_or(if integer.get(&n).copied().unwrap_or(false) { DataType::Int64 } else { DataType::Utf8 });
+            Field::new(&n, t, true)
+        })
+        .collect()
+}
+
+/// `n` rows of the Hive value `v` as a column of type `t` (null when absent or not of the type).
+fn hive_column(t: &DataType, v: Option<&str>, n: usize) -> ArrayRef {
+    match (t, v) {
+        (DataType::Int64, Some(v)) => match hive_int(v) {
+            Some(i) => Arc::new(Int64Array::from_value(i, n)) as ArrayRef,
+            None => new_null_array(t, n),
+        },
+        (DataType::Utf8, Some(v)) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef,
+        (t, Some(v)) => {
+            let text: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n)));
+            arrow::compute::cast_with_options(&text, t, &arrow::compute::CastOptions { safe: true, ..Default::default() })
+                .unwrap_or_else(|_| new_null_array(t, n))
+        }
+        (t, None) => new_null_array(t, n),
+    }
 }
 
 /// One row per object: its Hive values as columns `hive`.
@@ -369,7 +399,12 @@ fn hive_batch(hive: &[Field], rows: impl Iterator<Item = Vec<(String, String)>>)
             let values = rows.iter().map(|r| r.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.as_str()).filter(|v| *v != HIVE_NULL));
             match f.data_type() {
                 DataType::Int64 => Arc::new(values.map(|v| v.and_then(hive_int)).collect::<Int64Array>()) as ArrayRef,
-                _ => Arc::new(values.collect::<StringArray>()) as ArrayRef,
+                DataType::Utf8 => Arc::new(values.collect::<StringArray>()) as ArrayRef,
+                t => {
+                    let text: ArrayRef = Arc::new(values.collect::<StringArray>());
+                    arrow::compute::cast_with_options(&text, t, &arrow::compute::CastOptions { safe: true, ..Default::default() })
+                        .unwrap_or_else(|_| new_null_array(t, n))
+                }
             }
         })
         .collect();
@@ -641,15 +676,7 @@ impl Reader {
             } else {
                 let f = &self.cfg.hive[c - ndata];
                 let v = hive.iter().find(|(k, _)| k == f.name()).map(|(_, v)| v.as_str()).filter(|v| *v != HIVE_NULL);
-                cols.push(match (f.data_type(), v) {
-                    // a value that is no integer (a later object of a watched prefix): null
-                    (DataType::Int64, Some(v)) => match hive_int(v) {
-                        Some(i) => Arc::new(Int64Array::from_value(i, n)) as ArrayRef,
-                        None => new_null_array(&DataType::Int64, n),
-                    },
-                    (_, Some(v)) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef,
-                    (t, None) => new_null_array(t, n),
-                });
+                cols.push(hive_column(f.data_type(), v, n));
             }
         }
         RecordBatch::try_new_with_options(Arc::clone(&self.schema), cols, &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)))
@@ -815,8 +842,13 @@ mod tests {
         let meta = |k: &str| ObjectMeta { location: ObjectPath::from(k), last_modified: chrono::Utc::now(), size: 1, e_tag: None, version: None };
         let objects = vec![meta("s/year=2024/region=eu/a.json"), meta("s/year=2023/region=us/b.json")];
         let data = Arc::new(Schema::new(vec![Field::new("region", DataType::Utf8, true)]));
-        let hive = hive_fields(&objects, "s", &data);
+        let hive = hive_fields(&objects, "s", &data, false);
         assert_eq!(hive, vec![Field::new("year", DataType::Int64, true)], "region is a data column");
+        let declared = hive_fields(&objects, "s", &data, true);
+        assert_eq!(declared, vec![Field::new("year", DataType::Int64, true), Field::new("region", DataType::Utf8, true)], "a declared column is the key's");
+        let date = hive_column(&DataType::Date32, Some("2024-05-01"), 2);
+        assert_eq!(date.data_type(), &DataType::Date32);
+        assert_eq!(date.null_count(), 0);
         let batch = hive_batch(&hive, objects.iter().map(|o| hive_values(o.location.as_ref(), "s"))).unwrap();
         let filter = datafusion::prelude::col("year").eq(datafusion::prelude::lit(2024i64));
         let mask = eval_filters(&[filter], &batch).unwrap();
