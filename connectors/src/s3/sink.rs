@@ -25,7 +25,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::{location, store_error, Location};
+use super::{location, on_own_runtime, store_error, Location};
 use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
 use crate::file::path_template::{PathTemplate, Rotation};
@@ -262,23 +262,16 @@ impl S3Sink {
         let loc = location(&self.up.props)?; // a client for this check's runtime only
         let props = self.up.props.clone();
         let name = self.name.clone();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ConnectorError::Other(format!("s3: {e}")))?;
-                rt.block_on(async {
-                    use futures::StreamExt;
-                    let prefix = loc.list_prefix();
-                    let mut l = loc.store.list(prefix.as_ref());
-                    match l.next().await {
-                        Some(Err(e)) => {
-                            Err(store_error(&format!("s3_sink '{name}': cannot write to bucket '{}': listing", loc.bucket), &loc.url(&loc.prefix), e, &props))
-                        }
-                        _ => Ok(()),
-                    }
-                })
-            })
-            .join()
-            .unwrap_or_else(|_| Err(ConnectorError::Other("s3: the check thread panicked".into())))
+        on_own_runtime(async move {
+            use futures::StreamExt;
+            let prefix = loc.list_prefix();
+            let mut l = loc.store.list(prefix.as_ref());
+            match l.next().await {
+                Some(Err(e)) => {
+                    Err(store_error(&format!("s3_sink '{name}': cannot write to bucket '{}': listing", loc.bucket), &loc.url(&loc.prefix), e, &props))
+                }
+                _ => Ok(()),
+            }
         })
     }
 

@@ -40,7 +40,7 @@ use parquet::arrow::ProjectionMask;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{location, store_error, Location};
+use super::{location, on_own_runtime, store_error, Location};
 use crate::batching::BatchConfig;
 use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
@@ -94,29 +94,6 @@ struct ReadConfig {
     poll: Duration,
     failure: FailureStrategy,
     metrics: Arc<ConnectorMetrics>,
-}
-
-/// Runs `f` (listing, inference: before the job's runtime reads anything) on a runtime of its
-/// own, in a thread of its own, so that it works from any caller, async or not.
-fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
-    let blocking = || {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| ConnectorError::Other(format!("s3: cannot start a runtime: {e}")))?;
-                rt.block_on(f)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(ConnectorError::Other("s3: the listing thread panicked".into())))
-        })
-    };
-    // called from the planner's async code: tell the runtime this worker blocks meanwhile
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(blocking),
-        _ => blocking(),
-    }
 }
 
 /// True for keys that are not data: directory markers, hidden and marker files (`_SUCCESS`).
