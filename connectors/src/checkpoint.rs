@@ -48,6 +48,33 @@ impl PositionCell {
     }
 }
 
+/// A batch read by a source partition and the position of its unit once it is handed out.
+pub type PositionedBatch = (arrow::record_batch::RecordBatch, Option<(String, serde_json::Value)>);
+
+/// The stream of a source partition whose reader (on a blocking thread) sends batches with
+/// their positions on `rx`: a unit's position in `cell` moves as its batch is handed out
+/// downstream, not when it was read.
+pub fn positioned_stream(
+    schema: arrow::datatypes::SchemaRef,
+    rx: tokio::sync::mpsc::Receiver<datafusion::error::Result<PositionedBatch>>,
+    cell: PositionCell,
+) -> datafusion::physical_plan::SendableRecordBatchStream {
+    let stream = futures::stream::unfold(rx, move |mut rx| {
+        let cell = cell.clone();
+        async move {
+            let item = rx.recv().await?;
+            let item = item.map(|(batch, position)| {
+                if let Some((k, v)) = position {
+                    cell.lock().insert(k, v);
+                }
+                batch
+            });
+            Some((item, rx))
+        }
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream))
+}
+
 /// The checkpoint side of a source that reads units (files, objects) in partitions: the cells
 /// of the partitions last made, and the positions restored from a checkpoint.
 #[derive(Debug, Default, Clone)]

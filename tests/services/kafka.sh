@@ -23,9 +23,8 @@ tansu_bin() {
   command -v tansu 2>/dev/null || { [ -x "$HOME/.cargo/bin/tansu" ] && echo "$HOME/.cargo/bin/tansu"; } || true
 }
 
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
-}
+# shellcheck source=tests/services/common.sh
+. "$(dirname "$0")/common.sh"
 
 case "${1:-}" in
   install)
@@ -37,7 +36,7 @@ case "${1:-}" in
     fi
     ;;
   start)
-    if port_open; then
+    if port_open "$PORT"; then
       echo "kafka: something already listens on 127.0.0.1:$PORT"
       exit 0
     fi
@@ -49,26 +48,13 @@ case "${1:-}" in
     (cd "$STATE" && exec nohup "$BIN" broker --listener-url "tcp://127.0.0.1:$PORT" --advertised-listener-url "tcp://127.0.0.1:$PORT" \
       --storage-engine "sqlite://tansu-$PORT-data/tansu.db" >"$LOG" 2>&1) &
     echo $! >"$PIDFILE"
-    for _ in $(seq 1 100); do
-      if port_open; then
-        echo "kafka (tansu) on 127.0.0.1:$PORT, pid $(cat "$PIDFILE"), log $LOG"
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "tansu did not start; its log:" >&2
-    tail -20 "$LOG" >&2
-    exit 1
+    wait_started "kafka (tansu)" "$PORT" "$PIDFILE" "$LOG" 100
     ;;
   stop)
-    if [ -f "$PIDFILE" ]; then
-      kill "$(cat "$PIDFILE")" 2>/dev/null || true
-      rm -f "$PIDFILE"
-      for _ in $(seq 1 50); do port_open || break; sleep 0.1; done
-    fi
+    stop_service "$PORT" "$PIDFILE"
     ;;
   status)
-    if port_open; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
+    if port_open "$PORT"; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
     ;;
   *)
     echo "usage: $0 install|start|stop|status" >&2

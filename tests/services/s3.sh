@@ -17,9 +17,8 @@ PIDFILE="$STATE/moto-$PORT.pid"
 LOG="$STATE/moto-$PORT.log"
 mkdir -p "$STATE"
 
-port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null
-}
+# shellcheck source=tests/services/common.sh
+. "$(dirname "$0")/common.sh"
 
 case "${1:-}" in
   install)
@@ -31,33 +30,20 @@ case "${1:-}" in
     fi
     ;;
   start)
-    if port_open; then
+    if port_open "$PORT"; then
       echo "s3: something already listens on 127.0.0.1:$PORT"
       exit 0
     fi
-    # S3_UPLOAD_PART_MIN_SIZE: moto enforces S3's 5 MB minimum part, as S3 does
+    # moto enforces the 5 MB minimum part size of multipart uploads, as S3 does
     (exec nohup "$PY" -m moto.server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1) &
     echo $! >"$PIDFILE"
-    for _ in $(seq 1 150); do
-      if port_open; then
-        echo "s3 (moto) on http://127.0.0.1:$PORT, pid $(cat "$PIDFILE"), log $LOG"
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "moto did not start; its log:" >&2
-    tail -20 "$LOG" >&2
-    exit 1
+    wait_started "s3 (moto)" "$PORT" "$PIDFILE" "$LOG" 150
     ;;
   stop)
-    if [ -f "$PIDFILE" ]; then
-      kill "$(cat "$PIDFILE")" 2>/dev/null || true
-      rm -f "$PIDFILE"
-      for _ in $(seq 1 50); do port_open || break; sleep 0.1; done
-    fi
+    stop_service "$PORT" "$PIDFILE"
     ;;
   status)
-    if port_open; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
+    if port_open "$PORT"; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
     ;;
   *)
     echo "usage: $0 install|start|stop|status" >&2

@@ -17,17 +17,15 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use tokio::sync::mpsc;
-use tracing::warn;
 
 use crate::batching::BatchConfig;
-use crate::checkpoint::{PositionCell, SourceCheckpoint, UnitPositions};
+use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
-use crate::format::decode::{json_array_to_lines, BadRecord, TextDecoder};
+use crate::format::decode::{json_array_to_lines, BadRecord, BadRecordLog, TextDecoder};
 use crate::format::schema::{infer_schema, is_gzip, open_text, parse_schema, starts_with_array};
 use crate::format::{adapt_batch, FileFormat};
 use crate::metrics::ConnectorMetrics;
@@ -36,8 +34,6 @@ use crate::source::Source;
 
 /// Text files larger than this are split into byte ranges read in parallel.
 const SPLIT_THRESHOLD: u64 = 32 << 20;
-/// Malformed records logged one by one per partition before only counting them.
-const MAX_LOGGED_BAD_RECORDS: usize = 20;
 
 /// A file source, configured and with its schema known.
 #[derive(Debug)]
@@ -312,9 +308,7 @@ struct Output<'a> {
     projection: Option<&'a [usize]>,
 }
 
-/// A batch and the position of its unit once it is handed out.
-type Positioned = (RecordBatch, Option<(String, serde_json::Value)>);
-type BatchSender = mpsc::Sender<datafusion::error::Result<Positioned>>;
+type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
 
 impl PartitionStream for FilePartition {
     fn schema(&self) -> &SchemaRef {
@@ -340,22 +334,7 @@ impl PartitionStream for FilePartition {
                 }
             }
         });
-        let cell = self.cell.clone();
-        let stream = futures::stream::unfold(rx, move |mut rx| {
-            let cell = cell.clone();
-            async move {
-                let item = rx.recv().await?;
-                // the unit's position moves as its batch is handed out, not when it was read
-                let item = item.map(|(batch, position)| {
-                    if let Some((k, v)) = position {
-                        cell.lock().insert(k, v);
-                    }
-                    batch
-                });
-                Some((item, rx))
-            }
-        });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
     }
 }
 
@@ -502,7 +481,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
     let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?;
     let mut sizer = cfg.batch.sizer();
     let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut logged = 0usize;
+    let mut bad_log = BadRecordLog::default();
     loop {
         let mut lines = 0usize;
         let mut eof = false;
@@ -571,7 +550,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
                     LineMap::Offset => renumber(path, chunk_offset, &bad)?,
                     _ => bad,
                 };
-                handle_bad_records(cfg, path, &bad, &mut logged)?;
+                bad_log.handle(&cfg.name, cfg.failure, &cfg.metrics, &path.display().to_string(), &bad)?;
             }
             let sent_at = Instant::now();
             let at_chunk = Resume { offset: chunk_offset, rows: 0, line: line_no, element };
@@ -625,24 +604,6 @@ fn renumber(path: &Path, chunk_offset: u64, bad: &[BadRecord]) -> Result<Vec<Bad
         r.consume(n);
     }
     Ok(bad.iter().map(|b| BadRecord { line: before + 1 + b.line, message: b.message.clone() }).collect())
-}
-
-/// Applies the failure strategy to malformed records: count and log them, or fail.
-fn handle_bad_records(cfg: &ReadConfig, path: &Path, bad: &[BadRecord], logged: &mut usize) -> Result<()> {
-    cfg.metrics.add_errors(bad.len() as u64);
-    if cfg.failure == FailureStrategy::FailBatch {
-        let b = &bad[0];
-        return Err(ConnectorError::Malformed { location: format!("{}:{}", path.display(), b.line), message: b.message.clone() });
-    }
-    for b in bad {
-        if *logged < MAX_LOGGED_BAD_RECORDS {
-            warn!(source = %cfg.name, "{}:{}: malformed record skipped ({}): {}", path.display(), b.line, cfg.failure, b.message);
-        } else if *logged == MAX_LOGGED_BAD_RECORDS {
-            warn!(source = %cfg.name, "more malformed records in {}: counting them without logging each", path.display());
-        }
-        *logged += 1;
-    }
-    Ok(())
 }
 
 /// A reader over the lines that *start* before `end`: the line crossing `end` is read whole,

@@ -7,8 +7,43 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use tracing::warn;
+
 use super::file_format::FileFormat;
 use crate::error::{ConnectorError, Result};
+use crate::failure::FailureStrategy;
+use crate::metrics::ConnectorMetrics;
+
+/// Malformed records logged one by one per reader before only counting them.
+const MAX_LOGGED_BAD_RECORDS: usize = 20;
+
+/// What a reader of files or objects does with malformed records, by its failure strategy:
+/// count them, and log each (the first ones) or fail naming the first.
+#[derive(Debug, Default)]
+pub struct BadRecordLog {
+    logged: usize,
+}
+
+impl BadRecordLog {
+    /// Applies `failure` to `bad`, records of `location` (a file or object) read by `source`.
+    pub fn handle(&mut self, source: &str, failure: FailureStrategy, metrics: &ConnectorMetrics, location: &str, bad: &[BadRecord]) -> Result<()> {
+        metrics.add_errors(bad.len() as u64);
+        if failure == FailureStrategy::FailBatch {
+            if let Some(b) = bad.first() {
+                return Err(ConnectorError::Malformed { location: format!("{location}:{}", b.line), message: b.message.clone() });
+            }
+        }
+        for b in bad {
+            if self.logged < MAX_LOGGED_BAD_RECORDS {
+                warn!(source = %source, "{location}:{}: malformed record skipped ({failure}): {}", b.line, b.message);
+            } else if self.logged == MAX_LOGGED_BAD_RECORDS {
+                warn!(source = %source, "more malformed records in {location}: counting them without logging each");
+            }
+            self.logged += 1;
+        }
+        Ok(())
+    }
+}
 
 /// A record that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

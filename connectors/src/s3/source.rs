@@ -28,7 +28,6 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_expr::execution_props::ExecutionProps;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::{StreamExt, TryStreamExt};
@@ -42,18 +41,16 @@ use tracing::{info, warn};
 
 use super::{location, on_own_runtime, store_error, Location};
 use crate::batching::BatchConfig;
-use crate::checkpoint::{PositionCell, Positions, SourceCheckpoint, UnitPositions};
+use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, Positions, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
-use crate::format::decode::{json_array_to_lines, BadRecord, TextDecoder};
+use crate::format::decode::{json_array_to_lines, BadRecordLog, TextDecoder};
 use crate::format::schema::{infer_bytes_schema, parse_schema};
 use crate::format::{adapt_batch, FileFormat};
 use crate::metrics::ConnectorMetrics;
 use crate::properties::Properties;
 use crate::source::Source;
 
-/// Malformed records logged one by one per partition before only counting them.
-const MAX_LOGGED_BAD_RECORDS: usize = 20;
 /// Objects whose schemas are merged when inferring one.
 const INFER_OBJECTS: usize = 3;
 /// Globs match within a path segment: `*` does not cross `/` (`orders/*.jsonl` is not
@@ -89,6 +86,8 @@ struct ReadConfig {
     schema: SchemaRef,
     /// Hive partition columns (the last of `schema`).
     hive: Vec<Field>,
+    /// The listed directory: Hive segments are read from keys after it.
+    base: String,
     batch: BatchConfig,
     watch: bool,
     poll: Duration,
@@ -275,6 +274,7 @@ impl S3Source {
             schema: Arc::new(Schema::new(fields)),
             data,
             hive,
+            base,
             batch: BatchConfig::resolve(props, job)?,
             watch,
             poll: props.get_duration("poll_interval")?.unwrap_or(Duration::from_secs(10)),
@@ -296,8 +296,7 @@ impl S3Source {
         if self.cfg.hive.is_empty() || scans.is_empty() || scans.iter().any(Vec::is_empty) {
             return all;
         }
-        let base = self.cfg.loc.list_prefix().map(|p| p.as_ref().to_string()).unwrap_or_default();
-        let batch = match hive_batch(&self.cfg.hive, self.objects.iter().map(|o| hive_values(o.location.as_ref(), &base))) {
+        let batch = match hive_batch(&self.cfg.hive, self.objects.iter().map(|o| hive_values(o.location.as_ref(), &self.cfg.base))) {
             Ok(b) => b,
             Err(e) => {
                 warn!(source = %self.cfg.name, "cannot prune objects by the WHERE clause: {e}");
@@ -527,8 +526,7 @@ struct S3Partition {
     of: usize,
 }
 
-type Positioned = (RecordBatch, (String, serde_json::Value));
-type BatchSender = mpsc::Sender<datafusion::error::Result<Positioned>>;
+type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
 
 impl PartitionStream for S3Partition {
     fn schema(&self) -> &SchemaRef {
@@ -542,7 +540,7 @@ impl PartitionStream for S3Partition {
             schema: Arc::clone(&self.schema),
             columns: self.columns.clone(),
             restored: self.restored.clone(),
-            logged: 0,
+            bad: BadRecordLog::default(),
             handle: tokio::runtime::Handle::current(),
         };
         let (objects, index, of) = (self.objects.clone(), self.index, self.of);
@@ -552,19 +550,7 @@ impl PartitionStream for S3Partition {
                 let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
             }
         });
-        let cell = self.cell.clone();
-        let stream = futures::stream::unfold(rx, move |mut rx| {
-            let cell = cell.clone();
-            async move {
-                let item = rx.recv().await?;
-                let item = item.map(|(batch, (k, v))| {
-                    cell.lock().insert(k, v);
-                    batch
-                });
-                Some((item, rx))
-            }
-        });
-        Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
     }
 }
 
@@ -574,7 +560,7 @@ struct Reader {
     schema: SchemaRef,
     columns: Vec<usize>,
     restored: Positions,
-    logged: usize,
+    bad: BadRecordLog,
     handle: tokio::runtime::Handle,
 }
 
@@ -637,7 +623,7 @@ impl Reader {
         if batch.num_rows() > 0 {
             self.cfg.metrics.add_batch(batch.num_rows());
         }
-        tx.blocking_send(Ok((batch, (key.to_string(), position(upto))))).is_ok()
+        tx.blocking_send(Ok((batch, Some((key.to_string(), position(upto)))))).is_ok()
     }
 
     /// The table's columns `self.columns` for `rows` rows: data columns from `data` (the
@@ -667,8 +653,7 @@ impl Reader {
         if skip == DONE {
             return Ok(true);
         }
-        let base = self.cfg.loc.list_prefix().map(|p| p.as_ref().to_string()).unwrap_or_default();
-        let hive = hive_values(&key, &base);
+        let hive = hive_values(&key, &self.cfg.base);
         let ndata = self.cfg.data.fields().len();
         // the data columns to decode, in the order asked; none asked (COUNT(*), Hive columns
         // only): the first, for the row count
@@ -767,7 +752,7 @@ impl Reader {
                 };
                 let (batches, bad) = decoder.decode_chunk(&chunk, &line_of)?;
                 if !bad.is_empty() {
-                    self.handle_bad_records(&url, &bad)?;
+                    self.bad.handle(&self.cfg.name, self.cfg.failure, &self.cfg.metrics, &url, &bad)?;
                 }
                 for b in batches {
                     if !emit(self, b, &mut pending, &mut upto)? {
@@ -781,24 +766,6 @@ impl Reader {
         }
         let last = pending.take().unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema)));
         Ok(self.send(tx, last, &key, DONE))
-    }
-
-    /// Applies the failure strategy to malformed records: count and log them, or fail.
-    fn handle_bad_records(&mut self, url: &str, bad: &[BadRecord]) -> Result<()> {
-        self.cfg.metrics.add_errors(bad.len() as u64);
-        if self.cfg.failure == FailureStrategy::FailBatch {
-            let b = &bad[0];
-            return Err(ConnectorError::Malformed { location: format!("{url}:{}", b.line), message: b.message.clone() });
-        }
-        for b in bad {
-            if self.logged < MAX_LOGGED_BAD_RECORDS {
-                warn!(source = %self.cfg.name, "{url}:{}: malformed record skipped ({}): {}", b.line, self.cfg.failure, b.message);
-            } else if self.logged == MAX_LOGGED_BAD_RECORDS {
-                warn!(source = %self.cfg.name, "more malformed records in {url}: counting them without logging each");
-            }
-            self.logged += 1;
-        }
-        Ok(())
     }
 }
 

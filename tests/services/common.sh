@@ -1,0 +1,33 @@
+# Shared by the service scripts (sourced): whether a loopback port answers, waiting for a service
+# just started, and stopping one by its pid file.
+
+# port_open PORT: true when something listens on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_started NAME PORT PIDFILE LOG TENTHS: waits up to TENTHS × 0.1 s for PORT to answer;
+# says where NAME runs, or shows the end of its LOG and fails.
+wait_started() {
+  local name="$1" port="$2" pidfile="$3" log="$4" tenths="$5"
+  for _ in $(seq 1 "$tenths"); do
+    if port_open "$port"; then
+      echo "$name on 127.0.0.1:$port, pid $(cat "$pidfile"), log $log"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "$name did not start; its log:" >&2
+  tail -20 "$log" >&2
+  return 1
+}
+
+# stop_service PORT PIDFILE: kills the service and waits (5 s at most) until the port is free.
+stop_service() {
+  local port="$1" pidfile="$2"
+  if [ -f "$pidfile" ]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+    for _ in $(seq 1 50); do port_open "$port" || break; sleep 0.1; done
+  fi
+}
