@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs and starts the services the tests use when they are missing
-# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190; the
-# Python clients: pyarrow, ADBC Flight SQL, boto3), runs every test of the workspace, and
-# prints one closing line: "tests: N passed, M failed".
+# (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190;
+# PostgreSQL, Debian's package, on 127.0.0.1:55432; the Python clients: pyarrow, ADBC Flight
+# SQL, boto3, psycopg), runs every test of the workspace, every test binary even when one
+# fails, and prints one closing line over all of them: "tests: N passed, M failed".
 #
 #   bash tests/run.sh                 # everything
 #   bash tests/run.sh -p ferris-engine  # arguments go to cargo test
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 bash tests/services/python.sh
 bash tests/services/s3.sh install
+bash tests/services/postgres.sh install
 bash tests/services/kafka.sh install
 started_kafka=0
 if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
@@ -22,20 +24,27 @@ if ! bash tests/services/s3.sh status >/dev/null 2>&1; then
     bash tests/services/s3.sh start
     started_s3=1
 fi
+started_pg=0
+if ! bash tests/services/postgres.sh status >/dev/null 2>&1; then
+    bash tests/services/postgres.sh start
+    started_pg=1
+fi
 cleanup() {
+    if [ "$started_pg" = 1 ]; then bash tests/services/postgres.sh stop; fi
     if [ "$started_kafka" = 1 ]; then bash tests/services/kafka.sh stop; fi
     if [ "$started_s3" = 1 ]; then bash tests/services/s3.sh stop; fi
 }
 trap cleanup EXIT
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
 export S3_ENDPOINT="${S3_ENDPOINT:-http://127.0.0.1:9190}"
+export PG_URL="${PG_URL:-$(bash tests/services/postgres.sh url)}"
 
 log=$(mktemp)
 status=0
 if [ "$#" -gt 0 ]; then
     cargo test "$@" 2>&1 | tee "$log" || status=$?
 else
-    cargo test --workspace 2>&1 | tee "$log" || status=$?
+    cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 fi
 # One closing line over every test binary (cargo prints one "test result" per binary).
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

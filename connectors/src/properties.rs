@@ -23,6 +23,25 @@ pub fn is_secret_key(key: &str) -> bool {
 /// The text shown in place of a secret value.
 pub const MASK: &str = "****";
 
+/// `value` with the credentials a URL may carry masked: the password of
+/// `postgresql://user:password@host/db` and `password=…` parameters.
+pub fn mask_credentials(value: &str) -> String {
+    static USERINFO: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@").ok());
+    static PARAM: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)([?&;]password=)[^&;\s]*").ok());
+    if !value.contains("://") && !value.to_ascii_lowercase().contains("password=") {
+        return value.to_string();
+    }
+    let mut out = value.to_string();
+    if let Some(r) = USERINFO.as_ref() {
+        out = r.replace_all(&out, format!("${{1}}{MASK}@")).into_owned();
+    }
+    if let Some(r) = PARAM.as_ref() {
+        out = r.replace_all(&out, format!("${{1}}{MASK}")).into_owned();
+    }
+    out
+}
+
 /// An ordered map of property keys (without the `name.` prefix) to values, remembering the
 /// owner's name so that errors can quote the full key (`orders.path`).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -179,7 +198,7 @@ impl Properties {
 
     /// All keys with values safe to show: secrets replaced by [`MASK`].
     pub fn masked(&self) -> BTreeMap<String, String> {
-        self.values.iter().map(|(k, v)| (k.clone(), if is_secret_key(k) { MASK.to_string() } else { v.clone() })).collect()
+        self.values.iter().map(|(k, v)| (k.clone(), if is_secret_key(k) { MASK.to_string() } else { mask_credentials(v) })).collect()
     }
 
     /// Where each non-inline value came from.
@@ -287,6 +306,9 @@ mod tests {
         let p = Properties::from_pairs("db", [("password", "hunter2"), ("sasl.password", "x"), ("secret_access_key", "k"), ("auth_token", "t"), ("path", "a")]);
         let m = p.masked();
         assert_eq!(m["password"], MASK);
+        assert_eq!(mask_credentials("postgresql://app:s3cr3t@db:5432/x"), "postgresql://app:****@db:5432/x");
+        assert_eq!(mask_credentials("jdbc:postgresql://db/x?user=a&password=pw&ssl=1"), "jdbc:postgresql://db/x?user=a&password=****&ssl=1");
+        assert_eq!(mask_credentials("s3://bucket/a:b@c"), "s3://bucket/a:b@c");
         assert_eq!(m["sasl.password"], MASK);
         assert_eq!(m["secret_access_key"], MASK);
         assert_eq!(m["auth_token"], MASK);

@@ -14,6 +14,7 @@ pub const CONNECTORS: &[&ConnectorSpec] = &[
     &crate::kafka::CONNECTOR,
     &crate::file::CONNECTOR,
     &crate::s3::CONNECTOR,
+    &crate::postgres::CONNECTOR,
     &crate::stdout::CONNECTOR,
     &crate::blackhole::CONNECTOR,
     &crate::flight::CONNECTOR,

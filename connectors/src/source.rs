@@ -54,6 +54,17 @@ pub trait Source: Debug + Send + Sync {
         None
     }
 
+    /// For a table that changes while the job runs (a database table joined with a stream):
+    /// how often to read it again. A join with it uses the newest complete read from then on.
+    ///
+    /// ```sql
+    /// SELECT * FROM trades t JOIN instruments i ON t.symbol = i.symbol   -- instruments re-read every 5 minutes
+    /// WITH ('instruments.type' = 'database_source', 'instruments.refresh_interval' = '5m', …)
+    /// ```
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// True when the source can use `filter` (a WHERE conjunct on its columns) to skip data
     /// without reading it: Hive partitions of objects. Inexact: the filter still runs on rows.
     ///

@@ -26,9 +26,9 @@ fn analysis_errors_use_the_guides_messages() {
 #[test]
 fn known_but_unbuilt_connectors_say_not_supported_yet() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = run_sql(tmp.path(), "SELECT * FROM orders WITH ('orders.type' = 'database_source', 'orders.table' = 'raw');");
+    let run = run_sql(tmp.path(), "SELECT * FROM orders WITH ('orders.type' = 'mongodb_source', 'orders.collection' = 'raw');");
     assert_eq!(run.status, 1);
-    assert!(run.stderr.contains("Failed to create source 'orders': database_source 'orders' is not supported yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("Failed to create source 'orders': mongodb_source 'orders' is not supported yet"), "{}", run.stderr);
 }
 
 #[test]

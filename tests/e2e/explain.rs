@@ -36,9 +36,9 @@ fn json_shape_and_masked_secrets() {
     assert_eq!(job["sinks"][1]["properties"]["path"], "out.jsonl");
     assert_eq!(job["options"]["failure_strategy"], "LogAndContinue");
     assert_eq!(job["options"]["auth_token"], "****");
-    // The database source cannot run yet: reported where the plan would be.
+    // The database source has no connection.url: reported where the plan would be.
     assert!(job["plan"].is_null());
-    assert!(job["plan_error"].as_str().unwrap().contains("database_source 'customer_db' is not supported yet"), "{}", job["plan_error"]);
+    assert!(job["plan_error"].as_str().unwrap().contains("missing required property 'customer_db.connection.url'"), "{}", job["plan_error"]);
 }
 
 #[test]

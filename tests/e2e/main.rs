@@ -11,6 +11,7 @@ mod flight;
 mod golden;
 mod iot;
 mod kafka;
+mod postgres;
 mod s3;
 mod server;
 mod sinks;

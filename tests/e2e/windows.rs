@@ -59,19 +59,19 @@ fn chrono_like_iso(secs: i64, ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-async fn clicks_context(path: &Path) -> SessionContext {
+pub(crate) async fn clicks_context(path: &Path) -> SessionContext {
     let ctx = SessionContext::new();
     let opts = JsonReadOptions::default().file_extension(".jsonl");
     ctx.register_json("clicks", path.to_str().unwrap(), opts).await.unwrap();
     ctx
 }
 
-fn source(path: &Path, extra: &str) -> String {
+pub(crate) fn source(path: &Path, extra: &str) -> String {
     format!("'clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts'{extra}", path.display())
 }
 
 /// (name, streaming query, equivalent batch query)
-const CASES: &[(&str, &str, &str)] = &[
+pub(crate) const CASES: &[(&str, &str, &str)] = &[
     (
         "tumble",
         "SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS lo, MAX(amount) AS hi, AVG(amount) AS mean FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id",

@@ -91,30 +91,6 @@ pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
     }),
 };
 
-/// Runs `f` (listing, inference, the sink's access check: before the job's runtime reads
-/// anything) on a runtime of its own, in a thread of its own, so that it works from any caller,
-/// async or not.
-pub(crate) fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T>> + Send) -> Result<T> {
-    let blocking = || {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| ConnectorError::Other(format!("s3: cannot start a runtime: {e}")))?;
-                rt.block_on(f)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(ConnectorError::Other("s3: the thread talking to S3 at start panicked".into())))
-        })
-    };
-    // called from the planner's async code: tell the runtime this worker blocks meanwhile
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(blocking),
-        _ => blocking(),
-    }
-}
-
 /// A bucket and a key prefix, with a client for it.
 #[derive(Debug, Clone)]
 pub struct Location {

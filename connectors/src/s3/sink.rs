@@ -25,13 +25,14 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use super::{location, on_own_runtime, store_error, Location};
+use super::{location, store_error, Location};
 use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
 use crate::file::path_template::{PathTemplate, Rotation};
 use crate::format::encode::{BufferEncoder, Compression};
 use crate::format::FileFormat;
 use crate::properties::Properties;
+use crate::runtime::on_own_runtime;
 use crate::sink::{Delivery, Sink};
 
 /// The smallest part S3 accepts (all but the last).
@@ -262,7 +263,7 @@ impl S3Sink {
         let loc = location(&self.up.props)?; // a client for this check's runtime only
         let props = self.up.props.clone();
         let name = self.name.clone();
-        on_own_runtime(async move {
+        on_own_runtime("s3", async move {
             use futures::StreamExt;
             let prefix = loc.list_prefix();
             let mut l = loc.store.list(prefix.as_ref());

@@ -39,7 +39,7 @@ use parquet::arrow::ProjectionMask;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{location, on_own_runtime, store_error, Location};
+use super::{location, store_error, Location};
 use crate::batching::BatchConfig;
 use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, Positions, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
@@ -49,6 +49,7 @@ use crate::format::schema::{infer_bytes_schema, parse_schema};
 use crate::format::{adapt_batch, FileFormat};
 use crate::metrics::ConnectorMetrics;
 use crate::properties::Properties;
+use crate::runtime::on_own_runtime;
 use crate::source::Source;
 
 /// Objects whose schemas are merged when inferring one.
@@ -204,7 +205,7 @@ impl S3Source {
             let loc = location(props)?; // a client for this runtime only
             let glob = glob.clone();
             let props = props.clone();
-            on_own_runtime(async move {
+            on_own_runtime("s3", async move {
                 let objects = list(&loc, glob.as_ref(), &props).await?;
                 let format = match (props.contains("format"), objects.first()) {
                     (false, Some(o)) => FileFormat::from_properties(&props, o.location.as_ref()).unwrap_or(format),

@@ -64,6 +64,7 @@ fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.downcast_ref::<FilterExec>().is_some_and(|f| f.batch_size() <= 1)
         || plan.downcast_ref::<UnionExec>().is_some()
         || plan.downcast_ref::<InterleaveExec>().is_some()
+        || plan.downcast_ref::<crate::join::refresh::RefreshingScanExec>().is_some()
         || plan.name() == "CooperativeExec"
         || plan.name() == "StreamingTableExec"
         || plan.name() == "EmptyExec"

@@ -223,6 +223,20 @@ impl ExecutionPlan for IntervalJoinExec {
             (false, true) => Some(0),
             _ => None,
         };
+        // a lookup table with a refresh interval (not an outer side: its unmatched rows would
+        // be emitted once per read) is read again that often and replaces the rows it had
+        let join_type = self.config.join_type;
+        let refresh = first.and_then(|f| {
+            let outer = matches!((f, join_type), (0, JoinType::Left | JoinType::Full) | (1, JoinType::Right | JoinType::Full));
+            let side = if f == 0 { &self.left } else { &self.right };
+            let every = super::refresh::refresh_interval(side)?;
+            if outer {
+                tracing::warn!("the table joined with a stream has a refresh_interval, but it is the preserved side of an outer join: it is read once");
+                return None;
+            }
+            Some((f, every, Arc::clone(side)))
+        });
+        let refresh_context = Arc::clone(&context);
         let metrics = JoinMetrics {
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
             state_rows: MetricBuilder::new(&self.metrics).gauge("state_rows", 0),
@@ -241,7 +255,30 @@ impl ExecutionPlan for IntervalJoinExec {
             let mut op = Joiner::new(Arc::clone(&config), counts, metrics, side_schemas);
             if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
                 op.restore(&state)?;
+                // a refreshed table is read again from the start, not restored
+                if let Some((f, _, _)) = &refresh {
+                    op.clear_side(*f);
+                }
             }
+            // the newest complete read, replacing any the join has not taken yet
+            let (refresh_tx, mut refresh_rx) = tokio::sync::watch::channel::<Option<Arc<Vec<RecordBatch>>>>(None);
+            let _refresher = refresh.as_ref().map(|(_, every, plan)| {
+                let (every, plan, ctx) = (*every, Arc::clone(plan), Arc::clone(&refresh_context));
+                datafusion::common::runtime::SpawnedTask::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        match super::refresh::read_again(Arc::clone(&plan), &ctx).await {
+                            Ok(batches) => {
+                                tracing::debug!(rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>(), "the joined table was read again");
+                                if refresh_tx.send(Some(Arc::new(batches))).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::warn!("reading the joined table again failed, the join keeps the previous read: {e}"),
+                        }
+                    }
+                })
+            });
             loop {
                 let (l_open, r_open) = (remaining[0] > 0, remaining[1] > 0);
                 if !l_open && !r_open {
@@ -276,6 +313,16 @@ impl ExecutionPlan for IntervalJoinExec {
                 };
                 let Some((side, p, item)) = next else { break };
                 quiet_until[side] = None;
+                // once the first read is complete, a newer one replaces it
+                if let Some((f, _, _)) = &refresh {
+                    if remaining[*f] == 0 && refresh_rx.has_changed().unwrap_or(false) {
+                        let newest = refresh_rx.borrow_and_update().clone();
+                        if let Some(batches) = newest {
+                            tracing::debug!("the join takes the newer read of its table");
+                            op.replace_side(*f, &batches)?;
+                        }
+                    }
+                }
                 for ((s, q), scope) in keys.iter().zip(&scopes) {
                     op.watermarks[*s].cap(*q, scope.frontier());
                 }
@@ -468,6 +515,28 @@ impl Joiner {
             let batch = RecordBatch::try_new(Arc::clone(&self.config.schema), table.columns()[..width].to_vec())?;
             let times = table.column(width).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
             self.pending.push((batch, times));
+        }
+        self.update_state_metrics();
+        Ok(())
+    }
+
+    /// Forgets every row `side` keeps.
+    fn clear_side(&mut self, side: usize) {
+        self.sides[side] = SideState::default();
+        self.update_state_metrics();
+    }
+
+    /// Replaces the rows `side` (a table joined with a stream) keeps with `batches`, a newer
+    /// read of the table.
+    fn replace_side(&mut self, side: usize, batches: &[RecordBatch]) -> Result<()> {
+        self.clear_side(side);
+        for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+            let times = self.times(side, batch)?;
+            let keys = self.keys(side, batch)?;
+            self.hashes.clear();
+            self.hashes.resize(batch.num_rows(), 0);
+            create_hashes(&keys, &self.random, &mut self.hashes)?;
+            self.insert(side, batch.clone(), keys, vec![false; batch.num_rows()], times);
         }
         self.update_state_metrics();
         Ok(())

@@ -9,6 +9,7 @@
 
 pub mod interval_join_exec;
 pub mod planner_rule;
+pub mod refresh;
 pub mod time_band;
 
 pub use interval_join_exec::IntervalJoinExec;

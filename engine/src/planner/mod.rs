@@ -293,7 +293,12 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     let mut tables = Vec::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
-        let table = Arc::new(source_table::SourceTable::shared(Arc::clone(source)));
+        // a table re-read while the job runs is read afresh each time, not through one shared read
+        let table = Arc::new(if source.refresh_interval().is_some() {
+            source_table::SourceTable::new(Arc::clone(source))
+        } else {
+            source_table::SourceTable::shared(Arc::clone(source))
+        });
         ctx.register_table(table_reference(&rel.name), Arc::clone(&table) as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
         tables.push((rel.name.clone(), table));
         schemas.insert(rel.name.clone(), source.schema());

@@ -82,8 +82,11 @@ impl TableProvider for SourceTable {
             .enumerate()
             .map(|(index, inner)| Arc::new(LeafPartition { inner, source: Arc::clone(&self.source), index }) as Arc<dyn PartitionStream>)
             .collect();
-        let exec = StreamingTableExec::try_new(schema, partitions, None, Vec::new(), !self.source.is_bounded(), limit)?;
-        Ok(Arc::new(exec))
+        let exec: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), !self.source.is_bounded(), limit)?);
+        Ok(match self.source.refresh_interval() {
+            Some(every) => Arc::new(crate::join::refresh::RefreshingScanExec::new(exec, every)),
+            None => exec,
+        })
     }
 }
 

@@ -1,0 +1,515 @@
+//! `database_sink`: rows into a PostgreSQL table, inserted or upserted, through a staging table
+//! filled with binary `COPY`.
+//!
+//! - Without transactions each batch is one database transaction: `COPY` into a temporary
+//!   staging table, then one `INSERT … SELECT` (upsert: `… ON CONFLICT (key) DO UPDATE`, the
+//!   last row of a key in the batch winning; `_op = 'DELETE'` rows of an `EMIT CHANGES`
+//!   changelog delete their key).
+//! - Under `use_transactions` the rows of a checkpoint are staged durably at its barrier, in a
+//!   staging table of the job's (`_ferris_stage_<job>_<sink>`, tagged with the checkpoint's
+//!   id), and applied when the checkpoint completes, in one transaction that also removes them
+//!   from staging and records the id in `_ferris_sink_commits`: a restart applies what a
+//!   complete checkpoint staged exactly once and drops what a later one staged.
+//!
+//! ```sql
+//! CREATE STREAM totals AS SELECT product, SUM(qty) AS sold FROM orders GROUP BY product EMIT CHANGES
+//! INTO sold WITH ('sold.type' = 'database_sink', 'sold.connection.url' = 'postgresql://db:5432/shop',
+//!                 'sold.table' = 'product_sales', 'sold.mode' = 'upsert', 'sold.primary_key' = 'product');
+//! ```
+
+use std::time::{Duration, Instant};
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::SinkExt;
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::types::{ddl_type, CopyEncoder};
+use super::{is_connection_error, quote_ident, quote_literal, Connection};
+use crate::checkpoint::Prepared;
+use crate::error::{ConnectorError, Result};
+use crate::properties::Properties;
+use crate::runtime::on_own_runtime;
+use crate::sink::{Delivery, Sink};
+
+/// The changelog column of `EMIT CHANGES` output.
+const OP_COLUMN: &str = "_op";
+/// The commit record of transactional sinks.
+const COMMITS_TABLE: &str = "_ferris_sink_commits";
+/// How long a write keeps retrying on a lost connection before it is an error.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+
+/// How rows reach the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    Insert,
+    Upsert { keys: Vec<String> },
+}
+
+/// What the sink writes, known once the query's schema is.
+#[derive(Debug, Clone)]
+struct Layout {
+    /// Columns written to the table (all but `_op` in upsert mode).
+    columns: Vec<String>,
+    /// Their indices in the output schema.
+    indices: Vec<usize>,
+    /// The `_op` column's index, in upsert mode.
+    op: Option<usize>,
+    /// Staging columns: name and type.
+    stage_columns: Vec<(String, String)>,
+}
+
+/// A configured PostgreSQL sink.
+pub struct PostgresSink {
+    name: String,
+    job: String,
+    conn: Connection,
+    table: String,
+    mode: Mode,
+    create_table: bool,
+    delivery: Delivery,
+    layout: std::sync::OnceLock<Layout>,
+    client: Option<Client>,
+    temp_stage_ready: bool,
+    /// Rows of the checkpoint in progress (transactional).
+    pending: Vec<RecordBatch>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresSink({} → {} {})", self.name, self.conn.display, self.table)
+    }
+}
+
+impl PostgresSink {
+    /// Reads the keys of `props` and checks that the database answers (a refused connection or
+    /// a wrong password is an error at start).
+    pub fn try_new(props: &Properties, job: &str) -> Result<Self> {
+        let conn = Connection::from_properties(props)?;
+        let table = props.require("table")?.trim().to_string();
+        let mode = match props.get("mode").map(|m| m.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("insert" | "append") => Mode::Insert,
+            Some("upsert") => {
+                let keys = props.get_list("primary_key").unwrap_or_default();
+                if keys.is_empty() {
+                    return Err(ConnectorError::MissingProperty { key: props.full_key("primary_key") });
+                }
+                Mode::Upsert { keys }
+            }
+            Some(other) => return Err(ConnectorError::invalid(props.full_key("mode"), format!("expected insert or upsert, got '{other}'"))),
+        };
+        let create_table = props.get_bool("create_table")?.unwrap_or(true);
+        let c = conn.clone();
+        on_own_runtime("postgres", async move {
+            let client = c.connect().await?;
+            client.simple_query("SELECT 1").await.map_err(|e| c.error("cannot query", &e))?;
+            Ok(())
+        })?;
+        Ok(Self {
+            name: props.owner().to_string(),
+            job: job.to_string(),
+            conn,
+            table,
+            mode,
+            create_table,
+            delivery: Delivery::Plain,
+            layout: std::sync::OnceLock::new(),
+            client: None,
+            temp_stage_ready: false,
+            pending: Vec::new(),
+            closed: false,
+        })
+    }
+
+    fn quoted_table(&self) -> String {
+        quote_ident(&self.table)
+    }
+
+    /// The durable staging table of a transactional sink: named after the job and the sink.
+    fn stage_table(&self) -> String {
+        let raw = format!("_ferris_stage_{}_{}", self.job, self.name);
+        let clean: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' }).collect();
+        if clean.len() <= 63 {
+            return quote_ident(&clean);
+        }
+        // identifiers are cut at 63 bytes: keep them apart with a hash of the whole name
+        let hash = raw.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+        quote_ident(&format!("{}_{hash:016x}", &clean[..46]))
+    }
+
+    fn layout_of(&self, schema: &Schema) -> Result<Layout> {
+        let upsert = matches!(self.mode, Mode::Upsert { .. });
+        let mut columns = Vec::new();
+        let mut indices = Vec::new();
+        let mut stage_columns = Vec::new();
+        let mut op = None;
+        for (i, f) in schema.fields().iter().enumerate() {
+            if upsert && f.name() == OP_COLUMN {
+                op = Some(i);
+                stage_columns.push((OP_COLUMN.to_string(), "text".to_string()));
+                continue;
+            }
+            let ty = ddl_type(f.data_type()).map_err(|m| ConnectorError::Other(format!("database_sink '{}': column '{}': {m}", self.name, f.name())))?;
+            columns.push(f.name().clone());
+            indices.push(i);
+            stage_columns.push((f.name().clone(), ty));
+        }
+        if let Mode::Upsert { keys } = &self.mode {
+            if let Some(k) = keys.iter().find(|k| !columns.contains(k)) {
+                return Err(ConnectorError::invalid(
+                    format!("{}.primary_key", self.name),
+                    format!("the query has no column '{k}' (it has {})", columns.join(", ")),
+                ));
+            }
+        }
+        Ok(Layout { columns, indices, op, stage_columns })
+    }
+
+    fn create_table_sql(&self, layout: &Layout) -> String {
+        let mut cols: Vec<String> =
+            layout.stage_columns.iter().filter(|(n, _)| layout.columns.contains(n)).map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+        if let Mode::Upsert { keys } = &self.mode {
+            cols.push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+        }
+        format!("CREATE TABLE IF NOT EXISTS {} ({})", self.quoted_table(), cols.join(", "))
+    }
+
+    /// The statement moving staged rows (of checkpoints up to `upto`, when given) into the table.
+    fn apply_sql(&self, layout: &Layout, stage: &str, upto: Option<u64>) -> String {
+        let cols = layout.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let filter = upto.map_or(String::new(), |n| format!(" WHERE \"_ferris_epoch\" <= {n}"));
+        match &self.mode {
+            Mode::Insert => format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {stage}{filter} ORDER BY \"_ferris_seq\"", self.quoted_table()),
+            Mode::Upsert { keys } => {
+                let key_list = keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+                let mut sql = format!("WITH \"_last\" AS (SELECT DISTINCT ON ({key_list}) * FROM {stage}{filter} ORDER BY {key_list}, \"_ferris_seq\" DESC)");
+                let mut live = String::new();
+                if layout.op.is_some() {
+                    let on = keys.iter().map(|k| format!("\"_t\".{0} = \"_last\".{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+                    sql.push_str(&format!(
+                        ", \"_gone\" AS (DELETE FROM {} AS \"_t\" USING \"_last\" WHERE {on} AND \"_last\".\"{OP_COLUMN}\" = 'DELETE')",
+                        self.quoted_table()
+                    ));
+                    live = format!(" WHERE \"{OP_COLUMN}\" IS DISTINCT FROM 'DELETE'");
+                }
+                let updates: Vec<String> = layout.columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c))).collect();
+                let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
+                sql.push_str(&format!(" INSERT INTO {} ({cols}) SELECT {cols} FROM \"_last\"{live} ON CONFLICT ({key_list}) DO {action}", self.quoted_table()));
+                sql
+            }
+        }
+    }
+
+    fn stage_ddl(&self, layout: &Layout, name: &str, temporary: bool) -> String {
+        let cols: Vec<String> = layout.stage_columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+        format!(
+            "CREATE {}TABLE IF NOT EXISTS {name} ({}, \"_ferris_epoch\" bigint, \"_ferris_seq\" bigserial){}",
+            if temporary { "TEMPORARY " } else { "" },
+            cols.join(", "),
+            if temporary { " ON COMMIT DELETE ROWS" } else { "" }
+        )
+    }
+
+    fn layout(&self) -> Result<&Layout> {
+        self.layout.get().ok_or_else(|| ConnectorError::Other(format!("database_sink '{}': written before its schema was checked", self.name)))
+    }
+
+    async fn client(&mut self) -> Result<&Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(self.conn.connect().await?);
+            self.temp_stage_ready = false;
+        }
+        self.client.as_ref().ok_or_else(|| ConnectorError::Other("postgres: no connection".into()))
+    }
+
+    /// Encodes `batches` as one binary `COPY` into the staging table, tagged `epoch`.
+    fn encode(layout: &Layout, batches: &[RecordBatch], epoch: i64) -> Result<Bytes> {
+        let mut out = BytesMut::new();
+        CopyEncoder::header(&mut out);
+        for b in batches {
+            let mut cols: Vec<ArrayRef> = Vec::with_capacity(layout.stage_columns.len());
+            for (i, c) in b.columns().iter().enumerate() {
+                if layout.indices.contains(&i) || layout.op == Some(i) {
+                    cols.push(std::sync::Arc::clone(c));
+                }
+            }
+            CopyEncoder::rows(&mut out, &cols, &[epoch]).map_err(ConnectorError::Other)?;
+        }
+        CopyEncoder::trailer(&mut out);
+        Ok(out.freeze())
+    }
+
+    fn copy_sql(layout: &Layout, stage: &str) -> String {
+        let cols: Vec<String> = layout.stage_columns.iter().map(|(n, _)| quote_ident(n)).chain(std::iter::once("\"_ferris_epoch\"".to_string())).collect();
+        format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", cols.join(", "))
+    }
+
+    /// Runs `work` on a live connection, reconnecting and retrying while the connection is what
+    /// failed (the database restarting), for [`RECONNECT_FOR`] at most.
+    async fn with_retry<F>(&mut self, what: &str, mut work: F) -> Result<()>
+    where
+        F: for<'a> FnMut(&'a mut Self) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::result::Result<(), Attempt>> + Send + 'a>>,
+    {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            if let Err(e) = self.client().await {
+                if started.elapsed() > RECONNECT_FOR {
+                    return Err(e);
+                }
+                attempt += 1;
+                warn!(sink = %self.name, "{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))).await;
+                continue;
+            }
+            match work(self).await {
+                Ok(()) => return Ok(()),
+                Err(Attempt::NoClient) => self.client = None,
+                Err(Attempt::Db(e, lost)) if lost && started.elapsed() < RECONNECT_FOR => {
+                    attempt += 1;
+                    warn!(sink = %self.name, "postgres {}: {what}: {}; reconnecting", self.conn.display, super::describe(&e));
+                    self.client = None;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))).await;
+                }
+                Err(Attempt::Db(e, _)) => return Err(self.conn.error(&format!("{what} ({})", self.table), &e)),
+            }
+        }
+    }
+
+    /// Moves one batch into the table in one transaction (no checkpoints, or at least once).
+    async fn write_now(&mut self, batch: &RecordBatch) -> Result<()> {
+        let layout = self.layout()?.clone();
+        let data = Self::encode(&layout, std::slice::from_ref(batch), 0)?;
+        let stage = "\"_ferris_stage\"".to_string();
+        let (ddl, copy, apply) = (self.stage_ddl(&layout, &stage, true), Self::copy_sql(&layout, &stage), self.apply_sql(&layout, &stage, None));
+        self.with_retry("writing a batch", move |s| {
+            let (ddl, copy, apply, data) = (ddl.clone(), copy.clone(), apply.clone(), data.clone());
+            Box::pin(async move {
+                let ready = s.temp_stage_ready;
+                let Some(client) = s.client.as_mut() else { return Err(Attempt::NoClient) };
+                let res: std::result::Result<(), tokio_postgres::Error> = async {
+                    if !ready {
+                        client.batch_execute(&ddl).await?;
+                    }
+                    let tx = client.transaction().await?;
+                    let sink = tx.copy_in::<_, Bytes>(copy.as_str()).await?;
+                    futures::pin_mut!(sink);
+                    sink.send(data).await?;
+                    sink.finish().await?;
+                    tx.batch_execute(&apply).await?;
+                    tx.commit().await
+                }
+                .await;
+                match res {
+                    Ok(()) => {
+                        s.temp_stage_ready = true;
+                        Ok(())
+                    }
+                    Err(e) => Err(failed(s, e)),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Applies what checkpoints up to `n` staged, once: the staged rows leave the staging table
+    /// in the same transaction.
+    async fn apply_staged(&mut self, n: u64) -> Result<()> {
+        let layout = self.layout()?.clone();
+        let stage = self.stage_table();
+        let apply = self.apply_sql(&layout, &stage, Some(n));
+        let done = format!("DELETE FROM {stage} WHERE \"_ferris_epoch\" <= {n}");
+        let record = format!(
+            "INSERT INTO {COMMITS_TABLE} (job, sink, checkpoint) VALUES ({}, {}, {n}) ON CONFLICT (job, sink) DO UPDATE SET checkpoint = GREATEST({COMMITS_TABLE}.checkpoint, EXCLUDED.checkpoint), committed_at = now()",
+            quote_literal(&self.job),
+            quote_literal(&self.name)
+        );
+        self.with_retry("committing a checkpoint", move |s| {
+            let (apply, done, record) = (apply.clone(), done.clone(), record.clone());
+            Box::pin(async move {
+                let Some(client) = s.client.as_mut() else { return Err(Attempt::NoClient) };
+                let res: std::result::Result<(), tokio_postgres::Error> = async {
+                    let tx = client.transaction().await?;
+                    tx.batch_execute(&apply).await?;
+                    tx.batch_execute(&done).await?;
+                    tx.batch_execute(&record).await?;
+                    tx.commit().await
+                }
+                .await;
+                res.map_err(|e| failed(s, e))
+            })
+        })
+        .await
+    }
+
+    async fn run_sql(&mut self, what: &str, sql: String) -> Result<()> {
+        self.with_retry(what, move |s| {
+            let sql = sql.clone();
+            Box::pin(async move {
+                let Some(client) = s.client.as_mut() else { return Err(Attempt::NoClient) };
+                let res = client.batch_execute(&sql).await;
+                res.map_err(|e| failed(s, e))
+            })
+        })
+        .await
+    }
+}
+
+/// Why one attempt of a unit of work failed.
+enum Attempt {
+    /// The database said no, or the connection broke (`true`: retry on a new connection).
+    Db(tokio_postgres::Error, bool),
+    /// No connection to try on (retried).
+    NoClient,
+}
+
+fn failed(s: &PostgresSink, e: tokio_postgres::Error) -> Attempt {
+    let lost = s.client.as_ref().is_none_or(|c| is_connection_error(&e, c));
+    Attempt::Db(e, lost)
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check_schema(&self, schema: &Schema) -> Result<()> {
+        let layout = self.layout_of(schema)?;
+        let _ = self.layout.set(layout.clone());
+        let (conn, create) = (self.conn.clone(), self.create_table.then(|| self.create_table_sql(&layout)));
+        let table = self.table.clone();
+        let cols = layout.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let nulls = layout.stage_columns.iter().filter(|(n, _)| layout.columns.contains(n)).map(|(_, t)| format!("NULL::{t}")).collect::<Vec<_>>().join(", ");
+        let mut probe = format!("INSERT INTO {} ({cols}) SELECT {nulls} WHERE false", self.quoted_table());
+        if let Mode::Upsert { keys } = &self.mode {
+            probe.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+        }
+        on_own_runtime("postgres", async move {
+            let client = conn.connect().await?;
+            if let Some(ddl) = create {
+                client.batch_execute(&ddl).await.map_err(|e| conn.error(&format!("cannot create table '{table}'"), &e))?;
+            }
+            // checks, without writing, that the table has these columns with types the rows
+            // can be assigned to (and, for upsert, a unique key on primary_key)
+            client.prepare(&probe).await.map_err(|e| conn.error(&format!("table '{table}' cannot take the query's rows"), &e))?;
+            Ok(())
+        })
+    }
+
+    async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.closed {
+            return Err(ConnectorError::Other(format!("database_sink '{}' is closed", self.name)));
+        }
+        if self.layout.get().is_none() {
+            let layout = self.layout_of(batch.schema().as_ref())?;
+            let _ = self.layout.set(layout);
+        }
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.delivery == Delivery::ExactlyOnce {
+            self.pending.push(batch.clone());
+            return Ok(());
+        }
+        self.write_now(batch).await
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        // a transactional sink publishes nothing that was not committed
+        self.pending.clear();
+        self.closed = true;
+        self.client = None;
+        Ok(())
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn set_delivery(&mut self, job: &str, delivery: Delivery) -> Result<()> {
+        self.job = job.to_string();
+        self.delivery = delivery;
+        Ok(())
+    }
+
+    async fn prepare(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
+        if self.delivery != Delivery::ExactlyOnce || self.pending.is_empty() {
+            return Ok(None);
+        }
+        let layout = self.layout()?.clone();
+        let stage = self.stage_table();
+        let epoch = i64::try_from(checkpoint).map_err(|_| ConnectorError::Other("checkpoint id out of range".into()))?;
+        let data = Self::encode(&layout, &self.pending, epoch)?;
+        let (ddl, copy) = (self.stage_ddl(&layout, &stage, false), Self::copy_sql(&layout, &stage));
+        self.with_retry("staging a checkpoint", move |s| {
+            let (ddl, copy, data, stage) = (ddl.clone(), copy.clone(), data.clone(), stage.clone());
+            Box::pin(async move {
+                let Some(client) = s.client.as_mut() else { return Err(Attempt::NoClient) };
+                let res: std::result::Result<(), tokio_postgres::Error> = async {
+                    client.batch_execute(&ddl).await?;
+                    // one transaction: a retry after a lost connection never stages twice
+                    let tx = client.transaction().await?;
+                    tx.batch_execute(&format!("DELETE FROM {stage} WHERE \"_ferris_epoch\" = {epoch}")).await?;
+                    let sink = tx.copy_in::<_, Bytes>(copy.as_str()).await?;
+                    futures::pin_mut!(sink);
+                    sink.send(data).await?;
+                    sink.finish().await?;
+                    tx.commit().await
+                }
+                .await;
+                res.map_err(|e| failed(s, e))
+            })
+        })
+        .await?;
+        self.pending.clear();
+        Ok(None)
+    }
+
+    async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        if self.delivery != Delivery::ExactlyOnce || self.layout.get().is_none() {
+            return Ok(());
+        }
+        self.apply_staged(checkpoint).await
+    }
+
+    async fn recover(&mut self, restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
+        if self.delivery != Delivery::ExactlyOnce {
+            return Ok(());
+        }
+        let stage = self.stage_table();
+        let commits = format!(
+            "CREATE TABLE IF NOT EXISTS {COMMITS_TABLE} (job text NOT NULL, sink text NOT NULL, checkpoint bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, sink))"
+        );
+        self.run_sql("creating the commit record", commits).await?;
+        // the staging table exists only once something was staged
+        let exists = format!("SELECT 1 FROM pg_class WHERE oid = to_regclass({})", quote_literal(&stage));
+        let client = self.client().await?;
+        let staged = client.simple_query(&exists).await.map_err(|e| self.conn.error("looking for staged rows", &e))?;
+        let has_stage = staged.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)));
+        if !has_stage {
+            return Ok(());
+        }
+        match restored {
+            Some((n, _)) => {
+                if self.layout.get().is_some() {
+                    self.apply_staged(n).await?;
+                }
+                info!(sink = %self.name, "database_sink '{}': checkpoint {n} applied; rows staged after it dropped", self.name);
+                self.run_sql("dropping rows staged after the checkpoint", format!("DELETE FROM {stage} WHERE \"_ferris_epoch\" > {n}")).await
+            }
+            // a fresh start: what an earlier run staged never committed (and its columns may
+            // be another query's)
+            None => self.run_sql("dropping rows staged by an earlier run", format!("DROP TABLE IF EXISTS {stage}")).await,
+        }
+    }
+}

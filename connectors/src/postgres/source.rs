@@ -1,0 +1,484 @@
+//! `database_source`: a PostgreSQL table or query read with binary `COPY` into Arrow batches.
+//!
+//! - Read once (bounded): the table as a side of a join, or a batch job's input.
+//! - `refresh_interval`: as a lookup table joined with a stream, re-read that often; the join
+//!   uses the newest complete read from then on ([`Source::refresh_interval`]).
+//! - `incremental.column`: a stream; every `poll_interval` reads the rows whose column is past
+//!   the last value read (ordered by it), which is kept in checkpoints.
+//!
+//! ```sql
+//! SELECT m.symbol, r.risk_category FROM market_data m JOIN instruments r ON m.symbol = r.symbol
+//! WITH ('instruments.type' = 'database_source', 'instruments.connection.url' = 'jdbc:postgresql://db:5432/trading',
+//!       'instruments.query' = 'SELECT * FROM reference_data.instruments WHERE active = true',
+//!       'instruments.refresh_interval' = '300000');
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use bytes::{Buf, BytesMut};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::types::Type;
+use tracing::{info, warn};
+
+use super::types::{arrow_type, ColumnDecoder};
+use super::{quote_ident, quote_literal, Connection};
+use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, SourceCheckpoint, UnitPositions};
+use crate::error::{ConnectorError, Result};
+use crate::metrics::{ConnectionStatus, ConnectorMetrics};
+use crate::properties::Properties;
+use crate::runtime::on_own_runtime;
+use crate::source::Source;
+
+/// The position key of an incremental source.
+const POSITION_KEY: &str = "incremental";
+/// The position key of a table read once: `{"offset": i64::MAX}` when read whole.
+const TABLE_KEY: &str = "table";
+
+/// How an incremental source polls.
+#[derive(Debug, Clone)]
+struct Incremental {
+    column: String,
+    index: usize,
+    poll: Duration,
+}
+
+#[derive(Debug)]
+struct Config {
+    name: String,
+    conn: Connection,
+    /// The query as the user gave it (or `SELECT * FROM table`).
+    query: String,
+    schema: SchemaRef,
+    types: Vec<Type>,
+    refresh: Option<Duration>,
+    incremental: Option<Incremental>,
+    batch_rows: usize,
+    metrics: Arc<ConnectorMetrics>,
+}
+
+/// A configured PostgreSQL source.
+#[derive(Debug)]
+pub struct PostgresSource {
+    cfg: Arc<Config>,
+    positions: UnitPositions,
+}
+
+impl PostgresSource {
+    /// Reads the keys of `props` and the query's columns from the database (its schema).
+    pub fn try_new(props: &Properties, _job: &Properties) -> Result<Self> {
+        let conn = Connection::from_properties(props)?;
+        let query = match (props.get("query"), props.get("table")) {
+            (Some(q), _) => q.trim().trim_end_matches(';').to_string(),
+            (None, Some(t)) => format!("SELECT * FROM {}", quote_ident(t.trim())),
+            (None, None) => return Err(ConnectorError::MissingProperty { key: props.full_key("table") }),
+        };
+        let refresh = props.get_duration("refresh_interval")?;
+        if refresh.is_some_and(|d| d.is_zero()) {
+            return Err(ConnectorError::invalid(props.full_key("refresh_interval"), "must be longer than 0"));
+        }
+        let poll = props.get_duration("poll_interval")?.unwrap_or(Duration::from_secs(1));
+        if poll.is_zero() {
+            return Err(ConnectorError::invalid(props.full_key("poll_interval"), "must be longer than 0"));
+        }
+        let batch_rows = props.get_usize("batch.rows")?.unwrap_or(8192).max(1);
+        let described = {
+            let conn = conn.clone();
+            let q = query.clone();
+            on_own_runtime("postgres", async move {
+                let client = conn.connect().await?;
+                let stmt = client.prepare(&q).await.map_err(|e| conn.error(&format!("cannot prepare '{q}'"), &e))?;
+                Ok(stmt.columns().iter().map(|c| (c.name().to_string(), c.type_().clone(), c.type_modifier())).collect::<Vec<_>>())
+            })?
+        };
+        let mut fields = Vec::with_capacity(described.len());
+        let mut types = Vec::with_capacity(described.len());
+        for (name, ty, typmod) in described {
+            let dt = arrow_type(&ty, typmod).map_err(|m| ConnectorError::Other(format!("postgres source '{}': column '{name}': {m}", props.owner())))?;
+            fields.push(Field::new(name, dt, true));
+            types.push(ty);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let incremental = match props.get("incremental.column") {
+            Some(c) => {
+                let index = schema.index_of(c.trim()).map_err(|_| {
+                    ConnectorError::invalid(
+                        props.full_key("incremental.column"),
+                        format!("the query has no column '{c}' (it has {})", schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")),
+                    )
+                })?;
+                if refresh.is_some() {
+                    return Err(ConnectorError::invalid(
+                        props.full_key("refresh_interval"),
+                        "an incremental source polls with poll_interval; refresh_interval re-reads a table",
+                    ));
+                }
+                Some(Incremental { column: c.trim().to_string(), index, poll })
+            }
+            None => None,
+        };
+        Ok(Self {
+            cfg: Arc::new(Config {
+                name: props.owner().to_string(),
+                conn,
+                query,
+                schema,
+                types,
+                refresh,
+                incremental,
+                batch_rows,
+                metrics: Arc::new(ConnectorMetrics::default()),
+            }),
+            positions: UnitPositions::default(),
+        })
+    }
+}
+
+impl Source for PostgresSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.cfg.schema)
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.cfg.incremental.is_none()
+    }
+
+    fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+        let all: Vec<usize> = (0..self.cfg.schema.fields().len()).collect();
+        let columns = projection.map_or(all, <[usize]>::to_vec);
+        let schema = Arc::new(self.cfg.schema.project(&columns).unwrap_or_else(|_| self.cfg.schema.as_ref().clone()));
+        let cell = PositionCell::new();
+        self.positions.set_cells(vec![cell.clone()]);
+        vec![Arc::new(PgPartition { cfg: Arc::clone(&self.cfg), schema, columns, cell, positions: self.positions.clone() })]
+    }
+
+    fn metrics(&self) -> Arc<ConnectorMetrics> {
+        Arc::clone(&self.cfg.metrics)
+    }
+
+    /// Incremental: the column's last value. Read once: done or not. Refreshed: nothing (a
+    /// restart reads the table again).
+    fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
+        Some(Arc::new(self.positions.clone()))
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        self.cfg.refresh
+    }
+
+    fn describe(&self) -> String {
+        let mode = match (&self.cfg.incremental, self.cfg.refresh) {
+            (Some(i), _) => format!("incremental on {} every {:?}", i.column, i.poll),
+            (None, Some(r)) => format!("re-read every {r:?}"),
+            (None, None) => "read once".into(),
+        };
+        format!("postgres {} '{}' ({mode})", self.cfg.conn.display, self.cfg.query)
+    }
+}
+
+#[derive(Debug)]
+struct PgPartition {
+    cfg: Arc<Config>,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    cell: PositionCell,
+    positions: UnitPositions,
+}
+
+type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
+
+impl PartitionStream for PgPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = mpsc::channel(2);
+        let reader = Reader { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&self.schema), columns: self.columns.clone() };
+        let restored = self.positions.restored();
+        tokio::spawn(async move {
+            if let Err(e) = reader.run(restored, &tx).await {
+                reader.cfg.metrics.set_status(ConnectionStatus::Failed);
+                let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
+            }
+        });
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
+    }
+}
+
+struct Reader {
+    cfg: Arc<Config>,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+}
+
+impl Reader {
+    /// The `COPY` statement for the projected columns (and the incremental column, last, when
+    /// not projected) of rows past `after`.
+    fn copy_statement(&self, after: Option<&str>) -> String {
+        let names = &self.cfg.schema;
+        let mut cols: Vec<String> = self.columns.iter().map(|i| quote_ident(names.field(*i).name())).collect();
+        let mut sql = String::from("COPY (SELECT ");
+        if let Some(inc) = &self.cfg.incremental {
+            if !self.columns.contains(&inc.index) {
+                cols.push(quote_ident(&inc.column));
+            }
+        }
+        // zero projected columns (COUNT(*)): still one row per row
+        if cols.is_empty() {
+            sql.push_str("1 AS \"_one\"");
+        } else {
+            sql.push_str(&cols.join(", "));
+        }
+        sql.push_str(&format!(" FROM ({}) AS \"_q\"", self.cfg.query));
+        if let Some(inc) = &self.cfg.incremental {
+            let col = quote_ident(&inc.column);
+            if let Some(a) = after {
+                sql.push_str(&format!(" WHERE {col} > {}", quote_literal(a)));
+            }
+            sql.push_str(&format!(" ORDER BY {col}"));
+        }
+        sql.push_str(") TO STDOUT (FORMAT binary)");
+        sql
+    }
+
+    /// Reads once, or polls for ever (incremental); Ok when done or nobody listens any more.
+    async fn run(&self, restored: crate::checkpoint::Positions, tx: &BatchSender) -> Result<()> {
+        let read_once = self.cfg.incremental.is_none() && self.cfg.refresh.is_none();
+        if read_once && restored.get(TABLE_KEY).and_then(|v| v.get("offset")).and_then(serde_json::Value::as_i64) == Some(i64::MAX) {
+            info!(source = %self.cfg.name, "postgres source '{}': read whole before the checkpoint restored; not read again", self.cfg.name);
+            return Ok(());
+        }
+        let mut last: Option<String> = restored.get(POSITION_KEY).and_then(|v| v.get("last")).and_then(|v| v.as_str()).map(str::to_string);
+        if let Some(l) = &last {
+            info!(source = %self.cfg.name, "postgres source '{}': resuming after {} = {l}", self.cfg.name, self.cfg.incremental.as_ref().map_or("", |i| i.column.as_str()));
+        }
+        let mut client: Option<tokio_postgres::Client> = None;
+        let mut failures = 0u32;
+        loop {
+            let c = match &client {
+                Some(c) if !c.is_closed() => c,
+                _ => match self.cfg.conn.connect().await {
+                    Ok(c) => {
+                        self.cfg.metrics.set_status(ConnectionStatus::Connected);
+                        client.insert(c)
+                    }
+                    Err(e) if self.cfg.incremental.is_some() && failures < 30 => {
+                        // a stream outlives a database restart: retry, then give up
+                        failures += 1;
+                        self.cfg.metrics.set_status(ConnectionStatus::Reconnecting);
+                        warn!(source = %self.cfg.name, "{e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match self.copy(c, last.as_deref(), tx).await {
+                Ok(Some(new_last)) => {
+                    failures = 0;
+                    if new_last.is_some() {
+                        last = new_last;
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(e) if self.cfg.incremental.is_some() && c.is_closed() && failures < 30 => {
+                    failures += 1;
+                    self.cfg.metrics.set_status(ConnectionStatus::Reconnecting);
+                    warn!(source = %self.cfg.name, "{e}; reconnecting");
+                    client = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let Some(inc) = &self.cfg.incremental else {
+                if read_once {
+                    // read whole: a restart from a later checkpoint does not read it again
+                    let done = (TABLE_KEY.to_string(), serde_json::json!({ "offset": i64::MAX }));
+                    let _ = tx.send(Ok((RecordBatch::new_empty(Arc::clone(&self.schema)), Some(done)))).await;
+                }
+                return Ok(());
+            };
+            // waits in short steps: a stopping job does not wait a whole poll interval
+            let until = tokio::time::Instant::now() + inc.poll;
+            while tokio::time::Instant::now() < until {
+                if tx.is_closed() {
+                    return Ok(());
+                }
+                tokio::time::sleep(inc.poll.min(Duration::from_millis(100))).await;
+            }
+        }
+    }
+
+    /// One `COPY`: batches sent as they fill. `Ok(None)`: the receiver is gone; `Ok(Some(last))`:
+    /// done, with the incremental column's last value read, if any row came.
+    async fn copy(&self, client: &tokio_postgres::Client, after: Option<&str>, tx: &BatchSender) -> Result<Option<Option<String>>> {
+        let sql = self.copy_statement(after);
+        let conn = &self.cfg.conn;
+        let stream = client.copy_out(sql.as_str()).await.map_err(|e| conn.error(&format!("cannot read '{}'", self.cfg.query), &e))?;
+        futures::pin_mut!(stream);
+        let extra_inc = self.cfg.incremental.as_ref().filter(|i| !self.columns.contains(&i.index)).map(|i| i.index);
+        let mut wanted: Vec<usize> = self.columns.clone();
+        wanted.extend(extra_inc);
+        let mut decoders = wanted
+            .iter()
+            .map(|i| ColumnDecoder::new(&self.cfg.types[*i], self.cfg.schema.field(*i).data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| ConnectorError::Other(format!("postgres source '{}': {m}", self.cfg.name)))?;
+        let mut buf = BytesMut::new();
+        let mut header_done = false;
+        let mut rows = 0usize;
+        let mut last: Option<String> = None;
+        let mut ended = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| conn.error(&format!("reading '{}'", self.cfg.query), &e))?;
+            self.cfg.metrics.bytes.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            buf.extend_from_slice(&chunk);
+            if !header_done {
+                if buf.len() < 19 {
+                    continue;
+                }
+                let ext = u32::from_be_bytes([buf[15], buf[16], buf[17], buf[18]]) as usize;
+                if buf.len() < 19 + ext {
+                    continue;
+                }
+                if &buf[..11] != b"PGCOPY\n\xff\r\n\0" {
+                    return Err(ConnectorError::Other(format!("postgres source '{}': not a binary COPY stream", self.cfg.name)));
+                }
+                buf.advance(19 + ext);
+                header_done = true;
+            }
+            while let Some(len) = tuple_len(&buf) {
+                if len == 2 {
+                    // the trailer: -1 fields
+                    ended = true;
+                    buf.advance(2);
+                    break;
+                }
+                let tuple = buf.split_to(len);
+                self.decode_tuple(&tuple, &mut decoders, rows)?;
+                rows += 1;
+                if rows == self.cfg.batch_rows {
+                    match self.emit(&mut decoders, rows, extra_inc.is_some(), tx).await? {
+                        Some(l) => last = l.or(last),
+                        None => return Ok(None),
+                    }
+                    rows = 0;
+                }
+            }
+            if ended {
+                break;
+            }
+        }
+        if rows > 0 {
+            match self.emit(&mut decoders, rows, extra_inc.is_some(), tx).await? {
+                Some(l) => last = l.or(last),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(last))
+    }
+
+    fn decode_tuple(&self, tuple: &[u8], decoders: &mut [ColumnDecoder], row: usize) -> Result<()> {
+        let mut at = 2;
+        for (i, d) in decoders.iter_mut().enumerate() {
+            let n = i32::from_be_bytes([tuple[at], tuple[at + 1], tuple[at + 2], tuple[at + 3]]);
+            at += 4;
+            if n < 0 {
+                d.append_null();
+            } else {
+                let end = at + n as usize;
+                d.append(&tuple[at..end]).map_err(|m| {
+                    let col = if i < self.columns.len() { self.cfg.schema.field(self.columns[i]).name().clone() } else { "incremental column".into() };
+                    ConnectorError::Malformed { location: format!("postgres source '{}', row {row} of a batch, column '{col}'", self.cfg.name), message: m }
+                })?;
+                at = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the decoded rows as a batch; `Some(last)` with the incremental column's last value.
+    async fn emit(&self, decoders: &mut [ColumnDecoder], rows: usize, extra_inc: bool, tx: &BatchSender) -> Result<Option<Option<String>>> {
+        let mut arrays: Vec<ArrayRef> = decoders.iter_mut().map(ColumnDecoder::finish).collect();
+        let last = match &self.cfg.incremental {
+            Some(inc) => {
+                let col = if extra_inc { arrays.last() } else { self.columns.iter().position(|c| *c == inc.index).and_then(|p| arrays.get(p)) };
+                col.and_then(|a| last_value(a.as_ref()))
+            }
+            None => None,
+        };
+        if extra_inc {
+            arrays.pop();
+        }
+        let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &opts)
+            .map_err(|e| ConnectorError::arrow(format!("postgres source '{}'", self.cfg.name), e))?;
+        self.cfg.metrics.add_batch(rows);
+        let position = last.as_ref().map(|l| (POSITION_KEY.to_string(), serde_json::json!({ "last": l })));
+        if tx.send(Ok((batch, position))).await.is_err() {
+            return Ok(None);
+        }
+        Ok(Some(last))
+    }
+}
+
+/// The length of the first complete tuple in `buf` (2 for the trailer), or `None` when more
+/// bytes are needed.
+fn tuple_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let fields = i16::from_be_bytes([buf[0], buf[1]]);
+    if fields < 0 {
+        return Some(2);
+    }
+    let mut at = 2usize;
+    for _ in 0..fields {
+        let n = i32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if n > 0 {
+            at += n as usize;
+        }
+    }
+    (at <= buf.len()).then_some(at)
+}
+
+/// The last value of `a` as text PostgreSQL can compare with (`2024-01-01T00:00:00Z`, `42`).
+fn last_value(a: &dyn Array) -> Option<String> {
+    let n = a.len();
+    if n == 0 || a.is_null(n - 1) {
+        return None;
+    }
+    let one = a.slice(n - 1, 1);
+    let s = arrow::compute::cast(&one, &arrow::datatypes::DataType::Utf8).ok()?;
+    let s = s.as_any().downcast_ref::<arrow::array::StringArray>()?;
+    Some(s.value(0).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuples_are_found_whole() {
+        // 2 fields: int4 7, NULL
+        let mut t = vec![0u8, 2, 0, 0, 0, 4, 0, 0, 0, 7];
+        t.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(tuple_len(&t), Some(t.len()));
+        assert_eq!(tuple_len(&t[..7]), None);
+        assert_eq!(tuple_len(&[0xff, 0xff]), Some(2));
+    }
+}

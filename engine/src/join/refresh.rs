@@ -1,0 +1,100 @@
+//! Lookup tables that change while a job runs: a scan of a source with a `refresh_interval`
+//! (a database table) is marked by [`RefreshingScanExec`], and a stream-to-table join
+//! ([`super::IntervalJoinExec`] without a band) re-reads the marked side that often, replacing
+//! the rows it matches against with the newest complete read.
+//!
+//! ```sql
+//! SELECT m.symbol, r.risk_category FROM market_data m JOIN instruments r ON m.symbol = r.symbol
+//! WITH ('instruments.type' = 'database_source', 'instruments.refresh_interval' = '5m', …)
+//! -- IntervalJoinExec(band = none) ← RefreshingScanExec(every 300s) ← StreamingTableExec(instruments)
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::prelude::SessionConfig;
+
+/// A scan that passes its rows through and says how often the table behind it should be read
+/// again.
+#[derive(Debug)]
+pub struct RefreshingScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    every: Duration,
+}
+
+impl RefreshingScanExec {
+    /// Marks `input` (a source scan) as re-read `every` so often.
+    pub fn new(input: Arc<dyn ExecutionPlan>, every: Duration) -> Self {
+        Self { input, every }
+    }
+
+    /// How often the table is re-read.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+}
+
+/// The shortest refresh interval of the scans under `plan`, if any is marked.
+pub fn refresh_interval(plan: &Arc<dyn ExecutionPlan>) -> Option<Duration> {
+    let own = plan.downcast_ref::<RefreshingScanExec>().map(RefreshingScanExec::every);
+    plan.children().into_iter().filter_map(refresh_interval).chain(own).min()
+}
+
+/// Reads `plan` (the table side of a join) once more, whole, outside the job's checkpoint
+/// barriers: a context like `ctx` without the job's checkpointing.
+pub async fn read_again(plan: Arc<dyn ExecutionPlan>, ctx: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    let config = SessionConfig::from(ctx.session_config().options().as_ref().clone());
+    let fresh = TaskContext::new(
+        None,
+        ctx.session_id(),
+        config,
+        ctx.scalar_functions().clone(),
+        ctx.higher_order_functions().clone(),
+        ctx.aggregate_functions().clone(),
+        ctx.window_functions().clone(),
+        ctx.runtime_env(),
+    );
+    datafusion::physical_plan::collect(plan, Arc::new(fresh)).await
+}
+
+impl DisplayAs for RefreshingScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RefreshingScanExec: re-read every {:?}", self.every)
+    }
+}
+
+impl ExecutionPlan for RefreshingScanExec {
+    fn name(&self) -> &str {
+        "RefreshingScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(&self, _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        match <[Arc<dyn ExecutionPlan>; 1]>::try_from(children) {
+            Ok([input]) => Ok(Arc::new(Self { input, every: self.every })),
+            Err(_) => internal_err!("RefreshingScanExec takes one input"),
+        }
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}

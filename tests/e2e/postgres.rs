@@ -1,0 +1,387 @@
+//! PostgreSQL on a real server (Debian's package, started by `bash tests/services/postgres.sh
+//! start`; URL in `PG_URL`, default postgresql://ferris:ferris-test-pw@127.0.0.1:55432/ferris),
+//! read back with psycopg (tests/python/pg.py): types mapped exactly, the guide's enrichment
+//! shape with the table updated mid-run, an incremental source resumed after a restart, insert
+//! and upsert sinks against DataFusion's batch answer, exactly once through SIGKILLs, a database
+//! restart mid-run, and the errors a refused connection or a wrong password gives.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, interrupt, kill_test_input, settle, sinks_created, start, WINDOW_SQL};
+use crate::common::{assert_ok, assert_same_rows, batch_context, batch_rows, canonical_lines, file_rows, run_sql};
+
+fn url() -> String {
+    std::env::var("PG_URL").unwrap_or_else(|_| "postgresql://ferris:ferris-test-pw@127.0.0.1:55432/ferris".to_string())
+}
+
+/// A table name no other test uses.
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn pg(args: &[&str]) -> String {
+    let script = crate::common::repo().join("tests/python/pg.py");
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(&script)
+        .arg(url())
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "pg.py {args:?} failed (is PostgreSQL up? 'bash tests/services/postgres.sh start'): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn exec(sql: &str) {
+    pg(&["exec", sql]);
+}
+
+fn rows(sql: &str) -> Vec<String> {
+    canonical_lines(&pg(&["rows", sql]))
+}
+
+/// The WITH entries that reach the test server, as the guide writes them (a JDBC URL and the
+/// user and password keys).
+fn conn(name: &str) -> String {
+    let (user, password, hostpath) = parts();
+    format!("'{name}.connection.url' = 'jdbc:postgresql://{hostpath}', '{name}.connection.username' = '{user}', '{name}.connection.password' = '{password}'")
+}
+
+/// The test URL's user, password and `host:port/db`.
+fn parts() -> (String, String, String) {
+    let u = url();
+    let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r).to_string();
+    let (auth, hostpath) = rest.split_once('@').unwrap_or(("", &rest));
+    let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+    (user.to_string(), password.to_string(), hostpath.to_string())
+}
+
+/// A window's start as epoch milliseconds, as the batch answer computes it.
+const EPOCH_MS: &str = "(extract(epoch from window_start) * 1000)::bigint";
+
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+/// Every mapped type, NULLs, a query that wins over the table: the rows as the file sink writes
+/// them, written out by hand.
+#[test]
+fn types_map_exactly_and_the_query_wins_over_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = unique("typed");
+    exec(&format!(
+        "CREATE TABLE {t} (id int2, big int8, f4 real, f8 float8, amount numeric(10,2), name varchar(20), code char(3), ok bool, \
+         at timestamptz, local timestamp, day date, tags text[], nums int4[], doc jsonb, raw bytea, u uuid, hidden text);
+         INSERT INTO {t} VALUES
+         (1, 9000000000, 1.5, 2.25, 1234.50, 'Ann', 'abc', true, '2024-01-02 03:04:05.5+00', '2024-01-02 03:04:05', '1990-05-06', '{{a,NULL,c}}', '{{1,2}}', '{{\"x\": 1}}', '\\x0102', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'no'),
+         (2, NULL, NULL, NULL, -0.05, NULL, NULL, false, NULL, NULL, NULL, '{{}}', NULL, NULL, NULL, NULL, 'no'),
+         (3, -1, -0.5, 1e100, 99999999.99, 'Cy', 'x', NULL, '1999-12-31 23:59:59.123456+00', '2000-01-01 00:00:00', '2000-01-01', NULL, '{{NULL}}', '[]', '', NULL, 'yes')"
+    ));
+    let sql = format!(
+        "CREATE STREAM s AS SELECT id, big, f4, f8, amount, name, code, ok, at, local, day, tags, nums, doc, u FROM typed INTO out WITH (\
+         'typed.type' = 'database_source', {}, 'typed.table' = '{t}', 'typed.query' = 'SELECT * FROM {t} WHERE hidden = ''no''', \
+         'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        conn("typed")
+    );
+    assert_ok(&run_sql(tmp.path(), &sql));
+    let want = canonical_lines(
+        r#"{"id":1,"big":9000000000,"f4":1.5,"f8":2.25,"amount":1234.5,"name":"Ann","code":"abc","ok":true,"at":"2024-01-02T03:04:05.500Z","local":"2024-01-02T03:04:05","day":"1990-05-06","tags":["a",null,"c"],"nums":[1,2],"doc":"{\"x\": 1}","u":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"}
+{"id":2,"big":null,"f4":null,"f8":null,"amount":-0.05,"name":null,"code":null,"ok":false,"at":null,"local":null,"day":null,"tags":[],"nums":null,"doc":null,"u":null}"#,
+    );
+    assert_same_rows("typed rows", &file_rows(&tmp.path().join("out.jsonl")), &want);
+    // the type the query cannot be read with is named, with the column
+    exec(&format!("CREATE TABLE {t}_geo (id int, p point); INSERT INTO {t}_geo VALUES (1, '(1,2)')"));
+    let sql = format!(
+        "CREATE STREAM s AS SELECT * FROM geo INTO out WITH ('geo.type' = 'postgres', {}, 'geo.table' = '{t}_geo', 'out.type' = 'stdout');",
+        conn("geo")
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("column 'p'") && run.stderr.contains("'point'") && run.stderr.contains("::text"), "{}", run.stderr);
+}
+
+/// The guide's enrichment shape: orders from a tailed file joined with a customers table whose
+/// tiers change while the job runs (`refresh_interval`): orders before the update carry the old
+/// tier, orders after it the new one.
+#[test]
+fn a_lookup_table_updated_mid_run_is_seen_by_later_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = unique("customers");
+    exec(&format!(
+        "CREATE TABLE {t} (id int primary key, name text, tier text, active bool);
+         INSERT INTO {t} SELECT i, 'c' || i, 'bronze', i <> 5 FROM generate_series(1, 10) i"
+    ));
+    let orders = dir.join("orders.jsonl");
+    let order = |i: usize| format!("{{\"order_id\":{i},\"customer_id\":{},\"amount\":{}}}\n", i % 10 + 1, i * 3);
+    std::fs::write(&orders, (0..100).map(order).collect::<String>()).unwrap();
+    let sql = format!(
+        "CREATE STREAM enriched AS SELECT o.order_id, c.name, c.tier, o.amount FROM orders o JOIN customers c ON o.customer_id = c.id INTO out WITH (\
+         'orders.type' = 'file_source', 'orders.path' = '{}', 'orders.watch' = 'true', 'orders.batch.size' = '10', \
+         'customers.type' = 'database_source', {}, 'customers.table' = '{t}', \
+         'customers.query' = 'SELECT id, name, tier FROM {t} WHERE active = true', 'customers.refresh_interval' = '300', \
+         'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        orders.display(),
+        conn("customers")
+    );
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let out = dir.join("out.jsonl");
+    // customer 5 is inactive: 10 of the 100 orders find no row
+    wait_for("the first 90 rows", 30, || lines_in(&out) >= 90);
+    exec(&format!("UPDATE {t} SET tier = 'gold' WHERE id <= 3; UPDATE {t} SET active = true WHERE id = 5"));
+    // three refreshes later the join holds the new table
+    std::thread::sleep(Duration::from_millis(1500));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&orders).unwrap();
+        f.write_all((100..200).map(order).collect::<String>().as_bytes()).unwrap();
+    }
+    wait_for("all 190 rows", 30, || lines_in(&out) >= 190);
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&mut child, dir);
+    let mut want = Vec::new();
+    for i in 0..200usize {
+        let c = i % 10 + 1;
+        if i < 100 && c == 5 {
+            continue;
+        }
+        let tier = if i >= 100 && c <= 3 { "gold" } else { "bronze" };
+        want.push(format!("{{\"order_id\":{i},\"name\":\"c{c}\",\"tier\":\"{tier}\",\"amount\":{}}}", i * 3));
+    }
+    assert_same_rows("enriched orders", &file_rows(&out), &canonical_lines(&want.join("\n")));
+}
+
+/// `incremental.column`: rows inserted while the job runs arrive; stopped and started again, the
+/// job goes on after the last id it read (kept in its checkpoint): every row once.
+#[test]
+fn an_incremental_source_polls_and_resumes_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = unique("events");
+    exec(&format!("CREATE TABLE {t} (id bigserial primary key, v text); INSERT INTO {t} (v) SELECT 'a' || i FROM generate_series(1, 100) i"));
+    let sql = format!(
+        "CREATE STREAM copy AS SELECT id, v FROM events INTO out WITH (\
+         'events.type' = 'database_source', {}, 'events.table' = '{t}', 'events.incremental.column' = 'id', 'events.poll_interval' = '100ms', \
+         'checkpoint.interval' = '200ms', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        conn("events")
+    );
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let out = dir.join("out.jsonl");
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    wait_for("100 rows", 30, || lines_in(&out) >= 100);
+    exec(&format!("INSERT INTO {t} (v) SELECT 'b' || i FROM generate_series(1, 50) i"));
+    wait_for("150 rows", 30, || lines_in(&out) >= 150);
+    interrupt(&mut child, dir);
+    exec(&format!("INSERT INTO {t} (v) SELECT 'c' || i FROM generate_series(1, 30) i"));
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    wait_for("180 rows", 30, || lines_in(&out) >= 180);
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&mut child, dir);
+    let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
+    assert_exactly_once_rows("incremental rows over two runs", &lines, &rows(&format!("SELECT id, v FROM {t}")));
+}
+
+/// Insert and upsert sinks against DataFusion's batch answer on the same file: a windowed
+/// aggregate inserted, an EMIT CHANGES table upserted (its last value per key), both read back
+/// with psycopg; the tables are created from the query's columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_and_upsert_sinks_hold_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (ins, ups) = (unique("per_window"), unique("per_customer"));
+    let input = dir.join("clicks.jsonl");
+    crate::windows::write_clicks(&input, 7, 3000, 25, 0, 7);
+    let sql = format!(
+        "CREATE STREAM w AS {WINDOW_SQL} INTO db WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.event_time' = 'ts', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{ins}');",
+        input.display(),
+        conn("db")
+    );
+    assert_ok(&run_sql(dir, &sql));
+    let ctx = datafusion::prelude::SessionContext::new();
+    let opts = datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("clicks", input.to_str().unwrap(), opts).await.unwrap();
+    let want = batch_rows(&ctx, "SELECT ts / 10000 * 10000 AS ws, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY 1, 2").await;
+    let got = rows(&format!("SELECT {EPOCH_MS} AS ws, user_id, n, total FROM {ins}"));
+    assert_same_rows("windows inserted", &got, &want);
+
+    let sql = format!(
+        "CREATE STREAM t AS SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total, MAX(status) AS last_status FROM orders GROUP BY customer_id EMIT CHANGES \
+         INTO db WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'orders.batch.size' = '7', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{ups}', 'db.mode' = 'upsert', 'db.primary_key' = 'customer_id');",
+        crate::common::data("orders.jsonl"),
+        conn("db")
+    );
+    assert_ok(&run_sql(dir, &sql));
+    let bctx = batch_context(dir).await;
+    let want = batch_rows(&bctx, "SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total, MAX(status) AS last_status FROM orders GROUP BY customer_id").await;
+    assert_same_rows("upserted totals", &rows(&format!("SELECT * FROM {ups}")), &want);
+    // the table's key is the primary key given
+    let key = rows(&format!(
+        "SELECT a.attname AS k FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = '{ups}'::regclass AND i.indisprimary"
+    ));
+    assert_eq!(key, vec![r#"{"k":"customer_id"}"#.to_string()]);
+}
+
+/// A windowed aggregate over a tailed file into PostgreSQL under `use_transactions`, killed five
+/// times at random moments: the table holds every window exactly once (DataFusion's answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_a_transactional_job_inserts_each_window_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let seed = chaos_seed();
+    let t = unique("eo_windows");
+    let (input, lines, _) = kill_test_input(dir, 20_000).await;
+    let ctx = datafusion::prelude::SessionContext::new();
+    let opts = datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("clicks", input.to_str().unwrap(), opts).await.unwrap();
+    let want =
+        batch_rows(&ctx, "SELECT ts / 10000 * 10000 AS ws, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks WHERE user_id <> 'sentinel' GROUP BY 1, 2")
+            .await;
+    let sql = format!(
+        "CREATE STREAM w AS {WINDOW_SQL} INTO db WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', \
+         'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms', 'use_transactions' = 'true', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{t}');",
+        input.display(),
+        conn("db")
+    );
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let query = format!("SELECT {EPOCH_MS} AS ws, user_id, n, total FROM {t}");
+    let count = format!("SELECT count(*) AS c FROM {t}");
+    let expected = want.len();
+    crash_and_finish(dir, 5, seed, &input, &lines, |_| {
+        // the table appears with the first sink start
+        let out = Command::new("python3").arg(crate::common::repo().join("tests/python/pg.py")).arg(url()).args(["rows", &count]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().strip_prefix("{\"c\": ").and_then(|s| s.strip_suffix('}')).and_then(|s| s.parse::<usize>().ok()).is_some_and(|n| n >= expected)
+    });
+    let got: Vec<String> = pg(&["rows", &query]).lines().map(str::to_string).collect();
+    assert_exactly_once_rows(&format!("PostgreSQL exactly once after 5 kills (seed {seed})"), &got, &want);
+    // nothing is left staged, and the commit record names the job
+    assert_eq!(rows("SELECT count(*) AS c FROM _ferris_stage_w_db"), vec![r#"{"c":0}"#.to_string()]);
+    assert_eq!(rows("SELECT sink FROM _ferris_sink_commits WHERE job = 'w'"), vec![r#"{"sink":"db"}"#.to_string()]);
+}
+
+/// The server ends the sink's connections mid-run (as a restart does): the sink reconnects and
+/// every row arrives, once.
+#[test]
+fn the_sink_reconnects_when_the_server_drops_its_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = unique("reconnect");
+    let input = dir.join("rows.jsonl");
+    std::fs::write(&input, (0..50).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>()).unwrap();
+    let sql = format!(
+        "CREATE STREAM c AS SELECT id FROM src INTO db WITH ('src.type' = 'file_source', 'src.path' = '{}', 'src.watch' = 'true', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{t}');",
+        input.display(),
+        conn("db")
+    );
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let count = format!("SELECT count(*) AS c FROM {t}");
+    wait_for("50 rows in the table", 30, || rows(&count) == vec![r#"{"c":50}"#.to_string()]);
+    pg(&["kill-connections"]);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+        f.write_all((50..120).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>().as_bytes()).unwrap();
+    }
+    wait_for("120 rows in the table", 30, || rows(&count) == vec![r#"{"c":120}"#.to_string()]);
+    interrupt(&mut child, dir);
+    let want: Vec<String> = (0..120).map(|i| format!("{{\"id\":{i}}}")).collect();
+    assert_same_rows("rows after the reconnect", &rows(&format!("SELECT id FROM {t}")), &canonical_lines(&want.join("\n")));
+}
+
+/// A refused connection and a wrong password stop the job at start, naming the relation, the
+/// server and the reason, and never printing the password.
+#[test]
+fn refused_connections_and_wrong_passwords_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sql = "CREATE STREAM s AS SELECT * FROM c INTO out WITH ('c.type' = 'database_source', \
+               'c.connection.url' = 'jdbc:postgresql://127.0.0.1:1/shop', 'c.connection.username' = 'app', 'c.connection.password' = 'hunter2-secret', \
+               'c.table' = 'customers', 'out.type' = 'stdout');";
+    let run = run_sql(tmp.path(), sql);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("127.0.0.1:1/shop") && run.stderr.contains("cannot connect"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2-secret") && !run.stdout.contains("hunter2-secret"), "{}", run.stderr);
+
+    let (user, _, hostpath) = parts();
+    let sql = format!(
+        "CREATE STREAM s AS SELECT * FROM src INTO db WITH ('src.type' = 'file_source', 'src.path' = '{}', \
+         'db.type' = 'database_sink', 'db.connection.url' = 'postgresql://{hostpath}', 'db.connection.username' = '{user}', \
+         'db.connection.password' = 'wrong-pass-xyz', 'db.table' = 'never_written');",
+        crate::common::data("orders.jsonl"),
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("Failed to create sink 'db' (database_sink)") && run.stderr.contains("password authentication failed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("wrong-pass-xyz") && !run.stdout.contains("wrong-pass-xyz"), "{}", run.stderr);
+    // explain masks the password too, also where a URL carries it
+    let run = crate::common::ferris(tmp.path(), &["explain", tmp.path().join("job.sql").to_str().unwrap()]);
+    assert!(!run.stdout.contains("wrong-pass-xyz") && !run.stderr.contains("wrong-pass-xyz"), "{}", run.stdout);
+    let sql = "CREATE STREAM s AS SELECT * FROM c INTO out WITH ('c.type' = 'database_source', \
+               'c.connection' = 'postgresql://app:url-secret-77@127.0.0.1:1/shop', 'c.table' = 'customers', 'out.type' = 'stdout');";
+    std::fs::write(tmp.path().join("url.sql"), sql).unwrap();
+    let run = crate::common::ferris(tmp.path(), &["explain", tmp.path().join("url.sql").to_str().unwrap()]);
+    assert!(run.stdout.contains("postgresql://app:****@127.0.0.1:1/shop"), "{}\n{}", run.stdout, run.stderr);
+    let run = run_sql(tmp.path(), sql);
+    assert_ne!(run.status, 0);
+    assert!(!run.stdout.contains("url-secret-77") && !run.stderr.contains("url-secret-77"), "{}", run.stderr);
+}
+
+/// An `EMIT CHANGES` session changelog (late rows merge sessions already written: their rows
+/// are retracted with `_op = 'DELETE'`) upserted into a table: the table ends as the batch
+/// answer, every merged session's old row deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upserted_changelog_deletes_retracted_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = unique("sessions");
+    let data = dir.join("clicks.jsonl");
+    crate::windows::write_clicks(&data, 11, 3000, 700, 4000, 6);
+    let sql = format!(
+        "CREATE STREAM s AS SELECT window_start, window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks \
+         GROUP BY SESSION(ts, INTERVAL '3' SECOND), user_id EMIT CHANGES INTO db, log \
+         WITH ({}, 'clicks.watermark.delay' = '5s', 'batch.size' = '40', 'emit.interval' = '0ms', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{t}', 'db.mode' = 'upsert', 'db.primary_key' = 'user_id, window_start, window_end', \
+         'log.type' = 'file_sink', 'log.path' = 'changes.jsonl');",
+        crate::windows::source(&data, ""),
+        conn("db")
+    );
+    assert_ok(&run_sql(dir, &sql));
+    let changes = std::fs::read_to_string(dir.join("changes.jsonl")).unwrap();
+    assert!(changes.contains("\"_op\":\"DELETE\""), "merged sessions are retracted in the changelog");
+    let ctx = crate::windows::clicks_context(&data).await;
+    let batch = crate::windows::CASES.iter().find(|c| c.0 == "session").unwrap().2;
+    let want = batch_rows(&ctx, &format!("SELECT CAST(window_start AS BIGINT) AS ws, user_id, n, total FROM ({batch})")).await;
+    assert!(want.len() > 50, "{} sessions, too few to test", want.len());
+    let got = rows(&format!("SELECT {EPOCH_MS} AS ws, user_id, n, total FROM {t}"));
+    assert_same_rows("sessions upserted", &got, &want);
+    // `_op` is how rows arrive, not a column of the table
+    assert!(rows(&format!("SELECT column_name AS c FROM information_schema.columns WHERE table_name = '{t}' AND column_name = '_op'")).is_empty());
+}
