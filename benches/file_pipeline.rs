@@ -94,7 +94,7 @@ fn run(sql: &str) -> u64 {
         let spec = analyze_sql(sql).unwrap().remove(0).unwrap();
         let job = plan_job(spec).await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let report = run_job(job, RunOptions { progress: false, stop: rx, live: None, restore: ferris_engine::runner::Restore::Fresh }).await;
+        let report = run_job(job, RunOptions { progress: false, stop: rx, live: None, restore: ferris_engine::runner::Restore::Fresh, monitor: None }).await;
         assert!(report.error.is_none(), "{:?}", report.error);
         report.rows_out
     })

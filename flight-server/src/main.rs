@@ -1,8 +1,10 @@
-//! `ferris-sql`: run or explain a FerrisStreams SQL file.
+//! `ferris-sql`: run or explain a FerrisStreams SQL file, or serve jobs.
 //!
 //! ```text
 //! ferris-sql run configs/ecommerce_pipeline.sql
 //! ferris-sql explain configs/ecommerce_pipeline.sql --json
+//! ferris-sql --sql "SELECT * FROM orders WITH (…)"                    # the guide's form: run
+//! ferris-sql --config configs/app.yaml --profile production           # runs the profile's sql_file
 //! ```
 
 use std::io::IsTerminal;
@@ -55,12 +57,27 @@ fn tune_malloc() {
     }
 }
 
-/// FerrisStreams: streaming SQL over files (and, soon, Kafka, S3 and PostgreSQL).
+/// FerrisStreams: streaming SQL over files, Kafka, S3 and PostgreSQL.
+///
+/// Without a command it runs, as the guide writes it: `ferris-sql --sql "…"`, `ferris-sql
+/// job.sql`, or `ferris-sql --config app.yaml --profile production` (the profile's `sql_file`).
 #[derive(Parser, Debug)]
-#[command(name = "ferris-sql", version, about)]
+#[command(
+    name = "ferris-sql",
+    version,
+    about = "FerrisStreams: streaming SQL over files, Kafka, S3 and PostgreSQL.\n\nWithout a command it runs SQL as the user's guide writes it: `ferris-sql --sql \"SELECT …\"`, `ferris-sql job.sql`, or `ferris-sql --config app.yaml --profile production` (the profile's `sql_file`)."
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a command: the SQL file to run (as `run FILE`).
+    file: Option<PathBuf>,
+    /// Without a command: SQL text to run (as `run --sql`).
+    #[arg(long)]
+    sql: Option<String>,
+    /// Write the log to this file as well as to stderr (else the profile's `log_file`).
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Application config file with profiles (else FERRIS_CONFIG_FILE, ./ferris.yaml,
     /// ./configs/ferris.yaml, ~/.ferris/config.yaml, /etc/ferris/config.yaml).
     #[arg(long, global = true)]
@@ -75,6 +92,22 @@ struct Setup {
     ctx: ConfigContext,
     explained: ExplainedConfig,
     limits: Limits,
+    /// The active profile's settings (`log_level`, `batch_size`, `sql_file`, …).
+    settings: BTreeMap<String, String>,
+    /// The config file, when one was found.
+    config_file: Option<PathBuf>,
+}
+
+/// A profile setting that must be a boolean: `true`/`false` (also yes/no, 1/0).
+fn setting_bool(setup_file: &Option<PathBuf>, settings: &BTreeMap<String, String>, key: &str) -> Result<Option<bool>, String> {
+    match settings.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(v) if ["true", "yes", "1", "on"].contains(&v.as_str()) => Ok(Some(true)),
+        Some(v) if ["false", "no", "0", "off", ""].contains(&v.as_str()) => Ok(Some(false)),
+        Some(v) => {
+            Err(format!("{}: profile setting '{key}' must be true or false, got '{v}'", setup_file.as_ref().map_or(String::new(), |p| p.display().to_string())))
+        }
+    }
 }
 
 fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<&Path>) -> Result<Setup, String> {
@@ -83,6 +116,7 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
     let mut explained = ExplainedConfig::default();
     let mut ctx_vars = vars.clone();
     let mut profile = None;
+    let mut settings = BTreeMap::new();
     match &found {
         Some(path) => {
             let app = AppConfig::load(path, cli_profile, &vars).map_err(|e| e.to_string())?;
@@ -91,6 +125,7 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
             explained.profile_source = app.profile_source.as_ref().map(|s| s.to_string());
             explained.variables = Properties::from_pairs("", app.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()))).masked();
             profile = app.profile.clone();
+            settings = app.settings.clone();
             ctx_vars = vars.clone().with_named_profile(app.profile.clone(), app.settings);
         }
         None if cli_profile.is_some() => {
@@ -99,11 +134,25 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
         None => {}
     }
     let base_dir = sql_file.and_then(|f| f.parent()).filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let limits = Limits::from_env(&vars).map_err(|e| e.to_string())?;
-    Ok(Setup { ctx: ConfigContext { base_dir, variables: ctx_vars, profile }, explained, limits })
+    let mut limits = Limits::from_env(&vars).map_err(|e| e.to_string())?;
+    // the profile's settings that configure the run (the others are `${…}` variables only)
+    let file = found.clone();
+    let origin = |key: &str| format!("{}: profile setting '{key}'", file.as_ref().map_or(String::new(), |p| p.display().to_string()));
+    if let Some(v) = settings.get("batch_size") {
+        let n: usize =
+            v.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("{} must be a positive whole number, got '{v}'", origin("batch_size")))?;
+        limits.batch_size = Some(n);
+    }
+    if setting_bool(&found, &settings, "monitoring_enabled")? == Some(true) {
+        limits.monitor = Some(std::time::Duration::from_secs(10));
+    }
+    if setting_bool(&found, &settings, "metrics_enabled")? == Some(false) {
+        limits.metrics_enabled = false;
+    }
+    Ok(Setup { ctx: ConfigContext { base_dir, variables: ctx_vars, profile }, explained, limits, settings, config_file: found })
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Run every statement of a SQL file as a job, until bounded input is drained or Ctrl-C.
     Run {
@@ -179,16 +228,40 @@ fn read_sql(file: &Option<PathBuf>, sql: &Option<String>) -> Result<String, Stri
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,ferris_engine=info,ferris_connectors=info,ferris_sql=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).with_target(false).init();
+/// Logging: `RUST_LOG` wins; else the profile's `log_level` (ERROR, WARN, INFO, DEBUG, TRACE)
+/// for FerrisStreams' own messages; to stderr, and to `log_file` as well when given.
+fn init_logging(level: Option<&str>, log_file: Option<&Path>) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
+    let ours = match level.map(|l| l.trim().to_ascii_lowercase()) {
+        None => "info".to_string(),
+        Some(l) if ["error", "warn", "info", "debug", "trace", "off"].contains(&l.as_str()) => l,
+        Some(_) => return Err(format!("profile setting 'log_level' must be one of ERROR, WARN, INFO, DEBUG, TRACE, got '{}'", level.unwrap_or_default())),
+    };
+    let default = format!("warn,ferris_engine={ours},ferris_connectors={ours},ferris_sql={ours}");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("log file {}: {e}", path.display()))?;
+            builder.with_ansi(false).with_writer(std::io::stderr.and(std::sync::Mutex::new(file))).init();
+        }
+        None => builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
     tune_malloc();
     let cli = Cli::parse();
-    init_logging();
+    // no command: the guide's `ferris-sql --sql "…"` / `ferris-sql --config app.yaml` run
+    let command = cli.command.clone().unwrap_or(Command::Run {
+        file: cli.file.clone(),
+        sql: cli.sql.clone(),
+        no_progress: false,
+        report_json: false,
+        from_checkpoint: None,
+        no_restore: false,
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -196,24 +269,53 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (file, sql) = match &cli.command {
+    let (mut file, sql) = match &command {
         Command::Explain { file, sql, .. } | Command::Run { file, sql, .. } | Command::Deploy { file, sql, .. } => (file.clone(), sql.clone()),
         Command::Serve { .. } | Command::Jobs { .. } => (None, None),
     };
-    match &cli.command {
-        Command::Deploy { server: url, .. } => return cmd_deploy(read_sql(&file, &sql), url),
-        Command::Jobs { server: url } => return cmd_jobs(url),
+    match &command {
+        Command::Deploy { server: url, .. } => {
+            let _ = init_logging(None, cli.log_file.as_deref());
+            return cmd_deploy(read_sql(&file, &sql), url);
+        }
+        Command::Jobs { server: url } => {
+            let _ = init_logging(None, cli.log_file.as_deref());
+            return cmd_jobs(url);
+        }
         _ => {}
     }
-    let setup = match setup(cli.config.as_deref(), cli.profile.as_deref(), file.as_deref()) {
+    let mut setup = match setup(cli.config.as_deref(), cli.profile.as_deref(), file.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // nothing named to run: the profile's sql_file (relative to the config file)
+    if cli.command.is_none() && file.is_none() && sql.is_none() {
+        match (setup.settings.get("sql_file"), &setup.config_file) {
+            (Some(f), Some(cfg)) => {
+                let path = cfg.parent().unwrap_or(Path::new(".")).join(f);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    setup.ctx.base_dir = dir.to_path_buf();
+                }
+                file = Some(path);
+            }
+            _ => {
+                eprintln!(
+                    "error: nothing to run: give SQL (`ferris-sql --sql \"SELECT …\"`, `ferris-sql job.sql`), a command (`ferris-sql --help`), or a `sql_file:` in the config's profile"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let log_file = cli.log_file.clone().or_else(|| setup.settings.get("log_file").filter(|f| !f.trim().is_empty()).map(PathBuf::from));
+    if let Err(e) = init_logging(setup.settings.get("log_level").map(String::as_str), log_file.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Explain { json, no_plan, .. } => cmd_explain(read_sql(&file, &sql), json, !no_plan, setup).await,
             Command::Run { no_progress, report_json, from_checkpoint, no_restore, .. } => {
                 let restore = match (from_checkpoint, no_restore) {
@@ -330,11 +432,7 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
                 for r in spec.sinks.iter().filter(|r| r.connector.kind == ferris_connectors::ConnectorKind::Flight) {
                     warn!(job = %spec.name, "sink '{}' is a flight_sink: `ferris-sql run` serves no Flight clients; deploy the job to `ferris-sql serve` to subscribe to it", r.name);
                 }
-                if let Some(t) = setup.limits.batch_timeout {
-                    if !spec.options.contains("batch.timeout") && !spec.options.contains("batch_timeout") {
-                        spec.options.insert_with_origin("batch.timeout", format!("{}ms", t.as_millis()), "FERRIS_BATCH_TIMEOUT_MS");
-                    }
-                }
+                setup.limits.apply_job_defaults(&mut spec.options);
                 specs.push(spec);
             }
             Err(e) => {
@@ -383,7 +481,7 @@ async fn cmd_run(sql: Result<String, String>, progress: bool, report_json: bool,
     let tasks: Vec<_> = planned
         .into_iter()
         .map(|p| {
-            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone(), live: None, restore: restore.clone() };
+            let opts = RunOptions { progress: show_progress, stop: stop_rx.clone(), live: None, restore: restore.clone(), monitor: setup.limits.monitor };
             tokio::spawn(run_job(p, opts))
         })
         .collect();

@@ -2,6 +2,7 @@
 //! with what DataFusion computes in batch on the same files.
 
 mod checkpoints;
+mod cli;
 mod common;
 mod demos;
 mod differential;

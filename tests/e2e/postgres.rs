@@ -385,3 +385,37 @@ async fn an_upserted_changelog_deletes_retracted_sessions() {
     // `_op` is how rows arrive, not a column of the table
     assert!(rows(&format!("SELECT column_name AS c FROM information_schema.columns WHERE table_name = '{t}' AND column_name = '_op'")).is_empty());
 }
+
+/// A transactional job whose first checkpoints find nothing to stage (its input is empty at
+/// first), and an unaliased aggregate column (`sum(src.amount)`, a name with a dot): the
+/// commits go through and the rows arrive once.
+#[test]
+fn a_transactional_sink_commits_empty_checkpoints_and_odd_column_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = unique("idle_start");
+    let input = dir.join("rows.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let sql = format!(
+        "CREATE STREAM idle AS SELECT id, amount * 2, 'x' AS \"a.b\" FROM src INTO db WITH ('src.type' = 'file_source', 'src.path' = '{}', 'src.watch' = 'true', \
+         'src.schema' = 'id BIGINT, amount DOUBLE', 'use_transactions' = 'true', 'checkpoint.interval' = '100ms', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{t}');",
+        input.display(),
+        conn("db")
+    );
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    // several empty checkpoints commit
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::write(&input, (0..30).map(|i| format!("{{\"id\":{i},\"amount\":{i}.5}}\n")).collect::<String>()).unwrap();
+    let count = format!("SELECT count(*) AS c FROM {t}");
+    wait_for("30 rows committed", 30, || rows(&count) == vec![r#"{"c":30}"#.to_string()]);
+    interrupt(&mut child, dir);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(!log.contains("ERROR"), "{log}");
+    let want: Vec<String> = (0..30).map(|i| format!("{{\"id\":{i},\"v\":{},\"ab\":\"x\"}}", 2 * i + 1)).collect();
+    let got = rows(&format!("SELECT id, \"src.amount * Int64(2)\" AS v, \"a.b\" AS ab FROM {t}"));
+    assert_same_rows("rows after empty checkpoints", &got, &canonical_lines(&want.join("\n")));
+}

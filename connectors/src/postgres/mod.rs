@@ -210,9 +210,25 @@ fn without_secrets(s: &str) -> String {
     regex::Regex::new(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@").map(|r| r.replace_all(&s, "${1}****@").into_owned()).unwrap_or(s)
 }
 
-/// `name` quoted as a PostgreSQL identifier; `schema.table` quotes each part.
+/// A table name as a PostgreSQL identifier: `schema.table` quotes each part (a part already
+/// quoted, `"My Table"`, is kept as written).
 pub fn quote_ident(name: &str) -> String {
-    name.split('.').map(|p| format!("\"{}\"", p.trim_matches('"').replace('"', "\"\""))).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(|p| {
+            let p = p.trim();
+            if p.len() >= 2 && p.starts_with('"') && p.ends_with('"') {
+                p.to_string()
+            } else {
+                quote_column(p)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A column name as a PostgreSQL identifier, whatever it holds (`sum(o.qty)`, `a.b`, `"x"`).
+pub fn quote_column(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `s` as a PostgreSQL string literal.
@@ -241,6 +257,8 @@ mod tests {
         assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("w.connection.username"));
         assert_eq!(without_secrets("bad url postgresql://u:s3cret@h/db password=abc"), "bad url postgresql://u:****@h/db password=****");
         assert_eq!(quote_ident("reference_data.instruments"), "\"reference_data\".\"instruments\"");
+        assert_eq!(quote_column("sum(o.qty)"), "\"sum(o.qty)\"");
+        assert_eq!(quote_column("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

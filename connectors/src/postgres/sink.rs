@@ -29,7 +29,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::types::{ddl_type, CopyEncoder};
-use super::{is_connection_error, quote_ident, quote_literal, Connection};
+use super::{is_connection_error, quote_column, quote_ident, quote_literal, Connection};
 use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
@@ -172,32 +172,33 @@ impl PostgresSink {
 
     fn create_table_sql(&self, layout: &Layout) -> String {
         let mut cols: Vec<String> =
-            layout.stage_columns.iter().filter(|(n, _)| layout.columns.contains(n)).map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+            layout.stage_columns.iter().filter(|(n, _)| layout.columns.contains(n)).map(|(n, t)| format!("{} {t}", quote_column(n))).collect();
         if let Mode::Upsert { keys } = &self.mode {
-            cols.push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+            cols.push(format!("PRIMARY KEY ({})", keys.iter().map(|k| quote_column(k)).collect::<Vec<_>>().join(", ")));
         }
         format!("CREATE TABLE IF NOT EXISTS {} ({})", self.quoted_table(), cols.join(", "))
     }
 
     /// The statement moving staged rows (of checkpoints up to `upto`, when given) into the table.
     fn apply_sql(&self, layout: &Layout, stage: &str, upto: Option<u64>) -> String {
-        let cols = layout.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
         let filter = upto.map_or(String::new(), |n| format!(" WHERE \"_ferris_epoch\" <= {n}"));
         match &self.mode {
             Mode::Insert => format!("INSERT INTO {} ({cols}) SELECT {cols} FROM {stage}{filter} ORDER BY \"_ferris_seq\"", self.quoted_table()),
             Mode::Upsert { keys } => {
-                let key_list = keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+                let key_list = keys.iter().map(|k| quote_column(k)).collect::<Vec<_>>().join(", ");
                 let mut sql = format!("WITH \"_last\" AS (SELECT DISTINCT ON ({key_list}) * FROM {stage}{filter} ORDER BY {key_list}, \"_ferris_seq\" DESC)");
                 let mut live = String::new();
                 if layout.op.is_some() {
-                    let on = keys.iter().map(|k| format!("\"_t\".{0} = \"_last\".{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+                    let on = keys.iter().map(|k| format!("\"_t\".{0} = \"_last\".{0}", quote_column(k))).collect::<Vec<_>>().join(" AND ");
                     sql.push_str(&format!(
                         ", \"_gone\" AS (DELETE FROM {} AS \"_t\" USING \"_last\" WHERE {on} AND \"_last\".\"{OP_COLUMN}\" = 'DELETE')",
                         self.quoted_table()
                     ));
                     live = format!(" WHERE \"{OP_COLUMN}\" IS DISTINCT FROM 'DELETE'");
                 }
-                let updates: Vec<String> = layout.columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c))).collect();
+                let updates: Vec<String> =
+                    layout.columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", quote_column(c))).collect();
                 let action = if updates.is_empty() { "NOTHING".to_string() } else { format!("UPDATE SET {}", updates.join(", ")) };
                 sql.push_str(&format!(" INSERT INTO {} ({cols}) SELECT {cols} FROM \"_last\"{live} ON CONFLICT ({key_list}) DO {action}", self.quoted_table()));
                 sql
@@ -206,7 +207,7 @@ impl PostgresSink {
     }
 
     fn stage_ddl(&self, layout: &Layout, name: &str, temporary: bool) -> String {
-        let cols: Vec<String> = layout.stage_columns.iter().map(|(n, t)| format!("{} {t}", quote_ident(n))).collect();
+        let cols: Vec<String> = layout.stage_columns.iter().map(|(n, t)| format!("{} {t}", quote_column(n))).collect();
         format!(
             "CREATE {}TABLE IF NOT EXISTS {name} ({}, \"_ferris_epoch\" bigint, \"_ferris_seq\" bigserial){}",
             if temporary { "TEMPORARY " } else { "" },
@@ -245,7 +246,7 @@ impl PostgresSink {
     }
 
     fn copy_sql(layout: &Layout, stage: &str) -> String {
-        let cols: Vec<String> = layout.stage_columns.iter().map(|(n, _)| quote_ident(n)).chain(std::iter::once("\"_ferris_epoch\"".to_string())).collect();
+        let cols: Vec<String> = layout.stage_columns.iter().map(|(n, _)| quote_column(n)).chain(std::iter::once("\"_ferris_epoch\"".to_string())).collect();
         format!("COPY {stage} ({}) FROM STDIN (FORMAT binary)", cols.join(", "))
     }
 
@@ -384,11 +385,11 @@ impl Sink for PostgresSink {
         let _ = self.layout.set(layout.clone());
         let (conn, create) = (self.conn.clone(), self.create_table.then(|| self.create_table_sql(&layout)));
         let table = self.table.clone();
-        let cols = layout.columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+        let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
         let nulls = layout.stage_columns.iter().filter(|(n, _)| layout.columns.contains(n)).map(|(_, t)| format!("NULL::{t}")).collect::<Vec<_>>().join(", ");
         let mut probe = format!("INSERT INTO {} ({cols}) SELECT {nulls} WHERE false", self.quoted_table());
         if let Mode::Upsert { keys } = &self.mode {
-            probe.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+            probe.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.iter().map(|k| quote_column(k)).collect::<Vec<_>>().join(", ")));
         }
         on_own_runtime("postgres", async move {
             let client = conn.connect().await?;
@@ -491,25 +492,19 @@ impl Sink for PostgresSink {
             "CREATE TABLE IF NOT EXISTS {COMMITS_TABLE} (job text NOT NULL, sink text NOT NULL, checkpoint bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, sink))"
         );
         self.run_sql("creating the commit record", commits).await?;
-        // the staging table exists only once something was staged
-        let exists = format!("SELECT 1 FROM pg_class WHERE oid = to_regclass({})", quote_literal(&stage));
-        let client = self.client().await?;
-        let staged = client.simple_query(&exists).await.map_err(|e| self.conn.error("looking for staged rows", &e))?;
-        let has_stage = staged.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)));
-        if !has_stage {
-            return Ok(());
-        }
+        // the staging table exists from here on, so that a commit with nothing staged finds it
+        let layout = self.layout()?.clone();
+        let ddl = self.stage_ddl(&layout, &stage, false);
         match restored {
             Some((n, _)) => {
-                if self.layout.get().is_some() {
-                    self.apply_staged(n).await?;
-                }
+                self.run_sql("creating the staging table", ddl).await?;
+                self.apply_staged(n).await?;
                 info!(sink = %self.name, "database_sink '{}': checkpoint {n} applied; rows staged after it dropped", self.name);
                 self.run_sql("dropping rows staged after the checkpoint", format!("DELETE FROM {stage} WHERE \"_ferris_epoch\" > {n}")).await
             }
             // a fresh start: what an earlier run staged never committed (and its columns may
             // be another query's)
-            None => self.run_sql("dropping rows staged by an earlier run", format!("DROP TABLE IF EXISTS {stage}")).await,
+            None => self.run_sql("dropping rows staged by an earlier run", format!("DROP TABLE IF EXISTS {stage}; {ddl}")).await,
         }
     }
 }

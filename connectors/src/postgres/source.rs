@@ -30,7 +30,7 @@ use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
 use super::types::{arrow_type, ColumnDecoder};
-use super::{quote_ident, quote_literal, Connection};
+use super::{quote_column, quote_ident, quote_literal, Connection};
 use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::metrics::{ConnectionStatus, ConnectorMetrics};
@@ -229,11 +229,11 @@ impl Reader {
     /// not projected) of rows past `after`.
     fn copy_statement(&self, after: Option<&str>) -> String {
         let names = &self.cfg.schema;
-        let mut cols: Vec<String> = self.columns.iter().map(|i| quote_ident(names.field(*i).name())).collect();
+        let mut cols: Vec<String> = self.columns.iter().map(|i| quote_column(names.field(*i).name())).collect();
         let mut sql = String::from("COPY (SELECT ");
         if let Some(inc) = &self.cfg.incremental {
             if !self.columns.contains(&inc.index) {
-                cols.push(quote_ident(&inc.column));
+                cols.push(quote_column(&inc.column));
             }
         }
         // zero projected columns (COUNT(*)): still one row per row
@@ -244,7 +244,7 @@ impl Reader {
         }
         sql.push_str(&format!(" FROM ({}) AS \"_q\"", self.cfg.query));
         if let Some(inc) = &self.cfg.incremental {
-            let col = quote_ident(&inc.column);
+            let col = quote_column(&inc.column);
             if let Some(a) = after {
                 sql.push_str(&format!(" WHERE {col} > {}", quote_literal(a)));
             }
@@ -286,14 +286,11 @@ impl Reader {
                     Err(e) => return Err(e),
                 },
             };
-            match self.copy(c, last.as_deref(), tx).await {
-                Ok(Some(new_last)) => {
-                    failures = 0;
-                    if new_last.is_some() {
-                        last = new_last;
-                    }
-                }
-                Ok(None) => return Ok(()),
+            // `last` moves with every batch handed out: a retry after a lost connection goes on
+            // after the last row sent, not from where this read began
+            match self.copy(c, &mut last, tx).await {
+                Ok(true) => failures = 0,
+                Ok(false) => return Ok(()),
                 Err(e) if self.cfg.incremental.is_some() && c.is_closed() && failures < 30 => {
                     failures += 1;
                     self.cfg.metrics.set_status(ConnectionStatus::Reconnecting);
@@ -322,25 +319,33 @@ impl Reader {
         }
     }
 
-    /// One `COPY`: batches sent as they fill. `Ok(None)`: the receiver is gone; `Ok(Some(last))`:
-    /// done, with the incremental column's last value read, if any row came.
-    async fn copy(&self, client: &tokio_postgres::Client, after: Option<&str>, tx: &BatchSender) -> Result<Option<Option<String>>> {
-        let sql = self.copy_statement(after);
+    /// One `COPY` of the rows past `last`, moving `last` with every batch handed out. A table
+    /// (not incremental) is handed over whole, as one batch, so that no checkpoint barrier
+    /// falls in the middle of it (a restart reads it again, or not at all). Incremental reads
+    /// come in batches of `batch.rows`, each ending before a run of rows with the same value of
+    /// the column, so that a position never falls between rows of equal value. False when the
+    /// receiver is gone.
+    async fn copy(&self, client: &tokio_postgres::Client, last: &mut Option<String>, tx: &BatchSender) -> Result<bool> {
+        let sql = self.copy_statement(last.as_deref());
         let conn = &self.cfg.conn;
         let stream = client.copy_out(sql.as_str()).await.map_err(|e| conn.error(&format!("cannot read '{}'", self.cfg.query), &e))?;
         futures::pin_mut!(stream);
         let extra_inc = self.cfg.incremental.as_ref().filter(|i| !self.columns.contains(&i.index)).map(|i| i.index);
         let mut wanted: Vec<usize> = self.columns.clone();
         wanted.extend(extra_inc);
+        let wanted_schema = Arc::new(self.cfg.schema.project(&wanted).map_err(|e| ConnectorError::arrow(format!("postgres source '{}'", self.cfg.name), e))?);
         let mut decoders = wanted
             .iter()
             .map(|i| ColumnDecoder::new(&self.cfg.types[*i], self.cfg.schema.field(*i).data_type()))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|m| ConnectorError::Other(format!("postgres source '{}': {m}", self.cfg.name)))?;
+        // the COPY has one field per wanted column, or one when none is wanted (COUNT(*))
+        let fields = wanted.len().max(1);
+        let batch_rows = if self.cfg.incremental.is_some() { self.cfg.batch_rows } else { usize::MAX };
         let mut buf = BytesMut::new();
         let mut header_done = false;
         let mut rows = 0usize;
-        let mut last: Option<String> = None;
+        let mut carry: Option<RecordBatch> = None;
         let mut ended = false;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| conn.error(&format!("reading '{}'", self.cfg.query), &e))?;
@@ -368,12 +373,15 @@ impl Reader {
                     break;
                 }
                 let tuple = buf.split_to(len);
-                self.decode_tuple(&tuple, &mut decoders, rows)?;
+                self.decode_tuple(&tuple, fields, &mut decoders, rows)?;
                 rows += 1;
-                if rows == self.cfg.batch_rows {
-                    match self.emit(&mut decoders, rows, extra_inc.is_some(), tx).await? {
-                        Some(l) => last = l.or(last),
-                        None => return Ok(None),
+                if rows == batch_rows {
+                    let batch = self.finish(&wanted_schema, &mut decoders, rows, carry.take())?;
+                    let inc_col = if extra_inc.is_some() { Some(wanted.len() - 1) } else { self.inc_position() };
+                    let (send, keep) = split_trailing_run(batch, inc_col);
+                    carry = keep;
+                    if !self.emit(send, extra_inc.is_some(), last, tx).await? {
+                        return Ok(false);
                     }
                     rows = 0;
                 }
@@ -382,57 +390,113 @@ impl Reader {
                 break;
             }
         }
-        if rows > 0 {
-            match self.emit(&mut decoders, rows, extra_inc.is_some(), tx).await? {
-                Some(l) => last = l.or(last),
-                None => return Ok(None),
-            }
+        if !ended || !buf.is_empty() {
+            return Err(ConnectorError::Other(format!(
+                "postgres source '{}': the COPY of '{}' ended early (the connection was lost or the data is cut short)",
+                self.cfg.name, self.cfg.query
+            )));
         }
-        Ok(Some(last))
+        let batch = self.finish(&wanted_schema, &mut decoders, rows, carry.take())?;
+        if batch.num_rows() > 0 && !self.emit(Some(batch), extra_inc.is_some(), last, tx).await? {
+            return Ok(false);
+        }
+        Ok(true)
     }
 
-    fn decode_tuple(&self, tuple: &[u8], decoders: &mut [ColumnDecoder], row: usize) -> Result<()> {
+    /// The index of the incremental column among the projected columns, when projected.
+    fn inc_position(&self) -> Option<usize> {
+        let inc = self.cfg.incremental.as_ref()?;
+        self.columns.iter().position(|c| *c == inc.index)
+    }
+
+    fn decode_tuple(&self, tuple: &[u8], fields: usize, decoders: &mut [ColumnDecoder], row: usize) -> Result<()> {
+        let location = |col: String| format!("postgres source '{}', row {row} of a batch, column '{col}'", self.cfg.name);
+        let count = tuple.get(0..2).map_or(0, |b| i16::from_be_bytes([b[0], b[1]]));
+        if usize::try_from(count).ok() != Some(fields) {
+            return Err(ConnectorError::Malformed { location: location("*".into()), message: format!("{count} fields where {fields} were asked for") });
+        }
         let mut at = 2;
         for (i, d) in decoders.iter_mut().enumerate() {
-            let n = i32::from_be_bytes([tuple[at], tuple[at + 1], tuple[at + 2], tuple[at + 3]]);
+            let name = || if i < self.columns.len() { self.cfg.schema.field(self.columns[i]).name().clone() } else { "incremental column".into() };
+            let n = tuple
+                .get(at..at + 4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| ConnectorError::Malformed { location: location(name()), message: "truncated row".into() })?;
             at += 4;
             if n < 0 {
                 d.append_null();
             } else {
                 let end = at + n as usize;
-                d.append(&tuple[at..end]).map_err(|m| {
-                    let col = if i < self.columns.len() { self.cfg.schema.field(self.columns[i]).name().clone() } else { "incremental column".into() };
-                    ConnectorError::Malformed { location: format!("postgres source '{}', row {row} of a batch, column '{col}'", self.cfg.name), message: m }
-                })?;
+                let value = tuple.get(at..end).ok_or_else(|| ConnectorError::Malformed { location: location(name()), message: "truncated value".into() })?;
+                d.append(value).map_err(|m| ConnectorError::Malformed { location: location(name()), message: m })?;
                 at = end;
             }
         }
         Ok(())
     }
 
-    /// Sends the decoded rows as a batch; `Some(last)` with the incremental column's last value.
-    async fn emit(&self, decoders: &mut [ColumnDecoder], rows: usize, extra_inc: bool, tx: &BatchSender) -> Result<Option<Option<String>>> {
-        let mut arrays: Vec<ArrayRef> = decoders.iter_mut().map(ColumnDecoder::finish).collect();
-        let last = match &self.cfg.incremental {
-            Some(inc) => {
-                let col = if extra_inc { arrays.last() } else { self.columns.iter().position(|c| *c == inc.index).and_then(|p| arrays.get(p)) };
-                col.and_then(|a| last_value(a.as_ref()))
-            }
-            None => None,
-        };
-        if extra_inc {
-            arrays.pop();
-        }
+    /// The decoded rows (after `carry`, rows held back from the batch before) as one batch of
+    /// the wanted columns.
+    fn finish(&self, schema: &SchemaRef, decoders: &mut [ColumnDecoder], rows: usize, carry: Option<RecordBatch>) -> Result<RecordBatch> {
+        let err = |e| ConnectorError::arrow(format!("postgres source '{}'", self.cfg.name), e);
+        let arrays: Vec<ArrayRef> = decoders.iter_mut().map(ColumnDecoder::finish).collect();
         let opts = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
-        let batch = RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &opts)
-            .map_err(|e| ConnectorError::arrow(format!("postgres source '{}'", self.cfg.name), e))?;
-        self.cfg.metrics.add_batch(rows);
-        let position = last.as_ref().map(|l| (POSITION_KEY.to_string(), serde_json::json!({ "last": l })));
-        if tx.send(Ok((batch, position))).await.is_err() {
-            return Ok(None);
+        let batch = RecordBatch::try_new_with_options(Arc::clone(schema), arrays, &opts).map_err(err)?;
+        match carry {
+            Some(c) if c.num_rows() > 0 => arrow::compute::concat_batches(schema, [&c, &batch]).map_err(err),
+            _ => Ok(batch),
         }
-        Ok(Some(last))
     }
+
+    /// Hands `batch` out (without the incremental column when it was only read for its
+    /// position), moving `last` to its last value of the incremental column. False when the
+    /// receiver is gone.
+    async fn emit(&self, batch: Option<RecordBatch>, extra_inc: bool, last: &mut Option<String>, tx: &BatchSender) -> Result<bool> {
+        let Some(batch) = batch.filter(|b| b.num_rows() > 0) else { return Ok(true) };
+        let mut position = None;
+        if self.cfg.incremental.is_some() {
+            let col = if extra_inc { Some(batch.num_columns() - 1) } else { self.inc_position() };
+            if let Some(v) = col.and_then(|c| last_value(batch.column(c).as_ref())) {
+                position = Some((POSITION_KEY.to_string(), serde_json::json!({ "last": v })));
+                *last = Some(v);
+            }
+        }
+        let batch = if extra_inc {
+            batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>()).map_err(|e| ConnectorError::arrow("postgres source", e))?
+        } else {
+            batch
+        };
+        let batch = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            batch.columns().to_vec(),
+            &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )
+        .map_err(|e| ConnectorError::arrow(format!("postgres source '{}'", self.cfg.name), e))?;
+        self.cfg.metrics.add_batch(batch.num_rows());
+        Ok(tx.send(Ok((batch, position))).await.is_ok())
+    }
+}
+
+/// Splits `batch` before its trailing run of rows whose column `col` equals the last row's:
+/// the rows to hand out now (`None` when the whole batch is one run) and the run, held back.
+/// Without a column, or with a NULL last value, nothing is held back.
+fn split_trailing_run(batch: RecordBatch, col: Option<usize>) -> (Option<RecordBatch>, Option<RecordBatch>) {
+    let n = batch.num_rows();
+    let Some(c) = col else { return (Some(batch), None) };
+    if n == 0 || batch.column(c).is_null(n - 1) {
+        return (Some(batch), None);
+    }
+    let a = batch.column(c);
+    let last = a.slice(n - 1, 1);
+    let Ok(same) = arrow::compute::kernels::cmp::eq(a, &arrow::array::Scalar::new(last)) else { return (Some(batch), None) };
+    let mut start = n;
+    while start > 0 && same.is_valid(start - 1) && same.value(start - 1) {
+        start -= 1;
+    }
+    if start == 0 {
+        return (None, Some(batch));
+    }
+    (Some(batch.slice(0, start)), Some(batch.slice(start, n - start)))
 }
 
 /// The length of the first complete tuple in `buf` (2 for the trailer), or `None` when more
@@ -480,5 +544,18 @@ mod tests {
         assert_eq!(tuple_len(&t), Some(t.len()));
         assert_eq!(tuple_len(&t[..7]), None);
         assert_eq!(tuple_len(&[0xff, 0xff]), Some(2));
+    }
+
+    #[test]
+    fn a_batch_never_ends_inside_a_run_of_equal_positions() {
+        use arrow::array::Int64Array;
+        let schema = Arc::new(Schema::new(vec![Field::new("id", arrow::datatypes::DataType::Int64, true)]));
+        let batch = |v: Vec<Option<i64>>| RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(v))]).unwrap();
+        let (send, keep) = split_trailing_run(batch(vec![Some(1), Some(2), Some(3), Some(3)]), Some(0));
+        assert_eq!((send.unwrap().num_rows(), keep.unwrap().num_rows()), (2, 2));
+        let (send, keep) = split_trailing_run(batch(vec![Some(3), Some(3)]), Some(0));
+        assert!(send.is_none() && keep.unwrap().num_rows() == 2);
+        let (send, keep) = split_trailing_run(batch(vec![Some(3), None]), Some(0));
+        assert!(send.unwrap().num_rows() == 2 && keep.is_none());
     }
 }

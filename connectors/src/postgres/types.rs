@@ -73,7 +73,7 @@ fn numeric_precision_scale(typmod: i32) -> (u8, i8) {
     let t = typmod - 4;
     let p = ((t >> 16) & 0xffff) as u8;
     let s = (t & 0xffff) as i8;
-    if p == 0 || p > 38 || s < 0 {
+    if p == 0 || p > 38 || s < 0 || s as u8 > p {
         UNCONSTRAINED_NUMERIC
     } else {
         (p, s)
@@ -111,8 +111,8 @@ pub enum ColumnDecoder {
     Timestamp(TimestampMicrosecondBuilder),
     /// `time`.
     Time(Time64MicrosecondBuilder),
-    /// `numeric(p, s)`.
-    Numeric(Decimal128Builder, i8),
+    /// `numeric(p, s)`: the builder, the scale and the largest magnitude allowed (10^p).
+    Numeric(Decimal128Builder, i8, i128),
     /// `interval`.
     Interval(IntervalMonthDayNanoBuilder),
     /// One-dimensional arrays.
@@ -159,7 +159,7 @@ impl ColumnDecoder {
             (Type::TIME, _) => Self::Time(Time64MicrosecondBuilder::new()),
             (Type::INTERVAL, _) => Self::Interval(IntervalMonthDayNanoBuilder::new()),
             (Type::NUMERIC, DataType::Decimal128(p, s)) => {
-                Self::Numeric(Decimal128Builder::new().with_precision_and_scale(*p, *s).map_err(|e| e.to_string())?, *s)
+                Self::Numeric(Decimal128Builder::new().with_precision_and_scale(*p, *s).map_err(|e| e.to_string())?, *s, 10i128.pow(u32::from(*p)))
             }
             (other, _) => return Err(format!("PostgreSQL type '{}' cannot be mapped to Arrow", other.name())),
         })
@@ -179,7 +179,7 @@ impl ColumnDecoder {
             Self::Date(b) => b.append_null(),
             Self::Timestamp(b) => b.append_null(),
             Self::Time(b) => b.append_null(),
-            Self::Numeric(b, _) => b.append_null(),
+            Self::Numeric(b, _, _) => b.append_null(),
             Self::Interval(b) => b.append_null(),
             Self::List { offsets, nulls, .. } => {
                 let last = offsets.last().copied().unwrap_or(0);
@@ -235,8 +235,11 @@ impl ColumnDecoder {
                 let months = i32::from_be_bytes(raw[12..16].try_into().map_err(|_| "interval")?);
                 b.append_value(IntervalMonthDayNano::new(months, days, micros.saturating_mul(1000)));
             }
-            Self::Numeric(b, scale) => match decode_numeric(v, *scale)? {
-                Some(x) => b.append_value(x),
+            Self::Numeric(b, scale, limit) => match decode_numeric(v, *scale)? {
+                Some(x) if x.unsigned_abs() < limit.unsigned_abs() => b.append_value(x),
+                Some(_) => {
+                    return Err(format!("numeric value does not fit its decimal type (scale {scale}); cast it in the query (`col::float8` or `col::text`)"))
+                }
                 None => b.append_null(),
             },
             Self::List { offsets, nulls, inner, .. } => {
@@ -263,7 +266,7 @@ impl ColumnDecoder {
             Self::Date(b) => Arc::new(b.finish()),
             Self::Timestamp(b) => Arc::new(b.finish()),
             Self::Time(b) => Arc::new(b.finish()),
-            Self::Numeric(b, _) => Arc::new(b.finish()),
+            Self::Numeric(b, _, _) => Arc::new(b.finish()),
             Self::Interval(b) => Arc::new(b.finish()),
             Self::List { field, offsets, nulls, inner } => {
                 let values = inner.finish();
@@ -456,6 +459,10 @@ fn encode_value(out: &mut BytesMut, col: &dyn Array, row: usize) -> Result<(), S
             let v = col.as_primitive::<arrow::datatypes::UInt64Type>().value(row);
             encode_numeric(out, i128::from(v), 0)?;
         }
+        DataType::Float16 => {
+            out.put_i32(4);
+            out.put_f32(col.as_primitive::<arrow::datatypes::Float16Type>().value(row).to_f32());
+        }
         DataType::Float32 => {
             out.put_i32(4);
             out.put_f32(col.as_primitive::<Float32Type>().value(row));
@@ -471,13 +478,14 @@ fn encode_value(out: &mut BytesMut, col: &dyn Array, row: usize) -> Result<(), S
         DataType::LargeBinary => put_field(out, col.as_binary::<i64>().value(row))?,
         DataType::BinaryView => put_field(out, col.as_binary_view().value(row))?,
         DataType::Date32 => {
+            let d = col.as_primitive::<Date32Type>().value(row).checked_sub(PG_EPOCH_DAYS).ok_or("date out of PostgreSQL's range")?;
             out.put_i32(4);
-            out.put_i32(col.as_primitive::<Date32Type>().value(row) - PG_EPOCH_DAYS);
+            out.put_i32(d);
         }
         DataType::Timestamp(unit, _) => {
-            let micros = timestamp_micros(col, *unit, row);
+            let micros = timestamp_micros(col, *unit, row).checked_sub(PG_EPOCH_MICROS).ok_or("timestamp out of PostgreSQL's range")?;
             out.put_i32(8);
-            out.put_i64(micros - PG_EPOCH_MICROS);
+            out.put_i64(micros);
         }
         DataType::Time64(unit) => {
             let v = match unit {
@@ -515,29 +523,41 @@ fn timestamp_micros(col: &dyn Array, unit: TimeUnit, row: usize) -> i64 {
 fn encode_numeric(out: &mut BytesMut, unscaled: i128, scale: i8) -> Result<(), String> {
     let negative = unscaled < 0;
     let mut mag = unscaled.unsigned_abs();
-    let scale = i32::from(scale.max(0));
-    // base-10000 digits need the fraction padded to a multiple of 4 decimal digits
-    let pad = (4 - scale % 4) % 4;
-    mag = mag.checked_mul(10u128.pow(pad as u32)).ok_or("decimal too large")?;
-    let frac_groups = (scale + pad) / 4;
-    let mut digits: Vec<i16> = Vec::new();
-    while mag > 0 {
-        digits.push((mag % 10_000) as i16);
-        mag /= 10_000;
+    // a negative scale (Decimal128(5, -2) holding 5 means 500): an integer
+    if scale < 0 {
+        mag = mag.checked_mul(10u128.pow(u32::from(scale.unsigned_abs()))).ok_or("decimal too large for numeric")?;
     }
-    // digits are least significant first; the group at index k is worth 10000^(k - frac_groups)
-    let weight = digits.len() as i32 - 1 - frac_groups;
-    // drop trailing zero groups (least significant) and leading zeros
-    let mut low = 0;
-    while low < digits.len() && digits[low] == 0 {
-        low += 1;
+    let scale = u32::from(scale.max(0) as u8);
+    let p10 = 10u128.pow(scale);
+    let (mut int, mut frac) = (mag / p10, mag % p10);
+    // base-10000 groups, least significant first: the fraction padded on the right to whole groups
+    let frac_groups = scale.div_ceil(4);
+    let mut groups: Vec<i16> = Vec::with_capacity(12);
+    if frac_groups > 0 {
+        let pad = frac_groups * 4 - scale;
+        let first = 4 - pad;
+        groups.push(((frac % 10u128.pow(first)) * 10u128.pow(pad)) as i16);
+        frac /= 10u128.pow(first);
+        for _ in 1..frac_groups {
+            groups.push((frac % 10_000) as i16);
+            frac /= 10_000;
+        }
     }
-    let significant: Vec<i16> = digits[low..].iter().rev().copied().collect();
-    let len = 8 + 2 * significant.len();
-    out.put_i32(len as i32);
+    while int > 0 {
+        groups.push((int % 10_000) as i16);
+        int /= 10_000;
+    }
+    // the group at index k is worth 10000^(k - frac_groups); no zeros at either end
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    let weight = groups.len() as i32 - 1 - frac_groups as i32;
+    let low = groups.iter().position(|g| *g != 0).unwrap_or(groups.len());
+    let significant: Vec<i16> = groups[low..].iter().rev().copied().collect();
+    out.put_i32(8 + 2 * significant.len() as i32);
     out.put_i16(significant.len() as i16);
     out.put_i16(if significant.is_empty() { 0 } else { weight as i16 });
-    out.put_u16(if negative { 0x4000 } else { 0 });
+    out.put_u16(if negative && !significant.is_empty() { 0x4000 } else { 0 });
     out.put_u16(scale as u16);
     for d in significant {
         out.put_i16(d);
@@ -557,9 +577,15 @@ mod tests {
 
     #[test]
     fn numeric_round_trips() {
-        for (v, s) in [(12345i128, 2i8), (-5, 2), (0, 3), (1, 0), (10_000, 0), (123_456_789_012, 4), (7, 5), (-100_000_000, 1)] {
+        for (v, s) in [(12345i128, 2i8), (-5, 2), (0, 3), (1, 0), (10_000, 0), (123_456_789_012, 4), (7, 5), (-100_000_000, 1), (5, 9), (10_000_001, 3)] {
             assert_eq!(decode_numeric(&numeric_bytes(v, s), s).unwrap(), Some(v), "{v} at scale {s}");
         }
+        // the largest Decimal128(38, 1) and (38, 37) values do not overflow on the way
+        let big = 10i128.pow(38) - 1;
+        assert_eq!(decode_numeric(&numeric_bytes(big, 1), 1).unwrap(), Some(big));
+        assert_eq!(decode_numeric(&numeric_bytes(-big, 37), 37).unwrap(), Some(-big));
+        // a negative scale is an integer: 5 × 10^2
+        assert_eq!(decode_numeric(&numeric_bytes(5, -2), 0).unwrap(), Some(500));
         // 1.2345 read at scale 2 rounds half away from zero
         assert_eq!(decode_numeric(&numeric_bytes(12345, 4), 2).unwrap(), Some(123));
         assert_eq!(decode_numeric(&numeric_bytes(12355, 4), 2).unwrap(), Some(124));
@@ -570,6 +596,8 @@ mod tests {
     fn types_map_or_say_why_not() {
         assert_eq!(arrow_type(&Type::NUMERIC, ((12 << 16) | 2) + 4).unwrap(), DataType::Decimal128(12, 2));
         assert_eq!(arrow_type(&Type::NUMERIC, -1).unwrap(), DataType::Decimal128(38, 10));
+        // numeric(3, 5) (scale above precision, PostgreSQL 15): Arrow has no such decimal
+        assert_eq!(arrow_type(&Type::NUMERIC, ((3 << 16) | 5) + 4).unwrap(), DataType::Decimal128(38, 10));
         assert!(matches!(arrow_type(&Type::INT4_ARRAY, -1).unwrap(), DataType::List(_)));
         assert!(arrow_type(&Type::POINT, -1).unwrap_err().contains("'point'"));
     }

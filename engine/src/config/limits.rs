@@ -21,11 +21,26 @@ pub struct Limits {
     pub max_memory_mb: Option<usize>,
     /// The default batch timeout.
     pub batch_timeout: Option<Duration>,
+    /// The default `batch.size` of every job (the profile's `batch_size`).
+    pub batch_size: Option<usize>,
+    /// Log each job's counters this often (the profile's `monitoring_enabled`: every 10 s).
+    pub monitor: Option<Duration>,
+    /// Serve `/metrics` (the profile's `metrics_enabled`; on unless it says false).
+    pub metrics_enabled: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_jobs: 50, max_sources_per_job: 10, max_sinks_per_job: 5, max_memory_mb: None, batch_timeout: None }
+        Self {
+            max_jobs: 50,
+            max_sources_per_job: 10,
+            max_sinks_per_job: 5,
+            max_memory_mb: None,
+            batch_timeout: None,
+            batch_size: None,
+            monitor: None,
+            metrics_enabled: true,
+        }
     }
 }
 
@@ -45,7 +60,31 @@ impl Limits {
             max_sinks_per_job: num("FERRIS_MAX_SINKS_PER_JOB")?.unwrap_or(d.max_sinks_per_job),
             max_memory_mb: num("FERRIS_MAX_MEMORY_MB")?,
             batch_timeout: num("FERRIS_BATCH_TIMEOUT_MS")?.map(|ms| Duration::from_millis(ms as u64)),
+            batch_size: None,
+            monitor: None,
+            metrics_enabled: true,
         })
+    }
+
+    /// Gives a job the defaults of the environment and the profile where its own keys say
+    /// nothing: `batch.timeout` from `FERRIS_BATCH_TIMEOUT_MS`, `batch.size` from the profile's
+    /// `batch_size`. Used by `run` and by `serve` alike.
+    ///
+    /// ```sql
+    /// -- FERRIS_BATCH_TIMEOUT_MS=250, profile batch_size: 1000:
+    /// CREATE STREAM s AS SELECT * FROM orders INTO out WITH (…)   -- batch.timeout = 250ms, batch.size = 1000
+    /// ```
+    pub fn apply_job_defaults(&self, options: &mut ferris_connectors::Properties) {
+        if let Some(t) = self.batch_timeout {
+            if !options.contains("batch.timeout") && !options.contains("batch_timeout") {
+                options.insert_with_origin("batch.timeout", format!("{}ms", t.as_millis()), "FERRIS_BATCH_TIMEOUT_MS");
+            }
+        }
+        if let Some(n) = self.batch_size {
+            if !options.contains("batch.size") && !options.contains("batch_size") && !options.contains("max_batch_size") {
+                options.insert_with_origin("batch.size", n.to_string(), "the profile's batch_size");
+            }
+        }
     }
 
     /// Checks a set of jobs: `(name, sources, sinks)` for each.

@@ -41,10 +41,26 @@ impl RefreshingScanExec {
     }
 }
 
-/// The shortest refresh interval of the scans under `plan`, if any is marked.
+/// How often the table side `plan` can be read again: the shortest interval of its marked
+/// scans, when every source scan under it is marked (a scan of another table, read once or
+/// through a shared read, cannot be executed again: then `None`, and the side is read once).
 pub fn refresh_interval(plan: &Arc<dyn ExecutionPlan>) -> Option<Duration> {
-    let own = plan.downcast_ref::<RefreshingScanExec>().map(RefreshingScanExec::every);
-    plan.children().into_iter().filter_map(refresh_interval).chain(own).min()
+    fn walk(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Duration>, ()> {
+        if let Some(r) = plan.downcast_ref::<RefreshingScanExec>() {
+            return Ok(Some(r.every()));
+        }
+        if plan.name() == "StreamingTableExec" {
+            return Err(());
+        }
+        let mut min: Option<Duration> = None;
+        for c in plan.children() {
+            if let Some(d) = walk(c)? {
+                min = Some(min.map_or(d, |m| m.min(d)));
+            }
+        }
+        Ok(min)
+    }
+    walk(plan).ok().flatten()
 }
 
 /// Reads `plan` (the table side of a join) once more, whole, outside the job's checkpoint

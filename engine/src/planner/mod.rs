@@ -274,11 +274,13 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         .unwrap_or(ferris_connectors::batching::DEFAULT_BATCH_SIZE);
     let mut sources = Vec::new();
     for rel in &spec.sources {
+        tracing::info!(job = %spec.name, source = %rel.name, "Creating source '{}' ({})", rel.name, rel.connector);
         let source = create_source(rel, &spec.options, partitions, &spec.name).map_err(|error| EngineError::Source {
             job: spec.name.clone(),
             source_name: rel.name.clone(),
             error,
         })?;
+        tracing::info!(job = %spec.name, source = %rel.name, "Successfully created source '{}' ({}): {}", rel.name, rel.connector, source.describe());
         sources.push(source);
     }
     let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };

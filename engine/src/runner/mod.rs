@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub live: Option<Arc<live::LiveJob>>,
     /// Which checkpoint to start from.
     pub restore: Restore,
+    /// Log the job's counters this often (the profile's `monitoring_enabled`), for logs that
+    /// nobody watches on a terminal.
+    pub monitor: Option<std::time::Duration>,
 }
 
 /// Counters of one source or sink at the end of a run.
@@ -70,6 +73,8 @@ pub struct ConnectorReport {
     pub name: String,
     /// Rows read or written.
     pub records: u64,
+    /// Batches read or written.
+    pub batches: u64,
     /// Malformed records (source) or failed batches (sink).
     pub errors: u64,
     /// For sinks: true if it ended failed.
@@ -321,13 +326,21 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     report.sources = job
         .sources
         .iter()
-        .map(|s| ConnectorReport { name: s.name().to_string(), records: s.metrics().records(), errors: s.metrics().errors(), failed: false, dropped: 0 })
+        .map(|s| ConnectorReport {
+            name: s.name().to_string(),
+            records: s.metrics().records(),
+            batches: s.metrics().batches(),
+            errors: s.metrics().errors(),
+            failed: false,
+            dropped: 0,
+        })
         .collect();
     report.sinks = sinks
         .iter()
         .map(|s| ConnectorReport {
             name: s.name.clone(),
             records: s.metrics.records(),
+            batches: s.metrics.batches(),
             errors: s.metrics.errors(),
             failed: s.failed.load(Ordering::Relaxed),
             dropped: s.metrics.dropped(),
@@ -420,6 +433,8 @@ async fn prepare_and_run(
     drop(fatal_tx);
     drop(sink_tx);
     let _progress = opts.progress.then(|| progress::Progress::start(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(rows_out)));
+    let _monitor =
+        opts.monitor.map(|every| progress::Progress::log_every(name.clone(), job.sources.iter().map(|s| s.metrics()).collect(), Arc::clone(rows_out), every));
     if let Some(l) = &opts.live {
         let live_sinks =
             out.sinks.iter().map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) }).collect();
@@ -453,6 +468,7 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
             Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
             Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
         };
+        info!(job = %name, sink = %rel.name, "Creating sink '{}' ({})", rel.name, rel.connector);
         let sink = create_sink(rel, name).and_then(|mut s| {
             s.check_schema(&output_schema)?;
             if transactional && !s.transactional() {

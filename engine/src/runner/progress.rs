@@ -10,6 +10,8 @@ use ferris_connectors::metrics::ConnectorMetrics;
 /// Prints `[job] in: N rows  out: M rows  R rows/s` to stderr every half second until dropped.
 pub struct Progress {
     task: tokio::task::JoinHandle<()>,
+    /// Draws a line on the terminal (cleared when dropped).
+    line: bool,
 }
 
 impl Progress {
@@ -29,13 +31,37 @@ impl Progress {
                 let _ = std::io::stderr().flush();
             }
         });
-        Self { task }
+        Self { task, line: true }
     }
 }
 
 impl Drop for Progress {
     fn drop(&mut self) {
         self.task.abort();
-        eprint!("\r\x1b[2K");
+        if self.line {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+impl Progress {
+    /// Logs `job 'x': N rows in, M rows out, R rows/s (last interval)` every `every` until
+    /// dropped: the profile's `monitoring_enabled` on a job whose stderr goes to a log.
+    pub fn log_every(job: String, sources: Vec<Arc<ConnectorMetrics>>, rows_out: Arc<AtomicU64>, every: Duration) -> Self {
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            let (mut last_in, mut last_at) = (0u64, Instant::now());
+            loop {
+                tick.tick().await;
+                let rows_in: u64 = sources.iter().map(|m| m.records()).sum();
+                let bad: u64 = sources.iter().map(|m| m.errors()).sum();
+                let out = rows_out.load(Ordering::Relaxed);
+                let rate = rows_in.saturating_sub(last_in) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+                tracing::info!(job = %job, rows_in, rows_out = out, malformed = bad, "job '{job}': {rows_in} rows in, {out} rows out, {rate:.0} rows/s");
+                (last_in, last_at) = (rows_in, Instant::now());
+            }
+        });
+        Self { task, line: false }
     }
 }

@@ -228,12 +228,20 @@ impl Registry {
         self.jobs().get(name).cloned().ok_or_else(|| ApiError::NotFound(name.to_string()))
     }
 
+    /// Whether `/metrics` is served (the profile's `metrics_enabled`).
+    pub fn metrics_enabled(&self) -> bool {
+        self.limits.metrics_enabled
+    }
+
     /// Deploys every statement of `sql` as a job; all or nothing. Returns the job names.
     pub async fn deploy(&self, sql: &str) -> Result<Vec<String>, ApiError> {
         let analysed = analyze_sql_with(sql, &self.ctx).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let mut specs = Vec::new();
         for (i, r) in analysed.into_iter().enumerate() {
-            specs.push(r.map_err(|e| ApiError::BadRequest(format!("statement {}: {e}", i + 1)))?);
+            let mut spec = r.map_err(|e| ApiError::BadRequest(format!("statement {}: {e}", i + 1)))?;
+            // FERRIS_BATCH_TIMEOUT_MS and the profile's batch_size, as `run` gives them
+            self.limits.apply_job_defaults(&mut spec.options);
+            specs.push(spec);
         }
         if specs.is_empty() {
             return Err(ApiError::BadRequest("the text holds no statement".into()));
@@ -296,7 +304,8 @@ impl Registry {
             });
             let watch = Arc::clone(&job);
             let catalog = Arc::clone(&self.catalog);
-            let opts = RunOptions { progress: false, stop: stop_rx, live: Some(live), restore: ferris_engine::runner::Restore::Latest };
+            let opts =
+                RunOptions { progress: false, stop: stop_rx, live: Some(live), restore: ferris_engine::runner::Restore::Latest, monitor: self.limits.monitor };
             self.catalog.add_job(&p.spec, &stream, p.plan.schema());
             tokio::spawn(async move {
                 // Its own task: a panic or error here only marks this job.

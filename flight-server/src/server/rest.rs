@@ -117,6 +117,9 @@ async fn openapi() -> Response {
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
+    if !state.registry.metrics_enabled() {
+        return (StatusCode::NOT_FOUND, Json(json!({ "error": "metrics are off: the profile sets metrics_enabled: false" }))).into_response();
+    }
     let text = super::prometheus::render(&state.prometheus, &state.registry);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
