@@ -59,7 +59,7 @@ fn events(rows: usize, step: i64, keys: u64, seed: u64) -> Vec<RecordBatch> {
 
 fn context(delay_ms: Option<i64>) -> SessionContext {
     let rule = StreamingAggregateRule {
-        watermark: WatermarkConfig { delay_ms, idle_timeout: None },
+        watermark: WatermarkConfig { delay_ms, idle_timeout: None, advance_when_idle: false },
         emit: None,
         changes_every: std::time::Duration::from_millis(100),
         int_scales: Default::default(),

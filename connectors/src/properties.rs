@@ -180,6 +180,15 @@ impl Properties {
             .transpose()
     }
 
+    /// A duration that must be longer than zero (a poll or commit interval): `0` is refused
+    /// with a message naming the key, never turned into a busy loop or a panic.
+    pub fn get_positive_duration(&self, key: &str) -> Result<Option<Duration>> {
+        match self.get_duration(key)? {
+            Some(d) if d.is_zero() => Err(ConnectorError::invalid(self.full_key(key), "must be longer than 0 (`100ms`, `1s`)")),
+            other => Ok(other),
+        }
+    }
+
     /// A single character (CSV delimiter or quote); `\t` and `tab` mean a tab.
     pub fn get_char(&self, key: &str) -> Result<Option<u8>> {
         self.get(key)
@@ -298,6 +307,14 @@ mod tests {
         assert_eq!(parse_duration("1.5 seconds").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-5s").is_err());
+        let p = Properties::from_pairs("k", [("commit.interval", "0"), ("poll_interval", "0ms"), ("ok", "5ms")]);
+        assert_eq!(
+            p.get_positive_duration("commit.interval").unwrap_err().to_string(),
+            "invalid value for 'k.commit.interval': must be longer than 0 (`100ms`, `1s`)"
+        );
+        assert!(p.get_positive_duration("poll_interval").is_err());
+        assert_eq!(p.get_positive_duration("ok").unwrap(), Some(Duration::from_millis(5)));
         assert!(parse_duration("5 fortnights").unwrap_err().contains("fortnights"));
     }
 

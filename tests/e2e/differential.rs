@@ -72,16 +72,17 @@ async fn within_interval_bounds_the_join_by_event_time() {
     ids.sort();
     assert_eq!(ids, vec![1, 3, 5, 6, 7, 8, 10]);
 
-    // Without event-time columns the clause is carried, reported, and the join is the plain join.
+    // Files without an event-time column: an error that names the key to set, nothing written.
     let sql = format!(
-        "CREATE STREAM shipped AS {query} INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}/plain.jsonl');",
+        "CREATE STREAM shipped AS {query} INTO out WITH ({}, 'orders.event_time' = 'order_ts', 'out.type' = 'file_sink', 'out.path' = '{}/plain.jsonl');",
         sources_for(query),
         tmp.path().display()
     );
     let run = run_sql(tmp.path(), &sql);
-    assert_ok(&run);
-    assert!(run.stderr.contains("is carried but not applied"), "{}", run.stderr);
-    assert_eq!(file_rows(&tmp.path().join("plain.jsonl")).len(), 10);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("set 'shipments.event_time' (one of its columns: ") && run.stderr.contains("shipped_ts"), "{}", run.stderr);
+    assert!(!run.stderr.contains("'orders.event_time'"), "orders names its column: {}", run.stderr);
+    assert!(!tmp.path().join("plain.jsonl").exists());
 }
 
 /// A query that names a source more than once reads it once (a shared scan): each scan gets

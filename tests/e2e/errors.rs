@@ -136,3 +136,25 @@ fn profiles_and_yaml_drive_a_real_run() {
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("variable 'REGION' is not set") && run.stderr.contains("profiles.prod.out_dir"), "{}", run.stderr);
 }
+
+/// Zero where a duration must be longer than zero: refused with the key named, not a panic or a
+/// busy loop; negative durations likewise.
+#[test]
+fn zero_and_negative_durations_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = crate::common::data("orders.jsonl");
+    for (key, value, says) in [("poll_interval", "0", "must be longer than 0"), ("poll_interval", "-5s", "expected a duration")] {
+        let run = run_sql(
+            tmp.path(),
+            &format!(
+                "SELECT * FROM orders WITH ('orders.type' = 'file_source', 'orders.path' = '{file}', 'orders.watch' = 'true', 'orders.{key}' = '{value}');"
+            ),
+        );
+        assert_ne!(run.status, 0);
+        assert!(run.stderr.contains(&format!("'orders.{key}'")) && run.stderr.contains(says) && !run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    let run =
+        run_sql(tmp.path(), &format!("SELECT * FROM orders WITH ('orders.type' = 'file_source', 'orders.path' = '{file}', 'checkpoint.interval' = '0');"));
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("checkpoint.interval") && !run.stderr.contains("panicked"), "{}", run.stderr);
+}

@@ -928,3 +928,39 @@ async fn transactional_kafka_sink_commits_with_checkpoints_on_the_mock_cluster()
     assert!(twice.is_empty(), "windows written twice: {twice:?}");
     assert_same_rows("windows through a transactional Kafka sink", &counts.into_keys().collect::<Vec<_>>(), &want);
 }
+
+/// `WITHIN INTERVAL` as the guide writes it, with no event-time keys: Kafka sources use the
+/// message timestamp. Purchases 5 s after their click join; those 60 s after do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn within_on_kafka_uses_the_message_timestamp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clicks, purchases) = (unique("w_clicks"), unique("w_purchases"));
+    create_topic(&clicks, 1);
+    create_topic(&purchases, 1);
+    let base = 1_767_225_600_000i64;
+    let c: Vec<Msg> = (0..30).map(|i| Msg { key: None, value: format!(r#"{{"id": {i}}}"#), ts: Some(base + i * 10_000), headers: Vec::new() }).collect();
+    let p: Vec<Msg> = (0..30)
+        .map(|i| Msg {
+            key: None,
+            value: format!(r#"{{"id": {i}, "amount": {}}}"#, i * 2),
+            ts: Some(base + i * 10_000 + if i % 3 == 0 { 5_000 } else { 60_000 }),
+            headers: Vec::new(),
+        })
+        .collect();
+    produce(&clicks, &c);
+    produce(&purchases, &p);
+    let out = tmp.path().join("out.jsonl");
+    let sql = format!(
+        "CREATE STREAM j AS SELECT c.id, p.amount FROM clicks c JOIN purchases p ON c.id = p.id WITHIN INTERVAL '30' SECONDS \
+         INTO out WITH ({}, {}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        kafka_with("clicks", &clicks, ""),
+        kafka_with("purchases", &purchases, ""),
+        out.display()
+    );
+    let mut child = spawn_job(tmp.path(), "within.sql", &sql);
+    wait_for(&mut child, &out, |t| t.lines().count() >= 10);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop_with_sigint(&mut child);
+    let want: Vec<String> = (0..30).filter(|i| i % 3 == 0).map(|i| format!(r#"{{"id": {i}, "amount": {}}}"#, i * 2)).collect();
+    assert_same_rows("WITHIN on _timestamp", &file_rows(&out), &canonical_lines(&(want.join("\n") + "\n")));
+}

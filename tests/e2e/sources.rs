@@ -163,3 +163,61 @@ async fn parquet_globs_read_only_projected_columns_and_merge_schemas() {
     .await;
     assert_same_rows("parquet glob", &canonical_lines(&run.stdout), &want);
 }
+
+/// A tailed file that is empty when the job starts: the job waits for its first lines to infer
+/// the columns from (and reads them all); one that stays empty is refused naming the file and
+/// the `schema` key, as is an empty file read once — never a bare "No field named amount".
+#[test]
+fn an_empty_file_waits_for_lines_or_asks_for_a_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = dir.join("late.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let sql = format!(
+        "CREATE STREAM big AS SELECT id, amount FROM pay WHERE amount > 10 INTO out WITH ('pay.type' = 'file_source', 'pay.path' = '{}', \
+         'pay.watch' = 'true', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        input.display()
+    );
+    std::fs::write(dir.join("job.sql"), &sql).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+    f.write_all((0..20).map(|i| format!("{{\"id\":{i},\"amount\":{}}}\n", i * 2)).collect::<String>().as_bytes()).unwrap();
+    let out = dir.join("out.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 14 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    crate::common::stop_with_sigint(&mut child);
+    let want: Vec<String> = (6..20).map(|i| format!("{{\"id\":{i},\"amount\":{}}}", i * 2)).collect();
+    assert_same_rows("rows of a file empty at start", &file_rows(&out), &canonical_lines(&want.join("\n")));
+
+    // stays empty: refused after schema.inference.timeout, naming the file and the key
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let run = run_sql(
+        dir,
+        &format!(
+            "CREATE STREAM s AS SELECT amount FROM pay INTO out WITH ('pay.type' = 'file_source', 'pay.path' = '{}', 'pay.watch' = 'true', \
+             'pay.schema.inference.timeout' = '300ms', 'out.type' = 'stdout');",
+            empty.display()
+        ),
+    );
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("'pay.schema'") && run.stderr.contains("empty.jsonl") && !run.stderr.contains("No field named"), "{}", run.stderr);
+    // read once and empty: the same question at once
+    let run = run_sql(
+        dir,
+        &format!(
+            "CREATE STREAM s AS SELECT amount FROM pay INTO out WITH ('pay.type' = 'file_source', 'pay.path' = '{}', 'out.type' = 'stdout');",
+            empty.display()
+        ),
+    );
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("'pay.schema'") && run.stderr.contains("is empty"), "{}", run.stderr);
+}

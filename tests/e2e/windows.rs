@@ -4,6 +4,7 @@
 //! TUMBLE and HOP, LAG + running SUM for SESSION).
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use datafusion::prelude::{JsonReadOptions, SessionContext};
 
@@ -380,4 +381,43 @@ async fn watermark_clause_and_processing_time() {
     let total: i64 =
         file_rows(&tmp.path().join("proc.jsonl")).iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["n"].as_i64().unwrap()).sum();
     assert_eq!(total, 2000);
+}
+
+/// A tailed file that stops growing: with `idle_timeout` named, event time goes on with the
+/// clock once the source is quiet, and every window comes out — exactly the batch answer,
+/// the last ones included, with no row after them to push the watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_close_when_a_tailed_file_goes_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    write_clicks(&data, 5, 2000, 7, 0, 4);
+    let out = tmp.path().join("out.jsonl");
+    let sql = format!(
+        "CREATE STREAM w AS SELECT window_start, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks \
+         GROUP BY TUMBLE(ts, INTERVAL '2' SECOND), user_id INTO out \
+         WITH ({}, 'clicks.watch' = 'true', 'clicks.watermark.delay' = '500ms', 'clicks.idle_timeout' = '300ms', \
+         'out.type' = 'file_sink', 'out.path' = '{}');",
+        source(&data, ""),
+        out.display()
+    );
+    std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
+    let ctx = clicks_context(&data).await;
+    let want = batch_rows(
+        &ctx,
+        "SELECT to_timestamp_millis(ts / 2000 * 2000) AS window_start, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY 1, 2",
+    )
+    .await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(tmp.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < want.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    crate::common::stop_with_sigint(&mut child);
+    assert_same_rows("every window of a quiet tailed file", &file_rows(&out), &want);
 }

@@ -30,6 +30,8 @@ pub const SOURCE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("path", "A file, or a glob (`data/orders_*.csv`). Required."),
     KeyDoc::new("watch", "Tail the files: read lines as they are appended (csv and json lines).").default("false"),
     KeyDoc::new("poll_interval", "How often a tailed file is checked for new lines.").default("100ms"),
+    KeyDoc::new("schema.inference.timeout", "A tailed file that is empty (or missing) at start: how long to wait for lines to infer the columns from.")
+        .default("10s"),
 ];
 
 /// The keys `file_sink` reads besides the format keys.

@@ -108,18 +108,67 @@ impl Resume {
     }
 }
 
+/// A tailed file without a `schema`: its columns, inferred from its first lines, waiting up to
+/// `schema.inference.timeout` for the file to appear and hold some (as the Kafka source waits
+/// for messages).
+fn wait_for_columns(props: &Properties, pattern: &str, format: FileFormat) -> Result<(Vec<PathBuf>, SchemaRef)> {
+    let wait = props.get_duration("schema.inference.timeout")?.unwrap_or(Duration::from_secs(10));
+    let until = std::time::Instant::now() + wait;
+    let key = props.full_key("path");
+    let attempt = || -> Result<Option<(Vec<PathBuf>, SchemaRef)>> {
+        let files = match expand_glob(pattern, &key) {
+            Ok(f) => f,
+            Err(ConnectorError::NoFiles { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let schema = infer_schema(&files, format, pattern)?;
+        Ok((!schema.fields().is_empty()).then_some((files, schema)))
+    };
+    if let Some(found) = attempt()? {
+        return Ok(found);
+    }
+    tracing::info!(source = %props.owner(), "'{pattern}' is empty: waiting up to {wait:?} for lines to infer its columns from (or set '{}')", props.full_key("schema"));
+    crate::runtime::on_own_runtime("file", async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(found) = attempt()? {
+                return Ok(found);
+            }
+            if std::time::Instant::now() >= until {
+                return Err(ConnectorError::invalid(
+                    props.full_key("schema"),
+                    format!(
+                        "'{pattern}' had no lines to infer the columns from within {wait:?} ('{}'); give them (`id BIGINT, amount DOUBLE`)",
+                        props.full_key("schema.inference.timeout")
+                    ),
+                ));
+            }
+        }
+    })
+}
+
 impl FileSource {
     /// Configures the source `props.owner()` from its properties and the job's, resolving the
     /// glob and inferring (or parsing) the schema. `partitions` caps the parallelism.
     pub fn try_new(props: &Properties, job: &Properties, partitions: usize) -> Result<Self> {
         let pattern = props.require("path")?.to_string();
         let format = FileFormat::from_properties(props, &pattern)?;
-        let files = expand_glob(&pattern, &props.full_key("path"))?;
-        let schema = match props.get("schema") {
-            Some(text) => parse_schema(text, &props.full_key("schema"))?,
-            None => infer_schema(&files, format, &pattern)?,
-        };
         let watch = props.get_bool("watch")?.unwrap_or(false);
+        let (files, schema) = match props.get("schema") {
+            Some(text) => (expand_glob(&pattern, &props.full_key("path"))?, parse_schema(text, &props.full_key("schema"))?),
+            None if watch => wait_for_columns(props, &pattern, format)?,
+            None => {
+                let files = expand_glob(&pattern, &props.full_key("path"))?;
+                let schema = infer_schema(&files, format, &pattern)?;
+                if schema.fields().is_empty() {
+                    return Err(ConnectorError::invalid(
+                        props.full_key("schema"),
+                        format!("'{pattern}' is empty: there are no lines to infer the columns from; give them (`id BIGINT, amount DOUBLE`)"),
+                    ));
+                }
+                (files, schema)
+            }
+        };
         if watch && format == FileFormat::Parquet {
             return Err(ConnectorError::invalid(props.full_key("watch"), "parquet files cannot be tailed; use csv or jsonlines"));
         }
@@ -129,7 +178,7 @@ impl FileSource {
             schema,
             batch: BatchConfig::resolve(props, job)?,
             watch,
-            poll: props.get_duration("poll_interval")?.unwrap_or(Duration::from_millis(100)),
+            poll: props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_millis(100)),
             failure: FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?,
             metrics: Arc::new(ConnectorMetrics::default()),
         };

@@ -188,7 +188,7 @@ impl KafkaSource {
         };
         let mut fields: Vec<Field> = value_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(metadata_fields(&value_schema));
-        let interval = props.get_duration("commit.interval")?.unwrap_or(Duration::from_secs(1));
+        let interval = props.get_positive_duration("commit.interval")?.unwrap_or(Duration::from_secs(1));
         let readers = match props.get_usize("consumers")? {
             Some(n) => n.max(1),
             // No more consumers than the topics have partitions (an idle one would only hold

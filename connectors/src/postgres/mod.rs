@@ -52,7 +52,7 @@ pub const SOURCE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("refresh_interval", "Re-read the table this often (`300000` ms, `5m`); a join with a stream sees the new rows from then on.").default("never"),
     KeyDoc::new("incremental.column", "Read as a stream: poll for rows whose value of this column (a rising id or timestamp) is past the last one read."),
     KeyDoc::new("poll_interval", "How often an incremental source polls.").default("1s"),
-    KeyDoc::new("batch.rows", "Rows per Arrow batch.").default("8192"),
+    KeyDoc::new("batch.rows", "Rows per Arrow batch of an incremental source (a table is handed over whole, as one batch).").default("8192"),
 ];
 
 /// Keys `database_sink` reads besides the connection keys.
@@ -130,7 +130,7 @@ impl Connection {
         if config.get_user().is_none() {
             return Err(ConnectorError::MissingProperty { key: props.full_key("connection.username") });
         }
-        config.connect_timeout(props.get_duration("connection.timeout")?.unwrap_or(Duration::from_secs(10)));
+        config.connect_timeout(props.get_positive_duration("connection.timeout")?.unwrap_or(Duration::from_secs(10)));
         config.application_name("ferris-sql");
         let host = config
             .get_hosts()

@@ -81,14 +81,8 @@ impl PostgresSource {
             (None, Some(t)) => format!("SELECT * FROM {}", quote_ident(t.trim())),
             (None, None) => return Err(ConnectorError::MissingProperty { key: props.full_key("table") }),
         };
-        let refresh = props.get_duration("refresh_interval")?;
-        if refresh.is_some_and(|d| d.is_zero()) {
-            return Err(ConnectorError::invalid(props.full_key("refresh_interval"), "must be longer than 0"));
-        }
-        let poll = props.get_duration("poll_interval")?.unwrap_or(Duration::from_secs(1));
-        if poll.is_zero() {
-            return Err(ConnectorError::invalid(props.full_key("poll_interval"), "must be longer than 0"));
-        }
+        let refresh = props.get_positive_duration("refresh_interval")?;
+        let poll = props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_secs(1));
         let batch_rows = props.get_usize("batch.rows")?.unwrap_or(8192).max(1);
         let described = {
             let conn = conn.clone();

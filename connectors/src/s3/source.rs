@@ -278,7 +278,7 @@ impl S3Source {
             base,
             batch: BatchConfig::resolve(props, job)?,
             watch,
-            poll: props.get_duration("poll_interval")?.unwrap_or(Duration::from_secs(10)),
+            poll: props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_secs(10)),
             failure: FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?,
             metrics: Arc::new(ConnectorMetrics::default()),
         };

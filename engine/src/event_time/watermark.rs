@@ -21,6 +21,10 @@ pub struct WatermarkConfig {
     pub delay_ms: Option<i64>,
     /// A partition silent for this long no longer holds the watermark back.
     pub idle_timeout: Option<Duration>,
+    /// When every live partition has been idle for `idle_timeout`, event time goes on with
+    /// processing time from the latest row seen (set when the user names `idle_timeout`): the
+    /// last windows of a stream that went quiet close instead of waiting for a row.
+    pub advance_when_idle: bool,
 }
 
 impl WatermarkConfig {
@@ -32,6 +36,9 @@ impl WatermarkConfig {
         };
         if let Some(t) = self.idle_timeout {
             s.push_str(&format!(", idle_timeout={}ms", t.as_millis()));
+            if self.advance_when_idle {
+                s.push_str(" (then advancing with processing time)");
+            }
         }
         s
     }
@@ -167,8 +174,16 @@ impl PartitionWatermarks {
                 min = Some(min.map_or(w, |x: i64| x.min(w)));
             }
             if active == 0 {
-                // every live partition is idle: the one that saw the latest data leads
-                self.partitions.iter().filter(|p| !p.finished).filter_map(PartitionState::effective_max).max().map_or(i64::MIN, |m| m.saturating_sub(delay))
+                // every live partition is idle: the one that saw the latest data leads, and
+                // (advance_when_idle) event time goes on with the wall clock since the last row
+                let live = || self.partitions.iter().filter(|p| !p.finished);
+                let latest = live().filter_map(PartitionState::effective_max).max().map_or(i64::MIN, |m| m.saturating_sub(delay));
+                let quiet_ms = live().map(|p| now.duration_since(p.last_seen)).min().map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+                if self.config.advance_when_idle && latest > i64::MIN {
+                    latest.saturating_add(quiet_ms)
+                } else {
+                    latest
+                }
             } else {
                 min.unwrap_or(i64::MIN)
             }
@@ -190,7 +205,7 @@ mod tests {
 
     #[test]
     fn slowest_partition_holds_the_watermark() {
-        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(10), idle_timeout: None }, 2);
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(10), idle_timeout: None, advance_when_idle: false }, 2);
         w.observe(0, Some(100));
         assert_eq!(w.advance(), None, "partition 1 has not spoken");
         w.observe(1, Some(50));
@@ -214,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_restores_the_watermark_and_the_partitions() {
-        let cfg = WatermarkConfig { delay_ms: Some(10), idle_timeout: None };
+        let cfg = WatermarkConfig { delay_ms: Some(10), idle_timeout: None, advance_when_idle: false };
         let mut w = PartitionWatermarks::new(cfg, 2);
         w.observe(0, Some(100));
         w.observe(1, Some(60));
@@ -233,7 +248,7 @@ mod tests {
     #[test]
     fn a_slow_source_unit_holds_its_partition_back() {
         use ferris_connectors::Frontier;
-        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(0), idle_timeout: None }, 1);
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(0), idle_timeout: None, advance_when_idle: false }, 1);
         w.cap(0, Some(Frontier::Holding));
         w.observe(0, Some(1_000));
         assert_eq!(w.advance(), None, "a unit of the partition has not delivered yet");
@@ -244,8 +259,29 @@ mod tests {
     }
 
     #[test]
+    fn every_partition_idle_advances_with_processing_time() {
+        let cfg = WatermarkConfig { delay_ms: Some(100), idle_timeout: Some(Duration::from_millis(0)), advance_when_idle: true };
+        let mut w = PartitionWatermarks::new(cfg, 2);
+        w.observe(0, Some(10_000));
+        w.observe(1, Some(9_000));
+        w.advance();
+        let first = w.current();
+        assert!(first >= 9_900, "the latest partition leads once both are idle: {first}");
+        std::thread::sleep(Duration::from_millis(30));
+        w.advance();
+        assert!(w.current() >= first + 30, "then event time goes on with the clock: {} after {first}", w.current());
+        // without the flag it stays at the latest row
+        let mut w = PartitionWatermarks::new(WatermarkConfig { advance_when_idle: false, ..cfg }, 1);
+        w.observe(0, Some(10_000));
+        w.advance();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(w.advance().is_none());
+        assert_eq!(w.current(), 9_900);
+    }
+
+    #[test]
     fn idle_partition_is_skipped() {
-        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(0), idle_timeout: Some(Duration::from_millis(0)) }, 2);
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(0), idle_timeout: Some(Duration::from_millis(0)), advance_when_idle: false }, 2);
         w.observe(0, Some(100));
         assert_eq!(w.advance(), Some(100));
     }

@@ -221,6 +221,7 @@ pub const KAFKA_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<StreamingAggregateRule, String> {
     let mut delay: Option<i64> = None;
     let mut idle: Option<std::time::Duration> = None;
+    let mut idle_named = false;
     let mut int_scales = HashMap::new();
     let props = spec.sources.iter().map(|s| &s.properties).chain(std::iter::once(&spec.options));
     for p in props {
@@ -229,6 +230,7 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
         }
         if let Some(d) = p.get_duration("idle_timeout").map_err(|e| e.to_string())? {
             idle = Some(idle.map_or(d, |x| x.min(d)));
+            idle_named = true;
         }
         if let (Some(col), Some(fmt)) = (p.get("event_time"), p.get("event_time.format")) {
             if fmt.eq_ignore_ascii_case("epoch_seconds") {
@@ -246,7 +248,9 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
     }
     let changes_every = spec.options.get_duration("emit.interval").map_err(|e| e.to_string())?.unwrap_or(std::time::Duration::from_millis(100));
     Ok(StreamingAggregateRule {
-        watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle },
+        // a named idle_timeout also lets event time go on with the clock once every source is
+        // quiet (Kafka's implicit one only stops idle consumers from holding the others back)
+        watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle, advance_when_idle: idle_named && delay.is_some() },
         emit: spec.statement.emit,
         changes_every,
         int_scales,

@@ -1,7 +1,8 @@
 //! `JOIN … ON … WITHIN INTERVAL 'n' UNIT` on bounded inputs: once both sides name their
 //! event-time column (`'orders.event_time' = 'ts'`), the clause becomes the join predicate
 //! `b.ts BETWEEN a.ts - n AND a.ts + n`, between the first relation of the FROM clause and each
-//! relation joined to it. Without event-time columns the clause is carried and reported.
+//! relation joined to it. A Kafka source that names no event-time column uses the message
+//! timestamp (`_timestamp`); any other source without one is an error that says which key to set.
 //!
 //! ```sql
 //! SELECT * FROM clicks c JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '30' MINUTES
@@ -70,20 +71,31 @@ pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String,
     let Some((left_name, left_q)) = relation_of(&from.relation) else {
         return Ok(vec!["WITHIN INTERVAL is carried but not applied: the first relation is not a named source".into()]);
     };
+    // the source's event-time column; a Kafka message's own timestamp when none is named
     let event_time = |name: &str| -> Option<(String, Option<String>)> {
         let rel = spec.source(name)?;
-        Some((rel.properties.get("event_time")?.to_string(), rel.properties.get("event_time.format").map(str::to_string)))
+        if let Some(col) = rel.properties.get("event_time") {
+            return Some((col.to_string(), rel.properties.get("event_time.format").map(str::to_string)));
+        }
+        let has_timestamp = schemas.get(name).is_some_and(|s| s.field_with_name("_timestamp").is_ok());
+        (rel.connector.kind == ferris_connectors::ConnectorKind::Kafka && has_timestamp).then(|| ("_timestamp".to_string(), None))
+    };
+    let missing = |name: &str| -> String {
+        let columns = schemas.get(name).map(|s| s.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        format!("'{name}.event_time' (one of its columns: {columns})")
     };
     let mut notes = Vec::new();
     let ms = within.interval.as_millis() as i64;
     for join in from.joins.iter_mut() {
         let Some((right_name, right_q)) = relation_of(&join.relation) else { continue };
-        let (Some((lcol, lfmt)), Some((rcol, rfmt))) = (event_time(&left_name), event_time(&right_name)) else {
-            notes.push(format!(
-                "WITHIN {} on the join of '{left_name}' and '{right_name}' is carried but not applied: set '{left_name}.event_time' and '{right_name}.event_time' to make it a time bound",
-                within.text
+        let (l, r) = (event_time(&left_name), event_time(&right_name));
+        let (Some((lcol, lfmt)), Some((rcol, rfmt))) = (l.clone(), r.clone()) else {
+            let unset: Vec<String> = [(l.is_none(), &left_name), (r.is_none(), &right_name)].into_iter().filter(|(m, _)| *m).map(|(_, n)| missing(n)).collect();
+            return Err(format!(
+                "WITHIN {} on the join of '{left_name}' and '{right_name}' bounds their event times, and no event-time column is named: set {}",
+                within.text,
+                unset.join(" and ")
             ));
-            continue;
         };
         let ltype = schemas.get(&left_name).and_then(|s| s.field_with_name(&lcol).ok().map(|f| f.data_type().clone()));
         let rtype = schemas.get(&right_name).and_then(|s| s.field_with_name(&rcol).ok().map(|f| f.data_type().clone()));

@@ -269,8 +269,16 @@ impl ExecutionPlan for WindowAggregateExec {
             let every = config.changes_every.max(std::time::Duration::from_millis(1));
             let mut streams: Vec<futures::stream::BoxStream<'static, Input>> =
                 streams.into_iter().map(|s| s.map(|(_, p, item)| Input::Item(p, item)).boxed()).collect();
-            if changes {
+            // an idle input lets event time go on with the clock: look at the watermark while
+            // nothing comes, so the last windows close
+            let idle_every = config
+                .watermark
+                .idle_timeout
+                .filter(|_| config.watermark.advance_when_idle)
+                .map(|t| t.clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(200)));
+            if changes || idle_every.is_some() {
                 // a timer, so changes come out even when the input goes quiet
+                let every = if changes { idle_every.map_or(every, |i| i.min(every)) } else { idle_every.unwrap_or(every) };
                 let ticks = futures::stream::unfold((), move |_| async move {
                     tokio::time::sleep(every).await;
                     Some((Input::Tick, ()))
@@ -298,7 +306,7 @@ impl ExecutionPlan for WindowAggregateExec {
                     Input::Item(p, Ok(InputItem::Barrier(b))) => (op.advance()?, align.barrier((0, p), b)),
                     Input::Item(_, Err(e)) => return Err(e),
                     Input::Tick => {
-                        let mut rows = op.tick()?;
+                        let mut rows = if changes { op.tick()? } else { Vec::new() };
                         rows.extend(op.advance()?);
                         (rows, None)
                     }
