@@ -7,7 +7,7 @@ clients a user would reach for, on the same table of the same server (the projec
 
 1. Source: a table of `--rows` rows (bigint, int, numeric(12,2), text, timestamptz) read whole
    into Arrow and thrown away (`INTO blackhole`). Peers: ADBC's PostgreSQL driver
-   (`fetch_arrow_table`, binary COPY decoded into Arrow in C++), and psycopg's binary
+   (`fetch_arrow_table`, binary COPY decoded into Arrow in C++; it reads numeric as text), and psycopg's binary
    `COPY … TO STDOUT` into Python rows, then `pyarrow.Table.from_pylist`.
 2. Sink: the same rows from a Parquet file into a new table, `insert` and `upsert` (on the
    id). Peers: psycopg's binary `COPY … FROM STDIN` (`write_row`), psycopg `executemany` of an
@@ -59,7 +59,7 @@ def setup(rows):
         c.execute("DROP TABLE IF EXISTS bench_src")
         c.execute("CREATE TABLE bench_src (id bigint PRIMARY KEY, customer int, amount numeric(12,2), name text, ts timestamptz)")
         c.execute(
-            "INSERT INTO bench_src SELECT i, i % 1000, (i % 100000) / 100.0, 'customer-' || (i % 1000), "
+            "INSERT INTO bench_src SELECT i, i %% 1000, (i %% 100000) / 100.0, 'customer-' || (i %% 1000), "
             "timestamptz '2024-01-01' + i * interval '1 second' FROM generate_series(1, %s) i",
             (rows,),
         )
@@ -107,6 +107,9 @@ def sink_bench(binary, rows, tmp):
     with adbc.connect(URL) as c, c.cursor() as cur:
         cur.execute("SELECT * FROM bench_src")
         table = cur.fetch_arrow_table()
+    # ADBC reads numeric as text: the rows as FerrisStreams reads them, Decimal128(12, 2)
+    i = table.schema.get_field_index("amount")
+    table = table.set_column(i, "amount", table.column("amount").cast(pa.decimal128(12, 2)))
     parquet = os.path.join(tmp, "rows.parquet")
     pq.write_table(table, parquet)
 

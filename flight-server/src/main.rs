@@ -234,10 +234,12 @@ fn init_logging(level: Option<&str>, log_file: Option<&Path>) -> Result<(), Stri
     use tracing_subscriber::fmt::writer::MakeWriterExt;
     let ours = match level.map(|l| l.trim().to_ascii_lowercase()) {
         None => "info".to_string(),
+        Some(l) if l == "warning" => "warn".to_string(),
         Some(l) if ["error", "warn", "info", "debug", "trace", "off"].contains(&l.as_str()) => l,
         Some(_) => return Err(format!("profile setting 'log_level' must be one of ERROR, WARN, INFO, DEBUG, TRACE, got '{}'", level.unwrap_or_default())),
     };
-    let default = format!("warn,ferris_engine={ours},ferris_connectors={ours},ferris_sql={ours}");
+    // the monitoring lines (`monitoring_enabled`) whatever the level
+    let default = format!("warn,ferris_engine={ours},ferris_connectors={ours},ferris_sql={ours},ferris_monitor=info");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match log_file {
@@ -291,6 +293,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `ferris-sql serv`: a mistyped command, not a SQL file
+    if let (None, Some(f)) = (&cli.command, &file) {
+        if !f.exists() {
+            eprintln!("error: '{}' is neither a SQL file nor a command (commands: run, explain, serve, deploy, jobs; see --help)", f.display());
+            return ExitCode::from(2);
+        }
+    }
     // nothing named to run: the profile's sql_file (relative to the config file)
     if cli.command.is_none() && file.is_none() && sql.is_none() {
         match (setup.settings.get("sql_file"), &setup.config_file) {

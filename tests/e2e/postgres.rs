@@ -63,6 +63,15 @@ fn parts() -> (String, String, String) {
     (user.to_string(), password.to_string(), hostpath.to_string())
 }
 
+/// Writes `sql` to `dir/job.sql`, starts it, and waits until its sinks are created.
+fn launch(dir: &Path, sql: &str) -> std::process::Child {
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let before = sinks_created(dir);
+    let child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    child
+}
+
 /// A window's start as epoch milliseconds, as the batch answer computes it.
 const EPOCH_MS: &str = "(extract(epoch from window_start) * 1000)::bigint";
 
@@ -139,10 +148,7 @@ fn a_lookup_table_updated_mid_run_is_seen_by_later_rows() {
         orders.display(),
         conn("customers")
     );
-    std::fs::write(dir.join("job.sql"), sql).unwrap();
-    let before = sinks_created(dir);
-    let mut child = start(dir, "job.sql", &[]);
-    settle(dir, before);
+    let mut child = launch(dir, &sql);
     let out = dir.join("out.jsonl");
     // customer 5 is inactive: 10 of the 100 orders find no row
     wait_for("the first 90 rows", 30, || lines_in(&out) >= 90);
@@ -183,19 +189,14 @@ fn an_incremental_source_polls_and_resumes_where_it_stopped() {
          'checkpoint.interval' = '200ms', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
         conn("events")
     );
-    std::fs::write(dir.join("job.sql"), sql).unwrap();
     let out = dir.join("out.jsonl");
-    let before = sinks_created(dir);
-    let mut child = start(dir, "job.sql", &[]);
-    settle(dir, before);
+    let mut child = launch(dir, &sql);
     wait_for("100 rows", 30, || lines_in(&out) >= 100);
     exec(&format!("INSERT INTO {t} (v) SELECT 'b' || i FROM generate_series(1, 50) i"));
     wait_for("150 rows", 30, || lines_in(&out) >= 150);
     interrupt(&mut child, dir);
     exec(&format!("INSERT INTO {t} (v) SELECT 'c' || i FROM generate_series(1, 30) i"));
-    let before = sinks_created(dir);
-    let mut child = start(dir, "job.sql", &[]);
-    settle(dir, before);
+    let mut child = launch(dir, &sql);
     wait_for("180 rows", 30, || lines_in(&out) >= 180);
     std::thread::sleep(Duration::from_millis(500));
     interrupt(&mut child, dir);
@@ -299,10 +300,7 @@ fn the_sink_reconnects_when_the_server_drops_its_connection() {
         input.display(),
         conn("db")
     );
-    std::fs::write(dir.join("job.sql"), sql).unwrap();
-    let before = sinks_created(dir);
-    let mut child = start(dir, "job.sql", &[]);
-    settle(dir, before);
+    let mut child = launch(dir, &sql);
     let count = format!("SELECT count(*) AS c FROM {t}");
     wait_for("50 rows in the table", 30, || rows(&count) == vec![r#"{"c":50}"#.to_string()]);
     pg(&["kill-connections"]);
@@ -403,10 +401,7 @@ fn a_transactional_sink_commits_empty_checkpoints_and_odd_column_names() {
         input.display(),
         conn("db")
     );
-    std::fs::write(dir.join("job.sql"), sql).unwrap();
-    let before = sinks_created(dir);
-    let mut child = start(dir, "job.sql", &[]);
-    settle(dir, before);
+    let mut child = launch(dir, &sql);
     // several empty checkpoints commit
     std::thread::sleep(Duration::from_millis(800));
     std::fs::write(&input, (0..30).map(|i| format!("{{\"id\":{i},\"amount\":{i}.5}}\n")).collect::<String>()).unwrap();

@@ -115,33 +115,51 @@ fn wait_for_columns(props: &Properties, pattern: &str, format: FileFormat) -> Re
     let wait = props.get_duration("schema.inference.timeout")?.unwrap_or(Duration::from_secs(10));
     let until = std::time::Instant::now() + wait;
     let key = props.full_key("path");
-    let attempt = || -> Result<Option<(Vec<PathBuf>, SchemaRef)>> {
+    // Ok(None): nothing yet (no file, an empty one, or a first line still being written);
+    // the error kept is the last one seen, reported if the wait ends without columns
+    let attempt = |last: &mut Option<ConnectorError>| -> Option<(Vec<PathBuf>, SchemaRef)> {
         let files = match expand_glob(pattern, &key) {
             Ok(f) => f,
-            Err(ConnectorError::NoFiles { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => {
+                *last = Some(e);
+                return None;
+            }
         };
-        let schema = infer_schema(&files, format, pattern)?;
-        Ok((!schema.fields().is_empty()).then_some((files, schema)))
+        match infer_schema(&files, format, pattern) {
+            Ok(schema) if !schema.fields().is_empty() => Some((files, schema)),
+            Ok(_) => {
+                *last = None;
+                None
+            }
+            Err(e) => {
+                *last = Some(e);
+                None
+            }
+        }
     };
-    if let Some(found) = attempt()? {
+    let mut last = None;
+    if let Some(found) = attempt(&mut last) {
         return Ok(found);
     }
-    tracing::info!(source = %props.owner(), "'{pattern}' is empty: waiting up to {wait:?} for lines to infer its columns from (or set '{}')", props.full_key("schema"));
+    tracing::info!(source = %props.owner(), "'{pattern}' is empty or missing: waiting up to {wait:?} for lines to infer its columns from (or set '{}')", props.full_key("schema"));
     crate::runtime::on_own_runtime("file", async {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Some(found) = attempt()? {
+            if let Some(found) = attempt(&mut last) {
                 return Ok(found);
             }
             if std::time::Instant::now() >= until {
-                return Err(ConnectorError::invalid(
-                    props.full_key("schema"),
-                    format!(
-                        "'{pattern}' had no lines to infer the columns from within {wait:?} ('{}'); give them (`id BIGINT, amount DOUBLE`)",
-                        props.full_key("schema.inference.timeout")
+                return Err(match last.take() {
+                    // the path never matched, or the data never parsed: that is the error
+                    Some(e) => e,
+                    None => ConnectorError::invalid(
+                        props.full_key("schema"),
+                        format!(
+                            "'{pattern}' had no lines to infer the columns from within {wait:?} ('{}'); give them (`id BIGINT, amount DOUBLE`)",
+                            props.full_key("schema.inference.timeout")
+                        ),
                     ),
-                ));
+                });
             }
         }
     })

@@ -42,7 +42,7 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new("connection.username", "The role to connect as (else the URL's user).").default("the URL's"),
     KeyDoc::new("connection.password", "Its password (else the URL's).").secret(),
     KeyDoc::new("connection.timeout", "How long connecting may take before it is an error.").default("10s"),
-    KeyDoc::new("connection.pool.max_size", "Connections the connector may open at once (the source reads one query on one).").default("1"),
+    KeyDoc::new("connection.pool.max_size", "").unused("each source and sink works on one connection (a table is read by one query)", &["1"]),
     KeyDoc::new("table", "The table (`schema.table` allowed): read whole by the source unless `query` is set; written by the sink."),
 ];
 
@@ -94,8 +94,6 @@ pub struct Connection {
     config: Config,
     /// `host:port/db`, for messages (never the password).
     pub display: String,
-    /// Connections allowed at once.
-    pub pool: usize,
 }
 
 impl std::fmt::Debug for Connection {
@@ -142,8 +140,7 @@ impl Connection {
             .unwrap_or_else(|| "localhost".into());
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let display = format!("{host}:{port}/{}", config.get_dbname().unwrap_or(config.get_user().unwrap_or("")));
-        let pool = props.get_usize("connection.pool.max_size")?.unwrap_or(1).max(1);
-        Ok(Self { config, display, pool })
+        Ok(Self { config, display })
     }
 
     /// Opens a connection; its I/O runs on a task of the current runtime.

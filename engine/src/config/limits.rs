@@ -81,7 +81,8 @@ impl Limits {
             }
         }
         if let Some(n) = self.batch_size {
-            if !options.contains("batch.size") && !options.contains("batch_size") && !options.contains("max_batch_size") {
+            let sized = ["batch.size", "batch_size", "max_batch_size", "batch.max_size"].iter().any(|k| options.contains(k));
+            if !sized {
                 options.insert_with_origin("batch.size", n.to_string(), "the profile's batch_size");
             }
         }

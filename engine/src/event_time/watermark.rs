@@ -48,6 +48,9 @@ impl WatermarkConfig {
 struct PartitionState {
     max_time: Option<i64>,
     last_seen: Instant,
+    /// It has delivered rows since the operator started (a restored `max_time` alone does not
+    /// count: the backlog after a restart may still be on its way).
+    spoke: bool,
     finished: bool,
     /// How far the partition's own sources have got (each Kafka partition of a reader), when
     /// they track it: its watermark never passes that.
@@ -71,13 +74,21 @@ pub struct PartitionWatermarks {
     config: WatermarkConfig,
     partitions: Vec<PartitionState>,
     current: i64,
+    /// The operator was last busy (handing rows on) until then: time it spent blocked is not
+    /// quiet time of its inputs.
+    busy_until: Instant,
 }
 
 impl PartitionWatermarks {
     /// A tracker for `n` input partitions, starting at the beginning of time.
     pub fn new(config: WatermarkConfig, n: usize) -> Self {
         let now = Instant::now();
-        Self { config, partitions: vec![PartitionState { max_time: None, last_seen: now, finished: false, cap: None }; n.max(1)], current: i64::MIN }
+        Self {
+            config,
+            partitions: vec![PartitionState { max_time: None, last_seen: now, spoke: false, finished: false, cap: None }; n.max(1)],
+            current: i64::MIN,
+            busy_until: now,
+        }
     }
 
     /// The current watermark, in epoch milliseconds: no row older than this is expected.
@@ -99,6 +110,7 @@ impl PartitionWatermarks {
     pub fn observe(&mut self, p: usize, max_time: Option<i64>) {
         if let Some(state) = self.partitions.get_mut(p) {
             state.last_seen = Instant::now();
+            state.spoke = true;
             if let Some(t) = max_time {
                 state.max_time = Some(state.max_time.map_or(t, |m| m.max(t)));
             }
@@ -111,6 +123,12 @@ impl PartitionWatermarks {
         if let Some(state) = self.partitions.get_mut(p) {
             state.cap = frontier;
         }
+    }
+
+    /// The operator has just finished handing rows on (it may have waited for the operator or
+    /// sink after it): its inputs' quiet time counts from now, not from their last row.
+    pub fn note_busy(&mut self) {
+        self.busy_until = Instant::now();
     }
 
     /// Partition `p` has no more rows.
@@ -178,8 +196,12 @@ impl PartitionWatermarks {
                 // (advance_when_idle) event time goes on with the wall clock since the last row
                 let live = || self.partitions.iter().filter(|p| !p.finished);
                 let latest = live().filter_map(PartitionState::effective_max).max().map_or(i64::MIN, |m| m.saturating_sub(delay));
-                let quiet_ms = live().map(|p| now.duration_since(p.last_seen)).min().map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
-                if self.config.advance_when_idle && latest > i64::MIN {
+                let since = |p: &PartitionState| now.duration_since(p.last_seen.max(self.busy_until));
+                let quiet_ms = live().map(since).min().map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+                // only once every partition has spoken since the start (after a restore the
+                // backlog may still be coming) and none of them holds its sources back
+                let may_run_on = live().all(|p| p.spoke && p.cap != Some(ferris_connectors::Frontier::Holding));
+                if self.config.advance_when_idle && may_run_on && latest > i64::MIN {
                     latest.saturating_add(quiet_ms)
                 } else {
                     latest

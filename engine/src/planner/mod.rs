@@ -222,10 +222,12 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
     let mut delay: Option<i64> = None;
     let mut idle: Option<std::time::Duration> = None;
     let mut idle_named = false;
+    let mut delay_named = false;
     let mut int_scales = HashMap::new();
     let props = spec.sources.iter().map(|s| &s.properties).chain(std::iter::once(&spec.options));
     for p in props {
         if let Some(d) = p.get_duration("watermark.delay").map_err(|e| e.to_string())? {
+            delay_named = true;
             delay = Some(delay.unwrap_or(0).max(d.as_millis() as i64));
         }
         if let Some(d) = p.get_duration("idle_timeout").map_err(|e| e.to_string())? {
@@ -250,7 +252,8 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
     Ok(StreamingAggregateRule {
         // a named idle_timeout also lets event time go on with the clock once every source is
         // quiet (Kafka's implicit one only stops idle consumers from holding the others back)
-        watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle, advance_when_idle: idle_named && delay.is_some() },
+        // (a stream with an explicit delay only: a bounded job's windows close at its end)
+        watermark: WatermarkConfig { delay_ms: delay, idle_timeout: idle, advance_when_idle: idle_named && delay_named && unbounded },
         emit: spec.statement.emit,
         changes_every,
         int_scales,

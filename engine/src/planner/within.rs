@@ -89,6 +89,14 @@ pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String,
     for join in from.joins.iter_mut() {
         let Some((right_name, right_q)) = relation_of(&join.relation) else { continue };
         let (l, r) = (event_time(&left_name), event_time(&right_name));
+        // a relation that is not a source (a CTE, a view): no key can name its time
+        if spec.source(&left_name).is_none() || spec.source(&right_name).is_none() {
+            notes.push(format!(
+                "WITHIN {} on the join of '{left_name}' and '{right_name}' is carried but not applied: only sources have event-time columns",
+                within.text
+            ));
+            continue;
+        }
         let (Some((lcol, lfmt)), Some((rcol, rfmt))) = (l.clone(), r.clone()) else {
             let unset: Vec<String> = [(l.is_none(), &left_name), (r.is_none(), &right_name)].into_iter().filter(|(m, _)| *m).map(|(_, n)| missing(n)).collect();
             return Err(format!(
@@ -107,7 +115,20 @@ pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String,
         let predicate = match (lscale, rscale) {
             (Some(ls), Some(rs)) => format!("{r} * {rs} BETWEEN {l} * {ls} - {ms} AND {l} * {ls} + {ms}"),
             (None, None) => format!("{r} BETWEEN {l} - INTERVAL '{ms} milliseconds' AND {l} + INTERVAL '{ms} milliseconds'"),
-            _ => return Err(format!("event-time columns '{left_name}.{lcol}' ({ltype}) and '{right_name}.{rcol}' ({rtype}) are not comparable")),
+            _ => {
+                let why = |name: &str, col: &str| {
+                    if col == "_timestamp" && spec.source(name).is_some_and(|s| !s.properties.contains("event_time")) {
+                        format!(" ('{name}._timestamp' is the Kafka message timestamp, used because '{name}.event_time' is not set)")
+                    } else {
+                        String::new()
+                    }
+                };
+                return Err(format!(
+                    "event-time columns '{left_name}.{lcol}' ({ltype}) and '{right_name}.{rcol}' ({rtype}) are not comparable{}{}",
+                    why(&left_name, &lcol),
+                    why(&right_name, &rcol)
+                ));
+            }
         };
         let dialect = FerrisDialect::default();
         let expr =

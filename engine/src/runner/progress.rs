@@ -58,7 +58,8 @@ impl Progress {
                 let bad: u64 = sources.iter().map(|m| m.errors()).sum();
                 let out = rows_out.load(Ordering::Relaxed);
                 let rate = rows_in.saturating_sub(last_in) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
-                tracing::info!(job = %job, rows_in, rows_out = out, malformed = bad, "job '{job}': {rows_in} rows in, {out} rows out, {rate:.0} rows/s");
+                // its own target: shown whatever the profile's log_level (monitoring asked for it)
+                tracing::info!(target: "ferris_monitor", job = %job, rows_in, rows_out = out, malformed = bad, "job '{job}': {rows_in} rows in, {out} rows out, {rate:.0} rows/s");
                 (last_in, last_at) = (rows_in, Instant::now());
             }
         });

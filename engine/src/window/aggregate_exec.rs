@@ -311,8 +311,12 @@ impl ExecutionPlan for WindowAggregateExec {
                         (rows, None)
                     }
                 };
+                let handed_on = !rows.is_empty();
                 if !out.batches(rows).await {
                     return Ok(());
+                }
+                if handed_on {
+                    op.watermarks.note_busy();
                 }
                 if let Some(b) = barrier {
                     // pending changes go out before the barrier, so the state holds none
