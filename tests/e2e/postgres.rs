@@ -414,3 +414,30 @@ fn a_transactional_sink_commits_empty_checkpoints_and_odd_column_names() {
     let got = rows(&format!("SELECT id, \"src.amount * Int64(2)\" AS v, \"a.b\" AS ab FROM {t}"));
     assert_same_rows("rows after empty checkpoints", &got, &canonical_lines(&want.join("\n")));
 }
+
+/// An existing table whose columns are not the query's types (integer for BIGINT, numeric for
+/// DOUBLE, varchar for text): rows go through the staging table and are cast on the way in;
+/// a table with exactly the query's types takes them by COPY straight in. Both hold every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_into_existing_tables_of_other_and_same_types() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (other, same) = (unique("cast_in"), unique("copy_in"));
+    exec(&format!(
+        "CREATE TABLE {other} (order_id integer, amount numeric(12,2), status varchar(20), note text DEFAULT 'kept'); \
+         CREATE TABLE {same} (order_id bigint, amount double precision, status text)"
+    ));
+    let file = crate::common::data("orders.jsonl");
+    for t in [&other, &same] {
+        let sql = format!(
+            "CREATE STREAM s AS SELECT order_id, amount, status FROM orders INTO db WITH ('orders.type' = 'file_source', 'orders.path' = '{file}', \
+             'orders.batch.size' = '50', 'db.type' = 'database_sink', {}, 'db.table' = '{t}', 'db.create_table' = 'false');",
+            conn("db")
+        );
+        assert_ok(&run_sql(tmp.path(), &sql));
+    }
+    let want = batch_rows(&batch_context(tmp.path()).await, "SELECT order_id, amount, status FROM orders").await;
+    assert_eq!(want.len(), 240);
+    assert_same_rows("copied straight in", &rows(&format!("SELECT order_id, amount, status FROM {same}")), &want);
+    assert_same_rows("cast through staging", &rows(&format!("SELECT order_id, amount::float8 AS amount, status FROM {other}")), &want);
+    assert_eq!(rows(&format!("SELECT DISTINCT note FROM {other}")), vec![r#"{"note":"kept"}"#.to_string()]);
+}

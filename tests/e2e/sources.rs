@@ -221,3 +221,20 @@ fn an_empty_file_waits_for_lines_or_asks_for_a_schema() {
     assert_ne!(run.status, 0);
     assert!(run.stderr.contains("'pay.schema'") && run.stderr.contains("is empty"), "{}", run.stderr);
 }
+
+/// The predecessor's `file_source_mmap` type runs as `file_source`: the same rows.
+#[test]
+fn the_predecessors_mmap_file_source_is_the_file_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sql = |t: &str, out: &str| {
+        format!(
+            "CREATE STREAM s_{out} AS SELECT order_id, amount FROM orders WHERE amount > 500 INTO {out} WITH ('orders.type' = '{t}', 'orders.path' = '{}', \
+             '{out}.type' = 'file_sink', '{out}.path' = '{out}.jsonl');",
+            data("orders.jsonl")
+        )
+    };
+    assert_ok(&run_sql(tmp.path(), &(sql("file_source_mmap", "a") + &sql("file_source", "b"))));
+    let a = file_rows(&tmp.path().join("a.jsonl"));
+    assert!(!a.is_empty());
+    assert_eq!(a, file_rows(&tmp.path().join("b.jsonl")));
+}

@@ -75,6 +75,9 @@ pub struct PostgresSink {
     layout: std::sync::OnceLock<Layout>,
     client: Option<Client>,
     temp_stage_ready: bool,
+    /// `insert` into a table whose columns have exactly the types the rows are encoded with:
+    /// each batch is one binary `COPY` straight into it (no staging), set by the schema check.
+    direct: std::sync::atomic::AtomicBool,
     /// Rows of the checkpoint in progress (transactional).
     pending: Vec<RecordBatch>,
     closed: bool,
@@ -121,6 +124,7 @@ impl PostgresSink {
             layout: std::sync::OnceLock::new(),
             client: None,
             temp_stage_ready: false,
+            direct: std::sync::atomic::AtomicBool::new(false),
             pending: Vec::new(),
             closed: false,
         })
@@ -228,8 +232,9 @@ impl PostgresSink {
         self.client.as_ref().ok_or_else(|| ConnectorError::Other("postgres: no connection".into()))
     }
 
-    /// Encodes `batches` as one binary `COPY` into the staging table, tagged `epoch`.
-    fn encode(layout: &Layout, batches: &[RecordBatch], epoch: i64) -> Result<Bytes> {
+    /// Encodes `batches` as one binary `COPY`: into the staging table tagged `epoch`, or (no
+    /// epoch) straight into the table.
+    fn encode(layout: &Layout, batches: &[RecordBatch], epoch: Option<i64>) -> Result<Bytes> {
         let mut out = BytesMut::new();
         CopyEncoder::header(&mut out);
         for b in batches {
@@ -239,7 +244,7 @@ impl PostgresSink {
                     cols.push(std::sync::Arc::clone(c));
                 }
             }
-            CopyEncoder::rows(&mut out, &cols, &[epoch]).map_err(ConnectorError::Other)?;
+            CopyEncoder::rows(&mut out, &cols, epoch.as_slice()).map_err(ConnectorError::Other)?;
         }
         CopyEncoder::trailer(&mut out);
         Ok(out.freeze())
@@ -285,7 +290,10 @@ impl PostgresSink {
     /// Moves one batch into the table in one transaction (no checkpoints, or at least once).
     async fn write_now(&mut self, batch: &RecordBatch) -> Result<()> {
         let layout = self.layout()?.clone();
-        let data = Self::encode(&layout, std::slice::from_ref(batch), 0)?;
+        if self.direct.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.copy_straight_in(&layout, batch).await;
+        }
+        let data = Self::encode(&layout, std::slice::from_ref(batch), Some(0))?;
         let stage = "\"_ferris_stage\"".to_string();
         let (ddl, copy, apply) = (self.stage_ddl(&layout, &stage, true), Self::copy_sql(&layout, &stage), self.apply_sql(&layout, &stage, None));
         self.with_retry("writing a batch", move |s| {
@@ -313,6 +321,28 @@ impl PostgresSink {
                     }
                     Err(e) => Err(failed(s, e)),
                 }
+            })
+        })
+        .await
+    }
+
+    /// One batch as one binary `COPY` into the table (a statement: all of it or none).
+    async fn copy_straight_in(&mut self, layout: &Layout, batch: &RecordBatch) -> Result<()> {
+        let data = Self::encode(layout, std::slice::from_ref(batch), None)?;
+        let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
+        let copy = format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.quoted_table());
+        self.with_retry("writing a batch", move |s| {
+            let (copy, data) = (copy.clone(), data.clone());
+            Box::pin(async move {
+                let Some(client) = s.client.as_mut() else { return Err(Attempt::NoClient) };
+                let res: std::result::Result<u64, tokio_postgres::Error> = async {
+                    let sink = client.copy_in::<_, Bytes>(copy.as_str()).await?;
+                    futures::pin_mut!(sink);
+                    sink.send(data).await?;
+                    sink.finish().await
+                }
+                .await;
+                res.map(|_| ()).map_err(|e| failed(s, e))
             })
         })
         .await
@@ -361,6 +391,30 @@ impl PostgresSink {
     }
 }
 
+/// True when a column of PostgreSQL type `ty` takes the binary values written for a column
+/// created as `ddl` (from [`ddl_type`]): the same type (any `numeric` typmod; `varchar` for
+/// `text`).
+fn same_type(ty: &tokio_postgres::types::Type, ddl: &str) -> bool {
+    use tokio_postgres::types::Type;
+    let want = match ddl {
+        "boolean" => Type::BOOL,
+        "smallint" => Type::INT2,
+        "integer" => Type::INT4,
+        "bigint" => Type::INT8,
+        "real" => Type::FLOAT4,
+        "double precision" => Type::FLOAT8,
+        "text" => return *ty == Type::TEXT || *ty == Type::VARCHAR,
+        "bytea" => Type::BYTEA,
+        "date" => Type::DATE,
+        "timestamp" => Type::TIMESTAMP,
+        "timestamptz" => Type::TIMESTAMPTZ,
+        "time" => Type::TIME,
+        d if d.starts_with("numeric") => Type::NUMERIC,
+        _ => return false,
+    };
+    *ty == want
+}
+
 /// Why one attempt of a unit of work failed.
 enum Attempt {
     /// The database said no, or the connection broke (`true`: retry on a new connection).
@@ -391,7 +445,10 @@ impl Sink for PostgresSink {
         if let Mode::Upsert { keys } = &self.mode {
             probe.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.iter().map(|k| quote_column(k)).collect::<Vec<_>>().join(", ")));
         }
-        on_own_runtime("postgres", async move {
+        // insert mode: the table's own column types, to copy straight in when they are the rows'
+        let columns_sql = (self.mode == Mode::Insert).then(|| format!("SELECT {cols} FROM {} LIMIT 0", self.quoted_table()));
+        let wanted: Vec<String> = layout.stage_columns.iter().filter(|(n, _)| layout.columns.contains(n)).map(|(_, t)| t.clone()).collect();
+        let direct = on_own_runtime("postgres", async move {
             let client = conn.connect().await?;
             if let Some(ddl) = create {
                 client.batch_execute(&ddl).await.map_err(|e| conn.error(&format!("cannot create table '{table}'"), &e))?;
@@ -399,8 +456,12 @@ impl Sink for PostgresSink {
             // checks, without writing, that the table has these columns with types the rows
             // can be assigned to (and, for upsert, a unique key on primary_key)
             client.prepare(&probe).await.map_err(|e| conn.error(&format!("table '{table}' cannot take the query's rows"), &e))?;
-            Ok(())
-        })
+            let Some(sql) = columns_sql else { return Ok(false) };
+            let stmt = client.prepare(&sql).await.map_err(|e| conn.error(&format!("reading the columns of '{table}'"), &e))?;
+            Ok(stmt.columns().len() == wanted.len() && stmt.columns().iter().zip(&wanted).all(|(c, w)| same_type(c.type_(), w)))
+        })?;
+        self.direct.store(direct, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -450,7 +511,7 @@ impl Sink for PostgresSink {
         let layout = self.layout()?.clone();
         let stage = self.stage_table();
         let epoch = i64::try_from(checkpoint).map_err(|_| ConnectorError::Other("checkpoint id out of range".into()))?;
-        let data = Self::encode(&layout, &self.pending, epoch)?;
+        let data = Self::encode(&layout, &self.pending, Some(epoch))?;
         let (ddl, copy) = (self.stage_ddl(&layout, &stage, false), Self::copy_sql(&layout, &stage));
         self.with_retry("staging a checkpoint", move |s| {
             let (ddl, copy, data, stage) = (ddl.clone(), copy.clone(), data.clone(), stage.clone());
