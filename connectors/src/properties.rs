@@ -23,13 +23,14 @@ pub fn is_secret_key(key: &str) -> bool {
 /// The text shown in place of a secret value.
 pub const MASK: &str = "****";
 
-/// `value` with the credentials a URL may carry masked: the password of
-/// `postgresql://user:password@host/db` and `password=…` parameters.
+/// `value` (a property value, or a client library's error text quoting one) with the
+/// credentials it may carry masked: the password of `postgresql://user:password@host/db` and
+/// `password=…` / `password: …` parameters.
 pub fn mask_credentials(value: &str) -> String {
     static USERINFO: std::sync::LazyLock<Option<regex::Regex>> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@").ok());
-    static PARAM: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)([?&;]password=)[^&;\s]*").ok());
-    if !value.contains("://") && !value.to_ascii_lowercase().contains("password=") {
+    static PARAM: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)(\bpassword\s*[=:]\s*)[^&;\s@]+").ok());
+    if !value.contains("://") && !value.to_ascii_lowercase().contains("password") {
         return value.to_string();
     }
     let mut out = value.to_string();

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::common::{assert_ok, data, file_rows, Run};
+use crate::common::{assert_ok, canonical_lines, data, file_rows, Run};
 
 fn ferris(dir: &std::path::Path, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
@@ -20,6 +20,18 @@ fn ferris(dir: &std::path::Path, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// What `job` writes: the orders over 1000, read from the sample file itself.
+fn big_orders() -> Vec<String> {
+    let text = std::fs::read_to_string(data("orders.jsonl")).unwrap();
+    let rows: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["amount"].as_f64().unwrap() > 1000.0)
+        .map(|v| serde_json::json!({ "order_id": v["order_id"], "amount": v["amount"] }).to_string())
+        .collect();
+    canonical_lines(&rows.join("\n"))
 }
 
 fn job(out: &str) -> String {
@@ -38,7 +50,7 @@ fn the_guides_forms_run_without_a_command() {
     let run = ferris(dir, &["--sql", &job("a.jsonl")]);
     assert_ok(&run);
     let a = file_rows(&dir.join("a.jsonl"));
-    assert!(!a.is_empty());
+    assert_eq!(a, big_orders());
     // a file, no command
     std::fs::write(dir.join("job.sql"), job("b.jsonl")).unwrap();
     assert_ok(&ferris(dir, &["job.sql"]));
@@ -84,7 +96,7 @@ fn profile_settings_configure_the_run() {
     std::fs::remove_file(dir.join("out.jsonl")).unwrap();
     let run = ferris(dir, &["--config", "configs/app.yaml", "--profile", "production"]);
     assert_ok(&run);
-    assert!(!file_rows(&dir.join("out.jsonl")).is_empty());
+    assert_eq!(file_rows(&dir.join("out.jsonl")), big_orders());
     // log_file gets what the level lets through; DEBUG (development) lets the guide's lines through
     std::fs::remove_file(dir.join("out.jsonl")).unwrap();
     let run = ferris(dir, &["--config", "configs/app.yaml", "--log-file", "dev.log"]);

@@ -31,7 +31,7 @@ pub use source::PostgresSource;
 use crate::connector::{ConnectorSpec, KeyDoc, RoleSpec, SinkContext, SourceContext};
 use crate::connector_type::ConnectorKind;
 use crate::error::{ConnectorError, Result};
-use crate::properties::Properties;
+use crate::properties::{mask_credentials, Properties};
 use crate::sink::Sink;
 use crate::source::Source;
 
@@ -117,7 +117,7 @@ impl Connection {
         }
         // a JDBC URL's user/password parameters are libpq's too; tokio-postgres reads both
         let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            ConnectorError::invalid(props.full_key(key), format!("not a PostgreSQL URL: {}", without_secrets(&e.to_string())))
+            ConnectorError::invalid(props.full_key(key), format!("not a PostgreSQL URL: {}", mask_credentials(&e.to_string())))
         })?;
         if let Some(user) = props.get("connection.username").or_else(|| props.get("username")) {
             config.user(user);
@@ -149,7 +149,7 @@ impl Connection {
         let db = self.display.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::warn!(database = %db, "postgres connection closed: {}", without_secrets(&e.to_string()));
+                tracing::warn!(database = %db, "postgres connection closed: {}", mask_credentials(&e.to_string()));
             }
         });
         Ok(client)
@@ -173,10 +173,10 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
             s
         }
         None => {
-            let mut s = without_secrets(&e.to_string());
+            let mut s = mask_credentials(&e.to_string());
             let mut src = std::error::Error::source(e);
             while let Some(inner) = src {
-                let t = without_secrets(&inner.to_string());
+                let t = mask_credentials(&inner.to_string());
                 if !s.contains(&t) {
                     s.push_str(&format!(": {t}"));
                 }
@@ -197,14 +197,6 @@ pub fn is_connection_error(e: &tokio_postgres::Error, client: &Client) -> bool {
         Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
         None => e.as_db_error().is_none(),
     }
-}
-
-/// Removes `password=…` pairs from a message (URL parse errors quote the URL's options).
-fn without_secrets(s: &str) -> String {
-    let re = regex::Regex::new(r"(?i)(password[=:]\s*)[^\s&@]+").map(|r| r.replace_all(s, "${1}****").into_owned());
-    let s = re.unwrap_or_else(|_| s.to_string());
-    // postgresql://user:pw@host
-    regex::Regex::new(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@").map(|r| r.replace_all(&s, "${1}****@").into_owned()).unwrap_or(s)
 }
 
 /// A table name as a PostgreSQL identifier: `schema.table` quotes each part (a part already
@@ -252,7 +244,7 @@ mod tests {
         assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("'w.connection.url'"));
         let p = Properties::from_pairs("w", [("connection.url", "postgresql://h/db")]);
         assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("w.connection.username"));
-        assert_eq!(without_secrets("bad url postgresql://u:s3cret@h/db password=abc"), "bad url postgresql://u:****@h/db password=****");
+        assert_eq!(mask_credentials("bad url postgresql://u:s3cret@h/db password=abc"), "bad url postgresql://u:****@h/db password=****");
         assert_eq!(quote_ident("reference_data.instruments"), "\"reference_data\".\"instruments\"");
         assert_eq!(quote_column("sum(o.qty)"), "\"sum(o.qty)\"");
         assert_eq!(quote_column("say \"hi\""), "\"say \"\"hi\"\"\"");
