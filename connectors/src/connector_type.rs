@@ -44,7 +44,7 @@ pub enum ConnectorKind {
     Redis,
     /// MongoDB.
     MongoDb,
-    /// An HTTP endpoint (sink only).
+    /// An HTTP endpoint: webhooks and APIs written to, JSON APIs polled.
     Http,
     /// Standard output (sink only).
     Stdout,
@@ -91,7 +91,7 @@ impl ConnectorKind {
 
     /// Whether this kind can be read from.
     pub fn can_source(self) -> bool {
-        !matches!(self, Self::Iceberg | Self::Http | Self::Stdout | Self::Blackhole | Self::Flight)
+        !matches!(self, Self::Iceberg | Self::Stdout | Self::Blackhole | Self::Flight)
     }
 
     fn from_plain(s: &str) -> Option<Self> {
@@ -176,8 +176,8 @@ impl ConnectorType {
     /// The compound names shown in "type must be specified" messages.
     pub fn examples(role: Role) -> Vec<&'static str> {
         match role {
-            Role::Source => vec!["kafka_source", "file_source", "s3_source", "database_source"],
-            Role::Sink => vec!["kafka_sink", "file_sink", "s3_sink", "database_sink", "iceberg_sink", "stdout_sink", "blackhole_sink"],
+            Role::Source => vec!["kafka_source", "file_source", "s3_source", "database_source", "http_source"],
+            Role::Sink => vec!["kafka_sink", "file_sink", "s3_sink", "database_sink", "http_sink", "iceberg_sink", "stdout_sink", "blackhole_sink"],
         }
     }
 }

@@ -69,6 +69,15 @@ pub enum ConnectorError {
         /// The source or sink name.
         name: String,
     },
+    /// Only part of a batch could be written (requests of an HTTP sink refused one by one): the
+    /// rest was, and a retry of the same batch writes only what failed.
+    #[error("{message}")]
+    PartialWrite {
+        /// Rows not written.
+        failed_rows: usize,
+        /// What failed, naming the sink and the first refusal.
+        message: String,
+    },
     /// Anything else, with its explanation.
     #[error("{0}")]
     Other(String),

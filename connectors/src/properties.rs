@@ -25,11 +25,15 @@ pub const MASK: &str = "****";
 
 /// `value` (a property value, or a client library's error text quoting one) with the
 /// credentials it may carry masked: the password of `postgresql://user:password@host/db` and
-/// `password=…` / `password: …` parameters.
+/// `password=…` / `password: …` parameters, and the values of token-like query parameters of a
+/// URL (`?api_key=…`, `&access_token=…`, `&sig=…`).
 pub fn mask_credentials(value: &str) -> String {
     static USERINFO: std::sync::LazyLock<Option<regex::Regex>> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@").ok());
     static PARAM: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)(\bpassword\s*[=:]\s*)[^&;\s@]+").ok());
+    static QUERY: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)([?&][a-z0-9_.-]*(?:token|key|secret|password|passwd|sig|signature|auth|credential)[a-z0-9_.-]*=)[^&#\s]+").ok()
+    });
     if !value.contains("://") && !value.to_ascii_lowercase().contains("password") {
         return value.to_string();
     }
@@ -39,6 +43,11 @@ pub fn mask_credentials(value: &str) -> String {
     }
     if let Some(r) = PARAM.as_ref() {
         out = r.replace_all(&out, format!("${{1}}{MASK}")).into_owned();
+    }
+    if out.contains("://") {
+        if let Some(r) = QUERY.as_ref() {
+            out = r.replace_all(&out, format!("${{1}}{MASK}")).into_owned();
+        }
     }
     out
 }

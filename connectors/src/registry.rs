@@ -15,6 +15,7 @@ pub const CONNECTORS: &[&ConnectorSpec] = &[
     &crate::file::CONNECTOR,
     &crate::s3::CONNECTOR,
     &crate::postgres::CONNECTOR,
+    &crate::http::CONNECTOR,
     &crate::stdout::CONNECTOR,
     &crate::blackhole::CONNECTOR,
     &crate::flight::CONNECTOR,

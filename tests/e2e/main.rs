@@ -10,6 +10,7 @@ mod errors;
 mod explain;
 mod flight;
 mod golden;
+mod http;
 mod iot;
 mod kafka;
 mod postgres;

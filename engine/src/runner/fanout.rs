@@ -195,6 +195,11 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
             Err(e) => {
                 t.metrics.add_errors(1);
                 t.failed.store(true, Ordering::Relaxed);
+                // a sink that wrote part of the batch (an HTTP sink's accepted requests) says how much failed
+                let lost = match &e {
+                    ConnectorError::PartialWrite { failed_rows, .. } => (*failed_rows).min(batch.num_rows()),
+                    _ => batch.num_rows(),
+                };
                 if t.strategy == FailureStrategy::FailBatch {
                     let msg = format!("sink '{}' failed a batch of {} rows: {e}", sink.name(), batch.num_rows());
                     error!(job = %job, "{msg}");
@@ -202,8 +207,13 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
                     let _ = sink.close().await;
                     return Err(msg);
                 }
-                t.metrics.add_dropped(batch.num_rows() as u64);
-                error!(job = %job, sink = sink.name(), "batch of {} rows lost ({}): {e}", batch.num_rows(), t.strategy);
+                if lost < batch.num_rows() {
+                    t.metrics.add_batch(batch.num_rows() - lost);
+                    error!(job = %job, sink = sink.name(), "{lost} of a batch of {} rows lost ({}): {e}", batch.num_rows(), t.strategy);
+                } else {
+                    error!(job = %job, sink = sink.name(), "batch of {} rows lost ({}): {e}", batch.num_rows(), t.strategy);
+                }
+                t.metrics.add_dropped(lost as u64);
             }
         }
     }
