@@ -48,7 +48,8 @@ mod tests {
         assert_eq!(file.check_key(Role::Sink, "batch.size", "10"), KeyCheck::Used, "batch keys are common");
         let kafka = find(ConnectorKind::Kafka).unwrap();
         assert_eq!(kafka.check_key(Role::Source, "session.timeout.ms", "6000"), KeyCheck::Used, "passed to librdkafka");
-        assert!(matches!(kafka.check_key(Role::Source, "schema.registry.url", "http://r"), KeyCheck::Unused(_)));
+        assert_eq!(kafka.check_key(Role::Source, "schema.registry.url", "http://r"), KeyCheck::Used);
+        assert!(kafka.is_secret("schema.registry.basic.auth.user.info"));
         assert!(find(ConnectorKind::Iceberg).is_none());
     }
 

@@ -18,17 +18,17 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::common::{assert_same_rows, batch_rows, canonical_lines, file_rows, stop_with_sigint};
 
-fn bootstrap() -> String {
+pub(crate) fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
 }
 
 /// A topic name no other test (or earlier run on the same broker) uses.
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-fn create_topic(name: &str, partitions: i32) {
+pub(crate) fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap()).create().unwrap();
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let res = futures::executor::block_on(admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))

@@ -20,6 +20,10 @@ use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, Fingerpr
 use arrow_avro::writer::format::{AvroBinaryFormat, AvroSoeFormat};
 use arrow_avro::writer::WriterBuilder;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::registry::SchemaRegistry;
 use super::BadMessage;
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
@@ -50,21 +54,60 @@ pub fn schema_text(props: &Properties) -> Result<Option<String>> {
     }
 }
 
-/// Decodes Avro values of one schema into Arrow.
+/// Decodes Avro values into Arrow: of one schema, or (with a schema registry) each with the
+/// writer schema its Confluent header names, resolved to the reader schema.
 #[derive(Debug)]
 pub struct AvroDecoder {
+    /// The reader schema (the configured one, or the subject's newest in the registry).
     schema_json: String,
     schema: SchemaRef,
     framing: Framing,
     batch_size: usize,
+    registry: Option<Registered>,
+}
+
+/// The registry a decoder looks writer schemas up in, and what it found per id: the schema, or
+/// why a value with that id cannot be read (unknown id, a schema that does not resolve to the
+/// reader's).
+#[derive(Debug)]
+struct Registered {
+    registry: Arc<SchemaRegistry>,
+    writers: Mutex<BTreeMap<u32, std::result::Result<String, String>>>,
+}
+
+/// The schema id of a value in the Confluent wire format.
+fn confluent_id(value: &[u8]) -> Option<u32> {
+    match value {
+        [0, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
 }
 
 impl AvroDecoder {
     /// A decoder for values written with the schema `schema_json`; `key` names the property
     /// in errors.
     pub fn try_new(schema_json: &str, framing: Framing, batch_size: usize, key: &str) -> Result<Self> {
-        let mut me = Self { schema_json: schema_json.to_string(), schema: Arc::new(Schema::empty()), framing, batch_size: batch_size.max(1) };
+        let mut me = Self { schema_json: schema_json.to_string(), schema: Arc::new(Schema::empty()), framing, batch_size: batch_size.max(1), registry: None };
         let d = me.decoder().map_err(|e| ConnectorError::invalid(key, format!("not a usable Avro schema: {e}")))?;
+        me.schema = d.schema();
+        Ok(me)
+    }
+
+    /// A decoder for values in the Confluent wire format whose writer schemas are in
+    /// `registry`, read as `reader` (the configured schema, or the subject's newest in the
+    /// registry, whose id is `reader_id`).
+    pub fn with_registry(registry: Arc<SchemaRegistry>, reader: &str, reader_id: Option<u32>, batch_size: usize, key: &str) -> Result<Self> {
+        let writers = Mutex::new(reader_id.map(|id| (id, Ok(reader.to_string()))).into_iter().collect::<BTreeMap<_, _>>());
+        let mut me = Self {
+            schema_json: reader.to_string(),
+            schema: Arc::new(Schema::empty()),
+            framing: Framing::Confluent,
+            batch_size: batch_size.max(1),
+            registry: Some(Registered { registry, writers }),
+        };
+        let d = me
+            .decoder_for(std::iter::once((0, reader)))
+            .map_err(|e| ConnectorError::invalid(key, format!("the reader schema is not a usable Avro schema: {e}")))?;
         me.schema = d.schema();
         Ok(me)
     }
@@ -85,14 +128,87 @@ impl AvroDecoder {
     }
 
     fn decoder(&self) -> std::result::Result<Decoder, String> {
+        let Some(reg) = &self.registry else {
+            let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+            store.set(Fingerprint::Id(LOCAL_ID), AvroSchema::new(self.schema_json.clone())).map_err(|e| e.to_string())?;
+            return ReaderBuilder::new()
+                .with_batch_size(self.batch_size)
+                .with_writer_schema_store(store)
+                .with_active_fingerprint(Fingerprint::Id(LOCAL_ID))
+                .build_decoder()
+                .map_err(|e| e.to_string());
+        };
+        let writers = reg.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.decoder_for(writers.iter().filter_map(|(id, s)| s.as_ref().ok().map(|s| (*id, s.as_str()))))
+    }
+
+    /// A decoder reading values written with any of `writers` (id, schema) as the reader schema.
+    fn decoder_for<'a>(&self, writers: impl Iterator<Item = (u32, &'a str)>) -> std::result::Result<Decoder, String> {
         let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-        store.set(Fingerprint::Id(LOCAL_ID), AvroSchema::new(self.schema_json.clone())).map_err(|e| e.to_string())?;
+        for (id, schema) in writers {
+            store.set(Fingerprint::Id(id), AvroSchema::new(schema.to_string())).map_err(|e| format!("schema id {id}: {e}"))?;
+        }
         ReaderBuilder::new()
             .with_batch_size(self.batch_size)
+            .with_reader_schema(AvroSchema::new(self.schema_json.clone()))
             .with_writer_schema_store(store)
-            .with_active_fingerprint(Fingerprint::Id(LOCAL_ID))
             .build_decoder()
             .map_err(|e| e.to_string())
+    }
+
+    /// Makes sure the writer schema `id` is known: looked up in the registry once, and checked
+    /// to resolve to the reader schema. `Ok(Err(why))`: values with that id cannot be read.
+    fn writer(&self, reg: &Registered, id: u32) -> Result<std::result::Result<(), String>> {
+        if let Some(known) = reg.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id) {
+            return Ok(known.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        let found = match reg.registry.by_id(id)? {
+            Ok(schema) => match self.decoder_for(std::iter::once((id, schema.as_str()))) {
+                Ok(_) => Ok(schema),
+                Err(e) => Err(format!("writer schema {id} does not resolve to the reader schema: {e}")),
+            },
+            Err(m) => Err(m),
+        };
+        let verdict = found.as_ref().map(|_| ()).map_err(Clone::clone);
+        reg.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, found);
+        Ok(verdict)
+    }
+
+    /// [`AvroDecoder::decode`] with a registry: every value names its writer schema.
+    fn decode_registered<'a>(&self, reg: &Registered, n: usize, value: impl Fn(usize) -> &'a [u8]) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
+        let mut bad = Vec::new();
+        let mut readable = Vec::with_capacity(n);
+        for i in 0..n {
+            match confluent_id(value(i)) {
+                None => bad.push(BadMessage {
+                    index: i,
+                    message: "not in the Confluent wire format (a zero byte and a 4-byte schema id first), which schema.registry.url needs".into(),
+                }),
+                Some(id) => match self.writer(reg, id)? {
+                    Ok(()) => readable.push(i),
+                    Err(why) => bad.push(BadMessage { index: i, message: why }),
+                },
+            }
+        }
+        let mut buf = Vec::new();
+        for &i in &readable {
+            buf.extend_from_slice(value(i));
+        }
+        if let Ok(batches) = self.run(&buf) {
+            if batches.iter().map(RecordBatch::num_rows).sum::<usize>() == readable.len() {
+                return Ok((self.concat(&batches)?, bad));
+            }
+        }
+        let mut good = Vec::new();
+        for &i in &readable {
+            match self.run(value(i)) {
+                Ok(b) if b.iter().map(RecordBatch::num_rows).sum::<usize>() == 1 => good.extend(b),
+                Ok(_) => bad.push(BadMessage { index: i, message: "not one Avro record".into() }),
+                Err(e) => bad.push(BadMessage { index: i, message: format!("not an Avro record of schema id {}: {e}", confluent_id(value(i)).unwrap_or(0)) }),
+            }
+        }
+        bad.sort_by_key(|b| b.index);
+        Ok((self.concat(&good)?, bad))
     }
 
     /// The body of a value under `framing`.
@@ -132,6 +248,9 @@ impl AvroDecoder {
     /// Decodes `n` values (`value(i)`): every column of the schema for the good ones, and the
     /// bad ones.
     pub fn decode<'a>(&self, n: usize, value: impl Fn(usize) -> &'a [u8]) -> Result<(Vec<ArrayRef>, Vec<BadMessage>)> {
+        if let Some(reg) = &self.registry {
+            return self.decode_registered(reg, n, value);
+        }
         let mut buf = Vec::new();
         for i in 0..n {
             Self::frame(&mut buf, Self::body(value(i), self.framing));

@@ -13,6 +13,7 @@ pub mod file_format;
 mod flat_columns;
 pub mod flat_csv;
 pub mod flat_json;
+pub mod registry;
 pub mod schema;
 
 pub use file_format::FileFormat;

@@ -61,7 +61,10 @@ pub const SOURCE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("schema", "The columns, `name TYPE, …` (else inferred from the first answer)."),
     KeyDoc::new("poll_interval", "Read as a stream: call the endpoint this often, for ever."),
     KeyDoc::new("refresh_interval", "As a lookup table joined with a stream: call it again this often; the join uses the newest answer.").default("never"),
-    KeyDoc::new("incremental.column", "With `poll_interval`: keep only rows whose value of this column (a rising id or time) is past the last one read; kept in checkpoints."),
+    KeyDoc::new(
+        "incremental.column",
+        "With `poll_interval`: keep only rows whose value of this column (a rising id or time) is past the last one read; kept in checkpoints.",
+    ),
 ];
 
 fn create_source(c: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
@@ -157,14 +160,17 @@ impl Endpoint {
         let mut headers = HeaderMap::new();
         for (k, v) in props.iter() {
             let Some(name) = k.strip_prefix("headers.").or_else(|| k.strip_prefix("header.")) else { continue };
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConnectorError::invalid(props.full_key(k), format!("'{name}' is not a header name")))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConnectorError::invalid(props.full_key(k), format!("'{name}' is not a header name")))?;
             // the value is secret: never quoted back
-            let mut value = HeaderValue::from_str(v.trim()).map_err(|_| ConnectorError::invalid(props.full_key(k), "not a valid header value (control characters?)"))?;
+            let mut value =
+                HeaderValue::from_str(v.trim()).map_err(|_| ConnectorError::invalid(props.full_key(k), "not a valid header value (control characters?)"))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
         if let Some(auth) = props.get("auth_header") {
-            let mut value = HeaderValue::from_str(auth.trim()).map_err(|_| ConnectorError::invalid(props.full_key("auth_header"), "not a valid header value (control characters?)"))?;
+            let mut value = HeaderValue::from_str(auth.trim())
+                .map_err(|_| ConnectorError::invalid(props.full_key("auth_header"), "not a valid header value (control characters?)"))?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -194,7 +200,12 @@ impl Endpoint {
     /// Calls the endpoint with `body` (and its content type), retrying 5xx and 429 answers,
     /// timeouts and lost connections up to `retries` times with doubling waits. Returns the
     /// answer's body. `idempotency` is sent as `Idempotency-Key`, the same on every attempt.
-    pub async fn call(&self, client: &reqwest::Client, body: Option<(Bytes, &'static str)>, idempotency: Option<&str>) -> std::result::Result<Bytes, CallError> {
+    pub async fn call(
+        &self,
+        client: &reqwest::Client,
+        body: Option<(Bytes, &'static str)>,
+        idempotency: Option<&str>,
+    ) -> std::result::Result<Bytes, CallError> {
         let mut wait = self.backoff;
         let mut attempt = 0u32;
         loop {

@@ -128,7 +128,10 @@ impl HttpSink {
 
 /// True when `a` and `b` are the same batch (the same column buffers), not merely equal.
 fn same_batch(a: &RecordBatch, b: &RecordBatch) -> bool {
-    a.num_rows() == b.num_rows() && a.num_columns() == b.num_columns() && a.num_columns() > 0 && a.columns().iter().zip(b.columns()).all(|(x, y)| Arc::ptr_eq(x, y))
+    a.num_rows() == b.num_rows()
+        && a.num_columns() == b.num_columns()
+        && a.num_columns() > 0
+        && a.columns().iter().zip(b.columns()).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 #[async_trait]

@@ -95,7 +95,10 @@ impl HttpSource {
             Some(b) => Some(Bytes::from(b.to_string())),
             None => None,
         };
-        let json_path: Vec<String> = props.get("json.path").map(|p| p.trim().trim_start_matches("$.").split('.').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default();
+        let json_path: Vec<String> = props
+            .get("json.path")
+            .map(|p| p.trim().trim_start_matches("$.").split('.').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
         let poll = props.get_positive_duration("poll_interval")?;
         let refresh = props.get_positive_duration("refresh_interval")?;
         if poll.is_some() && refresh.is_some() {
@@ -112,7 +115,8 @@ impl HttpSource {
                     let client = e.client()?;
                     Ok(e.call(&client, b.map(|b| (b, "application/json")), None).await?)
                 })?;
-                let (text, _) = records_as_lines(&answer, lines, &json_path).map_err(|m| ConnectorError::Malformed { location: format!("{} {}", endpoint.what, endpoint.display), message: m })?;
+                let (text, _) = records_as_lines(&answer, lines, &json_path)
+                    .map_err(|m| ConnectorError::Malformed { location: format!("{} {}", endpoint.what, endpoint.display), message: m })?;
                 if text.iter().all(u8::is_ascii_whitespace) {
                     return Err(ConnectorError::invalid(
                         props.full_key("schema"),
@@ -127,12 +131,18 @@ impl HttpSource {
         let incremental = match props.get("incremental.column") {
             Some(c) => {
                 if poll.is_none() {
-                    return Err(ConnectorError::invalid(props.full_key("incremental.column"), "keeps rows past the last one read between polls: set poll_interval too"));
+                    return Err(ConnectorError::invalid(
+                        props.full_key("incremental.column"),
+                        "keeps rows past the last one read between polls: set poll_interval too",
+                    ));
                 }
                 Some(schema.index_of(c.trim()).map_err(|_| {
                     ConnectorError::invalid(
                         props.full_key("incremental.column"),
-                        format!("the records have no column '{c}' (they have {})", schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")),
+                        format!(
+                            "the records have no column '{c}' (they have {})",
+                            schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                        ),
                     )
                 })?)
             }
@@ -185,7 +195,9 @@ pub fn records_as_lines(answer: &[u8], lines: bool, path: &[String]) -> std::res
             serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|n| a.get(n)),
             _ => None,
         };
-        at = next.ok_or_else(|| format!("json.path '{}': the answer has no '{seg}' at '{}'", path.join("."), if i == 0 { "$".to_string() } else { path[..i].join(".") }))?;
+        at = next.ok_or_else(|| {
+            format!("json.path '{}': the answer has no '{seg}' at '{}'", path.join("."), if i == 0 { "$".to_string() } else { path[..i].join(".") })
+        })?;
     }
     let mut out = Vec::new();
     let mut n = 0;
@@ -368,7 +380,8 @@ impl Reader {
     fn decode(&self, answer: &[u8], bad: &mut BadRecordLog) -> Result<RecordBatch> {
         let cfg = &self.cfg;
         let location = format!("{} {}", cfg.endpoint.what, cfg.endpoint.display);
-        let (text, _) = records_as_lines(answer, cfg.lines, &cfg.json_path).map_err(|m| ConnectorError::Malformed { location: location.clone(), message: m })?;
+        let (text, _) =
+            records_as_lines(answer, cfg.lines, &cfg.json_path).map_err(|m| ConnectorError::Malformed { location: location.clone(), message: m })?;
         let wanted = self.wanted();
         let out_schema = Arc::new(cfg.schema.project(&wanted).map_err(|e| ConnectorError::arrow(location.clone(), e))?);
         if text.iter().all(u8::is_ascii_whitespace) {

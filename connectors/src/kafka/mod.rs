@@ -26,8 +26,6 @@ use crate::source::Source;
 
 const PASSTHROUGH: &str =
     "Handed to librdkafka (`security.protocol`, `sasl.*`, `ssl.*`, `session.timeout.ms`, …); a key it does not know is warned about and left out.";
-const REGISTRY: KeyDoc =
-    KeyDoc::new("schema.registry.url", "").unused("the schema registry is not supported yet; give the Avro schema with avro.schema or avro.schema.file", &[]);
 
 /// The keys `kafka_source` reads itself.
 pub const SOURCE_KEYS: &[KeyDoc] = &[
@@ -48,7 +46,6 @@ pub const SOURCE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("consumers", "Readers sharing the process's one group member.").default("the job's parallelism, at most the partition count"),
     KeyDoc::new("max.poll.records", "Messages per batch when batch.size is not set."),
     KeyDoc::new("dlq.topic", "Where malformed messages go under the SendToDLQ strategy."),
-    REGISTRY,
     KeyDoc::new("source.buffer_size", "").unused("librdkafka sizes its own buffers; use queued.max.messages.kbytes", &[]),
     KeyDoc::new("buffer_size", "").unused("librdkafka sizes its own buffers; use queued.max.messages.kbytes", &[]),
 ];
@@ -66,7 +63,6 @@ pub const SINK_KEYS: &[KeyDoc] = &[
     KeyDoc::new("avro.schema.id", "Registry id written in the Confluent header; raw Avro when absent."),
     KeyDoc::new("topic.create", "Create the topic when missing (false to refuse).").default("true"),
     KeyDoc::new("topic.partitions", "Partitions of a topic the sink creates.").default("1"),
-    REGISTRY,
     KeyDoc::new("delivery.timeout", "").unused("use librdkafka's delivery.timeout.ms", &[]),
     KeyDoc::new("buffer_size", "").unused("librdkafka sizes its own buffers; use queue.buffering.max.kbytes", &[]),
 ];
@@ -84,13 +80,13 @@ pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
     kind: ConnectorKind::Kafka,
     summary: "Apache Kafka topics (JSON, Avro, string or bytes values), on librdkafka.",
     source: Some(RoleSpec {
-        keys: &[SOURCE_KEYS],
+        keys: &[SOURCE_KEYS, crate::format::registry::REGISTRY_KEYS],
         passthrough: Some(PASSTHROUGH),
         checkpoints: "positions: offset per topic partition",
         create: create_source,
     }),
     sink: Some(RoleSpec {
-        keys: &[SINK_KEYS],
+        keys: &[SINK_KEYS, crate::format::registry::REGISTRY_KEYS],
         passthrough: Some(PASSTHROUGH),
         checkpoints: "two-phase: a Kafka transaction committed with the checkpoint",
         create: create_sink,

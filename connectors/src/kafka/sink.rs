@@ -46,6 +46,9 @@ pub struct KafkaSink {
     key_json: bool,
     producer: FutureProducer<QuietContext>,
     avro: Option<AvroEncoder>,
+    /// A schema registry to register the Avro schema derived from the rows with, at the first
+    /// write (`schema.registry.url` without `avro.schema`).
+    pending_registration: Option<Arc<crate::format::registry::SchemaRegistry>>,
     /// Partitions of the topic when the sink creates it (`topic.partitions`, default 1).
     create_partitions: Option<i32>,
     settings: Vec<(String, String)>,
@@ -117,8 +120,33 @@ impl KafkaSink {
             Some("false") | Some("no") => None,
             _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),
         };
-        let avro = match format {
-            SinkFormat::Avro => {
+        let registry = crate::format::registry::SchemaRegistry::from_properties(props)?;
+        if registry.is_some() && format != SinkFormat::Avro {
+            tracing::warn!(sink = %name, "key '{}' does nothing: the schema registry is used for Avro values only", props.full_key("schema.registry.url"));
+        }
+        if registry.is_some() && props.contains("avro.schema.id") {
+            return Err(ConnectorError::invalid(
+                props.full_key("avro.schema.id"),
+                "the schema registry gives the id: set avro.schema.id or schema.registry.url, not both",
+            ));
+        }
+        let mut pending_registration = None;
+        let avro = match (format, registry) {
+            (SinkFormat::Avro, Some(reg)) => match crate::format::avro::schema_text(props)? {
+                // the schema is known: registered now, so that a refusal stops the job at start
+                Some(text) => {
+                    let subject = crate::format::registry::SchemaRegistry::subject(props, &topic, Some(&text))?;
+                    let id = reg.register(&subject, &text)?;
+                    tracing::info!(sink = %name, "kafka sink '{name}': Avro schema registered under '{subject}' as id {id}");
+                    Some(AvroEncoder::new(Some(id), Some(text)))
+                }
+                // derived from the rows' columns at the first write
+                None => {
+                    pending_registration = Some(Arc::new(reg));
+                    None
+                }
+            },
+            (SinkFormat::Avro, None) => {
                 let id = match props.get("avro.schema.id") {
                     Some(t) => Some(
                         t.trim().parse::<u32>().map_err(|_| ConnectorError::invalid(props.full_key("avro.schema.id"), format!("'{t}' is not a schema id")))?,
@@ -137,6 +165,7 @@ impl KafkaSink {
             key_json,
             producer,
             avro,
+            pending_registration,
             create_partitions,
             settings,
             props: props.clone(),
@@ -152,6 +181,16 @@ impl KafkaSink {
     async fn produce(&mut self, batch: &RecordBatch) -> Result<()> {
         if !self.checked_topic {
             self.ensure_topic().await?;
+        }
+        if let Some(reg) = &self.pending_registration {
+            let derived = arrow_avro::schema::AvroSchema::try_from(batch.schema().as_ref())
+                .map_err(|e| ConnectorError::Other(format!("kafka sink '{}': no Avro schema for the rows' columns: {e}", self.name)))?;
+            let text = derived.json_string.clone();
+            let subject = crate::format::registry::SchemaRegistry::subject(&self.props, &self.topic, Some(&text))?;
+            let id = reg.register(&subject, &text).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': {e}", self.name)))?;
+            tracing::info!(sink = %self.name, "kafka sink '{}': Avro schema registered under '{subject}' as id {id}", self.name);
+            self.avro = Some(AvroEncoder::new(Some(id), Some(text)));
+            self.pending_registration = None;
         }
         let values = self.values(batch)?;
         let keys = self.keys(batch)?;

@@ -163,8 +163,33 @@ impl KafkaSource {
             batch.size = n.max(1);
         }
         let declared = props.get("schema").or_else(|| props.get("value.schema"));
-        let avro = match format {
-            ValueFormat::Avro => {
+        let registry = crate::format::registry::SchemaRegistry::from_properties(props)?;
+        if registry.is_some() && format != ValueFormat::Avro {
+            tracing::warn!(source = %name, "key '{}' does nothing: the schema registry is used for Avro values only", props.full_key("schema.registry.url"));
+        }
+        let avro = match (format, registry) {
+            (ValueFormat::Avro, Some(reg)) => {
+                // the reader schema: the configured one, or the subject's newest version
+                let local = crate::format::avro::schema_text(props)?;
+                let subject = crate::format::registry::SchemaRegistry::subject(props, &topics[0], local.as_deref())?;
+                let (reader, id) = match local {
+                    Some(text) => (text, None),
+                    None => {
+                        let latest = reg
+                            .latest(&subject)
+                            .map_err(|e| ConnectorError::Other(format!("kafka source '{name}': the reader schema of subject '{subject}': {e}")))?;
+                        (latest.schema, Some(latest.id))
+                    }
+                };
+                Some(Arc::new(crate::format::avro::AvroDecoder::with_registry(
+                    Arc::new(reg),
+                    &reader,
+                    id,
+                    batch.size.min(1 << 16),
+                    &props.full_key("schema.registry.url"),
+                )?))
+            }
+            (ValueFormat::Avro, None) => {
                 let text = crate::format::avro::schema_text(props)?.ok_or_else(|| ConnectorError::MissingProperty { key: props.full_key("avro.schema") })?;
                 let key = props.full_key(if props.contains("avro.schema") { "avro.schema" } else { "avro.schema.file" });
                 Some(Arc::new(crate::format::avro::AvroDecoder::try_new(
