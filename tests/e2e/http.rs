@@ -23,6 +23,7 @@ use crate::common::{assert_ok, assert_same_rows, batch_context, batch_rows, cano
 struct Seen {
     key: String,
     auth: String,
+    api_key: String,
     content_type: String,
     body: String,
     status: u16,
@@ -46,12 +47,18 @@ struct Shared {
 async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
     let n = s.count.fetch_add(1, Ordering::SeqCst);
     let text = String::from_utf8_lossy(&body).into_owned();
-    let (status, reply) = (s.answer)(n, &text);
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    s.seen.lock().unwrap().push(Seen { key: h("idempotency-key"), auth: h("authorization"), content_type: h("content-type"), body: text, status });
-    if h("x-api-key") != "k-123" && headers.contains_key("x-api-key") {
-        return (StatusCode::UNAUTHORIZED, "wrong key".into());
-    }
+    let (status, reply) = (s.answer)(n, &text);
+    // a request with an API key must have the right one
+    let (status, reply) = if headers.contains_key("x-api-key") && h("x-api-key") != "k-123" { (401, "wrong key".to_string()) } else { (status, reply) };
+    s.seen.lock().unwrap().push(Seen {
+        key: h("idempotency-key"),
+        auth: h("authorization"),
+        api_key: h("x-api-key"),
+        content_type: h("content-type"),
+        body: text,
+        status,
+    });
     (StatusCode::from_u16(status).unwrap(), reply)
 }
 
@@ -170,7 +177,12 @@ async fn a_strategy_retry_sends_only_what_was_not_answered() {
     assert!(run.stderr.contains("write failed, retrying"), "{}", run.stderr);
     let want = want_filtered(tmp.path()).await;
     assert_same_rows("rows posted once each", &server.accepted_rows(), &want);
-    assert_eq!(server.seen().len(), want.len().div_ceil(5) + 2);
+    let seen = server.seen();
+    assert_eq!(seen.len(), want.len().div_ceil(5) + 2);
+    // the failed request went out three times (two 500s, then 200), always with its first key
+    assert_eq!(seen[1].key, seen[2].key);
+    assert_eq!(seen[2].key, seen[3].key);
+    assert_ne!(seen[0].key, seen[1].key);
 }
 
 /// The customers of an API (behind an API key, at `data.items`) joined with the orders file:
@@ -204,7 +216,8 @@ async fn an_api_read_at_a_json_path_joins_like_the_file_it_serves() {
     assert_ok(&run);
     assert!(!run.stderr.contains("k-123"), "{}", run.stderr);
     assert_same_rows("enriched orders", &file_rows(&tmp.path().join("out.jsonl")), &batch_rows(&ctx, sql).await);
-    assert!(server.seen().iter().all(|s| s.status == 200));
+    let seen = server.seen();
+    assert!(!seen.is_empty() && seen.iter().all(|s| s.status == 200 && s.api_key == "k-123"), "{seen:?}");
 }
 
 /// An API answering with its latest ten events, polled every 50 ms with `incremental.column`:

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Json;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -33,6 +33,16 @@ struct Store {
     /// subject → ids of its versions, oldest first
     subjects: BTreeMap<String, Vec<u32>>,
     lookups_by_id: AtomicUsize,
+}
+
+/// The basic auth every call must carry: `ferris:reg-s3cret`.
+const AUTH: &str = "Basic ZmVycmlzOnJlZy1zM2NyZXQ=";
+
+fn authorised(headers: &HeaderMap) -> Result<(), Reply> {
+    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(AUTH) => Ok(()),
+        _ => Err((StatusCode::UNAUTHORIZED, Json(json!({ "error_code": 40101, "message": "Unauthorized" })))),
+    }
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -61,7 +71,10 @@ impl Store {
     }
 }
 
-async fn register(State(s): State<Shared>, UrlPath(subject): UrlPath<String>, Json(body): Json<Value>) -> Reply {
+async fn register(State(s): State<Shared>, UrlPath(subject): UrlPath<String>, headers: HeaderMap, Json(body): Json<Value>) -> Reply {
+    if let Err(r) = authorised(&headers) {
+        return r;
+    }
     let Some(schema) = body.get("schema").and_then(Value::as_str) else {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "error_code": 42201, "message": "Invalid schema" })));
     };
@@ -72,7 +85,10 @@ async fn register(State(s): State<Shared>, UrlPath(subject): UrlPath<String>, Js
     (StatusCode::OK, Json(json!({ "id": id })))
 }
 
-async fn latest(State(s): State<Shared>, UrlPath(subject): UrlPath<String>) -> Reply {
+async fn latest(State(s): State<Shared>, UrlPath(subject): UrlPath<String>, headers: HeaderMap) -> Reply {
+    if let Err(r) = authorised(&headers) {
+        return r;
+    }
     let s = s.lock().unwrap();
     match s.subjects.get(&subject) {
         Some(v) if !v.is_empty() => {
@@ -83,7 +99,10 @@ async fn latest(State(s): State<Shared>, UrlPath(subject): UrlPath<String>) -> R
     }
 }
 
-async fn by_id(State(s): State<Shared>, UrlPath(id): UrlPath<u32>) -> Reply {
+async fn by_id(State(s): State<Shared>, UrlPath(id): UrlPath<u32>, headers: HeaderMap) -> Reply {
+    if let Err(r) = authorised(&headers) {
+        return r;
+    }
     let s = s.lock().unwrap();
     s.lookups_by_id.fetch_add(1, Ordering::SeqCst);
     match s.schemas.get(&id) {
@@ -233,9 +252,10 @@ fn avro_through_a_schema_registry_both_ways() {
     let sql = format!(
         "CREATE STREAM r AS SELECT id, customer, amount, channel FROM orders INTO out, t WITH (\
          'orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{b}', 'orders.topic' = '{topic}', 'orders.group.id' = '{g}', \
-         'orders.value.format' = 'avro', 'orders.schema.registry.url' = '{url}', \
+         'orders.value.format' = 'avro', 'orders.schema.registry.url' = '{url}', 'orders.schema.registry.basic.auth.user.info' = 'ferris:reg-s3cret', \
          'out.type' = 'file_sink', 'out.path' = '{o}', \
-         't.type' = 'kafka_sink', 't.bootstrap.servers' = '{b}', 't.topic' = '{out_topic}', 't.value.format' = 'avro', 't.schema.registry.url' = '{url}');",
+         't.type' = 'kafka_sink', 't.bootstrap.servers' = '{b}', 't.topic' = '{out_topic}', 't.value.format' = 'avro', 't.schema.registry.url' = '{url}', \
+         't.schema.registry.basic.auth.user.info' = 'ferris:reg-s3cret');",
         b = bootstrap(),
         g = unique("group"),
         o = out.display()
@@ -252,7 +272,9 @@ fn avro_through_a_schema_registry_both_ways() {
     assert!(stderr.contains("Schema 999 not found (error 40403)"), "{stderr}");
     assert!(stderr.contains("not in the Confluent wire format"), "{stderr}");
     let s = store.lock().unwrap();
-    assert!(s.lookups_by_id.load(Ordering::SeqCst) <= 3, "writer schemas are cached: {} lookups", s.lookups_by_id.load(Ordering::SeqCst));
+    assert!(!stderr.contains("reg-s3cret"), "{stderr}");
+    // v1 and the unknown 999 looked up once each (v2, the newest, came with the subject)
+    assert_eq!(s.lookups_by_id.load(Ordering::SeqCst), 2, "writer schemas are cached");
     // the sink's schema, derived from the columns, registered under <topic>-value
     let ids = s.subjects.get(&format!("{out_topic}-value")).unwrap_or_else(|| panic!("no subject registered: {:?}", s.subjects.keys()));
     let registered: Value = serde_json::from_str(&s.schemas[&ids[0]]).unwrap();

@@ -73,7 +73,13 @@ pub struct AvroDecoder {
 struct Registered {
     registry: Arc<SchemaRegistry>,
     writers: Mutex<BTreeMap<u32, std::result::Result<String, String>>>,
+    /// Ids the registry did not know, with when it was asked: asked again after
+    /// [`ASK_AGAIN`] (a replica of the registry may lag behind the producer).
+    missing: Mutex<BTreeMap<u32, (String, std::time::Instant)>>,
 }
+
+/// How long an id the registry did not know is taken as unknown before it is asked again.
+const ASK_AGAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The schema id of a value in the Confluent wire format.
 fn confluent_id(value: &[u8]) -> Option<u32> {
@@ -103,7 +109,7 @@ impl AvroDecoder {
             schema: Arc::new(Schema::empty()),
             framing: Framing::Confluent,
             batch_size: batch_size.max(1),
-            registry: Some(Registered { registry, writers }),
+            registry: Some(Registered { registry, writers, missing: Mutex::new(BTreeMap::new()) }),
         };
         let d = me
             .decoder_for(std::iter::once((0, reader)))
@@ -162,12 +168,20 @@ impl AvroDecoder {
         if let Some(known) = reg.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id) {
             return Ok(known.as_ref().map(|_| ()).map_err(Clone::clone));
         }
+        if let Some((why, when)) = reg.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id) {
+            if when.elapsed() < ASK_AGAIN {
+                return Ok(Err(why.clone()));
+            }
+        }
         let found = match reg.registry.by_id(id)? {
             Ok(schema) => match self.decoder_for(std::iter::once((id, schema.as_str()))) {
                 Ok(_) => Ok(schema),
                 Err(e) => Err(format!("writer schema {id} does not resolve to the reader schema: {e}")),
             },
-            Err(m) => Err(m),
+            Err(m) => {
+                reg.missing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, (m.clone(), std::time::Instant::now()));
+                return Ok(Err(m));
+            }
         };
         let verdict = found.as_ref().map(|_| ()).map_err(Clone::clone);
         reg.writers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, found);

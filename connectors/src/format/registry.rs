@@ -105,8 +105,28 @@ impl SchemaRegistry {
         })
     }
 
-    /// One call; `Ok(Err((status, message)))` when the registry answered with an error.
+    /// One call, tried up to three times when the registry cannot be reached or answers 5xx;
+    /// `Ok(Err((status, message)))` when it answered with an error.
     async fn request(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Result<std::result::Result<serde_json::Value, (u16, String)>> {
+        let mut wait = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            let outcome = self.request_once(method.clone(), path, body.clone()).await;
+            let transient = match &outcome {
+                Err(_) => true,
+                Ok(Err((status, _))) => *status >= 500,
+                Ok(Ok(_)) => false,
+            };
+            if !transient || attempt == 3 {
+                return outcome;
+            }
+            attempt += 1;
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+
+    async fn request_once(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Result<std::result::Result<serde_json::Value, (u16, String)>> {
         let what = format!("schema registry {}{path}", self.display);
         let client = Self::client()?;
         let mut req =

@@ -42,7 +42,11 @@ pub const ENDPOINT_KEYS: &[KeyDoc] = &[
     KeyDoc::new("auth_header", "The `Authorization` header's value (`Bearer …`).").secret(),
     KeyDoc::new("timeout", "How long one request may take (`5000ms`, `5s`).").default("30s"),
     KeyDoc::new("retries", "Attempts after the first for a 5xx or 429 answer, a timeout or a lost connection (a 4xx is not retried).").default("5"),
-    KeyDoc::new("retry.backoff", "The first wait before a retry; each retry doubles it (up to 10 s; a 429's `Retry-After` wins).").default("200ms"),
+    KeyDoc::new(
+        "retry.backoff",
+        "The first wait before a retry; each retry doubles it, up to 10 s (a 429's or 503's `Retry-After` wins, also capped at 10 s).",
+    )
+    .default("200ms"),
 ];
 
 /// Keys `http_sink` reads besides the endpoint keys.
@@ -55,7 +59,7 @@ pub const SINK_KEYS: &[KeyDoc] = &[
 /// Keys `http_source` reads besides the endpoint keys.
 pub const SOURCE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("method", "`GET`, or `POST` with `body`.").default("GET"),
-    KeyDoc::new("body", "The body of a `POST` request (sent as JSON)."),
+    KeyDoc::new("body", "The body of a `POST` request (sent as JSON; it may hold credentials).").secret(),
     KeyDoc::new("format", "`json` (an array of objects, or one object) or `jsonlines`.").default("json"),
     KeyDoc::new("json.path", "Where the records are in a JSON answer, dot-separated (`data.items`); the answer itself when unset."),
     KeyDoc::new("schema", "The columns, `name TYPE, …` (else inferred from the first answer)."),
@@ -159,7 +163,7 @@ impl Endpoint {
         let method = reqwest::Method::from_bytes(method_text.as_bytes()).map_err(|e| ConnectorError::invalid(props.full_key("method"), e.to_string()))?;
         let mut headers = HeaderMap::new();
         for (k, v) in props.iter() {
-            let Some(name) = k.strip_prefix("headers.").or_else(|| k.strip_prefix("header.")) else { continue };
+            let Some(name) = k.strip_prefix("headers.") else { continue };
             let name =
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConnectorError::invalid(props.full_key(k), format!("'{name}' is not a header name")))?;
             // the value is secret: never quoted back
@@ -193,6 +197,9 @@ impl Endpoint {
             .timeout(self.timeout)
             .connect_timeout(self.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("ferris-sql/", env!("CARGO_PKG_VERSION")))
+            // a redirect would turn a POST into a bodiless GET (rows reported sent, never
+            // delivered) or carry the headers to another host: a 3xx is an answer to act on
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ConnectorError::Other(format!("{}: cannot build an HTTP client: {e}", self.what)))
     }
@@ -232,7 +239,10 @@ impl Endpoint {
                             .and_then(|v| v.trim().parse::<u64>().ok())
                             .map(|s| Duration::from_secs(s).min(MAX_BACKOFF));
                         let text = resp.text().await.unwrap_or_default();
-                        let message = format!("answered {status}{}", excerpt(&text));
+                        let mut message = format!("answered {status}{}", excerpt(&text));
+                        if status.is_redirection() {
+                            message.push_str(" (redirects are not followed: set the url to where it points)");
+                        }
                         if !(status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS) {
                             return Err(CallError { message: format!("{}: {} {} {message}", self.what, self.method, self.display), rejected: true });
                         }
@@ -279,10 +289,27 @@ fn describe(e: &reqwest::Error) -> String {
     s
 }
 
-/// `url` as it may be shown: a password in it and the values of token-like query parameters
-/// (`?api_key=…`, `&token=…`) masked.
+/// `url` as it may be shown in messages: scheme, host, port and the first path segment
+/// (`https://hooks.example.com/services/…`). Webhook URLs often carry their secret in the path or
+/// the query (a chat service's hook), and any user info may be a token: none of that is shown.
 pub fn display_url(url: &str) -> String {
-    mask_credentials(url)
+    let Ok(u) = reqwest::Url::parse(url) else { return mask_credentials(url) };
+    let mut out = format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""));
+    if let Some(p) = u.port() {
+        out.push_str(&format!(":{p}"));
+    }
+    let mut segments = u.path_segments().into_iter().flatten().filter(|s| !s.is_empty());
+    if let Some(first) = segments.next() {
+        out.push('/');
+        out.push_str(first);
+        if segments.next().is_some() {
+            out.push_str("/…");
+        }
+    }
+    if u.query().is_some() {
+        out.push_str("?…");
+    }
+    out
 }
 
 trait WithoutUrl {
@@ -322,7 +349,10 @@ mod tests {
         assert!(Endpoint::from_properties(&p, "http_sink", &["POST", "PUT"]).unwrap_err().to_string().contains("'DELETE' is not one of POST, PUT"));
         let p = Properties::from_pairs("w", []);
         assert!(Endpoint::from_properties(&p, "http_sink", &["POST"]).unwrap_err().to_string().contains("'w.url'"));
-        assert_eq!(display_url("https://u:pw@h/x?api_key=abc&city=Oslo&token=t"), "https://u:****@h/x?api_key=****&city=Oslo&token=****");
+        assert_eq!(display_url("https://u:pw@h/x?api_key=abc&city=Oslo&token=t"), "https://h/x?…");
+        assert_eq!(display_url("https://TOKEN@hooks.example.com:8443/services/T0/B0/XyZ"), "https://hooks.example.com:8443/services/…");
+        assert_eq!(display_url("http://127.0.0.1:9/"), "http://127.0.0.1:9");
+        assert_eq!(mask_credentials("https://u:pw@h/x?api_key=abc&city=Oslo&token=t"), "https://u:****@h/x?api_key=****&city=Oslo&token=****");
         assert_eq!(excerpt(" bad\nrequest "), ": bad request");
     }
 }

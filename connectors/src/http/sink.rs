@@ -52,6 +52,8 @@ struct Resume {
     batch: RecordBatch,
     /// Per request: answered 2xx.
     done: Vec<bool>,
+    /// Per request: the Idempotency-Key it was sent with, sent again with it.
+    keys: Vec<Option<String>>,
 }
 
 /// Posts batches to an HTTP endpoint.
@@ -147,16 +149,16 @@ impl Sink for HttpSink {
         }
         let per = self.rows_per_request;
         let requests = rows.div_ceil(per);
-        let mut done = match self.resume.take() {
-            Some(r) if same_batch(&r.batch, batch) && r.done.len() == requests => r.done,
-            _ => vec![false; requests],
+        let (mut done, mut keys) = match self.resume.take() {
+            Some(r) if same_batch(&r.batch, batch) && r.done.len() == requests => (r.done, r.keys),
+            _ => (vec![false; requests], vec![None; requests]),
         };
         let client = match &self.client {
             Some(c) => c.clone(),
             None => self.client.insert(self.endpoint.client()?).clone(),
         };
         let (mut failed_rows, mut rejected, mut first_error, mut down) = (0usize, 0usize, None, false);
-        for (i, sent) in done.iter_mut().enumerate() {
+        for (i, (sent, key)) in done.iter_mut().zip(keys.iter_mut()).enumerate() {
             if *sent {
                 continue;
             }
@@ -168,8 +170,14 @@ impl Sink for HttpSink {
                 continue;
             }
             let body = self.encode(&batch.slice(start, len))?;
-            self.requests += 1;
-            let key = format!("{}/{}", self.key_prefix, self.requests);
+            // a retry of the request (the failure strategy's) carries the key it first had
+            let key = match key {
+                Some(k) => k.clone(),
+                None => {
+                    self.requests += 1;
+                    key.insert(format!("{}/{}", self.key_prefix, self.requests)).clone()
+                }
+            };
             match self.endpoint.call(&client, Some((body, self.format.content_type())), Some(&key)).await {
                 Ok(_) => *sent = true,
                 Err(e) => {
@@ -185,7 +193,7 @@ impl Sink for HttpSink {
             }
         }
         let Some(first) = first_error else { return Ok(()) };
-        self.resume = Some(Resume { batch: batch.clone(), done });
+        self.resume = Some(Resume { batch: batch.clone(), done, keys });
         let why = match (rejected, down) {
             (0, _) => "the endpoint is not answering".to_string(),
             (n, false) => format!("{n} requests refused"),

@@ -54,7 +54,6 @@ const ONCE_KEY: &str = "answer";
 /// Records inferred from when no `schema` is given.
 const INFER_RECORDS: usize = 1000;
 
-#[derive(Debug)]
 struct Config {
     name: String,
     endpoint: Endpoint,
@@ -69,6 +68,13 @@ struct Config {
     batch_rows: usize,
     failure: FailureStrategy,
     metrics: Arc<ConnectorMetrics>,
+}
+
+/// Never the body (it may hold credentials) nor the headers.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config").field("name", &self.name).field("endpoint", &self.endpoint).field("poll", &self.poll).field("refresh", &self.refresh).finish()
+    }
 }
 
 /// A configured HTTP source.
@@ -179,9 +185,16 @@ pub fn records_as_lines(answer: &[u8], lines: bool, path: &[String]) -> std::res
         return match answer.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'[') => json_array_to_lines(answer).map(|(text, starts)| (text, starts.len())),
             Some(b'{') => {
-                let mut text = answer.to_vec();
-                text.push(b'\n');
-                Ok((text, 1))
+                // one object (perhaps pretty-printed), or objects one after another
+                let mut out = Vec::with_capacity(answer.len() + 1);
+                let mut n = 0;
+                for v in serde_json::Deserializer::from_slice(answer).into_iter::<serde_json::Value>() {
+                    let v = v.map_err(|e| format!("record {}: {e}", n + 1))?;
+                    serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
+                    out.push(b'\n');
+                    n += 1;
+                }
+                Ok((out, n))
             }
             None => Ok((Vec::new(), 0)),
             Some(_) => Err("the answer is not a JSON array or object".into()),
@@ -320,8 +333,17 @@ impl Reader {
         let mut last: Option<ArrayRef> = match (cfg.incremental, restored.get(POSITION_KEY).and_then(|v| v.get("last")).and_then(|v| v.as_str())) {
             (Some(i), Some(text)) => {
                 let column = cfg.schema.field(i);
-                let value = arrow::compute::cast(&StringArray::from(vec![text]), column.data_type())
-                    .map_err(|e| ConnectorError::arrow(format!("http source '{}': restoring {} = {text}", cfg.name, column.name()), e))?;
+                let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
+                let value = arrow::compute::cast_with_options(&StringArray::from(vec![text]), column.data_type(), &strict)
+                    .map_err(|e| ConnectorError::arrow(format!("http source '{}': restoring {} = {text} from the checkpoint", cfg.name, column.name()), e))?;
+                if value.is_null(0) {
+                    return Err(ConnectorError::Other(format!(
+                        "http source '{}': the checkpoint's {} = {text} is not a {}",
+                        cfg.name,
+                        column.name(),
+                        column.data_type()
+                    )));
+                }
                 info!(source = %cfg.name, "http source '{}': resuming after {} = {text}", cfg.name, column.name());
                 Some(value)
             }
@@ -345,7 +367,16 @@ impl Reader {
             };
             if let Some(answer) = answer {
                 cfg.metrics.bytes.fetch_add(answer.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let batch = self.decode(&answer, &mut bad)?;
+                let batch = match self.decode(&answer, &mut bad) {
+                    Ok(b) => b,
+                    // an answer that is not records (a maintenance page): a stream waits for the next
+                    Err(e @ ConnectorError::Malformed { .. }) if cfg.poll.is_some() && cfg.failure != FailureStrategy::FailBatch => {
+                        cfg.metrics.add_errors(1);
+                        warn!(source = %cfg.name, "{e}; polling again in {:?}", cfg.poll.unwrap_or_default());
+                        RecordBatch::new_empty(Arc::new(cfg.schema.project(&self.wanted()).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))?))
+                    }
+                    Err(e) => return Err(e),
+                };
                 let (batch, position) = self.past_last(batch, &mut last)?;
                 let done = once.then(|| (ONCE_KEY.to_string(), serde_json::json!({ "offset": i64::MAX })));
                 cfg.metrics.add_batch(batch.num_rows());
@@ -443,6 +474,8 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(String::from_utf8(text).unwrap().lines().count(), 2);
         assert_eq!(records_as_lines(br#"{"a":1}"#, false, &[]).unwrap().1, 1);
+        assert_eq!(records_as_lines(b"{\n  \"a\": 1,\n  \"b\": [1, 2]\n}\n", false, &[]).unwrap(), (b"{\"a\":1,\"b\":[1,2]}\n".to_vec(), 1));
+        assert_eq!(records_as_lines(b"{\"a\":1} {\"a\":2}", false, &[]).unwrap().1, 2);
         assert_eq!(records_as_lines(b"{\"a\":1}\n{\"a\":2}\n", true, &[]).unwrap().1, 2);
         assert_eq!(records_as_lines(br#"{"data":{"items":null}}"#, false, &path("data.items")).unwrap().1, 0);
         assert_eq!(records_as_lines(br#"{"rows":[[1],[{"a":3}]]}"#, false, &path("rows.1")).unwrap().1, 1);
