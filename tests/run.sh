@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs and starts the services the tests use when they are missing
 # (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190;
-# PostgreSQL, Debian's package, on 127.0.0.1:55432; the Python clients: pyarrow, ADBC Flight
+# PostgreSQL, Debian's package, on 127.0.0.1:55432; Redis, Debian's package, on 127.0.0.1:56379;
+# the Python clients: pyarrow, ADBC Flight
 # SQL, boto3, psycopg), runs every test of the workspace, every test binary even when one
 # fails, and prints one closing line over all of them: "tests: N passed, M failed".
 #
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 bash tests/services/python.sh
 bash tests/services/s3.sh install
 bash tests/services/postgres.sh install
+bash tests/services/redis.sh install
 bash tests/services/kafka.sh install
 started_kafka=0
 if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
@@ -29,7 +31,13 @@ if ! bash tests/services/postgres.sh status >/dev/null 2>&1; then
     bash tests/services/postgres.sh start
     started_pg=1
 fi
+started_redis=0
+if ! bash tests/services/redis.sh status >/dev/null 2>&1; then
+    bash tests/services/redis.sh start
+    started_redis=1
+fi
 cleanup() {
+    if [ "$started_redis" = 1 ]; then bash tests/services/redis.sh stop; fi
     if [ "$started_pg" = 1 ]; then bash tests/services/postgres.sh stop; fi
     if [ "$started_kafka" = 1 ]; then bash tests/services/kafka.sh stop; fi
     if [ "$started_s3" = 1 ]; then bash tests/services/s3.sh stop; fi
@@ -38,6 +46,7 @@ trap cleanup EXIT
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
 export S3_ENDPOINT="${S3_ENDPOINT:-http://127.0.0.1:9190}"
 export PG_URL="${PG_URL:-$(bash tests/services/postgres.sh url)}"
+export REDIS_URL="${REDIS_URL:-$(bash tests/services/redis.sh url)}"
 
 log=$(mktemp)
 status=0

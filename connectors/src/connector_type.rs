@@ -176,8 +176,10 @@ impl ConnectorType {
     /// The compound names shown in "type must be specified" messages.
     pub fn examples(role: Role) -> Vec<&'static str> {
         match role {
-            Role::Source => vec!["kafka_source", "file_source", "s3_source", "database_source", "http_source"],
-            Role::Sink => vec!["kafka_sink", "file_sink", "s3_sink", "database_sink", "http_sink", "iceberg_sink", "stdout_sink", "blackhole_sink"],
+            Role::Source => vec!["kafka_source", "file_source", "s3_source", "database_source", "http_source", "redis_source"],
+            Role::Sink => {
+                vec!["kafka_sink", "file_sink", "s3_sink", "database_sink", "http_sink", "redis_sink", "iceberg_sink", "stdout_sink", "blackhole_sink"]
+            }
         }
     }
 }

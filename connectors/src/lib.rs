@@ -28,6 +28,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod postgres;
 pub mod properties;
+pub mod redis;
 pub mod registry;
 mod runtime;
 pub mod s3;

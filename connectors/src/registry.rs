@@ -16,6 +16,7 @@ pub const CONNECTORS: &[&ConnectorSpec] = &[
     &crate::s3::CONNECTOR,
     &crate::postgres::CONNECTOR,
     &crate::http::CONNECTOR,
+    &crate::redis::CONNECTOR,
     &crate::stdout::CONNECTOR,
     &crate::blackhole::CONNECTOR,
     &crate::flight::CONNECTOR,

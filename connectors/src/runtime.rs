@@ -30,3 +30,20 @@ pub(crate) fn on_own_runtime<T: Send>(what: &str, f: impl std::future::Future<Ou
         _ => blocking(),
     }
 }
+
+/// Runs a source partition's reader `fut` on a task of its own; if it panics (a bug, or a
+/// library failing on odd input), the partition's stream gets an error naming `what` instead of
+/// ending quietly as if the source had no more rows.
+pub(crate) fn spawn_reader<T: Send + 'static>(
+    what: String,
+    tx: tokio::sync::mpsc::Sender<datafusion::error::Result<T>>,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use futures::FutureExt;
+    tokio::spawn(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+            let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let _ = tx.send(Err(datafusion::error::DataFusionError::Execution(format!("{what}: the reader failed unexpectedly: {why}")))).await;
+        }
+    });
+}

@@ -26,9 +26,19 @@ fn analysis_errors_use_the_guides_messages() {
 #[test]
 fn known_but_unbuilt_connectors_say_not_supported_yet() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = run_sql(tmp.path(), "SELECT * FROM orders WITH ('orders.type' = 'redis_source', 'orders.key.field' = 'id');");
+    let sql = format!(
+        "CREATE STREAM s AS SELECT * FROM orders INTO lake WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
+         'lake.type' = 'iceberg_sink', 'lake.table' = 'db.orders');",
+        data("orders.jsonl")
+    );
+    let run = run_sql(tmp.path(), &sql);
     assert_eq!(run.status, 1);
-    assert!(run.stderr.contains("Failed to create source 'orders': redis_source 'orders' is not supported yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("iceberg_sink 'lake' is not supported yet"), "{}", run.stderr);
+    // a built connector whose server cannot be reached: the source, the server and why
+    let run = run_sql(tmp.path(), "SELECT * FROM prices WITH ('prices.type' = 'redis_source', 'prices.url' = 'redis://:pw-secret@127.0.0.1:1/0');");
+    assert_eq!(run.status, 1);
+    assert!(run.stderr.contains("Failed to create source 'prices'") && run.stderr.contains("redis 127.0.0.1:1/0: cannot connect"), "{}", run.stderr);
+    assert!(!run.stderr.contains("pw-secret"), "{}", run.stderr);
     let run = run_sql(tmp.path(), "SELECT * FROM orders WITH ('orders.type' = 'mongodb_source', 'orders.collection' = 'raw');");
     assert_eq!(run.status, 1);
     assert!(run.stderr.contains("mongodb_source 'orders' is not available in this build"), "{}", run.stderr);

@@ -14,6 +14,7 @@ mod http;
 mod iot;
 mod kafka;
 mod postgres;
+mod redis;
 mod registry;
 mod s3;
 mod server;

@@ -306,7 +306,7 @@ impl PartitionStream for HttpPartition {
         let (tx, rx) = mpsc::channel(2);
         let reader = Reader { cfg: Arc::clone(&self.cfg), columns: self.columns.clone() };
         let restored = self.positions.restored();
-        tokio::spawn(async move {
+        crate::runtime::spawn_reader(format!("http source '{}'", self.cfg.name), tx.clone(), async move {
             if let Err(e) = reader.run(restored, &tx).await {
                 reader.cfg.metrics.set_status(ConnectionStatus::Failed);
                 let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;

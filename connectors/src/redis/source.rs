@@ -1,0 +1,278 @@
+//! `redis_source`: the keys matching `key.pattern` read as a table — each key a row, its key in
+//! `key.column` (without `key.prefix`) and its value's fields as the other columns (a JSON string,
+//! or a hash) — read once, or again every `refresh_interval` as a lookup table joined with a
+//! stream. Keys of the other type are not read (`SCAN … TYPE`).
+//!
+//! ```sql
+//! SELECT t.symbol, t.qty * p.price AS notional FROM trades t JOIN prices p ON t.symbol = p.symbol
+//! WITH ('prices.type' = 'redis_source', 'prices.key.pattern' = 'price:*', 'prices.key.prefix' = 'price:',
+//!       'prices.key.column' = 'symbol', 'prices.schema' = 'price DOUBLE', 'prices.refresh_interval' = '10s', …)
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{Connection, ValueFormat};
+use crate::checkpoint::{positioned_stream, PositionCell, SourceCheckpoint, UnitPositions};
+use crate::error::{ConnectorError, Result};
+use crate::format::decode::TextDecoder;
+use crate::format::file_format::FileFormat;
+use crate::format::schema::parse_schema;
+use crate::metrics::{ConnectionStatus, ConnectorMetrics};
+use crate::properties::Properties;
+use crate::runtime::on_own_runtime;
+use crate::source::Source;
+
+/// The position key of keys read once: `{"offset": i64::MAX}` when read.
+const ONCE_KEY: &str = "keys";
+/// Keys per `SCAN` step and per `MGET` / pipeline.
+const CHUNK: usize = 1000;
+/// Values inferred from when no `schema` is given.
+const INFER_RECORDS: usize = 1000;
+
+#[derive(Debug)]
+struct Config {
+    name: String,
+    conn: Connection,
+    pattern: String,
+    key_column: String,
+    prefix: String,
+    schema: SchemaRef,
+    refresh: Option<Duration>,
+    metrics: Arc<ConnectorMetrics>,
+}
+
+/// A configured Redis source.
+#[derive(Debug)]
+pub struct RedisSource {
+    cfg: Arc<Config>,
+    positions: UnitPositions,
+}
+
+impl RedisSource {
+    /// Reads the keys of `props`; without a `schema`, reads the keys once to infer it.
+    pub fn try_new(props: &Properties) -> Result<Self> {
+        let conn = Connection::from_properties(props)?;
+        let pattern = props.get("key.pattern").unwrap_or("*").to_string();
+        let key_column = props.get("key.column").unwrap_or("_key").trim().to_string();
+        let prefix = props.get("key.prefix").unwrap_or("").to_string();
+        let mut cfg = Config {
+            name: props.owner().to_string(),
+            conn,
+            pattern,
+            key_column: key_column.clone(),
+            prefix,
+            schema: Arc::new(Schema::empty()),
+            refresh: props.get_positive_duration("refresh_interval")?,
+            metrics: Arc::new(ConnectorMetrics::default()),
+        };
+        let values: Schema = match props.get("schema") {
+            Some(text) => parse_schema(text, &props.full_key("schema"))?.as_ref().clone(),
+            None => {
+                let lines = on_own_runtime("redis", async {
+                    let mut con = cfg.conn.connect().await?;
+                    read_lines(&cfg, &mut con).await
+                })?;
+                if lines.is_empty() {
+                    return Err(ConnectorError::invalid(
+                        props.full_key("schema"),
+                        format!("no key of {} matches '{}' to infer the columns from; set the schema ('price DOUBLE, …')", cfg.conn.display, cfg.pattern),
+                    ));
+                }
+                let (s, _) = arrow_json::reader::infer_json_schema(&lines[..], Some(INFER_RECORDS))
+                    .map_err(|e| ConnectorError::arrow(format!("redis source '{}'", cfg.name), e))?;
+                s
+            }
+        };
+        let mut fields = vec![Arc::new(Field::new(&key_column, DataType::Utf8, false))];
+        fields.extend(values.fields().iter().filter(|f| f.name() != &key_column).cloned());
+        cfg.schema = Arc::new(Schema::new(fields));
+        Ok(Self { cfg: Arc::new(cfg), positions: UnitPositions::default() })
+    }
+}
+
+/// Every matching key, once (`SCAN` may return a key twice), of the value format's type.
+async fn scan(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Result<Vec<String>> {
+    let kind = match cfg.conn.format {
+        ValueFormat::Json => "string",
+        ValueFormat::Hash => "hash",
+    };
+    let mut keys = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&cfg.pattern)
+            .arg("COUNT")
+            .arg(CHUNK)
+            .arg("TYPE")
+            .arg(kind)
+            .query_async(con)
+            .await
+            .map_err(|e| cfg.conn.error(&format!("scanning '{}'", cfg.pattern), &e))?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys.into_iter().collect());
+        }
+        cursor = next;
+    }
+}
+
+/// The matching keys' values as JSON lines, each with its key in `key.column`.
+async fn read_lines(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Result<Vec<u8>> {
+    let keys = scan(cfg, con).await?;
+    let mut out = Vec::new();
+    let put = |key: &str, mut obj: serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>| -> Result<()> {
+        let shown = key.strip_prefix(cfg.prefix.as_str()).unwrap_or(key);
+        obj.insert(cfg.key_column.clone(), serde_json::Value::String(shown.to_string()));
+        serde_json::to_writer(&mut *out, &obj).map_err(|e| ConnectorError::Other(format!("redis source '{}': {e}", cfg.name)))?;
+        out.push(b'\n');
+        Ok(())
+    };
+    for chunk in keys.chunks(CHUNK) {
+        match cfg.conn.format {
+            ValueFormat::Json => {
+                let values: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(chunk).query_async(con).await.map_err(|e| cfg.conn.error("reading values (MGET)", &e))?;
+                for (key, value) in chunk.iter().zip(values) {
+                    let Some(value) = value else { continue }; // deleted since the scan
+                    match serde_json::from_str::<serde_json::Value>(&value) {
+                        Ok(serde_json::Value::Object(obj)) => put(key, obj, &mut out)?,
+                        _ => {
+                            cfg.metrics.add_errors(1);
+                            warn!(source = %cfg.name, "redis {}: key '{key}' does not hold a JSON object; skipped", cfg.conn.display);
+                        }
+                    }
+                }
+            }
+            ValueFormat::Hash => {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    pipe.cmd("HGETALL").arg(key);
+                }
+                let values: Vec<Vec<(String, String)>> = pipe.query_async(con).await.map_err(|e| cfg.conn.error("reading hashes (HGETALL)", &e))?;
+                for (key, fields) in chunk.iter().zip(values) {
+                    if fields.is_empty() {
+                        continue; // deleted since the scan
+                    }
+                    let obj = fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                    put(key, obj, &mut out)?;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Source for RedisSource {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.cfg.schema)
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
+    }
+
+    fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+        let all: Vec<usize> = (0..self.cfg.schema.fields().len()).collect();
+        let columns = projection.map_or(all, <[usize]>::to_vec);
+        let schema = Arc::new(self.cfg.schema.project(&columns).unwrap_or_else(|_| self.cfg.schema.as_ref().clone()));
+        let cell = PositionCell::new();
+        self.positions.set_cells(vec![cell.clone()]);
+        vec![Arc::new(RedisPartition { cfg: Arc::clone(&self.cfg), schema, columns, cell, positions: self.positions.clone() })]
+    }
+
+    fn metrics(&self) -> Arc<ConnectorMetrics> {
+        Arc::clone(&self.cfg.metrics)
+    }
+
+    fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
+        Some(Arc::new(self.positions.clone()))
+    }
+
+    fn refresh_interval(&self) -> Option<Duration> {
+        self.cfg.refresh
+    }
+
+    fn describe(&self) -> String {
+        let mode = self.cfg.refresh.map_or("read once".to_string(), |r| format!("re-read every {r:?}"));
+        let format = match self.cfg.conn.format {
+            ValueFormat::Json => "json",
+            ValueFormat::Hash => "hash",
+        };
+        format!("redis {} keys '{}' as {format} ({mode})", self.cfg.conn.display, self.cfg.pattern)
+    }
+}
+
+#[derive(Debug)]
+struct RedisPartition {
+    cfg: Arc<Config>,
+    schema: SchemaRef,
+    columns: Vec<usize>,
+    cell: PositionCell,
+    positions: UnitPositions,
+}
+
+impl PartitionStream for RedisPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = mpsc::channel(2);
+        let cfg = Arc::clone(&self.cfg);
+        let columns = self.columns.clone();
+        let restored = self.positions.restored();
+        crate::runtime::spawn_reader(format!("redis source '{}'", self.cfg.name), tx.clone(), async move {
+            let once = cfg.refresh.is_none();
+            if once && restored.get(ONCE_KEY).and_then(|v| v.get("offset")).and_then(serde_json::Value::as_i64) == Some(i64::MAX) {
+                info!(source = %cfg.name, "redis source '{}': read before the checkpoint restored; not read again", cfg.name);
+                return;
+            }
+            let read = async {
+                let mut con = cfg.conn.connect().await?;
+                cfg.metrics.set_status(ConnectionStatus::Connected);
+                let lines = read_lines(&cfg, &mut con).await?;
+                cfg.metrics.bytes.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let out = Arc::new(cfg.schema.project(&columns).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))?);
+                if lines.is_empty() {
+                    return Ok(RecordBatch::new_empty(out));
+                }
+                let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), Some(&columns), FileFormat::JsonLines, 8192)?;
+                let (batches, bad) = decoder.decode_chunk(&lines, &|i| i as u64 + 1)?;
+                if !bad.is_empty() {
+                    cfg.metrics.add_errors(bad.len() as u64);
+                    warn!(source = %cfg.name, "redis source '{}': {} values do not fit the schema and were skipped (first: {})", cfg.name, bad.len(), bad[0].message);
+                }
+                arrow::compute::concat_batches(&out, &batches).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))
+            };
+            match read.await {
+                Ok(batch) => {
+                    cfg.metrics.add_batch(batch.num_rows());
+                    let done = once.then(|| (ONCE_KEY.to_string(), serde_json::json!({ "offset": i64::MAX })));
+                    let _ = tx.send(Ok((batch, done))).await;
+                }
+                Err(e) => {
+                    cfg.metrics.set_status(ConnectionStatus::Failed);
+                    let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
+                }
+            }
+        });
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
+    }
+}

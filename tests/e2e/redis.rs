@@ -1,0 +1,169 @@
+//! Redis on a real server (Debian's redis-server, started by `bash tests/services/redis.sh
+//! start`; URL in `REDIS_URL`), read and written back with `redis-cli`: a grouped aggregate
+//! written as hashes and filtered rows as JSON strings with a TTL hold DataFusion's answer; a
+//! changelog's DELETE rows delete their keys; hashes read as a lookup table join the orders file
+//! as the CSV of the same customers does.
+
+use std::process::Command;
+
+use crate::common::{assert_ok, assert_same_rows, batch_context, batch_rows, canonical_lines, data, file_rows, run_sql};
+
+fn url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://:ferris-redis-pw@127.0.0.1:56379/0".to_string())
+}
+
+/// `redis-cli` against the test server, one command; its output lines.
+fn cli(args: &[&str]) -> Vec<String> {
+    let u = url();
+    let rest = u.trim_start_matches("redis://");
+    let (auth, hostdb) = rest.split_once('@').unwrap_or(("", rest));
+    let password = auth.trim_start_matches(':');
+    let host_port = hostdb.split('/').next().unwrap();
+    let (host, port) = host_port.split_once(':').unwrap();
+    let out = Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "--no-auth-warning", "-a", password])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e}; install it with 'bash tests/services/redis.sh install'"));
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{name}{}x{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn conn(name: &str) -> String {
+    format!("'{name}.url' = '{}'", url())
+}
+
+/// A hash as a JSON object of strings.
+fn hash(key: &str) -> serde_json::Value {
+    let lines = cli(&["HGETALL", key]);
+    let mut m = serde_json::Map::new();
+    for pair in lines.chunks(2) {
+        m.insert(pair[0].clone(), serde_json::Value::String(pair.get(1).cloned().unwrap_or_default()));
+    }
+    serde_json::Value::Object(m)
+}
+
+/// Rows of a DataFusion answer with every value as text (as a hash holds them), floats rounded.
+fn as_text(rows: &[String]) -> Vec<String> {
+    rows.iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(r).unwrap();
+            let m: serde_json::Map<String, serde_json::Value> = v
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.as_str().map_or_else(|| v.to_string(), str::to_string))))
+                .collect();
+            serde_json::Value::Object(m).to_string()
+        })
+        .collect()
+}
+
+/// A grouped aggregate as hashes `<p>:{status}` and the big orders as JSON strings with a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_and_json_values_hold_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = unique("t");
+    let agg = "SELECT status, COUNT(*) AS n, MAX(order_id) AS last_order FROM orders GROUP BY status";
+    let big = "SELECT order_id, customer_id, amount, status FROM orders WHERE amount > 1000";
+    let job = format!(
+        "CREATE STREAM s AS {agg} INTO h WITH (\
+         'orders.type' = 'file_source', 'orders.path' = '{d}', \
+         'h.type' = 'redis_sink', {c}, 'h.key.template' = '{p}:status:{{status}}', 'h.value.format' = 'hash');\n\
+         CREATE STREAM b AS {big} INTO j WITH (\
+         'orders.type' = 'file_source', 'orders.path' = '{d}', \
+         'j.type' = 'redis_sink', {cj}, 'j.key.field' = 'order_id', 'j.key.prefix' = '{p}:order:', 'j.ttl' = '1h');",
+        d = data("orders.jsonl"),
+        c = conn("h"),
+        cj = conn("j"),
+    );
+    let run = run_sql(tmp.path(), &job);
+    assert_ok(&run);
+    assert!(!run.stderr.contains("ferris-redis-pw"), "{}", run.stderr);
+    let ctx = batch_context(tmp.path()).await;
+    let want = batch_rows(&ctx, agg).await;
+    let mut got = Vec::new();
+    for key in cli(&["--scan", "--pattern", &format!("{p}:status:*")]) {
+        got.push(hash(&key).to_string());
+    }
+    assert_same_rows("hashes", &canonical_lines(&got.join("\n")), &canonical_lines(&as_text(&want).join("\n")));
+    let want = batch_rows(&ctx, big).await;
+    let keys = cli(&["--scan", "--pattern", &format!("{p}:order:*")]);
+    assert_eq!(keys.len(), want.len());
+    let mut got = Vec::new();
+    for key in &keys {
+        got.extend(cli(&["GET", key]));
+        let ttl: i64 = cli(&["PTTL", key])[0].parse().unwrap();
+        assert!(ttl > 3_000_000 && ttl <= 3_600_000, "{key}: ttl {ttl} ms");
+    }
+    assert_same_rows("JSON values", &canonical_lines(&got.join("\n")), &want);
+}
+
+/// A changelog: INSERT rows set their key, a later DELETE row deletes it.
+#[test]
+fn a_changelogs_deletes_remove_their_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = unique("cl");
+    let input = tmp.path().join("changes.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"v\": \"a\", \"_op\": \"INSERT\"}\n{\"id\": 2, \"v\": \"b\", \"_op\": \"INSERT\"}\n{\"id\": 3, \"v\": null, \"_op\": \"INSERT\"}\n{\"id\": 1, \"v\": \"a\", \"_op\": \"DELETE\"}\n",
+    )
+    .unwrap();
+    let job = format!(
+        "CREATE STREAM s AS SELECT id, v, _op FROM changes INTO r WITH ('changes.type' = 'file_source', 'changes.path' = '{}', \
+         'r.type' = 'redis_sink', {}, 'r.key.template' = '{p}:{{id}}', 'r.value.format' = 'hash');",
+        input.display(),
+        conn("r")
+    );
+    assert_ok(&run_sql(tmp.path(), &job));
+    let mut keys = cli(&["--scan", "--pattern", &format!("{p}:*")]);
+    keys.sort();
+    assert_eq!(keys, [format!("{p}:2"), format!("{p}:3")]);
+    assert_eq!(hash(&format!("{p}:2")), serde_json::json!({"id": "2", "v": "b"}));
+    assert_eq!(hash(&format!("{p}:3")), serde_json::json!({"id": "3"}), "a NULL column is no field");
+}
+
+/// Customers written as hashes by redis-cli, read as a lookup table (typed by `schema`, the key
+/// without its prefix as a column) and joined with the orders file: DataFusion's join with the
+/// CSV of the same customers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashes_read_as_a_table_join_like_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = unique("cust");
+    let text = std::fs::read_to_string(data("customers.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for line in lines {
+        let cols: Vec<&str> = line.split(',').collect();
+        let mut args = vec!["HSET".to_string(), format!("{p}:{}", cols[0])];
+        for (h, v) in header.iter().zip(&cols).skip(1) {
+            args.push(h.to_string());
+            args.push(v.to_string());
+        }
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    cli(&["SET", &format!("{p}:not-a-hash"), "{}"]);
+    let sql = "SELECT o.order_id, o.amount, c.customer_name, c.customer_tier, c.risk_score FROM orders o JOIN customers c ON o.customer_id = c.customer_id";
+    let job = format!(
+        "CREATE STREAM e AS {sql} INTO out WITH (\
+         'orders.type' = 'file_source', 'orders.path' = '{}', \
+         'customers.type' = 'redis_source', {}, 'customers.value.format' = 'hash', 'customers.key.pattern' = '{p}:*', \
+         'customers.key.prefix' = '{p}:', 'customers.key.column' = 'customer_id', \
+         'customers.schema' = 'customer_name VARCHAR, customer_tier VARCHAR, email VARCHAR, country VARCHAR, risk_score DOUBLE', \
+         'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        data("orders.jsonl"),
+        conn("customers")
+    );
+    let run = run_sql(tmp.path(), &job);
+    assert_ok(&run);
+    let ctx = batch_context(tmp.path()).await;
+    let want = batch_rows(&ctx, sql).await;
+    assert!(tmp.path().join("out.jsonl").exists(), "{}", run.stderr);
+    assert_same_rows("enriched orders", &file_rows(&tmp.path().join("out.jsonl")), &want);
+}
