@@ -13,6 +13,7 @@ mod golden;
 mod http;
 mod iot;
 mod kafka;
+mod kafka_tls;
 mod postgres;
 mod redis;
 mod registry;

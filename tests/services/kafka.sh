@@ -34,6 +34,12 @@ case "${1:-}" in
       echo "installing tansu $TANSU_VERSION (cargo install; about 20 minutes on 2 cores)"
       cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
     fi
+    # the TLS test puts socat (OpenSSL) in front of a broker of its own
+    if ! command -v socat >/dev/null 2>&1; then
+      echo "== kafka: installing Debian's socat (the TLS proxy of the TLS test)"
+      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null
+      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; fi
+    fi
     ;;
   start)
     if port_open "$PORT"; then

@@ -155,6 +155,87 @@ impl ClientContext for QuietContext {
     }
 }
 
+/// Remembers librdkafka's complaints: why a TLS handshake or a login failed.
+#[derive(Debug, Default)]
+pub struct ProbeContext {
+    said: std::sync::Mutex<Vec<String>>,
+}
+
+impl ProbeContext {
+    fn keep(&self, message: String) {
+        self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(message);
+    }
+
+    /// The most telling complaint: one about the handshake, a certificate or the login, else the
+    /// last.
+    fn reason(&self) -> Option<String> {
+        let said = self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let telling = |m: &&String| ["SSL", "certificate", "handshake", "SASL", "Authentication", "authentication"].iter().any(|w| m.contains(w));
+        said.iter().find(telling).or(said.last()).cloned()
+    }
+}
+
+impl ClientContext for ProbeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, _fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        if matches!(level, L::Emerg | L::Alert | L::Critical | L::Error | L::Warning) {
+            self.keep(message.to_string());
+        }
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.keep(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ProbeContext {}
+
+/// For a client configured for TLS or SASL (`security.protocol` = `SSL`, `SASL_SSL`,
+/// `SASL_PLAINTEXT`): connects once at start and asks for the cluster's metadata, so that a
+/// certificate that cannot be verified or a login that is refused stops the job at start with
+/// librdkafka's reason — instead of a client retrying for ever. Plain connections are not
+/// checked (a broker that is down may come back).
+pub fn check_secure_connection(props: &Properties, settings: &[(String, String)], what: &str) -> Result<()> {
+    let Some(protocol) = settings.iter().find(|(k, _)| k == "security.protocol").map(|(_, v)| v.to_ascii_lowercase()) else { return Ok(()) };
+    if protocol == "plaintext" {
+        return Ok(());
+    }
+    // a consumer without a group of its own: only the metadata is asked for
+    let mut probe: Vec<(String, String)> = settings
+        .iter()
+        .filter(|(k, _)| k.starts_with("security.") || k.starts_with("ssl.") || k.starts_with("sasl.") || k == "bootstrap.servers" || k == "client.id")
+        .cloned()
+        .collect();
+    probe.push(("group.id".into(), format!("ferris-probe-{}", std::process::id())));
+    let mut cfg = ClientConfig::new();
+    for (k, v) in &probe {
+        cfg.set(k, v);
+    }
+    // librdkafka says why a handshake or a login failed in a log line: let warnings through
+    cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
+    let consumer: rdkafka::consumer::BaseConsumer<ProbeContext> = match cfg.create_with_context(ProbeContext::default()) {
+        Ok(c) => c,
+        // a bad value is reported, naming its key, when the client itself is made
+        Err(_) => return create_client_with::<rdkafka::consumer::BaseConsumer<ProbeContext>, _>(props, probe, what, ProbeContext::default).map(|_| ()),
+    };
+    let wait = std::time::Duration::from_secs(10);
+    let fetch = || rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, wait);
+    let answer = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(fetch),
+        _ => fetch(),
+    };
+    match answer {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // librdkafka's log lines and errors reach the context when the client is polled
+            for _ in 0..5 {
+                let _ = consumer.poll(std::time::Duration::from_millis(50));
+            }
+            let why = rdkafka::consumer::Consumer::context(&consumer).reason().unwrap_or_else(|| e.to_string());
+            Err(ConnectorError::Other(format!("{what}: cannot reach the brokers over {}: {}", protocol.to_ascii_uppercase(), mask(&why, settings))))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,7 @@ impl KafkaSink {
         }
         settings.push(("client.id".into(), format!("ferris-{name}")));
         let what = format!("kafka sink '{name}'");
+        super::config::check_secure_connection(props, &settings, &what)?;
         let producer = create_client_with(props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
         let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
             Some("false") | Some("no") => None,

@@ -134,6 +134,7 @@ impl KafkaSource {
         let format = ValueFormat::parse(props.get(format_key).unwrap_or("json"), &props.full_key(format_key))?;
         let group = props.get("group.id").map_or_else(|| format!("ferris-streams-{job_name}"), str::to_string);
         let mut settings = client_settings(props);
+        super::config::check_secure_connection(props, &settings, &format!("kafka source '{name}'"))?;
         settings.retain(|(k, _)| k != "group.id" && k != "enable.auto.commit");
         settings.push(("group.id".into(), group.clone()));
         settings.push(("enable.auto.commit".into(), "false".into()));
