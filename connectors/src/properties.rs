@@ -11,7 +11,21 @@ use std::time::Duration;
 use crate::error::{ConnectorError, Result};
 
 /// Words that make a key secret: its value is masked in explain output, logs and errors.
-const SECRET_WORDS: &[&str] = &["password", "secret", "token", "access_key", "auth_header", "api_key", "credential", "private_key", "sasl.jaas"];
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "access_key",
+    "auth_header",
+    "api_key",
+    "credential",
+    "private_key",
+    "sasl.jaas",
+    "key.pem",
+    "keystore",
+    "oauthbearer.config",
+    "user.info",
+];
 
 /// True when the value of `key` must never be shown: declared secret by a connector
 /// (`secret_access_key`), or named like one (`sasl.password`, `my_api_key`).

@@ -89,7 +89,10 @@ async fn hashes_and_json_values_hold_the_batch_answer() {
     let want = batch_rows(&ctx, agg).await;
     let mut got = Vec::new();
     for key in cli(&["--scan", "--pattern", &format!("{p}:status:*")]) {
-        got.push(hash(&key).to_string());
+        let h = hash(&key);
+        // each hash under the key its own row names
+        assert_eq!(key, format!("{p}:status:{}", h["status"].as_str().unwrap()));
+        got.push(h.to_string());
     }
     assert_same_rows("hashes", &canonical_lines(&got.join("\n")), &canonical_lines(&as_text(&want).join("\n")));
     let want = batch_rows(&ctx, big).await;
@@ -97,7 +100,10 @@ async fn hashes_and_json_values_hold_the_batch_answer() {
     assert_eq!(keys.len(), want.len());
     let mut got = Vec::new();
     for key in &keys {
-        got.extend(cli(&["GET", key]));
+        let value = cli(&["GET", key]);
+        let row: serde_json::Value = serde_json::from_str(&value[0]).unwrap();
+        assert_eq!(key, &format!("{p}:order:{}", row["order_id"]), "each value under its own key");
+        got.extend(value);
         let ttl: i64 = cli(&["PTTL", key])[0].parse().unwrap();
         assert!(ttl > 3_000_000 && ttl <= 3_600_000, "{key}: ttl {ttl} ms");
     }
@@ -112,7 +118,7 @@ fn a_changelogs_deletes_remove_their_keys() {
     let input = tmp.path().join("changes.jsonl");
     std::fs::write(
         &input,
-        "{\"id\": 1, \"v\": \"a\", \"_op\": \"INSERT\"}\n{\"id\": 2, \"v\": \"b\", \"_op\": \"INSERT\"}\n{\"id\": 3, \"v\": null, \"_op\": \"INSERT\"}\n{\"id\": 1, \"v\": \"a\", \"_op\": \"DELETE\"}\n",
+        "{\"id\": 1, \"v\": \"a\", \"_op\": \"INSERT\"}\n{\"id\": 2, \"v\": \"b\", \"_op\": \"INSERT\"}\n{\"id\": 3, \"v\": null, \"_op\": \"INSERT\"}\n{\"id\": 1, \"v\": \"a\", \"_op\": \"DELETE\"}\n{\"id\": null, \"v\": \"lost\", \"_op\": \"INSERT\"}\n",
     )
     .unwrap();
     let job = format!(
@@ -121,12 +127,21 @@ fn a_changelogs_deletes_remove_their_keys() {
         input.display(),
         conn("r")
     );
-    assert_ok(&run_sql(tmp.path(), &job));
+    let run = run_sql(tmp.path(), &job);
+    assert_ok(&run);
+    assert!(run.stderr.contains("1 of 5 rows have no key (a NULL in a key column)"), "{}", run.stderr);
     let mut keys = cli(&["--scan", "--pattern", &format!("{p}:*")]);
     keys.sort();
     assert_eq!(keys, [format!("{p}:2"), format!("{p}:3")]);
     assert_eq!(hash(&format!("{p}:2")), serde_json::json!({"id": "2", "v": "b"}));
     assert_eq!(hash(&format!("{p}:3")), serde_json::json!({"id": "3"}), "a NULL column is no field");
+    // the same changelog as JSON strings
+    let job = job.replace("'r.value.format' = 'hash'", "'r.value.format' = 'json'").replace(&format!("'{p}:{{id}}'"), &format!("'{p}:j:{{id}}'"));
+    assert_ok(&run_sql(tmp.path(), &job));
+    let mut keys = cli(&["--scan", "--pattern", &format!("{p}:j:*")]);
+    keys.sort();
+    assert_eq!(keys, [format!("{p}:j:2"), format!("{p}:j:3")]);
+    assert_eq!(cli(&["GET", &format!("{p}:j:3")]), [r#"{"id":3,"v":null}"#]);
 }
 
 /// Customers written as hashes by redis-cli, read as a lookup table (typed by `schema`, the key
@@ -149,13 +164,16 @@ async fn hashes_read_as_a_table_join_like_the_file() {
         cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     cli(&["SET", &format!("{p}:not-a-hash"), "{}"]);
-    let sql = "SELECT o.order_id, o.amount, c.customer_name, c.customer_tier, c.risk_score FROM orders o JOIN customers c ON o.customer_id = c.customer_id";
+    cli(&["HSET", &format!("{p}:1"), "vip", "true"]);
+    // customer 1's hash also has `vip = true` (a BOOLEAN column read from hash text)
+    let sql = "SELECT o.order_id, o.amount, c.customer_name, c.customer_tier, c.risk_score, COALESCE(c.vip, false) AS vip FROM orders o JOIN customers c ON o.customer_id = c.customer_id";
+    let batch_sql = "SELECT o.order_id, o.amount, c.customer_name, c.customer_tier, c.risk_score, c.customer_id = 1 AS vip FROM orders o JOIN customers c ON o.customer_id = c.customer_id";
     let job = format!(
         "CREATE STREAM e AS {sql} INTO out WITH (\
          'orders.type' = 'file_source', 'orders.path' = '{}', \
          'customers.type' = 'redis_source', {}, 'customers.value.format' = 'hash', 'customers.key.pattern' = '{p}:*', \
          'customers.key.prefix' = '{p}:', 'customers.key.column' = 'customer_id', \
-         'customers.schema' = 'customer_name VARCHAR, customer_tier VARCHAR, email VARCHAR, country VARCHAR, risk_score DOUBLE', \
+         'customers.schema' = 'customer_name VARCHAR, customer_tier VARCHAR, email VARCHAR, country VARCHAR, risk_score DOUBLE, vip BOOLEAN', \
          'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
         data("orders.jsonl"),
         conn("customers")
@@ -163,7 +181,33 @@ async fn hashes_read_as_a_table_join_like_the_file() {
     let run = run_sql(tmp.path(), &job);
     assert_ok(&run);
     let ctx = batch_context(tmp.path()).await;
-    let want = batch_rows(&ctx, sql).await;
+    let want = batch_rows(&ctx, batch_sql).await;
+    assert!(want.iter().any(|r| r.contains("\"vip\":true")));
     assert!(tmp.path().join("out.jsonl").exists(), "{}", run.stderr);
     assert_same_rows("enriched orders", &file_rows(&tmp.path().join("out.jsonl")), &want);
+}
+
+/// JSON strings read with the columns inferred from them; a value that is not a JSON object is
+/// skipped and counted, the rest read exactly.
+#[test]
+fn json_values_read_with_an_inferred_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = unique("px");
+    let mut want = Vec::new();
+    for i in 0..30 {
+        let value = format!("{{\"price\": {}.5, \"active\": {}, \"venue\": \"v{}\"}}", i * 3, i % 2 == 0, i % 4);
+        cli(&["SET", &format!("{p}:S{i}"), &value]);
+        want.push(format!("{{\"symbol\": \"S{i}\", \"price\": {}.5, \"active\": {}, \"venue\": \"v{}\"}}", i * 3, i % 2 == 0, i % 4));
+    }
+    cli(&["SET", &format!("{p}:broken"), "not json"]);
+    let job = format!(
+        "CREATE STREAM s AS SELECT symbol, price, active, venue FROM prices INTO out WITH (\
+         'prices.type' = 'redis_source', {}, 'prices.key.pattern' = '{p}:*', 'prices.key.prefix' = '{p}:', 'prices.key.column' = 'symbol', \
+         'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        conn("prices")
+    );
+    let run = run_sql(tmp.path(), &job);
+    assert_ok(&run);
+    assert!(run.stderr.contains("does not hold a JSON object"), "{}", run.stderr);
+    assert_same_rows("prices", &file_rows(&tmp.path().join("out.jsonl")), &canonical_lines(&want.join("\n")));
 }

@@ -35,10 +35,11 @@ case "${1:-}" in
       cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql
     fi
     # the TLS test puts socat (OpenSSL) in front of a broker of its own
-    if ! command -v socat >/dev/null 2>&1; then
-      echo "== kafka: installing Debian's socat (the TLS proxy of the TLS test)"
-      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null
-      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat >/dev/null; fi
+    # and makes its certificate with the openssl command
+    if ! command -v socat >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+      echo "== kafka: installing Debian's socat and openssl (the TLS test's proxy and certificate)"
+      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssl >/dev/null
+      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssl >/dev/null; fi
     fi
     ;;
   start)

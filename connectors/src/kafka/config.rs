@@ -51,10 +51,16 @@ where
     C: FromClientConfigAndContext<X>,
     X: ClientContext,
 {
+    // our own pseudo-setting: let librdkafka's warnings through to the context (the probe's)
+    let warnings = settings.iter().any(|(k, _)| k == PROBE_LOG);
+    settings.retain(|(k, _)| k != PROBE_LOG);
     loop {
         let mut cfg = ClientConfig::new();
         for (k, v) in &settings {
             cfg.set(k, v);
+        }
+        if warnings {
+            cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
         }
         if settings.iter().any(|(k, _)| k == "debug") {
             // librdkafka's `debug` contexts log at debug level: let them through (to tracing)
@@ -170,8 +176,12 @@ impl ProbeContext {
     /// last.
     fn reason(&self) -> Option<String> {
         let said = self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let telling = |m: &&String| ["SSL", "certificate", "handshake", "SASL", "Authentication", "authentication"].iter().any(|w| m.contains(w));
-        said.iter().find(telling).or(said.last()).cloned()
+        said.iter().find(|m| Self::is_telling(m)).or(said.last()).cloned()
+    }
+
+    /// True for a failure retrying will not cure: the TLS handshake, a certificate, the login.
+    fn is_telling(message: &str) -> bool {
+        ["SSL handshake", "certificate", "SASL authentication", "Authentication failed", "authentication failed", "SSL_"].iter().any(|w| message.contains(w))
     }
 }
 
@@ -199,42 +209,40 @@ pub fn check_secure_connection(props: &Properties, settings: &[(String, String)]
     if protocol == "plaintext" {
         return Ok(());
     }
-    // a consumer without a group of its own: only the metadata is asked for
-    let mut probe: Vec<(String, String)> = settings
-        .iter()
-        .filter(|(k, _)| k.starts_with("security.") || k.starts_with("ssl.") || k.starts_with("sasl.") || k == "bootstrap.servers" || k == "client.id")
-        .cloned()
-        .collect();
+    // every client setting (certificate verification switches, address family, …), as a
+    // consumer of a group of its own that only asks for the metadata
+    let mut probe: Vec<(String, String)> = settings.iter().filter(|(k, _)| k != "group.id").cloned().collect();
     probe.push(("group.id".into(), format!("ferris-probe-{}", std::process::id())));
-    let mut cfg = ClientConfig::new();
-    for (k, v) in &probe {
-        cfg.set(k, v);
-    }
-    // librdkafka says why a handshake or a login failed in a log line: let warnings through
-    cfg.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
-    let consumer: rdkafka::consumer::BaseConsumer<ProbeContext> = match cfg.create_with_context(ProbeContext::default()) {
-        Ok(c) => c,
-        // a bad value is reported, naming its key, when the client itself is made
-        Err(_) => return create_client_with::<rdkafka::consumer::BaseConsumer<ProbeContext>, _>(props, probe, what, ProbeContext::default).map(|_| ()),
-    };
-    let wait = std::time::Duration::from_secs(10);
-    let fetch = || rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, wait);
-    let answer = match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(fetch),
-        _ => fetch(),
-    };
-    match answer {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            // librdkafka's log lines and errors reach the context when the client is polled
-            for _ in 0..5 {
-                let _ = consumer.poll(std::time::Duration::from_millis(50));
-            }
-            let why = rdkafka::consumer::Consumer::context(&consumer).reason().unwrap_or_else(|| e.to_string());
-            Err(ConnectorError::Other(format!("{what}: cannot reach the brokers over {}: {}", protocol.to_ascii_uppercase(), mask(&why, settings))))
+    probe.push((PROBE_LOG.into(), "true".into()));
+    let run = || -> Result<Option<String>> {
+        let consumer: rdkafka::consumer::BaseConsumer<ProbeContext> = create_client_with(props, probe, what, ProbeContext::default)?;
+        if rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, std::time::Duration::from_secs(10)).is_ok() {
+            return Ok(None);
         }
+        // librdkafka's log lines and errors reach the context when the client is polled
+        for _ in 0..5 {
+            let _ = consumer.poll(std::time::Duration::from_millis(50));
+        }
+        Ok(Some(rdkafka::consumer::Consumer::context(&consumer).reason().unwrap_or_default()))
+    };
+    // connecting, waiting and closing the client block: not on a runtime worker
+    let failed = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run)?,
+        _ => run()?,
+    };
+    let Some(why) = failed else { return Ok(()) };
+    let why = mask(&why, settings);
+    if ProbeContext::is_telling(&why) {
+        // a certificate that cannot be verified, a refused login: retrying will not help
+        return Err(ConnectorError::Other(format!("{what}: cannot reach the brokers over {}: {why}", protocol.to_ascii_uppercase())));
     }
+    // the brokers are away for now (a restart): the client keeps trying, as over plaintext
+    warn!("{what}: the brokers did not answer over {} yet ({why}); the client keeps trying", protocol.to_ascii_uppercase());
+    Ok(())
 }
+
+/// A setting of ours, never given to librdkafka: the client's warnings reach its context.
+const PROBE_LOG: &str = "ferris.probe.log";
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! `redis_sink`: one key per row, named by `key.field` or `key.template` (with `key.prefix`),
 //! holding the row as a JSON string (`SET`) or a hash of its columns (`DEL` + `HSET`, so a NULL
-//! column leaves no stale field), expiring after `ttl`. A batch is one atomic pipeline
-//! (`MULTI`/`EXEC`): all of its rows or none. Rows of an `EMIT CHANGES` changelog with
+//! column leaves no stale field), expiring after `ttl`. A batch is one pipeline in a
+//! `MULTI`/`EXEC` transaction: no other client sees part of it. Rows of an `EMIT CHANGES` changelog with
 //! `_op = 'DELETE'` delete their key. Writes are idempotent — a replayed row sets its key to the
 //! same value — so at-least-once delivery leaves the same keys as exactly-once.
 //!
@@ -137,7 +137,8 @@ impl RedisSink {
         let ctx = || format!("redis sink '{}'", self.name);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let ttl_ms = self.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        // at least 1 ms: `PX 0` is an error
+        let ttl_ms = self.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
         let mut missing = 0;
         match self.conn.format {
             ValueFormat::Json => {

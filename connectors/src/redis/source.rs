@@ -81,7 +81,7 @@ impl RedisSource {
             None => {
                 let lines = on_own_runtime("redis", async {
                     let mut con = cfg.conn.connect().await?;
-                    read_lines(&cfg, &mut con).await
+                    read_lines(&cfg, &mut con, None).await
                 })?;
                 if lines.is_empty() {
                     return Err(ConnectorError::invalid(
@@ -101,8 +101,9 @@ impl RedisSource {
     }
 }
 
-/// Every matching key, once (`SCAN` may return a key twice), of the value format's type.
-async fn scan(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Result<Vec<String>> {
+/// Every matching key, once (`SCAN` may return a key twice), of the value format's type
+/// (`SCAN … TYPE`: Redis 6 or later). Keys are bytes: one that is not UTF-8 is skipped later.
+async fn scan(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Result<Vec<Vec<u8>>> {
     let kind = match cfg.conn.format {
         ValueFormat::Json => "string",
         ValueFormat::Hash => "hash",
@@ -110,7 +111,7 @@ async fn scan(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Resu
     let mut keys = BTreeSet::new();
     let mut cursor: u64 = 0;
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&cfg.pattern)
@@ -120,7 +121,7 @@ async fn scan(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Resu
             .arg(kind)
             .query_async(con)
             .await
-            .map_err(|e| cfg.conn.error(&format!("scanning '{}'", cfg.pattern), &e))?;
+            .map_err(|e| cfg.conn.error(&format!("scanning '{}' (SCAN … TYPE needs Redis 6 or later)", cfg.pattern), &e))?;
         keys.extend(batch);
         if next == 0 {
             return Ok(keys.into_iter().collect());
@@ -129,10 +130,30 @@ async fn scan(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Resu
     }
 }
 
-/// The matching keys' values as JSON lines, each with its key in `key.column`.
-async fn read_lines(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -> Result<Vec<u8>> {
+/// A hash field's text as the JSON value of its column's type (`true` for a BOOLEAN column;
+/// numbers stay text, which the JSON decoder parses), so that the decoder takes it.
+fn typed(schema: Option<&Schema>, field: &str, text: String) -> serde_json::Value {
+    let boolean = schema.and_then(|s| s.field_with_name(field).ok()).is_some_and(|f| f.data_type() == &DataType::Boolean);
+    if boolean {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "t" | "yes" => return serde_json::Value::Bool(true),
+            "false" | "0" | "f" | "no" => return serde_json::Value::Bool(false),
+            _ => {}
+        }
+    }
+    serde_json::Value::String(text)
+}
+
+/// The matching keys' values as JSON lines, each with its key in `key.column`; `schema` (when
+/// known) types a hash's text. A key or value that is not UTF-8 (or not a JSON object) is
+/// skipped and counted.
+async fn read_lines(cfg: &Config, con: &mut redis::aio::MultiplexedConnection, schema: Option<&Schema>) -> Result<Vec<u8>> {
     let keys = scan(cfg, con).await?;
     let mut out = Vec::new();
+    let skip = |key: &[u8], why: &str| {
+        cfg.metrics.add_errors(1);
+        warn!(source = %cfg.name, "redis {}: key '{}' {why}; skipped", cfg.conn.display, String::from_utf8_lossy(key));
+    };
     let put = |key: &str, mut obj: serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>| -> Result<()> {
         let shown = key.strip_prefix(cfg.prefix.as_str()).unwrap_or(key);
         obj.insert(cfg.key_column.clone(), serde_json::Value::String(shown.to_string()));
@@ -143,16 +164,17 @@ async fn read_lines(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -
     for chunk in keys.chunks(CHUNK) {
         match cfg.conn.format {
             ValueFormat::Json => {
-                let values: Vec<Option<String>> =
+                let values: Vec<Option<Vec<u8>>> =
                     redis::cmd("MGET").arg(chunk).query_async(con).await.map_err(|e| cfg.conn.error("reading values (MGET)", &e))?;
                 for (key, value) in chunk.iter().zip(values) {
                     let Some(value) = value else { continue }; // deleted since the scan
-                    match serde_json::from_str::<serde_json::Value>(&value) {
-                        Ok(serde_json::Value::Object(obj)) => put(key, obj, &mut out)?,
-                        _ => {
-                            cfg.metrics.add_errors(1);
-                            warn!(source = %cfg.name, "redis {}: key '{key}' does not hold a JSON object; skipped", cfg.conn.display);
-                        }
+                    let Ok(text_key) = std::str::from_utf8(key) else {
+                        skip(key, "is not UTF-8");
+                        continue;
+                    };
+                    match serde_json::from_slice::<serde_json::Value>(&value) {
+                        Ok(serde_json::Value::Object(obj)) => put(text_key, obj, &mut out)?,
+                        _ => skip(key, "does not hold a JSON object"),
                     }
                 }
             }
@@ -161,13 +183,31 @@ async fn read_lines(cfg: &Config, con: &mut redis::aio::MultiplexedConnection) -
                 for key in chunk {
                     pipe.cmd("HGETALL").arg(key);
                 }
-                let values: Vec<Vec<(String, String)>> = pipe.query_async(con).await.map_err(|e| cfg.conn.error("reading hashes (HGETALL)", &e))?;
+                let values: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(con).await.map_err(|e| cfg.conn.error("reading hashes (HGETALL)", &e))?;
                 for (key, fields) in chunk.iter().zip(values) {
                     if fields.is_empty() {
                         continue; // deleted since the scan
                     }
-                    let obj = fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-                    put(key, obj, &mut out)?;
+                    let Ok(text_key) = std::str::from_utf8(key) else {
+                        skip(key, "is not UTF-8");
+                        continue;
+                    };
+                    let mut obj = serde_json::Map::new();
+                    let mut binary = false;
+                    for (f, v) in fields {
+                        match (String::from_utf8(f), String::from_utf8(v)) {
+                            (Ok(f), Ok(v)) => {
+                                let value = typed(schema, &f, v);
+                                obj.insert(f, value);
+                            }
+                            _ => binary = true,
+                        }
+                    }
+                    if binary {
+                        skip(key, "has a field or value that is not UTF-8");
+                        continue;
+                    }
+                    put(text_key, obj, &mut out)?;
                 }
             }
         }
@@ -247,7 +287,7 @@ impl PartitionStream for RedisPartition {
             let read = async {
                 let mut con = cfg.conn.connect().await?;
                 cfg.metrics.set_status(ConnectionStatus::Connected);
-                let lines = read_lines(&cfg, &mut con).await?;
+                let lines = read_lines(&cfg, &mut con, Some(&cfg.schema)).await?;
                 cfg.metrics.bytes.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let out = Arc::new(cfg.schema.project(&columns).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))?);
                 if lines.is_empty() {
