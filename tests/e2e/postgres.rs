@@ -441,3 +441,33 @@ async fn inserts_into_existing_tables_of_other_and_same_types() {
     assert_same_rows("cast through staging", &rows(&format!("SELECT order_id, amount::float8 AS amount, status FROM {other}")), &want);
     assert_eq!(rows(&format!("SELECT DISTINCT note FROM {other}")), vec![r#"{"note":"kept"}"#.to_string()]);
 }
+
+/// The predecessor's `CREATE TABLE … AS SELECT status PRIMARY KEY, …`: a database sink without
+/// `mode` or `primary_key` upserts on the key marked in the select list, created as the table's
+/// primary key; the changelog's updates leave one row per status = DataFusion's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_in_the_select_list_is_the_sinks_upsert_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let t = unique("by_status");
+    let sql = format!(
+        "CREATE TABLE totals AS SELECT status PRIMARY KEY, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY status \
+         INTO db WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'orders.batch.size' = '11', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{t}');",
+        crate::common::data("orders.jsonl"),
+        conn("db")
+    );
+    let run = run_sql(dir, &sql);
+    assert_ok(&run);
+    assert!(!run.stderr.contains("unknown key"), "{}", run.stderr);
+    let want = batch_rows(&batch_context(dir).await, "SELECT status, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY status").await;
+    assert_same_rows("totals upserted by status", &rows(&format!("SELECT * FROM {t}")), &want);
+    let key = rows(&format!(
+        "SELECT a.attname AS k FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = '{t}'::regclass AND i.indisprimary"
+    ));
+    assert_eq!(key, vec![r#"{"k":"status"}"#.to_string()]);
+    // explain says where the sink's key came from
+    std::fs::write(dir.join("job.sql"), &sql).unwrap();
+    let explained = crate::common::ferris(dir, &["explain", "job.sql"]);
+    assert!(explained.stdout.contains("primary_key = status   [PRIMARY KEY status in the select list]"), "{}", explained.stdout);
+}

@@ -89,3 +89,22 @@ fn a_stream_window_function_needs_an_ascending_time_order() {
     assert_ne!(run.status, 0);
     assert!(run.stderr.contains("event time ascending"), "{}", run.stderr);
 }
+
+/// The predecessor's `ROWS WINDOW BUFFER n ROWS`: each row sees the last `n` rows of its
+/// partition, DataFusion's `ROWS BETWEEN n-1 PRECEDING AND CURRENT ROW` on the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_window_buffer_keeps_the_last_n_rows_of_a_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = "SELECT order_id, AVG(amount) OVER (PARTITION BY customer_id ORDER BY order_ts, order_id ROWS WINDOW BUFFER 3 ROWS) AS moving, \
+                COUNT(*) OVER (PARTITION BY customer_id ORDER BY order_ts, order_id ROWS WINDOW BUFFER 3 ROWS) AS seen FROM orders";
+    let sql = format!("CREATE STREAM m AS {ours} INTO out WITH ({}, 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');", sources_for("orders"));
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    let ctx = batch_context(tmp.path()).await;
+    let want = batch_rows(&ctx, &ours.replace("ROWS WINDOW BUFFER 3 ROWS", "ROWS BETWEEN 2 PRECEDING AND CURRENT ROW")).await;
+    assert!(want.iter().any(|r| r.contains("\"seen\":3")) && !want.iter().any(|r| r.contains("\"seen\":4")));
+    assert_same_rows("moving averages", &file_rows(&tmp.path().join("out.jsonl")), &want);
+    let run = run_sql(tmp.path(), &sql.replace("BUFFER 3 ROWS", "BUFFER 0 ROWS"));
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("ROWS WINDOW BUFFER needs a number of rows above 0"), "{}", run.stderr);
+}

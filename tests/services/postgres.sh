@@ -64,8 +64,18 @@ case "${1:-}" in
     fi
     touch "$LOG"
     [ "$(id -u)" = 0 ] && chown postgres "$LOG"
-    as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 30 \
-      -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DATA -c max_connections=200 -c fsync=off" start >/dev/null
+    # the port is in the kernel's ephemeral range: a client socket may hold it for a moment
+    started=0
+    for attempt in 1 2 3; do
+      if as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 30 \
+        -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DATA -c max_connections=200 -c fsync=off" start >/dev/null; then
+        started=1
+        break
+      fi
+      echo "postgres: start attempt $attempt failed; retrying" >&2
+      sleep 2
+    done
+    [ "$started" = 1 ] || { tail -5 "$LOG" >&2; exit 1; }
     for _ in $(seq 1 100); do port_open "$PORT" && break; sleep 0.1; done
     as_owner "$BIN/psql" -h "$DATA" -p "$PORT" -U ferris -d postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='ferris'" | grep -q 1 \
       || as_owner "$BIN/createdb" -h "$DATA" -p "$PORT" -U ferris ferris

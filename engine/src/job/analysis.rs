@@ -104,6 +104,30 @@ fn examples(role: Role) -> String {
     ConnectorType::examples(role).into_iter().take(4).map(|e| format!("'{e}'")).collect::<Vec<_>>().join(", ")
 }
 
+/// The predecessor's `PRIMARY KEY` in the select list, as the keys of the sinks that key their
+/// writes (unless set): a database sink upserts on it, a Kafka sink keys its messages by it, a
+/// Redis sink names its keys by it.
+///
+/// ```sql
+/// CREATE TABLE totals AS SELECT category PRIMARY KEY, SUM(amount) AS total FROM orders GROUP BY category
+/// INTO db WITH ('db.type' = 'database_sink', …)   -- upserts on category
+/// ```
+fn key_defaults(p: &mut Properties, kind: ConnectorKind, keys: &[String]) {
+    let origin = format!("PRIMARY KEY {} in the select list", keys.join(", "));
+    match kind {
+        ConnectorKind::Database => {
+            p.insert_default("primary_key", keys.join(","), origin.clone());
+            p.insert_default("mode", "upsert", origin);
+        }
+        ConnectorKind::Kafka if keys.len() == 1 => p.insert_default("key.field", keys[0].clone(), origin),
+        ConnectorKind::Redis if !p.contains("key.template") => match keys {
+            [one] => p.insert_default("key.field", one.clone(), origin),
+            many => p.insert_default("key.template", many.iter().map(|k| format!("{{{k}}}")).collect::<Vec<_>>().join(":"), origin),
+        },
+        _ => {}
+    }
+}
+
 /// Analyses one statement with the default configuration context.
 pub fn analyze(statement: FerrisStatement, index: usize) -> Result<JobSpec, AnalysisError> {
     analyze_with(statement, index, &ConfigContext::default())
@@ -210,7 +234,7 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
             ));
         }
     }
-    for p in props {
+    for mut p in props {
         let role = if source_names.iter().any(|s| s == p.owner()) { Role::Source } else { Role::Sink };
         let connector = match p.get("type") {
             Some(t) => ConnectorType::parse(p.owner(), role, t)?,
@@ -223,6 +247,9 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
                 })
             }
         };
+        if role == Role::Sink && !statement.primary_key.is_empty() {
+            key_defaults(&mut p, connector.kind, &statement.primary_key);
+        }
         if let Some(spec) = ferris_connectors::registry::find(connector.kind) {
             for (k, v) in p.iter() {
                 match spec.check_key(role, k, v) {

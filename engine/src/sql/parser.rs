@@ -55,6 +55,8 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         near: None,
         message: e.message,
     })?;
+    let tokens = rewrite_rows_window_buffer(tokens)?;
+    let (tokens, mut keys) = take_primary_keys(tokens)?;
     let (tokens, mut windows) = take_window_clauses(tokens)?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut out: Vec<FerrisStatement> = Vec::new();
@@ -66,7 +68,11 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         let start = parser.peek_token_ref().span.start;
         let mut stmt = parse_statement(&mut parser, start).map_err(|e| to_syntax_error(&parser, e))?;
         let end = parser.peek_token_ref().span.start;
-        let (mine, rest): (Vec<_>, Vec<_>) = windows.into_iter().partition(|(loc, _)| (loc.line, loc.column) < (end.line, end.column) || end.line == 0);
+        let before_end = |loc: &Location| (loc.line, loc.column) < (end.line, end.column) || end.line == 0;
+        let (my_keys, other_keys): (Vec<_>, Vec<_>) = keys.into_iter().partition(|(loc, _)| before_end(loc));
+        keys = other_keys;
+        stmt.primary_key = my_keys.into_iter().map(|(_, k)| k).collect();
+        let (mine, rest): (Vec<_>, Vec<_>) = windows.into_iter().partition(|(loc, _)| before_end(loc));
         windows = rest;
         if let Some((loc, clause)) = mine.into_iter().last() {
             if stmt.window.is_some() {
@@ -90,6 +96,82 @@ pub fn parse_sql(sql: &str) -> Result<Vec<FerrisStatement>, SyntaxError> {
         }
     }
     Ok(out)
+}
+
+/// The predecessor's `ROWS WINDOW BUFFER n ROWS` inside `OVER (…)` — keep the last `n` rows of
+/// each partition — as the standard frame `ROWS BETWEEN n-1 PRECEDING AND CURRENT ROW`.
+///
+/// ```sql
+/// AVG(price) OVER (PARTITION BY symbol ORDER BY ts ROWS WINDOW BUFFER 100 ROWS)
+/// ```
+fn rewrite_rows_window_buffer(tokens: Vec<TokenWithSpan>) -> Result<Vec<TokenWithSpan>, SyntaxError> {
+    let significant: Vec<usize> = (0..tokens.len()).filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_))).collect();
+    let mut replace: Vec<(usize, usize, u64)> = Vec::new();
+    for w in significant.windows(5) {
+        let t = |i: usize| &tokens[w[i]].token;
+        if word_is(t(0), "ROWS") && word_is(t(1), "WINDOW") && word_is(t(2), "BUFFER") && word_is(t(4), "ROWS") {
+            let n = match t(3) {
+                Token::Number(n, _) => n.parse::<u64>().ok().filter(|n| *n > 0),
+                _ => None,
+            };
+            let Some(n) = n else { return Err(SyntaxError::at(&tokens[w[3]], "ROWS WINDOW BUFFER needs a number of rows above 0")) };
+            replace.push((w[0], w[4], n));
+        }
+    }
+    if replace.is_empty() {
+        return Ok(tokens);
+    }
+    let mut out = Vec::with_capacity(tokens.len() + 8 * replace.len());
+    let mut next = replace.into_iter().peekable();
+    let mut i = 0;
+    while i < tokens.len() {
+        match next.peek() {
+            Some(&(from, to, n)) if from == i => {
+                let span = tokens[from].span;
+                let words = ["ROWS".to_string(), "BETWEEN".into(), (n - 1).to_string(), "PRECEDING".into(), "AND".into(), "CURRENT".into(), "ROW".into()];
+                for (k, word) in words.iter().enumerate() {
+                    if k > 0 {
+                        out.push(TokenWithSpan { token: Token::Whitespace(Whitespace::Space), span });
+                    }
+                    let token = if k == 2 { Token::Number(word.clone(), false) } else { Token::make_keyword(word) };
+                    out.push(TokenWithSpan { token, span });
+                }
+                next.next();
+                i = to + 1;
+            }
+            _ => {
+                out.push(tokens[i].clone());
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The tokens left, and each `PRIMARY KEY` marker taken out: where it was and the name it marks.
+type TakenKeys = (Vec<TokenWithSpan>, Vec<(Location, String)>);
+
+/// Takes the predecessor's `PRIMARY KEY` markers out of select lists (`SELECT category PRIMARY
+/// KEY, COUNT(*) AS n …`, `SUM(x) AS total PRIMARY KEY`), leaving blanks, with the output name
+/// each marks and where it was.
+fn take_primary_keys(mut tokens: Vec<TokenWithSpan>) -> Result<TakenKeys, SyntaxError> {
+    let mut found = Vec::new();
+    let significant: Vec<usize> = (0..tokens.len()).filter(|&j| !matches!(tokens[j].token, Token::Whitespace(_))).collect();
+    for (pos, w) in significant.windows(2).enumerate() {
+        if !(word_is(&tokens[w[0]].token, "PRIMARY") && word_is(&tokens[w[1]].token, "KEY")) {
+            continue;
+        }
+        // the name of the select item just before: a column, or an alias
+        let name = match pos.checked_sub(1).map(|p| &tokens[significant[p]].token) {
+            Some(Token::Word(word)) if !matches!(word.keyword, Keyword::SELECT | Keyword::DISTINCT) => word.value.clone(),
+            _ => return Err(SyntaxError::at(&tokens[w[0]], "PRIMARY KEY marks a select item by its name: write `expr AS name PRIMARY KEY`")),
+        };
+        found.push((tokens[w[0]].span.start, name));
+        for &j in w {
+            tokens[j].token = Token::Whitespace(Whitespace::Space);
+        }
+    }
+    Ok((tokens, found))
 }
 
 /// Takes the predecessor's `WINDOW TUMBLING(…)` / `SLIDING(…)` / `SESSION(…)` clauses out of the
@@ -237,7 +319,7 @@ fn parse_statement(parser: &mut Parser, start: Location) -> Result<FerrisStateme
         }
     }
     let within = take_within(&mut query).map_err(ParserError::ParserError)?;
-    Ok(FerrisStatement { kind, query, emit, into, with, within, watermarks, window: None, line: start.line })
+    Ok(FerrisStatement { kind, query, emit, into, with, within, watermarks, window: None, primary_key: Vec::new(), line: start.line })
 }
 
 /// `FOR [source.]column AS column [- INTERVAL '5' SECOND]`, after `WATERMARK`.
@@ -373,5 +455,27 @@ fn take_within(query: &mut Query) -> Result<Vec<Within>, String> {
     match error {
         Some(e) => Err(format!("WITHIN {e}")),
         None => Ok(found),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_predecessors_primary_key_and_rows_buffer() {
+        let s = parse_sql(
+            "CREATE TABLE t AS SELECT o.category PRIMARY KEY, SUM(x) AS total PRIMARY KEY, COUNT(*) AS n FROM o GROUP BY o.category;\nSELECT a FROM b",
+        )
+        .unwrap();
+        assert_eq!(s[0].primary_key, ["category", "total"]);
+        assert!(s[1].primary_key.is_empty(), "each statement keeps its own keys");
+        let e = parse_sql("CREATE TABLE t AS SELECT COUNT(*) PRIMARY KEY FROM o").unwrap_err();
+        assert!(e.message.contains("write `expr AS name PRIMARY KEY`"), "{e}");
+        let s = parse_sql("SELECT AVG(p) OVER (PARTITION BY k ORDER BY ts ROWS WINDOW BUFFER 100 ROWS) AS a FROM t").unwrap();
+        let text = s[0].query.to_string();
+        assert!(text.contains("ROWS BETWEEN 99 PRECEDING AND CURRENT ROW"), "{text}");
+        let e = parse_sql("SELECT AVG(p) OVER (ORDER BY ts ROWS WINDOW BUFFER x ROWS) FROM t").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 52), "the column of the bad count");
     }
 }

@@ -104,6 +104,9 @@ pub struct FerrisStatement {
     pub watermarks: Vec<WatermarkClause>,
     /// The `WINDOW TUMBLING|SLIDING|SESSION(…)` clause, if written.
     pub window: Option<WindowClause>,
+    /// Output columns marked `PRIMARY KEY` in the select list (the predecessor's form,
+    /// `SELECT category PRIMARY KEY, COUNT(*) …`): the key an upserting sink uses.
+    pub primary_key: Vec<String>,
     /// 1-based line where the statement starts.
     pub line: u64,
 }
