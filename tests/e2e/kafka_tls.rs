@@ -1,8 +1,11 @@
-//! Kafka over TLS (`security.protocol = 'SSL'`): a broker of the project's own (tansu) behind a
-//! TLS-terminating proxy (socat, OpenSSL) with a certificate made for the test, advertising the
-//! proxy's address, so that every connection the clients make is TLS. A job reads a topic and
-//! writes another through it, trusting the test's CA (`ssl.ca.location`); the same job without
-//! the CA fails with an error that says the certificate could not be verified.
+//! Kafka over TLS and with SASL logins. TLS (`security.protocol = 'SSL'`): a broker of the
+//! project's own (tansu) behind a TLS-terminating proxy (socat, OpenSSL) with a certificate made
+//! for the test, advertising the proxy's address, so that every connection the clients make is
+//! TLS. A job reads a topic and writes another through it, trusting the test's CA
+//! (`ssl.ca.location`); the same job without the CA fails with an error that says the
+//! certificate could not be verified. SASL (`SASL_PLAINTEXT`, `SCRAM-SHA-512`): tansu with
+//! `--authentication` and a user it stores; a job logs in and reads every message, a wrong
+//! password stops the job at start with the broker's refusal and the password nowhere.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -166,4 +169,101 @@ fn a_job_reads_and_writes_kafka_over_tls() {
     let run = run_sql(dir, &no_ca);
     assert_ne!(run.status, 0, "{}", run.stderr);
     assert!(run.stderr.contains("kafka source 'src': cannot reach the brokers over SSL") && run.stderr.contains("certificate verify failed"), "{}", run.stderr);
+}
+
+/// A tansu that requires SCRAM logins, with user `alice` created before authentication is on
+/// (tansu's own `user create`); its address and guard.
+fn sasl_broker(dir: &Path) -> (String, Guard) {
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let start = |auth: bool| {
+        let mut c = Command::new(tansu());
+        c.args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}"), "--advertised-listener-url", &format!("tcp://localhost:{port}")])
+            // relative to the broker's directory: tansu reads `sqlite://dir/file`
+            .args(["--storage-engine", "sqlite://data/tansu.db"])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join(if auth { "tansu-auth.log" } else { "tansu.log" })).unwrap()));
+        if auth {
+            c.arg("--authentication");
+        }
+        let g = Guard(c.spawn().expect("tansu: install it with 'bash tests/services/kafka.sh install'"));
+        wait_port(port);
+        g
+    };
+    let open = start(false);
+    let out = Command::new(tansu())
+        .args(["user", "create", "--broker", &format!("tcp://localhost:{port}"), "--mechanism", "scram512", "alice", "wonder-land-pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tansu user create: {}", String::from_utf8_lossy(&out.stderr));
+    drop(open);
+    (format!("localhost:{port}"), start(true))
+}
+
+fn sasl_client(servers: &str, password: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", servers)
+        .set("security.protocol", "sasl_plaintext")
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", "alice")
+        .set("sasl.password", password);
+    c
+}
+
+/// A SCRAM login: the job reads every message; a wrong password is refused at start, by name.
+#[test]
+fn a_job_logs_in_with_scram_and_a_wrong_password_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (servers, _broker) = sasl_broker(dir);
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = sasl_client(&servers, "wonder-land-pw").create().unwrap();
+        let made =
+            futures::executor::block_on(admin.create_topics(
+                &[NewTopic::new("sasl-in", 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            ))
+            .expect("create a topic with SASL");
+        for r in made {
+            r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+    }
+    let p: BaseProducer = sasl_client(&servers, "wonder-land-pw").create().unwrap();
+    let rows: Vec<String> = (0..100).map(|i| format!("{{\"id\": {i}}}")).collect();
+    for r in &rows {
+        p.send(BaseRecord::<(), str>::to("sasl-in").payload(r.as_str())).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let job = |password: &str| {
+        format!(
+            "CREATE STREAM s AS SELECT id FROM src INTO out WITH ('src.type' = 'kafka_source', 'src.bootstrap.servers' = '{servers}', \
+             'src.topic' = 'sasl-in', 'src.group.id' = 'sasl-group', 'src.schema' = 'id BIGINT', 'src.security.protocol' = 'SASL_PLAINTEXT', \
+             'src.sasl.mechanism' = 'SCRAM-SHA-512', 'src.sasl.username' = 'alice', 'src.sasl.password' = '{password}', \
+             'out.type' = 'file_sink', 'out.path' = 'out.jsonl');"
+        )
+    };
+    let run = run_sql(dir, &job("not-the-pw"));
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot reach the brokers over SASL_PLAINTEXT") && run.stderr.contains("SASL authentication error"), "{}", run.stderr);
+    assert!(!run.stderr.contains("not-the-pw"), "{}", run.stderr);
+    std::fs::write(dir.join("job.sql"), job("wonder-land-pw")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = dir.join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < rows.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stderr = stop_with_sigint(&mut child);
+    assert!(!stderr.contains("wonder-land-pw"), "{stderr}");
+    assert_same_rows("rows read after a SCRAM login", &canonical_lines(&std::fs::read_to_string(&out).unwrap_or_default()), &canonical_lines(&rows.join("\n")));
 }
