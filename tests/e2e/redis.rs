@@ -2,7 +2,8 @@
 //! start`; URL in `REDIS_URL`), read and written back with `redis-cli`: a grouped aggregate
 //! written as hashes and filtered rows as JSON strings with a TTL hold DataFusion's answer; a
 //! changelog's DELETE rows delete their keys; hashes read as a lookup table join the orders file
-//! as the CSV of the same customers does.
+//! as the CSV of the same customers does, and a tailed stream sees hashes changed mid-run; JSON
+//! values are read with an inferred schema.
 
 use std::process::Command;
 
@@ -210,4 +211,72 @@ fn json_values_read_with_an_inferred_schema() {
     assert_ok(&run);
     assert!(run.stderr.contains("does not hold a JSON object"), "{}", run.stderr);
     assert_same_rows("prices", &file_rows(&tmp.path().join("out.jsonl")), &canonical_lines(&want.join("\n")));
+}
+
+/// The guide's enrichment shape on Redis: a tailed orders file joined with customers kept as
+/// hashes, re-read every 300 ms (`refresh_interval`); tiers change and a customer appears while
+/// the job runs: orders before carry the old values, orders after the new ones.
+#[test]
+fn a_lookup_of_hashes_updated_mid_run_is_seen_by_later_rows() {
+    use crate::checkpoints::{interrupt, settle, sinks_created, start};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = unique("lk");
+    for c in 1..=10 {
+        if c != 5 {
+            cli(&["HSET", &format!("{p}:{c}"), "name", &format!("c{c}"), "tier", "bronze"]);
+        }
+    }
+    let orders = dir.join("orders.jsonl");
+    let order = |i: usize| format!("{{\"order_id\":{i},\"customer_id\":\"{}\",\"amount\":{}}}\n", i % 10 + 1, i * 3);
+    std::fs::write(&orders, (0..100).map(order).collect::<String>()).unwrap();
+    let sql = format!(
+        "CREATE STREAM enriched AS SELECT o.order_id, c.name, c.tier, o.amount FROM orders o JOIN customers c ON o.customer_id = c.id INTO out WITH (\
+         'orders.type' = 'file_source', 'orders.path' = '{}', 'orders.watch' = 'true', 'orders.batch.size' = '10', \
+         'customers.type' = 'redis_source', {}, 'customers.value.format' = 'hash', 'customers.key.pattern' = '{p}:*', \
+         'customers.key.prefix' = '{p}:', 'customers.key.column' = 'id', 'customers.schema' = 'name VARCHAR, tier VARCHAR', \
+         'customers.refresh_interval' = '300', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        orders.display(),
+        conn("customers")
+    );
+    std::fs::write(dir.join("job.sql"), &sql).unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let out = dir.join("out.jsonl");
+    let lines = || std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0);
+    let wait = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lines() < n {
+            assert!(Instant::now() < deadline, "waiting for {n} rows; log:\n{}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // customer 5 has no hash yet: 10 of the 100 orders find no row
+    wait(90);
+    for c in 1..=3 {
+        cli(&["HSET", &format!("{p}:{c}"), "tier", "gold"]);
+    }
+    cli(&["HSET", &format!("{p}:5"), "name", "c5", "tier", "bronze"]);
+    // three refreshes later the join holds the new hashes
+    std::thread::sleep(Duration::from_millis(1500));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&orders).unwrap();
+        f.write_all((100..200).map(order).collect::<String>().as_bytes()).unwrap();
+    }
+    wait(190);
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(&mut child, dir);
+    let mut want = Vec::new();
+    for i in 0..200usize {
+        let c = i % 10 + 1;
+        if i < 100 && c == 5 {
+            continue;
+        }
+        let tier = if i >= 100 && c <= 3 { "gold" } else { "bronze" };
+        want.push(format!("{{\"order_id\":{i},\"name\":\"c{c}\",\"tier\":\"{tier}\",\"amount\":{}}}", i * 3));
+    }
+    assert_same_rows("enriched orders", &file_rows(&out), &canonical_lines(&want.join("\n")));
 }
