@@ -238,3 +238,81 @@ async fn the_predecessors_mmap_file_source_is_the_file_source() {
     assert_same_rows("file_source_mmap", &file_rows(&tmp.path().join("a.jsonl")), &want);
     assert_same_rows("file_source", &file_rows(&tmp.path().join("b.jsonl")), &want);
 }
+
+/// Many malformed lines (cut short, and a value of the wrong type), across batch boundaries:
+/// every good line arrives, each bad one is counted, and the first are named by their line.
+#[test]
+fn scattered_malformed_lines_cost_only_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("mixed.jsonl");
+    let mut text = String::new();
+    let mut want = Vec::new();
+    let mut bad_lines = Vec::new();
+    for i in 0..2000u64 {
+        let line = format!("{{\"id\": {i}, \"v\": {}}}", i * 7);
+        if i % 97 == 5 {
+            text.push_str(&line[..line.len() / 2]);
+            bad_lines.push(i + 1);
+        } else if i % 389 == 11 {
+            text.push_str(&format!("{{\"id\": {i}, \"v\": \"seven\"}}"));
+            bad_lines.push(i + 1);
+        } else {
+            text.push_str(&line);
+            want.push(format!("{{\"id\":{i},\"v\":{}}}", i * 7));
+        }
+        text.push('\n');
+    }
+    std::fs::write(&input, text).unwrap();
+    let sql = format!(
+        "CREATE STREAM clean AS SELECT id, v FROM raw INTO out WITH ('raw.type' = 'file_source', 'raw.path' = '{}', 'raw.schema' = 'id BIGINT, v BIGINT', \
+         'raw.batch.size' = '100', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        input.display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert_same_rows("good lines", &file_rows(&tmp.path().join("out.jsonl")), &canonical_lines(&want.join("\n")));
+    assert!(run.stderr.contains(&format!("raw {} rows ({} malformed)", want.len(), bad_lines.len())), "{}", run.stderr);
+    for l in &bad_lines[..3] {
+        assert!(run.stderr.contains(&format!("mixed.jsonl:{l}: malformed record skipped")), "line {l}: {}", run.stderr);
+    }
+    let sql = sql.replace("'out.type'", "'failure_strategy' = 'FailBatch', 'out.type'");
+    let run = run_sql(tmp.path(), &sql);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("mixed.jsonl:{}: malformed record", bad_lines[0])), "{}", run.stderr);
+}
+
+/// A file large enough to be read in parallel splits, with malformed lines in several of them:
+/// each is named by its line in the whole file (counted once per split, not per chunk), and the
+/// count and the sum of the good rows are exact.
+#[test]
+fn malformed_lines_in_parallel_splits_are_named_by_their_file_line() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("big.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let n = 1_200_000u64;
+    let bad: [u64; 6] = [100, 250_000, 480_001, 700_123, 950_000, 1_199_999];
+    let (mut good, mut sum) = (0u64, 0u64);
+    for i in 1..=n {
+        if bad.contains(&i) {
+            writeln!(f, "{{\"id\": {i}, \"station\": \"cut").unwrap();
+        } else {
+            writeln!(f, "{{\"id\": {i}, \"station\": \"station-{:03}\"}}", i % 400).unwrap();
+            good += 1;
+            sum += i;
+        }
+    }
+    drop(f);
+    assert!(std::fs::metadata(&path).unwrap().len() > 32 << 20);
+    let sql = format!(
+        "CREATE TABLE t AS SELECT COUNT(*) AS n, SUM(id) AS s FROM big EMIT FINAL INTO out WITH ('big.type' = 'file_source', 'big.path' = '{}', \
+         'big.schema' = 'id BIGINT, station VARCHAR', 'parallelism' = '4', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        path.display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert_eq!(file_rows(&tmp.path().join("out.jsonl")), vec![format!(r#"{{"n":{good},"s":{sum}}}"#)]);
+    for l in bad {
+        assert!(run.stderr.contains(&format!("big.jsonl:{l}: malformed record skipped")), "line {l}: {}", run.stderr);
+    }
+}

@@ -480,6 +480,9 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
     let io = |e| ConnectorError::io(path, e);
     let mut map = LineMap::Sequential;
     let ranged = start > 0 || end != u64::MAX;
+    // where this range's first line starts: `start`, or past the line crossing it (which the
+    // previous range reads)
+    let mut first_line = start;
     let mut reader: Box<dyn BufRead + Send> = if ranged {
         let mut f = File::open(path).map_err(io)?;
         map = LineMap::Offset;
@@ -502,6 +505,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
                     // The line holding byte start-1 belongs to the previous range.
                     let mut skipped = Vec::new();
                     r.read_until(b'\n', &mut skipped).map_err(io)?;
+                    first_line = start - 1 + skipped.len() as u64;
                 }
                 Box::new(r)
             }
@@ -532,8 +536,10 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             r
         }
     };
-    let mut chunk_offset: u64 = resume.map_or(start, |r| r.offset); // where the next chunk starts
+    let mut chunk_offset: u64 = resume.map_or(first_line, |r| r.offset); // where the next chunk starts
     let mut line_no: u64 = resume.map_or(1, |r| r.line);
+    // a split's bad records are numbered by the lines before them, counted once as chunks pass
+    let mut counted = LinesBefore::default();
     let mut element: usize = resume.map_or(0, |r| r.element);
     // rows at the resumed position already handed out before the restore
     let mut skip_rows = resume.map_or(0, |r| r.rows);
@@ -614,7 +620,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             let (batches, bad) = decoder.decode_chunk(&chunk, &line_of)?;
             if !bad.is_empty() {
                 let bad = match map {
-                    LineMap::Offset => renumber(path, chunk_offset, &bad)?,
+                    LineMap::Offset => counted.renumber(path, chunk_offset, &bad)?,
                     _ => bad,
                 };
                 bad_log.handle(&cfg.name, cfg.failure, &cfg.metrics, &path.display().to_string(), &bad)?;
@@ -657,20 +663,36 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
 
 /// Lines of a byte-range partition are numbered only when one is bad: count the newlines
 /// before the chunk (the slow path, taken only on error).
-fn renumber(path: &Path, chunk_offset: u64, bad: &[BadRecord]) -> Result<Vec<BadRecord>> {
-    let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
-    let mut before = 0u64;
-    let mut r = BufReader::new(f.take(chunk_offset));
-    loop {
-        let buf = r.fill_buf().map_err(|e| ConnectorError::io(path, e))?;
-        if buf.is_empty() {
-            break;
+/// Lines counted in a file from its start up to an offset, moved forward as a split's chunks with
+/// bad records come (in offset order), so that numbering them reads each byte once, not the
+/// whole prefix per chunk.
+#[derive(Debug, Default)]
+struct LinesBefore {
+    offset: u64,
+    lines: u64,
+}
+
+impl LinesBefore {
+    /// `bad`, numbered within the chunk at `chunk_offset`, numbered within the file.
+    fn renumber(&mut self, path: &Path, chunk_offset: u64, bad: &[BadRecord]) -> Result<Vec<BadRecord>> {
+        if chunk_offset < self.offset {
+            *self = Self::default();
         }
-        before += buf.iter().filter(|b| **b == b'\n').count() as u64;
-        let n = buf.len();
-        r.consume(n);
+        let mut f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
+        f.seek(SeekFrom::Start(self.offset)).map_err(|e| ConnectorError::io(path, e))?;
+        let mut r = BufReader::new(f.take(chunk_offset - self.offset));
+        loop {
+            let buf = r.fill_buf().map_err(|e| ConnectorError::io(path, e))?;
+            if buf.is_empty() {
+                break;
+            }
+            self.lines += memchr::memchr_iter(b'\n', buf).count() as u64;
+            let n = buf.len();
+            r.consume(n);
+        }
+        self.offset = chunk_offset;
+        Ok(bad.iter().map(|b| BadRecord { line: self.lines + 1 + b.line, message: b.message.clone() }).collect())
     }
-    Ok(bad.iter().map(|b| BadRecord { line: before + 1 + b.line, message: b.message.clone() }).collect())
 }
 
 /// A reader over the lines that *start* before `end`: the line crossing `end` is read whole,

@@ -180,6 +180,21 @@ impl TextDecoder {
             self.declined = 0;
             return Ok((batches, Vec::new()));
         }
+        // Malformed JSON records must not send the whole chunk down the slow path (one decoder
+        // per line): take them out with a cheap syntax check, and decode the rest as usual.
+        // First by shape alone (a line cut short does not end in `}`), then by parsing.
+        if matches!(self.format, FileFormat::Json | FileFormat::JsonLines) {
+            for check in [JsonCheck::Shape, JsonCheck::Parse] {
+                let (clean, kept, mut bad) = split_malformed_json(chunk, line_of, check);
+                if !bad.is_empty() {
+                    let line_of_kept = |i: usize| kept.get(i).map_or_else(|| line_of(i), |k| line_of(*k));
+                    let (batches, more) = self.decode_chunk(&clean, &line_of_kept)?;
+                    bad.extend(more);
+                    bad.sort_by_key(|b| b.line);
+                    return Ok((batches, bad));
+                }
+            }
+        }
         if self.flat.is_some() {
             self.declined += 1;
             if self.declined >= FLAT_GIVE_UP {
@@ -220,6 +235,48 @@ impl TextDecoder {
         };
         Ok((batch, bad))
     }
+}
+
+/// How [`split_malformed_json`] tells a malformed line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonCheck {
+    /// Only lines that are not `{…}` (a record cut short, a stray line): one look at each end.
+    Shape,
+    /// Lines that do not parse as JSON: a syntax check that builds nothing.
+    Parse,
+}
+
+/// Splits JSON lines into the good ones by `check` (copied into one buffer, with their indices
+/// among `chunk`'s lines) and the malformed ones, each with the JSON parser's message; far
+/// cheaper than decoding line by line.
+fn split_malformed_json(chunk: &[u8], line_of: &dyn Fn(usize) -> u64, check: JsonCheck) -> (Vec<u8>, Vec<usize>, Vec<BadRecord>) {
+    let mut clean = Vec::with_capacity(chunk.len());
+    let mut kept = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in chunk.split_inclusive(|b| *b == b'\n').enumerate() {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let fine = match check {
+            JsonCheck::Shape => trimmed.first() == Some(&b'{') && trimmed.last() == Some(&b'}'),
+            JsonCheck::Parse => serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok(),
+        };
+        if fine {
+            clean.extend_from_slice(line);
+            if line.last() != Some(&b'\n') {
+                clean.push(b'\n');
+            }
+            kept.push(i);
+        } else {
+            let message = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+                Err(e) => e.to_string(),
+                Ok(_) => "not a JSON object".to_string(),
+            };
+            bad.push(BadRecord { line: line_of(i), message });
+        }
+    }
+    (clean, kept, bad)
 }
 
 /// Rewrites a JSON array of objects as one object per line, so that it decodes like JSON Lines.
