@@ -81,3 +81,11 @@ pub trait Source: Debug + Send + Sync {
         self.partitions(projection)
     }
 }
+
+/// The columns `projection` asks for of `schema` (all of them when `None`) and their schema: what
+/// a source's [`Source::partitions`] reads and yields.
+pub fn projected_columns(schema: &SchemaRef, projection: Option<&[usize]>) -> (Vec<usize>, SchemaRef) {
+    let columns = projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
+    let projected = Arc::new(schema.project(&columns).unwrap_or_else(|_| schema.as_ref().clone()));
+    (columns, projected)
+}

@@ -83,6 +83,28 @@ fn tls_broker(dir: &Path) -> (String, Vec<Guard>) {
     (format!("localhost:{tls}"), vec![proxy, broker])
 }
 
+/// Runs `sql` in `dir` until `out.jsonl` has `rows` lines (60 s at most), then stops it with
+/// SIGINT; the output file and what the job said.
+fn run_until_rows(dir: &Path, sql: &str, rows: usize) -> (std::path::PathBuf, String) {
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = dir.join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < rows && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let stderr = stop_with_sigint(&mut child);
+    (out, stderr)
+}
+
 fn tls_client(servers: &str, ca: &Path) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", servers).set("security.protocol", "ssl").set("ssl.ca.location", ca.to_str().unwrap());
@@ -127,22 +149,7 @@ fn a_job_reads_and_writes_kafka_over_tls() {
          'copy.security.protocol' = 'SSL', 'copy.ssl.ca.location' = '{ca}');",
         ca = ca.display()
     );
-    std::fs::write(dir.join("job.sql"), &sql).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(["run", "job.sql", "--no-progress"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = dir.join("out.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < rows.len() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let stderr = stop_with_sigint(&mut child);
+    let (out, stderr) = run_until_rows(dir, &sql, rows.len());
     let want = canonical_lines(&rows.join("\n"));
     assert_same_rows("rows read over TLS", &canonical_lines(&std::fs::read_to_string(&out).unwrap_or_default()), &want);
     // the copy, read back over TLS by the test's own client
@@ -248,22 +255,7 @@ fn a_job_logs_in_with_scram_and_a_wrong_password_is_refused() {
     assert_ne!(run.status, 0, "{}", run.stderr);
     assert!(run.stderr.contains("cannot reach the brokers over SASL_PLAINTEXT") && run.stderr.contains("SASL authentication error"), "{}", run.stderr);
     assert!(!run.stderr.contains("not-the-pw"), "{}", run.stderr);
-    std::fs::write(dir.join("job.sql"), job("wonder-land-pw")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(["run", "job.sql", "--no-progress"])
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = dir.join("out.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < rows.len() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let stderr = stop_with_sigint(&mut child);
+    let (out, stderr) = run_until_rows(dir, &job("wonder-land-pw"), rows.len());
     assert!(!stderr.contains("wonder-land-pw"), "{stderr}");
     assert_same_rows("rows read after a SCRAM login", &canonical_lines(&std::fs::read_to_string(&out).unwrap_or_default()), &canonical_lines(&rows.join("\n")));
 }

@@ -150,9 +150,7 @@ impl Source for PostgresSource {
     }
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
-        let all: Vec<usize> = (0..self.cfg.schema.fields().len()).collect();
-        let columns = projection.map_or(all, <[usize]>::to_vec);
-        let schema = Arc::new(self.cfg.schema.project(&columns).unwrap_or_else(|_| self.cfg.schema.as_ref().clone()));
+        let (columns, schema) = crate::source::projected_columns(&self.cfg.schema, projection);
         let cell = PositionCell::new();
         self.positions.set_cells(vec![cell.clone()]);
         vec![Arc::new(PgPartition { cfg: Arc::clone(&self.cfg), schema, columns, cell, positions: self.positions.clone() })]

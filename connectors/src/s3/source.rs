@@ -439,9 +439,7 @@ impl Source for S3Source {
     }
 
     fn partitions_pruned(&self, projection: Option<&[usize]>, scans: &[Vec<Expr>]) -> Vec<Arc<dyn PartitionStream>> {
-        let all: Vec<usize> = (0..self.cfg.schema.fields().len()).collect();
-        let columns: Vec<usize> = projection.map_or(all, <[usize]>::to_vec);
-        let schema = Arc::new(self.cfg.schema.project(&columns).unwrap_or_else(|_| self.cfg.schema.as_ref().clone()));
+        let (columns, schema) = crate::source::projected_columns(&self.cfg.schema, projection);
         let wanted = self.wanted(scans);
         let skipped = wanted.iter().filter(|w| !**w).count();
         if skipped > 0 {
