@@ -180,19 +180,14 @@ impl TextDecoder {
             self.declined = 0;
             return Ok((batches, Vec::new()));
         }
-        // Malformed JSON records must not send the whole chunk down the slow path (one decoder
-        // per line): take them out with a cheap syntax check, and decode the rest as usual.
-        // First by shape alone (a line cut short does not end in `}`), then by parsing.
-        if matches!(self.format, FileFormat::Json | FileFormat::JsonLines) {
-            for check in [JsonCheck::Shape, JsonCheck::Parse] {
-                let (clean, kept, mut bad) = split_malformed_json(chunk, line_of, check);
-                if !bad.is_empty() {
-                    let line_of_kept = |i: usize| kept.get(i).map_or_else(|| line_of(i), |k| line_of(*k));
-                    let (batches, more) = self.decode_chunk(&clean, &line_of_kept)?;
-                    bad.extend(more);
-                    bad.sort_by_key(|b| b.line);
-                    return Ok((batches, bad));
-                }
+        // Malformed JSON Lines records must not send the whole chunk down the slow path (one
+        // decoder per line): take them out cheaply — first by shape alone (a line cut short does
+        // not end in `}`), then by a syntax check — and decode the rest as usual. Only for JSON
+        // Lines, where a record is a line: a `.json` file may hold objects over several lines,
+        // which the decoder below reads whole (its bad lines are split off after it fails).
+        if self.format == FileFormat::JsonLines {
+            if let Some(found) = self.split_off_malformed(chunk, line_of)? {
+                return Ok(found);
             }
         }
         if self.flat.is_some() {
@@ -206,9 +201,30 @@ impl TextDecoder {
             Ok(()) => Ok((out, Vec::new())),
             Err(_) => {
                 self.reset()?;
+                if self.format == FileFormat::Json {
+                    if let Some(found) = self.split_off_malformed(chunk, line_of)? {
+                        return Ok(found);
+                    }
+                }
                 self.decode_lines(chunk, line_of)
             }
         }
+    }
+
+    /// The chunk decoded without its malformed lines, found by shape and then by parsing, when
+    /// there are any; `None` when every line passes both checks.
+    fn split_off_malformed(&mut self, chunk: &[u8], line_of: &dyn Fn(usize) -> u64) -> Result<Option<(Vec<RecordBatch>, Vec<BadRecord>)>> {
+        for check in [JsonCheck::Shape, JsonCheck::Parse] {
+            let (clean, kept, mut bad) = split_malformed_json(chunk, line_of, check);
+            if !bad.is_empty() {
+                let line_of_kept = |i: usize| kept.get(i).map_or_else(|| line_of(i), |k| line_of(*k));
+                let (batches, more) = self.decode_chunk(&clean, &line_of_kept)?;
+                bad.extend(more);
+                bad.sort_by_key(|b| b.line);
+                return Ok(Some((batches, bad)));
+            }
+        }
+        Ok(None)
     }
 
     /// The slow path: one line at a time, so that each bad line is found and every good line kept.
