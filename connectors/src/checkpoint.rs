@@ -75,6 +75,66 @@ pub fn positioned_stream(
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream))
 }
 
+/// Where a reader sends its batches with their positions.
+pub type BatchSender = tokio::sync::mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
+
+/// A source's reader: given the positions restored from a checkpoint, reads and sends batches
+/// until done or nobody listens (a database query, an API poller, a key scan).
+pub type ReadFn = Arc<dyn Fn(Positions, BatchSender) -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// The one partition of a source read by one async reader on a task of its own: its batches
+/// move the partition's position as they are handed out, a reader error reaches the stream and
+/// marks the source failed, a panic is an error too ([`crate::runtime::spawn_reader`]).
+pub struct ReaderPartition {
+    what: String,
+    schema: arrow::datatypes::SchemaRef,
+    cell: PositionCell,
+    positions: UnitPositions,
+    metrics: Arc<crate::metrics::ConnectorMetrics>,
+    read: ReadFn,
+}
+
+impl std::fmt::Debug for ReaderPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderPartition").field("what", &self.what).field("schema", &self.schema).finish()
+    }
+}
+
+impl ReaderPartition {
+    /// The partition of `what` (`http source 'rates'`) yielding `schema`, its position kept in
+    /// `positions` (which are reset to this one partition).
+    pub fn partition(
+        what: String,
+        schema: arrow::datatypes::SchemaRef,
+        positions: &UnitPositions,
+        metrics: Arc<crate::metrics::ConnectorMetrics>,
+        read: ReadFn,
+    ) -> Arc<dyn datafusion::physical_plan::streaming::PartitionStream> {
+        let cell = PositionCell::new();
+        positions.set_cells(vec![cell.clone()]);
+        Arc::new(Self { what, schema, cell, positions: positions.clone(), metrics, read })
+    }
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for ReaderPartition {
+    fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<datafusion::execution::TaskContext>) -> datafusion::physical_plan::SendableRecordBatchStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let read = (self.read)(self.positions.restored(), tx.clone());
+        let metrics = Arc::clone(&self.metrics);
+        crate::runtime::spawn_reader(self.what.clone(), tx.clone(), async move {
+            if let Err(e) = read.await {
+                metrics.set_status(crate::metrics::ConnectionStatus::Failed);
+                let _ = tx.send(Err(datafusion::error::DataFusionError::External(Box::new(e)))).await;
+            }
+        });
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
+    }
+}
+
 /// The checkpoint side of a source that reads units (files, objects) in partitions: the cells
 /// of the partitions last made, and the positions restored from a checkpoint.
 #[derive(Debug, Default, Clone)]

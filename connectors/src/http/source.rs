@@ -28,15 +28,11 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use datafusion::error::DataFusionError;
-use datafusion::execution::TaskContext;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::SendableRecordBatchStream;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::Endpoint;
-use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, SourceCheckpoint, UnitPositions};
+use crate::checkpoint::{BatchSender, ReadFn, ReaderPartition, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::format::decode::{json_array_to_lines, BadRecordLog, TextDecoder};
@@ -248,9 +244,12 @@ impl Source for HttpSource {
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
         let (columns, schema) = crate::source::projected_columns(&self.cfg.schema, projection);
-        let cell = PositionCell::new();
-        self.positions.set_cells(vec![cell.clone()]);
-        vec![Arc::new(HttpPartition { cfg: Arc::clone(&self.cfg), schema, columns, cell, positions: self.positions.clone() })]
+        let reader = Arc::new(Reader { cfg: Arc::clone(&self.cfg), columns });
+        let read: ReadFn = Arc::new(move |restored, tx| {
+            let reader = Arc::clone(&reader);
+            Box::pin(async move { reader.run(restored, &tx).await })
+        });
+        vec![ReaderPartition::partition(format!("http source '{}'", self.cfg.name), schema, &self.positions, Arc::clone(&self.cfg.metrics), read)]
     }
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
@@ -281,36 +280,6 @@ impl Source for HttpSource {
         };
         let path = if self.cfg.json_path.is_empty() { String::new() } else { format!(" at {}", self.cfg.json_path.join(".")) };
         format!("http {} {}{path} ({mode})", self.cfg.endpoint.method, self.cfg.endpoint.display)
-    }
-}
-
-#[derive(Debug)]
-struct HttpPartition {
-    cfg: Arc<Config>,
-    schema: SchemaRef,
-    columns: Vec<usize>,
-    cell: PositionCell,
-    positions: UnitPositions,
-}
-
-type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
-
-impl PartitionStream for HttpPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = mpsc::channel(2);
-        let reader = Reader { cfg: Arc::clone(&self.cfg), columns: self.columns.clone() };
-        let restored = self.positions.restored();
-        crate::runtime::spawn_reader(format!("http source '{}'", self.cfg.name), tx.clone(), async move {
-            if let Err(e) = reader.run(restored, &tx).await {
-                reader.cfg.metrics.set_status(ConnectionStatus::Failed);
-                let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
-            }
-        });
-        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
     }
 }
 

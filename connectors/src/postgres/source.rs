@@ -20,18 +20,14 @@ use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::{Buf, BytesMut};
-use datafusion::error::DataFusionError;
-use datafusion::execution::TaskContext;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::StreamExt;
-use tokio::sync::mpsc;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
 use super::types::{arrow_type, ColumnDecoder};
 use super::{quote_column, quote_ident, quote_literal, Connection};
-use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, SourceCheckpoint, UnitPositions};
+use crate::checkpoint::{BatchSender, ReadFn, ReaderPartition, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::metrics::{ConnectionStatus, ConnectorMetrics};
 use crate::properties::Properties;
@@ -151,9 +147,12 @@ impl Source for PostgresSource {
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
         let (columns, schema) = crate::source::projected_columns(&self.cfg.schema, projection);
-        let cell = PositionCell::new();
-        self.positions.set_cells(vec![cell.clone()]);
-        vec![Arc::new(PgPartition { cfg: Arc::clone(&self.cfg), schema, columns, cell, positions: self.positions.clone() })]
+        let reader = Arc::new(Reader { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&schema), columns });
+        let read: ReadFn = Arc::new(move |restored, tx| {
+            let reader = Arc::clone(&reader);
+            Box::pin(async move { reader.run(restored, &tx).await })
+        });
+        vec![ReaderPartition::partition(format!("postgres source '{}'", self.cfg.name), schema, &self.positions, Arc::clone(&self.cfg.metrics), read)]
     }
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
@@ -177,36 +176,6 @@ impl Source for PostgresSource {
             (None, None) => "read once".into(),
         };
         format!("postgres {} '{}' ({mode})", self.cfg.conn.display, self.cfg.query)
-    }
-}
-
-#[derive(Debug)]
-struct PgPartition {
-    cfg: Arc<Config>,
-    schema: SchemaRef,
-    columns: Vec<usize>,
-    cell: PositionCell,
-    positions: UnitPositions,
-}
-
-type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
-
-impl PartitionStream for PgPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = mpsc::channel(2);
-        let reader = Reader { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&self.schema), columns: self.columns.clone() };
-        let restored = self.positions.restored();
-        crate::runtime::spawn_reader(format!("postgres source '{}'", self.cfg.name), tx.clone(), async move {
-            if let Err(e) = reader.run(restored, &tx).await {
-                reader.cfg.metrics.set_status(ConnectionStatus::Failed);
-                let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
-            }
-        });
-        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
     }
 }
 

@@ -15,15 +15,11 @@ use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
-use datafusion::execution::TaskContext;
 use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::SendableRecordBatchStream;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{Connection, ValueFormat};
-use crate::checkpoint::{positioned_stream, PositionCell, SourceCheckpoint, UnitPositions};
+use crate::checkpoint::{BatchSender, Positions, ReadFn, ReaderPartition, SourceCheckpoint, UnitPositions};
 use crate::error::{ConnectorError, Result};
 use crate::format::decode::TextDecoder;
 use crate::format::file_format::FileFormat;
@@ -230,9 +226,10 @@ impl Source for RedisSource {
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
         let (columns, schema) = crate::source::projected_columns(&self.cfg.schema, projection);
-        let cell = PositionCell::new();
-        self.positions.set_cells(vec![cell.clone()]);
-        vec![Arc::new(RedisPartition { cfg: Arc::clone(&self.cfg), schema, columns, cell, positions: self.positions.clone() })]
+        let cfg = Arc::clone(&self.cfg);
+        let columns = Arc::new(columns);
+        let read: ReadFn = Arc::new(move |restored, tx| Box::pin(read_table(Arc::clone(&cfg), Arc::clone(&columns), restored, tx)));
+        vec![ReaderPartition::partition(format!("redis source '{}'", self.cfg.name), schema, &self.positions, Arc::clone(&self.cfg.metrics), read)]
     }
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
@@ -257,60 +254,32 @@ impl Source for RedisSource {
     }
 }
 
-#[derive(Debug)]
-struct RedisPartition {
-    cfg: Arc<Config>,
-    schema: SchemaRef,
-    columns: Vec<usize>,
-    cell: PositionCell,
-    positions: UnitPositions,
-}
-
-impl PartitionStream for RedisPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
+/// Reads the keys once (unless a restored checkpoint says they were read) and sends them as one
+/// batch of `columns`.
+async fn read_table(cfg: Arc<Config>, columns: Arc<Vec<usize>>, restored: Positions, tx: BatchSender) -> Result<()> {
+    let once = cfg.refresh.is_none();
+    if once && restored.get(ONCE_KEY).and_then(|v| v.get("offset")).and_then(serde_json::Value::as_i64) == Some(i64::MAX) {
+        info!(source = %cfg.name, "redis source '{}': read before the checkpoint restored; not read again", cfg.name);
+        return Ok(());
     }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = mpsc::channel(2);
-        let cfg = Arc::clone(&self.cfg);
-        let columns = self.columns.clone();
-        let restored = self.positions.restored();
-        crate::runtime::spawn_reader(format!("redis source '{}'", self.cfg.name), tx.clone(), async move {
-            let once = cfg.refresh.is_none();
-            if once && restored.get(ONCE_KEY).and_then(|v| v.get("offset")).and_then(serde_json::Value::as_i64) == Some(i64::MAX) {
-                info!(source = %cfg.name, "redis source '{}': read before the checkpoint restored; not read again", cfg.name);
-                return;
-            }
-            let read = async {
-                let mut con = cfg.conn.connect().await?;
-                cfg.metrics.set_status(ConnectionStatus::Connected);
-                let lines = read_lines(&cfg, &mut con, Some(&cfg.schema)).await?;
-                cfg.metrics.bytes.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                let out = Arc::new(cfg.schema.project(&columns).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))?);
-                if lines.is_empty() {
-                    return Ok(RecordBatch::new_empty(out));
-                }
-                let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), Some(&columns), FileFormat::JsonLines, 8192)?;
-                let (batches, bad) = decoder.decode_chunk(&lines, &|i| i as u64 + 1)?;
-                if !bad.is_empty() {
-                    cfg.metrics.add_errors(bad.len() as u64);
-                    warn!(source = %cfg.name, "redis source '{}': {} values do not fit the schema and were skipped (first: {})", cfg.name, bad.len(), bad[0].message);
-                }
-                arrow::compute::concat_batches(&out, &batches).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))
-            };
-            match read.await {
-                Ok(batch) => {
-                    cfg.metrics.add_batch(batch.num_rows());
-                    let done = once.then(|| (ONCE_KEY.to_string(), serde_json::json!({ "offset": i64::MAX })));
-                    let _ = tx.send(Ok((batch, done))).await;
-                }
-                Err(e) => {
-                    cfg.metrics.set_status(ConnectionStatus::Failed);
-                    let _ = tx.send(Err(DataFusionError::External(Box::new(e)))).await;
-                }
-            }
-        });
-        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
-    }
+    let mut con = cfg.conn.connect().await?;
+    cfg.metrics.set_status(ConnectionStatus::Connected);
+    let lines = read_lines(&cfg, &mut con, Some(&cfg.schema)).await?;
+    cfg.metrics.bytes.fetch_add(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let out = Arc::new(cfg.schema.project(&columns).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))?);
+    let batch = if lines.is_empty() {
+        RecordBatch::new_empty(out)
+    } else {
+        let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), Some(&columns), FileFormat::JsonLines, 8192)?;
+        let (batches, bad) = decoder.decode_chunk(&lines, &|i| i as u64 + 1)?;
+        if !bad.is_empty() {
+            cfg.metrics.add_errors(bad.len() as u64);
+            warn!(source = %cfg.name, "redis source '{}': {} values do not fit the schema and were skipped (first: {})", cfg.name, bad.len(), bad[0].message);
+        }
+        arrow::compute::concat_batches(&out, &batches).map_err(|e| ConnectorError::arrow(cfg.name.clone(), e))?
+    };
+    cfg.metrics.add_batch(batch.num_rows());
+    let done = once.then(|| (ONCE_KEY.to_string(), serde_json::json!({ "offset": i64::MAX })));
+    let _ = tx.send(Ok((batch, done))).await;
+    Ok(())
 }
