@@ -117,6 +117,8 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
     let mut ctx_vars = vars.clone();
     let mut profile = None;
     let mut settings = BTreeMap::new();
+    let mut overrides = Vec::new();
+    let mut overrides_origin = String::new();
     match &found {
         Some(path) => {
             let app = AppConfig::load(path, cli_profile, &vars).map_err(|e| e.to_string())?;
@@ -126,6 +128,8 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
             explained.variables = Properties::from_pairs("", app.settings.iter().map(|(k, v)| (k.as_str(), v.as_str()))).masked();
             profile = app.profile.clone();
             settings = app.settings.clone();
+            overrides = app.overrides.into_iter().collect();
+            overrides_origin = format!("{}, profile '{}'", path.display(), app.profile.as_deref().unwrap_or("?"));
             ctx_vars = vars.clone().with_named_profile(app.profile.clone(), app.settings);
         }
         None if cli_profile.is_some() => {
@@ -149,7 +153,7 @@ fn setup(cli_config: Option<&Path>, cli_profile: Option<&str>, sql_file: Option<
     if setting_bool(&found, &settings, "metrics_enabled")? == Some(false) {
         limits.metrics_enabled = false;
     }
-    Ok(Setup { ctx: ConfigContext { base_dir, variables: ctx_vars, profile }, explained, limits, settings, config_file: found })
+    Ok(Setup { ctx: ConfigContext { base_dir, variables: ctx_vars, profile, overrides, overrides_origin }, explained, limits, settings, config_file: found })
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -300,8 +304,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // nothing named to run: the profile's sql_file (relative to the config file)
-    if cli.command.is_none() && file.is_none() && sql.is_none() {
+    // nothing named to run or explain: the profile's sql_file (relative to the config file)
+    let takes_sql = matches!(command, Command::Run { .. } | Command::Explain { .. });
+    if takes_sql && file.is_none() && sql.is_none() {
         match (setup.settings.get("sql_file"), &setup.config_file) {
             (Some(f), Some(cfg)) => {
                 let path = cfg.parent().unwrap_or(Path::new(".")).join(f);

@@ -859,7 +859,7 @@ async fn killed_five_times_kafka_windows_and_joins_are_exact() {
 }
 
 /// Reads every message of `topic` on `servers` (one partition) until 2 s pass without one.
-fn read_values(servers: &str, topic: &str) -> Vec<String> {
+pub(crate) fn read_values(servers: &str, topic: &str) -> Vec<String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", servers)
         .set("group.id", unique("reader"))

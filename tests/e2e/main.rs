@@ -10,6 +10,7 @@ mod errors;
 mod explain;
 mod flight;
 mod golden;
+mod guide_examples;
 mod http;
 mod iot;
 mod kafka;

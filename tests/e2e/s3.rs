@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, interrupt, kill_test_input, settle, sinks_created, start, WINDOW_SQL};
 use crate::common::{assert_ok, assert_same_rows, canonical_lines, file_rows, run_sql};
 
-fn endpoint() -> String {
+pub(crate) fn endpoint() -> String {
     std::env::var("S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:9190".to_string())
 }
 
@@ -57,7 +57,7 @@ fn put(dir: &Path, bucket: &str, key: &str, body: &str) {
 }
 
 /// Every row of the objects under `prefix`, with their Hive columns, canonical and sorted.
-fn s3_rows(bucket: &str, prefix: &str) -> Vec<String> {
+pub(crate) fn s3_rows(bucket: &str, prefix: &str) -> Vec<String> {
     canonical_lines(&s3py(&["rows", bucket, prefix]))
 }
 

@@ -31,12 +31,22 @@ def keys(s3, bucket, prefix):
     return sorted(out)
 
 
+def plain(table):
+    """Timestamps as ISO text (Python's datetime has no nanoseconds), the rest as read."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, pc.cast(table.column(i), pa.string()))
+    return table
+
+
 def table_of(key, body):
     if key.endswith(".gz"):
         body = gzip.decompress(body)
         key = key[:-3]
     if key.endswith(".parquet"):
-        return pq.read_table(io.BytesIO(body)).to_pylist()
+        return plain(pq.read_table(io.BytesIO(body))).to_pylist()
     if key.endswith(".csv"):
         return pcsv.read_csv(io.BytesIO(body)).to_pylist()
     # JSON lines as written (pyarrow would turn ISO timestamps into datetimes)

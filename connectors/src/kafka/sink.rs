@@ -300,7 +300,11 @@ impl KafkaSink {
     fn values(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         match self.format {
             SinkFormat::Json => {
-                let mut w = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
+                // a null column is written `"x":null`, as every other sink writes it (a reader
+                // that keys on the field's presence sees the same rows from Kafka as from files)
+                let mut w = arrow_json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow_json::writer::LineDelimited>(Vec::with_capacity(batch.num_rows() * 64));
                 w.write(batch).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
                 w.finish().map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
                 let buf = w.into_inner();

@@ -101,7 +101,7 @@ pub struct CheckpointConfig {
     pub enabled: bool,
     /// How often (`checkpoint.interval`, default 10 s).
     pub interval: Duration,
-    /// Where (`checkpoint.dir`, default `checkpoints/<job>`).
+    /// Where (`checkpoint.dir`, default `checkpoints/<job>`; `{job}` in it is the job's name).
     pub dir: String,
     /// Complete checkpoints kept (`checkpoint.retain`, default 3; at least 2 under transactions,
     /// so that a checkpoint whose Kafka transaction did not commit can fall back to the one
@@ -130,7 +130,8 @@ impl CheckpointConfig {
             mode,
             enabled: transactional || unbounded || interval.is_some() || dir.is_some() || retain.is_some(),
             interval: interval.unwrap_or(DEFAULT_INTERVAL),
-            dir: dir.unwrap_or_else(|| format!("checkpoints/{job}")),
+            // `{job}` in a shared `checkpoint.dir` (a profile's, for every job of a file) is the job
+            dir: dir.map_or_else(|| format!("checkpoints/{job}"), |d| d.replace("{job}", job)),
             retain: retain.unwrap_or(3).max(min_retain),
         })
     }

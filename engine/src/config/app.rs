@@ -1,6 +1,8 @@
 //! Application config files with profiles: the active profile is `--profile`, else
 //! `FERRIS_PROFILE`, else the file's `active_profile`; profiles inherit through YAML anchors
-//! and merge keys; the active profile's keys become `${…}` variables.
+//! and merge keys; the active profile's keys become `${…}` variables. A profile's `with:` map
+//! overrides the statements' `WITH` keys — how a job written for production hosts runs on
+//! stand-ins without editing its SQL.
 //!
 //! ```yaml
 //! active_profile: "${FERRIS_PROFILE:-development}"
@@ -10,6 +12,9 @@
 //!   development:
 //!     <<: *base_profile
 //!     kafka_brokers: "localhost:9092"
+//!     with:                                  # wins over the SQL's WITH clause
+//!       orders.bootstrap.servers: "localhost:9092"
+//!       audit.path: "out/audit_{date}.log"
 //! ```
 
 use std::collections::BTreeMap;
@@ -55,6 +60,9 @@ pub struct AppConfig {
     pub settings: BTreeMap<String, String>,
     /// Every profile the file defines.
     pub profiles: Vec<String>,
+    /// The active profile's `with:` map: `WITH` keys (`source.key`, or job options) whose
+    /// values win over the statements' own (substituted).
+    pub overrides: BTreeMap<String, String>,
 }
 
 impl AppConfig {
@@ -86,6 +94,7 @@ impl AppConfig {
             (None, None)
         };
         let mut settings = BTreeMap::new();
+        let mut overrides = BTreeMap::new();
         if let Some(name) = &profile {
             let Some(body) = profiles_map.as_ref().and_then(|m| m.get(name.as_str())) else {
                 return Err(ConfigError::UnknownProfile { name: name.clone(), path: path.to_path_buf(), available: profiles.join(", ") });
@@ -102,25 +111,55 @@ impl AppConfig {
             let env_only = vars.clone().with_profile(BTreeMap::new());
             for (k, v) in body {
                 let Some(k) = k.as_str() else { continue };
-                let raw = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Bool(b) => b.to_string(),
-                    Value::Number(n) => n.to_string(),
-                    Value::Null => String::new(),
-                    _ => {
+                if k == "with" {
+                    let Value::Mapping(with) = v else {
                         return Err(ConfigError::WrongType {
                             path: path.to_path_buf(),
-                            line: line_of_key(&text, k),
-                            key: format!("profiles.{name}.{k}"),
-                            message: "expected a plain value".into(),
-                        })
+                            line: line_of_key(&text, "with"),
+                            key: format!("profiles.{name}.with"),
+                            message: "expected a map of WITH keys to values ('orders.bootstrap.servers: localhost:9092')".into(),
+                        });
+                    };
+                    for (wk, wv) in with {
+                        let Some(wk) = wk.as_str() else { continue };
+                        let where_ = format!("profiles.{name}.with.{wk}");
+                        let Some(raw) = plain(wv) else {
+                            return Err(ConfigError::WrongType {
+                                path: path.to_path_buf(),
+                                line: line_of_key(&text, wk),
+                                key: where_,
+                                message: "expected a plain value".into(),
+                            });
+                        };
+                        let (value, _) = env_only.substitute(&raw, &format!("{}:{}: {where_}", path.display(), line_of_key(&text, wk)))?;
+                        overrides.insert(wk.to_string(), value);
                     }
+                    continue;
+                }
+                let Some(raw) = plain(v) else {
+                    return Err(ConfigError::WrongType {
+                        path: path.to_path_buf(),
+                        line: line_of_key(&text, k),
+                        key: format!("profiles.{name}.{k}"),
+                        message: "expected a plain value".into(),
+                    });
                 };
                 let (value, _) = env_only.substitute(&raw, &at(&format!("profiles.{name}.{k}")))?;
                 settings.insert(k.to_string(), value);
             }
         }
-        Ok(Self { path: path.to_path_buf(), profile, profile_source, settings, profiles })
+        Ok(Self { path: path.to_path_buf(), profile, profile_source, settings, profiles, overrides })
+    }
+}
+
+/// A scalar YAML value as text (`None` for maps and lists).
+fn plain(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
     }
 }
 
@@ -174,5 +213,29 @@ profiles:
         assert!(e.contains("variable 'KAFKA_BROKERS' is not set") && e.contains("profiles.production.kafka_brokers"), "{e}");
         let e = AppConfig::load(&p, Some("staging"), &vars(&[])).unwrap_err().to_string();
         assert!(e.contains("profile 'staging' is not defined") && e.contains("base, development, production"), "{e}");
+    }
+
+    #[test]
+    fn a_profiles_with_map_becomes_overrides_not_variables() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("app.yaml");
+        std::fs::write(
+            &p,
+            "profiles:\n  local:\n    sql_file: job.sql\n    with:\n      orders.bootstrap.servers: \"${BROKER:-127.0.0.1:9092}\"\n      batch.size: 10\n      audit.append: true\n",
+        )
+        .unwrap();
+        let c = AppConfig::load(&p, Some("local"), &vars(&[])).unwrap();
+        assert_eq!(c.settings.keys().collect::<Vec<_>>(), ["sql_file"]);
+        let o: Vec<(&str, &str)> = c.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(o, [("audit.append", "true"), ("batch.size", "10"), ("orders.bootstrap.servers", "127.0.0.1:9092")]);
+        let c = AppConfig::load(&p, Some("local"), &vars(&[("BROKER", "b:1")])).unwrap();
+        assert_eq!(c.overrides["orders.bootstrap.servers"], "b:1");
+
+        std::fs::write(&p, "profiles:\n  local:\n    with: localhost\n").unwrap();
+        let e = AppConfig::load(&p, Some("local"), &vars(&[])).unwrap_err().to_string();
+        assert!(e.contains(":3") && e.contains("profiles.local.with") && e.contains("expected a map"), "{e}");
+        std::fs::write(&p, "profiles:\n  local:\n    with:\n      orders.topic: [a, b]\n").unwrap();
+        let e = AppConfig::load(&p, Some("local"), &vars(&[])).unwrap_err().to_string();
+        assert!(e.contains(":4") && e.contains("profiles.local.with.orders.topic"), "{e}");
     }
 }

@@ -32,12 +32,23 @@ pub struct ConfigContext {
     pub variables: Variables,
     /// The active profile, if an application config file was found.
     pub profile: Option<String>,
+    /// The active profile's `with:` map: `WITH` keys whose values win over every statement's
+    /// own, and where they come from (`app.yaml, profile 'local'`).
+    pub overrides: Vec<(String, String)>,
+    /// Where the overrides come from, for `explain`.
+    pub overrides_origin: String,
 }
 
 impl ConfigContext {
     /// A context reading the process environment, with no profile, relative to `base_dir`.
     pub fn from_env(base_dir: impl Into<PathBuf>) -> Self {
-        Self { base_dir: base_dir.into(), variables: Variables::from_process(BTreeMap::new()), profile: None }
+        Self {
+            base_dir: base_dir.into(),
+            variables: Variables::from_process(BTreeMap::new()),
+            profile: None,
+            overrides: Vec::new(),
+            overrides_origin: String::new(),
+        }
     }
 }
 

@@ -60,7 +60,34 @@ pub fn analyze_sql(sql: &str) -> Result<Vec<Result<JobSpec, AnalysisError>>, Ana
 /// Parses and analyses every statement of `sql` with the configuration context `ctx`.
 pub fn analyze_sql_with(sql: &str, ctx: &ConfigContext) -> Result<Vec<Result<JobSpec, AnalysisError>>, AnalysisError> {
     let statements = parse_sql(sql)?;
-    Ok(statements.into_iter().enumerate().map(|(i, s)| analyze_with(s, i + 1, ctx)).collect())
+    let mut jobs: Vec<Result<JobSpec, AnalysisError>> = statements.into_iter().enumerate().map(|(i, s)| analyze_with(s, i + 1, ctx)).collect();
+    // a profile's override that no statement takes is a typo or a leftover: say so, once
+    let unused: Vec<&str> = ctx
+        .overrides
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !jobs.iter().flatten().any(|j| j.sources.iter().chain(&j.sinks).any(|r| owns(&r.name, k)) || is_job_option(k)))
+        .collect();
+    if let Some(first) = jobs.iter_mut().flatten().next() {
+        for k in unused {
+            let prefix = k.split('.').next().unwrap_or(k);
+            first
+                .warnings
+                .push(format!("{}: override '{k}' applies to no job: no source or sink named '{prefix}', and not a job option", ctx.overrides_origin));
+        }
+    }
+    Ok(jobs)
+}
+
+/// True when `key` (a `WITH` key) belongs to the relation `name` (`name.…`, any case).
+fn owns(name: &str, key: &str) -> bool {
+    key.len() > name.len() && key.as_bytes()[name.len()] == b'.' && key[..name.len()].eq_ignore_ascii_case(name)
+}
+
+/// True when `key` is a job option (`use_transactions`, `checkpoint.interval`, `batch.size`, …).
+fn is_job_option(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    JOB_KEYS.accepts(&lower) || lower.starts_with("batch.")
 }
 
 /// The name DataFusion will resolve: unquoted parts lower-cased.
@@ -194,6 +221,21 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
             }
         }
     }
+    // the profile's `with:` map wins over the statement's own keys (stand-ins for hosts,
+    // paths and types); keys of relations this job does not have are for other statements
+    for (key, value) in &ctx.overrides {
+        let lower = key.to_ascii_lowercase();
+        let origin = format!("override: {}", ctx.overrides_origin);
+        match names.iter().find(|n| lower.starts_with(&format!("{n}."))) {
+            Some(n) => {
+                if let Some(p) = props.iter_mut().find(|p| p.owner() == n.as_str()) {
+                    p.insert_with_origin(&key[n.len() + 1..], value.clone(), origin);
+                }
+            }
+            None if is_job_option(key) => options.insert_with_origin(key.as_str(), value.clone(), origin),
+            None => {}
+        }
+    }
     for p in props.iter_mut() {
         merge_config_file(ctx, p)?;
     }
@@ -321,6 +363,38 @@ mod tests {
         assert!(w.contains("unknown key 'orders.pth': file_source 'orders' does not use it"), "{w}");
         assert!(w.contains("unknown key 'ordrs.path': no source or sink named 'ordrs'"), "{w}");
         assert!(w.contains("unknown job option 'wibble'"), "{w}");
+    }
+
+    #[test]
+    fn a_profiles_with_map_overrides_the_statements_keys() {
+        let ctx = ConfigContext {
+            overrides: vec![
+                ("orders.bootstrap.servers".into(), "127.0.0.1:9092".into()),
+                ("orders.type".into(), "kafka_source".into()),
+                ("Audit.path".into(), "out/audit.log".into()),
+                ("use_transactions".into(), "true".into()),
+                ("alerts.topic".into(), "a".into()),
+                ("odrers.topic".into(), "typo".into()),
+            ],
+            overrides_origin: "app.yaml, profile 'local'".into(),
+            ..ConfigContext::default()
+        };
+        let sql = "CREATE STREAM s AS SELECT * FROM orders INTO audit WITH ('orders.bootstrap.servers' = 'kafka1:9092', 'orders.topic' = 'o',
+            'audit.type' = 'file_sink', 'audit.path' = '/var/log/audit.log', 'use_transactions' = 'false');
+            CREATE STREAM t AS SELECT * FROM orders INTO alerts WITH ('orders.topic' = 'o', 'alerts.type' = 'kafka_sink');";
+        let jobs: Vec<JobSpec> = analyze_sql_with(sql, &ctx).unwrap().into_iter().map(Result::unwrap).collect();
+        let orders = &jobs[0].sources[0];
+        assert_eq!(orders.connector.to_string(), "kafka_source", "the type comes from the profile");
+        assert_eq!(orders.properties.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(orders.properties.get("topic"), Some("o"));
+        assert_eq!(jobs[0].sinks[0].properties.get("path"), Some("out/audit.log"));
+        assert_eq!(jobs[0].options.get("use_transactions"), Some("true"));
+        assert_eq!(jobs[1].sinks[0].properties.get("topic"), Some("a"), "keys of another statement's relations reach it");
+        assert!(jobs[1].options.get("use_transactions") == Some("true"));
+        let w = jobs[0].warnings.join("\n");
+        assert!(w.contains("app.yaml, profile 'local': override 'odrers.topic' applies to no job"), "{w}");
+        assert!(!w.contains("alerts.topic"), "{w}");
+        assert!(jobs[1].warnings.iter().all(|w| !w.contains("odrers")), "said once");
     }
 
     #[test]

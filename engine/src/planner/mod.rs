@@ -213,6 +213,22 @@ fn with_operation_column(plan: Arc<dyn ExecutionPlan>) -> datafusion::error::Res
 /// unless `idle_timeout` says otherwise.
 pub const KAFKA_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The name a job's checkpoints go under by default (`checkpoints/<name>`): a named job's
+/// name; a bare `SELECT` (named `select_1`, … by its place in the file) adds a hash of its text,
+/// so that one ad-hoc query never finds another's checkpoint.
+fn checkpoint_name(spec: &JobSpec) -> String {
+    if spec.statement.name().is_some() {
+        return spec.name.clone();
+    }
+    // FNV-1a: the same text gives the same name on every run and build
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = spec.statement.query.to_string();
+    for b in text.bytes().chain(spec.statement.with.iter().flat_map(|(k, v)| k.bytes().chain(v.bytes()))) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}-{:08x}", spec.name, h as u32)
+}
+
 /// The job's watermark settings and event-time formats, for the window operators.
 ///
 /// The delay is the largest `watermark.delay` among the sources (or the job's own); without
@@ -292,7 +308,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let unbounded = sources.iter().any(|s| !s.is_bounded());
-    let checkpoints = crate::checkpoint::CheckpointConfig::from_options(&spec.options, &spec.name, unbounded)
+    let checkpoints = crate::checkpoint::CheckpointConfig::from_options(&spec.options, &checkpoint_name(&spec), unbounded)
         .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
     // barriers flow through streaming plans only; a bounded job commits once, at its end
     let barriers = checkpoints.enabled && unbounded;

@@ -139,7 +139,10 @@ impl StreamingAggregateRule {
         let window = find_window(group.expr())?;
         let input = partial.input();
         let changes = self.emit == Some(EmitMode::Changes);
-        if window.is_none() && ((!input.boundedness().is_unbounded() && !changes && !self.checkpoints) || group.expr().is_empty()) {
+        // a global aggregate (no GROUP BY) over a stream is one group that updates; over
+        // bounded input DataFusion's gives the one final row (unless changes are asked for)
+        let unbounded = input.boundedness().is_unbounded();
+        if window.is_none() && !unbounded && !changes && (!self.checkpoints || group.expr().is_empty()) {
             return Ok(None);
         }
         if group.has_grouping_set() {
