@@ -37,8 +37,9 @@ lines("transactions.jsonl", txs)
 
 # where each customer's phone was last seen (the financial example's location service)
 countries = ["GB", "US", "DE", "FR", "NL"]
-lines("locations.json", [{"user_id": u, "current_location": countries[(u * 3) % 5] if u % 4 else countries[u % 5]}
-                         for u in range(1, 21) if u % 6 != 0])
+# (the API's answer: one JSON array)
+(here / "locations.json").write_text(json.dumps([{"user_id": u, "current_location": countries[(u * 3) % 5] if u % 4 else countries[u % 5]}
+                                                 for u in range(1, 21) if u % 6 != 0], indent=1) + "\n")
 
 # large payloads (the memory-based stream) and system alerts (the low-latency stream)
 lines("large_payloads.jsonl", [{"record_id": i, "data_blob": "x" * random.randint(10, 1200) + "é" * random.randint(0, 100),
@@ -47,7 +48,7 @@ sev = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO"]
 lines("alerts.jsonl", [{"alert_id": i, "severity": random.choice(sev), "message": f"alert {i} on node-{i % 7}",
                         "timestamp": BASE + i * 1_000} for i in range(1, 301)])
 
-# IoT: four sensor streams, a reading per device every 20 seconds (±5 s); a third of the
+# IoT: four sensor streams, a reading per device every 3 minutes (±30 s); a third of the
 # vibration readings missing
 for name, field, lo, hi in [("temperature", "temperature", 15.0, 45.0), ("humidity", "humidity", 40.0, 99.0),
                             ("pressure", "pressure", 940.0, 1040.0), ("vibration", "vibration_level", 0.0, 10.0)]:
@@ -56,7 +57,9 @@ for name, field, lo, hi in [("temperature", "temperature", 15.0, 45.0), ("humidi
         for d in range(4):
             if name == "vibration" and random.randint(0, 2) == 0:
                 continue
-            ts = BASE + k * 20_000 + random.randint(-5_000, 5_000)
+            ts = BASE + k * 180_000 + random.randint(-30_000, 30_000)
             rows.append({"device_id": f"dev-{d}", "location": f"hall-{d % 2}", "timestamp": ts, field: round(random.uniform(lo, hi), 1)})
     rows.sort(key=lambda r: r["timestamp"])
+    # streams never end: a reading an hour later closes the time band of every reading before it
+    rows.append({"device_id": "dev-close", "location": "none", "timestamp": BASE + 3_600_000 + 150 * 180_000, field: 0.0})
     lines(f"{name}.jsonl", rows)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, interrupt, kill_test_input, settle, sinks_created, start, WINDOW_SQL};
 use crate::common::{assert_ok, assert_same_rows, batch_context, batch_rows, canonical_lines, file_rows, run_sql};
 
-fn url() -> String {
+pub(crate) fn url() -> String {
     std::env::var("PG_URL").unwrap_or_else(|_| "postgresql://ferris:ferris-test-pw@127.0.0.1:55432/ferris".to_string())
 }
 
@@ -43,7 +43,7 @@ fn exec(sql: &str) {
     pg(&["exec", sql]);
 }
 
-fn rows(sql: &str) -> Vec<String> {
+pub(crate) fn rows(sql: &str) -> Vec<String> {
     canonical_lines(&pg(&["rows", sql]))
 }
 

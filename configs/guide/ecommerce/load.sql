@@ -6,7 +6,7 @@ FROM orders INTO raw_orders
 WITH ('orders.type' = 'file_source', 'orders.path' = 'data/orders.jsonl', 'orders.format' = 'jsonlines',
       'orders.schema' = 'order_id BIGINT, customer_id BIGINT, product_id BIGINT, quantity BIGINT, amount DOUBLE, order_date VARCHAR, order_ts VARCHAR, status VARCHAR',
       'raw_orders.type' = 'kafka_sink', 'raw_orders.value.format' = 'avro',
-      'raw_orders.avro.schema.file' = 'configs/guide/ecommerce/order.avsc');
+      'raw_orders.avro.schema.file' = 'configs/guide/schemas/order.avsc');
 
 CREATE STREAM load_customers AS SELECT * FROM customers INTO customer_profiles
 WITH ('customers.type' = 'file_source', 'customers.path' = 'data/customers.csv', 'customers.format' = 'csv',

@@ -5,13 +5,13 @@ CREATE STREAM load_transactions AS SELECT * FROM transactions INTO raw_transacti
 WITH ('transactions.type' = 'file_source', 'transactions.path' = 'data/guide/transactions.jsonl',
       'transactions.schema' = 'transaction_id BIGINT, customer_id BIGINT, merchant_id VARCHAR, merchant_category VARCHAR, amount DOUBLE, status VARCHAR, timestamp BIGINT',
       'raw_transactions.type' = 'kafka_sink', 'raw_transactions.value.format' = 'avro',
-      'raw_transactions.avro.schema.file' = 'configs/guide/high_throughput/transaction.avsc');
+      'raw_transactions.avro.schema.file' = 'configs/guide/schemas/transaction.avsc');
 
 CREATE STREAM load_payloads AS SELECT * FROM payloads INTO large_payloads
 WITH ('payloads.type' = 'file_source', 'payloads.path' = 'data/guide/large_payloads.jsonl',
       'payloads.schema' = 'record_id BIGINT, data_blob VARCHAR, metadata VARCHAR',
       'large_payloads.type' = 'kafka_sink', 'large_payloads.value.format' = 'avro',
-      'large_payloads.avro.schema.file' = 'configs/guide/high_throughput/large_payload.avsc');
+      'large_payloads.avro.schema.file' = 'configs/guide/schemas/large_payload.avsc');
 
 CREATE STREAM load_alerts AS SELECT * FROM alerts INTO system_alerts
 WITH ('alerts.type' = 'file_source', 'alerts.path' = 'data/guide/alerts.jsonl',

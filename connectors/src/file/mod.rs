@@ -41,6 +41,9 @@ pub const SINK_KEYS: &[KeyDoc] = &[
     KeyDoc::new("rotation", "hourly or daily: a new file per period (with `{date}`/`{hour}` in the path).").default("never"),
     KeyDoc::new("max_files", "Keep only the newest n files of the path's template."),
     KeyDoc::new("buffer_size_bytes", "Write buffer of text files.").default("1048576"),
+    // the guide's financial example asks for it: a compliance claim must not pass silently
+    KeyDoc::new("encryption", "")
+        .unused("files are written unencrypted; encrypt the volume they are on (or write to an S3 bucket with server-side encryption)", &[]),
 ];
 
 fn create_source(c: &SourceContext<'_>) -> Result<Arc<dyn Source>> {

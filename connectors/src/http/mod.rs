@@ -40,6 +40,7 @@ pub const ENDPOINT_KEYS: &[KeyDoc] = &[
     KeyDoc::new("endpoint", "Same as `url`."),
     KeyDoc::new("headers.", "A request header: `headers.X-Api-Key` = `…` (values are secret: they often carry tokens).").secret(),
     KeyDoc::new("auth_header", "The `Authorization` header's value (`Bearer …`).").secret(),
+    KeyDoc::new("auth_token", "A bearer token: `Authorization: Bearer <token>` (as the guide's financial example writes it).").secret(),
     KeyDoc::new("timeout", "How long one request may take (`5000ms`, `5s`).").default("30s"),
     KeyDoc::new("retries", "Attempts after the first for a 5xx or 429 answer, a timeout or a lost connection (a 4xx is not retried).").default("5"),
     KeyDoc::new(
@@ -172,9 +173,20 @@ impl Endpoint {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        if let Some(auth) = props.get("auth_header") {
-            let mut value = HeaderValue::from_str(auth.trim())
-                .map_err(|_| ConnectorError::invalid(props.full_key("auth_header"), "not a valid header value (control characters?)"))?;
+        let auth = match (props.get("auth_header"), props.get("auth_token")) {
+            (Some(_), Some(_)) => {
+                return Err(ConnectorError::invalid(
+                    props.full_key("auth_token"),
+                    "set auth_header or auth_token, not both (both are the Authorization header)",
+                ))
+            }
+            (Some(header), None) => Some(("auth_header", header.trim().to_string())),
+            (None, Some(token)) => Some(("auth_token", format!("Bearer {}", token.trim()))),
+            (None, None) => None,
+        };
+        if let Some((key, auth)) = auth {
+            let mut value =
+                HeaderValue::from_str(&auth).map_err(|_| ConnectorError::invalid(props.full_key(key), "not a valid header value (control characters?)"))?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -354,5 +366,12 @@ mod tests {
         assert_eq!(display_url("http://127.0.0.1:9/"), "http://127.0.0.1:9");
         assert_eq!(mask_credentials("https://u:pw@h/x?api_key=abc&city=Oslo&token=t"), "https://u:****@h/x?api_key=****&city=Oslo&token=****");
         assert_eq!(excerpt(" bad\nrequest "), ": bad request");
+        // the financial example's lookup API: a bearer token
+        let p = Properties::from_pairs("location_service", [("endpoint", "https://location-api/lookup"), ("auth_token", "t0k3n")]);
+        let e = Endpoint::from_properties(&p, "http_source", &["GET"]).unwrap();
+        assert_eq!(e.headers.get("authorization").unwrap(), "Bearer t0k3n");
+        assert!(!format!("{e:?}").contains("t0k3n"));
+        let p = Properties::from_pairs("l", [("url", "http://x/y"), ("auth_token", "a"), ("auth_header", "Bearer b")]);
+        assert!(Endpoint::from_properties(&p, "http_source", &["GET"]).unwrap_err().to_string().contains("not both"));
     }
 }

@@ -58,6 +58,7 @@ pub const SINK_KEYS: &[KeyDoc] = &[
     KeyDoc::new("format", "Alias of value.format."),
     KeyDoc::new("key.field", "The column whose value is the message key."),
     KeyDoc::new("key.format", "string or json.").default("string"),
+    KeyDoc::new("timestamp.field", "The column (a timestamp, or epoch milliseconds) whose value is the message's timestamp; the time of sending when unset."),
     KeyDoc::new("avro.schema", "The Avro schema (JSON) to write with."),
     KeyDoc::new("avro.schema.file", "A file holding the Avro schema."),
     KeyDoc::new("avro.schema.id", "Registry id written in the Confluent header; raw Avro when absent."),

@@ -43,6 +43,8 @@ pub struct KafkaSink {
     topic: String,
     format: SinkFormat,
     key_field: Option<String>,
+    /// `timestamp.field`: the column giving each message's timestamp.
+    timestamp_field: Option<String>,
     key_json: bool,
     producer: FutureProducer<QuietContext>,
     avro: Option<AvroEncoder>,
@@ -163,6 +165,7 @@ impl KafkaSink {
             topic,
             format,
             key_field: props.get("key.field").map(str::to_string),
+            timestamp_field: props.get("timestamp.field").map(str::to_string),
             key_json,
             producer,
             avro,
@@ -195,6 +198,7 @@ impl KafkaSink {
         }
         let values = self.values(batch)?;
         let keys = self.keys(batch)?;
+        let times = self.timestamps(batch)?;
         let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(values.len());
         let mut outcome = Outcome::default();
         for (i, value) in values.iter().enumerate() {
@@ -202,6 +206,9 @@ impl KafkaSink {
             let mut record = FutureRecord::to(&self.topic).payload(value.as_slice());
             if let Some(k) = key {
                 record = record.key(k);
+            }
+            if let Some(t) = times.as_ref().and_then(|t| t.is_valid(i).then(|| t.value(i))) {
+                record = record.timestamp(t);
             }
             loop {
                 match self.producer.send_result(record) {
@@ -322,6 +329,28 @@ impl KafkaSink {
                 Ok((0..text.len()).map(|i| if text.is_null(i) { Vec::new() } else { text.value(i).as_bytes().to_vec() }).collect())
             }
         }
+    }
+
+    /// The message timestamps (epoch milliseconds) from `timestamp.field`: a timestamp column
+    /// of any unit, a date, or integers taken as epoch milliseconds.
+    fn timestamps(&self, batch: &RecordBatch) -> Result<Option<arrow::array::Int64Array>> {
+        let Some(field) = &self.timestamp_field else {
+            return Ok(None);
+        };
+        let what = || format!("kafka sink '{}': timestamp.field '{field}'", self.name);
+        let col = batch.column_by_name(field).ok_or_else(|| ConnectorError::Other(format!("{}: no such column", what())))?;
+        let millis = match col.data_type() {
+            DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+                let ms = arrow::compute::cast(col, &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None))
+                    .map_err(|e| ConnectorError::arrow(what(), e))?;
+                arrow::compute::cast(&ms, &DataType::Int64).map_err(|e| ConnectorError::arrow(what(), e))?
+            }
+            t if t.is_integer() => arrow::compute::cast(col, &DataType::Int64).map_err(|e| ConnectorError::arrow(what(), e))?,
+            other => {
+                return Err(ConnectorError::Other(format!("{}: a {other} column cannot be a message timestamp; use a timestamp or epoch milliseconds", what())))
+            }
+        };
+        Ok(millis.as_any().downcast_ref::<arrow::array::Int64Array>().cloned())
     }
 
     fn keys(&self, batch: &RecordBatch) -> Result<Option<Vec<Option<String>>>> {

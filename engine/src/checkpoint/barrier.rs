@@ -56,6 +56,10 @@ pub enum Flow {
     Batch(RecordBatch),
     /// Everything before this belongs to checkpoint `n`.
     Barrier(BarrierId),
+    /// The operator has moved its event time to this (epoch milliseconds): no row it sends
+    /// later is earlier. Lets the operators above close windows and join bands while no row
+    /// comes (a later row held up in the operator still moves them on).
+    Watermark(i64),
 }
 
 /// What a leaf reports when it passes a barrier or ends.
@@ -75,6 +79,8 @@ struct LeafInner {
     /// The last barrier its boundary released it from.
     released: BarrierId,
     finished: bool,
+    /// How far the boundary feeding a channel leaf has moved its event time.
+    watermark: Option<i64>,
     /// The task polling the leaf, woken by a trigger or a release.
     waker: Option<Waker>,
 }
@@ -148,6 +154,21 @@ impl Scope {
 
     fn add(&self, leaf: Arc<LeafState>) {
         lock(&self.leaves).push(leaf);
+    }
+
+    /// The event time every live leaf of the chain has reached, when every one of them is the
+    /// output of an operator that says so ([`Flow::Watermark`]); `None` otherwise.
+    fn watermark(&self) -> Option<i64> {
+        let mut out: Option<i64> = None;
+        for l in lock(&self.leaves).iter() {
+            let i = lock(&l.inner);
+            if i.finished {
+                continue;
+            }
+            let w = i.watermark?;
+            out = Some(out.map_or(w, |o| o.min(w)));
+        }
+        out
     }
 
     /// The barrier every leaf has passed (or ended before), when it is the next one the
@@ -399,6 +420,11 @@ impl Stream for ChannelLeaf {
                     }
                     // loop: blocked now, until the downstream boundary releases it
                 }
+                Poll::Ready(Some(Ok(Flow::Watermark(w)))) => {
+                    // the boundary reading this chain reports it once the chain is idle
+                    let mut i = lock(&self.state.inner);
+                    i.watermark = Some(i.watermark.map_or(w, |o| o.max(w)));
+                }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
                     lock(&self.state.inner).finished = true;
@@ -430,6 +456,8 @@ pub enum InputEvent {
     Batch(RecordBatch),
     /// The chain holds nothing more of this epoch.
     Barrier(BarrierId),
+    /// Every leaf of the chain comes from an operator that has moved its event time this far.
+    Watermark(i64),
 }
 
 /// One input of a boundary: the chain's stream and its scope.
@@ -437,6 +465,7 @@ pub struct ScopedInput {
     inner: SendableRecordBatchStream,
     scope: Arc<Scope>,
     reported: BarrierId,
+    reported_watermark: i64,
 }
 
 impl ScopedInput {
@@ -444,7 +473,7 @@ impl ScopedInput {
     pub fn execute(execute: impl FnOnce() -> Result<SendableRecordBatchStream>) -> Result<Self> {
         let scope = Scope::new();
         let inner = with_scope(&scope, execute)?;
-        Ok(Self { inner, scope, reported: 0 })
+        Ok(Self { inner, scope, reported: 0, reported_watermark: i64::MIN })
     }
 
     /// The scope, to release its leaves.
@@ -466,7 +495,13 @@ impl Stream for ScopedInput {
                     self.reported = n;
                     Poll::Ready(Some(Ok(InputEvent::Barrier(n))))
                 }
-                _ => Poll::Pending,
+                _ => match self.scope.watermark() {
+                    Some(w) if w > self.reported_watermark => {
+                        self.reported_watermark = w;
+                        Poll::Ready(Some(Ok(InputEvent::Watermark(w))))
+                    }
+                    _ => Poll::Pending,
+                },
             },
         }
     }

@@ -36,6 +36,9 @@ pub enum InputItem {
     Barrier(BarrierId),
     /// The partition has no more rows.
     End,
+    /// The operators feeding the partition have moved their event time this far (epoch
+    /// milliseconds): it counts as a row that late, for the watermark.
+    Watermark(i64),
 }
 
 /// The inputs of an operator: one stream per input partition, and their scopes.
@@ -60,6 +63,7 @@ pub fn execute_inputs(input: &Arc<dyn ExecutionPlan>, side: usize, context: &Arc
                 let item = item.map(|e| match e {
                     InputEvent::Batch(b) => InputItem::Batch(b),
                     InputEvent::Barrier(n) => InputItem::Barrier(n),
+                    InputEvent::Watermark(w) => InputItem::Watermark(w),
                 });
                 (side, p, item)
             })
@@ -134,6 +138,8 @@ impl Alignment {
 pub struct Output {
     tx: mpsc::Sender<Result<Flow>>,
     baseline: BaselineMetrics,
+    /// The last watermark sent.
+    watermark: std::sync::atomic::AtomicI64,
 }
 
 impl Output {
@@ -148,6 +154,16 @@ impl Output {
             }
         }
         true
+    }
+
+    /// Tells the operators above that no row sent from now on is earlier than `w` (epoch
+    /// milliseconds), when that is news; false when the consumer has gone.
+    pub async fn watermark(&self, w: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        if w == i64::MIN || self.watermark.fetch_max(w, Ordering::AcqRel) >= w {
+            return true;
+        }
+        self.tx.send(Ok(Flow::Watermark(w))).await.is_ok()
     }
 
     /// Sends the barrier marker after the rows of its epoch.
@@ -197,7 +213,7 @@ where
 {
     let (tx, rx) = mpsc::channel(4);
     let errors = tx.clone();
-    let fut = body(Output { tx, baseline });
+    let fut = body(Output { tx, baseline, watermark: std::sync::atomic::AtomicI64::new(i64::MIN) });
     let task = SpawnedTask::spawn(async move {
         if let Err(e) = fut.await {
             let _ = errors.send(Err(e)).await;

@@ -139,8 +139,16 @@ impl ExecutionPlan for WatermarkSortExec {
                     }
                     // the sources' frontiers may have moved while no row came
                     InputItem::Barrier(b) => (state.release()?, align.barrier((0, p), b)),
+                    InputItem::Watermark(w) => {
+                        state.watermarks.observe(p, Some(w));
+                        (state.release()?, None)
+                    }
                 };
                 if !out.batches(rows.into_iter().collect()).await {
+                    return Ok(());
+                }
+                // rows go out in order up to the watermark: the operators above may move on
+                if checkpointing.is_some() && !out.watermark(state.watermarks.current()).await {
                     return Ok(());
                 }
                 if let Some(b) = barrier {

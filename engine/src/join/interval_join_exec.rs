@@ -337,9 +337,21 @@ impl ExecutionPlan for IntervalJoinExec {
                         quiet_until[side] = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
                         (op.advance()?, align.barrier((side, p), b))
                     }
+                    // the operator below moved its event time on without a row
+                    InputItem::Watermark(w) => {
+                        op.watermarks[side].observe(p, Some(w));
+                        (op.advance()?, None)
+                    }
                 };
                 if !out.batches(rows).await {
                     return Ok(());
+                }
+                // ordered output is released up to the join's watermark: the operators above
+                // may move on (a stream-to-table join, unordered, says nothing)
+                if let Some(w) = op.released_to().filter(|_| checkpointing.is_some()) {
+                    if !out.watermark(w).await {
+                        return Ok(());
+                    }
                 }
                 if let Some(b) = barrier {
                     quiet_until = [None, None];
@@ -423,6 +435,8 @@ struct Joiner {
     metrics: JoinMetrics,
     /// Each input's schema (the rows a side keeps).
     side_schemas: [SchemaRef; 2],
+    /// Ordered output: every row earlier than this has been handed on.
+    released_to: i64,
 }
 
 fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {
@@ -439,6 +453,7 @@ impl Joiner {
         Self {
             config,
             pending: Vec::new(),
+            released_to: i64::MIN,
             sides: [SideState::default(), SideState::default()],
             watermarks,
             hashes: Vec::new(),
@@ -662,6 +677,12 @@ impl Joiner {
         self.release(out)
     }
 
+    /// With ordered output, the time before which every output row has been handed on (no
+    /// later row is earlier); `None` for unordered output.
+    fn released_to(&self) -> Option<i64> {
+        (self.config.ordered_output && self.released_to > i64::MIN).then_some(self.released_to)
+    }
+
     /// Output rows, each with its event time (the later of its sides'). With ordered output
     /// they wait until the join's output watermark (the smaller input watermark less the
     /// band's reach) has passed them: no row released later can be earlier, so an operator
@@ -690,6 +711,7 @@ impl Joiner {
             }
         }
         self.pending = kept;
+        self.released_to = self.released_to.max(w);
         // one batch per release: an operator above checks lateness against the watermark it
         // had before the batch, so rows released together are never late to each other
         if released.len() > 1 {

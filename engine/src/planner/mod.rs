@@ -330,7 +330,10 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     let mut query = spec.statement.query.clone();
     let failed = |message| EngineError::Failed { job: spec.name.clone(), message };
-    let mut notes = within::apply_within(&mut query, &spec, &schemas).map_err(failed)?;
+    // with a stream in the job, a bounded source is a table the stream looks rows up in
+    let tables_of_streams: std::collections::HashSet<String> =
+        if unbounded { sources.iter().filter(|s| s.is_bounded()).map(|s| s.name().to_ascii_lowercase()).collect() } else { Default::default() };
+    let mut notes = within::apply_within(&mut query, &spec, &schemas, &tables_of_streams).map_err(failed)?;
     if let Some(clause) = &spec.statement.window {
         notes.push(crate::window::sql_rewrite::apply_window_clause(&mut query, clause, &spec).map_err(failed)?);
     }

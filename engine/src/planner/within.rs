@@ -2,7 +2,11 @@
 //! event-time column (`'orders.event_time' = 'ts'`), the clause becomes the join predicate
 //! `b.ts BETWEEN a.ts - n AND a.ts + n`, between the first relation of the FROM clause and each
 //! relation joined to it. A Kafka source that names no event-time column uses the message
-//! timestamp (`_timestamp`); any other source without one is an error that says which key to set.
+//! timestamp (`_timestamp`); any other source without one is an error that says which key to set
+//! — unless it is a table a stream looks rows up in (a bounded source, in a job that reads a
+//! stream, with no event-time column named): the clause bounds streams, and a lookup join with
+//! a table has no time band (the guide's financial example joins a Kafka stream with database,
+//! S3 and HTTP tables `WITHIN INTERVAL '5' MINUTES`).
 //!
 //! ```sql
 //! SELECT * FROM clicks c JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '30' MINUTES
@@ -59,7 +63,13 @@ fn time_expr(qualifier: &str, column: &str, dt: &DataType, format: Option<&str>)
 }
 
 /// Applies the job's WITHIN clauses to `query`; returns notes for explain, or an error.
-pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String, SchemaRef>) -> Result<Vec<String>, String> {
+/// `tables` are the bounded sources of a job that reads a stream (lookup tables).
+pub fn apply_within(
+    query: &mut Query,
+    spec: &JobSpec,
+    schemas: &HashMap<String, SchemaRef>,
+    tables: &std::collections::HashSet<String>,
+) -> Result<Vec<String>, String> {
     let Some(within) = spec.statement.within.last() else { return Ok(Vec::new()) };
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Err("WITHIN INTERVAL needs a SELECT with joins".into());
@@ -93,6 +103,15 @@ pub fn apply_within(query: &mut Query, spec: &JobSpec, schemas: &HashMap<String,
         if spec.source(&left_name).is_none() || spec.source(&right_name).is_none() {
             notes.push(format!(
                 "WITHIN {} on the join of '{left_name}' and '{right_name}' is carried but not applied: only sources have event-time columns",
+                within.text
+            ));
+            continue;
+        }
+        // a lookup table without a time: the pair is a lookup join, with no band
+        let table = [(&l, &left_name), (&r, &right_name)].into_iter().find(|(t, n)| t.is_none() && tables.contains(n.as_str())).map(|(_, n)| n.clone());
+        if let Some(table) = table {
+            notes.push(format!(
+                "WITHIN {} does not bound the join of '{left_name}' and '{right_name}': '{table}' is a table the stream looks rows up in (read whole, no event-time column named)",
                 within.text
             ));
             continue;

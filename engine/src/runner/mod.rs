@@ -957,6 +957,7 @@ async fn pump(mut input: ScopedInput, scope: Arc<crate::checkpoint::barrier::Sco
     loop {
         let msg = match input.next().await {
             Some(Ok(InputEvent::Batch(b))) => PartitionMsg::Batch(b),
+            Some(Ok(InputEvent::Watermark(_))) => continue,
             Some(Ok(InputEvent::Barrier(n))) => {
                 if tx.send(PartitionMsg::Barrier(n)).await.is_err() {
                     return;

@@ -304,6 +304,11 @@ impl ExecutionPlan for WindowAggregateExec {
                     // the sources' frontiers may have moved (a partition came back, or went
                     // idle) while no row came: windows they held close now
                     Input::Item(p, Ok(InputItem::Barrier(b))) => (op.advance()?, align.barrier((0, p), b)),
+                    // the operator below moved its event time on without a row
+                    Input::Item(p, Ok(InputItem::Watermark(w))) => {
+                        op.watermarks.observe(p, Some(w));
+                        (op.advance()?, None)
+                    }
                     Input::Item(_, Err(e)) => return Err(e),
                     Input::Tick => {
                         let mut rows = if changes { op.tick()? } else { Vec::new() };
