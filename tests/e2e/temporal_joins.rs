@@ -252,3 +252,58 @@ fn two_streams_without_a_time_bound_are_refused() {
     assert_ne!(run.status, 0, "an unbounded join without a bound must not start");
     assert!(run.stderr.contains("needs a time bound") && run.stderr.contains("WITHIN INTERVAL"), "{}", run.stderr);
 }
+
+/// Streams that go quiet: with `idle_timeout` and `watermark.delay` named, event time goes on
+/// with the clock once both tailed files stop growing, so a LEFT join emits its last matches
+/// and its unmatched rows (null-padded), and a window over a join closes its last windows —
+/// exactly the batch answer, with nothing ever ending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_streams_close_their_last_join_bands_and_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clicks, purchases) = (tmp.path().join("clicks.jsonl"), tmp.path().join("purchases.jsonl"));
+    write_clicks(&clicks, 41, 400, 500, 1000, 4);
+    write_clicks(&purchases, 42, 200, 1000, 1000, 4);
+    let schema = "ts BIGINT, ts_iso VARCHAR, user_id VARCHAR, amount BIGINT";
+    let tail = |name: &str, path: &Path| {
+        stream(
+            name,
+            path,
+            &format!(
+                ", '{name}.watch' = 'true', '{name}.schema' = '{schema}', '{name}.watermark.delay' = '1s', '{name}.idle_timeout' = '300ms', '{name}.batch.timeout' = '50ms'"
+            ),
+        )
+    };
+    let ctx = context(&[("clicks", &clicks), ("purchases", &purchases)]).await;
+
+    let out = tmp.path().join("left.jsonl");
+    let want =
+        batch_rows(&ctx, &format!("SELECT {COLS} FROM clicks c LEFT JOIN purchases p ON c.user_id = p.user_id AND p.ts BETWEEN c.ts - 2000 AND c.ts + 2000"))
+            .await;
+    assert!(want.iter().any(|r| r.contains("\"pts\":null")), "some clicks have no purchase");
+    let sql = format!(
+        "CREATE STREAM j AS SELECT {COLS} FROM clicks c LEFT JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '2' SECONDS \
+         INTO out WITH ({}, {}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        tail("clicks", &clicks),
+        tail("purchases", &purchases),
+        out.display()
+    );
+    run_until_rows(tmp.path(), &sql, &out, want.len());
+    assert_same_rows("quiet LEFT join", &file_rows(&out), &want);
+
+    let out = tmp.path().join("windows.jsonl");
+    let want = batch_rows(
+        &ctx,
+        "SELECT to_timestamp_millis(c.ts / 5000 * 5000) AS window_start, c.user_id, COUNT(*) AS n FROM clicks c JOIN purchases p \
+         ON c.user_id = p.user_id AND p.ts BETWEEN c.ts - 2000 AND c.ts + 2000 GROUP BY 1, 2",
+    )
+    .await;
+    let sql = format!(
+        "CREATE STREAM w AS SELECT window_start, c.user_id, COUNT(*) AS n FROM clicks c JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '2' SECONDS \
+         GROUP BY TUMBLE(c.ts, INTERVAL '5' SECOND), c.user_id INTO out WITH ({}, {}, 'out.type' = 'file_sink', 'out.path' = '{}');",
+        tail("clicks", &clicks),
+        tail("purchases", &purchases),
+        out.display()
+    );
+    run_until_rows(tmp.path(), &sql, &out, want.len());
+    assert_same_rows("windows over a quiet join", &file_rows(&out), &want);
+}

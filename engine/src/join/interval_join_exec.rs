@@ -252,6 +252,15 @@ impl ExecutionPlan for IntervalJoinExec {
             let mut right = futures::stream::select_all(right_inputs.streams);
             let mut remaining = [counts[0], counts[1]];
             let mut quiet_until: [Option<std::time::Instant>; 2] = [None, None];
+            // a named idle_timeout lets event time go on with the clock once the inputs are
+            // quiet: look at the watermarks while nothing comes, so the last bands close
+            let idle_every = config
+                .watermarks
+                .iter()
+                .filter(|w| w.advance_when_idle)
+                .filter_map(|w| w.idle_timeout)
+                .min()
+                .map(|t| t.clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(200)));
             let mut op = Joiner::new(Arc::clone(&config), counts, metrics, side_schemas);
             if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
                 op.restore(&state)?;
@@ -302,14 +311,32 @@ impl ExecutionPlan for IntervalJoinExec {
                     }
                     _ => None,
                 };
+                let tick = async {
+                    match idle_every {
+                        Some(every) => tokio::time::sleep(every).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let next = match preferred {
-                    Some(item) => item,
-                    None if l_open && r_open => tokio::select! {
-                        l = left.next() => l,
-                        r = right.next() => r,
+                    Some(item) => Some(item),
+                    None => tokio::select! {
+                        l = left.next(), if l_open => Some(l),
+                        r = right.next(), if r_open => Some(r),
+                        _ = tick => None,
                     },
-                    None if l_open => left.next().await,
-                    None => right.next().await,
+                };
+                let Some(next) = next else {
+                    // nothing came for a while: idle inputs may have let the watermarks move
+                    let rows = op.advance()?;
+                    if !out.batches(rows).await {
+                        return Ok(());
+                    }
+                    if let Some(w) = op.released_to().filter(|_| checkpointing.is_some()) {
+                        if !out.watermark(w).await {
+                            return Ok(());
+                        }
+                    }
+                    continue;
                 };
                 let Some((side, p, item)) = next else { break };
                 quiet_until[side] = None;
