@@ -2,6 +2,7 @@
 //! is explained without planning — or run, when it says `-- golden-mode: run` — and the output
 //! must equal the `.expected` file beside it.
 //! `UPDATE_GOLDEN=1 cargo test --test e2e golden` rewrites the expected files (review the diff).
+//! The files that are run are also checked against DataFusion's batch answer over the same files.
 
 use std::path::{Path, PathBuf};
 
@@ -90,4 +91,52 @@ fn golden_outputs_never_show_secrets() {
             assert!(!expected.contains(secret), "{} shows a secret", f.display());
         }
     }
+}
+
+/// The golden files that are run (`-- golden-mode: run`) are checked against DataFusion too:
+/// the same query over the same files, computed in batch by the test, must give the rows of
+/// the `.expected` file — so an expected file is never only the engine's own earlier output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn golden_results_equal_datafusions_answer() {
+    use datafusion::prelude::{CsvReadOptions, JsonReadOptions, SessionContext};
+    let mut files = Vec::new();
+    sql_files(&repo().join("tests/golden"), &mut files);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        if !text.lines().any(|l| l.trim() == "-- golden-mode: run") {
+            continue;
+        }
+        let body: String = text.lines().filter(|l| !l.trim_start().starts_with("--")).map(|l| format!("{l}\n")).collect();
+        let (query, with) = body.split_once("\nWITH (").unwrap_or_else(|| panic!("{}: no WITH clause", f.display()));
+        let ctx = SessionContext::new();
+        for part in with.split(',') {
+            let Some((key, value)) = part.split_once('=') else { continue };
+            let key = key.trim().trim_matches('\'');
+            let Some(name) = key.strip_suffix(".path") else { continue };
+            let path = repo().join(value.trim().trim_end_matches(");").trim().trim_matches('\''));
+            let p = path.to_str().unwrap();
+            if p.ends_with(".csv") {
+                ctx.register_csv(name, p, CsvReadOptions::new()).await.unwrap();
+            } else {
+                // a JSON array (the products file) becomes JSON lines for DataFusion's reader
+                let text = std::fs::read_to_string(&path).unwrap();
+                let lines = match serde_json::from_str::<Vec<serde_json::Value>>(&text) {
+                    Ok(rows) => rows.iter().map(|r| r.to_string() + "\n").collect(),
+                    Err(_) => text,
+                };
+                let copy = tmp.path().join(format!("{name}.jsonl"));
+                std::fs::write(&copy, lines).unwrap();
+                ctx.register_json(name, copy.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
+            }
+        }
+        let want = batch_rows(&ctx, query).await;
+        let expected = std::fs::read_to_string(f.with_extension("expected")).unwrap();
+        let got: Vec<&str> = expected.lines().take_while(|l| !l.starts_with("--- exit")).collect();
+        assert!(!want.is_empty(), "{}: the batch answer is empty", f.display());
+        assert_same_rows(&f.display().to_string(), &canonical_lines(&got.join("\n")), &want);
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} golden result files");
 }
