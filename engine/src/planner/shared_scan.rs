@@ -19,6 +19,11 @@
 //! A consumer that has not been executed yet gets everything from the start; one whose stream
 //! is dropped (a `LIMIT` reached) or whose plan is gone stops receiving. Batches waiting in a
 //! consumer's queue count as read (for Kafka commits) as rows held in operator state do.
+//!
+//! On a stream the queues are bounded ([`MAX_QUEUED`] batches): a consumer that reads for the
+//! others waits while one of them has that many waiting, so a slow consumer slows the reading
+//! down (back-pressure) instead of letting its queue grow without end. A bounded source's
+//! queues are not: a hash join reads its build side to the end before its probe side starts.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -34,6 +39,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use ferris_connectors::Source;
 use futures::StreamExt;
+
+/// Batches a consumer of a stream may have waiting before the reading waits for it.
+pub const MAX_QUEUED: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -68,6 +76,8 @@ struct Started {
     feeds: Vec<Feed>,
     /// Per consumer: its columns as indices into the union; `None` when the plan is gone.
     columns: Vec<Option<Vec<usize>>>,
+    /// The most batches a consumer may have waiting (a stream's queues), or none (bounded).
+    bound: Option<usize>,
 }
 
 /// One partition of the source, shared by the consumers.
@@ -76,6 +86,8 @@ struct Feed {
     input: tokio::sync::Mutex<Option<Input>>,
     /// Per consumer: batches read for it and not taken yet.
     queues: Mutex<Vec<Queue>>,
+    /// Woken when a consumer takes a batch or goes: room in the queues.
+    room: tokio::sync::Notify,
 }
 
 enum Input {
@@ -154,9 +166,11 @@ impl SharedScan {
             .map(|p| Feed {
                 input: tokio::sync::Mutex::new(Some(Input::NotOpened(p))),
                 queues: Mutex::new(columns.iter().map(|c| Queue { batches: VecDeque::new(), closed: c.is_none() }).collect()),
+                room: tokio::sync::Notify::new(),
             })
             .collect();
-        let started = Arc::new(Started { feeds, columns });
+        let bound = (!self.source.is_bounded()).then_some(MAX_QUEUED);
+        let started = Arc::new(Started { feeds, columns, bound });
         state.started = Some(Arc::clone(&started));
         started
     }
@@ -210,7 +224,27 @@ impl ConsumerReader {
     }
 
     fn take(&self, feed: &Feed) -> Option<Result<RecordBatch>> {
-        lock(&feed.queues).get_mut(self.consumer).and_then(|q| q.batches.pop_front())
+        let item = lock(&feed.queues).get_mut(self.consumer).and_then(|q| q.batches.pop_front());
+        if item.is_some() && self.started.bound.is_some() {
+            feed.room.notify_waiters();
+        }
+        item
+    }
+
+    /// On a stream: waits until no other live consumer has [`MAX_QUEUED`] batches waiting.
+    async fn wait_for_room(&self, feed: &Feed) {
+        let Some(bound) = self.started.bound else { return };
+        loop {
+            let notified = feed.room.notified();
+            tokio::pin!(notified);
+            // registered before looking, so a batch taken in between still wakes us
+            notified.as_mut().enable();
+            let full = lock(&feed.queues).iter().enumerate().any(|(i, q)| i != self.consumer && !q.closed && q.batches.len() >= bound);
+            if !full {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn next(&self) -> Option<Result<RecordBatch>> {
@@ -223,6 +257,12 @@ impl ConsumerReader {
         }
         let mut input = feed.input.lock().await;
         // Another consumer may have read for us while we waited.
+        if let Some(item) = self.take(feed) {
+            return Some(item);
+        }
+        // back-pressure: a consumer that lags holds the reading up (its batches are taken
+        // without this lock)
+        self.wait_for_room(feed).await;
         if let Some(item) = self.take(feed) {
             return Some(item);
         }
@@ -280,6 +320,104 @@ impl Drop for ConsumerReader {
                 q.closed = true;
                 q.batches.clear();
             }
+            feed.room.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::SessionContext;
+    use ferris_connectors::metrics::ConnectorMetrics;
+
+    /// A stream of numbered one-row batches that never ends.
+    #[derive(Debug)]
+    struct Endless {
+        schema: SchemaRef,
+        bounded: bool,
+    }
+
+    #[derive(Debug)]
+    struct EndlessPartition(SchemaRef);
+
+    impl PartitionStream for EndlessPartition {
+        fn schema(&self) -> &SchemaRef {
+            &self.0
+        }
+        fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+            let schema = Arc::clone(&self.0);
+            let s = futures::stream::iter(0i64..).map(move |i| Ok(RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![i]))])?));
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.0), s))
+        }
+    }
+
+    impl Source for Endless {
+        fn name(&self) -> &str {
+            "endless"
+        }
+        fn schema(&self) -> SchemaRef {
+            Arc::clone(&self.schema)
+        }
+        fn is_bounded(&self) -> bool {
+            self.bounded
+        }
+        fn partitions(&self, _projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+            vec![Arc::new(EndlessPartition(Arc::clone(&self.schema)))]
+        }
+        fn metrics(&self) -> Arc<ConnectorMetrics> {
+            Arc::new(ConnectorMetrics::default())
+        }
+        fn describe(&self) -> String {
+            "endless".into()
+        }
+    }
+
+    fn two_consumers(bounded: bool) -> (SendableRecordBatchStream, SendableRecordBatchStream) {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let scan = Arc::new(SharedScan::new(Arc::new(Endless { schema, bounded })));
+        let a = scan.partitions(None, &[]).remove(0);
+        let b = scan.partitions(None, &[]).remove(0);
+        let ctx = SessionContext::new().task_ctx();
+        (a.execute(Arc::clone(&ctx)), b.execute(ctx))
+    }
+
+    fn value(b: &RecordBatch) -> i64 {
+        b.column(0).as_any().downcast_ref::<Int64Array>().map_or(-1, |a| a.value(0))
+    }
+
+    #[tokio::test]
+    async fn a_lagging_consumer_of_a_stream_holds_the_reading_up() {
+        let (mut fast, mut slow) = two_consumers(false);
+        let step = std::time::Duration::from_millis(200);
+        // the fast one reads until the slow one has MAX_QUEUED batches waiting, then waits
+        for i in 0..=MAX_QUEUED as i64 - 1 {
+            let b = tokio::time::timeout(step, fast.next()).await.expect("room in the queue").unwrap().unwrap();
+            assert_eq!(value(&b), i);
+        }
+        assert!(tokio::time::timeout(step, fast.next()).await.is_err(), "the slow consumer's queue is full: reading waits");
+        // the slow one takes a batch: the reading goes on, and nothing was lost or reordered
+        assert_eq!(value(&slow.next().await.unwrap().unwrap()), 0);
+        let b = tokio::time::timeout(step, fast.next()).await.expect("room again").unwrap().unwrap();
+        assert_eq!(value(&b), MAX_QUEUED as i64);
+        for i in 1..=MAX_QUEUED as i64 {
+            assert_eq!(value(&slow.next().await.unwrap().unwrap()), i);
+        }
+        // a consumer that goes away holds nothing up
+        drop(slow);
+        for _ in 0..3 * MAX_QUEUED {
+            tokio::time::timeout(step, fast.next()).await.expect("nobody to wait for").unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bounded_sources_queues_hold_a_whole_side() {
+        let (mut first, _second) = two_consumers(true);
+        // a hash join reads its build side to the end before its probe side: no bound
+        for _ in 0..4 * MAX_QUEUED {
+            first.next().await.unwrap().unwrap();
         }
     }
 }
