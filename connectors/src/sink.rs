@@ -35,6 +35,11 @@ pub trait Sink: Send {
     fn check_schema(&self, _schema: &arrow::datatypes::Schema) -> Result<()> {
         Ok(())
     }
+    /// The job's counters for this sink, handed over before the first write: a sink whose
+    /// client notices a lost connection reports it there (`Reconnecting`), and `Connected`
+    /// again once it writes.
+    fn attach_metrics(&mut self, _metrics: std::sync::Arc<crate::metrics::ConnectorMetrics>) {}
+
     /// Writes one batch. An error is handled by the job's failure strategy.
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable (called at the end and on Ctrl-C).

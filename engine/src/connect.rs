@@ -51,6 +51,17 @@ pub fn create_source(rel: &RelationSpec, job: &Properties, partitions: usize, jo
     (role.create)(&SourceContext { props: &rel.properties, job, partitions, job_name }).map_err(|e| with_origin(rel, e))
 }
 
+/// Runs `f`, which may block on a service (connecting, fetching metadata, waiting for the
+/// first messages), without stalling the async runtime it is called from: on a multi-threaded
+/// runtime the worker hands its other tasks on while `f` runs (a slow broker at deploy does not
+/// freeze the REST API); elsewhere `f` simply runs.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Creates the sink `rel` of job `job_name`, checking what can be checked before data flows (the
 /// output directory can be created, the bucket can be listed).
 pub fn create_sink(rel: &RelationSpec, job_name: &str) -> Result<Box<dyn Sink>, ConnectorError> {

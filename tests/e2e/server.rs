@@ -204,3 +204,104 @@ fn a_token_guards_the_api() {
     assert_eq!(http(b, "GET", "/api/jobs", "", Some("s3cret")).0, 200);
     assert_eq!(http(b, "GET", "/metrics", "", None).0, 401);
 }
+
+/// A broker that accepts connections and never answers (a hung server, a firewall that
+/// swallows packets): a job deployed against it waits at planning for its schema, and neither
+/// that wait nor two of them at once (the machine's two runtime workers) may freeze the REST
+/// API or a job already running.
+#[test]
+fn deploying_against_a_silent_broker_leaves_the_api_and_other_jobs_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = start(tmp.path(), &[]);
+    let b = srv.base.clone();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        // accept, keep every connection open, answer nothing
+        let mut open = Vec::new();
+        for c in silent.incoming().take(64) {
+            open.push(c);
+        }
+    });
+    // a running job that tails a file: its rows must keep flowing
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, "{\"order_id\": 1, \"amount\": 500.0}\n").unwrap();
+    let out = tmp.path().join("running.jsonl");
+    let running = orders_job("running", &out, ", 'orders.watch' = 'true', 'orders.schema' = 'order_id BIGINT, amount DOUBLE', 'orders.batch.timeout' = '20ms'")
+        .replace(&data("orders.jsonl"), input.to_str().unwrap());
+    assert_eq!(json(&b, "POST", "/api/jobs", &running).0, 201);
+    wait_status(&b, "running", "Running");
+    let deploys: Vec<_> = (0..2)
+        .map(|i| {
+            let (b, sql) = (
+                b.clone(),
+                format!(
+                    "CREATE STREAM stuck{i} AS SELECT * FROM t INTO o WITH ('t.type' = 'kafka_source', 't.bootstrap.servers' = '{addr}', 't.topic' = 'x', \
+                     't.schema.inference.timeout' = '8s', 'o.type' = 'file_sink', 'o.path' = '{}/o{i}.jsonl');",
+                    tmp.path().display()
+                ),
+            );
+            std::thread::spawn(move || http(&b, "POST", "/api/jobs", &sql, None))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in 2..6 {
+        let t = Instant::now();
+        let (code, list) = json(&b, "GET", "/api/jobs", "");
+        assert_eq!(code, 200, "{list}");
+        assert!(t.elapsed() < Duration::from_secs(2), "GET /api/jobs took {:?} while jobs were being planned", t.elapsed());
+        // the running job goes on: a line appended now comes out now
+        let mut f = std::fs::OpenOptions::new().append(true).open(&input).unwrap();
+        writeln!(f, "{{\"order_id\": {n}, \"amount\": 500.0}}").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while std::fs::read_to_string(&out).unwrap_or_default().lines().count() < n {
+            assert!(Instant::now() < deadline, "the running job stalled while others were being planned");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for d in deploys {
+        let (code, body) = d.join().unwrap();
+        assert!(code >= 400 && body.contains("t") && !body.is_empty(), "a silent broker is an error at deploy: {code} {body}");
+    }
+    drop(srv);
+    let _ = std::net::TcpStream::connect(addr);
+    drop(held);
+}
+
+/// A Kafka sink whose broker cannot be reached says so: `Reconnecting` in the status document
+/// and `ferris_job_sink_connection_status` 1 in the metrics, while the file sink beside it
+/// stays `Connected` and writes (before, an unreachable broker showed `Connected`).
+#[test]
+fn an_unreachable_sink_shows_reconnecting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = start(tmp.path(), &[]);
+    let b = srv.base.as_str();
+    let closed = free_port();
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(&input, "{\"order_id\": 1, \"amount\": 500.0}\n").unwrap();
+    let sql = format!(
+        "CREATE STREAM away AS SELECT order_id, amount FROM orders INTO ok, gone WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
+         'orders.watch' = 'true', 'orders.schema' = 'order_id BIGINT, amount DOUBLE', 'ok.type' = 'file_sink', 'ok.path' = '{}/ok.jsonl', \
+         'gone.type' = 'kafka_sink', 'gone.bootstrap.servers' = '127.0.0.1:{closed}', 'gone.topic' = 't', 'gone.message.timeout.ms' = '60000');",
+        input.display(),
+        tmp.path().display()
+    );
+    assert_eq!(json(b, "POST", "/api/jobs", &sql).0, 201);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let doc = loop {
+        let (code, doc) = json(b, "GET", "/api/jobs/away/status", "");
+        assert_eq!(code, 200, "{doc}");
+        if doc["sinks"]["sink_1_gone"] == "Reconnecting" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "the unreachable Kafka sink never showed Reconnecting: {doc}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(doc["sinks"]["sink_0_ok"], "Connected", "{doc}");
+    assert_eq!(doc["status"], "Running", "{doc}");
+    let (_, metrics) = http(b, "GET", "/metrics", "", None);
+    let line = metrics.lines().find(|l| l.starts_with("ferris_job_sink_connection_status") && l.contains("sink=\"gone\"")).unwrap_or_default();
+    assert!(line.ends_with(" 1"), "reconnecting is 1: {line}\n{metrics}");
+    let line = metrics.lines().find(|l| l.starts_with("ferris_job_sink_connection_status") && l.contains("sink=\"ok\"")).unwrap_or_default();
+    assert!(line.ends_with(" 0"), "connected is 0: {line}");
+}

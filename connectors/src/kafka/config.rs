@@ -101,7 +101,13 @@ pub struct QuietContext {
     name: String,
     last: std::sync::Mutex<Option<std::time::Instant>>,
     held_back: std::sync::atomic::AtomicU64,
+    /// Where the connection's state is reported, once the job has given a place.
+    status: StatusSlot,
 }
+
+/// Where a client reports its connection's state: the connector's metrics, set when the job
+/// hands them over (after the client was made).
+pub type StatusSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<crate::metrics::ConnectorMetrics>>>;
 
 /// How often a repeated connection failure is logged.
 const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -112,9 +118,17 @@ impl QuietContext {
         Self { name: name.into(), ..Self::default() }
     }
 
+    /// A context that also reports a lost connection as `Reconnecting` in `status`.
+    pub fn with_status(name: impl Into<String>, status: StatusSlot) -> Self {
+        Self { name: name.into(), status, ..Self::default() }
+    }
+
     /// Logs a connection failure, unless one was logged less than 10 s ago.
     pub fn failure(&self, message: &str) {
         use std::sync::atomic::Ordering;
+        if let Some(m) = self.status.get() {
+            m.set_status(crate::metrics::ConnectionStatus::Reconnecting);
+        }
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.is_some_and(|t| t.elapsed() < FAILURE_LOG_EVERY) {
             self.held_back.fetch_add(1, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::config::{create_client, create_client_with, is_own_key, QuietContext};
+use super::config::{create_client, create_client_with, is_own_key, QuietContext, StatusSlot};
 use crate::checkpoint::Prepared;
 use crate::error::{ConnectorError, Result};
 use crate::format::avro::AvroEncoder;
@@ -45,6 +45,8 @@ pub struct KafkaSink {
     key_field: Option<String>,
     /// `timestamp.field`: the column giving each message's timestamp.
     timestamp_field: Option<String>,
+    /// Where the producer reports a lost connection (the job's counters for the sink).
+    status: StatusSlot,
     key_json: bool,
     producer: FutureProducer<QuietContext>,
     avro: Option<AvroEncoder>,
@@ -118,7 +120,8 @@ impl KafkaSink {
         settings.push(("client.id".into(), format!("ferris-{name}")));
         let what = format!("kafka sink '{name}'");
         super::config::check_secure_connection(props, &settings, &what)?;
-        let producer = create_client_with(props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
+        let status = StatusSlot::default();
+        let producer = create_client_with(props, settings.clone(), &what, || QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))?;
         let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
             Some("false") | Some("no") => None,
             _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),
@@ -166,6 +169,7 @@ impl KafkaSink {
             format,
             key_field: props.get("key.field").map(str::to_string),
             timestamp_field: props.get("timestamp.field").map(str::to_string),
+            status,
             key_json,
             producer,
             avro,
@@ -231,7 +235,12 @@ impl KafkaSink {
         outcome.settle(pending).await;
         let Outcome { total, failed, first } = outcome;
         match first {
-            None => Ok(()),
+            None => {
+                if let Some(m) = self.status.get() {
+                    m.set_status(crate::metrics::ConnectionStatus::Connected);
+                }
+                Ok(())
+            }
             Some(e) => {
                 Err(ConnectorError::Other(format!("kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}", self.name, self.topic)))
             }
@@ -424,6 +433,10 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
+    fn attach_metrics(&mut self, metrics: std::sync::Arc<crate::metrics::ConnectorMetrics>) {
+        let _ = self.status.set(metrics);
+    }
+
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if self.closed {
             return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
@@ -478,7 +491,8 @@ impl Sink for KafkaSink {
             settings.push(("transaction.timeout.ms".into(), "900000".into()));
         }
         let what = format!("kafka sink '{}'", self.name);
-        self.producer = create_client_with(&self.props, settings.clone(), &what, || QuietContext::new(what.clone()))?;
+        let status = std::sync::Arc::clone(&self.status);
+        self.producer = create_client_with(&self.props, settings.clone(), &what, || QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))?;
         self.settings = settings;
         self.txn = Some(Txn { marker_group: format!("{id}-checkpoints"), id, open: false, initialised: false });
         Ok(())

@@ -298,7 +298,9 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let mut sources = Vec::new();
     for rel in &spec.sources {
         tracing::info!(job = %spec.name, source = %rel.name, "Creating source '{}' ({})", rel.name, rel.connector);
-        let source = create_source(rel, &spec.options, partitions, &spec.name).map_err(|error| EngineError::Source {
+        // a source may talk to its service here (Kafka metadata, a schema inferred from the
+        // first messages, a database's columns): the runtime's other tasks go on meanwhile
+        let source = crate::connect::blocking(|| create_source(rel, &spec.options, partitions, &spec.name)).map_err(|error| EngineError::Source {
             job: spec.name.clone(),
             source_name: rel.name.clone(),
             error,

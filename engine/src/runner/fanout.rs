@@ -78,7 +78,7 @@ impl SinkHandle {
     pub fn spawn(
         job: &str,
         index: usize,
-        sink: Box<dyn Sink>,
+        mut sink: Box<dyn Sink>,
         strategy: FailureStrategy,
         queue: usize,
         fatal: mpsc::UnboundedSender<String>,
@@ -87,6 +87,7 @@ impl SinkHandle {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(ConnectorMetrics::default());
+        sink.attach_metrics(Arc::clone(&metrics));
         let name = sink.name().to_string();
         let commit_is_final = sink.commit_is_final();
         let ctx = SinkTask { job: job.to_string(), index, strategy, failed: Arc::clone(&failed), metrics: Arc::clone(&metrics), fatal, events };

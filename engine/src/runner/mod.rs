@@ -469,16 +469,19 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
             Err(e) => Err(ferris_connectors::ConnectorError::Other(e.to_string())),
         };
         info!(job = %name, sink = %rel.name, "Creating sink '{}' ({})", rel.name, rel.connector);
-        let sink = create_sink(rel, name).and_then(|mut s| {
-            s.check_schema(&output_schema)?;
-            if transactional && !s.transactional() {
-                return Err(ferris_connectors::ConnectorError::Other(format!(
-                    "it cannot take part in transactions ({} writes rows as they come: at least once)",
-                    rel.connector
-                )));
-            }
-            s.set_delivery(name, delivery)?;
-            Ok(s)
+        // a sink may talk to its service here (a producer's transactions, a database's table)
+        let sink = crate::connect::blocking(|| {
+            create_sink(rel, name).and_then(|mut s| {
+                s.check_schema(&output_schema)?;
+                if transactional && !s.transactional() {
+                    return Err(ferris_connectors::ConnectorError::Other(format!(
+                        "it cannot take part in transactions ({} writes rows as they come: at least once)",
+                        rel.connector
+                    )));
+                }
+                s.set_delivery(name, delivery)?;
+                Ok(s)
+            })
         });
         match (sink, strategy) {
             (Ok(sink), Ok(strategy)) => {

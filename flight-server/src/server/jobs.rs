@@ -155,13 +155,15 @@ impl Job {
             .iter()
             .enumerate()
             .map(|(i, (n, _))| {
-                let failed = live.iter().find(|s| &s.name == n).is_some_and(|s| s.failed.load(std::sync::atomic::Ordering::Relaxed));
+                let sink = live.iter().find(|s| &s.name == n);
+                let failed = sink.is_some_and(|s| s.failed.load(std::sync::atomic::Ordering::Relaxed));
                 let s = if failed {
                     "Failed"
                 } else if finished {
                     "Closed"
                 } else {
-                    "Connected"
+                    // as its client last saw the connection (a broker away: Reconnecting)
+                    sink.map_or("Connected", |s| s.metrics.status().as_str())
                 };
                 (format!("sink_{i}_{n}"), s)
             })

@@ -8,6 +8,7 @@
 //! ferris_job_sink_records_total{job="order_processing",sink="kafka"} 45000
 //! ```
 
+use ferris_connectors::metrics::ConnectionStatus;
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -24,6 +25,15 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
+/// A connection's state as a gauge: 0 connected, 1 reconnecting, 2 failed.
+fn connection(s: ConnectionStatus) -> f64 {
+    match s {
+        ConnectionStatus::Connected => 0.0,
+        ConnectionStatus::Reconnecting => 1.0,
+        ConnectionStatus::Failed => 2.0,
+    }
+}
+
 /// The exposition text, with every job's counters brought up to date.
 pub fn render(handle: &PrometheusHandle, registry: &Registry) -> String {
     let jobs = registry.list();
@@ -38,11 +48,14 @@ pub fn render(handle: &PrometheusHandle, registry: &Registry) -> String {
             counter!("ferris_job_source_records_total", "job" => j.clone(), "source" => name.clone()).absolute(m.records());
             counter!("ferris_job_source_errors_total", "job" => j.clone(), "source" => name.clone()).absolute(m.errors());
             counter!("ferris_job_source_batches_total", "job" => j.clone(), "source" => name.clone()).absolute(m.batches());
+            gauge!("ferris_job_source_connection_status", "job" => j.clone(), "source" => name.clone()).set(connection(m.status()));
         }
         for s in job.live.sinks() {
             counter!("ferris_job_sink_records_total", "job" => j.clone(), "sink" => s.name.clone()).absolute(s.metrics.records());
             counter!("ferris_job_sink_errors_total", "job" => j.clone(), "sink" => s.name.clone()).absolute(s.metrics.errors());
             counter!("ferris_job_sink_dropped_rows_total", "job" => j.clone(), "sink" => s.name.clone()).absolute(s.metrics.dropped());
+            let status = if s.failed.load(std::sync::atomic::Ordering::Relaxed) { ConnectionStatus::Failed } else { s.metrics.status() };
+            gauge!("ferris_job_sink_connection_status", "job" => j.clone(), "sink" => s.name.clone()).set(connection(status));
         }
         counter!("ferris_job_records_processed_total", "job" => j.clone()).absolute(job.records_processed());
         counter!("ferris_job_late_rows_total", "job" => j.clone()).absolute(job.live.operator_counter("late_rows_dropped"));
