@@ -274,3 +274,48 @@ fn a_polled_api_yields_each_event_once_across_a_restart() {
     assert!(log.contains("restoring checkpoint"), "{log}");
     assert!(log.contains("503 Service Unavailable: busy; polling again"), "{log}");
 }
+
+/// A webhook that accepts connections and never answers, and a job stopped with Ctrl-C: the
+/// stop waits `stop.timeout` for the last checkpoint and the sink, then gives up, says which
+/// sink held it and exits non-zero (nothing acknowledged for the rows it held) — instead of
+/// waiting out every retry of every request.
+#[test]
+fn a_stop_waits_for_a_hung_sink_no_longer_than_stop_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in silent.incoming().take(64) {
+            open.push(c);
+        }
+    });
+    std::fs::write(dir.join("in.jsonl"), "{\"id\": 1}\n{\"id\": 2}\n").unwrap();
+    std::fs::write(
+        dir.join("job.sql"),
+        format!(
+            "CREATE STREAM s AS SELECT id FROM src INTO hook WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'src.watch' = 'true', \
+             'src.schema' = 'id BIGINT', 'hook.type' = 'http_sink', 'hook.url' = 'http://{addr}/hook', 'hook.timeout' = '30s', 'hook.retries' = '5', \
+             'stop.timeout' = '2s', 'checkpoint.interval' = '1s');"
+        ),
+    )
+    .unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = Instant::now();
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "the stop waited for the hung sink");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(8), "stopped after {:?}: two waits of 2 s, not 30 s timeouts\n{log}", t.elapsed());
+    assert!(!status.success(), "rows were not delivered: the run says so\n{log}");
+    assert!(log.contains("sink 'hook' did not finish writing within 2s after the job stopped ('stop.timeout')"), "{log}");
+}

@@ -107,7 +107,14 @@ pub struct CheckpointConfig {
     /// so that a checkpoint whose Kafka transaction did not commit can fall back to the one
     /// before).
     pub retain: usize,
+    /// How long a stopping job waits for its last checkpoint, and then for its sinks to write
+    /// and close what they hold (`stop.timeout`, default 30 s): a slow or vanished service
+    /// cannot hold a stop up for ever.
+    pub stop_timeout: Duration,
 }
+
+/// Default `stop.timeout`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default `checkpoint.interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -123,6 +130,7 @@ impl CheckpointConfig {
             return Err(CheckpointError::Config { key: "checkpoint.interval".into(), message: "must be longer than 0".into() });
         }
         let dir = options.get("checkpoint.dir").map(str::to_string);
+        let stop_timeout = options.get_positive_duration("stop.timeout").map_err(|e| bad("stop.timeout", e))?.unwrap_or(DEFAULT_STOP_TIMEOUT);
         let retain = options.get_usize("checkpoint.retain").map_err(|e| bad("checkpoint.retain", e))?;
         let mode = if transactional { Mode::ExactlyOnce } else { Mode::AtLeastOnce };
         let min_retain = if transactional { 2 } else { 1 };
@@ -133,6 +141,7 @@ impl CheckpointConfig {
             // `{job}` in a shared `checkpoint.dir` (a profile's, for every job of a file) is the job
             dir: dir.map_or_else(|| format!("checkpoints/{job}"), |d| d.replace("{job}", job)),
             retain: retain.unwrap_or(3).max(min_retain),
+            stop_timeout,
         })
     }
 }

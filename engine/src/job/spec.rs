@@ -22,6 +22,7 @@ pub const JOB_KEYS: KeySpec = KeySpec {
         "checkpoint.interval",
         "checkpoint.dir",
         "checkpoint.retain",
+        "stop.timeout",
     ],
     prefixes: &["dlq.", "watermark."],
 };

@@ -123,9 +123,6 @@ pub struct JobReport {
     pub error: Option<String>,
 }
 
-/// How long a stopping job waits for its last checkpoint.
-const STOP_DRAIN: Duration = Duration::from_secs(10);
-
 /// The sinks of a running job, and the stdout fallback used once no sink can take rows.
 struct Outputs {
     name: String,
@@ -306,15 +303,28 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
     for s in sinks.iter_mut() {
         s.tx = None;
     }
+    // each sink gets `stop.timeout` to write and close what it holds; one whose service is
+    // slow or gone is abandoned (its rows were not acknowledged: a restart replays them from
+    // the last checkpoint)
+    let stop_timeout = job.checkpoints.stop_timeout;
+    let deadline = tokio::time::Instant::now() + stop_timeout;
     for s in sinks.iter_mut() {
-        if let Some(task) = s.task.take() {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(msg)) => {
+        if let Some(mut task) = s.task.take() {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(msg))) => {
                     report.error.get_or_insert(msg);
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     report.error.get_or_insert(format!("sink '{}' panicked: {e}", s.name));
+                }
+                Err(_) => {
+                    task.abort();
+                    warn!(job = %name, sink = %s.name, "sink '{}' did not finish within {stop_timeout:?} ('stop.timeout'): abandoned", s.name);
+                    report.error.get_or_insert(format!(
+                        "sink '{}' did not finish writing within {stop_timeout:?} after the job stopped ('stop.timeout'): the rows it held were not acknowledged",
+                        s.name
+                    ));
                 }
             }
         }
@@ -703,7 +713,7 @@ impl Run<'_> {
             }
             if let Some((deadline, _)) = stopping {
                 if Instant::now() >= deadline {
-                    warn!(job = %name, "stopping without a last checkpoint: it did not complete within {}s ({})", STOP_DRAIN.as_secs(), coord.missing().map(|m| m.join(", ")).unwrap_or_default());
+                    warn!(job = %name, "stopping without a last checkpoint: it did not complete within {:?} ('stop.timeout') ({})", self.cfg.stop_timeout, coord.missing().map(|m| m.join(", ")).unwrap_or_default());
                     break;
                 }
             }
@@ -714,8 +724,11 @@ impl Run<'_> {
                 }
             }
             let can_start = self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done;
+            // a stop waits for its last checkpoint until `stop.timeout`, even when nothing comes
+            let stop_at = stopping.map(|(deadline, _)| tokio::time::Instant::from_std(deadline));
             tokio::select! {
                 biased;
+                _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {}
                 changed = opts.stop.changed(), if stop_alive && stopping.is_none() => {
                     if changed.is_err() {
                         stop_alive = false;
@@ -725,7 +738,7 @@ impl Run<'_> {
                         if !self.barriers {
                             break;
                         }
-                        stopping = Some((Instant::now() + STOP_DRAIN, coord.next.saturating_sub(1)));
+                        stopping = Some((Instant::now() + self.cfg.stop_timeout, coord.next.saturating_sub(1)));
                         if can_start {
                             self.start_barrier(&mut coord, &runtime, &mut warned_slow);
                         }
