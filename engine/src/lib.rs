@@ -18,6 +18,7 @@ pub mod event_time;
 pub mod explain;
 pub mod job;
 pub mod join;
+pub mod memory;
 pub mod planner;
 pub mod runner;
 pub mod sql;

@@ -454,3 +454,43 @@ async fn windows_close_when_a_tailed_file_goes_quiet() {
     crate::common::stop_with_sigint(&mut child);
     assert_same_rows("every window of a quiet tailed file", &file_rows(&out), &want);
 }
+
+/// State is accounted in the job's memory pool: an unwindowed GROUP BY over a stream of ever
+/// new keys, under `memory.limit_mb` = 4, stops with an error naming the operator, the size of
+/// its state and what would make it smaller — instead of growing until the machine runs out.
+/// The same rows in one-second windows (closed as the stream moves on) fit.
+#[test]
+fn state_over_the_jobs_memory_limit_stops_the_job_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("events.jsonl");
+    let text: String =
+        (0..120_000i64).map(|i| format!("{{\"ts\": {}, \"user_id\": \"user-{i}-{}\", \"amount\": {}}}\n", 1_000 * i, i * 7919 % 1000, i % 97)).collect();
+    std::fs::write(&data, text).unwrap();
+    let job = |query: &str, out: &str| {
+        format!(
+            "CREATE STREAM s AS {query} INTO out WITH ('events.type' = 'file_source', 'events.path' = '{}', 'events.watch' = 'true', \
+             'events.schema' = 'ts BIGINT, user_id VARCHAR, amount BIGINT', 'events.event_time' = 'ts', 'memory.limit_mb' = '4', \
+             'out.type' = 'file_sink', 'out.path' = '{}/{out}');",
+            data.display(),
+            tmp.path().display()
+        )
+    };
+    std::fs::write(tmp.path().join("job.sql"), job("SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id", "keys.jsonl")).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains("WindowAggregateExec (unwindowed GROUP BY): its state of"), "{stderr}");
+    assert!(stderr.contains("does not fit the job's memory limit (memory.limit_mb"), "{stderr}");
+    assert!(stderr.contains("group by a window"), "{stderr}");
+
+    // windows close as the stream moves on: their state stays small
+    let out = tmp.path().join("windows.jsonl");
+    let sql = job("SELECT window_start, COUNT(*) AS n FROM events GROUP BY TUMBLE(ts, INTERVAL '1' SECOND)", "windows.jsonl");
+    let stderr = crate::temporal_joins::run_until(tmp.path(), &sql, &out, |text| text.lines().count() >= 119_000);
+    assert!(!stderr.contains("does not fit"), "{stderr}");
+}

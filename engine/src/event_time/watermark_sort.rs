@@ -106,6 +106,7 @@ impl ExecutionPlan for WatermarkSortExec {
         }
         let mut inputs = Inputs::new();
         let n = execute_inputs(&self.input, 0, &context, &mut inputs)?;
+        let mut memory = crate::memory::StateMemory::new(&context, "WatermarkSortExec (rows ordered for window functions)", "a smaller watermark.delay");
         let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
         let mut state = SortState {
             time: Arc::clone(&self.order.expr),
@@ -144,6 +145,7 @@ impl ExecutionPlan for WatermarkSortExec {
                         (state.release()?, None)
                     }
                 };
+                memory.account(state.state_bytes.value())?;
                 if !out.batches(rows.into_iter().collect()).await {
                     return Ok(());
                 }

@@ -23,6 +23,7 @@ pub const JOB_KEYS: KeySpec = KeySpec {
         "checkpoint.dir",
         "checkpoint.retain",
         "stop.timeout",
+        "memory.limit_mb",
     ],
     prefixes: &["dlq.", "watermark."],
 };

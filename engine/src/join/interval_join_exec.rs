@@ -212,6 +212,7 @@ impl ExecutionPlan for IntervalJoinExec {
         if partition != 0 {
             return internal_err!("IntervalJoinExec has one output partition, asked for {partition}");
         }
+        let mut memory = crate::memory::StateMemory::new(&context, "IntervalJoinExec", "a shorter WITHIN interval or watermark.delay, or fewer rows per key");
         let mut left_inputs = Inputs::new();
         let mut right_inputs = Inputs::new();
         let counts = [execute_inputs(&self.left, 0, &context, &mut left_inputs)?, execute_inputs(&self.right, 1, &context, &mut right_inputs)?];
@@ -370,6 +371,7 @@ impl ExecutionPlan for IntervalJoinExec {
                         (op.advance()?, None)
                     }
                 };
+                memory.account(op.metrics.state_bytes.value())?;
                 if !out.batches(rows).await {
                     return Ok(());
                 }

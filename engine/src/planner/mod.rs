@@ -316,6 +316,15 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let barriers = checkpoints.enabled && unbounded;
     let mut streaming = streaming_rule(&spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
     streaming.checkpoints = barriers;
+    // the job's own memory.limit_mb, under the process's FERRIS_MAX_MEMORY_MB
+    let own = spec.options.get_usize("memory.limit_mb").map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
+    if own == Some(0) {
+        return Err(EngineError::Failed { job: spec.name.clone(), message: "'memory.limit_mb' must be at least 1".into() });
+    }
+    let memory_mb = match (memory_mb, own) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
     let mut tables = Vec::new();

@@ -204,7 +204,12 @@ impl DisplayAs for WindowAggregateExec {
                 EmitMode::Changes => "changes",
                 EmitMode::Final => "final",
             }
-        )
+        )?;
+        if matches!(c.kind, WindowKind::Global) && !c.keys.is_empty() && self.input.boundedness().is_unbounded() {
+            // what the user should know of an endless GROUP BY without a window
+            write!(f, ", state=unbounded (every key seen is kept; memory.limit_mb bounds it)")?;
+        }
+        Ok(())
     }
 }
 
@@ -252,6 +257,15 @@ impl ExecutionPlan for WindowAggregateExec {
         let mut inputs = Inputs::new();
         let n = execute_inputs(&self.input, 0, &context, &mut inputs)?;
         let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
+        let (what, hint) = match self.config.kind {
+            WindowKind::Global => (
+                "WindowAggregateExec (unwindowed GROUP BY)",
+                "an unwindowed GROUP BY on a stream keeps every key it has seen: group by a window (TUMBLE, HOP, SESSION) or by fewer keys",
+            ),
+            WindowKind::Session { .. } => ("WindowAggregateExec (SESSION)", "a shorter session gap or watermark.delay, or fewer keys"),
+            _ => ("WindowAggregateExec", "shorter windows, a smaller watermark.delay, or fewer keys"),
+        };
+        let mut memory = crate::memory::StateMemory::new(&context, what, hint);
         let metrics = OperatorMetrics {
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
             no_time: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
@@ -316,6 +330,7 @@ impl ExecutionPlan for WindowAggregateExec {
                         (rows, None)
                     }
                 };
+                memory.account(op.metrics.state_bytes.value())?;
                 let handed_on = !rows.is_empty();
                 if !out.batches(rows).await {
                     return Ok(());
@@ -608,6 +623,8 @@ impl Operator {
         let mut out = Vec::new();
         let Some(time_expr) = self.config.time.clone() else {
             self.update_global(batch)?;
+            // (the unwindowed table's size counts too: its gauge and the memory limit)
+            self.update_state_metrics();
             if self.last_changes.elapsed() >= self.config.changes_every {
                 self.flush_changes(&mut out)?;
             }

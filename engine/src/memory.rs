@@ -1,0 +1,75 @@
+//! The memory of our stateful operators' state (open windows, join buffers, unwindowed
+//! `GROUP BY` tables, rows waiting for the watermark), accounted in DataFusion's memory pool, so
+//! that `FERRIS_MAX_MEMORY_MB` and the job's `memory.limit_mb` bound it: over the limit the job
+//! fails with a message naming the operator and the size of its state, never takes the machine
+//! down.
+//!
+//! ```sql
+//! SELECT user_id, COUNT(*) FROM clicks GROUP BY user_id      -- a table that grows with the keys
+//! WITH ('memory.limit_mb' = '512', …)
+//! -- error: WindowAggregateExec (unwindowed GROUP BY): its state of 530.2 MiB does not fit the
+//! --        job's memory limit (memory.limit_mb / FERRIS_MAX_MEMORY_MB) …
+//! ```
+
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::TaskContext;
+
+/// One operator's state in the job's memory pool.
+#[derive(Debug)]
+pub struct StateMemory {
+    reservation: MemoryReservation,
+    /// The operator, as the error names it.
+    what: String,
+    /// What makes its state smaller, said in the error.
+    hint: &'static str,
+}
+
+impl StateMemory {
+    /// Registers operator `what` (`WindowAggregateExec (TUMBLE)`) with the pool of `context`;
+    /// `hint` says what would make its state smaller.
+    pub fn new(context: &Arc<TaskContext>, what: impl Into<String>, hint: &'static str) -> Self {
+        let what = what.into();
+        let reservation = MemoryConsumer::new(what.clone()).register(context.memory_pool());
+        Self { reservation, what, hint }
+    }
+
+    /// The state now holds `bytes`: grows or shrinks the reservation, or fails the job when the
+    /// pool cannot give that much.
+    pub fn account(&mut self, bytes: usize) -> Result<()> {
+        // (DataFusion's own message lists the pool's consumers: too long for a job's error)
+        self.reservation.try_resize(bytes).map_err(|_| {
+            DataFusionError::ResourcesExhausted(format!(
+                "{}: its state of {:.1} MiB does not fit the job's memory limit (memory.limit_mb, or FERRIS_MAX_MEMORY_MB): {}; or raise the limit",
+                self.what,
+                bytes as f64 / (1u64 << 20) as f64,
+                self.hint
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    #[test]
+    fn state_over_the_limit_is_an_error_naming_the_operator_and_its_size() {
+        let runtime = RuntimeEnvBuilder::new().with_memory_limit(4 << 20, 1.0).build_arc().unwrap();
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime).task_ctx();
+        let mut m = StateMemory::new(&ctx, "WindowAggregateExec (unwindowed GROUP BY)", "expire idle keys with state.ttl");
+        m.account(3 << 20).unwrap();
+        m.account(1 << 20).unwrap();
+        let e = m.account(6 << 20).unwrap_err().to_string();
+        assert!(e.contains("WindowAggregateExec (unwindowed GROUP BY): its state of 6.0 MiB does not fit"), "{e}");
+        assert!(e.contains("state.ttl"), "{e}");
+        // a second operator shares the pool
+        let mut other = StateMemory::new(&ctx, "IntervalJoinExec", "a shorter WITHIN interval");
+        other.account(2 << 20).unwrap();
+        assert!(m.account(3 << 20).is_err(), "1 + 2 + 3 > 4 MiB");
+    }
+}
