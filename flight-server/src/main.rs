@@ -564,8 +564,13 @@ fn summarize(r: &JobReport) {
         sinks.join(", "),
         if r.fallback_rows > 0 { format!(", {} rows to stdout (every sink failed)", r.fallback_rows) } else { String::new() }
     );
-    if r.late_rows > 0 {
-        eprintln!("job '{}': {} late rows dropped (their window had closed; raise 'watermark.delay' to keep them)", r.name, r.late_rows);
+    if let Some((sink, written)) = &r.late_sink {
+        eprintln!("job '{}': {} late rows (their window had closed), {written} of them written to late sink '{sink}'", r.name, r.late_rows);
+    } else if r.late_rows > 0 {
+        eprintln!(
+            "job '{}': {} late rows dropped (their window had closed; raise 'watermark.delay' to keep them, or send them to a sink with 'late.sink')",
+            r.name, r.late_rows
+        );
     }
     if r.stopped && r.state_bytes > 0 {
         eprintln!("job '{}': {:.1} MiB of window and join state when it stopped", r.name, r.state_bytes as f64 / (1 << 20) as f64);

@@ -207,6 +207,68 @@ fn late_rows_are_counted_and_dropped() {
     assert_same_rows("late", &got, &want);
 }
 
+/// `late.sink`: the late rows of a window and of an interval join go to a sink of their own,
+/// with the columns the operator received, and are still counted; the results are those of
+/// the run without it.
+#[test]
+fn late_rows_go_to_the_late_sink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("late.jsonl");
+    let rows = [(1_000, 1), (12_000, 2), (25_000, 3), (3_000, 100), (26_000, 4), (4_000, 200), (41_000, 5)];
+    std::fs::write(&data, rows.iter().map(|(t, a)| format!("{{\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
+    let sql = format!(
+        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND) \
+         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
+         'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl', \
+         'late.sink' = 'too_late', 'too_late.type' = 'file_sink', 'too_late.path' = '{}/late_rows.jsonl');",
+        data.display(),
+        tmp.path().display(),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert!(run.stderr.contains("2 late rows (their window had closed), 2 of them written to late sink 'too_late'"), "{}", run.stderr);
+    assert_same_rows(
+        "late rows",
+        &file_rows(&tmp.path().join("late_rows.jsonl")),
+        &canonical_lines("{\"ts\":3000,\"amount\":100}\n{\"ts\":4000,\"amount\":200}\n"),
+    );
+    let want = canonical_lines(
+        "{\"window_start\":\"1970-01-01T00:00:00\",\"n\":1,\"total\":1}\n\
+         {\"window_start\":\"1970-01-01T00:00:10\",\"n\":1,\"total\":2}\n\
+         {\"window_start\":\"1970-01-01T00:00:20\",\"n\":2,\"total\":7}\n\
+         {\"window_start\":\"1970-01-01T00:00:40\",\"n\":1,\"total\":5}\n",
+    );
+    assert_same_rows("results beside the late sink", &file_rows(&tmp.path().join("out.jsonl")), &want);
+
+    // an interval join: the purchase at 5 s comes after its side's watermark reached 20 s
+    let purchases = tmp.path().join("purchases.jsonl");
+    std::fs::write(&purchases, "{\"ts\":10000,\"amount\":2}\n{\"ts\":20000,\"amount\":3}\n{\"ts\":5000,\"amount\":1}\n").unwrap();
+    let join = format!(
+        "SELECT c.ts AS cts, p.ts AS pts FROM clicks c JOIN purchases p ON c.amount = p.amount WITHIN INTERVAL '20' SECONDS \
+         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.event_time' = 'ts', 'clicks.watermark.delay' = '0s', \
+         'purchases.type' = 'file_source', 'purchases.path' = '{}', 'purchases.event_time' = 'ts', 'purchases.watermark.delay' = '0s', \
+         'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/joined.jsonl', \
+         'late.sink' = 'too_late', 'too_late.type' = 'file_sink', 'too_late.path' = '{}/late_purchases.jsonl');",
+        data.display(),
+        purchases.display(),
+        tmp.path().display(),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &join);
+    assert_ok(&run);
+    let late = std::fs::read_to_string(tmp.path().join("late_purchases.jsonl")).unwrap_or_default();
+    assert!(late.contains("5000") && !late.contains("20000"), "the late purchase, and only it: {late}\n{}", run.stderr);
+    let joined = file_rows(&tmp.path().join("joined.jsonl"));
+    assert!(!joined.iter().any(|r| r.contains("\"pts\":5000")), "a late row is not joined: {joined:?}");
+
+    // a late sink that is also a result sink is refused
+    let bad = sql.replace("'late.sink' = 'too_late'", "'late.sink' = 'out'");
+    let run = run_sql(tmp.path(), &bad);
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("'late.sink' = 'out' names a relation job"), "{}", run.stderr);
+}
+
 /// A global aggregate (no GROUP BY) over a stream that never ends (a tailed file): one group,
 /// its row upserted as rows come, the latest equal to the batch answer over the whole file.
 /// (Before, DataFusion's aggregate refused the plan with a raw "pipeline breaking" dump.)

@@ -119,6 +119,7 @@ impl ExecutionPlan for WatermarkSortExec {
             untimed: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
             state_rows: MetricBuilder::new(&self.metrics).gauge("state_rows", 0),
             state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
+            late_out: crate::event_time::late::LateRows::find(&context),
         };
         let baseline = BaselineMetrics::new(&self.metrics, 0);
         Ok(spawn_operator(self.schema(), baseline, move |out| async move {
@@ -180,6 +181,8 @@ struct SortState {
     untimed: Count,
     state_rows: Gauge,
     state_bytes: Gauge,
+    /// The job's late sink, if it has one.
+    late_out: Option<Arc<crate::event_time::late::LateRows>>,
 }
 
 impl SortState {
@@ -215,6 +218,9 @@ impl SortState {
         let wm = self.watermarks.current();
         let late = lt(&times, &Int64Array::new_scalar(wm))?;
         self.late.add(late.true_count());
+        if let Some(l) = &self.late_out {
+            l.send(&batch, &late)?;
+        }
         let keep = datafusion::arrow::compute::and(&timed, &not(&late)?)?;
         self.watermarks.observe(p, max(&times));
         if keep.true_count() > 0 {

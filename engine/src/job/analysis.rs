@@ -196,10 +196,26 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
         return Err(AnalysisError::Invalid(format!("'{both}' is both read (FROM/JOIN) and written (INTO) by job '{name}'")));
     }
 
+    // `late.sink` names a sink of its own, declared in WITH beside the others
+    let late_name = statement
+        .with
+        .iter()
+        .chain(ctx.overrides.iter())
+        .rev()
+        .find(|(k, _)| k.eq_ignore_ascii_case("late.sink"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty());
+    if let Some(late) = &late_name {
+        if source_names.contains(late) || sink_names.contains(late) {
+            return Err(AnalysisError::Invalid(format!(
+                "'late.sink' = '{late}' names a relation job '{name}' reads or writes its results to: late rows need a sink of their own ('{late}_late.type' = 'file_sink', …)"
+            )));
+        }
+    }
     // Split WITH keys by the longest matching relation prefix.
-    let mut names: Vec<&String> = source_names.iter().chain(sink_names.iter()).collect();
+    let mut names: Vec<&String> = source_names.iter().chain(sink_names.iter()).chain(late_name.iter()).collect();
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let mut props: Vec<Properties> = source_names.iter().chain(sink_names.iter()).map(|n| Properties::new(n.clone())).collect();
+    let mut props: Vec<Properties> = source_names.iter().chain(sink_names.iter()).chain(late_name.iter()).map(|n| Properties::new(n.clone())).collect();
     let mut options = Properties::new("");
     let mut warnings = Vec::new();
     let mut seen_keys = HashSet::new();
@@ -265,6 +281,25 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
         }
     }
 
+    let late_at = late_name.as_ref().and_then(|late| props.iter().position(|p| p.owner() == late.as_str()).map(|at| (late, at)));
+    let late_sink = match late_at {
+        Some((late, at)) => {
+            let p = props.remove(at);
+            let Some(t) = p.get("type") else {
+                return Err(AnalysisError::MissingType { role: "Sink", name: late.clone(), examples: examples(Role::Sink) });
+            };
+            let connector = ConnectorType::parse(late, Role::Sink, t)?;
+            if let Some(spec) = ferris_connectors::registry::find(connector.kind) {
+                for (k, v) in p.iter() {
+                    if let KeyCheck::Unknown = spec.check_key(Role::Sink, k, v) {
+                        warnings.push(format!("unknown key '{}': {connector} '{late}' does not use it", p.full_key(k)));
+                    }
+                }
+            }
+            Some(RelationSpec { name: late.clone(), connector, properties: p })
+        }
+        None => None,
+    };
     let mut sources = Vec::new();
     let mut sinks = Vec::new();
     for p in props.iter().chain(std::iter::once(&options)) {
@@ -307,7 +342,7 @@ pub fn analyze_with(statement: FerrisStatement, index: usize, ctx: &ConfigContex
             Role::Sink => sinks.push(rel),
         }
     }
-    Ok(JobSpec { name, statement, sources, sinks, options, warnings })
+    Ok(JobSpec { name, statement, sources, sinks, late_sink, options, warnings })
 }
 
 #[cfg(test)]

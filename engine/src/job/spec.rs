@@ -24,6 +24,7 @@ pub const JOB_KEYS: KeySpec = KeySpec {
         "checkpoint.retain",
         "stop.timeout",
         "memory.limit_mb",
+        "late.sink",
     ],
     prefixes: &["dlq.", "watermark."],
 };
@@ -50,6 +51,8 @@ pub struct JobSpec {
     pub sources: Vec<RelationSpec>,
     /// Every sink, in INTO order.
     pub sinks: Vec<RelationSpec>,
+    /// `late.sink`: where rows behind the watermark go instead of being dropped.
+    pub late_sink: Option<RelationSpec>,
     /// Job-level properties.
     pub options: Properties,
     /// Things the user should know: unknown keys, clauses carried but not applied.

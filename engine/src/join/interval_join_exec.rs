@@ -212,6 +212,7 @@ impl ExecutionPlan for IntervalJoinExec {
         if partition != 0 {
             return internal_err!("IntervalJoinExec has one output partition, asked for {partition}");
         }
+        let late_out = crate::event_time::late::LateRows::find(&context);
         let mut memory = crate::memory::StateMemory::new(&context, "IntervalJoinExec", "a shorter WITHIN interval or watermark.delay, or fewer rows per key");
         let mut left_inputs = Inputs::new();
         let mut right_inputs = Inputs::new();
@@ -263,6 +264,7 @@ impl ExecutionPlan for IntervalJoinExec {
                 .min()
                 .map(|t| t.clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(200)));
             let mut op = Joiner::new(Arc::clone(&config), counts, metrics, side_schemas);
+            op.late_out = late_out;
             if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
                 op.restore(&state)?;
                 // a refreshed table is read again from the start, not restored
@@ -466,6 +468,8 @@ struct Joiner {
     side_schemas: [SchemaRef; 2],
     /// Ordered output: every row earlier than this has been handed on.
     released_to: i64,
+    /// The job's late sink, if it has one.
+    late_out: Option<Arc<crate::event_time::late::LateRows>>,
 }
 
 fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {
@@ -483,6 +487,7 @@ impl Joiner {
             config,
             pending: Vec::new(),
             released_to: i64::MIN,
+            late_out: None,
             sides: [SideState::default(), SideState::default()],
             watermarks,
             hashes: Vec::new(),
@@ -658,6 +663,9 @@ impl Joiner {
         let wm = if self.config.band.is_some() { self.watermarks[side].current() } else { i64::MIN };
         let late = lt(&times, &Int64Array::new_scalar(wm))?;
         self.metrics.late.add(late.true_count());
+        if let Some(l) = &self.late_out {
+            l.send(batch, &late)?;
+        }
         let keep = and(&not(&untimed)?, &not(&late)?)?;
         self.watermarks[side].observe(p, max(&times));
         if keep.true_count() > 0 {

@@ -102,6 +102,8 @@ pub struct JobReport {
     pub stopped: bool,
     /// Rows that arrived after the watermark had closed their window, dropped.
     pub late_rows: u64,
+    /// `late.sink`: its name and the late rows it wrote.
+    pub late_sink: Option<(String, u64)>,
     /// Rows whose event time was null or unreadable, dropped by the window operators.
     pub untimed_rows: u64,
     /// State held by the streaming operators (windows, joins, event-time ordering) when the
@@ -280,6 +282,7 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
         elapsed: Duration::ZERO,
         stopped: false,
         late_rows: 0,
+        late_sink: None,
         untimed_rows: 0,
         state_bytes: 0,
         checkpoints: 0,
@@ -450,8 +453,67 @@ async fn prepare_and_run(
             out.sinks.iter().map(|s| live::LiveSink { name: s.name.clone(), metrics: Arc::clone(&s.metrics), failed: Arc::clone(&s.failed) }).collect();
         l.attach(Arc::clone(rows_out), live_sinks, Arc::clone(&job.plan));
     }
-    let ctx = Run { job, cfg: &cfg, store, barriers, delivery, restored };
-    ctx.run(opts, out, fatal_rx, sink_rx, report).await
+    let late = match &job.spec.late_sink {
+        Some(rel) => Some(start_late_sink(rel, &name)?),
+        None => None,
+    };
+    let ctx = Run { job, cfg: &cfg, store, barriers, delivery, restored, late: late.as_ref().map(|(rows, _)| Arc::clone(rows)) };
+    let result = ctx.run(opts, out, fatal_rx, sink_rx, report).await;
+    if let Some((rows, task)) = late {
+        // nothing more comes: the late sink writes what is queued and closes, within stop.timeout
+        rows.close();
+        let rel = job.spec.late_sink.as_ref().map_or(String::new(), |r| r.name.clone());
+        let lost = rows.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            warn!(job = %name, "{lost} late rows only counted: the late sink '{rel}' was {} batches behind", crate::event_time::late::LATE_QUEUE);
+        }
+        match tokio::time::timeout(cfg.stop_timeout, task).await {
+            Ok(Ok(written)) => report.late_sink = Some((rel, written)),
+            _ => warn!(job = %name, "late sink '{rel}' did not finish within {:?} ('stop.timeout')", cfg.stop_timeout),
+        }
+    }
+    result
+}
+
+/// Creates the late sink `rel` and the task that writes what the operators hand it (outside
+/// checkpoints, flushed at least once a second); returns the operators' channel and the task,
+/// which ends with the number of rows written once the channel is closed.
+fn start_late_sink(rel: &crate::job::RelationSpec, job: &str) -> Result<(Arc<crate::event_time::late::LateRows>, tokio::task::JoinHandle<u64>), String> {
+    info!(job = %job, sink = %rel.name, "Creating late sink '{}' ({})", rel.name, rel.connector);
+    let mut sink = crate::connect::blocking(|| {
+        create_sink(rel, job).and_then(|mut s| {
+            s.set_delivery(job, Delivery::Plain)?;
+            Ok(s)
+        })
+    })
+    .map_err(|e| format!("late sink '{}': {e}", rel.name))?;
+    let (rows, mut rx) = crate::event_time::late::LateRows::new();
+    let (job, name) = (job.to_string(), rel.name.clone());
+    let task = tokio::spawn(async move {
+        let mut written = 0u64;
+        let mut flushed = Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(batch)) => match sink.write(&batch).await {
+                    Ok(()) => written += batch.num_rows() as u64,
+                    Err(e) => warn!(job = %job, sink = %name, "late sink '{name}': {} late rows not written: {e}", batch.num_rows()),
+                },
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            if flushed.elapsed() >= Duration::from_secs(1) {
+                if let Err(e) = sink.flush().await {
+                    warn!(job = %job, sink = %name, "late sink '{name}': flush failed: {e}");
+                }
+                flushed = Instant::now();
+            }
+        }
+        if let Err(e) = sink.close().await {
+            warn!(job = %job, sink = %name, "late sink '{name}': closing failed: {e}");
+        }
+        written
+    });
+    Ok((rows, task))
 }
 
 /// Creates the job's sinks. Under `use_transactions` every sink must be able to take part,
@@ -610,6 +672,8 @@ struct Run<'a> {
     barriers: bool,
     delivery: Delivery,
     restored: Option<Restored>,
+    /// The channel to the late sink, for the operators.
+    late: Option<Arc<crate::event_time::late::LateRows>>,
 }
 
 impl Run<'_> {
@@ -649,6 +713,9 @@ impl Run<'_> {
             state.config_mut().set_extension(Arc::new(context));
         }
         state.config_mut().set_extension(Arc::new(JobBarriers(Arc::new(Requests(req_tx)))));
+        if let Some(late) = &self.late {
+            state.config_mut().set_extension(Arc::clone(late));
+        }
         let task_ctx = Arc::new(datafusion::execution::TaskContext::from(&state));
         // every output partition, read by a task of its own (the runner's inputs)
         let mut parts = Vec::new();

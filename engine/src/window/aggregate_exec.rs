@@ -266,6 +266,7 @@ impl ExecutionPlan for WindowAggregateExec {
             _ => ("WindowAggregateExec", "shorter windows, a smaller watermark.delay, or fewer keys"),
         };
         let mut memory = crate::memory::StateMemory::new(&context, what, hint);
+        let late_out = crate::event_time::late::LateRows::find(&context);
         let metrics = OperatorMetrics {
             late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
             no_time: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
@@ -301,6 +302,7 @@ impl ExecutionPlan for WindowAggregateExec {
             }
             let mut merged = futures::stream::select_all(streams);
             let mut op = Operator::new(Arc::clone(&config), n, metrics)?;
+            op.late_out = late_out;
             if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
                 op.restore(&state)?;
             }
@@ -439,6 +441,8 @@ struct Operator {
     global: Option<Groups>,
     last_changes: std::time::Instant,
     metrics: OperatorMetrics,
+    /// The job's late sink, if it has one.
+    late_out: Option<Arc<crate::event_time::late::LateRows>>,
 }
 
 impl Operator {
@@ -461,6 +465,7 @@ impl Operator {
             global,
             last_changes: std::time::Instant::now(),
             metrics,
+            late_out: None,
         })
     }
 
@@ -639,6 +644,9 @@ impl Operator {
         let kept = keep.true_count();
         self.metrics.no_time.add(nulls);
         self.metrics.late.add(batch.num_rows() - kept - nulls);
+        if let Some(l) = self.late_out.as_ref().filter(|_| batch.num_rows() > kept + nulls) {
+            l.send(batch, &datafusion::arrow::compute::kernels::cmp::lt(&times, &Int64Array::new_scalar(cutoff))?)?;
+        }
         if kept > 0 {
             let (batch, times) = if kept == batch.num_rows() {
                 (batch.clone(), times)
