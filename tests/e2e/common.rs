@@ -76,6 +76,14 @@ pub fn sources_for(sql: &str) -> String {
     all.iter().filter(|(n, _)| words.iter().any(|w| w == n)).map(|(_, w)| w.clone()).collect::<Vec<_>>().join(",\n")
 }
 
+/// DataFusion reads newline-delimited JSON only: writes the JSON array of `src` to `dst` as
+/// JSON lines and returns `dst`.
+pub fn json_array_as_lines(src: &Path, dst: &Path) -> PathBuf {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    std::fs::write(dst, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    dst.to_path_buf()
+}
+
 /// A DataFusion session with the sample files registered by DataFusion's own readers.
 pub async fn batch_context(tmp: &Path) -> SessionContext {
     let ctx = SessionContext::new();
@@ -85,10 +93,7 @@ pub async fn batch_context(tmp: &Path) -> SessionContext {
     ctx.register_json("shipments", &data("shipments.jsonl"), jsonl.clone()).await.unwrap();
     ctx.register_csv("customers", &data("customers.csv"), CsvReadOptions::new()).await.unwrap();
     ctx.register_csv("regions", &data("regions.csv"), CsvReadOptions::new()).await.unwrap();
-    // DataFusion reads newline-delimited JSON only: convert the products array.
-    let products: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(data("products.json")).unwrap()).unwrap();
-    let nd = tmp.join("products_batch.jsonl");
-    std::fs::write(&nd, products.iter().map(|p| p.to_string() + "\n").collect::<String>()).unwrap();
+    let nd = json_array_as_lines(Path::new(&data("products.json")), &tmp.join("products_batch.jsonl"));
     ctx.register_json("products", nd.to_str().unwrap(), jsonl).await.unwrap();
     ctx
 }

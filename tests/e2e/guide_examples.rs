@@ -107,14 +107,6 @@ async fn register_json(ctx: &SessionContext, tables: &[(&str, &str)]) {
     }
 }
 
-/// `data/products.json` (one JSON array) as JSON lines, for DataFusion's reader.
-fn products_as_json_lines(dir: &Path) -> std::path::PathBuf {
-    let products: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(repo().join("data/products.json")).unwrap()).unwrap();
-    let path = dir.join("products.jsonl");
-    std::fs::write(&path, products.iter().map(|p| p.to_string() + "\n").collect::<String>()).unwrap();
-    path
-}
-
 /// E-commerce: orders from Kafka (Avro) joined with customers in S3 (Parquet) and the product
 /// catalog (a JSON file), to a Kafka topic, a dated audit file and S3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +120,7 @@ async fn the_guides_ecommerce_example_runs_as_written() {
     let ctx = SessionContext::new();
     register_json(&ctx, &[("kafka_orders", "data/orders.jsonl")]).await;
     ctx.register_csv("customer_files", repo().join("data/customers.csv").to_str().unwrap(), CsvReadOptions::new()).await.unwrap();
-    let products = products_as_json_lines(tmp.path());
+    let products = crate::common::json_array_as_lines(&repo().join("data/products.json"), &tmp.path().join("products.jsonl"));
     ctx.register_json("product_catalog", products.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
     let want = batch_rows(&ctx, &query_of(sql, "enriched_orders")).await;
     assert!(want.len() > 100 && want.iter().any(|r| r.contains("\"discount_rate\":0.1")), "{} rows", want.len());
@@ -244,9 +236,7 @@ async fn the_guides_financial_example_runs_as_written() {
     let ctx = SessionContext::new();
     register_json(&ctx, &[("transaction_stream", "data/guide/transactions.jsonl"), ("merchant_data", "data/guide/merchants.json")]).await;
     ctx.register_csv("customer_profiles", repo().join("data/customers.csv").to_str().unwrap(), CsvReadOptions::new()).await.unwrap();
-    let locations: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(repo().join("data/guide/locations.json")).unwrap()).unwrap();
-    let path = tmp.path().join("locations.jsonl");
-    std::fs::write(&path, locations.iter().map(|l| l.to_string() + "\n").collect::<String>()).unwrap();
+    let path = crate::common::json_array_as_lines(&repo().join("data/guide/locations.json"), &tmp.path().join("locations.jsonl"));
     ctx.register_json("location_service", path.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
     // every joined relation is a table: the band bounds nothing, the batch join is the answer
     let query = query_of(sql, "fraud_analysis").replace("WITHIN INTERVAL '5' MINUTES\n", "");
