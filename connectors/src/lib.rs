@@ -23,6 +23,7 @@ pub mod failure;
 pub mod file;
 pub mod flight;
 pub mod format;
+pub mod hive_partitions;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

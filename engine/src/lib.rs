@@ -22,6 +22,7 @@ pub mod memory;
 pub mod planner;
 pub mod runner;
 pub mod sql;
+pub mod top_n;
 pub mod window;
 
 pub use error::{EngineError, Result};

@@ -15,6 +15,7 @@ mod http;
 mod iot;
 mod kafka;
 mod kafka_tls;
+mod nexmark;
 mod postgres;
 mod redis;
 mod registry;

@@ -1,5 +1,7 @@
 //! Generators shared by the benchmark harness and the criterion benches.
 
+pub mod nexmark_files;
+
 use std::io::Write;
 use std::path::Path;
 

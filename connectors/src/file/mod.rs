@@ -41,6 +41,10 @@ pub const SINK_KEYS: &[KeyDoc] = &[
     KeyDoc::new("rotation", "hourly or daily: a new file per period (with `{date}`/`{hour}` in the path).").default("never"),
     KeyDoc::new("max_files", "Keep only the newest n files of the path's template."),
     KeyDoc::new("buffer_size_bytes", "Write buffer of text files.").default("1048576"),
+    KeyDoc::new(
+        "partition_columns",
+        "Columns whose values make Hive directories beside the file name (`dt=2024-01-05/part.jsonl`), left out of the rows; comma-separated.",
+    ),
     // the guide's financial example asks for it: a compliance claim must not pass silently
     KeyDoc::new("encryption", "")
         .unused("files are written unencrypted; encrypt the volume they are on (or write to an S3 bucket with server-side encryption)", &[]),

@@ -1,5 +1,6 @@
 //! `file_sink`: writes batches as CSV (with a header), JSON Lines or Parquet, with arrow's
-//! writers; optional gzip, append, path templates and rotation with `max_files`.
+//! writers; optional gzip, append, path templates and rotation with `max_files`, and Hive
+//! directories from row values (`partition_columns`).
 //!
 //! ```sql
 //! CREATE STREAM audit AS SELECT * FROM orders INTO audit_file
@@ -48,6 +49,13 @@ pub struct FileSink {
     staging: Option<Staging>,
     /// Restarted from a checkpoint: files already there are appended to, not truncated.
     append_existing: bool,
+    /// Hive directories from these columns' values (`dt=…/`).
+    partition_columns: Vec<String>,
+    /// The sink's keys, for errors.
+    props: Properties,
+    /// Parquet files of this run by target: a target written again gets a part of its own
+    /// (`x.parquet`, `x-1.parquet`, …) since a Parquet file cannot be appended to.
+    parquet_parts: std::collections::HashMap<PathBuf, u32>,
 }
 
 /// Staged writing (`use_transactions`): a checkpoint's rows go to files in a staging
@@ -211,14 +219,16 @@ impl FileSink {
             epoch: 1,
             staging: None,
             append_existing: false,
+            partition_columns: props.get_list("partition_columns").unwrap_or_default(),
+            props: props.clone(),
+            parquet_parts: std::collections::HashMap::new(),
         })
     }
 
     /// Where rows written now go: the rendered template; a Parquet file under checkpoints is a
     /// part of its own per checkpoint (`out/x.parquet` → `out/x-000007.parquet`), complete when
     /// the checkpoint is taken.
-    fn target(&self, rendered: String) -> PathBuf {
-        let path = PathBuf::from(rendered);
+    fn target(&self, path: PathBuf) -> PathBuf {
         if self.format != FileFormat::Parquet || self.delivery == Delivery::Plain {
             return path;
         }
@@ -340,11 +350,48 @@ impl FileSink {
     }
 
     fn write_sync(&mut self, batch: &RecordBatch) -> Result<()> {
-        let path = self.target(self.template.render(chrono::Utc::now(), self.batch_id));
+        let rendered = PathBuf::from(self.template.render(chrono::Utc::now(), self.batch_id));
         self.batch_id += 1;
+        if self.partition_columns.is_empty() {
+            self.write_to(self.target(rendered), batch)?;
+        } else {
+            let parent = rendered.parent().map(Path::to_path_buf).unwrap_or_default();
+            let file = rendered.file_name().map(|f| f.to_os_string()).unwrap_or_default();
+            for (dir, rows) in crate::hive_partitions::split(batch, &self.partition_columns, &self.props, &self.name)? {
+                let path = self.target(parent.join(dir).join(&file));
+                self.write_to(path, &rows)?;
+            }
+        }
+        if self.template.per_batch() {
+            self.finish_current()?;
+        }
+        Ok(())
+    }
+
+    /// A Parquet target opened before in this run: its next part (`x-1.parquet`, …).
+    fn parquet_part(&mut self, path: PathBuf) -> PathBuf {
+        if self.format != FileFormat::Parquet || !self.opened.contains(&path) {
+            return path;
+        }
+        let n = self.parquet_parts.entry(path.clone()).or_insert(0);
+        *n += 1;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (stem, ext) = match name.find('.').filter(|i| *i > 0) {
+            Some(dot) => (&name[..dot], &name[dot..]),
+            None => (name.as_str(), ""),
+        };
+        path.with_file_name(format!("{stem}-{n}{ext}"))
+    }
+
+    /// Writes `batch` to the file of `path`, opening it (and closing the one open) if needed.
+    fn write_to(&mut self, path: PathBuf, batch: &RecordBatch) -> Result<()> {
         if self.current.as_ref().map(|c| &c.target) != Some(&path) {
             self.finish_current()?;
-            self.open(&path, batch.schema())?;
+            let actual = self.parquet_part(path.clone());
+            self.open(&actual, batch.schema())?;
+            if let Some(cur) = self.current.as_mut() {
+                cur.target = path;
+            }
         }
         let format = self.format;
         let cur = self.current.as_mut().ok_or_else(|| ConnectorError::Other("file sink has no open file".into()))?;
@@ -373,9 +420,6 @@ impl FileSink {
                 *header_pending = false;
             }
         }
-        if self.template.per_batch() {
-            self.finish_current()?;
-        }
         Ok(())
     }
 }
@@ -387,6 +431,7 @@ impl Sink for FileSink {
     }
 
     fn check_schema(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
+        crate::hive_partitions::check_columns(&self.partition_columns, schema, &self.props)?;
         self.format.check_writable(schema, "file")
     }
 

@@ -13,10 +13,8 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::compute::SortColumn;
 use arrow::datatypes::Schema;
 use async_trait::async_trait;
 use object_store::multipart::{MultipartStore, PartId};
@@ -293,38 +291,6 @@ impl S3Sink {
         PathTemplate::new(&self.file_name.replace("{part}", part), Rotation::Never).render(chrono::Utc::now(), self.seq)
     }
 
-    /// Splits `batch` by the partition columns' values: (Hive directory, rows without them).
-    fn split(&self, batch: &RecordBatch) -> Result<Vec<(String, RecordBatch)>> {
-        if self.partition_columns.is_empty() {
-            return Ok(vec![(String::new(), batch.clone())]);
-        }
-        let schema = batch.schema();
-        let mut idx = Vec::new();
-        for c in &self.partition_columns {
-            idx.push(schema.index_of(c).map_err(|_| {
-                ConnectorError::invalid(self.up.props.full_key("partition_columns"), format!("no column '{c}' in the output ({})", field_names(&schema)))
-            })?);
-        }
-        let sort: Vec<SortColumn> = idx.iter().map(|i| SortColumn { values: Arc::clone(batch.column(*i)), options: None }).collect();
-        let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(|e| ConnectorError::arrow(&self.name, e))?;
-        let sorted = arrow::compute::take_record_batch(batch, &order).map_err(|e| ConnectorError::arrow(&self.name, e))?;
-        let keys: Vec<_> = idx.iter().map(|i| Arc::clone(sorted.column(*i))).collect();
-        let ranges = arrow::compute::partition(&keys).map_err(|e| ConnectorError::arrow(&self.name, e))?;
-        let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| !idx.contains(i)).collect();
-        let data = sorted.project(&keep).map_err(|e| ConnectorError::arrow(&self.name, e))?;
-        let mut out = Vec::new();
-        for r in ranges.ranges() {
-            let mut dir = String::new();
-            for (c, k) in self.partition_columns.iter().zip(&keys) {
-                let v = arrow::util::display::array_value_to_string(k, r.start).map_err(|e| ConnectorError::arrow(&self.name, e))?;
-                let v = if k.is_null(r.start) { "__HIVE_DEFAULT_PARTITION__".to_string() } else { v.replace('/', "%2F") };
-                dir.push_str(&format!("{c}={v}/"));
-            }
-            out.push((dir, data.slice(r.start, r.end - r.start)));
-        }
-        Ok(out)
-    }
-
     /// Encodes `rows` into the object of `dir`, sending a part when one is full.
     async fn write_to(&mut self, dir: String, rows: RecordBatch) -> Result<()> {
         if !self.open.contains_key(&dir) {
@@ -426,10 +392,6 @@ impl S3Sink {
     }
 }
 
-fn field_names(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
-}
-
 #[async_trait]
 impl Sink for S3Sink {
     fn name(&self) -> &str {
@@ -437,14 +399,7 @@ impl Sink for S3Sink {
     }
 
     fn check_schema(&self, schema: &Schema) -> Result<()> {
-        for c in &self.partition_columns {
-            if schema.index_of(c).is_err() {
-                return Err(ConnectorError::invalid(
-                    self.up.props.full_key("partition_columns"),
-                    format!("no column '{c}' in the output ({})", field_names(schema)),
-                ));
-            }
-        }
+        crate::hive_partitions::check_columns(&self.partition_columns, schema, &self.up.props)?;
         self.format.check_writable(schema, "object")
     }
 
@@ -454,7 +409,7 @@ impl Sink for S3Sink {
             return Ok(());
         }
         let prefix = self.template.render(chrono::Utc::now(), self.seq);
-        for (dir, rows) in self.split(batch)? {
+        for (dir, rows) in crate::hive_partitions::split(batch, &self.partition_columns, &self.up.props, &self.name)? {
             self.write_to(format!("{prefix}{dir}"), rows).await?;
         }
         Ok(())

@@ -6,6 +6,7 @@
 //! -- orders and customers become StreamingTable providers; DataFusion plans the join
 //! ```
 
+pub mod flink_functions;
 pub mod functions;
 pub mod latency;
 pub mod partitioning;
@@ -77,11 +78,13 @@ pub fn new_context(
     }
     // our streaming operators go in just before the sanity check, which would refuse
     // DataFusion's aggregates over unbounded inputs
+    let top_n = crate::top_n::StreamTopNRule { event_time_columns: streaming.event_time_columns.clone() };
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
-    // in order: joins, window functions, aggregates (the last two read the joins' reach)
+    // in order: joins, top N per key, window functions, aggregates (the last two read the joins' reach)
     rules.insert(at, Arc::new(streaming));
     rules.insert(at, Arc::new(over));
+    rules.insert(at, Arc::new(top_n));
     rules.insert(at, Arc::new(joins));
     let state = SessionStateBuilder::new()
         .with_config(config)
@@ -93,6 +96,7 @@ pub fn new_context(
     // COUNT(DISTINCT x) stays one aggregate (two stacked aggregates would hold a stream)
     ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     functions::register(&ctx);
+    flink_functions::register(&ctx);
     crate::window::functions::register(&ctx);
     Ok(ctx)
 }
@@ -126,9 +130,12 @@ fn carry_operation_column(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::R
     use datafusion::physical_plan::Partitioning;
     let refuse = |name: &str| {
         datafusion::common::plan_err!(
-            "EMIT CHANGES over SESSION windows retracts merged sessions with an _op column that a {name} above the window aggregate cannot carry; use EMIT FINAL, or project and filter the windows only"
+            "a changelog with retractions (EMIT CHANGES over SESSION windows, a top N per key on a stream) carries an _op column that a {name} above it cannot carry; use EMIT FINAL for sessions, and only project and filter such a changelog"
         )
     };
+    if let Some(t) = plan.downcast_ref::<crate::top_n::StreamTopNExec>() {
+        return Ok(Some(Arc::new(t.with_operation_column()?)));
+    }
     if let Some(w) = plan.downcast_ref::<crate::window::WindowAggregateExec>() {
         if w.retracts() {
             return Ok(Some(Arc::new(w.with_operation_column())));
@@ -189,7 +196,9 @@ fn carry_operation_column(plan: &Arc<dyn ExecutionPlan>) -> datafusion::error::R
 
 /// True when `plan` holds an operator that emits retractions (`EMIT CHANGES` over `SESSION`).
 fn has_retractions(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.retracts()) || plan.children().iter().any(|c| has_retractions(c))
+    plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.retracts())
+        || plan.downcast_ref::<crate::top_n::StreamTopNExec>().is_some()
+        || plan.children().iter().any(|c| has_retractions(c))
 }
 
 /// Appends `_op = 'UPSERT'` to every row of a changelog: each row is the current value of its
@@ -264,6 +273,10 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
         // must not hold the watermark back for ever.
         idle = Some(KAFKA_IDLE_TIMEOUT);
     }
+    let mut event_time_columns: Vec<String> = spec.sources.iter().filter_map(|s| s.properties.get("event_time").map(str::to_string)).collect();
+    if spec.sources.iter().any(|s| s.connector.kind == ferris_connectors::ConnectorKind::Kafka) {
+        event_time_columns.push("_timestamp".into());
+    }
     let changes_every = spec.options.get_duration("emit.interval").map_err(|e| e.to_string())?.unwrap_or(std::time::Duration::from_millis(100));
     Ok(StreamingAggregateRule {
         // a named idle_timeout also lets event time go on with the clock once every source is
@@ -274,6 +287,7 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
         changes_every,
         int_scales,
         checkpoints: false,
+        event_time_columns,
     })
 }
 

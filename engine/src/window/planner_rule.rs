@@ -49,6 +49,9 @@ pub struct StreamingAggregateRule {
     /// The job takes checkpoints of an unbounded input: every grouped aggregate becomes ours
     /// (its state can be checkpointed), the bounded ones too.
     pub checkpoints: bool,
+    /// The sources' event-time columns, by name (`ROW_NUMBER` ordered by one of them
+    /// ascending numbers rows for good; in another order it is a changing top N).
+    pub event_time_columns: Vec<String>,
 }
 
 impl PhysicalOptimizerRule for StreamingAggregateRule {

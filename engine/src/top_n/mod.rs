@@ -1,0 +1,25 @@
+//! Top-N per key and deduplication on streams: `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)`
+//! filtered to its first rows, over an unbounded input, in any order (not only event time).
+//! The result is a changelog: a row that enters a key's top N is written with
+//! `_op = 'UPSERT'`, a row pushed out (or whose rank changed, when the rank is selected) with
+//! `_op = 'DELETE'` and the values it was written with — as Flink's `Rank` operator retracts.
+//!
+//! ```sql
+//! -- Nexmark q19: the ten highest bids of every auction
+//! SELECT * FROM (
+//!   SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid
+//! ) WHERE rank_number <= 10
+//! -- Nexmark q18: the last bid of each bidder on each auction (deduplication)
+//! SELECT auction, bidder, price FROM (
+//!   SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC) AS rn FROM bid
+//! ) WHERE rn = 1
+//! ```
+//!
+//! - [`top_n_exec`]: the operator and its state (the kept rows of each key, as Arrow rows);
+//! - [`planner_rule`]: finds the pattern in DataFusion's plan and swaps the operator in.
+
+pub mod planner_rule;
+pub mod top_n_exec;
+
+pub use planner_rule::StreamTopNRule;
+pub use top_n_exec::StreamTopNExec;

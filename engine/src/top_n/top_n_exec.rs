@@ -1,0 +1,504 @@
+//! `StreamTopNExec`: keeps the first `N` rows of each `PARTITION BY` key in the `ORDER BY`
+//! order (ties in arrival order, as `ROW_NUMBER` numbers them) and writes the changes of that
+//! set after each input batch: `DELETE` for the rows that left it (or moved, when the rank is
+//! selected), then `UPSERT` for the rows that entered it. Its state is the kept rows, encoded
+//! as Arrow rows; it is accounted in the job's memory pool and written to checkpoints.
+//!
+//! ```sql
+//! SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid)
+//! WHERE rank_number <= 10
+//! -- StreamTopNExec: partition_by=[auction], order_by=[price DESC], n=10
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream};
+use futures::StreamExt;
+
+use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
+use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
+use crate::window::aggregate_exec::OP_COLUMN;
+
+/// What the operator computes; shared by its copies in a plan.
+#[derive(Debug, Clone)]
+pub struct TopNConfig {
+    /// `PARTITION BY`, over the input's columns.
+    pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// `ORDER BY`, over the input's columns.
+    pub order_by: Vec<PhysicalSortExpr>,
+    /// Rows kept per key.
+    pub limit: usize,
+    /// The rank column (`ROW_NUMBER`'s), appended to the input's columns.
+    pub rank_field: Arc<Field>,
+    /// Which of input + rank columns go out (the filter's projection).
+    pub projection: Option<Vec<usize>>,
+    /// Whether a change of rank alone is a change of the output (the rank is selected).
+    pub rank_visible: bool,
+    /// Whether the output carries the `_op` column.
+    pub op_column: bool,
+}
+
+/// The plan node. See the module documentation.
+#[derive(Debug)]
+pub struct StreamTopNExec {
+    input: Arc<dyn ExecutionPlan>,
+    config: TopNConfig,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl StreamTopNExec {
+    /// The top `config.limit` rows of each key of `input`.
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, config: TopNConfig) -> Result<Self> {
+        if config.limit == 0 {
+            return internal_err!("StreamTopNExec keeps at least one row per key");
+        }
+        let in_schema = input.schema();
+        let mut fields: Vec<Arc<Field>> = in_schema.fields().iter().cloned().collect();
+        fields.push(Arc::clone(&config.rank_field));
+        let mut fields: Vec<Arc<Field>> = match &config.projection {
+            Some(p) => p.iter().filter_map(|&i| fields.get(i).cloned()).collect(),
+            None => fields,
+        };
+        if config.op_column {
+            fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Utf8, false)));
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, in_schema.metadata().clone()));
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Unbounded { requires_infinite_memory: false },
+        );
+        Ok(Self { input, config, schema, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() })
+    }
+
+    /// What it computes.
+    pub fn config(&self) -> &TopNConfig {
+        &self.config
+    }
+
+    /// The same operator with a last `_op` column (`UPSERT` / `DELETE`) on its output.
+    pub fn with_operation_column(&self) -> Result<Self> {
+        Self::try_new(Arc::clone(&self.input), TopNConfig { op_column: true, ..self.config.clone() })
+    }
+
+    /// The same operator whose rank column is not read above it: a row that only changes rank
+    /// is not a change.
+    pub fn with_rank_hidden(&self) -> Result<Self> {
+        Self::try_new(Arc::clone(&self.input), TopNConfig { rank_visible: false, ..self.config.clone() })
+    }
+
+    /// The index of the rank column in the output, if it goes out.
+    pub fn rank_output_index(&self) -> Option<usize> {
+        let rank = self.input.schema().fields().len();
+        match &self.config.projection {
+            Some(p) => p.iter().position(|&i| i == rank),
+            None => Some(rank),
+        }
+    }
+}
+
+impl DisplayAs for StreamTopNExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self.config.partition_by.iter().map(|e| e.to_string()).collect();
+        let order: Vec<String> = self.config.order_by.iter().map(|e| e.to_string()).collect();
+        write!(
+            f,
+            "StreamTopNExec: partition_by=[{}], order_by=[{}], n={}, emits=changes{}",
+            keys.join(", "),
+            order.join(", "),
+            self.config.limit,
+            if self.config.rank_visible { " (rank selected)" } else { "" }
+        )
+    }
+}
+
+impl ExecutionPlan for StreamTopNExec {
+    fn name(&self) -> &str {
+        "StreamTopNExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        for e in self.config.partition_by.iter().chain(self.config.order_by.iter().map(|o| &o.expr)) {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("StreamTopNExec takes one input");
+        }
+        Ok(Arc::new(Self::try_new(children.swap_remove(0), self.config.clone())?))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("StreamTopNExec has one output partition, asked for {partition}");
+        }
+        let mut inputs = Inputs::new();
+        execute_inputs(&self.input, 0, &context, &mut inputs)?;
+        let mut memory = crate::memory::StateMemory::new(&context, "StreamTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
+        let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
+        let mut state = TopNState::try_new(self.input.schema(), self.config.clone(), Arc::clone(&self.schema), &self.metrics)?;
+        let baseline = BaselineMetrics::new(&self.metrics, 0);
+        Ok(spawn_operator(Arc::clone(&self.schema), baseline, move |out| async move {
+            let Inputs { streams, scopes, keys } = inputs;
+            let mut align = Alignment::new(&keys);
+            if let Some(restored) = checkpointing.as_ref().and_then(Checkpointing::restored) {
+                state.restore(&restored)?;
+            }
+            let mut merged = futures::stream::select_all(streams);
+            while let Some((_, p, item)) = merged.next().await {
+                let (rows, barrier) = match item? {
+                    InputItem::Batch(batch) => (state.push(&batch)?, None),
+                    InputItem::End => (None, align.ended((0, p))),
+                    InputItem::Barrier(b) => (None, align.barrier((0, p), b)),
+                    InputItem::Watermark(_) => (None, None),
+                };
+                memory.account(state.bytes)?;
+                if let Some(rows) = rows {
+                    if !out.batches(vec![rows]).await {
+                        return Ok(());
+                    }
+                }
+                if let Some(b) = barrier {
+                    if !out.pass_barrier(b, checkpointing.as_ref(), || state.snapshot(), &scopes).await? {
+                        return Ok(());
+                    }
+                }
+            }
+            out.end(checkpointing.as_ref());
+            Ok(())
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// One kept row: its `ORDER BY` values (comparable bytes), its arrival, its columns.
+#[derive(Debug, Clone)]
+struct Entry {
+    order: OwnedRow,
+    seq: u64,
+    row: OwnedRow,
+}
+
+impl Entry {
+    fn bytes(&self) -> usize {
+        self.order.row().as_ref().len() + self.row.row().as_ref().len() + std::mem::size_of::<Self>() + 2 * std::mem::size_of::<usize>()
+    }
+
+    fn before(&self, order: &[u8], seq: u64) -> bool {
+        (self.order.row().as_ref(), self.seq) < (order, seq)
+    }
+}
+
+struct TopNState {
+    config: TopNConfig,
+    input_schema: SchemaRef,
+    out_schema: SchemaRef,
+    /// Encodes `PARTITION BY` values (none: one key).
+    keys: Option<RowConverter>,
+    order: RowConverter,
+    rows: RowConverter,
+    /// The kept rows of each key, best first.
+    kept: HashMap<Box<[u8]>, Vec<Entry>>,
+    next_seq: u64,
+    /// Bytes of state, for the memory pool.
+    bytes: usize,
+    state_rows: Gauge,
+    state_bytes: Gauge,
+}
+
+impl TopNState {
+    fn try_new(input_schema: SchemaRef, config: TopNConfig, out_schema: SchemaRef, metrics: &ExecutionPlanMetricsSet) -> Result<Self> {
+        let types = |exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>| -> Result<Vec<DataType>> { exprs.map(|e| e.data_type(&input_schema)).collect() };
+        let key_types = types(&mut config.partition_by.iter())?;
+        let keys = if key_types.is_empty() { None } else { Some(RowConverter::new(key_types.into_iter().map(SortField::new).collect())?) };
+        let order_types = types(&mut config.order_by.iter().map(|o| &o.expr))?;
+        let order = RowConverter::new(order_types.into_iter().zip(&config.order_by).map(|(t, o)| SortField::new_with_options(t, o.options)).collect())?;
+        let rows = RowConverter::new(input_schema.fields().iter().map(|f| SortField::new(f.data_type().clone())).collect())?;
+        Ok(Self {
+            config,
+            input_schema,
+            out_schema,
+            keys,
+            order,
+            rows,
+            kept: HashMap::new(),
+            next_seq: 0,
+            bytes: 0,
+            state_rows: MetricBuilder::new(metrics).gauge("state_rows", 0),
+            state_bytes: MetricBuilder::new(metrics).gauge("state_bytes", 0),
+        })
+    }
+
+    fn evaluate(exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        exprs.map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
+    }
+
+    /// Takes `batch` in; the changes it made, if any.
+    fn push(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let seqs: Vec<u64> = (self.next_seq..self.next_seq + batch.num_rows() as u64).collect();
+        self.next_seq += batch.num_rows() as u64;
+        let changes = self.insert(batch, &seqs)?;
+        self.output(changes)
+    }
+
+    /// Inserts the rows of `batch` (arrival numbers `seqs`); per changed key, its kept rows
+    /// before the batch.
+    fn insert(&mut self, batch: &RecordBatch, seqs: &[u64]) -> Result<HashMap<Box<[u8]>, Vec<Entry>>> {
+        let mut before: HashMap<Box<[u8]>, Vec<Entry>> = HashMap::new();
+        if batch.num_rows() == 0 {
+            return Ok(before);
+        }
+        let key_rows = match &self.keys {
+            Some(k) => Some(k.convert_columns(&Self::evaluate(&mut self.config.partition_by.iter(), batch)?)?),
+            None => None,
+        };
+        let order_rows = self.order.convert_columns(&Self::evaluate(&mut self.config.order_by.iter().map(|o| &o.expr), batch)?)?;
+        let mut full = None;
+        let limit = self.config.limit;
+        for (i, &seq) in seqs.iter().enumerate().take(batch.num_rows()) {
+            let key: &[u8] = key_rows.as_ref().map_or(&[], |k| k.row(i).data());
+            let order = order_rows.row(i);
+            let list = self.kept.get(key);
+            // a row after the N-th of its key changes nothing
+            if list.is_some_and(|l| l.len() >= limit && l.last().is_some_and(|last| last.before(order.as_ref(), seq))) {
+                continue;
+            }
+            let full_rows = match &full {
+                Some(f) => f,
+                None => full.insert(self.rows.convert_columns(batch.columns())?),
+            };
+            let list = self.kept.entry(key.into()).or_default();
+            if !before.contains_key(key) {
+                before.insert(key.into(), list.clone());
+            }
+            let at = list.partition_point(|e| e.before(order.as_ref(), seq));
+            let entry = Entry { order: order.owned(), seq, row: full_rows.row(i).owned() };
+            self.bytes += entry.bytes();
+            list.insert(at, entry);
+            if list.len() > limit {
+                if let Some(out) = list.pop() {
+                    self.bytes = self.bytes.saturating_sub(out.bytes());
+                }
+            }
+        }
+        self.state_rows.set(self.kept.values().map(Vec::len).sum());
+        self.state_bytes.set(self.bytes);
+        Ok(before)
+    }
+
+    /// The changes of the keys in `before` as output rows: deletes, then upserts.
+    fn output(&self, before: HashMap<Box<[u8]>, Vec<Entry>>) -> Result<Option<RecordBatch>> {
+        let mut deletes: Vec<(&Entry, u64)> = Vec::new();
+        let mut upserts: Vec<(&Entry, u64)> = Vec::new();
+        for (key, old) in &before {
+            let new: &[Entry] = self.kept.get(key).map_or(&[], Vec::as_slice);
+            if self.config.rank_visible {
+                for r in 0..old.len().max(new.len()) {
+                    let (o, n) = (old.get(r), new.get(r));
+                    if o.map(|e| e.seq) == n.map(|e| e.seq) {
+                        continue;
+                    }
+                    if let Some(o) = o {
+                        deletes.push((o, r as u64 + 1));
+                    }
+                    if let Some(n) = n {
+                        upserts.push((n, r as u64 + 1));
+                    }
+                }
+            } else {
+                for (r, o) in old.iter().enumerate() {
+                    if !new.iter().any(|n| n.seq == o.seq) {
+                        deletes.push((o, r as u64 + 1));
+                    }
+                }
+                for (r, n) in new.iter().enumerate() {
+                    if !old.iter().any(|o| o.seq == n.seq) {
+                        upserts.push((n, r as u64 + 1));
+                    }
+                }
+            }
+        }
+        let count = deletes.len() + upserts.len();
+        if count == 0 {
+            return Ok(None);
+        }
+        let all = deletes.iter().chain(upserts.iter());
+        let mut columns = self.rows.convert_rows(all.clone().map(|(e, _)| e.row.row()))?;
+        columns.push(Arc::new(UInt64Array::from_iter_values(all.map(|(_, r)| *r))));
+        let mut columns: Vec<ArrayRef> = match &self.config.projection {
+            Some(p) => p.iter().filter_map(|&i| columns.get(i).cloned()).collect(),
+            None => columns,
+        };
+        if self.config.op_column {
+            let ops = std::iter::repeat_n("DELETE", deletes.len()).chain(std::iter::repeat_n("UPSERT", upserts.len()));
+            columns.push(Arc::new(StringArray::from_iter_values(ops)));
+        }
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(count));
+        Ok(Some(RecordBatch::try_new_with_options(Arc::clone(&self.out_schema), columns, &options)?))
+    }
+
+    /// The kept rows with their arrival numbers, for a checkpoint.
+    fn snapshot(&self) -> Result<OperatorState> {
+        let entries: Vec<&Entry> = self.kept.values().flatten().collect();
+        let mut tables = Vec::new();
+        if !entries.is_empty() {
+            let mut columns = self.rows.convert_rows(entries.iter().map(|e| e.row.row()))?;
+            columns.push(Arc::new(UInt64Array::from_iter_values(entries.iter().map(|e| e.seq))));
+            let key_columns: Vec<usize> =
+                self.config.partition_by.iter().filter_map(|e| e.downcast_ref::<datafusion::physical_expr::expressions::Column>().map(|c| c.index())).collect();
+            let key_columns = if key_columns.len() == self.config.partition_by.len() { key_columns } else { Vec::new() };
+            tables.push(StateTable {
+                name: "kept".into(),
+                batch: batch_of(columns, entries.len()).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+                key_columns,
+            });
+        }
+        Ok(OperatorState { meta: serde_json::json!({ "next_seq": self.next_seq }), tables })
+    }
+
+    /// Restores [`TopNState::snapshot`].
+    fn restore(&mut self, state: &OperatorState) -> Result<()> {
+        self.next_seq = state.meta["next_seq"].as_u64().unwrap_or(0);
+        if let Some(kept) = state.table("kept") {
+            let n = self.input_schema.fields().len();
+            let Some(seqs) = kept.column(n).as_any().downcast_ref::<UInt64Array>() else {
+                return internal_err!("StreamTopNExec: the checkpoint's arrival column is not UInt64");
+            };
+            let seqs: Vec<u64> = seqs.values().to_vec();
+            let rows = RecordBatch::try_new(Arc::clone(&self.input_schema), kept.columns()[..n].to_vec())?;
+            self.insert(&rows, &seqs)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::physical_expr::expressions::Column;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Int64, false)]))
+    }
+
+    fn state(limit: usize, rank_visible: bool) -> TopNState {
+        let config = TopNConfig {
+            partition_by: vec![Arc::new(Column::new("k", 0))],
+            order_by: vec![PhysicalSortExpr { expr: Arc::new(Column::new("v", 1)), options: SortOptions { descending: true, nulls_first: false } }],
+            limit,
+            rank_field: Arc::new(Field::new("rn", DataType::UInt64, false)),
+            projection: None,
+            rank_visible,
+            op_column: true,
+        };
+        let exec_schema = {
+            let mut f: Vec<Arc<Field>> = schema().fields().iter().cloned().collect();
+            f.push(Arc::clone(&config.rank_field));
+            f.push(Arc::new(Field::new(OP_COLUMN, DataType::Utf8, false)));
+            Arc::new(Schema::new(f))
+        };
+        TopNState::try_new(schema(), config, exec_schema, &ExecutionPlanMetricsSet::new()).unwrap()
+    }
+
+    fn batch(rows: &[(i64, i64)]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))), Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)))],
+        )
+        .unwrap()
+    }
+
+    fn changes(b: Option<RecordBatch>) -> Vec<String> {
+        let Some(b) = b else { return Vec::new() };
+        let (k, v, r, op) = (
+            b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+            b.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+            b.column(2).as_primitive::<datafusion::arrow::datatypes::UInt64Type>(),
+            b.column(3).as_string::<i32>(),
+        );
+        (0..b.num_rows()).map(|i| format!("{} k{} v{} #{}", op.value(i), k.value(i), v.value(i), r.value(i))).collect()
+    }
+
+    #[test]
+    fn the_top_two_of_each_key_change_as_rows_come() {
+        let mut s = state(2, true);
+        let mut got = changes(s.push(&batch(&[(1, 10), (2, 5)])).unwrap());
+        got.sort();
+        assert_eq!(got, vec!["UPSERT k1 v10 #1", "UPSERT k2 v5 #1"]);
+        // 20 goes first: 10 moves to rank 2
+        let mut got = changes(s.push(&batch(&[(1, 20)])).unwrap());
+        got.sort();
+        assert_eq!(got, vec!["DELETE k1 v10 #1", "UPSERT k1 v10 #2", "UPSERT k1 v20 #1"]);
+        // 1 is behind the top two: nothing
+        assert!(changes(s.push(&batch(&[(1, 1)])).unwrap()).is_empty());
+        // 15 pushes 10 out
+        let mut got = changes(s.push(&batch(&[(1, 15)])).unwrap());
+        got.sort();
+        assert_eq!(got, vec!["DELETE k1 v10 #2", "UPSERT k1 v15 #2"]);
+        // ties keep arrival order: a second 15 changes nothing
+        assert!(changes(s.push(&batch(&[(1, 15)])).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn without_the_rank_only_entering_and_leaving_rows_are_changes() {
+        let mut s = state(2, false);
+        s.push(&batch(&[(1, 10), (1, 5)])).unwrap();
+        // 20 enters and 5 leaves; 10's rank changes, which is no change here
+        assert_eq!(changes(s.push(&batch(&[(1, 20)])).unwrap()), vec!["DELETE k1 v5 #2", "UPSERT k1 v20 #1"]);
+        // within one batch a row that enters and leaves again is no change
+        assert_eq!(changes(s.push(&batch(&[(1, 12), (1, 30)])).unwrap()), vec!["DELETE k1 v10 #2", "UPSERT k1 v30 #1"]);
+    }
+
+    #[test]
+    fn a_restored_state_goes_on_as_the_first() {
+        let mut a = state(2, true);
+        a.push(&batch(&[(1, 10), (1, 5), (2, 7)])).unwrap();
+        let snap = a.snapshot().unwrap();
+        let mut b = state(2, true);
+        b.restore(&snap).unwrap();
+        assert_eq!(b.bytes, a.bytes);
+        let next = batch(&[(1, 7), (2, 9)]);
+        let (mut x, mut y) = (changes(a.push(&next).unwrap()), changes(b.push(&next).unwrap()));
+        x.sort();
+        y.sort();
+        assert_eq!(x, y);
+        assert_eq!(x, vec!["DELETE k1 v5 #2", "DELETE k2 v7 #1", "UPSERT k1 v7 #2", "UPSERT k2 v7 #2", "UPSERT k2 v9 #1"]);
+    }
+}
