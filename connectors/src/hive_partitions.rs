@@ -42,6 +42,27 @@ pub fn split(batch: &RecordBatch, columns: &[String], props: &Properties, sink: 
     check_columns(columns, &schema, props)?;
     let idx: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
     let arrow_err = |e| ConnectorError::arrow(sink, e);
+    // rows in time order mostly share their directory: no sort then
+    let mut uniform = true;
+    for &i in &idx {
+        let col = batch.column(i);
+        let same = match (col.null_count(), batch.num_rows()) {
+            (_, 0) => true,
+            (0, _) => {
+                arrow::compute::kernels::cmp::not_distinct(col, &arrow::array::Scalar::new(col.slice(0, 1))).map_err(arrow_err)?.true_count() == col.len()
+            }
+            (n, rows) => n == rows,
+        };
+        uniform &= same;
+    }
+    if uniform && batch.num_rows() > 0 {
+        let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| !idx.contains(i)).collect();
+        let mut dir = String::new();
+        for (c, &i) in columns.iter().zip(&idx) {
+            dir.push_str(&format!("{c}={}/", hive_value(batch.column(i), 0, sink)?));
+        }
+        return Ok(vec![(dir, batch.project(&keep).map_err(arrow_err)?)]);
+    }
     let sort: Vec<SortColumn> = idx.iter().map(|i| SortColumn { values: Arc::clone(batch.column(*i)), options: None }).collect();
     let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err)?;
     let sorted = arrow::compute::take_record_batch(batch, &order).map_err(arrow_err)?;
@@ -53,16 +74,19 @@ pub fn split(batch: &RecordBatch, columns: &[String], props: &Properties, sink: 
     for r in ranges.ranges() {
         let mut dir = String::new();
         for (c, k) in columns.iter().zip(&keys) {
-            let v = if k.is_null(r.start) {
-                "__HIVE_DEFAULT_PARTITION__".to_string()
-            } else {
-                arrow::util::display::array_value_to_string(k, r.start).map_err(arrow_err)?.replace('/', "%2F")
-            };
-            dir.push_str(&format!("{c}={v}/"));
+            dir.push_str(&format!("{c}={}/", hive_value(k, r.start, sink)?));
         }
         out.push((dir, data.slice(r.start, r.end - r.start)));
     }
     Ok(out)
+}
+
+/// The directory name of row `row`'s value in `column`.
+fn hive_value(column: &arrow::array::ArrayRef, row: usize, sink: &str) -> Result<String> {
+    if column.is_null(row) {
+        return Ok("__HIVE_DEFAULT_PARTITION__".to_string());
+    }
+    Ok(arrow::util::display::array_value_to_string(column, row).map_err(|e| ConnectorError::arrow(sink, e))?.replace('/', "%2F"))
 }
 
 #[cfg(test)]
@@ -91,6 +115,13 @@ mod tests {
                 ("dt=b/".to_string(), 2, 1)
             ]
         );
+        // one directory: the batch whole, without the column
+        let one = b.slice(0, 1);
+        let parts = split(&one, &["dt".to_string()], &props, "out").unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!((parts[0].0.as_str(), parts[0].1.num_rows(), parts[0].1.num_columns()), ("dt=b/", 1, 1));
+        let nulls = b.slice(2, 1);
+        assert_eq!(split(&nulls, &["dt".to_string()], &props, "out").unwrap()[0].0, "dt=__HIVE_DEFAULT_PARTITION__/");
         let err = split(&b, &["day".to_string()], &props, "out").unwrap_err().to_string();
         assert!(err.contains("out.partition_columns") && err.contains("no column 'day'"), "{err}");
     }

@@ -24,6 +24,16 @@ pub enum Frontier {
     At(i64),
 }
 
+/// What a bounded source knows of its size before reading it, for the planner (a hash join
+/// builds its table on the smaller side).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceSize {
+    /// Rows, exactly (Parquet footers).
+    pub rows: Option<u64>,
+    /// Bytes of all its columns, roughly (uncompressed Parquet column chunks, text file sizes).
+    pub bytes: Option<u64>,
+}
+
 /// A configured, ready-to-read source.
 pub trait Source: Debug + Send + Sync {
     /// The name it has in the query (`orders`).
@@ -62,6 +72,11 @@ pub trait Source: Debug + Send + Sync {
     /// WITH ('instruments.type' = 'database_source', 'instruments.refresh_interval' = '5m', …)
     /// ```
     fn refresh_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Its size, when it is bounded and knows it without reading the data (see [`SourceSize`]).
+    fn size(&self) -> Option<SourceSize> {
         None
     }
 

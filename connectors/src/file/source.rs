@@ -30,7 +30,7 @@ use crate::format::schema::{infer_schema, is_gzip, open_text, parse_schema, star
 use crate::format::{adapt_batch, FileFormat};
 use crate::metrics::ConnectorMetrics;
 use crate::properties::Properties;
-use crate::source::Source;
+use crate::source::{Source, SourceSize};
 
 /// Text files larger than this are split into byte ranges read in parallel.
 const SPLIT_THRESHOLD: u64 = 32 << 20;
@@ -256,6 +256,23 @@ impl Source for FileSource {
         !self.cfg.watch
     }
 
+    fn size(&self) -> Option<SourceSize> {
+        if self.cfg.watch {
+            return None;
+        }
+        let mut size = SourceSize { rows: Some(0), bytes: Some(0) };
+        for path in &self.files {
+            let (rows, bytes) = match self.cfg.format {
+                FileFormat::Parquet => parquet_size(path).map_or((None, None), |(r, b)| (Some(r), Some(b))),
+                // gzip: the data is several times the file
+                _ => (None, std::fs::metadata(path).ok().map(|m| if is_gzip(path) { m.len() * 4 } else { m.len() })),
+            };
+            size.rows = size.rows.zip(rows).map(|(a, b)| a + b);
+            size.bytes = size.bytes.zip(bytes).map(|(a, b)| a + b);
+        }
+        Some(size)
+    }
+
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
         let schema = match projection {
             Some(p) => self.cfg.schema.project(p).map(Arc::new).unwrap_or_else(|_| Arc::clone(&self.cfg.schema)),
@@ -347,6 +364,14 @@ fn expand_glob(pattern: &str, key: &str) -> Result<Vec<PathBuf>> {
         return Err(ConnectorError::NoFiles { pattern: pattern.into() });
     }
     Ok(files)
+}
+
+/// Rows and uncompressed bytes of a Parquet file, from its footer.
+fn parquet_size(path: &Path) -> Option<(u64, u64)> {
+    let f = File::open(path).ok()?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;
+    let groups = b.metadata().row_groups();
+    Some((groups.iter().map(|g| g.num_rows().max(0) as u64).sum(), groups.iter().map(|g| g.total_byte_size().max(0) as u64).sum()))
 }
 
 fn parquet_row_groups(path: &Path) -> Option<usize> {

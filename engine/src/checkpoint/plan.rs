@@ -68,6 +68,7 @@ fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.downcast_ref::<crate::join::refresh::RefreshingScanExec>().is_some()
         || plan.name() == "CooperativeExec"
         || plan.name() == "StreamingTableExec"
+        || plan.downcast_ref::<crate::planner::source_table::SizedScanExec>().is_some()
         || plan.name() == "EmptyExec"
         || plan.name() == "PlaceholderRowExec"
 }

@@ -11,12 +11,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::Statistics;
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
 use ferris_connectors::Source;
 
 use crate::checkpoint::CheckpointContext;
@@ -82,11 +85,106 @@ impl TableProvider for SourceTable {
             .enumerate()
             .map(|(index, inner)| Arc::new(LeafPartition { inner, source: Arc::clone(&self.source), index }) as Arc<dyn PartitionStream>)
             .collect();
+        let columns = schema.fields().len();
         let exec: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(schema, partitions, None, Vec::new(), !self.source.is_bounded(), limit)?);
-        Ok(match self.source.refresh_interval() {
-            Some(every) => Arc::new(crate::join::refresh::RefreshingScanExec::new(exec, every)),
-            None => exec,
+        Ok(match (self.source.refresh_interval(), self.source.size()) {
+            (Some(every), _) => Arc::new(crate::join::refresh::RefreshingScanExec::new(exec, every)),
+            (None, Some(size)) if self.source.is_bounded() => {
+                // the bytes of the columns read, in proportion
+                let all = self.source.schema().fields().len().max(1) as u64;
+                let bytes = size.bytes.map(|b| b * columns as u64 / all);
+                Arc::new(SizedScanExec::new(exec, size.rows, bytes))
+            }
+            _ => exec,
         })
+    }
+}
+
+/// The scan of a bounded source that knows its size (rows from Parquet footers, bytes of the
+/// files): it tells DataFusion's planner, which then builds a hash join's table on the smaller
+/// side (Nexmark q13's side input, not the bids). Rows pass through untouched.
+///
+/// ```sql
+/// SELECT b.auction, s.value FROM bid b JOIN side_input s ON b.auction % 10000 = s.key
+/// -- SizedScanExec: rows=9200000 over the bids, rows=10000 over side_input: side_input is built
+/// ```
+#[derive(Debug)]
+pub struct SizedScanExec {
+    input: Arc<dyn ExecutionPlan>,
+    rows: Option<u64>,
+    bytes: Option<u64>,
+}
+
+impl SizedScanExec {
+    /// Wraps the scan `input` of a source of `rows` rows and about `bytes` bytes.
+    pub fn new(input: Arc<dyn ExecutionPlan>, rows: Option<u64>, bytes: Option<u64>) -> Self {
+        Self { input, rows, bytes }
+    }
+}
+
+impl DisplayAs for SizedScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let show = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
+        write!(f, "SizedScanExec: rows={}, bytes≈{}", show(self.rows), show(self.bytes))
+    }
+}
+
+impl ExecutionPlan for SizedScanExec {
+    fn name(&self) -> &str {
+        "SizedScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return datafusion::common::internal_err!("SizedScanExec takes one input");
+        }
+        Ok(Arc::new(Self::new(children.swap_remove(0), self.rows, self.bytes)))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+
+    fn statistics_from_inputs(&self, _input_stats: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema());
+        if args.partition().is_none() {
+            if let Some(rows) = self.rows {
+                stats.num_rows = Precision::Exact(usize::try_from(rows).unwrap_or(usize::MAX));
+            }
+            if let Some(bytes) = self.bytes {
+                stats.total_byte_size = Precision::Inexact(usize::try_from(bytes).unwrap_or(usize::MAX));
+            }
+        }
+        Ok(Arc::new(stats))
+    }
+
+    #[allow(deprecated)]
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        self.statistics_from_inputs(&[], &StatisticsArgs::new().with_partition(partition))
     }
 }
 

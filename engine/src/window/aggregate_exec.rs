@@ -739,28 +739,58 @@ impl Operator {
             }
         }
         if let WindowKind::Hop { size, slide } = config.kind {
-            // every open window holding a changed pane: its current value, all its groups
+            // every open window holding a changed pane: the current values of the groups
+            // changed in its panes (the others are as they were last written)
             let mut windows = std::collections::BTreeSet::new();
+            let mut touched_of: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
             for (&start, groups) in self.panes.iter_mut() {
-                if !groups.take_touched().is_empty() {
+                let touched = groups.take_touched();
+                if !touched.is_empty() {
                     let first = (start - size + 1).div_euclid(slide) * slide + if (start - size + 1).rem_euclid(slide) == 0 { 0 } else { slide };
                     let mut ws = self.next_window.map_or(first, |n| n.max(first));
                     while ws <= start {
                         windows.insert(ws);
                         ws += slide;
                     }
+                    touched_of.insert(start, touched);
                 }
             }
+            let keyed = !config.spec.key_schema.fields().is_empty();
+            let converter = if keyed {
+                Some(datafusion::arrow::row::RowConverter::new(
+                    config.spec.key_schema.fields().iter().map(|f| datafusion::arrow::row::SortField::new(f.data_type().clone())).collect(),
+                )?)
+            } else {
+                None
+            };
             for ws in windows {
                 let mut g = Groups::new(&config.spec)?;
                 for (_, state) in self.frozen.range(ws..ws.saturating_add(size)) {
                     g.merge(&config.spec, state)?;
                 }
-                for (_, live) in self.panes.range_mut(ws..ws.saturating_add(size)) {
+                let mut changed: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+                for (start, live) in self.panes.range_mut(ws..ws.saturating_add(size)) {
                     let state = live.peek_state(&config.spec)?;
+                    if let (Some(conv), Some(touched)) = (&converter, touched_of.get(start)) {
+                        let idx = datafusion::arrow::array::UInt32Array::from(touched.clone());
+                        let keys = state.keys.iter().map(|k| take(k.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+                        let rows = conv.convert_columns(&keys)?;
+                        changed.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+                    }
                     g.merge(&config.spec, &state)?;
                 }
-                let emitted = g.emit_final(&config.spec)?;
+                let mut emitted = g.emit_final(&config.spec)?;
+                if let Some(conv) = &converter {
+                    let rows = conv.convert_columns(&emitted.keys)?;
+                    let keep: BooleanArray = rows.iter().map(|r| Some(changed.contains(r.as_ref()))).collect();
+                    if keep.true_count() < emitted.rows {
+                        emitted = Emitted {
+                            keys: emitted.keys.iter().map(|k| filter(k.as_ref(), &keep)).collect::<std::result::Result<Vec<_>, _>>()?,
+                            aggs: emitted.aggs.iter().map(|a| filter(a.as_ref(), &keep)).collect::<std::result::Result<Vec<_>, _>>()?,
+                            rows: keep.true_count(),
+                        };
+                    }
+                }
                 if emitted.rows > 0 {
                     let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
                     out.push(config.output(Some(w), emitted)?);
