@@ -237,6 +237,8 @@ struct TopNState {
     next_seq: u64,
     /// Bytes of state, for the memory pool.
     bytes: usize,
+    /// Rows kept.
+    count: usize,
     state_rows: Gauge,
     state_bytes: Gauge,
 }
@@ -259,6 +261,7 @@ impl TopNState {
             kept: HashMap::new(),
             next_seq: 0,
             bytes: 0,
+            count: 0,
             state_rows: MetricBuilder::new(metrics).gauge("state_rows", 0),
             state_bytes: MetricBuilder::new(metrics).gauge("state_bytes", 0),
         })
@@ -288,35 +291,54 @@ impl TopNState {
             None => None,
         };
         let order_rows = self.order.convert_columns(&Self::evaluate(&mut self.config.order_by.iter().map(|o| &o.expr), batch)?)?;
-        let mut full = None;
         let limit = self.config.limit;
-        for (i, &seq) in seqs.iter().enumerate().take(batch.num_rows()) {
-            let key: &[u8] = key_rows.as_ref().map_or(&[], |k| k.row(i).data());
-            let order = order_rows.row(i);
-            let list = self.kept.get(key);
-            // a row after the N-th of its key changes nothing
-            if list.is_some_and(|l| l.len() >= limit && l.last().is_some_and(|last| last.before(order.as_ref(), seq))) {
+        let key_of = |i: usize| -> &[u8] { key_rows.as_ref().map_or(&[], |k| k.row(i).data()) };
+        // a row after the N-th of its key (as the key stood before the batch: the batch only
+        // raises the bar) changes nothing, and is never encoded
+        let candidates: Vec<u32> = (0..batch.num_rows())
+            .filter(|&i| {
+                let (order, seq) = (order_rows.row(i), seqs[i]);
+                !self.kept.get(key_of(i)).is_some_and(|l| l.len() >= limit && l.last().is_some_and(|last| last.before(order.data(), seq)))
+            })
+            .map(|i| i as u32)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(before);
+        }
+        let full_rows = if candidates.len() == batch.num_rows() {
+            self.rows.convert_columns(batch.columns())?
+        } else {
+            let idx = datafusion::arrow::array::UInt32Array::from(candidates.clone());
+            let picked =
+                batch.columns().iter().map(|c| datafusion::arrow::compute::take(c.as_ref(), &idx, None)).collect::<std::result::Result<Vec<_>, _>>()?;
+            self.rows.convert_columns(&picked)?
+        };
+        for (j, &i) in candidates.iter().enumerate() {
+            let i = i as usize;
+            let (key, order, seq) = (key_of(i), order_rows.row(i), seqs[i]);
+            if !self.kept.contains_key(key) {
+                self.kept.insert(key.into(), Vec::with_capacity(limit.min(16)));
+            }
+            let Some(list) = self.kept.get_mut(key) else { continue };
+            if list.len() >= limit && list.last().is_some_and(|last| last.before(order.data(), seq)) {
                 continue;
             }
-            let full_rows = match &full {
-                Some(f) => f,
-                None => full.insert(self.rows.convert_columns(batch.columns())?),
-            };
-            let list = self.kept.entry(key.into()).or_default();
             if !before.contains_key(key) {
                 before.insert(key.into(), list.clone());
             }
-            let at = list.partition_point(|e| e.before(order.as_ref(), seq));
-            let entry = Entry { order: order.owned(), seq, row: full_rows.row(i).owned() };
+            let at = list.partition_point(|e| e.before(order.data(), seq));
+            let entry = Entry { order: order.owned(), seq, row: full_rows.row(j).owned() };
             self.bytes += entry.bytes();
+            self.count += 1;
             list.insert(at, entry);
             if list.len() > limit {
                 if let Some(out) = list.pop() {
                     self.bytes = self.bytes.saturating_sub(out.bytes());
+                    self.count -= 1;
                 }
             }
         }
-        self.state_rows.set(self.kept.values().map(Vec::len).sum());
+        self.state_rows.set(self.count);
         self.state_bytes.set(self.bytes);
         Ok(before)
     }
@@ -353,6 +375,11 @@ impl TopNState {
                 }
             }
         }
+        self.rows_out(&deletes, &upserts)
+    }
+
+    /// Output rows: `deletes` (`_op = 'DELETE'`), then `upserts`, each with its rank.
+    fn rows_out(&self, deletes: &[(&Entry, u64)], upserts: &[(&Entry, u64)]) -> Result<Option<RecordBatch>> {
         let count = deletes.len() + upserts.len();
         if count == 0 {
             return Ok(None);
