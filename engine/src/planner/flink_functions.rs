@@ -116,6 +116,149 @@ pub fn java_pattern_to_chrono(pattern: &str) -> std::result::Result<String, Stri
     Ok(out)
 }
 
+/// One piece of a pattern made of numeric fields only (the common case, formatted without
+/// chrono: `yyyy-MM-dd`, `HH:mm`, `yyyy-MM-dd HH:mm:ss.SSS`).
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    Text(String),
+    Year,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Millis,
+}
+
+/// The pieces of `pattern` when it has only `yyyy`, `MM`, `dd`, `HH`, `mm`, `ss`, `SSS` and text.
+fn numeric_pattern(pattern: &str) -> Option<Vec<Piece>> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            return None;
+        }
+        if !c.is_ascii_alphabetic() {
+            match out.last_mut() {
+                Some(Piece::Text(t)) => t.push(c),
+                _ => out.push(Piece::Text(c.to_string())),
+            }
+            i += 1;
+            continue;
+        }
+        let mut run = 1;
+        while i + run < chars.len() && chars[i + run] == c {
+            run += 1;
+        }
+        out.push(match (c, run) {
+            ('y', 4) => Piece::Year,
+            ('M', 2) => Piece::Month,
+            ('d', 2) => Piece::Day,
+            ('H', 2) => Piece::Hour,
+            ('m', 2) => Piece::Minute,
+            ('s', 2) => Piece::Second,
+            ('S', 3) => Piece::Millis,
+            _ => return None,
+        });
+        i += run;
+    }
+    Some(out)
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (proleptic Gregorian; H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Appends `v` in decimal, zero-padded to `width` digits (no allocation).
+fn push_digits(buf: &mut String, v: i64, width: usize) {
+    if v < 0 {
+        buf.push('-');
+    }
+    let mut n = v.unsigned_abs();
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in len..width {
+        buf.push('0');
+    }
+    for &d in digits[..len].iter().rev() {
+        buf.push(char::from(d));
+    }
+}
+
+/// `DATE_FORMAT` of a numeric pattern, computed from the epoch values; `None` for inputs it
+/// does not cover (a time zone other than UTC), which go to `to_char`.
+fn format_numeric(input: &ColumnarValue, pieces: &[Piece], rows: usize) -> Result<Option<ColumnarValue>> {
+    use datafusion::arrow::datatypes::{Date32Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
+    let array = input.to_array(rows)?;
+    // (epoch value, units per second) per row
+    let per_second: i64 = match array.data_type() {
+        DataType::Timestamp(_, Some(tz)) if !matches!(tz.as_ref(), "UTC" | "+00:00" | "Z") => return Ok(None),
+        DataType::Timestamp(TimeUnit::Second, _) => 1,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000_000,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1_000_000_000,
+        DataType::Date32 => 0,
+        _ => return Ok(None),
+    };
+    let values: Box<dyn Iterator<Item = Option<i64>>> = match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => Box::new(array.as_primitive::<TimestampSecondType>().iter()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Box::new(array.as_primitive::<TimestampMillisecondType>().iter()),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Box::new(array.as_primitive::<TimestampMicrosecondType>().iter()),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Box::new(array.as_primitive::<TimestampNanosecondType>().iter()),
+        _ => Box::new(array.as_primitive::<Date32Type>().iter().map(|d| d.map(i64::from))),
+    };
+    let mut out = StringBuilder::with_capacity(rows, rows * 16);
+    let mut buf = String::with_capacity(32);
+    for v in values {
+        let Some(v) = v else {
+            out.append_null();
+            continue;
+        };
+        let (secs, millis) = if per_second == 0 { (v * 86_400, 0) } else { (v.div_euclid(per_second), v.rem_euclid(per_second) * 1000 / per_second) };
+        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        buf.clear();
+        for p in pieces {
+            match p {
+                Piece::Text(t) => buf.push_str(t),
+                Piece::Year => push_digits(&mut buf, y, 4),
+                Piece::Month => push_digits(&mut buf, i64::from(m), 2),
+                Piece::Day => push_digits(&mut buf, i64::from(d), 2),
+                Piece::Hour => push_digits(&mut buf, sod / 3600, 2),
+                Piece::Minute => push_digits(&mut buf, sod / 60 % 60, 2),
+                Piece::Second => push_digits(&mut buf, sod % 60, 2),
+                Piece::Millis => push_digits(&mut buf, millis, 3),
+            }
+        }
+        out.append_value(&buf);
+    }
+    let result: ArrayRef = Arc::new(out.finish());
+    Ok(Some(match input {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+        ColumnarValue::Array(_) => ColumnarValue::Array(result),
+    }))
+}
+
 /// `DATE_FORMAT(ts, 'yyyy-MM-dd')`: Flink's formatting of a timestamp with a Java pattern,
 /// evaluated by DataFusion's `to_char` with the pattern translated once.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -157,6 +300,11 @@ impl ScalarUDFImpl for DateFormat {
             ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)) => p.clone(),
             _ => return exec_err!("DATE_FORMAT needs its pattern as a literal: DATE_FORMAT(ts, 'yyyy-MM-dd')"),
         };
+        if let Some(fields) = numeric_pattern(&pattern) {
+            if let Some(out) = format_numeric(&args.args[0], &fields, args.number_rows)? {
+                return Ok(out);
+            }
+        }
         let chrono = match java_pattern_to_chrono(&pattern) {
             Ok(c) => c,
             Err(e) => return exec_err!("DATE_FORMAT: {e}"),
@@ -302,12 +450,34 @@ impl ScalarUDFImpl for SplitIndex {
         for (i, (s, d)) in string_values(&a[0])?.zip(string_values(&a[1])?).enumerate() {
             let n = if index.is_null(i) { -1 } else { index.value(i) };
             match (s, d) {
+                (Some(s), Some(d)) if n >= 0 && d.len() == 1 => out.append_option(nth_piece(s, d.as_bytes()[0], n as usize)),
                 (Some(s), Some(d)) if n >= 0 && !d.is_empty() => out.append_option(s.split(d).nth(n as usize)),
                 (Some(s), Some(_)) if n == 0 => out.append_value(s),
                 _ => out.append_null(),
             }
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// The `n`-th piece of `s` split at the one-byte (ASCII) delimiter `d`: a plain scan, the
+/// fastest way over short strings such as URLs.
+fn nth_piece(s: &str, d: u8, n: usize) -> Option<&str> {
+    let mut start = 0;
+    let mut k = 0;
+    for (i, &c) in s.as_bytes().iter().enumerate() {
+        if c == d {
+            if k == n {
+                return s.get(start..i);
+            }
+            k += 1;
+            start = i + 1;
+        }
+    }
+    if k == n {
+        s.get(start..)
+    } else {
+        None
     }
 }
 
@@ -407,8 +577,22 @@ mod tests {
         assert_eq!(one("SELECT DATE_FORMAT(TIMESTAMP '2024-03-05 07:08:09', 'yyyy-MM-dd') AS v").await, "2024-03-05");
         assert_eq!(one("SELECT DATE_FORMAT('2024-03-05T17:08:09', 'HH:mm') AS v").await, "17:08");
         assert_eq!(one("SELECT HOUR(TIMESTAMP '2024-03-05 17:08:09') AS v").await, "17");
+        // the numeric patterns' own formatter agrees with to_char's, before 1970 and after
+        for ts in ["1969-12-31 23:59:59.999", "1900-02-28 01:02:03.004", "2024-02-29 12:00:00", "2100-03-01 00:00:00.5", "1700-01-01 00:00:00"] {
+            for pattern in ["yyyy-MM-dd HH:mm:ss.SSS", "HH:mm", "dd/MM/yyyy"] {
+                let ours = one(&format!("SELECT DATE_FORMAT(TIMESTAMP '{ts}', '{pattern}') AS v")).await;
+                let chrono = java_pattern_to_chrono(pattern).unwrap();
+                let theirs = one(&format!("SELECT to_char(TIMESTAMP '{ts}', '{chrono}') AS v")).await;
+                assert_eq!(ours, theirs, "{ts} {pattern}");
+            }
+            let ours = one(&format!("SELECT DATE_FORMAT(CAST(TIMESTAMP '{ts}' AS DATE), 'yyyy-MM-dd') AS v")).await;
+            assert_eq!(ours, ts[..10], "{ts}");
+        }
         assert_eq!(one("SELECT SPLIT_INDEX('https://www.nexmark.com/a/b/item.htm', '/', 3) AS v").await, "a");
         assert_eq!(one("SELECT SPLIT_INDEX('a/b', '/', 5) IS NULL AS v").await, "true");
+        assert_eq!(one("SELECT SPLIT_INDEX('a/b/', '/', 2) AS v").await, "");
+        assert_eq!(one("SELECT SPLIT_INDEX('a::b::c', '::', 2) AS v").await, "c");
+        assert_eq!(one("SELECT SPLIT_INDEX('é/ü', '/', 1) AS v").await, "ü");
         assert_eq!(one("SELECT SPLIT_INDEX('a/b', '/', -1) IS NULL AS v").await, "true");
         assert_eq!(one("SELECT REGEXP_EXTRACT('q=1&channel_id=42&x', '(&|^)channel_id=([^&]*)', 2) AS v").await, "42");
         assert_eq!(one("SELECT REGEXP_EXTRACT('q=1', '(&|^)channel_id=([^&]*)', 2) IS NULL AS v").await, "true");
