@@ -91,11 +91,18 @@ struct Resume {
     rows: usize,
     line: u64,
     element: usize,
+    /// Parquet read with a row filter: its fingerprint ([`filter_fingerprint`]); the offset
+    /// then counts the rows the filter kept. 0: no filter.
+    filter: u64,
 }
 
 impl Resume {
     fn to_value(self) -> serde_json::Value {
-        serde_json::json!({"offset": self.offset, "rows": self.rows, "line": self.line, "element": self.element})
+        let mut v = serde_json::json!({"offset": self.offset, "rows": self.rows, "line": self.line, "element": self.element});
+        if self.filter != 0 {
+            v["filter"] = serde_json::json!(self.filter);
+        }
+        v
     }
 
     fn from_value(v: &serde_json::Value) -> Option<Self> {
@@ -104,8 +111,18 @@ impl Resume {
             rows: v.get("rows").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize,
             line: v.get("line").and_then(serde_json::Value::as_u64).unwrap_or(1),
             element: v.get("element").and_then(serde_json::Value::as_u64).unwrap_or(0) as usize,
+            filter: v.get("filter").and_then(serde_json::Value::as_u64).unwrap_or(0),
         })
     }
+}
+
+/// A stable fingerprint of a row filter (FNV-1a of its text), never 0.
+fn filter_fingerprint(filter: &datafusion::logical_expr::Expr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in filter.to_string().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
 }
 
 /// A tailed file without a `schema`: its columns, inferred from its first lines, waiting up to
@@ -274,6 +291,22 @@ impl Source for FileSource {
     }
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+        self.partitions_pruned(projection, &[])
+    }
+
+    /// Parquet read once: a WHERE conjunct on the file's own columns is evaluated while the
+    /// row groups are decoded (its columns first, the others only for the rows it keeps).
+    fn can_prune(&self, filter: &datafusion::logical_expr::Expr) -> bool {
+        let cols = filter.column_refs();
+        self.cfg.format == FileFormat::Parquet
+            && !self.cfg.watch
+            && !filter.is_volatile()
+            && !cols.is_empty()
+            && cols.iter().all(|c| self.cfg.schema.index_of(&c.name).is_ok())
+    }
+
+    fn partitions_pruned(&self, projection: Option<&[usize]>, scans: &[Vec<datafusion::logical_expr::Expr>]) -> Vec<Arc<dyn PartitionStream>> {
+        let filter = row_filter(scans).map(Arc::new);
         let schema = match projection {
             Some(p) => self.cfg.schema.project(p).map(Arc::new).unwrap_or_else(|_| Arc::clone(&self.cfg.schema)),
             None => Arc::clone(&self.cfg.schema),
@@ -312,8 +345,14 @@ impl Source for FileSource {
                         (u, resume)
                     })
                     .collect();
-                Arc::new(FilePartition { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&schema), projection: projection.clone(), units, cell })
-                    as Arc<dyn PartitionStream>
+                Arc::new(FilePartition {
+                    cfg: Arc::clone(&self.cfg),
+                    schema: Arc::clone(&schema),
+                    projection: projection.clone(),
+                    units,
+                    cell,
+                    filter: filter.clone(),
+                }) as Arc<dyn PartitionStream>
             })
             .collect()
     }
@@ -392,12 +431,99 @@ struct FilePartition {
     units: Vec<(Unit, Option<Resume>)>,
     /// Where it has got: updated as each batch is handed out.
     cell: PositionCell,
+    /// Rows every scan of the source drops (Parquet: evaluated while decoding).
+    filter: Option<Arc<datafusion::logical_expr::Expr>>,
 }
 
-/// What one read produces: the projected schema and the projection.
+/// What one read produces: the projected schema and the projection, and the rows it may drop.
 struct Output<'a> {
     schema: &'a SchemaRef,
     projection: Option<&'a [usize]>,
+    filter: Option<&'a datafusion::logical_expr::Expr>,
+}
+
+/// The rows a source read by `scans` (each with the WHERE conjuncts it pushed down) may drop:
+/// those no scan wants — the OR over the scans of each one's conjuncts, on unqualified columns.
+/// None when some scan wants every row.
+fn row_filter(scans: &[Vec<datafusion::logical_expr::Expr>]) -> Option<datafusion::logical_expr::Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Expr;
+    if scans.is_empty() || scans.iter().any(Vec::is_empty) {
+        return None;
+    }
+    let unqualified = |e: &Expr| {
+        e.clone()
+            .transform(|x| match x {
+                Expr::Column(c) => Ok(Transformed::yes(Expr::Column(datafusion::common::Column::new_unqualified(c.name)))),
+                other => Ok(Transformed::no(other)),
+            })
+            .map(|t| t.data)
+            .ok()
+    };
+    let mut any: Option<Expr> = None;
+    for scan in scans {
+        let mut all: Option<Expr> = None;
+        for f in scan {
+            let f = unqualified(f)?;
+            all = Some(match all {
+                Some(a) => a.and(f),
+                None => f,
+            });
+        }
+        let all = all?;
+        any = Some(match any {
+            Some(a) => a.or(all),
+            None => all,
+        });
+    }
+    any
+}
+
+/// The Parquet row filter of `filter` for a file of schema `file_schema`, or None when a
+/// column it reads is missing from the file or of another type than the source's (the rows
+/// are then filtered above, as always). Rows it drops still count as read.
+fn parquet_row_filter(
+    filter: &datafusion::logical_expr::Expr,
+    file_schema: &SchemaRef,
+    source_schema: &SchemaRef,
+    parquet_schema: &parquet::schema::types::SchemaDescriptor,
+    metrics: Arc<ConnectorMetrics>,
+) -> Option<parquet::arrow::arrow_reader::RowFilter> {
+    use arrow::array::AsArray;
+    use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+    let mut cols: Vec<usize> = Vec::new();
+    for c in filter.column_refs() {
+        let i = file_schema.index_of(&c.name).ok()?;
+        let source_type = source_schema.field_with_name(&c.name).ok()?.data_type();
+        if file_schema.field(i).data_type() != source_type {
+            return None;
+        }
+        cols.push(i);
+    }
+    cols.sort_unstable();
+    cols.dedup();
+    let schema = file_schema.project(&cols).ok()?;
+    let df_schema = datafusion::common::DFSchema::try_from(schema).ok()?;
+    let expr = datafusion::physical_expr::create_physical_expr(
+        filter,
+        &df_schema,
+        &datafusion::execution::context::ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )
+    .ok()?;
+    let mask = parquet::arrow::ProjectionMask::roots(parquet_schema, cols);
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let rows = batch.num_rows();
+        let keep = expr.evaluate(&batch).and_then(|v| v.into_array(rows)).map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
+        let keep = keep.as_boolean_opt().cloned().ok_or_else(|| arrow::error::ArrowError::ComputeError("a WHERE clause that is not a boolean".into()))?;
+        // the rows dropped here were read all the same
+        let dropped = rows - keep.true_count();
+        if dropped > 0 {
+            metrics.records.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(keep)
+    });
+    Some(RowFilter::new(vec![Box::new(predicate)]))
 }
 
 type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
@@ -413,8 +539,9 @@ impl PartitionStream for FilePartition {
         let units = self.units.clone();
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
+        let filter = self.filter.clone();
         tokio::task::spawn_blocking(move || {
-            let out = Output { schema: &schema, projection: projection.as_deref() };
+            let out = Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref() };
             for (unit, resume) in units {
                 match read_unit(&cfg, &out, &unit, resume, &tx) {
                     Ok(true) => {}
@@ -465,8 +592,29 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
     if let Some(g) = groups {
         b = b.with_row_groups(g);
     }
-    // the rows of the unit already handed out before a restore
+    // the rows of the unit already handed out before a restore (counted after the row filter
+    // the reading then had, if any: the same filter is applied again before the offset)
     let mut read = resume.map_or(0, |r| r.offset);
+    let mut filter = out.filter;
+    if let Some(r) = resume.filter(|r| r.offset > 0) {
+        let current = filter.map_or(0, filter_fingerprint);
+        if r.filter != current {
+            if r.filter == 0 {
+                filter = None;
+            } else {
+                tracing::warn!(source = %cfg.name, path = %path.display(), "the query's WHERE clause changed since the checkpoint: the file is read again from its start");
+                read = 0;
+            }
+        }
+    }
+    let mut fingerprint = 0;
+    if let Some(f) = filter {
+        let file_schema = Arc::clone(b.schema());
+        if let Some(row_filter) = parquet_row_filter(f, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics)) {
+            b = b.with_row_filter(row_filter);
+            fingerprint = filter_fingerprint(f);
+        }
+    }
     if read > 0 {
         b = b.with_offset(usize::try_from(read).unwrap_or(usize::MAX));
     }
@@ -482,7 +630,7 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
         let batch = batch.map_err(|e| ConnectorError::arrow(ctx(), e))?;
         let batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
         read += batch.num_rows() as u64;
-        let position = Resume { offset: read, ..Resume::default() }.to_value();
+        let position = Resume { offset: read, filter: fingerprint, ..Resume::default() }.to_value();
         if !send(cfg, tx, batch, key, position) {
             return Ok(false);
         }
@@ -651,8 +799,8 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
                 bad_log.handle(&cfg.name, cfg.failure, &cfg.metrics, &path.display().to_string(), &bad)?;
             }
             let sent_at = Instant::now();
-            let at_chunk = Resume { offset: chunk_offset, rows: 0, line: line_no, element };
-            let after_chunk = Resume { offset: chunk_offset + chunk.len() as u64, rows: 0, line: line_no + lines as u64, element: element + lines };
+            let at_chunk = Resume { offset: chunk_offset, rows: 0, line: line_no, element, filter: 0 };
+            let after_chunk = Resume { offset: chunk_offset + chunk.len() as u64, rows: 0, line: line_no + lines as u64, element: element + lines, filter: 0 };
             let last = batches.len().saturating_sub(1);
             // rows of this chunk handed out, counting those a restore skips
             let mut handed = 0usize;
@@ -764,5 +912,74 @@ impl BufRead for RangeReader {
         }
         self.pos += amt as u64;
         self.inner.consume(amt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn the_row_filter_is_what_no_scan_wants() {
+        let a = datafusion::common::Column::new(Some("bid"), "a");
+        let scan1 = vec![datafusion::logical_expr::Expr::Column(a).gt(lit(1)), col("b").lt(lit(2))];
+        let scan2 = vec![col("a").eq(lit(5))];
+        let f = row_filter(&[scan1.clone(), scan2]).unwrap();
+        assert_eq!(f.to_string(), "a > Int32(1) AND b < Int32(2) OR a = Int32(5)");
+        assert!(row_filter(&[scan1, Vec::new()]).is_none(), "a scan that wants every row");
+        assert!(row_filter(&[]).is_none());
+    }
+
+    /// Reads `path` with `filter` from `resume`: the values of `n` and the last position.
+    fn read(source: &FileSource, path: &Path, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>) -> (Vec<i64>, Option<Resume>) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let schema = source.schema();
+        let out = Output { schema: &schema, projection: None, filter };
+        assert!(read_parquet(&source.cfg, &out, path, None, "k", resume, &tx).unwrap());
+        drop(tx);
+        let (mut values, mut last) = (Vec::new(), None);
+        while let Ok(item) = rx.try_recv() {
+            let (batch, position) = item.unwrap();
+            values.extend(batch.column(0).as_primitive::<Int64Type>().values().iter().copied());
+            last = position.and_then(|(_, v)| Resume::from_value(&v));
+        }
+        (values, last)
+    }
+
+    #[test]
+    fn a_filtered_parquet_read_counts_every_row_and_resumes_after_the_rows_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
+        w.write(&RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..1000))]).unwrap()).unwrap();
+        w.close().unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", path.display().to_string());
+        p.insert("batch.size", "64");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        assert!(source.can_prune(&col("n").gt(lit(3))));
+        assert!(!source.can_prune(&col("missing").gt(lit(3))));
+        let filter = row_filter(&[vec![(col("n") % lit(3i64)).eq(lit(0i64))]]).unwrap();
+        let (all, last) = read(&source, &path, Some(&filter), None);
+        assert_eq!(all, (0..1000).filter(|n| n % 3 == 0).collect::<Vec<_>>());
+        assert_eq!(source.cfg.metrics.records.load(std::sync::atomic::Ordering::Relaxed), 1000, "dropped rows were read all the same");
+        let last = last.unwrap();
+        assert_eq!((last.offset, last.filter), (334, filter_fingerprint(&filter)));
+        // a restore after 100 kept rows goes on with the 101st kept row
+        let at = Resume { offset: 100, filter: filter_fingerprint(&filter), ..Resume::default() };
+        let (rest, _) = read(&source, &path, Some(&filter), Some(at));
+        assert_eq!(rest, (0..1000).filter(|n| n % 3 == 0).skip(100).collect::<Vec<_>>());
+        // a position taken without a filter counts every row: read on without one
+        let at = Resume { offset: 990, ..Resume::default() };
+        assert_eq!(read(&source, &path, Some(&filter), Some(at)).0, (990..1000).collect::<Vec<_>>());
+        // another filter than the checkpoint's: the file again from its start
+        let other = row_filter(&[vec![col("n").lt(lit(5i64))]]).unwrap();
+        let at = Resume { offset: 100, filter: filter_fingerprint(&filter), ..Resume::default() };
+        assert_eq!(read(&source, &path, Some(&other), Some(at)).0, vec![0, 1, 2, 3, 4]);
     }
 }
