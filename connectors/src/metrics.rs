@@ -16,7 +16,8 @@ pub struct ConnectorMetrics {
     pub dropped: AtomicU64,
     /// Bytes read or written, where known.
     pub bytes: AtomicU64,
-    /// Files or objects a source skipped without reading (pruned by the WHERE clause).
+    /// Files, objects or Parquet row groups a source skipped without reading (pruned by the
+    /// WHERE clause).
     pub skipped: AtomicU64,
     /// When the last batch passed, in epoch milliseconds (0: never).
     pub last_record_ms: AtomicI64,

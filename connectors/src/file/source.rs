@@ -479,6 +479,74 @@ fn row_filter(scans: &[Vec<datafusion::logical_expr::Expr>]) -> Option<datafusio
     any
 }
 
+/// A Parquet file's row groups as containers of min/max/null-count statistics, for
+/// DataFusion's pruning predicate.
+struct RowGroupStatistics<'a> {
+    metadata: &'a parquet::file::metadata::ParquetMetaData,
+    arrow_schema: &'a arrow::datatypes::Schema,
+    parquet_schema: &'a parquet::schema::types::SchemaDescriptor,
+}
+
+impl RowGroupStatistics<'_> {
+    fn converter(&self, column: &datafusion::common::Column) -> Option<parquet::arrow::arrow_reader::statistics::StatisticsConverter<'_>> {
+        parquet::arrow::arrow_reader::statistics::StatisticsConverter::try_new(&column.name, self.arrow_schema, self.parquet_schema).ok()
+    }
+}
+
+impl datafusion::physical_optimizer::pruning::PruningStatistics for RowGroupStatistics<'_> {
+    fn min_values(&self, column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {
+        self.converter(column)?.row_group_mins(self.metadata.row_groups().iter()).ok()
+    }
+
+    fn max_values(&self, column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {
+        self.converter(column)?.row_group_maxes(self.metadata.row_groups().iter()).ok()
+    }
+
+    fn num_containers(&self) -> usize {
+        self.metadata.num_row_groups()
+    }
+
+    fn null_counts(&self, column: &datafusion::common::Column) -> Option<arrow::array::ArrayRef> {
+        let counts = self.converter(column)?.row_group_null_counts(self.metadata.row_groups().iter()).ok()?;
+        Some(Arc::new(counts))
+    }
+
+    fn row_counts(&self) -> Option<arrow::array::ArrayRef> {
+        let rows = arrow::array::UInt64Array::from_iter_values(self.metadata.row_groups().iter().map(|g| g.num_rows().max(0) as u64));
+        Some(Arc::new(rows))
+    }
+
+    #[allow(clippy::mutable_key_type)]
+    fn contained(
+        &self,
+        _column: &datafusion::common::Column,
+        _values: &std::collections::HashSet<datafusion::common::ScalarValue>,
+    ) -> Option<arrow::array::BooleanArray> {
+        None
+    }
+}
+
+/// Per row group of the file, whether `filter` may keep a row of it (by the groups' min/max
+/// statistics); None when the filter cannot be judged so.
+fn row_groups_wanted(
+    filter: &datafusion::logical_expr::Expr,
+    file_schema: &SchemaRef,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    parquet_schema: &parquet::schema::types::SchemaDescriptor,
+) -> Option<Vec<bool>> {
+    let df_schema = datafusion::common::DFSchema::try_from(file_schema.as_ref().clone()).ok()?;
+    let expr = datafusion::physical_expr::create_physical_expr(
+        filter,
+        &df_schema,
+        &datafusion::execution::context::ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )
+    .ok()?;
+    // None: the filter says nothing about min/max (or could not be built)
+    let predicate = datafusion::physical_optimizer::pruning::PruningPredicateBuilder::new().with_file_schema(Arc::clone(file_schema)).build(expr)?;
+    predicate.prune(&RowGroupStatistics { metadata, arrow_schema: file_schema.as_ref(), parquet_schema }).ok()
+}
+
 /// The Parquet row filter of `filter` for a file of schema `file_schema`, or None when a
 /// column it reads is missing from the file or of another type than the source's (the rows
 /// are then filtered above, as always). Rows it drops still count as read.
@@ -583,15 +651,20 @@ fn read_unit(cfg: &ReadConfig, out: &Output, unit: &Unit, resume: Option<Resume>
     }
 }
 
-fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<usize>>, key: &str, resume: Option<Resume>, tx: &BatchSender) -> Result<bool> {
+fn read_parquet(
+    cfg: &ReadConfig,
+    out: &Output,
+    path: &Path,
+    mut groups: Option<Vec<usize>>,
+    key: &str,
+    resume: Option<Resume>,
+    tx: &BatchSender,
+) -> Result<bool> {
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?
         .with_batch_size(decode_rows(&cfg.batch));
-    if let Some(g) = groups {
-        b = b.with_row_groups(g);
-    }
     // the rows of the unit already handed out before a restore (counted after the row filter
     // the reading then had, if any: the same filter is applied again before the offset)
     let mut read = resume.map_or(0, |r| r.offset);
@@ -613,7 +686,20 @@ fn read_parquet(cfg: &ReadConfig, out: &Output, path: &Path, groups: Option<Vec<
         if let Some(row_filter) = parquet_row_filter(f, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics)) {
             b = b.with_row_filter(row_filter);
             fingerprint = filter_fingerprint(f);
+            // row groups whose min/max show no row can pass are not read at all
+            let all: Vec<usize> = groups.clone().unwrap_or_else(|| (0..b.metadata().num_row_groups()).collect());
+            if let Some(keep) = row_groups_wanted(f, &file_schema, b.metadata(), b.parquet_schema()) {
+                let kept: Vec<usize> = all.iter().copied().filter(|g| keep.get(*g).copied().unwrap_or(true)).collect();
+                if kept.len() < all.len() {
+                    tracing::debug!(source = %cfg.name, path = %path.display(), "{} of {} row groups skipped by their statistics", all.len() - kept.len(), all.len());
+                    cfg.metrics.skipped.fetch_add((all.len() - kept.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                groups = Some(kept);
+            }
         }
+    }
+    if let Some(g) = groups {
+        b = b.with_row_groups(g);
     }
     if read > 0 {
         b = b.with_offset(usize::try_from(read).unwrap_or(usize::MAX));
@@ -977,6 +1063,12 @@ mod tests {
         // a position taken without a filter counts every row: read on without one
         let at = Resume { offset: 990, ..Resume::default() };
         assert_eq!(read(&source, &path, Some(&filter), Some(at)).0, (990..1000).collect::<Vec<_>>());
+        // the file is sorted by n: a range reads only the row groups that can hold it
+        let before = source.cfg.metrics.records.load(std::sync::atomic::Ordering::Relaxed);
+        let range = row_filter(&[vec![col("n").gt_eq(lit(905i64))]]).unwrap();
+        assert_eq!(read(&source, &path, Some(&range), None).0, (905..1000).collect::<Vec<_>>());
+        assert_eq!(source.cfg.metrics.skipped.load(std::sync::atomic::Ordering::Relaxed), 9, "9 of 10 row groups skipped");
+        assert_eq!(source.cfg.metrics.records.load(std::sync::atomic::Ordering::Relaxed) - before, 100, "only the last row group was read");
         // another filter than the checkpoint's: the file again from its start
         let other = row_filter(&[vec![col("n").lt(lit(5i64))]]).unwrap();
         let at = Resume { offset: 100, filter: filter_fingerprint(&filter), ..Resume::default() };
