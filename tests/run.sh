@@ -3,7 +3,7 @@
 # (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190;
 # PostgreSQL, Debian's package, on 127.0.0.1:55432; Redis, Debian's package, on 127.0.0.1:56379;
 # the Python clients: pyarrow, ADBC Flight
-# SQL, boto3, psycopg), runs every test of the workspace, every test binary even when one
+# SQL, boto3, psycopg, and DuckDB for the Nexmark checks), runs every test of the workspace, every test binary even when one
 # fails, and prints one closing line over all of them: "tests: N passed, M failed".
 #
 #   bash tests/run.sh                 # everything
