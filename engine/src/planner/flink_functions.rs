@@ -600,6 +600,31 @@ mod tests {
         assert_eq!(one("SELECT REGEXP_EXTRACT('abc', '(x)?abc', 1) IS NULL AS v").await, "true");
     }
 
+    proptest::proptest! {
+        /// Any pattern translates or is refused by name, without a panic; a numeric pattern's
+        /// own formatter writes what chrono writes for the translated pattern, for any instant.
+        #[test]
+        fn numeric_patterns_format_as_chrono_does(
+            ms in -5_000_000_000_000i64..7_000_000_000_000i64,
+            tokens in proptest::collection::vec(0usize..11, 1..8),
+            junk in ".{0,12}",
+        ) {
+            let _ = java_pattern_to_chrono(&junk);
+            let _ = numeric_pattern(&junk);
+            let parts = ["yyyy", "MM", "dd", "HH", "mm", "ss", "SSS", "-", ":", " ", "/"];
+            let pattern: String = tokens.iter().map(|&t| parts[t]).collect();
+            let Some(pieces) = numeric_pattern(&pattern) else { return Ok(()) };
+            let array: ArrayRef = Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(vec![ms]));
+            let Ok(Some(ColumnarValue::Array(out))) = format_numeric(&ColumnarValue::Array(array), &pieces, 1) else {
+                return Err(proptest::test_runner::TestCaseError::fail("no result"));
+            };
+            let chrono_pattern = java_pattern_to_chrono(&pattern).unwrap_or_default();
+            let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else { return Ok(()) };
+            let want = t.format(&chrono_pattern).to_string();
+            proptest::prop_assert_eq!(out.as_string::<i32>().value(0), want.as_str(), "{} at {}", pattern, ms);
+        }
+    }
+
     #[tokio::test]
     async fn bad_arguments_are_named() {
         let ctx = SessionContext::new();
