@@ -526,6 +526,18 @@ impl datafusion::physical_optimizer::pruning::PruningStatistics for RowGroupStat
     }
 }
 
+/// `filter` (on unqualified column names) as an expression over batches of `schema`.
+fn physical_filter(filter: &datafusion::logical_expr::Expr, schema: arrow::datatypes::Schema) -> Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    let df_schema = datafusion::common::DFSchema::try_from(schema).ok()?;
+    datafusion::physical_expr::create_physical_expr(
+        filter,
+        &df_schema,
+        &datafusion::execution::context::ExecutionProps::new(),
+        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
+    )
+    .ok()
+}
+
 /// Per row group of the file, whether `filter` may keep a row of it (by the groups' min/max
 /// statistics); None when the filter cannot be judged so.
 fn row_groups_wanted(
@@ -534,14 +546,7 @@ fn row_groups_wanted(
     metadata: &parquet::file::metadata::ParquetMetaData,
     parquet_schema: &parquet::schema::types::SchemaDescriptor,
 ) -> Option<Vec<bool>> {
-    let df_schema = datafusion::common::DFSchema::try_from(file_schema.as_ref().clone()).ok()?;
-    let expr = datafusion::physical_expr::create_physical_expr(
-        filter,
-        &df_schema,
-        &datafusion::execution::context::ExecutionProps::new(),
-        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-    )
-    .ok()?;
+    let expr = physical_filter(filter, file_schema.as_ref().clone())?;
     // None: the filter says nothing about min/max (or could not be built)
     let predicate = datafusion::physical_optimizer::pruning::PruningPredicateBuilder::new().with_file_schema(Arc::clone(file_schema)).build(expr)?;
     predicate.prune(&RowGroupStatistics { metadata, arrow_schema: file_schema.as_ref(), parquet_schema }).ok()
@@ -570,15 +575,7 @@ fn parquet_row_filter(
     }
     cols.sort_unstable();
     cols.dedup();
-    let schema = file_schema.project(&cols).ok()?;
-    let df_schema = datafusion::common::DFSchema::try_from(schema).ok()?;
-    let expr = datafusion::physical_expr::create_physical_expr(
-        filter,
-        &df_schema,
-        &datafusion::execution::context::ExecutionProps::new(),
-        &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
-    )
-    .ok()?;
+    let expr = physical_filter(filter, file_schema.project(&cols).ok()?)?;
     let mask = parquet::arrow::ProjectionMask::roots(parquet_schema, cols);
     let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
         let rows = batch.num_rows();
