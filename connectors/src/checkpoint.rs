@@ -19,6 +19,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+/// FNV-1a of `bytes`: a fingerprint that is the same on every run and build (checkpoint names
+/// of ad-hoc queries, the row filter a recorded position was counted under).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 use crate::error::Result;
 
 /// Read positions of a source: one entry per unit it reads (`topic/partition` → next offset,

@@ -42,42 +42,39 @@ pub fn split(batch: &RecordBatch, columns: &[String], props: &Properties, sink: 
     check_columns(columns, &schema, props)?;
     let idx: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
     let arrow_err = |e| ConnectorError::arrow(sink, e);
-    // rows in time order mostly share their directory: no sort then
-    let mut uniform = true;
-    for &i in &idx {
-        let col = batch.column(i);
-        let same = match (col.null_count(), batch.num_rows()) {
-            (_, 0) => true,
-            // a type the kernel does not compare: the sort below finds the directories
-            (0, _) => {
-                arrow::compute::kernels::cmp::not_distinct(col, &arrow::array::Scalar::new(col.slice(0, 1))).is_ok_and(|same| same.true_count() == col.len())
-            }
-            (n, rows) => n == rows,
-        };
-        uniform &= same;
-    }
-    if uniform && batch.num_rows() > 0 {
-        let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| !idx.contains(i)).collect();
+    let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| !idx.contains(i)).collect();
+    // the directory of row `row` of the partition columns `keys`
+    let dir_of = |keys: &[&arrow::array::ArrayRef], row: usize| -> Result<String> {
         let mut dir = String::new();
-        for (c, &i) in columns.iter().zip(&idx) {
-            dir.push_str(&format!("{c}={}/", hive_value(batch.column(i), 0, sink)?));
+        for (c, k) in columns.iter().zip(keys) {
+            dir.push_str(&format!("{c}={}/", hive_value(k, row, sink)?));
         }
-        return Ok(vec![(dir, batch.project(&keep).map_err(arrow_err)?)]);
+        Ok(dir)
+    };
+    // rows in time order mostly share their directory: no sort then (a type the equality kernel
+    // does not compare goes to the sort)
+    let uniform = batch.num_rows() > 0
+        && idx.iter().all(|&i| {
+            let col = batch.column(i);
+            match col.null_count() {
+                0 => arrow::compute::kernels::cmp::not_distinct(col, &arrow::array::Scalar::new(col.slice(0, 1)))
+                    .is_ok_and(|same| same.true_count() == col.len()),
+                n => n == col.len(),
+            }
+        });
+    if uniform {
+        let keys: Vec<&arrow::array::ArrayRef> = idx.iter().map(|&i| batch.column(i)).collect();
+        return Ok(vec![(dir_of(&keys, 0)?, batch.project(&keep).map_err(arrow_err)?)]);
     }
     let sort: Vec<SortColumn> = idx.iter().map(|i| SortColumn { values: Arc::clone(batch.column(*i)), options: None }).collect();
     let order = arrow::compute::lexsort_to_indices(&sort, None).map_err(arrow_err)?;
     let sorted = arrow::compute::take_record_batch(batch, &order).map_err(arrow_err)?;
-    let keys: Vec<_> = idx.iter().map(|i| Arc::clone(sorted.column(*i))).collect();
-    let ranges = arrow::compute::partition(&keys).map_err(arrow_err)?;
-    let keep: Vec<usize> = (0..schema.fields().len()).filter(|i| !idx.contains(i)).collect();
+    let keys: Vec<&arrow::array::ArrayRef> = idx.iter().map(|&i| sorted.column(i)).collect();
+    let ranges = arrow::compute::partition(&keys.iter().map(|k| Arc::clone(k)).collect::<Vec<_>>()).map_err(arrow_err)?;
     let data = sorted.project(&keep).map_err(arrow_err)?;
     let mut out = Vec::new();
     for r in ranges.ranges() {
-        let mut dir = String::new();
-        for (c, k) in columns.iter().zip(&keys) {
-            dir.push_str(&format!("{c}={}/", hive_value(k, r.start, sink)?));
-        }
-        out.push((dir, data.slice(r.start, r.end - r.start)));
+        out.push((dir_of(&keys, r.start)?, data.slice(r.start, r.end - r.start)));
     }
     Ok(out)
 }

@@ -46,6 +46,8 @@ pub struct FileSource {
     ordered: bool,
     /// Checkpoint positions of the partitions last made by [`Source::partitions`].
     positions: UnitPositions,
+    /// Its size, worked out on the first scan (Parquet footers read once).
+    size: std::sync::OnceLock<SourceSize>,
 }
 
 #[derive(Debug)]
@@ -118,11 +120,7 @@ impl Resume {
 
 /// A stable fingerprint of a row filter (FNV-1a of its text), never 0.
 fn filter_fingerprint(filter: &datafusion::logical_expr::Expr) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in filter.to_string().bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h.max(1)
+    crate::checkpoint::fnv1a(filter.to_string().bytes()).max(1)
 }
 
 /// A tailed file without a `schema`: its columns, inferred from its first lines, waiting up to
@@ -221,7 +219,30 @@ impl FileSource {
         // splitting a file would have one split run ahead of another and hold every row it
         // read in the operators' state until the slower split caught up.
         let ordered = props.contains("watermark.delay");
-        Ok(Self { cfg: Arc::new(cfg), pattern, files, partitions: partitions.max(1), ordered, positions: UnitPositions::default() })
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            pattern,
+            files,
+            partitions: partitions.max(1),
+            ordered,
+            positions: UnitPositions::default(),
+            size: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// What [`Source::size`] reports: rows from Parquet footers, bytes of text files.
+    fn measure(&self) -> SourceSize {
+        let mut size = SourceSize { rows: Some(0), bytes: Some(0) };
+        for path in &self.files {
+            let (rows, bytes) = match self.cfg.format {
+                FileFormat::Parquet => parquet_size(path).map_or((None, None), |(r, b)| (Some(r), Some(b))),
+                // gzip: the data is several times the file
+                _ => (None, std::fs::metadata(path).ok().map(|m| if is_gzip(path) { m.len() * 4 } else { m.len() })),
+            };
+            size.rows = size.rows.zip(rows).map(|(a, b)| a + b);
+            size.bytes = size.bytes.zip(bytes).map(|(a, b)| a + b);
+        }
+        size
     }
 
     /// The files the pattern matched.
@@ -277,17 +298,7 @@ impl Source for FileSource {
         if self.cfg.watch {
             return None;
         }
-        let mut size = SourceSize { rows: Some(0), bytes: Some(0) };
-        for path in &self.files {
-            let (rows, bytes) = match self.cfg.format {
-                FileFormat::Parquet => parquet_size(path).map_or((None, None), |(r, b)| (Some(r), Some(b))),
-                // gzip: the data is several times the file
-                _ => (None, std::fs::metadata(path).ok().map(|m| if is_gzip(path) { m.len() * 4 } else { m.len() })),
-            };
-            size.rows = size.rows.zip(rows).map(|(a, b)| a + b);
-            size.bytes = size.bytes.zip(bytes).map(|(a, b)| a + b);
-        }
-        Some(size)
+        Some(*self.size.get_or_init(|| self.measure()))
     }
 
     fn partitions(&self, projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
@@ -406,17 +417,20 @@ fn expand_glob(pattern: &str, key: &str) -> Result<Vec<PathBuf>> {
 }
 
 /// Rows and uncompressed bytes of a Parquet file, from its footer.
-fn parquet_size(path: &Path) -> Option<(u64, u64)> {
+/// A Parquet file's footer.
+fn parquet_metadata(path: &Path) -> Option<Arc<parquet::file::metadata::ParquetMetaData>> {
     let f = File::open(path).ok()?;
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;
-    let groups = b.metadata().row_groups();
+    Some(Arc::clone(parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?.metadata()))
+}
+
+fn parquet_size(path: &Path) -> Option<(u64, u64)> {
+    let meta = parquet_metadata(path)?;
+    let groups = meta.row_groups();
     Some((groups.iter().map(|g| g.num_rows().max(0) as u64).sum(), groups.iter().map(|g| g.total_byte_size().max(0) as u64).sum()))
 }
 
 fn parquet_row_groups(path: &Path) -> Option<usize> {
-    let f = File::open(path).ok()?;
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;
-    Some(b.metadata().num_row_groups())
+    Some(parquet_metadata(path)?.num_row_groups())
 }
 
 /// One partition of a file source: a list of units read one after another on a blocking thread.

@@ -229,12 +229,9 @@ fn checkpoint_name(spec: &JobSpec) -> String {
     if spec.statement.name().is_some() {
         return spec.name.clone();
     }
-    // FNV-1a: the same text gives the same name on every run and build
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // the same text gives the same name on every run and build
     let text = spec.statement.query.to_string();
-    for b in text.bytes().chain(spec.statement.with.iter().flat_map(|(k, v)| k.bytes().chain(v.bytes()))) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = ferris_connectors::checkpoint::fnv1a(text.bytes().chain(spec.statement.with.iter().flat_map(|(k, v)| k.bytes().chain(v.bytes()))));
     format!("{}-{:08x}", spec.name, h as u32)
 }
 

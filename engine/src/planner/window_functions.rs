@@ -39,8 +39,9 @@ pub struct StreamWindowFunctionRule {
     pub int_scales: HashMap<String, i64>,
 }
 
-/// Below the sort DataFusion put in for the window: the input proper.
-fn below_sort(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+/// Below the sort (and exchanges) DataFusion put in for a window: the input proper; None when
+/// `plan` is no such operator.
+pub(crate) fn below_sort(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     let is_exchange = plan.downcast_ref::<SortExec>().is_some()
         || plan.downcast_ref::<RepartitionExec>().is_some()
         || plan.downcast_ref::<CoalescePartitionsExec>().is_some()

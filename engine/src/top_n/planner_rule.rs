@@ -19,14 +19,11 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
@@ -38,18 +35,6 @@ pub struct StreamTopNRule {
     /// The job's event-time columns, by name: `ORDER BY` one of them ascending is left to the
     /// window-function rule.
     pub event_time_columns: Vec<String>,
-}
-
-/// Below the sort and exchanges DataFusion put in for the window: the input proper.
-fn below_sort(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    let is_exchange = plan.downcast_ref::<SortExec>().is_some()
-        || plan.downcast_ref::<RepartitionExec>().is_some()
-        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
-        || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
-    match plan.children().first() {
-        Some(child) if is_exchange => below_sort(child),
-        _ => Arc::clone(plan),
-    }
 }
 
 fn literal_u64(e: &Arc<dyn PhysicalExpr>) -> Option<u64> {
@@ -111,7 +96,8 @@ impl StreamTopNRule {
         if order.is_empty() || by_event_time {
             return Ok(None);
         }
-        let source = crate::planner::partitioning::without_round_robin(below_sort(input))?;
+        let below = crate::planner::window_functions::below_sort(input).unwrap_or_else(|| Arc::clone(input));
+        let source = crate::planner::partitioning::without_round_robin(below)?;
         let projection = filter.projection().as_ref().map(|p| p.to_vec());
         let rank_visible = projection.as_ref().is_none_or(|p| p.contains(&rank));
         let config = TopNConfig {
@@ -141,14 +127,7 @@ impl PhysicalOptimizerRule for StreamTopNRule {
                 if let Some(top) = p.input().downcast_ref::<StreamTopNExec>() {
                     if top.config().rank_visible {
                         if let Some(rank) = top.rank_output_index() {
-                            let reads_rank = p.expr().iter().any(|e| {
-                                let mut found = false;
-                                let _ = e.expr.apply(|x| {
-                                    found |= x.downcast_ref::<Column>().is_some_and(|c| c.index() == rank);
-                                    Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-                                });
-                                found
-                            });
+                            let reads_rank = p.expr().iter().any(|e| collect_columns(&e.expr).iter().any(|c| c.index() == rank));
                             if !reads_rank {
                                 let hidden: Arc<dyn ExecutionPlan> = Arc::new(top.with_rank_hidden()?);
                                 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
