@@ -64,6 +64,7 @@ fn context(delay_ms: Option<i64>) -> SessionContext {
         changes_every: std::time::Duration::from_millis(100),
         int_scales: Default::default(),
         checkpoints: false,
+        state_ttl: None,
         event_time_columns: Vec::new(),
     };
     new_context(1, BATCH, false, None, rule).unwrap()

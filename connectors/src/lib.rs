@@ -15,6 +15,7 @@
 
 pub mod batching;
 pub mod blackhole;
+pub mod blocking_sink;
 pub mod checkpoint;
 pub mod connector;
 pub mod connector_type;

@@ -319,3 +319,54 @@ fn a_stop_waits_for_a_hung_sink_no_longer_than_stop_timeout() {
     assert!(!status.success(), "rows were not delivered: the run says so\n{log}");
     assert!(log.contains("sink 'hook' did not finish writing within 2s after the job stopped ('stop.timeout')"), "{log}");
 }
+
+/// A webhook that accepts connections and never answers, beside a file sink, with the webhook's
+/// own timeout at an hour: `sink.write.timeout` cuts each write to it off, `LogAndContinue`
+/// counts its rows lost, and the file sink gets every row while the webhook hangs — the hung
+/// service neither holds the job nor the other sink behind it. Without the bound the queue to
+/// the webhook fills after five batches and the file never gets more than those.
+#[test]
+fn a_hung_sink_write_is_cut_off_by_sink_write_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in silent.incoming().take(256) {
+            open.push(c);
+        }
+    });
+    let rows = 120;
+    let text: String = (0..rows).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+    std::fs::write(dir.join("in.jsonl"), text).unwrap();
+    std::fs::write(
+        dir.join("job.sql"),
+        format!(
+            "CREATE STREAM s AS SELECT id FROM src INTO hook, out WITH ('src.type' = 'file_source', 'src.path' = 'in.jsonl', 'src.watch' = 'true', \
+             'src.schema' = 'id BIGINT', 'src.batch.size' = '10', 'hook.type' = 'http_sink', 'hook.url' = 'http://{addr}/hook', 'hook.timeout' = '1h', \
+             'hook.retries' = '0', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl', 'sink.write.timeout' = '300ms', 'sink.queue_size' = '1', \
+             'failure_strategy' = 'LogAndContinue', 'stop.timeout' = '2s');"
+        ),
+    )
+    .unwrap();
+    let before = sinks_created(dir);
+    let mut child = start(dir, "job.sql", &[]);
+    settle(dir, before);
+    let t = Instant::now();
+    let written = || std::fs::read_to_string(dir.join("out.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+    while written() < rows && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap();
+    let ids: std::collections::BTreeSet<i64> = std::fs::read_to_string(dir.join("out.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..rows as i64).collect(), "every row reaches the file sink while the webhook hangs\n{log}");
+    assert!(log.contains("the write did not finish within 300ms ('sink.write.timeout')"), "{log}");
+    assert!(log.contains("rows lost (LogAndContinue)"), "{log}");
+}

@@ -471,3 +471,61 @@ async fn a_primary_key_in_the_select_list_is_the_sinks_upsert_key() {
     let explained = crate::common::ferris(dir, &["explain", "job.sql"]);
     assert!(explained.stdout.contains("primary_key = status   [PRIMARY KEY status in the select list]"), "{}", explained.stdout);
 }
+
+/// The test server's certificate (`bash tests/services/postgres.sh ca`), which a
+/// `verify-full` client trusts as its CA.
+fn server_ca() -> String {
+    let out = Command::new("bash").arg(crate::common::repo().join("tests/services/postgres.sh")).arg("ca").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// TLS to the database as libpq and JDBC URLs ask for it. The test server's role `ferris_tls`
+/// may log in over TLS only (pg_hba `hostssl`): with `sslmode=disable` the server refuses it by
+/// name; `require`, JDBC's `ssl=true` and `verify-full` with the server's certificate as
+/// `sslrootcert` read the table (rows exact) and write a sink table (read back with psycopg);
+/// `verify-full` without the CA fails at start saying the certificate could not be verified,
+/// and no password is printed on the way.
+#[test]
+fn connections_use_tls_as_the_url_asks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, _, hostpath) = parts();
+    let (src, dst) = (unique("tls_src"), unique("tls_dst"));
+    exec(&format!("CREATE TABLE {src} (id INT PRIMARY KEY, name TEXT); INSERT INTO {src} SELECT g, 'n' || g FROM generate_series(1, 40) g"));
+    let ca = server_ca();
+    assert!(Path::new(&ca).exists(), "no server certificate at '{ca}' (restart the server: 'bash tests/services/postgres.sh stop; … start')");
+    let job = |url: &str, sink: &str| {
+        format!(
+            "CREATE STREAM s AS SELECT id, name FROM c INTO db WITH ('c.type' = 'database_source', 'c.connection.url' = '{url}', \
+             'c.connection.username' = 'ferris_tls', 'c.connection.password' = 'ferris-tls-pw', 'c.table' = '{src}', \
+             'db.type' = 'database_sink', 'db.connection.url' = '{url}', 'db.connection.username' = 'ferris_tls', \
+             'db.connection.password' = 'ferris-tls-pw', 'db.table' = '{sink}');"
+        )
+    };
+    let want = rows(&format!("SELECT id, name FROM {src}"));
+    assert_eq!(want.len(), 40);
+    let urls = [
+        format!("postgresql://{hostpath}?sslmode=require"),
+        format!("jdbc:postgresql://{hostpath}?ssl=true"),
+        format!("postgresql://{hostpath}?sslmode=verify-full&sslrootcert={ca}"),
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        let sink = format!("{dst}_{i}");
+        let run = run_sql(tmp.path(), &job(url, &sink));
+        assert_ok(&run);
+        assert!(!run.stderr.contains("ferris-tls-pw"), "{}", run.stderr);
+        assert_same_rows(&format!("rows written over TLS ({url})"), &rows(&format!("SELECT id, name FROM {sink}")), &want);
+    }
+    // the role may not log in without TLS: the server says so
+    let run = run_sql(tmp.path(), &job(&format!("postgresql://{hostpath}?sslmode=disable"), &format!("{dst}_x")));
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("no encryption"), "{}", run.stderr);
+    // verify-full checks the certificate: without the CA it cannot be verified
+    let run = run_sql(tmp.path(), &job(&format!("postgresql://{hostpath}?sslmode=verify-full"), &format!("{dst}_y")));
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("certificate verify failed"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ferris-tls-pw") && !run.stdout.contains("ferris-tls-pw"), "{}", run.stderr);
+    // a CA that is not a certificate is named at start
+    let run = run_sql(tmp.path(), &job(&format!("postgresql://{hostpath}?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"), &format!("{dst}_z")));
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("sslrootcert=/nonexistent/ca.pem"), "{}", run.stderr);
+}

@@ -559,3 +559,174 @@ fn state_over_the_jobs_memory_limit_stops_the_job_with_a_clear_error() {
     let stderr = crate::temporal_joins::run_until(tmp.path(), &sql, &out, |text| text.lines().count() >= 119_000);
     assert!(!stderr.contains("does not fit"), "{stderr}");
 }
+
+/// `'state.ttl'` forgets the keys of an unwindowed `GROUP BY` on a stream that were not updated
+/// for that long. Under `EMIT FINAL` each key's row is written when it expires (a key updated
+/// again before then is one row, not two); under `EMIT CHANGES` a key seen again after its
+/// expiry starts a new count. A job without such a `GROUP BY` is told the key does nothing.
+#[test]
+fn state_ttl_forgets_idle_keys_of_an_unwindowed_group_by() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let row = |user: &str, n: i64, total: i64, op: Option<&str>| {
+        let mut v = serde_json::json!({"user_id": user, "n": n, "total": total});
+        if let Some(op) = op {
+            v["_op"] = op.into();
+        }
+        canonical_lines(&v.to_string()).remove(0)
+    };
+    for emit in ["FINAL", "CHANGES"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("events.jsonl");
+        let out = tmp.path().join("out.jsonl");
+        let append = |lines: &[(&str, i64)]| {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&data).unwrap();
+            for (user, amount) in lines {
+                writeln!(f, "{{\"user_id\": \"{user}\", \"amount\": {amount}}}").unwrap();
+            }
+        };
+        let wait_for = |rows: &[String]| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let got = std::fs::read_to_string(&out).map(|t| canonical_lines(&t)).unwrap_or_default();
+                if rows.iter().all(|r| got.contains(r)) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "EMIT {emit}: waited for {rows:?}, have {got:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        append(&[("a", 1), ("b", 5)]);
+        let sql = format!(
+            "CREATE STREAM s AS SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id EMIT {emit} INTO out \
+             WITH ('events.type' = 'file_source', 'events.path' = '{}', 'events.watch' = 'true', 'events.poll_interval' = '50ms', \
+             'events.schema' = 'user_id VARCHAR, amount BIGINT', 'state.ttl' = '2s', 'emit.interval' = '0ms', \
+             'out.type' = 'file_sink', 'out.path' = '{}');",
+            data.display(),
+            out.display()
+        );
+        std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+            .args(["run", "job.sql", "--no-progress"])
+            .current_dir(tmp.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let want = if emit == "FINAL" {
+            // 'a' again well within its two seconds: still one key, written once when it expires
+            std::thread::sleep(Duration::from_millis(600));
+            append(&[("a", 2)]);
+            let first = vec![row("a", 2, 3, None), row("b", 1, 5, None)];
+            wait_for(&first);
+            // expired and written: 'a' now starts again, and is written when it expires again
+            append(&[("a", 10)]);
+            let again = row("a", 1, 10, None);
+            wait_for(std::slice::from_ref(&again));
+            [first, vec![again]].concat()
+        } else {
+            let up = |u, n, t| row(u, n, t, Some("UPSERT"));
+            wait_for(&[up("a", 1, 1), up("b", 1, 5)]);
+            append(&[("a", 2)]);
+            wait_for(&[up("a", 2, 3)]);
+            // three seconds without 'a': forgotten, so its next row starts a new count
+            std::thread::sleep(Duration::from_secs(3));
+            append(&[("a", 10)]);
+            wait_for(&[up("a", 1, 10)]);
+            vec![up("a", 1, 1), up("a", 1, 10), up("a", 2, 3), up("b", 1, 5)]
+        };
+        let stderr = crate::common::stop_with_sigint(&mut child);
+        let mut want = want;
+        want.sort();
+        assert_same_rows(&format!("EMIT {emit} with state.ttl: {stderr}"), &file_rows(&out), &want);
+    }
+
+    // a job whose state frees itself is told the key does nothing
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("events.jsonl");
+    std::fs::write(&data, "{\"ts\": 1, \"user_id\": \"a\"}\n").unwrap();
+    std::fs::write(
+        tmp.path().join("job.sql"),
+        format!(
+            "SELECT window_start, COUNT(*) AS n FROM events GROUP BY TUMBLE(ts, INTERVAL '1' SECOND) \
+             WITH ('events.type' = 'file_source', 'events.path' = '{}', 'events.event_time' = 'ts', 'state.ttl' = '1h');",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = ferris(tmp.path(), &["explain", "job.sql"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("'state.ttl' = '1h' is not applied"), "{}", run.stdout);
+    // and a job whose state it bounds shows it in its plan
+    std::fs::write(
+        tmp.path().join("job.sql"),
+        format!(
+            "SELECT user_id, COUNT(*) AS n FROM events GROUP BY user_id \
+             WITH ('events.type' = 'file_source', 'events.path' = '{}', 'events.watch' = 'true', 'events.schema' = 'ts BIGINT, user_id VARCHAR', 'state.ttl' = '1h');",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = ferris(tmp.path(), &["explain", "job.sql"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("state=keys idle for 3600s expire (state.ttl)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("is not applied"), "{}", run.stdout);
+}
+
+/// `'state.ttl'` on a top N per key over a stream (deduplication keeping each user's largest
+/// amount): a row that does not beat the kept one changes nothing while the key lives; once the
+/// key has been idle longer than the TTL it is forgotten without output, and its next row is a
+/// first row again.
+#[test]
+fn state_ttl_forgets_idle_keys_of_a_top_n() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("events.jsonl");
+    let out = tmp.path().join("out.jsonl");
+    let append = |lines: &[(&str, i64)]| {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&data).unwrap();
+        for (user, amount) in lines {
+            writeln!(f, "{{\"user_id\": \"{user}\", \"amount\": {amount}}}").unwrap();
+        }
+    };
+    let row = |user: &str, amount: i64| canonical_lines(&serde_json::json!({"user_id": user, "amount": amount, "_op": "UPSERT"}).to_string()).remove(0);
+    let wait_for = |want: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = std::fs::read_to_string(&out).map(|t| canonical_lines(&t)).unwrap_or_default();
+            if want.iter().all(|r| got.contains(r)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "waited for {want:?}, have {got:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    append(&[("a", 5), ("b", 7)]);
+    let sql = format!(
+        "CREATE STREAM s AS SELECT user_id, amount FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY amount DESC) AS rn FROM events) \
+         WHERE rn = 1 INTO out WITH ('events.type' = 'file_source', 'events.path' = '{}', 'events.watch' = 'true', 'events.poll_interval' = '50ms', \
+         'events.schema' = 'user_id VARCHAR, amount BIGINT', 'state.ttl' = '2s', 'out.type' = 'file_sink', 'out.path' = '{}');",
+        data.display(),
+        out.display()
+    );
+    std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&[row("a", 5), row("b", 7)]);
+    // smaller than the kept one, within the TTL: no change
+    append(&[("a", 3)]);
+    std::thread::sleep(Duration::from_secs(3));
+    // three seconds without 'a': forgotten, so 1 is its first row again
+    append(&[("a", 1)]);
+    wait_for(&[row("a", 1)]);
+    let stderr = crate::common::stop_with_sigint(&mut child);
+    let mut want = vec![row("a", 5), row("a", 1), row("b", 7)];
+    want.sort();
+    assert_same_rows(&format!("top N with state.ttl: {stderr}"), &file_rows(&out), &want);
+}

@@ -57,7 +57,8 @@ fn create_source(c: &SourceContext<'_>) -> Result<Arc<dyn Source>> {
 fn create_sink(c: &SinkContext<'_>) -> Result<Box<dyn Sink>> {
     let sink = FileSink::try_new(c.props)?;
     sink.check_writable()?;
-    Ok(Box::new(sink))
+    // encoding and writing files wait on the disk: off the runtime's workers
+    Ok(Box::new(crate::blocking_sink::OffRuntime::new(sink)))
 }
 
 /// The file connector's declaration.

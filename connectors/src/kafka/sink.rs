@@ -283,8 +283,15 @@ impl KafkaSink {
         let Some(partitions) = self.create_partitions else {
             return Ok(());
         };
-        let exists = match self.producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(5)) {
-            Ok(md) => md.topics().iter().any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()),
+        let (p, topic) = (self.producer.clone(), self.topic.clone());
+        // (a metadata request waits for the broker: off the runtime's workers)
+        let metadata = blocking(String::new(), move || {
+            let md = p.client().fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+            Ok(md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+        })
+        .await;
+        let exists = match metadata {
+            Ok(exists) => exists,
             Err(_) => return Ok(()), // the broker is not reachable now: delivery will say more
         };
         if exists {
@@ -463,7 +470,8 @@ impl Sink for KafkaSink {
                 blocking(self.txn_err("aborting its transaction"), move || p.abort_transaction(TXN_TIMEOUT)).await?;
                 return Ok(());
             }
-            self.producer.flush(Duration::from_secs(30)).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': flush: {e}", self.name)))?;
+            let p = self.producer.clone();
+            blocking(format!("kafka sink '{}': flush", self.name), move || p.flush(Duration::from_secs(30))).await?;
         }
         Ok(())
     }

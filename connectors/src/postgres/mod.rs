@@ -37,7 +37,10 @@ use crate::source::Source;
 
 /// Keys of both roles: where the database is and who connects.
 pub const CONNECTION_KEYS: &[KeyDoc] = &[
-    KeyDoc::new("connection.url", "`jdbc:postgresql://host:5432/db` or `postgresql://host:5432/db` (also `connection`)."),
+    KeyDoc::new(
+        "connection.url",
+        "`jdbc:postgresql://host:5432/db` or `postgresql://host:5432/db` (also `connection`). TLS as libpq does it: `?sslmode=` `disable`, `prefer` (the default: TLS when the server offers it), `require`, `verify-ca`, `verify-full`, with `sslrootcert=ca.pem`; JDBC's `ssl=true` is `require`.",
+    ),
     KeyDoc::new("connection", "Same as `connection.url`, as the guide's financial example writes it."),
     KeyDoc::new("connection.username", "The role to connect as (else the URL's user).").default("the URL's"),
     KeyDoc::new("connection.password", "Its password (else the URL's).").secret(),
@@ -94,6 +97,105 @@ pub struct Connection {
     config: Config,
     /// `host:port/db`, for messages (never the password).
     pub display: String,
+    /// How the connection is encrypted (the URL's `sslmode`).
+    tls: Tls,
+}
+
+/// libpq's `sslmode` (JDBC's `ssl=true` is `require`): how a connection is encrypted and how
+/// the server's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, plain otherwise; the certificate is not checked (libpq's
+    /// default).
+    Prefer,
+    /// TLS or nothing; the certificate is not checked unless `sslrootcert` is given (then as
+    /// `VerifyCa`, as libpq does).
+    Require,
+    /// TLS, the certificate signed by the `sslrootcert` CA (or the system's).
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+/// The TLS settings of a connection: the mode and, unless plain, the connector built from them.
+#[derive(Clone)]
+struct Tls {
+    mode: TlsMode,
+    connector: Option<postgres_openssl::MakeTlsConnector>,
+}
+
+impl Tls {
+    /// Reads `sslmode`, `ssl` (JDBC) and `sslrootcert` from the URL's query, removing them (and
+    /// JDBC's `sslfactory`) so that the rest parses as a libpq URL. `key` names the URL key.
+    fn from_url(url: &str, props: &Properties, key: &str) -> Result<(String, Self)> {
+        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), Self::build(TlsMode::Prefer, None, props, key)?)) };
+        let (mut mode, mut root, mut rest) = (None, None, Vec::new());
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "sslmode" => {
+                    mode = Some(match v {
+                        "disable" => TlsMode::Disable,
+                        "allow" | "prefer" => TlsMode::Prefer,
+                        "require" => TlsMode::Require,
+                        "verify-ca" => TlsMode::VerifyCa,
+                        "verify-full" => TlsMode::VerifyFull,
+                        other => {
+                            return Err(ConnectorError::invalid(
+                                props.full_key(key),
+                                format!("sslmode={other}: use disable, prefer, require, verify-ca or verify-full"),
+                            ))
+                        }
+                    })
+                }
+                // JDBC: `ssl=true` asks for TLS; its sslmode, when given too, says how much
+                "ssl" if v.eq_ignore_ascii_case("true") => {
+                    mode.get_or_insert(TlsMode::Require);
+                }
+                "ssl" => {}
+                "sslrootcert" => root = Some(std::path::PathBuf::from(percent_decoded(v))),
+                "sslfactory" => {}
+                "sslcert" | "sslkey" | "sslpassword" => {
+                    return Err(ConnectorError::invalid(
+                        props.full_key(key),
+                        format!("{k}: client certificates are not supported yet (password login over TLS is)"),
+                    ))
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        let mode = match (mode.unwrap_or(TlsMode::Prefer), &root) {
+            (TlsMode::Require, Some(_)) => TlsMode::VerifyCa,
+            (m, _) => m,
+        };
+        Ok((url, Self::build(mode, root, props, key)?))
+    }
+
+    fn build(mode: TlsMode, root: Option<std::path::PathBuf>, props: &Properties, key: &str) -> Result<Self> {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        if mode == TlsMode::Disable {
+            return Ok(Self { mode, connector: None });
+        }
+        let bad = |what: String| ConnectorError::invalid(props.full_key(key), what);
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| bad(format!("TLS: {e}")))?;
+        if let Some(root) = &root {
+            builder.set_ca_file(root).map_err(|e| bad(format!("sslrootcert={}: not a readable PEM certificate ({e})", root.display())))?;
+        }
+        let verify = matches!(mode, TlsMode::VerifyCa | TlsMode::VerifyFull);
+        builder.set_verify(if verify { SslVerifyMode::PEER } else { SslVerifyMode::NONE });
+        let mut connector = postgres_openssl::MakeTlsConnector::new(builder.build());
+        if mode != TlsMode::VerifyFull {
+            // only verify-full checks that the certificate names the host
+            connector.set_callback(|config, _host| {
+                config.set_verify_hostname(false);
+                Ok(())
+            });
+        }
+        Ok(Self { mode, connector: Some(connector) })
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -115,6 +217,8 @@ impl Connection {
         if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
             return Err(ConnectorError::invalid(props.full_key(key), "expected postgresql://host:port/database (or jdbc:postgresql://…)"));
         }
+        let (url, tls) = Tls::from_url(url, props, key)?;
+        let url = url.as_str();
         // a JDBC URL's user/password parameters are libpq's too; tokio-postgres reads both
         let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
             ConnectorError::invalid(props.full_key(key), format!("not a PostgreSQL URL: {}", mask_credentials(&e.to_string())))
@@ -140,25 +244,63 @@ impl Connection {
             .unwrap_or_else(|| "localhost".into());
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let display = format!("{host}:{port}/{}", config.get_dbname().unwrap_or(config.get_user().unwrap_or("")));
-        Ok(Self { config, display })
+        config.ssl_mode(match tls.mode {
+            TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
+            TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        Ok(Self { config, display, tls })
     }
 
-    /// Opens a connection; its I/O runs on a task of the current runtime.
+    /// How the connection is encrypted.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.mode
+    }
+
+    /// Opens a connection (over TLS as `sslmode` says); its I/O runs on a task of the current
+    /// runtime.
     pub async fn connect(&self) -> Result<Client> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.error("cannot connect", &e))?;
         let db = self.display.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(database = %db, "postgres connection closed: {}", mask_credentials(&e.to_string()));
+        let closed = move |e: tokio_postgres::Error| tracing::warn!(database = %db, "postgres connection closed: {}", mask_credentials(&e.to_string()));
+        match &self.tls.connector {
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.error("cannot connect", &e))?;
+                tokio::spawn(async move { connection.await.unwrap_or_else(closed) });
+                Ok(client)
             }
-        });
-        Ok(client)
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(|e| self.error("cannot connect", &e))?;
+                tokio::spawn(async move { connection.await.unwrap_or_else(closed) });
+                Ok(client)
+            }
+        }
     }
 
     /// A connector error for `e` while doing `what`, naming the database, never a password.
     pub fn error(&self, what: &str, e: &tokio_postgres::Error) -> ConnectorError {
         ConnectorError::Other(format!("postgres {}: {what}: {}", self.display, describe(e)))
     }
+}
+
+/// `%XX` escapes of a URL's query value decoded (a path written `%2Fetc%2Fca.pem`).
+fn percent_decoded(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The server's message of `e` when it has one (`password authentication failed for user
@@ -249,5 +391,27 @@ mod tests {
         assert_eq!(quote_column("sum(o.qty)"), "\"sum(o.qty)\"");
         assert_eq!(quote_column("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn tls_as_libpq_and_jdbc_urls_ask_for_it() {
+        let mode = |url: &str| {
+            let p = Properties::from_pairs("db", [("connection.url", url), ("connection.username", "u")]);
+            Connection::from_properties(&p).map(|c| c.tls_mode()).map_err(|e| e.to_string())
+        };
+        assert_eq!(mode("postgresql://h/db"), Ok(TlsMode::Prefer));
+        assert_eq!(mode("postgresql://h/db?sslmode=disable"), Ok(TlsMode::Disable));
+        assert_eq!(mode("postgresql://h/db?application_name=x&sslmode=require"), Ok(TlsMode::Require));
+        assert_eq!(mode("jdbc:postgresql://h:5432/db?ssl=true"), Ok(TlsMode::Require));
+        assert_eq!(mode("jdbc:postgresql://h/db?ssl=true&sslmode=verify-full&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory"), Ok(TlsMode::VerifyFull));
+        assert_eq!(mode("postgresql://h/db?sslmode=verify-ca"), Ok(TlsMode::VerifyCa));
+        assert!(mode("postgresql://h/db?sslmode=sometimes").unwrap_err().contains("sslmode=sometimes: use disable"));
+        assert!(mode("postgresql://h/db?sslmode=require&sslcert=c.pem").unwrap_err().contains("client certificates are not supported"));
+        assert!(mode("postgresql://h/db?sslmode=verify-full&sslrootcert=%2Fno%2Fsuch.pem").unwrap_err().contains("sslrootcert=/no/such.pem"));
+        // libpq: require with a root certificate checks the CA
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        assert!(mode(&format!("postgresql://h/db?sslmode=require&sslrootcert={}", ca.display())).unwrap_err().contains("not a readable PEM certificate"));
     }
 }

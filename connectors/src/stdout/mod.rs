@@ -20,7 +20,8 @@ use crate::sink::Sink;
 pub const SINK_KEYS: &[KeyDoc] = &[KeyDoc::new("format", "").unused("stdout prints tables on a terminal and JSON lines otherwise", &[])];
 
 fn create_sink(c: &SinkContext<'_>) -> Result<Box<dyn Sink>> {
-    Ok(Box::new(StdoutSink::new(c.props.owner())))
+    // a pipe to a slow reader blocks the writer: off the runtime's workers
+    Ok(Box::new(crate::blocking_sink::OffRuntime::new(StdoutSink::new(c.props.owner()))))
 }
 
 /// The stdout connector's declaration.

@@ -111,7 +111,21 @@ pub struct CheckpointConfig {
     /// and close what they hold (`stop.timeout`, default 30 s): a slow or vanished service
     /// cannot hold a stop up for ever.
     pub stop_timeout: Duration,
+    /// How long one call into a sink may take — a write (each attempt of a retried one), a
+    /// flush, preparing or committing a checkpoint (`sink.write.timeout`, default 60 s): a
+    /// service that stops answering fails that call (the failure strategy decides what
+    /// follows) instead of holding the job, and every other sink, behind it.
+    pub sink_write_timeout: Duration,
+    /// How long writing a checkpoint's state and manifest, or a sink's recovery from one, may
+    /// take (`checkpoint.timeout`, default 10 min); a checkpoint that takes longer fails.
+    pub checkpoint_timeout: Duration,
 }
+
+/// Default `sink.write.timeout`.
+pub const DEFAULT_SINK_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default `checkpoint.timeout`.
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Default `stop.timeout`.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,6 +146,10 @@ impl CheckpointConfig {
         let dir = options.get("checkpoint.dir").map(str::to_string);
         let stop_timeout = options.get_positive_duration("stop.timeout").map_err(|e| bad("stop.timeout", e))?.unwrap_or(DEFAULT_STOP_TIMEOUT);
         let retain = options.get_usize("checkpoint.retain").map_err(|e| bad("checkpoint.retain", e))?;
+        let sink_write_timeout =
+            options.get_positive_duration("sink.write.timeout").map_err(|e| bad("sink.write.timeout", e))?.unwrap_or(DEFAULT_SINK_WRITE_TIMEOUT);
+        let checkpoint_timeout =
+            options.get_positive_duration("checkpoint.timeout").map_err(|e| bad("checkpoint.timeout", e))?.unwrap_or(DEFAULT_CHECKPOINT_TIMEOUT);
         let mode = if transactional { Mode::ExactlyOnce } else { Mode::AtLeastOnce };
         let min_retain = if transactional { 2 } else { 1 };
         Ok(Self {
@@ -142,6 +160,8 @@ impl CheckpointConfig {
             dir: dir.map_or_else(|| format!("checkpoints/{job}"), |d| d.replace("{job}", job)),
             retain: retain.unwrap_or(3).max(min_retain),
             stop_timeout,
+            sink_write_timeout,
+            checkpoint_timeout,
         })
     }
 }

@@ -108,6 +108,13 @@ fn strip(plan: Arc<dyn ExecutionPlan>, free: bool) -> Result<Arc<dyn ExecutionPl
     plan.with_new_children(new_children)
 }
 
+/// The shape of a stateful operator, from its one-line display: what its state must match to
+/// be restored. How long idle keys live (`, state=…`) is a setting, not the state's shape: a
+/// job may change it and restore.
+pub fn shape_of(display: &str) -> &str {
+    display.split(", state=").next().unwrap_or(display).trim()
+}
+
 /// Numbers the stateful operators of `plan` and finds what would keep barriers from aligning.
 pub fn describe(plan: &Arc<dyn ExecutionPlan>) -> PlanCheckpoints {
     let mut out = PlanCheckpoints::default();
@@ -117,8 +124,8 @@ pub fn describe(plan: &Arc<dyn ExecutionPlan>) -> PlanCheckpoints {
 
 fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut PlanCheckpoints) {
     if is_ours(plan) {
-        let shape = displayable(plan.as_ref()).one_line().to_string();
-        out.operators.push(StatefulOperator { id: out.operators.len(), address: super::node_address(plan.as_ref()), shape: shape.trim().to_string() });
+        let shape = shape_of(&displayable(plan.as_ref()).one_line().to_string()).to_string();
+        out.operators.push(StatefulOperator { id: out.operators.len(), address: super::node_address(plan.as_ref()), shape });
     } else if !passes_through(plan) && out.problem.is_none() {
         let what = displayable(plan.as_ref()).one_line().to_string();
         out.problem = Some(format!("{} keeps rows that a checkpoint cannot hold ({})", plan.name(), what.trim().chars().take(120).collect::<String>()));

@@ -22,9 +22,12 @@ pub const JOB_KEYS: KeySpec = KeySpec {
         "checkpoint.interval",
         "checkpoint.dir",
         "checkpoint.retain",
+        "checkpoint.timeout",
+        "sink.write.timeout",
         "stop.timeout",
         "memory.limit_mb",
         "late.sink",
+        "state.ttl",
     ],
     prefixes: &["dlq.", "watermark."],
 };

@@ -78,7 +78,7 @@ pub fn new_context(
     }
     // our streaming operators go in just before the sanity check, which would refuse
     // DataFusion's aggregates over unbounded inputs
-    let top_n = crate::top_n::StreamTopNRule { event_time_columns: streaming.event_time_columns.clone() };
+    let top_n = crate::top_n::StreamTopNRule { event_time_columns: streaming.event_time_columns.clone(), state_ttl: streaming.state_ttl };
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
     // in order: joins, top N per key, window functions, aggregates (the last two read the joins' reach)
@@ -284,8 +284,16 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
         changes_every,
         int_scales,
         checkpoints: false,
+        state_ttl: spec.options.get_positive_duration("state.ttl").map_err(|e| e.to_string())?,
         event_time_columns,
     })
+}
+
+/// Whether an operator of `plan` expires idle keys (`state.ttl`).
+fn expires_keys(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.config().state_ttl.is_some())
+        || plan.downcast_ref::<crate::top_n::StreamTopNExec>().is_some_and(|t| t.config().state_ttl.is_some())
+        || plan.children().into_iter().any(expires_keys)
 }
 
 fn table_reference(name: &str) -> TableReference {
@@ -373,6 +381,13 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     if barriers {
         plan = crate::checkpoint::plan::without_exchanges(plan).map_err(plan_err)?;
+    }
+    if let Some(ttl) = spec.options.get("state.ttl") {
+        if !expires_keys(&plan) {
+            notes.push(format!(
+                "'state.ttl' = '{ttl}' is not applied: it forgets idle keys of an unwindowed GROUP BY or a top N per key on a stream, and this job has neither (windows and bounded inputs free their state themselves)"
+            ));
+        }
     }
     let mut plan_checkpoints = crate::checkpoint::plan::describe(&plan);
     if let Some((name, _)) = tables.iter().find(|(_, t)| t.scans() > 1) {

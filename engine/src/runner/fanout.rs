@@ -74,13 +74,16 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     /// Starts the task driving `sink` (the job's sink number `index`). A fatal error
-    /// (FailBatch) is also sent on `fatal`; prepare and commit answers on `events`.
+    /// (FailBatch) is also sent on `fatal`; prepare and commit answers on `events`. Each call
+    /// into the sink may take `limit` (`sink.write.timeout`).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         job: &str,
         index: usize,
         mut sink: Box<dyn Sink>,
         strategy: FailureStrategy,
         queue: usize,
+        limit: std::time::Duration,
         fatal: mpsc::UnboundedSender<String>,
         events: mpsc::UnboundedSender<SinkEvent>,
     ) -> Self {
@@ -90,7 +93,7 @@ impl SinkHandle {
         sink.attach_metrics(Arc::clone(&metrics));
         let name = sink.name().to_string();
         let commit_is_final = sink.commit_is_final();
-        let ctx = SinkTask { job: job.to_string(), index, strategy, failed: Arc::clone(&failed), metrics: Arc::clone(&metrics), fatal, events };
+        let ctx = SinkTask { job: job.to_string(), index, strategy, failed: Arc::clone(&failed), metrics: Arc::clone(&metrics), fatal, events, limit };
         let task = tokio::spawn(drive(ctx, sink, rx));
         Self { name, tx: Some(tx), failed, metrics, task: Some(task), commit_is_final }
     }
@@ -105,14 +108,23 @@ impl SinkHandle {
 /// How long written rows may wait in a sink's buffers once the stream goes quiet.
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy: FailureStrategy) -> Result<(), ConnectorError> {
+/// `call` within `limit` (`sink.write.timeout`), or an error naming the key. A call cut off
+/// may have done part of its work (a request already sent).
+async fn bounded<T>(limit: std::time::Duration, what: &str, call: impl std::future::Future<Output = Result<T, ConnectorError>>) -> Result<T, ConnectorError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectorError::Other(format!("{what} did not finish within {limit:?} ('sink.write.timeout')"))),
+    }
+}
+
+async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy: FailureStrategy, limit: std::time::Duration) -> Result<(), ConnectorError> {
     let FailureStrategy::RetryWithBackoff { max_retries, backoff } = strategy else {
-        return sink.write(batch).await;
+        return bounded(limit, "the write", sink.write(batch)).await;
     };
     let mut wait = backoff;
     let mut attempt = 0;
     loop {
-        match sink.write(batch).await {
+        match bounded(limit, "the write", sink.write(batch)).await {
             Ok(()) => return Ok(()),
             Err(e) if attempt >= max_retries => return Err(e),
             Err(e) => {
@@ -133,6 +145,8 @@ struct SinkTask {
     metrics: Arc<ConnectorMetrics>,
     fatal: mpsc::UnboundedSender<String>,
     events: mpsc::UnboundedSender<SinkEvent>,
+    /// `sink.write.timeout`.
+    limit: std::time::Duration,
 }
 
 async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<SinkMsg>) -> Result<(), String> {
@@ -148,7 +162,7 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
             match tokio::time::timeout(FLUSH_EVERY.saturating_sub(last_flush.elapsed()), rx.recv()).await {
                 Ok(next) => next,
                 Err(_) => {
-                    if let Err(e) = sink.flush().await {
+                    if let Err(e) = bounded(t.limit, "the flush", sink.flush()).await {
                         warn!(job = %job, sink = sink.name(), "flush failed: {e}");
                     }
                     dirty = false;
@@ -163,7 +177,7 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
             None => break,
             Some(SinkMsg::Batch(b)) => b,
             Some(SinkMsg::Prepare(n)) => {
-                let result = sink.prepare(n).await.map_err(|e| {
+                let result = bounded(t.limit, "preparing the checkpoint", sink.prepare(n)).await.map_err(|e| {
                     warn!(job = %job, sink = sink.name(), "preparing checkpoint {n} failed: {e}");
                     e.to_string()
                 });
@@ -173,7 +187,7 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
                 continue;
             }
             Some(SinkMsg::Commit(n)) => {
-                let result = sink.commit(n).await.map_err(|e| {
+                let result = bounded(t.limit, "committing the checkpoint", sink.commit(n)).await.map_err(|e| {
                     error!(job = %job, sink = sink.name(), "committing checkpoint {n} failed: {e}");
                     e.to_string()
                 });
@@ -182,7 +196,7 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
             }
         };
         let began = std::time::Instant::now();
-        let written = write_with_strategy(sink.as_mut(), &batch, t.strategy).await;
+        let written = write_with_strategy(sink.as_mut(), &batch, t.strategy, t.limit).await;
         write_seconds.record(began.elapsed().as_secs_f64());
         match written {
             Ok(()) => {

@@ -261,7 +261,7 @@ fn check_compatible(job: &PlannedJob, manifest: &Manifest, store: &str) -> Resul
         return refuse(format!("{} stateful operators then, {} now", then.len(), now.len()));
     }
     for (a, b) in then.iter().zip(now) {
-        if a.shape != b.shape {
+        if crate::checkpoint::plan::shape_of(&a.shape) != b.shape {
             return refuse(format!("operator #{} was `{}`, now `{}`", a.id, a.shape, b.shape));
         }
     }
@@ -433,7 +433,14 @@ async fn prepare_and_run(
     let queue = job.spec.options.get_usize("sink.queue_size").ok().flatten().unwrap_or(DEFAULT_QUEUE_SIZE);
     for SinkSlot { index, mut sink, strategy } in slots {
         let at = restored.as_ref().map(|r| (r.manifest.checkpoint, r.manifest.sinks.get(sink.name()).cloned().flatten()));
-        let recovered = if cfg.enabled { sink.recover(at).await } else { Ok(()) };
+        let recovered = if cfg.enabled {
+            match tokio::time::timeout(cfg.checkpoint_timeout, sink.recover(at)).await {
+                Ok(r) => r,
+                Err(_) => Err(ferris_connectors::ConnectorError::Other(format!("did not finish within {:?} ('checkpoint.timeout')", cfg.checkpoint_timeout))),
+            }
+        } else {
+            Ok(())
+        };
         if let Err(e) = recovered {
             let msg = format!("sink '{}': recovering from the checkpoint failed: {e}", sink.name());
             if delivery == Delivery::ExactlyOnce {
@@ -441,7 +448,7 @@ async fn prepare_and_run(
             }
             warn!(job = %name, "{msg}");
         }
-        out.sinks.push(SinkHandle::spawn(&name, index, sink, strategy, queue, fatal_tx.clone(), sink_tx.clone()));
+        out.sinks.push(SinkHandle::spawn(&name, index, sink, strategy, queue, cfg.sink_write_timeout, fatal_tx.clone(), sink_tx.clone()));
     }
     drop(fatal_tx);
     drop(sink_tx);
@@ -765,8 +772,12 @@ impl Run<'_> {
                     (Some(store), (n, manifest, tables)) => {
                         let store = store.clone();
                         let tx = write_tx.clone();
+                        let limit = self.cfg.checkpoint_timeout;
                         tokio::spawn(async move {
-                            let r = write_checkpoint(&store, manifest, tables).await;
+                            let r = match tokio::time::timeout(limit, write_checkpoint(&store, manifest, tables)).await {
+                                Ok(r) => r,
+                                Err(_) => Err(format!("writing its state and manifest did not finish within {limit:?} ('checkpoint.timeout')")),
+                            };
                             let _ = tx.send((n, r));
                         });
                     }
@@ -1005,7 +1016,16 @@ impl Run<'_> {
         out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n)).await;
         for (source, positions) in &c.manifest.sources {
             if let Some(cp) = self.source(source).and_then(|s| s.checkpoint()) {
-                cp.commit(positions, last);
+                if last {
+                    // the last commit waits for the broker's answer (a bounded time): off the
+                    // runtime's workers, so that other jobs and the REST API go on meanwhile
+                    let positions = positions.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || cp.commit(&positions, true)).await {
+                        warn!(job = %self.job.spec.name, "source '{source}': the last commit of its positions failed: {e}");
+                    }
+                } else {
+                    cp.commit(positions, last);
+                }
             }
         }
         let (answered, still): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(waiting).into_iter().partition(|w| w.after < n);

@@ -35,6 +35,8 @@ pub struct StreamTopNRule {
     /// The job's event-time columns, by name: `ORDER BY` one of them ascending is left to the
     /// window-function rule.
     pub event_time_columns: Vec<String>,
+    /// `'state.ttl'`: a key not updated for this long is forgotten.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 fn literal_u64(e: &Arc<dyn PhysicalExpr>) -> Option<u64> {
@@ -108,6 +110,7 @@ impl StreamTopNRule {
             projection,
             rank_visible,
             op_column: false,
+            state_ttl: self.state_ttl,
         };
         Ok(Some(StreamTopNExec::try_new(source, config)?))
     }

@@ -3,6 +3,9 @@
 //! set after each input batch: `DELETE` for the rows that left it (or moved, when the rank is
 //! selected), then `UPSERT` for the rows that entered it. Its state is the kept rows, encoded
 //! as Arrow rows; it is accounted in the job's memory pool and written to checkpoints.
+//! With `'state.ttl'`, a key that no row has come for in that long (processing time) is
+//! forgotten, without output: a later row of it starts a new top N (a duplicate after that
+//! long is a first row again).
 //!
 //! ```sql
 //! SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid)
@@ -22,11 +25,11 @@ use datafusion::common::{internal_err, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{BaselineMetrics, Count, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, SendableRecordBatchStream};
 use futures::StreamExt;
 
-use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
+use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs, Tagged};
 use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
 use crate::window::aggregate_exec::OP_COLUMN;
 
@@ -47,6 +50,8 @@ pub struct TopNConfig {
     pub rank_visible: bool,
     /// Whether the output carries the `_op` column.
     pub op_column: bool,
+    /// `'state.ttl'`: a key no row has come for in this long is forgotten.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 /// The plan node. See the module documentation.
@@ -122,7 +127,11 @@ impl DisplayAs for StreamTopNExec {
             order.join(", "),
             self.config.limit,
             if self.config.rank_visible { " (rank selected)" } else { "" }
-        )
+        )?;
+        match self.config.state_ttl {
+            Some(ttl) => write!(f, ", state=keys idle for {ttl:?} expire (state.ttl)"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -165,7 +174,7 @@ impl ExecutionPlan for StreamTopNExec {
             return internal_err!("StreamTopNExec has one output partition, asked for {partition}");
         }
         let mut inputs = Inputs::new();
-        execute_inputs(&self.input, 0, &context, &mut inputs)?;
+        let partitions = execute_inputs(&self.input, 0, &context, &mut inputs)?;
         let mut memory = crate::memory::StateMemory::new(&context, "StreamTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
         let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
         let mut state = TopNState::try_new(self.input.schema(), self.config.clone(), Arc::clone(&self.schema), &self.metrics)?;
@@ -176,11 +185,33 @@ impl ExecutionPlan for StreamTopNExec {
             if let Some(restored) = checkpointing.as_ref().and_then(Checkpointing::restored) {
                 state.restore(&restored)?;
             }
+            let mut streams: Vec<futures::stream::BoxStream<'static, Option<Tagged>>> = streams.into_iter().map(|s| s.map(Some).boxed()).collect();
+            if let Some(every) = state.expiry_every() {
+                // idle keys expire while the input is quiet too
+                streams.push(
+                    futures::stream::unfold((), move |_| async move {
+                        tokio::time::sleep(every).await;
+                        Some((None, ()))
+                    })
+                    .boxed(),
+                );
+            }
             let mut merged = futures::stream::select_all(streams);
-            while let Some((_, p, item)) = merged.next().await {
+            // (the timer never ends: the loop ends when every input partition has)
+            let mut remaining = partitions;
+            while remaining > 0 {
+                let Some(next) = merged.next().await else { break };
+                let Some((_, p, item)) = next else {
+                    state.expire();
+                    memory.account(state.bytes)?;
+                    continue;
+                };
                 let (rows, barrier) = match item? {
                     InputItem::Batch(batch) => (state.push(&batch)?, None),
-                    InputItem::End => (None, align.ended((0, p))),
+                    InputItem::End => {
+                        remaining -= 1;
+                        (None, align.ended((0, p)))
+                    }
                     InputItem::Barrier(b) => (None, align.barrier((0, p), b)),
                     InputItem::Watermark(_) => (None, None),
                 };
@@ -239,8 +270,13 @@ struct TopNState {
     bytes: usize,
     /// Rows kept.
     count: usize,
+    /// With `state.ttl`: when a row of each key last came (Unix milliseconds).
+    seen: HashMap<Box<[u8]>, i64>,
+    /// With `state.ttl`: when keys were last looked at for expiry.
+    last_expiry: std::time::Instant,
     state_rows: Gauge,
     state_bytes: Gauge,
+    expired: Count,
 }
 
 impl TopNState {
@@ -262,9 +298,51 @@ impl TopNState {
             next_seq: 0,
             bytes: 0,
             count: 0,
+            seen: HashMap::new(),
+            last_expiry: std::time::Instant::now(),
             state_rows: MetricBuilder::new(metrics).gauge("state_rows", 0),
             state_bytes: MetricBuilder::new(metrics).gauge("state_bytes", 0),
+            expired: MetricBuilder::new(metrics).counter("state_keys_expired", 0),
         })
+    }
+
+    /// How often keys are looked at for expiry (`state.ttl`).
+    fn expiry_every(&self) -> Option<std::time::Duration> {
+        self.config.state_ttl.map(crate::window::aggregate_exec::expiry_every)
+    }
+
+    /// Notes that rows of the keys `keys` came now.
+    fn touch<'a>(&mut self, keys: impl Iterator<Item = &'a [u8]>) {
+        let now = crate::window::aggregate_exec::unix_millis();
+        for key in keys {
+            match self.seen.get_mut(key) {
+                Some(t) => *t = now,
+                None => {
+                    self.seen.insert(key.into(), now);
+                }
+            }
+        }
+    }
+
+    /// `state.ttl`: forgets the keys no row has come for in that long.
+    fn expire(&mut self) {
+        let (Some(ttl), Some(every)) = (self.config.state_ttl, self.expiry_every()) else { return };
+        if self.last_expiry.elapsed() < every {
+            return;
+        }
+        self.last_expiry = std::time::Instant::now();
+        let cutoff = crate::window::aggregate_exec::unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let gone: Vec<Box<[u8]>> = self.seen.iter().filter(|(_, &t)| t < cutoff).map(|(k, _)| k.clone()).collect();
+        for key in &gone {
+            self.seen.remove(key);
+            if let Some(list) = self.kept.remove(key) {
+                self.count -= list.len();
+                self.bytes = self.bytes.saturating_sub(list.iter().map(Entry::bytes).sum::<usize>());
+            }
+        }
+        self.expired.add(gone.len());
+        self.state_rows.set(self.count);
+        self.state_bytes.set(self.bytes);
     }
 
     fn evaluate(exprs: &mut dyn Iterator<Item = &Arc<dyn PhysicalExpr>>, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
@@ -292,6 +370,13 @@ impl TopNState {
         };
         let order_rows = self.order.convert_columns(&Self::evaluate(&mut self.config.order_by.iter().map(|o| &o.expr), batch)?)?;
         let limit = self.config.limit;
+        if self.config.state_ttl.is_some() {
+            // every row keeps its key alive, whether it enters the top N or not
+            match &key_rows {
+                Some(k) => self.touch(k.iter().map(|r| r.data())),
+                None => self.touch(std::iter::once(&[][..])),
+            }
+        }
         let key_of = |i: usize| -> &[u8] { key_rows.as_ref().map_or(&[], |k| k.row(i).data()) };
         // a row after the N-th of its key (as the key stood before the batch: the batch only
         // raises the bar) changes nothing, and is never encoded
@@ -401,11 +486,18 @@ impl TopNState {
 
     /// The kept rows with their arrival numbers, for a checkpoint.
     fn snapshot(&self) -> Result<OperatorState> {
-        let entries: Vec<&Entry> = self.kept.values().flatten().collect();
+        let entries: Vec<(&[u8], &Entry)> = self.kept.iter().flat_map(|(k, list)| list.iter().map(move |e| (k.as_ref(), e))).collect();
         let mut tables = Vec::new();
         if !entries.is_empty() {
-            let mut columns = self.rows.convert_rows(entries.iter().map(|e| e.row.row()))?;
-            columns.push(Arc::new(UInt64Array::from_iter_values(entries.iter().map(|e| e.seq))));
+            let mut columns = self.rows.convert_rows(entries.iter().map(|(_, e)| e.row.row()))?;
+            columns.push(Arc::new(UInt64Array::from_iter_values(entries.iter().map(|(_, e)| e.seq))));
+            if self.config.state_ttl.is_some() {
+                // when a row of its key last came, after the arrival number
+                let now = crate::window::aggregate_exec::unix_millis();
+                columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+                    entries.iter().map(|(k, _)| self.seen.get(*k).copied().unwrap_or(now)),
+                )));
+            }
             let key_columns: Vec<usize> =
                 self.config.partition_by.iter().filter_map(|e| e.downcast_ref::<datafusion::physical_expr::expressions::Column>().map(|c| c.index())).collect();
             let key_columns = if key_columns.len() == self.config.partition_by.len() { key_columns } else { Vec::new() };
@@ -429,6 +521,14 @@ impl TopNState {
             let seqs: Vec<u64> = seqs.values().to_vec();
             let rows = RecordBatch::try_new(Arc::clone(&self.input_schema), kept.columns()[..n].to_vec())?;
             self.insert(&rows, &seqs)?;
+            // the keys' last rows, when the checkpoint holds them (else: now, as inserted)
+            let seen = kept.columns().get(n + 1).and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>());
+            if let (Some(seen), Some(keys)) = (seen, &self.keys) {
+                let key_rows = keys.convert_columns(&Self::evaluate(&mut self.config.partition_by.iter(), &rows)?)?;
+                for (i, key) in key_rows.iter().enumerate() {
+                    self.seen.insert(key.data().into(), seen.value(i));
+                }
+            }
         }
         Ok(())
     }
@@ -454,6 +554,7 @@ mod tests {
             projection: None,
             rank_visible,
             op_column: true,
+            state_ttl: None,
         };
         let exec_schema = {
             let mut f: Vec<Arc<Field>> = schema().fields().iter().cloned().collect();
@@ -511,6 +612,32 @@ mod tests {
         assert_eq!(changes(s.push(&batch(&[(1, 20)])).unwrap()), vec!["DELETE k1 v5 #2", "UPSERT k1 v20 #1"]);
         // within one batch a row that enters and leaves again is no change
         assert_eq!(changes(s.push(&batch(&[(1, 12), (1, 30)])).unwrap()), vec!["DELETE k1 v10 #2", "UPSERT k1 v30 #1"]);
+    }
+
+    /// `state.ttl`: a key no row came for in that long is forgotten (a row of another key does
+    /// not keep it alive, a row of its own that does not enter its top N does), without output;
+    /// its next row starts its top N afresh. The keys' times survive a checkpoint.
+    #[test]
+    fn idle_keys_expire_and_start_afresh() {
+        let mut s = state(1, true);
+        s.config.state_ttl = Some(std::time::Duration::from_millis(40));
+        s.push(&batch(&[(1, 10), (2, 5), (3, 8)])).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        // k2 gets a row that does not enter (5 stays first): still a sign of life
+        assert!(changes(s.push(&batch(&[(2, 1)])).unwrap()).is_empty());
+        let snap = s.snapshot().unwrap();
+        let seen = s.seen.clone();
+        s.expire();
+        assert_eq!((s.kept.len(), s.count), (1, 1), "k1 and k3 forgotten, k2 kept");
+        // a restored copy knows the same times
+        let mut r = state(1, true);
+        r.config.state_ttl = s.config.state_ttl;
+        r.restore(&snap).unwrap();
+        assert_eq!(r.seen, seen);
+        // k1 again, lower than before: a fresh first row, no DELETE of the forgotten 10
+        assert_eq!(changes(s.push(&batch(&[(1, 3)])).unwrap()), vec!["UPSERT k1 v3 #1"]);
+        assert_eq!(s.expired.value(), 2);
+        assert_eq!(s.bytes, s.kept.values().flatten().map(Entry::bytes).sum::<usize>());
     }
 
     #[test]

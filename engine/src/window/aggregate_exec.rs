@@ -16,6 +16,16 @@
 //! (evaluated columns only) until the watermark closes them. Rows whose window has already been
 //! emitted are late: they are counted (`late_rows_dropped`) and dropped.
 //!
+//! An unwindowed `GROUP BY` on a stream keeps every key it has seen, unless the job sets
+//! `'state.ttl'`: a key not updated for that long (processing time, as Flink's idle state
+//! retention) is forgotten — with `EMIT CHANGES` silently (its last row was written when it
+//! changed; a later row starts it afresh), with `EMIT FINAL` by writing its final row then.
+//!
+//! ```sql
+//! CREATE STREAM per_user AS SELECT user_id, COUNT(*) AS n FROM clicks GROUP BY user_id EMIT FINAL
+//!     INTO out WITH ('state.ttl' = '30m', …)  -- a user idle for 30 minutes gets their row
+//! ```
+//!
 //! Each input partition keeps its own watermark; the operator's is the smallest
 //! ([`crate::event_time::PartitionWatermarks`]), so parallel file splits read out of step lose
 //! nothing.
@@ -135,6 +145,21 @@ pub struct WindowAggregateConfig {
     /// column (`UPSERT`, or `DELETE` for a session merged away). Set by
     /// [`WindowAggregateExec::with_operation_column`].
     pub op_column: bool,
+    /// `'state.ttl'` of an unwindowed `GROUP BY` on a stream: a key not updated for this long
+    /// is forgotten (see the module documentation).
+    pub state_ttl: Option<std::time::Duration>,
+}
+
+impl WindowAggregateConfig {
+    fn expiry_every(&self) -> Option<std::time::Duration> {
+        self.state_ttl.map(expiry_every)
+    }
+}
+
+/// How often keys are looked at for expiry under `state.ttl` = `ttl`: a quarter of it, between
+/// 50 ms and 10 s.
+pub(crate) fn expiry_every(ttl: std::time::Duration) -> std::time::Duration {
+    (ttl / 4).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(10))
 }
 
 /// The plan node. See the module documentation.
@@ -205,9 +230,11 @@ impl DisplayAs for WindowAggregateExec {
                 EmitMode::Final => "final",
             }
         )?;
-        if matches!(c.kind, WindowKind::Global) && !c.keys.is_empty() && self.input.boundedness().is_unbounded() {
+        if let Some(ttl) = c.state_ttl {
+            write!(f, ", state=keys idle for {ttl:?} expire (state.ttl)")?;
+        } else if matches!(c.kind, WindowKind::Global) && !c.keys.is_empty() && self.input.boundedness().is_unbounded() {
             // what the user should know of an endless GROUP BY without a window
-            write!(f, ", state=unbounded (every key seen is kept; memory.limit_mb bounds it)")?;
+            write!(f, ", state=unbounded (every key seen is kept; memory.limit_mb bounds it, state.ttl expires idle keys)")?;
         }
         Ok(())
     }
@@ -260,7 +287,7 @@ impl ExecutionPlan for WindowAggregateExec {
         let (what, hint) = match self.config.kind {
             WindowKind::Global => (
                 "WindowAggregateExec (unwindowed GROUP BY)",
-                "an unwindowed GROUP BY on a stream keeps every key it has seen: group by a window (TUMBLE, HOP, SESSION) or by fewer keys",
+                "an unwindowed GROUP BY on a stream keeps every key it has seen: group by a window (TUMBLE, HOP, SESSION), set 'state.ttl' to forget keys idle that long, or group by fewer keys",
             ),
             WindowKind::Session { .. } => ("WindowAggregateExec (SESSION)", "a shorter session gap or watermark.delay, or fewer keys"),
             _ => ("WindowAggregateExec", "shorter windows, a smaller watermark.delay, or fewer keys"),
@@ -273,6 +300,7 @@ impl ExecutionPlan for WindowAggregateExec {
             windows: MetricBuilder::new(&self.metrics).counter("windows_emitted", 0),
             state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
             state_groups: MetricBuilder::new(&self.metrics).gauge("state_groups", 0),
+            expired: MetricBuilder::new(&self.metrics).counter("state_keys_expired", 0),
         };
         let config = Arc::clone(&self.config);
         let baseline = BaselineMetrics::new(&self.metrics, 0);
@@ -291,9 +319,10 @@ impl ExecutionPlan for WindowAggregateExec {
                 .idle_timeout
                 .filter(|_| config.watermark.advance_when_idle)
                 .map(|t| t.clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(200)));
-            if changes || idle_every.is_some() {
-                // a timer, so changes come out even when the input goes quiet
-                let every = if changes { idle_every.map_or(every, |i| i.min(every)) } else { idle_every.unwrap_or(every) };
+            let expiry_every = config.expiry_every();
+            if changes || idle_every.is_some() || expiry_every.is_some() {
+                // a timer, so changes come out (and idle keys expire) even when the input goes quiet
+                let every = [changes.then_some(every), idle_every, expiry_every].into_iter().flatten().min().unwrap_or(every);
                 let ticks = futures::stream::unfold((), move |_| async move {
                     tokio::time::sleep(every).await;
                     Some((Input::Tick, ()))
@@ -329,6 +358,7 @@ impl ExecutionPlan for WindowAggregateExec {
                     Input::Tick => {
                         let mut rows = if changes { op.tick()? } else { Vec::new() };
                         rows.extend(op.advance()?);
+                        rows.extend(op.expire()?);
                         (rows, None)
                     }
                 };
@@ -374,6 +404,7 @@ struct OperatorMetrics {
     windows: Count,
     state_bytes: Gauge,
     state_groups: Gauge,
+    expired: Count,
 }
 
 /// Evaluated inputs of some rows: group keys, aggregate arguments and filters.
@@ -439,6 +470,10 @@ struct Operator {
     next_window: Option<i64>,
     sessions: Option<SessionBuffer>,
     global: Option<Groups>,
+    /// With `state.ttl`: when each group of `global` was last updated (Unix milliseconds).
+    global_updated: Vec<i64>,
+    /// With `state.ttl`: when keys were last looked at for expiry.
+    last_expiry: std::time::Instant,
     last_changes: std::time::Instant,
     metrics: OperatorMetrics,
     /// The job's late sink, if it has one.
@@ -463,6 +498,8 @@ impl Operator {
             next_window: None,
             sessions,
             global,
+            global_updated: Vec::new(),
+            last_expiry: std::time::Instant::now(),
             last_changes: std::time::Instant::now(),
             metrics,
             late_out: None,
@@ -493,7 +530,14 @@ impl Operator {
         table("frozen", frozen, keyed.clone())?;
         if let Some(g) = self.global.as_mut() {
             let e = g.peek_state(spec)?;
-            table("global", vec![state_batch(None, &e)?], (0..nkeys).collect())?;
+            let mut batch = state_batch(None, &e)?;
+            if config.state_ttl.is_some() {
+                // when each key was last updated, after its state
+                let mut cols = batch.columns().to_vec();
+                cols.push(Arc::new(Int64Array::from(self.global_updated.clone())));
+                batch = batch_of(cols, e.rows).map_err(to_df)?;
+            }
+            table("global", vec![batch], (0..nkeys).collect())?;
         }
         if let Some(sessions) = &self.sessions {
             if let Some((times, ev)) = sessions.snapshot_rows()? {
@@ -560,6 +604,14 @@ impl Operator {
         }
         if let (Some(batch), Some(g)) = (state.table("global"), self.global.as_mut()) {
             g.merge(spec, &emitted_of(batch, 0))?;
+            if config.state_ttl.is_some() {
+                // the keys' last updates, when the checkpoint holds them (else: now)
+                let width = nkeys + widths.iter().sum::<usize>();
+                self.global_updated = match batch.columns().get(width).and_then(|c| c.as_primitive_opt::<Int64Type>()) {
+                    Some(updated) if batch.num_columns() == width + 1 => updated.values().to_vec(),
+                    _ => vec![unix_millis(); batch.num_rows()],
+                };
+            }
         }
         if let Some(sessions) = self.sessions.as_mut() {
             let rows = match state.table("session_rows") {
@@ -633,6 +685,7 @@ impl Operator {
             if self.last_changes.elapsed() >= self.config.changes_every {
                 self.flush_changes(&mut out)?;
             }
+            out.extend(self.expire()?);
             return Ok(out);
         };
         let times = to_epoch_millis(&eval(&time_expr, batch)?, self.config.int_scale)?;
@@ -714,11 +767,67 @@ impl Operator {
         let ev = self.config.evaluate(batch)?;
         let config = Arc::clone(&self.config);
         let Some(g) = self.global.as_mut() else { return Ok(()) };
-        g.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?;
+        let groups = g.update(&config.spec, &ev.keys, &ev.args, &ev.filters, ev.rows)?;
+        if config.state_ttl.is_some() {
+            let now = unix_millis();
+            for &i in groups {
+                if i >= self.global_updated.len() {
+                    self.global_updated.resize(i + 1, now);
+                }
+                self.global_updated[i] = now;
+            }
+        }
         if config.emit == EmitMode::Changes {
             g.mark_touched();
         }
         Ok(())
+    }
+
+    /// `state.ttl`: forgets the keys of the unwindowed table not updated for that long; with
+    /// `EMIT FINAL` their final rows are returned. Looks at most every
+    /// [`WindowAggregateConfig::expiry_every`].
+    fn expire(&mut self) -> Result<Vec<RecordBatch>> {
+        let config = Arc::clone(&self.config);
+        let (Some(ttl), Some(every)) = (config.state_ttl, config.expiry_every()) else { return Ok(Vec::new()) };
+        if self.last_expiry.elapsed() < every || self.global.is_none() {
+            return Ok(Vec::new());
+        }
+        self.last_expiry = std::time::Instant::now();
+        let cutoff = unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let expired = self.global_updated.iter().filter(|&&t| t < cutoff).count();
+        if expired == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        // changes waiting for the next flush go out first: the table is rebuilt below
+        self.flush_changes(&mut out)?;
+        let Some(g) = self.global.as_mut() else { return Ok(out) };
+        let state = g.emit_state(&config.spec)?;
+        let keep: BooleanArray = self.global_updated.iter().map(|&t| Some(t >= cutoff)).collect();
+        let pick = |mask: &BooleanArray| -> Result<Emitted<Vec<ArrayRef>>> {
+            Ok(Emitted {
+                keys: state.keys.iter().map(|k| filter(k.as_ref(), mask)).collect::<std::result::Result<Vec<_>, _>>()?,
+                aggs: state
+                    .aggs
+                    .iter()
+                    .map(|s| s.iter().map(|a| filter(a.as_ref(), mask)).collect::<std::result::Result<Vec<_>, _>>())
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+                rows: mask.true_count(),
+            })
+        };
+        let mut kept = Groups::new(&config.spec)?;
+        kept.merge(&config.spec, &pick(&keep)?)?;
+        *g = kept;
+        if config.emit == EmitMode::Final {
+            // an idle key's row is final now
+            let mut gone = Groups::new(&config.spec)?;
+            gone.merge(&config.spec, &pick(&datafusion::arrow::compute::not(&keep)?)?)?;
+            out.push(config.output(None, gone.emit_final(&config.spec)?)?);
+        }
+        self.global_updated.retain(|&t| t >= cutoff);
+        self.metrics.expired.add(expired);
+        self.update_state_metrics();
+        Ok(out)
     }
 
     /// `EMIT CHANGES`: the current values of every group changed since the last call.
@@ -974,6 +1083,11 @@ impl Operator {
         }
         Ok(())
     }
+}
+
+/// The wall clock in Unix milliseconds (0 before 1970).
+pub(crate) fn unix_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {

@@ -49,6 +49,9 @@ pub struct StreamingAggregateRule {
     /// The job takes checkpoints of an unbounded input: every grouped aggregate becomes ours
     /// (its state can be checkpointed), the bounded ones too.
     pub checkpoints: bool,
+    /// `'state.ttl'`: an unwindowed `GROUP BY` on a stream forgets a key not updated for this
+    /// long (processing time).
+    pub state_ttl: Option<std::time::Duration>,
     /// The sources' event-time columns, by name (`ROW_NUMBER` ordered by one of them
     /// ascending numbers rows for good; in another order it is a changing top N).
     pub event_time_columns: Vec<String>,
@@ -191,6 +194,7 @@ impl StreamingAggregateRule {
             changes_every: self.changes_every,
             schema: agg.schema(),
             op_column: false,
+            state_ttl: self.state_ttl.filter(|_| matches!(kind, WindowKind::Global) && unbounded && !group.expr().is_empty()),
         };
         // joins below hand over their rows in event-time order, up to their reach
         let input = crate::planner::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(strip_round_robin(input))?)?;

@@ -1,0 +1,1 @@
+SELECT window_start, SUM(x) FROM t GROUP BY HOP(ts, INTERVAL '1' SECOND, INTERVAL '1' MINUTE), SESSION(ts, INTERVAL '3' SECOND) WITH ('t.type' = 'file_source', 't.path' = '${DATA:-x}.csv');
