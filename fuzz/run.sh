@@ -36,8 +36,14 @@ status=0
 for t in "${targets[@]}"; do
     echo "== fuzzing '$t' for ${secs}s"
     found=$(mktemp -d)
+    # the project's own statements and YAML files are seeds too
+    case "$t" in
+        sql) seeds=(../configs ../benches/nexmark) ;;
+        config) seeds=(../configs) ;;
+        *) seeds=() ;;
+    esac
     # new inputs land in a scratch corpus first; the seeds are read from the committed one
-    if ! cargo fuzz run --fuzz-dir cargo-fuzz "${profile[@]}" --sanitizer "$sanitizer" "$t" "$found" "corpus/$t" -- \
+    if ! cargo fuzz run --fuzz-dir cargo-fuzz "${profile[@]}" --sanitizer "$sanitizer" "$t" "$found" "corpus/$t" "${seeds[@]}" -- \
         -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 2>"$found.log"; then
         echo "!! '$t' failed: see $found.log and fuzz/cargo-fuzz/artifacts/$t/" >&2
         tail -40 "$found.log" >&2

@@ -1,5 +1,6 @@
-//! Replays every file of every fuzz corpus (`fuzz/corpus/<target>/`) and every input a fuzzer
-//! once crashed on (`fuzz/regressions/<target>/`) through its target: none may panic. This is
+//! Replays every file of every fuzz corpus (`fuzz/corpus/<target>/`), the project's own
+//! statements and YAML files the fuzzers start from, and every input a fuzzer once crashed on
+//! (`fuzz/regressions/<target>/`) through its target: none may panic. This is
 //! how the fuzzers' findings stay fixed without building them in CI.
 
 use std::path::Path;
@@ -10,14 +11,49 @@ fn inputs(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The project's own files a target starts from (`fuzz/run.sh` hands libFuzzer the same
+/// directories): every statement of the examples, the guide's and Nexmark's, and every YAML file
+/// of the guide's examples.
+fn seeds(root: &Path, target: &str) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, ext: &[&str], out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, ext, out);
+            } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| ext.contains(&e)) {
+                out.push(path);
+            }
+        }
+    }
+    let repo = root.parent().unwrap_or(root);
+    let mut out = Vec::new();
+    match target {
+        "sql" => {
+            walk(&repo.join("configs"), &["sql"], &mut out);
+            walk(&repo.join("benches/nexmark"), &["sql"], &mut out);
+        }
+        "config" => walk(&repo.join("configs"), &["yaml", "yml"], &mut out),
+        _ => {}
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn every_corpus_file_is_read_without_a_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (name, target) in ferris_fuzz::TARGETS {
         let corpus = inputs(&root.join("corpus").join(name));
+        let seeds = seeds(root, name);
         // a corpus that went missing would make this test pass on nothing
-        assert!(corpus.len() >= 5, "fuzz/corpus/{name} holds {} files: the seeds are missing", corpus.len());
-        for file in corpus.iter().chain(&inputs(&root.join("regressions").join(name))) {
+        assert!(
+            corpus.len() + seeds.len() >= 5,
+            "fuzz/corpus/{name} holds {} files and the project {} seeds: the seeds are missing",
+            corpus.len(),
+            seeds.len()
+        );
+        assert!(matches!(*name, "sql" | "config") == (seeds.len() >= 10), "{name}: {} seed files of the project", seeds.len());
+        for file in corpus.iter().chain(&seeds).chain(&inputs(&root.join("regressions").join(name))) {
             let data = std::fs::read(file).unwrap();
             if let Err(panic) = std::panic::catch_unwind(|| target(&data)) {
                 let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();

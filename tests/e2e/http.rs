@@ -275,6 +275,20 @@ fn a_polled_api_yields_each_event_once_across_a_restart() {
     assert!(log.contains("503 Service Unavailable: busy; polling again"), "{log}");
 }
 
+/// A server on loopback that accepts connections and never answers (nor closes them): a hung
+/// webhook. Its address.
+fn silent_endpoint() -> std::net::SocketAddr {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in silent.incoming().take(256) {
+            open.push(c);
+        }
+    });
+    addr
+}
+
 /// A webhook that accepts connections and never answers, and a job stopped with Ctrl-C: the
 /// stop waits `stop.timeout` for the last checkpoint and the sink, then gives up, says which
 /// sink held it and exits non-zero (nothing acknowledged for the rows it held) — instead of
@@ -283,14 +297,7 @@ fn a_polled_api_yields_each_event_once_across_a_restart() {
 fn a_stop_waits_for_a_hung_sink_no_longer_than_stop_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut open = Vec::new();
-        for c in silent.incoming().take(64) {
-            open.push(c);
-        }
-    });
+    let addr = silent_endpoint();
     std::fs::write(dir.join("in.jsonl"), "{\"id\": 1}\n{\"id\": 2}\n").unwrap();
     std::fs::write(
         dir.join("job.sql"),
@@ -329,14 +336,7 @@ fn a_stop_waits_for_a_hung_sink_no_longer_than_stop_timeout() {
 fn a_hung_sink_write_is_cut_off_by_sink_write_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut open = Vec::new();
-        for c in silent.incoming().take(256) {
-            open.push(c);
-        }
-    });
+    let addr = silent_endpoint();
     let rows = 120;
     let text: String = (0..rows).map(|i| format!("{{\"id\": {i}}}\n")).collect();
     std::fs::write(dir.join("in.jsonl"), text).unwrap();

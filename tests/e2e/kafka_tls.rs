@@ -124,6 +124,23 @@ fn tls_client(servers: &str, ca: &Path) -> ClientConfig {
     c
 }
 
+/// The values of `topic` from its start, read by a client of `config` (30 s at most, until
+/// `want` have come).
+fn read_back(mut config: ClientConfig, topic: &str, want: usize) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let c: BaseConsumer = config.set("group.id", format!("{topic}-check")).set("auto.offset.reset", "earliest").create().unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut back = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while back.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            back.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    back
+}
+
 /// Reads a topic and writes another over TLS only; both hold the messages produced.
 #[test]
 fn a_job_reads_and_writes_kafka_over_tls() {
@@ -166,17 +183,7 @@ fn a_job_reads_and_writes_kafka_over_tls() {
     let want = canonical_lines(&rows.join("\n"));
     assert_same_rows("rows read over TLS", &canonical_lines(&std::fs::read_to_string(&out).unwrap_or_default()), &want);
     // the copy, read back over TLS by the test's own client
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let c: BaseConsumer = tls_client(&servers, &ca).set("group.id", "tls-check").set("auto.offset.reset", "earliest").create().unwrap();
-    c.subscribe(&["tls-out"]).unwrap();
-    let mut back = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while back.len() < rows.len() && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            back.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
+    let back = read_back(tls_client(&servers, &ca), "tls-out", rows.len());
     assert_same_rows("rows written over TLS", &canonical_lines(&back.join("\n")), &want);
     assert!(!stderr.contains("SSL handshake failed"), "{stderr}");
 
@@ -346,16 +353,6 @@ fn a_job_logs_in_with_scram_over_tls() {
     assert!(!stderr.contains("wonder-land-pw"), "{stderr}");
     let want = canonical_lines(&rows.join("\n"));
     assert_same_rows("rows read with SASL_SSL", &canonical_lines(&std::fs::read_to_string(&out).unwrap_or_default()), &want);
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let c: BaseConsumer = client("wonder-land-pw").set("group.id", "both-check").set("auto.offset.reset", "earliest").create().unwrap();
-    c.subscribe(&["both-out"]).unwrap();
-    let mut back = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while back.len() < rows.len() && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            back.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
+    let back = read_back(client("wonder-land-pw"), "both-out", rows.len());
     assert_same_rows("rows written with SASL_SSL", &canonical_lines(&back.join("\n")), &want);
 }

@@ -560,14 +560,47 @@ fn state_over_the_jobs_memory_limit_stops_the_job_with_a_clear_error() {
     assert!(!stderr.contains("does not fit"), "{stderr}");
 }
 
+/// Appends `(user_id, amount)` rows to a JSON-lines file.
+fn append_amounts(path: &Path, lines: &[(&str, i64)]) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    for (user, amount) in lines {
+        writeln!(f, "{{\"user_id\": \"{user}\", \"amount\": {amount}}}").unwrap();
+    }
+}
+
+/// Waits (20 s at most) until the JSON-lines file `out` holds every row of `want`.
+fn wait_for_rows(out: &Path, want: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = std::fs::read_to_string(out).map(|t| canonical_lines(&t)).unwrap_or_default();
+        if want.iter().all(|r| got.contains(r)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "waited for {want:?}, have {got:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Writes `sql` to `dir/job.sql` and starts it (stderr piped, for [`stop_with_sigint`]).
+fn spawn_job(dir: &Path, sql: &str) -> std::process::Child {
+    std::fs::write(dir.join("job.sql"), sql).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+        .args(["run", "job.sql", "--no-progress"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `'state.ttl'` forgets the keys of an unwindowed `GROUP BY` on a stream that were not updated
 /// for that long. Under `EMIT FINAL` each key's row is written when it expires (a key updated
 /// again before then is one row, not two); under `EMIT CHANGES` a key seen again after its
 /// expiry starts a new count. A job without such a `GROUP BY` is told the key does nothing.
 #[test]
 fn state_ttl_forgets_idle_keys_of_an_unwindowed_group_by() {
-    use std::io::Write;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let row = |user: &str, n: i64, total: i64, op: Option<&str>| {
         let mut v = serde_json::json!({"user_id": user, "n": n, "total": total});
         if let Some(op) = op {
@@ -579,23 +612,8 @@ fn state_ttl_forgets_idle_keys_of_an_unwindowed_group_by() {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("events.jsonl");
         let out = tmp.path().join("out.jsonl");
-        let append = |lines: &[(&str, i64)]| {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&data).unwrap();
-            for (user, amount) in lines {
-                writeln!(f, "{{\"user_id\": \"{user}\", \"amount\": {amount}}}").unwrap();
-            }
-        };
-        let wait_for = |rows: &[String]| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                let got = std::fs::read_to_string(&out).map(|t| canonical_lines(&t)).unwrap_or_default();
-                if rows.iter().all(|r| got.contains(r)) {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "EMIT {emit}: waited for {rows:?}, have {got:?}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        };
+        let append = |lines: &[(&str, i64)]| append_amounts(&data, lines);
+        let wait_for = |rows: &[String]| wait_for_rows(&out, rows);
         append(&[("a", 1), ("b", 5)]);
         let sql = format!(
             "CREATE STREAM s AS SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id EMIT {emit} INTO out \
@@ -605,14 +623,7 @@ fn state_ttl_forgets_idle_keys_of_an_unwindowed_group_by() {
             data.display(),
             out.display()
         );
-        std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-            .args(["run", "job.sql", "--no-progress"])
-            .current_dir(tmp.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_job(tmp.path(), &sql);
         let want = if emit == "FINAL" {
             // 'a' again well within its two seconds: still one key, written once when it expires
             std::thread::sleep(Duration::from_millis(600));
@@ -679,29 +690,13 @@ fn state_ttl_forgets_idle_keys_of_an_unwindowed_group_by() {
 /// first row again.
 #[test]
 fn state_ttl_forgets_idle_keys_of_a_top_n() {
-    use std::io::Write;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("events.jsonl");
     let out = tmp.path().join("out.jsonl");
-    let append = |lines: &[(&str, i64)]| {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&data).unwrap();
-        for (user, amount) in lines {
-            writeln!(f, "{{\"user_id\": \"{user}\", \"amount\": {amount}}}").unwrap();
-        }
-    };
+    let append = |lines: &[(&str, i64)]| append_amounts(&data, lines);
     let row = |user: &str, amount: i64| canonical_lines(&serde_json::json!({"user_id": user, "amount": amount, "_op": "UPSERT"}).to_string()).remove(0);
-    let wait_for = |want: &[String]| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = std::fs::read_to_string(&out).map(|t| canonical_lines(&t)).unwrap_or_default();
-            if want.iter().all(|r| got.contains(r)) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "waited for {want:?}, have {got:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |want: &[String]| wait_for_rows(&out, want);
     append(&[("a", 5), ("b", 7)]);
     let sql = format!(
         "CREATE STREAM s AS SELECT user_id, amount FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY amount DESC) AS rn FROM events) \
@@ -710,14 +705,7 @@ fn state_ttl_forgets_idle_keys_of_a_top_n() {
         data.display(),
         out.display()
     );
-    std::fs::write(tmp.path().join("job.sql"), sql).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(["run", "job.sql", "--no-progress"])
-        .current_dir(tmp.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_job(tmp.path(), &sql);
     wait_for(&[row("a", 5), row("b", 7)]);
     // smaller than the kept one, within the TTL: no change
     append(&[("a", 3)]);
