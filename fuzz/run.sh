@@ -51,8 +51,8 @@ for t in "${targets[@]}"; do
         continue
     fi
     grep -E "stat::number_of_executed_units|stat::new_units_added" "$found.log" | sed "s/^/   $t /" || true
-    # keep the committed corpus small: merge only inputs that add coverage, up to 2 KiB
-    cargo fuzz run --fuzz-dir cargo-fuzz "${profile[@]}" --sanitizer "$sanitizer" "$t" "corpus/$t" "$found" -- -merge=1 -max_len=2048 2>>"$found.log" >/dev/null || true
+    # keep the committed corpus small: merge only inputs that add coverage, up to 256 bytes
+    cargo fuzz run --fuzz-dir cargo-fuzz "${profile[@]}" --sanitizer "$sanitizer" "$t" "corpus/$t" "$found" -- -merge=1 -max_len=256 2>>"$found.log" >/dev/null || true
     echo "   $t corpus: $(ls "corpus/$t" | wc -l) files"
     rm -rf "$found"
 done

@@ -7,11 +7,14 @@
 //! WITH ('archive.type' = 'file_sink', 'archive.path' = '/mnt/nfs/archive.jsonl', …);
 //! ```
 //!
-//! [`OffRuntime`] wraps such a sink: each call locks it on a blocking thread and drives it
-//! there. A call the runner gives up on (`sink.write.timeout`) keeps the sink locked until its
-//! thread finishes, so the next call waits for it: calls never overlap.
+//! [`OffRuntime`] wraps such a sink: each call takes the sink's lock (first come, first served)
+//! and drives it on a blocking thread. A call the runner gives up on (`sink.write.timeout`)
+//! keeps the lock until its thread finishes, so the next call waits for it: calls never overlap
+//! and run in the order they were made.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -35,18 +38,21 @@ impl<S: Sink + 'static> OffRuntime<S> {
         Self { name: sink.name().to_string(), transactional: sink.transactional(), commit_is_final: sink.commit_is_final(), inner: Arc::new(Mutex::new(sink)) }
     }
 
-    /// Runs `call` on the sink on a blocking thread.
+    /// Runs `call` on the sink on a blocking thread, once the calls before it are done.
     async fn run<T: Send + 'static>(&self, call: impl FnOnce(&mut S) -> Result<T> + Send + 'static) -> Result<T> {
-        let inner = Arc::clone(&self.inner);
+        let mut sink = Arc::clone(&self.inner).lock_owned().await;
         let name = self.name.clone();
-        tokio::task::spawn_blocking(move || call(&mut inner.lock().unwrap_or_else(PoisonError::into_inner)))
-            .await
-            .map_err(|e| ConnectorError::Other(format!("sink '{name}': {e}")))?
+        tokio::task::spawn_blocking(move || call(&mut sink)).await.map_err(|e| ConnectorError::Other(format!("sink '{name}': {e}")))?
     }
 
-    /// The sink itself, for the calls made before any data flows (nothing else holds it then).
-    fn now(&self) -> std::sync::MutexGuard<'_, S> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The sink itself, for the calls made before any data flows (nothing else holds it then);
+    /// `None` if a call is still running.
+    fn now(&self) -> Option<tokio::sync::MutexGuard<'_, S>> {
+        self.inner.try_lock().ok()
+    }
+
+    fn busy(&self) -> ConnectorError {
+        ConnectorError::Other(format!("sink '{}': still busy with an earlier call", self.name))
     }
 }
 
@@ -57,11 +63,13 @@ impl<S: Sink + 'static> Sink for OffRuntime<S> {
     }
 
     fn check_schema(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
-        self.now().check_schema(schema)
+        self.now().ok_or_else(|| self.busy())?.check_schema(schema)
     }
 
     fn attach_metrics(&mut self, metrics: Arc<crate::metrics::ConnectorMetrics>) {
-        self.now().attach_metrics(metrics)
+        if let Some(mut sink) = self.now() {
+            sink.attach_metrics(metrics)
+        }
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -82,7 +90,7 @@ impl<S: Sink + 'static> Sink for OffRuntime<S> {
     }
 
     fn set_delivery(&mut self, job: &str, delivery: Delivery) -> Result<()> {
-        self.now().set_delivery(job, delivery)
+        self.now().ok_or_else(|| self.busy())?.set_delivery(job, delivery)
     }
 
     async fn prepare(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
@@ -112,7 +120,7 @@ mod tests {
 
     /// A sink that takes a while per write and records the order of its calls.
     struct Slow {
-        log: Arc<Mutex<Vec<u64>>>,
+        log: Arc<std::sync::Mutex<Vec<u64>>>,
     }
 
     #[async_trait]
@@ -142,7 +150,7 @@ mod tests {
     /// meanwhile. A write given up on still finishes before the next one starts.
     #[tokio::test(flavor = "current_thread")]
     async fn slow_writes_leave_the_runtime_free_and_never_overlap() {
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut sink = OffRuntime::new(Slow { log: Arc::clone(&log) });
         let began = std::time::Instant::now();
         let ticked = tokio::spawn(async move {

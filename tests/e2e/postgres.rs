@@ -505,7 +505,7 @@ fn connections_use_tls_as_the_url_asks() {
     assert_eq!(want.len(), 40);
     let urls = [
         format!("postgresql://{hostpath}?sslmode=require"),
-        format!("jdbc:postgresql://{hostpath}?ssl=true"),
+        format!("jdbc:postgresql://{hostpath}?ssl=true&sslmode=require"),
         format!("postgresql://{hostpath}?sslmode=verify-full&sslrootcert={ca}"),
     ];
     for (i, url) in urls.iter().enumerate() {

@@ -72,8 +72,9 @@ case "${1:-}" in
     fi
     # TLS: a certificate of its own, and a role that may log in over TLS only
     if [ ! -f "$DATA/server.crt" ]; then
+      command -v openssl >/dev/null 2>&1 || { echo "postgres: openssl is needed for the server's TLS certificate (run: $0 install)" >&2; exit 1; }
       openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
-        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$DATA/server.key" -out "$DATA/server.crt" 2>/dev/null
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$DATA/server.key" -out "$DATA/server.crt" >/dev/null
       chmod 600 "$DATA/server.key"
       [ "$(id -u)" = 0 ] && chown postgres "$DATA/server.key" "$DATA/server.crt"
     fi

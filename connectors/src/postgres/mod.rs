@@ -39,7 +39,7 @@ use crate::source::Source;
 pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new(
         "connection.url",
-        "`jdbc:postgresql://host:5432/db` or `postgresql://host:5432/db` (also `connection`). TLS as libpq does it: `?sslmode=` `disable`, `prefer` (the default: TLS when the server offers it), `require`, `verify-ca`, `verify-full`, with `sslrootcert=ca.pem`; JDBC's `ssl=true` is `require`.",
+        "`jdbc:postgresql://host:5432/db` or `postgresql://host:5432/db` (also `connection`). TLS as libpq does it: `?sslmode=` `disable`, `prefer` (the default: TLS when the server offers it), `require`, `verify-ca`, `verify-full`, with `sslrootcert=ca.pem` (the only CA then trusted; without it, the system's); JDBC's `ssl=true` alone is `verify-full`, as in pgjdbc.",
     ),
     KeyDoc::new("connection", "Same as `connection.url`, as the guide's financial example writes it."),
     KeyDoc::new("connection.username", "The role to connect as (else the URL's user).").default("the URL's"),
@@ -130,8 +130,13 @@ impl Tls {
     /// Reads `sslmode`, `ssl` (JDBC) and `sslrootcert` from the URL's query, removing them (and
     /// JDBC's `sslfactory`) so that the rest parses as a libpq URL. `key` names the URL key.
     fn from_url(url: &str, props: &Properties, key: &str) -> Result<(String, Self)> {
-        let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), Self::build(TlsMode::Prefer, None, props, key)?)) };
-        let (mut mode, mut root, mut rest) = (None, None, Vec::new());
+        // the query starts after the user info (a password may hold a '?')
+        let after_at = url.rfind('@').map_or(0, |i| i + 1);
+        let Some(q) = url[after_at..].find('?').map(|i| after_at + i) else {
+            return Ok((url.to_string(), Self::build(TlsMode::Prefer, None, props, key)?));
+        };
+        let (base, query) = (&url[..q], &url[q + 1..]);
+        let (mut mode, mut root, mut rest, mut jdbc_ssl) = (None, None, Vec::new(), false);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
@@ -150,10 +155,8 @@ impl Tls {
                         }
                     })
                 }
-                // JDBC: `ssl=true` asks for TLS; its sslmode, when given too, says how much
-                "ssl" if v.eq_ignore_ascii_case("true") => {
-                    mode.get_or_insert(TlsMode::Require);
-                }
+                // JDBC: `ssl=true` (or a bare `ssl`) without an sslmode is verify-full, as in pgjdbc
+                "ssl" if v.is_empty() || v.eq_ignore_ascii_case("true") => jdbc_ssl = true,
                 "ssl" => {}
                 "sslrootcert" => root = Some(std::path::PathBuf::from(percent_decoded(v))),
                 "sslfactory" => {}
@@ -167,7 +170,9 @@ impl Tls {
             }
         }
         let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
-        let mode = match (mode.unwrap_or(TlsMode::Prefer), &root) {
+        let default = if jdbc_ssl { TlsMode::VerifyFull } else { TlsMode::Prefer };
+        let mode = match (mode.unwrap_or(default), &root) {
+            // libpq: with a root certificate, require checks the CA
             (TlsMode::Require, Some(_)) => TlsMode::VerifyCa,
             (m, _) => m,
         };
@@ -182,7 +187,18 @@ impl Tls {
         let bad = |what: String| ConnectorError::invalid(props.full_key(key), what);
         let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| bad(format!("TLS: {e}")))?;
         if let Some(root) = &root {
-            builder.set_ca_file(root).map_err(|e| bad(format!("sslrootcert={}: not a readable PEM certificate ({e})", root.display())))?;
+            // only that CA is trusted, as libpq does (not the system's as well)
+            let unreadable = |e: String| bad(format!("sslrootcert={}: not a readable PEM certificate ({e})", root.display()));
+            let pem = std::fs::read(root).map_err(|e| unreadable(e.to_string()))?;
+            let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| unreadable(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(unreadable("no certificate in it".into()));
+            }
+            let mut store = openssl::x509::store::X509StoreBuilder::new().map_err(|e| bad(format!("TLS: {e}")))?;
+            for cert in certs {
+                store.add_cert(cert).map_err(|e| unreadable(e.to_string()))?;
+            }
+            builder.set_cert_store(store.build());
         }
         let verify = matches!(mode, TlsMode::VerifyCa | TlsMode::VerifyFull);
         builder.set_verify(if verify { SslVerifyMode::PEER } else { SslVerifyMode::NONE });
@@ -402,7 +418,12 @@ mod tests {
         assert_eq!(mode("postgresql://h/db"), Ok(TlsMode::Prefer));
         assert_eq!(mode("postgresql://h/db?sslmode=disable"), Ok(TlsMode::Disable));
         assert_eq!(mode("postgresql://h/db?application_name=x&sslmode=require"), Ok(TlsMode::Require));
-        assert_eq!(mode("jdbc:postgresql://h:5432/db?ssl=true"), Ok(TlsMode::Require));
+        // pgjdbc: ssl=true alone is verify-full
+        assert_eq!(mode("jdbc:postgresql://h:5432/db?ssl=true"), Ok(TlsMode::VerifyFull));
+        assert_eq!(mode("jdbc:postgresql://h:5432/db?ssl=true&sslmode=require"), Ok(TlsMode::Require));
+        // a '?' in the password is the password's
+        assert_eq!(mode("postgresql://u:p?w@h/db?sslmode=require"), Ok(TlsMode::Require));
+        assert_eq!(mode("postgresql://u:p?w@h/db"), Ok(TlsMode::Prefer));
         assert_eq!(mode("jdbc:postgresql://h/db?ssl=true&sslmode=verify-full&sslfactory=org.postgresql.ssl.DefaultJavaSSLFactory"), Ok(TlsMode::VerifyFull));
         assert_eq!(mode("postgresql://h/db?sslmode=verify-ca"), Ok(TlsMode::VerifyCa));
         assert!(mode("postgresql://h/db?sslmode=sometimes").unwrap_err().contains("sslmode=sometimes: use disable"));

@@ -48,14 +48,23 @@ pub fn tidy(path: &Path) -> PathBuf {
     out
 }
 
-/// Reads and parses a YAML file, with merge keys (`<<: *base`) applied.
+/// The largest YAML file read (a configuration, not data).
+const MAX_YAML_BYTES: u64 = 16 << 20;
+
+/// Reads and parses a YAML file, with merge keys (`<<: *base`) applied. Only a plain file of
+/// at most 16 MiB is read (`extends: /dev/stdin` is an error, not a job that waits for ever).
 pub fn read_yaml(path: &Path, what: &'static str, referenced_by: &str) -> Result<(String, Value), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-        what,
-        path: path.to_path_buf(),
-        referenced_by: referenced_by.to_string(),
-        message: e.to_string(),
-    })?;
+    let unreadable = |message: String| ConfigError::Unreadable { what, path: path.to_path_buf(), referenced_by: referenced_by.to_string(), message };
+    // a device, a pipe or a huge file would never end or fill the memory: a configuration is a
+    // plain file of modest size
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("not a plain file".into()));
+    }
+    if meta.len() > MAX_YAML_BYTES {
+        return Err(unreadable(format!("{} bytes: more than a configuration file holds ({} MiB at most)", meta.len(), MAX_YAML_BYTES >> 20)));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     let mut value: Value = if text.trim().is_empty() {
         Value::Mapping(Default::default())
     } else {
@@ -200,6 +209,16 @@ mod tests {
 
     fn vars(env: &[(&str, &str)]) -> Variables {
         Variables::new(env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), BTreeMap::new())
+    }
+
+    /// A device or a directory is not a configuration file: an error naming it, never a read
+    /// that waits for ever (`/dev/stdin`) or fills the memory (`/dev/zero`).
+    #[test]
+    fn only_plain_files_are_read() {
+        for path in ["/dev/zero", "/dev/null", "/tmp"] {
+            let e = read_yaml(Path::new(path), "extends target", "app.yaml").unwrap_err().to_string();
+            assert!(e.contains(path) && e.contains("not a plain file"), "{e}");
+        }
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl ExecutionPlan for StreamTopNExec {
                 let Some(next) = merged.next().await else { break };
                 let Some((_, p, item)) = next else {
                     state.expire();
-                    memory.account(state.bytes)?;
+                    memory.account(state.bytes + state.seen_bytes)?;
                     continue;
                 };
                 let (rows, barrier) = match item? {
@@ -215,7 +215,7 @@ impl ExecutionPlan for StreamTopNExec {
                     InputItem::Barrier(b) => (None, align.barrier((0, p), b)),
                     InputItem::Watermark(_) => (None, None),
                 };
-                memory.account(state.bytes)?;
+                memory.account(state.bytes + state.seen_bytes)?;
                 if let Some(rows) = rows {
                     if !out.batches(vec![rows]).await {
                         return Ok(());
@@ -255,6 +255,9 @@ impl Entry {
     }
 }
 
+/// Bytes of one entry of [`TopNState::seen`] besides its key: the time, the box and the table slot.
+const SEEN_ENTRY: usize = 8 + 2 * std::mem::size_of::<usize>() + 8;
+
 struct TopNState {
     config: TopNConfig,
     input_schema: SchemaRef,
@@ -272,6 +275,8 @@ struct TopNState {
     count: usize,
     /// With `state.ttl`: when a row of each key last came (Unix milliseconds).
     seen: HashMap<Box<[u8]>, i64>,
+    /// Bytes of `seen`, for the memory pool.
+    seen_bytes: usize,
     /// With `state.ttl`: when keys were last looked at for expiry.
     last_expiry: std::time::Instant,
     state_rows: Gauge,
@@ -299,6 +304,7 @@ impl TopNState {
             bytes: 0,
             count: 0,
             seen: HashMap::new(),
+            seen_bytes: 0,
             last_expiry: std::time::Instant::now(),
             state_rows: MetricBuilder::new(metrics).gauge("state_rows", 0),
             state_bytes: MetricBuilder::new(metrics).gauge("state_bytes", 0),
@@ -318,6 +324,7 @@ impl TopNState {
             match self.seen.get_mut(key) {
                 Some(t) => *t = now,
                 None => {
+                    self.seen_bytes += key.len() + SEEN_ENTRY;
                     self.seen.insert(key.into(), now);
                 }
             }
@@ -335,6 +342,7 @@ impl TopNState {
         let gone: Vec<Box<[u8]>> = self.seen.iter().filter(|(_, &t)| t < cutoff).map(|(k, _)| k.clone()).collect();
         for key in &gone {
             self.seen.remove(key);
+            self.seen_bytes = self.seen_bytes.saturating_sub(key.len() + SEEN_ENTRY);
             if let Some(list) = self.kept.remove(key) {
                 self.count -= list.len();
                 self.bytes = self.bytes.saturating_sub(list.iter().map(Entry::bytes).sum::<usize>());

@@ -534,7 +534,9 @@ impl Operator {
             if config.state_ttl.is_some() {
                 // when each key was last updated, after its state
                 let mut cols = batch.columns().to_vec();
-                cols.push(Arc::new(Int64Array::from(self.global_updated.clone())));
+                let mut updated = self.global_updated.clone();
+                updated.resize(e.rows, unix_millis());
+                cols.push(Arc::new(Int64Array::from(updated)));
                 batch = batch_of(cols, e.rows).map_err(to_df)?;
             }
             table("global", vec![batch], (0..nkeys).collect())?;
@@ -741,6 +743,7 @@ impl Operator {
         if self.watermarks.all_finished() && self.config.emit == EmitMode::Final {
             if let Some(g) = self.global.as_mut() {
                 let emitted = g.emit_final(&self.config.spec)?;
+                self.global_updated.clear();
                 if emitted.rows > 0 {
                     out.push(self.config.output(None, emitted)?);
                 }
@@ -758,6 +761,7 @@ impl Operator {
         let bytes: usize = self.panes.values().map(Groups::size).sum::<usize>()
             + self.frozen.values().map(|e| e.aggs.iter().flatten().chain(&e.keys).map(|a| a.get_array_memory_size()).sum::<usize>()).sum::<usize>()
             + self.global.as_ref().map_or(0, Groups::size)
+            + self.global_updated.capacity() * std::mem::size_of::<i64>()
             + self.sessions.as_ref().map_or(0, |s| s.memory_size() + s.emitted_memory_size());
         self.metrics.state_groups.set(groups);
         self.metrics.state_bytes.set(bytes);
