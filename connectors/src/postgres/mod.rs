@@ -158,7 +158,7 @@ impl Tls {
                 // JDBC: `ssl=true` (or a bare `ssl`) without an sslmode is verify-full, as in pgjdbc
                 "ssl" if v.is_empty() || v.eq_ignore_ascii_case("true") => jdbc_ssl = true,
                 "ssl" => {}
-                "sslrootcert" => root = Some(std::path::PathBuf::from(percent_decoded(v))),
+                "sslrootcert" => root = Some(std::path::PathBuf::from(crate::properties::percent_decoded(v))),
                 "sslfactory" => {}
                 "sslcert" | "sslkey" | "sslpassword" => {
                     return Err(ConnectorError::invalid(
@@ -296,27 +296,6 @@ impl Connection {
     pub fn error(&self, what: &str, e: &tokio_postgres::Error) -> ConnectorError {
         ConnectorError::Other(format!("postgres {}: {what}: {}", self.display, describe(e)))
     }
-}
-
-/// `%XX` escapes of a URL's query value decoded (a path written `%2Fetc%2Fca.pem`).
-fn percent_decoded(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b))) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The server's message of `e` when it has one (`password authentication failed for user

@@ -118,23 +118,7 @@ fn percent_decode(text: &str) -> String {
         if !s.contains('%') {
             break;
         }
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (b[i], b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c))) {
-                (b'%', Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                }
-                (c, _, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        s = String::from_utf8_lossy(&out).into_owned();
+        s = crate::properties::percent_decoded(&s);
     }
     s
 }
