@@ -196,3 +196,28 @@ pub fn stop_with_sigint(child: &mut std::process::Child) -> String {
     assert_eq!(code, Some(0), "{stderr}");
     stderr
 }
+
+/// A free TCP port on loopback (bound and released: free now, not reserved).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A process killed when dropped.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to 20 s for something to listen on 127.0.0.1:`port`.
+pub fn wait_port(port: u16) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

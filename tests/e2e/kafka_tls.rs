@@ -9,27 +9,13 @@
 //! once (`SASL_SSL`): the SCRAM broker behind the TLS proxy.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::common::{assert_same_rows, canonical_lines, run_sql, stop_with_sigint};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{assert_same_rows, canonical_lines, free_port, run_sql, stop_with_sigint, wait_port, Guard};
 
 fn tansu() -> String {
     let home = std::env::var("HOME").unwrap_or_default();
@@ -38,14 +24,6 @@ fn tansu() -> String {
         cargo_bin
     } else {
         "tansu".into()
-    }
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

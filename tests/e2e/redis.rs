@@ -3,11 +3,13 @@
 //! written as hashes and filtered rows as JSON strings with a TTL hold DataFusion's answer; a
 //! changelog's DELETE rows delete their keys; hashes read as a lookup table join the orders file
 //! as the CSV of the same customers does, and a tailed stream sees hashes changed mid-run; JSON
-//! values are read with an inferred schema.
+//! values are read with an inferred schema. Over TLS: a TLS-only server of the test's own that
+//! checks client certificates, written and read back both ways.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use crate::common::{assert_ok, assert_same_rows, batch_context, batch_rows, canonical_lines, data, file_rows, run_sql};
+use crate::common::{assert_ok, assert_same_rows, batch_context, batch_rows, canonical_lines, data, file_rows, free_port, run_sql, wait_port, Guard};
 
 fn url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://:ferris-redis-pw@127.0.0.1:56379/0".to_string())
@@ -279,4 +281,118 @@ fn a_lookup_of_hashes_updated_mid_run_is_seen_by_later_rows() {
         want.push(format!("{{\"order_id\":{i},\"name\":\"c{c}\",\"tier\":\"{tier}\",\"amount\":{}}}", i * 3));
     }
     assert_same_rows("enriched orders", &file_rows(&out), &canonical_lines(&want.join("\n")));
+}
+
+/// A CA made for the test (`ca.pem`), a server certificate it signed for localhost and
+/// 127.0.0.1 (`server.pem`/`server.key`) and a client certificate (`client.pem`/`client.key`).
+fn make_certificates(dir: &Path) {
+    let script = "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=ferris-test-ca -keyout ca.key -out ca.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.pem
+openssl req -newkey rsa:2048 -nodes -subj /CN=ferris-client -keyout client.key -out client.csr
+printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out client.pem";
+    let out = Command::new("bash").args(["-c", script]).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Redis over TLS only (`--port 0`), checking client certificates against the test's CA: a
+/// grouped aggregate written as hashes over `rediss://` (trusting the CA, presenting the client
+/// certificate) is read back by `redis-cli --tls` as DataFusion's answer, and by a job reading
+/// the hashes as a table over TLS; `#insecure` trusts any server; without the CA, or without
+/// the client certificate, the job fails at start saying why, and the password is on no output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_go_over_tls_with_certificates_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_certificates(dir);
+    let port = free_port();
+    let file = |n: &str| dir.join(n).display().to_string();
+    let server = Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", "tls-pw-secret"])
+        .args(["--tls-cert-file", &file("server.pem"), "--tls-key-file", &file("server.key"), "--tls-ca-cert-file", &file("ca.pem")])
+        .args(["--tls-auth-clients", "yes", "--save", "", "--appendonly", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server: install it with 'bash tests/services/redis.sh install'");
+    let _server = Guard(server);
+    wait_port(port);
+    let url = format!("rediss://:tls-pw-secret@localhost:{port}/0");
+    let tls = |n: &str, url: &str, ca: bool, cert: bool| {
+        let mut keys = format!("'{n}.url' = '{url}'");
+        if ca {
+            keys += &format!(", '{n}.ssl.ca.location' = '{}'", file("ca.pem"));
+        }
+        if cert {
+            keys += &format!(", '{n}.ssl.certificate.location' = '{}', '{n}.ssl.key.location' = '{}'", file("client.pem"), file("client.key"));
+        }
+        keys
+    };
+    let agg = "SELECT status, COUNT(*) AS n, MAX(order_id) AS last_order FROM orders GROUP BY status";
+    let write = |keys: String, prefix: &str| {
+        format!(
+            "CREATE STREAM s AS {agg} INTO h WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
+             'h.type' = 'redis_sink', {keys}, 'h.key.template' = '{prefix}:{{status}}', 'h.value.format' = 'hash');",
+            data("orders.jsonl")
+        )
+    };
+    let run = run_sql(dir, &write(tls("h", &url, true, true), "st"));
+    assert_ok(&run);
+    assert!(!format!("{}{}", run.stdout, run.stderr).contains("tls-pw-secret"), "{}", run.stderr);
+    let ctx = batch_context(dir).await;
+    let want = batch_rows(&ctx, agg).await;
+
+    // read back by redis-cli over TLS, with the same certificates
+    let cli_tls = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", &file("ca.pem"), "--cert", &file("client.pem"), "--key", &file("client.key")])
+            .args(["-h", "localhost", "-p", &port.to_string(), "--no-auth-warning", "-a", "tls-pw-secret"])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    };
+    let mut got = Vec::new();
+    for key in cli_tls(&["--scan", "--pattern", "st:*"]) {
+        let mut m = serde_json::Map::new();
+        for pair in cli_tls(&["HGETALL", &key]).chunks(2) {
+            m.insert(pair[0].clone(), serde_json::Value::String(pair.get(1).cloned().unwrap_or_default()));
+        }
+        assert_eq!(key, format!("st:{}", m["status"].as_str().unwrap()));
+        got.push(serde_json::Value::Object(m).to_string());
+    }
+    assert_same_rows("hashes over TLS", &canonical_lines(&got.join("\n")), &canonical_lines(&as_text(&want).join("\n")));
+
+    // the hashes read back over TLS as a table
+    let read = format!(
+        "CREATE STREAM r AS SELECT status, n, last_order FROM st INTO out WITH ('st.type' = 'redis_source', {}, \
+         'st.value.format' = 'hash', 'st.key.pattern' = 'st:*', 'st.key.prefix' = 'st:', 'st.key.column' = 'status', \
+         'st.schema' = 'n BIGINT, last_order BIGINT', 'out.type' = 'file_sink', 'out.path' = 'back.jsonl');",
+        tls("st", &url, true, true)
+    );
+    let run = run_sql(dir, &read);
+    assert_ok(&run);
+    assert_same_rows("the hashes read over TLS", &file_rows(&dir.join("back.jsonl")), &want);
+
+    // `#insecure`: no CA needed (the client certificate still is)
+    let run = run_sql(dir, &write(tls("h", &format!("{url}#insecure"), false, true), "ins"));
+    assert_ok(&run);
+    assert_eq!(cli_tls(&["--scan", "--pattern", "ins:*"]).len(), want.len());
+
+    // the server's certificate not trusted: the system's CAs do not know the test's
+    let run = run_sql(dir, &write(tls("h", &url, false, true), "noca"));
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("redis localhost:{port}/0: cannot connect")) && run.stderr.contains("UnknownIssuer"), "{}", run.stderr);
+    assert!(!run.stderr.contains("tls-pw-secret"), "{}", run.stderr);
+    // no client certificate: the server ends the handshake
+    let run = run_sql(dir, &write(tls("h", &url, true, false), "nocert"));
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("redis localhost:{port}/0")) && run.stderr.contains("'h'"), "{}", run.stderr);
+    assert!(!run.stderr.contains("tls-pw-secret"), "{}", run.stderr);
+    assert!(cli_tls(&["--scan", "--pattern", "noca:*"]).is_empty() && cli_tls(&["--scan", "--pattern", "nocert:*"]).is_empty());
 }

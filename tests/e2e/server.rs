@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::data;
+use crate::common::{data, free_port};
 
 pub(crate) struct Server {
     child: Child,
@@ -24,10 +24,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Server {

@@ -28,10 +28,17 @@ use crate::source::Source;
 
 /// Keys of both roles: where Redis is.
 pub const CONNECTION_KEYS: &[KeyDoc] = &[
-    KeyDoc::new("url", "`redis://[:password@]host:6379/db`.").default("redis://127.0.0.1:6379/0"),
+    KeyDoc::new(
+        "url",
+        "`redis://[:password@]host:6379/db`; `rediss://…` over TLS (the certificate checked against the system's CAs, or `ssl.ca.location`; `rediss://…/#insecure` checks nothing).",
+    )
+    .default("redis://127.0.0.1:6379/0"),
     KeyDoc::new("password", "The password (else the URL's).").secret(),
     KeyDoc::new("username", "The ACL user (else the URL's)."),
     KeyDoc::new("connection.timeout", "How long connecting, and each command, may take.").default("10s"),
+    KeyDoc::new("ssl.ca.location", "A PEM file of the CA(s) that sign the server's certificate, then the only ones trusted (`rediss://` only).").default("the system's CAs"),
+    KeyDoc::new("ssl.certificate.location", "A PEM client certificate, for servers that check clients (`tls-auth-clients yes`); with ssl.key.location."),
+    KeyDoc::new("ssl.key.location", "The PEM private key of ssl.certificate.location."),
     KeyDoc::new("value.format", "`json` (the row as a JSON string) or `hash` (a hash of its columns, values as text).").default("json"),
 ];
 
@@ -108,9 +115,7 @@ impl Connection {
     /// Reads the connection keys of `props`.
     pub fn from_properties(props: &Properties) -> Result<Self> {
         let url = props.get("url").unwrap_or("redis://127.0.0.1:6379/0").trim();
-        if url.starts_with("rediss://") {
-            return Err(ConnectorError::invalid(props.full_key("url"), "TLS to Redis (rediss://) is not built in this version; use redis://"));
-        }
+        let tls = url.starts_with("rediss://");
         let mut info: redis::ConnectionInfo = url.parse().map_err(|e: redis::RedisError| {
             ConnectorError::invalid(props.full_key("url"), format!("not a Redis URL ({}): expected redis://host:6379/0", mask_credentials(&e.to_string())))
         })?;
@@ -121,7 +126,11 @@ impl Connection {
             info.redis.username = Some(u.to_string());
         }
         let display = format!("{}/{}", info.addr, info.redis.db);
-        let client = redis::Client::open(info).map_err(|e| ConnectorError::invalid(props.full_key("url"), mask_credentials(&e.to_string())))?;
+        let bad_url = |e: redis::RedisError| ConnectorError::invalid(props.full_key("url"), mask_credentials(&e.to_string()));
+        let client = match tls_certificates(props, tls)? {
+            Some(certs) => redis::Client::build_with_tls(info, certs).map_err(bad_url)?,
+            None => redis::Client::open(info).map_err(bad_url)?,
+        };
         let format = match props.get("value.format").or_else(|| props.get("format")).map(|f| f.trim().to_ascii_lowercase()) {
             None => ValueFormat::Json,
             Some(f) if f == "json" => ValueFormat::Json,
@@ -143,6 +152,40 @@ impl Connection {
     }
 }
 
+/// The TLS files of a `rediss://` connection (`None` when there are none to give); the keys
+/// are refused with a `redis://` URL, where they would do nothing.
+fn tls_certificates(props: &Properties, tls: bool) -> Result<Option<redis::TlsCertificates>> {
+    const KEYS: [&str; 3] = ["ssl.ca.location", "ssl.certificate.location", "ssl.key.location"];
+    if !tls {
+        return match KEYS.iter().find(|k| props.get(k).is_some()) {
+            Some(k) => Err(ConnectorError::invalid(props.full_key(k), "TLS files need a rediss:// URL (this one is redis://, plain TCP)")),
+            None => Ok(None),
+        };
+    }
+    // a PEM file, checked to hold what it should: the error names the key and the file
+    let pem = |key: &str, what: &str| -> Result<Option<Vec<u8>>> {
+        let Some(path) = props.get(key).map(str::trim) else { return Ok(None) };
+        let bad = |m: String| ConnectorError::invalid(props.full_key(key), format!("{path}: {m}"));
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+        if !String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) {
+            let with = if what.is_empty() { String::new() } else { format!(" with a {}", what.to_ascii_lowercase()) };
+            return Err(bad(format!("not a PEM file{with}")));
+        }
+        Ok(Some(bytes))
+    };
+    let root_cert = pem("ssl.ca.location", "CERTIFICATE")?;
+    let client_tls = match (pem("ssl.certificate.location", "CERTIFICATE")?, pem("ssl.key.location", "")?) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig { client_cert, client_key }),
+        (None, None) => None,
+        (Some(_), None) => return Err(ConnectorError::MissingProperty { key: props.full_key("ssl.key.location") }),
+        (None, Some(_)) => return Err(ConnectorError::MissingProperty { key: props.full_key("ssl.certificate.location") }),
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+}
+
 /// True when `e` means the connection is gone and the work may be retried on a new one.
 pub fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
@@ -159,7 +202,14 @@ mod tests {
         assert_eq!((c.display.as_str(), c.format), ("cache:6380/2", ValueFormat::Hash));
         assert!(!format!("{c:?}").contains("s3cret"));
         let p = Properties::from_pairs("cache", [("url", "rediss://cache:6380")]);
-        assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("'cache.url'"));
+        assert_eq!(Connection::from_properties(&p).unwrap().display, "cache:6380/0");
+        let p = Properties::from_pairs("cache", [("url", "redis://cache:6380"), ("ssl.ca.location", "/etc/hostname")]);
+        assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("'cache.ssl.ca.location'"));
+        let p = Properties::from_pairs("cache", [("url", "rediss://cache:6380"), ("ssl.ca.location", "/etc/hostname")]);
+        let e = Connection::from_properties(&p).unwrap_err().to_string();
+        assert!(e.contains("'cache.ssl.ca.location'") && e.contains("/etc/hostname: not a PEM file with a certificate"), "{e}");
+        let p = Properties::from_pairs("cache", [("url", "rediss://cache:6380"), ("ssl.ca.location", "/no/such/ca.pem")]);
+        assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("/no/such/ca.pem: cannot read it"));
         let p = Properties::from_pairs("cache", [("value.format", "xml")]);
         assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("'cache.value.format'"));
         assert_eq!(Connection::from_properties(&Properties::from_pairs("c", [])).unwrap().display, "127.0.0.1:6379/0");

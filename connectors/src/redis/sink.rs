@@ -71,7 +71,7 @@ fn parse_template(text: &str) -> std::result::Result<Vec<Part>, String> {
 }
 
 impl RedisSink {
-    /// Reads the sink's keys.
+    /// Reads the sink's keys and checks that Redis answers (`PING`).
     pub fn try_new(props: &Properties) -> Result<Self> {
         let conn = Connection::from_properties(props)?;
         let mut key = match (props.get("key.template"), props.get("key.field")) {
@@ -83,7 +83,14 @@ impl RedisSink {
         if let Some(prefix) = props.get("key.prefix") {
             key.insert(0, Part::Text(prefix.to_string()));
         }
-        Ok(Self { name: props.owner().to_string(), conn, key, ttl: props.get_positive_duration("ttl")?, con: None })
+        let ttl = props.get_positive_duration("ttl")?;
+        // a refused connection, a wrong password or a failed TLS handshake is an error at start
+        let c = conn.clone();
+        crate::runtime::on_own_runtime("redis", async move {
+            let mut con = c.connect().await?;
+            redis::cmd("PING").query_async::<()>(&mut con).await.map_err(|e| c.error("cannot ping", &e))
+        })?;
+        Ok(Self { name: props.owner().to_string(), conn, key, ttl, con: None })
     }
 
     /// Each row's key; `None` where a column of the key is NULL.
