@@ -71,11 +71,12 @@ def mrows(n, secs):
 
 
 def source_bench(binary, rows, tmp):
-    ferris = min(
-        run_job(binary, f"CREATE STREAM s AS SELECT * FROM src INTO nowhere WITH ('src.type' = 'database_source', {conn_keys('src')}, "
-                        "'src.table' = 'bench_src', 'nowhere.type' = 'blackhole');", tmp)
-        for _ in range(3)
-    )
+    def ferris_read(pool):
+        return run_job(binary, f"CREATE STREAM s AS SELECT * FROM src INTO nowhere WITH ('src.type' = 'database_source', {conn_keys('src')}, "
+                               f"'src.table' = 'bench_src', 'src.connection.pool.max_size' = '{pool}', 'nowhere.type' = 'blackhole');", tmp)
+
+    ferris = min(ferris_read(1) for _ in range(3))
+    pooled = min(ferris_read(2) for _ in range(3))
 
     def adbc_read():
         with adbc.connect(URL) as c, c.cursor() as cur:
@@ -98,6 +99,7 @@ def source_bench(binary, rows, tmp):
     print("| source: read the table into Arrow | seconds | rows/s | FerrisStreams vs peer |")
     print("|---|---:|---:|---:|")
     print(f"| FerrisStreams `database_source` (whole job) | {ferris:.2f} | {mrows(rows, ferris)} | |")
+    print(f"| FerrisStreams `database_source`, `connection.pool.max_size` = 2 | {pooled:.2f} | {mrows(rows, pooled)} | {ferris / pooled:.2f}× one connection |")
     print(f"| ADBC PostgreSQL driver `fetch_arrow_table` | {adbc_t:.2f} | {mrows(rows, adbc_t)} | {adbc_t / ferris:.2f}× |")
     print(f"| psycopg binary COPY → `Table.from_pylist` | {psy_t:.2f} | {mrows(rows, psy_t)} | {psy_t / ferris:.2f}× |")
     print()
@@ -117,14 +119,17 @@ def sink_bench(binary, rows, tmp):
         with psycopg.connect(URL, autocommit=True) as c:
             c.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def ferris_sink(mode):
+    def ferris_sink(mode, pool=1):
         drop("bench_out")
         extra = ", 'db.mode' = 'upsert', 'db.primary_key' = 'id'" if mode == "upsert" else ""
         return run_job(binary, f"CREATE STREAM s AS SELECT * FROM src INTO db WITH ('src.type' = 'file_source', 'src.path' = '{parquet}', "
-                               f"'db.type' = 'database_sink', {conn_keys('db')}, 'db.table' = 'bench_out'{extra});", tmp)
+                               f"'db.type' = 'database_sink', {conn_keys('db')}, 'db.table' = 'bench_out', "
+                               f"'db.connection.pool.max_size' = '{pool}'{extra});", tmp)
 
     ins = min(ferris_sink("insert") for _ in range(2))
     ups = min(ferris_sink("upsert") for _ in range(2))
+    ins2 = min(ferris_sink("insert", 2) for _ in range(2))
+    ups2 = min(ferris_sink("upsert", 2) for _ in range(2))
 
     def psycopg_copy():
         drop("bench_peer")
@@ -162,6 +167,8 @@ def sink_bench(binary, rows, tmp):
     print("|---|---:|---:|---:|")
     print(f"| FerrisStreams `database_sink` insert (whole job, from Parquet) | {ins:.2f} | {mrows(rows, ins)} | |")
     print(f"| FerrisStreams `database_sink` upsert on id | {ups:.2f} | {mrows(rows, ups)} | |")
+    print(f"| FerrisStreams insert, `connection.pool.max_size` = 2 | {ins2:.2f} | {mrows(rows, ins2)} | {ins / ins2:.2f}× one connection |")
+    print(f"| FerrisStreams upsert, `connection.pool.max_size` = 2 | {ups2:.2f} | {mrows(rows, ups2)} | {ups / ups2:.2f}× one connection |")
     print(f"| ADBC `adbc_ingest` (binary COPY) | {ingest_t:.2f} | {mrows(rows, ingest_t)} | insert {ingest_t / ins:.2f}× |")
     print(f"| psycopg binary COPY `write_row` | {copy_t:.2f} | {mrows(rows, copy_t)} | insert {copy_t / ins:.2f}× |")
     n = tenth.num_rows

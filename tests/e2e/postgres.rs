@@ -124,6 +124,100 @@ fn types_map_exactly_and_the_query_wins_over_the_table() {
     assert!(run.stderr.contains("column 'p'") && run.stderr.contains("'point'") && run.stderr.contains("::text"), "{}", run.stderr);
 }
 
+/// `connection.pool.max_size`: a table of 60,000 rows (about 8 MB) read in 4 parts over 4
+/// connections in one snapshot while another session keeps updating it (new row versions land
+/// on other pages): each read holds every id exactly once, as one read in one snapshot does.
+/// The guide's form, a query filtering the table, is read in parts too and equals psycopg's
+/// answer; an aggregate is read over one connection (the log says why) and is one exact row.
+#[test]
+fn a_table_is_read_in_parts_over_a_pool_of_connections_in_one_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = unique("pooled");
+    exec(&format!(
+        "CREATE TABLE {t} (id bigint PRIMARY KEY, v bigint NOT NULL, pad text NOT NULL, active boolean NOT NULL) WITH (fillfactor = 100);
+         INSERT INTO {t} SELECT g, 0, repeat('x', 80), g % 3 <> 0 FROM generate_series(1, 60000) g; ANALYZE {t}"
+    ));
+    let job = |source: &str, out: &str| {
+        format!(
+            "CREATE STREAM s AS SELECT * FROM p INTO out WITH ('p.type' = 'database_source', {}, {source}, \
+             'p.connection.pool.max_size' = '4', 'out.type' = 'file_sink', 'out.path' = '{out}');",
+            conn("p")
+        )
+    };
+    let script = crate::common::repo().join("tests/python/pg.py");
+    let churn = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(&script)
+        .arg(url())
+        .args(["churn", "60", &format!("UPDATE {t} SET v = v + 1 WHERE id % 499 = (random() * 498)::int")])
+        .spawn()
+        .expect("python3");
+    let churn = crate::common::Guard(churn);
+    for i in 0..4 {
+        let out = format!("all{i}.jsonl");
+        let run = run_sql(tmp.path(), &job(&format!("'p.table' = '{t}'"), &out));
+        assert_ok(&run);
+        assert!(run.stderr.contains("in 4 parts over 4 connections, one snapshot"), "{}", run.stderr);
+        let mut ids: Vec<i64> =
+            file_rows(&tmp.path().join(&out)).iter().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap()["id"].as_i64().unwrap()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids.len(), 60_000, "read {i}: every row once");
+        assert!(ids.iter().copied().eq(1..=60_000), "read {i}: ids 1..=60000 each once");
+    }
+    drop(churn);
+    // the guide's form: a query that filters the table, with its columns
+    let query = format!("'p.table' = '{t}', 'p.query' = 'SELECT id, v, active FROM {t} WHERE active = true'");
+    let run = run_sql(tmp.path(), &job(&query, "active.jsonl"));
+    assert_ok(&run);
+    assert!(run.stderr.contains("in 4 parts over 4 connections"), "{}", run.stderr);
+    assert_same_rows("the filtered table", &file_rows(&tmp.path().join("active.jsonl")), &rows(&format!("SELECT id, v, active FROM {t} WHERE active")));
+    // an aggregate is not cut into parts
+    let run = run_sql(tmp.path(), &job(&format!("'p.query' = 'SELECT count(*) AS n, sum(v) AS total FROM {t}'"), "count.jsonl"));
+    assert_ok(&run);
+    assert!(run.stderr.contains("read over one connection") && !run.stderr.contains(" parts over "), "{}", run.stderr);
+    assert_same_rows("the count", &file_rows(&tmp.path().join("count.jsonl")), &rows(&format!("SELECT count(*) AS n, sum(v) AS total FROM {t}")));
+}
+
+/// `connection.pool.max_size` on the sink: batches of 20,000 rows cut into 4 parts written at
+/// once over 4 connections. Inserted, the table holds every row once; upserted (a changelog
+/// whose keys come again in both batches, and DELETE rows last), each key holds its last row
+/// and deleted keys are gone — the rows of a key go over one connection in their order.
+#[test]
+fn a_sink_writes_a_batch_in_parts_over_a_pool_of_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = unique("pooled_sink");
+    let mut lines = String::new();
+    for i in 0..40_000 {
+        lines += &format!("{{\"k\": {}, \"v\": {i}, \"_op\": \"INSERT\"}}\n", i % 5000);
+    }
+    for k in 0..100 {
+        lines += &format!("{{\"k\": {k}, \"v\": -1, \"_op\": \"DELETE\"}}\n");
+    }
+    std::fs::write(tmp.path().join("changes.jsonl"), &lines).unwrap();
+    let job = |select: &str, table: &str, mode: &str| {
+        format!(
+            "CREATE STREAM s AS {select} FROM changes INTO db WITH ('changes.type' = 'file_source', 'changes.path' = 'changes.jsonl', \
+             'changes.batch.size' = '20000', 'db.type' = 'database_sink', {}, 'db.table' = '{table}', {mode}, 'db.connection.pool.max_size' = '4');",
+            conn("db")
+        )
+    };
+    let run = run_sql(tmp.path(), &job("SELECT k, v", &format!("{t}_ins"), "'db.mode' = 'insert'"));
+    assert_ok(&run);
+    assert!(run.stderr.contains("written in 4 parts over 4 connections"), "{}", run.stderr);
+    let want: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::json!({"k": v["k"], "v": v["v"]}).to_string()
+        })
+        .collect();
+    assert_same_rows("inserted in parts", &rows(&format!("SELECT k, v FROM {t}_ins")), &canonical_lines(&want.join("\n")));
+    let run = run_sql(tmp.path(), &job("SELECT k, v, _op", &format!("{t}_up"), "'db.mode' = 'upsert', 'db.primary_key' = 'k'"));
+    assert_ok(&run);
+    assert!(run.stderr.contains("written in 4 parts over 4 connections"), "{}", run.stderr);
+    let want: Vec<String> = (100..5000).map(|k| serde_json::json!({"k": k, "v": 35_000 + k}).to_string()).collect();
+    assert_same_rows("upserted in parts", &rows(&format!("SELECT k, v FROM {t}_up")), &canonical_lines(&want.join("\n")));
+}
+
 /// The guide's enrichment shape: orders from a tailed file joined with a customers table whose
 /// tiers change while the job runs (`refresh_interval`): orders before the update carry the old
 /// tier, orders after it the new one.

@@ -4,11 +4,13 @@
     pg.py URL exec "SQL; SQL"      run statements (autocommit)
     pg.py URL rows "SELECT …"      the rows as JSON lines: numerics as numbers, timestamps in ISO 8601
     pg.py URL kill-connections     ends every other session of the database (a server-side disconnect)
+    pg.py URL churn SECS "SQL"     runs the statement again and again (autocommit) for SECS seconds
 """
 import datetime
 import decimal
 import json
 import sys
+import time
 
 import psycopg
 
@@ -35,6 +37,10 @@ def main():
                 print(json.dumps({n: value(v) for n, v in zip(names, row)}))
         elif cmd == "kill-connections":
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        elif cmd == "churn":
+            until = time.monotonic() + float(sys.argv[3])
+            while time.monotonic() < until:
+                conn.execute(sys.argv[4])
         else:
             sys.exit(f"unknown command {cmd}")
 

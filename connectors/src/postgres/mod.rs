@@ -16,6 +16,7 @@
 //!       'totals.table' = 'order_totals', 'totals.mode' = 'upsert', 'totals.primary_key' = 'order_id');
 //! ```
 
+pub mod parallel;
 pub mod sink;
 pub mod source;
 pub mod types;
@@ -45,13 +46,17 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new("connection.username", "The role to connect as (else the URL's user).").default("the URL's"),
     KeyDoc::new("connection.password", "Its password (else the URL's).").secret(),
     KeyDoc::new("connection.timeout", "How long connecting may take before it is an error.").default("10s"),
-    KeyDoc::new("connection.pool.max_size", "").unused("each source and sink works on one connection (a table is read by one query)", &["1"]),
     KeyDoc::new("table", "The table (`schema.table` allowed): read whole by the source unless `query` is set; written by the sink."),
 ];
 
 /// Keys `database_source` reads besides the connection keys.
 pub const SOURCE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("query", "The query to read (wins over `table`)."),
+    KeyDoc::new(
+        "connection.pool.max_size",
+        "At most this many connections read the table at once: a table, or a query that only filters and projects one table, is cut by its pages into parts (1 MiB at least) read in parallel in one snapshot; other queries and incremental reads use one.",
+    )
+    .default("1"),
     KeyDoc::new("refresh_interval", "Re-read the table this often (`300000` ms, `5m`); a join with a stream sees the new rows from then on.").default("never"),
     KeyDoc::new("incremental.column", "Read as a stream: poll for rows whose value of this column (a rising id or timestamp) is past the last one read."),
     KeyDoc::new("poll_interval", "How often an incremental source polls.").default("1s"),
@@ -63,6 +68,11 @@ pub const SINK_KEYS: &[KeyDoc] = &[
     KeyDoc::new("mode", "`insert`, or `upsert` (`INSERT … ON CONFLICT (primary_key) DO UPDATE`; `_op = 'DELETE'` rows delete).").default("insert"),
     KeyDoc::new("primary_key", "The key columns of `upsert`, comma-separated (created as the table's primary key)."),
     KeyDoc::new("create_table", "Create the table from the query's columns when it does not exist.").default("true"),
+    KeyDoc::new(
+        "connection.pool.max_size",
+        "At most this many connections write a batch at once: a batch of many rows (4096 a part at least) is cut in parts written in parallel, `upsert` by a hash of the key (each key's rows in order over one connection); not under `use_transactions`, where a checkpoint is one transaction.",
+    )
+    .default("1"),
 ];
 
 fn create_source(c: &SourceContext<'_>) -> Result<Arc<dyn Source>> {

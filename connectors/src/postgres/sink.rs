@@ -5,6 +5,10 @@
 //!   staging table, then one `INSERT … SELECT` (upsert: `… ON CONFLICT (key) DO UPDATE`, the
 //!   last row of a key in the batch winning; `_op = 'DELETE'` rows of an `EMIT CHANGES`
 //!   changelog delete their key).
+//! - `connection.pool.max_size` = N (without `use_transactions`): a batch of many rows is cut
+//!   into up to N parts written at once, each over a connection of its own in its own
+//!   transaction — `insert` in slices, `upsert` by a hash of the key, so that each key's rows
+//!   go over one connection in order and a batch is done before the next one starts.
 //! - Under `use_transactions` the rows of a checkpoint are staged durably at its barrier, in a
 //!   staging table of the job's (`_ferris_stage_<job>_<sink>`, tagged with the checkpoint's
 //!   id), and applied when the checkpoint completes, in one transaction that also removes them
@@ -42,6 +46,8 @@ const OP_COLUMN: &str = "_op";
 const COMMITS_TABLE: &str = "_ferris_sink_commits";
 /// How long a write keeps retrying on a lost connection before it is an error.
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
+/// Rows a part of a batch written over pooled connections holds at least.
+const MIN_ROWS_PER_PART: usize = 4096;
 
 /// How rows reach the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +87,11 @@ pub struct PostgresSink {
     /// Rows of the checkpoint in progress (transactional).
     pending: Vec<RecordBatch>,
     closed: bool,
+    /// Connections a batch may be written over at once (`connection.pool.max_size`).
+    pool: usize,
+    /// The writers of a batch's other parts, each with a connection of its own (made when a
+    /// batch is first cut).
+    lanes: Vec<PostgresSink>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -107,6 +118,11 @@ impl PostgresSink {
             Some(other) => return Err(ConnectorError::invalid(props.full_key("mode"), format!("expected insert or upsert, got '{other}'"))),
         };
         let create_table = props.get_bool("create_table")?.unwrap_or(true);
+        let pool = match props.get_usize("connection.pool.max_size")? {
+            Some(0) => return Err(ConnectorError::invalid(props.full_key("connection.pool.max_size"), "at least 1 connection")),
+            Some(n) => n,
+            None => 1,
+        };
         let c = conn.clone();
         on_own_runtime("postgres", async move {
             let client = c.connect().await?;
@@ -127,7 +143,86 @@ impl PostgresSink {
             direct: std::sync::atomic::AtomicBool::new(false),
             pending: Vec::new(),
             closed: false,
+            pool,
+            lanes: Vec::new(),
         })
+    }
+
+    /// A writer of the same table with a connection of its own, for a part of a batch.
+    fn lane(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            job: self.job.clone(),
+            conn: self.conn.clone(),
+            table: self.table.clone(),
+            mode: self.mode.clone(),
+            create_table: false,
+            delivery: Delivery::Plain,
+            layout: self.layout.clone(),
+            client: None,
+            temp_stage_ready: false,
+            direct: std::sync::atomic::AtomicBool::new(self.direct.load(std::sync::atomic::Ordering::Relaxed)),
+            pending: Vec::new(),
+            closed: false,
+            pool: 1,
+            lanes: Vec::new(),
+        }
+    }
+
+    /// `batch` cut into `parts` parts: slices (`insert`), or by a hash of the key (`upsert`: all
+    /// rows of a key in one part, in their order).
+    fn cut(&self, batch: &RecordBatch, parts: usize) -> Result<Vec<RecordBatch>> {
+        let n = batch.num_rows();
+        let Mode::Upsert { keys } = &self.mode else {
+            return Ok((0..parts).map(|i| batch.slice(n * i / parts, n * (i + 1) / parts - n * i / parts)).collect());
+        };
+        use datafusion::common::hash_utils::{create_hashes, RandomState};
+        let err = |e: String| ConnectorError::Other(format!("database_sink '{}': cutting a batch: {e}", self.name));
+        let columns =
+            keys.iter().map(|k| batch.column_by_name(k).cloned().ok_or_else(|| err(format!("no column '{k}'")))).collect::<Result<Vec<ArrayRef>>>()?;
+        let mut hashes = vec![0u64; n];
+        create_hashes(&columns, &RandomState::with_seed(0x7067_5f6c_616e_6573), &mut hashes).map_err(|e| err(e.to_string()))?;
+        let mut rows: Vec<Vec<u32>> = vec![Vec::with_capacity(n / parts + 1); parts];
+        for (row, h) in hashes.iter().enumerate() {
+            let part = usize::try_from(*h % parts as u64).unwrap_or(0);
+            rows[part].push(u32::try_from(row).map_err(|_| err("more than 4 billion rows".into()))?);
+        }
+        rows.into_iter().map(|r| arrow::compute::take_record_batch(batch, &arrow::array::UInt32Array::from(r)).map_err(|e| err(e.to_string()))).collect()
+    }
+
+    /// Writes one batch, cut into parts written over several connections at once when the
+    /// pool allows and the batch is large enough; done when every part is.
+    async fn write_pooled(&mut self, batch: &RecordBatch) -> Result<()> {
+        let parts = self.pool.min(batch.num_rows() / MIN_ROWS_PER_PART).max(1);
+        if parts == 1 {
+            return self.write_now(batch).await;
+        }
+        let mut pieces = self.cut(batch, parts)?.into_iter();
+        let first = pieces.next().unwrap_or_else(|| batch.slice(0, 0));
+        if self.lanes.len() < parts - 1 {
+            info!(sink = %self.name, "database_sink '{}': a batch of {} rows written in {parts} parts over {parts} connections", self.name, batch.num_rows());
+        }
+        while self.lanes.len() < parts - 1 {
+            let lane = self.lane();
+            self.lanes.push(lane);
+        }
+        let mut lanes = std::mem::take(&mut self.lanes);
+        let others = futures::future::join_all(lanes.iter_mut().zip(pieces).map(|(lane, piece)| async move {
+            if piece.num_rows() == 0 {
+                return Ok(());
+            }
+            lane.write_now(&piece).await
+        }));
+        let mine = async {
+            if first.num_rows() == 0 {
+                return Ok(());
+            }
+            self.write_now(&first).await
+        };
+        let (mine, others) = futures::join!(mine, others);
+        self.lanes = lanes;
+        mine?;
+        others.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
 
     fn quoted_table(&self) -> String {
@@ -479,7 +574,7 @@ impl Sink for PostgresSink {
             self.pending.push(batch.clone());
             return Ok(());
         }
-        self.write_now(batch).await
+        self.write_pooled(batch).await
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -491,6 +586,7 @@ impl Sink for PostgresSink {
         self.pending.clear();
         self.closed = true;
         self.client = None;
+        self.lanes.clear();
         Ok(())
     }
 
@@ -501,6 +597,9 @@ impl Sink for PostgresSink {
     fn set_delivery(&mut self, job: &str, delivery: Delivery) -> Result<()> {
         self.job = job.to_string();
         self.delivery = delivery;
+        if delivery == Delivery::ExactlyOnce && self.pool > 1 {
+            warn!(sink = %self.name, "database_sink '{}': 'connection.pool.max_size' = {} is not applied under use_transactions: a checkpoint's rows are applied in one transaction, over one connection", self.name, self.pool);
+        }
         Ok(())
     }
 

@@ -5,6 +5,8 @@
 //!   uses the newest complete read from then on ([`Source::refresh_interval`]).
 //! - `incremental.column`: a stream; every `poll_interval` reads the rows whose column is past
 //!   the last value read (ordered by it), which is kept in checkpoints.
+//! - `connection.pool.max_size`: a table, or a query that filters and projects one table, is
+//!   read in parts over up to that many connections in one snapshot ([`super::parallel`]).
 //!
 //! ```sql
 //! SELECT m.symbol, r.risk_category FROM market_data m JOIN instruments r ON m.symbol = r.symbol
@@ -25,6 +27,7 @@ use futures::StreamExt;
 use tokio_postgres::types::Type;
 use tracing::{info, warn};
 
+use super::parallel::{self, Split};
 use super::types::{arrow_type, ColumnDecoder};
 use super::{quote_column, quote_ident, quote_literal, Connection};
 use crate::checkpoint::{BatchSender, ReadFn, ReaderPartition, SourceCheckpoint, UnitPositions};
@@ -58,6 +61,10 @@ struct Config {
     refresh: Option<Duration>,
     incremental: Option<Incremental>,
     batch_rows: usize,
+    /// At most this many connections read a table at once (`connection.pool.max_size`).
+    pool: usize,
+    /// How the query is cut into parts, when it can be and `pool` > 1.
+    split: Option<Split>,
     metrics: Arc<ConnectorMetrics>,
 }
 
@@ -80,15 +87,32 @@ impl PostgresSource {
         let refresh = props.get_positive_duration("refresh_interval")?;
         let poll = props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_secs(1));
         let batch_rows = props.get_usize("batch.rows")?.unwrap_or(8192).max(1);
-        let described = {
+        let pool = match props.get_usize("connection.pool.max_size")? {
+            Some(0) => return Err(ConnectorError::invalid(props.full_key("connection.pool.max_size"), "at least 1 connection")),
+            Some(n) => n,
+            None => 1,
+        };
+        // a table is cut into parts only when more than one connection may read it, and only
+        // when it is read whole (an incremental source reads in the column's order)
+        let splittable = if pool > 1 && props.get("incremental.column").is_none() { parallel::plan(&query) } else { None };
+        let (described, split) = {
             let conn = conn.clone();
             let q = query.clone();
+            let name = props.owner().to_string();
             on_own_runtime("postgres", async move {
                 let client = conn.connect().await?;
                 let stmt = client.prepare(&q).await.map_err(|e| conn.error(&format!("cannot prepare '{q}'"), &e))?;
-                Ok(stmt.columns().iter().map(|c| (c.name().to_string(), c.type_().clone(), c.type_modifier())).collect::<Vec<_>>())
+                let split = match splittable {
+                    Some(s) => checked_split(&client, &stmt, s, &name).await,
+                    None => None,
+                };
+                let columns = stmt.columns().iter().map(|c| (c.name().to_string(), c.type_().clone(), c.type_modifier())).collect::<Vec<_>>();
+                Ok((columns, split))
             })?
         };
+        if pool > 1 && split.is_none() {
+            info!(source = %props.owner(), "postgres source '{}': read over one connection (connection.pool.max_size = {pool} cuts a table, or a query filtering one table, into parts; not this query: '{query}')", props.owner());
+        }
         let mut fields = Vec::with_capacity(described.len());
         let mut types = Vec::with_capacity(described.len());
         for (name, ty, typmod) in described {
@@ -125,6 +149,8 @@ impl PostgresSource {
                 refresh,
                 incremental,
                 batch_rows,
+                pool,
+                split,
                 metrics: Arc::new(ConnectorMetrics::default()),
             }),
             positions: UnitPositions::default(),
@@ -175,8 +201,43 @@ impl Source for PostgresSource {
             (None, Some(r)) => format!("re-read every {r:?}"),
             (None, None) => "read once".into(),
         };
+        let mode = match &self.cfg.split {
+            Some(_) => format!("{mode}, in parts over up to {} connections, one snapshot", self.cfg.pool),
+            None => mode,
+        };
         format!("postgres {} '{}' ({mode})", self.cfg.conn.display, self.cfg.query)
     }
+}
+
+/// Checks that `split` reads what `stmt` does, row by row (PostgreSQL's plan is a scan of the
+/// table, and the query of a part prepares with the same columns); `None` when not, with the
+/// reason logged.
+async fn checked_split(client: &tokio_postgres::Client, stmt: &tokio_postgres::Statement, split: Split, name: &str) -> Option<Split> {
+    let not = |why: String| {
+        info!(source = %name, "postgres source '{name}': read over one connection: {why}");
+        None
+    };
+    let explain = match client.simple_query(&format!("EXPLAIN (FORMAT JSON) {}", stmt_query(&split))).await {
+        Ok(msgs) => msgs.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        }),
+        Err(e) => return not(format!("cannot explain the query ({})", super::describe(&e))),
+    };
+    if !explain.as_deref().is_some_and(parallel::plan_is_a_scan) {
+        return not("PostgreSQL's plan for the query is more than a scan of one table".into());
+    }
+    let whole = split.part(Some(0), None)?;
+    match client.prepare(&whole).await {
+        Ok(part) if part.columns().iter().map(|c| c.type_()).eq(stmt.columns().iter().map(|c| c.type_())) => Some(split),
+        Ok(_) => not("a part of the query has other column types".into()),
+        Err(e) => not(format!("the query cannot be cut by the table's pages ({})", super::describe(&e))),
+    }
+}
+
+/// The query of `split` whole, as a part open at both ends.
+fn stmt_query(split: &Split) -> String {
+    split.part(None, None).unwrap_or_default()
 }
 
 struct Reader {
@@ -185,10 +246,18 @@ struct Reader {
     columns: Vec<usize>,
 }
 
+/// Where decoded batches go.
+enum Out<'a> {
+    /// Handed to the job.
+    Send(&'a BatchSender),
+    /// Kept, for a part of a table read in parts.
+    Keep(Vec<RecordBatch>),
+}
+
 impl Reader {
     /// The `COPY` statement for the projected columns (and the incremental column, last, when
     /// not projected) of rows past `after`.
-    fn copy_statement(&self, after: Option<&str>) -> String {
+    fn copy_statement(&self, query: &str, after: Option<&str>) -> String {
         let names = &self.cfg.schema;
         let mut cols: Vec<String> = self.columns.iter().map(|i| quote_column(names.field(*i).name())).collect();
         let mut sql = String::from("COPY (SELECT ");
@@ -203,7 +272,7 @@ impl Reader {
         } else {
             sql.push_str(&cols.join(", "));
         }
-        sql.push_str(&format!(" FROM ({}) AS \"_q\"", self.cfg.query));
+        sql.push_str(&format!(" FROM ({query}) AS \"_q\""));
         if let Some(inc) = &self.cfg.incremental {
             let col = quote_column(&inc.column);
             if let Some(a) = after {
@@ -249,7 +318,11 @@ impl Reader {
             };
             // `last` moves with every batch handed out: a retry after a lost connection goes on
             // after the last row sent, not from where this read began
-            match self.copy(c, &mut last, tx).await {
+            let read = match &self.cfg.split {
+                Some(split) => self.read_in_parts(c, split, tx).await,
+                None => self.copy(c, &self.cfg.query, &mut last, &mut Out::Send(tx)).await,
+            };
+            match read {
                 Ok(true) => failures = 0,
                 Ok(false) => return Ok(()),
                 Err(e) if self.cfg.incremental.is_some() && c.is_closed() && failures < 30 => {
@@ -286,8 +359,8 @@ impl Reader {
     /// come in batches of `batch.rows`, each ending before a run of rows with the same value of
     /// the column, so that a position never falls between rows of equal value. False when the
     /// receiver is gone.
-    async fn copy(&self, client: &tokio_postgres::Client, last: &mut Option<String>, tx: &BatchSender) -> Result<bool> {
-        let sql = self.copy_statement(last.as_deref());
+    async fn copy(&self, client: &tokio_postgres::Client, query: &str, last: &mut Option<String>, out: &mut Out<'_>) -> Result<bool> {
+        let sql = self.copy_statement(query, last.as_deref());
         let conn = &self.cfg.conn;
         let stream = client.copy_out(sql.as_str()).await.map_err(|e| conn.error(&format!("cannot read '{}'", self.cfg.query), &e))?;
         futures::pin_mut!(stream);
@@ -341,7 +414,7 @@ impl Reader {
                     let inc_col = if extra_inc.is_some() { Some(wanted.len() - 1) } else { self.inc_position() };
                     let (send, keep) = split_trailing_run(batch, inc_col);
                     carry = keep;
-                    if !self.emit(send, extra_inc.is_some(), last, tx).await? {
+                    if !self.emit(send, extra_inc.is_some(), last, out).await? {
                         return Ok(false);
                     }
                     rows = 0;
@@ -358,7 +431,7 @@ impl Reader {
             )));
         }
         let batch = self.finish(&wanted_schema, &mut decoders, rows, carry.take())?;
-        if batch.num_rows() > 0 && !self.emit(Some(batch), extra_inc.is_some(), last, tx).await? {
+        if batch.num_rows() > 0 && !self.emit(Some(batch), extra_inc.is_some(), last, out).await? {
             return Ok(false);
         }
         Ok(true)
@@ -412,7 +485,7 @@ impl Reader {
     /// Hands `batch` out (without the incremental column when it was only read for its
     /// position), moving `last` to its last value of the incremental column. False when the
     /// receiver is gone.
-    async fn emit(&self, batch: Option<RecordBatch>, extra_inc: bool, last: &mut Option<String>, tx: &BatchSender) -> Result<bool> {
+    async fn emit(&self, batch: Option<RecordBatch>, extra_inc: bool, last: &mut Option<String>, out: &mut Out<'_>) -> Result<bool> {
         let Some(batch) = batch.filter(|b| b.num_rows() > 0) else { return Ok(true) };
         let mut position = None;
         if self.cfg.incremental.is_some() {
@@ -434,7 +507,78 @@ impl Reader {
         )
         .map_err(|e| ConnectorError::arrow(format!("postgres source '{}'", self.cfg.name), e))?;
         self.cfg.metrics.add_batch(batch.num_rows());
-        Ok(tx.send(Ok((batch, position))).await.is_ok())
+        match out {
+            Out::Send(tx) => Ok(tx.send(Ok((batch, position))).await.is_ok()),
+            Out::Keep(kept) => {
+                kept.push(batch);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads the table in parts, each over a connection of its own (`first` and up to
+    /// `connection.pool.max_size - 1` more), all in the snapshot `first` exports, and hands it
+    /// over whole, as one batch, as [`Self::copy`] does. False when the receiver is gone.
+    async fn read_in_parts(&self, first: &tokio_postgres::Client, split: &Split, tx: &BatchSender) -> Result<bool> {
+        let conn = &self.cfg.conn;
+        let name = &self.cfg.name;
+        first.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(|e| conn.error("cannot begin a read", &e))?;
+        let sized = first
+            .query_one("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint, pg_export_snapshot()", &[&split.relation])
+            .await;
+        let (pages, snapshot): (i64, String) = match sized {
+            Ok(row) => (row.get(0), row.get(1)),
+            Err(e) => {
+                // a standby without exported snapshots, a relation without pages of its own
+                warn!(source = %name, "postgres source '{name}': cannot share a snapshot or size '{}' ({}); read over one connection", split.relation, super::describe(&e));
+                first.batch_execute("ROLLBACK").await.map_err(|e| conn.error("cannot end a read", &e))?;
+                return self.copy(first, &self.cfg.query, &mut None, &mut Out::Send(tx)).await;
+            }
+        };
+        let ranges = parallel::page_ranges(u64::try_from(pages).unwrap_or(0), parallel::parts_for(u64::try_from(pages).unwrap_or(0), self.cfg.pool));
+        // the other connections, opened together, each in the first one's snapshot
+        let others = futures::future::try_join_all((1..ranges.len()).map(|_| async {
+            let c = conn.connect().await?;
+            c.batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}", quote_literal(&snapshot)))
+                .await
+                .map_err(|e| conn.error("cannot share the read's snapshot", &e))?;
+            Ok::<_, ConnectorError>(c)
+        }))
+        .await?;
+        info!(source = %name, "postgres source '{name}': reading '{}' ({pages} pages) in {} parts over {} connections, one snapshot", split.relation, ranges.len(), ranges.len());
+        let part_sql = |from, to| {
+            split.part(from, to).ok_or_else(|| ConnectorError::Other(format!("postgres source '{name}': cannot cut '{}' into parts", self.cfg.query)))
+        };
+        // every part but the first decoded on a task of its own (another core); the first here
+        let mut tasks = Vec::with_capacity(others.len());
+        for (client, (from, to)) in others.into_iter().zip(ranges.iter().skip(1)) {
+            let sql = part_sql(*from, *to)?;
+            let reader = Reader { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&self.schema), columns: self.columns.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut out = Out::Keep(Vec::new());
+                reader.copy(&client, &sql, &mut None, &mut out).await?;
+                client.batch_execute("COMMIT").await.map_err(|e| reader.cfg.conn.error("cannot end a read", &e))?;
+                Ok::<_, ConnectorError>(match out {
+                    Out::Keep(b) => b,
+                    Out::Send(_) => Vec::new(),
+                })
+            }));
+        }
+        let (from, to) = ranges[0];
+        let mut out = Out::Keep(Vec::new());
+        let first_part = self.copy(first, &part_sql(from, to)?, &mut None, &mut out).await;
+        let mut batches = match out {
+            Out::Keep(b) => b,
+            Out::Send(_) => Vec::new(),
+        };
+        for t in tasks {
+            let part = t.await.map_err(|e| ConnectorError::Other(format!("postgres source '{name}': a part of the read failed: {e}")))?;
+            batches.extend(part?);
+        }
+        first_part?;
+        first.batch_execute("COMMIT").await.map_err(|e| conn.error("cannot end a read", &e))?;
+        let batch = arrow::compute::concat_batches(&self.schema, &batches).map_err(|e| ConnectorError::arrow(format!("postgres source '{name}'"), e))?;
+        Ok(tx.send(Ok((batch, None))).await.is_ok())
     }
 }
 
