@@ -216,6 +216,35 @@ fn a_sink_writes_a_batch_in_parts_over_a_pool_of_connections() {
     assert!(run.stderr.contains("written in 4 parts over 4 connections"), "{}", run.stderr);
     let want: Vec<String> = (100..5000).map(|k| serde_json::json!({"k": k, "v": 35_000 + k}).to_string()).collect();
     assert_same_rows("upserted in parts", &rows(&format!("SELECT k, v FROM {t}_up")), &canonical_lines(&want.join("\n")));
+
+    // all or nothing, as over one connection: the first batch has a row the table refuses, so
+    // none of its parts stays (LogAndContinue drops it whole); the others are written
+    exec(&format!("CREATE TABLE {t}_chk (k bigint, v bigint CHECK (v <> 12345))"));
+    let run = run_sql(tmp.path(), &job("SELECT k, v", &format!("{t}_chk"), "'db.mode' = 'insert'"));
+    assert_ok(&run);
+    assert!(run.stderr.contains("violates check constraint"), "{}", run.stderr);
+    let kept: Vec<String> = lines
+        .lines()
+        .skip(20_000)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            serde_json::json!({"k": v["k"], "v": v["v"]}).to_string()
+        })
+        .collect();
+    assert_same_rows("a refused batch left out whole", &rows(&format!("SELECT k, v FROM {t}_chk")), &canonical_lines(&kept.join("\n")));
+
+    // parts waiting on each other's rows (a second unique key, values shared across parts): no
+    // hang — the lock wait times out, the batch goes over one connection, and the database's
+    // refusal is the error
+    exec(&format!("CREATE TABLE {t}_uq (k bigint PRIMARY KEY, v bigint, u bigint UNIQUE)"));
+    let shared: String = (0..20_000).map(|i| format!("{{\"k\": {i}, \"v\": {i}, \"u\": {}}}\n", i % 10_000)).collect();
+    std::fs::write(tmp.path().join("changes.jsonl"), shared).unwrap();
+    let started = Instant::now();
+    let run = run_sql(tmp.path(), &job("SELECT k, v, u", &format!("{t}_uq"), "'db.mode' = 'upsert', 'db.primary_key' = 'k'"));
+    assert_ok(&run);
+    assert!(run.stderr.contains("duplicate key value violates unique constraint"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
+    assert_eq!(rows(&format!("SELECT count(*) AS n FROM {t}_uq")), ["{\"n\":0}"]);
 }
 
 /// The guide's enrichment shape: orders from a tailed file joined with a customers table whose

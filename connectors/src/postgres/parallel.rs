@@ -9,6 +9,11 @@
 //! `ORDER BY` or `LIMIT`. The text is checked here, and PostgreSQL's plan (`EXPLAIN`) must be a
 //! scan of that table; any other query is read over one connection.
 //!
+//! Each part is a transaction of its own in the shared snapshot: the rows are one consistent
+//! read, but `now()` is each part's start and an uncorrelated subquery calling a volatile
+//! function is evaluated once per part. While the parts are joined into the one batch a table
+//! is handed over as, it is held twice.
+//!
 //! ```sql
 //! WITH ('customers.type' = 'database_source', 'customers.connection.pool.max_size' = '4',
 //!       'customers.query' = 'SELECT id, name, segment FROM customer_profiles WHERE active = true')

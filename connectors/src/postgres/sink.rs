@@ -48,6 +48,9 @@ const COMMITS_TABLE: &str = "_ferris_sink_commits";
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// Rows a part of a batch written over pooled connections holds at least.
 const MIN_ROWS_PER_PART: usize = 4096;
+/// How long a part of a batch waits for a row another part holds before the batch is written
+/// over one connection instead.
+const PART_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How rows reach the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +95,8 @@ pub struct PostgresSink {
     /// The writers of a batch's other parts, each with a connection of its own (made when a
     /// batch is first cut).
     lanes: Vec<PostgresSink>,
+    /// A transaction of a part of a batch is open on `client` ([`Self::begin_part`]).
+    part_open: bool,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -145,6 +150,7 @@ impl PostgresSink {
             closed: false,
             pool,
             lanes: Vec::new(),
+            part_open: false,
         })
     }
 
@@ -166,6 +172,7 @@ impl PostgresSink {
             closed: false,
             pool: 1,
             lanes: Vec::new(),
+            part_open: false,
         }
     }
 
@@ -191,14 +198,17 @@ impl PostgresSink {
     }
 
     /// Writes one batch, cut into parts written over several connections at once when the
-    /// pool allows and the batch is large enough; done when every part is.
+    /// pool allows and the batch is large enough. All or nothing, as over one connection: every
+    /// part is written in a transaction left open until all are, then all commit (or, when one
+    /// failed, all roll back). A lost connection retries the whole batch for [`RECONNECT_FOR`];
+    /// parts waiting on each other's rows (keys PostgreSQL finds equal and Arrow does not, a
+    /// second unique key) time out on `lock_timeout` and the batch goes over one connection.
     async fn write_pooled(&mut self, batch: &RecordBatch) -> Result<()> {
         let parts = self.pool.min(batch.num_rows() / MIN_ROWS_PER_PART).max(1);
         if parts == 1 {
             return self.write_now(batch).await;
         }
-        let mut pieces = self.cut(batch, parts)?.into_iter();
-        let first = pieces.next().unwrap_or_else(|| batch.slice(0, 0));
+        let pieces = self.cut(batch, parts)?;
         if self.lanes.len() < parts - 1 {
             info!(sink = %self.name, "database_sink '{}': a batch of {} rows written in {parts} parts over {parts} connections", self.name, batch.num_rows());
         }
@@ -206,23 +216,110 @@ impl PostgresSink {
             let lane = self.lane();
             self.lanes.push(lane);
         }
-        let mut lanes = std::mem::take(&mut self.lanes);
-        let others = futures::future::join_all(lanes.iter_mut().zip(pieces).map(|(lane, piece)| async move {
-            if piece.num_rows() == 0 {
-                return Ok(());
+        let layout = self.layout()?.clone();
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let mut lanes = std::mem::take(&mut self.lanes);
+            let (first, rest) = pieces.split_first().ok_or_else(|| ConnectorError::Other("database_sink: a batch cut into no parts".into()))?;
+            let (mine, others) = futures::join!(
+                self.begin_part(&layout, first),
+                futures::future::join_all(lanes.iter_mut().zip(rest).map(|(lane, piece)| lane.begin_part(&layout, piece)))
+            );
+            let failure = std::iter::once(mine).chain(others).filter_map(std::result::Result::err).min_by_key(PartFailure::rank);
+            let ok = failure.is_none();
+            let (mine, others) = futures::join!(self.end_part(ok), futures::future::join_all(lanes.iter_mut().map(|lane| lane.end_part(ok))));
+            self.lanes = lanes;
+            match failure {
+                None => {
+                    // a commit failing after others committed: the batch is in part written,
+                    // and the failure strategy's retry writes it again (as after any failure)
+                    mine?;
+                    return others.into_iter().collect::<Result<Vec<()>>>().map(|_| ());
+                }
+                Some(PartFailure::LockTimeout) => {
+                    warn!(sink = %self.name, "database_sink '{}': parts of a batch waited on each other's rows (keys the database finds equal, or another unique key); this batch goes over one connection", self.name);
+                    return self.write_now(batch).await;
+                }
+                Some(PartFailure::Lost(e)) if started.elapsed() < RECONNECT_FOR => {
+                    attempt += 1;
+                    warn!(sink = %self.name, "{e}; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))).await;
+                }
+                Some(PartFailure::Lost(e) | PartFailure::Failed(e)) => return Err(e),
             }
-            lane.write_now(&piece).await
-        }));
-        let mine = async {
-            if first.num_rows() == 0 {
-                return Ok(());
-            }
-            self.write_now(&first).await
+        }
+    }
+
+    /// Writes `piece` in a transaction left open (see [`Self::end_part`]): `COPY` into the
+    /// staging table and the statement moving it into the table, or `COPY` straight in.
+    async fn begin_part(&mut self, layout: &Layout, piece: &RecordBatch) -> std::result::Result<(), PartFailure> {
+        if piece.num_rows() == 0 {
+            return Ok(());
+        }
+        let direct = self.direct.load(std::sync::atomic::Ordering::Relaxed);
+        let data = Self::encode(layout, std::slice::from_ref(piece), (!direct).then_some(0)).map_err(PartFailure::Failed)?;
+        let stage = "\"_ferris_stage\"";
+        let (ddl, copy, apply) = if direct {
+            let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
+            (None, format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.quoted_table()), None)
+        } else {
+            (Some(self.stage_ddl(layout, stage, true)), Self::copy_sql(layout, stage), Some(self.apply_sql(layout, stage, None)))
         };
-        let (mine, others) = futures::join!(mine, others);
-        self.lanes = lanes;
-        mine?;
-        others.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+        self.client().await.map_err(PartFailure::Lost)?;
+        let ready = self.temp_stage_ready;
+        let Some(client) = self.client.as_ref() else { return Err(PartFailure::Lost(ConnectorError::Other("postgres: no connection".into()))) };
+        let res: std::result::Result<(), tokio_postgres::Error> = async {
+            if let Some(ddl) = ddl.as_deref().filter(|_| !ready) {
+                client.batch_execute(ddl).await?;
+            }
+            client.batch_execute(&format!("BEGIN; SET LOCAL lock_timeout = '{}ms'", PART_LOCK_TIMEOUT.as_millis())).await?;
+            let sink = client.copy_in::<_, Bytes>(copy.as_str()).await?;
+            futures::pin_mut!(sink);
+            sink.send(data).await?;
+            sink.finish().await?;
+            if let Some(apply) = &apply {
+                client.batch_execute(apply).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.part_open = true;
+        match res {
+            Ok(()) => {
+                self.temp_stage_ready = true;
+                Ok(())
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => Err(PartFailure::LockTimeout),
+            Err(e) => {
+                let lost = is_connection_error(&e, client);
+                let err = self.conn.error(&format!("writing a part of a batch ({})", self.table), &e);
+                Err(if lost { PartFailure::Lost(err) } else { PartFailure::Failed(err) })
+            }
+        }
+    }
+
+    /// Ends the transaction [`Self::begin_part`] left open: commits it, or rolls it back.
+    async fn end_part(&mut self, commit: bool) -> Result<()> {
+        if !std::mem::take(&mut self.part_open) {
+            return Ok(());
+        }
+        let Some(client) = self.client.as_ref().filter(|c| !c.is_closed()) else {
+            return if commit {
+                Err(ConnectorError::Other(format!("postgres {}: the connection was lost before a part of a batch committed", self.conn.display)))
+            } else {
+                Ok(())
+            };
+        };
+        match client.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" }).await {
+            Ok(()) => Ok(()),
+            Err(e) if commit => Err(self.conn.error(&format!("committing a part of a batch ({})", self.table), &e)),
+            Err(_) => {
+                // a connection that cannot roll back is not used again
+                self.client = None;
+                Ok(())
+            }
+        }
     }
 
     fn quoted_table(&self) -> String {
@@ -508,6 +605,28 @@ fn same_type(ty: &tokio_postgres::types::Type, ddl: &str) -> bool {
         _ => return false,
     };
     *ty == want
+}
+
+/// Why a part of a batch written over pooled connections failed.
+enum PartFailure {
+    /// Its connection is gone: the batch may be tried again on new ones.
+    Lost(ConnectorError),
+    /// It waited too long for a row another part holds.
+    LockTimeout,
+    /// The database refused it.
+    Failed(ConnectorError),
+}
+
+impl PartFailure {
+    /// Which failure of several decides: the database's refusal, then a lock wait (another
+    /// part's refusal may have caused it), then a lost connection.
+    fn rank(&self) -> u8 {
+        match self {
+            PartFailure::Failed(_) => 0,
+            PartFailure::LockTimeout => 1,
+            PartFailure::Lost(_) => 2,
+        }
+    }
 }
 
 /// Why one attempt of a unit of work failed.

@@ -217,6 +217,17 @@ async fn checked_split(client: &tokio_postgres::Client, stmt: &tokio_postgres::S
         info!(source = %name, "postgres source '{name}': read over one connection: {why}");
         None
     };
+    // a TID range scan reads only its pages from PostgreSQL 14 on; before, each part would
+    // read the whole table
+    match client.query_one("SELECT current_setting('server_version_num')::int", &[]).await {
+        Ok(row) if row.get::<_, i32>(0) >= 140_000 => {}
+        Ok(row) => return not(format!("PostgreSQL {} cannot read a range of a table's pages (14 and later can)", row.get::<_, i32>(0))),
+        Err(e) => return not(format!("cannot read the server's version ({})", super::describe(&e))),
+    }
+    // the plan of one reader: a large table's plan would otherwise be a Gather of workers
+    if let Err(e) = client.batch_execute("SET max_parallel_workers_per_gather = 0").await {
+        return not(format!("cannot plan the query ({})", super::describe(&e)));
+    }
     let explain = match client.simple_query(&format!("EXPLAIN (FORMAT JSON) {}", stmt_query(&split))).await {
         Ok(msgs) => msgs.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
@@ -522,7 +533,12 @@ impl Reader {
     async fn read_in_parts(&self, first: &tokio_postgres::Client, split: &Split, tx: &BatchSender) -> Result<bool> {
         let conn = &self.cfg.conn;
         let name = &self.cfg.name;
-        first.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(|e| conn.error("cannot begin a read", &e))?;
+        // not READ ONLY: the query may call functions that write (nextval), as it may over one
+        // connection; a part needs no parallel workers of its own
+        first
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SET LOCAL max_parallel_workers_per_gather = 0")
+            .await
+            .map_err(|e| conn.error("cannot begin a read", &e))?;
         let sized = first
             .query_one("SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::bigint, pg_export_snapshot()", &[&split.relation])
             .await;
@@ -539,9 +555,12 @@ impl Reader {
         // the other connections, opened together, each in the first one's snapshot
         let others = futures::future::try_join_all((1..ranges.len()).map(|_| async {
             let c = conn.connect().await?;
-            c.batch_execute(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}", quote_literal(&snapshot)))
-                .await
-                .map_err(|e| conn.error("cannot share the read's snapshot", &e))?;
+            c.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {}; SET LOCAL max_parallel_workers_per_gather = 0",
+                quote_literal(&snapshot)
+            ))
+            .await
+            .map_err(|e| conn.error("cannot share the read's snapshot", &e))?;
             Ok::<_, ConnectorError>(c)
         }))
         .await?;
@@ -549,33 +568,41 @@ impl Reader {
         let part_sql = |from, to| {
             split.part(from, to).ok_or_else(|| ConnectorError::Other(format!("postgres source '{name}': cannot cut '{}' into parts", self.cfg.query)))
         };
-        // every part but the first decoded on a task of its own (another core); the first here
-        let mut tasks = Vec::with_capacity(others.len());
-        for (client, (from, to)) in others.into_iter().zip(ranges.iter().skip(1)) {
+        // every part but the first decoded on a task of its own (another core), the first here;
+        // leaving early (an error, the job stopping) drops the set, which aborts the others
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (client, (from, to))) in others.into_iter().zip(ranges.iter().skip(1)).enumerate() {
             let sql = part_sql(*from, *to)?;
             let reader = Reader { cfg: Arc::clone(&self.cfg), schema: Arc::clone(&self.schema), columns: self.columns.clone() };
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let mut out = Out::Keep(Vec::new());
                 reader.copy(&client, &sql, &mut None, &mut out).await?;
                 client.batch_execute("COMMIT").await.map_err(|e| reader.cfg.conn.error("cannot end a read", &e))?;
-                Ok::<_, ConnectorError>(match out {
-                    Out::Keep(b) => b,
-                    Out::Send(_) => Vec::new(),
-                })
-            }));
+                Ok::<_, ConnectorError>((
+                    i + 1,
+                    match out {
+                        Out::Keep(b) => b,
+                        Out::Send(_) => Vec::new(),
+                    },
+                ))
+            });
         }
-        let (from, to) = ranges[0];
+        let (from, to) = ranges.first().copied().unwrap_or((None, None));
         let mut out = Out::Keep(Vec::new());
-        let first_part = self.copy(first, &part_sql(from, to)?, &mut None, &mut out).await;
-        let mut batches = match out {
+        self.copy(first, &part_sql(from, to)?, &mut None, &mut out).await?;
+        let mut parts = vec![match out {
             Out::Keep(b) => b,
             Out::Send(_) => Vec::new(),
-        };
-        for t in tasks {
-            let part = t.await.map_err(|e| ConnectorError::Other(format!("postgres source '{name}': a part of the read failed: {e}")))?;
-            batches.extend(part?);
+        }];
+        parts.resize_with(ranges.len(), Vec::new);
+        while let Some(done) = tasks.join_next().await {
+            let (i, part) = done.map_err(|e| ConnectorError::Other(format!("postgres source '{name}': a part of the read failed: {e}")))??;
+            if let Some(slot) = parts.get_mut(i) {
+                *slot = part;
+            }
         }
-        first_part?;
+        // in the table's page order, as one read gives them
+        let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
         first.batch_execute("COMMIT").await.map_err(|e| conn.error("cannot end a read", &e))?;
         let batch = arrow::compute::concat_batches(&self.schema, &batches).map_err(|e| ConnectorError::arrow(format!("postgres source '{name}'"), e))?;
         Ok(tx.send(Ok((batch, None))).await.is_ok())

@@ -115,7 +115,7 @@ impl Connection {
     /// Reads the connection keys of `props`.
     pub fn from_properties(props: &Properties) -> Result<Self> {
         let url = props.get("url").unwrap_or("redis://127.0.0.1:6379/0").trim();
-        let tls = url.starts_with("rediss://");
+        let tls = url.get(..9).is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"));
         let mut info: redis::ConnectionInfo = url.parse().map_err(|e: redis::RedisError| {
             ConnectorError::invalid(props.full_key("url"), format!("not a Redis URL ({}): expected redis://host:6379/0", mask_credentials(&e.to_string())))
         })?;
@@ -152,6 +152,22 @@ impl Connection {
     }
 }
 
+/// What a PEM file of a TLS key holds.
+#[derive(Debug, Clone, Copy)]
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+impl std::fmt::Display for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pem::Certificates => "a certificate",
+            Pem::PrivateKey => "a private key",
+        })
+    }
+}
+
 /// The TLS files of a `rediss://` connection (`None` when there are none to give); the keys
 /// are refused with a `redis://` URL, where they would do nothing.
 fn tls_certificates(props: &Properties, tls: bool) -> Result<Option<redis::TlsCertificates>> {
@@ -162,19 +178,23 @@ fn tls_certificates(props: &Properties, tls: bool) -> Result<Option<redis::TlsCe
             None => Ok(None),
         };
     }
-    // a PEM file, checked to hold what it should: the error names the key and the file
-    let pem = |key: &str, what: &str| -> Result<Option<Vec<u8>>> {
+    // a PEM file, parsed as what it should hold: the error names the key and the file
+    let pem = |key: &str, what: Pem| -> Result<Option<Vec<u8>>> {
         let Some(path) = props.get(key).map(str::trim) else { return Ok(None) };
         let bad = |m: String| ConnectorError::invalid(props.full_key(key), format!("{path}: {m}"));
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
-        if !String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}")) {
-            let with = if what.is_empty() { String::new() } else { format!(" with a {}", what.to_ascii_lowercase()) };
-            return Err(bad(format!("not a PEM file{with}")));
+        let parsed = match what {
+            Pem::Certificates => openssl::x509::X509::stack_from_pem(&bytes).map(|c| !c.is_empty()).map_err(|e| e.to_string()),
+            Pem::PrivateKey => openssl::pkey::PKey::private_key_from_pem(&bytes).map(|_| true).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(true) => Ok(Some(bytes)),
+            Ok(false) => Err(bad(format!("not a PEM file with {what}"))),
+            Err(e) => Err(bad(format!("not a PEM file with {what} ({e})"))),
         }
-        Ok(Some(bytes))
     };
-    let root_cert = pem("ssl.ca.location", "CERTIFICATE")?;
-    let client_tls = match (pem("ssl.certificate.location", "CERTIFICATE")?, pem("ssl.key.location", "")?) {
+    let root_cert = pem("ssl.ca.location", Pem::Certificates)?;
+    let client_tls = match (pem("ssl.certificate.location", Pem::Certificates)?, pem("ssl.key.location", Pem::PrivateKey)?) {
         (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig { client_cert, client_key }),
         (None, None) => None,
         (Some(_), None) => return Err(ConnectorError::MissingProperty { key: props.full_key("ssl.key.location") }),
@@ -208,6 +228,22 @@ mod tests {
         let p = Properties::from_pairs("cache", [("url", "rediss://cache:6380"), ("ssl.ca.location", "/etc/hostname")]);
         let e = Connection::from_properties(&p).unwrap_err().to_string();
         assert!(e.contains("'cache.ssl.ca.location'") && e.contains("/etc/hostname: not a PEM file with a certificate"), "{e}");
+        // a certificate where the key should be: named as the key's file
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let pkey = openssl::rsa::Rsa::generate(2048).and_then(openssl::pkey::PKey::from_rsa).unwrap();
+        let mut b = openssl::x509::X509Builder::new().unwrap();
+        b.set_pubkey(&pkey).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap()).unwrap();
+        b.sign(&pkey, openssl::hash::MessageDigest::sha256()).unwrap();
+        std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+        let c = cert.display().to_string();
+        let p = Properties::from_pairs("cache", [("url", "REDISS://cache:6380"), ("ssl.certificate.location", c.as_str()), ("ssl.key.location", c.as_str())]);
+        let e = Connection::from_properties(&p).unwrap_err().to_string();
+        assert!(e.contains("'cache.ssl.key.location'") && e.contains("not a PEM file with a private key"), "{e}");
+        let p = Properties::from_pairs("cache", [("url", "rediss://cache:6380"), ("ssl.ca.location", c.as_str())]);
+        assert!(Connection::from_properties(&p).is_ok());
         let p = Properties::from_pairs("cache", [("url", "rediss://cache:6380"), ("ssl.ca.location", "/no/such/ca.pem")]);
         assert!(Connection::from_properties(&p).unwrap_err().to_string().contains("/no/such/ca.pem: cannot read it"));
         let p = Properties::from_pairs("cache", [("value.format", "xml")]);
