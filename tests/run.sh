@@ -2,8 +2,9 @@
 # The test command: installs and starts the services the tests use when they are missing
 # (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190;
 # PostgreSQL, Debian's package, on 127.0.0.1:55432; Redis, Debian's package, on 127.0.0.1:56379;
+# Azurite, Microsoft's Azure Blob Storage emulator from npm, on 127.0.0.1:10000;
 # the Python clients: pyarrow, ADBC Flight
-# SQL, boto3, psycopg, and DuckDB for the Nexmark checks), runs every test of the workspace, every test binary even when one
+# SQL, boto3, psycopg, azure-storage-blob, and DuckDB for the Nexmark checks), runs every test of the workspace, every test binary even when one
 # fails, and prints one closing line over all of them: "tests: N passed, M failed".
 #
 #   bash tests/run.sh                 # everything
@@ -16,6 +17,7 @@ bash tests/services/s3.sh install
 bash tests/services/postgres.sh install
 bash tests/services/redis.sh install
 bash tests/services/kafka.sh install
+bash tests/services/azure.sh install
 started_kafka=0
 if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
     bash tests/services/kafka.sh start
@@ -36,7 +38,13 @@ if ! bash tests/services/redis.sh status >/dev/null 2>&1; then
     bash tests/services/redis.sh start
     started_redis=1
 fi
+started_azure=0
+if ! bash tests/services/azure.sh status >/dev/null 2>&1; then
+    bash tests/services/azure.sh start
+    started_azure=1
+fi
 cleanup() {
+    if [ "$started_azure" = 1 ]; then bash tests/services/azure.sh stop; fi
     if [ "$started_redis" = 1 ]; then bash tests/services/redis.sh stop; fi
     if [ "$started_pg" = 1 ]; then bash tests/services/postgres.sh stop; fi
     if [ "$started_kafka" = 1 ]; then bash tests/services/kafka.sh stop; fi

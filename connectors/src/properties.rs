@@ -319,6 +319,14 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_micros((ms * 1e3).round() as u64))
 }
 
+/// A local path written as a `file://` URL (`file:///data/x.csv`, `file://localhost/data/x.csv`,
+/// percent-encoded), or as a plain path, as a plain path.
+pub fn local_path(v: &str) -> std::borrow::Cow<'_, str> {
+    let Some(rest) = v.get(..7).filter(|s| s.eq_ignore_ascii_case("file://")).map(|_| &v[7..]) else { return std::borrow::Cow::Borrowed(v) };
+    let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+    std::borrow::Cow::Owned(percent_decoded(rest))
+}
+
 /// `%XX` escapes of a URL's part decoded, once (a path written `%2Fetc%2Fca.pem`, a Hive
 /// partition value `a%2Fb`); anything else is kept as written.
 pub fn percent_decoded(v: &str) -> String {
@@ -344,6 +352,14 @@ pub fn percent_decoded(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_urls_are_local_paths() {
+        assert_eq!(local_path("file:///data/a%20b.csv"), "/data/a b.csv");
+        assert_eq!(local_path("FILE://localhost/data/x.csv"), "/data/x.csv");
+        assert_eq!(local_path("data/x.csv"), "data/x.csv");
+        assert_eq!(local_path("/data/100%.csv"), "/data/100%.csv");
+    }
 
     #[test]
     fn durations() {

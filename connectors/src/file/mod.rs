@@ -27,7 +27,7 @@ use crate::source::Source;
 
 /// The keys `file_source` reads besides the format keys.
 pub const SOURCE_KEYS: &[KeyDoc] = &[
-    KeyDoc::new("path", "A file, or a glob (`data/orders_*.csv`). Required."),
+    KeyDoc::new("path", "A file, or a glob (`data/orders_*.csv`); `file:///data/orders.csv` too. Required."),
     KeyDoc::new("watch", "Tail the files: read lines as they are appended (csv and json lines).").default("false"),
     KeyDoc::new("poll_interval", "How often a tailed file is checked for new lines.").default("100ms"),
     KeyDoc::new("schema.inference.timeout", "A tailed file that is empty (or missing) at start: how long to wait for lines to infer the columns from.")
@@ -36,7 +36,7 @@ pub const SOURCE_KEYS: &[KeyDoc] = &[
 
 /// The keys `file_sink` reads besides the format keys.
 pub const SINK_KEYS: &[KeyDoc] = &[
-    KeyDoc::new("path", "The file written; `{date}`, `{hour}`, `{batch_id}`, … are filled in. Required."),
+    KeyDoc::new("path", "The file written (`file://` URLs too); `{date}`, `{hour}`, `{batch_id}`, … are filled in. Required."),
     KeyDoc::new("append", "Append to an existing file instead of replacing it.").default("false"),
     KeyDoc::new("rotation", "hourly or daily: a new file per period (with `{date}`/`{hour}` in the path).").default("never"),
     KeyDoc::new("max_files", "Keep only the newest n files of the path's template."),

@@ -192,7 +192,8 @@ impl std::fmt::Debug for FileSink {
 impl FileSink {
     /// Configures the sink `props.owner()`; nothing is opened until the first batch.
     pub fn try_new(props: &Properties) -> Result<Self> {
-        let path = props.require("path")?;
+        let path = crate::properties::local_path(props.require("path")?);
+        let path = path.as_ref();
         let format = FileFormat::from_properties(props, path)?;
         let format = if format == FileFormat::Json { FileFormat::JsonLines } else { format };
         let append = props.get_bool("append")?.unwrap_or(false);

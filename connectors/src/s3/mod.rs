@@ -1,7 +1,9 @@
 //! The S3 connector, on `object_store`: `s3_source` reads objects under a prefix (globs, Hive
 //! partitions as columns, pruned by the WHERE clause; bounded, or watching for new objects) and
 //! `s3_sink` writes objects with multipart uploads, completed at the checkpoint under
-//! `use_transactions`. Any S3-compatible service through `endpoint`.
+//! `use_transactions`. Any S3-compatible service through `endpoint`. The same code reads and
+//! writes Azure Blob Storage (`az://container/prefix`) and Google Cloud Storage
+//! (`gs://bucket/prefix`), object_store's clients for them.
 //!
 //! ```sql
 //! CREATE STREAM archived AS SELECT * FROM orders INTO lake
@@ -19,9 +21,13 @@ pub mod source;
 
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use tracing::warn;
 
 pub use sink::S3Sink;
 pub use source::S3Source;
@@ -36,7 +42,10 @@ use crate::source::Source;
 
 /// Keys of both roles: where the objects are and how to reach them.
 pub const CONNECTION_KEYS: &[KeyDoc] = &[
-    KeyDoc::new("path", "`s3://bucket/prefix/` (a source may use globs: `s3://raw/orders/*/*.jsonl`); or bucket and prefix."),
+    KeyDoc::new(
+        "path",
+        "`s3://bucket/prefix/` (a source may use globs: `s3://raw/orders/*/*.jsonl`); or bucket and prefix. Azure Blob Storage: `az://container/prefix/`; Google Cloud Storage: `gs://bucket/prefix/`.",
+    ),
     KeyDoc::new("bucket", "The bucket (when path is not given)."),
     KeyDoc::new("prefix", "Key prefix under the bucket; the sink fills in `{date}`, `{hour}`, … as the file sink does.").default("(none)"),
     KeyDoc::new("region", "The bucket's region.").default("AWS_REGION, else us-east-1"),
@@ -46,7 +55,17 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new("session_token", "Session token of temporary credentials.").secret(),
     KeyDoc::new("virtual_hosted_style", "Address buckets as `bucket.host` instead of `host/bucket`.").default("false"),
     KeyDoc::new("max_retries", "Retries of a failed request (with backoff) before the error is reported.").default("3"),
+    KeyDoc::new("account_name", "`az://`: the storage account.").default("AZURE_STORAGE_ACCOUNT_NAME"),
+    KeyDoc::new("access_key", "`az://`: the account's access key.").secret(),
+    KeyDoc::new("use_emulator", "`az://`: talk to Azurite at `AZURITE_BLOB_STORAGE_URL` (`http://127.0.0.1:10000`), with its well-known account unless account_name and access_key say otherwise; without it, `endpoint` is the account's URL (`https://acct.blob.core.windows.net`, a proxy's).").default("false"),
+    KeyDoc::new("service_account_path", "`gs://`: a service account's JSON key file.").default("GOOGLE_SERVICE_ACCOUNT"),
+    KeyDoc::new("service_account_key", "`gs://`: a service account's JSON key itself.").secret(),
 ];
+
+/// The keys of one object store only: set with another's URL they do nothing, and are warned about.
+const S3_ONLY: &[&str] = &["region", "access_key_id", "secret_access_key", "session_token", "virtual_hosted_style", "bucket", "prefix"];
+const AZURE_ONLY: &[&str] = &["account_name", "access_key", "use_emulator"];
+const GCS_ONLY: &[&str] = &["service_account_path", "service_account_key"];
 
 /// Keys `s3_source` reads besides the connection and format keys.
 pub const SOURCE_KEYS: &[KeyDoc] = &[
@@ -91,21 +110,68 @@ pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
     }),
 };
 
-/// A bucket and a key prefix, with a client for it.
-#[derive(Debug, Clone)]
+/// Which object store a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Amazon S3 or an S3-compatible service (`s3://`, `s3a://`).
+    S3,
+    /// Azure Blob Storage (`az://`, `azure://`).
+    Azure,
+    /// Google Cloud Storage (`gs://`).
+    Gcs,
+}
+
+impl Scheme {
+    /// The URL scheme objects are named with in messages.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scheme::S3 => "s3://",
+            Scheme::Azure => "az://",
+            Scheme::Gcs => "gs://",
+        }
+    }
+
+    /// The keys that belong to the other stores.
+    fn foreign_keys(self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self != Scheme::S3 {
+            keys.extend(S3_ONLY.iter().filter(|k| **k != "bucket" && **k != "prefix"));
+        }
+        if self != Scheme::Azure {
+            keys.extend(AZURE_ONLY);
+        }
+        if self != Scheme::Gcs {
+            keys.extend(GCS_ONLY);
+        }
+        keys
+    }
+}
+
+/// A bucket (or container) and a key prefix, with a client for it.
+#[derive(Clone)]
 pub struct Location {
     /// The client.
-    pub store: Arc<AmazonS3>,
+    pub store: Arc<dyn ObjectStore>,
+    /// The same client's multipart uploads (parts sent now, the object published at completion).
+    pub multipart: Arc<dyn MultipartStore>,
+    /// Which store it is.
+    pub scheme: Scheme,
     /// The bucket.
     pub bucket: String,
     /// The key prefix as written (may hold globs or templates), without a leading `/`.
     pub prefix: String,
 }
 
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Location({})", self.url(&self.prefix))
+    }
+}
+
 impl Location {
-    /// `s3://bucket/key`, for messages.
+    /// `s3://bucket/key` (`az://container/key`, `gs://bucket/key`), for messages.
     pub fn url(&self, key: &str) -> String {
-        format!("s3://{}/{}", self.bucket, key)
+        format!("{}{}/{}", self.scheme.prefix(), self.bucket, key)
     }
 
     /// What to list: the directory of the prefix — the part before any glob character, or the
@@ -122,30 +188,103 @@ impl Location {
     }
 }
 
-/// Splits `s3://bucket/prefix` (also `s3a://`).
-fn split_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("s3://").or_else(|| url.strip_prefix("s3a://"))?;
+/// Splits `s3://bucket/prefix` (also `s3a://`), `az://container/prefix` (also `azure://`) and
+/// `gs://bucket/prefix`.
+fn split_url(url: &str) -> Option<(Scheme, String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "s3" | "s3a" => Scheme::S3,
+        "az" | "azure" => Scheme::Azure,
+        "gs" => Scheme::Gcs,
+        _ => return None,
+    };
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    (!bucket.is_empty()).then(|| (bucket.to_string(), prefix.to_string()))
+    (!bucket.is_empty()).then(|| (scheme, bucket.to_string(), prefix.to_string()))
 }
 
 /// The bucket, prefix and client `props` name.
 pub fn location(props: &Properties) -> Result<Location> {
-    let (bucket, prefix) = match (props.get("path"), props.get("bucket")) {
-        (Some(path), _) => split_url(path.trim())
-            .ok_or_else(|| ConnectorError::invalid(props.full_key("path"), format!("'{path}' is not an S3 URL; write s3://bucket/prefix/")))?,
-        (None, Some(bucket)) => (bucket.trim().to_string(), props.get("prefix").unwrap_or("").trim().to_string()),
+    let (scheme, bucket, prefix) = match (props.get("path"), props.get("bucket")) {
+        (Some(path), _) => split_url(path.trim()).ok_or_else(|| {
+            ConnectorError::invalid(
+                props.full_key("path"),
+                format!("'{path}' is not an object store URL; write s3://bucket/prefix/ (or az://container/…, gs://bucket/…)"),
+            )
+        })?,
+        (None, Some(bucket)) => (Scheme::S3, bucket.trim().to_string(), props.get("prefix").unwrap_or("").trim().to_string()),
         (None, None) => return Err(ConnectorError::MissingProperty { key: format!("{} (or {})", props.full_key("path"), props.full_key("bucket")) }),
     };
     let prefix = prefix.trim_start_matches('/').to_string();
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+    for key in scheme.foreign_keys() {
+        if props.get(key).is_some() {
+            warn!("key '{}' does nothing for {}{bucket}: it belongs to another object store", props.full_key(key), scheme.prefix());
+        }
+    }
+    let endpoint = props.get("endpoint").map(str::to_string);
+    let mut client = ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(e) = &endpoint {
+        client = client.with_allow_http(e.starts_with("http://"));
+    }
+    let retries = props.get_usize("max_retries")?.unwrap_or(3);
+    let retry = RetryConfig { max_retries: retries, retry_timeout: std::time::Duration::from_secs(60), ..RetryConfig::default() };
+    let built = |e: object_store::Error| ConnectorError::Other(format!("{}{bucket}: {}", scheme.prefix(), masked(&e.to_string(), props)));
+    let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) =
+        match scheme {
+            Scheme::S3 => {
+                let s = Arc::new(s3_builder(props, &bucket, client)?.with_retry(retry).build().map_err(built)?);
+                (s.clone(), s)
+            }
+            Scheme::Azure => {
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&bucket).with_client_options(client).with_retry(retry);
+                if let Some(a) = props.get("account_name") {
+                    b = b.with_account(a.trim());
+                }
+                if let Some(k) = props.get("access_key") {
+                    b = b.with_access_key(k.trim());
+                }
+                match (props.get_bool("use_emulator")?.unwrap_or(false), &endpoint) {
+                    (true, Some(_)) => return Err(ConnectorError::invalid(
+                        props.full_key("endpoint"),
+                        "use_emulator finds Azurite at AZURITE_BLOB_STORAGE_URL; to name the address, set endpoint (the account's URL) without use_emulator",
+                    )),
+                    (true, None) => b = b.with_use_emulator(true),
+                    (false, Some(e)) => b = b.with_endpoint(e.clone()),
+                    (false, None) => {}
+                }
+                let s = Arc::new(b.build().map_err(built)?);
+                (s.clone(), s)
+            }
+            Scheme::Gcs => {
+                if endpoint.is_some() {
+                    return Err(ConnectorError::invalid(
+                        props.full_key("endpoint"),
+                        "gs:// takes no endpoint (object_store's Google client talks to Google Cloud Storage)",
+                    ));
+                }
+                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client).with_retry(retry);
+                if let Some(p) = props.get("service_account_path") {
+                    b = b.with_service_account_path(p.trim());
+                }
+                if let Some(k) = props.get("service_account_key") {
+                    b = b.with_service_account_key(k.trim());
+                }
+                let s = Arc::new(b.build().map_err(built)?);
+                (s.clone(), s)
+            }
+        };
+    Ok(Location { store, multipart, scheme, bucket, prefix })
+}
+
+/// The S3 client's settings from `props` and the AWS environment.
+fn s3_builder(props: &Properties, bucket: &str, client: ClientOptions) -> Result<AmazonS3Builder> {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
     if let Some(region) = props.get("region") {
         b = b.with_region(region);
     } else if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none() {
         b = b.with_region("us-east-1");
     }
     let endpoint = props.get("endpoint").map(str::to_string).or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().or_else(|| std::env::var("AWS_ENDPOINT").ok()));
-    let mut client = ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
+    let mut client = client;
     if let Some(e) = &endpoint {
         b = b.with_endpoint(e);
         client = client.with_allow_http(e.starts_with("http://"));
@@ -160,17 +299,13 @@ pub fn location(props: &Properties) -> Result<Location> {
         b = b.with_token(k);
     }
     b = b.with_virtual_hosted_style_request(props.get_bool("virtual_hosted_style")?.unwrap_or(false));
-    let retries = props.get_usize("max_retries")?.unwrap_or(3);
-    b = b.with_retry(RetryConfig { max_retries: retries, retry_timeout: std::time::Duration::from_secs(60), ..RetryConfig::default() });
-    b = b.with_client_options(client);
-    let store = b.build().map_err(|e| ConnectorError::Other(format!("s3 bucket '{bucket}': {}", masked(&e.to_string(), props))))?;
-    Ok(Location { store: Arc::new(store), bucket, prefix })
+    Ok(b.with_client_options(client))
 }
 
 /// `text` with the secret values of `props` replaced by `****`.
 pub fn masked(text: &str, props: &Properties) -> String {
     let mut out = text.to_string();
-    for key in ["secret_access_key", "session_token"] {
+    for key in ["secret_access_key", "session_token", "access_key", "service_account_key"] {
         if let Some(v) = props.get(key).filter(|v| v.len() >= 4) {
             out = out.replace(v, crate::properties::MASK);
         }
@@ -200,9 +335,16 @@ mod tests {
 
     #[test]
     fn urls_and_list_prefixes() {
-        assert_eq!(split_url("s3://b/x/y/"), Some(("b".into(), "x/y/".into())));
-        assert_eq!(split_url("s3://b"), Some(("b".into(), "".into())));
+        assert_eq!(split_url("s3://b/x/y/"), Some((Scheme::S3, "b".into(), "x/y/".into())));
+        assert_eq!(split_url("s3://b"), Some((Scheme::S3, "b".into(), "".into())));
+        assert_eq!(split_url("az://c/x/"), Some((Scheme::Azure, "c".into(), "x/".into())));
+        assert_eq!(split_url("gs://b/x"), Some((Scheme::Gcs, "b".into(), "x".into())));
         assert_eq!(split_url("/tmp/x"), None);
+        assert_eq!(split_url("ftp://h/x"), None);
+        let az = Properties::from_pairs("o", [("path", "az://c/logs/"), ("account_name", "acct"), ("access_key", "a2V5a2V5a2V5")]);
+        let l = location(&az).unwrap();
+        assert_eq!(l.url("logs/x.parquet"), "az://c/logs/x.parquet");
+        assert!(!format!("{l:?}").contains("a2V5"));
         let p = Properties::from_pairs("o", [("path", "s3://raw/orders/year=2024/*/*.jsonl"), ("region", "eu-west-1")]);
         let l = location(&p).unwrap();
         assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("raw", "orders/year=2024/*/*.jsonl"));

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::Schema;
 use async_trait::async_trait;
-use object_store::multipart::{MultipartStore, PartId};
+use object_store::multipart::PartId;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -80,7 +80,7 @@ struct Uploader {
 impl Uploader {
     async fn start(&self, key: &str) -> Result<Upload> {
         let path = ObjectPath::from(key);
-        let id = self.loc.store.create_multipart(&path).await.map_err(|e| store_error("starting an upload of", &self.loc.url(key), e, &self.props))?;
+        let id = self.loc.multipart.create_multipart(&path).await.map_err(|e| store_error("starting an upload of", &self.loc.url(key), e, &self.props))?;
         Ok(Upload { key: key.to_string(), id, parts: Vec::new() })
     }
 
@@ -93,7 +93,7 @@ impl Uploader {
         let path = ObjectPath::from(upload.key.as_str());
         let part = self
             .loc
-            .store
+            .multipart
             .put_part(&path, &upload.id, upload.parts.len(), PutPayload::from(data))
             .await
             .map_err(|e| store_error("uploading a part of", &self.loc.url(&upload.key), e, &self.props))?;
@@ -104,7 +104,7 @@ impl Uploader {
     async fn complete(&self, upload: &Upload) -> Result<()> {
         let path = ObjectPath::from(upload.key.as_str());
         let parts = upload.parts.iter().map(|p| PartId { content_id: p.clone() }).collect();
-        if let Err(e) = self.loc.store.complete_multipart(&path, &upload.id, parts).await {
+        if let Err(e) = self.loc.multipart.complete_multipart(&path, &upload.id, parts).await {
             // completed before a crash: the object is there
             if self.loc.store.head(&path).await.is_ok() {
                 debug!(key = %upload.key, "upload completed before");
@@ -116,7 +116,7 @@ impl Uploader {
     }
 
     async fn abort(&self, upload: &Upload) {
-        let _ = self.loc.store.abort_multipart(&ObjectPath::from(upload.key.as_str()), &upload.id).await;
+        let _ = self.loc.multipart.abort_multipart(&ObjectPath::from(upload.key.as_str()), &upload.id).await;
     }
 
     /// Encodes `rows` into `obj`, sending a part when one is full.
