@@ -221,3 +221,18 @@ pub fn wait_port(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs `tests/python/<script>` with `args` (a client library reading back what a job wrote);
+/// its standard output. A failure panics with its standard error and `hint` (how to start the
+/// service it talks to).
+pub fn python_client(script: &str, args: &[&str], hint: &str) -> String {
+    let path = repo().join("tests/python").join(script);
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(&path)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{script} {args:?} failed ({hint}): {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -6,7 +6,7 @@
 //! restart mid-run, and the errors a refused connection or a wrong password gives.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, interrupt, kill_test_input, settle, sinks_created, start, WINDOW_SQL};
@@ -23,20 +23,10 @@ fn unique(name: &str) -> String {
 }
 
 fn pg(args: &[&str]) -> String {
-    let script = crate::common::repo().join("tests/python/pg.py");
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(&script)
-        .arg(url())
-        .args(args)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "pg.py {args:?} failed (is PostgreSQL up? 'bash tests/services/postgres.sh start'): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let url = url();
+    let mut all = vec![url.as_str()];
+    all.extend_from_slice(args);
+    crate::common::python_client("pg.py", &all, "is PostgreSQL up? 'bash tests/services/postgres.sh start'")
 }
 
 fn exec(sql: &str) {

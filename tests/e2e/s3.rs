@@ -410,19 +410,7 @@ WITH (
 
 /// Azurite (Microsoft's emulator, `bash tests/services/azure.sh start`) through azure-storage-blob.
 fn azure(args: &[&str]) -> String {
-    let script = crate::common::repo().join("tests/python/azure_blob.py");
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(&script)
-        .args(args)
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "azure_blob.py {args:?} failed (is Azurite up? 'bash tests/services/azure.sh start'): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::common::python_client("azure_blob.py", args, "is Azurite up? 'bash tests/services/azure.sh start'")
 }
 
 /// The emulator's well-known account key (public: Azurite's documented default).
