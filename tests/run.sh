@@ -19,30 +19,12 @@ bash tests/services/redis.sh install
 bash tests/services/kafka.sh install
 bash tests/services/azure.sh install
 started_kafka=0
-if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
-    bash tests/services/kafka.sh start
-    started_kafka=1
-fi
 started_s3=0
-if ! bash tests/services/s3.sh status >/dev/null 2>&1; then
-    bash tests/services/s3.sh start
-    started_s3=1
-fi
 started_pg=0
-if ! bash tests/services/postgres.sh status >/dev/null 2>&1; then
-    bash tests/services/postgres.sh start
-    started_pg=1
-fi
 started_redis=0
-if ! bash tests/services/redis.sh status >/dev/null 2>&1; then
-    bash tests/services/redis.sh start
-    started_redis=1
-fi
 started_azure=0
-if ! bash tests/services/azure.sh status >/dev/null 2>&1; then
-    bash tests/services/azure.sh start
-    started_azure=1
-fi
+# set before the first start: every service this run started is stopped, even when a later
+# one fails to start
 cleanup() {
     if [ "$started_azure" = 1 ]; then bash tests/services/azure.sh stop; fi
     if [ "$started_redis" = 1 ]; then bash tests/services/redis.sh stop; fi
@@ -51,6 +33,26 @@ cleanup() {
     if [ "$started_s3" = 1 ]; then bash tests/services/s3.sh stop; fi
 }
 trap cleanup EXIT
+if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
+    bash tests/services/kafka.sh start
+    started_kafka=1
+fi
+if ! bash tests/services/s3.sh status >/dev/null 2>&1; then
+    bash tests/services/s3.sh start
+    started_s3=1
+fi
+if ! bash tests/services/postgres.sh status >/dev/null 2>&1; then
+    bash tests/services/postgres.sh start
+    started_pg=1
+fi
+if ! bash tests/services/redis.sh status >/dev/null 2>&1; then
+    bash tests/services/redis.sh start
+    started_redis=1
+fi
+if ! bash tests/services/azure.sh status >/dev/null 2>&1; then
+    bash tests/services/azure.sh start
+    started_azure=1
+fi
 export KAFKA_BOOTSTRAP="${KAFKA_BOOTSTRAP:-127.0.0.1:9092}"
 export S3_ENDPOINT="${S3_ENDPOINT:-http://127.0.0.1:9190}"
 export PG_URL="${PG_URL:-$(bash tests/services/postgres.sh url)}"

@@ -319,12 +319,22 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_micros((ms * 1e3).round() as u64))
 }
 
-/// A local path written as a `file://` URL (`file:///data/x.csv`, `file://localhost/data/x.csv`,
-/// percent-encoded), or as a plain path, as a plain path.
-pub fn local_path(v: &str) -> std::borrow::Cow<'_, str> {
-    let Some(rest) = v.get(..7).filter(|s| s.eq_ignore_ascii_case("file://")).map(|_| &v[7..]) else { return std::borrow::Cow::Borrowed(v) };
-    let rest = rest.strip_prefix("localhost").unwrap_or(rest);
-    std::borrow::Cow::Owned(percent_decoded(rest))
+/// A local path written as a `file:` URL (`file:///data/x.csv`, `file://localhost/data/x.csv`,
+/// `file:/data/x.csv`, percent-encoded), or as a plain path, as a plain path. A URL naming
+/// another host is an error: the file is not on this machine.
+pub fn local_path(v: &str) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
+    let Some(rest) = v.get(..5).filter(|s| s.eq_ignore_ascii_case("file:")).map(|_| &v[5..]) else { return Ok(std::borrow::Cow::Borrowed(v)) };
+    let path = match rest.strip_prefix("//") {
+        // file://host/path: only this machine
+        Some(after) => match after.find('/') {
+            Some(0) => after,
+            Some(i) if after[..i].eq_ignore_ascii_case("localhost") => &after[i..],
+            _ => return Err(format!("'{v}' names another host; a file URL is file:///absolute/path")),
+        },
+        None if rest.starts_with('/') => rest,
+        None => return Err(format!("'{v}' is not a file URL; write file:///absolute/path (or a plain path)")),
+    };
+    Ok(std::borrow::Cow::Owned(percent_decoded(path)))
 }
 
 /// `%XX` escapes of a URL's part decoded, once (a path written `%2Fetc%2Fca.pem`, a Hive
@@ -355,10 +365,14 @@ mod tests {
 
     #[test]
     fn file_urls_are_local_paths() {
-        assert_eq!(local_path("file:///data/a%20b.csv"), "/data/a b.csv");
-        assert_eq!(local_path("FILE://localhost/data/x.csv"), "/data/x.csv");
-        assert_eq!(local_path("data/x.csv"), "data/x.csv");
-        assert_eq!(local_path("/data/100%.csv"), "/data/100%.csv");
+        assert_eq!(local_path("file:///data/a%20b.csv").unwrap(), "/data/a b.csv");
+        assert_eq!(local_path("FILE://localhost/data/x.csv").unwrap(), "/data/x.csv");
+        assert_eq!(local_path("file:/data/x.csv").unwrap(), "/data/x.csv");
+        assert_eq!(local_path("data/x.csv").unwrap(), "data/x.csv");
+        assert_eq!(local_path("/data/100%.csv").unwrap(), "/data/100%.csv");
+        assert!(local_path("file://localhostx/a").unwrap_err().contains("another host"));
+        assert!(local_path("file://server/share/x").unwrap_err().contains("another host"));
+        assert!(local_path("file:x.csv").is_err());
     }
 
     #[test]

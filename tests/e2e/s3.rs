@@ -459,9 +459,12 @@ fn azure_blob_storage_through_the_same_connector() {
         assert!(names.lines().all(|n| n.starts_with(&format!("{out}/region=")) && n.ends_with(".parquet")), "{names}");
     }
     // a key the account does not have: refused at start, naming the container
-    let bad = job("bad", "").replace(AZURITE_KEY, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmc=");
+    let bad = job("bad", "")
+        .replace(AZURITE_KEY, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXktd3Jvbmc=")
+        .replace("'sales.use_emulator'", "'sales.region' = 'eu-west-1', 'sales.use_emulator'");
     let run = run_sql(tmp.path(), &bad);
     assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("key 'sales.region' does nothing for az://"), "a key of another store is warned about: {}", run.stderr);
     assert!(run.stderr.contains(&format!("listing az://{container}/sales")) && run.stderr.contains("403 Forbidden"), "{}", run.stderr);
     assert!(!run.stderr.contains("d3Jvbmcta2V5"), "{}", run.stderr);
 }

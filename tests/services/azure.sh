@@ -33,7 +33,8 @@ case "${1:-}" in
         else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; fi
       }
       echo "== azure: installing azurite (npm)"
-      npm install -g --silent azurite@3 >/dev/null
+      if [ "$(id -u)" = 0 ]; then npm install -g --silent azurite@3.35.0 >/dev/null
+      else sudo npm install -g --silent azurite@3.35.0 >/dev/null; fi
     fi
     if ! "$PY" -c "import azure.storage.blob" >/dev/null 2>&1; then
       echo "== azure: installing azure-storage-blob (PyPI)"
@@ -49,7 +50,7 @@ case "${1:-}" in
     rm -rf "$DATA" && mkdir -p "$DATA"
     (exec nohup azurite-blob --blobHost 127.0.0.1 --blobPort "$PORT" --location "$DATA" --skipApiVersionCheck --loose >"$LOG" 2>&1) &
     echo $! >"$PIDFILE"
-    wait_started "azure (azurite)" "$PORT" "$PIDFILE" "$LOG" 200
+    wait_started "azure (azurite)" "$PORT" "$PIDFILE" "$LOG" 200 || { stop_service "$PORT" "$PIDFILE"; exit 1; }
     ;;
   stop)
     stop_service "$PORT" "$PIDFILE"

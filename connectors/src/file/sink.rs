@@ -192,7 +192,7 @@ impl std::fmt::Debug for FileSink {
 impl FileSink {
     /// Configures the sink `props.owner()`; nothing is opened until the first batch.
     pub fn try_new(props: &Properties) -> Result<Self> {
-        let path = crate::properties::local_path(props.require("path")?);
+        let path = crate::properties::local_path(props.require("path")?).map_err(|m| ConnectorError::invalid(props.full_key("path"), m))?;
         let path = path.as_ref();
         let format = FileFormat::from_properties(props, path)?;
         let format = if format == FileFormat::Json { FileFormat::JsonLines } else { format };

@@ -184,7 +184,7 @@ impl FileSource {
     /// Configures the source `props.owner()` from its properties and the job's, resolving the
     /// glob and inferring (or parsing) the schema. `partitions` caps the parallelism.
     pub fn try_new(props: &Properties, job: &Properties, partitions: usize) -> Result<Self> {
-        let pattern = crate::properties::local_path(props.require("path")?).into_owned();
+        let pattern = crate::properties::local_path(props.require("path")?).map_err(|m| ConnectorError::invalid(props.full_key("path"), m))?.into_owned();
         let format = FileFormat::from_properties(props, &pattern)?;
         let watch = props.get_bool("watch")?.unwrap_or(false);
         let (files, schema) = match props.get("schema") {

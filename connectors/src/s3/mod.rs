@@ -49,7 +49,11 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new("bucket", "The bucket (when path is not given)."),
     KeyDoc::new("prefix", "Key prefix under the bucket; the sink fills in `{date}`, `{hour}`, … as the file sink does.").default("(none)"),
     KeyDoc::new("region", "The bucket's region.").default("AWS_REGION, else us-east-1"),
-    KeyDoc::new("endpoint", "An S3-compatible service (`http://127.0.0.1:9000`); plain http is allowed for it.").default("AWS_ENDPOINT_URL, else AWS"),
+    KeyDoc::new(
+        "endpoint",
+        "An S3-compatible service (`http://127.0.0.1:9000`); for `az://` the account's URL (else `AZURE_STORAGE_ENDPOINT`, else `https://<account>.blob.core.windows.net`). Plain http is allowed for it.",
+    )
+    .default("AWS_ENDPOINT_URL, else AWS"),
     KeyDoc::new("access_key_id", "Access key; the AWS environment's when absent."),
     KeyDoc::new("secret_access_key", "Secret key.").secret(),
     KeyDoc::new("session_token", "Session token of temporary credentials.").secret(),
@@ -202,6 +206,26 @@ fn split_url(url: &str) -> Option<(Scheme, String, String)> {
     (!bucket.is_empty()).then(|| (scheme, bucket.to_string(), prefix.to_string()))
 }
 
+/// [`location`], and a warning for each key set that does nothing there: a key of another
+/// object store (`region` with `az://`), `bucket`/`prefix` beside a `path`. Called once, when
+/// the source or sink is made.
+pub fn checked_location(props: &Properties) -> Result<Location> {
+    let loc = location(props)?;
+    for key in loc.scheme.foreign_keys() {
+        if props.get(key).is_some() {
+            warn!("key '{}' does nothing for {}: it belongs to another object store", props.full_key(key), loc.url(""));
+        }
+    }
+    if props.get("path").is_some() {
+        for key in ["bucket", "prefix"] {
+            if props.get(key).is_some() {
+                warn!("key '{}' does nothing: '{}' gives the {key}", props.full_key(key), props.full_key("path"));
+            }
+        }
+    }
+    Ok(loc)
+}
+
 /// The bucket, prefix and client `props` name.
 pub fn location(props: &Properties) -> Result<Location> {
     let (scheme, bucket, prefix) = match (props.get("path"), props.get("bucket")) {
@@ -215,19 +239,25 @@ pub fn location(props: &Properties) -> Result<Location> {
         (None, None) => return Err(ConnectorError::MissingProperty { key: format!("{} (or {})", props.full_key("path"), props.full_key("bucket")) }),
     };
     let prefix = prefix.trim_start_matches('/').to_string();
-    for key in scheme.foreign_keys() {
-        if props.get(key).is_some() {
-            warn!("key '{}' does nothing for {}{bucket}: it belongs to another object store", props.full_key(key), scheme.prefix());
-        }
+    let endpoint = props.get("endpoint").map(|e| e.trim().to_string());
+    if let Some(e) = endpoint.as_deref().filter(|e| !(e.starts_with("http://") || e.starts_with("https://"))) {
+        return Err(ConnectorError::invalid(props.full_key("endpoint"), format!("'{e}' is not an http:// or https:// URL")));
     }
-    let endpoint = props.get("endpoint").map(str::to_string);
     let mut client = ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(5));
     if let Some(e) = &endpoint {
         client = client.with_allow_http(e.starts_with("http://"));
     }
     let retries = props.get_usize("max_retries")?.unwrap_or(3);
     let retry = RetryConfig { max_retries: retries, retry_timeout: std::time::Duration::from_secs(60), ..RetryConfig::default() };
-    let built = |e: object_store::Error| ConnectorError::Other(format!("{}{bucket}: {}", scheme.prefix(), masked(&e.to_string(), props)));
+    let built = |e: object_store::Error| {
+        let text = masked(&e.to_string(), props);
+        let hint = if scheme == Scheme::Azure && text.contains("Account must be specified") {
+            format!(" (set '{}', or AZURE_STORAGE_ACCOUNT_NAME; or 'use_emulator' for Azurite)", props.full_key("account_name"))
+        } else {
+            String::new()
+        };
+        ConnectorError::Other(format!("{}{bucket}: {text}{hint}", scheme.prefix()))
+    };
     let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) =
         match scheme {
             Scheme::S3 => {
@@ -235,6 +265,10 @@ pub fn location(props: &Properties) -> Result<Location> {
                 (s.clone(), s)
             }
             Scheme::Azure => {
+                // an http endpoint from the environment needs plain http allowed too
+                let env_http = std::env::var("AZURE_STORAGE_ENDPOINT").is_ok_and(|e| e.starts_with("http://"))
+                    || std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+                let client = if env_http { client.with_allow_http(true) } else { client };
                 let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&bucket).with_client_options(client).with_retry(retry);
                 if let Some(a) = props.get("account_name") {
                     b = b.with_account(a.trim());
@@ -242,14 +276,17 @@ pub fn location(props: &Properties) -> Result<Location> {
                 if let Some(k) = props.get("access_key") {
                     b = b.with_access_key(k.trim());
                 }
-                match (props.get_bool("use_emulator")?.unwrap_or(false), &endpoint) {
-                    (true, Some(_)) => return Err(ConnectorError::invalid(
+                // the keys win over the environment (AZURE_STORAGE_USE_EMULATOR): an endpoint
+                // given is used, which emulator mode would ignore
+                match (props.get_bool("use_emulator")?, &endpoint) {
+                    (Some(true), Some(_)) => return Err(ConnectorError::invalid(
                         props.full_key("endpoint"),
                         "use_emulator finds Azurite at AZURITE_BLOB_STORAGE_URL; to name the address, set endpoint (the account's URL) without use_emulator",
                     )),
-                    (true, None) => b = b.with_use_emulator(true),
-                    (false, Some(e)) => b = b.with_endpoint(e.clone()),
-                    (false, None) => {}
+                    (Some(true), None) => b = b.with_use_emulator(true),
+                    (_, Some(e)) => b = b.with_use_emulator(false).with_endpoint(e.clone()),
+                    (Some(false), None) => b = b.with_use_emulator(false),
+                    (None, None) => {}
                 }
                 let s = Arc::new(b.build().map_err(built)?);
                 (s.clone(), s)
@@ -316,8 +353,17 @@ pub fn masked(text: &str, props: &Properties) -> String {
 /// An object_store error as a connector error naming what was being done to which object.
 pub fn store_error(what: &str, url: &str, e: object_store::Error, props: &Properties) -> ConnectorError {
     let text = masked(&e.to_string(), props);
-    // no keys anywhere: object_store fell back to the instance metadata service
-    let hint = if text.contains("169.254.169.254") {
+    // no keys anywhere: object_store fell back to the instance metadata service (Azure and
+    // Google clients use the same address for their managed identities)
+    let hint = if text.contains("169.254.169.254") && url.starts_with("az://") {
+        format!(
+            " (no credentials found: set '{}' and '{}', or AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY)",
+            props.full_key("account_name"),
+            props.full_key("access_key")
+        )
+    } else if text.contains("169.254.169.254") && url.starts_with("gs://") {
+        format!(" (no credentials found: set '{}', or GOOGLE_SERVICE_ACCOUNT)", props.full_key("service_account_path"))
+    } else if text.contains("169.254.169.254") {
         format!(
             " (no credentials found: set '{}' and '{}', or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
             props.full_key("access_key_id"),

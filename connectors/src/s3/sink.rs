@@ -198,7 +198,7 @@ impl S3Sink {
     /// Configures the sink `props.owner()` and checks the bucket can be listed with the
     /// credentials given (an error names the bucket, never a secret).
     pub fn try_new(props: &Properties, job_name: &str) -> Result<Self> {
-        let loc = location(props)?;
+        let loc = super::checked_location(props)?;
         let format = match props.get("format") {
             Some(_) => FileFormat::from_properties(props, "")?,
             None => FileFormat::from_properties(props, props.get("file_name").unwrap_or("x.jsonl")).unwrap_or(FileFormat::JsonLines),
@@ -221,7 +221,7 @@ impl S3Sink {
         };
         let part_size = size("part_size", 8 << 20)?;
         if part_size < MIN_PART {
-            return Err(ConnectorError::invalid(props.full_key("part_size"), "S3 parts are at least 5MB"));
+            return Err(ConnectorError::invalid(props.full_key("part_size"), "parts are at least 5MB (S3's smallest)"));
         }
         let partition_columns = props.get_list("partition_columns").unwrap_or_default();
         let sink = Self {

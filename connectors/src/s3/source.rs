@@ -167,7 +167,7 @@ impl S3Source {
     /// Configures the source `props.owner()`: lists the objects (an error names the bucket when
     /// it cannot be listed) and infers the schema from the first ones unless `schema` is given.
     pub fn try_new(props: &Properties, job: &Properties, partitions: usize) -> Result<Self> {
-        let loc = location(props)?;
+        let loc = super::checked_location(props)?;
         let name = props.owner().to_string();
         let glob = if loc.prefix.contains(['*', '?', '[']) {
             Some(glob::Pattern::new(&loc.prefix).map_err(|e| ConnectorError::invalid(props.full_key("path"), format!("bad glob '{}': {e}", loc.prefix)))?)
