@@ -202,7 +202,8 @@ impl PostgresSink {
     /// part is written in a transaction left open until all are, then all commit (or, when one
     /// failed, all roll back). A lost connection retries the whole batch for [`RECONNECT_FOR`];
     /// parts waiting on each other's rows (keys PostgreSQL finds equal and Arrow does not, a
-    /// second unique key) time out on `lock_timeout` and the batch goes over one connection.
+    /// second unique key) time out on `lock_timeout`, or deadlock and are broken by the server,
+    /// and the batch goes over one connection.
     async fn write_pooled(&mut self, batch: &RecordBatch) -> Result<()> {
         let parts = self.pool.min(batch.num_rows() / MIN_ROWS_PER_PART).max(1);
         if parts == 1 {
@@ -290,7 +291,13 @@ impl PostgresSink {
                 self.temp_stage_ready = true;
                 Ok(())
             }
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => Err(PartFailure::LockTimeout),
+            // parts waiting on each other: past lock_timeout, or a deadlock the server broke
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                Err(PartFailure::LockTimeout)
+            }
             Err(e) => {
                 let lost = is_connection_error(&e, client);
                 let err = self.conn.error(&format!("writing a part of a batch ({})", self.table), &e);
@@ -611,7 +618,7 @@ fn same_type(ty: &tokio_postgres::types::Type, ddl: &str) -> bool {
 enum PartFailure {
     /// Its connection is gone: the batch may be tried again on new ones.
     Lost(ConnectorError),
-    /// It waited too long for a row another part holds.
+    /// It waited too long for a row another part holds, or deadlocked with another part.
     LockTimeout,
     /// The database refused it.
     Failed(ConnectorError),
