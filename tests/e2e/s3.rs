@@ -115,15 +115,21 @@ fn hive_partitions_are_columns_pruned_by_where_and_written_as_parquet() {
     let run = run_sql(tmp.path(), &sql);
     assert_ok(&run);
     assert!(run.stderr.contains("2 of 4 objects skipped by the WHERE clause"), "{}", run.stderr);
-    let want: Vec<String> = canonical_rows(
+    let want: Vec<String> = sales_2024_from_100(&data);
+    assert_same_rows("parquet under region=…/", &s3_rows(&output, "daily/"), &want);
+    let written = keys(&output, "daily/");
+    assert!(written.iter().all(|k| (k.starts_with("daily/region=eu/") || k.starts_with("daily/region=us/")) && k.ends_with(".parquet")), "{written:?}");
+}
+
+/// The rows of [`sales`] that `WHERE year = 2024 AND amount >= 100` keeps, as `SELECT id,
+/// amount, item, region` gives them.
+fn sales_2024_from_100(data: &[(String, String, Vec<serde_json::Value>)]) -> Vec<String> {
+    canonical_rows(
         data.iter()
             .flat_map(|(_, _, rows)| rows)
             .filter(|r| r["year"] == 2024 && r["amount"].as_i64().unwrap() >= 100)
             .map(|r| serde_json::json!({"id": r["id"], "amount": r["amount"], "item": r["item"], "region": r["region"]})),
-    );
-    assert_same_rows("parquet under region=…/", &s3_rows(&output, "daily/"), &want);
-    let written = keys(&output, "daily/");
-    assert!(written.iter().all(|k| (k.starts_with("daily/region=eu/") || k.starts_with("daily/region=us/")) && k.ends_with(".parquet")), "{written:?}");
+    )
 }
 
 fn canonical_rows(rows: impl Iterator<Item = serde_json::Value>) -> Vec<String> {
@@ -443,12 +449,7 @@ fn azure_blob_storage_through_the_same_connector() {
             account("sales", AZURITE_KEY)
         )
     };
-    let want: Vec<String> = canonical_rows(
-        data.iter()
-            .flat_map(|(_, _, rows)| rows)
-            .filter(|r| r["year"] == 2024 && r["amount"].as_i64().unwrap() >= 100)
-            .map(|r| serde_json::json!({"id": r["id"], "amount": r["amount"], "item": r["item"], "region": r["region"]})),
-    );
+    let want: Vec<String> = sales_2024_from_100(&data);
     for (out, extra) in [("plain", ""), ("txn", ", 'use_transactions' = 'true'")] {
         let run = run_sql(tmp.path(), &job(out, extra));
         assert_ok(&run);
@@ -494,11 +495,6 @@ fn google_cloud_storage_is_read_through_the_same_connector() {
     let run = run_sql(tmp.path(), &sql);
     assert_ok(&run);
     assert!(run.stderr.contains("2 of 4 objects skipped by the WHERE clause"), "{}", run.stderr);
-    let want: Vec<String> = canonical_rows(
-        data.iter()
-            .flat_map(|(_, _, rows)| rows)
-            .filter(|r| r["year"] == 2024 && r["amount"].as_i64().unwrap() >= 100)
-            .map(|r| serde_json::json!({"id": r["id"], "amount": r["amount"], "item": r["item"], "region": r["region"]})),
-    );
+    let want: Vec<String> = sales_2024_from_100(&data);
     assert_same_rows("gs:// objects read", &file_rows(&tmp.path().join("out.jsonl")), &want);
 }

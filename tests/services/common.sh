@@ -31,3 +31,8 @@ stop_service() {
     for _ in $(seq 1 50); do port_open "$port" || break; sleep 0.1; done
   fi
 }
+
+# service_status PORT: says whether something listens on 127.0.0.1:PORT; fails when not.
+service_status() {
+  if port_open "$1"; then echo "up on 127.0.0.1:$1"; else echo "down"; return 1; fi
+}

@@ -61,7 +61,7 @@ case "${1:-}" in
     stop_service "$PORT" "$PIDFILE"
     ;;
   status)
-    if port_open "$PORT"; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
+    service_status "$PORT"
     ;;
   *)
     echo "usage: $0 install|start|stop|status" >&2

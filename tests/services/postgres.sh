@@ -108,7 +108,7 @@ case "${1:-}" in
     if [ -f "$DATA/postmaster.pid" ]; then as_owner "$(bindir)/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null || true; fi
     ;;
   status)
-    if port_open "$PORT"; then echo "up on 127.0.0.1:$PORT"; else echo "down"; exit 1; fi
+    service_status "$PORT"
     ;;
   url)
     echo "postgresql://ferris:$PASSWORD@127.0.0.1:$PORT/ferris"

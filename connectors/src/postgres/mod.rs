@@ -101,6 +101,16 @@ pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
     }),
 };
 
+/// `connection.pool.max_size`: how many connections a source or sink may use at once (1
+/// unless set; 0 is refused).
+fn pool_size(props: &Properties) -> Result<usize> {
+    match props.get_usize("connection.pool.max_size")? {
+        Some(0) => Err(ConnectorError::invalid(props.full_key("connection.pool.max_size"), "at least 1 connection")),
+        Some(n) => Ok(n),
+        None => Ok(1),
+    }
+}
+
 /// Where and how to connect, from the connection keys.
 #[derive(Clone)]
 pub struct Connection {

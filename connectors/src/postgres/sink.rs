@@ -123,11 +123,7 @@ impl PostgresSink {
             Some(other) => return Err(ConnectorError::invalid(props.full_key("mode"), format!("expected insert or upsert, got '{other}'"))),
         };
         let create_table = props.get_bool("create_table")?.unwrap_or(true);
-        let pool = match props.get_usize("connection.pool.max_size")? {
-            Some(0) => return Err(ConnectorError::invalid(props.full_key("connection.pool.max_size"), "at least 1 connection")),
-            Some(n) => n,
-            None => 1,
-        };
+        let pool = super::pool_size(props)?;
         let c = conn.clone();
         on_own_runtime("postgres", async move {
             let client = c.connect().await?;
@@ -262,8 +258,7 @@ impl PostgresSink {
         let data = Self::encode(layout, std::slice::from_ref(piece), (!direct).then_some(0)).map_err(PartFailure::Failed)?;
         let stage = "\"_ferris_stage\"";
         let (ddl, copy, apply) = if direct {
-            let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
-            (None, format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.quoted_table()), None)
+            (None, self.direct_copy_sql(layout), None)
         } else {
             (Some(self.stage_ddl(layout, stage, true)), Self::copy_sql(layout, stage), Some(self.apply_sql(layout, stage, None)))
         };
@@ -525,11 +520,16 @@ impl PostgresSink {
         .await
     }
 
+    /// The binary `COPY` straight into the table (no staging).
+    fn direct_copy_sql(&self, layout: &Layout) -> String {
+        let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
+        format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.quoted_table())
+    }
+
     /// One batch as one binary `COPY` into the table (a statement: all of it or none).
     async fn copy_straight_in(&mut self, layout: &Layout, batch: &RecordBatch) -> Result<()> {
         let data = Self::encode(layout, std::slice::from_ref(batch), None)?;
-        let cols = layout.columns.iter().map(|c| quote_column(c)).collect::<Vec<_>>().join(", ");
-        let copy = format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.quoted_table());
+        let copy = self.direct_copy_sql(layout);
         self.with_retry("writing a batch", move |s| {
             let (copy, data) = (copy.clone(), data.clone());
             Box::pin(async move {

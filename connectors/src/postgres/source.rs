@@ -87,11 +87,7 @@ impl PostgresSource {
         let refresh = props.get_positive_duration("refresh_interval")?;
         let poll = props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_secs(1));
         let batch_rows = props.get_usize("batch.rows")?.unwrap_or(8192).max(1);
-        let pool = match props.get_usize("connection.pool.max_size")? {
-            Some(0) => return Err(ConnectorError::invalid(props.full_key("connection.pool.max_size"), "at least 1 connection")),
-            Some(n) => n,
-            None => 1,
-        };
+        let pool = super::pool_size(props)?;
         // a table is cut into parts only when more than one connection may read it, and only
         // when it is read whole (an incremental source reads in the column's order)
         let splittable = if pool > 1 && props.get("incremental.column").is_none() { parallel::plan(&query) } else { None };
@@ -228,7 +224,9 @@ async fn checked_split(client: &tokio_postgres::Client, stmt: &tokio_postgres::S
     if let Err(e) = client.batch_execute("SET max_parallel_workers_per_gather = 0").await {
         return not(format!("cannot plan the query ({})", super::describe(&e)));
     }
-    let explain = match client.simple_query(&format!("EXPLAIN (FORMAT JSON) {}", stmt_query(&split))).await {
+    // the query as a part reads it (a relation without pages, a view, fails here)
+    let whole = split.part(Some(0), None)?;
+    let explain = match client.simple_query(&format!("EXPLAIN (FORMAT JSON) {whole}")).await {
         Ok(msgs) => msgs.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
             _ => None,
@@ -238,17 +236,11 @@ async fn checked_split(client: &tokio_postgres::Client, stmt: &tokio_postgres::S
     if !explain.as_deref().is_some_and(parallel::plan_is_a_scan) {
         return not("PostgreSQL's plan for the query is more than a scan of one table".into());
     }
-    let whole = split.part(Some(0), None)?;
     match client.prepare(&whole).await {
         Ok(part) if part.columns().iter().map(|c| c.type_()).eq(stmt.columns().iter().map(|c| c.type_())) => Some(split),
         Ok(_) => not("a part of the query has other column types".into()),
         Err(e) => not(format!("the query cannot be cut by the table's pages ({})", super::describe(&e))),
     }
-}
-
-/// The query of `split` whole, as a part open at both ends.
-fn stmt_query(split: &Split) -> String {
-    split.part(None, None).unwrap_or_default()
 }
 
 struct Reader {
@@ -263,6 +255,16 @@ enum Out<'a> {
     Send(&'a BatchSender),
     /// Kept, for a part of a table read in parts.
     Keep(Vec<RecordBatch>),
+}
+
+impl Out<'_> {
+    /// The batches kept (none when they were sent).
+    fn into_kept(self) -> Vec<RecordBatch> {
+        match self {
+            Out::Keep(b) => b,
+            Out::Send(_) => Vec::new(),
+        }
+    }
 }
 
 impl Reader {
@@ -578,22 +580,13 @@ impl Reader {
                 let mut out = Out::Keep(Vec::new());
                 reader.copy(&client, &sql, &mut None, &mut out).await?;
                 client.batch_execute("COMMIT").await.map_err(|e| reader.cfg.conn.error("cannot end a read", &e))?;
-                Ok::<_, ConnectorError>((
-                    i + 1,
-                    match out {
-                        Out::Keep(b) => b,
-                        Out::Send(_) => Vec::new(),
-                    },
-                ))
+                Ok::<_, ConnectorError>((i + 1, out.into_kept()))
             });
         }
         let (from, to) = ranges.first().copied().unwrap_or((None, None));
         let mut out = Out::Keep(Vec::new());
         self.copy(first, &part_sql(from, to)?, &mut None, &mut out).await?;
-        let mut parts = vec![match out {
-            Out::Keep(b) => b,
-            Out::Send(_) => Vec::new(),
-        }];
+        let mut parts = vec![out.into_kept()];
         parts.resize_with(ranges.len(), Vec::new);
         while let Some(done) = tasks.join_next().await {
             let (i, part) = done.map_err(|e| ConnectorError::Other(format!("postgres source '{name}': a part of the read failed: {e}")))??;

@@ -69,7 +69,7 @@ pub const CONNECTION_KEYS: &[KeyDoc] = &[
 ];
 
 /// The keys of one object store only: set with another's URL they do nothing, and are warned about.
-const S3_ONLY: &[&str] = &["region", "access_key_id", "secret_access_key", "session_token", "virtual_hosted_style", "bucket", "prefix"];
+const S3_ONLY: &[&str] = &["region", "access_key_id", "secret_access_key", "session_token", "virtual_hosted_style"];
 const AZURE_ONLY: &[&str] = &["account_name", "access_key", "use_emulator"];
 const GCS_ONLY: &[&str] = &["service_account_path", "service_account_key", "access_token", "skip_signature"];
 
@@ -141,7 +141,7 @@ impl Scheme {
     fn foreign_keys(self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         if self != Scheme::S3 {
-            keys.extend(S3_ONLY.iter().filter(|k| **k != "bucket" && **k != "prefix"));
+            keys.extend(S3_ONLY);
         }
         if self != Scheme::Azure {
             keys.extend(AZURE_ONLY);
