@@ -26,6 +26,7 @@ pub mod flight;
 pub mod format;
 pub mod hive_partitions;
 pub mod http;
+pub mod iceberg;
 pub mod kafka;
 pub mod metrics;
 pub mod postgres;

@@ -14,6 +14,7 @@ pub const CONNECTORS: &[&ConnectorSpec] = &[
     &crate::kafka::CONNECTOR,
     &crate::file::CONNECTOR,
     &crate::s3::CONNECTOR,
+    &crate::iceberg::CONNECTOR,
     &crate::postgres::CONNECTOR,
     &crate::http::CONNECTOR,
     &crate::redis::CONNECTOR,
@@ -22,7 +23,7 @@ pub const CONNECTORS: &[&ConnectorSpec] = &[
     &crate::flight::CONNECTOR,
 ];
 
-/// The declaration of `kind`, or `None` when that connector does not exist yet (`iceberg`, …).
+/// The declaration of `kind`, or `None` when that connector does not exist in this build.
 pub fn find(kind: ConnectorKind) -> Option<&'static ConnectorSpec> {
     CONNECTORS.iter().copied().find(|c| c.kind == kind)
 }
@@ -51,7 +52,9 @@ mod tests {
         assert_eq!(kafka.check_key(Role::Source, "session.timeout.ms", "6000"), KeyCheck::Used, "passed to librdkafka");
         assert_eq!(kafka.check_key(Role::Source, "schema.registry.url", "http://r"), KeyCheck::Used);
         assert!(kafka.is_secret("schema.registry.basic.auth.user.info"));
-        assert!(find(ConnectorKind::Iceberg).is_none());
+        let iceberg = find(ConnectorKind::Iceberg).unwrap();
+        assert_eq!(iceberg.check_key(Role::Sink, "endpoint", "http://127.0.0.1:9000"), KeyCheck::Used, "the warehouse's store keys");
+        assert!(iceberg.is_secret("catalog.password"));
     }
 
     #[test]

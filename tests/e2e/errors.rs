@@ -24,7 +24,7 @@ fn analysis_errors_use_the_guides_messages() {
 }
 
 #[test]
-fn known_but_unbuilt_connectors_say_not_supported_yet() {
+fn sinks_that_cannot_be_created_and_unbuilt_connectors_say_why() {
     let tmp = tempfile::tempdir().unwrap();
     let sql = format!(
         "CREATE STREAM s AS SELECT * FROM orders INTO lake WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
@@ -33,7 +33,7 @@ fn known_but_unbuilt_connectors_say_not_supported_yet() {
     );
     let run = run_sql(tmp.path(), &sql);
     assert_eq!(run.status, 1);
-    assert!(run.stderr.contains("iceberg_sink 'lake' is not supported yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("Failed to create sink 'lake' (iceberg_sink): missing required property 'lake.warehouse'"), "{}", run.stderr);
     // a built connector whose server cannot be reached: the source, the server and why
     let run = run_sql(tmp.path(), "SELECT * FROM prices WITH ('prices.type' = 'redis_source', 'prices.url' = 'redis://:pw-secret@127.0.0.1:1/0');");
     assert_eq!(run.status, 1);

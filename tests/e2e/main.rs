@@ -12,6 +12,7 @@ mod flight;
 mod golden;
 mod guide_examples;
 mod http;
+mod iceberg;
 mod iot;
 mod kafka;
 mod kafka_tls;

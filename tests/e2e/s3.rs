@@ -17,7 +17,7 @@ pub(crate) fn endpoint() -> String {
 }
 
 /// A bucket name no other test (or earlier run on the same server) uses.
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
@@ -46,7 +46,7 @@ fn s3py(args: &[&str]) -> String {
     panic!("s3_objects.py {args:?} failed 3 times (is the S3 server up? 'bash tests/services/s3.sh start'): {last}");
 }
 
-fn mkbucket(bucket: &str) {
+pub(crate) fn mkbucket(bucket: &str) {
     s3py(&["mkbucket", bucket]);
 }
 

@@ -201,6 +201,19 @@ impl BufferEncoder {
         }
     }
 
+    /// Parquet: ends the file, returning the rest of its bytes and its metadata (row groups,
+    /// column statistics); `None` for a text format.
+    pub fn finish_parquet(self) -> Result<(Vec<u8>, Option<parquet::file::metadata::ParquetMetaData>)> {
+        match self.encoder {
+            Encoder::Parquet(mut w) => {
+                let ctx = self.context;
+                let metadata = w.finish().map_err(|e| ConnectorError::Parquet { context: ctx, source: e })?;
+                Ok((std::mem::take(w.inner_mut()), Some(metadata)))
+            }
+            _ => self.finish().map(|b| (b, None)),
+        }
+    }
+
     /// Ends the object: the rest of its bytes (gzip trailer, Parquet footer).
     pub fn finish(self) -> Result<Vec<u8>> {
         let ctx = self.context;

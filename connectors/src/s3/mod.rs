@@ -40,14 +40,19 @@ use crate::properties::Properties;
 use crate::sink::Sink;
 use crate::source::Source;
 
-/// Keys of both roles: where the objects are and how to reach them.
-pub const CONNECTION_KEYS: &[KeyDoc] = &[
+/// Keys of both roles: where the objects are.
+pub const LOCATION_KEYS: &[KeyDoc] = &[
     KeyDoc::new(
         "path",
         "`s3://bucket/prefix/` (a source may use globs: `s3://raw/orders/*/*.jsonl`); or bucket and prefix. Azure Blob Storage: `az://container/prefix/`; Google Cloud Storage: `gs://bucket/prefix/`.",
     ),
     KeyDoc::new("bucket", "The bucket (when path is not given)."),
     KeyDoc::new("prefix", "Key prefix under the bucket; the sink fills in `{date}`, `{hour}`, … as the file sink does.").default("(none)"),
+];
+
+/// Keys of both roles, and of every connector keeping files in an object store (the Iceberg
+/// sink's warehouse): how to reach the store.
+pub const STORE_KEYS: &[KeyDoc] = &[
     KeyDoc::new("region", "The bucket's region.").default("AWS_REGION, else us-east-1"),
     KeyDoc::new(
         "endpoint",
@@ -103,13 +108,13 @@ pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
     kind: ConnectorKind::S3,
     summary: "Amazon S3 and S3-compatible object stores: every file format, Hive partitions, watching a prefix, multipart uploads.",
     source: Some(RoleSpec {
-        keys: &[CONNECTION_KEYS, SOURCE_KEYS, READ_KEYS],
+        keys: &[LOCATION_KEYS, STORE_KEYS, SOURCE_KEYS, READ_KEYS],
         passthrough: None,
         checkpoints: "positions: objects read, and rows read of the object in progress",
         create: create_source,
     }),
     sink: Some(RoleSpec {
-        keys: &[CONNECTION_KEYS, SINK_KEYS, WRITE_KEYS],
+        keys: &[LOCATION_KEYS, STORE_KEYS, SINK_KEYS, WRITE_KEYS],
         passthrough: None,
         checkpoints: "two-phase: multipart uploads completed when the checkpoint commits",
         create: create_sink,
