@@ -66,20 +66,34 @@ fn orders(path: &Path, n: usize) {
     std::fs::write(path, text).unwrap();
 }
 
-const ORDERS_SQL: &str = "SELECT id, country, amount, CAST(qty AS INT) AS qty, CAST(ts AS TIMESTAMP) AS ts FROM orders WHERE amount > 10";
+const ORDERS_SQL: &str = "SELECT id, country, amount, CAST(qty AS INT) AS qty, CAST(ts AS TIMESTAMP) AS ts, \
+     arrow_cast(CAST(ts AS TIMESTAMP), 'Timestamp(Millisecond, Some(\"UTC\"))') AS ts_utc FROM orders WHERE amount > 10";
 
 async fn orders_answer(input: &Path) -> Vec<String> {
+    orders_answer_where(input, "true").await
+}
+
+/// The batch answer of the orders query, with `filter` on its output.
+async fn orders_answer_where(input: &Path, filter: &str) -> Vec<String> {
     let ctx = SessionContext::new();
     ctx.register_json("orders", input.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
-    let batches = ctx.sql(ORDERS_SQL).await.unwrap().collect().await.unwrap();
+    let batches = ctx.sql(&format!("SELECT * FROM ({ORDERS_SQL}) WHERE {filter}")).await.unwrap().collect().await.unwrap();
+    if batches.is_empty() {
+        return Vec::new();
+    }
     // as the table holds it: timestamps in microseconds
     let ctx2 = SessionContext::new();
     ctx2.register_batch("a", datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()).unwrap();
     batch_rows(&ctx2, READBACK).await
 }
 
-/// The columns read back, in one form on both sides.
-const READBACK: &str = "SELECT id, country, amount, qty, arrow_cast(ts, 'Timestamp(Microsecond, None)') AS ts FROM a";
+/// The columns read back, in one form on both sides (`a`: the query's answer, `t`: the table).
+const READBACK: &str = "SELECT id, country, amount, qty, arrow_cast(ts, 'Timestamp(Microsecond, None)') AS ts, \
+     arrow_cast(ts_utc, 'Timestamp(Microsecond, Some(\"UTC\"))') AS ts_utc FROM a";
+
+fn readback(table: &str) -> String {
+    READBACK.replace(" FROM a", &format!(" FROM {table}"))
+}
 
 /// A bounded job creates a table partitioned by day and country in a local warehouse: pyiceberg
 /// reads exactly the batch answer; every data file holds one partition, with row counts and
@@ -101,7 +115,7 @@ async fn a_job_creates_a_partitioned_table_that_pyiceberg_reads_and_prunes() {
     let table = table.to_str().unwrap();
     assert_eq!(std::fs::read_to_string(dir.join("warehouse/sales/orders/metadata/version-hint.text")).unwrap(), "2", "created (v1), then one commit (v2)");
     let want = orders_answer(&input).await;
-    let got = table_rows(dir, &[], table, "SELECT id, country, amount, qty, ts FROM t").await;
+    let got = table_rows(dir, &[], table, &readback("t")).await;
     assert_same_rows("iceberg table read by pyiceberg", &got, &want);
 
     let d = describe(&[], table);
@@ -126,7 +140,29 @@ async fn a_job_creates_a_partitioned_table_that_pyiceberg_reads_and_prunes() {
     // pruning by partition and by statistics
     assert_eq!(plan(&[], table, &["country", "=", "DE"]), 3, "one file per day for DE");
     assert_eq!(plan(&[], table, &["id", ">", "100000"]), 0, "no file holds such ids");
-    assert_eq!(plan(&[], table, &["id", "<", "10"]), files.iter().filter(|f| f["lower"][&id_field].as_i64().unwrap() < 10).count());
+    let wanted_files = |keep: &dyn Fn(&Value) -> bool| files.iter().filter(|f| keep(f)).count();
+    assert_eq!(plan(&[], table, &["id", "<", "10"]), wanted_files(&|f| f["lower"][&id_field].as_i64().unwrap() < 10));
+    assert!(plan(&[], table, &["id", "<", "10"]) < files.len(), "statistics prune files");
+    // the bounds are the files' real extremes: what a filtered scan returns is exactly right
+    for (filter, sql) in [(["id", "<", "10"], "id < 10"), (["id", ">", "2900"], "id > 2900"), (["country", "=", "FR"], "country = 'FR'")] {
+        let out = dir.join("filtered.parquet");
+        let mut cmd = vec!["rows", out.to_str().unwrap()];
+        cmd.extend_from_slice(&filter);
+        pyiceberg(&[], table, &cmd);
+        let ctx = SessionContext::new();
+        ctx.register_parquet("t", out.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let got = batch_rows(&ctx, &readback("t")).await;
+        let wanted: Vec<String> = orders_answer_where(&input, sql).await;
+        assert_same_rows(&format!("pyiceberg scan WHERE {sql}"), &got, &wanted);
+    }
+    // upper bounds and null counts: ids are 0..3000, countries null in every 7th row
+    let country_field = d["schema"].as_array().unwrap().iter().find(|f| f["name"] == "country").unwrap()["id"].to_string();
+    for f in files {
+        let (lo, hi) = (f["lower"][&id_field].as_i64().unwrap(), f["upper"][&id_field].as_i64().unwrap());
+        assert!(lo <= hi && hi < 3000, "{f}");
+        let null_country = f["path"].as_str().unwrap().contains("country=null");
+        assert_eq!(f["null_counts"][&country_field].as_u64().unwrap() == f["record_count"].as_u64().unwrap(), null_country, "{f}");
+    }
 
     // a second run appends
     let run = run_sql(dir, &sql);
@@ -168,15 +204,103 @@ async fn a_sql_catalog_in_postgres_over_an_s3_warehouse() {
     let opts: Vec<&str> = opts.iter().map(|s| s.as_ref()).collect();
     let ident = format!("{namespace}.orders");
     let want = orders_answer(&input).await;
-    let got = table_rows(dir, &opts, &ident, "SELECT id, country, amount, qty, ts FROM t").await;
+    let got = table_rows(dir, &opts, &ident, &readback("t")).await;
     assert_same_rows("iceberg table in a sql catalog on S3", &got, &want);
     let d = describe(&opts, &ident);
-    assert!(d["location"].as_str().unwrap().starts_with(&format!("s3://{bucket}/warehouse/{namespace}.db/orders")), "{}", d["location"]);
+    assert!(
+        d["location"].as_str().unwrap().starts_with(&format!("s3://{bucket}/warehouse/{namespace}/orders")),
+        "as pyiceberg places tables: {}",
+        d["location"]
+    );
     assert_eq!(d["files"].as_array().unwrap().len(), 1, "May 2024 only");
 
     let bad = run_sql(dir, &with("SELECT id, CAST(amount AS VARCHAR) AS amount FROM orders"));
     assert_ne!(bad.status, 0);
     assert!(bad.stderr.contains("'amount'") && bad.stderr.contains(&ident), "{}", bad.stderr);
+}
+
+/// Data files larger than an upload part go up in parts and roll at `target_file_size`, in a
+/// filesystem-catalog warehouse on the S3 server: every row once, the files' sizes as the
+/// store has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_up_in_parts_and_roll_at_target_file_size_on_s3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let bucket = crate::s3::unique("whbig");
+    crate::s3::mkbucket(&bucket);
+    let input = dir.join("big.jsonl");
+    // random-looking text that compresses little: about 12 MB of Parquet
+    let mut text = String::with_capacity(64 << 20);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..400_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{{\"id\":{i},\"blob\":\"{x:016x}{:016x}\"}}\n", x.rotate_left(29)));
+    }
+    std::fs::write(&input, text).unwrap();
+    let run = run_sql(
+        dir,
+        &format!(
+            "CREATE STREAM big AS SELECT id, blob FROM b INTO lake WITH ('b.type' = 'file_source', 'b.path' = '{}', 'b.format' = 'jsonlines',
+             'lake.type' = 'iceberg_sink', 'lake.warehouse' = 's3://{bucket}/wh', 'lake.table' = 'raw.big', 'lake.part_size' = '5MB',
+             'lake.target_file_size' = '7MB', 'lake.compression' = 'snappy',
+             'lake.endpoint' = '{}', 'lake.access_key_id' = 'testing', 'lake.secret_access_key' = 'testing');",
+            input.display(),
+            crate::s3::endpoint()
+        ),
+    );
+    assert_ok(&run);
+    let table = format!("s3://{bucket}/wh/raw/big");
+    let opts = ["--s3", &crate::s3::endpoint()];
+    let d = describe(&opts, &table);
+    let files = d["files"].as_array().unwrap();
+    assert!(files.len() >= 2, "rolled at target_file_size: {files:#?}");
+    assert!(files.iter().any(|f| f["file_size"].as_u64().unwrap() > 5 << 20), "some file went up in parts: {files:#?}");
+    let got =
+        table_rows(dir, &opts, &table, "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, MIN(id) AS lo, MAX(id) AS hi, COUNT(DISTINCT blob) AS blobs FROM t")
+            .await;
+    assert_eq!(got, [r#"{"blobs":400000,"hi":399999,"ids":400000,"lo":0,"n":400000}"#]);
+}
+
+/// A REST catalog: the sink creates the namespace and table through the protocol and commits
+/// snapshots by it; pyiceberg's REST client reads exactly the batch answer. The server is a
+/// stand-in (tests/python/iceberg_rest.py: pyiceberg's catalog behind the REST endpoints),
+/// as no REST catalog server can be installed here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_catalog_places_and_commits_the_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = crate::common::free_port();
+    let server = std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(crate::common::repo().join("tests/python/iceberg_rest.py"))
+        .arg(dir.join("catalog"))
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the REST catalog stand-in");
+    let _server = crate::common::Guard(server);
+    crate::common::wait_port(port);
+    let input = dir.join("orders.jsonl");
+    orders(&input, 1_500);
+    let uri = format!("http://127.0.0.1:{port}");
+    let job = format!(
+        "CREATE STREAM lake_orders AS {ORDERS_SQL} INTO lake WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'orders.format' = 'jsonlines',
+         'lake.type' = 'iceberg_sink', 'lake.catalog.type' = 'rest', 'lake.catalog.uri' = '{uri}', 'lake.table' = 'shop.orders',
+         'lake.partition_by' = 'country');",
+        input.display()
+    );
+    assert_ok(&run_sql(dir, &job));
+    assert_ok(&run_sql(dir, &job));
+    let opts = ["--rest", uri.as_str()];
+    let want = orders_answer(&input).await;
+    let got = table_rows(dir, &opts, "shop.orders", &format!("SELECT DISTINCT * FROM ({})", readback("t"))).await;
+    assert_same_rows("iceberg table in a REST catalog", &got, &want);
+    let d = describe(&opts, "shop.orders");
+    assert_eq!(d["snapshots"].as_array().unwrap().len(), 2, "two runs, two snapshots");
+    let n: u64 = d["files"].as_array().unwrap().iter().map(|f| f["record_count"].as_u64().unwrap()).sum();
+    assert_eq!(n as usize, 2 * want.len());
+    assert!(d["location"].as_str().unwrap().contains("/catalog/wh/"), "placed by the server: {}", d["location"]);
 }
 
 /// A windowed aggregate over a tailed file into an Iceberg table under `use_transactions`,
@@ -299,7 +423,7 @@ fn an_empty_result_creates_an_empty_table() {
     let d = describe(&[], dir.join("wh/sales/none").to_str().unwrap());
     let columns: Vec<String> =
         d["schema"].as_array().unwrap().iter().map(|f| format!("{} {}", f["name"].as_str().unwrap(), f["type"].as_str().unwrap())).collect();
-    assert_eq!(columns, ["id long", "country string", "amount double", "qty int", "ts timestamp"]);
+    assert_eq!(columns, ["id long", "country string", "amount double", "qty int", "ts timestamp", "ts_utc timestamptz"]);
     assert!(d["snapshots"].as_array().unwrap().is_empty() && d["files"].as_array().unwrap().is_empty(), "{d}");
 }
 
@@ -322,7 +446,12 @@ fn bad_iceberg_settings_are_clear_errors_at_start() {
         ("'lake.table' = 'orders'", ORDERS_SQL, "lake.table"),
         ("'lake.table' = 'a.b', 'lake.partition_by' = 'week(ts)'", ORDERS_SQL, "lake.partition_by"),
         ("'lake.table' = 'a.b', 'lake.partition_by' = 'hour(country)'", ORDERS_SQL, "hour(country)"),
-        ("'lake.table' = 'a.b', 'lake.catalog.type' = 'rest'", ORDERS_SQL, "not built yet"),
+        ("'lake.table' = 'a.b', 'lake.catalog.type' = 'rest', 'lake.catalog.uri' = 'thrift://h:9083'", ORDERS_SQL, "lake.catalog.uri"),
+        (
+            "'lake.table' = 'a.b', 'lake.catalog.type' = 'rest', 'lake.catalog.uri' = 'http://127.0.0.1:1', 'lake.catalog.token' = 'tok-s3cr3t-pw'",
+            ORDERS_SQL,
+            "127.0.0.1:1",
+        ),
         ("'lake.table' = 'a.b', 'lake.catalog.type' = 'hive'", ORDERS_SQL, "lake.catalog.type"),
         ("'lake.table' = 'a.b'", "SELECT CAST(id AS BIGINT UNSIGNED) AS big FROM orders", "'big'"),
         ("'lake.table' = 'a.b', 'lake.catalog.type' = 'sql', 'lake.catalog.uri' = 'postgresql://who:s3cr3t-pw@127.0.0.1:1/x'", ORDERS_SQL, "127.0.0.1:1/x"),

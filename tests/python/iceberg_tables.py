@@ -1,15 +1,17 @@
 """Reads back the Iceberg tables the engine wrote, with pyiceberg, as a data engineer would.
 
-    python3 iceberg_tables.py [--s3 ENDPOINT] [--sql URI NAME] TABLE rows OUT.parquet
-    python3 iceberg_tables.py [--s3 ENDPOINT] [--sql URI NAME] TABLE describe
-    python3 iceberg_tables.py [--s3 ENDPOINT] [--sql URI NAME] TABLE plan COLUMN OP VALUE
+    python3 iceberg_tables.py [--s3 ENDPOINT] [--sql URI NAME | --rest URI] TABLE rows OUT.parquet [COLUMN OP VALUE]
+    python3 iceberg_tables.py [--s3 ENDPOINT] [--sql URI NAME | --rest URI] TABLE describe
+    python3 iceberg_tables.py [--s3 ENDPOINT] [--sql URI NAME | --rest URI] TABLE plan COLUMN OP VALUE
 
 TABLE is a table's directory (`/tmp/wh/db/t`, `s3://lake/wh/db/t`: a filesystem catalog's
 table, opened with `StaticTable` through its `version-hint.text`) or, with `--sql`, a
-`namespace.table` of pyiceberg's `SqlCatalog` named NAME in the PostgreSQL database URI.
+`namespace.table` of pyiceberg's `SqlCatalog` named NAME in the PostgreSQL database URI, or
+with `--rest`, of the REST catalog at URI (pyiceberg's `RestCatalog` client).
 
-`rows` writes every row of the current snapshot to OUT.parquet (pyarrow), for the test to
-compare with DataFusion's answer. `describe` prints one JSON object: the snapshots (id, parent,
+`rows` writes every row of the current snapshot (those a scan with the filter
+`COLUMN OP VALUE` returns, when given) to OUT.parquet (pyarrow), for the test to compare with
+DataFusion's answer. `describe` prints one JSON object: the snapshots (id, parent,
 summary), the partition spec, and every data file of the current snapshot with its partition,
 row count and column statistics (bounds decoded by the column's type). `plan` prints how many data files a scan with the filter
 `COLUMN OP VALUE` plans (partition and statistics pruning).
@@ -30,6 +32,10 @@ def s3_props(endpoint):
 
 def load(args):
     props = s3_props(args.s3)
+    if args.rest:
+        from pyiceberg.catalog.rest import RestCatalog
+
+        return RestCatalog("rest", uri=args.rest, **props).load_table(args.table)
     if args.sql:
         from pyiceberg.catalog.sql import SqlCatalog
 
@@ -46,17 +52,27 @@ def plain(value):
     return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
+def row_filter(column, op, value):
+    try:
+        value = int(value)
+    except ValueError:
+        pass
+    return {"=": EqualTo, ">": GreaterThan, ">=": GreaterThanOrEqual, "<": LessThan}[op](column, value)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--s3")
     p.add_argument("--sql", nargs=2, metavar=("URI", "NAME"))
+    p.add_argument("--rest")
     p.add_argument("table")
     p.add_argument("cmd", choices=["rows", "describe", "plan"])
-    p.add_argument("rest", nargs="*")
+    p.add_argument("more", nargs="*")
     args = p.parse_args()
     table = load(args)
     if args.cmd == "rows":
-        pq.write_table(table.scan().to_arrow(), args.rest[0])
+        scan = table.scan(row_filter=row_filter(*args.more[1:4])) if len(args.more) == 4 else table.scan()
+        pq.write_table(scan.to_arrow(), args.more[0])
     elif args.cmd == "describe":
         from pyiceberg.conversions import from_bytes
 
@@ -95,13 +111,7 @@ def main() -> None:
         }
         print(json.dumps(out, default=str))
     elif args.cmd == "plan":
-        column, op, value = args.rest
-        try:
-            value = int(value)
-        except ValueError:
-            pass
-        expr = {"=": EqualTo, ">": GreaterThan, ">=": GreaterThanOrEqual, "<": LessThan}[op](column, value)
-        print(len(list(table.scan(row_filter=expr).plan_files())))
+        print(len(list(table.scan(row_filter=row_filter(*args.more)).plan_files())))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
 //! - `sql`: the tables of Iceberg's JDBC catalog (`iceberg_tables`,
 //!   `iceberg_namespace_properties`) in PostgreSQL, as pyiceberg's `SqlCatalog` and Java's
 //!   `JdbcCatalog` keep them; a commit is a compare-and-swap of `metadata_location`.
+//! - `rest`: an Iceberg REST catalog (Polaris, Lakekeeper, Nessie, Unity, Glue's REST
+//!   endpoint, …) through the `iceberg-catalog-rest` crate: the server places tables and moves
+//!   them at commits; the sink writes the data files and manifests where it says, with the
+//!   object store keys (`token` / `credential` for OAuth2).
 //!
 //! ```sql
 //! WITH ('lake.type' = 'iceberg_sink', 'lake.catalog.type' = 'sql',
@@ -30,10 +34,29 @@ use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
 
 /// Which catalog, and how to reach it.
-#[derive(Debug)]
 enum Kind {
     FileSystem,
-    Sql { conn: Box<crate::postgres::Connection>, name: String },
+    Sql {
+        conn: Box<crate::postgres::Connection>,
+        name: String,
+        client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    },
+    /// Made at first use, on the runtime the sink runs on.
+    Rest {
+        props: HashMap<String, String>,
+        uri: String,
+        client: Box<tokio::sync::OnceCell<iceberg_catalog_rest::RestCatalog>>,
+    },
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::FileSystem => write!(f, "filesystem"),
+            Kind::Sql { conn, name, .. } => write!(f, "sql({conn:?}, {name})"),
+            Kind::Rest { uri, .. } => write!(f, "rest({})", crate::properties::mask_credentials(uri)),
+        }
+    }
 }
 
 /// The catalog an `iceberg_sink` commits through.
@@ -56,8 +79,24 @@ fn namespace_text(ns: &NamespaceIdent) -> String {
 }
 
 impl SinkCatalog {
-    /// The catalog `props` name in `catalog.type` (default `filesystem`) and `catalog.uri`.
-    pub fn from_properties(props: &Properties, warehouse: Warehouse) -> Result<Self> {
+    /// After a commit found the table moved on: done, when the table already holds the
+    /// snapshots the commit adds (an earlier attempt of this commit landed, its answer lost: an
+    /// object store's retried conditional write, a lost database reply); else a conflict the
+    /// transaction retries on the table as it now is.
+    async fn conflict_or_done(&self, ident: &TableIdent, added: &[i64]) -> iceberg::Result<Table> {
+        let now = self.load_table(ident).await?;
+        if !added.is_empty() && added.iter().all(|id| now.metadata().snapshot_by_id(*id).is_some()) {
+            debug!(table = %ident, "the commit had landed");
+            return Ok(now);
+        }
+        Err(conflict(ident))
+    }
+
+    /// The catalog `props` name in `catalog.type` (default `filesystem`) and `catalog.uri`,
+    /// over the warehouse in `warehouse` (for `rest`, an optional name the server knows it by).
+    pub fn from_properties(props: &Properties) -> Result<Self> {
+        let rest = props.get("catalog.type").is_some_and(|t| t.trim().eq_ignore_ascii_case("rest"));
+        let warehouse = if rest { Warehouse::placed_by_catalog(props) } else { Warehouse::from_properties(props)? };
         let kind = match props.get("catalog.type").map(|t| t.trim().to_ascii_lowercase()).as_deref() {
             None | Some("filesystem" | "hadoop" | "file") => {
                 if let Some(uri) = props.get("catalog.uri") {
@@ -86,53 +125,112 @@ impl SinkCatalog {
                 }
                 let conn = crate::postgres::Connection::from_properties(&p)
                     .map_err(|e| ConnectorError::invalid(props.full_key("catalog.uri"), e.to_string().replace("connection.url", "catalog.uri")))?;
-                Kind::Sql { conn: Box::new(conn), name: props.get("catalog.name").unwrap_or("default").to_string() }
+                Kind::Sql { conn: Box::new(conn), name: props.get("catalog.name").unwrap_or("default").to_string(), client: tokio::sync::Mutex::new(None) }
             }
             Some("rest") => {
-                return Err(ConnectorError::Other(format!(
-                    "'{}' = 'rest': the REST catalog client is not built yet; use 'filesystem' or 'sql'",
-                    props.full_key("catalog.type")
-                )))
+                let uri = props.require("catalog.uri")?.trim().trim_end_matches('/').to_string();
+                if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+                    return Err(ConnectorError::invalid(props.full_key("catalog.uri"), "a REST catalog's address: http(s)://host:port (without /v1)"));
+                }
+                let mut rest = HashMap::from([("uri".to_string(), uri.clone())]);
+                if let Some(w) = props.get("warehouse") {
+                    rest.insert("warehouse".into(), w.to_string());
+                }
+                for (key, prop) in [("catalog.token", "token"), ("catalog.credential", "credential"), ("catalog.scope", "scope"), ("catalog.prefix", "prefix")]
+                {
+                    if let Some(v) = props.get(key) {
+                        rest.insert(prop.into(), v.to_string());
+                    }
+                }
+                Kind::Rest { props: rest, uri, client: Box::default() }
             }
             Some(other) => return Err(ConnectorError::invalid(props.full_key("catalog.type"), format!("'{other}': expected filesystem, sql or rest"))),
         };
         Ok(Self { kind, warehouse })
     }
 
+    /// Where the tables' files are.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
     /// `filesystem`, or `sql (host:port/db, catalog 'name')`, for `explain` and logs.
     pub fn describe(&self) -> String {
         match &self.kind {
             Kind::FileSystem => format!("filesystem catalog in {}", self.warehouse.location()),
-            Kind::Sql { conn, name } => format!("sql catalog '{name}' in PostgreSQL {conn:?}"),
+            Kind::Sql { conn, name, .. } => format!("sql catalog '{name}' in PostgreSQL {conn:?}"),
+            Kind::Rest { uri, .. } => format!("REST catalog at {}", crate::properties::mask_credentials(uri)),
         }
     }
 
-    /// Where a new table `ident` lives: `<warehouse>/<ns>/<table>` (filesystem) or
-    /// `<warehouse>/<ns>.db/<table>` (sql, as pyiceberg places them).
-    fn table_location(&self, ident: &TableIdent) -> String {
-        let ns = ident.namespace().clone().inner();
-        match self.kind {
-            Kind::FileSystem => format!("{}/{}/{}", self.warehouse.location(), ns.join("/"), ident.name()),
-            Kind::Sql { .. } => format!("{}/{}.db/{}", self.warehouse.location(), ns.join("."), ident.name()),
+    /// Where a new table `ident` lives: `<warehouse>/<namespace levels>/<table>`, as Iceberg's
+    /// Hadoop and JDBC catalogs and pyiceberg's SqlCatalog place them (a SQL namespace's
+    /// `location` property wins).
+    fn table_location(&self, ident: &TableIdent, namespace_location: Option<&str>) -> String {
+        match namespace_location {
+            Some(l) => format!("{}/{}", l.trim_end_matches('/'), ident.name()),
+            None => format!("{}/{}/{}", self.warehouse.location(), ident.namespace().clone().inner().join("/"), ident.name()),
         }
     }
 
-    async fn sql(&self) -> iceberg::Result<(tokio_postgres::Client, &str)> {
-        let Kind::Sql { conn, name } = &self.kind else { return Err(unsupported("keep tables in SQL")) };
-        let client = conn.connect().await.map_err(|e| IcebergError::new(ErrorKind::Unexpected, e.to_string()))?;
-        let ddl = "CREATE TABLE IF NOT EXISTS iceberg_tables (catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, \
-                   table_name VARCHAR(255) NOT NULL, metadata_location VARCHAR(1000), previous_metadata_location VARCHAR(1000), iceberg_type VARCHAR(5), \
-                   PRIMARY KEY (catalog_name, table_namespace, table_name)); \
-                   CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, namespace VARCHAR(255) NOT NULL, \
-                   property_key VARCHAR(255) NOT NULL, property_value VARCHAR(1000) NOT NULL, PRIMARY KEY (catalog_name, namespace, property_key));";
-        client.batch_execute(ddl).await.map_err(|e| self.sql_error("creating the catalog tables", &e))?;
-        Ok((client, name.as_str()))
+    /// Runs `f` with the SQL catalog's connection (made at first use, the catalog's tables
+    /// created then if missing; made again after an error) and the catalog's name.
+    async fn with_sql<T>(
+        &self,
+        f: impl for<'c> FnOnce(&'c tokio_postgres::Client, &'c str) -> futures::future::BoxFuture<'c, std::result::Result<T, (&'static str, tokio_postgres::Error)>>,
+    ) -> iceberg::Result<T> {
+        let Kind::Sql { conn, name, client } = &self.kind else { return Err(unsupported("keep tables in SQL")) };
+        let mut guard = client.lock().await;
+        if guard.is_none() {
+            let c = conn.connect().await.map_err(|e| IcebergError::new(ErrorKind::Unexpected, e.to_string()))?;
+            // pyiceberg's check: create the tables only when missing (creating needs a privilege a
+            // catalog's user may lack)
+            let have = c
+                .query_one("SELECT to_regclass('iceberg_tables') IS NOT NULL AND to_regclass('iceberg_namespace_properties') IS NOT NULL", &[])
+                .await
+                .map_err(|e| self.sql_error("looking for the catalog tables", &e))?;
+            if !have.get::<_, bool>(0) {
+                let ddl = "CREATE TABLE IF NOT EXISTS iceberg_tables (catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, \
+                           table_name VARCHAR(255) NOT NULL, metadata_location VARCHAR(1000), previous_metadata_location VARCHAR(1000), iceberg_type VARCHAR(5), \
+                           PRIMARY KEY (catalog_name, table_namespace, table_name)); \
+                           CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, namespace VARCHAR(255) NOT NULL, \
+                           property_key VARCHAR(255) NOT NULL, property_value VARCHAR(1000) NOT NULL, PRIMARY KEY (catalog_name, namespace, property_key));";
+                c.batch_execute(ddl).await.map_err(|e| self.sql_error("creating the catalog tables", &e))?;
+            }
+            *guard = Some(c);
+        }
+        let Some(c) = guard.as_ref() else { return Err(unsupported("connect")) };
+        match f(c, name).await {
+            Ok(v) => Ok(v),
+            Err((what, e)) => {
+                if c.is_closed() {
+                    *guard = None;
+                }
+                Err(self.sql_error(what, &e))
+            }
+        }
+    }
+
+    /// The REST catalog's client, made at first use (`GET /v1/config`).
+    async fn rest(&self) -> iceberg::Result<Option<&iceberg_catalog_rest::RestCatalog>> {
+        use iceberg::CatalogBuilder;
+        let Kind::Rest { props, client, .. } = &self.kind else { return Ok(None) };
+        let catalog = client
+            .get_or_try_init(|| async {
+                iceberg_catalog_rest::RestCatalogBuilder::default()
+                    .with_storage_factory(self.warehouse.storage_factory())
+                    .with_runtime(iceberg::Runtime::try_current()?)
+                    .load("ferris", props.clone())
+                    .await
+            })
+            .await?;
+        Ok(Some(catalog))
     }
 
     fn sql_error(&self, what: &str, e: &tokio_postgres::Error) -> IcebergError {
         match &self.kind {
             Kind::Sql { conn, .. } => IcebergError::new(ErrorKind::Unexpected, conn.error(what, e).to_string()),
-            Kind::FileSystem => IcebergError::new(ErrorKind::Unexpected, format!("{what}: {e}")),
+            _ => IcebergError::new(ErrorKind::Unexpected, format!("{what}: {e}")),
         }
     }
 
@@ -192,12 +290,49 @@ impl SinkCatalog {
             Err(e) if e.kind() == ErrorKind::TableNotFound => {}
             Err(e) => return Err(e),
         }
-        let location = self.table_location(ident);
         let properties = HashMap::from([
             ("write.format.default".to_string(), "parquet".to_string()),
             ("write.parquet.compression-codec".to_string(), codec.to_string()),
             ("created-by".to_string(), "ferris-sql".to_string()),
         ]);
+        if let Some(rest) = self.rest().await? {
+            // the server places the table
+            let ns = ident.namespace();
+            if !rest.namespace_exists(ns).await? {
+                match rest.create_namespace(ns, HashMap::new()).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            let creation = TableCreation::builder().name(ident.name().to_string()).schema(schema).partition_spec(spec).properties(properties).build();
+            return match rest.create_table(ns, creation).await {
+                Ok(t) => Ok((t, true)),
+                Err(e) if e.kind() == ErrorKind::TableAlreadyExists => Ok((rest.load_table(ident).await?, false)),
+                Err(e) => Err(e),
+            };
+        }
+        let ns = namespace_text(ident.namespace());
+        let namespace_location = match &self.kind {
+            Kind::Sql { .. } => {
+                let ns = ns.clone();
+                self.with_sql(move |c, name| {
+                    Box::pin(async move {
+                        let row = c
+                            .query_opt(
+                                "SELECT property_value FROM iceberg_namespace_properties WHERE catalog_name = $1 AND namespace = $2 AND property_key = 'location'",
+                                &[&name, &ns],
+                            )
+                            .await
+                            .map_err(|e| ("reading the namespace", e))?;
+                        Ok(row.map(|r| r.get::<_, String>(0)))
+                    })
+                })
+                .await?
+            }
+            _ => None,
+        };
+        let location = self.table_location(ident, namespace_location.as_deref());
         let metadata = iceberg::spec::TableMetadataBuilder::new(schema, spec, SortOrder::unsorted_order(), location.clone(), FormatVersion::V2, properties)?
             .build()?
             .metadata;
@@ -215,39 +350,44 @@ impl SinkCatalog {
             Kind::Sql { .. } => {
                 let file = MetadataLocation::new_with_metadata(&location, &metadata).to_string();
                 iceberg::io::Storage::write(&self.warehouse, &file, bytes).await?;
-                let (client, name) = self.sql().await?;
-                let ns = namespace_text(ident.namespace());
-                client
-                    .execute(
-                        "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, 'exists', 'true') ON CONFLICT DO NOTHING",
-                        &[&name, &ns],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error("creating the namespace", &e))?;
-                let n = client
-                    .execute(
-                        "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location) VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING",
-                        &[&name, &ns, &ident.name(), &file],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error("creating the table", &e))?;
+                let (ns, table, f) = (ns.clone(), ident.name().to_string(), file.clone());
+                let n = self
+                    .with_sql(move |c, name| {
+                        Box::pin(async move {
+                            c.execute(
+                                "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, 'exists', 'true') ON CONFLICT DO NOTHING",
+                                &[&name, &ns],
+                            )
+                            .await
+                            .map_err(|e| ("creating the namespace", e))?;
+                            c.execute(
+                                "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type) \
+                                 VALUES ($1, $2, $3, $4, NULL, 'TABLE') ON CONFLICT DO NOTHING",
+                                &[&name, &ns, &table, &f],
+                            )
+                            .await
+                            .map_err(|e| ("creating the table", e))
+                        })
+                    })
+                    .await?;
                 if n == 0 {
                     let _ = iceberg::io::Storage::delete(&self.warehouse, &file).await;
                     return Ok((self.load_table(ident).await?, false));
                 }
                 Ok((self.table(ident, metadata, file)?, true))
             }
+            Kind::Rest { .. } => Err(unsupported("create tables here")),
         }
     }
 }
 
-/// `commit` applied to `table`'s metadata: its requirements checked, its updates applied.
-fn apply(table: &Table, mut commit: TableCommit) -> iceberg::Result<TableMetadata> {
-    for r in commit.take_requirements() {
+/// A commit's `updates` applied to `table`'s metadata, its `requirements` checked first.
+fn apply(table: &Table, requirements: Vec<iceberg::TableRequirement>, updates: Vec<iceberg::TableUpdate>) -> iceberg::Result<TableMetadata> {
+    for r in requirements {
         r.check(Some(table.metadata())).map_err(|e| IcebergError::new(ErrorKind::CatalogCommitConflicts, e.to_string()).with_retryable(true))?;
     }
     let mut builder = table.metadata().clone().into_builder(table.metadata_location().map(str::to_string));
-    for u in commit.take_updates() {
+    for u in updates {
         builder = u.apply(builder)?;
     }
     Ok(builder.build()?.metadata)
@@ -289,29 +429,39 @@ impl Catalog for SinkCatalog {
 
     async fn load_table(&self, ident: &TableIdent) -> iceberg::Result<Table> {
         let not_found = || IcebergError::new(ErrorKind::TableNotFound, format!("no table {ident}"));
+        if let Some(rest) = self.rest().await? {
+            return rest.load_table(ident).await;
+        }
         match &self.kind {
             Kind::FileSystem => {
-                let dir = self.table_location(ident);
+                let dir = self.table_location(ident, None);
                 let v = self.current_version(&dir).await?.ok_or_else(not_found)?;
                 let file = format!("{dir}/metadata/v{v}.metadata.json");
                 let metadata = self.read_metadata(&file).await?;
                 self.table(ident, metadata, file)
             }
             Kind::Sql { .. } => {
-                let (client, name) = self.sql().await?;
-                let row = client
-                    .query_opt(
-                        "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
-                        &[&name, &namespace_text(ident.namespace()), &ident.name()],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error("looking up the table", &e))?
+                let (ns, table) = (namespace_text(ident.namespace()), ident.name().to_string());
+                let row = self
+                    .with_sql(move |c, name| {
+                        Box::pin(async move {
+                            c.query_opt(
+                                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3 \
+                                 AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')",
+                                &[&name, &ns, &table],
+                            )
+                            .await
+                            .map_err(|e| ("looking up the table", e))
+                        })
+                    })
+                    .await?
                     .ok_or_else(not_found)?;
                 let file: Option<String> = row.get(0);
                 let file = file.ok_or_else(not_found)?;
                 let metadata = self.read_metadata(&file).await?;
                 self.table(ident, metadata, file)
             }
+            Kind::Rest { .. } => Err(unsupported("load tables here")),
         }
     }
 
@@ -339,15 +489,27 @@ impl Catalog for SinkCatalog {
         Err(unsupported("register tables"))
     }
 
-    async fn update_table(&self, commit: TableCommit) -> iceberg::Result<Table> {
+    async fn update_table(&self, mut commit: TableCommit) -> iceberg::Result<Table> {
+        if let Some(rest) = self.rest().await? {
+            return rest.update_table(commit).await;
+        }
         let ident = commit.identifier().clone();
         let current = self.load_table(&ident).await?;
         let old = current.metadata_location_result()?.to_string();
-        let metadata = apply(&current, commit)?;
+        let (requirements, updates) = (commit.take_requirements(), commit.take_updates());
+        // the snapshots it adds, to recognise it when an earlier attempt landed
+        let added: Vec<i64> = updates
+            .iter()
+            .filter_map(|u| match u {
+                iceberg::TableUpdate::AddSnapshot { snapshot } => Some(snapshot.snapshot_id()),
+                _ => None,
+            })
+            .collect();
+        let metadata = apply(&current, requirements, updates)?;
         let bytes = Self::to_json(&metadata)?;
         match &self.kind {
             Kind::FileSystem => {
-                let dir = self.table_location(&ident);
+                let dir = self.table_location(&ident, None);
                 let v = old
                     .rsplit('/')
                     .next()
@@ -359,7 +521,7 @@ impl Catalog for SinkCatalog {
                     })?;
                 let file = format!("{dir}/metadata/v{}.metadata.json", v + 1);
                 if !self.warehouse.create(&file, bytes).await? {
-                    return Err(conflict(&ident));
+                    return self.conflict_or_done(&ident, &added).await;
                 }
                 // a hint only: readers look past it for later versions
                 if let Err(e) =
@@ -374,21 +536,27 @@ impl Catalog for SinkCatalog {
                     .map(|m| m.with_next_version().with_new_metadata(&metadata).to_string())
                     .unwrap_or_else(|_| MetadataLocation::new_with_metadata(metadata.location(), &metadata).to_string());
                 iceberg::io::Storage::write(&self.warehouse, &file, bytes).await?;
-                let (client, name) = self.sql().await?;
-                let n = client
-                    .execute(
-                        "UPDATE iceberg_tables SET metadata_location = $4, previous_metadata_location = $5 \
-                         WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3 AND metadata_location = $5",
-                        &[&name, &namespace_text(ident.namespace()), &ident.name(), &file, &old],
-                    )
-                    .await
-                    .map_err(|e| self.sql_error("committing", &e))?;
+                let (ns, table, f, o) = (namespace_text(ident.namespace()), ident.name().to_string(), file.clone(), old.clone());
+                let n = self
+                    .with_sql(move |c, name| {
+                        Box::pin(async move {
+                            c.execute(
+                                "UPDATE iceberg_tables SET metadata_location = $4, previous_metadata_location = $5 \
+                                 WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3 AND metadata_location = $5",
+                                &[&name, &ns, &table, &f, &o],
+                            )
+                            .await
+                            .map_err(|e| ("committing", e))
+                        })
+                    })
+                    .await?;
                 if n == 0 {
                     let _ = iceberg::io::Storage::delete(&self.warehouse, &file).await;
-                    return Err(conflict(&ident));
+                    return self.conflict_or_done(&ident, &added).await;
                 }
                 self.table(&ident, metadata, file)
             }
+            Kind::Rest { .. } => Err(unsupported("commit here")),
         }
     }
 }

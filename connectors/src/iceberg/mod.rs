@@ -1,8 +1,8 @@
 //! The Iceberg connector: `iceberg_sink` appends the query's rows to an Apache Iceberg table —
 //! Parquet data files with column statistics, one snapshot per checkpoint, exactly once under
 //! `use_transactions` — in a warehouse on a local disk or in an object store (`s3://`, `az://`,
-//! `gs://`, with the S3 connector's keys), committed through a filesystem (Hadoop-layout) or
-//! SQL (JDBC-layout, in PostgreSQL) catalog. A missing table is created from the query's
+//! `gs://`, with the S3 connector's keys), committed through a filesystem (Hadoop-layout), SQL
+//! (JDBC-layout, in PostgreSQL) or REST catalog. A missing table is created from the query's
 //! columns, partitioned by `partition_by`.
 //!
 //! ```sql
@@ -34,13 +34,23 @@ use crate::sink::Sink;
 /// Keys `iceberg_sink` reads besides the object store's.
 pub const SINK_KEYS: &[KeyDoc] = &[
     KeyDoc::new("table", "The table, `namespace.table` (`sales.orders`); created from the query's columns when missing."),
-    KeyDoc::new("warehouse", "Where tables live: a local directory, or `s3://bucket/prefix` (`az://`, `gs://`) with the object store keys below."),
+    KeyDoc::new(
+        "warehouse",
+        "Where tables live: a local directory, or `s3://bucket/prefix` (`az://`, `gs://`) with the object store keys below. `rest`: optional, the warehouse's name on the server (the server places tables).",
+    ),
     KeyDoc::new(
         "catalog.type",
-        "`filesystem` (the warehouse is the catalog, in Iceberg's Hadoop layout: `metadata/v<N>.metadata.json` and `version-hint.text`) or `sql` (Iceberg's JDBC catalog tables in PostgreSQL, as pyiceberg's SqlCatalog keeps them). `rest` is not built yet.",
+        "`filesystem` (the warehouse is the catalog, in Iceberg's Hadoop layout: `metadata/v<N>.metadata.json` and `version-hint.text`), `sql` (Iceberg's JDBC catalog tables in PostgreSQL, as pyiceberg's SqlCatalog keeps them) or `rest` (an Iceberg REST catalog server).",
     )
     .default("filesystem"),
-    KeyDoc::new("catalog.uri", "`sql`: the PostgreSQL database holding the catalog (`postgresql://user@host:port/db`; `sslmode` as the database connector reads it)."),
+    KeyDoc::new(
+        "catalog.uri",
+        "`sql`: the PostgreSQL database holding the catalog (`postgresql://user@host:port/db`; `sslmode` as the database connector reads it). `rest`: the server's address (`http://host:8181`, without `/v1`).",
+    ),
+    KeyDoc::new("catalog.token", "`rest`: a bearer token sent with every request.").secret(),
+    KeyDoc::new("catalog.credential", "`rest`: OAuth2 client credentials, `client_id:client_secret`, exchanged for tokens at the server's `/v1/oauth/tokens`.").secret(),
+    KeyDoc::new("catalog.scope", "`rest`: the OAuth2 scope asked for.").default("catalog"),
+    KeyDoc::new("catalog.prefix", "`rest`: a path prefix for the catalog's endpoints, when the server's config does not give one."),
     KeyDoc::new("catalog.name", "`sql`: the catalog's name in its tables (pyiceberg's `SqlCatalog(name, …)`).").default("default"),
     KeyDoc::new("catalog.user", "`sql`: the database user, when the URI has none."),
     KeyDoc::new("catalog.password", "`sql`: the database password.").secret(),
@@ -57,7 +67,7 @@ fn create_sink(c: &SinkContext<'_>) -> Result<Box<dyn Sink>> {
 /// The Iceberg connector's declaration.
 pub const CONNECTOR: ConnectorSpec = ConnectorSpec {
     kind: ConnectorKind::Iceberg,
-    summary: "Apache Iceberg tables: Parquet data files with statistics, partitioned, one snapshot per checkpoint; filesystem or SQL catalog.",
+    summary: "Apache Iceberg tables: Parquet data files with statistics, partitioned, one snapshot per checkpoint; filesystem, SQL or REST catalog.",
     source: None,
     sink: Some(RoleSpec {
         keys: &[SINK_KEYS, crate::s3::STORE_KEYS],

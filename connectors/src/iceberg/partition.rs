@@ -104,10 +104,10 @@ pub struct Slice {
 /// Cuts batches (already in the table's columns) by a table's partition spec.
 #[derive(Debug, Clone)]
 pub struct Partitioner {
-    spec: Arc<PartitionSpec>,
-    schema: Arc<Schema>,
     /// For each partition field: the batch column it is computed from and the transform.
     fields: Vec<(usize, Transform, Type)>,
+    /// For each partition field: its name and the type of its values.
+    names: Vec<(String, Type)>,
 }
 
 impl Partitioner {
@@ -127,7 +127,9 @@ impl Partitioner {
             }
             fields.push((pos, f.transform, (*top[pos].field_type).clone()));
         }
-        Ok(Self { spec, schema, fields })
+        let partition_type = spec.partition_type(&schema).map_err(|e| ConnectorError::Other(format!("Iceberg table {table_name}: {e}")))?;
+        let names = partition_type.fields().iter().map(|f| (f.name.clone(), (*f.field_type).clone())).collect();
+        Ok(Self { fields, names })
     }
 
     /// True when the table is not partitioned.
@@ -155,11 +157,31 @@ impl Partitioner {
         let mut out = Vec::with_capacity(ranges.len());
         for r in ranges {
             let values = keys.iter().zip(&self.fields).map(|(k, (_, t, ty))| literal(k, r.start, *t, ty)).collect::<Result<Vec<_>>>()?;
+            let path = self.path(&values);
             let partition = Struct::from_iter(values);
-            let path = self.spec.partition_to_path(&partition, self.schema.clone());
             out.push(Slice { partition, path, rows: batch.slice(r.start, r.end - r.start) });
         }
         Ok(out)
+    }
+}
+
+impl Partitioner {
+    /// The directory of a partition: `name=value` per field, values as Iceberg writes them for
+    /// people (`2024-05-01`, `2024-05-01-13`) and URL-encoded as Java's writers do, so that a
+    /// value holding `/` or `..` stays one path segment.
+    fn path(&self, values: &[Option<Literal>]) -> String {
+        let segments: Vec<String> = self
+            .names
+            .iter()
+            .zip(&self.fields)
+            .zip(values)
+            .map(|(((name, ty), (_, t, _)), v)| {
+                let human = t.to_human_string(ty, v.as_ref());
+                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                format!("{}={}", enc(name), enc(&human))
+            })
+            .collect();
+        segments.join("/")
     }
 }
 
@@ -275,6 +297,7 @@ mod tests {
         let day = 86_400_000_000i64;
         let ts = TimestampMicrosecondArray::from(vec![day * 19844 + 5, -1, day * 19844, day * 19844 + 7]);
         let country = StringArray::from(vec![Some("DE"), Some("DE"), None, Some("DE")]);
+        // (a value with a slash is checked below)
         let batch = RecordBatch::try_new(Arc::new(query), vec![Arc::new(ts), Arc::new(country)]).unwrap();
         let slices = part.split(batch).unwrap();
         let got: Vec<(String, usize)> = slices.iter().map(|s| (s.path.clone(), s.rows.num_rows())).collect();
@@ -283,6 +306,13 @@ mod tests {
             [("ts_day=1969-12-31/country=DE".to_string(), 1), ("ts_day=2024-05-01/country=null".into(), 1), ("ts_day=2024-05-01/country=DE".into(), 2)]
         );
         assert_eq!(slices[0].partition, Struct::from_iter([Some(Literal::date(-1)), Some(Literal::string("DE"))]));
+        let odd = RecordBatch::try_new(
+            slices[0].rows.schema(),
+            vec![Arc::new(TimestampMicrosecondArray::from(vec![0])), Arc::new(StringArray::from(vec!["../a/b c"]))],
+        )
+        .unwrap();
+        let s = part.split(odd).unwrap();
+        assert_eq!(s[0].path, "ts_day=1970-01-01/country=..%2Fa%2Fb+c", "one segment per field");
     }
 
     #[test]

@@ -225,20 +225,43 @@ impl WritePlan {
     }
 }
 
-/// `column` as `target`: cast when the types differ, relabelled when only nested field names
-/// or ids do.
+/// `column` as `target`: relabelled when only nested field names, ids or nullability differ
+/// (no copy), cast when the types do.
 fn conform_column(column: &ArrayRef, target: &DataType, name: &str, table_name: &str) -> Result<ArrayRef> {
     if column.data_type() == target {
         return Ok(column.clone());
     }
     let arrow_err = |e| ConnectorError::Arrow { context: format!("column '{name}' of iceberg table {table_name}"), source: e };
-    let cast = if column.data_type().equals_datatype(target) { column.clone() } else { arrow::compute::cast(column, target).map_err(arrow_err)? };
-    if cast.data_type() == target {
-        return Ok(cast);
+    let column = if same_layout(column.data_type(), target) { column.clone() } else { arrow::compute::cast(column, target).map_err(arrow_err)? };
+    if column.data_type() == target {
+        return Ok(column);
     }
-    // the same layout, other field metadata (ids) on nested fields
-    let data = cast.to_data().into_builder().data_type(target.clone()).build().map_err(arrow_err)?;
-    Ok(make_array(data))
+    relabel(column.to_data(), target).map(make_array).map_err(arrow_err)
+}
+
+/// True when `a` and `b` differ at most in nested field names, metadata and nullability.
+fn same_layout(a: &DataType, b: &DataType) -> bool {
+    match (a, b) {
+        (DataType::Struct(x), DataType::Struct(y)) => x.len() == y.len() && x.iter().zip(y.iter()).all(|(f, g)| same_layout(f.data_type(), g.data_type())),
+        (DataType::List(x), DataType::List(y)) | (DataType::LargeList(x), DataType::LargeList(y)) | (DataType::Map(x, _), DataType::Map(y, _)) => {
+            same_layout(x.data_type(), y.data_type())
+        }
+        _ => a == b,
+    }
+}
+
+/// `data` typed as `target`, its children relabelled the same way (the buffers are shared).
+fn relabel(data: arrow::array::ArrayData, target: &DataType) -> std::result::Result<arrow::array::ArrayData, arrow::error::ArrowError> {
+    let child_types: Vec<DataType> = match target {
+        DataType::Struct(fields) => fields.iter().map(|f| f.data_type().clone()).collect(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => vec![f.data_type().clone()],
+        _ => Vec::new(),
+    };
+    if child_types.len() != data.child_data().len() {
+        return data.into_builder().data_type(target.clone()).build();
+    }
+    let children = data.child_data().iter().zip(&child_types).map(|(c, t)| relabel(c.clone(), t)).collect::<std::result::Result<Vec<_>, _>>()?;
+    data.into_builder().data_type(target.clone()).child_data(children).build()
 }
 
 #[cfg(test)]
@@ -270,6 +293,66 @@ mod tests {
         let narrower = ArrowSchema::new(vec![Field::new("id", DataType::Int64, true)]);
         let e = WritePlan::new(&narrower, &schema, "db.t").unwrap_err().to_string();
         assert!(e.contains("CAST"), "{e}");
+    }
+
+    #[test]
+    fn maps_and_lists_of_structs_take_the_tables_field_ids() {
+        use arrow::array::{Int64Builder, MapBuilder, StringBuilder, StructArray};
+        let mut map = MapBuilder::new(None, StringBuilder::new(), Int64Builder::new());
+        map.keys().append_value("a");
+        map.values().append_value(1);
+        map.append(true).unwrap();
+        map.append(false).unwrap();
+        let map = Arc::new(map.finish()) as ArrayRef;
+        let point = StructArray::from(vec![
+            (Arc::new(Field::new("x", DataType::Int64, false)), Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+            (Arc::new(Field::new("tag", DataType::Utf8, true)), Arc::new(arrow::array::StringArray::from(vec![Some("p"), None, Some("q")])) as ArrayRef),
+        ]);
+        let points = arrow::array::ListArray::new(
+            Arc::new(Field::new("item", point.data_type().clone(), true)),
+            arrow::buffer::OffsetBuffer::new(vec![0, 2, 3].into()),
+            Arc::new(point),
+            None,
+        );
+        let query = Arc::new(ArrowSchema::new(vec![Field::new("m", map.data_type().clone(), true), Field::new("points", points.data_type().clone(), true)]));
+        let batch = RecordBatch::try_new(query.clone(), vec![map, Arc::new(points)]).unwrap();
+        let schema = table_schema(&query).unwrap();
+        let plan = WritePlan::new(&query, &schema, "db.t").unwrap();
+        let out = plan.conform(&batch, "db.t").unwrap();
+        assert_eq!(out.schema(), plan.schema);
+        assert_eq!(out.num_rows(), 2);
+        // every nested field carries an id
+        fn ids(dt: &DataType, out: &mut Vec<String>) {
+            let fields: Vec<&Arc<Field>> = match dt {
+                DataType::Struct(f) => f.iter().collect(),
+                DataType::List(f) | DataType::Map(f, _) => vec![f],
+                _ => vec![],
+            };
+            for f in fields {
+                if !matches!(f.name().as_str(), "key_value") {
+                    out.push(f.metadata().get(PARQUET_FIELD_ID_META_KEY).cloned().unwrap_or_else(|| format!("none: {}", f.name())));
+                }
+                ids(f.data_type(), out);
+            }
+        }
+        let mut all = Vec::new();
+        for f in out.schema().fields() {
+            ids(f.data_type(), &mut all);
+        }
+        assert!(all.iter().all(|i| i.parse::<i32>().is_ok()), "{all:?}");
+        // written and read back by Parquet
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, out.schema(), None).unwrap();
+        w.write(&out).unwrap();
+        w.close().unwrap();
+        let back: Vec<RecordBatch> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(buf))
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(back[0].column(0).to_data().child_data()[0].len(), 1, "the map's one entry");
+        assert_eq!(back[0].column(1).len(), 2);
     }
 
     #[test]

@@ -74,8 +74,9 @@ struct StagedFile {
 struct SinkCheckpoint {
     /// The run that prepared it (snapshots it commits say so).
     run: String,
-    /// Files prepared and not committed when the checkpoint was taken.
-    files: Vec<StagedFile>,
+    /// Files prepared and not committed when the checkpoint was taken, by the checkpoint they
+    /// belong to (those of a checkpoint the table already names are not appended again).
+    files: BTreeMap<u64, Vec<StagedFile>>,
 }
 
 /// The table, opened at the first batch (or at the end, when no row came).
@@ -124,6 +125,9 @@ pub struct IcebergSink {
     snapshots: u64,
     rows_committed: u64,
     broken: Option<String>,
+    /// Set while a call that moves rows into files runs: still set at the next call, the call
+    /// was cut off (`sink.write.timeout`) with rows of open files lost, and the sink stops.
+    in_flight: Option<&'static str>,
 }
 
 impl std::fmt::Debug for IcebergSink {
@@ -156,8 +160,8 @@ impl IcebergSink {
     /// warehouse can be read (errors name the catalog or the bucket, never a secret).
     pub fn try_new(props: &Properties, job_name: &str) -> Result<Self> {
         let ident = table_ident(props)?;
-        let warehouse = Warehouse::from_properties(props)?;
-        let catalog = Arc::new(SinkCatalog::from_properties(props, warehouse.clone())?);
+        let catalog = Arc::new(SinkCatalog::from_properties(props)?);
+        let warehouse = catalog.warehouse().clone();
         let partition_by = partition::parse(props)?;
         let compression = match props.get("compression") {
             None => Compression::Zstd,
@@ -194,6 +198,7 @@ impl IcebergSink {
             snapshots: 0,
             rows_committed: 0,
             broken: None,
+            in_flight: None,
         };
         sink.check_access()?;
         Ok(sink)
@@ -206,8 +211,8 @@ impl IcebergSink {
         let ident = self.ident.clone();
         let what = format!("iceberg_sink '{}'", self.name);
         on_own_runtime("iceberg", async move {
-            let warehouse = Warehouse::from_properties(&props)?;
-            let catalog = SinkCatalog::from_properties(&props, warehouse.clone())?;
+            let catalog = SinkCatalog::from_properties(&props)?;
+            let warehouse = catalog.warehouse().clone();
             let described = catalog.describe();
             catalog.table_exists(&ident).await.map(|_| ()).map_err(|e| warehouse.connector_error(&format!("{what}: table {ident} in the {described}"), e))
         })
@@ -263,8 +268,14 @@ impl IcebergSink {
         self.ready.as_ref().ok_or_else(|| ConnectorError::Other("iceberg table not open".into()))
     }
 
-    /// Err once the sink is broken.
-    fn check(&self) -> Result<()> {
+    /// Err once the sink is broken (or a call was cut off halfway: it is broken now).
+    fn check(&mut self) -> Result<()> {
+        if let Some(what) = self.in_flight.take() {
+            self.broken = Some(format!(
+                "iceberg sink '{}': {what} was cut off halfway (sink.write.timeout), so rows of its open data files are lost; the sink stops so that a checkpoint never commits without them",
+                self.name
+            ));
+        }
         match &self.broken {
             Some(m) => Err(ConnectorError::Other(m.clone())),
             None => Ok(()),
@@ -305,15 +316,27 @@ impl IcebergSink {
             }
         };
         let ready = self.ready.as_ref().ok_or_else(|| ConnectorError::Other("iceberg table not open".into()))?;
-        let metadata = metadata.ok_or_else(|| ConnectorError::Other(format!("{path}: no Parquet metadata")))?;
-        let staged = stage(path, size, rows, ready, partition, &metadata)?;
+        let staged = match metadata
+            .ok_or_else(|| ConnectorError::Other(format!("{path}: no Parquet metadata")))
+            .and_then(|m| stage(path, size, rows, ready, partition, &m))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("iceberg sink '{}': a data file cannot be described ({e}); the sink stops so that no rows are lost silently", self.name);
+                self.broken = Some(msg.clone());
+                return Err(ConnectorError::Other(msg));
+            }
+        };
         debug!(sink = %self.name, file = %staged.path, rows, "data file written");
         self.staged.entry(self.epoch).or_default().push(staged);
         Ok(())
     }
 
     async fn finish_all(&mut self) -> Result<()> {
-        self.check()?;
+        // (inside a call that set `in_flight`: only a broken sink stops here)
+        if let Some(m) = &self.broken {
+            return Err(ConnectorError::Other(m.clone()));
+        }
         for (_, file) in std::mem::take(&mut self.open) {
             self.finish(file).await?;
         }
@@ -332,20 +355,29 @@ impl IcebergSink {
         ConnectorError::Other(msg)
     }
 
-    /// Appends `files` to the table in one snapshot. With `checkpoint`, the snapshot says
-    /// `ferris.run` = `run` and `ferris.checkpoint`, and nothing is appended when `run` already
-    /// committed that checkpoint or a later one.
-    async fn commit_files(&mut self, files: Vec<StagedFile>, run: &str, checkpoint: Option<u64>) -> Result<()> {
-        if files.is_empty() {
+    /// Appends the files of `groups` (by the checkpoint they belong to) to the table in one
+    /// snapshot. With `checkpoint`, the snapshot says `ferris.run` = `run` and
+    /// `ferris.checkpoint`, and the groups of checkpoints `run` already committed (a commit whose
+    /// answer was lost, a restart) are not appended again.
+    async fn commit_files(&mut self, mut groups: BTreeMap<u64, Vec<StagedFile>>, run: &str, checkpoint: Option<u64>) -> Result<()> {
+        groups.retain(|_, files| !files.is_empty());
+        if groups.is_empty() {
             return Ok(());
         }
         let table = self.catalog.load_table(&self.ident).await.map_err(|e| self.iceberg_error("loading", e))?;
-        if let Some(n) = checkpoint {
-            if let Some(done) = committed_checkpoint(table.metadata(), run, &self.name).filter(|d| *d >= n) {
-                info!(sink = %self.name, "checkpoint {n} is in table {} already (committed up to {done}): not appended again", self.ident);
-                return Ok(());
+        if checkpoint.is_some() {
+            if let Some(done) = committed_checkpoint(table.metadata(), run, &self.name) {
+                let before = groups.len();
+                groups.retain(|k, _| *k > done);
+                if groups.len() < before {
+                    info!(sink = %self.name, "table {} holds this run's checkpoints up to {done} already: {} of them not appended again", self.ident, before - groups.len());
+                }
+                if groups.is_empty() {
+                    return Ok(());
+                }
             }
         }
+        let files: Vec<StagedFile> = groups.into_values().flatten().collect();
         let rows: u64 = files.iter().map(|f| f.rows).sum();
         let data_files = files.iter().map(|f| data_file(f, table.metadata())).collect::<Result<Vec<_>>>()?;
         let mut summary = HashMap::from([
@@ -380,14 +412,66 @@ impl IcebergSink {
     /// Commits every file staged up to `checkpoint` (all of them: `None`).
     async fn commit_staged(&mut self, checkpoint: Option<u64>) -> Result<()> {
         let upto = checkpoint.unwrap_or(u64::MAX);
-        let keys: Vec<u64> = self.staged.range(..=upto).map(|(k, _)| *k).collect();
-        let files: Vec<StagedFile> = keys.iter().filter_map(|k| self.staged.get(k)).flatten().cloned().collect();
+        let groups: BTreeMap<u64, Vec<StagedFile>> = self.staged.range(..=upto).map(|(k, v)| (*k, v.clone())).collect();
         let run = self.run.clone();
-        self.commit_files(files, &run, checkpoint).await?;
-        for k in keys {
-            self.staged.remove(&k);
+        self.commit_files(groups, &run, checkpoint).await?;
+        self.staged.retain(|k, _| *k > upto);
+        Ok(())
+    }
+}
+
+impl IcebergSink {
+    /// [`Sink::write`] once the sink is known to be whole.
+    async fn write_rows(&mut self, batch: &RecordBatch) -> Result<()> {
+        let ready = self.open_table(&batch.schema()).await?;
+        let (plan, partitioner, location) = (ready.plan.clone(), ready.partitioner.clone(), ready.table.metadata().location().to_string());
+        let rows = plan.conform(batch, &self.table_name())?;
+        for slice in partitioner.split(rows)? {
+            self.write_slice(slice, &plan.schema, &location).await?;
         }
         Ok(())
+    }
+
+    /// [`Sink::close`]: files finished and committed (without transactions), or dropped.
+    async fn close_files(&mut self) -> Result<()> {
+        if self.ready.is_none() {
+            // no row came: the table is still created, empty
+            let schema = self.query_schema.lock().ok().and_then(|s| s.clone());
+            if let Some(schema) = schema {
+                self.open_table(&schema).await?;
+            }
+        }
+        if self.delivery == Delivery::ExactlyOnce {
+            // rows after the last checkpoint are not committed: a restart replays them
+            for (_, f) in std::mem::take(&mut self.open) {
+                if let Some(mut u) = f.upload {
+                    let _ = u.abort().await;
+                }
+            }
+        } else {
+            self.finish_all().await?;
+            self.commit_staged(None).await?;
+        }
+        info!(sink = %self.name, "iceberg sink '{}': {} snapshot{} ({} rows) committed to {}", self.name, self.snapshots, if self.snapshots == 1 { "" } else { "s" }, self.rows_committed, self.ident);
+        Ok(())
+    }
+
+    /// [`Sink::prepare`]: files finished and staged for the checkpoint (committed at once
+    /// without transactions).
+    async fn prepare_files(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
+        self.finish_all().await?;
+        if let Some(files) = self.staged.remove(&self.epoch) {
+            self.staged.entry(checkpoint).or_default().extend(files);
+        }
+        self.epoch = checkpoint + 1;
+        if self.delivery != Delivery::ExactlyOnce {
+            self.commit_staged(Some(checkpoint)).await?;
+            return Ok(None);
+        }
+        // every file staged and not committed: a checkpoint whose commit failed is committed
+        // with the next one
+        let state = SinkCheckpoint { run: self.run.clone(), files: self.staged.clone() };
+        serde_json::to_value(&state).map(Some).map_err(|e| ConnectorError::Other(format!("iceberg sink '{}': {e}", self.name)))
     }
 }
 
@@ -611,13 +695,10 @@ impl Sink for IcebergSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let ready = self.open_table(&batch.schema()).await?;
-        let (plan, partitioner, location) = (ready.plan.clone(), ready.partitioner.clone(), ready.table.metadata().location().to_string());
-        let rows = plan.conform(batch, &self.table_name())?;
-        for slice in partitioner.split(rows)? {
-            self.write_slice(slice, &plan.schema, &location).await?;
-        }
-        Ok(())
+        self.in_flight = Some("a write");
+        let r = self.write_rows(batch).await;
+        self.in_flight = None;
+        r
     }
 
     /// Nothing: files are closed at `target_file_size`, at checkpoints and at the end.
@@ -626,26 +707,11 @@ impl Sink for IcebergSink {
     }
 
     async fn close(&mut self) -> Result<()> {
-        if self.ready.is_none() {
-            // no row came: the table is still created, empty
-            let schema = self.query_schema.lock().ok().and_then(|s| s.clone());
-            if let Some(schema) = schema {
-                self.open_table(&schema).await?;
-            }
-        }
-        if self.delivery == Delivery::ExactlyOnce {
-            // rows after the last checkpoint are not committed: a restart replays them
-            for (_, f) in std::mem::take(&mut self.open) {
-                if let Some(mut u) = f.upload {
-                    let _ = u.abort().await;
-                }
-            }
-        } else {
-            self.finish_all().await?;
-            self.commit_staged(None).await?;
-        }
-        info!(sink = %self.name, "iceberg sink '{}': {} snapshot{} ({} rows) committed to {}", self.name, self.snapshots, if self.snapshots == 1 { "" } else { "s" }, self.rows_committed, self.ident);
-        Ok(())
+        self.check()?;
+        self.in_flight = Some("closing");
+        let r = self.close_files().await;
+        self.in_flight = None;
+        r
     }
 
     fn transactional(&self) -> bool {
@@ -658,21 +724,12 @@ impl Sink for IcebergSink {
     }
 
     async fn prepare(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
-        self.finish_all().await?;
-        if let Some(files) = self.staged.remove(&self.epoch) {
-            self.staged.entry(checkpoint).or_default().extend(files);
-        }
-        self.epoch = checkpoint + 1;
-        if self.delivery != Delivery::ExactlyOnce {
-            self.commit_staged(Some(checkpoint)).await?;
-            return Ok(None);
-        }
-        // every file staged and not committed: a checkpoint whose commit failed is committed
-        // with the next one
-        let state = SinkCheckpoint { run: self.run.clone(), files: self.staged.values().flatten().cloned().collect() };
-        serde_json::to_value(&state).map(Some).map_err(|e| ConnectorError::Other(format!("iceberg sink '{}': {e}", self.name)))
+        self.check()?;
+        self.in_flight = Some("a checkpoint's prepare");
+        let r = self.prepare_files(checkpoint).await;
+        self.in_flight = None;
+        r
     }
-
     async fn commit(&mut self, checkpoint: u64) -> Result<()> {
         if self.delivery == Delivery::ExactlyOnce {
             self.commit_staged(Some(checkpoint)).await?;

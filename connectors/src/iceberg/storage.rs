@@ -7,8 +7,9 @@
 //! WITH ('lake.type' = 'iceberg_sink', 'lake.warehouse' = 's3://lake/warehouse', 'lake.endpoint' = 'http://127.0.0.1:9000', …)
 //! ```
 
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,19 +25,21 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
 
-/// Where a warehouse is: its client and how its locations map to keys.
+/// Where a warehouse is, and the clients of the stores its tables' files are in: one per
+/// bucket (`s3://bucket/`), made when a location there is first used, with the sink's object
+/// store keys; the local file system for paths.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Warehouse {
-    /// The client; not serialisable, so a deserialised copy has none and fails every call.
-    #[serde(skip)]
-    store: Option<Arc<dyn ObjectStore>>,
-    /// What locations start with: `s3://bucket/`, or `/` for the local file system.
-    root: String,
-    /// The warehouse location itself (`s3://lake/warehouse`, `/data/warehouse`), no trailing `/`.
+    /// The warehouse location itself (`s3://lake/warehouse`, `/data/warehouse`), no trailing
+    /// `/`; empty when a REST catalog places the tables.
     location: String,
-    /// Masks secrets in error texts.
+    /// The keys the clients are made with (endpoint, credentials); not serialised, so a
+    /// deserialised copy has no clients and fails every call.
     #[serde(skip)]
     props: Option<Properties>,
+    /// Clients by root (`s3://bucket/`, `/`).
+    #[serde(skip)]
+    stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
 }
 
 impl std::fmt::Debug for Warehouse {
@@ -45,23 +48,62 @@ impl std::fmt::Debug for Warehouse {
     }
 }
 
+/// The root of `location` (`s3://bucket/`, or `/` for a local path or `file:` URL) and the
+/// key under it.
+fn split_location(location: &str) -> (String, &str) {
+    let local = location.strip_prefix("file://").or_else(|| location.strip_prefix("file:")).unwrap_or(location);
+    if !location.contains("://") || location.starts_with("file:") {
+        return ("/".into(), local.trim_start_matches('/'));
+    }
+    let (scheme, rest) = location.split_once("://").unwrap_or(("", location));
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    (format!("{scheme}://{bucket}/"), key)
+}
+
 impl Warehouse {
     /// The warehouse `props` name in `warehouse`: an object store URL (with the S3 connector's
-    /// connection keys) or a local directory (a path or a `file:` URL).
+    /// connection keys) or a local directory (a path or a `file:` URL). Its client is made now,
+    /// so that a wrong URL or key fails at start.
     pub fn from_properties(props: &Properties) -> Result<Self> {
         let key = "warehouse";
         let url = props.require(key)?.trim().trim_end_matches('/').to_string();
-        if url.contains("://") && !url.starts_with("file:") {
-            let mut p = props.clone();
-            p.insert("path", format!("{url}/"));
-            let loc = crate::s3::checked_location(&p)?;
-            let root = loc.url("");
-            return Ok(Self { store: Some(loc.store), location: url, root, props: Some(props.clone()) });
+        let location = if url.contains("://") && !url.starts_with("file:") {
+            url
+        } else {
+            let path = crate::properties::local_path(&url).map_err(|m| ConnectorError::invalid(props.full_key(key), m))?.into_owned();
+            let path = std::path::absolute(&path).map_err(|e| ConnectorError::invalid(props.full_key(key), format!("'{path}': {e}")))?;
+            path.to_string_lossy().trim_end_matches('/').to_string()
+        };
+        let w = Self { location, props: Some(props.clone()), stores: Arc::default() };
+        w.client(&w.location)?;
+        Ok(w)
+    }
+
+    /// A warehouse whose tables a REST catalog places: clients are made for the locations it
+    /// gives, with `props`' object store keys.
+    pub fn placed_by_catalog(props: &Properties) -> Self {
+        Self { location: String::new(), props: Some(props.clone()), stores: Arc::default() }
+    }
+
+    /// The client of the store `location` is in, made on first use.
+    fn client(&self, location: &str) -> Result<Arc<dyn ObjectStore>> {
+        let (root, _) = split_location(location);
+        let mut stores = self.stores.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = stores.get(&root) {
+            return Ok(s.clone());
         }
-        let path = crate::properties::local_path(&url).map_err(|m| ConnectorError::invalid(props.full_key(key), m))?.into_owned();
-        let path = std::path::absolute(&path).map_err(|e| ConnectorError::invalid(props.full_key(key), format!("'{path}': {e}")))?;
-        let location = path.to_string_lossy().trim_end_matches('/').to_string();
-        Ok(Self { store: Some(Arc::new(LocalFileSystem::new())), root: "/".into(), location, props: Some(props.clone()) })
+        let props = self.props.as_ref().ok_or_else(|| ConnectorError::Other("the warehouse's keys were not carried over".into()))?;
+        let store: Arc<dyn ObjectStore> = if root == "/" {
+            Arc::new(LocalFileSystem::new())
+        } else {
+            let mut p = props.clone();
+            p.insert("path", root.clone());
+            let first = stores.is_empty();
+            let loc = if first { crate::s3::checked_location(&p)? } else { crate::s3::location(&p)? };
+            loc.store
+        };
+        stores.insert(root, store.clone());
+        Ok(store)
     }
 
     /// The warehouse location (`s3://lake/warehouse`, `/data/warehouse`).
@@ -71,20 +113,20 @@ impl Warehouse {
 
     /// A [`FileIO`] for the `iceberg` crate over this warehouse's client.
     pub fn file_io(&self) -> FileIO {
-        FileIOBuilder::new(Arc::new(WarehouseFactory(self.clone()))).build()
+        FileIOBuilder::new(self.storage_factory()).build()
     }
 
-    fn store(&self) -> iceberg::Result<&Arc<dyn ObjectStore>> {
-        self.store.as_ref().ok_or_else(|| IcebergError::new(ErrorKind::Unexpected, "the warehouse's client was not carried over"))
+    /// What makes a [`FileIO`] over this warehouse's clients (a REST catalog makes its own).
+    pub fn storage_factory(&self) -> Arc<dyn StorageFactory> {
+        Arc::new(WarehouseFactory(self.clone()))
     }
 
-    /// The object key of `location` (`s3://lake/warehouse/db/t/data/x.parquet` → `warehouse/db/t/data/x.parquet`).
-    pub fn key(&self, location: &str) -> iceberg::Result<ObjectPath> {
-        let rest = location.strip_prefix("file://").unwrap_or(location);
-        let rest = rest.strip_prefix(self.root.as_str()).ok_or_else(|| {
-            IcebergError::new(ErrorKind::DataInvalid, format!("'{location}' is not in the warehouse {} (the table lives elsewhere)", self.location))
-        })?;
-        ObjectPath::parse(rest).map_err(|e| IcebergError::new(ErrorKind::DataInvalid, format!("'{location}': {e}")))
+    /// The client and key of `location`.
+    pub fn resolve(&self, location: &str) -> iceberg::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+        let store = self.client(location).map_err(|e| IcebergError::new(ErrorKind::DataInvalid, e.to_string()))?;
+        let (_, key) = split_location(location);
+        let key = ObjectPath::parse(key).map_err(|e| IcebergError::new(ErrorKind::DataInvalid, format!("'{location}': {e}")))?;
+        Ok((store, key))
     }
 
     fn error(&self, what: &str, location: &str, e: object_store::Error) -> IcebergError {
@@ -99,9 +141,9 @@ impl Warehouse {
     /// Writes `bytes` to `location` only when nothing is there yet: false when something was
     /// (another writer's commit). The local file system and S3 (`If-None-Match`) do this atomically.
     pub async fn create(&self, location: &str, bytes: Bytes) -> iceberg::Result<bool> {
-        let key = self.key(location)?;
+        let (store, key) = self.resolve(location)?;
         let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
-        match self.store()?.put_opts(&key, PutPayload::from(bytes), opts).await {
+        match store.put_opts(&key, PutPayload::from(bytes), opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
             Err(e) => Err(self.error("writing", location, e)),
@@ -110,8 +152,8 @@ impl Warehouse {
 
     /// Starts an upload of `location`, published whole by [`MultipartUpload::complete`].
     pub async fn upload(&self, location: &str) -> iceberg::Result<Box<dyn MultipartUpload>> {
-        let key = self.key(location)?;
-        self.store()?.put_multipart(&key).await.map_err(|e| self.error("starting an upload of", location, e))
+        let (store, key) = self.resolve(location)?;
+        store.put_multipart(&key).await.map_err(|e| self.error("starting an upload of", location, e))
     }
 
     /// A connector error for an iceberg error, secrets masked.
@@ -139,7 +181,8 @@ impl StorageFactory for WarehouseFactory {
 #[typetag::serde]
 impl Storage for Warehouse {
     async fn exists(&self, path: &str) -> iceberg::Result<bool> {
-        match self.store()?.head(&self.key(path)?).await {
+        let (store, key) = self.resolve(path)?;
+        match store.head(&key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.error("looking up", path, e)),
@@ -147,21 +190,25 @@ impl Storage for Warehouse {
     }
 
     async fn metadata(&self, path: &str) -> iceberg::Result<FileMetadata> {
-        let meta = self.store()?.head(&self.key(path)?).await.map_err(|e| self.error("looking up", path, e))?;
+        let (store, key) = self.resolve(path)?;
+        let meta = store.head(&key).await.map_err(|e| self.error("looking up", path, e))?;
         Ok(FileMetadata { size: meta.size })
     }
 
     async fn read(&self, path: &str) -> iceberg::Result<Bytes> {
-        let got = self.store()?.get(&self.key(path)?).await.map_err(|e| self.error("reading", path, e))?;
+        let (store, key) = self.resolve(path)?;
+        let got = store.get(&key).await.map_err(|e| self.error("reading", path, e))?;
         got.bytes().await.map_err(|e| self.error("reading", path, e))
     }
 
     async fn reader(&self, path: &str) -> iceberg::Result<Box<dyn FileRead>> {
-        Ok(Box::new(Reader { warehouse: self.clone(), path: path.to_string(), key: self.key(path)? }))
+        let (store, key) = self.resolve(path)?;
+        Ok(Box::new(Reader { warehouse: self.clone(), store, path: path.to_string(), key }))
     }
 
     async fn write(&self, path: &str, bs: Bytes) -> iceberg::Result<()> {
-        self.store()?.put(&self.key(path)?, PutPayload::from(bs)).await.map(|_| ()).map_err(|e| self.error("writing", path, e))
+        let (store, key) = self.resolve(path)?;
+        store.put(&key, PutPayload::from(bs)).await.map(|_| ()).map_err(|e| self.error("writing", path, e))
     }
 
     async fn writer(&self, path: &str) -> iceberg::Result<Box<dyn FileWrite>> {
@@ -169,15 +216,15 @@ impl Storage for Warehouse {
     }
 
     async fn delete(&self, path: &str) -> iceberg::Result<()> {
-        match self.store()?.delete(&self.key(path)?).await {
+        let (store, key) = self.resolve(path)?;
+        match store.delete(&key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("deleting", path, e)),
         }
     }
 
     async fn delete_prefix(&self, path: &str) -> iceberg::Result<()> {
-        let store = self.store()?;
-        let prefix = self.key(path)?;
+        let (store, prefix) = self.resolve(path)?;
         let mut listed = store.list(Some(&prefix));
         while let Some(meta) = listed.next().await {
             let meta = meta.map_err(|e| self.error("listing", path, e))?;
@@ -208,6 +255,7 @@ impl Storage for Warehouse {
 /// Ranged reads of one file.
 struct Reader {
     warehouse: Warehouse,
+    store: Arc<dyn ObjectStore>,
     path: String,
     key: ObjectPath,
 }
@@ -215,7 +263,7 @@ struct Reader {
 #[async_trait]
 impl FileRead for Reader {
     async fn read(&self, range: Range<u64>) -> iceberg::Result<Bytes> {
-        self.warehouse.store()?.get_range(&self.key, range).await.map_err(|e| self.warehouse.error("reading", &self.path, e))
+        self.store.get_range(&self.key, range).await.map_err(|e| self.warehouse.error("reading", &self.path, e))
     }
 }
 

@@ -178,6 +178,9 @@ pub struct S3Sink {
     /// Set when an object lost bytes (a part that failed to upload): the sink refuses to go on,
     /// so that a checkpoint never publishes the object (the job rewinds or stops).
     broken: Option<String>,
+    /// Set while a call that moves rows into objects runs: still set at the next call, the call
+    /// was cut off (`sink.write.timeout`) with rows of open objects lost, and the sink stops.
+    in_flight: Option<&'static str>,
 }
 
 impl std::fmt::Debug for S3Sink {
@@ -249,6 +252,7 @@ impl S3Sink {
             prepared: BTreeMap::new(),
             completed: 0,
             broken: None,
+            in_flight: None,
             up: Uploader { loc, props: props.clone() },
         };
         sink.check_access()?;
@@ -364,14 +368,25 @@ impl S3Sink {
 
     async fn finish_all(&mut self) -> Result<()> {
         self.check()?;
+        self.in_flight = Some("finishing the open objects");
         for (_, obj) in std::mem::take(&mut self.open) {
-            self.finish(obj).await?;
+            if let Err(e) = self.finish(obj).await {
+                self.in_flight = None;
+                return Err(e);
+            }
         }
+        self.in_flight = None;
         Ok(())
     }
 
     /// Err once the sink is broken.
-    fn check(&self) -> Result<()> {
+    fn check(&mut self) -> Result<()> {
+        if let Some(what) = self.in_flight.take() {
+            self.broken = Some(format!(
+                "s3 sink '{}': {what} was cut off halfway (sink.write.timeout), so rows of its open objects are lost; the sink stops so that a checkpoint never completes without them",
+                self.name
+            ));
+        }
         match &self.broken {
             Some(m) => Err(ConnectorError::Other(m.clone())),
             None => Ok(()),
@@ -392,6 +407,17 @@ impl S3Sink {
     }
 }
 
+impl S3Sink {
+    /// [`Sink::write`] once the sink is known to be whole.
+    async fn write_rows(&mut self, batch: &RecordBatch) -> Result<()> {
+        let prefix = self.template.render(chrono::Utc::now(), self.seq);
+        for (dir, rows) in crate::hive_partitions::split(batch, &self.partition_columns, &self.up.props, &self.name)? {
+            self.write_to(format!("{prefix}{dir}"), rows).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Sink for S3Sink {
     fn name(&self) -> &str {
@@ -408,11 +434,10 @@ impl Sink for S3Sink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let prefix = self.template.render(chrono::Utc::now(), self.seq);
-        for (dir, rows) in crate::hive_partitions::split(batch, &self.partition_columns, &self.up.props, &self.name)? {
-            self.write_to(format!("{prefix}{dir}"), rows).await?;
-        }
-        Ok(())
+        self.in_flight = Some("a write");
+        let r = self.write_rows(batch).await;
+        self.in_flight = None;
+        r
     }
 
     /// Nothing: objects are finished at `max_file_size`, at each checkpoint (`prepare`) and at
