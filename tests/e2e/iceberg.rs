@@ -3,8 +3,8 @@
 //! in PostgreSQL (`tests/services/postgres.sh`) over a warehouse on the S3 server
 //! (`tests/services/s3.sh`). Rows are compared with DataFusion's batch answer on the same
 //! input; partitions, statistics and snapshots with what pyiceberg plans and reports; exactly
-//! once through SIGKILLs. DuckDB's iceberg extension cannot be installed here (no network for
-//! its extension repository), so pyiceberg is the one independent reader.
+//! once through SIGKILLs. DuckDB's `iceberg` extension (tests/python/duckdb_iceberg.py, on the
+//! DuckDB whose extension wheels are on PyPI) reads the filesystem catalog's table as well.
 
 use std::path::Path;
 
@@ -34,6 +34,23 @@ async fn table_rows(dir: &Path, opts: &[&str], table: &str, select: &str) -> Vec
     let rows = batch_rows(&ctx, select).await;
     let _ = std::fs::remove_file(out);
     rows
+}
+
+/// Every row of a filesystem-catalog table as DuckDB's `iceberg` extension reads it
+/// (`iceberg_scan` of the table's directory), canonical and sorted.
+async fn duckdb_rows(dir: &Path, table: &str, select: &str) -> Vec<String> {
+    let python = std::process::Command::new("bash").arg(crate::common::repo().join("tests/services/python.sh")).arg("duckdb-iceberg-python").output().unwrap();
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
+    let out = dir.join("duckdb-readback.parquet");
+    let run = std::process::Command::new(&python)
+        .arg(crate::common::repo().join("tests/python/duckdb_iceberg.py"))
+        .args([table, out.to_str().unwrap()])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (install it: bash tests/services/python.sh)"));
+    assert!(run.status.success(), "duckdb_iceberg.py: {}", String::from_utf8_lossy(&run.stderr));
+    let ctx = SessionContext::new();
+    ctx.register_parquet("t", out.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    batch_rows(&ctx, select).await
 }
 
 fn describe(opts: &[&str], table: &str) -> Value {
@@ -117,6 +134,8 @@ async fn a_job_creates_a_partitioned_table_that_pyiceberg_reads_and_prunes() {
     let want = orders_answer(&input).await;
     let got = table_rows(dir, &[], table, &readback("t")).await;
     assert_same_rows("iceberg table read by pyiceberg", &got, &want);
+    let got = duckdb_rows(dir, table, &readback("t")).await;
+    assert_same_rows("iceberg table read by DuckDB's iceberg extension", &got, &want);
 
     let d = describe(&[], table);
     assert_eq!(d["format_version"], 2);
