@@ -322,6 +322,44 @@ async fn a_rest_catalog_places_and_commits_the_table() {
     assert!(d["location"].as_str().unwrap().contains("/catalog/wh/"), "placed by the server: {}", d["location"]);
 }
 
+/// A SQL catalog whose tables were made without the `iceberg_type` column (older pyiceberg,
+/// Java's default schema), in a PostgreSQL schema of its own: the sink creates and appends to
+/// its table there, and pyiceberg reads it from the metadata the catalog points at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_catalog_without_iceberg_type_is_used_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let schema =
+        format!("icev0_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000);
+    crate::postgres::exec(&format!(
+        "CREATE SCHEMA {schema}; \
+         CREATE TABLE {schema}.iceberg_tables (catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, table_name VARCHAR(255) NOT NULL, \
+           metadata_location VARCHAR(1000), previous_metadata_location VARCHAR(1000), PRIMARY KEY (catalog_name, table_namespace, table_name)); \
+         CREATE TABLE {schema}.iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, namespace VARCHAR(255) NOT NULL, \
+           property_key VARCHAR(255) NOT NULL, property_value VARCHAR(1000) NOT NULL, PRIMARY KEY (catalog_name, namespace, property_key));"
+    ));
+    let input = dir.join("orders.jsonl");
+    orders(&input, 500);
+    let uri = format!("{}?options=-csearch_path%3D{schema}", crate::postgres::url());
+    let job = format!(
+        "CREATE STREAM o AS {ORDERS_SQL} INTO lake WITH ('orders.type' = 'file_source', 'orders.path' = '{}', 'orders.format' = 'jsonlines',
+         'lake.type' = 'iceberg_sink', 'lake.catalog.type' = 'sql', 'lake.catalog.uri' = '{uri}', 'lake.warehouse' = 'wh', 'lake.table' = 'v0.orders');",
+        input.display()
+    );
+    assert_ok(&run_sql(dir, &job));
+    assert_ok(&run_sql(dir, &job));
+    let rows = crate::postgres::rows(&format!("SELECT table_namespace, table_name, metadata_location FROM {schema}.iceberg_tables"));
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row: Value = serde_json::from_str(&rows[0]).unwrap();
+    assert_eq!((row["table_namespace"].as_str(), row["table_name"].as_str()), (Some("v0"), Some("orders")));
+    let metadata = row["metadata_location"].as_str().unwrap().to_string();
+    let want = orders_answer(&input).await;
+    let got = table_rows(dir, &[], &metadata, &format!("SELECT DISTINCT * FROM ({})", readback("t"))).await;
+    assert_same_rows("table of a catalog without iceberg_type", &got, &want);
+    assert_eq!(describe(&[], &metadata)["snapshots"].as_array().unwrap().len(), 2);
+    crate::postgres::exec(&format!("DROP SCHEMA {schema} CASCADE"));
+}
+
 /// A windowed aggregate over a tailed file into an Iceberg table under `use_transactions`,
 /// killed five times at random moments: the table holds every window exactly once (the batch
 /// answer), and no checkpoint was appended twice.
@@ -475,6 +513,15 @@ fn bad_iceberg_settings_are_clear_errors_at_start() {
         ("'lake.table' = 'a.b'", "SELECT CAST(id AS BIGINT UNSIGNED) AS big FROM orders", "'big'"),
         ("'lake.table' = 'a.b', 'lake.catalog.type' = 'sql', 'lake.catalog.uri' = 'postgresql://who:s3cr3t-pw@127.0.0.1:1/x'", ORDERS_SQL, "127.0.0.1:1/x"),
     ];
+    // secrets of the catalog never reach explain
+    std::fs::write(
+        dir.join("explain.sql"),
+        job("'lake.table' = 'a.b', 'lake.catalog.type' = 'rest', 'lake.catalog.uri' = 'http://127.0.0.1:1', 'lake.catalog.token' = 'tok-s3cr3t-pw', 'lake.catalog.credential' = 'id:cred-s3cr3t-pw'", ORDERS_SQL),
+    )
+    .unwrap();
+    let explained = crate::common::ferris(dir, &["explain", "explain.sql"]);
+    assert!(explained.stdout.contains("catalog.token = ****") && explained.stdout.contains("catalog.credential = ****"), "{}", explained.stdout);
+    assert!(!format!("{}{}", explained.stdout, explained.stderr).contains("s3cr3t-pw"), "{}", explained.stdout);
     for (keys, query, needle) in cases {
         let run = run_sql(dir, &job(keys, query));
         assert_ne!(run.status, 0, "{keys}: should fail");

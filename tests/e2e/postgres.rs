@@ -29,7 +29,7 @@ fn pg(args: &[&str]) -> String {
     crate::common::python_client("pg.py", &all, "is PostgreSQL up? 'bash tests/services/postgres.sh start'")
 }
 
-fn exec(sql: &str) {
+pub(crate) fn exec(sql: &str) {
     pg(&["exec", sql]);
 }
 

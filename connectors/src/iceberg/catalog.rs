@@ -36,10 +36,12 @@ use crate::properties::Properties;
 /// Which catalog, and how to reach it.
 enum Kind {
     FileSystem,
+    /// The client is kept between calls, with whether `iceberg_tables` has the JDBC catalog's
+    /// `iceberg_type` column (pyiceberg 0.12 and Java's V1 schema) or not (older tables).
     Sql {
         conn: Box<crate::postgres::Connection>,
         name: String,
-        client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+        client: tokio::sync::Mutex<Option<(tokio_postgres::Client, bool)>>,
     },
     /// Made at first use, on the runtime the sink runs on.
     Rest {
@@ -87,6 +89,12 @@ impl SinkCatalog {
         let now = self.load_table(ident).await?;
         if !added.is_empty() && added.iter().all(|id| now.metadata().snapshot_by_id(*id).is_some()) {
             debug!(table = %ident, "the commit had landed");
+            if let (Kind::FileSystem, Some(v)) = (&self.kind, now.metadata_location().and_then(hadoop_version)) {
+                let hint = format!("{}/metadata/version-hint.text", self.table_location(ident, None));
+                if let Err(e) = iceberg::io::Storage::write(&self.warehouse, &hint, Bytes::from(v.to_string())).await {
+                    warn!(table = %ident, "moving version-hint.text: {e}");
+                }
+            }
             return Ok(now);
         }
         Err(conflict(ident))
@@ -177,38 +185,58 @@ impl SinkCatalog {
     /// created then if missing; made again after an error) and the catalog's name.
     async fn with_sql<T>(
         &self,
-        f: impl for<'c> FnOnce(&'c tokio_postgres::Client, &'c str) -> futures::future::BoxFuture<'c, std::result::Result<T, (&'static str, tokio_postgres::Error)>>,
+        f: impl for<'c> FnOnce(
+            &'c tokio_postgres::Client,
+            &'c str,
+            bool,
+        ) -> futures::future::BoxFuture<'c, std::result::Result<T, (&'static str, tokio_postgres::Error)>>,
     ) -> iceberg::Result<T> {
         let Kind::Sql { conn, name, client } = &self.kind else { return Err(unsupported("keep tables in SQL")) };
         let mut guard = client.lock().await;
-        if guard.is_none() {
-            let c = conn.connect().await.map_err(|e| IcebergError::new(ErrorKind::Unexpected, e.to_string()))?;
-            // pyiceberg's check: create the tables only when missing (creating needs a privilege a
-            // catalog's user may lack)
-            let have = c
-                .query_one("SELECT to_regclass('iceberg_tables') IS NOT NULL AND to_regclass('iceberg_namespace_properties') IS NOT NULL", &[])
-                .await
-                .map_err(|e| self.sql_error("looking for the catalog tables", &e))?;
-            if !have.get::<_, bool>(0) {
-                let ddl = "CREATE TABLE IF NOT EXISTS iceberg_tables (catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, \
-                           table_name VARCHAR(255) NOT NULL, metadata_location VARCHAR(1000), previous_metadata_location VARCHAR(1000), iceberg_type VARCHAR(5), \
-                           PRIMARY KEY (catalog_name, table_namespace, table_name)); \
-                           CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, namespace VARCHAR(255) NOT NULL, \
-                           property_key VARCHAR(255) NOT NULL, property_value VARCHAR(1000) NOT NULL, PRIMARY KEY (catalog_name, namespace, property_key));";
-                c.batch_execute(ddl).await.map_err(|e| self.sql_error("creating the catalog tables", &e))?;
+        // a connection the server closed while idle is replaced before the call, and a call that
+        // fails or is cut off takes its connection with it (the next call makes a new one)
+        let (c, typed) = match guard.take().filter(|(c, _)| !c.is_closed()) {
+            Some(kept) => kept,
+            None => self.sql_connect(conn).await?,
+        };
+        let result = f(&c, name, typed).await;
+        match result {
+            Ok(v) => {
+                *guard = Some((c, typed));
+                Ok(v)
             }
-            *guard = Some(c);
+            Err((what, e)) => Err(self.sql_error(what, &e)),
         }
-        let Some(c) = guard.as_ref() else { return Err(unsupported("connect")) };
-        match f(c, name).await {
-            Ok(v) => Ok(v),
-            Err((what, e)) => {
-                if c.is_closed() {
-                    *guard = None;
-                }
-                Err(self.sql_error(what, &e))
-            }
+    }
+
+    /// A new connection to the SQL catalog, its tables created when missing; whether they have
+    /// the `iceberg_type` column.
+    async fn sql_connect(&self, conn: &crate::postgres::Connection) -> iceberg::Result<(tokio_postgres::Client, bool)> {
+        let c = conn.connect().await.map_err(|e| IcebergError::new(ErrorKind::Unexpected, e.to_string()))?;
+        // pyiceberg's check: create the tables only when missing (creating needs a privilege a
+        // catalog's user may lack)
+        let have = c
+            .query_one("SELECT to_regclass('iceberg_tables') IS NOT NULL AND to_regclass('iceberg_namespace_properties') IS NOT NULL", &[])
+            .await
+            .map_err(|e| self.sql_error("looking for the catalog tables", &e))?;
+        if !have.get::<_, bool>(0) {
+            let ddl = "CREATE TABLE IF NOT EXISTS iceberg_tables (catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, \
+                       table_name VARCHAR(255) NOT NULL, metadata_location VARCHAR(1000), previous_metadata_location VARCHAR(1000), iceberg_type VARCHAR(5), \
+                       PRIMARY KEY (catalog_name, table_namespace, table_name)); \
+                       CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (catalog_name VARCHAR(255) NOT NULL, namespace VARCHAR(255) NOT NULL, \
+                       property_key VARCHAR(255) NOT NULL, property_value VARCHAR(1000) NOT NULL, PRIMARY KEY (catalog_name, namespace, property_key));";
+            c.batch_execute(ddl).await.map_err(|e| self.sql_error("creating the catalog tables", &e))?;
         }
+        let typed = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'iceberg_tables' AND column_name = 'iceberg_type' \
+                 AND table_schema = ANY (current_schemas(false)))",
+                &[],
+            )
+            .await
+            .map_err(|e| self.sql_error("looking at the catalog tables", &e))?
+            .get::<_, bool>(0);
+        Ok((c, typed))
     }
 
     /// The REST catalog's client, made at first use (`GET /v1/config`).
@@ -316,7 +344,7 @@ impl SinkCatalog {
         let namespace_location = match &self.kind {
             Kind::Sql { .. } => {
                 let ns = ns.clone();
-                self.with_sql(move |c, name| {
+                self.with_sql(move |c, name, _| {
                     Box::pin(async move {
                         let row = c
                             .query_opt(
@@ -352,7 +380,7 @@ impl SinkCatalog {
                 iceberg::io::Storage::write(&self.warehouse, &file, bytes).await?;
                 let (ns, table, f) = (ns.clone(), ident.name().to_string(), file.clone());
                 let n = self
-                    .with_sql(move |c, name| {
+                    .with_sql(move |c, name, typed| {
                         Box::pin(async move {
                             c.execute(
                                 "INSERT INTO iceberg_namespace_properties (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, 'exists', 'true') ON CONFLICT DO NOTHING",
@@ -360,11 +388,14 @@ impl SinkCatalog {
                             )
                             .await
                             .map_err(|e| ("creating the namespace", e))?;
-                            c.execute(
+                            let insert = if typed {
                                 "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type) \
-                                 VALUES ($1, $2, $3, $4, NULL, 'TABLE') ON CONFLICT DO NOTHING",
-                                &[&name, &ns, &table, &f],
-                            )
+                                 VALUES ($1, $2, $3, $4, NULL, 'TABLE') ON CONFLICT DO NOTHING"
+                            } else {
+                                "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location) \
+                                 VALUES ($1, $2, $3, $4, NULL) ON CONFLICT DO NOTHING"
+                            };
+                            c.execute(insert, &[&name, &ns, &table, &f])
                             .await
                             .map_err(|e| ("creating the table", e))
                         })
@@ -379,6 +410,11 @@ impl SinkCatalog {
             Kind::Rest { .. } => Err(unsupported("create tables here")),
         }
     }
+}
+
+/// N of a filesystem catalog's `.../v<N>.metadata.json`.
+fn hadoop_version(location: &str) -> Option<u64> {
+    location.rsplit('/').next()?.strip_prefix('v')?.strip_suffix(".metadata.json")?.parse().ok()
 }
 
 /// A commit's `updates` applied to `table`'s metadata, its `requirements` checked first.
@@ -443,15 +479,15 @@ impl Catalog for SinkCatalog {
             Kind::Sql { .. } => {
                 let (ns, table) = (namespace_text(ident.namespace()), ident.name().to_string());
                 let row = self
-                    .with_sql(move |c, name| {
+                    .with_sql(move |c, name, typed| {
                         Box::pin(async move {
-                            c.query_opt(
+                            let select = if typed {
                                 "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3 \
-                                 AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')",
-                                &[&name, &ns, &table],
-                            )
-                            .await
-                            .map_err(|e| ("looking up the table", e))
+                                 AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')"
+                            } else {
+                                "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3"
+                            };
+                            c.query_opt(select, &[&name, &ns, &table]).await.map_err(|e| ("looking up the table", e))
                         })
                     })
                     .await?
@@ -510,15 +546,9 @@ impl Catalog for SinkCatalog {
         match &self.kind {
             Kind::FileSystem => {
                 let dir = self.table_location(&ident, None);
-                let v = old
-                    .rsplit('/')
-                    .next()
-                    .and_then(|f| f.strip_prefix('v'))
-                    .and_then(|f| f.strip_suffix(".metadata.json"))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        IcebergError::new(ErrorKind::DataInvalid, format!("{old} is not a filesystem catalog's metadata file (v<N>.metadata.json)"))
-                    })?;
+                let v = hadoop_version(&old).ok_or_else(|| {
+                    IcebergError::new(ErrorKind::DataInvalid, format!("{old} is not a filesystem catalog's metadata file (v<N>.metadata.json)"))
+                })?;
                 let file = format!("{dir}/metadata/v{}.metadata.json", v + 1);
                 if !self.warehouse.create(&file, bytes).await? {
                     return self.conflict_or_done(&ident, &added).await;
@@ -538,7 +568,7 @@ impl Catalog for SinkCatalog {
                 iceberg::io::Storage::write(&self.warehouse, &file, bytes).await?;
                 let (ns, table, f, o) = (namespace_text(ident.namespace()), ident.name().to_string(), file.clone(), old.clone());
                 let n = self
-                    .with_sql(move |c, name| {
+                    .with_sql(move |c, name, _| {
                         Box::pin(async move {
                             c.execute(
                                 "UPDATE iceberg_tables SET metadata_location = $4, previous_metadata_location = $5 \

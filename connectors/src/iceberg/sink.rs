@@ -333,10 +333,15 @@ impl IcebergSink {
     }
 
     async fn finish_all(&mut self) -> Result<()> {
-        // (inside a call that set `in_flight`: only a broken sink stops here)
-        if let Some(m) = &self.broken {
-            return Err(ConnectorError::Other(m.clone()));
-        }
+        self.check()?;
+        // a call cut off while files are being finished loses their rows
+        self.in_flight = Some("finishing the open data files");
+        let r = self.finish_open().await;
+        self.in_flight = None;
+        r
+    }
+
+    async fn finish_open(&mut self) -> Result<()> {
         for (_, file) in std::mem::take(&mut self.open) {
             self.finish(file).await?;
         }
@@ -365,16 +370,16 @@ impl IcebergSink {
             return Ok(());
         }
         let table = self.catalog.load_table(&self.ident).await.map_err(|e| self.iceberg_error("loading", e))?;
-        if checkpoint.is_some() {
-            if let Some(done) = committed_checkpoint(table.metadata(), run, &self.name) {
-                let before = groups.len();
-                groups.retain(|k, _| *k > done);
-                if groups.len() < before {
-                    info!(sink = %self.name, "table {} holds this run's checkpoints up to {done} already: {} of them not appended again", self.ident, before - groups.len());
-                }
-                if groups.is_empty() {
-                    return Ok(());
-                }
+        // groups of checkpoints this run already committed (an answer lost, a restart) are in
+        // the table: never appended again
+        if let Some(done) = committed_checkpoint(table.metadata(), run, &self.name) {
+            let before = groups.len();
+            groups.retain(|k, _| *k > done);
+            if groups.len() < before {
+                info!(sink = %self.name, "table {} holds this run's checkpoints up to {done} already: {} of them not appended again", self.ident, before - groups.len());
+            }
+            if groups.is_empty() {
+                return Ok(());
             }
         }
         let files: Vec<StagedFile> = groups.into_values().flatten().collect();
@@ -426,9 +431,15 @@ impl IcebergSink {
         let ready = self.open_table(&batch.schema()).await?;
         let (plan, partitioner, location) = (ready.plan.clone(), ready.partitioner.clone(), ready.table.metadata().location().to_string());
         let rows = plan.conform(batch, &self.table_name())?;
+        // from here a call cut off loses rows of open files
+        self.in_flight = Some("a write");
         for slice in partitioner.split(rows)? {
-            self.write_slice(slice, &plan.schema, &location).await?;
+            if let Err(e) = self.write_slice(slice, &plan.schema, &location).await {
+                self.in_flight = None;
+                return Err(e);
+            }
         }
+        self.in_flight = None;
         Ok(())
     }
 
@@ -684,6 +695,13 @@ impl Sink for IcebergSink {
         // the query's types are checked here; partition_by and the table's own types when the
         // table is opened (an existing table keeps its partitioning)
         schema::table_schema(schema)?;
+        if schema.field_with_name("_op").is_ok() {
+            warn!(
+                sink = %self.name,
+                "iceberg sink '{}' appends: an EMIT CHANGES changelog is stored as rows with their _op column (upserts and deletes are not applied to earlier rows)",
+                self.name
+            );
+        }
         if let Ok(mut s) = self.query_schema.lock() {
             *s = Some(Arc::new(schema.clone()));
         }
@@ -695,10 +713,7 @@ impl Sink for IcebergSink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.in_flight = Some("a write");
-        let r = self.write_rows(batch).await;
-        self.in_flight = None;
-        r
+        self.write_rows(batch).await
     }
 
     /// Nothing: files are closed at `target_file_size`, at checkpoints and at the end.
@@ -707,11 +722,7 @@ impl Sink for IcebergSink {
     }
 
     async fn close(&mut self) -> Result<()> {
-        self.check()?;
-        self.in_flight = Some("closing");
-        let r = self.close_files().await;
-        self.in_flight = None;
-        r
+        self.close_files().await
     }
 
     fn transactional(&self) -> bool {
@@ -725,10 +736,7 @@ impl Sink for IcebergSink {
 
     async fn prepare(&mut self, checkpoint: u64) -> Result<Option<Prepared>> {
         self.check()?;
-        self.in_flight = Some("a checkpoint's prepare");
-        let r = self.prepare_files(checkpoint).await;
-        self.in_flight = None;
-        r
+        self.prepare_files(checkpoint).await
     }
     async fn commit(&mut self, checkpoint: u64) -> Result<()> {
         if self.delivery == Delivery::ExactlyOnce {

@@ -125,17 +125,30 @@ impl Warehouse {
     pub fn resolve(&self, location: &str) -> iceberg::Result<(Arc<dyn ObjectStore>, ObjectPath)> {
         let store = self.client(location).map_err(|e| IcebergError::new(ErrorKind::DataInvalid, e.to_string()))?;
         let (_, key) = split_location(location);
-        let key = ObjectPath::parse(key).map_err(|e| IcebergError::new(ErrorKind::DataInvalid, format!("'{location}': {e}")))?;
+        let key = ObjectPath::parse(key.trim_end_matches('/')).map_err(|e| IcebergError::new(ErrorKind::DataInvalid, format!("'{location}': {e}")))?;
         Ok((store, key))
     }
 
     fn error(&self, what: &str, location: &str, e: object_store::Error) -> IcebergError {
         let kind = if matches!(e, object_store::Error::NotFound { .. }) { ErrorKind::DataInvalid } else { ErrorKind::Unexpected };
-        let text = match &self.props {
-            Some(p) => crate::s3::masked(&e.to_string(), p),
-            None => e.to_string(),
-        };
-        IcebergError::new(kind, format!("{what} {location}: {text}"))
+        IcebergError::new(kind, format!("{what} {location}: {}", self.masked(&e.to_string())))
+    }
+
+    /// `text` with every secret of the sink's keys masked: the object store's and the
+    /// catalog's (`catalog.token`, both halves of `catalog.credential`, `catalog.password`).
+    fn masked(&self, text: &str) -> String {
+        let Some(p) = &self.props else { return crate::properties::mask_credentials(text) };
+        let mut out = crate::s3::masked(text, p);
+        for key in ["catalog.token", "catalog.credential", "catalog.password"] {
+            if let Some(v) = p.get(key) {
+                for secret in std::iter::once(v).chain(v.split_once(':').map(|(_, s)| s)) {
+                    if secret.len() >= 4 {
+                        out = out.replace(secret, crate::properties::MASK);
+                    }
+                }
+            }
+        }
+        crate::properties::mask_credentials(&out)
     }
 
     /// Writes `bytes` to `location` only when nothing is there yet: false when something was
@@ -158,11 +171,7 @@ impl Warehouse {
 
     /// A connector error for an iceberg error, secrets masked.
     pub fn connector_error(&self, context: &str, e: IcebergError) -> ConnectorError {
-        let text = match &self.props {
-            Some(p) => crate::s3::masked(&e.to_string(), p),
-            None => e.to_string(),
-        };
-        ConnectorError::Other(format!("{context}: {}", crate::properties::mask_credentials(&text)))
+        ConnectorError::Other(format!("{context}: {}", self.masked(&e.to_string())))
     }
 }
 
