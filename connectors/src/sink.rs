@@ -9,7 +9,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
 use crate::checkpoint::Prepared;
-use crate::error::Result;
+use crate::error::{ConnectorError, Result};
 
 /// How a job delivers rows to a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,5 +92,52 @@ pub trait Sink: Send {
     /// `None`: a fresh start; drops anything staged by an earlier run that never committed.
     async fn recover(&mut self, _restored: Option<(u64, Option<Prepared>)>) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Whether a sink that stages rows in open files or objects can go on. One that lost rows (a
+/// part that failed to upload, a file that could not be written) is broken for good; so is one
+/// whose call the engine cut off while rows were in its open files (`sink.write.timeout` drops
+/// the call): the next call finds it still marked under way. Either way every later call fails,
+/// so that no checkpoint completes without those rows.
+///
+/// ```sql
+/// WITH ('lake.type' = 's3_sink', 'sink.write.timeout' = '60s', …)
+/// ```
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    broken: Option<String>,
+    under_way: Option<&'static str>,
+}
+
+impl SinkHealth {
+    /// Marks `what` (`a write`) as under way: rows are in open files until [`SinkHealth::done`].
+    pub fn start(&mut self, what: &'static str) {
+        self.under_way = Some(what);
+    }
+
+    /// The call marked by [`SinkHealth::start`] ended, well or with an error it reported.
+    pub fn done(&mut self) {
+        self.under_way = None;
+    }
+
+    /// Breaks the sink for good with `message`, returned as the error to report.
+    pub fn broken_with(&mut self, message: String) -> ConnectorError {
+        self.broken = Some(message.clone());
+        ConnectorError::Other(message)
+    }
+
+    /// Err once the sink is broken. `sink` (`s3 sink 'lake'`) and `holding` (`open objects`)
+    /// word the message of a call found cut off.
+    pub fn check(&mut self, sink: &str, holding: &str) -> Result<()> {
+        if let Some(what) = self.under_way.take() {
+            self.broken = Some(format!(
+                "{sink}: {what} was cut off halfway (sink.write.timeout), so rows of its {holding} are lost; the sink stops so that no checkpoint completes without them"
+            ));
+        }
+        match &self.broken {
+            Some(m) => Err(ConnectorError::Other(m.clone())),
+            None => Ok(()),
+        }
     }
 }

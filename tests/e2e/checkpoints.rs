@@ -148,10 +148,15 @@ pub(crate) const WINDOW_SQL: &str =
 const WINDOW_BATCH: &str = "SELECT to_timestamp_millis(ts / 10000 * 10000) AS window_start, to_timestamp_millis(ts / 10000 * 10000 + 10000) AS window_end, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks WHERE user_id <> 'sentinel' GROUP BY 1, 2, 3";
 
 fn window_job(input: &Path, extra: &str) -> String {
+    tailed_window_job(input, &format!("'out.type' = 'file_sink', 'out.path' = 'out.jsonl'{extra}"))
+}
+
+/// The kill tests' windowed job over the tailed file `input` (checkpoints every 200 ms), into
+/// the sink `out` that `sink` describes (`'out.type' = …, …`).
+pub(crate) fn tailed_window_job(input: &Path, sink: &str) -> String {
     format!(
         "CREATE STREAM w AS {WINDOW_SQL} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', \
-         'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms', \
-         'out.type' = 'file_sink', 'out.path' = 'out.jsonl'{extra});",
+         'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms', {sink});",
         input.display()
     )
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use datafusion::prelude::{JsonReadOptions, ParquetReadOptions, SessionContext};
 use serde_json::Value;
 
-use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, kill_test_input, WINDOW_SQL};
+use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, kill_test_input, tailed_window_job};
 use crate::common::{assert_ok, assert_same_rows, batch_rows, python_client, rows_of_batches, run_sql};
 
 const HINT: &str = "pip install 'pyiceberg[sql-postgres]' pyarrow; S3 and PostgreSQL from tests/services";
@@ -368,16 +368,8 @@ async fn killed_five_times_a_transactional_job_appends_each_window_once() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (input, lines, want) = kill_test_input(dir, 20_000).await;
-    std::fs::write(
-        dir.join("job.sql"),
-        format!(
-            "CREATE STREAM w AS {WINDOW_SQL} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines',
-             'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms',
-             'use_transactions' = 'true', 'out.type' = 'iceberg_sink', 'out.warehouse' = 'wh', 'out.table' = 'web.windows');",
-            input.display()
-        ),
-    )
-    .unwrap();
+    let sink = "'use_transactions' = 'true', 'out.type' = 'iceberg_sink', 'out.warehouse' = 'wh', 'out.table' = 'web.windows'";
+    std::fs::write(dir.join("job.sql"), tailed_window_job(&input, sink)).unwrap();
     let seed = chaos_seed();
     eprintln!("FERRIS_CHAOS_SEED={seed}");
     let n = want.len() as u64;
@@ -417,16 +409,8 @@ async fn killed_three_times_a_simple_job_loses_no_window() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (input, lines, want) = kill_test_input(dir, 20_000).await;
-    std::fs::write(
-        dir.join("job.sql"),
-        format!(
-            "CREATE STREAM w AS {WINDOW_SQL} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines',
-             'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms',
-             'out.type' = 'iceberg_sink', 'out.warehouse' = 'wh', 'out.table' = 'web.windows');",
-            input.display()
-        ),
-    )
-    .unwrap();
+    let sink = "'out.type' = 'iceberg_sink', 'out.warehouse' = 'wh', 'out.table' = 'web.windows'";
+    std::fs::write(dir.join("job.sql"), tailed_window_job(&input, sink)).unwrap();
     let seed = chaos_seed();
     eprintln!("FERRIS_CHAOS_SEED={seed}");
     let table = dir.join("wh/web/windows");

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, interrupt, kill_test_input, settle, sinks_created, start, WINDOW_SQL};
+use crate::checkpoints::{assert_exactly_once_rows, chaos_seed, crash_and_finish, interrupt, kill_test_input, settle, sinks_created, start, tailed_window_job};
 use crate::common::{assert_ok, assert_same_rows, canonical_lines, file_rows, run_sql};
 
 pub(crate) fn endpoint() -> String {
@@ -236,17 +236,8 @@ async fn killed_five_times_a_transactional_job_writes_each_window_to_s3_once() {
     let output = unique("eo");
     mkbucket(&output);
     let (input, lines, want) = kill_test_input(dir, 20_000).await;
-    std::fs::write(
-        dir.join("job.sql"),
-        format!(
-            "CREATE STREAM w AS {WINDOW_SQL} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines',
-             'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms',
-             'use_transactions' = 'true', 'out.type' = 's3_sink', 'out.path' = 's3://{output}/windows/', {});",
-            input.display(),
-            conn("out")
-        ),
-    )
-    .unwrap();
+    let sink = format!("'use_transactions' = 'true', 'out.type' = 's3_sink', 'out.path' = 's3://{output}/windows/', {}", conn("out"));
+    std::fs::write(dir.join("job.sql"), tailed_window_job(&input, &sink)).unwrap();
     let seed = chaos_seed();
     eprintln!("FERRIS_CHAOS_SEED={seed}");
     let n = want.len();

@@ -124,10 +124,8 @@ pub struct IcebergSink {
     seq: u64,
     snapshots: u64,
     rows_committed: u64,
-    broken: Option<String>,
-    /// Set while a call that moves rows into files runs: still set at the next call, the call
-    /// was cut off (`sink.write.timeout`) with rows of open files lost, and the sink stops.
-    in_flight: Option<&'static str>,
+    /// Broken by lost rows or a call cut off halfway.
+    health: crate::sink::SinkHealth,
 }
 
 impl std::fmt::Debug for IcebergSink {
@@ -197,8 +195,7 @@ impl IcebergSink {
             seq: 0,
             snapshots: 0,
             rows_committed: 0,
-            broken: None,
-            in_flight: None,
+            health: crate::sink::SinkHealth::default(),
         };
         sink.check_access()?;
         Ok(sink)
@@ -270,16 +267,8 @@ impl IcebergSink {
 
     /// Err once the sink is broken (or a call was cut off halfway: it is broken now).
     fn check(&mut self) -> Result<()> {
-        if let Some(what) = self.in_flight.take() {
-            self.broken = Some(format!(
-                "iceberg sink '{}': {what} was cut off halfway (sink.write.timeout), so rows of its open data files are lost; the sink stops so that a checkpoint never commits without them",
-                self.name
-            ));
-        }
-        match &self.broken {
-            Some(m) => Err(ConnectorError::Other(m.clone())),
-            None => Ok(()),
-        }
+        let sink = format!("iceberg sink '{}'", self.name);
+        self.health.check(&sink, "open data files")
     }
 
     async fn write_slice(&mut self, slice: Slice, schema: &SchemaRef, location: &str) -> Result<()> {
@@ -311,8 +300,7 @@ impl IcebergSink {
             Ok(r) => r,
             Err(e) => {
                 let msg = format!("iceberg sink '{}': {path} could not be written ({e}); the sink stops so that no rows are lost silently", self.name);
-                self.broken = Some(msg.clone());
-                return Err(ConnectorError::Other(msg));
+                return Err(self.health.broken_with(msg));
             }
         };
         let ready = self.ready.as_ref().ok_or_else(|| ConnectorError::Other("iceberg table not open".into()))?;
@@ -323,8 +311,7 @@ impl IcebergSink {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("iceberg sink '{}': a data file cannot be described ({e}); the sink stops so that no rows are lost silently", self.name);
-                self.broken = Some(msg.clone());
-                return Err(ConnectorError::Other(msg));
+                return Err(self.health.broken_with(msg));
             }
         };
         debug!(sink = %self.name, file = %staged.path, rows, "data file written");
@@ -335,9 +322,9 @@ impl IcebergSink {
     async fn finish_all(&mut self) -> Result<()> {
         self.check()?;
         // a call cut off while files are being finished loses their rows
-        self.in_flight = Some("finishing the open data files");
+        self.health.start("finishing the open data files");
         let r = self.finish_open().await;
-        self.in_flight = None;
+        self.health.done();
         r
     }
 
@@ -356,8 +343,7 @@ impl IcebergSink {
                 let _ = u.abort().await;
             }
         }
-        self.broken = Some(msg.clone());
-        ConnectorError::Other(msg)
+        self.health.broken_with(msg)
     }
 
     /// Appends the files of `groups` (by the checkpoint they belong to) to the table in one
@@ -432,14 +418,14 @@ impl IcebergSink {
         let (plan, partitioner, location) = (ready.plan.clone(), ready.partitioner.clone(), ready.table.metadata().location().to_string());
         let rows = plan.conform(batch, &self.table_name())?;
         // from here a call cut off loses rows of open files
-        self.in_flight = Some("a write");
+        self.health.start("a write");
         for slice in partitioner.split(rows)? {
             if let Err(e) = self.write_slice(slice, &plan.schema, &location).await {
-                self.in_flight = None;
+                self.health.done();
                 return Err(e);
             }
         }
-        self.in_flight = None;
+        self.health.done();
         Ok(())
     }
 

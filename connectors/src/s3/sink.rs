@@ -175,12 +175,10 @@ pub struct S3Sink {
     prepared: BTreeMap<u64, Vec<Upload>>,
     /// Objects completed (written), for the log at close.
     completed: u64,
-    /// Set when an object lost bytes (a part that failed to upload): the sink refuses to go on,
-    /// so that a checkpoint never publishes the object (the job rewinds or stops).
-    broken: Option<String>,
-    /// Set while a call that moves rows into objects runs: still set at the next call, the call
-    /// was cut off (`sink.write.timeout`) with rows of open objects lost, and the sink stops.
-    in_flight: Option<&'static str>,
+    /// Broken when an object lost bytes (a part that failed to upload) or a call was cut off
+    /// with rows in open objects: the sink refuses to go on, so that a checkpoint never
+    /// publishes such an object (the job rewinds or stops).
+    health: crate::sink::SinkHealth,
 }
 
 impl std::fmt::Debug for S3Sink {
@@ -251,8 +249,7 @@ impl S3Sink {
             epoch: 1,
             prepared: BTreeMap::new(),
             completed: 0,
-            broken: None,
-            in_flight: None,
+            health: crate::sink::SinkHealth::default(),
             up: Uploader { loc, props: props.clone() },
         };
         sink.check_access()?;
@@ -330,8 +327,7 @@ impl S3Sink {
                         self.up.abort(u).await;
                     }
                 }
-                self.broken = Some(msg.clone());
-                Err(ConnectorError::Other(msg))
+                Err(self.health.broken_with(msg))
             }
         }
     }
@@ -368,29 +364,21 @@ impl S3Sink {
 
     async fn finish_all(&mut self) -> Result<()> {
         self.check()?;
-        self.in_flight = Some("finishing the open objects");
+        self.health.start("finishing the open objects");
         for (_, obj) in std::mem::take(&mut self.open) {
             if let Err(e) = self.finish(obj).await {
-                self.in_flight = None;
+                self.health.done();
                 return Err(e);
             }
         }
-        self.in_flight = None;
+        self.health.done();
         Ok(())
     }
 
     /// Err once the sink is broken.
     fn check(&mut self) -> Result<()> {
-        if let Some(what) = self.in_flight.take() {
-            self.broken = Some(format!(
-                "s3 sink '{}': {what} was cut off halfway (sink.write.timeout), so rows of its open objects are lost; the sink stops so that a checkpoint never completes without them",
-                self.name
-            ));
-        }
-        match &self.broken {
-            Some(m) => Err(ConnectorError::Other(m.clone())),
-            None => Ok(()),
-        }
+        let sink = format!("s3 sink '{}'", self.name);
+        self.health.check(&sink, "open objects")
     }
 
     /// An object lost bytes: its upload is aborted, every open object dropped, and the sink
@@ -402,8 +390,7 @@ impl S3Sink {
                 self.up.abort(u).await;
             }
         }
-        self.broken = Some(msg.clone());
-        ConnectorError::Other(msg)
+        self.health.broken_with(msg)
     }
 }
 
@@ -434,9 +421,9 @@ impl Sink for S3Sink {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.in_flight = Some("a write");
+        self.health.start("a write");
         let r = self.write_rows(batch).await;
-        self.in_flight = None;
+        self.health.done();
         r
     }
 
