@@ -141,3 +141,24 @@ impl SinkHealth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_left_under_way_or_a_loss_breaks_the_sink_for_good() {
+        let mut h = SinkHealth::default();
+        h.start("a write");
+        h.done();
+        assert!(h.check("s3 sink 'x'", "open objects").is_ok(), "a call that ended leaves it whole");
+        h.start("a write");
+        let e = h.check("s3 sink 'x'", "open objects").unwrap_err().to_string();
+        assert!(e.contains("s3 sink 'x': a write was cut off halfway") && e.contains("open objects"), "{e}");
+        assert!(h.check("s3 sink 'x'", "open objects").is_err(), "for good");
+        let mut h = SinkHealth::default();
+        let e = h.broken_with("lost a part".into()).to_string();
+        assert!(e.contains("lost a part"));
+        assert!(h.check("s", "files").unwrap_err().to_string().contains("lost a part"));
+    }
+}

@@ -746,3 +746,58 @@ impl Sink for IcebergSink {
         self.commit_files(state.files, &state.run, Some(n)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+
+    use super::*;
+
+    fn batch(from: i64, n: i64) -> RecordBatch {
+        let schema = Arc::new(ArrowSchema::new(vec![Field::new("id", DataType::Int64, false), Field::new("blob", DataType::Utf8, false)]));
+        // text that compresses little, so that one batch fills an upload part
+        let blob: Vec<String> =
+            (from..from + n).map(|i| format!("{:016x}{:016x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), (i as u64) ^ 0xDEAD_BEEF_1234)).collect();
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(from..from + n)), Arc::new(StringArray::from(blob))]).unwrap()
+    }
+
+    /// A write the engine cuts off (`sink.write.timeout` drops the call) while a part of an open
+    /// data file is on its way: the next call fails, so no checkpoint commits without its rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_cut_off_halfway_stops_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let props =
+            Properties::from_pairs("lake", [("warehouse", dir.path().to_str().unwrap()), ("table", "t.cut"), ("part_size", "5MB"), ("compression", "none")]);
+        let mut sink = IcebergSink::try_new(&props, "job").unwrap();
+        sink.check_schema(&batch(0, 1).schema()).unwrap();
+        sink.write(&batch(0, 1_000)).await.unwrap();
+        // one poll: the table is open, the rows are encoded, the first part is being written
+        let big = batch(1_000, 200_000);
+        {
+            let mut call = Box::pin(sink.write(&big));
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            assert!(call.as_mut().poll(&mut cx).is_pending(), "the write finished in one poll: nothing to cut off");
+        } // dropped, as the engine's timeout drops it
+        let e = sink.write(&batch(300_000, 10)).await.unwrap_err().to_string();
+        assert!(e.contains("cut off halfway") && e.contains("open data files"), "{e}");
+        assert!(sink.prepare(1).await.is_err(), "no checkpoint completes without the lost rows");
+    }
+
+    /// A sink that goes through its calls whole stays healthy, and the rows are committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whole_calls_leave_the_sink_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let props =
+            Properties::from_pairs("lake", [("warehouse", dir.path().to_str().unwrap()), ("table", "t.ok"), ("part_size", "5MB"), ("compression", "none")]);
+        let mut sink = IcebergSink::try_new(&props, "job").unwrap();
+        sink.check_schema(&batch(0, 1).schema()).unwrap();
+        sink.write(&batch(0, 200_000)).await.unwrap();
+        sink.write(&batch(200_000, 10)).await.unwrap();
+        sink.close().await.unwrap();
+        assert_eq!(sink.rows_committed, 200_010);
+    }
+}
