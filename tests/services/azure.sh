@@ -52,14 +52,7 @@ case "${1:-}" in
     echo $! >"$PIDFILE"
     wait_started "azure (azurite)" "$PORT" "$PIDFILE" "$LOG" 200 || { stop_service "$PORT" "$PIDFILE"; exit 1; }
     ;;
-  stop)
-    stop_service "$PORT" "$PIDFILE"
-    ;;
-  status)
-    service_status "$PORT"
-    ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2
-    exit 2
+    service_command "${1:-}" "$PORT" "$PIDFILE"
     ;;
 esac

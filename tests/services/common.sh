@@ -36,3 +36,16 @@ stop_service() {
 service_status() {
   if port_open "$1"; then echo "up on 127.0.0.1:$1"; else echo "down"; return 1; fi
 }
+
+# service_command CMD PORT PIDFILE: `stop` and `status` of a service started with a pid file,
+# and the usage line for any other command (a script handles its own commands first).
+service_command() {
+  case "$1" in
+    stop) stop_service "$2" "$3" ;;
+    status) service_status "$2" ;;
+    *)
+      echo "usage: $0 install|start|stop|status" >&2
+      exit 2
+      ;;
+  esac
+}

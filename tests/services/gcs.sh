@@ -43,14 +43,7 @@ case "${1:-}" in
     echo $! >"$PIDFILE"
     wait_started "gcs (fake-gcs-server)" "$PORT" "$PIDFILE" "$LOG" 100 || { stop_service "$PORT" "$PIDFILE"; exit 1; }
     ;;
-  stop)
-    stop_service "$PORT" "$PIDFILE"
-    ;;
-  status)
-    service_status "$PORT"
-    ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2
-    exit 2
+    service_command "${1:-}" "$PORT" "$PIDFILE"
     ;;
 esac

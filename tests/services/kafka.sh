@@ -57,14 +57,7 @@ case "${1:-}" in
     echo $! >"$PIDFILE"
     wait_started "kafka (tansu)" "$PORT" "$PIDFILE" "$LOG" 100
     ;;
-  stop)
-    stop_service "$PORT" "$PIDFILE"
-    ;;
-  status)
-    service_status "$PORT"
-    ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2
-    exit 2
+    service_command "${1:-}" "$PORT" "$PIDFILE"
     ;;
 esac

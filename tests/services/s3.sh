@@ -39,14 +39,7 @@ case "${1:-}" in
     echo $! >"$PIDFILE"
     wait_started "s3 (moto)" "$PORT" "$PIDFILE" "$LOG" 150
     ;;
-  stop)
-    stop_service "$PORT" "$PIDFILE"
-    ;;
-  status)
-    service_status "$PORT"
-    ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2
-    exit 2
+    service_command "${1:-}" "$PORT" "$PIDFILE"
     ;;
 esac

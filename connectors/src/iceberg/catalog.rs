@@ -304,20 +304,10 @@ impl SinkCatalog {
         Ok(Some(v))
     }
 
-    /// Opens table `ident`, creating it (and its namespace) when missing, with `schema`,
-    /// partitioned by `spec`, written as Parquet compressed with `codec`.
-    pub async fn load_or_create(
-        &self,
-        ident: &TableIdent,
-        schema: iceberg::spec::Schema,
-        spec: UnboundPartitionSpec,
-        codec: &str,
-    ) -> iceberg::Result<(Table, bool)> {
-        match self.load_table(ident).await {
-            Ok(t) => return Ok((t, false)),
-            Err(e) if e.kind() == ErrorKind::TableNotFound => {}
-            Err(e) => return Err(e),
-        }
+    /// Creates table `ident` (and its namespace), which the caller found missing, with
+    /// `schema`, partitioned by `spec`, written as Parquet compressed with `codec`; true when this
+    /// call created it, false when another writer did meanwhile (its table is returned).
+    pub async fn create(&self, ident: &TableIdent, schema: iceberg::spec::Schema, spec: UnboundPartitionSpec, codec: &str) -> iceberg::Result<(Table, bool)> {
         let properties = HashMap::from([
             ("write.format.default".to_string(), "parquet".to_string()),
             ("write.parquet.compression-codec".to_string(), codec.to_string()),

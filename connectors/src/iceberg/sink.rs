@@ -232,10 +232,7 @@ impl IcebergSink {
                     // a new table: the query's columns, partitioned by partition_by
                     let new_schema = schema::table_schema(schema)?;
                     let spec = partition::spec(&self.partition_by, &new_schema, &self.props)?;
-                    self.catalog
-                        .load_or_create(&self.ident, new_schema, spec, codec_name(self.compression))
-                        .await
-                        .map_err(|e| self.iceberg_error("creating", e))?
+                    self.catalog.create(&self.ident, new_schema, spec, codec_name(self.compression)).await.map_err(|e| self.iceberg_error("creating", e))?
                 }
                 Err(e) => return Err(self.iceberg_error("opening", e)),
             };
@@ -764,15 +761,21 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(from..from + n)), Arc::new(StringArray::from(blob))]).unwrap()
     }
 
+    /// A sink of table `table` in a warehouse in `dir` (5 MB parts, uncompressed), told the
+    /// batches' schema.
+    fn sink_in(dir: &std::path::Path, table: &str) -> IcebergSink {
+        let props = Properties::from_pairs("lake", [("warehouse", dir.to_str().unwrap()), ("table", table), ("part_size", "5MB"), ("compression", "none")]);
+        let sink = IcebergSink::try_new(&props, "job").unwrap();
+        sink.check_schema(&batch(0, 1).schema()).unwrap();
+        sink
+    }
+
     /// A write the engine cuts off (`sink.write.timeout` drops the call) while a part of an open
     /// data file is on its way: the next call fails, so no checkpoint commits without its rows.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_cut_off_halfway_stops_the_sink() {
         let dir = tempfile::tempdir().unwrap();
-        let props =
-            Properties::from_pairs("lake", [("warehouse", dir.path().to_str().unwrap()), ("table", "t.cut"), ("part_size", "5MB"), ("compression", "none")]);
-        let mut sink = IcebergSink::try_new(&props, "job").unwrap();
-        sink.check_schema(&batch(0, 1).schema()).unwrap();
+        let mut sink = sink_in(dir.path(), "t.cut");
         sink.write(&batch(0, 1_000)).await.unwrap();
         // one poll: the table is open, the rows are encoded, the first part is being written
         let big = batch(1_000, 200_000);
@@ -791,10 +794,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn whole_calls_leave_the_sink_healthy() {
         let dir = tempfile::tempdir().unwrap();
-        let props =
-            Properties::from_pairs("lake", [("warehouse", dir.path().to_str().unwrap()), ("table", "t.ok"), ("part_size", "5MB"), ("compression", "none")]);
-        let mut sink = IcebergSink::try_new(&props, "job").unwrap();
-        sink.check_schema(&batch(0, 1).schema()).unwrap();
+        let mut sink = sink_in(dir.path(), "t.ok");
         sink.write(&batch(0, 200_000)).await.unwrap();
         sink.write(&batch(200_000, 10)).await.unwrap();
         sink.close().await.unwrap();
