@@ -124,7 +124,8 @@ fn clicks_with_sentinel(path: &Path, n: usize) {
 }
 
 pub(crate) fn sentinel() -> String {
-    format!("{{\"ts\":{},\"ts_iso\":\"x\",\"user_id\":\"sentinel\",\"amount\":0}}\n", BASE_MS + 100_000_000)
+    // BASE_MS + 100_000 s, in both time columns
+    format!("{{\"ts\":{},\"ts_iso\":\"2023-11-16T02:00:00.000Z\",\"user_id\":\"sentinel\",\"amount\":0}}\n", BASE_MS + 100_000_000)
 }
 
 /// Writes `lines` to `path` a tenth at a time, every 250 ms (a file being tailed), the last
@@ -623,4 +624,66 @@ async fn killed_five_times_a_transactional_top_n_job_gives_the_batch_answer() {
     assert_same_rows(&format!("top 3 per user after 5 kills (seed {seed})"), &got, &want);
     let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
     assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
+}
+
+/// Nexmark q7's shape over the clicks: each 10-second window's highest amount, joined back to
+/// the clicks that carried it. The query reads `clicks` twice (one read, two consumers).
+const SELF_JOIN_SQL: &str = "SELECT c.user_id, c.amount, c.ts, m.wend FROM clicks c \
+     JOIN (SELECT MAX(amount) AS maxamount, window_end AS wend FROM clicks GROUP BY TUMBLE(ts_iso, INTERVAL '10' SECOND)) m \
+     ON c.amount = m.maxamount AND c.ts_iso >= m.wend - INTERVAL '10' SECOND AND c.ts_iso < m.wend";
+const SELF_JOIN_BATCH: &str = "SELECT c.user_id, c.amount, c.ts, m.wend FROM clicks c \
+     JOIN (SELECT MAX(amount) AS maxamount, to_timestamp_millis(ts / 10000 * 10000 + 10000) AS wend FROM clicks WHERE user_id <> 'sentinel' GROUP BY 2) m \
+     ON c.amount = m.maxamount AND to_timestamp_millis(c.ts / 10000 * 10000 + 10000) = m.wend WHERE c.user_id <> 'sentinel'";
+
+/// Two aggregates of one stream, one per user and one over all users, in one output.
+const TWO_AGGREGATES_SQL: &str =
+    "SELECT window_start, user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id \
+     UNION ALL SELECT window_start, 'all' AS user_id, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)";
+const TWO_AGGREGATES_BATCH: &str = "SELECT to_timestamp_millis(ts / 10000 * 10000) AS window_start, user_id, COUNT(*) AS n, SUM(amount) AS total \
+     FROM clicks WHERE user_id <> 'sentinel' GROUP BY 1, 2 \
+     UNION ALL SELECT to_timestamp_millis(ts / 10000 * 10000), 'all', COUNT(*), SUM(amount) FROM clicks WHERE user_id <> 'sentinel' GROUP BY 1";
+
+/// Runs `select` (reading the tailed clicks twice, event time `time`) under `use_transactions`,
+/// killed five times at random moments while the file grows: the output must be `batch`'s
+/// answer, every row once.
+async fn kill_a_job_reading_its_stream_twice(select: &str, time: &str, batch: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, lines, _) = kill_test_input(dir, 20_000).await;
+    let want = batch_answer(&input, batch).await;
+    assert!(want.len() > 50, "{want:?}");
+    let distinct: std::collections::BTreeSet<&String> = want.iter().collect();
+    assert_eq!(distinct.len(), want.len(), "the answer's rows are distinct, so a row written twice shows");
+    std::fs::write(
+        dir.join("job.sql"),
+        format!(
+            "CREATE STREAM twice AS {select} INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', \
+             'clicks.event_time' = '{time}', 'clicks.watch' = 'true', 'clicks.batch.size' = '10', 'checkpoint.interval' = '200ms', \
+             'use_transactions' = 'true', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let seed = chaos_seed();
+    eprintln!("FERRIS_CHAOS_SEED={seed}");
+    let n = want.len();
+    crash_and_finish(dir, 5, seed, &input, &lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
+    assert_exactly_once(&format!("exactly once after 5 kills (seed {seed})"), &dir.join("out.jsonl"), &want);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
+}
+
+/// A stream joined with an aggregate of itself (Nexmark q7's shape: one read of the source,
+/// a barrier put into it reaches both scans after the same rows), killed five times under
+/// `use_transactions`: DataFusion's batch answer, every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_a_transactional_self_join_gives_the_batch_answer() {
+    kill_a_job_reading_its_stream_twice(SELF_JOIN_SQL, "ts_iso", SELF_JOIN_BATCH).await;
+}
+
+/// Two window aggregates of one stream in one output (`UNION ALL`), killed five times under
+/// `use_transactions`: DataFusion's batch answer, every window once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_two_aggregates_of_one_stream_give_the_batch_answer() {
+    kill_a_job_reading_its_stream_twice(TWO_AGGREGATES_SQL, "ts", TWO_AGGREGATES_BATCH).await;
 }

@@ -37,6 +37,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::Result;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::EmptyRecordBatchStream;
 use datafusion::physical_plan::RecordBatchStream;
 use ferris_connectors::checkpoint::Positions;
 use futures::Stream;
@@ -61,6 +62,21 @@ pub enum Flow {
     /// comes (a later row held up in the operator still moves them on).
     Watermark(i64),
 }
+
+/// What a consumer of a shared read of a source gets (see
+/// [`crate::planner::shared_scan`]): rows, or the place in the source's stream where a barrier
+/// was put, with the source partition's positions there. Every consumer of the partition gets
+/// the same barrier at the same place, after the same rows.
+#[derive(Debug)]
+pub enum Marked {
+    /// Rows (or the read's error).
+    Rows(Result<RecordBatch>),
+    /// Barrier `n`, and where the partition had been read to when it was put in.
+    Barrier(BarrierId, Positions),
+}
+
+/// A stream of [`Marked`] items: one consumer's share of a source partition.
+pub type MarkedStream = Pin<Box<dyn Stream<Item = Marked> + Send>>;
 
 /// What a leaf reports when it passes a barrier or ends.
 #[derive(Debug)]
@@ -293,15 +309,53 @@ impl BarrierRuntime {
         }
         lock(&self.sources).push(Arc::clone(&state));
         let id = self.next_leaf.fetch_add(1, Ordering::AcqRel) as usize;
-        SourceLeaf { runtime: Arc::clone(self), state, inner, id, source: source.to_string(), partition, positions, ended: false }
+        let schema = inner.schema();
+        SourceLeaf {
+            runtime: Arc::clone(self),
+            state,
+            inner: LeafInput::Own(inner),
+            schema,
+            id,
+            source: source.to_string(),
+            partition,
+            positions,
+            ended: false,
+        }
     }
+
+    /// Wraps one consumer's share of partition `partition` of a source read once for several
+    /// scans: it passes barrier *n* where the reading put *n* into its stream (with the
+    /// positions recorded there), not when the barrier is triggered — rows read before the
+    /// barrier may still be waiting for this consumer. `positions` gives the positions at the
+    /// end.
+    pub fn shared_leaf(
+        self: &Arc<Self>,
+        source: &str,
+        partition: usize,
+        inner: MarkedStream,
+        schema: SchemaRef,
+        positions: Option<Arc<dyn Fn() -> Positions + Send + Sync>>,
+    ) -> SourceLeaf {
+        let mut leaf = self.source_leaf(source, partition, Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))), positions);
+        leaf.inner = LeafInput::Shared(inner);
+        leaf
+    }
+}
+
+/// Where a source leaf's rows come from.
+enum LeafInput {
+    /// The partition's own stream: the leaf passes a barrier when it is triggered.
+    Own(SendableRecordBatchStream),
+    /// A share of a partition read once for several scans: barriers come inside the stream.
+    Shared(MarkedStream),
 }
 
 /// A source partition's stream as a leaf: passes barriers, records its positions.
 pub struct SourceLeaf {
     runtime: Arc<BarrierRuntime>,
     state: Arc<LeafState>,
-    inner: SendableRecordBatchStream,
+    inner: LeafInput,
+    schema: SchemaRef,
     id: usize,
     source: String,
     partition: usize,
@@ -321,6 +375,9 @@ impl Stream for SourceLeaf {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {
             return Poll::Ready(None);
+        }
+        if matches!(self.inner, LeafInput::Shared(_)) {
+            return self.poll_shared(cx);
         }
         {
             let triggered = self.runtime.triggered();
@@ -345,22 +402,68 @@ impl Stream for SourceLeaf {
             }
             LeafState::store_waker(&mut i, cx);
         }
-        match self.inner.as_mut().poll_next(cx) {
-            Poll::Ready(None) => {
-                self.ended = true;
-                lock(&self.state.inner).finished = true;
-                let positions = self.positions();
-                let _ = self.runtime.events.send(LeafEvent::Finished { leaf: self.id, source: self.source.clone(), partition: self.partition, positions });
-                Poll::Ready(None)
-            }
+        let polled = match &mut self.inner {
+            LeafInput::Own(s) => s.as_mut().poll_next(cx),
+            LeafInput::Shared(_) => Poll::Ready(None),
+        };
+        match polled {
+            Poll::Ready(None) => Poll::Ready(self.end()),
             other => other,
+        }
+    }
+}
+
+impl SourceLeaf {
+    /// The stream ended: reports the last positions.
+    fn end(&mut self) -> Option<Result<RecordBatch>> {
+        self.ended = true;
+        lock(&self.state.inner).finished = true;
+        let positions = self.positions();
+        let _ = self.runtime.events.send(LeafEvent::Finished { leaf: self.id, source: self.source.clone(), partition: self.partition, positions });
+        None
+    }
+
+    /// A shared partition's consumer: passes each barrier where it comes in its stream, then
+    /// holds until its boundary releases it.
+    fn poll_shared(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<RecordBatch>>> {
+        loop {
+            {
+                let mut i = lock(&self.state.inner);
+                LeafState::store_waker(&mut i, cx);
+                if LeafState::blocked(&i) {
+                    return Poll::Pending;
+                }
+            }
+            let LeafInput::Shared(inner) = &mut self.inner else { return Poll::Ready(None) };
+            match inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Marked::Rows(rows))) => return Poll::Ready(Some(rows)),
+                Poll::Ready(Some(Marked::Barrier(n, positions))) => {
+                    {
+                        let mut i = lock(&self.state.inner);
+                        if n <= i.passed {
+                            continue;
+                        }
+                        i.passed = n;
+                    }
+                    let _ = self.runtime.events.send(LeafEvent::Passed {
+                        leaf: self.id,
+                        barrier: n,
+                        source: self.source.clone(),
+                        partition: self.partition,
+                        positions,
+                    });
+                    // loop: blocked now, until the boundary releases it
+                }
+                Poll::Ready(None) => return Poll::Ready(self.end()),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
 
 impl RecordBatchStream for SourceLeaf {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        Arc::clone(&self.schema)
     }
 }
 

@@ -12,10 +12,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, Result, ScalarValue};
 use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::utils::{collect_columns, split_conjunction};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::joins::utils::JoinFilter;
@@ -38,8 +39,18 @@ pub struct TimeBand {
 }
 
 /// An expression without its `± constant`, and the constant (ms for intervals, as written for
-/// numbers).
+/// numbers). A cast to a timestamp is looked through: comparing a text column with a
+/// timestamp casts both sides, `CAST(w.window_end - INTERVAL '10' SECOND AS Timestamp(ns))`.
 fn peel(expr: &Arc<dyn PhysicalExpr>) -> (Arc<dyn PhysicalExpr>, i64, bool) {
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        if matches!(c.cast_type(), DataType::Timestamp(..)) {
+            let (base, off, interval) = peel(c.expr());
+            if interval {
+                let cast: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(base, c.cast_type().clone(), Some(c.cast_options().clone())));
+                return (cast, off, true);
+            }
+        }
+    }
     if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         if matches!(b.op(), Operator::Plus | Operator::Minus) {
             if let Some((c, interval)) = constant(b.right()) {

@@ -346,7 +346,6 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     };
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
-    let mut tables = Vec::new();
     for (rel, source) in spec.sources.iter().zip(&sources) {
         // a table re-read while the job runs is read afresh each time, not through one shared read
         let table = Arc::new(if source.refresh_interval().is_some() {
@@ -354,8 +353,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         } else {
             source_table::SourceTable::shared(Arc::clone(source))
         });
-        ctx.register_table(table_reference(&rel.name), Arc::clone(&table) as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
-        tables.push((rel.name.clone(), table));
+        ctx.register_table(table_reference(&rel.name), table as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
         schemas.insert(rel.name.clone(), source.schema());
     }
     let mut query = spec.statement.query.clone();
@@ -389,9 +387,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
             ));
         }
     }
-    let mut plan_checkpoints = crate::checkpoint::plan::describe(&plan);
-    if let Some((name, _)) = tables.iter().find(|(_, t)| t.scans() > 1) {
-        plan_checkpoints.problem.get_or_insert_with(|| format!("source '{name}' is read by more than one scan of the query"));
-    }
+    // a source read by several scans puts barriers into its one read (planner::shared_scan)
+    let plan_checkpoints = crate::checkpoint::plan::describe(&plan);
     Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints })
 }

@@ -20,6 +20,13 @@
 //! is dropped (a `LIMIT` reached) or whose plan is gone stops receiving. Batches waiting in a
 //! consumer's queue count as read (for Kafka commits) as rows held in operator state do.
 //!
+//! In a job taking checkpoints, a barrier is put into the shared read itself: the consumer
+//! reading the partition when barrier *n* has started records the partition's positions and
+//! appends *n* to every consumer's queue, after the rows read before it. Each consumer passes
+//! *n* when it reaches it, so every scan's operators see the same rows before the barrier and
+//! the positions cover exactly those (Nexmark q5/q7 and self-joins are checkpointed like any
+//! other query).
+//!
 //! On a stream the queues are bounded ([`MAX_QUEUED`] batches): a consumer that reads for the
 //! others waits while one of them has that many waiting, so a slow consumer slows the reading
 //! down (back-pressure) instead of letting its queue grow without end. A bounded source's
@@ -27,11 +34,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::Poll;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
@@ -39,6 +46,9 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use ferris_connectors::Source;
 use futures::StreamExt;
+
+use crate::checkpoint::barrier::{BarrierRuntime, Marked, MarkedStream};
+use crate::checkpoint::CheckpointContext;
 
 /// Batches a consumer of a stream may have waiting before the reading waits for it.
 pub const MAX_QUEUED: usize = 64;
@@ -78,6 +88,10 @@ struct Started {
     columns: Vec<Option<Vec<usize>>>,
     /// The most batches a consumer may have waiting (a stream's queues), or none (bounded).
     bound: Option<usize>,
+    /// The source, for its positions at a barrier.
+    source: Arc<dyn Source>,
+    /// The job's barriers, when it takes checkpoints.
+    barriers: Option<Arc<BarrierRuntime>>,
 }
 
 /// One partition of the source, shared by the consumers.
@@ -88,6 +102,8 @@ struct Feed {
     queues: Mutex<Vec<Queue>>,
     /// Woken when a consumer takes a batch or goes: room in the queues.
     room: tokio::sync::Notify,
+    /// The last barrier put into the queues (changed only under `input`'s lock).
+    marked: AtomicU64,
 }
 
 enum Input {
@@ -97,7 +113,7 @@ enum Input {
 
 #[derive(Default)]
 struct Queue {
-    batches: VecDeque<Result<RecordBatch>>,
+    batches: VecDeque<Marked>,
     /// Its stream was dropped, or its plan never executed it and is gone: nothing more is kept.
     closed: bool,
 }
@@ -112,17 +128,13 @@ impl SharedScan {
         Self { source, state: Mutex::new(ScanState::default()) }
     }
 
-    /// How many scans of the source the plan holds (more than one: the source is shared).
-    pub fn scans(&self) -> usize {
-        lock(&self.state).consumers.iter().filter(|(slot, _)| slot.strong_count() > 0).count()
-    }
-
     /// The partitions for one more scan of the source, reading `projection` (all columns when
     /// `None`). A scan planned after reading has started reads the source on its own.
-    pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>, filters: &[Expr]) -> Vec<Arc<dyn PartitionStream>> {
+    pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>, filters: &[Expr]) -> Vec<ScanPartition> {
+        let own = |p: Vec<Arc<dyn PartitionStream>>| p.into_iter().map(ScanPartition::Own).collect();
         let mut state = lock(&self.state);
         if state.started.is_some() {
-            return self.source.partitions_pruned(projection, &[filters.to_vec()]);
+            return own(self.source.partitions_pruned(projection, &[filters.to_vec()]));
         }
         let columns: Vec<usize> = match projection {
             Some(p) => p.to_vec(),
@@ -130,7 +142,7 @@ impl SharedScan {
         };
         let schema = match self.source.schema().project(&columns) {
             Ok(s) => Arc::new(s),
-            Err(_) => return self.source.partitions_pruned(projection, &[filters.to_vec()]),
+            Err(_) => return own(self.source.partitions_pruned(projection, &[filters.to_vec()])),
         };
         let slot = Arc::new(PlanSlot);
         let consumer = state.consumers.len();
@@ -139,14 +151,19 @@ impl SharedScan {
         let n = self.source.partitions(projection).len();
         (0..n)
             .map(|partition| {
-                Arc::new(SharedPartition { scan: Arc::clone(self), slot: Arc::clone(&slot), consumer, partition, schema: Arc::clone(&schema) })
-                    as Arc<dyn PartitionStream>
+                ScanPartition::Shared(Arc::new(SharedPartition {
+                    scan: Arc::clone(self),
+                    slot: Arc::clone(&slot),
+                    consumer,
+                    partition,
+                    schema: Arc::clone(&schema),
+                }))
             })
             .collect()
     }
 
     /// Starts reading on the first execution: the union of the live consumers' columns.
-    fn start(&self) -> Arc<Started> {
+    fn start(&self, ctx: &TaskContext) -> Arc<Started> {
         let mut state = lock(&self.state);
         if let Some(s) = &state.started {
             return Arc::clone(s);
@@ -167,17 +184,46 @@ impl SharedScan {
                 input: tokio::sync::Mutex::new(Some(Input::NotOpened(p))),
                 queues: Mutex::new(columns.iter().map(|c| Queue { batches: VecDeque::new(), closed: c.is_none() }).collect()),
                 room: tokio::sync::Notify::new(),
+                marked: AtomicU64::new(0),
             })
             .collect();
         let bound = (!self.source.is_bounded()).then_some(MAX_QUEUED);
-        let started = Arc::new(Started { feeds, columns, bound });
+        let barriers = ctx.session_config().get_extension::<CheckpointContext>().map(|c| Arc::clone(&c.runtime));
+        let started = Arc::new(Started { feeds, columns, bound, source: Arc::clone(&self.source), barriers });
         state.started = Some(Arc::clone(&started));
         started
     }
 }
 
-/// One partition of one scan.
-struct SharedPartition {
+/// A partition of one scan of a source: read for this scan alone, or a share of a read.
+#[derive(Debug)]
+pub enum ScanPartition {
+    /// The source's own partition.
+    Own(Arc<dyn PartitionStream>),
+    /// One consumer's share of a partition read once for every scan.
+    Shared(Arc<SharedPartition>),
+}
+
+impl ScanPartition {
+    /// The partition's columns.
+    pub fn schema(&self) -> &SchemaRef {
+        match self {
+            Self::Own(p) => p.schema(),
+            Self::Shared(p) => p.schema(),
+        }
+    }
+
+    /// Its rows, without barriers.
+    pub fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self {
+            Self::Own(p) => p.execute(ctx),
+            Self::Shared(p) => p.execute(ctx),
+        }
+    }
+}
+
+/// One partition of one scan of a source read once for every scan.
+pub struct SharedPartition {
     scan: Arc<SharedScan>,
     /// Keeps the consumer registered while the plan lives.
     #[allow(dead_code)]
@@ -199,10 +245,23 @@ impl PartitionStream for SharedPartition {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let started = self.scan.start();
-        let reader = ConsumerReader { started, consumer: self.consumer, partition: self.partition, ctx, closed: Arc::new(AtomicBool::new(false)) };
-        let stream = futures::stream::unfold(reader, |reader| async move { reader.next().await.map(|item| (item, reader)) });
+        // barriers are passed by the leaf over `execute_marked`; a plain execution skips them
+        let stream = self.execute_marked(ctx).filter_map(|item| async move {
+            match item {
+                Marked::Rows(rows) => Some(rows),
+                Marked::Barrier(..) => None,
+            }
+        });
         Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream))
+    }
+}
+
+impl SharedPartition {
+    /// This consumer's share of the partition, with the barriers put into the read.
+    pub fn execute_marked(&self, ctx: Arc<TaskContext>) -> MarkedStream {
+        let started = self.scan.start(&ctx);
+        let reader = ConsumerReader { started, consumer: self.consumer, partition: self.partition, ctx, closed: Arc::new(AtomicBool::new(false)) };
+        Box::pin(futures::stream::unfold(reader, |reader| async move { reader.next().await.map(|item| (item, reader)) }))
     }
 }
 
@@ -223,7 +282,7 @@ impl ConsumerReader {
             .ok_or_else(|| DataFusionError::Internal(format!("shared scan: partition {} of {} planned but not read", self.partition, self.started.feeds.len())))
     }
 
-    fn take(&self, feed: &Feed) -> Option<Result<RecordBatch>> {
+    fn take(&self, feed: &Feed) -> Option<Marked> {
         let item = lock(&feed.queues).get_mut(self.consumer).and_then(|q| q.batches.pop_front());
         if item.is_some() && self.started.bound.is_some() {
             feed.room.notify_waiters();
@@ -247,10 +306,28 @@ impl ConsumerReader {
         }
     }
 
-    async fn next(&self) -> Option<Result<RecordBatch>> {
+    /// A barrier has started that this partition's queues have not had yet.
+    fn barrier_due(&self, feed: &Feed) -> Option<u64> {
+        let n = self.started.barriers.as_ref()?.triggered();
+        (n > feed.marked.load(Ordering::Acquire)).then_some(n)
+    }
+
+    /// Puts barrier `n` into every live consumer's queue with the partition's positions (after
+    /// the last batch read from it). Called with `input`'s lock held.
+    fn mark(&self, feed: &Feed, n: u64) {
+        feed.marked.store(n, Ordering::Release);
+        let positions = self.started.source.checkpoint().map(|c| c.positions(self.partition)).unwrap_or_default();
+        for (i, q) in lock(&feed.queues).iter_mut().enumerate() {
+            if !q.closed || i == self.consumer {
+                q.batches.push_back(Marked::Barrier(n, positions.clone()));
+            }
+        }
+    }
+
+    async fn next(&self) -> Option<Marked> {
         let feed = match self.feed() {
             Ok(f) => f,
-            Err(e) => return if self.closed.swap(true, Ordering::Relaxed) { None } else { Some(Err(e)) },
+            Err(e) => return if self.closed.swap(true, Ordering::Relaxed) { None } else { Some(Marked::Rows(Err(e))) },
         };
         if let Some(item) = self.take(feed) {
             return Some(item);
@@ -259,6 +336,13 @@ impl ConsumerReader {
         // Another consumer may have read for us while we waited.
         if let Some(item) = self.take(feed) {
             return Some(item);
+        }
+        if input.is_none() {
+            return None;
+        }
+        if let Some(n) = self.barrier_due(feed) {
+            self.mark(feed, n);
+            return self.take(feed);
         }
         // back-pressure: a consumer that lags holds the reading up (its batches are taken
         // without this lock)
@@ -277,7 +361,19 @@ impl ConsumerReader {
                 }
             }
         };
-        let item = stream.next().await;
+        // a barrier that starts while the source has nothing to give goes in at once
+        let item = std::future::poll_fn(|cx| match self.barrier_due(feed) {
+            Some(n) => Poll::Ready(Err(n)),
+            None => stream.poll_next_unpin(cx).map(Ok),
+        })
+        .await;
+        let item = match item {
+            Ok(item) => item,
+            Err(n) => {
+                self.mark(feed, n);
+                return self.take(feed);
+            }
+        };
         let mut queues = lock(&feed.queues);
         match item {
             None => {
@@ -293,9 +389,9 @@ impl ConsumerReader {
                     }
                     let projected = batch.project(cols).map_err(DataFusionError::from);
                     if i == self.consumer {
-                        own = Some(projected);
+                        own = Some(Marked::Rows(projected));
                     } else {
-                        q.batches.push_back(projected);
+                        q.batches.push_back(Marked::Rows(projected));
                     }
                 }
                 own
@@ -304,10 +400,10 @@ impl ConsumerReader {
                 let message = e.to_string();
                 for (i, q) in queues.iter_mut().enumerate() {
                     if i != self.consumer && !q.closed {
-                        q.batches.push_back(Err(DataFusionError::Execution(message.clone())));
+                        q.batches.push_back(Marked::Rows(Err(DataFusionError::Execution(message.clone()))));
                     }
                 }
-                Some(Err(e))
+                Some(Marked::Rows(Err(e)))
             }
         }
     }
@@ -330,6 +426,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::prelude::SessionContext;
     use ferris_connectors::metrics::ConnectorMetrics;
 
@@ -409,6 +506,99 @@ mod tests {
         drop(slow);
         for _ in 0..3 * MAX_QUEUED {
             tokio::time::timeout(step, fast.next()).await.expect("nobody to wait for").unwrap().unwrap();
+        }
+    }
+
+    /// Two batches, then nothing (a quiet stream).
+    #[derive(Debug)]
+    struct Quiet(SchemaRef);
+
+    impl PartitionStream for Quiet {
+        fn schema(&self) -> &SchemaRef {
+            &self.0
+        }
+        fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+            let schema = Arc::clone(&self.0);
+            let s = futures::stream::iter(0i64..2)
+                .map(move |i| Ok(RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![i]))])?))
+                .chain(futures::stream::pending());
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.0), s))
+        }
+    }
+
+    #[derive(Debug)]
+    struct QuietSource(SchemaRef);
+
+    impl Source for QuietSource {
+        fn name(&self) -> &str {
+            "quiet"
+        }
+        fn schema(&self) -> SchemaRef {
+            Arc::clone(&self.0)
+        }
+        fn is_bounded(&self) -> bool {
+            false
+        }
+        fn partitions(&self, _projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+            vec![Arc::new(Quiet(Arc::clone(&self.0)))]
+        }
+        fn metrics(&self) -> Arc<ConnectorMetrics> {
+            Arc::new(ConnectorMetrics::default())
+        }
+        fn describe(&self) -> String {
+            "quiet".into()
+        }
+    }
+
+    /// A barrier started while the source is quiet goes into the read at once, and every
+    /// consumer passes it after the same rows: the one that read them first at once, the one
+    /// they waited for after taking them.
+    #[tokio::test]
+    async fn a_barrier_reaches_every_consumer_after_the_same_rows() {
+        use crate::checkpoint::barrier::{BarrierRuntime, LeafEvent};
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let scan = Arc::new(SharedScan::new(Arc::new(QuietSource(Arc::clone(&schema)))));
+        let shared = |p: Vec<ScanPartition>| match p.into_iter().next() {
+            Some(ScanPartition::Shared(s)) => s,
+            other => panic!("a shared partition, not {other:?}"),
+        };
+        let (a, b) = (shared(scan.partitions(None, &[])), shared(scan.partitions(None, &[])));
+        let (events, mut passed) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = BarrierRuntime::new(events);
+        let (operators, _) = tokio::sync::mpsc::unbounded_channel();
+        let checkpoints = CheckpointContext {
+            runtime: Arc::clone(&runtime),
+            ids: Default::default(),
+            restored: Default::default(),
+            events: operators,
+            positions: Default::default(),
+        };
+        let config = datafusion::prelude::SessionConfig::new().with_extension(Arc::new(checkpoints));
+        let ctx = SessionContext::new_with_config(config).task_ctx();
+        let mut first = runtime.shared_leaf("quiet", 0, a.execute_marked(Arc::clone(&ctx)), Arc::clone(&schema), None);
+        let mut second = runtime.shared_leaf("quiet", 0, b.execute_marked(ctx), Arc::clone(&schema), None);
+        let step = std::time::Duration::from_millis(200);
+        for i in 0..2 {
+            assert_eq!(value(&first.next().await.unwrap().unwrap()), i);
+        }
+        // the source is quiet: the first consumer waits in the read, and the barrier wakes it
+        let waiting = tokio::spawn(async move { first.next().await.map(|b| b.map(|b| value(&b))) });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        runtime.trigger(1);
+        match tokio::time::timeout(step, passed.recv()).await.expect("the first consumer passes the barrier") {
+            Some(LeafEvent::Passed { leaf: 0, barrier: 1, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // after passing it, the first consumer holds until its operator releases it
+        assert!(tokio::time::timeout(step, waiting).await.is_err(), "the first consumer holds after the barrier");
+        // the second consumer gets the two rows read before the barrier, then the barrier
+        for i in 0..2 {
+            assert_eq!(value(&tokio::time::timeout(step, second.next()).await.expect("queued rows").unwrap().unwrap()), i);
+        }
+        assert!(tokio::time::timeout(step, second.next()).await.is_err(), "the second consumer holds at the barrier");
+        match passed.try_recv() {
+            Ok(LeafEvent::Passed { leaf: 1, barrier: 1, .. }) => {}
+            other => panic!("{other:?}"),
         }
     }
 

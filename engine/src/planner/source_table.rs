@@ -24,7 +24,7 @@ use ferris_connectors::Source;
 
 use crate::checkpoint::CheckpointContext;
 
-use super::shared_scan::SharedScan;
+use super::shared_scan::{ScanPartition, SharedScan};
 
 /// A [`Source`] registered with DataFusion.
 #[derive(Debug)]
@@ -38,11 +38,6 @@ impl SourceTable {
     /// Wraps `source`; each scan reads it on its own (ad-hoc queries, planned again and again).
     pub fn new(source: Arc<dyn Source>) -> Self {
         Self { source, shared: None }
-    }
-
-    /// How many scans of the source the job's plan holds.
-    pub fn scans(&self) -> usize {
-        self.shared.as_ref().map_or(0, |s| s.scans())
     }
 
     /// Wraps `source` for one job's plan: however often the query names the table, the source
@@ -78,7 +73,7 @@ impl TableProvider for SourceTable {
         };
         let partitions = match &self.shared {
             Some(shared) => shared.partitions(projection.map(Vec::as_slice), filters),
-            None => self.source.partitions_pruned(projection.map(Vec::as_slice), &[filters.to_vec()]),
+            None => self.source.partitions_pruned(projection.map(Vec::as_slice), &[filters.to_vec()]).into_iter().map(ScanPartition::Own).collect(),
         };
         let partitions = partitions
             .into_iter()
@@ -192,7 +187,7 @@ impl ExecutionPlan for SizedScanExec {
 /// barrier with its position (see [`crate::checkpoint::barrier`]).
 #[derive(Debug)]
 struct LeafPartition {
-    inner: Arc<dyn PartitionStream>,
+    inner: ScanPartition,
     source: Arc<dyn Source>,
     index: usize,
 }
@@ -203,15 +198,20 @@ impl PartitionStream for LeafPartition {
     }
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let stream = self.inner.execute(Arc::clone(&ctx));
         let (source, index) = (Arc::clone(&self.source), self.index);
         if source.frontier(index).is_some() || source.checkpoint().is_some() {
             crate::checkpoint::barrier::join_frontier(Arc::new(move || source.frontier(index)));
         }
-        let Some(checkpoints) = ctx.session_config().get_extension::<CheckpointContext>() else { return stream };
+        let Some(checkpoints) = ctx.session_config().get_extension::<CheckpointContext>() else { return self.inner.execute(ctx) };
         let index = self.index;
         let positions =
             self.source.checkpoint().map(|c| Arc::new(move || c.positions(index)) as Arc<dyn Fn() -> ferris_connectors::checkpoint::Positions + Send + Sync>);
-        Box::pin(checkpoints.runtime.source_leaf(self.source.name(), index, stream, positions))
+        match &self.inner {
+            ScanPartition::Own(p) => Box::pin(checkpoints.runtime.source_leaf(self.source.name(), index, p.execute(ctx), positions)),
+            ScanPartition::Shared(p) => {
+                let schema = Arc::clone(p.schema());
+                Box::pin(checkpoints.runtime.shared_leaf(self.source.name(), index, p.execute_marked(ctx), schema, positions))
+            }
+        }
     }
 }
