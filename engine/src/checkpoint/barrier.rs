@@ -440,7 +440,9 @@ impl SourceLeaf {
                 Poll::Ready(Some(Marked::Barrier(n, positions))) => {
                     {
                         let mut i = lock(&self.state.inner);
-                        if n <= i.passed {
+                        // one checkpoint is in flight at a time: a barrier older than the one
+                        // triggered is complete (a consumer that started late finds it queued)
+                        if n <= i.passed || n < self.runtime.triggered() {
                             continue;
                         }
                         i.passed = n;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{JoinSide, Result, ScalarValue};
 use datafusion::logical_expr::Operator;
@@ -38,13 +38,30 @@ pub struct TimeBand {
     pub hi: i64,
 }
 
+/// True when casting a `from` value to `to` keeps every instant as it is: timestamps in the
+/// same time zone, to a unit at least as fine (milliseconds to nanoseconds, not to seconds).
+fn exact_timestamp_cast(from: &DataType, to: &DataType) -> bool {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let rank = |u: &TimeUnit| match u {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 1,
+        TimeUnit::Microsecond => 2,
+        TimeUnit::Nanosecond => 3,
+    };
+    match (from, to) {
+        (DataType::Timestamp(fu, ftz), DataType::Timestamp(tu, ttz)) => ftz == ttz && rank(fu) <= rank(tu),
+        _ => false,
+    }
+}
+
 /// An expression without its `± constant`, and the constant (ms for intervals, as written for
-/// numbers). A cast to a timestamp is looked through: comparing a text column with a
-/// timestamp casts both sides, `CAST(w.window_end - INTERVAL '10' SECOND AS Timestamp(ns))`.
-fn peel(expr: &Arc<dyn PhysicalExpr>) -> (Arc<dyn PhysicalExpr>, i64, bool) {
+/// numbers), over the columns of `schema`. A cast that keeps instants as they are is looked
+/// through: comparing a text column with a timestamp casts both sides to nanoseconds,
+/// `CAST(w.window_end - INTERVAL '10' SECOND AS Timestamp(ns))`.
+fn peel(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> (Arc<dyn PhysicalExpr>, i64, bool) {
     if let Some(c) = expr.downcast_ref::<CastExpr>() {
-        if matches!(c.cast_type(), DataType::Timestamp(..)) {
-            let (base, off, interval) = peel(c.expr());
+        if c.expr().data_type(schema).is_ok_and(|from| exact_timestamp_cast(&from, c.cast_type())) {
+            let (base, off, interval) = peel(c.expr(), schema);
             if interval {
                 let cast: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(base, c.cast_type().clone(), Some(c.cast_options().clone())));
                 return (cast, off, true);
@@ -54,7 +71,7 @@ fn peel(expr: &Arc<dyn PhysicalExpr>) -> (Arc<dyn PhysicalExpr>, i64, bool) {
     if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         if matches!(b.op(), Operator::Plus | Operator::Minus) {
             if let Some((c, interval)) = constant(b.right()) {
-                let (base, inner, iv) = peel(b.left());
+                let (base, inner, iv) = peel(b.left(), schema);
                 let c = if *b.op() == Operator::Minus { -c } else { c };
                 return (base, inner + c, iv || interval);
             }
@@ -121,8 +138,8 @@ pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) ->
         if !matches!(op, Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq) {
             continue;
         }
-        let (a, ca, _) = peel(b.left());
-        let (c, cc, _) = peel(b.right());
+        let (a, ca, _) = peel(b.left(), filter.schema());
+        let (c, cc, _) = peel(b.right(), filter.schema());
         let (Some(sa), Some(sc)) = (side_of(&a, filter), side_of(&c, filter)) else { continue };
         if sa == sc {
             continue;
@@ -176,4 +193,45 @@ pub fn equi_time_band(
             hi: 0,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{Field, TimeUnit};
+    use datafusion::common::JoinSide;
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_plan::joins::utils::ColumnIndex;
+
+    fn ten_seconds() -> Arc<dyn PhysicalExpr> {
+        Arc::new(Literal::new(ScalarValue::new_interval_mdn(0, 0, 10_000_000_000)))
+    }
+
+    /// `CAST(b.t AS to) >= CAST(m.wend - INTERVAL '10' SECOND AS to) AND CAST(b.t AS to) <
+    /// CAST(m.wend AS to)`, `b.t` of type `left`, `m.wend` a millisecond timestamp.
+    fn band_through_casts(left: DataType, to: DataType) -> Option<(i64, i64)> {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", left, true), Field::new("wend", DataType::Timestamp(TimeUnit::Millisecond, None), true)]));
+        let cast = |e: Arc<dyn PhysicalExpr>| -> Arc<dyn PhysicalExpr> { Arc::new(CastExpr::new(e, to.clone(), None)) };
+        let t = col("t", &schema).unwrap();
+        let wend = col("wend", &schema).unwrap();
+        let start = Arc::new(BinaryExpr::new(Arc::clone(&wend), Operator::Minus, ten_seconds()));
+        let lower = Arc::new(BinaryExpr::new(cast(Arc::clone(&t)), Operator::GtEq, cast(start)));
+        let upper = Arc::new(BinaryExpr::new(cast(t), Operator::Lt, cast(wend)));
+        let expression = Arc::new(BinaryExpr::new(lower, Operator::And, upper));
+        let indices = vec![ColumnIndex { index: 2, side: JoinSide::Left }, ColumnIndex { index: 1, side: JoinSide::Right }];
+        find_time_band(&JoinFilter::new(expression, indices, schema), &HashMap::new()).unwrap().map(|b| (b.lo, b.hi))
+    }
+
+    /// Nexmark q7 as Flink writes it, over a text `date_time`: both sides are cast to
+    /// nanoseconds, and the window's end minus 10 seconds is seen through the cast.
+    #[test]
+    fn a_band_is_found_through_a_cast_that_keeps_instants() {
+        let ns = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        assert_eq!(band_through_casts(DataType::Utf8, ns.clone()), Some((0, 10_000)));
+        assert_eq!(band_through_casts(DataType::Timestamp(TimeUnit::Millisecond, None), ns), Some((0, 10_000)));
+        // to seconds, `wend - 10 s` and `wend` would be truncated: no band is read from it
+        assert_eq!(band_through_casts(DataType::Utf8, DataType::Timestamp(TimeUnit::Second, None)), None);
+        // into a time zone: instants move by the zone's offset
+        assert_eq!(band_through_casts(DataType::Utf8, DataType::Timestamp(TimeUnit::Nanosecond, Some("+02:00".into()))), None);
+    }
 }

@@ -509,38 +509,75 @@ mod tests {
         }
     }
 
-    /// Two batches, then nothing (a quiet stream).
-    #[derive(Debug)]
-    struct Quiet(SchemaRef);
+    /// Batches 0, 1, … up to a count the test raises, then nothing (a quiet stream); its
+    /// position is the number of batches it has yielded.
+    #[derive(Debug, Default)]
+    struct Quiet {
+        available: std::sync::atomic::AtomicI64,
+        yielded: Arc<std::sync::atomic::AtomicI64>,
+        more: tokio::sync::Notify,
+    }
 
-    impl PartitionStream for Quiet {
+    #[derive(Debug)]
+    struct QuietPartition(Arc<Quiet>, SchemaRef);
+
+    impl PartitionStream for QuietPartition {
         fn schema(&self) -> &SchemaRef {
-            &self.0
+            &self.1
         }
         fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-            let schema = Arc::clone(&self.0);
-            let s = futures::stream::iter(0i64..2)
-                .map(move |i| Ok(RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![i]))])?))
-                .chain(futures::stream::pending());
-            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.0), s))
+            let (quiet, schema) = (Arc::clone(&self.0), Arc::clone(&self.1));
+            let s = futures::stream::unfold(0i64, move |i| {
+                let (quiet, schema) = (Arc::clone(&quiet), Arc::clone(&schema));
+                async move {
+                    while quiet.available.load(Ordering::Acquire) <= i {
+                        quiet.more.notified().await;
+                    }
+                    quiet.yielded.store(i + 1, Ordering::Release);
+                    Some((RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![i]))]).map_err(DataFusionError::from), i + 1))
+                }
+            });
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.1), s))
         }
     }
 
     #[derive(Debug)]
-    struct QuietSource(SchemaRef);
+    struct QuietPositions(Arc<std::sync::atomic::AtomicI64>);
+
+    impl ferris_connectors::checkpoint::SourceCheckpoint for QuietPositions {
+        fn positions(&self, _partition: usize) -> ferris_connectors::checkpoint::Positions {
+            [("batches".to_string(), serde_json::json!(self.0.load(Ordering::Acquire)))].into()
+        }
+        fn restore(&self, _positions: &ferris_connectors::checkpoint::Positions) -> ferris_connectors::error::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct QuietSource(Arc<Quiet>, SchemaRef);
+
+    impl QuietSource {
+        fn release(&self, batches: i64) {
+            self.0.available.fetch_add(batches, Ordering::AcqRel);
+            self.0.more.notify_waiters();
+        }
+    }
 
     impl Source for QuietSource {
         fn name(&self) -> &str {
             "quiet"
         }
         fn schema(&self) -> SchemaRef {
-            Arc::clone(&self.0)
+            Arc::clone(&self.1)
         }
         fn is_bounded(&self) -> bool {
             false
         }
         fn partitions(&self, _projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
-            vec![Arc::new(Quiet(Arc::clone(&self.0)))]
+            vec![Arc::new(QuietPartition(Arc::clone(&self.0), Arc::clone(&self.1)))]
+        }
+        fn checkpoint(&self) -> Option<Arc<dyn ferris_connectors::checkpoint::SourceCheckpoint>> {
+            Some(Arc::new(QuietPositions(Arc::clone(&self.0.yielded))))
         }
         fn metrics(&self) -> Arc<ConnectorMetrics> {
             Arc::new(ConnectorMetrics::default())
@@ -550,20 +587,28 @@ mod tests {
         }
     }
 
+    fn passed(event: Option<crate::checkpoint::barrier::LeafEvent>) -> (usize, u64, serde_json::Value) {
+        match event {
+            Some(crate::checkpoint::barrier::LeafEvent::Passed { leaf, barrier, positions, .. }) => (leaf, barrier, positions["batches"].clone()),
+            other => panic!("a barrier passed, not {other:?}"),
+        }
+    }
+
     /// A barrier started while the source is quiet goes into the read at once, and every
-    /// consumer passes it after the same rows: the one that read them first at once, the one
-    /// they waited for after taking them.
+    /// consumer passes it after the same rows, with the positions after exactly those rows:
+    /// the consumer that read them at once, the one that lags behind after taking them.
     #[tokio::test]
     async fn a_barrier_reaches_every_consumer_after_the_same_rows() {
-        use crate::checkpoint::barrier::{BarrierRuntime, LeafEvent};
+        use crate::checkpoint::barrier::BarrierRuntime;
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let scan = Arc::new(SharedScan::new(Arc::new(QuietSource(Arc::clone(&schema)))));
+        let source = Arc::new(QuietSource(Arc::default(), Arc::clone(&schema)));
+        let scan = Arc::new(SharedScan::new(Arc::clone(&source) as Arc<dyn Source>));
         let shared = |p: Vec<ScanPartition>| match p.into_iter().next() {
             Some(ScanPartition::Shared(s)) => s,
             other => panic!("a shared partition, not {other:?}"),
         };
         let (a, b) = (shared(scan.partitions(None, &[])), shared(scan.partitions(None, &[])));
-        let (events, mut passed) = tokio::sync::mpsc::unbounded_channel();
+        let (events, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
         let runtime = BarrierRuntime::new(events);
         let (operators, _) = tokio::sync::mpsc::unbounded_channel();
         let checkpoints = CheckpointContext {
@@ -577,29 +622,30 @@ mod tests {
         let ctx = SessionContext::new_with_config(config).task_ctx();
         let mut first = runtime.shared_leaf("quiet", 0, a.execute_marked(Arc::clone(&ctx)), Arc::clone(&schema), None);
         let mut second = runtime.shared_leaf("quiet", 0, b.execute_marked(ctx), Arc::clone(&schema), None);
-        let step = std::time::Duration::from_millis(200);
-        for i in 0..2 {
+        let step = std::time::Duration::from_secs(5);
+        source.release(3);
+        for i in 0..3 {
             assert_eq!(value(&first.next().await.unwrap().unwrap()), i);
         }
         // the source is quiet: the first consumer waits in the read, and the barrier wakes it
-        let waiting = tokio::spawn(async move { first.next().await.map(|b| b.map(|b| value(&b))) });
+        let waiting = tokio::spawn(async move {
+            let next = first.next().await.map(|b| b.map(|b| value(&b)));
+            (next, first)
+        });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         runtime.trigger(1);
-        match tokio::time::timeout(step, passed.recv()).await.expect("the first consumer passes the barrier") {
-            Some(LeafEvent::Passed { leaf: 0, barrier: 1, .. }) => {}
-            other => panic!("{other:?}"),
-        }
-        // after passing it, the first consumer holds until its operator releases it
-        assert!(tokio::time::timeout(step, waiting).await.is_err(), "the first consumer holds after the barrier");
-        // the second consumer gets the two rows read before the barrier, then the barrier
-        for i in 0..2 {
+        let event = tokio::time::timeout(step, events_rx.recv()).await.expect("the first consumer passes the barrier");
+        assert_eq!(passed(event), (0, 1, serde_json::json!(3)), "after the three batches it read");
+        // rows that come after the barrier wait behind it
+        source.release(2);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the first consumer holds after the barrier until its operator releases it");
+        // the second consumer lags three batches behind: it gets them, then the barrier
+        for i in 0..3 {
             assert_eq!(value(&tokio::time::timeout(step, second.next()).await.expect("queued rows").unwrap().unwrap()), i);
         }
-        assert!(tokio::time::timeout(step, second.next()).await.is_err(), "the second consumer holds at the barrier");
-        match passed.try_recv() {
-            Ok(LeafEvent::Passed { leaf: 1, barrier: 1, .. }) => {}
-            other => panic!("{other:?}"),
-        }
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(100), second.next()).await.is_err(), "the second consumer holds at the barrier");
+        assert_eq!(passed(events_rx.try_recv().ok()), (1, 1, serde_json::json!(3)), "the same place for both");
     }
 
     #[tokio::test]
