@@ -193,6 +193,19 @@ pub(crate) fn crash_and_finish(dir: &Path, kills: usize, seed: u64, input: &Path
     interrupt(&mut child, dir);
 }
 
+/// Runs `dir/job.sql` (transactional, into `out.jsonl`) killed five times at random moments
+/// while `input` grows to `lines`: the output must be `want`, every row once, and some run
+/// must have restored a checkpoint.
+fn killed_five_times_exactly_once(dir: &Path, input: &Path, lines: &[String], want: &[String]) {
+    let seed = chaos_seed();
+    eprintln!("FERRIS_CHAOS_SEED={seed}");
+    let n = want.len();
+    crash_and_finish(dir, 5, seed, input, lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
+    assert_exactly_once(&format!("exactly once after 5 kills (seed {seed})"), &dir.join("out.jsonl"), want);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
+}
+
 /// The input of the kill tests: `n` clicks as lines, and the batch answer over them.
 pub(crate) async fn kill_test_input(dir: &Path, n: usize) -> (PathBuf, Vec<String>, Vec<String>) {
     let input = dir.join("clicks.jsonl");
@@ -212,13 +225,7 @@ async fn killed_five_times_a_transactional_window_job_gives_the_batch_answer() {
     let dir = tmp.path();
     let (input, lines, want) = kill_test_input(dir, 40_000).await;
     std::fs::write(dir.join("job.sql"), window_job(&input, ", 'use_transactions' = 'true'")).unwrap();
-    let seed = chaos_seed();
-    eprintln!("FERRIS_CHAOS_SEED={seed}");
-    let n = want.len();
-    crash_and_finish(dir, 5, seed, &input, &lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
-    assert_exactly_once(&format!("exactly once after 5 kills (seed {seed})"), &dir.join("out.jsonl"), &want);
-    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
-    assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
+    killed_five_times_exactly_once(dir, &input, &lines, &want);
     assert!(!dir.join(".ferris-staging/w-out").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "nothing left staged after a clean stop");
 }
 
@@ -664,13 +671,7 @@ async fn kill_a_job_reading_its_stream_twice(select: &str, time: &str, batch: &s
         ),
     )
     .unwrap();
-    let seed = chaos_seed();
-    eprintln!("FERRIS_CHAOS_SEED={seed}");
-    let n = want.len();
-    crash_and_finish(dir, 5, seed, &input, &lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
-    assert_exactly_once(&format!("exactly once after 5 kills (seed {seed})"), &dir.join("out.jsonl"), &want);
-    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
-    assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint:\n{log}");
+    killed_five_times_exactly_once(dir, &input, &lines, &want);
 }
 
 /// A stream joined with an aggregate of itself (Nexmark q7's shape: one read of the source,
