@@ -37,7 +37,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::Result;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::EmptyRecordBatchStream;
 use datafusion::physical_plan::RecordBatchStream;
 use ferris_connectors::checkpoint::Positions;
 use futures::Stream;
@@ -303,24 +302,8 @@ impl BarrierRuntime {
         inner: SendableRecordBatchStream,
         positions: Option<Arc<dyn Fn() -> Positions + Send + Sync>>,
     ) -> SourceLeaf {
-        let state = Arc::new(LeafState::default());
-        if !join_current(&state) {
-            self.unscoped.store(true, Ordering::Release);
-        }
-        lock(&self.sources).push(Arc::clone(&state));
-        let id = self.next_leaf.fetch_add(1, Ordering::AcqRel) as usize;
         let schema = inner.schema();
-        SourceLeaf {
-            runtime: Arc::clone(self),
-            state,
-            inner: LeafInput::Own(inner),
-            schema,
-            id,
-            source: source.to_string(),
-            partition,
-            positions,
-            ended: false,
-        }
+        self.leaf(source, partition, LeafInput::Own(inner), schema, positions)
     }
 
     /// Wraps one consumer's share of partition `partition` of a source read once for several
@@ -336,9 +319,25 @@ impl BarrierRuntime {
         schema: SchemaRef,
         positions: Option<Arc<dyn Fn() -> Positions + Send + Sync>>,
     ) -> SourceLeaf {
-        let mut leaf = self.source_leaf(source, partition, Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))), positions);
-        leaf.inner = LeafInput::Shared(inner);
-        leaf
+        self.leaf(source, partition, LeafInput::Shared(inner), schema, positions)
+    }
+
+    /// A new source leaf of the scope being executed, woken by every trigger.
+    fn leaf(
+        self: &Arc<Self>,
+        source: &str,
+        partition: usize,
+        inner: LeafInput,
+        schema: SchemaRef,
+        positions: Option<Arc<dyn Fn() -> Positions + Send + Sync>>,
+    ) -> SourceLeaf {
+        let state = Arc::new(LeafState::default());
+        if !join_current(&state) {
+            self.unscoped.store(true, Ordering::Release);
+        }
+        lock(&self.sources).push(Arc::clone(&state));
+        let id = self.next_leaf.fetch_add(1, Ordering::AcqRel) as usize;
+        SourceLeaf { runtime: Arc::clone(self), state, inner, schema, id, source: source.to_string(), partition, positions, ended: false }
     }
 }
 
