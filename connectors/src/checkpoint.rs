@@ -35,7 +35,16 @@ pub type Positions = BTreeMap<String, serde_json::Value>;
 /// The positions of one source partition after the last batch it handed out, updated by the
 /// partition's reader right before it yields a batch.
 #[derive(Debug, Default, Clone)]
-pub struct PositionCell(Arc<Mutex<Positions>>);
+pub struct PositionCell(Arc<CellInner>);
+
+#[derive(Debug, Default)]
+struct CellInner {
+    positions: Mutex<Positions>,
+    /// Where an execution of the partition starts afresh (a restored checkpoint's positions).
+    seed: Positions,
+    /// The last execution read to its end.
+    complete: std::sync::atomic::AtomicBool,
+}
 
 impl PositionCell {
     /// An empty cell.
@@ -43,14 +52,43 @@ impl PositionCell {
         Self::default()
     }
 
+    /// A cell at `positions` (a restored checkpoint's), where every fresh execution starts.
+    pub fn seeded(positions: Positions) -> Self {
+        Self(Arc::new(CellInner { positions: Mutex::new(positions.clone()), seed: positions, complete: Default::default() }))
+    }
+
     /// The positions, locked for reading or updating.
     pub fn lock(&self) -> MutexGuard<'_, Positions> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.positions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A copy of the positions.
     pub fn get(&self) -> Positions {
         self.lock().clone()
+    }
+
+    /// Where an execution of the partition starts: after the last batch the previous one
+    /// handed out when that one failed or was dropped (read again under `RetryWithBackoff`,
+    /// nothing repeated); from the seed again when it had read to its end (a table read
+    /// twice in one query reads it all twice).
+    pub fn start(&self) -> Positions {
+        let mut positions = self.lock();
+        if self.0.complete.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            positions.clone_from(&self.0.seed);
+        }
+        positions.clone()
+    }
+
+    /// [`PositionCell::start`] over `restored` (a checkpoint's positions of every unit).
+    pub fn resume_from(&self, restored: &Positions) -> Positions {
+        let mut at = restored.clone();
+        at.extend(self.start());
+        at
+    }
+
+    /// The execution under way has read to its end.
+    fn mark_complete(&self) {
+        self.0.complete.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -65,17 +103,24 @@ pub fn positioned_stream(
     rx: tokio::sync::mpsc::Receiver<datafusion::error::Result<PositionedBatch>>,
     cell: PositionCell,
 ) -> datafusion::physical_plan::SendableRecordBatchStream {
-    let stream = futures::stream::unfold(rx, move |mut rx| {
+    let stream = futures::stream::unfold((rx, false), move |(mut rx, failed)| {
         let cell = cell.clone();
         async move {
-            let item = rx.recv().await?;
+            let Some(item) = rx.recv().await else {
+                // the reader is done: read to the end unless it failed
+                if !failed {
+                    cell.mark_complete();
+                }
+                return None;
+            };
+            let failed = failed || item.is_err();
             let item = item.map(|(batch, position)| {
                 if let Some((k, v)) = position {
                     cell.lock().insert(k, v);
                 }
                 batch
             });
-            Some((item, rx))
+            Some((item, (rx, failed)))
         }
     });
     Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream))
@@ -129,7 +174,8 @@ impl datafusion::physical_plan::streaming::PartitionStream for ReaderPartition {
 
     fn execute(&self, _ctx: Arc<datafusion::execution::TaskContext>) -> datafusion::physical_plan::SendableRecordBatchStream {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let read = (self.read)(self.positions.restored(), tx.clone());
+        // executed again after a failure: on from the last batch handed out
+        let read = (self.read)(self.cell.resume_from(&self.positions.restored()), tx.clone());
         let metrics = Arc::clone(&self.metrics);
         crate::runtime::spawn_reader(self.what.clone(), tx.clone(), async move {
             if let Err(e) = read.await {

@@ -64,6 +64,18 @@ pub trait Source: Debug + Send + Sync {
         None
     }
 
+    /// True when a partition executed again after its stream failed goes on after the last
+    /// batch it handed out, repeating and skipping nothing (files, objects, database, API and
+    /// Redis readers start from their position cell). The engine then retries a failed read
+    /// under `RetryWithBackoff` by executing the partition again.
+    ///
+    /// ```sql
+    /// WITH ('feed.type' = 'http_source', 'feed.failure_strategy' = 'RetryWithBackoff', 'feed.max_retries' = '5', …)
+    /// ```
+    fn resumes_after_failure(&self) -> bool {
+        false
+    }
+
     /// For a table that changes while the job runs (a database table joined with a stream):
     /// how often to read it again. A join with it uses the newest complete read from then on.
     ///

@@ -537,7 +537,16 @@ fn summarize(r: &JobReport) {
     let sources: Vec<String> = r
         .sources
         .iter()
-        .map(|s| if s.errors > 0 { format!("{} {} rows ({} malformed)", s.name, s.records, s.errors) } else { format!("{} {} rows", s.name, s.records) })
+        .map(|s| {
+            let mut t = format!("{} {} rows", s.name, s.records);
+            if s.errors > 0 {
+                t.push_str(&format!(" ({} malformed)", s.errors));
+            }
+            if s.failed {
+                t.push_str(", failed");
+            }
+            t
+        })
         .collect();
     let sinks: Vec<String> = r
         .sinks

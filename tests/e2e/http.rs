@@ -33,8 +33,8 @@ type Answer = Box<dyn Fn(usize, &str) -> (u16, String) + Send + Sync>;
 
 /// A server on 127.0.0.1: every request to `/hook` and `/api` is recorded and answered by
 /// `answer(n, body)`, `n` counting requests from 0.
-struct Server {
-    base: String,
+pub(crate) struct Server {
+    pub(crate) base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -63,7 +63,7 @@ async fn handle(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
 }
 
 impl Server {
-    fn start(answer: impl Fn(usize, &str) -> (u16, String) + Send + Sync + 'static) -> Self {
+    pub(crate) fn start(answer: impl Fn(usize, &str) -> (u16, String) + Send + Sync + 'static) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared { seen: Arc::clone(&seen), count: AtomicUsize::new(0), answer: Box::new(answer) });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

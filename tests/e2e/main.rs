@@ -23,6 +23,7 @@ mod registry;
 mod s3;
 mod server;
 mod sinks;
+mod source_failures;
 mod sources;
 mod temporal_joins;
 mod window_functions;

@@ -334,28 +334,13 @@ impl Source for FileSource {
         // before it reads anything new holds those positions, not none
         let cells: Vec<PositionCell> = parts
             .iter()
-            .map(|units| {
-                let cell = PositionCell::new();
-                for u in units {
-                    if let Some(v) = restored.get(&u.key()) {
-                        cell.lock().insert(u.key(), v.clone());
-                    }
-                }
-                cell
-            })
+            .map(|units| PositionCell::seeded(units.iter().filter_map(|u| restored.get(&u.key()).map(|v| (u.key(), v.clone()))).collect()))
             .collect();
         self.positions.set_cells(cells.clone());
         parts
             .into_iter()
             .zip(cells)
             .map(|(units, cell)| {
-                let units = units
-                    .into_iter()
-                    .map(|u| {
-                        let resume = restored.get(&u.key()).and_then(Resume::from_value);
-                        (u, resume)
-                    })
-                    .collect();
                 Arc::new(FilePartition {
                     cfg: Arc::clone(&self.cfg),
                     schema: Arc::clone(&schema),
@@ -370,6 +355,11 @@ impl Source for FileSource {
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
         Arc::clone(&self.cfg.metrics)
+    }
+
+    /// Executed again after a failure, a file partition starts from its position cell.
+    fn resumes_after_failure(&self) -> bool {
+        true
     }
 
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
@@ -441,9 +431,10 @@ struct FilePartition {
     schema: SchemaRef,
     /// Indices into the source's schema, when projected.
     projection: Option<Arc<[usize]>>,
-    /// The units it reads, each with where to resume it (a restored checkpoint).
-    units: Vec<(Unit, Option<Resume>)>,
-    /// Where it has got: updated as each batch is handed out.
+    /// The units it reads, one after another.
+    units: Vec<Unit>,
+    /// Where it has got: the restored checkpoint's positions of its units at first, then
+    /// updated as each batch is handed out; an execution starts from here.
     cell: PositionCell,
     /// Rows every scan of the source drops (Parquet: evaluated while decoding).
     filter: Option<Arc<datafusion::logical_expr::Expr>>,
@@ -615,7 +606,10 @@ impl PartitionStream for FilePartition {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, rx) = mpsc::channel(2);
         let cfg = Arc::clone(&self.cfg);
-        let units = self.units.clone();
+        // the cell starts at the restored positions; executed again after a failure, each unit
+        // goes on from the last batch handed out
+        let at = self.cell.start();
+        let units: Vec<(Unit, Option<Resume>)> = self.units.iter().map(|u| (u.clone(), at.get(&u.key()).and_then(Resume::from_value))).collect();
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
         let filter = self.filter.clone();
@@ -1084,5 +1078,38 @@ mod tests {
         let other = row_filter(&[vec![col("n").lt(lit(5i64))]]).unwrap();
         let at = Resume { offset: 100, filter: filter_fingerprint(&filter), ..Resume::default() };
         assert_eq!(read(&source, &path, Some(&other), Some(at)).0, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// A partition executed again (after its stream failed) goes on after the last batch it
+    /// handed out, across the files it reads: each row once.
+    #[test]
+    fn a_partition_executed_again_goes_on_after_the_last_batch_handed_out() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        for (name, rows) in [("a.jsonl", 0..50), ("b.jsonl", 50..80)] {
+            let text: String = rows.map(|n| format!("{{\"n\":{n}}}\n")).collect();
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut p = Properties::new("src");
+        p.insert("path", format!("{}/*.jsonl", dir.path().display()));
+        p.insert("schema", "n BIGINT");
+        p.insert("batch.size", "7");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        assert!(source.resumes_after_failure());
+        let parts = source.partitions(None);
+        assert_eq!(parts.len(), 1);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let values = |batches: Vec<RecordBatch>| batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect::<Vec<i64>>();
+        let ctx = Arc::new(TaskContext::default());
+        // 9 batches handed out (one into b.jsonl), then the stream is dropped as a failed one is
+        let first = rt.block_on(async { parts[0].execute(Arc::clone(&ctx)).take(9).map(Result::unwrap).collect::<Vec<_>>().await });
+        let again = rt.block_on(async { parts[0].execute(Arc::clone(&ctx)).map(Result::unwrap).collect::<Vec<_>>().await });
+        let mut all = values(first);
+        assert_eq!(all.len(), 7 * 7 + 1 + 7, "a.jsonl's 50 rows in 8 batches, then one of b.jsonl");
+        all.extend(values(again));
+        assert_eq!(all, (0..80).collect::<Vec<_>>());
+        // read to its end, it is read whole by the next execution (a table scanned twice)
+        let third = rt.block_on(async { parts[0].execute(ctx).map(Result::unwrap).collect::<Vec<_>>().await });
+        assert_eq!(values(third), (0..80).collect::<Vec<_>>());
     }
 }

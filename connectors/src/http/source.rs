@@ -256,6 +256,11 @@ impl Source for HttpSource {
         Arc::clone(&self.cfg.metrics)
     }
 
+    /// Executed again after a failure, a reader starts after the last value (or call) handed out.
+    fn resumes_after_failure(&self) -> bool {
+        true
+    }
+
     /// Incremental: the column's last value. Read once: read or not.
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
         if self.cfg.poll.is_some() && self.cfg.incremental.is_none() {

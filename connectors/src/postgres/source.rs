@@ -181,6 +181,11 @@ impl Source for PostgresSource {
         Arc::clone(&self.cfg.metrics)
     }
 
+    /// Executed again after a failure, a reader starts after the last value (or read) handed out.
+    fn resumes_after_failure(&self) -> bool {
+        true
+    }
+
     /// Incremental: the column's last value. Read once: done or not. Refreshed: nothing (a
     /// restart reads the table again).
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {

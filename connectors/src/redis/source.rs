@@ -236,6 +236,11 @@ impl Source for RedisSource {
         Arc::clone(&self.cfg.metrics)
     }
 
+    /// Executed again after a failure, a reader starts from its position cell.
+    fn resumes_after_failure(&self) -> bool {
+        true
+    }
+
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
         Some(Arc::new(self.positions.clone()))
     }

@@ -440,13 +440,13 @@ impl Source for S3Source {
             .map(|p| {
                 // restored positions of this partition's objects stay in its checkpoints until
                 // read again (a watching source: every object it has read)
-                let cell = PositionCell::new();
-                for (k, v) in &restored {
-                    if parts[p].iter().any(|o| o.location.as_ref() == k) || (self.cfg.watch && partition_of(k, n) == p) {
-                        cell.lock().insert(k.clone(), v.clone());
-                    }
-                }
-                cell
+                PositionCell::seeded(
+                    restored
+                        .iter()
+                        .filter(|(k, _)| parts[p].iter().any(|o| o.location.as_ref() == k.as_str()) || (self.cfg.watch && partition_of(k, n) == p))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
             })
             .collect();
         self.positions.set_cells(cells.clone());
@@ -471,6 +471,11 @@ impl Source for S3Source {
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
         Arc::clone(&self.cfg.metrics)
+    }
+
+    /// Executed again after a failure, an object reader starts from its position cell.
+    fn resumes_after_failure(&self) -> bool {
+        true
     }
 
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
@@ -522,7 +527,8 @@ impl PartitionStream for S3Partition {
             cfg: Arc::clone(&self.cfg),
             schema: Arc::clone(&self.schema),
             columns: self.columns.clone(),
-            restored: self.restored.clone(),
+            // executed again after a failure: on from the last batch handed out
+            restored: self.cell.resume_from(&self.restored),
             bad: BadRecordLog::default(),
             handle: tokio::runtime::Handle::current(),
         };

@@ -11,6 +11,7 @@ pub mod functions;
 pub mod latency;
 pub mod partitioning;
 pub mod shared_scan;
+pub mod source_failure;
 pub mod source_table;
 pub mod window_functions;
 pub mod within;
@@ -26,7 +27,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use ferris_connectors::Source;
+use ferris_connectors::{FailureStrategy, Source};
 
 use crate::connect::create_source;
 use crate::error::{EngineError, Result};
@@ -51,6 +52,9 @@ pub struct PlannedJob {
     pub checkpoints: crate::checkpoint::CheckpointConfig,
     /// The plan's stateful operators, and what would keep barriers from aligning.
     pub plan_checkpoints: crate::checkpoint::plan::PlanCheckpoints,
+    /// The sources that failed while the job ran and that it went on without
+    /// ([`source_failure`]).
+    pub source_failures: Arc<source_failure::SourceFailures>,
 }
 
 /// The parallelism of a job: `parallelism` if set, else the machine's cores.
@@ -315,15 +319,26 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         .map(|b| b.size.min(1 << 16))
         .unwrap_or(ferris_connectors::batching::DEFAULT_BATCH_SIZE);
     let mut sources = Vec::new();
+    let source_failures = Arc::new(source_failure::SourceFailures::new(spec.sources.len()));
+    let simple_mode = !spec.options.get_bool("use_transactions").ok().flatten().unwrap_or(false);
     for rel in &spec.sources {
         tracing::info!(job = %spec.name, source = %rel.name, "Creating source '{}' ({})", rel.name, rel.connector);
         // a source may talk to its service here (Kafka metadata, a schema inferred from the
         // first messages, a database's columns): the runtime's other tasks go on meanwhile
-        let source = crate::connect::blocking(|| create_source(rel, &spec.options, partitions, &spec.name)).map_err(|error| EngineError::Source {
-            job: spec.name.clone(),
-            source_name: rel.name.clone(),
-            error,
-        })?;
+        let source = match crate::connect::blocking(|| create_source(rel, &spec.options, partitions, &spec.name)) {
+            Ok(source) => source,
+            Err(error) => {
+                // simple mode goes on with the sources it has when what one reads is not there
+                let stand_in = if simple_mode && spec.sources.len() > 1 { source_failure::stand_in(rel, &error) } else { None };
+                let Some(stand_in) = stand_in else {
+                    return Err(EngineError::Source { job: spec.name.clone(), source_name: rel.name.clone(), error });
+                };
+                tracing::error!(job = %spec.name, source = %rel.name, "source '{}' ({}) could not be opened: {error}; the job goes on with its other sources (simple mode)", rel.name, rel.connector);
+                source_failures.record(&rel.name, error.to_string());
+                sources.push(stand_in);
+                continue;
+            }
+        };
         tracing::info!(job = %spec.name, source = %rel.name, "Successfully created source '{}' ({}): {}", rel.name, rel.connector, source.describe());
         sources.push(source);
     }
@@ -346,12 +361,22 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     };
     let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
     let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+    let transactional = checkpoints.enabled && checkpoints.mode == crate::checkpoint::Mode::ExactlyOnce;
+    let job_strategy = FailureStrategy::from_properties(&spec.options, FailureStrategy::default())
+        .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
     for (rel, source) in spec.sources.iter().zip(&sources) {
-        // a table re-read while the job runs is read afresh each time, not through one shared read
+        // a table re-read while the job runs is read afresh each time, not through one shared
+        // read, and keeps its previous read when a new one fails
         let table = Arc::new(if source.refresh_interval().is_some() {
             source_table::SourceTable::new(Arc::clone(source))
         } else {
-            source_table::SourceTable::shared(Arc::clone(source))
+            let on = source_failure::OnFailure {
+                strategy: FailureStrategy::from_properties(&rel.properties, job_strategy)
+                    .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?,
+                transactional,
+            };
+            let guarded = source_failure::GuardedSource::new(Arc::clone(source), on, Arc::clone(&source_failures));
+            source_table::SourceTable::shared(Arc::new(guarded))
         });
         ctx.register_table(table_reference(&rel.name), table as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
         schemas.insert(rel.name.clone(), source.schema());
@@ -389,5 +414,5 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     // a source read by several scans puts barriers into its one read (planner::shared_scan)
     let plan_checkpoints = crate::checkpoint::plan::describe(&plan);
-    Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints })
+    Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints, source_failures })
 }

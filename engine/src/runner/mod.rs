@@ -77,7 +77,7 @@ pub struct ConnectorReport {
     pub batches: u64,
     /// Malformed records (source) or failed batches (sink).
     pub errors: u64,
-    /// For sinks: true if it ended failed.
+    /// True if it ended failed (a source: the job went on without it).
     pub failed: bool,
     /// For sinks: rows of failed batches let go (`LogAndContinue`).
     pub dropped: u64,
@@ -344,10 +344,14 @@ pub async fn run_job(job: PlannedJob, mut opts: RunOptions) -> JobReport {
             records: s.metrics().records(),
             batches: s.metrics().batches(),
             errors: s.metrics().errors(),
-            failed: false,
+            failed: job.source_failures.has_failed(s.name()),
             dropped: 0,
         })
         .collect();
+    // the job went on without a failed source: it did not read all of its input
+    if let Some(failed) = job.source_failures.summary() {
+        report.error.get_or_insert(failed);
+    }
     report.sinks = sinks
         .iter()
         .map(|s| ConnectorReport {
@@ -661,6 +665,9 @@ async fn next_part(parts: &mut [Part]) -> (usize, Option<PartitionMsg>) {
 /// redone first, then the others and the sources.
 struct Committing {
     n: u64,
+    /// The checkpoint at the end of the input (its manifest says `finished` only when every
+    /// source was read to its end).
+    last: bool,
     manifest: Manifest,
     waiting: Vec<usize>,
 }
@@ -756,6 +763,8 @@ impl Run<'_> {
         let mut waiting: Vec<Waiting> = Vec::new();
         let mut committing: Option<Committing> = None;
         let mut writing = false;
+        // the checkpoint being written is the one at the end of the input
+        let mut writing_last = false;
         // stop requested: the deadline, and the last barrier started before the request (the
         // job stops once a newer one is committed)
         let mut stopping: Option<(Instant, u64)> = None;
@@ -767,6 +776,7 @@ impl Run<'_> {
             // a complete checkpoint is written (state, then the manifest last)
             if !writing && committing.is_none() && coord.complete() {
                 writing = true;
+                writing_last = coord.pending.as_ref().is_some_and(|p| p.last);
                 let manifest_parts = self.manifest_parts(&mut coord);
                 match (&self.store, manifest_parts) {
                     (Some(store), (n, manifest, tables)) => {
@@ -885,7 +895,7 @@ impl Run<'_> {
                             report.checkpoint_bytes = bytes;
                             debug!(job = %name, "checkpoint {n} written");
                             let finals = out.broadcast(|s| s.commit_is_final, || SinkMsg::Commit(n)).await;
-                            let c = Committing { n, manifest, waiting: finals };
+                            let c = Committing { n, last: writing_last, manifest, waiting: finals };
                             if c.waiting.is_empty() {
                                 let done = self.finish_commit(c, out, &mut waiting, stopping.is_some() || input_done, report).await;
                                 if done.last || stopping.is_some_and(|(_, after)| n > after) {
@@ -1001,7 +1011,8 @@ impl Run<'_> {
             checkpoint: n,
             created_ms: chrono::Utc::now().timestamp_millis(),
             mode: self.cfg.mode.name().to_string(),
-            finished: last,
+            // a source that failed was not read to its end
+            finished: last && self.job.source_failures.all().is_empty(),
             operators,
             sources,
             sinks,
@@ -1044,7 +1055,7 @@ impl Run<'_> {
             });
         }
         let _ = report;
-        CommitDone { last: c.manifest.finished }
+        CommitDone { last: c.last }
     }
 }
 
