@@ -16,10 +16,14 @@
 //! ```
 //!
 //! - [`top_n_exec`]: the operator and its state (the kept rows of each key, as Arrow rows);
-//! - [`planner_rule`]: finds the pattern in DataFusion's plan and swaps the operator in.
+//! - [`bounded_top_n_exec`]: the same query over bounded input (files), in one pass without
+//!   sorting, the final rows only;
+//! - [`planner_rule`]: finds the pattern in DataFusion's plan and swaps an operator in.
 
+pub mod bounded_top_n_exec;
 pub mod planner_rule;
 pub mod top_n_exec;
 
+pub use bounded_top_n_exec::BoundedTopNExec;
 pub use planner_rule::StreamTopNRule;
 pub use top_n_exec::StreamTopNExec;

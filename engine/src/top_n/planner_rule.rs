@@ -2,7 +2,8 @@
 //! (`WHERE rn <= N`, `rn < N`, `rn = 1`) over an unbounded input and plans it as a
 //! [`StreamTopNExec`]. DataFusion would sort the whole stream first, which never ends; a window
 //! function ordered by event time ascending is left to the window-function rule (its rows never
-//! change once numbered).
+//! change once numbered). Over a bounded input the same pattern becomes a [`BoundedTopNExec`]
+//! (one pass, no sort) where it can order by the `ORDER BY` columns.
 //!
 //! ```sql
 //! SELECT auction, bidder, price FROM (
@@ -21,12 +22,15 @@ use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{Distribution, PartitioningSatisfaction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
+use super::bounded_top_n_exec::{BoundedTopNConfig, BoundedTopNExec};
 use super::top_n_exec::{StreamTopNExec, TopNConfig};
 
 /// Plans top-N per key over unbounded inputs as [`StreamTopNExec`].
@@ -41,6 +45,10 @@ pub struct StreamTopNRule {
 
 fn literal_u64(e: &Arc<dyn PhysicalExpr>) -> Option<u64> {
     let lit = e.downcast_ref::<Literal>()?;
+    // an integer: `rn < 3.5` is not `rn < 3`
+    if !lit.value().data_type().is_integer() {
+        return None;
+    }
     let v = lit.value().cast_to(&datafusion::arrow::datatypes::DataType::Int64).ok()?;
     match v {
         ScalarValue::Int64(Some(n)) => u64::try_from(n).ok(),
@@ -74,45 +82,147 @@ fn limit_of(predicate: &Arc<dyn PhysicalExpr>, rank: usize) -> Option<usize> {
     usize::try_from(limit).ok().filter(|l| *l > 0)
 }
 
+/// The `ROW_NUMBER` window a filter keeps the first rows of: the window's only expression,
+/// its input and schema, the rows kept per key, and which of the window's output columns (its
+/// input's, then the rank) the filter passes on.
+struct RowNumberWindow<'a> {
+    expr: &'a Arc<dyn datafusion::physical_plan::WindowExpr>,
+    input: &'a Arc<dyn ExecutionPlan>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    limit: usize,
+    projection: Option<Vec<usize>>,
+}
+
+/// Finds the window below `filter` — directly, or through a projection of plain columns that
+/// DataFusion put between them (a query selecting some of the columns) — when it is one
+/// `ROW_NUMBER` and the filter keeps its first rows.
+fn row_number_window(filter: &FilterExec) -> Option<RowNumberWindow<'_>> {
+    let mut node = filter.input();
+    // the window's output column of each column of the filter's input
+    let mut columns: Option<Vec<usize>> = None;
+    if let Some(p) = node.downcast_ref::<ProjectionExec>() {
+        columns = Some(p.expr().iter().map(|e| e.expr.downcast_ref::<Column>().map(Column::index)).collect::<Option<Vec<_>>>()?);
+        node = p.input();
+    }
+    let (exprs, input, schema) = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+        (w.window_expr(), w.input(), w.schema())
+    } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+        (w.window_expr(), w.input(), w.schema())
+    } else {
+        return None;
+    };
+    if exprs.len() != 1 || !exprs[0].name().starts_with("row_number(") {
+        return None;
+    }
+    let rank = schema.fields().len() - 1;
+    let rank_in_filter = match &columns {
+        Some(c) => c.iter().position(|&i| i == rank)?,
+        None => rank,
+    };
+    let limit = limit_of(filter.predicate(), rank_in_filter)?;
+    let projection = match (filter.projection().as_ref(), columns) {
+        (Some(p), Some(c)) => Some(p.iter().map(|&i| c.get(i).copied()).collect::<Option<Vec<_>>>()?),
+        (Some(p), None) => Some(p.to_vec()),
+        (None, c) => c,
+    };
+    Some(RowNumberWindow { expr: &exprs[0], input, schema, limit, projection })
+}
+
 impl StreamTopNRule {
     /// The top-N operator for `filter`, if it keeps the first rows of a `ROW_NUMBER` over an
     /// unbounded input that the window-function rule cannot stream.
     fn top_n(&self, filter: &FilterExec) -> Result<Option<StreamTopNExec>> {
-        let window = filter.input();
-        let (exprs, input, schema) = if let Some(w) = window.downcast_ref::<BoundedWindowAggExec>() {
-            (w.window_expr(), w.input(), w.schema())
-        } else if let Some(w) = window.downcast_ref::<WindowAggExec>() {
-            (w.window_expr(), w.input(), w.schema())
-        } else {
-            return Ok(None);
-        };
-        if !input.boundedness().is_unbounded() || exprs.len() != 1 || !exprs[0].name().starts_with("row_number(") {
+        let Some(w) = row_number_window(filter) else { return Ok(None) };
+        if !w.input.boundedness().is_unbounded() {
             return Ok(None);
         }
-        let rank = schema.fields().len() - 1;
-        let Some(limit) = limit_of(filter.predicate(), rank) else { return Ok(None) };
-        let order = exprs[0].order_by();
+        let rank = w.schema.fields().len() - 1;
+        let order = w.expr.order_by();
         let by_event_time = order.len() == 1
             && !order[0].options.descending
             && order[0].expr.downcast_ref::<Column>().is_some_and(|c| self.event_time_columns.iter().any(|t| t.eq_ignore_ascii_case(c.name())));
         if order.is_empty() || by_event_time {
             return Ok(None);
         }
-        let below = crate::planner::window_functions::below_sort(input).unwrap_or_else(|| Arc::clone(input));
+        let below = crate::planner::window_functions::below_sort(w.input).unwrap_or_else(|| Arc::clone(w.input));
         let source = crate::planner::partitioning::without_round_robin(below)?;
-        let projection = filter.projection().as_ref().map(|p| p.to_vec());
-        let rank_visible = projection.as_ref().is_none_or(|p| p.contains(&rank));
+        let rank_visible = w.projection.as_ref().is_none_or(|p| p.contains(&rank));
         let config = TopNConfig {
-            partition_by: exprs[0].partition_by().to_vec(),
+            partition_by: w.expr.partition_by().to_vec(),
             order_by: order.to_vec(),
-            limit,
-            rank_field: Arc::clone(&schema.fields()[rank]),
-            projection,
+            limit: w.limit,
+            rank_field: Arc::clone(&w.schema.fields()[rank]),
+            projection: w.projection,
             rank_visible,
             op_column: false,
             state_ttl: self.state_ttl,
         };
         Ok(Some(StreamTopNExec::try_new(source, config)?))
+    }
+}
+
+/// The one-pass operator for `filter` when it keeps the first rows of a `ROW_NUMBER` over a
+/// bounded input that DataFusion sorts for it, each key in one partition of the sort's input.
+fn bounded_top_n(filter: &FilterExec) -> Result<Option<BoundedTopNExec>> {
+    let Some(w) = row_number_window(filter) else { return Ok(None) };
+    // (a LIMIT pushed into the filter is left to DataFusion's plan)
+    if w.input.boundedness().is_unbounded() || w.expr.partition_by().is_empty() || filter.fetch().is_some() {
+        return Ok(None);
+    }
+    let Some(sort) = w.input.downcast_ref::<SortExec>() else { return Ok(None) };
+    if sort.fetch().is_some() || sort.input().output_partitioning().partition_count() != sort.properties().output_partitioning().partition_count() {
+        return Ok(None);
+    }
+    let below = Arc::clone(sort.input());
+    // every key in one partition: hashed by the PARTITION BY (or a part of it), or all in one
+    let partitioning = below.output_partitioning();
+    let keyed = partitioning.partition_count() == 1
+        || partitioning.satisfaction(&Distribution::KeyPartitioned(w.expr.partition_by().to_vec()), below.equivalence_properties(), true)
+            != PartitioningSatisfaction::NotSatisfied;
+    if !keyed || !BoundedTopNExec::supports(w.expr.order_by(), &below.schema(), w.limit) {
+        return Ok(None);
+    }
+    let rank = w.schema.fields().len() - 1;
+    let config = BoundedTopNConfig {
+        partition_by: w.expr.partition_by().to_vec(),
+        order_by: w.expr.order_by().to_vec(),
+        limit: w.limit,
+        rank_field: Arc::clone(&w.schema.fields()[rank]),
+        projection: w.projection,
+    };
+    // the filter's output, as DataFusion planned it: column names, partitioning
+    Ok(Some(BoundedTopNExec::try_new(below, config, Some((filter.schema(), filter.properties().output_partitioning().clone())))?))
+}
+
+/// Plans [`BoundedTopNExec`] wherever nothing above relies on the order DataFusion's sort gave
+/// the window's output (this operator gives its rows in no order): `order_needed` says whether
+/// something above `plan` does — an operator that requires an input order (a merge of sorted
+/// partitions, a sort-merge join), through operators that keep the order, or the query's own
+/// `ORDER BY` when DataFusion found it already satisfied (a plan of one partition: its top has
+/// no sort left to show it).
+fn plan_bounded(plan: Arc<dyn ExecutionPlan>, order_needed: bool) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        if !order_needed {
+            if let Some(top) = bounded_top_n(filter)? {
+                return Ok(Arc::new(top));
+            }
+        }
+    }
+    let required = plan.required_input_ordering();
+    let keeps = plan.maintains_input_order();
+    let mut changed = false;
+    let mut children = Vec::new();
+    for (i, child) in plan.children().into_iter().enumerate() {
+        let needed = required.get(i).is_some_and(Option::is_some) || (order_needed && keeps.get(i).copied().unwrap_or(false));
+        let new = plan_bounded(Arc::clone(child), needed)?;
+        changed |= !Arc::ptr_eq(&new, child);
+        children.push(new);
+    }
+    if changed {
+        use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+        plan.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    } else {
+        Ok(plan)
     }
 }
 
@@ -144,6 +254,10 @@ impl PhysicalOptimizerRule for StreamTopNRule {
             Ok(Transformed::no(node))
         })
         .map(|t| t.data)
+        .and_then(|plan| {
+            let one_partition = plan.output_partitioning().partition_count() == 1;
+            plan_bounded(plan, one_partition)
+        })
     }
 
     fn name(&self) -> &str {
