@@ -63,6 +63,11 @@ fn launch(dir: &Path) -> Child {
     child
 }
 
+/// An API that answers once (five events), then refuses every call (404).
+fn feed_gone_after_one_answer() -> Server {
+    Server::start(|n, _| if n == 0 { answer(5) } else { (404, "no such feed".into()) })
+}
+
 fn want(parts: &[Vec<String>]) -> Vec<String> {
     canonical_lines(&parts.concat().join("\n"))
 }
@@ -73,7 +78,7 @@ fn want(parts: &[Vec<String>]) -> Vec<String> {
 fn simple_mode_goes_on_with_the_other_sources_and_names_the_failed_one() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let server = Server::start(|n, _| if n == 0 { answer(5) } else { (404, "no such feed".into()) });
+    let server = feed_gone_after_one_answer();
     job(dir, &server.base, "");
     let mut child = launch(dir);
     wait_for(dir, &mut child, 15, |log| log.contains("source 'feed' failed"));
@@ -95,7 +100,7 @@ fn simple_mode_goes_on_with_the_other_sources_and_names_the_failed_one() {
 fn a_transactional_job_stops_when_a_source_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let server = Server::start(|n, _| if n == 0 { answer(5) } else { (404, "no such feed".into()) });
+    let server = feed_gone_after_one_answer();
     job(dir, &server.base, ", 'use_transactions' = 'true'");
     let mut child = launch(dir);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -152,12 +152,7 @@ impl ExecutionPlan for BoundedTopNExec {
     }
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
-        for e in self.config.partition_by.iter().chain(self.config.order_by.iter().map(|o| &o.expr)) {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        super::visit_keys_and_order(&self.config.partition_by, &self.config.order_by, f)
     }
 
     #[allow(deprecated)]

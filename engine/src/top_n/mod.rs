@@ -27,3 +27,23 @@ pub mod top_n_exec;
 pub use bounded_top_n_exec::BoundedTopNExec;
 pub use planner_rule::StreamTopNRule;
 pub use top_n_exec::StreamTopNExec;
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::physical_expr::{PhysicalExpr, PhysicalSortExpr};
+
+/// Visits the `PARTITION BY` expressions, then the `ORDER BY` ones, with `f`, stopping when it
+/// says so: what both operators' `apply_expressions` do.
+pub(crate) fn visit_keys_and_order(
+    partition_by: &[Arc<dyn PhysicalExpr>],
+    order_by: &[PhysicalSortExpr],
+    f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
+) -> datafusion::common::Result<TreeNodeRecursion> {
+    for e in partition_by.iter().chain(order_by.iter().map(|o| &o.expr)) {
+        if f(e)? == TreeNodeRecursion::Stop {
+            return Ok(TreeNodeRecursion::Stop);
+        }
+    }
+    Ok(TreeNodeRecursion::Continue)
+}
