@@ -262,6 +262,11 @@ fn late_rows_go_to_the_late_sink() {
     let joined = file_rows(&tmp.path().join("joined.jsonl"));
     assert!(!joined.iter().any(|r| r.contains("\"pts\":5000")), "a late row is not joined: {joined:?}");
 
+    // under use_transactions the late sink (written outside checkpoints) is refused by name
+    let run = run_sql(tmp.path(), &sql.replace("'batch.size' = '1'", "'batch.size' = '1', 'use_transactions' = 'true'"));
+    assert_ne!(run.status, 0);
+    assert!(run.stderr.contains("use_transactions: late sink 'too_late' cannot take part in transactions"), "{}", run.stderr);
+
     // a late sink that is also a result sink is refused
     let bad = sql.replace("'late.sink' = 'too_late'", "'late.sink' = 'out'");
     let run = run_sql(tmp.path(), &bad);

@@ -391,6 +391,13 @@ async fn prepare_and_run(
         (true, Mode::AtLeastOnce) => Delivery::AtLeastOnce,
         (true, Mode::ExactlyOnce) => Delivery::ExactlyOnce,
     };
+    if let (Delivery::ExactlyOnce, Some(late)) = (delivery, &job.spec.late_sink) {
+        // the late rows go out as they come, outside checkpoints: they would not be exactly once
+        return Err(format!(
+            "use_transactions: late sink '{}' cannot take part in transactions (late rows are written as they come, outside checkpoints); drop 'late.sink' (late rows are then counted and dropped) or run without use_transactions",
+            late.name
+        ));
+    }
     let mut slots = open_sinks(job, delivery)?;
     let mut restore = opts.restore.clone();
     let store = match cfg.enabled {
