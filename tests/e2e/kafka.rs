@@ -92,8 +92,13 @@ struct Read {
 
 /// Reads every partition of `topic` from the start until `want` messages arrived (or 20 s).
 fn read_topic(topic: &str, want: usize) -> Vec<Read> {
+    read_topic_at(&bootstrap(), topic, want)
+}
+
+/// [`read_topic`] on the brokers at `servers`.
+fn read_topic_at(servers: &str, topic: &str, want: usize) -> Vec<Read> {
     let c: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", bootstrap()).set("group.id", unique("reader")).set("enable.auto.commit", "false").create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", servers).set("group.id", unique("reader")).set("enable.auto.commit", "false").create().unwrap();
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
@@ -599,6 +604,88 @@ fn a_broker_outage_loses_nothing() {
     assert_eq!(distinct, (0..2000).collect::<BTreeSet<i64>>(), "every message, none lost; the job said:\n{stderr}");
     // at-least-once: a redelivery after the outage may repeat rows not yet committed, never more
     assert!(ids.len() - distinct.len() <= 1000, "{} repeated rows", ids.len() - distinct.len());
+}
+
+/// A Kafka sink whose broker goes away mid-run (librdkafka's mock cluster: the broker down for
+/// 4 s while rows keep coming; the sink's `message.timeout.ms` is 1.5 s), beside a file sink,
+/// under each failure strategy: `LogAndContinue` counts the rows of the batches it could not
+/// deliver as dropped and goes on — the file gets every row, and every row is either in the
+/// topic or counted dropped; `FailBatch` stops the job naming the sink; `RetryWithBackoff`
+/// delivers every row once the broker is back, none dropped.
+#[test]
+fn a_kafka_sink_whose_broker_goes_away_follows_its_failure_strategy() {
+    let rows = |from: i64, to: i64| (from..to).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>();
+    for strategy in ["LogAndContinue", "FailBatch", "RetryWithBackoff"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let servers = mock.bootstrap_servers();
+        mock.create_topic("out", 1, 1).unwrap();
+        let input = tmp.path().join("in.jsonl");
+        std::fs::write(&input, rows(0, 200)).unwrap();
+        let archive = tmp.path().join("archive.jsonl");
+        let sql = format!(
+            "CREATE STREAM copy AS SELECT id FROM src INTO to_kafka, archive WITH (\
+             'src.type' = 'file_source', 'src.path' = '{}', 'src.watch' = 'true', 'src.schema' = 'id BIGINT', \
+             'to_kafka.type' = 'kafka_sink', 'to_kafka.bootstrap.servers' = '{servers}', 'to_kafka.topic' = 'out', \
+             'to_kafka.value.format' = 'json', 'to_kafka.message.timeout.ms' = '1500', \
+             'archive.type' = 'file_sink', 'archive.path' = '{}', \
+             'failure_strategy' = '{strategy}', 'max_retries' = '6', 'retry_backoff' = '500ms');",
+            input.display(),
+            archive.display()
+        );
+        let mut child = spawn_job(tmp.path(), "job.sql", &sql);
+        wait_for(&mut child, &archive, |t| ids_in(t).len() >= 200);
+        let delivered = |want: usize| {
+            read_topic_at(&servers, "out", want)
+                .iter()
+                .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.value).ok()?["id"].as_i64())
+                .collect::<BTreeSet<i64>>()
+        };
+        assert_eq!(delivered(200), (0..200).collect(), "{strategy}: before the outage");
+        mock.broker_down(1).unwrap();
+        std::fs::OpenOptions::new().append(true).open(&input).unwrap().write_all(rows(200, 400).as_bytes()).unwrap();
+        if strategy == "FailBatch" {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "FailBatch: the job did not stop");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            assert!(!child.wait().unwrap().success(), "{stderr}");
+            assert!(stderr.contains("sink 'to_kafka' failed a batch"), "{stderr}");
+            mock.broker_up(1).unwrap();
+            continue;
+        }
+        // the file sink is not held up by the one whose broker is gone
+        wait_for(&mut child, &archive, |t| ids_in(t).len() >= 400);
+        std::thread::sleep(Duration::from_secs(4));
+        mock.broker_up(1).unwrap();
+        std::fs::OpenOptions::new().append(true).open(&input).unwrap().write_all(rows(400, 600).as_bytes()).unwrap();
+        wait_for(&mut child, &archive, |t| ids_in(t).len() >= 600);
+        let all: BTreeSet<i64> = (0..600).collect();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut got = delivered(400);
+        while strategy == "RetryWithBackoff" && got != all && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            got = delivered(600);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let stderr = stop_with_sigint(&mut child);
+        let got = delivered(got.len());
+        assert_eq!(ids_in(&std::fs::read_to_string(&archive).unwrap()).into_iter().collect::<BTreeSet<_>>(), all, "{strategy}: the file has every row");
+        // "to_kafka N rows (k failed batches, D rows dropped)" in the run's summary
+        let dropped: usize = stderr.split("to_kafka ").filter_map(|t| t.split(" rows dropped").next()?.rsplit(", ").next()?.parse().ok()).last().unwrap_or(0);
+        if strategy == "RetryWithBackoff" {
+            assert_eq!(got, all, "{strategy}: every row once the broker is back; the job said:\n{stderr}");
+            assert_eq!(dropped, 0, "{stderr}");
+        } else {
+            assert!(dropped > 0, "{strategy}: rows of the outage counted dropped; the job said:\n{stderr}");
+            assert!((0..200).chain(400..600).all(|i| got.contains(&i)), "{strategy}: every row outside the outage: {got:?}");
+            let outage_delivered = (200..400).filter(|i| got.contains(i)).count();
+            assert_eq!(outage_delivered + dropped, 200, "{strategy}: each row of the outage delivered or counted dropped; the job said:\n{stderr}");
+        }
+    }
 }
 
 /// The multiset of ids in `paths` (a JSON Lines output each): id → how many times it came.
