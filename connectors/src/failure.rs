@@ -64,6 +64,16 @@ impl FailureStrategy {
             }
         })
     }
+
+    /// Under `RetryWithBackoff`, the wait before the next try once `attempt` retries in a row
+    /// have failed: `retry_backoff`, doubled each retry. `None` when the retries are spent or
+    /// the strategy does not retry.
+    pub fn retry_wait(&self, attempt: u32) -> Option<Duration> {
+        match *self {
+            Self::RetryWithBackoff { max_retries, backoff } if attempt < max_retries => Some(backoff.saturating_mul(2u32.saturating_pow(attempt))),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -121,11 +121,13 @@ impl OnFailure {
     /// leaving its partitions unread, and librdkafka rides out outages itself — what reaches
     /// the engine fails the job).
     fn decide(&self, resumes: bool, attempt: u32) -> Decision {
+        if !resumes {
+            return Decision::Fail;
+        }
+        if let Some(wait) = self.strategy.retry_wait(attempt) {
+            return Decision::Retry(wait.min(MAX_BACKOFF));
+        }
         match self.strategy {
-            _ if !resumes => Decision::Fail,
-            FailureStrategy::RetryWithBackoff { max_retries, backoff } if attempt < max_retries => {
-                Decision::Retry(backoff.saturating_mul(2u32.saturating_pow(attempt)).min(MAX_BACKOFF))
-            }
             FailureStrategy::FailBatch => Decision::Fail,
             _ if self.transactional => Decision::Fail,
             _ => Decision::GoOn,

@@ -118,22 +118,16 @@ async fn bounded<T>(limit: std::time::Duration, what: &str, call: impl std::futu
 }
 
 async fn write_with_strategy(sink: &mut dyn Sink, batch: &RecordBatch, strategy: FailureStrategy, limit: std::time::Duration) -> Result<(), ConnectorError> {
-    let FailureStrategy::RetryWithBackoff { max_retries, backoff } = strategy else {
-        return bounded(limit, "the write", sink.write(batch)).await;
-    };
-    let mut wait = backoff;
     let mut attempt = 0;
     loop {
-        match bounded(limit, "the write", sink.write(batch)).await {
+        let e = match bounded(limit, "the write", sink.write(batch)).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt >= max_retries => return Err(e),
-            Err(e) => {
-                attempt += 1;
-                warn!(sink = sink.name(), attempt, "write failed, retrying in {}ms: {e}", wait.as_millis());
-                tokio::time::sleep(wait).await;
-                wait = wait.saturating_mul(2);
-            }
-        }
+            Err(e) => e,
+        };
+        let Some(wait) = strategy.retry_wait(attempt) else { return Err(e) };
+        attempt += 1;
+        warn!(sink = sink.name(), attempt, "write failed, retrying in {}ms: {e}", wait.as_millis());
+        tokio::time::sleep(wait).await;
     }
 }
 
