@@ -233,6 +233,15 @@ pub trait SourceCheckpoint: Send + Sync + std::fmt::Debug {
     /// commit is waited for, a bounded time; otherwise it must not block.
     fn commit(&self, _positions: &Positions, _last: bool) {}
 
+    /// Like [`SourceCheckpoint::commit`], for a job whose operator state can be rebuilt by
+    /// reading rows again (see [`BarrierRequests::replays`]): every row with an event time before
+    /// `replay_from` (epoch milliseconds) is in windows the job has emitted, so a process that
+    /// starts without this one's state may start at the first row of each unit at or after it
+    /// and skip the older ones up to `positions` (Kafka: the commit's metadata says so).
+    fn commit_replayable(&self, positions: &Positions, last: bool, _replay_from: i64) {
+        self.commit(positions, last);
+    }
+
     /// How often the source would like its positions committed, if it has a say (Kafka's
     /// `commit.interval`): a job without operator state takes its barriers that often.
     fn commit_interval(&self) -> Option<Duration> {
@@ -272,6 +281,40 @@ pub trait BarrierRequests: Send + Sync + std::fmt::Debug {
     /// the positions of `source` recorded at that barrier, or `None` when the job could not
     /// complete one in time or has stopped.
     fn request_and_wait(&self, source: &str, wait: Duration) -> Option<Positions>;
+
+    /// Whether the job rebuilds its operator state by reading rows again when a source gives
+    /// partitions away: every stateful operator is a `TUMBLE` window aggregate emitting final
+    /// results, every row reaches the sinks through one, and `source` is the job's only source.
+    ///
+    /// ```sql
+    /// SELECT window_start, k, COUNT(*) FROM orders GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), k INTO out
+    /// ```
+    fn replays(&self, _source: &str) -> bool {
+        false
+    }
+
+    /// Like [`BarrierRequests::request_and_wait`], for a job that [`replays`](Self::replays):
+    /// at this barrier the operators drop their open windows (the source reads their rows
+    /// again, or hands them to another process). Returns the positions and the event time
+    /// before which every row is in windows already emitted (epoch milliseconds).
+    fn request_replay_and_wait(&self, _source: &str, _wait: Duration) -> Option<(Positions, i64)> {
+        None
+    }
+
+    /// The source has sought its partitions back after [`request_replay_and_wait`]
+    /// (Self::request_replay_and_wait): the job takes barriers again (none is started in
+    /// between, so that no checkpoint holds the dropped windows' positions without their rows).
+    fn hand_over_done(&self) {}
+
+    /// Keeps a small note where every process of the job finds it (the job's checkpoint
+    /// directory): what a Kafka source hands over with a partition, for brokers that do not
+    /// keep a commit's metadata. Blocks; call it off the async runtime.
+    fn put_note(&self, _name: &str, _value: &str) {}
+
+    /// The note `name`, if one was kept. Blocks; call it off the async runtime.
+    fn note(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The session-config extension carrying the job's [`BarrierRequests`].

@@ -71,6 +71,9 @@ pub struct ExplainedProcessing {
     pub stateful_operators: Vec<String>,
     /// What keeps the plan's operator state out of checkpoints, if anything.
     pub problem: Option<String>,
+    /// How processes of the job sharing a Kafka topic hand their windows over, when they read
+    /// them again (`TUMBLE` windows, one source, simple mode).
+    pub across_processes: Option<String>,
     /// Per source: how it takes part.
     pub sources: BTreeMap<String, String>,
     /// Per sink: how it takes part.
@@ -90,6 +93,8 @@ fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
         checkpoints,
         stateful_operators: planned.plan_checkpoints.operators.iter().map(|o| format!("#{} {}", o.id, o.shape)).collect(),
         problem: planned.plan_checkpoints.problem.clone(),
+        across_processes: (planned.plan_checkpoints.replays_for(&planned.spec, cfg.mode) && unbounded)
+            .then(|| "open windows are read again when Kafka partitions change hands (each window is written once, by one process)".to_string()),
         sources: planned.spec.sources.iter().map(|r| (r.name.clone(), crate::connect::source_positions(r).to_string())).collect(),
         sinks: planned.spec.sinks.iter().map(|r| (r.name.clone(), crate::connect::sink_delivery(r).to_string())).collect(),
     }
@@ -244,6 +249,9 @@ pub fn render_text(e: &Explanation) -> String {
             let _ = writeln!(s, "    checkpoints: {}", p.checkpoints);
             for o in &p.stateful_operators {
                 let _ = writeln!(s, "    state of {o}");
+            }
+            if let Some(a) = &p.across_processes {
+                let _ = writeln!(s, "    across processes: {a}");
             }
             if let Some(problem) = &p.problem {
                 let _ = writeln!(s, "    no operator state in checkpoints: {problem}");

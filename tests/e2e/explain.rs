@@ -41,6 +41,29 @@ fn json_shape_and_masked_secrets() {
     assert!(job["plan_error"].as_str().unwrap().contains("missing required property 'customer_db.connection.url'"), "{}", job["plan_error"]);
 }
 
+/// `explain` says when the processes of a job hand their windows over by reading them again:
+/// `TUMBLE` windows over one Kafka source in simple mode, not `HOP`, not under transactions.
+#[test]
+fn explain_says_how_windows_move_between_processes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |group_by: &str, extra: &str| {
+        format!(
+            "CREATE STREAM w AS SELECT k, COUNT(*) AS n FROM orders GROUP BY {group_by}, k INTO out \
+             WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '127.0.0.1:9', 'orders.topic' = 't', \
+                   'orders.schema' = 'k VARCHAR, ts BIGINT', 'orders.event_time' = 'ts', 'orders.consumers' = '2', \
+                   'out.type' = 'file_sink', 'out.path' = 'out.jsonl'{extra});"
+        )
+    };
+    let (run, v) = explain_json(tmp.path(), &job("TUMBLE(ts, INTERVAL '1' SECOND)", ""));
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let across = &v["jobs"][0]["processing"]["across_processes"];
+    assert!(across.as_str().is_some_and(|a| a.contains("read again")), "{}", run.stdout);
+    let (_, v) = explain_json(tmp.path(), &job("HOP(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND)", ""));
+    assert!(v["jobs"][0]["processing"]["across_processes"].is_null(), "{v}");
+    let (_, v) = explain_json(tmp.path(), &job("TUMBLE(ts, INTERVAL '1' SECOND)", ", 'use_transactions' = 'true'"));
+    assert!(v["jobs"][0]["processing"]["across_processes"].is_null(), "{v}");
+}
+
 #[test]
 fn text_output_shows_the_physical_plan() {
     let tmp = tempfile::tempdir().unwrap();

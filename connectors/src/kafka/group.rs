@@ -26,12 +26,13 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{JobBarriers, PositionCell, Positions};
 use crate::metrics::{ConnectionStatus, ConnectorMetrics};
 
 use super::config::QuietContext;
+use super::replay::{Replays, SkipRange};
 
 pub(crate) type Member = BaseConsumer<GroupContext>;
 type Queue = rdkafka::consumer::base_consumer::PartitionQueue<GroupContext>;
@@ -79,7 +80,26 @@ pub(crate) struct ReadPositions {
     /// checkpoint until they are, so that a checkpoint taken meanwhile does not forget where
     /// they were (their rows up to there are in the restored state).
     carried: Mutex<HashMap<(String, i32), i64>>,
+    /// The job rebuilds its windows by reading rows again (see [`super::replay`]): each
+    /// partition's log of batches handed out, and the rows its readers drop.
+    replays: Mutex<Replays>,
+    replaying: AtomicBool,
+    /// Partitions being read again (see [`super::replay`]) that hold event time back until
+    /// their first row comes, however long they are silent, until then at most.
+    replay_holds: Mutex<HashMap<(String, i32), std::time::Instant>>,
+    /// A hand-over is rebuilding the job's windows: readers hand nothing out meanwhile.
+    paused: AtomicBool,
+    unpaused: Notify,
 }
+
+/// How long a partition being read again holds event time back, at most, before its first row.
+const REPLAY_HOLD: Duration = Duration::from_secs(30);
+
+/// Commits whose skips a partition's hand-over note keeps.
+const NOTES_KEPT: usize = 8;
+
+/// The key of a partition's replay log in a checkpoint's positions.
+const REPLAY_LOG_SUFFIX: &str = "@replay";
 
 /// Restored partitions not assigned again yet, and the deadline of their hold.
 type Awaited = (HashSet<(String, i32)>, Option<std::time::Instant>);
@@ -131,6 +151,33 @@ impl ReadPositions {
         dropped
     }
 
+    /// Takes the replay logs out of restored `positions` (`topic/partition@replay` keys) and
+    /// keeps them; returns the partitions' offsets.
+    pub fn restore_logs(&self, positions: &Positions) -> Positions {
+        let mut offsets = Positions::new();
+        let mut logs: HashMap<(String, i32), Vec<(i64, i64)>> = HashMap::new();
+        for (k, v) in positions {
+            match k.strip_suffix(REPLAY_LOG_SUFFIX) {
+                Some(pk) => {
+                    if let (Some(key), Ok(log)) = (parse_position_key(pk), serde_json::from_value::<Vec<(i64, i64)>>(v.clone())) {
+                        logs.insert(key, log);
+                    }
+                }
+                None => {
+                    offsets.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let mut replays = lock(&self.replays);
+        for k in offsets.keys() {
+            if let Some(key) = parse_position_key(k) {
+                let log = logs.remove(&key);
+                replays.restored(key, log);
+            }
+        }
+        offsets
+    }
+
     /// Positions restored from a checkpoint, carried until their partitions are read again.
     pub fn carry(&self, restored: impl IntoIterator<Item = ((String, i32), i64)>) {
         lock(&self.carried).extend(restored);
@@ -143,6 +190,20 @@ impl ReadPositions {
         if reader == 0 {
             for ((t, p), o) in lock(&self.carried).iter() {
                 out.entry(position_key(t, *p)).or_insert_with(|| serde_json::Value::from(*o));
+            }
+        }
+        // each partition's replay log with the positions of the reader that logs it, as of the
+        // same moment (a batch is logged before its position is recorded)
+        if self.replaying() {
+            let replays = lock(&self.replays);
+            for key in replays.keys() {
+                let pk = position_key(&key.0, key.1);
+                if !out.contains_key(&pk) || out.contains_key(&format!("{pk}{REPLAY_LOG_SUFFIX}")) {
+                    continue;
+                }
+                if let Some(log) = replays.checkpoint_log(&key) {
+                    out.insert(format!("{pk}{REPLAY_LOG_SUFFIX}"), serde_json::json!(log));
+                }
             }
         }
         out
@@ -201,8 +262,10 @@ impl ReadPositions {
         out
     }
 
-    /// Forgets the positions and event times of partitions given away.
-    pub fn forget(&self, parts: &[(String, i32)]) {
+    /// Forgets the positions and event times of partitions given away (their replay logs too,
+    /// unless `keep_logs`: partitions lost with the group session come back to this process
+    /// with their rows still in its state).
+    pub fn forget(&self, parts: &[(String, i32)], keep_logs: bool) {
         let keys: Vec<String> = parts.iter().map(|(t, p)| position_key(t, *p)).collect();
         for c in &self.cells {
             c.lock().retain(|k, _| !keys.contains(k));
@@ -210,6 +273,74 @@ impl ReadPositions {
         for t in &self.times {
             lock(t).retain(|k, _| !parts.contains(k));
         }
+        if !keep_logs {
+            lock(&self.replays).forget(parts);
+        }
+    }
+
+    /// The job rebuilds its windows by reading rows again: keep each partition's log.
+    pub fn set_replaying(&self) {
+        self.replaying.store(true, Ordering::Release);
+    }
+
+    /// Whether partitions keep replay logs.
+    pub fn replaying(&self) -> bool {
+        self.replaying.load(Ordering::Acquire)
+    }
+
+    /// The partitions' replay logs and skips.
+    pub fn replays(&self) -> MutexGuard<'_, Replays> {
+        lock(&self.replays)
+    }
+
+    /// Holds every reader before its next batch until [`ReadPositions::resume`].
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    /// Lets the readers go on.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.unpaused.notify_waiters();
+    }
+
+    /// Waits while the readers are held.
+    pub async fn wait_unpaused(&self) {
+        loop {
+            let notified = self.unpaused.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// `key` (read up to `position`) is read again from `from`: its position goes back there
+    /// and it holds event time back until its rows come again.
+    fn rewound(&self, key: &(String, i32), from: i64) {
+        let pk = position_key(&key.0, key.1);
+        for c in &self.cells {
+            let mut c = c.lock();
+            if c.contains_key(&pk) {
+                c.insert(pk.clone(), serde_json::Value::from(from));
+            }
+        }
+        for t in &self.times {
+            if let Some(pt) = lock(t).get_mut(key) {
+                pt.max = None;
+                pt.last = std::time::Instant::now();
+            }
+        }
+        self.hold_replay(key);
+    }
+
+    /// `key` is read again: until its first row comes it holds event time back, even when
+    /// silent longer than `idle_timeout` (its rows are in windows still open), for
+    /// [`REPLAY_HOLD`] at most.
+    pub fn hold_replay(&self, key: &(String, i32)) {
+        lock(&self.replay_holds).insert(key.clone(), std::time::Instant::now() + REPLAY_HOLD);
     }
 
     /// Reader `reader` now reads `partition` of `topic`: its event time is unknown until its
@@ -227,12 +358,15 @@ impl ReadPositions {
         let mut t = lock(t);
         let now = std::time::Instant::now();
         for (k, max) in latest {
-            let e = t.entry(k).or_insert(PartitionTime { max: None, last: now });
+            let e = t.entry(k.clone()).or_insert(PartitionTime { max: None, last: now });
             // only rows with an event time keep a partition live: one whose rows have none
             // (a missing or unreadable column) goes idle instead of holding event time forever
             if let Some(m) = max {
                 e.last = now;
                 e.max = Some(e.max.map_or(m, |x| x.max(m)));
+                if self.replaying() {
+                    lock(&self.replay_holds).remove(&k);
+                }
             }
         }
     }
@@ -240,6 +374,10 @@ impl ReadPositions {
     /// How far event time has got over reader `reader`'s partitions: the slowest live one
     /// (partitions silent for `idle` are skipped). `None` when it reads none, or all are idle.
     pub fn frontier(&self, reader: usize, idle: std::time::Duration) -> Option<crate::source::Frontier> {
+        if self.paused.load(Ordering::Acquire) {
+            // a hand-over: the windows dropped at its barrier are read again once it is done
+            return Some(crate::source::Frontier::Holding);
+        }
         {
             let awaited = lock(&self.awaited);
             if !awaited.0.is_empty() && awaited.1.is_some_and(|until| std::time::Instant::now() < until) {
@@ -247,9 +385,12 @@ impl ReadPositions {
             }
         }
         let t = lock(self.times.get(reader)?);
+        let holds = lock(&self.replay_holds);
+        let now = std::time::Instant::now();
+        let held = |k: &(String, i32), pt: &PartitionTime| pt.max.is_none() && holds.get(k).is_some_and(|until| now < *until);
         let mut min: Option<i64> = None;
         let mut live = false;
-        for pt in t.values().filter(|pt| pt.last.elapsed() < idle) {
+        for pt in t.iter().filter(|(k, pt)| pt.last.elapsed() < idle || held(k, pt)).map(|(_, pt)| pt) {
             live = true;
             match pt.max {
                 None => return Some(crate::source::Frontier::Holding),
@@ -287,6 +428,8 @@ pub(crate) struct GroupShared {
     /// For event time: the subscribed topics, whose partitions all hold event time back until
     /// assigned to this member, for this long at most (see [`ReadPositions::await_partitions`]).
     pub hold: Option<(Vec<String>, Duration)>,
+    /// The consumer group, naming the hand-over notes of its partitions.
+    pub group_id: String,
 }
 
 impl GroupShared {
@@ -310,6 +453,7 @@ impl GroupShared {
             quiet: QuietContext::new(format!("kafka source '{name}'")),
             closing: AtomicBool::new(false),
             hold: None,
+            group_id: String::new(),
         }
     }
 
@@ -344,6 +488,9 @@ impl GroupShared {
                     }
                     starts.insert((t.clone(), *p), o);
                 }
+            }
+            if self.positions.replaying() {
+                self.replay_assigned(consumer, &parts, &starts, &back);
             }
         }
         // Each partition gets its own queue *before* it is assigned, so that none of its
@@ -382,6 +529,82 @@ impl GroupShared {
         info!(source = %self.name, "assigned partitions: {}", names.join(", "));
     }
 
+    /// In a job that rebuilds its windows by reading rows again: partitions starting at the
+    /// group's offset drop the rows its metadata says are in emitted windows; partitions that
+    /// come back after a lost session keep no log (their rows are in this process's state).
+    fn replay_assigned(&self, consumer: &Member, parts: &[(String, i32)], starts: &HashMap<(String, i32), i64>, back: &[((String, i32), i64)]) {
+        let mut ask = TopicPartitionList::new();
+        for (t, p) in parts {
+            let key = (t.clone(), *p);
+            if back.iter().any(|(k, _)| *k == key) {
+                // lost with the session and back: its log (kept) still covers its rows in state
+                let mut replays = self.positions.replays();
+                if !replays.has(&key) {
+                    replays.restored(key, None);
+                }
+            } else if !starts.contains_key(&key) {
+                ask.add_partition(t, *p);
+            }
+        }
+        if ask.count() == 0 {
+            return;
+        }
+        let committed = match consumer.committed_offsets(ask.clone(), Duration::from_secs(5)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warn!(source = %self.name, "cannot read the committed offsets of {} partitions ({e}): rows of windows another process emitted may be counted again", ask.count());
+                None
+            }
+        };
+        for e in ask.elements() {
+            let key = (e.topic().to_string(), e.partition());
+            let meta = match committed.as_ref().and_then(|c| c.find_partition(e.topic(), e.partition())) {
+                Some(c) if !c.metadata().is_empty() => Some(c.metadata().to_string()),
+                Some(c) => match c.offset() {
+                    // a broker that keeps no commit metadata (tansu): the note of that commit
+                    Offset::Offset(o) => self.hand_over_note(&key, o),
+                    _ => None,
+                },
+                None => None,
+            };
+            if meta.is_some() {
+                debug!(source = %self.name, "{}/{}: starts with rows to skip: {meta:?}", key.0, key.1);
+                self.positions.hold_replay(&key);
+            }
+            self.positions.replays().assigned(key, meta.as_deref());
+        }
+    }
+
+    fn note_name(&self, key: &(String, i32)) -> String {
+        let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect::<String>();
+        format!("kafka-{}-{}-{}.json", clean(&self.group_id), clean(&key.0), key.1)
+    }
+
+    /// Keeps the skips of `key` committed at `from` where every process of the job finds them
+    /// (the commit's metadata says the same, but not every broker keeps it). The note keeps
+    /// the skips of the last few commits, each under its offset: a process killed between a
+    /// note and its commit leaves the skips of the commit before in it. Blocks.
+    pub fn put_hand_over_note(&self, key: &(String, i32), from: i64, skips: &[SkipRange]) {
+        if skips.is_empty() {
+            return;
+        }
+        let Some(b) = &self.barriers else { return };
+        let name = self.note_name(key);
+        let mut notes: Vec<serde_json::Value> = b.0.note(&name).and_then(|n| serde_json::from_str(&n).ok()).unwrap_or_default();
+        notes.retain(|n| n.get("offset").and_then(serde_json::Value::as_i64) != Some(from));
+        notes.push(serde_json::json!({ "offset": from, "metadata": super::replay::metadata(skips) }));
+        let excess = notes.len().saturating_sub(NOTES_KEPT);
+        notes.drain(..excess);
+        b.0.put_note(&name, &serde_json::Value::Array(notes).to_string());
+    }
+
+    /// The skips noted for `key` committed at `offset`, if a note is of that commit.
+    fn hand_over_note(&self, key: &(String, i32), offset: i64) -> Option<String> {
+        let notes: Vec<serde_json::Value> = serde_json::from_str(&self.barriers.as_ref()?.0.note(&self.note_name(key))?).ok()?;
+        let note = notes.iter().rev().find(|n| n.get("offset").and_then(serde_json::Value::as_i64) == Some(offset))?;
+        note.get("metadata")?.as_str().map(str::to_string)
+    }
+
     /// Drains what the job read from `parts` to its sinks (a barrier) and commits it, so that
     /// their next owner starts exactly there.
     fn hand_over(&self, consumer: &Member, parts: &[(String, i32)]) {
@@ -389,6 +612,10 @@ impl GroupShared {
             warn!(source = %self.name, "giving up {} partitions without a barrier: their new owner may read some rows again", parts.len());
             return;
         };
+        if self.positions.replaying() {
+            self.hand_over_replaying(consumer, parts, barriers);
+            return;
+        }
         let Some(positions) = barriers.0.request_and_wait(&self.name, REVOKE_DRAIN_WAIT) else {
             warn!(source = %self.name, "the job did not drain within {}s while giving up {} partitions: their new owner may read some rows again", REVOKE_DRAIN_WAIT.as_secs(), parts.len());
             return;
@@ -408,6 +635,65 @@ impl GroupShared {
         }
     }
 
+    /// Hands `parts` over in a job that rebuilds its windows by reading rows again (see
+    /// [`super::replay`]): every reader holds; at the barrier the operators drop their open
+    /// windows; `parts` are committed at their replay points, the metadata naming what to skip,
+    /// and the partitions this process keeps are sought back to theirs.
+    fn hand_over_replaying(&self, consumer: &Member, parts: &[(String, i32)], barriers: &JobBarriers) {
+        self.positions.pause();
+        let reply = barriers.0.request_replay_and_wait(&self.name, REVOKE_DRAIN_WAIT);
+        let Some((positions, t)) = reply else {
+            self.positions.resume();
+            barriers.0.hand_over_done();
+            warn!(source = %self.name, "the job did not drain within {}s while giving up {} partitions: their new owner may read some rows again", REVOKE_DRAIN_WAIT.as_secs(), parts.len());
+            return;
+        };
+        let at = |k: &(String, i32)| positions.get(&position_key(&k.0, k.1)).and_then(serde_json::Value::as_i64);
+        let mut commit = TopicPartitionList::new();
+        for key in parts {
+            let Some(pos) = at(key) else { continue };
+            let (from, skips) = self.positions.replays().replay_point(key, pos, t).unwrap_or((pos, Vec::new()));
+            self.put_hand_over_note(key, from, &skips);
+            add_replay_commit(&mut commit, key, from, &skips);
+        }
+        if commit.count() > 0 {
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => debug!(source = %self.name, "committed {} partitions given away at their replay points", commit.count()),
+                Err(e) => warn!(source = %self.name, "commit of partitions given away failed (their new owner reads some rows again): {e}"),
+            }
+        }
+        // the partitions kept: their rows in the windows just dropped are read again
+        let owned = consumer.assignment().map(|a| partitions(&a)).unwrap_or_default();
+        for key in owned.iter().filter(|k| !parts.contains(k)) {
+            let Some(pos) = at(key) else { continue };
+            let point = self.positions.replays().replay_point(key, pos, t);
+            let Some((from, skips)) = point else {
+                warn!(source = %self.name, "{}/{}: no replay log (restored from a checkpoint of an older version): the rows of its open windows are lost", key.0, key.1);
+                continue;
+            };
+            if from >= pos {
+                continue;
+            }
+            match consumer.seek(&key.0, key.1, Offset::Offset(from), Duration::from_secs(5)) {
+                Ok(()) => {
+                    // the position first: a checkpoint in between never holds the old one
+                    // without the log
+                    self.positions.rewound(key, from);
+                    self.positions.replays().rewind(key, pos, skips);
+                    debug!(source = %self.name, "{}/{}: reading again from {from} (was at {pos})", key.0, key.1);
+                }
+                Err(e) => error!(
+                    source = %self.name,
+                    "{}/{}: cannot seek back to {from} ({e}): the rows of its open windows, from offset {from} to {pos}, are lost",
+                    key.0,
+                    key.1
+                ),
+            }
+        }
+        self.positions.resume();
+        barriers.0.hand_over_done();
+    }
+
     fn revoke(&self, consumer: &Member, tpl: &TopicPartitionList, error: bool) {
         let parts = partitions(tpl);
         let all = error || !matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
@@ -424,7 +710,7 @@ impl GroupShared {
         } else if !self.closing.load(Ordering::Acquire) {
             self.hand_over(consumer, &parts);
         }
-        self.positions.forget(&parts);
+        self.positions.forget(&parts, consumer.assignment_lost() || error);
         for s in &self.slots {
             lock(&s.queues).retain(|q| !parts.iter().any(|(t, p)| *p == q.partition && *t == q.topic));
             lock(&s.strays).retain(|m| !parts.iter().any(|(t, p)| *p == m.partition() && t == m.topic()));
@@ -454,6 +740,16 @@ impl GroupShared {
         // a partition without a queue of its own: the first reader takes its messages
         lock(&self.slots[0].strays).push_back(msg);
         self.slots[0].notify.notify_one();
+    }
+}
+
+/// Adds `key` at offset `from` to `commit`, its metadata naming `skips`.
+pub(crate) fn add_replay_commit(commit: &mut TopicPartitionList, key: &(String, i32), from: i64, skips: &[SkipRange]) {
+    if commit.add_partition_offset(&key.0, key.1, Offset::Offset(from)).is_err() {
+        return;
+    }
+    if let Some(mut e) = commit.find_partition(&key.0, key.1) {
+        e.set_metadata(super::replay::metadata(skips));
     }
 }
 

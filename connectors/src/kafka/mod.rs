@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decode;
 mod group;
+mod replay;
 pub mod sink;
 pub mod source;
 

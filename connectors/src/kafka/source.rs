@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::config::{client_settings, create_client, create_client_with};
 use super::decode::{fixed_value_schema, metadata_fields, BadMessage, MessageBatch, ValueDecoder, ValueFormat};
 use super::group::{parse_position_key, GroupContext, GroupMember, GroupShared, ReadPositions};
+use super::replay::Verdict;
 use crate::batching::BatchConfig;
 use crate::checkpoint::{JobBarriers, Positions, SourceCheckpoint};
 use crate::error::{ConnectorError, Result};
@@ -104,6 +105,7 @@ impl Shared {
         settings.push(("client.id".into(), format!("ferris-{}", self.name)));
         let start_at = std::mem::take(&mut *self.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut group = GroupShared::new(&self.name, self.readers, Arc::clone(&self.positions), barriers, start_at, Arc::clone(&self.metrics));
+        group.group_id = self.group.clone();
         if self.event_time.is_some() {
             group.hold = Some((self.topics.clone(), self.partition_hold()));
         }
@@ -351,6 +353,7 @@ impl SourceCheckpoint for KafkaCheckpoint {
     }
 
     fn restore(&self, positions: &Positions) -> Result<()> {
+        let positions = &self.shared.positions.restore_logs(positions);
         let mut restored = self.shared.restored.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (k, v) in positions {
             match (parse_position_key(k), v.as_i64()) {
@@ -375,6 +378,20 @@ impl SourceCheckpoint for KafkaCheckpoint {
     }
 
     fn commit(&self, positions: &Positions, last: bool) {
+        self.commit_at(positions, last, None);
+    }
+
+    fn commit_replayable(&self, positions: &Positions, last: bool, replay_from: i64) {
+        let replay = self.shared.positions.replaying().then_some(replay_from);
+        self.commit_at(positions, last, replay);
+    }
+}
+
+impl KafkaCheckpoint {
+    /// Commits `positions` of the partitions this member owns; with `replay` (a job that
+    /// rebuilds its windows by reading rows again), each at its replay point, the metadata
+    /// naming the rows to skip (see [`super::replay`]).
+    fn commit_at(&self, positions: &Positions, last: bool, replay: Option<i64>) {
         let name = self.shared.name.clone();
         let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| m.consumer());
         let Some(consumer) = member.and_then(|m| m.upgrade()) else { return };
@@ -394,6 +411,15 @@ impl SourceCheckpoint for KafkaCheckpoint {
             let (Some((t, p)), Some(o)) = (parse_position_key(k), v.as_i64()) else { continue };
             if owned.find_partition(&t, p).is_none() {
                 debug!(source = %name, "not committing {t}/{p}@{o}: the partition is no longer assigned to this process");
+                continue;
+            }
+            if let Some(r) = replay {
+                let key = (t, p);
+                let (from, skips) = self.shared.positions.replays().replay_point(&key, o, r).unwrap_or((o, Vec::new()));
+                if let Some(m) = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+                    m.shared.put_hand_over_note(&key, from, &skips);
+                }
+                super::group::add_replay_commit(&mut tpl, &key, from, &skips);
                 continue;
             }
             if let Err(e) = tpl.add_partition_offset(&t, p, Offset::Offset(o)) {
@@ -428,6 +454,9 @@ impl SourceCheckpoint for KafkaCheckpoint {
     }
 }
 
+/// A partition of a batch: the first offset and the latest event time of its rows that go on.
+type PartitionLatest = ((String, i32), i64, i64);
+
 /// Messages taken from one partition queue before the next queue's turn.
 const PER_QUEUE_TURN: usize = 256;
 
@@ -453,6 +482,11 @@ impl Reader {
         let mut decoder = ValueDecoder::try_new(shared.format, &shared.schema, shared.value_fields, projection, shared.batch.size.min(1 << 16))?;
         if let Some(a) = &shared.avro {
             decoder = decoder.with_avro(Arc::clone(a))?;
+        }
+        // a job whose windows are rebuilt by reading rows again keeps each partition's log
+        // (which needs the partitions' event time)
+        if shared.event_time.is_some() && barriers.as_ref().is_some_and(|b| b.0.replays(&shared.name)) {
+            shared.positions.set_replaying();
         }
         let member = shared.member(barriers)?;
         let slot = index % member.shared.slots.len();
@@ -493,8 +527,16 @@ impl Reader {
             if !bad.is_empty() {
                 self.handle_bad(&msgs, &bad).await?;
             }
+            // a hand-over rebuilding the job's windows holds every reader until the partitions
+            // it keeps are sought back (see `super::replay`)
+            self.shared.positions.wait_unpaused().await;
+            let times = self.shared.event_time.as_ref().and_then(|(c, seconds)| batch.column_by_name(c).and_then(|c| event_millis(c, *seconds)));
+            let verdicts = self.screen(&msgs, &bad, times.as_ref());
             let mut positions: Vec<((String, i32), i64)> = Vec::new();
             for i in 0..msgs.len() {
+                if verdicts.as_ref().is_some_and(|v| v[i] == Verdict::Stale) {
+                    continue; // fetched before a seek back: read again later
+                }
                 let key = (msgs.topic(i).to_string(), msgs.partitions[i]);
                 let next = msgs.offsets[i] + 1;
                 match positions.iter_mut().find(|(k, _)| *k == key) {
@@ -502,14 +544,18 @@ impl Reader {
                     None => positions.push((key, next)),
                 }
             }
+            // logged before its position is recorded: a checkpoint never holds a position whose
+            // rows its replay log misses
+            self.log_replay(&msgs, &bad, verdicts.as_deref(), times.as_ref());
             // recorded before the batch is handed out: a barrier taken after it sees it
             let dropped = self.shared.positions.record(self.slot, positions);
             // A rebalance while this batch waited: rows of partitions given away are their new
             // owner's to read (their positions were not recorded).
-            let batch = if dropped.is_empty() { batch } else { self.without(batch, &msgs, &bad, &dropped)? };
-            self.track_event_time(&batch, &msgs, &bad, &dropped);
+            let batch = self.admit(batch, &msgs, &bad, &dropped, verdicts.as_deref(), times.as_ref())?;
             if batch.num_rows() == 0 {
-                continue; // every message was bad or revoked: nothing in flight
+                // every message was bad, revoked or skipped: nothing in flight; let a barrier by
+                tokio::task::yield_now().await;
+                continue;
             }
             self.shared.metrics.add_batch(batch.num_rows());
             self.shared.metrics.bytes.fetch_add(msgs.bytes() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -518,45 +564,121 @@ impl Reader {
         }
     }
 
-    /// Notes how far each partition's event time got with `batch` (the good messages of
-    /// `msgs`, less the partitions `dropped`), for the source's frontier.
-    fn track_event_time(&self, batch: &RecordBatch, msgs: &MessageBatch, bad: &[BadMessage], dropped: &[(String, i32)]) {
+    /// What to do with each message of `msgs` when partitions are being replayed (see
+    /// [`super::replay`]); `None` when none is.
+    fn screen(&self, msgs: &MessageBatch, bad: &[BadMessage], times: Option<&arrow::array::Int64Array>) -> Option<Vec<Verdict>> {
         use arrow::array::Array;
-        let Some((column, seconds)) = &self.shared.event_time else { return };
-        let times = batch.column_by_name(column).and_then(|c| event_millis(c, *seconds));
-        let mut latest: Vec<((String, i32), Option<i64>)> = Vec::new();
+        let mut replays = self.shared.positions.replays();
+        if !replays.screening() {
+            return None;
+        }
         let mut row = 0usize;
+        let mut out = Vec::with_capacity(msgs.len());
         for i in 0..msgs.len() {
-            let key = (msgs.topic(i).to_string(), msgs.partitions[i]);
-            if dropped.contains(&key) {
-                continue;
-            }
             let t = if bad.iter().any(|b| b.index == i) {
                 None
             } else {
-                let t = times.as_ref().and_then(|a| (!a.is_null(row)).then(|| a.value(row)));
+                let t = times.and_then(|a| (!a.is_null(row)).then(|| a.value(row)));
                 row += 1;
                 t
             };
-            match latest.iter_mut().find(|(k, _)| *k == key) {
+            out.push(replays.screen(&(msgs.topic(i).to_string(), msgs.partitions[i]), msgs.offsets[i], t));
+        }
+        Some(out)
+    }
+
+    /// In a job that replays: logs, per partition, the first offset and the latest event time of
+    /// the rows of `msgs` that go on (see [`super::replay`]).
+    fn log_replay(&self, msgs: &MessageBatch, bad: &[BadMessage], verdicts: Option<&[Verdict]>, times: Option<&arrow::array::Int64Array>) {
+        use arrow::array::Array;
+        if !self.shared.positions.replaying() {
+            return;
+        }
+        let Some(times) = times else { return };
+        let mut entries: Vec<PartitionLatest> = Vec::new();
+        let mut row = 0usize;
+        for i in 0..msgs.len() {
+            if bad.iter().any(|b| b.index == i) {
+                continue;
+            }
+            let r = row;
+            row += 1;
+            if verdicts.is_some_and(|v| v[i] != Verdict::Keep) || times.is_null(r) {
+                continue;
+            }
+            let (t, p, o, time) = (msgs.topic(i), msgs.partitions[i], msgs.offsets[i], times.value(r));
+            match entries.iter_mut().find(|(k, _, _)| k.1 == p && k.0 == t) {
+                Some((_, first, latest)) => {
+                    *first = (*first).min(o);
+                    *latest = (*latest).max(time);
+                }
+                None => entries.push(((t.to_string(), p), o, time)),
+            }
+        }
+        // (not the partitions just given away: their log is forgotten)
+        entries.retain(|(k, _, _)| !self.shared.positions.is_revoked(&k.0, k.1));
+        let mut replays = self.shared.positions.replays();
+        for (k, first, latest) in entries {
+            replays.log(k, first, latest);
+        }
+    }
+
+    /// `batch` (the good messages of `msgs`) less the rows of the partitions `dropped` and the
+    /// messages `verdicts` drops; notes how far each partition's event time got (the source's
+    /// frontier).
+    fn admit(
+        &self,
+        batch: RecordBatch,
+        msgs: &MessageBatch,
+        bad: &[BadMessage],
+        dropped: &[(String, i32)],
+        verdicts: Option<&[Verdict]>,
+        times: Option<&arrow::array::Int64Array>,
+    ) -> Result<RecordBatch> {
+        use arrow::array::Array;
+        let filtering = !dropped.is_empty() || verdicts.is_some_and(|v| v.iter().any(|x| *x != Verdict::Keep));
+        let tracking = self.shared.event_time.is_some();
+        if !filtering && !tracking {
+            return Ok(batch);
+        }
+        let mut keep: Vec<bool> = Vec::with_capacity(if filtering { batch.num_rows() } else { 0 });
+        // per partition: the latest event time handed out
+        let mut latest: Vec<((String, i32), Option<i64>)> = Vec::new();
+        let mut row = 0usize;
+        for i in 0..msgs.len() {
+            let good = !bad.iter().any(|b| b.index == i);
+            let (t, p) = (msgs.topic(i), msgs.partitions[i]);
+            if dropped.iter().any(|(dt, dp)| *dp == p && dt == t) {
+                if good {
+                    keep.push(false);
+                    row += 1;
+                }
+                continue;
+            }
+            let kept = good && verdicts.is_none_or(|v| v[i] == Verdict::Keep);
+            let time = if kept { times.and_then(|a| (!a.is_null(row)).then(|| a.value(row))) } else { None };
+            if good {
+                if filtering {
+                    keep.push(kept);
+                }
+                row += 1;
+            }
+            match latest.iter_mut().find(|(k, _)| k.1 == p && k.0 == t) {
                 Some((_, m)) => {
-                    *m = match (*m, t) {
+                    *m = match (*m, time) {
                         (Some(a), Some(b)) => Some(a.max(b)),
                         (a, b) => a.or(b),
                     }
                 }
-                None => latest.push((key, t)),
+                None => latest.push(((t.to_string(), p), time)),
             }
         }
-        self.shared.positions.delivered(self.slot, latest);
-    }
-
-    /// `batch` (the good messages of `msgs`) without the rows of the partitions `dropped`.
-    fn without(&self, batch: RecordBatch, msgs: &MessageBatch, bad: &[BadMessage], dropped: &[(String, i32)]) -> Result<RecordBatch> {
-        let keep: arrow::array::BooleanArray = (0..msgs.len())
-            .filter(|i| !bad.iter().any(|b| b.index == *i))
-            .map(|i| Some(!dropped.iter().any(|(t, p)| *p == msgs.partitions[i] && t == msgs.topic(i))))
-            .collect();
+        if tracking {
+            self.shared.positions.delivered(self.slot, latest);
+        }
+        if !filtering {
+            return Ok(batch);
+        }
         if keep.len() != batch.num_rows() {
             return Err(ConnectorError::Other(format!(
                 "kafka source '{}': {} rows decoded from {} good messages",
@@ -565,6 +687,7 @@ impl Reader {
                 keep.len()
             )));
         }
+        let keep = arrow::array::BooleanArray::from(keep);
         arrow::compute::filter_record_batch(&batch, &keep).map_err(|e| ConnectorError::arrow(format!("kafka source '{}'", self.shared.name), e))
     }
 

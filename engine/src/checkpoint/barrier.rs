@@ -262,12 +262,22 @@ pub struct BarrierRuntime {
     events: mpsc::UnboundedSender<LeafEvent>,
     /// A leaf was created outside every boundary's scope: the plan cannot align barriers.
     unscoped: AtomicBool,
+    /// The latest barrier at which operators drop their open windows (a Kafka hand-over in a
+    /// job that rebuilds them by reading rows again); 0: none.
+    replay: AtomicU64,
 }
 
 impl BarrierRuntime {
     /// A runtime reporting leaf events on `events`.
     pub fn new(events: mpsc::UnboundedSender<LeafEvent>) -> Arc<Self> {
-        Arc::new(Self { triggered: AtomicU64::new(0), sources: Mutex::new(Vec::new()), next_leaf: AtomicU64::new(0), events, unscoped: AtomicBool::new(false) })
+        Arc::new(Self {
+            triggered: AtomicU64::new(0),
+            sources: Mutex::new(Vec::new()),
+            next_leaf: AtomicU64::new(0),
+            events,
+            unscoped: AtomicBool::new(false),
+            replay: AtomicU64::new(0),
+        })
     }
 
     /// Starts barrier `n` at every source leaf.
@@ -276,6 +286,17 @@ impl BarrierRuntime {
         for l in lock(&self.sources).iter() {
             l.wake();
         }
+    }
+
+    /// At barrier `n` (not started yet) the operators drop their open windows: their rows are
+    /// read again (see `ferris_connectors::checkpoint::BarrierRequests::replays`).
+    pub fn mark_replay(&self, n: BarrierId) {
+        self.replay.fetch_max(n, Ordering::AcqRel);
+    }
+
+    /// Whether operators drop their open windows at barrier `n`.
+    pub fn is_replay(&self, n: BarrierId) -> bool {
+        n != 0 && self.replay.load(Ordering::Acquire) == n
     }
 
     /// The last barrier started.

@@ -248,6 +248,12 @@ impl Checkpointing {
         let _ = self.context.events.send(OperatorEvent::Snapshot { operator: self.id, barrier: n, state });
     }
 
+    /// Whether the operator drops its open windows after barrier `n` (their rows are read
+    /// again: a Kafka hand-over between processes of the job).
+    pub fn replays_at(&self, n: BarrierId) -> bool {
+        self.context.runtime.is_replay(n)
+    }
+
     /// The operator has ended: nothing more of it will be in a checkpoint.
     pub fn finished(&self) {
         let _ = self.context.events.send(OperatorEvent::Finished { operator: self.id });

@@ -41,6 +41,11 @@ pub struct StatefulOperator {
     pub address: usize,
     /// What it is, for the compatibility check of a restore (`WindowAggregateExec: …`).
     pub shape: String,
+    /// Its state can be rebuilt by reading its rows again: a `TUMBLE` window aggregate
+    /// emitting final results, which reports the event time its open windows start from.
+    pub replays: bool,
+    /// The column its windows are on, when it is a plain column.
+    pub time_column: Option<String>,
 }
 
 /// What checkpoints need to know about a plan.
@@ -50,6 +55,11 @@ pub struct PlanCheckpoints {
     pub operators: Vec<StatefulOperator>,
     /// Why barriers cannot be aligned through this plan, if they cannot.
     pub problem: Option<String>,
+    /// Every row reaches the output through a stateful operator whose state can be rebuilt
+    /// by reading rows again (and there is one): a Kafka source handing partitions over to
+    /// another process of the job has the rows of open windows read again instead of moving
+    /// the state.
+    pub replays: bool,
 }
 
 fn is_ours(plan: &Arc<dyn ExecutionPlan>) -> bool {
@@ -119,13 +129,50 @@ pub fn shape_of(display: &str) -> &str {
 pub fn describe(plan: &Arc<dyn ExecutionPlan>) -> PlanCheckpoints {
     let mut out = PlanCheckpoints::default();
     walk(plan, &mut out);
+    out.replays = !out.operators.is_empty() && out.operators.iter().all(|o| o.replays) && through_replaying(plan);
     out
+}
+
+impl PlanCheckpoints {
+    /// Whether a job of this plan hands its windows over between processes by reading them
+    /// again (see [`PlanCheckpoints::replays`]): simple mode, one Kafka source with
+    /// `event_time`, and one `TUMBLE` window on that very column (the source's replay log and
+    /// the window's open windows then speak of the same time).
+    pub fn replays_for(&self, spec: &crate::job::JobSpec, mode: super::Mode) -> bool {
+        let [source] = spec.sources.as_slice() else { return false };
+        let [op] = self.operators.as_slice() else { return false };
+        self.replays
+            && mode == super::Mode::AtLeastOnce
+            && source.connector.kind == ferris_connectors::ConnectorKind::Kafka
+            && source.properties.get("event_time").is_some_and(|c| op.time_column.as_deref() == Some(c))
+    }
+}
+
+/// Whether every path from `plan` down to a source passes through a replaying operator.
+fn through_replaying(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(w) = plan.downcast_ref::<WindowAggregateExec>() {
+        return w.replays();
+    }
+    if is_ours(plan) {
+        return false;
+    }
+    let children = plan.children();
+    if children.is_empty() {
+        // a source, unless it produces nothing of its own
+        return plan.name() == "EmptyExec" || plan.name() == "PlaceholderRowExec";
+    }
+    children.into_iter().all(through_replaying)
 }
 
 fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut PlanCheckpoints) {
     if is_ours(plan) {
         let shape = shape_of(&displayable(plan.as_ref()).one_line().to_string()).to_string();
-        out.operators.push(StatefulOperator { id: out.operators.len(), address: super::node_address(plan.as_ref()), shape });
+        let window = plan.downcast_ref::<WindowAggregateExec>();
+        let replays = window.is_some_and(WindowAggregateExec::replays);
+        let time_column = window
+            .and_then(|w| w.config().time.clone())
+            .and_then(|t| t.downcast_ref::<datafusion::physical_expr::expressions::Column>().map(|c| c.name().to_string()));
+        out.operators.push(StatefulOperator { id: out.operators.len(), address: super::node_address(plan.as_ref()), shape, replays, time_column });
     } else if !passes_through(plan) && out.problem.is_none() {
         let what = displayable(plan.as_ref()).one_line().to_string();
         out.problem = Some(format!("{} keeps rows that a checkpoint cannot hold ({})", plan.name(), what.trim().chars().take(120).collect::<String>()));

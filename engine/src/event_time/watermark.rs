@@ -183,7 +183,11 @@ impl PartitionWatermarks {
                     continue;
                 }
                 if let Some(idle) = self.config.idle_timeout {
-                    if now.duration_since(p.last_seen) >= idle {
+                    // a quiet input is skipped, unless its source says a unit of it holds event
+                    // time back (a Kafka partition not assigned yet, or being read again after a
+                    // hand-over): its rows are still to come, for a bounded time
+                    let holding = matches!(p.cap, Some(ferris_connectors::Frontier::Holding));
+                    if now.duration_since(p.last_seen) >= idle && !holding {
                         continue;
                     }
                 }
@@ -299,6 +303,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(w.advance().is_none());
         assert_eq!(w.current(), 9_900);
+    }
+
+    #[test]
+    fn a_quiet_input_whose_source_holds_is_not_skipped() {
+        let cfg = WatermarkConfig { delay_ms: Some(0), idle_timeout: Some(Duration::from_millis(0)), advance_when_idle: false };
+        let mut w = PartitionWatermarks::new(cfg, 2);
+        w.observe(0, Some(100));
+        w.observe(1, Some(50));
+        // input 1 is quiet, but its source holds (a partition being read again): no advance
+        w.cap(1, Some(ferris_connectors::Frontier::Holding));
+        w.observe(0, Some(200));
+        assert_eq!(w.advance(), None);
+        // the hold ends: input 1 is quiet, skipped
+        w.cap(1, None);
+        assert_eq!(w.advance(), Some(200));
     }
 
     #[test]

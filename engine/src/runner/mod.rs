@@ -189,21 +189,106 @@ enum PartitionMsg {
     End,
 }
 
+/// What a barrier requested by a source answers: the source's positions at it, and (a job
+/// that replays) the event time its open windows started from.
+type BarrierReply = Option<(Positions, Option<i64>)>;
+
 /// A Kafka source's request for a barrier now (a rebalance giving partitions away).
 struct BarrierRequest {
     source: String,
-    reply: std::sync::mpsc::Sender<Option<Positions>>,
+    /// The operators drop their open windows at the barrier (their rows are read again).
+    replay: bool,
+    /// [`REQUEST_WAITING`], [`REQUEST_MARKED`] (a barrier dropping the windows has started: the
+    /// source must wait for it) or [`REQUEST_CANCELLED`] (the source gave up waiting).
+    state: Arc<std::sync::atomic::AtomicU8>,
+    reply: std::sync::mpsc::Sender<BarrierReply>,
 }
+
+const REQUEST_WAITING: u8 = 0;
+const REQUEST_MARKED: u8 = 1;
+const REQUEST_CANCELLED: u8 = 2;
+
+/// How long the job takes no barrier after answering a source's replay request, at most,
+/// while the source seeks its partitions back.
+const HAND_OVER_LIMIT: Duration = Duration::from_secs(60);
 
 /// The runner's side of [`BarrierRequests`].
 #[derive(Debug)]
-struct Requests(mpsc::UnboundedSender<(String, std::sync::mpsc::Sender<Option<Positions>>)>);
+struct Requests {
+    tx: mpsc::UnboundedSender<BarrierRequest>,
+    /// Since when a source is seeking partitions back after a replay barrier.
+    handing_over: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// The job rebuilds its windows by reading rows again (see [`PlanCheckpoints::replays`]).
+    replays: bool,
+    /// Where sources keep notes for the job's other processes: `handover/` in the job's
+    /// checkpoint directory (a local one).
+    notes: Option<std::path::PathBuf>,
+}
+
+impl Requests {
+    fn request(&self, source: &str, replay: bool, wait: Duration) -> BarrierReply {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(REQUEST_WAITING));
+        self.tx.send(BarrierRequest { source: source.to_string(), replay, state: Arc::clone(&state), reply: tx }).ok()?;
+        match rx.recv_timeout(wait) {
+            Ok(r) => r,
+            // given up, unless a barrier dropping the windows has started: then its answer is
+            // needed (the partitions must be sought back), however long it takes
+            Err(_) if state.compare_exchange(REQUEST_WAITING, REQUEST_CANCELLED, Ordering::AcqRel, Ordering::Acquire).is_ok() => None,
+            Err(_) => rx.recv().ok().flatten(),
+        }
+    }
+}
+
+/// Whether no source is seeking partitions back after a replay barrier (or it has taken
+/// longer than [`HAND_OVER_LIMIT`]).
+fn barriers_allowed(handing_over: &std::sync::Mutex<Option<Instant>>) -> bool {
+    let mut h = handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *h {
+        Some(since) if since.elapsed() < HAND_OVER_LIMIT => false,
+        Some(_) => {
+            *h = None;
+            true
+        }
+        None => true,
+    }
+}
 
 impl BarrierRequests for Requests {
     fn request_and_wait(&self, source: &str, wait: Duration) -> Option<Positions> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.0.send((source.to_string(), tx)).ok()?;
-        rx.recv_timeout(wait).ok().flatten()
+        self.request(source, false, wait).map(|(p, _)| p)
+    }
+
+    fn replays(&self, _source: &str) -> bool {
+        self.replays
+    }
+
+    fn request_replay_and_wait(&self, source: &str, wait: Duration) -> Option<(Positions, i64)> {
+        if !self.replays {
+            return None;
+        }
+        match self.request(source, true, wait)? {
+            (p, Some(t)) => Some((p, t)),
+            _ => None,
+        }
+    }
+
+    fn put_note(&self, name: &str, value: &str) {
+        let Some(dir) = &self.notes else { return };
+        // written aside and renamed: a reader never sees half a note
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&tmp, value)).and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+        if let Err(e) = written {
+            warn!("cannot keep the hand-over note {}: {e}", dir.join(name).display());
+        }
+    }
+
+    fn note(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.notes.as_ref()?.join(name)).ok()
+    }
+
+    fn hand_over_done(&self) {
+        *self.handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }
 
@@ -721,7 +806,7 @@ impl Run<'_> {
         let name = job.spec.name.clone();
         let (leaf_tx, mut leaf_rx) = mpsc::unbounded_channel::<LeafEvent>();
         let (op_tx, mut op_rx) = mpsc::unbounded_channel::<OperatorEvent>();
-        let (req_tx, mut req_rx) = mpsc::unbounded_channel::<(String, std::sync::mpsc::Sender<Option<Positions>>)>();
+        let (req_tx, mut req_rx) = mpsc::unbounded_channel::<BarrierRequest>();
         let (write_tx, mut write_rx) = mpsc::unbounded_channel::<(u64, Result<(Manifest, u64), String>)>();
         // the task context: checkpoints' context for our operators and the source leaves
         let mut state = job.ctx.state();
@@ -733,7 +818,14 @@ impl Run<'_> {
                 CheckpointContext { runtime: Arc::clone(&runtime), ids, restored: std::sync::Mutex::new(states), events: op_tx, positions: HashMap::new() };
             state.config_mut().set_extension(Arc::new(context));
         }
-        state.config_mut().set_extension(Arc::new(JobBarriers(Arc::new(Requests(req_tx)))));
+        let notes = (!self.cfg.dir.contains("://")).then(|| std::path::Path::new(&self.cfg.dir).join("handover"));
+        let handing_over = Arc::new(std::sync::Mutex::new(None));
+        state.config_mut().set_extension(Arc::new(JobBarriers(Arc::new(Requests {
+            tx: req_tx,
+            handing_over: Arc::clone(&handing_over),
+            replays: self.replays(),
+            notes,
+        }))));
         if let Some(late) = &self.late {
             state.config_mut().set_extension(Arc::clone(late));
         }
@@ -775,6 +867,10 @@ impl Run<'_> {
         // stop requested: the deadline, and the last barrier started before the request (the
         // job stops once a newer one is committed)
         let mut stopping: Option<(Instant, u64)> = None;
+        // every source resumes from its checkpointed positions: what comes after the stop's
+        // last barrier is read again by the next run instead of being written twice
+        let all_resume = job.sources.iter().all(|s| s.checkpoint().is_some());
+        let mut past_last_barrier = false;
         let mut stop_alive = true;
         let mut input_done = false;
         let mut last_done = false;
@@ -818,7 +914,7 @@ impl Run<'_> {
                     warn!(job = %name, "checkpoint {} has waited {}s for: {}", p.n, p.started.elapsed().as_secs(), coord.missing().map(|m| m.join(", ")).unwrap_or_default());
                 }
             }
-            let can_start = self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done;
+            let can_start = self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done && barriers_allowed(&handing_over);
             // a stop waits for its last checkpoint until `stop.timeout`, even when nothing comes
             let stop_at = stopping.map(|(deadline, _)| tokio::time::Instant::from_std(deadline));
             tokio::select! {
@@ -835,7 +931,7 @@ impl Run<'_> {
                         }
                         stopping = Some((Instant::now() + self.cfg.stop_timeout, coord.next.saturating_sub(1)));
                         if can_start {
-                            self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+                            self.start_barrier(&mut coord, &runtime, &waiting, &mut warned_slow);
                         }
                     }
                 }
@@ -855,6 +951,16 @@ impl Run<'_> {
                         if self.delivery == Delivery::ExactlyOnce {
                             return Err(msg);
                         }
+                        if past_last_barrier {
+                            // what came after the stop's last barrier was not written: without
+                            // this checkpoint, nothing more is committed and it is read again
+                            return Err(format!("the last checkpoint failed: {msg}"));
+                        }
+                        if runtime.is_replay(n) {
+                            // the operators dropped their open windows for a hand-over: a
+                            // restart from the last good checkpoint has them
+                            return Err(format!("the checkpoint of a Kafka hand-over failed: {msg}"));
+                        }
                         warn!(job = %name, "{msg}: the checkpoint is skipped");
                         report.failed_checkpoints += 1;
                         coord.pending = None;
@@ -872,7 +978,7 @@ impl Run<'_> {
                             if c.waiting.is_empty() {
                                 if let Some(c) = committing.take() {
                                     let n = c.n;
-                                    let done = self.finish_commit(c, out, &mut waiting, stopping.is_some() || input_done, report).await;
+                                    let done = self.finish_commit(c, out, &mut waiting, &handing_over, stopping.is_some() || input_done, report).await;
                                     if done.last || stopping.is_some_and(|(_, after)| n > after) {
                                         last_done = true;
                                     }
@@ -881,12 +987,12 @@ impl Run<'_> {
                         }
                     }
                 },
-                Some((source, reply)) = req_rx.recv() => {
+                Some(request) = req_rx.recv() => {
                     // a rebalance gives partitions away: a barrier now, newer than any in flight
                     let after = coord.pending.as_ref().map_or(coord.next.saturating_sub(1), |p| p.n);
-                    waiting.push(Waiting { request: BarrierRequest { source, reply }, after });
+                    waiting.push(Waiting { request, after });
                     if can_start {
-                        self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+                        self.start_barrier(&mut coord, &runtime, &waiting, &mut warned_slow);
                     }
                 }
                 Some((n, written)) = write_rx.recv() => {
@@ -904,7 +1010,7 @@ impl Run<'_> {
                             let finals = out.broadcast(|s| s.commit_is_final, || SinkMsg::Commit(n)).await;
                             let c = Committing { n, last: writing_last, manifest, waiting: finals };
                             if c.waiting.is_empty() {
-                                let done = self.finish_commit(c, out, &mut waiting, stopping.is_some() || input_done, report).await;
+                                let done = self.finish_commit(c, out, &mut waiting, &handing_over, stopping.is_some() || input_done, report).await;
                                 if done.last || stopping.is_some_and(|(_, after)| n > after) {
                                     last_done = true;
                                 }
@@ -918,20 +1024,32 @@ impl Run<'_> {
                             if coord.pending.as_ref().is_some_and(|p| p.last) || stopping.is_some() {
                                 return Err(format!("the last checkpoint failed: {e}"));
                             }
+                            if runtime.is_replay(n) {
+                                return Err(format!("the checkpoint of a Kafka hand-over failed: {e}"));
+                            }
                         }
                     }
                     if coord.pending.as_ref().is_some_and(|p| p.n == n) {
                         coord.pending = None;
                     }
                 }
+                // while a source seeks back (no barrier meanwhile), look again soon: a stop or a
+                // hand-over may be waiting for the next barrier
+                _ = tokio::time::sleep(Duration::from_millis(100)), if !can_start && self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done => {}
                 _ = tick.tick(), if can_start => {
-                    self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+                    self.start_barrier(&mut coord, &runtime, &waiting, &mut warned_slow);
                 }
                 (i, msg) = next_part(&mut parts) => match msg {
+                    // after the stop's last barrier: read again by the next run (their positions
+                    // are not committed), so not written now
+                    Some(PartitionMsg::Batch(_)) if past_last_barrier => {}
                     Some(PartitionMsg::Batch(batch)) => out.deliver(batch).await,
                     Some(PartitionMsg::Barrier(n)) => {
                         parts[i].blocked = Some(n);
                         self.check_aligned(&mut parts, &mut coord, out).await;
+                        if let (Some((_, after)), Some(p)) = (stopping, coord.pending.as_ref()) {
+                            past_last_barrier |= p.n > after && p.aligned && all_resume;
+                        }
                     }
                     Some(PartitionMsg::Error(e)) => return Err(e),
                     None | Some(PartitionMsg::End) => {
@@ -952,18 +1070,43 @@ impl Run<'_> {
             }
             // a stop or a rebalance waits for the next barrier
             let wanted = stopping.is_some() || waiting.iter().any(|w| w.after >= coord.next.saturating_sub(1));
-            if wanted && self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done {
-                self.start_barrier(&mut coord, &runtime, &mut warned_slow);
+            if wanted && self.barriers && coord.pending.is_none() && committing.is_none() && !writing && !input_done && barriers_allowed(&handing_over) {
+                self.start_barrier(&mut coord, &runtime, &waiting, &mut warned_slow);
             }
         }
         Ok(Some(parts))
     }
 
-    fn start_barrier(&self, coord: &mut Coordinator, runtime: &Arc<BarrierRuntime>, warned: &mut bool) {
+    fn start_barrier(&self, coord: &mut Coordinator, runtime: &Arc<BarrierRuntime>, waiting: &[Waiting], warned: &mut bool) {
         let n = coord.start(false);
         *warned = false;
+        let mut marked = false;
+        for w in waiting.iter().filter(|w| w.request.replay && w.after < n) {
+            marked |= w.request.state.compare_exchange(REQUEST_WAITING, REQUEST_MARKED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                || w.request.state.load(Ordering::Acquire) == REQUEST_MARKED;
+        }
+        if marked {
+            // a hand-over of a job that replays: the operators drop their open windows here
+            debug!(job = %self.job.spec.name, "barrier {n}: open windows are read again");
+            runtime.mark_replay(n);
+        }
         debug!(job = %self.job.spec.name, "barrier {n}");
         runtime.trigger(n);
+    }
+
+    /// Whether the job rebuilds its windows by reading rows again when a Kafka source hands
+    /// partitions over (simple mode, one source, every row through a `TUMBLE` window).
+    fn replays(&self) -> bool {
+        self.barriers && self.job.sources.len() == 1 && self.job.plan_checkpoints.replays_for(&self.job.spec, self.cfg.mode)
+    }
+
+    /// The event time before which every row is in windows emitted, from the operators' state
+    /// in `manifest`, in a job that replays.
+    fn replay_from(&self, manifest: &Manifest) -> Option<i64> {
+        if !self.replays() || manifest.operators.is_empty() {
+            return None;
+        }
+        manifest.operators.iter().map(|o| o.meta.get("replay_from").and_then(serde_json::Value::as_i64)).collect::<Option<Vec<i64>>>()?.into_iter().min()
     }
 
     /// The checkpoint at the end of the input: everything has ended; the sinks prepare.
@@ -1029,27 +1172,51 @@ impl Run<'_> {
 
     /// After the sinks that commit first: the other sinks commit, the sources commit their
     /// positions, old checkpoints go, and rebalances waiting for this barrier are answered.
-    async fn finish_commit(&self, c: Committing, out: &mut Outputs, waiting: &mut Vec<Waiting>, last: bool, report: &mut JobReport) -> CommitDone {
+    async fn finish_commit(
+        &self,
+        c: Committing,
+        out: &mut Outputs,
+        waiting: &mut Vec<Waiting>,
+        handing_over: &std::sync::Mutex<Option<Instant>>,
+        last: bool,
+        report: &mut JobReport,
+    ) -> CommitDone {
         let n = c.n;
         out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n)).await;
+        let replay_from = self.replay_from(&c.manifest);
+        let commit = move |cp: &dyn ferris_connectors::checkpoint::SourceCheckpoint, positions: &Positions, last: bool| match replay_from {
+            Some(t) => cp.commit_replayable(positions, last, t),
+            None => cp.commit(positions, last),
+        };
         for (source, positions) in &c.manifest.sources {
             if let Some(cp) = self.source(source).and_then(|s| s.checkpoint()) {
                 if last {
                     // the last commit waits for the broker's answer (a bounded time): off the
                     // runtime's workers, so that other jobs and the REST API go on meanwhile
                     let positions = positions.clone();
-                    if let Err(e) = tokio::task::spawn_blocking(move || cp.commit(&positions, true)).await {
+                    if let Err(e) = tokio::task::spawn_blocking(move || commit(cp.as_ref(), &positions, true)).await {
                         warn!(job = %self.job.spec.name, "source '{source}': the last commit of its positions failed: {e}");
                     }
+                } else if replay_from.is_some() {
+                    // a replayable commit also keeps a note for the job's other processes (a
+                    // file): off the runtime's workers, and done before a hand-over is answered
+                    let positions = positions.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || commit(cp.as_ref(), &positions, false)).await {
+                        warn!(job = %self.job.spec.name, "source '{source}': the commit of its positions failed: {e}");
+                    }
                 } else {
-                    cp.commit(positions, last);
+                    commit(cp.as_ref(), positions, last);
                 }
             }
         }
         let (answered, still): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(waiting).into_iter().partition(|w| w.after < n);
         *waiting = still;
         for w in answered {
-            let _ = w.request.reply.send(c.manifest.sources.get(&w.request.source).cloned());
+            if w.request.state.load(Ordering::Acquire) == REQUEST_MARKED {
+                // no barrier until the source has sought its partitions back
+                *handing_over.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+            }
+            let _ = w.request.reply.send(c.manifest.sources.get(&w.request.source).cloned().map(|p| (p, replay_from)));
         }
         if let Some(store) = &self.store {
             let store = store.clone();

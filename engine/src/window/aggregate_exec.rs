@@ -192,6 +192,17 @@ impl WindowAggregateExec {
         &self.config
     }
 
+    /// True when its state can be rebuilt by reading its rows again: a `TUMBLE` window emitting
+    /// final results, where a row at or after the start of the oldest open window is in no
+    /// window emitted. Two processes of a job over Kafka hand such windows over that way.
+    ///
+    /// ```sql
+    /// SELECT window_start, k, COUNT(*) FROM orders GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), k
+    /// ```
+    pub fn replays(&self) -> bool {
+        self.config.emit == EmitMode::Final && matches!(self.config.kind, WindowKind::Tumble { .. }) && self.config.time.is_some()
+    }
+
     /// True when its rows need an operation of their own: `EMIT CHANGES` over `SESSION`
     /// windows retracts sessions that merge.
     pub fn retracts(&self) -> bool {
@@ -380,6 +391,10 @@ impl ExecutionPlan for WindowAggregateExec {
                     if !out.pass_barrier(b, checkpointing.as_ref(), || op.snapshot(), &scopes).await? {
                         return Ok(());
                     }
+                    if checkpointing.as_ref().is_some_and(|c| c.replays_at(b)) {
+                        // a Kafka hand-over: the open windows' rows are read again
+                        op.drop_open_windows();
+                    }
                 }
             }
             out.end(checkpointing.as_ref());
@@ -557,7 +572,11 @@ impl Operator {
         }
         let widths: Vec<usize> = spec.aggs.iter().map(|a| a.state_fields().map(|f| f.len()).unwrap_or(1)).collect();
         let filters: Vec<bool> = config.filters.iter().map(Option::is_some).collect();
+        // rows before this are in windows emitted (or were late): a process rebuilding the open
+        // windows reads from the first row at or after it
+        let replay_from = matches!(config.kind, WindowKind::Tumble { .. }).then(|| self.cutoff());
         let meta = serde_json::json!({
+            "replay_from": replay_from,
             "watermarks": self.watermarks.snapshot(),
             "next_window": self.next_window,
             "state_widths": widths,
@@ -654,6 +673,15 @@ impl Operator {
         }
         self.update_state_metrics();
         Ok(())
+    }
+
+    /// Drops every open window (`TUMBLE`): their rows are read again, by this process or by
+    /// the one a Kafka hand-over gives their partitions to. The watermark stays.
+    fn drop_open_windows(&mut self) {
+        if matches!(self.config.kind, WindowKind::Tumble { .. }) {
+            self.panes.clear();
+            self.update_state_metrics();
+        }
     }
 
     /// The earliest event time a row may carry and still be counted.
