@@ -173,28 +173,35 @@ pub fn assert_ok(run: &Run) {
 /// Stops a running `ferris-sql` with SIGINT (as Ctrl-C would), waits for it to exit (10 s at
 /// most), asserts it exited 0 and returns its stderr (the child must have piped stderr).
 pub fn stop_with_sigint(child: &mut std::process::Child) -> String {
+    let code = interrupt_and_wait(child);
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
+    match code {
+        Some(code) => assert_eq!(code, Some(0), "{stderr}"),
+        None => panic!("the job did not stop on SIGINT within 10 s; it said:\n{stderr}"),
+    }
+    stderr
+}
+
+/// SIGINT to `child`, then waits (10 s at most) for it to exit: its exit code, or `None` when
+/// it had to be killed.
+pub fn interrupt_and_wait(child: &mut std::process::Child) -> Option<Option<i32>> {
     use std::time::{Duration, Instant};
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
+    loop {
         if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
+            return Some(s.code());
         }
         if Instant::now() >= deadline {
-            // Killed, so that what it said can be shown.
+            // killed, so that what it said can be shown
             let _ = child.kill();
             let _ = child.wait();
-            let mut stderr = String::new();
-            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr);
-            panic!("the job did not stop on SIGINT within 10 s; it said:\n{stderr}");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(code, Some(0), "{stderr}");
-    stderr
+    }
 }
 
 /// A free TCP port on loopback (bound and released: free now, not reserved).

@@ -865,22 +865,13 @@ fn watch_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
 /// SIGINT to a child whose stderr [`watch_stderr`] collects; waits (10 s at most) for a clean
 /// stop and returns what it said.
 fn stop_watched(child: &mut Child, log: &std::sync::Mutex<String>) -> String {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the job did not stop on SIGINT within 10 s; it said:\n{}", log.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = crate::common::interrupt_and_wait(child);
     std::thread::sleep(Duration::from_millis(200)); // the reader thread takes the rest
     let said = log.lock().unwrap().clone();
-    assert_eq!(code, Some(0), "{said}");
+    match code {
+        Some(code) => assert_eq!(code, Some(0), "{said}"),
+        None => panic!("the job did not stop on SIGINT within 10 s; it said:\n{said}"),
+    }
     said
 }
 
