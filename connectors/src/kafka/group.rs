@@ -580,11 +580,20 @@ impl GroupShared {
         format!("kafka-{}-{}-{}.json", clean(&self.group_id), clean(&key.0), key.1)
     }
 
+    /// Adds `key`, read up to `position`, to `commit` at its replay point for event time `t`,
+    /// the rows to skip named in the commit's metadata and in the hand-over note (a partition
+    /// whose log does not cover its state is committed as read). Blocks.
+    pub(crate) fn add_replay_commit(&self, commit: &mut TopicPartitionList, key: &(String, i32), position: i64, t: i64) {
+        let (from, skips) = self.positions.replays().replay_point(key, position, t).unwrap_or((position, Vec::new()));
+        self.put_hand_over_note(key, from, &skips);
+        add_commit_with_skips(commit, key, from, &skips);
+    }
+
     /// Keeps the skips of `key` committed at `from` where every process of the job finds them
     /// (the commit's metadata says the same, but not every broker keeps it). The note keeps
     /// the skips of the last few commits, each under its offset: a process killed between a
     /// note and its commit leaves the skips of the commit before in it. Blocks.
-    pub fn put_hand_over_note(&self, key: &(String, i32), from: i64, skips: &[SkipRange]) {
+    fn put_hand_over_note(&self, key: &(String, i32), from: i64, skips: &[SkipRange]) {
         if skips.is_empty() {
             return;
         }
@@ -652,9 +661,7 @@ impl GroupShared {
         let mut commit = TopicPartitionList::new();
         for key in parts {
             let Some(pos) = at(key) else { continue };
-            let (from, skips) = self.positions.replays().replay_point(key, pos, t).unwrap_or((pos, Vec::new()));
-            self.put_hand_over_note(key, from, &skips);
-            add_replay_commit(&mut commit, key, from, &skips);
+            self.add_replay_commit(&mut commit, key, pos, t);
         }
         if commit.count() > 0 {
             match consumer.commit(&commit, CommitMode::Sync) {
@@ -744,7 +751,7 @@ impl GroupShared {
 }
 
 /// Adds `key` at offset `from` to `commit`, its metadata naming `skips`.
-pub(crate) fn add_replay_commit(commit: &mut TopicPartitionList, key: &(String, i32), from: i64, skips: &[SkipRange]) {
+fn add_commit_with_skips(commit: &mut TopicPartitionList, key: &(String, i32), from: i64, skips: &[SkipRange]) {
     if commit.add_partition_offset(&key.0, key.1, Offset::Offset(from)).is_err() {
         return;
     }

@@ -393,8 +393,8 @@ impl KafkaCheckpoint {
     /// naming the rows to skip (see [`super::replay`]).
     fn commit_at(&self, positions: &Positions, last: bool, replay: Option<i64>) {
         let name = self.shared.name.clone();
-        let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| m.consumer());
-        let Some(consumer) = member.and_then(|m| m.upgrade()) else { return };
+        let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| (m.consumer(), Arc::clone(&m.shared)));
+        let Some((consumer, group)) = member.and_then(|(c, g)| Some((c.upgrade()?, g))) else { return };
         // Only partitions this member owns now: after a lost session (a broker outage longer
         // than `session.timeout.ms`) the assignment is revoked, and committing for a partition
         // it no longer has fails with "unknown member" and sets the group rejoin back, again
@@ -414,12 +414,7 @@ impl KafkaCheckpoint {
                 continue;
             }
             if let Some(r) = replay {
-                let key = (t, p);
-                let (from, skips) = self.shared.positions.replays().replay_point(&key, o, r).unwrap_or((o, Vec::new()));
-                if let Some(m) = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
-                    m.shared.put_hand_over_note(&key, from, &skips);
-                }
-                super::group::add_replay_commit(&mut tpl, &key, from, &skips);
+                group.add_replay_commit(&mut tpl, &(t, p), o, r);
                 continue;
             }
             if let Err(e) = tpl.add_partition_offset(&t, p, Offset::Offset(o)) {
