@@ -235,10 +235,10 @@ pub trait SourceCheckpoint: Send + Sync + std::fmt::Debug {
 
     /// Like [`SourceCheckpoint::commit`], for a job whose operator state can be rebuilt by
     /// reading rows again (see [`BarrierRequests::replays`]): every row with an event time before
-    /// `replay_from` (epoch milliseconds) is in windows the job has emitted, so a process that
+    /// `replay.from` (epoch milliseconds) is in windows the job has emitted, so a process that
     /// starts without this one's state may start at the first row of each unit at or after it
     /// and skip the older ones up to `positions` (Kafka: the commit's metadata says so).
-    fn commit_replayable(&self, positions: &Positions, last: bool, _replay_from: i64) {
+    fn commit_replayable(&self, positions: &Positions, last: bool, _replay: ReplayTime) {
         self.commit(positions, last);
     }
 
@@ -283,7 +283,7 @@ pub trait BarrierRequests: Send + Sync + std::fmt::Debug {
     fn request_and_wait(&self, source: &str, wait: Duration) -> Option<Positions>;
 
     /// Whether the job rebuilds its operator state by reading rows again when a source gives
-    /// partitions away: every stateful operator is a `TUMBLE` window aggregate emitting final
+    /// partitions away: every stateful operator is a `TUMBLE` or `HOP` window aggregate emitting final
     /// results, every row reaches the sinks through one, and `source` is the job's only source.
     ///
     /// ```sql
@@ -297,7 +297,16 @@ pub trait BarrierRequests: Send + Sync + std::fmt::Debug {
     /// at this barrier the operators drop their open windows (the source reads their rows
     /// again, or hands them to another process). Returns the positions and the event time
     /// before which every row is in windows already emitted (epoch milliseconds).
-    fn request_replay_and_wait(&self, _source: &str, _wait: Duration) -> Option<(Positions, i64)> {
+    fn request_replay_and_wait(&self, _source: &str, _wait: Duration) -> Option<(Positions, ReplayTime)> {
+        None
+    }
+
+    /// In a job that [`replays`](Self::replays): the event time before which every row is in
+    /// windows this process has emitted (the operators' oldest open window, epoch
+    /// milliseconds). A partition taken over from another process is held until this reaches
+    /// the other's, so that no window the other emitted is emitted again here. `None`: not
+    /// tracked (nothing to wait for).
+    fn emitted_before(&self) -> Option<i64> {
         None
     }
 
@@ -315,6 +324,23 @@ pub trait BarrierRequests: Send + Sync + std::fmt::Debug {
     fn note(&self, _name: &str) -> Option<String> {
         None
     }
+}
+
+/// Where a job that rebuilds its windows by reading rows again stands at a checkpoint (see
+/// [`BarrierRequests::replays`]), epoch milliseconds.
+///
+/// ```sql
+/// SELECT window_start, k, COUNT(*) FROM orders GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND), k
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayTime {
+    /// Every row before this event time is in windows already emitted (or was late): the start
+    /// of the oldest window still open.
+    pub from: i64,
+    /// How far the operators' inputs had got (their watermark plus its delay): a process taking
+    /// a partition over lets its own event time reach this, and no further, before it reads
+    /// the partition's rows again.
+    pub hold: i64,
 }
 
 /// The session-config extension carrying the job's [`BarrierRequests`].

@@ -22,6 +22,22 @@ pub enum Frontier {
     /// Every live unit has delivered rows at least this late (epoch milliseconds); the
     /// slowest unit is at this time.
     At(i64),
+    /// Every live unit is held back on purpose, at this time (epoch milliseconds): a Kafka
+    /// partition taken over from another process of the job, whose rows wait until this
+    /// process's event time has reached the other's. Event time may reach it, not pass it,
+    /// even before a row has come.
+    Floor(i64),
+}
+
+impl Frontier {
+    /// The slower of two frontiers: `Holding` holds; `Floor` only when both are.
+    pub fn min(self, other: Frontier) -> Frontier {
+        match (self, other) {
+            (Frontier::Holding, _) | (_, Frontier::Holding) => Frontier::Holding,
+            (Frontier::Floor(a), Frontier::Floor(b)) => Frontier::Floor(a.min(b)),
+            (Frontier::At(a) | Frontier::Floor(a), Frontier::At(b) | Frontier::Floor(b)) => Frontier::At(a.min(b)),
+        }
+    }
 }
 
 /// What a bounded source knows of its size before reading it, for the planner (a hash join

@@ -72,12 +72,27 @@ pub struct ExplainedProcessing {
     /// What keeps the plan's operator state out of checkpoints, if anything.
     pub problem: Option<String>,
     /// How processes of the job sharing a Kafka topic hand their windows over, when they read
-    /// them again (`TUMBLE` windows, one source, simple mode).
+    /// them again (`TUMBLE` or `HOP` windows, one source, simple mode).
     pub across_processes: Option<String>,
     /// Per source: how it takes part.
     pub sources: BTreeMap<String, String>,
     /// Per sink: how it takes part.
     pub sinks: BTreeMap<String, String>,
+}
+
+/// What happens to the job's operator state when Kafka partitions move between processes of
+/// the job: read again (`TUMBLE`, `HOP`), or kept where it is (a window open then is written
+/// by both processes).
+fn across_processes(planned: &crate::planner::PlannedJob, unbounded: bool) -> Option<String> {
+    let kafka = planned.spec.sources.iter().any(|s| s.connector.kind == ferris_connectors::ConnectorKind::Kafka);
+    if !unbounded || !kafka || planned.plan_checkpoints.operators.is_empty() {
+        return None;
+    }
+    Some(if planned.plan_checkpoints.replays_for(&planned.spec, planned.checkpoints.mode) {
+        "open windows are read again when Kafka partitions change hands (each window is written once, by one process)".to_string()
+    } else {
+        "operator state stays in the process that read its rows: run one process of this job per consumer group (a window or join open when Kafka partitions change hands would be written by both processes, each with its share)".to_string()
+    })
 }
 
 fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
@@ -93,8 +108,7 @@ fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
         checkpoints,
         stateful_operators: planned.plan_checkpoints.operators.iter().map(|o| format!("#{} {}", o.id, o.shape)).collect(),
         problem: planned.plan_checkpoints.problem.clone(),
-        across_processes: (planned.plan_checkpoints.replays_for(&planned.spec, cfg.mode) && unbounded)
-            .then(|| "open windows are read again when Kafka partitions change hands (each window is written once, by one process)".to_string()),
+        across_processes: across_processes(planned, unbounded),
         sources: planned.spec.sources.iter().map(|r| (r.name.clone(), crate::connect::source_positions(r).to_string())).collect(),
         sinks: planned.spec.sinks.iter().map(|r| (r.name.clone(), crate::connect::sink_delivery(r).to_string())).collect(),
     }

@@ -902,7 +902,18 @@ fn window_rows(paths: &[&Path]) -> BTreeMap<(String, i64, i64, i64, i64), usize>
 async fn two_processes_hand_windows_over_exactly() {
     let input = unique("win-handover");
     create_topic(&input, 4);
-    two_processes_hand_windows_over(&bootstrap(), &input, false);
+    two_processes_hand_windows_over(&bootstrap(), &input, false, false);
+}
+
+/// The same with sliding windows (`HOP`, 2 s every second: each row in two windows): the new
+/// owner of a partition reads it only once its own event time has reached the old owner's,
+/// so a window the old owner wrote is closed here too, and the rows read again count only in
+/// the windows still open — every window of every key once, complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_hand_hop_windows_over_exactly() {
+    let input = unique("hop-handover");
+    create_topic(&input, 4);
+    two_processes_hand_windows_over(&bootstrap(), &input, false, true);
 }
 
 /// The same, the first process killed (SIGKILL) mid-run: the second takes its partitions over
@@ -915,10 +926,18 @@ async fn two_processes_hand_windows_over_exactly() {
 async fn two_processes_hand_windows_over_after_a_kill() {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("win-kill", 4, 1).unwrap();
-    two_processes_hand_windows_over(&mock.bootstrap_servers(), "win-kill", true);
+    two_processes_hand_windows_over(&mock.bootstrap_servers(), "win-kill", true, false);
 }
 
-fn two_processes_hand_windows_over(servers: &str, input: &str, kill: bool) {
+/// The same with `HOP` windows: after the kill, every window complete, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_hand_hop_windows_over_after_a_kill() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("hop-kill", 4, 1).unwrap();
+    two_processes_hand_windows_over(&mock.bootstrap_servers(), "hop-kill", true, true);
+}
+
+fn two_processes_hand_windows_over(servers: &str, input: &str, kill: bool, hop: bool) {
     let tmp = tempfile::tempdir().unwrap();
     // the mock cluster takes its time to hand a killed member's partitions over; the survivor
     // holds event time back for twice the session timeout, so their rows are not late then
@@ -932,17 +951,22 @@ fn two_processes_hand_windows_over(servers: &str, input: &str, kill: bool) {
     {
         let mut windows: BTreeMap<(i64, String), (i64, i64, i64, i64)> = BTreeMap::new();
         for i in 0..total as i64 {
-            let w = windows.entry(((base + i * 5) / 1000, format!("k{}", i % 7))).or_insert((0, 0, i64::MAX, i64::MIN));
-            *w = (w.0 + 1, w.1 + i, w.2.min(i), w.3.max(i));
+            // TUMBLE(1 s): one window per row; HOP(1 s, 2 s): the one it starts in and the one before
+            let second = (base + i * 5) / 1000;
+            for start in if hop { vec![second - 1, second] } else { vec![second] } {
+                let w = windows.entry((start, format!("k{}", i % 7))).or_insert((0, 0, i64::MAX, i64::MIN));
+                *w = (w.0 + 1, w.1 + i, w.2.min(i), w.3.max(i));
+            }
         }
         for ((_, k), (n, sum, lo, hi)) in windows {
             want.insert((k, n, sum, lo, hi), 1);
         }
     }
+    let window = if hop { "HOP(ts, INTERVAL '1' SECOND, INTERVAL '2' SECOND)" } else { "TUMBLE(ts, INTERVAL '1' SECOND)" };
     let job = |out: &Path| {
         format!(
             "CREATE STREAM w AS SELECT k, COUNT(*) AS n, SUM(id) AS total, MIN(id) AS lo, MAX(id) AS hi FROM orders \
-             GROUP BY TUMBLE(ts, INTERVAL '1' SECOND), k INTO out WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{servers}', \
+             GROUP BY {window}, k INTO out WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{servers}', \
              'orders.topic' = '{input}', 'orders.value.format' = 'json', 'orders.session.timeout.ms' = '{session}', \
              'orders.schema' = 'id BIGINT, k VARCHAR, ts BIGINT', 'orders.group.id' = '{group}', 'orders.batch.size' = '100', \
              'orders.event_time' = 'ts', 'orders.watermark.delay' = '300ms', 'orders.reconnect.backoff.max.ms' = '500', \

@@ -207,6 +207,41 @@ fn late_rows_are_counted_and_dropped() {
     assert_same_rows("late", &got, &want);
 }
 
+/// A `HOP` row that comes after the watermark passed some of its windows counts in those still
+/// open (as in Flink); only a row all of whose windows have closed is late. A window that
+/// closed empty is not written when such a row comes for it.
+#[test]
+fn hop_rows_late_for_some_windows_count_in_the_open_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("late.jsonl");
+    // 10 s windows every 5 s, no delay; the row at 108 s comes when the watermark is at 125 s
+    // (its windows [100, 110) and [105, 115) closed: late); the one at 121 s when it is at
+    // 126 s ([115, 125) closed, empty; [120, 130) open: counted there)
+    let rows = [(101_000, 1), (112_000, 2), (125_000, 3), (108_000, 100), (126_000, 4), (121_000, 50), (141_000, 5)];
+    std::fs::write(&data, rows.iter().map(|(t, a)| format!("{{\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
+    let sql = format!(
+        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) \
+         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
+         'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+        data.display(),
+        tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert!(run.stderr.contains("1 late rows dropped"), "{}", run.stderr);
+    let want = canonical_lines(
+        "{\"window_start\":\"1970-01-01T00:01:35\",\"n\":1,\"total\":1}\n\
+         {\"window_start\":\"1970-01-01T00:01:40\",\"n\":1,\"total\":1}\n\
+         {\"window_start\":\"1970-01-01T00:01:45\",\"n\":1,\"total\":2}\n\
+         {\"window_start\":\"1970-01-01T00:01:50\",\"n\":1,\"total\":2}\n\
+         {\"window_start\":\"1970-01-01T00:02:00\",\"n\":3,\"total\":57}\n\
+         {\"window_start\":\"1970-01-01T00:02:05\",\"n\":2,\"total\":7}\n\
+         {\"window_start\":\"1970-01-01T00:02:15\",\"n\":1,\"total\":5}\n\
+         {\"window_start\":\"1970-01-01T00:02:20\",\"n\":1,\"total\":5}\n",
+    );
+    assert_same_rows("hop late", &file_rows(&tmp.path().join("out.jsonl")), &want);
+}
+
 /// `late.sink`: the late rows of a window and of an interval join go to a sink of their own,
 /// with the columns the operator received, and are still counted; the results are those of
 /// the run without it.

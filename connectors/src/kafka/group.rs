@@ -28,7 +28,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
-use crate::checkpoint::{JobBarriers, PositionCell, Positions};
+use crate::checkpoint::{JobBarriers, PositionCell, Positions, ReplayTime};
 use crate::metrics::{ConnectionStatus, ConnectorMetrics};
 
 use super::config::QuietContext;
@@ -87,6 +87,11 @@ pub(crate) struct ReadPositions {
     /// Partitions being read again (see [`super::replay`]) that hold event time back until
     /// their first row comes, however long they are silent, until then at most.
     replay_holds: Mutex<HashMap<(String, i32), std::time::Instant>>,
+    /// Partitions taken over from another process, not read until this process has emitted
+    /// its windows before the first time (the other's oldest open window), event time held at
+    /// the second meanwhile (see [`super::replay`]).
+    taken: Mutex<HashMap<(String, i32), (i64, i64)>>,
+    any_taken: AtomicBool,
     /// A hand-over is rebuilding the job's windows: readers hand nothing out meanwhile.
     paused: AtomicBool,
     unpaused: Notify,
@@ -273,6 +278,11 @@ impl ReadPositions {
         for t in &self.times {
             lock(t).retain(|k, _| !parts.contains(k));
         }
+        {
+            let mut taken = lock(&self.taken);
+            taken.retain(|k, _| !parts.contains(k));
+            self.any_taken.store(!taken.is_empty(), Ordering::Release);
+        }
         if !keep_logs {
             lock(&self.replays).forget(parts);
         }
@@ -291,6 +301,50 @@ impl ReadPositions {
     /// The partitions' replay logs and skips.
     pub fn replays(&self) -> MutexGuard<'_, Replays> {
         lock(&self.replays)
+    }
+
+    /// `key`, taken over from another process whose windows before `before` are emitted, is not
+    /// read until this process has emitted its own before `before`: a window the other emitted
+    /// (a `HOP` window holds rows of several panes) is then closed here too, and its rows read
+    /// again count only in the windows still open. Meanwhile the partition holds event time
+    /// at `hold` (the other's), so that this process closes no window the other had open.
+    pub fn take_over(&self, key: (String, i32), before: i64, hold: i64) {
+        lock(&self.taken).insert(key, (before, hold));
+        self.any_taken.store(true, Ordering::Release);
+    }
+
+    /// Whether `topic`/`partition` waits to be read (see [`ReadPositions::take_over`]).
+    pub fn is_taken(&self, topic: &str, partition: i32) -> bool {
+        self.any_taken.load(Ordering::Acquire) && lock(&self.taken).keys().any(|(t, p)| *p == partition && t == topic)
+    }
+
+    /// Whether some partition waits to be read.
+    pub fn waiting_taken(&self) -> bool {
+        self.any_taken.load(Ordering::Acquire)
+    }
+
+    /// Lets the partitions taken over be read whose wait is over, now that this process has
+    /// emitted every window before `emitted_before` (`None`: it does not say; all are let go).
+    /// Returns how many were let go. Until its first row comes, such a partition holds event
+    /// time back (see [`ReadPositions::hold_replay`]).
+    pub fn release_taken(&self, emitted_before: Option<i64>) -> usize {
+        if !self.any_taken.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut taken = lock(&self.taken);
+        let ready: Vec<(String, i32)> = taken.iter().filter(|(_, (before, _))| emitted_before.is_none_or(|e| e >= *before)).map(|(k, _)| k.clone()).collect();
+        for k in &ready {
+            taken.remove(k);
+            for t in &self.times {
+                if let Some(pt) = lock(t).get_mut(k) {
+                    pt.max = None;
+                    pt.last = std::time::Instant::now();
+                }
+            }
+            self.hold_replay(k);
+        }
+        self.any_taken.store(!taken.is_empty(), Ordering::Release);
+        ready.len()
     }
 
     /// Holds every reader before its next batch until [`ReadPositions::resume`].
@@ -372,7 +426,9 @@ impl ReadPositions {
     }
 
     /// How far event time has got over reader `reader`'s partitions: the slowest live one
-    /// (partitions silent for `idle` are skipped). `None` when it reads none, or all are idle.
+    /// (partitions silent for `idle` are skipped; a partition taken over from another process
+    /// and waiting counts as at its hold, [`Frontier::Floor`](crate::source::Frontier::Floor),
+    /// however quiet). `None` when it reads none, or all are idle.
     pub fn frontier(&self, reader: usize, idle: std::time::Duration) -> Option<crate::source::Frontier> {
         if self.paused.load(Ordering::Acquire) {
             // a hand-over: the windows dropped at its barrier are read again once it is done
@@ -384,24 +440,24 @@ impl ReadPositions {
                 return Some(crate::source::Frontier::Holding);
             }
         }
+        // (locks in the order `taken`, `times`, `replay_holds`, as `release_taken` takes them)
+        let taken = if self.any_taken.load(Ordering::Acquire) { lock(&self.taken).clone() } else { HashMap::new() };
         let t = lock(self.times.get(reader)?);
         let holds = lock(&self.replay_holds);
         let now = std::time::Instant::now();
         let held = |k: &(String, i32), pt: &PartitionTime| pt.max.is_none() && holds.get(k).is_some_and(|until| now < *until);
-        let mut min: Option<i64> = None;
-        let mut live = false;
-        for pt in t.iter().filter(|(k, pt)| pt.last.elapsed() < idle || held(k, pt)).map(|(_, pt)| pt) {
-            live = true;
-            match pt.max {
-                None => return Some(crate::source::Frontier::Holding),
-                Some(m) => min = Some(min.map_or(m, |x| x.min(m))),
-            }
+        let mut out: Option<crate::source::Frontier> = None;
+        for (k, pt) in t.iter() {
+            // a partition taken over waits at the other process's event time
+            let f = match (taken.get(k), pt.max) {
+                (Some(&(_, hold)), _) => crate::source::Frontier::Floor(hold),
+                _ if pt.last.elapsed() >= idle && !held(k, pt) => continue,
+                (None, None) => return Some(crate::source::Frontier::Holding),
+                (None, Some(m)) => crate::source::Frontier::At(m),
+            };
+            out = Some(out.map_or(f, |o| o.min(f)));
         }
-        if live {
-            min.map(crate::source::Frontier::At)
-        } else {
-            None
-        }
+        out
     }
 }
 
@@ -571,7 +627,11 @@ impl GroupShared {
                 debug!(source = %self.name, "{}/{}: starts with rows to skip: {meta:?}", key.0, key.1);
                 self.positions.hold_replay(&key);
             }
-            self.positions.replays().assigned(key, meta.as_deref());
+            let gate = self.positions.replays().assigned(key.clone(), meta.as_deref());
+            if let Some((before, hold)) = gate.filter(|&(before, _)| before > i64::MIN) {
+                debug!(source = %self.name, "{}/{}: read once this process has emitted its windows before {before}", key.0, key.1);
+                self.positions.take_over(key, before, hold);
+            }
         }
     }
 
@@ -580,10 +640,10 @@ impl GroupShared {
         format!("kafka-{}-{}-{}.json", clean(&self.group_id), clean(&key.0), key.1)
     }
 
-    /// Adds `key`, read up to `position`, to `commit` at its replay point for event time `t`,
+    /// Adds `key`, read up to `position`, to `commit` at its replay point for `t`,
     /// the rows to skip named in the commit's metadata and in the hand-over note (a partition
     /// whose log does not cover its state is committed as read). Blocks.
-    pub(crate) fn add_replay_commit(&self, commit: &mut TopicPartitionList, key: &(String, i32), position: i64, t: i64) {
+    pub(crate) fn add_replay_commit(&self, commit: &mut TopicPartitionList, key: &(String, i32), position: i64, t: ReplayTime) {
         let (from, skips) = self.positions.replays().replay_point(key, position, t).unwrap_or((position, Vec::new()));
         self.put_hand_over_note(key, from, &skips);
         add_commit_with_skips(commit, key, from, &skips);
@@ -909,6 +969,27 @@ mod tests {
         r.await_partitions([tp(2)], Duration::from_millis(20));
         std::thread::sleep(Duration::from_millis(30));
         assert!(matches!(r.frontier(0, idle), Some(Frontier::At(5))), "the hold ends at its deadline");
+    }
+
+    #[test]
+    fn a_partition_taken_over_waits_at_its_hold_until_the_windows_before_it_are_emitted() {
+        let r = ReadPositions::new(1);
+        r.track(0, "t", 0);
+        r.track(0, "t", 1);
+        r.delivered(0, [(tp(0), Some(9_000))]);
+        let idle = Duration::from_secs(60);
+        r.take_over(tp(1), 4_000, 6_000);
+        assert!(r.is_taken("t", 1) && !r.is_taken("t", 0));
+        assert_eq!(r.frontier(0, idle), Some(Frontier::At(6_000)), "held at the other process's event time");
+        assert_eq!(r.release_taken(Some(3_000)), 0, "this process has not emitted its windows before 4000 yet");
+        assert_eq!(r.release_taken(Some(4_000)), 1);
+        assert!(!r.waiting_taken() && !r.is_taken("t", 1));
+        assert_eq!(r.frontier(0, idle), Some(Frontier::Holding), "read again: holds until its first row");
+        r.take_over(tp(1), 4_000, 6_000);
+        r.forget(&[tp(1)], false);
+        assert!(!r.waiting_taken(), "given away meanwhile");
+        r.take_over(tp(0), 4_000, 6_000);
+        assert_eq!(r.release_taken(None), 1, "a job that does not say lets it go");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!       'orders.failure_strategy' = 'SendToDLQ', 'orders.dlq.topic' = 'orders-dlq', …);
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use super::decode::{fixed_value_schema, metadata_fields, BadMessage, MessageBatc
 use super::group::{parse_position_key, GroupContext, GroupMember, GroupShared, ReadPositions};
 use super::replay::Verdict;
 use crate::batching::BatchConfig;
-use crate::checkpoint::{JobBarriers, Positions, SourceCheckpoint};
+use crate::checkpoint::{JobBarriers, Positions, ReplayTime, SourceCheckpoint};
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::format::schema::parse_schema;
@@ -381,8 +381,8 @@ impl SourceCheckpoint for KafkaCheckpoint {
         self.commit_at(positions, last, None);
     }
 
-    fn commit_replayable(&self, positions: &Positions, last: bool, replay_from: i64) {
-        let replay = self.shared.positions.replaying().then_some(replay_from);
+    fn commit_replayable(&self, positions: &Positions, last: bool, replay: ReplayTime) {
+        let replay = self.shared.positions.replaying().then_some(replay);
         self.commit_at(positions, last, replay);
     }
 }
@@ -391,7 +391,7 @@ impl KafkaCheckpoint {
     /// Commits `positions` of the partitions this member owns; with `replay` (a job that
     /// rebuilds its windows by reading rows again), each at its replay point, the metadata
     /// naming the rows to skip (see [`super::replay`]).
-    fn commit_at(&self, positions: &Positions, last: bool, replay: Option<i64>) {
+    fn commit_at(&self, positions: &Positions, last: bool, replay: Option<ReplayTime>) {
         let name = self.shared.name.clone();
         let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| (m.consumer(), Arc::clone(&m.shared)));
         let Some((consumer, group)) = member.and_then(|(c, g)| Some((c.upgrade()?, g))) else { return };
@@ -452,6 +452,9 @@ impl KafkaCheckpoint {
 /// A partition of a batch: the first offset and the latest event time of its rows that go on.
 type PartitionLatest = ((String, i32), i64, i64);
 
+/// How often a reader looks whether a partition taken over from another process may be read.
+const TAKEN_CHECK: Duration = Duration::from_millis(50);
+
 /// Messages taken from one partition queue before the next queue's turn.
 const PER_QUEUE_TURN: usize = 256;
 
@@ -470,6 +473,8 @@ struct Reader {
     logged: usize,
     /// The revocation count this reader has applied.
     seen_revocations: u64,
+    /// The job's barriers: how far its windows are emitted, for partitions taken over.
+    barriers: Option<JobBarriers>,
 }
 
 impl Reader {
@@ -483,7 +488,7 @@ impl Reader {
         if shared.event_time.is_some() && barriers.as_ref().is_some_and(|b| b.0.replays(&shared.name)) {
             shared.positions.set_replaying();
         }
-        let member = shared.member(barriers)?;
+        let member = shared.member(barriers.clone())?;
         let slot = index % member.shared.slots.len();
         let dlq = match &shared.dlq_topic {
             Some(_) if shared.failure == FailureStrategy::SendToDlq => {
@@ -508,6 +513,7 @@ impl Reader {
             dlq,
             last_emit: None,
             logged: 0,
+            barriers,
         })
     }
 
@@ -690,17 +696,27 @@ impl Reader {
     fn drain(&self, m: &mut MessageBatch) -> usize {
         let slot = &self.member.shared.slots[self.slot];
         let mut got = 0;
+        let positions = &self.shared.positions;
+        // partitions taken over from another process wait (see `super::replay`)
+        let waiting = positions.waiting_taken();
         {
             let mut strays = slot.strays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut kept = VecDeque::new();
             while let Some(msg) = strays.pop_front() {
+                if waiting && positions.is_taken(msg.topic(), msg.partition()) {
+                    kept.push_back(msg);
+                    continue;
+                }
                 push(m, &msg, self.headers);
                 got += 1;
             }
+            *strays = kept;
         }
         let queues = slot.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let skip: Vec<bool> = queues.iter().map(|q| waiting && positions.is_taken(&q.topic, q.partition)).collect();
         loop {
             let mut round = 0;
-            for q in queues.iter() {
+            for (q, _) in queues.iter().zip(&skip).filter(|(_, s)| !**s) {
                 for _ in 0..PER_QUEUE_TURN {
                     match q.queue.poll(Duration::ZERO) {
                         Some(Ok(msg)) => {
@@ -737,6 +753,14 @@ impl Reader {
                 m.retain_partitions(|t, p| !positions.is_revoked(t, p));
                 self.seen_revocations = revocations;
             }
+            if self.shared.positions.waiting_taken() {
+                let emitted = self.barriers.as_ref().and_then(|b| b.0.emitted_before());
+                if self.shared.positions.release_taken(emitted) > 0 {
+                    for slot in &self.member.shared.slots {
+                        slot.notify.notify_one();
+                    }
+                }
+            }
             if self.drain(&mut m) > 0 {
                 self.shared.metrics.set_status(crate::metrics::ConnectionStatus::Connected);
                 if deadline.is_none() {
@@ -746,6 +770,11 @@ impl Reader {
             if !m.is_empty() && (self.sizer.eager() || self.sizer.is_full(m.len(), m.bytes()) || deadline.is_some_and(|d| Instant::now() >= d)) {
                 return m;
             }
+            // while a partition taken over waits, look at the job's event time now and then
+            let deadline = match (deadline, self.shared.positions.waiting_taken()) {
+                (None, true) => Some(Instant::now() + TAKEN_CHECK),
+                (d, _) => d,
+            };
             match deadline {
                 None => bell.notified().await,
                 Some(d) => {

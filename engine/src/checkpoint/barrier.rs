@@ -147,16 +147,14 @@ impl std::fmt::Debug for Scope {
 
 impl Scope {
     /// How far event time has got over the chain's source partitions that track it: the
-    /// slowest; `Holding` when one has not delivered yet; `None` when none tracks it.
+    /// slowest; `Holding` when one has not delivered yet; `Floor` when every one is held on
+    /// purpose (see [`ferris_connectors::Frontier::min`]); `None` when none tracks it.
     pub fn frontier(&self) -> Option<ferris_connectors::Frontier> {
         use ferris_connectors::Frontier;
         let mut out: Option<Frontier> = None;
         for f in lock(&self.frontiers).iter() {
-            match (f(), out) {
-                (None, _) => {}
-                (Some(Frontier::Holding), _) | (_, Some(Frontier::Holding)) => out = Some(Frontier::Holding),
-                (Some(Frontier::At(t)), Some(Frontier::At(o))) => out = Some(Frontier::At(t.min(o))),
-                (Some(at), None) => out = Some(at),
+            if let Some(f) = f() {
+                out = Some(out.map_or(f, |o: Frontier| o.min(f)));
             }
         }
         out
@@ -265,6 +263,9 @@ pub struct BarrierRuntime {
     /// The latest barrier at which operators drop their open windows (a Kafka hand-over in a
     /// job that rebuilds them by reading rows again); 0: none.
     replay: AtomicU64,
+    /// In a job that replays: every window before this event time is emitted (the window
+    /// operator's oldest open window), for Kafka partitions taken over from another process.
+    emitted_before: std::sync::atomic::AtomicI64,
 }
 
 impl BarrierRuntime {
@@ -277,6 +278,7 @@ impl BarrierRuntime {
             events,
             unscoped: AtomicBool::new(false),
             replay: AtomicU64::new(0),
+            emitted_before: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -292,6 +294,17 @@ impl BarrierRuntime {
     /// read again (see `ferris_connectors::checkpoint::BarrierRequests::replays`).
     pub fn mark_replay(&self, n: BarrierId) {
         self.replay.fetch_max(n, Ordering::AcqRel);
+    }
+
+    /// The window operator of a job that replays has emitted every window before `t`.
+    pub fn publish_emitted_before(&self, t: i64) {
+        self.emitted_before.store(t, Ordering::Release);
+    }
+
+    /// Every window before this event time is emitted (see
+    /// [`BarrierRuntime::publish_emitted_before`]); the start of time until said.
+    pub fn emitted_before(&self) -> i64 {
+        self.emitted_before.load(Ordering::Acquire)
     }
 
     /// Whether operators drop their open windows at barrier `n`.

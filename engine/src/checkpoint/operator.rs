@@ -254,6 +254,11 @@ impl Checkpointing {
         self.context.runtime.is_replay(n)
     }
 
+    /// The operator (of a job that replays) has emitted every window before `t`.
+    pub fn publish_emitted_before(&self, t: i64) {
+        self.context.runtime.publish_emitted_before(t);
+    }
+
     /// The operator has ended: nothing more of it will be in a checkpoint.
     pub fn finished(&self) {
         let _ = self.context.events.send(OperatorEvent::Finished { operator: self.id });

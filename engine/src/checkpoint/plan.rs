@@ -41,7 +41,7 @@ pub struct StatefulOperator {
     pub address: usize,
     /// What it is, for the compatibility check of a restore (`WindowAggregateExec: …`).
     pub shape: String,
-    /// Its state can be rebuilt by reading its rows again: a `TUMBLE` window aggregate
+    /// Its state can be rebuilt by reading its rows again: a `TUMBLE` or `HOP` window aggregate
     /// emitting final results, which reports the event time its open windows start from.
     pub replays: bool,
     /// The column its windows are on, when it is a plain column.
@@ -136,7 +136,7 @@ pub fn describe(plan: &Arc<dyn ExecutionPlan>) -> PlanCheckpoints {
 impl PlanCheckpoints {
     /// Whether a job of this plan hands its windows over between processes by reading them
     /// again (see [`PlanCheckpoints::replays`]): simple mode, one Kafka source with
-    /// `event_time`, and one `TUMBLE` window on that very column (the source's replay log and
+    /// `event_time`, and one `TUMBLE` or `HOP` window on that very column (the source's replay log and
     /// the window's open windows then speak of the same time).
     pub fn replays_for(&self, spec: &crate::job::JobSpec, mode: super::Mode) -> bool {
         let [source] = spec.sources.as_slice() else { return false };

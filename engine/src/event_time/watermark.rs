@@ -64,6 +64,8 @@ impl PartitionState {
             None => self.max_time,
             Some(ferris_connectors::Frontier::Holding) => None,
             Some(ferris_connectors::Frontier::At(c)) => self.max_time.map(|m| m.min(c)),
+            // held on purpose at `c` (a partition taken over): event time may reach it
+            Some(ferris_connectors::Frontier::Floor(c)) => Some(c),
         }
     }
 }
@@ -186,7 +188,7 @@ impl PartitionWatermarks {
                     // a quiet input is skipped, unless its source says a unit of it holds event
                     // time back (a Kafka partition not assigned yet, or being read again after a
                     // hand-over): its rows are still to come, for a bounded time
-                    let holding = matches!(p.cap, Some(ferris_connectors::Frontier::Holding));
+                    let holding = matches!(p.cap, Some(ferris_connectors::Frontier::Holding | ferris_connectors::Frontier::Floor(_)));
                     if now.duration_since(p.last_seen) >= idle && !holding {
                         continue;
                     }
@@ -204,7 +206,8 @@ impl PartitionWatermarks {
                 let quiet_ms = live().map(since).min().map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
                 // only once every partition has spoken since the start (after a restore the
                 // backlog may still be coming) and none of them holds its sources back
-                let may_run_on = live().all(|p| p.spoke && p.cap != Some(ferris_connectors::Frontier::Holding));
+                let may_run_on =
+                    live().all(|p| p.spoke && !matches!(p.cap, Some(ferris_connectors::Frontier::Holding | ferris_connectors::Frontier::Floor(_))));
                 if self.config.advance_when_idle && may_run_on && latest > i64::MIN {
                     latest.saturating_add(quiet_ms)
                 } else {
@@ -282,6 +285,28 @@ mod tests {
         assert_eq!(w.advance(), Some(400), "the slowest unit is at 400");
         w.cap(0, None);
         assert_eq!(w.advance(), Some(1_000));
+    }
+
+    #[test]
+    fn a_partition_held_on_purpose_lets_event_time_reach_its_floor_and_no_further() {
+        use ferris_connectors::Frontier;
+        let cfg = WatermarkConfig { delay_ms: Some(100), idle_timeout: Some(Duration::from_millis(0)), advance_when_idle: true };
+        let mut w = PartitionWatermarks::new(cfg, 2);
+        // input 1 has delivered nothing: held at 5_000, it counts as there (and is never idle)
+        w.cap(1, Some(Frontier::Floor(5_000)));
+        w.observe(0, Some(9_000));
+        assert_eq!(w.advance(), Some(4_900));
+        w.observe(0, Some(20_000));
+        assert_eq!(w.advance(), None, "not past the floor");
+        // only held inputs: the floor, not the processing clock
+        let mut w = PartitionWatermarks::new(cfg, 1);
+        w.cap(0, Some(Frontier::Floor(5_000)));
+        assert_eq!(w.advance(), Some(4_900));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(w.advance(), None);
+        assert_eq!(Frontier::Floor(3).min(Frontier::At(5)), Frontier::At(3));
+        assert_eq!(Frontier::Floor(3).min(Frontier::Floor(5)), Frontier::Floor(3));
+        assert_eq!(Frontier::Floor(3).min(Frontier::Holding), Frontier::Holding);
     }
 
     #[test]

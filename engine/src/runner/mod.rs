@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use ferris_connectors::checkpoint::{BarrierRequests, JobBarriers, Positions};
+use ferris_connectors::checkpoint::{BarrierRequests, JobBarriers, Positions, ReplayTime};
 use ferris_connectors::stdout::StdoutSink;
 use ferris_connectors::{Delivery, FailureStrategy, Sink, Source};
 use futures::StreamExt;
@@ -191,7 +191,7 @@ enum PartitionMsg {
 
 /// What a barrier requested by a source answers: the source's positions at it, and (a job
 /// that replays) the event time its open windows started from.
-type BarrierReply = Option<(Positions, Option<i64>)>;
+type BarrierReply = Option<(Positions, Option<ReplayTime>)>;
 
 /// A Kafka source's request for a barrier now (a rebalance giving partitions away).
 struct BarrierRequest {
@@ -223,6 +223,8 @@ struct Requests {
     /// Where sources keep notes for the job's other processes: `handover/` in the job's
     /// checkpoint directory (a local one).
     notes: Option<std::path::PathBuf>,
+    /// The job's barriers, and how far its window operator has emitted.
+    runtime: Arc<BarrierRuntime>,
 }
 
 impl Requests {
@@ -263,7 +265,11 @@ impl BarrierRequests for Requests {
         self.replays
     }
 
-    fn request_replay_and_wait(&self, source: &str, wait: Duration) -> Option<(Positions, i64)> {
+    fn emitted_before(&self) -> Option<i64> {
+        self.replays.then(|| self.runtime.emitted_before())
+    }
+
+    fn request_replay_and_wait(&self, source: &str, wait: Duration) -> Option<(Positions, ReplayTime)> {
         if !self.replays {
             return None;
         }
@@ -825,6 +831,7 @@ impl Run<'_> {
             handing_over: Arc::clone(&handing_over),
             replays: self.replays(),
             notes,
+            runtime: Arc::clone(&runtime),
         }))));
         if let Some(late) = &self.late {
             state.config_mut().set_extension(Arc::clone(late));
@@ -1095,18 +1102,23 @@ impl Run<'_> {
     }
 
     /// Whether the job rebuilds its windows by reading rows again when a Kafka source hands
-    /// partitions over (simple mode, one source, every row through a `TUMBLE` window).
+    /// partitions over (simple mode, one source, every row through a `TUMBLE` or `HOP` window).
     fn replays(&self) -> bool {
         self.barriers && self.job.sources.len() == 1 && self.job.plan_checkpoints.replays_for(&self.job.spec, self.cfg.mode)
     }
 
-    /// The event time before which every row is in windows emitted, from the operators' state
-    /// in `manifest`, in a job that replays.
-    fn replay_from(&self, manifest: &Manifest) -> Option<i64> {
+    /// The event time before which every row is in windows emitted, and how far the operators'
+    /// inputs had got, from the operators' state in `manifest`, in a job that replays.
+    fn replay_from(&self, manifest: &Manifest) -> Option<ReplayTime> {
         if !self.replays() || manifest.operators.is_empty() {
             return None;
         }
-        manifest.operators.iter().map(|o| o.meta.get("replay_from").and_then(serde_json::Value::as_i64)).collect::<Option<Vec<i64>>>()?.into_iter().min()
+        let min_of = |key: &str| -> Option<i64> {
+            manifest.operators.iter().map(|o| o.meta.get(key).and_then(serde_json::Value::as_i64)).collect::<Option<Vec<i64>>>()?.into_iter().min()
+        };
+        // (no hold: `TUMBLE` windows, or a checkpoint of an older version — a process taking a
+        // partition over then has nothing to wait for)
+        Some(ReplayTime { from: min_of("replay_from")?, hold: min_of("replay_hold").unwrap_or(i64::MIN) })
     }
 
     /// The checkpoint at the end of the input: everything has ended; the sinks prepare.

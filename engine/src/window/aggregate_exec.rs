@@ -14,7 +14,9 @@
 //! partial state is frozen, and a window is the merge of its panes' states, so a row is
 //! aggregated once, not once per window it belongs to. Session windows buffer their rows
 //! (evaluated columns only) until the watermark closes them. Rows whose window has already been
-//! emitted are late: they are counted (`late_rows_dropped`) and dropped.
+//! emitted are late: they are counted (`late_rows_dropped`) and dropped. A sliding row (`EMIT
+//! FINAL`) the watermark has passed counts in its windows still open, as in Flink; it is late
+//! only when all of them have closed.
 //!
 //! An unwindowed `GROUP BY` on a stream keeps every key it has seen, unless the job sets
 //! `'state.ttl'`: a key not updated for that long (processing time, as Flink's idle state
@@ -192,15 +194,17 @@ impl WindowAggregateExec {
         &self.config
     }
 
-    /// True when its state can be rebuilt by reading its rows again: a `TUMBLE` window emitting
-    /// final results, where a row at or after the start of the oldest open window is in no
-    /// window emitted. Two processes of a job over Kafka hand such windows over that way.
+    /// True when its state can be rebuilt by reading its rows again: a `TUMBLE` or `HOP` window
+    /// emitting final results. A row before the start of the oldest open window is in no
+    /// window still open; one after it counts only in the windows still open (a `HOP` row is
+    /// in several). Two processes of a job over Kafka hand such windows over that way.
     ///
     /// ```sql
     /// SELECT window_start, k, COUNT(*) FROM orders GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), k
+    /// SELECT window_start, k, SUM(qty) FROM orders GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND), k
     /// ```
     pub fn replays(&self) -> bool {
-        self.config.emit == EmitMode::Final && matches!(self.config.kind, WindowKind::Tumble { .. }) && self.config.time.is_some()
+        self.config.emit == EmitMode::Final && matches!(self.config.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. }) && self.config.time.is_some()
     }
 
     /// True when its rows need an operation of their own: `EMIT CHANGES` over `SESSION`
@@ -295,6 +299,9 @@ impl ExecutionPlan for WindowAggregateExec {
         let mut inputs = Inputs::new();
         let n = execute_inputs(&self.input, 0, &context, &mut inputs)?;
         let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
+        // (whether the job's processes hand these windows over is the runner's to say; the
+        // operator says how far it has emitted whenever it could)
+        let replays = self.replays() && checkpointing.is_some() && self.input.boundedness().is_unbounded();
         let (what, hint) = match self.config.kind {
             WindowKind::Global => (
                 "WindowAggregateExec (unwindowed GROUP BY)",
@@ -331,9 +338,12 @@ impl ExecutionPlan for WindowAggregateExec {
                 .filter(|_| config.watermark.advance_when_idle)
                 .map(|t| t.clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(200)));
             let expiry_every = config.expiry_every();
-            if changes || idle_every.is_some() || expiry_every.is_some() {
+            // a job rebuilding its `HOP` windows by reading rows again: the sources' frontiers
+            // move without rows while a partition taken over waits (see `ferris_connectors::kafka`)
+            let replays_every = (replays && matches!(config.kind, WindowKind::Hop { .. })).then_some(std::time::Duration::from_millis(50));
+            if changes || idle_every.is_some() || expiry_every.is_some() || replays_every.is_some() {
                 // a timer, so changes come out (and idle keys expire) even when the input goes quiet
-                let every = [changes.then_some(every), idle_every, expiry_every].into_iter().flatten().min().unwrap_or(every);
+                let every = [changes.then_some(every), idle_every, expiry_every, replays_every].into_iter().flatten().min().unwrap_or(every);
                 let ticks = futures::stream::unfold((), move |_| async move {
                     tokio::time::sleep(every).await;
                     Some((Input::Tick, ()))
@@ -374,6 +384,9 @@ impl ExecutionPlan for WindowAggregateExec {
                     }
                 };
                 memory.account(op.metrics.state_bytes.value())?;
+                if let Some(c) = checkpointing.as_ref().filter(|_| replays) {
+                    c.publish_emitted_before(op.cutoff());
+                }
                 let handed_on = !rows.is_empty();
                 if !out.batches(rows).await {
                     return Ok(());
@@ -481,7 +494,8 @@ struct Operator {
     panes: BTreeMap<i64, Groups>,
     /// Hop: frozen pane states, keyed by pane start.
     frozen: BTreeMap<i64, Emitted<Vec<ArrayRef>>>,
-    /// Hop: the first window start not yet emitted.
+    /// Hop: the first window start not yet closed (the windows before it were emitted, or
+    /// closed empty).
     next_window: Option<i64>,
     sessions: Option<SessionBuffer>,
     global: Option<Groups>,
@@ -574,9 +588,16 @@ impl Operator {
         let filters: Vec<bool> = config.filters.iter().map(Option::is_some).collect();
         // rows before this are in windows emitted (or were late): a process rebuilding the open
         // windows reads from the first row at or after it
-        let replay_from = matches!(config.kind, WindowKind::Tumble { .. }).then(|| self.cutoff());
+        let replays = matches!(config.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. });
+        let replay_from = replays.then(|| self.cutoff());
+        // how far the inputs had got: a process taking rows over lets its event time reach it
+        let wm = self.watermarks.current();
+        // (`HOP` only: a `TUMBLE` row read again is in open windows only, nothing to wait for)
+        let hop = matches!(config.kind, WindowKind::Hop { .. });
+        let replay_hold = hop.then(|| if wm == i64::MIN { wm } else { wm.saturating_add(config.watermark.delay_ms.unwrap_or(0)) });
         let meta = serde_json::json!({
             "replay_from": replay_from,
+            "replay_hold": replay_hold,
             "watermarks": self.watermarks.snapshot(),
             "next_window": self.next_window,
             "state_widths": widths,
@@ -592,6 +613,15 @@ impl Operator {
         let nkeys = spec.key_schema.fields().len();
         self.watermarks.restore(&state.meta["watermarks"]);
         self.next_window = state.meta["next_window"].as_i64();
+        if let WindowKind::Hop { size, slide } = config.kind {
+            // every window before the first open one is closed (a checkpoint of an older
+            // version may name an earlier one that closed empty)
+            let wm = self.watermarks.current();
+            if wm > i64::MIN && config.emit == EmitMode::Final {
+                let open = first_open_window(wm, size, slide);
+                self.next_window = Some(self.next_window.map_or(open, |n| n.max(open)));
+            }
+        }
         let widths: Vec<usize> = serde_json::from_value(state.meta["state_widths"].clone()).unwrap_or_default();
         if widths.len() != spec.aggs.len() {
             return internal_err!("the checkpoint holds {} aggregates' states, this window aggregate has {}", widths.len(), spec.aggs.len());
@@ -675,11 +705,12 @@ impl Operator {
         Ok(())
     }
 
-    /// Drops every open window (`TUMBLE`): their rows are read again, by this process or by
-    /// the one a Kafka hand-over gives their partitions to. The watermark stays.
+    /// Drops every open window (`TUMBLE`, `HOP`): their rows are read again, by this process or
+    /// by the one a Kafka hand-over gives their partitions to. The watermark stays.
     fn drop_open_windows(&mut self) {
-        if matches!(self.config.kind, WindowKind::Tumble { .. }) {
+        if matches!(self.config.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. }) {
             self.panes.clear();
+            self.frozen.clear();
             self.update_state_metrics();
         }
     }
@@ -691,6 +722,9 @@ impl Operator {
             return i64::MIN;
         }
         match self.config.kind {
+            // the first window still open: a row in it counts there (and in the later ones),
+            // not in the windows before it, emitted already
+            WindowKind::Hop { size, slide } if self.config.emit == EmitMode::Final => first_open_window(wm, size, slide),
             WindowKind::Tumble { .. } | WindowKind::Hop { .. } => {
                 let p = self.config.kind.pane();
                 // a pane ending at or before the watermark has been emitted or frozen
@@ -1014,6 +1048,14 @@ impl Operator {
     fn update_pane(&mut self, pane: i64, batch: &RecordBatch) -> Result<()> {
         let ev = self.config.evaluate(batch)?;
         let config = Arc::clone(&self.config);
+        if let Some(frozen) = self.frozen.remove(&pane) {
+            // a complete pane of a window still open (`HOP`): a row the watermark had passed,
+            // counted in the windows not emitted yet. The pane is live again until the next
+            // close freezes it (before any window is emitted)
+            let mut groups = Groups::new(&config.spec)?;
+            groups.merge(&config.spec, &frozen)?;
+            self.panes.insert(pane, groups);
+        }
         let groups = match self.panes.entry(pane) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => v.insert(Groups::new(&config.spec)?),
@@ -1113,8 +1155,31 @@ impl Operator {
                 entry.remove();
             }
         }
+        // every window before the first open one is closed now, emitted or empty: a row that
+        // comes later for one of them must not bring it out again
+        if wm > i64::MIN {
+            let open = first_open_window(wm, size, slide);
+            if self.next_window.is_none_or(|n| n < open) {
+                self.next_window = Some(open);
+                while let Some(entry) = self.frozen.first_entry() {
+                    if *entry.key() >= open {
+                        break;
+                    }
+                    entry.remove();
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// The start of the first `HOP(slide, size)` window still open at watermark `wm`: the first
+/// whose end is after it.
+fn first_open_window(wm: i64, size: i64, slide: i64) -> i64 {
+    if wm == i64::MIN {
+        return i64::MIN;
+    }
+    wm.saturating_sub(size).div_euclid(slide).saturating_mul(slide).saturating_add(slide)
 }
 
 /// The wall clock in Unix milliseconds (0 before 1970).
