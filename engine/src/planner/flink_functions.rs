@@ -435,12 +435,27 @@ impl ScalarUDFImpl for SplitIndex {
         string_coercion("SPLIT_INDEX", arg_types, &[2], "a string, a delimiter and a 0-based index: SPLIT_INDEX(url, '/', 3)", 3..=3)
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        // pieces of string views are views into the same buffers
+        Ok(if arg_types.first() == Some(&DataType::Utf8View) { DataType::Utf8View } else { DataType::Utf8 })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
+        if let (ColumnarValue::Array(s), Some(d), Some(n)) = (&args.args[0], one_byte_scalar(&args.args[1]), index_scalar(&args.args[2])) {
+            // the common case, a column split at a constant ASCII delimiter: no per-row
+            // arguments, and (string views) no copy of the pieces
+            if let Some(views) = s.as_string_view_opt() {
+                return Ok(ColumnarValue::Array(Arc::new(view_pieces(views, d, n))));
+            }
+            if let Some(strings) = s.as_string_opt::<i32>() {
+                let mut out = StringBuilder::with_capacity(rows, rows * 8);
+                for v in strings.iter() {
+                    out.append_option(v.and_then(|v| nth_piece(v, d, n)));
+                }
+                return Ok(ColumnarValue::Array(Arc::new(out.finish())));
+            }
+        }
         let a = arrays(&args.args, rows)?;
         let index = a[2].as_primitive::<Int64Type>();
         let mut out = StringBuilder::with_capacity(rows, rows * 8);
@@ -453,29 +468,89 @@ impl ScalarUDFImpl for SplitIndex {
                 _ => out.append_null(),
             }
         }
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        let out = out.finish();
+        if self.return_type(&[a[0].data_type().clone()])? == DataType::Utf8View {
+            return Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(&out, &DataType::Utf8View)?));
+        }
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
 
-/// The `n`-th piece of `s` split at the one-byte (ASCII) delimiter `d`: a plain scan, the
-/// fastest way over short strings such as URLs.
-fn nth_piece(s: &str, d: u8, n: usize) -> Option<&str> {
+/// A constant one-byte ASCII delimiter.
+fn one_byte_scalar(v: &ColumnarValue) -> Option<u8> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::Utf8(Some(d)) | ScalarValue::Utf8View(Some(d)) | ScalarValue::LargeUtf8(Some(d)))
+            if d.len() == 1 && d.is_ascii() =>
+        {
+            Some(d.as_bytes()[0])
+        }
+        _ => None,
+    }
+}
+
+/// A constant piece index, 0 or more.
+fn index_scalar(v: &ColumnarValue) -> Option<usize> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(n))) => usize::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// The `n`-th piece of every string of `strings` split at the ASCII byte `d`, as views into
+/// the same buffers (a piece of 12 bytes or less is inlined in its view, as Arrow wants).
+fn view_pieces(strings: &datafusion::arrow::array::StringViewArray, d: u8, n: usize) -> datafusion::arrow::array::StringViewArray {
+    use datafusion::arrow::array::builder::NullBufferBuilder;
+    use datafusion::arrow::array::{ByteView, StringViewArray};
+    use datafusion::arrow::buffer::ScalarBuffer;
+    let rows = strings.len();
+    let mut views: Vec<u128> = Vec::with_capacity(rows);
+    let mut nulls = NullBufferBuilder::new(rows);
+    for (i, &view) in strings.views().iter().enumerate() {
+        let piece = if strings.is_null(i) { None } else { piece_range(strings.value(i).as_bytes(), d, n) };
+        let Some((start, end)) = piece else {
+            views.push(0);
+            nulls.append_null();
+            continue;
+        };
+        let bytes = &strings.value(i).as_bytes()[start..end];
+        let len = view as u32;
+        let v = if bytes.len() <= 12 || len <= 12 {
+            // inlined (a string of 12 bytes or less has its bytes in the view, not a buffer)
+            datafusion::arrow::array::make_view(bytes, 0, 0)
+        } else {
+            let at = ByteView::from(view);
+            // `start` < `len` ≤ u32::MAX: the piece starts inside the string's bytes
+            datafusion::arrow::array::make_view(bytes, at.buffer_index, at.offset + start as u32)
+        };
+        views.push(v);
+        nulls.append_non_null();
+    }
+    // SAFETY: every view is either inlined from valid UTF-8 cut at an ASCII delimiter, or points
+    // at such a piece inside a buffer of `strings` (same buffers, same indices, in bounds)
+    unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), strings.data_buffers().to_vec(), nulls.finish()) }
+}
+
+/// Where the `n`-th piece of `s` split at the byte `d` lies.
+fn piece_range(s: &[u8], d: u8, n: usize) -> Option<(usize, usize)> {
     let mut start = 0;
     let mut k = 0;
-    for (i, &c) in s.as_bytes().iter().enumerate() {
+    for (i, &c) in s.iter().enumerate() {
         if c == d {
             if k == n {
-                return s.get(start..i);
+                return Some((start, i));
             }
             k += 1;
             start = i + 1;
         }
     }
-    if k == n {
-        s.get(start..)
-    } else {
-        None
-    }
+    (k == n).then_some((start, s.len()))
+}
+
+/// The `n`-th piece of `s` split at the one-byte (ASCII) delimiter `d`: a plain scan, the
+/// fastest way over short strings such as URLs.
+fn nth_piece(s: &str, d: u8, n: usize) -> Option<&str> {
+    let (start, end) = piece_range(s.as_bytes(), d, n)?;
+    s.get(start..end)
 }
 
 /// `REGEXP_EXTRACT(s, pattern [, group])`: the text of capture group `group` (0, the default:
@@ -543,6 +618,24 @@ impl ScalarUDFImpl for RegexpExtract {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn pieces_of_string_views_are_views_into_the_same_buffers() {
+        use datafusion::arrow::array::StringViewArray;
+        let long = "https://www.nexmark.com/abcdefghijklmnopqrstuv/wxyz0123456789abcdef/item.htm";
+        let values = vec![Some(long), Some("a/b"), None, Some("no-delimiter-at-all-here"), Some("a//b/"), Some("é/ü/ß"), Some(""), Some(long)];
+        let strings = StringViewArray::from(values.clone());
+        for n in 0..8 {
+            let got = view_pieces(&strings, b'/', n);
+            let want: Vec<Option<&str>> = values.iter().map(|v| v.and_then(|v| nth_piece(v, b'/', n))).collect();
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "piece {n}");
+            // long pieces point into the input's buffers: nothing copied
+            assert_eq!(got.data_buffers().len(), strings.data_buffers().len());
+        }
+        assert_eq!(nth_piece(long, b'/', 3), Some("abcdefghijklmnopqrstuv"));
+        assert_eq!(view_pieces(&strings, b'/', 3).value(0), "abcdefghijklmnopqrstuv");
+    }
+
     use super::*;
 
     async fn one(sql: &str) -> String {
