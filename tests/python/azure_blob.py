@@ -58,3 +58,7 @@ def main():
 
 if __name__ == "__main__":
     main()
+    # pyarrow's threads can abort the interpreter's shutdown ("terminate called without an
+    # active exception"): everything is printed, leave at once
+    sys.stdout.flush()
+    os._exit(0)

@@ -13,6 +13,7 @@ Credentials are the test account's (`testing`).
 import gzip
 import io
 import json
+import os
 import sys
 
 import boto3
@@ -77,3 +78,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # pyarrow's threads can abort the interpreter's shutdown ("terminate called without an
+    # active exception"): everything is printed, leave at once
+    sys.stdout.flush()
+    os._exit(0)
