@@ -445,15 +445,15 @@ impl ScalarUDFImpl for SplitIndex {
         if let (ColumnarValue::Array(s), Some(d), Some(n)) = (&args.args[0], one_byte_scalar(&args.args[1]), index_scalar(&args.args[2])) {
             // the common case, a column split at a constant ASCII delimiter: no per-row
             // arguments, and (string views) no copy of the pieces
-            if let Some(views) = s.as_string_view_opt() {
-                return Ok(ColumnarValue::Array(Arc::new(view_pieces(views, d, n))));
+            if let Some(pieces) = s.as_string_view_opt().and_then(|views| view_pieces(views, d, n)) {
+                return as_planned(Arc::new(pieces), &args);
             }
             if let Some(strings) = s.as_string_opt::<i32>() {
                 let mut out = StringBuilder::with_capacity(rows, rows * 8);
                 for v in strings.iter() {
                     out.append_option(v.and_then(|v| nth_piece(v, d, n)));
                 }
-                return Ok(ColumnarValue::Array(Arc::new(out.finish())));
+                return as_planned(Arc::new(out.finish()), &args);
             }
         }
         let a = arrays(&args.args, rows)?;
@@ -468,12 +468,18 @@ impl ScalarUDFImpl for SplitIndex {
                 _ => out.append_null(),
             }
         }
-        let out = out.finish();
-        if self.return_type(&[a[0].data_type().clone()])? == DataType::Utf8View {
-            return Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(&out, &DataType::Utf8View)?));
-        }
-        Ok(ColumnarValue::Array(Arc::new(out)))
+        as_planned(Arc::new(out.finish()), &args)
     }
+}
+
+/// `array` as the type the plan gave the function's result (its input's string type may differ
+/// from the planned one at run time).
+fn as_planned(array: ArrayRef, args: &ScalarFunctionArgs) -> Result<ColumnarValue> {
+    let planned = args.return_field.data_type();
+    if array.data_type() == planned {
+        return Ok(ColumnarValue::Array(array));
+    }
+    Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(&array, planned)?))
 }
 
 /// A constant string (not NULL).
@@ -516,13 +522,15 @@ fn index_scalar(v: &ColumnarValue) -> Option<usize> {
 
 /// The `n`-th piece of every string of `strings` split at the ASCII byte `d`, as views into
 /// the same buffers (a piece of 12 bytes or less is inlined in its view, as Arrow wants).
-fn view_pieces(strings: &datafusion::arrow::array::StringViewArray, d: u8, n: usize) -> datafusion::arrow::array::StringViewArray {
+/// `None` should a piece lie beyond what a view can address (the caller copies instead).
+fn view_pieces(strings: &datafusion::arrow::array::StringViewArray, d: u8, n: usize) -> Option<datafusion::arrow::array::StringViewArray> {
     use datafusion::arrow::array::builder::NullBufferBuilder;
     use datafusion::arrow::array::{ByteView, StringViewArray};
     use datafusion::arrow::buffer::ScalarBuffer;
     let rows = strings.len();
     let mut views: Vec<u128> = Vec::with_capacity(rows);
     let mut nulls = NullBufferBuilder::new(rows);
+    let mut in_buffers = false;
     for (i, &view) in strings.views().iter().enumerate() {
         let piece = if strings.is_null(i) { None } else { piece_range(strings.value(i).as_bytes(), d, n) };
         let Some((start, end)) = piece else {
@@ -537,15 +545,19 @@ fn view_pieces(strings: &datafusion::arrow::array::StringViewArray, d: u8, n: us
             datafusion::arrow::array::make_view(bytes, 0, 0)
         } else {
             let at = ByteView::from(view);
-            // `start` < `len` ≤ u32::MAX: the piece starts inside the string's bytes
-            datafusion::arrow::array::make_view(bytes, at.buffer_index, at.offset + start as u32)
+            in_buffers = true;
+            // the piece starts inside the string's bytes, inside its buffer
+            let offset = u32::try_from(start).ok().and_then(|start| at.offset.checked_add(start))?;
+            datafusion::arrow::array::make_view(bytes, at.buffer_index, offset)
         };
         views.push(v);
         nulls.append_non_null();
     }
     // SAFETY: every view is either inlined from valid UTF-8 cut at an ASCII delimiter, or points
     // at such a piece inside a buffer of `strings` (same buffers, same indices, in bounds)
-    unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), strings.data_buffers().to_vec(), nulls.finish()) }
+    // (every piece inlined: the input's buffers are not kept alive for nothing)
+    let buffers = if in_buffers { strings.data_buffers().to_vec() } else { Vec::new() };
+    Some(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), buffers, nulls.finish()) })
 }
 
 /// Where the `n`-th piece of `s` split at the byte `d` lies.
@@ -628,12 +640,22 @@ impl ScalarUDFImpl for RegexpExtract {
         if let (ColumnarValue::Array(strings), Some(pattern), Some(group)) = (&args.args[0], string_scalar(&args.args[1]), group_scalar(args.args.get(2))) {
             // the common case, a column and a constant pattern and group: compiled once, the
             // capture positions found without a new allocation per row
-            let re = regex::Regex::new(pattern).or_else(|e| exec_err!("REGEXP_EXTRACT: invalid pattern '{pattern}': {e}"))?;
-            let mut locations = re.capture_locations();
+            // (compiled at the first row that needs it, as row by row: a bad pattern over NULLs
+            // only is no error)
+            let mut compiled: Option<(regex::Regex, regex::CaptureLocations)> = None;
             let mut out = StringBuilder::with_capacity(rows, rows * 8);
             for s in string_values(strings)? {
                 let value = match (s, group) {
-                    (Some(s), Some(g)) => re.captures_read(&mut locations, s).and_then(|_| locations.get(g)).and_then(|(from, to)| s.get(from..to)),
+                    (Some(s), Some(g)) => {
+                        if compiled.is_none() {
+                            let re = regex::Regex::new(pattern).or_else(|e| exec_err!("REGEXP_EXTRACT: invalid pattern '{pattern}': {e}"))?;
+                            let locations = re.capture_locations();
+                            compiled = Some((re, locations));
+                        }
+                        compiled
+                            .as_mut()
+                            .and_then(|(re, locations)| re.captures_read(locations, s).and_then(|_| locations.get(g)).and_then(|(from, to)| s.get(from..to)))
+                    }
                     _ => None,
                 };
                 out.append_option(value);
@@ -717,6 +739,9 @@ mod tests {
             let per_row = all(format!("SELECT REGEXP_EXTRACT(column1, column2, {group}) AS v FROM (VALUES {rows})")).await;
             assert_eq!(constant, per_row, "group {group}");
         }
+        // a bad pattern is an error only where a row needs it
+        let nulls = all("SELECT REGEXP_EXTRACT(CAST(column1 AS VARCHAR), '(', 1) IS NULL AS v FROM (VALUES (NULL), (NULL))".to_string()).await;
+        assert!(nulls.contains("| true"), "{nulls}");
         let two = all(format!("SELECT REGEXP_EXTRACT(column1, '(&|^)channel_id=([^&]*)', 2) AS v FROM (VALUES {rows})")).await;
         assert!(two.contains("| 42 ") && two.contains("| 7 "), "{two}");
     }
@@ -728,14 +753,33 @@ mod tests {
         let values = vec![Some(long), Some("a/b"), None, Some("no-delimiter-at-all-here"), Some("a//b/"), Some("é/ü/ß"), Some(""), Some(long)];
         let strings = StringViewArray::from(values.clone());
         for n in 0..8 {
-            let got = view_pieces(&strings, b'/', n);
+            let got = view_pieces(&strings, b'/', n).unwrap();
             let want: Vec<Option<&str>> = values.iter().map(|v| v.and_then(|v| nth_piece(v, b'/', n))).collect();
             assert_eq!(got.iter().collect::<Vec<_>>(), want, "piece {n}");
             // long pieces point into the input's buffers: nothing copied
-            assert_eq!(got.data_buffers().len(), strings.data_buffers().len());
+            let long_pieces = got.iter().flatten().any(|p| p.len() > 12);
+            assert_eq!(got.data_buffers().len(), if long_pieces { strings.data_buffers().len() } else { 0 }, "piece {n}");
         }
         assert_eq!(nth_piece(long, b'/', 3), Some("abcdefghijklmnopqrstuv"));
-        assert_eq!(view_pieces(&strings, b'/', 3).value(0), "abcdefghijklmnopqrstuv");
+        assert_eq!(view_pieces(&strings, b'/', 3).unwrap().value(0), "abcdefghijklmnopqrstuv");
+        // a slice, and strings over several small buffers: valid arrays, the same pieces
+        let mut builder = datafusion::arrow::array::StringViewBuilder::new().with_fixed_block_size(64);
+        for v in &values {
+            builder.append_option(*v);
+        }
+        let blocks = builder.finish();
+        assert!(blocks.data_buffers().len() > 1);
+        for input in [blocks.slice(1, 6), strings.slice(3, 5), blocks] {
+            for n in 0..6 {
+                let got = view_pieces(&input, b'/', n).unwrap();
+                got.to_data().validate_full().unwrap();
+                let want: Vec<Option<&str>> = input.iter().map(|v| v.and_then(|v| nth_piece(v, b'/', n))).collect();
+                assert_eq!(got.iter().collect::<Vec<_>>(), want, "piece {n}");
+                if got.iter().flatten().all(|p| p.len() <= 12) {
+                    assert!(got.data_buffers().is_empty(), "inlined pieces keep no buffer alive");
+                }
+            }
+        }
     }
 
     use super::*;
