@@ -180,22 +180,30 @@ async fn each_file_keeps_its_own_watermark() {
     assert_same_rows("two files", &file_rows(&tmp.path().join("out.jsonl")), &batch_rows(&ctx, CASES[0].2).await);
 }
 
+/// Runs `SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY
+/// {window}` over `rows` (event time, amount), read one at a time with no watermark delay, into
+/// `out.jsonl` under `dir` (`extra`: more `WITH` keys); returns the run, checked to succeed.
+fn run_late_rows(dir: &Path, rows: &[(i64, i64)], window: &str, extra: &str) -> Run {
+    let data = dir.join("late.jsonl");
+    std::fs::write(&data, rows.iter().map(|(t, a)| format!("{{\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
+    let sql = format!(
+        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY {window} \
+         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
+         'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl'{extra});",
+        data.display(),
+        dir.display()
+    );
+    let run = run_sql(dir, &sql);
+    assert_ok(&run);
+    run
+}
+
 #[test]
 fn late_rows_are_counted_and_dropped() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("late.jsonl");
     // 10 s windows, no delay: the row at 3 s comes after the watermark reached 25 s
     let rows = [(1_000, 1), (12_000, 2), (25_000, 3), (3_000, 100), (26_000, 4), (41_000, 5)];
-    std::fs::write(&data, rows.iter().map(|(t, a)| format!("{{\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
-    let sql = format!(
-        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND) \
-         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
-         'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
-        data.display(),
-        tmp.path().display()
-    );
-    let run = run_sql(tmp.path(), &sql);
-    assert_ok(&run);
+    let run = run_late_rows(tmp.path(), &rows, "TUMBLE(ts, INTERVAL '10' SECOND)", "");
     assert!(run.stderr.contains("1 late rows dropped"), "{}", run.stderr);
     let got = file_rows(&tmp.path().join("out.jsonl"));
     let want = canonical_lines(
@@ -213,21 +221,11 @@ fn late_rows_are_counted_and_dropped() {
 #[test]
 fn hop_rows_late_for_some_windows_count_in_the_open_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("late.jsonl");
     // 10 s windows every 5 s, no delay; the row at 108 s comes when the watermark is at 125 s
     // (its windows [100, 110) and [105, 115) closed: late); the one at 121 s when it is at
     // 126 s ([115, 125) closed, empty; [120, 130) open: counted there)
     let rows = [(101_000, 1), (112_000, 2), (125_000, 3), (108_000, 100), (126_000, 4), (121_000, 50), (141_000, 5)];
-    std::fs::write(&data, rows.iter().map(|(t, a)| format!("{{\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
-    let sql = format!(
-        "SELECT window_start, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND) \
-         INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
-         'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
-        data.display(),
-        tmp.path().display()
-    );
-    let run = run_sql(tmp.path(), &sql);
-    assert_ok(&run);
+    let run = run_late_rows(tmp.path(), &rows, "HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)", "");
     assert!(run.stderr.contains("1 late rows dropped"), "{}", run.stderr);
     let want = canonical_lines(
         "{\"window_start\":\"1970-01-01T00:01:35\",\"n\":1,\"total\":1}\n\
