@@ -224,6 +224,20 @@ fn format_numeric(input: &ColumnarValue, pieces: &[Piece], rows: usize) -> Resul
         DataType::Timestamp(TimeUnit::Nanosecond, _) => Box::new(array.as_primitive::<TimestampNanosecondType>().iter()),
         _ => Box::new(array.as_primitive::<Date32Type>().iter().map(|d| d.map(i64::from))),
     };
+    // the finest field of the pattern: rows in the same day (minute, …) as the row before are
+    // that row's text again (a batch of events is mostly one day: q15–q17 format `yyyy-MM-dd`)
+    let unit_secs: Option<i64> = if pieces.contains(&Piece::Millis) {
+        None
+    } else if pieces.contains(&Piece::Second) {
+        Some(1)
+    } else if pieces.contains(&Piece::Minute) {
+        Some(60)
+    } else if pieces.contains(&Piece::Hour) {
+        Some(3_600)
+    } else {
+        Some(86_400)
+    };
+    let mut last: Option<i64> = None;
     let mut out = StringBuilder::with_capacity(rows, rows * 16);
     let mut buf = String::with_capacity(32);
     for v in values {
@@ -232,6 +246,14 @@ fn format_numeric(input: &ColumnarValue, pieces: &[Piece], rows: usize) -> Resul
             continue;
         };
         let (secs, millis) = if per_second == 0 { (v * 86_400, 0) } else { (v.div_euclid(per_second), v.rem_euclid(per_second) * 1000 / per_second) };
+        if let Some(unit) = unit_secs {
+            let key = secs.div_euclid(unit);
+            if last == Some(key) {
+                out.append_value(&buf);
+                continue;
+            }
+            last = Some(key);
+        }
         let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
         let (y, m, d) = civil_from_days(days);
         buf.clear();
@@ -850,14 +872,27 @@ mod tests {
             let parts = ["yyyy", "MM", "dd", "HH", "mm", "ss", "SSS", "-", ":", " ", "/", "'at'"];
             let pattern: String = tokens.iter().map(|&t| parts[t]).collect();
             let Some(pieces) = numeric_pattern(&pattern) else { return Ok(()) };
-            let array: ArrayRef = Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(vec![ms]));
-            let Ok(Some(ColumnarValue::Array(out))) = format_numeric(&ColumnarValue::Array(array), &pieces, 1) else {
+            // neighbours in the same millisecond, second, minute, hour and day, and across them
+            // (a row formats as the one before only when they share the pattern's finest field)
+            let times: Vec<Option<i64>> = [0, 0, 1, 999, 1_000, 59_999, 60_000, 3_599_999, 3_600_000, 86_399_999, 86_400_000, -1]
+                .iter()
+                .map(|d| Some(ms + d))
+                .chain([None, Some(ms)])
+                .collect();
+            let array: ArrayRef = Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(times.clone()));
+            let Ok(Some(ColumnarValue::Array(out))) = format_numeric(&ColumnarValue::Array(array), &pieces, times.len()) else {
                 return Err(proptest::test_runner::TestCaseError::fail("no result"));
             };
             let chrono_pattern = java_pattern_to_chrono(&pattern).unwrap_or_default();
-            let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else { return Ok(()) };
-            let want = t.format(&chrono_pattern).to_string();
-            proptest::prop_assert_eq!(out.as_string::<i32>().value(0), want.as_str(), "{} at {}", pattern, ms);
+            for (i, t) in times.iter().enumerate() {
+                let Some(t) = t else {
+                    proptest::prop_assert!(out.is_null(i));
+                    continue;
+                };
+                let Some(at) = chrono::DateTime::from_timestamp_millis(*t) else { return Ok(()) };
+                let want = at.format(&chrono_pattern).to_string();
+                proptest::prop_assert_eq!(out.as_string::<i32>().value(i), want.as_str(), "{} at {}", pattern, t);
+            }
         }
     }
 
