@@ -335,13 +335,7 @@ impl ReadPositions {
         let ready: Vec<(String, i32)> = taken.iter().filter(|(_, (before, _))| emitted_before.is_none_or(|e| e >= *before)).map(|(k, _)| k.clone()).collect();
         for k in &ready {
             taken.remove(k);
-            for t in &self.times {
-                if let Some(pt) = lock(t).get_mut(k) {
-                    pt.max = None;
-                    pt.last = std::time::Instant::now();
-                }
-            }
-            self.hold_replay(k);
+            self.read_again(k);
         }
         self.any_taken.store(!taken.is_empty(), Ordering::Release);
         ready.len()
@@ -381,6 +375,12 @@ impl ReadPositions {
                 c.insert(pk.clone(), serde_json::Value::from(from));
             }
         }
+        self.read_again(key);
+    }
+
+    /// `key`'s rows come again (sought back, or let go after a take-over): its event time is
+    /// unknown until they do, and it holds event time back meanwhile.
+    fn read_again(&self, key: &(String, i32)) {
         for t in &self.times {
             if let Some(pt) = lock(t).get_mut(key) {
                 pt.max = None;
@@ -628,7 +628,7 @@ impl GroupShared {
                 self.positions.hold_replay(&key);
             }
             let gate = self.positions.replays().assigned(key.clone(), meta.as_deref());
-            if let Some((before, hold)) = gate.filter(|&(before, _)| before > i64::MIN) {
+            if let Some((before, hold)) = gate {
                 debug!(source = %self.name, "{}/{}: read once this process has emitted its windows before {before}", key.0, key.1);
                 self.positions.take_over(key, before, hold);
             }

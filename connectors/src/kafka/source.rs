@@ -713,10 +713,11 @@ impl Reader {
             *strays = kept;
         }
         let queues = slot.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let skip: Vec<bool> = queues.iter().map(|q| waiting && positions.is_taken(&q.topic, q.partition)).collect();
+        // (no allocation unless a partition waits: this runs for every batch)
+        let skip: Vec<bool> = if waiting { queues.iter().map(|q| positions.is_taken(&q.topic, q.partition)).collect() } else { Vec::new() };
         loop {
             let mut round = 0;
-            for (q, _) in queues.iter().zip(&skip).filter(|(_, s)| !**s) {
+            for (_, q) in queues.iter().enumerate().filter(|(i, _)| !skip.get(*i).copied().unwrap_or(false)) {
                 for _ in 0..PER_QUEUE_TURN {
                     match q.queue.poll(Duration::ZERO) {
                         Some(Ok(msg)) => {

@@ -312,12 +312,8 @@ impl ScalarUDFImpl for DateFormat {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let Some(ColumnarValue::Scalar(pattern)) = args.args.get(1) else {
+        let Some(pattern) = args.args.get(1).and_then(string_scalar).map(str::to_string) else {
             return exec_err!("DATE_FORMAT needs its pattern as a literal: DATE_FORMAT(ts, 'yyyy-MM-dd')");
-        };
-        let pattern = match pattern {
-            ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)) => p.clone(),
-            _ => return exec_err!("DATE_FORMAT needs its pattern as a literal: DATE_FORMAT(ts, 'yyyy-MM-dd')"),
         };
         if let Some(fields) = numeric_pattern(&pattern) {
             if let Some(out) = format_numeric(&args.args[0], &fields, args.number_rows)? {
@@ -524,12 +520,8 @@ fn group_scalar(v: Option<&ColumnarValue>) -> Option<Option<usize>> {
 
 /// A constant one-byte ASCII delimiter.
 fn one_byte_scalar(v: &ColumnarValue) -> Option<u8> {
-    match v {
-        ColumnarValue::Scalar(ScalarValue::Utf8(Some(d)) | ScalarValue::Utf8View(Some(d)) | ScalarValue::LargeUtf8(Some(d)))
-            if d.len() == 1 && d.is_ascii() =>
-        {
-            Some(d.as_bytes()[0])
-        }
+    match *string_scalar(v)?.as_bytes() {
+        [d] if d.is_ascii() => Some(d),
         _ => None,
     }
 }

@@ -616,10 +616,8 @@ impl Operator {
         if let WindowKind::Hop { size, slide } = config.kind {
             // every window before the first open one is closed (a checkpoint of an older
             // version may name an earlier one that closed empty)
-            let wm = self.watermarks.current();
-            if wm > i64::MIN && config.emit == EmitMode::Final {
-                let open = first_open_window(wm, size, slide);
-                self.next_window = Some(self.next_window.map_or(open, |n| n.max(open)));
+            if config.emit == EmitMode::Final {
+                self.skip_closed_windows(size, slide);
             }
         }
         let widths: Vec<usize> = serde_json::from_value(state.meta["state_widths"].clone()).unwrap_or_default();
@@ -1157,19 +1155,27 @@ impl Operator {
         }
         // every window before the first open one is closed now, emitted or empty: a row that
         // comes later for one of them must not bring it out again
-        if wm > i64::MIN {
-            let open = first_open_window(wm, size, slide);
-            if self.next_window.is_none_or(|n| n < open) {
-                self.next_window = Some(open);
-                while let Some(entry) = self.frozen.first_entry() {
-                    if *entry.key() >= open {
-                        break;
-                    }
-                    entry.remove();
+        self.skip_closed_windows(size, slide);
+        Ok(())
+    }
+
+    /// `HOP`: the next window to emit is at least the first one the watermark leaves open
+    /// (those before it are closed, emitted or empty), and the panes only they need go.
+    fn skip_closed_windows(&mut self, size: i64, slide: i64) {
+        let wm = self.watermarks.current();
+        if wm == i64::MIN {
+            return;
+        }
+        let open = first_open_window(wm, size, slide);
+        if self.next_window.is_none_or(|n| n < open) {
+            self.next_window = Some(open);
+            while let Some(entry) = self.frozen.first_entry() {
+                if *entry.key() >= open {
+                    break;
                 }
+                entry.remove();
             }
         }
-        Ok(())
     }
 }
 
