@@ -138,9 +138,19 @@ fn kafka_with(name: &str, topic: &str, extra: &str) -> String {
     let group = if extra.contains(".group.id'") { String::new() } else { format!(", '{name}.group.id' = '{}'", unique("group")) };
     format!(
         "'{name}.type' = 'kafka_source', '{name}.bootstrap.servers' = '{}', '{name}.topic' = '{topic}', \
-         '{name}.value.format' = 'json', '{name}.session.timeout.ms' = '6000', '{name}.commit.interval' = '200ms'{group}{extra}",
+         '{name}.value.format' = 'json', '{name}.session.timeout.ms' = '6000', '{name}.heartbeat.interval.ms' = '1000', \
+         '{name}.commit.interval' = '200ms'{group}{extra}",
         bootstrap()
     )
+}
+
+/// Tests of several processes in one consumer group run one at a time: each leans on the
+/// broker's group coordinator and on timing (session timeouts, hand-over holds), and on a
+/// loaded machine two of them side by side starved each other's heartbeats (a session expired,
+/// and tansu left the member without partitions for a minute).
+fn one_group_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 const ORDER_SCHEMA: &str = "id BIGINT, customer VARCHAR, amount DOUBLE, region VARCHAR";
@@ -348,6 +358,7 @@ async fn commit_and_restart_loses_nothing() {
 /// over its partitions and every message is processed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_and_take_over() {
+    let _alone = one_group_test_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let input = unique("scale");
     create_topic(&input, 4);
@@ -733,6 +744,7 @@ fn duplicates_and_missing(counts: &BTreeMap<i64, usize>, want: &BTreeSet<i64>) -
 /// (the job is run again and again from a fresh group; `FERRIS_KAFKA_RUNS`, default 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_duplicates_from_a_healthy_job() {
+    let _alone = one_group_test_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let input = unique("nodup");
     create_topic(&input, 3);
@@ -773,6 +785,7 @@ async fn no_duplicates_from_a_healthy_job() {
 /// first, so their outputs together hold every message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_hand_partitions_over_exactly() {
+    let _alone = one_group_test_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     let input = unique("handover");
     create_topic(&input, 4);
@@ -938,6 +951,7 @@ async fn two_processes_hand_hop_windows_over_after_a_kill() {
 }
 
 fn two_processes_hand_windows_over(servers: &str, input: &str, kill: bool, hop: bool) {
+    let _alone = one_group_test_at_a_time();
     let tmp = tempfile::tempdir().unwrap();
     // the mock cluster takes its time to hand a killed member's partitions over; the survivor
     // holds event time back for twice the session timeout, so their rows are not late then
