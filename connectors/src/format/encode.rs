@@ -15,6 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as PqCompression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+use super::csv_writer::CsvLayout;
 use super::FileFormat;
 use crate::error::{ConnectorError, Result};
 use crate::properties::Properties;
@@ -85,8 +86,10 @@ impl Compression {
 pub fn write_text<W: Write>(format: FileFormat, batch: &RecordBatch, out: W, header: bool, context: &str) -> Result<()> {
     match format {
         FileFormat::Csv { has_headers, delimiter, quote } => {
-            let mut w = arrow_csv::WriterBuilder::new().with_header(has_headers && header).with_delimiter(delimiter).with_quote(quote).build(out);
-            w.write(batch).map_err(|e| ConnectorError::arrow(context, e))
+            let mut bytes = Vec::new();
+            CsvLayout::new(delimiter, quote).encode(batch, has_headers && header, &mut bytes).map_err(|e| ConnectorError::arrow(context, e))?;
+            let mut out = out;
+            out.write_all(&bytes).map_err(|e| ConnectorError::arrow(context, e.into()))
         }
         _ => {
             let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(out);

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod avro;
+pub mod csv_writer;
 pub mod decode;
 pub mod encode;
 pub mod file_format;
