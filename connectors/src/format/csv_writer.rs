@@ -15,8 +15,8 @@
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, LargeStringArray, StringArray, StringViewArray};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -283,10 +283,10 @@ fn write_timestamp(v: i64, per_second: i64, days: &mut DayMemo, out: &mut Vec<u8
         19
     } else {
         t[19] = b'.';
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             put_digits(&mut t[20..23], nanos / 1_000_000);
             23
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             put_digits(&mut t[20..26], nanos / 1_000);
             26
         } else {
@@ -303,8 +303,8 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{
-        BinaryArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, Int8Array,
-        TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray, UInt64Array, UInt8Array,
+        BinaryArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, Int8Array, TimestampMicrosecondArray,
+        TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray, UInt64Array, UInt8Array,
     };
     use arrow::datatypes::{Field, Schema};
     use proptest::prelude::*;
@@ -407,7 +407,10 @@ mod tests {
         ]);
         let sliced = batch.slice(1, 3);
         assert_eq!(ours(&sliced, true, b',', b'"').unwrap(), arrow_csv_bytes(&sliced, true, b',', b'"').unwrap());
-        assert_eq!(String::from_utf8(ours(&sliced, false, b',', b'"').unwrap()).unwrap(), ",\"b,c\",2026-01-01T00:00:00.123\n3,,\n4,\"d\"\"e\",1969-12-31T23:59:59.999\n");
+        assert_eq!(
+            String::from_utf8(ours(&sliced, false, b',', b'"').unwrap()).unwrap(),
+            ",\"b,c\",2026-01-01T00:00:00.123\n3,,\n4,\"d\"\"e\",1969-12-31T23:59:59.999\n"
+        );
     }
 
     /// A nested column is refused, as arrow-csv refuses it.
