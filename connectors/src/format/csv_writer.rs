@@ -34,7 +34,15 @@ pub struct CsvLayout {
     quote: u8,
     /// The bytes that make a field quoted.
     special: [bool; 256],
+    /// Whether a number, boolean, date or timestamp can hold a byte that makes a field
+    /// quoted (a delimiter or quote such as `:`, `-`, `.` or a digit): their text is then
+    /// checked as a string's is.
+    typed_quoted: bool,
 }
+
+/// Every byte the texts of numbers, booleans, dates and timestamps are made of (`-1.5e-7`,
+/// `NaN`, `inf`, `true`, `false`, `2026-12-01T18:34:05.123`).
+const TYPED_BYTES: &[u8] = b"0123456789+-.:TeENaninftruefals";
 
 impl CsvLayout {
     /// A layout with `delimiter` and `quote`.
@@ -43,7 +51,8 @@ impl CsvLayout {
         for b in [delimiter, quote, b'\r', b'\n'] {
             special[b as usize] = true;
         }
-        Self { delimiter, quote, special }
+        let typed_quoted = TYPED_BYTES.iter().any(|b| special[*b as usize]);
+        Self { delimiter, quote, special, typed_quoted }
     }
 
     /// Appends `batch` to `out` as CSV lines, after a header line of its column names when
@@ -60,6 +69,14 @@ impl CsvLayout {
                 Column::new(a, &options)
             })
             .collect::<Result<Vec<_>, ArrowError>>()?;
+        if columns.is_empty() {
+            // a line of no field is an empty field alone: `""`, as the csv crate writes it
+            let lines = batch.num_rows() + usize::from(header);
+            for _ in 0..lines {
+                out.extend_from_slice(&[self.quote, self.quote, b'\n']);
+            }
+            return Ok(());
+        }
         let alone = columns.len() == 1;
         if header {
             let schema = batch.schema();
@@ -79,8 +96,13 @@ impl CsvLayout {
                 if i > 0 {
                     out.push(self.delimiter);
                 }
+                let start = out.len();
                 c.write(self, row, alone, out, &mut scratch, &mut days)
                     .map_err(|e| ArrowError::CsvError(format!("Error processing row {}, col {}: {e}", row + 1, i + 1)))?;
+                if self.typed_quoted && c.typed() && !c.is_null(row) && out[start..].iter().any(|b| self.special[*b as usize]) {
+                    let text = out.split_off(start);
+                    self.field(&text, alone, out);
+                }
             }
             out.push(b'\n');
         }
@@ -219,9 +241,18 @@ impl<'a> Column<'a> {
         Ok(Self { nulls: a.nulls(), kind, general })
     }
 
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.is_some_and(|n| n.is_null(row))
+    }
+
+    /// Whether values are written by type, without the quoting check of [`CsvLayout::field`].
+    fn typed(&self) -> bool {
+        !matches!(self.kind, Kind::Utf8(_) | Kind::LargeUtf8(_) | Kind::Utf8View(_) | Kind::General)
+    }
+
     #[inline]
     fn write(&self, layout: &CsvLayout, row: usize, alone: bool, out: &mut Vec<u8>, scratch: &mut String, days: &mut DayMemo) -> Result<(), ArrowError> {
-        if self.nulls.is_some_and(|n| n.is_null(row)) {
+        if self.is_null(row) {
             layout.field(b"", alone, out);
             return Ok(());
         }
@@ -240,17 +271,26 @@ impl<'a> Column<'a> {
             Kind::Utf8(a) => layout.field(a.value(row).as_bytes(), alone, out),
             Kind::LargeUtf8(a) => layout.field(a.value(row).as_bytes(), alone, out),
             Kind::Utf8View(a) => layout.field(a.value(row).as_bytes(), alone, out),
+            // (chrono's text of other years is of the same bytes: quoted, if at all, by the
+            // caller's check of typed values)
             Kind::Date32(v) => match days.text(i64::from(v[row])) {
                 Some(t) => out.extend_from_slice(t),
-                None => self.general_value(layout, row, alone, out, scratch)?,
+                None => self.general_raw(row, out, scratch)?,
             },
             Kind::Timestamp(v, per_second) => {
                 if !write_timestamp(v[row], *per_second, days, out) {
-                    self.general_value(layout, row, alone, out, scratch)?;
+                    self.general_raw(row, out, scratch)?;
                 }
             }
             Kind::General => self.general_value(layout, row, alone, out, scratch)?,
         }
+        Ok(())
+    }
+
+    fn general_raw(&self, row: usize, out: &mut Vec<u8>, scratch: &mut String) -> Result<(), ArrowError> {
+        scratch.clear();
+        self.general.value(row).write(scratch)?;
+        out.extend_from_slice(scratch.as_bytes());
         Ok(())
     }
 
@@ -350,7 +390,7 @@ mod tests {
                 0..3usize, prop::option::of(-800_000i32..3_000_000),
             ), 0..40),
             header in any::<bool>(),
-            layout in prop::sample::select(vec![(b',', b'"'), (b';', b'\''), (b'\t', b'"'), (b'|', b'"')]),
+            layout in prop::sample::select(vec![(b',', b'"'), (b';', b'\''), (b'\t', b'"'), (b'|', b'"'), (b':', b'"'), (b'-', b'\''), (b',', b'.'), (b'1', b'"'), (b'e', b't'), (b'T', b'N')]),
         ) {
             let ts: Vec<Option<i64>> = rows.iter().map(|r| r.7.map(|v| if r.8 == 0 { v } else { v / 1000 * 1000 })).collect();
             let batch = batch_of(vec![
@@ -411,6 +451,16 @@ mod tests {
             String::from_utf8(ours(&sliced, false, b',', b'"').unwrap()).unwrap(),
             ",\"b,c\",2026-01-01T00:00:00.123\n3,,\n4,\"d\"\"e\",1969-12-31T23:59:59.999\n"
         );
+    }
+
+    /// A batch of no column: a line of `""` per row, as arrow-csv writes it.
+    #[test]
+    fn a_batch_of_no_columns_writes_empty_fields() {
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(2));
+        let batch = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &options).unwrap();
+        for header in [true, false] {
+            assert_eq!(ours(&batch, header, b',', b'"').unwrap(), arrow_csv_bytes(&batch, header, b',', b'"').unwrap());
+        }
     }
 
     /// A nested column is refused, as arrow-csv refuses it.

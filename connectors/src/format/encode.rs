@@ -88,8 +88,10 @@ pub fn write_text<W: Write>(format: FileFormat, batch: &RecordBatch, out: W, hea
         FileFormat::Csv { has_headers, delimiter, quote } => {
             let mut bytes = Vec::new();
             CsvLayout::new(delimiter, quote).encode(batch, has_headers && header, &mut bytes).map_err(|e| ConnectorError::arrow(context, e))?;
+            // flushed per batch, as arrow-csv's writer did (a gzip stream: a sync flush, so
+            // the rows so far are in the file)
             let mut out = out;
-            out.write_all(&bytes).map_err(|e| ConnectorError::arrow(context, e.into()))
+            out.write_all(&bytes).and_then(|()| out.flush()).map_err(|e| ConnectorError::arrow(context, e.into()))
         }
         _ => {
             let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(out);

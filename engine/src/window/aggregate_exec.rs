@@ -524,7 +524,7 @@ fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>
     }
     let mut out = Vec::new();
     let mut run: Vec<RecordBatch> = Vec::new();
-    let mut rows = 0;
+    let (mut rows, mut bytes) = (0, 0);
     let flush = |run: &mut Vec<RecordBatch>, out: &mut Vec<RecordBatch>| -> Result<()> {
         match run.len() {
             0 => {}
@@ -537,16 +537,22 @@ fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>
         Ok(())
     };
     for b in batches {
-        if run.first().is_some_and(|f| rows + b.num_rows() > target || f.schema() != b.schema()) {
+        let size = b.get_array_memory_size();
+        // (a byte bound too: long strings joined could pass the 2 GiB of a string column)
+        if run.first().is_some_and(|f| rows + b.num_rows() > target || bytes + size > COALESCE_BYTES || f.schema() != b.schema()) {
             flush(&mut run, &mut out)?;
-            rows = 0;
+            (rows, bytes) = (0, 0);
         }
         rows += b.num_rows();
+        bytes += size;
         run.push(b);
     }
     flush(&mut run, &mut out)?;
     Ok(out)
 }
+
+/// Output batches are joined up to this many bytes.
+const COALESCE_BYTES: usize = 16 << 20;
 
 /// Up to this many panes, the state's size is summed after every batch.
 const SIZED_EVERY_BATCH: usize = 64;
@@ -882,7 +888,9 @@ impl Operator {
     }
 
     /// Sets the state gauges (groups, bytes: what the job's memory limit counts). With more
-    /// than [`SIZED_EVERY_BATCH`] panes, at most every 100 ms: summing every pane's size for
+    /// than [`SIZED_EVERY_BATCH`] panes, at most every 100 ms while the state only grows (at
+    /// once after windows close; the limit may be passed by 100 ms of growth before the job
+    /// stops): summing every pane's size for
     /// every batch cost more than the updates (windows of a bounded input without a watermark
     /// delay, all open until the end: 14% of the time, and quadratic).
     fn update_state_metrics(&self) {
@@ -1159,6 +1167,8 @@ impl Operator {
 
     /// Emits what the watermark has closed.
     fn close(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // the state shrinks: its size is summed again at once (the memory limit reads it)
+        self.sized_at.set(None);
         let wm = self.watermarks.current();
         let config = Arc::clone(&self.config);
         match config.kind {
