@@ -96,13 +96,8 @@ impl CsvLayout {
                 if i > 0 {
                     out.push(self.delimiter);
                 }
-                let start = out.len();
                 c.write(self, row, alone, out, &mut scratch, &mut days)
                     .map_err(|e| ArrowError::CsvError(format!("Error processing row {}, col {}: {e}", row + 1, i + 1)))?;
-                if self.typed_quoted && c.typed() && !c.is_null(row) && out[start..].iter().any(|b| self.special[*b as usize]) {
-                    let text = out.split_off(start);
-                    self.field(&text, alone, out);
-                }
             }
             out.push(b'\n');
         }
@@ -241,65 +236,69 @@ impl<'a> Column<'a> {
         Ok(Self { nulls: a.nulls(), kind, general })
     }
 
-    fn is_null(&self, row: usize) -> bool {
-        self.nulls.is_some_and(|n| n.is_null(row))
-    }
-
-    /// Whether values are written by type, without the quoting check of [`CsvLayout::field`].
-    fn typed(&self) -> bool {
-        !matches!(self.kind, Kind::Utf8(_) | Kind::LargeUtf8(_) | Kind::Utf8View(_) | Kind::General)
-    }
-
+    /// Writes the value of `row`: texts through [`CsvLayout::field`]; numbers, booleans,
+    /// dates and timestamps as they are, then quoted only where the layout makes one of their
+    /// bytes special.
     #[inline]
     fn write(&self, layout: &CsvLayout, row: usize, alone: bool, out: &mut Vec<u8>, scratch: &mut String, days: &mut DayMemo) -> Result<(), ArrowError> {
-        if self.is_null(row) {
+        if self.nulls.is_some_and(|n| n.is_null(row)) {
             layout.field(b"", alone, out);
             return Ok(());
         }
+        let text = match &self.kind {
+            Kind::Utf8(a) => Some(a.value(row)),
+            Kind::LargeUtf8(a) => Some(a.value(row)),
+            Kind::Utf8View(a) => Some(a.value(row)),
+            Kind::General => Some(self.general_text(row, scratch)?),
+            _ => None,
+        };
+        if let Some(text) = text {
+            layout.field(text.as_bytes(), alone, out);
+            return Ok(());
+        }
+        let start = out.len();
         match &self.kind {
-            Kind::I8(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::I16(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::I32(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::I64(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::U8(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::U16(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::U32(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
-            Kind::U64(v) => out.extend_from_slice(itoa::Buffer::new().format(v[row]).as_bytes()),
+            Kind::I8(v) => put_int(out, v[row]),
+            Kind::I16(v) => put_int(out, v[row]),
+            Kind::I32(v) => put_int(out, v[row]),
+            Kind::I64(v) => put_int(out, v[row]),
+            Kind::U8(v) => put_int(out, v[row]),
+            Kind::U16(v) => put_int(out, v[row]),
+            Kind::U32(v) => put_int(out, v[row]),
+            Kind::U64(v) => put_int(out, v[row]),
             Kind::F32(v) => out.extend_from_slice(ryu::Buffer::new().format(v[row]).as_bytes()),
             Kind::F64(v) => out.extend_from_slice(ryu::Buffer::new().format(v[row]).as_bytes()),
             Kind::Bool(a) => out.extend_from_slice(if a.value(row) { b"true" } else { b"false" }),
-            Kind::Utf8(a) => layout.field(a.value(row).as_bytes(), alone, out),
-            Kind::LargeUtf8(a) => layout.field(a.value(row).as_bytes(), alone, out),
-            Kind::Utf8View(a) => layout.field(a.value(row).as_bytes(), alone, out),
-            // (chrono's text of other years is of the same bytes: quoted, if at all, by the
-            // caller's check of typed values)
+            Kind::Utf8(_) | Kind::LargeUtf8(_) | Kind::Utf8View(_) | Kind::General => {} // written above
+            // (chrono's text of other years is of the same bytes as ours)
             Kind::Date32(v) => match days.text(i64::from(v[row])) {
                 Some(t) => out.extend_from_slice(t),
-                None => self.general_raw(row, out, scratch)?,
+                None => out.extend_from_slice(self.general_text(row, scratch)?.as_bytes()),
             },
             Kind::Timestamp(v, per_second) => {
                 if !write_timestamp(v[row], *per_second, days, out) {
-                    self.general_raw(row, out, scratch)?;
+                    out.extend_from_slice(self.general_text(row, scratch)?.as_bytes());
                 }
             }
-            Kind::General => self.general_value(layout, row, alone, out, scratch)?,
+        }
+        if layout.typed_quoted && out[start..].iter().any(|b| layout.special[*b as usize]) {
+            let text = out.split_off(start);
+            layout.field(&text, alone, out);
         }
         Ok(())
     }
 
-    fn general_raw(&self, row: usize, out: &mut Vec<u8>, scratch: &mut String) -> Result<(), ArrowError> {
+    /// Arrow's text of the value of `row`, in `scratch`.
+    fn general_text<'s>(&self, row: usize, scratch: &'s mut String) -> Result<&'s str, ArrowError> {
         scratch.clear();
         self.general.value(row).write(scratch)?;
-        out.extend_from_slice(scratch.as_bytes());
-        Ok(())
+        Ok(scratch)
     }
+}
 
-    fn general_value(&self, layout: &CsvLayout, row: usize, alone: bool, out: &mut Vec<u8>, scratch: &mut String) -> Result<(), ArrowError> {
-        scratch.clear();
-        self.general.value(row).write(scratch)?;
-        layout.field(scratch.as_bytes(), alone, out);
-        Ok(())
-    }
+#[inline]
+fn put_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Writes a timestamp of `per_second` units as chrono's `NaiveDateTime` debug text

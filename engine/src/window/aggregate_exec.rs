@@ -890,9 +890,9 @@ impl Operator {
     /// Sets the state gauges (groups, bytes: what the job's memory limit counts). With more
     /// than [`SIZED_EVERY_BATCH`] panes, at most every 100 ms while the state only grows (at
     /// once after windows close; the limit may be passed by 100 ms of growth before the job
-    /// stops): summing every pane's size for
-    /// every batch cost more than the updates (windows of a bounded input without a watermark
-    /// delay, all open until the end: 14% of the time, and quadratic).
+    /// stops): summing every pane's size for every batch cost more than the updates (windows
+    /// of a bounded input without a watermark delay, all open until the end: 14% of the time,
+    /// and quadratic).
     fn update_state_metrics(&self) {
         if self.panes.len() + self.frozen.len() > SIZED_EVERY_BATCH {
             let now = std::time::Instant::now();
@@ -1120,26 +1120,15 @@ impl Operator {
         if lo == hi {
             return self.update_pane(lo, &ev);
         }
-        let starts = panes.values();
-        if starts.windows(2).all(|w| w[0] <= w[1]) {
-            // rows in time order (the usual case): each pane's rows are one run already
-            let mut from = 0;
-            for i in 1..=starts.len() {
-                if i == starts.len() || starts[i] != starts[from] {
-                    self.update_pane(starts[from], &ev.slice(from, i - from))?;
-                    from = i;
-                }
-            }
-            return Ok(());
-        }
-        let order = sort_to_indices(&panes, None, None)?;
-        let sorted_panes = take(&panes, &order, None)?;
-        let sorted = ev.take(&order)?;
-        let ranges = partition(std::slice::from_ref(&sorted_panes))?;
-        let sorted_panes = sorted_panes.as_primitive::<Int64Type>();
-        for r in ranges.ranges() {
-            let start = sorted_panes.value(r.start);
-            self.update_pane(start, &sorted.slice(r.start, r.end - r.start))?;
+        // rows in time order (the usual case) are in runs of one pane already: no sort, no copy
+        let (panes, ev) = if panes.values().windows(2).all(|w| w[0] <= w[1]) {
+            (panes, ev)
+        } else {
+            let order = sort_to_indices(&panes, None, None)?;
+            (take(&panes, &order, None)?.as_primitive::<Int64Type>().clone(), ev.take(&order)?)
+        };
+        for r in partition(&[Arc::new(panes.clone()) as ArrayRef])?.ranges() {
+            self.update_pane(panes.value(r.start), &ev.slice(r.start, r.end - r.start))?;
         }
         Ok(())
     }
