@@ -9,10 +9,15 @@
 //! SELECT product, SUM(qty) FROM orders GROUP BY product EMIT CHANGES
 //! ```
 //!
-//! Tumbling windows keep one hash table per open window. Sliding windows keep one table per
-//! *pane* (the greatest common divisor of size and slide); when a pane is complete its
-//! partial state is frozen, and a window is the merge of its panes' states, so a row is
-//! aggregated once, not once per window it belongs to. Session windows buffer their rows
+//! Tumbling and sliding windows are aggregated by *pane* (a tumbling window is one pane; a
+//! sliding window's pane is the greatest common divisor of size and slide). With `EMIT FINAL`
+//! the open panes share hash tables keyed by (pane start, keys), one per chunk of 64 panes
+//! ([`super::pane_table`]): a batch of rows is interned in one pass whatever the number of
+//! windows it spans. With `EMIT CHANGES` each pane has a table of its own that knows the groups
+//! changed since the last flush. When a sliding window's pane is complete its partial state is
+//! frozen, and a window is the merge of its panes' states, so a row is aggregated once, not once
+//! per window it belongs to; the windows one watermark closes are merged in one table keyed by
+//! the window's start. Session windows buffer their rows
 //! (evaluated columns only) until the watermark closes them. Rows whose window has already been
 //! emitted are late: they are counted (`late_rows_dropped`) and dropped. A sliding row (`EMIT
 //! FINAL`) the watermark has passed counts in its windows still open, as in Flink; it is late
@@ -54,6 +59,7 @@ use futures::StreamExt;
 
 use super::functions::window_array;
 use super::groups::{AggregateSpec, Emitted, Groups};
+use super::pane_table::{split_by_start, PaneTable};
 use super::session::SessionBuffer;
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
 use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
@@ -450,7 +456,7 @@ pub struct Evaluated {
 
 impl Evaluated {
     /// Rows `offset..offset + len` (zero-copy).
-    fn slice(&self, offset: usize, len: usize) -> Self {
+    pub(crate) fn slice(&self, offset: usize, len: usize) -> Self {
         Self {
             keys: self.keys.iter().map(|a| a.slice(offset, len)).collect(),
             args: self.args.iter().map(|a| a.iter().map(|a| a.slice(offset, len)).collect()).collect(),
@@ -460,7 +466,7 @@ impl Evaluated {
     }
 
     /// The rows at `indices`, in their order.
-    fn take(&self, indices: &datafusion::arrow::array::UInt32Array) -> Result<Self> {
+    pub(crate) fn take(&self, indices: &datafusion::arrow::array::UInt32Array) -> Result<Self> {
         let t = |a: &ArrayRef| take(a, indices, None);
         Ok(Self {
             keys: self.keys.iter().map(t).collect::<std::result::Result<_, _>>()?,
@@ -493,6 +499,16 @@ impl WindowAggregateConfig {
         self.output_op(window, emitted, "UPSERT")
     }
 
+    /// An output batch of windows `size` long whose starts are the first key column of
+    /// `emitted` (a [`PaneTable`]'s).
+    fn output_windows(&self, size: i64, mut emitted: Emitted<ArrayRef>) -> Result<RecordBatch> {
+        let starts = emitted.keys.remove(0);
+        let starts = starts.as_primitive::<Int64Type>();
+        let ends = starts.unary::<_, Int64Type>(|s| s.saturating_add(size));
+        let w = window_array(starts.values().to_vec(), ends.values().to_vec());
+        self.output(Some(w), emitted)
+    }
+
     /// [`Self::output`] with the operation `op` in the `_op` column, when there is one.
     fn output_op(&self, window: Option<ArrayRef>, emitted: Emitted<ArrayRef>, op: &str) -> Result<RecordBatch> {
         let rows = emitted.rows;
@@ -514,11 +530,26 @@ impl WindowAggregateConfig {
     }
 }
 
-/// Joins runs of small output batches into batches of up to `target` rows: a batch of input
+/// Joins runs of small output batches into batches of up to `target` rows, and slices larger
+/// ones into batches of `target` rows: a batch of input
 /// can close many small windows at once (1 s windows over 10 s of rows), each emitted as a
 /// batch of its own, and a tiny batch costs the operators and sinks downstream about what a
 /// full one does.
 fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>> {
+    // and the other way: the windows one close emits together are sliced into batches of
+    // `target` rows (zero-copy)
+    let target = target.max(1);
+    let batches: Vec<RecordBatch> = if batches.iter().any(|b| b.num_rows() > target) {
+        batches
+            .into_iter()
+            .flat_map(|b| {
+                let rows = b.num_rows();
+                (0..rows.max(1)).step_by(target).map(move |at| b.slice(at, target.min(rows - at))).collect::<Vec<_>>()
+            })
+            .collect()
+    } else {
+        batches
+    };
     if batches.len() < 2 {
         return Ok(batches);
     }
@@ -554,6 +585,9 @@ fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>
 /// Output batches are joined up to this many bytes.
 const COALESCE_BYTES: usize = 16 << 20;
 
+/// `HOP`: the windows one close emits go out whenever their table holds this many groups.
+const HOP_WINDOW_GROUPS: usize = 1 << 16;
+
 /// Up to this many panes, the state's size is summed after every batch.
 const SIZED_EVERY_BATCH: usize = 64;
 
@@ -561,7 +595,13 @@ const SIZED_EVERY_BATCH: usize = 64;
 struct Operator {
     config: Arc<WindowAggregateConfig>,
     watermarks: PartitionWatermarks,
-    /// Tumble: one table per window; hop: per live pane; keyed by start.
+    /// `EMIT FINAL` of `TUMBLE` and `HOP`: every open pane in one table.
+    table: Option<PaneTable>,
+    /// `EMIT FINAL` of `HOP`: the windows a close emits, merged from their panes, keyed by the
+    /// window's start (kept from close to close: its hash table keeps its size).
+    hop_windows: Option<Groups>,
+    /// `EMIT CHANGES` of `TUMBLE` (one table per window) and `HOP` (per live pane), keyed by
+    /// start: each table knows the groups changed since the last flush.
     panes: BTreeMap<i64, Groups>,
     /// Hop: frozen pane states, keyed by pane start.
     frozen: BTreeMap<i64, Emitted<Vec<ArrayRef>>>,
@@ -592,9 +632,19 @@ impl Operator {
             WindowKind::Global => Some(Groups::new(&config.spec)?),
             _ => None,
         };
+        let table = match config.kind {
+            WindowKind::Tumble { .. } | WindowKind::Hop { .. } if config.emit == EmitMode::Final => Some(PaneTable::new(&config.spec, config.kind.pane())),
+            _ => None,
+        };
+        let hop_windows = match (&table, config.kind) {
+            (Some(t), WindowKind::Hop { .. }) => Some(Groups::new(t.spec())?),
+            _ => None,
+        };
         Ok(Self {
             watermarks: PartitionWatermarks::new(config.watermark, partitions),
             config,
+            table,
+            hop_windows,
             panes: BTreeMap::new(),
             frozen: BTreeMap::new(),
             next_window: None,
@@ -625,6 +675,12 @@ impl Operator {
             Ok(())
         };
         let mut panes = Vec::new();
+        if let Some(t) = self.table.as_mut() {
+            // (the pane is the first key column: the same layout as a table per pane)
+            for part in t.peek_state()? {
+                panes.push(state_batch(None, &part)?);
+            }
+        }
         for (start, groups) in self.panes.iter_mut() {
             panes.push(state_batch(Some(*start), &groups.peek_state(spec)?)?);
         }
@@ -714,6 +770,12 @@ impl Operator {
         };
         for (name, frozen) in [("panes", false), ("frozen", true)] {
             let Some(batch) = state.table(name) else { continue };
+            if let (false, Some(t)) = (frozen, self.table.as_mut()) {
+                let mut e = emitted_of(batch, 1);
+                e.keys.insert(0, Arc::clone(batch.column(0)));
+                t.merge(&e)?;
+                continue;
+            }
             for (start, part) in by_start(batch)? {
                 let e = emitted_of(&part, 1);
                 if frozen {
@@ -781,6 +843,9 @@ impl Operator {
     /// by the one a Kafka hand-over gives their partitions to. The watermark stays.
     fn drop_open_windows(&mut self) {
         if matches!(self.config.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. }) {
+            if let Some(t) = self.table.as_mut() {
+                t.clear();
+            }
             self.panes.clear();
             self.frozen.clear();
             self.update_state_metrics();
@@ -894,18 +959,20 @@ impl Operator {
     /// of a bounded input without a watermark delay, all open until the end: 14% of the time,
     /// and quadratic).
     fn update_state_metrics(&self) {
-        if self.panes.len() + self.frozen.len() > SIZED_EVERY_BATCH {
+        if self.table.as_ref().map_or(0, PaneTable::tables) + self.panes.len() + self.frozen.len() > SIZED_EVERY_BATCH {
             let now = std::time::Instant::now();
             if self.sized_at.get().is_some_and(|at| now.duration_since(at) < std::time::Duration::from_millis(100)) {
                 return;
             }
             self.sized_at.set(Some(now));
         }
-        let groups: usize = self.panes.values().map(Groups::len).sum::<usize>()
+        let groups: usize = self.table.as_ref().map_or(0, PaneTable::len)
+            + self.panes.values().map(Groups::len).sum::<usize>()
             + self.frozen.values().map(|e| e.rows).sum::<usize>()
             + self.global.as_ref().map_or(0, Groups::len)
             + self.sessions.as_ref().map_or(0, SessionBuffer::rows);
-        let bytes: usize = self.panes.values().map(Groups::size).sum::<usize>()
+        let bytes: usize = self.table.as_ref().map_or(0, PaneTable::size)
+            + self.panes.values().map(Groups::size).sum::<usize>()
             + self.frozen.values().map(|e| e.aggs.iter().flatten().chain(&e.keys).map(|a| a.get_array_memory_size()).sum::<usize>()).sum::<usize>()
             + self.global.as_ref().map_or(0, Groups::size)
             + self.global_updated.capacity() * std::mem::size_of::<i64>()
@@ -1117,6 +1184,18 @@ impl Operator {
         let (Some(lo), Some(hi)) = (min(&panes), max(&panes)) else { return Ok(()) };
         // the keys and arguments once for the batch; each pane gets its rows' slice of them
         let ev = self.config.evaluate(batch)?;
+        if let Some(t) = self.table.as_mut() {
+            // a complete pane of a window still open (`HOP`): a row the watermark had passed,
+            // counted in the windows not emitted yet. The pane is live again until the next
+            // close freezes it (before any window is emitted)
+            let thawed: Vec<i64> = self.frozen.range(lo..=hi).map(|(&s, _)| s).filter(|s| panes.values().contains(s)).collect();
+            for start in thawed {
+                if let Some(state) = self.frozen.remove(&start) {
+                    t.merge_pane(start, &state)?;
+                }
+            }
+            return t.update(&panes, &ev);
+        }
         if lo == hi {
             return self.update_pane(lo, &ev);
         }
@@ -1162,6 +1241,14 @@ impl Operator {
         let config = Arc::clone(&self.config);
         match config.kind {
             WindowKind::Tumble { size } => {
+                if let Some(t) = self.table.as_mut() {
+                    // windows starting at or before wm - size have ended
+                    let (parts, windows) = t.take_final(wm.saturating_sub(size).saturating_add(1))?;
+                    self.metrics.windows.add(windows);
+                    for emitted in parts {
+                        out.push(config.output_windows(size, emitted)?);
+                    }
+                }
                 while let Some(entry) = self.panes.first_entry() {
                     let start = *entry.key();
                     if start.saturating_add(size) > wm {
@@ -1208,6 +1295,11 @@ impl Operator {
         let p = self.config.kind.pane();
         let spec = &self.config.spec;
         // freeze complete panes
+        if let Some(t) = self.table.as_mut() {
+            for states in t.take_state(wm.saturating_sub(p).saturating_add(1))? {
+                self.frozen.extend(split_by_start(&states)?);
+            }
+        }
         while let Some(entry) = self.panes.first_entry() {
             let start = *entry.key();
             if start.saturating_add(p) > wm {
@@ -1217,7 +1309,10 @@ impl Operator {
             let state = groups.emit_state(spec)?;
             self.frozen.insert(start, state);
         }
-        // emit complete windows, each the merge of its panes
+        // emit complete windows, each the merge of its panes, all in one table keyed by the
+        // window's start
+        let mut windows = self.hop_windows.take();
+        let windows_spec = self.table.as_ref().map(|t| t.spec().clone());
         while let Some((&first, _)) = self.frozen.first_key_value() {
             // the earliest window holding the first pane
             let earliest = (first - size + 1).div_euclid(slide) * slide + if (first - size + 1).rem_euclid(slide) == 0 { 0 } else { slide };
@@ -1225,15 +1320,29 @@ impl Operator {
             if ws.saturating_add(size) > wm {
                 break;
             }
-            let mut groups = Groups::new(spec)?;
-            for (_, state) in self.frozen.range(ws..ws + size) {
-                groups.merge(spec, state)?;
-            }
-            let emitted = groups.emit_final(spec)?;
             self.metrics.windows.add(1);
-            if emitted.rows > 0 && self.config.emit == EmitMode::Final {
-                let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
-                out.push(self.config.output(Some(w), emitted)?);
+            if let (Some(windows), Some(wspec)) = (windows.as_mut(), windows_spec.as_ref()) {
+                for (_, state) in self.frozen.range(ws..ws + size) {
+                    let mut keys = Vec::with_capacity(state.keys.len() + 1);
+                    keys.push(Arc::new(Int64Array::from_value(ws, state.rows)) as ArrayRef);
+                    keys.extend(state.keys.iter().cloned());
+                    windows.merge(wspec, &Emitted { keys, aggs: state.aggs.clone(), rows: state.rows })?;
+                }
+                if windows.len() >= HOP_WINDOW_GROUPS {
+                    // (many windows closing at once, as at the end of a bounded input: out in
+                    // parts, the table kept small)
+                    out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
+                }
+            } else if self.config.emit == EmitMode::Final {
+                let mut groups = Groups::new(spec)?;
+                for (_, state) in self.frozen.range(ws..ws + size) {
+                    groups.merge(spec, state)?;
+                }
+                let emitted = groups.emit_final(spec)?;
+                if emitted.rows > 0 {
+                    let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
+                    out.push(self.config.output(Some(w), emitted)?);
+                }
             }
             let next = ws + slide;
             self.next_window = Some(next);
@@ -1243,6 +1352,12 @@ impl Operator {
                 }
                 entry.remove();
             }
+        }
+        if let (Some(mut windows), Some(wspec)) = (windows, windows_spec) {
+            if !windows.is_empty() {
+                out.push(self.config.output_windows(size, windows.emit_final(&wspec)?)?);
+            }
+            self.hop_windows = Some(windows);
         }
         // every window before the first open one is closed now, emitted or empty: a row that
         // comes later for one of them must not bring it out again
@@ -1342,10 +1457,11 @@ mod tests {
     /// Small windows' batches are joined up to the target, in order; a batch over the target
     /// stays whole; nothing is lost or reordered.
     #[test]
-    fn small_output_batches_are_joined_up_to_the_target_in_order() {
+    fn small_output_batches_are_joined_and_large_ones_sliced_to_the_target_in_order() {
         let input = vec![batch(0, 3), batch(3, 4), batch(7, 2), batch(9, 20), batch(29, 1), batch(30, 5)];
         let out = coalesce(input.clone(), 10).unwrap();
-        assert_eq!(out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![9, 20, 6]);
+        // (the batch of 20 is sliced in two)
+        assert_eq!(out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![9, 10, 10, 6]);
         assert_eq!(values(&out), (0..35).collect::<Vec<_>>());
         assert_eq!(coalesce(vec![batch(0, 3)], 10).unwrap().len(), 1);
         assert!(coalesce(Vec::new(), 10).unwrap().is_empty());

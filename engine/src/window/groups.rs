@@ -134,6 +134,11 @@ impl Groups {
         Ok(&self.indices)
     }
 
+    /// The group of each row of the last [`Groups::update`] or [`Groups::merge`].
+    pub fn last_indices(&self) -> &[usize] {
+        &self.indices
+    }
+
     /// Adds partial states emitted by [`Groups::emit_state`] of another table.
     pub fn merge(&mut self, spec: &AggregateSpec, emitted: &Emitted<Vec<ArrayRef>>) -> Result<()> {
         let interned = spec.interned_keys(&emitted.keys, emitted.rows);
@@ -145,23 +150,43 @@ impl Groups {
         Ok(())
     }
 
-    fn emit_keys(&mut self, spec: &AggregateSpec) -> Result<(Vec<ArrayRef>, usize)> {
-        let rows = self.values.len();
-        let keys = self.values.emit(EmitTo::All)?;
+    fn emit_keys(&mut self, spec: &AggregateSpec, to: EmitTo) -> Result<(Vec<ArrayRef>, usize)> {
+        let rows = match to {
+            EmitTo::All => self.values.len(),
+            EmitTo::First(n) => n.min(self.values.len()),
+        };
+        let keys = self.values.emit(to)?;
+        if let EmitTo::All = to {
+            // (DataFusion's multi-column table keeps its hash map after emitting everything,
+            // for its caller to clear: the table is used again)
+            self.values.clear_shrink(rows);
+        }
         Ok((if spec.key_schema.fields().is_empty() { Vec::new() } else { keys }, rows))
     }
 
     /// Emits every group's final values, emptying the table.
     pub fn emit_final(&mut self, spec: &AggregateSpec) -> Result<Emitted<ArrayRef>> {
-        let (keys, rows) = self.emit_keys(spec)?;
-        let aggs = self.accs.iter_mut().map(|a| a.evaluate(EmitTo::All)).collect::<Result<Vec<_>>>()?;
+        self.emit_final_to(spec, EmitTo::All)
+    }
+
+    /// Emits the final values of the groups `to` names (all, or the first n in group order),
+    /// removing them; the groups left are numbered from 0 again.
+    pub fn emit_final_to(&mut self, spec: &AggregateSpec, to: EmitTo) -> Result<Emitted<ArrayRef>> {
+        let (keys, rows) = self.emit_keys(spec, to)?;
+        let aggs = self.accs.iter_mut().map(|a| a.evaluate(to)).collect::<Result<Vec<_>>>()?;
         Ok(Emitted { keys, aggs, rows })
     }
 
     /// Emits every group's partial state, emptying the table.
     pub fn emit_state(&mut self, spec: &AggregateSpec) -> Result<Emitted<Vec<ArrayRef>>> {
-        let (keys, rows) = self.emit_keys(spec)?;
-        let aggs = self.accs.iter_mut().map(|a| a.state(EmitTo::All)).collect::<Result<Vec<_>>>()?;
+        self.emit_state_to(spec, EmitTo::All)
+    }
+
+    /// Emits the partial states of the groups `to` names, removing them (see
+    /// [`Groups::emit_final_to`]).
+    pub fn emit_state_to(&mut self, spec: &AggregateSpec, to: EmitTo) -> Result<Emitted<Vec<ArrayRef>>> {
+        let (keys, rows) = self.emit_keys(spec, to)?;
+        let aggs = self.accs.iter_mut().map(|a| a.state(to)).collect::<Result<Vec<_>>>()?;
         Ok(Emitted { keys, aggs, rows })
     }
 
