@@ -530,26 +530,11 @@ impl WindowAggregateConfig {
     }
 }
 
-/// Joins runs of small output batches into batches of up to `target` rows, and slices larger
-/// ones into batches of `target` rows: a batch of input
+/// Joins runs of small output batches into batches of up to `target` rows: a batch of input
 /// can close many small windows at once (1 s windows over 10 s of rows), each emitted as a
 /// batch of its own, and a tiny batch costs the operators and sinks downstream about what a
 /// full one does.
 fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>> {
-    // and the other way: the windows one close emits together are sliced into batches of
-    // `target` rows (zero-copy)
-    let target = target.max(1);
-    let batches: Vec<RecordBatch> = if batches.iter().any(|b| b.num_rows() > target) {
-        batches
-            .into_iter()
-            .flat_map(|b| {
-                let rows = b.num_rows();
-                (0..rows.max(1)).step_by(target).map(move |at| b.slice(at, target.min(rows - at))).collect::<Vec<_>>()
-            })
-            .collect()
-    } else {
-        batches
-    };
     if batches.len() < 2 {
         return Ok(batches);
     }
@@ -585,8 +570,9 @@ fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>
 /// Output batches are joined up to this many bytes.
 const COALESCE_BYTES: usize = 16 << 20;
 
-/// `HOP`: the windows one close emits go out whenever their table holds this many groups.
-const HOP_WINDOW_GROUPS: usize = 1 << 16;
+/// `HOP`: the windows one close emits go out whenever their table holds this many groups (a
+/// batch's worth).
+const HOP_WINDOW_GROUPS: usize = 8192;
 
 /// Up to this many panes, the state's size is summed after every batch.
 const SIZED_EVERY_BATCH: usize = 64;
@@ -1243,7 +1229,7 @@ impl Operator {
             WindowKind::Tumble { size } => {
                 if let Some(t) = self.table.as_mut() {
                     // windows starting at or before wm - size have ended
-                    let (parts, windows) = t.take_final(wm.saturating_sub(size).saturating_add(1))?;
+                    let (parts, windows) = t.take_final(closed_before(wm, size))?;
                     self.metrics.windows.add(windows);
                     for emitted in parts {
                         out.push(config.output_windows(size, emitted)?);
@@ -1296,7 +1282,7 @@ impl Operator {
         let spec = &self.config.spec;
         // freeze complete panes
         if let Some(t) = self.table.as_mut() {
-            for states in t.take_state(wm.saturating_sub(p).saturating_add(1))? {
+            for states in t.take_state(closed_before(wm, p))? {
                 self.frozen.extend(split_by_start(&states)?);
             }
         }
@@ -1385,6 +1371,16 @@ impl Operator {
     }
 }
 
+/// The first start of a `length` ms window or pane that watermark `wm` leaves open: those
+/// before it have ended (`start + length <= wm`); at the end of the input, none is open.
+fn closed_before(wm: i64, length: i64) -> i64 {
+    if wm == i64::MAX {
+        i64::MAX
+    } else {
+        wm.saturating_sub(length).saturating_add(1)
+    }
+}
+
 /// The start of the first `HOP(slide, size)` window still open at watermark `wm`: the first
 /// whose end is after it.
 fn first_open_window(wm: i64, size: i64, slide: i64) -> i64 {
@@ -1457,11 +1453,10 @@ mod tests {
     /// Small windows' batches are joined up to the target, in order; a batch over the target
     /// stays whole; nothing is lost or reordered.
     #[test]
-    fn small_output_batches_are_joined_and_large_ones_sliced_to_the_target_in_order() {
+    fn small_output_batches_are_joined_up_to_the_target_in_order() {
         let input = vec![batch(0, 3), batch(3, 4), batch(7, 2), batch(9, 20), batch(29, 1), batch(30, 5)];
         let out = coalesce(input.clone(), 10).unwrap();
-        // (the batch of 20 is sliced in two)
-        assert_eq!(out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![9, 10, 10, 6]);
+        assert_eq!(out.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), vec![9, 20, 6]);
         assert_eq!(values(&out), (0..35).collect::<Vec<_>>());
         assert_eq!(coalesce(vec![batch(0, 3)], 10).unwrap().len(), 1);
         assert!(coalesce(Vec::new(), 10).unwrap().is_empty());

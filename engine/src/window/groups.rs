@@ -82,7 +82,19 @@ pub struct Emitted<T> {
 impl Groups {
     /// An empty table.
     pub fn new(spec: &AggregateSpec) -> Result<Self> {
-        let values = new_group_values(spec.interned_schema(), &GroupOrdering::None)?;
+        Self::with_ordering(spec, &GroupOrdering::None)
+    }
+
+    /// An empty table that numbers new groups in the order of their first rows and can emit its
+    /// first groups ([`EmitTo::First`]) safely: DataFusion's multi-column table for unordered
+    /// input numbers rows whose hashes collide after the others, and its `First` emission can
+    /// mix up the lists it keeps for such collisions; the one for ordered input does neither.
+    pub fn in_row_order(spec: &AggregateSpec) -> Result<Self> {
+        Self::with_ordering(spec, &GroupOrdering::Full(datafusion::physical_plan::aggregates::order::GroupOrderingFull::new()))
+    }
+
+    fn with_ordering(spec: &AggregateSpec, ordering: &GroupOrdering) -> Result<Self> {
+        let values = new_group_values(spec.interned_schema(), ordering)?;
         let accs = spec.aggs.iter().map(AggregateSpec::accumulator).collect::<Result<Vec<_>>>()?;
         Ok(Self { values, accs, indices: Vec::new(), touched: Vec::new(), seen: Vec::new() })
     }

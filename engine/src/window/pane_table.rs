@@ -81,7 +81,8 @@ impl PaneTable {
 
     /// Memory held, in bytes (approximate).
     pub fn size(&self) -> usize {
-        self.chunks.values().map(|c| c.groups.size() + c.pane_of.capacity() * std::mem::size_of::<i64>()).sum()
+        let counts = |c: &Chunk| c.counts.len() * 2 * std::mem::size_of::<i64>();
+        self.chunks.values().chain(&self.spare).map(|c| c.groups.size() + c.pane_of.capacity() * std::mem::size_of::<i64>() + counts(c)).sum()
     }
 
     fn chunk_of(&self, pane: i64) -> i64 {
@@ -221,25 +222,32 @@ struct Chunk {
 
 impl Chunk {
     fn new(spec: &AggregateSpec) -> Result<Self> {
-        Ok(Self { groups: Groups::new(spec)?, pane_of: Vec::new(), counts: BTreeMap::new(), ordered: true })
+        Ok(Self { groups: Groups::in_row_order(spec)?, pane_of: Vec::new(), counts: BTreeMap::new(), ordered: true })
+    }
+
+    /// Records the pane of each group created by the last update or merge (rows `panes`).
+    fn note_panes(&mut self, panes: &[i64]) {
+        let before = self.pane_of.len();
+        let total = self.groups.len();
+        if total <= before {
+            return;
+        }
+        // (every row of a group has its pane: the pane is part of the key)
+        self.pane_of.resize(total, 0);
+        for (row, &g) in self.groups.last_indices().iter().enumerate() {
+            if g >= before {
+                self.pane_of[g] = panes[row];
+            }
+        }
+        self.note_new_groups(before);
     }
 
     fn update(&mut self, spec: &AggregateSpec, panes: &Int64Array, ev: &Evaluated) -> Result<()> {
         let mut interned = Vec::with_capacity(ev.keys.len() + 1);
         interned.push(Arc::new(panes.clone()) as ArrayRef);
         interned.extend(ev.keys.iter().cloned());
-        let before = self.pane_of.len();
         self.groups.update(spec, &interned, &ev.args, &ev.filters, ev.rows)?;
-        if self.groups.len() > before {
-            // new groups are numbered in the order of their first rows
-            let values = panes.values();
-            for (row, &g) in self.groups.last_indices().iter().enumerate() {
-                if g == self.pane_of.len() {
-                    self.pane_of.push(values[row]);
-                }
-            }
-            self.note_new_groups(before);
-        }
+        self.note_panes(panes.values());
         Ok(())
     }
 
@@ -247,14 +255,9 @@ impl Chunk {
         let Some(panes) = state.keys.first().and_then(|p| p.as_primitive_opt::<Int64Type>()) else {
             return datafusion::common::internal_err!("pane states without their pane column");
         };
-        let before = self.pane_of.len();
+        let panes = panes.clone();
         self.groups.merge(spec, state)?;
-        for (row, &g) in self.groups.last_indices().iter().enumerate() {
-            if g == self.pane_of.len() {
-                self.pane_of.push(panes.value(row));
-            }
-        }
-        self.note_new_groups(before);
+        self.note_panes(panes.values());
         Ok(())
     }
 
@@ -331,12 +334,10 @@ impl Chunk {
 
     fn peek_state(&mut self, spec: &AggregateSpec) -> Result<Emitted<Vec<ArrayRef>>> {
         let state = self.groups.emit_state(spec)?;
-        let panes = std::mem::take(&mut self.pane_of);
-        let ordered = self.ordered;
+        self.pane_of.clear();
         self.counts.clear();
+        self.ordered = true;
         self.merge(spec, &state)?;
-        debug_assert_eq!(panes, self.pane_of);
-        self.ordered = ordered;
         Ok(state)
     }
 }
@@ -510,6 +511,51 @@ mod tests {
             let got: BTreeMap<(i64, String), i64> = got.into_iter().map(|(p, k, n)| ((p, k), n)).collect();
             assert_eq!(got, expected, "round {round}");
         }
+    }
+
+    /// Two nullable keys whose values swap places, `(NULL, 5)` and `(5, NULL)`, hash alike
+    /// (DataFusion's hashes skip nulls): such groups keep their panes and counts through closes.
+    #[test]
+    fn keys_whose_hashes_collide_keep_their_panes() {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Int64, true)]));
+        let count = AggregateExprBuilder::new(count_udaf(), vec![col("a", &schema).unwrap()]).schema(Arc::clone(&schema)).alias("n").build().unwrap();
+        let spec = AggregateSpec { aggs: vec![Arc::new(count)], key_schema: Arc::clone(&schema) };
+        let mut t = PaneTable::new(&spec, 10);
+        let mut expected: BTreeMap<(i64, Option<i64>, Option<i64>), i64> = BTreeMap::new();
+        let mut got: Vec<(i64, Option<i64>, Option<i64>, i64)> = Vec::new();
+        let collect = |parts: Vec<Emitted<ArrayRef>>, got: &mut Vec<(i64, Option<i64>, Option<i64>, i64)>| {
+            for e in parts {
+                let (p, a, b) = (e.keys[0].as_primitive::<Int64Type>(), e.keys[1].as_primitive::<Int64Type>(), e.keys[2].as_primitive::<Int64Type>());
+                let n = e.aggs[0].as_primitive::<Int64Type>();
+                let opt = |x: &Int64Array, i: usize| x.is_valid(i).then(|| x.value(i));
+                got.extend((0..e.rows).map(|i| (p.value(i), opt(a, i), opt(b, i), n.value(i))));
+            }
+        };
+        for step in 0..30i64 {
+            let mut panes = Vec::new();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for j in 0..64i64 {
+                let pane = (step + j % 3) * 10;
+                let v = (j / 2) % 16 + step % 5;
+                let (x, y) = if j % 2 == 0 { (None, Some(v)) } else { (Some(v), None) };
+                panes.push(pane);
+                a.push(x);
+                b.push(y);
+                *expected.entry((pane, x, y)).or_default() += 1;
+            }
+            let ev = Evaluated {
+                keys: vec![Arc::new(Int64Array::from(a.clone())), Arc::new(Int64Array::from(b.clone()))],
+                args: vec![vec![Arc::new(Int64Array::from(vec![Some(1i64); panes.len()])) as ArrayRef]],
+                filters: vec![None],
+                rows: panes.len(),
+            };
+            t.update(&Int64Array::from(panes), &ev).unwrap();
+            collect(t.take_final(step * 10).unwrap().0, &mut got);
+        }
+        collect(t.take_final(i64::MAX).unwrap().0, &mut got);
+        assert_eq!(got.len(), expected.len(), "each group once");
+        let got: BTreeMap<(i64, Option<i64>, Option<i64>), i64> = got.into_iter().map(|(p, a, b, n)| ((p, a, b), n)).collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
