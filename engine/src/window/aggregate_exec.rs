@@ -11,7 +11,7 @@
 //!
 //! Tumbling and sliding windows are aggregated by *pane* (a tumbling window is one pane; a
 //! sliding window's pane is the greatest common divisor of size and slide). With `EMIT FINAL`
-//! the open panes share hash tables keyed by (pane start, keys), one per chunk of 64 panes
+//! the open panes share hash tables keyed by (pane start, keys), one per chunk of panes
 //! ([`super::pane_table`]): a batch of rows is interned in one pass whatever the number of
 //! windows it spans. With `EMIT CHANGES` each pane has a table of its own that knows the groups
 //! changed since the last flush. When a sliding window's pane is complete its partial state is
@@ -573,6 +573,9 @@ const COALESCE_BYTES: usize = 16 << 20;
 /// `HOP`: the windows one close emits go out whenever their table holds this many groups (a
 /// batch's worth).
 const HOP_WINDOW_GROUPS: usize = 8192;
+
+/// `HOP`: a window whose panes hold this many groups is merged in a table of its own.
+const LARGE_WINDOW_ROWS: usize = 1024;
 
 /// Up to this many panes, the state's size is summed after every batch.
 const SIZED_EVERY_BATCH: usize = 64;
@@ -1307,7 +1310,15 @@ impl Operator {
                 break;
             }
             self.metrics.windows.add(1);
-            if let (Some(windows), Some(wspec)) = (windows.as_mut(), windows_spec.as_ref()) {
+            // small windows are merged together; a large one gets a table of its own keyed by
+            // the query's keys alone (after the small ones before it are out, in order)
+            let large = self.frozen.range(ws..ws + size).map(|(_, s)| s.rows).sum::<usize>() >= LARGE_WINDOW_ROWS;
+            if let (true, Some(windows), Some(wspec)) = (large, windows.as_mut(), windows_spec.as_ref()) {
+                if !windows.is_empty() {
+                    out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
+                }
+            }
+            if let (false, Some(windows), Some(wspec)) = (large, windows.as_mut(), windows_spec.as_ref()) {
                 for (_, state) in self.frozen.range(ws..ws + size) {
                     let mut keys = Vec::with_capacity(state.keys.len() + 1);
                     keys.push(Arc::new(Int64Array::from_value(ws, state.rows)) as ArrayRef);

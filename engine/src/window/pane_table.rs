@@ -9,10 +9,13 @@
 //!
 //! A table per pane costs a table's set-up, growth and emission per pane: with windows of a
 //! few rows each (1 s windows over rows 10 ms apart) that was most of the operator's time. A
-//! table here holds a *chunk* of [`CHUNK_PANES`] consecutive panes: it interns a batch's rows
-//! of those panes at once (DataFusion's vectorised group values and accumulators), stays small
-//! enough to be warm in cache even when every window waits for the end of a bounded input, and
-//! emits the panes a watermark closes in one go. Rows in time order number their groups in pane
+//! table here holds a *chunk* of consecutive panes — as many as hold about 16K groups, judged
+//! by the chunk before, at most [`CHUNK_PANES`]: it interns a batch's rows of those panes at
+//! once (DataFusion's group values and vectorised accumulators), stays small enough to be warm
+//! in cache even when every window waits for the end of a bounded input, and emits the panes a
+//! watermark closes in one go. A chunk of one pane (panes of many groups) keys its table by the
+//! query's keys alone, which DataFusion interns faster (one `BIGINT` key: its single-column
+//! table). Rows in time order number their groups in pane
 //! order, so the panes that close are the first groups of their chunk ([`EmitTo::First`]); a
 //! row that comes back to an older pane of the chunk (within the watermark's delay) breaks that
 //! order, and the chunk's next close takes the slower way: every group out, the open ones
@@ -33,15 +36,27 @@ use super::groups::{AggregateSpec, Emitted, Groups};
 /// The name of the pane column the table's keys start with.
 const PANE_COLUMN: &str = "__ferris_pane";
 
-/// Panes per hash table.
+/// Panes per hash table, at most.
 pub const CHUNK_PANES: i64 = 64;
+
+/// Groups a hash table is meant to hold: a chunk spans as many panes as hold about this many
+/// groups (as many as the last chunk's panes held on average), from one to [`CHUNK_PANES`].
+const CHUNK_GROUPS: usize = 1 << 14;
+
+/// Panes of this many groups or more get a chunk each, keyed by the query's keys alone: a
+/// table's set-up is small beside their groups, and one key column interns faster than two.
+const ONE_PANE_GROUPS: usize = 512;
 
 /// The groups of every open pane. See the module documentation.
 pub struct PaneTable {
     /// The aggregates, keyed by the pane's start then the query's keys.
     spec: AggregateSpec,
-    /// The length of a chunk of panes, in milliseconds.
-    chunk: i64,
+    /// The aggregates keyed by the query's keys alone: for chunks of one pane.
+    plain: AggregateSpec,
+    /// The length of a pane, in milliseconds.
+    pane: i64,
+    /// How many panes the next chunk spans.
+    chunk_panes: i64,
     /// The chunks with open panes, by the chunk's start.
     chunks: BTreeMap<i64, Chunk>,
     /// The table of the last chunk closed, empty, for the next one to start with (its hash
@@ -54,8 +69,9 @@ impl PaneTable {
     pub fn new(spec: &AggregateSpec, pane: i64) -> Self {
         let mut fields = vec![Arc::new(Field::new(PANE_COLUMN, DataType::Int64, false))];
         fields.extend(spec.key_schema.fields().iter().cloned());
+        let plain = spec.clone();
         let spec = AggregateSpec { aggs: spec.aggs.clone(), key_schema: Arc::new(Schema::new(fields)) };
-        Self { spec, chunk: pane.max(1).saturating_mul(CHUNK_PANES), chunks: BTreeMap::new(), spare: None }
+        Self { spec, plain, pane: pane.max(1), chunk_panes: 1, chunks: BTreeMap::new(), spare: None }
     }
 
     /// The aggregates keyed by a start then the query's keys: for a table of windows (`HOP`
@@ -85,45 +101,66 @@ impl PaneTable {
         self.chunks.values().chain(&self.spare).map(|c| c.groups.size() + c.pane_of.capacity() * std::mem::size_of::<i64>() + counts(c)).sum()
     }
 
-    fn chunk_of(&self, pane: i64) -> i64 {
-        pane.div_euclid(self.chunk).saturating_mul(self.chunk)
+    /// The start of the chunk that holds `pane`, made when there is none: it spans
+    /// `chunk_panes` panes, up to the next chunk. The chunk before it tells how many panes
+    /// make a table of about [`CHUNK_GROUPS`] groups.
+    fn chunk_for(&mut self, pane: i64) -> Result<i64> {
+        if let Some((&start, c)) = self.chunks.range(..=pane).next_back() {
+            if pane < c.end {
+                return Ok(start);
+            }
+            let per_pane = (c.pane_of.len() / c.counts.len().max(1)).max(1);
+            self.chunk_panes =
+                if per_pane >= ONE_PANE_GROUPS { 1 } else { i64::try_from(CHUNK_GROUPS / per_pane).unwrap_or(CHUNK_PANES).clamp(1, CHUNK_PANES) };
+        }
+        let next = self.chunks.range(pane..).next().map_or(i64::MAX, |(&s, _)| s);
+        let end = pane.saturating_add(self.chunk_panes.saturating_mul(self.pane)).min(next);
+        let one_pane = end <= pane.saturating_add(self.pane);
+        let mut chunk = match self.spare.take() {
+            Some(spare) if spare.one_pane == one_pane => spare,
+            _ => Chunk::new(if one_pane { &self.plain } else { &self.spec }, one_pane)?,
+        };
+        chunk.start = pane;
+        chunk.end = end;
+        self.chunks.insert(pane, chunk);
+        Ok(pane)
     }
 
-    fn chunk_mut(&mut self, start: i64) -> Result<&mut Chunk> {
-        Ok(match self.chunks.entry(start) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => v.insert(match self.spare.take() {
-                Some(spare) => spare,
-                None => Chunk::new(&self.spec)?,
-            }),
-        })
+    /// Hands rows ordered by pane to their chunks, a slice per chunk: `apply(chunk, at, len)`.
+    fn by_chunk(&mut self, panes: &Int64Array, mut apply: impl FnMut(&mut Chunk, &Specs, usize, usize) -> Result<()>) -> Result<()> {
+        let ranges = partition(&[Arc::new(panes.clone()) as ArrayRef])?.ranges();
+        let mut i = 0;
+        while i < ranges.len() {
+            let start = self.chunk_for(panes.value(ranges[i].start))?;
+            let Some(end) = self.chunks.get(&start).map(|c| c.end) else { return datafusion::common::internal_err!("pane chunk {start} missing") };
+            // the runs of panes the chunk holds
+            let mut j = i + 1;
+            while j < ranges.len() && panes.value(ranges[j].start) < end {
+                j += 1;
+            }
+            let (at, len) = (ranges[i].start, ranges[j - 1].end - ranges[i].start);
+            let specs = Specs { paned: &self.spec, plain: &self.plain };
+            let Some(chunk) = self.chunks.get_mut(&start) else { return datafusion::common::internal_err!("pane chunk {start} missing") };
+            apply(chunk, &specs, at, len)?;
+            i = j;
+        }
+        Ok(())
     }
 
     /// Adds raw rows: `panes` (each row's pane start) and their evaluated keys, arguments and
     /// filters.
     pub fn update(&mut self, panes: &Int64Array, ev: &Evaluated) -> Result<()> {
-        let chunk = self.chunk;
-        let chunks: Int64Array = panes.unary(|p| p.div_euclid(chunk).saturating_mul(chunk));
-        let (Some(lo), Some(hi)) = (datafusion::arrow::compute::min(&chunks), datafusion::arrow::compute::max(&chunks)) else { return Ok(()) };
-        let spec = self.spec.clone();
-        if lo == hi {
-            return self.chunk_mut(lo)?.update(&spec, panes, ev);
+        if panes.is_empty() {
+            return Ok(());
         }
-        // rows in time order are in runs of one chunk already: no sort, no copy
-        let sorted;
-        let (chunks, panes, ev) = if chunks.values().windows(2).all(|w| w[0] <= w[1]) {
-            (chunks, panes.clone(), ev)
-        } else {
-            let order = sort_to_indices(&chunks, None, None)?;
-            let pick = |a: &Int64Array| -> Result<Int64Array> { Ok(take(a, &order, None)?.as_primitive::<Int64Type>().clone()) };
-            sorted = ev.take(&order)?;
-            (pick(&chunks)?, pick(panes)?, &sorted)
-        };
-        for r in partition(&[Arc::new(chunks.clone()) as ArrayRef])?.ranges() {
-            let len = r.end - r.start;
-            self.chunk_mut(chunks.value(r.start))?.update(&spec, &panes.slice(r.start, len), &ev.slice(r.start, len))?;
+        // rows in time order are in runs of one pane already: no sort, no copy
+        if panes.values().windows(2).all(|w| w[0] <= w[1]) {
+            return self.by_chunk(panes, |c, spec, at, len| c.update(spec, &panes.slice(at, len), &ev.slice(at, len)));
         }
-        Ok(())
+        let order = sort_to_indices(panes, None, None)?;
+        let sorted = take(panes, &order, None)?.as_primitive::<Int64Type>().clone();
+        let ev = ev.take(&order)?;
+        self.by_chunk(&sorted, |c, spec, at, len| c.update(spec, &sorted.slice(at, len), &ev.slice(at, len)))
     }
 
     /// Adds the partial states of `pane`'s groups (a frozen `HOP` pane a late row opens again).
@@ -131,9 +168,7 @@ impl PaneTable {
         let mut keys = Vec::with_capacity(state.keys.len() + 1);
         keys.push(Arc::new(Int64Array::from_value(pane, state.rows)) as ArrayRef);
         keys.extend(state.keys.iter().cloned());
-        let spec = self.spec.clone();
-        let start = self.chunk_of(pane);
-        self.chunk_mut(start)?.merge(&spec, &Emitted { keys, aggs: state.aggs.clone(), rows: state.rows })
+        self.merge(&Emitted { keys, aggs: state.aggs.clone(), rows: state.rows })
     }
 
     /// Adds partial states whose first key column is the pane (what [`PaneTable::peek_state`]
@@ -142,18 +177,13 @@ impl PaneTable {
         let Some(panes) = state.keys.first().and_then(|p| p.as_primitive_opt::<Int64Type>()) else {
             return datafusion::common::internal_err!("pane states without their pane column");
         };
-        let chunk = self.chunk;
-        let chunks: Int64Array = panes.unary(|p| p.div_euclid(chunk).saturating_mul(chunk));
-        let order = sort_to_indices(&chunks, None, None)?;
-        let chunks = take(&chunks, &order, None)?;
-        let state = pick(state, &order)?;
-        let spec = self.spec.clone();
-        for r in partition(&[Arc::clone(&chunks)])?.ranges() {
-            let start = chunks.as_primitive::<Int64Type>().value(r.start);
-            let part = slice(&state, r.start, r.end - r.start);
-            self.chunk_mut(start)?.merge(&spec, &part)?;
+        if panes.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let order = sort_to_indices(panes, None, None)?;
+        let sorted = take(panes, &order, None)?.as_primitive::<Int64Type>().clone();
+        let state = pick(state, &order)?;
+        self.by_chunk(&sorted, |c, spec, at, len| c.merge(spec, &slice(&state, at, len)))
     }
 
     /// The chunks that may hold panes starting before `end`, in order.
@@ -167,7 +197,7 @@ impl PaneTable {
         let (mut parts, mut panes) = (Vec::new(), 0);
         for start in self.chunks_before(end) {
             let Some(chunk) = self.chunks.get_mut(&start) else { continue };
-            if let Some((e, n)) = chunk.take_final(&self.spec, end)? {
+            if let Some((e, n)) = chunk.take_final(&Specs { paned: &self.spec, plain: &self.plain }, end)? {
                 parts.push(e);
                 panes += n;
             }
@@ -184,7 +214,7 @@ impl PaneTable {
         let mut parts = Vec::new();
         for start in self.chunks_before(end) {
             let Some(chunk) = self.chunks.get_mut(&start) else { continue };
-            if let Some(e) = chunk.take_state(&self.spec, end)? {
+            if let Some(e) = chunk.take_state(&Specs { paned: &self.spec, plain: &self.plain }, end)? {
                 parts.push(e);
             }
             if chunk.pane_of.is_empty() {
@@ -197,8 +227,8 @@ impl PaneTable {
     /// Every group's partial state (the pane first among the keys), in parts, leaving the
     /// table as it was: for a checkpoint.
     pub fn peek_state(&mut self) -> Result<Vec<Emitted<Vec<ArrayRef>>>> {
-        let spec = self.spec.clone();
-        self.chunks.values_mut().map(|c| c.peek_state(&spec)).collect()
+        let specs = Specs { paned: &self.spec, plain: &self.plain };
+        self.chunks.values_mut().map(|c| c.peek_state(&specs)).collect()
     }
 
     /// Drops every pane.
@@ -210,6 +240,13 @@ impl PaneTable {
 
 /// The open panes of one chunk in one hash table.
 struct Chunk {
+    /// The panes it holds: `start..end`.
+    start: i64,
+    end: i64,
+    /// It spans one pane: its table is keyed by the query's keys alone, and its groups leave all
+    /// at once, never the first n of them, so the table may be DataFusion's faster one for
+    /// unordered input (see [`Groups::in_row_order`]).
+    one_pane: bool,
     /// (emptied by emitting every group when its last pane closes: then it may be used again)
     groups: Groups,
     /// The pane of each group, in group order.
@@ -221,8 +258,26 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(spec: &AggregateSpec) -> Result<Self> {
-        Ok(Self { groups: Groups::in_row_order(spec)?, pane_of: Vec::new(), counts: BTreeMap::new(), ordered: true })
+    fn new(spec: &AggregateSpec, one_pane: bool) -> Result<Self> {
+        let groups = if one_pane { Groups::new(spec)? } else { Groups::in_row_order(spec)? };
+        Ok(Self { start: i64::MIN, end: i64::MAX, one_pane, groups, pane_of: Vec::new(), counts: BTreeMap::new(), ordered: true })
+    }
+
+    /// The spec of its table.
+    fn spec<'a>(&self, specs: &Specs<'a>) -> &'a AggregateSpec {
+        if self.one_pane {
+            specs.plain
+        } else {
+            specs.paned
+        }
+    }
+
+    /// Groups emitted from its table, with the pane as their first key column.
+    fn with_pane<T>(&self, mut e: Emitted<T>) -> Emitted<T> {
+        if self.one_pane {
+            e.keys.insert(0, Arc::new(Int64Array::from_value(self.start, e.rows)));
+        }
+        e
     }
 
     /// Records the pane of each group created by the last update or merge (rows `panes`).
@@ -242,21 +297,30 @@ impl Chunk {
         self.note_new_groups(before);
     }
 
-    fn update(&mut self, spec: &AggregateSpec, panes: &Int64Array, ev: &Evaluated) -> Result<()> {
-        let mut interned = Vec::with_capacity(ev.keys.len() + 1);
-        interned.push(Arc::new(panes.clone()) as ArrayRef);
-        interned.extend(ev.keys.iter().cloned());
-        self.groups.update(spec, &interned, &ev.args, &ev.filters, ev.rows)?;
+    fn update(&mut self, specs: &Specs, panes: &Int64Array, ev: &Evaluated) -> Result<()> {
+        if self.one_pane {
+            self.groups.update(specs.plain, &ev.keys, &ev.args, &ev.filters, ev.rows)?;
+        } else {
+            let mut interned = Vec::with_capacity(ev.keys.len() + 1);
+            interned.push(Arc::new(panes.clone()) as ArrayRef);
+            interned.extend(ev.keys.iter().cloned());
+            self.groups.update(specs.paned, &interned, &ev.args, &ev.filters, ev.rows)?;
+        }
         self.note_panes(panes.values());
         Ok(())
     }
 
-    fn merge(&mut self, spec: &AggregateSpec, state: &Emitted<Vec<ArrayRef>>) -> Result<()> {
+    fn merge(&mut self, specs: &Specs, state: &Emitted<Vec<ArrayRef>>) -> Result<()> {
         let Some(panes) = state.keys.first().and_then(|p| p.as_primitive_opt::<Int64Type>()) else {
             return datafusion::common::internal_err!("pane states without their pane column");
         };
         let panes = panes.clone();
-        self.groups.merge(spec, state)?;
+        if self.one_pane {
+            let plain = Emitted { keys: state.keys[1..].to_vec(), aggs: state.aggs.clone(), rows: state.rows };
+            self.groups.merge(specs.plain, &plain)?;
+        } else {
+            self.groups.merge(specs.paned, state)?;
+        }
         self.note_panes(panes.values());
         Ok(())
     }
@@ -274,12 +338,19 @@ impl Chunk {
         }
     }
 
-    fn take_final(&mut self, spec: &AggregateSpec, end: i64) -> Result<Option<(Emitted<ArrayRef>, usize)>> {
-        let Some((to, panes)) = self.close(spec, end)? else { return Ok(None) };
+    fn take_final(&mut self, specs: &Specs, end: i64) -> Result<Option<(Emitted<ArrayRef>, usize)>> {
+        let Some((to, panes)) = self.close(specs, end)? else { return Ok(None) };
+        let spec = self.spec(specs);
         Ok(Some((
             match to {
-                Taken::Emit(to) => self.groups.emit_final_to(spec, to)?,
-                Taken::Sorted(order) => pick_final(&self.groups.emit_final(spec)?, &order)?,
+                Taken::Emit(to) => {
+                    let e = self.groups.emit_final_to(spec, to)?;
+                    self.with_pane(e)
+                }
+                Taken::Sorted(order) => {
+                    let e = self.groups.emit_final(spec)?;
+                    pick_final(&self.with_pane(e), &order)?
+                }
                 Taken::Out(states) => {
                     let mut closed = Groups::new(spec)?;
                     closed.merge(spec, &states)?;
@@ -290,18 +361,25 @@ impl Chunk {
         )))
     }
 
-    fn take_state(&mut self, spec: &AggregateSpec, end: i64) -> Result<Option<Emitted<Vec<ArrayRef>>>> {
-        let Some((to, _)) = self.close(spec, end)? else { return Ok(None) };
+    fn take_state(&mut self, specs: &Specs, end: i64) -> Result<Option<Emitted<Vec<ArrayRef>>>> {
+        let Some((to, _)) = self.close(specs, end)? else { return Ok(None) };
+        let spec = self.spec(specs);
         Ok(Some(match to {
-            Taken::Emit(to) => self.groups.emit_state_to(spec, to)?,
-            Taken::Sorted(order) => pick(&self.groups.emit_state(spec)?, &order)?,
+            Taken::Emit(to) => {
+                let e = self.groups.emit_state_to(spec, to)?;
+                self.with_pane(e)
+            }
+            Taken::Sorted(order) => {
+                let e = self.groups.emit_state(spec)?;
+                pick(&self.with_pane(e), &order)?
+            }
             Taken::Out(states) => states,
         }))
     }
 
     /// How the panes before `end` leave the table, and how many there are; the bookkeeping of
     /// panes and groups is updated.
-    fn close(&mut self, spec: &AggregateSpec, end: i64) -> Result<Option<(Taken, usize)>> {
+    fn close(&mut self, specs: &Specs, end: i64) -> Result<Option<(Taken, usize)>> {
         let n: usize = self.counts.range(..end).map(|(_, n)| n).sum();
         if n == 0 {
             return Ok(None);
@@ -322,24 +400,35 @@ impl Chunk {
             self.ordered = true;
             return Ok(Some((Taken::Sorted(UInt32Array::from(order)), panes)));
         }
-        // every group out, the open ones back in
-        let all = self.groups.emit_state(spec)?;
+        // every group out, the open ones back in (a chunk of one pane never comes here: its
+        // groups are in order)
+        let all = self.groups.emit_state(self.spec(specs))?;
+        let all = self.with_pane(all);
         let (closed, open): (Vec<u32>, Vec<u32>) = order.into_iter().partition(|&i| self.pane_of[i as usize] < end);
         self.pane_of.clear();
         self.ordered = true;
         self.counts.clear();
-        self.merge(spec, &pick(&all, &UInt32Array::from(open))?)?;
+        self.merge(specs, &pick(&all, &UInt32Array::from(open))?)?;
         Ok(Some((Taken::Out(pick(&all, &UInt32Array::from(closed))?), panes)))
     }
 
-    fn peek_state(&mut self, spec: &AggregateSpec) -> Result<Emitted<Vec<ArrayRef>>> {
-        let state = self.groups.emit_state(spec)?;
+    fn peek_state(&mut self, specs: &Specs) -> Result<Emitted<Vec<ArrayRef>>> {
+        let state = self.groups.emit_state(self.spec(specs))?;
+        let state = self.with_pane(state);
         self.pane_of.clear();
         self.counts.clear();
         self.ordered = true;
-        self.merge(spec, &state)?;
+        self.merge(specs, &state)?;
         Ok(state)
     }
+}
+
+/// The specs of a [`PaneTable`]'s chunks.
+struct Specs<'a> {
+    /// Keyed by (pane, keys).
+    paned: &'a AggregateSpec,
+    /// Keyed by the keys alone (one-pane chunks).
+    plain: &'a AggregateSpec,
 }
 
 /// How closed panes leave a [`Chunk`].
@@ -435,19 +524,21 @@ mod tests {
     fn closed_panes_leave_in_pane_order_in_order_or_not() {
         let mut t = PaneTable::new(&spec(), 10);
         rows(&mut t, &[0, 0, 10, 10, 20], &["a", "b", "a", "a", "c"]);
-        assert!(t.chunks[&0].ordered);
+        // the first chunk spans one pane; two groups a pane make the next span 64
+        assert_eq!(t.chunks.iter().map(|(s, c)| (*s, c.end)).collect::<Vec<_>>(), vec![(0, 10), (10, 650)]);
+        assert!(t.chunks[&10].ordered);
         let (e, panes) = t.take_final(10).unwrap();
         assert_eq!(panes, 1);
         assert_eq!(out(&e), vec![(0, "a".into(), 1), (0, "b".into(), 1)]);
         assert_eq!((t.len(), t.tables()), (2, 1));
         // a row back in pane 10 after pane 20's group, a new pane 30, one in the next chunk
         rows(&mut t, &[30, 10, 10, 650], &["a", "b", "a", "z"]);
-        assert!(!t.chunks[&0].ordered);
+        assert!(!t.chunks[&10].ordered);
         assert_eq!(t.tables(), 2);
         let (e, panes) = t.take_final(30).unwrap();
         assert_eq!(panes, 2);
         assert_eq!(out(&e), vec![(10, "a".into(), 3), (10, "b".into(), 1), (20, "c".into(), 1)]);
-        assert!(t.chunks[&0].ordered);
+        assert!(t.chunks[&10].ordered);
         assert!(t.take_final(30).unwrap().0.is_empty());
         rows(&mut t, &[30], &["a"]);
         let (e, panes) = t.take_final(i64::MAX).unwrap();
@@ -556,6 +647,29 @@ mod tests {
         assert_eq!(got.len(), expected.len(), "each group once");
         let got: BTreeMap<(i64, Option<i64>, Option<i64>), i64> = got.into_iter().map(|(p, a, b, n)| ((p, a, b), n)).collect();
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn chunks_span_fewer_panes_when_panes_hold_more_groups() {
+        let mut t = PaneTable::new(&spec(), 10);
+        let many: Vec<String> = (0..4096).map(|i| format!("k{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        // 4096 groups a pane: a chunk each; 300: a chunk of 16384 groups spans 54 such panes;
+        // one group a pane: 64
+        rows(&mut t, &vec![0; 4096], &many);
+        rows(&mut t, &vec![10; 300], &many[..300]);
+        rows(&mut t, &[100, 1000], &["a", "b"]);
+        assert_eq!(
+            t.chunks.iter().map(|(s, c)| (*s, c.end, c.one_pane)).collect::<Vec<_>>(),
+            vec![(0, 10, true), (10, 20, true), (100, 640, false), (1000, 1640, false)]
+        );
+        // a pane before every chunk gets one up to the first
+        rows(&mut t, &[-20], &["z"]);
+        assert_eq!(t.chunks[&-20].end, 0);
+        assert_eq!(t.len(), 4096 + 300 + 3);
+        let (parts, panes) = t.take_final(i64::MAX).unwrap();
+        assert_eq!(panes, 5);
+        assert_eq!(out(&parts).iter().map(|r| r.0).collect::<std::collections::BTreeSet<_>>(), [-20, 0, 10, 100, 1000].into());
     }
 
     #[test]
