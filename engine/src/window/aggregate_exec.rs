@@ -59,7 +59,7 @@ use futures::StreamExt;
 
 use super::functions::window_array;
 use super::groups::{AggregateSpec, Emitted, Groups};
-use super::pane_table::{split_by_start, PaneTable};
+use super::pane_table::{split_by_start, with_start, PaneTable};
 use super::session::SessionBuffer;
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
 use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
@@ -465,8 +465,18 @@ impl Evaluated {
         }
     }
 
+    /// These rows and their panes (`panes`, one per row) ordered by pane: as they are when in
+    /// order already (rows in time order: no sort, no copy), else sorted.
+    pub(crate) fn in_pane_order(self, panes: Int64Array) -> Result<(Int64Array, Self)> {
+        if panes.values().windows(2).all(|w| w[0] <= w[1]) {
+            return Ok((panes, self));
+        }
+        let order = sort_to_indices(&panes, None, None)?;
+        Ok((take(&panes, &order, None)?.as_primitive::<Int64Type>().clone(), self.take(&order)?))
+    }
+
     /// The rows at `indices`, in their order.
-    pub(crate) fn take(&self, indices: &datafusion::arrow::array::UInt32Array) -> Result<Self> {
+    fn take(&self, indices: &datafusion::arrow::array::UInt32Array) -> Result<Self> {
         let t = |a: &ArrayRef| take(a, indices, None);
         Ok(Self {
             keys: self.keys.iter().map(t).collect::<std::result::Result<_, _>>()?,
@@ -1180,21 +1190,15 @@ impl Operator {
             let thawed: Vec<i64> = self.frozen.range(lo..=hi).map(|(&s, _)| s).filter(|s| panes.values().contains(s)).collect();
             for start in thawed {
                 if let Some(state) = self.frozen.remove(&start) {
-                    t.merge_pane(start, &state)?;
+                    t.merge_pane(start, state)?;
                 }
             }
-            return t.update(&panes, &ev);
+            return t.update(panes, ev);
         }
         if lo == hi {
             return self.update_pane(lo, &ev);
         }
-        // rows in time order (the usual case) are in runs of one pane already: no sort, no copy
-        let (panes, ev) = if panes.values().windows(2).all(|w| w[0] <= w[1]) {
-            (panes, ev)
-        } else {
-            let order = sort_to_indices(&panes, None, None)?;
-            (take(&panes, &order, None)?.as_primitive::<Int64Type>().clone(), ev.take(&order)?)
-        };
+        let (panes, ev) = ev.in_pane_order(panes)?;
         for r in partition(&[Arc::new(panes.clone()) as ArrayRef])?.ranges() {
             self.update_pane(panes.value(r.start), &ev.slice(r.start, r.end - r.start))?;
         }
@@ -1313,17 +1317,10 @@ impl Operator {
             // small windows are merged together; a large one gets a table of its own keyed by
             // the query's keys alone (after the small ones before it are out, in order)
             let large = self.frozen.range(ws..ws + size).map(|(_, s)| s.rows).sum::<usize>() >= LARGE_WINDOW_ROWS;
-            if let (true, Some(windows), Some(wspec)) = (large, windows.as_mut(), windows_spec.as_ref()) {
-                if !windows.is_empty() {
-                    out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
-                }
-            }
-            if let (false, Some(windows), Some(wspec)) = (large, windows.as_mut(), windows_spec.as_ref()) {
+            let shared = windows.as_mut().zip(windows_spec.as_ref());
+            if let (false, Some((windows, wspec))) = (large, shared) {
                 for (_, state) in self.frozen.range(ws..ws + size) {
-                    let mut keys = Vec::with_capacity(state.keys.len() + 1);
-                    keys.push(Arc::new(Int64Array::from_value(ws, state.rows)) as ArrayRef);
-                    keys.extend(state.keys.iter().cloned());
-                    windows.merge(wspec, &Emitted { keys, aggs: state.aggs.clone(), rows: state.rows })?;
+                    windows.merge(wspec, &with_start(ws, state.clone()))?;
                 }
                 if windows.len() >= HOP_WINDOW_GROUPS {
                     // (many windows closing at once, as at the end of a bounded input: out in
@@ -1331,6 +1328,9 @@ impl Operator {
                     out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
                 }
             } else if self.config.emit == EmitMode::Final {
+                if let Some((windows, wspec)) = windows.as_mut().zip(windows_spec.as_ref()).filter(|(w, _)| !w.is_empty()) {
+                    out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
+                }
                 let mut groups = Groups::new(spec)?;
                 for (_, state) in self.frozen.range(ws..ws + size) {
                     groups.merge(spec, state)?;

@@ -70,6 +70,7 @@ pub struct Groups {
 
 /// The groups of a table, emitted: key columns (empty when there are no keys) and one array per
 /// aggregate (final values), or one list of state arrays per aggregate (partial states).
+#[derive(Clone)]
 pub struct Emitted<T> {
     /// Group key columns.
     pub keys: Vec<ArrayRef>,

@@ -1,5 +1,5 @@
-//! The open panes of `TUMBLE` and `HOP` windows emitting final results, in one hash table keyed
-//! by the pane's start and the group keys.
+//! The open panes of `TUMBLE` and `HOP` windows emitting final results, in hash tables keyed by
+//! the pane's start and the group keys.
 //!
 //! ```sql
 //! SELECT window_start, k, COUNT(*), SUM(amount) FROM t GROUP BY TUMBLE(ts, INTERVAL '1' SECOND), k
@@ -37,7 +37,7 @@ use super::groups::{AggregateSpec, Emitted, Groups};
 const PANE_COLUMN: &str = "__ferris_pane";
 
 /// Panes per hash table, at most.
-pub const CHUNK_PANES: i64 = 64;
+const CHUNK_PANES: i64 = 64;
 
 /// Groups a hash table is meant to hold: a chunk spans as many panes as hold about this many
 /// groups (as many as the last chunk's panes held on average), from one to [`CHUNK_PANES`].
@@ -149,26 +149,17 @@ impl PaneTable {
 
     /// Adds raw rows: `panes` (each row's pane start) and their evaluated keys, arguments and
     /// filters.
-    pub fn update(&mut self, panes: &Int64Array, ev: &Evaluated) -> Result<()> {
+    pub fn update(&mut self, panes: Int64Array, ev: Evaluated) -> Result<()> {
         if panes.is_empty() {
             return Ok(());
         }
-        // rows in time order are in runs of one pane already: no sort, no copy
-        if panes.values().windows(2).all(|w| w[0] <= w[1]) {
-            return self.by_chunk(panes, |c, spec, at, len| c.update(spec, &panes.slice(at, len), &ev.slice(at, len)));
-        }
-        let order = sort_to_indices(panes, None, None)?;
-        let sorted = take(panes, &order, None)?.as_primitive::<Int64Type>().clone();
-        let ev = ev.take(&order)?;
-        self.by_chunk(&sorted, |c, spec, at, len| c.update(spec, &sorted.slice(at, len), &ev.slice(at, len)))
+        let (panes, ev) = ev.in_pane_order(panes)?;
+        self.by_chunk(&panes, |c, spec, at, len| c.update(spec, &panes.slice(at, len), &ev.slice(at, len)))
     }
 
     /// Adds the partial states of `pane`'s groups (a frozen `HOP` pane a late row opens again).
-    pub fn merge_pane(&mut self, pane: i64, state: &Emitted<Vec<ArrayRef>>) -> Result<()> {
-        let mut keys = Vec::with_capacity(state.keys.len() + 1);
-        keys.push(Arc::new(Int64Array::from_value(pane, state.rows)) as ArrayRef);
-        keys.extend(state.keys.iter().cloned());
-        self.merge(&Emitted { keys, aggs: state.aggs.clone(), rows: state.rows })
+    pub fn merge_pane(&mut self, pane: i64, state: Emitted<Vec<ArrayRef>>) -> Result<()> {
+        self.merge(&with_start(pane, state))
     }
 
     /// Adds partial states whose first key column is the pane (what [`PaneTable::peek_state`]
@@ -273,11 +264,12 @@ impl Chunk {
     }
 
     /// Groups emitted from its table, with the pane as their first key column.
-    fn with_pane<T>(&self, mut e: Emitted<T>) -> Emitted<T> {
+    fn with_pane<T>(&self, e: Emitted<T>) -> Emitted<T> {
         if self.one_pane {
-            e.keys.insert(0, Arc::new(Int64Array::from_value(self.start, e.rows)));
+            with_start(self.start, e)
+        } else {
+            e
         }
-        e
     }
 
     /// Records the pane of each group created by the last update or merge (rows `panes`).
@@ -470,6 +462,12 @@ fn pick(all: &Emitted<Vec<ArrayRef>>, indices: &UInt32Array) -> Result<Emitted<V
     })
 }
 
+/// Emitted groups with `start` (a pane's or window's) as their first key column.
+pub fn with_start<T>(start: i64, mut e: Emitted<T>) -> Emitted<T> {
+    e.keys.insert(0, Arc::new(Int64Array::from_value(start, e.rows)));
+    e
+}
+
 /// Splits emitted groups ordered by their first key column (a pane or window start) into one
 /// part per start, without that column (zero-copy).
 pub fn split_by_start(e: &Emitted<Vec<ArrayRef>>) -> Result<Vec<(i64, Emitted<Vec<ArrayRef>>)>> {
@@ -505,7 +503,7 @@ mod tests {
     fn rows(t: &mut PaneTable, panes: &[i64], keys: &[&str]) {
         let v: ArrayRef = Arc::new(Int64Array::from(vec![1i64; panes.len()]));
         let ev = Evaluated { keys: vec![Arc::new(StringArray::from(keys.to_vec()))], args: vec![vec![v]], filters: vec![None], rows: panes.len() };
-        t.update(&Int64Array::from(panes.to_vec()), &ev).unwrap();
+        t.update(Int64Array::from(panes.to_vec()), ev).unwrap();
     }
 
     /// (pane, key, count) of emitted final values.
@@ -640,7 +638,7 @@ mod tests {
                 filters: vec![None],
                 rows: panes.len(),
             };
-            t.update(&Int64Array::from(panes), &ev).unwrap();
+            t.update(Int64Array::from(panes), ev).unwrap();
             collect(t.take_final(step * 10).unwrap().0, &mut got);
         }
         collect(t.take_final(i64::MAX).unwrap().0, &mut got);
