@@ -156,6 +156,80 @@ async fn windows_without_a_watermark_wait_for_the_end_of_a_bounded_input() {
     run_cases(tmp.path(), &data, "").await;
 }
 
+/// Joins with a side of one row per window — Nexmark q7's maximum per window, q5's largest count
+/// per window — build their hash table from that side, whole, and probe the other side as read
+/// (no repartition); a join whose partitioning something above relies on (an aggregate by the
+/// join key, a top N per key, a union interleaving partitions) stays partitioned. Every one
+/// gives the batch answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_with_one_row_per_window_build_on_that_side_and_equal_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    // (more than 1 MB of amounts: DataFusion would build a table of the whole file otherwise)
+    write_clicks(&data, 23, 60_000, 700, 0, 6);
+    // (name, streaming query, batch query, how the join runs)
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "max_per_window",
+            "SELECT c.ts, c.user_id, c.amount FROM clicks c JOIN (SELECT MAX(amount) AS top, window_end AS wend FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)) m \
+             ON c.amount = m.top WHERE to_timestamp_millis(c.ts) >= m.wend - INTERVAL '10' SECOND AND to_timestamp_millis(c.ts) < m.wend",
+            "SELECT c.ts, c.user_id, c.amount FROM clicks c JOIN (SELECT MAX(amount) AS top, ts / 10000 AS w FROM clicks GROUP BY 2) m ON c.amount = m.top AND c.ts / 10000 = m.w",
+            "mode=CollectLeft",
+        ),
+        (
+            "largest_count_per_window",
+            "SELECT a.window_start, a.user_id, a.n FROM (SELECT window_start, window_end, user_id, COUNT(*) AS n FROM clicks GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND), user_id) a \
+             JOIN (SELECT window_start, window_end, MAX(n) AS top FROM (SELECT window_start, window_end, user_id, COUNT(*) AS n FROM clicks GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND), user_id) x GROUP BY window_start, window_end) m \
+             ON a.window_start = m.window_start AND a.window_end = m.window_end WHERE a.n >= m.top",
+            "WITH x AS (SELECT ts / 5000 * 5000 - k.i * 5000 AS ws, user_id, COUNT(*) AS n FROM clicks CROSS JOIN (VALUES (0), (1), (2)) AS k(i) GROUP BY 1, 2), \
+             m AS (SELECT ws, MAX(n) AS top FROM x GROUP BY ws) \
+             SELECT to_timestamp_millis(x.ws) AS window_start, x.user_id, x.n FROM x JOIN m ON x.ws = m.ws WHERE x.n >= m.top",
+            "mode=CollectLeft",
+        ),
+        (
+            "counted_by_the_join_key",
+            "SELECT c.amount, COUNT(*) AS n FROM clicks c JOIN (SELECT MAX(amount) AS top FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)) m ON c.amount = m.top GROUP BY c.amount",
+            "SELECT c.amount, COUNT(*) AS n FROM clicks c JOIN (SELECT MAX(amount) AS top FROM clicks GROUP BY ts / 10000) m ON c.amount = m.top GROUP BY c.amount",
+            "mode=Partitioned",
+        ),
+        (
+            "first_three_per_join_key",
+            "SELECT ts, amount, rn FROM (SELECT c.ts, c.amount, ROW_NUMBER() OVER (PARTITION BY c.amount ORDER BY c.ts) AS rn \
+             FROM clicks c JOIN (SELECT MAX(amount) AS top FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)) m ON c.amount = m.top) WHERE rn <= 3",
+            "SELECT ts, amount, rn FROM (SELECT c.ts, c.amount, ROW_NUMBER() OVER (PARTITION BY c.amount ORDER BY c.ts) AS rn \
+             FROM clicks c JOIN (SELECT MAX(amount) AS top FROM clicks GROUP BY ts / 10000) m ON c.amount = m.top) WHERE rn <= 3",
+            "mode=Partitioned",
+        ),
+        (
+            "two_joins_by_one_key_in_a_union",
+            "SELECT c.ts, c.amount FROM clicks c JOIN (SELECT MAX(amount) AS top FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND)) m ON c.amount = m.top \
+             UNION ALL SELECT c.ts, c.amount FROM clicks c JOIN (SELECT MIN(amount) AS low FROM clicks GROUP BY TUMBLE(ts, INTERVAL '20' SECOND)) m ON c.amount = m.low",
+            "SELECT c.ts, c.amount FROM clicks c JOIN (SELECT MAX(amount) AS top FROM clicks GROUP BY ts / 10000) m ON c.amount = m.top \
+             UNION ALL SELECT c.ts, c.amount FROM clicks c JOIN (SELECT MIN(amount) AS low FROM clicks GROUP BY ts / 20000) m ON c.amount = m.low",
+            // (DataFusion interleaves the two joins' partitions, key by key)
+            "mode=Partitioned",
+        ),
+    ];
+    let ctx = clicks_context(&data).await;
+    for (name, query, batch, mode) in cases {
+        let sql = format!(
+            "CREATE STREAM {name} AS {query}\nINTO out\nWITH ({}, 'out.type' = 'file_sink', 'out.path' = '{}/{name}.jsonl', 'parallelism' = '2');\n",
+            source(&data, ""),
+            tmp.path().display()
+        );
+        std::fs::write(tmp.path().join(format!("{name}.sql")), &sql).unwrap();
+        let plan = ferris(tmp.path(), &["explain", &format!("{name}.sql")]);
+        assert_eq!(plan.status, 0, "{}", plan.stderr);
+        assert!(plan.stdout.contains(&format!("HashJoinExec: {mode}")), "{name}: {}", plan.stdout);
+        let run = run_sql(tmp.path(), &sql);
+        assert_ok(&run);
+        let got = file_rows(&tmp.path().join(format!("{name}.jsonl")));
+        let want = batch_rows(&ctx, batch).await;
+        assert!(want.len() > 10, "{name}: the batch answer has {} rows, too few to test", want.len());
+        assert_same_rows(name, &got, &want);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_file_keeps_its_own_watermark() {
     // Two files covering the same hour are read in parallel; with one watermark for both, the

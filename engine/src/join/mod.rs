@@ -10,7 +10,9 @@
 pub mod interval_join_exec;
 pub mod planner_rule;
 pub mod refresh;
+pub mod small_build_side;
 pub mod time_band;
 
 pub use interval_join_exec::IntervalJoinExec;
 pub use planner_rule::IntervalJoinRule;
+pub use small_build_side::SmallBuildSideRule;

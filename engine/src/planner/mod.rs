@@ -85,7 +85,9 @@ pub fn new_context(
     let top_n = crate::top_n::StreamTopNRule { event_time_columns: streaming.event_time_columns.clone(), state_ttl: streaming.state_ttl };
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
-    // in order: joins, top N per key, window functions, aggregates (the last two read the joins' reach)
+    // in order: joins, top N per key, window functions, aggregates (the last two read the joins'
+    // reach), then hash joins looked at again with the windows in place
+    rules.insert(at, Arc::new(crate::join::SmallBuildSideRule));
     rules.insert(at, Arc::new(streaming));
     rules.insert(at, Arc::new(over));
     rules.insert(at, Arc::new(top_n));

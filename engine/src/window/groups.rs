@@ -10,15 +10,20 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt8Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, UInt8Array};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
+
+/// The name of a key column of pane or window starts (`BIGINT`, no nulls). Keyed by it alone
+/// (windows without `GROUP BY` keys), a table numbers its groups without hashing: see
+/// [`StartRuns`].
+pub const START_COLUMN: &str = "__ferris_pane";
 
 /// The aggregate functions of an operator and the schema of its group keys.
 #[derive(Debug, Clone)]
@@ -95,7 +100,13 @@ impl Groups {
     }
 
     fn with_ordering(spec: &AggregateSpec, ordering: &GroupOrdering) -> Result<Self> {
-        let values = new_group_values(spec.interned_schema(), ordering)?;
+        let schema = spec.interned_schema();
+        let values: Box<dyn GroupValues> = match schema.fields().first() {
+            Some(f) if schema.fields().len() == 1 && f.name() == START_COLUMN && *f.data_type() == DataType::Int64 && !f.is_nullable() => {
+                Box::new(StartRuns::default())
+            }
+            _ => new_group_values(schema, ordering)?,
+        };
         let accs = spec.aggs.iter().map(AggregateSpec::accumulator).collect::<Result<Vec<_>>>()?;
         Ok(Self { values, accs, indices: Vec::new(), touched: Vec::new(), seen: Vec::new() })
     }
@@ -239,6 +250,95 @@ impl Groups {
     }
 }
 
+/// The group values of a table keyed by window or pane starts alone (`GROUP BY TUMBLE(…)`
+/// without keys): rows come ordered by start (a batch is put in pane order first), so a row
+/// with the start of the row before it takes that row's group, and the few starts a table holds
+/// are found by a linear search; nothing is hashed. Groups are numbered in first-seen order, as
+/// DataFusion's tables number them.
+#[derive(Default)]
+struct StartRuns {
+    /// The start of each group, in group order.
+    starts: Vec<i64>,
+    /// Starts by group beyond [`StartRuns::SCAN`] groups.
+    index: std::collections::HashMap<i64, usize>,
+}
+
+impl StartRuns {
+    /// Groups found by a linear search (a table holds at most 64 panes, or one batch's windows).
+    const SCAN: usize = 64;
+
+    fn group_of(&mut self, start: i64) -> usize {
+        let found = if self.starts.len() <= Self::SCAN { self.starts.iter().rposition(|&s| s == start) } else { self.index.get(&start).copied() };
+        found.unwrap_or_else(|| {
+            let g = self.starts.len();
+            self.starts.push(start);
+            if self.starts.len() > Self::SCAN {
+                if self.index.is_empty() {
+                    self.index.extend(self.starts.iter().enumerate().map(|(g, &s)| (s, g)));
+                } else {
+                    self.index.insert(start, g);
+                }
+            }
+            g
+        })
+    }
+}
+
+impl GroupValues for StartRuns {
+    fn intern(&mut self, cols: &[ArrayRef], groups: &mut Vec<usize>) -> Result<()> {
+        let Some(starts) = cols.first().and_then(|c| c.as_primitive_opt::<Int64Type>()) else {
+            return datafusion::common::internal_err!("a table of starts interns one BIGINT column");
+        };
+        if starts.null_count() > 0 {
+            return datafusion::common::internal_err!("a table of starts interns no NULL start");
+        }
+        groups.clear();
+        groups.reserve(starts.len());
+        let mut last: Option<(i64, usize)> = None;
+        for &s in starts.values() {
+            let g = match last {
+                Some((l, g)) if l == s => g,
+                _ => self.group_of(s),
+            };
+            last = Some((s, g));
+            groups.push(g);
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        self.starts.capacity() * std::mem::size_of::<i64>() + self.index.capacity() * 2 * std::mem::size_of::<usize>()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn emit(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let out: Vec<i64> = match emit_to {
+            EmitTo::All => std::mem::take(&mut self.starts),
+            EmitTo::First(n) => {
+                let rest = self.starts.split_off(n.min(self.starts.len()));
+                std::mem::replace(&mut self.starts, rest)
+            }
+        };
+        self.index.clear();
+        if self.starts.len() > Self::SCAN {
+            self.index.extend(self.starts.iter().enumerate().map(|(g, &s)| (s, g)));
+        }
+        Ok(vec![Arc::new(Int64Array::from(out)) as ArrayRef])
+    }
+
+    fn clear_shrink(&mut self, _num_rows: usize) {
+        self.starts.clear();
+        self.index.clear();
+    }
+}
+
 /// The distinct group indices of `indices`, in first-seen order.
 pub fn distinct_groups(indices: &[usize], seen: &mut Vec<bool>, out: &mut Vec<u32>) {
     for &g in indices {
@@ -269,4 +369,51 @@ pub fn aggregate_numbered(
         out.push(acc.evaluate(EmitTo::All)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts in runs, out of order, past the linear search's reach, with the first groups and
+    /// then all emitted at random: the same groups and the same keys as DataFusion's table.
+    #[test]
+    fn starts_are_numbered_as_datafusions_table_numbers_them() {
+        let schema = Arc::new(Schema::new(vec![Field::new(START_COLUMN, DataType::Int64, false)]));
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            let mut ours = StartRuns::default();
+            let mut theirs = new_group_values(Arc::clone(&schema), &GroupOrdering::None).unwrap();
+            let spread = [3u64, 50, 200][round % 3];
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..30 {
+                let mut starts = Vec::new();
+                while starts.len() < 100 {
+                    let s = next(spread) as i64 * 10;
+                    starts.extend(std::iter::repeat_n(s, 1 + next(5) as usize));
+                }
+                let col: ArrayRef = Arc::new(Int64Array::from(starts));
+                ours.intern(std::slice::from_ref(&col), &mut a).unwrap();
+                theirs.intern(std::slice::from_ref(&col), &mut b).unwrap();
+                assert_eq!(a, b, "round {round}");
+                assert_eq!(ours.len(), theirs.len());
+                let to = match next(4) {
+                    0 => Some(EmitTo::All),
+                    1 => Some(EmitTo::First(next(ours.len() as u64 + 1) as usize)),
+                    _ => None,
+                };
+                if let Some(to) = to {
+                    let (x, y) = (ours.emit(to).unwrap(), theirs.emit(to).unwrap());
+                    assert_eq!(x[0].as_primitive::<Int64Type>(), y[0].as_primitive::<Int64Type>(), "round {round}");
+                }
+            }
+        }
+        assert!(StartRuns::default().intern(&[Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef], &mut Vec::new()).is_err());
+    }
 }

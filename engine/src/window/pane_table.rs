@@ -34,7 +34,7 @@ use super::aggregate_exec::Evaluated;
 use super::groups::{AggregateSpec, Emitted, Groups};
 
 /// The name of the pane column the table's keys start with.
-const PANE_COLUMN: &str = "__ferris_pane";
+const PANE_COLUMN: &str = super::groups::START_COLUMN;
 
 /// Panes per hash table, at most.
 const CHUNK_PANES: i64 = 64;
@@ -495,25 +495,33 @@ mod tests {
     use datafusion::physical_expr::expressions::col;
 
     fn spec() -> AggregateSpec {
+        spec_keyed(true)
+    }
+
+    /// `COUNT(v)` keyed by a text `k`, or by nothing (`keyed` false: a table of panes alone).
+    fn spec_keyed(keyed: bool) -> AggregateSpec {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false), Field::new("v", DataType::Int64, false)]));
         let count = AggregateExprBuilder::new(count_udaf(), vec![col("v", &schema).unwrap()]).schema(Arc::clone(&schema)).alias("n").build().unwrap();
-        AggregateSpec { aggs: vec![Arc::new(count)], key_schema: Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)])) }
+        let keys = if keyed { vec![Field::new("k", DataType::Utf8, false)] } else { Vec::new() };
+        AggregateSpec { aggs: vec![Arc::new(count)], key_schema: Arc::new(Schema::new(keys)) }
     }
 
     fn rows(t: &mut PaneTable, panes: &[i64], keys: &[&str]) {
         let v: ArrayRef = Arc::new(Int64Array::from(vec![1i64; panes.len()]));
-        let ev = Evaluated { keys: vec![Arc::new(StringArray::from(keys.to_vec()))], args: vec![vec![v]], filters: vec![None], rows: panes.len() };
+        let keyed = !t.plain.key_schema.fields().is_empty();
+        let keys: Vec<ArrayRef> = if keyed { vec![Arc::new(StringArray::from(keys.to_vec()))] } else { Vec::new() };
+        let ev = Evaluated { keys, args: vec![vec![v]], filters: vec![None], rows: panes.len() };
         t.update(Int64Array::from(panes.to_vec()), ev).unwrap();
     }
 
-    /// (pane, key, count) of emitted final values.
+    /// (pane, key, count) of emitted final values (key "" without keys).
     fn out(parts: &[Emitted<ArrayRef>]) -> Vec<(i64, String, i64)> {
         let mut all = Vec::new();
         for e in parts {
             let p = e.keys[0].as_primitive::<Int64Type>();
-            let k = e.keys[1].as_string::<i32>();
+            let k = e.keys.get(1).map(|k| k.as_string::<i32>());
             let n = e.aggs[0].as_primitive::<Int64Type>();
-            all.extend((0..e.rows).map(|i| (p.value(i), k.value(i).to_string(), n.value(i))));
+            all.extend((0..e.rows).map(|i| (p.value(i), k.map_or(String::new(), |k| k.value(i).to_string()), n.value(i))));
         }
         all
     }
@@ -557,8 +565,11 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        for round in 0..50 {
-            let mut t = PaneTable::new(&spec(), 10);
+        for round in 0..100 {
+            // keyed, and (odd rounds) by panes alone: groups numbered without hashing
+            let keyed = round % 2 == 0;
+            let spec = spec_keyed(keyed);
+            let mut t = PaneTable::new(&spec, 10);
             let mut expected: BTreeMap<(i64, String), i64> = BTreeMap::new();
             let mut got: Vec<(i64, String, i64)> = Vec::new();
             let (mut closed_before, mut front) = (i64::MIN, 0i64);
@@ -571,14 +582,14 @@ mod tests {
                     front += next(3) as i64 * 10;
                     let back = next(4) as i64 * 10 * (round % 3);
                     let pane = (front - back).max(closed_before.max(0));
-                    let key = ["a", "b", "c", "d", "e"][next(5) as usize];
+                    let key = if keyed { ["a", "b", "c", "d", "e"][next(5) as usize] } else { "" };
                     *expected.entry((pane, key.to_string())).or_default() += 1;
                     panes.push(pane);
                     keys.push(key);
                 }
                 rows(&mut t, &panes, &keys);
                 if next(4) == 0 {
-                    let mut u = PaneTable::new(&spec(), 10);
+                    let mut u = PaneTable::new(&spec, 10);
                     for state in t.peek_state().unwrap() {
                         u.merge(&state).unwrap();
                     }

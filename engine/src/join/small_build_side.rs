@@ -1,0 +1,209 @@
+//! Hash joins with a side of one row per window build their table from that side, whole.
+//!
+//! ```sql
+//! SELECT b.auction, b.price FROM bid b
+//! JOIN (SELECT MAX(price) AS maxprice, window_end AS wend FROM bid GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)) m
+//!   ON b.price = m.maxprice AND b.date_time >= m.wend - INTERVAL '10' SECOND AND b.date_time < m.wend
+//! -- HashJoinExec(Partitioned) ← Repartition(Hash) ← per-window maxima / Repartition(Hash) ← every bid
+//! -- becomes HashJoinExec(CollectLeft) ← per-window maxima / every bid, as read
+//! ```
+//!
+//! DataFusion chooses how a hash join runs before our window operators are in the plan, when
+//! the side that aggregates by window is still its own aggregate, which it sizes like its input.
+//! So a join of every bid with one row per window ran partitioned: every bid hashed and copied
+//! into a partition, for a table of a few hundred rows. Once the windows are ours, this rule
+//! looks again: a side that holds one row per window (a window aggregate without keys, or an
+//! aggregate grouped by window bounds alone, Nexmark q5's maximum per window) becomes the
+//! build side, collected whole, and the other side is probed as it comes, without a
+//! repartition. Over any input with more rows than windows that side is the smaller one.
+//!
+//! The join's output is then partitioned as its probe side, so the rule leaves a join alone
+//! unless every operator between it and the next repartition (or the top) works a row or a
+//! batch at a time (projections, filters, unions, partial aggregates): an aggregate by the join
+//! key, a top N per key or another partitioned join may rely on its hash partitioning.
+
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::Result;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+
+use crate::sql::EmitMode;
+use crate::window::{WindowAggregateExec, WindowKind};
+
+/// The rule; runs after our window operators are in place.
+#[derive(Debug, Default)]
+pub struct SmallBuildSideRule;
+
+impl PhysicalOptimizerRule for SmallBuildSideRule {
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        rewrite(plan, true)
+    }
+
+    fn name(&self) -> &str {
+        "ferris_small_build_side"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `plan` with its joins rewritten; `free` when nothing above relies on how `plan`'s output is
+/// partitioned.
+fn rewrite(plan: Arc<dyn ExecutionPlan>, free: bool) -> Result<Arc<dyn ExecutionPlan>> {
+    // (these make their own partitioning whatever their input's)
+    let resets = plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
+    // these work a row or a batch at a time, whatever partition it is in; any other operator
+    // (a top N per partition, an interleaved union, …) may rely on its input's partitioning
+    // without saying so
+    let indifferent = plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<UnionExec>().is_some()
+        || plan.downcast_ref::<AggregateExec>().is_some_and(|a| *a.mode() == AggregateMode::Partial);
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+    let mut rewritten = Vec::with_capacity(children.len());
+    for child in children {
+        rewritten.push(rewrite(child, resets || (free && indifferent))?);
+    }
+    let plan = replace_children_if_necessary(plan, rewritten)?;
+    if !free {
+        return Ok(plan);
+    }
+    match plan.downcast_ref::<HashJoinExec>() {
+        Some(join) => Ok(collect_small_side(join)?.unwrap_or(plan)),
+        None => Ok(plan),
+    }
+}
+
+/// `join`, partitioned, with a side of one row per window: that side collected whole as the
+/// build side, the other probed without its repartition.
+fn collect_small_side(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if *join.partition_mode() != PartitionMode::Partitioned || join.null_aware {
+        return Ok(None);
+    }
+    // (a table built from a stream would never be complete; an order of the output would be
+    // lost with the sides' partitioning)
+    if join.left().boundedness().is_unbounded() || join.right().boundedness().is_unbounded() || join.properties().output_ordering().is_some() {
+        return Ok(None);
+    }
+    let (left, right) = (unhashed(join.left()), unhashed(join.right()));
+    if one_row_per_window(&left) {
+        let new =
+            join.builder().with_new_children(vec![whole(left), spread(right, join)?])?.with_partition_mode(PartitionMode::CollectLeft).reset_state().build()?;
+        return Ok(Some(Arc::new(new)));
+    }
+    if one_row_per_window(&right) && join.join_type().supports_swap() {
+        // the same join with the small side collected, then sides swapped so it builds
+        let unswapped = join.builder().with_new_children(vec![spread(left, join)?, whole(right)])?.reset_state().build()?;
+        return Ok(Some(unswapped.swap_inputs(PartitionMode::CollectLeft)?));
+    }
+    Ok(None)
+}
+
+/// A join input without the hash repartition the partitioned join put on it.
+fn unhashed(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    match plan.downcast_ref::<RepartitionExec>() {
+        Some(r) if matches!(r.partitioning(), Partitioning::Hash(..)) && !r.preserve_order() => Arc::clone(r.input()),
+        _ => Arc::clone(plan),
+    }
+}
+
+/// The probe side: in one partition, its batches spread over as many partitions as the join
+/// had, as they are (round robin, nothing hashed or copied).
+fn spread(plan: Arc<dyn ExecutionPlan>, join: &HashJoinExec) -> Result<Arc<dyn ExecutionPlan>> {
+    let n = join.properties().output_partitioning().partition_count();
+    Ok(if plan.output_partitioning().partition_count() == 1 && n > 1 {
+        Arc::new(RepartitionExec::try_new(plan, Partitioning::RoundRobinBatch(n))?)
+    } else {
+        plan
+    })
+}
+
+/// `plan` in one partition (a collected build side reads one).
+fn whole(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if plan.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(plan))
+    } else {
+        plan
+    }
+}
+
+/// Whether `plan` gives one row per window: a `TUMBLE`/`HOP` aggregate without keys emitting
+/// final results, or an aggregate grouped by the bounds of such windows alone, seen through
+/// projections, filters and repartitioning.
+fn one_row_per_window(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(w) = plan.downcast_ref::<WindowAggregateExec>() {
+        let c = w.config();
+        return c.keys.is_empty() && c.emit == EmitMode::Final && matches!(c.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. });
+    }
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+        let group = agg.group_expr();
+        return group.groups().len() == 1
+            && !group.expr().is_empty()
+            && group.expr().iter().all(|(e, _)| e.downcast_ref::<Column>().is_some_and(|c| is_window_column(agg.input(), c.index())));
+    }
+    passthrough(plan).is_some_and(one_row_per_window)
+}
+
+/// The input of a node that keeps its rows' groups (fewer rows at most), or `None`.
+fn passthrough(plan: &Arc<dyn ExecutionPlan>) -> Option<&Arc<dyn ExecutionPlan>> {
+    let keeps = plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some();
+    if keeps {
+        plan.children().into_iter().next()
+    } else {
+        None
+    }
+}
+
+/// Whether column `index` of `plan`'s output is a window (or its start or end) of a `TUMBLE` or
+/// `HOP` aggregate emitting final results, traced through projections, filters, repartitioning
+/// and the group columns of partial aggregates.
+fn is_window_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
+    if let Some(w) = plan.downcast_ref::<WindowAggregateExec>() {
+        let c = w.config();
+        return c.window_pos == Some(index) && c.emit == EmitMode::Final && matches!(c.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. });
+    }
+    if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
+        return p.expr().get(index).is_some_and(|e| window_field_of(&e.expr).is_some_and(|i| is_window_column(p.input(), i)));
+    }
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+        let group = agg.group_expr();
+        return group.groups().len() == 1
+            && group.expr().get(index).is_some_and(|(e, _)| e.downcast_ref::<Column>().is_some_and(|c| is_window_column(agg.input(), c.index())));
+    }
+    if plan.downcast_ref::<FilterExec>().is_some_and(|f| f.projection().is_some()) {
+        return false;
+    }
+    passthrough(plan).is_some_and(|input| is_window_column(input, index))
+}
+
+/// The input column an expression takes a window or one of its bounds from: a column, or
+/// `get_field(column, …)` (`window_start`, `window_end`).
+fn window_field_of(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return Some(c.index());
+    }
+    let f = expr.downcast_ref::<ScalarFunctionExpr>()?;
+    if f.name() != "get_field" {
+        return None;
+    }
+    f.args().first()?.downcast_ref::<Column>().map(Column::index)
+}
