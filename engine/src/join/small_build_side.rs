@@ -148,16 +148,25 @@ fn whole(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 /// projections, filters and repartitioning.
 fn one_row_per_window(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if let Some(w) = plan.downcast_ref::<WindowAggregateExec>() {
-        let c = w.config();
-        return c.keys.is_empty() && c.emit == EmitMode::Final && matches!(c.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. });
+        return w.config().keys.is_empty() && closes_tumble_or_hop(w);
     }
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
-        let group = agg.group_expr();
-        return group.groups().len() == 1
-            && !group.expr().is_empty()
-            && group.expr().iter().all(|(e, _)| e.downcast_ref::<Column>().is_some_and(|c| is_window_column(agg.input(), c.index())));
+        let n = agg.group_expr().expr().len();
+        return n > 0 && (0..n).all(|i| groups_by_window(agg, i));
     }
     passthrough(plan).is_some_and(one_row_per_window)
+}
+
+/// Whether `w` is a `TUMBLE` or `HOP` emitting final results (each window once).
+fn closes_tumble_or_hop(w: &WindowAggregateExec) -> bool {
+    let c = w.config();
+    c.emit == EmitMode::Final && matches!(c.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. })
+}
+
+/// Whether group column `i` of `agg` (no grouping sets) is a window column of its input.
+fn groups_by_window(agg: &AggregateExec, i: usize) -> bool {
+    let group = agg.group_expr();
+    group.groups().len() == 1 && group.expr().get(i).is_some_and(|(e, _)| e.downcast_ref::<Column>().is_some_and(|c| is_window_column(agg.input(), c.index())))
 }
 
 /// The input of a node that keeps its rows' groups (fewer rows at most), or `None`.
@@ -178,16 +187,13 @@ fn passthrough(plan: &Arc<dyn ExecutionPlan>) -> Option<&Arc<dyn ExecutionPlan>>
 /// and the group columns of partial aggregates.
 fn is_window_column(plan: &Arc<dyn ExecutionPlan>, index: usize) -> bool {
     if let Some(w) = plan.downcast_ref::<WindowAggregateExec>() {
-        let c = w.config();
-        return c.window_pos == Some(index) && c.emit == EmitMode::Final && matches!(c.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. });
+        return w.config().window_pos == Some(index) && closes_tumble_or_hop(w);
     }
     if let Some(p) = plan.downcast_ref::<ProjectionExec>() {
         return p.expr().get(index).is_some_and(|e| window_field_of(&e.expr).is_some_and(|i| is_window_column(p.input(), i)));
     }
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
-        let group = agg.group_expr();
-        return group.groups().len() == 1
-            && group.expr().get(index).is_some_and(|(e, _)| e.downcast_ref::<Column>().is_some_and(|c| is_window_column(agg.input(), c.index())));
+        return groups_by_window(agg, index);
     }
     if plan.downcast_ref::<FilterExec>().is_some_and(|f| f.projection().is_some()) {
         return false;

@@ -272,15 +272,21 @@ impl StartRuns {
         found.unwrap_or_else(|| {
             let g = self.starts.len();
             self.starts.push(start);
-            if self.starts.len() > Self::SCAN {
-                if self.index.is_empty() {
-                    self.index.extend(self.starts.iter().enumerate().map(|(g, &s)| (s, g)));
-                } else {
-                    self.index.insert(start, g);
-                }
+            if self.index.is_empty() {
+                self.reindex();
+            } else {
+                self.index.insert(start, g);
             }
             g
         })
+    }
+
+    /// Indexes every start once there are more than [`StartRuns::SCAN`] (none otherwise).
+    fn reindex(&mut self) {
+        self.index.clear();
+        if self.starts.len() > Self::SCAN {
+            self.index.extend(self.starts.iter().enumerate().map(|(g, &s)| (s, g)));
+        }
     }
 }
 
@@ -326,10 +332,7 @@ impl GroupValues for StartRuns {
                 std::mem::replace(&mut self.starts, rest)
             }
         };
-        self.index.clear();
-        if self.starts.len() > Self::SCAN {
-            self.index.extend(self.starts.iter().enumerate().map(|(g, &s)| (s, g)));
-        }
+        self.reindex();
         Ok(vec![Arc::new(Int64Array::from(out)) as ArrayRef])
     }
 

@@ -31,10 +31,7 @@ use datafusion::common::Result;
 use datafusion::logical_expr::EmitTo;
 
 use super::aggregate_exec::Evaluated;
-use super::groups::{AggregateSpec, Emitted, Groups};
-
-/// The name of the pane column the table's keys start with.
-const PANE_COLUMN: &str = super::groups::START_COLUMN;
+use super::groups::{AggregateSpec, Emitted, Groups, START_COLUMN};
 
 /// Panes per hash table, at most.
 const CHUNK_PANES: i64 = 64;
@@ -67,7 +64,7 @@ pub struct PaneTable {
 impl PaneTable {
     /// An empty table for the aggregates and keys of `spec`, panes `pane` ms long.
     pub fn new(spec: &AggregateSpec, pane: i64) -> Self {
-        let mut fields = vec![Arc::new(Field::new(PANE_COLUMN, DataType::Int64, false))];
+        let mut fields = vec![Arc::new(Field::new(START_COLUMN, DataType::Int64, false))];
         fields.extend(spec.key_schema.fields().iter().cloned());
         let plain = spec.clone();
         let spec = AggregateSpec { aggs: spec.aggs.clone(), key_schema: Arc::new(Schema::new(fields)) };
