@@ -254,7 +254,16 @@ pub trait SourceCheckpoint: Send + Sync + std::fmt::Debug {
     fn merge(&self, into: &mut Positions, other: Positions) {
         merge_earliest(into, other);
     }
+
+    /// The connector's own type, for a sink of the same connector that commits this source's
+    /// positions inside its transaction (see [`crate::Sink::take_source_commits`]).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
+
+/// The positions of every source of a checkpoint, by source name (as the manifest holds them).
+pub type SourcePositions = BTreeMap<String, Positions>;
 
 /// The default merge of [`SourceCheckpoint::merge`]: the earlier of two positions of one unit.
 pub fn merge_earliest(into: &mut Positions, other: Positions) {

@@ -8,7 +8,9 @@
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 
-use crate::checkpoint::Prepared;
+use std::sync::Arc;
+
+use crate::checkpoint::{Prepared, SourceCheckpoint, SourcePositions};
 use crate::error::{ConnectorError, Result};
 
 /// How a job delivers rows to a sink.
@@ -72,6 +74,26 @@ pub trait Sink: Send {
     /// so it must be idempotent.
     async fn commit(&mut self, _checkpoint: u64) -> Result<()> {
         Ok(())
+    }
+
+    /// Under `use_transactions`, once before the first write: the job's sources, offered to a
+    /// sink that can commit a source's positions inside its own transaction, atomically with
+    /// the rows (a Kafka sink takes a Kafka source's consumer-group offsets on the same
+    /// cluster into the producer's transaction). Returns the names of those it takes; they
+    /// leave their commits to it from then on.
+    ///
+    /// ```sql
+    /// CREATE STREAM copy AS SELECT * FROM orders INTO out WITH ('use_transactions' = 'true',
+    ///   'orders.type' = 'kafka_source', 'out.type' = 'kafka_sink', …)
+    /// ```
+    fn take_source_commits(&mut self, _sources: &[(String, Arc<dyn SourceCheckpoint>)]) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// [`Sink::commit`] with the positions every source had at `checkpoint` (from its
+    /// manifest), for a sink that took some sources' commits.
+    async fn commit_with_sources(&mut self, checkpoint: u64, _sources: &SourcePositions) -> Result<()> {
+        self.commit(checkpoint).await
     }
 
     /// For a sink whose commit cannot be redone after a crash (a Kafka transaction is aborted

@@ -95,6 +95,21 @@ fn across_processes(planned: &crate::planner::PlannedJob, unbounded: bool) -> Op
     })
 }
 
+/// How source `rel` takes part; under `use_transactions` a Kafka source says which Kafka sink's
+/// transactions carry its group's offsets (the first on the same cluster), if any.
+fn source_part(planned: &crate::planner::PlannedJob, rel: &crate::job::RelationSpec) -> String {
+    use ferris_connectors::ConnectorKind::Kafka;
+    let positions = crate::connect::source_positions(rel);
+    let servers = |r: &crate::job::RelationSpec| r.properties.get("bootstrap.servers").map(str::to_string).unwrap_or_default();
+    if planned.checkpoints.mode != crate::checkpoint::Mode::ExactlyOnce || rel.connector.kind != Kafka {
+        return positions.to_string();
+    }
+    match planned.spec.sinks.iter().find(|s| s.connector.kind == Kafka && ferris_connectors::kafka::config::same_cluster(&servers(s), &servers(rel))) {
+        Some(sink) => format!("{positions}; the group's offsets are committed inside the transactions of sink '{}'", sink.name),
+        None => format!("{positions}; the group's offsets are committed after each checkpoint (no transactional Kafka sink on its cluster)"),
+    }
+}
+
 fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
     let cfg = &planned.checkpoints;
     let unbounded = planned.sources.iter().any(|s| !s.is_bounded());
@@ -109,7 +124,7 @@ fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
         stateful_operators: planned.plan_checkpoints.operators.iter().map(|o| format!("#{} {}", o.id, o.shape)).collect(),
         problem: planned.plan_checkpoints.problem.clone(),
         across_processes: across_processes(planned, unbounded),
-        sources: planned.spec.sources.iter().map(|r| (r.name.clone(), crate::connect::source_positions(r).to_string())).collect(),
+        sources: planned.spec.sources.iter().map(|r| (r.name.clone(), source_part(planned, r))).collect(),
         sinks: planned.spec.sinks.iter().map(|r| (r.name.clone(), crate::connect::sink_delivery(r).to_string())).collect(),
     }
 }

@@ -68,6 +68,27 @@ fn explain_says_how_windows_move_between_processes() {
     assert!(across(&v).contains("one process of this job per consumer group"), "{v}");
 }
 
+/// Under `use_transactions`, `explain` says whose transactions carry a Kafka source's group
+/// offsets: the Kafka sink on the same brokers (named in another order here), else none.
+#[test]
+fn explain_says_which_transactions_carry_the_kafka_offsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |sink_servers: &str| {
+        format!(
+            "CREATE STREAM c AS SELECT k FROM orders INTO out \
+             WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '127.0.0.1:9,127.0.0.2:9', 'orders.topic' = 't', \
+                   'orders.schema' = 'k VARCHAR', 'use_transactions' = 'true', \
+                   'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{sink_servers}', 'out.topic' = 'o');"
+        )
+    };
+    let source = |v: &serde_json::Value| v["jobs"][0]["processing"]["sources"]["orders"].as_str().unwrap_or_default().to_string();
+    let (run, v) = explain_json(tmp.path(), &job("127.0.0.2:9, 127.0.0.1:9"));
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(source(&v).contains("the group's offsets are committed inside the transactions of sink 'out'"), "{v}");
+    let (_, v) = explain_json(tmp.path(), &job("127.0.0.3:9"));
+    assert!(source(&v).contains("committed after each checkpoint (no transactional Kafka sink on its cluster)"), "{v}");
+}
+
 #[test]
 fn text_output_shows_the_physical_plan() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1272,6 +1272,146 @@ async fn transactional_kafka_sink_commits_with_checkpoints_on_the_mock_cluster()
     assert_same_rows("windows through a transactional Kafka sink", &counts.into_keys().collect::<Vec<_>>(), &want);
 }
 
+/// librdkafka's mock cluster made by a client of the test (`test.mock.num.brokers`), recording
+/// the API key of every request its broker receives, in order of arrival.
+struct TrackedMock {
+    client: BaseProducer,
+}
+
+/// Kafka API keys the transaction tests count.
+const OFFSET_COMMIT: i16 = 8;
+const ADD_OFFSETS_TO_TXN: i16 = 25;
+const END_TXN: i16 = 26;
+const TXN_OFFSET_COMMIT: i16 = 28;
+
+impl TrackedMock {
+    fn new() -> Self {
+        let client: BaseProducer = ClientConfig::new().set("test.mock.num.brokers", "1").create().unwrap();
+        // SAFETY: the handle is the live client's own; the cluster lives as long as the client.
+        unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr())) };
+        Self { client }
+    }
+
+    fn servers(&self) -> String {
+        self.client.client().mock_cluster().unwrap().bootstrap_servers()
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) {
+        self.client.client().mock_cluster().unwrap().create_topic(topic, partitions, 1).unwrap();
+    }
+
+    /// The API keys of the requests received so far.
+    fn api_keys(&self) -> Vec<i16> {
+        use rdkafka::bindings as rd;
+        // SAFETY: the array and its requests are the mock's copies, read and then freed here.
+        unsafe {
+            let cluster = rd::rd_kafka_handle_mock_cluster(self.client.client().native_ptr());
+            let mut count = 0usize;
+            let requests = rd::rd_kafka_mock_get_requests(cluster, &mut count);
+            if requests.is_null() {
+                return Vec::new();
+            }
+            let keys = (0..count).map(|i| rd::rd_kafka_mock_request_api_key(*requests.add(i))).collect();
+            rd::rd_kafka_mock_request_destroy_array(requests, count);
+            keys
+        }
+    }
+}
+
+/// For each transaction ended (EndTxn, commit or abort) among `keys`: how many consumer groups'
+/// offsets were added to it (AddOffsetsToTxn, one per group).
+fn groups_per_transaction(keys: &[i16]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut groups = 0;
+    for k in keys {
+        match *k {
+            ADD_OFFSETS_TO_TXN => groups += 1,
+            END_TXN => out.push(std::mem::replace(&mut groups, 0)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Kafka → Kafka under `use_transactions`: the source's consumer-group offsets at each
+/// checkpoint go inside the sink's transaction (with the sink's checkpoint marker), so the
+/// group's offsets and the rows written become visible together; the source commits none
+/// itself. A source on another cluster cannot take part in the sink's transactions: it commits
+/// its own offsets after each checkpoint, and the sink's transactions carry the marker alone.
+/// On librdkafka's mock cluster, which checks the transactional protocol (producer id, epoch,
+/// the group coordinator) and records the requests it receives, but keeps no offsets committed
+/// in a transaction (tansu 0.6 has no EndTxn at all). Both runs write exactly DataFusion's
+/// batch answer, no row twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_kafka_commits_the_source_offsets_inside_the_sink_transaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let n = 3000;
+    let batch_file = dir.join("orders.jsonl");
+    std::fs::write(&batch_file, (0..n).map(|i| order(i) + "\n").collect::<String>()).unwrap();
+    let query = "SELECT id, customer, amount FROM orders WHERE amount > 120";
+    let ctx = datafusion::prelude::SessionContext::new();
+    let opts = datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl");
+    ctx.register_json("orders", batch_file.to_str().unwrap(), opts).await.unwrap();
+    let want = batch_rows(&ctx, query).await;
+    assert!(want.len() > 500, "{}", want.len());
+
+    for same_cluster in [true, false] {
+        let sink_side = TrackedMock::new();
+        let source_side = if same_cluster { None } else { Some(TrackedMock::new()) };
+        let source_cluster = source_side.as_ref().unwrap_or(&sink_side);
+        source_cluster.create_topic("orders", 2);
+        sink_side.create_topic("big", 1);
+        produce_to(&source_cluster.servers(), "orders", &(0..n).map(|i| msg(Some(format!("k{}", i % 7)), order(i))).collect::<Vec<_>>());
+        let sql = format!(
+            "CREATE STREAM big AS {query} INTO out WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{}', 'orders.topic' = 'orders', \
+             'orders.group.id' = 'copier', 'orders.value.format' = 'json', 'orders.schema' = '{ORDER_SCHEMA}', 'orders.batch.size' = '200', \
+             'orders.auto.offset.reset' = 'earliest', 'use_transactions' = 'true', 'checkpoint.interval' = '200ms', \
+             'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{}', 'out.topic' = 'big');",
+            source_cluster.servers(),
+            sink_side.servers()
+        );
+        let _ = std::fs::remove_file(dir.join("job.log"));
+        let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
+        std::fs::write(dir.join("job.sql"), sql).unwrap();
+        let mut child = crate::checkpoints::start(dir, "job.sql", &[]);
+        crate::checkpoints::settle(dir, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && read_values(&sink_side.servers(), "big").len() < want.len() {}
+        // a few more checkpoints commit the offsets of the last rows; a duplicate would show
+        std::thread::sleep(Duration::from_millis(1000));
+        crate::checkpoints::interrupt(&mut child, dir);
+        let log = std::fs::read_to_string(dir.join("job.log")).unwrap();
+        let got = read_values(&sink_side.servers(), "big");
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for l in canonical_lines(&got.join("\n")) {
+            *counts.entry(l).or_insert(0) += 1;
+        }
+        let twice: Vec<&String> = counts.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
+        assert!(twice.is_empty(), "rows written twice: {twice:?}");
+        assert_same_rows(&format!("kafka → kafka (same cluster: {same_cluster})"), &counts.into_keys().collect::<Vec<_>>(), &want);
+
+        let keys = sink_side.api_keys();
+        let per_txn = groups_per_transaction(&keys);
+        let with = |groups: usize| per_txn.iter().filter(|&&g| g == groups).count();
+        let txn_commits = keys.iter().filter(|&&k| k == TXN_OFFSET_COMMIT).count();
+        assert_eq!(txn_commits, keys.iter().filter(|&&k| k == ADD_OFFSETS_TO_TXN).count(), "each group added is committed in its transaction");
+        if same_cluster {
+            assert!(log.contains("source 'orders': its positions are committed inside the transactions of sink 'out'"), "{log}");
+            // marker + the source's group, from the first checkpoint that had read anything
+            assert!(with(2) >= 3, "transactions carrying the source's offsets: {per_txn:?}");
+            assert!(per_txn.iter().all(|&g| g <= 2), "{per_txn:?}");
+            assert_eq!(keys.iter().filter(|&&k| k == OFFSET_COMMIT).count(), 0, "the source commits nothing outside the transactions: {keys:?}");
+        } else {
+            assert!(!log.contains("its positions are committed inside"), "{log}");
+            assert!(with(1) >= 3 && per_txn.iter().all(|&g| g <= 1), "the marker alone: {per_txn:?}");
+            let source_keys = source_cluster.api_keys();
+            assert!(source_keys.iter().filter(|&&k| k == OFFSET_COMMIT).count() >= 2, "the source commits its own offsets: {source_keys:?}");
+            assert!(!source_keys.contains(&ADD_OFFSETS_TO_TXN));
+        }
+    }
+}
+
 /// `WITHIN INTERVAL` as the guide writes it, with no event-time keys: Kafka sources use the
 /// message timestamp. Purchases 5 s after their click join; those 60 s after do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,6 +258,24 @@ pub fn check_secure_connection(props: &Properties, settings: &[(String, String)]
 /// A setting of ours, never given to librdkafka: the client's warnings reach its context.
 const PROBE_LOG: &str = "ferris.probe.log";
 
+/// True when two `bootstrap.servers` lists name the same brokers (order, case and spaces
+/// aside): a Kafka source and sink there can share a transaction (the source's group offsets
+/// committed inside the sink's).
+///
+/// ```sql
+/// WITH ('use_transactions' = 'true', 'orders.bootstrap.servers' = 'b1:9092,b2:9092',
+///       'out.bootstrap.servers' = 'B2:9092, b1:9092', …)
+/// ```
+pub fn same_cluster(a: &str, b: &str) -> bool {
+    let set = |s: &str| {
+        let mut v: Vec<String> = s.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    !set(a).is_empty() && set(a) == set(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +311,14 @@ mod tests {
         let Err(e) = create_client::<rdkafka::producer::FutureProducer>(&p, client_settings(&p), "kafka sink 'o'") else { panic!("accepted acks=lots") };
         let e = e.to_string();
         assert!(e.contains("'o.acks'") && e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn the_same_brokers_in_any_order_are_one_cluster() {
+        assert!(same_cluster("a:9092,b:9092", " B:9092 , a:9092,"));
+        assert!(same_cluster("a:9092", "a:9092,a:9092"));
+        assert!(!same_cluster("a:9092", "a:9093"));
+        assert!(!same_cluster("a:9092,b:9092", "a:9092"));
+        assert!(!same_cluster("", ""), "no brokers named is no cluster");
     }
 }

@@ -22,8 +22,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::config::{create_client, create_client_with, is_own_key, QuietContext, StatusSlot};
-use crate::checkpoint::Prepared;
+use super::config::{create_client, create_client_with, is_own_key, same_cluster, QuietContext, StatusSlot};
+use super::source::KafkaCheckpoint;
+use crate::checkpoint::{Prepared, SourceCheckpoint, SourcePositions};
 use crate::error::{ConnectorError, Result};
 use crate::format::avro::AvroEncoder;
 use crate::properties::Properties;
@@ -68,6 +69,21 @@ pub struct KafkaSink {
     held: Option<Vec<RecordBatch>>,
     /// The checkpoint marker group's metadata, for `send_offsets_to_transaction`.
     marker_metadata: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
+    /// Kafka sources of the job on the same cluster whose consumer-group offsets this sink
+    /// commits inside its transactions (`use_transactions`), by source name, with each
+    /// group's metadata once known.
+    source_commits: Vec<SourceCommit>,
+}
+
+/// A Kafka source whose group's offsets go into the sink's transactions.
+struct SourceCommit {
+    source: String,
+    checkpoint: Arc<dyn SourceCheckpoint>,
+    /// The group's metadata as `send_offsets_to_transaction` wants it: the group's id alone
+    /// (generation and member unknown), as producers before KIP-447 sent it. Fencing a
+    /// zombie is the transactional id's work here, and a commit during a rebalance of the
+    /// source's group is not refused for a stale generation.
+    metadata: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
 }
 
 /// A transactional producer's state (`use_transactions`).
@@ -182,6 +198,7 @@ impl KafkaSink {
             txn: None,
             held: None,
             marker_metadata: None,
+            source_commits: Vec::new(),
         })
     }
 
@@ -262,6 +279,13 @@ impl KafkaSink {
         settings.push(("group.id".into(), group.to_string()));
         settings.push(("enable.auto.commit".into(), "false".into()));
         create_client_with(&self.props, settings, &format!("kafka sink '{}'", self.name), || rdkafka::consumer::DefaultConsumerContext)
+    }
+
+    /// The metadata of consumer group `group` for `send_offsets_to_transaction`: its id alone,
+    /// from a client that never joins it.
+    fn group_metadata(&self, group: &str) -> Result<Arc<rdkafka::consumer::ConsumerGroupMetadata>> {
+        let client = self.marker_client(group)?;
+        client.group_metadata().map(Arc::new).ok_or_else(|| ConnectorError::Other(self.txn_err(&format!("no group metadata for group '{group}'"))))
     }
 
     /// Fences an earlier producer of this job and aborts the transaction it left open; once.
@@ -545,6 +569,30 @@ impl Sink for KafkaSink {
     }
 
     async fn commit(&mut self, checkpoint: u64) -> Result<()> {
+        self.commit_with_sources(checkpoint, &SourcePositions::new()).await
+    }
+
+    fn take_source_commits(&mut self, sources: &[(String, Arc<dyn SourceCheckpoint>)]) -> Vec<String> {
+        if self.txn.is_none() {
+            return Vec::new();
+        }
+        let servers = self.props.get("bootstrap.servers").unwrap_or_default().to_string();
+        let mut taken = Vec::new();
+        for (source, checkpoint) in sources {
+            let Some(kafka) = checkpoint.as_any().and_then(|a| a.downcast_ref::<KafkaCheckpoint>()) else { continue };
+            if !same_cluster(kafka.servers(), &servers) {
+                tracing::info!(sink = %self.name, "kafka source '{source}' reads another cluster: its offsets are committed outside the sink's transactions");
+                continue;
+            }
+            kafka.leave_commits_to_transaction();
+            tracing::info!(sink = %self.name, "kafka source '{source}': group '{}' offsets are committed inside the sink's transactions", kafka.group());
+            self.source_commits.push(SourceCommit { source: source.clone(), checkpoint: Arc::clone(checkpoint), metadata: None });
+            taken.push(source.clone());
+        }
+        taken
+    }
+
+    async fn commit_with_sources(&mut self, checkpoint: u64, sources: &SourcePositions) -> Result<()> {
         let Some(txn) = self.txn.clone().filter(|t| t.open) else { return Ok(()) };
         // the checkpoint's number, committed with the rows: a restart learns where it stands
         let mut marker = TopicPartitionList::new();
@@ -553,14 +601,34 @@ impl Sink for KafkaSink {
             .map_err(|e| ConnectorError::Other(self.txn_err(&format!("marker offset: {e}"))))?;
         if self.marker_metadata.is_none() {
             // the marker group's metadata, once: a client per checkpoint would cost a connection each time
-            let group = self.marker_client(&txn.marker_group)?;
-            self.marker_metadata =
-                Some(Arc::new(group.group_metadata().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?));
+            self.marker_metadata = Some(self.group_metadata(&txn.marker_group)?);
         }
         let metadata = self.marker_metadata.clone().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?;
+        let mut offsets = vec![(marker, metadata)];
+        // the sources' consumer-group offsets at this checkpoint, in the same transaction
+        for i in 0..self.source_commits.len() {
+            let Some(positions) = sources.get(&self.source_commits[i].source) else { continue };
+            let Some(kafka) = self.source_commits[i].checkpoint.as_any().and_then(|a| a.downcast_ref::<KafkaCheckpoint>()) else { continue };
+            let Some((_, tpl)) = kafka.owned_offsets(positions, None) else { continue };
+            if tpl.count() == 0 {
+                continue;
+            }
+            let group = kafka.group().to_string();
+            let metadata = match self.source_commits[i].metadata.clone() {
+                Some(m) => m,
+                None => {
+                    let m = self.group_metadata(&group)?;
+                    self.source_commits[i].metadata = Some(Arc::clone(&m));
+                    m
+                }
+            };
+            offsets.push((tpl, metadata));
+        }
         let p = self.producer.clone();
         blocking(self.txn_err(&format!("committing checkpoint {checkpoint}")), move || {
-            p.send_offsets_to_transaction(&marker, &metadata, TXN_TIMEOUT)?;
+            for (tpl, metadata) in &offsets {
+                p.send_offsets_to_transaction(tpl, metadata, TXN_TIMEOUT)?;
+            }
             p.commit_transaction(TXN_TIMEOUT)?;
             p.begin_transaction()
         })

@@ -82,6 +82,9 @@ struct Shared {
     readers: usize,
     /// This process's member of the consumer group, joined when the first reader starts.
     member: Mutex<Option<Arc<GroupMember>>>,
+    /// A transactional Kafka sink of the job, on the same cluster, commits the group's offsets
+    /// inside its transaction (`use_transactions`): the source's own commits are skipped.
+    offsets_in_transaction: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -247,6 +250,7 @@ impl KafkaSource {
                 metrics: Arc::new(ConnectorMetrics::default()),
                 readers,
                 member: Mutex::new(None),
+                offsets_in_transaction: Default::default(),
             }),
             readers,
         })
@@ -340,7 +344,7 @@ impl PartitionStream for KafkaPartition {
 
 /// The source's positions for checkpoints: per reader, `topic/partition` → next offset.
 #[derive(Debug)]
-struct KafkaCheckpoint {
+pub(super) struct KafkaCheckpoint {
     shared: Arc<Shared>,
 }
 
@@ -385,25 +389,46 @@ impl SourceCheckpoint for KafkaCheckpoint {
         let replay = self.shared.positions.replaying().then_some(replay);
         self.commit_at(positions, last, replay);
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 impl KafkaCheckpoint {
-    /// Commits `positions` of the partitions this member owns; with `replay` (a job that
-    /// rebuilds its windows by reading rows again), each at its replay point, the metadata
-    /// naming the rows to skip (see [`super::replay`]).
-    fn commit_at(&self, positions: &Positions, last: bool, replay: Option<ReplayTime>) {
-        let name = self.shared.name.clone();
+    /// The consumer group's id (`group.id`).
+    pub(super) fn group(&self) -> &str {
+        &self.shared.group
+    }
+
+    /// `bootstrap.servers`, as the source names them.
+    pub(super) fn servers(&self) -> &str {
+        self.shared.props.get("bootstrap.servers").unwrap_or_default()
+    }
+
+    /// From now on a transactional sink commits this source's offsets inside its transaction
+    /// (see [`KafkaCheckpoint::owned_offsets`]); the source commits none itself.
+    pub(super) fn leave_commits_to_transaction(&self) {
+        self.shared.offsets_in_transaction.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// `positions` (a checkpoint's) as a commit of the group's offsets, of the partitions
+    /// this member owns now: after a lost session (a broker outage longer than
+    /// `session.timeout.ms`) the assignment is revoked, and committing for a partition it no
+    /// longer has fails with "unknown member" and sets the group rejoin back, again at every
+    /// checkpoint, so the member never got its partitions back; a partition handed to another
+    /// process is that process's to commit. With `replay` (a job that rebuilds its windows by
+    /// reading rows again), each at its replay point, the metadata naming the rows to skip
+    /// (see [`super::replay`]). `None` before the member has joined.
+    pub(super) fn owned_offsets(&self, positions: &Positions, replay: Option<ReplayTime>) -> Option<(Arc<BaseConsumer<GroupContext>>, TopicPartitionList)> {
+        let name = &self.shared.name;
         let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| (m.consumer(), Arc::clone(&m.shared)));
-        let Some((consumer, group)) = member.and_then(|(c, g)| Some((c.upgrade()?, g))) else { return };
-        // Only partitions this member owns now: after a lost session (a broker outage longer
-        // than `session.timeout.ms`) the assignment is revoked, and committing for a partition
-        // it no longer has fails with "unknown member" and sets the group rejoin back, again
-        // at every checkpoint, so the member never got its partitions back.
+        let (consumer, group) = member.and_then(|(c, g)| Some((c.upgrade()?, g)))?;
         let owned = match consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
                 warn!(source = %name, "offset commit skipped: cannot read the assignment: {e}");
-                return;
+                return None;
             }
         };
         let mut tpl = TopicPartitionList::new();
@@ -421,6 +446,17 @@ impl KafkaCheckpoint {
                 warn!(source = %name, "cannot commit {t}/{p}@{o}: {e}");
             }
         }
+        Some((consumer, tpl))
+    }
+
+    /// Commits `positions` of the partitions this member owns (see
+    /// [`KafkaCheckpoint::owned_offsets`]), unless a transactional sink commits them.
+    fn commit_at(&self, positions: &Positions, last: bool, replay: Option<ReplayTime>) {
+        if self.shared.offsets_in_transaction.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let name = self.shared.name.clone();
+        let Some((consumer, tpl)) = self.owned_offsets(positions, replay) else { return };
         if tpl.count() == 0 {
             return;
         }

@@ -29,8 +29,9 @@ pub enum SinkMsg {
     Batch(RecordBatch),
     /// Checkpoint barrier `n`: prepare everything written so far, then answer.
     Prepare(u64),
-    /// Checkpoint `n` is complete: commit it, then answer.
-    Commit(u64),
+    /// Checkpoint `n` is complete: commit it, then answer. With every source's positions at
+    /// it, for a sink that commits some inside its transaction.
+    Commit(u64, Arc<ferris_connectors::checkpoint::SourcePositions>),
 }
 
 /// What a sink task tells the runner.
@@ -180,8 +181,8 @@ async fn drive(t: SinkTask, mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Sink
                 let _ = t.events.send(SinkEvent::Prepared { sink: t.index, n, result });
                 continue;
             }
-            Some(SinkMsg::Commit(n)) => {
-                let result = bounded(t.limit, "committing the checkpoint", sink.commit(n)).await.map_err(|e| {
+            Some(SinkMsg::Commit(n, sources)) => {
+                let result = bounded(t.limit, "committing the checkpoint", sink.commit_with_sources(n, &sources)).await.map_err(|e| {
                     error!(job = %job, sink = sink.name(), "committing checkpoint {n} failed: {e}");
                     e.to_string()
                 });

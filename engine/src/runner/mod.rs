@@ -644,6 +644,7 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
     let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
     let output_schema = job.plan.schema();
     let mut slots = Vec::new();
+    let mut taken = std::collections::BTreeSet::new();
     for (index, rel) in job.spec.sinks.iter().enumerate() {
         let strategy = match &default_strategy {
             Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
@@ -665,8 +666,18 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
             })
         });
         match (sink, strategy) {
-            (Ok(sink), Ok(strategy)) => {
+            (Ok(mut sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
+                if transactional {
+                    // a source's positions committed inside one sink's transaction, the first
+                    // that can take them (a Kafka source's offsets in a Kafka producer's)
+                    let offered: Vec<(String, Arc<dyn ferris_connectors::checkpoint::SourceCheckpoint>)> =
+                        job.sources.iter().filter(|s| !taken.contains(s.name())).filter_map(|s| Some((s.name().to_string(), s.checkpoint()?))).collect();
+                    for source in sink.take_source_commits(&offered) {
+                        info!(job = %name, sink = %rel.name, "source '{source}': its positions are committed inside the transactions of sink '{}'", rel.name);
+                        taken.insert(source);
+                    }
+                }
                 slots.push(SinkSlot { index, sink, strategy });
             }
             (Err(e), _) | (_, Err(e)) if transactional => return Err(format!("use_transactions: sink '{}': {e}", rel.name)),
@@ -1014,7 +1025,8 @@ impl Run<'_> {
                             }
                             report.checkpoint_bytes = bytes;
                             debug!(job = %name, "checkpoint {n} written");
-                            let finals = out.broadcast(|s| s.commit_is_final, || SinkMsg::Commit(n)).await;
+                            let sources = Arc::new(manifest.sources.clone());
+                            let finals = out.broadcast(|s| s.commit_is_final, || SinkMsg::Commit(n, Arc::clone(&sources))).await;
                             let c = Committing { n, last: writing_last, manifest, waiting: finals };
                             if c.waiting.is_empty() {
                                 let done = self.finish_commit(c, out, &mut waiting, &handing_over, stopping.is_some() || input_done, report).await;
@@ -1194,7 +1206,8 @@ impl Run<'_> {
         report: &mut JobReport,
     ) -> CommitDone {
         let n = c.n;
-        out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n)).await;
+        let sources = Arc::new(c.manifest.sources.clone());
+        out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n, Arc::clone(&sources))).await;
         let replay_from = self.replay_from(&c.manifest);
         let commit = move |cp: &dyn ferris_connectors::checkpoint::SourceCheckpoint, positions: &Positions, last: bool| match replay_from {
             Some(t) => cp.commit_replayable(positions, last, t),
