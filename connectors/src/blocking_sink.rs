@@ -101,6 +101,15 @@ impl<S: Sink + 'static> Sink for OffRuntime<S> {
         self.run(move |s| futures::executor::block_on(s.commit(checkpoint))).await
     }
 
+    fn take_source_commits(&mut self, sources: &[(String, Arc<dyn crate::checkpoint::SourceCheckpoint>)]) -> Vec<String> {
+        self.now().map(|mut s| s.take_source_commits(sources)).unwrap_or_default()
+    }
+
+    async fn commit_with_sources(&mut self, checkpoint: u64, sources: &crate::checkpoint::SourcePositions) -> Result<()> {
+        let sources = sources.clone();
+        self.run(move |s| futures::executor::block_on(s.commit_with_sources(checkpoint, &sources))).await
+    }
+
     async fn last_committed(&mut self) -> Result<Option<u64>> {
         self.run(|s| futures::executor::block_on(s.last_committed())).await
     }

@@ -95,18 +95,21 @@ fn across_processes(planned: &crate::planner::PlannedJob, unbounded: bool) -> Op
     })
 }
 
-/// How source `rel` takes part; under `use_transactions` a Kafka source says which Kafka sink's
-/// transactions carry its group's offsets (the first on the same cluster), if any.
+/// How source `rel` takes part; under `use_transactions` a Kafka source says whether a Kafka
+/// sink's transactions carry its group's offsets.
 fn source_part(planned: &crate::planner::PlannedJob, rel: &crate::job::RelationSpec) -> String {
     use ferris_connectors::ConnectorKind::Kafka;
     let positions = crate::connect::source_positions(rel);
-    let servers = |r: &crate::job::RelationSpec| r.properties.get("bootstrap.servers").map(str::to_string).unwrap_or_default();
     if planned.checkpoints.mode != crate::checkpoint::Mode::ExactlyOnce || rel.connector.kind != Kafka {
         return positions.to_string();
     }
-    match planned.spec.sinks.iter().find(|s| s.connector.kind == Kafka && ferris_connectors::kafka::config::same_cluster(&servers(s), &servers(rel))) {
-        Some(sink) => format!("{positions}; the group's offsets are committed inside the transactions of sink '{}'", sink.name),
-        None => format!("{positions}; the group's offsets are committed after each checkpoint (no transactional Kafka sink on its cluster)"),
+    // as the runner decides: the job's only sink, a Kafka sink reaching the same brokers as
+    // the same user
+    match planned.spec.sinks.as_slice() {
+        [sink] if sink.connector.kind == Kafka && ferris_connectors::kafka::config::same_cluster_and_user(&sink.properties, &rel.properties) => {
+            format!("{positions}; the group's offsets are committed inside the transactions of sink '{}'", sink.name)
+        }
+        _ => format!("{positions}; the group's offsets are committed once every sink has committed the checkpoint (inside a transaction only when the job's one sink is a Kafka sink on the same cluster, as the same user)"),
     }
 }
 

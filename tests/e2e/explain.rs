@@ -69,24 +69,32 @@ fn explain_says_how_windows_move_between_processes() {
 }
 
 /// Under `use_transactions`, `explain` says whose transactions carry a Kafka source's group
-/// offsets: the Kafka sink on the same brokers (named in another order here), else none.
+/// offsets: the job's one sink when it is a Kafka sink on the same brokers (named in another
+/// order here) as the same user; otherwise they are committed once every sink has committed.
 #[test]
 fn explain_says_which_transactions_carry_the_kafka_offsets() {
     let tmp = tempfile::tempdir().unwrap();
-    let job = |sink_servers: &str| {
+    let job = |sink_keys: &str, more_sinks: &str| {
         format!(
-            "CREATE STREAM c AS SELECT k FROM orders INTO out \
+            "CREATE STREAM c AS SELECT k FROM orders INTO out{more_sinks} \
              WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '127.0.0.1:9,127.0.0.2:9', 'orders.topic' = 't', \
                    'orders.schema' = 'k VARCHAR', 'use_transactions' = 'true', \
-                   'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{sink_servers}', 'out.topic' = 'o');"
+                   'out.type' = 'kafka_sink', {sink_keys}, 'out.topic' = 'o', 'copy.type' = 'file_sink', 'copy.path' = 'c.jsonl');"
         )
     };
     let source = |v: &serde_json::Value| v["jobs"][0]["processing"]["sources"]["orders"].as_str().unwrap_or_default().to_string();
-    let (run, v) = explain_json(tmp.path(), &job("127.0.0.2:9, 127.0.0.1:9"));
+    let (run, v) = explain_json(tmp.path(), &job("'out.bootstrap.servers' = '127.0.0.2:9, 127.0.0.1:9'", ""));
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(source(&v).contains("the group's offsets are committed inside the transactions of sink 'out'"), "{v}");
-    let (_, v) = explain_json(tmp.path(), &job("127.0.0.3:9"));
-    assert!(source(&v).contains("committed after each checkpoint (no transactional Kafka sink on its cluster)"), "{v}");
+    let after = "committed once every sink has committed the checkpoint";
+    for (keys, more) in [
+        ("'out.bootstrap.servers' = '127.0.0.3:9'", ""),
+        ("'out.bootstrap.servers' = '127.0.0.1:9,127.0.0.2:9', 'out.security.protocol' = 'SASL_PLAINTEXT', 'out.sasl.username' = 'u'", ""),
+        ("'out.bootstrap.servers' = '127.0.0.1:9,127.0.0.2:9'", ", copy"),
+    ] {
+        let (_, v) = explain_json(tmp.path(), &job(keys, more));
+        assert!(source(&v).contains(after), "{keys}{more}: {v}");
+    }
 }
 
 #[test]

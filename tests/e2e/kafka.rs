@@ -1288,7 +1288,10 @@ impl TrackedMock {
     fn new() -> Self {
         let client: BaseProducer = ClientConfig::new().set("test.mock.num.brokers", "1").create().unwrap();
         // SAFETY: the handle is the live client's own; the cluster lives as long as the client.
-        unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr())) };
+        let cluster = unsafe { rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr()) };
+        assert!(!cluster.is_null(), "the client made a mock cluster");
+        // SAFETY: as above, and checked not null.
+        unsafe { rdkafka::bindings::rd_kafka_mock_start_request_tracking(cluster) };
         Self { client }
     }
 
@@ -1336,8 +1339,9 @@ fn groups_per_transaction(keys: &[i16]) -> Vec<usize> {
 /// Kafka → Kafka under `use_transactions`: the source's consumer-group offsets at each
 /// checkpoint go inside the sink's transaction (with the sink's checkpoint marker), so the
 /// group's offsets and the rows written become visible together; the source commits none
-/// itself. A source on another cluster cannot take part in the sink's transactions: it commits
-/// its own offsets after each checkpoint, and the sink's transactions carry the marker alone.
+/// itself. A source on another cluster cannot take part in the sink's transactions, nor can it
+/// when the job has another sink beside (a file): it commits its own offsets once every sink
+/// has committed each checkpoint, and the sink's transactions carry the marker alone.
 /// On librdkafka's mock cluster, which checks the transactional protocol (producer id, epoch,
 /// the group coordinator) and records the requests it receives, but keeps no offsets committed
 /// in a transaction (tansu 0.6 has no EndTxn at all). Both runs write exactly DataFusion's
@@ -1356,7 +1360,9 @@ async fn kafka_to_kafka_commits_the_source_offsets_inside_the_sink_transaction()
     let want = batch_rows(&ctx, query).await;
     assert!(want.len() > 500, "{}", want.len());
 
-    for same_cluster in [true, false] {
+    // (the source's cluster is the sink's, whether the Kafka sink is the job's only sink)
+    for (same_cluster, only_sink) in [(true, true), (false, true), (true, false)] {
+        let in_txn = same_cluster && only_sink;
         let sink_side = TrackedMock::new();
         let source_side = if same_cluster { None } else { Some(TrackedMock::new()) };
         let source_cluster = source_side.as_ref().unwrap_or(&sink_side);
@@ -1367,11 +1373,14 @@ async fn kafka_to_kafka_commits_the_source_offsets_inside_the_sink_transaction()
             "CREATE STREAM big AS {query} INTO out WITH ('orders.type' = 'kafka_source', 'orders.bootstrap.servers' = '{}', 'orders.topic' = 'orders', \
              'orders.group.id' = 'copier', 'orders.value.format' = 'json', 'orders.schema' = '{ORDER_SCHEMA}', 'orders.batch.size' = '200', \
              'orders.auto.offset.reset' = 'earliest', 'use_transactions' = 'true', 'checkpoint.interval' = '200ms', \
-             'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{}', 'out.topic' = 'big');",
+             'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{}', 'out.topic' = 'big'{});",
             source_cluster.servers(),
-            sink_side.servers()
-        );
+            sink_side.servers(),
+            if only_sink { "" } else { ", 'copy.type' = 'file_sink', 'copy.path' = 'copy.jsonl'" }
+        )
+        .replace("INTO out", if only_sink { "INTO out" } else { "INTO out, copy" });
         let _ = std::fs::remove_file(dir.join("job.log"));
+        let _ = std::fs::remove_file(dir.join("copy.jsonl"));
         let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
         std::fs::write(dir.join("job.sql"), sql).unwrap();
         let mut child = crate::checkpoints::start(dir, "job.sql", &[]);
@@ -1389,14 +1398,17 @@ async fn kafka_to_kafka_commits_the_source_offsets_inside_the_sink_transaction()
         }
         let twice: Vec<&String> = counts.iter().filter(|(_, n)| **n > 1).map(|(r, _)| r).collect();
         assert!(twice.is_empty(), "rows written twice: {twice:?}");
-        assert_same_rows(&format!("kafka → kafka (same cluster: {same_cluster})"), &counts.into_keys().collect::<Vec<_>>(), &want);
+        assert_same_rows(&format!("kafka → kafka (same cluster: {same_cluster}, only sink: {only_sink})"), &counts.into_keys().collect::<Vec<_>>(), &want);
+        if !only_sink {
+            assert_same_rows("kafka → file beside it", &file_rows(&dir.join("copy.jsonl")), &want);
+        }
 
         let keys = sink_side.api_keys();
         let per_txn = groups_per_transaction(&keys);
         let with = |groups: usize| per_txn.iter().filter(|&&g| g == groups).count();
         let txn_commits = keys.iter().filter(|&&k| k == TXN_OFFSET_COMMIT).count();
         assert_eq!(txn_commits, keys.iter().filter(|&&k| k == ADD_OFFSETS_TO_TXN).count(), "each group added is committed in its transaction");
-        if same_cluster {
+        if in_txn {
             assert!(log.contains("source 'orders': its positions are committed inside the transactions of sink 'out'"), "{log}");
             // marker + the source's group, from the first checkpoint that had read anything
             assert!(with(2) >= 3, "transactions carrying the source's offsets: {per_txn:?}");
@@ -1405,9 +1417,12 @@ async fn kafka_to_kafka_commits_the_source_offsets_inside_the_sink_transaction()
         } else {
             assert!(!log.contains("its positions are committed inside"), "{log}");
             assert!(with(1) >= 3 && per_txn.iter().all(|&g| g <= 1), "the marker alone: {per_txn:?}");
+            // once every sink has committed the checkpoint
             let source_keys = source_cluster.api_keys();
             assert!(source_keys.iter().filter(|&&k| k == OFFSET_COMMIT).count() >= 2, "the source commits its own offsets: {source_keys:?}");
-            assert!(!source_keys.contains(&ADD_OFFSETS_TO_TXN));
+            if !same_cluster {
+                assert!(!source_keys.contains(&ADD_OFFSETS_TO_TXN));
+            }
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct FileSink {
     max_files: Option<usize>,
     buffer: usize,
     current: Option<OpenFile>,
+    /// CSV text of a batch before it is written, kept from batch to batch (see
+    /// [`crate::format::encode::write_text`]).
+    scratch: Vec<u8>,
     /// Paths opened during this run: opening one again appends instead of truncating.
     opened: HashSet<PathBuf>,
     batch_id: u64,
@@ -206,6 +209,7 @@ impl FileSink {
         }
         let rotation = Rotation::from_properties(props)?;
         Ok(Self {
+            scratch: Vec::new(),
             name: props.owner().to_string(),
             template: PathTemplate::new(path, rotation),
             format,
@@ -395,6 +399,7 @@ impl FileSink {
             }
         }
         let format = self.format;
+        let scratch = &mut self.scratch;
         let cur = self.current.as_mut().ok_or_else(|| ConnectorError::Other("file sink has no open file".into()))?;
         let path = cur.path.clone();
         let ctx = || path.display().to_string();
@@ -407,7 +412,7 @@ impl FileSink {
                     TextOut::Plain(w) => Some(w.stream_position().map_err(|e| ConnectorError::io(&path, e))?),
                     TextOut::Gzip(_) => None,
                 };
-                let written = write_text(format, batch, &mut *out, *header_pending, &ctx());
+                let written = write_text(format, batch, &mut *out, *header_pending, &ctx(), scratch);
                 let written = written.and_then(|()| match &mut *out {
                     TextOut::Plain(w) => w.flush().map_err(|e| ConnectorError::io(&path, e)),
                     TextOut::Gzip(_) => Ok(()),

@@ -276,6 +276,17 @@ pub fn same_cluster(a: &str, b: &str) -> bool {
     !set(a).is_empty() && set(a) == set(b)
 }
 
+/// True when a Kafka source and a Kafka sink configured by `a` and `b` reach the same brokers
+/// ([`same_cluster`]) as the same user (the same `security.protocol` and `sasl.username`), so
+/// the sink's transactions may carry the source group's offsets: another user may have no right
+/// to the group.
+pub fn same_cluster_and_user(a: &Properties, b: &Properties) -> bool {
+    let protocol = |p: &Properties| p.get("security.protocol").unwrap_or("plaintext").to_ascii_lowercase();
+    same_cluster(a.get("bootstrap.servers").unwrap_or_default(), b.get("bootstrap.servers").unwrap_or_default())
+        && protocol(a) == protocol(b)
+        && a.get("sasl.username") == b.get("sasl.username")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +331,12 @@ mod tests {
         assert!(!same_cluster("a:9092", "a:9093"));
         assert!(!same_cluster("a:9092,b:9092", "a:9092"));
         assert!(!same_cluster("", ""), "no brokers named is no cluster");
+        let props = |pairs: &[(&str, &str)]| Properties::from_pairs("x", pairs.iter().copied());
+        let plain = props(&[("bootstrap.servers", "a:9092")]);
+        assert!(same_cluster_and_user(&plain, &props(&[("bootstrap.servers", "a:9092"), ("security.protocol", "PLAINTEXT")])));
+        let alice = props(&[("bootstrap.servers", "a:9092"), ("security.protocol", "SASL_SSL"), ("sasl.username", "alice")]);
+        let bob = props(&[("bootstrap.servers", "a:9092"), ("security.protocol", "SASL_SSL"), ("sasl.username", "bob")]);
+        assert!(!same_cluster_and_user(&plain, &alice) && !same_cluster_and_user(&alice, &bob));
+        assert!(same_cluster_and_user(&alice, &alice.clone()));
     }
 }

@@ -17,14 +17,14 @@ use arrow::array::{Array, StringArray};
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::config::{create_client, create_client_with, is_own_key, same_cluster, QuietContext, StatusSlot};
+use super::config::{create_client, create_client_with, is_own_key, same_cluster_and_user, QuietContext, StatusSlot};
 use super::source::KafkaCheckpoint;
-use crate::checkpoint::{Prepared, SourceCheckpoint, SourcePositions};
+use crate::checkpoint::{Positions, Prepared, SourceCheckpoint, SourcePositions};
 use crate::error::{ConnectorError, Result};
 use crate::format::avro::AvroEncoder;
 use crate::properties::Properties;
@@ -68,7 +68,7 @@ pub struct KafkaSink {
     /// cover them, and a restart would write them again).
     held: Option<Vec<RecordBatch>>,
     /// The checkpoint marker group's metadata, for `send_offsets_to_transaction`.
-    marker_metadata: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
+    marker_metadata: Option<Arc<ConsumerGroupMetadata>>,
     /// Kafka sources of the job on the same cluster whose consumer-group offsets this sink
     /// commits inside its transactions (`use_transactions`), by source name, with each
     /// group's metadata once known.
@@ -81,9 +81,11 @@ struct SourceCommit {
     checkpoint: Arc<dyn SourceCheckpoint>,
     /// The group's metadata as `send_offsets_to_transaction` wants it: the group's id alone
     /// (generation and member unknown), as producers before KIP-447 sent it. Fencing a
-    /// zombie is the transactional id's work here, and a commit during a rebalance of the
-    /// source's group is not refused for a stale generation.
-    metadata: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
+    /// zombie producer is the transactional id's work here, and a commit during a rebalance of
+    /// the source's group is not refused for a stale generation; a process that lost its
+    /// partitions without noticing yet could commit over their new owner's offsets, which a
+    /// restart from the checkpoint does not read.
+    metadata: Arc<ConsumerGroupMetadata>,
 }
 
 /// A transactional producer's state (`use_transactions`).
@@ -283,7 +285,7 @@ impl KafkaSink {
 
     /// The metadata of consumer group `group` for `send_offsets_to_transaction`: its id alone,
     /// from a client that never joins it.
-    fn group_metadata(&self, group: &str) -> Result<Arc<rdkafka::consumer::ConsumerGroupMetadata>> {
+    fn group_metadata(&self, group: &str) -> Result<Arc<ConsumerGroupMetadata>> {
         let client = self.marker_client(group)?;
         client.group_metadata().map(Arc::new).ok_or_else(|| ConnectorError::Other(self.txn_err(&format!("no group metadata for group '{group}'"))))
     }
@@ -526,7 +528,10 @@ impl Sink for KafkaSink {
         let status = std::sync::Arc::clone(&self.status);
         self.producer = create_client_with(&self.props, settings.clone(), &what, || QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))?;
         self.settings = settings;
-        self.txn = Some(Txn { marker_group: format!("{id}-checkpoints"), id, open: false, initialised: false });
+        let marker_group = format!("{id}-checkpoints");
+        // the marker group's metadata, once (a client of its own; the job may block here)
+        self.marker_metadata = Some(self.group_metadata(&marker_group)?);
+        self.txn = Some(Txn { marker_group, id, open: false, initialised: false });
         Ok(())
     }
 
@@ -576,63 +581,65 @@ impl Sink for KafkaSink {
         if self.txn.is_none() {
             return Vec::new();
         }
-        let servers = self.props.get("bootstrap.servers").unwrap_or_default().to_string();
         let mut taken = Vec::new();
         for (source, checkpoint) in sources {
             let Some(kafka) = checkpoint.as_any().and_then(|a| a.downcast_ref::<KafkaCheckpoint>()) else { continue };
-            if !same_cluster(kafka.servers(), &servers) {
-                tracing::info!(sink = %self.name, "kafka source '{source}' reads another cluster: its offsets are committed outside the sink's transactions");
+            if !same_cluster_and_user(kafka.props(), &self.props) {
+                tracing::info!(sink = %self.name, "kafka source '{source}' reads another cluster, or as another user: its offsets are committed outside the sink's transactions");
                 continue;
             }
+            // (called where the job may block: making the group's metadata creates a client)
+            let metadata = match self.group_metadata(kafka.group()) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(sink = %self.name, "kafka source '{source}': its offsets are committed outside the sink's transactions: {e}");
+                    continue;
+                }
+            };
             kafka.leave_commits_to_transaction();
-            tracing::info!(sink = %self.name, "kafka source '{source}': group '{}' offsets are committed inside the sink's transactions", kafka.group());
-            self.source_commits.push(SourceCommit { source: source.clone(), checkpoint: Arc::clone(checkpoint), metadata: None });
+            self.source_commits.push(SourceCommit { source: source.clone(), checkpoint: Arc::clone(checkpoint), metadata });
             taken.push(source.clone());
         }
         taken
     }
 
     async fn commit_with_sources(&mut self, checkpoint: u64, sources: &SourcePositions) -> Result<()> {
-        let Some(txn) = self.txn.clone().filter(|t| t.open) else { return Ok(()) };
+        if self.txn.as_ref().is_none_or(|t| !t.open) {
+            return Ok(());
+        }
         // the checkpoint's number, committed with the rows: a restart learns where it stands
         let mut marker = TopicPartitionList::new();
         marker
             .add_partition_offset(&self.topic, 0, Offset::Offset(checkpoint as i64))
             .map_err(|e| ConnectorError::Other(self.txn_err(&format!("marker offset: {e}"))))?;
-        if self.marker_metadata.is_none() {
-            // the marker group's metadata, once: a client per checkpoint would cost a connection each time
-            self.marker_metadata = Some(self.group_metadata(&txn.marker_group)?);
-        }
         let metadata = self.marker_metadata.clone().ok_or_else(|| ConnectorError::Other(self.txn_err("no group metadata for its checkpoint marker")))?;
-        let mut offsets = vec![(marker, metadata)];
         // the sources' consumer-group offsets at this checkpoint, in the same transaction
-        for i in 0..self.source_commits.len() {
-            let Some(positions) = sources.get(&self.source_commits[i].source) else { continue };
-            let Some(kafka) = self.source_commits[i].checkpoint.as_any().and_then(|a| a.downcast_ref::<KafkaCheckpoint>()) else { continue };
-            let Some((_, tpl)) = kafka.owned_offsets(positions, None) else { continue };
-            if tpl.count() == 0 {
-                continue;
-            }
-            let group = kafka.group().to_string();
-            let metadata = match self.source_commits[i].metadata.clone() {
-                Some(m) => m,
-                None => {
-                    let m = self.group_metadata(&group)?;
-                    self.source_commits[i].metadata = Some(Arc::clone(&m));
-                    m
+        let taken: Vec<(String, Arc<dyn SourceCheckpoint>, Arc<ConsumerGroupMetadata>, Positions)> = self
+            .source_commits
+            .iter()
+            .filter_map(|c| Some((c.source.clone(), Arc::clone(&c.checkpoint), Arc::clone(&c.metadata), sources.get(&c.source)?.clone())))
+            .collect();
+        let (p, what) = (self.producer.clone(), self.txn_err(&format!("committing checkpoint {checkpoint}")));
+        // (the assignment is asked of the consumer's thread, and the calls wait for the broker)
+        let committed = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
+            p.send_offsets_to_transaction(&marker, &metadata, TXN_TIMEOUT).map_err(|e| format!("its checkpoint marker: {e}"))?;
+            for (source, checkpoint, metadata, positions) in &taken {
+                let Some(kafka) = checkpoint.as_any().and_then(|a| a.downcast_ref::<KafkaCheckpoint>()) else { continue };
+                let Some((_, offsets)) = kafka.owned_offsets(positions, None) else { continue };
+                if offsets.count() > 0 {
+                    p.send_offsets_to_transaction(&offsets, metadata, TXN_TIMEOUT)
+                        .map_err(|e| format!("the offsets of kafka source '{source}' (group '{}'): {e}", kafka.group()))?;
                 }
-            };
-            offsets.push((tpl, metadata));
-        }
-        let p = self.producer.clone();
-        blocking(self.txn_err(&format!("committing checkpoint {checkpoint}")), move || {
-            for (tpl, metadata) in &offsets {
-                p.send_offsets_to_transaction(tpl, metadata, TXN_TIMEOUT)?;
             }
-            p.commit_transaction(TXN_TIMEOUT)?;
-            p.begin_transaction()
+            p.commit_transaction(TXN_TIMEOUT).map_err(|e| e.to_string())?;
+            p.begin_transaction().map_err(|e| format!("begin transaction: {e}"))
         })
-        .await?;
+        .await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ConnectorError::Other(format!("{what}: {e}"))),
+            Err(e) => return Err(ConnectorError::Other(format!("{what}: {e}"))),
+        }
         // the rows written since the prepare open the next transaction
         for batch in self.held.take().unwrap_or_default() {
             self.produce(&batch).await?;

@@ -401,9 +401,9 @@ impl KafkaCheckpoint {
         &self.shared.group
     }
 
-    /// `bootstrap.servers`, as the source names them.
-    pub(super) fn servers(&self) -> &str {
-        self.shared.props.get("bootstrap.servers").unwrap_or_default()
+    /// The source's settings (`bootstrap.servers`, `security.protocol`, …).
+    pub(super) fn props(&self) -> &Properties {
+        &self.shared.props
     }
 
     /// From now on a transactional sink commits this source's offsets inside its transaction
@@ -422,6 +422,9 @@ impl KafkaCheckpoint {
     /// (see [`super::replay`]). `None` before the member has joined.
     pub(super) fn owned_offsets(&self, positions: &Positions, replay: Option<ReplayTime>) -> Option<(Arc<BaseConsumer<GroupContext>>, TopicPartitionList)> {
         let name = &self.shared.name;
+        // (a job that replays its windows is at least once: its offsets never go into a
+        // transaction, where they would be committed without the replay points)
+        debug_assert!(replay.is_some() || !self.shared.positions.replaying() || !self.shared.offsets_in_transaction.load(std::sync::atomic::Ordering::Acquire));
         let member = self.shared.member.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|m| (m.consumer(), Arc::clone(&m.shared)));
         let (consumer, group) = member.and_then(|(c, g)| Some((c.upgrade()?, g)))?;
         let owned = match consumer.assignment() {

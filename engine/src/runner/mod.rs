@@ -644,7 +644,6 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
     let default_strategy = FailureStrategy::from_properties(&job.spec.options, FailureStrategy::default());
     let output_schema = job.plan.schema();
     let mut slots = Vec::new();
-    let mut taken = std::collections::BTreeSet::new();
     for (index, rel) in job.spec.sinks.iter().enumerate() {
         let strategy = match &default_strategy {
             Ok(d) => FailureStrategy::from_properties(&rel.properties, *d),
@@ -662,22 +661,23 @@ fn open_sinks(job: &PlannedJob, delivery: Delivery) -> Result<Vec<SinkSlot>, Str
                     )));
                 }
                 s.set_delivery(name, delivery)?;
+                if transactional && job.spec.sinks.len() == 1 {
+                    // the job's only sink may commit a source's positions inside its
+                    // transaction, atomically with the rows (a Kafka source's offsets in a
+                    // Kafka producer's); with more sinks, positions are committed once every
+                    // sink has committed, as always
+                    let offered: Vec<(String, Arc<dyn ferris_connectors::checkpoint::SourceCheckpoint>)> =
+                        job.sources.iter().filter_map(|src| Some((src.name().to_string(), src.checkpoint()?))).collect();
+                    for source in s.take_source_commits(&offered) {
+                        info!(job = %name, sink = %rel.name, "source '{source}': its positions are committed inside the transactions of sink '{}'", rel.name);
+                    }
+                }
                 Ok(s)
             })
         });
         match (sink, strategy) {
-            (Ok(mut sink), Ok(strategy)) => {
+            (Ok(sink), Ok(strategy)) => {
                 info!(job = %name, sink = %rel.name, "Successfully created sink '{}' ({})", rel.name, rel.connector);
-                if transactional {
-                    // a source's positions committed inside one sink's transaction, the first
-                    // that can take them (a Kafka source's offsets in a Kafka producer's)
-                    let offered: Vec<(String, Arc<dyn ferris_connectors::checkpoint::SourceCheckpoint>)> =
-                        job.sources.iter().filter(|s| !taken.contains(s.name())).filter_map(|s| Some((s.name().to_string(), s.checkpoint()?))).collect();
-                    for source in sink.take_source_commits(&offered) {
-                        info!(job = %name, sink = %rel.name, "source '{source}': its positions are committed inside the transactions of sink '{}'", rel.name);
-                        taken.insert(source);
-                    }
-                }
                 slots.push(SinkSlot { index, sink, strategy });
             }
             (Err(e), _) | (_, Err(e)) if transactional => return Err(format!("use_transactions: sink '{}': {e}", rel.name)),
@@ -778,6 +778,8 @@ struct Committing {
     /// source was read to its end).
     last: bool,
     manifest: Manifest,
+    /// The manifest's source positions, handed to every sink's commit.
+    sources: Arc<ferris_connectors::checkpoint::SourcePositions>,
     waiting: Vec<usize>,
 }
 
@@ -1027,7 +1029,7 @@ impl Run<'_> {
                             debug!(job = %name, "checkpoint {n} written");
                             let sources = Arc::new(manifest.sources.clone());
                             let finals = out.broadcast(|s| s.commit_is_final, || SinkMsg::Commit(n, Arc::clone(&sources))).await;
-                            let c = Committing { n, last: writing_last, manifest, waiting: finals };
+                            let c = Committing { n, last: writing_last, manifest, sources, waiting: finals };
                             if c.waiting.is_empty() {
                                 let done = self.finish_commit(c, out, &mut waiting, &handing_over, stopping.is_some() || input_done, report).await;
                                 if done.last || stopping.is_some_and(|(_, after)| n > after) {
@@ -1206,8 +1208,7 @@ impl Run<'_> {
         report: &mut JobReport,
     ) -> CommitDone {
         let n = c.n;
-        let sources = Arc::new(c.manifest.sources.clone());
-        out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n, Arc::clone(&sources))).await;
+        out.broadcast(|s| !s.commit_is_final, || SinkMsg::Commit(n, Arc::clone(&c.sources))).await;
         let replay_from = self.replay_from(&c.manifest);
         let commit = move |cp: &dyn ferris_connectors::checkpoint::SourceCheckpoint, positions: &Positions, last: bool| match replay_from {
             Some(t) => cp.commit_replayable(positions, last, t),
