@@ -24,5 +24,6 @@ pub mod runner;
 pub mod sql;
 pub mod top_n;
 pub mod window;
+pub mod window_function;
 
 pub use error::{EngineError, Result};

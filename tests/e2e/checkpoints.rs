@@ -653,7 +653,7 @@ const TWO_AGGREGATES_BATCH: &str = "SELECT to_timestamp_millis(ts / 10000 * 1000
 /// Runs `select` (reading the tailed clicks twice, event time `time`) under `use_transactions`,
 /// killed five times at random moments while the file grows: the output must be `batch`'s
 /// answer, every row once.
-async fn kill_a_job_reading_its_stream_twice(select: &str, time: &str, batch: &str) {
+async fn kill_a_transactional_job(select: &str, time: &str, batch: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (input, lines, _) = kill_test_input(dir, 20_000).await;
@@ -679,12 +679,26 @@ async fn kill_a_job_reading_its_stream_twice(select: &str, time: &str, batch: &s
 /// `use_transactions`: DataFusion's batch answer, every row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_a_transactional_self_join_gives_the_batch_answer() {
-    kill_a_job_reading_its_stream_twice(SELF_JOIN_SQL, "ts_iso", SELF_JOIN_BATCH).await;
+    kill_a_transactional_job(SELF_JOIN_SQL, "ts_iso", SELF_JOIN_BATCH).await;
+}
+
+/// Window functions over a stream (`LAG`, `ROW_NUMBER`, a running `SUM`, a moving `AVG`),
+/// their per-key state in checkpoints, killed five times under `use_transactions`:
+/// DataFusion's batch answer, every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_window_functions_give_the_batch_answer() {
+    const W: &str = "PARTITION BY user_id ORDER BY ts";
+    let select = format!(
+        "SELECT user_id, ts, amount, LAG(amount) OVER ({W}) AS prev, ROW_NUMBER() OVER ({W}) AS n, SUM(amount) OVER ({W}) AS running, \
+         AVG(amount) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS avg5 FROM clicks"
+    );
+    let batch = format!("{select} WHERE user_id <> 'sentinel'");
+    kill_a_transactional_job(&select, "ts", &batch).await;
 }
 
 /// Two window aggregates of one stream in one output (`UNION ALL`), killed five times under
 /// `use_transactions`: DataFusion's batch answer, every window once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_two_aggregates_of_one_stream_give_the_batch_answer() {
-    kill_a_job_reading_its_stream_twice(TWO_AGGREGATES_SQL, "ts", TWO_AGGREGATES_BATCH).await;
+    kill_a_transactional_job(TWO_AGGREGATES_SQL, "ts", TWO_AGGREGATES_BATCH).await;
 }

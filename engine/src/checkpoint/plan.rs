@@ -67,6 +67,7 @@ fn is_ours(plan: &Arc<dyn ExecutionPlan>) -> bool {
         || plan.downcast_ref::<IntervalJoinExec>().is_some()
         || plan.downcast_ref::<WatermarkSortExec>().is_some()
         || plan.downcast_ref::<crate::top_n::StreamTopNExec>().is_some()
+        || plan.downcast_ref::<crate::window_function::StreamWindowFunctionExec>().is_some()
 }
 
 /// Operators that pass each batch on as they get it, holding nothing.

@@ -3,8 +3,10 @@
 //! evaluates them incrementally when its input is ordered by the `ORDER BY` of the `OVER`
 //! clause, but orders the input with a sort that waits for the end of the stream. This rule
 //! replaces that sort with [`WatermarkSortExec`], which releases rows in event-time order as
-//! the watermark passes them, and lets the window operator keep one state per `PARTITION BY`
-//! key over that time-ordered input.
+//! the watermark passes them, and puts over it our
+//! [`crate::window_function::StreamWindowFunctionExec`], whose per-key state is checkpointed,
+//! or, for functions it cannot carry (`LEAD`, frames ending after the current row, …),
+//! DataFusion's operator keeping one state per `PARTITION BY` key.
 //!
 //! ```sql
 //! SELECT device_id, ts, LAG(temperature, 1) OVER (PARTITION BY device_id ORDER BY ts) AS previous,
@@ -79,9 +81,17 @@ impl PhysicalOptimizerRule for StreamWindowFunctionRule {
             let int_scale = order.expr.downcast_ref::<Column>().and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1);
             let source = super::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(source)?)?;
             let watermark = crate::window::planner_rule::with_join_lag(self.watermark, &source);
-            let sorted = Arc::new(WatermarkSortExec::new(source, order, int_scale, watermark));
-            let window = BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?;
-            Ok(Transformed::yes(super::partitioning::keep_partitioning(&node, Arc::new(window))?))
+            let sorted: Arc<dyn ExecutionPlan> = Arc::new(WatermarkSortExec::new(source, order, int_scale, watermark));
+            // functions whose state between batches is small and known are ours, checkpointed;
+            // the others run on DataFusion's operator (a checkpoint cannot hold its state)
+            let window: Arc<dyn ExecutionPlan> = match crate::window_function::carries(&exprs) {
+                Ok(carries) => Arc::new(crate::window_function::StreamWindowFunctionExec::try_new(sorted, exprs, carries, node.schema())?),
+                Err(why) => {
+                    tracing::debug!("window functions on DataFusion's operator: {why}");
+                    Arc::new(BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?)
+                }
+            };
+            Ok(Transformed::yes(super::partitioning::keep_partitioning(&node, window)?))
         })
         .map(|t| t.data)
     }

@@ -1,0 +1,770 @@
+//! `StreamWindowFunctionExec`: window functions over rows in event-time order (see the module
+//! above), with each key's carried state in checkpoints.
+//!
+//! A batch of new rows is evaluated a key at a time: for functions carried by context, over
+//! the key's kept rows followed by its new ones (DataFusion evaluates the whole run, the new
+//! rows' values are taken); for shifted ones, over the new rows alone, then shifted by what
+//! the key had. The output is the input's rows in their order with one column per function,
+//! as DataFusion's `BoundedWindowAggExec` gives them.
+//!
+//! ```sql
+//! SELECT device_id, LAG(temperature) OVER (PARTITION BY device_id ORDER BY ts) AS previous FROM readings
+//! -- StreamWindowFunctionExec: carry=[context(0+1)] ← WatermarkSortExec ← source
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::kernels::cmp::{gt, lt};
+use datafusion::arrow::compute::kernels::numeric::add_wrapping;
+use datafusion::arrow::compute::kernels::zip::zip;
+use datafusion::arrow::compute::{cast, concat, concat_batches, is_null, or_kleene, take, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{internal_err, Result, ScalarValue};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::window::WindowExpr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+use super::{Carry, Shift};
+use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
+use crate::checkpoint::state::{OperatorState, StateTable};
+
+/// The plan node. See the module documentation.
+#[derive(Debug)]
+pub struct StreamWindowFunctionExec {
+    input: Arc<dyn ExecutionPlan>,
+    exprs: Vec<Arc<dyn WindowExpr>>,
+    carries: Vec<Carry>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl StreamWindowFunctionExec {
+    /// Window functions `exprs` (carried as `carries` says, see [`super::carries`]) over
+    /// `input`, one partition in event-time order; `schema` is the input's columns then one
+    /// per function.
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, exprs: Vec<Arc<dyn WindowExpr>>, carries: Vec<Carry>, schema: SchemaRef) -> Result<Self> {
+        if input.output_partitioning().partition_count() != 1 || exprs.len() != carries.len() {
+            return internal_err!("StreamWindowFunctionExec takes one input partition and a carry per function");
+        }
+        let mut eq = EquivalenceProperties::new(Arc::clone(&schema));
+        if let Some(order) = input.output_ordering() {
+            eq.add_ordering(order.clone());
+        }
+        let boundedness = match input.boundedness() {
+            Boundedness::Bounded => Boundedness::Bounded,
+            Boundedness::Unbounded { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
+        };
+        let props = PlanProperties::new(eq, Partitioning::UnknownPartitioning(1), EmissionType::Incremental, boundedness);
+        Ok(Self { input, exprs, carries, schema, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() })
+    }
+}
+
+impl DisplayAs for StreamWindowFunctionExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let names: Vec<String> = self
+            .exprs
+            .iter()
+            .zip(&self.carries)
+            .map(|(e, c)| match c {
+                Carry::Context { head, tail } => format!("{} (rows kept: first {head}, last {tail})", e.name()),
+                Carry::Shift(s) => format!("{} (shifted: {s:?})", e.name()),
+            })
+            .collect();
+        write!(f, "StreamWindowFunctionExec: [{}]", names.join(", "))
+    }
+}
+
+impl ExecutionPlan for StreamWindowFunctionExec {
+    fn name(&self) -> &str {
+        "StreamWindowFunctionExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
+        for e in &self.exprs {
+            for x in e.all_expressions().args.iter().chain(e.partition_by()) {
+                if f(x)? == TreeNodeRecursion::Stop {
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return internal_err!("StreamWindowFunctionExec takes one input");
+        }
+        Ok(Arc::new(Self::try_new(children.swap_remove(0), self.exprs.clone(), self.carries.clone(), Arc::clone(&self.schema))?))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return internal_err!("StreamWindowFunctionExec has one output partition, asked for {partition}");
+        }
+        let mut inputs = Inputs::new();
+        execute_inputs(&self.input, 0, &context, &mut inputs)?;
+        let mut memory =
+            crate::memory::StateMemory::new(&context, "StreamWindowFunctionExec (rows and values kept per key for window functions)", "fewer keys");
+        let checkpointing = Checkpointing::find(&context, crate::checkpoint::node_address(self));
+        let mut state = Keyed::try_new(self.exprs.clone(), self.carries.clone(), self.input.schema(), Arc::clone(&self.schema))?;
+        state.state_rows = MetricBuilder::new(&self.metrics).gauge("state_rows", 0);
+        state.state_bytes = MetricBuilder::new(&self.metrics).gauge("state_bytes", 0);
+        let baseline = BaselineMetrics::new(&self.metrics, 0);
+        Ok(spawn_operator(Arc::clone(&self.schema), baseline, move |out| async move {
+            let Inputs { streams, scopes, keys } = inputs;
+            let mut align = Alignment::new(&keys);
+            if let Some(restored) = checkpointing.as_ref().and_then(Checkpointing::restored) {
+                state.restore(&restored)?;
+            }
+            // one input partition: its rows come in event-time order
+            let mut merged = futures::stream::select_all(streams);
+            while let Some((_, p, item)) = merged.next().await {
+                let (rows, barrier, watermark) = match item? {
+                    InputItem::Batch(batch) => (state.push(&batch)?, None, None),
+                    InputItem::End => (None, align.ended((0, p)), None),
+                    InputItem::Barrier(b) => (None, align.barrier((0, p), b), None),
+                    InputItem::Watermark(w) => (None, None, Some(w)),
+                };
+                memory.account(state.bytes())?;
+                if !out.batches(rows.into_iter().collect()).await {
+                    return Ok(());
+                }
+                if let Some(w) = watermark {
+                    if !out.watermark(w).await {
+                        return Ok(());
+                    }
+                }
+                if let Some(b) = barrier {
+                    if !out.pass_barrier(b, checkpointing.as_ref(), || state.snapshot(), &scopes).await? {
+                        return Ok(());
+                    }
+                }
+            }
+            out.end(checkpointing.as_ref());
+            Ok(())
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// What one key carries from batch to batch.
+#[derive(Debug)]
+struct KeyState {
+    /// Its first rows (at most the largest `head` of the functions).
+    head: RecordBatch,
+    /// Its last rows after `head` (at most the largest `tail`).
+    tail: RecordBatch,
+    /// Rows so far.
+    rows: u64,
+    /// Distinct event times so far.
+    times: u64,
+    /// Per function shifted by a value (`Sum`, `Count`, `Min`, `Max`): the key's last value.
+    last: Vec<ScalarValue>,
+}
+
+/// Every key's state, and how to evaluate the functions.
+struct Keyed {
+    exprs: Vec<Arc<dyn WindowExpr>>,
+    carries: Vec<Carry>,
+    input_schema: SchemaRef,
+    schema: SchemaRef,
+    /// The `PARTITION BY` values of a key, as rows.
+    converter: RowConverter,
+    keys: HashMap<Key, KeyState>,
+    head: usize,
+    tail: usize,
+    /// Rows kept and bytes held by every key, kept up to date as keys move on.
+    kept_rows: usize,
+    kept_bytes: usize,
+    state_rows: Gauge,
+    state_bytes: Gauge,
+}
+
+/// A key: its `PARTITION BY` values in the row format of [`RowConverter`].
+type Key = Vec<u8>;
+
+/// The column of the context table that marks a key's first rows.
+const HEAD_COLUMN: &str = "__ferris_head";
+
+impl Keyed {
+    fn try_new(exprs: Vec<Arc<dyn WindowExpr>>, carries: Vec<Carry>, input_schema: SchemaRef, schema: SchemaRef) -> Result<Self> {
+        let partition_by: Vec<SortField> = match exprs.first() {
+            Some(e) => e.partition_by().iter().map(|p| p.data_type(&input_schema).map(SortField::new)).collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        let (mut head, mut tail) = (0, 0);
+        for c in &carries {
+            if let Carry::Context { head: h, tail: t } = c {
+                head = head.max(*h);
+                tail = tail.max(*t);
+            }
+        }
+        Ok(Self {
+            exprs,
+            carries,
+            input_schema,
+            schema,
+            converter: RowConverter::new(partition_by)?,
+            keys: HashMap::new(),
+            head,
+            tail,
+            kept_rows: 0,
+            kept_bytes: 0,
+            state_rows: Gauge::new(),
+            state_bytes: Gauge::new(),
+        })
+    }
+
+    /// The `PARTITION BY` values of `batch`'s rows.
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let Some(first) = self.exprs.first() else { return Ok(Vec::new()) };
+        first.partition_by().iter().map(|p| p.evaluate(batch).and_then(|v| v.into_array(batch.num_rows()))).collect()
+    }
+
+    /// Each row's key: its `PARTITION BY` values as converter rows (one empty key for every
+    /// row when there is no `PARTITION BY`).
+    fn row_keys(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Key>> {
+        if columns.is_empty() {
+            return Ok(vec![Key::new(); rows]);
+        }
+        let converted = self.converter.convert_columns(columns)?;
+        Ok(converted.iter().map(|r| r.as_ref().to_vec()).collect())
+    }
+
+    fn empty_state(&self) -> KeyState {
+        KeyState {
+            head: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
+            tail: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
+            rows: 0,
+            times: 0,
+            last: self.exprs.iter().map(|e| e.field().and_then(|f| ScalarValue::try_from(f.data_type()))).collect::<Result<_>>().unwrap_or_default(),
+        }
+    }
+
+    /// Evaluates the functions for `batch` (rows in event-time order) and moves every key on.
+    fn push(&mut self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(None);
+        }
+        // the batch's keys in the order they first appear, and each key's rows in order
+        let key_columns = self.key_columns(batch)?;
+        let row_keys = self.row_keys(&key_columns, n)?;
+        let mut order: Vec<Key> = Vec::new();
+        let mut rows_of: HashMap<Key, Vec<u32>> = HashMap::new();
+        for (i, k) in row_keys.into_iter().enumerate() {
+            match rows_of.get_mut(&k) {
+                Some(v) => v.push(i as u32),
+                None => {
+                    rows_of.insert(k.clone(), vec![i as u32]);
+                    order.push(k);
+                }
+            }
+        }
+        for k in &order {
+            if !self.keys.contains_key(k) {
+                let s = self.empty_state();
+                self.keys.insert(k.clone(), s);
+            }
+        }
+        // the new rows grouped by key; where each new row went
+        let grouped: Vec<u32> = order.iter().flat_map(|k| rows_of[k].iter().copied()).collect();
+        let new_sorted = take_record_batch(batch, &UInt32Array::from(grouped.clone()))?;
+        let mut new_ranges = Vec::with_capacity(order.len());
+        let mut at = 0usize;
+        for k in &order {
+            let len = rows_of[k].len();
+            new_ranges.push(at..at + len);
+            at += len;
+        }
+        // with context: each key's kept rows, then its new rows
+        let with_context = self.head + self.tail > 0;
+        let (context_sorted, context_ranges) =
+            if with_context { self.with_context(&order, &new_sorted, &new_ranges)? } else { (new_sorted.clone(), new_ranges.clone()) };
+
+        // where each of the batch's rows is among the rows grouped by key
+        let mut back = vec![0u32; n];
+        for (pos, row) in grouped.iter().enumerate() {
+            back[*row as usize] = pos as u32;
+        }
+        let back = UInt32Array::from(back);
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for (e, (expr, carry)) in self.exprs.iter().zip(&self.carries).enumerate() {
+            let mut parts: Vec<ArrayRef> = Vec::with_capacity(order.len());
+            for (i, k) in order.iter().enumerate() {
+                let new_len = new_ranges[i].len();
+                let value = match carry {
+                    Carry::Context { .. } => {
+                        let r = &context_ranges[i];
+                        let all = expr.evaluate(&context_sorted.slice(r.start, r.len()))?;
+                        all.slice(all.len() - new_len, new_len)
+                    }
+                    Carry::Shift(shift) => {
+                        let r = &new_ranges[i];
+                        let values = expr.evaluate(&new_sorted.slice(r.start, r.len()))?;
+                        let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
+                        let shifted = shifted(&values, *shift, key, e)?;
+                        if let Some(l) = key.last.get_mut(e) {
+                            *l = ScalarValue::try_from_array(&shifted, shifted.len() - 1)?;
+                        }
+                        shifted
+                    }
+                };
+                parts.push(value);
+            }
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            let grouped_values = concat(&refs)?;
+            // back to the batch's row order
+            let values = take(&grouped_values, &back, None)?;
+            let want = self.schema.field(columns.len()).data_type();
+            columns.push(if values.data_type() == want { values } else { cast(&values, want)? });
+        }
+        // the keys move on: rows, distinct times, kept rows
+        let times = self.distinct_times(&new_sorted, &new_ranges)?;
+        for (i, k) in order.iter().enumerate() {
+            let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
+            key.rows += new_ranges[i].len() as u64;
+            key.times += times[i];
+        }
+        if with_context {
+            self.keep(&order, &context_sorted, &context_ranges)?;
+        }
+        self.update_state();
+        Ok(Some(RecordBatch::try_new(Arc::clone(&self.schema), columns)?))
+    }
+
+    /// Each key's kept rows followed by its new rows, and each key's range in that.
+    fn with_context(
+        &self,
+        order: &[Key],
+        new_sorted: &RecordBatch,
+        new_ranges: &[std::ops::Range<usize>],
+    ) -> Result<(RecordBatch, Vec<std::ops::Range<usize>>)> {
+        let mut pieces = Vec::with_capacity(order.len() * 3);
+        let mut ranges = Vec::with_capacity(order.len());
+        let mut at = 0usize;
+        for (i, k) in order.iter().enumerate() {
+            let start = at;
+            if let Some(key) = self.keys.get(k) {
+                for kept in [&key.head, &key.tail] {
+                    if kept.num_rows() > 0 {
+                        at += kept.num_rows();
+                        pieces.push(kept.clone());
+                    }
+                }
+            }
+            let r = &new_ranges[i];
+            pieces.push(new_sorted.slice(r.start, r.len()));
+            at += r.len();
+            ranges.push(start..at);
+        }
+        Ok((concat_batches(&self.input_schema, &pieces)?, ranges))
+    }
+
+    /// Keeps each key's first and last rows out of its kept and new rows (copied, so that the
+    /// batch they came in is not held).
+    fn keep(&mut self, order: &[Key], context_sorted: &RecordBatch, ranges: &[std::ops::Range<usize>]) -> Result<()> {
+        for (i, k) in order.iter().enumerate() {
+            let r = &ranges[i];
+            let head = self.head.min(r.len());
+            let rest = r.len() - head;
+            let tail = self.tail.min(rest);
+            let head_rows = UInt32Array::from_iter_values((r.start..r.start + head).map(|x| x as u32));
+            let tail_rows = UInt32Array::from_iter_values((r.end - tail..r.end).map(|x| x as u32));
+            let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
+            let (rows_before, bytes_before) = (kept_rows(key), kept_bytes(key));
+            key.head = take_record_batch(context_sorted, &head_rows)?;
+            key.tail = take_record_batch(context_sorted, &tail_rows)?;
+            self.kept_rows = self.kept_rows + kept_rows(key) - rows_before;
+            self.kept_bytes = self.kept_bytes + kept_bytes(key) - bytes_before;
+        }
+        Ok(())
+    }
+
+    /// Per key: how many distinct event times its new rows have (the `ORDER BY` value).
+    fn distinct_times(&self, new_sorted: &RecordBatch, ranges: &[std::ops::Range<usize>]) -> Result<Vec<u64>> {
+        let needed = self.carries.contains(&Carry::Shift(Shift::Times));
+        let Some(order) = self.exprs.first().and_then(|e| e.order_by().first()).filter(|_| needed) else { return Ok(vec![0; ranges.len()]) };
+        let values = order.expr.evaluate(new_sorted)?.into_array(new_sorted.num_rows())?;
+        ranges
+            .iter()
+            .map(|r| {
+                let slice = values.slice(r.start, r.len());
+                Ok(datafusion::arrow::compute::partition(&[slice])?.len() as u64)
+            })
+            .collect()
+    }
+
+    /// Bytes held: the kept rows, and a key's counters and last values.
+    fn bytes(&self) -> usize {
+        self.kept_bytes + self.keys.len() * (std::mem::size_of::<KeyState>() + 48 + 64 * self.exprs.len())
+    }
+
+    fn update_state(&self) {
+        self.state_rows.set(self.kept_rows);
+        self.state_bytes.set(self.bytes());
+    }
+
+    /// Every key's state: its kept rows (`context`, with [`HEAD_COLUMN`]) and its counters and
+    /// last values (`keys`, with the `PARTITION BY` values).
+    fn snapshot(&self) -> Result<OperatorState> {
+        let mut tables = Vec::new();
+        let mut context = Vec::new();
+        let mut keys: Vec<&Key> = Vec::new();
+        let context_schema = Arc::new(Schema::new(
+            self.input_schema.fields().iter().cloned().chain([Arc::new(Field::new(HEAD_COLUMN, DataType::Boolean, false))]).collect::<Vec<_>>(),
+        ));
+        for (k, s) in &self.keys {
+            keys.push(k);
+            for (rows, is_head) in [(&s.head, true), (&s.tail, false)] {
+                if rows.num_rows() > 0 {
+                    let mut columns = rows.columns().to_vec();
+                    columns.push(Arc::new(BooleanArray::from(vec![is_head; rows.num_rows()])));
+                    context.push(RecordBatch::try_new(Arc::clone(&context_schema), columns)?);
+                }
+            }
+        }
+        if !context.is_empty() {
+            tables.push(StateTable { name: "context".into(), batch: concat_batches(&context_schema, &context)?, key_columns: Vec::new() });
+        }
+        if !keys.is_empty() {
+            let key_columns = if self.exprs.first().is_some_and(|e| !e.partition_by().is_empty()) {
+                let parser = self.converter.parser();
+                self.converter.convert_rows(keys.iter().map(|k| parser.parse(k)))?
+            } else {
+                Vec::new()
+            };
+            let mut fields: Vec<Field> = key_columns.iter().enumerate().map(|(i, c)| Field::new(format!("key{i}"), c.data_type().clone(), true)).collect();
+            let mut columns = key_columns;
+            fields.push(Field::new("rows", DataType::UInt64, false));
+            columns.push(Arc::new(UInt64Array::from_iter_values(keys.iter().map(|k| self.keys[*k].rows))));
+            fields.push(Field::new("times", DataType::UInt64, false));
+            columns.push(Arc::new(UInt64Array::from_iter_values(keys.iter().map(|k| self.keys[*k].times))));
+            for (e, expr) in self.exprs.iter().enumerate() {
+                let values: Vec<ScalarValue> = keys.iter().map(|k| self.keys[*k].last.get(e).cloned().unwrap_or(ScalarValue::Null)).collect();
+                let array = ScalarValue::iter_to_array(values)?;
+                fields.push(Field::new(format!("last{e}"), expr.field()?.data_type().clone(), true));
+                columns.push(if array.data_type() == fields[fields.len() - 1].data_type() {
+                    array
+                } else {
+                    cast(&array, fields[fields.len() - 1].data_type())?
+                });
+            }
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+            tables.push(StateTable { name: "keys".into(), batch, key_columns: Vec::new() });
+        }
+        Ok(OperatorState { meta: serde_json::json!({ "functions": self.exprs.len() }), tables })
+    }
+
+    /// Restores [`Keyed::snapshot`].
+    fn restore(&mut self, state: &OperatorState) -> Result<()> {
+        self.keys.clear();
+        if let Some(keys) = state.table("keys") {
+            let key_count = keys.num_columns().saturating_sub(2 + self.exprs.len());
+            let key_columns: Vec<ArrayRef> = keys.columns()[..key_count].to_vec();
+            let row_keys = self.row_keys(&key_columns, keys.num_rows())?;
+            let rows = cast(keys.column(key_count), &DataType::UInt64)?;
+            let times = cast(keys.column(key_count + 1), &DataType::UInt64)?;
+            let (rows, times) = (
+                datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::UInt64Type>(&rows).clone(),
+                datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::UInt64Type>(&times).clone(),
+            );
+            for (i, k) in row_keys.into_iter().enumerate() {
+                let mut s = self.empty_state();
+                s.rows = rows.value(i);
+                s.times = times.value(i);
+                for e in 0..self.exprs.len() {
+                    if let Some(l) = s.last.get_mut(e) {
+                        *l = ScalarValue::try_from_array(keys.column(key_count + 2 + e), i)?;
+                    }
+                }
+                self.keys.insert(k, s);
+            }
+        }
+        if let Some(context) = state.table("context") {
+            let width = self.input_schema.fields().len();
+            let rows = RecordBatch::try_new(Arc::clone(&self.input_schema), context.columns()[..width].to_vec())?;
+            let is_head = datafusion::arrow::array::AsArray::as_boolean(context.column(width)).clone();
+            let key_columns = self.key_columns(&rows)?;
+            let row_keys = self.row_keys(&key_columns, rows.num_rows())?;
+            let mut by_key: HashMap<Key, (Vec<u32>, Vec<u32>)> = HashMap::new();
+            for (i, k) in row_keys.into_iter().enumerate() {
+                let entry = by_key.entry(k).or_default();
+                if is_head.value(i) {
+                    entry.0.push(i as u32);
+                } else {
+                    entry.1.push(i as u32);
+                }
+            }
+            for (k, (head, tail)) in by_key {
+                if !self.keys.contains_key(&k) {
+                    let s = self.empty_state();
+                    self.keys.insert(k.clone(), s);
+                }
+                let head = take_record_batch(&rows, &UInt32Array::from(head))?;
+                let tail = take_record_batch(&rows, &UInt32Array::from(tail))?;
+                if let Some(s) = self.keys.get_mut(&k) {
+                    s.head = head;
+                    s.tail = tail;
+                }
+            }
+        }
+        self.kept_rows = self.keys.values().map(kept_rows).sum();
+        self.kept_bytes = self.keys.values().map(kept_bytes).sum();
+        self.update_state();
+        Ok(())
+    }
+}
+
+fn kept_rows(key: &KeyState) -> usize {
+    key.head.num_rows() + key.tail.num_rows()
+}
+
+fn kept_bytes(key: &KeyState) -> usize {
+    key.head.get_array_memory_size() + key.tail.get_array_memory_size()
+}
+
+/// `values` (a function over a key's new rows alone) shifted by the key's state.
+fn shifted(values: &ArrayRef, shift: Shift, key: &KeyState, e: usize) -> Result<ArrayRef> {
+    let by_count = |n: u64| -> Result<ArrayRef> {
+        let n = ScalarValue::UInt64(Some(n)).cast_to(values.data_type())?;
+        Ok(add_wrapping(values, &n.to_scalar()?)?)
+    };
+    let last = key.last.get(e).cloned().unwrap_or(ScalarValue::Null);
+    match shift {
+        Shift::Rows => by_count(key.rows),
+        Shift::Times => by_count(key.times),
+        _ if last.is_null() => Ok(Arc::clone(values)),
+        Shift::Count => Ok(add_wrapping(values, &last.cast_to(values.data_type())?.to_scalar()?)?),
+        Shift::Sum => {
+            // a sum still null over the new rows is the last sum
+            let last = last.cast_to(values.data_type())?;
+            let sum = add_wrapping(values, &last.to_scalar()?)?;
+            Ok(zip(&is_null(values)?, &last.to_scalar()?, &sum)?)
+        }
+        Shift::Min | Shift::Max => {
+            let last = last.cast_to(values.data_type())?;
+            let better = if shift == Shift::Min { lt(&last.to_scalar()?, values)? } else { gt(&last.to_scalar()?, values)? };
+            let take_last = or_kleene(&is_null(values)?, &better)?;
+            let take_last: BooleanArray = take_last.iter().map(|b| Some(b.unwrap_or(false))).collect();
+            Ok(zip(&take_last, &last.to_scalar()?, values)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+    use datafusion::prelude::SessionContext;
+
+    /// Rows in time order: key `k`, time `ts` (distinct per key unless `peers`), value `x`
+    /// (null every 7th), and `seq` to put rows back in order.
+    fn rows(n: usize, keys: usize, peers: bool, seed: u64) -> RecordBatch {
+        let mut s = seed;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let (mut k, mut ts, mut x, mut seq) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut t = 1_000i64;
+        let mut last_of_key = vec![i64::MIN; keys];
+        for i in 0..n {
+            let key = (next() % keys as u64) as usize;
+            t += (next() % 3) as i64;
+            // distinct per key unless peers are wanted
+            let time = if peers || t > last_of_key[key] { t } else { last_of_key[key] + 1 };
+            t = t.max(time);
+            last_of_key[key] = time;
+            k.push(format!("k{key}"));
+            ts.push(time);
+            x.push(if i % 7 == 3 { None } else { Some((next() % 100) as i64 - 20) });
+            seq.push(i as i64);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("x", DataType::Int64, true),
+            Field::new("seq", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(StringArray::from(k)), Arc::new(Int64Array::from(ts)), Arc::new(Int64Array::from(x)), Arc::new(Int64Array::from(seq))],
+        )
+        .unwrap()
+    }
+
+    /// Batches of `all` cut at random times (never between rows of one time, as the watermark
+    /// sort releases them).
+    fn cut(all: &RecordBatch, seed: u64) -> Vec<RecordBatch> {
+        let ts = all.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let mut out = Vec::new();
+        let (mut from, mut s) = (0usize, seed);
+        for i in 1..all.num_rows() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            if ts.value(i) != ts.value(i - 1) && (s >> 33) % 9 == 0 {
+                out.push(all.slice(from, i - from));
+                from = i;
+            }
+        }
+        out.push(all.slice(from, all.num_rows() - from));
+        out
+    }
+
+    /// A window operator's functions, input schema and output schema.
+    type Node = (Vec<Arc<dyn WindowExpr>>, SchemaRef, SchemaRef);
+
+    /// The window operators of DataFusion's plan of `sql` over `data` (table `t`), bottom up.
+    async fn window_nodes(ctx: &SessionContext, sql: &str) -> Vec<Node> {
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let mut out = Vec::new();
+        fn walk(p: &Arc<dyn ExecutionPlan>, out: &mut Vec<Node>) {
+            for c in p.children() {
+                walk(c, out);
+            }
+            if let Some(w) = p.downcast_ref::<BoundedWindowAggExec>() {
+                out.push((w.window_expr().to_vec(), w.input().schema(), w.schema()));
+            } else if let Some(w) = p.downcast_ref::<WindowAggExec>() {
+                out.push((w.window_expr().to_vec(), w.input().schema(), w.schema()));
+            }
+        }
+        walk(&plan, &mut out);
+        out
+    }
+
+    /// `sql`'s answer by our operator fed `batches` (snapshot and restored through the state's
+    /// encoding before batch `restart_at`), and by DataFusion over all rows, both by `seq`.
+    async fn both(sql: &str, all: &RecordBatch, batches: &[RecordBatch], restart_at: usize) -> (String, String) {
+        let ctx = SessionContext::new();
+        ctx.register_batch("t", all.clone()).unwrap();
+        let want = ctx.sql(&format!("SELECT * FROM ({sql}) ORDER BY seq")).await.unwrap().collect().await.unwrap();
+        let nodes = window_nodes(&ctx, sql).await;
+        assert!(!nodes.is_empty(), "{sql}: no window operator");
+        let mut input: Vec<RecordBatch> = batches.to_vec();
+        for (exprs, in_schema, out_schema) in nodes {
+            let carries = crate::window_function::carries(&exprs).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let mut keyed = Keyed::try_new(exprs.clone(), carries.clone(), Arc::clone(&in_schema), Arc::clone(&out_schema)).unwrap();
+            let mut out = Vec::new();
+            for (i, b) in input.iter().enumerate() {
+                if i == restart_at {
+                    // a restart: the state through a checkpoint's encoding into a new operator
+                    let snap = keyed.snapshot().unwrap();
+                    let tables = snap
+                        .tables
+                        .iter()
+                        .map(|t| {
+                            let (bytes, _) = crate::checkpoint::state::encode(t).unwrap();
+                            StateTable { name: t.name.clone(), batch: crate::checkpoint::state::decode(bytes).unwrap(), key_columns: Vec::new() }
+                        })
+                        .collect();
+                    keyed = Keyed::try_new(exprs.clone(), carries.clone(), Arc::clone(&in_schema), Arc::clone(&out_schema)).unwrap();
+                    keyed.restore(&OperatorState { meta: snap.meta, tables }).unwrap();
+                }
+                let b = b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
+                out.extend(keyed.push(&b).unwrap());
+            }
+            input = out;
+        }
+        let got_ctx = SessionContext::new();
+        let got = concat_batches(&input[0].schema(), &input).unwrap();
+        got_ctx.register_batch("o", got).unwrap();
+        // the query's own projection on top of the window operators: long names to aliases
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let projection = plan.downcast_ref::<datafusion::physical_plan::projection::ProjectionExec>().expect("a projection on top");
+        let outer: Vec<String> = projection
+            .expr()
+            .iter()
+            .map(|p| {
+                let column = p.expr.downcast_ref::<datafusion::physical_expr::expressions::Column>().expect("columns");
+                format!("\"{}\" AS \"{}\"", column.name(), p.alias)
+            })
+            .collect();
+        let got = got_ctx.sql(&format!("SELECT {} FROM o ORDER BY seq", outer.join(", "))).await.unwrap().collect().await.unwrap();
+        (pretty_format_batches(&got).unwrap().to_string(), pretty_format_batches(&want).unwrap().to_string())
+    }
+
+    const W: &str = "PARTITION BY k ORDER BY ts";
+
+    #[tokio::test]
+    async fn carried_functions_equal_datafusions_batch_answer_across_batches_and_a_restart() {
+        let queries = [
+            format!("SELECT k, ts, x, seq, LAG(x) OVER ({W}) AS l1, LAG(x, 3) OVER ({W}) AS l3, ROW_NUMBER() OVER ({W}) AS rn, FIRST_VALUE(x) OVER ({W}) AS fv, NTH_VALUE(x, 2) OVER ({W}) AS nv, LAST_VALUE(x) OVER ({W}) AS lv FROM t"),
+            format!("SELECT k, ts, x, seq, SUM(x) OVER ({W}) AS s, COUNT(x) OVER ({W}) AS c, COUNT(*) OVER ({W}) AS cs, MIN(x) OVER ({W}) AS mn, MAX(x) OVER ({W}) AS mx, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr FROM t"),
+            format!("SELECT k, ts, x, seq, AVG(x) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS a5, SUM(x) OVER ({W} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, MAX(x) OVER ({W} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS m2 FROM t"),
+            "SELECT k, ts, x, seq, ROW_NUMBER() OVER (ORDER BY ts) AS rn, SUM(x) OVER (ORDER BY ts) AS s, LAG(x, 2) OVER (ORDER BY ts) AS l2 FROM t".to_string(),
+        ];
+        for (q, sql) in queries.iter().enumerate() {
+            // the query without PARTITION BY orders by ts alone: distinct times for all rows
+            let all = if q == 3 { rows(3_000, 1, false, 11) } else { rows(3_000, 23, false, 7 + q as u64) };
+            for seed in [1u64, 2, 3] {
+                let batches = cut(&all, seed);
+                assert!(batches.len() > 20, "{}", batches.len());
+                let (got, want) = both(sql, &all, &batches, batches.len() / 2).await;
+                assert_eq!(got, want, "{sql} (cut {seed})");
+            }
+        }
+    }
+
+    /// Rows of one time in one key: ranks, dense ranks and running aggregates over the
+    /// default RANGE frame include every peer, as in one batch.
+    #[tokio::test]
+    async fn peers_of_one_time_are_ranked_and_summed_together() {
+        let all = rows(3_000, 5, true, 5);
+        let sql = format!("SELECT k, ts, x, seq, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr, SUM(x) OVER ({W}) AS s, COUNT(*) OVER ({W}) AS c, MIN(x) OVER ({W}) AS mn FROM t");
+        for seed in [4u64, 5] {
+            let batches = cut(&all, seed);
+            let (got, want) = both(&sql, &all, &batches, batches.len() / 3).await;
+            assert_eq!(got, want, "{sql} (cut {seed})");
+        }
+    }
+
+    #[tokio::test]
+    async fn functions_that_read_later_rows_or_the_whole_partition_are_not_carried() {
+        let ctx = SessionContext::new();
+        ctx.register_batch("t", rows(10, 2, false, 1)).unwrap();
+        for (f, why) in [
+            ("LEAD(x)", "reads later rows"),
+            ("AVG(x)", "avg from the partition's start"),
+            ("SUM(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING)", "ends after the current row"),
+            ("SUM(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN 5 PRECEDING AND CURRENT ROW)", "RANGE or GROUPS frame with a bounded start"),
+            ("CUME_DIST()", "needs the whole partition"),
+        ] {
+            let over = if f.contains(" OVER ") { f.to_string() } else { format!("{f} OVER ({W})") };
+            let nodes = window_nodes(&ctx, &format!("SELECT k, ts, x, seq, {over} AS v FROM t")).await;
+            let err = crate::window_function::carries(&nodes[0].0).unwrap_err();
+            assert!(err.contains(why), "{f}: {err}");
+        }
+    }
+}

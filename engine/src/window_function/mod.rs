@@ -1,0 +1,180 @@
+//! Window functions over a stream whose state is checkpointed: `LAG`, `ROW_NUMBER`, `RANK`,
+//! `DENSE_RANK`, `FIRST_VALUE`, `LAST_VALUE`, `NTH_VALUE`, running `SUM`/`COUNT`/`MIN`/`MAX`
+//! and any aggregate over `ROWS BETWEEN n PRECEDING AND CURRENT ROW`, on rows put in event-time
+//! order by [`crate::event_time::watermark_sort::WatermarkSortExec`].
+//!
+//! Each function is evaluated by DataFusion itself, a key at a time, over each batch of new
+//! rows; what a key carries from one batch to the next is small and kept as Arrow data (see
+//! [`Carry`]), so a checkpoint holds it and a restart goes on exactly where it was.
+//!
+//! ```sql
+//! SELECT device_id, ts, temperature,
+//!        LAG(temperature, 1) OVER (PARTITION BY device_id ORDER BY ts) AS previous,
+//!        ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY ts) AS n,
+//!        AVG(temperature) OVER (PARTITION BY device_id ORDER BY ts ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS avg10
+//! FROM readings
+//! ```
+//!
+//! What is not carried — `LEAD` and frames that end after the current row (they wait for
+//! later rows), `RANGE`/`GROUPS` frames with a bounded start, `AVG` and other aggregates from
+//! the partition's start, `PERCENT_RANK`, `CUME_DIST`, `NTILE`, `IGNORE NULLS` — runs on
+//! DataFusion's own operator, whose state a checkpoint cannot hold (a job under
+//! `use_transactions` is refused, naming it).
+
+pub mod exec;
+
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr, StandardWindowExpr, WindowExpr};
+use datafusion::physical_plan::windows::WindowUDFExpr;
+
+pub use exec::StreamWindowFunctionExec;
+
+/// How a window function's value for new rows follows from what its key carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// Evaluated over the key's first `head` rows and last `tail` rows, then the new rows:
+    /// `LAG(x, tail)`, `FIRST_VALUE` (head 1), `NTH_VALUE(x, head)`, an aggregate over
+    /// `ROWS BETWEEN tail PRECEDING AND CURRENT ROW`.
+    Context {
+        /// Rows from the key's start it needs.
+        head: usize,
+        /// Rows before the new ones it needs.
+        tail: usize,
+    },
+    /// Evaluated over the new rows alone, then shifted by the key's state.
+    Shift(Shift),
+}
+
+/// What shifts a value evaluated over the new rows alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shift {
+    /// `ROW_NUMBER()` and `RANK()`: plus the key's rows so far (ranks of new rows never tie
+    /// with older ones: rows of one time leave the watermark sort together).
+    Rows,
+    /// `DENSE_RANK()`: plus the key's distinct times so far.
+    Times,
+    /// Running `SUM`: plus the key's last sum.
+    Sum,
+    /// Running `COUNT`: plus the key's last count.
+    Count,
+    /// Running `MIN`: the smaller of it and the key's last minimum.
+    Min,
+    /// Running `MAX`: the larger of it and the key's last maximum.
+    Max,
+}
+
+impl Carry {
+    /// How `expr` is carried, or why it cannot be.
+    pub fn of(expr: &Arc<dyn WindowExpr>) -> Result<Carry, String> {
+        let frame = expr.get_window_frame();
+        let unbounded_start = matches!(&frame.start_bound, WindowFrameBound::Preceding(v) if v.is_null());
+        let ends_by_current = !matches!(frame.end_bound, WindowFrameBound::Following(_));
+        let name = expr.name().to_string();
+        if let Some(standard) = expr.as_any().downcast_ref::<StandardWindowExpr>() {
+            let func = standard.get_standard_func_expr();
+            let Some(udf) = func.as_any().downcast_ref::<WindowUDFExpr>() else {
+                return Err(format!("{name} is not a window function it knows"));
+            };
+            if name.to_ascii_uppercase().contains("IGNORE NULLS") {
+                return Err(format!("{name} looks back past any number of rows (IGNORE NULLS)"));
+            }
+            let literal = |i: usize| -> Option<i64> {
+                let arg = udf.args().get(i)?;
+                match arg.downcast_ref::<Literal>()?.value() {
+                    ScalarValue::Int64(Some(v)) => Some(*v),
+                    v => v.cast_to(&datafusion::arrow::datatypes::DataType::Int64).ok().and_then(|v| match v {
+                        ScalarValue::Int64(Some(v)) => Some(v),
+                        _ => None,
+                    }),
+                }
+            };
+            let rows_back = |f: &datafusion::logical_expr::WindowFrame| -> Option<usize> {
+                match (&f.units, &f.start_bound) {
+                    (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) if !v.is_null() => {
+                        v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64).ok().and_then(|v| match v {
+                            ScalarValue::UInt64(Some(n)) => usize::try_from(n).ok(),
+                            _ => None,
+                        })
+                    }
+                    (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Some(0),
+                    _ => None,
+                }
+            };
+            return match udf.fun().name() {
+                "row_number" | "rank" => Ok(Carry::Shift(Shift::Rows)),
+                "dense_rank" => Ok(Carry::Shift(Shift::Times)),
+                "lag" => match literal(1).unwrap_or(1) {
+                    k if k >= 0 => Ok(Carry::Context { head: 0, tail: k as usize }),
+                    _ => Err(format!("{name} with a negative offset reads later rows")),
+                },
+                "first_value" | "nth_value" | "last_value" if !ends_by_current => Err(format!("{name}: its frame ends after the current row")),
+                "first_value" | "nth_value" if unbounded_start => {
+                    let n = if udf.fun().name() == "nth_value" { literal(1).unwrap_or(1) } else { 1 };
+                    match usize::try_from(n) {
+                        Ok(n) if n >= 1 => Ok(Carry::Context { head: n, tail: 0 }),
+                        _ => Err(format!("{name}: the row number must be positive")),
+                    }
+                }
+                "first_value" | "nth_value" | "last_value" => match rows_back(frame) {
+                    Some(n) => Ok(Carry::Context { head: 0, tail: n }),
+                    None if udf.fun().name() == "last_value" && unbounded_start => Ok(Carry::Context { head: 0, tail: 0 }),
+                    None => Err(format!("{name}: a RANGE or GROUPS frame with a bounded start")),
+                },
+                "lead" => Err(format!("{name} reads later rows")),
+                other => Err(format!("{name}: {other} needs the whole partition")),
+            };
+        }
+        let aggregate = expr
+            .as_any()
+            .downcast_ref::<PlainAggregateWindowExpr>()
+            .map(|a| a.get_aggregate_expr())
+            .or_else(|| expr.as_any().downcast_ref::<SlidingAggregateWindowExpr>().map(|a| a.get_aggregate_expr()));
+        let Some(aggregate) = aggregate else { return Err(format!("{name} is not a window function it knows")) };
+        if aggregate.is_distinct() {
+            return Err(format!("{name}: DISTINCT in a window aggregate"));
+        }
+        if !ends_by_current {
+            return Err(format!("{name}: its frame ends after the current row"));
+        }
+        if unbounded_start {
+            return match aggregate.fun().name() {
+                "sum" => Ok(Carry::Shift(Shift::Sum)),
+                "count" => Ok(Carry::Shift(Shift::Count)),
+                "min" => Ok(Carry::Shift(Shift::Min)),
+                "max" => Ok(Carry::Shift(Shift::Max)),
+                other => Err(format!("{name}: {other} from the partition's start (SUM, COUNT, MIN and MAX are carried; for a moving {other}, ROWS BETWEEN n PRECEDING AND CURRENT ROW)")),
+            };
+        }
+        match (&frame.units, &frame.start_bound) {
+            (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) => match v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64) {
+                Ok(ScalarValue::UInt64(Some(n))) => Ok(Carry::Context { head: 0, tail: n as usize }),
+                _ => Err(format!("{name}: its frame's start is not a number of rows")),
+            },
+            (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Ok(Carry::Context { head: 0, tail: 0 }),
+            _ => Err(format!("{name}: a RANGE or GROUPS frame with a bounded start")),
+        }
+    }
+}
+
+/// How every expression of an `OVER` operator is carried, or why one cannot be. They must
+/// share their `PARTITION BY` (DataFusion plans one operator per partitioning).
+pub fn carries(exprs: &[Arc<dyn WindowExpr>]) -> Result<Vec<Carry>, String> {
+    if exprs.iter().any(|e| e.order_by().len() != 1) {
+        // (rows leave the watermark sort in time order alone: a second ORDER BY column would
+        // order rows of one time, which a batch of new rows does not)
+        return Err("an ORDER BY of more than the event time".into());
+    }
+    if let Some(first) = exprs.first() {
+        let same = |e: &Arc<dyn WindowExpr>| {
+            e.partition_by().len() == first.partition_by().len() && e.partition_by().iter().zip(first.partition_by()).all(|(a, b)| a.eq(b))
+        };
+        if !exprs.iter().all(same) {
+            return Err("window functions with different PARTITION BY in one operator".into());
+        }
+    }
+    exprs.iter().map(Carry::of).collect()
+}
