@@ -2,7 +2,7 @@
 //! (never-ending) file whose rows are out of order within the watermark delay. Every row the
 //! job emits must carry exactly the values DataFusion computes in batch over the whole file
 //! (each value depends only on earlier rows), and every row the watermark has released must
-//! come out up to the first one still waiting for its RANGE peers (output keeps time order).
+//! come out (rows of one time leave the watermark sort together: none waits for its peers).
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@
 //!
 //! ```sql
 //! SELECT device_id, LAG(temperature) OVER (PARTITION BY device_id ORDER BY ts) AS previous FROM readings
-//! -- StreamWindowFunctionExec: carry=[context(0+1)] ← WatermarkSortExec ← source
+//! -- StreamWindowFunctionExec: [lag(…) (rows kept: first 0, last 1)] ← WatermarkSortExec ← source
 //! ```
 
 use std::collections::HashMap;
@@ -105,7 +105,8 @@ impl ExecutionPlan for StreamWindowFunctionExec {
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
         for e in &self.exprs {
-            for x in e.all_expressions().args.iter().chain(e.partition_by()) {
+            let order_by: Vec<Arc<dyn PhysicalExpr>> = e.order_by().iter().map(|o| Arc::clone(&o.expr)).collect();
+            for x in e.all_expressions().args.iter().chain(e.partition_by()).chain(&order_by) {
                 if f(x)? == TreeNodeRecursion::Stop {
                     return Ok(TreeNodeRecursion::Stop);
                 }
@@ -198,6 +199,8 @@ struct Keyed {
     schema: SchemaRef,
     /// The `PARTITION BY` values of a key, as rows.
     converter: RowConverter,
+    /// Their types (a restored key column is cast back: rows give dictionaries as values).
+    key_types: Vec<DataType>,
     keys: HashMap<Key, KeyState>,
     head: usize,
     tail: usize,
@@ -216,10 +219,11 @@ const HEAD_COLUMN: &str = "__ferris_head";
 
 impl Keyed {
     fn try_new(exprs: Vec<Arc<dyn WindowExpr>>, carries: Vec<Carry>, input_schema: SchemaRef, schema: SchemaRef) -> Result<Self> {
-        let partition_by: Vec<SortField> = match exprs.first() {
-            Some(e) => e.partition_by().iter().map(|p| p.data_type(&input_schema).map(SortField::new)).collect::<Result<_>>()?,
+        let key_types: Vec<DataType> = match exprs.first() {
+            Some(e) => e.partition_by().iter().map(|p| p.data_type(&input_schema)).collect::<Result<_>>()?,
             None => Vec::new(),
         };
+        let partition_by: Vec<SortField> = key_types.iter().cloned().map(SortField::new).collect();
         let (mut head, mut tail) = (0, 0);
         for c in &carries {
             if let Carry::Context { head: h, tail: t } = c {
@@ -233,6 +237,7 @@ impl Keyed {
             input_schema,
             schema,
             converter: RowConverter::new(partition_by)?,
+            key_types,
             keys: HashMap::new(),
             head,
             tail,
@@ -259,14 +264,22 @@ impl Keyed {
         Ok(converted.iter().map(|r| r.as_ref().to_vec()).collect())
     }
 
-    fn empty_state(&self) -> KeyState {
-        KeyState {
+    fn empty_state(&self) -> Result<KeyState> {
+        Ok(KeyState {
             head: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
             tail: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
             rows: 0,
             times: 0,
-            last: self.exprs.iter().map(|e| e.field().and_then(|f| ScalarValue::try_from(f.data_type()))).collect::<Result<_>>().unwrap_or_default(),
-        }
+            last: self.exprs.iter().map(|e| e.field().and_then(|f| ScalarValue::try_from(f.data_type()))).collect::<Result<_>>()?,
+        })
+    }
+
+    /// A key seen for the first time.
+    fn add_key(&mut self, k: Key) -> Result<()> {
+        let s = self.empty_state()?;
+        self.kept_bytes += kept_bytes(&s);
+        self.keys.insert(k, s);
+        Ok(())
     }
 
     /// Evaluates the functions for `batch` (rows in event-time order) and moves every key on.
@@ -291,8 +304,7 @@ impl Keyed {
         }
         for k in &order {
             if !self.keys.contains_key(k) {
-                let s = self.empty_state();
-                self.keys.insert(k.clone(), s);
+                self.add_key(k.clone())?;
             }
         }
         // the new rows grouped by key; where each new row went
@@ -389,8 +401,8 @@ impl Keyed {
         Ok((concat_batches(&self.input_schema, &pieces)?, ranges))
     }
 
-    /// Keeps each key's first and last rows out of its kept and new rows (copied, so that the
-    /// batch they came in is not held).
+    /// Keeps each key's first and last rows out of its kept and new rows (copied, string views'
+    /// data too, so that the batch they came in is not held).
     fn keep(&mut self, order: &[Key], context_sorted: &RecordBatch, ranges: &[std::ops::Range<usize>]) -> Result<()> {
         for (i, k) in order.iter().enumerate() {
             let r = &ranges[i];
@@ -401,10 +413,10 @@ impl Keyed {
             let tail_rows = UInt32Array::from_iter_values((r.end - tail..r.end).map(|x| x as u32));
             let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
             let (rows_before, bytes_before) = (kept_rows(key), kept_bytes(key));
-            key.head = take_record_batch(context_sorted, &head_rows)?;
-            key.tail = take_record_batch(context_sorted, &tail_rows)?;
-            self.kept_rows = self.kept_rows + kept_rows(key) - rows_before;
-            self.kept_bytes = self.kept_bytes + kept_bytes(key) - bytes_before;
+            key.head = compacted(take_record_batch(context_sorted, &head_rows)?)?;
+            key.tail = compacted(take_record_batch(context_sorted, &tail_rows)?)?;
+            self.kept_rows = (self.kept_rows + kept_rows(key)).saturating_sub(rows_before);
+            self.kept_bytes = (self.kept_bytes + kept_bytes(key)).saturating_sub(bytes_before);
         }
         Ok(())
     }
@@ -489,7 +501,11 @@ impl Keyed {
         self.keys.clear();
         if let Some(keys) = state.table("keys") {
             let key_count = keys.num_columns().saturating_sub(2 + self.exprs.len());
-            let key_columns: Vec<ArrayRef> = keys.columns()[..key_count].to_vec();
+            let key_columns: Vec<ArrayRef> = keys.columns()[..key_count]
+                .iter()
+                .zip(&self.key_types)
+                .map(|(c, t)| if c.data_type() == t { Ok(Arc::clone(c)) } else { cast(c, t) })
+                .collect::<std::result::Result<_, _>>()?;
             let row_keys = self.row_keys(&key_columns, keys.num_rows())?;
             let rows = cast(keys.column(key_count), &DataType::UInt64)?;
             let times = cast(keys.column(key_count + 1), &DataType::UInt64)?;
@@ -498,7 +514,7 @@ impl Keyed {
                 datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::UInt64Type>(&times).clone(),
             );
             for (i, k) in row_keys.into_iter().enumerate() {
-                let mut s = self.empty_state();
+                let mut s = self.empty_state()?;
                 s.rows = rows.value(i);
                 s.times = times.value(i);
                 for e in 0..self.exprs.len() {
@@ -526,11 +542,11 @@ impl Keyed {
             }
             for (k, (head, tail)) in by_key {
                 if !self.keys.contains_key(&k) {
-                    let s = self.empty_state();
+                    let s = self.empty_state()?;
                     self.keys.insert(k.clone(), s);
                 }
-                let head = take_record_batch(&rows, &UInt32Array::from(head))?;
-                let tail = take_record_batch(&rows, &UInt32Array::from(tail))?;
+                let head = compacted(take_record_batch(&rows, &UInt32Array::from(head))?)?;
+                let tail = compacted(take_record_batch(&rows, &UInt32Array::from(tail))?)?;
                 if let Some(s) = self.keys.get_mut(&k) {
                     s.head = head;
                     s.tail = tail;
@@ -542,6 +558,40 @@ impl Keyed {
         self.update_state();
         Ok(())
     }
+}
+
+/// `batch` with its string and binary views holding only their own bytes: a view taken out of
+/// a batch shares that batch's data buffers.
+fn compacted(batch: RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::AsArray;
+    if !batch.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| -> ArrayRef {
+            match c.data_type() {
+                DataType::Utf8View => Arc::new(c.as_string_view().gc()),
+                DataType::BinaryView => Arc::new(c.as_binary_view().gc()),
+                _ => Arc::clone(c),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// `array` (a sum of `like`'s type and a last value) as `like`'s type: arrow's decimal sum widens
+/// the precision by one; DataFusion's sum keeps its own (wrapping).
+fn as_type_of(array: ArrayRef, like: &DataType) -> Result<ArrayRef> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Decimal128Type, Decimal256Type};
+    Ok(match (array.data_type(), like) {
+        (a, b) if a == b => array,
+        (DataType::Decimal128(..), DataType::Decimal128(p, s)) => Arc::new(array.as_primitive::<Decimal128Type>().clone().with_precision_and_scale(*p, *s)?),
+        (DataType::Decimal256(..), DataType::Decimal256(p, s)) => Arc::new(array.as_primitive::<Decimal256Type>().clone().with_precision_and_scale(*p, *s)?),
+        _ => cast(&array, like)?,
+    })
 }
 
 fn kept_rows(key: &KeyState) -> usize {
@@ -556,18 +606,18 @@ fn kept_bytes(key: &KeyState) -> usize {
 fn shifted(values: &ArrayRef, shift: Shift, key: &KeyState, e: usize) -> Result<ArrayRef> {
     let by_count = |n: u64| -> Result<ArrayRef> {
         let n = ScalarValue::UInt64(Some(n)).cast_to(values.data_type())?;
-        Ok(add_wrapping(values, &n.to_scalar()?)?)
+        as_type_of(add_wrapping(values, &n.to_scalar()?)?, values.data_type())
     };
     let last = key.last.get(e).cloned().unwrap_or(ScalarValue::Null);
     match shift {
         Shift::Rows => by_count(key.rows),
         Shift::Times => by_count(key.times),
         _ if last.is_null() => Ok(Arc::clone(values)),
-        Shift::Count => Ok(add_wrapping(values, &last.cast_to(values.data_type())?.to_scalar()?)?),
+        Shift::Count => as_type_of(add_wrapping(values, &last.cast_to(values.data_type())?.to_scalar()?)?, values.data_type()),
         Shift::Sum => {
             // a sum still null over the new rows is the last sum
             let last = last.cast_to(values.data_type())?;
-            let sum = add_wrapping(values, &last.to_scalar()?)?;
+            let sum = as_type_of(add_wrapping(values, &last.to_scalar()?)?, values.data_type())?;
             Ok(zip(&is_null(values)?, &last.to_scalar()?, &sum)?)
         }
         Shift::Min | Shift::Max => {
@@ -618,10 +668,27 @@ mod tests {
             Field::new("ts", DataType::Int64, false),
             Field::new("x", DataType::Int64, true),
             Field::new("seq", DataType::Int64, false),
+            // the key again as a dictionary and as long string views; x as a decimal
+            Field::new("kd", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
+            Field::new("sv", DataType::Utf8View, false),
+            Field::new("d", DataType::Decimal128(10, 2), true),
         ]));
+        let kd: datafusion::arrow::array::DictionaryArray<datafusion::arrow::datatypes::Int32Type> = k.iter().map(|s| s.as_str()).collect();
+        let sv = datafusion::arrow::array::StringViewArray::from_iter_values(k.iter().map(|s| format!("a key longer than a view: {s}")));
+        let d = datafusion::arrow::array::Decimal128Array::from(x.iter().map(|v| v.map(|v| v as i128 * 101)).collect::<Vec<_>>())
+            .with_precision_and_scale(10, 2)
+            .unwrap();
         RecordBatch::try_new(
             schema,
-            vec![Arc::new(StringArray::from(k)), Arc::new(Int64Array::from(ts)), Arc::new(Int64Array::from(x)), Arc::new(Int64Array::from(seq))],
+            vec![
+                Arc::new(StringArray::from(k)),
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Int64Array::from(x)),
+                Arc::new(Int64Array::from(seq)),
+                Arc::new(kd),
+                Arc::new(sv),
+                Arc::new(d),
+            ],
         )
         .unwrap()
     }
@@ -695,6 +762,10 @@ mod tests {
                 let b = b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
                 out.extend(keyed.push(&b).unwrap());
             }
+            // a few rows per key, not the batches they came in (string views hold their data)
+            let per_key = keyed.kept_bytes / keyed.keys.len().max(1);
+            assert!(per_key < 4096, "{sql}: {per_key} bytes kept per key");
+            assert_eq!(keyed.kept_bytes, keyed.keys.values().map(kept_bytes).sum::<usize>(), "{sql}: bytes kept up to date");
             input = out;
         }
         let got_ctx = SessionContext::new();
@@ -724,6 +795,13 @@ mod tests {
             format!("SELECT k, ts, x, seq, SUM(x) OVER ({W}) AS s, COUNT(x) OVER ({W}) AS c, COUNT(*) OVER ({W}) AS cs, MIN(x) OVER ({W}) AS mn, MAX(x) OVER ({W}) AS mx, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr FROM t"),
             format!("SELECT k, ts, x, seq, AVG(x) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS a5, SUM(x) OVER ({W} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, MAX(x) OVER ({W} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS m2 FROM t"),
             "SELECT k, ts, x, seq, ROW_NUMBER() OVER (ORDER BY ts) AS rn, SUM(x) OVER (ORDER BY ts) AS s, LAG(x, 2) OVER (ORDER BY ts) AS l2 FROM t".to_string(),
+            // a dictionary key, string views kept, a decimal sum, frames ending before the row
+            "SELECT k, ts, x, seq, SUM(d) OVER (PARTITION BY kd ORDER BY ts) AS sd, LAG(sv) OVER (PARTITION BY kd ORDER BY ts) AS lsv, \
+             FIRST_VALUE(x) OVER (PARTITION BY kd ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING) AS f2, \
+             NTH_VALUE(x, 2) OVER (PARTITION BY kd ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS n2, \
+             LAST_VALUE(x) OVER (PARTITION BY kd ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS l1, \
+             SUM(x) OVER (PARTITION BY kd ORDER BY ts ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS s31, LAG(x, 2, -1) OVER (PARTITION BY kd ORDER BY ts) AS lagd FROM t"
+                .to_string(),
         ];
         for (q, sql) in queries.iter().enumerate() {
             // the query without PARTITION BY orders by ts alone: distinct times for all rows
@@ -760,6 +838,8 @@ mod tests {
             ("SUM(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING)", "ends after the current row"),
             ("SUM(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN 5 PRECEDING AND CURRENT ROW)", "RANGE or GROUPS frame with a bounded start"),
             ("CUME_DIST()", "needs the whole partition"),
+            ("MIN(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)", "ending before the current row"),
+            ("LAST_VALUE(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND 5 PRECEDING)", "RANGE or GROUPS frame ending before"),
         ] {
             let over = if f.contains(" OVER ") { f.to_string() } else { format!("{f} OVER ({W})") };
             let nodes = window_nodes(&ctx, &format!("SELECT k, ts, x, seq, {over} AS v FROM t")).await;

@@ -25,6 +25,7 @@ pub mod exec;
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
 use datafusion::physical_expr::expressions::Literal;
@@ -67,62 +68,83 @@ pub enum Shift {
     Max,
 }
 
+/// A frame bound's number of rows or units (`n PRECEDING`), or `None` for `UNBOUNDED`.
+fn bound_units(v: &ScalarValue) -> Result<Option<usize>, String> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    match v.cast_to(&DataType::UInt64) {
+        Ok(ScalarValue::UInt64(Some(n))) => usize::try_from(n).map(Some).map_err(|_| format!("a frame bound of {n} rows")),
+        _ => Err(format!("a frame bound of {v} that is not a number of rows")),
+    }
+}
+
 impl Carry {
     /// How `expr` is carried, or why it cannot be.
     pub fn of(expr: &Arc<dyn WindowExpr>) -> Result<Carry, String> {
         let frame = expr.get_window_frame();
-        let unbounded_start = matches!(&frame.start_bound, WindowFrameBound::Preceding(v) if v.is_null());
-        let ends_by_current = !matches!(frame.end_bound, WindowFrameBound::Following(_));
         let name = expr.name().to_string();
+        let rows = frame.units == WindowFrameUnits::Rows;
+        // where the frame starts: `None` for the partition's start, else rows back (ROWS only)
+        let start_back: Option<usize> = match &frame.start_bound {
+            WindowFrameBound::Preceding(v) => match bound_units(v)? {
+                None => None,
+                Some(n) if rows => Some(n),
+                Some(_) => return Err(format!("{name}: a RANGE or GROUPS frame with a bounded start")),
+            },
+            WindowFrameBound::CurrentRow => Some(0),
+            WindowFrameBound::Following(_) => return Err(format!("{name}: its frame starts after the current row")),
+        };
+        // where it ends, in rows back: 0 for the current row (with its peers under RANGE/GROUPS)
+        let end_back: usize = match &frame.end_bound {
+            WindowFrameBound::CurrentRow => 0,
+            WindowFrameBound::Preceding(v) => match bound_units(v)? {
+                Some(0) => 0,
+                Some(k) if rows => k,
+                _ => return Err(format!("{name}: a RANGE or GROUPS frame ending before the current row")),
+            },
+            WindowFrameBound::Following(_) => return Err(format!("{name}: its frame ends after the current row")),
+        };
         if let Some(standard) = expr.as_any().downcast_ref::<StandardWindowExpr>() {
             let func = standard.get_standard_func_expr();
             let Some(udf) = func.as_any().downcast_ref::<WindowUDFExpr>() else {
                 return Err(format!("{name} is not a window function it knows"));
             };
-            if name.to_ascii_uppercase().contains("IGNORE NULLS") {
+            // (neither is public: the expression's Debug text says them)
+            let debug = format!("{udf:?}");
+            if debug.contains("ignore_nulls: true") || name.to_ascii_uppercase().contains("IGNORE NULLS") {
                 return Err(format!("{name} looks back past any number of rows (IGNORE NULLS)"));
+            }
+            if debug.contains("is_reversed: true") {
+                return Err(format!("{name} is evaluated in reverse order"));
             }
             let literal = |i: usize| -> Option<i64> {
                 let arg = udf.args().get(i)?;
-                match arg.downcast_ref::<Literal>()?.value() {
-                    ScalarValue::Int64(Some(v)) => Some(*v),
-                    v => v.cast_to(&datafusion::arrow::datatypes::DataType::Int64).ok().and_then(|v| match v {
-                        ScalarValue::Int64(Some(v)) => Some(v),
-                        _ => None,
-                    }),
-                }
-            };
-            let rows_back = |f: &datafusion::logical_expr::WindowFrame| -> Option<usize> {
-                match (&f.units, &f.start_bound) {
-                    (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) if !v.is_null() => {
-                        v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64).ok().and_then(|v| match v {
-                            ScalarValue::UInt64(Some(n)) => usize::try_from(n).ok(),
-                            _ => None,
-                        })
-                    }
-                    (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Some(0),
+                match arg.downcast_ref::<Literal>()?.value().cast_to(&DataType::Int64) {
+                    Ok(ScalarValue::Int64(Some(v))) => Some(v),
                     _ => None,
                 }
             };
-            return match udf.fun().name() {
+            let function = udf.fun().name();
+            return match function {
                 "row_number" | "rank" => Ok(Carry::Shift(Shift::Rows)),
                 "dense_rank" => Ok(Carry::Shift(Shift::Times)),
                 "lag" => match literal(1).unwrap_or(1) {
                     k if k >= 0 => Ok(Carry::Context { head: 0, tail: k as usize }),
                     _ => Err(format!("{name} with a negative offset reads later rows")),
                 },
-                "first_value" | "nth_value" | "last_value" if !ends_by_current => Err(format!("{name}: its frame ends after the current row")),
-                "first_value" | "nth_value" if unbounded_start => {
-                    let n = if udf.fun().name() == "nth_value" { literal(1).unwrap_or(1) } else { 1 };
+                // the first rows of the key, and the rows the frame's end looks back over
+                "first_value" | "nth_value" if start_back.is_none() => {
+                    let n = if function == "nth_value" { literal(1).unwrap_or(1) } else { 1 };
                     match usize::try_from(n) {
-                        Ok(n) if n >= 1 => Ok(Carry::Context { head: n, tail: 0 }),
+                        Ok(n) if n >= 1 => Ok(Carry::Context { head: n, tail: end_back }),
                         _ => Err(format!("{name}: the row number must be positive")),
                     }
                 }
-                "first_value" | "nth_value" | "last_value" => match rows_back(frame) {
-                    Some(n) => Ok(Carry::Context { head: 0, tail: n }),
-                    None if udf.fun().name() == "last_value" && unbounded_start => Ok(Carry::Context { head: 0, tail: 0 }),
-                    None => Err(format!("{name}: a RANGE or GROUPS frame with a bounded start")),
+                "first_value" | "nth_value" | "last_value" => match start_back {
+                    Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back) }),
+                    // LAST_VALUE from the partition's start: the frame's last row
+                    None => Ok(Carry::Context { head: 0, tail: end_back }),
                 },
                 "lead" => Err(format!("{name} reads later rows")),
                 other => Err(format!("{name}: {other} needs the whole partition")),
@@ -137,25 +159,20 @@ impl Carry {
         if aggregate.is_distinct() {
             return Err(format!("{name}: DISTINCT in a window aggregate"));
         }
-        if !ends_by_current {
-            return Err(format!("{name}: its frame ends after the current row"));
-        }
-        if unbounded_start {
-            return match aggregate.fun().name() {
+        match start_back {
+            // a running aggregate: its last value is the key's up to its last row, so the frame
+            // must end at the current row
+            None if end_back > 0 => Err(format!("{name}: a frame from the partition's start ending before the current row")),
+            None => match aggregate.fun().name() {
                 "sum" => Ok(Carry::Shift(Shift::Sum)),
                 "count" => Ok(Carry::Shift(Shift::Count)),
                 "min" => Ok(Carry::Shift(Shift::Min)),
                 "max" => Ok(Carry::Shift(Shift::Max)),
-                other => Err(format!("{name}: {other} from the partition's start (SUM, COUNT, MIN and MAX are carried; for a moving {other}, ROWS BETWEEN n PRECEDING AND CURRENT ROW)")),
-            };
-        }
-        match (&frame.units, &frame.start_bound) {
-            (WindowFrameUnits::Rows, WindowFrameBound::Preceding(v)) => match v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64) {
-                Ok(ScalarValue::UInt64(Some(n))) => Ok(Carry::Context { head: 0, tail: n as usize }),
-                _ => Err(format!("{name}: its frame's start is not a number of rows")),
+                other => Err(format!(
+                    "{name}: {other} from the partition's start (SUM, COUNT, MIN and MAX are carried; for a moving {other}, ROWS BETWEEN n PRECEDING AND CURRENT ROW)"
+                )),
             },
-            (WindowFrameUnits::Rows, WindowFrameBound::CurrentRow) => Ok(Carry::Context { head: 0, tail: 0 }),
-            _ => Err(format!("{name}: a RANGE or GROUPS frame with a bounded start")),
+            Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back) }),
         }
     }
 }
