@@ -788,6 +788,20 @@ mod tests {
 
     const W: &str = "PARTITION BY k ORDER BY ts";
 
+    /// A kept row's string view holds its own bytes, not the batch's buffers it came from.
+    #[test]
+    fn kept_string_views_hold_only_their_own_bytes() {
+        let long: Vec<String> = (0..10_000).map(|i| format!("a string longer than a view's twelve bytes, {i}")).collect();
+        let views = datafusion::arrow::array::StringViewArray::from_iter_values(long.iter());
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(views)]).unwrap();
+        let one = take_record_batch(&batch, &UInt32Array::from(vec![7u32])).unwrap();
+        assert!(one.get_array_memory_size() > 100_000, "a taken view shares the batch's buffers: {}", one.get_array_memory_size());
+        let kept = compacted(one).unwrap();
+        assert!(kept.get_array_memory_size() < 4_096, "{}", kept.get_array_memory_size());
+        assert_eq!(datafusion::arrow::array::AsArray::as_string_view(kept.column(0)).value(0), long[7]);
+    }
+
     #[tokio::test]
     async fn carried_functions_equal_datafusions_batch_answer_across_batches_and_a_restart() {
         let queries = [
