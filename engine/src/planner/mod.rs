@@ -73,7 +73,8 @@ pub fn new_context(
     streaming: StreamingAggregateRule,
 ) -> datafusion::error::Result<SessionContext> {
     let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone(), all_joins: streaming.checkpoints };
-    let over = window_functions::StreamWindowFunctionRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone() };
+    let over =
+        window_functions::StreamWindowFunctionRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone(), state_ttl: streaming.state_ttl };
     let config =
         SessionConfig::new().with_target_partitions(partitions).with_batch_size(batch_size).with_coalesce_batches(!unbounded).with_information_schema(false);
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
@@ -299,6 +300,7 @@ pub fn streaming_rule(spec: &JobSpec, unbounded: bool) -> std::result::Result<St
 fn expires_keys(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.config().state_ttl.is_some())
         || plan.downcast_ref::<crate::top_n::StreamTopNExec>().is_some_and(|t| t.config().state_ttl.is_some())
+        || plan.downcast_ref::<crate::window_function::StreamWindowFunctionExec>().is_some_and(|w| w.state_ttl().is_some())
         || plan.children().into_iter().any(expires_keys)
 }
 
@@ -410,7 +412,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     if let Some(ttl) = spec.options.get("state.ttl") {
         if !expires_keys(&plan) {
             notes.push(format!(
-                "'state.ttl' = '{ttl}' is not applied: it forgets idle keys of an unwindowed GROUP BY or a top N per key on a stream, and this job has neither (windows and bounded inputs free their state themselves)"
+                "'state.ttl' = '{ttl}' is not applied: it forgets idle keys of an unwindowed GROUP BY, a top N per key or window functions on a stream, and this job has none of them (windows and bounded inputs free their state themselves)"
             ));
         }
     }

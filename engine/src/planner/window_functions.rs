@@ -39,6 +39,8 @@ pub struct StreamWindowFunctionRule {
     pub watermark: WatermarkConfig,
     /// Integer event-time columns in epoch seconds, by name, with their multiplier to ms.
     pub int_scales: HashMap<String, i64>,
+    /// `state.ttl`: keys of our window-function operator idle that long are forgotten.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 /// Below the sort (and exchanges) DataFusion put in for a window: the input proper; None when
@@ -85,7 +87,9 @@ impl PhysicalOptimizerRule for StreamWindowFunctionRule {
             // functions whose state between batches is small and known are ours, checkpointed;
             // the others run on DataFusion's operator (a checkpoint cannot hold its state)
             let window: Arc<dyn ExecutionPlan> = match crate::window_function::carries(&exprs) {
-                Ok(carries) => Arc::new(crate::window_function::StreamWindowFunctionExec::try_new(sorted, exprs, carries, node.schema())?),
+                Ok(carries) => {
+                    Arc::new(crate::window_function::StreamWindowFunctionExec::try_new(sorted, exprs, carries, node.schema())?.with_state_ttl(self.state_ttl))
+                }
                 Err(why) => {
                     tracing::debug!("window functions on DataFusion's operator: {why}");
                     Arc::new(BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?)

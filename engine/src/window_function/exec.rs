@@ -46,6 +46,9 @@ pub struct StreamWindowFunctionExec {
     exprs: Vec<Arc<dyn WindowExpr>>,
     carries: Vec<Carry>,
     schema: SchemaRef,
+    /// `state.ttl`: a key no row has come for in that long is forgotten (its next row starts
+    /// afresh: `ROW_NUMBER` 1, `LAG` null).
+    state_ttl: Option<std::time::Duration>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -67,7 +70,18 @@ impl StreamWindowFunctionExec {
             Boundedness::Unbounded { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
         };
         let props = PlanProperties::new(eq, Partitioning::UnknownPartitioning(1), EmissionType::Incremental, boundedness);
-        Ok(Self { input, exprs, carries, schema, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() })
+        Ok(Self { input, exprs, carries, schema, state_ttl: None, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() })
+    }
+
+    /// With `state.ttl`: keys idle that long are forgotten.
+    pub fn with_state_ttl(mut self, ttl: Option<std::time::Duration>) -> Self {
+        self.state_ttl = ttl;
+        self
+    }
+
+    /// `state.ttl`, if set.
+    pub fn state_ttl(&self) -> Option<std::time::Duration> {
+        self.state_ttl
     }
 }
 
@@ -82,7 +96,11 @@ impl DisplayAs for StreamWindowFunctionExec {
                 Carry::Shift(s) => format!("{} (shifted: {s:?})", e.name()),
             })
             .collect();
-        write!(f, "StreamWindowFunctionExec: [{}]", names.join(", "))
+        write!(f, "StreamWindowFunctionExec: [{}]", names.join(", "))?;
+        match self.state_ttl {
+            Some(ttl) => write!(f, ", state=keys idle for {ttl:?} expire (state.ttl)"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -120,7 +138,7 @@ impl ExecutionPlan for StreamWindowFunctionExec {
         if children.len() != 1 {
             return internal_err!("StreamWindowFunctionExec takes one input");
         }
-        Ok(Arc::new(Self::try_new(children.swap_remove(0), self.exprs.clone(), self.carries.clone(), Arc::clone(&self.schema))?))
+        Ok(Arc::new(Self::try_new(children.swap_remove(0), self.exprs.clone(), self.carries.clone(), Arc::clone(&self.schema))?.with_state_ttl(self.state_ttl)))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -135,6 +153,8 @@ impl ExecutionPlan for StreamWindowFunctionExec {
         let mut state = Keyed::try_new(self.exprs.clone(), self.carries.clone(), self.input.schema(), Arc::clone(&self.schema))?;
         state.state_rows = MetricBuilder::new(&self.metrics).gauge("state_rows", 0);
         state.state_bytes = MetricBuilder::new(&self.metrics).gauge("state_bytes", 0);
+        state.expired = MetricBuilder::new(&self.metrics).counter("state_keys_expired", 0);
+        state.state_ttl = self.state_ttl;
         let baseline = BaselineMetrics::new(&self.metrics, 0);
         Ok(spawn_operator(Arc::clone(&self.schema), baseline, move |out| async move {
             let Inputs { streams, scopes, keys } = inputs;
@@ -189,6 +209,8 @@ struct KeyState {
     times: u64,
     /// Per function shifted by a value (`Sum`, `Count`, `Min`, `Max`): the key's last value.
     last: Vec<ScalarValue>,
+    /// When a row of the key last came (Unix milliseconds), for `state.ttl`.
+    touched: i64,
 }
 
 /// Every key's state, and how to evaluate the functions.
@@ -209,6 +231,10 @@ struct Keyed {
     kept_bytes: usize,
     state_rows: Gauge,
     state_bytes: Gauge,
+    /// `state.ttl`, keys forgotten for it, and when keys were last looked at for it.
+    state_ttl: Option<std::time::Duration>,
+    expired: datafusion::physical_plan::metrics::Count,
+    last_expiry: std::time::Instant,
 }
 
 /// A key: its `PARTITION BY` values in the row format of [`RowConverter`].
@@ -245,6 +271,9 @@ impl Keyed {
             kept_bytes: 0,
             state_rows: Gauge::new(),
             state_bytes: Gauge::new(),
+            state_ttl: None,
+            expired: datafusion::physical_plan::metrics::Count::new(),
+            last_expiry: std::time::Instant::now(),
         })
     }
 
@@ -271,6 +300,7 @@ impl Keyed {
             rows: 0,
             times: 0,
             last: self.exprs.iter().map(|e| e.field().and_then(|f| ScalarValue::try_from(f.data_type()))).collect::<Result<_>>()?,
+            touched: crate::window::aggregate_exec::unix_millis(),
         })
     }
 
@@ -288,6 +318,7 @@ impl Keyed {
         if n == 0 {
             return Ok(None);
         }
+        self.expire();
         // the batch's keys in the order they first appear, and each key's rows in order
         let key_columns = self.key_columns(batch)?;
         let row_keys = self.row_keys(&key_columns, n)?;
@@ -361,10 +392,12 @@ impl Keyed {
         }
         // the keys move on: rows, distinct times, kept rows
         let times = self.distinct_times(&new_sorted, &new_ranges)?;
+        let now = crate::window::aggregate_exec::unix_millis();
         for (i, k) in order.iter().enumerate() {
             let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
             key.rows += new_ranges[i].len() as u64;
             key.times += times[i];
+            key.touched = now;
         }
         if with_context {
             self.keep(&order, &context_sorted, &context_ranges)?;
@@ -435,6 +468,25 @@ impl Keyed {
             .collect()
     }
 
+    /// `state.ttl`: forgets the keys no row has come for in that long (looked at every
+    /// fraction of it).
+    fn expire(&mut self) {
+        let Some(ttl) = self.state_ttl else { return };
+        if self.last_expiry.elapsed() < crate::window::aggregate_exec::expiry_every(ttl) {
+            return;
+        }
+        self.last_expiry = std::time::Instant::now();
+        let cutoff = crate::window::aggregate_exec::unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let before = self.keys.len();
+        self.keys.retain(|_, k| k.touched >= cutoff);
+        if self.keys.len() < before {
+            self.expired.add(before - self.keys.len());
+            self.kept_rows = self.keys.values().map(kept_rows).sum();
+            self.kept_bytes = self.keys.values().map(kept_bytes).sum();
+            self.update_state();
+        }
+    }
+
     /// Bytes held: the kept rows, and a key's counters and last values.
     fn bytes(&self) -> usize {
         self.kept_bytes + self.keys.len() * (std::mem::size_of::<KeyState>() + 48 + 64 * self.exprs.len())
@@ -490,6 +542,9 @@ impl Keyed {
                     cast(&array, fields[fields.len() - 1].data_type())?
                 });
             }
+            // when each key's last row came, for state.ttl (last, so older checkpoints without it read)
+            fields.push(Field::new("touched", DataType::Int64, false));
+            columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(keys.iter().map(|k| self.keys[*k].touched))));
             let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
             tables.push(StateTable { name: "keys".into(), batch, key_columns: Vec::new() });
         }
@@ -500,7 +555,12 @@ impl Keyed {
     fn restore(&mut self, state: &OperatorState) -> Result<()> {
         self.keys.clear();
         if let Some(keys) = state.table("keys") {
-            let key_count = keys.num_columns().saturating_sub(2 + self.exprs.len());
+            let touched = keys
+                .schema()
+                .index_of("touched")
+                .ok()
+                .map(|i| datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(keys.column(i)).clone());
+            let key_count = keys.num_columns().saturating_sub(2 + self.exprs.len() + usize::from(touched.is_some()));
             let key_columns: Vec<ArrayRef> = keys.columns()[..key_count]
                 .iter()
                 .zip(&self.key_types)
@@ -517,6 +577,9 @@ impl Keyed {
                 let mut s = self.empty_state()?;
                 s.rows = rows.value(i);
                 s.times = times.value(i);
+                if let Some(t) = &touched {
+                    s.touched = t.value(i);
+                }
                 for e in 0..self.exprs.len() {
                     if let Some(l) = s.last.get_mut(e) {
                         *l = ScalarValue::try_from_array(keys.column(key_count + 2 + e), i)?;
@@ -787,6 +850,44 @@ mod tests {
     }
 
     const W: &str = "PARTITION BY k ORDER BY ts";
+
+    /// `state.ttl`: a key no row has come for in that long is forgotten, and starts afresh;
+    /// the time of each key's last row goes through a checkpoint.
+    #[tokio::test]
+    async fn idle_keys_expire_and_start_afresh() {
+        let ctx = SessionContext::new();
+        let all = rows(40, 2, false, 3);
+        ctx.register_batch("t", all.clone()).unwrap();
+        let sql = format!("SELECT k, ts, x, seq, ROW_NUMBER() OVER ({W}) AS rn, LAG(x) OVER ({W}) AS l FROM t");
+        let (exprs, in_schema, out_schema) = window_nodes(&ctx, &sql).await.remove(0);
+        let carries = crate::window_function::carries(&exprs).unwrap();
+        let new = || {
+            let mut k = Keyed::try_new(exprs.clone(), carries.clone(), Arc::clone(&in_schema), Arc::clone(&out_schema)).unwrap();
+            k.state_ttl = Some(std::time::Duration::from_millis(300));
+            k
+        };
+        let project = |b: &RecordBatch| b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
+        let rn = |out: &RecordBatch| -> Vec<u64> {
+            let i = out.schema().fields().iter().position(|f| f.name().starts_with("row_number")).unwrap();
+            out.column(i).as_any().downcast_ref::<UInt64Array>().unwrap().values().to_vec()
+        };
+        let first = all.slice(0, 20);
+        let mut keyed = new();
+        let out = keyed.push(&project(&first)).unwrap().unwrap();
+        assert_eq!(rn(&out).iter().filter(|&&n| n == 1).count(), 2, "two keys numbered from 1: {:?}", rn(&out));
+        // through a checkpoint, still within the TTL: numbering goes on
+        let snap = keyed.snapshot().unwrap();
+        let mut keyed = new();
+        keyed.restore(&snap).unwrap();
+        let out = keyed.push(&project(&all.slice(20, 5))).unwrap().unwrap();
+        assert!(rn(&out).iter().all(|&n| n > 1), "within the TTL: {:?}", rn(&out));
+        // idle past the TTL: every key starts afresh
+        std::thread::sleep(std::time::Duration::from_millis(450));
+        let out = keyed.push(&project(&all.slice(25, 15))).unwrap().unwrap();
+        let numbers = rn(&out);
+        assert_eq!(numbers.iter().filter(|&&n| n == 1).count(), 2, "each of the two keys starts at 1 again: {numbers:?}");
+        assert_eq!(keyed.expired.value(), 2);
+    }
 
     /// A kept row's string view holds its own bytes, not the batch's buffers it came from.
     #[test]
