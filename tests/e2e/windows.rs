@@ -794,6 +794,21 @@ fn state_ttl_forgets_idle_keys_of_an_unwindowed_group_by() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert!(run.stdout.contains("state=keys idle for 3600s expire (state.ttl)"), "{}", run.stdout);
     assert!(!run.stdout.contains("is not applied"), "{}", run.stdout);
+    // window functions on a stream: their operator keeps state per key, which the key bounds
+    std::fs::write(
+        tmp.path().join("job.sql"),
+        format!(
+            "SELECT user_id, ts, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY ts) AS n FROM events \
+             WITH ('events.type' = 'file_source', 'events.path' = '{}', 'events.watch' = 'true', 'events.event_time' = 'ts', \
+             'events.schema' = 'ts BIGINT, user_id VARCHAR', 'state.ttl' = '1h');",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = ferris(tmp.path(), &["explain", "job.sql"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("StreamWindowFunctionExec") && run.stdout.contains("state=keys idle for 3600s expire (state.ttl)"), "{}", run.stdout);
+    assert!(!run.stdout.contains("is not applied"), "{}", run.stdout);
 }
 
 /// `'state.ttl'` on a top N per key over a stream (deduplication keeping each user's largest
