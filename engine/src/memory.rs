@@ -51,6 +51,19 @@ impl StateMemory {
     }
 }
 
+/// `array` holding only its own bytes: a string or binary view taken out of a batch (`take`,
+/// `slice`) still points into that batch's data buffers and keeps them alive; `gc` copies the
+/// strings it shows out of them. Other arrays are returned as they are.
+pub(crate) fn own_bytes(array: datafusion::arrow::array::ArrayRef) -> datafusion::arrow::array::ArrayRef {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::DataType;
+    match array.data_type() {
+        DataType::Utf8View => Arc::new(array.as_string_view().gc()),
+        DataType::BinaryView => Arc::new(array.as_binary_view().gc()),
+        _ => array,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

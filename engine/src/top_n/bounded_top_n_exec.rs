@@ -438,14 +438,7 @@ impl Kept {
         let places: Vec<(usize, u64)> = self.kept().collect();
         let (columns, _) = self.gather(&places)?;
         // string views keep the buffers they point into: copy the kept strings out of them
-        let columns: Vec<ArrayRef> = columns
-            .into_iter()
-            .map(|c| match c.data_type() {
-                DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
-                DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
-                _ => c,
-            })
-            .collect();
+        let columns: Vec<ArrayRef> = columns.into_iter().map(crate::memory::own_bytes).collect();
         let held_schema = self.batches.first().map(RecordBatch::schema);
         let Some(held_schema) = held_schema else { return Ok(()) };
         let batch =

@@ -129,7 +129,7 @@ impl DisplayAs for StreamTopNExec {
             if self.config.rank_visible { " (rank selected)" } else { "" }
         )?;
         match self.config.state_ttl {
-            Some(ttl) => write!(f, ", state=keys idle for {ttl:?} expire (state.ttl)"),
+            Some(ttl) => f.write_str(&crate::window::aggregate_exec::expiring_state(ttl)),
             None => Ok(()),
         }
     }
@@ -333,7 +333,7 @@ impl TopNState {
             return;
         }
         self.last_expiry = std::time::Instant::now();
-        let cutoff = crate::window::aggregate_exec::unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = crate::window::aggregate_exec::idle_since(ttl);
         let gone: Vec<Box<[u8]>> = self.seen.iter().filter(|(_, &t)| t < cutoff).map(|(k, _)| k.clone()).collect();
         for key in &gone {
             self.seen.remove(key);

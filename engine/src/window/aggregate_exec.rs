@@ -252,7 +252,7 @@ impl DisplayAs for WindowAggregateExec {
             }
         )?;
         if let Some(ttl) = c.state_ttl {
-            write!(f, ", state=keys idle for {ttl:?} expire (state.ttl)")?;
+            f.write_str(&expiring_state(ttl))?;
         } else if matches!(c.kind, WindowKind::Global) && !c.keys.is_empty() && self.input.boundedness().is_unbounded() {
             // what the user should know of an endless GROUP BY without a window
             write!(f, ", state=unbounded (every key seen is kept; memory.limit_mb bounds it, state.ttl expires idle keys)")?;
@@ -1010,7 +1010,7 @@ impl Operator {
             return Ok(Vec::new());
         }
         self.last_expiry = std::time::Instant::now();
-        let cutoff = unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = idle_since(ttl);
         let expired = self.global_updated.iter().filter(|&&t| t < cutoff).count();
         if expired == 0 {
             return Ok(Vec::new());
@@ -1404,6 +1404,18 @@ fn first_open_window(wm: i64, size: i64, slide: i64) -> i64 {
 /// The wall clock in Unix milliseconds (0 before 1970).
 pub(crate) fn unix_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Under `state.ttl` = `ttl`: a key last updated before this (Unix milliseconds) has been idle
+/// too long.
+pub(crate) fn idle_since(ttl: std::time::Duration) -> i64 {
+    unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// How an operator whose keys expire under `state.ttl` = `ttl` ends its one-line display (the
+/// checkpoint shape leaves `, state=…` out: a changed TTL restores).
+pub(crate) fn expiring_state(ttl: std::time::Duration) -> String {
+    format!(", state=keys idle for {ttl:?} expire (state.ttl)")
 }
 
 fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {

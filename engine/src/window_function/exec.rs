@@ -98,7 +98,7 @@ impl DisplayAs for StreamWindowFunctionExec {
             .collect();
         write!(f, "StreamWindowFunctionExec: [{}]", names.join(", "))?;
         match self.state_ttl {
-            Some(ttl) => write!(f, ", state=keys idle for {ttl:?} expire (state.ttl)"),
+            Some(ttl) => f.write_str(&crate::window::aggregate_exec::expiring_state(ttl)),
             None => Ok(()),
         }
     }
@@ -123,11 +123,13 @@ impl ExecutionPlan for StreamWindowFunctionExec {
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
         for e in &self.exprs {
-            let order_by: Vec<Arc<dyn PhysicalExpr>> = e.order_by().iter().map(|o| Arc::clone(&o.expr)).collect();
-            for x in e.all_expressions().args.iter().chain(e.partition_by()).chain(&order_by) {
+            for x in e.all_expressions().args.iter() {
                 if f(x)? == TreeNodeRecursion::Stop {
                     return Ok(TreeNodeRecursion::Stop);
                 }
+            }
+            if crate::top_n::visit_keys_and_order(e.partition_by(), e.order_by(), f)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
             }
         }
         Ok(TreeNodeRecursion::Continue)
@@ -476,7 +478,7 @@ impl Keyed {
             return;
         }
         self.last_expiry = std::time::Instant::now();
-        let cutoff = crate::window::aggregate_exec::unix_millis().saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = crate::window::aggregate_exec::idle_since(ttl);
         let before = self.keys.len();
         self.keys.retain(|_, k| k.touched >= cutoff);
         if self.keys.len() < before {
@@ -623,24 +625,13 @@ impl Keyed {
     }
 }
 
-/// `batch` with its string and binary views holding only their own bytes: a view taken out of
-/// a batch shares that batch's data buffers.
+/// `batch` with its string and binary views holding only their own bytes (see
+/// [`crate::memory::own_bytes`]).
 fn compacted(batch: RecordBatch) -> Result<RecordBatch> {
-    use datafusion::arrow::array::AsArray;
     if !batch.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
         return Ok(batch);
     }
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|c| -> ArrayRef {
-            match c.data_type() {
-                DataType::Utf8View => Arc::new(c.as_string_view().gc()),
-                DataType::BinaryView => Arc::new(c.as_binary_view().gc()),
-                _ => Arc::clone(c),
-            }
-        })
-        .collect();
+    let columns = batch.columns().iter().cloned().map(crate::memory::own_bytes).collect();
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
