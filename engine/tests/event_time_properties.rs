@@ -162,4 +162,25 @@ proptest! {
         let batch_sql = format!("SELECT {cols} FROM a {kind} b ON {on}");
         compare(&sql, &batch_sql, &[("a", &lp), ("b", &rp)])?;
     }
+
+    /// `EXISTS` / `NOT EXISTS` with a time band: DataFusion plans semi and anti joins, each
+    /// row of `a` out once (at its first partner, or once its band has passed without one).
+    #[test]
+    fn semi_and_anti_interval_joins(
+        (left, ld) in rows(150, 4),
+        (right, rd) in rows(150, 4),
+        lower in 0i64..5_000,
+        upper in 0i64..5_000,
+        exists in prop::sample::select(vec!["EXISTS", "NOT EXISTS"]),
+        batch in 1usize..64,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (lp, rp) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        write(&lp, &left);
+        write(&rp, &right);
+        let cond = format!("{exists} (SELECT 1 FROM b WHERE b.k = a.k AND b.ts BETWEEN a.ts - {lower} AND a.ts + {upper})");
+        let sql = format!("SELECT a.k, a.ts, a.amount FROM a WHERE {cond} WITH ({}, {})", source("a", &lp, ld, batch), source("b", &rp, rd, batch));
+        let batch_sql = format!("SELECT a.k, a.ts, a.amount FROM a WHERE {cond}");
+        compare(&sql, &batch_sql, &[("a", &lp), ("b", &rp)])?;
+    }
 }

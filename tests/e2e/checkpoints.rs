@@ -682,6 +682,27 @@ async fn killed_five_times_a_transactional_self_join_gives_the_batch_answer() {
     kill_a_transactional_job(SELF_JOIN_SQL, "ts_iso", SELF_JOIN_BATCH).await;
 }
 
+/// Nexmark q5's shape over the clicks: the users with the most clicks in each sliding window
+/// (a `HOP`, the maximum per window over its windows, and a semi join on the window).
+const WINDOWS_OF_WINDOWS_SQL: &str = "WITH per_user AS (SELECT user_id, COUNT(*) AS num, window_start, window_end FROM clicks \
+     GROUP BY HOP(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND), user_id) \
+     SELECT a.user_id, a.num, a.window_start FROM per_user a \
+     JOIN (SELECT MAX(num) AS maxn, window_start, window_end FROM per_user GROUP BY window_start, window_end) m \
+     ON a.window_start = m.window_start AND a.window_end = m.window_end AND a.num >= m.maxn";
+/// The same in batch: each click counted in the five windows of 10 s, every 2 s, that hold it.
+const WINDOWS_OF_WINDOWS_BATCH: &str = "WITH per_user AS (SELECT user_id, COUNT(*) AS num, ts / 2000 * 2000 - h.k * 2000 AS ws \
+     FROM clicks CROSS JOIN (VALUES (0), (1), (2), (3), (4)) AS h(k) WHERE user_id <> 'sentinel' GROUP BY user_id, 3), \
+     m AS (SELECT ws, MAX(num) AS maxn FROM per_user GROUP BY ws) \
+     SELECT a.user_id, a.num, to_timestamp_millis(a.ws) AS window_start FROM per_user a JOIN m ON a.ws = m.ws AND a.num >= m.maxn";
+
+/// Windows of windows (Nexmark q5's shape), both aggregates' state and the semi join's in
+/// checkpoints, killed five times under `use_transactions`: DataFusion's batch answer, every
+/// row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_windows_of_windows_give_the_batch_answer() {
+    kill_a_transactional_job(WINDOWS_OF_WINDOWS_SQL, "ts", WINDOWS_OF_WINDOWS_BATCH).await;
+}
+
 /// Window functions over a stream (`LAG`, `ROW_NUMBER`, a running `SUM`, a moving `AVG`),
 /// their per-key state in checkpoints, killed five times under `use_transactions`:
 /// DataFusion's batch answer, every row once.

@@ -168,3 +168,23 @@ fn zero_and_negative_durations_are_refused() {
     assert_ne!(run.status, 0);
     assert!(run.stderr.contains("checkpoint.interval") && !run.stderr.contains("panicked"), "{}", run.stderr);
 }
+
+/// A query that would wait for the end of a stream (ORDER BY, a cross join of two streams)
+/// is refused with the operator's name and what to write instead, not DataFusion's dump of
+/// the whole plan.
+#[test]
+fn a_query_that_needs_the_end_of_a_stream_says_which_operator_and_what_to_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("bids.jsonl"), "{\"auction\":1,\"price\":5}\n").unwrap();
+    let with = "WITH ('bids.type' = 'file_source', 'bids.path' = 'bids.jsonl', 'bids.watch' = 'true', 'bids.schema' = 'auction BIGINT, price BIGINT')";
+    for (select, operator, hint) in [
+        ("SELECT * FROM bids ORDER BY price", "SortExec", "keep a top N per key"),
+        ("SELECT a.auction FROM bids a CROSS JOIN bids b", "CrossJoinExec", "WITHIN INTERVAL '5' MINUTES"),
+    ] {
+        let run = run_sql(tmp.path(), &format!("{select} {with};"));
+        assert_ne!(run.status, 0, "{select}");
+        let said = format!("this query cannot run on a stream: {operator} would wait for the end of an unbounded input");
+        assert!(run.stderr.contains(&said) && run.stderr.contains(hint), "{select}: {}", run.stderr);
+        assert!(!run.stderr.contains("PlanProperties") && run.stderr.len() < 2000, "{select}: the plan dumped: {}", run.stderr);
+    }
+}

@@ -2,12 +2,18 @@
 //! are equal and their event times are within a band. Each side keeps the rows that may still
 //! find a partner; the other side's watermark evicts them. INNER, LEFT, RIGHT and FULL OUTER:
 //! an outer row that found no partner is emitted null-padded once the watermark has passed its
-//! band (it can no longer match), and never retracted.
+//! band (it can no longer match), and never retracted. Semi joins (what DataFusion makes of
+//! `EXISTS`, `IN`, or an inner join that reads one side's columns only against a side unique on
+//! the keys) emit a row of their side once, at its first match; anti joins emit a row once the
+//! watermark has passed its band without a match.
 //!
 //! ```sql
 //! SELECT c.user_id, c.page, p.amount
 //! FROM clicks c LEFT JOIN purchases p ON c.user_id = p.user_id WITHIN INTERVAL '5' MINUTES
 //! WITH ('clicks.event_time' = 'ts', 'purchases.event_time' = 'ts', 'clicks.watermark.delay' = '10s', …)
+//! -- Nexmark q5: the counts of each window that reach its maximum (a semi join on the window)
+//! SELECT a.auction, a.num FROM auction_bids a JOIN max_per_window m
+//!   ON a.window_start = m.window_start AND a.window_end = m.window_end AND a.num >= m.maxn
 //! ```
 //!
 //! A batch arriving on one side is hashed on its keys (DataFusion's vectorised hashing), probed
@@ -49,7 +55,7 @@ pub struct IntervalJoinConfig {
     pub on: Vec<(PhysicalExprRef, PhysicalExprRef)>,
     /// The rest of the join condition, time band included.
     pub filter: Option<JoinFilter>,
-    /// INNER, LEFT, RIGHT or FULL.
+    /// INNER, LEFT, RIGHT, FULL, or a semi or anti join of either side.
     pub join_type: JoinType,
     /// The event-time band; `None` for a stream joined to a table (rows of one side are kept
     /// until the other side has ended).
@@ -229,7 +235,7 @@ impl ExecutionPlan for IntervalJoinExec {
         // be emitted once per read) is read again that often and replaces the rows it had
         let join_type = self.config.join_type;
         let refresh = first.and_then(|f| {
-            let outer = matches!((f, join_type), (0, JoinType::Left | JoinType::Full) | (1, JoinType::Right | JoinType::Full));
+            let outer = preserved(f, join_type) || emits_once(f, join_type);
             let side = if f == 0 { &self.left } else { &self.right };
             let every = super::refresh::refresh_interval(side)?;
             if outer {
@@ -399,6 +405,22 @@ impl ExecutionPlan for IntervalJoinExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// True when `side`'s rows that find no partner are output: the outer side of an outer join,
+/// the side of an anti join.
+fn preserved(side: usize, join_type: JoinType) -> bool {
+    matches!((side, join_type), (0, JoinType::Left | JoinType::Full | JoinType::LeftAnti) | (1, JoinType::Right | JoinType::Full | JoinType::RightAnti))
+}
+
+/// True when `side`'s rows are output once, at their first match (a semi join's side).
+fn emits_once(side: usize, join_type: JoinType) -> bool {
+    matches!((side, join_type), (0, JoinType::LeftSemi) | (1, JoinType::RightSemi))
+}
+
+/// True when matching pairs are output whole (not a semi or anti join).
+fn emits_pairs(join_type: JoinType) -> bool {
+    matches!(join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full)
 }
 
 struct JoinMetrics {
@@ -606,7 +628,7 @@ impl Joiner {
     }
 
     fn preserved(&self, side: usize) -> bool {
-        matches!((side, self.config.join_type), (0, JoinType::Left | JoinType::Full) | (1, JoinType::Right | JoinType::Full))
+        preserved(side, self.config.join_type)
     }
 
     fn times(&self, side: usize, batch: &RecordBatch) -> Result<Int64Array> {
@@ -816,25 +838,52 @@ impl Joiner {
             if mask.true_count() == 0 {
                 continue;
             }
-            // whole rows only for the pairs that matched
             let mine_m = filter(&mine, &mask)?;
             let theirs_m = filter(&theirs, &mask)?;
-            let a = take_record_batch(batch, mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>())?;
-            let b = take_record_batch(&chunk.batch, theirs_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>())?;
-            let (l, r) = if side == 0 { (a, b) } else { (b, a) };
-            let rows = l.num_rows();
-            let t_mine = datafusion::arrow::compute::take(times, &mine_m, None)?;
-            let t_theirs = datafusion::arrow::compute::take(&chunk.times, &theirs_m, None)?;
-            // a pair waits for the later of its two times: released, neither time is ahead of
-            // what follows, whichever column an operator above reads as its event time
-            let earlier = lt(&t_mine, &t_theirs)?;
-            let pair_times = datafusion::arrow::compute::kernels::zip::zip(&earlier, &t_theirs, &t_mine)?.as_primitive().clone();
-            out.push((self.output(l.columns().iter().chain(r.columns()).cloned().collect(), rows)?, pair_times));
-            for i in mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values() {
+            let mine_m = mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            let theirs_m = theirs_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            let join_type = self.config.join_type;
+            if emits_pairs(join_type) {
+                // whole rows only for the pairs that matched
+                let a = take_record_batch(batch, mine_m)?;
+                let b = take_record_batch(&chunk.batch, theirs_m)?;
+                let (l, r) = if side == 0 { (a, b) } else { (b, a) };
+                let rows = l.num_rows();
+                let t_mine = datafusion::arrow::compute::take(times, mine_m, None)?;
+                let t_theirs = datafusion::arrow::compute::take(&chunk.times, theirs_m, None)?;
+                // a pair waits for the later of its two times: released, neither time is ahead of
+                // what follows, whichever column an operator above reads as its event time
+                let earlier = lt(&t_mine, &t_theirs)?;
+                let pair_times = datafusion::arrow::compute::kernels::zip::zip(&earlier, &t_theirs, &t_mine)?.as_primitive().clone();
+                out.push((self.output(l.columns().iter().chain(r.columns()).cloned().collect(), rows)?, pair_times));
+            } else if emits_once(side, join_type) {
+                // a semi join's new rows that found a partner, each once
+                let mut first: Vec<u32> = mine_m.values().iter().copied().filter(|i| !matched[*i as usize]).collect();
+                first.sort_unstable();
+                first.dedup();
+                if !first.is_empty() {
+                    let idx = UInt32Array::from(first);
+                    let rows = take_record_batch(batch, &idx)?;
+                    let t = datafusion::arrow::compute::take(times, &idx, None)?.as_primitive().clone();
+                    out.push((self.output(rows.columns().to_vec(), rows.num_rows())?, t));
+                }
+            } else if emits_once(other, join_type) {
+                // a semi join's kept rows that found their first partner now
+                let mut first: Vec<u32> = theirs_m.values().iter().copied().filter(|i| !chunk.matched[*i as usize]).collect();
+                first.sort_unstable();
+                first.dedup();
+                if !first.is_empty() {
+                    let idx = UInt32Array::from(first);
+                    let rows = take_record_batch(&chunk.batch, &idx)?;
+                    let t = datafusion::arrow::compute::take(&chunk.times, &idx, None)?.as_primitive().clone();
+                    out.push((self.output(rows.columns().to_vec(), rows.num_rows())?, t));
+                }
+            }
+            for i in mine_m.values() {
                 matched[*i as usize] = true;
             }
             if let Some(chunk) = self.sides[other].chunks.get_mut(&id) {
-                for i in theirs_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().values() {
+                for i in theirs_m.values() {
                     chunk.matched[*i as usize] = true;
                 }
             }

@@ -65,6 +65,8 @@ struct JoinParts<'a> {
     join_type: JoinType,
     join_schema: datafusion::arrow::datatypes::SchemaRef,
     projection: Option<Vec<usize>>,
+    /// `NOT IN`: a null on the other side means no row passes (not ours to answer).
+    null_aware: bool,
 }
 
 impl PhysicalOptimizerRule for IntervalJoinRule {
@@ -79,6 +81,7 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
                     join_type: *j.join_type(),
                     join_schema: Arc::clone(j.join_schema()),
                     projection: j.projection.as_ref().map(|p| p.to_vec()),
+                    null_aware: j.null_aware,
                 })
             } else {
                 node.downcast_ref::<SymmetricHashJoinExec>().map(|j| JoinParts {
@@ -89,6 +92,7 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
                     join_type: *j.join_type(),
                     join_schema: j.schema(),
                     projection: None,
+                    null_aware: false,
                 })
             };
             match parts {
@@ -113,7 +117,18 @@ impl PhysicalOptimizerRule for IntervalJoinRule {
 
 impl IntervalJoinRule {
     fn rewrite(&self, j: &JoinParts, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        if !matches!(j.join_type, JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full) || j.on.is_empty() {
+        let supported = matches!(
+            j.join_type,
+            JoinType::Inner
+                | JoinType::Left
+                | JoinType::Right
+                | JoinType::Full
+                | JoinType::LeftSemi
+                | JoinType::RightSemi
+                | JoinType::LeftAnti
+                | JoinType::RightAnti
+        );
+        if !supported || j.null_aware || j.on.is_empty() {
             return Ok(None);
         }
         let (lu, ru) = (j.left.boundedness().is_unbounded(), j.right.boundedness().is_unbounded());

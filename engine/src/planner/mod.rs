@@ -108,6 +108,33 @@ pub fn new_context(
     Ok(ctx)
 }
 
+/// DataFusion refuses an operator that would wait for the end of an unbounded input by
+/// printing the whole operator tree; the user gets the operator's name and what to write
+/// instead.
+///
+/// ```sql
+/// SELECT * FROM clicks c JOIN purchases p ON c.user_id = p.user_id   -- two streams, no time bound
+/// -- this query cannot run on a stream: HashJoinExec would wait for the end of an unbounded input; …WITHIN INTERVAL…
+/// ```
+fn stream_refusal(e: datafusion::error::DataFusionError) -> datafusion::error::DataFusionError {
+    const MARK: &str = "Cannot execute pipeline breaking queries, operator: ";
+    let text = e.to_string();
+    let Some(at) = text.find(MARK) else { return e };
+    let name: String = text[at + MARK.len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let hint = match name.as_str() {
+        "HashJoinExec" | "SymmetricHashJoinExec" | "NestedLoopJoinExec" | "CrossJoinExec" | "SortMergeJoinExec" => {
+            "a join of two streams needs a time bound: add WITHIN INTERVAL '5' MINUTES after the ON condition, bound the event times in it \
+             (b.ts BETWEEN a.ts - INTERVAL '10' SECOND AND a.ts), or join the windows of two window aggregates on their bounds (a.window_start = b.window_start)"
+        }
+        "SortExec" | "SortPreservingMergeExec" => {
+            "ORDER BY over a stream never ends: order the rows of a window, or keep a top N per key (ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) <= N)"
+        }
+        "AggregateExec" => "group by a window (TUMBLE, HOP or SESSION), or let the aggregate update (EMIT CHANGES)",
+        _ => "it needs the whole of its input, which a stream never delivers",
+    };
+    datafusion::error::DataFusionError::Plan(format!("this query cannot run on a stream: {name} would wait for the end of an unbounded input; {hint}"))
+}
+
 /// Whether `plan` holds an aggregate that emits changes (`EMIT CHANGES`).
 fn has_changelog(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let own = plan.downcast_ref::<crate::window::WindowAggregateExec>().is_some_and(|w| w.config().emit == crate::sql::EmitMode::Changes);
@@ -397,7 +424,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     crate::window::sql_rewrite::rewrite_window_bounds(&mut query).map_err(failed)?;
     let state = ctx.state();
     let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
-    let mut plan = state.create_physical_plan(&logical).await.map_err(plan_err)?;
+    let mut plan = state.create_physical_plan(&logical).await.map_err(stream_refusal).map_err(plan_err)?;
     if unbounded {
         plan = latency::pass_batches_through(plan).map_err(plan_err)?;
     }

@@ -156,6 +156,10 @@ pub struct WindowAggregateConfig {
     /// `'state.ttl'` of an unwindowed `GROUP BY` on a stream: a key not updated for this long
     /// is forgotten (see the module documentation).
     pub state_ttl: Option<std::time::Duration>,
+    /// The `GROUP BY` keys on the windows of a window aggregate below (see
+    /// [`super::cascade`]): `time` is each row's window start, and each group is emitted once
+    /// the watermark passes it (a 1 ms `TUMBLE`).
+    pub of_input_windows: bool,
 }
 
 impl WindowAggregateConfig {
@@ -210,6 +214,15 @@ impl WindowAggregateExec {
     /// SELECT window_start, k, SUM(qty) FROM orders GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND), k
     /// ```
     pub fn replays(&self) -> bool {
+        // (windows of windows are built from windows emitted already, which are not read again)
+        self.forwards_watermark() && !self.config.of_input_windows
+    }
+
+    /// True when it can tell the operators above how far it has emitted: a `TUMBLE` or `HOP`
+    /// window emitting final results emits its windows in order, so no row it sends later
+    /// belongs to a window starting before its first open one ([`Operator::cutoff`]), and no
+    /// time column taken from its rows (window bounds, aggregates of event times) is earlier.
+    fn forwards_watermark(&self) -> bool {
         self.config.emit == EmitMode::Final && matches!(self.config.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. }) && self.config.time.is_some()
     }
 
@@ -241,7 +254,7 @@ impl DisplayAs for WindowAggregateExec {
         write!(
             f,
             "WindowAggregateExec: window={}, time={}, keys=[{}], aggr=[{}], watermark={}, emit={}",
-            c.kind.describe(),
+            if c.of_input_windows { "the input's windows".to_string() } else { c.kind.describe() },
             c.time.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
             keys.join(", "),
             aggs.join(", "),
@@ -308,6 +321,7 @@ impl ExecutionPlan for WindowAggregateExec {
         // (whether the job's processes hand these windows over is the runner's to say; the
         // operator says how far it has emitted whenever it could)
         let replays = self.replays() && checkpointing.is_some() && self.input.boundedness().is_unbounded();
+        let forwards = self.forwards_watermark() && self.input.boundedness().is_unbounded();
         let (what, hint) = match self.config.kind {
             WindowKind::Global => (
                 "WindowAggregateExec (unwindowed GROUP BY)",
@@ -396,6 +410,11 @@ impl ExecutionPlan for WindowAggregateExec {
                 }
                 let handed_on = !rows.is_empty();
                 if !out.batches(coalesce(rows, batch_size)?).await {
+                    return Ok(());
+                }
+                // the operators above may close what waits for these windows (windows of
+                // windows, joins on the window) without waiting for a later one
+                if forwards && !out.watermark(op.cutoff()).await {
                     return Ok(());
                 }
                 if handed_on {

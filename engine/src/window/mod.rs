@@ -11,11 +11,13 @@
 //!
 //! - [`functions`]: the SQL functions and the window value type;
 //! - [`sql_rewrite`]: the clause form and `window_start` / `window_end`;
-//! - [`planner_rule`]: swaps DataFusion's aggregate for ours;
+//! - [`planner_rule`]: swaps DataFusion's aggregate for ours; [`cascade`]: a `GROUP BY` of the
+//!   windows of a window aggregate below (windows of windows);
 //! - [`aggregate_exec`]: the operator; [`groups`]: its hash tables; [`pane_table`]: the open
 //!   panes of `TUMBLE`/`HOP` windows in one table; [`session`]: sessions.
 
 pub mod aggregate_exec;
+pub mod cascade;
 pub mod functions;
 pub mod groups;
 pub mod pane_table;

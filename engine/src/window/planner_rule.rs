@@ -86,7 +86,7 @@ pub fn with_join_lag(watermark: WatermarkConfig, input: &Arc<dyn ExecutionPlan>)
 }
 
 /// The partial aggregate under a final one, through repartitioning.
-fn partial_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
+pub(super) fn partial_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
         return (*agg.mode() == AggregateMode::Partial).then_some(agg);
     }
@@ -109,9 +109,9 @@ fn strip_round_robin(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 
 /// The window function call among the group expressions: its position, kind and arguments.
 /// A window function among the group expressions: its position, kind and arguments.
-type FoundWindow = (usize, WindowFunction, Vec<Arc<dyn PhysicalExpr>>);
+pub(super) type FoundWindow = (usize, WindowFunction, Vec<Arc<dyn PhysicalExpr>>);
 
-fn find_window(group: &[(Arc<dyn PhysicalExpr>, String)]) -> Result<Option<FoundWindow>> {
+pub(super) fn find_window(group: &[(Arc<dyn PhysicalExpr>, String)]) -> Result<Option<FoundWindow>> {
     let mut found = None;
     for (i, (expr, _)) in group.iter().enumerate() {
         let Some(f) = expr.downcast_ref::<ScalarFunctionExpr>() else { continue };
@@ -122,6 +122,22 @@ fn find_window(group: &[(Arc<dyn PhysicalExpr>, String)]) -> Result<Option<Found
         found = Some((i, kind, f.args().to_vec()));
     }
     Ok(found)
+}
+
+/// The window a window function's call in `GROUP BY` names, its lengths constant.
+pub(super) fn window_kind(f: WindowFunction, args: &[Arc<dyn PhysicalExpr>]) -> Result<WindowKind> {
+    Ok(match f {
+        WindowFunction::Tumble => WindowKind::Tumble { size: literal_millis(&args[1], "the TUMBLE size")? },
+        WindowFunction::Hop => {
+            let slide = literal_millis(&args[1], "the HOP slide")?;
+            let size = literal_millis(&args[2], "the HOP size")?;
+            if slide > size {
+                return plan_err!("the HOP slide ({slide} ms) is longer than its size ({size} ms): rows would fall between windows");
+            }
+            WindowKind::Hop { size, slide }
+        }
+        WindowFunction::Session => WindowKind::Session { gap: literal_millis(&args[1], "the SESSION gap")? },
+    })
 }
 
 fn literal_millis(expr: &Arc<dyn PhysicalExpr>, what: &str) -> Result<i64> {
@@ -158,21 +174,20 @@ impl StreamingAggregateRule {
         let emit = self.emit.unwrap_or(if window.is_none() && input.boundedness().is_unbounded() { EmitMode::Changes } else { EmitMode::Final });
         let (kind, time, window_pos) = match &window {
             None => (WindowKind::Global, None, None),
-            Some((pos, f, args)) => {
-                let kind = match f {
-                    WindowFunction::Tumble => WindowKind::Tumble { size: literal_millis(&args[1], "the TUMBLE size")? },
-                    WindowFunction::Hop => {
-                        let slide = literal_millis(&args[1], "the HOP slide")?;
-                        let size = literal_millis(&args[2], "the HOP size")?;
-                        if slide > size {
-                            return plan_err!("the HOP slide ({slide} ms) is longer than its size ({size} ms): rows would fall between windows");
-                        }
-                        WindowKind::Hop { size, slide }
-                    }
-                    WindowFunction::Session => WindowKind::Session { gap: literal_millis(&args[1], "the SESSION gap")? },
-                };
-                (kind, Some(Arc::clone(&args[0])), Some(*pos))
-            }
+            Some((pos, f, args)) => (window_kind(*f, args)?, Some(Arc::clone(&args[0])), Some(*pos)),
+        };
+        // a GROUP BY of the windows of a window aggregate below (window_start, window_end):
+        // each group is one of its windows, final once that window has come out
+        let of_input = match (&window, changes) {
+            (None, false) if unbounded => super::cascade::input_window_time(input, group.expr()),
+            _ => None,
+        };
+        let (kind, time, emit, watermark) = match &of_input {
+            // a 1 ms window at the input window's start: it closes when the watermark passes
+            // the start, i.e. once the operator below has emitted that window (no delay: its
+            // windows come out in order)
+            Some(t) => (WindowKind::Tumble { size: 1 }, Some(Arc::clone(t)), EmitMode::Final, WatermarkConfig { delay_ms: Some(0), ..self.watermark }),
+            None => (kind, time, emit, self.watermark),
         };
         let input_schema = input.schema();
         let keys: Vec<(Arc<dyn PhysicalExpr>, String)> =
@@ -189,15 +204,19 @@ impl StreamingAggregateRule {
             args: aggregate_arguments(&aggs),
             filters: partial.filter_expr().to_vec(),
             spec: AggregateSpec { aggs, key_schema: Arc::new(Schema::new(key_fields)) },
-            watermark: self.watermark,
+            watermark,
             emit,
             changes_every: self.changes_every,
             schema: agg.schema(),
             op_column: false,
+            of_input_windows: of_input.is_some(),
             state_ttl: self.state_ttl.filter(|_| matches!(kind, WindowKind::Global) && unbounded && !group.expr().is_empty()),
         };
         // joins below hand over their rows in event-time order, up to their reach
         let input = crate::planner::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(strip_round_robin(input))?)?;
+        // the windows below come out in order as one stream: read it so (the operator below
+        // says how far it has emitted to its one reader)
+        let input = if of_input.is_some() { super::cascade::without_exchanges(input)? } else { input };
         let config = WindowAggregateConfig { watermark: with_join_lag(config.watermark, &input), ..config };
         Ok(Some(Arc::new(WindowAggregateExec::new(input, config))))
     }
