@@ -64,6 +64,17 @@ fn source(name: &str, path: &Path, delay: i64, batch: usize) -> String {
     )
 }
 
+/// The engine's plan of `sql`, one operator a line.
+fn explained(sql: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let spec = analyze_sql(sql).unwrap().remove(0).unwrap();
+        let job = plan_job(spec).await.unwrap();
+        let text = datafusion::physical_plan::displayable(job.plan.as_ref()).indent(true).to_string();
+        text
+    })
+}
+
 /// Runs `sql` through the engine (planned as a stream) and `batch_sql` through DataFusion.
 fn compare(sql: &str, batch_sql: &str, tables: &[(&str, &Path)]) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -182,5 +193,51 @@ proptest! {
         let sql = format!("SELECT a.k, a.ts, a.amount FROM a WHERE {cond} WITH ({}, {})", source("a", &lp, ld, batch), source("b", &rp, rd, batch));
         let batch_sql = format!("SELECT a.k, a.ts, a.amount FROM a WHERE {cond}");
         compare(&sql, &batch_sql, &[("a", &lp), ("b", &rp)])?;
+    }
+
+    /// Windows of windows (Nexmark q5's shape): a `HOP` count per key, the largest count of
+    /// each window (a `GROUP BY window_start, window_end` over the first), and the counts that
+    /// reach it (a semi join on the window); or the sum of each `TUMBLE` window's counts keyed
+    /// on `window_end` alone.
+    #[test]
+    fn windows_of_windows(
+        (data, disorder) in rows(200, 4),
+        slide in 1i64..5_000,
+        factor in 1i64..4,
+        hop in any::<bool>(),
+        batch in 1usize..64,
+    ) {
+        let size = if hop { slide * factor } else { slide };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        write(&path, &data);
+        let window = if hop { format!("HOP(ts, INTERVAL '{slide} milliseconds', INTERVAL '{size} milliseconds')") } else { format!("TUMBLE(ts, INTERVAL '{size} milliseconds')") };
+        let per_key = format!("per_key AS (SELECT k, COUNT(*) AS n, window_start, window_end FROM s GROUP BY {window}, k)");
+        let back: Vec<String> = (0..size / slide).map(|i| format!("({i})")).collect();
+        let start = format!("(ts / {slide} * {slide} - w.i * {slide})");
+        let per_key_batch = format!("per_key AS (SELECT k, COUNT(*) AS n, {start} AS ws FROM s CROSS JOIN (VALUES {}) AS w(i) GROUP BY k, 3)", back.join(", "));
+        let (sql, batch_sql) = if hop {
+            (
+                format!(
+                    "WITH {per_key} SELECT a.k, a.n, a.window_start FROM per_key a \
+                     JOIN (SELECT MAX(n) AS maxn, window_start, window_end FROM per_key GROUP BY window_start, window_end) m \
+                     ON a.window_start = m.window_start AND a.window_end = m.window_end AND a.n >= m.maxn WITH ({})",
+                    source("s", &path, disorder, batch)
+                ),
+                format!(
+                    "WITH {per_key_batch}, m AS (SELECT ws, MAX(n) AS maxn FROM per_key GROUP BY ws) \
+                     SELECT a.k, a.n, to_timestamp_millis(a.ws) AS window_start FROM per_key a JOIN m ON a.ws = m.ws AND a.n >= m.maxn"
+                ),
+            )
+        } else {
+            (
+                format!("WITH {per_key} SELECT window_end, SUM(n) AS total, COUNT(*) AS keys FROM per_key GROUP BY window_end WITH ({})", source("s", &path, disorder, batch)),
+                format!("WITH {per_key_batch} SELECT to_timestamp_millis(ws + {size}) AS window_end, SUM(n) AS total, COUNT(*) AS keys FROM per_key GROUP BY ws"),
+            )
+        };
+        let plan = explained(&sql);
+        prop_assert!(plan.contains("WindowAggregateExec: window=the input's windows"), "not a window of windows:\n{}", plan);
+        prop_assert!(!hop || plan.contains("IntervalJoinExec: join_type=LeftSemi"), "not a semi join on the window:\n{}", plan);
+        compare(&sql, &batch_sql, &[("s", &path)])?;
     }
 }

@@ -703,6 +703,43 @@ async fn killed_five_times_windows_of_windows_give_the_batch_answer() {
     kill_a_transactional_job(WINDOWS_OF_WINDOWS_SQL, "ts", WINDOWS_OF_WINDOWS_BATCH).await;
 }
 
+/// A window over a time column of a window aggregate that is no window bound (each user's
+/// first click of the window, an hour earlier): the aggregate below hands it no watermark
+/// (its own would be an hour ahead of that column, and every row late), so its windows close
+/// as its own rows move on — every one but the last, which no later row closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_over_another_time_column_of_a_window_aggregate_closes_by_its_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (input, lines, _) = kill_test_input(dir, 20_000).await;
+    let early = "SELECT user_id, MIN(ts) - 3600000 AS early FROM clicks";
+    let want = batch_answer(
+        &input,
+        &format!(
+            "WITH e AS ({early} WHERE user_id <> 'sentinel' GROUP BY ts / 10000, user_id) \
+             SELECT to_timestamp_millis(early / 10000 * 10000) AS window_start, COUNT(*) AS n, COUNT(DISTINCT user_id) AS users FROM e \
+             WHERE early / 10000 * 10000 + 10000 <= (SELECT MAX(early) FROM e) GROUP BY 1"
+        ),
+    )
+    .await;
+    assert!(want.len() > 40, "{want:?}");
+    std::fs::write(
+        dir.join("job.sql"),
+        format!(
+            "CREATE STREAM e AS SELECT window_start, COUNT(*) AS n, COUNT(DISTINCT user_id) AS users \
+             FROM ({early} GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), user_id) GROUP BY TUMBLE(early, INTERVAL '10' SECOND) \
+             INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', \
+             'clicks.event_time' = 'ts', 'clicks.watch' = 'true', 'clicks.batch.size' = '100', 'checkpoint.interval' = '200ms', \
+             'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let n = want.len();
+    crash_and_finish(dir, 0, 0, &input, &lines, |out| std::fs::read_to_string(out).map(|t| t.lines().count() >= n).unwrap_or(false));
+    assert_exactly_once("windows over the first click of each user's window", &dir.join("out.jsonl"), &want);
+}
+
 /// Window functions over a stream (`LAG`, `ROW_NUMBER`, a running `SUM`, a moving `AVG`),
 /// their per-key state in checkpoints, killed five times under `use_transactions`:
 /// DataFusion's batch answer, every row once.

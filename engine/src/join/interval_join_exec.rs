@@ -101,19 +101,46 @@ impl IntervalJoinExec {
 impl IntervalJoinExec {
     /// This join with ordered output (see [`IntervalJoinConfig::ordered_output`]).
     pub fn ordered(&self) -> Self {
+        self.rebuilt(Arc::clone(&self.left), Arc::clone(&self.right), true, self.config.watermarks)
+    }
+
+    fn rebuilt(&self, left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, ordered_output: bool, watermarks: [WatermarkConfig; 2]) -> Self {
         let c = &self.config;
         let config = IntervalJoinConfig {
             on: c.on.clone(),
             filter: c.filter.clone(),
             join_type: c.join_type,
             band: c.band.clone(),
-            watermarks: c.watermarks,
+            watermarks,
             join_schema: Arc::clone(&c.join_schema),
             projection: c.projection.clone(),
-            ordered_output: true,
+            ordered_output,
             schema: Arc::clone(&c.schema),
         };
-        Self::new(Arc::clone(&self.left), Arc::clone(&self.right), config)
+        Self::new(left, right, config)
+    }
+
+    /// The band's time expression of each side (left, right), if the join has a band.
+    pub fn band_times(&self) -> Option<[&Arc<dyn PhysicalExpr>; 2]> {
+        self.config.band.as_ref().map(|b| [&b.left_time, &b.right_time])
+    }
+
+    /// The inputs (left, right).
+    pub fn inputs(&self) -> [&Arc<dyn ExecutionPlan>; 2] {
+        [&self.left, &self.right]
+    }
+
+    /// This join over new inputs, the sides in `by_window` reading the window bounds of a window
+    /// aggregate that hands its watermark on: their event time moves with it alone, not with
+    /// the clock while they are quiet (between two windows).
+    pub fn reading_windows(&self, left: Arc<dyn ExecutionPlan>, right: Arc<dyn ExecutionPlan>, by_window: [bool; 2]) -> Self {
+        let mut watermarks = self.config.watermarks;
+        for (w, by) in watermarks.iter_mut().zip(by_window) {
+            if by {
+                w.advance_when_idle = false;
+            }
+        }
+        self.rebuilt(left, right, self.config.ordered_output, watermarks)
     }
 
     fn band_is_set(&self) -> bool {
@@ -239,7 +266,9 @@ impl ExecutionPlan for IntervalJoinExec {
             let side = if f == 0 { &self.left } else { &self.right };
             let every = super::refresh::refresh_interval(side)?;
             if outer {
-                tracing::warn!("the table joined with a stream has a refresh_interval, but it is the preserved side of an outer join: it is read once");
+                tracing::warn!(
+                    "the table joined with a stream has a refresh_interval, but its rows are output once (the preserved side of an outer join, or the side of a semi or anti join): it is read once"
+                );
                 return None;
             }
             Some((f, every, Arc::clone(side)))

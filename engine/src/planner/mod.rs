@@ -122,6 +122,10 @@ fn stream_refusal(e: datafusion::error::DataFusionError) -> datafusion::error::D
     let Some(at) = text.find(MARK) else { return e };
     let name: String = text[at + MARK.len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     let hint = match name.as_str() {
+        // NOT IN: a NULL arriving later would empty the answer
+        "HashJoinExec" if text.contains("null_aware: true") => {
+            "NOT IN over a stream cannot be answered before the stream ends (a NULL arriving later would leave no row): write NOT EXISTS (SELECT 1 FROM … WHERE …) with a time bound"
+        }
         "HashJoinExec" | "SymmetricHashJoinExec" | "NestedLoopJoinExec" | "CrossJoinExec" | "SortMergeJoinExec" => {
             "a join of two streams needs a time bound: add WITHIN INTERVAL '5' MINUTES after the ON condition, bound the event times in it \
              (b.ts BETWEEN a.ts - INTERVAL '10' SECOND AND a.ts), or join the windows of two window aggregates on their bounds (a.window_start = b.window_start)"
@@ -425,6 +429,9 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let state = ctx.state();
     let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
     let mut plan = state.create_physical_plan(&logical).await.map_err(stream_refusal).map_err(plan_err)?;
+    // window aggregates whose window bounds an operator above reads as event time say how far
+    // they have emitted
+    plan = crate::window::cascade::hand_on_watermarks(plan).map_err(plan_err)?;
     if unbounded {
         plan = latency::pass_batches_through(plan).map_err(plan_err)?;
     }

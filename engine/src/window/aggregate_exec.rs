@@ -160,6 +160,9 @@ pub struct WindowAggregateConfig {
     /// [`super::cascade`]): `time` is each row's window start, and each group is emitted once
     /// the watermark passes it (a 1 ms `TUMBLE`).
     pub of_input_windows: bool,
+    /// An operator above reads a bound of its windows as event time: it says how far it has
+    /// emitted ([`WindowAggregateExec::handing_on_watermarks`]).
+    pub hands_on_watermark: bool,
 }
 
 impl WindowAggregateConfig {
@@ -199,6 +202,11 @@ impl WindowAggregateExec {
         Self { input, config: Arc::new(config), props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() }
     }
 
+    /// The operator's input.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
     /// The operator's settings.
     pub fn config(&self) -> &WindowAggregateConfig {
         &self.config
@@ -218,11 +226,24 @@ impl WindowAggregateExec {
         self.forwards_watermark() && !self.config.of_input_windows
     }
 
+    /// True when it hands its watermark to the operators above (set by
+    /// [`super::cascade::hand_on_watermarks`]).
+    pub fn hands_on_watermark(&self) -> bool {
+        self.config.hands_on_watermark
+    }
+
+    /// The same operator, telling the operators above how far it has emitted: for an operator
+    /// that reads a bound of its windows as event time (a window of windows, a join on the
+    /// window), nothing else.
+    pub fn handing_on_watermarks(&self) -> Self {
+        Self::new(Arc::clone(&self.input), WindowAggregateConfig { hands_on_watermark: true, ..self.config.as_ref().clone() })
+    }
+
     /// True when it can tell the operators above how far it has emitted: a `TUMBLE` or `HOP`
     /// window emitting final results emits its windows in order, so no row it sends later
-    /// belongs to a window starting before its first open one ([`Operator::cutoff`]), and no
-    /// time column taken from its rows (window bounds, aggregates of event times) is earlier.
-    fn forwards_watermark(&self) -> bool {
+    /// belongs to a window starting before its first open one, and neither bound of a window
+    /// it sends later is earlier than that start.
+    pub fn forwards_watermark(&self) -> bool {
         self.config.emit == EmitMode::Final && matches!(self.config.kind, WindowKind::Tumble { .. } | WindowKind::Hop { .. }) && self.config.time.is_some()
     }
 
@@ -321,7 +342,7 @@ impl ExecutionPlan for WindowAggregateExec {
         // (whether the job's processes hand these windows over is the runner's to say; the
         // operator says how far it has emitted whenever it could)
         let replays = self.replays() && checkpointing.is_some() && self.input.boundedness().is_unbounded();
-        let forwards = self.forwards_watermark() && self.input.boundedness().is_unbounded();
+        let forwards = self.config.hands_on_watermark && self.forwards_watermark() && self.input.boundedness().is_unbounded();
         let (what, hint) = match self.config.kind {
             WindowKind::Global => (
                 "WindowAggregateExec (unwindowed GROUP BY)",

@@ -164,7 +164,14 @@ impl StreamingAggregateRule {
         // a global aggregate (no GROUP BY) over a stream is one group that updates; over
         // bounded input DataFusion's gives the one final row (unless changes are asked for)
         let unbounded = input.boundedness().is_unbounded();
-        if window.is_none() && !unbounded && !changes && (!self.checkpoints || group.expr().is_empty()) {
+        // a GROUP BY of the windows of a window aggregate below (window_start, window_end):
+        // each group is one of its windows, final once that window has come out (on a stream,
+        // or where a watermark delay asks for bounded state, as joins do)
+        let of_input = match (&window, changes) {
+            (None, false) if unbounded || self.watermark.delay_ms.is_some() => super::cascade::input_window_time(input, group.expr()),
+            _ => None,
+        };
+        if window.is_none() && of_input.is_none() && !unbounded && !changes && (!self.checkpoints || group.expr().is_empty()) {
             return Ok(None);
         }
         if group.has_grouping_set() {
@@ -176,24 +183,28 @@ impl StreamingAggregateRule {
             None => (WindowKind::Global, None, None),
             Some((pos, f, args)) => (window_kind(*f, args)?, Some(Arc::clone(&args[0])), Some(*pos)),
         };
-        // a GROUP BY of the windows of a window aggregate below (window_start, window_end):
-        // each group is one of its windows, final once that window has come out
-        let of_input = match (&window, changes) {
-            (None, false) if unbounded => super::cascade::input_window_time(input, group.expr()),
-            _ => None,
-        };
         let (kind, time, emit, watermark) = match &of_input {
             // a 1 ms window at the input window's start: it closes when the watermark passes
             // the start, i.e. once the operator below has emitted that window (no delay: its
             // windows come out in order)
-            Some(t) => (WindowKind::Tumble { size: 1 }, Some(Arc::clone(t)), EmitMode::Final, WatermarkConfig { delay_ms: Some(0), ..self.watermark }),
+            // (nor does it move with the clock: its input is quiet between two windows)
+            Some(t) => (
+                WindowKind::Tumble { size: 1 },
+                Some(Arc::clone(t)),
+                EmitMode::Final,
+                WatermarkConfig { delay_ms: Some(0), idle_timeout: None, advance_when_idle: false },
+            ),
             None => (kind, time, emit, self.watermark),
         };
         let input_schema = input.schema();
         let keys: Vec<(Arc<dyn PhysicalExpr>, String)> =
             group.expr().iter().enumerate().filter(|(i, _)| Some(*i) != window_pos).map(|(_, (e, n))| (Arc::clone(e), n.clone())).collect();
         let key_fields = keys.iter().map(|(e, n)| Ok(Field::new(n, e.data_type(&input_schema)?, e.nullable(&input_schema)?))).collect::<Result<Vec<_>>>()?;
-        let int_scale = time.as_ref().and_then(|t| t.downcast_ref::<Column>()).and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1);
+        let int_scale = match of_input {
+            // (the windows' bounds are timestamps)
+            Some(_) => 1,
+            None => time.as_ref().and_then(|t| t.downcast_ref::<Column>()).and_then(|c| self.int_scales.get(c.name())).copied().unwrap_or(1),
+        };
         let aggs = partial.aggr_expr().to_vec();
         let config = WindowAggregateConfig {
             kind,
@@ -210,6 +221,7 @@ impl StreamingAggregateRule {
             schema: agg.schema(),
             op_column: false,
             of_input_windows: of_input.is_some(),
+            hands_on_watermark: false,
             state_ttl: self.state_ttl.filter(|_| matches!(kind, WindowKind::Global) && unbounded && !group.expr().is_empty()),
         };
         // joins below hand over their rows in event-time order, up to their reach
