@@ -7,8 +7,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondArray, TimestampMillisecondArray,
+    TimestampNanosecondArray, TimestampSecondArray,
+};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 
 /// One output column being built.
@@ -17,11 +20,14 @@ pub(crate) enum Column {
     Float(Float64Builder),
     Bool(BooleanBuilder),
     Str(StringBuilder),
+    /// A timestamp without a time zone: its values in its unit, as arrow-json reads them.
+    Time(Int64Builder, TimeUnit),
 }
 
 impl Column {
-    /// A column per field of `schema` (Int64, Float64, Boolean; anything else is built as
-    /// Utf8: the decoders accept no other type), sized for a chunk of `text_len` bytes.
+    /// A column per field of `schema` (Int64, Float64, Boolean, a timestamp without a time
+    /// zone; anything else is built as Utf8: the decoders accept no other type), sized for a
+    /// chunk of `text_len` bytes.
     pub(crate) fn for_schema(schema: &SchemaRef, text_len: usize) -> Vec<Column> {
         schema
             .fields()
@@ -30,6 +36,7 @@ impl Column {
                 DataType::Int64 => Column::Int(Int64Builder::with_capacity(1024)),
                 DataType::Float64 => Column::Float(Float64Builder::with_capacity(1024)),
                 DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(1024)),
+                DataType::Timestamp(unit, None) => Column::Time(Int64Builder::with_capacity(1024), *unit),
                 _ => Column::Str(StringBuilder::with_capacity(1024, text_len / 2)),
             })
             .collect()
@@ -41,6 +48,7 @@ impl Column {
             Column::Float(b) => b.append_null(),
             Column::Bool(b) => b.append_null(),
             Column::Str(b) => b.append_null(),
+            Column::Time(b, _) => b.append_null(),
         }
     }
 
@@ -50,6 +58,16 @@ impl Column {
             Column::Float(b) => Arc::new(b.finish()),
             Column::Bool(b) => Arc::new(b.finish()),
             Column::Str(b) => Arc::new(b.finish()),
+            Column::Time(b, unit) => {
+                let ints = b.finish();
+                let (values, nulls) = (ints.values().clone(), ints.nulls().cloned());
+                match unit {
+                    TimeUnit::Second => Arc::new(TimestampSecondArray::new(values, nulls)),
+                    TimeUnit::Millisecond => Arc::new(TimestampMillisecondArray::new(values, nulls)),
+                    TimeUnit::Microsecond => Arc::new(TimestampMicrosecondArray::new(values, nulls)),
+                    TimeUnit::Nanosecond => Arc::new(TimestampNanosecondArray::new(values, nulls)),
+                }
+            }
         }
     }
 }

@@ -90,7 +90,7 @@ impl FlatCsv {
                         Column::Int(b) => b.append_value(plain_i64(value)?),
                         Column::Float(b) => b.append_value(plain_f64(value)?),
                         Column::Str(b) => b.append_value(text.get(at..stop)?),
-                        Column::Bool(_) => return None, // not built for CSV (see `new`)
+                        Column::Bool(_) | Column::Time(..) => return None, // not built for CSV (see `new`)
                     }
                 }
                 at = stop + 1;

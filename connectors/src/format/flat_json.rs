@@ -1,5 +1,6 @@
 //! A one-pass decoder for the common shape of JSON records: flat objects whose wanted fields are
-//! integers, floats, booleans or strings without escapes. It writes each value straight into
+//! integers, floats, booleans, strings without escapes, or timestamps without a time zone
+//! (ISO-8601 text, read as arrow-json reads it, or an integer in the column's unit). It writes each value straight into
 //! its Arrow column (arrow-json first builds a tape of every token, then converts it), and
 //! skips fields the query does not use without converting them. Anything outside that shape —
 //! an escape in a string, a nested value in a wanted field, a number where a string is wanted,
@@ -27,13 +28,16 @@ pub struct FlatJson {
 
 impl FlatJson {
     /// A decoder for `schema` (the columns wanted), when every column has a type it reads
-    /// (Int64, Float64, Boolean, Utf8) and there are at most 64 of them.
+    /// (Int64, Float64, Boolean, Utf8, Timestamp without a time zone) and there are at most
+    /// 64 of them.
     pub fn new(schema: &SchemaRef) -> Option<Self> {
         let fields = schema.fields();
         if fields.is_empty() || fields.len() > 64 {
             return None;
         }
-        let supported = fields.iter().all(|f| matches!(f.data_type(), DataType::Int64 | DataType::Float64 | DataType::Boolean | DataType::Utf8));
+        let supported = fields
+            .iter()
+            .all(|f| matches!(f.data_type(), DataType::Int64 | DataType::Float64 | DataType::Boolean | DataType::Utf8 | DataType::Timestamp(_, None)));
         let plain_names = fields.iter().all(|f| !f.name().bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
         (supported && plain_names).then(|| Self {
             schema: Arc::clone(schema),
@@ -317,6 +321,22 @@ impl<'a> Parser<'a> {
                 self.delimited()?;
                 b.append_value(self.text.get(s..e)?);
             }
+            // as arrow-json: text through arrow's own parser (in UTC), an integer as it is
+            Column::Time(b, unit) => {
+                if self.peek()? == b'"' {
+                    let (s, e) = self.string_range()?;
+                    self.delimited()?;
+                    let t = arrow::compute::kernels::cast_utils::string_to_datetime(&chrono::Utc, self.text.get(s..e)?).ok()?;
+                    b.append_value(match unit {
+                        arrow::datatypes::TimeUnit::Second => t.timestamp(),
+                        arrow::datatypes::TimeUnit::Millisecond => t.timestamp_millis(),
+                        arrow::datatypes::TimeUnit::Microsecond => t.timestamp_micros(),
+                        arrow::datatypes::TimeUnit::Nanosecond => t.timestamp_nanos_opt()?,
+                    });
+                } else {
+                    b.append_value(self.integer()?);
+                }
+            }
         }
         Some(())
     }
@@ -524,7 +544,42 @@ mod tests {
 
     #[test]
     fn other_types_are_left_to_arrow_json() {
-        let s = Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), true)]));
-        assert!(FlatJson::new(&s).is_none());
+        use arrow::datatypes::TimeUnit;
+        for dt in [DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())), DataType::Date32, DataType::Int32, DataType::Utf8View] {
+            let s = Arc::new(Schema::new(vec![Field::new("t", dt.clone(), true)]));
+            assert!(FlatJson::new(&s).is_none(), "{dt}");
+        }
+    }
+
+    /// Timestamps without a time zone, in every unit: ISO-8601 text (fractions, `Z`, offsets,
+    /// a space, a date alone) and integers give arrow-json's values; text arrow cannot parse,
+    /// a fraction where an integer is read, or an instant beyond nanoseconds is declined.
+    #[test]
+    fn timestamps_match_arrow_json_or_decline() {
+        use arrow::datatypes::TimeUnit;
+        let good = [
+            r#"{"t": "2026-12-02T15:24:26.414", "k": 1}"#,
+            r#"{"t": "2026-12-02T15:24:26Z", "k": 2}"#,
+            r#"{"t": "2026-12-02T15:24:26.123456789+02:00", "k": 3}"#,
+            r#"{"t": "2026-12-02 15:24:26.5", "k": 4}"#,
+            r#"{"t": "2026-12-02", "k": 5}"#,
+            r#"{"t": null, "k": 6}"#,
+            r#"{"k": 7}"#,
+            r#"{"t": 1700000000123, "k": 8}"#,
+            r#"{"t": -5, "k": 9}"#,
+            r#"{"t": "1969-12-31T23:59:59.999", "k": 10}"#,
+        ]
+        .join("\n");
+        for unit in [TimeUnit::Second, TimeUnit::Millisecond, TimeUnit::Microsecond, TimeUnit::Nanosecond] {
+            let s = Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp(unit, None), true), Field::new("k", DataType::Int64, true)]));
+            let fast = FlatJson::new(&s).expect("a timestamp without a time zone is read");
+            let got = fast.decode(good.as_bytes(), 4).expect("all flat");
+            assert_eq!(Some(arrow::compute::concat_batches(&s, &got).unwrap()), arrow_json(&s, &good), "{unit:?}");
+            for bad in [r#"{"t": "yesterday"}"#, r#"{"t": "2026-13-02T00:00:00"}"#, r#"{"t": 1.5}"#, r#"{"t": true}"#, r#"{"t": "esc\u0041ped"}"#] {
+                assert!(fast.decode(bad.as_bytes(), 4).is_none(), "{unit:?} {bad}");
+            }
+        }
+        let ns = Arc::new(Schema::new(vec![Field::new("t", DataType::Timestamp(TimeUnit::Nanosecond, None), true)]));
+        assert!(FlatJson::new(&ns).unwrap().decode(br#"{"t": "2500-01-01T00:00:00"}"#, 4).is_none(), "beyond i64 nanoseconds");
     }
 }
