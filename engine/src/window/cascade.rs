@@ -147,32 +147,6 @@ fn window_of(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<WindowKind> 
     None
 }
 
-/// `plan` without the repartitioning between it and the window aggregate below (through
-/// projections and filters): that operator's windows come out in order in one stream, and the
-/// operator reading them merges its inputs anyway.
-pub fn without_exchanges(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    #[allow(deprecated)]
-    let exchange = plan.downcast_ref::<RepartitionExec>().is_some()
-        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
-        || plan.downcast_ref::<CoalesceBatchesExec>().is_some();
-    if exchange {
-        return match plan.children().first() {
-            Some(child) => without_exchanges(Arc::clone(child)),
-            None => Ok(plan),
-        };
-    }
-    let keeps = plan.downcast_ref::<ProjectionExec>().is_some() || plan.downcast_ref::<FilterExec>().is_some();
-    if !keeps {
-        return Ok(plan);
-    }
-    let Some(child) = plan.children().first().map(|c| Arc::clone(c)) else { return Ok(plan) };
-    let stripped = without_exchanges(Arc::clone(&child))?;
-    if Arc::ptr_eq(&stripped, &child) {
-        return Ok(plan);
-    }
-    plan.replace_children(vec![stripped], ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
-}
-
 /// The expression's column, through casts that keep instants and `± constant`: the band time
 /// of a join (`CAST(m.wend - INTERVAL '10' SECOND AS …)`) or a window-of-windows time.
 fn time_column(expr: &Arc<dyn PhysicalExpr>) -> Option<usize> {

@@ -228,7 +228,7 @@ impl StreamingAggregateRule {
         let input = crate::planner::partitioning::without_round_robin(crate::join::interval_join_exec::order_join_outputs(strip_round_robin(input))?)?;
         // the windows below come out in order as one stream: read it so (the operator below
         // says how far it has emitted to its one reader)
-        let input = if of_input.is_some() { super::cascade::without_exchanges(input)? } else { input };
+        let input = if of_input.is_some() { crate::checkpoint::plan::without_exchanges(input)? } else { input };
         let config = WindowAggregateConfig { watermark: with_join_lag(config.watermark, &input), ..config };
         Ok(Some(Arc::new(WindowAggregateExec::new(input, config))))
     }
