@@ -754,6 +754,28 @@ async fn killed_five_times_window_functions_give_the_batch_answer() {
     kill_a_transactional_job(&select, "ts", &batch).await;
 }
 
+/// Window functions that read later rows (`LEAD`, a frame ending two rows ahead), killed five
+/// times under `use_transactions`: each row is written once two later rows of its user have
+/// come, its values final, each once, in event-time order — DataFusion's batch answer up to the
+/// first row held back (every user's last two rows wait for rows that never come, and the rows
+/// after the first of them wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_window_functions_reading_later_rows_give_the_batch_answer() {
+    const W: &str = "PARTITION BY user_id ORDER BY ts";
+    let columns = format!(
+        "user_id, ts, amount, LEAD(amount) OVER ({W}) AS next, LEAD(ts, 2) OVER ({W}) AS after_next, \
+         SUM(amount) OVER ({W} ROWS BETWEEN 1 PRECEDING AND 2 FOLLOWING) AS around, ROW_NUMBER() OVER ({W}) AS n"
+    );
+    let select = format!("SELECT {columns} FROM clicks");
+    // (the clicks' times are distinct: no peers to cut between)
+    let batch = format!(
+        "WITH w AS (SELECT {columns}, COUNT(*) OVER (PARTITION BY user_id) AS cnt FROM clicks WHERE user_id <> 'sentinel'), \
+         held AS (SELECT MIN(ts) AS first FROM w WHERE n >= cnt - 1) \
+         SELECT user_id, ts, amount, next, after_next, around, n FROM w, held WHERE n <= cnt - 2 AND ts < held.first"
+    );
+    kill_a_transactional_job(&select, "ts", &batch).await;
+}
+
 /// Two window aggregates of one stream in one output (`UNION ALL`), killed five times under
 /// `use_transactions`: DataFusion's batch answer, every window once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

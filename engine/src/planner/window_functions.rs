@@ -5,7 +5,7 @@
 //! replaces that sort with [`WatermarkSortExec`], which releases rows in event-time order as
 //! the watermark passes them, and puts over it our
 //! [`crate::window_function::StreamWindowFunctionExec`], whose per-key state is checkpointed,
-//! or, for functions it cannot carry (`LEAD`, frames ending after the current row, …),
+//! or, for functions it cannot carry (frames ending `UNBOUNDED FOLLOWING`, `CUME_DIST`, …),
 //! DataFusion's operator keeping one state per `PARTITION BY` key.
 //!
 //! ```sql
@@ -87,9 +87,11 @@ impl PhysicalOptimizerRule for StreamWindowFunctionRule {
             // functions whose state between batches is small and known are ours, checkpointed;
             // the others run on DataFusion's operator (a checkpoint cannot hold its state)
             let window: Arc<dyn ExecutionPlan> = match crate::window_function::carries(&exprs) {
-                Ok(carries) => {
-                    Arc::new(crate::window_function::StreamWindowFunctionExec::try_new(sorted, exprs, carries, node.schema())?.with_state_ttl(self.state_ttl))
-                }
+                Ok(carries) => Arc::new(
+                    crate::window_function::StreamWindowFunctionExec::try_new(sorted, exprs, carries, node.schema())?
+                        .with_state_ttl(self.state_ttl)
+                        .with_int_scale(int_scale),
+                ),
                 Err(why) => {
                     tracing::debug!("window functions on DataFusion's operator: {why}");
                     Arc::new(BoundedWindowAggExec::try_new(exprs, sorted, InputOrderMode::Linear, false)?)

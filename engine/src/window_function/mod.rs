@@ -1,25 +1,29 @@
-//! Window functions over a stream whose state is checkpointed: `LAG`, `ROW_NUMBER`, `RANK`,
-//! `DENSE_RANK`, `FIRST_VALUE`, `LAST_VALUE`, `NTH_VALUE`, running `SUM`/`COUNT`/`MIN`/`MAX`
-//! and any aggregate over `ROWS BETWEEN n PRECEDING AND CURRENT ROW`, on rows put in event-time
-//! order by [`crate::event_time::watermark_sort::WatermarkSortExec`].
+//! Window functions over a stream whose state is checkpointed: `LAG`, `LEAD`, `ROW_NUMBER`,
+//! `RANK`, `DENSE_RANK`, `FIRST_VALUE`, `LAST_VALUE`, `NTH_VALUE`, running `SUM`/`COUNT`/`MIN`/
+//! `MAX` and any aggregate over a `ROWS` frame of so many rows before and after the current one,
+//! on rows put in event-time order by [`crate::event_time::watermark_sort::WatermarkSortExec`].
 //!
 //! Each function is evaluated by DataFusion itself, a key at a time, over each batch of new
 //! rows; what a key carries from one batch to the next is small and kept as Arrow data (see
-//! [`Carry`]), so a checkpoint holds it and a restart goes on exactly where it was.
+//! [`Carry`]), so a checkpoint holds it and a restart goes on exactly where it was. A function
+//! that reads later rows (`LEAD(x, n)`, a frame ending `n FOLLOWING`) holds each key's last rows
+//! back until that many later rows of the key have come (or the input ends, or `state.ttl`
+//! forgets the key): their values are final when written, never corrected, and the rows of
+//! other keys after them wait for them, so that the output stays in event-time order.
 //!
 //! ```sql
 //! SELECT device_id, ts, temperature,
 //!        LAG(temperature, 1) OVER (PARTITION BY device_id ORDER BY ts) AS previous,
+//!        LEAD(temperature, 1) OVER (PARTITION BY device_id ORDER BY ts) AS next,
 //!        ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY ts) AS n,
-//!        AVG(temperature) OVER (PARTITION BY device_id ORDER BY ts ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS avg10
+//!        AVG(temperature) OVER (PARTITION BY device_id ORDER BY ts ROWS BETWEEN 9 PRECEDING AND 2 FOLLOWING) AS avg12
 //! FROM readings
 //! ```
 //!
-//! What is not carried — `LEAD` and frames that end after the current row (they wait for
-//! later rows), `RANGE`/`GROUPS` frames with a bounded start, `AVG` and other aggregates from
-//! the partition's start, `PERCENT_RANK`, `CUME_DIST`, `NTILE`, `IGNORE NULLS` — runs on
-//! DataFusion's own operator, whose state a checkpoint cannot hold (a job under
-//! `use_transactions` is refused, naming it).
+//! What is not carried — frames ending `UNBOUNDED FOLLOWING`, `RANGE`/`GROUPS` frames with a
+//! bounded start or end, `AVG` and other aggregates from the partition's start, `PERCENT_RANK`,
+//! `CUME_DIST`, `NTILE`, `IGNORE NULLS` — runs on DataFusion's own operator, whose state a
+//! checkpoint cannot hold (a job under `use_transactions` is refused, naming it).
 
 pub mod exec;
 
@@ -37,14 +41,17 @@ pub use exec::StreamWindowFunctionExec;
 /// How a window function's value for new rows follows from what its key carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carry {
-    /// Evaluated over the key's first `head` rows and last `tail` rows, then the new rows:
-    /// `LAG(x, tail)`, `FIRST_VALUE` (head 1), `NTH_VALUE(x, head)`, an aggregate over
-    /// `ROWS BETWEEN tail PRECEDING AND CURRENT ROW`.
+    /// Evaluated over the key's first `head` rows and last `tail` rows, then the new rows, a
+    /// row's value written once `ahead` later rows of its key have come: `LAG(x, tail)`,
+    /// `LEAD(x, ahead)`, `FIRST_VALUE` (head 1), `NTH_VALUE(x, head)`, an aggregate over
+    /// `ROWS BETWEEN tail PRECEDING AND ahead FOLLOWING`.
     Context {
         /// Rows from the key's start it needs.
         head: usize,
         /// Rows before the new ones it needs.
         tail: usize,
+        /// Rows after a row it needs before that row's value is known.
+        ahead: usize,
     },
     /// Evaluated over the new rows alone, then shifted by the key's state.
     Shift(Shift),
@@ -68,6 +75,10 @@ pub enum Shift {
     Max,
 }
 
+/// The most rows a function may read before or after a row and be carried: each key keeps
+/// that many.
+pub const MAX_ROWS: usize = 100_000;
+
 /// A frame bound's number of rows or units (`n PRECEDING`), or `None` for `UNBOUNDED`.
 fn bound_units(v: &ScalarValue) -> Result<Option<usize>, String> {
     if v.is_null() {
@@ -82,6 +93,16 @@ fn bound_units(v: &ScalarValue) -> Result<Option<usize>, String> {
 impl Carry {
     /// How `expr` is carried, or why it cannot be.
     pub fn of(expr: &Arc<dyn WindowExpr>) -> Result<Carry, String> {
+        match Self::of_any(expr)? {
+            Carry::Context { head, tail, ahead } if head.max(tail).max(ahead) > MAX_ROWS => {
+                Err(format!("{}: reads {} rows before or after a row (at most {MAX_ROWS} are carried)", expr.name(), head.max(tail).max(ahead)))
+            }
+            carry => Ok(carry),
+        }
+    }
+
+    /// [`Carry::of`] for any number of rows.
+    fn of_any(expr: &Arc<dyn WindowExpr>) -> Result<Carry, String> {
         let frame = expr.get_window_frame();
         let name = expr.name().to_string();
         let rows = frame.units == WindowFrameUnits::Rows;
@@ -93,17 +114,25 @@ impl Carry {
                 Some(_) => return Err(format!("{name}: a RANGE or GROUPS frame with a bounded start")),
             },
             WindowFrameBound::CurrentRow => Some(0),
+            // a ROWS frame starting after the current row (its end is after it too)
+            WindowFrameBound::Following(v) if rows && bound_units(v)?.is_some() => Some(0),
             WindowFrameBound::Following(_) => return Err(format!("{name}: its frame starts after the current row")),
         };
-        // where it ends, in rows back: 0 for the current row (with its peers under RANGE/GROUPS)
-        let end_back: usize = match &frame.end_bound {
-            WindowFrameBound::CurrentRow => 0,
+        // where it ends, in rows back (0 for the current row, with its peers under RANGE/GROUPS)
+        // or rows ahead (ROWS only)
+        let (end_back, end_ahead): (usize, usize) = match &frame.end_bound {
+            WindowFrameBound::CurrentRow => (0, 0),
             WindowFrameBound::Preceding(v) => match bound_units(v)? {
-                Some(0) => 0,
-                Some(k) if rows => k,
+                Some(0) => (0, 0),
+                Some(k) if rows => (k, 0),
                 _ => return Err(format!("{name}: a RANGE or GROUPS frame ending before the current row")),
             },
-            WindowFrameBound::Following(_) => return Err(format!("{name}: its frame ends after the current row")),
+            WindowFrameBound::Following(v) => match bound_units(v)? {
+                Some(0) => (0, 0),
+                Some(k) if rows => (0, k),
+                Some(_) => return Err(format!("{name}: a RANGE or GROUPS frame ending after the current row")),
+                None => return Err(format!("{name}: its frame ends at the partition's end (UNBOUNDED FOLLOWING)")),
+            },
         };
         if let Some(standard) = expr.as_any().downcast_ref::<StandardWindowExpr>() {
             let func = standard.get_standard_func_expr();
@@ -129,24 +158,26 @@ impl Carry {
             return match function {
                 "row_number" | "rank" => Ok(Carry::Shift(Shift::Rows)),
                 "dense_rank" => Ok(Carry::Shift(Shift::Times)),
-                "lag" => match literal(1).unwrap_or(1) {
-                    k if k >= 0 => Ok(Carry::Context { head: 0, tail: k as usize }),
-                    _ => Err(format!("{name} with a negative offset reads later rows")),
-                },
+                // LAG(x, -k) is LEAD(x, k) and the other way round
+                "lag" | "lead" => {
+                    let k = literal(1).unwrap_or(1);
+                    let back = if function == "lag" { k } else { k.checked_neg().unwrap_or(i64::MAX) };
+                    let n = usize::try_from(back.unsigned_abs()).map_err(|_| format!("{name}: an offset of {back} rows"))?;
+                    Ok(if back >= 0 { Carry::Context { head: 0, tail: n, ahead: 0 } } else { Carry::Context { head: 0, tail: 0, ahead: n } })
+                }
                 // the first rows of the key, and the rows the frame's end looks back over
                 "first_value" | "nth_value" if start_back.is_none() => {
                     let n = if function == "nth_value" { literal(1).unwrap_or(1) } else { 1 };
                     match usize::try_from(n) {
-                        Ok(n) if n >= 1 => Ok(Carry::Context { head: n, tail: end_back }),
+                        Ok(n) if n >= 1 => Ok(Carry::Context { head: n, tail: end_back, ahead: end_ahead }),
                         _ => Err(format!("{name}: the row number must be positive")),
                     }
                 }
                 "first_value" | "nth_value" | "last_value" => match start_back {
-                    Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back) }),
+                    Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back), ahead: end_ahead }),
                     // LAST_VALUE from the partition's start: the frame's last row
-                    None => Ok(Carry::Context { head: 0, tail: end_back }),
+                    None => Ok(Carry::Context { head: 0, tail: end_back, ahead: end_ahead }),
                 },
-                "lead" => Err(format!("{name} reads later rows")),
                 other => Err(format!("{name}: {other} needs the whole partition")),
             };
         }
@@ -163,6 +194,9 @@ impl Carry {
             // a running aggregate: its last value is the key's up to its last row, so the frame
             // must end at the current row
             None if end_back > 0 => Err(format!("{name}: a frame from the partition's start ending before the current row")),
+            None if end_ahead > 0 => Err(format!(
+                "{name}: a frame from the partition's start ending after the current row (ROWS BETWEEN n PRECEDING AND k FOLLOWING is carried)"
+            )),
             None => match aggregate.fun().name() {
                 "sum" => Ok(Carry::Shift(Shift::Sum)),
                 "count" => Ok(Carry::Shift(Shift::Count)),
@@ -172,7 +206,7 @@ impl Carry {
                     "{name}: {other} from the partition's start (SUM, COUNT, MIN and MAX are carried; for a moving {other}, ROWS BETWEEN n PRECEDING AND CURRENT ROW)"
                 )),
             },
-            Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back) }),
+            Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back), ahead: end_ahead }),
         }
     }
 }
