@@ -776,6 +776,24 @@ async fn killed_five_times_window_functions_reading_later_rows_give_the_batch_an
     kill_a_transactional_job(&select, "ts", &batch).await;
 }
 
+/// A `TUMBLE` aggregate over `LEAD`'s output, killed five times under `use_transactions`: the
+/// rows `LEAD` held back come out in event-time order, so the window above counts none of them
+/// late; it closes each window the watermark handed on (the first row held back) has passed,
+/// with DataFusion's batch answer, each window once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_a_window_over_lead_gives_the_batch_answer() {
+    let select = "SELECT window_start, COUNT(*) AS n, SUM(next) AS s \
+                  FROM (SELECT user_id, ts, LEAD(amount) OVER (PARTITION BY user_id ORDER BY ts) AS next FROM clicks) \
+                  GROUP BY TUMBLE(ts, INTERVAL '5' SECOND)";
+    // every user's last row waits for a next one: the windows ending by the first of them
+    let batch = "WITH w AS (SELECT user_id, ts, LEAD(amount) OVER (PARTITION BY user_id ORDER BY ts) AS next, \
+                 ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY ts) AS n, COUNT(*) OVER (PARTITION BY user_id) AS cnt \
+                 FROM clicks WHERE user_id <> 'sentinel'), held AS (SELECT MIN(ts) AS first FROM w WHERE n = cnt) \
+                 SELECT to_timestamp_millis(ts / 5000 * 5000) AS window_start, COUNT(*) AS n, SUM(next) AS s \
+                 FROM w, held WHERE ts / 5000 * 5000 + 5000 <= held.first GROUP BY 1";
+    kill_a_transactional_job(select, "ts", batch).await;
+}
+
 /// Two window aggregates of one stream in one output (`UNION ALL`), killed five times under
 /// `use_transactions`: DataFusion's batch answer, every window once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
