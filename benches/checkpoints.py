@@ -53,6 +53,14 @@ QUERIES = [
         "SELECT bidder, price, date_time, LAG(price) OVER (PARTITION BY bidder ORDER BY date_time) AS prev, "
         "ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY date_time) AS n, SUM(price) OVER (PARTITION BY bidder ORDER BY date_time) AS total FROM bid",
     ),
+    # window functions reading later rows: the next bid's price and an average over the 10 bids
+    # before and the one after, over all bids (one row ahead: the far-future row lets the last
+    # real one out, so the output reaches the bounded answer's size)
+    (
+        "lead",
+        "SELECT bidder, price, date_time, LEAD(price) OVER (ORDER BY date_time) AS next_price, "
+        "AVG(price) OVER (ORDER BY date_time ROWS BETWEEN 10 PRECEDING AND 1 FOLLOWING) AS around FROM bid",
+    ),
 ]
 BID = "auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP, extra VARCHAR"
 AUCTION = (
@@ -144,7 +152,7 @@ def main():
     ap.add_argument("--dir", required=True, help="the Nexmark files (bid.jsonl, auction.jsonl)")
     ap.add_argument("--binary", required=True)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--queries", help="comma-separated names (hop,tumble,interval_join,q7,q5,over); default: all")
+    ap.add_argument("--queries", help="comma-separated names (hop,tumble,interval_join,q7,q5,over,lead); default: all")
     ap.add_argument("--modes", help="comma-separated modes to run (none,1s,exactly-once); default: all")
     args = ap.parse_args()
     queries = [q for q in QUERIES if not args.queries or q[0] in args.queries.split(",")]
