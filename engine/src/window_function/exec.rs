@@ -639,23 +639,37 @@ impl Keyed {
 
     /// Each key's rows held back, then its new rows, and each key's range in that.
     fn with_held(&self, order: &[Key], new_sorted: &RecordBatch, new_ranges: &[Range<usize>]) -> Result<(RecordBatch, Vec<Range<usize>>)> {
-        let mut pieces = Vec::with_capacity(order.len() * 2);
-        let mut ranges = Vec::with_capacity(order.len());
+        self.each_key_after(order, new_sorted, new_ranges, |key| [Some(&key.pending), None])
+    }
+
+    /// Per key in `order`: the rows of its state `before` picks, then its rows of `batch`
+    /// (`ranges` each key's), all in one batch, and each key's range in that.
+    fn each_key_after(
+        &self,
+        order: &[Key],
+        batch: &RecordBatch,
+        ranges: &[Range<usize>],
+        before: impl for<'k> Fn(&'k KeyState) -> [Option<&'k RecordBatch>; 2],
+    ) -> Result<(RecordBatch, Vec<Range<usize>>)> {
+        let mut pieces = Vec::with_capacity(order.len() * 3);
+        let mut out = Vec::with_capacity(order.len());
         let mut at = 0usize;
         for (i, k) in order.iter().enumerate() {
             let start = at;
-            if let Some(key) = self.keys.get(k).filter(|key| key.pending.num_rows() > 0) {
-                at += key.pending.num_rows();
-                pieces.push(key.pending.clone());
+            if let Some(key) = self.keys.get(k) {
+                for kept in before(key).into_iter().flatten().filter(|b| b.num_rows() > 0) {
+                    at += kept.num_rows();
+                    pieces.push(kept.clone());
+                }
             }
-            let r = &new_ranges[i];
+            let r = &ranges[i];
             if !r.is_empty() {
-                pieces.push(new_sorted.slice(r.start, r.len()));
+                pieces.push(batch.slice(r.start, r.len()));
                 at += r.len();
             }
-            ranges.push(start..at);
+            out.push(start..at);
         }
-        Ok((concat_batches(&self.input_schema, &pieces)?, ranges))
+        Ok((concat_batches(&self.input_schema, &pieces)?, out))
     }
 
     /// Keeps each key's fresh rows not written as the rows it holds back (copied, so that the
@@ -694,27 +708,7 @@ impl Keyed {
 
     /// Each key's kept rows followed by its fresh rows, and each key's range in that.
     fn with_context(&self, order: &[Key], fresh: &RecordBatch, fresh_ranges: &[Range<usize>]) -> Result<(RecordBatch, Vec<Range<usize>>)> {
-        let mut pieces = Vec::with_capacity(order.len() * 3);
-        let mut ranges = Vec::with_capacity(order.len());
-        let mut at = 0usize;
-        for (i, k) in order.iter().enumerate() {
-            let start = at;
-            if let Some(key) = self.keys.get(k) {
-                for kept in [&key.head, &key.tail] {
-                    if kept.num_rows() > 0 {
-                        at += kept.num_rows();
-                        pieces.push(kept.clone());
-                    }
-                }
-            }
-            let r = &fresh_ranges[i];
-            if !r.is_empty() {
-                pieces.push(fresh.slice(r.start, r.len()));
-                at += r.len();
-            }
-            ranges.push(start..at);
-        }
-        Ok((concat_batches(&self.input_schema, &pieces)?, ranges))
+        self.each_key_after(order, fresh, fresh_ranges, |key| [Some(&key.head), Some(&key.tail)])
     }
 
     /// Keeps each key's first and last rows out of its kept and written rows (`ranges` in
@@ -948,9 +942,9 @@ impl Keyed {
         if let Some(ready) = state.table("ready") {
             let ready = RecordBatch::try_new(Arc::clone(&self.schema), ready.columns().to_vec())?;
             let times: ArrayRef = Arc::new(self.times_of(&ready)?);
-            let sorted = take_record_batch(&ready, &lexsort_to_indices(&[SortColumn { values: times, options: None }], None)?)?;
-            let times = self.times_of(&sorted)?;
-            self.ready.push((sorted, times));
+            let order = lexsort_to_indices(&[SortColumn { values: Arc::clone(&times), options: None }], None)?;
+            let times = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(&take(&times, &order, None)?).clone();
+            self.ready.push((take_record_batch(&ready, &order)?, times));
         }
         self.ready_bytes = self.ready.iter().map(|(b, _)| b.get_array_memory_size()).sum();
         self.kept_rows = self.keys.values().map(kept_rows).sum();
