@@ -2,7 +2,7 @@
 
 Each query reads Nexmark bids (and auctions) from JSON Lines files that the job *tails*
 (`watch = true`: an unbounded source, so barriers flow every `checkpoint.interval`), the files
-complete before the start and closed by a far-future row that moves the watermark past every
+complete before the start and closed by two far-future rows that move the watermark past every
 window. The job writes to a file sink; the time is from the start of `ferris-sql run` to the
 moment its output holds as many rows as the same query gives on the bounded files. Modes:
 `checkpoint.interval = 1h` (no checkpoint during the run: the baseline), `1s` (at least once),
@@ -53,9 +53,14 @@ QUERIES = [
         "SELECT bidder, price, date_time, LAG(price) OVER (PARTITION BY bidder ORDER BY date_time) AS prev, "
         "ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY date_time) AS n, SUM(price) OVER (PARTITION BY bidder ORDER BY date_time) AS total FROM bid",
     ),
+    # a running average per bidder: the aggregate's state (count, sum) carried per key
+    (
+        "running_avg",
+        "SELECT bidder, price, date_time, AVG(price) OVER (PARTITION BY bidder ORDER BY date_time) AS avg_price FROM bid",
+    ),
     # window functions reading later rows: the next bid's price and an average over the 10 bids
-    # before and the one after, over all bids (one row ahead: the far-future row lets the last
-    # real one out, so the output reaches the bounded answer's size)
+    # before and the one after, over all bids (one row ahead: the first far-future row lets the
+    # last real ones out, so the output reaches the bounded answer's size)
     (
         "lead",
         "SELECT bidder, price, date_time, LEAD(price) OVER (ORDER BY date_time) AS next_price, "
@@ -82,9 +87,12 @@ def with_sentinel(src, dst):
             o.write(line)
             last = line
     row = json.loads(last)
-    row["date_time"] = "2099-01-01T00:00:00.000"
     with open(dst, "ab") as o:
-        o.write((json.dumps(row) + "\n").encode())
+        # two far-future rows: the second moves the watermark past the first, so that the
+        # first leaves the event-time sort and lets out the rows held for a later row (LEAD)
+        for day in ("01", "02"):
+            row["date_time"] = f"2099-01-{day}T00:00:00.000"
+            o.write((json.dumps(row) + "\n").encode())
 
 
 def job_sql(name, query, files, keys, watch):
@@ -152,7 +160,7 @@ def main():
     ap.add_argument("--dir", required=True, help="the Nexmark files (bid.jsonl, auction.jsonl)")
     ap.add_argument("--binary", required=True)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--queries", help="comma-separated names (hop,tumble,interval_join,q7,q5,over,lead); default: all")
+    ap.add_argument("--queries", help="comma-separated names (hop,tumble,interval_join,q7,q5,over,running_avg,lead); default: all")
     ap.add_argument("--modes", help="comma-separated modes to run (none,1s,exactly-once); default: all")
     args = ap.parse_args()
     queries = [q for q in QUERIES if not args.queries or q[0] in args.queries.split(",")]

@@ -740,15 +740,17 @@ async fn a_window_over_another_time_column_of_a_window_aggregate_closes_by_its_r
     assert_exactly_once("windows over the first click of each user's window", &dir.join("out.jsonl"), &want);
 }
 
-/// Window functions over a stream (`LAG`, `ROW_NUMBER`, a running `SUM`, a moving `AVG`),
-/// their per-key state in checkpoints, killed five times under `use_transactions`:
-/// DataFusion's batch answer, every row once.
+/// Window functions over a stream (`LAG`, `ROW_NUMBER`, a running `SUM`, a moving `AVG`, a
+/// running `AVG` and `COUNT(DISTINCT)`, which carry the aggregate's state), their per-key state
+/// in checkpoints, killed five times under `use_transactions`: DataFusion's batch answer,
+/// every row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_window_functions_give_the_batch_answer() {
     const W: &str = "PARTITION BY user_id ORDER BY ts";
     let select = format!(
         "SELECT user_id, ts, amount, LAG(amount) OVER ({W}) AS prev, ROW_NUMBER() OVER ({W}) AS n, SUM(amount) OVER ({W}) AS running, \
-         AVG(amount) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS avg5 FROM clicks"
+         AVG(amount) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS avg5, AVG(amount) OVER ({W}) AS running_avg, \
+         COUNT(DISTINCT amount) OVER ({W}) AS amounts FROM clicks"
     );
     let batch = format!("{select} WHERE user_id <> 'sentinel'");
     kill_a_transactional_job(&select, "ts", &batch).await;

@@ -20,10 +20,15 @@
 //! FROM readings
 //! ```
 //!
+//! A running aggregate that no shift gives (`AVG(x) OVER (PARTITION BY k ORDER BY ts)`,
+//! `STDDEV`, `COUNT(DISTINCT x)`, …) carries the aggregate's own state, as DataFusion's
+//! accumulator gives it ([`Carry::Accumulate`]).
+//!
 //! What is not carried — frames ending `UNBOUNDED FOLLOWING`, `RANGE`/`GROUPS` frames with a
-//! bounded start or end, `AVG` and other aggregates from the partition's start, `PERCENT_RANK`,
-//! `CUME_DIST`, `NTILE`, `IGNORE NULLS` — runs on DataFusion's own operator, whose state a
-//! checkpoint cannot hold (a job under `use_transactions` is refused, naming it).
+//! bounded start or end, aggregates from the partition's start ending before or after the
+//! current row or with a `FILTER`, `PERCENT_RANK`, `CUME_DIST`, `NTILE`, `IGNORE NULLS` — runs
+//! on DataFusion's own operator, whose state a checkpoint cannot hold (a job under
+//! `use_transactions` is refused, naming it).
 
 pub mod exec;
 
@@ -32,6 +37,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggregateWindowExpr, StandardWindowExpr, WindowExpr};
 use datafusion::physical_plan::windows::WindowUDFExpr;
@@ -55,6 +61,15 @@ pub enum Carry {
     },
     /// Evaluated over the new rows alone, then shifted by the key's state.
     Shift(Shift),
+    /// A running aggregate from the key's first row to the current one that no shift gives:
+    /// `AVG(x) OVER (PARTITION BY k ORDER BY ts)`, `STDDEV`, `BOOL_AND`, `COUNT(DISTINCT x)`, …
+    /// The key carries the aggregate's state (DataFusion's accumulator state: `AVG`'s count and
+    /// sum), and its new rows are accumulated onto it.
+    Accumulate {
+        /// Rows of one time share one value (`RANGE` and `GROUPS` frames, the default with an
+        /// `ORDER BY`); under `ROWS` each row has its own.
+        peers: bool,
+    },
 }
 
 /// What shifts a value evaluated over the new rows alone.
@@ -181,34 +196,39 @@ impl Carry {
                 other => Err(format!("{name}: {other} needs the whole partition")),
             };
         }
-        let aggregate = expr
-            .as_any()
-            .downcast_ref::<PlainAggregateWindowExpr>()
-            .map(|a| a.get_aggregate_expr())
-            .or_else(|| expr.as_any().downcast_ref::<SlidingAggregateWindowExpr>().map(|a| a.get_aggregate_expr()));
-        let Some(aggregate) = aggregate else { return Err(format!("{name} is not a window function it knows")) };
-        if aggregate.is_distinct() {
-            return Err(format!("{name}: DISTINCT in a window aggregate"));
+        let Some(aggregate) = aggregate_of(expr) else { return Err(format!("{name} is not a window function it knows")) };
+        // (the FILTER is not public: the expression's Debug text says it)
+        let filtered = format!("{expr:?}").contains("filter: Some(");
+        let running = start_back.is_none() && end_back == 0 && end_ahead == 0;
+        if aggregate.is_distinct() && !running {
+            return Err(format!("{name}: DISTINCT in a window aggregate over a frame that is not from the partition's start to the current row"));
         }
         match start_back {
             // a running aggregate: its last value is the key's up to its last row, so the frame
             // must end at the current row
             None if end_back > 0 => Err(format!("{name}: a frame from the partition's start ending before the current row")),
-            None if end_ahead > 0 => Err(format!(
-                "{name}: a frame from the partition's start ending after the current row (ROWS BETWEEN n PRECEDING AND k FOLLOWING is carried)"
-            )),
+            None if end_ahead > 0 => {
+                Err(format!("{name}: a frame from the partition's start ending after the current row (ROWS BETWEEN n PRECEDING AND k FOLLOWING is carried)"))
+            }
             None => match aggregate.fun().name() {
-                "sum" => Ok(Carry::Shift(Shift::Sum)),
-                "count" => Ok(Carry::Shift(Shift::Count)),
+                "sum" if !aggregate.is_distinct() => Ok(Carry::Shift(Shift::Sum)),
+                "count" if !aggregate.is_distinct() => Ok(Carry::Shift(Shift::Count)),
                 "min" => Ok(Carry::Shift(Shift::Min)),
                 "max" => Ok(Carry::Shift(Shift::Max)),
-                other => Err(format!(
-                    "{name}: {other} from the partition's start (SUM, COUNT, MIN and MAX are carried; for a moving {other}, ROWS BETWEEN n PRECEDING AND CURRENT ROW)"
-                )),
+                other if filtered => Err(format!("{name}: {other} with a FILTER from the partition's start")),
+                _ => Ok(Carry::Accumulate { peers: !rows }),
             },
             Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back), ahead: end_ahead }),
         }
     }
+}
+
+/// The aggregate of a window aggregate expression (`AVG(x) OVER (…)`), if it is one.
+pub(crate) fn aggregate_of(expr: &Arc<dyn WindowExpr>) -> Option<&AggregateFunctionExpr> {
+    expr.as_any()
+        .downcast_ref::<PlainAggregateWindowExpr>()
+        .map(|a| a.get_aggregate_expr())
+        .or_else(|| expr.as_any().downcast_ref::<SlidingAggregateWindowExpr>().map(|a| a.get_aggregate_expr()))
 }
 
 /// How every expression of an `OVER` operator is carried, or why one cannot be. They must
