@@ -53,15 +53,30 @@ impl StateMemory {
 
 /// `array` holding only its own bytes: a string or binary view taken out of a batch (`take`,
 /// `slice`) still points into that batch's data buffers and keeps them alive; `gc` copies the
-/// strings it shows out of them. Other arrays are returned as they are.
+/// strings it shows out of them. A dictionary taken out of a batch keeps the batch's whole
+/// dictionary: only the values its keys use are kept. Other arrays are returned as they are.
 pub(crate) fn own_bytes(array: datafusion::arrow::array::ArrayRef) -> datafusion::arrow::array::ArrayRef {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::DataType;
     match array.data_type() {
         DataType::Utf8View => Arc::new(array.as_string_view().gc()),
         DataType::BinaryView => Arc::new(array.as_binary_view().gc()),
+        DataType::Dictionary(..) => match array.as_any_dictionary_opt().map(arrow_select::dictionary::garbage_collect_any_dictionary) {
+            Some(Ok(owned)) => match owned.as_any_dictionary_opt() {
+                // (views among the values kept still point into the batch's buffers)
+                Some(d) if matches!(d.values().data_type(), DataType::Utf8View | DataType::BinaryView) => d.with_values(own_bytes(Arc::clone(d.values()))),
+                _ => owned,
+            },
+            _ => array,
+        },
         _ => array,
     }
+}
+
+/// Whether [`own_bytes`] may give `array` a smaller copy (views and dictionaries).
+pub(crate) fn may_share_bytes(data_type: &datafusion::arrow::datatypes::DataType) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    matches!(data_type, DataType::Utf8View | DataType::BinaryView | DataType::Dictionary(..))
 }
 
 #[cfg(test)]

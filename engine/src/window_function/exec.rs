@@ -273,6 +273,9 @@ struct Keyed {
     /// Their types (a restored key column is cast back: rows give dictionaries as values).
     key_types: Vec<DataType>,
     keys: HashMap<Key, KeyState>,
+    /// No rows: what every key without kept or held rows shares (an empty batch per key and
+    /// column would cost more than the state itself over 100 000 keys).
+    empty: RecordBatch,
     head: usize,
     tail: usize,
     /// The most rows after a row any function reads (`LEAD(x, n)`, `n FOLLOWING`).
@@ -304,6 +307,7 @@ const HEAD_COLUMN: &str = "__ferris_head";
 
 impl Keyed {
     fn try_new(exprs: Vec<Arc<dyn WindowExpr>>, carries: Vec<Carry>, input_schema: SchemaRef, schema: SchemaRef) -> Result<Self> {
+        let empty = RecordBatch::new_empty(Arc::clone(&input_schema));
         let key_types: Vec<DataType> = match exprs.first() {
             Some(e) => e.partition_by().iter().map(|p| p.data_type(&input_schema)).collect::<Result<_>>()?,
             None => Vec::new(),
@@ -325,6 +329,7 @@ impl Keyed {
             converter: RowConverter::new(partition_by)?,
             key_types,
             keys: HashMap::new(),
+            empty,
             head,
             tail,
             ahead,
@@ -360,13 +365,13 @@ impl Keyed {
 
     fn empty_state(&self) -> Result<KeyState> {
         Ok(KeyState {
-            head: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
-            tail: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
+            head: self.empty.clone(),
+            tail: self.empty.clone(),
             rows: 0,
             times: 0,
             last: self.exprs.iter().map(|e| e.field().and_then(|f| ScalarValue::try_from(f.data_type()))).collect::<Result<_>>()?,
             touched: crate::window::aggregate_exec::unix_millis(),
-            pending: RecordBatch::new_empty(Arc::clone(&self.input_schema)),
+            pending: self.empty.clone(),
             pending_first: None,
             acc: self
                 .exprs
@@ -378,6 +383,24 @@ impl Keyed {
                 })
                 .collect::<Result<_>>()?,
         })
+    }
+
+    /// Rows a key keeps, taken out of the batch they came in ([`compacted`]); none: the
+    /// shared empty batch.
+    fn own(&self, rows: RecordBatch) -> Result<RecordBatch> {
+        if rows.num_rows() == 0 {
+            return Ok(self.empty.clone());
+        }
+        compacted(rows)
+    }
+
+    /// `batch`'s `rows` for a key to keep: copied (a slice would hold the whole batch), or the
+    /// shared empty batch.
+    fn copy(&self, batch: &RecordBatch, rows: Range<usize>) -> Result<RecordBatch> {
+        if rows.is_empty() {
+            return Ok(self.empty.clone());
+        }
+        self.own(take_record_batch(batch, &UInt32Array::from_iter_values(rows.map(|x| x as u32)))?)
     }
 
     /// A key seen for the first time.
@@ -705,9 +728,10 @@ impl Keyed {
             let r = &ranges[i];
             let held = r.start + written[i]..r.end;
             let first = times.as_ref().filter(|t| !held.is_empty() && t.is_valid(held.start)).map(|t| t.value(held.start));
+            let pending = self.copy(fresh, held.clone())?;
             let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
             let (rows_before, bytes_before) = (kept_rows(key), kept_bytes(key));
-            key.pending = compacted(fresh.slice(held.start, held.len()))?;
+            key.pending = pending;
             if key.pending_first != first {
                 if let Some(old) = key.pending_first {
                     unhold(&mut self.held, old);
@@ -742,12 +766,11 @@ impl Keyed {
             let head = self.head.min(r.len());
             let rest = r.len() - head;
             let tail = self.tail.min(rest);
-            let head_rows = UInt32Array::from_iter_values((r.start..r.start + head).map(|x| x as u32));
-            let tail_rows = UInt32Array::from_iter_values((r.end - tail..r.end).map(|x| x as u32));
+            let (head, tail) = (self.copy(context_sorted, r.start..r.start + head)?, self.copy(context_sorted, r.end - tail..r.end)?);
             let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
             let (rows_before, bytes_before) = (kept_rows(key), kept_bytes(key));
-            key.head = compacted(take_record_batch(context_sorted, &head_rows)?)?;
-            key.tail = compacted(take_record_batch(context_sorted, &tail_rows)?)?;
+            key.head = head;
+            key.tail = tail;
             self.kept_rows = (self.kept_rows + kept_rows(key)).saturating_sub(rows_before);
             self.kept_bytes = (self.kept_bytes + kept_bytes(key)).saturating_sub(bytes_before);
         }
@@ -955,8 +978,8 @@ impl Keyed {
                     let s = self.empty_state()?;
                     self.keys.insert(k.clone(), s);
                 }
-                let head = compacted(take_record_batch(&rows, &UInt32Array::from(head))?)?;
-                let tail = compacted(take_record_batch(&rows, &UInt32Array::from(tail))?)?;
+                let head = self.own(take_record_batch(&rows, &UInt32Array::from(head))?)?;
+                let tail = self.own(take_record_batch(&rows, &UInt32Array::from(tail))?)?;
                 if let Some(s) = self.keys.get_mut(&k) {
                     s.head = head;
                     s.tail = tail;
@@ -1007,10 +1030,10 @@ impl Keyed {
     }
 }
 
-/// `batch` with its string and binary views holding only their own bytes (see
+/// `batch` with its string and binary views and dictionaries holding only their own bytes (see
 /// [`crate::memory::own_bytes`]).
 fn compacted(batch: RecordBatch) -> Result<RecordBatch> {
-    if !batch.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+    if !batch.columns().iter().any(|c| crate::memory::may_share_bytes(c.data_type())) {
         return Ok(batch);
     }
     let columns = batch.columns().iter().cloned().map(crate::memory::own_bytes).collect();
@@ -1036,7 +1059,9 @@ fn kept_rows(key: &KeyState) -> usize {
 
 fn kept_bytes(key: &KeyState) -> usize {
     let acc: usize = key.acc.iter().flatten().map(ScalarValue::size).sum();
-    key.head.get_array_memory_size() + key.tail.get_array_memory_size() + key.pending.get_array_memory_size() + acc
+    // (no rows: the one empty batch every key shares)
+    let rows = [&key.head, &key.tail, &key.pending].into_iter().filter(|b| b.num_rows() > 0).map(|b| b.get_array_memory_size()).sum::<usize>();
+    rows + acc
 }
 
 /// A running aggregate's values for `rows` (a key's rows to write, in event-time order),
@@ -1340,6 +1365,34 @@ mod tests {
         let numbers = rn(&out);
         assert_eq!(numbers.iter().filter(|&&n| n == 1).count(), 2, "each of the two keys starts at 1 again: {numbers:?}");
         assert_eq!(keyed.expired.value(), 2);
+    }
+
+    /// Keys with no rows kept or held share one empty batch: an empty batch per key and
+    /// column cost more than the state itself (360 MB over 100 000 Nexmark bidders), and kept
+    /// and held rows are copies, not slices holding the batch they came in.
+    #[tokio::test]
+    async fn keys_without_rows_share_one_empty_batch() {
+        let ctx = SessionContext::new();
+        let all = rows(4_000, 2_000, false, 9);
+        ctx.register_batch("t", all.clone()).unwrap();
+        let sql = format!("SELECT k, ts, x, seq, kd, sv, d, f, LAG(x) OVER ({W}) AS l, LEAD(x) OVER ({W}) AS n, AVG(x) OVER ({W}) AS a FROM t");
+        let (exprs, in_schema, out_schema) = window_nodes(&ctx, &sql).await.remove(0);
+        let carries = crate::window_function::carries(&exprs).unwrap();
+        let mut keyed = Keyed::try_new(exprs, carries, Arc::clone(&in_schema), out_schema).unwrap();
+        let project = |b: &RecordBatch| b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
+        for b in cut(&all, 3) {
+            keyed.push(&project(&b)).unwrap();
+        }
+        assert!(keyed.keys.len() > 1_500, "{} keys", keyed.keys.len());
+        let shared = |b: &RecordBatch| b.num_rows() == 0 && b.columns().iter().zip(keyed.empty.columns()).all(|(a, e)| Arc::ptr_eq(a, e));
+        for s in keyed.keys.values() {
+            assert!(shared(&s.head), "a key's empty first rows are the shared batch");
+            assert!(s.tail.num_rows() == 1 || shared(&s.tail));
+            assert!(s.pending.num_rows() == 1 || shared(&s.pending));
+        }
+        // a key's one kept row and one held row: a row's bytes, not a batch's
+        let per_key = keyed.kept_bytes / keyed.keys.len();
+        assert!(per_key < 2_048, "{per_key} bytes per key");
     }
 
     /// A kept row's string view holds its own bytes, not the batch's buffers it came from.
