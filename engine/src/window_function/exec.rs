@@ -12,7 +12,7 @@
 //! -- StreamWindowFunctionExec: [lag(…) (rows kept: first 0, last 1)] ← WatermarkSortExec ← source
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use datafusion::arrow::compute::{cast, concat, concat_batches, is_null, lexsort_
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{internal_err, Result, ScalarValue};
+use datafusion::common::{internal_err, HashMap, Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::window::WindowExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -328,7 +328,7 @@ impl Keyed {
             schema,
             converter: RowConverter::new(partition_by)?,
             key_types,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             empty,
             head,
             tail,
@@ -425,7 +425,7 @@ impl Keyed {
         let key_columns = self.key_columns(batch)?;
         let row_keys = self.row_keys(&key_columns, n)?;
         let mut order: Vec<Key> = Vec::new();
-        let mut rows_of: HashMap<Key, Vec<u32>> = HashMap::new();
+        let mut rows_of: HashMap<Key, Vec<u32>> = HashMap::default();
         for (i, k) in row_keys.into_iter().enumerate() {
             match rows_of.get_mut(&k) {
                 Some(v) => v.push(i as u32),
@@ -827,26 +827,29 @@ impl Keyed {
     /// last values (`keys`, with the `PARTITION BY` values).
     fn snapshot(&self) -> Result<OperatorState> {
         let mut tables = Vec::new();
-        let mut context = Vec::new();
-        let mut keys: Vec<&Key> = Vec::new();
+        // every key with its state, once (looked up by key, a hash per key and column)
+        let keyed: Vec<(&Key, &KeyState)> = self.keys.iter().collect();
         let context_schema = Arc::new(Schema::new(
             self.input_schema.fields().iter().cloned().chain([Arc::new(Field::new(HEAD_COLUMN, DataType::Boolean, false))]).collect::<Vec<_>>(),
         ));
-        for (k, s) in &self.keys {
-            keys.push(k);
-            for (rows, is_head) in [(&s.head, true), (&s.tail, false)] {
+        let mut context: Vec<&RecordBatch> = Vec::new();
+        let mut is_head: Vec<bool> = Vec::new();
+        for (_, s) in &keyed {
+            for (rows, head) in [(&s.head, true), (&s.tail, false)] {
                 if rows.num_rows() > 0 {
-                    let mut columns = rows.columns().to_vec();
-                    columns.push(Arc::new(BooleanArray::from(vec![is_head; rows.num_rows()])));
-                    context.push(RecordBatch::try_new(Arc::clone(&context_schema), columns)?);
+                    context.push(rows);
+                    is_head.extend(std::iter::repeat_n(head, rows.num_rows()));
                 }
             }
         }
         if !context.is_empty() {
-            tables.push(StateTable { name: "context".into(), batch: concat_batches(&context_schema, &context)?, key_columns: Vec::new() });
+            let rows = concat_batches(&self.input_schema, context)?;
+            let mut columns = rows.columns().to_vec();
+            columns.push(Arc::new(BooleanArray::from(is_head)));
+            tables.push(StateTable { name: "context".into(), batch: RecordBatch::try_new(Arc::clone(&context_schema), columns)?, key_columns: Vec::new() });
         }
         // the rows held back, not written yet, and the rows written that wait for them
-        let pending: Vec<&RecordBatch> = self.keys.values().map(|s| &s.pending).filter(|p| p.num_rows() > 0).collect();
+        let pending: Vec<&RecordBatch> = keyed.iter().map(|(_, s)| &s.pending).filter(|p| p.num_rows() > 0).collect();
         if !pending.is_empty() {
             tables.push(StateTable { name: "pending".into(), batch: concat_batches(&self.input_schema, pending)?, key_columns: Vec::new() });
         }
@@ -855,41 +858,40 @@ impl Keyed {
             let batch = compacted(concat_batches(&self.schema, self.ready.iter().map(|(b, _)| b))?)?;
             tables.push(StateTable { name: "ready".into(), batch, key_columns: Vec::new() });
         }
-        if !keys.is_empty() {
+        if !keyed.is_empty() {
             let key_columns = if self.exprs.first().is_some_and(|e| !e.partition_by().is_empty()) {
                 let parser = self.converter.parser();
-                self.converter.convert_rows(keys.iter().map(|k| parser.parse(k)))?
+                self.converter.convert_rows(keyed.iter().map(|(k, _)| parser.parse(k)))?
             } else {
                 Vec::new()
             };
             let mut fields: Vec<Field> = key_columns.iter().enumerate().map(|(i, c)| Field::new(format!("key{i}"), c.data_type().clone(), true)).collect();
             let mut columns = key_columns;
             fields.push(Field::new("rows", DataType::UInt64, false));
-            columns.push(Arc::new(UInt64Array::from_iter_values(keys.iter().map(|k| self.keys[*k].rows))));
+            columns.push(Arc::new(UInt64Array::from_iter_values(keyed.iter().map(|(_, s)| s.rows))));
             fields.push(Field::new("times", DataType::UInt64, false));
-            columns.push(Arc::new(UInt64Array::from_iter_values(keys.iter().map(|k| self.keys[*k].times))));
-            for (e, expr) in self.exprs.iter().enumerate() {
-                let values: Vec<ScalarValue> = keys.iter().map(|k| self.keys[*k].last.get(e).cloned().unwrap_or(ScalarValue::Null)).collect();
+            columns.push(Arc::new(UInt64Array::from_iter_values(keyed.iter().map(|(_, s)| s.times))));
+            // a column of one value per key, as `field`'s type
+            let column = |values: Vec<ScalarValue>, field: &Field| -> Result<ArrayRef> {
                 let array = ScalarValue::iter_to_array(values)?;
-                fields.push(Field::new(format!("last{e}"), expr.field()?.data_type().clone(), true));
-                columns.push(if array.data_type() == fields[fields.len() - 1].data_type() {
-                    array
-                } else {
-                    cast(&array, fields[fields.len() - 1].data_type())?
-                });
+                Ok(if array.data_type() == field.data_type() { array } else { cast(&array, field.data_type())? })
+            };
+            for (e, expr) in self.exprs.iter().enumerate() {
+                let field = Field::new(format!("last{e}"), expr.field()?.data_type().clone(), true);
+                columns.push(column(keyed.iter().map(|(_, s)| s.last.get(e).cloned().unwrap_or(ScalarValue::Null)).collect(), &field)?);
+                fields.push(field);
             }
             // when each key's last row came, for state.ttl (last, so older checkpoints without it read)
             fields.push(Field::new("touched", DataType::Int64, false));
-            columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(keys.iter().map(|k| self.keys[*k].touched))));
+            columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(keyed.iter().map(|(_, s)| s.touched))));
             // the aggregates' states ([`Carry::Accumulate`]), a column per state field
             for (e, expr) in self.exprs.iter().enumerate() {
                 let Some(aggregate) = super::aggregate_of(expr).filter(|_| matches!(self.carries.get(e), Some(Carry::Accumulate { .. }))) else { continue };
-                for (j, field) in aggregate.state_fields()?.iter().enumerate() {
-                    let values: Vec<ScalarValue> =
-                        keys.iter().map(|k| self.keys[*k].acc.get(e).and_then(|s| s.get(j)).cloned().unwrap_or(ScalarValue::Null)).collect();
-                    let array = ScalarValue::iter_to_array(values)?;
-                    columns.push(if array.data_type() == field.data_type() { array } else { cast(&array, field.data_type())? });
-                    fields.push(Field::new(format!("acc{e}_{j}"), field.data_type().clone(), true));
+                for (j, state_field) in aggregate.state_fields()?.iter().enumerate() {
+                    let field = Field::new(format!("acc{e}_{j}"), state_field.data_type().clone(), true);
+                    columns
+                        .push(column(keyed.iter().map(|(_, s)| s.acc.get(e).and_then(|a| a.get(j)).cloned().unwrap_or(ScalarValue::Null)).collect(), &field)?);
+                    fields.push(field);
                 }
             }
             let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
@@ -964,7 +966,7 @@ impl Keyed {
             let is_head = datafusion::arrow::array::AsArray::as_boolean(context.column(width)).clone();
             let key_columns = self.key_columns(&rows)?;
             let row_keys = self.row_keys(&key_columns, rows.num_rows())?;
-            let mut by_key: HashMap<Key, (Vec<u32>, Vec<u32>)> = HashMap::new();
+            let mut by_key: HashMap<Key, (Vec<u32>, Vec<u32>)> = HashMap::default();
             for (i, k) in row_keys.into_iter().enumerate() {
                 let entry = by_key.entry(k).or_default();
                 if is_head.value(i) {
@@ -994,7 +996,7 @@ impl Keyed {
             let rows = RecordBatch::try_new(Arc::clone(&self.input_schema), columns.to_vec())?;
             let key_columns = self.key_columns(&rows)?;
             let row_keys = self.row_keys(&key_columns, rows.num_rows())?;
-            let mut by_key: HashMap<Key, Vec<u32>> = HashMap::new();
+            let mut by_key: HashMap<Key, Vec<u32>> = HashMap::default();
             for (i, k) in row_keys.into_iter().enumerate() {
                 by_key.entry(k).or_default().push(i as u32);
             }
