@@ -27,6 +27,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, HashMap, Result, ScalarValue};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::window::WindowExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -237,9 +238,9 @@ struct KeyState {
     pending: RecordBatch,
     /// The event time (ms) of the first of them.
     pending_first: Option<i64>,
-    /// Per function carried by [`Carry::Accumulate`]: the aggregate's state over the key's
-    /// rows written so far (empty for the others).
-    acc: Vec<Vec<ScalarValue>>,
+    /// Per function carried by [`Carry::Accumulate`]: the aggregate's accumulator over the
+    /// key's rows written so far (none for the others); its state goes into checkpoints.
+    acc: Vec<Option<Box<dyn Accumulator>>>,
 }
 
 /// What [`Keyed::evaluate`] gives: the rows not written before (`fresh`, grouped by key,
@@ -378,8 +379,8 @@ impl Keyed {
                 .iter()
                 .zip(&self.carries)
                 .map(|(e, c)| match (c, super::aggregate_of(e)) {
-                    (Carry::Accumulate { .. }, Some(a)) => a.create_accumulator()?.state(),
-                    _ => Ok(Vec::new()),
+                    (Carry::Accumulate { .. }, Some(a)) => a.create_accumulator().map(Some),
+                    _ => Ok(None),
                 })
                 .collect::<Result<_>>()?,
         })
@@ -615,9 +616,9 @@ impl Keyed {
                     Carry::Accumulate { peers } => {
                         let r = &fresh_ranges[i];
                         let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
-                        let (before, state) = (kept_bytes(key), key.acc.get_mut(e));
-                        let state = state.ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without an aggregate's state".into()))?;
-                        let values = accumulated(expr, *peers, &fresh.slice(r.start, write), state)?;
+                        let (before, acc) = (kept_bytes(key), key.acc.get_mut(e).and_then(Option::as_mut));
+                        let acc = acc.ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without an aggregate's state".into()))?;
+                        let values = accumulated(expr, *peers, &fresh.slice(r.start, write), acc)?;
                         self.kept_bytes = (self.kept_bytes + kept_bytes(key)).saturating_sub(before);
                         values
                     }
@@ -825,10 +826,29 @@ impl Keyed {
 
     /// Every key's state: its kept rows (`context`, with [`HEAD_COLUMN`]) and its counters and
     /// last values (`keys`, with the `PARTITION BY` values).
-    fn snapshot(&self) -> Result<OperatorState> {
+    fn snapshot(&mut self) -> Result<OperatorState> {
         let mut tables = Vec::new();
-        // every key with its state, once (looked up by key, a hash per key and column)
-        let keyed: Vec<(&Key, &KeyState)> = self.keys.iter().collect();
+        // every key with its state, once (looked up by key, a hash per key and column); the
+        // aggregates' states taken out of their accumulators, which then go on from them
+        let mut keyed_mut: Vec<(&Key, &mut KeyState)> = self.keys.iter_mut().collect();
+        let mut acc_states: Vec<Vec<Vec<ScalarValue>>> = Vec::new();
+        for (e, expr) in self.exprs.iter().enumerate() {
+            let Some(aggregate) = super::aggregate_of(expr).filter(|_| matches!(self.carries.get(e), Some(Carry::Accumulate { .. }))) else { continue };
+            let mut states = Vec::with_capacity(keyed_mut.len());
+            for (_, s) in keyed_mut.iter_mut() {
+                let Some(acc) = s.acc.get_mut(e).and_then(Option::as_mut) else { return internal_err!("a key without the state of {}", expr.name()) };
+                let size = acc.size();
+                let state = acc.state()?;
+                // (state() consumes the accumulator's state: a new one goes on from it)
+                let mut again = aggregate.create_accumulator()?;
+                again.merge_batch(&state.iter().map(ScalarValue::to_array).collect::<Result<Vec<_>>>()?)?;
+                self.kept_bytes = (self.kept_bytes + again.size()).saturating_sub(size);
+                *acc = again;
+                states.push(state);
+            }
+            acc_states.push(states);
+        }
+        let keyed: Vec<(&Key, &KeyState)> = keyed_mut.into_iter().map(|(k, s)| (k, &*s)).collect();
         let context_schema = Arc::new(Schema::new(
             self.input_schema.fields().iter().cloned().chain([Arc::new(Field::new(HEAD_COLUMN, DataType::Boolean, false))]).collect::<Vec<_>>(),
         ));
@@ -885,18 +905,20 @@ impl Keyed {
             fields.push(Field::new("touched", DataType::Int64, false));
             columns.push(Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(keyed.iter().map(|(_, s)| s.touched))));
             // the aggregates' states ([`Carry::Accumulate`]), a column per state field
+            let mut acc_states = acc_states.into_iter();
             for (e, expr) in self.exprs.iter().enumerate() {
                 let Some(aggregate) = super::aggregate_of(expr).filter(|_| matches!(self.carries.get(e), Some(Carry::Accumulate { .. }))) else { continue };
+                let states = acc_states.next().unwrap_or_default();
                 for (j, state_field) in aggregate.state_fields()?.iter().enumerate() {
                     let field = Field::new(format!("acc{e}_{j}"), state_field.data_type().clone(), true);
-                    columns
-                        .push(column(keyed.iter().map(|(_, s)| s.acc.get(e).and_then(|a| a.get(j)).cloned().unwrap_or(ScalarValue::Null)).collect(), &field)?);
+                    columns.push(column(states.iter().map(|st| st.get(j).cloned().unwrap_or(ScalarValue::Null)).collect(), &field)?);
                     fields.push(field);
                 }
             }
             let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
             tables.push(StateTable { name: "keys".into(), batch, key_columns: Vec::new() });
         }
+        self.update_state();
         Ok(OperatorState { meta: serde_json::json!({ "functions": self.exprs.len() }), tables })
     }
 
@@ -946,13 +968,16 @@ impl Keyed {
                     if let Some(l) = s.last.get_mut(e) {
                         *l = ScalarValue::try_from_array(keys.column(key_count + 2 + e), i)?;
                     }
-                    if let (Some(columns), Some(state)) = (acc_columns.get(e), s.acc.get_mut(e)) {
-                        for (j, column) in columns.iter().enumerate() {
-                            match (column, state.get_mut(j)) {
-                                (Some(c), Some(v)) => *v = ScalarValue::try_from_array(c, i)?,
-                                _ => return internal_err!("a checkpoint lacks the state of {} (acc{e}_{j})", self.exprs[e].name()),
-                            }
-                        }
+                    if let (Some(columns), Some(Some(acc))) = (acc_columns.get(e).filter(|c| !c.is_empty()), s.acc.get_mut(e)) {
+                        let state = columns
+                            .iter()
+                            .enumerate()
+                            .map(|(j, c)| match c {
+                                Some(c) => Ok(c.slice(i, 1)),
+                                None => internal_err!("a checkpoint lacks the state of {} (acc{e}_{j})", self.exprs[e].name()),
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        acc.merge_batch(&state)?;
                     }
                 }
                 self.keys.insert(k, s);
@@ -1060,22 +1085,17 @@ fn kept_rows(key: &KeyState) -> usize {
 }
 
 fn kept_bytes(key: &KeyState) -> usize {
-    let acc: usize = key.acc.iter().flatten().map(ScalarValue::size).sum();
+    let acc: usize = key.acc.iter().flatten().map(|a| a.size()).sum();
     // (no rows: the one empty batch every key shares)
     let rows = [&key.head, &key.tail, &key.pending].into_iter().filter(|b| b.num_rows() > 0).map(|b| b.get_array_memory_size()).sum::<usize>();
     rows + acc
 }
 
 /// A running aggregate's values for `rows` (a key's rows to write, in event-time order),
-/// accumulated onto the aggregate's `state` over the key's earlier rows, which moves on past
-/// them: a peer group at a time (`peers`) or a row at a time, as DataFusion's running frames.
-fn accumulated(expr: &Arc<dyn WindowExpr>, peers: bool, rows: &RecordBatch, state: &mut Vec<ScalarValue>) -> Result<ArrayRef> {
+/// accumulated onto `acc`, the key's accumulator over its earlier rows: a peer group at a time
+/// (`peers`) or a row at a time, as DataFusion's running frames.
+fn accumulated(expr: &Arc<dyn WindowExpr>, peers: bool, rows: &RecordBatch, acc: &mut Box<dyn Accumulator>) -> Result<ArrayRef> {
     let Some(aggregate) = super::aggregate_of(expr) else { return internal_err!("{} is carried as an aggregate and is none", expr.name()) };
-    let mut acc = aggregate.create_accumulator()?;
-    if !state.is_empty() {
-        let arrays = state.iter().map(ScalarValue::to_array).collect::<Result<Vec<_>>>()?;
-        acc.merge_batch(&arrays)?;
-    }
     let n = rows.num_rows();
     let args = aggregate.expressions().iter().map(|a| a.evaluate(rows).and_then(|v| v.into_array(n))).collect::<Result<Vec<_>>>()?;
     let groups: Vec<Range<usize>> = match expr.order_by().first() {
@@ -1087,7 +1107,6 @@ fn accumulated(expr: &Arc<dyn WindowExpr>, peers: bool, rows: &RecordBatch, stat
         acc.update_batch(&args.iter().map(|a| a.slice(g.start, g.len())).collect::<Vec<_>>())?;
         values.push((acc.evaluate()?, g.len()));
     }
-    *state = acc.state()?;
     if values.is_empty() {
         return Ok(new_empty_array(expr.field()?.data_type()));
     }
@@ -1245,6 +1264,10 @@ mod tests {
             let mut keyed = Keyed::try_new(exprs.clone(), carries.clone(), Arc::clone(&in_schema), Arc::clone(&out_schema)).unwrap();
             let mut out = Vec::new();
             for (i, b) in input.iter().enumerate() {
+                if i == restart_at / 2 || i == restart_at + 3 {
+                    // a checkpoint that the operator goes on from: taking it changes nothing
+                    keyed.snapshot().unwrap();
+                }
                 if i == restart_at {
                     // a restart: the state through a checkpoint's encoding into a new operator
                     let snap = keyed.snapshot().unwrap();
@@ -1280,7 +1303,7 @@ mod tests {
             assert!(keyed.ready.is_empty() && keyed.ready_bytes == 0, "{sql}: rows left waiting");
             // a few rows per key, not the batches they came in (string views hold their data)
             // (aggregates' states apart: MEDIAN's and DISTINCT's hold the key's values)
-            let states: usize = keyed.keys.values().flat_map(|s| s.acc.iter().flatten()).map(ScalarValue::size).sum();
+            let states: usize = keyed.keys.values().flat_map(|s| s.acc.iter().flatten()).map(|a| a.size()).sum();
             let per_key = (keyed.kept_bytes - states) / keyed.keys.len().max(1);
             // (a third batch of rows per key, held back, when a function reads later rows)
             let bound = if keyed.ahead > 0 { 8192 } else { 4096 };
@@ -1311,9 +1334,9 @@ mod tests {
     const W: &str = "PARTITION BY k ORDER BY ts";
 
     /// Fails on the first line where `got` and `want` (printed tables) differ, showing both.
-    /// Floating-point cells may differ in their last digits (1e-12 relative): `STDDEV` and
-    /// `VAR` merge the carried state (count, mean, squared deviations) into a new accumulator,
-    /// which rounds otherwise than one accumulator fed every row.
+    /// Floating-point cells may differ in their last digits (1e-12 relative): after the
+    /// restart, `STDDEV` and `VAR` go on from their state (count, mean, squared deviations)
+    /// merged into a new accumulator, which rounds otherwise than one accumulator fed every row.
     fn same(got: &str, want: &str, what: &str) {
         let cells_match = |g: &str, w: &str| {
             g == w

@@ -21,8 +21,8 @@
 //! ```
 //!
 //! A running aggregate that no shift gives (`AVG(x) OVER (PARTITION BY k ORDER BY ts)`,
-//! `STDDEV`, `COUNT(DISTINCT x)`, …) carries the aggregate's own state, as DataFusion's
-//! accumulator gives it ([`Carry::Accumulate`]).
+//! `STDDEV`, `COUNT(DISTINCT x)`, …) keeps DataFusion's accumulator per key, its state in
+//! checkpoints ([`Carry::Accumulate`]).
 //!
 //! What is not carried — frames ending `UNBOUNDED FOLLOWING`, `RANGE`/`GROUPS` frames with a
 //! bounded start or end, aggregates from the partition's start ending before or after the
@@ -63,8 +63,8 @@ pub enum Carry {
     Shift(Shift),
     /// A running aggregate from the key's first row to the current one that no shift gives:
     /// `AVG(x) OVER (PARTITION BY k ORDER BY ts)`, `STDDEV`, `BOOL_AND`, `COUNT(DISTINCT x)`, …
-    /// The key carries the aggregate's state (DataFusion's accumulator state: `AVG`'s count and
-    /// sum), and its new rows are accumulated onto it.
+    /// Each key keeps DataFusion's accumulator, onto which its new rows are accumulated; a
+    /// checkpoint holds the accumulator's state (`AVG`'s count and sum).
     Accumulate {
         /// Rows of one time share one value (`RANGE` and `GROUPS` frames, the default with an
         /// `ORDER BY`); under `ROWS` each row has its own.
