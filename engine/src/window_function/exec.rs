@@ -17,7 +17,9 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{make_comparator, new_empty_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{
+    make_comparator, new_empty_array, new_null_array, Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array, UInt64Array,
+};
 use datafusion::arrow::compute::kernels::cmp::{gt, lt};
 use datafusion::arrow::compute::kernels::numeric::add_wrapping;
 use datafusion::arrow::compute::kernels::zip::zip;
@@ -28,10 +30,12 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, HashMap, Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Accumulator;
-use datafusion::physical_expr::window::WindowExpr;
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::physical_expr::window::{StandardWindowExpr, WindowExpr};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::windows::WindowUDFExpr;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
@@ -253,6 +257,83 @@ struct Evaluated {
     values: Vec<ArrayRef>,
 }
 
+/// A function computed over a whole batch of keys at once, in a pass over its rows, instead of
+/// by DataFusion a key at a time (thousands of calls a batch with many keys). The same values:
+/// the differential tests compare both with DataFusion's batch answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fast {
+    /// `ROW_NUMBER()`: the key's rows so far plus the row's place.
+    RowNumber,
+    /// `RANK()`: the key's rows so far plus the place of the row's first peer.
+    Rank,
+    /// `DENSE_RANK()`: the key's distinct times so far plus the row's time's place.
+    DenseRank,
+    /// A running `SUM` of integers (an `Int64` result): the key's last sum plus the running sum,
+    /// over rows of one time together under `RANGE`/`GROUPS`.
+    Sum { peers: bool },
+    /// A running `COUNT(x)` or `COUNT(*)` (`star`), likewise.
+    Count { peers: bool, star: bool },
+    /// `LAG(x, offset)` without a default: the row `offset` rows before in the key's context.
+    Lag { offset: usize },
+}
+
+impl Fast {
+    /// How `expr`, carried as `carry`, is computed over a whole batch, if it can be.
+    fn of(expr: &Arc<dyn WindowExpr>, carry: Carry) -> Option<Fast> {
+        let peers = expr.get_window_frame().units != datafusion::logical_expr::WindowFrameUnits::Rows;
+        let function = |name: &str| -> Option<&WindowUDFExpr> {
+            let standard = expr.as_any().downcast_ref::<StandardWindowExpr>()?;
+            let udf = standard.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>()?;
+            (udf.fun().name() == name).then_some(udf)
+        };
+        let int64_result = expr.field().ok().is_some_and(|f| f.data_type() == &DataType::Int64);
+        let plain = || super::aggregate_of(expr).filter(|a| !a.is_distinct() && a.expressions().len() == 1 && !format!("{expr:?}").contains("filter: Some("));
+        match carry {
+            Carry::Shift(Shift::Rows) if function("row_number").is_some() => Some(Fast::RowNumber),
+            Carry::Shift(Shift::Rows) if function("rank").is_some() => Some(Fast::Rank),
+            Carry::Shift(Shift::Times) if function("dense_rank").is_some() => Some(Fast::DenseRank),
+            // (an Int64 sum is of integers: a sum of floats or decimals keeps DataFusion's order)
+            Carry::Shift(Shift::Sum) if int64_result => {
+                plain()?;
+                Some(Fast::Sum { peers })
+            }
+            Carry::Shift(Shift::Count) if int64_result => {
+                let a = plain()?;
+                let star = a.expressions().first()?.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null());
+                Some(Fast::Count { peers, star })
+            }
+            Carry::Context { ahead: 0, .. } => {
+                let udf = function("lag")?;
+                // LAG(x) or LAG(x, n) with n >= 0; a default keeps DataFusion's
+                if udf.args().len() > 2 || format!("{udf:?}").contains("ignore_nulls: true") || format!("{udf:?}").contains("is_reversed: true") {
+                    return None;
+                }
+                let offset = match udf.args().get(1) {
+                    None => 1,
+                    Some(a) => match a.downcast_ref::<Literal>()?.value().cast_to(&DataType::Int64).ok()? {
+                        ScalarValue::Int64(Some(n)) if n >= 0 => usize::try_from(n).ok()?,
+                        _ => return None,
+                    },
+                };
+                Some(Fast::Lag { offset })
+            }
+            _ => None,
+        }
+    }
+
+    /// The value `LAG` reads.
+    fn lag_argument(expr: &Arc<dyn WindowExpr>) -> Option<Arc<dyn PhysicalExpr>> {
+        let standard = expr.as_any().downcast_ref::<StandardWindowExpr>()?;
+        let udf = standard.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>()?;
+        udf.args().first().cloned()
+    }
+
+    /// Whether it needs to know which rows share a time.
+    fn needs_peers(&self) -> bool {
+        matches!(self, Fast::Rank | Fast::DenseRank | Fast::Sum { peers: true } | Fast::Count { peers: true, .. })
+    }
+}
+
 /// Takes one key's first held-back time out of `held`.
 fn unhold(held: &mut BTreeMap<i64, usize>, t: i64) {
     if let Some(n) = held.get_mut(&t) {
@@ -281,6 +362,9 @@ struct Keyed {
     tail: usize,
     /// The most rows after a row any function reads (`LEAD(x, n)`, `n FOLLOWING`).
     ahead: usize,
+    /// Per function: how it is computed over a whole batch at once, if it can be (else a
+    /// key at a time by DataFusion).
+    fast: Vec<Option<Fast>>,
     /// An integer event time's multiplier to milliseconds.
     int_scale: i64,
     /// Each key's first held-back time, counted (the watermark handed on stays behind it).
@@ -309,6 +393,7 @@ const HEAD_COLUMN: &str = "__ferris_head";
 impl Keyed {
     fn try_new(exprs: Vec<Arc<dyn WindowExpr>>, carries: Vec<Carry>, input_schema: SchemaRef, schema: SchemaRef) -> Result<Self> {
         let empty = RecordBatch::new_empty(Arc::clone(&input_schema));
+        let fast = exprs.iter().zip(&carries).map(|(e, c)| Fast::of(e, *c)).collect();
         let key_types: Vec<DataType> = match exprs.first() {
             Some(e) => e.partition_by().iter().map(|p| p.data_type(&input_schema)).collect::<Result<_>>()?,
             None => Vec::new(),
@@ -330,6 +415,7 @@ impl Keyed {
             converter: RowConverter::new(partition_by)?,
             key_types,
             keys: HashMap::default(),
+            fast,
             empty,
             head,
             tail,
@@ -590,7 +676,16 @@ impl Keyed {
             if with_context { self.with_context(order, &fresh, &fresh_ranges)? } else { (fresh.clone(), fresh_ranges.clone()) };
         let input_width = self.input_schema.fields().len();
         let mut all_values = Vec::with_capacity(self.exprs.len());
-        for (e, (expr, carry)) in self.exprs.iter().zip(&self.carries).enumerate() {
+        // whether each fresh row has the time of the row before it in its key (a peer)
+        let peers = if self.fast.iter().flatten().any(|f| f.needs_peers()) { self.peers(&fresh, &fresh_ranges)? } else { Vec::new() };
+        for e in 0..self.exprs.len() {
+            let (expr, carry) = (Arc::clone(&self.exprs[e]), self.carries[e]);
+            if let Some(fast) = self.fast.get(e).copied().flatten() {
+                let values = self.evaluate_fast(fast, e, order, &fresh, &fresh_ranges, &written, &peers, &context_sorted, &context_ranges)?;
+                let want = self.schema.field(input_width + e).data_type();
+                all_values.push(if values.data_type() == want { values } else { cast(&values, want)? });
+                continue;
+            }
             let mut parts: Vec<ArrayRef> = Vec::with_capacity(order.len());
             for (i, k) in order.iter().enumerate() {
                 let (fresh_len, write) = (fresh_ranges[i].len(), written[i]);
@@ -607,7 +702,7 @@ impl Keyed {
                         let r = &fresh_ranges[i];
                         let values = expr.evaluate(&fresh.slice(r.start, r.len()))?.slice(0, write);
                         let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
-                        let shifted = shifted(&values, *shift, key, e)?;
+                        let shifted = shifted(&values, shift, key, e)?;
                         if let Some(l) = key.last.get_mut(e) {
                             *l = ScalarValue::try_from_array(&shifted, shifted.len() - 1)?;
                         }
@@ -618,7 +713,7 @@ impl Keyed {
                         let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
                         let (before, acc) = (kept_bytes(key), key.acc.get_mut(e).and_then(Option::as_mut));
                         let acc = acc.ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without an aggregate's state".into()))?;
-                        let values = accumulated(expr, *peers, &fresh.slice(r.start, write), acc)?;
+                        let values = accumulated(&expr, peers, &fresh.slice(r.start, write), acc)?;
                         self.kept_bytes = (self.kept_bytes + kept_bytes(key)).saturating_sub(before);
                         values
                     }
@@ -657,6 +752,133 @@ impl Keyed {
         }
         self.update_state();
         Ok(Evaluated { fresh, ranges: fresh_ranges, written, values: all_values })
+    }
+
+    /// Per fresh row: whether it has the event time of the row before it in its key (`ranges`
+    /// each key's rows).
+    fn peers(&self, fresh: &RecordBatch, ranges: &[Range<usize>]) -> Result<Vec<bool>> {
+        let mut out = vec![false; fresh.num_rows()];
+        let Some(order) = self.exprs.first().and_then(|e| e.order_by().first()) else { return Ok(out) };
+        let times = order.expr.evaluate(fresh)?.into_array(fresh.num_rows())?;
+        let same = make_comparator(times.as_ref(), times.as_ref(), order.options)?;
+        for r in ranges {
+            for (i, peer) in out.iter_mut().enumerate().take(r.end).skip(r.start + 1) {
+                *peer = same(i - 1, i).is_eq();
+            }
+        }
+        Ok(out)
+    }
+
+    /// A function's values for every key's written rows at once (see [`Fast`]), key after key
+    /// as [`Keyed::evaluate`] gives them; the keys' last values move on.
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate_fast(
+        &mut self,
+        fast: Fast,
+        e: usize,
+        order: &[Key],
+        fresh: &RecordBatch,
+        ranges: &[Range<usize>],
+        written: &[usize],
+        peers: &[bool],
+        context: &RecordBatch,
+        context_ranges: &[Range<usize>],
+    ) -> Result<ArrayRef> {
+        let total: usize = written.iter().sum();
+        let key_of = |keys: &HashMap<Key, KeyState>, k: &Key| -> Result<(u64, u64, Option<i64>)> {
+            let s = keys.get(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
+            let last = match s.last.get(e) {
+                Some(ScalarValue::Int64(v)) => *v,
+                _ => None,
+            };
+            Ok((s.rows, s.times, last))
+        };
+        match fast {
+            Fast::RowNumber | Fast::Rank | Fast::DenseRank => {
+                let mut out = Vec::with_capacity(total);
+                for (i, k) in order.iter().enumerate() {
+                    let (rows, times, _) = key_of(&self.keys, k)?;
+                    let r = &ranges[i];
+                    let (mut first, mut ordinal) = (0u64, 0u64);
+                    for j in 0..written[i] {
+                        let new_time = j == 0 || !peers.get(r.start + j).copied().unwrap_or(false);
+                        if new_time {
+                            first = j as u64;
+                            ordinal += 1;
+                        }
+                        out.push(match fast {
+                            Fast::RowNumber => rows + j as u64 + 1,
+                            Fast::Rank => rows + first + 1,
+                            _ => times + ordinal,
+                        });
+                    }
+                }
+                Ok(Arc::new(UInt64Array::from(out)))
+            }
+            Fast::Sum { peers: with_peers } | Fast::Count { peers: with_peers, .. } => {
+                let Some(aggregate) = super::aggregate_of(&self.exprs[e]) else { return internal_err!("{} is no aggregate", self.exprs[e].name()) };
+                let arg = match aggregate.expressions().first() {
+                    Some(a) => a.evaluate(fresh)?.into_array(fresh.num_rows())?,
+                    None => return internal_err!("{} has no argument", self.exprs[e].name()),
+                };
+                // (a count reads only which values are null)
+                let counted = Arc::clone(&arg);
+                let arg = if matches!(fast, Fast::Sum { .. }) { cast(&arg, &DataType::Int64)? } else { new_null_array(&DataType::Int64, arg.len()) };
+                let arg = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(&arg).clone();
+                let star = matches!(fast, Fast::Count { star: true, .. });
+                let mut out: Vec<Option<i64>> = Vec::with_capacity(total);
+                for (i, k) in order.iter().enumerate() {
+                    let (_, _, last) = key_of(&self.keys, k)?;
+                    let r = &ranges[i];
+                    let start = out.len();
+                    let mut acc = match fast {
+                        Fast::Count { .. } => Some(last.unwrap_or(0)),
+                        _ => last,
+                    };
+                    for j in r.start..r.start + written[i] {
+                        if matches!(fast, Fast::Count { .. }) {
+                            if star || counted.is_valid(j) {
+                                acc = acc.map(|a| a.wrapping_add(1));
+                            }
+                        } else if arg.is_valid(j) {
+                            acc = Some(acc.unwrap_or(0).wrapping_add(arg.value(j)));
+                        }
+                        out.push(acc);
+                    }
+                    if with_peers {
+                        // rows of one time share the value at the last of them
+                        let mut shared = None;
+                        for j in (0..written[i]).rev() {
+                            if j + 1 == written[i] || !peers.get(r.start + j + 1).copied().unwrap_or(false) {
+                                shared = out[start + j];
+                            }
+                            out[start + j] = shared;
+                        }
+                    }
+                    if written[i] > 0 {
+                        let value = out[out.len() - 1];
+                        let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
+                        if let Some(l) = key.last.get_mut(e) {
+                            *l = ScalarValue::Int64(value);
+                        }
+                    }
+                }
+                Ok(Arc::new(Int64Array::from(out)))
+            }
+            Fast::Lag { offset } => {
+                let Some(arg) = Fast::lag_argument(&self.exprs[e]) else { return internal_err!("{} has no argument", self.exprs[e].name()) };
+                let values = arg.evaluate(context)?.into_array(context.num_rows())?;
+                let mut indices: Vec<Option<u32>> = Vec::with_capacity(total);
+                for (i, r) in context_ranges.iter().enumerate() {
+                    // the fresh rows are the context's last ones
+                    let first_fresh = r.end - ranges[i].len();
+                    for p in first_fresh..first_fresh + written[i] {
+                        indices.push(p.checked_sub(offset).filter(|&q| q >= r.start).map(|q| q as u32));
+                    }
+                }
+                Ok(take(&values, &UInt32Array::from(indices), None)?)
+            }
+        }
     }
 
     /// Per key, how many of its fresh rows can be written: all of them when nothing reads
@@ -1438,7 +1660,7 @@ mod tests {
     async fn carried_functions_equal_datafusions_batch_answer_across_batches_and_a_restart() {
         let queries = [
             format!("SELECT k, ts, x, seq, LAG(x) OVER ({W}) AS l1, LAG(x, 3) OVER ({W}) AS l3, ROW_NUMBER() OVER ({W}) AS rn, FIRST_VALUE(x) OVER ({W}) AS fv, NTH_VALUE(x, 2) OVER ({W}) AS nv, LAST_VALUE(x) OVER ({W}) AS lv FROM t"),
-            format!("SELECT k, ts, x, seq, SUM(x) OVER ({W}) AS s, COUNT(x) OVER ({W}) AS c, COUNT(*) OVER ({W}) AS cs, MIN(x) OVER ({W}) AS mn, MAX(x) OVER ({W}) AS mx, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr FROM t"),
+            format!("SELECT k, ts, x, seq, SUM(x) OVER ({W}) AS s, COUNT(x) OVER ({W}) AS c, COUNT(*) OVER ({W}) AS cs, COUNT(sv) OVER ({W}) AS csv, MIN(x) OVER ({W}) AS mn, MAX(x) OVER ({W}) AS mx, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr FROM t"),
             format!("SELECT k, ts, x, seq, AVG(x) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS a5, SUM(x) OVER ({W} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, MAX(x) OVER ({W} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS m2 FROM t"),
             "SELECT k, ts, x, seq, ROW_NUMBER() OVER (ORDER BY ts) AS rn, SUM(x) OVER (ORDER BY ts) AS s, LAG(x, 2) OVER (ORDER BY ts) AS l2 FROM t".to_string(),
             // a dictionary key, string views kept, a decimal sum, frames ending before the row
