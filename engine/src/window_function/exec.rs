@@ -821,8 +821,9 @@ impl Keyed {
                     Some(a) => a.evaluate(fresh)?.into_array(fresh.num_rows())?,
                     None => return internal_err!("{} has no argument", self.exprs[e].name()),
                 };
-                // (a count reads only which values are null)
-                let counted = Arc::clone(&arg);
+                // (a count reads only which values are null, as DataFusion's: a NULL literal, a
+                // dictionary's null values and run ends count as null)
+                let counted = arg.logical_nulls();
                 let arg = if matches!(fast, Fast::Sum { .. }) { cast(&arg, &DataType::Int64)? } else { new_null_array(&DataType::Int64, arg.len()) };
                 let arg = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(&arg).clone();
                 let star = matches!(fast, Fast::Count { star: true, .. });
@@ -837,7 +838,7 @@ impl Keyed {
                     };
                     for j in r.start..r.start + written[i] {
                         if matches!(fast, Fast::Count { .. }) {
-                            if star || counted.is_valid(j) {
+                            if star || counted.as_ref().is_none_or(|n| n.is_valid(j)) {
                                 acc = acc.map(|a| a.wrapping_add(1));
                             }
                         } else if arg.is_valid(j) {
@@ -1319,7 +1320,14 @@ fn kept_bytes(key: &KeyState) -> usize {
 fn accumulated(expr: &Arc<dyn WindowExpr>, peers: bool, rows: &RecordBatch, acc: &mut Box<dyn Accumulator>) -> Result<ArrayRef> {
     let Some(aggregate) = super::aggregate_of(expr) else { return internal_err!("{} is carried as an aggregate and is none", expr.name()) };
     let n = rows.num_rows();
-    let args = aggregate.expressions().iter().map(|a| a.evaluate(rows).and_then(|v| v.into_array(n))).collect::<Result<Vec<_>>>()?;
+    // (copied: an accumulator may keep what it is given, ARRAY_AGG its arrays, and a slice of
+    // the batch would hold all of it)
+    let all = UInt32Array::from_iter_values(0..n as u32);
+    let args = aggregate
+        .expressions()
+        .iter()
+        .map(|a| Ok(crate::memory::own_bytes(take(&a.evaluate(rows)?.into_array(n)?, &all, None)?)))
+        .collect::<Result<Vec<_>>>()?;
     let groups: Vec<Range<usize>> = match expr.order_by().first() {
         Some(order) if peers => datafusion::arrow::compute::partition(&[order.expr.evaluate(rows)?.into_array(n)?])?.ranges(),
         _ => (0..n).map(|i| i..i + 1).collect(),
@@ -1660,7 +1668,7 @@ mod tests {
     async fn carried_functions_equal_datafusions_batch_answer_across_batches_and_a_restart() {
         let queries = [
             format!("SELECT k, ts, x, seq, LAG(x) OVER ({W}) AS l1, LAG(x, 3) OVER ({W}) AS l3, ROW_NUMBER() OVER ({W}) AS rn, FIRST_VALUE(x) OVER ({W}) AS fv, NTH_VALUE(x, 2) OVER ({W}) AS nv, LAST_VALUE(x) OVER ({W}) AS lv FROM t"),
-            format!("SELECT k, ts, x, seq, SUM(x) OVER ({W}) AS s, COUNT(x) OVER ({W}) AS c, COUNT(*) OVER ({W}) AS cs, COUNT(sv) OVER ({W}) AS csv, MIN(x) OVER ({W}) AS mn, MAX(x) OVER ({W}) AS mx, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr FROM t"),
+            format!("SELECT k, ts, x, seq, SUM(x) OVER ({W}) AS s, COUNT(x) OVER ({W}) AS c, COUNT(*) OVER ({W}) AS cs, COUNT(sv) OVER ({W}) AS csv, COUNT(NULL) OVER ({W}) AS cn, MIN(x) OVER ({W}) AS mn, MAX(x) OVER ({W}) AS mx, RANK() OVER ({W}) AS r, DENSE_RANK() OVER ({W}) AS dr FROM t"),
             format!("SELECT k, ts, x, seq, AVG(x) OVER ({W} ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS a5, SUM(x) OVER ({W} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s3, MAX(x) OVER ({W} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS m2 FROM t"),
             "SELECT k, ts, x, seq, ROW_NUMBER() OVER (ORDER BY ts) AS rn, SUM(x) OVER (ORDER BY ts) AS s, LAG(x, 2) OVER (ORDER BY ts) AS l2 FROM t".to_string(),
             // a dictionary key, string views kept, a decimal sum, frames ending before the row
