@@ -518,30 +518,36 @@ impl Keyed {
         self.expire()?;
         // the batch's keys in the order they first appear, and each key's rows in order
         let key_columns = self.key_columns(batch)?;
-        let row_keys = self.row_keys(&key_columns, n)?;
-        let mut order: Vec<Key> = Vec::new();
-        let mut rows_of: HashMap<Key, Vec<u32>> = HashMap::default();
-        for (i, k) in row_keys.into_iter().enumerate() {
-            match rows_of.get_mut(&k) {
-                Some(v) => v.push(i as u32),
+        // (each row's key read in place from the converted rows: a key is copied out once per
+        // batch, not once per row)
+        let converted = if key_columns.is_empty() { None } else { Some(self.converter.convert_columns(&key_columns)?) };
+        let mut first_of: Vec<&[u8]> = Vec::new();
+        let mut rows_of: Vec<Vec<u32>> = Vec::new();
+        let mut place: HashMap<&[u8], usize> = HashMap::default();
+        for i in 0..n {
+            let k: &[u8] = converted.as_ref().map_or(&[], |c| c.row(i).data());
+            match place.get(k) {
+                Some(&p) => rows_of[p].push(i as u32),
                 None => {
-                    rows_of.insert(k.clone(), vec![i as u32]);
-                    order.push(k);
+                    place.insert(k, first_of.len());
+                    first_of.push(k);
+                    rows_of.push(vec![i as u32]);
                 }
             }
         }
+        let order: Vec<Key> = first_of.iter().map(|k| k.to_vec()).collect();
         for k in &order {
             if !self.keys.contains_key(k) {
                 self.add_key(k.clone())?;
             }
         }
         // the new rows grouped by key; where each new row went
-        let grouped: Vec<u32> = order.iter().flat_map(|k| rows_of[k].iter().copied()).collect();
+        let grouped: Vec<u32> = rows_of.iter().flatten().copied().collect();
         let new_sorted = take_record_batch(batch, &UInt32Array::from(grouped.clone()))?;
         let mut new_ranges = Vec::with_capacity(order.len());
         let mut at = 0usize;
-        for k in &order {
-            let len = rows_of[k].len();
+        for rows in &rows_of {
+            let len = rows.len();
             new_ranges.push(at..at + len);
             at += len;
         }
