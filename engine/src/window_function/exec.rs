@@ -273,6 +273,8 @@ enum Fast {
     Sum { peers: bool },
     /// A running `COUNT(x)` or `COUNT(*)` (`star`), likewise.
     Count { peers: bool, star: bool },
+    /// A running `MIN` or `MAX` (`max`) of integers (an `Int64` result), likewise.
+    MinMax { peers: bool, max: bool },
     /// A running `SUM` of floating-point values (a `Float64` result): the key's last sum plus
     /// each row's (or each time's, under `RANGE`/`GROUPS`) sum, added as DataFusion's
     /// accumulator adds them, so that the values are DataFusion's to the last digit.
@@ -300,6 +302,10 @@ impl Fast {
             Carry::Shift(Shift::Sum) if int64_result => {
                 plain()?;
                 Some(Fast::Sum { peers })
+            }
+            Carry::Shift(shift @ (Shift::Min | Shift::Max)) if int64_result => {
+                plain()?;
+                Some(Fast::MinMax { peers, max: shift == Shift::Max })
             }
             Carry::Shift(Shift::Sum) if expr.field().ok().is_some_and(|f| f.data_type() == &DataType::Float64) => {
                 plain()?;
@@ -338,7 +344,15 @@ impl Fast {
 
     /// Whether it needs to know which rows share a time.
     fn needs_peers(&self) -> bool {
-        matches!(self, Fast::Rank | Fast::DenseRank | Fast::Sum { peers: true } | Fast::Count { peers: true, .. } | Fast::SumFloat { peers: true })
+        matches!(
+            self,
+            Fast::Rank
+                | Fast::DenseRank
+                | Fast::Sum { peers: true }
+                | Fast::Count { peers: true, .. }
+                | Fast::SumFloat { peers: true }
+                | Fast::MinMax { peers: true, .. }
+        )
     }
 }
 
@@ -829,7 +843,7 @@ impl Keyed {
                 }
                 Ok(Arc::new(UInt64Array::from(out)))
             }
-            Fast::Sum { peers: with_peers } | Fast::Count { peers: with_peers, .. } => {
+            Fast::Sum { peers: with_peers } | Fast::Count { peers: with_peers, .. } | Fast::MinMax { peers: with_peers, .. } => {
                 let Some(aggregate) = super::aggregate_of(&self.exprs[e]) else { return internal_err!("{} is no aggregate", self.exprs[e].name()) };
                 let arg = match aggregate.expressions().first() {
                     Some(a) => a.evaluate(fresh)?.into_array(fresh.num_rows())?,
@@ -838,7 +852,7 @@ impl Keyed {
                 // (a count reads only which values are null, as DataFusion's: a NULL literal, a
                 // dictionary's null values and run ends count as null)
                 let counted = arg.logical_nulls();
-                let arg = if matches!(fast, Fast::Sum { .. }) { cast(&arg, &DataType::Int64)? } else { new_null_array(&DataType::Int64, arg.len()) };
+                let arg = if matches!(fast, Fast::Count { .. }) { new_null_array(&DataType::Int64, arg.len()) } else { cast(&arg, &DataType::Int64)? };
                 let arg = datafusion::arrow::array::AsArray::as_primitive::<datafusion::arrow::datatypes::Int64Type>(&arg).clone();
                 let star = matches!(fast, Fast::Count { star: true, .. });
                 let mut out: Vec<Option<i64>> = Vec::with_capacity(total);
@@ -856,7 +870,13 @@ impl Keyed {
                                 acc = acc.map(|a| a.wrapping_add(1));
                             }
                         } else if arg.is_valid(j) {
-                            acc = Some(acc.unwrap_or(0).wrapping_add(arg.value(j)));
+                            let v = arg.value(j);
+                            acc = Some(match (fast, acc) {
+                                (Fast::MinMax { max: true, .. }, Some(a)) => a.max(v),
+                                (Fast::MinMax { max: false, .. }, Some(a)) => a.min(v),
+                                (Fast::MinMax { .. }, None) => v,
+                                (_, a) => a.unwrap_or(0).wrapping_add(v),
+                            });
                         }
                         out.push(acc);
                     }
