@@ -1,10 +1,11 @@
 //! `StreamWindowFunctionExec`: window functions over rows in event-time order (see the module
 //! above), with each key's carried state in checkpoints.
 //!
-//! A batch of new rows is evaluated a key at a time: for functions carried by context, over
-//! the key's kept rows followed by its new ones (DataFusion evaluates the whole run, the new
-//! rows' values are taken); for shifted ones, over the new rows alone, then shifted by what
-//! the key had. The output is the input's rows in their order with one column per function,
+//! A batch of new rows is grouped by key. The functions of [`Fast`] are computed for all keys
+//! in one pass over the rows. The others are evaluated a key at a time: for functions carried
+//! by context, over the key's kept rows followed by its new ones (DataFusion evaluates the
+//! whole run, the new rows' values are taken); for shifted ones, over the new rows alone, then
+//! shifted by what the key had; running aggregates by the key's own accumulator. The output is the input's rows in their order with one column per function,
 //! as DataFusion's `BoundedWindowAggExec` gives them.
 //!
 //! ```sql

@@ -1,11 +1,14 @@
 //! Window functions over a stream whose state is checkpointed: `LAG`, `LEAD`, `ROW_NUMBER`,
-//! `RANK`, `DENSE_RANK`, `FIRST_VALUE`, `LAST_VALUE`, `NTH_VALUE`, running `SUM`/`COUNT`/`MIN`/
-//! `MAX` and any aggregate over a `ROWS` frame of so many rows before and after the current one,
+//! `RANK`, `DENSE_RANK`, `FIRST_VALUE`, `LAST_VALUE`, `NTH_VALUE`, any running aggregate (`SUM`,
+//! `AVG`, `COUNT(DISTINCT x)`, …) and any aggregate over a `ROWS` frame of so many rows before
+//! and after the current one,
 //! on rows put in event-time order by [`crate::event_time::watermark_sort::WatermarkSortExec`].
 //!
-//! Each function is evaluated by DataFusion itself, a key at a time, over each batch of new
-//! rows; what a key carries from one batch to the next is small and kept as Arrow data (see
-//! [`Carry`]), so a checkpoint holds it and a restart goes on exactly where it was. A function
+//! The common functions (`ROW_NUMBER`, ranks, `LAG` without a default, running `COUNT`, `SUM`
+//! and integer `MIN`/`MAX`) are computed for all keys of a batch in one pass; the others are
+//! evaluated by DataFusion itself, a key at a time, over each batch of new rows. What a key
+//! carries from one batch to the next is small and kept as Arrow data (see [`Carry`]), so a
+//! checkpoint holds it and a restart goes on exactly where it was. A function
 //! that reads later rows (`LEAD(x, n)`, a frame ending `n FOLLOWING`) holds each key's last rows
 //! back until that many later rows of the key have come (or the input ends, or `state.ttl`
 //! forgets the key): their values are final when written, never corrected, and the rows of
