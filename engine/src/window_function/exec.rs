@@ -282,6 +282,9 @@ enum Fast {
     SumFloat { peers: bool },
     /// `LAG(x, offset)` without a default: the row `offset` rows before in the key's context.
     Lag { offset: usize },
+    /// `LEAD(x, offset)` without a default: the row `offset` rows after among the key's fresh
+    /// rows (there when the row is written, but at the input's end or a key's expiry: null).
+    Lead { offset: usize },
 }
 
 impl Fast {
@@ -317,9 +320,12 @@ impl Fast {
                 let star = a.expressions().first()?.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null());
                 Some(Fast::Count { peers, star })
             }
-            Carry::Context { ahead: 0, .. } => {
-                let udf = function("lag")?;
-                // LAG(x) or LAG(x, n) with n >= 0; a default keeps DataFusion's
+            Carry::Context { ahead, .. } => {
+                let (udf, lead) = match function("lag") {
+                    Some(udf) => (udf, false),
+                    None => (function("lead")?, true),
+                };
+                // LAG(x) or LAG(x, n), LEAD likewise, with n >= 0; a default keeps DataFusion's
                 if udf.args().len() > 2 || format!("{udf:?}").contains("ignore_nulls: true") || format!("{udf:?}").contains("is_reversed: true") {
                     return None;
                 }
@@ -330,13 +336,18 @@ impl Fast {
                         _ => return None,
                     },
                 };
-                Some(Fast::Lag { offset })
+                match (lead, ahead) {
+                    (false, 0) => Some(Fast::Lag { offset }),
+                    // (the rows written have that many later rows of their key after them)
+                    (true, a) if a == offset && offset > 0 => Some(Fast::Lead { offset }),
+                    _ => None,
+                }
             }
             _ => None,
         }
     }
 
-    /// The value `LAG` reads.
+    /// The value `LAG` or `LEAD` reads.
     fn lag_argument(expr: &Arc<dyn WindowExpr>) -> Option<Arc<dyn PhysicalExpr>> {
         let standard = expr.as_any().downcast_ref::<StandardWindowExpr>()?;
         let udf = standard.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>()?;
@@ -938,15 +949,17 @@ impl Keyed {
                 }
                 Ok(Arc::new(datafusion::arrow::array::Float64Array::from(out)))
             }
-            Fast::Lag { offset } => {
+            Fast::Lag { offset } | Fast::Lead { offset } => {
                 let Some(arg) = Fast::lag_argument(&self.exprs[e]) else { return internal_err!("{} has no argument", self.exprs[e].name()) };
                 let values = arg.evaluate(context)?.into_array(context.num_rows())?;
+                let lead = matches!(fast, Fast::Lead { .. });
                 let mut indices: Vec<Option<u32>> = Vec::with_capacity(total);
                 for (i, r) in context_ranges.iter().enumerate() {
                     // the fresh rows are the context's last ones
                     let first_fresh = r.end - ranges[i].len();
                     for p in first_fresh..first_fresh + written[i] {
-                        indices.push(p.checked_sub(offset).filter(|&q| q >= r.start).map(|q| q as u32));
+                        let q = if lead { p.checked_add(offset).filter(|&q| q < r.end) } else { p.checked_sub(offset).filter(|&q| q >= r.start) };
+                        indices.push(q.map(|q| q as u32));
                     }
                 }
                 Ok(take(&values, &UInt32Array::from(indices), None)?)

@@ -4,9 +4,9 @@
 //! and after the current one,
 //! on rows put in event-time order by [`crate::event_time::watermark_sort::WatermarkSortExec`].
 //!
-//! The common functions (`ROW_NUMBER`, ranks, `LAG` without a default, running `COUNT`, `SUM`
-//! and integer `MIN`/`MAX`) are computed for all keys of a batch in one pass; the others are
-//! evaluated by DataFusion itself, a key at a time, over each batch of new rows. What a key
+//! The common functions (`ROW_NUMBER`, ranks, `LAG`/`LEAD` without a default, running
+//! `COUNT`, `SUM` and integer `MIN`/`MAX`) are computed for all keys of a batch in one pass; the
+//! others are evaluated by DataFusion itself, a key at a time, over each batch of new rows. What a key
 //! carries from one batch to the next is small and kept as Arrow data (see [`Carry`]), so a
 //! checkpoint holds it and a restart goes on exactly where it was. A function
 //! that reads later rows (`LEAD(x, n)`, a frame ending `n FOLLOWING`) holds each key's last rows
