@@ -32,11 +32,10 @@ use datafusion::common::{internal_err, HashMap, Result, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::window::{StandardWindowExpr, WindowExpr};
+use datafusion::physical_expr::window::WindowExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, Gauge, MetricBuilder, MetricsSet};
-use datafusion::physical_plan::windows::WindowUDFExpr;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
@@ -291,13 +290,9 @@ impl Fast {
     /// How `expr`, carried as `carry`, is computed over a whole batch, if it can be.
     fn of(expr: &Arc<dyn WindowExpr>, carry: Carry) -> Option<Fast> {
         let peers = expr.get_window_frame().units != datafusion::logical_expr::WindowFrameUnits::Rows;
-        let function = |name: &str| -> Option<&WindowUDFExpr> {
-            let standard = expr.as_any().downcast_ref::<StandardWindowExpr>()?;
-            let udf = standard.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>()?;
-            (udf.fun().name() == name).then_some(udf)
-        };
+        let function = |name: &str| super::window_udf(expr).filter(|udf| udf.fun().name() == name);
         let int64_result = expr.field().ok().is_some_and(|f| f.data_type() == &DataType::Int64);
-        let plain = || super::aggregate_of(expr).filter(|a| !a.is_distinct() && a.expressions().len() == 1 && !format!("{expr:?}").contains("filter: Some("));
+        let plain = || super::aggregate_of(expr).filter(|a| !a.is_distinct() && a.expressions().len() == 1 && !super::has_filter(expr));
         match carry {
             Carry::Shift(Shift::Rows) if function("row_number").is_some() => Some(Fast::RowNumber),
             Carry::Shift(Shift::Rows) if function("rank").is_some() => Some(Fast::Rank),
@@ -320,26 +315,14 @@ impl Fast {
                 let star = a.expressions().first()?.downcast_ref::<Literal>().is_some_and(|l| !l.value().is_null());
                 Some(Fast::Count { peers, star })
             }
-            Carry::Context { ahead, .. } => {
-                let (udf, lead) = match function("lag") {
-                    Some(udf) => (udf, false),
-                    None => (function("lead")?, true),
-                };
-                // LAG(x) or LAG(x, n), LEAD likewise, with n >= 0; a default keeps DataFusion's
-                if udf.args().len() > 2 || format!("{udf:?}").contains("ignore_nulls: true") || format!("{udf:?}").contains("is_reversed: true") {
-                    return None;
-                }
-                let offset = match udf.args().get(1) {
-                    None => 1,
-                    Some(a) => match a.downcast_ref::<Literal>()?.value().cast_to(&DataType::Int64).ok()? {
-                        ScalarValue::Int64(Some(n)) if n >= 0 => usize::try_from(n).ok()?,
-                        _ => return None,
-                    },
-                };
-                match (lead, ahead) {
-                    (false, 0) => Some(Fast::Lag { offset }),
+            // LAG and LEAD without a default (LAG(x, -n) is LEAD(x, n)): the carry holds the
+            // offset (`Carry::of` has refused IGNORE NULLS and reversed ones)
+            Carry::Context { head: 0, tail, ahead } => {
+                let udf = function("lag").or_else(|| function("lead"))?;
+                match (udf.args().len() <= 2, tail, ahead) {
+                    (true, offset, 0) => Some(Fast::Lag { offset }),
                     // (the rows written have that many later rows of their key after them)
-                    (true, a) if a == offset && offset > 0 => Some(Fast::Lead { offset }),
+                    (true, 0, offset) => Some(Fast::Lead { offset }),
                     _ => None,
                 }
             }
@@ -349,9 +332,7 @@ impl Fast {
 
     /// The value `LAG` or `LEAD` reads.
     fn lag_argument(expr: &Arc<dyn WindowExpr>) -> Option<Arc<dyn PhysicalExpr>> {
-        let standard = expr.as_any().downcast_ref::<StandardWindowExpr>()?;
-        let udf = standard.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>()?;
-        udf.args().first().cloned()
+        super::window_udf(expr)?.args().first().cloned()
     }
 
     /// Whether it needs to know which rows share a time.
@@ -709,15 +690,20 @@ impl Keyed {
     fn evaluate(&mut self, order: &[Key], new_sorted: &RecordBatch, new_ranges: &[Range<usize>], all: bool) -> Result<Evaluated> {
         // the rows not written yet: each key's held rows, then its new ones
         let (fresh, fresh_ranges) = if self.ahead == 0 { (new_sorted.clone(), new_ranges.to_vec()) } else { self.with_held(order, new_sorted, new_ranges)? };
-        let written = self.writable(&fresh, &fresh_ranges, all)?;
+        // whether each fresh row has the time of the row before it in its key (a peer): where
+        // rows held back may be cut, ranks, running frames over peers, distinct times
+        let needs_peers = (self.ahead > 0 && !all)
+            || self.counts_times()
+            || self.fast.iter().flatten().any(|f| f.needs_peers())
+            || self.carries.contains(&Carry::Accumulate { peers: true });
+        let peers = if needs_peers { self.peers(&fresh, &fresh_ranges)? } else { Vec::new() };
+        let written = self.writable(&fresh_ranges, all, &peers);
         // with context: each key's kept rows, then its fresh rows
         let with_context = self.head + self.tail > 0;
         let (context_sorted, context_ranges) =
             if with_context { self.with_context(order, &fresh, &fresh_ranges)? } else { (fresh.clone(), fresh_ranges.clone()) };
         let input_width = self.input_schema.fields().len();
         let mut all_values = Vec::with_capacity(self.exprs.len());
-        // whether each fresh row has the time of the row before it in its key (a peer)
-        let peers = if self.fast.iter().flatten().any(|f| f.needs_peers()) { self.peers(&fresh, &fresh_ranges)? } else { Vec::new() };
         for e in 0..self.exprs.len() {
             let (expr, carry) = (Arc::clone(&self.exprs[e]), self.carries[e]);
             if let Some(fast) = self.fast.get(e).copied().flatten() {
@@ -748,12 +734,14 @@ impl Keyed {
                         }
                         shifted
                     }
-                    Carry::Accumulate { peers } => {
+                    Carry::Accumulate { peers: with_peers } => {
                         let r = &fresh_ranges[i];
                         let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
                         let (before, acc) = (kept_bytes(key), key.acc.get_mut(e).and_then(Option::as_mut));
                         let acc = acc.ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without an aggregate's state".into()))?;
-                        let values = accumulated(&expr, peers, &fresh.slice(r.start, write), acc)?;
+                        // (a row whose time is its previous row's goes in that row's group)
+                        let same_time = if with_peers { peers.get(r.start..r.start + write) } else { None };
+                        let values = accumulated(&expr, &fresh.slice(r.start, write), same_time, acc)?;
                         self.kept_bytes = (self.kept_bytes + kept_bytes(key)).saturating_sub(before);
                         values
                     }
@@ -771,7 +759,7 @@ impl Keyed {
         }
         // the keys move on: rows, distinct times, kept rows, rows held back
         let written_ranges: Vec<Range<usize>> = fresh_ranges.iter().zip(&written).map(|(r, w)| r.start..r.start + w).collect();
-        let times = self.distinct_times(&fresh, &written_ranges)?;
+        let times = self.distinct_times(&written_ranges, &peers);
         let now = crate::window::aggregate_exec::unix_millis();
         for (i, k) in order.iter().enumerate() {
             let key = self.keys.get_mut(k).ok_or_else(|| datafusion::error::DataFusionError::Internal("a key without state".into()))?;
@@ -970,25 +958,20 @@ impl Keyed {
     /// Per key, how many of its fresh rows can be written: all of them when nothing reads
     /// later rows (or `all`); else all but the last [`Keyed::ahead`], and never some rows of
     /// one time without the others (ranks and `RANGE` frames count peers together).
-    fn writable(&self, fresh: &RecordBatch, ranges: &[Range<usize>], all: bool) -> Result<Vec<usize>> {
+    fn writable(&self, ranges: &[Range<usize>], all: bool, peers: &[bool]) -> Vec<usize> {
         if self.ahead == 0 || all {
-            return Ok(ranges.iter().map(|r| r.len()).collect());
+            return ranges.iter().map(|r| r.len()).collect();
         }
-        let Some(order) = self.exprs.first().and_then(|e| e.order_by().first()) else {
-            return Ok(ranges.iter().map(|r| r.len().saturating_sub(self.ahead)).collect());
-        };
-        let times = order.expr.evaluate(fresh)?.into_array(fresh.num_rows())?;
-        let same = make_comparator(times.as_ref(), times.as_ref(), order.options)?;
-        Ok(ranges
+        ranges
             .iter()
             .map(|r| {
                 let mut w = r.len().saturating_sub(self.ahead);
-                while w > 0 && same(r.start + w - 1, r.start + w).is_eq() {
+                while w > 0 && peers.get(r.start + w).copied().unwrap_or(false) {
                     w -= 1;
                 }
                 w
             })
-            .collect())
+            .collect()
     }
 
     /// Each key's rows held back, then its new rows, and each key's range in that.
@@ -1087,17 +1070,16 @@ impl Keyed {
     }
 
     /// Per key: how many distinct event times its new rows have (the `ORDER BY` value).
-    fn distinct_times(&self, new_sorted: &RecordBatch, ranges: &[std::ops::Range<usize>]) -> Result<Vec<u64>> {
-        let needed = self.carries.contains(&Carry::Shift(Shift::Times));
-        let Some(order) = self.exprs.first().and_then(|e| e.order_by().first()).filter(|_| needed) else { return Ok(vec![0; ranges.len()]) };
-        let values = order.expr.evaluate(new_sorted)?.into_array(new_sorted.num_rows())?;
-        ranges
-            .iter()
-            .map(|r| {
-                let slice = values.slice(r.start, r.len());
-                Ok(datafusion::arrow::compute::partition(&[slice])?.len() as u64)
-            })
-            .collect()
+    fn distinct_times(&self, ranges: &[Range<usize>], peers: &[bool]) -> Vec<u64> {
+        if !self.counts_times() {
+            return vec![0; ranges.len()];
+        }
+        ranges.iter().map(|r| (r.start..r.end).filter(|&j| j == r.start || !peers.get(j).copied().unwrap_or(false)).count() as u64).collect()
+    }
+
+    /// Whether a function needs each key's distinct times (`DENSE_RANK`).
+    fn counts_times(&self) -> bool {
+        self.carries.contains(&Carry::Shift(Shift::Times)) && self.exprs.first().is_some_and(|e| !e.order_by().is_empty())
     }
 
     /// `state.ttl`: forgets the keys no row has come for in that long (looked at every
@@ -1400,9 +1382,10 @@ fn kept_bytes(key: &KeyState) -> usize {
 }
 
 /// A running aggregate's values for `rows` (a key's rows to write, in event-time order),
-/// accumulated onto `acc`, the key's accumulator over its earlier rows: a peer group at a time
-/// (`peers`) or a row at a time, as DataFusion's running frames.
-fn accumulated(expr: &Arc<dyn WindowExpr>, peers: bool, rows: &RecordBatch, acc: &mut Box<dyn Accumulator>) -> Result<ArrayRef> {
+/// accumulated onto `acc`, the key's accumulator over its earlier rows: the rows of one time
+/// together when `peers` says which rows have their previous row's time (`RANGE`/`GROUPS`),
+/// else a row at a time, as DataFusion's running frames.
+fn accumulated(expr: &Arc<dyn WindowExpr>, rows: &RecordBatch, peers: Option<&[bool]>, acc: &mut Box<dyn Accumulator>) -> Result<ArrayRef> {
     let Some(aggregate) = super::aggregate_of(expr) else { return internal_err!("{} is carried as an aggregate and is none", expr.name()) };
     let n = rows.num_rows();
     // (copied: an accumulator may keep what it is given, ARRAY_AGG its arrays, and a slice of
@@ -1413,10 +1396,13 @@ fn accumulated(expr: &Arc<dyn WindowExpr>, peers: bool, rows: &RecordBatch, acc:
         .iter()
         .map(|a| Ok(crate::memory::own_bytes(take(&a.evaluate(rows)?.into_array(n)?, &all, None)?)))
         .collect::<Result<Vec<_>>>()?;
-    let groups: Vec<Range<usize>> = match expr.order_by().first() {
-        Some(order) if peers => datafusion::arrow::compute::partition(&[order.expr.evaluate(rows)?.into_array(n)?])?.ranges(),
-        _ => (0..n).map(|i| i..i + 1).collect(),
-    };
+    let mut groups: Vec<Range<usize>> = Vec::with_capacity(n);
+    for j in 0..n {
+        match groups.last_mut() {
+            Some(g) if j > 0 && peers.is_some_and(|p| p.get(j).copied().unwrap_or(false)) => g.end = j + 1,
+            _ => groups.push(j..j + 1),
+        }
+    }
     let mut values: Vec<(ScalarValue, usize)> = Vec::with_capacity(groups.len());
     for g in groups {
         acc.update_batch(&args.iter().map(|a| a.slice(g.start, g.len())).collect::<Vec<_>>())?;
@@ -1560,6 +1546,12 @@ mod tests {
         out
     }
 
+    /// `batch`'s columns of `schema` (the input of a window operator), found by name.
+    fn projected(batch: &RecordBatch, schema: &Schema) -> RecordBatch {
+        let columns = schema.fields().iter().map(|f| batch.schema().index_of(f.name()).unwrap_or_else(|e| panic!("{e}"))).collect::<Vec<_>>();
+        batch.project(&columns).unwrap()
+    }
+
     /// `sql`'s answer by our operator fed `batches` (snapshot and restored through the state's
     /// encoding before batch `restart_at`), and by DataFusion over all rows, both by `seq`.
     async fn both(sql: &str, all: &RecordBatch, batches: &[RecordBatch], restart_at: usize) -> (String, String) {
@@ -1597,9 +1589,7 @@ mod tests {
                     keyed = Keyed::try_new(exprs.clone(), carries.clone(), Arc::clone(&in_schema), Arc::clone(&out_schema)).unwrap();
                     keyed.restore(&OperatorState { meta: snap.meta, tables }).unwrap();
                 }
-                let b = b
-                    .project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap_or_else(|e| panic!("{sql}: {e}"))).collect::<Vec<_>>())
-                    .unwrap();
+                let b = projected(b, &in_schema);
                 out.extend(keyed.push(&b).unwrap());
                 // what is held back holds the watermark: each holding key counted once
                 let holding = keyed.keys.values().filter(|s| s.pending.num_rows() > 0).count();
@@ -1686,7 +1676,7 @@ mod tests {
             k.state_ttl = Some(std::time::Duration::from_millis(300));
             k
         };
-        let project = |b: &RecordBatch| b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
+        let project = |b: &RecordBatch| projected(b, &in_schema);
         let rn = |out: &RecordBatch| -> Vec<u64> {
             let i = out.schema().fields().iter().position(|f| f.name().starts_with("row_number")).unwrap();
             out.column(i).as_any().downcast_ref::<UInt64Array>().unwrap().values().to_vec()
@@ -1721,7 +1711,7 @@ mod tests {
         let (exprs, in_schema, out_schema) = window_nodes(&ctx, &sql).await.remove(0);
         let carries = crate::window_function::carries(&exprs).unwrap();
         let mut keyed = Keyed::try_new(exprs, carries, Arc::clone(&in_schema), out_schema).unwrap();
-        let project = |b: &RecordBatch| b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
+        let project = |b: &RecordBatch| projected(b, &in_schema);
         for b in cut(&all, 3) {
             keyed.push(&project(&b)).unwrap();
         }
@@ -1845,7 +1835,7 @@ mod tests {
         let sql = format!("SELECT k, ts, x, seq, LEAD(x) OVER ({W}) AS nx FROM t");
         let (exprs, in_schema, out_schema) = window_nodes(&ctx, &sql).await.remove(0);
         let carries = crate::window_function::carries(&exprs).unwrap();
-        let project = |b: &RecordBatch| b.project(&in_schema.fields().iter().map(|f| b.schema().index_of(f.name()).unwrap()).collect::<Vec<_>>()).unwrap();
+        let project = |b: &RecordBatch| projected(b, &in_schema);
         let column = |b: &RecordBatch, name: &str| b.column(b.schema().index_of(name).unwrap()).as_any().downcast_ref::<Int64Array>().unwrap().clone();
         let (ts, k) = (column(&all, "ts"), all.column(0).as_any().downcast_ref::<StringArray>().unwrap().clone());
         // each key's last row among the first 20 waits for its next; rows after the first of

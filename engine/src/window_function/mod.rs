@@ -152,9 +152,8 @@ impl Carry {
                 None => return Err(format!("{name}: its frame ends at the partition's end (UNBOUNDED FOLLOWING)")),
             },
         };
-        if let Some(standard) = expr.as_any().downcast_ref::<StandardWindowExpr>() {
-            let func = standard.get_standard_func_expr();
-            let Some(udf) = func.as_any().downcast_ref::<WindowUDFExpr>() else {
+        if expr.as_any().downcast_ref::<StandardWindowExpr>().is_some() {
+            let Some(udf) = window_udf(expr) else {
                 return Err(format!("{name} is not a window function it knows"));
             };
             // (neither is public: the expression's Debug text says them)
@@ -200,8 +199,7 @@ impl Carry {
             };
         }
         let Some(aggregate) = aggregate_of(expr) else { return Err(format!("{name} is not a window function it knows")) };
-        // (the FILTER is not public: the expression's Debug text says it)
-        let filtered = format!("{expr:?}").contains("filter: Some(");
+        let filtered = has_filter(expr);
         let running = start_back.is_none() && end_back == 0 && end_ahead == 0;
         if aggregate.is_distinct() && !running {
             return Err(format!("{name}: DISTINCT in a window aggregate over a frame that is not from the partition's start to the current row"));
@@ -224,6 +222,17 @@ impl Carry {
             Some(n) => Ok(Carry::Context { head: 0, tail: n.max(end_back), ahead: end_ahead }),
         }
     }
+}
+
+/// The window function of a `LAG(x)`, `ROW_NUMBER()`, … expression, if it is one.
+pub(crate) fn window_udf(expr: &Arc<dyn WindowExpr>) -> Option<&WindowUDFExpr> {
+    expr.as_any().downcast_ref::<StandardWindowExpr>()?.get_standard_func_expr().as_any().downcast_ref::<WindowUDFExpr>()
+}
+
+/// Whether a window aggregate has a `FILTER (WHERE …)` (not public in DataFusion: the
+/// expression's Debug text says it).
+pub(crate) fn has_filter(expr: &Arc<dyn WindowExpr>) -> bool {
+    format!("{expr:?}").contains("filter: Some(")
 }
 
 /// The aggregate of a window aggregate expression (`AVG(x) OVER (…)`), if it is one.
