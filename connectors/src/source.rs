@@ -123,6 +123,33 @@ pub trait Source: Debug + Send + Sync {
     fn partitions_pruned(&self, projection: Option<&[usize]>, _scans: &[Vec<datafusion::logical_expr::Expr>]) -> Vec<Arc<dyn PartitionStream>> {
         self.partitions(projection)
     }
+
+    /// For one scan alone, another read of a bounded source that also drops, while decoding,
+    /// the rows `dynamic` rejects: a hash join's filter on its probe side, known once the join
+    /// has read its build side. Nexmark q7 joins the bids with their maxima per window, and the
+    /// probe reads the `price` column first and the other columns only for the few bids at a
+    /// maximum:
+    ///
+    /// ```sql
+    /// SELECT b.auction, b.price FROM bid b
+    /// JOIN (SELECT MAX(price) AS maxprice FROM bid GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)) m
+    ///   ON b.price = m.maxprice     -- the probe keeps `price IN (<the maxima>)` while decoding
+    /// ```
+    ///
+    /// The read waits for the filter to be complete before it starts, so it yields the same rows
+    /// however often it is executed. `scans` as for [`Source::partitions_pruned`]. Its rows
+    /// count in the source's metrics only when `count` (no other scan reads the source). Its
+    /// positions are its own, never in a checkpoint: only a job without barriers asks. None
+    /// when the source cannot skip data so (streams, text files): the scan stays as planned.
+    fn read_again(
+        &self,
+        _projection: Option<&[usize]>,
+        _scans: &[Vec<datafusion::logical_expr::Expr>],
+        _dynamic: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        _count: bool,
+    ) -> Option<Vec<Arc<dyn PartitionStream>>> {
+        None
+    }
 }
 
 /// The columns `projection` asks for of `schema` (all of them when `None`) and their schema: what

@@ -14,6 +14,7 @@ mod guide_examples;
 mod http;
 mod iceberg;
 mod iot;
+mod join_filters;
 mod kafka;
 mod kafka_tls;
 mod nexmark;

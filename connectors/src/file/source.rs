@@ -50,7 +50,7 @@ pub struct FileSource {
     size: std::sync::OnceLock<SourceSize>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReadConfig {
     name: String,
     format: FileFormat,
@@ -250,6 +250,27 @@ impl FileSource {
         &self.files
     }
 
+    /// The schema of the batches read for `projection`, and the projection when it drops a column.
+    fn projected(&self, projection: Option<&[usize]>) -> (SchemaRef, Option<Arc<[usize]>>) {
+        let schema = match projection {
+            Some(p) => self.cfg.schema.project(p).map(Arc::new).unwrap_or_else(|_| Arc::clone(&self.cfg.schema)),
+            None => Arc::clone(&self.cfg.schema),
+        };
+        let projection = projection.filter(|_| schema.fields().len() < self.cfg.schema.fields().len()).map(Into::into);
+        (schema, projection)
+    }
+
+    /// The units, dealt out to the partitions in turn.
+    fn split_units(&self) -> Vec<Vec<Unit>> {
+        let units = self.units();
+        let n = self.partitions.min(units.len()).max(1);
+        let mut parts: Vec<Vec<Unit>> = vec![Vec::new(); n];
+        for (i, u) in units.into_iter().enumerate() {
+            parts[i % n].push(u);
+        }
+        parts
+    }
+
     fn units(&self) -> Vec<Unit> {
         let mut units = Vec::new();
         let single = self.files.len() < self.partitions && !self.ordered;
@@ -318,17 +339,8 @@ impl Source for FileSource {
 
     fn partitions_pruned(&self, projection: Option<&[usize]>, scans: &[Vec<datafusion::logical_expr::Expr>]) -> Vec<Arc<dyn PartitionStream>> {
         let filter = row_filter(scans).map(Arc::new);
-        let schema = match projection {
-            Some(p) => self.cfg.schema.project(p).map(Arc::new).unwrap_or_else(|_| Arc::clone(&self.cfg.schema)),
-            None => Arc::clone(&self.cfg.schema),
-        };
-        let projection: Option<Arc<[usize]>> = projection.filter(|_| schema.fields().len() < self.cfg.schema.fields().len()).map(Into::into);
-        let units = self.units();
-        let n = self.partitions.min(units.len()).max(1);
-        let mut parts: Vec<Vec<Unit>> = vec![Vec::new(); n];
-        for (i, u) in units.into_iter().enumerate() {
-            parts[i % n].push(u);
-        }
+        let (schema, projection) = self.projected(projection);
+        let parts = self.split_units();
         let restored = self.positions.restored();
         // a partition starts where the restored checkpoint left its units: a checkpoint taken
         // before it reads anything new holds those positions, not none
@@ -348,9 +360,45 @@ impl Source for FileSource {
                     units,
                     cell,
                     filter: filter.clone(),
+                    dynamic: None,
                 }) as Arc<dyn PartitionStream>
             })
             .collect()
+    }
+
+    /// Parquet files read once (not tailed): the partitions [`Source::partitions_pruned`]
+    /// makes, with cells of their own (not the checkpoint's) and `dynamic` dropping rows too.
+    fn read_again(
+        &self,
+        projection: Option<&[usize]>,
+        scans: &[Vec<datafusion::logical_expr::Expr>],
+        dynamic: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        count: bool,
+    ) -> Option<Vec<Arc<dyn PartitionStream>>> {
+        if self.cfg.format != FileFormat::Parquet || self.cfg.watch {
+            return None;
+        }
+        let filter = row_filter(scans).map(Arc::new);
+        let (schema, projection) = self.projected(projection);
+        // rows read a second time are not counted again
+        let cfg = if count { Arc::clone(&self.cfg) } else { Arc::new(ReadConfig { metrics: Arc::new(ConnectorMetrics::default()), ..(*self.cfg).clone() }) };
+        let parts = self.split_units();
+        Some(
+            parts
+                .into_iter()
+                .map(|units| {
+                    Arc::new(FilePartition {
+                        cfg: Arc::clone(&cfg),
+                        schema: Arc::clone(&schema),
+                        projection: projection.clone(),
+                        units,
+                        cell: PositionCell::new(),
+                        filter: filter.clone(),
+                        dynamic: Some(Arc::clone(&dynamic)),
+                    }) as Arc<dyn PartitionStream>
+                })
+                .collect(),
+        )
     }
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
@@ -438,6 +486,8 @@ struct FilePartition {
     cell: PositionCell,
     /// Rows every scan of the source drops (Parquet: evaluated while decoding).
     filter: Option<Arc<datafusion::logical_expr::Expr>>,
+    /// A hash join's filter on the one scan this partition is read for ([`Source::read_again`]).
+    dynamic: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
 
 /// What one read produces: the projected schema and the projection, and the rows it may drop.
@@ -445,6 +495,8 @@ struct Output<'a> {
     schema: &'a SchemaRef,
     projection: Option<&'a [usize]>,
     filter: Option<&'a datafusion::logical_expr::Expr>,
+    /// A hash join's filter (see [`Source::read_again`]).
+    dynamic: Option<&'a Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
 
 /// The rows a source read by `scans` (each with the WHERE conjuncts it pushed down) may drop:
@@ -546,54 +598,132 @@ fn physical_filter(filter: &datafusion::logical_expr::Expr, schema: arrow::datat
 /// Per row group of the file, whether `filter` may keep a row of it (by the groups' min/max
 /// statistics); None when the filter cannot be judged so.
 fn row_groups_wanted(
-    filter: &datafusion::logical_expr::Expr,
+    filter: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
     file_schema: &SchemaRef,
     metadata: &parquet::file::metadata::ParquetMetaData,
     parquet_schema: &parquet::schema::types::SchemaDescriptor,
 ) -> Option<Vec<bool>> {
-    let expr = physical_filter(filter, file_schema.as_ref().clone())?;
+    let expr = filter?;
     // None: the filter says nothing about min/max (or could not be built)
     let predicate = datafusion::physical_optimizer::pruning::PruningPredicateBuilder::new().with_file_schema(Arc::clone(file_schema)).build(expr)?;
     predicate.prune(&RowGroupStatistics { metadata, arrow_schema: file_schema.as_ref(), parquet_schema }).ok()
 }
 
-/// The Parquet row filter of `filter` for a file of schema `file_schema`, or None when a
-/// column it reads is missing from the file or of another type than the source's (the rows
-/// are then filtered above, as always). Rows it drops still count as read.
-fn parquet_row_filter(
-    filter: &datafusion::logical_expr::Expr,
+/// A Parquet predicate evaluating `expr` (a physical expression whose columns are found by
+/// name) over the columns it reads, decoded before the others; None when one of them is missing
+/// from the file or of another type than the source's (the rows are then filtered above, as
+/// always). Rows it drops still count as read.
+fn parquet_predicate(
+    expr: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     file_schema: &SchemaRef,
     source_schema: &SchemaRef,
     parquet_schema: &parquet::schema::types::SchemaDescriptor,
     metrics: Arc<ConnectorMetrics>,
-) -> Option<parquet::arrow::arrow_reader::RowFilter> {
-    use arrow::array::AsArray;
-    use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
-    let mut cols: Vec<usize> = Vec::new();
-    for c in filter.column_refs() {
-        let i = file_schema.index_of(&c.name).ok()?;
-        let source_type = source_schema.field_with_name(&c.name).ok()?.data_type();
-        if file_schema.field(i).data_type() != source_type {
-            return None;
-        }
-        cols.push(i);
-    }
-    cols.sort_unstable();
-    cols.dedup();
-    let expr = physical_filter(filter, file_schema.project(&cols).ok()?)?;
+) -> Option<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> {
+    use parquet::arrow::arrow_reader::ArrowPredicateFn;
+    let (cols, expr) = on_own_columns(expr, file_schema, source_schema)?;
     let mask = parquet::arrow::ProjectionMask::roots(parquet_schema, cols);
     let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
-        let rows = batch.num_rows();
-        let keep = expr.evaluate(&batch).and_then(|v| v.into_array(rows)).map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
-        let keep = keep.as_boolean_opt().cloned().ok_or_else(|| arrow::error::ArrowError::ComputeError("a WHERE clause that is not a boolean".into()))?;
+        let keep = keeps(&expr, &batch)?;
         // the rows dropped here were read all the same
-        let dropped = rows - keep.true_count();
+        let dropped = batch.num_rows() - keep.true_count();
         if dropped > 0 {
             metrics.records.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(keep)
     });
-    Some(RowFilter::new(vec![Box::new(predicate)]))
+    Some(Box::new(predicate))
+}
+
+/// The file columns `expr` reads (ascending) and `expr` over a batch of just those; None when
+/// one is missing from the file or of another type than the source's.
+fn on_own_columns(
+    expr: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    file_schema: &SchemaRef,
+    source_schema: &SchemaRef,
+) -> Option<(Vec<usize>, Arc<dyn datafusion::physical_expr::PhysicalExpr>)> {
+    let mut cols: Vec<usize> = Vec::new();
+    for c in datafusion::physical_expr::utils::collect_columns(&expr) {
+        let i = file_schema.index_of(c.name()).ok()?;
+        let source_type = source_schema.field_with_name(c.name()).ok()?.data_type();
+        if file_schema.field(i).data_type() != source_type {
+            return None;
+        }
+        cols.push(i);
+    }
+    if cols.is_empty() {
+        return None;
+    }
+    cols.sort_unstable();
+    cols.dedup();
+    let expr = datafusion::physical_expr::utils::reassign_expr_columns(expr, &file_schema.project(&cols).ok()?).ok()?;
+    Some((cols, expr))
+}
+
+/// The rows of `batch` that `filter` keeps.
+fn keeps(
+    filter: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    batch: &RecordBatch,
+) -> std::result::Result<arrow::array::BooleanArray, arrow::error::ArrowError> {
+    use arrow::array::AsArray;
+    let keep = filter.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?;
+    keep.as_boolean_opt().cloned().ok_or_else(|| arrow::error::ArrowError::ComputeError("a WHERE clause that is not a boolean".into()))
+}
+
+/// Rows of a hash join's filter tried on the start of a file before reading with it.
+const SAMPLE_ROWS: usize = 16 * 1024;
+
+/// True when `filter` drops at least half of the first [`SAMPLE_ROWS`] rows of row group
+/// `group` of `path` (decoding only the columns it reads): worth decoding those columns
+/// twice, once to filter and once for the rows kept. A filter that keeps most rows (Nexmark
+/// q4's bids, nearly all of a known auction) would only cost.
+fn drops_enough(
+    path: &Path,
+    group: usize,
+    filter: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    file_schema: &SchemaRef,
+    source_schema: &SchemaRef,
+) -> bool {
+    let Some((cols, expr)) = on_own_columns(Arc::clone(filter), file_schema, source_schema) else { return false };
+    let sample = || -> Option<(usize, usize)> {
+        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(path).ok()?).ok()?;
+        let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), cols);
+        let mut reader = b.with_row_groups(vec![group]).with_projection(mask).with_limit(SAMPLE_ROWS).with_batch_size(SAMPLE_ROWS).build().ok()?;
+        let batch = reader.next()?.ok()?;
+        let kept = keeps(&expr, &batch).ok()?.true_count();
+        Some((kept, batch.num_rows()))
+    };
+    sample().is_some_and(|(kept, rows)| rows > 0 && kept * 2 <= rows)
+}
+
+/// Waits, on this blocking thread, until every hash join filter in `expr` is complete (the
+/// joins have read their build sides); false when the reader went away first.
+fn wait_until_complete(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, tx: &BatchSender) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+    let mut filters: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>> = Vec::new();
+    let _ = expr.apply(|e| {
+        if e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some() {
+            filters.push(Arc::clone(e));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let complete = futures::future::join_all(filters.iter().filter_map(|e| e.downcast_ref::<DynamicFilterPhysicalExpr>()).map(|d| d.wait_complete()));
+    futures::executor::block_on(async {
+        match futures::future::select(Box::pin(complete), Box::pin(tx.closed())).await {
+            futures::future::Either::Left(_) => true,
+            futures::future::Either::Right(_) => false,
+        }
+    })
+}
+
+/// What a hash join's filter keeps once complete, on unqualified columns; None when it keeps
+/// every row.
+fn settled_filter(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    use datafusion::physical_expr::expressions::Literal;
+    let now = datafusion::physical_expr_common::physical_expr::snapshot_physical_expr(Arc::clone(expr)).ok()?;
+    let keeps_all = now.downcast_ref::<Literal>().is_some_and(|l| l.value() == &datafusion::common::ScalarValue::Boolean(Some(true)));
+    (!keeps_all).then_some(now)
 }
 
 type BatchSender = mpsc::Sender<datafusion::error::Result<PositionedBatch>>;
@@ -613,8 +743,9 @@ impl PartitionStream for FilePartition {
         let schema = Arc::clone(&self.schema);
         let projection = self.projection.clone();
         let filter = self.filter.clone();
+        let dynamic = self.dynamic.clone();
         tokio::task::spawn_blocking(move || {
-            let out = Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref() };
+            let out = Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref(), dynamic: dynamic.as_ref() };
             for (unit, resume) in units {
                 match read_unit(&cfg, &out, &unit, resume, &tx) {
                     Ok(true) => {}
@@ -686,22 +817,50 @@ fn read_parquet(
         }
     }
     let mut fingerprint = 0;
+    let file_schema = Arc::clone(b.schema());
+    let mut predicates = Vec::new();
+    // (filter, row groups it may keep a row of)
+    let mut pruning = Vec::new();
     if let Some(f) = filter {
-        let file_schema = Arc::clone(b.schema());
-        if let Some(row_filter) = parquet_row_filter(f, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics)) {
-            b = b.with_row_filter(row_filter);
+        let expr = physical_filter(f, file_schema.as_ref().clone());
+        if let Some(p) = expr.clone().and_then(|e| parquet_predicate(e, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics))) {
+            predicates.push(p);
             fingerprint = filter_fingerprint(f);
-            // row groups whose min/max show no row can pass are not read at all
-            let all: Vec<usize> = groups.clone().unwrap_or_else(|| (0..b.metadata().num_row_groups()).collect());
-            if let Some(keep) = row_groups_wanted(f, &file_schema, b.metadata(), b.parquet_schema()) {
-                let kept: Vec<usize> = all.iter().copied().filter(|g| keep.get(*g).copied().unwrap_or(true)).collect();
-                if kept.len() < all.len() {
-                    tracing::debug!(source = %cfg.name, path = %path.display(), "{} of {} row groups skipped by their statistics", all.len() - kept.len(), all.len());
-                    cfg.metrics.skipped.fetch_add((all.len() - kept.len()) as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                groups = Some(kept);
+            pruning.push(row_groups_wanted(expr, &file_schema, b.metadata(), b.parquet_schema()));
+        }
+    }
+    if let Some(d) = out.dynamic {
+        // read once the hash join knows its build side: the rows are then the same however
+        // often the read is executed
+        if !wait_until_complete(d, tx) {
+            return Ok(false);
+        }
+        let first = groups.as_ref().map_or(Some(0), |g| g.first().copied());
+        if settled_filter(d).is_some_and(|now| {
+            now.downcast_ref::<datafusion::physical_expr::expressions::Literal>()
+                .is_some_and(|l| l.value() == &datafusion::common::ScalarValue::Boolean(Some(false)))
+        }) {
+            // the join's build side is empty: no row of the file can meet it
+            return Ok(true);
+        }
+        if let Some(now) = settled_filter(d).filter(|now| first.is_some_and(|g| drops_enough(path, g, now, &file_schema, &cfg.schema))) {
+            let for_file = datafusion::physical_expr::utils::reassign_expr_columns(Arc::clone(&now), &file_schema).ok();
+            if let Some(p) = parquet_predicate(now, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics)) {
+                predicates.push(p);
+                pruning.push(row_groups_wanted(for_file, &file_schema, b.metadata(), b.parquet_schema()));
             }
         }
+    }
+    if !predicates.is_empty() {
+        b = b.with_row_filter(parquet::arrow::arrow_reader::RowFilter::new(predicates));
+        // row groups whose min/max show no row can pass are not read at all
+        let all: Vec<usize> = groups.clone().unwrap_or_else(|| (0..b.metadata().num_row_groups()).collect());
+        let kept: Vec<usize> = all.iter().copied().filter(|g| pruning.iter().flatten().all(|keep| keep.get(*g).copied().unwrap_or(true))).collect();
+        if kept.len() < all.len() {
+            tracing::debug!(source = %cfg.name, path = %path.display(), "{} of {} row groups skipped by their statistics", all.len() - kept.len(), all.len());
+            cfg.metrics.skipped.fetch_add((all.len() - kept.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        groups = Some(kept);
     }
     if let Some(g) = groups {
         b = b.with_row_groups(g);
@@ -1028,7 +1187,7 @@ mod tests {
     fn read(source: &FileSource, path: &Path, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>) -> (Vec<i64>, Option<Resume>) {
         let (tx, mut rx) = mpsc::channel(1024);
         let schema = source.schema();
-        let out = Output { schema: &schema, projection: None, filter };
+        let out = Output { schema: &schema, projection: None, filter, dynamic: None };
         assert!(read_parquet(&source.cfg, &out, path, None, "k", resume, &tx).unwrap());
         drop(tx);
         let (mut values, mut last) = (Vec::new(), None);
@@ -1078,6 +1237,59 @@ mod tests {
         let other = row_filter(&[vec![col("n").lt(lit(5i64))]]).unwrap();
         let at = Resume { offset: 100, filter: filter_fingerprint(&filter), ..Resume::default() };
         assert_eq!(read(&source, &path, Some(&other), Some(at)).0, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// A second read for a hash join's probe side waits for the join's filter to be complete,
+    /// then keeps only the rows it passes (or every row, when it would drop too few to pay),
+    /// without counting them again in the source's metrics.
+    #[test]
+    fn a_read_again_waits_for_the_joins_filter_and_keeps_what_it_passes() {
+        use datafusion::physical_expr::expressions::{in_list, lit as plit, BinaryExpr, Column, DynamicFilterPhysicalExpr};
+        use datafusion::physical_expr::PhysicalExpr;
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
+        w.write(&RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from_iter_values(0..1000))]).unwrap()).unwrap();
+        w.close().unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", path.display().to_string());
+        p.insert("batch.size", "64");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let guard = rt.enter();
+        let n: Arc<dyn PhysicalExpr> = Arc::new(Column::new("n", 0));
+        let values = |batches: Vec<RecordBatch>| batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect::<Vec<i64>>();
+        // (the filter once the build side is read, the rows read with it)
+        let in_set = in_list(Arc::clone(&n), vec![plit(3i64), plit(500i64), plit(999i64)], &false, &schema).unwrap();
+        let most: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(Arc::clone(&n), datafusion::logical_expr::Operator::GtEq, plit(1i64)));
+        let cases: Vec<(Arc<dyn PhysicalExpr>, Vec<i64>)> = vec![(in_set, vec![3, 500, 999]), (most, (0..1000).collect()), (plit(false), vec![])];
+        for (settled, want) in cases {
+            let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(vec![Arc::clone(&n)], plit(true)));
+            let parts = source.read_again(None, &[], Arc::clone(&dynamic) as Arc<dyn PhysicalExpr>, false).unwrap();
+            assert_eq!(parts.len(), 1);
+            let mut stream = parts[0].execute(Arc::new(TaskContext::default()));
+            // nothing is read while the join has not read its build side
+            let early = rt.block_on(async { tokio::time::timeout(Duration::from_millis(200), stream.next()).await });
+            assert!(early.is_err(), "a batch read before the filter was complete");
+            dynamic.update(settled).unwrap();
+            dynamic.mark_complete();
+            let got = rt.block_on(async { stream.map(Result::unwrap).collect::<Vec<_>>().await });
+            assert_eq!(values(got), want);
+        }
+        assert_eq!(source.cfg.metrics.records.load(std::sync::atomic::Ordering::Relaxed), 0, "rows read again are not counted again");
+        // a read whose join goes away before its filter is complete ends
+        let dynamic = Arc::new(DynamicFilterPhysicalExpr::new(vec![Arc::clone(&n)], plit(true)));
+        let parts = source.read_again(None, &[], dynamic as Arc<dyn PhysicalExpr>, true).unwrap();
+        let stream = parts[0].execute(Arc::new(TaskContext::default()));
+        std::thread::sleep(Duration::from_millis(100));
+        drop(stream);
+        drop(guard);
+        let t = Instant::now();
+        rt.shutdown_timeout(Duration::from_secs(5));
+        assert!(t.elapsed() < Duration::from_secs(2), "the reading thread still waited for the filter");
     }
 
     /// A partition executed again (after its stream failed) goes on after the last batch it

@@ -85,9 +85,13 @@ pub fn new_context(
     // DataFusion's aggregates over unbounded inputs
     let top_n = crate::top_n::StreamTopNRule { event_time_columns: streaming.event_time_columns.clone(), state_ttl: streaming.state_ttl };
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    // filters made while the plan runs (a hash join's on its probe side) are pushed down once
+    // our operators are in place, so that the joins they come from are the ones that run
+    rules.retain(|r| r.name() != "FilterPushdown(Post)");
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
     // in order: joins, top N per key, window functions, aggregates (the last two read the joins'
-    // reach), then hash joins looked at again with the windows in place
+    // reach), then hash joins looked at again with the windows in place, then dynamic filters
+    rules.insert(at, Arc::new(datafusion::physical_optimizer::filter_pushdown::FilterPushdown::new_post_optimization()));
     rules.insert(at, Arc::new(crate::join::SmallBuildSideRule));
     rules.insert(at, Arc::new(streaming));
     rules.insert(at, Arc::new(over));
@@ -411,7 +415,13 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
                 transactional,
             };
             let guarded = source_failure::GuardedSource::new(Arc::clone(source), on, Arc::clone(&source_failures));
-            source_table::SourceTable::shared(Arc::new(guarded))
+            let table = source_table::SourceTable::shared(Arc::new(guarded));
+            // without checkpoints no position of a second read has to be recorded
+            if checkpoints.enabled {
+                table
+            } else {
+                table.with_read_again()
+            }
         });
         ctx.register_table(table_reference(&rel.name), table as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
         schemas.insert(rel.name.clone(), source.schema());

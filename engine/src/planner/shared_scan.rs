@@ -162,6 +162,36 @@ impl SharedScan {
             .collect()
     }
 
+    /// The consumer the next call of [`SharedScan::partitions`] registers.
+    pub fn next_consumer(&self) -> usize {
+        lock(&self.state).consumers.len()
+    }
+
+    /// Takes `consumer` out of the shared read: its scan reads the source on its own now
+    /// ([`Source::read_again`]), and no batch is queued for it. True when another live consumer
+    /// still reads the source.
+    pub fn release(&self, consumer: usize) -> bool {
+        let mut state = lock(&self.state);
+        if let Some(c) = state.consumers.get_mut(consumer) {
+            c.0 = Weak::new();
+        }
+        if let Some(started) = &state.started {
+            for feed in &started.feeds {
+                if let Some(q) = lock(&feed.queues).get_mut(consumer) {
+                    q.closed = true;
+                    q.batches.clear();
+                }
+            }
+        }
+        drop(state);
+        self.others_live(consumer)
+    }
+
+    /// True when a live consumer other than `consumer` reads the source.
+    pub fn others_live(&self, consumer: usize) -> bool {
+        lock(&self.state).consumers.iter().enumerate().any(|(i, (slot, _))| i != consumer && slot.strong_count() > 0)
+    }
+
     /// Starts reading on the first execution: the union of the live consumers' columns.
     fn start(&self, ctx: &TaskContext) -> Arc<Started> {
         let mut state = lock(&self.state);

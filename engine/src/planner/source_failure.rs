@@ -206,6 +206,15 @@ impl Source for GuardedSource {
     fn can_prune(&self, filter: &Expr) -> bool {
         self.inner.can_prune(filter)
     }
+    fn read_again(
+        &self,
+        projection: Option<&[usize]>,
+        scans: &[Vec<Expr>],
+        dynamic: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        count: bool,
+    ) -> Option<Vec<Arc<dyn PartitionStream>>> {
+        self.inner.read_again(projection, scans, dynamic, count).map(|p| self.guard(p))
+    }
 }
 
 /// One partition of a [`GuardedSource`].

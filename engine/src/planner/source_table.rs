@@ -11,15 +11,19 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::stats::Precision;
 use datafusion::common::Statistics;
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter_pushdown::{ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation};
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream};
 use ferris_connectors::Source;
 
 use crate::checkpoint::CheckpointContext;
@@ -32,18 +36,29 @@ pub struct SourceTable {
     source: Arc<dyn Source>,
     /// For a job's plan: every scan of the table reads the source once between them.
     shared: Option<Arc<SharedScan>>,
+    /// A scan on the probe side of a hash join may read the source again on its own, with the
+    /// join's filter ([`Source::read_again`]): the job has no barriers.
+    read_again: bool,
 }
 
 impl SourceTable {
     /// Wraps `source`; each scan reads it on its own (ad-hoc queries, planned again and again).
     pub fn new(source: Arc<dyn Source>) -> Self {
-        Self { source, shared: None }
+        Self { source, shared: None, read_again: false }
     }
 
     /// Wraps `source` for one job's plan: however often the query names the table, the source
     /// is read once ([`SharedScan`]).
     pub fn shared(source: Arc<dyn Source>) -> Self {
-        Self { shared: Some(Arc::new(SharedScan::new(Arc::clone(&source)))), source }
+        Self { shared: Some(Arc::new(SharedScan::new(Arc::clone(&source)))), source, read_again: false }
+    }
+
+    /// Lets a scan on the probe side of a hash join read the source again on its own, dropping
+    /// the rows the join's filter rejects while decoding ([`Source::read_again`]). Only for a
+    /// job without barriers: the second read's positions are in no checkpoint.
+    pub fn with_read_again(mut self) -> Self {
+        self.read_again = true;
+        self
     }
 }
 
@@ -71,6 +86,7 @@ impl TableProvider for SourceTable {
             Some(p) => Arc::new(self.source.schema().project(p)?),
             None => self.source.schema(),
         };
+        let consumer = self.shared.as_ref().map(|s| (Arc::clone(s), s.next_consumer()));
         let partitions = match &self.shared {
             Some(shared) => shared.partitions(projection.map(Vec::as_slice), filters),
             None => self.source.partitions_pruned(projection.map(Vec::as_slice), &[filters.to_vec()]).into_iter().map(ScanPartition::Own).collect(),
@@ -88,7 +104,16 @@ impl TableProvider for SourceTable {
                 // the bytes of the columns read, in proportion
                 let all = self.source.schema().fields().len().max(1) as u64;
                 let bytes = size.bytes.map(|b| b * columns as u64 / all);
-                Arc::new(SizedScanExec::new(exec, size.rows, bytes))
+                let again = self.read_again.then(|| {
+                    Arc::new(ReadAgain {
+                        source: Arc::clone(&self.source),
+                        projection: projection.cloned(),
+                        filters: filters.to_vec(),
+                        limit,
+                        shared: consumer,
+                    })
+                });
+                Arc::new(SizedScanExec { input: exec, rows: size.rows, bytes, again, dynamic: None })
             }
             _ => exec,
         })
@@ -103,24 +128,83 @@ impl TableProvider for SourceTable {
 /// SELECT b.auction, s.value FROM bid b JOIN side_input s ON b.auction % 10000 = s.key
 /// -- SizedScanExec: rows=9200000 over the bids, rows=10000 over side_input: side_input is built
 /// ```
+///
+/// On the probe side of a hash join, in a job without barriers, it also takes the join's
+/// filter (DataFusion's dynamic filter: the build side's key bounds and values, known once the
+/// join has read it) and then reads the source on its own, dropping the rows the filter
+/// rejects while decoding, rather than sharing another scan's read ([`Source::read_again`]):
+///
+/// ```sql
+/// SELECT b.auction, b.price FROM bid b
+/// JOIN (SELECT MAX(price) AS maxprice FROM bid GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)) m
+///   ON b.price = m.maxprice
+/// -- SizedScanExec: rows=9200000, …, read again with the join's filter: DynamicFilter [ price IN (…) ]
+/// ```
 #[derive(Debug)]
 pub struct SizedScanExec {
     input: Arc<dyn ExecutionPlan>,
     rows: Option<u64>,
     bytes: Option<u64>,
+    /// How to read the source again for this scan alone, when the job allows it.
+    again: Option<Arc<ReadAgain>>,
+    /// The hash join's filter the scan reads with, once it reads on its own.
+    dynamic: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// What a scan needs to read its source again on its own.
+#[derive(Debug)]
+struct ReadAgain {
+    source: Arc<dyn Source>,
+    projection: Option<Vec<usize>>,
+    filters: Vec<Expr>,
+    limit: Option<usize>,
+    /// The shared read the scan leaves, and its consumer there.
+    shared: Option<(Arc<SharedScan>, usize)>,
 }
 
 impl SizedScanExec {
     /// Wraps the scan `input` of a source of `rows` rows and about `bytes` bytes.
     pub fn new(input: Arc<dyn ExecutionPlan>, rows: Option<u64>, bytes: Option<u64>) -> Self {
-        Self { input, rows, bytes }
+        Self { input, rows, bytes, again: None, dynamic: None }
     }
+
+    /// The scan reading the source on its own with `dynamic` (a parent's filter holding a hash
+    /// join's dynamic filter), or None when the source cannot.
+    fn reading_again(&self, again: &ReadAgain, dynamic: Arc<dyn PhysicalExpr>) -> Option<Self> {
+        // a source no other scan reads counts its rows in this read
+        let count = again.shared.as_ref().is_none_or(|(scan, consumer)| !scan.others_live(*consumer));
+        let parts = again.source.read_again(again.projection.as_deref(), std::slice::from_ref(&again.filters), Arc::clone(&dynamic), count)?;
+        if parts.len() != self.input.output_partitioning().partition_count() {
+            return None;
+        }
+        let schema = self.input.schema();
+        let input = StreamingTableExec::try_new(schema, parts, None, Vec::new(), false, again.limit).ok()?;
+        if let Some((scan, consumer)) = &again.shared {
+            scan.release(*consumer);
+        }
+        Some(Self { input: Arc::new(input), rows: self.rows, bytes: self.bytes, again: None, dynamic: Some(dynamic) })
+    }
+}
+
+/// True when `expr` holds a dynamic filter (a hash join's, filled in as the join runs).
+fn is_dynamic(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = false;
+    let _ = expr.apply(|e| {
+        found = e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some();
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    found
 }
 
 impl DisplayAs for SizedScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let show = |v: Option<u64>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
-        write!(f, "SizedScanExec: rows={}, bytes≈{}", show(self.rows), show(self.bytes))
+        write!(f, "SizedScanExec: rows={}, bytes≈{}", show(self.rows), show(self.bytes))?;
+        if let Some(d) = &self.dynamic {
+            write!(f, ", read again with the join's filter: {d}")?;
+        }
+        Ok(())
     }
 }
 
@@ -143,9 +227,33 @@ impl ExecutionPlan for SizedScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn datafusion::physical_expr::PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
     ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        // the join computes its filter only when a scan below it holds the filter
+        match &self.dynamic {
+            Some(d) => f(d),
+            None => Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue),
+        }
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        // the filters stay with the operators above: reading with one only drops rows early
+        let result = FilterPushdownPropagation::all_unsupported(child_pushdown_result.clone());
+        if phase != FilterPushdownPhase::Post || self.dynamic.is_some() {
+            return Ok(result);
+        }
+        let Some(again) = &self.again else { return Ok(result) };
+        let dynamic: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result.parent_filters.iter().map(|f| Arc::clone(&f.filter)).filter(is_dynamic).collect();
+        let Some(dynamic) = datafusion::physical_expr::conjunction_opt(dynamic) else { return Ok(result) };
+        Ok(match self.reading_again(again, dynamic) {
+            Some(node) => result.with_updated_node(Arc::new(node) as Arc<dyn ExecutionPlan>),
+            None => result,
+        })
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
@@ -157,7 +265,7 @@ impl ExecutionPlan for SizedScanExec {
         if children.len() != 1 {
             return datafusion::common::internal_err!("SizedScanExec takes one input");
         }
-        Ok(Arc::new(Self::new(children.swap_remove(0), self.rows, self.bytes)))
+        Ok(Arc::new(Self { input: children.swap_remove(0), rows: self.rows, bytes: self.bytes, again: self.again.clone(), dynamic: self.dynamic.clone() }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {

@@ -1,0 +1,113 @@
+//! Hash joins' filters pushed into Parquet reads: a bounded job's probe side reads its file on
+//! its own once the join has read its build side, decoding the join key first and the other
+//! columns only for the rows whose key the build side has (Nexmark q7's bids at a maximum).
+//! Every query gives DataFusion's batch answer over the same files, selective or not, with an
+//! empty build side, a LIMIT and an outer join; the rows read are counted once.
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::common::*;
+
+/// Rows of `t`.
+const ROWS: i64 = 120_000;
+
+/// (job, query): each reads `t` (ROWS rows, 12 row groups) and `s` (1 000 keys).
+const CASES: &[(&str, &str)] = &[
+    // a shared read: the probe reads `t` again, keeping the rows at their key's maximum
+    ("max_per_key", "SELECT a.id, a.k, a.price FROM t a JOIN (SELECT k, MAX(price) AS m FROM t GROUP BY k) m ON a.k = m.k AND a.price = m.m"),
+    // the build side keeps ten keys of a thousand
+    ("ten_keys", "SELECT t.id, t.price, s.name FROM t JOIN s ON t.k = s.k WHERE s.k < 10"),
+    // a self-join on a rare tag: the probe keeps the rows next to one
+    ("next_to_rare", "SELECT a.id, a.tag, b.id AS rare FROM t a JOIN (SELECT id FROM t WHERE tag = 'rare') b ON a.id = b.id + 1"),
+    // no row on the build side: nothing to read, and the job ends
+    ("empty_build", "SELECT t.id FROM t JOIN s ON t.k = s.k WHERE s.name = 'nobody'"),
+    // every key is on the build side: the filter would drop nothing and is not used
+    ("every_key", "SELECT t.id, s.name FROM t JOIN s ON t.k = s.k"),
+    // the outer side keeps its rows
+    ("outer", "SELECT s.k, s.name, t.id FROM s LEFT JOIN t ON t.k = s.k AND t.price < 300"),
+];
+
+/// Writes `t` and `s` as Parquet files into `dir` with DataFusion.
+async fn write_tables(dir: &std::path::Path) {
+    let ctx = SessionContext::new();
+    ctx.sql("SET datafusion.execution.parquet.max_row_group_size = 10000").await.unwrap().collect().await.unwrap();
+    let t = format!(
+        "COPY (SELECT value AS id, value % 1000 AS k, (value * 7919) % 100003 AS price, \
+         CASE WHEN value % 997 = 0 THEN 'rare' ELSE 'common' END AS tag FROM range({ROWS})) TO '{}' STORED AS PARQUET",
+        dir.join("t.parquet").display()
+    );
+    let s = format!(
+        "COPY (SELECT value AS k, concat('name-', CAST(value AS VARCHAR)) AS name FROM range(1000)) TO '{}' STORED AS PARQUET",
+        dir.join("s.parquet").display()
+    );
+    for sql in [t, s] {
+        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    }
+}
+
+fn sources(dir: &std::path::Path) -> String {
+    format!("'t.type' = 'file_source', 't.path' = '{0}/t.parquet', 's.type' = 'file_source', 's.path' = '{0}/s.parquet'", dir.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_read_with_the_joins_filter_gives_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tables(tmp.path()).await;
+    let mut sql = String::new();
+    for (name, query) in CASES {
+        sql.push_str(&format!(
+            "CREATE STREAM {name} AS {query} INTO out_{name} WITH ({}, 'out_{name}.type' = 'file_sink', 'out_{name}.path' = '{}/{name}.jsonl');\n",
+            sources(tmp.path()),
+            tmp.path().display()
+        ));
+    }
+    let job = tmp.path().join("jobs.sql");
+    std::fs::write(&job, &sql).unwrap();
+    let run = ferris(tmp.path(), &["run", job.to_str().unwrap(), "--no-progress", "--report-json"]);
+    assert_ok(&run);
+
+    let ctx = SessionContext::new();
+    for table in ["t", "s"] {
+        ctx.register_parquet(table, tmp.path().join(format!("{table}.parquet")).to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    }
+    for (name, query) in CASES {
+        // a sink given no row writes no file
+        let out = tmp.path().join(format!("{name}.jsonl"));
+        let got = if out.exists() { file_rows(&out) } else { Vec::new() };
+        let want = batch_rows(&ctx, query).await;
+        assert!(!want.is_empty() || *name == "empty_build", "{name}: the batch answer is empty, the case tests nothing");
+        assert_same_rows(name, &got, &want);
+    }
+    assert_eq!(file_rows(&tmp.path().join("max_per_key.jsonl")).len(), 1000, "one row per key (no price repeats within a key)");
+
+    // every job counts each file's rows once, whether its probe read the file again or not
+    // (but for an empty build side: `s`'s only row group is skipped by its statistics, and the
+    // join then reads no further than the first batches of `t`)
+    let reports: Vec<serde_json::Value> = run.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    for (name, _) in CASES.iter().filter(|(name, _)| *name != "empty_build") {
+        let report = reports.iter().find(|r| r["name"] == *name).unwrap_or_else(|| panic!("no report for {name}: {}", run.stdout));
+        for source in report["sources"].as_array().unwrap() {
+            let want = if source["name"] == "t" { ROWS } else { 1000 };
+            assert_eq!(source["records"].as_i64(), Some(want), "{name}: rows read of {}", source["name"]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_probe_reading_with_the_joins_filter() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_tables(tmp.path()).await;
+    let explain = |query: &str, with: &str| {
+        let job = tmp.path().join("job.sql");
+        std::fs::write(&job, format!("CREATE STREAM j AS {query} INTO out WITH ({}, 'out.type' = 'blackhole'{with});", sources(tmp.path()))).unwrap();
+        let run = ferris(tmp.path(), &["explain", job.to_str().unwrap()]);
+        assert_ok(&run);
+        run.stdout
+    };
+    let query = CASES[0].1;
+    let plan = explain(query, "");
+    assert!(plan.contains("read again with the join's filter: DynamicFilter"), "{plan}");
+    // a job taking checkpoints records every read's positions: its scans share one read
+    let plan = explain(query, ", 'checkpoint.interval' = '1s'");
+    assert!(!plan.contains("read again"), "{plan}");
+}
