@@ -676,24 +676,32 @@ const SAMPLE_ROWS: usize = 16 * 1024;
 /// True when `filter` drops at least half of the first [`SAMPLE_ROWS`] rows of row group
 /// `group` of `path` (decoding only the columns it reads): worth decoding those columns
 /// twice, once to filter and once for the rows kept. A filter that keeps most rows (Nexmark
-/// q4's bids, nearly all of a known auction) would only cost.
+/// q4's bids, nearly all of a known auction) would only cost. A failed read is an error, not a
+/// "no": the answer must be the same each time the unit is read, since the positions handed
+/// out count the rows kept.
 fn drops_enough(
     path: &Path,
     group: usize,
     filter: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     file_schema: &SchemaRef,
     source_schema: &SchemaRef,
-) -> bool {
-    let Some((cols, expr)) = on_own_columns(Arc::clone(filter), file_schema, source_schema) else { return false };
-    let sample = || -> Option<(usize, usize)> {
-        let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(path).ok()?).ok()?;
-        let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), cols);
-        let mut reader = b.with_row_groups(vec![group]).with_projection(mask).with_limit(SAMPLE_ROWS).with_batch_size(SAMPLE_ROWS).build().ok()?;
-        let batch = reader.next()?.ok()?;
-        let kept = keeps(&expr, &batch).ok()?.true_count();
-        Some((kept, batch.num_rows()))
-    };
-    sample().is_some_and(|(kept, rows)| rows > 0 && kept * 2 <= rows)
+) -> Result<bool> {
+    let Some((cols, expr)) = on_own_columns(Arc::clone(filter), file_schema, source_schema) else { return Ok(false) };
+    let ctx = || path.display().to_string();
+    let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
+    let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), cols);
+    let mut reader = b
+        .with_row_groups(vec![group])
+        .with_projection(mask)
+        .with_limit(SAMPLE_ROWS)
+        .with_batch_size(SAMPLE_ROWS)
+        .build()
+        .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
+    let Some(batch) = reader.next() else { return Ok(false) };
+    let batch = batch.map_err(|e| ConnectorError::arrow(ctx(), e))?;
+    let kept = keeps(&expr, &batch).map_err(|e| ConnectorError::arrow(ctx(), e))?.true_count();
+    Ok(batch.num_rows() > 0 && kept * 2 <= batch.num_rows())
 }
 
 /// Waits, on this blocking thread, until every hash join filter in `expr` is complete (the
@@ -836,14 +844,20 @@ fn read_parquet(
             return Ok(false);
         }
         let first = groups.as_ref().map_or(Some(0), |g| g.first().copied());
-        if settled_filter(d).is_some_and(|now| {
+        let settled = settled_filter(d);
+        let keeps_none = |now: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
             now.downcast_ref::<datafusion::physical_expr::expressions::Literal>()
                 .is_some_and(|l| l.value() == &datafusion::common::ScalarValue::Boolean(Some(false)))
-        }) {
+        };
+        if settled.as_ref().is_some_and(keeps_none) {
             // the join's build side is empty: no row of the file can meet it
             return Ok(true);
         }
-        if let Some(now) = settled_filter(d).filter(|now| first.is_some_and(|g| drops_enough(path, g, now, &file_schema, &cfg.schema))) {
+        let settled = match (settled, first) {
+            (Some(now), Some(g)) if drops_enough(path, g, &now, &file_schema, &cfg.schema)? => Some(now),
+            _ => None,
+        };
+        if let Some(now) = settled {
             let for_file = datafusion::physical_expr::utils::reassign_expr_columns(Arc::clone(&now), &file_schema).ok();
             if let Some(p) = parquet_predicate(now, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics)) {
                 predicates.push(p);

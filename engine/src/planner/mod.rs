@@ -75,8 +75,17 @@ pub fn new_context(
     let joins = IntervalJoinRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone(), all_joins: streaming.checkpoints };
     let over =
         window_functions::StreamWindowFunctionRule { watermark: streaming.watermark, int_scales: streaming.int_scales.clone(), state_ttl: streaming.state_ttl };
-    let config =
+    let mut config =
         SessionConfig::new().with_target_partitions(partitions).with_batch_size(batch_size).with_coalesce_batches(!unbounded).with_information_schema(false);
+    // rows already hashed by some of a GROUP BY's keys (a join's output on `a.id`, grouped by
+    // `a.id, a.seller`: Nexmark q6) are grouped where they are, in one aggregate, once there are
+    // as many partitions as the job has: hashing them again would not spread them wider
+    config.options_mut().optimizer.subset_repartition_threshold = partitions.clamp(1, 4);
+    // dynamic filters come from hash joins only: a TopK's (ORDER BY … LIMIT) is complete only
+    // once it has read all its input, and a MIN/MAX's never is, so a scan waiting for one to be
+    // complete before it reads would wait for itself (no scan of ours could use them anyway)
+    config.options_mut().optimizer.enable_topk_dynamic_filter_pushdown = false;
+    config.options_mut().optimizer.enable_aggregate_dynamic_filter_pushdown = false;
     let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
     if let Some(mb) = memory_mb {
         runtime = runtime.with_memory_limit(mb.saturating_mul(1 << 20), 1.0);
@@ -110,6 +119,26 @@ pub fn new_context(
     flink_functions::register(&ctx);
     crate::window::functions::register(&ctx);
     Ok(ctx)
+}
+
+/// `WITH RECURSIVE` is refused: each step of it would read its sources again, and a source is
+/// read once per job (a stream cannot be read twice; a file's read goes on where it stopped).
+///
+/// ```sql
+/// WITH RECURSIVE r(id) AS (SELECT id FROM t WHERE id = 7 UNION ALL SELECT t.id FROM r JOIN t ON t.id = r.id * 3) SELECT * FROM r
+/// -- WITH RECURSIVE cannot run over sources: …
+/// ```
+fn refuse_recursion(plan: &datafusion::logical_expr::LogicalPlan) -> Result<(), String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut recursive = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        recursive = matches!(p, datafusion::logical_expr::LogicalPlan::RecursiveQuery(_));
+        Ok(if recursive { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    if recursive {
+        return Err("WITH RECURSIVE cannot run over sources: each step would read them again, and a job reads each source once (a stream cannot be read twice). Unroll the steps as joins, or compute the recursion outside the job".into());
+    }
+    Ok(())
 }
 
 /// DataFusion refuses an operator that would wait for the end of an unbounded input by
@@ -438,6 +467,7 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     crate::window::sql_rewrite::rewrite_window_bounds(&mut query).map_err(failed)?;
     let state = ctx.state();
     let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
+    refuse_recursion(&logical).map_err(failed)?;
     let mut plan = state.create_physical_plan(&logical).await.map_err(stream_refusal).map_err(plan_err)?;
     // window aggregates whose window bounds an operator above reads as event time say how far
     // they have emitted

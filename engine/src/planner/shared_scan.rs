@@ -129,9 +129,10 @@ impl SharedScan {
     }
 
     /// The partitions for one more scan of the source, reading `projection` (all columns when
-    /// `None`). A scan planned after reading has started reads the source on its own.
-    pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>, filters: &[Expr]) -> Vec<ScanPartition> {
-        let own = |p: Vec<Arc<dyn PartitionStream>>| p.into_iter().map(ScanPartition::Own).collect();
+    /// `None`), and the scan's consumer. A scan planned after reading has started reads the
+    /// source on its own (no consumer).
+    pub fn partitions(self: &Arc<Self>, projection: Option<&[usize]>, filters: &[Expr]) -> (Vec<ScanPartition>, Option<usize>) {
+        let own = |p: Vec<Arc<dyn PartitionStream>>| (p.into_iter().map(ScanPartition::Own).collect(), None);
         let mut state = lock(&self.state);
         if state.started.is_some() {
             return own(self.source.partitions_pruned(projection, &[filters.to_vec()]));
@@ -149,7 +150,7 @@ impl SharedScan {
         state.consumers.push((Arc::downgrade(&slot), columns));
         state.filters.push(filters.to_vec());
         let n = self.source.partitions(projection).len();
-        (0..n)
+        let partitions = (0..n)
             .map(|partition| {
                 ScanPartition::Shared(Arc::new(SharedPartition {
                     scan: Arc::clone(self),
@@ -159,12 +160,8 @@ impl SharedScan {
                     schema: Arc::clone(&schema),
                 }))
             })
-            .collect()
-    }
-
-    /// The consumer the next call of [`SharedScan::partitions`] registers.
-    pub fn next_consumer(&self) -> usize {
-        lock(&self.state).consumers.len()
+            .collect();
+        (partitions, Some(consumer))
     }
 
     /// Takes `consumer` out of the shared read: its scan reads the source on its own now
@@ -505,8 +502,8 @@ mod tests {
     fn two_consumers(bounded: bool) -> (SendableRecordBatchStream, SendableRecordBatchStream) {
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let scan = Arc::new(SharedScan::new(Arc::new(Endless { schema, bounded })));
-        let a = scan.partitions(None, &[]).remove(0);
-        let b = scan.partitions(None, &[]).remove(0);
+        let a = scan.partitions(None, &[]).0.remove(0);
+        let b = scan.partitions(None, &[]).0.remove(0);
         let ctx = SessionContext::new().task_ctx();
         (a.execute(Arc::clone(&ctx)), b.execute(ctx))
     }
@@ -637,7 +634,7 @@ mod tests {
             Some(ScanPartition::Shared(s)) => s,
             other => panic!("a shared partition, not {other:?}"),
         };
-        let (a, b) = (shared(scan.partitions(None, &[])), shared(scan.partitions(None, &[])));
+        let (a, b) = (shared(scan.partitions(None, &[]).0), shared(scan.partitions(None, &[]).0));
         let (events, mut events_rx) = tokio::sync::mpsc::unbounded_channel();
         let runtime = BarrierRuntime::new(events);
         let (operators, _) = tokio::sync::mpsc::unbounded_channel();

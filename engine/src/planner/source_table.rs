@@ -86,10 +86,12 @@ impl TableProvider for SourceTable {
             Some(p) => Arc::new(self.source.schema().project(p)?),
             None => self.source.schema(),
         };
-        let consumer = self.shared.as_ref().map(|s| (Arc::clone(s), s.next_consumer()));
-        let partitions = match &self.shared {
-            Some(shared) => shared.partitions(projection.map(Vec::as_slice), filters),
-            None => self.source.partitions_pruned(projection.map(Vec::as_slice), &[filters.to_vec()]).into_iter().map(ScanPartition::Own).collect(),
+        let (partitions, consumer) = match &self.shared {
+            Some(shared) => {
+                let (partitions, consumer) = shared.partitions(projection.map(Vec::as_slice), filters);
+                (partitions, consumer.map(|c| (Arc::clone(shared), c)))
+            }
+            None => (self.source.partitions_pruned(projection.map(Vec::as_slice), &[filters.to_vec()]).into_iter().map(ScanPartition::Own).collect(), None),
         };
         let partitions = partitions
             .into_iter()
@@ -240,11 +242,15 @@ impl ExecutionPlan for SizedScanExec {
         &self,
         phase: FilterPushdownPhase,
         child_pushdown_result: ChildPushdownResult,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
         // the filters stay with the operators above: reading with one only drops rows early
         let result = FilterPushdownPropagation::all_unsupported(child_pushdown_result.clone());
-        if phase != FilterPushdownPhase::Post || self.dynamic.is_some() {
+        // the read waits for its filter to be complete: only a hash join's is before it reads
+        // its probe side (a TopK's is complete once it has read all its input, which would be
+        // this scan, and a MIN/MAX's never is); the job's session turns the others off
+        let others = config.optimizer.enable_topk_dynamic_filter_pushdown || config.optimizer.enable_aggregate_dynamic_filter_pushdown;
+        if phase != FilterPushdownPhase::Post || self.dynamic.is_some() || others {
             return Ok(result);
         }
         let Some(again) = &self.again else { return Ok(result) };
