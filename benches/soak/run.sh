@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Shows that stateful streaming queries reach a memory plateau: runs the interval join and the
-# sliding window of this folder over growing Nexmark inputs and prints peak RSS for each.
-# With the watermark delay (state evicted) peak RSS stays flat as the input grows ten-fold;
-# the same queries without a delay (state kept to the end) are shown beside them.
+# sliding window of this folder, and Nexmark q5, q7 and q8 as written in benches/nexmark/ (a
+# watermark delay of 1 s added to each source with an event time), over growing Nexmark inputs
+# and prints peak RSS for each. With the watermark delay (state evicted) peak RSS stays flat as
+# the input grows; the same queries without a delay (state kept to the end) are shown beside them.
 #   bash benches/soak/run.sh [EVENTS...]        (default: 1000000 3000000 10000000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,12 +14,20 @@ printf '%-16s %-10s %12s %10s %14s %12s\n' query watermark events seconds events
 for n in "${sizes[@]}"; do
   dir="target/nexmark/$n"
   [ -f "$dir/bid.parquet" ] || target/release/nexmark-gen --events "$n" --out "$dir" >/dev/null
-  for q in interval_join sliding_window; do
+  for q in interval_join sliding_window q5 q7 q8; do
     for mode in delay end; do
-      sql="benches/soak/$q.sql"
-      if [ "$mode" = end ]; then
-        sql="$(mktemp --suffix=.sql)"
-        sed "s/, '[a-z]*.watermark.delay' = '1s'//" "benches/soak/$q.sql" > "$sql"
+      if [ -f "benches/soak/$q.sql" ]; then
+        sql="benches/soak/$q.sql"
+        if [ "$mode" = end ]; then
+          sql="$(mktemp --suffix=.sql)"
+          sed "s/, '[a-z]*.watermark.delay' = '1s'//" "benches/soak/$q.sql" > "$sql"
+        fi
+      else
+        sql="benches/nexmark/$q.sql"
+        if [ "$mode" = delay ]; then
+          sql="$(mktemp --suffix=.sql)"
+          sed "s/'\([a-z]*\).event_time' = 'date_time'/'\1.event_time' = 'date_time', '\1.watermark.delay' = '1s'/g" "benches/nexmark/$q.sql" > "$sql"
+        fi
       fi
       report=$(NEXMARK_DIR="$dir" target/release/ferris-sql run "$sql" --no-progress --report-json 2>/dev/null | tail -1)
       python3 - "$q" "$mode" "$report" <<'PY'
