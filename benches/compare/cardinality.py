@@ -13,7 +13,7 @@ Two inputs (made once under `target/bench-data/`, fixed seed):
 
 DuckDB and Polars compute the same groups as a batch (HOP: each row joined with its five windows,
 `unnest`/`explode`); the numbers of result rows are compared. Each engine runs in a process of its
-own per query so that its peak RSS is its own (`ru_maxrss` of the child; FerrisStreams reports its
+own per query so that its peak RSS is its own (its `VmHWM`; FerrisStreams reports its
 own). Results are discarded (DuckDB and Polars: counted; FerrisStreams: a blackhole sink).
 
     cargo build --release -p ferris-server
@@ -21,15 +21,15 @@ own). Results are discarded (DuckDB and Polars: counted; FerrisStreams: a blackh
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from windows import run_statement
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MINUTE = 60_000
@@ -87,31 +87,22 @@ def ferris(binary, path, name, delay):
     if delay:
         keys += ", 't.watermark.delay' = '1s'"
     statement = f"CREATE STREAM q AS {sql}\nINTO nowhere WITH ('t.type' = 'file_source', 't.path' = '{path}'{keys}, 'nowhere.type' = 'blackhole');\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
-        f.write(statement)
-    try:
-        out = subprocess.run([binary, "run", f.name, "--no-progress", "--report-json"], capture_output=True, text=True)
-    finally:
-        os.unlink(f.name)
-    if out.returncode != 0:
-        sys.exit(f"ferris-sql failed on {name}: {out.stderr[-2000:]}")
-    report = json.loads(out.stdout.strip().splitlines()[-1])
-    return report["elapsed_seconds"], report.get("rows_out"), report.get("peak_rss_mb")
+    return run_statement(binary, statement, name)
 
 
 def batch(engine, path, name):
     """Runs the query in a child process of its own: (seconds, rows, peak RSS in KiB)."""
     query = QUERIES[name][1].format(path=path) if engine == "duckdb" else QUERIES[name][2]
     imports, run = CHILD[engine]
-    code = f"{imports}\nimport time\n_t = time.perf_counter()\n{run}\nprint(time.perf_counter() - _t)\n"
-    child = subprocess.Popen([sys.executable, "-c", code, query, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = child.stdout.read(), child.stderr.read()
-    # wait4: this child's own peak RSS (RUSAGE_CHILDREN would be the largest of all so far)
-    _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{engine} failed on {name}: {err[-2000:]}")
-    rows, seconds = out.split()[-2:]
-    return float(seconds), int(rows), usage.ru_maxrss
+    # the child's own high-water mark (VmHWM, as ferris-sql reports it): rusage's ru_maxrss
+    # would also count this process's pages, shared with the child until it execs
+    peak = "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))"
+    code = f"{imports}\nimport time\n_t = time.perf_counter()\n{run}\nprint(time.perf_counter() - _t)\n{peak}\n"
+    out = subprocess.run([sys.executable, "-c", code, query, path], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{engine} failed on {name}: {out.stderr[-2000:]}")
+    rows, seconds, kib = out.stdout.split()[-3:]
+    return float(seconds), int(rows), int(kib)
 
 
 def main():

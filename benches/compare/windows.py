@@ -68,6 +68,12 @@ def ferris(binary, path, name, delay):
         f"CREATE STREAM w AS {sql}\nINTO nowhere WITH ('t.type' = 'file_source', 't.path' = '{path}', "
         f"'t.event_time' = 'ts'{delay_key}, 'nowhere.type' = 'blackhole');\n"
     )
+    return run_statement(binary, statement, name)
+
+
+def run_statement(binary, statement, name):
+    """Runs one `CREATE STREAM` with `ferris-sql run --report-json`: (elapsed seconds, rows out,
+    peak RSS MiB)."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(statement)
     try:

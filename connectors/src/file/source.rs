@@ -681,6 +681,7 @@ const SAMPLE_ROWS: usize = 16 * 1024;
 /// out count the rows kept.
 fn drops_enough(
     path: &Path,
+    metadata: &Arc<parquet::file::metadata::ParquetMetaData>,
     group: usize,
     filter: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     file_schema: &SchemaRef,
@@ -689,7 +690,10 @@ fn drops_enough(
     let Some((cols, expr)) = on_own_columns(Arc::clone(filter), file_schema, source_schema) else { return Ok(false) };
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
-    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
+    // the footer the unit's reader has already parsed
+    let known = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(metadata), Default::default())
+        .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(f, known);
     let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), cols);
     let mut reader = b
         .with_row_groups(vec![group])
@@ -854,7 +858,7 @@ fn read_parquet(
             return Ok(true);
         }
         let settled = match (settled, first) {
-            (Some(now), Some(g)) if drops_enough(path, g, &now, &file_schema, &cfg.schema)? => Some(now),
+            (Some(now), Some(g)) if drops_enough(path, b.metadata(), g, &now, &file_schema, &cfg.schema)? => Some(now),
             _ => None,
         };
         if let Some(now) = settled {
@@ -1213,10 +1217,10 @@ mod tests {
         (values, last)
     }
 
-    #[test]
-    fn a_filtered_parquet_read_counts_every_row_and_resumes_after_the_rows_it_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("n.parquet");
+    /// `dir/n.parquet`: column `n` = 0..1000 in row groups of 100, and a source reading it in
+    /// batches of 64 rows.
+    fn numbers_file(dir: &Path) -> (PathBuf, FileSource) {
+        let path = dir.join("n.parquet");
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
         let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
         let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
@@ -1226,6 +1230,13 @@ mod tests {
         p.insert("path", path.display().to_string());
         p.insert("batch.size", "64");
         let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        (path, source)
+    }
+
+    #[test]
+    fn a_filtered_parquet_read_counts_every_row_and_resumes_after_the_rows_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, source) = numbers_file(dir.path());
         assert!(source.can_prune(&col("n").gt(lit(3))));
         assert!(!source.can_prune(&col("missing").gt(lit(3))));
         let filter = row_filter(&[vec![(col("n") % lit(3i64)).eq(lit(0i64))]]).unwrap();
@@ -1262,16 +1273,8 @@ mod tests {
         use datafusion::physical_expr::PhysicalExpr;
         use futures::StreamExt;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("n.parquet");
-        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
-        w.write(&RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from_iter_values(0..1000))]).unwrap()).unwrap();
-        w.close().unwrap();
-        let mut p = Properties::new("src");
-        p.insert("path", path.display().to_string());
-        p.insert("batch.size", "64");
-        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        let (_, source) = numbers_file(dir.path());
+        let schema = source.schema();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let guard = rt.enter();
         let n: Arc<dyn PhysicalExpr> = Arc::new(Column::new("n", 0));
