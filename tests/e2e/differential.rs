@@ -20,6 +20,9 @@ const CASES: &[(&str, &str)] = &[
     ("self_join_aggregate", "SELECT a.order_id, a.customer_id, m.biggest FROM orders a JOIN (SELECT customer_id, MAX(amount) AS biggest FROM orders GROUP BY customer_id) m ON a.customer_id = m.customer_id AND a.amount = m.biggest"),
     ("self_union_all", "SELECT order_id, status AS tag FROM orders UNION ALL SELECT order_id, 'big' AS tag FROM orders WHERE amount > 500 UNION ALL SELECT customer_id, 'all' FROM orders"),
     ("self_join_all_columns", "SELECT a.*, b.order_id AS next_id FROM orders a LEFT JOIN orders b ON b.order_id = a.order_id + 1 AND b.customer_id = a.customer_id"),
+    // intervals of a fixed length are added as durations (planner::fixed_intervals); months,
+    // and days on a timestamp with a zone, stay intervals
+    ("fixed_intervals", "SELECT order_id, CAST(order_ts AS TIMESTAMP) + INTERVAL '90' MINUTE AS later, CAST(order_ts AS TIMESTAMP) - INTERVAL '1' DAY AS day_before, INTERVAL '2' HOUR + CAST(order_ts AS TIMESTAMP) AS two_hours_on, CAST(order_ts AS TIMESTAMP) + INTERVAL '1' MONTH AS next_month, CAST(order_ts AS TIMESTAMP) + INTERVAL '1.5' SECOND AS and_a_half, CAST(CAST(order_ts AS TIMESTAMP) AT TIME ZONE 'Europe/Berlin' + INTERVAL '1' DAY AS VARCHAR) AS berlin_next_day, CAST(CAST(order_ts AS TIMESTAMP) AT TIME ZONE 'Europe/Berlin' - INTERVAL '36' HOUR AS VARCHAR) AS berlin_earlier FROM orders WHERE CAST(order_ts AS TIMESTAMP) - INTERVAL '10' DAY < TIMESTAMP '2024-03-01 00:00:00'"),
     ("current_timestamp_column", "SELECT order_id, CURRENT_TIMESTAMP IS NOT NULL AS stamped FROM orders WHERE order_id <= 10"),
 ];
 

@@ -54,14 +54,30 @@ pub(crate) fn comparable(rows: &[String], columns: Option<&[&str]>) -> Vec<Strin
 /// Runs `benches/nexmark/{q}.sql` on the generated Parquet files into a JSON-lines file (the
 /// blackhole sink swapped for a file sink) and compares its rows with DuckDB's.
 fn check(q: &str, columns: Option<&[&str]>) {
+    check_with(q, columns, None);
+}
+
+/// [`check`], with `delay` (a watermark delay) added to every source with an event time when
+/// given: windows then close as the input goes by, and the answer must not change. Returns
+/// the plan `explain` shows.
+fn check_with(q: &str, columns: Option<&[&str]>, delay: Option<&str>) -> String {
     let input = generated();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join(format!("{q}.jsonl"));
-    let sql = std::fs::read_to_string(repo().join(format!("benches/nexmark/{q}.sql"))).unwrap();
+    let mut sql = std::fs::read_to_string(repo().join(format!("benches/nexmark/{q}.sql"))).unwrap();
+    if let Some(delay) = delay {
+        for source in ["bid", "auction", "person"] {
+            let timed = format!("'{source}.event_time' = 'date_time'");
+            sql = sql.replace(&timed, &format!("{timed}, '{source}.watermark.delay' = '{delay}'"));
+        }
+        assert!(sql.contains(".watermark.delay"), "{sql}");
+    }
     let sql = sql.replace("'nowhere.type' = 'blackhole'", &format!("'nowhere.type' = 'file_sink', 'nowhere.path' = '{}'", out.display()));
     let job = tmp.path().join(format!("{q}.sql"));
     std::fs::write(&job, sql).unwrap();
     let env = [("NEXMARK_DIR", input.to_str().unwrap()), ("NEXMARK_OUT", tmp.path().to_str().unwrap())];
+    let explain = ferris_in_env(tmp.path(), &["explain".into(), job.display().to_string()], &env);
+    assert_ok(&explain);
     let run = ferris_in_env(tmp.path(), &["run".into(), job.display().to_string(), "--no-progress".into()], &env);
     assert_ok(&run);
     let got = if q == "q10" {
@@ -75,6 +91,22 @@ fn check(q: &str, columns: Option<&[&str]>) {
     let want = duckdb(&["--answer", q, "--dir", input.to_str().unwrap()], &tmp.path().join("want.jsonl"));
     assert!(!want.is_empty() || q == "q7", "{q}: DuckDB's answer is empty; the check would prove nothing");
     assert_same_rows(q, &comparable(&got, columns), &comparable(&want, columns));
+    explain.stdout
+}
+
+/// q5 and q7 with a watermark delay: their windows close as the bids go by and reach the join
+/// at once. No exchange stands between the window aggregates and the join: DataFusion's would
+/// hold each window's result back for a full batch, so the join would wait for the end of
+/// the input with the bids in memory (their peak memory grew with the input).
+#[test]
+fn q5_and_q7_with_a_delay_pass_their_windows_straight_to_the_join() {
+    for q in ["q5", "q7"] {
+        let plan = check_with(q, None, Some("1s"));
+        let tree = plan.split("\n  Plan:").nth(1).unwrap_or_else(|| panic!("{q}: no plan: {plan}"));
+        let below_join = tree.split("IntervalJoinExec").nth(1).unwrap_or_else(|| panic!("{q}: no interval join: {plan}"));
+        assert!(below_join.contains("WindowAggregateExec"), "{q}: {plan}");
+        assert!(!below_join.contains("RepartitionExec") && !below_join.contains("CoalesceBatchesExec"), "{q}: an exchange below the join: {plan}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

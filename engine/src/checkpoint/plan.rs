@@ -88,7 +88,38 @@ fn passes_through(plan: &Arc<dyn ExecutionPlan>) -> bool {
 /// root and from under our operators, through projections, filters and unions. Below any other
 /// operator (a hash join's build side, a sort) they stay: that operator needs them.
 pub fn without_exchanges(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    strip(plan, true)
+    strip(plan, true, false)
+}
+
+/// Takes DataFusion's exchanges and coalescers out from between two of our operators (through
+/// projections, filters and unions), in a job without barriers. Our operators read every
+/// partition of their input, so such an exchange only hashes rows again; and over a bounded
+/// input DataFusion's exchange holds rows back until it has a full batch per partition, so
+/// a window's one result would wait for the end of the input, and a join waiting for it would
+/// hold the other side until then (Nexmark q5 and q7 with a watermark delay). Filters on the
+/// way hand rows on as they get them, for the same reason. Exchanges over a source stay: they
+/// spread its reading over several tasks.
+///
+/// ```sql
+/// SELECT b.auction, b.price FROM bid b
+/// JOIN (SELECT MAX(price) AS maxprice, window_end AS wend FROM bid GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)) m
+///   ON b.price = m.maxprice WHERE b.date_time >= m.wend - INTERVAL '10' SECOND AND b.date_time < m.wend
+/// -- IntervalJoinExec ← ProjectionExec ← WindowAggregateExec: each window's maximum reaches the join when it closes
+/// ```
+pub fn without_exchanges_between_ours(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    strip(plan, false, true)
+}
+
+/// Whether every row `plan` hands on comes out of one of our operators, through operators
+/// that pass rows on (exchanges included).
+fn emitted_by_ours(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if is_ours(plan) {
+        return true;
+    }
+    let children = plan.children();
+    (is_exchange(plan) || passes_through(plan) || plan.downcast_ref::<FilterExec>().is_some())
+        && !children.is_empty()
+        && children.into_iter().all(emitted_by_ours)
 }
 
 fn is_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
@@ -97,26 +128,38 @@ fn is_exchange(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<RepartitionExec>().is_some() || plan.downcast_ref::<CoalescePartitionsExec>().is_some_and(|c| c.fetch().is_none()) || coalesce
 }
 
-fn strip(plan: Arc<dyn ExecutionPlan>, free: bool) -> Result<Arc<dyn ExecutionPlan>> {
+/// `free`: `plan` hands its rows to one of our operators, or to the runner, through operators
+/// that pass them on. `between`: only exchanges whose rows come out of one of our operators
+/// are taken out (no exchange from the root), and filters on the way pass rows on at once.
+fn strip(plan: Arc<dyn ExecutionPlan>, free: bool, between: bool) -> Result<Arc<dyn ExecutionPlan>> {
     if free && is_exchange(&plan) {
-        if let Some(child) = plan.children().first() {
-            return strip(Arc::clone(child), true);
+        if let Some(child) = plan.children().first().filter(|c| !between || emitted_by_ours(c)) {
+            return strip(Arc::clone(child), true, between);
         }
     }
-    let child_free = is_ours(&plan) || (free && passes_through(&plan));
+    // (a filter that holds rows for a batch is one that will pass them on at once)
+    let passes = passes_through(&plan) || (between && plan.downcast_ref::<FilterExec>().is_some());
+    let child_free = is_ours(&plan) || (free && passes);
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     let mut changed = false;
     let mut new_children = Vec::with_capacity(children.len());
     for c in children {
-        let n = strip(Arc::clone(&c), child_free)?;
+        let n = strip(Arc::clone(&c), child_free, between)?;
         changed |= !Arc::ptr_eq(&n, &c);
         new_children.push(n);
     }
-    if !changed {
-        return Ok(plan);
+    let plan = if changed {
+        #[allow(deprecated)]
+        plan.with_new_children(new_children)?
+    } else {
+        plan
+    };
+    if between && free {
+        if let Some(f) = plan.downcast_ref::<FilterExec>().filter(|f| f.batch_size() > 1 && emitted_by_ours(&plan)) {
+            return Ok(Arc::new(f.with_batch_size(1)?));
+        }
     }
-    #[allow(deprecated)]
-    plan.with_new_children(new_children)
+    Ok(plan)
 }
 
 /// The shape of a stateful operator, from its one-line display: what its state must match to

@@ -498,13 +498,70 @@ struct SideState {
     by_min: std::collections::BTreeSet<(i64, u64)>,
     bytes: usize,
     next_id: u64,
-    index: FastMap<u64, Vec<(u64, u32)>>,
+    index: KeyIndex,
     rows: usize,
     stale: usize,
 }
 
 /// An output batch with the event time of each row.
 type Timed = (RecordBatch, Int64Array);
+
+/// No entry (the end of a chain).
+const NO_ENTRY: u32 = u32::MAX;
+
+/// Where a side's rows are, by the hash of their keys: the newest entry of each hash, and for
+/// every entry the one before it with the same hash (a chain, as in DataFusion's join hash
+/// map). Inserting a batch allocates nothing per key; entries of evicted chunks stay in their
+/// chains, skipped, until the index is built again from the chunks left.
+#[derive(Default)]
+struct KeyIndex {
+    heads: FastMap<u64, u32>,
+    entries: Vec<IndexEntry>,
+}
+
+#[derive(Clone, Copy)]
+struct IndexEntry {
+    chunk: u64,
+    row: u32,
+    next: u32,
+}
+
+impl KeyIndex {
+    /// Indexes the rows of chunk `id`, whose key hashes are `hashes`.
+    fn insert(&mut self, id: u64, hashes: &[u64]) -> Result<()> {
+        if self.entries.len().saturating_add(hashes.len()) >= NO_ENTRY as usize {
+            return datafusion::common::resources_err!("an interval join side holds more than {} rows", NO_ENTRY);
+        }
+        self.entries.reserve(hashes.len());
+        for (row, h) in hashes.iter().enumerate() {
+            let slot = self.entries.len() as u32;
+            let next = match self.heads.entry(*h) {
+                std::collections::hash_map::Entry::Occupied(mut e) => std::mem::replace(e.get_mut(), slot),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(slot);
+                    NO_ENTRY
+                }
+            };
+            self.entries.push(IndexEntry { chunk: id, row: row as u32, next });
+        }
+        Ok(())
+    }
+
+    /// The (chunk, row) of every entry with key hash `h`, evicted chunks' included.
+    fn matches(&self, h: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let mut at = self.heads.get(&h).copied().unwrap_or(NO_ENTRY);
+        std::iter::from_fn(move || {
+            let e = self.entries.get(at as usize)?;
+            at = e.next;
+            Some((e.chunk, e.row))
+        })
+    }
+
+    /// Bytes held, roughly.
+    fn bytes(&self) -> usize {
+        self.heads.capacity() * 16 + self.entries.capacity() * std::mem::size_of::<IndexEntry>()
+    }
+}
 
 struct Joiner {
     config: Arc<IntervalJoinConfig>,
@@ -607,7 +664,7 @@ impl Joiner {
                 self.hashes.clear();
                 self.hashes.resize(batch.num_rows(), 0);
                 create_hashes(&keys, &self.random, &mut self.hashes)?;
-                self.insert(side, batch, keys, matched, times);
+                self.insert(side, batch, keys, matched, times)?;
             }
         }
         if let Some(table) = state.table("pending") {
@@ -636,7 +693,7 @@ impl Joiner {
             self.hashes.clear();
             self.hashes.resize(batch.num_rows(), 0);
             create_hashes(&keys, &self.random, &mut self.hashes)?;
-            self.insert(side, batch.clone(), keys, vec![false; batch.num_rows()], times);
+            self.insert(side, batch.clone(), keys, vec![false; batch.num_rows()], times)?;
         }
         self.update_state_metrics();
         Ok(())
@@ -730,7 +787,7 @@ impl Joiner {
             self.hashes.resize(batch.num_rows(), 0);
             create_hashes(&keys, &self.random, &mut self.hashes)?;
             let matched = self.probe(side, &batch, &times, &keys, &mut out)?;
-            self.insert(side, batch, keys, matched, times);
+            self.insert(side, batch, keys, matched, times)?;
         }
         let advanced = self.watermarks[side].advance().is_some();
         if advanced || self.watermarks[1 - side].all_finished() {
@@ -815,20 +872,35 @@ impl Joiner {
         let mut matched = vec![false; batch.num_rows()];
         // candidate pairs per chunk of the other side
         // (evicted chunks are skipped below, once per chunk)
-        let mut per_chunk: FastMap<u64, (Vec<u32>, Vec<u32>)> = FastMap::default();
+        // (a batch's partners are mostly in few chunks: the last one found is tried first,
+        // then the list, or a map of it once it is long)
+        let mut per_chunk: Vec<(u64, Vec<u32>, Vec<u32>)> = Vec::new();
+        let mut positions: FastMap<u64, usize> = FastMap::default();
+        let mut last = 0;
         for (i, h) in self.hashes.iter().enumerate() {
-            if let Some(refs) = self.sides[other].index.get(h) {
-                for &(chunk, row) in refs {
-                    let e = per_chunk.entry(chunk).or_default();
-                    e.0.push(i as u32);
-                    e.1.push(row);
+            for (chunk, row) in self.sides[other].index.matches(*h) {
+                if per_chunk.get(last).is_none_or(|e| e.0 != chunk) {
+                    let found = if per_chunk.len() > 16 { positions.get(&chunk).copied() } else { per_chunk.iter().position(|e| e.0 == chunk) };
+                    last = match found {
+                        Some(at) => at,
+                        None => {
+                            per_chunk.push((chunk, Vec::new(), Vec::new()));
+                            if per_chunk.len() == 17 {
+                                positions.extend(per_chunk.iter().enumerate().map(|(at, e)| (e.0, at)));
+                            } else if per_chunk.len() > 17 {
+                                positions.insert(chunk, per_chunk.len() - 1);
+                            }
+                            per_chunk.len() - 1
+                        }
+                    };
                 }
+                let e = &mut per_chunk[last];
+                e.1.push(i as u32);
+                e.2.push(row);
             }
         }
-        let mut chunk_ids: Vec<u64> = per_chunk.keys().copied().collect();
-        chunk_ids.sort_unstable();
-        for id in chunk_ids {
-            let Some((mine, theirs)) = per_chunk.remove(&id) else { continue };
+        per_chunk.sort_unstable_by_key(|e| e.0);
+        for (id, mine, theirs) in per_chunk {
             let mine = UInt32Array::from(mine);
             let theirs = UInt32Array::from(theirs);
             let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
@@ -920,20 +992,19 @@ impl Joiner {
         Ok(matched)
     }
 
-    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, times: Int64Array) {
+    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, times: Int64Array) -> Result<()> {
         let max_time = max(&times).unwrap_or(i64::MIN);
         let min_time = datafusion::arrow::compute::min(&times).unwrap_or(i64::MIN);
         let state = &mut self.sides[side];
         let id = state.next_id;
         state.next_id += 1;
-        for (row, h) in self.hashes.iter().enumerate() {
-            state.index.entry(*h).or_default().push((id, row as u32));
-        }
+        state.index.insert(id, &self.hashes)?;
         state.rows += batch.num_rows();
         state.bytes += batch.get_array_memory_size() + batch.num_rows() * 12;
         state.by_time.insert((max_time, id));
         state.by_min.insert((min_time, id));
         state.chunks.insert(id, Chunk { batch, keys, matched, times, min_time, max_time });
+        Ok(())
     }
 
     /// Drops the rows the other side's watermark has put out of reach, emitting the unmatched
@@ -988,18 +1059,24 @@ impl Joiner {
                     out.push((self.unmatched(side, &rows)?, times));
                 }
             }
-            // compact the index once stale entries outnumber live ones
+            // build the index again once stale entries outnumber live ones
             let state = &mut self.sides[side];
             if state.chunks.is_empty() {
-                state.index.clear();
+                state.index = KeyIndex::default();
                 state.stale = 0;
             }
             if state.stale > state.rows.max(4096) {
-                let chunks = &state.chunks;
-                state.index.retain(|_, refs| {
-                    refs.retain(|(c, _)| chunks.contains_key(c));
-                    !refs.is_empty()
-                });
+                let mut index = KeyIndex::default();
+                let mut ids: Vec<u64> = state.chunks.keys().copied().collect();
+                ids.sort_unstable();
+                for id in ids {
+                    let Some(chunk) = state.chunks.get(&id) else { continue };
+                    self.hashes.clear();
+                    self.hashes.resize(chunk.batch.num_rows(), 0);
+                    create_hashes(&chunk.keys, &self.random, &mut self.hashes)?;
+                    index.insert(id, &self.hashes)?;
+                }
+                state.index = index;
                 state.stale = 0;
             }
         }
@@ -1008,6 +1085,6 @@ impl Joiner {
 
     fn update_state_metrics(&self) {
         self.metrics.state_rows.set(self.sides.iter().map(|s| s.rows).sum());
-        self.metrics.state_bytes.set(self.sides.iter().map(|s| s.bytes + s.index.len() * 48).sum());
+        self.metrics.state_bytes.set(self.sides.iter().map(|s| s.bytes + s.index.bytes()).sum());
     }
 }

@@ -86,6 +86,11 @@ fn constant(expr: &Arc<dyn PhysicalExpr>) -> Option<(i64, bool)> {
     Some(match lit.value() {
         ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => (i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000, true),
         ScalarValue::IntervalDayTime(Some(v)) => (i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds), true),
+        // (fixed intervals are added as durations: planner::fixed_intervals)
+        ScalarValue::DurationSecond(Some(v)) => (v.checked_mul(1000)?, true),
+        ScalarValue::DurationMillisecond(Some(v)) => (*v, true),
+        ScalarValue::DurationMicrosecond(Some(v)) => (v / 1000, true),
+        ScalarValue::DurationNanosecond(Some(v)) => (v / 1_000_000, true),
         ScalarValue::Int64(Some(v)) => (*v, false),
         ScalarValue::Int32(Some(v)) => (i64::from(*v), false),
         ScalarValue::UInt32(Some(v)) => (i64::from(*v), false),

@@ -6,6 +6,7 @@
 //! -- orders and customers become StreamingTable providers; DataFusion plans the join
 //! ```
 
+pub mod fixed_intervals;
 pub mod flink_functions;
 pub mod functions;
 pub mod latency;
@@ -115,6 +116,7 @@ pub fn new_context(
     let ctx = SessionContext::new_with_state(state);
     // COUNT(DISTINCT x) stays one aggregate (two stacked aggregates would hold a stream)
     ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+    ctx.add_optimizer_rule(Arc::new(fixed_intervals::FixedIntervals));
     functions::register(&ctx);
     flink_functions::register(&ctx);
     crate::window::functions::register(&ctx);
@@ -480,9 +482,8 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     } else if has_changelog(&plan) {
         plan = with_operation_column(plan).map_err(plan_err)?;
     }
-    if barriers {
-        plan = crate::checkpoint::plan::without_exchanges(plan).map_err(plan_err)?;
-    }
+    plan = if barriers { crate::checkpoint::plan::without_exchanges(plan) } else { crate::checkpoint::plan::without_exchanges_between_ours(plan) }
+        .map_err(plan_err)?;
     if let Some(ttl) = spec.options.get("state.ttl") {
         if !expires_keys(&plan) {
             notes.push(format!(
