@@ -995,6 +995,10 @@ impl Joiner {
     fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, times: Int64Array) -> Result<()> {
         let max_time = max(&times).unwrap_or(i64::MIN);
         let min_time = datafusion::arrow::compute::min(&times).unwrap_or(i64::MIN);
+        // entries of evicted chunks count against the index's size until it is built again
+        if self.sides[side].stale > 0 && self.sides[side].index.entries.len().saturating_add(batch.num_rows()) >= NO_ENTRY as usize {
+            self.rebuild_index(side)?;
+        }
         let state = &mut self.sides[side];
         let id = state.next_id;
         state.next_id += 1;
@@ -1004,6 +1008,26 @@ impl Joiner {
         state.by_time.insert((max_time, id));
         state.by_min.insert((min_time, id));
         state.chunks.insert(id, Chunk { batch, keys, matched, times, min_time, max_time });
+        Ok(())
+    }
+
+    /// Builds `side`'s key index again from the chunks it keeps (without the entries of evicted
+    /// ones).
+    fn rebuild_index(&mut self, side: usize) -> Result<()> {
+        let state = &mut self.sides[side];
+        let mut index = KeyIndex { heads: FastMap::with_capacity_and_hasher(state.rows, Default::default()), entries: Vec::with_capacity(state.rows) };
+        let mut ids: Vec<u64> = state.chunks.keys().copied().collect();
+        ids.sort_unstable();
+        let mut hashes = Vec::new();
+        for id in ids {
+            let Some(chunk) = state.chunks.get(&id) else { continue };
+            hashes.clear();
+            hashes.resize(chunk.batch.num_rows(), 0);
+            create_hashes(&chunk.keys, &self.random, &mut hashes)?;
+            index.insert(id, &hashes)?;
+        }
+        state.index = index;
+        state.stale = 0;
         Ok(())
     }
 
@@ -1066,18 +1090,7 @@ impl Joiner {
                 state.stale = 0;
             }
             if state.stale > state.rows.max(4096) {
-                let mut index = KeyIndex::default();
-                let mut ids: Vec<u64> = state.chunks.keys().copied().collect();
-                ids.sort_unstable();
-                for id in ids {
-                    let Some(chunk) = state.chunks.get(&id) else { continue };
-                    self.hashes.clear();
-                    self.hashes.resize(chunk.batch.num_rows(), 0);
-                    create_hashes(&chunk.keys, &self.random, &mut self.hashes)?;
-                    index.insert(id, &self.hashes)?;
-                }
-                state.index = index;
-                state.stale = 0;
+                self.rebuild_index(side)?;
             }
         }
         Ok(())
@@ -1086,5 +1099,25 @@ impl Joiner {
     fn update_state_metrics(&self) {
         self.metrics.state_rows.set(self.sides.iter().map(|s| s.rows).sum());
         self.metrics.state_bytes.set(self.sides.iter().map(|s| s.bytes + s.index.bytes()).sum());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry of a hash is found, across chunks, newest first; other hashes' are not.
+    #[test]
+    fn the_key_index_chains_every_row_of_a_hash() {
+        let mut index = KeyIndex::default();
+        index.insert(0, &[7, 8, 7]).unwrap();
+        index.insert(1, &[9, 7]).unwrap();
+        index.insert(2, &[]).unwrap();
+        index.insert(3, &[8]).unwrap();
+        assert_eq!(index.matches(7).collect::<Vec<_>>(), vec![(1, 1), (0, 2), (0, 0)]);
+        assert_eq!(index.matches(8).collect::<Vec<_>>(), vec![(3, 0), (0, 1)]);
+        assert_eq!(index.matches(9).collect::<Vec<_>>(), vec![(1, 0)]);
+        assert_eq!(index.matches(10).count(), 0);
+        assert_eq!(index.entries.len(), 6);
     }
 }
