@@ -289,6 +289,43 @@ fn late_rows_are_counted_and_dropped() {
     assert_same_rows("late", &got, &want);
 }
 
+/// Windows by key spread over several tasks (`window::spread`, bounded input without
+/// checkpoints) keep the input's event time: a row is late by the watermark of all the rows
+/// before it, not only those of its task's keys. The row of key `a` at 3 s comes when the
+/// watermark is at 25 s (from key `c`): late, though `a`'s own rows reached only 1 s. The same
+/// rows with one task (`'parallelism' = '1'`) give the same answer.
+#[test]
+fn windows_spread_by_key_keep_the_inputs_watermark() {
+    let rows = [("a", 1_000, 1), ("b", 12_000, 2), ("c", 25_000, 3), ("a", 3_000, 100), ("b", 21_000, 7), ("c", 26_000, 4), ("a", 41_000, 5)];
+    let want = canonical_lines(
+        "{\"window_start\":\"1970-01-01T00:00:00\",\"k\":\"a\",\"n\":1,\"total\":1}\n\
+         {\"window_start\":\"1970-01-01T00:00:10\",\"k\":\"b\",\"n\":1,\"total\":2}\n\
+         {\"window_start\":\"1970-01-01T00:00:20\",\"k\":\"b\",\"n\":1,\"total\":7}\n\
+         {\"window_start\":\"1970-01-01T00:00:20\",\"k\":\"c\",\"n\":2,\"total\":7}\n\
+         {\"window_start\":\"1970-01-01T00:00:40\",\"k\":\"a\",\"n\":1,\"total\":5}\n",
+    );
+    for (parallelism, spread) in [("3", true), ("1", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("late.jsonl");
+        std::fs::write(&data, rows.iter().map(|(k, t, a)| format!("{{\"k\":\"{k}\",\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
+        let sql = format!(
+            "SELECT window_start, k, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), k \
+             INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
+             'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'parallelism' = '{parallelism}', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
+            data.display(),
+            tmp.path().display()
+        );
+        std::fs::write(tmp.path().join("job.sql"), &sql).unwrap();
+        let explain = ferris(tmp.path(), &["explain", "job.sql"]);
+        assert_ok(&explain);
+        assert_eq!(explain.stdout.contains("spread over 3 tasks by key"), spread, "{}", explain.stdout);
+        let run = run_sql(tmp.path(), &sql);
+        assert_ok(&run);
+        assert!(run.stderr.contains("1 late rows dropped"), "parallelism {parallelism}: {}", run.stderr);
+        assert_same_rows(&format!("parallelism {parallelism}"), &file_rows(&tmp.path().join("out.jsonl")), &want);
+    }
+}
+
 /// A `HOP` row that comes after the watermark passed some of its windows counts in those still
 /// open (as in Flink); only a row all of whose windows have closed is late. A window that
 /// closed empty is not written when such a row comes for it.

@@ -484,6 +484,11 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     }
     plan = if barriers { crate::checkpoint::plan::without_exchanges(plan) } else { crate::checkpoint::plan::without_exchanges_between_ours(plan) }
         .map_err(plan_err)?;
+    // bounded input without checkpoints: windows by key that go straight to the output share
+    // the job's cores (window::spread)
+    if !checkpoints.enabled && !unbounded {
+        plan = crate::window::spread::spread_keyed_windows(plan, state.config().target_partitions()).map_err(plan_err)?;
+    }
     if let Some(ttl) = spec.options.get("state.ttl") {
         if !expires_keys(&plan) {
             notes.push(format!(

@@ -184,6 +184,8 @@ pub struct WindowAggregateExec {
     config: Arc<WindowAggregateConfig>,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Tasks the groups are spread over by their keys (1: the operator's own task only).
+    spread: usize,
 }
 
 impl WindowAggregateExec {
@@ -199,7 +201,24 @@ impl WindowAggregateExec {
                 Boundedness::Unbounded { .. } => Boundedness::Unbounded { requires_infinite_memory: false },
             },
         );
-        Self { input, config: Arc::new(config), props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() }
+        Self { input, config: Arc::new(config), props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new(), spread: 1 }
+    }
+
+    /// The same aggregate with its groups spread over `tasks` tasks by their keys (see
+    /// [`super::spread`]).
+    pub fn spread_over(&self, tasks: usize) -> Self {
+        Self {
+            input: Arc::clone(&self.input),
+            config: Arc::clone(&self.config),
+            props: Arc::clone(&self.props),
+            metrics: ExecutionPlanMetricsSet::new(),
+            spread: tasks.max(1),
+        }
+    }
+
+    /// Tasks its groups are spread over (1 when they are not).
+    pub fn spread(&self) -> usize {
+        self.spread
     }
 
     /// The operator's input.
@@ -285,6 +304,9 @@ impl DisplayAs for WindowAggregateExec {
                 EmitMode::Final => "final",
             }
         )?;
+        if self.spread > 1 {
+            write!(f, ", spread over {} tasks by key", self.spread)?;
+        }
         if let Some(ttl) = c.state_ttl {
             f.write_str(&expiring_state(ttl))?;
         } else if matches!(c.kind, WindowKind::Global) && !c.keys.is_empty() && self.input.boundedness().is_unbounded() {
@@ -329,12 +351,21 @@ impl ExecutionPlan for WindowAggregateExec {
             return internal_err!("WindowAggregateExec takes one input");
         }
         let input = children.swap_remove(0);
-        Ok(Arc::new(Self { input, config: Arc::clone(&self.config), props: Arc::clone(&self.props), metrics: ExecutionPlanMetricsSet::new() }))
+        Ok(Arc::new(Self {
+            input,
+            config: Arc::clone(&self.config),
+            props: Arc::clone(&self.props),
+            metrics: ExecutionPlanMetricsSet::new(),
+            spread: self.spread,
+        }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         if partition != 0 {
             return internal_err!("WindowAggregateExec has one output partition, asked for {partition}");
+        }
+        if self.spread > 1 {
+            return super::spread::execute(&self.input, Arc::clone(&self.config), &self.metrics, self.spread, context);
         }
         let mut inputs = Inputs::new();
         let n = execute_inputs(&self.input, 0, &context, &mut inputs)?;
@@ -473,13 +504,13 @@ enum Input {
     Tick,
 }
 
-struct OperatorMetrics {
-    late: Count,
-    no_time: Count,
-    windows: Count,
-    state_bytes: Gauge,
-    state_groups: Gauge,
-    expired: Count,
+pub(super) struct OperatorMetrics {
+    pub(super) late: Count,
+    pub(super) no_time: Count,
+    pub(super) windows: Count,
+    pub(super) state_bytes: Gauge,
+    pub(super) state_groups: Gauge,
+    pub(super) expired: Count,
 }
 
 /// Evaluated inputs of some rows: group keys, aggregate arguments and filters.
@@ -531,7 +562,7 @@ impl Evaluated {
     }
 }
 
-fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
+pub(super) fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
     expr.evaluate(batch)?.into_array(batch.num_rows())
 }
 
@@ -584,7 +615,7 @@ impl WindowAggregateConfig {
 /// can close many small windows at once (1 s windows over 10 s of rows), each emitted as a
 /// batch of its own, and a tiny batch costs the operators and sinks downstream about what a
 /// full one does.
-fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>> {
+pub(super) fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<RecordBatch>> {
     if batches.len() < 2 {
         return Ok(batches);
     }
@@ -631,9 +662,9 @@ const LARGE_WINDOW_ROWS: usize = 1024;
 const SIZED_EVERY_BATCH: usize = 64;
 
 /// The running state of one execution.
-struct Operator {
+pub(super) struct Operator {
     config: Arc<WindowAggregateConfig>,
-    watermarks: PartitionWatermarks,
+    pub(super) watermarks: PartitionWatermarks,
     /// `EMIT FINAL` of `TUMBLE` and `HOP`: every open pane in one table.
     table: Option<PaneTable>,
     /// `EMIT FINAL` of `HOP`: the windows a close emits, merged from their panes, keyed by the
@@ -656,13 +687,13 @@ struct Operator {
     last_changes: std::time::Instant,
     /// When the state's size was last summed (over many panes it is summed every 100 ms).
     sized_at: std::cell::Cell<Option<std::time::Instant>>,
-    metrics: OperatorMetrics,
+    pub(super) metrics: OperatorMetrics,
     /// The job's late sink, if it has one.
-    late_out: Option<Arc<crate::event_time::late::LateRows>>,
+    pub(super) late_out: Option<Arc<crate::event_time::late::LateRows>>,
 }
 
 impl Operator {
-    fn new(config: Arc<WindowAggregateConfig>, partitions: usize, metrics: OperatorMetrics) -> Result<Self> {
+    pub(super) fn new(config: Arc<WindowAggregateConfig>, partitions: usize, metrics: OperatorMetrics) -> Result<Self> {
         let sessions = match config.kind {
             WindowKind::Session { gap } => Some(SessionBuffer::new(gap)),
             _ => None,
@@ -913,7 +944,7 @@ impl Operator {
         }
     }
 
-    fn push(&mut self, p: usize, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+    pub(super) fn push(&mut self, p: usize, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
         if batch.num_rows() == 0 {
             return Ok(Vec::new());
         }
@@ -969,7 +1000,7 @@ impl Operator {
         Ok(out)
     }
 
-    fn finish_partition(&mut self, p: usize) -> Result<Vec<RecordBatch>> {
+    pub(super) fn finish_partition(&mut self, p: usize) -> Result<Vec<RecordBatch>> {
         self.watermarks.finish(p);
         let mut out = Vec::new();
         if self.watermarks.all_finished() {
@@ -1199,7 +1230,7 @@ impl Operator {
     /// A timer tick: flushes changes that have waited long enough.
     /// Recomputes the watermark without new rows (the frontiers or idleness of the inputs may
     /// have changed) and closes the windows it passed.
-    fn advance(&mut self) -> Result<Vec<RecordBatch>> {
+    pub(super) fn advance(&mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         if self.config.time.is_some() && self.watermarks.advance().is_some() {
             self.close(&mut out)?;

@@ -23,6 +23,7 @@ pub mod groups;
 pub mod pane_table;
 pub mod planner_rule;
 pub mod session;
+pub mod spread;
 pub mod sql_rewrite;
 
 pub use aggregate_exec::{WindowAggregateExec, WindowKind};
