@@ -293,36 +293,74 @@ fn late_rows_are_counted_and_dropped() {
 /// checkpoints) keep the input's event time: a row is late by the watermark of all the rows
 /// before it, not only those of its task's keys. The row of key `a` at 3 s comes when the
 /// watermark is at 25 s (from key `c`): late, though `a`'s own rows reached only 1 s. The same
-/// rows with one task (`'parallelism' = '1'`) give the same answer.
+/// rows with one task (`'parallelism' = '1'`) give the same answer, and so do `HOP` (a row
+/// late for some of its windows counts in the others) and `SESSION`, with a row without a time
+/// and the late rows in a late sink.
 #[test]
 fn windows_spread_by_key_keep_the_inputs_watermark() {
-    let rows = [("a", 1_000, 1), ("b", 12_000, 2), ("c", 25_000, 3), ("a", 3_000, 100), ("b", 21_000, 7), ("c", 26_000, 4), ("a", 41_000, 5)];
-    let want = canonical_lines(
+    let rows = [
+        ("a", Some(1_000), 1),
+        ("b", Some(12_000), 2),
+        ("c", Some(25_000), 3),
+        ("a", Some(3_000), 100),
+        ("b", Some(21_000), 7),
+        ("c", None, 9),
+        ("a", Some(17_000), 50),
+        ("c", Some(26_000), 4),
+        ("b", Some(13_000), 60),
+        ("a", Some(41_000), 5),
+    ];
+    let tumble = canonical_lines(
         "{\"window_start\":\"1970-01-01T00:00:00\",\"k\":\"a\",\"n\":1,\"total\":1}\n\
          {\"window_start\":\"1970-01-01T00:00:10\",\"k\":\"b\",\"n\":1,\"total\":2}\n\
          {\"window_start\":\"1970-01-01T00:00:20\",\"k\":\"b\",\"n\":1,\"total\":7}\n\
          {\"window_start\":\"1970-01-01T00:00:20\",\"k\":\"c\",\"n\":2,\"total\":7}\n\
          {\"window_start\":\"1970-01-01T00:00:40\",\"k\":\"a\",\"n\":1,\"total\":5}\n",
     );
-    for (parallelism, spread) in [("3", true), ("1", false)] {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("late.jsonl");
-        std::fs::write(&data, rows.iter().map(|(k, t, a)| format!("{{\"k\":\"{k}\",\"ts\":{t},\"amount\":{a}}}\n")).collect::<String>()).unwrap();
-        let sql = format!(
-            "SELECT window_start, k, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), k \
-             INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
-             'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'parallelism' = '{parallelism}', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl');",
-            data.display(),
-            tmp.path().display()
-        );
-        std::fs::write(tmp.path().join("job.sql"), &sql).unwrap();
-        let explain = ferris(tmp.path(), &["explain", "job.sql"]);
-        assert_ok(&explain);
-        assert_eq!(explain.stdout.contains("spread over 3 tasks by key"), spread, "{}", explain.stdout);
-        let run = run_sql(tmp.path(), &sql);
-        assert_ok(&run);
-        assert!(run.stderr.contains("1 late rows dropped"), "parallelism {parallelism}: {}", run.stderr);
-        assert_same_rows(&format!("parallelism {parallelism}"), &file_rows(&tmp.path().join("out.jsonl")), &want);
+    let windows = [
+        ("TUMBLE(ts, INTERVAL '10' SECOND)", Some(tumble), 3),
+        ("HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)", None, 0),
+        ("SESSION(ts, INTERVAL '3' SECOND)", None, 0),
+    ];
+    for (window, want, late) in windows {
+        let mut answers = Vec::new();
+        for (parallelism, spread) in [("3", true), ("1", false)] {
+            let tmp = tempfile::tempdir().unwrap();
+            let data = tmp.path().join("late.jsonl");
+            let lines: String = rows
+                .iter()
+                .map(|(k, t, a)| match t {
+                    Some(t) => format!("{{\"k\":\"{k}\",\"ts\":{t},\"amount\":{a}}}\n"),
+                    None => format!("{{\"k\":\"{k}\",\"ts\":null,\"amount\":{a}}}\n"),
+                })
+                .collect();
+            std::fs::write(&data, lines).unwrap();
+            let sql = format!(
+                "SELECT window_start, k, COUNT(*) AS n, SUM(amount) AS total FROM clicks GROUP BY {window}, k \
+                 INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.format' = 'jsonlines', 'clicks.event_time' = 'ts', \
+                 'clicks.schema' = 'k VARCHAR, ts BIGINT, amount BIGINT', 'clicks.event_time.format' = 'epoch_millis', \
+                 'clicks.watermark.delay' = '0s', 'batch.size' = '1', 'parallelism' = '{parallelism}', 'out.type' = 'file_sink', 'out.path' = '{}/out.jsonl', \
+                 'late.sink' = 'too_late', 'too_late.type' = 'file_sink', 'too_late.path' = '{}/late.out.jsonl');",
+                data.display(),
+                tmp.path().display(),
+                tmp.path().display()
+            );
+            std::fs::write(tmp.path().join("job.sql"), &sql).unwrap();
+            let explain = ferris(tmp.path(), &["explain", "job.sql"]);
+            assert_ok(&explain);
+            assert_eq!(explain.stdout.contains("spread over 3 tasks by key"), spread, "{window}: {}", explain.stdout);
+            let run = run_sql(tmp.path(), &sql);
+            assert_ok(&run);
+            let got = file_rows(&tmp.path().join("out.jsonl"));
+            let late_rows = file_rows(&tmp.path().join("late.out.jsonl"));
+            assert!(!got.is_empty(), "{window}: {}", run.stderr);
+            if let Some(want) = &want {
+                assert_same_rows(&format!("{window}, parallelism {parallelism}"), &got, want);
+                assert_eq!(late_rows.len(), late, "{window}: {late_rows:?}");
+            }
+            answers.push((got, late_rows));
+        }
+        assert_eq!(answers[0], answers[1], "{window}: spread over 3 tasks, then one task");
     }
 }
 

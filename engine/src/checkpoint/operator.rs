@@ -215,11 +215,21 @@ where
     let errors = tx.clone();
     let fut = body(Output { tx, baseline, watermark: std::sync::atomic::AtomicI64::new(i64::MIN) });
     let task = SpawnedTask::spawn(async move {
-        if let Err(e) = fut.await {
+        // a panic fails the job: its output must not end as if it were complete
+        let result = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
+            Ok(result) => result,
+            Err(panic) => Err(datafusion::error::DataFusionError::Internal(format!("an operator panicked: {}", panic_message(&panic)))),
+        };
+        if let Err(e) = result {
             let _ = errors.send(Err(e)).await;
         }
     });
     Box::pin(ChannelLeaf::new(rx, schema).with_task(task))
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
 }
 
 /// An operator's view of checkpoints: its id, and where its snapshots go. Absent when the job
@@ -280,5 +290,29 @@ mod tests {
         assert_eq!(a.barrier((1, 0), 2), Some(2));
         assert_eq!(a.ended((0, 1)), None);
         assert_eq!(a.ended((1, 0)), None, "nothing left to align");
+    }
+
+    /// An operator that panics fails its output stream: it does not end as if complete.
+    #[tokio::test]
+    async fn a_panicking_operator_fails_its_output() {
+        use futures::StreamExt;
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::empty());
+        let metrics = datafusion::physical_plan::metrics::ExecutionPlanMetricsSet::new();
+        let mut stream = spawn_operator(schema, BaselineMetrics::new(&metrics, 0), |_out| async move {
+            if metrics_len() > 0 {
+                panic!("boom");
+            }
+            Ok(())
+        });
+        let first = stream.next().await;
+        let err = match first {
+            Some(Err(e)) => e.to_string(),
+            other => panic!("expected the panic as an error, got {:?}", other.map(|r| r.map(|b| b.num_rows()))),
+        };
+        assert!(err.contains("an operator panicked: boom"), "{err}");
+    }
+
+    fn metrics_len() -> usize {
+        1
     }
 }

@@ -562,6 +562,28 @@ impl Evaluated {
     }
 }
 
+/// The earliest event time a row may have and still count, at watermark `wm`: rows before it
+/// are late.
+pub(super) fn cutoff_at(config: &WindowAggregateConfig, wm: i64) -> i64 {
+    if wm == i64::MIN {
+        return i64::MIN;
+    }
+    match config.kind {
+        // the first window still open: a row in it counts there (and in the later ones),
+        // not in the windows before it, emitted already
+        WindowKind::Hop { size, slide } if config.emit == EmitMode::Final => first_open_window(wm, size, slide),
+        WindowKind::Tumble { .. } | WindowKind::Hop { .. } => {
+            let p = config.kind.pane();
+            // a pane ending at or before the watermark has been emitted or frozen
+            wm.div_euclid(p) * p
+        }
+        // a session emitted ended at or before the watermark; a row before the watermark
+        // could belong to it
+        WindowKind::Session { .. } => wm,
+        WindowKind::Global => i64::MIN,
+    }
+}
+
 pub(super) fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
     expr.evaluate(batch)?.into_array(batch.num_rows())
 }
@@ -924,24 +946,7 @@ impl Operator {
 
     /// The earliest event time a row may carry and still be counted.
     fn cutoff(&self) -> i64 {
-        let wm = self.watermarks.current();
-        if wm == i64::MIN {
-            return i64::MIN;
-        }
-        match self.config.kind {
-            // the first window still open: a row in it counts there (and in the later ones),
-            // not in the windows before it, emitted already
-            WindowKind::Hop { size, slide } if self.config.emit == EmitMode::Final => first_open_window(wm, size, slide),
-            WindowKind::Tumble { .. } | WindowKind::Hop { .. } => {
-                let p = self.config.kind.pane();
-                // a pane ending at or before the watermark has been emitted or frozen
-                wm.div_euclid(p) * p
-            }
-            // a session emitted ended at or before the watermark; a row before the watermark
-            // could belong to it
-            WindowKind::Session { .. } => wm,
-            WindowKind::Global => i64::MIN,
-        }
+        cutoff_at(&self.config, self.watermarks.current())
     }
 
     pub(super) fn push(&mut self, p: usize, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {

@@ -18,8 +18,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{max, take_record_batch};
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::kernels::cmp::gt_eq;
+use datafusion::arrow::compute::{filter_record_batch, max, prep_null_mask_filter, take_record_batch};
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::Result;
@@ -29,7 +30,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::aggregate_exec::{coalesce, eval, Operator, OperatorMetrics, WindowAggregateConfig, WindowKind};
+use super::aggregate_exec::{coalesce, cutoff_at, eval, Operator, OperatorMetrics, WindowAggregateConfig, WindowKind};
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, InputItem, Inputs};
 use crate::event_time::{to_epoch_millis, PartitionWatermarks};
 use crate::sql::EmitMode;
@@ -96,7 +97,9 @@ pub(super) fn execute(
         to_tasks.push(tx);
         let results_tx = results_tx.clone();
         handles.push(SpawnedTask::spawn(async move {
+            let mut ended = false;
             while let Some(message) = rx.recv().await {
+                ended |= matches!(message, ToTask::End);
                 let rows = match message {
                     ToTask::Rows(batch) => op.push(0, &batch),
                     ToTask::Time(t) => {
@@ -115,12 +118,21 @@ pub(super) fn execute(
                     return;
                 }
             }
+            // the router stopped before the input ended (it failed or panicked): the results
+            // are not complete, and the job must not end as if they were
+            if !ended {
+                let _ = results_tx.send(ended_early()).await;
+            }
         }));
     }
     let router_results = results_tx;
     let route_config = Arc::clone(&config);
     handles.push(SpawnedTask::spawn(async move {
-        if let Err(e) = route(inputs, n, route_config, to_tasks).await {
+        let routed = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(route(inputs, n, route_config, to_tasks))).await {
+            Ok(routed) => routed,
+            Err(panic) => datafusion::common::internal_err!("a window aggregate's router panicked: {}", crate::checkpoint::operator::panic_message(&panic)),
+        };
+        if let Err(e) = routed {
             let _ = router_results.send(Err(e)).await;
         }
     }));
@@ -156,14 +168,29 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tas
                     continue;
                 }
                 let times = to_epoch_millis(&eval(&time_expr, &batch)?, config.int_scale)?;
+                // late rows and rows without a time go to the first task as they are (it
+                // counts them, and hands the late ones to the late sink): their keys are not
+                // evaluated, as one task would not evaluate them
+                let kept = gt_eq(&times, &Int64Array::new_scalar(cutoff_at(&config, watermarks.current())))?;
+                // (a row without a time is not kept: nulls made false)
+                let kept = if kept.null_count() > 0 { prep_null_mask_filter(&kept) } else { kept };
                 watermarks.observe(p, max(&times));
-                let keys = config.keys.iter().map(|(e, _)| eval(e, &batch)).collect::<Result<Vec<_>>>()?;
-                hashes.clear();
-                hashes.resize(batch.num_rows(), 0);
-                create_hashes(&keys, &random, &mut hashes)?;
                 let mut rows: Vec<Vec<u32>> = vec![Vec::new(); tasks.len()];
-                for (i, h) in hashes.iter().enumerate() {
-                    rows[(h % count) as usize].push(i as u32);
+                if kept.true_count() > 0 {
+                    let on_time = if kept.true_count() == batch.num_rows() { batch.clone() } else { filter_record_batch(&batch, &kept)? };
+                    let keys = config.keys.iter().map(|(e, _)| eval(e, &on_time)).collect::<Result<Vec<_>>>()?;
+                    hashes.clear();
+                    hashes.resize(on_time.num_rows(), 0);
+                    create_hashes(&keys, &random, &mut hashes)?;
+                    let mut at = kept.values().set_indices();
+                    for h in &hashes {
+                        let Some(i) = at.next() else { break };
+                        rows[(h % count) as usize].push(i as u32);
+                    }
+                }
+                if kept.true_count() < batch.num_rows() {
+                    rows[0].extend(kept.iter().enumerate().filter(|(_, k)| *k != Some(true)).map(|(i, _)| i as u32));
+                    rows[0].sort_unstable();
                 }
                 for (task, rows) in tasks.iter().zip(rows) {
                     if rows.is_empty() {
@@ -171,7 +198,7 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tas
                     }
                     let part = if rows.len() == batch.num_rows() { batch.clone() } else { take_record_batch(&batch, &UInt32Array::from(rows))? };
                     if task.send(ToTask::Rows(part)).await.is_err() {
-                        return Ok(());
+                        return ended_early();
                     }
                 }
             }
@@ -188,15 +215,24 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tas
         if let (Some(w), Some(d)) = (watermarks.advance(), delay) {
             for task in &tasks {
                 if task.send(ToTask::Time(w.saturating_add(d))).await.is_err() {
-                    return Ok(());
+                    return ended_early();
                 }
             }
         }
     }
     for task in &tasks {
-        let _ = task.send(ToTask::End).await;
+        if task.send(ToTask::End).await.is_err() {
+            return ended_early();
+        }
     }
     Ok(())
+}
+
+/// A task stopped before the input ended: it failed (its error is ahead of this one), or the
+/// operator's output was dropped (no one reads this), or it panicked (the job must not end as
+/// if its results were complete).
+fn ended_early<T>() -> Result<T> {
+    datafusion::common::internal_err!("a task of a window aggregate spread by key stopped before its input ended")
 }
 
 /// `plan` with its window aggregates by key spread over `tasks` tasks, where their results go
@@ -215,7 +251,7 @@ pub fn spread_keyed_windows(plan: Arc<dyn ExecutionPlan>, tasks: usize) -> Resul
     }
     #[allow(deprecated)]
     let passes = plan.downcast_ref::<ProjectionExec>().is_some()
-        || plan.downcast_ref::<FilterExec>().is_some()
+        || plan.downcast_ref::<FilterExec>().is_some_and(|f| f.fetch().is_none())
         || plan.downcast_ref::<RepartitionExec>().is_some()
         || plan.downcast_ref::<CoalescePartitionsExec>().is_some_and(|c| c.fetch().is_none())
         || plan.downcast_ref::<datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec>().is_some_and(|c| c.fetch().is_none())
