@@ -91,8 +91,9 @@ pub fn without_exchanges(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
     strip(plan, true, false)
 }
 
-/// Takes DataFusion's exchanges and coalescers out from between two of our operators (through
-/// projections, filters and unions), in a job without barriers. Our operators read every
+/// Takes DataFusion's exchanges and coalescers out from between two of our operators, and from
+/// between one of ours and the job's output (through projections, filters and unions), in a
+/// job without barriers. Our operators read every
 /// partition of their input, so such an exchange only hashes rows again; and over a bounded
 /// input DataFusion's exchange holds rows back until it has a full batch per partition, so
 /// a window's one result would wait for the end of the input, and a join waiting for it would
@@ -107,7 +108,9 @@ pub fn without_exchanges(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executi
 /// -- IntervalJoinExec ← ProjectionExec ← WindowAggregateExec: each window's maximum reaches the join when it closes
 /// ```
 pub fn without_exchanges_between_ours(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    strip(plan, false, true)
+    // (the runner reads every output partition into one stream: an exchange between one of our
+    // operators and the output only hashes the results again)
+    strip(plan, true, true)
 }
 
 /// Whether every row `plan` hands on comes out of one of our operators, through operators

@@ -270,12 +270,6 @@ pub fn spread_keyed_windows(plan: Arc<dyn ExecutionPlan>, tasks: usize) -> Resul
     if !changed {
         return Ok(plan);
     }
-    // an exchange over the spread aggregate would only hash its results again
-    if plan.downcast_ref::<RepartitionExec>().is_some() {
-        if let [only] = new_children.as_slice() {
-            return Ok(Arc::clone(only));
-        }
-    }
     #[allow(deprecated)]
     plan.with_new_children(new_children)
 }
