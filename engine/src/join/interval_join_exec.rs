@@ -872,27 +872,17 @@ impl Joiner {
         let mut matched = vec![false; batch.num_rows()];
         // candidate pairs per chunk of the other side
         // (evicted chunks are skipped below, once per chunk)
-        // (a batch's partners are mostly in few chunks: the last one found is tried first,
-        // then the list, or a map of it once it is long)
+        // (a batch's partners are mostly in few chunks: the last one found is tried first)
         let mut per_chunk: Vec<(u64, Vec<u32>, Vec<u32>)> = Vec::new();
         let mut positions: FastMap<u64, usize> = FastMap::default();
         let mut last = 0;
         for (i, h) in self.hashes.iter().enumerate() {
             for (chunk, row) in self.sides[other].index.matches(*h) {
                 if per_chunk.get(last).is_none_or(|e| e.0 != chunk) {
-                    let found = if per_chunk.len() > 16 { positions.get(&chunk).copied() } else { per_chunk.iter().position(|e| e.0 == chunk) };
-                    last = match found {
-                        Some(at) => at,
-                        None => {
-                            per_chunk.push((chunk, Vec::new(), Vec::new()));
-                            if per_chunk.len() == 17 {
-                                positions.extend(per_chunk.iter().enumerate().map(|(at, e)| (e.0, at)));
-                            } else if per_chunk.len() > 17 {
-                                positions.insert(chunk, per_chunk.len() - 1);
-                            }
-                            per_chunk.len() - 1
-                        }
-                    };
+                    last = *positions.entry(chunk).or_insert_with(|| {
+                        per_chunk.push((chunk, Vec::new(), Vec::new()));
+                        per_chunk.len() - 1
+                    });
                 }
                 let e = &mut per_chunk[last];
                 e.1.push(i as u32);

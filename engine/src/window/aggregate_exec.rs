@@ -374,24 +374,9 @@ impl ExecutionPlan for WindowAggregateExec {
         // operator says how far it has emitted whenever it could)
         let replays = self.replays() && checkpointing.is_some() && self.input.boundedness().is_unbounded();
         let forwards = self.config.hands_on_watermark && self.forwards_watermark() && self.input.boundedness().is_unbounded();
-        let (what, hint) = match self.config.kind {
-            WindowKind::Global => (
-                "WindowAggregateExec (unwindowed GROUP BY)",
-                "an unwindowed GROUP BY on a stream keeps every key it has seen: group by a window (TUMBLE, HOP, SESSION), set 'state.ttl' to forget keys idle that long, or group by fewer keys",
-            ),
-            WindowKind::Session { .. } => ("WindowAggregateExec (SESSION)", "a shorter session gap or watermark.delay, or fewer keys"),
-            _ => ("WindowAggregateExec", "shorter windows, a smaller watermark.delay, or fewer keys"),
-        };
-        let mut memory = crate::memory::StateMemory::new(&context, what, hint);
+        let mut memory = state_memory(&context, self.config.kind);
         let late_out = crate::event_time::late::LateRows::find(&context);
-        let metrics = OperatorMetrics {
-            late: MetricBuilder::new(&self.metrics).counter("late_rows_dropped", 0),
-            no_time: MetricBuilder::new(&self.metrics).counter("rows_without_event_time", 0),
-            windows: MetricBuilder::new(&self.metrics).counter("windows_emitted", 0),
-            state_bytes: MetricBuilder::new(&self.metrics).gauge("state_bytes", 0),
-            state_groups: MetricBuilder::new(&self.metrics).gauge("state_groups", 0),
-            expired: MetricBuilder::new(&self.metrics).counter("state_keys_expired", 0),
-        };
+        let metrics = OperatorMetrics::new(&self.metrics, 0);
         let config = Arc::clone(&self.config);
         let baseline = BaselineMetrics::new(&self.metrics, 0);
         let batch_size = context.session_config().batch_size();
@@ -511,6 +496,34 @@ pub(super) struct OperatorMetrics {
     pub(super) state_bytes: Gauge,
     pub(super) state_groups: Gauge,
     pub(super) expired: Count,
+}
+
+impl OperatorMetrics {
+    /// The metrics of partition (or task) `partition` of the operator.
+    pub(super) fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            late: MetricBuilder::new(metrics).counter("late_rows_dropped", partition),
+            no_time: MetricBuilder::new(metrics).counter("rows_without_event_time", partition),
+            windows: MetricBuilder::new(metrics).counter("windows_emitted", partition),
+            state_bytes: MetricBuilder::new(metrics).gauge("state_bytes", partition),
+            state_groups: MetricBuilder::new(metrics).gauge("state_groups", partition),
+            expired: MetricBuilder::new(metrics).counter("state_keys_expired", partition),
+        }
+    }
+}
+
+/// The operator's state in the job's memory pool, named for windows of `kind`, with what would
+/// make it smaller.
+pub(super) fn state_memory(context: &Arc<TaskContext>, kind: WindowKind) -> crate::memory::StateMemory {
+    let (what, hint) = match kind {
+        WindowKind::Global => (
+            "WindowAggregateExec (unwindowed GROUP BY)",
+            "an unwindowed GROUP BY on a stream keeps every key it has seen: group by a window (TUMBLE, HOP, SESSION), set 'state.ttl' to forget keys idle that long, or group by fewer keys",
+        ),
+        WindowKind::Session { .. } => ("WindowAggregateExec (SESSION)", "a shorter session gap or watermark.delay, or fewer keys"),
+        _ => ("WindowAggregateExec", "shorter windows, a smaller watermark.delay, or fewer keys"),
+    };
+    crate::memory::StateMemory::new(context, what, hint)
 }
 
 /// Evaluated inputs of some rows: group keys, aggregate arguments and filters.

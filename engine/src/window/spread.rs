@@ -25,12 +25,12 @@ use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::Result;
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::aggregate_exec::{coalesce, cutoff_at, eval, Operator, OperatorMetrics, WindowAggregateConfig, WindowKind};
+use super::aggregate_exec::{coalesce, cutoff_at, eval, state_memory, Operator, OperatorMetrics, WindowAggregateConfig, WindowKind};
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, InputItem, Inputs};
 use crate::event_time::{to_epoch_millis, PartitionWatermarks};
 use crate::sql::EmitMode;
@@ -69,30 +69,18 @@ pub(super) fn execute(
 ) -> Result<SendableRecordBatchStream> {
     let mut inputs = Inputs::new();
     let n = execute_inputs(input, 0, &context, &mut inputs)?;
-    let (what, hint) = match config.kind {
-        WindowKind::Session { .. } => ("WindowAggregateExec (SESSION)", "a shorter session gap or watermark.delay, or fewer keys"),
-        _ => ("WindowAggregateExec", "shorter windows, a smaller watermark.delay, or fewer keys"),
-    };
     let late_out = crate::event_time::late::LateRows::find(&context);
     let batch_size = context.session_config().batch_size();
     let (results_tx, mut results) = mpsc::channel::<Result<Vec<RecordBatch>>>(tasks * 4);
     let mut to_tasks = Vec::with_capacity(tasks);
     let mut handles = Vec::with_capacity(tasks + 1);
     for t in 0..tasks {
-        let task_metrics = OperatorMetrics {
-            late: MetricBuilder::new(metrics).counter("late_rows_dropped", t),
-            no_time: MetricBuilder::new(metrics).counter("rows_without_event_time", t),
-            windows: MetricBuilder::new(metrics).counter("windows_emitted", t),
-            state_bytes: MetricBuilder::new(metrics).gauge("state_bytes", t),
-            state_groups: MetricBuilder::new(metrics).gauge("state_groups", t),
-            expired: MetricBuilder::new(metrics).counter("state_keys_expired", t),
-        };
         // partition 0 takes the rows and is done from the start; partition 1 is the router's
         // event time: the task's watermark is the input's, not its own rows'
-        let mut op = Operator::new(Arc::clone(&config), 2, task_metrics)?;
+        let mut op = Operator::new(Arc::clone(&config), 2, OperatorMetrics::new(metrics, t))?;
         op.late_out = late_out.clone();
         op.finish_partition(0)?;
-        let mut memory = crate::memory::StateMemory::new(&context, what, hint);
+        let mut memory = state_memory(&context, config.kind);
         let (tx, mut rx) = mpsc::channel::<ToTask>(8);
         to_tasks.push(tx);
         let results_tx = results_tx.clone();
@@ -175,9 +163,10 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tas
                 // (a row without a time is not kept: nulls made false)
                 let kept = if kept.null_count() > 0 { prep_null_mask_filter(&kept) } else { kept };
                 watermarks.observe(p, max(&times));
+                let on_time_rows = kept.true_count();
                 let mut rows: Vec<Vec<u32>> = vec![Vec::new(); tasks.len()];
-                if kept.true_count() > 0 {
-                    let on_time = if kept.true_count() == batch.num_rows() { batch.clone() } else { filter_record_batch(&batch, &kept)? };
+                if on_time_rows > 0 {
+                    let on_time = if on_time_rows == batch.num_rows() { batch.clone() } else { filter_record_batch(&batch, &kept)? };
                     let keys = config.keys.iter().map(|(e, _)| eval(e, &on_time)).collect::<Result<Vec<_>>>()?;
                     hashes.clear();
                     hashes.resize(on_time.num_rows(), 0);
@@ -188,7 +177,7 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tas
                         rows[(h % count) as usize].push(i as u32);
                     }
                 }
-                if kept.true_count() < batch.num_rows() {
+                if on_time_rows < batch.num_rows() {
                     rows[0].extend(kept.iter().enumerate().filter(|(_, k)| *k != Some(true)).map(|(i, _)| i as u32));
                     rows[0].sort_unstable();
                 }
