@@ -97,14 +97,20 @@ pub type PositionedBatch = (arrow::record_batch::RecordBatch, Option<(String, se
 
 /// The stream of a source partition whose reader (on a blocking thread) sends batches with
 /// their positions on `rx`: a unit's position in `cell` moves as its batch is handed out
-/// downstream, not when it was read.
+/// downstream, not when it was read. So does the partition's event-time floor in `floor`, when
+/// the reader marks a batch with one ([`crate::source::FLOOR_KEY`] in its schema's metadata,
+/// taken off here).
 pub fn positioned_stream(
     schema: arrow::datatypes::SchemaRef,
     rx: tokio::sync::mpsc::Receiver<datafusion::error::Result<PositionedBatch>>,
     cell: PositionCell,
+    floor: Option<Arc<crate::source::EventTimeFloor>>,
 ) -> datafusion::physical_plan::SendableRecordBatchStream {
+    let out_schema = Arc::clone(&schema);
     let stream = futures::stream::unfold((rx, false), move |(mut rx, failed)| {
         let cell = cell.clone();
+        let floor = floor.clone();
+        let schema = Arc::clone(&out_schema);
         async move {
             let Some(item) = rx.recv().await else {
                 // the reader is done: read to the end unless it failed
@@ -114,11 +120,16 @@ pub fn positioned_stream(
                 return None;
             };
             let failed = failed || item.is_err();
-            let item = item.map(|(batch, position)| {
+            let item = item.and_then(|(batch, position)| {
                 if let Some((k, v)) = position {
                     cell.lock().insert(k, v);
                 }
-                batch
+                let Some(t) = batch.schema_ref().metadata().get(crate::source::FLOOR_KEY).and_then(|t| t.parse::<i64>().ok()) else { return Ok(batch) };
+                if let Some(floor) = &floor {
+                    floor.set(t);
+                }
+                let rows = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+                Ok(arrow::record_batch::RecordBatch::try_new_with_options(Arc::clone(&schema), batch.columns().to_vec(), &rows)?)
             });
             Some((item, (rx, failed)))
         }
@@ -183,7 +194,7 @@ impl datafusion::physical_plan::streaming::PartitionStream for ReaderPartition {
                 let _ = tx.send(Err(datafusion::error::DataFusionError::External(Box::new(e)))).await;
             }
         });
-        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone(), None)
     }
 }
 

@@ -44,4 +44,4 @@ pub use error::{ConnectorError, Result};
 pub use failure::FailureStrategy;
 pub use properties::Properties;
 pub use sink::{Delivery, Sink};
-pub use source::{Frontier, Source};
+pub use source::{EventTimeFloor, Frontier, Source};

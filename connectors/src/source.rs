@@ -150,7 +150,67 @@ pub trait Source: Debug + Send + Sync {
     ) -> Option<Vec<Arc<dyn PartitionStream>>> {
         None
     }
+
+    /// The event-time column of which the source knows, before reading them, the least value
+    /// of the rows it has still to hand out (Parquet files: their row groups' statistics), when
+    /// it does. A partition executed while [`publishing_floor`] runs then publishes that
+    /// [`EventTimeFloor`] as it hands out each batch. Windows over the column close as the read
+    /// goes by, with no watermark delay and no row ever late:
+    ///
+    /// ```sql
+    /// SELECT window_start, COUNT(*) FROM bid GROUP BY TUMBLE(date_time, INTERVAL '10' SECOND)
+    /// WITH ('bid.type' = 'file_source', 'bid.path' = 'bid.parquet', 'bid.event_time' = 'date_time')
+    /// ```
+    fn floor_column(&self) -> Option<&str> {
+        None
+    }
 }
+
+/// The least event time (epoch milliseconds, as the operators compute it) of the rows one
+/// execution of a source partition has still to hand out, as of the last batch it handed out:
+/// exact, from the data's own statistics, not a guess with a delay. Unknown until published.
+#[derive(Debug)]
+pub struct EventTimeFloor(std::sync::atomic::AtomicI64);
+
+impl Default for EventTimeFloor {
+    fn default() -> Self {
+        Self(std::sync::atomic::AtomicI64::new(i64::MIN))
+    }
+}
+
+impl EventTimeFloor {
+    /// The floor, when known.
+    pub fn get(&self) -> Option<i64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|&t| t != i64::MIN)
+    }
+
+    /// Publishes `t` (it only rises: a lower value is ignored).
+    pub fn set(&self, t: i64) {
+        self.0.fetch_max(t, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+thread_local! {
+    static FLOOR_TO_PUBLISH: std::cell::RefCell<Option<Arc<EventTimeFloor>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `execute` (a source partition's `execute`) so that the partition publishes its
+/// [`EventTimeFloor`] in `floor`, if it can.
+pub fn publishing_floor<R>(floor: &Arc<EventTimeFloor>, execute: impl FnOnce() -> R) -> R {
+    let before = FLOOR_TO_PUBLISH.with(|f| f.replace(Some(Arc::clone(floor))));
+    let out = execute();
+    FLOOR_TO_PUBLISH.with(|f| *f.borrow_mut() = before);
+    out
+}
+
+/// Inside [`publishing_floor`]: where the partition being executed publishes its floor.
+pub fn floor_to_publish() -> Option<Arc<EventTimeFloor>> {
+    FLOOR_TO_PUBLISH.with(|f| f.borrow_mut().take())
+}
+
+/// The schema metadata key a reader sets on a batch to say what its partition's floor is once
+/// the batch is handed out ([`crate::checkpoint::positioned_stream`] takes it off).
+pub const FLOOR_KEY: &str = "ferris.event_time_floor";
 
 /// The columns `projection` asks for of `schema` (all of them when `None`) and their schema: what
 /// a source's [`Source::partitions`] reads and yields.

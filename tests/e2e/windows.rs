@@ -937,3 +937,98 @@ fn state_ttl_forgets_idle_keys_of_a_top_n() {
     want.sort();
     assert_same_rows(&format!("top N with state.ttl: {stderr}"), &file_rows(&out), &want);
 }
+
+/// Windows over Parquet files with an `event_time` and no watermark delay close as the files
+/// are read (each row group's least time, from its statistics, is how far event time has got)
+/// instead of waiting for the end: the same rows as DataFusion's batch answer, none late, in
+/// a memory limit that holding every window to the end does not fit (the same rows as JSON
+/// lines, which have no statistics, fail it). Row groups overlap in time and are out of order
+/// within (a floor taken from a group's largest time, or from the next group, would make rows
+/// late); a `WHERE` sits between the file and the window; one task and two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_parquet_close_by_the_files_statistics() {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let (groups, per_group) = (24i64, 20_000i64);
+    let mut rng = Lcg::new(7);
+    let (mut ts, mut k, mut amount) = (Vec::new(), Vec::new(), Vec::new());
+    for g in 0..groups {
+        // reversed within the group; every 97th row from the group before's last second
+        for i in (g * per_group..(g + 1) * per_group).rev() {
+            let t = if i % 97 == 0 && g > 0 { (g * per_group - 50) * 10 - rng.below(900) as i64 } else { i * 10 };
+            ts.push(if i % 1013 == 0 { None } else { Some(t) });
+            k.push(format!("key-{}", rng.below(1000)));
+            amount.push(rng.below(1000) as i64);
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Int64, true),
+        Field::new("k", DataType::Utf8, false),
+        Field::new("amount", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![Arc::new(Int64Array::from(ts.clone())), Arc::new(StringArray::from(k.clone())), Arc::new(Int64Array::from(amount.clone()))],
+    )
+    .unwrap();
+    let parquet = tmp.path().join("clicks.parquet");
+    let props = datafusion::parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(per_group as usize)).build();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&parquet).unwrap(), schema, Some(props)).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let jsonl = tmp.path().join("clicks.jsonl");
+    let lines: String = (0..ts.len())
+        .map(|i| match ts[i] {
+            Some(t) => format!("{{\"ts\":{t},\"k\":\"{}\",\"amount\":{}}}\n", k[i], amount[i]),
+            None => format!("{{\"ts\":null,\"k\":\"{}\",\"amount\":{}}}\n", k[i], amount[i]),
+        })
+        .collect();
+    std::fs::write(&jsonl, lines).unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_parquet("t", parquet.to_str().unwrap(), Default::default()).await.unwrap();
+    let cases = [
+        (
+            "TUMBLE(ts, INTERVAL '1' SECOND)",
+            "SELECT arrow_cast(ts - ts % 1000, 'Timestamp(Millisecond, None)') AS window_start, k, COUNT(*) AS n, SUM(amount) AS total \
+             FROM t WHERE ts IS NOT NULL AND amount % 7 <> 0 GROUP BY 1, 2",
+        ),
+        (
+            "HOP(ts, INTERVAL '1' SECOND, INTERVAL '3' SECOND)",
+            "SELECT arrow_cast(w, 'Timestamp(Millisecond, None)') AS window_start, k, COUNT(*) AS n, SUM(amount) AS total FROM \
+             (SELECT k, amount, unnest(make_array(ts - ts % 1000, ts - ts % 1000 - 1000, ts - ts % 1000 - 2000)) AS w FROM t WHERE ts IS NOT NULL AND amount % 7 <> 0) \
+             GROUP BY 1, 2",
+        ),
+    ];
+    for (window, batch_sql) in cases {
+        let want = batch_rows(&ctx, batch_sql).await;
+        for (file, parallelism) in [(&parquet, "1"), (&parquet, "2"), (&jsonl, "2")] {
+            let out = tmp.path().join("out.jsonl");
+            let late = tmp.path().join("late.jsonl");
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_file(&late);
+            let format = if file == &jsonl { ", 'clicks.format' = 'jsonlines', 'clicks.schema' = 'ts BIGINT, k VARCHAR, amount BIGINT'" } else { "" };
+            let sql = format!(
+                "SELECT window_start, k, COUNT(*) AS n, SUM(amount) AS total FROM clicks WHERE amount % 7 <> 0 GROUP BY {window}, k \
+                 INTO out WITH ('clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.event_time' = 'ts'{format}, \
+                 'parallelism' = '{parallelism}', 'memory.limit_mb' = '24', 'out.type' = 'file_sink', 'out.path' = '{}', \
+                 'late.sink' = 'too_late', 'too_late.type' = 'file_sink', 'too_late.path' = '{}');",
+                file.display(),
+                out.display(),
+                late.display()
+            );
+            let run = run_sql(tmp.path(), &sql);
+            let name = format!("{window} over {} with parallelism {parallelism}", file.display());
+            if file == &jsonl {
+                // every window held to the end: over the limit, and the error says so
+                assert_ne!(run.status, 0, "{name}: {}", run.stdout);
+                assert!(run.stderr.contains("memory limit"), "{name}: {}", run.stderr);
+                continue;
+            }
+            assert_ok(&run);
+            assert_same_rows(&name, &file_rows(&out), &want);
+            assert!(!late.exists() || file_rows(&late).is_empty(), "{name}: rows made late");
+        }
+    }
+}

@@ -60,6 +60,9 @@ struct ReadConfig {
     poll: Duration,
     failure: FailureStrategy,
     metrics: Arc<ConnectorMetrics>,
+    /// Parquet read once: the event-time column (`event_time`) and the factor that makes its
+    /// integers milliseconds (`event_time.format`), whose floor the partitions can publish.
+    event_time: Option<(String, i64)>,
 }
 
 /// A piece of work for one partition.
@@ -214,6 +217,10 @@ impl FileSource {
             poll: props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_millis(100)),
             failure: FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?,
             metrics: Arc::new(ConnectorMetrics::default()),
+            event_time: props.get("event_time").filter(|_| format == FileFormat::Parquet && !watch).map(|c| {
+                let seconds = props.get("event_time.format").is_some_and(|f| f.eq_ignore_ascii_case("epoch_seconds"));
+                (c.to_string(), if seconds { 1000 } else { 1 })
+            }),
         };
         // A source with a watermark delay reads each file in order (files still in parallel):
         // splitting a file would have one split run ahead of another and hold every row it
@@ -414,6 +421,12 @@ impl Source for FileSource {
         Some(Arc::new(self.positions.clone()))
     }
 
+    /// Parquet files read once, with an `event_time`: the least event time of each row group
+    /// still to read, from its statistics.
+    fn floor_column(&self) -> Option<&str> {
+        self.cfg.event_time.as_ref().map(|(c, _)| c.as_str())
+    }
+
     fn describe(&self) -> String {
         format!(
             "file {} '{}' ({} file{}{}, batch.size={})",
@@ -497,6 +510,9 @@ struct Output<'a> {
     filter: Option<&'a datafusion::logical_expr::Expr>,
     /// A hash join's filter (see [`Source::read_again`]).
     dynamic: Option<&'a Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    /// When the partition publishes its event-time floor: the least event time of the units
+    /// it reads after this one.
+    floor_after: Option<i64>,
 }
 
 /// The rows a source read by `scans` (each with the WHERE conjuncts it pushed down) may drop:
@@ -756,9 +772,16 @@ impl PartitionStream for FilePartition {
         let projection = self.projection.clone();
         let filter = self.filter.clone();
         let dynamic = self.dynamic.clone();
+        let floor = crate::source::floor_to_publish().filter(|_| cfg.event_time.is_some());
+        let floors = floor.is_some();
         tokio::task::spawn_blocking(move || {
-            let out = Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref(), dynamic: dynamic.as_ref() };
-            for (unit, resume) in units {
+            // the least event time of each unit, for the floor of the units after the one read
+            let unit_floors: Vec<Option<i64>> =
+                if floors { units.iter().map(|(u, _)| unit_floors(&cfg, u).map(|f| f.into_iter().min().unwrap_or(i64::MAX))).collect() } else { Vec::new() };
+            for (i, (unit, resume)) in units.into_iter().enumerate() {
+                let after = floors.then(|| unit_floors[i + 1..].iter().try_fold(i64::MAX, |m, f| f.map(|f| m.min(f)))).flatten();
+                let out =
+                    Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref(), dynamic: dynamic.as_ref(), floor_after: after };
                 match read_unit(&cfg, &out, &unit, resume, &tx) {
                     Ok(true) => {}
                     Ok(false) => return, // the reader went away: the job is stopping
@@ -769,7 +792,7 @@ impl PartitionStream for FilePartition {
                 }
             }
         });
-        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone(), floor)
     }
 }
 
@@ -810,9 +833,17 @@ fn read_parquet(
 ) -> Result<bool> {
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
-    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?
+    let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
+    // publishing the floor: each batch says which row group it is of
+    let options = match out.floor_after {
+        Some(_) => parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_virtual_columns(vec![group_index_field()]).map_err(parquet_err)?,
+        None => parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
+    };
+    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
+        .map_err(parquet_err)?
         .with_batch_size(decode_rows(&cfg.batch));
+    let group_floors =
+        out.floor_after.and(cfg.event_time.as_ref()).and_then(|(c, scale)| group_floors(b.metadata(), b.schema(), b.parquet_schema(), &cfg.schema, c, *scale));
     // the rows of the unit already handed out before a restore (counted after the row filter
     // the reading then had, if any: the same filter is applied again before the offset)
     let mut read = resume.map_or(0, |r| r.offset);
@@ -880,8 +911,8 @@ fn read_parquet(
         }
         groups = Some(kept);
     }
-    if let Some(g) = groups {
-        b = b.with_row_groups(g);
+    if let Some(g) = &groups {
+        b = b.with_row_groups(g.clone());
     }
     if read > 0 {
         b = b.with_offset(usize::try_from(read).unwrap_or(usize::MAX));
@@ -893,10 +924,39 @@ fn read_parquet(
         let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
         b = b.with_projection(mask);
     }
+    // the groups in the order read, and from each on the least event time still to come
+    let floors = group_floors.zip(out.floor_after).map(|(by_group, after)| {
+        let order: Vec<usize> = groups.clone().unwrap_or_else(|| (0..by_group.len()).collect());
+        let mut from = vec![after; order.len() + 1];
+        for (i, g) in order.iter().enumerate().rev() {
+            from[i] = from[i + 1].min(by_group.get(*g).copied().unwrap_or(i64::MIN));
+        }
+        (order, from)
+    });
+    let mut floor_sent = None;
     let reader = b.build().map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
     for batch in reader {
         let batch = batch.map_err(|e| ConnectorError::arrow(ctx(), e))?;
-        let batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+        // the floor once this batch is handed out: the least event time from its last row's
+        // row group on
+        let floor = floors.as_ref().and_then(|(order, from)| {
+            let g = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(batch.column_by_name(GROUP_INDEX)?.as_ref())?
+                .values()
+                .last()
+                .copied()?;
+            let at = order.iter().position(|&o| o as i64 == g)?;
+            // (times beyond ±2^61 ms are no times to the operators: the floor stays within)
+            Some(from[at].min(1 << 61))
+        });
+        let mut batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+        if let Some(t) = floor.filter(|t| floor_sent.is_none_or(|s| *t > s)) {
+            floor_sent = Some(t);
+            // (the schema's own metadata kept: a file's, pandas' or Spark's, must stay a subset)
+            let mut meta = out.schema.metadata().clone();
+            meta.insert(crate::source::FLOOR_KEY.to_string(), t.to_string());
+            let marked = Arc::new(arrow::datatypes::Schema::new_with_metadata(out.schema.fields().clone(), meta));
+            batch = batch.with_schema(marked).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+        }
         read += batch.num_rows() as u64;
         let position = Resume { offset: read, filter: fingerprint, ..Resume::default() }.to_value();
         if !send(cfg, tx, batch, key, position) {
@@ -904,6 +964,80 @@ fn read_parquet(
         }
     }
     Ok(true)
+}
+
+/// The name of the virtual column a floor-publishing read adds (and drops): each row's group.
+const GROUP_INDEX: &str = "__ferris_row_group";
+
+fn group_index_field() -> arrow::datatypes::FieldRef {
+    Arc::new(arrow::datatypes::Field::new(GROUP_INDEX, arrow::datatypes::DataType::Int64, false).with_extension_type(parquet::arrow::RowGroupIndex))
+}
+
+/// The least event time of each row group of a Parquet file, in milliseconds as the operators
+/// compute it (timestamps and dates cast to milliseconds, integers times `scale`), from the
+/// groups' statistics: `i64::MAX` for a group without a time in any row; None when a group's
+/// least time is not known (no statistics, strings, an overflow), or when the file's column is
+/// of another type than the source's (`source`: its rows are cast, and their times with them).
+fn group_floors(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    schema: &SchemaRef,
+    parquet_schema: &parquet::schema::types::SchemaDescriptor,
+    source: &SchemaRef,
+    column: &str,
+    scale: i64,
+) -> Option<Vec<i64>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+    if schema.field_with_name(column).ok()?.data_type() != source.field_with_name(column).ok()?.data_type() {
+        return None;
+    }
+    let converter = parquet::arrow::arrow_reader::statistics::StatisticsConverter::try_new(column, schema, parquet_schema).ok()?;
+    let groups = metadata.row_groups();
+    let mins = converter.row_group_mins(groups.iter()).ok()?;
+    let nulls = converter.row_group_null_counts(groups.iter()).ok()?;
+    let ms = match mins.data_type() {
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            arrow::compute::cast(&arrow::compute::cast(&mins, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok()?, &DataType::Int64).ok()?
+        }
+        DataType::Int64 | DataType::Int32 | DataType::UInt32 | DataType::UInt64 => arrow::compute::cast(&mins, &DataType::Int64).ok()?,
+        _ => return None,
+    };
+    let ms = ms.as_primitive::<Int64Type>();
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            if ms.is_valid(i) {
+                ms.value(i).checked_mul(scale)
+            } else if nulls.is_valid(i) && nulls.value(i) as i64 == g.num_rows() {
+                // every row without a time: none is held to the floor
+                Some(i64::MAX)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The least event time of every row group a unit reads (see [`group_floors`]); None for text
+/// files, or when one is not known.
+fn unit_floors(cfg: &ReadConfig, unit: &Unit) -> Option<Vec<i64>> {
+    let (column, scale) = cfg.event_time.as_ref()?;
+    let (path, groups) = match unit {
+        Unit::Whole(path) => (path, None),
+        Unit::RowGroups { path, groups } => (path, Some(groups)),
+        Unit::Range { .. } => return None,
+    };
+    if cfg.format != FileFormat::Parquet {
+        return None;
+    }
+    let f = File::open(path).ok()?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;
+    let all = group_floors(b.metadata(), b.schema(), b.parquet_schema(), &cfg.schema, column, *scale)?;
+    Some(match groups {
+        Some(g) => g.iter().map(|&i| all.get(i).copied()).collect::<Option<Vec<_>>>()?,
+        None => all,
+    })
 }
 
 /// Where a chunk's lines sit in the file, to name bad records.
@@ -1205,7 +1339,7 @@ mod tests {
     fn read(source: &FileSource, path: &Path, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>) -> (Vec<i64>, Option<Resume>) {
         let (tx, mut rx) = mpsc::channel(1024);
         let schema = source.schema();
-        let out = Output { schema: &schema, projection: None, filter, dynamic: None };
+        let out = Output { schema: &schema, projection: None, filter, dynamic: None, floor_after: None };
         assert!(read_parquet(&source.cfg, &out, path, None, "k", resume, &tx).unwrap());
         drop(tx);
         let (mut values, mut last) = (Vec::new(), None);
@@ -1307,6 +1441,107 @@ mod tests {
         let t = Instant::now();
         rt.shutdown_timeout(Duration::from_secs(5));
         assert!(t.elapsed() < Duration::from_secs(2), "the reading thread still waited for the filter");
+    }
+
+    /// A Parquet partition executed to publish its event-time floor says, as each batch is
+    /// handed out, the least time of the rows still to come (row groups read in turn by two
+    /// partitions, a file after another, times out of order within a group), and never more.
+    #[test]
+    fn a_parquet_partition_publishes_the_least_time_still_to_come() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("ts", DataType::Int64, true), Field::new("v", DataType::Int64, false)]));
+        // a.parquet: ts 0..1000 in groups of 100, each group reversed; b.parquet: 1000..1500,
+        // with a group holding a null time
+        for (name, times) in [
+            ("a.parquet", (0..10).flat_map(|g| (g * 100..g * 100 + 100).rev()).map(Some).collect::<Vec<_>>()),
+            ("b.parquet", (1000..1500).map(|t| (t != 1234).then_some(t)).collect()),
+        ] {
+            let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(File::create(dir.path().join(name)).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
+            let n = times.len() as i64;
+            w.write(&RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(times)), Arc::new(Int64Array::from_iter_values(0..n))]).unwrap())
+                .unwrap();
+            w.close().unwrap();
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _guard = rt.enter();
+        for partitions in [1, 2] {
+            let mut p = Properties::new("src");
+            p.insert("path", format!("{}/*.parquet", dir.path().display()));
+            p.insert("batch.size", "30");
+            p.insert("event_time", "ts");
+            let source = FileSource::try_new(&p, &Properties::new(""), partitions).unwrap();
+            assert_eq!(source.floor_column(), Some("ts"));
+            let mut all = Vec::new();
+            for part in source.partitions(Some(&[0])) {
+                let floor = Arc::new(crate::source::EventTimeFloor::default());
+                let stream = crate::source::publishing_floor(&floor, || part.execute(Arc::new(TaskContext::default())));
+                let batches: Vec<RecordBatch> = rt.block_on(async { stream.map(Result::unwrap).collect::<Vec<_>>().await });
+                assert!(floor.get().is_some());
+                let times: Vec<Option<i64>> = batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().iter().collect::<Vec<_>>()).collect();
+                assert!(batches.iter().all(|b| b.schema().metadata().is_empty() && b.num_columns() == 1), "the mark and the group column stay inside");
+                all.extend(times.iter().flatten().copied());
+            }
+            all.sort_unstable();
+            assert_eq!(all, (0..1500).filter(|&t| t != 1234).collect::<Vec<_>>(), "{partitions} partitions");
+        }
+        // batch by batch: the floor published once a batch is out is at most every later time
+        let mut p = Properties::new("src");
+        p.insert("path", format!("{}/*.parquet", dir.path().display()));
+        p.insert("batch.size", "30");
+        p.insert("event_time", "ts");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        let part = &source.partitions(None)[0];
+        let floor = Arc::new(crate::source::EventTimeFloor::default());
+        let mut stream = crate::source::publishing_floor(&floor, || part.execute(Arc::new(TaskContext::default())));
+        let mut seen: Vec<(Option<i64>, Vec<i64>)> = Vec::new();
+        rt.block_on(async {
+            while let Some(b) = stream.next().await {
+                let b = b.unwrap();
+                seen.push((floor.get(), b.column(0).as_primitive::<Int64Type>().iter().flatten().collect()));
+            }
+        });
+        let mut published = Vec::new();
+        for (i, (f, _)) in seen.iter().enumerate() {
+            let f = f.expect("a floor from the first batch on");
+            let later = seen[i + 1..].iter().flat_map(|(_, t)| t.iter().copied()).min().unwrap_or(i64::MAX);
+            assert!(f <= later, "batch {i}: floor {f} above a later time {later}");
+            published.push(f);
+        }
+        assert!(published.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(published.first(), Some(&0));
+        assert_eq!(published.last(), Some(&1400), "the last group of b.parquet starts at 1400");
+        // a file whose schema carries metadata of its own (pandas, Spark) keeps it, marked or not
+        let meta = std::collections::HashMap::from([("pandas".to_string(), "{}".to_string())]);
+        let tagged = Arc::new(Schema::new_with_metadata(vec![Field::new("ts", DataType::Timestamp(arrow::datatypes::TimeUnit::Second, None), false)], meta));
+        let secs = dir.path().join("seconds.parquet");
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(10)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&secs).unwrap(), Arc::clone(&tagged), Some(props)).unwrap();
+        w.write(&RecordBatch::try_new(tagged, vec![Arc::new(arrow::array::TimestampSecondArray::from_iter_values(100..150))]).unwrap()).unwrap();
+        w.close().unwrap();
+        for (declared, floors) in [(None, Some(140_000)), (Some("ts BIGINT"), None)] {
+            let mut p = Properties::new("src");
+            p.insert("path", secs.display().to_string());
+            p.insert("event_time", "ts");
+            if let Some(d) = declared {
+                // the rows become seconds as integers: the statistics' milliseconds would be
+                // far above them, so none is published
+                p.insert("schema", d);
+            }
+            let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+            let floor = Arc::new(crate::source::EventTimeFloor::default());
+            let part = &source.partitions(None)[0];
+            let stream = crate::source::publishing_floor(&floor, || part.execute(Arc::new(TaskContext::default())));
+            let got = rt.block_on(async { stream.map(Result::unwrap).collect::<Vec<_>>().await });
+            assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 50, "{declared:?}");
+            assert_eq!(floor.get(), floors, "{declared:?}");
+        }
+        // without being asked to, a partition publishes nothing
+        let untouched = Arc::new(crate::source::EventTimeFloor::default());
+        let got = rt.block_on(async { part.execute(Arc::new(TaskContext::default())).map(Result::unwrap).collect::<Vec<_>>().await });
+        assert_eq!(got.iter().map(RecordBatch::num_rows).sum::<usize>(), 1500);
+        assert_eq!(untouched.get(), None);
     }
 
     /// A partition executed again (after its stream failed) goes on after the last batch it

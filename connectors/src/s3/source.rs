@@ -539,7 +539,7 @@ impl PartitionStream for S3Partition {
                 let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
             }
         });
-        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone())
+        positioned_stream(Arc::clone(&self.schema), rx, self.cell.clone(), None)
     }
 }
 

@@ -125,6 +125,10 @@ impl LeafState {
     }
 }
 
+/// A source partition's event-time column and where it publishes that column's floor (see
+/// [`ferris_connectors::Source::floor_column`]); None for one that publishes none.
+pub type FloorCell = Option<(String, Arc<ferris_connectors::EventTimeFloor>)>;
+
 /// How far event time has got in one source partition (see [`ferris_connectors::Frontier`]).
 pub type FrontierFn = Arc<dyn Fn() -> Option<ferris_connectors::Frontier> + Send + Sync>;
 
@@ -134,6 +138,9 @@ pub struct Scope {
     leaves: Mutex<Vec<Arc<LeafState>>>,
     /// The event-time frontiers of the chain's source partitions that track one.
     frontiers: Mutex<Vec<FrontierFn>>,
+    /// Every source partition of the chain (read by it alone): the column whose floor it
+    /// publishes, and where; None for one that publishes none.
+    floors: Mutex<Vec<FloorCell>>,
     /// Set when a leaf was created outside any boundary's scope (an operator of the plan
     /// started it on a task of its own): barriers cannot be aligned.
     completed: AtomicU64,
@@ -158,6 +165,20 @@ impl Scope {
             }
         }
         out
+    }
+
+    /// The least event time of `column` still to come from the chain's source partitions,
+    /// when every one of them publishes that column's floor (see
+    /// [`ferris_connectors::Source::floor_column`]) and each has published one; None otherwise.
+    pub fn floor(&self, column: &str) -> Option<i64> {
+        let floors = lock(&self.floors);
+        if floors.is_empty() {
+            return None;
+        }
+        floors.iter().try_fold(i64::MAX, |m, f| match f {
+            Some((c, f)) if c == column => f.get().map(|t| m.min(t)),
+            _ => None,
+        })
     }
 
     /// A new, empty scope.
@@ -235,6 +256,16 @@ pub fn join_frontier(f: FrontierFn) {
     CURRENT.with(|c| {
         if let Some(s) = c.borrow().as_ref() {
             lock(&s.frontiers).push(f);
+        }
+    });
+}
+
+/// Registers a source partition being executed with the scope being executed (if any): the
+/// column whose floor it publishes in the cell, or None.
+pub fn join_floor(floor: FloorCell) {
+    CURRENT.with(|c| {
+        if let Some(s) = c.borrow().as_ref() {
+            lock(&s.floors).push(floor);
         }
     });
 }

@@ -6,6 +6,7 @@
 //! WITH ('clicks.event_time' = 'ts', 'clicks.watermark.delay' = '5s', …)
 //! ```
 
+pub mod floor;
 pub mod late;
 pub mod time_column;
 pub mod watermark;

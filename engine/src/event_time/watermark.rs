@@ -5,7 +5,10 @@
 //! have finished or have been idle longer than `idle_timeout`. It never goes back. When every
 //! input has finished the watermark jumps to the end of time, so every open window closes.
 //! Without a delay (a bounded job that sets no `watermark.delay`) the watermark stays at the
-//! start until the input ends: results are exact whatever the order of the rows.
+//! start until the input ends: results are exact whatever the order of the rows. Where the
+//! sources know the least event time still to come of each partition (Parquet files, from
+//! their row groups' statistics: see `crate::event_time::floor`), the watermark goes up to it,
+//! delay or not: windows close as the files are read and no row becomes late.
 //!
 //! ```sql
 //! WITH ('clicks.event_time' = 'ts', 'clicks.watermark.delay' = '5s', 'clicks.idle_timeout' = '30s')
@@ -55,6 +58,9 @@ struct PartitionState {
     /// How far the partition's own sources have got (each Kafka partition of a reader), when
     /// they track it: its watermark never passes that.
     cap: Option<ferris_connectors::Frontier>,
+    /// The least event time of the rows still to come, when its sources know it exactly
+    /// (Parquet statistics): the watermark may reach it whatever the delay.
+    floor: Option<i64>,
 }
 
 impl PartitionState {
@@ -87,7 +93,7 @@ impl PartitionWatermarks {
         let now = Instant::now();
         Self {
             config,
-            partitions: vec![PartitionState { max_time: None, last_seen: now, spoke: false, finished: false, cap: None }; n.max(1)],
+            partitions: vec![PartitionState { max_time: None, last_seen: now, spoke: false, finished: false, cap: None, floor: None }; n.max(1)],
             current: i64::MIN,
             busy_until: now,
         }
@@ -125,6 +131,21 @@ impl PartitionWatermarks {
         if let Some(state) = self.partitions.get_mut(p) {
             state.cap = frontier;
         }
+    }
+
+    /// Partition `p`'s sources say no row still to come is older than `floor` (None: they
+    /// do not know). Returns whether the partition's floor rose.
+    pub fn floor(&mut self, p: usize, floor: Option<i64>) -> bool {
+        let Some(state) = self.partitions.get_mut(p) else { return false };
+        let rose = floor > state.floor;
+        state.floor = floor.max(state.floor);
+        rose
+    }
+
+    /// The least event time still to come over the live partitions, when every one of them
+    /// knows its floor.
+    fn floors(&self) -> Option<i64> {
+        self.partitions.iter().filter(|p| !p.finished).try_fold(i64::MAX, |m, p| p.floor.map(|f| m.min(f)))
     }
 
     /// The operator has just finished handing rows on (it may have waited for the operator or
@@ -219,6 +240,12 @@ impl PartitionWatermarks {
         } else {
             i64::MIN
         };
+        // no row older than the sources' floors is still to come: windows before it may close,
+        // with or without a delay, and no row is late that would not have been
+        let next = match self.floors() {
+            Some(f) if !self.all_finished() => next.max(f),
+            _ => next,
+        };
         if next > self.current {
             self.current = next;
             Some(next)
@@ -245,6 +272,28 @@ mod tests {
         assert_eq!(w.advance(), Some(90));
         w.finish(0);
         assert_eq!(w.advance(), Some(i64::MAX));
+    }
+
+    #[test]
+    fn the_sources_floors_move_the_watermark_without_a_delay() {
+        let mut w = PartitionWatermarks::new(WatermarkConfig::default(), 2);
+        w.observe(0, Some(1_000));
+        assert!(w.floor(0, Some(500)));
+        assert_eq!(w.advance(), None, "partition 1 does not know its floor");
+        assert!(w.floor(1, Some(700)));
+        assert_eq!(w.advance(), Some(500), "the least of the floors");
+        assert!(!w.floor(0, Some(400)), "a floor never goes back");
+        assert!(!w.floor(0, None));
+        assert_eq!(w.advance(), None);
+        w.finish(0);
+        assert_eq!(w.advance(), Some(700), "a finished partition holds nothing back");
+        // with a delay: the larger of the two
+        let mut w = PartitionWatermarks::new(WatermarkConfig { delay_ms: Some(100), ..WatermarkConfig::default() }, 1);
+        w.observe(0, Some(1_000));
+        w.floor(0, Some(950));
+        assert_eq!(w.advance(), Some(950));
+        w.observe(0, Some(2_000));
+        assert_eq!(w.advance(), Some(1_900));
     }
 
     #[test]

@@ -489,6 +489,12 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     if !checkpoints.enabled && !unbounded {
         plan = crate::window::spread::spread_keyed_windows(plan, state.config().target_partitions()).map_err(plan_err)?;
     }
+    // filters between a source and a window hand each batch on as it comes, so that the window
+    // may close as the source's statistics say no older row is to come (event_time::floor)
+    plan = crate::event_time::floor::hand_on_batches_below(plan, &|n| {
+        n.downcast_ref::<crate::window::WindowAggregateExec>().and_then(|w| w.config().time.clone())
+    })
+    .map_err(plan_err)?;
     if let Some(ttl) = spec.options.get("state.ttl") {
         if !expires_keys(&plan) {
             notes.push(format!(

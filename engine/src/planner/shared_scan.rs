@@ -104,6 +104,9 @@ struct Feed {
     room: tokio::sync::Notify,
     /// The last barrier put into the queues (changed only under `input`'s lock).
     marked: AtomicU64,
+    /// The source partition's event-time floor as of the last batch read from it (see
+    /// [`ferris_connectors::Source::floor_column`]).
+    floor: Arc<ferris_connectors::EventTimeFloor>,
 }
 
 enum Input {
@@ -113,7 +116,8 @@ enum Input {
 
 #[derive(Default)]
 struct Queue {
-    batches: VecDeque<Marked>,
+    /// With the partition's floor once each is handed out, when known.
+    batches: VecDeque<(Marked, Option<i64>)>,
     /// Its stream was dropped, or its plan never executed it and is gone: nothing more is kept.
     closed: bool,
 }
@@ -212,6 +216,7 @@ impl SharedScan {
                 queues: Mutex::new(columns.iter().map(|c| Queue { batches: VecDeque::new(), closed: c.is_none() }).collect()),
                 room: tokio::sync::Notify::new(),
                 marked: AtomicU64::new(0),
+                floor: Arc::new(ferris_connectors::EventTimeFloor::default()),
             })
             .collect();
         let bound = (!self.source.is_bounded()).then_some(MAX_QUEUED);
@@ -287,7 +292,13 @@ impl SharedPartition {
     /// This consumer's share of the partition, with the barriers put into the read.
     pub fn execute_marked(&self, ctx: Arc<TaskContext>) -> MarkedStream {
         let started = self.scan.start(&ctx);
-        let reader = ConsumerReader { started, consumer: self.consumer, partition: self.partition, ctx, closed: Arc::new(AtomicBool::new(false)) };
+        // executed to publish the floor: this consumer's, as of the last batch it took. Only a
+        // read with one consumer: with several, a consumer whose operator waits on its output
+        // (now that windows close as the floor moves) may hold the read while another waits
+        // for it to close the windows that would free that output (Nexmark q5 hung so)
+        let alone = started.columns.iter().filter(|c| c.is_some()).count() == 1;
+        let floor = ferris_connectors::source::floor_to_publish().filter(|_| alone);
+        let reader = ConsumerReader { started, consumer: self.consumer, partition: self.partition, ctx, closed: Arc::new(AtomicBool::new(false)), floor };
         Box::pin(futures::stream::unfold(reader, |reader| async move { reader.next().await.map(|item| (item, reader)) }))
     }
 }
@@ -299,6 +310,8 @@ struct ConsumerReader {
     partition: usize,
     ctx: Arc<TaskContext>,
     closed: Arc<AtomicBool>,
+    /// Where this consumer publishes the floor of the batches it hands out, when asked to.
+    floor: Option<Arc<ferris_connectors::EventTimeFloor>>,
 }
 
 impl ConsumerReader {
@@ -314,7 +327,16 @@ impl ConsumerReader {
         if item.is_some() && self.started.bound.is_some() {
             feed.room.notify_waiters();
         }
-        item
+        let (item, floor) = item?;
+        self.handed_out(floor);
+        Some(item)
+    }
+
+    /// A batch read with the partition's floor at `floor` goes out: so does the floor.
+    fn handed_out(&self, floor: Option<i64>) {
+        if let (Some(cell), Some(t)) = (&self.floor, floor) {
+            cell.set(t);
+        }
     }
 
     /// On a stream: waits until no other live consumer has [`MAX_QUEUED`] batches waiting.
@@ -346,7 +368,7 @@ impl ConsumerReader {
         let positions = self.started.source.checkpoint().map(|c| c.positions(self.partition)).unwrap_or_default();
         for (i, q) in lock(&feed.queues).iter_mut().enumerate() {
             if !q.closed || i == self.consumer {
-                q.batches.push_back(Marked::Barrier(n, positions.clone()));
+                q.batches.push_back((Marked::Barrier(n, positions.clone()), None));
             }
         }
     }
@@ -380,7 +402,7 @@ impl ConsumerReader {
         let stream = match input.as_mut()? {
             Input::Open(s) => s,
             Input::NotOpened(p) => {
-                let s = p.execute(Arc::clone(&self.ctx));
+                let s = ferris_connectors::source::publishing_floor(&feed.floor, || p.execute(Arc::clone(&self.ctx)));
                 *input = Some(Input::Open(s));
                 match input.as_mut() {
                     Some(Input::Open(s)) => s,
@@ -408,6 +430,7 @@ impl ConsumerReader {
                 None
             }
             Some(Ok(batch)) => {
+                let floor = feed.floor.get();
                 let mut own = None;
                 for (i, q) in queues.iter_mut().enumerate() {
                     let Some(Some(cols)) = self.started.columns.get(i) else { continue };
@@ -418,8 +441,11 @@ impl ConsumerReader {
                     if i == self.consumer {
                         own = Some(Marked::Rows(projected));
                     } else {
-                        q.batches.push_back(Marked::Rows(projected));
+                        q.batches.push_back((Marked::Rows(projected), floor));
                     }
+                }
+                if own.is_some() {
+                    self.handed_out(floor);
                 }
                 own
             }
@@ -427,7 +453,7 @@ impl ConsumerReader {
                 let message = e.to_string();
                 for (i, q) in queues.iter_mut().enumerate() {
                     if i != self.consumer && !q.closed {
-                        q.batches.push_back(Marked::Rows(Err(DataFusionError::Execution(message.clone()))));
+                        q.batches.push_back((Marked::Rows(Err(DataFusionError::Execution(message.clone()))), None));
                     }
                 }
                 Some(Marked::Rows(Err(e)))

@@ -191,6 +191,9 @@ impl Source for GuardedSource {
     fn frontier(&self, partition: usize) -> Option<Frontier> {
         self.inner.frontier(partition)
     }
+    fn floor_column(&self) -> Option<&str> {
+        self.inner.floor_column()
+    }
     fn checkpoint(&self) -> Option<Arc<dyn SourceCheckpoint>> {
         self.inner.checkpoint()
     }

@@ -115,7 +115,8 @@ impl TableProvider for SourceTable {
                         shared: consumer,
                     })
                 });
-                Arc::new(SizedScanExec { input: exec, rows: size.rows, bytes, again, dynamic: None })
+                let floor_column = self.source.floor_column().map(str::to_string);
+                Arc::new(SizedScanExec { input: exec, rows: size.rows, bytes, again, dynamic: None, floor_column })
             }
             _ => exec,
         })
@@ -151,6 +152,9 @@ pub struct SizedScanExec {
     again: Option<Arc<ReadAgain>>,
     /// The hash join's filter the scan reads with, once it reads on its own.
     dynamic: Option<Arc<dyn PhysicalExpr>>,
+    /// The source's column whose event-time floor its partitions publish
+    /// ([`ferris_connectors::Source::floor_column`]).
+    floor_column: Option<String>,
 }
 
 /// What a scan needs to read its source again on its own.
@@ -167,7 +171,13 @@ struct ReadAgain {
 impl SizedScanExec {
     /// Wraps the scan `input` of a source of `rows` rows and about `bytes` bytes.
     pub fn new(input: Arc<dyn ExecutionPlan>, rows: Option<u64>, bytes: Option<u64>) -> Self {
-        Self { input, rows, bytes, again: None, dynamic: None }
+        Self { input, rows, bytes, again: None, dynamic: None, floor_column: None }
+    }
+
+    /// The source's column whose event-time floor its partitions publish, when they do (a read
+    /// again with a join's filter does not).
+    pub fn floor_column(&self) -> Option<&str> {
+        self.floor_column.as_deref()
     }
 
     /// The scan reading the source on its own with `dynamic` (a parent's filter holding a hash
@@ -184,7 +194,7 @@ impl SizedScanExec {
         if let Some((scan, consumer)) = &again.shared {
             scan.release(*consumer);
         }
-        Some(Self { input: Arc::new(input), rows: self.rows, bytes: self.bytes, again: None, dynamic: Some(dynamic) })
+        Some(Self { input: Arc::new(input), rows: self.rows, bytes: self.bytes, again: None, dynamic: Some(dynamic), floor_column: None })
     }
 }
 
@@ -271,7 +281,14 @@ impl ExecutionPlan for SizedScanExec {
         if children.len() != 1 {
             return datafusion::common::internal_err!("SizedScanExec takes one input");
         }
-        Ok(Arc::new(Self { input: children.swap_remove(0), rows: self.rows, bytes: self.bytes, again: self.again.clone(), dynamic: self.dynamic.clone() }))
+        Ok(Arc::new(Self {
+            input: children.swap_remove(0),
+            rows: self.rows,
+            bytes: self.bytes,
+            again: self.again.clone(),
+            dynamic: self.dynamic.clone(),
+            floor_column: self.floor_column.clone(),
+        }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
@@ -316,6 +333,19 @@ impl PartitionStream for LeafPartition {
         if source.frontier(index).is_some() || source.checkpoint().is_some() {
             crate::checkpoint::barrier::join_frontier(Arc::new(move || source.frontier(index)));
         }
+        // the partition publishes its event-time floor, if it has one, as it hands each batch
+        // on to this chain (a shared read: as this consumer takes it)
+        let floor = self.source.floor_column().map(|c| (c.to_string(), Arc::new(ferris_connectors::EventTimeFloor::default())));
+        crate::checkpoint::barrier::join_floor(floor.clone());
+        match floor {
+            Some((_, f)) => ferris_connectors::source::publishing_floor(&f, || self.execute_leaf(ctx)),
+            None => self.execute_leaf(ctx),
+        }
+    }
+}
+
+impl LeafPartition {
+    fn execute_leaf(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let Some(checkpoints) = ctx.session_config().get_extension::<CheckpointContext>() else { return self.inner.execute(ctx) };
         let index = self.index;
         let positions =

@@ -377,6 +377,8 @@ impl ExecutionPlan for WindowAggregateExec {
         let mut memory = state_memory(&context, self.config.kind);
         let late_out = crate::event_time::late::LateRows::find(&context);
         let metrics = OperatorMetrics::new(&self.metrics, 0);
+        // the sources' floors of the time column, when it comes straight from them
+        let floor_column = self.config.time.as_ref().and_then(|t| crate::event_time::floor::source_column(&self.input, t));
         let config = Arc::clone(&self.config);
         let baseline = BaselineMetrics::new(&self.metrics, 0);
         let batch_size = context.session_config().batch_size();
@@ -419,7 +421,7 @@ impl ExecutionPlan for WindowAggregateExec {
                 for (i, scope) in scopes.iter().enumerate() {
                     op.watermarks.cap(i, scope.frontier());
                 }
-                let (rows, barrier) = match item {
+                let (mut rows, barrier) = match item {
                     Input::Item(p, Ok(InputItem::Batch(batch))) => (op.push(p, &batch)?, None),
                     Input::Item(p, Ok(InputItem::End)) => {
                         remaining -= 1;
@@ -441,6 +443,16 @@ impl ExecutionPlan for WindowAggregateExec {
                         (rows, None)
                     }
                 };
+                // (read once the item's rows are in: they were handed out before the floor)
+                if let Some(column) = &floor_column {
+                    let mut rose = false;
+                    for (i, scope) in scopes.iter().enumerate() {
+                        rose |= op.watermarks.floor(i, scope.floor(column));
+                    }
+                    if rose {
+                        rows.extend(op.advance()?);
+                    }
+                }
                 memory.account(op.metrics.state_bytes.value())?;
                 if let Some(c) = checkpointing.as_ref().filter(|_| replays) {
                     c.publish_emitted_before(op.cutoff());

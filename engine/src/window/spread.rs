@@ -53,8 +53,8 @@ pub fn can_spread(config: &WindowAggregateConfig) -> bool {
 enum ToTask {
     /// The task's rows of an input batch.
     Rows(RecordBatch),
-    /// The input's latest event time as the watermark counts it (the watermark plus the delay).
-    Time(i64),
+    /// The input's watermark: no row older than this is still to come.
+    Watermark(i64),
     /// The input has ended.
     End,
 }
@@ -90,8 +90,8 @@ pub(super) fn execute(
                 ended |= matches!(message, ToTask::End);
                 let rows = match message {
                     ToTask::Rows(batch) => op.push(0, &batch),
-                    ToTask::Time(t) => {
-                        op.watermarks.observe(1, Some(t));
+                    ToTask::Watermark(w) => {
+                        op.watermarks.floor(1, Some(w));
                         op.advance()
                     }
                     ToTask::End => op.finish_partition(1),
@@ -115,8 +115,10 @@ pub(super) fn execute(
     }
     let router_results = results_tx;
     let route_config = Arc::clone(&config);
+    // the sources' floors of the time column, when it comes straight from them
+    let floor_column = config.time.as_ref().and_then(|t| crate::event_time::floor::source_column(input, t));
     handles.push(SpawnedTask::spawn(async move {
-        let routed = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(route(inputs, n, route_config, to_tasks))).await {
+        let routed = match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(route(inputs, n, route_config, floor_column, to_tasks))).await {
             Ok(routed) => routed,
             Err(panic) => datafusion::common::internal_err!("a window aggregate's router panicked: {}", crate::checkpoint::operator::panic_message(&panic)),
         };
@@ -139,9 +141,9 @@ pub(super) fn execute(
 }
 
 /// Reads the input, keeps its watermark, and hands each task its rows and the watermark.
-async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tasks: Vec<mpsc::Sender<ToTask>>) -> Result<()> {
+async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, floor_column: Option<String>, tasks: Vec<mpsc::Sender<ToTask>>) -> Result<()> {
     let Some(time_expr) = config.time.clone() else { return Ok(()) };
-    let delay = config.watermark.delay_ms;
+    let scopes = inputs.scopes;
     let mut watermarks = PartitionWatermarks::new(config.watermark, n);
     let random = RandomState::with_seed(0x5eed);
     let mut hashes: Vec<u64> = Vec::new();
@@ -201,9 +203,15 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, tas
         if remaining == 0 {
             break;
         }
-        if let (Some(w), Some(d)) = (watermarks.advance(), delay) {
+        // (the floors once the item's rows are handed on: they were read out before them)
+        if let Some(column) = &floor_column {
+            for (i, scope) in scopes.iter().enumerate() {
+                watermarks.floor(i, scope.floor(column));
+            }
+        }
+        if let Some(w) = watermarks.advance() {
             for task in &tasks {
-                if task.send(ToTask::Time(w.saturating_add(d))).await.is_err() {
+                if task.send(ToTask::Watermark(w)).await.is_err() {
                     return ended_early();
                 }
             }
