@@ -107,6 +107,56 @@ struct Feed {
     /// The source partition's event-time floor as of the last batch read from it (see
     /// [`ferris_connectors::Source::floor_column`]).
     floor: Arc<ferris_connectors::EventTimeFloor>,
+    /// The consumers waiting for the source to have more.
+    waiters: Arc<Waiters>,
+    /// The consumers waiting for the one reading to let the read go. (Not queued on the lock:
+    /// tokio hands a lock to the next waiter in line when it is let go, and a waiter that is
+    /// not polled then — its operator waiting on its output — would hold it for ever.)
+    lock_waiters: Waiters,
+}
+
+/// The wakers of the consumers waiting for a partition's source to have more. The source is
+/// polled with one waker that wakes them all, and no consumer holds the read while it waits:
+/// whichever runs next reads for the others. (A consumer whose operator waits on its output
+/// does not run; had it kept the read, a consumer whose operator must finish before that
+/// output is taken — a hash join's build side over the same source — would wait for ever.)
+#[derive(Default)]
+struct Waiters(Mutex<Vec<std::task::Waker>>);
+
+impl Waiters {
+    fn add(&self, waker: &std::task::Waker) {
+        let mut all = lock(&self.0);
+        if !all.iter().any(|w| w.will_wake(waker)) {
+            all.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let all = std::mem::take(&mut *lock(&self.0));
+        for w in all {
+            w.wake();
+        }
+    }
+}
+
+/// Wakes the consumers waiting for the read when dropped (after the read's guard, declared
+/// later, has let it go).
+struct WakeOnDrop<'a>(&'a Waiters);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.wake_all();
+    }
+}
+
+impl std::task::Wake for Waiters {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all();
+    }
 }
 
 enum Input {
@@ -217,6 +267,8 @@ impl SharedScan {
                 room: tokio::sync::Notify::new(),
                 marked: AtomicU64::new(0),
                 floor: Arc::new(ferris_connectors::EventTimeFloor::default()),
+                waiters: Arc::new(Waiters::default()),
+                lock_waiters: Waiters::default(),
             })
             .collect();
         let bound = (!self.source.is_bounded()).then_some(MAX_QUEUED);
@@ -292,12 +344,8 @@ impl SharedPartition {
     /// This consumer's share of the partition, with the barriers put into the read.
     pub fn execute_marked(&self, ctx: Arc<TaskContext>) -> MarkedStream {
         let started = self.scan.start(&ctx);
-        // executed to publish the floor: this consumer's, as of the last batch it took. Only a
-        // read with one consumer: with several, a consumer whose operator waits on its output
-        // (now that windows close as the floor moves) may hold the read while another waits
-        // for it to close the windows that would free that output (Nexmark q5 hung so)
-        let alone = started.columns.iter().filter(|c| c.is_some()).count() == 1;
-        let floor = ferris_connectors::source::floor_to_publish().filter(|_| alone);
+        // executed to publish the floor: this consumer's, as of the last batch it took
+        let floor = ferris_connectors::source::floor_to_publish();
         let reader = ConsumerReader { started, consumer: self.consumer, partition: self.partition, ctx, closed: Arc::new(AtomicBool::new(false)), floor };
         Box::pin(futures::stream::unfold(reader, |reader| async move { reader.next().await.map(|item| (item, reader)) }))
     }
@@ -378,49 +426,81 @@ impl ConsumerReader {
             Ok(f) => f,
             Err(e) => return if self.closed.swap(true, Ordering::Relaxed) { None } else { Some(Marked::Rows(Err(e))) },
         };
-        if let Some(item) = self.take(feed) {
-            return Some(item);
-        }
-        let mut input = feed.input.lock().await;
-        // Another consumer may have read for us while we waited.
-        if let Some(item) = self.take(feed) {
-            return Some(item);
-        }
-        if input.is_none() {
-            return None;
-        }
-        if let Some(n) = self.barrier_due(feed) {
-            self.mark(feed, n);
-            return self.take(feed);
-        }
-        // back-pressure: a consumer that lags holds the reading up (its batches are taken
-        // without this lock)
-        self.wait_for_room(feed).await;
-        if let Some(item) = self.take(feed) {
-            return Some(item);
-        }
-        let stream = match input.as_mut()? {
-            Input::Open(s) => s,
-            Input::NotOpened(p) => {
-                let s = ferris_connectors::source::publishing_floor(&feed.floor, || p.execute(Arc::clone(&self.ctx)));
-                *input = Some(Input::Open(s));
-                match input.as_mut() {
-                    Some(Input::Open(s)) => s,
-                    _ => return None,
-                }
+        // (declared before the guard: wakes the others once it has let the read go)
+        let _release = WakeOnDrop(&feed.lock_waiters);
+        let (item, mut input) = loop {
+            if let Some(item) = self.take(feed) {
+                return Some(item);
             }
-        };
-        // a barrier that starts while the source has nothing to give goes in at once
-        let item = std::future::poll_fn(|cx| match self.barrier_due(feed) {
-            Some(n) => Poll::Ready(Err(n)),
-            None => stream.poll_next_unpin(cx).map(Ok),
-        })
-        .await;
-        let item = match item {
-            Ok(item) => item,
-            Err(n) => {
+            let mut input = std::future::poll_fn(|cx| {
+                if let Ok(held) = feed.input.try_lock() {
+                    return Poll::Ready(held);
+                }
+                feed.lock_waiters.add(cx.waker());
+                // (it may have been let go in between)
+                match feed.input.try_lock() {
+                    Ok(held) => Poll::Ready(held),
+                    Err(_) => Poll::Pending,
+                }
+            })
+            .await;
+            // Another consumer may have read for us while we waited.
+            if let Some(item) = self.take(feed) {
+                return Some(item);
+            }
+            if input.is_none() {
+                return None;
+            }
+            if let Some(n) = self.barrier_due(feed) {
                 self.mark(feed, n);
                 return self.take(feed);
+            }
+            // back-pressure: a consumer that lags holds the reading up (its batches are taken
+            // without this lock)
+            self.wait_for_room(feed).await;
+            if let Some(item) = self.take(feed) {
+                return Some(item);
+            }
+            let stream = match input.as_mut()? {
+                Input::Open(s) => s,
+                Input::NotOpened(p) => {
+                    let s = ferris_connectors::source::publishing_floor(&feed.floor, || p.execute(Arc::clone(&self.ctx)));
+                    *input = Some(Input::Open(s));
+                    match input.as_mut() {
+                        Some(Input::Open(s)) => s,
+                        _ => return None,
+                    }
+                }
+            };
+            // one poll: a barrier that starts while the source has nothing to give goes in at
+            // once; nothing to give, the read is let go until the source wakes the waiters
+            let polled = std::future::poll_fn(|cx| {
+                Poll::Ready(match self.barrier_due(feed) {
+                    Some(n) => Some(Err(n)),
+                    None => {
+                        feed.waiters.add(cx.waker());
+                        let waker = std::task::Waker::from(Arc::clone(&feed.waiters));
+                        match stream.poll_next_unpin(&mut std::task::Context::from_waker(&waker)) {
+                            Poll::Ready(item) => Some(Ok(item)),
+                            Poll::Pending => None,
+                        }
+                    }
+                })
+            })
+            .await;
+            match polled {
+                Some(Ok(item)) => break (item, input),
+                Some(Err(n)) => {
+                    self.mark(feed, n);
+                    return self.take(feed);
+                }
+                None => {
+                    drop(input);
+                    feed.lock_waiters.wake_all();
+                    // woken through `waiters` (or by a barrier), then look again
+                    let mut waited = false;
+                    std::future::poll_fn(|_| if std::mem::replace(&mut waited, true) { Poll::Ready(()) } else { Poll::Pending }).await;
+                }
             }
         };
         let mut queues = lock(&feed.queues);
@@ -708,5 +788,83 @@ mod tests {
         for _ in 0..4 * MAX_QUEUED {
             first.next().await.unwrap().unwrap();
         }
+    }
+
+    /// A source partition whose batches the test hands in.
+    #[derive(Debug)]
+    struct Fed {
+        schema: SchemaRef,
+        rx: Arc<Mutex<Option<tokio::sync::mpsc::Receiver<i64>>>>,
+    }
+
+    /// (the receiver is taken by the execution: the partitions made only to count them leave it)
+    #[derive(Debug)]
+    struct FedPartition(SchemaRef, Arc<Mutex<Option<tokio::sync::mpsc::Receiver<i64>>>>);
+
+    impl PartitionStream for FedPartition {
+        fn schema(&self) -> &SchemaRef {
+            &self.0
+        }
+        fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+            let schema = Arc::clone(&self.0);
+            let rx = lock(&self.1).take();
+            let s = futures::stream::unfold(rx, |rx| async move {
+                let mut rx = rx?;
+                let n = rx.recv().await?;
+                Some((n, Some(rx)))
+            })
+            .map(move |i| Ok(RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![i]))])?));
+            Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.0), s))
+        }
+    }
+
+    impl Source for Fed {
+        fn name(&self) -> &str {
+            "fed"
+        }
+        fn schema(&self) -> SchemaRef {
+            Arc::clone(&self.schema)
+        }
+        fn is_bounded(&self) -> bool {
+            true
+        }
+        fn partitions(&self, _projection: Option<&[usize]>) -> Vec<Arc<dyn PartitionStream>> {
+            vec![Arc::new(FedPartition(Arc::clone(&self.schema), Arc::clone(&self.rx)))]
+        }
+        fn metrics(&self) -> Arc<ConnectorMetrics> {
+            Arc::new(ConnectorMetrics::default())
+        }
+        fn describe(&self) -> String {
+            "fed".into()
+        }
+    }
+
+    /// A consumer that asked for a batch while the source had none, and is not polled again
+    /// (its operator waits on its output), does not keep the other consumers from reading:
+    /// they read for it, and it finds its batches when it runs again.
+    #[tokio::test]
+    async fn a_consumer_that_stops_waiting_holds_no_one_up() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let scan = Arc::new(SharedScan::new(Arc::new(Fed { schema, rx: Arc::new(Mutex::new(Some(rx))) })));
+        let a = scan.partitions(None, &[]).0.remove(0);
+        let b = scan.partitions(None, &[]).0.remove(0);
+        let ctx = SessionContext::new().task_ctx();
+        let (mut a, mut b) = (a.execute(Arc::clone(&ctx)), b.execute(ctx));
+        let mut stalled = a.next();
+        assert!(futures::poll!(&mut stalled).is_pending(), "nothing to read yet");
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        let step = std::time::Duration::from_secs(2);
+        for want in [1, 2] {
+            let got = tokio::time::timeout(step, b.next()).await.expect("the other consumer reads on").unwrap().unwrap();
+            assert_eq!(value(&got), want);
+        }
+        drop(tx);
+        assert!(tokio::time::timeout(step, b.next()).await.expect("the end").is_none());
+        // the stalled one, polled again, has every batch, in order
+        assert_eq!(value(&stalled.await.unwrap().unwrap()), 1);
+        assert_eq!(value(&a.next().await.unwrap().unwrap()), 2);
+        assert!(a.next().await.is_none());
     }
 }
