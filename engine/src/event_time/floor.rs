@@ -10,7 +10,7 @@
 //! CREATE STREAM per_minute AS
 //! SELECT window_start, k, COUNT(*) AS n FROM t GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), k
 //! INTO out WITH ('t.type' = 'file_source', 't.path' = 'data/*.parquet', 't.event_time' = 'ts', …);
-//! -- WindowAggregateExec: …, watermark=at end of input (or the files' statistics), …
+//! -- WindowAggregateExec: …, watermark=at end of input, …  (and up to the files' floors as read)
 //! ```
 //!
 //! The floor a partition publishes must never pass a row the operator has not received: it is

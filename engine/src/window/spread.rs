@@ -14,7 +14,8 @@
 //! would have. Spread only where nothing depends on the order of the windows among keys (the
 //! results go to the sinks through projections and filters), where the job takes no
 //! checkpoints (one operator, one state) and reads bounded inputs, whose watermark moves with
-//! the rows alone.
+//! the rows alone (and with the files' statistics: see [`crate::event_time::floor`]), sent to
+//! the tasks as it moves.
 
 use std::sync::Arc;
 
