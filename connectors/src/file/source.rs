@@ -510,9 +510,9 @@ struct Output<'a> {
     filter: Option<&'a datafusion::logical_expr::Expr>,
     /// A hash join's filter (see [`Source::read_again`]).
     dynamic: Option<&'a Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
-    /// When the partition publishes its event-time floor: the least event time of the units
-    /// it reads after this one.
-    floor_after: Option<i64>,
+    /// When the partition publishes its event-time floor: the least event time of each row
+    /// group of the unit's file (by the group's index), and of the units it reads after it.
+    floors: Option<(&'a [i64], i64)>,
 }
 
 /// The rows a source read by `scans` (each with the WHERE conjuncts it pushed down) may drop:
@@ -775,13 +775,13 @@ impl PartitionStream for FilePartition {
         let floor = crate::source::floor_to_publish().filter(|_| cfg.event_time.is_some());
         let floors = floor.is_some();
         tokio::task::spawn_blocking(move || {
-            // the least event time of each unit, for the floor of the units after the one read
-            let unit_floors: Vec<Option<i64>> =
-                if floors { units.iter().map(|(u, _)| unit_floors(&cfg, u).map(|f| f.into_iter().min().unwrap_or(i64::MAX))).collect() } else { Vec::new() };
+            // each unit's row groups' least event times, and the least over the unit
+            let unit_floors: Vec<Option<(Vec<i64>, i64)>> = if floors { units.iter().map(|(u, _)| unit_floors(&cfg, u)).collect() } else { Vec::new() };
             for (i, (unit, resume)) in units.into_iter().enumerate() {
-                let after = floors.then(|| unit_floors[i + 1..].iter().try_fold(i64::MAX, |m, f| f.map(|f| m.min(f)))).flatten();
-                let out =
-                    Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref(), dynamic: dynamic.as_ref(), floor_after: after };
+                // (published only when this unit's and every later unit's are known)
+                let after = unit_floors.get(i + 1..).and_then(|later| later.iter().try_fold(i64::MAX, |m, f| f.as_ref().map(|f| m.min(f.1))));
+                let floors = unit_floors.get(i).and_then(Option::as_ref).map(|f| f.0.as_slice()).zip(after);
+                let out = Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref(), dynamic: dynamic.as_ref(), floors };
                 match read_unit(&cfg, &out, &unit, resume, &tx) {
                     Ok(true) => {}
                     Ok(false) => return, // the reader went away: the job is stopping
@@ -835,15 +835,13 @@ fn read_parquet(
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
     // publishing the floor: each batch says which row group it is of
-    let options = match out.floor_after {
+    let options = match out.floors {
         Some(_) => parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_virtual_columns(vec![group_index_field()]).map_err(parquet_err)?,
         None => parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
     };
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
         .map_err(parquet_err)?
         .with_batch_size(decode_rows(&cfg.batch));
-    let group_floors =
-        out.floor_after.and(cfg.event_time.as_ref()).and_then(|(c, scale)| group_floors(b.metadata(), b.schema(), b.parquet_schema(), &cfg.schema, c, *scale));
     // the rows of the unit already handed out before a restore (counted after the row filter
     // the reading then had, if any: the same filter is applied again before the offset)
     let mut read = resume.map_or(0, |r| r.offset);
@@ -925,7 +923,7 @@ fn read_parquet(
         b = b.with_projection(mask);
     }
     // the groups in the order read, and from each on the least event time still to come
-    let floors = group_floors.zip(out.floor_after).map(|(by_group, after)| {
+    let floors = out.floors.map(|(by_group, after)| {
         let order: Vec<usize> = groups.clone().unwrap_or_else(|| (0..by_group.len()).collect());
         let mut from = vec![after; order.len() + 1];
         for (i, g) in order.iter().enumerate().rev() {
@@ -1019,25 +1017,24 @@ fn group_floors(
         .collect()
 }
 
-/// The least event time of every row group a unit reads (see [`group_floors`]); None for text
-/// files, or when one is not known.
-fn unit_floors(cfg: &ReadConfig, unit: &Unit) -> Option<Vec<i64>> {
+/// The least event time of every row group of the file a unit reads (see [`group_floors`]),
+/// and the least over the groups the unit reads; None for text files (`event_time` is kept for
+/// Parquet only), or when one is not known.
+fn unit_floors(cfg: &ReadConfig, unit: &Unit) -> Option<(Vec<i64>, i64)> {
     let (column, scale) = cfg.event_time.as_ref()?;
     let (path, groups) = match unit {
         Unit::Whole(path) => (path, None),
         Unit::RowGroups { path, groups } => (path, Some(groups)),
         Unit::Range { .. } => return None,
     };
-    if cfg.format != FileFormat::Parquet {
-        return None;
-    }
     let f = File::open(path).ok()?;
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;
     let all = group_floors(b.metadata(), b.schema(), b.parquet_schema(), &cfg.schema, column, *scale)?;
-    Some(match groups {
-        Some(g) => g.iter().map(|&i| all.get(i).copied()).collect::<Option<Vec<_>>>()?,
-        None => all,
-    })
+    let least = match groups {
+        Some(g) => g.iter().try_fold(i64::MAX, |m, &i| all.get(i).map(|&f| m.min(f)))?,
+        None => all.iter().copied().min().unwrap_or(i64::MAX),
+    };
+    Some((all, least))
 }
 
 /// Where a chunk's lines sit in the file, to name bad records.
@@ -1339,7 +1336,7 @@ mod tests {
     fn read(source: &FileSource, path: &Path, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>) -> (Vec<i64>, Option<Resume>) {
         let (tx, mut rx) = mpsc::channel(1024);
         let schema = source.schema();
-        let out = Output { schema: &schema, projection: None, filter, dynamic: None, floor_after: None };
+        let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
         assert!(read_parquet(&source.cfg, &out, path, None, "k", resume, &tx).unwrap());
         drop(tx);
         let (mut values, mut last) = (Vec::new(), None);

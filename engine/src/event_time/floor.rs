@@ -30,6 +30,8 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::checkpoint::barrier::Scope;
+use crate::event_time::PartitionWatermarks;
 use crate::planner::source_table::SizedScanExec;
 
 /// The one step down from `plan` towards the source that keeps column `index` as it is, with
@@ -67,14 +69,32 @@ fn floor_of_scan(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Option<String> 
 /// partition of `input` hands the batches of one source partition straight on (see the module
 /// documentation); the operator then reads that column's floors from its inputs' scopes.
 pub fn source_column(input: &Arc<dyn ExecutionPlan>, time: &Arc<dyn PhysicalExpr>) -> Option<String> {
+    scan_column(input, time, true)
+}
+
+/// The column `time` is at the scan of a source publishing its floor, down through `input`'s
+/// projections and filters (`filters_gather`: a filter gathering rows into batches stops the
+/// way; else the caller is about to make it hand them on).
+fn scan_column(input: &Arc<dyn ExecutionPlan>, time: &Arc<dyn PhysicalExpr>, filters_gather: bool) -> Option<String> {
     let mut index = time.downcast_ref::<Column>()?.index();
     let mut plan = Arc::clone(input);
     loop {
         if plan.downcast_ref::<SizedScanExec>().is_some() {
             return floor_of_scan(&plan, index);
         }
-        (plan, index) = step(&plan, index, true)?;
+        (plan, index) = step(&plan, index, filters_gather)?;
     }
+}
+
+/// Reads the floors of `column` its inputs' scopes hold into `watermarks` (input partition i
+/// in `scopes[i]`), once the item last received has been taken in: it was handed out before
+/// the floor that came with it. True when one rose.
+pub fn read_floors(watermarks: &mut PartitionWatermarks, scopes: &[Arc<Scope>], column: &str) -> bool {
+    let mut rose = false;
+    for (i, scope) in scopes.iter().enumerate() {
+        rose |= watermarks.floor(i, scope.floor(column));
+    }
+    rose
 }
 
 /// The time column of an operator that reads its sources' floors (None for any other node).
@@ -86,20 +106,9 @@ pub fn hand_on_batches_below(plan: Arc<dyn ExecutionPlan>, ours: TimeOf<'_>) -> 
     plan.transform_down(|node| {
         let Some(time) = ours(&node) else { return Ok(Transformed::no(node)) };
         let Some(input) = node.children().first().map(|c| Arc::clone(c)) else { return Ok(Transformed::no(node)) };
-        let Some(index) = time.downcast_ref::<Column>().map(Column::index) else { return Ok(Transformed::no(node)) };
         // only a way that reaches a source publishing the column's floor
-        let mut at = (Arc::clone(&input), index);
-        loop {
-            if at.0.downcast_ref::<SizedScanExec>().is_some() {
-                if floor_of_scan(&at.0, at.1).is_none() {
-                    return Ok(Transformed::no(node));
-                }
-                break;
-            }
-            match step(&at.0, at.1, false) {
-                Some(next) => at = next,
-                None => return Ok(Transformed::no(node)),
-            }
+        if scan_column(&input, &time, false).is_none() {
+            return Ok(Transformed::no(node));
         }
         let input = input
             .transform_down(|n| match n.downcast_ref::<FilterExec>() {

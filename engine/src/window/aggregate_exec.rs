@@ -443,15 +443,8 @@ impl ExecutionPlan for WindowAggregateExec {
                         (rows, None)
                     }
                 };
-                // (read once the item's rows are in: they were handed out before the floor)
-                if let Some(column) = &floor_column {
-                    let mut rose = false;
-                    for (i, scope) in scopes.iter().enumerate() {
-                        rose |= op.watermarks.floor(i, scope.floor(column));
-                    }
-                    if rose {
-                        rows.extend(op.advance()?);
-                    }
+                if floor_column.as_deref().is_some_and(|c| crate::event_time::floor::read_floors(&mut op.watermarks, &scopes, c)) {
+                    rows.extend(op.advance()?);
                 }
                 memory.account(op.metrics.state_bytes.value())?;
                 if let Some(c) = checkpointing.as_ref().filter(|_| replays) {

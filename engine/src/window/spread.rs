@@ -204,11 +204,9 @@ async fn route(inputs: Inputs, n: usize, config: Arc<WindowAggregateConfig>, flo
         if remaining == 0 {
             break;
         }
-        // (the floors once the item's rows are handed on: they were read out before them)
+        // (the floors once the item's rows are handed on)
         if let Some(column) = &floor_column {
-            for (i, scope) in scopes.iter().enumerate() {
-                watermarks.floor(i, scope.floor(column));
-            }
+            crate::event_time::floor::read_floors(&mut watermarks, &scopes, column);
         }
         if let Some(w) = watermarks.advance() {
             for task in &tasks {
