@@ -1,4 +1,5 @@
-//! Hash joins with a side of one row per window build their table from that side, whole.
+//! Hash joins with a side of one row per window, or a side far smaller than the other, build
+//! their table from that side, whole.
 //!
 //! ```sql
 //! SELECT b.auction, b.price FROM bid b
@@ -16,6 +17,11 @@
 //! aggregate grouped by window bounds alone, Nexmark q5's maximum per window) becomes the
 //! build side, collected whole, and the other side is probed as it comes, without a
 //! repartition. Over any input with more rows than windows that side is the smaller one.
+//!
+//! The same goes for a side that the sources' row counts (Parquet footers) show to be at most
+//! a quarter of the other, seen through filters and projections (Nexmark q20: the auctions of
+//! one category joined with every bid): its table is built by one task, and the bids are
+//! probed where they are read instead of hashed and copied into partitions.
 //!
 //! The join's output is then partitioned as its probe side, so the rule leaves a join alone
 //! unless every operator between it and the next repartition (or the top) works a row or a
@@ -102,17 +108,56 @@ fn collect_small_side(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPla
         return Ok(None);
     }
     let (left, right) = (unhashed(join.left()), unhashed(join.right()));
-    if one_row_per_window(&left) {
+    if one_row_per_window(&left) || much_smaller(&left, &right) {
         let new =
             join.builder().with_new_children(vec![whole(left), spread(right, join)?])?.with_partition_mode(PartitionMode::CollectLeft).reset_state().build()?;
         return Ok(Some(Arc::new(new)));
     }
-    if one_row_per_window(&right) && join.join_type().supports_swap() {
+    if (one_row_per_window(&right) || much_smaller(&right, &left)) && join.join_type().supports_swap() {
         // the same join with the small side collected, then sides swapped so it builds
         let unswapped = join.builder().with_new_children(vec![spread(left, join)?, whole(right)])?.reset_state().build()?;
         return Ok(Some(unswapped.swap_inputs(PartitionMode::CollectLeft)?));
     }
     Ok(None)
+}
+
+/// A build side that many times fewer rows than the probe side, or fewer, is collected whole.
+const SMALLER_BY: usize = 4;
+
+/// Whether `small` gives at most `1 / SMALLER_BY` of the rows `big` gives, as far as the
+/// sources' row counts (Parquet footers) tell: `small`'s through filters, projections and
+/// repartitioning (a filter gives fewer rows, so the source's count bounds them), `big`'s
+/// through projections and repartitioning alone. A table built whole from `small` costs one
+/// task its build, but no row of `big` is hashed and copied into a partition for it: Nexmark
+/// q20, the bids joined with the auctions of one category.
+fn much_smaller(small: &Arc<dyn ExecutionPlan>, big: &Arc<dyn ExecutionPlan>) -> bool {
+    match (rows_at_most(small), rows_at_least(big)) {
+        (Some(s), Some(b)) => s.saturating_mul(SMALLER_BY) <= b,
+        _ => false,
+    }
+}
+
+/// The rows `plan` gives at most: a source's exact count, seen through nodes that keep or drop rows.
+fn rows_at_most(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    passthrough(plan).map_or_else(|| exact_rows(plan), rows_at_most)
+}
+
+/// The rows `plan` gives at least: a source's exact count, seen through nodes that keep every row.
+fn rows_at_least(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    if plan.downcast_ref::<FilterExec>().is_some() {
+        return None;
+    }
+    passthrough(plan).map_or_else(|| exact_rows(plan), rows_at_least)
+}
+
+/// `plan`'s exact row count, when its statistics know it (a Parquet source's footers).
+fn exact_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
+    #[allow(deprecated)]
+    let stats = plan.partition_statistics(None).ok()?;
+    match stats.num_rows {
+        datafusion::common::stats::Precision::Exact(n) => Some(n),
+        _ => None,
+    }
 }
 
 /// A join input without the hash repartition the partitioned join put on it.
