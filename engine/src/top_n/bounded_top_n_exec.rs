@@ -4,8 +4,9 @@
 //! (DataFusion's own, as its aggregates do), turns the `ORDER BY` values into comparable
 //! integers a column at a time, and keeps, per group, the positions of its best `N` rows so far
 //! (a region of an array per group, doubling up to `N` as its rows come). Rows that can no
-//! longer make any top N are let go: the input batches are compacted to the rows still kept
-//! once they hold more than twice as many. At the end of the input the kept rows are gathered,
+//! longer make any top N are let go: once the batches held have over twice as many rows as are
+//! kept, the batches less than half kept are compacted into one (the others, mostly fresh
+//! rows, stay as they are, not copied again). At the end of the input the kept rows are gathered,
 //! with their rank, a batch at a time, in no particular order (the planner uses the operator
 //! only where nothing above relies on the order DataFusion's sort would have given).
 //!
@@ -256,8 +257,12 @@ struct Kept {
     /// The input's columns that go out, as held in `batches`.
     held: Vec<usize>,
     batches: Vec<RecordBatch>,
+    /// Per held batch: how many of its rows are kept.
+    batch_live: Vec<usize>,
     held_rows: usize,
     held_bytes: usize,
+    /// Rows held after the last compaction.
+    compacted_rows: usize,
 }
 
 impl Kept {
@@ -281,7 +286,9 @@ impl Kept {
             live: 0,
             held,
             batches: Vec::new(),
+            batch_live: Vec::new(),
             held_rows: 0,
+            compacted_rows: 0,
             held_bytes: 0,
         })
     }
@@ -351,6 +358,8 @@ impl Kept {
         }
         let Ok(at) = u32::try_from(self.batches.len()) else { return internal_err!("BoundedTopNExec: too many batches") };
         let mut kept_any = false;
+        // this batch's kept rows, counted as rows come and go
+        self.batch_live.push(0);
         for (row, (&g, key)) in ids.iter().zip(&order).enumerate() {
             let id = (u64::from(at) << 32) | row as u64;
             let mut r = self.regions[g];
@@ -374,8 +383,11 @@ impl Kept {
                 r.count += 1;
                 self.live += 1;
             } else {
+                let pushed_out = self.slots[r.start + limit - 1].1;
+                self.batch_live[(pushed_out >> 32) as usize] -= 1;
                 self.slots.copy_within(r.start + pos..r.start + limit - 1, r.start + pos + 1);
             }
+            self.batch_live[at as usize] += 1;
             self.slots[r.start + pos] = (*key, id);
             self.regions[g] = r;
             kept_any = true;
@@ -389,10 +401,14 @@ impl Kept {
             self.held_rows += held.num_rows();
             self.held_bytes += held.get_array_memory_size();
             self.batches.push(held);
+        } else {
+            self.batch_live.pop();
         }
         // batches held mostly for rows pushed out since (over twice the rows kept, and 65536
-        // more): keep only the rows still kept
-        if self.held_rows > 2 * self.live + (1 << 16) {
+        // more): keep only the rows still kept; and not before half as many rows again as the
+        // last compaction left have come (it walks every kept row: a compaction every 65536
+        // rows would cost more than it frees, where what stays is nearly twice what is kept)
+        if self.held_rows > 2 * self.live + (1 << 16) && self.held_rows > self.compacted_rows + self.compacted_rows / 2 {
             self.compact()?;
         }
         Ok(())
@@ -434,21 +450,56 @@ impl Kept {
         Ok((columns, places.iter().map(|&(_, rank)| rank).collect()))
     }
 
+    /// Copies the kept rows of the batches less than half kept into one batch, and lets those
+    /// batches go; batches at least half kept stay as they are. Rows are copied only out of
+    /// batches mostly pushed out, not again with every compaction (fresh batches are mostly
+    /// kept: a key's latest rows); what stays held is at most twice what is kept, as what is
+    /// left is at least half kept.
     fn compact(&mut self) -> Result<()> {
-        let places: Vec<(usize, u64)> = self.kept().collect();
-        let (columns, _) = self.gather(&places)?;
-        // string views keep the buffers they point into: copy the kept strings out of them
-        let columns: Vec<ArrayRef> = columns.into_iter().map(crate::memory::own_bytes).collect();
-        let held_schema = self.batches.first().map(RecordBatch::schema);
-        let Some(held_schema) = held_schema else { return Ok(()) };
-        let batch =
-            RecordBatch::try_new_with_options(held_schema, columns, &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(places.len())))?;
-        for (new, &(slot, _)) in places.iter().enumerate() {
-            self.slots[slot].1 = new as u64;
+        let Some(held_schema) = self.batches.first().map(RecordBatch::schema) else { return Ok(()) };
+        let sparse: Vec<bool> = self.batches.iter().zip(&self.batch_live).map(|(b, &live)| live * 2 < b.num_rows()).collect();
+        // where each batch that stays goes; the new batch goes after them
+        let mut moved_to = vec![0u64; self.batches.len()];
+        let mut stay = 0u64;
+        for (to, _) in moved_to.iter_mut().zip(&sparse).filter(|(_, &s)| !s) {
+            *to = stay;
+            stay += 1;
         }
-        self.held_rows = batch.num_rows();
-        self.held_bytes = batch.get_array_memory_size();
-        self.batches = vec![batch];
+        let mut copied: Vec<(usize, usize)> = Vec::new();
+        for slot in self.regions.iter().flat_map(|r| r.start..r.start + r.count as usize) {
+            let id = self.slots[slot].1;
+            let batch = (id >> 32) as usize;
+            self.slots[slot].1 = if sparse[batch] {
+                copied.push((batch, (id & 0xffff_ffff) as usize));
+                (stay << 32) | (copied.len() as u64 - 1)
+            } else {
+                (moved_to[batch] << 32) | (id & 0xffff_ffff)
+            };
+        }
+        let columns = (0..self.held.len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
+                // string views keep the buffers they point into: copy the kept strings out of them
+                Ok(crate::memory::own_bytes(interleave(&arrays, &copied)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch =
+            RecordBatch::try_new_with_options(held_schema, columns, &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(copied.len())))?;
+        let mut batches = Vec::with_capacity(stay as usize + 1);
+        let mut batch_live = Vec::with_capacity(stay as usize + 1);
+        for ((b, live), _) in self.batches.drain(..).zip(self.batch_live.drain(..)).zip(&sparse).filter(|(_, &s)| !s) {
+            batches.push(b);
+            batch_live.push(live);
+        }
+        if batch.num_rows() > 0 {
+            batch_live.push(copied.len());
+            batches.push(batch);
+        }
+        self.held_rows = batches.iter().map(RecordBatch::num_rows).sum();
+        self.compacted_rows = self.held_rows;
+        self.held_bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.batches = batches;
+        self.batch_live = batch_live;
         Ok(())
     }
 
@@ -485,12 +536,18 @@ mod tests {
     /// `rows` rows in 4 partitions: keys `k` (97 values) and `s` (3), a float `v` with every
     /// 20th null and otherwise unique, a unique time `t` and a unique int `i`.
     fn table(rows: usize) -> Arc<MemTable> {
+        table_in(rows, 4)
+    }
+
+    /// `rows` rows in `parts` partitions, the rows of each in the order of `n`.
+    fn table_in(rows: usize, parts: usize) -> Arc<MemTable> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("s", DataType::Utf8, false),
             Field::new("v", DataType::Float64, true),
             Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false),
             Field::new("i", DataType::Int32, false),
+            Field::new("n", DataType::Int64, false),
         ]));
         let batch = |from: usize, to: usize| {
             let r = from..to;
@@ -501,14 +558,15 @@ mod tests {
                     Arc::new(StringArray::from_iter_values(r.clone().map(|n| ["a", "b", "c"][n * 7 % 3]))),
                     Arc::new(Float64Array::from_iter(r.clone().map(|n| (n % 20 != 0).then(|| (n * 7919 % 1_000_003) as f64 - 500_000.5)))),
                     Arc::new(TimestampMillisecondArray::from_iter_values(r.clone().map(|n| 1_700_000_000_000 + (n * 104_729 % 1_000_033) as i64))),
-                    Arc::new(Int32Array::from_iter_values(r.map(|n| (n * 15_485_863 % 2_000_003) as i32 - 1_000_000))),
+                    Arc::new(Int32Array::from_iter_values(r.clone().map(|n| (n * 15_485_863 % 2_000_003) as i32 - 1_000_000))),
+                    Arc::new(Int64Array::from_iter_values(r.map(|n| n as i64))),
                 ],
             )
             .unwrap()
         };
-        let per = rows / 4;
+        let per = rows / parts;
         let parts: Vec<Vec<RecordBatch>> =
-            (0..4).map(|p| (0..per).step_by(1000).map(|b| batch(p * per + b, p * per + (b + 1000).min(per))).collect()).collect();
+            (0..parts).map(|p| (0..per).step_by(1000).map(|b| batch(p * per + b, p * per + (b + 1000).min(per))).collect()).collect();
         Arc::new(MemTable::try_new(schema, parts).unwrap())
     }
 
@@ -564,6 +622,16 @@ mod tests {
                 assert!(!want.is_empty());
                 assert_eq!(got, want, "{sql}");
             }
+            // each key's latest row, read in order: the latest batches stay whole, the older
+            // ones are pushed out and compacted from before them
+            let in_order = table_in(200_000, 1);
+            plain.register_table("t1", Arc::clone(&in_order) as _).unwrap();
+            ours.register_table("t1", in_order as _).unwrap();
+            let sql = "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY n % 3001 ORDER BY n DESC) AS rn FROM t1) WHERE rn = 1";
+            let (want, _) = answer(&plain, sql).await;
+            let (got, plan) = answer(&ours, sql).await;
+            assert!(plan.contains("BoundedTopNExec"), "{plan}");
+            assert_eq!((got.len(), &got), (3002, &want));
             // what it does not take: more than MAX_LIMIT rows per key, an ORDER BY on text, a
             // LIMIT pushed into the filter, a plan above that relies on the sorted order (the
             // query's ORDER BY), a bound that is not a whole number
