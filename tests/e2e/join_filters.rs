@@ -11,7 +11,8 @@ use crate::common::*;
 /// Rows of `t`.
 const ROWS: i64 = 120_000;
 
-/// (job, query): each reads `t` (ROWS rows, 12 row groups) and `s` (1 000 keys).
+/// (job, query): each reads `t` (ROWS rows, 12 row groups), `s` (1 000 keys) and `m` (a
+/// quarter of ROWS, 100-byte strings).
 const CASES: &[(&str, &str)] = &[
     // a shared read: the probe reads `t` again, keeping the rows at their key's maximum
     ("max_per_key", "SELECT a.id, a.k, a.price FROM t a JOIN (SELECT k, MAX(price) AS m FROM t GROUP BY k) m ON a.k = m.k AND a.price = m.m"),
@@ -25,6 +26,19 @@ const CASES: &[(&str, &str)] = &[
     ("every_key", "SELECT t.id, s.name FROM t JOIN s ON t.k = s.k"),
     // the outer side keeps its rows
     ("outer", "SELECT s.k, s.name, t.id FROM s LEFT JOIN t ON t.k = s.k AND t.price < 300"),
+    // `s` is a hundredth of `t`: its table is built whole and `t` probed as it is read, for
+    // every kind of join, `s` on either side (each unmatched row of `s` once, though both tasks
+    // probe it)
+    ("full_outer", "SELECT s.k, s.name, t.id FROM s FULL OUTER JOIN t ON t.k = s.k AND t.price < 300 AND s.k < 500"),
+    ("right_outer", "SELECT s.k, t.id FROM s RIGHT JOIN t ON t.k = s.k AND s.k % 3 = 0"),
+    ("probe_outer", "SELECT t.id, s.name FROM t LEFT JOIN s ON t.k = s.k AND s.k < 100"),
+    ("semi", "SELECT t.id FROM t WHERE t.k IN (SELECT k FROM s WHERE name LIKE 'name-1%')"),
+    ("anti", "SELECT t.id FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.k = t.k AND s.k < 900)"),
+    ("unmatched_small", "SELECT s.k FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.price < 50)"),
+    // `m`, a quarter of `t` in rows but megabytes wide, which DataFusion alone would hash
+    // into partitions with `t`
+    ("wide_small_side", "SELECT t.id, m.k FROM t JOIN m ON t.id = m.k * 4 + 1"),
+    ("wide_full_outer", "SELECT m.k, t.id FROM m FULL OUTER JOIN t ON t.id = m.k * 4 AND t.price < 50000"),
     // operators whose dynamic filters are complete only once they have read their input (a
     // TopK), or never (MIN/MAX): a scan must not wait for them
     ("top_n", "SELECT id, price FROM t ORDER BY price DESC, id LIMIT 10"),
@@ -65,13 +79,21 @@ async fn write_tables(dir: &std::path::Path) {
         "COPY (SELECT value AS k, concat('name-', CAST(value AS VARCHAR)) AS name FROM range(1000)) TO '{}' STORED AS PARQUET",
         dir.join("s.parquet").display()
     );
-    for sql in [t, s] {
+    let m = format!(
+        "COPY (SELECT value AS k, concat(repeat('x', 100), CAST(value AS VARCHAR)) AS pad FROM range({})) TO '{}' STORED AS PARQUET",
+        ROWS / 4,
+        dir.join("m.parquet").display()
+    );
+    for sql in [t, s, m] {
         ctx.sql(&sql).await.unwrap().collect().await.unwrap();
     }
 }
 
 fn sources(dir: &std::path::Path) -> String {
-    format!("'t.type' = 'file_source', 't.path' = '{0}/t.parquet', 's.type' = 'file_source', 's.path' = '{0}/s.parquet'", dir.display())
+    format!(
+        "'t.type' = 'file_source', 't.path' = '{0}/t.parquet', 's.type' = 'file_source', 's.path' = '{0}/s.parquet', 'm.type' = 'file_source', 'm.path' = '{0}/m.parquet'",
+        dir.display()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +114,7 @@ async fn a_probe_read_with_the_joins_filter_gives_the_batch_answer() {
     assert_ok(&run);
 
     let ctx = SessionContext::new();
-    for table in ["t", "s"] {
+    for table in ["t", "s", "m"] {
         ctx.register_parquet(table, tmp.path().join(format!("{table}.parquet")).to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
     }
     for (name, query) in CASES {
@@ -112,7 +134,11 @@ async fn a_probe_read_with_the_joins_filter_gives_the_batch_answer() {
     for (name, _) in CASES.iter().filter(|(name, _)| *name != "empty_build") {
         let report = reports.iter().find(|r| r["name"] == *name).unwrap_or_else(|| panic!("no report for {name}: {}", run.stdout));
         for source in report["sources"].as_array().unwrap() {
-            let want = if source["name"] == "t" { ROWS } else { 1000 };
+            let want = match source["name"].as_str() {
+                Some("t") => ROWS,
+                Some("m") => ROWS / 4,
+                _ => 1000,
+            };
             assert_eq!(source["records"].as_i64(), Some(want), "{name}: rows read of {}", source["name"]);
         }
     }
@@ -135,6 +161,15 @@ async fn explain_shows_the_probe_reading_with_the_joins_filter() {
     // a job taking checkpoints records every read's positions: its scans share one read
     let plan = explain(query, ", 'checkpoint.interval' = '1s'");
     assert!(!plan.contains("read again"), "{plan}");
+    // `s`'s 1 000 rows against `t`'s 120 000 (the files' footers): `s` is collected whole and
+    // `t` is probed where it is read, not hashed into partitions
+    // `m`'s 30 000 rows of 100-byte strings against `t`'s 120 000 (the files' footers): `m` is
+    // collected whole and `t` is probed where it is read, not hashed into partitions
+    let plan = explain("SELECT t.id, m.pad FROM t JOIN m ON t.k = m.k", "");
+    assert!(plan.contains("HashJoinExec: mode=CollectLeft") && !plan.contains("RepartitionExec"), "{plan}");
+    // with a side not that much smaller, both are partitioned
+    let plan = explain("SELECT a.id, b.price FROM t a JOIN t b ON a.k = b.id", "");
+    assert!(plan.contains("HashJoinExec: mode=Partitioned"), "{plan}");
 }
 
 /// `WITH RECURSIVE` reads its sources again at each step, which a job does not do: refused with
