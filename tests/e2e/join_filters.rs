@@ -11,8 +11,8 @@ use crate::common::*;
 /// Rows of `t`.
 const ROWS: i64 = 120_000;
 
-/// (job, query): each reads `t` (ROWS rows, 12 row groups), `s` (1 000 keys) and `m` (a
-/// quarter of ROWS, 100-byte strings).
+/// (job, query): each reads `t` (ROWS rows, 12 row groups), `s` (1 000 keys) or `m` (a fifth
+/// of ROWS, 100-byte strings, `k4` = 4 `k` + 1).
 const CASES: &[(&str, &str)] = &[
     // a shared read: the probe reads `t` again, keeping the rows at their key's maximum
     ("max_per_key", "SELECT a.id, a.k, a.price FROM t a JOIN (SELECT k, MAX(price) AS m FROM t GROUP BY k) m ON a.k = m.k AND a.price = m.m"),
@@ -35,10 +35,15 @@ const CASES: &[(&str, &str)] = &[
     ("semi", "SELECT t.id FROM t WHERE t.k IN (SELECT k FROM s WHERE name LIKE 'name-1%')"),
     ("anti", "SELECT t.id FROM t WHERE NOT EXISTS (SELECT 1 FROM s WHERE s.k = t.k AND s.k < 900)"),
     ("unmatched_small", "SELECT s.k FROM s WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.k = s.k AND t.price < 50)"),
-    // `m`, a quarter of `t` in rows but megabytes wide, which DataFusion alone would hash
-    // into partitions with `t`
-    ("wide_small_side", "SELECT t.id, m.k FROM t JOIN m ON t.id = m.k * 4 + 1"),
-    ("wide_full_outer", "SELECT m.k, t.id FROM m FULL OUTER JOIN t ON t.id = m.k * 4 AND t.price < 50000"),
+    // `m`, a fifth of `t` in rows and megabytes wide: built whole, `m` on either side, with `t`
+    // probed as it is read (DataFusion alone does so for the inner joins, and hashes both sides
+    // into partitions for the outer and anti joins)
+    ("wide_small_right", "SELECT t.id, m.pad FROM t JOIN m ON t.id = m.k4"),
+    ("wide_small_left", "SELECT m.pad, t.id FROM m JOIN t ON t.id = m.k4 WHERE t.price < 90000"),
+    ("wide_full_outer", "SELECT m.k, m.pad, t.id FROM m FULL OUTER JOIN t ON t.id = m.k4 AND t.price < 50000"),
+    ("wide_right_outer", "SELECT m.pad, t.id FROM m RIGHT JOIN t ON t.id = m.k4 AND m.k % 2 = 0"),
+    ("wide_probe_outer", "SELECT t.id, m.pad FROM t LEFT JOIN m ON t.id = m.k4 AND m.k % 3 = 0"),
+    ("wide_anti", "SELECT m.k, m.pad FROM m WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.id = m.k4 AND t.price < 50000)"),
     // operators whose dynamic filters are complete only once they have read their input (a
     // TopK), or never (MIN/MAX): a scan must not wait for them
     ("top_n", "SELECT id, price FROM t ORDER BY price DESC, id LIMIT 10"),
@@ -80,8 +85,8 @@ async fn write_tables(dir: &std::path::Path) {
         dir.join("s.parquet").display()
     );
     let m = format!(
-        "COPY (SELECT value AS k, concat(repeat('x', 100), CAST(value AS VARCHAR)) AS pad FROM range({})) TO '{}' STORED AS PARQUET",
-        ROWS / 4,
+        "COPY (SELECT value AS k, value * 4 + 1 AS k4, concat(repeat('x', 100), CAST(value AS VARCHAR)) AS pad FROM range({})) TO '{}' STORED AS PARQUET",
+        ROWS / 5,
         dir.join("m.parquet").display()
     );
     for sql in [t, s, m] {
@@ -136,7 +141,7 @@ async fn a_probe_read_with_the_joins_filter_gives_the_batch_answer() {
         for source in report["sources"].as_array().unwrap() {
             let want = match source["name"].as_str() {
                 Some("t") => ROWS,
-                Some("m") => ROWS / 4,
+                Some("m") => ROWS / 5,
                 _ => 1000,
             };
             assert_eq!(source["records"].as_i64(), Some(want), "{name}: rows read of {}", source["name"]);
@@ -163,10 +168,12 @@ async fn explain_shows_the_probe_reading_with_the_joins_filter() {
     assert!(!plan.contains("read again"), "{plan}");
     // `s`'s 1 000 rows against `t`'s 120 000 (the files' footers): `s` is collected whole and
     // `t` is probed where it is read, not hashed into partitions
-    // `m`'s 30 000 rows of 100-byte strings against `t`'s 120 000 (the files' footers): `m` is
+    // `m`'s 24 000 rows of 100-byte strings against `t`'s 120 000 (the files' footers): `m` is
     // collected whole and `t` is probed where it is read, not hashed into partitions
-    let plan = explain("SELECT t.id, m.pad FROM t JOIN m ON t.k = m.k", "");
-    assert!(plan.contains("HashJoinExec: mode=CollectLeft") && !plan.contains("RepartitionExec"), "{plan}");
+    for (name, query) in CASES.iter().filter(|(name, _)| name.starts_with("wide_")) {
+        let plan = explain(query, "");
+        assert!(plan.contains("HashJoinExec: mode=CollectLeft") && !plan.contains("RepartitionExec: partitioning=Hash"), "{name}: {plan}");
+    }
     // with a side not that much smaller, both are partitioned
     let plan = explain("SELECT a.id, b.price FROM t a JOIN t b ON a.k = b.id", "");
     assert!(plan.contains("HashJoinExec: mode=Partitioned"), "{plan}");

@@ -19,7 +19,8 @@
 //! repartition. Over any input with more rows than windows that side is the smaller one.
 //!
 //! The same goes for a side that the sources' row counts (Parquet footers) show to be at most
-//! a quarter of the other, seen through filters and projections (Nexmark q20: the auctions of
+//! a quarter of the other (the small side seen through filters and projections, the other
+//! through projections alone; Nexmark q20: the auctions of
 //! one category joined with every bid): its table is built by one task, and the bids are
 //! probed where they are read instead of hashed and copied into partitions.
 //!
@@ -54,8 +55,8 @@ use crate::window::{WindowAggregateExec, WindowKind};
 pub struct SmallBuildSideRule;
 
 impl PhysicalOptimizerRule for SmallBuildSideRule {
-    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        rewrite(plan, true)
+    fn optimize(&self, plan: Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
+        rewrite(plan, true, config.optimizer.join_reordering)
     }
 
     fn name(&self) -> &str {
@@ -69,7 +70,8 @@ impl PhysicalOptimizerRule for SmallBuildSideRule {
 
 /// `plan` with its joins rewritten; `free` when nothing above relies on how `plan`'s output is
 /// partitioned.
-fn rewrite(plan: Arc<dyn ExecutionPlan>, free: bool) -> Result<Arc<dyn ExecutionPlan>> {
+/// `reorder`: sides may be swapped by their row counts (DataFusion's `join_reordering`).
+fn rewrite(plan: Arc<dyn ExecutionPlan>, free: bool, reorder: bool) -> Result<Arc<dyn ExecutionPlan>> {
     // (these make their own partitioning whatever their input's)
     let resets = plan.downcast_ref::<RepartitionExec>().is_some()
         || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
@@ -84,21 +86,22 @@ fn rewrite(plan: Arc<dyn ExecutionPlan>, free: bool) -> Result<Arc<dyn Execution
     let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
     let mut rewritten = Vec::with_capacity(children.len());
     for child in children {
-        rewritten.push(rewrite(child, resets || (free && indifferent))?);
+        rewritten.push(rewrite(child, resets || (free && indifferent), reorder)?);
     }
     let plan = replace_children_if_necessary(plan, rewritten)?;
     if !free {
         return Ok(plan);
     }
     match plan.downcast_ref::<HashJoinExec>() {
-        Some(join) => Ok(collect_small_side(join)?.unwrap_or(plan)),
+        Some(join) => Ok(collect_small_side(join, reorder)?.unwrap_or(plan)),
         None => Ok(plan),
     }
 }
 
-/// `join`, partitioned, with a side of one row per window: that side collected whole as the
-/// build side, the other probed without its repartition.
-fn collect_small_side(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+/// `join`, partitioned, with a side of one row per window or far smaller than the other: that
+/// side collected whole as the build side, the other probed without its repartition (the sides
+/// swapped by row counts only where `reorder`).
+fn collect_small_side(join: &HashJoinExec, reorder: bool) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if *join.partition_mode() != PartitionMode::Partitioned || join.null_aware {
         return Ok(None);
     }
@@ -113,7 +116,7 @@ fn collect_small_side(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPla
             join.builder().with_new_children(vec![whole(left), spread(right, join)?])?.with_partition_mode(PartitionMode::CollectLeft).reset_state().build()?;
         return Ok(Some(Arc::new(new)));
     }
-    if (one_row_per_window(&right) || much_smaller(&right, &left)) && join.join_type().supports_swap() {
+    if (one_row_per_window(&right) || (reorder && much_smaller(&right, &left))) && join.join_type().supports_swap() {
         // the same join with the small side collected, then sides swapped so it builds
         let unswapped = join.builder().with_new_children(vec![spread(left, join)?, whole(right)])?.reset_state().build()?;
         return Ok(Some(unswapped.swap_inputs(PartitionMode::CollectLeft)?));
@@ -121,7 +124,7 @@ fn collect_small_side(join: &HashJoinExec) -> Result<Option<Arc<dyn ExecutionPla
     Ok(None)
 }
 
-/// A build side that many times fewer rows than the probe side, or fewer, is collected whole.
+/// A build side with at most `1 / SMALLER_BY` of the probe side's rows is collected whole.
 const SMALLER_BY: usize = 4;
 
 /// Whether `small` gives at most `1 / SMALLER_BY` of the rows `big` gives, as far as the
@@ -142,9 +145,10 @@ fn rows_at_most(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
     passthrough(plan).map_or_else(|| exact_rows(plan), rows_at_most)
 }
 
-/// The rows `plan` gives at least: a source's exact count, seen through nodes that keep every row.
+/// The rows `plan` gives at least: a source's exact count, seen through nodes that keep every
+/// row (not a filter, nor a node with a fetch: a `LIMIT` pushed into it).
 fn rows_at_least(plan: &Arc<dyn ExecutionPlan>) -> Option<usize> {
-    if plan.downcast_ref::<FilterExec>().is_some() {
+    if plan.downcast_ref::<FilterExec>().is_some() || plan.fetch().is_some() {
         return None;
     }
     passthrough(plan).map_or_else(|| exact_rows(plan), rows_at_least)

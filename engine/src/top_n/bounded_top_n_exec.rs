@@ -5,7 +5,8 @@
 //! integers a column at a time, and keeps, per group, the positions of its best `N` rows so far
 //! (a region of an array per group, doubling up to `N` as its rows come). Rows that can no
 //! longer make any top N are let go: once the batches held have over twice as many rows as are
-//! kept, the batches less than half kept are compacted into one (the others, mostly fresh
+//! kept (and half as many again as the last compaction left, or three times as many as are
+//! kept), the batches less than half kept are compacted into one (the others, mostly fresh
 //! rows, stay as they are, not copied again). At the end of the input the kept rows are gathered,
 //! with their rank, a batch at a time, in no particular order (the planner uses the operator
 //! only where nothing above relies on the order DataFusion's sort would have given).
@@ -406,9 +407,10 @@ impl Kept {
         }
         // batches held mostly for rows pushed out since (over twice the rows kept, and 65536
         // more): keep only the rows still kept; and not before half as many rows again as the
-        // last compaction left have come (it walks every kept row: a compaction every 65536
-        // rows would cost more than it frees, where what stays is nearly twice what is kept)
-        if self.held_rows > 2 * self.live + (1 << 16) && self.held_rows > self.compacted_rows + self.compacted_rows / 2 {
+        // last compaction left have come, or three times the rows kept (it walks every kept
+        // row: a compaction every 65536 rows would cost more than it frees, where what stays
+        // is nearly twice what is kept)
+        if self.held_rows > 2 * self.live + (1 << 16) && (self.held_rows > self.compacted_rows + self.compacted_rows / 2 || self.held_rows > 3 * self.live) {
             self.compact()?;
         }
         Ok(())
