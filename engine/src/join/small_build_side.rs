@@ -20,9 +20,9 @@
 //!
 //! The same goes for a side that the sources' row counts (Parquet footers) show to be at most
 //! a quarter of the other (the small side seen through filters and projections, the other
-//! through projections alone; Nexmark q20: the auctions of
-//! one category joined with every bid): its table is built by one task, and the bids are
-//! probed where they are read instead of hashed and copied into partitions.
+//! through projections alone; Nexmark q20: the auctions of one category joined with every
+//! bid): its table is built by one task, and the bids are probed where they are read instead
+//! of hashed and copied into partitions.
 //!
 //! The join's output is then partitioned as its probe side, so the rule leaves a join alone
 //! unless every operator between it and the next repartition (or the top) works a row or a
