@@ -443,13 +443,17 @@ impl Kept {
                 ((id >> 32) as usize, (id & 0xffff_ffff) as usize)
             })
             .collect();
-        let columns = (0..self.held.len())
+        Ok((self.rows_at(&at, |a| a)?, places.iter().map(|&(_, rank)| rank).collect()))
+    }
+
+    /// The held columns' rows at `at` (batch, row), each column passed through `then`.
+    fn rows_at(&self, at: &[(usize, usize)], then: impl Fn(ArrayRef) -> ArrayRef) -> Result<Vec<ArrayRef>> {
+        (0..self.held.len())
             .map(|c| {
                 let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
-                Ok(interleave(&arrays, &at)?)
+                Ok(then(interleave(&arrays, at)?))
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((columns, places.iter().map(|&(_, rank)| rank).collect()))
+            .collect()
     }
 
     /// Copies the kept rows of the batches less than half kept into one batch, and lets those
@@ -478,13 +482,8 @@ impl Kept {
                 (moved_to[batch] << 32) | (id & 0xffff_ffff)
             };
         }
-        let columns = (0..self.held.len())
-            .map(|c| {
-                let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
-                // string views keep the buffers they point into: copy the kept strings out of them
-                Ok(crate::memory::own_bytes(interleave(&arrays, &copied)?))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // string views keep the buffers they point into: copy the kept strings out of them
+        let columns = self.rows_at(&copied, crate::memory::own_bytes)?;
         let batch =
             RecordBatch::try_new_with_options(held_schema, columns, &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(copied.len())))?;
         let mut batches = Vec::with_capacity(stay as usize + 1);
