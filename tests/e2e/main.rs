@@ -23,6 +23,7 @@ mod redis;
 mod registry;
 mod s3;
 mod server;
+mod shared_expressions;
 mod sinks;
 mod source_failures;
 mod sources;

@@ -11,6 +11,7 @@ pub mod flink_functions;
 pub mod functions;
 pub mod latency;
 pub mod partitioning;
+pub mod shared_expressions;
 pub mod shared_scan;
 pub mod source_failure;
 pub mod source_table;
@@ -107,6 +108,10 @@ pub fn new_context(
     rules.insert(at, Arc::new(over));
     rules.insert(at, Arc::new(top_n));
     rules.insert(at, Arc::new(joins));
+    // last before the sanity check: an expression a filter and the projection above it both
+    // compute is computed once (the plan is final by then: nothing pushes the filter back)
+    let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
+    rules.insert(at, Arc::new(shared_expressions::SharedExpressionsRule));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime.build_arc()?)
