@@ -45,6 +45,16 @@ fn cases() -> Vec<(&'static str, String, Option<String>)> {
             "SELECT id, CAST(substr(s, 1, 3) AS BIGINT) + 1 AS n FROM b WHERE CASE WHEN s < 'a' THEN CAST(substr(s, 1, 3) AS BIGINT) ELSE 0 END > 100".into(),
             None,
         ),
+        // the CASE's operand is NULL for the letters: its first condition, the cast, is not
+        // evaluated for them, and must not be moved below the filter
+        (
+            "operand_guard",
+            "SELECT id, CAST(substr(s, 1, 3) AS BIGINT) AS n FROM b WHERE CASE (CASE WHEN s < 'a' THEN id END) WHEN CAST(substr(s, 1, 3) AS BIGINT) THEN 'same' ELSE 'other' END = 'same'".into(),
+            None,
+        ),
+        // the filter reads a column the projection does not (`s`): DataFusion gives it a
+        // projection of its own, which the shared column joins
+        ("filter_projection", "SELECT id, upper(channel) AS u FROM b WHERE concat(upper(channel), s) LIKE 'CHAN%'".into(), None),
         // computed in the WHERE only: nothing to share
         ("where_only", "SELECT id, channel FROM b WHERE lower(channel) = 'baidu'".into(), None),
         // an aggregate above the filter
@@ -116,22 +126,24 @@ async fn explain_shows_the_shared_column_only_where_the_filter_computes_it_for_e
     };
     let cases = cases();
     let query = |name: &str| cases.iter().find(|(n, _, _)| *n == name).map(|(_, q, _)| q.clone()).unwrap();
-    // the match is computed once, below the filter, and the filter no longer copies the URLs
+    // the match is computed once, below the filter
     let plan = explain(&query("q21_like"));
     assert!(
         plan.contains("FilterExec: __shared_0@") && plan.contains(&format!("regexp_extract(url@2, {}, 2) as __shared_0", PATTERN.trim_matches('\''))),
         "{plan}"
     );
     assert!(plan.contains("ELSE __shared_0@"), "{plan}");
-    let filter = plan.lines().find(|l| l.trim_start().starts_with("FilterExec:")).unwrap();
-    assert!(filter.contains("projection=[id@0, channel@1, __shared_0@"), "{plan}");
-    for name in ["selected", "like", "nested"] {
+    for name in ["selected", "like", "nested", "filter_projection"] {
         let plan = explain(&query(name));
         let filter = plan.lines().find(|l| l.trim_start().starts_with("FilterExec:")).unwrap();
         assert!(filter.contains("__shared_0@") && plan.contains(" as __shared_0]"), "{name}: {plan}");
     }
     // evaluated for some rows only, computed in the WHERE alone, or volatile: left where it is
-    for name in ["guarded", "where_only", "and_right"] {
+    // the filter's own projection keeps the shared column and leaves out `s`
+    let plan = explain(&query("filter_projection"));
+    let filter = plan.lines().find(|l| l.trim_start().starts_with("FilterExec:")).unwrap();
+    assert!(filter.contains("projection=[id@0, __shared_0@"), "{plan}");
+    for name in ["guarded", "operand_guard", "where_only", "and_right"] {
         let plan = explain(&query(name));
         assert!(!plan.contains("__shared"), "{name}: {plan}");
     }

@@ -25,21 +25,27 @@
 //! every row before the filter then evaluates nothing the filter would not have, so no error
 //! appears that the query did not raise before (`WHERE x <> 0 AND 10 / x > 1` keeps `10 / x`
 //! where it is). It must call a function (a column or a constant is read, not computed) and
-//! must not be volatile (`RANDOM()` gives another value each time it is called). A filter
-//! with a dynamic filter of a join in its predicate is left alone.
+//! must not be volatile (`RANDOM()` gives another value each time it is called); a struct's
+//! field read (`get_field`) is not worth it. An expression the projection above reads only
+//! inside a larger shared one is not computed on its own. A filter with a dynamic filter of a
+//! join in its predicate, or projections with lambdas, are left alone, and so is a plan the
+//! rule cannot rebuild with the same columns. A filter that had a projection of its own keeps
+//! only the columns still read above it; one without gets none (the window operators' watermark
+//! hand-on looks through filters without a projection).
 
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::Result;
-use datafusion::logical_expr::{Operator, Volatility};
+use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{
-    BinaryExpr, CaseExpr, CastExpr, Column, DynamicFilterPhysicalExpr, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr, Literal, NegativeExpr, NotExpr,
-    TryCastExpr,
+    BinaryExpr, CaseExpr, CastExpr, Column, DynamicFilterPhysicalExpr, InListExpr, IsNotNullExpr, IsNullExpr, LambdaExpr, LambdaVariable, LikeExpr, Literal,
+    NegativeExpr, NotExpr, TryCastExpr,
 };
 use datafusion::physical_expr::projection::{update_expr, ProjectionExpr};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_expr_common::physical_expr::is_volatile;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -56,7 +62,14 @@ pub struct SharedExpressionsRule;
 
 impl PhysicalOptimizerRule for SharedExpressionsRule {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|node| Ok(share(&node)?.map_or_else(|| Transformed::no(node), Transformed::yes))).data()
+        // (a shape this rule cannot rebuild is left as it was: it only ever saves work)
+        plan.transform_down(|node| {
+            Ok(match share(&node) {
+                Ok(Some(shared)) => Transformed::yes(shared),
+                _ => Transformed::no(node),
+            })
+        })
+        .data()
     }
 
     fn name(&self) -> &str {
@@ -66,6 +79,14 @@ impl PhysicalOptimizerRule for SharedExpressionsRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// An expression to share: as the filter's input sees it (computed there), as its output
+/// does, and as the top projection's input does (through the middle projection).
+struct Found {
+    below: Arc<dyn PhysicalExpr>,
+    after_filter: Option<Arc<dyn PhysicalExpr>>,
+    after_middle: Option<Arc<dyn PhysicalExpr>>,
 }
 
 /// `node`, a projection over a filter (or over a projection over a filter), with the
@@ -90,6 +111,12 @@ fn share(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>
     if predicate.exists(|e| Ok(e.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()))? {
         return Ok(None);
     }
+    // a lambda's variables are numbered after its input's columns, which this rule changes
+    let lambda = |e: &Arc<dyn PhysicalExpr>| e.exists(|e| Ok(e.downcast_ref::<LambdaExpr>().is_some() || e.downcast_ref::<LambdaVariable>().is_some()));
+    let projected = top.expr().iter().chain(middle.map(|m| m.expr()).unwrap_or_default());
+    if lambda(predicate)? || projected.map(|p| lambda(&p.expr)).collect::<Result<Vec<_>>>()?.into_iter().any(|l| l) {
+        return Ok(None);
+    }
     let mut candidates = Vec::new();
     evaluated_for_every_row(predicate, &mut candidates);
     if candidates.is_empty() {
@@ -107,12 +134,6 @@ fn share(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>
         .iter()
         .map(|&i| ProjectionExpr::new(Arc::new(Column::new(input_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>, input_schema.field(i).name()))
         .collect();
-    // each candidate as the filter's output sees it, and as the top projection's input does
-    struct Found {
-        below: Arc<dyn PhysicalExpr>,
-        after_filter: Option<Arc<dyn PhysicalExpr>>,
-        after_middle: Option<Arc<dyn PhysicalExpr>>,
-    }
     let mut used = Vec::new();
     for c in candidates {
         let after_filter = update_expr(&c, &filter_out, false)?;
@@ -135,6 +156,32 @@ fn share(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>
     }
     // the outermost first: an expression inside another one is replaced where it stands alone
     used.sort_by_key(|f| std::cmp::Reverse(size(&f.below)));
+    let (shared, read) = build(top, middle, filter, &used)?;
+    if read.iter().all(|r| *r) {
+        return Ok(shared);
+    }
+    // an expression found above only inside a larger shared one is not computed on its own
+    let used: Vec<Found> = used.into_iter().zip(read).filter_map(|(f, r)| r.then_some(f)).collect();
+    if used.is_empty() {
+        return Ok(None);
+    }
+    Ok(build(top, middle, filter, &used)?.0)
+}
+
+/// A rebuilt plan (`None`: not the columns it had) and which shared expressions it reads.
+type Rebuilt = (Option<Arc<dyn ExecutionPlan>>, Vec<bool>);
+
+/// `top` ← [`middle`] ← `filter` rebuilt with `used` computed below the filter, and whether
+/// each of them is read by the filter or the projections once they are all replaced; `None`
+/// when the columns would not be those `top` had.
+fn build(top: &ProjectionExec, middle: Option<&ProjectionExec>, filter: &FilterExec, used: &[Found]) -> Result<Rebuilt> {
+    let input = filter.input();
+    let input_schema = input.schema();
+    let width = input_schema.fields().len();
+    let kept: Vec<usize> = match filter.projection() {
+        Some(p) => p.to_vec(),
+        None => (0..width).collect(),
+    };
     let names: Vec<String> = (0..used.len()).map(shared_name).collect();
     // below the filter: every column, then the shared expressions
     let mut below: Vec<ProjectionExpr> = (0..width)
@@ -142,7 +189,7 @@ fn share(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>
         .collect();
     below.extend(used.iter().zip(&names).map(|(f, n)| ProjectionExpr::new(Arc::clone(&f.below), n.clone())));
     let below: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(below, Arc::clone(input))?);
-    let mut new_predicate = Arc::clone(predicate);
+    let mut new_predicate = Arc::clone(filter.predicate());
     for (k, f) in used.iter().enumerate() {
         new_predicate = replace(new_predicate, &f.below, &names[k], width + k)?;
     }
@@ -162,46 +209,77 @@ fn share(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>
             })
             .collect()
     };
-    // the filter's output: the columns it kept, then the shared ones; those its consumer no
-    // longer reads (the URL, once its pattern's match is shared) are not copied by it
+    let mut read = vec![false; used.len()];
+    let mut mark = |exprs: &[ProjectionExpr], first: usize| {
+        for p in exprs {
+            let _ = p.expr.apply(|e| {
+                if let Some(c) = e.downcast_ref::<Column>() {
+                    if let Some(r) = c.index().checked_sub(first).and_then(|k| read.get_mut(k)) {
+                        *r |= names.get(c.index() - first).is_some_and(|n| n == c.name());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+    };
+    mark(&[ProjectionExpr::new(Arc::clone(&new_predicate), "")], width);
+    // the filter's output: the columns it kept, then the shared ones
     let mut filter_out: Vec<usize> = kept.iter().copied().chain(width..width + used.len()).collect();
     let (consumer, top_exprs) = match middle {
-        None => (replaced(top.expr(), &|f| f.after_filter.as_ref(), at_filter)?, None),
+        None => {
+            let exprs = replaced(top.expr(), &|f| f.after_filter.as_ref(), at_filter)?;
+            mark(&exprs, at_filter);
+            (exprs, None)
+        }
         Some(m) => {
             let mut exprs = replaced(m.expr(), &|f| f.after_filter.as_ref(), at_filter)?;
+            mark(&exprs, at_filter);
             // the shared columns pass through to the top
             exprs.extend(
                 names.iter().enumerate().map(|(k, n)| ProjectionExpr::new(Arc::new(Column::new(n, at_filter + k)) as Arc<dyn PhysicalExpr>, n.clone())),
             );
             let top_exprs = replaced(top.expr(), &|f| f.after_middle.as_ref(), m.expr().len())?;
+            mark(&top_exprs, m.expr().len());
             // the middle's columns the top no longer reads are left out
-            let (read, top_exprs) = read_only(&top_exprs, exprs.len())?;
-            let exprs = read.iter().map(|&i| exprs[i].clone()).collect();
+            let (kept_middle, top_exprs) = read_only(&top_exprs, exprs.len())?;
+            let exprs = kept_middle.iter().map(|&i| exprs[i].clone()).collect();
             (exprs, Some(top_exprs))
         }
     };
-    let (read, consumer) = read_only(&consumer, filter_out.len())?;
-    filter_out = read.iter().map(|&i| filter_out[i]).collect();
-    let projection = match filter.projection() {
-        None if filter_out.iter().copied().eq(0..width + used.len()) => None,
-        _ => Some(filter_out),
+    // a filter that had a projection keeps only the columns still read above (the URL, once
+    // its pattern's match is shared); one without keeps none (what reads a plan's watermarks
+    // through filters looks through those without a projection)
+    let (projection, consumer) = match filter.projection() {
+        None => (None, consumer),
+        Some(_) => {
+            let (read_out, consumer) = read_only(&consumer, filter_out.len())?;
+            filter_out = read_out.iter().map(|&i| filter_out[i]).collect();
+            (Some(filter_out), consumer)
+        }
     };
-    let new_filter: Arc<dyn ExecutionPlan> =
-        Arc::new(FilterExecBuilder::from(filter).with_input(below).with_predicate(new_predicate).apply_projection(projection)?.build()?);
+    // (a new builder: `FilterExecBuilder::from` would apply the projection on top of the old)
+    let new_filter: Arc<dyn ExecutionPlan> = Arc::new(
+        FilterExecBuilder::new(new_predicate, below)
+            .with_default_selectivity(filter.default_selectivity())
+            .with_batch_size(filter.batch_size())
+            .with_fetch(filter.fetch())
+            .apply_projection(projection)?
+            .build()?,
+    );
     let (exprs, top_input): (Vec<ProjectionExpr>, Arc<dyn ExecutionPlan>) = match top_exprs {
         None => (consumer, new_filter),
         Some(top_exprs) => (top_exprs, Arc::new(ProjectionExec::try_new(consumer, new_filter)?)),
     };
     let shared: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(exprs, top_input)?);
     // (the same columns as before, or the plan is left as it was)
-    let (was, is) = (node.schema(), shared.schema());
+    let (was, is) = (top.schema(), shared.schema());
     let same = was.fields().len() == is.fields().len()
         && was
             .fields()
             .iter()
             .zip(is.fields().iter())
             .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type() && a.metadata() == b.metadata() && (a.is_nullable() || !b.is_nullable()));
-    Ok(same.then_some(shared))
+    Ok((same.then_some(shared), read))
 }
 
 /// The columns of an input of `width` columns that `exprs` read (all of them when they read
@@ -260,8 +338,12 @@ fn evaluated_for_every_row(e: &Arc<dyn PhysicalExpr>, out: &mut Vec<Arc<dyn Phys
             _ => vec![b.left(), b.right()],
         }
     } else if let Some(c) = e.downcast_ref::<CaseExpr>() {
-        // later conditions and the results are evaluated only for the rows they reach
-        c.expr().into_iter().chain(c.when_then_expr().first().map(|(when, _)| when)).collect()
+        // later conditions and the results are evaluated only for the rows they reach; with
+        // an operand, even the first condition is not evaluated where the operand is NULL
+        match c.expr() {
+            Some(operand) => vec![operand],
+            None => c.when_then_expr().first().map(|(when, _)| when).into_iter().collect(),
+        }
     } else if let Some(f) = e.downcast_ref::<ScalarFunctionExpr>() {
         // (COALESCE and the like may leave arguments unevaluated)
         if f.fun().short_circuits() {
@@ -288,21 +370,21 @@ fn evaluated_for_every_row(e: &Arc<dyn PhysicalExpr>, out: &mut Vec<Arc<dyn Phys
     }
 }
 
-/// Whether `e` computes something (calls a function) and gives the same value each time.
+/// Whether `e` computes something (calls a function other than `get_field`, a struct's field
+/// read, cheap and looked for by the window operators' watermark hand-on) and gives the same
+/// value each time.
 fn worth_sharing(e: &Arc<dyn PhysicalExpr>) -> bool {
-    if e.downcast_ref::<Column>().is_some() || e.downcast_ref::<Literal>().is_some() {
+    if e.downcast_ref::<Column>().is_some() || e.downcast_ref::<Literal>().is_some() || is_volatile(e) {
         return false;
     }
     let mut calls = false;
-    let mut volatile = false;
     let _ = e.apply(|s| {
         if let Some(f) = s.downcast_ref::<ScalarFunctionExpr>() {
-            calls = true;
-            volatile |= f.fun().signature().volatility == Volatility::Volatile;
+            calls |= f.name() != "get_field";
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    calls && !volatile
+    calls
 }
 
 /// Whether `e` has `part` among its subexpressions (or is it).
