@@ -98,6 +98,21 @@ pub async fn batch_context(tmp: &Path) -> SessionContext {
     ctx
 }
 
+/// Writes `dir/jobs.sql`: one job per `(name, query)`, each reading the tables `sources`
+/// declares (its `WITH` properties) and writing its rows to `dir/{name}.jsonl`; returns its path.
+pub fn file_sink_jobs<'a>(dir: &Path, sources: &str, cases: impl IntoIterator<Item = (&'a str, &'a str)>) -> PathBuf {
+    let mut sql = String::new();
+    for (name, query) in cases {
+        sql.push_str(&format!(
+            "CREATE STREAM {name} AS {query} INTO out_{name} WITH ({sources}, 'out_{name}.type' = 'file_sink', 'out_{name}.path' = '{}/{name}.jsonl');\n",
+            dir.display()
+        ));
+    }
+    let job = dir.join("jobs.sql");
+    std::fs::write(&job, sql).unwrap();
+    job
+}
+
 /// Runs `sql` in batch and returns its rows, canonical and sorted.
 pub async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
     let batches = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap();

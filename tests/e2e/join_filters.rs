@@ -105,16 +105,7 @@ fn sources(dir: &std::path::Path) -> String {
 async fn a_probe_read_with_the_joins_filter_gives_the_batch_answer() {
     let tmp = tempfile::tempdir().unwrap();
     write_tables(tmp.path()).await;
-    let mut sql = String::new();
-    for (name, query) in CASES {
-        sql.push_str(&format!(
-            "CREATE STREAM {name} AS {query} INTO out_{name} WITH ({}, 'out_{name}.type' = 'file_sink', 'out_{name}.path' = '{}/{name}.jsonl');\n",
-            sources(tmp.path()),
-            tmp.path().display()
-        ));
-    }
-    let job = tmp.path().join("jobs.sql");
-    std::fs::write(&job, &sql).unwrap();
+    let job = file_sink_jobs(tmp.path(), &sources(tmp.path()), CASES.iter().copied());
     let run = ferris_bounded(tmp.path(), &["run", job.to_str().unwrap(), "--no-progress", "--report-json"]);
     assert_ok(&run);
 

@@ -90,24 +90,16 @@ fn source(dir: &std::path::Path) -> String {
 async fn an_expression_shared_by_a_filter_and_its_projection_gives_the_batch_answer() {
     let tmp = tempfile::tempdir().unwrap();
     write_table(tmp.path()).await;
-    let mut sql = String::new();
-    for (name, query, _) in cases() {
-        sql.push_str(&format!(
-            "CREATE STREAM {name} AS {query} INTO out_{name} WITH ({}, 'out_{name}.type' = 'file_sink', 'out_{name}.path' = '{}/{name}.jsonl');\n",
-            source(tmp.path()),
-            tmp.path().display()
-        ));
-    }
-    let job = tmp.path().join("jobs.sql");
-    std::fs::write(&job, &sql).unwrap();
+    let cases = cases();
+    let job = file_sink_jobs(tmp.path(), &source(tmp.path()), cases.iter().map(|(name, query, _)| (*name, query.as_str())));
     let run = ferris(tmp.path(), &["run", job.to_str().unwrap(), "--no-progress"]);
     assert_ok(&run);
 
     let ctx = SessionContext::new();
     ctx.register_parquet("b", tmp.path().join("b.parquet").to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-    for (name, query, batch) in cases() {
+    for (name, query, batch) in &cases {
         let got = file_rows(&tmp.path().join(format!("{name}.jsonl")));
-        let want = batch_rows(&ctx, batch.as_deref().unwrap_or(&query)).await;
+        let want = batch_rows(&ctx, batch.as_deref().unwrap_or(query)).await;
         assert!(want.len() > 10, "{name}: the batch answer has {} rows, the case tests little", want.len());
         assert_same_rows(name, &got, &want);
     }

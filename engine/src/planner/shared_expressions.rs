@@ -130,10 +130,7 @@ fn share(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>
         None => (0..width).collect(),
     };
     let input_schema = input.schema();
-    let filter_out: Vec<ProjectionExpr> = kept
-        .iter()
-        .map(|&i| ProjectionExpr::new(Arc::new(Column::new(input_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>, input_schema.field(i).name()))
-        .collect();
+    let filter_out: Vec<ProjectionExpr> = kept.iter().map(|&i| pass_through(&input_schema, i)).collect();
     let mut used = Vec::new();
     for c in candidates {
         let after_filter = update_expr(&c, &filter_out, false)?;
@@ -184,9 +181,7 @@ fn build(top: &ProjectionExec, middle: Option<&ProjectionExec>, filter: &FilterE
     };
     let names: Vec<String> = (0..used.len()).map(shared_name).collect();
     // below the filter: every column, then the shared expressions
-    let mut below: Vec<ProjectionExpr> = (0..width)
-        .map(|i| ProjectionExpr::new(Arc::new(Column::new(input_schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>, input_schema.field(i).name()))
-        .collect();
+    let mut below: Vec<ProjectionExpr> = (0..width).map(|i| pass_through(&input_schema, i)).collect();
     below.extend(used.iter().zip(&names).map(|(f, n)| ProjectionExpr::new(Arc::clone(&f.below), n.clone())));
     let below: Arc<dyn ExecutionPlan> = Arc::new(ProjectionExec::try_new(below, Arc::clone(input))?);
     let mut new_predicate = Arc::clone(filter.predicate());
@@ -280,6 +275,12 @@ fn build(top: &ProjectionExec, middle: Option<&ProjectionExec>, filter: &FilterE
             .zip(is.fields().iter())
             .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type() && a.metadata() == b.metadata() && (a.is_nullable() || !b.is_nullable()));
     Ok((same.then_some(shared), read))
+}
+
+/// Column `i` of `schema`, passed on under its own name.
+fn pass_through(schema: &datafusion::arrow::datatypes::Schema, i: usize) -> ProjectionExpr {
+    let name = schema.field(i).name();
+    ProjectionExpr::new(Arc::new(Column::new(name, i)) as Arc<dyn PhysicalExpr>, name)
 }
 
 /// The columns of an input of `width` columns that `exprs` read (all of them when they read
