@@ -56,7 +56,8 @@ pub fn sql(data: &[u8]) {
     }
 }
 
-/// A directory of this process for the files the `config` target writes.
+/// A directory of this process for the files the `config` target writes (made again for each
+/// input; removed after it when empty).
 fn scratch() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ferris-fuzz-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
@@ -97,6 +98,11 @@ pub fn config(data: &[u8]) {
         said(e);
     }
     let _ = std::fs::remove_file(&path);
+    // the directory goes with its last file (another thread's file still in it keeps it: that
+    // thread removes it after its own)
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// `substitution`: the first line sets variables (`NAME=value;OTHER=value`), the rest is
