@@ -2,14 +2,16 @@
 //! pass and without sorting. DataFusion numbers rows by sorting every row by key and order and
 //! then counting; this operator interns each batch's keys in a hash table of groups
 //! (DataFusion's own, as its aggregates do), turns the `ORDER BY` values into comparable
-//! integers a column at a time, and keeps, per group, the positions of its best `N` rows so far
-//! (a region of an array per group, doubling up to `N` as its rows come). Rows that can no
-//! longer make any top N are let go: once the batches held have over twice as many rows as are
-//! kept (and half as many again as the last compaction left, or three times as many as are
-//! kept), the batches less than half kept are compacted into one (the others, mostly fresh
-//! rows, stay as they are, not copied again). At the end of the input the kept rows are gathered,
-//! with their rank, a batch at a time, in no particular order (the planner uses the operator
-//! only where nothing above relies on the order DataFusion's sort would have given).
+//! integers a column at a time, and keeps, per group, the order keys and places of its best `N`
+//! rows so far (16 bytes a row for one `ORDER BY` column, in a region of an array per group,
+//! doubling up to `N` as its rows come). Rows that can no longer make any top N are let go: once
+//! the batches held have over twice as many rows as are kept (and half as many again as the last
+//! compaction left, or three times as many as are kept), the kept rows of the batches less than
+//! half kept are filtered, batch by batch, into one (the others, mostly fresh rows, stay as they
+//! are, not copied again). At the end of the input each held batch is filtered to its kept rows,
+//! with their rank, in the order the batches came, and let go: the output is in no particular
+//! order (the planner uses the operator only where nothing above relies on the order
+//! DataFusion's sort would have given).
 //!
 //! ```sql
 //! -- Nexmark q19 over Parquet files: the ten highest bids of every auction
@@ -25,8 +27,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::interleave;
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array};
+use datafusion::arrow::compute::{concat_batches, BatchCoalescer};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
@@ -168,13 +170,14 @@ impl ExecutionPlan for BoundedTopNExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let mut input = self.input.execute(partition, Arc::clone(&context))?;
-        let mut state = Kept::try_new(&self.input.schema(), self.config.clone(), Arc::clone(&self.schema))?;
+        let mut state = new_state(&self.input.schema(), self.config.clone())?;
         let mut memory = crate::memory::StateMemory::new(&context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let batch_size = context.session_config().batch_size().max(1);
         let schema = Arc::clone(&self.schema);
-        // the input first, then the kept rows a batch at a time: the output is gathered as it
-        // is taken, not all at once beside the rows held
+        let out_schema = Arc::clone(&self.schema);
+        // the input first, then the kept rows, batch held by batch held: each is let go once
+        // its kept rows are copied out
         let read = async move {
             while let Some(batch) = input.next().await {
                 let batch = batch?;
@@ -183,33 +186,32 @@ impl ExecutionPlan for BoundedTopNExec {
                 timer.done();
                 memory.account(state.bytes())?;
             }
-            let places: Vec<(usize, u64)> = state.kept().collect();
-            Ok::<_, datafusion::error::DataFusionError>((state, places, baseline, memory))
+            state.log_read(partition);
+            let emit = state.finish(out_schema, batch_size);
+            Ok::<_, datafusion::error::DataFusionError>((emit, baseline, memory))
         };
         let stream = futures::stream::once(read)
             .map(move |read| match read {
-                Ok((state, places, baseline, memory)) => futures::stream::unfold(Some((state, places, 0, baseline, memory)), move |now| async move {
-                    let (mut state, places, at, baseline, memory) = now?;
-                    if at >= places.len() {
-                        // the rows held go before the stream ends
-                        drop((state, memory));
-                        baseline.done();
-                        return None;
-                    }
-                    let chunk = &places[at..(at + batch_size).min(places.len())];
+                Ok((emit, baseline, memory)) => futures::stream::unfold(Some((emit, baseline, memory)), move |now| async move {
+                    let (mut emit, baseline, mut memory) = now?;
                     let timer = baseline.elapsed_compute().timer();
-                    let batch = state.output(chunk);
+                    let next = emit.next_batch();
                     timer.done();
-                    match batch {
-                        Ok(b) => {
+                    match next {
+                        Ok(Some(b)) => {
                             baseline.record_output(b.num_rows());
-                            let next = at + chunk.len();
-                            Some((Ok(b), Some((state, places, next, baseline, memory))))
+                            if let Err(e) = memory.account(emit.bytes()) {
+                                return Some((Err(e), None));
+                            }
+                            Some((Ok(b), Some((emit, baseline, memory))))
                         }
-                        Err(e) => {
-                            state.batches.clear();
-                            Some((Err(e), None))
+                        Ok(None) => {
+                            // the rows held go before the stream ends
+                            drop((emit, memory));
+                            baseline.done();
+                            None
                         }
+                        Err(e) => Some((Err(e), None)),
                     }
                 })
                 .boxed(),
@@ -224,12 +226,73 @@ impl ExecutionPlan for BoundedTopNExec {
     }
 }
 
-/// A row's place in the `ORDER BY`: per column, the null bucket above 64 bits of the value made
-/// comparable as an unsigned integer (descending: inverted). Smaller comes first.
-type OrderKey = [u128; MAX_ORDER];
+/// The state of one partition while the input is read, whatever the number of `ORDER BY`
+/// columns.
+trait TopNState: Send {
+    /// Takes a batch of the input.
+    fn push(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Bytes held.
+    fn bytes(&self) -> usize;
+    /// Logs (at debug) what is held once the input is read.
+    fn log_read(&self, partition: usize);
+    /// The kept rows, ready to go out in batches of `batch_size` rows of `schema`.
+    fn finish(self: Box<Self>, schema: SchemaRef, batch_size: usize) -> Emit;
+}
 
-/// Where a kept row is: its batch in [`Kept::batches`] (high 32 bits) and its row there.
-type RowId = u64;
+/// The state for the `ORDER BY`'s number of columns.
+fn new_state(input: &SchemaRef, config: BoundedTopNConfig) -> Result<Box<dyn TopNState>> {
+    Ok(match config.order_by.len() {
+        1 => Box::new(Kept::<1>::try_new(input, config)?),
+        2 => Box::new(Kept::<2>::try_new(input, config)?),
+        n => return internal_err!("BoundedTopNExec orders by 1 to {MAX_ORDER} columns, not {n}"),
+    })
+}
+
+/// The bits of [`Slot::meta`] that say where the row is: its batch in [`Kept::batches`] (bits
+/// 32 to 61) and its row there (bits 0 to 31). Bit `63 - c` is column `c`'s null bucket.
+const ID_BITS: u64 = (1 << 62) - 1;
+
+/// The most batches held at once (30 bits of a row's place).
+const MAX_BATCHES: usize = 1 << 30;
+
+/// A kept row: its place in the `ORDER BY` and where it is. Per `ORDER BY` column `c`: the
+/// value made comparable as an unsigned integer (descending: inverted) in `values[c]`, under its
+/// null bucket, bit `63 - c` of `meta`. Smaller comes first. 16 bytes for one column.
+#[derive(Debug, Clone, Copy)]
+struct Slot<const N: usize> {
+    values: [u64; N],
+    meta: u64,
+}
+
+impl<const N: usize> Slot<N> {
+    const EMPTY: Self = Self { values: [0; N], meta: 0 };
+
+    /// True when `self` comes before `other` in the `ORDER BY`, or ties with it.
+    #[inline]
+    fn not_after(&self, other: &Self) -> bool {
+        for c in 0..N {
+            let bit = 63 - c;
+            let a = ((self.meta >> bit) & 1, self.values[c]);
+            let b = ((other.meta >> bit) & 1, other.values[c]);
+            if a != b {
+                return a < b;
+            }
+        }
+        true
+    }
+
+    /// Where the row is: (batch, row).
+    #[inline]
+    fn place(&self) -> (usize, usize) {
+        (((self.meta & ID_BITS) >> 32) as usize, (self.meta & 0xffff_ffff) as usize)
+    }
+
+    /// The same order key at another place.
+    #[inline]
+    fn at(self, batch: usize, row: usize) -> Self {
+        Self { values: self.values, meta: (self.meta & !ID_BITS) | ((batch as u64) << 32) | row as u64 }
+    }
+}
 
 /// A group's slots in [`Kept::slots`].
 #[derive(Debug, Clone, Copy)]
@@ -240,14 +303,15 @@ struct Region {
 }
 
 /// The state: every key's best rows so far, and the batches they are in.
-struct Kept {
+struct Kept<const N: usize> {
     config: BoundedTopNConfig,
-    schema: SchemaRef,
     groups: Box<dyn GroupValues>,
     /// Group ids of the batch being pushed (reused).
     group_ids: Vec<usize>,
+    /// The order keys of the batch being pushed (reused).
+    incoming: Vec<Slot<N>>,
     /// Every group's region of `slots`: its kept rows in order, then room to grow.
-    slots: Vec<(OrderKey, RowId)>,
+    slots: Vec<Slot<N>>,
     /// Per group: where its region starts, how many slots it has (doubling up to `limit` as
     /// rows come: a key with one row takes one slot), how many rows it keeps.
     regions: Vec<Region>,
@@ -266,8 +330,8 @@ struct Kept {
     compacted_rows: usize,
 }
 
-impl Kept {
-    fn try_new(input: &SchemaRef, config: BoundedTopNConfig, schema: SchemaRef) -> Result<Self> {
+impl<const N: usize> Kept<N> {
+    fn try_new(input: &SchemaRef, config: BoundedTopNConfig) -> Result<Self> {
         let key_fields: Vec<Field> =
             config.partition_by.iter().enumerate().map(|(i, e)| Ok(Field::new(format!("k{i}"), e.data_type(input)?, true))).collect::<Result<_>>()?;
         let groups = new_group_values(Arc::new(Schema::new(key_fields)), &GroupOrdering::None)?;
@@ -278,9 +342,9 @@ impl Kept {
         };
         Ok(Self {
             config,
-            schema,
             groups,
             group_ids: Vec::new(),
+            incoming: Vec::new(),
             slots: Vec::new(),
             regions: Vec::new(),
             dead: 0,
@@ -294,17 +358,12 @@ impl Kept {
         })
     }
 
-    fn bytes(&self) -> usize {
-        self.groups.size()
-            + self.slots.capacity() * std::mem::size_of::<(OrderKey, RowId)>()
-            + self.regions.capacity() * std::mem::size_of::<Region>()
-            + self.held_bytes
-    }
-
-    /// The `ORDER BY` keys of `batch`'s rows.
-    fn order_keys(&self, batch: &RecordBatch) -> Result<Vec<OrderKey>> {
-        let mut keys = vec![[0u128; MAX_ORDER]; batch.num_rows()];
-        for (c, o) in self.config.order_by.iter().enumerate() {
+    /// The `ORDER BY` keys of `batch`'s rows, into `self.incoming`.
+    fn order_keys(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut keys = std::mem::take(&mut self.incoming);
+        keys.clear();
+        keys.resize(batch.num_rows(), Slot::EMPTY);
+        for (c, o) in self.config.order_by.iter().enumerate().take(N) {
             let values = o.expr.evaluate(batch)?.into_array(batch.num_rows())?;
             let Some(class) = order_class(values.data_type()) else {
                 return internal_err!("BoundedTopNExec cannot order by {}", values.data_type());
@@ -312,11 +371,12 @@ impl Kept {
             let values = datafusion::arrow::compute::cast(&values, &class)?;
             let desc = o.options.descending;
             // the null bucket: nulls first sort before every value, nulls last after
-            let (null_bucket, value_bucket) = if o.options.nulls_first { (0u128, 1u128) } else { (1, 0) };
-            let fill = |keys: &mut [OrderKey], bits: &mut dyn Iterator<Item = u64>| {
-                for (i, b) in bits.enumerate() {
-                    let b = if desc { !b } else { b };
-                    keys[i][c] = (value_bucket << 64) | u128::from(b);
+            let bit = 1u64 << (63 - c);
+            let (null_bucket, value_bucket) = if o.options.nulls_first { (0, bit) } else { (bit, 0) };
+            let fill = |keys: &mut [Slot<N>], bits: &mut dyn Iterator<Item = u64>| {
+                for (k, b) in keys.iter_mut().zip(bits) {
+                    k.values[c] = if desc { !b } else { b };
+                    k.meta |= value_bucket;
                 }
             };
             match class {
@@ -336,11 +396,127 @@ impl Kept {
             }
             if let Some(nulls) = values.logical_nulls() {
                 for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
-                    keys[i][c] = null_bucket << 64;
+                    keys[i].values[c] = 0;
+                    keys[i].meta = (keys[i].meta & !bit) | null_bucket;
                 }
             }
         }
-        Ok(keys)
+        self.incoming = keys;
+        Ok(())
+    }
+
+    /// The kept rows' ranks, per held batch a rank (1 to `limit`) per row, 0 where not kept.
+    fn ranks(&self) -> Vec<Vec<u8>> {
+        let mut ranks: Vec<Vec<u8>> = self.batches.iter().map(|b| vec![0; b.num_rows()]).collect();
+        for r in &self.regions {
+            for (i, slot) in self.slots[r.start..r.start + r.count as usize].iter().enumerate() {
+                let (batch, row) = slot.place();
+                if let Some(at) = ranks.get_mut(batch).and_then(|b| b.get_mut(row)) {
+                    // at most MAX_LIMIT (100)
+                    *at = (i + 1) as u8;
+                }
+            }
+        }
+        ranks
+    }
+
+    /// Moves every group's region together, leaving out the regions groups grew out of.
+    fn pack_slots(&mut self) {
+        let mut slots = Vec::with_capacity(self.slots.len() - self.dead);
+        for r in &mut self.regions {
+            let start = slots.len();
+            slots.extend_from_slice(&self.slots[r.start..r.start + r.cap as usize]);
+            r.start = start;
+        }
+        self.slots = slots;
+        self.dead = 0;
+    }
+
+    /// Copies the kept rows of the batches less than half kept into one batch, batch by batch
+    /// in row order, and lets those batches go; batches at least half kept stay as they are.
+    /// Rows are copied only out of batches mostly pushed out, not again with every compaction
+    /// (fresh batches are mostly kept: a key's latest rows); what stays held is at most twice
+    /// what is kept, as what is left is at least half kept.
+    fn compact(&mut self) -> Result<()> {
+        let Some(held_schema) = self.batches.first().map(RecordBatch::schema) else { return Ok(()) };
+        let sparse: Vec<bool> = self.batches.iter().zip(&self.batch_live).map(|(b, &live)| live * 2 < b.num_rows()).collect();
+        // where each batch that stays goes; the new batch goes after them
+        let mut moved_to = vec![0usize; self.batches.len()];
+        let mut stay = 0usize;
+        for (to, _) in moved_to.iter_mut().zip(&sparse).filter(|(_, &s)| !s) {
+            *to = stay;
+            stay += 1;
+        }
+        // per sparse batch, each kept row's row in the new batch (u32::MAX: not kept)
+        let mut new_row: Vec<Vec<u32>> = self.batches.iter().zip(&sparse).map(|(b, &s)| if s { vec![u32::MAX; b.num_rows()] } else { Vec::new() }).collect();
+        for slot in self.regions.iter().flat_map(|r| &self.slots[r.start..r.start + r.count as usize]) {
+            let (batch, row) = slot.place();
+            if let Some(at) = new_row.get_mut(batch).and_then(|b| b.get_mut(row)) {
+                *at = 0;
+            }
+        }
+        let copied: usize = self.batch_live.iter().zip(&sparse).filter(|(_, &s)| s).map(|(&live, _)| live).sum();
+        let mut coalescer = BatchCoalescer::new(Arc::clone(&held_schema), copied.max(1));
+        let mut next = 0u32;
+        for ((batch, rows), _) in self.batches.iter().zip(&mut new_row).zip(&sparse).filter(|(_, &s)| s) {
+            let before = next;
+            let mut keep = Vec::with_capacity(rows.len());
+            for at in rows.iter_mut() {
+                let kept = *at != u32::MAX;
+                if kept {
+                    *at = next;
+                    next += 1;
+                }
+                keep.push(kept);
+            }
+            if next > before {
+                coalescer.push_batch_with_filter(batch.clone(), &BooleanArray::from(keep))?;
+            }
+        }
+        coalescer.finish_buffered_batch()?;
+        let mut pieces = Vec::new();
+        while let Some(b) = coalescer.next_completed_batch() {
+            pieces.push(b);
+        }
+        let batch = match pieces.len() {
+            0 => RecordBatch::new_empty(Arc::clone(&held_schema)),
+            1 => pieces.swap_remove(0),
+            _ => concat_batches(&held_schema, &pieces)?,
+        };
+        // string views keep the buffers they point into: copy the kept strings out of them
+        let columns: Vec<ArrayRef> = batch.columns().iter().map(|c| crate::memory::own_bytes(Arc::clone(c))).collect();
+        let batch = RecordBatch::try_new_with_options(held_schema, columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?;
+        for r in &self.regions {
+            for slot in &mut self.slots[r.start..r.start + r.count as usize] {
+                let (b, row) = slot.place();
+                *slot = if sparse[b] { slot.at(stay, new_row[b][row] as usize) } else { slot.at(moved_to[b], row) };
+            }
+        }
+        let mut batches = Vec::with_capacity(stay + 1);
+        let mut batch_live = Vec::with_capacity(stay + 1);
+        for ((b, live), _) in self.batches.drain(..).zip(self.batch_live.drain(..)).zip(&sparse).filter(|(_, &s)| !s) {
+            batches.push(b);
+            batch_live.push(live);
+        }
+        if batch.num_rows() > 0 {
+            batch_live.push(batch.num_rows());
+            batches.push(batch);
+        }
+        self.held_rows = batches.iter().map(RecordBatch::num_rows).sum();
+        self.compacted_rows = self.held_rows;
+        self.held_bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.batches = batches;
+        self.batch_live = batch_live;
+        Ok(())
+    }
+}
+
+impl<const N: usize> TopNState for Kept<N> {
+    fn bytes(&self) -> usize {
+        self.groups.size()
+            + (self.slots.capacity() + self.incoming.capacity()) * std::mem::size_of::<Slot<N>>()
+            + self.regions.capacity() * std::mem::size_of::<Region>()
+            + self.held_bytes
     }
 
     fn push(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -350,33 +526,35 @@ impl Kept {
         let keys: Vec<ArrayRef> = self.config.partition_by.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect::<Result<_>>()?;
         let mut ids = std::mem::take(&mut self.group_ids);
         self.groups.intern(&keys, &mut ids)?;
-        let order = self.order_keys(batch)?;
+        self.order_keys(batch)?;
+        let order = std::mem::take(&mut self.incoming);
         let limit = self.config.limit;
-        const EMPTY: (OrderKey, RowId) = ([0; MAX_ORDER], 0);
         while self.regions.len() < self.groups.len() {
             self.regions.push(Region { start: self.slots.len(), cap: 1, count: 0 });
-            self.slots.push(EMPTY);
+            self.slots.push(Slot::EMPTY);
         }
-        let Ok(at) = u32::try_from(self.batches.len()) else { return internal_err!("BoundedTopNExec: too many batches") };
+        let at = self.batches.len();
+        if at >= MAX_BATCHES {
+            return internal_err!("BoundedTopNExec: too many batches");
+        }
         let mut kept_any = false;
         // this batch's kept rows, counted as rows come and go
         self.batch_live.push(0);
         for (row, (&g, key)) in ids.iter().zip(&order).enumerate() {
-            let id = (u64::from(at) << 32) | row as u64;
             let mut r = self.regions[g];
             let count = r.count as usize;
             // after every row it ties with: they came first
-            if count == limit && self.slots[r.start + limit - 1].0 <= *key {
+            if count == limit && self.slots[r.start + limit - 1].not_after(key) {
                 continue;
             }
-            let pos = self.slots[r.start..r.start + count].partition_point(|(k, _)| k <= key);
+            let pos = self.slots[r.start..r.start + count].partition_point(|k| k.not_after(key));
             if count < limit {
                 if count == r.cap as usize {
                     // the region is full: a twice larger one at the end
                     let cap = (count * 2).min(limit);
                     let start = self.slots.len();
                     self.slots.extend_from_within(r.start..r.start + count);
-                    self.slots.resize(start + cap, EMPTY);
+                    self.slots.resize(start + cap, Slot::EMPTY);
                     self.dead += r.cap as usize;
                     r = Region { start, cap: cap as u32, count: r.count };
                 }
@@ -384,15 +562,16 @@ impl Kept {
                 r.count += 1;
                 self.live += 1;
             } else {
-                let pushed_out = self.slots[r.start + limit - 1].1;
-                self.batch_live[(pushed_out >> 32) as usize] -= 1;
+                let (pushed_out, _) = self.slots[r.start + limit - 1].place();
+                self.batch_live[pushed_out] -= 1;
                 self.slots.copy_within(r.start + pos..r.start + limit - 1, r.start + pos + 1);
             }
-            self.batch_live[at as usize] += 1;
-            self.slots[r.start + pos] = (*key, id);
+            self.batch_live[at] += 1;
+            self.slots[r.start + pos] = key.at(at, row);
             self.regions[g] = r;
             kept_any = true;
         }
+        self.incoming = order;
         if self.dead > self.slots.len() / 2 {
             self.pack_slots();
         }
@@ -416,111 +595,85 @@ impl Kept {
         Ok(())
     }
 
-    /// The kept rows' places, group by group in rank order.
-    fn kept(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.regions.iter().flat_map(|r| (0..r.count as usize).map(move |i| (r.start + i, i as u64 + 1)))
+    fn log_read(&self, partition: usize) {
+        tracing::debug!(
+            partition,
+            kept = self.live,
+            held_rows = self.held_rows,
+            held_bytes = self.held_bytes,
+            held_batches = self.batches.len(),
+            slots = self.slots.len(),
+            dead_slots = self.dead,
+            groups = self.regions.len(),
+            state_bytes = self.bytes(),
+            "BoundedTopNExec: input read"
+        );
     }
 
-    /// Moves every group's region together, leaving out the regions groups grew out of.
-    fn pack_slots(&mut self) {
-        let mut slots = Vec::with_capacity(self.slots.len() - self.dead);
-        for r in &mut self.regions {
-            let start = slots.len();
-            slots.extend_from_slice(&self.slots[r.start..r.start + r.cap as usize]);
-            r.start = start;
-        }
-        self.slots = slots;
-        self.dead = 0;
-    }
-
-    /// Gathers the kept rows `places` (slot, rank) of the held batches as a batch of the held
-    /// columns, with their ranks.
-    fn gather(&self, places: &[(usize, u64)]) -> Result<(Vec<ArrayRef>, UInt64Array)> {
-        let at: Vec<(usize, usize)> = places
-            .iter()
-            .map(|&(slot, _)| {
-                let id = self.slots[slot].1;
-                ((id >> 32) as usize, (id & 0xffff_ffff) as usize)
-            })
-            .collect();
-        Ok((self.rows_at(&at, |a| a)?, places.iter().map(|&(_, rank)| rank).collect()))
-    }
-
-    /// The held columns' rows at `at` (batch, row), each column passed through `then`.
-    fn rows_at(&self, at: &[(usize, usize)], then: impl Fn(ArrayRef) -> ArrayRef) -> Result<Vec<ArrayRef>> {
-        (0..self.held.len())
-            .map(|c| {
-                let arrays: Vec<&dyn Array> = self.batches.iter().map(|b| b.column(c).as_ref()).collect();
-                Ok(then(interleave(&arrays, at)?))
-            })
-            .collect()
-    }
-
-    /// Copies the kept rows of the batches less than half kept into one batch, and lets those
-    /// batches go; batches at least half kept stay as they are. Rows are copied only out of
-    /// batches mostly pushed out, not again with every compaction (fresh batches are mostly
-    /// kept: a key's latest rows); what stays held is at most twice what is kept, as what is
-    /// left is at least half kept.
-    fn compact(&mut self) -> Result<()> {
-        let Some(held_schema) = self.batches.first().map(RecordBatch::schema) else { return Ok(()) };
-        let sparse: Vec<bool> = self.batches.iter().zip(&self.batch_live).map(|(b, &live)| live * 2 < b.num_rows()).collect();
-        // where each batch that stays goes; the new batch goes after them
-        let mut moved_to = vec![0u64; self.batches.len()];
-        let mut stay = 0u64;
-        for (to, _) in moved_to.iter_mut().zip(&sparse).filter(|(_, &s)| !s) {
-            *to = stay;
-            stay += 1;
-        }
-        let mut copied: Vec<(usize, usize)> = Vec::new();
-        for slot in self.regions.iter().flat_map(|r| r.start..r.start + r.count as usize) {
-            let id = self.slots[slot].1;
-            let batch = (id >> 32) as usize;
-            self.slots[slot].1 = if sparse[batch] {
-                copied.push((batch, (id & 0xffff_ffff) as usize));
-                (stay << 32) | (copied.len() as u64 - 1)
-            } else {
-                (moved_to[batch] << 32) | (id & 0xffff_ffff)
-            };
-        }
-        // string views keep the buffers they point into: copy the kept strings out of them
-        let columns = self.rows_at(&copied, crate::memory::own_bytes)?;
-        let batch =
-            RecordBatch::try_new_with_options(held_schema, columns, &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(copied.len())))?;
-        let mut batches = Vec::with_capacity(stay as usize + 1);
-        let mut batch_live = Vec::with_capacity(stay as usize + 1);
-        for ((b, live), _) in self.batches.drain(..).zip(self.batch_live.drain(..)).zip(&sparse).filter(|(_, &s)| !s) {
-            batches.push(b);
-            batch_live.push(live);
-        }
-        if batch.num_rows() > 0 {
-            batch_live.push(copied.len());
-            batches.push(batch);
-        }
-        self.held_rows = batches.iter().map(RecordBatch::num_rows).sum();
-        self.compacted_rows = self.held_rows;
-        self.held_bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.batches = batches;
-        self.batch_live = batch_live;
-        Ok(())
-    }
-
-    /// The kept rows at `places` (slot, rank) as an output batch, with their ranks.
-    fn output(&self, places: &[(usize, u64)]) -> Result<RecordBatch> {
-        let (mut columns, ranks) = self.gather(places)?;
-        let ranks: ArrayRef = Arc::new(ranks);
+    fn finish(self: Box<Self>, schema: SchemaRef, batch_size: usize) -> Emit {
+        let ranks = self.ranks();
+        let rank = self.held.len();
         // the output's columns: held columns in projection order, the rank where it goes
-        let columns: Vec<ArrayRef> = match &self.config.projection {
-            Some(p) => p.iter().map(|&i| self.held.iter().position(|&h| h == i).map_or_else(|| Arc::clone(&ranks), |at| Arc::clone(&columns[at]))).collect(),
-            None => {
-                columns.push(ranks);
-                columns
-            }
+        let columns: Vec<usize> = match &self.config.projection {
+            Some(p) => p.iter().map(|&i| self.held.iter().position(|&h| h == i).unwrap_or(rank)).collect(),
+            None => (0..=rank).collect(),
         };
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
+        let bytes = self.held_bytes;
+        Emit {
+            coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_size),
+            schema,
             columns,
-            &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(places.len())),
-        )?)
+            held: self.batches.into_iter().zip(ranks).collect(),
+            bytes,
+            finished: false,
+        }
+    }
+}
+
+/// The kept rows going out: the held batches in the order they came, each filtered to its
+/// kept rows with their rank, in batches of the session's batch size. A held batch is let go
+/// once its rows are copied out.
+struct Emit {
+    coalescer: BatchCoalescer,
+    schema: SchemaRef,
+    /// Per output column: the held column it is, or (the held columns' count) the rank.
+    columns: Vec<usize>,
+    /// The held batches not yet out, each with its rows' ranks (0: not kept).
+    held: std::collections::VecDeque<(RecordBatch, Vec<u8>)>,
+    bytes: usize,
+    finished: bool,
+}
+
+impl Emit {
+    /// Bytes still held.
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The next output batch, or None when every kept row is out.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(b) = self.coalescer.next_completed_batch() {
+                return Ok(Some(b));
+            }
+            let Some((batch, ranks)) = self.held.pop_front() else {
+                if self.finished {
+                    return Ok(None);
+                }
+                self.coalescer.finish_buffered_batch()?;
+                self.finished = true;
+                continue;
+            };
+            self.bytes = self.bytes.saturating_sub(batch.get_array_memory_size());
+            let keep = BooleanArray::from(ranks.iter().map(|&r| r != 0).collect::<Vec<bool>>());
+            if keep.true_count() == 0 {
+                continue;
+            }
+            let rank: ArrayRef = Arc::new(UInt64Array::from_iter_values(ranks.iter().map(|&r| u64::from(r))));
+            let columns: Vec<ArrayRef> = self.columns.iter().map(|&c| batch.columns().get(c).map_or_else(|| Arc::clone(&rank), Arc::clone)).collect();
+            let full = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?;
+            self.coalescer.push_batch_with_filter(full, &keep)?;
+        }
     }
 }
 
