@@ -43,8 +43,10 @@ proptest! {
     #[test]
     fn http_answers(answer in prop_oneof![jsonish(), prop::collection::vec(any::<u8>(), 0..200)], lines in any::<bool>(), path in prop::sample::subsequence(vec!["data".to_string(), "items".into(), "0".into(), "a".into()], 0..3)) {
         if let Ok((text, n)) = records_as_lines(&answer, lines, &path) {
-            // outside JSON lines, every record is one line of its own
-            prop_assert!(lines || text.iter().filter(|b| **b == b'\n').count() == n, "{} records, text {:?}", n, String::from_utf8_lossy(&text));
+            // outside JSON lines, every record is one line of its own; lines of white space only
+            // (what is left of an array's brackets, as in `[]`) hold none
+            let filled = text.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count();
+            prop_assert!(lines || filled == n, "{} records, text {:?}", n, String::from_utf8_lossy(&text));
         }
         let _ = json_array_to_lines(&answer);
     }
@@ -63,5 +65,15 @@ proptest! {
         let shown = display_url(&url);
         prop_assert!(!shown.contains(&secret) && !shown.contains(&token), "{}", shown);
         prop_assert!(!mask_credentials(&url).contains(&secret));
+    }
+}
+
+/// Inputs proptest has found before: an empty array is no records and no error.
+#[test]
+fn empty_arrays_are_no_records() {
+    for answer in ["[]", " [ ] ", "[\n]\n"] {
+        let (text, n) = records_as_lines(answer.as_bytes(), false, &[]).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+        assert_eq!(n, 0, "{answer:?}");
+        assert!(text.iter().all(u8::is_ascii_whitespace), "{answer:?} gave {:?}", String::from_utf8_lossy(&text));
     }
 }
