@@ -13,11 +13,17 @@
 //! order (the planner uses the operator only where nothing above relies on the order
 //! DataFusion's sort would have given).
 //!
+//! Where DataFusion would hash-repartition the input by key first, the operator routes the
+//! rows itself, by the same hash: a task per input partition hashes each batch's keys and
+//! hands each partition's state the batch with the numbers of its rows. The batch is held as
+//! it came, shared by the states (each counts its share of the bytes) — no column of any row
+//! is copied before the rows kept are gathered.
+//!
 //! ```sql
 //! -- Nexmark q19 over Parquet files: the ten highest bids of every auction
 //! SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid)
 //! WHERE rank_number <= 10
-//! -- BoundedTopNExec: partition_by=[auction], order_by=[price DESC], n=10
+//! -- BoundedTopNExec: partition_by=[auction], order_by=[price DESC], n=10, routed by hash([auction]) into 2
 //! ```
 //!
 //! Used when the `ORDER BY` is one or two columns of integers, floats or times and `N` is at
@@ -27,22 +33,25 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::{concat_batches, BatchCoalescer};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::common::hash_utils::create_hashes;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{internal_err, Result};
+use datafusion::common::{internal_err, DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 /// The largest `N` this operator keeps per key (a flat array of `N` slots per key).
 pub const MAX_LIMIT: usize = 100;
@@ -70,9 +79,43 @@ pub struct BoundedTopNConfig {
 pub struct BoundedTopNExec {
     input: Arc<dyn ExecutionPlan>,
     config: BoundedTopNConfig,
+    /// Routed: the input's rows go to the partitions by the hash of these expressions, as
+    /// DataFusion's `RepartitionExec` would route them, without copying them.
+    route: Option<Vec<Arc<dyn PhysicalExpr>>>,
+    /// The routing of the run under way: made by the first partition executed, let go when
+    /// every partition has taken its part.
+    routing: std::sync::Mutex<Routing>,
     schema: SchemaRef,
     props: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// One run's routing, while its partitions are executed.
+#[derive(Debug, Default)]
+struct Routing {
+    router: Option<Arc<Router>>,
+    /// The partitions that have taken their state out of `router`.
+    taken: Vec<bool>,
+}
+
+/// The states of a routed run, one per output partition, and the tasks that read the input
+/// partitions into them.
+struct Router {
+    states: Arc<Vec<tokio::sync::Mutex<Option<Intake>>>>,
+    /// Every input partition read into the states (or the first error).
+    read: futures::future::Shared<futures::future::BoxFuture<'static, std::result::Result<(), Arc<DataFusionError>>>>,
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router").field("partitions", &self.states.len()).finish_non_exhaustive()
+    }
+}
+
+/// One output partition's state while the input is read, and its memory.
+struct Intake {
+    state: Box<dyn TopNState>,
+    memory: crate::memory::StateMemory,
 }
 
 /// The comparable form of a type, or None when the operator cannot order by it.
@@ -100,6 +143,36 @@ impl BoundedTopNExec {
     /// replaces (names as the query gave them, partitioning over the output's columns); else
     /// the input's columns and the rank, partitioned as the input.
     pub fn try_new(input: Arc<dyn ExecutionPlan>, config: BoundedTopNConfig, output: Option<(SchemaRef, Partitioning)>) -> Result<Self> {
+        Self::build(input, config, None, output)
+    }
+
+    /// The same over an input whose partitions hold any keys: each output partition (of
+    /// `output`'s partitioning, hashed by `route`) takes the rows DataFusion's hash
+    /// repartitioning by `route` would give it, and keeps them in the input's batches, shared
+    /// between the partitions rather than copied out for each.
+    ///
+    /// ```sql
+    /// -- RepartitionExec: partitioning=Hash([auction@0], 2) ← DataSourceExec (2 partitions)
+    /// -- becomes BoundedTopNExec: …, routed by hash([auction@0]) into 2 ← DataSourceExec
+    /// ```
+    pub fn routed(
+        input: Arc<dyn ExecutionPlan>,
+        config: BoundedTopNConfig,
+        route: Vec<Arc<dyn PhysicalExpr>>,
+        output: (SchemaRef, Partitioning),
+    ) -> Result<Self> {
+        if route.is_empty() || output.1.partition_count() < 2 {
+            return internal_err!("BoundedTopNExec routes rows by some expressions to at least two partitions");
+        }
+        Self::build(input, config, Some(route), Some(output))
+    }
+
+    fn build(
+        input: Arc<dyn ExecutionPlan>,
+        config: BoundedTopNConfig,
+        route: Option<Vec<Arc<dyn PhysicalExpr>>>,
+        output: Option<(SchemaRef, Partitioning)>,
+    ) -> Result<Self> {
         let in_schema = input.schema();
         if !Self::supports(&config.order_by, &in_schema, config.limit) {
             return internal_err!("BoundedTopNExec cannot order by {:?} keeping {}", config.order_by, config.limit);
@@ -121,20 +194,110 @@ impl BoundedTopNExec {
             None => (Arc::new(Schema::new_with_metadata(fields, in_schema.metadata().clone())), input.output_partitioning().clone()),
         };
         let props = PlanProperties::new(EquivalenceProperties::new(Arc::clone(&schema)), partitioning, EmissionType::Final, Boundedness::Bounded);
-        Ok(Self { input, config, schema, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() })
+        Ok(Self { input, config, route, routing: Default::default(), schema, props: Arc::new(props), metrics: ExecutionPlanMetricsSet::new() })
     }
 
     /// What it computes.
     pub fn config(&self) -> &BoundedTopNConfig {
         &self.config
     }
+
+    /// The router of the run `partition` belongs to (a new run when `partition` was taken in
+    /// the one under way), and the states it reads the input into.
+    fn router(&self, partition: usize, context: &Arc<TaskContext>, route: &[Arc<dyn PhysicalExpr>]) -> Result<Arc<Router>> {
+        let partitions = self.props.output_partitioning().partition_count();
+        let mut routing = self.routing.lock().map_err(|_| DataFusionError::Internal("BoundedTopNExec: a partition panicked while routing".into()))?;
+        if routing.router.is_none() || routing.taken.get(partition).copied().unwrap_or(true) {
+            routing.router = Some(Arc::new(self.start_routing(context, route, partitions)?));
+            routing.taken = vec![false; partitions];
+        }
+        let Some(router) = routing.router.clone() else { return internal_err!("BoundedTopNExec: no router") };
+        if let Some(t) = routing.taken.get_mut(partition) {
+            *t = true;
+        }
+        if routing.taken.iter().all(|t| *t) {
+            *routing = Routing::default();
+        }
+        Ok(router)
+    }
+
+    /// The states and the reading of every input partition into them: each input partition is
+    /// read by a task of its own (started when the first output partition waits for them),
+    /// which hashes each batch's `route` values, and pushes each state its rows under that
+    /// state's lock, its own partition's state first.
+    fn start_routing(&self, context: &Arc<TaskContext>, route: &[Arc<dyn PhysicalExpr>], partitions: usize) -> Result<Router> {
+        let in_schema = self.input.schema();
+        let mut states = Vec::with_capacity(partitions);
+        for _ in 0..partitions {
+            let memory = crate::memory::StateMemory::new(context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
+            states.push(tokio::sync::Mutex::new(Some(Intake { state: new_state(&in_schema, self.config.clone())?, memory })));
+        }
+        let states = Arc::new(states);
+        let inputs: Vec<SendableRecordBatchStream> =
+            (0..self.input.output_partitioning().partition_count()).map(|i| self.input.execute(i, Arc::clone(context))).collect::<Result<_>>()?;
+        let (route, to) = (route.to_vec(), Arc::clone(&states));
+        let read = async move {
+            let tasks: Vec<_> =
+                inputs.into_iter().enumerate().map(|(i, input)| SpawnedTask::spawn(route_input(input, i, route.clone(), Arc::clone(&to)))).collect();
+            futures::future::try_join_all(tasks.into_iter().map(|t| async move { t.join().await.map_err(|e| DataFusionError::ExecutionJoin(Box::new(e)))? }))
+                .await
+                .map(|_| ())
+                .map_err(Arc::new)
+        };
+        Ok(Router { states, read: read.boxed().shared() })
+    }
+}
+
+/// Reads input partition `i` into the states: each batch's rows to the state their hash of
+/// `route` picks (as DataFusion's hash repartitioning picks a partition), the state of
+/// partition `i` first, the others in turn.
+async fn route_input(
+    mut input: SendableRecordBatchStream,
+    i: usize,
+    route: Vec<Arc<dyn PhysicalExpr>>,
+    states: Arc<Vec<tokio::sync::Mutex<Option<Intake>>>>,
+) -> Result<()> {
+    let partitions = states.len();
+    let mut hashes: Vec<u64> = Vec::new();
+    while let Some(batch) = input.next().await {
+        let batch = batch?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let values: Vec<ArrayRef> = route.iter().map(|e| e.evaluate(&batch)?.into_array(batch.num_rows())).collect::<Result<_>>()?;
+        hashes.clear();
+        hashes.resize(batch.num_rows(), 0);
+        create_hashes(&values, REPARTITION_RANDOM_STATE.random_state(), &mut hashes)?;
+        let mut rows: Vec<Vec<u32>> = vec![Vec::with_capacity(batch.num_rows() / partitions + 64); partitions];
+        for (row, h) in hashes.iter().enumerate() {
+            rows[(h % partitions as u64) as usize].push(row as u32);
+        }
+        for k in 0..partitions {
+            let p = (i + k) % partitions;
+            let part = std::mem::take(&mut rows[p]);
+            if part.is_empty() {
+                continue;
+            }
+            let part = (part.len() < batch.num_rows()).then(|| UInt32Array::from(part));
+            let mut intake = states[p].lock().await;
+            let Some(intake) = intake.as_mut() else { return internal_err!("BoundedTopNExec: partition {p}'s state was taken before the input was read") };
+            intake.state.push(&batch, part.as_ref())?;
+            intake.memory.account(intake.state.bytes())?;
+        }
+    }
+    Ok(())
 }
 
 impl DisplayAs for BoundedTopNExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let keys: Vec<String> = self.config.partition_by.iter().map(|e| e.to_string()).collect();
         let order: Vec<String> = self.config.order_by.iter().map(|e| e.to_string()).collect();
-        write!(f, "BoundedTopNExec: partition_by=[{}], order_by=[{}], n={}", keys.join(", "), order.join(", "), self.config.limit)
+        write!(f, "BoundedTopNExec: partition_by=[{}], order_by=[{}], n={}", keys.join(", "), order.join(", "), self.config.limit)?;
+        if let Some(route) = &self.route {
+            let by: Vec<String> = route.iter().map(|e| e.to_string()).collect();
+            write!(f, ", routed by hash([{}]) into {}", by.join(", "), self.props.output_partitioning().partition_count())?;
+        }
+        Ok(())
     }
 }
 
@@ -165,30 +328,48 @@ impl ExecutionPlan for BoundedTopNExec {
             return internal_err!("BoundedTopNExec takes one input");
         }
         let output = (Arc::clone(&self.schema), self.props.output_partitioning().clone());
-        Ok(Arc::new(Self::try_new(children.swap_remove(0), self.config.clone(), Some(output))?))
+        Ok(Arc::new(Self::build(children.swap_remove(0), self.config.clone(), self.route.clone(), Some(output))?))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let mut input = self.input.execute(partition, Arc::clone(&context))?;
-        let mut state = new_state(&self.input.schema(), self.config.clone())?;
-        let mut memory = crate::memory::StateMemory::new(&context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let batch_size = context.session_config().batch_size().max(1);
         let schema = Arc::clone(&self.schema);
         let out_schema = Arc::clone(&self.schema);
         // the input first, then the kept rows, batch held by batch held: each is let go once
         // its kept rows are copied out
-        let read = async move {
-            while let Some(batch) = input.next().await {
-                let batch = batch?;
-                let timer = baseline.elapsed_compute().timer();
-                state.push(&batch)?;
-                timer.done();
-                memory.account(state.bytes())?;
+        let read: futures::future::BoxFuture<'static, Result<(Emit, BaselineMetrics, crate::memory::StateMemory)>> = match &self.route {
+            None => {
+                let mut input = self.input.execute(partition, Arc::clone(&context))?;
+                let mut state = new_state(&self.input.schema(), self.config.clone())?;
+                let mut memory =
+                    crate::memory::StateMemory::new(&context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
+                async move {
+                    while let Some(batch) = input.next().await {
+                        let batch = batch?;
+                        let timer = baseline.elapsed_compute().timer();
+                        state.push(&batch, None)?;
+                        timer.done();
+                        memory.account(state.bytes())?;
+                    }
+                    state.log_read(partition);
+                    Ok((state.finish(out_schema, batch_size), baseline, memory))
+                }
+                .boxed()
             }
-            state.log_read(partition);
-            let emit = state.finish(out_schema, batch_size);
-            Ok::<_, datafusion::error::DataFusionError>((emit, baseline, memory))
+            Some(route) => {
+                let router = self.router(partition, &context, route)?;
+                async move {
+                    router.read.clone().await.map_err(DataFusionError::Shared)?;
+                    let Some(intake) = router.states.get(partition) else { return internal_err!("BoundedTopNExec has no partition {partition}") };
+                    let Some(Intake { state, memory }) = intake.lock().await.take() else {
+                        return internal_err!("BoundedTopNExec: partition {partition} was executed twice in one run");
+                    };
+                    state.log_read(partition);
+                    Ok((state.finish(out_schema, batch_size), baseline, memory))
+                }
+                .boxed()
+            }
         };
         let stream = futures::stream::once(read)
             .map(move |read| match read {
@@ -226,11 +407,19 @@ impl ExecutionPlan for BoundedTopNExec {
     }
 }
 
+/// `values`' rows `rows`, or all of them.
+fn picked(values: ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
+    Ok(match rows {
+        Some(r) => datafusion::arrow::compute::take(values.as_ref(), r, None)?,
+        None => values,
+    })
+}
+
 /// The state of one partition while the input is read, whatever the number of `ORDER BY`
 /// columns.
 trait TopNState: Send {
-    /// Takes a batch of the input.
-    fn push(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Takes a batch of the input: its rows `rows` (the rows routed to this state), or all.
+    fn push(&mut self, batch: &RecordBatch, rows: Option<&UInt32Array>) -> Result<()>;
     /// Bytes held.
     fn bytes(&self) -> usize;
     /// Logs (at debug) what is held once the input is read.
@@ -302,6 +491,25 @@ struct Region {
     count: u32,
 }
 
+/// A batch of the input held for its kept rows. Routed from an input partition, it is shared
+/// with the other partitions' states, and holds rows of theirs too.
+struct Held {
+    batch: RecordBatch,
+    /// Its rows of this state.
+    rows: usize,
+    /// Of those, how many are kept.
+    live: usize,
+    /// Its bytes, as this state's share (`rows` of its rows).
+    bytes: usize,
+}
+
+impl Held {
+    fn new(batch: RecordBatch, rows: usize) -> Self {
+        let bytes = batch.get_array_memory_size() * rows / batch.num_rows().max(1);
+        Self { batch, rows, live: rows, bytes }
+    }
+}
+
 /// The state: every key's best rows so far, and the batches they are in.
 struct Kept<const N: usize> {
     config: BoundedTopNConfig,
@@ -321,9 +529,8 @@ struct Kept<const N: usize> {
     live: usize,
     /// The input's columns that go out, as held in `batches`.
     held: Vec<usize>,
-    batches: Vec<RecordBatch>,
-    /// Per held batch: how many of its rows are kept.
-    batch_live: Vec<usize>,
+    batches: Vec<Held>,
+    /// Rows of this state held (of the batches held, the rows routed to it).
     held_rows: usize,
     held_bytes: usize,
     /// Rows held after the last compaction.
@@ -351,20 +558,19 @@ impl<const N: usize> Kept<N> {
             live: 0,
             held,
             batches: Vec::new(),
-            batch_live: Vec::new(),
             held_rows: 0,
             compacted_rows: 0,
             held_bytes: 0,
         })
     }
 
-    /// The `ORDER BY` keys of `batch`'s rows, into `self.incoming`.
-    fn order_keys(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// The `ORDER BY` keys of `batch`'s rows `rows` (or all), into `self.incoming`.
+    fn order_keys(&mut self, batch: &RecordBatch, rows: Option<&UInt32Array>) -> Result<()> {
         let mut keys = std::mem::take(&mut self.incoming);
         keys.clear();
-        keys.resize(batch.num_rows(), Slot::EMPTY);
+        keys.resize(rows.map_or(batch.num_rows(), UInt32Array::len), Slot::EMPTY);
         for (c, o) in self.config.order_by.iter().enumerate().take(N) {
-            let values = o.expr.evaluate(batch)?.into_array(batch.num_rows())?;
+            let values = picked(o.expr.evaluate(batch)?.into_array(batch.num_rows())?, rows)?;
             let Some(class) = order_class(values.data_type()) else {
                 return internal_err!("BoundedTopNExec cannot order by {}", values.data_type());
             };
@@ -407,7 +613,7 @@ impl<const N: usize> Kept<N> {
 
     /// The kept rows' ranks, per held batch a rank (1 to `limit`) per row, 0 where not kept.
     fn ranks(&self) -> Vec<Vec<u8>> {
-        let mut ranks: Vec<Vec<u8>> = self.batches.iter().map(|b| vec![0; b.num_rows()]).collect();
+        let mut ranks: Vec<Vec<u8>> = self.batches.iter().map(|h| vec![0; h.batch.num_rows()]).collect();
         for r in &self.regions {
             for (i, slot) in self.slots[r.start..r.start + r.count as usize].iter().enumerate() {
                 let (batch, row) = slot.place();
@@ -438,8 +644,8 @@ impl<const N: usize> Kept<N> {
     /// (fresh batches are mostly kept: a key's latest rows); what stays held is at most twice
     /// what is kept, as what is left is at least half kept.
     fn compact(&mut self) -> Result<()> {
-        let Some(held_schema) = self.batches.first().map(RecordBatch::schema) else { return Ok(()) };
-        let sparse: Vec<bool> = self.batches.iter().zip(&self.batch_live).map(|(b, &live)| live * 2 < b.num_rows()).collect();
+        let Some(held_schema) = self.batches.first().map(|h| h.batch.schema()) else { return Ok(()) };
+        let sparse: Vec<bool> = self.batches.iter().map(|h| h.live * 2 < h.rows).collect();
         // where each batch that stays goes; the new batch goes after them
         let mut moved_to = vec![0usize; self.batches.len()];
         let mut stay = 0usize;
@@ -448,17 +654,18 @@ impl<const N: usize> Kept<N> {
             stay += 1;
         }
         // per sparse batch, each kept row's row in the new batch (u32::MAX: not kept)
-        let mut new_row: Vec<Vec<u32>> = self.batches.iter().zip(&sparse).map(|(b, &s)| if s { vec![u32::MAX; b.num_rows()] } else { Vec::new() }).collect();
+        let mut new_row: Vec<Vec<u32>> =
+            self.batches.iter().zip(&sparse).map(|(h, &s)| if s { vec![u32::MAX; h.batch.num_rows()] } else { Vec::new() }).collect();
         for slot in self.regions.iter().flat_map(|r| &self.slots[r.start..r.start + r.count as usize]) {
             let (batch, row) = slot.place();
             if let Some(at) = new_row.get_mut(batch).and_then(|b| b.get_mut(row)) {
                 *at = 0;
             }
         }
-        let copied: usize = self.batch_live.iter().zip(&sparse).filter(|(_, &s)| s).map(|(&live, _)| live).sum();
+        let copied: usize = self.batches.iter().zip(&sparse).filter(|(_, &s)| s).map(|(h, _)| h.live).sum();
         let mut coalescer = BatchCoalescer::new(Arc::clone(&held_schema), copied.max(1));
         let mut next = 0u32;
-        for ((batch, rows), _) in self.batches.iter().zip(&mut new_row).zip(&sparse).filter(|(_, &s)| s) {
+        for ((held, rows), _) in self.batches.iter().zip(&mut new_row).zip(&sparse).filter(|(_, &s)| s) {
             let before = next;
             let mut keep = Vec::with_capacity(rows.len());
             for at in rows.iter_mut() {
@@ -470,7 +677,7 @@ impl<const N: usize> Kept<N> {
                 keep.push(kept);
             }
             if next > before {
-                coalescer.push_batch_with_filter(batch.clone(), &BooleanArray::from(keep))?;
+                coalescer.push_batch_with_filter(held.batch.clone(), &BooleanArray::from(keep))?;
             }
         }
         coalescer.finish_buffered_batch()?;
@@ -492,21 +699,16 @@ impl<const N: usize> Kept<N> {
                 *slot = if sparse[b] { slot.at(stay, new_row[b][row] as usize) } else { slot.at(moved_to[b], row) };
             }
         }
-        let mut batches = Vec::with_capacity(stay + 1);
-        let mut batch_live = Vec::with_capacity(stay + 1);
-        for ((b, live), _) in self.batches.drain(..).zip(self.batch_live.drain(..)).zip(&sparse).filter(|(_, &s)| !s) {
-            batches.push(b);
-            batch_live.push(live);
-        }
+        let mut batches: Vec<Held> = Vec::with_capacity(stay + 1);
+        batches.extend(self.batches.drain(..).zip(&sparse).filter(|(_, &s)| !s).map(|(h, _)| h));
         if batch.num_rows() > 0 {
-            batch_live.push(batch.num_rows());
-            batches.push(batch);
+            let rows = batch.num_rows();
+            batches.push(Held::new(batch, rows));
         }
-        self.held_rows = batches.iter().map(RecordBatch::num_rows).sum();
+        self.held_rows = batches.iter().map(|h| h.rows).sum();
         self.compacted_rows = self.held_rows;
-        self.held_bytes = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.held_bytes = batches.iter().map(|h| h.bytes).sum();
         self.batches = batches;
-        self.batch_live = batch_live;
         Ok(())
     }
 }
@@ -519,14 +721,16 @@ impl<const N: usize> TopNState for Kept<N> {
             + self.held_bytes
     }
 
-    fn push(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+    fn push(&mut self, batch: &RecordBatch, rows: Option<&UInt32Array>) -> Result<()> {
+        let routed = rows.map_or(batch.num_rows(), UInt32Array::len);
+        if routed == 0 {
             return Ok(());
         }
-        let keys: Vec<ArrayRef> = self.config.partition_by.iter().map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect::<Result<_>>()?;
+        let keys: Vec<ArrayRef> =
+            self.config.partition_by.iter().map(|e| picked(e.evaluate(batch)?.into_array(batch.num_rows())?, rows)).collect::<Result<_>>()?;
         let mut ids = std::mem::take(&mut self.group_ids);
         self.groups.intern(&keys, &mut ids)?;
-        self.order_keys(batch)?;
+        self.order_keys(batch, rows)?;
         let order = std::mem::take(&mut self.incoming);
         let limit = self.config.limit;
         while self.regions.len() < self.groups.len() {
@@ -537,10 +741,9 @@ impl<const N: usize> TopNState for Kept<N> {
         if at >= MAX_BATCHES {
             return internal_err!("BoundedTopNExec: too many batches");
         }
-        let mut kept_any = false;
-        // this batch's kept rows, counted as rows come and go
-        self.batch_live.push(0);
-        for (row, (&g, key)) in ids.iter().zip(&order).enumerate() {
+        let mut kept = 0usize;
+        let row_of = |i: usize| rows.map_or(i, |r| r.values()[i] as usize);
+        for (i, (&g, key)) in ids.iter().zip(&order).enumerate() {
             let mut r = self.regions[g];
             let count = r.count as usize;
             // after every row it ties with: they came first
@@ -563,26 +766,28 @@ impl<const N: usize> TopNState for Kept<N> {
                 self.live += 1;
             } else {
                 let (pushed_out, _) = self.slots[r.start + limit - 1].place();
-                self.batch_live[pushed_out] -= 1;
+                // (a row of this batch pushed out by a later row of it: counted below)
+                match self.batches.get_mut(pushed_out) {
+                    Some(h) => h.live -= 1,
+                    None => kept -= 1,
+                }
                 self.slots.copy_within(r.start + pos..r.start + limit - 1, r.start + pos + 1);
             }
-            self.batch_live[at] += 1;
-            self.slots[r.start + pos] = key.at(at, row);
+            kept += 1;
+            self.slots[r.start + pos] = key.at(at, row_of(i));
             self.regions[g] = r;
-            kept_any = true;
         }
         self.incoming = order;
         if self.dead > self.slots.len() / 2 {
             self.pack_slots();
         }
         self.group_ids = ids;
-        if kept_any {
-            let held = batch.project(&self.held)?;
-            self.held_rows += held.num_rows();
-            self.held_bytes += held.get_array_memory_size();
+        if kept > 0 {
+            let mut held = Held::new(batch.project(&self.held)?, routed);
+            held.live = kept;
+            self.held_rows += held.rows;
+            self.held_bytes += held.bytes;
             self.batches.push(held);
-        } else {
-            self.batch_live.pop();
         }
         // batches held mostly for rows pushed out since (over twice the rows kept, and 65536
         // more): keep only the rows still kept; and not before half as many rows again as the
@@ -623,7 +828,7 @@ impl<const N: usize> TopNState for Kept<N> {
             coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_size),
             schema,
             columns,
-            held: self.batches.into_iter().zip(ranks).collect(),
+            held: self.batches.into_iter().zip(ranks).map(|(h, ranks)| (h.batch, ranks, h.bytes)).collect(),
             bytes,
             finished: false,
         }
@@ -638,8 +843,9 @@ struct Emit {
     schema: SchemaRef,
     /// Per output column: the held column it is, or (the held columns' count) the rank.
     columns: Vec<usize>,
-    /// The held batches not yet out, each with its rows' ranks (0: not kept).
-    held: std::collections::VecDeque<(RecordBatch, Vec<u8>)>,
+    /// The held batches not yet out, each with its rows' ranks (0: not kept) and its bytes
+    /// (this state's share).
+    held: std::collections::VecDeque<(RecordBatch, Vec<u8>, usize)>,
     bytes: usize,
     finished: bool,
 }
@@ -656,7 +862,7 @@ impl Emit {
             if let Some(b) = self.coalescer.next_completed_batch() {
                 return Ok(Some(b));
             }
-            let Some((batch, ranks)) = self.held.pop_front() else {
+            let Some((batch, ranks, bytes)) = self.held.pop_front() else {
                 if self.finished {
                     return Ok(None);
                 }
@@ -664,7 +870,7 @@ impl Emit {
                 self.finished = true;
                 continue;
             };
-            self.bytes = self.bytes.saturating_sub(batch.get_array_memory_size());
+            self.bytes = self.bytes.saturating_sub(bytes);
             let keep = BooleanArray::from(ranks.iter().map(|&r| r != 0).collect::<Vec<bool>>());
             if keep.true_count() == 0 {
                 continue;
@@ -748,7 +954,14 @@ mod tests {
     fn the_top_rows_of_each_key_are_the_sorted_answer() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            let config = || SessionConfig::new().with_target_partitions(2).with_batch_size(777);
+            // (joins of two partitioned sides: see the last query)
+            let config = || {
+                SessionConfig::new()
+                    .with_target_partitions(2)
+                    .with_batch_size(777)
+                    .set_usize("datafusion.optimizer.hash_join_single_partition_threshold", 0)
+                    .set_usize("datafusion.optimizer.hash_join_single_partition_threshold_rows", 0)
+            };
             let plain = SessionContext::new_with_config(config());
             let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
             let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
@@ -772,10 +985,21 @@ mod tests {
                 let (want, plan) = answer(&plain, &sql).await;
                 assert!(!plan.contains("BoundedTopNExec"), "{plan}");
                 let (got, plan) = answer(&ours, &sql).await;
+                // four input partitions into two: routed by the operator, not repartitioned
                 assert!(plan.contains("BoundedTopNExec") && !plan.contains("SortExec"), "{sql}:\n{plan}");
+                assert!(plan.contains("routed by hash") && !plan.contains("RepartitionExec"), "{sql}:\n{plan}");
                 assert!(!want.is_empty());
                 assert_eq!(got, want, "{sql}");
             }
+            // routed as DataFusion's repartitioning routes: a join of the top rows with an
+            // aggregate partitioned by the same key takes both sides as they are, partition by
+            // partition
+            let sql = "SELECT a.k, a.rn, a.i, b.c FROM (SELECT * FROM (SELECT k, i, ROW_NUMBER() OVER (PARTITION BY k ORDER BY i DESC) AS rn FROM t) WHERE rn <= 2) a \
+                       JOIN (SELECT k, COUNT(*) AS c FROM t GROUP BY k) b ON a.k = b.k";
+            let (want, _) = answer(&plain, sql).await;
+            let (got, plan) = answer(&ours, sql).await;
+            assert!(plan.contains("routed by hash") && plan.contains("mode=Partitioned"), "{plan}");
+            assert_eq!((got.len(), &got), (97 * 2 + 1, &want));
             // each key's latest row, read in order: the latest batches stay whole, the older
             // ones are pushed out and compacted from before them
             let in_order = table_in(200_000, 1);

@@ -26,9 +26,10 @@ use datafusion::physical_expr::{Distribution, PartitioningSatisfaction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use super::bounded_top_n_exec::{BoundedTopNConfig, BoundedTopNExec};
 use super::top_n_exec::{StreamTopNExec, TopNConfig};
@@ -191,7 +192,19 @@ fn bounded_top_n(filter: &FilterExec) -> Result<Option<BoundedTopNExec>> {
         projection: w.projection,
     };
     // the filter's output, as DataFusion planned it: column names, partitioning
-    Ok(Some(BoundedTopNExec::try_new(below, config, Some((filter.schema(), filter.properties().output_partitioning().clone())))?))
+    let output = (filter.schema(), filter.properties().output_partitioning().clone());
+    // a hash repartitioning below, of as many input partitions as it makes at least: the
+    // operator routes the rows itself, sharing the input's batches between its partitions
+    // rather than copying every row into a batch of its partition (with fewer input partitions
+    // the repartitioning's tasks read and route while the partitions keep their rows)
+    if let Some(r) = below.downcast_ref::<RepartitionExec>() {
+        if let Partitioning::Hash(by, n) = r.partitioning() {
+            if !r.preserve_order() && *n >= 2 && r.input().output_partitioning().partition_count() >= *n && output.1.partition_count() == *n {
+                return Ok(Some(BoundedTopNExec::routed(Arc::clone(r.input()), config, by.clone(), output)?));
+            }
+        }
+    }
+    Ok(Some(BoundedTopNExec::try_new(below, config, Some(output))?))
 }
 
 /// Plans [`BoundedTopNExec`] wherever nothing above relies on the order DataFusion's sort gave
