@@ -101,7 +101,7 @@ struct Routing {
 /// The states of a routed run, one per output partition, and the tasks that read the input
 /// partitions into them.
 struct Router {
-    states: Arc<Vec<tokio::sync::Mutex<Option<Intake>>>>,
+    states: Arc<Vec<Inbox>>,
     /// Every input partition read into the states (or the first error).
     read: futures::future::Shared<futures::future::BoxFuture<'static, std::result::Result<(), Arc<DataFusionError>>>>,
 }
@@ -116,6 +116,61 @@ impl fmt::Debug for Router {
 struct Intake {
     state: Box<dyn TopNState>,
     memory: crate::memory::StateMemory,
+}
+
+/// One output partition's state while the input is read, and the rows handed to it not yet
+/// pushed into it. Whichever input task finds the state free pushes what is queued; a task
+/// that finds it busy queues its rows and goes on reading, so that no task waits for another.
+struct Inbox {
+    queue: std::sync::Mutex<std::collections::VecDeque<(RecordBatch, Option<UInt32Array>)>>,
+    intake: std::sync::Mutex<Option<Intake>>,
+}
+
+fn poisoned<T>(_: T) -> DataFusionError {
+    DataFusionError::Internal("BoundedTopNExec: an input task panicked while it held a state".into())
+}
+
+impl Inbox {
+    fn new(intake: Intake) -> Self {
+        Self { queue: Default::default(), intake: std::sync::Mutex::new(Some(intake)) }
+    }
+
+    /// Hands the state `batch`'s rows `rows` (or all): pushed now with any queued before, or,
+    /// if another task is pushing, queued for it.
+    fn hand(&self, batch: RecordBatch, rows: Option<UInt32Array>) -> Result<()> {
+        self.queue.lock().map_err(poisoned)?.push_back((batch, rows));
+        loop {
+            let mut guard = match self.intake.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Err(poisoned(e)),
+            };
+            let Some(intake) = guard.as_mut() else { return internal_err!("BoundedTopNExec: a state was taken before the input was read") };
+            Self::push_queued(&self.queue, intake)?;
+            drop(guard);
+            // rows queued by a task that found the state busy after the last was taken: push
+            // them too, unless another task holds the state now
+            if self.queue.lock().map_err(poisoned)?.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn push_queued(queue: &std::sync::Mutex<std::collections::VecDeque<(RecordBatch, Option<UInt32Array>)>>, intake: &mut Intake) -> Result<()> {
+        loop {
+            let next = queue.lock().map_err(poisoned)?.pop_front();
+            let Some((batch, rows)) = next else { return Ok(()) };
+            intake.state.push(&batch, rows.as_ref())?;
+            intake.memory.account(intake.state.bytes())?;
+        }
+    }
+
+    /// The state, once every input task is done, with every row queued pushed.
+    fn take(&self) -> Result<Option<Intake>> {
+        let Some(mut intake) = self.intake.lock().map_err(poisoned)?.take() else { return Ok(None) };
+        Self::push_queued(&self.queue, &mut intake)?;
+        Ok(Some(intake))
+    }
 }
 
 /// The comparable form of a type, or None when the operator cannot order by it.
@@ -223,14 +278,14 @@ impl BoundedTopNExec {
 
     /// The states and the reading of every input partition into them: each input partition is
     /// read by a task of its own (started when the first output partition waits for them),
-    /// which hashes each batch's `route` values, and pushes each state its rows under that
-    /// state's lock, its own partition's state first.
+    /// which hashes each batch's `route` values and hands each state its rows (see
+    /// [`Inbox`]), its own partition's state first.
     fn start_routing(&self, context: &Arc<TaskContext>, route: &[Arc<dyn PhysicalExpr>], partitions: usize) -> Result<Router> {
         let in_schema = self.input.schema();
         let mut states = Vec::with_capacity(partitions);
         for _ in 0..partitions {
             let memory = crate::memory::StateMemory::new(context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
-            states.push(tokio::sync::Mutex::new(Some(Intake { state: new_state(&in_schema, self.config.clone())?, memory })));
+            states.push(Inbox::new(Intake { state: new_state(&in_schema, self.config.clone())?, memory }));
         }
         let states = Arc::new(states);
         let inputs: Vec<SendableRecordBatchStream> =
@@ -251,12 +306,7 @@ impl BoundedTopNExec {
 /// Reads input partition `i` into the states: each batch's rows to the state their hash of
 /// `route` picks (as DataFusion's hash repartitioning picks a partition), the state of
 /// partition `i` first, the others in turn.
-async fn route_input(
-    mut input: SendableRecordBatchStream,
-    i: usize,
-    route: Vec<Arc<dyn PhysicalExpr>>,
-    states: Arc<Vec<tokio::sync::Mutex<Option<Intake>>>>,
-) -> Result<()> {
+async fn route_input(mut input: SendableRecordBatchStream, i: usize, route: Vec<Arc<dyn PhysicalExpr>>, states: Arc<Vec<Inbox>>) -> Result<()> {
     let partitions = states.len();
     let mut hashes: Vec<u64> = Vec::new();
     while let Some(batch) = input.next().await {
@@ -279,10 +329,7 @@ async fn route_input(
                 continue;
             }
             let part = (part.len() < batch.num_rows()).then(|| UInt32Array::from(part));
-            let mut intake = states[p].lock().await;
-            let Some(intake) = intake.as_mut() else { return internal_err!("BoundedTopNExec: partition {p}'s state was taken before the input was read") };
-            intake.state.push(&batch, part.as_ref())?;
-            intake.memory.account(intake.state.bytes())?;
+            states[p].hand(batch.clone(), part)?;
         }
     }
     Ok(())
@@ -362,7 +409,7 @@ impl ExecutionPlan for BoundedTopNExec {
                 async move {
                     router.read.clone().await.map_err(DataFusionError::Shared)?;
                     let Some(intake) = router.states.get(partition) else { return internal_err!("BoundedTopNExec has no partition {partition}") };
-                    let Some(Intake { state, memory }) = intake.lock().await.take() else {
+                    let Some(Intake { state, memory }) = intake.take()? else {
                         return internal_err!("BoundedTopNExec: partition {partition} was executed twice in one run");
                     };
                     state.log_read(partition);
