@@ -284,8 +284,7 @@ impl BoundedTopNExec {
         let in_schema = self.input.schema();
         let mut states = Vec::with_capacity(partitions);
         for _ in 0..partitions {
-            let memory = crate::memory::StateMemory::new(context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
-            states.push(Inbox::new(Intake { state: new_state(&in_schema, self.config.clone())?, memory }));
+            states.push(Inbox::new(Intake { state: new_state(&in_schema, self.config.clone())?, memory: state_memory(context) }));
         }
         let states = Arc::new(states);
         let inputs: Vec<SendableRecordBatchStream> =
@@ -389,8 +388,7 @@ impl ExecutionPlan for BoundedTopNExec {
             None => {
                 let mut input = self.input.execute(partition, Arc::clone(&context))?;
                 let mut state = new_state(&self.input.schema(), self.config.clone())?;
-                let mut memory =
-                    crate::memory::StateMemory::new(&context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys");
+                let mut memory = state_memory(&context);
                 async move {
                     while let Some(batch) = input.next().await {
                         let batch = batch?;
@@ -452,6 +450,11 @@ impl ExecutionPlan for BoundedTopNExec {
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
     }
+}
+
+/// One partition's state in the job's memory pool.
+fn state_memory(context: &Arc<TaskContext>) -> crate::memory::StateMemory {
+    crate::memory::StateMemory::new(context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys")
 }
 
 /// `values`' rows `rows`, or all of them.
