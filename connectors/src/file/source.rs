@@ -676,6 +676,46 @@ fn on_own_columns(
     Some((cols, expr))
 }
 
+/// The columns of `file_schema` that `expr` reads (by name).
+fn own_columns(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, file_schema: &SchemaRef) -> Vec<usize> {
+    datafusion::physical_expr::utils::collect_columns(expr).iter().filter_map(|c| file_schema.index_of(c.name()).ok()).collect()
+}
+
+/// The file's schema with its text and byte columns read as views (`Utf8View`,
+/// `BinaryView`): the decoder then points into the file's decompressed pages instead of
+/// copying every value, the row filter drops views, and only the rows kept are copied (by
+/// [`adapt_batch`], into the source's `Utf8` or `Binary`). Nexmark q20, which keeps one bid in
+/// five after its join's filter, copied every bid's `extra` before. Only columns the source
+/// declares with the file's own type, and none a row filter reads (its predicates are
+/// evaluated on the file's types). None when no column changes. Virtual columns (last in
+/// `file_schema`) are left out, as the reader wants.
+fn as_views(file_schema: &SchemaRef, source: &SchemaRef, predicate_columns: &[usize]) -> Option<SchemaRef> {
+    use arrow::datatypes::DataType;
+    let mut changed = false;
+    let fields: Vec<arrow::datatypes::FieldRef> = file_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != GROUP_INDEX)
+        .map(|(i, f)| {
+            let declared = source.field_with_name(f.name()).ok().map(|s| s.data_type());
+            let view = match f.data_type() {
+                DataType::Utf8 => Some(DataType::Utf8View),
+                DataType::Binary => Some(DataType::BinaryView),
+                _ => None,
+            };
+            match view {
+                Some(v) if declared == Some(f.data_type()) && !predicate_columns.contains(&i) => {
+                    changed = true;
+                    Arc::new(f.as_ref().clone().with_data_type(v))
+                }
+                _ => Arc::clone(f),
+            }
+        })
+        .collect();
+    changed.then(|| Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, file_schema.metadata().clone())))
+}
+
 /// The rows of `batch` that `filter` keeps.
 fn keeps(
     filter: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
@@ -832,20 +872,23 @@ fn read_parquet(
     tx: &BatchSender,
 ) -> Result<bool> {
     let ctx = || path.display().to_string();
-    let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
+    let mut f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
     // publishing the floor: each batch says which row group it is of
     let options = match out.floors {
         Some(_) => parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_virtual_columns(vec![group_index_field()]).map_err(parquet_err)?,
         None => parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
     };
-    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
-        .map_err(parquet_err)?
-        .with_batch_size(decode_rows(&cfg.batch));
+    // the footer, parsed once: the filters are decided on it before the reader is built
+    let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&f, options.clone()).map_err(parquet_err)?;
+    let file_schema = Arc::clone(meta.schema());
+    let parquet_schema = meta.parquet_schema();
     // the rows of the unit already handed out before a restore (counted after the row filter
     // the reading then had, if any: the same filter is applied again before the offset)
     let mut read = resume.map_or(0, |r| r.offset);
     let mut filter = out.filter;
+    // the WHERE clause was in the read that handed out those rows: it must be again
+    let mut filter_was_read = false;
     if let Some(r) = resume.filter(|r| r.offset > 0) {
         let current = filter.map_or(0, filter_fingerprint);
         if r.filter != current {
@@ -855,19 +898,38 @@ fn read_parquet(
                 tracing::warn!(source = %cfg.name, path = %path.display(), "the query's WHERE clause changed since the checkpoint: the file is read again from its start");
                 read = 0;
             }
+        } else {
+            filter_was_read = current != 0;
         }
     }
+    let first = groups.as_ref().map_or(Some(0), |g| g.first().copied());
     let mut fingerprint = 0;
-    let file_schema = Arc::clone(b.schema());
     let mut predicates = Vec::new();
+    // the file columns the predicates read, decoded as they are in the file
+    let mut predicate_columns: Vec<usize> = Vec::new();
     // (filter, row groups it may keep a row of)
     let mut pruning = Vec::new();
     if let Some(f) = filter {
-        let expr = physical_filter(f, file_schema.as_ref().clone());
-        if let Some(p) = expr.clone().and_then(|e| parquet_predicate(e, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics))) {
-            predicates.push(p);
-            fingerprint = filter_fingerprint(f);
-            pruning.push(row_groups_wanted(expr, &file_schema, b.metadata(), b.parquet_schema()));
+        if let Some(expr) = physical_filter(f, file_schema.as_ref().clone()) {
+            let wanted = row_groups_wanted(Some(Arc::clone(&expr)), &file_schema, meta.metadata(), parquet_schema);
+            let unit_groups: Vec<usize> = groups.clone().unwrap_or_else(|| (0..meta.metadata().num_row_groups()).collect());
+            let prunes = wanted.as_ref().is_some_and(|w| unit_groups.iter().any(|g| !w.get(*g).copied().unwrap_or(true)));
+            // in the read when it skips row groups or drops at least half of the rows: the
+            // WHERE clause is evaluated again above the scan, and a filter keeping most rows
+            // (Nexmark q21's regular expression, 95% kept) would be paid twice for nothing
+            let worth = filter_was_read
+                || prunes
+                || match first {
+                    Some(g) => drops_enough(path, meta.metadata(), g, &expr, &file_schema, &cfg.schema)?,
+                    None => false,
+                };
+            let columns = own_columns(&expr, &file_schema);
+            if let Some(p) = worth.then(|| parquet_predicate(expr, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics))).flatten() {
+                predicates.push(p);
+                predicate_columns.extend(columns);
+                fingerprint = filter_fingerprint(f);
+                pruning.push(wanted);
+            }
         }
     }
     if let Some(d) = out.dynamic {
@@ -876,7 +938,6 @@ fn read_parquet(
         if !wait_until_complete(d, tx) {
             return Ok(false);
         }
-        let first = groups.as_ref().map_or(Some(0), |g| g.first().copied());
         let settled = settled_filter(d);
         let keeps_none = |now: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
             now.downcast_ref::<datafusion::physical_expr::expressions::Literal>()
@@ -887,17 +948,30 @@ fn read_parquet(
             return Ok(true);
         }
         let settled = match (settled, first) {
-            (Some(now), Some(g)) if drops_enough(path, b.metadata(), g, &now, &file_schema, &cfg.schema)? => Some(now),
+            (Some(now), Some(g)) if drops_enough(path, meta.metadata(), g, &now, &file_schema, &cfg.schema)? => Some(now),
             _ => None,
         };
         if let Some(now) = settled {
             let for_file = datafusion::physical_expr::utils::reassign_expr_columns(Arc::clone(&now), &file_schema).ok();
-            if let Some(p) = parquet_predicate(now, &file_schema, &cfg.schema, b.parquet_schema(), Arc::clone(&cfg.metrics)) {
+            let columns = own_columns(&now, &file_schema);
+            if let Some(p) = parquet_predicate(now, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics)) {
                 predicates.push(p);
-                pruning.push(row_groups_wanted(for_file, &file_schema, b.metadata(), b.parquet_schema()));
+                predicate_columns.extend(columns);
+                pruning.push(row_groups_wanted(for_file, &file_schema, meta.metadata(), parquet_schema));
             }
         }
     }
+    // text and bytes decoded as views into the file's pages, copied only for the rows kept
+    let meta = match as_views(&file_schema, &cfg.schema, &predicate_columns) {
+        Some(views) => {
+            let with_views = options.with_schema(views);
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), with_views).map_err(parquet_err)?
+        }
+        None => meta,
+    };
+    use std::io::Seek;
+    f.rewind().map_err(|e| ConnectorError::io(path, e))?;
+    let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta).with_batch_size(decode_rows(&cfg.batch));
     if !predicates.is_empty() {
         b = b.with_row_filter(parquet::arrow::arrow_reader::RowFilter::new(predicates));
         // row groups whose min/max show no row can pass are not read at all
@@ -1393,6 +1467,90 @@ mod tests {
         let other = row_filter(&[vec![col("n").lt(lit(5i64))]]).unwrap();
         let at = Resume { offset: 100, filter: filter_fingerprint(&filter), ..Resume::default() };
         assert_eq!(read(&source, &path, Some(&other), Some(at)).0, vec![0, 1, 2, 3, 4]);
+    }
+
+    /// Text and bytes are decoded as views and handed out as the source declares them, exact
+    /// with nulls, whole or behind a row filter; a WHERE clause that keeps most rows is left to
+    /// the filter above the scan (not evaluated twice), unless the position it resumes from was
+    /// taken with it in the read.
+    #[test]
+    fn text_read_as_views_comes_out_as_declared_and_a_filter_keeping_most_rows_is_left_above() {
+        use arrow::array::{Array, BinaryArray, StringArray};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let text = |n: i64| (n % 7 != 0).then(|| format!("text {n} {}", "x".repeat((n % 40) as usize)));
+        let bytes = |n: i64| (n % 5 != 0).then(|| vec![n as u8; (n % 20) as usize]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("b", DataType::Binary, true),
+        ]));
+        let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..1000)),
+                Arc::new(StringArray::from_iter((0..1000).map(text))),
+                Arc::new(BinaryArray::from_iter((0..1000).map(bytes))),
+            ],
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", path.display().to_string());
+        p.insert("batch.size", "64");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        assert_eq!(source.schema().field(1).data_type(), &DataType::Utf8);
+        let views = as_views(&schema, &source.schema(), &[]).unwrap();
+        assert_eq!(views.field(1).data_type(), &DataType::Utf8View);
+        assert_eq!(views.field(2).data_type(), &DataType::BinaryView);
+        assert!(as_views(&schema, &source.schema(), &[1, 2]).is_none(), "columns a row filter reads stay as they are");
+        // (rows as (n, s, b), the last position)
+        let rows = |filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>| {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let schema = source.schema();
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
+            assert!(read_parquet(&source.cfg, &out, &path, None, "k", resume, &tx).unwrap());
+            drop(tx);
+            let (mut got, mut last) = (Vec::new(), None);
+            while let Ok(item) = rx.try_recv() {
+                let (batch, position) = item.unwrap();
+                assert_eq!(batch.schema().fields(), schema.fields(), "handed out as the source declares them");
+                let (n, s, b) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_string::<i32>(), batch.column(2).as_binary::<i32>());
+                for i in 0..batch.num_rows() {
+                    let s = (!s.is_null(i)).then(|| s.value(i).to_string());
+                    let b = (!b.is_null(i)).then(|| b.value(i).to_vec());
+                    got.push((n.value(i), s, b));
+                }
+                last = position.and_then(|(_, v)| Resume::from_value(&v));
+            }
+            (got, last.unwrap())
+        };
+        let want = |keep: &dyn Fn(i64) -> bool| (0..1000).filter(|n| keep(*n)).map(|n| (n, text(n), bytes(n))).collect::<Vec<_>>();
+        let (all, last) = rows(None, None);
+        assert_eq!(all, want(&|_| true));
+        assert_eq!((last.offset, last.filter), (1000, 0));
+        // a third kept: in the read, the text of the rows kept copied out of their views
+        let third = row_filter(&[vec![(col("n") % lit(3i64)).eq(lit(0i64))]]).unwrap();
+        let (kept, last) = rows(Some(&third), None);
+        assert_eq!(kept, want(&|n| n % 3 == 0));
+        assert_eq!((last.offset, last.filter), (334, filter_fingerprint(&third)));
+        // on the text itself, keeping six rows in seven: left to the filter above
+        let most = row_filter(&[vec![col("s").is_not_null()]]).unwrap();
+        let (kept, last) = rows(Some(&most), None);
+        assert_eq!(kept, want(&|_| true));
+        assert_eq!((last.offset, last.filter), (1000, 0), "positions count every row");
+        // ... but a position taken with it in the read goes on with it
+        let at = Resume { offset: 800, filter: filter_fingerprint(&most), ..Resume::default() };
+        let (rest, _) = rows(Some(&most), Some(at));
+        assert_eq!(rest, want(&|n| n % 7 != 0).split_off(800));
+        // on the text, keeping one row in seven (and its text): in the read
+        let few = row_filter(&[vec![col("s").is_null().or(col("s").eq(lit("text 1 x")))]]).unwrap();
+        let (kept, last) = rows(Some(&few), None);
+        assert_eq!(kept, want(&|n| n % 7 == 0 || n == 1));
+        assert_eq!(last.filter, filter_fingerprint(&few));
     }
 
     /// A second read for a hash join's probe side waits for the join's filter to be complete,
