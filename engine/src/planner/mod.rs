@@ -105,6 +105,7 @@ pub fn new_context(
     rules.insert(at, Arc::new(datafusion::physical_optimizer::filter_pushdown::FilterPushdown::new_post_optimization()));
     rules.insert(at, Arc::new(crate::join::SmallBuildSideRule));
     rules.insert(at, Arc::new(streaming));
+    rules.insert(at, Arc::new(crate::window_function::SlidingRowsRule));
     rules.insert(at, Arc::new(over));
     rules.insert(at, Arc::new(top_n));
     rules.insert(at, Arc::new(joins));

@@ -34,6 +34,7 @@
 //! `use_transactions` is refused, naming it).
 
 pub mod exec;
+pub mod sliding_rows;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ use datafusion::physical_expr::window::{PlainAggregateWindowExpr, SlidingAggrega
 use datafusion::physical_plan::windows::WindowUDFExpr;
 
 pub use exec::StreamWindowFunctionExec;
+pub use sliding_rows::{SlidingRowsExec, SlidingRowsRule};
 
 /// How a window function's value for new rows follows from what its key carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
