@@ -1508,10 +1508,13 @@ mod tests {
         assert_eq!(views.field(2).data_type(), &DataType::BinaryView);
         assert!(as_views(&schema, &source.schema(), &[1, 2]).is_none(), "columns a row filter reads stay as they are");
         // (rows as (n, s, b), the last position)
-        let rows = |filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>| {
+        // (each of the 10 row groups' least event time, for a read that publishes floors)
+        let group_floors = [0i64; 10];
+        let rows_with = |filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>, floors: bool| {
             let (tx, mut rx) = mpsc::channel(1024);
             let schema = source.schema();
-            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
+            let floors = floors.then_some((&group_floors[..], i64::MAX));
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors };
             assert!(read_parquet(&source.cfg, &out, &path, None, "k", resume, &tx).unwrap());
             drop(tx);
             let (mut got, mut last) = (Vec::new(), None);
@@ -1528,6 +1531,7 @@ mod tests {
             }
             (got, last.unwrap())
         };
+        let rows = |filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>| rows_with(filter, resume, false);
         let want = |keep: &dyn Fn(i64) -> bool| (0..1000).filter(|n| keep(*n)).map(|n| (n, text(n), bytes(n))).collect::<Vec<_>>();
         let (all, last) = rows(None, None);
         assert_eq!(all, want(&|_| true));
@@ -1551,6 +1555,9 @@ mod tests {
         let (kept, last) = rows(Some(&few), None);
         assert_eq!(kept, want(&|n| n % 7 == 0 || n == 1));
         assert_eq!(last.filter, filter_fingerprint(&few));
+        // a read that publishes event-time floors: its row-group column beside the views
+        assert_eq!(rows_with(None, None, true).0, want(&|_| true));
+        assert_eq!(rows_with(Some(&third), None, true).0, want(&|n| n % 3 == 0));
     }
 
     /// A second read for a hash join's probe side waits for the join's filter to be complete,
