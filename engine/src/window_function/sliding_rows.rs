@@ -1,4 +1,4 @@
-//! Moving `SUM`, `COUNT` and `AVG` over a `ROWS` frame of so many rows back, computed for every
+//! Moving `SUM`, `COUNT`, `AVG`, `MIN` and `MAX` over a `ROWS` frame of so many rows back, computed for every
 //! key of a batch in one pass, over bounded input that DataFusion has sorted by the `PARTITION
 //! BY` and `ORDER BY` of the `OVER` clause.
 //!
@@ -16,10 +16,13 @@
 //! of neighbouring rows, and each row's frame is the rows back to the larger of its key's first
 //! row and `n` rows before it: integers are summed by differences of running sums (exact, in
 //! 128 bits), floating-point values by adding the frame's values in order (as many additions
-//! per row as the frame has rows, so no error gathers over a key's rows). The last `n` values of
+//! per row as the frame has rows, so no error gathers over a key's rows); the least and
+//! greatest integers or times by a queue of the rows that may still be a frame's extreme. The
+//! last `n` values of
 //! the last key of a batch are kept for the next batch, where that key may go on. The values are
 //! those of DataFusion's operator: `SUM` and `AVG` are NULL over a frame without a non-NULL
-//! value, `COUNT(x)` counts the non-NULL values, `COUNT(*)` the rows.
+//! value, `COUNT(x)` counts the non-NULL values, `COUNT(*)` the rows, `MIN` and `MAX` are NULL
+//! over a frame without a non-NULL value.
 //!
 //! Other functions, frames and types stay on DataFusion's operator: the rule replaces an
 //! operator only when every function of it is one of these.
@@ -56,6 +59,8 @@ enum Func {
     Sum,
     Count,
     Avg,
+    Min,
+    Max,
 }
 
 /// How the argument's values are added up.
@@ -77,6 +82,8 @@ struct Moving {
     values: Values,
     /// `n`: rows before the current one in its frame.
     back: usize,
+    /// The result's type (`MIN` and `MAX`: the argument's, computed as 64-bit integers).
+    out: DataType,
     name: String,
 }
 
@@ -103,14 +110,20 @@ impl Moving {
             "sum" => Func::Sum,
             "count" => Func::Count,
             "avg" | "mean" => Func::Avg,
+            "min" => Func::Min,
+            "max" => Func::Max,
             _ => return None,
         };
         let [arg] = agg.expressions().try_into().ok()?;
         let arg_type = arg.data_type(input).ok()?;
+        let min_max = matches!(func, Func::Min | Func::Max);
         let values = match arg_type {
             DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Values::Signed,
+            // times as their 64-bit numbers
+            DataType::Timestamp(..) if min_max => Values::Signed,
             DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => Values::Unsigned,
-            DataType::Float32 | DataType::Float64 => Values::Float,
+            // (MIN and MAX of floating point stay DataFusion's: its order of NaN and -0.0)
+            DataType::Float32 | DataType::Float64 if !min_max => Values::Float,
             // COUNT needs no sum: any type
             _ if func == Func::Count => Values::Signed,
             _ => return None,
@@ -121,6 +134,7 @@ impl Moving {
         // the result's type must be the one this computes
         let out = expr.field().ok()?.data_type().clone();
         let ours = match (func, values) {
+            (Func::Min | Func::Max, _) => arg_type.clone(),
             (Func::Count, _) => DataType::Int64,
             (Func::Avg, _) => DataType::Float64,
             (Func::Sum, Values::Signed) => DataType::Int64,
@@ -130,7 +144,7 @@ impl Moving {
         if out != ours {
             return None;
         }
-        Some(Moving { func, arg, values, back, name: expr.name().to_string() })
+        Some(Moving { func, arg, values, back, out, name: expr.name().to_string() })
     }
 
     /// The values of the rows of `ext` (a key's carried values, then a batch's) from `from` on,
@@ -151,6 +165,27 @@ impl Moving {
         if self.func == Func::Count {
             let out: Int64Array = (0..n).map(|i| Some(counts[from + i + 1] - counts[frame(i)])).collect();
             return Ok(Arc::new(out));
+        }
+        if matches!(self.func, Func::Min | Func::Max) {
+            let wide = match self.values {
+                Values::Unsigned => datafusion::arrow::compute::cast(ext, &DataType::UInt64)?,
+                _ => datafusion::arrow::compute::cast(ext, &DataType::Int64)?,
+            };
+            let value = |i: usize| -> Option<i128> {
+                if !wide.is_valid(i) {
+                    return None;
+                }
+                Some(match self.values {
+                    Values::Unsigned => wide.as_primitive::<UInt64Type>().value(i) as i128,
+                    _ => wide.as_primitive::<Int64Type>().value(i) as i128,
+                })
+            };
+            let extreme = sliding_extremes(rows, from, starts, self.back, self.func == Func::Min, value);
+            let result: ArrayRef = match self.values {
+                Values::Unsigned => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as u64)).collect::<UInt64Array>()),
+                _ => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as i64)).collect::<Int64Array>()),
+            };
+            return Ok(datafusion::arrow::compute::cast(&result, &self.out)?);
         }
         match self.values {
             Values::Signed | Values::Unsigned => {
@@ -205,6 +240,38 @@ impl Moving {
             }
         }
     }
+}
+
+/// The least (`min`) or greatest value of each frame, for the rows of `ext` from `from` on
+/// (`starts`: as for [`Moving::evaluate`]; the rows before `from` are of the key the first
+/// row's key goes on from). A queue of the rows that may still be a frame's extreme: the frame
+/// moves on by one row, so each row enters and leaves the queue once.
+fn sliding_extremes(rows: usize, from: usize, starts: &[usize], back: usize, min: bool, value: impl Fn(usize) -> Option<i128>) -> Vec<Option<i128>> {
+    let mut queue: std::collections::VecDeque<(usize, i128)> = std::collections::VecDeque::new();
+    let mut out = Vec::with_capacity(rows.saturating_sub(from));
+    let mut key_start = 0;
+    for e in 0..rows {
+        let start = if e < from { 0 } else { starts[e - from] };
+        if start != key_start {
+            queue.clear();
+            key_start = start;
+        }
+        if let Some(v) = value(e) {
+            // a row the new one beats can no longer be any frame's extreme
+            while queue.back().is_some_and(|&(_, b)| if min { b >= v } else { b <= v }) {
+                queue.pop_back();
+            }
+            queue.push_back((e, v));
+        }
+        let lo = start.max(e.saturating_sub(back));
+        while queue.front().is_some_and(|&(i, _)| i < lo) {
+            queue.pop_front();
+        }
+        if e >= from {
+            out.push(queue.front().map(|&(_, v)| v));
+        }
+    }
+    out
 }
 
 /// Moving aggregates over `ROWS` frames of sorted bounded input; see the module.
@@ -412,7 +479,7 @@ impl RecordBatchStream for SlidingRowsStream {
 }
 
 /// Plans [`SlidingRowsExec`] for DataFusion's window operator over sorted bounded input where
-/// every function of it is a moving `SUM`, `COUNT` or `AVG` over a `ROWS` frame.
+/// every function of it is a moving `SUM`, `COUNT`, `AVG`, `MIN` or `MAX` over a `ROWS` frame.
 #[derive(Debug, Default)]
 pub struct SlidingRowsRule;
 
@@ -525,7 +592,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn moving_sums_counts_and_averages_equal_datafusions() {
+    async fn moving_sums_counts_averages_minima_and_maxima_equal_datafusions() {
         let ctx = context(5000);
         let w = "PARTITION BY k ORDER BY ts, seq";
         let cases = [
@@ -540,7 +607,12 @@ mod tests {
                      AVG(y) OVER ({w} ROWS BETWEEN 100 PRECEDING AND CURRENT ROW) AS ay100, \
                      SUM(u) OVER ({w} ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS su1, \
                      AVG(z) OVER ({w} ROWS BETWEEN 7 PRECEDING AND CURRENT ROW) AS az7, \
-                     SUM(z) OVER ({w} ROWS BETWEEN 1000 PRECEDING AND CURRENT ROW) AS sz1000 \
+                     SUM(z) OVER ({w} ROWS BETWEEN 1000 PRECEDING AND CURRENT ROW) AS sz1000, \
+                     MIN(x) OVER ({w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS mn3, \
+                     MAX(u) OVER ({w} ROWS BETWEEN 10 PRECEDING AND CURRENT ROW) AS mxu10, \
+                     MIN(z) OVER ({w} ROWS BETWEEN CURRENT ROW AND CURRENT ROW) AS mnz0, \
+                     MAX(x) OVER ({w} ROWS BETWEEN 1000 PRECEDING AND CURRENT ROW) AS mx1000, \
+                     MAX(to_timestamp_millis(ts * seq)) OVER ({w} ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS mxt2 \
                      FROM t"
                 ),
                 1,
@@ -549,9 +621,10 @@ mod tests {
             ("SELECT seq, SUM(x) OVER (ORDER BY ts, seq ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS s4, AVG(y) OVER (ORDER BY ts, seq ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS a9 FROM t".to_string(), 1),
             // two keys, one of them text
             ("SELECT seq, COUNT(z) OVER (PARTITION BY k2, k ORDER BY ts, seq ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS c2, AVG(u) OVER (PARTITION BY k2, k ORDER BY ts, seq ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS a3 FROM t".to_string(), 1),
-            // not ours: a frame reading later rows, MIN, a RANGE frame
+            // not ours: a frame reading later rows, MIN of floating point, STDDEV, a RANGE frame
             (format!("SELECT seq, SUM(x) OVER ({w} ROWS BETWEEN 3 PRECEDING AND 1 FOLLOWING) AS f FROM t"), 0),
-            (format!("SELECT seq, MIN(x) OVER ({w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS m FROM t"), 0),
+            (format!("SELECT seq, MIN(y) OVER ({w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS m FROM t"), 0),
+            (format!("SELECT seq, STDDEV(x) OVER ({w} ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS m FROM t"), 0),
             ("SELECT seq, SUM(x) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN 3 PRECEDING AND CURRENT ROW) AS r FROM t".to_string(), 0),
         ];
         for (sql, ours) in cases {
