@@ -167,20 +167,8 @@ impl Moving {
             return Ok(Arc::new(out));
         }
         if matches!(self.func, Func::Min | Func::Max) {
-            let wide = match self.values {
-                Values::Unsigned => datafusion::arrow::compute::cast(ext, &DataType::UInt64)?,
-                _ => datafusion::arrow::compute::cast(ext, &DataType::Int64)?,
-            };
-            let value = |i: usize| -> Option<i128> {
-                if !wide.is_valid(i) {
-                    return None;
-                }
-                Some(match self.values {
-                    Values::Unsigned => wide.as_primitive::<UInt64Type>().value(i) as i128,
-                    _ => wide.as_primitive::<Int64Type>().value(i) as i128,
-                })
-            };
-            let extreme = sliding_extremes(rows, from, starts, self.back, self.func == Func::Min, value);
+            let values = integers(ext, self.values)?;
+            let extreme = sliding_extremes(rows, from, starts, self.back, self.func == Func::Min, |i| values[i]);
             let result: ArrayRef = match self.values {
                 Values::Unsigned => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as u64)).collect::<UInt64Array>()),
                 _ => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as i64)).collect::<Int64Array>()),
@@ -193,24 +181,9 @@ impl Moving {
                 let mut sums = Vec::with_capacity(rows + 1);
                 sums.push(0i128);
                 let mut s = 0i128;
-                if self.values == Values::Signed {
-                    let v = datafusion::arrow::compute::cast(ext, &DataType::Int64)?;
-                    let v = v.as_primitive::<Int64Type>();
-                    for i in 0..rows {
-                        if v.is_valid(i) {
-                            s += v.value(i) as i128;
-                        }
-                        sums.push(s);
-                    }
-                } else {
-                    let v = datafusion::arrow::compute::cast(ext, &DataType::UInt64)?;
-                    let v = v.as_primitive::<UInt64Type>();
-                    for i in 0..rows {
-                        if v.is_valid(i) {
-                            s += v.value(i) as i128;
-                        }
-                        sums.push(s);
-                    }
+                for v in integers(ext, self.values)? {
+                    s += v.unwrap_or(0);
+                    sums.push(s);
                 }
                 let each = (0..n).map(|i| {
                     let lo = frame(i);
@@ -240,6 +213,21 @@ impl Moving {
             }
         }
     }
+}
+
+/// `ext`'s values as 128-bit integers, None for NULL: as `UInt64` for unsigned integers, else
+/// as `Int64` (signed integers, times).
+fn integers(ext: &ArrayRef, values: Values) -> Result<Vec<Option<i128>>> {
+    Ok(match values {
+        Values::Unsigned => {
+            let wide = datafusion::arrow::compute::cast(ext, &DataType::UInt64)?;
+            wide.as_primitive::<UInt64Type>().iter().map(|v| v.map(i128::from)).collect()
+        }
+        _ => {
+            let wide = datafusion::arrow::compute::cast(ext, &DataType::Int64)?;
+            wide.as_primitive::<Int64Type>().iter().map(|v| v.map(i128::from)).collect()
+        }
+    })
 }
 
 /// The least (`min`) or greatest value of each frame, for the rows of `ext` from `from` on
