@@ -626,19 +626,19 @@ fn row_groups_wanted(
 }
 
 /// A Parquet predicate evaluating `expr` (a physical expression whose columns are found by
-/// name) over the columns it reads, decoded before the others; None when one of them is missing
-/// from the file or of another type than the source's (the rows are then filtered above, as
-/// always). Rows it drops still count as read.
+/// name) over the columns it reads, decoded before the others, and those columns (in the
+/// file); None when one of them is missing from the file or of another type than the source's
+/// (the rows are then filtered above, as always). Rows it drops still count as read.
 fn parquet_predicate(
     expr: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     file_schema: &SchemaRef,
     source_schema: &SchemaRef,
     parquet_schema: &parquet::schema::types::SchemaDescriptor,
     metrics: Arc<ConnectorMetrics>,
-) -> Option<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> {
+) -> Option<(Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>, Vec<usize>)> {
     use parquet::arrow::arrow_reader::ArrowPredicateFn;
     let (cols, expr) = on_own_columns(expr, file_schema, source_schema)?;
-    let mask = parquet::arrow::ProjectionMask::roots(parquet_schema, cols);
+    let mask = parquet::arrow::ProjectionMask::roots(parquet_schema, cols.iter().copied());
     let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
         let keep = keeps(&expr, &batch)?;
         // the rows dropped here were read all the same
@@ -648,7 +648,7 @@ fn parquet_predicate(
         }
         Ok(keep)
     });
-    Some(Box::new(predicate))
+    Some((Box::new(predicate), cols))
 }
 
 /// The file columns `expr` reads (ascending) and `expr` over a batch of just those; None when
@@ -674,11 +674,6 @@ fn on_own_columns(
     cols.dedup();
     let expr = datafusion::physical_expr::utils::reassign_expr_columns(expr, &file_schema.project(&cols).ok()?).ok()?;
     Some((cols, expr))
-}
-
-/// The columns of `file_schema` that `expr` reads (by name).
-fn own_columns(expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>, file_schema: &SchemaRef) -> Vec<usize> {
-    datafusion::physical_expr::utils::collect_columns(expr).iter().filter_map(|c| file_schema.index_of(c.name()).ok()).collect()
 }
 
 /// The file's schema with its text and byte columns read as views (`Utf8View`,
@@ -872,7 +867,7 @@ fn read_parquet(
     tx: &BatchSender,
 ) -> Result<bool> {
     let ctx = || path.display().to_string();
-    let mut f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
+    let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
     // publishing the floor: each batch says which row group it is of
     let options = match out.floors {
@@ -902,7 +897,9 @@ fn read_parquet(
             filter_was_read = current != 0;
         }
     }
-    let first = groups.as_ref().map_or(Some(0), |g| g.first().copied());
+    // the row groups of the unit, and the first of them
+    let unit_groups: Vec<usize> = groups.clone().unwrap_or_else(|| (0..meta.metadata().num_row_groups()).collect());
+    let first = unit_groups.first().copied();
     let mut fingerprint = 0;
     let mut predicates = Vec::new();
     // the file columns the predicates read, decoded as they are in the file
@@ -912,7 +909,6 @@ fn read_parquet(
     if let Some(f) = filter {
         if let Some(expr) = physical_filter(f, file_schema.as_ref().clone()) {
             let wanted = row_groups_wanted(Some(Arc::clone(&expr)), &file_schema, meta.metadata(), parquet_schema);
-            let unit_groups: Vec<usize> = groups.clone().unwrap_or_else(|| (0..meta.metadata().num_row_groups()).collect());
             let prunes = wanted.as_ref().is_some_and(|w| unit_groups.iter().any(|g| !w.get(*g).copied().unwrap_or(true)));
             // in the read when it skips row groups or drops at least half of the rows: the
             // WHERE clause is evaluated again above the scan, and a filter keeping most rows
@@ -923,8 +919,7 @@ fn read_parquet(
                     Some(g) => drops_enough(path, meta.metadata(), g, &expr, &file_schema, &cfg.schema)?,
                     None => false,
                 };
-            let columns = own_columns(&expr, &file_schema);
-            if let Some(p) = worth.then(|| parquet_predicate(expr, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics))).flatten() {
+            if let Some((p, columns)) = worth.then(|| parquet_predicate(expr, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics))).flatten() {
                 predicates.push(p);
                 predicate_columns.extend(columns);
                 fingerprint = filter_fingerprint(f);
@@ -953,8 +948,7 @@ fn read_parquet(
         };
         if let Some(now) = settled {
             let for_file = datafusion::physical_expr::utils::reassign_expr_columns(Arc::clone(&now), &file_schema).ok();
-            let columns = own_columns(&now, &file_schema);
-            if let Some(p) = parquet_predicate(now, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics)) {
+            if let Some((p, columns)) = parquet_predicate(now, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics)) {
                 predicates.push(p);
                 predicate_columns.extend(columns);
                 pruning.push(row_groups_wanted(for_file, &file_schema, meta.metadata(), parquet_schema));
@@ -969,13 +963,11 @@ fn read_parquet(
         }
         None => meta,
     };
-    use std::io::Seek;
-    f.rewind().map_err(|e| ConnectorError::io(path, e))?;
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta).with_batch_size(decode_rows(&cfg.batch));
     if !predicates.is_empty() {
         b = b.with_row_filter(parquet::arrow::arrow_reader::RowFilter::new(predicates));
         // row groups whose min/max show no row can pass are not read at all
-        let all: Vec<usize> = groups.clone().unwrap_or_else(|| (0..b.metadata().num_row_groups()).collect());
+        let all = &unit_groups;
         let kept: Vec<usize> = all.iter().copied().filter(|g| pruning.iter().flatten().all(|keep| keep.get(*g).copied().unwrap_or(true))).collect();
         if kept.len() < all.len() {
             tracing::debug!(source = %cfg.name, path = %path.display(), "{} of {} row groups skipped by their statistics", all.len() - kept.len(), all.len());

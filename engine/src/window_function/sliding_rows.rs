@@ -95,12 +95,10 @@ impl Moving {
             return None;
         }
         let back = match &frame.start_bound {
-            WindowFrameBound::Preceding(v) if !v.is_null() => match v.cast_to(&DataType::UInt64).ok()? {
-                ScalarValue::UInt64(Some(n)) => usize::try_from(n).ok()?,
-                _ => return None,
-            },
+            // (None: UNBOUNDED PRECEDING)
+            WindowFrameBound::Preceding(v) => super::bound_units(v).ok()??,
             WindowFrameBound::CurrentRow => 0,
-            _ => return None,
+            WindowFrameBound::Following(_) => return None,
         };
         let agg = super::aggregate_of(expr)?;
         if agg.is_distinct() || agg.ignore_nulls() || agg.is_reversed() || super::has_filter(expr) {
@@ -151,6 +149,15 @@ impl Moving {
     /// each over its frame; `starts[i]`: the first row of row `from + i`'s key in `ext`.
     fn evaluate(&self, ext: &ArrayRef, from: usize, starts: &[usize]) -> Result<ArrayRef> {
         let rows = ext.len();
+        if matches!(self.func, Func::Min | Func::Max) {
+            let values = integers(ext, self.values)?;
+            let extreme = sliding_extremes(rows, from, starts, self.back, self.func == Func::Min, |i| values[i]);
+            let result: ArrayRef = match self.values {
+                Values::Unsigned => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as u64)).collect::<UInt64Array>()),
+                _ => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as i64)).collect::<Int64Array>()),
+            };
+            return Ok(datafusion::arrow::compute::cast(&result, &self.out)?);
+        }
         // the non-NULL values before each row
         let mut counts = Vec::with_capacity(rows + 1);
         counts.push(0i64);
@@ -165,15 +172,6 @@ impl Moving {
         if self.func == Func::Count {
             let out: Int64Array = (0..n).map(|i| Some(counts[from + i + 1] - counts[frame(i)])).collect();
             return Ok(Arc::new(out));
-        }
-        if matches!(self.func, Func::Min | Func::Max) {
-            let values = integers(ext, self.values)?;
-            let extreme = sliding_extremes(rows, from, starts, self.back, self.func == Func::Min, |i| values[i]);
-            let result: ArrayRef = match self.values {
-                Values::Unsigned => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as u64)).collect::<UInt64Array>()),
-                _ => Arc::new(extreme.into_iter().map(|v| v.map(|v| v as i64)).collect::<Int64Array>()),
-            };
-            return Ok(datafusion::arrow::compute::cast(&result, &self.out)?);
         }
         match self.values {
             Values::Signed | Values::Unsigned => {
