@@ -116,9 +116,9 @@ fn source_part(planned: &crate::planner::PlannedJob, rel: &crate::job::RelationS
 fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
     let cfg = &planned.checkpoints;
     let unbounded = planned.sources.iter().any(|s| !s.is_bounded());
-    let checkpoints = match (cfg.enabled, unbounded) {
+    let checkpoints = match (cfg.enabled, planned.barriers) {
         (false, _) => "off: a bounded job; its sinks are flushed at the end (set 'checkpoint.interval' or use_transactions to take them)".to_string(),
-        (true, false) => format!("once, at the end of the input, in {} (keeping {})", cfg.dir, cfg.retain),
+        (true, false) => format!("once, at the end of the input, in {} (keeping {}): the plan cannot carry barriers while it reads", cfg.dir, cfg.retain),
         (true, true) => format!("every {}ms in {} (keeping {})", cfg.interval.as_millis(), cfg.dir, cfg.retain),
     };
     ExplainedProcessing {

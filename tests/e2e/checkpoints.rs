@@ -594,12 +594,13 @@ fn killed_while_reading_a_split_file_a_transactional_job_writes_each_row_once() 
 }
 
 /// A Parquet file read under `use_transactions` with a `WHERE` clause, killed three times at
-/// random moments: every row it keeps is written once, its text copied out of the views the
-/// file is read as. Once with a clause that drops most rows (evaluated in the read: positions
-/// count the rows kept) and once with one that keeps most (left to the filter above the read:
-/// positions count every row). (A bounded file job completes no checkpoint before its input
-/// ends, here as for the split file above: what the kills test is that a run killed
-/// mid-write leaves nothing behind and the next run writes every row once.)
+/// random moments once a checkpoint is complete: every row it keeps is written once, its text
+/// copied out of the views the file is read as, and the runs after a kill go on from a
+/// checkpoint taken while the file was read (the last run reads fewer rows than the file
+/// has, where the job lasts long enough to be killed before its end). Once with a clause that drops most rows (evaluated in the read: positions count the
+/// rows kept) and once with one that keeps most (left to the filter above the read:
+/// positions count every row). Then a `GROUP BY` over the same file, killed as well: its
+/// groups' state is restored, and it writes DataFusion's answer once.
 #[test]
 fn killed_while_reading_parquet_with_a_where_clause_a_transactional_job_writes_each_row_once() {
     use std::io::Write;
@@ -635,16 +636,73 @@ fn killed_while_reading_parquet_with_a_where_clause_a_transactional_job_writes_e
             dir.join("big.parquet").display()
         );
         std::fs::write(job.join("job.sql"), &sql).unwrap();
-        for _ in 0..3 {
-            let mut child = start(&job, "job.sql", &[]);
-            std::thread::sleep(Duration::from_millis(200 + rng.below(700)));
-            kill9(&mut child);
-        }
-        let run = crate::common::ferris(&job, &["run", "job.sql", "--no-progress"]);
-        assert_eq!(run.status, 0, "{clause}: {}", run.stderr);
+        let last = kill_after_checkpoints(&job, "s", 3, &mut rng);
         let want: Vec<String> = (0..n).filter(|&i| keep(i)).map(|i| format!("{{\"id\":{i},\"station\":\"{}\"}}", station(i))).collect();
         assert_exactly_once(&format!("Parquet rows WHERE {clause} over three kills"), &job.join("out.jsonl"), &canonical_lines(&want.join("\n")));
+        // (the clause in the read leaves 1 200 rows: that job is over in a fraction of a second)
+        if k == 1 {
+            assert_went_on(&job, &last, n);
+        }
     }
+    // a GROUP BY over the bounded file: our aggregate, its groups checkpointed as it reads
+    let job = dir.join("grouped");
+    std::fs::create_dir_all(&job).unwrap();
+    let sql = format!(
+        "CREATE STREAM s AS SELECT station, COUNT(*) AS n, SUM(id) AS total, MAX(id) AS top FROM big WHERE id % 7 <> 0 GROUP BY station INTO out \
+         WITH ('big.type' = 'file_source', 'big.path' = '{}', 'big.batch.size' = '10', 'use_transactions' = 'true', \
+         'checkpoint.interval' = '100ms', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+        dir.join("big.parquet").display()
+    );
+    std::fs::write(job.join("job.sql"), &sql).unwrap();
+    let last = kill_after_checkpoints(&job, "s", 3, &mut rng);
+    let mut groups: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for i in (0..n).filter(|i| i % 7 != 0) {
+        let g = groups.entry(station(i)).or_default();
+        *g = (g.0 + 1, g.1 + i, g.2.max(i));
+    }
+    let want: Vec<String> = groups.iter().map(|(s, (c, t, m))| format!("{{\"station\":\"{s}\",\"n\":{c},\"total\":{t},\"top\":{m}}}")).collect();
+    assert_eq!(want.len(), 400);
+    assert_exactly_once("groups of the Parquet file over three kills", &job.join("out.jsonl"), &canonical_lines(&want.join("\n")));
+    assert_went_on(&job, &last, n);
+}
+
+/// Runs `dir/job.sql` (job `name`) `kills` times, each killed with SIGKILL at a random moment
+/// (0–300 ms) after a checkpoint newer than the run's start is complete, then once to its end;
+/// returns that last run's log.
+fn kill_after_checkpoints(dir: &Path, name: &str, kills: usize, rng: &mut Lcg) -> String {
+    let complete = |dir: &Path| -> usize {
+        std::fs::read_dir(dir.join("checkpoints").join(name))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().join("_manifest.json").exists())
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<usize>().ok())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    for _ in 0..kills {
+        let before = complete(dir);
+        let mut child = start(dir, "job.sql", &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while complete(dir) == before && Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        kill9(&mut child);
+    }
+    let run = crate::common::ferris(dir, &["run", "job.sql", "--no-progress"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    run.stderr
+}
+
+/// Some run after a kill restored a checkpoint taken while the file was read, and the last
+/// run read fewer rows than the file's `n` (it went on from where a checkpoint had got to).
+fn assert_went_on(dir: &Path, last: &str, n: u64) {
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default() + last;
+    assert!(log.contains("restoring checkpoint"), "no run restored a checkpoint:\n{log}");
+    let read = last.split("read [big ").nth(1).and_then(|r| r.split(' ').next()).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
+    assert!(read < n, "the last run read the whole file again ({read} rows):\n{log}");
 }
 
 /// A top N per key on a stream (its changelog of UPSERTs and DELETEs) under

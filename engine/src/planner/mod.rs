@@ -54,6 +54,10 @@ pub struct PlannedJob {
     pub checkpoints: crate::checkpoint::CheckpointConfig,
     /// The plan's stateful operators, and what would keep barriers from aligning.
     pub plan_checkpoints: crate::checkpoint::plan::PlanCheckpoints,
+    /// Whether checkpoint barriers flow through the plan while it runs: a job with
+    /// checkpoints that reads a stream, or a bounded one whose plan carries them. Otherwise a
+    /// bounded job with checkpoints takes one, at the end of its input.
+    pub barriers: bool,
     /// The sources that failed while the job ran and that it went on without
     /// ([`source_failure`]).
     pub source_failures: Arc<source_failure::SourceFailures>,
@@ -418,14 +422,9 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         tracing::info!(job = %spec.name, source = %rel.name, "Successfully created source '{}' ({}): {}", rel.name, rel.connector, source.describe());
         sources.push(source);
     }
-    let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
     let unbounded = sources.iter().any(|s| !s.is_bounded());
     let checkpoints = crate::checkpoint::CheckpointConfig::from_options(&spec.options, &checkpoint_name(&spec), unbounded)
         .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
-    // barriers flow through streaming plans only; a bounded job commits once, at its end
-    let barriers = checkpoints.enabled && unbounded;
-    let mut streaming = streaming_rule(&spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
-    streaming.checkpoints = barriers;
     // the job's own memory.limit_mb, under the process's FERRIS_MAX_MEMORY_MB
     let own = spec.options.get_usize("memory.limit_mb").map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
     if own == Some(0) {
@@ -435,80 +434,122 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
-    let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
-    let transactional = checkpoints.enabled && checkpoints.mode == crate::checkpoint::Mode::ExactlyOnce;
-    let job_strategy = FailureStrategy::from_properties(&spec.options, FailureStrategy::default())
-        .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
-    for (rel, source) in spec.sources.iter().zip(&sources) {
-        // a table re-read while the job runs is read afresh each time, not through one shared
-        // read, and keeps its previous read when a new one fails
-        let table = Arc::new(if source.refresh_interval().is_some() {
-            source_table::SourceTable::new(Arc::clone(source))
-        } else {
-            let on = source_failure::OnFailure {
-                strategy: FailureStrategy::from_properties(&rel.properties, job_strategy)
-                    .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?,
-                transactional,
-            };
-            let guarded = source_failure::GuardedSource::new(Arc::clone(source), on, Arc::clone(&source_failures));
-            let table = source_table::SourceTable::shared(Arc::new(guarded));
-            // without checkpoints no position of a second read has to be recorded
-            if checkpoints.enabled {
-                table
+    let planning = Planning { spec: &spec, sources: &sources, source_failures: &source_failures, checkpoints: &checkpoints, partitions, batch_size, memory_mb };
+    // barriers flow through streaming plans; a bounded job with checkpoints takes them too
+    // where its plan carries them (our operators and stateless ones between sources and
+    // sinks), else it commits once, at the end of its input
+    let (ctx, plan, notes, plan_checkpoints, barriers) = match planning.plan(checkpoints.enabled).await {
+        Ok(p) if unbounded || !checkpoints.enabled || carries_barriers(&p.3, &sources) => p,
+        Err(e) if unbounded || !checkpoints.enabled => return Err(e),
+        _ => planning.plan(false).await?,
+    };
+    Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints, barriers, source_failures })
+}
+
+/// Whether a bounded job's plan, planned with barriers, can take checkpoints while it reads:
+/// nothing in it holds rows a checkpoint cannot, and every source records positions.
+fn carries_barriers(plan: &crate::checkpoint::plan::PlanCheckpoints, sources: &[Arc<dyn Source>]) -> bool {
+    plan.problem.is_none() && sources.iter().all(|s| s.checkpoint().is_some())
+}
+
+/// What planning a job's query takes, once its sources are created.
+struct Planning<'a> {
+    spec: &'a JobSpec,
+    sources: &'a [Arc<dyn Source>],
+    source_failures: &'a Arc<source_failure::SourceFailures>,
+    checkpoints: &'a crate::checkpoint::CheckpointConfig,
+    partitions: usize,
+    batch_size: usize,
+    memory_mb: Option<usize>,
+}
+
+/// A planned query: its session, plan, notes, checkpoint analysis and whether barriers flow.
+type PlannedQuery = (SessionContext, Arc<dyn ExecutionPlan>, Vec<String>, crate::checkpoint::plan::PlanCheckpoints, bool);
+
+impl Planning<'_> {
+    /// Registers the sources in a new session and plans the query, for a run with barriers
+    /// (`barriers`: our streaming operators, no exchanges between them) or without.
+    async fn plan(&self, barriers: bool) -> Result<PlannedQuery> {
+        let Self { spec, sources, source_failures, checkpoints, partitions, batch_size, memory_mb } = *self;
+        let plan_err = |error| EngineError::Plan { job: spec.name.clone(), error };
+        let unbounded = sources.iter().any(|s| !s.is_bounded());
+        let mut streaming = streaming_rule(spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
+        streaming.checkpoints = barriers;
+        let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
+        let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+        let transactional = checkpoints.enabled && checkpoints.mode == crate::checkpoint::Mode::ExactlyOnce;
+        let job_strategy = FailureStrategy::from_properties(&spec.options, FailureStrategy::default())
+            .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?;
+        for (rel, source) in spec.sources.iter().zip(sources) {
+            // a table re-read while the job runs is read afresh each time, not through one shared
+            // read, and keeps its previous read when a new one fails
+            let table = Arc::new(if source.refresh_interval().is_some() {
+                source_table::SourceTable::new(Arc::clone(source))
             } else {
-                table.with_read_again()
-            }
-        });
-        ctx.register_table(table_reference(&rel.name), table as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
-        schemas.insert(rel.name.clone(), source.schema());
-    }
-    let mut query = spec.statement.query.clone();
-    let failed = |message| EngineError::Failed { job: spec.name.clone(), message };
-    // with a stream in the job, a bounded source is a table the stream looks rows up in
-    let tables_of_streams: std::collections::HashSet<String> =
-        if unbounded { sources.iter().filter(|s| s.is_bounded()).map(|s| s.name().to_ascii_lowercase()).collect() } else { Default::default() };
-    let mut notes = within::apply_within(&mut query, &spec, &schemas, &tables_of_streams).map_err(failed)?;
-    if let Some(clause) = &spec.statement.window {
-        notes.push(crate::window::sql_rewrite::apply_window_clause(&mut query, clause, &spec).map_err(failed)?);
-    }
-    crate::window::sql_rewrite::rewrite_window_bounds(&mut query).map_err(failed)?;
-    let state = ctx.state();
-    let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
-    refuse_recursion(&logical).map_err(failed)?;
-    let mut plan = state.create_physical_plan(&logical).await.map_err(stream_refusal).map_err(plan_err)?;
-    // window aggregates whose window bounds an operator above reads as event time say how far
-    // they have emitted
-    plan = crate::window::cascade::hand_on_watermarks(plan).map_err(plan_err)?;
-    if unbounded {
-        plan = latency::pass_batches_through(plan).map_err(plan_err)?;
-    }
-    if let Some(carried) = carry_operation_column(&plan).map_err(plan_err)? {
-        plan = carried;
-    } else if has_changelog(&plan) {
-        plan = with_operation_column(plan).map_err(plan_err)?;
-    }
-    plan = if barriers { crate::checkpoint::plan::without_exchanges(plan) } else { crate::checkpoint::plan::without_exchanges_between_ours(plan) }
-        .map_err(plan_err)?;
-    // bounded input without checkpoints: windows by key that go straight to the output share
-    // the job's cores (window::spread)
-    if !checkpoints.enabled && !unbounded {
-        plan = crate::window::spread::spread_keyed_windows(plan, state.config().target_partitions()).map_err(plan_err)?;
-    }
-    // filters between a source and a window hand each batch on as it comes, so that the window
-    // may close as the source's statistics say no older row is to come (event_time::floor)
-    plan = crate::event_time::floor::hand_on_batches_below(plan, &|n| {
-        n.downcast_ref::<crate::window::WindowAggregateExec>().and_then(|w| w.config().time.clone())
-    })
-    .map_err(plan_err)?;
-    if let Some(ttl) = spec.options.get("state.ttl") {
-        if !expires_keys(&plan) {
-            notes.push(format!(
-                "'state.ttl' = '{ttl}' is not applied: it forgets idle keys of an unwindowed GROUP BY, a top N per key or window functions on a stream, and this job has none of them (windows and bounded inputs free their state themselves)"
-            ));
+                let on = source_failure::OnFailure {
+                    strategy: FailureStrategy::from_properties(&rel.properties, job_strategy)
+                        .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?,
+                    transactional,
+                };
+                let guarded = source_failure::GuardedSource::new(Arc::clone(source), on, Arc::clone(&source_failures));
+                let table = source_table::SourceTable::shared(Arc::new(guarded));
+                // without checkpoints no position of a second read has to be recorded
+                if checkpoints.enabled {
+                    table
+                } else {
+                    table.with_read_again()
+                }
+            });
+            ctx.register_table(table_reference(&rel.name), table as Arc<dyn datafusion::catalog::TableProvider>).map_err(plan_err)?;
+            schemas.insert(rel.name.clone(), source.schema());
         }
+        let mut query = spec.statement.query.clone();
+        let failed = |message| EngineError::Failed { job: spec.name.clone(), message };
+        // with a stream in the job, a bounded source is a table the stream looks rows up in
+        let tables_of_streams: std::collections::HashSet<String> =
+            if unbounded { sources.iter().filter(|s| s.is_bounded()).map(|s| s.name().to_ascii_lowercase()).collect() } else { Default::default() };
+        let mut notes = within::apply_within(&mut query, &spec, &schemas, &tables_of_streams).map_err(failed)?;
+        if let Some(clause) = &spec.statement.window {
+            notes.push(crate::window::sql_rewrite::apply_window_clause(&mut query, clause, &spec).map_err(failed)?);
+        }
+        crate::window::sql_rewrite::rewrite_window_bounds(&mut query).map_err(failed)?;
+        let state = ctx.state();
+        let logical = state.statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(query)))).await.map_err(plan_err)?;
+        refuse_recursion(&logical).map_err(failed)?;
+        let mut plan = state.create_physical_plan(&logical).await.map_err(stream_refusal).map_err(plan_err)?;
+        // window aggregates whose window bounds an operator above reads as event time say how far
+        // they have emitted
+        plan = crate::window::cascade::hand_on_watermarks(plan).map_err(plan_err)?;
+        if unbounded || barriers {
+            plan = latency::pass_batches_through(plan).map_err(plan_err)?;
+        }
+        if let Some(carried) = carry_operation_column(&plan).map_err(plan_err)? {
+            plan = carried;
+        } else if has_changelog(&plan) {
+            plan = with_operation_column(plan).map_err(plan_err)?;
+        }
+        plan = if barriers { crate::checkpoint::plan::without_exchanges(plan) } else { crate::checkpoint::plan::without_exchanges_between_ours(plan) }
+            .map_err(plan_err)?;
+        // bounded input without checkpoints: windows by key that go straight to the output share
+        // the job's cores (window::spread)
+        if !checkpoints.enabled && !unbounded {
+            plan = crate::window::spread::spread_keyed_windows(plan, state.config().target_partitions()).map_err(plan_err)?;
+        }
+        // filters between a source and a window hand each batch on as it comes, so that the window
+        // may close as the source's statistics say no older row is to come (event_time::floor)
+        plan = crate::event_time::floor::hand_on_batches_below(plan, &|n| {
+            n.downcast_ref::<crate::window::WindowAggregateExec>().and_then(|w| w.config().time.clone())
+        })
+        .map_err(plan_err)?;
+        if let Some(ttl) = spec.options.get("state.ttl") {
+            if !expires_keys(&plan) {
+                notes.push(format!(
+                    "'state.ttl' = '{ttl}' is not applied: it forgets idle keys of an unwindowed GROUP BY, a top N per key or window functions on a stream, and this job has none of them (windows and bounded inputs free their state themselves)"
+                ));
+            }
+        }
+        // a source read by several scans puts barriers into its one read (planner::shared_scan)
+        let plan_checkpoints = crate::checkpoint::plan::describe(&plan);
+        Ok((ctx, plan, notes, plan_checkpoints, barriers))
     }
-    // a source read by several scans puts barriers into its one read (planner::shared_scan)
-    let plan_checkpoints = crate::checkpoint::plan::describe(&plan);
-    Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints, source_failures })
 }

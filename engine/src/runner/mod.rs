@@ -475,8 +475,9 @@ async fn prepare_and_run(
     let name = job.spec.name.clone();
     let cfg: CheckpointConfig = job.checkpoints.clone();
     let unbounded = job.sources.iter().any(|s| !s.is_bounded());
-    // barriers flow through streaming plans; a bounded job commits once, at its end
-    let barriers = cfg.enabled && unbounded;
+    // barriers flow through streaming plans; a bounded job whose plan cannot carry them
+    // commits once, at its end
+    let barriers = cfg.enabled && job.barriers;
     let delivery = match (cfg.enabled, cfg.mode) {
         (false, _) => Delivery::Plain,
         (true, Mode::AtLeastOnce) => Delivery::AtLeastOnce,
