@@ -491,7 +491,7 @@ impl Planning<'_> {
                         .map_err(|e| EngineError::Failed { job: spec.name.clone(), message: e.to_string() })?,
                     transactional,
                 };
-                let guarded = source_failure::GuardedSource::new(Arc::clone(source), on, Arc::clone(&source_failures));
+                let guarded = source_failure::GuardedSource::new(Arc::clone(source), on, Arc::clone(source_failures));
                 let table = source_table::SourceTable::shared(Arc::new(guarded));
                 // without checkpoints no position of a second read has to be recorded
                 if checkpoints.enabled {
@@ -508,9 +508,9 @@ impl Planning<'_> {
         // with a stream in the job, a bounded source is a table the stream looks rows up in
         let tables_of_streams: std::collections::HashSet<String> =
             if unbounded { sources.iter().filter(|s| s.is_bounded()).map(|s| s.name().to_ascii_lowercase()).collect() } else { Default::default() };
-        let mut notes = within::apply_within(&mut query, &spec, &schemas, &tables_of_streams).map_err(failed)?;
+        let mut notes = within::apply_within(&mut query, spec, &schemas, &tables_of_streams).map_err(failed)?;
         if let Some(clause) = &spec.statement.window {
-            notes.push(crate::window::sql_rewrite::apply_window_clause(&mut query, clause, &spec).map_err(failed)?);
+            notes.push(crate::window::sql_rewrite::apply_window_clause(&mut query, clause, spec).map_err(failed)?);
         }
         crate::window::sql_rewrite::rewrite_window_bounds(&mut query).map_err(failed)?;
         let state = ctx.state();
