@@ -6,6 +6,7 @@
 //! -- orders and customers become StreamingTable providers; DataFusion plans the join
 //! ```
 
+pub mod count_distinct_sets;
 pub mod fixed_intervals;
 pub mod flink_functions;
 pub mod functions;
@@ -476,6 +477,10 @@ impl Planning<'_> {
         let mut streaming = streaming_rule(spec, unbounded).map_err(|message| EngineError::Failed { job: spec.name.clone(), message })?;
         streaming.checkpoints = barriers;
         let ctx = new_context(partitions, batch_size, unbounded, memory_mb, streaming).map_err(plan_err)?;
+        // a bounded GROUP BY's distinct counts of one column share one set
+        if !unbounded && !barriers && spec.statement.emit != Some(crate::sql::EmitMode::Changes) {
+            ctx.add_optimizer_rule(Arc::new(count_distinct_sets::CountDistinctSetsRule));
+        }
         let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
         let transactional = checkpoints.enabled && checkpoints.mode == crate::checkpoint::Mode::ExactlyOnce;
         let job_strategy = FailureStrategy::from_properties(&spec.options, FailureStrategy::default())
