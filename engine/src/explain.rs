@@ -118,7 +118,7 @@ fn processing(planned: &crate::planner::PlannedJob) -> ExplainedProcessing {
     let unbounded = planned.sources.iter().any(|s| !s.is_bounded());
     let checkpoints = match (cfg.enabled, planned.barriers) {
         (false, _) => "off: a bounded job; its sinks are flushed at the end (set 'checkpoint.interval' or use_transactions to take them)".to_string(),
-        (true, false) => format!("once, at the end of the input, in {} (keeping {}): the plan cannot carry barriers while it reads", cfg.dir, cfg.retain),
+        (true, false) => format!("once, at the end of the input, in {} (keeping {}): the plan cannot carry barriers while it reads, or a memory limit keeps DataFusion's operators, which spill", cfg.dir, cfg.retain),
         (true, true) => format!("every {}ms in {} (keeping {})", cfg.interval.as_millis(), cfg.dir, cfg.retain),
     };
     ExplainedProcessing {

@@ -95,7 +95,8 @@ fn countable(t: &DataType) -> bool {
 
 fn rewrite_aggregate(agg: &Aggregate) -> Result<Option<LogicalPlan>> {
     // (windows' aggregates are ours: they keep DataFusion's counts)
-    if agg.group_expr.is_empty() || agg.group_expr.iter().any(names_a_window) {
+    // (nor GROUPING SETS, ROLLUP and CUBE: their output has a column per grouping column)
+    if agg.group_expr.is_empty() || agg.group_expr.iter().any(|e| names_a_window(e) || matches!(e, Expr::GroupingSet(_))) {
         return Ok(None);
     }
     let input_schema = agg.input.schema();
@@ -242,6 +243,9 @@ const PROBE_ROWS: usize = 1 << 20;
 #[cfg(test)]
 const PROBE_ROWS: usize = 1000;
 
+/// The most rows listed at once.
+const LIST_ROWS: usize = 8 * PROBE_ROWS;
+
 /// How the rows of `update_batch` are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Taking {
@@ -249,7 +253,9 @@ enum Taking {
     /// new decides.
     Probing,
     /// Listed: most were new to the set, so a partial aggregate hands them on unhashed and
-    /// the final one (`merge_batch`) hashes each once, rather than both hashing them.
+    /// the final one (`merge_batch`) hashes each once, rather than both hashing them. Once
+    /// [`LIST_ROWS`] are listed they go into the set, and the share that was new decides
+    /// again (the list never holds more, however long the input).
     Listing,
     /// Into the set: they repeat, and the set holds them in less room than a list.
     Hashing,
@@ -439,7 +445,11 @@ impl GroupsAccumulator for Sets {
             self.listed.values.push(v);
             self.listed.bits.push(b);
         }
-        if self.taking == Taking::Probing && self.listed.groups.len() >= PROBE_ROWS {
+        let probe = match self.taking {
+            Taking::Probing => PROBE_ROWS,
+            _ => LIST_ROWS,
+        };
+        if self.listed.groups.len() >= probe {
             let (before, rows) = (self.seen.len(), self.listed.groups.len());
             self.fold();
             self.taking = if (self.seen.len() - before) * 2 < rows { Taking::Hashing } else { Taking::Listing };
@@ -629,6 +639,8 @@ mod tests {
             "SELECT k, COUNT(DISTINCT x) AS a, COUNT(DISTINCT y) AS b FROM t GROUP BY k ORDER BY k",
             // no GROUP BY
             "SELECT COUNT(DISTINCT x) AS a, COUNT(DISTINCT x) FILTER (WHERE p < 10) AS b FROM t",
+            // ROLLUP (a column per grouping column, and the grouping id)
+            "SELECT k, y, COUNT(DISTINCT x) AS a, COUNT(DISTINCT x) FILTER (WHERE p < 10) AS b FROM t GROUP BY ROLLUP(k, y) ORDER BY k, y, a, b",
             // text
             "SELECT p % 5 AS g, COUNT(DISTINCT k) AS a, COUNT(DISTINCT k) FILTER (WHERE p < 10) AS b FROM t GROUP BY p % 5 ORDER BY g",
         ] {

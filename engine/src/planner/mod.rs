@@ -438,11 +438,20 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     let planning = Planning { spec: &spec, sources: &sources, source_failures: &source_failures, checkpoints: &checkpoints, partitions, batch_size, memory_mb };
     // barriers flow through streaming plans; a bounded job with checkpoints takes them too
     // where its plan carries them (our operators and stateless ones between sources and
-    // sinks), else it commits once, at the end of its input
-    let (ctx, plan, notes, plan_checkpoints, barriers) = match planning.plan(checkpoints.enabled).await {
-        Ok(p) if unbounded || !checkpoints.enabled || carries_barriers(&p.3, &sources) => p,
-        Err(e) if unbounded || !checkpoints.enabled => return Err(e),
-        _ => planning.plan(false).await?,
+    // sinks) and no memory limit is set, else it commits once, at the end of its input
+    // (under a memory limit, DataFusion's operators, which spill, read a bounded input)
+    let try_barriers = checkpoints.enabled && (unbounded || memory_mb.is_none());
+    let (ctx, plan, notes, plan_checkpoints, barriers) = match planning.plan(try_barriers).await {
+        Ok(p) if unbounded || !try_barriers || carries_barriers(&p.3, &sources) => p,
+        Err(e) if unbounded || !try_barriers => return Err(e),
+        Ok(p) => {
+            tracing::debug!(job = %spec.name, "checkpoints once, at the end of the input: {}", p.3.problem.as_deref().unwrap_or("a source records no positions"));
+            planning.plan(false).await?
+        }
+        Err(e) => {
+            tracing::debug!(job = %spec.name, "checkpoints once, at the end of the input: planned with barriers, {e}");
+            planning.plan(false).await?
+        }
     };
     Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints, barriers, source_failures })
 }
