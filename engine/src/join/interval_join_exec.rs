@@ -224,12 +224,7 @@ impl ExecutionPlan for IntervalJoinExec {
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
         let c = &self.config;
         let exprs = c.on.iter().flat_map(|(l, r)| [l, r]).chain(c.filter.as_ref().map(|f| f.expression()));
-        for e in exprs {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        datafusion::physical_plan::apply_expression_roots(exprs, f)
     }
 
     #[allow(deprecated)]

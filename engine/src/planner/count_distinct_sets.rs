@@ -280,6 +280,19 @@ struct Listed {
     bits: Vec<u8>,
 }
 
+impl Listed {
+    fn push(&mut self, group: u32, value: i64, bits: u8) {
+        self.groups.push(group);
+        self.values.push(value);
+        self.bits.push(bits);
+    }
+
+    /// The rows, in the order they were listed.
+    fn into_rows(self) -> impl Iterator<Item = (u32, i64, u8)> {
+        self.groups.into_iter().zip(self.values).zip(self.bits).map(|((g, v), b)| (g, v, b))
+    }
+}
+
 impl Sets {
     fn new(k: usize) -> Self {
         Self { k, seen: HashMap::default(), counts: Vec::new(), taking: Taking::Probing, listed: Listed::default() }
@@ -287,8 +300,7 @@ impl Sets {
 
     /// Puts the listed rows into the set.
     fn fold(&mut self) {
-        let listed = std::mem::take(&mut self.listed);
-        for ((g, v), b) in listed.groups.into_iter().zip(listed.values).zip(listed.bits) {
+        for (g, v, b) in std::mem::take(&mut self.listed).into_rows() {
             self.add(g as usize, v, b);
         }
     }
@@ -377,14 +389,11 @@ impl Sets {
             at[g] += 1;
         };
         // the rows listed, as they are (the final aggregate's set takes out repeats)
-        let listed = std::mem::take(&mut self.listed);
-        for ((g, v), b) in listed.groups.into_iter().zip(listed.values).zip(listed.bits) {
+        for (g, v, b) in std::mem::take(&mut self.listed).into_rows() {
             if (g as usize) < n {
                 put(g as usize, v, b);
             } else if matches!(emit_to, EmitTo::First(_)) {
-                self.listed.groups.push(g - n as u32);
-                self.listed.values.push(v);
-                self.listed.bits.push(b);
+                self.listed.push(g - n as u32, v, b);
             }
         }
         let mut rest = HashMap::default();
@@ -441,9 +450,7 @@ impl GroupsAccumulator for Sets {
             return Ok(());
         }
         for ((&g, &v), &b) in rows {
-            self.listed.groups.push(g as u32);
-            self.listed.values.push(v);
-            self.listed.bits.push(b);
+            self.listed.push(g as u32, v, b);
         }
         let probe = match self.taking {
             Taking::Probing => PROBE_ROWS,

@@ -441,18 +441,19 @@ pub async fn plan_job_with(spec: JobSpec, memory_mb: Option<usize>) -> Result<Pl
     // sinks) and no memory limit is set, else it commits once, at the end of its input
     // (under a memory limit, DataFusion's operators, which spill, read a bounded input)
     let try_barriers = checkpoints.enabled && (unbounded || memory_mb.is_none());
-    let (ctx, plan, notes, plan_checkpoints, barriers) = match planning.plan(try_barriers).await {
-        Ok(p) if unbounded || !try_barriers || carries_barriers(&p.3, &sources) => p,
+    let (query, barriers) = match planning.plan(try_barriers).await {
+        Ok(q) if unbounded || !try_barriers || carries_barriers(&q.plan_checkpoints, &sources) => (q, try_barriers),
         Err(e) if unbounded || !try_barriers => return Err(e),
-        Ok(p) => {
-            tracing::debug!(job = %spec.name, "checkpoints once, at the end of the input: {}", p.3.problem.as_deref().unwrap_or("a source records no positions"));
-            planning.plan(false).await?
+        Ok(q) => {
+            tracing::debug!(job = %spec.name, "checkpoints once, at the end of the input: {}", q.plan_checkpoints.problem.as_deref().unwrap_or("a source records no positions"));
+            (planning.plan(false).await?, false)
         }
         Err(e) => {
             tracing::debug!(job = %spec.name, "checkpoints once, at the end of the input: planned with barriers, {e}");
-            planning.plan(false).await?
+            (planning.plan(false).await?, false)
         }
     };
+    let PlannedQuery { ctx, plan, notes, plan_checkpoints } = query;
     Ok(PlannedJob { spec, ctx, plan, sources, notes, checkpoints, plan_checkpoints, barriers, source_failures })
 }
 
@@ -473,8 +474,13 @@ struct Planning<'a> {
     memory_mb: Option<usize>,
 }
 
-/// A planned query: its session, plan, notes, checkpoint analysis and whether barriers flow.
-type PlannedQuery = (SessionContext, Arc<dyn ExecutionPlan>, Vec<String>, crate::checkpoint::plan::PlanCheckpoints, bool);
+/// A planned query (see the fields of [`PlannedJob`] of the same names).
+struct PlannedQuery {
+    ctx: SessionContext,
+    plan: Arc<dyn ExecutionPlan>,
+    notes: Vec<String>,
+    plan_checkpoints: crate::checkpoint::plan::PlanCheckpoints,
+}
 
 impl Planning<'_> {
     /// Registers the sources in a new session and plans the query, for a run with barriers
@@ -564,6 +570,6 @@ impl Planning<'_> {
         }
         // a source read by several scans puts barriers into its one read (planner::shared_scan)
         let plan_checkpoints = crate::checkpoint::plan::describe(&plan);
-        Ok((ctx, plan, notes, plan_checkpoints, barriers))
+        Ok(PlannedQuery { ctx, plan, notes, plan_checkpoints })
     }
 }

@@ -477,7 +477,7 @@ async fn prepare_and_run(
     let unbounded = job.sources.iter().any(|s| !s.is_bounded());
     // barriers flow through streaming plans; a bounded job whose plan cannot carry them
     // commits once, at its end
-    let barriers = cfg.enabled && job.barriers;
+    let barriers = job.barriers;
     let delivery = match (cfg.enabled, cfg.mode) {
         (false, _) => Delivery::Plain,
         (true, Mode::AtLeastOnce) => Delivery::AtLeastOnce,

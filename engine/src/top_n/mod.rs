@@ -40,10 +40,5 @@ pub(crate) fn visit_keys_and_order(
     order_by: &[PhysicalSortExpr],
     f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::common::Result<TreeNodeRecursion>,
 ) -> datafusion::common::Result<TreeNodeRecursion> {
-    for e in partition_by.iter().chain(order_by.iter().map(|o| &o.expr)) {
-        if f(e)? == TreeNodeRecursion::Stop {
-            return Ok(TreeNodeRecursion::Stop);
-        }
-    }
-    Ok(TreeNodeRecursion::Continue)
+    datafusion::physical_plan::apply_expression_roots(partition_by.iter().chain(order_by.iter().map(|o| &o.expr)), f)
 }

@@ -337,12 +337,7 @@ impl ExecutionPlan for WindowAggregateExec {
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
         let c = &self.config;
         let exprs = c.time.iter().chain(c.keys.iter().map(|(e, _)| e)).chain(c.args.iter().flatten()).chain(c.filters.iter().flatten());
-        for e in exprs {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        datafusion::physical_plan::apply_expression_roots(exprs, f)
     }
 
     #[allow(deprecated)]

@@ -142,10 +142,8 @@ impl ExecutionPlan for StreamWindowFunctionExec {
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
         for e in &self.exprs {
-            for x in e.all_expressions().args.iter() {
-                if f(x)? == TreeNodeRecursion::Stop {
-                    return Ok(TreeNodeRecursion::Stop);
-                }
+            if datafusion::physical_plan::apply_expression_roots(e.all_expressions().args.iter(), f)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
             }
             if crate::top_n::visit_keys_and_order(e.partition_by(), e.order_by(), f)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);

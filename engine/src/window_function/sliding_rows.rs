@@ -332,12 +332,7 @@ impl ExecutionPlan for SlidingRowsExec {
     }
 
     fn apply_expressions(&self, f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>) -> Result<TreeNodeRecursion> {
-        for e in self.partition_by.iter().chain(self.functions.iter().map(|m| &m.arg)) {
-            if f(e)? == TreeNodeRecursion::Stop {
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
+        datafusion::physical_plan::apply_expression_roots(self.partition_by.iter().chain(self.functions.iter().map(|m| &m.arg)), f)
     }
 
     #[allow(deprecated)]
