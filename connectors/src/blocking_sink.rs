@@ -66,6 +66,10 @@ impl<S: Sink + 'static> Sink for OffRuntime<S> {
         self.now().ok_or_else(|| self.busy())?.check_schema(schema)
     }
 
+    fn takes_text_views(&self) -> bool {
+        self.now().is_some_and(|s| s.takes_text_views())
+    }
+
     fn attach_metrics(&mut self, metrics: Arc<crate::metrics::ConnectorMetrics>) {
         if let Some(mut sink) = self.now() {
             sink.attach_metrics(metrics)

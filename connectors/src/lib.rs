@@ -38,6 +38,7 @@ pub mod s3;
 pub mod sink;
 pub mod source;
 pub mod stdout;
+pub mod text_views;
 
 pub use connector_type::{ConnectorKind, ConnectorType, Role};
 pub use error::{ConnectorError, Result};

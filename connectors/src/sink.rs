@@ -42,6 +42,13 @@ pub trait Sink: Send {
     /// again once it writes.
     fn attach_metrics(&mut self, _metrics: std::sync::Arc<crate::metrics::ConnectorMetrics>) {}
 
+    /// True when it takes text and bytes as views (`Utf8View`, `BinaryView`) as the operators
+    /// hand them on: a sink that reads no column. Others (the default) get them as plain text,
+    /// copied out once on their way in ([`crate::text_views`]).
+    fn takes_text_views(&self) -> bool {
+        false
+    }
+
     /// Writes one batch. An error is handled by the job's failure strategy.
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     /// Makes everything written so far durable (called at the end and on Ctrl-C).

@@ -66,7 +66,8 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// output directory can be created, the bucket can be listed).
 pub fn create_sink(rel: &RelationSpec, job_name: &str) -> Result<Box<dyn Sink>, ConnectorError> {
     let role = spec(rel).and_then(|s| s.sink).ok_or_else(|| not_supported(rel))?;
-    (role.create)(&SinkContext { props: &rel.properties, job_name }).map_err(|e| with_origin(rel, e))
+    // text the operators hand on as views reaches the sink as plain text
+    (role.create)(&SinkContext { props: &rel.properties, job_name }).map(ferris_connectors::text_views::wrap).map_err(|e| with_origin(rel, e))
 }
 
 /// How the sink `rel` takes part in checkpoints, for `explain`.

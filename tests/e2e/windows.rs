@@ -118,11 +118,16 @@ pub(crate) const CASES: &[(&str, &str, &str)] = &[
 ];
 
 async fn run_cases(tmp: &Path, data: &Path, extra: &str) {
+    run_cases_from(tmp, data, &source(data, extra)).await
+}
+
+/// [`CASES`] reading the clicks as `sources` declares them, against the batch answer over
+/// `data` (the clicks as JSON lines).
+async fn run_cases_from(tmp: &Path, data: &Path, sources: &str) {
     let mut sql = String::new();
     for (name, query, _) in CASES {
         sql.push_str(&format!(
-            "CREATE STREAM {name} AS {query}\nINTO {name}_out\nWITH ({}, '{name}_out.type' = 'file_sink', '{name}_out.path' = '{}/{name}.jsonl', 'batch.size' = '53');\n\n",
-            source(data, extra),
+            "CREATE STREAM {name} AS {query}\nINTO {name}_out\nWITH ({sources}, '{name}_out.type' = 'file_sink', '{name}_out.path' = '{}/{name}.jsonl', 'batch.size' = '53');\n\n",
             tmp.display()
         ));
     }
@@ -154,6 +159,25 @@ async fn windows_without_a_watermark_wait_for_the_end_of_a_bounded_input() {
     // far out of order (up to a minute) and no delay given: exact at the end
     write_clicks(&data, 11, 2000, 400, 60_000, 4);
     run_cases(tmp.path(), &data, "").await;
+}
+
+/// The windows over a Parquet copy of the clicks: its text (`user_id`, the windows' key, and
+/// `ts_iso`, an event time parsed from text) is read as string views
+/// (`connectors/src/text_views.rs`) and each window's rows still equal the batch answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_over_parquet_text_read_as_views_equal_the_batch_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("clicks.jsonl");
+    write_clicks(&data, 7, 3000, 700, 4000, 6);
+    let parquet = tmp.path().join("clicks.parquet");
+    let options = datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true);
+    clicks_context(&data).await.table("clicks").await.unwrap().write_parquet(parquet.to_str().unwrap(), options, None).await.unwrap();
+    let sources =
+        format!("'clicks.type' = 'file_source', 'clicks.path' = '{}', 'clicks.event_time' = 'ts', 'clicks.watermark.delay' = '5s'", parquet.display());
+    run_cases_from(tmp.path(), &data, &sources).await;
+    // the key as the window's state keeps it: one row per (window, user), users as text
+    let got = file_rows(&tmp.path().join("tumble.jsonl"));
+    assert!(got.iter().all(|r| r.contains("\"user_id\":\"u")), "{:?}", got.first());
 }
 
 /// Joins with a side of one row per window — Nexmark q7's maximum per window, q5's largest count

@@ -60,6 +60,10 @@ impl Sink for BlackholeSink {
     fn name(&self) -> &str {
         &self.name
     }
+    /// Reads no column: text stays as the views the operators hand on (no copy for nothing).
+    fn takes_text_views(&self) -> bool {
+        true
+    }
     async fn write(&mut self, _batch: &RecordBatch) -> Result<()> {
         if let Some(d) = self.delay {
             tokio::time::sleep(d).await;

@@ -121,9 +121,12 @@ impl Resume {
     }
 }
 
-/// A stable fingerprint of a row filter (FNV-1a of its text), never 0.
+/// A stable fingerprint of a row filter (FNV-1a of its text), never 0. Text literals and casts
+/// read the same whether the text is held as views or not (`Utf8View("x")` as `Utf8("x")`): a
+/// position taken before a Parquet source handed its text on as views keeps its filter.
 fn filter_fingerprint(filter: &datafusion::logical_expr::Expr) -> u64 {
-    crate::checkpoint::fnv1a(filter.to_string().bytes()).max(1)
+    let text = filter.to_string().replace("Utf8View", "Utf8").replace("BinaryView", "Binary");
+    crate::checkpoint::fnv1a(text.bytes()).max(1)
 }
 
 /// A tailed file without a `schema`: its columns, inferred from its first lines, waiting up to
@@ -195,7 +198,11 @@ impl FileSource {
             None if watch => wait_for_columns(props, &pattern, format)?,
             None => {
                 let files = expand_glob(&pattern, &props.full_key("path"))?;
-                let schema = infer_schema(&files, format, &pattern)?;
+                let mut schema = infer_schema(&files, format, &pattern)?;
+                if format == FileFormat::Parquet {
+                    // text handed on as the views the reader decodes (crate::text_views)
+                    schema = Arc::new(crate::text_views::as_views(&schema));
+                }
                 if schema.fields().is_empty() {
                     return Err(ConnectorError::invalid(
                         props.full_key("schema"),
@@ -599,11 +606,14 @@ impl datafusion::physical_optimizer::pruning::PruningStatistics for RowGroupStat
     }
 }
 
-/// `filter` (on unqualified column names) as an expression over batches of `schema`.
+/// `filter` (on unqualified column names) as an expression over batches of `schema`, its
+/// operands coerced to the file's types (a literal `'x'` compared with text read as views).
 fn physical_filter(filter: &datafusion::logical_expr::Expr, schema: arrow::datatypes::Schema) -> Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
     let df_schema = datafusion::common::DFSchema::try_from(schema).ok()?;
+    let simplifier = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(datafusion::logical_expr::simplify::SimplifyContext::default());
+    let filter = simplifier.coerce(filter.clone(), &df_schema).ok()?;
     datafusion::physical_expr::create_physical_expr(
-        filter,
+        &filter,
         &df_schema,
         &datafusion::execution::context::ExecutionProps::new(),
         &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
@@ -676,6 +686,15 @@ fn on_own_columns(
     Some((cols, expr))
 }
 
+/// The file's schema (`file_schema`, virtual columns left out) with the text and byte columns
+/// the source declares as views read as views ([`crate::text_views::declared_views`]): its row
+/// filters are then evaluated on the types the query planned them for. None when no column
+/// changes.
+fn declared_views(file_schema: &SchemaRef, source: &SchemaRef) -> Option<SchemaRef> {
+    let fields = crate::text_views::declared_views(file_schema.fields().iter().filter(|f| f.name() != GROUP_INDEX), source)?;
+    Some(Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, file_schema.metadata().clone())))
+}
+
 /// The file's schema with its text and byte columns read as views (`Utf8View`,
 /// `BinaryView`): the decoder then points into the file's decompressed pages instead of
 /// copying every value, the row filter drops views, and only the rows kept are copied (by
@@ -730,9 +749,11 @@ const SAMPLE_ROWS: usize = 16 * 1024;
 /// q4's bids, nearly all of a known auction) would only cost. A failed read is an error, not a
 /// "no": the answer must be the same each time the unit is read, since the positions handed
 /// out count the rows kept.
+#[allow(clippy::too_many_arguments)]
 fn drops_enough(
     path: &Path,
     metadata: &Arc<parquet::file::metadata::ParquetMetaData>,
+    options: &parquet::arrow::arrow_reader::ArrowReaderOptions,
     group: usize,
     filter: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     file_schema: &SchemaRef,
@@ -742,7 +763,7 @@ fn drops_enough(
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     // the footer the unit's reader has already parsed
-    let known = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(metadata), Default::default())
+    let known = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(metadata), options.clone())
         .map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
     let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(f, known);
     let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), cols);
@@ -876,6 +897,15 @@ fn read_parquet(
     };
     // the footer, parsed once: the filters are decided on it before the reader is built
     let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&f, options.clone()).map_err(parquet_err)?;
+    // text the source declares as views is decoded as views from here on, filters included
+    let (meta, sample) = match declared_views(meta.schema(), &cfg.schema) {
+        Some(views) => (
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options.clone().with_schema(Arc::clone(&views)))
+                .map_err(parquet_err)?,
+            parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(views),
+        ),
+        None => (meta, parquet::arrow::arrow_reader::ArrowReaderOptions::new()),
+    };
     let file_schema = Arc::clone(meta.schema());
     let parquet_schema = meta.parquet_schema();
     // the rows of the unit already handed out before a restore (counted after the row filter
@@ -916,7 +946,7 @@ fn read_parquet(
             let worth = filter_was_read
                 || prunes
                 || match first {
-                    Some(g) => drops_enough(path, meta.metadata(), g, &expr, &file_schema, &cfg.schema)?,
+                    Some(g) => drops_enough(path, meta.metadata(), &sample, g, &expr, &file_schema, &cfg.schema)?,
                     None => false,
                 };
             if let Some((p, columns)) = worth.then(|| parquet_predicate(expr, &file_schema, &cfg.schema, parquet_schema, Arc::clone(&cfg.metrics))).flatten() {
@@ -943,7 +973,7 @@ fn read_parquet(
             return Ok(true);
         }
         let settled = match (settled, first) {
-            (Some(now), Some(g)) if drops_enough(path, meta.metadata(), g, &now, &file_schema, &cfg.schema)? => Some(now),
+            (Some(now), Some(g)) if drops_enough(path, meta.metadata(), &sample, g, &now, &file_schema, &cfg.schema)? => Some(now),
             _ => None,
         };
         if let Some(now) = settled {
@@ -964,6 +994,8 @@ fn read_parquet(
         None => meta,
     };
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta).with_batch_size(decode_rows(&cfg.batch));
+    // rows dropped in the read leave views pointing into a few of the pages' bytes
+    let sparse = !predicates.is_empty();
     if !predicates.is_empty() {
         b = b.with_row_filter(parquet::arrow::arrow_reader::RowFilter::new(predicates));
         // row groups whose min/max show no row can pass are not read at all
@@ -1013,6 +1045,9 @@ fn read_parquet(
             Some(from[at].min(1 << 61))
         });
         let mut batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
+        if sparse {
+            batch = crate::text_views::compact_batch(batch);
+        }
         if let Some(t) = floor.filter(|t| floor_sent.is_none_or(|s| *t > s)) {
             floor_sent = Some(t);
             // (the schema's own metadata kept: a file's, pandas' or Spark's, must stay a subset)
@@ -1494,11 +1529,16 @@ mod tests {
         p.insert("path", path.display().to_string());
         p.insert("batch.size", "64");
         let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
-        assert_eq!(source.schema().field(1).data_type(), &DataType::Utf8);
-        let views = as_views(&schema, &source.schema(), &[]).unwrap();
+        // the inferred schema declares the text as views (crate::text_views), read as such
+        assert_eq!(source.schema().field(1).data_type(), &DataType::Utf8View);
+        assert_eq!(source.schema().field(2).data_type(), &DataType::BinaryView);
+        let declared = declared_views(&schema, &source.schema()).unwrap();
+        assert_eq!((declared.field(1).data_type(), declared.field(2).data_type()), (&DataType::Utf8View, &DataType::BinaryView));
+        // a declared schema (plain text): read as views, copied out for the rows kept
+        let views = as_views(&schema, &schema, &[]).unwrap();
         assert_eq!(views.field(1).data_type(), &DataType::Utf8View);
         assert_eq!(views.field(2).data_type(), &DataType::BinaryView);
-        assert!(as_views(&schema, &source.schema(), &[1, 2]).is_none(), "columns a row filter reads stay as they are");
+        assert!(as_views(&schema, &schema, &[1, 2]).is_none(), "columns a row filter reads stay as they are");
         // (rows as (n, s, b), the last position)
         // (each of the 10 row groups' least event time, for a read that publishes floors)
         let group_floors = [0i64; 10];
@@ -1513,7 +1553,9 @@ mod tests {
             while let Ok(item) = rx.try_recv() {
                 let (batch, position) = item.unwrap();
                 assert_eq!(batch.schema().fields(), schema.fields(), "handed out as the source declares them");
-                let (n, s, b) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_string::<i32>(), batch.column(2).as_binary::<i32>());
+                let (s, b) =
+                    (arrow::compute::cast(batch.column(1), &DataType::Utf8).unwrap(), arrow::compute::cast(batch.column(2), &DataType::Binary).unwrap());
+                let (n, s, b) = (batch.column(0).as_primitive::<Int64Type>(), s.as_string::<i32>(), b.as_binary::<i32>());
                 for i in 0..batch.num_rows() {
                     let s = (!s.is_null(i)).then(|| s.value(i).to_string());
                     let b = (!b.is_null(i)).then(|| b.value(i).to_vec());

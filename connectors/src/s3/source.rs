@@ -219,7 +219,8 @@ impl S3Source {
                                 let b = ParquetRecordBatchStreamBuilder::new(reader)
                                     .await
                                     .map_err(|e| ConnectorError::Parquet { context: url.clone(), source: e })?;
-                                schemas.push(b.schema().as_ref().clone());
+                                // text handed on as the views the reader decodes
+                                schemas.push(crate::text_views::as_views(b.schema()));
                                 continue;
                             }
                             let bytes = text_of(fetch(&loc, &o.location, &props).await?, &url)?;
@@ -677,6 +678,19 @@ impl Reader {
             let reader = ParquetObjectReader::new(Arc::clone(&self.cfg.loc.store) as Arc<dyn ObjectStore>, o.location.clone()).with_file_size(o.size);
             let builder =
                 self.handle.block_on(ParquetRecordBatchStreamBuilder::new(reader)).map_err(|e| ConnectorError::Parquet { context: url.clone(), source: e })?;
+            // text the source declares as views (crate::text_views) is decoded as views
+            let builder = match crate::text_views::declared_views(builder.schema().fields(), &self.cfg.data) {
+                Some(fields) => {
+                    let schema = Arc::new(Schema::new_with_metadata(fields, builder.schema().metadata().clone()));
+                    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(schema);
+                    let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(builder.metadata()), options)
+                        .map_err(|e| ConnectorError::Parquet { context: url.clone(), source: e })?;
+                    #[allow(deprecated)]
+                    let reader = ParquetObjectReader::new(Arc::clone(&self.cfg.loc.store) as Arc<dyn ObjectStore>, o.location.clone()).with_file_size(o.size);
+                    ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+                }
+                None => builder,
+            };
             let file_schema = Arc::clone(builder.schema());
             let roots: Vec<usize> =
                 file_schema.fields().iter().enumerate().filter(|(_, f)| projected.field_with_name(f.name()).is_ok()).map(|(i, _)| i).collect();

@@ -53,6 +53,27 @@ impl OperatorState {
     }
 }
 
+/// `columns` restored from a checkpoint, as a batch of `schema` (an operator's rows). A text or
+/// byte column held otherwise then than now (`Utf8` then, `Utf8View` now: a Parquet source has
+/// handed its text on as views since 2026-12-04) is cast; any other difference is an error.
+pub fn restored_batch(schema: &SchemaRef, columns: &[ArrayRef]) -> datafusion::common::Result<RecordBatch> {
+    use datafusion::arrow::datatypes::DataType::{Binary, BinaryView, LargeBinary, LargeUtf8, Utf8, Utf8View};
+    let columns: Vec<ArrayRef> = columns
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match (c.data_type(), f.data_type()) {
+            (Utf8 | LargeUtf8 | Utf8View, to @ (Utf8 | LargeUtf8 | Utf8View))
+            | (Binary | LargeBinary | BinaryView, to @ (Binary | LargeBinary | BinaryView))
+                if c.data_type() != to =>
+            {
+                datafusion::arrow::compute::cast(c, to)
+            }
+            _ => Ok(Arc::clone(c)),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
 fn state_err(e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::State(e.to_string())
 }
@@ -118,6 +139,25 @@ pub fn decode(bytes: Bytes) -> Result<RecordBatch, CheckpointError> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
+
+    /// Rows whose text a checkpoint holds as `Utf8` restore into an operator whose rows hold it
+    /// as views (and back); a column of another type is still an error.
+    #[test]
+    fn text_held_otherwise_then_is_cast_on_restore() {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::DataType;
+        let then: Vec<ArrayRef> =
+            vec![Arc::new(StringArray::from(vec![Some("a"), None, Some("a longer text than twelve bytes")])), Arc::new(Int64Array::from(vec![1, 2, 3]))];
+        let now = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true), Field::new("n", DataType::Int64, false)]));
+        let b = restored_batch(&now, &then).unwrap();
+        let s = b.column(0).as_string_view();
+        assert_eq!((s.value(0), s.is_null(1), s.value(2)), ("a", true, "a longer text than twelve bytes"));
+        let back =
+            restored_batch(&Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true), Field::new("n", DataType::Int64, false)])), b.columns()).unwrap();
+        assert_eq!(back.column(0).as_string::<i32>().value(2), "a longer text than twelve bytes");
+        let wrong = Arc::new(Schema::new(vec![Field::new("s", DataType::Int64, true), Field::new("n", DataType::Int64, false)]));
+        assert!(restored_batch(&wrong, &then).is_err());
+    }
 
     #[test]
     fn a_keyed_table_round_trips_grouped_by_key_group() {

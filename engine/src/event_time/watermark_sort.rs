@@ -200,7 +200,7 @@ impl SortState {
     fn restore(&mut self, state: &OperatorState) -> Result<()> {
         self.watermarks.restore(&state.meta["watermarks"]);
         if let Some(rows) = state.table("rows") {
-            let rows = RecordBatch::try_new(Arc::clone(&self.schema), rows.columns().to_vec())?;
+            let rows = crate::checkpoint::state::restored_batch(&self.schema, rows.columns())?;
             let times = to_epoch_millis(&self.time.evaluate(&rows)?.into_array(rows.num_rows())?, self.int_scale)?;
             self.buffer.push((rows, times));
         }
@@ -224,7 +224,8 @@ impl SortState {
         let keep = datafusion::arrow::compute::and(&timed, &not(&late)?)?;
         self.watermarks.observe(p, max(&times));
         if keep.true_count() > 0 {
-            let b = filter_record_batch(&batch, &keep)?;
+            // (text views kept would hold the pages they point into)
+            let b = crate::memory::own_batch(filter_record_batch(&batch, &keep)?);
             let t = filter(&times, &keep)?.as_primitive::<Int64Type>().clone();
             self.buffer.push((b, t));
         }

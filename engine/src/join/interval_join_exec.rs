@@ -29,7 +29,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::{eq, lt};
 use datafusion::arrow::compute::{and, filter, filter_record_batch, is_null, max, not, take_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, JoinSide, JoinType, Result};
@@ -652,7 +652,7 @@ impl Joiner {
             let ranges = datafusion::arrow::compute::partition(&[Arc::new(ids) as ArrayRef])?;
             for r in ranges.ranges() {
                 let part = table.slice(r.start, r.end - r.start);
-                let batch = RecordBatch::try_new(Arc::clone(&self.side_schemas[side]), part.columns()[..width].to_vec())?;
+                let batch = crate::checkpoint::state::restored_batch(&self.side_schemas[side], &part.columns()[..width])?;
                 let matched: Vec<bool> = part.column(width).as_boolean().iter().map(|m| m.unwrap_or(false)).collect();
                 let times = part.column(width + 1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
                 let keys = self.keys(side, &batch)?;
@@ -664,7 +664,7 @@ impl Joiner {
         }
         if let Some(table) = state.table("pending") {
             let width = self.config.schema.fields().len();
-            let batch = RecordBatch::try_new(Arc::clone(&self.config.schema), table.columns()[..width].to_vec())?;
+            let batch = crate::checkpoint::state::restored_batch(&self.config.schema, &table.columns()[..width])?;
             let times = table.column(width).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
             self.pending.push((batch, times));
         }
@@ -984,6 +984,13 @@ impl Joiner {
         if self.sides[side].stale > 0 && self.sides[side].index.entries.len().saturating_add(batch.num_rows()) >= NO_ENTRY as usize {
             self.rebuild_index(side)?;
         }
+        // text views kept would hold, and count, the whole pages they point into (the keys
+        // too: a key that is a column shares its views)
+        let batch = crate::memory::own_batch(batch);
+        let keys: Vec<ArrayRef> = keys
+            .into_iter()
+            .map(|k| if matches!(k.data_type(), DataType::Utf8View | DataType::BinaryView) { crate::memory::own_bytes(k) } else { k })
+            .collect();
         let state = &mut self.sides[side];
         let id = state.next_id;
         state.next_id += 1;

@@ -71,6 +71,8 @@ pub struct SinkHandle {
     pub task: Option<JoinHandle<Result<(), String>>>,
     /// Its commit cannot be redone after a crash (a Kafka transaction): committed first.
     pub commit_is_final: bool,
+    /// It takes text as views ([`Sink::takes_text_views`]): the blackhole.
+    pub takes_text_views: bool,
 }
 
 impl SinkHandle {
@@ -94,9 +96,10 @@ impl SinkHandle {
         sink.attach_metrics(Arc::clone(&metrics));
         let name = sink.name().to_string();
         let commit_is_final = sink.commit_is_final();
+        let takes_text_views = sink.takes_text_views();
         let ctx = SinkTask { job: job.to_string(), index, strategy, failed: Arc::clone(&failed), metrics: Arc::clone(&metrics), fatal, events, limit };
         let task = tokio::spawn(drive(ctx, sink, rx));
-        Self { name, tx: Some(tx), failed, metrics, task: Some(task), commit_is_final }
+        Self { name, tx: Some(tx), failed, metrics, task: Some(task), commit_is_final, takes_text_views }
     }
 
     /// True when the sink takes batches: its queue is open. A sink whose last write failed

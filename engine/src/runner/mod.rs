@@ -851,13 +851,16 @@ impl Run<'_> {
             state.config_mut().set_extension(Arc::clone(late));
         }
         let task_ctx = Arc::new(datafusion::execution::TaskContext::from(&state));
+        // text read as views is made plain where the partitions are read, in parallel, when a
+        // sink wants it so (the sink's own copy, on its one task, then finds none left)
+        let plain = out.sinks.iter().any(|s| !s.takes_text_views);
         // every output partition, read by a task of its own (the runner's inputs)
         let mut parts = Vec::new();
         for p in 0..job.plan.output_partitioning().partition_count() {
             let input = ScopedInput::execute(|| job.plan.execute(p, Arc::clone(&task_ctx))).map_err(|e| describe_datafusion_error(&e))?;
             let scope = input.scope();
             let (tx, rx) = mpsc::channel(2);
-            let task = datafusion::common::runtime::SpawnedTask::spawn(pump(input, scope, tx));
+            let task = datafusion::common::runtime::SpawnedTask::spawn(pump(input, scope, tx, plain));
             parts.push(Part { rx, blocked: None, ended: false, _task: task });
         }
         let first_id = match &self.store {
@@ -1268,9 +1271,17 @@ struct CommitDone {
 
 /// Drives one output partition: its rows and barriers to the runner; the partition goes on
 /// after a barrier once its marker is in the channel (the runner aligns the partitions).
-async fn pump(mut input: ScopedInput, scope: Arc<crate::checkpoint::barrier::Scope>, tx: mpsc::Sender<PartitionMsg>) {
+/// `plain`: text read as views is copied out into plain text here.
+async fn pump(mut input: ScopedInput, scope: Arc<crate::checkpoint::barrier::Scope>, tx: mpsc::Sender<PartitionMsg>, plain: bool) {
     loop {
         let msg = match input.next().await {
+            Some(Ok(InputEvent::Batch(b))) if plain => match ferris_connectors::text_views::plain_batch(&b) {
+                Ok(b) => PartitionMsg::Batch(b),
+                Err(e) => {
+                    let _ = tx.send(PartitionMsg::Error(format!("the text of the rows to write: {e}"))).await;
+                    return;
+                }
+            },
             Some(Ok(InputEvent::Batch(b))) => PartitionMsg::Batch(b),
             Some(Ok(InputEvent::Watermark(_))) => continue,
             Some(Ok(InputEvent::Barrier(n))) => {

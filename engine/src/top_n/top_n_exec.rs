@@ -522,7 +522,7 @@ impl TopNState {
                 return internal_err!("StreamTopNExec: the checkpoint's arrival column is not UInt64");
             };
             let seqs: Vec<u64> = seqs.values().to_vec();
-            let rows = RecordBatch::try_new(Arc::clone(&self.input_schema), kept.columns()[..n].to_vec())?;
+            let rows = crate::checkpoint::state::restored_batch(&self.input_schema, &kept.columns()[..n])?;
             self.insert(&rows, &seqs)?;
             // the keys' last rows, when the checkpoint holds them (else: now, as inserted)
             let seen = kept.columns().get(n + 1).and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>());

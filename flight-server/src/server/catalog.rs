@@ -78,6 +78,8 @@ impl Catalog {
     /// stream) and each bounded table it reads, unless a table of that name is there already.
     pub fn add_job(&self, spec: &JobSpec, stream: &str, schema: SchemaRef) {
         let job = &spec.name;
+        // the rows reach the stream through its sink, as plain text
+        let schema = ferris_connectors::text_views::plain_schema(&schema).unwrap_or(schema);
         let mut owners = self.owners();
         if let Some(owner) = owners.get(stream).filter(|o| *o != job) {
             warn!(job = %job, "the Flight SQL catalogue already has a table '{stream}' (from job '{owner}'); this job's results are not added");

@@ -104,6 +104,11 @@ fn encode(
     FlightDataEncoderBuilder::new().with_schema(schema).build(batches).map_err(Status::from).boxed()
 }
 
+/// `schema` as clients get it: text read as views (a Parquet table's) is sent as plain text.
+fn plain_text(schema: &Schema) -> Schema {
+    ferris_connectors::text_views::plain_schema(schema).map_or_else(|| schema.clone(), |s| s.as_ref().clone())
+}
+
 fn one_batch(schema: SchemaRef, batch: Result<datafusion::arrow::record_batch::RecordBatch, FlightError>) -> BoxStream<FlightData> {
     encode(schema, futures::stream::once(async { batch }))
 }
@@ -120,7 +125,7 @@ impl FlightSqlService for SqlService {
 
     async fn get_flight_info_statement(&self, query: CommandStatementQuery, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
         let df = self.catalog.plan(&query.query).await.map_err(df_status)?;
-        let schema = df.schema().as_arrow().clone();
+        let schema = plain_text(df.schema().as_arrow());
         let ticket = TicketStatementQuery { statement_handle: query.query.into_bytes().into() };
         self.info(ticket, &schema, request)
     }
@@ -128,9 +133,11 @@ impl FlightSqlService for SqlService {
     async fn do_get_statement(&self, ticket: TicketStatementQuery, _request: Request<Ticket>) -> Result<Response<BoxStream<FlightData>>, Status> {
         let sql = String::from_utf8(ticket.statement_handle.to_vec()).map_err(|_| Status::invalid_argument("the statement handle is not UTF-8"))?;
         let df = self.catalog.plan(&sql).await.map_err(df_status)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let schema: SchemaRef = Arc::new(plain_text(df.schema().as_arrow()));
         let stream = df.execute_stream().await.map_err(df_status)?;
-        Ok(Response::new(encode(schema, stream.map_err(|e| FlightError::from(df_status(e))))))
+        let plain = stream
+            .map(|b| b.map_err(|e| FlightError::from(df_status(e))).and_then(|b| ferris_connectors::text_views::plain_batch(&b).map_err(FlightError::from)));
+        Ok(Response::new(encode(schema, plain)))
     }
 
     async fn get_flight_info_sql_info(&self, query: CommandGetSqlInfo, request: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
@@ -175,7 +182,7 @@ impl FlightSqlService for SqlService {
         let mut builder = query.into_builder();
         for t in self.catalog.tables() {
             let schema = match include_schema {
-                true => self.catalog.table_schema(&t).await.map(|s| s.as_ref().clone()).unwrap_or_else(Schema::empty),
+                true => self.catalog.table_schema(&t).await.map(|s| plain_text(&s)).unwrap_or_else(Schema::empty),
                 false => Schema::empty(),
             };
             builder.append(CATALOG, SCHEMA, &t, "TABLE", &schema).map_err(Status::from)?;
