@@ -1592,6 +1592,30 @@ mod tests {
         // a read that publishes event-time floors: its row-group column beside the views
         assert_eq!(rows_with(None, None, true).0, want(&|_| true));
         assert_eq!(rows_with(Some(&third), None, true).0, want(&|n| n % 3 == 0));
+        // a declared schema keeps its plain text: read as views, copied out for the rows kept
+        p.insert("schema", "n BIGINT, s VARCHAR");
+        let declared = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        assert_eq!(declared.schema().field(1).data_type(), &DataType::Utf8);
+        for filter in [None, Some(&third), Some(&few)] {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let schema = declared.schema();
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
+            assert!(read_parquet(&declared.cfg, &out, &path, None, "k", None, &tx).unwrap());
+            drop(tx);
+            let mut got = Vec::new();
+            while let Ok(item) = rx.try_recv() {
+                let (batch, _) = item.unwrap();
+                assert_eq!(batch.schema().fields(), schema.fields(), "plain text, as declared");
+                let (n, s) = (batch.column(0).as_primitive::<Int64Type>(), batch.column(1).as_string::<i32>());
+                got.extend((0..batch.num_rows()).map(|i| (n.value(i), (!s.is_null(i)).then(|| s.value(i).to_string()))));
+            }
+            let keep: &dyn Fn(i64) -> bool = match filter {
+                None => &|_| true,
+                Some(f) if std::ptr::eq(f, &third) => &|n| n % 3 == 0,
+                Some(_) => &|n| n % 7 == 0 || n == 1,
+            };
+            assert_eq!(got, (0..1000).filter(|n| keep(*n)).map(|n| (n, text(n))).collect::<Vec<_>>());
+        }
     }
 
     /// A second read for a hash join's probe side waits for the join's filter to be complete,
