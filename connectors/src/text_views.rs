@@ -69,22 +69,16 @@ pub fn declared_views<'a>(file_fields: impl IntoIterator<Item = &'a FieldRef>, s
 /// (a row filter, the rows a top N keeps) then stops holding the whole decoded pages. `None`
 /// when `array` is not a view array or is compact enough.
 pub fn compact_sparse(array: &ArrayRef) -> Option<ArrayRef> {
-    use arrow::array::AsArray;
-    const SPARE: usize = 64 << 10;
-    fn sparse(held: usize, used: usize) -> bool {
-        held > used.saturating_mul(2).saturating_add(SPARE)
+    use arrow::array::{AsArray, GenericByteViewArray};
+    use arrow::datatypes::ByteViewType;
+    fn compacted<T: ByteViewType + ?Sized>(v: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+        const SPARE: usize = 64 << 10;
+        let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
+        (held > v.total_buffer_bytes_used().saturating_mul(2).saturating_add(SPARE)).then(|| Arc::new(v.gc()) as ArrayRef)
     }
     match array.data_type() {
-        DataType::Utf8View => {
-            let v = array.as_string_view();
-            let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
-            sparse(held, v.total_buffer_bytes_used()).then(|| Arc::new(v.gc()) as ArrayRef)
-        }
-        DataType::BinaryView => {
-            let v = array.as_binary_view();
-            let held: usize = v.data_buffers().iter().map(|b| b.len()).sum();
-            sparse(held, v.total_buffer_bytes_used()).then(|| Arc::new(v.gc()) as ArrayRef)
-        }
+        DataType::Utf8View => compacted(array.as_string_view()),
+        DataType::BinaryView => compacted(array.as_binary_view()),
         _ => None,
     }
 }

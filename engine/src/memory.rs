@@ -73,19 +73,16 @@ pub(crate) fn own_bytes(array: datafusion::arrow::array::ArrayRef) -> datafusion
     }
 }
 
-/// `batch` with [`own_bytes`] on its view columns (text and bytes held as views): rows an
-/// operator keeps then hold only their own bytes, not the decoded pages of the batch they came
-/// in. The batch as it is when it has none.
-pub(crate) fn own_batch(batch: datafusion::arrow::array::RecordBatch) -> datafusion::arrow::array::RecordBatch {
-    use datafusion::arrow::datatypes::DataType;
-    let views = |t: &DataType| matches!(t, DataType::Utf8View | DataType::BinaryView);
-    if !batch.schema().fields().iter().any(|f| views(f.data_type())) {
-        return batch;
+/// `batch` with its string and binary views and dictionaries holding only their own bytes
+/// ([`own_bytes`]): rows an operator keeps then hold their own text, not the decoded pages or
+/// the whole dictionary of the batch they came in. The batch as it is when it has none.
+pub(crate) fn own_batch(batch: datafusion::arrow::array::RecordBatch) -> Result<datafusion::arrow::array::RecordBatch> {
+    if !batch.columns().iter().any(|c| may_share_bytes(c.data_type())) {
+        return Ok(batch);
     }
-    let columns = batch.columns().iter().map(|c| if views(c.data_type()) { own_bytes(Arc::clone(c)) } else { Arc::clone(c) }).collect();
+    let columns = batch.columns().iter().cloned().map(own_bytes).collect();
     let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    // (same types, same lengths: cannot fail; the batch as it was if it did)
-    datafusion::arrow::array::RecordBatch::try_new_with_options(batch.schema(), columns, &options).unwrap_or(batch)
+    Ok(datafusion::arrow::array::RecordBatch::try_new_with_options(batch.schema(), columns, &options)?)
 }
 
 /// Whether [`own_bytes`] may give `array` a smaller copy (views and dictionaries).
@@ -111,12 +108,12 @@ mod tests {
         let keep = BooleanArray::from_iter((0..10_000).map(|i| Some(i % 100 == 0)));
         let few = datafusion::arrow::compute::filter_record_batch(&batch, &keep).unwrap();
         let held = |b: &RecordBatch| b.column(0).as_string_view().data_buffers().iter().map(|d| d.len()).sum::<usize>();
-        let owned = own_batch(few.clone());
+        let owned = own_batch(few.clone()).unwrap();
         assert!(held(&owned) * 50 < held(&few), "{} of {}", held(&owned), held(&few));
         assert_eq!(owned.column(0).as_string_view().iter().collect::<Vec<_>>(), few.column(0).as_string_view().iter().collect::<Vec<_>>());
         assert!(Arc::ptr_eq(owned.column(1), few.column(1)));
         let plain = RecordBatch::try_from_iter(vec![("n", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
-        assert!(Arc::ptr_eq(own_batch(plain.clone()).column(0), plain.column(0)));
+        assert!(Arc::ptr_eq(own_batch(plain.clone()).unwrap().column(0), plain.column(0)));
         assert_eq!(owned.column(0).len(), 100);
     }
 

@@ -72,8 +72,12 @@ pub fn sources_for(sql: &str) -> String {
         ("regions", format!("'regions.type' = 'file_source', 'regions.path' = '{}'", data("regions.csv"))),
         ("shipments", format!("'shipments.type' = 'file_source', 'shipments.path' = '{}'", data("shipments.jsonl"))),
     ];
-    let words: Vec<String> = sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_ascii_lowercase).collect();
-    all.iter().filter(|(n, _)| words.iter().any(|w| w == n)).map(|(_, w)| w.clone()).collect::<Vec<_>>().join(",\n")
+    all.iter().filter(|(n, _)| mentions(sql, n)).map(|(_, w)| w.clone()).collect::<Vec<_>>().join(",\n")
+}
+
+/// True when `sql` has `word` (lower case) as a whole word, in any case.
+pub fn mentions(sql: &str, word: &str) -> bool {
+    sql.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|w| w.eq_ignore_ascii_case(word))
 }
 
 /// DataFusion reads newline-delimited JSON only: writes the JSON array of `src` to `dst` as

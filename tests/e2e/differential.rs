@@ -136,13 +136,12 @@ async fn parquet_text_read_as_views_gives_the_batch_answer() {
         ctx.table(t).await.unwrap().write_parquet(path.to_str().unwrap(), DataFrameWriteOptions::new().with_single_file_output(true), None).await.unwrap();
     }
     let sources = |query: &str| {
-        let words: Vec<String> = query.split(|c: char| !(c.is_alphanumeric() || c == '_')).map(str::to_ascii_lowercase).collect();
         let mut with: Vec<String> = tables
             .iter()
-            .filter(|t| words.iter().any(|w| w == *t))
+            .filter(|t| mentions(query, t))
             .map(|t| format!("'{t}.type' = 'file_source', '{t}.path' = '{}/{t}.parquet'", tmp.path().display()))
             .collect();
-        if words.iter().any(|w| w == "within") {
+        if mentions(query, "within") {
             with.push("'orders.event_time' = 'order_ts', 'shipments.event_time' = 'shipped_ts'".into());
         }
         with.join(",\n")

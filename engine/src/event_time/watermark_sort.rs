@@ -225,7 +225,7 @@ impl SortState {
         self.watermarks.observe(p, max(&times));
         if keep.true_count() > 0 {
             // (text views kept would hold the pages they point into)
-            let b = crate::memory::own_batch(filter_record_batch(&batch, &keep)?);
+            let b = crate::memory::own_batch(filter_record_batch(&batch, &keep)?)?;
             let t = filter(&times, &keep)?.as_primitive::<Int64Type>().clone();
             self.buffer.push((b, t));
         }

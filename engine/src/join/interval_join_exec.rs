@@ -29,7 +29,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::{eq, lt};
 use datafusion::arrow::compute::{and, filter, filter_record_batch, is_null, max, not, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, JoinSide, JoinType, Result};
@@ -986,11 +986,8 @@ impl Joiner {
         }
         // text views kept would hold, and count, the whole pages they point into (the keys
         // too: a key that is a column shares its views)
-        let batch = crate::memory::own_batch(batch);
-        let keys: Vec<ArrayRef> = keys
-            .into_iter()
-            .map(|k| if matches!(k.data_type(), DataType::Utf8View | DataType::BinaryView) { crate::memory::own_bytes(k) } else { k })
-            .collect();
+        let batch = crate::memory::own_batch(batch)?;
+        let keys: Vec<ArrayRef> = keys.into_iter().map(crate::memory::own_bytes).collect();
         let state = &mut self.sides[side];
         let id = state.next_id;
         state.next_id += 1;

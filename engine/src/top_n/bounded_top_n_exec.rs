@@ -741,8 +741,7 @@ impl<const N: usize> Kept<N> {
             _ => concat_batches(&held_schema, &pieces)?,
         };
         // string views keep the buffers they point into: copy the kept strings out of them
-        let columns: Vec<ArrayRef> = batch.columns().iter().map(|c| crate::memory::own_bytes(Arc::clone(c))).collect();
-        let batch = RecordBatch::try_new_with_options(held_schema, columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?;
+        let batch = crate::memory::own_batch(batch)?;
         for r in &self.regions {
             for slot in &mut self.slots[r.start..r.start + r.count as usize] {
                 let (b, row) = slot.place();

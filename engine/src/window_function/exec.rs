@@ -491,7 +491,7 @@ impl Keyed {
         if rows.num_rows() == 0 {
             return Ok(self.empty.clone());
         }
-        compacted(rows)
+        crate::memory::own_batch(rows)
     }
 
     /// `batch`'s `rows` for a key to keep: copied (a slice would hold the whole batch), or the
@@ -1163,7 +1163,7 @@ impl Keyed {
         }
         if !self.ready.is_empty() {
             // (string views hold only their own bytes: taken from input batches, they share them)
-            let batch = compacted(concat_batches(&self.schema, self.ready.iter().map(|(b, _)| b))?)?;
+            let batch = crate::memory::own_batch(concat_batches(&self.schema, self.ready.iter().map(|(b, _)| b))?)?;
             tables.push(StateTable { name: "ready".into(), batch, key_columns: Vec::new() });
         }
         if !keyed.is_empty() {
@@ -1343,16 +1343,6 @@ impl Keyed {
         self.update_state();
         Ok(())
     }
-}
-
-/// `batch` with its string and binary views and dictionaries holding only their own bytes (see
-/// [`crate::memory::own_bytes`]).
-fn compacted(batch: RecordBatch) -> Result<RecordBatch> {
-    if !batch.columns().iter().any(|c| crate::memory::may_share_bytes(c.data_type())) {
-        return Ok(batch);
-    }
-    let columns = batch.columns().iter().cloned().map(crate::memory::own_bytes).collect();
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// `array` (a sum of `like`'s type and a last value) as `like`'s type: arrow's decimal sum widens
@@ -1734,7 +1724,7 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(views)]).unwrap();
         let one = take_record_batch(&batch, &UInt32Array::from(vec![7u32])).unwrap();
         assert!(one.get_array_memory_size() > 100_000, "a taken view shares the batch's buffers: {}", one.get_array_memory_size());
-        let kept = compacted(one).unwrap();
+        let kept = crate::memory::own_batch(one).unwrap();
         assert!(kept.get_array_memory_size() < 4_096, "{}", kept.get_array_memory_size());
         assert_eq!(datafusion::arrow::array::AsArray::as_string_view(kept.column(0)).value(0), long[7]);
     }
