@@ -33,6 +33,7 @@ pub mod postgres;
 pub mod properties;
 pub mod redis;
 pub mod registry;
+pub mod remainder;
 mod runtime;
 pub mod s3;
 pub mod sink;

@@ -612,13 +612,15 @@ fn physical_filter(filter: &datafusion::logical_expr::Expr, schema: arrow::datat
     let df_schema = datafusion::common::DFSchema::try_from(schema).ok()?;
     let simplifier = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(datafusion::logical_expr::simplify::SimplifyContext::default());
     let filter = simplifier.coerce(filter.clone(), &df_schema).ok()?;
-    datafusion::physical_expr::create_physical_expr(
+    let expr = datafusion::physical_expr::create_physical_expr(
         &filter,
         &df_schema,
         &datafusion::execution::context::ExecutionProps::new(),
         &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default(),
     )
-    .ok()
+    .ok()?;
+    // (`auction % 123`: by multiplication, not a division per row)
+    Some(crate::remainder::with_constant_divisors(expr, df_schema.as_arrow()))
 }
 
 /// Per row group of the file, whether `filter` may keep a row of it (by the groups' min/max

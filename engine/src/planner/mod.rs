@@ -6,6 +6,7 @@
 //! -- orders and customers become StreamingTable providers; DataFusion plans the join
 //! ```
 
+pub mod constant_divisors;
 pub mod count_distinct_sets;
 pub mod fixed_intervals;
 pub mod flink_functions;
@@ -118,6 +119,8 @@ pub fn new_context(
     // compute is computed once (the plan is final by then: nothing pushes the filter back)
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
     rules.insert(at, Arc::new(shared_expressions::SharedExpressionsRule));
+    // then `x % 123` by multiplication in the filters and projections left
+    rules.insert(at + 1, Arc::new(constant_divisors::ConstantDivisorsRule));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime.build_arc()?)
