@@ -51,6 +51,28 @@ pub trait Sink: Send {
 
     /// Writes one batch. An error is handled by the job's failure strategy.
     async fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// True when the job may hand it the batches that queued while it was busy in one
+    /// [`Sink::write_all`] call (a sink that waits once per call for its service to answer:
+    /// Kafka's delivery reports). Others get one [`Sink::write`] per batch.
+    fn groups_writes(&self) -> bool {
+        false
+    }
+
+    /// Writes several batches as one unit: the failure strategy handles them together (a
+    /// retry writes them all again). By default one [`Sink::write`] each.
+    ///
+    /// ```sql
+    /// -- Kafka → Kafka: the batches that queue behind one round of delivery reports go out
+    /// -- together, and their reports are waited for once
+    /// CREATE STREAM s AS SELECT * FROM bids WHERE price > 1000 INTO out WITH ('out.type' = 'kafka_sink', …);
+    /// ```
+    async fn write_all(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        for b in batches {
+            self.write(b).await?;
+        }
+        Ok(())
+    }
     /// Makes everything written so far durable (called at the end and on Ctrl-C).
     async fn flush(&mut self) -> Result<()>;
     /// Flushes and releases the sink; writes after `close` are errors. A transactional sink

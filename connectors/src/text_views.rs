@@ -186,6 +186,19 @@ impl Sink for PlainText {
         self.inner.write(&plain).await
     }
 
+    fn groups_writes(&self) -> bool {
+        self.inner.groups_writes()
+    }
+
+    async fn write_all(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let plain = batches
+            .iter()
+            .map(plain_batch)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| ConnectorError::arrow(format!("sink '{}': text of the rows to write", self.inner.name()), e))?;
+        self.inner.write_all(&plain).await
+    }
+
     async fn flush(&mut self) -> Result<()> {
         self.inner.flush().await
     }

@@ -81,8 +81,10 @@ pub struct MessageBatch {
     pub values: Vec<u8>,
     /// Where each value starts in `values` (one more entry: the end).
     pub starts: Vec<usize>,
-    /// Keys (None: no key).
-    pub keys: Vec<Option<String>>,
+    /// Every key's bytes, back to back (no allocation per message: most queries read no key).
+    key_bytes: Vec<u8>,
+    /// Where each key is in `key_bytes` (start, end), None for a message without a key.
+    key_spans: Vec<Option<(usize, usize)>>,
     /// Topic of each message (index into `topics`).
     pub topic_ids: Vec<u16>,
     /// Topic names seen in this batch.
@@ -112,6 +114,20 @@ impl MessageBatch {
     pub fn value(&self, i: usize) -> &[u8] {
         let (s, e) = (self.starts[i], self.starts[i + 1]);
         &self.values[s..e.saturating_sub(1).max(s)]
+    }
+
+    /// The key of message `i` as it came; None when it has none.
+    pub fn key(&self, i: usize) -> Option<&[u8]> {
+        self.key_spans[i].map(|(start, end)| &self.key_bytes[start..end])
+    }
+
+    /// The keys of messages `keep` as text (invalid UTF-8 replaced).
+    pub fn keys_of(&self, keep: &[usize]) -> arrow::array::StringArray {
+        let mut b = arrow::array::StringBuilder::with_capacity(keep.len(), self.key_bytes.len());
+        for &i in keep {
+            b.append_option(self.key(i).map(String::from_utf8_lossy));
+        }
+        b.finish()
     }
 
     /// `topic/partition@offset` of message `i`, to name it in errors.
@@ -150,7 +166,11 @@ impl MessageBatch {
         self.values.extend_from_slice(value.unwrap_or_default());
         self.values.push(b'\n');
         self.starts.push(self.values.len());
-        self.keys.push(key.map(|k| String::from_utf8_lossy(k).into_owned()));
+        self.key_spans.push(key.map(|k| {
+            let start = self.key_bytes.len();
+            self.key_bytes.extend_from_slice(k);
+            (start, self.key_bytes.len())
+        }));
         self.partitions.push(partition);
         self.offsets.push(offset);
         self.timestamps.push(ts);
@@ -175,10 +195,7 @@ impl MessageBatch {
         let with_headers = self.headers.len() == self.len();
         for i in kept {
             let headers = with_headers.then(|| self.headers[i].clone());
-            out.push(self.topic(i), self.partitions[i], self.offsets[i], self.timestamps[i], None, Some(self.value(i)), headers);
-            if let Some(k) = out.keys.last_mut() {
-                k.clone_from(&self.keys[i]);
-            }
+            out.push(self.topic(i), self.partitions[i], self.offsets[i], self.timestamps[i], self.key(i), Some(self.value(i)), headers);
         }
         *self = out;
     }
@@ -386,13 +403,7 @@ fn decode_all(d: &mut arrow_json::reader::Decoder, buf: &[u8]) -> std::result::R
 
 fn metadata_column(name: &str, msgs: &MessageBatch, keep: &[usize]) -> Result<ArrayRef> {
     Ok(match name {
-        "_key" => {
-            let mut b = StringBuilder::new();
-            for &i in keep {
-                b.append_option(msgs.keys[i].as_deref());
-            }
-            Arc::new(b.finish())
-        }
+        "_key" => Arc::new(msgs.keys_of(keep)),
         "_partition" => Arc::new(Int32Array::from_iter_values(keep.iter().map(|&i| msgs.partitions[i]))),
         "_offset" => Arc::new(Int64Array::from_iter_values(keep.iter().map(|&i| msgs.offsets[i]))),
         "_timestamp" => Arc::new(TimestampMillisecondArray::from_iter(keep.iter().map(|&i| msgs.timestamps[i]))),
@@ -463,5 +474,26 @@ mod tests {
         let d = ValueDecoder::try_new(ValueFormat::Bytes, &full, 1, Some(&[3]), 8).unwrap();
         assert_eq!(d.decode(&msgs(&["a", "b", "c"])).unwrap().0.num_rows(), 3);
         assert!(ValueFormat::parse("xml", "o.value.format").unwrap_err().to_string().contains("'o.value.format'"));
+    }
+
+    #[test]
+    fn keys_are_kept_in_one_buffer_and_follow_their_messages() {
+        let mut m = MessageBatch::default();
+        m.push("a", 0, 1, None, Some(b"k1"), Some(b"v1"), None);
+        m.push("b", 0, 2, None, None, Some(b"v2"), None);
+        m.push("a", 1, 3, None, Some(b"\xffk3"), Some(b"v3"), None);
+        m.push("a", 0, 4, None, Some(b""), None, None);
+        assert_eq!(m.key(0), Some(&b"k1"[..]));
+        assert_eq!(m.key(1), None);
+        assert_eq!(m.key(2), Some(&b"\xffk3"[..]));
+        assert_eq!(m.key(3), Some(&b""[..]));
+        let keys = m.keys_of(&[3, 2, 1, 0]);
+        let text: Vec<Option<&str>> = keys.iter().collect();
+        assert_eq!(text, [Some(""), Some("\u{fffd}k3"), None, Some("k1")]);
+        // a rebalance drops partition a/0: the others keep their keys and values
+        m.retain_partitions(|t, p| !(t == "a" && p == 0));
+        assert_eq!(m.len(), 2);
+        assert_eq!((m.key(0), m.value(0), m.topic(0)), (None, &b"v2"[..], "b"));
+        assert_eq!((m.key(1), m.value(1), m.topic(1)), (Some(&b"\xffk3"[..]), &b"v3"[..], "a"));
     }
 }

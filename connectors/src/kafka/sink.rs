@@ -204,13 +204,14 @@ impl KafkaSink {
         })
     }
 
-    /// Sends a batch's rows and waits for every delivery report.
-    async fn produce(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// Sends the rows of `batches` and waits for every delivery report, once for all.
+    async fn produce(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        let Some(first) = batches.first() else { return Ok(()) };
         if !self.checked_topic {
             self.ensure_topic().await?;
         }
         if let Some(reg) = &self.pending_registration {
-            let derived = arrow_avro::schema::AvroSchema::try_from(batch.schema().as_ref())
+            let derived = arrow_avro::schema::AvroSchema::try_from(first.schema().as_ref())
                 .map_err(|e| ConnectorError::Other(format!("kafka sink '{}': no Avro schema for the rows' columns: {e}", self.name)))?;
             let text = derived.json_string.clone();
             let subject = crate::format::registry::SchemaRegistry::subject(&self.props, &self.topic, Some(&text))?;
@@ -219,14 +220,35 @@ impl KafkaSink {
             self.avro = Some(AvroEncoder::new(Some(id), Some(text)));
             self.pending_registration = None;
         }
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(rows);
+        let mut outcome = Outcome::default();
+        for batch in batches {
+            self.send_batch(batch, &mut pending, &mut outcome).await?;
+        }
+        outcome.settle(pending).await;
+        let Outcome { total, failed, first } = outcome;
+        match first {
+            None => {
+                if let Some(m) = self.status.get() {
+                    m.set_status(crate::metrics::ConnectionStatus::Connected);
+                }
+                Ok(())
+            }
+            Some(e) => {
+                Err(ConnectorError::Other(format!("kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}", self.name, self.topic)))
+            }
+        }
+    }
+
+    /// Hands a batch's rows to the producer; their delivery reports join `pending`.
+    async fn send_batch(&mut self, batch: &RecordBatch, pending: &mut Vec<DeliveryFuture>, outcome: &mut Outcome) -> Result<()> {
         let values = self.values(batch)?;
         let keys = self.keys(batch)?;
         let times = self.timestamps(batch)?;
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(values.len());
-        let mut outcome = Outcome::default();
-        for (i, value) in values.iter().enumerate() {
+        for i in 0..values.len() {
             let key = keys.as_ref().and_then(|k| k[i].as_deref());
-            let mut record = FutureRecord::to(&self.topic).payload(value.as_slice());
+            let mut record = FutureRecord::to(&self.topic).payload(values.get(i));
             if let Some(k) = key {
                 record = record.key(k);
             }
@@ -245,25 +267,13 @@ impl KafkaSink {
                         if pending.is_empty() {
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        outcome.settle(std::mem::take(&mut pending)).await;
+                        outcome.settle(std::mem::take(pending)).await;
                     }
                     Err((e, _)) => return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic))),
                 }
             }
         }
-        outcome.settle(pending).await;
-        let Outcome { total, failed, first } = outcome;
-        match first {
-            None => {
-                if let Some(m) = self.status.get() {
-                    m.set_status(crate::metrics::ConnectionStatus::Connected);
-                }
-                Ok(())
-            }
-            Some(e) => {
-                Err(ConnectorError::Other(format!("kafka sink '{}': {failed} of {total} messages not delivered to topic '{}': {e}", self.name, self.topic)))
-            }
-        }
+        Ok(())
     }
 
     fn txn_err(&self, what: &str) -> String {
@@ -346,7 +356,9 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn values(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    /// The batch's rows encoded as message values: JSON into one buffer that the messages are
+    /// slices of, text as the column's own bytes.
+    fn values(&self, batch: &RecordBatch) -> Result<Values> {
         match self.format {
             SinkFormat::Json => {
                 // a null column is written `"x":null`, as every other sink writes it (a reader
@@ -358,17 +370,28 @@ impl KafkaSink {
                 w.finish().map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': encoding JSON", self.name), e))?;
                 let buf = w.into_inner();
                 // arrow-json escapes newlines inside strings: one line per row.
-                Ok(buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect())
+                let mut spans = Vec::with_capacity(batch.num_rows());
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &buf) {
+                    if end > start {
+                        spans.push((start, end));
+                    }
+                    start = end + 1;
+                }
+                if start < buf.len() {
+                    spans.push((start, buf.len()));
+                }
+                Ok(Values::Lines(buf, spans))
             }
             SinkFormat::Avro => match &self.avro {
-                Some(a) => a.encode(batch).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': {e}", self.name))),
+                Some(a) => a.encode(batch).map(Values::Owned).map_err(|e| ConnectorError::Other(format!("kafka sink '{}': {e}", self.name))),
                 None => Err(ConnectorError::Other("no Avro encoder".into())),
             },
             SinkFormat::String => {
                 let col = batch.column_by_name("value").unwrap_or_else(|| batch.column(0));
                 let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}'", self.name), e))?;
                 let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
-                Ok((0..text.len()).map(|i| if text.is_null(i) { Vec::new() } else { text.value(i).as_bytes().to_vec() }).collect())
+                Ok(Values::Text(text.clone()))
             }
         }
     }
@@ -415,6 +438,40 @@ impl KafkaSink {
         let text = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| ConnectorError::arrow(format!("kafka sink '{}': key", self.name), e))?;
         let text = text.as_any().downcast_ref::<StringArray>().ok_or_else(|| ConnectorError::Other("cast to text failed".into()))?;
         Ok(Some((0..text.len()).map(|i| (!text.is_null(i)).then(|| text.value(i).to_string())).collect()))
+    }
+}
+
+/// A batch's message values.
+enum Values {
+    /// One buffer, each message a (start, end) slice of it.
+    Lines(Vec<u8>, Vec<(usize, usize)>),
+    /// A buffer per message (Avro).
+    Owned(Vec<Vec<u8>>),
+    /// A text column's values (a null value: an empty message).
+    Text(StringArray),
+}
+
+impl Values {
+    fn len(&self) -> usize {
+        match self {
+            Self::Lines(_, spans) => spans.len(),
+            Self::Owned(v) => v.len(),
+            Self::Text(t) => t.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        match self {
+            Self::Lines(buf, spans) => &buf[spans[i].0..spans[i].1],
+            Self::Owned(v) => &v[i],
+            Self::Text(t) => {
+                if t.is_null(i) {
+                    &[]
+                } else {
+                    t.value(i).as_bytes()
+                }
+            }
+        }
     }
 }
 
@@ -478,7 +535,22 @@ impl Sink for KafkaSink {
             held.push(batch.clone());
             return Ok(());
         }
-        self.produce(batch).await
+        self.produce(std::slice::from_ref(batch)).await
+    }
+
+    fn groups_writes(&self) -> bool {
+        true
+    }
+
+    async fn write_all(&mut self, batches: &[RecordBatch]) -> Result<()> {
+        if self.closed {
+            return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
+        }
+        if let Some(held) = self.held.as_mut() {
+            held.extend(batches.iter().cloned());
+            return Ok(());
+        }
+        self.produce(batches).await
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -641,9 +713,8 @@ impl Sink for KafkaSink {
             Err(e) => return Err(ConnectorError::Other(format!("{what}: {e}"))),
         }
         // the rows written since the prepare open the next transaction
-        for batch in self.held.take().unwrap_or_default() {
-            self.produce(&batch).await?;
-        }
+        let held = self.held.take().unwrap_or_default();
+        self.produce(&held).await?;
         Ok(())
     }
 }

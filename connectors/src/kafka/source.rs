@@ -572,18 +572,7 @@ impl Reader {
             self.shared.positions.wait_unpaused().await;
             let times = self.shared.event_time.as_ref().and_then(|(c, seconds)| batch.column_by_name(c).and_then(|c| event_millis(c, *seconds)));
             let verdicts = self.screen(&msgs, &bad, times.as_ref());
-            let mut positions: Vec<((String, i32), i64)> = Vec::new();
-            for i in 0..msgs.len() {
-                if verdicts.as_ref().is_some_and(|v| v[i] == Verdict::Stale) {
-                    continue; // fetched before a seek back: read again later
-                }
-                let key = (msgs.topic(i).to_string(), msgs.partitions[i]);
-                let next = msgs.offsets[i] + 1;
-                match positions.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, o)) => *o = (*o).max(next),
-                    None => positions.push((key, next)),
-                }
-            }
+            let positions = next_offsets(&msgs, verdicts.as_deref());
             // logged before its position is recorded: a checkpoint never holds a position whose
             // rows its replay log misses
             self.log_replay(&msgs, &bad, verdicts.as_deref(), times.as_ref());
@@ -855,8 +844,9 @@ impl Reader {
                     .insert(Header { key: "ferris.partition", value: Some(partition.as_str()) })
                     .insert(Header { key: "ferris.offset", value: Some(offset.as_str()) });
                 let mut record = FutureRecord::to(topic).payload(msgs.value(i)).headers(headers);
-                if let Some(k) = &msgs.keys[i] {
-                    record = record.key(k.as_str());
+                // (the key as it came, bytes and all)
+                if let Some(k) = msgs.key(i) {
+                    record = record.key(k);
                 }
                 pending.push((msgs.location(i), producer.send(record, Duration::from_secs(30))));
             }
@@ -891,6 +881,35 @@ fn event_millis(column: &arrow::array::ArrayRef, seconds: bool) -> Option<arrow:
     };
     let v = arrow::compute::cast(&ms, &DataType::Int64).ok()?;
     (v.len() == column.len()).then(|| v.as_primitive::<Int64Type>().clone())
+}
+
+/// The next offset to read of each (topic, partition) of `msgs`, leaving out the messages
+/// fetched before a seek back (`Stale`: read again later). A name is allocated per partition,
+/// not per message, and consecutive messages of one partition (librdkafka hands them out so)
+/// are one comparison each.
+fn next_offsets(msgs: &MessageBatch, verdicts: Option<&[Verdict]>) -> Vec<((String, i32), i64)> {
+    let mut by_id: Vec<((u16, i32), i64)> = Vec::new();
+    let mut last: Option<usize> = None;
+    for i in 0..msgs.len() {
+        if verdicts.is_some_and(|v| v[i] == Verdict::Stale) {
+            continue;
+        }
+        let key = (msgs.topic_ids[i], msgs.partitions[i]);
+        let next = msgs.offsets[i] + 1;
+        let at = match last.filter(|&l| by_id[l].0 == key) {
+            Some(l) => l,
+            None => match by_id.iter().position(|(k, _)| *k == key) {
+                Some(l) => l,
+                None => {
+                    by_id.push((key, next));
+                    by_id.len() - 1
+                }
+            },
+        };
+        by_id[at].1 = by_id[at].1.max(next);
+        last = Some(at);
+    }
+    by_id.into_iter().map(|((t, p), o)| ((msgs.topics[t as usize].clone(), p), o)).collect()
 }
 
 fn push<M: Message>(m: &mut MessageBatch, msg: &M, headers: bool) {
@@ -991,5 +1010,26 @@ fn topic_matches(want: &str, topic: &str) -> bool {
         regex::Regex::new(want).is_ok_and(|r| r.is_match(topic))
     } else {
         want == topic
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_offsets_are_per_partition_and_leave_out_stale_messages() {
+        let mut m = MessageBatch::default();
+        for (t, p, o) in [("a", 0, 10), ("a", 0, 11), ("b", 0, 5), ("a", 1, 7), ("a", 0, 12), ("b", 0, 6), ("a", 1, 8)] {
+            m.push(t, p, o, None, None, Some(b"{}"), None);
+        }
+        let mut got = next_offsets(&m, None);
+        got.sort();
+        assert_eq!(got, [(("a".to_string(), 0), 13), (("a".to_string(), 1), 9), (("b".to_string(), 0), 7)]);
+        // the last message of b/0 and a/1 were fetched before a seek back
+        let v = [Verdict::Keep, Verdict::Keep, Verdict::Skip, Verdict::Keep, Verdict::Keep, Verdict::Stale, Verdict::Stale];
+        let mut got = next_offsets(&m, Some(&v));
+        got.sort();
+        assert_eq!(got, [(("a".to_string(), 0), 13), (("a".to_string(), 1), 8), (("b".to_string(), 0), 6)]);
     }
 }

@@ -15,6 +15,9 @@
 //! (in this process) instead of the broker, to separate what the job adds from the broker's own
 //! latency (the first latency row measures that floor: one hop with no job).
 //!
+//! The throughput run ends with librdkafka's bare pipe through the same broker (consume every
+//! message of the input topic, produce it again unchanged): the most any job could do here.
+//!
 //! The job's query (Nexmark q1's shape, into Kafka):
 //! `SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000`.
 
@@ -328,7 +331,63 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
         rss.map_or("-".into(), |r| format!("{r:.0}"))
     );
     println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
+    // the limit here: librdkafka alone, consuming the same topic and producing every message
+    // as it came into another, no decoding, no filter
+    let (pipe_total, pipe_steady) = pipe_run(args, &input, lines.len());
+    println!(
+        "| bare pipe: librdkafka consume → produce, every message, from start | {} | {} | {pipe_total:.2} | {:.0} | - |",
+        lines.len(),
+        lines.len(),
+        lines.len() as f64 / pipe_total
+    );
+    println!(
+        "| same, first message consumed to last delivered | {} | {} | {pipe_steady:.2} | {:.0} | |",
+        lines.len(),
+        lines.len(),
+        lines.len() as f64 / pipe_steady
+    );
     println!();
+    println!("job / bare pipe, first to last: {:.2}×", pipe_steady / steady_s);
+    println!();
+}
+
+/// librdkafka's bare consume → produce pipe: every message of `input` (all its partitions, from
+/// the beginning) produced again, payload as it came, into a new topic; seconds from the start
+/// and from the first message consumed until the last is delivered.
+fn pipe_run(args: &Args, input: &str, n: usize) -> (f64, f64) {
+    let out = topic("pipe-out");
+    create(args, &out, args.partitions);
+    let started = Instant::now();
+    let c = consumer(args, input);
+    let p = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create::<BaseProducer>()
+        .expect("producer");
+    let (mut got, mut first) = (0usize, None::<Instant>);
+    while got < n && started.elapsed() < Duration::from_secs(600) {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                let mut rec = Some(BaseRecord::<(), [u8]>::to(&out).payload(m.payload().unwrap_or_default()));
+                while let Some(r) = rec.take() {
+                    if let Err((_, back)) = p.send(r) {
+                        p.poll(Duration::from_millis(1));
+                        rec = Some(back);
+                    }
+                }
+                got += 1;
+                if got % 1024 == 0 {
+                    p.poll(Duration::ZERO);
+                }
+            }
+            Some(Err(e)) => eprintln!("bare pipe: {e}"),
+            None => {}
+        }
+    }
+    p.flush(Duration::from_secs(60)).expect("flush");
+    (started.elapsed().as_secs_f64(), first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64()))
 }
 
 /// The job's resident memory now, in MiB.
