@@ -11,6 +11,8 @@
 //!
 //! `KAFKA_BENCH_LOG=info` shows the job's log (default: warnings only).
 //! `KAFKA_BENCH_WITH="'bid.commit.interval' = '10s'"` adds keys to the job's WITH clause.
+//! `KAFKA_BENCH_PIPE_FIRST=1` runs the bare pipe before the job rather than after it (the broker
+//! slows as what it holds grows).
 //! `--records 0` runs only the latency runs; `--mock` runs against librdkafka's mock cluster
 //! (in this process) instead of the broker, to separate what the job adds from the broker's own
 //! latency (the first latency row measures that floor: one hop with no job).
@@ -127,8 +129,11 @@ fn job_sql(args: &Args, input: &str, output: &str, batch: &str) -> String {
          INTO out WITH ('bid.type' = 'kafka_source', 'bid.bootstrap.servers' = '{b}', 'bid.topic' = '{input}', 'bid.group.id' = 'group-{input}', \
          'bid.schema' = 'auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time VARCHAR, extra VARCHAR, sent_us BIGINT', \
          'bid.session.timeout.ms' = '6000', 'bid.fetch.wait.max.ms' = '10', 'bid.fetch.error.backoff.ms' = '10', \
-         'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1' {batch}{extra});",
+         'out.type' = 'kafka_sink', 'out.bootstrap.servers' = '{b}', 'out.topic' = '{output}', 'out.linger.ms' = '1', \
+         'checkpoint.dir' = '{ck}' {batch}{extra});",
         b = args.bootstrap,
+        // a checkpoint directory of its own: a run must not restore an earlier run's checkpoint
+        ck = std::env::temp_dir().join(format!("kafka_bench_checkpoints_{}", now_us())).display(),
         extra = std::env::var("KAFKA_BENCH_WITH").map(|w| format!(", {w}")).unwrap_or_default()
     )
 }
@@ -308,6 +313,10 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
     }
     p.flush(Duration::from_secs(60)).expect("flush");
     let produce_s = t.elapsed().as_secs_f64();
+    // the broker slows as what it holds grows: KAFKA_BENCH_PIPE_FIRST=1 runs the bare pipe
+    // before the job instead of after it, to see the order's share of the ratio
+    let pipe_first = std::env::var_os("KAFKA_BENCH_PIPE_FIRST").is_some();
+    let early = pipe_first.then(|| pipe_run(args, &input, lines.len()));
     let job = start_job(args, &job_sql(args, &input, &output, ""), dir);
     let started = Instant::now();
     let c = consumer(args, &output);
@@ -332,8 +341,8 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
     );
     println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
     // the limit here: librdkafka alone, consuming the same topic and producing every message
-    // as it came into another, no decoding, no filter
-    let (pipe_total, pipe_steady) = pipe_run(args, &input, lines.len());
+    // as it came into another, no decoding, no filter (after the job, unless run before it)
+    let (pipe_total, pipe_steady) = early.unwrap_or_else(|| pipe_run(args, &input, lines.len()));
     println!(
         "| bare pipe: librdkafka consume → produce, every message, from start | {} | {} | {pipe_total:.2} | {:.0} | - |",
         lines.len(),
