@@ -73,6 +73,7 @@ pub trait Sink: Send {
         }
         Ok(())
     }
+
     /// Makes everything written so far durable (called at the end and on Ctrl-C).
     async fn flush(&mut self) -> Result<()>;
     /// Flushes and releases the sink; writes after `close` are errors. A transactional sink

@@ -164,6 +164,13 @@ pub fn wrap(sink: Box<dyn Sink>) -> Box<dyn Sink> {
     }
 }
 
+impl PlainText {
+    /// `batch` with its text as plain `Utf8`/`Binary`, for the wrapped sink.
+    fn plain(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        plain_batch(batch).map_err(|e| ConnectorError::arrow(format!("sink '{}': text of the rows to write", self.inner.name()), e))
+    }
+}
+
 #[async_trait]
 impl Sink for PlainText {
     fn name(&self) -> &str {
@@ -182,7 +189,7 @@ impl Sink for PlainText {
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let plain = plain_batch(batch).map_err(|e| ConnectorError::arrow(format!("sink '{}': text of the rows to write", self.inner.name()), e))?;
+        let plain = self.plain(batch)?;
         self.inner.write(&plain).await
     }
 
@@ -191,11 +198,7 @@ impl Sink for PlainText {
     }
 
     async fn write_all(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        let plain = batches
-            .iter()
-            .map(plain_batch)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| ConnectorError::arrow(format!("sink '{}': text of the rows to write", self.inner.name()), e))?;
+        let plain = batches.iter().map(|b| self.plain(b)).collect::<Result<Vec<_>>>()?;
         self.inner.write_all(&plain).await
     }
 

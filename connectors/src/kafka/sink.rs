@@ -528,14 +528,7 @@ impl Sink for KafkaSink {
     }
 
     async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if self.closed {
-            return Err(ConnectorError::Other(format!("kafka sink '{}' is closed", self.name)));
-        }
-        if let Some(held) = self.held.as_mut() {
-            held.push(batch.clone());
-            return Ok(());
-        }
-        self.produce(std::slice::from_ref(batch)).await
+        self.write_all(std::slice::from_ref(batch)).await
     }
 
     fn groups_writes(&self) -> bool {
