@@ -26,8 +26,10 @@ use crate::properties::Properties;
 
 /// Rows per batch when nothing is configured: large enough for vectorised kernels to shine.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
-/// How long a tailing source holds a partial batch when nothing is configured.
-pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long a tailing source holds a partial batch when nothing is configured: 100 ms, as
+/// Flink's network buffer timeout and Arroyo's source batch linger. Longer only delays the
+/// last rows of a burst (a backlog's final partial batch waited a whole second at 1 s).
+pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// The guide's batch strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +192,11 @@ impl BatchSizer {
     /// without waiting (`low_latency` with eager processing).
     pub fn eager(&self) -> bool {
         matches!(self.cfg.strategy, BatchStrategy::LowLatency { eager: true, .. })
+    }
+
+    /// How many more rows fit in a batch of `rows` rows.
+    pub fn room(&self, rows: usize) -> usize {
+        self.current.saturating_sub(rows)
     }
 
     /// True when the batch of `rows` rows and `bytes` bytes is complete.

@@ -35,7 +35,7 @@ use super::config::QuietContext;
 use super::replay::{Replays, SkipRange};
 
 pub(crate) type Member = BaseConsumer<GroupContext>;
-type Queue = rdkafka::consumer::base_consumer::PartitionQueue<GroupContext>;
+type Queue = super::queue::PartitionQueue;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -555,7 +555,7 @@ impl GroupShared {
         let member = self.consumer.get().and_then(std::sync::Weak::upgrade);
         let mut queues = Vec::new();
         for (t, p) in &parts {
-            match member.as_ref().and_then(|m| m.split_partition_queue(t, *p)) {
+            match member.as_ref().and_then(|m| Queue::split(m, t, *p)) {
                 Some(q) => queues.push(PartQueue { topic: t.clone(), partition: *p, queue: q }),
                 None => {
                     warn!(source = %self.name, "no queue of its own for {t}/{p}: its messages come through the group's queue")

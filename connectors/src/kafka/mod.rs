@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decode;
 mod group;
+mod queue;
 mod replay;
 pub mod sink;
 pub mod source;

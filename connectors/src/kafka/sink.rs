@@ -17,9 +17,10 @@ use arrow::array::{Array, StringArray};
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::{create_client, create_client_with, is_own_key, same_cluster_and_user, QuietContext, StatusSlot};
@@ -49,7 +50,7 @@ pub struct KafkaSink {
     /// Where the producer reports a lost connection (the job's counters for the sink).
     status: StatusSlot,
     key_json: bool,
-    producer: FutureProducer<QuietContext>,
+    producer: ThreadedProducer<DeliveryContext>,
     avro: Option<AvroEncoder>,
     /// A schema registry to register the Avro schema derived from the rows with, at the first
     /// write (`schema.registry.url` without `avro.schema`).
@@ -139,7 +140,8 @@ impl KafkaSink {
         let what = format!("kafka sink '{name}'");
         super::config::check_secure_connection(props, &settings, &what)?;
         let status = StatusSlot::default();
-        let producer = create_client_with(props, settings.clone(), &what, || QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))?;
+        let producer =
+            create_client_with(props, settings.clone(), &what, || DeliveryContext(QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status))))?;
         let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
             Some("false") | Some("no") => None,
             _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),
@@ -220,13 +222,12 @@ impl KafkaSink {
             self.avro = Some(AvroEncoder::new(Some(id), Some(text)));
             self.pending_registration = None;
         }
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(rows);
-        let mut outcome = Outcome::default();
+        let acks = Arc::new(Acks::default());
         for batch in batches {
-            self.send_batch(batch, &mut pending, &mut outcome).await?;
+            self.send_batch(batch, &acks).await?;
         }
-        outcome.settle(pending).await;
+        acks.settled().await;
+        let outcome = acks.outcome();
         let Outcome { total, failed, first } = outcome;
         match first {
             None => {
@@ -241,35 +242,34 @@ impl KafkaSink {
         }
     }
 
-    /// Hands a batch's rows to the producer; their delivery reports join `pending`.
-    async fn send_batch(&mut self, batch: &RecordBatch, pending: &mut Vec<DeliveryFuture>, outcome: &mut Outcome) -> Result<()> {
+    /// Hands a batch's rows to the producer; each delivery report settles one of `acks`.
+    async fn send_batch(&mut self, batch: &RecordBatch, acks: &Arc<Acks>) -> Result<()> {
         let values = self.values(batch)?;
         let keys = self.keys(batch)?;
         let times = self.timestamps(batch)?;
         for i in 0..values.len() {
             let key = keys.as_ref().and_then(|k| k[i].as_deref());
-            let mut record = FutureRecord::to(&self.topic).payload(values.get(i));
+            let mut record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(acks)).payload(values.get(i));
             if let Some(k) = key {
                 record = record.key(k);
             }
             if let Some(t) = times.as_ref().and_then(|t| t.is_valid(i).then(|| t.value(i))) {
                 record = record.timestamp(t);
             }
+            acks.sent();
             loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
+                match self.producer.send(record) {
+                    Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        // The local queue is full: wait for what is queued, then retry.
+                        // the local queue is full: let the producer's thread deliver some
                         record = r;
-                        if pending.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        outcome.settle(std::mem::take(pending)).await;
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
                     }
-                    Err((e, _)) => return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic))),
+                    Err((e, _)) => {
+                        // (the record's share of `acks` went back with it)
+                        acks.unsent();
+                        return Err(ConnectorError::Other(format!("kafka sink '{}': cannot send to topic '{}': {e}", self.name, self.topic)));
+                    }
                 }
             }
         }
@@ -475,7 +475,10 @@ impl Values {
     }
 }
 
-/// Delivery results of one batch.
+/// How long a send waits when the producer's local queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
+
+/// Delivery results of one write.
 #[derive(Default)]
 struct Outcome {
     total: usize,
@@ -483,18 +486,81 @@ struct Outcome {
     first: Option<String>,
 }
 
-impl Outcome {
-    async fn settle(&mut self, pending: Vec<DeliveryFuture>) {
-        for f in pending {
-            self.total += 1;
-            let err = match f.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((e, _))) => e.to_string(),
-                Err(_) => "the producer went away".to_string(),
-            };
-            self.failed += 1;
-            self.first.get_or_insert(err);
+/// The delivery reports of one write, counted as the producer's thread receives them: one
+/// shared counter per write rather than a channel per message.
+#[derive(Default)]
+struct Acks {
+    /// Messages handed to the producer whose report has not come.
+    pending: std::sync::atomic::AtomicUsize,
+    total: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+    first: std::sync::Mutex<Option<String>>,
+    /// Rung when `pending` reaches zero.
+    done: tokio::sync::Notify,
+}
+
+impl Acks {
+    /// A message is about to be handed to the producer.
+    fn sent(&self) {
+        self.pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The producer refused the message announced by [`Acks::sent`]: no report will come.
+    fn unsent(&self) {
+        self.done_one();
+    }
+
+    /// A message's report: `error` when it was not delivered.
+    fn settle(&self, error: Option<String>) {
+        use std::sync::atomic::Ordering;
+        if let Some(e) = error {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
         }
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.done_one();
+    }
+
+    /// One message less to wait for.
+    fn done_one(&self) {
+        if self.pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            // (a permit is stored when nobody waits yet: the waiter checks again)
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits until every message sent has its report.
+    async fn settled(&self) {
+        while self.pending.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            self.done.notified().await;
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        use std::sync::atomic::Ordering;
+        let first = self.first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        Outcome { total: self.total.load(Ordering::Relaxed), failed: self.failed.load(Ordering::Relaxed), first }
+    }
+}
+
+/// The sink producer's context: logs as [`QuietContext`] does, and settles each message's
+/// share of its write's [`Acks`] when its delivery report comes.
+struct DeliveryContext(QuietContext);
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.0.log_line(level, fac, message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.0.client_error(&error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Arc<Acks>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
+        acks.settle(result.as_ref().err().map(|(e, _)| e.to_string()));
     }
 }
 
@@ -591,7 +657,9 @@ impl Sink for KafkaSink {
         }
         let what = format!("kafka sink '{}'", self.name);
         let status = std::sync::Arc::clone(&self.status);
-        self.producer = create_client_with(&self.props, settings.clone(), &what, || QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))?;
+        self.producer = create_client_with(&self.props, settings.clone(), &what, || {
+            DeliveryContext(QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))
+        })?;
         self.settings = settings;
         let marker_group = format!("{id}-checkpoints");
         // the marker group's metadata, once (a client of its own; the job may block here)
@@ -709,5 +777,53 @@ impl Sink for KafkaSink {
         let held = self.held.take().unwrap_or_default();
         self.produce(&held).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waits_for_every_report_and_counts_the_failures() {
+        let acks = Arc::new(Acks::default());
+        for _ in 0..10_000 {
+            acks.sent();
+        }
+        // reports come from other threads, some before the writer waits
+        let reporters: Vec<_> = (0..4)
+            .map(|t| {
+                let acks = Arc::clone(&acks);
+                std::thread::spawn(move || {
+                    for i in 0..2500 {
+                        acks.settle((t == 3 && i % 500 == 0).then(|| format!("lost {t}/{i}")));
+                        if i % 1000 == 0 {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::timeout(Duration::from_secs(10), acks.settled()).await.expect("every report came");
+        for r in reporters {
+            r.join().expect("reporter");
+        }
+        let Outcome { total, failed, first } = acks.outcome();
+        assert_eq!((total, failed), (10_000, 5));
+        assert!(first.is_some_and(|e| e.starts_with("lost 3/")));
+    }
+
+    #[tokio::test]
+    async fn a_write_does_not_return_before_its_last_report() {
+        let acks = Arc::new(Acks::default());
+        acks.sent();
+        acks.sent();
+        acks.settle(None);
+        // one report is missing: still waiting
+        assert!(tokio::time::timeout(Duration::from_millis(50), acks.settled()).await.is_err());
+        acks.unsent();
+        tokio::time::timeout(Duration::from_secs(1), acks.settled()).await.expect("settled");
+        // nothing sent: nothing to wait for
+        tokio::time::timeout(Duration::from_millis(10), Arc::new(Acks::default()).settled()).await.expect("settled at once");
     }
 }

@@ -740,27 +740,30 @@ impl Reader {
             }
             *strays = kept;
         }
-        let queues = slot.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut queues = slot.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // (no allocation unless a partition waits: this runs for every batch)
         let skip: Vec<bool> = if waiting { queues.iter().map(|q| positions.is_taken(&q.topic, q.partition)).collect() } else { Vec::new() };
         loop {
             let mut round = 0;
-            for (_, q) in queues.iter().enumerate().filter(|(i, _)| !skip.get(*i).copied().unwrap_or(false)) {
-                for _ in 0..PER_QUEUE_TURN {
-                    match q.queue.poll(Duration::ZERO) {
-                        Some(Ok(msg)) => {
-                            push(m, &msg, self.headers);
-                            round += 1;
-                        }
-                        Some(Err(e)) => {
-                            self.member.shared.quiet.failure(&format!("Kafka error on {}/{}: {e}", q.topic, q.partition));
-                            break;
-                        }
-                        None => break,
+            for (_, q) in queues.iter_mut().enumerate().filter(|(i, _)| !skip.get(*i).copied().unwrap_or(false)) {
+                let room = self.sizer.room(m.len()).min(PER_QUEUE_TURN);
+                let mut failed = None;
+                let (topic, partition) = (q.topic.as_str(), q.partition);
+                q.queue.read(room, |msg| match msg.error() {
+                    None => {
+                        let headers = self.headers.then(|| msg.headers());
+                        m.push(topic, partition, msg.offset(), msg.timestamp(), msg.key(), msg.payload(), headers);
+                        round += 1;
                     }
-                    if self.sizer.is_full(m.len(), m.bytes()) {
-                        return got + round;
+                    Some(e) => {
+                        failed.get_or_insert(e);
                     }
+                });
+                if let Some(e) = failed {
+                    self.member.shared.quiet.failure(&format!("Kafka error on {topic}/{partition}: {e}"));
+                }
+                if self.sizer.is_full(m.len(), m.bytes()) {
+                    return got + round;
                 }
             }
             got += round;

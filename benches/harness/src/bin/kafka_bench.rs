@@ -19,6 +19,9 @@
 //!
 //! The throughput run ends with librdkafka's bare pipe through the same broker (consume every
 //! message of the input topic, produce it again unchanged): the most any job could do here.
+//! Both are timed first to last record and over the middle 90% of the records (from 5% to 95%:
+//! the steady rate, without the start and without the job's final partial batch, which waits
+//! `batch.timeout` for rows that never come).
 //!
 //! The job's query (Nexmark q1's shape, into Kafka):
 //! `SELECT auction, bidder, price * 908 / 1000 AS price_eur, date_time, sent_us FROM bid WHERE price > 1000`.
@@ -37,7 +40,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Kafka benchmark options.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 struct Args {
     /// The broker.
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -319,14 +322,7 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
     let early = pipe_first.then(|| pipe_run(args, &input, lines.len()));
     let job = start_job(args, &job_sql(args, &input, &output, ""), dir);
     let started = Instant::now();
-    let c = consumer(args, &output);
-    let (mut got, mut first) = (0usize, None::<Instant>);
-    while got < want && started.elapsed() < Duration::from_secs(600) {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
-            got += 1;
-            first.get_or_insert_with(Instant::now);
-        }
-    }
+    let Watched { got, first, middle } = watch(args, &output, want, started);
     let total_s = started.elapsed().as_secs_f64();
     let steady_s = first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64());
     let rss = stop_job(job);
@@ -342,7 +338,7 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
     println!("| same, first to last output record | {} | {got} | {steady_s:.2} | {:.0} | |", lines.len(), lines.len() as f64 / steady_s);
     // the limit here: librdkafka alone, consuming the same topic and producing every message
     // as it came into another, no decoding, no filter (after the job, unless run before it)
-    let (pipe_total, pipe_steady) = early.unwrap_or_else(|| pipe_run(args, &input, lines.len()));
+    let (pipe_total, pipe_steady, pipe_middle) = early.unwrap_or_else(|| pipe_run(args, &input, lines.len()));
     println!(
         "| bare pipe: librdkafka consume → produce, every message, from start | {} | {} | {pipe_total:.2} | {:.0} | - |",
         lines.len(),
@@ -350,23 +346,44 @@ fn throughput_run(args: &Args, lines: &[String], dir: &Path) {
         lines.len() as f64 / pipe_total
     );
     println!(
-        "| same, first message consumed to last delivered | {} | {} | {pipe_steady:.2} | {:.0} | |",
+        "| same, first to last record in its output topic | {} | {} | {pipe_steady:.2} | {:.0} | |",
         lines.len(),
         lines.len(),
         lines.len() as f64 / pipe_steady
     );
     println!();
+    println!(
+        "| job, 5% to 95% of the output (no final partial batch) | {} | {} | {:.2} | {:.0} | |",
+        lines.len(),
+        got,
+        middle.seconds(),
+        middle.rate(lines.len())
+    );
+    println!(
+        "| bare pipe, 5% to 95% of its output | {} | {} | {:.2} | {:.0} | |",
+        lines.len(),
+        lines.len(),
+        pipe_middle.seconds(),
+        pipe_middle.rate(lines.len())
+    );
+    println!();
     println!("job / bare pipe, first to last: {:.2}×", pipe_steady / steady_s);
+    println!("job / bare pipe, 5% to 95%: {:.2}×", middle.rate(lines.len()) / pipe_middle.rate(lines.len()));
     println!();
 }
 
 /// librdkafka's bare consume → produce pipe: every message of `input` (all its partitions, from
-/// the beginning) produced again, payload as it came, into a new topic; seconds from the start
-/// and from the first message consumed until the last is delivered.
-fn pipe_run(args: &Args, input: &str, n: usize) -> (f64, f64) {
+/// the beginning) produced again, payload as it came, into a new topic. Its output topic is
+/// read as the job's is, by a consumer of the same settings (the same load on the broker and
+/// the cores): seconds from the start, and from the first to the last message seen there.
+fn pipe_run(args: &Args, input: &str, n: usize) -> (f64, f64, Middle) {
     let out = topic("pipe-out");
     create(args, &out, args.partitions);
     let started = Instant::now();
+    let watcher = {
+        let (args, out) = (args.clone(), out.clone());
+        std::thread::spawn(move || watch(&args, &out, n, started))
+    };
     let c = consumer(args, input);
     let p = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
@@ -374,11 +391,10 @@ fn pipe_run(args: &Args, input: &str, n: usize) -> (f64, f64) {
         .set("queue.buffering.max.messages", "1000000")
         .create::<BaseProducer>()
         .expect("producer");
-    let (mut got, mut first) = (0usize, None::<Instant>);
+    let mut got = 0usize;
     while got < n && started.elapsed() < Duration::from_secs(600) {
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                first.get_or_insert_with(Instant::now);
                 let mut rec = Some(BaseRecord::<(), [u8]>::to(&out).payload(m.payload().unwrap_or_default()));
                 while let Some(r) = rec.take() {
                     if let Err((_, back)) = p.send(r) {
@@ -387,7 +403,7 @@ fn pipe_run(args: &Args, input: &str, n: usize) -> (f64, f64) {
                     }
                 }
                 got += 1;
-                if got % 1024 == 0 {
+                if got.is_multiple_of(1024) {
                     p.poll(Duration::ZERO);
                 }
             }
@@ -396,7 +412,66 @@ fn pipe_run(args: &Args, input: &str, n: usize) -> (f64, f64) {
         }
     }
     p.flush(Duration::from_secs(60)).expect("flush");
-    (started.elapsed().as_secs_f64(), first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64()))
+    let Watched { first, middle, .. } = watcher.join().expect("the pipe's watcher");
+    (started.elapsed().as_secs_f64(), first.map_or(f64::NAN, |f| f.elapsed().as_secs_f64()), middle)
+}
+
+/// What a reader of an output topic saw: records, when the first came, and the middle 90%.
+struct Watched {
+    got: usize,
+    first: Option<Instant>,
+    middle: Middle,
+}
+
+/// Reads `topic` until `want` records came (or ten minutes since `started`).
+fn watch(args: &Args, topic: &str, want: usize, started: Instant) -> Watched {
+    let c = consumer(args, topic);
+    let (mut got, mut first) = (0usize, None::<Instant>);
+    let mut middle = Middle::new(want);
+    while got < want && started.elapsed() < Duration::from_secs(600) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+            got += 1;
+            first.get_or_insert_with(Instant::now);
+            middle.saw(got);
+        }
+    }
+    Watched { got, first, middle }
+}
+
+/// When a count passed 5% and 95% of its total: the steady rate, without the start-up and
+/// without the final partial batch (which waits `batch.timeout` for rows that never come).
+struct Middle {
+    total: usize,
+    at5: Option<Instant>,
+    at95: Option<Instant>,
+}
+
+impl Middle {
+    fn new(total: usize) -> Self {
+        Self { total, at5: None, at95: None }
+    }
+
+    /// `n` records seen so far.
+    fn saw(&mut self, n: usize) {
+        if n * 20 >= self.total {
+            self.at5.get_or_insert_with(Instant::now);
+        }
+        if n * 20 >= self.total * 19 {
+            self.at95.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        match (self.at5, self.at95) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
+
+    /// Input records per second over the middle 90% (`input` records in all).
+    fn rate(&self, input: usize) -> f64 {
+        input as f64 * 0.9 / self.seconds()
+    }
 }
 
 /// The job's resident memory now, in MiB.
