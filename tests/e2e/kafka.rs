@@ -1088,7 +1088,7 @@ fn produce_rows_to(servers: &str, topic: &str, rows: &[(i32, String)]) {
 /// coming: both outputs end with exactly DataFusion's batch answers over the messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_kafka_windows_and_joins_are_exact() {
-    use crate::checkpoints::{chaos_seed, counted, interrupt, kill9, settle, sinks_created, start};
+    use crate::checkpoints::{counted, interrupt, settle, sinks_created, start};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let dir = if std::env::var_os("FERRIS_KEEP").is_some() { tmp.keep().join("") } else { dir };
@@ -1156,14 +1156,7 @@ async fn killed_five_times_kafka_windows_and_joins_are_exact() {
             }
         })
     };
-    let seed = chaos_seed();
-    eprintln!("FERRIS_CHAOS_SEED={seed}");
-    let mut rng = crate::windows::Lcg::new(seed);
-    for _ in 0..5 {
-        let mut child = start(dir, "job.sql", &[]);
-        std::thread::sleep(Duration::from_millis(700 + rng.below(1300)));
-        kill9(&mut child);
-    }
+    let seed = kill_five_times(dir);
     producer.join().unwrap();
     // far-future rows on every partition close every window and join band
     let far = base + 100_000_000;
@@ -1201,13 +1194,28 @@ async fn killed_five_times_kafka_windows_and_joins_are_exact() {
     assert!(log.contains("restoring checkpoint"), "some run restored a checkpoint");
 }
 
+/// Runs `dir/job.sql` five times, each killed (SIGKILL) after a random 0.7–2 s; the seed of
+/// the moments (`FERRIS_CHAOS_SEED` repeats a run).
+fn kill_five_times(dir: &Path) -> u64 {
+    use crate::checkpoints::{chaos_seed, kill9, start};
+    let seed = chaos_seed();
+    eprintln!("FERRIS_CHAOS_SEED={seed}");
+    let mut rng = crate::windows::Lcg::new(seed);
+    for _ in 0..5 {
+        let mut child = start(dir, "job.sql", &[]);
+        std::thread::sleep(Duration::from_millis(700 + rng.below(1300)));
+        kill9(&mut child);
+    }
+    seed
+}
+
 /// Kafka in, a filter, Kafka out (the sink's grouped writes, the source's committed offsets),
 /// at least once: the process killed (SIGKILL) five times at random moments while messages keep
 /// coming, then run to the end. Every id the filter keeps is in the output topic, none that it
 /// drops; repeats are allowed (at least once), missing rows are not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_five_times_a_kafka_to_kafka_job_loses_nothing() {
-    use crate::checkpoints::{chaos_seed, interrupt, kill9, settle, sinks_created, start};
+    use crate::checkpoints::{interrupt, settle, sinks_created, start};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (input, output) = (unique("kk-in"), unique("kk-out"));
@@ -1233,14 +1241,7 @@ async fn killed_five_times_a_kafka_to_kafka_job_loses_nothing() {
             }
         })
     };
-    let seed = chaos_seed();
-    eprintln!("FERRIS_CHAOS_SEED={seed}");
-    let mut rng = crate::windows::Lcg::new(seed);
-    for _ in 0..5 {
-        let mut child = start(dir, "job.sql", &[]);
-        std::thread::sleep(Duration::from_millis(700 + rng.below(1300)));
-        kill9(&mut child);
-    }
+    let seed = kill_five_times(dir);
     producer.join().unwrap();
     // the last run joins a new group (tansu may never hand over the partitions of killed
     // members); its positions come from the checkpoint

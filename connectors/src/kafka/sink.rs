@@ -140,8 +140,7 @@ impl KafkaSink {
         let what = format!("kafka sink '{name}'");
         super::config::check_secure_connection(props, &settings, &what)?;
         let status = StatusSlot::default();
-        let producer =
-            create_client_with(props, settings.clone(), &what, || DeliveryContext(QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status))))?;
+        let producer = delivery_producer(props, &settings, &what, &status)?;
         let create_partitions = match props.get("topic.create").map(str::to_ascii_lowercase).as_deref() {
             Some("false") | Some("no") => None,
             _ => Some(props.get_usize("topic.partitions")?.unwrap_or(1).max(1) as i32),
@@ -543,6 +542,11 @@ impl Acks {
     }
 }
 
+/// The sink's producer with `settings`, reporting its connection's state to `status`.
+fn delivery_producer(props: &Properties, settings: &[(String, String)], what: &str, status: &StatusSlot) -> Result<ThreadedProducer<DeliveryContext>> {
+    create_client_with(props, settings.to_vec(), what, || DeliveryContext(QuietContext::with_status(what, Arc::clone(status))))
+}
+
 /// The sink producer's context: logs as [`QuietContext`] does, and settles each message's
 /// share of its write's [`Acks`] when its delivery report comes.
 struct DeliveryContext(QuietContext);
@@ -656,10 +660,7 @@ impl Sink for KafkaSink {
             settings.push(("transaction.timeout.ms".into(), "900000".into()));
         }
         let what = format!("kafka sink '{}'", self.name);
-        let status = std::sync::Arc::clone(&self.status);
-        self.producer = create_client_with(&self.props, settings.clone(), &what, || {
-            DeliveryContext(QuietContext::with_status(what.clone(), std::sync::Arc::clone(&status)))
-        })?;
+        self.producer = delivery_producer(&self.props, &settings, &what, &self.status)?;
         self.settings = settings;
         let marker_group = format!("{id}-checkpoints");
         // the marker group's metadata, once (a client of its own; the job may block here)
