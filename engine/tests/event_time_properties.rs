@@ -77,6 +77,11 @@ fn explained(sql: &str) -> String {
 
 /// Runs `sql` through the engine (planned as a stream) and `batch_sql` through DataFusion.
 fn compare(sql: &str, batch_sql: &str, tables: &[(&str, &Path)]) -> Result<(), TestCaseError> {
+    compare_with(sql, batch_sql, tables, None)
+}
+
+/// [`compare`], DataFusion reading the files with `schema` (else inferring it).
+fn compare_with(sql: &str, batch_sql: &str, tables: &[(&str, &Path)], schema: Option<&datafusion::arrow::datatypes::Schema>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let spec = analyze_sql(sql).unwrap().remove(0).unwrap();
@@ -86,12 +91,48 @@ fn compare(sql: &str, batch_sql: &str, tables: &[(&str, &Path)]) -> Result<(), T
         let got = lines(&datafusion::physical_plan::collect(job.plan, job.ctx.task_ctx()).await.unwrap());
         let ctx = SessionContext::new();
         for (name, path) in tables {
-            ctx.register_json(*name, path.to_str().unwrap(), JsonReadOptions::default().file_extension(".jsonl")).await.unwrap();
+            let mut options = JsonReadOptions::default().file_extension(".jsonl");
+            if let Some(schema) = schema {
+                options = options.schema(schema);
+            }
+            ctx.register_json(*name, path.to_str().unwrap(), options).await.unwrap();
         }
         let want = lines(&ctx.sql(batch_sql).await.unwrap().collect().await.unwrap());
         prop_assert_eq!(got, want, "{}", sql);
         Ok(())
     })
+}
+
+/// Streams `a` and `b` (rows, disorder) joined `ON on` as the engine runs it and as DataFusion
+/// computes it in batch; `timestamps`: both declare `ts` a `TIMESTAMP` (else epoch ms as
+/// integers), and the join must be an interval join.
+fn interval_join_case(a: (&[Row], i64), b: (&[Row], i64), on: &str, kind: &str, batch: usize, timestamps: bool) -> Result<(), TestCaseError> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let dir = tempfile::tempdir().unwrap();
+    let (lp, rp) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    write(&lp, a.0);
+    write(&rp, b.0);
+    let cols = "a.k AS ak, a.ts AS ats, b.ts AS bts, a.amount AS aa, b.amount AS ba";
+    let declared = "ts TIMESTAMP, k VARCHAR, amount BIGINT";
+    let schema_key = |name: &str| if timestamps { format!(", '{name}.schema' = '{declared}'") } else { String::new() };
+    let sql = format!(
+        "SELECT {cols} FROM a {kind} b ON {on} WITH ({}{}, {}{})",
+        source("a", &lp, a.1, batch),
+        schema_key("a"),
+        source("b", &rp, b.1, batch),
+        schema_key("b")
+    );
+    let batch_sql = format!("SELECT {cols} FROM a {kind} b ON {on}");
+    if !timestamps {
+        return compare(&sql, &batch_sql, &[("a", &lp), ("b", &rp)]);
+    }
+    prop_assert!(explained(&sql).contains("IntervalJoinExec"), "not an interval join");
+    let schema = Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        Field::new("k", DataType::Utf8, true),
+        Field::new("amount", DataType::Int64, true),
+    ]);
+    compare_with(&sql, &batch_sql, &[("a", &lp), ("b", &rp)], Some(&schema))
 }
 
 proptest! {
@@ -163,15 +204,26 @@ proptest! {
         kind in prop::sample::select(vec!["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]),
         batch in 1usize..64,
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let (lp, rp) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
-        write(&lp, &left);
-        write(&rp, &right);
-        let cols = "a.k AS ak, a.ts AS ats, b.ts AS bts, a.amount AS aa, b.amount AS ba";
         let on = format!("a.k = b.k AND b.ts BETWEEN a.ts - {lower} AND a.ts + {upper}");
-        let sql = format!("SELECT {cols} FROM a {kind} b ON {on} WITH ({}, {})", source("a", &lp, ld, batch), source("b", &rp, rd, batch));
-        let batch_sql = format!("SELECT {cols} FROM a {kind} b ON {on}");
-        compare(&sql, &batch_sql, &[("a", &lp), ("b", &rp)])?;
+        interval_join_case((&left, ld), (&right, rd), &on, kind, batch, false)?;
+    }
+
+    /// The same over `TIMESTAMP` columns, the band written with intervals, inclusive or
+    /// strict: the band then decides the whole condition, checked on the times in
+    /// milliseconds the join already has (no filter evaluated; `TimeBand::exact`).
+    #[test]
+    fn interval_joins_on_timestamps(
+        (left, ld) in rows(150, 4),
+        (right, rd) in rows(150, 4),
+        lower in 0i64..5_000,
+        upper in 0i64..5_000,
+        strict in any::<bool>(),
+        kind in prop::sample::select(vec!["JOIN", "LEFT JOIN", "RIGHT JOIN", "FULL JOIN"]),
+        batch in 1usize..64,
+    ) {
+        let (ge, le) = if strict { (">", "<") } else { (">=", "<=") };
+        let on = format!("a.k = b.k AND b.ts {ge} a.ts - INTERVAL '{lower}' MILLISECOND AND b.ts {le} a.ts + INTERVAL '{upper}' MILLISECOND");
+        interval_join_case((&left, ld), (&right, rd), &on, kind, batch, true)?;
     }
 
     /// `EXISTS` / `NOT EXISTS` with a time band: DataFusion plans semi and anti joins, each

@@ -892,11 +892,7 @@ fn read_parquet(
     let ctx = || path.display().to_string();
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
     let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
-    // publishing the floor: each batch says which row group it is of
-    let options = match out.floors {
-        Some(_) => parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_virtual_columns(vec![group_index_field()]).map_err(parquet_err)?,
-        None => parquet::arrow::arrow_reader::ArrowReaderOptions::new(),
-    };
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
     // the footer, parsed once: the filters are decided on it before the reader is built
     let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&f, options.clone()).map_err(parquet_err)?;
     // text the source declares as views is decoded as views from here on, filters included
@@ -987,11 +983,19 @@ fn read_parquet(
             }
         }
     }
+    // publishing the floor: a row filter drops rows, so each batch then says which row group
+    // it is of (a virtual column); else the rows handed out tell, counted through the groups
+    let tagged = out.floors.is_some() && !predicates.is_empty();
+    let options = if tagged { options.with_virtual_columns(vec![group_index_field()]).map_err(parquet_err)? } else { options };
     // text and bytes decoded as views into the file's pages, copied only for the rows kept
     let meta = match as_views(&file_schema, &cfg.schema, &predicate_columns) {
         Some(views) => {
             let with_views = options.with_schema(views);
             parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), with_views).map_err(parquet_err)?
+        }
+        None if tagged => {
+            let same = options.with_schema(Arc::clone(&file_schema));
+            parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), same).map_err(parquet_err)?
         }
         None => meta,
     };
@@ -1022,14 +1026,22 @@ fn read_parquet(
         let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
         b = b.with_projection(mask);
     }
-    // the groups in the order read, and from each on the least event time still to come
+    // the groups in the order read, from each on the least event time still to come, and
+    // where each group's rows end (counted from the first group's first row)
     let floors = out.floors.map(|(by_group, after)| {
         let order: Vec<usize> = groups.clone().unwrap_or_else(|| (0..by_group.len()).collect());
         let mut from = vec![after; order.len() + 1];
         for (i, g) in order.iter().enumerate().rev() {
             from[i] = from[i + 1].min(by_group.get(*g).copied().unwrap_or(i64::MIN));
         }
-        (order, from)
+        let ends: Vec<u64> = order
+            .iter()
+            .scan(0u64, |end, g| {
+                *end += meta_rows(b.metadata(), *g);
+                Some(*end)
+            })
+            .collect();
+        (order, from, ends)
     });
     let mut floor_sent = None;
     let reader = b.build().map_err(|e| ConnectorError::Parquet { context: ctx(), source: e })?;
@@ -1037,14 +1049,20 @@ fn read_parquet(
         let batch = batch.map_err(|e| ConnectorError::arrow(ctx(), e))?;
         // the floor once this batch is handed out: the least event time from its last row's
         // row group on
-        let floor = floors.as_ref().and_then(|(order, from)| {
-            let g = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(batch.column_by_name(GROUP_INDEX)?.as_ref())?
-                .values()
-                .last()
-                .copied()?;
-            let at = order.iter().position(|&o| o as i64 == g)?;
+        let floor = floors.as_ref().and_then(|(order, from, ends)| {
+            let at = if tagged {
+                let g = arrow::array::AsArray::as_primitive_opt::<arrow::datatypes::Int64Type>(batch.column_by_name(GROUP_INDEX)?.as_ref())?
+                    .values()
+                    .last()
+                    .copied()?;
+                order.iter().position(|&o| o as i64 == g)?
+            } else {
+                // every row is handed out: the last one's place among the groups' rows
+                let last = (read + batch.num_rows() as u64).checked_sub(1)?;
+                ends.partition_point(|end| *end <= last)
+            };
             // (times beyond ±2^61 ms are no times to the operators: the floor stays within)
-            Some(from[at].min(1 << 61))
+            Some((*from.get(at)?).min(1 << 61))
         });
         let mut batch = adapt_batch(batch, out.schema).map_err(|e| ConnectorError::arrow(ctx(), e))?;
         if sparse {
@@ -1065,6 +1083,11 @@ fn read_parquet(
         }
     }
     Ok(true)
+}
+
+/// Rows of row group `g` of a file.
+fn meta_rows(meta: &parquet::file::metadata::ParquetMetaData, g: usize) -> u64 {
+    meta.row_groups().get(g).map_or(0, |rg| u64::try_from(rg.num_rows()).unwrap_or(0))
 }
 
 /// The name of the virtual column a floor-publishing read adds (and drops): each row's group.
@@ -1465,6 +1488,51 @@ mod tests {
         p.insert("batch.size", "64");
         let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
         (path, source)
+    }
+
+    /// A read that publishes event-time floors marks each batch with the least time from its
+    /// last row's row group on: found by counting rows through the groups when every row is
+    /// handed out (from a resumed offset, over a unit's own groups), by each row's group when
+    /// a row filter drops some.
+    #[test]
+    fn each_batch_carries_the_floor_of_its_last_rows_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, source) = numbers_file(dir.path());
+        // group g holds n = 100g..100g+99; its least "time" here: 100g
+        let by_group: Vec<i64> = (0..10).map(|g| g * 100).collect();
+        let marks = |groups: Option<Vec<usize>>, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>| {
+            let (tx, mut rx) = mpsc::channel(1024);
+            let schema = source.schema();
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: Some((&by_group[..], i64::MAX)) };
+            assert!(read_parquet(&source.cfg, &out, &path, groups, "k", resume, &tx).unwrap());
+            drop(tx);
+            // (the floor in force after each batch, the batch's last n)
+            let (mut seen, mut floor) = (Vec::new(), None::<i64>);
+            while let Ok(item) = rx.try_recv() {
+                let (batch, _) = item.unwrap();
+                if let Some(t) = batch.schema().metadata().get(crate::source::FLOOR_KEY) {
+                    let t: i64 = t.parse().unwrap();
+                    assert!(floor.is_none_or(|f| t > f), "marked only when it rises");
+                    floor = Some(t);
+                }
+                let n = batch.column(0).as_primitive::<Int64Type>();
+                seen.push((floor, n.value(n.len() - 1)));
+            }
+            seen
+        };
+        let expect = |seen: &[(Option<i64>, i64)]| {
+            assert!(!seen.is_empty());
+            for (floor, last) in seen {
+                assert_eq!(*floor, Some(last / 100 * 100), "after the batch ending at {last}");
+            }
+        };
+        expect(&marks(None, None, None));
+        expect(&marks(None, None, Some(Resume { offset: 250, ..Resume::default() })));
+        let unit = marks(Some(vec![3, 5, 7]), None, Some(Resume { offset: 130, ..Resume::default() }));
+        assert_eq!(unit.first().map(|s| s.1), Some(593), "130 rows into groups 3, 5 and 7 (530), then 64");
+        expect(&unit);
+        let third = row_filter(&[vec![(col("n") % lit(3i64)).eq(lit(0i64))]]).unwrap();
+        expect(&marks(None, Some(&third), None));
     }
 
     #[test]

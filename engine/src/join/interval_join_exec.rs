@@ -26,9 +26,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::{eq, lt};
-use datafusion::arrow::compute::{and, filter, filter_record_batch, is_null, max, not, take_record_batch};
+use datafusion::arrow::compute::{and, filter, filter_record_batch, is_null, not, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -457,10 +457,17 @@ struct JoinMetrics {
 struct Chunk {
     batch: RecordBatch,
     keys: Vec<ArrayRef>,
+    /// The hash of each row's keys.
+    hashes: Vec<u64>,
     matched: Vec<bool>,
     times: Int64Array,
     min_time: i64,
     max_time: i64,
+    /// In the side's key index; else scanned by the probes that reach it (see
+    /// [`SideState::unindexed`]).
+    indexed: bool,
+    /// Probes that scanned it while it was not indexed.
+    scans: u32,
 }
 
 /// A hasher for keys that are already hashes or small counters: one multiplication (the high
@@ -494,6 +501,12 @@ struct SideState {
     bytes: usize,
     next_id: u64,
     index: KeyIndex,
+    /// Chunks not in `index`, oldest first. A chunk is indexed only once a second probe
+    /// reaches it: the first one scans its rows against a table of the probing batch's keys
+    /// instead (a side probed rarely by large batches, as bids by their auctions, is then
+    /// never indexed row by row; a side probed often is indexed at its second probe, after
+    /// one scan: at most about twice what indexing it at once would have cost).
+    unindexed: Vec<u64>,
     rows: usize,
     stale: usize,
 }
@@ -503,6 +516,9 @@ type Timed = (RecordBatch, Int64Array);
 
 /// No entry (the end of a chain).
 const NO_ENTRY: u32 = u32::MAX;
+
+/// Bytes a kept row costs beyond its columns: its key hash and its entry in the key index.
+const ROW_OVERHEAD: usize = 8 + 12;
 
 /// Where a side's rows are, by the hash of their keys: the newest entry of each hash, and for
 /// every entry the one before it with the same hash (a chain, as in DataFusion's join hash
@@ -552,9 +568,78 @@ impl KeyIndex {
         })
     }
 
+    /// Forgets every entry, keeping the memory.
+    fn clear(&mut self) {
+        self.heads.clear();
+        self.entries.clear();
+    }
+
     /// Bytes held, roughly.
     fn bytes(&self) -> usize {
         self.heads.capacity() * 16 + self.entries.capacity() * std::mem::size_of::<IndexEntry>()
+    }
+}
+
+/// Equality of a probe batch's key row and a kept chunk's, one pair at a time (what Arrow's
+/// `eq` kernel gives for the same pair, a null key equal to nothing).
+enum KeyEquality<'a> {
+    /// One 64-bit integer key without nulls on either side (the common case).
+    Int64(&'a [i64], &'a [i64]),
+    /// Any other keys Arrow orders: a comparator per key column.
+    Columns(Vec<(datafusion::arrow::array::DynComparator, &'a dyn datafusion::arrow::array::Array, &'a dyn datafusion::arrow::array::Array)>),
+}
+
+impl<'a> KeyEquality<'a> {
+    /// `None` when a key's two sides differ in type, or are floating point or nested (left
+    /// to the kernels).
+    fn new(mine: &'a [ArrayRef], theirs: &'a [ArrayRef]) -> Result<Option<Self>> {
+        use datafusion::arrow::datatypes::DataType;
+        if mine.len() != theirs.len() || mine.is_empty() {
+            return Ok(None);
+        }
+        if let ([m], [t]) = (mine, theirs) {
+            if m.data_type() == &DataType::Int64 && t.data_type() == &DataType::Int64 && m.null_count() == 0 && t.null_count() == 0 {
+                return Ok(Some(Self::Int64(
+                    m.as_primitive::<datafusion::arrow::datatypes::Int64Type>().values(),
+                    t.as_primitive::<datafusion::arrow::datatypes::Int64Type>().values(),
+                )));
+            }
+        }
+        let mut columns = Vec::with_capacity(mine.len());
+        for (m, t) in mine.iter().zip(theirs) {
+            let dt = m.data_type();
+            let comparable = dt == t.data_type()
+                && (dt.is_integer()
+                    || matches!(
+                        dt,
+                        DataType::Boolean
+                            | DataType::Utf8
+                            | DataType::LargeUtf8
+                            | DataType::Utf8View
+                            | DataType::Binary
+                            | DataType::LargeBinary
+                            | DataType::BinaryView
+                            | DataType::Date32
+                            | DataType::Date64
+                            | DataType::Timestamp(..)
+                            | DataType::Decimal128(..)
+                    ));
+            if !comparable {
+                return Ok(None);
+            }
+            let cmp = datafusion::arrow::array::make_comparator(m.as_ref(), t.as_ref(), Default::default())?;
+            columns.push((cmp, m.as_ref(), t.as_ref()));
+        }
+        Ok(Some(Self::Columns(columns)))
+    }
+
+    /// True when row `i` of the probe batch and row `r` of the chunk have equal keys.
+    #[inline]
+    fn equal(&self, i: usize, r: usize) -> bool {
+        match self {
+            Self::Int64(m, t) => m.get(i) == t.get(r),
+            Self::Columns(columns) => columns.iter().all(|(cmp, m, t)| m.is_valid(i) && t.is_valid(r) && cmp(i, r).is_eq()),
+        }
     }
 }
 
@@ -565,14 +650,30 @@ struct Joiner {
     sides: [SideState; 2],
     watermarks: [PartitionWatermarks; 2],
     hashes: Vec<u64>,
+    /// The probing batch's keys by hash, for scanning chunks not indexed (reused).
+    probe_index: KeyIndex,
     random: RandomState,
     metrics: JoinMetrics,
     /// Each input's schema (the rows a side keeps).
     side_schemas: [SchemaRef; 2],
+    /// The join's schema as projected: what it outputs.
+    output_schema: SchemaRef,
     /// Ordered output: every row earlier than this has been handed on.
     released_to: i64,
     /// The job's late sink, if it has one.
     late_out: Option<Arc<crate::event_time::late::LateRows>>,
+}
+
+/// The least and the greatest of `times` (nulls skipped), in one pass; `None` when all are
+/// null or there are none.
+fn min_max(times: &Int64Array) -> Option<(i64, i64)> {
+    if times.null_count() == 0 {
+        let v = times.values();
+        // (a fold over the plain values: the compiler vectorises it)
+        let (lo, hi) = v.iter().fold((i64::MAX, i64::MIN), |(lo, hi), t| (lo.min(*t), hi.max(*t)));
+        return (!v.is_empty()).then_some((lo, hi));
+    }
+    times.iter().flatten().fold(None, |acc, t| Some(acc.map_or((t, t), |(lo, hi): (i64, i64)| (lo.min(t), hi.max(t)))))
 }
 
 fn to_df(e: crate::checkpoint::CheckpointError) -> datafusion::error::DataFusionError {
@@ -585,6 +686,11 @@ fn eval(expr: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef> {
 
 impl Joiner {
     fn new(config: Arc<IntervalJoinConfig>, counts: [usize; 2], metrics: JoinMetrics, side_schemas: [SchemaRef; 2]) -> Self {
+        // (as `RecordBatch::project` makes it, so every output batch has the same schema)
+        let output_schema = match &config.projection {
+            Some(p) => config.join_schema.project(p).map(Arc::new).unwrap_or_else(|_| Arc::clone(&config.schema)),
+            None => Arc::clone(&config.join_schema),
+        };
         let watermarks = [PartitionWatermarks::new(config.watermarks[0], counts[0]), PartitionWatermarks::new(config.watermarks[1], counts[1])];
         Self {
             config,
@@ -594,9 +700,11 @@ impl Joiner {
             sides: [SideState::default(), SideState::default()],
             watermarks,
             hashes: Vec::new(),
+            probe_index: KeyIndex::default(),
             random: RandomState::with_seed(0x5eed),
             metrics,
             side_schemas,
+            output_schema,
         }
     }
 
@@ -659,7 +767,8 @@ impl Joiner {
                 self.hashes.clear();
                 self.hashes.resize(batch.num_rows(), 0);
                 create_hashes(&keys, &self.random, &mut self.hashes)?;
-                self.insert(side, batch, keys, matched, times)?;
+                let span = min_max(&times);
+                self.insert(side, batch, keys, matched, times, span)?;
             }
         }
         if let Some(table) = state.table("pending") {
@@ -688,7 +797,8 @@ impl Joiner {
             self.hashes.clear();
             self.hashes.resize(batch.num_rows(), 0);
             create_hashes(&keys, &self.random, &mut self.hashes)?;
-            self.insert(side, batch.clone(), keys, vec![false; batch.num_rows()], times)?;
+            let span = min_max(&times);
+            self.insert(side, batch.clone(), keys, vec![false; batch.num_rows()], times, span)?;
         }
         self.update_state_metrics();
         Ok(())
@@ -740,6 +850,25 @@ impl Joiner {
         self.output(columns, n)
     }
 
+    /// The output rows of matching pairs: row `l.1[k]` of left batch `l.0` beside row `r.1[k]`
+    /// of right batch `r.0`, only the columns the join outputs gathered.
+    fn output_pairs(&self, l: (&RecordBatch, &UInt32Array), r: (&RecordBatch, &UInt32Array)) -> Result<RecordBatch> {
+        let left_width = self.side_schemas[0].fields().len();
+        let gather = |j: usize| {
+            let (batch, rows, column) = if j < left_width { (l.0, l.1, j) } else { (r.0, r.1, j - left_width) };
+            match batch.columns().get(column) {
+                Some(c) => Ok(datafusion::arrow::compute::take(c.as_ref(), rows, None)?),
+                None => internal_err!("the interval join outputs column {j}, of {} columns", left_width + r.0.num_columns()),
+            }
+        };
+        let columns = match &self.config.projection {
+            Some(p) => p.iter().map(|j| gather(*j)).collect::<Result<Vec<_>>>()?,
+            None => (0..self.config.join_schema.fields().len()).map(gather).collect::<Result<Vec<_>>>()?,
+        };
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(l.1.len()));
+        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.output_schema), columns, &options)?)
+    }
+
     fn output(&self, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
         let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
         let full = RecordBatch::try_new_with_options(Arc::clone(&self.config.join_schema), columns, &options)?;
@@ -755,34 +884,43 @@ impl Joiner {
             return Ok(Vec::new());
         }
         let times = self.times(side, batch)?;
-        // rows without a time cannot be placed in the band
-        let untimed = is_null(&times)?;
-        if untimed.true_count() > 0 && self.preserved(side) {
-            let rows = self.unmatched(side, &filter_record_batch(batch, &untimed)?)?;
-            let n = rows.num_rows();
-            out.push((rows, Int64Array::from(vec![i64::MIN; n])));
-        }
+        let span = min_max(&times);
         // late: behind this side's own watermark, partners may be gone
         let wm = if self.config.band.is_some() { self.watermarks[side].current() } else { i64::MIN };
-        let late = lt(&times, &Int64Array::new_scalar(wm))?;
-        self.metrics.late.add(late.true_count());
-        if let Some(l) = &self.late_out {
-            l.send(batch, &late)?;
-        }
-        let keep = and(&not(&untimed)?, &not(&late)?)?;
-        self.watermarks[side].observe(p, max(&times));
-        if keep.true_count() > 0 {
-            let (batch, times) = if keep.true_count() == batch.num_rows() {
-                (batch.clone(), times)
-            } else {
-                (filter_record_batch(batch, &keep)?, filter(&times, &keep)?.as_primitive().clone())
-            };
+        self.watermarks[side].observe(p, span.map(|s| s.1));
+        // (mostly every row has a time and none is late: nothing to filter)
+        let every_row = times.null_count() == 0 && span.is_none_or(|s| s.0 >= wm);
+        let kept = if every_row {
+            Some((batch.clone(), times, span))
+        } else {
+            // rows without a time cannot be placed in the band
+            let untimed = is_null(&times)?;
+            if untimed.true_count() > 0 && self.preserved(side) {
+                let rows = self.unmatched(side, &filter_record_batch(batch, &untimed)?)?;
+                let n = rows.num_rows();
+                out.push((rows, Int64Array::from(vec![i64::MIN; n])));
+            }
+            let late = lt(&times, &Int64Array::new_scalar(wm))?;
+            self.metrics.late.add(late.true_count());
+            if let Some(l) = &self.late_out {
+                l.send(batch, &late)?;
+            }
+            let keep = and(&not(&untimed)?, &not(&late)?)?;
+            (keep.true_count() > 0)
+                .then(|| -> Result<_> {
+                    let times: Int64Array = filter(&times, &keep)?.as_primitive().clone();
+                    let span = min_max(&times);
+                    Ok((filter_record_batch(batch, &keep)?, times, span))
+                })
+                .transpose()?
+        };
+        if let Some((batch, times, span)) = kept {
             let keys = self.keys(side, &batch)?;
             self.hashes.clear();
             self.hashes.resize(batch.num_rows(), 0);
             create_hashes(&keys, &self.random, &mut self.hashes)?;
-            let matched = self.probe(side, &batch, &times, &keys, &mut out)?;
-            self.insert(side, batch, keys, matched, times)?;
+            let matched = self.probe(side, &batch, &times, span, &keys, &mut out)?;
+            self.insert(side, batch, keys, matched, times, span)?;
         }
         let advanced = self.watermarks[side].advance().is_some();
         if advanced || self.watermarks[1 - side].all_finished() {
@@ -862,7 +1000,16 @@ impl Joiner {
     }
 
     /// Matches `batch` of `side` against the other side's rows; returns which rows matched.
-    fn probe(&mut self, side: usize, batch: &RecordBatch, times: &Int64Array, keys: &[ArrayRef], out: &mut Vec<Timed>) -> Result<Vec<bool>> {
+    /// `span`: the least and the greatest of `times`.
+    fn probe(
+        &mut self,
+        side: usize,
+        batch: &RecordBatch,
+        times: &Int64Array,
+        span: Option<(i64, i64)>,
+        keys: &[ArrayRef],
+        out: &mut Vec<Timed>,
+    ) -> Result<Vec<bool>> {
         let other = 1 - side;
         let mut matched = vec![false; batch.num_rows()];
         // candidate pairs per chunk of the other side
@@ -871,11 +1018,33 @@ impl Joiner {
         let mut per_chunk: Vec<(u64, Vec<u32>, Vec<u32>)> = Vec::new();
         let mut positions: FastMap<u64, usize> = FastMap::default();
         let mut last = 0;
+        // chunks not indexed yet: indexed now if a probe scanned them before, else scanned
+        let scan = self.index_or_scan(side, span)?;
+        if !scan.is_empty() {
+            self.probe_index.clear();
+            self.probe_index.insert(0, &self.hashes)?;
+            for id in scan {
+                let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
+                let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                for (r, h) in chunk.hashes.iter().enumerate() {
+                    for (_, i) in self.probe_index.matches(*h) {
+                        mine.push(i);
+                        theirs.push(r as u32);
+                    }
+                }
+                if !mine.is_empty() {
+                    per_chunk.push((id, mine, theirs));
+                }
+            }
+            last = per_chunk.len();
+        }
+        let n = self.hashes.len();
         for (i, h) in self.hashes.iter().enumerate() {
             for (chunk, row) in self.sides[other].index.matches(*h) {
                 if per_chunk.get(last).is_none_or(|e| e.0 != chunk) {
                     last = *positions.entry(chunk).or_insert_with(|| {
-                        per_chunk.push((chunk, Vec::new(), Vec::new()));
+                        // (room for a partner of every row left: mostly one chunk holds them)
+                        per_chunk.push((chunk, Vec::with_capacity(n - i), Vec::with_capacity(n - i)));
                         per_chunk.len() - 1
                     });
                 }
@@ -885,63 +1054,28 @@ impl Joiner {
             }
         }
         per_chunk.sort_unstable_by_key(|e| e.0);
+        // the band decides the whole condition: checked on the times in hand, no filter
+        let exact = self.config.band.as_ref().and_then(|b| b.exact);
+        let residual = if exact.is_some() { None } else { self.config.filter.as_ref() };
         for (id, mine, theirs) in per_chunk {
-            let mine = UInt32Array::from(mine);
-            let theirs = UInt32Array::from(theirs);
             let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
-            // keys equal (a null key matches nothing), on the key columns only
-            let mut mask: Option<BooleanArray> = None;
-            for (mk, tk) in keys.iter().zip(&chunk.keys) {
-                let x = datafusion::arrow::compute::take(mk.as_ref(), &mine, None)?;
-                let y = datafusion::arrow::compute::take(tk.as_ref(), &theirs, None)?;
-                let e = eq(&x, &y)?;
-                mask = Some(match mask {
-                    Some(m) => and(&m, &e)?,
-                    None => e,
-                });
-            }
-            // the rest of the condition, on the columns it reads only
-            if let Some(f) = &self.config.filter {
-                let (left_batch, left_idx, right_batch, right_idx) =
-                    if side == 0 { (batch, &mine, &chunk.batch, &theirs) } else { (&chunk.batch, &theirs, batch, &mine) };
-                let columns = f
-                    .column_indices()
-                    .iter()
-                    .map(|ci| {
-                        let (b, idx) = if ci.side == JoinSide::Left { (left_batch, left_idx) } else { (right_batch, right_idx) };
-                        datafusion::arrow::compute::take(b.column(ci.index).as_ref(), idx, None)
-                    })
-                    .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
-                let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(mine.len()));
-                let fb = RecordBatch::try_new_with_options(Arc::clone(f.schema()), columns, &options)?;
-                let fm = eval(f.expression(), &fb)?.as_boolean().clone();
-                mask = Some(match mask {
-                    Some(m) => and(&m, &fm)?,
-                    None => fm,
-                });
-            }
-            let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; mine.len()]));
-            if mask.true_count() == 0 {
+            let inline = if residual.is_none() { Self::pairs_inline(side, keys, times, chunk, &mine, &theirs, exact)? } else { None };
+            let (mine_m, theirs_m, pair_times) = match inline {
+                Some((m, t, pt)) => (UInt32Array::from(m), UInt32Array::from(t), pt),
+                None => match Self::pairs_by_kernels(side, self.config.filter.as_ref(), batch, keys, times, chunk, mine, theirs)? {
+                    Some(found) => found,
+                    None => continue,
+                },
+            };
+            if mine_m.is_empty() {
                 continue;
             }
-            let mine_m = filter(&mine, &mask)?;
-            let theirs_m = filter(&theirs, &mask)?;
-            let mine_m = mine_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
-            let theirs_m = theirs_m.as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            let (mine_m, theirs_m) = (&mine_m, &theirs_m);
             let join_type = self.config.join_type;
             if emits_pairs(join_type) {
-                // whole rows only for the pairs that matched
-                let a = take_record_batch(batch, mine_m)?;
-                let b = take_record_batch(&chunk.batch, theirs_m)?;
-                let (l, r) = if side == 0 { (a, b) } else { (b, a) };
-                let rows = l.num_rows();
-                let t_mine = datafusion::arrow::compute::take(times, mine_m, None)?;
-                let t_theirs = datafusion::arrow::compute::take(&chunk.times, theirs_m, None)?;
-                // a pair waits for the later of its two times: released, neither time is ahead of
-                // what follows, whichever column an operator above reads as its event time
-                let earlier = lt(&t_mine, &t_theirs)?;
-                let pair_times = datafusion::arrow::compute::kernels::zip::zip(&earlier, &t_theirs, &t_mine)?.as_primitive().clone();
-                out.push((self.output(l.columns().iter().chain(r.columns()).cloned().collect(), rows)?, pair_times));
+                // the columns output, gathered for the pairs that matched only
+                let (left, right) = if side == 0 { ((batch, mine_m), (&chunk.batch, theirs_m)) } else { ((&chunk.batch, theirs_m), (batch, mine_m)) };
+                out.push((self.output_pairs(left, right)?, pair_times));
             } else if emits_once(side, join_type) {
                 // a semi join's new rows that found a partner, each once
                 let mut first: Vec<u32> = mine_m.values().iter().copied().filter(|i| !matched[*i as usize]).collect();
@@ -977,27 +1111,174 @@ impl Joiner {
         Ok(matched)
     }
 
-    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, times: Int64Array) -> Result<()> {
-        let max_time = max(&times).unwrap_or(i64::MIN);
-        let min_time = datafusion::arrow::compute::min(&times).unwrap_or(i64::MIN);
-        // entries of evicted chunks count against the index's size until it is built again
-        if self.sides[side].stale > 0 && self.sides[side].index.entries.len().saturating_add(batch.num_rows()) >= NO_ENTRY as usize {
-            self.rebuild_index(side)?;
+    /// The candidate pairs `(mine[k], theirs[k])` of a probe of `side` against `chunk` that
+    /// match, decided row by row on the arrays in hand: keys equal (a null key matches
+    /// nothing) and, for an exact band, `lo ≤ right time − left time ≤ hi`. Returns the
+    /// matching rows of each and each pair's time (the later of the two); `None` when the
+    /// keys are of a type compared only by kernels.
+    #[allow(clippy::type_complexity)]
+    fn pairs_inline(
+        side: usize,
+        keys: &[ArrayRef],
+        times: &Int64Array,
+        chunk: &Chunk,
+        mine: &[u32],
+        theirs: &[u32],
+        exact: Option<(i64, i64)>,
+    ) -> Result<Option<(Vec<u32>, Vec<u32>, Int64Array)>> {
+        let Some(equal) = KeyEquality::new(keys, &chunk.keys)? else { return Ok(None) };
+        if times.null_count() > 0 || chunk.times.null_count() > 0 {
+            return Ok(None);
         }
+        let (t_mine, t_theirs) = (times.values(), chunk.times.values());
+        let (lo, hi) = exact.unwrap_or((i64::MIN, i64::MAX));
+        let mut mine_m = Vec::with_capacity(mine.len());
+        let mut theirs_m = Vec::with_capacity(mine.len());
+        let mut pair_times = Vec::with_capacity(mine.len());
+        for (&i, &r) in mine.iter().zip(theirs) {
+            let (iu, ru) = (i as usize, r as usize);
+            if !equal.equal(iu, ru) {
+                continue;
+            }
+            let (tm, tt) = (t_mine[iu], t_theirs[ru]);
+            // right − left (times are within ±2^61 ms: no overflow)
+            let d = if side == 0 { tt - tm } else { tm - tt };
+            if d < lo || d > hi {
+                continue;
+            }
+            mine_m.push(i);
+            theirs_m.push(r);
+            // a pair waits for the later of its two times: released, neither time is ahead of
+            // what follows, whichever column an operator above reads as its event time
+            pair_times.push(tm.max(tt));
+        }
+        Ok(Some((mine_m, theirs_m, Int64Array::from(pair_times))))
+    }
+
+    /// The same as [`Joiner::pairs_inline`] with Arrow kernels: the key columns and the
+    /// filter's columns gathered for every candidate pair, the condition evaluated over them.
+    /// `None` when no pair matches.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn pairs_by_kernels(
+        side: usize,
+        filter_expr: Option<&JoinFilter>,
+        batch: &RecordBatch,
+        keys: &[ArrayRef],
+        times: &Int64Array,
+        chunk: &Chunk,
+        mine: Vec<u32>,
+        theirs: Vec<u32>,
+    ) -> Result<Option<(UInt32Array, UInt32Array, Int64Array)>> {
+        let mine = UInt32Array::from(mine);
+        let theirs = UInt32Array::from(theirs);
+        // keys equal (a null key matches nothing), on the key columns only
+        let mut mask: Option<BooleanArray> = None;
+        for (mk, tk) in keys.iter().zip(&chunk.keys) {
+            let x = datafusion::arrow::compute::take(mk.as_ref(), &mine, None)?;
+            let y = datafusion::arrow::compute::take(tk.as_ref(), &theirs, None)?;
+            let e = eq(&x, &y)?;
+            mask = Some(match mask {
+                Some(m) => and(&m, &e)?,
+                None => e,
+            });
+        }
+        // the rest of the condition, on the columns it reads only
+        if let Some(f) = filter_expr {
+            let (left_batch, left_idx, right_batch, right_idx) =
+                if side == 0 { (batch, &mine, &chunk.batch, &theirs) } else { (&chunk.batch, &theirs, batch, &mine) };
+            let columns = f
+                .column_indices()
+                .iter()
+                .map(|ci| {
+                    let (b, idx) = if ci.side == JoinSide::Left { (left_batch, left_idx) } else { (right_batch, right_idx) };
+                    datafusion::arrow::compute::take(b.column(ci.index).as_ref(), idx, None)
+                })
+                .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+            let options = datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(mine.len()));
+            let fb = RecordBatch::try_new_with_options(Arc::clone(f.schema()), columns, &options)?;
+            let fm = eval(f.expression(), &fb)?.as_boolean().clone();
+            mask = Some(match mask {
+                Some(m) => and(&m, &fm)?,
+                None => fm,
+            });
+        }
+        let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; mine.len()]));
+        if mask.true_count() == 0 {
+            return Ok(None);
+        }
+        let mine_m = filter(&mine, &mask)?.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().clone();
+        let theirs_m = filter(&theirs, &mask)?.as_primitive::<datafusion::arrow::datatypes::UInt32Type>().clone();
+        let t_mine = datafusion::arrow::compute::take(times, &mine_m, None)?;
+        let t_theirs = datafusion::arrow::compute::take(&chunk.times, &theirs_m, None)?;
+        let earlier = lt(&t_mine, &t_theirs)?;
+        let pair_times = datafusion::arrow::compute::kernels::zip::zip(&earlier, &t_theirs, &t_mine)?.as_primitive().clone();
+        Ok(Some((mine_m, theirs_m, pair_times)))
+    }
+
+    /// Keeps `batch` (its `times` within `span`) for the other side's rows to come.
+    fn insert(&mut self, side: usize, batch: RecordBatch, keys: Vec<ArrayRef>, matched: Vec<bool>, times: Int64Array, span: Option<(i64, i64)>) -> Result<()> {
+        let (min_time, max_time) = span.unwrap_or((i64::MIN, i64::MIN));
         // text views kept would hold, and count, the whole pages they point into (the keys
         // too: a key that is a column shares its views)
         let batch = crate::memory::own_batch(batch)?;
         let keys: Vec<ArrayRef> = keys.into_iter().map(crate::memory::own_bytes).collect();
+        let hashes = std::mem::take(&mut self.hashes);
         let state = &mut self.sides[side];
         let id = state.next_id;
         state.next_id += 1;
-        state.index.insert(id, &self.hashes)?;
+        state.unindexed.push(id);
         state.rows += batch.num_rows();
-        state.bytes += batch.get_array_memory_size() + batch.num_rows() * 12;
+        state.bytes += batch.get_array_memory_size() + batch.num_rows() * ROW_OVERHEAD;
         state.by_time.insert((max_time, id));
         state.by_min.insert((min_time, id));
-        state.chunks.insert(id, Chunk { batch, keys, matched, times, min_time, max_time });
+        state.chunks.insert(id, Chunk { batch, keys, hashes, matched, times, min_time, max_time, indexed: false, scans: 0 });
         Ok(())
+    }
+
+    /// Before a probe of `side` with rows at times within `span`: the other side's chunks not indexed
+    /// that the band lets these rows reach are indexed if a probe scanned them before, and
+    /// returned to be scanned otherwise. Chunks out of reach stay as they are.
+    fn index_or_scan(&mut self, side: usize, span: Option<(i64, i64)>) -> Result<Vec<u64>> {
+        let other = 1 - side;
+        if self.sides[other].unindexed.is_empty() {
+            return Ok(Vec::new());
+        }
+        // the other side's times these rows can meet: right − left ∈ [lo, hi]
+        let reach = match (&self.config.band, span) {
+            (Some(b), Some((first, last))) if side == 0 => (first.saturating_add(b.lo), last.saturating_add(b.hi)),
+            (Some(b), Some((first, last))) => (first.saturating_sub(b.hi), last.saturating_sub(b.lo)),
+            _ => (i64::MIN, i64::MAX),
+        };
+        let state = &mut self.sides[other];
+        let mut scan = Vec::new();
+        let mut index = Vec::new();
+        state.unindexed.retain(|id| {
+            let Some(chunk) = state.chunks.get_mut(id) else { return false };
+            if chunk.max_time < reach.0 || chunk.min_time > reach.1 {
+                return true;
+            }
+            if chunk.scans == 0 {
+                chunk.scans += 1;
+                scan.push(*id);
+                return true;
+            }
+            index.push(*id);
+            false
+        });
+        for id in index {
+            let state = &self.sides[other];
+            let rows = state.chunks.get(&id).map_or(0, |c| c.hashes.len());
+            // entries of evicted chunks count against the index's size until it is built again
+            if state.stale > 0 && state.index.entries.len().saturating_add(rows) >= NO_ENTRY as usize {
+                self.rebuild_index(other)?;
+            }
+            let state = &mut self.sides[other];
+            if let Some(chunk) = state.chunks.get_mut(&id) {
+                state.index.insert(id, &chunk.hashes)?;
+                chunk.indexed = true;
+            }
+        }
+        Ok(scan)
     }
 
     /// Builds `side`'s key index again from the chunks it keeps (without the entries of evicted
@@ -1005,15 +1286,11 @@ impl Joiner {
     fn rebuild_index(&mut self, side: usize) -> Result<()> {
         let state = &mut self.sides[side];
         let mut index = KeyIndex { heads: FastMap::with_capacity_and_hasher(state.rows, Default::default()), entries: Vec::with_capacity(state.rows) };
-        let mut ids: Vec<u64> = state.chunks.keys().copied().collect();
+        let mut ids: Vec<u64> = state.chunks.iter().filter(|(_, c)| c.indexed).map(|(id, _)| *id).collect();
         ids.sort_unstable();
-        let mut hashes = Vec::new();
         for id in ids {
             let Some(chunk) = state.chunks.get(&id) else { continue };
-            hashes.clear();
-            hashes.resize(chunk.batch.num_rows(), 0);
-            create_hashes(&chunk.keys, &self.random, &mut hashes)?;
-            index.insert(id, &hashes)?;
+            index.insert(id, &chunk.hashes)?;
         }
         state.index = index;
         state.stale = 0;
@@ -1042,9 +1319,13 @@ impl Joiner {
                 let Some(chunk) = self.sides[side].chunks.remove(&id) else { continue };
                 self.sides[side].by_time.remove(&(chunk.max_time, id));
                 self.sides[side].by_min.remove(&(chunk.min_time, id));
-                self.sides[side].bytes = self.sides[side].bytes.saturating_sub(chunk.batch.get_array_memory_size() + chunk.batch.num_rows() * 12);
+                self.sides[side].bytes = self.sides[side].bytes.saturating_sub(chunk.batch.get_array_memory_size() + chunk.batch.num_rows() * ROW_OVERHEAD);
                 self.sides[side].rows -= chunk.batch.num_rows();
-                self.sides[side].stale += chunk.batch.num_rows();
+                if chunk.indexed {
+                    self.sides[side].stale += chunk.batch.num_rows();
+                } else {
+                    self.sides[side].unindexed.retain(|u| *u != id);
+                }
                 if self.preserved(side) {
                     let unmatched = BooleanArray::from(chunk.matched.iter().map(|m| !m).collect::<Vec<bool>>());
                     if unmatched.true_count() > 0 {
@@ -1076,6 +1357,7 @@ impl Joiner {
             let state = &mut self.sides[side];
             if state.chunks.is_empty() {
                 state.index = KeyIndex::default();
+                state.unindexed.clear();
                 state.stale = 0;
             }
             if state.stale > state.rows.max(4096) {

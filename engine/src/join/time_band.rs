@@ -36,6 +36,18 @@ pub struct TimeBand {
     pub lo: i64,
     /// Largest `right − left`, in ms.
     pub hi: i64,
+    /// `Some((lo, hi))` when the band is the whole of the join's filter and decides it
+    /// exactly on the sides' times in milliseconds: `lo ≤ right − left ≤ hi` (both
+    /// inclusive, strict comparisons already moved by a millisecond). Both times are
+    /// timestamps in whole seconds or milliseconds and every offset is whole milliseconds,
+    /// so the probe compares the times it already has instead of evaluating the filter.
+    ///
+    /// ```sql
+    /// ON b.auction = a.id WITHIN INTERVAL '10' SECONDS   -- exact: [-10000, 10000]
+    /// ON a.k = b.k AND b.ts > a.ts AND b.ts <= a.ts + INTERVAL '5' SECOND  -- exact: [1, 5000]
+    /// ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '5' SECOND AND b.x > a.x  -- not
+    /// ```
+    pub exact: Option<(i64, i64)>,
 }
 
 /// True when casting a `from` value to `to` keeps every instant as it is: timestamps in the
@@ -54,49 +66,84 @@ fn exact_timestamp_cast(from: &DataType, to: &DataType) -> bool {
     }
 }
 
-/// An expression without its `± constant`, and the constant (ms for intervals, as written for
-/// numbers), over the columns of `schema`. A cast that keeps instants as they are is looked
-/// through: comparing a text column with a timestamp casts both sides to nanoseconds,
-/// `CAST(w.window_end - INTERVAL '10' SECOND AS Timestamp(ns))`.
-fn peel(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> (Arc<dyn PhysicalExpr>, i64, bool) {
+/// An expression's `± constant`, peeled off by [`peel`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Offset {
+    /// ms for intervals, as written for numbers.
+    value: i64,
+    /// Some constant was an interval (or a duration).
+    interval: bool,
+    /// Every constant was a whole number of ms (or an integer): `value` is not rounded.
+    exact: bool,
+}
+
+/// An expression without its `± constant`, and the constant, over the columns of `schema`.
+/// A cast that keeps instants as they are is looked through: comparing a text column with a
+/// timestamp casts both sides to nanoseconds, `CAST(w.window_end - INTERVAL '10' SECOND AS
+/// Timestamp(ns))`.
+fn peel(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> (Arc<dyn PhysicalExpr>, Offset) {
     if let Some(c) = expr.downcast_ref::<CastExpr>() {
         if c.expr().data_type(schema).is_ok_and(|from| exact_timestamp_cast(&from, c.cast_type())) {
-            let (base, off, interval) = peel(c.expr(), schema);
-            if interval {
+            let (base, off) = peel(c.expr(), schema);
+            if off.interval {
                 let cast: Arc<dyn PhysicalExpr> = Arc::new(CastExpr::new(base, c.cast_type().clone(), Some(c.cast_options().clone())));
-                return (cast, off, true);
+                return (cast, off);
             }
         }
     }
     if let Some(b) = expr.downcast_ref::<BinaryExpr>() {
         if matches!(b.op(), Operator::Plus | Operator::Minus) {
-            if let Some((c, interval)) = constant(b.right()) {
-                let (base, inner, iv) = peel(b.left(), schema);
-                let c = if *b.op() == Operator::Minus { -c } else { c };
-                return (base, inner + c, iv || interval);
+            if let Some(c) = constant(b.right()) {
+                let (base, inner) = peel(b.left(), schema);
+                let value = if *b.op() == Operator::Minus { -c.value } else { c.value };
+                return (base, Offset { value: inner.value + value, interval: inner.interval || c.interval, exact: inner.exact && c.exact });
             }
         }
     }
-    (Arc::clone(expr), 0, false)
+    (Arc::clone(expr), Offset { value: 0, interval: false, exact: true })
 }
 
-/// A literal's value in ms (intervals) or as written (integers); `true` when an interval.
-fn constant(expr: &Arc<dyn PhysicalExpr>) -> Option<(i64, bool)> {
+/// A literal's value in ms (intervals, rounded toward zero) or as written (integers).
+fn constant(expr: &Arc<dyn PhysicalExpr>) -> Option<Offset> {
     let lit = expr.downcast_ref::<Literal>()?;
+    let interval = |value: i64, exact: bool| Offset { value, interval: true, exact };
+    let number = |value: i64| Offset { value, interval: false, exact: true };
     Some(match lit.value() {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => (i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000, true),
-        ScalarValue::IntervalDayTime(Some(v)) => (i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds), true),
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            interval(i64::from(v.days) * 86_400_000 + v.nanoseconds / 1_000_000, whole_millis(v.nanoseconds))
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => interval(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds), true),
         // (fixed intervals are added as durations: planner::fixed_intervals)
-        ScalarValue::DurationSecond(Some(v)) => (v.checked_mul(1000)?, true),
-        ScalarValue::DurationMillisecond(Some(v)) => (*v, true),
-        ScalarValue::DurationMicrosecond(Some(v)) => (v / 1000, true),
-        ScalarValue::DurationNanosecond(Some(v)) => (v / 1_000_000, true),
-        ScalarValue::Int64(Some(v)) => (*v, false),
-        ScalarValue::Int32(Some(v)) => (i64::from(*v), false),
-        ScalarValue::UInt32(Some(v)) => (i64::from(*v), false),
-        ScalarValue::UInt64(Some(v)) => (i64::try_from(*v).ok()?, false),
+        ScalarValue::DurationSecond(Some(v)) => interval(v.checked_mul(1000)?, true),
+        ScalarValue::DurationMillisecond(Some(v)) => interval(*v, true),
+        ScalarValue::DurationMicrosecond(Some(v)) => interval(v / 1000, v % 1000 == 0),
+        ScalarValue::DurationNanosecond(Some(v)) => interval(v / 1_000_000, whole_millis(*v)),
+        ScalarValue::Int64(Some(v)) => number(*v),
+        ScalarValue::Int32(Some(v)) => number(i64::from(*v)),
+        ScalarValue::UInt32(Some(v)) => number(i64::from(*v)),
+        ScalarValue::UInt64(Some(v)) => number(i64::try_from(*v).ok()?),
         _ => return None,
     })
+}
+
+/// True when `nanos` is a whole number of milliseconds.
+fn whole_millis(nanos: i64) -> bool {
+    nanos % 1_000_000 == 0
+}
+
+/// True when `expr`'s values are whole milliseconds since the epoch: a timestamp in seconds
+/// or milliseconds without a time zone (or in UTC, where a day is always 86 400 s), or one
+/// cast to a finer unit without moving its instants.
+fn in_whole_millis(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
+    use datafusion::arrow::datatypes::TimeUnit;
+    if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        let from = c.expr().data_type(schema);
+        return from.is_ok_and(|from| exact_timestamp_cast(&from, c.cast_type())) && in_whole_millis(c.expr(), schema);
+    }
+    match expr.data_type(schema) {
+        Ok(DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz)) => tz.as_deref().is_none_or(|z| matches!(z, "UTC" | "+00:00")),
+        _ => false,
+    }
 }
 
 /// The one side every column of `expr` comes from.
@@ -137,22 +184,40 @@ pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) ->
     let mut left_time: Option<Arc<dyn PhysicalExpr>> = None;
     let mut right_time: Option<Arc<dyn PhysicalExpr>> = None;
     let (mut lo, mut hi): (Option<i64>, Option<i64>) = (None, None);
+    // the band as inclusive bounds in ms, while every conjunct is a band conjunct decided
+    // exactly on whole-millisecond times
+    let (mut exact_lo, mut exact_hi) = (i64::MIN, i64::MAX);
+    let mut exact = true;
     for conjunct in split_conjunction(filter.expression()) {
-        let Some(b) = conjunct.downcast_ref::<BinaryExpr>() else { continue };
+        let Some(b) = conjunct.downcast_ref::<BinaryExpr>() else {
+            exact = false;
+            continue;
+        };
         let op = *b.op();
         if !matches!(op, Operator::Gt | Operator::GtEq | Operator::Lt | Operator::LtEq) {
+            exact = false;
             continue;
         }
-        let (a, ca, _) = peel(b.left(), filter.schema());
-        let (c, cc, _) = peel(b.right(), filter.schema());
-        let (Some(sa), Some(sc)) = (side_of(&a, filter), side_of(&c, filter)) else { continue };
+        let (a, a_off) = peel(b.left(), filter.schema());
+        let (c, c_off) = peel(b.right(), filter.schema());
+        let (ca, cc) = (a_off.value, c_off.value);
+        let (Some(sa), Some(sc)) = (side_of(&a, filter), side_of(&c, filter)) else {
+            exact = false;
+            continue;
+        };
         if sa == sc {
+            exact = false;
             continue;
         }
+        // offsets are whole ms of intervals (not numbers) and both times whole ms: the
+        // comparison is one of ms
+        let offsets_exact = [a_off, c_off].iter().all(|o| o.exact && (o.value == 0 || o.interval));
+        exact &= offsets_exact && in_whole_millis(&a, filter.schema()) && in_whole_millis(&c, filter.schema());
         // write it as: right + r_off  op'  left + l_off
         let (r, r_off, l, l_off, op) = if sa == JoinSide::Right { (a, ca, c, cc, op) } else { (c, cc, a, ca, op.swap().unwrap_or(op)) };
         let same = |slot: &Option<Arc<dyn PhysicalExpr>>, e: &Arc<dyn PhysicalExpr>| slot.as_ref().is_none_or(|s| s.as_ref() == e.as_ref());
         if !same(&left_time, &l) || !same(&right_time, &r) {
+            exact = false;
             continue;
         }
         // right − left  op'  l_off − r_off
@@ -160,6 +225,12 @@ pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) ->
         match op {
             Operator::Gt | Operator::GtEq => lo = Some(lo.map_or(bound, |x| x.max(bound))),
             _ => hi = Some(hi.map_or(bound, |x| x.min(bound))),
+        }
+        match op {
+            Operator::GtEq => exact_lo = exact_lo.max(bound),
+            Operator::Gt => exact_lo = exact_lo.max(bound.saturating_add(1)),
+            Operator::LtEq => exact_hi = exact_hi.min(bound),
+            _ => exact_hi = exact_hi.min(bound.saturating_sub(1)),
         }
         left_time = Some(l);
         right_time = Some(r);
@@ -171,7 +242,8 @@ pub fn find_time_band(filter: &JoinFilter, int_scales: &HashMap<String, i64>) ->
     let right_scale = scale_of(&right_time, int_scales);
     // integer offsets are in the columns' unit
     let unit = left_scale.max(right_scale);
-    Ok(Some(TimeBand { left_time, right_time, left_scale, right_scale, lo: lo.saturating_mul(unit), hi: hi.saturating_mul(unit) }))
+    let exact = (exact && unit == 1).then_some((exact_lo, exact_hi));
+    Ok(Some(TimeBand { left_time, right_time, left_scale, right_scale, lo: lo.saturating_mul(unit), hi: hi.saturating_mul(unit), exact }))
 }
 
 /// A band of width zero from an equi-join key on timestamps: two windowed aggregates joined on
@@ -196,6 +268,7 @@ pub fn equi_time_band(
             right_scale: 1,
             lo: 0,
             hi: 0,
+            exact: None,
         })
     })
 }
@@ -238,5 +311,52 @@ mod tests {
         assert_eq!(band_through_casts(DataType::Utf8, DataType::Timestamp(TimeUnit::Second, None)), None);
         // into a time zone: instants move by the zone's offset
         assert_eq!(band_through_casts(DataType::Utf8, DataType::Timestamp(TimeUnit::Nanosecond, Some("+02:00".into()))), None);
+    }
+
+    /// `u op1 t - lower AND u op2 t + upper (AND extra)` over timestamps `t` (left) and `u`
+    /// (right) of the given types, the offsets as durations of `unit`: the band's exact bounds.
+    fn exact_of(t: DataType, u: DataType, ops: (Operator, Operator), lower: ScalarValue, upper: ScalarValue, extra: bool) -> Option<(i64, i64)> {
+        let schema = Arc::new(Schema::new(vec![Field::new("t", t, true), Field::new("u", u, true)]));
+        let (tc, uc) = (col("t", &schema).unwrap(), col("u", &schema).unwrap());
+        let lo = Arc::new(BinaryExpr::new(Arc::clone(&tc), Operator::Minus, Arc::new(Literal::new(lower))));
+        let hi = Arc::new(BinaryExpr::new(Arc::clone(&tc), Operator::Plus, Arc::new(Literal::new(upper))));
+        let mut expression: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(BinaryExpr::new(Arc::clone(&uc), ops.0, lo)),
+            Operator::And,
+            Arc::new(BinaryExpr::new(Arc::clone(&uc), ops.1, hi)),
+        ));
+        if extra {
+            expression = Arc::new(BinaryExpr::new(expression, Operator::And, Arc::new(BinaryExpr::new(uc, Operator::NotEq, tc))));
+        }
+        let indices = vec![ColumnIndex { index: 0, side: JoinSide::Left }, ColumnIndex { index: 0, side: JoinSide::Right }];
+        let band = find_time_band(&JoinFilter::new(expression, indices, schema), &HashMap::new()).unwrap().expect("a band");
+        band.exact
+    }
+
+    /// The band decides the filter alone only when it is all of it, over whole-millisecond
+    /// times and offsets; strict comparisons move the bounds by a millisecond.
+    #[test]
+    fn an_exact_band_has_inclusive_bounds_in_milliseconds() {
+        let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let (ge, le, gt, lt) = (Operator::GtEq, Operator::LtEq, Operator::Gt, Operator::Lt);
+        let d = |v: i64| ScalarValue::DurationMillisecond(Some(v));
+        assert_eq!(exact_of(ms.clone(), ms.clone(), (ge, le), d(10_000), d(5_000), false), Some((-10_000, 5_000)));
+        assert_eq!(exact_of(ms.clone(), ms.clone(), (gt, lt), d(10_000), d(5_000), false), Some((-9_999, 4_999)));
+        let secs = DataType::Timestamp(TimeUnit::Second, None);
+        assert_eq!(exact_of(secs, ms.clone(), (ge, lt), ScalarValue::DurationSecond(Some(2)), d(0), false), Some((-2_000, -1)));
+        let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        assert_eq!(exact_of(utc.clone(), utc, (ge, le), d(1), d(1), false), Some((-1, 1)));
+        // a condition beyond the band: the filter is evaluated
+        assert_eq!(exact_of(ms.clone(), ms.clone(), (ge, le), d(10_000), d(5_000), true), None);
+        // times finer than ms, or in a zone with days of other lengths
+        let us = DataType::Timestamp(TimeUnit::Microsecond, None);
+        assert_eq!(exact_of(us.clone(), us, (ge, le), d(1), d(1), false), None);
+        let zoned = DataType::Timestamp(TimeUnit::Millisecond, Some("Europe/Paris".into()));
+        assert_eq!(exact_of(zoned.clone(), zoned, (ge, le), d(1), d(1), false), None);
+        // an offset that is not whole ms: the band (rounded) still evicts, the filter decides
+        let half = ScalarValue::DurationMicrosecond(Some(1_500));
+        assert_eq!(exact_of(ms.clone(), ms.clone(), (ge, le), half, d(1), false), None);
+        let nanos = ScalarValue::new_interval_mdn(0, 0, 2_000_000);
+        assert_eq!(exact_of(ms.clone(), ms, (ge, le), nanos, d(1), false), Some((-2, 1)));
     }
 }
