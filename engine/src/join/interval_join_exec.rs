@@ -1039,12 +1039,16 @@ impl Joiner {
             last = per_chunk.len();
         }
         let n = self.hashes.len();
+        let mut presized = false;
         for (i, h) in self.hashes.iter().enumerate() {
             for (chunk, row) in self.sides[other].index.matches(*h) {
                 if per_chunk.get(last).is_none_or(|e| e.0 != chunk) {
                     last = *positions.entry(chunk).or_insert_with(|| {
-                        // (room for a partner of every row left: mostly one chunk holds them)
-                        per_chunk.push((chunk, Vec::with_capacity(n - i), Vec::with_capacity(n - i)));
+                        // (the first chunk found gets room for a partner of every row left:
+                        // mostly one chunk holds them)
+                        let room = if presized { 0 } else { n - i };
+                        presized = true;
+                        per_chunk.push((chunk, Vec::with_capacity(room), Vec::with_capacity(room)));
                         per_chunk.len() - 1
                     });
                 }
@@ -1243,10 +1247,11 @@ impl Joiner {
         if self.sides[other].unindexed.is_empty() {
             return Ok(Vec::new());
         }
-        // the other side's times these rows can meet: right − left ∈ [lo, hi]
-        let reach = match (&self.config.band, span) {
-            (Some(b), Some((first, last))) if side == 0 => (first.saturating_add(b.lo), last.saturating_add(b.hi)),
-            (Some(b), Some((first, last))) => (first.saturating_sub(b.hi), last.saturating_sub(b.lo)),
+        // the other side's times these rows can meet: right − left ∈ [lo, hi], where the band
+        // is exact (else its bounds may be rounded, or a zone's day longer: no chunk is left out)
+        let reach = match (self.config.band.as_ref().and_then(|b| b.exact), span) {
+            (Some((lo, hi)), Some((first, last))) if side == 0 => (first.saturating_add(lo), last.saturating_add(hi)),
+            (Some((lo, hi)), Some((first, last))) => (first.saturating_sub(hi), last.saturating_sub(lo)),
             _ => (i64::MIN, i64::MAX),
         };
         let state = &mut self.sides[other];

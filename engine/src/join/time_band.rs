@@ -39,7 +39,7 @@ pub struct TimeBand {
     /// `Some((lo, hi))` when the band is the whole of the join's filter and decides it
     /// exactly on the sides' times in milliseconds: `lo ≤ right − left ≤ hi` (both
     /// inclusive, strict comparisons already moved by a millisecond). Both times are
-    /// timestamps in whole seconds or milliseconds and every offset is whole milliseconds,
+    /// timestamps in milliseconds and every offset is whole milliseconds,
     /// so the probe compares the times it already has instead of evaluating the filter.
     ///
     /// ```sql
@@ -131,9 +131,11 @@ fn whole_millis(nanos: i64) -> bool {
     nanos % 1_000_000 == 0
 }
 
-/// True when `expr`'s values are whole milliseconds since the epoch: a timestamp in seconds
-/// or milliseconds without a time zone (or in UTC, where a day is always 86 400 s), or one
-/// cast to a finer unit without moving its instants.
+/// True when `expr`'s values are whole milliseconds since the epoch, and adding a whole
+/// number of ms to them is exact: a timestamp in milliseconds without a time zone (or in UTC,
+/// where a day is always 86 400 s), or one cast to a finer unit without moving its instants.
+/// Not seconds: Arrow adds an interval of 500 ms to a timestamp in seconds by rounding the
+/// result down to a whole second.
 fn in_whole_millis(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
     use datafusion::arrow::datatypes::TimeUnit;
     if let Some(c) = expr.downcast_ref::<CastExpr>() {
@@ -141,7 +143,7 @@ fn in_whole_millis(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
         return from.is_ok_and(|from| exact_timestamp_cast(&from, c.cast_type())) && in_whole_millis(c.expr(), schema);
     }
     match expr.data_type(schema) {
-        Ok(DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz)) => tz.as_deref().is_none_or(|z| matches!(z, "UTC" | "+00:00")),
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, tz)) => tz.as_deref().is_none_or(|z| matches!(z, "UTC" | "+00:00")),
         _ => false,
     }
 }
@@ -342,8 +344,9 @@ mod tests {
         let d = |v: i64| ScalarValue::DurationMillisecond(Some(v));
         assert_eq!(exact_of(ms.clone(), ms.clone(), (ge, le), d(10_000), d(5_000), false), Some((-10_000, 5_000)));
         assert_eq!(exact_of(ms.clone(), ms.clone(), (gt, lt), d(10_000), d(5_000), false), Some((-9_999, 4_999)));
+        // times in seconds: an offset of ms is added by rounding down to a second
         let secs = DataType::Timestamp(TimeUnit::Second, None);
-        assert_eq!(exact_of(secs, ms.clone(), (ge, lt), ScalarValue::DurationSecond(Some(2)), d(0), false), Some((-2_000, -1)));
+        assert_eq!(exact_of(secs, ms.clone(), (ge, lt), ScalarValue::DurationSecond(Some(2)), d(0), false), None);
         let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
         assert_eq!(exact_of(utc.clone(), utc, (ge, le), d(1), d(1), false), Some((-1, 1)));
         // a condition beyond the band: the filter is evaluated
