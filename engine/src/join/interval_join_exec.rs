@@ -763,10 +763,7 @@ impl Joiner {
                 let batch = crate::checkpoint::state::restored_batch(&self.side_schemas[side], &part.columns()[..width])?;
                 let matched: Vec<bool> = part.column(width).as_boolean().iter().map(|m| m.unwrap_or(false)).collect();
                 let times = part.column(width + 1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
-                let keys = self.keys(side, &batch)?;
-                self.hashes.clear();
-                self.hashes.resize(batch.num_rows(), 0);
-                create_hashes(&keys, &self.random, &mut self.hashes)?;
+                let keys = self.hashed_keys(side, &batch)?;
                 let span = min_max(&times);
                 self.insert(side, batch, keys, matched, times, span)?;
             }
@@ -793,10 +790,7 @@ impl Joiner {
         self.clear_side(side);
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             let times = self.times(side, batch)?;
-            let keys = self.keys(side, batch)?;
-            self.hashes.clear();
-            self.hashes.resize(batch.num_rows(), 0);
-            create_hashes(&keys, &self.random, &mut self.hashes)?;
+            let keys = self.hashed_keys(side, batch)?;
             let span = min_max(&times);
             self.insert(side, batch.clone(), keys, vec![false; batch.num_rows()], times, span)?;
         }
@@ -831,8 +825,13 @@ impl Joiner {
         to_epoch_millis(&eval(expr, batch)?, scale)
     }
 
-    fn keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        self.config.on.iter().map(|(l, r)| eval(if side == 0 { l } else { r }, batch)).collect()
+    /// `batch`'s join keys (of `side`), their hashes left in `self.hashes`.
+    fn hashed_keys(&mut self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let keys: Vec<ArrayRef> = self.config.on.iter().map(|(l, r)| eval(if side == 0 { l } else { r }, batch)).collect::<Result<_>>()?;
+        self.hashes.clear();
+        self.hashes.resize(batch.num_rows(), 0);
+        create_hashes(&keys, &self.random, &mut self.hashes)?;
+        Ok(keys)
     }
 
     /// Output rows for `batch` of `side` with nulls on the other side.
@@ -915,10 +914,7 @@ impl Joiner {
                 .transpose()?
         };
         if let Some((batch, times, span)) = kept {
-            let keys = self.keys(side, &batch)?;
-            self.hashes.clear();
-            self.hashes.resize(batch.num_rows(), 0);
-            create_hashes(&keys, &self.random, &mut self.hashes)?;
+            let keys = self.hashed_keys(side, &batch)?;
             let matched = self.probe(side, &batch, &times, span, &keys, &mut out)?;
             self.insert(side, batch, keys, matched, times, span)?;
         }
