@@ -11,8 +11,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
@@ -373,6 +376,9 @@ impl ScalarUDFImpl for Hour {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(hours) = utc_hours(&args.args[0]) {
+            return Ok(hours);
+        }
         let date_part = datafusion::functions::datetime::date_part();
         let field = Arc::new(Field::new("part", DataType::Utf8, false));
         let arg_fields = std::iter::once(field).chain(args.arg_fields.iter().cloned()).collect();
@@ -385,6 +391,38 @@ impl ScalarUDFImpl for Hour {
         })?;
         hours.cast_to(&DataType::Int64, None)
     }
+}
+
+/// The hours of a column of timestamps without a zone (or in UTC), by integer arithmetic: a
+/// day is 24 hours there, so the hour is the whole hours since the epoch modulo 24 (chrono's
+/// calendar, which `date_part` goes through, gives the same for every instant).
+fn utc_hours(times: &ColumnarValue) -> Option<ColumnarValue> {
+    let ColumnarValue::Array(array) = times else { return None };
+    let DataType::Timestamp(unit, zone) = array.data_type() else { return None };
+    if zone.as_deref().is_some_and(|z| !matches!(z, "UTC" | "+00:00" | "Z")) {
+        return None;
+    }
+    let per_hour: i64 = match unit {
+        TimeUnit::Second => 3_600,
+        TimeUnit::Millisecond => 3_600_000,
+        TimeUnit::Microsecond => 3_600_000_000,
+        TimeUnit::Nanosecond => 3_600_000_000_000,
+    };
+    // chrono's calendar ends in the years ±262 143, where `date_part` gives NULL: a column
+    // reaching past ±250 000 years is left to it
+    let limit = 8_000_000_000_000i64.saturating_mul(per_hour / 3_600);
+    let hour = |v: i64| v.div_euclid(per_hour).rem_euclid(24);
+    fn within<T: datafusion::arrow::datatypes::ArrowPrimitiveType<Native = i64>>(a: &datafusion::arrow::array::PrimitiveArray<T>, limit: i64) -> bool {
+        let inside = |v: Option<i64>| v.is_none_or(|v| (-limit..=limit).contains(&v));
+        inside(datafusion::arrow::compute::min(a)) && inside(datafusion::arrow::compute::max(a))
+    }
+    let values: Int64Array = match unit {
+        TimeUnit::Second => Some(array.as_primitive::<TimestampSecondType>()).filter(|a| within(a, limit))?.unary(hour),
+        TimeUnit::Millisecond => Some(array.as_primitive::<TimestampMillisecondType>()).filter(|a| within(a, limit))?.unary(hour),
+        TimeUnit::Microsecond => Some(array.as_primitive::<TimestampMicrosecondType>()).filter(|a| within(a, limit))?.unary(hour),
+        TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().unary(hour),
+    };
+    Some(ColumnarValue::Array(Arc::new(values)))
 }
 
 /// Iterates a string column of any of Arrow's three string types.
@@ -886,6 +924,37 @@ mod tests {
                 proptest::prop_assert_eq!(out.as_string::<i32>().value(i), want.as_str(), "{} at {}", pattern, t);
             }
         }
+    }
+
+    proptest::proptest! {
+        /// `HOUR` by arithmetic on UTC timestamps is `date_part('hour', …)`, before and after
+        /// the epoch, in every unit, with nulls.
+        #[test]
+        fn hours_by_arithmetic_are_date_part_s(values in proptest::collection::vec(proptest::option::of(-9_000_000_000_000i64..9_000_000_000_000i64), 1..40), unit in 0usize..4, utc in proptest::bool::ANY) {
+            use datafusion::arrow::array::{TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray};
+            let zone = utc.then_some("UTC");
+            let array: ArrayRef = match unit {
+                0 => Arc::new(TimestampSecondArray::from(values.clone()).with_timezone_opt(zone)),
+                1 => Arc::new(TimestampMillisecondArray::from(values.clone()).with_timezone_opt(zone)),
+                2 => Arc::new(TimestampMicrosecondArray::from(values.clone()).with_timezone_opt(zone)),
+                _ => Arc::new(TimestampNanosecondArray::from(values.iter().map(|v| v.map(|v| v.saturating_mul(1000))).collect::<Vec<_>>()).with_timezone_opt(zone)),
+            };
+            // only seconds reach past the limit in this range of values
+            let in_range = unit != 0 || values.iter().flatten().all(|v| v.abs() <= 8_000_000_000_000);
+            let ours = utc_hours(&ColumnarValue::Array(Arc::clone(&array)));
+            proptest::prop_assert_eq!(ours.is_some(), in_range);
+            let Some(ColumnarValue::Array(ours)) = ours else { return Ok(()) };
+            let theirs = datafusion::arrow::compute::kernels::temporal::date_part(&array, datafusion::arrow::compute::kernels::temporal::DatePart::Hour)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let theirs = datafusion::arrow::compute::cast(&theirs, &DataType::Int64).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(ours.as_ref(), theirs.as_ref());
+        }
+    }
+
+    #[test]
+    fn hours_in_a_zone_go_through_the_calendar() {
+        let array: ArrayRef = Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(vec![0]).with_timezone("Europe/Paris"));
+        assert!(utc_hours(&ColumnarValue::Array(array)).is_none());
     }
 
     #[tokio::test]

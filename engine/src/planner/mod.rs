@@ -12,6 +12,7 @@ pub mod fixed_intervals;
 pub mod flink_functions;
 pub mod functions;
 pub mod latency;
+pub mod occurrence_counts;
 pub mod partitioning;
 pub mod shared_expressions;
 pub mod shared_scan;
@@ -126,6 +127,7 @@ pub fn new_context(
         .with_runtime_env(runtime.build_arc()?)
         .with_default_features()
         .with_physical_optimizer_rules(rules)
+        .with_optimizer_rules(occurrence_counts::before_common_expressions(datafusion::optimizer::Optimizer::new().rules))
         .build();
     let ctx = SessionContext::new_with_state(state);
     // COUNT(DISTINCT x) stays one aggregate (two stacked aggregates would hold a stream)
