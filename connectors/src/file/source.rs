@@ -820,7 +820,9 @@ impl PartitionStream for FilePartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let (tx, rx) = mpsc::channel(2);
+        // the reader runs up to 8 batches ahead: an operator that reads whichever input lags
+        // (an interval join) leaves one alone for a while, and the reader goes on meanwhile
+        let (tx, rx) = mpsc::channel(8);
         let cfg = Arc::clone(&self.cfg);
         // the cell starts at the restored positions; executed again after a failure, each unit
         // goes on from the last batch handed out

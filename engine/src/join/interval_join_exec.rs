@@ -634,11 +634,71 @@ impl<'a> KeyEquality<'a> {
     }
 
     /// True when row `i` of the probe batch and row `r` of the chunk have equal keys.
-    #[inline]
+    #[inline(always)]
     fn equal(&self, i: usize, r: usize) -> bool {
         match self {
             Self::Int64(m, t) => m.get(i) == t.get(r),
             Self::Columns(columns) => columns.iter().all(|(cmp, m, t)| m.is_valid(i) && t.is_valid(r) && cmp(i, r).is_eq()),
+        }
+    }
+}
+
+/// What a probe decides each candidate pair by: the probing side, the band in whole
+/// milliseconds (`right time − left time` within it), whether pairs can be decided on the
+/// arrays in hand (no residual condition, every probing row timed), the probing rows' times.
+struct PairCheck<'a> {
+    side: usize,
+    band: (i64, i64),
+    inline: bool,
+    times: &'a [i64],
+}
+
+/// The pairs a probe found in one chunk of the other side.
+enum Found<'a> {
+    /// Decided as found: keys equal and times within the band. Each pair's time is the later
+    /// of its two.
+    Pairs { equal: KeyEquality<'a>, theirs_times: &'a [i64], mine: Vec<u32>, theirs: Vec<u32>, times: Vec<i64> },
+    /// Candidates (same key hash) for the kernels to decide.
+    Candidates { mine: Vec<u32>, theirs: Vec<u32> },
+    /// The chunk was evicted (its index entries stay until the index is built again).
+    Gone,
+}
+
+impl<'a> Found<'a> {
+    /// Nothing found yet in `chunk`, with room for `room` pairs.
+    fn new(check: &PairCheck, keys: &'a [ArrayRef], chunk: &'a Chunk, room: usize) -> Result<Self> {
+        if check.inline && chunk.times.null_count() == 0 {
+            if let Some(equal) = KeyEquality::new(keys, &chunk.keys)? {
+                let (mine, theirs, times) = (Vec::with_capacity(room), Vec::with_capacity(room), Vec::with_capacity(room));
+                return Ok(Self::Pairs { equal, theirs_times: chunk.times.values(), mine, theirs, times });
+            }
+        }
+        Ok(Self::Candidates { mine: Vec::with_capacity(room), theirs: Vec::with_capacity(room) })
+    }
+
+    /// Row `i` of the probing batch and row `r` of the chunk have the same key hash.
+    #[inline(always)]
+    fn offer(&mut self, check: &PairCheck, i: u32, r: u32) {
+        match self {
+            Self::Pairs { equal, theirs_times, mine, theirs, times } => {
+                let (iu, ru) = (i as usize, r as usize);
+                let (Some(&tm), Some(&tt)) = (check.times.get(iu), theirs_times.get(ru)) else { return };
+                // right − left (times are within ±2^61 ms: no overflow)
+                let d = if check.side == 0 { tt - tm } else { tm - tt };
+                if d < check.band.0 || d > check.band.1 || !equal.equal(iu, ru) {
+                    return;
+                }
+                mine.push(i);
+                theirs.push(r);
+                // a pair waits for the later of its two times: released, neither time is
+                // ahead of what follows, whichever column an operator above reads as its time
+                times.push(tm.max(tt));
+            }
+            Self::Candidates { mine, theirs } => {
+                mine.push(i);
+                theirs.push(r);
+            }
+            Self::Gone => {}
         }
     }
 }
@@ -662,6 +722,16 @@ struct Joiner {
     released_to: i64,
     /// The job's late sink, if it has one.
     late_out: Option<Arc<crate::event_time::late::LateRows>>,
+}
+
+/// The first row of `rows` when they are consecutive rows (`k, k+1, …`), which a slice
+/// gives as a gather would.
+fn run(rows: &UInt32Array) -> Option<usize> {
+    let v = rows.values();
+    let first = *v.first()?;
+    // (a fold over the plain values: the compiler vectorises it)
+    let consecutive = v.iter().zip(first..).fold(true, |all, (r, k)| all & (*r == k));
+    (rows.null_count() == 0 && consecutive).then_some(first as usize)
 }
 
 /// The least and the greatest of `times` (nulls skipped), in one pass; `None` when all are
@@ -853,11 +923,16 @@ impl Joiner {
     /// of right batch `r.0`, only the columns the join outputs gathered.
     fn output_pairs(&self, l: (&RecordBatch, &UInt32Array), r: (&RecordBatch, &UInt32Array)) -> Result<RecordBatch> {
         let left_width = self.side_schemas[0].fields().len();
+        // every row of a batch in order (a probing batch whose rows each found one partner in
+        // one chunk): its columns as they are, not gathered (only whole batches: a slice would
+        // keep, and have the operators above count, the rows it leaves out)
+        let (l_run, r_run) = (run(l.1).filter(|_| l.1.len() == l.0.num_rows()), run(r.1).filter(|_| r.1.len() == r.0.num_rows()));
         let gather = |j: usize| {
-            let (batch, rows, column) = if j < left_width { (l.0, l.1, j) } else { (r.0, r.1, j - left_width) };
-            match batch.columns().get(column) {
-                Some(c) => Ok(datafusion::arrow::compute::take(c.as_ref(), rows, None)?),
-                None => internal_err!("the interval join outputs column {j}, of {} columns", left_width + r.0.num_columns()),
+            let (batch, rows, run, column) = if j < left_width { (l.0, l.1, l_run, j) } else { (r.0, r.1, r_run, j - left_width) };
+            match (batch.columns().get(column), run) {
+                (Some(c), Some(first)) => Ok(c.slice(first, rows.len())),
+                (Some(c), None) => Ok(datafusion::arrow::compute::take(c.as_ref(), rows, None)?),
+                (None, _) => internal_err!("the interval join outputs column {j}, of {} columns", left_width + r.0.num_columns()),
             }
         };
         let columns = match &self.config.projection {
@@ -1008,68 +1083,85 @@ impl Joiner {
     ) -> Result<Vec<bool>> {
         let other = 1 - side;
         let mut matched = vec![false; batch.num_rows()];
-        // candidate pairs per chunk of the other side
-        // (evicted chunks are skipped below, once per chunk)
-        // (a batch's partners are mostly in few chunks: the last one found is tried first)
-        let mut per_chunk: Vec<(u64, Vec<u32>, Vec<u32>)> = Vec::new();
-        let mut positions: FastMap<u64, usize> = FastMap::default();
-        let mut last = 0;
+        // the band decides the whole condition: checked on the times in hand, no filter
+        let exact = self.config.band.as_ref().and_then(|b| b.exact);
+        let residual = if exact.is_some() { None } else { self.config.filter.as_ref() };
+        let check =
+            PairCheck { side, band: exact.unwrap_or((i64::MIN, i64::MAX)), inline: residual.is_none() && times.null_count() == 0, times: times.values() };
         // chunks not indexed yet: indexed now if a probe scanned them before, else scanned
         let scan = self.index_or_scan(side, span)?;
+        // pairs per chunk of the other side, decided as they are found where the keys and
+        // times allow it (else collected for the kernels)
+        // (evicted chunks are skipped, once per chunk; a batch's partners are mostly in few
+        // chunks: the last one found is tried first)
+        let chunks = &self.sides[other].chunks;
+        let mut found: Vec<(u64, Found)> = Vec::new();
         if !scan.is_empty() {
             self.probe_index.clear();
             self.probe_index.insert(0, &self.hashes)?;
             for id in scan {
-                let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
-                let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                let Some(chunk) = chunks.get(&id) else { continue };
+                let mut f = Found::new(&check, keys, chunk, 0)?;
                 for (r, h) in chunk.hashes.iter().enumerate() {
                     for (_, i) in self.probe_index.matches(*h) {
-                        mine.push(i);
-                        theirs.push(r as u32);
+                        f.offer(&check, i, r as u32);
                     }
                 }
-                if !mine.is_empty() {
-                    per_chunk.push((id, mine, theirs));
-                }
+                found.push((id, f));
             }
-            last = per_chunk.len();
         }
+        let scanned = found.len();
+        let mut positions: FastMap<u64, usize> = FastMap::default();
+        let mut last = usize::MAX;
         let n = self.hashes.len();
         let mut presized = false;
         for (i, h) in self.hashes.iter().enumerate() {
             for (chunk, row) in self.sides[other].index.matches(*h) {
-                if per_chunk.get(last).is_none_or(|e| e.0 != chunk) {
-                    last = *positions.entry(chunk).or_insert_with(|| {
-                        // (the first chunk found gets room for a partner of every row left:
-                        // mostly one chunk holds them)
-                        let room = if presized { 0 } else { n - i };
-                        presized = true;
-                        per_chunk.push((chunk, Vec::with_capacity(room), Vec::with_capacity(room)));
-                        per_chunk.len() - 1
-                    });
+                if found.get(last).is_none_or(|e| e.0 != chunk) {
+                    last = match positions.get(&chunk) {
+                        Some(at) => *at,
+                        None => {
+                            // (the first chunk found gets room for a partner of every row left:
+                            // mostly one chunk holds them)
+                            let f = match chunks.get(&chunk) {
+                                Some(c) => Found::new(&check, keys, c, if presized { 0 } else { n - i })?,
+                                None => Found::Gone,
+                            };
+                            presized |= !matches!(f, Found::Gone);
+                            found.push((chunk, f));
+                            positions.insert(chunk, found.len() - 1);
+                            found.len() - 1
+                        }
+                    };
                 }
-                let e = &mut per_chunk[last];
-                e.1.push(i as u32);
-                e.2.push(row);
+                if let Some(e) = found.get_mut(last) {
+                    e.1.offer(&check, i as u32, row);
+                }
             }
         }
-        per_chunk.sort_unstable_by_key(|e| e.0);
-        // the band decides the whole condition: checked on the times in hand, no filter
-        let exact = self.config.band.as_ref().and_then(|b| b.exact);
-        let residual = if exact.is_some() { None } else { self.config.filter.as_ref() };
-        for (id, mine, theirs) in per_chunk {
-            let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
-            let inline = if residual.is_none() { Self::pairs_inline(side, keys, times, chunk, &mine, &theirs, exact)? } else { None };
-            let (mine_m, theirs_m, pair_times) = match inline {
-                Some((m, t, pt)) => (UInt32Array::from(m), UInt32Array::from(t), pt),
-                None => match Self::pairs_by_kernels(side, self.config.filter.as_ref(), batch, keys, times, chunk, mine, theirs)? {
-                    Some(found) => found,
-                    None => continue,
-                },
+        // (the scanned chunks are not in the index: no chunk is found twice)
+        debug_assert!(found[..scanned].iter().all(|(id, _)| !positions.contains_key(id)));
+        found.sort_unstable_by_key(|e| e.0);
+        let mut pairs = Vec::with_capacity(found.len());
+        for (id, f) in found {
+            let decided = match f {
+                Found::Gone => continue,
+                Found::Pairs { mine, theirs, times, .. } => (UInt32Array::from(mine), UInt32Array::from(theirs), Int64Array::from(times)),
+                Found::Candidates { mine, .. } if mine.is_empty() => continue,
+                Found::Candidates { mine, theirs } => {
+                    let Some(chunk) = chunks.get(&id) else { continue };
+                    match Self::pairs_by_kernels(side, self.config.filter.as_ref(), batch, keys, times, chunk, mine, theirs)? {
+                        Some(decided) => decided,
+                        None => continue,
+                    }
+                }
             };
-            if mine_m.is_empty() {
-                continue;
+            if !decided.0.is_empty() {
+                pairs.push((id, decided));
             }
+        }
+        for (id, (mine_m, theirs_m, pair_times)) in pairs {
+            let Some(chunk) = self.sides[other].chunks.get(&id) else { continue };
             let (mine_m, theirs_m) = (&mine_m, &theirs_m);
             let join_type = self.config.join_type;
             if emits_pairs(join_type) {
@@ -1111,51 +1203,8 @@ impl Joiner {
         Ok(matched)
     }
 
-    /// The candidate pairs `(mine[k], theirs[k])` of a probe of `side` against `chunk` that
-    /// match, decided row by row on the arrays in hand: keys equal (a null key matches
-    /// nothing) and, for an exact band, `lo ≤ right time − left time ≤ hi`. Returns the
-    /// matching rows of each and each pair's time (the later of the two); `None` when the
-    /// keys are of a type compared only by kernels.
-    #[allow(clippy::type_complexity)]
-    fn pairs_inline(
-        side: usize,
-        keys: &[ArrayRef],
-        times: &Int64Array,
-        chunk: &Chunk,
-        mine: &[u32],
-        theirs: &[u32],
-        exact: Option<(i64, i64)>,
-    ) -> Result<Option<(Vec<u32>, Vec<u32>, Int64Array)>> {
-        let Some(equal) = KeyEquality::new(keys, &chunk.keys)? else { return Ok(None) };
-        if times.null_count() > 0 || chunk.times.null_count() > 0 {
-            return Ok(None);
-        }
-        let (t_mine, t_theirs) = (times.values(), chunk.times.values());
-        let (lo, hi) = exact.unwrap_or((i64::MIN, i64::MAX));
-        let mut mine_m = Vec::with_capacity(mine.len());
-        let mut theirs_m = Vec::with_capacity(mine.len());
-        let mut pair_times = Vec::with_capacity(mine.len());
-        for (&i, &r) in mine.iter().zip(theirs) {
-            let (iu, ru) = (i as usize, r as usize);
-            if !equal.equal(iu, ru) {
-                continue;
-            }
-            let (tm, tt) = (t_mine[iu], t_theirs[ru]);
-            // right − left (times are within ±2^61 ms: no overflow)
-            let d = if side == 0 { tt - tm } else { tm - tt };
-            if d < lo || d > hi {
-                continue;
-            }
-            mine_m.push(i);
-            theirs_m.push(r);
-            // a pair waits for the later of its two times: released, neither time is ahead of
-            // what follows, whichever column an operator above reads as its event time
-            pair_times.push(tm.max(tt));
-        }
-        Ok(Some((mine_m, theirs_m, Int64Array::from(pair_times))))
-    }
-
-    /// The same as [`Joiner::pairs_inline`] with Arrow kernels: the key columns and the
+    /// The pairs of a probe decided with Arrow kernels (where [`Found::Pairs`] cannot decide
+    /// them on the arrays in hand): the key columns and the
     /// filter's columns gathered for every candidate pair, the condition evaluated over them.
     /// `None` when no pair matches.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -1391,5 +1440,17 @@ mod tests {
         assert_eq!(index.matches(9).collect::<Vec<_>>(), vec![(1, 0)]);
         assert_eq!(index.matches(10).count(), 0);
         assert_eq!(index.entries.len(), 6);
+    }
+
+    /// Only consecutive rows are a run; a run starts anywhere.
+    #[test]
+    fn runs_are_consecutive_rows() {
+        assert_eq!(run(&UInt32Array::from(vec![0, 1, 2, 3])), Some(0));
+        assert_eq!(run(&UInt32Array::from(vec![5, 6, 7])), Some(5));
+        assert_eq!(run(&UInt32Array::from(vec![9])), Some(9));
+        assert_eq!(run(&UInt32Array::from(Vec::<u32>::new())), None);
+        assert_eq!(run(&UInt32Array::from(vec![0, 1, 1, 2])), None);
+        assert_eq!(run(&UInt32Array::from(vec![0, 2, 3])), None);
+        assert_eq!(run(&UInt32Array::from(vec![1, 0])), None);
     }
 }
