@@ -820,9 +820,11 @@ impl PartitionStream for FilePartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        // the reader runs up to 8 batches ahead: an operator that reads whichever input lags
-        // (an interval join) leaves one alone for a while, and the reader goes on meanwhile
-        let (tx, rx) = mpsc::channel(8);
+        // the reader runs up to 64Ki rows ahead (2 to 8 batches): an operator that reads
+        // whichever input lags (an interval join) leaves one alone for a while, and the reader
+        // goes on meanwhile
+        let ahead = (65_536 / decode_rows(&self.cfg.batch).max(1)).clamp(2, 8);
+        let (tx, rx) = mpsc::channel(ahead);
         let cfg = Arc::clone(&self.cfg);
         // the cell starts at the restored positions; executed again after a failure, each unit
         // goes on from the last batch handed out
