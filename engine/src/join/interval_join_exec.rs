@@ -724,14 +724,11 @@ struct Joiner {
     late_out: Option<Arc<crate::event_time::late::LateRows>>,
 }
 
-/// The first row of `rows` when they are consecutive rows (`k, k+1, …`), which a slice
-/// gives as a gather would.
-fn run(rows: &UInt32Array) -> Option<usize> {
-    let v = rows.values();
-    let first = *v.first()?;
+/// True when `rows` are every row of a batch of `n` rows, in order (`0, 1, …, n-1`): the
+/// batch's columns are then what a gather by `rows` would give.
+fn every_row_in_order(rows: &UInt32Array, n: usize) -> bool {
     // (a fold over the plain values: the compiler vectorises it)
-    let consecutive = v.iter().zip(first..).fold(true, |all, (r, k)| all & (*r == k));
-    (rows.null_count() == 0 && consecutive).then_some(first as usize)
+    rows.len() == n && rows.null_count() == 0 && rows.values().iter().zip(0u32..).fold(true, |all, (r, k)| all & (*r == k))
 }
 
 /// The least and the greatest of `times` (nulls skipped), in one pass; `None` when all are
@@ -926,13 +923,13 @@ impl Joiner {
         // every row of a batch in order (a probing batch whose rows each found one partner in
         // one chunk): its columns as they are, not gathered (only whole batches: a slice would
         // keep, and have the operators above count, the rows it leaves out)
-        let (l_run, r_run) = (run(l.1).filter(|_| l.1.len() == l.0.num_rows()), run(r.1).filter(|_| r.1.len() == r.0.num_rows()));
+        let (l_all, r_all) = (every_row_in_order(l.1, l.0.num_rows()), every_row_in_order(r.1, r.0.num_rows()));
         let gather = |j: usize| {
-            let (batch, rows, run, column) = if j < left_width { (l.0, l.1, l_run, j) } else { (r.0, r.1, r_run, j - left_width) };
-            match (batch.columns().get(column), run) {
-                (Some(c), Some(first)) => Ok(c.slice(first, rows.len())),
-                (Some(c), None) => Ok(datafusion::arrow::compute::take(c.as_ref(), rows, None)?),
-                (None, _) => internal_err!("the interval join outputs column {j}, of {} columns", left_width + r.0.num_columns()),
+            let (batch, rows, all, column) = if j < left_width { (l.0, l.1, l_all, j) } else { (r.0, r.1, r_all, j - left_width) };
+            match batch.columns().get(column) {
+                Some(c) if all => Ok(Arc::clone(c)),
+                Some(c) => Ok(datafusion::arrow::compute::take(c.as_ref(), rows, None)?),
+                None => internal_err!("the interval join outputs column {j}, of {} columns", left_width + r.0.num_columns()),
             }
         };
         let columns = match &self.config.projection {
@@ -1442,15 +1439,14 @@ mod tests {
         assert_eq!(index.entries.len(), 6);
     }
 
-    /// Only consecutive rows are a run; a run starts anywhere.
+    /// Only every row of the batch, in order, counts.
     #[test]
-    fn runs_are_consecutive_rows() {
-        assert_eq!(run(&UInt32Array::from(vec![0, 1, 2, 3])), Some(0));
-        assert_eq!(run(&UInt32Array::from(vec![5, 6, 7])), Some(5));
-        assert_eq!(run(&UInt32Array::from(vec![9])), Some(9));
-        assert_eq!(run(&UInt32Array::from(Vec::<u32>::new())), None);
-        assert_eq!(run(&UInt32Array::from(vec![0, 1, 1, 2])), None);
-        assert_eq!(run(&UInt32Array::from(vec![0, 2, 3])), None);
-        assert_eq!(run(&UInt32Array::from(vec![1, 0])), None);
+    fn every_row_in_order_is_the_whole_batch_from_its_first_row() {
+        assert!(every_row_in_order(&UInt32Array::from(vec![0, 1, 2, 3]), 4));
+        assert!(every_row_in_order(&UInt32Array::from(Vec::<u32>::new()), 0));
+        assert!(!every_row_in_order(&UInt32Array::from(vec![0, 1, 2]), 4));
+        assert!(!every_row_in_order(&UInt32Array::from(vec![1, 2, 3]), 3));
+        assert!(!every_row_in_order(&UInt32Array::from(vec![0, 1, 1, 2]), 4));
+        assert!(!every_row_in_order(&UInt32Array::from(vec![1, 0]), 2));
     }
 }

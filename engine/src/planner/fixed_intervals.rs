@@ -38,17 +38,23 @@ impl OptimizerRule for FixedIntervals {
     }
 
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
-        // a scan's filters name the table's columns, not an input's
-        if matches!(plan, LogicalPlan::TableScan(_)) {
-            return Ok(Transformed::no(plan));
-        }
         let schema = merge_schema(&plan.inputs());
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            expr.transform_up(|e| as_duration(e, &schema)).map(|t| t.update_data(|e| name.restore(e)))
-        })
+        rewrite_expressions(plan, |e| as_duration(e, &schema))
     }
+}
+
+/// `plan` with `f` applied, bottom up, to every expression of its own (not its inputs'), each
+/// keeping its output name. A scan is left as it is: its filters name the table's columns,
+/// not an input's.
+pub fn rewrite_expressions(plan: LogicalPlan, mut f: impl FnMut(Expr) -> Result<Transformed<Expr>>) -> Result<Transformed<LogicalPlan>> {
+    if matches!(plan, LogicalPlan::TableScan(_)) {
+        return Ok(Transformed::no(plan));
+    }
+    let names = NamePreserver::new(&plan);
+    plan.map_expressions(|expr| {
+        let name = names.save(&expr);
+        expr.transform_up(&mut f).map(|t| t.update_data(|e| name.restore(e)))
+    })
 }
 
 /// `e` with its interval as a duration, when `e` is `timestamp ± fixed interval`.
