@@ -257,6 +257,11 @@ impl BoundedTopNExec {
         &self.config
     }
 
+    /// The expressions it routes its input's rows by, when it routes them itself.
+    pub fn route(&self) -> Option<&[Arc<dyn PhysicalExpr>]> {
+        self.route.as_deref()
+    }
+
     /// The router of the run `partition` belongs to (a new run when `partition` was taken in
     /// the one under way), and the states it reads the input into.
     fn router(&self, partition: usize, context: &Arc<TaskContext>, route: &[Arc<dyn PhysicalExpr>]) -> Result<Arc<Router>> {
