@@ -34,6 +34,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array};
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{concat_batches, BatchCoalescer};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::hash_utils::create_hashes;
@@ -880,6 +881,7 @@ impl<const N: usize> TopNState for Kept<N> {
         let bytes = self.held_bytes;
         Emit {
             coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_size),
+            whole: (batch_size / 2).max(1),
             schema,
             columns,
             held: self.batches.into_iter().zip(ranks).map(|(h, ranks)| (h.batch, ranks, h.bytes)).collect(),
@@ -890,10 +892,13 @@ impl<const N: usize> TopNState for Kept<N> {
 }
 
 /// The kept rows going out: the held batches in the order they came, each filtered to its
-/// kept rows with their rank, in batches of the session's batch size. A held batch is let go
-/// once its rows are copied out.
+/// kept rows with their rank, in batches of the session's batch size (a held batch with half
+/// that many kept rows or more goes out as one batch of its own). A held batch is let go once
+/// its rows are out.
 struct Emit {
     coalescer: BatchCoalescer,
+    /// Kept rows of a held batch that go out as one batch of their own, not coalesced.
+    whole: usize,
     schema: SchemaRef,
     /// Per output column: the held column it is, or (the held columns' count) the rank.
     columns: Vec<usize>,
@@ -925,13 +930,19 @@ impl Emit {
                 continue;
             };
             self.bytes = self.bytes.saturating_sub(bytes);
-            let keep = BooleanArray::from(ranks.iter().map(|&r| r != 0).collect::<Vec<bool>>());
-            if keep.true_count() == 0 {
+            let keep = BooleanArray::from(BooleanBuffer::collect_bool(ranks.len(), |i| ranks[i] != 0));
+            let kept = keep.true_count();
+            if kept == 0 {
                 continue;
             }
             let rank: ArrayRef = Arc::new(UInt64Array::from_iter_values(ranks.iter().map(|&r| u64::from(r))));
             let columns: Vec<ArrayRef> = self.columns.iter().map(|&c| batch.columns().get(c).map_or_else(|| Arc::clone(&rank), Arc::clone)).collect();
             let full = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?;
+            if kept >= self.whole {
+                // half a batch or more: out on its own, its text left where it is (the
+                // coalescer would copy out the strings of views into pages it uses a part of)
+                return Ok(Some(datafusion::arrow::compute::filter_record_batch(&full, &keep)?));
+            }
             self.coalescer.push_batch_with_filter(full, &keep)?;
         }
     }
