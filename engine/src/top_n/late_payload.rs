@@ -28,9 +28,10 @@
 //! N, reads the places of the kept rows and gathers their values from the stash (views again:
 //! no string is copied). The plan's schema is the same at every node.
 //!
-//! Applied by [`LatePayloadRule`] to a [`BoundedTopNExec`] directly over an inner
-//! [`HashJoinExec`], when at least one payload column is a
-//! string or binary view that the top N outputs (it carries the places).
+//! Applied by [`LatePayloadRule`] to a [`BoundedTopNExec`] (top N per key), or to DataFusion's
+//! top K over bounded input (`ORDER BY … LIMIT n`: a `SortExec` with a fetch), over an inner
+//! [`HashJoinExec`] (directly, or through a projection that only renames or reorders columns), when at least one payload column is a string or binary view that the
+//! top N outputs (it carries the places).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -43,14 +44,17 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{internal_datafusion_err, internal_err, JoinSide, JoinType, Result, ScalarValue};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties, SendableRecordBatchStream};
 use futures::StreamExt;
 
 use super::BoundedTopNExec;
@@ -339,8 +343,27 @@ impl PhysicalOptimizerRule for LatePayloadRule {
 
 /// The plan with the payload held aside, when `node` is a top N over a join with a payload.
 fn late_payload(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let Some(top) = node.downcast_ref::<BoundedTopNExec>() else { return Ok(None) };
-    let Some(join_node) = node.children().first().map(|c| Arc::clone(*c)) else { return Ok(None) };
+    // what the top N reads, and which of its input's columns (and its rank) it outputs
+    let (top_reads, projection): (Vec<Arc<dyn PhysicalExpr>>, Option<Vec<usize>>) = if let Some(top) = node.downcast_ref::<BoundedTopNExec>() {
+        let config = top.config();
+        let reads = config.partition_by.iter().chain(config.order_by.iter().map(|o| &o.expr)).chain(top.route().into_iter().flatten()).cloned().collect();
+        (reads, config.projection.clone())
+    } else if let Some(sort) = node.downcast_ref::<SortExec>().filter(|s| s.fetch().is_some() && !node.boundedness().is_unbounded()) {
+        // ORDER BY … LIMIT n: DataFusion's top K, partition by partition
+        (sort.expr().iter().map(|e| Arc::clone(&e.expr)).collect(), None)
+    } else {
+        return Ok(None);
+    };
+    let Some(child) = node.children().first().map(|c| Arc::clone(*c)) else { return Ok(None) };
+    // a projection of columns alone (a rename, a reorder) may stand between it and the join
+    let (renames, join_node) = match child.downcast_ref::<ProjectionExec>() {
+        Some(p) => {
+            let columns: Option<Vec<usize>> = p.expr().iter().map(|e| e.expr.downcast_ref::<Column>().map(Column::index)).collect();
+            let Some(columns) = columns else { return Ok(None) };
+            (Some(columns), Arc::clone(p.input()))
+        }
+        None => (None, Arc::clone(&child)),
+    };
     let Some(join) = join_node.downcast_ref::<HashJoinExec>() else { return Ok(None) };
     if *join.join_type() != JoinType::Inner {
         return Ok(None);
@@ -358,6 +381,11 @@ fn late_payload(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
         };
         (o < joined && i < width).then_some(i)
     };
+    // the same for the top N's input columns
+    let left_of = |o: usize| match &renames {
+        Some(r) => r.get(o).copied().and_then(left_of),
+        None => left_of(o),
+    };
     // the build side's columns something below the gather reads
     let mut read: HashSet<usize> = HashSet::new();
     for (l, _) in join.on() {
@@ -366,17 +394,15 @@ fn late_payload(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     if let Some(f) = join.filter() {
         read.extend(f.column_indices().iter().filter(|c| c.side == JoinSide::Left).map(|c| c.index));
     }
-    let config = top.config();
-    let exprs = config.partition_by.iter().chain(config.order_by.iter().map(|o| &o.expr)).chain(top.route().into_iter().flatten());
-    for e in exprs {
+    for e in &top_reads {
         read.extend(collect_columns(e).iter().filter_map(|c| left_of(c.index())));
     }
     // the payload the top N outputs: (build side's column, the top N's output column)
-    let out_of_top = |t: usize| match &config.projection {
+    let out_of_top = |t: usize| match &projection {
         Some(p) => p.get(t).copied(),
         None => Some(t),
     };
-    let outputs = top.schema().fields().len();
+    let outputs = node.schema().fields().len();
     let payload: Vec<(usize, usize)> = (0..outputs)
         .filter_map(|t| out_of_top(t).and_then(left_of).map(|i| (i, t)))
         .filter(|(i, _)| !read.contains(i) && is_payload_type(left_schema.field(*i).data_type()))
@@ -397,7 +423,11 @@ fn late_payload(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
         None => stash_over(Arc::clone(&left)),
     };
     let new_join = Arc::clone(&join_node).replace_children(vec![new_left, Arc::clone(join.right())], recompute())?;
-    let new_top = Arc::clone(node).replace_children(vec![new_join], recompute())?;
+    let new_child = match renames {
+        Some(_) => Arc::clone(&child).replace_children(vec![new_join], recompute())?,
+        None => new_join,
+    };
+    let new_top = Arc::clone(node).replace_children(vec![new_child], recompute())?;
     let gathered = payload.iter().filter_map(|(i, t)| columns.iter().position(|c| c == i).map(|k| (*t, k))).collect();
     Ok(Some(Arc::new(PayloadExec { input: new_top, step: PayloadStep::Gather { columns: gathered, carrier: carrier_out }, stash })))
 }
@@ -525,11 +555,16 @@ mod tests {
                     (top("a.name, a.descr, a.extra, b.price", "PARTITION BY a.id ORDER BY b.t", "a.id = b.auction AND a.name <> b.note", "rn = 1"), true),
                     // only plain text is output: nothing to carry the places
                     (top("a.extra, a.id, b.price", "PARTITION BY a.id ORDER BY b.t DESC", "a.id = b.auction", "rn <= 2"), false),
+                    // DataFusion's top K (bids' times are unique: no ties at the limit)
+                    (format!("SELECT a.*, b.price, b.t AS bt FROM a JOIN b ON {lifetime} ORDER BY b.t DESC LIMIT 150"), true),
+                    ("SELECT a.name, a.descr, b.note, b.t FROM a JOIN b ON a.id = b.auction ORDER BY b.price, b.t LIMIT 300".to_string(), true),
+                    // ordered by the text itself: nothing else to hold
+                    ("SELECT a.descr, b.t FROM a JOIN b ON a.id = b.auction ORDER BY a.descr DESC, b.t LIMIT 200".to_string(), false),
                 ] {
                     let (want, plan) = rows_and_plan(&plain, &sql).await;
                     assert!(!plan.contains("Payload"), "{plan}");
                     let (got, plan) = rows_and_plan(&ours, &sql).await;
-                    assert!(plan.contains("BoundedTopNExec"), "{sql}\n{plan}");
+                    assert!(plan.contains("BoundedTopNExec") || plan.contains("TopK"), "{sql}\n{plan}");
                     assert_eq!(plan.contains("PayloadGatherExec") && plan.contains("PayloadStashExec"), held, "{sql}\n{plan}");
                     assert!(want.len() > 100, "{sql}: {} rows", want.len());
                     assert_eq!(got, want, "{sql} (partitioned: {partitioned})\n{plan}");
