@@ -882,6 +882,7 @@ impl<const N: usize> TopNState for Kept<N> {
         Emit {
             coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_size),
             whole: (batch_size / 2).max(1),
+            pending: Default::default(),
             schema,
             columns,
             held: self.batches.into_iter().zip(ranks).map(|(h, ranks)| (h.batch, ranks, h.bytes)).collect(),
@@ -893,12 +894,14 @@ impl<const N: usize> TopNState for Kept<N> {
 
 /// The kept rows going out: the held batches in the order they came, each filtered to its
 /// kept rows with their rank, in batches of the session's batch size (a held batch with half
-/// that many kept rows or more goes out as one batch of its own). A held batch is let go once
-/// its rows are out.
+/// that many kept rows or more, and at least half its rows kept, goes out in slices of its
+/// own). A held batch is let go once its rows are out.
 struct Emit {
     coalescer: BatchCoalescer,
-    /// Kept rows of a held batch that go out as one batch of their own, not coalesced.
+    /// Kept rows of a held batch that go out on their own, not coalesced (half the batch size).
     whole: usize,
+    /// Slices of a held batch going out on their own.
+    pending: std::collections::VecDeque<RecordBatch>,
     schema: SchemaRef,
     /// Per output column: the held column it is, or (the held columns' count) the rank.
     columns: Vec<usize>,
@@ -918,7 +921,7 @@ impl Emit {
     /// The next output batch, or None when every kept row is out.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
-            if let Some(b) = self.coalescer.next_completed_batch() {
+            if let Some(b) = self.pending.pop_front().or_else(|| self.coalescer.next_completed_batch()) {
                 return Ok(Some(b));
             }
             let Some((batch, ranks, bytes)) = self.held.pop_front() else {
@@ -938,10 +941,14 @@ impl Emit {
             let rank: ArrayRef = Arc::new(UInt64Array::from_iter_values(ranks.iter().map(|&r| u64::from(r))));
             let columns: Vec<ArrayRef> = self.columns.iter().map(|&c| batch.columns().get(c).map_or_else(|| Arc::clone(&rank), Arc::clone)).collect();
             let full = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?;
-            if kept >= self.whole {
-                // half a batch or more: out on its own, its text left where it is (the
-                // coalescer would copy out the strings of views into pages it uses a part of)
-                return Ok(Some(datafusion::arrow::compute::filter_record_batch(&full, &keep)?));
+            if kept >= self.whole && 2 * kept >= ranks.len() {
+                // half a batch or more, most of the held batch: out on its own (in slices of
+                // the batch size), its text left in the pages it mostly uses (the coalescer
+                // would copy out the strings of views into pages it uses a part of)
+                let out = datafusion::arrow::compute::filter_record_batch(&full, &keep)?;
+                let size = 2 * self.whole;
+                self.pending.extend((0..out.num_rows()).step_by(size).map(|at| out.slice(at, size.min(out.num_rows() - at))));
+                continue;
             }
             self.coalescer.push_batch_with_filter(full, &keep)?;
         }

@@ -46,7 +46,7 @@ use datafusion::common::{internal_datafusion_err, internal_err, JoinSide, JoinTy
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::utils::collect_columns;
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::joins::HashJoinExec;
@@ -71,6 +71,8 @@ struct Stash {
 #[derive(Default)]
 struct Held {
     batches: Vec<Vec<ArrayRef>>,
+    /// The gather's partitions done with the stash: once all are, it is let go.
+    gathered: usize,
     /// The data buffers already counted (views of several batches share a page's bytes).
     counted: HashSet<usize>,
     bytes: usize,
@@ -90,8 +92,16 @@ impl Stash {
         let mut held = self.held.lock().map_err(|_| internal_datafusion_err!("PayloadStashExec: a task panicked while it held the stash"))?;
         let mut bytes = 0;
         for c in &columns {
+            // the batch's own views (or offsets) and nulls, as much of them as its rows use (a
+            // batch may be a slice of a larger one); the bytes they point into once for all
+            // the batches that share them
             let data = c.to_data();
-            bytes += data.buffers().first().map_or(0, |views| views.capacity()) + data.nulls().map_or(0, |n| n.buffer().capacity());
+            let width = match c.data_type() {
+                DataType::Utf8View | DataType::BinaryView => 16,
+                DataType::LargeUtf8 | DataType::LargeBinary => 8,
+                _ => 4,
+            };
+            bytes += (c.len() + 1) * width + c.len().div_ceil(8);
             for b in data.buffers().iter().skip(1) {
                 if held.counted.insert(b.data_ptr().as_ptr() as usize) {
                     bytes += b.capacity();
@@ -111,6 +121,37 @@ impl Stash {
         });
         memory.account(total)?;
         Ok(number)
+    }
+
+    /// One of the gather's `partitions` is done (its stream ended or was dropped): the last one
+    /// lets the held columns go, so that what runs above has the memory back.
+    fn gathered(&self, partitions: usize) {
+        if let Ok(mut held) = self.held.lock() {
+            held.gathered += 1;
+            if held.gathered >= partitions {
+                held.batches = Vec::new();
+                held.counted = HashSet::new();
+                held.bytes = 0;
+                held.gathered = 0;
+                if let Some(m) = held.memory.as_mut() {
+                    // (shrinking cannot fail)
+                    let _ = m.account(0);
+                }
+            }
+        }
+    }
+}
+
+/// Tells the stash a gather partition is done when dropped (at the end of its stream, or when
+/// the stream is dropped before its end).
+struct GatherDone {
+    stash: Arc<Stash>,
+    partitions: usize,
+}
+
+impl Drop for GatherDone {
+    fn drop(&mut self) {
+        self.stash.gathered(self.partitions);
     }
 }
 
@@ -184,9 +225,22 @@ pub struct PayloadExec {
     input: Arc<dyn ExecutionPlan>,
     step: PayloadStep,
     stash: Arc<Stash>,
+    props: Arc<PlanProperties>,
 }
 
 impl PayloadExec {
+    fn new(input: Arc<dyn ExecutionPlan>, step: PayloadStep, stash: Arc<Stash>) -> Self {
+        let props = match step {
+            // the input's partitioning, but no order or constant: its placeholders have neither
+            PayloadStep::Stash { .. } => {
+                let p = input.properties();
+                Arc::new(PlanProperties::new(EquivalenceProperties::new(input.schema()), p.partitioning.clone(), p.emission_type, p.boundedness))
+            }
+            PayloadStep::Gather { .. } => Arc::clone(input.properties()),
+        };
+        Self { input, step, stash, props }
+    }
+
     /// What it does.
     pub fn step(&self) -> &PayloadStep {
         &self.step
@@ -220,7 +274,7 @@ impl ExecutionPlan for PayloadExec {
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
-        self.input.properties()
+        &self.props
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -244,16 +298,21 @@ impl ExecutionPlan for PayloadExec {
         if children.len() != 1 {
             return internal_err!("{} takes one input", self.name());
         }
-        Ok(Arc::new(Self { input: children.swap_remove(0), step: self.step.clone(), stash: Arc::clone(&self.stash) }))
+        Ok(Arc::new(Self::new(children.swap_remove(0), self.step.clone(), Arc::clone(&self.stash))))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let schema = self.input.schema();
         let (step, stash, out) = (self.step.clone(), Arc::clone(&self.stash), Arc::clone(&schema));
-        let stream = input.map(move |batch| match &step {
-            PayloadStep::Stash { columns, carrier } => hold(batch?, &out, columns, *carrier, &stash, &context),
-            PayloadStep::Gather { columns, carrier } => gather(batch?, &out, columns, *carrier, &stash),
+        let done = matches!(step, PayloadStep::Gather { .. })
+            .then(|| GatherDone { stash: Arc::clone(&stash), partitions: self.input.output_partitioning().partition_count() });
+        let stream = input.map(move |batch| {
+            let _done = &done;
+            match &step {
+                PayloadStep::Stash { columns, carrier } => hold(batch?, &out, columns, *carrier, &stash, &context),
+                PayloadStep::Gather { columns, carrier } => gather(batch?, &out, columns, *carrier, &stash),
+            }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
@@ -301,6 +360,10 @@ fn gather(batch: RecordBatch, schema: &SchemaRef, columns: &[(usize, usize)], ca
         indices.push((at, r as usize));
     }
     let held = stash.held.lock().map_err(|_| internal_datafusion_err!("PayloadGatherExec: a task panicked while it held the stash"))?;
+    let rows: Vec<usize> = from.iter().map(|b| held.batches.get(*b as usize).and_then(|c| c.first()).map_or(0, |c| c.len())).collect();
+    if indices.iter().any(|(at, r)| rows.get(*at).is_none_or(|n| r >= n)) {
+        return internal_err!("PayloadGatherExec: a kept row's place is not in the stash");
+    }
     let mut all = batch.columns().to_vec();
     for &(out, k) in columns {
         let mut values: Vec<&dyn Array> = Vec::with_capacity(from.len());
@@ -415,9 +478,19 @@ fn late_payload(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     let Some(carrier_out) = payload.iter().find(|(i, _)| *i == columns[carrier]).map(|(_, t)| *t) else { return Ok(None) };
     let stash = Arc::new(Stash::default());
     let stash_over = |input: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
-        Arc::new(PayloadExec { input, step: PayloadStep::Stash { columns: columns.clone(), carrier }, stash: Arc::clone(&stash) })
+        Arc::new(PayloadExec::new(input, PayloadStep::Stash { columns: columns.clone(), carrier }, Arc::clone(&stash)))
     };
-    // below a repartitioning: it then moves placeholders too
+    // below a repartitioning: it then moves placeholders too (it hashes the join's keys; one
+    // that keeps an order might merge by a payload column: not there)
+    if let Some(r) = left.downcast_ref::<RepartitionExec>() {
+        let hashed = match r.partitioning() {
+            datafusion::physical_plan::Partitioning::Hash(by, _) => by.iter().flat_map(|e| collect_columns(e).into_iter().map(|c| c.index())).collect(),
+            _ => Vec::new(),
+        };
+        if r.preserve_order() || hashed.iter().any(|i| columns.contains(i)) {
+            return Ok(None);
+        }
+    }
     let new_left = match left.downcast_ref::<RepartitionExec>() {
         Some(r) => Arc::clone(&left).replace_children(vec![stash_over(Arc::clone(r.input()))], recompute())?,
         None => stash_over(Arc::clone(&left)),
@@ -429,7 +502,7 @@ fn late_payload(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Executio
     };
     let new_top = Arc::clone(node).replace_children(vec![new_child], recompute())?;
     let gathered = payload.iter().filter_map(|(i, t)| columns.iter().position(|c| c == i).map(|k| (*t, k))).collect();
-    Ok(Some(Arc::new(PayloadExec { input: new_top, step: PayloadStep::Gather { columns: gathered, carrier: carrier_out }, stash })))
+    Ok(Some(Arc::new(PayloadExec::new(new_top, PayloadStep::Gather { columns: gathered, carrier: carrier_out }, stash))))
 }
 
 fn recompute() -> ReplaceChildrenOptions {
@@ -569,6 +642,21 @@ mod tests {
                     assert!(want.len() > 100, "{sql}: {} rows", want.len());
                     assert_eq!(got, want, "{sql} (partitioned: {partitioned})\n{plan}");
                 }
+                // once every kept row is out, the stash lets its columns and memory go
+                let sql = top("a.*, b.price", "PARTITION BY a.id ORDER BY b.price DESC, b.t", lifetime, "rn <= 1");
+                let plan = ours.sql(&sql).await.unwrap().create_physical_plan().await.unwrap();
+                let rows: usize = datafusion::physical_plan::collect(Arc::clone(&plan), ours.task_ctx()).await.unwrap().iter().map(RecordBatch::num_rows).sum();
+                assert!(rows > 100);
+                let mut stashes = Vec::new();
+                plan.apply(|node| {
+                    if let Some(p) = node.downcast_ref::<PayloadExec>() {
+                        let held = p.stash.held.lock().unwrap();
+                        stashes.push((held.batches.len(), held.bytes));
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+                .unwrap();
+                assert_eq!(stashes, vec![(0, 0), (0, 0)]);
             }
         });
     }
