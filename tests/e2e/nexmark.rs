@@ -164,6 +164,20 @@ nexmark! {
     nexmark_q22_matches_duckdb: "q22";
 }
 
+/// q9 keeps one bid per auction out of the join of the auctions with their bids: the planned
+/// job holds the auctions' text aside under the join and gathers it for the kept rows only
+/// (`top_n::late_payload`); `nexmark_q9_matches_duckdb` checks the rows, text included.
+#[test]
+fn q9_holds_the_auctions_text_aside_until_the_top_n() {
+    let input = generated();
+    let tmp = tempfile::tempdir().unwrap();
+    let job = repo().join("benches/nexmark/q9.sql").display().to_string();
+    let explain = ferris_in_env(tmp.path(), &["explain".into(), job], &[("NEXMARK_DIR", input.to_str().unwrap())]);
+    assert_ok(&explain);
+    let plan = &explain.stdout;
+    assert!(plan.contains("PayloadStashExec: holds [item_name, description, extra]") && plan.contains("PayloadGatherExec"), "{plan}");
+}
+
 /// Applies a changelog as a sink keyed by `key` applies it: `DELETE` removes the row written
 /// for its key (which must be the row deleted), `UPSERT` writes it. Keyless (`key` empty): a
 /// multiset of whole rows. Returns the rows left, without `_op`, or what went wrong.
