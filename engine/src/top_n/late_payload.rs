@@ -240,11 +240,6 @@ impl PayloadExec {
         };
         Self { input, step, stash, props }
     }
-
-    /// What it does.
-    pub fn step(&self) -> &PayloadStep {
-        &self.step
-    }
 }
 
 impl DisplayAs for PayloadExec {
@@ -360,28 +355,27 @@ fn gather(batch: RecordBatch, schema: &SchemaRef, columns: &[(usize, usize)], ca
         indices.push((at, r as usize));
     }
     let held = stash.held.lock().map_err(|_| internal_datafusion_err!("PayloadGatherExec: a task panicked while it held the stash"))?;
-    let rows: Vec<usize> = from.iter().map(|b| held.batches.get(*b as usize).and_then(|c| c.first()).map_or(0, |c| c.len())).collect();
-    if indices.iter().any(|(at, r)| rows.get(*at).is_none_or(|n| r >= n)) {
+    // the stash batches the rows come from, in the order of `from`
+    let batches: Vec<&Vec<ArrayRef>> = from
+        .iter()
+        .map(|b| held.batches.get(*b as usize).ok_or_else(|| internal_datafusion_err!("PayloadGatherExec: batch {b} is not in the stash")))
+        .collect::<Result<_>>()?;
+    if indices.iter().any(|(at, r)| batches.get(*at).and_then(|c| c.first()).is_none_or(|c| *r >= c.len())) {
         return internal_err!("PayloadGatherExec: a kept row's place is not in the stash");
     }
     let mut all = batch.columns().to_vec();
     for &(out, k) in columns {
-        let mut values: Vec<&dyn Array> = Vec::with_capacity(from.len());
-        for b in &from {
-            let column = held
-                .batches
-                .get(*b as usize)
-                .and_then(|c| c.get(k))
-                .ok_or_else(|| internal_datafusion_err!("PayloadGatherExec: batch {b} is not in the stash"))?;
-            values.push(column.as_ref());
-        }
+        let values: Vec<&dyn Array> = batches
+            .iter()
+            .map(|c| c.get(k).map(|a| a.as_ref()).ok_or_else(|| internal_datafusion_err!("PayloadGatherExec: no stash column {k}")))
+            .collect::<Result<_>>()?;
         all[out] = datafusion::arrow::compute::interleave(&values, &indices)?;
     }
     drop(held);
     Ok(RecordBatch::try_new(Arc::clone(schema), all)?)
 }
 
-/// Plans the two ends of a [`PayloadExec`] around a [`BoundedTopNExec`] over an
+/// Plans the two ends of a [`PayloadExec`] around a [`BoundedTopNExec`] or a top K over an
 /// inner hash join. See the module documentation.
 #[derive(Debug, Default)]
 pub struct LatePayloadRule;
