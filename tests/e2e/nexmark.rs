@@ -178,6 +178,21 @@ fn q9_holds_the_auctions_text_aside_until_the_top_n() {
     assert!(plan.contains("PayloadStashExec: holds [item_name, description, extra]") && plan.contains("PayloadGatherExec"), "{plan}");
 }
 
+/// q4 groups the join of the auctions with their bids by the auctions' columns: the planned
+/// job aggregates in the join (`join::group_join`), the bids read as they come, without a
+/// repartition; `nexmark_q4_matches_duckdb` checks the rows.
+#[test]
+fn q4_aggregates_each_auctions_bids_in_the_join() {
+    let input = generated();
+    let tmp = tempfile::tempdir().unwrap();
+    let job = repo().join("benches/nexmark/q4.sql").display().to_string();
+    let explain = ferris_in_env(tmp.path(), &["explain".into(), job], &[("NEXMARK_DIR", input.to_str().unwrap())]);
+    assert_ok(&explain);
+    let plan = &explain.stdout;
+    assert!(plan.contains("GroupJoinExec: on=[(id, auction)], filter=") && plan.contains("gby=[id, category], aggr=[max(b.price)]"), "{plan}");
+    assert!(!plan.contains("HashJoinExec") && !plan.contains("Hash([auction"), "{plan}");
+}
+
 /// Applies a changelog as a sink keyed by `key` applies it: `DELETE` removes the row written
 /// for its key (which must be the row deleted), `UPSERT` writes it. Keyless (`key` empty): a
 /// multiset of whole rows. Returns the rows left, without `_op`, or what went wrong.

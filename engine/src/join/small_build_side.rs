@@ -24,6 +24,10 @@
 //! bid): its table is built by one task, and the bids are probed where they are read instead
 //! of hashed and copied into partitions.
 //!
+//! An aggregate grouped by build-side columns right above such a join (Nexmark q4's closing
+//! price per auction) is computed in the join itself where the same holds for it:
+//! [`super::group_join`].
+//!
 //! The join's output is then partitioned as its probe side, so the rule leaves a join alone
 //! unless every operator between it and the next repartition (or the top) works a row or a
 //! batch at a time (projections, filters, unions, partial aggregates): an aggregate by the join
@@ -92,10 +96,29 @@ fn rewrite(plan: Arc<dyn ExecutionPlan>, free: bool, reorder: bool) -> Result<Ar
     if !free {
         return Ok(plan);
     }
+    if let Some(grouped) = aggregate_in_join(&plan)? {
+        return Ok(grouped);
+    }
     match plan.downcast_ref::<HashJoinExec>() {
         Some(join) => Ok(collect_small_side(join, reorder)?.unwrap_or(plan)),
         None => Ok(plan),
     }
+}
+
+/// An aggregate of the build side's groups over a hash join, computed in the join
+/// ([`super::group_join`]): its build side read whole, its probe side as it comes; None when
+/// it does not qualify, or when the sources' row counts show a build side larger than the
+/// probe side (built by one task, it would then cost more than the partitioned join saves).
+fn aggregate_in_join(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(agg) = plan.downcast_ref::<AggregateExec>() else { return Ok(None) };
+    let Some(join) = agg.input().downcast_ref::<HashJoinExec>() else { return Ok(None) };
+    let (build, probe) = (unhashed(join.left()), unhashed(join.right()));
+    if let (Some(b), Some(p)) = (rows_at_least(&build), rows_at_most(&probe)) {
+        if b > p {
+            return Ok(None);
+        }
+    }
+    super::group_join::group_join(agg, build, spread(probe, join)?)
 }
 
 /// `join`, partitioned, with a side of one row per window or far smaller than the other: that

@@ -108,7 +108,8 @@ pub fn new_context(
     rules.retain(|r| r.name() != "FilterPushdown(Post)");
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
     // in order: joins, top N per key, window functions, aggregates (the last two read the joins'
-    // reach), then hash joins looked at again with the windows in place, a top N's join's
+    // reach), then hash joins looked at again with the windows in place (and an aggregate of a
+    // join's build-side groups computed in the join), a top N's join's
     // payload held aside, then dynamic filters
     rules.insert(at, Arc::new(datafusion::physical_optimizer::filter_pushdown::FilterPushdown::new_post_optimization()));
     // a top N over a join: the build side's text held aside until the top N has kept its rows
