@@ -41,7 +41,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBat
 use datafusion::arrow::compute::{cast, concat_batches, filter, prep_null_mask_filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
-use datafusion::common::{JoinSide, JoinType, NullEquality, Result};
+use datafusion::common::{internal_err, JoinSide, JoinType, NullEquality, Result};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -144,8 +144,10 @@ type BuildResult = std::result::Result<Arc<Built>, Arc<DataFusionError>>;
 /// Built once, by whichever partition asks first; the others wait for the same.
 struct Once {
     build: Mutex<Option<Shared<BoxFuture<'static, BuildResult>>>>,
-    /// Probe partitions still reading: the last to finish emits the groups.
+    /// Probe partitions still reading: the last to finish emits the groups (and lets the
+    /// build go: executed again, the operator reads its build side again).
     remaining: AtomicUsize,
+    partitions: usize,
 }
 
 /// An aggregate of build-side groups over an inner hash join, computed in the join (module
@@ -168,14 +170,14 @@ impl fmt::Debug for GroupJoinExec {
 
 impl GroupJoinExec {
     fn new(build: Arc<dyn ExecutionPlan>, probe: Arc<dyn ExecutionPlan>, spec: Arc<Spec>, schema: SchemaRef) -> Self {
-        let partitions = probe.output_partitioning().partition_count().max(1);
+        let partitions = probe.output_partitioning().partition_count();
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        let once = Arc::new(Once { build: Mutex::new(None), remaining: AtomicUsize::new(partitions) });
+        let once = Arc::new(Once { build: Mutex::new(None), remaining: AtomicUsize::new(partitions), partitions });
         Self { build, probe, spec, schema, props, once, metrics: ExecutionPlanMetricsSet::new() }
     }
 
@@ -252,7 +254,10 @@ impl ExecutionPlan for GroupJoinExec {
             // the last partition to finish emits every group
             let batches = if once.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let _timer = metrics.elapsed_compute().timer();
-                emit(&built, &spec, &out, batch_size)?
+                let batches = emit(&built, &spec, &out, batch_size);
+                *once.build.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                once.remaining.store(once.partitions, Ordering::Release);
+                batches?
             } else {
                 Vec::new()
             };
@@ -285,8 +290,11 @@ fn keys_of(column: &ArrayRef) -> Result<ArrayRef> {
 /// Reads the build side whole, indexes its keys and interns its rows' groups.
 async fn build(plan: Arc<dyn ExecutionPlan>, spec: Arc<Spec>, context: Arc<TaskContext>) -> Result<Built> {
     let schema = plan.schema();
-    let plan: Arc<dyn ExecutionPlan> = if plan.output_partitioning().partition_count() > 1 { Arc::new(CoalescePartitionsExec::new(plan)) } else { plan };
-    let batches: Vec<RecordBatch> = plan.execute(0, Arc::clone(&context))?.try_collect().await?;
+    let batches: Vec<RecordBatch> = match plan.output_partitioning().partition_count() {
+        0 => Vec::new(),
+        1 => plan.execute(0, Arc::clone(&context))?.try_collect().await?,
+        _ => Arc::new(CoalescePartitionsExec::new(plan)).execute(0, Arc::clone(&context))?.try_collect().await?,
+    };
     let rows = concat_batches(&schema, &batches)?;
     drop(batches);
     let n = rows.num_rows();
@@ -397,6 +405,9 @@ fn pairs(built: &Built, spec: &Spec, batch: &RecordBatch, builds: Vec<u32>, prob
     for ((acc, args), f) in accs.iter_mut().zip(&args).zip(&filters) {
         acc.update_batch(args, &groups, f.as_ref().map(|f| f.as_boolean()), built.groups)?;
     }
+    if met.len() != built.groups {
+        return internal_err!("GroupJoinExec: its groups were emitted while pairs were still added");
+    }
     for &g in &groups {
         met[g] = true;
     }
@@ -450,6 +461,12 @@ pub(crate) fn group_join(agg: &AggregateExec, build: Arc<dyn ExecutionPlan>, pro
         return Ok(None);
     }
     if *join.join_type() != JoinType::Inner || join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware {
+        return Ok(None);
+    }
+    // (a dynamic filter of the join's, pushed into the probe side's scan, would never be
+    // completed once the join is gone: the scan would wait for it forever; the planner puts
+    // this operator in before the filters are pushed)
+    if !join.dynamic_expressions_produced().is_empty() || ExecutionPlan::fetch(join).is_some() {
         return Ok(None);
     }
     if join.left().boundedness().is_unbounded() || join.right().boundedness().is_unbounded() {
@@ -622,7 +639,35 @@ mod tests {
                 _ => Arc::new(StringViewArray::from_iter_values(r.map(|n| format!("note {}", n % 9)))),
             }
         });
-        vec![("a", a), ("d", d), ("b", b)]
+        // keys far apart (hashed, not by their offset): negative, the extremes, and as UINT
+        let sparse = |n: usize| match n {
+            0 => i64::MIN,
+            1 => i64::MAX,
+            n => (n as i64 - 150) * 1_000_003,
+        };
+        let s = table(
+            Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("uid", DataType::UInt32, false), Field::new("cat", DataType::Int64, false)]),
+            300,
+            |f, r| -> ArrayRef {
+                match f.name().as_str() {
+                    "id" => Arc::new(Int64Array::from_iter_values(r.map(sparse))),
+                    "uid" => Arc::new(UInt32Array::from_iter_values(r.map(|n| (n * 100_000) as u32))),
+                    _ => Arc::new(Int64Array::from_iter_values(r.map(|n| (n % 4) as i64))),
+                }
+            },
+        );
+        let t = table(
+            Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("uid", DataType::UInt32, false), Field::new("v", DataType::Int64, false)]),
+            3_000,
+            |f, r| -> ArrayRef {
+                match f.name().as_str() {
+                    "k" => Arc::new(Int64Array::from_iter_values(r.map(|n| sparse(n % 320)))),
+                    "uid" => Arc::new(UInt32Array::from_iter_values(r.map(|n| (n % 320 * 100_000) as u32))),
+                    _ => Arc::new(Int64Array::from_iter_values(r.map(|n| (n * 31 % 100) as i64))),
+                }
+            },
+        );
+        vec![("a", a), ("d", d), ("b", b), ("s", s), ("t", t)]
     }
 
     async fn rows_and_plan(ctx: &SessionContext, sql: &str) -> (Vec<String>, String) {
@@ -638,14 +683,16 @@ mod tests {
     }
 
     /// Aggregates over joins, computed in the join and by DataFusion's plan: the same rows; the
-    /// join computes them exactly where the groups are the build side's columns.
+    /// join computes them exactly where the groups are the build side's columns. In two
+    /// partitions (joined partitioned or with the build side collected) and in one; the rule
+    /// where the engine's sessions put it, before the joins' filters are pushed into the scans.
     #[test]
     fn the_join_aggregates_as_the_plan_would() {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
-            for partitioned in [true, false] {
+            for (partitions, partitioned) in [(2, true), (2, false), (1, false)] {
                 let config = || {
-                    let c = SessionConfig::new().with_target_partitions(2).with_batch_size(256);
+                    let c = SessionConfig::new().with_target_partitions(partitions).with_batch_size(256);
                     if partitioned {
                         // (grouped where the join's partitions are, as the engine's sessions do)
                         c.set_usize("datafusion.optimizer.subset_repartition_threshold", 2)
@@ -657,7 +704,9 @@ mod tests {
                 };
                 let plain = SessionContext::new_with_config(config());
                 let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+                rules.retain(|r| r.name() != "FilterPushdown(Post)");
                 let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
+                rules.insert(at, Arc::new(datafusion::physical_optimizer::filter_pushdown::FilterPushdown::new_post_optimization()));
                 rules.insert(at, Arc::new(crate::join::SmallBuildSideRule));
                 let state = SessionStateBuilder::new().with_config(config()).with_default_features().with_physical_optimizer_rules(rules).build();
                 let ours = SessionContext::new_with_state(state);
@@ -669,36 +718,53 @@ mod tests {
                 let lifetime = "a.id = b.auction AND b.t BETWEEN a.t0 AND a.t1";
                 for (sql, grouped) in [
                     // Nexmark q4's inner query, and q4 itself
-                    (format!("SELECT MAX(b.price) AS final, a.cat FROM a JOIN b ON {lifetime} GROUP BY a.id, a.cat"), true),
-                    (format!("SELECT cat, AVG(final) FROM (SELECT MAX(b.price) AS final, a.cat FROM a JOIN b ON {lifetime} GROUP BY a.id, a.cat) GROUP BY cat"), true),
+                    (format!("SELECT MAX(b.price) AS final, a.cat FROM a JOIN b ON {lifetime} GROUP BY a.id, a.cat"), Some(true)),
+                    (format!("SELECT cat, AVG(final) FROM (SELECT MAX(b.price) AS final, a.cat FROM a JOIN b ON {lifetime} GROUP BY a.id, a.cat) GROUP BY cat"), Some(true)),
                     // grouped by a column that is not the key; several aggregates, one DISTINCT
                     (
                         "SELECT a.cat, COUNT(*), SUM(b.price), AVG(b.price), MIN(b.note), COUNT(DISTINCT b.price) FROM a JOIN b ON a.id = b.auction GROUP BY a.cat"
                             .into(),
-                        true,
+                        Some(true),
                     ),
                     // aggregates of both sides, a FILTER clause, text groups with NULLs
                     (
                         "SELECT a.name, SUM(b.price * a.cat), MAX(a.t1) FILTER (WHERE b.price > 20), COUNT(b.note) FROM a JOIN b ON a.id = b.auction GROUP BY a.name"
                             .into(),
-                        true,
+                        Some(true),
                     ),
                     // repeated and NULL keys on the build side, keys of INT
-                    ("SELECT d.id, d.cat, COUNT(*), SUM(b.price) FROM d JOIN b ON d.id = b.auction32 GROUP BY d.id, d.cat".into(), true),
-                    ("SELECT d.name, COUNT(*), MAX(b.t) FROM d JOIN b ON d.id = b.auction32 AND b.t < d.t1 GROUP BY d.name".into(), true),
-                    // a join that meets nothing
-                    ("SELECT a.id, COUNT(*) FROM a JOIN b ON a.id = b.auction AND b.price > 1000 GROUP BY a.id".into(), true),
+                    ("SELECT d.id, d.cat, COUNT(*), SUM(b.price) FROM d JOIN b ON d.id = b.auction32 GROUP BY d.id, d.cat".into(), Some(true)),
+                    ("SELECT d.name, COUNT(*), MAX(b.t) FROM d JOIN b ON d.id = b.auction32 AND b.t < d.t1 GROUP BY d.name".into(), Some(true)),
+                    // keys far apart, the extremes among them, and unsigned
+                    ("SELECT s.id, s.cat, COUNT(*), SUM(t.v) FROM s JOIN t ON s.id = t.k GROUP BY s.id, s.cat".into(), Some(true)),
+                    ("SELECT s.cat, COUNT(*), MAX(t.v) FROM s JOIN t ON s.uid = t.uid AND t.v > s.cat * 20 GROUP BY s.cat".into(), Some(true)),
+                    // a join filter no pair passes, and a build side with no row
+                    ("SELECT a.id, COUNT(*) FROM a JOIN b ON a.id = b.auction AND b.t > a.t1 + INTERVAL '1' DAY GROUP BY a.id".into(), Some(true)),
+                    ("SELECT a.id, COUNT(*) FROM a JOIN b ON a.id = b.auction WHERE a.cat > 100 GROUP BY a.id".into(), Some(true)),
+                    // written with the bids first: DataFusion swaps the sides, the auctions build
+                    ("SELECT a.cat, COUNT(*), SUM(b.price) FROM b JOIN a ON b.auction = a.id GROUP BY a.cat".into(), Some(true)),
                     // grouped by the probe side: the aggregate's own
-                    ("SELECT b.price, COUNT(*) FROM a JOIN b ON a.id = b.auction GROUP BY b.price".into(), false),
+                    ("SELECT b.price, COUNT(*) FROM a JOIN b ON a.id = b.auction GROUP BY b.price".into(), Some(false)),
                     // grouped by an expression
-                    ("SELECT a.cat + 1, COUNT(*) FROM a JOIN b ON a.id = b.auction GROUP BY a.cat + 1".into(), false),
+                    ("SELECT a.cat + 1, COUNT(*) FROM a JOIN b ON a.id = b.auction GROUP BY a.cat + 1".into(), Some(false)),
                 ] {
-                    let (want, plan) = rows_and_plan(&plain, &sql).await;
-                    assert!(!plan.contains("GroupJoinExec"), "{plan}");
+                    let (want, _) = rows_and_plan(&plain, &sql).await;
                     let (got, plan) = rows_and_plan(&ours, &sql).await;
-                    assert_eq!(plan.contains("GroupJoinExec"), grouped, "{sql}\n{plan}");
-                    assert_eq!(got, want, "{sql} (partitioned: {partitioned})\n{plan}");
+                    if let Some(grouped) = grouped {
+                        assert_eq!(plan.contains("GroupJoinExec"), grouped, "{sql}\n{plan}");
+                    }
+                    assert_eq!(got, want, "{sql} ({partitions} partitions, partitioned: {partitioned})\n{plan}");
                 }
+                // the same plan executed again, as a table side is read again (its states
+                // reset): the same rows, its build side read again
+                let sql = "SELECT a.cat, COUNT(*), SUM(b.price) FROM a JOIN b ON a.id = b.auction GROUP BY a.cat ORDER BY a.cat";
+                let plan = ours.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+                let first = datafusion::physical_plan::collect(Arc::clone(&plan), ours.task_ctx()).await.unwrap();
+                let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan).unwrap();
+                let again = datafusion::physical_plan::collect(plan, ours.task_ctx()).await.unwrap();
+                let text = |b: &[RecordBatch]| datafusion::arrow::util::pretty::pretty_format_batches(b).unwrap().to_string();
+                assert_eq!(text(&again), text(&first));
+                assert_eq!(first.iter().map(RecordBatch::num_rows).sum::<usize>(), 5);
             }
         });
     }

@@ -77,6 +77,9 @@ pub async fn read_again(plan: Arc<dyn ExecutionPlan>, ctx: &Arc<TaskContext>) ->
         ctx.window_functions().clone(),
         ctx.runtime_env(),
     );
+    // (a plan read before holds what its operators built then: a hash join's table, a group
+    // join's groups; read again, they are built anew)
+    let plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan)?;
     datafusion::physical_plan::collect(plan, Arc::new(fresh)).await
 }
 
