@@ -107,8 +107,9 @@ fn rewrite(plan: Arc<dyn ExecutionPlan>, free: bool, reorder: bool) -> Result<Ar
 
 /// An aggregate of the build side's groups over a hash join, computed in the join
 /// ([`super::group_join`]): its build side read whole, its probe side as it comes; None when
-/// it does not qualify, or when the sources' row counts show a build side larger than the
-/// probe side (built by one task, it would then cost more than the partitioned join saves).
+/// it does not qualify, or when the build side is known to be the larger one (the sources' row
+/// counts, or a probe side of one row per window): built by one task, it would then cost more
+/// than the partitioned join saves.
 fn aggregate_in_join(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(agg) = plan.downcast_ref::<AggregateExec>() else { return Ok(None) };
     let Some(join) = agg.input().downcast_ref::<HashJoinExec>() else { return Ok(None) };
@@ -117,6 +118,11 @@ fn aggregate_in_join(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Exe
         if b > p {
             return Ok(None);
         }
+    }
+    // (a probe side of one row per window, or far smaller than the build side, would leave
+    // one task interning every build row for a handful of pairs)
+    if one_row_per_window(&probe) || much_smaller(&probe, &build) {
+        return Ok(None);
     }
     super::group_join::group_join(agg, build, spread(probe, join)?)
 }
