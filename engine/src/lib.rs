@@ -22,6 +22,8 @@ pub mod memory;
 pub mod planner;
 pub mod runner;
 pub mod sql;
+#[cfg(test)]
+mod test_tables;
 pub mod top_n;
 pub mod window;
 pub mod window_function;

@@ -169,12 +169,7 @@ nexmark! {
 /// (`top_n::late_payload`); `nexmark_q9_matches_duckdb` checks the rows, text included.
 #[test]
 fn q9_holds_the_auctions_text_aside_until_the_top_n() {
-    let input = generated();
-    let tmp = tempfile::tempdir().unwrap();
-    let job = repo().join("benches/nexmark/q9.sql").display().to_string();
-    let explain = ferris_in_env(tmp.path(), &["explain".into(), job], &[("NEXMARK_DIR", input.to_str().unwrap())]);
-    assert_ok(&explain);
-    let plan = &explain.stdout;
+    let plan = &planned("q9");
     assert!(plan.contains("PayloadStashExec: holds [item_name, description, extra]") && plan.contains("PayloadGatherExec"), "{plan}");
 }
 
@@ -183,14 +178,19 @@ fn q9_holds_the_auctions_text_aside_until_the_top_n() {
 /// repartition; `nexmark_q4_matches_duckdb` checks the rows.
 #[test]
 fn q4_aggregates_each_auctions_bids_in_the_join() {
-    let input = generated();
-    let tmp = tempfile::tempdir().unwrap();
-    let job = repo().join("benches/nexmark/q4.sql").display().to_string();
-    let explain = ferris_in_env(tmp.path(), &["explain".into(), job], &[("NEXMARK_DIR", input.to_str().unwrap())]);
-    assert_ok(&explain);
-    let plan = &explain.stdout;
+    let plan = &planned("q4");
     assert!(plan.contains("GroupJoinExec: on=[(id, auction)], filter=") && plan.contains("gby=[id, category], aggr=[max(b.price)]"), "{plan}");
     assert!(!plan.contains("HashJoinExec") && !plan.contains("Hash([auction"), "{plan}");
+}
+
+/// What `ferris-sql explain` says of `benches/nexmark/{q}.sql` over the generated files.
+fn planned(q: &str) -> String {
+    let input = generated();
+    let tmp = tempfile::tempdir().unwrap();
+    let job = repo().join(format!("benches/nexmark/{q}.sql")).display().to_string();
+    let explain = ferris_in_env(tmp.path(), &["explain".into(), job], &[("NEXMARK_DIR", input.to_str().unwrap())]);
+    assert_ok(&explain);
+    explain.stdout
 }
 
 /// Applies a changelog as a sink keyed by `key` applies it: `DELETE` removes the row written

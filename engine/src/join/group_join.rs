@@ -47,7 +47,7 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{EquivalenceProperties, GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
@@ -271,16 +271,6 @@ impl ExecutionPlan for GroupJoinExec {
     }
 }
 
-/// An accumulator for `agg`: its vectorised one, or its row accumulator behind an adapter.
-fn accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
-    if agg.groups_accumulator_supported() {
-        agg.create_groups_accumulator()
-    } else {
-        let agg = Arc::clone(agg);
-        Ok(Box::new(GroupsAccumulatorAdapter::new(move || agg.create_accumulator())))
-    }
-}
-
 /// A key column as 64-bit integers (its type is an integer one of at most 64 bits: checked at
 /// planning).
 fn keys_of(column: &ArrayRef) -> Result<ArrayRef> {
@@ -333,7 +323,7 @@ async fn build(plan: Arc<dyn ExecutionPlan>, spec: Arc<Spec>, context: Arc<TaskC
     }
     let groups = values.len();
     let group_of: Vec<u32> = ids.into_iter().map(|g| g as u32).collect();
-    let accs = spec.aggs.iter().map(accumulator).collect::<Result<Vec<_>>>()?;
+    let accs = spec.aggs.iter().map(crate::window::groups::AggregateSpec::accumulator).collect::<Result<Vec<_>>>()?;
     let fixed = rows.get_array_memory_size() + index.bytes() + next.capacity() * 4 + group_of.capacity() * 4;
     let mut memory = crate::memory::StateMemory::new(&context, "GroupJoinExec (the build side of a join and its groups)", "a smaller build side");
     memory.account(fixed + values.size() + groups)?;
@@ -577,19 +567,9 @@ mod tests {
     use datafusion::arrow::datatypes::TimeUnit;
     use datafusion::datasource::MemTable;
     use datafusion::execution::session_state::SessionStateBuilder;
-    use datafusion::physical_plan::displayable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    /// `rows` rows of `schema` made by `column(field, rows)`, in two partitions of batches of 300.
-    fn table(schema: Schema, rows: usize, column: impl Fn(&Field, std::ops::Range<usize>) -> ArrayRef) -> Arc<MemTable> {
-        let schema = Arc::new(schema);
-        let batch =
-            |r: std::ops::Range<usize>| RecordBatch::try_new(Arc::clone(&schema), schema.fields().iter().map(|f| column(f, r.clone())).collect()).unwrap();
-        let half = rows / 2;
-        let parts: Vec<Vec<RecordBatch>> =
-            [0..half, half..rows].into_iter().map(|p| p.clone().step_by(300).map(|b| batch(b..(b + 300).min(p.end))).collect()).collect();
-        Arc::new(MemTable::try_new(schema, parts).unwrap())
-    }
+    use crate::test_tables::{rows_and_plan, table};
 
     /// Auctions `a` (unique ids, 5 categories, a 50 s lifetime, a name); auctions `d` with ids
     /// that repeat (with other categories) and NULL ids, as `INT`; 5 000 bids `b` on 211 ids
@@ -668,18 +648,6 @@ mod tests {
             },
         );
         vec![("a", a), ("d", d), ("b", b), ("s", s), ("t", t)]
-    }
-
-    async fn rows_and_plan(ctx: &SessionContext, sql: &str) -> (Vec<String>, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
-        let text = datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap()).unwrap().to_string();
-        let mut rows: Vec<String> = text.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect();
-        if !rows.is_empty() {
-            rows[1..].sort();
-        }
-        (rows, shown)
     }
 
     /// Aggregates over joins, computed in the join and by DataFusion's plan: the same rows; the

@@ -510,19 +510,9 @@ mod tests {
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
     use datafusion::datasource::MemTable;
     use datafusion::execution::session_state::SessionStateBuilder;
-    use datafusion::physical_plan::displayable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    /// `rows` rows of `schema` made by `column(name, row)`, in two partitions of batches of 300.
-    fn table(schema: Schema, rows: usize, column: impl Fn(&Field, std::ops::Range<usize>) -> ArrayRef) -> Arc<MemTable> {
-        let schema = Arc::new(schema);
-        let batch =
-            |r: std::ops::Range<usize>| RecordBatch::try_new(Arc::clone(&schema), schema.fields().iter().map(|f| column(f, r.clone())).collect()).unwrap();
-        let half = rows / 2;
-        let parts: Vec<Vec<RecordBatch>> =
-            [0..half, half..rows].into_iter().map(|p| p.clone().step_by(300).map(|b| batch(b..(b + 300).min(p.end))).collect()).collect();
-        Arc::new(MemTable::try_new(schema, parts).unwrap())
-    }
+    use crate::test_tables::{rows_and_plan, table};
 
     /// 200 auctions: text as views (a long description, every 7th NULL) and as plain text, a
     /// lifetime of 50 s; 5 000 bids on 211 ids (some of no auction), prices that tie, unique
@@ -564,18 +554,6 @@ mod tests {
             }
         });
         (a, b)
-    }
-
-    async fn rows_and_plan(ctx: &SessionContext, sql: &str) -> (Vec<String>, String) {
-        let df = ctx.sql(sql).await.unwrap();
-        let plan = df.clone().create_physical_plan().await.unwrap();
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
-        let text = datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap()).unwrap().to_string();
-        let mut rows: Vec<String> = text.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect();
-        if !rows.is_empty() {
-            rows[1..].sort();
-        }
-        (rows, shown)
     }
 
     /// Top N per key over joins, with and without the payload held aside: the same rows; the

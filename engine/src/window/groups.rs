@@ -53,7 +53,9 @@ impl AggregateSpec {
         }
     }
 
-    fn accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    /// An accumulator for `agg`: its vectorised one, or its row accumulator behind an adapter
+    /// (`COUNT(DISTINCT …)`).
+    pub(crate) fn accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
         if agg.groups_accumulator_supported() {
             agg.create_groups_accumulator()
         } else {
