@@ -128,6 +128,15 @@ impl KeyIndex {
         }
     }
 
+    /// The first row of `key`, to be set (`key` is within a dense index's span: it was built
+    /// from these keys).
+    fn slot(&mut self, key: i64) -> &mut u32 {
+        match self {
+            KeyIndex::Dense { min, heads } => &mut heads[(key - *min) as usize],
+            KeyIndex::Hashed(m) => m.entry(key).or_insert(NONE),
+        }
+    }
+
     fn bytes(&self) -> usize {
         match self {
             KeyIndex::Dense { heads, .. } => heads.capacity() * 4,
@@ -294,27 +303,21 @@ async fn build(plan: Arc<dyn ExecutionPlan>, spec: Arc<Spec>, context: Arc<TaskC
     let keys = keys_of(rows.column(spec.build_key))?;
     let keys = keys.as_primitive::<Int64Type>();
     let mut next = vec![NONE; n];
-    let valid = || (0..n).filter(|&i| keys.is_valid(i)).map(|i| (i, keys.value(i)));
-    let (min, max) = valid().fold((i64::MAX, i64::MIN), |(lo, hi), (_, k)| (lo.min(k), hi.max(k)));
+    let keyed: Vec<(usize, i64)> = (0..n).filter(|&i| keys.is_valid(i)).map(|i| (i, keys.value(i))).collect();
+    let (min, max) = keyed.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &(_, k)| (lo.min(k), hi.max(k)));
     let span = (max as i128) - (min as i128) + 1;
-    // (rows are put at the front of their key's list from the last, so each list is in order)
-    let index = if min <= max && span <= (2 * n as i128 + 1024) {
-        let mut heads = vec![NONE; span as usize];
-        for (i, k) in valid().collect::<Vec<_>>().into_iter().rev() {
-            let slot = &mut heads[(k - min) as usize];
-            next[i] = *slot;
-            *slot = i as u32;
-        }
-        KeyIndex::Dense { min, heads }
+    let mut index = if min <= max && span <= (2 * n as i128 + 1024) {
+        KeyIndex::Dense { min, heads: vec![NONE; span as usize] }
     } else {
-        let mut heads: HashMap<i64, u32> = HashMap::with_capacity(n);
-        for (i, k) in valid().collect::<Vec<_>>().into_iter().rev() {
-            let slot = heads.entry(k).or_insert(NONE);
-            next[i] = *slot;
-            *slot = i as u32;
-        }
-        KeyIndex::Hashed(heads)
+        KeyIndex::Hashed(HashMap::with_capacity(n))
     };
+    // (rows are put at the front of their key's list from the last, so each list is in order)
+    for &(i, k) in keyed.iter().rev() {
+        let slot = index.slot(k);
+        next[i] = *slot;
+        *slot = i as u32;
+    }
+    drop(keyed);
     let mut values = new_group_values(Arc::clone(&spec.group_schema), &GroupOrdering::None)?;
     let cols: Vec<ArrayRef> = spec.group_columns.iter().map(|&i| Arc::clone(rows.column(i))).collect();
     let mut ids = Vec::with_capacity(n);
