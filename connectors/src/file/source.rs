@@ -1,5 +1,6 @@
 //! `file_source`: reads files matched by a path or glob into Arrow record batches, in parallel
-//! partitions (large uncompressed text files are split by byte range, Parquet by row group),
+//! partitions (large uncompressed text files are split by byte range, Parquet by row group, or
+//! by row range within a group when a file has fewer groups than partitions),
 //! bounded by default or tailing with `watch`.
 //!
 //! ```sql
@@ -74,6 +75,10 @@ enum Unit {
     Range { path: PathBuf, start: u64, end: u64 },
     /// Some row groups of a Parquet file.
     RowGroups { path: PathBuf, groups: Vec<usize> },
+    /// Rows `[start, end)` of one row group of a Parquet file with fewer row groups than
+    /// partitions (a file written with one row group, as pyarrow and parquet-rs write up to a
+    /// million rows): the pages before and after are skipped without being decompressed.
+    GroupRows { path: PathBuf, group: usize, start: u64, end: u64 },
 }
 
 impl Unit {
@@ -83,6 +88,7 @@ impl Unit {
             Unit::Whole(p) => p.display().to_string(),
             Unit::Range { path, start, .. } => format!("{}#{start}", path.display()),
             Unit::RowGroups { path, groups } => format!("{}#rg{}", path.display(), groups.first().copied().unwrap_or(0)),
+            Unit::GroupRows { path, group, start, .. } => format!("{}#rg{group}r{start}", path.display()),
         }
     }
 }
@@ -292,7 +298,12 @@ impl FileSource {
             let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             match self.cfg.format {
                 FileFormat::Parquet if single => {
-                    let groups = parquet_row_groups(path).unwrap_or(1);
+                    let meta = parquet_metadata(path);
+                    let groups = meta.as_ref().map_or(1, |m| m.num_row_groups());
+                    if let Some(split) = meta.as_ref().and_then(|m| split_groups(m, self.partitions)) {
+                        units.extend(split.into_iter().map(|(group, start, end)| Unit::GroupRows { path: path.clone(), group, start, end }));
+                        continue;
+                    }
                     let n = self.partitions.min(groups).max(1);
                     if n > 1 {
                         for p in 0..n {
@@ -487,8 +498,27 @@ fn parquet_size(path: &Path) -> Option<(u64, u64)> {
     Some((groups.iter().map(|g| g.num_rows().max(0) as u64).sum(), groups.iter().map(|g| g.total_byte_size().max(0) as u64).sum()))
 }
 
-fn parquet_row_groups(path: &Path) -> Option<usize> {
-    Some(parquet_metadata(path)?.num_row_groups())
+/// Rows a part of a row group split among partitions has at least ([`split_groups`]).
+const MIN_SPLIT_ROWS: u64 = 65_536;
+
+/// A file of fewer row groups than `partitions`, split into about `partitions` row ranges
+/// `(group, start, end)` of at least [`MIN_SPLIT_ROWS`] rows: None when no group is large
+/// enough to split.
+fn split_groups(meta: &parquet::file::metadata::ParquetMetaData, partitions: usize) -> Option<Vec<(usize, u64, u64)>> {
+    let groups = meta.num_row_groups();
+    if groups == 0 || groups >= partitions {
+        return None;
+    }
+    let mut ranges = Vec::new();
+    for g in 0..groups {
+        let rows = meta_rows(meta, g);
+        // the partitions shared out among the groups, the first ones taking the remainder
+        let share = (partitions / groups + usize::from(g < partitions % groups)) as u64;
+        let parts = share.min(rows / MIN_SPLIT_ROWS).max(1);
+        let step = rows.div_ceil(parts);
+        ranges.extend((0..parts).map(|p| (g, p * step, ((p + 1) * step).min(rows))).filter(|(_, s, e)| s < e));
+    }
+    (ranges.len() > groups).then_some(ranges)
 }
 
 /// One partition of a file source: a list of units read one after another on a blocking thread.
@@ -876,19 +906,26 @@ fn decode_rows(batch: &BatchConfig) -> usize {
 fn read_unit(cfg: &ReadConfig, out: &Output, unit: &Unit, resume: Option<Resume>, tx: &BatchSender) -> Result<bool> {
     let key = unit.key();
     match (cfg.format, unit) {
-        (FileFormat::Parquet, Unit::Whole(path)) => read_parquet(cfg, out, path, None, &key, resume, tx),
-        (FileFormat::Parquet, Unit::RowGroups { path, groups }) => read_parquet(cfg, out, path, Some(groups.clone()), &key, resume, tx),
+        (FileFormat::Parquet, Unit::Whole(path)) => read_parquet(cfg, out, path, None, None, &key, resume, tx),
+        (FileFormat::Parquet, Unit::RowGroups { path, groups }) => read_parquet(cfg, out, path, Some(groups.clone()), None, &key, resume, tx),
+        (FileFormat::Parquet, Unit::GroupRows { path, group, start, end }) => {
+            read_parquet(cfg, out, path, Some(vec![*group]), Some(*start..*end), &key, resume, tx)
+        }
         (_, Unit::Whole(path)) => read_text(cfg, out, path, 0, u64::MAX, &key, resume, tx),
         (_, Unit::Range { path, start, end }) => read_text(cfg, out, path, *start, *end, &key, resume, tx),
-        (_, Unit::RowGroups { path, .. }) => read_text(cfg, out, path, 0, u64::MAX, &key, resume, tx),
+        (_, Unit::RowGroups { path, .. } | Unit::GroupRows { path, .. }) => read_text(cfg, out, path, 0, u64::MAX, &key, resume, tx),
     }
 }
 
+/// Reads a Parquet unit: row groups `groups` of `path` (all when None), and of those only
+/// rows `rows` of the one group when Some, from `resume` on.
+#[allow(clippy::too_many_arguments)]
 fn read_parquet(
     cfg: &ReadConfig,
     out: &Output,
     path: &Path,
     mut groups: Option<Vec<usize>>,
+    rows: Option<std::ops::Range<u64>>,
     key: &str,
     resume: Option<Resume>,
     tx: &BatchSender,
@@ -1020,6 +1057,19 @@ fn read_parquet(
     if let Some(g) = &groups {
         b = b.with_row_groups(g.clone());
     }
+    // a range of the unit's one row group (unless skipped by its statistics)
+    let range = rows.filter(|_| groups.as_ref().is_some_and(|g| g.len() == 1));
+    if let Some(r) = &range {
+        let to = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let group_rows = groups.as_ref().and_then(|g| g.first()).map_or(0, |g| meta_rows(b.metadata(), *g));
+        let (start, end) = (r.start.min(group_rows), r.end.min(group_rows));
+        let selection = vec![
+            parquet::arrow::arrow_reader::RowSelector::skip(to(start)),
+            parquet::arrow::arrow_reader::RowSelector::select(to(end.saturating_sub(start))),
+            parquet::arrow::arrow_reader::RowSelector::skip(to(group_rows.saturating_sub(end))),
+        ];
+        b = b.with_row_selection(selection.into());
+    }
     if read > 0 {
         b = b.with_offset(usize::try_from(read).unwrap_or(usize::MAX));
     }
@@ -1062,7 +1112,7 @@ fn read_parquet(
                 order.iter().position(|&o| o as i64 == g)?
             } else {
                 // every row is handed out: the last one's place among the groups' rows
-                let last = (read + batch.num_rows() as u64).checked_sub(1)?;
+                let last = (range.as_ref().map_or(0, |r| r.start) + read + batch.num_rows() as u64).checked_sub(1)?;
                 ends.partition_point(|end| *end <= last)
             };
             // (times beyond ±2^61 ms are no times to the operators: the floor stays within)
@@ -1154,7 +1204,8 @@ fn unit_floors(cfg: &ReadConfig, unit: &Unit) -> Option<(Vec<i64>, i64)> {
     let (column, scale) = cfg.event_time.as_ref()?;
     let (path, groups) = match unit {
         Unit::Whole(path) => (path, None),
-        Unit::RowGroups { path, groups } => (path, Some(groups)),
+        Unit::RowGroups { path, groups } => (path, Some(groups.clone())),
+        Unit::GroupRows { path, group, .. } => (path, Some(vec![*group])),
         Unit::Range { .. } => return None,
     };
     let f = File::open(path).ok()?;
@@ -1467,7 +1518,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1024);
         let schema = source.schema();
         let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
-        assert!(read_parquet(&source.cfg, &out, path, None, "k", resume, &tx).unwrap());
+        assert!(read_parquet(&source.cfg, &out, path, None, None, "k", resume, &tx).unwrap());
         drop(tx);
         let (mut values, mut last) = (Vec::new(), None);
         while let Ok(item) = rx.try_recv() {
@@ -1508,7 +1559,7 @@ mod tests {
             let (tx, mut rx) = mpsc::channel(1024);
             let schema = source.schema();
             let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: Some((&by_group[..], i64::MAX)) };
-            assert!(read_parquet(&source.cfg, &out, &path, groups, "k", resume, &tx).unwrap());
+            assert!(read_parquet(&source.cfg, &out, &path, groups, None, "k", resume, &tx).unwrap());
             drop(tx);
             // (the floor in force after each batch, the batch's last n)
             let (mut seen, mut floor) = (Vec::new(), None::<i64>);
@@ -1621,7 +1672,7 @@ mod tests {
             let schema = source.schema();
             let floors = floors.then_some((&group_floors[..], i64::MAX));
             let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors };
-            assert!(read_parquet(&source.cfg, &out, &path, None, "k", resume, &tx).unwrap());
+            assert!(read_parquet(&source.cfg, &out, &path, None, None, "k", resume, &tx).unwrap());
             drop(tx);
             let (mut got, mut last) = (Vec::new(), None);
             while let Ok(item) = rx.try_recv() {
@@ -1674,7 +1725,7 @@ mod tests {
             let (tx, mut rx) = mpsc::channel(1024);
             let schema = declared.schema();
             let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
-            assert!(read_parquet(&declared.cfg, &out, &path, None, "k", None, &tx).unwrap());
+            assert!(read_parquet(&declared.cfg, &out, &path, None, None, "k", None, &tx).unwrap());
             drop(tx);
             let mut got = Vec::new();
             while let Ok(item) = rx.try_recv() {
@@ -1735,6 +1786,75 @@ mod tests {
         let t = Instant::now();
         rt.shutdown_timeout(Duration::from_secs(5));
         assert!(t.elapsed() < Duration::from_secs(2), "the reading thread still waited for the filter");
+    }
+
+    /// A file of one row group is read by as many partitions as asked, each a range of its
+    /// rows (no row twice, none lost), with a pushed filter too, and a partition executed again
+    /// after some batches goes on from there; ranges are shared out among a few groups.
+    #[test]
+    fn a_single_row_group_is_read_in_row_ranges_by_the_partitions() {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), None).unwrap();
+        w.write(&RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from_iter_values(0..200_000))]).unwrap()).unwrap();
+        w.close().unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", path.display().to_string());
+        let source = FileSource::try_new(&p, &Properties::new(""), 3).unwrap();
+        let units = source.split_units();
+        let ranges: Vec<(usize, u64, u64)> = units
+            .iter()
+            .flatten()
+            .map(|u| match u {
+                Unit::GroupRows { group, start, end, .. } => (*group, *start, *end),
+                other => panic!("not a row range: {other:?}"),
+            })
+            .collect();
+        assert_eq!(ranges, vec![(0, 0, 66_667), (0, 66_667, 133_334), (0, 133_334, 200_000)]);
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let ctx = Arc::new(TaskContext::default());
+        let values = |batches: Vec<RecordBatch>| batches.iter().flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec()).collect::<Vec<i64>>();
+        let read_all = |parts: &[Arc<dyn PartitionStream>]| {
+            parts
+                .iter()
+                .flat_map(|part| values(rt.block_on(async { part.execute(Arc::clone(&ctx)).map(Result::unwrap).collect::<Vec<_>>().await })))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(read_all(&source.partitions(None)), (0..200_000).collect::<Vec<_>>());
+        // a WHERE clause read with (it drops nearly every row)
+        let every_1000 = datafusion::logical_expr::binary_expr(
+            datafusion::logical_expr::col("n") % datafusion::logical_expr::lit(1000i64),
+            datafusion::logical_expr::Operator::Eq,
+            datafusion::logical_expr::lit(0i64),
+        );
+        let parts = source.partitions_pruned(None, &[vec![every_1000]]);
+        assert_eq!(read_all(&parts), (0..200).map(|k| k * 1000).collect::<Vec<_>>());
+        // the middle range, executed again after 3 batches of 8192 rows
+        let parts = source.partitions(None);
+        let first = rt.block_on(async { parts[1].execute(Arc::clone(&ctx)).take(3).map(Result::unwrap).collect::<Vec<_>>().await });
+        let again = rt.block_on(async { parts[1].execute(Arc::clone(&ctx)).map(Result::unwrap).collect::<Vec<_>>().await });
+        let mut got = values(first);
+        assert_eq!(got, (66_667..66_667 + 3 * 8192).collect::<Vec<_>>());
+        got.extend(values(again));
+        assert_eq!(got, (66_667..133_334).collect::<Vec<_>>());
+        // shared out: 3 groups among 4 partitions (the first split in two), small groups whole
+        let meta = |groups: &[i64]| {
+            let path = dir.path().join("groups.parquet");
+            let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(150_000)).build();
+            let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&schema), Some(props)).unwrap();
+            for rows in groups {
+                w.write(&RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from_iter_values(0..*rows))]).unwrap()).unwrap();
+                w.flush().unwrap();
+            }
+            w.close().unwrap();
+            parquet_metadata(&path).unwrap()
+        };
+        assert_eq!(split_groups(&meta(&[150_000, 150_000, 150_000]), 4), Some(vec![(0, 0, 75_000), (0, 75_000, 150_000), (1, 0, 150_000), (2, 0, 150_000)]));
+        assert_eq!(split_groups(&meta(&[150_000, 150_000]), 2), None, "as many groups as partitions");
+        assert_eq!(split_groups(&meta(&[100_000]), 8), None, "too few rows to split in parts of 65 536");
+        assert_eq!(split_groups(&meta(&[150_000, 10]), 8), Some(vec![(0, 0, 75_000), (0, 75_000, 150_000), (1, 0, 10)]));
     }
 
     /// A Parquet partition executed to publish its event-time floor says, as each batch is
