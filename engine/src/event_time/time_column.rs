@@ -74,7 +74,8 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
     let ms = out.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))?;
     // times beyond ±2^61 ms (73 million years) are not times: null, so window arithmetic
     // never overflows
-    if ms.iter().flatten().all(|t| t.unsigned_abs() <= MAX_ABS_MILLIS) {
+    let within = |t: Option<i64>| t.is_none_or(|t| t.unsigned_abs() <= MAX_ABS_MILLIS);
+    if within(datafusion::arrow::compute::min(&ms)) && within(datafusion::arrow::compute::max(&ms)) {
         return Ok(ms);
     }
     Ok(ms.unary_opt(|t| (t.unsigned_abs() <= MAX_ABS_MILLIS).then_some(t)))
@@ -163,6 +164,17 @@ mod tests {
         assert_eq!(to_epoch_millis(&ints, 1000).unwrap(), Int64Array::from(vec![5000, 7000]));
         let iso: ArrayRef = Arc::new(StringArray::from(vec![Some("1970-01-01T00:00:02Z"), Some("nonsense")]));
         assert_eq!(to_epoch_millis(&iso, 1).unwrap(), Int64Array::from(vec![Some(2000), None]));
+        // beyond ±2^61 ms: no time (null), the times within kept, whichever end is beyond
+        let limit = 1i64 << 61;
+        for (ints, want) in [
+            (vec![Some(limit), Some(-limit), None], vec![Some(limit), Some(-limit), None]),
+            (vec![Some(limit + 1), Some(3)], vec![None, Some(3)]),
+            (vec![Some(3), Some(-limit - 1)], vec![Some(3), None]),
+            (vec![Some(limit + 1), Some(-limit - 1)], vec![None, None]),
+        ] {
+            let ints: ArrayRef = Arc::new(Int64Array::from(ints));
+            assert_eq!(to_epoch_millis(&ints, 1).unwrap(), Int64Array::from(want));
+        }
     }
 
     /// The direct reading of `YYYY-MM-DD HH:MM:SS.fff` gives arrow's answer for every string,

@@ -1268,7 +1268,7 @@ impl Operator {
     /// Tumbling and sliding windows: route rows to their pane's table.
     fn update_panes(&mut self, batch: &RecordBatch, times: &Int64Array) -> Result<()> {
         let p = self.config.kind.pane();
-        let panes: Int64Array = times.unary(|t| t.div_euclid(p) * p);
+        let panes = Int64Array::new(window_starts(times.values(), p).into(), times.nulls().cloned());
         let (Some(lo), Some(hi)) = (min(&panes), max(&panes)) else { return Ok(()) };
         // the keys and arguments once for the batch; each pane gets its rows' slice of them
         let ev = self.config.evaluate(batch)?;
@@ -1481,6 +1481,24 @@ fn closed_before(wm: i64, length: i64) -> i64 {
     }
 }
 
+/// The start of the window of `size` ms (a `TUMBLE`'s, a pane's) each of `times` falls in,
+/// `t.div_euclid(size) * size`: one division per run of times in the same window (event times
+/// come about in order), not one a row.
+pub(crate) fn window_starts(times: &[i64], size: i64) -> Vec<i64> {
+    // the window of the last time, [start, end)
+    let (mut start, mut end) = (0i64, i64::MIN);
+    times
+        .iter()
+        .map(|&t| {
+            if t < start || t >= end {
+                start = t.div_euclid(size).saturating_mul(size);
+                end = start.saturating_add(size);
+            }
+            start
+        })
+        .collect()
+}
+
 /// The start of the first `HOP(slide, size)` window still open at watermark `wm`: the first
 /// whose end is after it.
 fn first_open_window(wm: i64, size: i64, slide: i64) -> i64 {
@@ -1572,5 +1590,25 @@ mod tests {
         assert_eq!(values(&out), (0..35).collect::<Vec<_>>());
         assert_eq!(coalesce(vec![batch(0, 3)], 10).unwrap().len(), 1);
         assert!(coalesce(Vec::new(), 10).unwrap().is_empty());
+    }
+
+    /// Window starts found once per run of times in the same window are each time's
+    /// `div_euclid` window: times in order, out of order, negative, on the boundaries, and at
+    /// ±2^61 ms (the most an event time may be).
+    #[test]
+    fn window_starts_are_each_times_floor() {
+        let mut times: Vec<i64> = vec![0, 1, 9_999, 10_000, 10_001, -1, -10_000, -10_001, 5, 5, 1 << 61, -(1 << 61), 19_999, 20_000, 3];
+        let mut seed = 11u64;
+        let mut t = 1_700_000_000_000i64;
+        for _ in 0..10_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            // mostly forward by up to 3 s, now and then back by up to 30 s
+            t += ((seed >> 33) % 3_000) as i64 - if (seed >> 20).is_multiple_of(10) { 30_000 } else { 0 };
+            times.push(t);
+        }
+        for size in [1, 7, 1_000, 10_000, 86_400_000] {
+            let want: Vec<i64> = times.iter().map(|t| t.div_euclid(size) * size).collect();
+            assert_eq!(window_starts(&times, size), want, "size {size}");
+        }
     }
 }

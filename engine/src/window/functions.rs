@@ -156,7 +156,7 @@ impl ScalarUDFImpl for WindowUdf {
         let size = interval_millis(size, "the TUMBLE size")?;
         let times = args.args[0].to_array(args.number_rows)?;
         let ms = to_epoch_millis(&times, 1)?;
-        let starts: Vec<i64> = ms.values().iter().map(|t| t.div_euclid(size) * size).collect();
+        let starts = super::aggregate_exec::window_starts(ms.values(), size);
         let ends = starts.iter().map(|s| s + size).collect();
         Ok(ColumnarValue::Array(window_array(starts, ends)))
     }
