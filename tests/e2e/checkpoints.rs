@@ -599,8 +599,10 @@ fn killed_while_reading_a_split_file_a_transactional_job_writes_each_row_once() 
 /// checkpoint taken while the file was read (the last run reads fewer rows than the file
 /// has, where the job lasts long enough to be killed before its end). Once with a clause that drops most rows (evaluated in the read: positions count the
 /// rows kept) and once with one that keeps most (left to the filter above the read:
-/// positions count every row). Then a `GROUP BY` over the same file, killed as well: its
-/// groups' state is restored, and it writes DataFusion's answer once.
+/// positions count every row), and that one again read by four partitions: the file's two row
+/// groups are read in four row ranges, whose positions are checkpointed per range. Then a
+/// `GROUP BY` over the same file, killed as well: its groups' state is restored, and it writes
+/// DataFusion's answer once.
 #[test]
 fn killed_while_reading_parquet_with_a_where_clause_a_transactional_job_writes_each_row_once() {
     use std::io::Write;
@@ -624,23 +626,30 @@ fn killed_while_reading_parquet_with_a_where_clause_a_transactional_job_writes_e
     std::fs::write(dir.join("convert.sql"), &convert).unwrap();
     let run = crate::common::ferris(dir, &["run", "convert.sql", "--no-progress"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
-    let cases: [(&str, &dyn Fn(u64) -> bool); 2] = [("id % 1000 = 7", &|i| i % 1000 == 7), ("id % 10 <> 3", &|i| i % 10 != 3)];
+    let cases: [(&str, &dyn Fn(u64) -> bool, &str); 3] =
+        [("id % 1000 = 7", &|i| i % 1000 == 7, ""), ("id % 10 <> 3", &|i| i % 10 != 3, ""), ("id % 10 <> 3", &|i| i % 10 != 3, "'parallelism' = '4', ")];
     let mut rng = Lcg::new(chaos_seed());
-    for (k, (clause, keep)) in cases.into_iter().enumerate() {
+    for (k, (clause, keep, parallelism)) in cases.into_iter().enumerate() {
         let job = dir.join(format!("job{k}"));
         std::fs::create_dir_all(&job).unwrap();
         let sql = format!(
             "CREATE STREAM s AS SELECT id, station FROM big WHERE {clause} INTO out WITH ('big.type' = 'file_source', 'big.path' = '{}', \
-             'big.batch.size' = '10', 'use_transactions' = 'true', 'checkpoint.interval' = '100ms', \
+             'big.batch.size' = '10', {parallelism}'use_transactions' = 'true', 'checkpoint.interval' = '100ms', \
              'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
             dir.join("big.parquet").display()
         );
         std::fs::write(job.join("job.sql"), &sql).unwrap();
+        if !parallelism.is_empty() {
+            // (the file's row groups, fewer than the partitions, read in a row range each)
+            let explain = crate::common::ferris(&job, &["explain", "job.sql"]);
+            assert_eq!(explain.status, 0, "{}", explain.stderr);
+            assert!(explain.stdout.contains("partition_sizes=4"), "{}", explain.stdout);
+        }
         let last = kill_after_checkpoints(&job, "s", 3, &mut rng);
         let want: Vec<String> = (0..n).filter(|&i| keep(i)).map(|i| format!("{{\"id\":{i},\"station\":\"{}\"}}", station(i))).collect();
         assert_exactly_once(&format!("Parquet rows WHERE {clause} over three kills"), &job.join("out.jsonl"), &canonical_lines(&want.join("\n")));
         // (the clause in the read leaves 1 200 rows: that job is over in a fraction of a second)
-        if k == 1 {
+        if k >= 1 {
             assert_went_on(&job, &last, n);
         }
     }
