@@ -626,7 +626,9 @@ fn killed_while_reading_parquet_with_a_where_clause_a_transactional_job_writes_e
     std::fs::write(dir.join("convert.sql"), &convert).unwrap();
     let run = crate::common::ferris(dir, &["run", "convert.sql", "--no-progress"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
-    let cases: [(&str, &dyn Fn(u64) -> bool, &str); 3] =
+    // (the clause, the rows it keeps, the job's parallelism when not the machine's)
+    type Keeps = dyn Fn(u64) -> bool;
+    let cases: [(&str, &Keeps, &str); 3] =
         [("id % 1000 = 7", &|i| i % 1000 == 7, ""), ("id % 10 <> 3", &|i| i % 10 != 3, ""), ("id % 10 <> 3", &|i| i % 10 != 3, "'parallelism' = '4', ")];
     let mut rng = Lcg::new(chaos_seed());
     for (k, (clause, keep, parallelism)) in cases.into_iter().enumerate() {
