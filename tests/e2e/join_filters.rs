@@ -1,8 +1,10 @@
 //! Hash joins' filters pushed into Parquet reads: a bounded job's probe side reads its file on
 //! its own once the join has read its build side, decoding the join key first and the other
-//! columns only for the rows whose key the build side has (Nexmark q7's bids at a maximum).
-//! Every query gives DataFusion's batch answer over the same files, selective or not, with an
-//! empty build side, a LIMIT and an outer join; the rows read are counted once.
+//! columns only for the rows whose key the build side has (Nexmark q7's bids at a maximum). A
+//! probe side of numbers alone, read by no other scan, is read ahead of the join instead, while
+//! it builds its table (Nexmark q3's auctions). Every query gives DataFusion's batch answer over
+//! the same files, selective or not, with an empty build side, a LIMIT and an outer join; the
+//! rows read are counted once.
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
@@ -17,7 +19,12 @@ const CASES: &[(&str, &str)] = &[
     // a shared read: the probe reads `t` again, keeping the rows at their key's maximum
     ("max_per_key", "SELECT a.id, a.k, a.price FROM t a JOIN (SELECT k, MAX(price) AS m FROM t GROUP BY k) m ON a.k = m.k AND a.price = m.m"),
     // the build side keeps ten keys of a thousand
+    // (numbers alone from `t`: read ahead of the join, not again with its filter)
     ("ten_keys", "SELECT t.id, t.price, s.name FROM t JOIN s ON t.k = s.k WHERE s.k < 10"),
+    // (text from `t`: read again, with the join's filter)
+    ("ten_keys_text", "SELECT t.id, t.tag, s.name FROM t JOIN s ON t.k = s.k WHERE s.k < 10"),
+    // the join met its LIMIT long before `t` ends: the read ahead stops with it
+    ("join_limit", "SELECT COUNT(*) AS n FROM (SELECT t.id FROM t JOIN s ON t.k = s.k WHERE s.k < 10 LIMIT 7) x"),
     // a self-join on a rare tag: the probe keeps the rows next to one
     ("next_to_rare", "SELECT a.id, a.tag, b.id AS rare FROM t a JOIN (SELECT id FROM t WHERE tag = 'rare') b ON a.id = b.id + 1"),
     // no row on the build side: nothing to read, and the job ends
@@ -125,9 +132,9 @@ async fn a_probe_read_with_the_joins_filter_gives_the_batch_answer() {
 
     // every job counts each file's rows once, whether its probe read the file again or not
     // (but for an empty build side: `s`'s only row group is skipped by its statistics, and the
-    // join then reads no further than the first batches of `t`)
+    // join then reads no further than the first batches of `t`; and for a LIMIT)
     let reports: Vec<serde_json::Value> = run.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    for (name, _) in CASES.iter().filter(|(name, _)| *name != "empty_build") {
+    for (name, _) in CASES.iter().filter(|(name, _)| !["empty_build", "join_limit"].contains(name)) {
         let report = reports.iter().find(|r| r["name"] == *name).unwrap_or_else(|| panic!("no report for {name}: {}", run.stdout));
         for source in report["sources"].as_array().unwrap() {
             let want = match source["name"].as_str() {
@@ -154,6 +161,12 @@ async fn explain_shows_the_probe_reading_with_the_joins_filter() {
     let query = CASES[0].1;
     let plan = explain(query, "");
     assert!(plan.contains("read again with the join's filter: DynamicFilter"), "{plan}");
+    // a probe side of numbers alone is read ahead of the join; one with text, again
+    let case = |name: &str| CASES.iter().find(|(n, _)| *n == name).map(|(_, q)| *q).unwrap_or_default();
+    let plan = explain(case("ten_keys"), "");
+    assert!(plan.contains("read ahead of the join: up to") && !plan.contains("read again"), "{plan}");
+    let plan = explain(case("ten_keys_text"), "");
+    assert!(plan.contains("read again with the join's filter") && !plan.contains("read ahead"), "{plan}");
     // a job taking checkpoints records every read's positions: its scans share one read
     let plan = explain(query, ", 'checkpoint.interval' = '1s'");
     assert!(!plan.contains("read again"), "{plan}");

@@ -116,7 +116,7 @@ impl TableProvider for SourceTable {
                     })
                 });
                 let floor_column = self.source.floor_column().map(str::to_string);
-                Arc::new(SizedScanExec { input: exec, rows: size.rows, bytes, again, dynamic: None, floor_column })
+                Arc::new(SizedScanExec { input: exec, rows: size.rows, bytes, again, dynamic: None, floor_column, read_ahead: None })
             }
             _ => exec,
         })
@@ -143,6 +143,14 @@ impl TableProvider for SourceTable {
 ///   ON b.price = m.maxprice
 /// -- SizedScanExec: rows=9200000, …, read again with the join's filter: DynamicFilter [ price IN (…) ]
 /// ```
+///
+/// A probe side of numbers alone, which the filter would spare little decoding, is read as
+/// planned instead, ahead of the join while it builds ([`late_decoding_pays`]):
+///
+/// ```sql
+/// SELECT p.name, a.id FROM auction a JOIN person p ON a.seller = p.id WHERE p.state = 'or'
+/// -- SizedScanExec: rows=600000, …, read ahead of the join: up to 113 batches
+/// ```
 #[derive(Debug)]
 pub struct SizedScanExec {
     input: Arc<dyn ExecutionPlan>,
@@ -155,6 +163,9 @@ pub struct SizedScanExec {
     /// The source's column whose event-time floor its partitions publish
     /// ([`ferris_connectors::Source::floor_column`]).
     floor_column: Option<String>,
+    /// On the probe side of a hash join, read ahead while the join builds its table: at most
+    /// this many batches held ([`late_decoding_pays`] says when).
+    read_ahead: Option<usize>,
 }
 
 /// What a scan needs to read its source again on its own.
@@ -171,7 +182,7 @@ struct ReadAgain {
 impl SizedScanExec {
     /// Wraps the scan `input` of a source of `rows` rows and about `bytes` bytes.
     pub fn new(input: Arc<dyn ExecutionPlan>, rows: Option<u64>, bytes: Option<u64>) -> Self {
-        Self { input, rows, bytes, again: None, dynamic: None, floor_column: None }
+        Self { input, rows, bytes, again: None, dynamic: None, floor_column: None, read_ahead: None }
     }
 
     /// The source's column whose event-time floor its partitions publish, when they do (a read
@@ -194,8 +205,48 @@ impl SizedScanExec {
         if let Some((scan, consumer)) = &again.shared {
             scan.release(*consumer);
         }
-        Some(Self { input: Arc::new(input), rows: self.rows, bytes: self.bytes, again: None, dynamic: Some(dynamic), floor_column: None })
+        Some(Self { input: Arc::new(input), rows: self.rows, bytes: self.bytes, again: None, dynamic: Some(dynamic), floor_column: None, read_ahead: None })
     }
+
+    /// The scan reading ahead of the join above it, its batches held up to [`READ_AHEAD_BYTES`]
+    /// (by the widths of its fixed-width columns and the session's batch size).
+    fn reading_ahead(&self, batch_size: usize) -> Self {
+        let row: usize = self.input.schema().fields().iter().map(|f| f.data_type().primitive_width().unwrap_or(1) + 1).sum();
+        let batches = (READ_AHEAD_BYTES / (row.max(1) * batch_size.max(1))).clamp(2, 1024);
+        Self {
+            input: Arc::clone(&self.input),
+            rows: self.rows,
+            bytes: self.bytes,
+            again: None,
+            dynamic: None,
+            floor_column: self.floor_column.clone(),
+            read_ahead: Some(batches),
+        }
+    }
+}
+
+/// What a scan reading ahead of a hash join's build ([`SizedScanExec`]) holds at most, per partition.
+const READ_AHEAD_BYTES: usize = 16 << 20;
+
+/// True when the scan reads a column whose decoding the join's filter can spare for the rows it
+/// drops: text, bytes, nested values. Numbers, times and booleans decode at memory speed, so
+/// reading them only once the join has built its table (Nexmark q3's auctions: `id`, `seller`,
+/// `category`) would delay the read by the whole build for little work saved; such a scan of a
+/// source no other scan reads goes on as planned and reads ahead while the join builds, holding
+/// up to [`READ_AHEAD_BYTES`] a partition, and the join drops the rows. (A scan sharing its
+/// source's read with the build side still reads again: its batches would otherwise wait, all
+/// of them, for the join to build its table.)
+///
+/// ```sql
+/// SELECT p.name, a.id FROM auction a JOIN person p ON a.seller = p.id WHERE p.state = 'or'
+/// -- the auctions' id and seller are read while the persons are: no "read again"
+/// ```
+fn late_decoding_pays(schema: &SchemaRef) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    schema.fields().iter().any(|f| {
+        let t = f.data_type();
+        !(t.is_primitive() || matches!(t, DataType::Boolean | DataType::Null))
+    })
 }
 
 /// True when `expr` holds a dynamic filter (a hash join's, filled in as the join runs).
@@ -215,6 +266,9 @@ impl DisplayAs for SizedScanExec {
         write!(f, "SizedScanExec: rows={}, bytes≈{}", show(self.rows), show(self.bytes))?;
         if let Some(d) = &self.dynamic {
             write!(f, ", read again with the join's filter: {d}")?;
+        }
+        if let Some(n) = self.read_ahead {
+            write!(f, ", read ahead of the join: up to {n} batches")?;
         }
         Ok(())
     }
@@ -260,12 +314,17 @@ impl ExecutionPlan for SizedScanExec {
         // its probe side (a TopK's is complete once it has read all its input, which would be
         // this scan, and a MIN/MAX's never is); the job's session turns the others off
         let others = config.optimizer.enable_topk_dynamic_filter_pushdown || config.optimizer.enable_aggregate_dynamic_filter_pushdown;
-        if phase != FilterPushdownPhase::Post || self.dynamic.is_some() || others {
+        if phase != FilterPushdownPhase::Post || self.dynamic.is_some() || self.read_ahead.is_some() || others {
             return Ok(result);
         }
         let Some(again) = &self.again else { return Ok(result) };
         let dynamic: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result.parent_filters.iter().map(|f| Arc::clone(&f.filter)).filter(is_dynamic).collect();
         let Some(dynamic) = datafusion::physical_expr::conjunction_opt(dynamic) else { return Ok(result) };
+        let alone = again.shared.as_ref().is_none_or(|(scan, consumer)| !scan.others_live(*consumer));
+        if alone && !late_decoding_pays(&self.input.schema()) {
+            let node = self.reading_ahead(config.execution.batch_size.get());
+            return Ok(result.with_updated_node(Arc::new(node) as Arc<dyn ExecutionPlan>));
+        }
         Ok(match self.reading_again(again, dynamic) {
             Some(node) => result.with_updated_node(Arc::new(node) as Arc<dyn ExecutionPlan>),
             None => result,
@@ -288,11 +347,28 @@ impl ExecutionPlan for SizedScanExec {
             again: self.again.clone(),
             dynamic: self.dynamic.clone(),
             floor_column: self.floor_column.clone(),
+            read_ahead: self.read_ahead,
         }))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let mut input = self.input.execute(partition, context)?;
+        let Some(batches) = self.read_ahead else { return Ok(input) };
+        // read from now on, not from when the join, its table built, first asks
+        let mut ahead = datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder::new(self.schema(), batches);
+        let tx = ahead.tx();
+        ahead.spawn(async move {
+            use futures::StreamExt;
+            while let Some(batch) = input.next().await {
+                let failed = batch.is_err();
+                // the join went away (a LIMIT met, an empty build side): stop reading
+                if tx.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        Ok(ahead.build())
     }
 
     fn statistics_from_inputs(&self, _input_stats: &[Arc<Statistics>], args: &StatisticsArgs) -> Result<Arc<Statistics>> {
