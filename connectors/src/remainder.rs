@@ -12,12 +12,18 @@
 //! divisor), as compilers do for a divisor written in the code. The file source's row filters
 //! and the engine's filters and projections ([`by_constants`]) use it; the results are the
 //! kernel's, sign included (`-7 % 3 = -1`, `i64::MIN % -1 = 0`), and nulls stay null.
+//!
+//! A remainder compared with zero (`x % c = 0`, `x % c <> 0`: q2's condition) needs no
+//! remainder at all: [`DivisibleByConstant`] tests divisibility with one 64-bit multiplication,
+//! a rotation and a comparison (Granlund and Montgomery, 1994), and writes the booleans
+//! directly, without the remainders' array or the comparison's pass over it.
 
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
+use arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray};
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{DataType, FieldRef, Int16Type, Int32Type, Int64Type, Int8Type, Schema, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
@@ -63,6 +69,186 @@ impl Divisor {
         } else {
             r
         }
+    }
+}
+
+/// A divisor as a divisibility test: `x % d == 0` for any `u64` x is
+/// `rotate_right(x · d₀⁻¹ mod 2^64, k) <= ⌊(2^64 − 1) / d⌋`, with `d = d₀ · 2^k`, `d₀` odd and
+/// `d₀⁻¹` its inverse modulo 2^64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Divisibility {
+    inverse: u64,
+    shift: u32,
+    limit: u64,
+}
+
+impl Divisibility {
+    /// The test for `d`; None for 0.
+    pub fn new(d: u64) -> Option<Self> {
+        if d == 0 {
+            return None;
+        }
+        let shift = d.trailing_zeros();
+        let odd = d >> shift;
+        // Newton's iteration doubles the correct low bits: 3 (odd·odd ≡ 1 mod 8) → 6 → … → 96
+        let mut inverse = odd;
+        for _ in 0..5 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
+        Some(Self { inverse, shift, limit: u64::MAX / d })
+    }
+
+    /// `x % d == 0`.
+    #[inline]
+    pub fn divides(&self, x: u64) -> bool {
+        x.wrapping_mul(self.inverse).rotate_right(self.shift) <= self.limit
+    }
+}
+
+/// `dividend % constant = 0` (or `<> 0` when `negated`) for an integer `dividend` and a non-zero
+/// constant of its type: what [`BinaryExpr`]s of [`Operator::Modulo`] and [`Operator::Eq`] (or
+/// [`Operator::NotEq`]) compute, as one test a row. Nulls stay null.
+///
+/// ```sql
+/// SELECT auction, price FROM bid WHERE auction % 123 = 0
+/// ```
+#[derive(Debug, Clone)]
+pub struct DivisibleByConstant {
+    dividend: Arc<dyn PhysicalExpr>,
+    /// The divisor as written (its type is the dividend's).
+    constant: ScalarValue,
+    /// The zero it is compared with, as written.
+    zero: ScalarValue,
+    negated: bool,
+    test: Divisibility,
+}
+
+impl DivisibleByConstant {
+    /// `remainder = zero` (or `<>` when `negated`), when `zero` is 0 of the remainder's type.
+    pub fn try_new(remainder: &RemainderByConstant, zero: &ScalarValue, negated: bool) -> Option<Self> {
+        if zero.data_type() != remainder.constant.data_type() || !is_zero(zero) {
+            return None;
+        }
+        let test = Divisibility::new(remainder.divisor.d)?;
+        Some(Self { dividend: Arc::clone(&remainder.dividend), constant: remainder.constant.clone(), zero: zero.clone(), negated, test })
+    }
+
+    fn signed<T>(&self, a: &dyn Array) -> BooleanArray
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Into<i64>,
+    {
+        let a = a.as_primitive::<T>();
+        let (test, negated) = (self.test, self.negated);
+        let bits = BooleanBuffer::collect_bool(a.len(), |i| test.divides(a.value(i).into().unsigned_abs()) != negated);
+        BooleanArray::new(bits, a.nulls().cloned())
+    }
+
+    fn unsigned<T>(&self, a: &dyn Array) -> BooleanArray
+    where
+        T: ArrowPrimitiveType,
+        T::Native: Into<u64>,
+    {
+        let a = a.as_primitive::<T>();
+        let (test, negated) = (self.test, self.negated);
+        let bits = BooleanBuffer::collect_bool(a.len(), |i| test.divides(a.value(i).into()) != negated);
+        BooleanArray::new(bits, a.nulls().cloned())
+    }
+
+    fn test_array(&self, a: &dyn Array) -> Result<BooleanArray> {
+        Ok(match a.data_type() {
+            DataType::Int8 => self.signed::<Int8Type>(a),
+            DataType::Int16 => self.signed::<Int16Type>(a),
+            DataType::Int32 => self.signed::<Int32Type>(a),
+            DataType::Int64 => self.signed::<Int64Type>(a),
+            DataType::UInt8 => self.unsigned::<UInt8Type>(a),
+            DataType::UInt16 => self.unsigned::<UInt16Type>(a),
+            DataType::UInt32 => self.unsigned::<UInt32Type>(a),
+            DataType::UInt64 => self.unsigned::<UInt64Type>(a),
+            other => return datafusion::common::internal_err!("divisibility by a constant of a {other} value"),
+        })
+    }
+
+    fn operator(&self) -> &'static str {
+        if self.negated {
+            "!="
+        } else {
+            "="
+        }
+    }
+}
+
+/// True for a 0 of an integer type.
+fn is_zero(v: &ScalarValue) -> bool {
+    matches!(
+        v,
+        ScalarValue::Int8(Some(0))
+            | ScalarValue::Int16(Some(0))
+            | ScalarValue::Int32(Some(0))
+            | ScalarValue::Int64(Some(0))
+            | ScalarValue::UInt8(Some(0))
+            | ScalarValue::UInt16(Some(0))
+            | ScalarValue::UInt32(Some(0))
+            | ScalarValue::UInt64(Some(0))
+    )
+}
+
+impl PartialEq for DivisibleByConstant {
+    fn eq(&self, other: &Self) -> bool {
+        self.dividend.as_ref() == other.dividend.as_ref() && self.constant == other.constant && self.negated == other.negated
+    }
+}
+
+impl Eq for DivisibleByConstant {}
+
+impl Hash for DivisibleByConstant {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.dividend.as_ref().hash(state);
+        self.constant.hash(state);
+        self.negated.hash(state);
+    }
+}
+
+impl fmt::Display for DivisibleByConstant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // as the BinaryExprs it stands for print
+        write!(f, "{} % {} {} {}", self.dividend, Literal::new(self.constant.clone()), self.operator(), Literal::new(self.zero.clone()))
+    }
+}
+
+impl PhysicalExpr for DivisibleByConstant {
+    fn return_field(&self, input_schema: &Schema) -> Result<FieldRef> {
+        let nullable = self.dividend.nullable(input_schema)?;
+        Ok(Arc::new(arrow::datatypes::Field::new(format!("{self}"), DataType::Boolean, nullable)))
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        Ok(match self.dividend.evaluate(batch)? {
+            ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(self.test_array(&a)?)),
+            ColumnarValue::Scalar(s) => {
+                let a = s.to_array()?;
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&self.test_array(&a)?, 0)?)
+            }
+        })
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.dividend]
+    }
+
+    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        match children.pop() {
+            Some(dividend) if children.is_empty() => Ok(Arc::new(Self { dividend, ..(*self).clone() })),
+            _ => datafusion::common::internal_err!("a divisibility test has one child"),
+        }
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.dividend.fmt_sql(f)?;
+        write!(f, " % ")?;
+        Literal::new(self.constant.clone()).fmt_sql(f)?;
+        write!(f, " {} ", self.operator())?;
+        Literal::new(self.zero.clone()).fmt_sql(f)
     }
 }
 
@@ -190,12 +376,27 @@ impl PhysicalExpr for RemainderByConstant {
 }
 
 /// `expr` with every `integer % non-zero constant of its type` computed by
-/// [`RemainderByConstant`]; the rest as it was. `schema` is the input `expr` reads.
+/// [`RemainderByConstant`], and every such remainder compared with 0 by
+/// [`DivisibleByConstant`]; the rest as it was. `schema` is the input `expr` reads.
 pub fn by_constants(expr: Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
     expr.transform_up(|e| {
         let Some(b) = e.downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(e));
         };
+        if matches!(b.op(), Operator::Eq | Operator::NotEq) {
+            // (the remainder below has been replaced already: the tree is rewritten bottom up)
+            let negated = *b.op() == Operator::NotEq;
+            let sides = [(b.left(), b.right()), (b.right(), b.left())];
+            let test = sides.iter().find_map(|(r, z)| {
+                let r = r.downcast_ref::<RemainderByConstant>()?;
+                let z = z.downcast_ref::<Literal>()?;
+                DivisibleByConstant::try_new(r, z.value(), negated)
+            });
+            return Ok(match test {
+                Some(t) => Transformed::yes(Arc::new(t) as Arc<dyn PhysicalExpr>),
+                None => Transformed::no(e),
+            });
+        }
         if *b.op() != Operator::Modulo {
             return Ok(Transformed::no(e));
         }
@@ -281,11 +482,86 @@ mod tests {
             let kept = with_constant_divisors(Arc::clone(&plain), &schema);
             assert!(kept.downcast_ref::<BinaryExpr>().is_some(), "{kept}");
         }
-        // a remainder inside a comparison is found
+        // a remainder inside a comparison with another number is found
         let rem = binary(col("x", &schema).unwrap(), Operator::Modulo, lit(ScalarValue::Int64(Some(123))), &schema).unwrap();
-        let eq = binary(rem, Operator::Eq, lit(ScalarValue::Int64(Some(0))), &schema).unwrap();
+        let eq = binary(rem, Operator::Eq, lit(ScalarValue::Int64(Some(1))), &schema).unwrap();
         let fast = with_constant_divisors(eq, &schema);
         let b = fast.downcast_ref::<BinaryExpr>().unwrap();
         assert!(b.left().downcast_ref::<RemainderByConstant>().is_some());
+    }
+
+    #[test]
+    fn divisibility_is_the_remainder_s_for_every_kind_of_value() {
+        let dividends: Vec<u64> = [0, 1, 2, 3, 5, 7, 122, 123, 124, 246, 1 << 31, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, 1 << 63, u64::MAX - 1, u64::MAX]
+            .into_iter()
+            .chain((0..2000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i << 7)))
+            .collect();
+        let divisors: Vec<u64> =
+            [1, 2, 3, 4, 6, 7, 10, 12, 123, 1000, 1 << 20, 3 << 20, (1 << 32) - 1, 1 << 32, (1 << 32) + 1, 1 << 63, 3 << 62, u64::MAX - 1, u64::MAX]
+                .into_iter()
+                .chain((1..200u64).map(|i| i.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (i % 60)))
+                .filter(|d| *d != 0)
+                .collect();
+        for &d in &divisors {
+            let test = Divisibility::new(d).unwrap();
+            // multiples of d, and their neighbours, beside the scattered values
+            let near = (1..50u64).filter_map(|m| m.checked_mul(d)).flat_map(|x| [x - 1, x, x.saturating_add(1)]);
+            for x in dividends.iter().copied().chain(near) {
+                assert_eq!(test.divides(x), x % d == 0, "{x} % {d}");
+            }
+        }
+        assert!(Divisibility::new(0).is_none());
+    }
+
+    /// `x % constant OP zero` as rewritten and as DataFusion's kernels compute it.
+    fn both_tests(a: ArrayRef, constant: ScalarValue, op: Operator, zero: ScalarValue, zero_left: bool) -> (ArrayRef, ArrayRef) {
+        let schema = Schema::new(vec![Field::new("x", a.data_type().clone(), true)]);
+        let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![a]).unwrap();
+        let rem = binary(col("x", &schema).unwrap(), Operator::Modulo, lit(constant), &schema).unwrap();
+        let plain = if zero_left { binary(lit(zero), op, rem, &schema) } else { binary(rem, op, lit(zero), &schema) }.unwrap();
+        let fast = with_constant_divisors(Arc::clone(&plain), &schema);
+        assert!(fast.downcast_ref::<DivisibleByConstant>().is_some(), "{fast}");
+        if !zero_left {
+            assert_eq!(fast.to_string(), plain.to_string());
+        }
+        assert_eq!(fast.data_type(&schema).unwrap(), DataType::Boolean);
+        let get = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).unwrap().into_array(batch.num_rows()).unwrap();
+        (get(&fast), get(&plain))
+    }
+
+    #[test]
+    fn a_remainder_compared_with_zero_gives_the_kernels_answer() {
+        let values: Vec<Option<i64>> = [Some(-7), Some(7), None, Some(i64::MIN), Some(i64::MAX), Some(0), Some(-123), Some(246), Some(-246), Some(1 << 62)]
+            .into_iter()
+            .chain((0..300i64).map(|i| Some(i.wrapping_mul(-0x61C8_8646_80B5_83EB) >> (i % 50))))
+            .collect();
+        let signed = Int64Array::from(values);
+        for c in [3i64, -3, 123, -1, 1, 2, 64, -96, i64::MIN, i64::MAX] {
+            for op in [Operator::Eq, Operator::NotEq] {
+                for zero_left in [false, true] {
+                    let (fast, plain) = both_tests(Arc::new(signed.clone()), ScalarValue::Int64(Some(c)), op, ScalarValue::Int64(Some(0)), zero_left);
+                    assert_eq!(fast.as_ref(), plain.as_ref(), "% {c} {op}");
+                }
+            }
+        }
+        let narrow = Int32Array::from(vec![Some(-14), None, Some(i32::MIN), Some(99), Some(7)]);
+        let (fast, plain) = both_tests(Arc::new(narrow), ScalarValue::Int32(Some(-7)), Operator::Eq, ScalarValue::Int32(Some(0)), false);
+        assert_eq!(fast.as_ref(), plain.as_ref());
+        let (fast, plain) = both_tests(
+            Arc::new(UInt64Array::from(vec![Some(u64::MAX), None, Some(5), Some(0)])),
+            ScalarValue::UInt64(Some(u64::MAX)),
+            Operator::NotEq,
+            ScalarValue::UInt64(Some(0)),
+            false,
+        );
+        assert_eq!(fast.as_ref(), plain.as_ref());
+        let (fast, plain) = both_tests(
+            Arc::new(UInt8Array::from(vec![Some(255), Some(4), Some(8)])),
+            ScalarValue::UInt8(Some(4)),
+            Operator::Eq,
+            ScalarValue::UInt8(Some(0)),
+            false,
+        );
+        assert_eq!(fast.as_ref(), plain.as_ref());
     }
 }

@@ -1,9 +1,10 @@
 //! Filters and projections compute `integer % constant` by multiplication
-//! ([`ferris_connectors::remainder`]), not with a division per row.
+//! ([`ferris_connectors::remainder`]), not with a division per row, and test `integer %
+//! constant = 0` (or `<> 0`) by one multiplication and a comparison.
 //!
 //! ```sql
 //! SELECT auction, price FROM bid WHERE auction % 123 = 0
-//! -- FilterExec: auction@0 % 123 = 0   (the same plan, its remainder computed by multiplication)
+//! -- FilterExec: auction@0 % 123 = 0   (the same plan, a divisibility test without a remainder)
 //! ```
 //!
 //! The file source's row filters use the same expression; this rule covers the filters and
@@ -102,6 +103,7 @@ mod tests {
             "SELECT x, x % 3 AS a, x % -123 AS b, y % 4 AS c, x % 1 AS d FROM t ORDER BY x NULLS FIRST",
             "SELECT x FROM t WHERE x % 123 = 0 ORDER BY x",
             "SELECT x, y FROM t WHERE y % 7 = 0 AND x % 2 = 1 OR x % -2 = -1 ORDER BY x",
+            "SELECT x, x % 3 = 0 AS a, 0 <> y % 7 AS b, x % -2 != 0 AS c FROM t WHERE x % 123 <> 0 ORDER BY x NULLS FIRST",
         ];
         for q in queries {
             let ours = run(q).await;
@@ -121,18 +123,20 @@ mod tests {
     async fn the_plan_computes_the_remainder_by_multiplication() {
         let ctx = with_rule();
         ctx.sql("CREATE TABLE t (x BIGINT) AS VALUES (1), (2)").await.unwrap();
-        let df = ctx.sql("SELECT x % 16 AS bucket FROM t WHERE x % 123 = 0").await.unwrap();
+        let df = ctx.sql("SELECT x % 16 AS bucket FROM t WHERE x % 123 = 0 OR x % 7 = 1").await.unwrap();
         let plan = df.create_physical_plan().await.unwrap();
-        let mut found = 0;
+        let (mut remainders, mut tests) = (0, 0);
         datafusion::common::tree_node::TreeNode::apply(&plan, |node| {
             datafusion::physical_plan::ExecutionPlan::apply_expressions(node.as_ref(), &mut |e| {
                 datafusion::common::tree_node::TreeNode::apply(e, |e| {
-                    found += usize::from(e.downcast_ref::<ferris_connectors::remainder::RemainderByConstant>().is_some());
+                    remainders += usize::from(e.downcast_ref::<ferris_connectors::remainder::RemainderByConstant>().is_some());
+                    tests += usize::from(e.downcast_ref::<ferris_connectors::remainder::DivisibleByConstant>().is_some());
                     Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
                 })
             })
         })
         .unwrap();
-        assert_eq!(found, 2);
+        // `x % 16` and `x % 7` as remainders, `x % 123 = 0` as a divisibility test
+        assert_eq!((remainders, tests), (2, 1));
     }
 }
