@@ -72,6 +72,47 @@ impl Divisor {
     }
 }
 
+/// `$this.signed::<T>(a)` or `$this.unsigned::<T>(a)` by the integer type of `a`; an internal
+/// error for another type.
+macro_rules! by_integer_type {
+    ($this:expr, $a:expr, $what:literal) => {
+        Ok(match $a.data_type() {
+            DataType::Int8 => $this.signed::<Int8Type>($a),
+            DataType::Int16 => $this.signed::<Int16Type>($a),
+            DataType::Int32 => $this.signed::<Int32Type>($a),
+            DataType::Int64 => $this.signed::<Int64Type>($a),
+            DataType::UInt8 => $this.unsigned::<UInt8Type>($a),
+            DataType::UInt16 => $this.unsigned::<UInt16Type>($a),
+            DataType::UInt32 => $this.unsigned::<UInt32Type>($a),
+            DataType::UInt64 => $this.unsigned::<UInt64Type>($a),
+            other => return datafusion::common::internal_err!("{} of a {other} value", $what),
+        })
+    };
+}
+
+/// `f` over the values of `dividend` in `batch`; a scalar stays a scalar.
+fn on_dividend(dividend: &Arc<dyn PhysicalExpr>, batch: &RecordBatch, f: impl Fn(&dyn Array) -> Result<ArrayRef>) -> Result<ColumnarValue> {
+    Ok(match dividend.evaluate(batch)? {
+        ColumnarValue::Array(a) => ColumnarValue::Array(f(&a)?),
+        ColumnarValue::Scalar(s) => ColumnarValue::Scalar(ScalarValue::try_from_array(&f(&s.to_array()?)?, 0)?),
+    })
+}
+
+/// `dividend % constant` as SQL.
+fn remainder_sql(dividend: &Arc<dyn PhysicalExpr>, constant: &ScalarValue, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    dividend.fmt_sql(f)?;
+    write!(f, " % ")?;
+    Literal::new(constant.clone()).fmt_sql(f)
+}
+
+/// The one child of a remainder or a divisibility test (its dividend).
+fn one_child(mut children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+    match children.pop() {
+        Some(dividend) if children.is_empty() => Ok(dividend),
+        _ => datafusion::common::internal_err!("a remainder or divisibility by a constant has one child"),
+    }
+}
+
 /// A divisor as a divisibility test: `x % d == 0` for any `u64` x is
 /// `rotate_right(x · d₀⁻¹ mod 2^64, k) <= ⌊(2^64 − 1) / d⌋`, with `d = d₀ · 2^k`, `d₀` odd and
 /// `d₀⁻¹` its inverse modulo 2^64.
@@ -156,17 +197,7 @@ impl DivisibleByConstant {
     }
 
     fn test_array(&self, a: &dyn Array) -> Result<BooleanArray> {
-        Ok(match a.data_type() {
-            DataType::Int8 => self.signed::<Int8Type>(a),
-            DataType::Int16 => self.signed::<Int16Type>(a),
-            DataType::Int32 => self.signed::<Int32Type>(a),
-            DataType::Int64 => self.signed::<Int64Type>(a),
-            DataType::UInt8 => self.unsigned::<UInt8Type>(a),
-            DataType::UInt16 => self.unsigned::<UInt16Type>(a),
-            DataType::UInt32 => self.unsigned::<UInt32Type>(a),
-            DataType::UInt64 => self.unsigned::<UInt64Type>(a),
-            other => return datafusion::common::internal_err!("divisibility by a constant of a {other} value"),
-        })
+        by_integer_type!(self, a, "divisibility by a constant")
     }
 
     fn operator(&self) -> &'static str {
@@ -223,30 +254,19 @@ impl PhysicalExpr for DivisibleByConstant {
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        Ok(match self.dividend.evaluate(batch)? {
-            ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(self.test_array(&a)?)),
-            ColumnarValue::Scalar(s) => {
-                let a = s.to_array()?;
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&self.test_array(&a)?, 0)?)
-            }
-        })
+        on_dividend(&self.dividend, batch, |a| Ok(Arc::new(self.test_array(a)?)))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
         vec![&self.dividend]
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
-        match children.pop() {
-            Some(dividend) if children.is_empty() => Ok(Arc::new(Self { dividend, ..(*self).clone() })),
-            _ => datafusion::common::internal_err!("a divisibility test has one child"),
-        }
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(Self { dividend: one_child(children)?, ..(*self).clone() }))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.dividend.fmt_sql(f)?;
-        write!(f, " % ")?;
-        Literal::new(self.constant.clone()).fmt_sql(f)?;
+        remainder_sql(&self.dividend, &self.constant, f)?;
         write!(f, " {} ", self.operator())?;
         Literal::new(self.zero.clone()).fmt_sql(f)
     }
@@ -306,17 +326,7 @@ impl RemainderByConstant {
     }
 
     fn rem_array(&self, a: &dyn Array) -> Result<ArrayRef> {
-        Ok(match a.data_type() {
-            DataType::Int8 => self.signed::<Int8Type>(a),
-            DataType::Int16 => self.signed::<Int16Type>(a),
-            DataType::Int32 => self.signed::<Int32Type>(a),
-            DataType::Int64 => self.signed::<Int64Type>(a),
-            DataType::UInt8 => self.unsigned::<UInt8Type>(a),
-            DataType::UInt16 => self.unsigned::<UInt16Type>(a),
-            DataType::UInt32 => self.unsigned::<UInt32Type>(a),
-            DataType::UInt64 => self.unsigned::<UInt64Type>(a),
-            other => return datafusion::common::internal_err!("remainder by a constant of a {other} value"),
-        })
+        by_integer_type!(self, a, "remainder by a constant")
     }
 }
 
@@ -348,30 +358,19 @@ impl PhysicalExpr for RemainderByConstant {
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
-        Ok(match self.dividend.evaluate(batch)? {
-            ColumnarValue::Array(a) => ColumnarValue::Array(self.rem_array(&a)?),
-            ColumnarValue::Scalar(s) => {
-                let a = s.to_array()?;
-                ColumnarValue::Scalar(ScalarValue::try_from_array(&self.rem_array(&a)?, 0)?)
-            }
-        })
+        on_dividend(&self.dividend, batch, |a| self.rem_array(a))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
         vec![&self.dividend]
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
-        match children.pop() {
-            Some(dividend) if children.is_empty() => Ok(Arc::new(Self { dividend, constant: self.constant.clone(), divisor: self.divisor })),
-            _ => datafusion::common::internal_err!("a remainder by a constant has one child"),
-        }
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn PhysicalExpr>>) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(Self { dividend: one_child(children)?, ..(*self).clone() }))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.dividend.fmt_sql(f)?;
-        write!(f, " % ")?;
-        Literal::new(self.constant.clone()).fmt_sql(f)
+        remainder_sql(&self.dividend, &self.constant, f)
     }
 }
 
