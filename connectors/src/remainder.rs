@@ -167,11 +167,21 @@ pub struct DivisibleByConstant {
 impl DivisibleByConstant {
     /// `remainder = zero` (or `<>` when `negated`), when `zero` is 0 of the remainder's type.
     pub fn try_new(remainder: &RemainderByConstant, zero: &ScalarValue, negated: bool) -> Option<Self> {
-        if zero.data_type() != remainder.constant.data_type() || !is_zero(zero) {
+        // (0 of the remainder's type, as type coercion leaves it)
+        if ScalarValue::new_zero(&remainder.constant.data_type()).ok().as_ref() != Some(zero) {
             return None;
         }
         let test = Divisibility::new(remainder.divisor.d)?;
         Some(Self { dividend: Arc::clone(&remainder.dividend), constant: remainder.constant.clone(), zero: zero.clone(), negated, test })
+    }
+
+    /// The test on each value of `a` by its `magnitude` (a signed value divides as its
+    /// magnitude does); nulls stay null.
+    fn tested<T: ArrowPrimitiveType>(&self, a: &dyn Array, magnitude: impl Fn(T::Native) -> u64) -> BooleanArray {
+        let a = a.as_primitive::<T>();
+        let (test, negated) = (self.test, self.negated);
+        let bits = BooleanBuffer::collect_bool(a.len(), |i| test.divides(magnitude(a.value(i))) != negated);
+        BooleanArray::new(bits, a.nulls().cloned())
     }
 
     fn signed<T>(&self, a: &dyn Array) -> BooleanArray
@@ -179,10 +189,7 @@ impl DivisibleByConstant {
         T: ArrowPrimitiveType,
         T::Native: Into<i64>,
     {
-        let a = a.as_primitive::<T>();
-        let (test, negated) = (self.test, self.negated);
-        let bits = BooleanBuffer::collect_bool(a.len(), |i| test.divides(a.value(i).into().unsigned_abs()) != negated);
-        BooleanArray::new(bits, a.nulls().cloned())
+        self.tested::<T>(a, |v| v.into().unsigned_abs())
     }
 
     fn unsigned<T>(&self, a: &dyn Array) -> BooleanArray
@@ -190,10 +197,7 @@ impl DivisibleByConstant {
         T: ArrowPrimitiveType,
         T::Native: Into<u64>,
     {
-        let a = a.as_primitive::<T>();
-        let (test, negated) = (self.test, self.negated);
-        let bits = BooleanBuffer::collect_bool(a.len(), |i| test.divides(a.value(i).into()) != negated);
-        BooleanArray::new(bits, a.nulls().cloned())
+        self.tested::<T>(a, Into::into)
     }
 
     fn test_array(&self, a: &dyn Array) -> Result<BooleanArray> {
@@ -207,21 +211,6 @@ impl DivisibleByConstant {
             "="
         }
     }
-}
-
-/// True for a 0 of an integer type.
-fn is_zero(v: &ScalarValue) -> bool {
-    matches!(
-        v,
-        ScalarValue::Int8(Some(0))
-            | ScalarValue::Int16(Some(0))
-            | ScalarValue::Int32(Some(0))
-            | ScalarValue::Int64(Some(0))
-            | ScalarValue::UInt8(Some(0))
-            | ScalarValue::UInt16(Some(0))
-            | ScalarValue::UInt32(Some(0))
-            | ScalarValue::UInt64(Some(0))
-    )
 }
 
 impl PartialEq for DivisibleByConstant {

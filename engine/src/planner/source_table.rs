@@ -179,6 +179,13 @@ struct ReadAgain {
     shared: Option<(Arc<SharedScan>, usize)>,
 }
 
+impl ReadAgain {
+    /// True when no other live scan reads the source (through the shared read or at all).
+    fn alone(&self) -> bool {
+        self.shared.as_ref().is_none_or(|(scan, consumer)| !scan.others_live(*consumer))
+    }
+}
+
 impl SizedScanExec {
     /// Wraps the scan `input` of a source of `rows` rows and about `bytes` bytes.
     pub fn new(input: Arc<dyn ExecutionPlan>, rows: Option<u64>, bytes: Option<u64>) -> Self {
@@ -195,7 +202,7 @@ impl SizedScanExec {
     /// join's dynamic filter), or None when the source cannot.
     fn reading_again(&self, again: &ReadAgain, dynamic: Arc<dyn PhysicalExpr>) -> Option<Self> {
         // a source no other scan reads counts its rows in this read
-        let count = again.shared.as_ref().is_none_or(|(scan, consumer)| !scan.others_live(*consumer));
+        let count = again.alone();
         let parts = again.source.read_again(again.projection.as_deref(), std::slice::from_ref(&again.filters), Arc::clone(&dynamic), count)?;
         if parts.len() != self.input.output_partitioning().partition_count() {
             return None;
@@ -320,8 +327,7 @@ impl ExecutionPlan for SizedScanExec {
         let Some(again) = &self.again else { return Ok(result) };
         let dynamic: Vec<Arc<dyn PhysicalExpr>> = child_pushdown_result.parent_filters.iter().map(|f| Arc::clone(&f.filter)).filter(is_dynamic).collect();
         let Some(dynamic) = datafusion::physical_expr::conjunction_opt(dynamic) else { return Ok(result) };
-        let alone = again.shared.as_ref().is_none_or(|(scan, consumer)| !scan.others_live(*consumer));
-        if alone && !late_decoding_pays(&self.input.schema()) {
+        if again.alone() && !late_decoding_pays(&self.input.schema()) {
             let node = self.reading_ahead(config.execution.batch_size.get());
             return Ok(result.with_updated_node(Arc::new(node) as Arc<dyn ExecutionPlan>));
         }
