@@ -19,6 +19,7 @@ pub mod explain;
 pub mod job;
 pub mod join;
 pub mod memory;
+mod ordered_bits;
 pub mod planner;
 pub mod runner;
 pub mod sql;

@@ -33,10 +33,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{concat_batches, BatchCoalescer};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -53,6 +53,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
 };
 use futures::{FutureExt, StreamExt};
+
+use crate::ordered_bits::{order_class, ordered_bits};
 
 /// The largest `N` this operator keeps per key (a flat array of `N` slots per key).
 pub const MAX_LIMIT: usize = 100;
@@ -172,18 +174,6 @@ impl Inbox {
         Self::push_queued(&self.queue, &mut intake)?;
         Ok(Some(intake))
     }
-}
-
-/// The comparable form of a type, or None when the operator cannot order by it.
-fn order_class(t: &DataType) -> Option<DataType> {
-    use DataType::*;
-    let class = match t {
-        Int8 | Int16 | Int32 | Int64 | Date32 | Date64 | Time32(_) | Time64(_) | Timestamp(_, _) | Duration(_) => Some(Int64),
-        UInt8 | UInt16 | UInt32 | UInt64 => Some(UInt64),
-        Float16 | Float32 | Float64 => Some(Float64),
-        _ => None,
-    };
-    class.filter(|c| datafusion::arrow::compute::can_cast_types(t, c))
 }
 
 impl BoundedTopNExec {
@@ -641,21 +631,10 @@ impl<const N: usize> Kept<N> {
                     k.meta |= value_bucket;
                 }
             };
-            match class {
-                DataType::Int64 => fill(&mut keys, &mut values.as_primitive::<Int64Type>().values().iter().map(|v| (*v as u64) ^ (1 << 63))),
-                DataType::UInt64 => fill(&mut keys, &mut values.as_primitive::<UInt64Type>().values().iter().copied()),
-                _ => fill(
-                    &mut keys,
-                    &mut values.as_primitive::<Float64Type>().values().iter().map(|v| {
-                        let b = v.to_bits();
-                        if b >> 63 == 1 {
-                            !b
-                        } else {
-                            b | (1 << 63)
-                        }
-                    }),
-                ),
-            }
+            let Some(mut bits) = ordered_bits(values.as_ref()) else {
+                return internal_err!("BoundedTopNExec cannot order by {}", values.data_type());
+            };
+            fill(&mut keys, &mut bits);
             if let Some(nulls) = values.logical_nulls() {
                 for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
                     keys[i].values[c] = 0;
@@ -959,7 +938,7 @@ impl Emit {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Float64Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
     use datafusion::datasource::MemTable;
     use datafusion::execution::session_state::SessionStateBuilder;
     use datafusion::physical_plan::displayable;

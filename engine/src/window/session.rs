@@ -33,6 +33,7 @@ use datafusion::common::Result;
 use super::aggregate_exec::Evaluated;
 use super::functions::window_array;
 use super::groups::{aggregate_numbered, AggregateSpec, Emitted};
+use crate::ordered_bits::{order_class, ordered_bits};
 
 /// The rows of open sessions.
 pub struct SessionBuffer {
@@ -80,36 +81,21 @@ fn concat_arrays(parts: &[&ArrayRef]) -> Result<ArrayRef> {
 /// Rows of equal key and time keep their order.
 fn key_time_order(keys: &[ArrayRef], times: &Int64Array) -> Result<UInt32Array> {
     if let ([key], 0) = (keys, times.null_count()) {
-        if let Some(k) = ordered_bits(key) {
-            let mut rows: Vec<(u64, i64, u32)> = k.into_iter().zip(times.values().iter()).zip(0u32..).map(|((k, &t), i)| (k, t, i)).collect();
-            rows.sort_unstable();
-            return Ok(UInt32Array::from_iter_values(rows.into_iter().map(|r| r.2)));
+        if key.data_type().is_integer() && key.null_count() == 0 && key.len() <= u32::MAX as usize {
+            if let Some(class) = order_class(key.data_type()) {
+                let key = datafusion::arrow::compute::cast(key, &class)?;
+                let bits = ordered_bits(key.as_ref());
+                if let Some(bits) = bits {
+                    let mut rows: Vec<(u64, i64, u32)> = bits.zip(times.values().iter()).zip(0u32..).map(|((k, &t), i)| (k, t, i)).collect();
+                    rows.sort_unstable();
+                    return Ok(UInt32Array::from_iter_values(rows.into_iter().map(|r| r.2)));
+                }
+            }
         }
     }
     let mut sort_cols: Vec<SortColumn> = keys.iter().map(|k| SortColumn { values: Arc::clone(k), options: None }).collect();
     sort_cols.push(SortColumn { values: Arc::new(times.clone()), options: None });
     Ok(lexsort_to_indices(&sort_cols, None)?)
-}
-
-/// An integer column without nulls as unsigned numbers in the same order (signed ones with
-/// the sign bit flipped); None for other types, or with a null.
-fn ordered_bits(a: &ArrayRef) -> Option<Vec<u64>> {
-    use datafusion::arrow::datatypes::{DataType, Int16Type, Int32Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
-    const SIGN: u64 = 1 << 63;
-    if a.null_count() > 0 || a.len() > u32::MAX as usize {
-        return None;
-    }
-    Some(match a.data_type() {
-        DataType::Int64 => a.as_primitive::<Int64Type>().values().iter().map(|&v| v as u64 ^ SIGN).collect(),
-        DataType::Int32 => a.as_primitive::<Int32Type>().values().iter().map(|&v| i64::from(v) as u64 ^ SIGN).collect(),
-        DataType::Int16 => a.as_primitive::<Int16Type>().values().iter().map(|&v| i64::from(v) as u64 ^ SIGN).collect(),
-        DataType::Int8 => a.as_primitive::<Int8Type>().values().iter().map(|&v| i64::from(v) as u64 ^ SIGN).collect(),
-        DataType::UInt64 => a.as_primitive::<UInt64Type>().values().to_vec(),
-        DataType::UInt32 => a.as_primitive::<UInt32Type>().values().iter().map(|&v| u64::from(v)).collect(),
-        DataType::UInt16 => a.as_primitive::<UInt16Type>().values().iter().map(|&v| u64::from(v)).collect(),
-        DataType::UInt8 => a.as_primitive::<UInt8Type>().values().iter().map(|&v| u64::from(v)).collect(),
-        _ => return None,
-    })
 }
 
 impl SessionBuffer {
