@@ -16,8 +16,8 @@
 //! windows it spans. With `EMIT CHANGES` each pane has a table of its own that knows the groups
 //! changed since the last flush. When a sliding window's pane is complete its partial state is
 //! frozen, and a window is the merge of its panes' states, so a row is aggregated once, not once
-//! per window it belongs to; the windows one watermark closes are merged in one table keyed by
-//! the window's start. Session windows buffer their rows
+//! per window it belongs to; the windows one watermark closes are merged by the numbers of their
+//! keys, without hashing ([`super::hop_windows`]). Session windows buffer their rows
 //! (evaluated columns only) until the watermark closes them. Rows whose window has already been
 //! emitted are late: they are counted (`late_rows_dropped`) and dropped. A sliding row (`EMIT
 //! FINAL`) the watermark has passed counts in its windows still open, as in Flink; it is late
@@ -59,7 +59,8 @@ use futures::StreamExt;
 
 use super::functions::window_array;
 use super::groups::{AggregateSpec, Emitted, Groups};
-use super::pane_table::{split_by_start, with_start, PaneTable};
+use super::hop_windows::{FrozenPane, HopWindows};
+use super::pane_table::{split_by_start, PaneTable};
 use super::session::SessionBuffer;
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
 use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
@@ -690,9 +691,6 @@ const COALESCE_BYTES: usize = 16 << 20;
 /// batch's worth).
 const HOP_WINDOW_GROUPS: usize = 8192;
 
-/// `HOP`: a window whose panes hold this many groups is merged in a table of its own.
-const LARGE_WINDOW_ROWS: usize = 1024;
-
 /// Up to this many panes, the state's size is summed after every batch.
 const SIZED_EVERY_BATCH: usize = 64;
 
@@ -702,14 +700,14 @@ pub(super) struct Operator {
     pub(super) watermarks: PartitionWatermarks,
     /// `EMIT FINAL` of `TUMBLE` and `HOP`: every open pane in one table.
     table: Option<PaneTable>,
-    /// `EMIT FINAL` of `HOP`: the windows a close emits, merged from their panes, keyed by the
-    /// window's start (kept from close to close: its hash table keeps its size).
-    hop_windows: Option<Groups>,
+    /// `EMIT FINAL` of `HOP`: the windows a close emits, merged from their panes by key number
+    /// (kept from close to close: the keys' numbering is kept).
+    hop_windows: Option<HopWindows>,
     /// `EMIT CHANGES` of `TUMBLE` (one table per window) and `HOP` (per live pane), keyed by
     /// start: each table knows the groups changed since the last flush.
     panes: BTreeMap<i64, Groups>,
     /// Hop: frozen pane states, keyed by pane start.
-    frozen: BTreeMap<i64, Emitted<Vec<ArrayRef>>>,
+    frozen: BTreeMap<i64, FrozenPane>,
     /// Hop: the first window start not yet closed (the windows before it were emitted, or
     /// closed empty).
     next_window: Option<i64>,
@@ -742,7 +740,7 @@ impl Operator {
             _ => None,
         };
         let hop_windows = match (&table, config.kind) {
-            (Some(t), WindowKind::Hop { .. }) => Some(Groups::new(t.spec())?),
+            (Some(_), WindowKind::Hop { .. }) => Some(HopWindows::new(&config.spec)?),
             _ => None,
         };
         Ok(Self {
@@ -790,7 +788,7 @@ impl Operator {
             panes.push(state_batch(Some(*start), &groups.peek_state(spec)?)?);
         }
         table("panes", panes, keyed.clone())?;
-        let frozen = self.frozen.iter().map(|(start, e)| state_batch(Some(*start), e)).collect::<Result<Vec<_>>>()?;
+        let frozen = self.frozen.iter().map(|(start, p)| state_batch(Some(*start), &p.state)).collect::<Result<Vec<_>>>()?;
         table("frozen", frozen, keyed.clone())?;
         if let Some(g) = self.global.as_mut() {
             let e = g.peek_state(spec)?;
@@ -884,7 +882,7 @@ impl Operator {
             for (start, part) in by_start(batch)? {
                 let e = emitted_of(&part, 1);
                 if frozen {
-                    self.frozen.insert(start, e);
+                    self.frozen.insert(start, FrozenPane::new(e));
                 } else {
                     let mut g = Groups::new(spec)?;
                     g.merge(spec, &e)?;
@@ -1056,12 +1054,13 @@ impl Operator {
         }
         let groups: usize = self.table.as_ref().map_or(0, PaneTable::len)
             + self.panes.values().map(Groups::len).sum::<usize>()
-            + self.frozen.values().map(|e| e.rows).sum::<usize>()
+            + self.frozen.values().map(FrozenPane::rows).sum::<usize>()
             + self.global.as_ref().map_or(0, Groups::len)
             + self.sessions.as_ref().map_or(0, SessionBuffer::rows);
         let bytes: usize = self.table.as_ref().map_or(0, PaneTable::size)
             + self.panes.values().map(Groups::size).sum::<usize>()
-            + self.frozen.values().map(|e| e.aggs.iter().flatten().chain(&e.keys).map(|a| a.get_array_memory_size()).sum::<usize>()).sum::<usize>()
+            + self.frozen.values().map(FrozenPane::size).sum::<usize>()
+            + self.hop_windows.as_ref().map_or(0, HopWindows::size)
             + self.global.as_ref().map_or(0, Groups::size)
             + self.global_updated.capacity() * std::mem::size_of::<i64>()
             + self.sessions.as_ref().map_or(0, |s| s.memory_size() + s.emitted_memory_size());
@@ -1180,8 +1179,8 @@ impl Operator {
             };
             for ws in windows {
                 let mut g = Groups::new(&config.spec)?;
-                for (_, state) in self.frozen.range(ws..ws.saturating_add(size)) {
-                    g.merge(&config.spec, state)?;
+                for (_, pane) in self.frozen.range(ws..ws.saturating_add(size)) {
+                    g.merge(&config.spec, &pane.state)?;
                 }
                 let mut changed: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
                 for (start, live) in self.panes.range_mut(ws..ws.saturating_add(size)) {
@@ -1278,8 +1277,8 @@ impl Operator {
             // close freezes it (before any window is emitted)
             let thawed: Vec<i64> = self.frozen.range(lo..=hi).map(|(&s, _)| s).filter(|s| panes.values().contains(s)).collect();
             for start in thawed {
-                if let Some(state) = self.frozen.remove(&start) {
-                    t.merge_pane(start, state)?;
+                if let Some(pane) = self.frozen.remove(&start) {
+                    t.merge_pane(start, pane.state)?;
                 }
             }
             return t.update(panes, ev);
@@ -1301,7 +1300,7 @@ impl Operator {
             // counted in the windows not emitted yet. The pane is live again until the next
             // close freezes it (before any window is emitted)
             let mut groups = Groups::new(&config.spec)?;
-            groups.merge(&config.spec, &frozen)?;
+            groups.merge(&config.spec, &frozen.state)?;
             self.panes.insert(pane, groups);
         }
         let groups = match self.panes.entry(pane) {
@@ -1379,7 +1378,7 @@ impl Operator {
         // freeze complete panes
         if let Some(t) = self.table.as_mut() {
             for states in t.take_state(closed_before(wm, p))? {
-                self.frozen.extend(split_by_start(&states)?);
+                self.frozen.extend(split_by_start(&states)?.into_iter().map(|(start, e)| (start, FrozenPane::new(e))));
             }
         }
         while let Some(entry) = self.panes.first_entry() {
@@ -1389,12 +1388,12 @@ impl Operator {
             }
             let mut groups = entry.remove();
             let state = groups.emit_state(spec)?;
-            self.frozen.insert(start, state);
+            self.frozen.insert(start, FrozenPane::new(state));
         }
-        // emit complete windows, each the merge of its panes, all in one table keyed by the
-        // window's start
-        let mut windows = self.hop_windows.take();
-        let windows_spec = self.table.as_ref().map(|t| t.spec().clone());
+        // emit complete windows, each the merge of its panes, found by the numbers of their keys
+        if let Some(windows) = self.hop_windows.as_mut() {
+            windows.renumber_if_sparse(self.frozen.values().map(FrozenPane::rows).sum())?;
+        }
         while let Some((&first, _)) = self.frozen.first_key_value() {
             // the earliest window holding the first pane
             let earliest = (first - size + 1).div_euclid(slide) * slide + if (first - size + 1).rem_euclid(slide) == 0 { 0 } else { slide };
@@ -1403,31 +1402,12 @@ impl Operator {
                 break;
             }
             self.metrics.windows.add(1);
-            // small windows are merged together; a large one gets a table of its own keyed by
-            // the query's keys alone (after the small ones before it are out, in order)
-            let large = self.frozen.range(ws..ws + size).map(|(_, s)| s.rows).sum::<usize>() >= LARGE_WINDOW_ROWS;
-            let shared = windows.as_mut().zip(windows_spec.as_ref());
-            if let (false, Some((windows, wspec))) = (large, shared) {
-                for (_, state) in self.frozen.range(ws..ws + size) {
-                    windows.merge(wspec, &with_start(ws, state.clone()))?;
-                }
+            if let Some(windows) = self.hop_windows.as_mut() {
+                windows.add_window(spec, ws, self.frozen.range_mut(ws..ws + size).map(|(_, p)| p))?;
                 if windows.len() >= HOP_WINDOW_GROUPS {
                     // (many windows closing at once, as at the end of a bounded input: out in
-                    // parts, the table kept small)
-                    out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
-                }
-            } else if self.config.emit == EmitMode::Final {
-                if let Some((windows, wspec)) = windows.as_mut().zip(windows_spec.as_ref()).filter(|(w, _)| !w.is_empty()) {
-                    out.push(self.config.output_windows(size, windows.emit_final(wspec)?)?);
-                }
-                let mut groups = Groups::new(spec)?;
-                for (_, state) in self.frozen.range(ws..ws + size) {
-                    groups.merge(spec, state)?;
-                }
-                let emitted = groups.emit_final(spec)?;
-                if emitted.rows > 0 {
-                    let w = window_array(vec![ws; emitted.rows], vec![ws + size; emitted.rows]);
-                    out.push(self.config.output(Some(w), emitted)?);
+                    // parts, the accumulators kept small)
+                    out.push(self.config.output_windows(size, windows.emit(spec)?)?);
                 }
             }
             let next = ws + slide;
@@ -1439,11 +1419,8 @@ impl Operator {
                 entry.remove();
             }
         }
-        if let (Some(mut windows), Some(wspec)) = (windows, windows_spec) {
-            if !windows.is_empty() {
-                out.push(self.config.output_windows(size, windows.emit_final(&wspec)?)?);
-            }
-            self.hop_windows = Some(windows);
+        if let Some(windows) = self.hop_windows.as_mut().filter(|w| !w.is_empty()) {
+            out.push(self.config.output_windows(size, windows.emit(spec)?)?);
         }
         // every window before the first open one is closed now, emitted or empty: a row that
         // comes later for one of them must not bring it out again

@@ -36,7 +36,7 @@ pub struct AggregateSpec {
 
 impl AggregateSpec {
     /// The schema the hash table interns: the keys, or one constant column when there are none.
-    fn interned_schema(&self) -> SchemaRef {
+    pub(crate) fn interned_schema(&self) -> SchemaRef {
         if self.key_schema.fields().is_empty() {
             Arc::new(Schema::new(vec![Field::new("__ferris_no_keys", DataType::UInt8, false)]))
         } else {
@@ -45,7 +45,7 @@ impl AggregateSpec {
     }
 
     /// Keys to intern for `rows` rows: the keys, or the constant column.
-    fn interned_keys(&self, keys: &[ArrayRef], rows: usize) -> Vec<ArrayRef> {
+    pub(crate) fn interned_keys(&self, keys: &[ArrayRef], rows: usize) -> Vec<ArrayRef> {
         if self.key_schema.fields().is_empty() {
             vec![Arc::new(UInt8Array::from(vec![0u8; rows])) as ArrayRef]
         } else {

@@ -14,12 +14,14 @@
 //! - [`planner_rule`]: swaps DataFusion's aggregate for ours; [`cascade`]: a `GROUP BY` of the
 //!   windows of a window aggregate below (windows of windows);
 //! - [`aggregate_exec`]: the operator; [`groups`]: its hash tables; [`pane_table`]: the open
-//!   panes of `TUMBLE`/`HOP` windows in one table; [`session`]: sessions.
+//!   panes of `TUMBLE`/`HOP` windows in one table; [`hop_windows`]: `HOP` windows merged from
+//!   their frozen panes; [`session`]: sessions.
 
 pub mod aggregate_exec;
 pub mod cascade;
 pub mod functions;
 pub mod groups;
+pub mod hop_windows;
 pub mod pane_table;
 pub mod planner_rule;
 pub mod session;
