@@ -26,6 +26,10 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 mod server;
+mod zeroing_allocator;
+
+#[global_allocator]
+static ALLOCATOR: zeroing_allocator::ZeroingAllocator = zeroing_allocator::ZeroingAllocator;
 
 /// Tunes glibc's malloc for Arrow's pattern: many buffers of a few hundred KiB to a few MiB,
 /// allocated and freed once per batch.
