@@ -191,19 +191,28 @@ impl HopWindows {
             let Some((_, numbers)) = &pane.numbers else { return internal_err!("a HOP pane merged without its keys numbered") };
             let source = self.sources.len();
             let before = self.starts.len();
-            self.indices.clear();
-            for (row, &n) in numbers.iter().enumerate() {
-                let slot = &mut self.slot[n as usize];
-                if *slot == NONE {
-                    let Ok(g) = u32::try_from(self.starts.len()) else { return internal_err!("more than 2^32 - 1 groups in HOP windows") };
-                    *slot = g;
-                    self.open.push(n);
-                    self.starts.push(start);
-                    self.key_at.push((source, row));
-                }
-                self.indices.push(*slot as usize);
+            if before.saturating_add(numbers.len()) >= NONE as usize {
+                return internal_err!("more than 2^32 - 2 groups in HOP windows");
             }
-            if self.starts.len() > before {
+            // (the vectors apart, so the loop keeps them in registers)
+            let (slot, open, key_at, indices) = (&mut self.slot, &mut self.open, &mut self.key_at, &mut self.indices);
+            indices.clear();
+            indices.reserve(numbers.len());
+            let mut groups = before;
+            for (row, &n) in numbers.iter().enumerate() {
+                let Some(s) = slot.get_mut(n as usize) else { return internal_err!("a HOP pane's key number beyond the numbering") };
+                if *s == NONE {
+                    // (below NONE: checked above)
+                    *s = groups as u32;
+                    groups += 1;
+                    open.push(n);
+                    key_at.push((source, row));
+                }
+                indices.push(*s as usize);
+            }
+            if groups > before {
+                // every new group is this window's
+                self.starts.resize(groups, start);
                 self.sources.push(pane.state.keys.clone());
             }
             let total = self.starts.len();
