@@ -177,7 +177,9 @@ impl HopWindows {
     pub fn add_window<'a>(&mut self, spec: &AggregateSpec, start: i64, panes: impl Iterator<Item = &'a mut FrozenPane>) -> Result<()> {
         let result = self.merge_panes(spec, start, panes);
         for n in self.open.drain(..) {
-            self.slot[n as usize] = NONE;
+            if let Some(s) = self.slot.get_mut(n as usize) {
+                *s = NONE;
+            }
         }
         result
     }
