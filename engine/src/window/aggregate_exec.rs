@@ -687,8 +687,8 @@ pub(super) fn coalesce(batches: Vec<RecordBatch>, target: usize) -> Result<Vec<R
 /// Output batches are joined up to this many bytes.
 const COALESCE_BYTES: usize = 16 << 20;
 
-/// `HOP`: the windows one close emits go out whenever their table holds this many groups (a
-/// batch's worth).
+/// `HOP`: the windows one close emits go out whenever they hold this many groups (a batch's
+/// worth).
 const HOP_WINDOW_GROUPS: usize = 8192;
 
 /// Up to this many panes, the state's size is summed after every batch.

@@ -385,13 +385,7 @@ mod tests {
     #[test]
     fn starts_are_numbered_as_datafusions_table_numbers_them() {
         let schema = Arc::new(Schema::new(vec![Field::new(START_COLUMN, DataType::Int64, false)]));
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::window::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..40 {
             let mut ours = StartRuns::default();
             let mut theirs = new_group_values(Arc::clone(&schema), &GroupOrdering::None).unwrap();

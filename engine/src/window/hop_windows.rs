@@ -296,13 +296,7 @@ mod tests {
     /// directly; keys include NULL and values NULL.
     #[test]
     fn windows_merged_by_number_equal_the_rows_counted_directly() {
-        let mut seed = 0x853c_49e6_748f_ea9bu64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::window::xorshift(0x853c_49e6_748f_ea9bu64);
         let names: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
         for round in 0..60 {
             let keyed = round % 4 != 3;

@@ -29,4 +29,16 @@ pub mod spread;
 pub mod sql_rewrite;
 
 pub use aggregate_exec::{WindowAggregateExec, WindowKind};
+
+/// Tests: numbers below `n` from a xorshift generator started at `seed` (the same sequence in
+/// every run).
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
 pub use planner_rule::StreamingAggregateRule;

@@ -71,12 +71,6 @@ impl PaneTable {
         Self { spec, plain, pane: pane.max(1), chunk_panes: 1, chunks: BTreeMap::new(), spare: None }
     }
 
-    /// The aggregates keyed by a start then the query's keys: for a table of windows (`HOP`
-    /// windows merged from their panes) shaped as this one.
-    pub fn spec(&self) -> &AggregateSpec {
-        &self.spec
-    }
-
     /// Number of hash tables (chunks of panes).
     pub fn tables(&self) -> usize {
         self.chunks.len()
@@ -460,7 +454,7 @@ fn pick(all: &Emitted<Vec<ArrayRef>>, indices: &UInt32Array) -> Result<Emitted<V
 }
 
 /// Emitted groups with `start` (a pane's or window's) as their first key column.
-pub fn with_start<T>(start: i64, mut e: Emitted<T>) -> Emitted<T> {
+fn with_start<T>(start: i64, mut e: Emitted<T>) -> Emitted<T> {
     e.keys.insert(0, Arc::new(Int64Array::from_value(start, e.rows)));
     e
 }
@@ -555,13 +549,7 @@ mod tests {
     /// pane closes, as a plain count of the rows gives it.
     #[test]
     fn random_rows_and_closes_give_the_counts_of_the_rows() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::window::xorshift(0x2545_f491_4f6c_dd1du64);
         for round in 0..100 {
             // keyed, and (odd rounds) by panes alone: groups numbered without hashing
             let keyed = round % 2 == 0;
