@@ -74,11 +74,26 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
     let ms = out.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))?;
     // times beyond ±2^61 ms (73 million years) are not times: null, so window arithmetic
     // never overflows
+    if all_within_bits(ms.values()) {
+        return Ok(ms);
+    }
     let within = |t: Option<i64>| t.is_none_or(|t| t.unsigned_abs() <= MAX_ABS_MILLIS);
     if within(datafusion::arrow::compute::min(&ms)) && within(datafusion::arrow::compute::max(&ms)) {
         return Ok(ms);
     }
     Ok(ms.unary_opt(|t| (t.unsigned_abs() <= MAX_ABS_MILLIS).then_some(t)))
+}
+
+/// True when every value is in `[-2^61, 2^61)` (bits 63, 62 and 61 of each alike), found in one
+/// pass of shifts and ORs that vectorises on any x86-64 — arrow's `min` and `max` of 64-bit
+/// integers are two passes of emulated compares there (6% of a windowed query's samples). Slots
+/// under nulls count too, so `false` only means "look closer".
+fn all_within_bits(values: &[i64]) -> bool {
+    let mixed = values.iter().fold(0u64, |acc, &v| {
+        let v = v as u64;
+        acc | (v ^ (v << 1))
+    });
+    mixed >> 62 == 0
 }
 
 /// Arrow's string → timestamp cast (every form it reads; unreadable strings become null).
@@ -175,6 +190,24 @@ mod tests {
             let ints: ArrayRef = Arc::new(Int64Array::from(ints));
             assert_eq!(to_epoch_millis(&ints, 1).unwrap(), Int64Array::from(want));
         }
+    }
+
+    /// The one-pass bit check never calls a value within that is not, and passes every value
+    /// of `[-2^61, 2^61)`: values at and around the limits, alone and among others.
+    #[test]
+    fn the_bit_check_is_never_wrong_and_passes_the_usual_range() {
+        let limit = 1i64 << 61;
+        let edges = [0, 1, -1, limit - 1, limit, limit + 1, -limit, -limit + 1, -limit - 1, i64::MAX, i64::MIN, 1 << 62, -(1 << 62), 1_764_979_200_000];
+        for &a in &edges {
+            for &b in &edges {
+                let values = [5, a, -7, b];
+                let exact = values.iter().all(|v| v.unsigned_abs() <= MAX_ABS_MILLIS);
+                let usual = values.iter().all(|v| (-limit..limit).contains(v));
+                assert_eq!(all_within_bits(&values), usual, "{a} {b}");
+                assert!(!usual || exact, "{a} {b}");
+            }
+        }
+        assert!(all_within_bits(&[]));
     }
 
     /// The direct reading of `YYYY-MM-DD HH:MM:SS.fff` gives arrow's answer for every string,
