@@ -31,6 +31,10 @@ mod zeroing_allocator;
 #[global_allocator]
 static ALLOCATOR: zeroing_allocator::ZeroingAllocator = zeroing_allocator::ZeroingAllocator;
 
+/// Blocks up to this size come from glibc's heap; larger ones are mapped on their own
+/// (`tune_malloc`; the zeroing allocator leaves those to `calloc`).
+const MMAP_THRESHOLD: usize = 4 << 20;
+
 /// Tunes glibc's malloc for Arrow's pattern: many buffers of a few hundred KiB to a few MiB,
 /// allocated and freed once per batch.
 ///
@@ -49,7 +53,7 @@ fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (env, param, value) in [
         ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 2),
-        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 4 << 20),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, libc::c_int::try_from(MMAP_THRESHOLD).unwrap_or(libc::c_int::MAX)),
         ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 8 << 20),
     ] {
         if std::env::var_os(env).is_none() {

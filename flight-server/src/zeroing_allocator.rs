@@ -20,7 +20,7 @@ const FROM: usize = 4096;
 
 /// Zeroed blocks over this size are left to `calloc` (glibc's mapping threshold, as
 /// `ferris-sql` sets it).
-const UP_TO: usize = 4 << 20;
+const UP_TO: usize = crate::MMAP_THRESHOLD;
 
 /// The system allocator, with zeroed blocks of a page to 4 MiB zeroed by writing.
 pub struct ZeroingAllocator;

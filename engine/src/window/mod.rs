@@ -29,6 +29,7 @@ pub mod spread;
 pub mod sql_rewrite;
 
 pub use aggregate_exec::{WindowAggregateExec, WindowKind};
+pub use planner_rule::StreamingAggregateRule;
 
 /// Tests: numbers below `n` from a xorshift generator started at `seed` (the same sequence in
 /// every run).
@@ -41,4 +42,3 @@ pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
         seed % n
     }
 }
-pub use planner_rule::StreamingAggregateRule;
