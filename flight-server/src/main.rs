@@ -25,6 +25,7 @@ use ferris_engine::runner::{run_job, JobReport, Restore, RunOptions};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+mod cpu_features;
 mod server;
 mod zeroing_allocator;
 
@@ -265,6 +266,11 @@ fn init_logging(level: Option<&str>, log_file: Option<&Path>) -> Result<(), Stri
 }
 
 fn main() -> ExitCode {
+    let missing = cpu_features::missing();
+    if !missing.is_empty() {
+        eprintln!("error: {}", cpu_features::refusal(&missing));
+        return ExitCode::from(2);
+    }
     tune_malloc();
     let cli = Cli::parse();
     // no command: the guide's `ferris-sql --sql "…"` / `ferris-sql --config app.yaml` run
