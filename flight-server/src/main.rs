@@ -266,11 +266,7 @@ fn init_logging(level: Option<&str>, log_file: Option<&Path>) -> Result<(), Stri
 }
 
 fn main() -> ExitCode {
-    let missing = cpu_features::missing();
-    if !missing.is_empty() {
-        eprintln!("error: {}", cpu_features::refusal(&missing));
-        return ExitCode::from(2);
-    }
+    cpu_features::check();
     tune_malloc();
     let cli = Cli::parse();
     // no command: the guide's `ferris-sql --sql "…"` / `ferris-sql --config app.yaml` run

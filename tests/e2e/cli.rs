@@ -116,3 +116,31 @@ fn profile_settings_configure_the_run() {
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("log_level") && run.stderr.contains("LOUD"), "{}", run.stderr);
 }
+
+/// On a CPU older than the build's target (`.cargo/config.toml`: x86-64-v3 with AES-NI and
+/// CLMUL), emulated by qemu's user mode, `ferris-sql` stops at start with exit code 2 and an
+/// error that says so and names the flags that build for that CPU, not an illegal instruction.
+/// A Sandy Bridge has AVX but neither AVX2 nor FMA; a Nehalem none of them, nor AES-NI; a
+/// Haswell has everything. A build without those features (`RUSTFLAGS` replacing the
+/// config's) runs on all three.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_cpu_without_the_builds_features_is_refused() {
+    let built_for_v3 = cfg!(all(target_feature = "avx2", target_feature = "aes", target_feature = "pclmulqdq"));
+    for (cpu, refused) in [("Nehalem", built_for_v3), ("SandyBridge", built_for_v3), ("Haswell", false)] {
+        let out = Command::new("qemu-x86_64")
+            .args(["-cpu", cpu, env!("CARGO_BIN_EXE_ferris-sql"), "--help"])
+            .output()
+            .expect("qemu-x86_64 (bash tests/services/qemu.sh install)");
+        let (code, stdout, stderr) = (out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if refused {
+            assert_eq!(code, Some(2), "{cpu}: {stderr}");
+            assert!(stderr.contains("error: this build of ferris-sql uses CPU features this machine lacks: it was built for x86-64-v3"), "{cpu}: {stderr}");
+            assert!(stderr.contains("RUSTFLAGS=\"-C target-cpu=native\" cargo build --release"), "{cpu}: {stderr}");
+            assert!(stdout.is_empty(), "{cpu}: nothing else runs: {stdout}");
+        } else {
+            assert_eq!(code, Some(0), "{cpu}: {stderr}");
+            assert!(stdout.contains("FerrisStreams"), "{cpu}: the help: {stdout}");
+        }
+    }
+}

@@ -29,8 +29,7 @@ case "${1:-}" in
     else
       command -v npm >/dev/null 2>&1 || {
         echo "== azure: installing Debian's npm"
-        if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
-        else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; fi
+        apt_install npm
       }
       echo "== azure: installing azurite (npm)"
       if [ "$(id -u)" = 0 ]; then npm install -g --silent azurite@3.35.0 >/dev/null

@@ -1,5 +1,5 @@
 # Shared by the service scripts (sourced): whether a loopback port answers, waiting for a service
-# just started, and stopping one by its pid file.
+# just started, stopping one by its pid file, and installing Debian packages.
 
 # port_open PORT: true when something listens on 127.0.0.1:PORT.
 port_open() {
@@ -48,4 +48,10 @@ service_command() {
       exit 2
       ;;
   esac
+}
+
+# apt_install PACKAGE…: installs Debian packages, as root or with sudo.
+apt_install() {
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; fi
 }

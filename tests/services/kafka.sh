@@ -38,8 +38,7 @@ case "${1:-}" in
     # and makes its certificate with the openssl command
     if ! command -v socat >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
       echo "== kafka: installing Debian's socat and openssl (the TLS test's proxy and certificate)"
-      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssl >/dev/null
-      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssl >/dev/null; fi
+      apt_install socat openssl
     fi
     ;;
   start)

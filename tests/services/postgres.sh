@@ -40,15 +40,13 @@ case "${1:-}" in
   install)
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
       echo "== postgres: installing Debian's postgresql"
-      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; fi
+      apt_install postgresql
     else
       echo "== postgres: present ($(bindir))"
     fi
     if ! command -v openssl >/dev/null 2>&1; then
       echo "== postgres: installing Debian's openssl (the server's TLS certificate)"
-      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
-      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; fi
+      apt_install openssl
     fi
     if ! "$PY" -c "import psycopg" >/dev/null 2>&1; then
       echo "== postgres: installing psycopg"

@@ -22,8 +22,7 @@ case "${1:-}" in
   install)
     if ! command -v redis-server >/dev/null 2>&1; then
       echo "== redis: installing Debian's redis-server"
-      if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-      else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; fi
+      apt_install redis-server
     else
       echo "== redis: present ($(redis-server --version | head -c 40))"
     fi
