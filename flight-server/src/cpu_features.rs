@@ -103,9 +103,8 @@ pub fn check() {
 mod tests {
     use super::*;
 
-    /// The masks hold the bit of each feature the build enables (as std's runtime detection
-    /// reads them), and the check returns on the machine running the tests (which runs what
-    /// they build). That it refuses an older CPU is the e2e test `cli::a_cpu_without_the_…`.
+    /// The masks hold the CPUID bit of each feature the build enables, and the check returns
+    /// on the machine running the tests (which runs what they build). That it refuses an older CPU is the e2e test `cli::a_cpu_without_the_…`.
     #[test]
     fn the_check_passes_here_and_asks_for_what_the_build_enables() {
         check();
