@@ -622,7 +622,7 @@ impl WindowAggregateConfig {
         let starts = emitted.keys.remove(0);
         let starts = starts.as_primitive::<Int64Type>();
         let ends = starts.unary::<_, Int64Type>(|s| s.saturating_add(size));
-        let w = window_array(starts.values().to_vec(), ends.values().to_vec());
+        let w = window_array(starts.values().clone(), ends.values().clone());
         self.output(Some(w), emitted)
     }
 

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, StructArray, TimestampMillisecondArray};
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::execution::context::SessionContext;
@@ -84,9 +85,9 @@ fn window_fields() -> Fields {
 }
 
 /// A column of windows from their bounds in epoch milliseconds.
-pub fn window_array(starts: Vec<i64>, ends: Vec<i64>) -> ArrayRef {
-    let start: ArrayRef = Arc::new(TimestampMillisecondArray::from(starts));
-    let end: ArrayRef = Arc::new(TimestampMillisecondArray::from(ends));
+pub fn window_array(starts: impl Into<ScalarBuffer<i64>>, ends: impl Into<ScalarBuffer<i64>>) -> ArrayRef {
+    let start: ArrayRef = Arc::new(TimestampMillisecondArray::new(starts.into(), None));
+    let end: ArrayRef = Arc::new(TimestampMillisecondArray::new(ends.into(), None));
     Arc::new(StructArray::new(window_fields(), vec![start, end], None))
 }
 
@@ -157,7 +158,7 @@ impl ScalarUDFImpl for WindowUdf {
         let times = args.args[0].to_array(args.number_rows)?;
         let ms = to_epoch_millis(&times, 1)?;
         let starts = super::aggregate_exec::window_starts(ms.values(), size);
-        let ends = starts.iter().map(|s| s + size).collect();
+        let ends: Vec<i64> = starts.iter().map(|s| s + size).collect();
         Ok(ColumnarValue::Array(window_array(starts, ends)))
     }
 }

@@ -104,8 +104,13 @@ impl Groups {
     fn with_ordering(spec: &AggregateSpec, ordering: &GroupOrdering) -> Result<Self> {
         let schema = spec.interned_schema();
         let values: Box<dyn GroupValues> = match schema.fields().first() {
-            Some(f) if schema.fields().len() == 1 && f.name() == START_COLUMN && *f.data_type() == DataType::Int64 && !f.is_nullable() => {
-                Box::new(StartRuns::default())
+            Some(f) if f.name() == START_COLUMN && *f.data_type() == DataType::Int64 && !f.is_nullable() => {
+                if schema.fields().len() == 1 {
+                    Box::new(StartRuns::default())
+                } else {
+                    let keys = Schema::new(schema.fields().iter().skip(1).cloned().collect::<Vec<_>>());
+                    Box::new(super::pane_keys::PaneKeys::new(Arc::new(keys))?)
+                }
             }
             _ => new_group_values(schema, ordering)?,
         };
@@ -402,11 +407,7 @@ mod tests {
                 theirs.intern(std::slice::from_ref(&col), &mut b).unwrap();
                 assert_eq!(a, b, "round {round}");
                 assert_eq!(ours.len(), theirs.len());
-                let to = match next(4) {
-                    0 => Some(EmitTo::All),
-                    1 => Some(EmitTo::First(next(ours.len() as u64 + 1) as usize)),
-                    _ => None,
-                };
+                let to = crate::window::random_emission(&mut next, ours.len(), 4);
                 if let Some(to) = to {
                     let (x, y) = (ours.emit(to).unwrap(), theirs.emit(to).unwrap());
                     assert_eq!(x[0].as_primitive::<Int64Type>(), y[0].as_primitive::<Int64Type>(), "round {round}");

@@ -14,14 +14,16 @@
 //! - [`planner_rule`]: swaps DataFusion's aggregate for ours; [`cascade`]: a `GROUP BY` of the
 //!   windows of a window aggregate below (windows of windows);
 //! - [`aggregate_exec`]: the operator; [`groups`]: its hash tables; [`pane_table`]: the open
-//!   panes of `TUMBLE`/`HOP` windows in one table; [`hop_windows`]: `HOP` windows merged from
-//!   their frozen panes; [`session`]: sessions.
+//!   panes of `TUMBLE`/`HOP` windows in one table; [`pane_keys`]: that table's groups, found
+//!   by key number; [`hop_windows`]: `HOP` windows merged from their frozen panes;
+//!   [`session`]: sessions.
 
 pub mod aggregate_exec;
 pub mod cascade;
 pub mod functions;
 pub mod groups;
 pub mod hop_windows;
+pub mod pane_keys;
 pub mod pane_table;
 pub mod planner_rule;
 pub mod session;
@@ -40,5 +42,16 @@ pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         seed % n
+    }
+}
+
+/// Tests: an emission of a table of `len` groups picked at random (`next` as [`xorshift`]
+/// gives): all of them one time in `one_in`, the first n one time in `one_in`, else none.
+#[cfg(test)]
+pub(crate) fn random_emission(next: &mut impl FnMut(u64) -> u64, len: usize, one_in: u64) -> Option<datafusion::logical_expr::EmitTo> {
+    match next(one_in) {
+        0 => Some(datafusion::logical_expr::EmitTo::All),
+        1 => Some(datafusion::logical_expr::EmitTo::First(next(len as u64 + 1) as usize)),
+        _ => None,
     }
 }

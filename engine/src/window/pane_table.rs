@@ -11,7 +11,8 @@
 //! few rows each (1 s windows over rows 10 ms apart) that was most of the operator's time. A
 //! table here holds a *chunk* of consecutive panes — as many as hold about 16K groups, judged
 //! by the chunk before, at most [`CHUNK_PANES`]: it interns a batch's rows of those panes at
-//! once (DataFusion's group values and vectorised accumulators), stays small enough to be warm
+//! once (its groups found by key number, [`super::pane_keys`], and DataFusion's vectorised
+//! accumulators), stays small enough to be warm
 //! in cache even when every window waits for the end of a bounded input, and emits the panes a
 //! watermark closes in one go. A chunk of one pane (panes of many groups) keys its table by the
 //! query's keys alone, which DataFusion interns faster (one `BIGINT` key: its single-column
