@@ -188,6 +188,9 @@ impl GroupValues for PaneKeys {
         if cols.len() != self.keys.fields().len() + 1 {
             return internal_err!("a table of panes interns {} key columns, not {}", self.keys.fields().len(), cols.len().saturating_sub(1));
         }
+        if cols.iter().any(|c| c.len() != starts.len()) {
+            return internal_err!("a table of panes interns columns of one length");
+        }
         if starts.len() >= NONE as usize || self.starts.len().saturating_add(starts.len()) >= NONE as usize {
             return internal_err!("more than 2^32 - 2 groups in a table of panes");
         }
@@ -385,7 +388,8 @@ mod tests {
         assert_eq!(got, expected.iter().map(|(s, k)| (*s, k.as_str())).collect::<Vec<_>>());
     }
 
-    /// A pane column with NULL, or of another type, is refused.
+    /// A pane column with NULL or of another type, a missing key column and columns of
+    /// different lengths are refused.
     #[test]
     fn a_pane_column_with_null_or_not_bigint_is_refused() {
         let keys = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
@@ -394,6 +398,7 @@ mod tests {
         assert!(t.intern(&[Arc::new(Int64Array::from(vec![Some(1), None])), Arc::clone(&k)], &mut Vec::new()).is_err());
         assert!(t.intern(&[Arc::new(StringArray::from(vec!["a", "b"])), Arc::clone(&k)], &mut Vec::new()).is_err());
         assert!(t.intern(&[Arc::new(Int64Array::from(vec![1, 2]))], &mut Vec::new()).is_err());
+        assert!(t.intern(&[Arc::new(Int64Array::from(vec![1])), Arc::clone(&k)], &mut Vec::new()).is_err());
         assert!(t.is_empty());
     }
 }
