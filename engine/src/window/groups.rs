@@ -108,6 +108,7 @@ impl Groups {
                 if schema.fields().len() == 1 {
                     Box::new(StartRuns::default())
                 } else {
+                    // (it numbers groups in the order of their first rows, whatever the ordering)
                     let keys = Schema::new(schema.fields().iter().skip(1).cloned().collect::<Vec<_>>());
                     Box::new(super::pane_keys::PaneKeys::new(Arc::new(keys))?)
                 }

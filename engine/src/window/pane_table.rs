@@ -12,9 +12,8 @@
 //! table here holds a *chunk* of consecutive panes — as many as hold about 16K groups, judged
 //! by the chunk before, at most [`CHUNK_PANES`]: it interns a batch's rows of those panes at
 //! once (its groups found by key number, [`super::pane_keys`], and DataFusion's vectorised
-//! accumulators), stays small enough to be warm
-//! in cache even when every window waits for the end of a bounded input, and emits the panes a
-//! watermark closes in one go. A chunk of one pane (panes of many groups) keys its table by the
+//! accumulators), stays small enough to be warm in cache even when every window waits for the
+//! end of a bounded input, and emits the panes a watermark closes in one go. A chunk of one pane (panes of many groups) keys its table by the
 //! query's keys alone, which DataFusion interns faster (one `BIGINT` key: its single-column
 //! table). Rows in time order number their groups in pane
 //! order, so the panes that close are the first groups of their chunk ([`EmitTo::First`]); a
