@@ -90,24 +90,7 @@ impl PaneKeys {
         if after == before {
             return Ok(());
         }
-        // a row of each new number, in number order (any row of a number holds its key):
-        // DataFusion's tables for one column number new keys in the order of their first rows,
-        // so a scan for each next number in turn finds them all; others may not, and the
-        // general scan follows
-        let mut first = Vec::with_capacity(after - before);
-        for (row, &n) in self.numbered.iter().enumerate() {
-            if n == before + first.len() {
-                // (rows of a batch fit in u32: checked by the caller)
-                first.push(row as u32);
-                if first.len() == after - before {
-                    break;
-                }
-            }
-        }
-        if first.len() < after - before {
-            first = self.first_rows(before, after)?;
-        }
-        let rows = UInt32Array::from(first);
+        let rows = UInt32Array::from(self.first_rows(before, after)?);
         self.key_parts.push(keys.iter().map(|k| take(k.as_ref(), &rows, None)).collect::<std::result::Result<Vec<_>, _>>()?);
         if self.key_parts.len() > MAX_KEY_PARTS {
             // (long panes: many batches, each with a few new keys, before an emission joins them)
@@ -138,12 +121,6 @@ impl PaneKeys {
             return internal_err!("a key numbered without a row");
         }
         Ok(first)
-    }
-
-    /// The table of (pane start, key number) → group, built from every group when first asked.
-    fn index(&mut self) -> &mut HashMap<(i64, u32), u32> {
-        let (starts, numbers) = (&self.starts, &self.numbers);
-        self.index.get_or_insert_with(|| starts.iter().zip(numbers).enumerate().map(|(g, (&s, &n))| ((s, n), g as u32)).collect())
     }
 
     /// The values of every numbered key, one array per key column.
@@ -224,14 +201,15 @@ impl GroupValues for PaneKeys {
             }
         }
         if row < starts.len() {
-            self.index();
-            let Some(index) = self.index.as_mut() else { return internal_err!("a table of panes without its index") };
+            // (built from every group the first time)
+            let (all_starts, numbers) = (&mut self.starts, &mut self.numbers);
+            let index = self.index.get_or_insert_with(|| all_starts.iter().zip(numbers.iter()).enumerate().map(|(g, (&s, &n))| ((s, n), g as u32)).collect());
             for (&s, &n) in starts.values()[row..].iter().zip(&self.numbered[row..]) {
-                let next = self.starts.len() as u32;
+                let next = all_starts.len() as u32;
                 let g = *index.entry((s, n as u32)).or_insert(next);
                 if g == next {
-                    self.starts.push(s);
-                    self.numbers.push(n as u32);
+                    all_starts.push(s);
+                    numbers.push(n as u32);
                 }
                 groups.push(g as usize);
             }
