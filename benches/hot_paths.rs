@@ -75,12 +75,19 @@ fn register(ctx: &SessionContext, name: &str, batches: Vec<RecordBatch>) {
     ctx.register_table(name, Arc::new(table)).unwrap();
 }
 
+/// Runs `sql` to the end, its rows counted and dropped as they come (as a job's sink lets go of
+/// what it wrote), not all held until the end.
 fn run(rt: &tokio::runtime::Runtime, ctx: &SessionContext, sql: &str) -> usize {
+    use futures::StreamExt;
     rt.block_on(async {
         let df = ctx.sql(sql).await.unwrap();
         let plan = df.create_physical_plan().await.unwrap();
-        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx()).await.unwrap();
-        batches.iter().map(|b| b.num_rows()).sum()
+        let mut stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx()).unwrap();
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            rows += batch.unwrap().num_rows();
+        }
+        rows
     })
 }
 

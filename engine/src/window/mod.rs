@@ -29,6 +29,7 @@ pub mod planner_rule;
 pub mod session;
 pub mod spread;
 pub mod sql_rewrite;
+pub(crate) mod text_keys;
 
 pub use aggregate_exec::{WindowAggregateExec, WindowKind};
 pub use planner_rule::StreamingAggregateRule;

@@ -35,6 +35,8 @@ use datafusion::logical_expr::EmitTo;
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
+use super::text_keys::TextKeys;
+
 /// No group.
 const NONE: u32 = u32::MAX;
 
@@ -47,9 +49,10 @@ pub(crate) struct PaneKeys {
     /// The schema of the keys (the pane column excluded).
     keys: SchemaRef,
     /// Numbers the distinct keys.
-    numbering: Box<dyn GroupValues>,
+    numbering: Numbering,
     /// The values of the numbered keys, in number order: parts as they were added, joined
-    /// into one (the first) when groups are emitted.
+    /// into one (the first) when groups are emitted (DataFusion's numbering only: ours keeps
+    /// the values itself).
     key_parts: Vec<Vec<ArrayRef>>,
     /// Per group: its pane's start and its key's number.
     starts: Vec<i64>,
@@ -64,30 +67,67 @@ pub(crate) struct PaneKeys {
     numbered: Vec<usize>,
 }
 
+/// The numbering of a table's keys: ours for one text column, else DataFusion's table for the
+/// key columns' types.
+enum Numbering {
+    Text(TextKeys),
+    Other(Box<dyn GroupValues>),
+}
+
+impl Numbering {
+    fn len(&self) -> usize {
+        match self {
+            Numbering::Text(t) => t.len(),
+            Numbering::Other(g) => g.len(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Numbering::Text(t) => t.size(),
+            Numbering::Other(g) => g.size(),
+        }
+    }
+}
+
 impl PaneKeys {
     /// An empty table for keys of schema `keys` (the pane column excluded; at least one).
     pub(crate) fn new(keys: SchemaRef) -> Result<Self> {
-        Ok(Self {
-            numbering: new_group_values(Arc::clone(&keys), &GroupOrdering::None)?,
-            keys,
-            key_parts: Vec::new(),
-            starts: Vec::new(),
-            numbers: Vec::new(),
-            latest: Vec::new(),
-            index: None,
-            numbered: Vec::new(),
-        })
+        let text = match keys.fields().as_ref() {
+            [only] => TextKeys::new(only.data_type()),
+            _ => None,
+        };
+        let numbering = match text {
+            Some(t) => Numbering::Text(t),
+            None => Numbering::Other(new_group_values(Arc::clone(&keys), &GroupOrdering::None)?),
+        };
+        Ok(Self { numbering, keys, key_parts: Vec::new(), starts: Vec::new(), numbers: Vec::new(), latest: Vec::new(), index: None, numbered: Vec::new() })
     }
 
     /// Numbers the rows' keys (into `numbered`), keeping the values of keys new to the table.
     fn number_keys(&mut self, keys: &[ArrayRef]) -> Result<()> {
         let before = self.numbering.len();
-        self.numbering.intern(keys, &mut self.numbered)?;
+        let ours = match &mut self.numbering {
+            Numbering::Text(t) => {
+                let [key] = keys else { return internal_err!("a table of panes keyed by one text column given {} columns", keys.len()) };
+                t.intern(key, &mut self.numbered)?;
+                true
+            }
+            Numbering::Other(g) => {
+                g.intern(keys, &mut self.numbered)?;
+                false
+            }
+        };
         let after = self.numbering.len();
         if after >= NONE as usize {
             return internal_err!("more than 2^32 - 2 distinct keys in a table of panes");
         }
         if after == before {
+            return Ok(());
+        }
+        if ours {
+            // (ours keeps the values)
+            self.latest.resize(after, (0, NONE));
             return Ok(());
         }
         let rows = UInt32Array::from(self.first_rows(before, after)?);
@@ -125,6 +165,9 @@ impl PaneKeys {
 
     /// The values of every numbered key, one array per key column.
     fn key_values(&mut self) -> Result<Vec<ArrayRef>> {
+        if let Numbering::Text(t) = &mut self.numbering {
+            return Ok(vec![t.values()?]);
+        }
         if self.key_parts.len() > 1 {
             let joined = (0..self.keys.fields().len())
                 .map(|c| {
@@ -142,9 +185,14 @@ impl PaneKeys {
 
     fn reset(&mut self) {
         let keys = self.numbering.len();
-        // (DataFusion's tables keep their hash maps after emitting everything)
-        if self.numbering.emit(EmitTo::All).is_ok() {
-            self.numbering.clear_shrink(keys);
+        match &mut self.numbering {
+            Numbering::Text(t) => t.clear(),
+            Numbering::Other(g) => {
+                // (DataFusion's tables keep their hash maps after emitting everything)
+                if g.emit(EmitTo::All).is_ok() {
+                    g.clear_shrink(keys);
+                }
+            }
         }
         self.key_parts.clear();
         self.starts.clear();
@@ -287,18 +335,26 @@ mod tests {
     use datafusion::physical_plan::aggregates::order::GroupOrderingFull;
 
     /// Rows in pane order with now and then a row back to an earlier pane, two key columns (text
-    /// and number, both with NULL), the first groups or all emitted at random: the same group
-    /// of every row and the same emitted columns as DataFusion's table for ordered input.
+    /// and number, both with NULL) or the text column alone (numbered by [`TextKeys`]), the
+    /// first groups or all emitted at random: the same group of every row and the same emitted
+    /// columns as DataFusion's table for ordered input.
     #[test]
     fn groups_are_numbered_and_emitted_as_datafusions_ordered_table() {
-        let keys = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("j", DataType::Int64, true)]));
-        let mut all = vec![Arc::new(Field::new(super::super::groups::START_COLUMN, DataType::Int64, false))];
-        all.extend(keys.fields().iter().cloned());
-        let all = Arc::new(Schema::new(all));
+        let both = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true), Field::new("j", DataType::Int64, true)]));
+        let text = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
+        let with_pane = |keys: &SchemaRef| {
+            let mut all = vec![Arc::new(Field::new(super::super::groups::START_COLUMN, DataType::Int64, false))];
+            all.extend(keys.fields().iter().cloned());
+            Arc::new(Schema::new(all))
+        };
         let mut next = crate::window::xorshift(0x2545_f491_4f6c_dd1du64);
         let names: Vec<String> = (0..30).map(|i| format!("key-{i}")).collect();
-        for round in 0..60 {
-            let mut ours = PaneKeys::new(Arc::clone(&keys)).unwrap();
+        for round in 0..120 {
+            let one = round % 2 == 1;
+            let keys = if one { &text } else { &both };
+            let all = with_pane(keys);
+            let mut ours = PaneKeys::new(Arc::clone(keys)).unwrap();
+            assert_eq!(matches!(ours.numbering, Numbering::Text(_)), one);
             let mut theirs = new_group_values(Arc::clone(&all), &GroupOrdering::Full(GroupOrderingFull::new())).unwrap();
             let back = [0u64, 50, 5][round % 3];
             let mut pane = 0i64;
@@ -316,7 +372,10 @@ mod tests {
                     ks.push((next(10) != 0).then(|| names[next(names.len() as u64) as usize].as_str()));
                     js.push((next(8) != 0).then(|| next(3) as i64));
                 }
-                let cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(starts)), Arc::new(StringArray::from(ks)), Arc::new(Int64Array::from(js))];
+                let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(starts)), Arc::new(StringArray::from(ks)), Arc::new(Int64Array::from(js))];
+                if one {
+                    cols.pop();
+                }
                 ours.intern(&cols, &mut a).unwrap();
                 theirs.intern(&cols, &mut b).unwrap();
                 assert_eq!(a, b, "round {round}");
@@ -342,16 +401,20 @@ mod tests {
     /// joined along the way come out with their groups.
     #[test]
     fn keys_from_many_batches_come_out_with_their_groups() {
-        let keys = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)]));
+        // (two key columns: DataFusion's numbering, whose new keys' values are kept in parts)
+        let keys = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false), Field::new("j", DataType::Int64, false)]));
         let mut t = PaneKeys::new(keys).unwrap();
         let mut groups = Vec::new();
         for b in 0..100i64 {
             let names = [format!("k{b}"), format!("k{}", b / 2)];
-            let cols: Vec<ArrayRef> =
-                vec![Arc::new(Int64Array::from(vec![b / 10, b / 10])), Arc::new(StringArray::from(vec![names[0].as_str(), names[1].as_str()]))];
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(vec![b / 10, b / 10])),
+                Arc::new(StringArray::from(vec![names[0].as_str(), names[1].as_str()])),
+                Arc::new(Int64Array::from(vec![0, 0])),
+            ];
             t.intern(&cols, &mut groups).unwrap();
         }
-        assert!(t.key_parts.len() <= MAX_KEY_PARTS);
+        assert!(!t.key_parts.is_empty() && t.key_parts.len() <= MAX_KEY_PARTS);
         let out = t.emit(EmitTo::All).unwrap();
         let (starts, ks) = (out[0].as_primitive::<Int64Type>(), out[1].as_string::<i32>());
         let got: Vec<(i64, &str)> = (0..out[0].len()).map(|i| (starts.value(i), ks.value(i))).collect();
