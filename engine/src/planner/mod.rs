@@ -120,9 +120,12 @@ pub fn new_context(
     rules.insert(at, Arc::new(over));
     rules.insert(at, Arc::new(top_n));
     rules.insert(at, Arc::new(joins));
-    // last before the sanity check: an expression a filter and the projection above it both
-    // compute is computed once (the plan is final by then: nothing pushes the filter back)
+    // last before the sanity check: a hash repartition feeding only another goes; then an
+    // expression a filter and the projection above it both compute is computed once (the
+    // plan is final by then: nothing pushes the filter back)
     let at = rules.iter().position(|r| r.name() == "SanityCheckPlan").unwrap_or(rules.len());
+    rules.insert(at, Arc::new(partitioning::StackedRepartitionsRule));
+    let at = at + 1;
     rules.insert(at, Arc::new(shared_expressions::SharedExpressionsRule));
     // then `x % 123` by multiplication in the filters and projections left
     rules.insert(at + 1, Arc::new(constant_divisors::ConstantDivisorsRule));

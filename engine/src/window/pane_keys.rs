@@ -32,10 +32,9 @@ use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::common::{internal_err, HashMap, Result};
 use datafusion::logical_expr::EmitTo;
-use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
-use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::aggregates::group_values::GroupValues;
 
-use super::text_keys::TextKeys;
+use super::text_keys::KeyNumbering;
 
 /// No group.
 const NONE: u32 = u32::MAX;
@@ -49,7 +48,7 @@ pub(crate) struct PaneKeys {
     /// The schema of the keys (the pane column excluded).
     keys: SchemaRef,
     /// Numbers the distinct keys.
-    numbering: Numbering,
+    numbering: KeyNumbering,
     /// The values of the numbered keys, in number order: parts as they were added, joined
     /// into one (the first) when groups are emitted (DataFusion's numbering only: ours keeps
     /// the values itself).
@@ -67,57 +66,18 @@ pub(crate) struct PaneKeys {
     numbered: Vec<usize>,
 }
 
-/// The numbering of a table's keys: ours for one text column, else DataFusion's table for the
-/// key columns' types.
-enum Numbering {
-    Text(TextKeys),
-    Other(Box<dyn GroupValues>),
-}
-
-impl Numbering {
-    fn len(&self) -> usize {
-        match self {
-            Numbering::Text(t) => t.len(),
-            Numbering::Other(g) => g.len(),
-        }
-    }
-
-    fn size(&self) -> usize {
-        match self {
-            Numbering::Text(t) => t.size(),
-            Numbering::Other(g) => g.size(),
-        }
-    }
-}
-
 impl PaneKeys {
     /// An empty table for keys of schema `keys` (the pane column excluded; at least one).
     pub(crate) fn new(keys: SchemaRef) -> Result<Self> {
-        let text = match keys.fields().as_ref() {
-            [only] => TextKeys::new(only.data_type()),
-            _ => None,
-        };
-        let numbering = match text {
-            Some(t) => Numbering::Text(t),
-            None => Numbering::Other(new_group_values(Arc::clone(&keys), &GroupOrdering::None)?),
-        };
+        let numbering = KeyNumbering::new(&keys)?;
         Ok(Self { numbering, keys, key_parts: Vec::new(), starts: Vec::new(), numbers: Vec::new(), latest: Vec::new(), index: None, numbered: Vec::new() })
     }
 
     /// Numbers the rows' keys (into `numbered`), keeping the values of keys new to the table.
     fn number_keys(&mut self, keys: &[ArrayRef]) -> Result<()> {
         let before = self.numbering.len();
-        let ours = match &mut self.numbering {
-            Numbering::Text(t) => {
-                let [key] = keys else { return internal_err!("a table of panes keyed by one text column given {} columns", keys.len()) };
-                t.intern(key, &mut self.numbered)?;
-                true
-            }
-            Numbering::Other(g) => {
-                g.intern(keys, &mut self.numbered)?;
-                false
-            }
-        };
+        self.numbering.intern(keys, &mut self.numbered)?;
+        let ours = matches!(self.numbering, KeyNumbering::Text(_));
         let after = self.numbering.len();
         if after >= NONE as usize {
             return internal_err!("more than 2^32 - 2 distinct keys in a table of panes");
@@ -165,7 +125,7 @@ impl PaneKeys {
 
     /// The values of every numbered key, one array per key column.
     fn key_values(&mut self) -> Result<Vec<ArrayRef>> {
-        if let Numbering::Text(t) = &mut self.numbering {
+        if let KeyNumbering::Text(t) = &mut self.numbering {
             return Ok(vec![t.values()?]);
         }
         if self.key_parts.len() > 1 {
@@ -186,8 +146,8 @@ impl PaneKeys {
     fn reset(&mut self) {
         let keys = self.numbering.len();
         match &mut self.numbering {
-            Numbering::Text(t) => t.clear(),
-            Numbering::Other(g) => {
+            KeyNumbering::Text(t) => t.clear(),
+            KeyNumbering::Other(g) => {
                 // (DataFusion's tables keep their hash maps after emitting everything)
                 if g.emit(EmitTo::All).is_ok() {
                     g.clear_shrink(keys);
@@ -332,7 +292,8 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::StringArray;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::physical_plan::aggregates::order::GroupOrderingFull;
+    use datafusion::physical_plan::aggregates::group_values::new_group_values;
+    use datafusion::physical_plan::aggregates::order::{GroupOrdering, GroupOrderingFull};
 
     /// Rows in pane order with now and then a row back to an earlier pane, two key columns (text
     /// and number, both with NULL) or the text column alone (numbered by [`TextKeys`]), the
@@ -354,7 +315,7 @@ mod tests {
             let keys = if one { &text } else { &both };
             let all = with_pane(keys);
             let mut ours = PaneKeys::new(Arc::clone(keys)).unwrap();
-            assert_eq!(matches!(ours.numbering, Numbering::Text(_)), one);
+            assert_eq!(matches!(ours.numbering, KeyNumbering::Text(_)), one);
             let mut theirs = new_group_values(Arc::clone(&all), &GroupOrdering::Full(GroupOrderingFull::new())).unwrap();
             let back = [0u64, 50, 5][round % 3];
             let mut pane = 0i64;

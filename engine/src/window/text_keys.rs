@@ -16,9 +16,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, GenericStringBuilder, StringViewBuilder};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::{internal_err, Result};
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use hashbrown::hash_table::{Entry, HashTable};
 use std::hash::BuildHasher;
 
@@ -250,6 +252,56 @@ fn stored<'b>(ends: &[usize], bytes: &'b [u8], n: u32) -> &'b [u8] {
     &bytes[start..ends[n]]
 }
 
+/// The numbering of a table's keys: ours for one text column, else DataFusion's table for the
+/// key columns' types.
+pub(crate) enum KeyNumbering {
+    /// One text column.
+    Text(TextKeys),
+    /// Anything else.
+    Other(Box<dyn GroupValues>),
+}
+
+impl KeyNumbering {
+    /// An empty numbering of keys of `schema`.
+    pub(crate) fn new(schema: &SchemaRef) -> Result<Self> {
+        let text = match schema.fields().as_ref() {
+            [only] => TextKeys::new(only.data_type()),
+            _ => None,
+        };
+        Ok(match text {
+            Some(t) => KeyNumbering::Text(t),
+            None => KeyNumbering::Other(new_group_values(Arc::clone(schema), &GroupOrdering::None)?),
+        })
+    }
+
+    /// The number of each row of `keys`, into `numbers`.
+    pub(crate) fn intern(&mut self, keys: &[ArrayRef], numbers: &mut Vec<usize>) -> Result<()> {
+        match self {
+            KeyNumbering::Text(t) => {
+                let [key] = keys else { return internal_err!("a numbering of one text key given {} columns", keys.len()) };
+                t.intern(key, numbers)
+            }
+            KeyNumbering::Other(g) => g.intern(keys, numbers),
+        }
+    }
+
+    /// Number of distinct keys.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            KeyNumbering::Text(t) => t.len(),
+            KeyNumbering::Other(g) => g.len(),
+        }
+    }
+
+    /// Memory held, in bytes.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            KeyNumbering::Text(t) => t.size(),
+            KeyNumbering::Other(g) => g.size(),
+        }
+    }
+}
+
 /// The number after `len` numbers, while it fits below `u32::MAX`.
 fn next_number(len: usize) -> Result<u32> {
     match u32::try_from(len) {
@@ -263,8 +315,6 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{LargeStringArray, StringArray, StringViewArray};
     use datafusion::arrow::datatypes::{Field, Schema};
-    use datafusion::physical_plan::aggregates::group_values::new_group_values;
-    use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
     /// Random batches of keys with NULL and empty strings, in each text layout: every row's
     /// number equals DataFusion's group number for it, and the values come out in that order
