@@ -10,8 +10,10 @@
 //! DataFusion's table for one text column starts small and grows by rehashing; a table of
 //! panes is made for every chunk of panes, so each one grew again from empty (rehashing was
 //! about a tenth of a `TUMBLE` over 1000 keys). Here the table starts with room for
-//! [`INITIAL_KEYS`] keys, a value is hashed once and compared by its bytes, and the values are
-//! kept in one buffer, from which the key column of an emission is built.
+//! [`INITIAL_KEYS`] keys, a value is hashed once and compared by its bytes (a `Utf8View` value
+//! of up to 12 bytes by its view), and the values are kept in one buffer, from which the key
+//! column of an emission is built. [`KeyNumbering`] picks this table for one text key and
+//! DataFusion's for any other keys.
 
 use std::sync::Arc;
 
