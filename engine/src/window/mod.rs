@@ -15,7 +15,7 @@
 //!   windows of a window aggregate below (windows of windows);
 //! - [`aggregate_exec`]: the operator; [`groups`]: its hash tables; [`pane_table`]: the open
 //!   panes of `TUMBLE`/`HOP` windows in one table; [`pane_keys`]: that table's groups, found
-//!   by key number; [`hop_windows`]: `HOP` windows merged from their frozen panes;
+//!   by key number (one text key numbered by `text_keys`); [`hop_windows`]: `HOP` windows merged from their frozen panes;
 //!   [`session`]: sessions.
 
 pub mod aggregate_exec;

@@ -13,9 +13,9 @@
 //! table inserted every row into a hash table that grew as the chunk filled (its rehashes were
 //! 14% of the operator), and copied every row's key into the table's own column. Here:
 //!
-//! - the keys are interned alone, in DataFusion's table for their types (a chunk's distinct
-//!   keys: few beside its groups, so the table is small and warm), and each new key's values
-//!   are kept once;
+//! - the keys are interned alone (a chunk's distinct keys: few beside its groups, so the table
+//!   is small and warm): one text key in ours ([`super::text_keys`]), other keys in
+//!   DataFusion's table for their types; each new key's values are kept once;
 //! - while every new group's pane is at or after the pane of the group before it (rows in time
 //!   order), each key number remembers its latest group and that group's pane: a row of that
 //!   pane takes the group, a row of a later pane starts a new one, and nothing is hashed;
@@ -77,7 +77,6 @@ impl PaneKeys {
     fn number_keys(&mut self, keys: &[ArrayRef]) -> Result<()> {
         let before = self.numbering.len();
         self.numbering.intern(keys, &mut self.numbered)?;
-        let ours = matches!(self.numbering, KeyNumbering::Text(_));
         let after = self.numbering.len();
         if after >= NONE as usize {
             return internal_err!("more than 2^32 - 2 distinct keys in a table of panes");
@@ -85,16 +84,14 @@ impl PaneKeys {
         if after == before {
             return Ok(());
         }
-        if ours {
-            // (ours keeps the values)
-            self.latest.resize(after, (0, NONE));
-            return Ok(());
-        }
-        let rows = UInt32Array::from(self.first_rows(before, after)?);
-        self.key_parts.push(keys.iter().map(|k| take(k.as_ref(), &rows, None)).collect::<std::result::Result<Vec<_>, _>>()?);
-        if self.key_parts.len() > MAX_KEY_PARTS {
-            // (long panes: many batches, each with a few new keys, before an emission joins them)
-            self.key_values()?;
+        // (our numbering of one text key keeps the values itself)
+        if let KeyNumbering::Other(_) = self.numbering {
+            let rows = UInt32Array::from(self.first_rows(before, after)?);
+            self.key_parts.push(keys.iter().map(|k| take(k.as_ref(), &rows, None)).collect::<std::result::Result<Vec<_>, _>>()?);
+            if self.key_parts.len() > MAX_KEY_PARTS {
+                // (long panes: many batches, each with a few new keys, before an emission joins them)
+                self.key_values()?;
+            }
         }
         self.latest.resize(after, (0, NONE));
         Ok(())
@@ -144,16 +141,7 @@ impl PaneKeys {
     }
 
     fn reset(&mut self) {
-        let keys = self.numbering.len();
-        match &mut self.numbering {
-            KeyNumbering::Text(t) => t.clear(),
-            KeyNumbering::Other(g) => {
-                // (DataFusion's tables keep their hash maps after emitting everything)
-                if g.emit(EmitTo::All).is_ok() {
-                    g.clear_shrink(keys);
-                }
-            }
-        }
+        self.numbering.clear();
         self.key_parts.clear();
         self.starts.clear();
         self.numbers.clear();

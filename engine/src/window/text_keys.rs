@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, GenericStringBuilder, StringViewBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, LargeStringArray, StringArray, StringViewArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::common::{internal_err, Result};
@@ -97,6 +97,7 @@ impl TextKeys {
         }
         numbers.clear();
         numbers.reserve(column.len());
+        let before = self.ends.len();
         match &self.data_type {
             DataType::Utf8 => {
                 let a = column.as_string::<i32>();
@@ -107,7 +108,11 @@ impl TextKeys {
                 self.intern_values(numbers, a.len(), |i| a.is_valid(i).then(|| a.value(i).as_bytes()))
             }
             _ => self.intern_views(column, numbers),
+        }?;
+        if self.ends.len() != before {
+            self.built = None;
         }
+        Ok(())
     }
 
     /// [`TextKeys::intern`] for `Utf8View`: a value of up to 12 bytes lies whole in its view,
@@ -115,20 +120,14 @@ impl TextKeys {
     /// 16-byte view, without reading its bytes.
     fn intern_views(&mut self, column: &ArrayRef, numbers: &mut Vec<usize>) -> Result<()> {
         let a = column.as_string_view();
-        let before = self.ends.len();
         let Self { table, ends, bytes, null, hasher, views, .. } = self;
         for (i, &view) in a.views().iter().enumerate() {
             let n = if a.is_null(i) {
-                match *null {
-                    Some(n) => n,
-                    None => {
-                        let n = next_number(ends.len())?;
-                        ends.push(bytes.len());
-                        views.push(LONG);
-                        *null = Some(n);
-                        n
-                    }
+                let (n, new) = number_null(null, ends, bytes)?;
+                if new {
+                    views.push(LONG);
                 }
+                n
             } else if (view as u32) <= 12 {
                 let h = hasher.hash_one(view);
                 let same = |&(eh, n): &(u64, u32)| eh == h && views.get(n as usize) == Some(&view);
@@ -152,32 +151,17 @@ impl TextKeys {
             };
             numbers.push(n as usize);
         }
-        if self.ends.len() != before {
-            self.built = None;
-        }
         Ok(())
     }
 
     fn intern_values<'a>(&mut self, numbers: &mut Vec<usize>, rows: usize, value: impl Fn(usize) -> Option<&'a [u8]>) -> Result<()> {
-        let before = self.ends.len();
         let Self { table, ends, bytes, null, hasher, .. } = self;
         for i in 0..rows {
             let n = match value(i) {
-                None => match *null {
-                    Some(n) => n,
-                    None => {
-                        let n = next_number(ends.len())?;
-                        ends.push(bytes.len());
-                        *null = Some(n);
-                        n
-                    }
-                },
+                None => number_null(null, ends, bytes)?.0,
                 Some(v) => number_bytes(table, ends, bytes, hasher, v)?.0,
             };
             numbers.push(n as usize);
-        }
-        if self.ends.len() != before {
-            self.built = None;
         }
         Ok(())
     }
@@ -204,30 +188,24 @@ impl TextKeys {
                 Err(_) => internal_err!("a text key that is not UTF-8"),
             }
         };
+        let texts = (0..self.len()).map(text).collect::<Result<Vec<_>>>()?;
         Ok(match &self.data_type {
-            DataType::Utf8 => {
-                let mut b = GenericStringBuilder::<i32>::with_capacity(self.len(), self.bytes.len());
-                for n in 0..self.len() {
-                    b.append_option(text(n)?);
-                }
-                Arc::new(b.finish())
-            }
-            DataType::LargeUtf8 => {
-                let mut b = GenericStringBuilder::<i64>::with_capacity(self.len(), self.bytes.len());
-                for n in 0..self.len() {
-                    b.append_option(text(n)?);
-                }
-                Arc::new(b.finish())
-            }
-            _ => {
-                let mut b = StringViewBuilder::with_capacity(self.len());
-                for n in 0..self.len() {
-                    b.append_option(text(n)?);
-                }
-                Arc::new(b.finish())
-            }
+            DataType::Utf8 => Arc::new(StringArray::from(texts)),
+            DataType::LargeUtf8 => Arc::new(LargeStringArray::from(texts)),
+            _ => Arc::new(StringViewArray::from(texts)),
         })
     }
+}
+
+/// The number of NULL (an empty value of its own, not in the table), and whether it is new.
+fn number_null(null: &mut Option<u32>, ends: &mut Vec<usize>, bytes: &[u8]) -> Result<(u32, bool)> {
+    if let Some(n) = *null {
+        return Ok((n, false));
+    }
+    let n = next_number(ends.len())?;
+    ends.push(bytes.len());
+    *null = Some(n);
+    Ok((n, true))
 }
 
 /// The number of value `v` (hashed and compared by its bytes), and whether it is new.
@@ -295,6 +273,20 @@ impl KeyNumbering {
         }
     }
 
+    /// Forgets every key, keeping the room it had where it can.
+    pub(crate) fn clear(&mut self) {
+        match self {
+            KeyNumbering::Text(t) => t.clear(),
+            KeyNumbering::Other(g) => {
+                let keys = g.len();
+                // (DataFusion's tables keep their hash maps after emitting everything)
+                if g.emit(datafusion::logical_expr::EmitTo::All).is_ok() {
+                    g.clear_shrink(keys);
+                }
+            }
+        }
+    }
+
     /// Memory held, in bytes.
     pub(crate) fn size(&self) -> usize {
         match self {
@@ -315,7 +307,6 @@ fn next_number(len: usize) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{LargeStringArray, StringArray, StringViewArray};
     use datafusion::arrow::datatypes::{Field, Schema};
 
     /// Random batches of keys with NULL and empty strings, in each text layout: every row's
