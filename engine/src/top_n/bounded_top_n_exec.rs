@@ -26,9 +26,11 @@
 //! -- BoundedTopNExec: partition_by=[auction], order_by=[price DESC], n=10, routed by hash([auction]) into 2
 //! ```
 //!
-//! Used when the `ORDER BY` is one or two columns of integers, floats or times and `N` is at
-//! most [`MAX_LIMIT`] (otherwise DataFusion's sort runs). Rows that tie on the `ORDER BY` are
-//! numbered in the order they arrive, as a stable sort would number them.
+//! Used when `N` is at most [`MAX_LIMIT`] and Arrow's row format takes the `ORDER BY`'s types
+//! (otherwise DataFusion's sort runs): one or two columns of integers, floats or times are
+//! compared as integers, anything else (text, as JSON's inferred times are, decimals, three
+//! columns or more) as row-format bytes ([`super::order_keys`]). Rows that tie on the
+//! `ORDER BY` are numbered in the order they arrive, as a stable sort would number them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -54,20 +56,17 @@ use datafusion::physical_plan::{
 };
 use futures::{FutureExt, StreamExt};
 
-use crate::ordered_bits::{order_class, ordered_bits};
+use super::order_keys::{order_kind, picked, BytesKey, NumberKey, OrderKey, OrderKind, MAX_BATCHES};
 
 /// The largest `N` this operator keeps per key (a flat array of `N` slots per key).
 pub const MAX_LIMIT: usize = 100;
-
-/// The most `ORDER BY` columns it compares.
-const MAX_ORDER: usize = 2;
 
 /// What it computes.
 #[derive(Debug, Clone)]
 pub struct BoundedTopNConfig {
     /// `PARTITION BY`, over the input's columns.
     pub partition_by: Vec<Arc<dyn PhysicalExpr>>,
-    /// `ORDER BY`, over the input's columns: one or two of integer, float or time types.
+    /// `ORDER BY`, over the input's columns: of types Arrow's row format takes.
     pub order_by: Vec<PhysicalSortExpr>,
     /// Rows kept per key, 1 to [`MAX_LIMIT`].
     pub limit: usize,
@@ -179,9 +178,7 @@ impl Inbox {
 impl BoundedTopNExec {
     /// True when the operator can compute a top `limit` ordered by `order_by` over `schema`.
     pub fn supports(order_by: &[PhysicalSortExpr], schema: &Schema, limit: usize) -> bool {
-        (1..=MAX_LIMIT).contains(&limit)
-            && (1..=MAX_ORDER).contains(&order_by.len())
-            && order_by.iter().all(|o| o.expr.data_type(schema).ok().as_ref().and_then(order_class).is_some())
+        (1..=MAX_LIMIT).contains(&limit) && order_kind(order_by, schema).is_some()
     }
 
     /// The top `config.limit` rows of each key of `input`, partition by partition (the input
@@ -453,14 +450,6 @@ fn state_memory(context: &Arc<TaskContext>) -> crate::memory::StateMemory {
     crate::memory::StateMemory::new(context, "BoundedTopNExec (the top rows of each key)", "a smaller N, or fewer PARTITION BY keys")
 }
 
-/// `values`' rows `rows`, or all of them.
-fn picked(values: ArrayRef, rows: Option<&UInt32Array>) -> Result<ArrayRef> {
-    Ok(match rows {
-        Some(r) => datafusion::arrow::compute::take(values.as_ref(), r, None)?,
-        None => values,
-    })
-}
-
 /// The state of one partition while the input is read, whatever the number of `ORDER BY`
 /// columns.
 trait TopNState: Send {
@@ -474,59 +463,14 @@ trait TopNState: Send {
     fn finish(self: Box<Self>, schema: SchemaRef, batch_size: usize) -> Emit;
 }
 
-/// The state for the `ORDER BY`'s number of columns.
+/// The state for the `ORDER BY`'s kind of keys.
 fn new_state(input: &SchemaRef, config: BoundedTopNConfig) -> Result<Box<dyn TopNState>> {
-    Ok(match config.order_by.len() {
-        1 => Box::new(Kept::<1>::try_new(input, config)?),
-        2 => Box::new(Kept::<2>::try_new(input, config)?),
-        n => return internal_err!("BoundedTopNExec orders by 1 to {MAX_ORDER} columns, not {n}"),
+    Ok(match order_kind(&config.order_by, input) {
+        Some(OrderKind::Numbers(1)) => Box::new(Kept::<NumberKey<1>>::try_new(input, config)?),
+        Some(OrderKind::Numbers(2)) => Box::new(Kept::<NumberKey<2>>::try_new(input, config)?),
+        Some(OrderKind::Bytes) => Box::new(Kept::<BytesKey>::try_new(input, config)?),
+        _ => return internal_err!("BoundedTopNExec cannot order by {:?}", config.order_by),
     })
-}
-
-/// The bits of [`Slot::meta`] that say where the row is: its batch in [`Kept::batches`] (bits
-/// 32 to 61) and its row there (bits 0 to 31). Bit `63 - c` is column `c`'s null bucket.
-const ID_BITS: u64 = (1 << 62) - 1;
-
-/// The most batches held at once (30 bits of a row's place).
-const MAX_BATCHES: usize = 1 << 30;
-
-/// A kept row: its place in the `ORDER BY` and where it is. Per `ORDER BY` column `c`: the
-/// value made comparable as an unsigned integer (descending: inverted) in `values[c]`, under its
-/// null bucket, bit `63 - c` of `meta`. Smaller comes first. 16 bytes for one column.
-#[derive(Debug, Clone, Copy)]
-struct Slot<const N: usize> {
-    values: [u64; N],
-    meta: u64,
-}
-
-impl<const N: usize> Slot<N> {
-    const EMPTY: Self = Self { values: [0; N], meta: 0 };
-
-    /// True when `self` comes before `other` in the `ORDER BY`, or ties with it.
-    #[inline]
-    fn not_after(&self, other: &Self) -> bool {
-        for c in 0..N {
-            let bit = 63 - c;
-            let a = ((self.meta >> bit) & 1, self.values[c]);
-            let b = ((other.meta >> bit) & 1, other.values[c]);
-            if a != b {
-                return a < b;
-            }
-        }
-        true
-    }
-
-    /// Where the row is: (batch, row).
-    #[inline]
-    fn place(&self) -> (usize, usize) {
-        (((self.meta & ID_BITS) >> 32) as usize, (self.meta & 0xffff_ffff) as usize)
-    }
-
-    /// The same order key at another place.
-    #[inline]
-    fn at(self, batch: usize, row: usize) -> Self {
-        Self { values: self.values, meta: (self.meta & !ID_BITS) | ((batch as u64) << 32) | row as u64 }
-    }
 }
 
 /// A group's slots in [`Kept::slots`].
@@ -557,15 +501,17 @@ impl Held {
 }
 
 /// The state: every key's best rows so far, and the batches they are in.
-struct Kept<const N: usize> {
+struct Kept<K: OrderKey> {
     config: BoundedTopNConfig,
     groups: Box<dyn GroupValues>,
     /// Group ids of the batch being pushed (reused).
     group_ids: Vec<usize>,
+    /// What the order keys are made with and compared against.
+    order: K::Order,
     /// The order keys of the batch being pushed (reused).
-    incoming: Vec<Slot<N>>,
+    incoming: Vec<K>,
     /// Every group's region of `slots`: its kept rows in order, then room to grow.
-    slots: Vec<Slot<N>>,
+    slots: Vec<K>,
     /// Per group: where its region starts, how many slots it has (doubling up to `limit` as
     /// rows come: a key with one row takes one slot), how many rows it keeps.
     regions: Vec<Region>,
@@ -583,7 +529,7 @@ struct Kept<const N: usize> {
     compacted_rows: usize,
 }
 
-impl<const N: usize> Kept<N> {
+impl<K: OrderKey> Kept<K> {
     fn try_new(input: &SchemaRef, config: BoundedTopNConfig) -> Result<Self> {
         let key_fields: Vec<Field> =
             config.partition_by.iter().enumerate().map(|(i, e)| Ok(Field::new(format!("k{i}"), e.data_type(input)?, true))).collect::<Result<_>>()?;
@@ -593,8 +539,10 @@ impl<const N: usize> Kept<N> {
             Some(p) => p.iter().copied().filter(|&i| i != rank).collect(),
             None => (0..rank).collect(),
         };
+        let order = K::order(&config.order_by, input)?;
         Ok(Self {
             config,
+            order,
             groups,
             group_ids: Vec::new(),
             incoming: Vec::new(),
@@ -608,42 +556,6 @@ impl<const N: usize> Kept<N> {
             compacted_rows: 0,
             held_bytes: 0,
         })
-    }
-
-    /// The `ORDER BY` keys of `batch`'s rows `rows` (or all), into `self.incoming`.
-    fn order_keys(&mut self, batch: &RecordBatch, rows: Option<&UInt32Array>) -> Result<()> {
-        let mut keys = std::mem::take(&mut self.incoming);
-        keys.clear();
-        keys.resize(rows.map_or(batch.num_rows(), UInt32Array::len), Slot::EMPTY);
-        for (c, o) in self.config.order_by.iter().enumerate().take(N) {
-            let values = picked(o.expr.evaluate(batch)?.into_array(batch.num_rows())?, rows)?;
-            let Some(class) = order_class(values.data_type()) else {
-                return internal_err!("BoundedTopNExec cannot order by {}", values.data_type());
-            };
-            let values = datafusion::arrow::compute::cast(&values, &class)?;
-            let desc = o.options.descending;
-            // the null bucket: nulls first sort before every value, nulls last after
-            let bit = 1u64 << (63 - c);
-            let (null_bucket, value_bucket) = if o.options.nulls_first { (0, bit) } else { (bit, 0) };
-            let fill = |keys: &mut [Slot<N>], bits: &mut dyn Iterator<Item = u64>| {
-                for (k, b) in keys.iter_mut().zip(bits) {
-                    k.values[c] = if desc { !b } else { b };
-                    k.meta |= value_bucket;
-                }
-            };
-            let Some(mut bits) = ordered_bits(values.as_ref()) else {
-                return internal_err!("BoundedTopNExec cannot order by {}", values.data_type());
-            };
-            fill(&mut keys, &mut bits);
-            if let Some(nulls) = values.logical_nulls() {
-                for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
-                    keys[i].values[c] = 0;
-                    keys[i].meta = (keys[i].meta & !bit) | null_bucket;
-                }
-            }
-        }
-        self.incoming = keys;
-        Ok(())
     }
 
     /// The kept rows' ranks, per held batch a rank (1 to `limit`) per row, 0 where not kept.
@@ -747,10 +659,11 @@ impl<const N: usize> Kept<N> {
     }
 }
 
-impl<const N: usize> TopNState for Kept<N> {
+impl<K: OrderKey> TopNState for Kept<K> {
     fn bytes(&self) -> usize {
         self.groups.size()
-            + (self.slots.capacity() + self.incoming.capacity()) * std::mem::size_of::<Slot<N>>()
+            + (self.slots.capacity() + self.incoming.capacity()) * std::mem::size_of::<K>()
+            + K::bytes(&self.order)
             + self.regions.capacity() * std::mem::size_of::<Region>()
             + self.held_bytes
     }
@@ -764,12 +677,12 @@ impl<const N: usize> TopNState for Kept<N> {
             self.config.partition_by.iter().map(|e| picked(e.evaluate(batch)?.into_array(batch.num_rows())?, rows)).collect::<Result<_>>()?;
         let mut ids = std::mem::take(&mut self.group_ids);
         self.groups.intern(&keys, &mut ids)?;
-        self.order_keys(batch, rows)?;
-        let order = std::mem::take(&mut self.incoming);
+        let mut order = std::mem::take(&mut self.incoming);
+        K::keys(&mut self.order, &self.config.order_by, batch, rows, &mut order)?;
         let limit = self.config.limit;
         while self.regions.len() < self.groups.len() {
             self.regions.push(Region { start: self.slots.len(), cap: 1, count: 0 });
-            self.slots.push(Slot::EMPTY);
+            self.slots.push(K::EMPTY);
         }
         let at = self.batches.len();
         if at >= MAX_BATCHES {
@@ -781,17 +694,17 @@ impl<const N: usize> TopNState for Kept<N> {
             let mut r = self.regions[g];
             let count = r.count as usize;
             // after every row it ties with: they came first
-            if count == limit && self.slots[r.start + limit - 1].not_after(key) {
+            if count == limit && self.slots[r.start + limit - 1].not_after(key, &self.order) {
                 continue;
             }
-            let pos = self.slots[r.start..r.start + count].partition_point(|k| k.not_after(key));
+            let pos = self.slots[r.start..r.start + count].partition_point(|k| k.not_after(key, &self.order));
             if count < limit {
                 if count == r.cap as usize {
                     // the region is full: a twice larger one at the end
                     let cap = (count * 2).min(limit);
                     let start = self.slots.len();
                     self.slots.extend_from_within(r.start..r.start + count);
-                    self.slots.resize(start + cap, Slot::EMPTY);
+                    self.slots.resize(start + cap, K::EMPTY);
                     self.dead += r.cap as usize;
                     r = Region { start, cap: cap as u32, count: r.count };
                 }
@@ -814,6 +727,14 @@ impl<const N: usize> TopNState for Kept<N> {
         self.incoming = order;
         if self.dead > self.slots.len() / 2 {
             self.pack_slots();
+        }
+        if K::untidy(&self.order) {
+            // the kept keys' slots: what the order holds for the others goes
+            let mut live = vec![false; self.slots.len()];
+            for r in &self.regions {
+                live[r.start..r.start + r.count as usize].fill(true);
+            }
+            K::tidy(&mut self.order, self.slots.iter_mut().zip(live).filter(|(_, l)| *l).map(|(k, _)| k));
         }
         self.group_ids = ids;
         if kept > 0 {
@@ -1032,6 +953,12 @@ mod tests {
                 over("PARTITION BY k ORDER BY v ASC NULLS LAST, t DESC", "rn <= 2", "*"),
                 over("PARTITION BY k ORDER BY v NULLS FIRST, i", "rn <= 4", "k, v, i"),
                 over("PARTITION BY s, k ORDER BY i", "rn <= 100", "rn, i, s"),
+                // ordered by row-format bytes: text first (three values, ties broken by i),
+                // text alone (floats and times as text, NULLs last), three number columns
+                over("PARTITION BY k ORDER BY s DESC, i", "rn <= 3", "*"),
+                over("PARTITION BY s ORDER BY CAST(v AS VARCHAR) DESC NULLS LAST", "rn <= 5", "s, rn, v"),
+                over("PARTITION BY k ORDER BY CAST(t AS VARCHAR)", "rn <= 2", "*"),
+                over("PARTITION BY k ORDER BY i, v, t", "rn <= 3", "*"),
             ] {
                 let (want, plan) = answer(&plain, &sql).await;
                 assert!(!plan.contains("BoundedTopNExec"), "{plan}");
@@ -1061,12 +988,11 @@ mod tests {
             let (got, plan) = answer(&ours, sql).await;
             assert!(plan.contains("BoundedTopNExec"), "{plan}");
             assert_eq!((got.len(), &got), (3002, &want));
-            // what it does not take: more than MAX_LIMIT rows per key, an ORDER BY on text, a
-            // LIMIT pushed into the filter, a plan above that relies on the sorted order (the
-            // query's ORDER BY), a bound that is not a whole number
+            // what it does not take: more than MAX_LIMIT rows per key, a LIMIT pushed into the
+            // filter, a plan above that relies on the sorted order (the query's ORDER BY), a
+            // bound that is not a whole number
             for (sql, ordered) in [
                 (over("PARTITION BY k ORDER BY i", "rn <= 101", "*"), false),
-                (over("PARTITION BY k ORDER BY s, i", "rn <= 2", "*"), false),
                 (over("PARTITION BY k ORDER BY i", "rn <= 3", "*") + " LIMIT 5", false),
                 (over("PARTITION BY k ORDER BY i", "rn <= 3", "k, rn, i") + " ORDER BY k, rn", true),
                 (over("PARTITION BY k ORDER BY i", "rn < 3.5", "k, rn, i"), false),

@@ -18,12 +18,15 @@
 //! - [`top_n_exec`]: the operator and its state (the kept rows of each key, as Arrow rows);
 //! - [`bounded_top_n_exec`]: the same query over bounded input (files), in one pass without
 //!   sorting, the final rows only;
+//! - [`order_keys`]: the bounded operator's `ORDER BY` keys, numbers compared inline or
+//!   row-format bytes (text, decimals, three columns or more);
 //! - [`planner_rule`]: finds the pattern in DataFusion's plan and swaps an operator in;
 //! - [`late_payload`]: over a join, the build side's text held aside and gathered for the
 //!   kept rows only.
 
 pub mod bounded_top_n_exec;
 pub mod late_payload;
+pub(crate) mod order_keys;
 pub mod planner_rule;
 pub mod top_n_exec;
 
