@@ -69,17 +69,34 @@ fn run_query(sql: &Path, dir: &Path, format: &str) -> Result<Row, String> {
     })
 }
 
-fn main() {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    match bench(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferris-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Generates the files when missing, runs the queries and prints (and writes) the table.
+fn bench(args: Args) -> Result<(), String> {
     let dir = repo().join("target/nexmark").join(args.events.to_string());
     if !dir.join(format!("bid.{}", args.format)).exists() || !dir.join("side_input.csv").exists() {
         eprintln!("generating {} Nexmark events into {}", args.events, dir.display());
-        let status =
-            Command::new(bin_dir().join("nexmark-gen")).args(["--events", &args.events.to_string(), "--out"]).arg(&dir).status().expect("run nexmark-gen");
-        assert!(status.success(), "nexmark-gen failed");
+        let gen = bin_dir().join("nexmark-gen");
+        let status = Command::new(&gen)
+            .args(["--events", &args.events.to_string(), "--out"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| format!("cannot run {} (build it with `cargo build --release -p ferris-bench --bins`): {e}", gen.display()))?;
+        if !status.success() {
+            return Err(format!("{} failed ({status})", gen.display()));
+        }
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("benches/nexmark"))
-        .expect("benches/nexmark")
+    let queries = repo().join("benches/nexmark");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&queries)
+        .map_err(|e| format!("cannot list {}: {e}", queries.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "sql"))
         .collect();
@@ -111,12 +128,13 @@ fn main() {
         println!("{:<6} {:>12} {:>9.3} {:>14.0} {:>18.0} {:>10.0}", r.query, r.events, r.seconds, eps, eps / cores, r.rss_mb);
         table.push_str(&format!("| {} | {} | {:.3} | {:.0} | {:.0} | {:.0} |\n", r.query, r.events, r.seconds, eps, eps / cores, r.rss_mb));
     }
-    table.push_str("\nHow each query differs from Flink's text: benches/nexmark/PENDING.md.\n");
+    table.push_str("\nHow each query differs from Flink's text: benches/nexmark/README.md.\n");
     if let Some(out) = args.out {
         if let Some(d) = out.parent() {
             let _ = std::fs::create_dir_all(d);
         }
-        std::fs::write(&out, table).expect("write the markdown table");
+        std::fs::write(&out, table).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
+    Ok(())
 }
