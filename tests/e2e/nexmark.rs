@@ -61,6 +61,12 @@ fn check(q: &str, columns: Option<&[&str]>) {
 /// given: windows then close as the input goes by, and the answer must not change. Returns
 /// the plan `explain` shows.
 fn check_with(q: &str, columns: Option<&[&str]>, delay: Option<&str>) -> String {
+    check_format(q, columns, delay, "parquet")
+}
+
+/// [`check_with`] over the generated files of `format` (`parquet` or `jsonl`, whose schema is
+/// inferred: its times are text).
+fn check_format(q: &str, columns: Option<&[&str]>, delay: Option<&str>, format: &str) -> String {
     let input = generated();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join(format!("{q}.jsonl"));
@@ -75,7 +81,7 @@ fn check_with(q: &str, columns: Option<&[&str]>, delay: Option<&str>) -> String 
     let sql = sql.replace("'nowhere.type' = 'blackhole'", &format!("'nowhere.type' = 'file_sink', 'nowhere.path' = '{}'", out.display()));
     let job = tmp.path().join(format!("{q}.sql"));
     std::fs::write(&job, sql).unwrap();
-    let env = [("NEXMARK_DIR", input.to_str().unwrap()), ("NEXMARK_OUT", tmp.path().to_str().unwrap())];
+    let env = [("NEXMARK_DIR", input.to_str().unwrap()), ("NEXMARK_OUT", tmp.path().to_str().unwrap()), ("NEXMARK_FORMAT", format)];
     let explain = ferris_in_env(tmp.path(), &["explain".into(), job.display().to_string()], &env);
     assert_ok(&explain);
     let run = ferris_in_env(tmp.path(), &["run".into(), job.display().to_string(), "--no-progress".into()], &env);
@@ -171,6 +177,18 @@ nexmark! {
 fn q9_holds_the_auctions_text_aside_until_the_top_n() {
     let plan = &planned("q9");
     assert!(plan.contains("PayloadStashExec: holds [item_name, description, extra]") && plan.contains("PayloadGatherExec"), "{plan}");
+}
+
+/// q9, q18 and q19 over JSON Lines, whose `date_time` is inferred as text: the top N per key
+/// is still the one-pass operator, ordered by the text (q9, q18) as row-format bytes, not
+/// DataFusion's sort of every row, and its rows are DuckDB's answer over the Parquet files.
+#[test]
+fn top_n_over_json_lines_orders_by_text_in_one_pass() {
+    for (q, columns) in [("q9", None), ("q18", Some(&["bidder", "auction", "date_time"][..])), ("q19", Some(&["auction", "rank_number", "price"][..]))] {
+        let plan = check_format(q, columns, None, "jsonl");
+        assert!(plan.contains("BoundedTopNExec") && !plan.contains("SortExec"), "{q}: {plan}");
+        assert!(plan.contains("jsonlines"), "{q} reads JSON Lines: {plan}");
+    }
 }
 
 /// q4 groups the join of the auctions with their bids by the auctions' columns: the planned
