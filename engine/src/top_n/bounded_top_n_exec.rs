@@ -677,8 +677,8 @@ impl<K: OrderKey> TopNState for Kept<K> {
             self.config.partition_by.iter().map(|e| picked(e.evaluate(batch)?.into_array(batch.num_rows())?, rows)).collect::<Result<_>>()?;
         let mut ids = std::mem::take(&mut self.group_ids);
         self.groups.intern(&keys, &mut ids)?;
-        let mut order = std::mem::take(&mut self.incoming);
-        K::keys(&mut self.order, &self.config.order_by, batch, rows, &mut order)?;
+        let mut incoming = std::mem::take(&mut self.incoming);
+        K::keys(&mut self.order, &self.config.order_by, batch, rows, &mut incoming)?;
         let limit = self.config.limit;
         while self.regions.len() < self.groups.len() {
             self.regions.push(Region { start: self.slots.len(), cap: 1, count: 0 });
@@ -690,7 +690,7 @@ impl<K: OrderKey> TopNState for Kept<K> {
         }
         let mut kept = 0usize;
         let row_of = |i: usize| rows.map_or(i, |r| r.values()[i] as usize);
-        for (i, (&g, key)) in ids.iter().zip(&order).enumerate() {
+        for (i, (&g, key)) in ids.iter().zip(&incoming).enumerate() {
             let mut r = self.regions[g];
             let count = r.count as usize;
             // after every row it ties with: they came first
@@ -724,17 +724,13 @@ impl<K: OrderKey> TopNState for Kept<K> {
             self.slots[r.start + pos] = key.at(at, row_of(i));
             self.regions[g] = r;
         }
-        self.incoming = order;
+        self.incoming = incoming;
         if self.dead > self.slots.len() / 2 {
             self.pack_slots();
         }
         if K::untidy(&self.order) {
-            // the kept keys' slots: what the order holds for the others goes
-            let mut live = vec![false; self.slots.len()];
-            for r in &self.regions {
-                live[r.start..r.start + r.count as usize].fill(true);
-            }
-            K::tidy(&mut self.order, self.slots.iter_mut().zip(live).filter(|(_, l)| *l).map(|(k, _)| k));
+            // only the kept keys' bytes stay
+            K::tidy(&mut self.order, &mut self.slots, self.regions.iter().map(|r| r.start..r.start + r.count as usize));
         }
         self.group_ids = ids;
         if kept > 0 {

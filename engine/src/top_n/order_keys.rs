@@ -70,9 +70,10 @@ pub(super) trait OrderKey: Copy + Send + 'static {
     fn place(&self) -> (usize, usize);
     /// The same key at another place.
     fn at(self, batch: usize, row: usize) -> Self;
-    /// After a batch is pushed: lets go of what only keys no longer kept used. `kept` are the
-    /// keys still kept (they may be changed to point at what they use anew).
-    fn tidy<'a>(_order: &mut Self::Order, _kept: impl Iterator<Item = &'a mut Self>) {}
+    /// After a batch is pushed: lets go of what only keys no longer kept used. The keys still
+    /// kept are `slots[r]` for each range `r` of `kept` (they may be changed to point at what
+    /// they use anew).
+    fn tidy(_order: &mut Self::Order, _slots: &mut [Self], _kept: impl Iterator<Item = std::ops::Range<usize>>) {}
     /// Whether [`OrderKey::tidy`] has anything to let go of.
     fn untidy(_order: &Self::Order) -> bool {
         false
@@ -253,12 +254,14 @@ impl OrderKey for BytesKey {
         order.bytes.len() > 2 * order.tidied.max(UNTIDY_BYTES)
     }
 
-    fn tidy<'a>(order: &mut RowBytes, kept: impl Iterator<Item = &'a mut Self>) {
+    fn tidy(order: &mut RowBytes, slots: &mut [Self], kept: impl Iterator<Item = std::ops::Range<usize>>) {
         let mut bytes = Vec::with_capacity(order.tidied.max(UNTIDY_BYTES));
-        for k in kept {
-            let start = bytes.len() as u64;
-            bytes.extend_from_slice(order.of(k));
-            k.start = start;
+        for r in kept {
+            for k in slots.get_mut(r).into_iter().flatten() {
+                let start = bytes.len() as u64;
+                bytes.extend_from_slice(order.of(k));
+                k.start = start;
+            }
         }
         order.tidied = bytes.len();
         order.bytes = bytes;
@@ -337,7 +340,7 @@ mod tests {
                 // a tidy keeps what each kept key compares by
                 let before: Vec<Vec<u8>> = keys.iter().map(|k| order.of(k).to_vec()).collect();
                 let mut kept = keys.clone();
-                BytesKey::tidy(&mut order, kept.iter_mut().step_by(2));
+                BytesKey::tidy(&mut order, &mut kept, (0..10).step_by(2).map(|i| i..i + 1));
                 for (i, k) in kept.iter().enumerate().step_by(2) {
                     assert_eq!(order.of(k), before[i].as_slice());
                 }
