@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
@@ -53,25 +53,28 @@ impl OperatorState {
     }
 }
 
-/// `columns` restored from a checkpoint, as a batch of `schema` (an operator's rows). A text or
-/// byte column held otherwise then than now (`Utf8` then, `Utf8View` now: a Parquet source has
-/// handed its text on as views since 2026-12-04) is cast; any other difference is an error.
+/// `columns` restored from a checkpoint, as a batch of `schema` (an operator's rows); each
+/// column as [`restored_column`] makes it.
 pub fn restored_batch(schema: &SchemaRef, columns: &[ArrayRef]) -> datafusion::common::Result<RecordBatch> {
-    use datafusion::arrow::datatypes::DataType::{Binary, BinaryView, LargeBinary, LargeUtf8, Utf8, Utf8View};
-    let columns: Vec<ArrayRef> = columns
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| match (c.data_type(), f.data_type()) {
-            (Utf8 | LargeUtf8 | Utf8View, to @ (Utf8 | LargeUtf8 | Utf8View))
-            | (Binary | LargeBinary | BinaryView, to @ (Binary | LargeBinary | BinaryView))
-                if c.data_type() != to =>
-            {
-                datafusion::arrow::compute::cast(c, to)
-            }
-            _ => Ok(Arc::clone(c)),
-        })
-        .collect::<std::result::Result<_, _>>()?;
+    let columns: Vec<ArrayRef> =
+        columns.iter().zip(schema.fields()).map(|(c, f)| restored_column(c, f.data_type())).collect::<datafusion::common::Result<_>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// A column restored from a checkpoint, as the operator holds it now (`to`): text or bytes
+/// held otherwise then than now (`Utf8` then, `Utf8View` now: a Parquet source has handed its
+/// text on as views since 2026-12-04) is cast; any other
+/// column is returned as it is (the operator's own checks refuse what does not fit).
+pub fn restored_column(column: &ArrayRef, to: &DataType) -> datafusion::common::Result<ArrayRef> {
+    use datafusion::arrow::datatypes::DataType::{Binary, BinaryView, LargeBinary, LargeUtf8, Utf8, Utf8View};
+    match (column.data_type(), to) {
+        (Utf8 | LargeUtf8 | Utf8View, Utf8 | LargeUtf8 | Utf8View) | (Binary | LargeBinary | BinaryView, Binary | LargeBinary | BinaryView)
+            if column.data_type() != to =>
+        {
+            Ok(datafusion::arrow::compute::cast(column, to)?)
+        }
+        _ => Ok(Arc::clone(column)),
+    }
 }
 
 fn state_err(e: impl std::fmt::Display) -> CheckpointError {
@@ -145,7 +148,6 @@ mod tests {
     #[test]
     fn text_held_otherwise_then_is_cast_on_restore() {
         use datafusion::arrow::array::{Array, AsArray};
-        use datafusion::arrow::datatypes::DataType;
         let then: Vec<ArrayRef> =
             vec![Arc::new(StringArray::from(vec![Some("a"), None, Some("a longer text than twelve bytes")])), Arc::new(Int64Array::from(vec![1, 2, 3]))];
         let now = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true), Field::new("n", DataType::Int64, false)]));

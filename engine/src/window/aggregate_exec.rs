@@ -44,7 +44,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use datafusion::arrow::compute::kernels::cmp::gt_eq;
 use datafusion::arrow::compute::{filter, filter_record_batch, max, min, partition, sort_to_indices, take, take_record_batch};
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, Result};
 use datafusion::execution::TaskContext;
@@ -63,7 +63,7 @@ use super::hop_windows::{FrozenPane, HopWindows};
 use super::pane_table::{split_by_start, PaneTable};
 use super::session::SessionBuffer;
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
-use crate::checkpoint::state::{batch_of, OperatorState, StateTable};
+use crate::checkpoint::state::{batch_of, restored_column, OperatorState, StateTable};
 use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
 use crate::sql::EmitMode;
 
@@ -857,30 +857,38 @@ impl Operator {
         if widths.len() != spec.aggs.len() {
             return internal_err!("the checkpoint holds {} aggregates' states, this window aggregate has {}", widths.len(), spec.aggs.len());
         }
-        let emitted_of = |batch: &RecordBatch, first: usize| -> Emitted<Vec<ArrayRef>> {
+        // text held as `Utf8` then and as views now (or back) is cast (restored_column)
+        let key_types: Vec<DataType> = spec.key_schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let state_types: Vec<Vec<DataType>> =
+            spec.aggs.iter().map(|a| a.state_fields().map(|f| f.iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default()).collect();
+        let as_now = |cols: &[ArrayRef], types: &[DataType]| -> Result<Vec<ArrayRef>> {
+            cols.iter().enumerate().map(|(i, c)| types.get(i).map_or_else(|| Ok(Arc::clone(c)), |t| restored_column(c, t))).collect()
+        };
+        let emitted_of = |batch: &RecordBatch, first: usize| -> Result<Emitted<Vec<ArrayRef>>> {
             let cols = batch.columns();
-            let keys = cols[first..first + nkeys].to_vec();
+            let keys = as_now(&cols[first..first + nkeys], &key_types)?;
             let mut at = first + nkeys;
             let aggs = widths
                 .iter()
-                .map(|w| {
-                    let a = cols[at..at + w].to_vec();
+                .zip(&state_types)
+                .map(|(w, types)| {
+                    let a = as_now(&cols[at..at + w], types);
                     at += w;
                     a
                 })
-                .collect();
-            Emitted { keys, aggs, rows: batch.num_rows() }
+                .collect::<Result<_>>()?;
+            Ok(Emitted { keys, aggs, rows: batch.num_rows() })
         };
         for (name, frozen) in [("panes", false), ("frozen", true)] {
             let Some(batch) = state.table(name) else { continue };
             if let (false, Some(t)) = (frozen, self.table.as_mut()) {
-                let mut e = emitted_of(batch, 1);
+                let mut e = emitted_of(batch, 1)?;
                 e.keys.insert(0, Arc::clone(batch.column(0)));
                 t.merge(&e)?;
                 continue;
             }
             for (start, part) in by_start(batch)? {
-                let e = emitted_of(&part, 1);
+                let e = emitted_of(&part, 1)?;
                 if frozen {
                     self.frozen.insert(start, FrozenPane::new(e));
                 } else {
@@ -891,7 +899,7 @@ impl Operator {
             }
         }
         if let (Some(batch), Some(g)) = (state.table("global"), self.global.as_mut()) {
-            g.merge(spec, &emitted_of(batch, 0))?;
+            g.merge(spec, &emitted_of(batch, 0)?)?;
             if config.state_ttl.is_some() {
                 // the keys' last updates, when the checkpoint holds them (else: now)
                 let width = nkeys + widths.iter().sum::<usize>();
@@ -907,7 +915,7 @@ impl Operator {
                 Some(b) => {
                     let cols = b.columns();
                     let times = cols[0].as_primitive::<Int64Type>().clone();
-                    let keys = cols[1..1 + nkeys].to_vec();
+                    let keys = as_now(&cols[1..1 + nkeys], &key_types)?;
                     let mut at = 1 + nkeys;
                     let args = config
                         .args
@@ -932,10 +940,13 @@ impl Operator {
                     Some((times, Evaluated { keys, args, filters, rows: b.num_rows() }))
                 }
             };
-            let emitted = state.table("session_emitted").map(|b| {
-                let cols = b.columns();
-                (cols[..nkeys].to_vec(), Arc::clone(&cols[nkeys]), cols[nkeys + 1..].to_vec())
-            });
+            let emitted = match state.table("session_emitted") {
+                None => None,
+                Some(b) => {
+                    let cols = b.columns();
+                    Some((as_now(&cols[..nkeys], &key_types)?, Arc::clone(&cols[nkeys]), cols[nkeys + 1..].to_vec()))
+                }
+            };
             sessions.restore(rows, emitted)?;
         }
         self.update_state_metrics();
@@ -1544,7 +1555,7 @@ pub fn aggregate_arguments(aggs: &[Arc<AggregateFunctionExpr>]) -> Vec<Vec<Arc<d
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::datatypes::{Field, Schema};
 
     use super::*;
 
