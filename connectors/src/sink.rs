@@ -43,7 +43,8 @@ pub trait Sink: Send {
     fn attach_metrics(&mut self, _metrics: std::sync::Arc<crate::metrics::ConnectorMetrics>) {}
 
     /// True when it takes text and bytes as views (`Utf8View`, `BinaryView`) as the operators
-    /// hand them on: a sink that reads no column. Others (the default) get them as plain text,
+    /// hand them on: a sink that reads no column, or one that encodes views as it encodes plain
+    /// text (CSV and JSON Lines files). Others (the default) get them as plain text,
     /// copied out once on their way in ([`crate::text_views`]).
     fn takes_text_views(&self) -> bool {
         false

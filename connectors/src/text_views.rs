@@ -7,7 +7,12 @@
 //! so does every filter, join and top N above it, which then move views, not text. The
 //! rows a sink writes are made plain text once, on their way in ([`PlainText`]): sinks, their
 //! files and their readers see `Utf8` and `Binary` as before. A sink that reads no column
-//! (the blackhole) takes the views as they are ([`Sink::takes_text_views`]).
+//! (the blackhole), or encodes views as it encodes plain text (CSV and JSON Lines files),
+//! takes the views as they are ([`Sink::takes_text_views`]).
+//!
+//! JSON files are read as plain text: their decoders can build views (`Utf8View` in the
+//! schema), but a JSON source that declared them was slower on Nexmark q19 and q18 and held
+//! more memory on q7 and q19 (benches/README.md), for a gain on q9 only.
 //!
 //! ```sql
 //! -- bid.parquet's url and extra reach the top N as views; out.jsonl gets them as text

@@ -436,6 +436,13 @@ impl Sink for FileSink {
         &self.name
     }
 
+    /// CSV and JSON Lines are encoded from views as from plain text (the CSV encoder and
+    /// arrow-json's writer read both), without a copy of the rows into plain text first; a
+    /// Parquet file gets plain text, so that its readers see `Utf8` as before.
+    fn takes_text_views(&self) -> bool {
+        self.format != FileFormat::Parquet
+    }
+
     fn check_schema(&self, schema: &arrow::datatypes::Schema) -> Result<()> {
         crate::hive_partitions::check_columns(&self.partition_columns, schema, &self.props)?;
         self.format.check_writable(schema, "file")
@@ -609,6 +616,74 @@ mod tests {
         names.sort();
         assert_eq!(names, vec!["part_3.jsonl", "part_4.jsonl"]);
         assert_eq!(std::fs::read_to_string(d.path().join("part_4.jsonl")).unwrap(), "{\"v\":4}\n");
+    }
+
+    /// Text as views (top level, and inside a list for JSON Lines) is written as the same text
+    /// in plain columns is, byte for byte, and partitions by a view column name the same
+    /// directories; a Parquet sink asks for plain text.
+    #[tokio::test]
+    async fn views_are_written_as_plain_text_is() {
+        use arrow::array::{ArrayRef, ListArray, StringArray, StringViewArray};
+        let text = vec![Some("plain"), None, Some("a \"quoted\", longer text, with commas\nand a line"), Some(""), Some("ünïcødé past twelve bytes")];
+        let ids: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5]));
+        let days: Vec<Option<&str>> = vec![Some("d1"), Some("d2"), Some("d1"), Some("d2"), Some("d1")];
+        let batch_of = |s: ArrayRef, day: ArrayRef| {
+            let schema = Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("s", s.data_type().clone(), true),
+                Field::new("day", day.data_type().clone(), true),
+            ]);
+            RecordBatch::try_new(std::sync::Arc::new(schema), vec![ids.clone(), s, day]).unwrap()
+        };
+        let plain = batch_of(std::sync::Arc::new(StringArray::from(text.clone())), std::sync::Arc::new(StringArray::from(days.clone())));
+        let views = batch_of(std::sync::Arc::new(StringViewArray::from(text.clone())), std::sync::Arc::new(StringViewArray::from(days.clone())));
+        for (name, extra) in [("out.csv", vec![]), ("out.jsonl", vec![]), ("out.csv", vec![("partition_columns", "day")])] {
+            let want = written(&plain, name, &extra).await;
+            assert!(!want.is_empty() && want.iter().all(|(_, t)| !t.is_empty()));
+            assert_eq!(written(&views, name, &extra).await, want, "{name} {extra:?}");
+        }
+        // a list of views in JSON Lines
+        let list = |values: ArrayRef| -> ArrayRef {
+            let offsets = arrow::buffer::OffsetBuffer::from_lengths([2, 0, 1, 1, 1]);
+            std::sync::Arc::new(ListArray::new(std::sync::Arc::new(Field::new("item", values.data_type().clone(), true)), offsets, values, None))
+        };
+        let day: ArrayRef = std::sync::Arc::new(StringArray::from(days));
+        let plain_list = batch_of(list(std::sync::Arc::new(StringArray::from(text.clone()))), day.clone());
+        let view_list = batch_of(list(std::sync::Arc::new(StringViewArray::from(text))), day);
+        assert_eq!(written(&view_list, "out.jsonl", &[]).await, written(&plain_list, "out.jsonl", &[]).await);
+        let parquet = FileSink::try_new(&Properties::from_pairs("s", [("path", "/tmp/never-written.parquet")])).unwrap();
+        assert!(!parquet.takes_text_views(), "a Parquet file keeps plain text for its readers");
+    }
+
+    /// The files (path under the directory, text) a file sink writes `batch` to, at `name` in
+    /// a new directory, with the properties `extra`.
+    async fn written(batch: &RecordBatch, name: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .flat_map(|e| {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        walk(&p)
+                    } else {
+                        vec![p]
+                    }
+                })
+                .collect()
+        }
+        let d = tempfile::tempdir().unwrap();
+        let path = format!("{}/{name}", d.path().display());
+        let mut pairs = vec![("path", path.as_str())];
+        pairs.extend_from_slice(extra);
+        let mut sink = FileSink::try_new(&Properties::from_pairs("s", pairs)).unwrap();
+        assert!(sink.takes_text_views());
+        sink.check_schema(&batch.schema()).unwrap();
+        sink.write(batch).await.unwrap();
+        sink.close().await.unwrap();
+        let mut files: Vec<(String, String)> =
+            walk(d.path()).into_iter().map(|p| (p.strip_prefix(d.path()).unwrap().display().to_string(), std::fs::read_to_string(&p).unwrap())).collect();
+        files.sort();
+        files
     }
 
     #[tokio::test]
