@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondArray, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, StringViewBuilder, TimestampMicrosecondArray, TimestampMillisecondArray,
     TimestampNanosecondArray, TimestampSecondArray,
 };
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
@@ -20,14 +20,18 @@ pub(crate) enum Column {
     Float(Float64Builder),
     Bool(BooleanBuilder),
     Str(StringBuilder),
+    /// Text as views (`Utf8View`), for a schema that asks for them: a value of up to 12 bytes
+    /// inside its view, a longer one copied once into the builder's blocks (the file source
+    /// declares JSON text as `Utf8`: see `crate::text_views`).
+    View(StringViewBuilder),
     /// A timestamp without a time zone: its values in its unit, as arrow-json reads them.
     Time(Int64Builder, TimeUnit),
 }
 
 impl Column {
     /// A column per field of `schema` (Int64, Float64, Boolean, a timestamp without a time
-    /// zone; anything else is built as Utf8: the decoders accept no other type), sized for a
-    /// chunk of `text_len` bytes.
+    /// zone, Utf8View; anything else is built as Utf8: the decoders accept no other type),
+    /// sized for a chunk of `text_len` bytes.
     pub(crate) fn for_schema(schema: &SchemaRef, text_len: usize) -> Vec<Column> {
         schema
             .fields()
@@ -37,6 +41,7 @@ impl Column {
                 DataType::Float64 => Column::Float(Float64Builder::with_capacity(1024)),
                 DataType::Boolean => Column::Bool(BooleanBuilder::with_capacity(1024)),
                 DataType::Timestamp(unit, None) => Column::Time(Int64Builder::with_capacity(1024), *unit),
+                DataType::Utf8View => Column::View(StringViewBuilder::with_capacity(1024)),
                 _ => Column::Str(StringBuilder::with_capacity(1024, text_len / 2)),
             })
             .collect()
@@ -48,6 +53,7 @@ impl Column {
             Column::Float(b) => b.append_null(),
             Column::Bool(b) => b.append_null(),
             Column::Str(b) => b.append_null(),
+            Column::View(b) => b.append_null(),
             Column::Time(b, _) => b.append_null(),
         }
     }
@@ -58,6 +64,7 @@ impl Column {
             Column::Float(b) => Arc::new(b.finish()),
             Column::Bool(b) => Arc::new(b.finish()),
             Column::Str(b) => Arc::new(b.finish()),
+            Column::View(b) => Arc::new(b.finish()),
             Column::Time(b, unit) => {
                 let ints = b.finish();
                 let (values, nulls) = (ints.values().clone(), ints.nulls().cloned());

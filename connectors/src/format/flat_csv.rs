@@ -1,5 +1,5 @@
 //! A one-pass decoder for the plainest CSV: no quotes, `\n` line ends, every line with the
-//! schema's number of fields, and wanted columns of Utf8, Int64 or Float64 whose numbers are
+//! schema's number of fields, and wanted columns of text (Utf8, Utf8View), Int64 or Float64 whose numbers are
 //! written plainly (`-12`, `3.25`). It finds the delimiters with SIMD and parses each value
 //! straight into its Arrow column; columns the query does not use are skipped. Anything else in
 //! a chunk — a quote, a `\r`, an empty line, a field count off, an exponent, a long mantissa —
@@ -34,7 +34,7 @@ const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10
 
 impl FlatCsv {
     /// A decoder for files of `schema` producing the `projection` of its columns (`output`),
-    /// when the file has columns, every produced column is Utf8, Int64 or Float64 and
+    /// when the file has columns, every produced column is Utf8, Utf8View, Int64 or Float64 and
     /// delimiter and quote are not `\n` or `\r`.
     pub fn new(schema: &SchemaRef, projection: Option<&[usize]>, output: &SchemaRef, delimiter: u8, quote: u8) -> Option<Self> {
         if [delimiter, quote].iter().any(|c| matches!(c, b'\n' | b'\r')) || delimiter == quote || schema.fields().is_empty() {
@@ -43,7 +43,7 @@ impl FlatCsv {
         let wanted: Vec<usize> = projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
         let mut slots = vec![None; schema.fields().len()];
         for (out, &field) in wanted.iter().enumerate() {
-            if !matches!(schema.fields().get(field)?.data_type(), DataType::Int64 | DataType::Float64 | DataType::Utf8) {
+            if !matches!(schema.fields().get(field)?.data_type(), DataType::Int64 | DataType::Float64 | DataType::Utf8 | DataType::Utf8View) {
                 return None;
             }
             if slots[field].replace(out).is_some() {
@@ -90,6 +90,7 @@ impl FlatCsv {
                         Column::Int(b) => b.append_value(plain_i64(value)?),
                         Column::Float(b) => b.append_value(plain_f64(value)?),
                         Column::Str(b) => b.append_value(text.get(at..stop)?),
+                        Column::View(b) => b.append_value(text.get(at..stop)?),
                         Column::Bool(_) | Column::Time(..) => return None, // not built for CSV (see `new`)
                     }
                 }
@@ -152,11 +153,11 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("station", DataType::Utf8, true),
-            Field::new("t", DataType::Float64, true),
-            Field::new("n", DataType::Int64, true),
-        ]))
+        schema_of(DataType::Utf8)
+    }
+
+    fn schema_of(text: DataType) -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("station", text, true), Field::new("t", DataType::Float64, true), Field::new("n", DataType::Int64, true)]))
     }
 
     fn arrow_csv(schema: &SchemaRef, projection: Option<&[usize]>, text: &str) -> Option<RecordBatch> {
@@ -173,7 +174,14 @@ mod tests {
     }
 
     fn check(projection: Option<&[usize]>, text: &str) -> bool {
-        let s = schema();
+        let plain = check_as(&schema(), projection, text);
+        assert_eq!(plain, check_as(&schema_of(DataType::Utf8View), projection, text), "views read as text is: {text:?}");
+        plain
+    }
+
+    /// Whether the fast path reads `text` in `s`'s types; where it does, its rows are arrow-csv's.
+    fn check_as(s: &SchemaRef, projection: Option<&[usize]>, text: &str) -> bool {
+        let s = Arc::clone(s);
         let out = Arc::new(match projection {
             Some(p) => s.project(p).unwrap(),
             None => (*s).clone(),

@@ -28,16 +28,19 @@ pub struct FlatJson {
 
 impl FlatJson {
     /// A decoder for `schema` (the columns wanted), when every column has a type it reads
-    /// (Int64, Float64, Boolean, Utf8, Timestamp without a time zone) and there are at most
+    /// (Int64, Float64, Boolean, Utf8, Utf8View, Timestamp without a time zone) and there are at most
     /// 64 of them.
     pub fn new(schema: &SchemaRef) -> Option<Self> {
         let fields = schema.fields();
         if fields.is_empty() || fields.len() > 64 {
             return None;
         }
-        let supported = fields
-            .iter()
-            .all(|f| matches!(f.data_type(), DataType::Int64 | DataType::Float64 | DataType::Boolean | DataType::Utf8 | DataType::Timestamp(_, None)));
+        let supported = fields.iter().all(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Int64 | DataType::Float64 | DataType::Boolean | DataType::Utf8 | DataType::Utf8View | DataType::Timestamp(_, None)
+            )
+        });
         let plain_names = fields.iter().all(|f| !f.name().bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
         (supported && plain_names).then(|| Self {
             schema: Arc::clone(schema),
@@ -321,6 +324,11 @@ impl<'a> Parser<'a> {
                 self.delimited()?;
                 b.append_value(self.text.get(s..e)?);
             }
+            Column::View(b) => {
+                let (s, e) = self.string_range()?;
+                self.delimited()?;
+                b.append_value(self.text.get(s..e)?);
+            }
             // as arrow-json: text through arrow's own parser (in UTC), an integer as it is
             Column::Time(b, unit) => {
                 if self.peek()? == b'"' {
@@ -405,9 +413,14 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     fn schema() -> SchemaRef {
+        schema_of(DataType::Utf8)
+    }
+
+    /// The test schema with its text column as text or as views.
+    fn schema_of(text: DataType) -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, true),
-            Field::new("name", DataType::Utf8, true),
+            Field::new("name", text, true),
             Field::new("price", DataType::Float64, true),
             Field::new("ok", DataType::Boolean, true),
         ]))
@@ -425,7 +438,12 @@ mod tests {
     /// Where the fast path reads a chunk its rows are arrow-json's; on anything else it declines.
     #[test]
     fn agrees_with_arrow_json_or_declines() {
-        let s = schema();
+        for text in [DataType::Utf8, DataType::Utf8View] {
+            agrees_with_arrow_json_or_declines_as(schema_of(text));
+        }
+    }
+
+    fn agrees_with_arrow_json_or_declines_as(s: SchemaRef) {
         let fast = FlatJson::new(&s).unwrap();
         let cases = [
             r#"{"id": 1, "name": "a", "price": 1.5, "ok": true}"#,
@@ -507,7 +525,12 @@ mod tests {
 
     #[test]
     fn random_records_match_arrow_json() {
-        let s = schema();
+        for text in [DataType::Utf8, DataType::Utf8View] {
+            random_records_match_arrow_json_as(schema_of(text));
+        }
+    }
+
+    fn random_records_match_arrow_json_as(s: SchemaRef) {
         let fast = FlatJson::new(&s).unwrap();
         let mut seed = 11u64;
         let mut rnd = move || {
@@ -545,7 +568,7 @@ mod tests {
     #[test]
     fn other_types_are_left_to_arrow_json() {
         use arrow::datatypes::TimeUnit;
-        for dt in [DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())), DataType::Date32, DataType::Int32, DataType::Utf8View] {
+        for dt in [DataType::Timestamp(TimeUnit::Millisecond, Some("+02:00".into())), DataType::Date32, DataType::Int32, DataType::LargeUtf8] {
             let s = Arc::new(Schema::new(vec![Field::new("t", dt.clone(), true)]));
             assert!(FlatJson::new(&s).is_none(), "{dt}");
         }
