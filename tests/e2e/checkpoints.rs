@@ -323,8 +323,9 @@ fn a_changed_query_is_refused_its_old_state() {
 /// Text that a checkpoint's state holds as `Utf8` restores into a job that holds it as views
 /// (`Utf8View`). A Parquet source with a declared schema copies its text out as `Utf8`, as
 /// every Parquet source did before its inferred text became views (2026-12-04): the group keys
-/// and the `MAX` of text of a `GROUP BY` are kept so. Killed after a checkpoint, the same
-/// query restarted with the schema inferred restores them and writes the exact answer once.
+/// and the `MAX` of text of a `GROUP BY` are kept so, and the text arguments of session
+/// windows, kept row by row. Killed after a checkpoint, the same query restarted with the
+/// schema inferred restores them and writes the exact answer once.
 #[test]
 fn text_state_kept_as_utf8_restores_into_views() {
     use std::io::Write;
@@ -335,52 +336,59 @@ fn text_state_kept_as_utf8_restores_into_views() {
     let n = 600_000u64;
     let station = |i: u64| format!("station-with-a-long-name-{:03}", i % 300);
     let note = |i: u64| format!("note {:07} of a station, past twelve bytes", (i * 7_919) % 1_000_003);
+    // a row every millisecond: each station's rows 300 ms apart, one session of 1 s gaps
     for i in 0..n {
-        writeln!(f, "{{\"id\": {i}, \"station\": \"{}\", \"note\": \"{}\"}}", station(i), note(i)).unwrap();
+        writeln!(f, "{{\"id\": {i}, \"ts\": {}, \"station\": \"{}\", \"note\": \"{}\"}}", BASE_MS + i, station(i), note(i)).unwrap();
     }
     drop(f);
     let parquet = dir.join("big.parquet");
+    let columns = "id BIGINT, ts BIGINT, station VARCHAR, note VARCHAR";
     let convert = format!(
-        "CREATE STREAM c AS SELECT id, station, note FROM big INTO pq WITH ('big.type' = 'file_source', 'big.path' = '{}', \
-         'big.schema' = 'id BIGINT, station VARCHAR, note VARCHAR', 'pq.type' = 'file_sink', 'pq.path' = '{}');",
+        "CREATE STREAM c AS SELECT id, ts, station, note FROM big INTO pq WITH ('big.type' = 'file_source', 'big.path' = '{}', \
+         'big.schema' = '{columns}', 'pq.type' = 'file_sink', 'pq.path' = '{}');",
         json.display(),
         parquet.display()
     );
     std::fs::write(dir.join("convert.sql"), &convert).unwrap();
     let run = crate::common::ferris(dir, &["run", "convert.sql", "--no-progress"]);
     assert_eq!(run.status, 0, "{}", run.stderr);
-    let job = |schema: &str| {
-        format!(
-            "CREATE STREAM s AS SELECT station, COUNT(*) AS n, MAX(note) AS last_note FROM big GROUP BY station INTO out \
-             WITH ('big.type' = 'file_source', 'big.path' = '{}', {schema}'big.batch.size' = '10', 'use_transactions' = 'true', \
-             'checkpoint.interval' = '100ms', 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
-            parquet.display()
-        )
-    };
-    let checkpoints = |dir: &Path| {
-        std::fs::read_dir(dir.join("checkpoints/s")).map(|d| d.flatten().filter(|e| e.path().join("_manifest.json").exists()).count()).unwrap_or(0)
-    };
-    std::fs::write(dir.join("job.sql"), job("'big.schema' = 'id BIGINT, station VARCHAR, note VARCHAR', ")).unwrap();
-    let mut first = start(dir, "job.sql", &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while checkpoints(dir) < 2 && Instant::now() < deadline && first.try_wait().ok().flatten().is_none() {
-        std::thread::sleep(Duration::from_millis(10));
+    // (sessions over the first rows only: each flush sorts every row still held)
+    for (case, rows, group_by) in [("groups", n, "station"), ("sessions", 20_000, "SESSION(ts, INTERVAL '1' SECOND), station")] {
+        let mut groups: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        for i in 0..rows {
+            let g = groups.entry(station(i)).or_default();
+            g.0 += 1;
+            g.1 = g.1.clone().max(note(i));
+        }
+        let want: Vec<String> = groups.iter().map(|(s, (c, m))| format!("{{\"station\":\"{s}\",\"n\":{c},\"last_note\":\"{m}\"}}")).collect();
+        assert_eq!(want.len(), 300);
+        let select = format!("SELECT station, COUNT(*) AS n, MAX(note) AS last_note FROM big WHERE id < {rows} GROUP BY");
+        let job = dir.join(case);
+        std::fs::create_dir_all(&job).unwrap();
+        let sql = |schema: &str| {
+            format!(
+                "CREATE STREAM s AS {select} {group_by} INTO out WITH ('big.type' = 'file_source', 'big.path' = '{}', 'big.event_time' = 'ts', \
+                 {schema}'big.batch.size' = '10', 'use_transactions' = 'true', 'checkpoint.interval' = '100ms', \
+                 'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
+                parquet.display()
+            )
+        };
+        let checkpoints =
+            || std::fs::read_dir(job.join("checkpoints/s")).map(|d| d.flatten().filter(|e| e.path().join("_manifest.json").exists()).count()).unwrap_or(0);
+        std::fs::write(job.join("job.sql"), sql(&format!("'big.schema' = '{columns}', "))).unwrap();
+        let mut first = start(&job, "job.sql", &[]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while checkpoints() < 2 && Instant::now() < deadline && first.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        kill9(&mut first);
+        assert!(checkpoints() >= 2, "{case}: checkpoints taken before the kill:\n{}", std::fs::read_to_string(job.join("job.log")).unwrap_or_default());
+        std::fs::write(job.join("job.sql"), sql("")).unwrap();
+        let last = crate::common::ferris(&job, &["run", "job.sql", "--no-progress"]);
+        assert_eq!(last.status, 0, "{case}: {}", last.stderr);
+        assert_went_on(&job, &last.stderr, n);
+        assert_exactly_once(&format!("{case}: text state restored as views"), &job.join("out.jsonl"), &canonical_lines(&want.join("\n")));
     }
-    kill9(&mut first);
-    assert!(checkpoints(dir) >= 2, "checkpoints taken before the kill:\n{}", std::fs::read_to_string(dir.join("job.log")).unwrap_or_default());
-    std::fs::write(dir.join("job.sql"), job("")).unwrap();
-    let last = crate::common::ferris(dir, &["run", "job.sql", "--no-progress"]);
-    assert_eq!(last.status, 0, "{}", last.stderr);
-    assert_went_on(dir, &last.stderr, n);
-    let mut groups: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    for i in 0..n {
-        let g = groups.entry(station(i)).or_default();
-        g.0 += 1;
-        g.1 = g.1.clone().max(note(i));
-    }
-    let want: Vec<String> = groups.iter().map(|(s, (c, m))| format!("{{\"station\":\"{s}\",\"n\":{c},\"last_note\":\"{m}\"}}")).collect();
-    assert_eq!(want.len(), 300);
-    assert_exactly_once("text state restored as views", &dir.join("out.jsonl"), &canonical_lines(&want.join("\n")));
 }
 
 /// `explain` shows the processing mode, the checkpoint settings, the state checkpointed, and

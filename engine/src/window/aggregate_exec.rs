@@ -375,6 +375,11 @@ impl ExecutionPlan for WindowAggregateExec {
         let metrics = OperatorMetrics::new(&self.metrics, 0);
         // the sources' floors of the time column, when it comes straight from them
         let floor_column = self.config.time.as_ref().and_then(|t| crate::event_time::floor::source_column(&self.input, t));
+        // the types of the aggregates' arguments, which session windows keep row by row (a
+        // restore casts text kept otherwise then)
+        let input_schema = self.input.schema();
+        let arg_types: Vec<Vec<DataType>> =
+            self.config.args.iter().map(|a| a.iter().map(|e| e.data_type(&input_schema)).collect::<Result<_>>()).collect::<Result<_>>()?;
         let config = Arc::clone(&self.config);
         let baseline = BaselineMetrics::new(&self.metrics, 0);
         let batch_size = context.session_config().batch_size();
@@ -409,6 +414,7 @@ impl ExecutionPlan for WindowAggregateExec {
             let mut merged = futures::stream::select_all(streams);
             let mut op = Operator::new(Arc::clone(&config), n, metrics)?;
             op.late_out = late_out;
+            op.arg_types = arg_types;
             if let Some(state) = checkpointing.as_ref().and_then(Checkpointing::restored) {
                 op.restore(&state)?;
             }
@@ -723,6 +729,9 @@ pub(super) struct Operator {
     pub(super) metrics: OperatorMetrics,
     /// The job's late sink, if it has one.
     pub(super) late_out: Option<Arc<crate::event_time::late::LateRows>>,
+    /// The types of each aggregate's arguments, where known: a restore casts the arguments
+    /// session windows kept to them (none: kept as restored).
+    pub(super) arg_types: Vec<Vec<DataType>>,
 }
 
 impl Operator {
@@ -759,6 +768,7 @@ impl Operator {
             sized_at: std::cell::Cell::new(None),
             metrics,
             late_out: None,
+            arg_types: Vec::new(),
         })
     }
 
@@ -920,12 +930,13 @@ impl Operator {
                     let args = config
                         .args
                         .iter()
-                        .map(|a| {
-                            let v = cols[at..at + a.len()].to_vec();
+                        .enumerate()
+                        .map(|(i, a)| {
+                            let v = as_now(&cols[at..at + a.len()], self.arg_types.get(i).map_or(&[][..], Vec::as_slice));
                             at += a.len();
                             v
                         })
-                        .collect();
+                        .collect::<Result<_>>()?;
                     let filters = config
                         .filters
                         .iter()

@@ -126,6 +126,12 @@ impl SessionBuffer {
             self.min_time = Some(self.min_time.map_or(m, |x| x.min(m)));
         }
         self.rows += ev.rows;
+        // text as views is kept with its own bytes only: views into a whole decoded page (a
+        // Parquet source's), or into the buffers of every chunk a flush concatenated and
+        // kept part of, would hold them all, and each checkpoint would write them all
+        let own = crate::memory::own_bytes;
+        let ev =
+            Evaluated { keys: ev.keys.into_iter().map(own).collect(), args: ev.args.into_iter().map(|a| a.into_iter().map(own).collect()).collect(), ..ev };
         self.chunks.push((times, ev));
         self.pushed_since_changes = true;
     }
@@ -135,7 +141,8 @@ impl SessionBuffer {
         let Some((_, first)) = self.chunks.first() else { return Ok(None) };
         let cat = |f: &dyn Fn(&(Int64Array, Evaluated)) -> ArrayRef| -> Result<ArrayRef> {
             let parts: Vec<ArrayRef> = self.chunks.iter().map(f).collect();
-            concat_arrays(&parts.iter().collect::<Vec<_>>())
+            // (views of many chunks: one buffer of the text they show, not every chunk's)
+            concat_arrays(&parts.iter().collect::<Vec<_>>()).map(crate::memory::own_bytes)
         };
         let times = cat(&|c| Arc::new(c.0.clone()) as ArrayRef)?.as_primitive::<Int64Type>().clone();
         let keys = (0..first.keys.len()).map(|k| cat(&|c| Arc::clone(&c.1.keys[k]))).collect::<Result<Vec<_>>>()?;
