@@ -320,6 +320,31 @@ fn a_changed_query_is_refused_its_old_state() {
     assert!(std::fs::read_to_string(dir.join("job.log")).unwrap().contains("stop requested"));
 }
 
+/// `dir/big.parquet`, written by our own file sink from the JSON lines `lines` read with the
+/// declared `columns` (`id BIGINT, station VARCHAR`); returns its path.
+fn parquet_of_lines(dir: &Path, columns: &str, lines: impl Iterator<Item = String>) -> PathBuf {
+    use std::io::Write;
+    let json = dir.join("big.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&json).unwrap());
+    for line in lines {
+        writeln!(f, "{line}").unwrap();
+    }
+    drop(f);
+    let parquet = dir.join("big.parquet");
+    let names: Vec<&str> = columns.split(',').filter_map(|c| c.split_whitespace().next()).collect();
+    let convert = format!(
+        "CREATE STREAM c AS SELECT {} FROM big INTO pq WITH ('big.type' = 'file_source', 'big.path' = '{}', \
+         'big.schema' = '{columns}', 'pq.type' = 'file_sink', 'pq.path' = '{}');",
+        names.join(", "),
+        json.display(),
+        parquet.display()
+    );
+    std::fs::write(dir.join("convert.sql"), &convert).unwrap();
+    let run = crate::common::ferris(dir, &["run", "convert.sql", "--no-progress"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    parquet
+}
+
 /// Text that a checkpoint's state holds as `Utf8` restores into a job that holds it as views
 /// (`Utf8View`). A Parquet source with a declared schema copies its text out as `Utf8`, as
 /// every Parquet source did before its inferred text became views (2026-12-04): the group keys
@@ -328,30 +353,18 @@ fn a_changed_query_is_refused_its_old_state() {
 /// schema inferred restores them and writes the exact answer once.
 #[test]
 fn text_state_kept_as_utf8_restores_into_views() {
-    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let json = dir.join("big.jsonl");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&json).unwrap());
     let n = 600_000u64;
     let station = |i: u64| format!("station-with-a-long-name-{:03}", i % 300);
     let note = |i: u64| format!("note {:07} of a station, past twelve bytes", (i * 7_919) % 1_000_003);
     // a row every millisecond: each station's rows 300 ms apart, one session of 1 s gaps
-    for i in 0..n {
-        writeln!(f, "{{\"id\": {i}, \"ts\": {}, \"station\": \"{}\", \"note\": \"{}\"}}", BASE_MS + i, station(i), note(i)).unwrap();
-    }
-    drop(f);
-    let parquet = dir.join("big.parquet");
     let columns = "id BIGINT, ts BIGINT, station VARCHAR, note VARCHAR";
-    let convert = format!(
-        "CREATE STREAM c AS SELECT id, ts, station, note FROM big INTO pq WITH ('big.type' = 'file_source', 'big.path' = '{}', \
-         'big.schema' = '{columns}', 'pq.type' = 'file_sink', 'pq.path' = '{}');",
-        json.display(),
-        parquet.display()
+    let parquet = parquet_of_lines(
+        dir,
+        columns,
+        (0..n).map(|i| format!("{{\"id\": {i}, \"ts\": {}, \"station\": \"{}\", \"note\": \"{}\"}}", BASE_MS + i, station(i), note(i))),
     );
-    std::fs::write(dir.join("convert.sql"), &convert).unwrap();
-    let run = crate::common::ferris(dir, &["run", "convert.sql", "--no-progress"]);
-    assert_eq!(run.status, 0, "{}", run.stderr);
     // (sessions over the first rows only: each flush sorts every row still held)
     for (case, rows, group_by) in [("groups", n, "station"), ("sessions", 20_000, "SESSION(ts, INTERVAL '1' SECOND), station")] {
         let mut groups: BTreeMap<String, (u64, String)> = BTreeMap::new();
@@ -676,27 +689,11 @@ fn killed_while_reading_a_split_file_a_transactional_job_writes_each_row_once() 
 /// DataFusion's answer once.
 #[test]
 fn killed_while_reading_parquet_with_a_where_clause_a_transactional_job_writes_each_row_once() {
-    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let json = dir.join("big.jsonl");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&json).unwrap());
     let n = 1_200_000u64;
     let station = |i: u64| format!("station-with-a-long-name-{:03}", i % 400);
-    for i in 0..n {
-        writeln!(f, "{{\"id\": {i}, \"station\": \"{}\"}}", station(i)).unwrap();
-    }
-    drop(f);
-    // the Parquet file, written by our own sink
-    let convert = format!(
-        "CREATE STREAM c AS SELECT id, station FROM big INTO pq WITH ('big.type' = 'file_source', 'big.path' = '{}', \
-         'big.schema' = 'id BIGINT, station VARCHAR', 'pq.type' = 'file_sink', 'pq.path' = '{}');",
-        json.display(),
-        dir.join("big.parquet").display()
-    );
-    std::fs::write(dir.join("convert.sql"), &convert).unwrap();
-    let run = crate::common::ferris(dir, &["run", "convert.sql", "--no-progress"]);
-    assert_eq!(run.status, 0, "{}", run.stderr);
+    parquet_of_lines(dir, "id BIGINT, station VARCHAR", (0..n).map(|i| format!("{{\"id\": {i}, \"station\": \"{}\"}}", station(i))));
     // (the clause, the rows it keeps, the job's parallelism when not the machine's)
     type Keeps = dyn Fn(u64) -> bool;
     let cases: [(&str, &Keeps, &str); 3] =

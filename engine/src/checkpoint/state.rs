@@ -56,9 +56,15 @@ impl OperatorState {
 /// `columns` restored from a checkpoint, as a batch of `schema` (an operator's rows); each
 /// column as [`restored_column`] makes it.
 pub fn restored_batch(schema: &SchemaRef, columns: &[ArrayRef]) -> datafusion::common::Result<RecordBatch> {
-    let columns: Vec<ArrayRef> =
-        columns.iter().zip(schema.fields()).map(|(c, f)| restored_column(c, f.data_type())).collect::<datafusion::common::Result<_>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    let columns = &columns[..columns.len().min(schema.fields().len())];
+    Ok(RecordBatch::try_new(Arc::clone(schema), restored_columns(columns, schema.fields().iter().map(|f| f.data_type()))?)?)
+}
+
+/// `columns` restored from a checkpoint, each as [`restored_column`] makes it for the type
+/// `types` gives in its place; a column past the last type is returned as it is.
+pub fn restored_columns<'a>(columns: &[ArrayRef], types: impl IntoIterator<Item = &'a DataType>) -> datafusion::common::Result<Vec<ArrayRef>> {
+    let mut types = types.into_iter();
+    columns.iter().map(|c| types.next().map_or_else(|| Ok(Arc::clone(c)), |t| restored_column(c, t))).collect()
 }
 
 /// A column restored from a checkpoint, as the operator holds it now (`to`): text or bytes

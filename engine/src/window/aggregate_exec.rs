@@ -63,7 +63,7 @@ use super::hop_windows::{FrozenPane, HopWindows};
 use super::pane_table::{split_by_start, PaneTable};
 use super::session::SessionBuffer;
 use crate::checkpoint::operator::{execute_inputs, spawn_operator, Alignment, Checkpointing, InputItem, Inputs};
-use crate::checkpoint::state::{batch_of, restored_column, OperatorState, StateTable};
+use crate::checkpoint::state::{batch_of, restored_columns, OperatorState, StateTable};
 use crate::event_time::{to_epoch_millis, PartitionWatermarks, WatermarkConfig};
 use crate::sql::EmitMode;
 
@@ -867,13 +867,11 @@ impl Operator {
         if widths.len() != spec.aggs.len() {
             return internal_err!("the checkpoint holds {} aggregates' states, this window aggregate has {}", widths.len(), spec.aggs.len());
         }
-        // text held as `Utf8` then and as views now (or back) is cast (restored_column)
+        // text held as `Utf8` then and as views now (or back) is cast (restored_columns)
         let key_types: Vec<DataType> = spec.key_schema.fields().iter().map(|f| f.data_type().clone()).collect();
         let state_types: Vec<Vec<DataType>> =
             spec.aggs.iter().map(|a| a.state_fields().map(|f| f.iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default()).collect();
-        let as_now = |cols: &[ArrayRef], types: &[DataType]| -> Result<Vec<ArrayRef>> {
-            cols.iter().enumerate().map(|(i, c)| types.get(i).map_or_else(|| Ok(Arc::clone(c)), |t| restored_column(c, t))).collect()
-        };
+        let as_now = |cols: &[ArrayRef], types: &[DataType]| restored_columns(cols, types);
         let emitted_of = |batch: &RecordBatch, first: usize| -> Result<Emitted<Vec<ArrayRef>>> {
             let cols = batch.columns();
             let keys = as_now(&cols[first..first + nkeys], &key_types)?;
@@ -955,7 +953,9 @@ impl Operator {
                 None => None,
                 Some(b) => {
                     let cols = b.columns();
-                    Some((as_now(&cols[..nkeys], &key_types)?, Arc::clone(&cols[nkeys]), cols[nkeys + 1..].to_vec()))
+                    // (the values each session was emitted with: the aggregates' results)
+                    let result_types: Vec<DataType> = spec.aggs.iter().map(|a| a.field().data_type().clone()).collect();
+                    Some((as_now(&cols[..nkeys], &key_types)?, Arc::clone(&cols[nkeys]), as_now(&cols[nkeys + 1..], &result_types)?))
                 }
             };
             sessions.restore(rows, emitted)?;
