@@ -21,6 +21,7 @@ pub mod join;
 pub mod memory;
 mod ordered_bits;
 pub mod planner;
+mod radix_sort;
 pub mod runner;
 pub mod sql;
 #[cfg(test)]
