@@ -24,12 +24,18 @@ pub(crate) fn order_class(t: &DataType) -> Option<DataType> {
     class.filter(|c| datafusion::arrow::compute::can_cast_types(t, c))
 }
 
+/// A signed number as an unsigned one in the same order (the sign bit flipped).
+#[inline]
+pub(crate) fn signed_bits(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
 /// The values of a column of an order class (see [`order_class`]) as unsigned numbers in the
 /// same order: signed ones with the sign bit flipped, floats by their total order; a null's
 /// slot gives whatever value it holds. None for a column of another type.
 pub(crate) fn ordered_bits(values: &dyn Array) -> Option<Box<dyn Iterator<Item = u64> + '_>> {
     Some(match values.data_type() {
-        DataType::Int64 => Box::new(values.as_primitive::<Int64Type>().values().iter().map(|v| (*v as u64) ^ (1 << 63))),
+        DataType::Int64 => Box::new(values.as_primitive::<Int64Type>().values().iter().map(|&v| signed_bits(v))),
         DataType::UInt64 => Box::new(values.as_primitive::<UInt64Type>().values().iter().copied()),
         DataType::Float64 => Box::new(values.as_primitive::<Float64Type>().values().iter().map(|v| {
             let b = v.to_bits();

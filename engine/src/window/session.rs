@@ -33,7 +33,7 @@ use datafusion::common::Result;
 use super::aggregate_exec::Evaluated;
 use super::functions::window_array;
 use super::groups::{aggregate_numbered, AggregateSpec, Emitted};
-use crate::ordered_bits::{order_class, ordered_bits};
+use crate::ordered_bits::{order_class, ordered_bits, signed_bits};
 use crate::radix_sort::radix_order;
 
 /// The rows of open sessions.
@@ -112,17 +112,16 @@ fn key_time_order(keys: &[ArrayRef], times: &Int64Array) -> Result<UInt32Array> 
 ///
 /// Nexmark q11 at 10M events: about 18 bits of bidders and 20 of milliseconds.
 fn packed_order(key: &dyn Array, times: &Int64Array) -> Option<Vec<u32>> {
-    let time_bits = |t: i64| (t as u64) ^ (1 << 63);
     let span = |(lo, hi): (u64, u64)| if lo > hi { 0 } else { u64::BITS - (hi - lo).leading_zeros() };
     let bounds = |(lo, hi): (u64, u64), x: u64| (lo.min(x), hi.max(x));
     let (k_lo, k_hi) = ordered_bits(key)?.fold((u64::MAX, 0), bounds);
-    let (t_lo, t_hi) = times.values().iter().map(|&t| time_bits(t)).fold((u64::MAX, 0), bounds);
+    let (t_lo, t_hi) = times.values().iter().map(|&t| signed_bits(t)).fold((u64::MAX, 0), bounds);
     let time_width = span((t_lo, t_hi));
     if span((k_lo, k_hi)) + time_width > u64::BITS {
         return None;
     }
     // (a shift of 64 only where every key is the smallest)
-    let packed = ordered_bits(key)?.zip(times.values()).map(|(k, &t)| (k - k_lo).checked_shl(time_width).unwrap_or(0) | (time_bits(t) - t_lo)).collect();
+    let packed = ordered_bits(key)?.zip(times.values()).map(|(k, &t)| (k - k_lo).checked_shl(time_width).unwrap_or(0) | (signed_bits(t) - t_lo)).collect();
     radix_order(packed)
 }
 
@@ -481,19 +480,13 @@ mod tests {
     /// bits, as triples where they do not, with negative keys and times, one key, one time.
     #[test]
     fn one_integer_key_sorts_as_a_stable_sort_by_key_and_time() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::window::xorshift(0x9E37_79B9_7F4A_7C15u64);
         // (rows, keys span, times span, packed into 64 bits)
         for (n, k_span, t_span, packed) in
             [(5000usize, 1000u64, 50u64, true), (3000, 1, 1_000_000, true), (3000, 40, 1, true), (2000, 1 << 40, 1 << 30, false), (200, 30, 30, true)]
         {
-            let keys: Vec<i64> = (0..n).map(|_| (next() % k_span) as i64 - (k_span / 2) as i64).collect();
-            let times: Vec<i64> = (0..n).map(|_| (next() % t_span) as i64 - 1_000).collect();
+            let keys: Vec<i64> = (0..n).map(|_| next(k_span) as i64 - (k_span / 2) as i64).collect();
+            let times: Vec<i64> = (0..n).map(|_| next(t_span) as i64 - 1_000).collect();
             let mut want: Vec<u32> = (0..n as u32).collect();
             want.sort_by_key(|&i| (keys[i as usize], times[i as usize]));
             let (key, t): (ArrayRef, Int64Array) = (Arc::new(Int64Array::from(keys)), Int64Array::from(times));
@@ -508,15 +501,9 @@ mod tests {
     #[test]
     fn rows_sorted_by_key_and_time_as_arrow_sorts_them() {
         let n = 5000usize;
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let raw: Vec<u64> = (0..n).map(|_| next()).collect();
-        let times = Int64Array::from_iter_values((0..n).map(|_| (next() % 50) as i64 - 25));
+        let mut next = crate::window::xorshift(0x9E37_79B9_7F4A_7C15u64);
+        let raw: Vec<u64> = (0..n).map(|_| next(u64::MAX)).collect();
+        let times = Int64Array::from_iter_values((0..n).map(|_| next(50) as i64 - 25));
         let extremes = |i: usize, v: i64| match i % 97 {
             0 => i64::MIN,
             1 => i64::MAX,
