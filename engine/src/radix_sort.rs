@@ -22,21 +22,45 @@ const SMALL: usize = 1024;
 
 /// The order of the rows by `keys` ascending, rows of equal key in their order; None for more
 /// rows than a `u32` numbers. The keys' vector is sorted in place (and its memory reused).
-pub(crate) fn radix_order(mut keys: Vec<u64>) -> Option<Vec<u32>> {
-    let n = keys.len();
-    let rows = u32::try_from(n).ok()?;
+pub(crate) fn radix_order(keys: Vec<u64>) -> Option<Vec<u32>> {
+    let rows = u32::try_from(keys.len()).ok()?;
     let mut idx: Vec<u32> = (0..rows).collect();
-    if n < SMALL {
+    if keys.len() < SMALL {
         idx.sort_by_key(|&i| keys[i as usize]);
         return Some(idx);
     }
+    Some(by_digits(keys, idx).2)
+}
+
+/// `keys` sorted ascending (by comparison for fewer than 1024, or more than a `u32` numbers).
+pub(crate) fn radix_sorted(mut keys: Vec<u64>) -> Vec<u64> {
+    let Ok(rows) = u32::try_from(keys.len()) else {
+        keys.sort_unstable();
+        return keys;
+    };
+    if keys.len() < SMALL {
+        keys.sort_unstable();
+        return keys;
+    }
+    let (mut keys, lo, _) = by_digits(keys, vec![0; rows as usize]);
+    keys.iter_mut().for_each(|x| *x += lo);
+    keys
+}
+
+/// The radix passes: `keys` less their smallest, sorted, that smallest, and `idx` moved with
+/// the keys.
+fn by_digits(mut keys: Vec<u64>, mut idx: Vec<u32>) -> (Vec<u64>, u64, Vec<u32>) {
+    let n = keys.len();
     let (lo, hi) = keys.iter().fold((u64::MAX, 0), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+    if n == 0 {
+        return (keys, 0, idx);
+    }
     let bits = u64::BITS - (hi - lo).leading_zeros();
     let passes = bits.div_ceil(DIGIT_BITS) as usize;
-    if passes == 0 {
-        return Some(idx);
-    }
     keys.iter_mut().for_each(|x| *x -= lo);
+    if passes == 0 {
+        return (keys, lo, idx);
+    }
     // every pass's histogram in one read of the keys
     let mut counts = vec![[0usize; BUCKETS]; passes];
     for &x in &keys {
@@ -66,7 +90,7 @@ pub(crate) fn radix_order(mut keys: Vec<u64>) -> Option<Vec<u32>> {
         std::mem::swap(&mut keys, &mut k2);
         std::mem::swap(&mut idx, &mut idx2);
     }
-    Some(idx)
+    (keys, lo, idx)
 }
 
 /// Digit `pass` of `x`.
@@ -87,7 +111,8 @@ mod tests {
     }
 
     /// Same order as a stable comparison sort, row for row: small and large inputs, narrow and
-    /// full 64-bit spans, many equal keys, keys all equal, already sorted and reversed.
+    /// full 64-bit spans, many equal keys, keys all equal, already sorted and reversed; and the
+    /// keys alone sorted as the standard library sorts them.
     #[test]
     fn orders_rows_as_a_stable_sort_does() {
         let mut next = crate::window::xorshift(0x2545_F491_4F6C_DD1Du64);
@@ -104,6 +129,9 @@ mod tests {
             ];
             for keys in cases {
                 assert_eq!(radix_order(keys.clone()), Some(stable(&keys)), "{n} rows, first {:?}", keys.first());
+                let mut sorted = keys.clone();
+                sorted.sort_unstable();
+                assert_eq!(radix_sorted(keys.clone()), sorted, "{n} rows sorted, first {:?}", keys.first());
             }
         }
     }

@@ -110,8 +110,10 @@ pub fn new_context(
     // in order: joins, top N per key, window functions, aggregates (the last two read the joins'
     // reach), then hash joins looked at again with the windows in place (and an aggregate of a
     // join's build-side groups computed in the join), a top N's join's
-    // payload held aside, then dynamic filters
+    // payload held aside, a top N's scan read twice, then dynamic filters
     rules.insert(at, Arc::new(datafusion::physical_optimizer::filter_pushdown::FilterPushdown::new_post_optimization()));
+    // a top N over Parquet files: its keys read first, its kept rows read again
+    rules.insert(at, Arc::new(crate::top_n::ReadTwiceRule));
     // a top N over a join: the build side's text held aside until the top N has kept its rows
     rules.insert(at, Arc::new(crate::top_n::LatePayloadRule));
     rules.insert(at, Arc::new(crate::join::SmallBuildSideRule));

@@ -215,6 +215,38 @@ impl SizedScanExec {
         Some(Self { input: Arc::new(input), rows: self.rows, bytes: self.bytes, again: None, dynamic: Some(dynamic), floor_column: None, read_ahead: None })
     }
 
+    /// Two reads of the source for this scan alone, in a job without barriers, where the
+    /// source can read again (Parquet files): one of the scan's columns `narrow` only (its
+    /// rows not counted in the source's metrics again), and one of every column the scan
+    /// reads. Both hand out the same rows in the same order, partition by partition, as the
+    /// scan would; a top N per key reads its keys from the first and only its kept rows from
+    /// the second ([`crate::top_n::ReadTwiceRule`]). None when another scan shares the
+    /// source's read, or the scan reads with a join's filter, ahead of a join or to a limit.
+    pub fn read_twice(&self, narrow: &[usize]) -> Option<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)> {
+        let again = self.again.as_ref()?;
+        if self.dynamic.is_some() || self.read_ahead.is_some() || again.limit.is_some() || !again.alone() {
+            return None;
+        }
+        let columns = again.projection.clone().unwrap_or_else(|| (0..again.source.schema().fields().len()).collect());
+        let narrow_columns: Vec<usize> = narrow.iter().map(|&c| columns.get(c).copied()).collect::<Option<_>>()?;
+        let keep_all: Arc<dyn PhysicalExpr> =
+            Arc::new(datafusion::physical_expr::expressions::Literal::new(datafusion::common::ScalarValue::Boolean(Some(true))));
+        let scans = std::slice::from_ref(&again.filters);
+        let keys = again.source.read_again(Some(&narrow_columns), scans, Arc::clone(&keep_all), false)?;
+        let rows = again.source.read_again(again.projection.as_deref(), scans, keep_all, true)?;
+        let partitions = self.input.output_partitioning().partition_count();
+        if keys.len() != partitions || rows.len() != partitions {
+            return None;
+        }
+        let schema = self.input.schema();
+        let keys = StreamingTableExec::try_new(Arc::new(schema.project(narrow).ok()?), keys, None, Vec::new(), false, None).ok()?;
+        let rows = StreamingTableExec::try_new(schema, rows, None, Vec::new(), false, None).ok()?;
+        if let Some((scan, consumer)) = &again.shared {
+            scan.release(*consumer);
+        }
+        Some((Arc::new(keys), Arc::new(rows)))
+    }
+
     /// The scan reading ahead of the join above it, its batches held up to [`READ_AHEAD_BYTES`]
     /// (by the widths of its fixed-width columns and the session's batch size).
     fn reading_ahead(&self, batch_size: usize) -> Self {

@@ -776,9 +776,7 @@ impl<K: OrderKey> TopNState for Kept<K> {
         };
         let bytes = self.held_bytes;
         Emit {
-            coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_size),
-            whole: (batch_size / 2).max(1),
-            pending: Default::default(),
+            out: KeptOut::new(Arc::clone(&schema), batch_size),
             schema,
             columns,
             held: self.batches.into_iter().zip(ranks).map(|(h, ranks)| (h.batch, ranks, h.bytes)).collect(),
@@ -789,15 +787,9 @@ impl<K: OrderKey> TopNState for Kept<K> {
 }
 
 /// The kept rows going out: the held batches in the order they came, each filtered to its
-/// kept rows with their rank, in batches of the session's batch size (a held batch with half
-/// that many kept rows or more, and at least half its rows kept, goes out in slices of its
-/// own). A held batch is let go once its rows are out.
+/// kept rows with their rank ([`KeptOut`]). A held batch is let go once its rows are out.
 struct Emit {
-    coalescer: BatchCoalescer,
-    /// Kept rows of a held batch that go out on their own, not coalesced (half the batch size).
-    whole: usize,
-    /// Slices of a held batch going out on their own.
-    pending: std::collections::VecDeque<RecordBatch>,
+    out: KeptOut,
     schema: SchemaRef,
     /// Per output column: the held column it is, or (the held columns' count) the rank.
     columns: Vec<usize>,
@@ -817,14 +809,14 @@ impl Emit {
     /// The next output batch, or None when every kept row is out.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         loop {
-            if let Some(b) = self.pending.pop_front().or_else(|| self.coalescer.next_completed_batch()) {
+            if let Some(b) = self.out.next() {
                 return Ok(Some(b));
             }
             let Some((batch, ranks, bytes)) = self.held.pop_front() else {
                 if self.finished {
                     return Ok(None);
                 }
-                self.coalescer.finish_buffered_batch()?;
+                self.out.finish()?;
                 self.finished = true;
                 continue;
             };
@@ -837,17 +829,69 @@ impl Emit {
             let rank: ArrayRef = Arc::new(UInt64Array::from_iter_values(ranks.iter().map(|&r| u64::from(r))));
             let columns: Vec<ArrayRef> = self.columns.iter().map(|&c| batch.columns().get(c).map_or_else(|| Arc::clone(&rank), Arc::clone)).collect();
             let full = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())))?;
-            if kept >= self.whole && 2 * kept >= ranks.len() {
-                // half a batch or more, most of the held batch: out on its own (in slices of
-                // the batch size), its text left in the pages it mostly uses (the coalescer
-                // would copy out the strings of views into pages it uses a part of)
-                let out = datafusion::arrow::compute::filter_record_batch(&full, &keep)?;
-                let size = 2 * self.whole;
-                self.pending.extend((0..out.num_rows()).step_by(size).map(|at| out.slice(at, size.min(out.num_rows() - at))));
-                continue;
-            }
-            self.coalescer.push_batch_with_filter(full, &keep)?;
+            self.out.push(full, &keep, kept)?;
         }
+    }
+}
+
+/// Batches of kept rows going out, in batches of the session's batch size: a batch with half
+/// that many kept rows or more, and at least half its rows kept, goes out in slices of its own
+/// (its text left in the pages it mostly uses: the coalescer would copy out the strings of
+/// views into pages it uses a part of); fewer rows are coalesced with the next.
+pub(super) struct KeptOut {
+    coalescer: BatchCoalescer,
+    /// The session's batch size: the slices a batch going out on its own is cut in.
+    size: usize,
+    /// Kept rows of a batch that go out on their own, not coalesced (half the batch size).
+    whole: usize,
+    /// Whether a batch less than half kept goes out on its own too (with `whole` rows or more).
+    sparse: bool,
+    /// Slices of a batch going out on their own.
+    pending: std::collections::VecDeque<RecordBatch>,
+}
+
+impl KeptOut {
+    /// Output batches of `schema`, of about `batch_size` rows.
+    pub(super) fn new(schema: SchemaRef, batch_size: usize) -> Self {
+        Self {
+            coalescer: BatchCoalescer::new(schema, batch_size),
+            size: batch_size.max(1),
+            whole: (batch_size / 2).max(1),
+            sparse: false,
+            pending: Default::default(),
+        }
+    }
+
+    /// The same, a batch with a quarter of the batch size kept or more going out on its own
+    /// however much of it is not: for batches read just to go out, whose pages nothing holds
+    /// once the sinks have written them (copying the strings out would only cost).
+    pub(super) fn passing_sparse(schema: SchemaRef, batch_size: usize) -> Self {
+        Self { whole: (batch_size / 4).max(1), sparse: true, ..Self::new(schema, batch_size) }
+    }
+
+    /// Takes the rows of `full` that `keep` keeps (`kept` of them).
+    pub(super) fn push(&mut self, full: RecordBatch, keep: &BooleanArray, kept: usize) -> Result<()> {
+        if kept == 0 {
+            return Ok(());
+        }
+        if kept >= self.whole && (self.sparse || 2 * kept >= full.num_rows()) {
+            let out = datafusion::arrow::compute::filter_record_batch(&full, keep)?;
+            let size = self.size;
+            self.pending.extend((0..out.num_rows()).step_by(size).map(|at| out.slice(at, size.min(out.num_rows() - at))));
+            return Ok(());
+        }
+        self.coalescer.push_batch_with_filter(full, keep)?;
+        Ok(())
+    }
+
+    /// The next batch ready to go out.
+    pub(super) fn next(&mut self) -> Option<RecordBatch> {
+        self.pending.pop_front().or_else(|| self.coalescer.next_completed_batch())
+    }
+
+    /// No more rows come: the rows coalescing are ready to go out.
+    pub(super) fn finish(&mut self) -> Result<()> {
+        Ok(self.coalescer.finish_buffered_batch()?)
     }
 }
 

@@ -22,17 +22,21 @@
 //!   row-format bytes (text, decimals, three columns or more);
 //! - [`planner_rule`]: finds the pattern in DataFusion's plan and swaps an operator in;
 //! - [`late_payload`]: over a join, the build side's text held aside and gathered for the
-//!   kept rows only.
+//!   kept rows only;
+//! - [`read_twice`]: over Parquet files, the keys read first and the kept rows read again,
+//!   nothing but their positions held.
 
 pub mod bounded_top_n_exec;
 pub mod late_payload;
 pub(crate) mod order_keys;
 pub mod planner_rule;
+pub mod read_twice;
 pub mod top_n_exec;
 
 pub use bounded_top_n_exec::BoundedTopNExec;
 pub use late_payload::LatePayloadRule;
 pub use planner_rule::StreamTopNRule;
+pub use read_twice::{ReadKeptRowsExec, ReadTwiceRule, RowPositionsExec};
 pub use top_n_exec::StreamTopNExec;
 
 use std::sync::Arc;
