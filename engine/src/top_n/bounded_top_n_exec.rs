@@ -1,7 +1,8 @@
 //! `BoundedTopNExec`: top-N per key over a bounded input (files, a finished query), in one
 //! pass and without sorting. DataFusion numbers rows by sorting every row by key and order and
-//! then counting; this operator interns each batch's keys in a hash table of groups
-//! (DataFusion's own, as its aggregates do), turns the `ORDER BY` values into comparable
+//! then counting; this operator numbers each batch's keys as groups (one integer key by a
+//! table indexed by the key, others in DataFusion's hash table, as its aggregates do:
+//! [`super::key_numbers`]), turns the `ORDER BY` values into comparable
 //! integers a column at a time, and keeps, per group, the order keys and places of its best `N`
 //! rows so far (16 bytes a row for one `ORDER BY` column, in a region of an array per group,
 //! doubling up to `N` as its rows come). Rows that can no longer make any top N are let go: once
@@ -45,8 +46,6 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
-use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
-use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE;
@@ -56,6 +55,7 @@ use datafusion::physical_plan::{
 };
 use futures::{FutureExt, StreamExt};
 
+use super::key_numbers::KeyNumbers;
 use super::order_keys::{order_kind, picked, BytesKey, NumberKey, OrderKey, OrderKind, MAX_BATCHES};
 
 /// The largest `N` this operator keeps per key (a flat array of `N` slots per key).
@@ -503,7 +503,7 @@ impl Held {
 /// The state: every key's best rows so far, and the batches they are in.
 struct Kept<K: OrderKey> {
     config: BoundedTopNConfig,
-    groups: Box<dyn GroupValues>,
+    groups: KeyNumbers,
     /// Group ids of the batch being pushed (reused).
     group_ids: Vec<usize>,
     /// What the order keys are made with and compared against.
@@ -533,7 +533,7 @@ impl<K: OrderKey> Kept<K> {
     fn try_new(input: &SchemaRef, config: BoundedTopNConfig) -> Result<Self> {
         let key_fields: Vec<Field> =
             config.partition_by.iter().enumerate().map(|(i, e)| Ok(Field::new(format!("k{i}"), e.data_type(input)?, true))).collect::<Result<_>>()?;
-        let groups = new_group_values(Arc::new(Schema::new(key_fields)), &GroupOrdering::None)?;
+        let groups = KeyNumbers::new(Arc::new(Schema::new(key_fields)))?;
         let rank = input.fields().len();
         let held = match &config.projection {
             Some(p) => p.iter().copied().filter(|&i| i != rank).collect(),

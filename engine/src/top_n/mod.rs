@@ -18,6 +18,7 @@
 //! - [`top_n_exec`]: the operator and its state (the kept rows of each key, as Arrow rows);
 //! - [`bounded_top_n_exec`]: the same query over bounded input (files), in one pass without
 //!   sorting, the final rows only;
+//! - [`key_numbers`]: the bounded operator's group numbers, one integer key by direct index;
 //! - [`order_keys`]: the bounded operator's `ORDER BY` keys, numbers compared inline or
 //!   row-format bytes (text, decimals, three columns or more);
 //! - [`planner_rule`]: finds the pattern in DataFusion's plan and swaps an operator in;
@@ -27,6 +28,7 @@
 //!   nothing but their positions held.
 
 pub mod bounded_top_n_exec;
+mod key_numbers;
 pub mod late_payload;
 pub(crate) mod order_keys;
 pub mod planner_rule;

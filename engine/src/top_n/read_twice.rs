@@ -404,7 +404,7 @@ impl ReadKeptRowsExec {
                 }
                 memory.account(lists.iter().map(|l| l.capacity() * 8).sum())?;
             }
-            // (the reservation goes with the lists' being taken: they are small beside the rows)
+            // (released once read: 8 bytes a kept row, small beside the rows the top N held)
             drop(memory);
             Ok(Arc::new(lists.into_iter().map(|l| Mutex::new(Some(l))).collect::<Vec<_>>()))
         };
