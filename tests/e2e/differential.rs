@@ -117,6 +117,11 @@ const TEXT_CASES: &[(&str, &str)] = &[
     ("string_functions", "SELECT order_id, UPPER(status) AS s, CHARACTER_LENGTH(status) AS l, SUBSTR(status, 2, 3) AS sub, status || '-' || CAST(order_id AS VARCHAR) AS tag, REPLACE(status, 'E', 'e') AS r, SPLIT_PART(status, 'P', 1) AS p, status LIKE '%PP%' AS pp FROM orders WHERE status LIKE '%P%' OR status = 'CANCELLED'"),
     ("text_aggregates", "SELECT c.customer_tier, COUNT(*) AS n, MAX(c.email) AS last_email, MIN(o.status) AS first_status, COUNT(DISTINCT o.status) AS statuses FROM orders o JOIN customers c ON o.customer_id = c.customer_id GROUP BY c.customer_tier"),
     ("top_two_per_status", "SELECT * FROM (SELECT order_id, status, amount, ROW_NUMBER() OVER (PARTITION BY status ORDER BY amount DESC, order_id) AS r FROM orders) WHERE r <= 2"),
+    // text that the top N neither keys nor orders by: over Parquet, the keys are read first and
+    // the kept rows again (top_n::read_twice); the second keyed by an expression that is NULL
+    // for a third of the customers
+    ("top_three_per_customer_with_text", "SELECT * FROM (SELECT order_id, customer_id, status, order_date, amount, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY amount DESC, order_id) AS r FROM orders) WHERE r <= 3"),
+    ("top_one_per_null_key_with_text", "SELECT status, order_ts, k, r FROM (SELECT *, NULLIF(customer_id % 3, 0) AS k, ROW_NUMBER() OVER (PARTITION BY NULLIF(customer_id % 3, 0) ORDER BY order_id DESC) AS r FROM orders) WHERE r = 1"),
     ("text_keyed_join_on_text", "SELECT c.customer_name, r.region FROM customers c JOIN regions r ON c.country = r.country WHERE c.customer_name > 'M'"),
 ];
 
@@ -166,6 +171,11 @@ async fn parquet_text_read_as_views_gives_the_batch_answer() {
     ));
     let run = run_sql(tmp.path(), &sql);
     assert_ok(&run);
+    // the two top N cases with text they neither key nor order by read their keys first
+    let explain = ferris(tmp.path(), &["explain", tmp.path().join("job.sql").to_str().unwrap()]);
+    assert_ok(&explain);
+    let read_twice = explain.stdout.lines().filter(|l| l.trim_start().starts_with("ReadKeptRowsExec:")).count();
+    assert_eq!(read_twice, 2, "{}", explain.stdout);
     for (name, query) in &cases {
         let got = file_rows(&tmp.path().join(format!("{name}.jsonl")));
         let want = if *name == "within" {

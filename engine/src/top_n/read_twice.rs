@@ -19,10 +19,11 @@
 //! with the rank. The second read decodes every column again, partition by partition, in the
 //! same order; [`ReadKeptRowsExec`] sorts each partition's kept numbers and filters each batch
 //! to its kept rows, adding their rank, as it comes. The keys' columns are decoded twice; the
-//! text is never held. A second read of another length than the first (a file changed between
-//! the reads) fails the job rather than give other rows.
+//! text is never held. The files must not change while the job reads them: a second read of
+//! another length than the first (rows appended or removed in between) fails the job.
 //!
-//! Applied by [`ReadTwiceRule`] to a top N whose input is a scan that can read its source
+//! Applied by [`ReadTwiceRule`] to a top N whose input is a scan (or DataFusion's hash
+//! repartition of one, by key: the numbers are the scan's, the repartition above them) that can read its source
 //! again ([`SizedScanExec::read_twice`]: Parquet files, a job without checkpoints, no other
 //! scan of the source), that outputs text, bytes or nested values it does not order or key
 //! by, and that is at the top of the plan (under projections only: the operator's output is
@@ -47,6 +48,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning, PlanProperties, SendableRecordBatchStream,
@@ -113,7 +115,16 @@ fn fixed_width(t: &DataType) -> bool {
 fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(top) = node.downcast_ref::<BoundedTopNExec>() else { return Ok(None) };
     let Some(input) = top.children().first().map(|c| Arc::clone(*c)) else { return Ok(None) };
-    let Some(scan) = input.downcast_ref::<SizedScanExec>() else { return Ok(None) };
+    // a scan of one partition reaches the top N through DataFusion's hash repartition by key
+    let (scan_node, hashed) = match input.downcast_ref::<RepartitionExec>() {
+        Some(r) if !r.preserve_order() => match r.partitioning() {
+            Partitioning::Hash(exprs, n) => (Arc::clone(r.input()), Some((exprs.clone(), *n))),
+            _ => return Ok(None),
+        },
+        Some(_) => return Ok(None),
+        None => (Arc::clone(&input), None),
+    };
+    let Some(scan) = scan_node.downcast_ref::<SizedScanExec>() else { return Ok(None) };
     let config = top.config();
     let schema = input.schema();
     let rank = schema.fields().len();
@@ -123,6 +134,7 @@ fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
         .iter()
         .chain(config.order_by.iter().map(|o| &o.expr))
         .chain(top.route().into_iter().flatten())
+        .chain(hashed.iter().flat_map(|(exprs, _)| exprs))
         .flat_map(collect_columns)
         .map(|c| c.index())
         .collect();
@@ -160,10 +172,15 @@ fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     if build(Arc::new(EmptyExec::new(Arc::clone(&numbered)).with_partitions(scan_partitions))).is_err() {
         return Ok(None);
     }
+    let hashed = hashed.map(|(exprs, n)| Ok::<_, DataFusionError>(Partitioning::Hash(exprs.iter().map(over).collect::<Result<_>>()?, n))).transpose()?;
     let Some((first, second)) = scan.read_twice(&narrow) else { return Ok(None) };
     let numbering = RowPositionsExec::try_new(first)?;
     let counts = numbering.counts();
-    let kept = Arc::new(build(Arc::new(numbering))?);
+    let numbered: Arc<dyn ExecutionPlan> = match hashed {
+        Some(hash) => Arc::new(RepartitionExec::try_new(Arc::new(numbering), hash)?),
+        None => Arc::new(numbering),
+    };
+    let kept = Arc::new(build(numbered)?);
     Ok(Some(Arc::new(ReadKeptRowsExec::try_new(kept, second, config.projection.clone(), node.schema())?.checking_counts(counts))))
 }
 
@@ -313,8 +330,14 @@ struct Run {
     taken: Vec<bool>,
 }
 
-/// Every partition's kept rows (`position << 8 | rank`, unsorted), each taken by its partition.
-type KeptLists = Arc<Vec<Mutex<Option<Vec<u64>>>>>;
+/// Every partition's kept rows (`row << 8 | rank`, the row's place in its partition's read;
+/// unsorted), each taken by its partition, and their memory, held until every partition's read
+/// is done with them.
+struct KeptRows {
+    lists: Vec<Mutex<Option<Vec<u64>>>>,
+    _memory: Mutex<crate::memory::StateMemory>,
+}
+type KeptLists = Arc<KeptRows>;
 type Shared = futures::future::Shared<futures::future::BoxFuture<'static, std::result::Result<KeptLists, Arc<DataFusionError>>>>;
 
 impl fmt::Debug for Run {
@@ -357,8 +380,9 @@ impl ReadKeptRowsExec {
     }
 
     /// Checks that each partition of the second read has as many rows as the first read's
-    /// numbered (`counts`, of the [`RowPositionsExec`] under `kept`): a file changed between
-    /// the reads fails the job rather than giving other rows.
+    /// numbered (`counts`, of the [`RowPositionsExec`] under `kept`): rows appended to or
+    /// removed from a file between the reads fail the job rather than give other rows (a file
+    /// rewritten with as many rows is not noticed).
     pub fn checking_counts(mut self, counts: Arc<RowCounts>) -> Self {
         self.first_read = Some(counts);
         self
@@ -404,9 +428,9 @@ impl ReadKeptRowsExec {
                 }
                 memory.account(lists.iter().map(|l| l.capacity() * 8).sum())?;
             }
-            // (released once read: 8 bytes a kept row, small beside the rows the top N held)
-            drop(memory);
-            Ok(Arc::new(lists.into_iter().map(|l| Mutex::new(Some(l))).collect::<Vec<_>>()))
+            // (the sort of each list, in its partition, takes as much again for a while: not
+            // counted)
+            Ok(Arc::new(KeptRows { lists: lists.into_iter().map(|l| Mutex::new(Some(l))).collect(), _memory: Mutex::new(memory) }))
         };
         Ok(read.map(|r: Result<KeptLists>| r.map_err(Arc::new)).boxed().shared())
     }
@@ -455,27 +479,29 @@ impl ExecutionPlan for ReadKeptRowsExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let kept = self.kept_of_run(partition, &context)?;
-        let rows = self.rows.execute(partition, Arc::clone(&context))?;
-        let gather = Gather {
-            rows,
-            kept: Vec::new(),
-            at: 0,
-            offset: 0,
-            out: KeptOut::passing_sparse(Arc::clone(&self.schema), context.session_config().batch_size().max(1)),
-            schema: Arc::clone(&self.schema),
-            projection: self.projection.clone(),
-            baseline: BaselineMetrics::new(&self.metrics, partition),
-            done: false,
-            first_read: None,
-        };
+        let (rows, schema, projection) = (Arc::clone(&self.rows), Arc::clone(&self.schema), self.projection.clone());
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let first_read = self.first_read.clone();
         let stream = futures::stream::once(async move {
             let lists = kept.await.map_err(DataFusionError::Shared)?;
-            let list = lists.get(partition).map(|l| l.lock().map_err(poisoned).map(|mut l| l.take())).transpose()?.flatten();
+            let list = lists.lists.get(partition).map(|l| l.lock().map_err(poisoned).map(|mut l| l.take())).transpose()?.flatten();
             let Some(list) = list else { return internal_err!("ReadKeptRowsExec: partition {partition} was executed twice in one run") };
-            // (the first read is over: every kept row is known)
+            // the second read starts once the first is over (every kept row is known)
             let first_read = first_read.as_ref().and_then(|c| c.get(partition));
-            Ok(Gather { kept: crate::radix_sort::radix_sorted(list), first_read, ..gather })
+            let batch_size = context.session_config().batch_size().max(1);
+            Ok(Gather {
+                rows: rows.execute(partition, context)?,
+                kept: crate::radix_sort::radix_sorted(list),
+                at: 0,
+                offset: 0,
+                out: KeptOut::passing_sparse(Arc::clone(&schema), batch_size),
+                schema,
+                projection,
+                baseline,
+                done: false,
+                first_read,
+                _lists: lists,
+            })
         })
         .map(|gather: Result<Gather>| match gather {
             Ok(gather) => futures::stream::unfold(gather, |mut g| async move { g.next_batch().await.map(|b| (b, g)) }).boxed(),
@@ -506,6 +532,8 @@ struct Gather {
     done: bool,
     /// The rows the first read had in this partition, when known.
     first_read: Option<u64>,
+    /// Every partition's kept rows (held for their memory's account).
+    _lists: KeptLists,
 }
 
 impl Gather {
