@@ -29,27 +29,23 @@ pub(crate) fn radix_order(keys: Vec<u64>) -> Option<Vec<u32>> {
         idx.sort_by_key(|&i| keys[i as usize]);
         return Some(idx);
     }
-    Some(by_digits(keys, idx).2)
+    Some(by_digits::<true>(keys, idx).2)
 }
 
-/// `keys` sorted ascending (by comparison for fewer than 1024, or more than a `u32` numbers).
+/// `keys` sorted ascending (by comparison for fewer than 1024).
 pub(crate) fn radix_sorted(mut keys: Vec<u64>) -> Vec<u64> {
-    let Ok(rows) = u32::try_from(keys.len()) else {
-        keys.sort_unstable();
-        return keys;
-    };
     if keys.len() < SMALL {
         keys.sort_unstable();
         return keys;
     }
-    let (mut keys, lo, _) = by_digits(keys, vec![0; rows as usize]);
+    let (mut keys, lo, _) = by_digits::<false>(keys, Vec::new());
     keys.iter_mut().for_each(|x| *x += lo);
     keys
 }
 
-/// The radix passes: `keys` less their smallest, sorted, that smallest, and `idx` moved with
-/// the keys.
-fn by_digits(mut keys: Vec<u64>, mut idx: Vec<u32>) -> (Vec<u64>, u64, Vec<u32>) {
+/// The radix passes: `keys` less their smallest, sorted, that smallest, and (with `ROWS`)
+/// `idx` moved with the keys; without, `idx` is not read or moved.
+fn by_digits<const ROWS: bool>(mut keys: Vec<u64>, mut idx: Vec<u32>) -> (Vec<u64>, u64, Vec<u32>) {
     let n = keys.len();
     let (lo, hi) = keys.iter().fold((u64::MAX, 0), |(lo, hi), &k| (lo.min(k), hi.max(k)));
     if n == 0 {
@@ -69,7 +65,7 @@ fn by_digits(mut keys: Vec<u64>, mut idx: Vec<u32>) -> (Vec<u64>, u64, Vec<u32>)
         }
     }
     let mut k2 = vec![0u64; n];
-    let mut idx2 = vec![0u32; n];
+    let mut idx2 = if ROWS { vec![0u32; n] } else { Vec::new() };
     for (p, c) in counts.iter().enumerate() {
         if c.contains(&n) {
             continue;
@@ -80,12 +76,20 @@ fn by_digits(mut keys: Vec<u64>, mut idx: Vec<u32>) -> (Vec<u64>, u64, Vec<u32>)
             *o = sum;
             sum += c;
         }
-        for (&x, &i) in keys.iter().zip(&idx) {
-            let d = digit(x, p);
-            let o = next[d];
-            k2[o] = x;
-            idx2[o] = i;
-            next[d] = o + 1;
+        if ROWS {
+            for (&x, &i) in keys.iter().zip(&idx) {
+                let d = digit(x, p);
+                let o = next[d];
+                k2[o] = x;
+                idx2[o] = i;
+                next[d] = o + 1;
+            }
+        } else {
+            for &x in &keys {
+                let d = digit(x, p);
+                k2[next[d]] = x;
+                next[d] += 1;
+            }
         }
         std::mem::swap(&mut keys, &mut k2);
         std::mem::swap(&mut idx, &mut idx2);

@@ -281,11 +281,14 @@ const READ_AHEAD_BYTES: usize = 16 << 20;
 /// -- the auctions' id and seller are read while the persons are: no "read again"
 /// ```
 fn late_decoding_pays(schema: &SchemaRef) -> bool {
+    schema.fields().iter().any(|f| !decodes_at_memory_speed(f.data_type()))
+}
+
+/// True for a type whose values decode at memory speed: numbers, times, booleans (not text,
+/// bytes or nested values). What makes reading a column late, or twice, cheap.
+pub(crate) fn decodes_at_memory_speed(t: &datafusion::arrow::datatypes::DataType) -> bool {
     use datafusion::arrow::datatypes::DataType;
-    schema.fields().iter().any(|f| {
-        let t = f.data_type();
-        !(t.is_primitive() || matches!(t, DataType::Boolean | DataType::Null))
-    })
+    t.is_primitive() || matches!(t, DataType::Boolean | DataType::Null)
 }
 
 /// True when `expr` holds a dynamic filter (a hash join's, filled in as the join runs).

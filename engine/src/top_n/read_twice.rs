@@ -57,7 +57,7 @@ use futures::{FutureExt, StreamExt};
 
 use super::bounded_top_n_exec::{BoundedTopNConfig, KeptOut};
 use super::BoundedTopNExec;
-use crate::planner::source_table::SizedScanExec;
+use crate::planner::source_table::{decodes_at_memory_speed, SizedScanExec};
 
 /// The column [`RowPositionsExec`] appends.
 const POSITION: &str = "__ferris_row_position";
@@ -105,11 +105,6 @@ fn at_the_top(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.replace_children(vec![new], ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
 }
 
-/// True for a type whose values are decoded at memory speed: numbers, times, booleans.
-fn fixed_width(t: &DataType) -> bool {
-    t.is_primitive() || matches!(t, DataType::Boolean | DataType::Null)
-}
-
 /// The top N `node` over two reads of its scan, when it is one over a scan that can read twice
 /// and outputs text (or bytes, or nested values) it does not read for its keys.
 fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
@@ -141,7 +136,7 @@ fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     narrow.sort_unstable();
     narrow.dedup();
     let out: Vec<usize> = config.projection.clone().unwrap_or_else(|| (0..=rank).collect());
-    let pays = out.iter().any(|&c| c < rank && narrow.binary_search(&c).is_err() && !fixed_width(schema.field(c).data_type()));
+    let pays = out.iter().any(|&c| c < rank && narrow.binary_search(&c).is_err() && !decodes_at_memory_speed(schema.field(c).data_type()));
     if !pays || narrow.is_empty() {
         return Ok(None);
     }
@@ -278,11 +273,12 @@ impl ExecutionPlan for RowPositionsExec {
         if partition >= 1 << (u64::BITS - PARTITION_SHIFT) {
             return internal_err!("RowPositionsExec numbers at most {} partitions", 1u64 << (u64::BITS - PARTITION_SHIFT));
         }
+        if partition >= self.counts.0.len() {
+            return internal_err!("RowPositionsExec has no partition {partition}");
+        }
         let input = self.input.execute(partition, context)?;
         let schema = Arc::clone(&self.schema);
-        let Some(count) = self.counts.0.get(partition).map(|_| Arc::clone(&self.counts)) else {
-            return internal_err!("RowPositionsExec has no partition {partition}");
-        };
+        let count = Arc::clone(&self.counts);
         count.0[partition].store(0, Ordering::Release);
         let mut next = 0u64;
         let stream = input.map(move |batch| {
