@@ -15,6 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+started=${FERRIS_CI_STARTED:-$(date +%s)}
+phase() { echo "== [$(( $(date +%s) - started )) s] $*"; }
+phase "installing the services (what is missing)"
 bash tests/services/python.sh
 bash tests/services/s3.sh install
 bash tests/services/postgres.sh install
@@ -69,16 +72,41 @@ export S3_ENDPOINT="${S3_ENDPOINT:-http://127.0.0.1:9190}"
 export PG_URL="${PG_URL:-$(bash tests/services/postgres.sh url)}"
 export REDIS_URL="${REDIS_URL:-$(bash tests/services/redis.sh url)}"
 
+phase "services up; cargo test"
 log=$(mktemp)
 status=0
+# With FERRIS_TEST_DEADLINE (seconds since the epoch; .ci/run sets it before CI's own limit), a
+# watchdog stops the test binaries at that time and names the tests still running (those that
+# said they had run for over 60 seconds and have not finished), so that a hung test shows
+# itself and the closing counts are printed.
+watchdog=""
+if [ -n "${FERRIS_TEST_DEADLINE:-}" ]; then
+    (
+        set +e +o pipefail
+        while [ "$(date +%s)" -lt "$FERRIS_TEST_DEADLINE" ]; do sleep 5; done
+        phase "the deadline (FERRIS_TEST_DEADLINE) is reached: the tests are stopped"
+        grep -Eo '^test [^ ]+ has been running for over' "$log" | awk '{print $2}' | sort -u | while read -r t; do
+            grep -q "^test $t \.\.\. " "$log" || echo "== still running at the deadline: $t"
+        done
+        touch "$log.deadline"
+        pkill -TERM -f "$PWD/target/debug/deps/"
+    ) &
+    watchdog=$!
+fi
 if [ "$#" -gt 0 ]; then
     cargo test "$@" 2>&1 | tee "$log" || status=$?
 else
     cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 fi
+if [ -n "$watchdog" ]; then kill "$watchdog" 2>/dev/null || true; fi
+phase "cargo test done"
 # One closing line over every test binary (cargo prints one "test result" per binary).
-passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+passed=$({ grep -Eo '^test result: .* ([0-9]+) passed' "$log" || true; } | { grep -Eo '[0-9]+ passed' || true; } | awk '{s+=$1} END {print s+0}')
+failed=$({ grep -Eo '^test result: .* ([0-9]+) failed' "$log" || true; } | { grep -Eo '[0-9]+ failed' || true; } | awk '{s+=$1} END {print s+0}')
+if [ -e "$log.deadline" ]; then
+    echo "== the tests were stopped at the deadline: the binary that was running is not counted"
+    rm -f "$log.deadline"
+fi
 rm -f "$log"
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$status"

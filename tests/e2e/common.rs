@@ -23,6 +23,62 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// How long one process a test starts and waits for (a job, a Python client) may run before
+/// it is killed and the test fails: `FERRIS_TEST_PROCESS_TIMEOUT_SECS`, 600 s unless set. A
+/// hung job then fails its own test, named, with what it printed, instead of holding up
+/// the whole run until CI's limit.
+fn process_timeout() -> std::time::Duration {
+    let secs = std::env::var("FERRIS_TEST_PROCESS_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    std::time::Duration::from_secs(secs)
+}
+
+/// `command.output()`, but killed when it runs longer than [`process_timeout`]: then the test
+/// panics with the command and the end of its standard error.
+pub fn output_within(command: &mut Command) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    // a group of its own, so that what it started is killed with it
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let limit = process_timeout();
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+            let said = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            let tail: String = said.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            panic!("{command:?} ran for over {} s and was killed (FERRIS_TEST_PROCESS_TIMEOUT_SECS); the end of its stderr:\n{tail}", limit.as_secs());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}
+
 fn finish(out: Output) -> Run {
     Run {
         status: out.status.code().unwrap_or(-1),
@@ -33,26 +89,23 @@ fn finish(out: Output) -> Run {
 
 /// Runs `ferris-sql ARGS` in `dir`.
 pub fn ferris(dir: &Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn,ferris_engine=info,ferris_connectors=info")
-        .output()
-        .expect("run ferris-sql");
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_ferris-sql")).args(args).current_dir(dir).env("RUST_LOG", "warn,ferris_engine=info,ferris_connectors=info"),
+    );
     finish(out)
 }
 
 /// Runs `ferris-sql ARGS` in `dir` with exactly the environment `env` (plus PATH).
 pub fn ferris_in_env(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run ferris-sql");
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied()),
+    );
     finish(out)
 }
 
@@ -253,12 +306,7 @@ pub fn wait_port(port: u16) {
 /// service it talks to).
 pub fn python_client(script: &str, args: &[&str], hint: &str) -> String {
     let path = repo().join("tests/python").join(script);
-    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(&path)
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .expect("run python3");
+    let out = output_within(Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())).arg(&path).args(args));
     assert!(out.status.success(), "{script} {args:?} failed ({hint}): {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -45,17 +45,17 @@ fn assert_as_written(sql_file: &str, golden: Option<&str>, first_stream: &str) {
 /// Runs `bash configs/guide/run.sh <example>` with this build, its own topics and buckets
 /// (suffix `run`) and output directory; returns the script's output.
 fn run_example(example: &str, run: &str, out: &Path, env: &[(&str, String)]) -> String {
-    let result = Command::new("bash")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .arg(repo().join("configs/guide/run.sh"))
-        .arg(example)
-        .current_dir(repo())
-        .env("FERRIS_SQL", env!("CARGO_BIN_EXE_ferris-sql"))
-        .env("GUIDE_RUN", run)
-        .env("GUIDE_OUT", out)
-        .env("RUST_LOG", "warn,ferris_engine=info,ferris_connectors=info")
-        .output()
-        .unwrap();
+    let result = crate::common::output_within(
+        Command::new("bash")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .arg(repo().join("configs/guide/run.sh"))
+            .arg(example)
+            .current_dir(repo())
+            .env("FERRIS_SQL", env!("CARGO_BIN_EXE_ferris-sql"))
+            .env("GUIDE_RUN", run)
+            .env("GUIDE_OUT", out)
+            .env("RUST_LOG", "warn,ferris_engine=info,ferris_connectors=info"),
+    );
     let stdout = String::from_utf8_lossy(&result.stdout).into_owned();
     let log = std::fs::read_to_string(out.join(example).join("job.log")).unwrap_or_default();
     assert!(result.status.success(), "run.sh {example} failed\n{stdout}\n{}\njob log:\n{log}", String::from_utf8_lossy(&result.stderr));

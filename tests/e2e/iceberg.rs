@@ -42,11 +42,9 @@ async fn duckdb_rows(dir: &Path, table: &str, select: &str) -> Vec<String> {
     let python = std::process::Command::new("bash").arg(crate::common::repo().join("tests/services/python.sh")).arg("duckdb-iceberg-python").output().unwrap();
     let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
     let out = dir.join("duckdb-readback.parquet");
-    let run = std::process::Command::new(&python)
-        .arg(crate::common::repo().join("tests/python/duckdb_iceberg.py"))
-        .args([table, out.to_str().unwrap()])
-        .output()
-        .unwrap_or_else(|e| panic!("{python}: {e} (install it: bash tests/services/python.sh)"));
+    let run = crate::common::output_within(
+        std::process::Command::new(&python).arg(crate::common::repo().join("tests/python/duckdb_iceberg.py")).args([table, out.to_str().unwrap()]),
+    );
     assert!(run.status.success(), "duckdb_iceberg.py: {}", String::from_utf8_lossy(&run.stderr));
     let ctx = SessionContext::new();
     ctx.register_parquet("t", out.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();

@@ -30,7 +30,7 @@ fn generated() -> &'static Path {
 /// DuckDB's rows for query `q` over the generated files, written to `out`.
 fn duckdb(args: &[&str], out: &Path) -> Vec<String> {
     let script = repo().join("benches/compare/nexmark_duckdb.py");
-    let run = Command::new("python3").arg(&script).args(args).arg("--out").arg(out).output().expect("run python3");
+    let run = crate::common::output_within(Command::new("python3").arg(&script).args(args).arg("--out").arg(out));
     assert!(run.status.success(), "{} {args:?}: {}", script.display(), String::from_utf8_lossy(&run.stderr));
     file_rows(out)
 }

@@ -31,13 +31,8 @@ fn s3py(args: &[&str]) -> String {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(500));
         }
-        let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-            .arg(&script)
-            .arg(endpoint())
-            .args(args)
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run python3");
+        let out =
+            crate::common::output_within(Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())).arg(&script).arg(endpoint()).args(args));
         if out.status.success() {
             return String::from_utf8_lossy(&out.stdout).into_owned();
         }

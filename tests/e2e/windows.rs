@@ -769,12 +769,9 @@ fn state_over_the_jobs_memory_limit_stops_the_job_with_a_clear_error() {
         )
     };
     std::fs::write(tmp.path().join("job.sql"), job("SELECT user_id, COUNT(*) AS n, SUM(amount) AS total FROM events GROUP BY user_id", "keys.jsonl")).unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(["run", "job.sql", "--no-progress"])
-        .current_dir(tmp.path())
-        .stdout(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let run = crate::common::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferris-sql")).args(["run", "job.sql", "--no-progress"]).current_dir(tmp.path()),
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "{stderr}");
     assert!(stderr.contains("WindowAggregateExec (unwindowed GROUP BY): its state of"), "{stderr}");
