@@ -22,8 +22,10 @@
 //! text is never held. The files must not change while the job reads them: a second read of
 //! another length than the first (rows appended or removed in between) fails the job.
 //!
-//! Applied by [`ReadTwiceRule`] to a top N whose input is a scan (or DataFusion's hash
-//! repartition of one, by key: the numbers are the scan's, the repartition above them) that can read its source
+//! Applied by [`ReadTwiceRule`] to a top N whose input is a scan, or a scan under the query's
+//! `WHERE` and DataFusion's repartitions (the rows are numbered as the scan reads them, under
+//! those: the `WHERE` runs on the first read, over the columns it needs, and the kept rows
+//! passed it), that can read its source
 //! again ([`SizedScanExec::read_twice`]: Parquet files, a job without checkpoints, no other
 //! scan of the source), that outputs text, bytes or nested values it does not order or key
 //! by, and that is at the top of the plan (under projections only: the operator's output is
@@ -46,6 +48,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -110,15 +113,31 @@ fn at_the_top(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
 fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(top) = node.downcast_ref::<BoundedTopNExec>() else { return Ok(None) };
     let Some(input) = top.children().first().map(|c| Arc::clone(*c)) else { return Ok(None) };
-    // a scan of one partition reaches the top N through DataFusion's hash repartition by key
-    let (scan_node, hashed) = match input.downcast_ref::<RepartitionExec>() {
-        Some(r) if !r.preserve_order() => match r.partitioning() {
-            Partitioning::Hash(exprs, n) => (Arc::clone(r.input()), Some((exprs.clone(), *n))),
-            _ => return Ok(None),
-        },
-        Some(_) => return Ok(None),
-        None => (Arc::clone(&input), None),
-    };
+    // between the top N and the scan: the query's WHERE (filters without a projection or a
+    // limit, which keep the scan's columns), and DataFusion's repartitions (by key, or round
+    // robin under a filter, of a scan of fewer partitions than the session's); the top first
+    let mut between: Vec<Between> = Vec::new();
+    let mut scan_node = Arc::clone(&input);
+    loop {
+        if let Some(f) = scan_node.downcast_ref::<FilterExec>() {
+            if f.projection().is_some() || f.fetch().is_some() {
+                return Ok(None);
+            }
+            between.push(Between::Filter(Arc::clone(f.predicate())));
+            scan_node = Arc::clone(f.input());
+        } else if let Some(r) = scan_node.downcast_ref::<RepartitionExec>() {
+            // (the rows are numbered under it, as the scan reads them: where they go after
+            // does not change their numbers)
+            match r.partitioning() {
+                Partitioning::Hash(exprs, n) if !r.preserve_order() => between.push(Between::Hash(exprs.clone(), *n)),
+                Partitioning::RoundRobinBatch(n) if !r.preserve_order() => between.push(Between::RoundRobin(*n)),
+                _ => return Ok(None),
+            }
+            scan_node = Arc::clone(r.input());
+        } else {
+            break;
+        }
+    }
     let Some(scan) = scan_node.downcast_ref::<SizedScanExec>() else { return Ok(None) };
     let config = top.config();
     let schema = input.schema();
@@ -129,7 +148,7 @@ fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
         .iter()
         .chain(config.order_by.iter().map(|o| &o.expr))
         .chain(top.route().into_iter().flatten())
-        .chain(hashed.iter().flat_map(|(exprs, _)| exprs))
+        .chain(between.iter().flat_map(Between::exprs))
         .flat_map(collect_columns)
         .map(|c| c.index())
         .collect();
@@ -167,16 +186,54 @@ fn read_twice(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionP
     if build(Arc::new(EmptyExec::new(Arc::clone(&numbered)).with_partitions(scan_partitions))).is_err() {
         return Ok(None);
     }
-    let hashed = hashed.map(|(exprs, n)| Ok::<_, DataFusionError>(Partitioning::Hash(exprs.iter().map(over).collect::<Result<_>>()?, n))).transpose()?;
+    // each expression over the numbered first read, checked before the scan is split in two
+    let between: Vec<Between> = between
+        .iter()
+        .map(|b| {
+            Ok(match b {
+                Between::Filter(p) => Between::Filter(over(p)?),
+                Between::Hash(exprs, n) => Between::Hash(exprs.iter().map(over).collect::<Result<_>>()?, *n),
+                Between::RoundRobin(n) => Between::RoundRobin(*n),
+            })
+        })
+        .collect::<Result<_>>()?;
     let Some((first, second)) = scan.read_twice(&narrow) else { return Ok(None) };
     let numbering = RowPositionsExec::try_new(first)?;
     let counts = numbering.counts();
-    let numbered: Arc<dyn ExecutionPlan> = match hashed {
-        Some(hash) => Arc::new(RepartitionExec::try_new(Arc::new(numbering), hash)?),
-        None => Arc::new(numbering),
-    };
+    // the rows are numbered as the scan reads them, before the WHERE and the repartition: the
+    // second read, of every row, has the same numbers
+    let mut numbered: Arc<dyn ExecutionPlan> = Arc::new(numbering);
+    for b in between.into_iter().rev() {
+        numbered = match b {
+            Between::Filter(p) => Arc::new(FilterExec::try_new(p, numbered)?),
+            Between::Hash(exprs, n) => Arc::new(RepartitionExec::try_new(numbered, Partitioning::Hash(exprs, n))?),
+            Between::RoundRobin(n) => Arc::new(RepartitionExec::try_new(numbered, Partitioning::RoundRobinBatch(n))?),
+        };
+    }
     let kept = Arc::new(build(numbered)?);
     Ok(Some(Arc::new(ReadKeptRowsExec::try_new(kept, second, config.projection.clone(), node.schema())?.checking_counts(counts))))
+}
+
+/// What lies between a top N and the scan it reads twice.
+enum Between {
+    /// A `WHERE` clause: applied to the first read, after the rows are numbered (the kept
+    /// rows passed it; the second read is not filtered again).
+    Filter(Arc<dyn PhysicalExpr>),
+    /// DataFusion's hash repartition by these expressions into so many partitions.
+    Hash(Vec<Arc<dyn PhysicalExpr>>, usize),
+    /// DataFusion's round robin of batches into so many partitions.
+    RoundRobin(usize),
+}
+
+impl Between {
+    /// The expressions it evaluates.
+    fn exprs(&self) -> &[Arc<dyn PhysicalExpr>] {
+        match self {
+            Self::Filter(p) => std::slice::from_ref(p),
+            Self::Hash(exprs, _) => exprs,
+            Self::RoundRobin(_) => &[],
+        }
+    }
 }
 
 /// Its input's rows with their positions appended (`__ferris_row_position`, `UInt64`): the
