@@ -66,17 +66,40 @@ pub fn output_within(command: &mut Command) -> Output {
             break status;
         }
         if Instant::now() >= deadline {
+            let stacks = stacks_of(child.id());
             let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
             let _ = child.kill();
             let _ = child.wait();
             let said = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
             let tail: String = said.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            panic!("{command:?} ran for over {} s and was killed (FERRIS_TEST_PROCESS_TIMEOUT_SECS); the end of its stderr:\n{tail}", limit.as_secs());
+            panic!(
+                "{command:?} ran for over {} s and was killed (FERRIS_TEST_PROCESS_TIMEOUT_SECS); where its threads were:\n{stacks}\nthe end of its stderr:\n{tail}",
+                limit.as_secs()
+            );
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     };
     Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }
+}
+
+/// Where the threads of process `pid` are, by gdb (when it is installed and may attach): each
+/// thread's first line and its frames in the project's own code, to show where a hung job
+/// waits.
+fn stacks_of(pid: u32) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt 40"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("Thread ") || l.contains("ferris")).take(300).collect();
+            lines.join("\n")
+        }
+        Ok(o) => format!("(gdb could not tell: {})", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")),
+        Err(e) => format!("(gdb could not run: {e})"),
+    }
 }
 
 fn finish(out: Output) -> Run {
