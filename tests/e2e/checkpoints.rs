@@ -993,3 +993,39 @@ async fn killed_five_times_a_window_over_lead_gives_the_batch_answer() {
 async fn killed_five_times_two_aggregates_of_one_stream_give_the_batch_answer() {
     kill_a_transactional_job(TWO_AGGREGATES_SQL, "ts", TWO_AGGREGATES_BATCH).await;
 }
+
+/// A barrier whose timer fires while the runner waits for room in a slow sink, after every
+/// source partition has sent its last rows and ended, is delivered by no partition. It was
+/// never aligned, so neither it nor the job's last checkpoint completed, and the bounded
+/// transactional job never exited (seen once in CI in
+/// `killed_while_reading_parquet_with_a_where_clause_…`'s last run). Six batches into a sink
+/// that takes 120 ms each, checkpoints every 100 ms: the build before the fix hung on every
+/// run; the job must end, every row written, with its last checkpoint complete.
+#[test]
+fn a_barrier_started_after_the_input_ended_does_not_hold_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("job.sql"),
+        format!(
+            "CREATE STREAM s AS SELECT order_id, status FROM orders INTO out WITH ('orders.type' = 'file_source', 'orders.path' = '{}', \
+             'orders.batch.size' = '40', 'use_transactions' = 'true', 'checkpoint.interval' = '100ms', 'out.type' = 'blackhole', 'out.delay' = '120ms');",
+            data("orders.jsonl")
+        ),
+    )
+    .unwrap();
+    for round in 0..3 {
+        let _ = std::fs::remove_dir_all(dir.join("checkpoints"));
+        let out = Command::new("timeout")
+            .args(["60", env!("CARGO_BIN_EXE_ferris-sql"), "run", "job.sql", "--no-progress"])
+            .current_dir(dir)
+            .env("RUST_LOG", "warn,ferris_engine=info")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(124), "round {round}: the job did not end within 60 s:\n{stderr}");
+        assert!(out.status.success(), "round {round}:\n{stderr}");
+        assert!(stderr.contains("wrote [out 240 rows]"), "round {round}:\n{stderr}");
+        assert!(stderr.contains("checkpoints (mean"), "round {round}: no checkpoint completed:\n{stderr}");
+    }
+}

@@ -1148,9 +1148,18 @@ impl Run<'_> {
     }
 
     /// When every partition has delivered the barrier (or ended), the sinks prepare it and the
-    /// partitions go on.
+    /// partitions go on. A barrier started once every partition had ended (the timer's tick
+    /// chosen before the partitions' last messages were read) is delivered by none of them: it
+    /// is aligned by their ends, every row before it out, or the job would wait for it, and
+    /// for its last checkpoint, forever.
     async fn check_aligned(&self, parts: &mut [Part], coord: &mut Coordinator, out: &mut Outputs) {
-        let Some(n) = parts.iter().find_map(|p| p.blocked) else { return };
+        let n = match parts.iter().find_map(|p| p.blocked) {
+            Some(n) => n,
+            None => match coord.pending.as_ref() {
+                Some(p) if !p.aligned && !p.last && parts.iter().all(|part| part.ended) => p.n,
+                _ => return,
+            },
+        };
         if !parts.iter().all(|p| p.ended || p.blocked == Some(n)) {
             return;
         }
