@@ -35,6 +35,13 @@ fn process_timeout() -> std::time::Duration {
 /// `command.output()`, but killed when it runs longer than [`process_timeout`]: then the test
 /// panics with the command and the end of its standard error.
 pub fn output_within(command: &mut Command) -> Output {
+    output_limited(command, process_timeout())
+}
+
+/// `command.output()`, but killed when it runs longer than `limit` (a test's own bound on a job
+/// that must end soon): then the test panics with the command, where its threads were and the
+/// end of its standard error.
+pub fn output_limited(command: &mut Command, limit: std::time::Duration) -> Output {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
@@ -58,7 +65,6 @@ pub fn output_within(command: &mut Command) -> Output {
     };
     let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let limit = process_timeout();
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(1);
     let status = loop {
@@ -73,7 +79,7 @@ pub fn output_within(command: &mut Command) -> Output {
             let said = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
             let tail: String = said.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             panic!(
-                "{command:?} ran for over {} s and was killed (FERRIS_TEST_PROCESS_TIMEOUT_SECS); where its threads were:\n{stacks}\nthe end of its stderr:\n{tail}",
+                "{command:?} ran for over {} s and was killed (its test's limit, or FERRIS_TEST_PROCESS_TIMEOUT_SECS); where its threads were:\n{stacks}\nthe end of its stderr:\n{tail}",
                 limit.as_secs()
             );
         }
@@ -102,7 +108,8 @@ fn stacks_of(pid: u32) -> String {
     }
 }
 
-fn finish(out: Output) -> Run {
+/// The [`Run`] of a finished process.
+pub fn finish(out: Output) -> Run {
     Run {
         status: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -62,20 +62,9 @@ const CASES: &[(&str, &str)] = &[
 /// Runs `ferris-sql ARGS` in `dir`, killed after two minutes (a scan waiting for a filter that
 /// never comes would hang the job).
 fn ferris_bounded(dir: &std::path::Path, args: &[&str]) -> Run {
-    let out = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(env!("CARGO_BIN_EXE_ferris-sql"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run ferris-sql");
-    assert_ne!(out.status.code(), Some(124), "ferris-sql {args:?} did not finish within two minutes");
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ferris-sql"));
+    command.args(args).current_dir(dir).env("RUST_LOG", "warn");
+    crate::common::finish(crate::common::output_limited(&mut command, std::time::Duration::from_secs(120)))
 }
 
 /// Writes `t` and `s` as Parquet files into `dir` with DataFusion.
