@@ -398,6 +398,59 @@ async fn killed_five_times_a_transactional_job_inserts_each_window_once() {
     assert_eq!(rows("SELECT sink FROM _ferris_sink_commits WHERE job = 'w'"), vec![r#"{"sink":"db"}"#.to_string()]);
 }
 
+/// A restored job stages its rows under its own checkpoints' numbers. The job restores
+/// checkpoint k, stages new rows, and is killed before its next checkpoint completes (a slow
+/// second sink holds it): the next run applies what checkpoint k staged, drops the rest, and
+/// reads those rows again, so the table holds every row once. (A run that staged them under
+/// checkpoint 1, as the restored job's boundaries once numbered their first barrier, had them
+/// applied at the restore and then again: 150 rows of 100.)
+#[test]
+fn killed_before_its_first_checkpoint_after_a_restore_a_transactional_job_inserts_each_row_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (job, t) = (unique("restored"), unique("after_restore"));
+    let input = dir.join("ids.jsonl");
+    let ids = |range: std::ops::Range<usize>| range.map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>();
+    std::fs::write(&input, ids(0..50)).unwrap();
+    let sql = format!(
+        "CREATE STREAM {job} AS SELECT id FROM src INTO db, slow WITH ('src.type' = 'file_source', 'src.path' = '{}', 'src.watch' = 'true', \
+         'src.batch.size' = '25', 'checkpoint.interval' = '200ms', 'use_transactions' = 'true', \
+         'db.type' = 'database_sink', {}, 'db.table' = '{t}', 'slow.type' = 'blackhole', 'slow.delay' = '2s');",
+        input.display(),
+        conn("db")
+    );
+    let count = format!("SELECT count(*) AS c FROM {t}");
+    let staged = format!("SELECT count(*) AS c FROM _ferris_stage_{job}_db");
+    let one = |n: usize| vec![format!("{{\"c\":{n}}}")];
+    let number = |sql: &str| rows(sql).first().and_then(|r| r.strip_prefix("{\"c\":")?.strip_suffix('}')?.parse::<usize>().ok()).unwrap_or(0);
+    // the first run commits 50 rows, then a few empty checkpoints, and is killed
+    let mut child = launch(dir, &sql);
+    wait_for("50 rows committed", 60, || rows(&count) == one(50));
+    std::thread::sleep(Duration::from_millis(1000));
+    crate::checkpoints::kill9(&mut child);
+    let log = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default();
+    // the second run restores its last checkpoint, stages new rows, and is killed while the
+    // slow sink holds that checkpoint
+    {
+        use std::io::Write;
+        std::fs::OpenOptions::new().append(true).open(&input).unwrap().write_all(ids(50..100).as_bytes()).unwrap();
+    }
+    let mut child = launch(dir, &sql);
+    wait_for("rows staged", 60, || rows(&staged) != one(0));
+    crate::checkpoints::kill9(&mut child);
+    let second = std::fs::read_to_string(dir.join("job.log")).unwrap_or_default()[log.len()..].to_string();
+    assert!(second.contains("restoring checkpoint"), "the second run restored a checkpoint:\n{second}");
+    assert_eq!(rows(&count), one(50), "the second run's rows were not committed:\n{second}");
+    // the third run restores the same checkpoint and goes on to the end of the file
+    let mut child = launch(dir, &sql);
+    wait_for("100 rows committed", 60, || number(&count) >= 100 && number(&staged) == 0);
+    // a duplicate would show by now: its checkpoint waits for the slow sink (two batches)
+    std::thread::sleep(Duration::from_millis(5000));
+    interrupt(&mut child, dir);
+    let want: Vec<String> = (0..100).map(|i| format!("{{\"id\":{i}}}")).collect();
+    assert_exactly_once_rows("rows after a restore and a kill", &rows(&format!("SELECT id FROM {t}")), &canonical_lines(&want.join("\n")));
+}
+
 /// The server ends the sink's connections mid-run (as a restart does): the sink reconnects and
 /// every row arrives, once.
 #[test]

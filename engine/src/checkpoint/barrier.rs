@@ -205,23 +205,25 @@ impl Scope {
         out
     }
 
-    /// The barrier every leaf has passed (or ended before), when it is the next one the
-    /// boundary has not completed; `None` otherwise.
+    /// The barrier every live leaf has passed, when the boundary has not completed it yet;
+    /// `None` otherwise (or when every leaf has ended).
+    ///
+    /// The runner starts one barrier at a time, so the leaves have all passed the same one. It
+    /// is not always the one after the last completed: a restored job's first barrier is the
+    /// restored checkpoint's next, and the boundary reports that one, not 1, 2, … up to it
+    /// (which would ask the sinks to prepare checkpoints the restored run had already
+    /// completed, and stage its rows under their numbers).
     fn aligned(&self) -> Option<BarrierId> {
-        let next = self.completed.load(Ordering::Acquire) + 1;
-        let leaves = lock(&self.leaves);
-        let mut any_passed = false;
-        for l in leaves.iter() {
+        let completed = self.completed.load(Ordering::Acquire);
+        let mut least: Option<BarrierId> = None;
+        for l in lock(&self.leaves).iter() {
             let i = lock(&l.inner);
             if i.finished {
                 continue;
             }
-            if i.passed < next {
-                return None;
-            }
-            any_passed = true;
+            least = Some(least.map_or(i.passed, |m| m.min(i.passed)));
         }
-        any_passed.then_some(next)
+        least.filter(|&n| n > completed)
     }
 
     /// The boundary is done with barrier `n`: its leaves go on.
@@ -673,5 +675,79 @@ impl Stream for ScopedInput {
                 },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+
+    /// One source partition of `rows` batches, then quiet (a tailed source): it never ends.
+    fn quiet_source(runtime: &Arc<BarrierRuntime>, rows: i64) -> Result<SendableRecordBatchStream> {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batches: Vec<Result<RecordBatch>> =
+            (0..rows).map(|i| Ok(RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(Int64Array::from(vec![i]))])?)).collect();
+        let inner = RecordBatchStreamAdapter::new(Arc::clone(&schema), futures::stream::iter(batches).chain(futures::stream::pending()));
+        Ok(Box::pin(runtime.source_leaf("s", 0, Box::pin(inner), None)))
+    }
+
+    async fn next(input: &mut ScopedInput) -> InputEvent {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), input.next()).await {
+            Ok(Some(Ok(e))) => e,
+            other => panic!("an event, not {other:?}"),
+        }
+    }
+
+    /// A restored job's first barrier is the restored checkpoint's next (here 6): the boundary
+    /// reports 6, not 1, 2, … 6, so no sink is asked to prepare a checkpoint the earlier run
+    /// completed; the barriers after it follow one by one.
+    #[tokio::test]
+    async fn a_restored_jobs_first_barrier_is_reported_with_its_own_number() {
+        let (events, _rx) = mpsc::unbounded_channel();
+        let runtime = BarrierRuntime::new(events);
+        let mut input = ScopedInput::execute(|| quiet_source(&runtime, 3)).unwrap();
+        let scope = input.scope();
+        runtime.trigger(6);
+        assert!(matches!(next(&mut input).await, InputEvent::Barrier(6)));
+        // held until the boundary releases it
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), input.next()).await.is_err());
+        scope.release(6);
+        assert!(matches!(next(&mut input).await, InputEvent::Batch(b) if b.num_rows() == 1));
+        runtime.trigger(7);
+        assert!(matches!(next(&mut input).await, InputEvent::Barrier(7)));
+        scope.release(7);
+        for _ in 0..2 {
+            assert!(matches!(next(&mut input).await, InputEvent::Batch(_)));
+        }
+        // quiet now: nothing until the next barrier
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), input.next()).await.is_err());
+        runtime.trigger(8);
+        assert!(matches!(next(&mut input).await, InputEvent::Barrier(8)));
+    }
+
+    /// Two leaves: the barrier is reported once both have passed it, not when one has.
+    #[tokio::test]
+    async fn a_barrier_waits_for_every_leaf_of_the_chain() {
+        let (events, _rx) = mpsc::unbounded_channel();
+        let runtime = BarrierRuntime::new(events);
+        let (mut first, mut second) = (None, None);
+        let mut input = ScopedInput::execute(|| {
+            first = Some(quiet_source(&runtime, 1)?);
+            second = Some(quiet_source(&runtime, 1)?);
+            // the chain polls the first leaf only until the test polls the second by hand
+            first.take().ok_or_else(|| datafusion::error::DataFusionError::Internal("no leaf".into()))
+        })
+        .unwrap();
+        let Some(mut second) = second else { panic!("two leaves") };
+        runtime.trigger(3);
+        // the first leaf passed 3, the second has not been polled since
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), input.next()).await.is_err());
+        let waker = futures::task::noop_waker();
+        let _ = second.as_mut().poll_next(&mut Context::from_waker(&waker));
+        assert!(matches!(next(&mut input).await, InputEvent::Barrier(3)));
     }
 }

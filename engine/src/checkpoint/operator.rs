@@ -109,14 +109,16 @@ impl Alignment {
         Self { inputs: keys.iter().map(|k| (*k, Some(0))).collect(), done: 0 }
     }
 
+    /// The barrier every live input has delivered, when not completed yet. One barrier is in
+    /// flight at a time, but it need not be the one after the last completed: a restored job's
+    /// first is the restored checkpoint's next.
     fn complete(&mut self) -> Option<BarrierId> {
-        let next = self.done + 1;
-        let live: Vec<BarrierId> = self.inputs.values().flatten().copied().collect();
-        if live.is_empty() || live.iter().any(|b| *b < next) {
+        let least = self.inputs.values().flatten().copied().min()?;
+        if least <= self.done {
             return None;
         }
-        self.done = next;
-        Some(next)
+        self.done = least;
+        Some(least)
     }
 
     /// Input `key` delivered barrier `n`: `Some(n)` when that completes it over every live input.
@@ -290,6 +292,18 @@ mod tests {
         assert_eq!(a.barrier((1, 0), 2), Some(2));
         assert_eq!(a.ended((0, 1)), None);
         assert_eq!(a.ended((1, 0)), None, "nothing left to align");
+    }
+
+    /// A restored job's first barrier is the restored checkpoint's next: it completes under
+    /// its own number, once, and the next follows.
+    #[test]
+    fn a_restored_jobs_first_barrier_completes_under_its_own_number() {
+        let mut a = Alignment::new(&[(0, 0), (1, 0)]);
+        assert_eq!(a.barrier((0, 0), 6), None);
+        assert_eq!(a.barrier((1, 0), 6), Some(6));
+        assert_eq!(a.barrier((1, 0), 6), None, "completed already");
+        assert_eq!(a.barrier((1, 0), 7), None);
+        assert_eq!(a.barrier((0, 0), 7), Some(7));
     }
 
     /// An operator that panics fails its output stream: it does not end as if complete.
