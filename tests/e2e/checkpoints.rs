@@ -1026,3 +1026,43 @@ fn a_barrier_started_after_the_input_ended_does_not_hold_the_job() {
         assert!(stderr.contains("checkpoints (mean"), "round {round}: no checkpoint completed:\n{stderr}");
     }
 }
+
+/// A `LIMIT` over a tailed file: once the limit is met the plan reads no more of the file and
+/// drops it, and that partition counts as finished where it stopped. Before, the checkpoints
+/// waited for it to pass their barriers: the job never ended, and under `use_transactions`
+/// never published its rows. Now both jobs write the file's first rows and end. Run again, a
+/// tailed file goes on from where the first run stopped: the job ends again, and under
+/// `use_transactions` writes none of the first run's rows twice.
+#[test]
+fn a_limit_over_a_tailed_file_ends_the_job_with_its_rows_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = dir.join("ids.jsonl");
+    std::fs::write(&input, (0..40).map(|i| format!("{{\"id\":{i}}}\n")).collect::<String>()).unwrap();
+    let first: Vec<String> = (0..5).map(|i| format!("{{\"id\":{i}}}")).collect();
+    for (job, extra) in [("plain", ""), ("exactly", "'use_transactions' = 'true', ")] {
+        let sql = format!(
+            "CREATE STREAM {job} AS SELECT id FROM src LIMIT 5 INTO out WITH ('src.type' = 'file_source', 'src.path' = '{}', 'src.watch' = 'true', \
+             'src.batch.size' = '2', {extra}'checkpoint.interval' = '50ms', 'out.type' = 'file_sink', 'out.path' = '{job}.jsonl');",
+            input.display()
+        );
+        std::fs::write(dir.join(format!("{job}.sql")), sql).unwrap();
+        for run in 0..2 {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ferris-sql"));
+            command.args(["run", &format!("{job}.sql"), "--no-progress"]).current_dir(dir).env("RUST_LOG", "warn,ferris_engine=info");
+            let out = output_limited(&mut command, Duration::from_secs(60));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{job}, run {run}:\n{stderr}");
+            assert!(stderr.contains("produced 5 rows") && stderr.contains("checkpoints (mean"), "{job}, run {run}:\n{stderr}");
+            let lines: Vec<String> = std::fs::read_to_string(dir.join(format!("{job}.jsonl"))).unwrap_or_default().lines().map(str::to_string).collect();
+            if run == 0 {
+                assert_eq!(lines, first, "{job}, run {run}:\n{stderr}");
+            } else if job == "exactly" {
+                assert!(stderr.contains("restoring checkpoint"), "{job}, run {run}:\n{stderr}");
+                assert_eq!(lines.len(), 10, "{job}, run {run}: {lines:?}");
+                assert_eq!(lines[..5], first[..], "{job}, run {run}");
+                assert_eq!(lines.iter().collect::<std::collections::BTreeSet<_>>().len(), 10, "no row twice: {lines:?}");
+            }
+        }
+    }
+}

@@ -537,8 +537,12 @@ impl RecordBatchStream for SourceLeaf {
 
 impl Drop for SourceLeaf {
     fn drop(&mut self) {
-        // a dropped leaf (a LIMIT reached) holds no barrier up
-        lock(&self.state.inner).finished = true;
+        // A leaf dropped before its end (a LIMIT reached: the plan reads no more of it) is
+        // finished where it stopped, for its chain and for the checkpoints, which would
+        // otherwise wait for it to pass their barriers.
+        if !self.ended {
+            self.end();
+        }
     }
 }
 
