@@ -8,6 +8,7 @@
 //!       'archive.type' = 'file_sink', 'archive.path' = 'out/orders_{date}.csv', 'archive.format' = 'csv');
 //! ```
 
+mod mapped;
 pub mod path_template;
 pub mod sink;
 pub mod source;

@@ -931,7 +931,7 @@ fn read_parquet(
     tx: &BatchSender,
 ) -> Result<bool> {
     let ctx = || path.display().to_string();
-    let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
+    let f = super::mapped::ParquetData::open(File::open(path).map_err(|e| ConnectorError::io(path, e))?);
     let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
     // the footer, parsed once: the filters are decided on it before the reader is built
@@ -1040,6 +1040,7 @@ fn read_parquet(
         }
         None => meta,
     };
+    f.reading_forward();
     let mut b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta).with_batch_size(decode_rows(&cfg.batch));
     // rows dropped in the read leave views pointing into a few of the pages' bytes
     let sparse = !predicates.is_empty();
