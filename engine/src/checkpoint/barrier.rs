@@ -214,16 +214,12 @@ impl Scope {
     /// (which would ask the sinks to prepare checkpoints the restored run had already
     /// completed, and stage its rows under their numbers).
     fn aligned(&self) -> Option<BarrierId> {
-        let completed = self.completed.load(Ordering::Acquire);
-        let mut least: Option<BarrierId> = None;
-        for l in lock(&self.leaves).iter() {
+        let leaves = lock(&self.leaves);
+        let passed = leaves.iter().filter_map(|l| {
             let i = lock(&l.inner);
-            if i.finished {
-                continue;
-            }
-            least = Some(least.map_or(i.passed, |m| m.min(i.passed)));
-        }
-        least.filter(|&n| n > completed)
+            (!i.finished).then_some(i.passed)
+        });
+        passed_by_all(passed, self.completed.load(Ordering::Acquire))
     }
 
     /// The boundary is done with barrier `n`: its leaves go on.
@@ -237,6 +233,14 @@ impl Scope {
             l.wake();
         }
     }
+}
+
+/// The barrier every live input of a boundary or operator has passed (`passed`: each one's
+/// last), when it is newer than `completed`; `None` otherwise, or with no live input. One
+/// barrier is in flight at a time, but it need not be `completed + 1`: a restored job's first
+/// is the restored checkpoint's next.
+pub(crate) fn passed_by_all(passed: impl Iterator<Item = BarrierId>, completed: BarrierId) -> Option<BarrierId> {
+    passed.min().filter(|&n| n > completed)
 }
 
 thread_local! {

@@ -109,16 +109,11 @@ impl Alignment {
         Self { inputs: keys.iter().map(|k| (*k, Some(0))).collect(), done: 0 }
     }
 
-    /// The barrier every live input has delivered, when not completed yet. One barrier is in
-    /// flight at a time, but it need not be the one after the last completed: a restored job's
-    /// first is the restored checkpoint's next.
+    /// The barrier every live input has delivered, when not completed yet.
     fn complete(&mut self) -> Option<BarrierId> {
-        let least = self.inputs.values().flatten().copied().min()?;
-        if least <= self.done {
-            return None;
-        }
-        self.done = least;
-        Some(least)
+        let n = super::barrier::passed_by_all(self.inputs.values().flatten().copied(), self.done)?;
+        self.done = n;
+        Some(n)
     }
 
     /// Input `key` delivered barrier `n`: `Some(n)` when that completes it over every live input.
