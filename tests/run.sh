@@ -18,14 +18,7 @@ cd "$(dirname "$0")/.."
 started=${FERRIS_CI_STARTED:-$(date +%s)}
 phase() { echo "== [$(( $(date +%s) - started )) s] $*"; }
 phase "installing the services (what is missing)"
-bash tests/services/python.sh
-bash tests/services/s3.sh install
-bash tests/services/postgres.sh install
-bash tests/services/redis.sh install
-bash tests/services/kafka.sh install
-bash tests/services/azure.sh install
-bash tests/services/gcs.sh install
-bash tests/services/qemu.sh install
+bash tests/services/install.sh
 started_kafka=0
 started_s3=0
 started_pg=0

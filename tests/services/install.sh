@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs every service and client the tests use, each only when it is missing: the Python
+# clients, moto's S3 server, PostgreSQL, Redis, the tansu Kafka broker (cargo install, about 20
+# minutes on 2 cores the first time), Azurite, fake-gcs-server and qemu's user-mode emulator.
+# tests/run.sh runs it first; .ci/run runs it in the background while it checks formatting and
+# lints, so that the downloads and tansu's build overlap clippy's build.
+#
+#   bash tests/services/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+bash tests/services/python.sh
+bash tests/services/s3.sh install
+bash tests/services/postgres.sh install
+bash tests/services/redis.sh install
+bash tests/services/azure.sh install
+bash tests/services/gcs.sh install
+bash tests/services/qemu.sh install
+bash tests/services/kafka.sh install
