@@ -1,23 +1,27 @@
-//! A Parquet file read through a memory map.
+//! Files read through a memory map: Parquet, and bounded uncompressed text.
 //!
 //! The Parquet reader asks for each column chunk as bytes. From a `File` it reads them into a
 //! new buffer: the kernel copies the compressed pages out of its page cache into memory it
 //! first has to fault in and zero (a fifth of Nexmark q2's time over a 785 MB file). Mapped,
 //! a column chunk is a slice of the page cache itself, and the decompressor reads it there.
+//! A text file (JSON Lines, JSON, CSV) read to its end, not tailed, is decoded in slices of
+//! the map likewise, where `read` would copy it twice: into the reader's buffer and from there
+//! into a chunk of whole lines.
 //!
 //! ```sql
 //! CREATE STREAM q2 AS SELECT auction, price FROM bid WHERE auction % 123 = 0 INTO nowhere
 //! WITH ('bid.type' = 'file_source', 'bid.path' = 'bids.parquet', 'nowhere.type' = 'blackhole');
 //! ```
 //!
-//! The pages read are let go again as the reading moves on (`MADV_DONTNEED`, 32 MiB behind the
-//! last read): they stay in the kernel's cache, but the process's resident memory holds only
-//! the row groups being decoded, not the file.
+//! The pages read are let go again as the reading moves on (`MADV_DONTNEED`; for Parquet 32
+//! MiB behind the last read): they stay in the kernel's cache, but the process's resident
+//! memory holds only what is being decoded, not the file.
 //!
-//! Parquet files are never tailed (`watch` refuses them), and a Parquet file is written whole
-//! and then renamed into place, which leaves a mapping of the old file intact. A file cut
-//! short in place *while* it is read would stop the process (`SIGBUS`); where that can happen,
-//! `FERRIS_PARQUET_MMAP=0` reads with `read` instead.
+//! Tailed files (`watch`) and compressed files are read with `read`. A file written whole and
+//! then renamed into place leaves a mapping of the old file intact, and one appended to is
+//! read up to the length it had when opened. A file cut short in place *while* it is read
+//! would stop the process (`SIGBUS`); where that can happen, `FERRIS_FILE_MMAP=0` reads every
+//! file with `read` instead.
 
 use std::fs::File;
 use std::io::Read;
@@ -31,22 +35,9 @@ use parquet::file::reader::{ChunkReader, Length};
 /// in order, and a chunk this far before the one asked for is not asked for again.
 const KEPT_BEHIND: u64 = 32 << 20;
 
-/// A Parquet file's bytes: mapped, or read from the file where it cannot be mapped (an empty
-/// file, a file system without `mmap`, or mapping turned off).
-pub(super) enum ParquetData {
-    /// The whole file, mapped; column chunks are slices of it.
-    Mapped(Mapped),
-    /// Read with `read` as the reader asks.
-    File(File),
-}
-
-/// A mapped file, and how much of it has been let go.
-pub(super) struct Mapped {
+/// A file mapped into memory, read only, and how much of it has been let go.
+pub(super) struct MappedFile {
     map: Arc<memmap2::Mmap>,
-    bytes: Bytes,
-    /// Reads go forward from here on (the footer has been read): pages far behind them are
-    /// let go.
-    forward: AtomicBool,
     /// The pages before this offset are let go (they are mapped again if read).
     released: AtomicU64,
 }
@@ -60,21 +51,73 @@ impl AsRef<[u8]> for Shared {
     }
 }
 
-impl ParquetData {
-    /// `file` mapped when it can be, else as it is.
-    pub(super) fn open(file: File) -> Self {
-        if std::env::var("FERRIS_PARQUET_MMAP").is_ok_and(|v| v == "0") {
-            return Self::File(file);
+impl MappedFile {
+    /// `file` mapped; `None` where it cannot be or should not be: an empty file (also what
+    /// `/proc` files say they are), a pipe or device, a file system without `mmap`.
+    pub(super) fn open(file: &File) -> Option<Self> {
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() == 0 {
+            return None;
         }
         // SAFETY: the map is read only, and nothing in this process writes the file. Another
         // process cutting it short while it is read is the documented exception above.
-        match unsafe { memmap2::Mmap::map(&file) } {
-            Ok(map) => {
-                let map = Arc::new(map);
-                let bytes = Bytes::from_owner(Shared(Arc::clone(&map)));
-                Self::Mapped(Mapped { map, bytes, forward: AtomicBool::new(false), released: AtomicU64::new(0) })
-            }
-            Err(_) => Self::File(file),
+        let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+        Some(Self { map: Arc::new(map), released: AtomicU64::new(0) })
+    }
+
+    /// The file's bytes.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.map[..]
+    }
+
+    /// The file's bytes, shared: slices of them keep the map alive.
+    fn shared(&self) -> Bytes {
+        Bytes::from_owner(Shared(Arc::clone(&self.map)))
+    }
+
+    /// The file is read from start to end: the kernel reads ahead further.
+    pub(super) fn read_sequentially(&self) {
+        let _ = self.map.advise(memmap2::Advice::Sequential);
+    }
+
+    /// The pages before `offset` (rounded down to 64 KiB) are let go: they stay in the kernel's
+    /// cache, and are mapped again, with the same bytes, should they be read again.
+    pub(super) fn let_go_before(&self, offset: u64) {
+        let upto = offset.min(self.map.len() as u64) & !0xFFFF;
+        let from = self.released.fetch_max(upto, Ordering::AcqRel);
+        if upto > from {
+            // SAFETY: a shared mapping of a file opened read only: a page let go is read again
+            // from the file (the kernel's cache) when touched, with the same bytes, so slices
+            // of it still held stay valid.
+            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from as usize, (upto - from) as usize) };
+        }
+    }
+}
+
+/// A Parquet file's bytes: mapped, or read from the file where it cannot be mapped (an empty
+/// file, a file system without `mmap`, or mapping turned off).
+pub(super) enum ParquetData {
+    /// The whole file, mapped; column chunks are slices of it.
+    Mapped(Mapped),
+    /// Read with `read` as the reader asks.
+    File(File),
+}
+
+/// A mapped Parquet file.
+pub(super) struct Mapped {
+    file: MappedFile,
+    bytes: Bytes,
+    /// Reads go forward from here on (the footer has been read): pages far behind them are
+    /// let go.
+    forward: AtomicBool,
+}
+
+impl ParquetData {
+    /// `file` mapped when it can be and `map` is true, else as it is.
+    pub(super) fn open(file: File, map: bool) -> Self {
+        match map.then(|| MappedFile::open(&file)).flatten() {
+            Some(m) => Self::Mapped(Mapped { bytes: m.shared(), file: m, forward: AtomicBool::new(false) }),
+            None => Self::File(file),
         }
     }
 
@@ -91,16 +134,8 @@ impl ParquetData {
 impl Mapped {
     /// A read at `start`: the pages more than [`KEPT_BEHIND`] before it are let go.
     fn read_at(&self, start: u64) {
-        if !self.forward.load(Ordering::Acquire) {
-            return;
-        }
-        let upto = start.saturating_sub(KEPT_BEHIND) & !0xFFFF;
-        let from = self.released.fetch_max(upto, Ordering::AcqRel);
-        if upto > from {
-            // SAFETY: a shared mapping of a file opened read only: a page let go is read again
-            // from the file (the kernel's cache) when touched, with the same bytes, so slices
-            // of it still held stay valid.
-            let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from as usize, (upto - from) as usize) };
+        if self.forward.load(Ordering::Acquire) {
+            self.file.let_go_before(start.saturating_sub(KEPT_BEHIND));
         }
     }
 }
@@ -150,15 +185,15 @@ mod tests {
         let path = dir.path().join("f.bin");
         let data: Vec<u8> = (0..(40u32 << 20)).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let mapped = ParquetData::open(File::open(&path).unwrap());
+        let mapped = ParquetData::open(File::open(&path).unwrap(), true);
         let ParquetData::Mapped(m) = &mapped else { panic!("mapped") };
         let early = mapped.get_bytes(1000, 5000).unwrap();
         mapped.reading_forward();
         assert_eq!(&mapped.get_bytes(39 << 20, 100).unwrap()[..], &data[(39 << 20)..(39 << 20) + 100]);
-        assert_eq!(m.released.load(Ordering::Acquire), 7 << 20, "let go up to 32 MiB behind the read");
+        assert_eq!(m.file.released.load(Ordering::Acquire), 7 << 20, "let go up to 32 MiB behind the read");
         assert_eq!(&early[..], &data[1000..6000]);
         assert_eq!(&mapped.get_bytes(0, 100).unwrap()[..], &data[..100]);
-        assert_eq!(m.released.load(Ordering::Acquire), 7 << 20, "never moves back");
+        assert_eq!(m.file.released.load(Ordering::Acquire), 7 << 20, "never moves back");
     }
 
     /// Mapped or not, the same bytes at the same offsets; past the end, an error.
@@ -168,7 +203,7 @@ mod tests {
         let path = dir.path().join("f.bin");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
-        let mapped = ParquetData::open(File::open(&path).unwrap());
+        let mapped = ParquetData::open(File::open(&path).unwrap(), true);
         assert!(matches!(mapped, ParquetData::Mapped(_)));
         mapped.reading_forward();
         let read = ParquetData::File(File::open(&path).unwrap());
@@ -182,7 +217,7 @@ mod tests {
         }
         // an empty file: no bytes
         std::fs::write(&path, b"").unwrap();
-        let empty = ParquetData::open(File::open(&path).unwrap());
+        let empty = ParquetData::open(File::open(&path).unwrap(), true);
         assert_eq!(empty.len(), 0);
         assert!(empty.get_bytes(0, 1).is_err());
     }

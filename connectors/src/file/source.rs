@@ -58,6 +58,9 @@ struct ReadConfig {
     schema: SchemaRef,
     batch: BatchConfig,
     watch: bool,
+    /// Bounded uncompressed files and Parquet are read through a memory map (not with
+    /// `FERRIS_FILE_MMAP=0`).
+    mmap: bool,
     poll: Duration,
     failure: FailureStrategy,
     metrics: Arc<ConnectorMetrics>,
@@ -227,6 +230,7 @@ impl FileSource {
             schema,
             batch: BatchConfig::resolve(props, job)?,
             watch,
+            mmap: std::env::var("FERRIS_FILE_MMAP").map_or(true, |v| v != "0"),
             poll: props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_millis(100)),
             failure: FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?,
             metrics: Arc::new(ConnectorMetrics::default()),
@@ -931,7 +935,7 @@ fn read_parquet(
     tx: &BatchSender,
 ) -> Result<bool> {
     let ctx = || path.display().to_string();
-    let f = super::mapped::ParquetData::open(File::open(path).map_err(|e| ConnectorError::io(path, e))?);
+    let f = super::mapped::ParquetData::open(File::open(path).map_err(|e| ConnectorError::io(path, e))?, cfg.mmap);
     let parquet_err = |e| ConnectorError::Parquet { context: ctx(), source: e };
     let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
     // the footer, parsed once: the filters are decided on it before the reader is built
@@ -1232,8 +1236,18 @@ enum LineMap {
 #[allow(clippy::too_many_arguments)]
 fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, key: &str, resume: Option<Resume>, tx: &BatchSender) -> Result<bool> {
     let io = |e| ConnectorError::io(path, e);
-    let mut map = LineMap::Sequential;
     let ranged = start > 0 || end != u64::MAX;
+    // A bounded, uncompressed file (not a JSON array) is decoded where the kernel caches it.
+    if cfg.mmap && !cfg.watch {
+        if let Some(mapped) = super::mapped::MappedFile::open(&File::open(path).map_err(io)?) {
+            let data = mapped.bytes();
+            let array = !ranged && cfg.format == FileFormat::Json && data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+            if !array && !data.starts_with(&[0x1f, 0x8b]) {
+                return read_mapped_text(cfg, out, path, &mapped, start, end, key, resume, tx);
+            }
+        }
+    }
+    let mut map = LineMap::Sequential;
     // where this range's first line starts: `start`, or past the line crossing it (which the
     // previous range reads)
     let mut first_line = start;
@@ -1290,25 +1304,13 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             r
         }
     };
-    let mut chunk_offset: u64 = resume.map_or(first_line, |r| r.offset); // where the next chunk starts
-    let mut line_no: u64 = resume.map_or(1, |r| r.line);
-    // a split's bad records are numbered by the lines before them, counted once as chunks pass
-    let mut counted = LinesBefore::default();
-    let mut element: usize = resume.map_or(0, |r| r.element);
-    // rows at the resumed position already handed out before the restore
-    let mut skip_rows = resume.map_or(0, |r| r.rows);
-    if let FileFormat::Csv { has_headers: true, .. } = cfg.format {
-        if start == 0 && resume.is_none() {
-            let mut header = Vec::new();
-            let n = reader.read_until(b'\n', &mut header).map_err(io)?;
-            line_no += 1;
-            chunk_offset += n as u64;
-        }
+    let mut text = TextRead::try_new(cfg, out, path, key, tx, map, first_line, resume)?;
+    if text.at_header(start, resume) {
+        let mut header = Vec::new();
+        let n = reader.read_until(b'\n', &mut header).map_err(io)?;
+        text.skip_header(n);
     }
-    let mut decoder = TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?;
-    let mut sizer = cfg.batch.sizer();
     let mut chunk: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut bad_log = BadRecordLog::default();
     loop {
         let mut lines = 0usize;
         let mut eof = false;
@@ -1343,7 +1345,7 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             for i in memchr::memchr_iter(b'\n', buf) {
                 lines += 1;
                 first_row_at.get_or_insert_with(Instant::now);
-                if sizer.is_full(lines, base + i + 1) {
+                if text.sizer.is_full(lines, base + i + 1) {
                     take = i + 1;
                     full = true;
                     break;
@@ -1361,57 +1363,204 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
             Some(_) => chunk.len() - memchr::memrchr(b'\n', &chunk).map_or(0, |i| i + 1),
         };
         let tail = chunk.split_off(chunk.len() - carry);
-        if lines > 0 {
-            let first = line_no;
-            let first_element = element;
-            let line_of = |i: usize| -> u64 {
-                match &map {
-                    LineMap::Sequential => first + i as u64,
-                    LineMap::Elements(starts) => starts.get(first_element + i).copied().unwrap_or(0),
-                    LineMap::Offset => i as u64,
-                }
-            };
-            let (batches, bad) = decoder.decode_chunk(&chunk, &line_of)?;
-            if !bad.is_empty() {
-                let bad = match map {
-                    LineMap::Offset => counted.renumber(path, chunk_offset, &bad)?,
-                    _ => bad,
-                };
-                bad_log.handle(&cfg.name, cfg.failure, &cfg.metrics, &path.display().to_string(), &bad)?;
-            }
-            let sent_at = Instant::now();
-            let at_chunk = Resume { offset: chunk_offset, rows: 0, line: line_no, element, filter: 0 };
-            let after_chunk = Resume { offset: chunk_offset + chunk.len() as u64, rows: 0, line: line_no + lines as u64, element: element + lines, filter: 0 };
-            let last = batches.len().saturating_sub(1);
-            // rows of this chunk handed out, counting those a restore skips
-            let mut handed = 0usize;
-            for (i, b) in batches.into_iter().enumerate() {
-                let rows = b.num_rows();
-                let b = if skip_rows >= rows {
-                    skip_rows -= rows;
-                    b.slice(rows, 0)
-                } else {
-                    let s = b.slice(skip_rows, rows - skip_rows);
-                    skip_rows = 0;
-                    s
-                };
-                handed += rows;
-                let position = if i == last { after_chunk } else { Resume { rows: at_chunk.rows + handed, ..at_chunk } };
-                if !send(cfg, tx, b, key, position.to_value()) {
-                    return Ok(false);
-                }
-            }
-            // Time blocked on a full channel is time the job took downstream.
-            sizer.observe(lines, sent_at.elapsed());
-            line_no += lines as u64;
-            element += lines;
-            chunk_offset += chunk.len() as u64;
+        if lines > 0 && !text.deliver(&chunk, lines)? {
+            return Ok(false);
         }
         chunk.clear();
         chunk.extend_from_slice(&tail);
         if eof {
             return Ok(true);
         }
+    }
+}
+
+/// Reads the lines of a mapped text file that start in `[start, end)` (all of it when `end` is
+/// `u64::MAX`): each chunk is a slice of the map, decoded where the kernel caches the file,
+/// without `read`'s copy into a buffer and the buffer's copy into a chunk. The pages behind the
+/// reading are let go as it moves on, so that the process does not count the file as its
+/// memory.
+#[allow(clippy::too_many_arguments)]
+fn read_mapped_text(
+    cfg: &ReadConfig,
+    out: &Output,
+    path: &Path,
+    mapped: &super::mapped::MappedFile,
+    start: u64,
+    end: u64,
+    key: &str,
+    resume: Option<Resume>,
+    tx: &BatchSender,
+) -> Result<bool> {
+    let data = mapped.bytes();
+    // a range after the first numbers its bad lines by counting the lines before them
+    let map = if start > 0 { LineMap::Offset } else { LineMap::Sequential };
+    // the lines that start before `end`: the one crossing it is read whole, and the next range,
+    // starting there, skips it
+    let limit = next_line_start(data, end);
+    let first_line = next_line_start(data, start);
+    let mut text = TextRead::try_new(cfg, out, path, key, tx, map, first_line as u64, resume)?;
+    let mut pos = usize::try_from(text.chunk_offset).unwrap_or(usize::MAX).min(data.len());
+    if text.at_header(start, resume) {
+        let n = next_line_start(data, pos as u64 + 1) - pos;
+        text.skip_header(n);
+        pos += n;
+    }
+    mapped.read_sequentially();
+    while pos < limit {
+        let rest = &data[pos..limit];
+        let mut lines = 0usize;
+        let mut take = rest.len();
+        for i in memchr::memchr_iter(b'\n', rest) {
+            lines += 1;
+            if text.sizer.is_full(lines, i + 1) {
+                take = i + 1;
+                break;
+            }
+        }
+        let chunk = &rest[..take];
+        let delivered = if chunk.last() == Some(&b'\n') {
+            text.deliver(chunk, lines)?
+        } else {
+            // the file's last line, without its newline
+            let mut last = Vec::with_capacity(chunk.len() + 1);
+            last.extend_from_slice(chunk);
+            last.push(b'\n');
+            text.deliver(&last, lines + 1)?
+        };
+        if !delivered {
+            return Ok(false);
+        }
+        pos += take;
+        mapped.let_go_before(pos as u64);
+    }
+    Ok(true)
+}
+
+/// The offset of the first line that starts at or after `at` in `data` (its length when none
+/// does): `at` itself when it follows a newline.
+fn next_line_start(data: &[u8], at: u64) -> usize {
+    let at = usize::try_from(at).unwrap_or(usize::MAX);
+    if at == 0 {
+        return 0;
+    }
+    if at > data.len() {
+        return data.len();
+    }
+    memchr::memchr(b'\n', &data[at - 1..]).map_or(data.len(), |i| at + i)
+}
+
+/// One text unit being read: where it is (offset, line, JSON array element), and how each
+/// chunk of whole lines is decoded, its bad records handled and its batches handed out with
+/// their positions.
+struct TextRead<'a> {
+    cfg: &'a ReadConfig,
+    path: &'a Path,
+    key: &'a str,
+    tx: &'a BatchSender,
+    map: LineMap,
+    decoder: TextDecoder,
+    sizer: crate::batching::BatchSizer,
+    bad_log: BadRecordLog,
+    /// a split's bad records are numbered by the lines before them, counted once as chunks pass
+    counted: LinesBefore,
+    /// where the next chunk starts
+    chunk_offset: u64,
+    line_no: u64,
+    element: usize,
+    /// rows at the resumed position already handed out before the restore
+    skip_rows: usize,
+}
+
+impl<'a> TextRead<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn try_new(
+        cfg: &'a ReadConfig,
+        out: &Output,
+        path: &'a Path,
+        key: &'a str,
+        tx: &'a BatchSender,
+        map: LineMap,
+        first_line: u64,
+        resume: Option<Resume>,
+    ) -> Result<Self> {
+        Ok(Self {
+            cfg,
+            path,
+            key,
+            tx,
+            map,
+            decoder: TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?,
+            sizer: cfg.batch.sizer(),
+            bad_log: BadRecordLog::default(),
+            counted: LinesBefore::default(),
+            chunk_offset: resume.map_or(first_line, |r| r.offset),
+            line_no: resume.map_or(1, |r| r.line),
+            element: resume.map_or(0, |r| r.element),
+            skip_rows: resume.map_or(0, |r| r.rows),
+        })
+    }
+
+    /// True when the reading starts on a CSV header line, to be skipped.
+    fn at_header(&self, start: u64, resume: Option<Resume>) -> bool {
+        matches!(self.cfg.format, FileFormat::Csv { has_headers: true, .. }) && start == 0 && resume.is_none()
+    }
+
+    /// The header line, `n` bytes, is skipped.
+    fn skip_header(&mut self, n: usize) {
+        self.line_no += 1;
+        self.chunk_offset += n as u64;
+    }
+
+    /// Decodes `chunk` (`lines` whole lines, each ending in a newline) and hands out its
+    /// batches; false when nobody listens any more.
+    fn deliver(&mut self, chunk: &[u8], lines: usize) -> Result<bool> {
+        let first = self.line_no;
+        let first_element = self.element;
+        let map = &self.map;
+        let line_of = |i: usize| -> u64 {
+            match map {
+                LineMap::Sequential => first + i as u64,
+                LineMap::Elements(starts) => starts.get(first_element + i).copied().unwrap_or(0),
+                LineMap::Offset => i as u64,
+            }
+        };
+        let (batches, bad) = self.decoder.decode_chunk(chunk, &line_of)?;
+        if !bad.is_empty() {
+            let bad = match self.map {
+                LineMap::Offset => self.counted.renumber(self.path, self.chunk_offset, &bad)?,
+                _ => bad,
+            };
+            self.bad_log.handle(&self.cfg.name, self.cfg.failure, &self.cfg.metrics, &self.path.display().to_string(), &bad)?;
+        }
+        let sent_at = Instant::now();
+        let at_chunk = Resume { offset: self.chunk_offset, rows: 0, line: self.line_no, element: self.element, filter: 0 };
+        let after_chunk =
+            Resume { offset: self.chunk_offset + chunk.len() as u64, rows: 0, line: self.line_no + lines as u64, element: self.element + lines, filter: 0 };
+        let last = batches.len().saturating_sub(1);
+        // rows of this chunk handed out, counting those a restore skips
+        let mut handed = 0usize;
+        for (i, b) in batches.into_iter().enumerate() {
+            let rows = b.num_rows();
+            let b = if self.skip_rows >= rows {
+                self.skip_rows -= rows;
+                b.slice(rows, 0)
+            } else {
+                let s = b.slice(self.skip_rows, rows - self.skip_rows);
+                self.skip_rows = 0;
+                s
+            };
+            handed += rows;
+            let position = if i == last { after_chunk } else { Resume { rows: at_chunk.rows + handed, ..at_chunk } };
+            if !send(self.cfg, self.tx, b, self.key, position.to_value()) {
+                return Ok(false);
+            }
+        }
+        // Time blocked on a full channel is time the job took downstream.
+        self.sizer.observe(lines, sent_at.elapsed());
+        self.line_no += lines as u64;
+        self.element += lines;
+        self.chunk_offset += chunk.len() as u64;
+        Ok(true)
     }
 }
 
@@ -1502,6 +1651,121 @@ mod tests {
     use arrow::array::{AsArray, Int64Array};
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::logical_expr::{col, lit};
+
+    /// Rows of text unit `[start, end)` of `path`, each with the position handed out after its
+    /// batch: read through a memory map when `mmap`, else with `read`.
+    fn text_rows(source: &FileSource, mmap: bool, path: &Path, start: u64, end: u64, resume: Option<Resume>) -> Result<Vec<(i64, Resume)>> {
+        let cfg = ReadConfig { mmap, ..(*source.cfg).clone() };
+        let (tx, mut rx) = mpsc::channel(100_000);
+        let schema = source.schema();
+        let out = Output { schema: &schema, projection: None, filter: None, dynamic: None, floors: None };
+        assert!(read_text(&cfg, &out, path, start, end, "k", resume, &tx)?);
+        drop(tx);
+        let mut rows = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            let (batch, position) = item.unwrap();
+            let position = position.and_then(|(_, v)| Resume::from_value(&v)).unwrap();
+            rows.extend(batch.column(0).as_primitive::<Int64Type>().values().iter().map(|n| (*n, position)));
+        }
+        Ok(rows)
+    }
+
+    /// A text file read through a memory map gives what `read` gives: the same rows, split
+    /// into byte ranges anywhere (mid-line, on a newline, on a line start), the same positions
+    /// after each batch, and from each of those the same rest; a last line without its
+    /// newline, blank lines and a CSV header are read alike; a bad line is named by the same
+    /// line of the file.
+    #[test]
+    fn a_mapped_text_file_is_read_as_with_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // JSON Lines, lines of different widths, a blank line, no newline after the last
+        let path = dir.path().join("n.jsonl");
+        let mut text = String::new();
+        for n in 0..300i64 {
+            text.push_str(&format!("{{\"n\": {n}, \"pad\": \"{}\"}}\n", "x".repeat((n % 13) as usize)));
+            if n == 150 {
+                text.push('\n');
+            }
+        }
+        text.pop();
+        std::fs::write(&path, &text).unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", path.display().to_string());
+        p.insert("batch.size", "7");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        let len = text.len() as u64;
+        let all: Vec<i64> = (0..300).collect();
+        // a line start, its newline, mid-line, the blank line, the last line, byte 1
+        let line_start = text.find("{\"n\": 77,").unwrap() as u64;
+        let blank = text.find("\n\n").unwrap() as u64 + 1;
+        let last_line = text.rfind('\n').unwrap() as u64 + 1;
+        for cuts in [
+            vec![],
+            vec![line_start],
+            vec![line_start - 1],
+            vec![line_start + 5],
+            vec![blank, blank + 1],
+            vec![1, len - 1],
+            vec![last_line, len],
+            vec![100, 2000, 2001, 5000],
+        ] {
+            let mut bounds = vec![0];
+            bounds.extend(&cuts);
+            bounds.push(u64::MAX);
+            let mut both = Vec::new();
+            for mmap in [true, false] {
+                let mut rows = Vec::new();
+                for w in bounds.windows(2) {
+                    let unit = text_rows(&source, mmap, &path, w[0], w[1], None).unwrap();
+                    // from each position handed out, the rest of the unit
+                    let mut positions: Vec<Resume> = unit.iter().map(|r| r.1).collect();
+                    positions.dedup();
+                    for at in positions {
+                        let rest: Vec<i64> = text_rows(&source, mmap, &path, w[0], w[1], Some(at)).unwrap().iter().map(|r| r.0).collect();
+                        let after: Vec<i64> = unit.iter().skip_while(|r| r.1 != at).skip_while(|r| r.1 == at).map(|r| r.0).collect();
+                        assert_eq!(rest, after, "resumed at {at:?} in {w:?}, mmap {mmap}");
+                    }
+                    rows.extend(unit);
+                }
+                assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), all, "cut at {cuts:?}, mmap {mmap}");
+                both.push(rows);
+            }
+            assert_eq!(both[0], both[1], "the same positions mapped or read, cut at {cuts:?}");
+        }
+
+        // CSV with a header, read whole and in two ranges
+        let csv = dir.path().join("n.csv");
+        let body: String = (0..50).map(|n| format!("{n},{}\n", "y".repeat(n % 5))).collect();
+        std::fs::write(&csv, format!("n,pad\n{body}")).unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", csv.display().to_string());
+        p.insert("batch.size", "4");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        for mmap in [true, false] {
+            let whole: Vec<i64> = text_rows(&source, mmap, &csv, 0, u64::MAX, None).unwrap().iter().map(|r| r.0).collect();
+            assert_eq!(whole, (0..50).collect::<Vec<_>>(), "mmap {mmap}");
+            let mut split: Vec<i64> = text_rows(&source, mmap, &csv, 0, 100, None).unwrap().iter().map(|r| r.0).collect();
+            split.extend(text_rows(&source, mmap, &csv, 100, u64::MAX, None).unwrap().iter().map(|r| r.0));
+            assert_eq!(split, whole, "mmap {mmap}");
+        }
+
+        // a bad line, named by its line in the file, whole or in a later range
+        let bad = dir.path().join("bad.jsonl");
+        let lines: String = (0..40).map(|n| if n == 33 { "{\"n\": oops}\n".to_string() } else { format!("{{\"n\": {n}}}\n") }).collect();
+        std::fs::write(&bad, &lines).unwrap();
+        let mut p = Properties::new("src");
+        p.insert("path", bad.display().to_string());
+        p.insert("batch.size", "5");
+        p.insert("failure_strategy", "FailBatch");
+        p.insert("schema", "n BIGINT");
+        let source = FileSource::try_new(&p, &Properties::new(""), 1).unwrap();
+        for mmap in [true, false] {
+            for start in [0, 100] {
+                let err = text_rows(&source, mmap, &bad, start, u64::MAX, None).unwrap_err().to_string();
+                assert!(err.contains(&format!("{}:34", bad.display())), "mmap {mmap}, from {start}: {err}");
+            }
+        }
+    }
 
     #[test]
     fn the_row_filter_is_what_no_scan_wants() {
