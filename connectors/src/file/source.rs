@@ -27,7 +27,7 @@ use crate::checkpoint::{positioned_stream, PositionCell, PositionedBatch, Source
 use crate::error::{ConnectorError, Result};
 use crate::failure::FailureStrategy;
 use crate::format::decode::{json_array_to_lines, BadRecord, BadRecordLog, TextDecoder};
-use crate::format::schema::{infer_schema, is_gzip, open_text, parse_schema, starts_with_array};
+use crate::format::schema::{infer_schema, is_gzip, open_text, parse_schema, starts_gzip, starts_with_array};
 use crate::format::{adapt_batch, FileFormat};
 use crate::metrics::ConnectorMetrics;
 use crate::properties::Properties;
@@ -1241,8 +1241,8 @@ fn read_text(cfg: &ReadConfig, out: &Output, path: &Path, start: u64, end: u64, 
     if cfg.mmap && !cfg.watch {
         if let Some(mapped) = super::mapped::MappedFile::open(&File::open(path).map_err(io)?) {
             let data = mapped.bytes();
-            let array = !ranged && cfg.format == FileFormat::Json && data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
-            if !array && !data.starts_with(&[0x1f, 0x8b]) {
+            let array = !ranged && cfg.format == FileFormat::Json && starts_with_array(&mut &data[..]).map_err(io)?;
+            if !array && !starts_gzip(data) {
                 return read_mapped_text(cfg, out, path, &mapped, start, end, key, resume, tx);
             }
         }

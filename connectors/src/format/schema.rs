@@ -21,7 +21,7 @@ pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(|e| ConnectorError::io(path, e))?;
     let f = File::open(path).map_err(|e| ConnectorError::io(path, e))?;
-    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+    Ok(if starts_gzip(&magic[..n]) {
         Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(f)))
     } else {
         Box::new(BufReader::with_capacity(1 << 20, f))
@@ -31,7 +31,12 @@ pub fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>> {
 /// True when the file starts with the gzip magic bytes.
 pub fn is_gzip(path: &Path) -> bool {
     let mut magic = [0u8; 2];
-    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).map(|_| magic == [0x1f, 0x8b]).unwrap_or(false)
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).map(|_| starts_gzip(&magic)).unwrap_or(false)
+}
+
+/// True when `bytes` (a file's first bytes) start with the gzip magic bytes.
+pub fn starts_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
 }
 
 /// Infers the schema of one file.
