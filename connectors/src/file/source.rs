@@ -1406,17 +1406,13 @@ fn read_mapped_text(
         pos += n;
     }
     mapped.read_sequentially();
+    // bytes per line so far, to guess where the next chunk ends
+    let mut line_len = 0usize;
     while pos < limit {
         let rest = &data[pos..limit];
-        let mut lines = 0usize;
-        let mut take = rest.len();
-        for i in memchr::memchr_iter(b'\n', rest) {
-            lines += 1;
-            if text.sizer.is_full(lines, i + 1) {
-                take = i + 1;
-                break;
-            }
-        }
+        let rows = text.sizer.max_rows().max(1);
+        let (take, lines) = chunk_end(rest, rows, text.sizer.max_bytes(), line_len.saturating_mul(rows));
+        line_len = take.checked_div(lines).unwrap_or(line_len);
         let chunk = &rest[..take];
         let delivered = if chunk.last() == Some(&b'\n') {
             text.deliver(chunk, lines)?
@@ -1434,6 +1430,33 @@ fn read_mapped_text(
         mapped.let_go_before(pos as u64);
     }
     Ok(true)
+}
+
+/// Where the next chunk of `rest` ends, and how many newlines it holds: after its `rows`-th
+/// newline, or after the first newline that brings it to `max_bytes`, whichever comes first
+/// (`BatchSizer::is_full`); all of `rest` when neither does. The newlines are counted in bulk
+/// up to `guess` bytes, then one at a time back or forward to the end: with a good guess (the
+/// bytes of `rows` lines so far) only a few lines are looked at one by one.
+fn chunk_end(rest: &[u8], rows: usize, max_bytes: Option<usize>, guess: usize) -> (usize, usize) {
+    let count = |b: &[u8]| memchr::memchr_iter(b'\n', b).count();
+    let by_bytes = max_bytes.and_then(|m| {
+        let from = m.saturating_sub(1);
+        memchr::memchr(b'\n', rest.get(from..)?).map(|i| from + i + 1)
+    });
+    let g = guess.min(rest.len()).min(by_bytes.unwrap_or(usize::MAX));
+    let before = count(&rest[..g]);
+    // after the `rows`-th newline, if there is one
+    let by_rows = if before >= rows {
+        memchr::memrchr_iter(b'\n', &rest[..g]).nth(before - rows).map(|i| i + 1)
+    } else {
+        memchr::memchr_iter(b'\n', &rest[g..]).nth(rows - before - 1).map(|i| g + i + 1)
+    };
+    match (by_rows, by_bytes) {
+        (Some(r), None) => (r, rows),
+        (Some(r), Some(b)) if r <= b => (r, rows),
+        (_, Some(b)) => (b, count(&rest[..b])),
+        (None, None) => (rest.len(), before + count(&rest[g..])),
+    }
 }
 
 /// The offset of the first line that starts at or after `at` in `data` (its length when none
@@ -1668,6 +1691,47 @@ mod tests {
             rows.extend(batch.column(0).as_primitive::<Int64Type>().values().iter().map(|n| (*n, position)));
         }
         Ok(rows)
+    }
+
+    /// `chunk_end` ends a chunk where a line-by-line walk asking `BatchSizer::is_full` does,
+    /// whatever the guess (none, short, long, past the end), by rows or by bytes, with lines
+    /// of every width, no newline at the end, and fewer lines than a chunk.
+    #[test]
+    fn chunk_end_is_where_the_line_by_line_walk_ends() {
+        fn walk(rest: &[u8], rows: usize, max_bytes: Option<usize>) -> (usize, usize) {
+            let mut lines = 0;
+            for i in memchr::memchr_iter(b'\n', rest) {
+                lines += 1;
+                if lines >= rows || max_bytes.is_some_and(|b| i + 1 >= b) {
+                    return (i + 1, lines);
+                }
+            }
+            (rest.len(), lines)
+        }
+        let mut seed = 7u64;
+        let mut rnd = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for round in 0..300 {
+            let mut text = Vec::new();
+            for _ in 0..rnd(60) {
+                text.extend(std::iter::repeat_n(b'x', rnd(if round % 3 == 0 { 3 } else { 40 }) as usize));
+                text.push(b'\n');
+            }
+            if rnd(2) == 0 {
+                text.extend_from_slice(b"tail");
+            }
+            let rows = 1 + rnd(20) as usize;
+            let max_bytes = (rnd(3) == 0).then(|| rnd(text.len() as u64 + 5) as usize);
+            for guess in [0, 1, rnd(text.len() as u64 + 1) as usize, text.len(), text.len() * 2, usize::MAX] {
+                assert_eq!(
+                    chunk_end(&text, rows, max_bytes, guess),
+                    walk(&text, rows, max_bytes),
+                    "round {round}, rows {rows}, bytes {max_bytes:?}, guess {guess}"
+                );
+            }
+        }
     }
 
     /// A text file read through a memory map gives what `read` gives: the same rows, split

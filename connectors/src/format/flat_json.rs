@@ -57,11 +57,11 @@ impl FlatJson {
         let mut p = Parser { b: chunk, text, i: 0 };
         let mut rows = 0usize;
         let all: u64 = if self.names.len() == 64 { u64::MAX } else { (1u64 << self.names.len()) - 1 };
-        // The keys of the records so far, by position (where in `chunk` the key's bytes are,
-        // and its column): records of one stream mostly repeat one key order, so a key is
-        // recognised by comparing it with the one expected there, without searching for its
-        // closing quote or among the schema's names.
-        let mut shape: Vec<((usize, usize), Option<usize>)> = Vec::new();
+        // The keys of the records so far, by position: records of one stream mostly repeat one
+        // key order, so a key is recognised by comparing the text at hand, from its opening
+        // quote through its colon, with the key seen at that position before, a machine word at
+        // a time, without searching for its closing quote or among the schema's names.
+        let mut shape: Vec<Key<'_>> = Vec::new();
         loop {
             p.ws();
             if p.i >= p.b.len() {
@@ -76,23 +76,27 @@ impl FlatJson {
                 let mut k = 0usize;
                 loop {
                     p.ws();
-                    let known = shape.get(k).and_then(|&((s, e), f)| p.key_is(&chunk[s..e]).then_some(f));
-                    let field = match known {
-                        Some(f) => f,
+                    let field = match shape.get(k).filter(|key| key.is_at(chunk, p.i)) {
+                        Some(key) => {
+                            p.i += key.text.len();
+                            key.field
+                        }
                         None => {
+                            let at = p.i;
                             let (s, e) = p.string_range()?;
+                            p.ws();
+                            p.expect(b':')?;
                             let f = self.names.iter().position(|n| same(n, &chunk[s..e]));
+                            let key = Key::new(&chunk[at..p.i], f);
                             if k < shape.len() {
-                                shape[k] = ((s, e), f);
+                                shape[k] = key;
                             } else {
-                                shape.push(((s, e), f));
+                                shape.push(key);
                             }
                             f
                         }
                     };
                     k += 1;
-                    p.ws();
-                    p.expect(b':')?;
                     p.ws();
                     match field {
                         Some(f) => {
@@ -134,10 +138,89 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
-/// Where the first `"` or `\\` is.
+/// A key as it appeared in a record, from its opening quote through its colon (`"price":`),
+/// and the column it names (`None` when the query does not use it).
+struct Key<'a> {
+    text: &'a [u8],
+    /// the text's first 8 bytes as a word (zero past its end), and the mask of those it has
+    head: u64,
+    mask: u64,
+    field: Option<usize>,
+}
+
+impl<'a> Key<'a> {
+    fn new(text: &'a [u8], field: Option<usize>) -> Self {
+        let mut head = [0u8; 8];
+        let n = text.len().min(8);
+        head[..n].copy_from_slice(&text[..n]);
+        let mask = if n == 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 };
+        Self { text, head: u64::from_le_bytes(head), mask, field }
+    }
+
+    /// `b` has this key's text at `at`: compared a word at a time (the last one overlapping
+    /// the one before), or byte by byte within 8 bytes of the chunk's end.
+    #[inline]
+    fn is_at(&self, b: &[u8], at: usize) -> bool {
+        let n = self.text.len();
+        let Some(head) = word(b, at) else {
+            return b.get(at..at + n).is_some_and(|t| same(t, self.text));
+        };
+        if (head ^ self.head) & self.mask != 0 {
+            return false;
+        }
+        if n <= 8 {
+            return true;
+        }
+        let Some(t) = b.get(at..at + n) else {
+            return false;
+        };
+        let mut i = 8;
+        loop {
+            let j = i.min(n - 8);
+            if word(t, j) != word(self.text, j) {
+                return false;
+            }
+            if j == n - 8 {
+                return true;
+            }
+            i += 8;
+        }
+    }
+}
+
+/// The 8 bytes of `b` at `at` as a little-endian word, if there are 8.
+#[inline]
+fn word(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..).and_then(|r| r.first_chunk::<8>()).map(|w| u64::from_le_bytes(*w))
+}
+
+/// Where the first `"` or `\\` is: within the first 16 bytes (most keys and many values)
+/// found a word at a time, past them by `memchr2`.
 #[inline]
 fn find_quote_or_backslash(b: &[u8]) -> Option<usize> {
-    memchr::memchr2(b'"', b'\\', b)
+    let mut at = 0;
+    while at < 16 {
+        let Some(w) = word(b, at) else {
+            break;
+        };
+        let hits = zero_bytes(w ^ QUOTES) | zero_bytes(w ^ BACKSLASHES);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', b.get(at..)?).map(|i| at + i)
+}
+
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+const QUOTES: u64 = ONES * b'"' as u64;
+const BACKSLASHES: u64 = ONES * b'\\' as u64;
+
+/// The high bit of each byte of `w` that is zero, and perhaps of bytes after the first such
+/// (a borrow): the lowest bit set is always the first zero byte's.
+#[inline]
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES) & !w & (ONES << 7)
 }
 
 struct Parser<'a> {
@@ -189,17 +272,6 @@ impl<'a> Parser<'a> {
         Some((start, end))
     }
 
-    /// The next string is exactly `name` (which has no quote or backslash): it is skipped.
-    #[inline]
-    fn key_is(&mut self, name: &[u8]) -> bool {
-        let (start, end) = (self.i + 1, self.i + 1 + name.len());
-        let hit = self.b.get(self.i) == Some(&b'"') && self.b.get(end) == Some(&b'"') && self.b.get(start..end).is_some_and(|k| same(k, name));
-        if hit {
-            self.i = end + 1;
-        }
-        hit
-    }
-
     /// An integer (JSON's grammar, no fraction or exponent), computed as it is read; `None`
     /// for anything else or one outside i64.
     #[inline]
@@ -208,25 +280,26 @@ impl<'a> Parser<'a> {
         if negative {
             self.i += 1;
         }
-        // accumulated negatively, so that i64::MIN fits
-        let mut v: i64 = match self.next()? {
+        let magnitude: u64 = match self.next()? {
             b'0' => 0,
             c @ b'1'..=b'9' => {
-                let mut v = -i64::from(c - b'0');
+                let mut v = u64::from(c - b'0');
+                let mut digits = 1;
                 while let Some(&c) = self.b.get(self.i) {
-                    if !c.is_ascii_digit() {
+                    let d = c.wrapping_sub(b'0');
+                    if d > 9 {
                         break;
                     }
-                    v = v.checked_mul(10)?.checked_sub(i64::from(c - b'0'))?;
+                    // 18 digits cannot overflow; past them every step is checked
+                    v = if digits < 18 { v * 10 + u64::from(d) } else { v.checked_mul(10)?.checked_add(u64::from(d))? };
+                    digits += 1;
                     self.i += 1;
                 }
                 v
             }
             _ => return None,
         };
-        if !negative {
-            v = v.checked_neg()?;
-        }
+        let v = if negative { 0i64.checked_sub_unsigned(magnitude)? } else { i64::try_from(magnitude).ok()? };
         self.delimited()?;
         Some(v)
     }
@@ -356,10 +429,11 @@ impl<'a> Parser<'a> {
         }
         match self.peek()? {
             b'"' => {
-                // escapes allowed here: find the closing quote
+                // escapes allowed here: find the closing quote (by `memchr2` from the start:
+                // the fields a query skips are often its long ones)
                 self.i += 1;
                 loop {
-                    let at = self.i + find_quote_or_backslash(&self.b[self.i..])?;
+                    let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
                     if self.b[at] == b'\\' {
                         // a valid escape, as arrow-json demands even of fields it skips
                         let n = match self.b.get(at + 1)? {
@@ -563,6 +637,58 @@ mod tests {
         let batches = fast.decode(text.as_bytes(), 777).expect("all flat");
         assert!(batches.iter().all(|b| b.num_rows() <= 777));
         assert_eq!(Some(arrow::compute::concat_batches(&s, &batches).unwrap()), arrow_json(&s, &text));
+    }
+
+    /// The word-at-a-time search finds the first quote or backslash where `memchr2` does, at
+    /// every position, among bytes of every value (those next to `"` and `\\`, high bytes).
+    #[test]
+    fn the_first_quote_or_backslash_is_found_at_every_position() {
+        let fill = [b'a', b'!', b'#', b'[', b']', 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xa2, 0xdc, 0xff, 0x00, 0x01];
+        for len in 0..40 {
+            for f in fill {
+                let mut b = vec![f; len];
+                assert_eq!(find_quote_or_backslash(&b), None, "{len} of {f:#x}");
+                for at in 0..len {
+                    for c in [b'"', b'\\'] {
+                        b[at] = c;
+                        assert_eq!(find_quote_or_backslash(&b), Some(at), "{len} of {f:#x}, {c} at {at}");
+                        // a second one after it does not hide the first
+                        if at + 1 < len {
+                            b[at + 1] = b'"';
+                            assert_eq!(find_quote_or_backslash(&b), Some(at));
+                            b[at + 1] = f;
+                        }
+                        b[at] = f;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A key is recognised at a position only when the text there is the whole key, quotes
+    /// and colon: not a longer or shorter key, nor one that differs in any byte, nor one cut
+    /// off by the end of the chunk.
+    #[test]
+    fn a_key_matches_only_its_own_text() {
+        for key in [&b"\"a\":"[..], b"\"id\":", b"\"price\":", b"\"date_time\":", b"\"a_rather_long_key_name\" :"] {
+            let k = Key::new(key, Some(0));
+            let mut text = key.to_vec();
+            text.extend_from_slice(b"1, \"x\": 2}");
+            assert!(k.is_at(&text, 0));
+            assert!(k.is_at(key, 0), "at the very end of the chunk");
+            assert!(!k.is_at(&key[..key.len() - 1], 0), "cut off");
+            for i in 0..key.len() {
+                let mut other = text.clone();
+                other[i] ^= 0x20;
+                assert!(!k.is_at(&other, 0), "byte {i} differs");
+            }
+            let mut longer = key[..key.len() - 2].to_vec();
+            longer.extend_from_slice(b"x\":1}");
+            assert!(!k.is_at(&longer, 0));
+            let mut shifted = b"  ".to_vec();
+            shifted.extend_from_slice(&text);
+            assert!(k.is_at(&shifted, 2) && !k.is_at(&shifted, 1));
+        }
     }
 
     #[test]
