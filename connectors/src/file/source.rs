@@ -1454,7 +1454,8 @@ fn chunk_end(rest: &[u8], rows: usize, max_bytes: Option<usize>, guess: usize) -
     match (by_rows, by_bytes) {
         (Some(r), None) => (r, rows),
         (Some(r), Some(b)) if r <= b => (r, rows),
-        (_, Some(b)) => (b, count(&rest[..b])),
+        // `g` is never past `b`: the lines up to `g` are counted already
+        (_, Some(b)) => (b, before + count(&rest[g..b])),
         (None, None) => (rest.len(), before + count(&rest[g..])),
     }
 }
