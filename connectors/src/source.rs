@@ -151,6 +151,30 @@ pub trait Source: Debug + Send + Sync {
         None
     }
 
+    /// The source read again on its own, the columns `projection`, handing out the same rows in
+    /// the same order, partition by partition, as [`Source::partitions_pruned`] over `scans`
+    /// does, however often it is executed; a record is good or bad by the columns `checked` (a
+    /// superset of `projection`, or `projection`'s own when None). Two such reads, one of a few
+    /// columns checked by the columns of the other, number the same rows: a top N per key
+    /// reads its keys from the first and only its kept rows from the second:
+    ///
+    /// ```sql
+    /// SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS r FROM bid)
+    /// WHERE r <= 10   -- read auction, price (every column checked); then every column of the kept rows
+    /// ```
+    ///
+    /// Rows count in the source's metrics only when `count`; positions are the read's own,
+    /// never in a checkpoint. None when the source cannot (streams, tailed files).
+    fn read_in_order(
+        &self,
+        _projection: Option<&[usize]>,
+        _checked: Option<&[usize]>,
+        _scans: &[Vec<datafusion::logical_expr::Expr>],
+        _count: bool,
+    ) -> Option<Vec<Arc<dyn PartitionStream>>> {
+        None
+    }
+
     /// The event-time column of which the source knows, before reading them, the least value
     /// of the rows it has still to hand out (Parquet files: their row groups' statistics), when
     /// it does. A partition executed while [`publishing_floor`] runs then publishes that

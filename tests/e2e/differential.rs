@@ -203,3 +203,45 @@ async fn parquet_text_read_as_views_gives_the_batch_answer() {
     let csv = std::fs::read_to_string(tmp.path().join("copied.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + batch_rows(&ctx, query).await.len(), "a header and a line per row");
 }
+
+/// A top N over a JSON Lines file with records bad only in a column it neither keys nor orders
+/// by, under the default failure strategy (bad records logged and skipped): read twice, the
+/// keys first (`top_n::read_twice`), it keeps the rows the batch answer over the file without
+/// those records keeps. The first read builds only the keys but checks every column the second
+/// reads, so it skips those records too, though each would top its key if it were kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_n_read_twice_skips_records_bad_in_columns_it_does_not_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut all, mut clean) = (String::new(), String::new());
+    for i in 0..3000 {
+        let good = format!("{{\"id\": {i}, \"k\": {}, \"v\": {}, \"note\": \"n{i}\"}}\n", i % 7, (i * 37) % 101);
+        if i > 300 && i % 13 == 0 {
+            // a number where the schema inferred from the first lines has text
+            all.push_str(&format!("{{\"id\": {i}, \"k\": {}, \"v\": 1000, \"note\": {i}}}\n", i % 7));
+        } else {
+            all.push_str(&good);
+            clean.push_str(&good);
+        }
+    }
+    std::fs::write(tmp.path().join("t.jsonl"), all).unwrap();
+    std::fs::write(tmp.path().join("clean.jsonl"), clean).unwrap();
+    let query = "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC, id) AS r FROM t) WHERE r <= 3";
+    let sql = format!(
+        "CREATE STREAM top AS {query} INTO out WITH ('t.type' = 'file_source', 't.path' = '{d}/t.jsonl', 'batch.size' = '100', \
+         'out.type' = 'file_sink', 'out.path' = '{d}/top.jsonl');\n",
+        d = tmp.path().display()
+    );
+    let run = run_sql(tmp.path(), &sql);
+    assert_ok(&run);
+    assert!(run.stderr.contains("malformed record skipped"), "{}", run.stderr);
+    let explain = ferris(tmp.path(), &["explain", tmp.path().join("job.sql").to_str().unwrap()]);
+    assert_ok(&explain);
+    assert!(explain.stdout.contains("ReadKeptRowsExec"), "{}", explain.stdout);
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_json("t", tmp.path().join("clean.jsonl").to_str().unwrap(), datafusion::prelude::JsonReadOptions::default().file_extension(".jsonl"))
+        .await
+        .unwrap();
+    let want = batch_rows(&ctx, query).await;
+    assert_eq!(want.len(), 21);
+    assert_same_rows("top", &file_rows(&tmp.path().join("top.jsonl")), &want);
+}

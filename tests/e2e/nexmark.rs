@@ -207,13 +207,14 @@ fn top_n_over_json_lines_orders_by_text_in_one_pass() {
     }
 }
 
-/// q18 and q19 over Parquet keep half the bids, every column of them: the bids are read twice,
-/// the keys and order first, then the kept rows only (`top_n::read_twice`), no text held
-/// meanwhile. The key columns must be DuckDB's answer and, since those cannot tell one kept
-/// row's text from another's, every row written a bid of the input with all its columns, each
-/// bid written once at most; the source counts each bid once though it reads them twice.
+/// q18 and q19 over Parquet and over JSON Lines keep half the bids, every column of them: the
+/// bids are read twice, the keys and order first, then the kept rows only
+/// (`top_n::read_twice`), no text held meanwhile. The key columns must be DuckDB's answer and,
+/// since those cannot tell one kept row's text from another's, every row written a bid of the
+/// input with all its columns, each bid written once at most; the source counts each bid once
+/// though it reads them twice.
 #[test]
-fn top_n_over_parquet_reads_its_kept_rows_again() {
+fn top_n_over_files_reads_its_kept_rows_again() {
     let input = generated();
     // the bids by every column but the time (text in JSON Lines, a timestamp written out)
     let without_time = |line: &str| {
@@ -225,10 +226,11 @@ fn top_n_over_parquet_reads_its_kept_rows_again() {
     let text = std::fs::read_to_string(input.join("bid.jsonl")).unwrap();
     let bids: std::collections::HashSet<String> = text.lines().map(without_time).collect();
     let count = text.lines().count();
-    for (q, keys) in [("q18", &["bidder", "auction", "date_time"][..]), ("q19", &["auction", "rank_number", "price"][..])] {
-        let ran = run_format(q, None, "parquet");
+    let queries = [("q18", &["bidder", "auction", "date_time"][..]), ("q19", &["auction", "rank_number", "price"][..])];
+    for ((q, keys), format) in queries.into_iter().flat_map(|q| [(q, "parquet"), (q, "jsonl")]) {
+        let ran = run_format(q, None, format);
         let plan = ran.explain.split("\n  Plan:").nth(1).unwrap_or_else(|| panic!("{q}: no plan: {}", ran.explain));
-        assert!(plan.contains("ReadKeptRowsExec") && plan.contains("RowPositionsExec") && plan.contains("BoundedTopNExec"), "{q}: {plan}");
+        assert!(plan.contains("ReadKeptRowsExec") && plan.contains("RowPositionsExec") && plan.contains("BoundedTopNExec"), "{q} {format}: {plan}");
         let written: Vec<String> = ran.rows.iter().map(|r| without_time(r)).collect();
         let unknown: Vec<&String> = written.iter().filter(|r| !bids.contains(*r)).take(3).collect();
         assert!(unknown.is_empty(), "{q}: rows that are no bid of the input: {unknown:#?}");

@@ -295,6 +295,40 @@ impl FileSource {
         parts
     }
 
+    /// A read of the source on its own ([`Source::read_again`], [`Source::read_in_order`]):
+    /// the scan's units, positions of its own (never a checkpoint's), its rows counted in the
+    /// source's metrics only when `count`; records checked by the columns `checked` when the
+    /// read builds only some of them.
+    fn own_read(
+        &self,
+        projection: Option<&[usize]>,
+        checked: Option<&[usize]>,
+        filter: Option<Arc<datafusion::logical_expr::Expr>>,
+        dynamic: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+        count: bool,
+    ) -> Vec<Arc<dyn PartitionStream>> {
+        let (schema, projection) = self.projected(projection);
+        // checked by more columns than it builds: only a read of some of the columns
+        let checked: Option<Arc<[usize]>> = projection.as_ref().and(checked).map(Into::into);
+        // rows read a second time are not counted again
+        let cfg = if count { Arc::clone(&self.cfg) } else { Arc::new(ReadConfig { metrics: Arc::new(ConnectorMetrics::default()), ..(*self.cfg).clone() }) };
+        self.split_units()
+            .into_iter()
+            .map(|units| {
+                Arc::new(FilePartition {
+                    cfg: Arc::clone(&cfg),
+                    schema: Arc::clone(&schema),
+                    projection: projection.clone(),
+                    units,
+                    cell: PositionCell::new(),
+                    filter: filter.clone(),
+                    dynamic: dynamic.clone(),
+                    checked: checked.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect()
+    }
+
     fn units(&self) -> Vec<Unit> {
         let mut units = Vec::new();
         let single = self.files.len() < self.partitions && !self.ordered;
@@ -390,6 +424,7 @@ impl Source for FileSource {
                     cell,
                     filter: filter.clone(),
                     dynamic: None,
+                    checked: None,
                 }) as Arc<dyn PartitionStream>
             })
             .collect()
@@ -408,26 +443,28 @@ impl Source for FileSource {
             return None;
         }
         let filter = row_filter(scans).map(Arc::new);
-        let (schema, projection) = self.projected(projection);
-        // rows read a second time are not counted again
-        let cfg = if count { Arc::clone(&self.cfg) } else { Arc::new(ReadConfig { metrics: Arc::new(ConnectorMetrics::default()), ..(*self.cfg).clone() }) };
-        let parts = self.split_units();
-        Some(
-            parts
-                .into_iter()
-                .map(|units| {
-                    Arc::new(FilePartition {
-                        cfg: Arc::clone(&cfg),
-                        schema: Arc::clone(&schema),
-                        projection: projection.clone(),
-                        units,
-                        cell: PositionCell::new(),
-                        filter: filter.clone(),
-                        dynamic: Some(Arc::clone(&dynamic)),
-                    }) as Arc<dyn PartitionStream>
-                })
-                .collect(),
-        )
+        Some(self.own_read(projection, None, filter, Some(dynamic), count))
+    }
+
+    /// Files read once (not tailed). Parquet as [`Source::read_again`] reads it with a filter
+    /// keeping every row; text files (JSON Lines, JSON, CSV, gzipped or not) in the same units
+    /// as the scan's, each record checked by the columns `checked` while only `projection`'s
+    /// are built, so that a read of a few columns skips the same bad records as a read of more.
+    fn read_in_order(
+        &self,
+        projection: Option<&[usize]>,
+        checked: Option<&[usize]>,
+        scans: &[Vec<datafusion::logical_expr::Expr>],
+        count: bool,
+    ) -> Option<Vec<Arc<dyn PartitionStream>>> {
+        if self.cfg.watch {
+            return None;
+        }
+        if self.cfg.format == FileFormat::Parquet {
+            let keep_all = datafusion::physical_expr::expressions::Literal::new(datafusion::common::ScalarValue::Boolean(Some(true)));
+            return self.read_again(projection, scans, Arc::new(keep_all), count);
+        }
+        Some(self.own_read(projection, checked, None, None, count))
     }
 
     fn metrics(&self) -> Arc<ConnectorMetrics> {
@@ -542,6 +579,9 @@ struct FilePartition {
     filter: Option<Arc<datafusion::logical_expr::Expr>>,
     /// A hash join's filter on the one scan this partition is read for ([`Source::read_again`]).
     dynamic: Option<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    /// Text: the columns a record is checked by, when more than it hands out
+    /// ([`Source::read_in_order`]).
+    checked: Option<Arc<[usize]>>,
 }
 
 /// What one read produces: the projected schema and the projection, and the rows it may drop.
@@ -551,6 +591,8 @@ struct Output<'a> {
     filter: Option<&'a datafusion::logical_expr::Expr>,
     /// A hash join's filter (see [`Source::read_again`]).
     dynamic: Option<&'a Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    /// Text: the columns a record is checked by, when more than `projection`.
+    checked: Option<&'a [usize]>,
     /// When the partition publishes its event-time floor: the least event time of each row
     /// group of the unit's file (by the group's index), and of the units it reads after it.
     floors: Option<(&'a [i64], i64)>,
@@ -868,6 +910,7 @@ impl PartitionStream for FilePartition {
         let projection = self.projection.clone();
         let filter = self.filter.clone();
         let dynamic = self.dynamic.clone();
+        let checked = self.checked.clone();
         let floor = crate::source::floor_to_publish().filter(|_| cfg.event_time.is_some());
         let floors = floor.is_some();
         tokio::task::spawn_blocking(move || {
@@ -877,7 +920,14 @@ impl PartitionStream for FilePartition {
                 // (published only when this unit's and every later unit's are known)
                 let after = unit_floors.get(i + 1..).and_then(|later| later.iter().try_fold(i64::MAX, |m, f| f.as_ref().map(|f| m.min(f.1))));
                 let floors = unit_floors.get(i).and_then(Option::as_ref).map(|f| f.0.as_slice()).zip(after);
-                let out = Output { schema: &schema, projection: projection.as_deref(), filter: filter.as_deref(), dynamic: dynamic.as_ref(), floors };
+                let out = Output {
+                    schema: &schema,
+                    projection: projection.as_deref(),
+                    filter: filter.as_deref(),
+                    dynamic: dynamic.as_ref(),
+                    checked: checked.as_deref(),
+                    floors,
+                };
                 match read_unit(&cfg, &out, &unit, resume, &tx) {
                     Ok(true) => {}
                     Ok(false) => return, // the reader went away: the job is stopping
@@ -1513,7 +1563,10 @@ impl<'a> TextRead<'a> {
             key,
             tx,
             map,
-            decoder: TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?,
+            decoder: match (out.projection, out.checked) {
+                (Some(projection), Some(checked)) => TextDecoder::checking(Arc::clone(&cfg.schema), projection, checked, cfg.format, decode_rows(&cfg.batch))?,
+                _ => TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?,
+            },
             sizer: cfg.batch.sizer(),
             bad_log: BadRecordLog::default(),
             counted: LinesBefore::default(),
@@ -1682,7 +1735,7 @@ mod tests {
         let cfg = ReadConfig { mmap, ..(*source.cfg).clone() };
         let (tx, mut rx) = mpsc::channel(100_000);
         let schema = source.schema();
-        let out = Output { schema: &schema, projection: None, filter: None, dynamic: None, floors: None };
+        let out = Output { schema: &schema, projection: None, filter: None, dynamic: None, checked: None, floors: None };
         assert!(read_text(&cfg, &out, path, start, end, "k", resume, &tx)?);
         drop(tx);
         let mut rows = Vec::new();
@@ -1847,7 +1900,7 @@ mod tests {
     fn read(source: &FileSource, path: &Path, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>) -> (Vec<i64>, Option<Resume>) {
         let (tx, mut rx) = mpsc::channel(1024);
         let schema = source.schema();
-        let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
+        let out = Output { schema: &schema, projection: None, filter, dynamic: None, checked: None, floors: None };
         assert!(read_parquet(&source.cfg, &out, path, None, None, "k", resume, &tx).unwrap());
         drop(tx);
         let (mut values, mut last) = (Vec::new(), None);
@@ -1888,7 +1941,7 @@ mod tests {
         let marks = |groups: Option<Vec<usize>>, filter: Option<&datafusion::logical_expr::Expr>, resume: Option<Resume>| {
             let (tx, mut rx) = mpsc::channel(1024);
             let schema = source.schema();
-            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: Some((&by_group[..], i64::MAX)) };
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, checked: None, floors: Some((&by_group[..], i64::MAX)) };
             assert!(read_parquet(&source.cfg, &out, &path, groups, None, "k", resume, &tx).unwrap());
             drop(tx);
             // (the floor in force after each batch, the batch's last n)
@@ -2001,7 +2054,7 @@ mod tests {
             let (tx, mut rx) = mpsc::channel(1024);
             let schema = source.schema();
             let floors = floors.then_some((&group_floors[..], i64::MAX));
-            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors };
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, checked: None, floors };
             assert!(read_parquet(&source.cfg, &out, &path, None, None, "k", resume, &tx).unwrap());
             drop(tx);
             let (mut got, mut last) = (Vec::new(), None);
@@ -2054,7 +2107,7 @@ mod tests {
         for filter in [None, Some(&third), Some(&few)] {
             let (tx, mut rx) = mpsc::channel(1024);
             let schema = declared.schema();
-            let out = Output { schema: &schema, projection: None, filter, dynamic: None, floors: None };
+            let out = Output { schema: &schema, projection: None, filter, dynamic: None, checked: None, floors: None };
             assert!(read_parquet(&declared.cfg, &out, &path, None, None, "k", None, &tx).unwrap());
             drop(tx);
             let mut got = Vec::new();
@@ -2116,6 +2169,69 @@ mod tests {
         let t = Instant::now();
         rt.shutdown_timeout(Duration::from_secs(5));
         assert!(t.elapsed() < Duration::from_secs(2), "the reading thread still waited for the filter");
+    }
+
+    /// Two reads in order of a text file, one of a column checked by all three and one of all
+    /// three, hand out the same rows partition by partition, records bad in any column (a
+    /// type in a column the first does not build, a line cut short) skipped by both; a read
+    /// of the one column alone keeps the records bad elsewhere, which is why the first checks.
+    #[test]
+    fn text_read_in_order_twice_numbers_the_same_rows() {
+        use futures::StreamExt;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _guard = rt.enter();
+        // (format, files: one partition each)
+        for (ext, files) in [("jsonl", 1), ("jsonl", 3), ("csv", 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let json = ext == "jsonl";
+            let mut good = 0usize;
+            for f in 0..files {
+                let mut text = if json { String::new() } else { "k,v,t\n".to_string() };
+                for i in 0..14_000 {
+                    // (the first lines, from which the schema is inferred, are all good)
+                    let bad = if i > crate::format::schema::INFER_MAX_RECORDS { i % 37 } else { 1 };
+                    text.push_str(&match (json, bad) {
+                        (true, 0) => format!("{{\"k\": {}, \"v\": {i}, \"t\": {i}}}\n", i % 50),
+                        (true, 5) => format!("{{\"k\": \"x\", \"v\": {i}, \"t\": \"t{i}\"}}\n"),
+                        (true, 9) => format!("{{\"k\": {}, \"v\": {i}\n", i % 50),
+                        (true, _) => format!("{{\"k\": {}, \"v\": {i}, \"t\": \"t{i}\"}}\n", i % 50),
+                        (false, 0) => format!("{},{i},t{i},more\n", i % 50),
+                        (false, 5) => format!("x,{i},t{i}\n"),
+                        (false, 9) => format!("{},{i}.5,t{i}\n", i % 50),
+                        (false, _) => format!("{},{i},t{i}\n", i % 50),
+                    });
+                    good += usize::from(!matches!(bad, 0 | 5 | 9));
+                }
+                std::fs::write(dir.path().join(format!("r{f}.{ext}")), text).unwrap();
+            }
+            let name = format!("{files} {ext}");
+            let path = dir.path().join(format!("r*.{ext}"));
+            let mut p = Properties::new("src");
+            p.insert("path", path.display().to_string());
+            p.insert("batch.size", "100");
+            let source = FileSource::try_new(&p, &Properties::new(""), files).unwrap();
+            let read = |parts: Vec<Arc<dyn PartitionStream>>| -> Vec<Vec<RecordBatch>> {
+                parts.iter().map(|part| rt.block_on(part.execute(Arc::new(TaskContext::default())).map(Result::unwrap).collect::<Vec<_>>())).collect()
+            };
+            let column = |batches: &[RecordBatch], c: usize| -> Vec<i64> {
+                batches.iter().flat_map(|b| b.column(c).as_primitive::<Int64Type>().values().to_vec()).collect()
+            };
+            let v = source.schema().index_of("v").unwrap();
+            let narrow = read(source.read_in_order(Some(&[v]), Some(&[0, 1, 2]), &[], false).unwrap());
+            let wide = read(source.read_in_order(Some(&[0, 1, 2]), None, &[], true).unwrap());
+            let alone = read(source.read_in_order(Some(&[v]), None, &[], false).unwrap());
+            assert_eq!(narrow.len(), wide.len(), "{name}");
+            assert_eq!(narrow.len(), files, "{name}: a partition a file");
+            for (n, w) in narrow.iter().zip(&wide) {
+                assert_eq!(n.iter().map(|b| b.num_columns()).max(), Some(1));
+                let (n, w) = (column(n, 0), column(w, v));
+                assert!(n == w, "{name}: {} rows and {} differ from row {:?} on", n.len(), w.len(), n.iter().zip(&w).position(|(a, b)| a != b));
+            }
+            let rows = |r: &[Vec<RecordBatch>]| r.iter().flatten().map(|b| b.num_rows()).sum::<usize>();
+            assert_eq!(rows(&wide), good, "{name}");
+            assert!(rows(&alone) > good, "{name}: a read of one column keeps records bad in others");
+            assert_eq!(source.cfg.metrics.records.load(std::sync::atomic::Ordering::Relaxed), good as u64, "{name}: only the counted read counts");
+        }
     }
 
     /// A file of one row group is read by as many partitions as asked, each a range of its

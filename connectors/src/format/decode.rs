@@ -69,6 +69,9 @@ pub struct TextDecoder {
     /// everything else); dropped after [`FLAT_GIVE_UP`] chunks in a row it declined.
     flat: Option<Flat>,
     declined: usize,
+    /// Of the columns read, those handed out (positions in `output`), when a record is checked
+    /// by more columns than it gives ([`TextDecoder::checking`]).
+    built: Option<Vec<usize>>,
 }
 
 /// One-pass decoders for the plain shapes of the text formats.
@@ -104,7 +107,39 @@ impl TextDecoder {
             FileFormat::Csv { delimiter, quote, .. } => super::flat_csv::FlatCsv::new(&schema, projection.as_deref(), &output, delimiter, quote).map(Flat::Csv),
             FileFormat::Parquet => None,
         };
-        Ok(Self { schema, projection, output, format, batch_size, inner, flat, declined: 0 })
+        Ok(Self { schema, projection, output, format, batch_size, inner, flat, declined: 0, built: None })
+    }
+
+    /// A decoder whose records are good or bad as a decoder of the `checked` columns finds
+    /// them (indices into `schema`), that hands out only the `projection` of them. A top N
+    /// per key over a file reads the keys first and its kept rows again: both reads check
+    /// every column of the second, so that they number the same rows, whatever record is bad.
+    ///
+    /// ```sql
+    /// SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC) AS r FROM bid) WHERE r <= 1
+    /// -- first read: bidder, auction, date_time handed out, every column checked
+    /// ```
+    pub fn checking(schema: SchemaRef, projection: &[usize], checked: &[usize], format: FileFormat, batch_size: usize) -> Result<Self> {
+        let built: Vec<usize> = projection
+            .iter()
+            .map(|p| checked.iter().position(|c| c == p))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ConnectorError::Other(format!("the columns {projection:?} handed out are not all among those checked, {checked:?}")))?;
+        let mut d = Self::try_new(schema, Some(checked), format, batch_size)?;
+        if let Some(Flat::Json(_)) = d.flat {
+            // the one-pass decoder builds only the columns handed out
+            d.flat = super::flat_json::FlatJson::checking(&d.output, &built).map(Flat::Json);
+        }
+        d.built = Some(built);
+        Ok(d)
+    }
+
+    /// `batches` of the columns read as the decoder hands them out.
+    fn hand_out(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        match &self.built {
+            Some(built) => batches.iter().map(|b| b.project(built).map_err(|e| ConnectorError::arrow("projecting decoded rows", e))).collect(),
+            None => Ok(batches),
+        }
     }
 
     fn build(schema: &SchemaRef, projection: Option<&[usize]>, output: &SchemaRef, format: FileFormat, batch_size: usize) -> Result<Inner> {
@@ -172,8 +207,9 @@ impl TextDecoder {
     /// chunk's i-th line. Returns the good rows and the bad records.
     pub fn decode_chunk(&mut self, chunk: &[u8], line_of: &dyn Fn(usize) -> u64) -> Result<(Vec<RecordBatch>, Vec<BadRecord>)> {
         let fast = match &self.flat {
+            // (built as handed out)
             Some(Flat::Json(f)) => f.decode(chunk, self.batch_size),
-            Some(Flat::Csv(f)) => f.decode(chunk, self.batch_size),
+            Some(Flat::Csv(f)) => f.decode(chunk, self.batch_size).map(|b| self.hand_out(b)).transpose()?,
             None => None,
         };
         if let Some(batches) = fast {
@@ -198,7 +234,7 @@ impl TextDecoder {
         }
         let mut out = Vec::new();
         match self.decode_all(chunk, &mut out) {
-            Ok(()) => Ok((out, Vec::new())),
+            Ok(()) => Ok((self.hand_out(out)?, Vec::new())),
             Err(_) => {
                 self.reset()?;
                 if self.format == FileFormat::Json {
@@ -249,7 +285,7 @@ impl TextDecoder {
         } else {
             vec![arrow::compute::concat_batches(&self.output, &good).map_err(|e| ConnectorError::arrow("joining decoded rows", e))?]
         };
-        Ok((batch, bad))
+        Ok((self.hand_out(batch)?, bad))
     }
 }
 
@@ -389,6 +425,68 @@ mod tests {
         let (batches, _) = d.decode_chunk(b"1;a\n2;b\n", &|i| i as u64 + 1).unwrap();
         assert_eq!(batches[0].num_columns(), 1);
         assert_eq!(batches[0].schema().field(0).name(), "name");
+    }
+
+    /// Handing out some columns while checking more: the rows and the bad records (their
+    /// lines) of a decoder of every checked column, projected, for JSON Lines and CSV, with bad
+    /// values in the columns not handed out; and the rows of the columns' own decoder where
+    /// nothing is bad.
+    #[test]
+    fn checking_more_columns_skips_what_their_decoder_skips() {
+        let s: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Float64, true),
+        ]));
+        let mut seed = 3u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        let csv = FileFormat::Csv { has_headers: false, delimiter: b',', quote: b'"' };
+        let concat = |schema: &SchemaRef, b: &[RecordBatch]| arrow::compute::concat_batches(schema, b).unwrap();
+        let mut bad_seen = 0;
+        for round in 0..400 {
+            let (mut json, mut text) = (String::new(), String::new());
+            for _ in 0..1 + rnd() % 12 {
+                let bad = rnd() % 5 == 0;
+                let (id, name, price) = (rnd() % 100, rnd() % 7, rnd() % 1000);
+                match (bad, rnd() % 4) {
+                    (true, 0) => {
+                        json.push_str(&format!("{{\"id\": {id}, \"name\": {name}, \"price\": {price}.5}}\n"));
+                        text.push_str(&format!("{id},n{name},x{price}\n"));
+                    }
+                    (true, 1) => {
+                        json.push_str(&format!("{{\"id\": \"{id}\", \"name\": \"n{name}\", \"price\": {price}}}\n"));
+                        text.push_str(&format!("{id}.5,n{name},{price}\n"));
+                    }
+                    (true, _) => {
+                        json.push_str(&format!("{{\"id\": {id}, \"name\": \"n{name}\", \"price\": true}}\n"));
+                        text.push_str(&format!("{id},n{name},{price},extra\n"));
+                    }
+                    _ => {
+                        json.push_str(&format!("{{\"id\": {id}, \"name\": \"n{name}\", \"price\": {price}.25}}\n"));
+                        text.push_str(&format!("{id},n{name},{price}.25\n"));
+                    }
+                }
+            }
+            for (format, chunk) in [(FileFormat::JsonLines, json.as_bytes()), (csv, text.as_bytes())] {
+                for (projection, checked) in [(&[0][..], &[0, 1, 2][..]), (&[2, 0][..], &[0, 1, 2][..]), (&[1][..], &[1, 2][..]), (&[0][..], &[0][..])] {
+                    let line_of = |i: usize| 100 + i as u64;
+                    let (want, want_bad) = TextDecoder::try_new(Arc::clone(&s), Some(checked), format, 4).unwrap().decode_chunk(chunk, &line_of).unwrap();
+                    let mut d = TextDecoder::checking(Arc::clone(&s), projection, checked, format, 4).unwrap();
+                    let (got, got_bad) = d.decode_chunk(chunk, &line_of).unwrap();
+                    let out = Arc::new(s.project(projection).unwrap());
+                    let positions: Vec<usize> = projection.iter().map(|p| checked.iter().position(|c| c == p).unwrap()).collect();
+                    let want: Vec<RecordBatch> = want.iter().map(|b| b.project(&positions).unwrap()).collect();
+                    assert_eq!(concat(&out, &got), concat(&out, &want), "round {round} {format:?} {projection:?} of {checked:?}");
+                    let lines = |b: &[BadRecord]| b.iter().map(|b| b.line).collect::<Vec<_>>();
+                    assert_eq!(lines(&got_bad), lines(&want_bad), "round {round} {format:?}");
+                    bad_seen += got_bad.len();
+                }
+            }
+        }
+        assert!(bad_seen > 200, "{bad_seen}");
     }
 
     #[test]

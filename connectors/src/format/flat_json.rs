@@ -21,9 +21,38 @@ use super::flat_columns::{into_batches, Column};
 /// Decodes flat JSON objects into batches of `schema`, or declines (see the module docs).
 #[derive(Debug, Clone)]
 pub struct FlatJson {
-    schema: SchemaRef,
+    /// The batches' schema: the built columns of the schema read.
+    output: SchemaRef,
     names: Vec<Vec<u8>>,
     nullable: Vec<bool>,
+    /// The columns of `schema` built, in the output's order; the others are read and checked as
+    /// their type demands, and dropped ([`FlatJson::checking`]).
+    built: Vec<usize>,
+    /// Each column's type as read, for the checked ones.
+    kinds: Vec<Kind>,
+}
+
+/// How a column's values are read.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Int,
+    Float,
+    Bool,
+    Text,
+    Time(arrow::datatypes::TimeUnit),
+}
+
+impl Kind {
+    /// As [`Column::for_schema`] builds the type.
+    fn of(t: &DataType) -> Self {
+        match t {
+            DataType::Int64 => Kind::Int,
+            DataType::Float64 => Kind::Float,
+            DataType::Boolean => Kind::Bool,
+            DataType::Timestamp(unit, None) => Kind::Time(*unit),
+            _ => Kind::Text,
+        }
+    }
 }
 
 impl FlatJson {
@@ -43,17 +72,41 @@ impl FlatJson {
         });
         let plain_names = fields.iter().all(|f| !f.name().bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20));
         (supported && plain_names).then(|| Self {
-            schema: Arc::clone(schema),
+            output: Arc::clone(schema),
             names: fields.iter().map(|f| f.name().as_bytes().to_vec()).collect(),
             nullable: fields.iter().map(|f| f.is_nullable()).collect(),
+            built: (0..fields.len()).collect(),
+            kinds: fields.iter().map(|f| Kind::of(f.data_type())).collect(),
         })
+    }
+
+    /// A decoder that reads and checks every column of `schema` as [`FlatJson::new`]'s does,
+    /// declining the same chunks, but builds only the columns `built` (indices into `schema`,
+    /// in the batches' order). A record is then good or bad by every column of `schema`, not
+    /// only by those built: a top N per key reading the keys of a file first, and its kept rows
+    /// again, numbers the same rows in both reads (`TextDecoder::checking`).
+    ///
+    /// ```sql
+    /// SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS r FROM bid) WHERE r <= 10
+    /// -- first read: auction, price built; bidder, channel, url, … checked
+    /// ```
+    pub fn checking(schema: &SchemaRef, built: &[usize]) -> Option<Self> {
+        let output = Arc::new(schema.project(built).ok()?);
+        let mut d = Self::new(schema)?;
+        d.output = output;
+        d.built = built.to_vec();
+        Some(d)
     }
 
     /// The objects of `chunk` (whitespace between them) as batches of at most `batch_size`
     /// rows; `None` when the chunk is not all of the shape this decoder reads.
     pub fn decode(&self, chunk: &[u8], batch_size: usize) -> Option<Vec<RecordBatch>> {
         let text = std::str::from_utf8(chunk).ok()?;
-        let mut columns = Column::for_schema(&self.schema, chunk.len());
+        // a column per field of the schema, None for those only checked
+        let mut columns: Vec<Option<Column>> = (0..self.names.len()).map(|_| None).collect();
+        for (&f, c) in self.built.iter().zip(Column::for_schema(&self.output, chunk.len())) {
+            *columns.get_mut(f)? = Some(c);
+        }
         let mut p = Parser { b: chunk, text, i: 0 };
         let mut rows = 0usize;
         let all: u64 = if self.names.len() == 64 { u64::MAX } else { (1u64 << self.names.len()) - 1 };
@@ -104,7 +157,10 @@ impl FlatJson {
                                 return None; // a repeated key: leave it to arrow-json
                             }
                             seen |= 1 << f;
-                            p.value(&mut columns[f], self.nullable[f])?;
+                            match &mut columns[f] {
+                                Some(c) => p.value(c, self.nullable[f])?,
+                                None => p.check(self.kinds[f], self.nullable[f])?,
+                            }
                         }
                         None => p.skip_value(0)?,
                     }
@@ -122,13 +178,16 @@ impl FlatJson {
                         if !self.nullable[f] {
                             return None;
                         }
-                        c.append_null();
+                        if let Some(c) = c {
+                            c.append_null();
+                        }
                     }
                 }
             }
             rows += 1;
         }
-        into_batches(&self.schema, &mut columns, rows, batch_size)
+        let mut built: Vec<Column> = self.built.iter().map(|&f| columns.get_mut(f).and_then(Option::take)).collect::<Option<_>>()?;
+        into_batches(&self.output, &mut built, rows, batch_size)
     }
 }
 
@@ -361,65 +420,84 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A `null`, read, when one is next: `Some(true)` (`None` where the column takes none).
+    #[inline]
+    fn null(&mut self, nullable: bool) -> Option<bool> {
+        if self.peek()? != b'n' {
+            return Some(false);
+        }
+        self.literal(b"null")?;
+        nullable.then_some(true)
+    }
+
     /// A wanted field's value into its column.
     fn value(&mut self, column: &mut Column, nullable: bool) -> Option<()> {
-        if self.peek()? == b'n' {
-            self.literal(b"null")?;
-            if !nullable {
-                return None;
-            }
+        if self.null(nullable)? {
             column.append_null();
             return Some(());
         }
         match column {
             Column::Int(b) => b.append_value(self.integer()?),
-            Column::Float(b) => {
-                let text = self.number()?;
-                let v = text.parse::<f64>().ok()?;
-                if !v.is_finite() {
-                    return None;
-                }
-                b.append_value(v);
-            }
-            Column::Bool(b) => match self.peek()? {
-                b't' => {
-                    self.literal(b"true")?;
-                    b.append_value(true);
-                }
-                b'f' => {
-                    self.literal(b"false")?;
-                    b.append_value(false);
-                }
-                _ => return None,
-            },
-            Column::Str(b) => {
-                let (s, e) = self.string_range()?;
-                self.delimited()?;
-                b.append_value(self.text.get(s..e)?);
-            }
-            Column::View(b) => {
-                let (s, e) = self.string_range()?;
-                self.delimited()?;
-                b.append_value(self.text.get(s..e)?);
-            }
-            // as arrow-json: text through arrow's own parser (in UTC), an integer as it is
-            Column::Time(b, unit) => {
-                if self.peek()? == b'"' {
-                    let (s, e) = self.string_range()?;
-                    self.delimited()?;
-                    let t = arrow::compute::kernels::cast_utils::string_to_datetime(&chrono::Utc, self.text.get(s..e)?).ok()?;
-                    b.append_value(match unit {
-                        arrow::datatypes::TimeUnit::Second => t.timestamp(),
-                        arrow::datatypes::TimeUnit::Millisecond => t.timestamp_millis(),
-                        arrow::datatypes::TimeUnit::Microsecond => t.timestamp_micros(),
-                        arrow::datatypes::TimeUnit::Nanosecond => t.timestamp_nanos_opt()?,
-                    });
-                } else {
-                    b.append_value(self.integer()?);
-                }
-            }
+            Column::Float(b) => b.append_value(self.float()?),
+            Column::Bool(b) => b.append_value(self.boolean()?),
+            Column::Str(b) => b.append_value(self.text_value()?),
+            Column::View(b) => b.append_value(self.text_value()?),
+            Column::Time(b, unit) => b.append_value(self.time(*unit)?),
         }
         Some(())
+    }
+
+    /// A field's value read and checked as [`Parser::value`] reads it into a column of its
+    /// kind, and dropped.
+    fn check(&mut self, kind: Kind, nullable: bool) -> Option<()> {
+        if self.null(nullable)? {
+            return Some(());
+        }
+        match kind {
+            Kind::Int => self.integer().map(drop),
+            Kind::Float => self.float().map(drop),
+            Kind::Bool => self.boolean().map(drop),
+            Kind::Text => self.text_value().map(drop),
+            Kind::Time(unit) => self.time(unit).map(drop),
+        }
+    }
+
+    /// A finite float.
+    #[inline]
+    fn float(&mut self) -> Option<f64> {
+        let v = self.number()?.parse::<f64>().ok()?;
+        v.is_finite().then_some(v)
+    }
+
+    #[inline]
+    fn boolean(&mut self) -> Option<bool> {
+        match self.peek()? {
+            b't' => self.literal(b"true").map(|()| true),
+            b'f' => self.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    /// A string without escapes, ended by a delimiter.
+    #[inline]
+    fn text_value(&mut self) -> Option<&'a str> {
+        let (s, e) = self.string_range()?;
+        self.delimited()?;
+        self.text.get(s..e)
+    }
+
+    /// As arrow-json: text through arrow's own parser (in UTC), an integer as it is.
+    fn time(&mut self, unit: arrow::datatypes::TimeUnit) -> Option<i64> {
+        if self.peek()? != b'"' {
+            return self.integer();
+        }
+        let t = arrow::compute::kernels::cast_utils::string_to_datetime(&chrono::Utc, self.text_value()?).ok()?;
+        Some(match unit {
+            arrow::datatypes::TimeUnit::Second => t.timestamp(),
+            arrow::datatypes::TimeUnit::Millisecond => t.timestamp_millis(),
+            arrow::datatypes::TimeUnit::Microsecond => t.timestamp_micros(),
+            arrow::datatypes::TimeUnit::Nanosecond => t.timestamp_nanos_opt()?,
+        })
     }
 
     /// Skips a value the query does not use (any JSON value, nested up to 64 levels).
@@ -595,6 +673,64 @@ mod tests {
         for case in [r#"{"id": 9223372036854775808}"#, r#"{"id": -9223372036854775809}"#, r#"{"id": -}"#, r#"{"id": 1e3}"#] {
             assert!(fast.decode(case.as_bytes(), 10).is_none(), "{case}");
         }
+    }
+
+    /// A decoder checking every column and building some declines the same chunks as the one
+    /// building all (wrong types and bad values in the columns it does not build included), and
+    /// builds those columns' values exactly.
+    #[test]
+    fn checking_declines_as_building_every_column_does() {
+        let s = schema_of(DataType::Utf8View);
+        let all = FlatJson::new(&s).unwrap();
+        let mut seed = 5u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed >> 33
+        };
+        // values of every kind for every column: right, wrong type, out of range, null
+        let values: [&[&str]; 4] = [
+            &["1", "-7", "null", "1.5", "\"7\"", "99999999999999999999", "true", "[1]"],
+            &["\"a\"", "\"\"", "null", "5", "\"esc\\\"aped\"", "false", "{\"x\": 1}"],
+            &["1.5", "-2e3", "0", "null", "\"x\"", "1e400", "true"],
+            &["true", "false", "null", "tru", "1", "\"true\""],
+        ];
+        let names = ["id", "name", "price", "ok"];
+        let builds: [&[usize]; 7] = [&[0], &[1], &[3, 2], &[2, 0], &[0, 1, 2, 3], &[1, 3], &[3, 2, 1]];
+        let (mut same_some, mut same_none) = (0, 0);
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..1 + rnd() % 4 {
+                let mut parts = Vec::new();
+                for (c, name) in names.iter().enumerate() {
+                    if rnd() % 6 == 0 {
+                        continue; // missing: null
+                    }
+                    // mostly right values, sometimes anything
+                    let v = if rnd() % 8 == 0 { values[c][rnd() as usize % values[c].len()] } else { values[c][rnd() as usize % 2] };
+                    parts.push(format!(r#""{name}": {v}"#));
+                }
+                if rnd() % 5 == 0 {
+                    parts.push(r#""other": [1, "x \"q\"", {"k": null}]"#.to_string());
+                }
+                let len = parts.len().max(1);
+                parts.rotate_left(rnd() as usize % len);
+                text.push_str(&format!("{{{}}}\n", parts.join(", ")));
+            }
+            let every = all.decode(text.as_bytes(), 3);
+            for built in builds {
+                let some = FlatJson::checking(&s, built).unwrap().decode(text.as_bytes(), 3);
+                match (&every, &some) {
+                    (None, None) => same_none += 1,
+                    (Some(every), Some(some)) => {
+                        let projected: Vec<RecordBatch> = every.iter().map(|b| b.project(built).unwrap()).collect();
+                        assert_eq!(&projected, some, "{text} built {built:?}");
+                        same_some += 1;
+                    }
+                    _ => panic!("{text}: building {built:?} {} where building every column {}", some.is_some(), every.is_some()),
+                }
+            }
+        }
+        assert!(same_some > 1000 && same_none > 1000, "{same_some} read, {same_none} declined");
     }
 
     #[test]

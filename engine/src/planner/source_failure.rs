@@ -218,6 +218,15 @@ impl Source for GuardedSource {
     ) -> Option<Vec<Arc<dyn PartitionStream>>> {
         self.inner.read_again(projection, scans, dynamic, count).map(|p| self.guard(p))
     }
+    fn read_in_order(
+        &self,
+        projection: Option<&[usize]>,
+        checked: Option<&[usize]>,
+        scans: &[Vec<Expr>],
+        count: bool,
+    ) -> Option<Vec<Arc<dyn PartitionStream>>> {
+        self.inner.read_in_order(projection, checked, scans, count).map(|p| self.guard(p))
+    }
 }
 
 /// One partition of a [`GuardedSource`].

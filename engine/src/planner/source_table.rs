@@ -216,12 +216,13 @@ impl SizedScanExec {
     }
 
     /// Two reads of the source for this scan alone, in a job without barriers, where the
-    /// source can read again (Parquet files): one of the scan's columns `narrow` only (its
-    /// rows not counted in the source's metrics again), and one of every column the scan
-    /// reads. Both hand out the same rows in the same order, partition by partition, as the
-    /// scan would; a top N per key reads its keys from the first and only its kept rows from
-    /// the second ([`crate::top_n::ReadTwiceRule`]). None when another scan shares the
-    /// source's read, or the scan reads with a join's filter, ahead of a join or to a limit.
+    /// source can read in order again (files read once, Parquet or text): one of the scan's
+    /// columns `narrow` only, each record checked by every column the scan reads (its rows not
+    /// counted in the source's metrics again), and one of every column the scan reads. Both
+    /// hand out the same rows in the same order, partition by partition, as the scan would; a
+    /// top N per key reads its keys from the first and only its kept rows from the second
+    /// ([`crate::top_n::ReadTwiceRule`]). None when another scan shares the source's read, or
+    /// the scan reads with a join's filter, ahead of a join or to a limit.
     pub fn read_twice(&self, narrow: &[usize]) -> Option<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)> {
         let again = self.again.as_ref()?;
         if self.dynamic.is_some() || self.read_ahead.is_some() || again.limit.is_some() || !again.alone() {
@@ -229,11 +230,9 @@ impl SizedScanExec {
         }
         let columns = again.projection.clone().unwrap_or_else(|| (0..again.source.schema().fields().len()).collect());
         let narrow_columns: Vec<usize> = narrow.iter().map(|&c| columns.get(c).copied()).collect::<Option<_>>()?;
-        let keep_all: Arc<dyn PhysicalExpr> =
-            Arc::new(datafusion::physical_expr::expressions::Literal::new(datafusion::common::ScalarValue::Boolean(Some(true))));
         let scans = std::slice::from_ref(&again.filters);
-        let keys = again.source.read_again(Some(&narrow_columns), scans, Arc::clone(&keep_all), false)?;
-        let rows = again.source.read_again(again.projection.as_deref(), scans, keep_all, true)?;
+        let keys = again.source.read_in_order(Some(&narrow_columns), Some(&columns), scans, false)?;
+        let rows = again.source.read_in_order(again.projection.as_deref(), None, scans, true)?;
         let partitions = self.input.output_partitioning().partition_count();
         if keys.len() != partitions || rows.len() != partitions {
             return None;

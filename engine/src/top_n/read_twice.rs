@@ -1,5 +1,6 @@
-//! Top N per key over Parquet files read twice: the keys and the order first, to find the kept
-//! rows, then every column, of the kept rows only. Nothing but a number per kept row is held.
+//! Top N per key over files read twice (Parquet, and text files not tailed): the keys and the
+//! order first, to find the kept rows, then every column, of the kept rows only. Nothing but a
+//! number per kept row is held.
 //!
 //! ```sql
 //! -- Nexmark q19: the ten highest bids of every auction, every column of them
@@ -19,14 +20,16 @@
 //! with the rank. The second read decodes every column again, partition by partition, in the
 //! same order; [`ReadKeptRowsExec`] sorts each partition's kept numbers and filters each batch
 //! to its kept rows, adding their rank, as it comes. The keys' columns are decoded twice; the
-//! text is never held. The files must not change while the job reads them: a second read of
+//! text is never held. A text file's first read checks every column the second reads (it
+//! builds only its own), so a record malformed in any of them is skipped by both reads and
+//! the numbers agree. The files must not change while the job reads them: a second read of
 //! another length than the first (rows appended or removed in between) fails the job.
 //!
 //! Applied by [`ReadTwiceRule`] to a top N whose input is a scan, or a scan under the query's
 //! `WHERE` and DataFusion's repartitions (the rows are numbered as the scan reads them, under
 //! those: the `WHERE` runs on the first read, over the columns it needs, and the kept rows
 //! passed it), that can read its source
-//! again ([`SizedScanExec::read_twice`]: Parquet files, a job without checkpoints, no other
+//! again ([`SizedScanExec::read_twice`]: files read once, a job without checkpoints, no other
 //! scan of the source), that outputs text, bytes or nested values it does not order or key
 //! by, and that is at the top of the plan (under projections only: the operator's output is
 //! partitioned as the reads are, not by key).
