@@ -319,7 +319,7 @@ impl<'a> Parser<'a> {
 
     /// A string without escapes (raw control characters pass, as with arrow-json); its bytes
     /// between the quotes.
-    #[inline]
+    #[inline(always)]
     fn string_range(&mut self) -> Option<(usize, usize)> {
         self.expect(b'"')?;
         let start = self.i;
@@ -333,7 +333,7 @@ impl<'a> Parser<'a> {
 
     /// An integer (JSON's grammar, no fraction or exponent), computed as it is read; `None`
     /// for anything else or one outside i64.
-    #[inline]
+    #[inline(always)]
     fn integer(&mut self) -> Option<i64> {
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -421,7 +421,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A `null`, read, when one is next: `Some(true)` (`None` where the column takes none).
-    #[inline]
+    #[inline(always)]
     fn null(&mut self, nullable: bool) -> Option<bool> {
         if self.peek()? != b'n' {
             return Some(false);
@@ -448,7 +448,9 @@ impl<'a> Parser<'a> {
     }
 
     /// A field's value read and checked as [`Parser::value`] reads it into a column of its
-    /// kind, and dropped.
+    /// kind, and dropped. Kept out of line: only a read of some columns checks the others,
+    /// and the building path stays as tight as it was.
+    #[inline(never)]
     fn check(&mut self, kind: Kind, nullable: bool) -> Option<()> {
         if self.null(nullable)? {
             return Some(());
@@ -463,13 +465,13 @@ impl<'a> Parser<'a> {
     }
 
     /// A finite float.
-    #[inline]
+    #[inline(always)]
     fn float(&mut self) -> Option<f64> {
         let v = self.number()?.parse::<f64>().ok()?;
         v.is_finite().then_some(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn boolean(&mut self) -> Option<bool> {
         match self.peek()? {
             b't' => self.literal(b"true").map(|()| true),
@@ -479,7 +481,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A string without escapes, ended by a delimiter.
-    #[inline]
+    #[inline(always)]
     fn text_value(&mut self) -> Option<&'a str> {
         let (s, e) = self.string_range()?;
         self.delimited()?;
