@@ -233,7 +233,8 @@ async fn a_top_n_read_twice_skips_records_bad_in_columns_it_does_not_key() {
     );
     let run = run_sql(tmp.path(), &sql);
     assert_ok(&run);
-    assert!(run.stderr.contains("malformed record skipped"), "{}", run.stderr);
+    // each bad record warned of once, by the read that counts the rows (the first is line 313)
+    assert_eq!(run.stderr.matches("t.jsonl:313: malformed record skipped").count(), 1, "{}", run.stderr);
     let explain = ferris(tmp.path(), &["explain", tmp.path().join("job.sql").to_str().unwrap()]);
     assert_ok(&explain);
     assert!(explain.stdout.contains("ReadKeptRowsExec"), "{}", explain.stdout);

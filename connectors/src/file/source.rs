@@ -64,6 +64,8 @@ struct ReadConfig {
     poll: Duration,
     failure: FailureStrategy,
     metrics: Arc<ConnectorMetrics>,
+    /// Malformed records are warned of (not by a read another read of the file warns for).
+    warns: bool,
     /// Parquet read once: the event-time column (`event_time`) and the factor that makes its
     /// integers milliseconds (`event_time.format`), whose floor the partitions can publish.
     event_time: Option<(String, i64)>,
@@ -234,6 +236,7 @@ impl FileSource {
             poll: props.get_positive_duration("poll_interval")?.unwrap_or(Duration::from_millis(100)),
             failure: FailureStrategy::from_properties(props, FailureStrategy::from_properties(job, FailureStrategy::default())?)?,
             metrics: Arc::new(ConnectorMetrics::default()),
+            warns: true,
             event_time: props.get("event_time").filter(|_| format == FileFormat::Parquet && !watch).map(|c| {
                 let seconds = props.get("event_time.format").is_some_and(|f| f.eq_ignore_ascii_case("epoch_seconds"));
                 (c.to_string(), if seconds { 1000 } else { 1 })
@@ -310,8 +313,12 @@ impl FileSource {
         let (schema, projection) = self.projected(projection);
         // checked by more columns than it builds: only a read of some of the columns
         let checked: Option<Arc<[usize]>> = projection.as_ref().and(checked).map(Into::into);
-        // rows read a second time are not counted again
-        let cfg = if count { Arc::clone(&self.cfg) } else { Arc::new(ReadConfig { metrics: Arc::new(ConnectorMetrics::default()), ..(*self.cfg).clone() }) };
+        // rows read a second time are not counted again, nor their bad records warned of
+        let cfg = if count {
+            Arc::clone(&self.cfg)
+        } else {
+            Arc::new(ReadConfig { metrics: Arc::new(ConnectorMetrics::default()), warns: false, ..(*self.cfg).clone() })
+        };
         self.split_units()
             .into_iter()
             .map(|units| {
@@ -1568,7 +1575,7 @@ impl<'a> TextRead<'a> {
                 _ => TextDecoder::try_new(Arc::clone(&cfg.schema), out.projection, cfg.format, decode_rows(&cfg.batch))?,
             },
             sizer: cfg.batch.sizer(),
-            bad_log: BadRecordLog::default(),
+            bad_log: if cfg.warns { BadRecordLog::default() } else { BadRecordLog::unlogged() },
             counted: LinesBefore::default(),
             chunk_offset: resume.map_or(first_line, |r| r.offset),
             line_no: resume.map_or(1, |r| r.line),

@@ -22,9 +22,18 @@ const MAX_LOGGED_BAD_RECORDS: usize = 20;
 #[derive(Debug, Default)]
 pub struct BadRecordLog {
     logged: usize,
+    /// Counts and fails but logs nothing (see [`BadRecordLog::unlogged`]).
+    silent: bool,
 }
 
 impl BadRecordLog {
+    /// A log that counts malformed records and fails on them as its failure strategy says, but
+    /// warns of none: for a read whose records another read of the same file warns of (a top
+    /// N's first read of its keys, then its kept rows).
+    pub fn unlogged() -> Self {
+        Self { logged: 0, silent: true }
+    }
+
     /// Applies `failure` to `bad`, records of `location` (a file or object) read by `source`.
     pub fn handle(&mut self, source: &str, failure: FailureStrategy, metrics: &ConnectorMetrics, location: &str, bad: &[BadRecord]) -> Result<()> {
         metrics.add_errors(bad.len() as u64);
@@ -32,6 +41,9 @@ impl BadRecordLog {
             if let Some(b) = bad.first() {
                 return Err(ConnectorError::Malformed { location: format!("{location}:{}", b.line), message: b.message.clone() });
             }
+        }
+        if self.silent {
+            return Ok(());
         }
         for b in bad {
             if self.logged < MAX_LOGGED_BAD_RECORDS {
