@@ -355,18 +355,22 @@ fn parquet_of_lines(dir: &Path, columns: &str, lines: impl Iterator<Item = Strin
 fn text_state_kept_as_utf8_restores_into_views() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let n = 600_000u64;
     let station = |i: u64| format!("station-with-a-long-name-{:03}", i % 300);
     let note = |i: u64| format!("note {:07} of a station, past twelve bytes", (i * 7_919) % 1_000_003);
     // a row every millisecond: each station's rows 300 ms apart, one session of 1 s gaps
     let columns = "id BIGINT, ts BIGINT, station VARCHAR, note VARCHAR";
-    let parquet = parquet_of_lines(
-        dir,
-        columns,
-        (0..n).map(|i| format!("{{\"id\": {i}, \"ts\": {}, \"station\": \"{}\", \"note\": \"{}\"}}", BASE_MS + i, station(i), note(i))),
-    );
-    // (sessions over the first rows only: each flush sorts every row still held)
-    for (case, rows, group_by) in [("groups", n, "station"), ("sessions", 20_000, "SESSION(ts, INTERVAL '1' SECOND), station")] {
+    // (sessions over fewer rows: each flush sorts every row still held; a row per batch, so
+    // that each run lasts about 2 s in a debug build, long enough to be killed after its
+    // second checkpoint. Each case has a file of its own rows: a WHERE clause would be
+    // evaluated in the scan again from the file's start after a restore, and read it whole.)
+    for (case, rows, batch, group_by) in [("groups", 600_000u64, 10, "station"), ("sessions", 20_000, 1, "SESSION(ts, INTERVAL '1' SECOND), station")] {
+        let job = dir.join(case);
+        std::fs::create_dir_all(&job).unwrap();
+        let parquet = parquet_of_lines(
+            &job,
+            columns,
+            (0..rows).map(|i| format!("{{\"id\": {i}, \"ts\": {}, \"station\": \"{}\", \"note\": \"{}\"}}", BASE_MS + i, station(i), note(i))),
+        );
         let mut groups: BTreeMap<String, (u64, String)> = BTreeMap::new();
         for i in 0..rows {
             let g = groups.entry(station(i)).or_default();
@@ -375,13 +379,11 @@ fn text_state_kept_as_utf8_restores_into_views() {
         }
         let want: Vec<String> = groups.iter().map(|(s, (c, m))| format!("{{\"station\":\"{s}\",\"n\":{c},\"last_note\":\"{m}\"}}")).collect();
         assert_eq!(want.len(), 300);
-        let select = format!("SELECT station, COUNT(*) AS n, MAX(note) AS last_note FROM big WHERE id < {rows} GROUP BY");
-        let job = dir.join(case);
-        std::fs::create_dir_all(&job).unwrap();
+        let select = "SELECT station, COUNT(*) AS n, MAX(note) AS last_note FROM big GROUP BY";
         let sql = |schema: &str| {
             format!(
                 "CREATE STREAM s AS {select} {group_by} INTO out WITH ('big.type' = 'file_source', 'big.path' = '{}', 'big.event_time' = 'ts', \
-                 {schema}'big.batch.size' = '10', 'use_transactions' = 'true', 'checkpoint.interval' = '100ms', \
+                 {schema}'big.batch.size' = '{batch}', 'use_transactions' = 'true', 'checkpoint.interval' = '100ms', \
                  'out.type' = 'file_sink', 'out.path' = 'out.jsonl');",
                 parquet.display()
             )
@@ -394,12 +396,14 @@ fn text_state_kept_as_utf8_restores_into_views() {
         while checkpoints() < 2 && Instant::now() < deadline && first.try_wait().ok().flatten().is_none() {
             std::thread::sleep(Duration::from_millis(10));
         }
+        let ended = first.try_wait().ok().flatten();
         kill9(&mut first);
+        assert!(ended.is_none(), "{case}: the first run ended before it could be killed: {ended:?}");
         assert!(checkpoints() >= 2, "{case}: checkpoints taken before the kill:\n{}", std::fs::read_to_string(job.join("job.log")).unwrap_or_default());
         std::fs::write(job.join("job.sql"), sql("")).unwrap();
         let last = crate::common::ferris(&job, &["run", "job.sql", "--no-progress"]);
         assert_eq!(last.status, 0, "{case}: {}", last.stderr);
-        assert_went_on(&job, &last.stderr, n);
+        assert_went_on(&job, &last.stderr, rows);
         assert_exactly_once(&format!("{case}: text state restored as views"), &job.join("out.jsonl"), &canonical_lines(&want.join("\n")));
     }
 }
