@@ -59,7 +59,7 @@ impl FlatCsv {
         if memchr::memchr2(self.quote, b'\r', chunk).is_some() || chunk.last().is_some_and(|b| *b != b'\n') {
             return None;
         }
-        let text = std::str::from_utf8(chunk).ok()?;
+        let text = simdutf8::basic::from_utf8(chunk).ok()?;
         let mut columns = Column::for_schema(&self.output, chunk.len());
         let last = self.slots.len() - 1;
         let mut rows = 0usize;

@@ -17,6 +17,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 
 use super::flat_columns::{into_batches, Column};
+use super::iso_time::{in_unit, IsoTimes};
 
 /// Decodes flat JSON objects into batches of `schema`, or declines (see the module docs).
 #[derive(Debug, Clone)]
@@ -101,13 +102,13 @@ impl FlatJson {
     /// The objects of `chunk` (whitespace between them) as batches of at most `batch_size`
     /// rows; `None` when the chunk is not all of the shape this decoder reads.
     pub fn decode(&self, chunk: &[u8], batch_size: usize) -> Option<Vec<RecordBatch>> {
-        let text = std::str::from_utf8(chunk).ok()?;
+        let text = simdutf8::basic::from_utf8(chunk).ok()?;
         // a column per field of the schema, None for those only checked
         let mut columns: Vec<Option<Column>> = (0..self.names.len()).map(|_| None).collect();
         for (&f, c) in self.built.iter().zip(Column::for_schema(&self.output, chunk.len())) {
             *columns.get_mut(f)? = Some(c);
         }
-        let mut p = Parser { b: chunk, text, i: 0 };
+        let mut p = Parser { b: chunk, text, i: 0, times: IsoTimes::default() };
         let mut rows = 0usize;
         let all: u64 = if self.names.len() == 64 { u64::MAX } else { (1u64 << self.names.len()) - 1 };
         // The keys of the records so far, by position: records of one stream mostly repeat one
@@ -286,6 +287,8 @@ struct Parser<'a> {
     b: &'a [u8],
     text: &'a str,
     i: usize,
+    /// reads the common shape of ISO-8601 times, remembering the last one's minute
+    times: IsoTimes,
 }
 
 impl<'a> Parser<'a> {
@@ -488,12 +491,17 @@ impl<'a> Parser<'a> {
         self.text.get(s..e)
     }
 
-    /// As arrow-json: text through arrow's own parser (in UTC), an integer as it is.
+    /// As arrow-json: text as arrow's own parser reads it (in UTC; the common shape read
+    /// directly, as arrow reads it), an integer as it is.
     fn time(&mut self, unit: arrow::datatypes::TimeUnit) -> Option<i64> {
         if self.peek()? != b'"' {
             return self.integer();
         }
-        let t = arrow::compute::kernels::cast_utils::string_to_datetime(&chrono::Utc, self.text_value()?).ok()?;
+        let text = self.text_value()?;
+        if let Some((secs, nanos)) = self.times.read(text.as_bytes()) {
+            return in_unit(secs, nanos, unit);
+        }
+        let t = arrow::compute::kernels::cast_utils::string_to_datetime(&chrono::Utc, text).ok()?;
         Some(match unit {
             arrow::datatypes::TimeUnit::Second => t.timestamp(),
             arrow::datatypes::TimeUnit::Millisecond => t.timestamp_millis(),

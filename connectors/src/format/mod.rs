@@ -14,6 +14,7 @@ pub mod file_format;
 mod flat_columns;
 pub mod flat_csv;
 pub mod flat_json;
+pub mod iso_time;
 pub mod registry;
 pub mod schema;
 

@@ -12,6 +12,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result};
+use ferris_connectors::format::iso_time::{in_unit, IsoTimes};
 
 const MAX_ABS_MILLIS: u64 = 1 << 61;
 
@@ -106,104 +107,29 @@ fn cast_strings(array: &ArrayRef) -> Result<ArrayRef> {
 /// The common shape `YYYY-MM-DD[T| ]HH:MM:SS[.fraction][Z]` read directly (a fifth of a
 /// JSON-fed windowed query's time went to the general parser); `None` when any string has
 /// another shape, and the caller casts the whole array with arrow's parser instead, so the
-/// results are always arrow's.
-///
-/// A stream's times mostly share their minute with the time before: the date and the hour and
-/// minute (`YYYY-MM-DD HH:MM:`) are read once and reused while the next string starts with the
-/// same 17 bytes, and only the seconds and the fraction are read (Nexmark's `date_time` from
-/// JSON Lines: 9% of q11's samples went to reading times whole).
+/// results are always arrow's. The times are read by the connectors' reader of that shape
+/// ([`IsoTimes`]), which reads a minute shared with the time before only once.
 fn strings_to_millis<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Option<Int64Array> {
     let mut out = Int64Array::builder(values.size_hint().0);
-    let mut minute: Option<(&[u8], i64)> = None;
+    let mut times = IsoTimes::default();
     for v in values {
         let Some(s) = v else {
             out.append_null();
             continue;
         };
-        let b = s.as_bytes();
-        let (prefix, rest) = b.split_at_checked(MINUTE_PREFIX)?;
-        let base = match minute {
-            Some((p, ms)) if p == prefix => ms,
-            _ => {
-                let ms = minute_millis(prefix)?;
-                minute = Some((prefix, ms));
-                ms
-            }
-        };
-        out.append_value(base + second_millis(rest)?);
+        let (secs, nanos) = times.read(s.as_bytes())?;
+        // (truncated to milliseconds, as arrow's cast does)
+        out.append_value(in_unit(secs, nanos, TimeUnit::Millisecond)?);
     }
     Some(out.finish())
 }
 
-/// Bytes of `YYYY-MM-DD HH:MM:`.
-const MINUTE_PREFIX: usize = 17;
-
-/// `YYYY-MM-DD[T| ]HH:MM:SS[.f…][Z]` as milliseconds since the epoch (fraction truncated to
-/// milliseconds, as arrow's cast does); `None` for anything else, an invalid date included.
-/// (One string as [`strings_to_millis`] reads each, for the tests.)
+/// `YYYY-MM-DD[T| ]HH:MM:SS[.f…][Z]` as milliseconds since the epoch; `None` for anything
+/// else. (One string as [`strings_to_millis`] reads each, for the tests.)
 #[cfg(test)]
 fn iso_millis(b: &[u8]) -> Option<i64> {
-    let (prefix, rest) = b.split_at_checked(MINUTE_PREFIX)?;
-    Some(minute_millis(prefix)? + second_millis(rest)?)
-}
-
-#[inline(always)]
-fn two(b: &[u8], i: usize) -> Option<i64> {
-    let (hi, lo) = (b.get(i)?.wrapping_sub(b'0'), b.get(i + 1)?.wrapping_sub(b'0'));
-    (hi < 10 && lo < 10).then_some(i64::from(hi * 10 + lo))
-}
-
-/// `YYYY-MM-DD[T| ]HH:MM:` (17 bytes) as milliseconds since the epoch; `None` for anything
-/// else, an invalid date included.
-fn minute_millis(b: &[u8]) -> Option<i64> {
-    if b.len() != MINUTE_PREFIX || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let y = two(b, 0)? * 100 + two(b, 2)?;
-    let (m, d) = (two(b, 5)?, two(b, 8)?);
-    let (hh, mm) = (two(b, 11)?, two(b, 14)?);
-    let month_days = match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        1..=12 => 31,
-        _ => return None,
-    };
-    if d < 1 || d > month_days || hh > 23 || mm > 59 {
-        return None;
-    }
-    // days from the civil date (Howard Hinnant's algorithm)
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400_000 + hh * 3_600_000 + mm * 60_000)
-}
-
-/// What follows the minute, `SS[.f…][Z]`, as milliseconds (fraction truncated); `None` for
-/// anything else.
-fn second_millis(b: &[u8]) -> Option<i64> {
-    let ss = two(b, 0)?;
-    if ss > 59 {
-        return None;
-    }
-    let mut rest = &b[2..];
-    let mut frac_ms = 0;
-    if let Some((b'.', digits)) = rest.split_first() {
-        let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 || n > 9 {
-            return None;
-        }
-        frac_ms = (0..3).fold(0, |acc, i| acc * 10 + digits.get(i).filter(|_| i < n).map_or(0, |c| i64::from(c - b'0')));
-        rest = &digits[n..];
-    }
-    if !(rest.is_empty() || rest == b"Z") {
-        return None;
-    }
-    Some(ss * 1000 + frac_ms)
+    let (secs, nanos) = IsoTimes::default().read(b)?;
+    in_unit(secs, nanos, TimeUnit::Millisecond)
 }
 
 #[cfg(test)]
