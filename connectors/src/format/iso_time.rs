@@ -79,7 +79,8 @@ pub fn in_unit(secs: i64, nanos: u32, unit: TimeUnit) -> Option<i64> {
 #[inline(always)]
 fn two(b: &[u8], i: usize) -> Option<i64> {
     let (hi, lo) = (b.get(i)?.wrapping_sub(b'0'), b.get(i + 1)?.wrapping_sub(b'0'));
-    (hi < 10 && lo < 10).then_some(i64::from(hi * 10 + lo))
+    // (computed only for digits: `then_some` would multiply any byte, and overflow)
+    (hi < 10 && lo < 10).then(|| i64::from(hi) * 10 + i64::from(lo))
 }
 
 /// `YYYY-MM-DD[T| ]HH:MM:` (17 bytes) as seconds since the epoch; `None` for anything else,
@@ -213,6 +214,18 @@ mod tests {
                 }
             }
         }
+        // anything but a digit where one belongs, in every place of a time: declined
+        // (by arrow too), with no overflow on the way
+        let time = b"2026-12-07T21:14:35.075";
+        for at in [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22] {
+            for c in [b'x', b'-', b' ', b'/', b':', 0xff, b'J', b'~', 0] {
+                let mut t = time.to_vec();
+                t[at] = c;
+                let fast = IsoTimes::default().read(&t);
+                assert_eq!(fast, None, "{}", String::from_utf8_lossy(&t));
+            }
+        }
+        assert_eq!(IsoTimes::default().read(b"yyyy-mm-dd hh:mm:ss"), None);
         // a minute that differs from the one remembered only in its colon is read afresh
         let mut times = IsoTimes::default();
         assert!(times.read(b"2026-12-07T21:14:35").is_some());
