@@ -12,15 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::array::TimestampNanosecondArray;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    DataType, Field, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::common::{exec_err, plan_err, Result, ScalarValue};
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
-use ferris_connectors::format::iso_time::IsoTimes;
 
 /// Registers `DATE_FORMAT`, `HOUR`, `SPLIT_INDEX` and `REGEXP_EXTRACT`.
 pub fn register(ctx: &SessionContext) {
@@ -34,74 +32,15 @@ fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-/// A time argument: times kept as they are, strings too (read as timestamps when the function
-/// is called, by [`text_as_times`]).
+/// A time argument: strings are read as timestamps (cast: the plan's casts of text read it
+/// directly, `text_times`), times kept as they are.
 fn time_argument(name: &str, t: &DataType) -> Result<DataType> {
     match t {
-        t if is_string(t) => Ok(t.clone()),
+        t if is_string(t) => Ok(DataType::Timestamp(TimeUnit::Nanosecond, None)),
         DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => Ok(t.clone()),
         DataType::Null => Ok(DataType::Timestamp(TimeUnit::Nanosecond, None)),
         other => plan_err!("{name} takes a timestamp, a date or a timestamp string, not {other}"),
     }
-}
-
-/// A time argument given as text (`DATE_FORMAT('2026-12-07 21:14:35', 'HH')`, or a JSON
-/// field read as text) as timestamps in nanoseconds, as `CAST(… AS TIMESTAMP)` reads it:
-/// the common ISO-8601 shape read directly ([`IsoTimes`], a minute shared with the row before
-/// read once), any other shape by arrow's cast of the whole column, where a string it cannot
-/// read is an error, as in the cast. `None` when the argument is not text; with its field.
-///
-/// (Coercing the argument to a timestamp instead had DataFusion cast it with arrow's general
-/// parser and chrono's calendar: 14% of Nexmark q15's CPU over JSON Lines.)
-fn text_as_times(arg: &ColumnarValue, field: &FieldRef) -> Result<Option<(ColumnarValue, FieldRef)>> {
-    let array = match arg {
-        ColumnarValue::Array(a) if is_string(a.data_type()) => Arc::clone(a),
-        ColumnarValue::Scalar(v) if is_string(&v.data_type()) => v.to_array()?,
-        _ => return Ok(None),
-    };
-    let nanos = TimeUnit::Nanosecond;
-    let read = match array.data_type() {
-        DataType::Utf8 => read_times(array.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => read_times(array.as_string::<i64>().iter()),
-        _ => read_times(array.as_string_view().iter()),
-    };
-    let times: ArrayRef = match read {
-        Some(times) => Arc::new(times),
-        None => {
-            let strict = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
-            datafusion::arrow::compute::cast_with_options(&array, &DataType::Timestamp(nanos, None), &strict)?
-        }
-    };
-    let value = match arg {
-        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&times, 0)?),
-        ColumnarValue::Array(_) => ColumnarValue::Array(times),
-    };
-    let field = Arc::new(Field::new(field.name(), DataType::Timestamp(nanos, None), field.is_nullable()));
-    Ok(Some((value, field)))
-}
-
-/// The first argument, if text, read as timestamps ([`text_as_times`]), its field with it.
-fn text_argument_as_times(args: &mut ScalarFunctionArgs) -> Result<()> {
-    if let (Some(arg), Some(field)) = (args.args.first_mut(), args.arg_fields.first_mut()) {
-        if let Some((times, read)) = text_as_times(arg, field)? {
-            (*arg, *field) = (times, read);
-        }
-    }
-    Ok(())
-}
-
-/// Every string of the common ISO-8601 shape in nanoseconds (NULL kept); `None` as soon as one
-/// is of another shape, or beyond the nanoseconds' years (1677–2262).
-fn read_times<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Option<TimestampNanosecondArray> {
-    let mut times = IsoTimes::default();
-    let mut out = TimestampNanosecondArray::builder(values.size_hint().0);
-    for v in values {
-        match v {
-            Some(s) => out.append_value(times.read_in(s.as_bytes(), TimeUnit::Nanosecond)?),
-            None => out.append_null(),
-        }
-    }
-    Some(out.finish())
 }
 
 /// Translates a Java (`SimpleDateFormat`, Flink's) pattern into a chrono/`to_char` one:
@@ -376,11 +315,10 @@ impl ScalarUDFImpl for DateFormat {
         Ok(DataType::Utf8)
     }
 
-    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let Some(pattern) = args.args.get(1).and_then(string_scalar).map(str::to_string) else {
             return exec_err!("DATE_FORMAT needs its pattern as a literal: DATE_FORMAT(ts, 'yyyy-MM-dd')");
         };
-        text_argument_as_times(&mut args)?;
         if let Some(fields) = numeric_pattern(&pattern) {
             if let Some(out) = format_numeric(&args.args[0], &fields, args.number_rows)? {
                 return Ok(out);
@@ -438,8 +376,7 @@ impl ScalarUDFImpl for Hour {
         Ok(DataType::Int64)
     }
 
-    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        text_argument_as_times(&mut args)?;
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let Some(hours) = utc_hours(&args.args[0]) {
             return Ok(hours);
         }
@@ -1019,48 +956,6 @@ mod tests {
     fn hours_in_a_zone_go_through_the_calendar() {
         let array: ArrayRef = Arc::new(datafusion::arrow::array::TimestampMillisecondArray::from(vec![0]).with_timezone("Europe/Paris"));
         assert!(utc_hours(&ColumnarValue::Array(array)).is_none());
-    }
-
-    /// `DATE_FORMAT` and `HOUR` of text give what they give of the text cast to a timestamp:
-    /// the common shape (read directly), other shapes (offsets, a date alone: by arrow's cast),
-    /// both in one column, NULLs, as `Utf8`, `LargeUtf8`, views and a literal; text the cast cannot read
-    /// is the cast's error.
-    #[tokio::test]
-    async fn text_times_read_as_the_cast_reads_them() {
-        let ctx = SessionContext::new();
-        register(&ctx);
-        let all = |sql: String| {
-            let ctx = &ctx;
-            async move {
-                let batches = ctx.sql(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-                datafusion::arrow::util::pretty::pretty_format_batches(&batches).unwrap().to_string()
-            }
-        };
-        let common = "('2026-12-07T21:14:35.075'), ('2026-12-07T21:14:59.999999999'), ('2026-12-07 21:15:00'), (NULL), ('1969-12-31T23:59:59.5Z'), ('2024-02-29T00:00:00')";
-        let other = "('2026-12-07T21:14:35.075'), ('2026-12-07T23:30:00+02:00'), ('2026-12-07'), ('2026-12-07T21:14:35.075')";
-        for rows in [common, other] {
-            // (VARCHAR is a view in DataFusion's SQL: the other two types by arrow_cast)
-            for text in ["CAST(column1 AS VARCHAR)", "arrow_cast(column1, 'Utf8')", "arrow_cast(column1, 'LargeUtf8')", "arrow_cast(column1, 'Utf8View')"] {
-                let column = text.to_string();
-                for (f, cast) in [
-                    ("DATE_FORMAT({}, 'yyyy-MM-dd HH:mm:ss.SSS')", "DATE_FORMAT(CAST({} AS TIMESTAMP), 'yyyy-MM-dd HH:mm:ss.SSS')"),
-                    ("DATE_FORMAT({}, 'EEE yyyy')", "DATE_FORMAT(CAST({} AS TIMESTAMP), 'EEE yyyy')"),
-                    ("HOUR({})", "HOUR(CAST({} AS TIMESTAMP))"),
-                ] {
-                    let ours = all(format!("SELECT {} AS v FROM (VALUES {rows})", f.replace("{}", &column))).await;
-                    let theirs = all(format!("SELECT {} AS v FROM (VALUES {rows})", cast.replace("{}", &column))).await;
-                    assert_eq!(ours, theirs, "{f} of {text} over {rows}");
-                    assert!(ours.lines().count() > 5, "{ours}");
-                }
-            }
-        }
-        assert_eq!(one("SELECT DATE_FORMAT('2026-12-07 21:14:35.075', 'yyyy-MM-dd HH:mm:ss.SSS') AS v").await, "2026-12-07 21:14:35.075");
-        assert_eq!(one("SELECT HOUR('2026-12-07T23:30:00+02:00') AS v").await, "21");
-        for bad in ["DATE_FORMAT(column1, 'yyyy')", "HOUR(column1)", "CAST(column1 AS TIMESTAMP)"] {
-            let sql = format!("SELECT {bad} FROM (VALUES ('2026-12-07T21:14:35'), ('yesterday'))");
-            let err = ctx.sql(&sql).await.unwrap().collect().await.unwrap_err().to_string();
-            assert_eq!(err, "Arrow error: Parser error: Error parsing timestamp from 'yesterday': timestamp must contain at least 10 characters", "{bad}");
-        }
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ pub mod shared_expressions;
 pub mod shared_scan;
 pub mod source_failure;
 pub mod source_table;
+pub mod text_times;
 pub mod window_functions;
 pub mod within;
 
@@ -142,6 +143,7 @@ pub fn new_context(
     // COUNT(DISTINCT x) stays one aggregate (two stacked aggregates would hold a stream)
     ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     ctx.add_optimizer_rule(Arc::new(fixed_intervals::FixedIntervals));
+    ctx.add_optimizer_rule(Arc::new(text_times::TextCasts));
     functions::register(&ctx);
     flink_functions::register(&ctx);
     crate::window::functions::register(&ctx);
