@@ -14,7 +14,8 @@
 //! Lines). What this reads, it reads as arrow does (tested against it); what it declines,
 //! the caller reads with arrow's parser, so the results are always arrow's.
 
-use arrow::datatypes::TimeUnit;
+use arrow::array::{Array, AsArray, PrimitiveArray};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, TimeUnit};
 
 /// Bytes of `YYYY-MM-DD HH:MM:`.
 const MINUTE_PREFIX: usize = 17;
@@ -53,6 +54,31 @@ impl IsoTimes {
     pub fn read_in(&mut self, b: &[u8], unit: TimeUnit) -> Option<i64> {
         let (secs, nanos) = self.read(b)?;
         in_unit(secs, nanos, unit)
+    }
+}
+
+/// Every string of a text column (`Utf8`, `LargeUtf8` or views) in `unit` since the epoch, as
+/// an array of `T` (an event time's `Int64`, a timestamp's own type), NULL kept; `None` when
+/// the column is not text, or as soon as one string is of another shape or out of the unit's
+/// range: the caller then casts the whole column with arrow's parser, so the results are
+/// always arrow's.
+pub fn read_text_column<T: ArrowPrimitiveType<Native = i64>>(array: &dyn Array, unit: TimeUnit) -> Option<PrimitiveArray<T>> {
+    fn read<'a, T: ArrowPrimitiveType<Native = i64>>(values: impl Iterator<Item = Option<&'a str>>, unit: TimeUnit) -> Option<PrimitiveArray<T>> {
+        let mut times = IsoTimes::default();
+        let mut out = PrimitiveArray::<T>::builder(values.size_hint().0);
+        for v in values {
+            match v {
+                Some(s) => out.append_value(times.read_in(s.as_bytes(), unit)?),
+                None => out.append_null(),
+            }
+        }
+        Some(out.finish())
+    }
+    match array.data_type() {
+        DataType::Utf8 => read(array.as_string::<i32>().iter(), unit),
+        DataType::LargeUtf8 => read(array.as_string::<i64>().iter(), unit),
+        DataType::Utf8View => read(array.as_string_view().iter(), unit),
+        _ => None,
     }
 }
 

@@ -8,10 +8,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::common::{plan_err, DataFusionError, Result};
+use ferris_connectors::format::iso_time::read_text_column;
+#[cfg(test)]
 use ferris_connectors::format::iso_time::{in_unit, IsoTimes};
 
 const MAX_ABS_MILLIS: u64 = 1 << 61;
@@ -61,15 +63,12 @@ pub fn to_epoch_millis(array: &ArrayRef, int_scale: i64) -> Result<Int64Array> {
                 Arc::new(ints.unary_opt::<_, datafusion::arrow::datatypes::Int64Type>(|t| t.checked_mul(int_scale)))
             }
         }
-        DataType::Utf8 => match strings_to_millis(array.as_string::<i32>().iter()) {
+        // the common ISO-8601 shape read directly (a fifth of a JSON-fed windowed query's time
+        // went to arrow's general parser), any other column by arrow's cast
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => match read_text_column::<Int64Type>(array, TimeUnit::Millisecond) {
             Some(ms) => Arc::new(ms),
             None => cast_strings(array)?,
         },
-        DataType::Utf8View => match strings_to_millis(array.as_string_view().iter()) {
-            Some(ms) => Arc::new(ms),
-            None => cast_strings(array)?,
-        },
-        DataType::LargeUtf8 => cast_strings(array)?,
         other => return plan_err!("event time of type {other} is not a time"),
     };
     let ms = out.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| DataFusionError::Internal("event time did not convert to Int64".into()))?;
@@ -104,28 +103,8 @@ fn cast_strings(array: &ArrayRef) -> Result<ArrayRef> {
     Ok(cast(&ts, &DataType::Int64)?)
 }
 
-/// The common shape `YYYY-MM-DD[T| ]HH:MM:SS[.fraction][Z]` read directly (a fifth of a
-/// JSON-fed windowed query's time went to the general parser); `None` when any string has
-/// another shape, and the caller casts the whole array with arrow's parser instead, so the
-/// results are always arrow's. The times are read by the connectors' reader of that shape
-/// ([`IsoTimes`]), which reads a minute shared with the time before only once.
-fn strings_to_millis<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Option<Int64Array> {
-    let mut out = Int64Array::builder(values.size_hint().0);
-    let mut times = IsoTimes::default();
-    for v in values {
-        let Some(s) = v else {
-            out.append_null();
-            continue;
-        };
-        let (secs, nanos) = times.read(s.as_bytes())?;
-        // (truncated to milliseconds, as arrow's cast does)
-        out.append_value(in_unit(secs, nanos, TimeUnit::Millisecond)?);
-    }
-    Some(out.finish())
-}
-
 /// `YYYY-MM-DD[T| ]HH:MM:SS[.f…][Z]` as milliseconds since the epoch; `None` for anything
-/// else. (One string as [`strings_to_millis`] reads each, for the tests.)
+/// else. (One string as `read_text_column` reads each, for the tests.)
 #[cfg(test)]
 fn iso_millis(b: &[u8]) -> Option<i64> {
     let (secs, nanos) = IsoTimes::default().read(b)?;
@@ -226,12 +205,12 @@ mod tests {
         }
         let all: ArrayRef = Arc::new(StringArray::from_iter_values(runs.iter()));
         let arrow = cast_strings(&all).unwrap();
-        let fast = strings_to_millis(all.as_string::<i32>().iter()).expect("every one read");
+        let fast = read_text_column::<Int64Type>(all.as_ref(), TimeUnit::Millisecond).expect("every one read");
         assert_eq!(Some(&fast), arrow.as_any().downcast_ref::<Int64Array>());
         // a string after the same minute but not read: the fast path declines the array
         for tail in ["60", "5", "07.", "07+01:00", "07.1234567890", "", "07Z "] {
             let pair: ArrayRef = Arc::new(StringArray::from_iter_values(["2026-11-27T03:37:57.114".to_string(), format!("2026-11-27T03:37:{tail}")]));
-            assert_eq!(strings_to_millis(pair.as_string::<i32>().iter()), None, "{tail}");
+            assert_eq!(read_text_column::<Int64Type>(pair.as_ref(), TimeUnit::Millisecond), None, "{tail}");
         }
         let shared = ["2026-11-27T03:37:57.114", "2026-11-27T03:37:58", "2026-11-27T03:38:00.5Z", "2026-11-27T03:37:59.999"];
         let shared: ArrayRef = Arc::new(StringArray::from_iter_values(shared));

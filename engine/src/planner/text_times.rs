@@ -11,7 +11,7 @@
 //!
 //! Arrow's cast reads each string with its general parser and chrono's calendar: 14% of
 //! Nexmark q15's CPU over JSON Lines, whose `date_time` is text. The common shape
-//! `YYYY-MM-DD[T| ]HH:MM:SS[.f][Z]` is read directly ([`IsoTimes`]: the date, hour and minute
+//! `YYYY-MM-DD[T| ]HH:MM:SS[.f][Z]` is read directly (`IsoTimes`: the date, hour and minute
 //! once while the next string starts with the same ones); a column with any other shape (an
 //! offset, a date alone) goes through arrow's cast whole, as the cast would, so the values,
 //! and the error for text the cast cannot read, are the cast's. The rewrite is of the plan,
@@ -21,8 +21,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampNanosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit, TimestampNanosecondType};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{exec_err, DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::utils::merge_schema;
@@ -31,7 +31,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use ferris_connectors::format::iso_time::IsoTimes;
+use ferris_connectors::format::iso_time::read_text_column;
 
 use super::fixed_intervals::rewrite_expressions;
 
@@ -111,12 +111,10 @@ impl ScalarUDFImpl for CastTextToTimestamp {
             ColumnarValue::Array(a) => Arc::clone(a),
             ColumnarValue::Scalar(v) => v.to_array()?,
         };
-        let read = match array.data_type() {
-            DataType::Utf8 => read_times(array.as_string::<i32>().iter()),
-            DataType::LargeUtf8 => read_times(array.as_string::<i64>().iter()),
-            DataType::Utf8View => read_times(array.as_string_view().iter()),
-            other => return exec_err!("cast_text_to_timestamp takes text, not {other}"),
-        };
+        if !is_text(array.data_type()) {
+            return exec_err!("cast_text_to_timestamp takes text, not {}", array.data_type());
+        }
+        let read = read_text_column::<TimestampNanosecondType>(array.as_ref(), TimeUnit::Nanosecond);
         let times: ArrayRef = match read {
             Some(times) => Arc::new(times),
             None => {
@@ -130,20 +128,6 @@ impl ScalarUDFImpl for CastTextToTimestamp {
             ColumnarValue::Array(_) => ColumnarValue::Array(times),
         })
     }
-}
-
-/// Every string of the common ISO-8601 shape in nanoseconds (NULL kept); `None` as soon as one
-/// is of another shape, or beyond the nanoseconds' years (1677–2262).
-fn read_times<'a>(values: impl Iterator<Item = Option<&'a str>>) -> Option<TimestampNanosecondArray> {
-    let mut times = IsoTimes::default();
-    let mut out = TimestampNanosecondArray::builder(values.size_hint().0);
-    for v in values {
-        match v {
-            Some(s) => out.append_value(times.read_in(s.as_bytes(), TimeUnit::Nanosecond)?),
-            None => out.append_null(),
-        }
-    }
-    Some(out.finish())
 }
 
 #[cfg(test)]
